@@ -1,0 +1,38 @@
+"""Headless command line: one module per subcommand, all calling the same engine functions as the TUI."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+# Each name is a module `engine.cli.<name>` exposing `register(subparsers)`.
+COMMANDS: list[str] = []
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The `flash-tui` argument parser with every registered subcommand."""
+    parser = argparse.ArgumentParser(
+        prog="flash-tui",
+        description="Build, deploy and operate Flash apps. Without a subcommand, opens the TUI.",
+    )
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMANDS:
+        importlib.import_module(f"engine.cli.{name}").register(subparsers)
+    return parser
+
+
+def subcommand_names() -> set[str]:
+    """Names of the headless subcommands (hyphenated names included)."""
+    return {name.replace("_", "-") for name in COMMANDS}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run one headless subcommand and return its exit code."""
+    parser = build_parser()
+    args = parser.parse_args(list(sys.argv[1:] if argv is None else argv))
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    return int(args.func(args) or 0)
