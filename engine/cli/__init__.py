@@ -1,4 +1,4 @@
-"""Headless command line: one module per subcommand, all calling the same engine functions as the TUI."""
+"""Headless command line: one module per subcommand, calling the engine functions the TUI uses."""
 
 from __future__ import annotations
 
