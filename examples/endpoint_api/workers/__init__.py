@@ -1,0 +1,1 @@
+"""Queue-based endpoints of the endpoint_api app."""

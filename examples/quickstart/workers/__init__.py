@@ -1,0 +1,1 @@
+"""Worker endpoints of the quickstart app: one package per endpoint, config in `endpoint.py`."""

@@ -1,0 +1,1 @@
+"""Live load-balanced endpoint: small HTTP API."""

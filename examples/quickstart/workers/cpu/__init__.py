@@ -1,0 +1,1 @@
+"""CPU queue-based endpoint: text preprocessing."""
