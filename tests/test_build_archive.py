@@ -1,0 +1,90 @@
+"""engine.archive: reproducible tar.gz (sorted, flat, fixed metadata, clean gzip header)."""
+
+from __future__ import annotations
+
+import gzip
+import os
+import struct
+import tarfile
+from pathlib import Path
+
+import pytest
+
+from engine.archive import FIXED_MTIME, file_sha256, write_archive
+
+
+def _tree(root: Path) -> None:
+    (root / "pkg" / "sub").mkdir(parents=True)
+    (root / "main.py").write_text("print('hi')\n")
+    (root / "pkg" / "__init__.py").write_text("")
+    (root / "pkg" / "sub" / "mod.py").write_text("X = 1\n")
+    (root / "run.sh").write_text("#!/bin/sh\necho hi\n")
+    (root / "run.sh").chmod(0o700)
+    (root / "data.bin").write_bytes(bytes(range(256)) * 10)
+    (root / "ünïcode.txt").write_text("é\n")
+
+
+def test_same_files_give_byte_identical_archives(tmp_path: Path) -> None:
+    a, b = tmp_path / "a", tmp_path / "b"
+    a.mkdir()
+    b.mkdir()
+    _tree(a)
+    _tree(b)
+    # Different mtimes and modes on the second copy must not matter.
+    for path in b.rglob("*"):
+        os.utime(path, (1_700_000_000, 1_700_000_000))
+    (b / "main.py").chmod(0o600)
+    digest_a = write_archive(a, tmp_path / "out" / "a.tar.gz")
+    digest_b = write_archive(b, tmp_path / "out" / "b.tar.gz")
+    assert digest_a == digest_b
+    out = tmp_path / "out"
+    assert (out / "a.tar.gz").read_bytes() == (out / "b.tar.gz").read_bytes()
+    assert digest_a == file_sha256(tmp_path / "out" / "a.tar.gz")
+
+
+def test_members_are_sorted_flat_and_normalised(tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    src.mkdir()
+    _tree(src)
+    archive = tmp_path / "x.tar.gz"
+    write_archive(src, archive)
+    with tarfile.open(archive) as tar:
+        members = tar.getmembers()
+    names = [m.name for m in members]
+    assert names == sorted(names)
+    assert "main.py" in names and "pkg/sub/mod.py" in names and "ünïcode.txt" in names
+    assert not any(n.startswith(("./", "/")) for n in names)
+    for m in members:
+        assert m.isfile()
+        assert (m.mtime, m.uid, m.gid, m.uname, m.gname) == (FIXED_MTIME, 0, 0, "", "")
+        assert m.mode == (0o755 if m.name == "run.sh" else 0o644)
+
+
+def test_gzip_header_has_no_name_and_no_mtime(tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    src.mkdir()
+    _tree(src)
+    archive = tmp_path / "named-archive.tar.gz"
+    write_archive(src, archive)
+    header = archive.read_bytes()[:10]
+    magic, _method, flags, mtime = struct.unpack("<HBBI", header[:8])
+    assert magic == 0x8B1F
+    assert flags & 0x08 == 0, "FNAME flag set: the file name leaked into the header"
+    assert mtime == 0
+    assert gzip.decompress(archive.read_bytes())  # still a valid gzip stream
+
+
+def test_explicit_file_list_and_path_safety(tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    src.mkdir()
+    _tree(src)
+    archive = tmp_path / "x.tar.gz"
+    write_archive(src, archive, ["pkg/sub/mod.py", "main.py", "main.py"])
+    with tarfile.open(archive) as tar:
+        assert tar.getnames() == ["main.py", "pkg/sub/mod.py"]
+    with pytest.raises(ValueError, match="inside the build"):
+        write_archive(src, archive, ["../escape.py"])
+    # the failed call left the previous good archive in place, and no temp files
+    with tarfile.open(archive) as tar:
+        assert tar.getnames() == ["main.py", "pkg/sub/mod.py"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["src", "x.tar.gz"]
