@@ -10,14 +10,15 @@
                VCS data, virtual environments or its own output. Symlinks that resolve outside
                the project are refused (warning diagnostic); file symlinks inside are copied as
                regular files.
-3. manifest  - write `flash_manifest.json`. Its `generated_at` is NOT the wall clock, which would
+3. deps      - only with `deps=True`: pip-install requirements.txt + per-function dependencies
+               for RunPod's platform into a cache under `.flash/.deps/`, merged into the build
+               (before the import check, since user code may import them).
+4. manifest  - write `flash_manifest.json`. Its `generated_at` is NOT the wall clock, which would
                make every archive different: it is `$SOURCE_DATE_EPOCH` when set (the
                reproducible-builds convention), else the archive's fixed epoch 1980-01-01.
-4. handlers  - generate `handler_<resource>.py` per resource (engine.handlergen).
-5. check     - import every handler in a fresh interpreter (cwd = build dir); a failure names
+5. handlers  - generate `handler_<resource>.py` per resource (engine.handlergen).
+6. check     - import every handler in a fresh interpreter (cwd = build dir); a failure names
                the handler and shows the error.
-6. deps      - only with `deps=True`: pip-install requirements.txt + per-function dependencies
-               for RunPod's platform into a cache under `.flash/.deps/`, merged into the build.
 7. archive   - `.flash/archive.tar.gz`, reproducible (engine.archive); the build id is its
                SHA-256, so the same sources give the same id.
 
@@ -68,7 +69,7 @@ ARCHIVE_NAME = "archive.tar.gz"
 MANIFEST_NAME = "flash_manifest.json"
 LOCK_NAME = ".build.lock"
 
-STEPS: tuple[str, ...] = ("scan", "copy", "manifest", "handlers", "check", "deps", "archive")
+STEPS: tuple[str, ...] = ("scan", "copy", "deps", "manifest", "handlers", "check", "archive")
 
 # Never shipped, whatever the ignore files say: secrets, VCS data, environments, our own output.
 _NEVER_DIRS = frozenset(
@@ -372,7 +373,7 @@ def _prune(build_dir: Path, keep: set[str]) -> int:
 
 
 # --------------------------------------------------------------------------------------------
-# step 6: dependencies
+# step 3: dependencies
 
 
 def collect_requirements(root: Path, manifest: dict[str, Any]) -> list[str]:
@@ -401,6 +402,7 @@ def _pip_command(target: Path, requirements_file: Path) -> list[str]:
         "install",
         "--disable-pip-version-check",
         "--no-input",
+        "--no-compile",  # .pyc files would differ per run and are excluded anyway
         "--target",
         str(target),
         "--python-version",
@@ -522,9 +524,7 @@ def build_project(
         warnings = [d for d in diagnostics if d.severity == "warning"]
         if not manifest.get("resources"):
             warnings.append(
-                Diagnostic(
-                    "warning", "", 0, "no @remote / Endpoint functions found", "build-empty"
-                )
+                Diagnostic("warning", "", 0, "no @remote / Endpoint functions found", "build-empty")
             )
         progress("scan", 1, 1, f"{len(manifest.get('resources') or {})} resource(s)")
 
@@ -558,7 +558,7 @@ def build_project(
             if index % 50 == 0 or index == total:
                 progress("copy", index, total, rel)
 
-        # 6 (early). dependencies are resolved before pruning so the prune keeps them.
+        # 3. dependencies (synced before pruning, so the prune keeps them)
         dep_files: dict[str, Path] = {}
         if deps:
             requirements = collect_requirements(root, manifest)
@@ -575,10 +575,12 @@ def build_project(
                 else:
                     unchanged += 1
             progress("deps", 1, 1, f"{len(dep_files)} file(s) from dependencies")
+        else:
+            progress("deps", 1, 1, "skipped (use --deps to install into the build)")
 
         removed = _prune(build_dir, set(files) | set(dep_files) | generated)
 
-        # 3. manifest
+        # 4. manifest
         progress("manifest", 0, 1)
         manifest_text = json.dumps(manifest, indent=2, ensure_ascii=False) + "\n"
         manifest_path = build_dir / MANIFEST_NAME
@@ -586,7 +588,7 @@ def build_project(
             manifest_path.write_text(manifest_text, encoding="utf-8")
         progress("manifest", 1, 1)
 
-        # 4. handlers
+        # 5. handlers
         resources = manifest.get("resources") or {}
         progress("handlers", 0, len(resources))
         try:
@@ -599,7 +601,7 @@ def build_project(
             ) from exc
         progress("handlers", len(handlers), len(resources))
 
-        # 5. import check
+        # 6. import check
         if import_check and handlers:
             done = 0
             progress("check", 0, len(handlers))
@@ -628,9 +630,6 @@ def build_project(
                 raise BuildError(
                     f"generated handler(s) failed to import: {names}", diagnostics, step="check"
                 )
-
-        if not deps:
-            progress("deps", 1, 1, "skipped (use --deps to install into the build)")
 
         # 7. archive
         members = sorted(set(files) | set(dep_files) | generated)
