@@ -1,0 +1,618 @@
+"""FlashApp: the Textual application. It owns the state shown and runs engine work in workers."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+from collections import deque
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from textual import on, work
+from textual.app import App
+from textual.widgets import ProgressBar
+
+from flash_tui import present
+from flash_tui.backend import Backend, BackendError
+from flash_tui.commands import FlashCommands, bindings
+from flash_tui.messages import (
+    EngineUnavailable,
+    HealthSampled,
+    OperationFinished,
+    OperationProgress,
+    ScanFailed,
+    ScanFinished,
+    StatusUpdated,
+)
+from flash_tui.screens.confirm import PlanScreen, UndeployAllScreen, UndeployScreen
+from flash_tui.screens.dashboard import DashboardScreen
+from flash_tui.screens.help import HelpScreen
+from flash_tui.screens.logs import LogsScreen
+from flash_tui.screens.route_tester import HistoryEntry, RouteTarget, RouteTesterScreen
+from flash_tui.widgets.dashboard.detail_pane import (
+    DetailPane,
+    diagnostic_detail,
+    endpoint_detail,
+    function_detail,
+)
+from flash_tui.widgets.dashboard.endpoints_table import EndpointRow, EndpointsTable
+from flash_tui.widgets.dashboard.header_line import HeaderLine
+from flash_tui.widgets.dashboard.manifest_tree import ManifestTree, TreeItem
+from flash_tui.widgets.logs.buffer import LogBuffer
+
+# Actions that act on the dashboard; on other screens their keys mean something else or nothing.
+DASHBOARD_ACTIONS = frozenset(
+    {
+        "build",
+        "deploy",
+        "deploy_all",
+        "undeploy",
+        "undeploy_all",
+        "test_route",
+        "logs",
+        "rescan",
+        "probe_health",
+    }
+)
+HEALTH_HISTORY = 30
+DEPLOYED_STATES = frozenset({"healthy", "unhealthy", "deploying", "starting", "failed", "stopped"})
+
+
+def _now() -> datetime:
+    return datetime.now().astimezone()
+
+
+class FlashApp(App[None]):
+    """flash-tui: live manifest, deployment status, drift, health and logs of one project."""
+
+    CSS_PATH = "app.tcss"
+    TITLE = "flash-tui"
+    COMMANDS = App.COMMANDS | {FlashCommands}
+    BINDINGS = bindings()
+
+    def __init__(
+        self,
+        project: Path | str = ".",
+        target: str = "local",
+        *,
+        clock: Callable[[], datetime] | None = None,
+        connect: bool = True,
+        watch: bool = True,
+        statuses: Sequence[Any] | None = None,
+        health: Mapping[str, Sequence[float | None]] | None = None,
+        backend: Backend | None = None,
+    ) -> None:
+        super().__init__()
+        self.backend = backend or Backend(Path(project), target)
+        self.clock = clock or _now
+        self.connect_target = connect
+        self.watch_project = watch
+        self.logs = LogBuffer()
+        self.manifest: dict[str, Any] = {}
+        self.diagnostics: list[Any] = []
+        self.statuses: dict[str, Any] = {}
+        self.samples: dict[str, deque[float | None]] = {}
+        self.events: dict[str, list[str]] = {}
+        self.target_desc = target
+        self.connected = False
+        self.busy: str | None = None
+        self.selection: TreeItem | str | None = None
+        self.tester_history: list[HistoryEntry] = []
+        self.scan_count = 0
+        self.last_scan_ms = 0.0
+        self._stop_watch = asyncio.Event()
+        if statuses is not None:
+            self._set_statuses(statuses)
+        for name, values in (health or {}).items():
+            self.samples[name] = deque(values, maxlen=HEALTH_HISTORY)
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    async def on_mount(self) -> None:
+        self.dashboard = DashboardScreen(self.clock, self.logs, self._select)
+        await self.push_screen(self.dashboard)
+        self.log_engine(f"opening {self.backend.project}")
+        self.rescan()
+        if self.watch_project:
+            self._watch()
+        if self.connect_target:
+            self._connect()
+        else:
+            self._render_table()
+            self._render_header()
+
+    async def action_quit(self) -> None:
+        self._stop_watch.set()
+        self.exit()
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action in DASHBOARD_ACTIONS and not isinstance(self.screen, DashboardScreen):
+            return False
+        return True
+
+    # -- logging --------------------------------------------------------------------------
+
+    def stamp(self) -> str:
+        """`HH:MM:SS` from the app's clock (injected in tests for stable frames)."""
+        return self.clock().strftime("%H:%M:%S")
+
+    def log_engine(self, text: str, level: str = "info", source: str = "engine") -> None:
+        """Add an engine event line to the log pane."""
+        self.logs.append(self.stamp(), source, text, level)
+
+    # -- scanning -------------------------------------------------------------------------
+
+    @work(thread=True, exclusive=True, group="scan")
+    def rescan(self, changed: Sequence[Path] = ()) -> None:
+        """Scan off the UI thread; the result arrives as a ScanFinished message."""
+        try:
+            outcome = self.backend.scan()
+        except BackendError as exc:
+            self.post_message(ScanFailed(str(exc)))
+            return
+        except Exception as exc:  # the engine promises diagnostics, but never crash the UI
+            self.post_message(ScanFailed(f"{type(exc).__name__}: {exc}"))
+            return
+        self.post_message(
+            ScanFinished(outcome.manifest, outcome.diagnostics, list(changed), outcome.elapsed_ms)
+        )
+
+    @on(ScanFinished)
+    def _scan_finished(self, message: ScanFinished) -> None:
+        self.manifest = dict(message.manifest)
+        self.diagnostics = list(message.diagnostics)
+        self.scan_count += 1
+        self.last_scan_ms = message.elapsed_ms
+        tree = self.dashboard.query_one(ManifestTree)
+        changed = tree.show(self.manifest, self.diagnostics)
+        names = sorted({key[1] for key in changed if key[0] in {"endpoint", "function"}})
+        if message.changed:
+            files = ", ".join(sorted({p.name for p in message.changed})[:3])
+            what = f"; changed: {', '.join(names)}" if names else ""
+            self.log_engine(f"rescan ({files}) {message.elapsed_ms:.0f}ms{what}")
+        elif self.scan_count == 1:
+            count = len(self.manifest.get("resources") or {})
+            self.log_engine(f"scanned: {count} endpoints, {len(self.diagnostics)} diagnostics")
+        self._render_table()
+        self._render_header()
+        self._render_detail()
+        if self.connected and message.changed:
+            # Drift depends on the code: ask the engine again now that the code changed.
+            self._refresh_status()
+
+    @on(ScanFailed)
+    def _scan_failed(self, message: ScanFailed) -> None:
+        self.log_engine(f"scan failed: {message.reason}", "error")
+        self.notify(message.reason, title="Cannot scan the project", severity="error", timeout=8)
+        self.dashboard.query_one(ManifestTree).show({}, [])
+        self._render_header()
+
+    @work(exclusive=True, group="watch")
+    async def _watch(self) -> None:
+        try:
+            from engine.watch import watch_project
+
+            async for paths in watch_project(self.backend.project, stop_event=self._stop_watch):
+                self.rescan(paths)
+        except Exception as exc:  # a watcher failure must not take the app down; say so
+            self.log_engine(f"file watcher stopped: {exc}", "warning")
+
+    # -- target status --------------------------------------------------------------------
+
+    @work(exclusive=True, group="connect")
+    async def _connect(self) -> None:
+        try:
+            self.target_desc = await self.backend.connect()
+        except BackendError as exc:
+            self.post_message(EngineUnavailable(str(exc)))
+            return
+        self.connected = True
+        self.log_engine(f"connected to {self.target_desc}")
+        self._render_header()
+        self._refresh_status()
+
+    @on(EngineUnavailable)
+    def _unavailable(self, message: EngineUnavailable) -> None:
+        self.connected = False
+        self.log_engine(f"target unavailable: {message.reason}", "warning")
+        self.notify(
+            message.reason, title=f"Target {self.backend.target} unreachable", severity="warning"
+        )
+        self._render_table()
+        self._render_header()
+
+    @work(exclusive=True, group="status")
+    async def _refresh_status(self) -> None:
+        try:
+            statuses = await self.backend.status()
+        except BackendError as exc:
+            self.log_engine(f"status failed: {exc}", "warning")
+            return
+        self.post_message(StatusUpdated(statuses))
+
+    @on(StatusUpdated)
+    def _status_updated(self, message: StatusUpdated) -> None:
+        self._set_statuses(message.statuses)
+        self._render_table()
+        self._render_header()
+        self._render_detail()
+
+    def _set_statuses(self, statuses: Iterable[Any]) -> None:
+        self.statuses = {str(present.field(s, "name")): s for s in statuses}
+
+    @on(HealthSampled)
+    def _health(self, message: HealthSampled) -> None:
+        samples = self.samples.setdefault(message.endpoint, deque(maxlen=HEALTH_HISTORY))
+        samples.append(message.latency_ms if message.ok else None)
+        self._render_table()
+
+    # -- rendering ------------------------------------------------------------------------
+
+    def rows(self) -> list[EndpointRow]:
+        """Table rows: every endpoint in code or deployed, merged with status and health."""
+        resources: Mapping[str, Any] = self.manifest.get("resources") or {}
+        rows = []
+        now = self.clock()
+        for name in sorted(set(resources) | set(self.statuses)):
+            res = resources.get(name) or {}
+            status = self.statuses.get(name)
+            rtype = res.get("resource_type") or present.field(status, "resource_type")
+            health = present.field(status, "health")
+            started = present.parse_time(
+                present.field(status, "started_at") or present.field(status, "deployed_at")
+            )
+            state = present.field(status, "status")
+            uptime = (
+                (now - started).total_seconds() if started and state in DEPLOYED_STATES else None
+            )
+            rows.append(
+                EndpointRow(
+                    name=name,
+                    type=present.short_type(rtype, res.get("is_load_balanced") if res else None),
+                    status=state,
+                    drift=present.field(status, "drift"),
+                    latency_ms=present.field(health, "latency_ms"),
+                    samples=list(self.samples.get(name, ())),
+                    url=present.field(status, "url"),
+                    uptime_s=uptime,
+                    restarts=present.field(status, "restarts"),
+                )
+            )
+        return rows
+
+    def _render_table(self) -> None:
+        self.dashboard.query_one(EndpointsTable).show(self.rows())
+
+    def _render_header(self) -> None:
+        resources = self.manifest.get("resources") or {}
+        drifted = sum(1 for s in self.statuses.values() if present.field(s, "drift") == "drifted")
+        errors = sum(1 for d in self.diagnostics if present.field(d, "severity") == "error")
+        parts = [
+            self.backend.project_name,
+            f"target: {self.target_desc}",
+            f"{len(resources)} endpoints",
+        ]
+        if drifted:
+            parts.append(f"{drifted} drifted")
+        if errors:
+            parts.append(f"{errors} errors")
+        if self.busy:
+            parts.append(f"{self.busy}…")
+        self.dashboard.query_one(HeaderLine).summary = " · ".join(parts)
+
+    def _select(self, item: TreeItem | str | None) -> None:
+        self.selection = item
+        self._render_detail()
+
+    def _render_detail(self) -> None:
+        pane = self.dashboard.query_one(DetailPane)
+        item = self.selection
+        resources = self.manifest.get("resources") or {}
+        if isinstance(item, str) or (isinstance(item, TreeItem) and item.kind == "endpoint"):
+            name = item if isinstance(item, str) else str(item.endpoint)
+            pane.show(
+                endpoint_detail(
+                    name, resources.get(name), self.statuses.get(name), self.events.get(name, [])
+                ),
+                title=name,
+            )
+        elif isinstance(item, TreeItem) and item.kind == "function":
+            pane.show(
+                function_detail(item.payload, item.endpoint), title=str(item.payload.get("name"))
+            )
+        elif isinstance(item, TreeItem) and item.kind == "diagnostic":
+            pane.show(diagnostic_detail(item.payload), title="Diagnostic")
+
+    def selected_endpoint(self) -> str | None:
+        """The endpoint under the cursor of whichever of tree and table has the focus."""
+        focused = self.dashboard.focused
+        table = self.dashboard.query_one(EndpointsTable)
+        if focused is table:
+            return table.selected_name
+        item = self.selection
+        if isinstance(item, TreeItem) and item.endpoint:
+            return item.endpoint
+        if isinstance(item, str):
+            return item
+        return table.selected_name
+
+    # -- long operations ------------------------------------------------------------------
+
+    def _begin(self, operation: str) -> bool:
+        if self.busy:
+            self.notify(
+                f"Wait for the running {self.busy} to finish", title="Busy", severity="warning"
+            )
+            return False
+        self.busy = operation
+        bar = self.dashboard.query_one(ProgressBar)
+        bar.update(total=None, progress=0)
+        bar.add_class("-busy")
+        self._render_header()
+        return True
+
+    @on(OperationProgress)
+    def _progress(self, message: OperationProgress) -> None:
+        bar = self.dashboard.query_one(ProgressBar)
+        bar.update(total=message.total, progress=message.done)
+
+    @on(OperationFinished)
+    def _finished(self, message: OperationFinished) -> None:
+        self.busy = None
+        self.dashboard.query_one(ProgressBar).remove_class("-busy")
+        title = message.operation.capitalize()
+        if message.ok:
+            self.log_engine(f"{message.operation}: {message.summary}")
+            self.notify(message.summary or "done", title=f"{title} finished")
+        else:
+            self.log_engine(f"{message.operation} failed: {message.error}", "error")
+            self.notify(
+                message.error or "failed", title=f"{title} failed", severity="error", timeout=10
+            )
+        self._render_header()
+        if self.connected:
+            self._refresh_status()
+
+    def action_build(self) -> None:
+        if self._begin("build"):
+            self._build()
+
+    @work(thread=True, group="op")
+    def _build(self) -> None:
+        def progress(event: Any) -> None:
+            step = str(present.field(event, "step", ""))
+            self.post_message(
+                OperationProgress(
+                    "build",
+                    step,
+                    int(present.field(event, "done", 0)),
+                    present.field(event, "total"),
+                )
+            )
+
+        try:
+            result = self.backend.build(progress)
+        except BackendError as exc:
+            self.post_message(OperationFinished("build", False, error=str(exc)))
+            return
+        except Exception as exc:
+            self.post_message(
+                OperationFinished("build", False, error=f"{type(exc).__name__}: {exc}")
+            )
+            return
+        build_id = str(present.field(result, "build_id", ""))[:12]
+        handlers = present.field(result, "handlers", []) or []
+        self.post_message(
+            OperationFinished("build", True, f"build {build_id}: {len(handlers)} handlers")
+        )
+
+    def action_deploy(self) -> None:
+        name = self.selected_endpoint()
+        if not name:
+            self.notify("Select an endpoint in the tree or the table first", severity="warning")
+            return
+        self._plan_and_deploy([name])
+
+    def action_deploy_all(self) -> None:
+        self._plan_and_deploy(None)
+
+    @work(group="dialog")
+    async def _plan_and_deploy(self, names: list[str] | None) -> None:
+        if self.busy:
+            self.notify(
+                f"Wait for the running {self.busy} to finish", title="Busy", severity="warning"
+            )
+            return
+        try:
+            plan = await self.backend.plan(names)
+        except BackendError as exc:
+            self.notify(str(exc), title="Cannot plan", severity="error")
+            return
+        title = f"Deploy {names[0]}" if names and len(names) == 1 else "Deploy plan"
+        if not await self.push_screen_wait(PlanScreen(plan, title=title)):
+            self.log_engine("deploy cancelled")
+            return
+        if self._begin("deploy"):
+            self._deploy(names)
+
+    @work(group="op")
+    async def _deploy(self, names: list[str] | None) -> None:
+        try:
+            result = await self.backend.deploy(names, self._operation_event("deploy"))
+        except BackendError as exc:
+            self.post_message(OperationFinished("deploy", False, error=str(exc)))
+            return
+        except Exception as exc:
+            self.post_message(
+                OperationFinished("deploy", False, error=f"{type(exc).__name__}: {exc}")
+            )
+            return
+        self.post_message(OperationFinished("deploy", True, self._summary(result, "deployed")))
+
+    def _operation_event(self, operation: str) -> Callable[[Any], None]:
+        def on_event(event: Any) -> None:
+            done = present.field(event, "done")
+            if done is not None:
+                self.post_message(
+                    OperationProgress(
+                        operation,
+                        str(present.field(event, "step", "")),
+                        int(done),
+                        present.field(event, "total"),
+                    )
+                )
+            message = present.field(event, "message") or str(event)
+            name = present.field(event, "name") or present.field(event, "endpoint")
+            if name:
+                self.events.setdefault(str(name), []).append(f"{self.stamp()} {message}")
+            self.log_engine(f"{operation}: {message}")
+
+        return on_event
+
+    @staticmethod
+    def _summary(result: Any, verb: str) -> str:
+        if isinstance(result, str):
+            return result
+        summary = present.field(result, "summary")
+        if summary:
+            return str(summary)
+        return f"{verb}"
+
+    def deployed_names(self) -> list[str]:
+        """Endpoints the target reports as deployed (any state but not deployed)."""
+        return sorted(
+            name
+            for name, s in self.statuses.items()
+            if present.field(s, "status") not in (None, "not_deployed")
+        )
+
+    def action_undeploy(self) -> None:
+        name = self.selected_endpoint()
+        if not name:
+            self.notify("Select an endpoint first", severity="warning")
+            return
+        if name not in self.deployed_names():
+            self.notify(f"{name} is not deployed", severity="warning")
+            return
+        url = str(present.field(self.statuses.get(name), "url") or "")
+        self._confirm_undeploy(UndeployScreen([name], {name: url}), [name])
+
+    def action_undeploy_all(self) -> None:
+        names = self.deployed_names()
+        if not names:
+            self.notify("Nothing is deployed", severity="warning")
+            return
+        self._confirm_undeploy(UndeployAllScreen(self.backend.project_name, names), None)
+
+    @work(group="dialog")
+    async def _confirm_undeploy(
+        self, screen: UndeployScreen | UndeployAllScreen, names: list[str] | None
+    ) -> None:
+        if not await self.push_screen_wait(screen):
+            self.log_engine("undeploy cancelled")
+            return
+        if self._begin("undeploy"):
+            self._undeploy(names)
+
+    @work(group="op")
+    async def _undeploy(self, names: list[str] | None) -> None:
+        try:
+            result = await self.backend.undeploy(names, self._operation_event("undeploy"))
+        except BackendError as exc:
+            self.post_message(OperationFinished("undeploy", False, error=str(exc)))
+            return
+        except Exception as exc:
+            self.post_message(
+                OperationFinished("undeploy", False, error=f"{type(exc).__name__}: {exc}")
+            )
+            return
+        self.post_message(OperationFinished("undeploy", True, self._summary(result, "undeployed")))
+
+    # -- screens --------------------------------------------------------------------------
+
+    def route_targets(self) -> list[RouteTarget]:
+        """LB routes and QB functions from the manifest, deployed endpoints first."""
+        deployed = set(self.deployed_names())
+        targets = []
+        for name, res in sorted((self.manifest.get("resources") or {}).items()):
+            for fn in res.get("functions") or []:
+                targets.append(
+                    RouteTarget(
+                        endpoint=name,
+                        function=str(fn.get("name")),
+                        method=fn.get("http_method") if res.get("is_load_balanced") else None,
+                        path=fn.get("http_path") if res.get("is_load_balanced") else None,
+                        signature=tuple(fn.get("signature") or ()),
+                        deployed=name in deployed,
+                    )
+                )
+        targets.sort(
+            key=lambda t: (not t.deployed, t.kind != "route", t.endpoint, t.path or t.function)
+        )
+        return targets
+
+    def action_test_route(self) -> None:
+        from flash_tui.tester import AppTester
+
+        self.push_screen(
+            RouteTesterScreen(
+                AppTester(self), self.tester_history, initial=self.selected_endpoint()
+            )
+        )
+
+    def action_logs(self) -> None:
+        names = sorted(set(self.manifest.get("resources") or {}) | set(self.statuses))
+        self.push_screen(LogsScreen(self.logs, names))
+
+    def action_rescan(self) -> None:
+        self.log_engine("rescan requested")
+        self.rescan()
+        if self.connected:
+            self._refresh_status()
+
+    def action_probe_health(self) -> None:
+        self._probe()
+
+    @work(group="probe")
+    async def _probe(self) -> None:
+        try:
+            samples = await self.backend.probe()
+        except BackendError as exc:
+            self.notify(str(exc), title="Health probe failed", severity="warning")
+            return
+        for sample in samples:
+            self.post_message(
+                HealthSampled(
+                    str(present.field(sample, "name", present.field(sample, "endpoint"))),
+                    bool(present.field(sample, "ok")),
+                    present.field(sample, "latency_ms"),
+                )
+            )
+        self.notify(f"{len(samples)} endpoints probed", title="Health")
+
+    def action_help(self) -> None:
+        self.push_screen(HelpScreen())
+
+
+def parse_args(argv: Sequence[str]) -> argparse.Namespace:
+    """`flash-tui [PATH] [--target local|runpod]`."""
+    parser = argparse.ArgumentParser(prog="flash-tui", description="Open the flash-tui dashboard.")
+    parser.add_argument("path", nargs="?", default=".", help="project directory (default .)")
+    parser.add_argument("--target", choices=["local", "runpod"], default="local")
+    return parser.parse_args(list(argv))
+
+
+def run(argv: Sequence[str]) -> int:
+    """Open the TUI on the project given on the command line."""
+    args = parse_args(argv)
+    FlashApp(Path(args.path), args.target).run()
+    return 0
+
+
+# `textual run flash_tui.app` / `textual serve "python -m flash_tui.app PATH"` entry point.
+if __name__ == "__main__":
+    import sys
+
+    raise SystemExit(run(sys.argv[1:]))

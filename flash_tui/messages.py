@@ -1,0 +1,70 @@
+"""Messages the app's workers post to the UI thread (one place, as in Posting)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from textual.message import Message
+
+
+@dataclass
+class ScanFinished(Message):
+    """A (re)scan produced a manifest and diagnostics; `changed` are the files that triggered it."""
+
+    manifest: Mapping[str, Any]
+    diagnostics: Sequence[Any]
+    changed: Sequence[Path] = field(default_factory=list)
+    elapsed_ms: float = 0.0
+
+
+@dataclass
+class ScanFailed(Message):
+    """The scan itself could not run (unreadable directory, engine missing)."""
+
+    reason: str
+
+
+@dataclass
+class StatusUpdated(Message):
+    """The engine reported the deployment status of every endpoint."""
+
+    statuses: Sequence[Any]
+
+
+@dataclass
+class HealthSampled(Message):
+    """A health probe result for one endpoint."""
+
+    endpoint: str
+    ok: bool
+    latency_ms: float | None
+
+
+@dataclass
+class OperationProgress(Message):
+    """Progress of a long operation (build, deploy, undeploy)."""
+
+    operation: str
+    step: str
+    done: int
+    total: int | None
+
+
+@dataclass
+class OperationFinished(Message):
+    """A long operation ended; `error` is the reason when it failed."""
+
+    operation: str
+    ok: bool
+    summary: str = ""
+    error: str | None = None
+
+
+@dataclass
+class EngineUnavailable(Message):
+    """The target could not be reached (cloud down, engine part missing)."""
+
+    reason: str

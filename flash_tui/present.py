@@ -1,0 +1,234 @@
+"""Presentation helpers: turn engine values into short strings and Rich text for the widgets.
+
+Nothing here decides anything about a deployment; it only formats what the engine reported.
+Engine results may be dataclasses, pydantic models or plain dicts, so `field()` reads either.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import datetime, timezone
+from typing import Any
+
+from rich.text import Text
+
+SPARK_CHARS = "▁▂▃▄▅▆▇█"
+
+STATUS_STYLES: dict[str, str] = {
+    "healthy": "bold green",
+    "deploying": "yellow",
+    "starting": "yellow",
+    "unhealthy": "bold red",
+    "failed": "bold red",
+    "stopped": "dim",
+    "not_deployed": "dim",
+}
+
+DRIFT_STYLES: dict[str, str] = {
+    "new": "cyan",
+    "in_sync": "green",
+    "drifted": "bold yellow",
+    "orphaned": "magenta",
+    "unknown": "dim yellow",
+}
+
+SEVERITY_STYLES: dict[str, str] = {"error": "bold red", "warning": "yellow", "info": "cyan"}
+SEVERITY_ICONS: dict[str, str] = {"error": "✖", "warning": "⚠", "info": "ℹ"}
+
+
+def field(obj: Any, name: str, default: Any = None) -> Any:
+    """Read `name` from a mapping or an object, whichever the engine handed over."""
+    if obj is None:
+        return default
+    if isinstance(obj, Mapping):
+        return obj.get(name, default)
+    return getattr(obj, name, default)
+
+
+def as_dict(obj: Any) -> dict[str, Any]:
+    """A plain dict view of an engine value (dataclass, pydantic model or mapping)."""
+    if obj is None:
+        return {}
+    if isinstance(obj, Mapping):
+        return dict(obj)
+    for method in ("to_dict", "model_dump", "as_dict"):
+        fn = getattr(obj, method, None)
+        if callable(fn):
+            return dict(fn())
+    if hasattr(obj, "__dataclass_fields__"):
+        import dataclasses
+
+        return dataclasses.asdict(obj)
+    return dict(vars(obj))
+
+
+def label(value: str | None) -> str:
+    """`not_deployed` -> `not deployed`; None -> an em dash."""
+    if not value:
+        return "—"
+    return str(value).replace("_", " ")
+
+
+def styled(value: str | None, styles: Mapping[str, str]) -> Text:
+    """The label of an enum-like value coloured by its meaning."""
+    key = str(value or "")
+    return Text(label(value), style=styles.get(key, ""))
+
+
+def sparkline(samples: Sequence[float | None], width: int = 8) -> Text:
+    """A block-character sparkline of the last `width` latencies; failed probes are red."""
+    recent = list(samples)[-width:]
+    text = Text()
+    values = [v for v in recent if v is not None]
+    if not recent:
+        return Text("—", style="dim")
+    top = max(values) if values else 1.0
+    low = min(values) if values else 0.0
+    span = max(top - low, 1e-9)
+    for value in recent:
+        if value is None:
+            text.append("▁", style="red")
+            continue
+        level = 0 if top == low else int((value - low) / span * (len(SPARK_CHARS) - 1))
+        text.append(SPARK_CHARS[level], style="green")
+    return text
+
+
+def latency(ms: float | None) -> str:
+    """A compact latency: `3ms`, `12ms`, `1.2s`."""
+    if ms is None:
+        return "—"
+    if ms < 10:
+        return f"{ms:.1f}ms"
+    if ms < 1000:
+        return f"{ms:.0f}ms"
+    return f"{ms / 1000:.1f}s"
+
+
+def parse_time(value: Any) -> datetime | None:
+    """A timestamp from an ISO string, epoch seconds or a datetime; None when absent."""
+    if value is None or value == "":
+        return None
+    if isinstance(value, datetime):
+        return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
+    if isinstance(value, (int, float)):
+        return datetime.fromtimestamp(value, tz=timezone.utc)
+    try:
+        parsed = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
+
+
+def duration(seconds: float | None) -> str:
+    """`42s`, `3m`, `2h05m`, `4d` — uptime as a human reads it at a glance."""
+    if seconds is None or seconds < 0:
+        return "—"
+    seconds = int(seconds)
+    if seconds < 60:
+        return f"{seconds}s"
+    if seconds < 3600:
+        return f"{seconds // 60}m"
+    if seconds < 86400:
+        return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+    return f"{seconds // 86400}d"
+
+
+def value_text(value: Any) -> str:
+    """A config value as a one-line string (JSON for containers, `$unresolved` shown as source)."""
+    if isinstance(value, Mapping) and "$unresolved" in value:
+        return f"‹{value['$unresolved']}›"
+    if isinstance(value, str):
+        return json.dumps(value)
+    try:
+        return json.dumps(value, sort_keys=True, default=str)
+    except (TypeError, ValueError):
+        return repr(value)
+
+
+def resource_badges(resource: Mapping[str, Any]) -> str:
+    """`LB · CPU · live` for a manifest resource entry."""
+    rtype = str(resource.get("resource_type") or "")
+    parts = ["LB" if resource.get("is_load_balanced") else "QB"]
+    parts.append("CPU" if rtype.startswith("Cpu") else "GPU")
+    if resource.get("is_live_resource"):
+        parts.append("live")
+    return " · ".join(parts)
+
+
+def short_type(resource_type: str | None, is_lb: bool | None = None) -> str:
+    """`LB CPU` / `QB GPU*` for the table (`*`: GPU endpoints run on this machine's CPU)."""
+    rtype = str(resource_type or "")
+    if not rtype:
+        return "—"
+    lb = is_lb if is_lb is not None else "LoadBalancer" in rtype
+    kind = "LB" if lb else "QB"
+    return f"{kind} CPU" if rtype.startswith("Cpu") else f"{kind} GPU*"
+
+
+_PLACEHOLDERS: dict[str, Any] = {
+    "int": 0,
+    "float": 0.0,
+    "str": "",
+    "bool": False,
+    "list": [],
+    "dict": {},
+    "tuple": [],
+    "set": [],
+    "bytes": "",
+}
+
+
+def placeholder(annotation: str | None) -> Any:
+    """A JSON placeholder for a parameter annotation given as source text (`list[int]` -> [])."""
+    if not annotation:
+        return None
+    head = annotation.replace("typing.", "").split("[", 1)[0].split("|", 1)[0].strip()
+    if head in {"List", "Sequence", "Iterable"}:
+        head = "list"
+    elif head in {"Dict", "Mapping"}:
+        head = "dict"
+    elif head == "Optional":
+        inner = annotation.split("[", 1)[1].rstrip("]") if "[" in annotation else ""
+        return placeholder(inner)
+    return _PLACEHOLDERS.get(head)
+
+
+def prefill_body(signature: Iterable[Mapping[str, Any]] | None) -> dict[str, Any]:
+    """A request body with one key per parameter: its default, else a typed placeholder."""
+    body: dict[str, Any] = {}
+    for param in signature or ():
+        name = str(param.get("name") or "")
+        kind = str(param.get("kind") or "")
+        if not name or name in {"self", "cls"} or "VAR" in kind.upper():
+            continue
+        default = param.get("default")
+        if default is not None:
+            try:
+                body[name] = ast.literal_eval(default)
+                continue
+            except (ValueError, SyntaxError):
+                pass
+        body[name] = placeholder(param.get("annotation"))
+    return body
+
+
+def signature_text(name: str, signature: Iterable[Mapping[str, Any]] | None, is_async: bool) -> str:
+    """`async def embed(text: str, n: int = 3)` rebuilt from the manifest's signature entries."""
+    params = []
+    for param in signature or ():
+        piece = str(param.get("name"))
+        kind = str(param.get("kind") or "").upper()
+        if kind == "VAR_POSITIONAL":
+            piece = "*" + piece
+        elif kind == "VAR_KEYWORD":
+            piece = "**" + piece
+        if param.get("annotation"):
+            piece += f": {param['annotation']}"
+        if param.get("default") is not None:
+            piece += f" = {param['default']}" if param.get("annotation") else f"={param['default']}"
+        params.append(piece)
+    prefix = "async def" if is_async else "def"
+    return f"{prefix} {name}({', '.join(params)})"

@@ -1,0 +1,205 @@
+"""Confirmation dialogs: deploy plan, undeploy, undeploy all (typed). Escape always cancels."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from rich.console import Group, RenderableType
+from rich.text import Text
+from textual import on
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.screen import ModalScreen
+from textual.widgets import Button, Input, Label, Static
+
+from flash_tui import present
+from flash_tui.widgets.dashboard.detail_pane import diff_rows
+
+PLAN_MARKS: dict[str, tuple[str, str]] = {
+    "create": ("+", "bold green"),
+    "update": ("~", "bold yellow"),
+    "delete": ("-", "bold red"),
+    "unchanged": ("=", "dim"),
+}
+
+
+def plan_action(item: Any) -> str:
+    """The action of a plan entry: create / update / delete / unchanged."""
+    action = str(present.field(item, "action", present.field(item, "kind", "unchanged")))
+    action = action.split(".")[-1].lower()
+    return {"noop": "unchanged", "keep": "unchanged", "deploy": "create", "remove": "delete"}.get(
+        action, action
+    )
+
+
+def plan_changes(item: Any) -> Any:
+    """Field diffs of a plan entry, whichever name the engine uses for them."""
+    for name in ("changes", "diff", "drift_fields", "fields"):
+        value = present.field(item, name)
+        if value:
+            return value
+    return []
+
+
+def render_plan(items: Sequence[Any]) -> RenderableType:
+    """`+ create`, `~ update` with `field: deployed → local` lines, `- delete`, `= unchanged`."""
+    lines: list[RenderableType] = []
+    order = {"delete": 0, "update": 1, "create": 2, "unchanged": 3}
+    for item in sorted(
+        items, key=lambda i: (order.get(plan_action(i), 9), str(present.field(i, "name")))
+    ):
+        action = plan_action(item)
+        mark, style = PLAN_MARKS.get(action, ("?", ""))
+        line = Text()
+        line.append(f"{mark} ", style=style)
+        line.append(
+            str(present.field(item, "name")), style="bold" if action != "unchanged" else "dim"
+        )
+        rtype = present.field(item, "resource_type")
+        line.append(f"  {action}", style=style)
+        if rtype:
+            line.append(f"  {rtype}", style="dim")
+        lines.append(line)
+        if action == "update":
+            for field_name, deployed, local in diff_rows(plan_changes(item)):
+                diff = Text("    ")
+                diff.append(f"{field_name}: ", style="yellow")
+                diff.append(present.value_text(deployed), style="red")
+                diff.append(" → ")
+                diff.append(present.value_text(local), style="green")
+                lines.append(diff)
+    if not lines:
+        lines.append(Text("Nothing to deploy: the project has no endpoints.", style="dim"))
+    return Group(*lines)
+
+
+def plan_counts(items: Sequence[Any]) -> str:
+    """`1 to create, 1 to update, 0 to delete, 2 unchanged`."""
+    counts = {key: 0 for key in PLAN_MARKS}
+    for item in items:
+        counts[plan_action(item)] = counts.get(plan_action(item), 0) + 1
+    return (
+        f"{counts['create']} to create, {counts['update']} to update, "
+        f"{counts['delete']} to delete, {counts['unchanged']} unchanged"
+    )
+
+
+class _Dialog(ModalScreen[bool]):
+    """A dialog answering True (go ahead) or False (cancel)."""
+
+    BINDINGS = [Binding("escape", "cancel", "Cancel")]
+
+    def action_cancel(self) -> None:
+        self.dismiss(False)
+
+    @on(Button.Pressed, "#cancel")
+    def _cancel(self) -> None:
+        self.dismiss(False)
+
+
+class PlanScreen(_Dialog):
+    """The deploy plan; Deploy has focus unless the plan deletes something."""
+
+    def __init__(self, items: Sequence[Any], title: str = "Deploy plan") -> None:
+        super().__init__()
+        self.items = list(items)
+        self.title_text = title
+
+    def compose(self) -> ComposeResult:
+        has_changes = any(plan_action(i) != "unchanged" for i in self.items)
+        with Vertical(id="dialog", classes="dialog") as box:
+            box.border_title = self.title_text
+            yield Label(plan_counts(self.items), id="plan-counts")
+            with VerticalScroll(id="plan-body"):
+                yield Static(render_plan(self.items), id="plan")
+            with Horizontal(classes="buttons"):
+                yield Button("Cancel", id="cancel")
+                yield Button("Deploy", id="confirm", variant="success", disabled=not has_changes)
+
+    def on_mount(self) -> None:
+        destructive = any(plan_action(i) == "delete" for i in self.items)
+        confirm = self.query_one("#confirm", Button)
+        self.set_focus(self.query_one("#cancel") if destructive or confirm.disabled else confirm)
+
+    @on(Button.Pressed, "#confirm")
+    def _confirm(self) -> None:
+        self.dismiss(True)
+
+
+class UndeployScreen(_Dialog):
+    """Lists what will be destroyed; Cancel has the focus."""
+
+    def __init__(self, names: Sequence[str], details: dict[str, str] | None = None) -> None:
+        super().__init__()
+        self.names = list(names)
+        self.details = details or {}
+
+    def compose(self) -> ComposeResult:
+        body = Text()
+        body.append("This destroys the deployed endpoint", style="bold")
+        body.append("s" if len(self.names) != 1 else "", style="bold")
+        body.append(" (worker stopped, URL gone):\n")
+        for name in self.names:
+            body.append("  - ", style="bold red")
+            body.append(name, style="bold")
+            if self.details.get(name):
+                body.append(f"  {self.details[name]}", style="dim")
+            body.append("\n")
+        with Vertical(id="dialog", classes="dialog danger") as box:
+            box.border_title = "Undeploy"
+            yield Static(body, id="undeploy-list")
+            with Horizontal(classes="buttons"):
+                yield Button("Cancel", id="cancel")
+                yield Button("Undeploy", id="confirm", variant="error")
+
+    def on_mount(self) -> None:
+        self.set_focus(self.query_one("#cancel"))
+
+    @on(Button.Pressed, "#confirm")
+    def _confirm(self) -> None:
+        self.dismiss(True)
+
+
+class UndeployAllScreen(_Dialog):
+    """Undeploy everything: enabled only once the project name is typed exactly."""
+
+    def __init__(self, project: str, names: Sequence[str]) -> None:
+        super().__init__()
+        self.project = project
+        self.names = list(names)
+
+    def compose(self) -> ComposeResult:
+        body = Text()
+        body.append(f"Destroys all {len(self.names)} deployed endpoints of ", style="bold")
+        body.append(self.project, style="bold red")
+        body.append(":\n")
+        body.append(
+            "  " + ", ".join(self.names) if self.names else "  (none deployed)", style="dim"
+        )
+        with Vertical(id="dialog", classes="dialog danger") as box:
+            box.border_title = "Undeploy all"
+            yield Static(body, id="undeploy-list")
+            yield Label(f"Type the project name ({self.project}) to confirm:")
+            yield Input(placeholder=self.project, id="project-name")
+            with Horizontal(classes="buttons"):
+                yield Button("Cancel", id="cancel")
+                yield Button("Undeploy all", id="confirm", variant="error", disabled=True)
+
+    def on_mount(self) -> None:
+        self.set_focus(self.query_one("#project-name"))
+
+    @on(Input.Changed, "#project-name")
+    def _typed(self, event: Input.Changed) -> None:
+        self.query_one("#confirm", Button).disabled = event.value.strip() != self.project
+
+    @on(Input.Submitted, "#project-name")
+    def _submitted(self, event: Input.Submitted) -> None:
+        if event.value.strip() == self.project:
+            self.dismiss(True)
+
+    @on(Button.Pressed, "#confirm")
+    def _confirm(self) -> None:
+        if self.query_one("#project-name", Input).value.strip() == self.project:
+            self.dismiss(True)

@@ -1,0 +1,74 @@
+"""The dashboard: header, manifest tree, endpoints table, detail pane, log pane, footer."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime
+
+from textual import on
+from textual.app import ComposeResult
+from textual.containers import Horizontal, Vertical
+from textual.screen import Screen
+from textual.widgets import DataTable, Footer, ProgressBar, Tree
+
+from flash_tui.widgets.dashboard.detail_pane import DetailPane
+from flash_tui.widgets.dashboard.endpoints_table import EndpointsTable
+from flash_tui.widgets.dashboard.header_line import HeaderLine
+from flash_tui.widgets.dashboard.manifest_tree import ManifestTree, TreeItem
+from flash_tui.widgets.logs.buffer import LogBuffer
+from flash_tui.widgets.logs.log_view import LogView
+
+
+class DashboardScreen(Screen[None]):
+    """Layout only; the app fills the widgets and reacts to selections through `on_select`."""
+
+    def __init__(
+        self,
+        clock: Callable[[], datetime],
+        logs: LogBuffer,
+        on_select: Callable[[TreeItem | str | None], None],
+    ) -> None:
+        super().__init__()
+        self._clock = clock
+        self._logs = logs
+        self._on_select = on_select
+
+    def compose(self) -> ComposeResult:
+        yield HeaderLine(self._clock, id="header")
+        with Horizontal(id="main"):
+            tree = ManifestTree(id="tree")
+            tree.border_title = "Manifest"
+            yield tree
+            with Vertical(id="right"):
+                table = EndpointsTable(id="table")
+                table.border_title = "Endpoints"
+                yield table
+                detail = DetailPane(id="detail")
+                detail.border_title = "Details"
+                yield detail
+        yield ProgressBar(id="progress", show_eta=False)
+        log = LogView(self._logs, id="log-pane")
+        log.border_title = "Logs · all · following"
+        yield log
+        yield Footer(compact=True)
+
+    def on_mount(self) -> None:
+        self.query_one(ManifestTree).focus()
+        # Pull new log lines at 10 Hz: batching keeps a fast stream from flooding the UI.
+        self.set_interval(0.1, self.query_one(LogView).pull)
+
+    def on_resize(self) -> None:
+        # Wider terminals get a side-by-side detail pane; 80x24 keeps everything stacked.
+        self.set_class(self.size.width >= 140, "-wide")
+        self.set_class(self.size.height < 30, "-short")
+        # The palette hint costs 12 columns the action keys need at 80 columns (help lists ^p).
+        self.query_one(Footer).show_command_palette = self.size.width >= 100
+
+    @on(Tree.NodeHighlighted, "#tree")
+    def _tree_highlight(self, event: Tree.NodeHighlighted[TreeItem]) -> None:
+        self._on_select(event.node.data)
+
+    @on(DataTable.RowHighlighted, "#table")
+    def _row_highlight(self, event: DataTable.RowHighlighted) -> None:
+        if event.row_key.value is not None:
+            self._on_select(str(event.row_key.value))

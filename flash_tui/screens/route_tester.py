@@ -1,0 +1,282 @@
+"""Route tester: pick a route or function, edit a JSON body prefilled from its signature, send."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from rich.console import Group
+from rich.syntax import Syntax
+from rich.table import Table
+from rich.text import Text
+from textual import on, work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.screen import Screen
+from textual.widgets import Button, Footer, Label, OptionList, Static, TextArea
+from textual.widgets.option_list import Option
+
+from flash_tui import present
+
+
+@dataclass(frozen=True)
+class RouteTarget:
+    """Something the tester can call: an LB route or a QB function of an endpoint."""
+
+    endpoint: str
+    function: str
+    method: str | None = None
+    path: str | None = None
+    signature: tuple[dict[str, Any], ...] = ()
+    deployed: bool = True
+
+    @property
+    def kind(self) -> str:
+        """`route` for load-balanced routes, `function` for queue-based functions."""
+        return "route" if self.method else "function"
+
+    @property
+    def title(self) -> str:
+        """`POST /compute` or `cpu_worker:embed`."""
+        return f"{self.method} {self.path}" if self.method else f"{self.endpoint}:{self.function}"
+
+
+@dataclass
+class TesterResponse:
+    """What came back, ready to show."""
+
+    status: int | str
+    latency_ms: float | None
+    headers: dict[str, str] = field(default_factory=dict)
+    body: Any = None
+    ok: bool = True
+
+
+@dataclass
+class HistoryEntry:
+    """One request sent in this session."""
+
+    target: RouteTarget
+    body: str
+    response: TesterResponse
+
+
+class TesterBackend(Protocol):
+    """What the screen needs from the app (which calls the engine)."""
+
+    def targets(self) -> Sequence[RouteTarget]: ...
+
+    def send(self, target: RouteTarget, body: Any) -> Awaitable[TesterResponse]: ...
+
+    def curl(self, target: RouteTarget, body: Any, reveal_key: bool) -> str: ...
+
+
+def prefill(target: RouteTarget) -> str:
+    """The JSON body prefilled from the function's parameters."""
+    return json.dumps(present.prefill_body(target.signature), indent=2)
+
+
+def render_response(response: TesterResponse) -> Group:
+    """Status and latency line, headers grid and a pretty-printed body."""
+    status = Text()
+    good = response.ok and (not isinstance(response.status, int) or response.status < 400)
+    status.append(
+        f" {response.status} ", style="bold black on green" if good else "bold white on red"
+    )
+    status.append(f"  {present.latency(response.latency_ms)}", style="bold")
+    headers = Table.grid(padding=(0, 1))
+    headers.add_column(style="cyan", no_wrap=True)
+    headers.add_column(overflow="fold")
+    for key in sorted(response.headers):
+        headers.add_row(key, str(response.headers[key]))
+    if isinstance(response.body, (dict, list, int, float, bool)) or response.body is None:
+        body: Any = Syntax(
+            json.dumps(response.body, indent=2), "json", theme="ansi_dark", word_wrap=True
+        )
+    else:
+        body = Text(str(response.body))
+    return Group(status, Text(""), body, Text(""), Text("headers", style="bold underline"), headers)
+
+
+class RouteTesterScreen(Screen[None]):
+    """The route tester; `ctrl+s` / `ctrl+enter` sends, history is kept for the session."""
+
+    BINDINGS = [
+        Binding("escape", "close", "Back"),
+        Binding("ctrl+s", "send", "Send", priority=True),
+        Binding("ctrl+enter", "send", "Send", show=False, priority=True),
+        Binding("ctrl+y", "copy_curl", "Copy curl", priority=True),
+        Binding("ctrl+k", "copy_curl_key", "Curl+key", show=False, priority=True),
+    ]
+
+    def __init__(
+        self,
+        backend: TesterBackend,
+        history: list[HistoryEntry] | None = None,
+        initial: str | None = None,
+        on_copy: Callable[[str], None] | None = None,
+    ) -> None:
+        super().__init__()
+        self.backend = backend
+        self.history = history if history is not None else []
+        self.initial = initial
+        self.on_copy = on_copy
+        self._targets: list[RouteTarget] = list(backend.targets())
+        self._current: RouteTarget | None = None
+        self.last_curl: str | None = None
+
+    def compose(self) -> ComposeResult:
+        with Horizontal(id="tester"):
+            with Vertical(id="tester-left"):
+                targets = OptionList(*self._target_options(), id="targets")
+                targets.border_title = "Routes & functions"
+                yield targets
+                history = OptionList(id="history")
+                history.border_title = "History"
+                yield history
+            with Vertical(id="tester-right"):
+                yield Label("", id="target-title")
+                body = TextArea(
+                    "", language="json", id="body", soft_wrap=True, show_line_numbers=False
+                )
+                body.border_title = "Body (JSON)"
+                yield body
+                with Horizontal(id="tester-buttons"):
+                    yield Button("Send", id="send", variant="primary")
+                    yield Button("Copy as curl", id="curl")
+                with VerticalScroll(id="response-box") as box:
+                    box.border_title = "Response"
+                    yield Static(Text("Not sent yet.", style="dim"), id="response")
+        yield Footer(compact=True)
+
+    def _target_options(self) -> list[Option]:
+        options = []
+        for i, target in enumerate(self._targets):
+            text = Text()
+            if target.method:
+                text.append(f"{target.method:<6}", style="bold cyan")
+                text.append(str(target.path))
+                text.append(f"  {target.endpoint}", style="dim")
+            else:
+                text.append("ƒ ", style="green")
+                text.append(target.function)
+                text.append(f"  {target.endpoint}", style="dim")
+            if not target.deployed:
+                text.append("  not deployed", style="dim italic")
+            options.append(Option(text, id=str(i)))
+        return options
+
+    def on_mount(self) -> None:
+        targets = self.query_one("#targets", OptionList)
+        if not self._targets:
+            self.query_one("#target-title", Label).update(
+                "No routes or functions: deploy an endpoint first (d / D)."
+            )
+            return
+        index = 0
+        for i, target in enumerate(self._targets):
+            if self.initial in {target.title, target.endpoint, target.function}:
+                index = i
+                break
+        targets.highlighted = index
+        self._select(self._targets[index])
+        self._show_history()
+        targets.focus()
+
+    def _select(self, target: RouteTarget) -> None:
+        self._current = target
+        where = (
+            target.title if target.method else f"{target.endpoint} · {target.function} (queue job)"
+        )
+        self.query_one("#target-title", Label).update(Text(where, style="bold"))
+        self.query_one("#body", TextArea).text = prefill(target)
+
+    @on(OptionList.OptionHighlighted, "#targets")
+    def _highlighted(self, event: OptionList.OptionHighlighted) -> None:
+        if event.option.id is not None:
+            target = self._targets[int(event.option.id)]
+            if target != self._current:
+                self._select(target)
+
+    @on(OptionList.OptionSelected, "#targets")
+    def _chosen(self) -> None:
+        self.query_one("#body", TextArea).focus()
+
+    @on(OptionList.OptionSelected, "#history")
+    def _replay(self, event: OptionList.OptionSelected) -> None:
+        entry = self.history[int(event.option.id or 0)]
+        self._current = entry.target
+        self.query_one("#target-title", Label).update(Text(entry.target.title, style="bold"))
+        self.query_one("#body", TextArea).text = entry.body
+        self.query_one("#response", Static).update(render_response(entry.response))
+
+    def _body(self) -> Any | None:
+        raw = self.query_one("#body", TextArea).text.strip() or "{}"
+        try:
+            return json.loads(raw)
+        except json.JSONDecodeError as exc:
+            self.notify(f"Body is not valid JSON: {exc}", severity="error", title="Cannot send")
+            return None
+
+    def action_send(self) -> None:
+        if self._current is None:
+            self.notify("Pick a route or function first", severity="warning")
+            return
+        body = self._body()
+        if body is None:
+            return
+        self.query_one("#response", Static).update(
+            Text(f"Sending {self._current.title} …", style="italic")
+        )
+        self._send(self._current, body)
+
+    @on(Button.Pressed, "#send")
+    def _send_pressed(self) -> None:
+        self.action_send()
+
+    @work(exclusive=True, group="send")
+    async def _send(self, target: RouteTarget, body: Any) -> None:
+        try:
+            response = await self.backend.send(target, body)
+        except Exception as exc:  # shown to the person, who can fix the request and resend
+            response = TesterResponse(status="error", latency_ms=None, body=str(exc), ok=False)
+        self.history.append(HistoryEntry(target, json.dumps(body, indent=2), response))
+        self.query_one("#response", Static).update(render_response(response))
+        self._show_history()
+
+    def _show_history(self) -> None:
+        history = self.query_one("#history", OptionList)
+        history.clear_options()
+        for i, entry in reversed(list(enumerate(self.history))):
+            line = Text(f"{entry.response.status} ", style="green" if entry.response.ok else "red")
+            line.append(entry.target.title)
+            history.add_option(Option(line, id=str(i)))
+
+    def _copy(self, reveal: bool) -> None:
+        if self._current is None:
+            return
+        body = self._body()
+        if body is None:
+            return
+        self.last_curl = self.backend.curl(self._current, body, reveal)
+        self.app.copy_to_clipboard(self.last_curl)
+        if self.on_copy:
+            self.on_copy(self.last_curl)
+        note = "with the endpoint key" if reveal else "key redacted; ctrl+k includes it"
+        self.notify(f"curl command copied ({note})", title="Copied")
+
+    def action_copy_curl(self) -> None:
+        self._copy(False)
+
+    def action_copy_curl_key(self) -> None:
+        self._copy(True)
+
+    @on(Button.Pressed, "#curl")
+    def _curl_pressed(self) -> None:
+        self._copy(False)
+
+    def action_close(self) -> None:
+        self.dismiss(None)

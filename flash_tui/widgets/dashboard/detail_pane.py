@@ -1,0 +1,165 @@
+"""Detail pane: config, drift diff, routes and recent events of the selection."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from rich.console import Group, RenderableType
+from rich.table import Table
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.containers import VerticalScroll
+from textual.widgets import Static
+
+from flash_tui import present
+
+
+def diff_rows(drift_fields: Any) -> list[tuple[str, Any, Any]]:
+    """(field, deployed, local) triples from the engine's drift fields, whatever their shape."""
+    rows: list[tuple[str, Any, Any]] = []
+    for entry in drift_fields or ():
+        if isinstance(entry, (tuple, list)) and len(entry) == 3:
+            rows.append((str(entry[0]), entry[1], entry[2]))
+        elif isinstance(entry, str):
+            rows.append((entry, None, None))
+        else:
+            rows.append(
+                (
+                    str(present.field(entry, "field", present.field(entry, "name", "?"))),
+                    present.field(entry, "deployed", present.field(entry, "old")),
+                    present.field(entry, "local", present.field(entry, "new")),
+                )
+            )
+    return rows
+
+
+def diff_table(drift_fields: Any) -> Table:
+    """`field  deployed → local` as a borderless grid."""
+    grid = Table.grid(padding=(0, 1))
+    grid.add_column(style="bold yellow", no_wrap=True)
+    grid.add_column()
+    for name, deployed, local in diff_rows(drift_fields):
+        line = Text()
+        line.append(present.value_text(deployed), style="red")
+        line.append(" → ")
+        line.append(present.value_text(local), style="green")
+        grid.add_row(name, line)
+    return grid
+
+
+def _config_grid(config: Mapping[str, Any]) -> Table:
+    grid = Table.grid(padding=(0, 1))
+    grid.add_column(style="cyan", no_wrap=True)
+    grid.add_column(overflow="fold")
+    for key in sorted(config):
+        grid.add_row(key, present.value_text(config[key]))
+    return grid
+
+
+def endpoint_detail(
+    name: str,
+    resource: Mapping[str, Any] | None,
+    status: Any,
+    events: Sequence[str] = (),
+) -> RenderableType:
+    """Everything known about one endpoint, most useful first."""
+    parts: list[RenderableType] = []
+    title = Text(name, style="bold")
+    if resource:
+        title.append(f"  {resource.get('resource_type', '')}  ", style="dim")
+        title.append(present.resource_badges(resource), style="dim")
+    parts.append(title)
+    drift = present.field(status, "drift")
+    if drift is not None:
+        line = Text("drift: ")
+        line.append_text(present.styled(drift, present.DRIFT_STYLES))
+        url = present.field(status, "url")
+        if url:
+            line.append(f"   {url}", style="underline")
+        parts.append(line)
+    fields = present.field(status, "drift_fields")
+    if fields:
+        parts.append(Text("deployed → local", style="dim"))
+        parts.append(diff_table(fields))
+    if resource and not str(resource.get("resource_type", "Cpu")).startswith("Cpu"):
+        parts.append(
+            Text(
+                "* GPU endpoint: runs on this machine's CPU in the local cloud", style="dim italic"
+            )
+        )
+    if resource:
+        unresolved = resource.get("unresolved") or []
+        if unresolved:
+            parts.append(Text(f"unresolved: {', '.join(unresolved)}", style="yellow"))
+        config = resource.get("config") or {}
+        if config:
+            parts.append(Text("config", style="bold underline"))
+            parts.append(_config_grid(config))
+        routes = [f for f in resource.get("functions") or [] if f.get("http_method")]
+        if routes:
+            parts.append(Text("routes", style="bold underline"))
+            for fn in routes:
+                parts.append(
+                    Text(f"{fn['http_method']:<6} {fn.get('http_path')}  → {fn.get('name')}")
+                )
+        elif resource.get("functions"):
+            parts.append(Text("functions", style="bold underline"))
+            for fn in resource["functions"]:
+                parts.append(Text(f"ƒ {fn.get('name')}  {fn.get('module', '')}", style=""))
+    elif status is not None:
+        parts.append(Text("Deployed, but no longer in the code (orphaned).", style="magenta"))
+    if events:
+        parts.append(Text("recent events", style="bold underline"))
+        parts.extend(Text(event, style="dim") for event in events[-5:])
+    return Group(*parts)
+
+
+def function_detail(fn: Mapping[str, Any], endpoint: str | None) -> RenderableType:
+    """Signature and source location of one function."""
+    parts: list[RenderableType] = []
+    head = present.signature_text(
+        str(fn.get("name")), fn.get("signature"), bool(fn.get("is_async"))
+    )
+    if fn.get("is_class"):
+        head = f"class {fn.get('name')}"
+    parts.append(Text(head, style="bold"))
+    where = fn.get("file") or fn.get("module")
+    if where:
+        parts.append(Text(f"{where}:{fn.get('line', '?')}", style="cyan"))
+    if endpoint:
+        parts.append(Text(f"endpoint: {endpoint}", style="dim"))
+    if fn.get("http_method"):
+        parts.append(Text(f"route: {fn['http_method']} {fn.get('http_path')}"))
+    methods = fn.get("class_methods") or []
+    if methods:
+        parts.append(Text("methods: " + ", ".join(methods)))
+    deps = fn.get("dependencies") or []
+    if deps:
+        parts.append(Text("dependencies: " + ", ".join(deps), style="dim"))
+    return Group(*parts)
+
+
+def diagnostic_detail(diag: Mapping[str, Any]) -> RenderableType:
+    """One diagnostic with its location and code."""
+    severity = str(diag.get("severity", "error"))
+    head = Text(f"{severity}", style=present.SEVERITY_STYLES.get(severity, ""))
+    if diag.get("code"):
+        head.append(f"  [{diag['code']}]", style="dim")
+    return Group(
+        head,
+        Text(f"{diag.get('file', '?')}:{diag.get('line', '?')}", style="cyan"),
+        Text(str(diag.get("message", ""))),
+    )
+
+
+class DetailPane(VerticalScroll):
+    """Scrollable holder of one rich renderable describing the selection."""
+
+    def compose(self) -> ComposeResult:
+        yield Static(Text("Select an endpoint or a function.", style="dim"), id="detail-body")
+
+    def show(self, renderable: RenderableType, title: str = "Details") -> None:
+        """Replace the content and the border title."""
+        self.border_title = title
+        self.query_one("#detail-body", Static).update(renderable)

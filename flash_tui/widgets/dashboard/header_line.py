@@ -1,0 +1,39 @@
+"""One-line header: project · target · counts on the left, the clock on the right."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime
+
+from rich.table import Table
+from rich.text import Text
+from textual.reactive import reactive
+from textual.widget import Widget
+
+
+class HeaderLine(Widget):
+    """`flash-tui · quickstart · target: local · 5 endpoints · 2 drifted          12:04:31`."""
+
+    DEFAULT_CSS = """
+    HeaderLine { height: 1; background: $panel; color: $text; }
+    """
+
+    summary: reactive[str] = reactive("")
+
+    def __init__(self, clock: Callable[[], datetime], *, id: str | None = None) -> None:
+        super().__init__(id=id)
+        self._clock = clock
+
+    def on_mount(self) -> None:
+        # The clock is the only thing that changes on its own; one refresh a second is enough.
+        self.set_interval(1.0, self.refresh)
+
+    def render(self) -> Table:
+        grid = Table.grid(expand=True)
+        grid.add_column(ratio=1, no_wrap=True, overflow="ellipsis")
+        grid.add_column(justify="right", no_wrap=True)
+        left = Text(" flash-tui", style="bold")
+        if self.summary:
+            left.append(" · " + self.summary)
+        grid.add_row(left, Text(self._clock().strftime("%H:%M:%S") + " ", style="bold"))
+        return grid

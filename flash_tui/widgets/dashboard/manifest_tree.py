@@ -1,0 +1,213 @@
+"""The manifest tree: endpoints -> functions/routes, plus diagnostics; updated in place."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from rich.text import Text
+from textual.widgets import Tree
+from textual.widgets.tree import TreeNode
+
+from flash_tui import present
+
+FLASH_SECONDS = 1.5
+_FLASH_STYLE = "on #5f5f00"
+
+
+@dataclass
+class TreeItem:
+    """What a node stands for; `key` identifies it across rescans."""
+
+    kind: str  # "endpoint" | "function" | "diagnostics" | "diagnostic" | "hint"
+    key: tuple[str, ...]
+    endpoint: str | None = None
+    payload: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class _Spec:
+    item: TreeItem
+    label: Text
+    children: list[_Spec] | None = None
+    expand: bool = True
+
+
+def _function_label(fn: Mapping[str, Any], is_lb: bool) -> Text:
+    name = str(fn.get("name"))
+    text = Text()
+    if is_lb and fn.get("http_method"):
+        text.append(f"{fn['http_method']:<6}", style="bold cyan")
+        text.append(f"{fn.get('http_path', '')}  ", style="cyan")
+        text.append(name, style="dim")
+        return text
+    if fn.get("is_class"):
+        text.append("◆ ", style="magenta")
+        text.append(name)
+        text.append(" class", style="dim")
+    else:
+        text.append("ƒ ", style="green")
+        text.append(name)
+        if fn.get("is_async"):
+            text.append(" async", style="dim")
+    return text
+
+
+def _diag_label(diag: Any) -> Text:
+    severity = str(present.field(diag, "severity", "error"))
+    where = f"{present.field(diag, 'file', '?')}:{present.field(diag, 'line', '?')}"
+    text = Text()
+    text.append(
+        present.SEVERITY_ICONS.get(severity, "•") + " ",
+        style=present.SEVERITY_STYLES.get(severity, ""),
+    )
+    text.append(where + " ", style="bold")
+    text.append(str(present.field(diag, "message", "")))
+    return text
+
+
+def build_specs(manifest: Mapping[str, Any], diagnostics: Sequence[Any]) -> list[_Spec]:
+    """The desired tree for a manifest dict and the scan's diagnostics."""
+    specs: list[_Spec] = []
+    resources: Mapping[str, Any] = manifest.get("resources") or {}
+    for name in sorted(resources):
+        res = resources[name]
+        is_lb = bool(res.get("is_load_balanced"))
+        label = Text(name, style="bold")
+        label.append(f"  {present.resource_badges(res)}", style="dim")
+        if res.get("unresolved"):
+            label.append("  ?", style="yellow")
+        children = []
+        functions = sorted(
+            res.get("functions") or [],
+            key=lambda f: (f.get("http_path") or "", f.get("http_method") or "", f.get("name")),
+        )
+        for fn in functions:
+            item = TreeItem("function", ("function", name, str(fn.get("name"))), name, fn)
+            children.append(_Spec(item, _function_label(fn, is_lb)))
+        item = TreeItem("endpoint", ("endpoint", name), name, res)
+        specs.append(_Spec(item, label, children))
+    if diagnostics:
+        children = [
+            _Spec(
+                TreeItem("diagnostic", ("diagnostic", str(i)), None, present.as_dict(d)),
+                _diag_label(d),
+            )
+            for i, d in enumerate(diagnostics)
+        ]
+        errors = sum(1 for d in diagnostics if present.field(d, "severity") == "error")
+        style = "bold red" if errors else "yellow"
+        noun = "diagnostic" if len(diagnostics) == 1 else "diagnostics"
+        label = Text(f"⚠ {len(diagnostics)} {noun}", style=style)
+        specs.append(_Spec(TreeItem("diagnostics", ("diagnostics",)), label, children))
+    if not resources:
+        # Several short leaves rather than one long line: the tree does not wrap.
+        for i, (text, style) in enumerate(
+            [
+                ("No Flash endpoints found here.", "bold"),
+                ("Decorate a function with", "dim"),
+                ("  @remote(config)  or", "cyan"),
+                ("  @Endpoint(...)", "cyan"),
+                ("and save: this tree updates live.", "dim"),
+            ]
+        ):
+            specs.append(_Spec(TreeItem("hint", ("hint", str(i))), Text(text, style=style)))
+    return specs
+
+
+def _fingerprint(item: TreeItem) -> str:
+    return json.dumps(item.payload, sort_keys=True, default=str)
+
+
+class ManifestTree(Tree[TreeItem]):
+    """Tree of the scanned manifest; `show()` reconciles nodes so expansion and cursor stay."""
+
+    def __init__(self, *, id: str | None = None, classes: str | None = None) -> None:
+        super().__init__("manifest", id=id, classes=classes)
+        self.show_root = False
+        self.guide_depth = 2
+        self._mt_prints: dict[tuple[str, ...], str] = {}
+        self._mt_labels: dict[tuple[str, ...], Text] = {}
+        self._by_key: dict[tuple[str, ...], TreeNode[TreeItem]] = {}
+        self._mt_flashing: set[tuple[str, ...]] = set()
+        self._mt_loaded = False
+
+    @property
+    def flashing(self) -> set[tuple[str, ...]]:
+        """Keys of nodes currently highlighted as changed."""
+        return set(self._mt_flashing)
+
+    def node_for(self, key: tuple[str, ...]) -> TreeNode[TreeItem] | None:
+        """The node for an item key, if shown."""
+        return self._by_key.get(key)
+
+    def show(self, manifest: Mapping[str, Any], diagnostics: Sequence[Any]) -> set[tuple[str, ...]]:
+        """Show a new scan result; returns the keys of nodes that changed (and flash them)."""
+        changed: set[tuple[str, ...]] = set()
+        self._sync(self.root, build_specs(manifest, diagnostics), changed)
+        if self._mt_loaded and changed:
+            self._flash(changed)
+        self._mt_loaded = True
+        return changed
+
+    def _sync(
+        self, parent: TreeNode[TreeItem], specs: Iterable[_Spec], changed: set[tuple[str, ...]]
+    ) -> None:
+        specs = list(specs)
+        wanted = {spec.item.key for spec in specs}
+        for node in list(parent.children):
+            if node.data is None or node.data.key not in wanted:
+                self._forget(node)
+                node.remove()
+        for index, spec in enumerate(specs):
+            key = spec.item.key
+            node = self._by_key.get(key)
+            fingerprint = _fingerprint(spec.item)
+            if node is None or node.parent is not parent:
+                position = index if index < len(parent.children) else None
+                if spec.children is None:
+                    node = parent.add_leaf(spec.label, spec.item, before=position)
+                else:
+                    node = parent.add(spec.label, spec.item, before=position, expand=spec.expand)
+                self._by_key[key] = node
+                changed.add(key)
+            elif self._mt_prints.get(key) != fingerprint:
+                node.data = spec.item
+                node.set_label(spec.label)
+                changed.add(key)
+            elif self._mt_labels.get(key) != spec.label:
+                node.set_label(spec.label)
+            self._mt_prints[key] = fingerprint
+            self._mt_labels[key] = spec.label
+            if spec.children is not None:
+                self._sync(node, spec.children, changed)
+
+    def _forget(self, node: TreeNode[TreeItem]) -> None:
+        for child in node.children:
+            self._forget(child)
+        if node.data is not None:
+            self._by_key.pop(node.data.key, None)
+            self._mt_prints.pop(node.data.key, None)
+            self._mt_labels.pop(node.data.key, None)
+            self._mt_flashing.discard(node.data.key)
+
+    def _flash(self, keys: set[tuple[str, ...]]) -> None:
+        # Only rows a person can see are worth flashing; diagnostics are renumbered each scan.
+        keys = {k for k in keys if k[0] in {"endpoint", "function"}}
+        for key in keys:
+            node = self._by_key.get(key)
+            if node is not None:
+                highlighted = self._mt_labels[key].copy()
+                highlighted.stylize(_FLASH_STYLE)
+                node.set_label(highlighted)
+        self._mt_flashing |= keys
+        self.set_timer(FLASH_SECONDS, lambda: self._unflash(keys))
+
+    def _unflash(self, keys: set[tuple[str, ...]]) -> None:
+        for key in keys & self._mt_flashing:
+            node = self._by_key.get(key)
+            if node is not None:
+                node.set_label(self._mt_labels[key])
+        self._mt_flashing -= keys

@@ -1,0 +1,164 @@
+"""A virtual log view: renders only the visible rows, so 10,000-line bursts never freeze the UI."""
+
+from __future__ import annotations
+
+import re
+
+from rich.segment import Segment
+from rich.style import Style
+from rich.text import Text
+from textual.binding import Binding
+from textual.cache import LRUCache
+from textual.geometry import Size
+from textual.reactive import reactive
+from textual.scroll_view import ScrollView
+from textual.strip import Strip
+
+from flash_tui.widgets.logs.buffer import LogBuffer, LogRecord
+
+SOURCE_WIDTH = 12
+_SOURCE_COLOURS = ["cyan", "magenta", "green", "blue", "yellow", "bright_cyan", "bright_magenta"]
+_LEVEL_STYLES = {"error": "red", "warning": "yellow"}
+
+
+def source_colour(source: str) -> str:
+    """A stable colour per source, so one endpoint's lines are recognisable at a glance."""
+    if source == "engine":
+        return "bold white"
+    return _SOURCE_COLOURS[sum(map(ord, source)) % len(_SOURCE_COLOURS)]
+
+
+class LogView(ScrollView, can_focus=True):
+    """Shows the records of a `LogBuffer`, optionally for one source, highlighting a search.
+
+    The view keeps a list of the matching records and appends to it as the buffer grows
+    (`pull()`), so each refresh costs only the new lines; rendering is per visible row.
+    """
+
+    DEFAULT_CSS = """
+    LogView { background: $surface; }
+    """
+
+    BINDINGS = [
+        Binding("end", "scroll_end", "Newest", show=False),
+        Binding("home", "scroll_home", "Oldest", show=False),
+    ]
+
+    follow: reactive[bool] = reactive(True)
+    source_filter: reactive[str | None] = reactive(None)
+    search: reactive[str] = reactive("")
+
+    def __init__(
+        self,
+        buffer: LogBuffer,
+        *,
+        name: str | None = None,
+        id: str | None = None,
+        classes: str | None = None,
+    ) -> None:
+        super().__init__(name=name, id=id, classes=classes)
+        self.buffer = buffer
+        self._rows: list[LogRecord] = []
+        self._seen = -1
+        self._max_width = 0
+        self._cache: LRUCache[tuple[int, str], Strip] = LRUCache(1024)
+
+    @property
+    def row_count(self) -> int:
+        """Rows currently matching the filter."""
+        return len(self._rows)
+
+    @property
+    def rows(self) -> list[LogRecord]:
+        """The records shown, oldest first."""
+        return self._rows
+
+    def _matches(self, record: LogRecord) -> bool:
+        return self.source_filter is None or record.source == self.source_filter
+
+    def pull(self) -> int:
+        """Take records newer than the last seen from the buffer; returns how many were shown."""
+        new = [r for r in self.buffer.since(self._seen) if self._matches(r)]
+        if self.buffer.last_seq >= 0:
+            self._seen = self.buffer.last_seq
+        if not new and self._rows and self._rows[0].seq >= self.buffer.first_seq:
+            return 0
+        self._rows.extend(new)
+        # Drop rows the buffer has evicted so the view stays as bounded as the buffer.
+        first = self.buffer.first_seq
+        if self._rows and self._rows[0].seq < first:
+            cut = 0
+            while cut < len(self._rows) and self._rows[cut].seq < first:
+                cut += 1
+            del self._rows[:cut]
+            self._cache.clear()
+        for record in new:
+            self._max_width = max(self._max_width, len(record.text) + SOURCE_WIDTH + 10)
+        self._update_size()
+        if self.follow:
+            self.scroll_end(animate=False, immediate=True, x_axis=False)
+        return len(new)
+
+    def rebuild(self) -> None:
+        """Recompute the rows from the whole buffer (after the filter changed)."""
+        self._rows = []
+        self._seen = -1
+        self._cache.clear()
+        self.pull()
+        self.refresh()
+
+    def _update_size(self) -> None:
+        self.virtual_size = Size(self._max_width, len(self._rows))
+
+    def watch_source_filter(self) -> None:
+        self.rebuild()
+
+    def watch_search(self) -> None:
+        self._cache.clear()
+        self.refresh()
+
+    def watch_follow(self, follow: bool) -> None:
+        if follow:
+            self.scroll_end(animate=False, x_axis=False)
+
+    def search_hits(self) -> list[int]:
+        """Row indices whose text contains the search (case-insensitive)."""
+        if not self.search:
+            return []
+        needle = self.search.lower()
+        return [i for i, r in enumerate(self._rows) if needle in r.text.lower()]
+
+    def scroll_to_row(self, row: int) -> None:
+        """Bring `row` into view (stops following so the view does not jump away)."""
+        self.follow = False
+        self.scroll_to(y=max(0, row - self.size.height // 2), animate=False)
+
+    def render_line(self, y: int) -> Strip:
+        scroll_x, scroll_y = self.scroll_offset
+        index = scroll_y + y
+        width = self.size.width
+        style = self.rich_style
+        if index >= len(self._rows):
+            return Strip.blank(width, style)
+        record = self._rows[index]
+        key = (record.seq, self.search)
+        strip = self._cache.get(key)
+        if strip is None:
+            strip = self._render_record(record, style)
+            self._cache[key] = strip
+        return strip.crop_extend(scroll_x, scroll_x + width, style).apply_offsets(scroll_x, index)
+
+    def _render_record(self, record: LogRecord, base: Style) -> Strip:
+        text = Text(no_wrap=True, end="")
+        text.append(record.time + " ", style="dim")
+        text.append(
+            f"{record.source[:SOURCE_WIDTH]:<{SOURCE_WIDTH}} ", style=source_colour(record.source)
+        )
+        body = Text(record.text, style=_LEVEL_STYLES.get(record.level, ""))
+        if self.search:
+            body.highlight_regex(
+                re.compile(re.escape(self.search), re.IGNORECASE), "black on yellow"
+            )
+        text.append_text(body)
+        segments = list(text.render(self.app.console))
+        return Strip(Segment.apply_style(segments, base), text.cell_len)
