@@ -84,14 +84,14 @@ def sparkline(samples: Sequence[float | None], width: int = 8) -> Text:
     values = [v for v in recent if v is not None]
     if not recent:
         return Text("—", style="dim")
+    # Scale from zero, not from the minimum: 2.0ms vs 2.2ms should look flat, not dramatic.
     top = max(values) if values else 1.0
-    low = min(values) if values else 0.0
-    span = max(top - low, 1e-9)
+    top = max(top, 1e-9)
     for value in recent:
         if value is None:
             text.append("▁", style="red")
             continue
-        level = 0 if top == low else int((value - low) / span * (len(SPARK_CHARS) - 1))
+        level = min(len(SPARK_CHARS) - 1, int(value / top * (len(SPARK_CHARS) - 1)))
         text.append(SPARK_CHARS[level], style="green")
     return text
 

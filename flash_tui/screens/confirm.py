@@ -182,7 +182,7 @@ class UndeployAllScreen(_Dialog):
             box.border_title = "Undeploy all"
             yield Static(body, id="undeploy-list")
             yield Label(f"Type the project name ({self.project}) to confirm:")
-            yield Input(placeholder=self.project, id="project-name")
+            yield Input(placeholder="project name", id="project-name")
             with Horizontal(classes="buttons"):
                 yield Button("Cancel", id="cancel")
                 yield Button("Undeploy all", id="confirm", variant="error", disabled=True)

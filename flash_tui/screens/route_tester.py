@@ -145,8 +145,8 @@ class RouteTesterScreen(Screen[None]):
                 body.border_title = "Body (JSON)"
                 yield body
                 with Horizontal(id="tester-buttons"):
-                    yield Button("Send", id="send", variant="primary")
-                    yield Button("Copy as curl", id="curl")
+                    yield Button("Send ^s", id="send", variant="primary", compact=True)
+                    yield Button("Copy as curl ^y", id="curl", compact=True)
                 with VerticalScroll(id="response-box") as box:
                     box.border_title = "Response"
                     yield Static(Text("Not sent yet.", style="dim"), id="response")
@@ -165,7 +165,8 @@ class RouteTesterScreen(Screen[None]):
                 text.append(target.function)
                 text.append(f"  {target.endpoint}", style="dim")
             if not target.deployed:
-                text.append("  not deployed", style="dim italic")
+                # Still listed (its body can be prepared), but visibly not callable yet.
+                text.stylize("dim italic")
             options.append(Option(text, id=str(i)))
         return options
 
@@ -178,7 +179,7 @@ class RouteTesterScreen(Screen[None]):
             return
         index = 0
         for i, target in enumerate(self._targets):
-            if self.initial in {target.title, target.endpoint, target.function}:
+            if target.deployed and self.initial in {target.title, target.endpoint, target.function}:
                 index = i
                 break
         targets.highlighted = index

@@ -28,14 +28,15 @@ class EndpointRow:
     gpu_on_cpu: bool = False
 
 
+# Most telling first: at 80 columns the table scrolls sideways past `health`.
 COLUMNS: list[tuple[str, str]] = [
     ("dot", " "),
     ("name", "name"),
-    ("type", "type"),
     ("status", "status"),
     ("drift", "drift"),
-    ("latency", "p50"),
     ("health", "health"),
+    ("latency", "p50"),
+    ("type", "type"),
     ("up", "up"),
     ("restarts", "rst"),
     ("url", "url"),

@@ -96,8 +96,13 @@ class LogView(ScrollView, can_focus=True):
             self._max_width = max(self._max_width, len(record.text) + SOURCE_WIDTH + 10)
         self._update_size()
         if self.follow:
-            self.scroll_end(animate=False, immediate=True, x_axis=False)
+            # After the refresh: the new virtual size must be laid out before "end" means the end.
+            self.call_after_refresh(self._to_end)
         return len(new)
+
+    def _to_end(self) -> None:
+        if self.follow:
+            self.scroll_to(y=self.max_scroll_y, animate=False)
 
     def rebuild(self) -> None:
         """Recompute the rows from the whole buffer (after the filter changed)."""
@@ -119,7 +124,7 @@ class LogView(ScrollView, can_focus=True):
 
     def watch_follow(self, follow: bool) -> None:
         if follow:
-            self.scroll_end(animate=False, x_axis=False)
+            self.call_after_refresh(self._to_end)
 
     def search_hits(self) -> list[int]:
         """Row indices whose text contains the search (case-insensitive)."""
