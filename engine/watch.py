@@ -20,9 +20,9 @@ IgnoreFn = Callable[[Path], bool]
 
 def default_ignore(root: Path) -> IgnoreFn:
     """The project's ignore predicate (absolute path -> True when the scanner skips it)."""
-    from engine import project
+    from engine.project import ignore_predicate
 
-    return project.ignore_predicate(root)
+    return ignore_predicate(root)
 
 
 def _relevant(path: Path, ignored: IgnoreFn) -> bool:
@@ -50,10 +50,10 @@ async def watch_project(
     write-rename-chmod burst still arrives as one batch. Ignored paths never reach the caller.
     """
     root = Path(root).resolve()
-    ignored = ignore if ignore is not None else default_ignore(root)
+    rules: list[IgnoreFn] = [ignore if ignore is not None else default_ignore(root)]
 
     def watch_filter(_change: object, raw: str) -> bool:
-        return _relevant(Path(raw), ignored)
+        return _relevant(Path(raw), rules[0])
 
     async for changes in awatch(
         root,
@@ -67,5 +67,8 @@ async def watch_project(
         yield_on_timeout=False,
     ):
         paths = sorted({Path(raw) for _change, raw in changes})
+        if ignore is None and any(p.name in _RULE_FILES for p in paths):
+            # The ignore rules themselves changed: later batches must use the new ones.
+            rules[0] = default_ignore(root)
         if paths:
             yield paths

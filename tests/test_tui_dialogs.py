@@ -1,0 +1,171 @@
+"""Pilot tests of the confirmation dialogs and the help screen: confirm and every cancel path."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from textual.app import App, ComposeResult
+from textual.screen import Screen
+from textual.widgets import Button, Input, Label
+
+from flash_tui.screens.confirm import (
+    PlanScreen,
+    UndeployAllScreen,
+    UndeployScreen,
+    plan_counts,
+    render_plan,
+)
+from flash_tui.screens.help import HelpScreen
+
+PLAN = [
+    {"action": "create", "name": "cpu_worker", "resource_type": "CpuServerlessEndpoint"},
+    {
+        "action": "update",
+        "name": "gpu_worker",
+        "resource_type": "LiveServerless",
+        "changes": [{"field": "workersMax", "deployed": 3, "local": 5}],
+    },
+    {"action": "unchanged", "name": "gateway", "resource_type": "CpuLoadBalancerSlsResource"},
+]
+PLAN_WITH_DELETE = PLAN + [{"action": "delete", "name": "old", "resource_type": "LiveServerless"}]
+
+
+class Harness(App[None]):
+    """Pushes one dialog on start and records what it was dismissed with."""
+
+    def __init__(self, dialog: Screen[Any]) -> None:
+        super().__init__()
+        self.dialog = dialog
+        self.results: list[Any] = []
+
+    def compose(self) -> ComposeResult:
+        yield Label("base")
+
+    def on_mount(self) -> None:
+        self.push_screen(self.dialog, self.results.append)
+
+
+async def test_plan_dialog_confirms_with_enter_on_deploy() -> None:
+    app = Harness(PlanScreen(PLAN))
+    async with app.run_test() as pilot:
+        await pilot.pause()
+        assert app.focused is not None and app.focused.id == "confirm"
+        await pilot.press("enter")
+        await pilot.pause()
+    assert app.results == [True]
+
+
+async def test_plan_dialog_escape_cancels() -> None:
+    app = Harness(PlanScreen(PLAN))
+    async with app.run_test() as pilot:
+        await pilot.press("escape")
+        await pilot.pause()
+    assert app.results == [False]
+
+
+async def test_plan_dialog_cancel_button() -> None:
+    app = Harness(PlanScreen(PLAN))
+    async with app.run_test() as pilot:
+        await pilot.click("#cancel")
+        await pilot.pause()
+    assert app.results == [False]
+
+
+async def test_plan_with_delete_focuses_cancel() -> None:
+    app = Harness(PlanScreen(PLAN_WITH_DELETE))
+    async with app.run_test() as pilot:
+        await pilot.pause()
+        assert app.focused is not None and app.focused.id == "cancel"
+        await pilot.press("enter")
+        await pilot.pause()
+    assert app.results == [False]
+
+
+async def test_plan_with_nothing_to_do_cannot_deploy() -> None:
+    app = Harness(PlanScreen([PLAN[2]]))
+    async with app.run_test() as pilot:
+        await pilot.pause()
+        assert app.screen.query_one("#confirm", Button).disabled
+        await pilot.press("escape")
+        await pilot.pause()
+    assert app.results == [False]
+
+
+def test_plan_rendering_marks_and_diffs() -> None:
+    from rich.console import Console
+
+    console = Console(width=80, record=True)
+    console.print(render_plan(PLAN_WITH_DELETE))
+    text = console.export_text()
+    assert "- old" in text
+    assert "~ gpu_worker" in text and "workersMax: 3 → 5" in text
+    assert "+ cpu_worker" in text and "= gateway" in text
+    # Destructive lines come first so they cannot scroll out of sight.
+    assert text.index("- old") < text.index("~ gpu_worker") < text.index("+ cpu_worker")
+    assert plan_counts(PLAN_WITH_DELETE) == "1 to create, 1 to update, 1 to delete, 1 unchanged"
+
+
+async def test_undeploy_dialog_focus_on_cancel_and_enter_cancels() -> None:
+    app = Harness(UndeployScreen(["gateway"], {"gateway": "http://127.0.0.1:1"}))
+    async with app.run_test() as pilot:
+        await pilot.pause()
+        assert app.focused is not None and app.focused.id == "cancel"
+        await pilot.press("enter")
+        await pilot.pause()
+    assert app.results == [False]
+
+
+async def test_undeploy_dialog_escape_and_confirm() -> None:
+    app = Harness(UndeployScreen(["gateway"]))
+    async with app.run_test() as pilot:
+        await pilot.press("escape")
+        await pilot.pause()
+    assert app.results == [False]
+    app = Harness(UndeployScreen(["gateway"]))
+    async with app.run_test() as pilot:
+        await pilot.press("tab")  # Cancel -> Undeploy: a deliberate second key
+        await pilot.press("enter")
+        await pilot.pause()
+    assert app.results == [True]
+
+
+async def test_undeploy_all_requires_the_project_name() -> None:
+    app = Harness(UndeployAllScreen("quickstart", ["a", "b"]))
+    async with app.run_test() as pilot:
+        await pilot.pause()
+        confirm = app.screen.query_one("#confirm", Button)
+        assert confirm.disabled
+        await pilot.press(*"quick")
+        await pilot.press("enter")  # a wrong name submits nothing
+        await pilot.pause()
+        assert app.results == [] and confirm.disabled
+        await pilot.press(*"start")
+        await pilot.pause()
+        assert app.screen.query_one(Input).value == "quickstart"
+        assert not confirm.disabled
+        await pilot.press("enter")
+        await pilot.pause()
+    assert app.results == [True]
+
+
+async def test_undeploy_all_escape_cancels_even_when_typed() -> None:
+    app = Harness(UndeployAllScreen("quickstart", ["a"]))
+    async with app.run_test() as pilot:
+        await pilot.press(*"quickstart")
+        await pilot.press("escape")
+        await pilot.pause()
+    assert app.results == [False]
+
+
+async def test_help_screen_lists_every_key_and_closes() -> None:
+    from flash_tui.commands import ACTIONS
+
+    app = Harness(HelpScreen())
+    async with app.run_test(size=(100, 40)) as pilot:
+        await pilot.pause()
+        shown = app.export_screenshot().replace("&#160;", " ")
+        for action in ACTIONS:
+            assert action.help.split("(")[0].strip()[:20] in shown
+        await pilot.press("escape")
+        await pilot.pause()
+    assert app.results == [None]

@@ -1,0 +1,94 @@
+"""Logs: bounded buffer, a 10,000-line burst that does not freeze the UI, filter, search, follow."""
+
+from __future__ import annotations
+
+import time
+
+from textual.app import App, ComposeResult
+from textual.widgets import Input, Label, Select
+
+from flash_tui.screens.logs import LogsScreen
+from flash_tui.widgets.logs.buffer import LogBuffer
+from flash_tui.widgets.logs.log_view import LogView
+
+
+def test_buffer_is_bounded_and_readers_catch_up() -> None:
+    buffer = LogBuffer(capacity=100)
+    for i in range(250):
+        buffer.append("12:00:00", "api", f"line {i}")
+    assert len(buffer) == 100
+    assert buffer.first_seq == 150 and buffer.last_seq == 249
+    assert [r.text for r in buffer.since(247)] == ["line 248", "line 249"]
+    # A reader that fell behind further than the capacity gets what is left, not an error.
+    assert len(buffer.since(10)) == 100
+    assert buffer.since(249) == []
+
+
+def test_multiline_text_becomes_one_record_per_line() -> None:
+    buffer = LogBuffer()
+    buffer.append("t", "api", "Traceback\n  File x\nValueError")
+    assert [r.text for r in buffer] == ["Traceback", "  File x", "ValueError"]
+
+
+class LogsHarness(App[None]):
+    def __init__(self, buffer: LogBuffer) -> None:
+        super().__init__()
+        self.buffer = buffer
+
+    def compose(self) -> ComposeResult:
+        yield Label("base")
+
+    def on_mount(self) -> None:
+        self.push_screen(LogsScreen(self.buffer, ["api", "worker"]))
+
+
+async def test_burst_of_10000_lines_stays_responsive() -> None:
+    buffer = LogBuffer()
+    app = LogsHarness(buffer)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await pilot.pause()
+        view = app.screen.query_one(LogView)
+        for i in range(10_000):
+            buffer.append("12:00:00", "api" if i % 2 else "worker", f"GET /x 200 {i}ms")
+        started = time.perf_counter()
+        await pilot.press("f")  # a key press right after the burst is handled promptly
+        await pilot.pause()
+        elapsed = time.perf_counter() - started
+        assert elapsed < 1.0, f"UI blocked for {elapsed:.2f}s after a 10k burst"
+        deadline = time.monotonic() + 5
+        while view.row_count < 10_000 and time.monotonic() < deadline:
+            await pilot.pause(0.05)
+        assert view.row_count == 10_000
+        assert not view.follow  # "f" toggled follow off
+        await pilot.press("f")
+        await pilot.pause(0.2)
+        assert view.follow and view.scroll_y == view.max_scroll_y
+
+
+async def test_filter_search_and_jump() -> None:
+    buffer = LogBuffer()
+    for i in range(200):
+        buffer.append(
+            "12:00:00", "api" if i % 2 else "worker", f"request {i} {'boom' if i == 151 else 'ok'}"
+        )
+    app = LogsHarness(buffer)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await pilot.pause()
+        view = app.screen.query_one(LogView)
+        assert view.row_count == 200
+        app.screen.query_one(Select).value = "api"
+        await pilot.pause()
+        assert view.row_count == 100 and all(r.source == "api" for r in view.rows)
+        await pilot.press("slash")
+        assert isinstance(app.focused, Input)
+        await pilot.press(*"boom")
+        await pilot.pause()
+        assert view.search == "boom" and view.search_hits() == [75]
+        await pilot.press("enter")  # jump to the first match
+        await pilot.pause()
+        assert view.scroll_y <= 75 < view.scroll_y + view.size.height
+        state = str(app.screen.query_one("#logs-state", Label).render())
+        assert "1 matches" in state and "api" in state
+        await pilot.press("escape")  # enter moved focus to the view: escape leaves the screen
+        await pilot.pause()
+        assert not isinstance(app.screen, LogsScreen)

@@ -1,0 +1,55 @@
+"""engine.watch: debounced batches of changed sources, ignore rules applied, prompt stop."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+
+from engine.watch import watch_project
+
+
+async def _next_batch(it, timeout: float = 5.0) -> list[Path]:
+    return await asyncio.wait_for(it.__anext__(), timeout)
+
+
+async def test_save_is_reported_within_the_debounce_and_ignored_paths_are_not(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "main.py").write_text("x = 1\n")
+    (tmp_path / ".venv").mkdir()
+    (tmp_path / "build").mkdir()
+    (tmp_path / ".gitignore").write_text("build/\n")
+    stop = asyncio.Event()
+    it = watch_project(tmp_path, stop_event=stop).__aiter__()
+    first = asyncio.ensure_future(_next_batch(it))
+    await asyncio.sleep(0.3)  # let the native watcher register before writing
+    # Ignored first: if they were reported they would arrive in (or before) the batch below.
+    (tmp_path / ".venv" / "lib.py").write_text("y = 1\n")
+    (tmp_path / "build" / "gen.py").write_text("z = 1\n")
+    (tmp_path / "notes.txt").write_text("not python\n")
+    saved = time.monotonic()
+    (tmp_path / "main.py").write_text("x = 2\n")
+    batch = await first
+    latency = time.monotonic() - saved
+    assert [p.name for p in batch] == ["main.py"]
+    assert latency < 1.0
+    stop.set()
+    # The iterator ends shortly after stop is set (rust_timeout bounds the wait).
+    rest = [b async for b in it]
+    assert rest == [] or all(p.name == "main.py" for b in rest for p in b)
+
+
+async def test_burst_of_writes_arrives_as_one_batch(tmp_path: Path) -> None:
+    stop = asyncio.Event()
+    it = watch_project(tmp_path, stop_event=stop).__aiter__()
+    first = asyncio.ensure_future(_next_batch(it))
+    await asyncio.sleep(0.3)
+    for i in range(5):
+        (tmp_path / f"m{i}.py").write_text(f"v = {i}\n")
+    batch = await first
+    assert {p.name for p in batch} <= {f"m{i}.py" for i in range(5)}
+    assert len(batch) >= 1
+    stop.set()
+    async for _ in it:
+        pass
