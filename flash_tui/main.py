@@ -13,4 +13,6 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = list(sys.argv[1:] if argv is None else argv)
     if args and (args[0] in cli.subcommand_names() or args[0] in {"-h", "--help"}):
         raise SystemExit(cli.main(args))
-    raise SystemExit("flash-tui: the TUI is not built yet; use a subcommand (see --help)")
+    from flash_tui.app import run
+
+    raise SystemExit(run(args))
