@@ -1,0 +1,73 @@
+"""Bearer-key authentication for worker endpoints, as a pure ASGI middleware.
+
+Every route except the health probe (`/ping`) needs `Authorization: Bearer <key>`, the key
+being the worker's `FLASH_ENDPOINT_KEY`. Pure ASGI (not Starlette's BaseHTTPMiddleware) because
+it runs on every request and must cost next to nothing; the comparison is constant-time so the
+key cannot be guessed byte by byte from response timings. The key is never logged or echoed.
+"""
+
+from __future__ import annotations
+
+import hmac
+import os
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+__all__ = ["ENDPOINT_KEY_ENV", "BearerAuthMiddleware", "check_bearer", "endpoint_key"]
+
+ENDPOINT_KEY_ENV = "FLASH_ENDPOINT_KEY"
+PUBLIC_PATHS = frozenset({"/ping"})
+
+_UNAUTHORIZED = b'{"error":"unauthorized: send Authorization: Bearer <endpoint key>"}'
+
+
+def endpoint_key(environ: Mapping[str, str] | None = None) -> str | None:
+    """The endpoint key from the environment (None when unset or blank)."""
+    value = (environ if environ is not None else os.environ).get(ENDPOINT_KEY_ENV, "")
+    return value.strip() or None
+
+
+def check_bearer(header: bytes | None, key: bytes) -> bool:
+    """True when an Authorization header value carries exactly `key` as a Bearer token."""
+    if not header:
+        return False
+    scheme, _, token = header.partition(b" ")
+    if scheme.lower() != b"bearer":
+        return False
+    return hmac.compare_digest(token.strip(), key)
+
+
+class BearerAuthMiddleware:
+    """Rejects HTTP requests without the right Bearer key with 401 (JSON body)."""
+
+    def __init__(self, app: Any, key: str, public_paths: Iterable[str] = PUBLIC_PATHS) -> None:
+        if not key:
+            raise ValueError("BearerAuthMiddleware needs a non-empty key")
+        self.app = app
+        self._key = key.encode()
+        self._public = frozenset(public_paths)
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or scope["path"] in self._public:
+            await self.app(scope, receive, send)
+            return
+        header = None
+        for name, value in scope["headers"]:
+            if name == b"authorization":
+                header = value
+                break
+        if check_bearer(header, self._key):
+            await self.app(scope, receive, send)
+            return
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 401,
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(_UNAUTHORIZED)).encode()),
+                    (b"www-authenticate", b"Bearer"),
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": _UNAUTHORIZED})

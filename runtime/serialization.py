@@ -1,0 +1,83 @@
+"""Argument/result encoding of the job contract: base64 text of a cloudpickle dump.
+
+Same format as upstream (`base64.b64encode(cloudpickle.dumps(value)).decode()`), so payloads
+produced by upstream stubs and by ours are interchangeable.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import cloudpickle
+
+from runtime.errors import SerializationError
+
+__all__ = [
+    "deserialize",
+    "deserialize_args",
+    "deserialize_kwargs",
+    "serialize",
+    "serialize_args",
+    "serialize_kwargs",
+]
+
+
+def serialize(value: Any) -> str:
+    """Encode one value as base64 cloudpickle text; SerializationError if it cannot be pickled."""
+    try:
+        return base64.b64encode(cloudpickle.dumps(value)).decode("ascii")
+    except Exception as exc:  # cloudpickle raises many types (PicklingError, TypeError, ...)
+        raise SerializationError(
+            f"cannot serialize value of type {type(value).__name__}: {exc}"
+        ) from exc
+
+
+def deserialize(data: str | bytes) -> Any:
+    """Decode base64 cloudpickle text; SerializationError on bad base64 or a broken pickle."""
+    if not isinstance(data, (str, bytes)):
+        raise SerializationError(f"expected base64 text, got {type(data).__name__}")
+    try:
+        raw = base64.b64decode(data, validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise SerializationError(f"invalid base64 payload: {exc}") from exc
+    try:
+        return cloudpickle.loads(raw)
+    except Exception as exc:  # unpickling can raise anything, including ImportError
+        raise SerializationError(
+            f"cannot deserialize payload: {type(exc).__name__}: {exc}"
+        ) from exc
+
+
+def serialize_args(args: Sequence[Any]) -> list[str]:
+    """Encode positional arguments, one base64 string each."""
+    return [serialize(value) for value in args]
+
+
+def serialize_kwargs(kwargs: Mapping[str, Any]) -> dict[str, str]:
+    """Encode keyword arguments, one base64 string per name."""
+    return {name: serialize(value) for name, value in kwargs.items()}
+
+
+def deserialize_args(data: Sequence[str] | None) -> list[Any]:
+    """Decode a list of base64 strings (None or missing means no arguments)."""
+    if data is None:
+        return []
+    if not isinstance(data, (list, tuple)):
+        raise SerializationError(
+            f"args must be a list of base64 strings, got {type(data).__name__}"
+        )
+    return [deserialize(item) for item in data]
+
+
+def deserialize_kwargs(data: Mapping[str, str] | None) -> dict[str, Any]:
+    """Decode a dict of name -> base64 string (None or missing means no keyword arguments)."""
+    if data is None:
+        return {}
+    if not isinstance(data, Mapping):
+        raise SerializationError(
+            f"kwargs must be an object of base64 strings, got {type(data).__name__}"
+        )
+    return {str(name): deserialize(item) for name, item in data.items()}
