@@ -1,0 +1,406 @@
+"""Calling a `@remote` function: in this process, or on its endpoint over HTTP.
+
+`runtime.remote`'s wrapper awaits `dispatch(original, resource_name, args, kwargs)`:
+
+- local execution when no service registry is configured (development: `python main.py`) or
+  when the function belongs to the endpoint this process serves (`FLASH_RESOURCE_NAME`);
+  async functions are awaited, sync ones run in a thread so a worker's loop never blocks;
+- otherwise an HTTP call to the owning endpoint, found through `runtime.registry`:
+  - queue-based: `POST /runsync` with the upstream job input (`function_name`,
+    `execution_type`, base64-cloudpickle `args`/`kwargs`), polling `/status/{id}` if the job
+    outlives the runsync wait; the result is unpickled;
+  - load-balanced: the function's route with its parameters by name (JSON body for
+    POST/PUT/PATCH, query parameters for GET/DELETE, `{name}` path segments filled in); the
+    JSON answer is returned as is;
+  - live load-balanced: `POST /execute` (function name + source, pickled arguments).
+
+A failure on the far side raises `RemoteExecutionError` carrying the remote traceback text;
+an unknown endpoint raises `EndpointNotFoundError`; a call that exceeds `FLASH_CALL_TIMEOUT`
+seconds (default 300) raises `TimeoutError`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import inspect
+import json
+import os
+import sys
+import textwrap
+import time
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+
+from runtime.errors import RemoteExecutionError
+from runtime.registry import EndpointInfo, FunctionTarget, ServiceRegistry
+from runtime.serialization import deserialize, serialize_args, serialize_kwargs
+
+__all__ = [
+    "DEFAULT_CALL_TIMEOUT",
+    "call_remote",
+    "dispatch",
+    "function_source",
+    "get_registry",
+    "reset",
+    "run_local",
+    "set_registry",
+]
+
+DEFAULT_CALL_TIMEOUT = 300.0
+_UNSET: Any = object()
+_registry: Any = _UNSET
+_clients: dict[int, tuple[asyncio.AbstractEventLoop, httpx.AsyncClient]] = {}
+
+
+def get_registry() -> ServiceRegistry | None:
+    """The process's service registry (built from the environment once), or None."""
+    global _registry
+    if _registry is _UNSET:
+        _registry = ServiceRegistry.from_env()
+    return _registry
+
+
+def set_registry(registry: ServiceRegistry | None) -> None:
+    """Use `registry` for this process's calls (tests, embedding)."""
+    global _registry
+    _registry = registry
+
+
+def reset() -> None:
+    """Forget the registry (rebuilt from the environment on next use) and HTTP clients."""
+    global _registry
+    _registry = _UNSET
+    _clients.clear()
+
+
+def _timeout() -> float:
+    try:
+        return float(os.environ.get("FLASH_CALL_TIMEOUT") or DEFAULT_CALL_TIMEOUT)
+    except ValueError:
+        return DEFAULT_CALL_TIMEOUT
+
+
+def _client() -> httpx.AsyncClient:
+    """One pooled client per event loop (an AsyncClient is bound to the loop it ran on)."""
+    loop = asyncio.get_running_loop()
+    entry = _clients.get(id(loop))
+    if entry is None or entry[0] is not loop or entry[1].is_closed:
+        client = httpx.AsyncClient(
+            timeout=httpx.Timeout(_timeout(), connect=10.0),
+            limits=httpx.Limits(max_connections=64, max_keepalive_connections=16),
+        )
+        _clients[id(loop)] = (loop, client)
+        return client
+    return entry[1]
+
+
+async def run_local(fn: Callable[..., Any], args: Sequence[Any], kwargs: Mapping[str, Any]) -> Any:
+    """Run `fn` here: awaited if async, in a thread if sync."""
+    if inspect.iscoroutinefunction(fn):
+        return await fn(*args, **kwargs)
+    result = await asyncio.to_thread(fn, *args, **kwargs)
+    if inspect.isawaitable(result):
+        result = await result
+    return result
+
+
+async def dispatch(
+    original: Callable[..., Any],
+    resource_name: str,
+    args: Sequence[Any],
+    kwargs: Mapping[str, Any],
+) -> Any:
+    """Run a decorated function where it belongs (see the module docstring)."""
+    registry = get_registry()
+    if registry is None or registry.is_local(resource_name):
+        return await run_local(original, args, kwargs)
+    return await call_remote(registry, original, resource_name, args, kwargs)
+
+
+@functools.lru_cache(maxsize=256)
+def function_source(fn: Callable[..., Any]) -> str:
+    """The function's source from its `def` line (decorators dropped), dedented."""
+    try:
+        lines = inspect.getsource(fn).splitlines(keepends=True)
+    except (OSError, TypeError):
+        return ""
+    text = textwrap.dedent("".join(lines))
+    for marker in ("async def ", "def "):
+        index = text.find(marker)
+        if index != -1 and (index == 0 or text[index - 1] == "\n"):
+            return text[index:]
+    return text
+
+
+def _remote_config(original: Callable[..., Any]) -> Mapping[str, Any]:
+    """`__remote_config__` of the wrapper that wraps `original` (it lives on the wrapper)."""
+    module = sys.modules.get(getattr(original, "__module__", "") or "")
+    wrapper = getattr(module, getattr(original, "__name__", ""), None) if module else None
+    config = getattr(wrapper, "__remote_config__", None) or getattr(
+        original, "__remote_config__", None
+    )
+    return config if isinstance(config, Mapping) else {}
+
+
+def _target(
+    registry: ServiceRegistry, original: Callable[..., Any], resource: str
+) -> FunctionTarget:
+    name = original.__name__
+    target = registry.function_target(name, resource)
+    if registry.knows_resource(resource) and (
+        not target.is_load_balanced or (target.http_method and target.http_path)
+    ):
+        return target
+    # Not (fully) in the manifest: fall back to what the decorator recorded.
+    config = _remote_config(original)
+    resource_config = config.get("resource_config")
+    kind = type(resource_config) if resource_config is not None else None
+    return FunctionTarget(
+        name=name,
+        resource=resource,
+        resource_type=kind.__name__ if kind else target.resource_type,
+        is_load_balanced=bool(getattr(kind, "is_load_balanced", target.is_load_balanced)),
+        is_live=bool(getattr(kind, "is_live", target.is_live)),
+        http_method=(config.get("method") or target.http_method or None),
+        http_path=(config.get("path") or target.http_path or None),
+    )
+
+
+async def call_remote(
+    registry: ServiceRegistry,
+    original: Callable[..., Any],
+    resource_name: str,
+    args: Sequence[Any],
+    kwargs: Mapping[str, Any],
+) -> Any:
+    """Call `original` on the endpoint `resource_name` over HTTP."""
+    target = _target(registry, original, resource_name)
+    endpoint = await registry.endpoint(resource_name)
+    try:
+        return await _call_once(target, endpoint, original, args, kwargs)
+    except httpx.TransportError as exc:
+        # The endpoint may have been restarted elsewhere: look again once, retry if it moved.
+        fresh = await registry.endpoint(resource_name, refresh=True)
+        if fresh.url != endpoint.url or fresh.key != endpoint.key:
+            return await _call_once(target, fresh, original, args, kwargs)
+        raise RemoteExecutionError(
+            f"cannot reach {endpoint.url}: {type(exc).__name__}: {exc}", endpoint=resource_name
+        ) from exc
+
+
+async def _call_once(
+    target: FunctionTarget,
+    endpoint: EndpointInfo,
+    original: Callable[..., Any],
+    args: Sequence[Any],
+    kwargs: Mapping[str, Any],
+) -> Any:
+    if not target.is_load_balanced:
+        return await _call_queue(target, endpoint, args, kwargs)
+    if target.is_live or not (target.http_method and target.http_path):
+        return await _call_execute(target, endpoint, original, args, kwargs)
+    return await _call_route(target, endpoint, original, args, kwargs)
+
+
+def _raise_http_error(target: FunctionTarget, response: httpx.Response) -> None:
+    message, tb = response.text[:500], ""
+    try:
+        body = response.json()
+    except ValueError:
+        body = None
+    if isinstance(body, Mapping):
+        message = str(body.get("error") or body.get("detail") or message)
+        tb = str(body.get("traceback") or "")
+    raise RemoteExecutionError(
+        f"HTTP {response.status_code}: {message}",
+        remote_traceback=tb,
+        endpoint=target.resource,
+        status=response.status_code,
+    )
+
+
+def _decode_function_response(target: FunctionTarget, output: Any, error: Any = None) -> Any:
+    """Unpickle a `{success, result}` answer or raise with the remote error and traceback."""
+    if isinstance(output, Mapping) and output.get("success") and error is None:
+        if "result" not in output:
+            raise RemoteExecutionError("the answer has no result", endpoint=target.resource)
+        return deserialize(output["result"])
+    tb = str(output.get("traceback") or "") if isinstance(output, Mapping) else ""
+    if error is None and isinstance(output, Mapping):
+        error = output.get("error")
+    raise RemoteExecutionError(
+        str(error or "the remote function failed without an error message"),
+        remote_traceback=tb,
+        endpoint=target.resource,
+    )
+
+
+_TERMINAL = frozenset({"COMPLETED", "FAILED", "CANCELLED", "TIMED_OUT"})
+
+
+async def _call_queue(
+    target: FunctionTarget,
+    endpoint: EndpointInfo,
+    args: Sequence[Any],
+    kwargs: Mapping[str, Any],
+) -> Any:
+    client = _client()
+    deadline = time.monotonic() + _timeout()
+    payload = {
+        "input": {
+            "function_name": target.name,
+            "execution_type": "function",
+            "args": serialize_args(args),
+            "kwargs": serialize_kwargs(kwargs),
+        }
+    }
+    wait_ms = int(min(60.0, _timeout()) * 1000)
+    response = await client.post(
+        f"{endpoint.url}/runsync",
+        params={"wait": wait_ms},
+        json=payload,
+        headers=endpoint.headers(),
+    )
+    if response.status_code >= 400:
+        _raise_http_error(target, response)
+    job = response.json()
+    pause = 0.05
+    while job.get("status") not in _TERMINAL:
+        if time.monotonic() > deadline:
+            # Free the remote worker's slot before giving up.
+            try:
+                await client.post(
+                    f"{endpoint.url}/cancel/{job.get('id')}", headers=endpoint.headers()
+                )
+            except httpx.HTTPError:
+                pass
+            raise TimeoutError(
+                f"{target.name} on {target.resource} did not finish within {_timeout():g}s"
+            )
+        await asyncio.sleep(pause)
+        pause = min(pause * 1.5, 1.0)
+        response = await client.get(
+            f"{endpoint.url}/status/{job.get('id')}", headers=endpoint.headers()
+        )
+        if response.status_code >= 400:
+            _raise_http_error(target, response)
+        job = response.json()
+    status = job.get("status")
+    if status == "COMPLETED":
+        return _decode_function_response(target, job.get("output"))
+    if status == "FAILED":
+        return _decode_function_response(
+            target, job.get("output") or {}, job.get("error") or "job failed"
+        )
+    raise RemoteExecutionError(
+        f"job {job.get('id')} ended {status}: {job.get('error') or ''}".rstrip(": "),
+        endpoint=target.resource,
+    )
+
+
+async def _call_execute(
+    target: FunctionTarget,
+    endpoint: EndpointInfo,
+    original: Callable[..., Any],
+    args: Sequence[Any],
+    kwargs: Mapping[str, Any],
+) -> Any:
+    body: dict[str, Any] = {
+        "function_name": target.name,
+        "function_code": function_source(original),
+        "dependencies": [],
+        "system_dependencies": [],
+    }
+    if args:
+        body["args"] = serialize_args(args)
+    if kwargs:
+        body["kwargs"] = serialize_kwargs(kwargs)
+    response = await _client().post(
+        f"{endpoint.url}/execute", json=body, headers=endpoint.headers()
+    )
+    if response.status_code >= 400:
+        _raise_http_error(target, response)
+    return _decode_function_response(target, response.json())
+
+
+def _jsonable(value: Any) -> Any:
+    from fastapi.encoders import jsonable_encoder  # only LB calls need it
+
+    return jsonable_encoder(value)
+
+
+async def _call_route(
+    target: FunctionTarget,
+    endpoint: EndpointInfo,
+    original: Callable[..., Any],
+    args: Sequence[Any],
+    kwargs: Mapping[str, Any],
+) -> Any:
+    from runtime.lb_app import QUERY_METHODS, TRACEBACK_HEADER, route_binding
+
+    method, path = str(target.http_method), str(target.http_path)
+    binding = _binding(route_binding, original, method, path)
+    try:
+        bound = inspect.signature(original).bind_partial(*args, **kwargs)
+    except TypeError as exc:
+        raise TypeError(f"{target.name}(): {exc}") from None
+    values: dict[str, Any] = {}
+    for name, value in bound.arguments.items():
+        param = bound.signature.parameters[name]
+        if param.kind is inspect.Parameter.VAR_KEYWORD:
+            values.update(value)
+        elif param.kind is not inspect.Parameter.VAR_POSITIONAL:
+            values[name] = value
+    for name in binding.path_params:
+        if name in values:
+            path = path.replace(f"{{{name}}}", quote(str(values.pop(name)), safe=""))
+    headers = {**endpoint.headers(), TRACEBACK_HEADER: "1"}
+    url = f"{endpoint.url}{path}"
+    client = _client()
+    if method in QUERY_METHODS:
+        params: list[tuple[str, str]] = []
+        for name, value in values.items():
+            if value is None:
+                continue
+            if isinstance(value, (list, tuple, set, frozenset)):
+                params += [(name, _query_text(item)) for item in value]
+            else:
+                params.append((name, _query_text(value)))
+        response = await client.request(method, url, params=params, headers=headers)
+    else:
+        if binding.whole_body is not None:
+            body = _jsonable(values.get(binding.whole_body, {}))
+        else:
+            body = _jsonable(values)
+        response = await client.request(method, url, json=body, headers=headers)
+    if response.status_code >= 400:
+        _raise_http_error(target, response)
+    if not response.content:
+        return None
+    try:
+        return response.json()
+    except ValueError:
+        return response.text
+
+
+def _query_text(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (str, int, float)):
+        return str(value)
+    return json.dumps(_jsonable(value))
+
+
+_bindings: dict[tuple[Any, str, str], Any] = {}
+
+
+def _binding(factory: Callable[..., Any], fn: Any, method: str, path: str) -> Any:
+    key = (fn, method, path)
+    binding = _bindings.get(key)
+    if binding is None:
+        binding = _bindings[key] = factory(fn, method, path)
+    return binding

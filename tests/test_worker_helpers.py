@@ -1,0 +1,252 @@
+"""Helpers for the worker tests: build an example into a temp dir, run real worker processes.
+
+No tests here; the worker test modules import this one (`from test_worker_helpers import ...`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+REPO = Path(__file__).resolve().parent.parent
+EXAMPLES = REPO / "examples"
+START_DEADLINE = 30.0
+
+
+def _fn(name: str, module: str, **extra: Any) -> dict[str, Any]:
+    return {"name": name, "module": module, "is_async": False, "is_class": False, **extra}
+
+
+def _resource(rtype: str, functions: list[dict[str, Any]], name: str) -> dict[str, Any]:
+    lb = "LoadBalancer" in rtype
+    live = rtype.startswith(("Live", "CpuLive"))
+    for f in functions:
+        f.update(is_load_balanced=lb, is_live_resource=live)
+    return {
+        "resource_type": rtype,
+        "handler_file": f"handler_{name}.py",
+        "functions": functions,
+        "is_load_balanced": lb,
+        "is_live_resource": live,
+        "config": {},
+    }
+
+
+# Fallback manifests, used only while the scanner (engine.scan) has not landed: the same
+# shape engine.build writes for these examples.
+_FALLBACK: dict[str, dict[str, dict[str, Any]]] = {
+    "quickstart": {
+        "cpu_worker": _resource(
+            "CpuLiveServerless",
+            [
+                _fn("preprocess", "workers.cpu.endpoint", is_async=True),
+                _fn("word_stats", "workers.cpu.endpoint"),
+                _fn("TextAnalyzer", "workers.cpu.endpoint", is_class=True),
+            ],
+            "cpu_worker",
+        ),
+        "gpu_worker": _resource(
+            "LiveServerless", [_fn("embed", "workers.gpu.endpoint", is_async=True)], "gpu_worker"
+        ),
+        "api": _resource(
+            "LiveLoadBalancer",
+            [
+                _fn("health", "workers.api.endpoint", http_method="GET", http_path="/health"),
+                _fn("greet", "workers.api.endpoint", http_method="GET", http_path="/greet"),
+                _fn("compute", "workers.api.endpoint", http_method="POST", http_path="/compute"),
+            ],
+            "api",
+        ),
+        "gateway": _resource(
+            "CpuLoadBalancerSlsResource",
+            [
+                _fn("pipeline", "main", http_method="POST", http_path="/pipeline"),
+                _fn("stats", "main", http_method="POST", http_path="/stats"),
+            ],
+            "gateway",
+        ),
+    },
+    "endpoint_api": {
+        "summarizer": _resource(
+            "CpuServerlessEndpoint", [_fn("summarize", "workers.text", is_async=True)], "summarizer"
+        ),
+        "tokenizer": _resource(
+            "ServerlessEndpoint", [_fn("Tokenizer", "workers.text", is_class=True)], "tokenizer"
+        ),
+        "api": _resource(
+            "CpuLoadBalancerSlsResource",
+            [
+                _fn("health", "main", http_method="GET", http_path="/health"),
+                _fn("echo", "main", http_method="POST", http_path="/echo"),
+                _fn("summarize_text", "main", http_method="POST", http_path="/summarize"),
+            ],
+            "api",
+        ),
+    },
+}
+
+
+def _fallback_build(project: Path, example: str) -> Path:
+    from engine.handlergen import generate_handlers
+
+    build_dir = project / ".flash" / ".build"
+    shutil.copytree(project, build_dir, ignore=shutil.ignore_patterns(".flash", "__pycache__"))
+    resources = _FALLBACK[example]
+    manifest: dict[str, Any] = {
+        "version": "1.0",
+        "generated_at": "1980-01-01T00:00:00Z",
+        "project_name": example,
+        "resources": resources,
+        "function_registry": {
+            f["name"]: name for name, r in resources.items() for f in r["functions"]
+        },
+        "routes": {
+            name: {f"{f['http_method']} {f['http_path']}": f["name"] for f in r["functions"]}
+            for name, r in resources.items()
+            if r["is_load_balanced"]
+        },
+    }
+    (build_dir / "flash_manifest.json").write_text(json.dumps(manifest, indent=2))
+    generate_handlers(manifest, build_dir)
+    return build_dir
+
+
+def build_example(example: str, dest: Path) -> Path:
+    """Copy `examples/<example>` under `dest` and build it; returns the build directory.
+
+    Uses engine.build when the whole build pipeline is importable, else the fallback above.
+    """
+    project = dest / example
+    shutil.copytree(EXAMPLES / example, project, ignore=shutil.ignore_patterns("__pycache__"))
+    try:
+        import engine.scan  # noqa: F401  (the build needs the scanner)
+
+        from engine.build import build_project
+    except ImportError:
+        return _fallback_build(project, example)
+    return build_project(project, import_check=False).build_dir
+
+
+class Worker:
+    """A real `python -m runtime.worker` process, its output collected line by line."""
+
+    def __init__(
+        self,
+        build_dir: Path,
+        resource: str,
+        *,
+        key: str | None = "test-key",
+        env: dict[str, str] | None = None,
+        extra_args: list[str] | None = None,
+    ) -> None:
+        self.resource = resource
+        self.key = key
+        child_env = {k: v for k, v in os.environ.items() if not k.startswith("FLASH_")}
+        child_env["PYTHONPATH"] = str(REPO)
+        child_env["PYTHONUNBUFFERED"] = "1"
+        if key is not None:
+            child_env["FLASH_ENDPOINT_KEY"] = key
+        child_env.update(env or {})
+        args = [sys.executable, "-m", "runtime.worker", "--build-dir", str(build_dir)]
+        args += ["--resource", resource, "--port", "0", *(extra_args or [])]
+        self.proc = subprocess.Popen(
+            args,
+            env=child_env,
+            cwd=str(REPO),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        self.stdout: list[str] = []
+        self.stderr: list[str] = []
+        self._lines: queue.Queue[str] = queue.Queue()
+        threading.Thread(
+            target=self._pump, args=(self.proc.stdout, self.stdout, True), daemon=True
+        ).start()
+        threading.Thread(
+            target=self._pump, args=(self.proc.stderr, self.stderr, False), daemon=True
+        ).start()
+        self.url = ""
+
+    def _pump(self, stream: Any, sink: list[str], forward: bool) -> None:
+        for line in stream:
+            sink.append(line.rstrip("\n"))
+            if forward:
+                self._lines.put(line)
+
+    def wait_listening(self, deadline: float = START_DEADLINE) -> str:
+        """The URL from the `listening on ...` line (raises if the process exits first)."""
+        end = time.monotonic() + deadline
+        while time.monotonic() < end:
+            try:
+                line = self._lines.get(timeout=0.1)
+            except queue.Empty:
+                if self.proc.poll() is not None:
+                    raise RuntimeError(
+                        f"worker exited {self.proc.returncode}: {self.stderr}"
+                    ) from None
+                continue
+            if line.startswith("listening on "):
+                self.url = line.split(" ", 2)[2].strip()
+                return self.url
+        raise TimeoutError(f"worker did not print its URL within {deadline}s: {self.stderr}")
+
+    def wait_ready(self, deadline: float = START_DEADLINE) -> str:
+        """Wait until /ping answers 200; returns the base URL."""
+        url = self.url or self.wait_listening(deadline)
+        end = time.monotonic() + deadline
+        while time.monotonic() < end:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"worker exited {self.proc.returncode}: {self.stderr}")
+            try:
+                if httpx.get(f"{url}/ping", timeout=2).status_code == 200:
+                    return url
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.05)
+        raise TimeoutError(f"worker not ready within {deadline}s: {self.stderr}")
+
+    @property
+    def headers(self) -> dict[str, str]:
+        """Authorization header with this worker's key."""
+        return {"Authorization": f"Bearer {self.key}"} if self.key else {}
+
+    def stop(self, timeout: float = 10.0) -> int | None:
+        """SIGTERM, then SIGKILL if it does not exit within `timeout`."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        return self.proc.returncode
+
+    def wait_for_output(self, predicate: Any, deadline: float = 10.0) -> str:
+        """The first stdout line matching `predicate`, waiting up to `deadline` seconds."""
+        end = time.monotonic() + deadline
+        while time.monotonic() < end:
+            for line in list(self.stdout):
+                if predicate(line):
+                    return line
+            time.sleep(0.02)
+        raise TimeoutError(f"no matching output line; got {self.stdout[-20:]}")
+
+
+def write_endpoints(path: Path, workers: dict[str, Worker]) -> Path:
+    """Write a FLASH_ENDPOINTS_FILE for `workers` (mode 0600)."""
+    table = {name: {"url": w.url, "key": w.key} for name, w in workers.items()}
+    path.write_text(json.dumps({"endpoints": table}))
+    path.chmod(0o600)
+    return path
