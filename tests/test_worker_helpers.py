@@ -5,19 +5,23 @@ No tests here; the worker test modules import this one (`from test_worker_helper
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import queue
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
+import uvicorn
 
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLES = REPO / "examples"
@@ -250,3 +254,28 @@ def write_endpoints(path: Path, workers: dict[str, Worker]) -> Path:
     path.write_text(json.dumps({"endpoints": table}))
     path.chmod(0o600)
     return path
+
+
+@contextlib.contextmanager
+def serve_asgi(app: Any, *, lifespan: str = "on") -> Iterator[str]:
+    """Serve an ASGI app with uvicorn on a free loopback port in a thread; yields its URL."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    config = uvicorn.Config(app, lifespan=lifespan, access_log=False, log_level="warning")
+    server = uvicorn.Server(config)
+    # Signal handlers can only be installed from the main thread: the server runs in a thread.
+    server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    end = time.monotonic() + START_DEADLINE
+    while not server.started:
+        if time.monotonic() > end or not thread.is_alive():
+            raise RuntimeError("in-process server did not start")
+        time.sleep(0.01)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(10)
+        sock.close()

@@ -1,0 +1,183 @@
+"""The RunPod-compatible queue server, over real HTTP (uvicorn on a loopback port)."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from typing import Any
+
+import httpx
+import pytest
+from test_worker_helpers import serve_asgi
+
+from runtime.qb_handler import create_handler
+from runtime.queue_server import QueueServer
+from runtime.serialization import deserialize, serialize_args
+
+GATE = threading.Event()
+
+
+async def echo(job: dict[str, Any]) -> Any:
+    payload = job["input"]
+    if isinstance(payload, dict) and "sleep" in payload:
+        await asyncio.sleep(payload["sleep"])
+    if isinstance(payload, dict) and payload.get("fail"):
+        return {"error": "asked to fail", "detail": 1}
+    if isinstance(payload, dict) and payload.get("raise"):
+        raise RuntimeError("handler broke")
+    if isinstance(payload, dict) and payload.get("unjsonable"):
+        return {"x": object()}
+    return {"echo": payload}
+
+
+def wait_status(client: httpx.Client, url: str, job_id: str, statuses: set[str]) -> dict:
+    end = time.monotonic() + 10
+    while time.monotonic() < end:
+        body = client.get(f"{url}/status/{job_id}").json()
+        if body.get("status") in statuses:
+            return body
+        time.sleep(0.02)
+    raise TimeoutError(f"job {job_id} never reached {statuses}")
+
+
+@pytest.fixture(scope="module")
+def server():
+    app = QueueServer(echo, concurrency=2, retention=60.0, runsync_wait=5.0)
+    with serve_asgi(app) as url, httpx.Client(timeout=15) as client:
+        yield app, url, client
+
+
+def test_runsync_returns_runpod_shape(server) -> None:
+    _, url, client = server
+    body = client.post(f"{url}/runsync", json={"input": {"a": 1}}).json()
+    assert body["status"] == "COMPLETED" and body["output"] == {"echo": {"a": 1}}
+    assert body["id"].startswith("sync-")
+    assert isinstance(body["delayTime"], int) and isinstance(body["executionTime"], int)
+    assert body["workerId"]
+
+
+def test_run_then_status(server) -> None:
+    _, url, client = server
+    started = client.post(f"{url}/run", json={"input": {"sleep": 0.2}}).json()
+    assert set(started) == {"id", "status"} and started["status"] in {"IN_QUEUE", "IN_PROGRESS"}
+    done = wait_status(client, url, started["id"], {"COMPLETED"})
+    assert done["output"] == {"echo": {"sleep": 0.2}} and done["executionTime"] >= 150
+
+
+def test_runsync_wait_elapses_then_job_finishes(server) -> None:
+    _, url, client = server
+    body = client.post(f"{url}/runsync?wait=50", json={"input": {"sleep": 0.5}}).json()
+    assert body["status"] == "IN_PROGRESS" and "output" not in body
+    assert wait_status(client, url, body["id"], {"COMPLETED"})["output"]
+
+
+def test_error_key_fails_the_job_like_runpod(server) -> None:
+    _, url, client = server
+    body = client.post(f"{url}/runsync", json={"input": {"fail": True}}).json()
+    assert body["status"] == "FAILED" and body["error"] == "asked to fail"
+    assert body["output"] == {"detail": 1}
+
+
+def test_handler_exception_and_unjsonable_output_fail_the_job_only(server) -> None:
+    _, url, client = server
+    body = client.post(f"{url}/runsync", json={"input": {"raise": True}}).json()
+    assert body["status"] == "FAILED" and "handler broke" in body["error"]
+    body = client.post(f"{url}/runsync", json={"input": {"unjsonable": True}}).json()
+    assert body["status"] == "FAILED" and "JSON" in body["error"]
+    assert client.post(f"{url}/runsync", json={"input": 1}).json()["status"] == "COMPLETED"
+
+
+@pytest.mark.parametrize(
+    ("body", "status"),
+    [(b"not json", 400), (b"[1]", 400), (b'{"inputs": 1}', 400), (b"", 400)],
+)
+def test_bad_requests(server, body: bytes, status: int) -> None:
+    _, url, client = server
+    response = client.post(f"{url}/run", content=body)
+    assert response.status_code == status and "error" in response.json()
+
+
+def test_unknown_job_route_and_method(server) -> None:
+    _, url, client = server
+    assert client.get(f"{url}/status/nope").status_code == 404
+    assert client.post(f"{url}/cancel/nope").status_code == 404
+    assert client.get(f"{url}/elsewhere").status_code == 404
+    assert client.get(f"{url}/run").status_code == 405
+
+
+def test_endpoint_id_prefix_is_accepted(server) -> None:
+    _, url, client = server
+    body = client.post(f"{url}/v2/abc123/runsync", json={"input": 2}).json()
+    assert body["status"] == "COMPLETED"
+    assert client.get(f"{url}/v2/abc123/status/{body['id']}").json()["status"] == "COMPLETED"
+    assert client.get(f"{url}/a/b/c/runsync").status_code == 404
+
+
+def test_bounded_concurrency_queue_health_and_cancel(server) -> None:
+    app, url, client = server
+    ids = [client.post(f"{url}/run", json={"input": {"sleep": 1.0}}).json()["id"] for _ in range(4)]
+    health = client.get(f"{url}/health").json()
+    assert health["jobs"]["inProgress"] == 2 and health["jobs"]["inQueue"] == 2
+    assert health["workers"]["running"] == 1
+    # cancel one queued and one running job
+    queued = client.post(f"{url}/cancel/{ids[3]}").json()
+    running = client.post(f"{url}/cancel/{ids[0]}").json()
+    assert queued["status"] == "CANCELLED" and running["status"] == "CANCELLED"
+    assert wait_status(client, url, ids[2], {"COMPLETED"})
+    assert client.get(f"{url}/status/{ids[0]}").json()["status"] == "CANCELLED"
+    health = client.get(f"{url}/health").json()
+    assert set(health["jobs"]) == {"completed", "failed", "inProgress", "inQueue", "retried"}
+    assert set(health["workers"]) >= {"idle", "initializing", "ready", "running", "unhealthy"}
+
+
+def test_purge_queue(server) -> None:
+    _, url, client = server
+    ids = [client.post(f"{url}/run", json={"input": {"sleep": 0.3}}).json()["id"] for _ in range(4)]
+    assert client.post(f"{url}/purge-queue").json()["removed"] == 2
+    assert client.get(f"{url}/status/{ids[3]}").json()["status"] == "CANCELLED"
+    assert wait_status(client, url, ids[0], {"COMPLETED"})
+
+
+def test_finished_jobs_are_dropped_after_retention() -> None:
+    with serve_asgi(QueueServer(echo, retention=0.3)) as url, httpx.Client(timeout=10) as client:
+        _check_retention(url, client)
+
+
+def _check_retention(url: str, client: httpx.Client) -> None:
+    job_id = client.post(f"{url}/runsync", json={"input": 3}).json()["id"]
+    assert client.get(f"{url}/status/{job_id}").status_code == 200
+    end = time.monotonic() + 10
+    while client.get(f"{url}/status/{job_id}").status_code != 404:
+        assert time.monotonic() < end, "job was never dropped"
+        time.sleep(0.1)
+
+
+def test_execution_timeout_policy() -> None:
+    app = QueueServer(echo, concurrency=1)
+    with serve_asgi(app) as url, httpx.Client(timeout=10) as client:
+        body = client.post(
+            f"{url}/runsync", json={"input": {"sleep": 5}, "policy": {"executionTimeout": 100}}
+        ).json()
+        assert body["status"] == "TIMED_OUT" and "timeout" in body["error"]
+        assert client.get(f"{url}/health").json()["jobs"]["failed"] == 1
+
+
+def test_generic_handler_behind_the_queue_server() -> None:
+    def divide(a: float, b: float) -> float:
+        return a / b
+
+    app = QueueServer(create_handler({"divide": divide}))
+    with serve_asgi(app) as url, httpx.Client(timeout=10) as client:
+        ok = client.post(
+            f"{url}/runsync",
+            json={"input": {"function_name": "divide", "args": serialize_args([1, 4])}},
+        ).json()
+        assert ok["status"] == "COMPLETED" and deserialize(ok["output"]["result"]) == 0.25
+        bad = client.post(
+            f"{url}/runsync",
+            json={"input": {"function_name": "divide", "args": serialize_args([1, 0])}},
+        ).json()
+        assert bad["status"] == "FAILED" and "ZeroDivisionError" in bad["error"]
+        assert "in divide" in bad["output"]["traceback"] and bad["output"]["success"] is False
+        assert client.get(f"{url}/ping").status_code == 200
