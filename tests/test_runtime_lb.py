@@ -1,0 +1,267 @@
+"""The LB app factory and the bearer-auth middleware, over real HTTP."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import httpx
+import pytest
+from fastapi import HTTPException
+from pydantic import BaseModel
+from test_worker_helpers import serve_asgi
+
+from runtime.auth import BearerAuthMiddleware, check_bearer, endpoint_key
+from runtime.lb_app import create_lb_app
+from runtime.serialization import deserialize, serialize_args, serialize_kwargs
+
+
+class Item(BaseModel):
+    name: str
+    qty: int = 1
+
+
+async def compute(numbers: list[float], scale: float = 1.0) -> dict:
+    return {"sum": sum(numbers) * scale}
+
+
+def greet(name: str = "world", times: int = 1, loud: bool = False) -> dict:
+    text = " ".join([f"Hello, {name}!"] * times)
+    return {"message": text.upper() if loud else text}
+
+
+def whole(payload: dict) -> dict:
+    return {"keys": sorted(payload)}
+
+
+def order(item: Item) -> dict:
+    return {"name": item.name, "qty": item.qty}
+
+
+def total(values: list[int]) -> int:
+    return sum(values)
+
+
+def get_user(user_id: int, verbose: bool = False) -> dict:
+    return {"id": user_id, "verbose": verbose}
+
+
+def remove(tags: list[str]) -> dict:
+    return {"removed": tags}
+
+
+def flexible(a: int, **rest: object) -> dict:
+    return {"a": a, "rest": rest}
+
+
+def explode(x: int = 0) -> None:
+    raise KeyError("missing thing")
+
+
+def teapot() -> None:
+    raise HTTPException(status_code=418, detail="short and stout")
+
+
+ROUTES = {
+    ("POST", "/compute"): compute,
+    ("GET", "/greet"): greet,
+    ("POST", "/whole"): whole,
+    ("PUT", "/order"): order,
+    ("POST", "/total"): total,
+    ("GET", "/users/{user_id}"): get_user,
+    ("DELETE", "/tags"): remove,
+    ("PATCH", "/flexible"): flexible,
+    ("POST", "/explode"): explode,
+    ("GET", "/teapot"): teapot,
+}
+
+
+@pytest.fixture(scope="module")
+def lb():
+    with serve_asgi(create_lb_app(ROUTES)) as url, httpx.Client(base_url=url, timeout=10) as c:
+        yield c
+
+
+def test_json_body_binds_by_name_with_coercion(lb: httpx.Client) -> None:
+    assert lb.post("/compute", json={"numbers": [1, "2", 3.5], "scale": "2"}).json() == {
+        "sum": 13.0
+    }
+    assert lb.post("/compute", json={"numbers": [1]}).json() == {"sum": 1.0}
+
+
+def test_query_parameters_bind_for_get_and_delete(lb: httpx.Client) -> None:
+    r = lb.get("/greet", params={"name": "Ada", "times": "2", "loud": "true"})
+    assert r.json() == {"message": "HELLO, ADA! HELLO, ADA!"}
+    assert lb.get("/greet").json() == {"message": "Hello, world!"}
+    assert lb.request("DELETE", "/tags", params=[("tags", "a"), ("tags", "b")]).json() == {
+        "removed": ["a", "b"]
+    }
+
+
+def test_get_accepts_a_json_body_when_there_is_no_query(lb: httpx.Client) -> None:
+    # Upstream stubs send a JSON body even for GET.
+    r = lb.request("GET", "/greet", json={"name": "Body"})
+    assert r.json() == {"message": "Hello, Body!"}
+
+
+def test_path_parameters(lb: httpx.Client) -> None:
+    assert lb.get("/users/42", params={"verbose": "1"}).json() == {"id": 42, "verbose": True}
+    r = lb.get("/users/abc")
+    assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["path", "user_id"]
+
+
+def test_single_dict_parameter_receives_the_whole_body(lb: httpx.Client) -> None:
+    assert lb.post("/whole", json={"b": 1, "a": 2}).json() == {"keys": ["a", "b"]}
+
+
+def test_single_model_parameter_receives_the_whole_body(lb: httpx.Client) -> None:
+    assert lb.put("/order", json={"name": "tea", "qty": "3"}).json() == {"name": "tea", "qty": 3}
+    r = lb.put("/order", json={"qty": 3})
+    assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["body", "name"]
+
+
+def test_single_list_parameter_accepts_array_or_named_body(lb: httpx.Client) -> None:
+    assert lb.post("/total", json=[1, 2, 3]).json() == 6
+    assert lb.post("/total", json={"values": [4, 5]}).json() == 9
+
+
+def test_var_keyword_accepts_extra_fields(lb: httpx.Client) -> None:
+    assert lb.patch("/flexible", json={"a": "1", "z": True}).json() == {"a": 1, "rest": {"z": True}}
+
+
+def test_422_names_missing_extra_and_invalid_fields(lb: httpx.Client) -> None:
+    r = lb.post("/compute", json={"scale": 2, "bogus": 1})
+    assert r.status_code == 422
+    body = r.json()
+    locs = {tuple(d["loc"]): d["type"] for d in body["detail"]}
+    assert locs == {("body", "numbers"): "missing", ("body", "bogus"): "extra_forbidden"}
+    assert "'numbers'" in body["error"] and "'bogus'" in body["error"]
+    r = lb.post("/compute", json={"numbers": ["x"]})
+    assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["body", "numbers", 0]
+    r = lb.get("/greet", params={"times": "many"})
+    assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["query", "times"]
+
+
+def test_non_json_and_non_object_bodies_are_422(lb: httpx.Client) -> None:
+    r = lb.post("/compute", content=b"{nope", headers={"content-type": "application/json"})
+    assert r.status_code == 422 and r.json()["detail"][0]["type"] == "json_invalid"
+    r = lb.post("/compute", json=[1, 2])
+    assert r.status_code == 422 and "numbers" in r.json()["error"]
+
+
+def test_exceptions_give_500_with_optional_traceback(lb: httpx.Client) -> None:
+    r = lb.post("/explode", json={})
+    assert r.status_code == 500 and r.json()["error"] == "KeyError: 'missing thing'"
+    assert "traceback" not in r.json()
+    r = lb.post("/explode", json={}, headers={"x-flash-traceback": "1"})
+    assert "in explode" in r.json()["traceback"]
+    assert lb.get("/greet").status_code == 200  # still serving
+
+
+def test_user_http_exceptions_keep_their_status(lb: httpx.Client) -> None:
+    r = lb.get("/teapot")
+    assert r.status_code == 418 and r.json()["detail"] == "short and stout"
+
+
+def test_ping_execute_manifest_on_a_plain_lb(lb: httpx.Client) -> None:
+    assert lb.get("/ping").status_code == 200
+    assert lb.post("/execute", json={"function_name": "compute"}).status_code == 404
+    r = lb.get("/manifest")
+    assert r.status_code == 403 and r.json() == {"error": "Only mothership serves manifest"}
+
+
+def test_openapi_lists_the_routes(lb: httpx.Client) -> None:
+    paths = lb.get("/openapi.json").json()["paths"]
+    assert {"/compute", "/greet", "/users/{user_id}"} <= set(paths)
+    assert "requestBody" in paths["/compute"]["post"]
+
+
+def test_ping_is_204_until_startup_finished() -> None:
+    app = create_lb_app({("GET", "/greet"): greet})
+    with serve_asgi(app, lifespan="off") as url:
+        assert httpx.get(f"{url}/ping").status_code == 204
+    with serve_asgi(app) as url:
+        assert httpx.get(f"{url}/ping").status_code == 200
+
+
+def test_execute_on_a_live_lb() -> None:
+    app = create_lb_app({("POST", "/compute"): compute}, include_execute=True)
+    with serve_asgi(app) as url, httpx.Client(base_url=url) as client:
+        r = client.post(
+            "/execute",
+            json={
+                "function_name": "compute",
+                "args": serialize_args([[1.0, 2.0]]),
+                "kwargs": serialize_kwargs({"scale": 3}),
+            },
+        ).json()
+        assert r["success"] and deserialize(r["result"]) == {"sum": 9.0}
+        code = "def shipped(x):\n    return x * 2\n"
+        r = client.post(
+            "/execute",
+            json={"function_name": "shipped", "function_code": code, "args": serialize_args([21])},
+        ).json()
+        assert r["success"] and deserialize(r["result"]) == 42
+        r = client.post("/execute", json={"function_name": "nope"})
+        assert r.status_code == 200 and r.json()["success"] is False
+        assert client.post("/execute", content=b"x").json()["success"] is False
+
+
+def test_manifest_on_the_mothership(tmp_path: Path) -> None:
+    manifest = tmp_path / "flash_manifest.json"
+    manifest.write_text(json.dumps({"version": "1.0", "resources": {}}))
+    app = create_lb_app({}, is_mothership=True, manifest_path=manifest)
+    with serve_asgi(app) as url:
+        assert httpx.get(f"{url}/manifest").json() == {"version": "1.0", "resources": {}}
+    app = create_lb_app({}, is_mothership=True, manifest_path=tmp_path / "missing.json")
+    with serve_asgi(app) as url:
+        assert httpx.get(f"{url}/manifest").status_code == 404
+
+
+@pytest.mark.parametrize(
+    "routes",
+    [
+        {("GET", "/ping"): greet},
+        {("POST", "/execute"): greet},
+        {("GET", "x"): greet},
+        {("TRACE", "/x"): greet},
+    ],
+)
+def test_reserved_paths_and_bad_routes_are_refused(routes: dict) -> None:
+    with pytest.raises(ValueError):
+        create_lb_app(routes)
+
+
+def test_remote_wrapped_functions_are_unwrapped() -> None:
+    from runtime import LiveLoadBalancer, remote
+
+    config = LiveLoadBalancer(name="t")
+
+    @remote(config, method="POST", path="/double")
+    def double(x: int) -> int:
+        return 2 * x
+
+    with serve_asgi(create_lb_app({("POST", "/double"): double})) as url:
+        assert httpx.post(f"{url}/double", json={"x": "4"}).json() == 8
+
+
+def test_check_bearer() -> None:
+    assert check_bearer(b"Bearer s3cret", b"s3cret")
+    assert check_bearer(b"bearer s3cret", b"s3cret")
+    assert not check_bearer(b"Bearer s3cre", b"s3cret")
+    assert not check_bearer(b"Basic s3cret", b"s3cret")
+    assert not check_bearer(None, b"s3cret")
+    assert endpoint_key({"FLASH_ENDPOINT_KEY": "  "}) is None
+    assert endpoint_key({"FLASH_ENDPOINT_KEY": "k"}) == "k"
+
+
+def test_auth_middleware_guards_everything_but_ping() -> None:
+    app = BearerAuthMiddleware(create_lb_app({("GET", "/greet"): greet}), "s3cret")
+    with serve_asgi(app) as url, httpx.Client(base_url=url) as client:
+        assert client.get("/ping").status_code == 200
+        r = client.get("/greet")
+        assert r.status_code == 401 and "s3cret" not in r.text
+        assert client.get("/greet", headers={"Authorization": "Bearer wrong"}).status_code == 401
+        assert client.get("/openapi.json").status_code == 401
+        ok = client.get("/greet", headers={"Authorization": "Bearer s3cret"})
+        assert ok.status_code == 200
