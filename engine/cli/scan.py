@@ -1,0 +1,142 @@
+"""`flash-tui scan [PATH] [--json]`: what the scanner sees — endpoints, functions, routes, problems.
+
+Human output is a Rich tree (endpoints -> functions / routes, with QB/LB, CPU/GPU and live
+badges) and a diagnostics table. `--json` prints one JSON object: the manifest keys plus
+`diagnostics` [{severity, file, line, message, code}]. Exit code 1 when there is any error
+diagnostic (or PATH is not a directory); a directory without Flash code is not an error: it
+prints an empty manifest and a hint.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+from rich.tree import Tree
+
+from engine.diagnostics import Diagnostic
+
+NOT_A_DIRECTORY = "scan-not-a-directory"
+
+_SEVERITY_STYLE = {"error": "bold red", "warning": "yellow", "info": "cyan"}
+
+
+def register(subparsers: Any) -> None:
+    """Add the `scan` subcommand."""
+    parser = subparsers.add_parser(
+        "scan",
+        help="list the project's endpoints, functions, routes and problems",
+        description="Scan a Flash project (AST only, never imports it) and show its manifest: "
+        "endpoints, functions, routes and diagnostics. Exit code 1 on error diagnostics.",
+    )
+    parser.add_argument("path", nargs="?", default=".", help="project directory (default: .)")
+    parser.add_argument(
+        "--json", action="store_true", help="print one JSON object (manifest + diagnostics)"
+    )
+    parser.set_defaults(func=run)
+
+
+def _badges(resource: dict[str, Any]) -> str:
+    from runtime.resources import RESOURCE_TYPES
+
+    kind = RESOURCE_TYPES.get(str(resource.get("resource_type")))
+    parts = [
+        "[bold magenta]LB[/]" if resource.get("is_load_balanced") else "[bold blue]QB[/]",
+        "[green]CPU[/]" if kind is not None and kind.is_cpu else "[yellow]GPU[/]",
+    ]
+    if resource.get("is_live_resource"):
+        parts.append("[cyan]live[/]")
+    if resource.get("config_hash") is None:
+        parts.append("[dim]config unresolved[/]")
+    return " ".join(parts)
+
+
+def render_tree(manifest: dict[str, Any]) -> Tree:
+    """The endpoints -> functions/routes tree of a manifest."""
+    resources = manifest.get("resources") or {}
+    tree = Tree(
+        f"[bold]{escape(str(manifest.get('project_name', '')))}[/] — "
+        f"{len(resources)} endpoint(s), {len(manifest.get('function_registry') or {})} function(s)"
+    )
+    for name in sorted(resources):
+        resource = resources[name]
+        branch = tree.add(
+            f"[bold]{escape(name)}[/] {_badges(resource)} "
+            f"[dim]{escape(str(resource.get('resource_type')))} · "
+            f"{escape(str(resource.get('file')))}:{resource.get('line')}[/]"
+        )
+        for fn in resource.get("functions") or []:
+            label = escape(str(fn.get("name")))
+            if fn.get("is_class"):
+                label = f"class {label}"
+            elif fn.get("is_async"):
+                label = f"async {label}"
+            if resource.get("is_load_balanced"):
+                method = fn.get("http_method") or "[red]no method[/]"
+                path = escape(str(fn.get("http_path") or "")) or "[red]no path[/]"
+                label = f"[bold]{method}[/] {path} → {label}"
+            branch.add(f"{label} [dim]{escape(str(fn.get('module')))}:{fn.get('line')}[/]")
+    return tree
+
+
+def render_diagnostics(diagnostics: list[Diagnostic]) -> Table:
+    """A table of diagnostics: severity, location, code, message."""
+    table = Table(title="Diagnostics", show_header=True, header_style="bold")
+    table.add_column("severity", no_wrap=True)
+    table.add_column("where", overflow="fold", max_width=40)
+    table.add_column("message  [dim](code)[/]", overflow="fold", ratio=1)
+    for d in diagnostics:
+        style = _SEVERITY_STYLE.get(d.severity, "")
+        table.add_row(
+            f"[{style}]{d.severity}[/]",
+            escape(d.location),
+            f"{escape(d.message)} [dim]({d.code})[/]",
+        )
+    return table
+
+
+def run(args: argparse.Namespace) -> int:
+    """Scan and report; 1 when there are error diagnostics or PATH is not a directory."""
+    from engine.manifest import empty_manifest
+    from engine.scan import scan_project
+
+    path = Path(args.path).expanduser()
+    console = Console()
+    if not path.is_dir():
+        message = f"{path} is not a directory"
+        if args.json:
+            out = empty_manifest(path.name)
+            out["diagnostics"] = [
+                Diagnostic("error", str(path), 0, message, NOT_A_DIRECTORY).to_json()
+            ]
+            print(json.dumps(out, sort_keys=True, ensure_ascii=False))
+        else:
+            console.print(f"[bold red]error[/] {escape(message)}")
+        return 1
+    result = scan_project(path)
+    errors = result.errors
+    if args.json:
+        print(json.dumps(result.to_json(), sort_keys=True, ensure_ascii=False))
+        return 1 if errors else 0
+    if result.manifest.get("resources"):
+        console.print(render_tree(result.manifest))
+    else:
+        console.print(
+            f"No Flash endpoints found in {escape(str(path.resolve()))}. A Flash project "
+            "decorates functions with [bold]@remote(config)[/] (tetra_rp / runpod_flash) or "
+            "[bold]@Endpoint(...)[/] / [bold]api.post(\"/path\")[/] (runpod_flash)."
+        )
+    if result.diagnostics:
+        console.print(render_diagnostics(result.diagnostics))
+    counts = {s: sum(1 for d in result.diagnostics if d.severity == s) for s in _SEVERITY_STYLE}
+    console.print(
+        f"{result.stats.files} Python file(s), {result.stats.candidates} with Flash code · "
+        f"[bold red]{counts['error']}[/] error(s), [yellow]{counts['warning']}[/] warning(s) · "
+        f"{result.stats.elapsed_ms:.0f} ms"
+    )
+    return 1 if errors else 0
