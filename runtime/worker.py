@@ -17,7 +17,7 @@
   the worker refuses to start unless `--insecure`.
 - One line per request on stdout, flushed: `<METHOD> <path> <status> <ms>ms`.
 - SIGTERM/SIGINT: stop accepting, let in-flight requests and jobs finish, bounded; a watchdog
-  ends the process after `FLASH_SHUTDOWN_TIMEOUT` seconds (default 4.5) whatever happens.
+  ends the process after `FLASH_SHUTDOWN_TIMEOUT` seconds (default 4) whatever happens.
 
 Environment: `FLASH_ENDPOINT_KEY`, `FLASH_WORKER_CONCURRENCY` (QB jobs at a time, default 8),
 `FLASH_JOB_RETENTION` (seconds a finished job stays readable, default 600),
@@ -56,7 +56,7 @@ from runtime.queue_server import (
 __all__ = ["RequestLogMiddleware", "WorkerApp", "main", "resource_is_load_balanced"]
 
 MANIFEST_FILE = "flash_manifest.json"
-DEFAULT_SHUTDOWN_TIMEOUT = 4.5
+DEFAULT_SHUTDOWN_TIMEOUT = 4.0
 _LB_TYPES = frozenset(
     {
         "LoadBalancerSlsResource",
@@ -421,8 +421,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.insecure and key is None:
         _err("warning: --insecure: serving WITHOUT authentication")
     _out(f"listening on http://{host_text}:{port}")
+    # Not asyncio.run(): its final executor shutdown would join pool threads, and a sync user
+    # function stuck in one would hold the exit hostage; `_run` ends with os._exit instead.
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
     try:
-        asyncio.run(server.serve(sockets=[sock]))
+        loop.run_until_complete(server.serve(sockets=[sock]))
     except KeyboardInterrupt:
         pass
     return worker.exit_code
