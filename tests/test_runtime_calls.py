@@ -1,0 +1,243 @@
+"""Service registry and cross-endpoint calls, against real servers on loopback."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from test_worker_helpers import serve_asgi
+
+from runtime import calls
+from runtime.auth import BearerAuthMiddleware
+from runtime.errors import EndpointNotFoundError, RemoteExecutionError
+from runtime.lb_app import create_lb_app
+from runtime.qb_handler import create_handler
+from runtime.queue_server import QueueServer
+from runtime.registry import EndpointInfo, ServiceRegistry, parse_endpoints
+
+
+def square(x: int) -> int:
+    return x * x
+
+
+def divide(a: float, b: float) -> float:
+    return a / b
+
+
+async def lookup(user_id: int, fields: list[str], verbose: bool = False) -> dict:
+    return {"id": user_id, "fields": fields, "verbose": verbose}
+
+
+def describe(name: str, tags: list[str] | None = None, size: int = 1) -> dict:
+    return {"name": name, "tags": tags or [], "size": size}
+
+
+def ingest(payload: dict) -> dict:
+    return {"keys": sorted(payload)}
+
+
+def fail_route(x: int) -> int:
+    raise RuntimeError(f"route failed for {x}")
+
+
+def live_fn(a: int, b: int = 2) -> int:
+    return a**b
+
+
+MANIFEST: dict[str, Any] = {
+    "resources": {
+        "qb": {
+            "resource_type": "LiveServerless",
+            "functions": [{"name": "square"}, {"name": "divide"}],
+        },
+        "lb": {
+            "resource_type": "CpuLoadBalancerSlsResource",
+            "functions": [
+                {"name": "lookup", "http_method": "GET", "http_path": "/users/{user_id}"},
+                {"name": "describe", "http_method": "POST", "http_path": "/describe"},
+                {"name": "ingest", "http_method": "POST", "http_path": "/ingest"},
+                {"name": "fail_route", "http_method": "POST", "http_path": "/fail"},
+            ],
+        },
+        "live": {
+            "resource_type": "LiveLoadBalancer",
+            "functions": [{"name": "live_fn", "http_method": "POST", "http_path": "/live"}],
+        },
+    },
+    "function_registry": {"square": "qb", "divide": "qb", "lookup": "lb", "describe": "lb"},
+}
+
+
+@pytest.fixture(scope="module")
+def servers():
+    qb = BearerAuthMiddleware(
+        QueueServer(create_handler({"square": square, "divide": divide})), "kq"
+    )
+    lb = BearerAuthMiddleware(
+        create_lb_app(
+            {
+                ("GET", "/users/{user_id}"): lookup,
+                ("POST", "/describe"): describe,
+                ("POST", "/ingest"): ingest,
+                ("POST", "/fail"): fail_route,
+            }
+        ),
+        "kl",
+    )
+    live = create_lb_app({("POST", "/live"): live_fn}, include_execute=True)
+    with serve_asgi(qb) as qb_url, serve_asgi(lb) as lb_url, serve_asgi(live) as live_url:
+        yield {
+            "qb": EndpointInfo("qb", qb_url, "kq"),
+            "lb": EndpointInfo("lb", lb_url, "kl"),
+            "live": EndpointInfo("live", live_url),
+        }
+
+
+@pytest.fixture
+def registry(servers):
+    reg = ServiceRegistry(MANIFEST, current_resource="gateway", endpoints=servers)
+    calls.set_registry(reg)
+    yield reg
+    calls.reset()
+
+
+async def test_qb_call_round_trips_pickled_values(registry) -> None:
+    assert await calls.dispatch(square, "qb", (7,), {}) == 49
+    assert await calls.dispatch(divide, "qb", (1,), {"b": 8}) == 0.125
+
+
+async def test_qb_remote_error_carries_the_remote_traceback(registry) -> None:
+    with pytest.raises(RemoteExecutionError) as info:
+        await calls.dispatch(divide, "qb", (1, 0), {})
+    assert "ZeroDivisionError" in str(info.value) and info.value.endpoint == "qb"
+    assert "in divide" in info.value.remote_traceback
+
+
+async def test_lb_route_call_get_with_path_and_query(registry) -> None:
+    result = await calls.dispatch(lookup, "lb", (5, ["a", "b"]), {"verbose": True})
+    assert result == {"id": 5, "fields": ["a", "b"], "verbose": True}
+
+
+async def test_lb_route_call_post_body_by_name_and_whole_dict(registry) -> None:
+    assert await calls.dispatch(describe, "lb", ("box",), {"size": 3}) == {
+        "name": "box",
+        "tags": [],
+        "size": 3,
+    }
+    assert await calls.dispatch(ingest, "lb", ({"z": 1, "a": 2},), {}) == {"keys": ["a", "z"]}
+
+
+async def test_lb_route_error_carries_status_and_traceback(registry) -> None:
+    with pytest.raises(RemoteExecutionError) as info:
+        await calls.dispatch(fail_route, "lb", (3,), {})
+    assert info.value.status == 500 and "route failed for 3" in str(info.value)
+    assert "in fail_route" in info.value.remote_traceback
+
+
+async def test_live_lb_uses_execute(registry) -> None:
+    assert await calls.dispatch(live_fn, "live", (3,), {"b": 3}) == 27
+
+
+async def test_local_calls(registry) -> None:
+    async def mine(x: int) -> int:
+        return x + 1
+
+    assert await calls.dispatch(mine, "gateway", (1,), {}) == 2  # this process's resource
+    calls.set_registry(None)  # no registry configured: everything local
+    assert await calls.dispatch(square, "qb", (3,), {}) == 9
+
+
+async def test_unknown_endpoint(registry) -> None:
+    with pytest.raises(EndpointNotFoundError, match="'nowhere'"):
+        await calls.dispatch(square, "nowhere", (1,), {})
+
+
+async def test_wrong_key_is_an_http_error(servers) -> None:
+    bad = dict(servers)
+    bad["qb"] = EndpointInfo("qb", servers["qb"].url, "wrong")
+    calls.set_registry(ServiceRegistry(MANIFEST, current_resource="x", endpoints=bad))
+    try:
+        with pytest.raises(RemoteExecutionError) as info:
+            await calls.dispatch(square, "qb", (1,), {})
+        assert info.value.status == 401
+    finally:
+        calls.reset()
+
+
+def test_endpoint_info_hides_the_key() -> None:
+    info = EndpointInfo("a", "http://x", "super-secret")
+    assert "super-secret" not in repr(info)
+    assert info.headers() == {"Authorization": "Bearer super-secret"}
+
+
+def test_parse_endpoints_shapes() -> None:
+    table = parse_endpoints(
+        {
+            "endpoints": {"a": {"url": "http://a/", "key": "ka"}, "b": "http://b"},
+            "resources": {"c": {"endpoint_url": "http://c", "endpoint_key": "kc"}, "d": {}},
+        }
+    )
+    assert table["a"] == EndpointInfo("a", "http://a", "ka")
+    assert table["b"].url == "http://b" and table["b"].key is None
+    assert table["c"].key == "kc" and "d" not in table
+    assert parse_endpoints([1]) == {} and parse_endpoints(None) == {}
+
+
+def test_from_env_needs_an_endpoint_source(tmp_path: Path) -> None:
+    assert ServiceRegistry.from_env({}) is None
+    manifest = tmp_path / "m.json"
+    manifest.write_text(json.dumps(MANIFEST))
+    reg = ServiceRegistry.from_env(
+        {
+            "FLASH_ENDPOINTS_FILE": str(tmp_path / "e.json"),
+            "FLASH_MANIFEST_PATH": str(manifest),
+            "FLASH_RESOURCE_NAME": "qb",
+        }
+    )
+    assert reg is not None and reg.is_local("qb") and not reg.is_local("lb")
+    target = reg.function_target("lookup", "lb")
+    assert target.is_load_balanced and not target.is_live
+    assert (target.http_method, target.http_path) == ("GET", "/users/{user_id}")
+    assert reg.function_target("live_fn", "live").is_live
+
+
+async def test_endpoints_file_is_reread_when_it_changes(tmp_path: Path) -> None:
+    path = tmp_path / "endpoints.json"
+    path.write_text(json.dumps({"endpoints": {"a": {"url": "http://127.0.0.1:1", "key": "k"}}}))
+    reg = ServiceRegistry({}, endpoints_file=path)
+    assert (await reg.endpoint("a")).url == "http://127.0.0.1:1"
+    # a new endpoint (refresh on miss) and a moved one (file changed)
+    path.write_text(
+        json.dumps(
+            {"endpoints": {"a": {"url": "http://127.0.0.1:2"}, "b": {"url": "http://127.0.0.1:3"}}}
+        )
+    )
+    assert (await reg.endpoint("b")).url == "http://127.0.0.1:3"
+    assert (await reg.endpoint("a")).url == "http://127.0.0.1:2"
+    with pytest.raises(EndpointNotFoundError):
+        await reg.endpoint("zzz")
+
+
+async def test_endpoints_url_with_ttl_cache_and_refresh_on_miss() -> None:
+    state: dict[str, Any] = {"hits": 0, "auth": [], "table": {"a": {"url": "http://h:1"}}}
+
+    async def app(scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        state["hits"] += 1
+        state["auth"].append(dict(scope["headers"]).get(b"authorization"))
+        body = json.dumps({"endpoints": state["table"]}).encode()
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": body})
+
+    with serve_asgi(app, lifespan="off") as url:
+        reg = ServiceRegistry({}, endpoints_url=url, endpoints_token="tok", ttl=300)
+        assert (await reg.endpoint("a")).url == "http://h:1"
+        assert (await reg.endpoint("a")).url == "http://h:1"
+        assert state["hits"] == 1  # cached
+        state["table"]["b"] = {"url": "http://h:2"}
+        reg._last_refresh = 0.0  # let the miss refresh at once
+        assert (await reg.endpoint("b")).url == "http://h:2"
+        assert state["hits"] == 2 and state["auth"][0] == b"Bearer tok"
