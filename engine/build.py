@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import json
 import os
 import shutil
 import stat
@@ -46,7 +45,10 @@ from typing import Any
 
 from engine.archive import FIXED_MTIME, MAX_ARCHIVE_BYTES, file_sha256, write_archive
 from engine.diagnostics import Diagnostic
-from engine.handlergen import check_handler_imports, generate_handlers
+from engine.handlergen import check_handler_imports, generate_handlers, handler_filename
+from engine.manifest import manifest_json
+from engine.project import load_ignore
+from engine.scan import scan_project
 
 __all__ = [
     "ARCHIVE_NAME",
@@ -71,24 +73,11 @@ LOCK_NAME = ".build.lock"
 
 STEPS: tuple[str, ...] = ("scan", "copy", "deps", "manifest", "handlers", "check", "archive")
 
-# Never shipped, whatever the ignore files say: secrets, VCS data, environments, our own output.
-_NEVER_DIRS = frozenset(
-    {
-        ".git",
-        ".hg",
-        ".svn",
-        ".venv",
-        "venv",
-        ".flash",
-        ".runpod",
-        ".tetra",
-        "__pycache__",
-        "node_modules",
-        "site-packages",
-        ".pytest_cache",
-        ".mypy_cache",
-        ".ruff_cache",
-    }
+# On top of engine.project's rules (which already skip .git, .venv/venv and any directory with a
+# pyvenv.cfg, .flash, .runpod, __pycache__, node_modules, site-packages): never shipped either,
+# whatever the ignore files say — other VCS data, upstream's state dir, tool caches.
+_BUILD_SKIP_DIRS = frozenset(
+    {".hg", ".svn", ".tetra", ".pytest_cache", ".mypy_cache", ".ruff_cache", ".tox", ".nox"}
 )
 _NEVER_SUFFIXES = (".pyc", ".pyo")
 # `.env.example` and friends document variables without values; they may ship.
@@ -144,7 +133,7 @@ class BuildResult:
                 "removed": self.files_removed,
             },
             "duration_ms": round(self.duration * 1000, 1),
-            "warnings": [_diagnostic_json(d) for d in self.warnings],
+            "warnings": [d.to_json() for d in self.warnings],
         }
 
 
@@ -163,16 +152,6 @@ class BuildError(Exception):
                 where = f"{d.file}:{d.line}" if d.line else str(d.file or "")
                 lines.append(f"  {where}: {d.message}" if where else f"  {d.message}")
         return "\n".join(lines)
-
-
-def _diagnostic_json(d: Diagnostic) -> dict[str, Any]:
-    return {
-        "severity": d.severity,
-        "file": d.file,
-        "line": d.line,
-        "message": d.message,
-        "code": d.code,
-    }
 
 
 def generated_at() -> str:
@@ -199,18 +178,9 @@ def _project_root(project: Any) -> Path:
 
 
 def _scan(root: Path) -> tuple[dict[str, Any], list[Diagnostic]]:
-    """Manifest dict and diagnostics of the project (the scanner stream's engine.scan)."""
-    from engine.scan import scan_project
-
-    result = scan_project(root)
+    """Manifest dict (with the reproducible `generated_at`) and sorted diagnostics."""
+    result = scan_project(root, generated_at=generated_at())
     return result.manifest, list(result.diagnostics)
-
-
-def _ignore_matcher(root: Path) -> Callable[[str, bool], bool]:
-    """`is_ignored(relative_posix_path, is_dir)` from the project's ignore rules."""
-    from engine.project import load_ignore
-
-    return load_ignore(root).is_ignored
 
 
 # --------------------------------------------------------------------------------------------
@@ -221,11 +191,6 @@ def _is_secret_env(name: str) -> bool:
     if name == ".env":
         return True
     return name.startswith(".env.") and not name.endswith(_ENV_TEMPLATES)
-
-
-def _never_dir(path: Path, name: str) -> bool:
-    # A virtual environment can have any name; `pyvenv.cfg` gives it away.
-    return name in _NEVER_DIRS or (path / "pyvenv.cfg").is_file()
 
 
 def _inside(path: Path, root: Path) -> bool:
@@ -268,7 +233,7 @@ def collect_files(
             except OSError:
                 continue
             if is_dir:
-                if _never_dir(path, entry.name) or is_ignored(rel, True):
+                if entry.name in _BUILD_SKIP_DIRS or is_ignored(rel, True):
                     continue
             elif _is_secret_env(entry.name) or entry.name.endswith(_NEVER_SUFFIXES):
                 continue
@@ -529,13 +494,9 @@ def build_project(
         progress("scan", 1, 1, f"{len(manifest.get('resources') or {})} resource(s)")
 
         # 2. copy
-        files, file_warnings = collect_files(root, _ignore_matcher(root))
+        files, file_warnings = collect_files(root, load_ignore(root).is_ignored)
         warnings.extend(file_warnings)
-        manifest = dict(manifest)
-        manifest["generated_at"] = generated_at()
         generated = {MANIFEST_NAME}
-        from engine.handlergen import handler_filename
-
         for name, resource in (manifest.get("resources") or {}).items():
             generated.add(handler_filename(name, resource))
         for rel in sorted(generated & set(files)):
@@ -582,7 +543,7 @@ def build_project(
 
         # 4. manifest
         progress("manifest", 0, 1)
-        manifest_text = json.dumps(manifest, indent=2, ensure_ascii=False) + "\n"
+        manifest_text = manifest_json(manifest)
         manifest_path = build_dir / MANIFEST_NAME
         if not manifest_path.is_file() or manifest_path.read_text("utf-8") != manifest_text:
             manifest_path.write_text(manifest_text, encoding="utf-8")

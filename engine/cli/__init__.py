@@ -8,7 +8,7 @@ import sys
 from collections.abc import Sequence
 
 # Each name is a module `engine.cli.<name>` exposing `register(subparsers)`.
-COMMANDS: list[str] = ["scan"]
+COMMANDS: list[str] = ["scan", "build"]
 
 
 def build_parser() -> argparse.ArgumentParser:

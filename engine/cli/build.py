@@ -44,28 +44,12 @@ def register(subparsers: Any) -> None:
     parser.set_defaults(func=run)
 
 
-def _diagnostic_dict(d: Any) -> dict[str, Any]:
-    return {
-        "severity": d.severity,
-        "file": d.file,
-        "line": d.line,
-        "message": d.message,
-        "code": getattr(d, "code", None),
-    }
-
-
-def _where(d: Any) -> str:
-    if not d.file:
-        return ""
-    return f"{d.file}:{d.line}" if d.line else str(d.file)
-
-
 def _print_diagnostic(console: Console, d: Any, color: str) -> None:
-    where = _where(d)
+    where = d.location
     prefix = f"[{color}]{d.severity}[/] " + (f"[cyan]{where}[/] " if where else "")
     console.print(prefix, end="")
     # The message is user/tool text (tracebacks, paths): never interpret it as Rich markup.
-    console.print(d.message, markup=False, highlight=False)
+    console.print(d.message, markup=False, highlight=False, soft_wrap=True)
 
 
 def _print_error(console: Console, error: BuildError) -> None:
@@ -116,7 +100,7 @@ def run(args: argparse.Namespace) -> int:
                         "ok": False,
                         "error": error.args[0],
                         "step": error.step,
-                        "diagnostics": [_diagnostic_dict(d) for d in error.diagnostics],
+                        "diagnostics": [d.to_json() for d in error.diagnostics],
                     },
                     indent=2,
                 )
