@@ -512,7 +512,18 @@ def build_project(
         total = len(files)
         progress("copy", 0, total)
         for index, rel in enumerate(sorted(files), 1):
-            if _sync_file(files[rel], build_dir / rel):
+            try:
+                changed = _sync_file(files[rel], build_dir / rel)
+            except OSError as exc:
+                # Shipping a build without one of the project's files would fail at run time,
+                # far from the cause: refuse now and name the file.
+                reason = exc.strerror or str(exc)
+                raise BuildError(
+                    f"cannot copy {rel} into the build: {reason}",
+                    [Diagnostic("error", rel, 0, f"cannot copy: {reason}", "build-copy")],
+                    step="copy",
+                ) from exc
+            if changed:
                 copied += 1
             else:
                 unchanged += 1

@@ -382,3 +382,35 @@ def test_deps_with_nothing_to_install_is_a_no_op(simple_project: Path) -> None:
     result = build_project(simple_project, deps=True)
     assert result.files_copied == 2
     assert not (simple_project / ".flash" / ".deps").exists()
+
+
+def test_project_without_functions_builds_with_a_warning(tmp_path: Path) -> None:
+    root = tmp_path / "plain"
+    _write(root, {"main.py": "print('no flash here')\n"})
+    result = build_project(root)
+    assert result.handlers == [] and result.resources == []
+    assert "build-empty" in {w.code for w in result.warnings}
+    assert _members(result.archive) == [MANIFEST_NAME, "main.py"]
+
+
+def test_project_file_named_like_a_generated_file_is_replaced(simple_project: Path) -> None:
+    (simple_project / "handler_worker.py").write_text("raise SystemExit('stale handler')\n")
+    (simple_project / MANIFEST_NAME).write_text("{}\n")
+    result = build_project(simple_project)
+    assert {w.file for w in result.warnings if w.code == "build-shadow"} == {
+        "handler_worker.py",
+        MANIFEST_NAME,
+    }
+    assert "create_handler" in (result.build_dir / "handler_worker.py").read_text()
+    assert json.loads((result.build_dir / MANIFEST_NAME).read_text())["resources"]
+
+
+def test_concurrent_builds_of_one_project_are_serialised(simple_project: Path) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=3) as pool:
+        results = list(
+            pool.map(lambda _: build_project(simple_project, import_check=False), range(3))
+        )
+    assert len({r.build_id for r in results}) == 1
+    assert sorted(r.files_copied for r in results) == [0, 0, 2]
