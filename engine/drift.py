@@ -1,0 +1,180 @@
+"""Drift: how each endpoint's config in code compares with what is deployed (SPEC §3).
+
+Per endpoint, one of:
+
+- `new`       in code, not deployed;
+- `in_sync`   deployed with the same config hash;
+- `drifted`   deployed with a different config; `fields` lists (field, deployed, local) with
+              nested `env` keys reported as `env.KEY`;
+- `orphaned`  deployed, no longer in code;
+- `unknown`   the config in code is not statically resolvable; `unresolved` names the fields.
+
+Entries are plain mappings: a local one is a manifest resource entry (`resource_type`, `config`,
+`config_hash`, `unresolved`), a deployed one any record with `resource_type`, `config` and
+`config_hash`. Field diffs are computed on canonical configs (defaults filled in, enums by name,
+see `runtime.confighash`), so writing a default explicitly is not reported as a change.
+Everything here is pure.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from runtime.confighash import canonical_config
+
+__all__ = [
+    "DRIFT_STATES",
+    "Drift",
+    "DriftState",
+    "FieldDiff",
+    "compute_drift",
+    "diff_configs",
+    "drift_of",
+    "is_unresolved",
+]
+
+DriftState = Literal["new", "in_sync", "drifted", "orphaned", "unknown"]
+DRIFT_STATES: tuple[str, ...] = ("new", "in_sync", "drifted", "orphaned", "unknown")
+
+_UNRESOLVED_KEY = "$unresolved"
+
+
+@dataclass(frozen=True)
+class FieldDiff:
+    """One differing field: its dotted name, the deployed value and the local value.
+
+    A value absent on one side is None there (canonical configs drop None values, so None
+    never stands for a real setting).
+    """
+
+    field: str
+    deployed: Any
+    local: Any
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form."""
+        return {"field": self.field, "deployed": self.deployed, "local": self.local}
+
+
+@dataclass(frozen=True)
+class Drift:
+    """The drift of one endpoint."""
+
+    name: str
+    state: DriftState
+    resource_type: str | None = None
+    fields: tuple[FieldDiff, ...] = ()
+    unresolved: tuple[str, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form."""
+        return {
+            "name": self.name,
+            "state": self.state,
+            "resource_type": self.resource_type,
+            "fields": [f.to_dict() for f in self.fields],
+            "unresolved": list(self.unresolved),
+        }
+
+
+def is_unresolved(value: Any) -> bool:
+    """True for the scanner's marker of a statically unresolvable value."""
+    return isinstance(value, Mapping) and _UNRESOLVED_KEY in value
+
+
+def _unresolved_fields(entry: Mapping[str, Any]) -> list[str]:
+    names = [str(n) for n in entry.get("unresolved") or []]
+    config = entry.get("config")
+    if isinstance(config, Mapping):
+        names.extend(str(k) for k, v in config.items() if is_unresolved(v) and str(k) not in names)
+    return names
+
+
+def _canonical(resource_type: str | None, config: Any) -> dict[str, Any]:
+    """Canonical config when it validates; otherwise the raw dict without unresolved values."""
+    raw = dict(config) if isinstance(config, Mapping) else {}
+    raw = {k: v for k, v in raw.items() if not is_unresolved(v)}
+    if resource_type:
+        try:
+            return canonical_config(resource_type, raw)
+        except (ValueError, KeyError, TypeError):
+            pass  # an invalid config still gets a (raw) diff rather than none
+    return {k: v for k, v in raw.items() if v is not None}
+
+
+def diff_configs(
+    deployed: Mapping[str, Any],
+    local: Mapping[str, Any],
+    *,
+    deployed_type: str | None = None,
+    local_type: str | None = None,
+) -> list[FieldDiff]:
+    """Field-level differences between two configs, sorted by field name.
+
+    With resource types given, both sides are canonicalised first. `env` is compared key by
+    key (`env.KEY`); other values (lists, nested models) are compared as a whole.
+    """
+    before = _canonical(deployed_type, deployed) if deployed_type else dict(deployed)
+    after = _canonical(local_type, local) if local_type else dict(local)
+    diffs: list[FieldDiff] = []
+    if deployed_type and local_type and deployed_type != local_type:
+        diffs.append(FieldDiff("resource_type", deployed_type, local_type))
+    for key in sorted(set(before) | set(after)):
+        old, new = before.get(key), after.get(key)
+        if key == "env" and isinstance(old or {}, Mapping) and isinstance(new or {}, Mapping):
+            old_env, new_env = dict(old or {}), dict(new or {})
+            for env_key in sorted(set(old_env) | set(new_env)):
+                if old_env.get(env_key) != new_env.get(env_key):
+                    diffs.append(
+                        FieldDiff(f"env.{env_key}", old_env.get(env_key), new_env.get(env_key))
+                    )
+            continue
+        if old != new:
+            diffs.append(FieldDiff(key, old, new))
+    return diffs
+
+
+def drift_of(
+    name: str,
+    local: Mapping[str, Any] | None,
+    deployed: Mapping[str, Any] | None,
+) -> Drift:
+    """The drift of endpoint `name` from its local entry and its deployed record (either None)."""
+    if local is None and deployed is None:
+        raise ValueError(f"endpoint {name!r}: neither in code nor deployed")
+    if local is None:
+        assert deployed is not None
+        return Drift(name, "orphaned", deployed.get("resource_type"))
+    local_type = local.get("resource_type")
+    unresolved = _unresolved_fields(local)
+    if unresolved:
+        return Drift(name, "unknown", local_type, unresolved=tuple(unresolved))
+    if deployed is None:
+        return Drift(name, "new", local_type)
+    local_hash = local.get("config_hash")
+    deployed_hash = deployed.get("config_hash")
+    deployed_type = deployed.get("resource_type")
+    if local_hash is not None and local_hash == deployed_hash and local_type == deployed_type:
+        return Drift(name, "in_sync", local_type)
+    fields = diff_configs(
+        deployed.get("config") or {},
+        local.get("config") or {},
+        deployed_type=deployed_type,
+        local_type=local_type,
+    )
+    if not fields and local_hash is not None and deployed_hash is not None:
+        # Same canonical config under a different hash: the hashing itself changed (e.g. a
+        # new SDK version). Say so instead of reporting an unexplained drift.
+        fields = [FieldDiff("config_hash", deployed_hash, local_hash)]
+    return Drift(name, "drifted", local_type, fields=tuple(fields))
+
+
+def compute_drift(
+    local_resources: Mapping[str, Mapping[str, Any]],
+    deployed: Mapping[str, Mapping[str, Any]],
+) -> dict[str, Drift]:
+    """Drift of every endpoint in code or deployed, keyed and ordered by name."""
+    names = sorted(set(local_resources) | set(deployed))
+    return {n: drift_of(n, local_resources.get(n), deployed.get(n)) for n in names}

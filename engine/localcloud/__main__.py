@@ -1,0 +1,91 @@
+"""`python -m engine.localcloud [--home PATH] [--port N]`: run the local cloud service.
+
+Normally started detached by the engine (`engine.localcloud.discovery.ensure_cloud`). Binds
+127.0.0.1 only (the API controls processes on this machine: it is never exposed), on a free
+port unless `--port` is given, publishes itself in the home's state file, and holds the home's
+service lock so a second instance for the same home exits at once (status 3).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import fcntl
+import json
+import os
+import socket
+import sys
+import time
+
+import uvicorn
+
+from engine.home import Home
+from engine.localcloud.discovery import load_or_create_token, write_state
+from engine.localcloud.service import create_app
+
+EXIT_ALREADY_RUNNING = 3
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the service until shut down; returns the exit status."""
+    parser = argparse.ArgumentParser(prog="python -m engine.localcloud")
+    parser.add_argument("--home", default=None, help="flash-tui home (default: $FLASH_TUI_HOME)")
+    parser.add_argument("--port", type=int, default=0, help="TCP port on 127.0.0.1 (0: free)")
+    args = parser.parse_args(argv)
+
+    home = Home(args.home)
+    lock_fd = os.open(home.service_lock, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        print(f"local cloud already running for {home.root}", file=sys.stderr)
+        return EXIT_ALREADY_RUNNING
+
+    token = load_or_create_token(home)
+    host = "127.0.0.1"
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, args.port))
+    sock.listen(128)
+    port = int(sock.getsockname()[1])
+    started_at = time.time()
+
+    server: uvicorn.Server | None = None
+
+    def request_exit() -> None:
+        if server is not None:
+            server.should_exit = True
+
+    app = create_app(home, token, on_shutdown_request=request_exit)
+    config = uvicorn.Config(
+        app, lifespan="on", log_level="warning", access_log=False, timeout_graceful_shutdown=2
+    )
+    server = uvicorn.Server(config)
+
+    async def serve() -> None:
+        # The state file is written once startup (recovery included) has completed, so a
+        # client that finds it can use the API at once.
+        task = asyncio.get_running_loop().create_task(server.serve(sockets=[sock]))
+        while not server.started and not task.done():
+            await asyncio.sleep(0.01)
+        if server.started:
+            write_state(home, host=host, port=port, started_at=started_at)
+            print(json.dumps({"event": "started", "pid": os.getpid(), "port": port}), flush=True)
+        await task
+
+    try:
+        asyncio.run(serve())
+    finally:
+        # Remove the state file only if it is still ours.
+        with contextlib.suppress(OSError, ValueError):
+            state = json.loads(home.state_file.read_text())
+            if state.get("pid") == os.getpid():
+                home.state_file.unlink()
+        fcntl.flock(lock_fd, fcntl.LOCK_UN)
+        os.close(lock_fd)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

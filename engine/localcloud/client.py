@@ -1,0 +1,142 @@
+"""Async client of the local cloud API (httpx), used by the local provider and the tests."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+
+from engine.localcloud.discovery import CloudError, CloudInfo
+
+__all__ = ["CloudClient"]
+
+
+def _detail(response: httpx.Response) -> str:
+    try:
+        data = response.json()
+    except ValueError:
+        return response.text[:300] or response.reason_phrase
+    if isinstance(data, dict) and "detail" in data:
+        return str(data["detail"])
+    return str(data)[:300]
+
+
+class CloudClient:
+    """One connection pool to one running service. Use as `async with CloudClient(info)`."""
+
+    def __init__(self, info: CloudInfo, *, timeout: float = 30.0) -> None:
+        self.info = info
+        self._http = httpx.AsyncClient(
+            base_url=info.url,
+            headers=info.headers(),
+            timeout=httpx.Timeout(timeout, connect=5.0),
+            trust_env=False,
+        )
+
+    async def __aenter__(self) -> CloudClient:
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Close the connection pool."""
+        await self._http.aclose()
+
+    async def _json(self, method: str, path: str, **kwargs: Any) -> Any:
+        try:
+            response = await self._http.request(method, path, **kwargs)
+        except httpx.HTTPError as exc:
+            raise CloudError(f"local cloud unreachable at {self.info.describe()}: {exc}") from exc
+        if response.status_code >= 400:
+            raise CloudError(f"local cloud: {_detail(response)} (HTTP {response.status_code})")
+        return response.json()
+
+    async def _stream(self, method: str, path: str, **kwargs: Any) -> AsyncIterator[dict[str, Any]]:
+        try:
+            async with self._http.stream(method, path, timeout=None, **kwargs) as response:
+                if response.status_code >= 400:
+                    await response.aread()
+                    raise CloudError(
+                        f"local cloud: {_detail(response)} (HTTP {response.status_code})"
+                    )
+                async for line in response.aiter_lines():
+                    if line.strip():
+                        yield json.loads(line)
+        except httpx.HTTPError as exc:
+            raise CloudError(f"local cloud connection lost: {exc}") from exc
+
+    async def health(self) -> dict[str, Any]:
+        """The service's health record."""
+        return await self._json("GET", "/v1/health")
+
+    async def apps(self) -> list[dict[str, Any]]:
+        """Every app known to the service."""
+        return (await self._json("GET", "/v1/apps"))["apps"]
+
+    async def endpoints(self, app: str) -> list[dict[str, Any]]:
+        """The app's endpoint records (never keys)."""
+        return (await self._json("GET", f"/v1/apps/{app}/endpoints"))["endpoints"]
+
+    async def endpoint(self, app: str, name: str) -> dict[str, Any]:
+        """One endpoint record."""
+        return await self._json("GET", f"/v1/apps/{app}/endpoints/{name}")
+
+    async def endpoint_key(self, app: str, name: str) -> str:
+        """The endpoint's API key (keep it out of any output)."""
+        return str((await self._json("GET", f"/v1/apps/{app}/endpoints/{name}/key"))["key"])
+
+    def deploy(self, app: str, body: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
+        """Start a deploy; yields its progress events, the last one of type `result`."""
+        return self._stream("POST", f"/v1/apps/{app}/deploy", json=body)
+
+    def undeploy(self, app: str, names: list[str] | None) -> AsyncIterator[dict[str, Any]]:
+        """Remove endpoints (all when `names` is None); yields events, the last `result`."""
+        return self._stream("POST", f"/v1/apps/{app}/undeploy", json={"names": names})
+
+    async def logs(self, app: str, name: str, lines: int = 200) -> list[str]:
+        """The last `lines` log lines of an endpoint."""
+        data = await self._json(
+            "GET", f"/v1/apps/{app}/endpoints/{name}/logs", params={"lines": lines}
+        )
+        return list(data["lines"])
+
+    async def follow_logs(self, app: str, name: str, lines: int = 50) -> AsyncIterator[str]:
+        """The last `lines` lines, then every new line as it is written (until cancelled)."""
+        async for item in self._stream(
+            "GET", f"/v1/apps/{app}/endpoints/{name}/logs/follow", params={"lines": lines}
+        ):
+            if "line" in item:
+                yield str(item["line"])
+
+    async def events(self, app: str, since: int = 0) -> list[dict[str, Any]]:
+        """The app's event log after event id `since`."""
+        return (await self._json("GET", f"/v1/apps/{app}/events", params={"since": since}))[
+            "events"
+        ]
+
+    async def builds(self, app: str) -> list[dict[str, Any]]:
+        """The app's immutable build copies."""
+        return (await self._json("GET", f"/v1/apps/{app}/builds"))["builds"]
+
+    async def get_manifest(self, app: str, environment: str) -> dict[str, Any]:
+        """State manager: the persisted manifest."""
+        return await self._json("GET", f"/v1/apps/{app}/environments/{environment}/manifest")
+
+    async def put_manifest(self, app: str, environment: str, manifest: dict[str, Any]) -> None:
+        """State manager: replace the persisted manifest."""
+        await self._json(
+            "PUT", f"/v1/apps/{app}/environments/{environment}/manifest", json=manifest
+        )
+
+    async def patch_resource(
+        self, app: str, environment: str, name: str, data: dict[str, Any]
+    ) -> dict[str, Any]:
+        """State manager: shallow-merge `data` into one resource entry."""
+        return await self._json(
+            "PATCH",
+            f"/v1/apps/{app}/environments/{environment}/manifest/resources/{name}",
+            json=data,
+        )

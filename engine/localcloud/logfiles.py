@@ -1,0 +1,135 @@
+"""Per-endpoint log files: written by the worker itself, capped and rotated by the service.
+
+A worker's stdout and stderr are opened on the file directly (O_APPEND), not piped through the
+service: a worker must keep running, and keep logging, while the service is down or restarting
+(it is re-adopted later). Rotation is therefore "copy, then truncate" (logrotate's
+copytruncate): the worker's descriptor stays valid and, being O_APPEND, continues at the new
+end of the file. A line written between the copy and the truncate can be lost; that is the
+accepted price of never interrupting the worker.
+
+Files: `<name>.log` (current), `<name>.log.1` ... `<name>.log.<keep>` (older).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import time
+from pathlib import Path
+
+__all__ = [
+    "DEFAULT_KEEP",
+    "DEFAULT_MAX_BYTES",
+    "append_marker",
+    "log_path",
+    "open_for_worker",
+    "read_new",
+    "remove_logs",
+    "rotate_if_needed",
+    "tail_lines",
+]
+
+DEFAULT_MAX_BYTES = 5 * 1024 * 1024
+DEFAULT_KEEP = 2
+_TAIL_CHUNK = 64 * 1024
+
+
+def log_path(logs_dir: Path, endpoint: str) -> Path:
+    """The current log file of `endpoint`."""
+    return logs_dir / f"{endpoint}.log"
+
+
+def open_for_worker(path: Path) -> int:
+    """An O_APPEND descriptor (0600) for a worker's stdout/stderr; the caller closes it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+
+
+def append_marker(path: Path, message: str) -> None:
+    """Append a service line (`[flash HH:MM:SS] message`) so the log tells the whole story."""
+    stamp = time.strftime("%H:%M:%S")
+    fd = open_for_worker(path)
+    try:
+        os.write(fd, f"[flash {stamp}] {message}\n".encode())
+    finally:
+        os.close(fd)
+
+
+def rotate_if_needed(
+    path: Path, max_bytes: int = DEFAULT_MAX_BYTES, keep: int = DEFAULT_KEEP
+) -> bool:
+    """Rotate `path` when it exceeds `max_bytes`; True if it did."""
+    try:
+        size = path.stat().st_size
+    except FileNotFoundError:
+        return False
+    if size <= max_bytes:
+        return False
+    for index in range(keep, 1, -1):
+        older = path.with_name(f"{path.name}.{index - 1}")
+        if older.exists():
+            os.replace(older, path.with_name(f"{path.name}.{index}"))
+    first = path.with_name(f"{path.name}.1")
+    if keep >= 1:
+        shutil.copyfile(path, first)
+        os.chmod(first, 0o600)
+    with open(path, "r+b") as handle:
+        handle.truncate(0)
+    return True
+
+
+def _tail_of_file(path: Path, count: int) -> list[str]:
+    try:
+        with open(path, "rb") as handle:
+            handle.seek(0, os.SEEK_END)
+            end = handle.tell()
+            data = b""
+            position = end
+            while position > 0 and data.count(b"\n") <= count:
+                step = min(_TAIL_CHUNK, position)
+                position -= step
+                handle.seek(position)
+                data = handle.read(step) + data
+    except FileNotFoundError:
+        return []
+    lines = data.decode("utf-8", errors="replace").splitlines()
+    return lines[-count:] if count else []
+
+
+def tail_lines(path: Path, count: int = 200) -> list[str]:
+    """The last `count` lines, reaching into the newest rotated file when the current is short."""
+    lines = _tail_of_file(path, count)
+    if len(lines) < count:
+        older = _tail_of_file(path.with_name(f"{path.name}.1"), count - len(lines))
+        lines = older + lines
+    return lines
+
+
+def read_new(path: Path, offset: int) -> tuple[list[str], int]:
+    """Complete lines written after byte `offset`, and the offset to continue from.
+
+    A file shorter than `offset` was rotated (truncated): reading restarts at 0. A trailing
+    partial line is left for the next call.
+    """
+    try:
+        with open(path, "rb") as handle:
+            size = os.fstat(handle.fileno()).st_size
+            if size < offset:
+                offset = 0
+            handle.seek(offset)
+            data = handle.read()
+    except FileNotFoundError:
+        return [], 0
+    cut = data.rfind(b"\n")
+    if cut < 0:
+        return [], offset
+    chunk = data[: cut + 1]
+    return chunk.decode("utf-8", errors="replace").splitlines(), offset + len(chunk)
+
+
+def remove_logs(path: Path) -> None:
+    """Delete the current and rotated log files of one endpoint."""
+    for candidate in [path, *path.parent.glob(f"{path.name}.*")]:
+        with contextlib.suppress(FileNotFoundError):
+            candidate.unlink()

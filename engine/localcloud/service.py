@@ -1,0 +1,337 @@
+"""The local cloud's HTTP API (FastAPI), bound to 127.0.0.1, every route behind a token.
+
+Routes (all JSON; `Authorization: Bearer <token>` required on every one, `/v1/health` too):
+
+    GET    /v1/health                                   service pid, version, uptime
+    POST   /v1/shutdown              {"stop_workers"}   stop (optionally the workers), exit
+    GET    /v1/apps                                     apps with endpoint counts
+    GET    /v1/apps/{app}/endpoints                     endpoint records (never keys)
+    GET    /v1/apps/{app}/endpoints/{name}              one record
+    GET    /v1/apps/{app}/endpoints/{name}/key          {"key"}: the only route returning a key
+    POST   /v1/apps/{app}/deploy     DeployRequest      NDJSON progress events, last `result`
+    POST   /v1/apps/{app}/undeploy   {"names"|null}     NDJSON progress events, last `result`
+    GET    /v1/apps/{app}/endpoints/{name}/logs?lines=N                {"lines": [...]}
+    GET    /v1/apps/{app}/endpoints/{name}/logs/follow?lines=N         NDJSON {"line"} stream
+    GET    /v1/apps/{app}/events?since=ID                              append-only event log
+    GET    /v1/apps/{app}/builds                                       immutable build copies
+    GET    /v1/apps/{app}/environments/{env}/manifest                  state manager: read
+    PUT    /v1/apps/{app}/environments/{env}/manifest                  state manager: replace
+    PATCH  /v1/apps/{app}/environments/{env}/manifest/resources/{name} shallow-merge one entry
+    DELETE /v1/apps/{app}/environments/{env}/manifest/resources/{name} drop one entry
+
+Deploys and undeploys run as tasks detached from the request: a client that disconnects (or is
+SIGKILLed) mid-deploy does not interrupt it; the stream merely stops being read.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import json
+import os
+import re
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI, HTTPException, Request
+from fastapi.responses import JSONResponse, StreamingResponse
+
+from engine.home import Home
+from engine.localcloud import logfiles
+from engine.localcloud.store import Store
+from engine.localcloud.supervisor import DeployRequest, Supervisor, SupervisorSettings
+
+__all__ = ["NAME_PATTERN", "TokenMiddleware", "create_app"]
+
+VERSION = "1"
+NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+_UNAUTHORIZED = b'{"detail":"unauthorized: this API needs the local cloud token"}'
+
+
+class TokenMiddleware:
+    """Pure ASGI: every HTTP request must carry `Authorization: Bearer <token>`.
+
+    Constant-time comparison; the token is never echoed in any response or log.
+    """
+
+    def __init__(self, app: Any, token: str) -> None:
+        self.app = app
+        self._token = token.encode()
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        supplied = b""
+        for name, value in scope["headers"]:
+            if name == b"authorization":
+                scheme, _, token = value.partition(b" ")
+                if scheme.lower() == b"bearer":
+                    supplied = token.strip()
+                break
+        if supplied and hmac.compare_digest(supplied, self._token):
+            await self.app(scope, receive, send)
+            return
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 401,
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(_UNAUTHORIZED)).encode()),
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": _UNAUTHORIZED})
+
+
+def _check_name(kind: str, value: str) -> str:
+    # Names become path components under the home: refuse anything that could escape it.
+    if not NAME_PATTERN.match(value):
+        raise HTTPException(422, f"invalid {kind} name {value!r}")
+    return value
+
+
+def _redact(lines: list[str], secrets_: list[str]) -> list[str]:
+    """Replace any endpoint key that a user program printed with `***`."""
+    if not secrets_:
+        return lines
+    out = []
+    for line in lines:
+        for secret in secrets_:
+            if secret and secret in line:
+                line = line.replace(secret, "***")
+        out.append(line)
+    return out
+
+
+def _ndjson(
+    supervisor: Supervisor, run: Callable[[Callable[[dict[str, Any]], None]], Awaitable[Any]]
+) -> StreamingResponse:
+    """Run `run(emit)` as a detached task and stream its events as NDJSON."""
+    queue: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
+
+    async def runner() -> None:
+        try:
+            await run(queue.put_nowait)
+        except Exception as exc:  # reported to the client, and the service lives on
+            queue.put_nowait({"type": "error", "message": f"{type(exc).__name__}: {exc}"})
+        finally:
+            queue.put_nowait(None)
+
+    supervisor.spawn_task(runner())
+
+    async def stream() -> AsyncIterator[bytes]:
+        while True:
+            event = await queue.get()
+            if event is None:
+                return
+            yield (json.dumps(event) + "\n").encode()
+
+    return StreamingResponse(stream(), media_type="application/x-ndjson")
+
+
+def create_app(
+    home: Home,
+    token: str,
+    *,
+    settings: SupervisorSettings | None = None,
+    on_shutdown_request: Callable[[], None] | None = None,
+) -> Any:
+    """The ASGI app of the local cloud for `home` (token middleware included)."""
+    state: dict[str, Any] = {"stop_workers": False, "started_at": time.time()}
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        store = Store(home.db_path)
+        supervisor = Supervisor(home, store, settings or SupervisorSettings.from_env())
+        state["store"], state["supervisor"] = store, supervisor
+        await supervisor.start()
+        store.add_event("service_started", f"local cloud started, pid {os.getpid()}")
+        try:
+            yield
+        finally:
+            await supervisor.close(stop_workers=state["stop_workers"])
+            store.add_event("service_stopped", "local cloud stopped")
+            store.close()
+
+    api = FastAPI(title="flash-tui local cloud", version=VERSION, lifespan=lifespan)
+
+    def sup() -> Supervisor:
+        return state["supervisor"]
+
+    def store() -> Store:
+        return state["store"]
+
+    def endpoint_or_404(app: str, name: str) -> dict[str, Any]:
+        record = store().get_endpoint(_check_name("app", app), _check_name("endpoint", name))
+        if record is None:
+            raise HTTPException(404, f"endpoint {name!r} of app {app!r} is not deployed")
+        return record
+
+    @api.get("/v1/health")
+    async def health() -> dict[str, Any]:
+        return {
+            "ok": True,
+            "pid": os.getpid(),
+            "version": VERSION,
+            "started_at": state["started_at"],
+            "uptime_s": round(time.time() - state["started_at"], 3),
+            "workers": len(sup().workers),
+        }
+
+    @api.post("/v1/shutdown")
+    async def shutdown(request: Request) -> dict[str, Any]:
+        body: dict[str, Any] = {}
+        with contextlib.suppress(ValueError):
+            body = await request.json() or {}
+        state["stop_workers"] = bool(body.get("stop_workers", True))
+        if on_shutdown_request is not None:
+            # Let this response go out before the server starts closing connections.
+            asyncio.get_running_loop().call_later(0.05, on_shutdown_request)
+        return {"ok": True, "stop_workers": state["stop_workers"]}
+
+    @api.get("/v1/apps")
+    async def list_apps() -> dict[str, Any]:
+        return {"apps": store().list_apps()}
+
+    @api.get("/v1/apps/{app}/endpoints")
+    async def list_endpoints(app: str) -> dict[str, Any]:
+        return {"endpoints": store().list_endpoints(_check_name("app", app))}
+
+    @api.get("/v1/apps/{app}/endpoints/{name}")
+    async def get_endpoint(app: str, name: str) -> dict[str, Any]:
+        return endpoint_or_404(app, name)
+
+    @api.get("/v1/apps/{app}/endpoints/{name}/key")
+    async def get_key(app: str, name: str) -> dict[str, Any]:
+        endpoint_or_404(app, name)
+        key = store().endpoint_key(app, name)
+        if key is None:
+            raise HTTPException(404, f"endpoint {name!r} has no key yet")
+        return {"key": key}
+
+    @api.post("/v1/apps/{app}/deploy")
+    async def deploy(app: str, request: Request) -> StreamingResponse:
+        _check_name("app", app)
+        try:
+            body = await request.json()
+            deploy_request = DeployRequest.from_dict(app, body)
+        except (ValueError, KeyError, TypeError) as exc:
+            raise HTTPException(422, f"bad deploy request: {exc}") from None
+        for spec in deploy_request.endpoints:
+            _check_name("endpoint", spec.name)
+        for name in deploy_request.remove:
+            _check_name("endpoint", name)
+        return _ndjson(sup(), lambda emit: sup().deploy(deploy_request, emit))
+
+    @api.post("/v1/apps/{app}/undeploy")
+    async def undeploy(app: str, request: Request) -> StreamingResponse:
+        _check_name("app", app)
+        body: dict[str, Any] = {}
+        with contextlib.suppress(ValueError):
+            body = await request.json() or {}
+        names = body.get("names")
+        if names is not None:
+            names = [_check_name("endpoint", str(n)) for n in names]
+        return _ndjson(sup(), lambda emit: sup().undeploy(app, names, emit))
+
+    def _keys(app: str) -> list[str]:
+        return list(store().app_keys(app).values())
+
+    @api.get("/v1/apps/{app}/endpoints/{name}/logs")
+    async def logs(app: str, name: str, lines: int = 200) -> dict[str, Any]:
+        _check_name("app", app)
+        _check_name("endpoint", name)
+        path = logfiles.log_path(home.logs_dir(app), name)
+        tail = await asyncio.to_thread(logfiles.tail_lines, path, max(0, min(lines, 10000)))
+        return {"endpoint": name, "lines": _redact(tail, _keys(app))}
+
+    @api.get("/v1/apps/{app}/endpoints/{name}/logs/follow")
+    async def follow(app: str, name: str, lines: int = 50) -> StreamingResponse:
+        _check_name("app", app)
+        _check_name("endpoint", name)
+        path = logfiles.log_path(home.logs_dir(app), name)
+
+        async def stream() -> AsyncIterator[bytes]:
+            keys = _keys(app)
+            for line in _redact(logfiles.tail_lines(path, max(0, min(lines, 10000))), keys):
+                yield (json.dumps({"line": line}) + "\n").encode()
+            try:
+                offset = path.stat().st_size
+            except FileNotFoundError:
+                offset = 0
+            idle = 0.0
+            while True:
+                new, offset = await asyncio.to_thread(logfiles.read_new, path, offset)
+                if new:
+                    idle = 0.0
+                    keys = _keys(app)
+                    for line in _redact(new, keys):
+                        yield (json.dumps({"line": line}) + "\n").encode()
+                else:
+                    idle += 0.2
+                    if idle >= 15.0:
+                        # A heartbeat lets the client notice a dead connection.
+                        idle = 0.0
+                        yield b'{"heartbeat": true}\n'
+                    await asyncio.sleep(0.2)
+
+        return StreamingResponse(stream(), media_type="application/x-ndjson")
+
+    @api.get("/v1/apps/{app}/events")
+    async def events(app: str, since: int = 0, limit: int = 500) -> dict[str, Any]:
+        return {"events": store().events(_check_name("app", app), since, min(limit, 5000))}
+
+    @api.get("/v1/apps/{app}/builds")
+    async def builds(app: str) -> dict[str, Any]:
+        return {"builds": store().list_builds(_check_name("app", app))}
+
+    @api.get("/v1/apps/{app}/environments/{env}/manifest")
+    async def get_manifest(app: str, env: str) -> dict[str, Any]:
+        manifest = store().get_manifest(_check_name("app", app), _check_name("environment", env))
+        if manifest is None:
+            raise HTTPException(404, f"no persisted manifest for {app}/{env}")
+        return manifest
+
+    @api.put("/v1/apps/{app}/environments/{env}/manifest")
+    async def put_manifest(app: str, env: str, request: Request) -> dict[str, Any]:
+        _check_name("app", app)
+        _check_name("environment", env)
+        try:
+            manifest = await request.json()
+        except ValueError:
+            raise HTTPException(422, "body must be a JSON manifest") from None
+        if not isinstance(manifest, dict):
+            raise HTTPException(422, "body must be a JSON object")
+        store().upsert_app(app, None)
+        store().put_manifest(app, env, manifest)
+        return {"ok": True}
+
+    @api.patch("/v1/apps/{app}/environments/{env}/manifest/resources/{name}")
+    async def patch_resource(app: str, env: str, name: str, request: Request) -> dict[str, Any]:
+        _check_name("app", app)
+        _check_name("environment", env)
+        try:
+            data = await request.json()
+        except ValueError:
+            raise HTTPException(422, "body must be a JSON object") from None
+        if not isinstance(data, dict):
+            raise HTTPException(422, "body must be a JSON object")
+        store().upsert_app(app, None)
+        return store().patch_manifest_resource(app, env, name, data)
+
+    @api.delete("/v1/apps/{app}/environments/{env}/manifest/resources/{name}")
+    async def delete_resource(app: str, env: str, name: str) -> dict[str, Any]:
+        _check_name("app", app)
+        _check_name("environment", env)
+        return store().patch_manifest_resource(app, env, name, None)
+
+    @api.exception_handler(Exception)
+    async def on_error(_: Request, exc: Exception) -> JSONResponse:
+        return JSONResponse({"detail": f"{type(exc).__name__}: {exc}"}, status_code=500)
+
+    return TokenMiddleware(api, token)
