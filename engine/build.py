@@ -4,15 +4,15 @@
 
 1. scan      - AST scan and manifest (engine.scan / engine.manifest); error diagnostics stop the
                build with a `BuildError` listing them.
-2. copy      - assemble `.flash/.build/` incrementally: a file is copied only when its size,
+2. deps      - only with `deps=True`: pip-install requirements.txt + per-function dependencies
+               for RunPod's platform into a cache under `.flash/.deps/`, merged into the build
+               (so the import check sees them: user code may import them).
+3. copy      - assemble `.flash/.build/` incrementally: a file is copied only when its size,
                mtime or content differ; files that left the project are deleted. Ignore rules
                come from engine.project; on top of them the build never ships secrets (`.env`),
                VCS data, virtual environments or its own output. Symlinks that resolve outside
                the project are refused (warning diagnostic); file symlinks inside are copied as
                regular files.
-3. deps      - only with `deps=True`: pip-install requirements.txt + per-function dependencies
-               for RunPod's platform into a cache under `.flash/.deps/`, merged into the build
-               (before the import check, since user code may import them).
 4. manifest  - write `flash_manifest.json`. Its `generated_at` is NOT the wall clock, which would
                make every archive different: it is `$SOURCE_DATE_EPOCH` when set (the
                reproducible-builds convention), else the archive's fixed epoch 1980-01-01.
@@ -71,7 +71,7 @@ ARCHIVE_NAME = "archive.tar.gz"
 MANIFEST_NAME = "flash_manifest.json"
 LOCK_NAME = ".build.lock"
 
-STEPS: tuple[str, ...] = ("scan", "copy", "deps", "manifest", "handlers", "check", "archive")
+STEPS: tuple[str, ...] = ("scan", "deps", "copy", "manifest", "handlers", "check", "archive")
 
 # On top of engine.project's rules (which already skip .git, .venv/venv and any directory with a
 # pyvenv.cfg, .flash, .runpod, __pycache__, node_modules, site-packages): never shipped either,
@@ -265,6 +265,36 @@ def collect_files(
 
     walk(root, "")
     return files, warnings
+
+
+# Top-level names a project must not define: the generated handlers import them from flash-tui,
+# and the build dir comes first on sys.path inside a worker.
+_RESERVED_TOP_LEVEL = ("runtime",)
+
+
+def _refuse_runtime_shadowing(files: dict[str, Path]) -> None:
+    clashes = sorted(
+        rel
+        for rel in files
+        for name in _RESERVED_TOP_LEVEL
+        if rel == f"{name}.py" or (rel.startswith(f"{name}/") and rel.endswith(".py"))
+    )
+    if clashes:
+        first = clashes[0].split("/")[0]
+        raise BuildError(
+            f"the project's top-level {first!r} would shadow flash-tui's runtime package",
+            [
+                Diagnostic(
+                    "error",
+                    clashes[0],
+                    0,
+                    f"top-level module {first!r} clashes with the flash-tui runtime that the "
+                    "generated handlers import; rename it (e.g. move it into a package)",
+                    "build-runtime-shadow",
+                )
+            ],
+            step="copy",
+        )
 
 
 def _same_content(a: Path, b: Path) -> bool:
@@ -493,9 +523,10 @@ def build_project(
             )
         progress("scan", 1, 1, f"{len(manifest.get('resources') or {})} resource(s)")
 
-        # 2. copy
+        # what ships (part of step 3)
         files, file_warnings = collect_files(root, load_ignore(root).is_ignored)
         warnings.extend(file_warnings)
+        _refuse_runtime_shadowing(files)
         generated = {MANIFEST_NAME}
         for name, resource in (manifest.get("resources") or {}).items():
             generated.add(handler_filename(name, resource))
@@ -507,13 +538,34 @@ def build_project(
             )
             del files[rel]
 
+        # 2. dependencies, into a cache outside the build dir (before the copy, so the prune
+        # below knows every file that belongs to the build)
+        dep_files: dict[str, Path] = {}
+        if deps:
+            requirements = collect_requirements(root, manifest)
+            progress("deps", 0, 1, f"{len(requirements)} requirement(s)")
+            cache = _install_deps(root, requirements, deps_timeout)
+            if cache is not None:
+                for path in cache.rglob("*"):
+                    rel = path.relative_to(cache).as_posix()
+                    # project files win over installed ones of the same name
+                    if path.is_file() and rel != ".complete" and rel not in files:
+                        dep_files[rel] = path
+            progress("deps", 1, 1, f"{len(dep_files)} file(s) from dependencies")
+        else:
+            progress("deps", 1, 1, "skipped (use --deps to install into the build)")
+
+        # 3. copy: prune first, so a path that turned from a file into a directory (or back)
+        # never collides with its old self
         build_dir.mkdir(parents=True, exist_ok=True)
+        sources = {**dep_files, **files}
+        removed = _prune(build_dir, set(sources) | generated)
         copied = unchanged = 0
-        total = len(files)
+        total = len(sources)
         progress("copy", 0, total)
-        for index, rel in enumerate(sorted(files), 1):
+        for index, rel in enumerate(sorted(sources), 1):
             try:
-                changed = _sync_file(files[rel], build_dir / rel)
+                changed = _sync_file(sources[rel], build_dir / rel)
             except OSError as exc:
                 # Shipping a build without one of the project's files would fail at run time,
                 # far from the cause: refuse now and name the file.
@@ -529,28 +581,6 @@ def build_project(
                 unchanged += 1
             if index % 50 == 0 or index == total:
                 progress("copy", index, total, rel)
-
-        # 3. dependencies (synced before pruning, so the prune keeps them)
-        dep_files: dict[str, Path] = {}
-        if deps:
-            requirements = collect_requirements(root, manifest)
-            progress("deps", 0, 1, f"{len(requirements)} requirement(s)")
-            cache = _install_deps(root, requirements, deps_timeout)
-            if cache is not None:
-                for path in cache.rglob("*"):
-                    rel = path.relative_to(cache).as_posix()
-                    if path.is_file() and rel != ".complete" and rel not in files:
-                        dep_files[rel] = path
-            for rel in sorted(dep_files):
-                if _sync_file(dep_files[rel], build_dir / rel):
-                    copied += 1
-                else:
-                    unchanged += 1
-            progress("deps", 1, 1, f"{len(dep_files)} file(s) from dependencies")
-        else:
-            progress("deps", 1, 1, "skipped (use --deps to install into the build)")
-
-        removed = _prune(build_dir, set(files) | set(dep_files) | generated)
 
         # 4. manifest
         progress("manifest", 0, 1)
@@ -604,7 +634,7 @@ def build_project(
                 )
 
         # 7. archive
-        members = sorted(set(files) | set(dep_files) | generated)
+        members = sorted(set(sources) | generated)
         progress("archive", 0, 1, ARCHIVE_NAME)
         build_id = write_archive(build_dir, archive, members)
         size = archive.stat().st_size

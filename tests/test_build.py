@@ -414,3 +414,25 @@ def test_concurrent_builds_of_one_project_are_serialised(simple_project: Path) -
         )
     assert len({r.build_id for r in results}) == 1
     assert sorted(r.files_copied for r in results) == [0, 0, 2]
+
+
+def test_file_and_directory_swaps_between_builds(simple_project: Path) -> None:
+    build_project(simple_project, import_check=False)
+    util = simple_project / "lib" / "util.py"
+    util.unlink()
+    util.mkdir()  # lib/util.py is now a directory with a module in it
+    (util / "inner.py").write_text("Y = 1\n")
+    result = build_project(simple_project, import_check=False)
+    assert (result.build_dir / "lib" / "util.py" / "inner.py").read_text() == "Y = 1\n"
+    shutil.rmtree(util)
+    util.write_text("VALUE = 3\n")  # and back to a file
+    result = build_project(simple_project, import_check=False)
+    assert (result.build_dir / "lib" / "util.py").read_text() == "VALUE = 3\n"
+
+
+def test_top_level_runtime_package_is_refused(simple_project: Path) -> None:
+    _write(simple_project, {"runtime/__init__.py": "", "runtime/helpers.py": "X = 1\n"})
+    with pytest.raises(BuildError) as info:
+        build_project(simple_project)
+    assert info.value.step == "copy"
+    assert info.value.diagnostics[0].code == "build-runtime-shadow"
