@@ -121,6 +121,7 @@ class BuildResult:
     def to_json(self) -> dict[str, Any]:
         """A JSON-ready summary (the `flash-tui build --json` object)."""
         return {
+            "project_dir": str(self.project_dir),
             "build_id": self.build_id,
             "archive": str(self.archive),
             "archive_bytes": self.archive_bytes,
@@ -423,6 +424,11 @@ def _install_deps(root: Path, requirements: list[str], timeout: float) -> Path |
         return None
     key = hashlib.sha256("\n".join(requirements).encode()).hexdigest()[:16]
     cache = root / DEPS_DIR / key
+    # Only the current requirement set is kept: older caches would pile up with every change.
+    if cache.parent.is_dir():
+        for other in cache.parent.iterdir():
+            if other.name != key:
+                _remove(other)
     if (cache / ".complete").is_file():
         return cache
     cache.parent.mkdir(parents=True, exist_ok=True)
