@@ -60,6 +60,7 @@ __all__ = [
     "BuildProgress",
     "BuildResult",
     "build_project",
+    "collect_files",
     "collect_requirements",
     "generated_at",
 ]
@@ -82,8 +83,6 @@ _BUILD_SKIP_DIRS = frozenset(
 _NEVER_SUFFIXES = (".pyc", ".pyo")
 # `.env.example` and friends document variables without values; they may ship.
 _ENV_TEMPLATES = (".example", ".sample", ".template", ".dist")
-
-_HASH_CHUNK = 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -185,7 +184,7 @@ def _scan(root: Path) -> tuple[dict[str, Any], list[Diagnostic]]:
 
 
 # --------------------------------------------------------------------------------------------
-# step 2: collect and copy
+# step 3: collect and copy
 
 
 def _is_secret_env(name: str) -> bool:
@@ -220,7 +219,8 @@ def collect_files(
 
     def walk(directory: Path, prefix: str) -> None:
         try:
-            entries = sorted(os.scandir(directory), key=lambda e: e.name)
+            with os.scandir(directory) as it:
+                entries = sorted(it, key=lambda e: e.name)
         except OSError as exc:
             warn(prefix or ".", f"cannot list directory: {exc.strerror or exc}", "build-unreadable")
             return
@@ -369,7 +369,7 @@ def _prune(build_dir: Path, keep: set[str]) -> int:
 
 
 # --------------------------------------------------------------------------------------------
-# step 3: dependencies
+# step 2: dependencies
 
 
 def collect_requirements(root: Path, manifest: dict[str, Any]) -> list[str]:
