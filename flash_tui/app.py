@@ -113,7 +113,7 @@ class FlashApp(App[None]):
     async def on_mount(self) -> None:
         self.dashboard = DashboardScreen(self.clock, self.logs, self._select)
         await self.push_screen(self.dashboard)
-        self.log_engine(f"opening {self.backend.project}")
+        self.log_engine(f"opening {self.backend.project_name} (target {self.backend.target})")
         self.rescan()
         if self.watch_project:
             self._watch()

@@ -8,6 +8,7 @@ from datetime import datetime
 from textual import on
 from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical
+from textual.events import DescendantFocus
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, ProgressBar, Tree
 
@@ -64,11 +65,22 @@ class DashboardScreen(Screen[None]):
         # The palette hint costs 12 columns the action keys need at 80 columns (help lists ^p).
         self.query_one(Footer).show_command_palette = self.size.width >= 100
 
+    # The detail pane follows whichever of tree and table has the focus; the other one's
+    # cursor moving (rows added by a status update) must not steal the selection.
+
     @on(Tree.NodeHighlighted, "#tree")
     def _tree_highlight(self, event: Tree.NodeHighlighted[TreeItem]) -> None:
-        self._on_select(event.node.data)
+        if self.focused is event.control:
+            self._on_select(event.node.data)
 
     @on(DataTable.RowHighlighted, "#table")
     def _row_highlight(self, event: DataTable.RowHighlighted) -> None:
-        if event.row_key.value is not None:
+        if self.focused is event.control and event.row_key.value is not None:
             self._on_select(str(event.row_key.value))
+
+    def on_descendant_focus(self, event: DescendantFocus) -> None:
+        if isinstance(event.widget, ManifestTree):
+            node = event.widget.cursor_node
+            self._on_select(node.data if node is not None else None)
+        elif isinstance(event.widget, EndpointsTable) and event.widget.selected_name:
+            self._on_select(event.widget.selected_name)

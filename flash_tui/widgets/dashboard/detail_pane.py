@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -159,7 +160,18 @@ class DetailPane(VerticalScroll):
     def compose(self) -> ComposeResult:
         yield Static(Text("Select an endpoint or a function.", style="dim"), id="detail-body")
 
+    shown: RenderableType = ""
+
     def show(self, renderable: RenderableType, title: str = "Details") -> None:
         """Replace the content and the border title."""
         self.border_title = title
+        self.shown = renderable
         self.query_one("#detail-body", Static).update(renderable)
+
+    def plain_text(self, width: int = 100) -> str:
+        """The shown content as plain text (for tests and screen readers of logs)."""
+        from rich.console import Console
+
+        console = Console(width=width, record=True, file=open(os.devnull, "w"))  # noqa: SIM115
+        console.print(self.shown)
+        return console.export_text()

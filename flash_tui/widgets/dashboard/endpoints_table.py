@@ -28,7 +28,8 @@ class EndpointRow:
     gpu_on_cpu: bool = False
 
 
-# Most telling first: at 80 columns the table scrolls sideways past `health`.
+# Most telling first: at 80 columns the table scrolls sideways past `health`. Widths are fixed
+# (the longest value each column can hold) so columns never jump as statuses change.
 COLUMNS: list[tuple[str, str]] = [
     ("dot", " "),
     ("name", "name"),
@@ -41,6 +42,17 @@ COLUMNS: list[tuple[str, str]] = [
     ("restarts", "rst"),
     ("url", "url"),
 ]
+WIDTHS: dict[str, int] = {
+    "dot": 1,
+    "status": 12,
+    "drift": 8,
+    "health": 8,
+    "latency": 6,
+    "type": 7,
+    "up": 5,
+    "restarts": 3,
+    "url": 22,
+}
 
 
 def _dot(row: EndpointRow) -> Text:
@@ -78,8 +90,11 @@ class EndpointsTable(DataTable[object]):
         self._shown: dict[str, dict[str, str]] = {}
 
     def on_mount(self) -> None:
+        self._add_columns(8)
+
+    def _add_columns(self, name_width: int) -> None:
         for key, title in COLUMNS:
-            self.add_column(title, key=key)
+            self.add_column(title, key=key, width=WIDTHS.get(key, name_width))
 
     @property
     def selected_name(self) -> str | None:
@@ -100,23 +115,29 @@ class EndpointsTable(DataTable[object]):
             pass
 
     def show(self, rows: Sequence[EndpointRow]) -> None:
-        """Reconcile the table with `rows`, keeping the cursor on the same endpoint."""
+        """Reconcile the table with `rows`, keeping the cursor on the same endpoint.
+
+        When the set of endpoints changes the rows are rebuilt in name order (a handful of rows,
+        and it keeps column widths computed from all of them at once); otherwise only the cells
+        whose content changed are updated, so a health tick repaints a sparkline and nothing else.
+        """
         selected = self.selected_name
-        wanted = [row.name for row in rows]
-        for name in list(self._shown):
-            if name not in wanted:
-                self.remove_row(name)
-                del self._shown[name]
-        for row in rows:
-            rendered = cells(row)
-            plain = {k: (v.markup if isinstance(v, Text) else str(v)) for k, v in rendered.items()}
-            previous = self._shown.get(row.name)
-            if previous is None:
-                self.add_row(*(rendered[k] for k, _ in COLUMNS), key=row.name)
-            else:
+        rendered = {row.name: cells(row) for row in rows}
+        plain = {
+            name: {k: (v.markup if isinstance(v, Text) else str(v)) for k, v in row_cells.items()}
+            for name, row_cells in rendered.items()
+        }
+        if list(rendered) != list(self._shown):
+            self.clear(columns=True)
+            self._add_columns(min(24, max([8, *(len(name) for name in rendered)])))
+            for name, row_cells in rendered.items():
+                self.add_row(*(row_cells[k] for k, _ in COLUMNS), key=name)
+        else:
+            for name, row_cells in rendered.items():
+                previous = self._shown[name]
                 for key, _ in COLUMNS:
-                    if previous.get(key) != plain[key]:
-                        self.update_cell(row.name, key, rendered[key], update_width=True)
-            self._shown[row.name] = plain
+                    if previous.get(key) != plain[name][key]:
+                        self.update_cell(name, key, row_cells[key], update_width=True)
+        self._shown = plain
         if selected is not None and selected in self._shown:
             self.select_name(selected)

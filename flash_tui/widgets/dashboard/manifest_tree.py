@@ -146,7 +146,15 @@ class ManifestTree(Tree[TreeItem]):
     def show(self, manifest: Mapping[str, Any], diagnostics: Sequence[Any]) -> set[tuple[str, ...]]:
         """Show a new scan result; returns the keys of nodes that changed (and flash them)."""
         changed: set[tuple[str, ...]] = set()
+        cursor = self.cursor_node
+        cursor_key = cursor.data.key if cursor is not None and cursor.data is not None else None
         self._sync(self.root, build_specs(manifest, diagnostics), changed)
+        # The cursor is a line number: nodes added above it would shift the selection.
+        node = self._by_key.get(cursor_key) if cursor_key else None
+        if node is not None:
+            self._tree_lines  # noqa: B018 - rebuilds the line index so node._line is current
+            if self.cursor_line != node._line:
+                self.move_cursor(node)
         if self._mt_loaded and changed:
             self._flash(changed)
         self._mt_loaded = True

@@ -1,0 +1,224 @@
+"""Pilot tests of the dashboard: opening, selection, live rescan, palette and every action's key."""
+
+from __future__ import annotations
+
+import shutil
+import time
+from collections.abc import Callable
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pytest
+from textual.command import CommandPalette
+from textual.pilot import Pilot
+
+from flash_tui.app import FlashApp, parse_args
+from flash_tui.commands import ACTIONS
+from flash_tui.screens.help import HelpScreen
+from flash_tui.screens.logs import LogsScreen
+from flash_tui.screens.route_tester import RouteTesterScreen
+from flash_tui.widgets.dashboard.detail_pane import DetailPane
+from flash_tui.widgets.dashboard.endpoints_table import EndpointsTable
+from flash_tui.widgets.dashboard.manifest_tree import ManifestTree
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def clock() -> datetime:
+    return datetime(2026, 1, 1, 12, 0, 0, tzinfo=timezone.utc)
+
+
+@pytest.fixture
+def quickstart(tmp_path: Path) -> Path:
+    dest = tmp_path / "quickstart"
+    shutil.copytree(ROOT / "examples" / "quickstart", dest, ignore=shutil.ignore_patterns(".flash"))
+    return dest
+
+
+async def until(pilot: Pilot, condition: Callable[[], object], timeout: float = 5.0) -> None:
+    """Pause until `condition()` is truthy; fail at the deadline."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met before the deadline")
+        await pilot.pause(0.02)
+
+
+def tree_keys(app: FlashApp) -> set[tuple[str, ...]]:
+    tree = app.dashboard.query_one(ManifestTree)
+    keys = set()
+    stack = list(tree.root.children)
+    while stack:
+        node = stack.pop()
+        if node.data is not None:
+            keys.add(node.data.key)
+        stack.extend(node.children)
+    return keys
+
+
+def detail_text(app: FlashApp) -> str:
+    return app.dashboard.query_one(DetailPane).plain_text()
+
+
+def test_command_line_arguments() -> None:
+    args = parse_args(["examples/quickstart", "--target", "local"])
+    assert args.path == "examples/quickstart" and args.target == "local"
+    assert parse_args([]).path == "."
+
+
+async def test_opens_project_and_shows_every_endpoint(quickstart: Path) -> None:
+    app = FlashApp(quickstart, clock=clock, connect=False, watch=False)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await until(pilot, lambda: app.scan_count >= 1)
+        resources = sorted(app.manifest["resources"])
+        assert resources, "quickstart has endpoints"
+        keys = tree_keys(app)
+        for name in resources:
+            assert ("endpoint", name) in keys
+            for fn in app.manifest["resources"][name]["functions"]:
+                assert ("function", name, fn["name"]) in keys
+        table = app.dashboard.query_one(EndpointsTable)
+        assert table.row_count == len(resources)
+        # Selecting a function shows its signature and where it lives.
+        tree = app.dashboard.query_one(ManifestTree)
+        node = tree.node_for(("function", "gateway", "pipeline"))
+        assert node is not None
+        tree.move_cursor(node)
+        await pilot.pause()
+        text = detail_text(app)
+        assert "def pipeline(" in text and "main.py:" in text
+
+
+async def test_not_a_flash_project_opens_with_a_hint(tmp_path: Path) -> None:
+    (tmp_path / "notes.txt").write_text("hello\n")
+    app = FlashApp(tmp_path, clock=clock, connect=False, watch=False)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await until(pilot, lambda: app.scan_count >= 1)
+        assert app.manifest.get("resources", {}) == {}
+        assert any(k[0] == "hint" for k in tree_keys(app))
+
+
+async def test_unreadable_directory_is_reported_in_the_app(tmp_path: Path) -> None:
+    missing = tmp_path / "does-not-exist"
+    app = FlashApp(missing, clock=clock, connect=False, watch=False)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await until(pilot, lambda: any("scan failed" in r.text for r in app.logs))
+        assert any("not a readable directory" in n.message for n in app._notifications)
+
+
+async def test_rescan_keeps_selection_and_expansion_and_flashes_changes(quickstart: Path) -> None:
+    app = FlashApp(quickstart, clock=clock, connect=False, watch=True)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await until(pilot, lambda: app.scan_count >= 1)
+        tree = app.dashboard.query_one(ManifestTree)
+        gateway = tree.node_for(("endpoint", "gateway"))
+        cpu = tree.node_for(("endpoint", "cpu_worker"))
+        assert gateway is not None and cpu is not None
+        cpu.collapse()
+        await pilot.pause()  # let the tree re-index its lines after the collapse
+        tree.move_cursor(gateway)
+        await pilot.pause()
+        assert tree.cursor_node is gateway
+        main = quickstart / "main.py"
+        main.write_text(
+            main.read_text()
+            + '\n\n@remote(gateway_config, method="GET", path="/hello")\n'
+            + "async def hello(name: str = 'x') -> dict:\n    return {'hi': name}\n"
+        )
+        started = time.monotonic()
+        await until(pilot, lambda: ("function", "gateway", "hello") in tree_keys(app), timeout=5)
+        assert time.monotonic() - started < 2.0
+        assert tree.node_for(("endpoint", "gateway")) is gateway, "node updated in place"
+        assert not cpu.is_expanded, "collapsed node stays collapsed"
+        assert tree.cursor_node is gateway, "selection kept"
+        assert ("function", "gateway", "hello") in tree.flashing
+        await until(pilot, lambda: not tree.flashing, timeout=5)
+
+
+async def test_palette_offers_every_action(quickstart: Path) -> None:
+    app = FlashApp(quickstart, clock=clock, connect=False, watch=False)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await until(pilot, lambda: app.scan_count >= 1)
+        for action in ACTIONS:
+            await pilot.press("ctrl+p")
+            await until(pilot, lambda: isinstance(app.screen, CommandPalette))
+            palette = app.screen
+            await pilot.press(*action.name)
+            await until(pilot, lambda p=palette: p.query_one("CommandList").option_count > 0)
+            prompts = [
+                str(o.prompt)
+                for o in palette.query_one("CommandList").options  # type: ignore[attr-defined]
+            ]
+            assert any(action.name in p for p in prompts), (action.name, prompts)
+            await pilot.press("escape")
+            await until(pilot, lambda: not isinstance(app.screen, CommandPalette))
+
+
+async def test_palette_runs_an_action(quickstart: Path) -> None:
+    app = FlashApp(quickstart, clock=clock, connect=False, watch=False)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await until(pilot, lambda: app.scan_count >= 1)
+        await pilot.press("ctrl+p")
+        await until(pilot, lambda: isinstance(app.screen, CommandPalette))
+        await pilot.press(*"Logs")
+        await pilot.pause(0.3)
+        await pilot.press("enter")
+        await until(pilot, lambda: isinstance(app.screen, LogsScreen))
+
+
+async def test_screen_keys_open_and_close(quickstart: Path) -> None:
+    app = FlashApp(quickstart, clock=clock, connect=False, watch=False)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await until(pilot, lambda: app.scan_count >= 1)
+        for key, screen_type in [
+            ("l", LogsScreen),
+            ("t", RouteTesterScreen),
+            ("question_mark", HelpScreen),
+        ]:
+            await pilot.press(key)
+            await until(pilot, lambda t=screen_type: isinstance(app.screen, t))
+            # Dashboard keys do nothing on other screens (no deploy from the logs screen).
+            assert app.check_action("deploy", ()) is False
+            await pilot.press("escape")
+            await until(pilot, lambda: app.screen is app.dashboard)
+        await pilot.press("r")
+        await until(pilot, lambda: app.scan_count >= 2)
+
+
+async def test_route_tester_prefills_body_from_the_signature(quickstart: Path) -> None:
+    app = FlashApp(quickstart, clock=clock, connect=False, watch=False)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await until(pilot, lambda: app.scan_count >= 1)
+        await pilot.press("t")
+        await until(pilot, lambda: isinstance(app.screen, RouteTesterScreen))
+        screen = app.screen
+        assert isinstance(screen, RouteTesterScreen)
+        titles = [t.title for t in screen._targets]
+        assert "POST /pipeline" in titles
+        index = titles.index("POST /pipeline")
+        from textual.widgets import OptionList, TextArea
+
+        screen.query_one("#targets", OptionList).highlighted = index
+        await pilot.pause()
+        import json
+
+        assert json.loads(screen.query_one("#body", TextArea).text) == {"text": "", "dims": 8}
+        # Invalid JSON is refused with a message, nothing is sent.
+        screen.query_one("#body", TextArea).text = "{not json"
+        await pilot.press("ctrl+s")
+        await pilot.pause()
+        assert any("not valid JSON" in n.message for n in app._notifications)
+        assert screen.history == []
+
+
+async def test_keys_without_a_selection_or_target_explain_themselves(tmp_path: Path) -> None:
+    app = FlashApp(tmp_path, clock=clock, connect=False, watch=False)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await until(pilot, lambda: app.scan_count >= 1)
+        await pilot.press("d")
+        await pilot.press("u")
+        await pilot.press("U")
+        await pilot.pause()
+        messages = [n.message for n in app._notifications]
+        assert any("Select an endpoint" in m for m in messages)
+        assert any("Nothing is deployed" in m for m in messages)
