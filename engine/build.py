@@ -494,12 +494,14 @@ def build_project(
     import_check: bool = True,
     check_timeout: float = 60.0,
     deps_timeout: float = 600.0,
+    python: str | None = None,
 ) -> BuildResult:
     """Build `project` (a path, or an object with `.root`) and return the `BuildResult`.
 
     Raises `BuildError` (with diagnostics) when the project has error diagnostics, a handler
     does not import, or dependency installation fails. Emits `BuildProgress` events through
-    `on_progress`, from the calling thread.
+    `on_progress`, from the calling thread. `python` is the interpreter that imports the
+    handlers for the check (default: this one), e.g. the environment the workers will run in.
     """
     started = time.perf_counter()
     root = _project_root(project)
@@ -620,7 +622,7 @@ def build_project(
                 progress("check", done, len(handlers), result.handler)
 
             checks = check_handler_imports(
-                build_dir, handlers, timeout=check_timeout, on_done=checked
+                build_dir, handlers, timeout=check_timeout, on_done=checked, python=python
             )
             failed = [c for c in checks if not c.ok]
             if failed:

@@ -184,11 +184,13 @@ def _runtime_root() -> str:
     return str(Path(runtime.__file__).resolve().parent.parent)
 
 
-def _check_one(build_dir: Path, filename: str, timeout: float, env: dict[str, str]) -> HandlerCheck:
+def _check_one(
+    build_dir: Path, filename: str, timeout: float, env: dict[str, str], python: str
+) -> HandlerCheck:
     module = handler_module(filename)
     try:
         result = subprocess.run(
-            [sys.executable, "-c", _CHECK_CODE, module],
+            [python, "-c", _CHECK_CODE, module],
             cwd=build_dir,
             env=env,
             capture_output=True,
@@ -197,6 +199,8 @@ def _check_one(build_dir: Path, filename: str, timeout: float, env: dict[str, st
         )
     except subprocess.TimeoutExpired:
         return HandlerCheck(filename, False, f"import did not finish within {timeout:g}s")
+    except OSError as exc:  # e.g. the interpreter does not exist
+        return HandlerCheck(filename, False, f"cannot run {python}: {exc.strerror or exc}")
     if result.returncode == 0:
         return HandlerCheck(filename, True, output=result.stdout + result.stderr)
     lines = [line for line in result.stderr.strip().splitlines() if line.strip()]
@@ -210,11 +214,13 @@ def check_handler_imports(
     *,
     timeout: float = IMPORT_CHECK_TIMEOUT,
     on_done: Callable[[HandlerCheck], None] | None = None,
+    python: str | None = None,
 ) -> list[HandlerCheck]:
     """Import each handler with `python -c "import handler_x"` (cwd = build dir), in parallel.
 
     Returns one `HandlerCheck` per handler, in the order given. `on_done` is called as each
-    check finishes (progress reporting).
+    check finishes (progress reporting). `python` is the interpreter the workers will use
+    (default: this one); our runtime is put on its path either way.
     """
     env = dict(os.environ)
     # No __pycache__ in the build dir: it would leak into the archive and change between runs.
@@ -227,7 +233,10 @@ def check_handler_imports(
     workers = max(1, min(len(handlers), os.cpu_count() or 1, 8))
     with ThreadPoolExecutor(max_workers=workers) as pool:
         futures = {
-            pool.submit(_check_one, Path(build_dir), name, timeout, env): name for name in handlers
+            pool.submit(
+                _check_one, Path(build_dir), name, timeout, env, python or sys.executable
+            ): name
+            for name in handlers
         }
         for future in as_completed(futures):
             name = futures[future]

@@ -161,3 +161,9 @@ def test_import_check_timeout(tmp_path: Path) -> None:
     (tmp_path / "handler_slow.py").write_text("import time\ntime.sleep(30)\n")
     (check,) = check_handler_imports(tmp_path, ["handler_slow.py"], timeout=1.0)
     assert not check.ok and "within 1s" in check.error
+
+
+def test_import_check_with_a_missing_interpreter(tmp_path: Path) -> None:
+    (tmp_path / "handler_x.py").write_text("")
+    (check,) = check_handler_imports(tmp_path, ["handler_x.py"], python=str(tmp_path / "nopython"))
+    assert not check.ok and "cannot run" in check.error
