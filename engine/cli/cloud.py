@@ -1,0 +1,101 @@
+"""`flash-tui cloud start|stop|status [--json]`: the local cloud service of the flash-tui home
+($FLASH_TUI_HOME or the platform's user data directory)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import time
+from typing import Any
+
+from rich.console import Console
+from rich.markup import escape
+
+from engine.cli.plan import err_console, json_out
+from engine.home import Home
+from engine.localcloud.client import CloudClient
+from engine.localcloud.discovery import CloudError, ensure_cloud, read_state, stop_cloud
+
+
+def register(subparsers: Any) -> None:
+    """Add the `cloud` subcommand."""
+    parser = subparsers.add_parser(
+        "cloud",
+        help="start, stop or inspect the local cloud",
+        description="The embedded local cloud runs deployed endpoints on this machine. It "
+        "starts on demand; `stop` stops it and its workers.",
+    )
+    parser.add_argument("action", choices=("start", "stop", "status"))
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.add_argument(
+        "--keep-workers", action="store_true", help="stop: leave the workers running"
+    )
+    parser.set_defaults(func=run)
+
+
+async def _describe(home: Home) -> dict[str, Any]:
+    info = read_state(home)
+    if info is None:
+        return {"running": False, "home": str(home.root)}
+    out: dict[str, Any] = {
+        "running": True,
+        "home": str(home.root),
+        "pid": info.pid,
+        "url": info.url,
+        "started_at": info.started_at,
+        "uptime_s": round(time.time() - info.started_at, 1),
+    }
+    try:
+        async with CloudClient(info, timeout=5.0) as client:
+            apps = await client.apps()
+            out["apps"] = [{"name": a["name"], "endpoints": a["endpoints"]} for a in apps]
+            out["workers"] = (await client.health()).get("workers")
+    except CloudError as exc:
+        out["error"] = str(exc)
+    return out
+
+
+def run(args: argparse.Namespace) -> int:
+    """Start, stop or describe the service."""
+    console = Console(highlight=False)
+    home = Home()
+    try:
+        if args.action == "start":
+            already = read_state(home) is not None
+            info = ensure_cloud(home)
+            data = {"ok": True, "already_running": already, "pid": info.pid, "url": info.url}
+            if args.json:
+                json_out(data)
+            else:
+                verb = "already running" if already else "started"
+                console.print(f"local cloud {verb}: pid {info.pid}, {info.url}")
+            return 0
+        if args.action == "stop":
+            result = stop_cloud(home, stop_workers=not args.keep_workers)
+            if args.json:
+                json_out({"ok": True, **result})
+            elif result["was_running"]:
+                extra = " (forced)" if result.get("forced") else ""
+                console.print(f"local cloud stopped{extra}")
+            else:
+                console.print("local cloud was not running")
+            return 0
+        data = asyncio.run(_describe(home))
+        if args.json:
+            json_out(data)
+        elif not data["running"]:
+            console.print(f"local cloud: not running (home {escape(data['home'])})")
+        else:
+            console.print(
+                f"local cloud: running, pid {data['pid']}, {data['url']}, "
+                f"up {data['uptime_s']:.0f} s, home {escape(data['home'])}"
+            )
+            for app in data.get("apps", []):
+                console.print(f"  {escape(app['name'])}: {app['endpoints']} endpoint(s)")
+        return 0
+    except CloudError as exc:
+        if args.json:
+            json_out({"ok": False, "error": str(exc)})
+        else:
+            err_console().print(f"[bold red]error[/]: {escape(str(exc))}")
+        return 1

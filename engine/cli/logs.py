@@ -1,0 +1,72 @@
+"""`flash-tui logs [NAME...] [--follow] [--lines N] [--json] [--project PATH]`.
+
+Without NAME: every deployed endpoint of the project. `--json` prints `{"lines": [...]}`; with
+`--follow` it prints one JSON object per line as they come (NDJSON), until Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from typing import Any
+
+from rich.console import Console
+from rich.markup import escape
+
+from engine.cli.plan import add_project_option, json_out, run_engine
+from engine.logs import LogLine
+from engine.ops import Engine
+
+
+def register(subparsers: Any) -> None:
+    """Add the `logs` subcommand."""
+    parser = subparsers.add_parser(
+        "logs",
+        help="show (or follow) endpoint logs",
+        description="The last lines of an endpoint's log (all deployed endpoints without "
+        "NAME); --follow keeps printing new lines.",
+    )
+    parser.add_argument("names", nargs="*", metavar="NAME", help="endpoints (default: all)")
+    parser.add_argument("--follow", "-f", action="store_true", help="keep printing new lines")
+    parser.add_argument("--lines", "-n", type=int, default=100, help="lines of history")
+    add_project_option(parser)
+    parser.set_defaults(func=run)
+
+
+def _print(console: Console, line: LogLine, width: int, many: bool) -> None:
+    stamp = time.strftime("%H:%M:%S ", time.localtime(line.at)) if line.at else ""
+    who = f"[cyan]{escape(line.endpoint.ljust(width))}[/] " if many else ""
+    style = {"flash": "dim", "error": "red"}.get(line.source, "")
+    text = escape(line.text)
+    console.print(f"[dim]{stamp}[/]{who}" + (f"[{style}]{text}[/]" if style else text))
+
+
+def run(args: argparse.Namespace) -> int:
+    """Print or follow logs."""
+
+    async def work(engine: Engine) -> int:
+        names = args.names or None
+        console = Console(highlight=False, soft_wrap=True)
+        if not args.follow:
+            lines = await engine.logs(names, max(0, args.lines))
+            if args.json:
+                json_out({"app": engine.app, "lines": [ln.to_dict() for ln in lines]})
+                return 0
+            width = max((len(ln.endpoint) for ln in lines), default=0)
+            many = len({ln.endpoint for ln in lines}) > 1
+            for line in lines:
+                _print(console, line, width, many)
+            return 0
+        width = max((len(n) for n in names or []), default=10)
+        many = names is None or len(names) > 1
+        async for line in engine.follow(names, max(0, args.lines)):
+            if args.json:
+                sys.stdout.write(json.dumps(line.to_dict()) + "\n")
+                sys.stdout.flush()
+            else:
+                _print(console, line, width, many)
+        return 0
+
+    return run_engine(args, work)

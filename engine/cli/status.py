@@ -1,0 +1,106 @@
+"""`flash-tui status [--json] [--no-probe] [--project PATH]`: every endpoint's status, drift
+and live health.
+
+`--json` prints `{"app", "target", "endpoints": [...]}`, one object per endpoint in code or
+deployed with `name`, `resource_type`, `status` (not_deployed|deploying|healthy|unhealthy|
+failed|stopped), `drift` (new|in_sync|drifted|orphaned|unknown), `drift_fields`, `url`, `pid`,
+`restarts` and `health` ({ok, latency_ms, at} or null). Keys never appear.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Any
+
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from engine.cli.plan import add_project_option, json_out, run_engine
+from engine.ops import Engine
+
+STATUS_COLORS = {
+    "healthy": "green",
+    "deploying": "cyan",
+    "unhealthy": "yellow",
+    "failed": "bold red",
+    "stopped": "dim",
+    "not_deployed": "dim",
+}
+DRIFT_COLORS = {
+    "in_sync": "green",
+    "drifted": "yellow",
+    "new": "cyan",
+    "orphaned": "magenta",
+    "unknown": "dim",
+}
+
+
+def register(subparsers: Any) -> None:
+    """Add the `status` subcommand."""
+    parser = subparsers.add_parser(
+        "status",
+        help="status, drift and health of every endpoint",
+        description="Every endpoint in code or deployed: deployment status, drift (config "
+        "in code vs deployed) and a live health probe.",
+    )
+    parser.add_argument("--no-probe", action="store_true", help="skip the live health probe")
+    add_project_option(parser)
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Print the status."""
+
+    async def work(engine: Engine) -> int:
+        target = await engine.connect()
+        statuses = await engine.status(probe=not args.no_probe)
+        if args.json:
+            json_out(
+                {"app": engine.app, "target": target, "endpoints": [s.to_dict() for s in statuses]}
+            )
+            return 0
+        console = Console(highlight=False)
+        table = Table(title=f"{engine.app} · {target}", title_justify="left", header_style="bold")
+        for column in ("endpoint", "type", "status", "drift", "health", "url", "pid", "restarts"):
+            table.add_column(column)
+        for s in statuses:
+            health = "—"
+            if s.health is not None:
+                health = (
+                    f"[green]ok[/] {s.health.latency_ms:.1f} ms"
+                    if s.health.ok
+                    else f"[red]{escape(s.health.detail or 'failing')}[/]"
+                )
+            table.add_row(
+                escape(s.name),
+                escape(s.resource_type or ""),
+                f"[{STATUS_COLORS.get(s.status, 'white')}]{s.status}[/]",
+                f"[{DRIFT_COLORS.get(s.drift, 'white')}]{s.drift}[/]",
+                health,
+                escape(s.url or "—"),
+                str(s.pid or "—"),
+                str(s.restarts),
+            )
+        console.print(table)
+        for s in statuses:
+            for change in s.drift_fields:
+                console.print(
+                    f"  [yellow]{escape(s.name)}[/] {escape(change['field'])}: "
+                    f"{escape(json.dumps(change['deployed']))} → "
+                    f"{escape(json.dumps(change['local']))}  [dim](deployed → local)[/]"
+                )
+            if s.unresolved:
+                console.print(
+                    f"  [dim]{escape(s.name)}: not statically resolvable: "
+                    f"{escape(', '.join(s.unresolved))}[/]"
+                )
+            if s.status == "failed" and s.last_error:
+                console.print(f"  [red]{escape(s.name)} failed[/]; last output:")
+                console.print(escape(s.last_error), markup=False)
+        if any(s.resource_type and "Cpu" not in s.resource_type for s in statuses):
+            console.print("[dim]GPU endpoints run on this machine's CPU in the local cloud.[/]")
+        return 0
+
+    return run_engine(args, work)

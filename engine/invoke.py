@@ -1,0 +1,386 @@
+"""Invoke a deployed endpoint: an LB route, or a QB function through the RunPod job API.
+
+Targets are named the way a person would (`resolve_call`):
+
+- `"POST /compute"`, `"/compute"` (method inferred when the path has one route),
+  `"api:/compute"`, `"api:POST /compute"`: a load-balanced route;
+- `"embed"`, `"gpu_worker:embed"`: a queue-based function (found through the manifest's
+  function registry); `"cpu_worker:TextAnalyzer.keywords"`: a method of a QB class.
+
+LB calls send the data as the JSON body (as the query string for GET/DELETE). QB calls send a
+`/runsync` job in the upstream contract (kwargs as base64 cloudpickle; for a class, data keys
+`init` (constructor kwargs) and the rest as method kwargs), wait for it (polling `/status` if
+`/runsync` returns before the job ends) and decode the result. Both report status, latency and
+the decoded result. The key is sent, never shown: `curl_command` prints a placeholder unless
+asked to reveal it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import shlex
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+
+from engine.provider import EndpointTarget
+from runtime.serialization import deserialize, serialize_kwargs
+
+__all__ = [
+    "CallSpec",
+    "InvokeError",
+    "InvokeResult",
+    "build_job",
+    "curl_command",
+    "invoke",
+    "resolve_call",
+]
+
+_METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
+_TERMINAL = frozenset({"COMPLETED", "FAILED", "CANCELLED", "TIMED_OUT"})
+
+
+class InvokeError(Exception):
+    """The call could not be resolved or sent; the message says why."""
+
+
+@dataclass(frozen=True)
+class CallSpec:
+    """A resolved call: which endpoint, and which route or function."""
+
+    endpoint: str
+    is_load_balanced: bool
+    method: str | None = None
+    path: str | None = None
+    function: str | None = None
+    class_method: str | None = None
+
+    def describe(self) -> str:
+        """`api POST /compute` or `gpu_worker embed()`."""
+        if self.is_load_balanced:
+            return f"{self.endpoint} {self.method} {self.path}"
+        name = f"{self.function}.{self.class_method}" if self.class_method else self.function
+        return f"{self.endpoint} {name}()"
+
+
+@dataclass
+class InvokeResult:
+    """The outcome of one call."""
+
+    call: CallSpec
+    url: str
+    ok: bool
+    status_code: int | None
+    latency_ms: float
+    result: Any = None
+    body: Any = None
+    headers: dict[str, str] = field(default_factory=dict)
+    error: str | None = None
+    job_status: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form (`invoke --json`)."""
+        return {
+            "endpoint": self.call.endpoint,
+            "call": self.call.describe(),
+            "url": self.url,
+            "ok": self.ok,
+            "status_code": self.status_code,
+            "latency_ms": self.latency_ms,
+            "job_status": self.job_status,
+            "result": _jsonable(self.result),
+            "error": self.error,
+        }
+
+
+def _jsonable(value: Any) -> Any:
+    try:
+        json.dumps(value)
+        return value
+    except (TypeError, ValueError):
+        return repr(value)
+
+
+def _functions(manifest: Mapping[str, Any], resource: str) -> list[Mapping[str, Any]]:
+    entry = (manifest.get("resources") or {}).get(resource) or {}
+    return [f for f in entry.get("functions") or [] if isinstance(f, Mapping)]
+
+
+def _is_lb(manifest: Mapping[str, Any], resource: str) -> bool:
+    entry = (manifest.get("resources") or {}).get(resource) or {}
+    return bool(entry.get("is_load_balanced"))
+
+
+def _routes(manifest: Mapping[str, Any]) -> list[tuple[str, str, str]]:
+    """(resource, METHOD, path) of every LB route."""
+    out = []
+    for resource in sorted(manifest.get("resources") or {}):
+        if not _is_lb(manifest, resource):
+            continue
+        for fn in _functions(manifest, resource):
+            if fn.get("http_method") and fn.get("http_path"):
+                out.append((resource, str(fn["http_method"]).upper(), str(fn["http_path"])))
+    return out
+
+
+def resolve_call(manifest: Mapping[str, Any], target: str) -> CallSpec:
+    """Resolve a target string against the manifest (see the module docstring)."""
+    text = target.strip()
+    resources = manifest.get("resources") or {}
+    endpoint: str | None = None
+    rest = text
+    head, sep, tail = text.partition(":")
+    if sep and head in resources:
+        endpoint, rest = head, tail.strip()
+    method: str | None = None
+    parts = rest.split(None, 1)
+    if len(parts) == 2 and parts[0].upper() in _METHODS:
+        method, rest = parts[0].upper(), parts[1].strip()
+    if rest.startswith("/"):
+        matches = [
+            r
+            for r in _routes(manifest)
+            if r[2] == rest and (method is None or r[1] == method) and endpoint in (None, r[0])
+        ]
+        if not matches:
+            raise InvokeError(f"no load-balanced route matches {text!r}")
+        if len(matches) > 1:
+            options = ", ".join(f"{r[0]}:{r[1]} {r[2]}" for r in matches)
+            raise InvokeError(f"{text!r} is ambiguous: {options}")
+        resource, route_method, path = matches[0]
+        return CallSpec(resource, True, method=route_method, path=path)
+    name, _, class_method = rest.partition(".")
+    if endpoint is None:
+        registry = manifest.get("function_registry") or {}
+        endpoint = registry.get(name)
+        if endpoint is None:
+            if text in resources:
+                raise InvokeError(
+                    f"{text!r} is an endpoint: name a route (`{text}:/path`) or a function "
+                    f"(`{text}:function`)"
+                )
+            raise InvokeError(f"no function or route named {text!r} in the manifest")
+    fn = next((f for f in _functions(manifest, endpoint) if f.get("name") == name), None)
+    if fn is None:
+        raise InvokeError(f"endpoint {endpoint!r} has no function {name!r}")
+    if _is_lb(manifest, endpoint):
+        return CallSpec(
+            endpoint,
+            True,
+            method=str(fn.get("http_method") or "POST").upper(),
+            path=str(fn.get("http_path") or "/"),
+            function=name,
+        )
+    if fn.get("is_class") and not class_method:
+        methods = ", ".join(fn.get("class_methods") or []) or "?"
+        raise InvokeError(f"{name} is a class: call a method, e.g. {name}.<method> ({methods})")
+    return CallSpec(endpoint, False, function=name, class_method=class_method or None)
+
+
+def build_job(call: CallSpec, data: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The `/runsync` body of a QB call (upstream job contract)."""
+    data = dict(data or {})
+    if call.class_method:
+        init = data.pop("init", None) or {}
+        return {
+            "input": {
+                "function_name": call.function,
+                "execution_type": "class",
+                "class_name": call.function,
+                "method_name": call.class_method,
+                "args": [],
+                "kwargs": serialize_kwargs(dict(init)),
+                "method_args": [],
+                "method_kwargs": serialize_kwargs(data),
+            }
+        }
+    return {
+        "input": {
+            "function_name": call.function,
+            "execution_type": "function",
+            "args": [],
+            "kwargs": serialize_kwargs(data),
+        }
+    }
+
+
+def _response_body(response: httpx.Response) -> Any:
+    try:
+        return response.json()
+    except ValueError:
+        return response.text
+
+
+async def invoke(
+    target: EndpointTarget,
+    call: CallSpec,
+    data: Any = None,
+    *,
+    timeout: float = 120.0,
+    client: httpx.AsyncClient | None = None,
+) -> InvokeResult:
+    """Send the call and return status, latency and the decoded result."""
+    own = client is None
+    http = client or httpx.AsyncClient(trust_env=False)
+    started = time.perf_counter()
+    try:
+        if call.is_load_balanced:
+            return await _invoke_lb(http, target, call, data, timeout, started)
+        if data is not None and not isinstance(data, Mapping):
+            raise InvokeError("a queue-based function takes a JSON object of keyword arguments")
+        return await _invoke_qb(http, target, call, data, timeout, started)
+    finally:
+        if own:
+            await http.aclose()
+
+
+def _elapsed(started: float) -> float:
+    return round((time.perf_counter() - started) * 1000, 2)
+
+
+async def _invoke_lb(
+    http: httpx.AsyncClient,
+    target: EndpointTarget,
+    call: CallSpec,
+    data: Any,
+    timeout: float,
+    started: float,
+) -> InvokeResult:
+    assert call.method and call.path
+    url = target.url(call.path)
+    kwargs: dict[str, Any] = {"headers": target.headers(), "timeout": timeout}
+    if call.method in ("GET", "DELETE"):
+        if data is not None and not isinstance(data, Mapping):
+            raise InvokeError(f"{call.method} takes a JSON object (sent as query parameters)")
+        kwargs["params"] = {k: _query_value(v) for k, v in (data or {}).items()}
+    elif data is not None:
+        kwargs["json"] = data
+    try:
+        response = await http.request(call.method, url, **kwargs)
+    except httpx.HTTPError as exc:
+        return InvokeResult(call, url, False, None, _elapsed(started), error=f"{exc!r}")
+    body = _response_body(response)
+    ok = response.status_code < 400
+    return InvokeResult(
+        call,
+        url,
+        ok,
+        response.status_code,
+        _elapsed(started),
+        result=body,
+        body=body,
+        headers=dict(response.headers),
+        error=None if ok else _error_text(body, response),
+    )
+
+
+def _query_value(value: Any) -> str:
+    return value if isinstance(value, str) else json.dumps(value)
+
+
+def _error_text(body: Any, response: httpx.Response) -> str:
+    if isinstance(body, Mapping):
+        for key in ("detail", "error", "message"):
+            if key in body:
+                return f"HTTP {response.status_code}: {body[key]}"
+    return f"HTTP {response.status_code}: {str(body)[:300]}"
+
+
+async def _invoke_qb(
+    http: httpx.AsyncClient,
+    target: EndpointTarget,
+    call: CallSpec,
+    data: Mapping[str, Any] | None,
+    timeout: float,
+    started: float,
+) -> InvokeResult:
+    url = target.url("/runsync")
+    job = build_job(call, data)
+    deadline = time.monotonic() + timeout
+    try:
+        response = await http.post(url, json=job, headers=target.headers(), timeout=timeout)
+        body = _response_body(response)
+        while (
+            response.status_code == 200
+            and isinstance(body, Mapping)
+            and body.get("status") not in _TERMINAL
+            and body.get("id")
+            and time.monotonic() < deadline
+        ):
+            await asyncio.sleep(0.2)
+            response = await http.get(
+                target.url(f"/status/{body['id']}"), headers=target.headers(), timeout=timeout
+            )
+            body = _response_body(response)
+    except httpx.HTTPError as exc:
+        return InvokeResult(call, url, False, None, _elapsed(started), error=f"{exc!r}")
+    latency = _elapsed(started)
+    if response.status_code >= 400 or not isinstance(body, Mapping):
+        return InvokeResult(
+            call,
+            url,
+            False,
+            response.status_code,
+            latency,
+            body=body,
+            error=_error_text(body, response),
+        )
+    status = body.get("status")
+    output = body.get("output")
+    if status != "COMPLETED" or not isinstance(output, Mapping):
+        error = body.get("error") or f"job {status}"
+        return InvokeResult(
+            call, url, False, 200, latency, body=body, error=str(error), job_status=status
+        )
+    if not output.get("success"):
+        error = str(output.get("error") or "the function failed")
+        if output.get("traceback"):
+            error += "\n" + str(output["traceback"]).rstrip()
+        return InvokeResult(
+            call, url, False, 200, latency, body=body, error=error, job_status=status
+        )
+    try:
+        result = deserialize(output["result"]) if output.get("result") is not None else None
+    except Exception as exc:  # a result we cannot unpickle here is still a completed call
+        return InvokeResult(
+            call,
+            url,
+            False,
+            200,
+            latency,
+            body=body,
+            error=f"cannot decode the result: {exc}",
+            job_status=status,
+        )
+    return InvokeResult(call, url, True, 200, latency, result=result, body=body, job_status=status)
+
+
+def curl_command(
+    target: EndpointTarget, call: CallSpec, data: Any = None, *, reveal: bool = False
+) -> str:
+    """The same request as a curl command line; the key is `$FLASH_ENDPOINT_KEY` unless
+    `reveal`."""
+    key = target.key if reveal and target.key else "$FLASH_ENDPOINT_KEY"
+    auth = f"Authorization: Bearer {key}"
+    auth_arg = shlex.quote(auth) if reveal else f'"{auth}"'
+    if call.is_load_balanced:
+        assert call.method and call.path
+        url = target.url(call.path)
+        if call.method in ("GET", "DELETE"):
+            query = httpx.QueryParams({k: _query_value(v) for k, v in (data or {}).items()})
+            url = f"{url}?{query}" if query else url
+            return f"curl -X {call.method} -H {auth_arg} {shlex.quote(url)}"
+        body = json.dumps(data if data is not None else {})
+        return (
+            f"curl -X {call.method} -H {auth_arg} -H 'Content-Type: application/json' "
+            f"-d {shlex.quote(body)} {shlex.quote(url)}"
+        )
+    body = json.dumps(build_job(call, data if isinstance(data, Mapping) else None))
+    return (
+        f"curl -X POST -H {auth_arg} -H 'Content-Type: application/json' "
+        f"-d {shlex.quote(body)} {shlex.quote(target.url('/runsync'))}"
+    )

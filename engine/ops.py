@@ -1,0 +1,654 @@
+"""Engine operations shared by the CLI and the TUI: plan, deploy, undeploy, status, logs, invoke.
+
+`Engine(project, provider)` is one session on one project and one target. Every operation is
+async, reports progress as typed `OpEvent`s through an optional callback, and returns plain
+dataclasses with `to_dict()` for `--json`. Confirmation is the caller's business: deploy and
+undeploy accept an async `confirm(plan) -> bool` that runs after the plan is known and before
+anything changes (the CLI prompts, the TUI shows a dialog). No Textual here.
+
+Deploy: scan, build when the build is stale (sources newer than the archive, files added or
+removed, or a different manifest), plan against the provider's endpoints (config hash, code
+hash, running state), confirm, then one provider deploy of every create/update plus the deletes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from engine.drift import Drift, drift_of, is_unresolved
+from engine.health import HealthSample, probe_all
+from engine.invoke import CallSpec, InvokeResult, invoke, resolve_call
+from engine.logs import LogLine, follow_logs, read_logs
+from engine.plan import Plan, PlanItem, local_resources, make_plan
+from engine.provider import (
+    BuildRef,
+    DeployedEndpoint,
+    DeployOutcome,
+    EndpointSpec,
+    Provider,
+    ProviderError,
+    ProviderEvent,
+    get_provider,
+)
+
+__all__ = [
+    "DeployReport",
+    "Engine",
+    "EndpointStatus",
+    "OpError",
+    "OpEvent",
+    "app_name",
+    "build_is_fresh",
+]
+
+Confirm = Callable[[Plan], Awaitable[bool]]
+OnEvent = Callable[["OpEvent"], None]
+
+_RUNNING = frozenset({"healthy", "unhealthy", "deploying"})
+
+
+class OpError(Exception):
+    """An operation could not be done; the message is for a person and holds no secret."""
+
+
+@dataclass(frozen=True)
+class OpEvent:
+    """Progress of an operation.
+
+    `op`: plan/deploy/undeploy; `step`: scan, build, plan, confirm, endpoint, done;
+    `done`/`total` for progress bars; `name` for per-endpoint steps.
+    """
+
+    op: str
+    step: str
+    message: str = ""
+    name: str | None = None
+    done: int | None = None
+    total: int | None = None
+    data: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class EndpointStatus:
+    """One endpoint as `status` reports it (in code, deployed, or both)."""
+
+    name: str
+    resource_type: str | None
+    status: str
+    drift: str
+    drift_fields: list[dict[str, Any]] = field(default_factory=list)
+    unresolved: list[str] = field(default_factory=list)
+    url: str | None = None
+    pid: int | None = None
+    restarts: int = 0
+    health: HealthSample | None = None
+    is_load_balanced: bool = False
+    in_code: bool = False
+    deployed: bool = False
+    build_id: str | None = None
+    started_at: float | None = None
+    last_error: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """The `status --json` object of this endpoint."""
+        return {
+            "name": self.name,
+            "resource_type": self.resource_type,
+            "status": self.status,
+            "drift": self.drift,
+            "drift_fields": self.drift_fields,
+            "unresolved": self.unresolved,
+            "url": self.url,
+            "pid": self.pid,
+            "restarts": self.restarts,
+            "health": self.health.to_dict() if self.health else None,
+            "is_load_balanced": self.is_load_balanced,
+            "in_code": self.in_code,
+            "deployed": self.deployed,
+            "build_id": self.build_id,
+            "uptime_s": round(time.time() - self.started_at, 1)
+            if self.started_at and self.status in _RUNNING
+            else None,
+            "last_error": self.last_error,
+        }
+
+
+@dataclass
+class DeployReport:
+    """What a deploy (or undeploy) did."""
+
+    plan: Plan
+    outcome: DeployOutcome | None = None
+    cancelled: bool = False
+    built: bool = False
+    build_id: str | None = None
+    elapsed_ms: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        """True when nothing failed (a cancelled or empty operation is ok)."""
+        return self.outcome is None or self.outcome.ok
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form."""
+        return {
+            "ok": self.ok,
+            "cancelled": self.cancelled,
+            "built": self.built,
+            "build_id": self.build_id,
+            "plan": self.plan.to_dict(),
+            "results": self.outcome.results if self.outcome else [],
+            "elapsed_ms": self.elapsed_ms,
+        }
+
+
+def app_name(root: Path) -> str:
+    """The app name of a project: its directory name, made safe for the provider."""
+    name = re.sub(r"[^A-Za-z0-9_.-]+", "-", root.name).strip("-.") or "app"
+    return name[:128]
+
+
+def _manifest_without_time(manifest: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in manifest.items() if k != "generated_at"}
+
+
+def build_is_fresh(root: Path, manifest: dict[str, Any]) -> bool:
+    """True when `.flash/` holds a build of exactly the current sources and `manifest`.
+
+    Fresh means: the archive and the build's manifest exist, the manifest equals the scanned
+    one (timestamp aside), no shipped file is newer than the archive, and the set of shipped
+    files is the one in the build directory.
+    """
+    from engine.build import ARCHIVE_NAME, BUILD_DIR, FLASH_DIR, MANIFEST_NAME, collect_files
+    from engine.project import load_ignore
+
+    archive = root / FLASH_DIR / ARCHIVE_NAME
+    build_dir = root / BUILD_DIR
+    try:
+        built = json.loads((build_dir / MANIFEST_NAME).read_text(encoding="utf-8"))
+        archive_mtime = archive.stat().st_mtime_ns
+    except (OSError, ValueError):
+        return False
+    if _manifest_without_time(built) != _manifest_without_time(manifest):
+        return False
+    files, _warnings = collect_files(root, load_ignore(root).is_ignored)
+    for path in files.values():
+        try:
+            if path.stat().st_mtime_ns > archive_mtime:
+                return False
+        except OSError:
+            return False
+    generated = {MANIFEST_NAME} | {
+        str(entry.get("handler_file") or f"handler_{name}.py")
+        for name, entry in (manifest.get("resources") or {}).items()
+    }
+    present: set[str] = set()
+    for dirpath, dirnames, filenames in os.walk(build_dir):
+        dirnames[:] = [d for d in dirnames if d != "__pycache__"]
+        rel_dir = Path(dirpath).relative_to(build_dir).as_posix()
+        prefix = "" if rel_dir == "." else rel_dir + "/"
+        present.update(prefix + f for f in filenames if not f.endswith((".pyc", ".pyo")))
+    return present - generated == set(files) - generated
+
+
+def _spec(name: str, entry: dict[str, Any]) -> EndpointSpec:
+    config = {k: v for k, v in (entry.get("config") or {}).items() if not is_unresolved(v)}
+    return EndpointSpec(
+        name=name,
+        resource_type=str(entry.get("resource_type") or ""),
+        is_load_balanced=bool(entry.get("is_load_balanced")),
+        config=config,
+        config_hash=entry.get("config_hash"),
+        code_hash=entry.get("code_hash"),
+    )
+
+
+class Engine:
+    """One project on one target. Use as `async with Engine(path) as engine`."""
+
+    def __init__(
+        self,
+        project: str | os.PathLike[str],
+        provider: Provider | None = None,
+        *,
+        target: str = "local",
+    ) -> None:
+        self.root = Path(project).expanduser().resolve()
+        if not self.root.is_dir():
+            raise OpError(f"{self.root} is not a directory")
+        self.app = app_name(self.root)
+        self.provider: Provider = provider or get_provider(target)
+        self._scan_lock = asyncio.Lock()
+
+    async def __aenter__(self) -> Engine:
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        """Release the provider's connections (the local cloud keeps running)."""
+        await self.provider.close()
+
+    async def connect(self) -> str:
+        """Reach the target (starting the local cloud when needed)."""
+        try:
+            return await self.provider.connect()
+        except ProviderError as exc:
+            raise OpError(str(exc)) from exc
+
+    # -- project --------------------------------------------------------------------------
+
+    async def scan(self) -> Any:
+        """Scan the project (engine.scan) in a thread; returns its ScanResult."""
+        from engine.scan import scan_project
+
+        async with self._scan_lock:
+            return await asyncio.to_thread(scan_project, self.root)
+
+    async def _manifest(self, emit: Callable[..., None]) -> dict[str, Any]:
+        emit("scan", "scanning")
+        result = await self.scan()
+        errors = [d for d in result.diagnostics if d.severity == "error"]
+        if errors:
+            lines = [f"  {d.file}:{d.line}: {d.message}" for d in errors[:10]]
+            raise OpError(f"the project has {len(errors)} error(s):\n" + "\n".join(lines))
+        resources = result.manifest.get("resources") or {}
+        emit("scan", f"{len(resources)} endpoint(s) in code", done=1, total=1)
+        return dict(result.manifest)
+
+    async def _deployed(self) -> dict[str, DeployedEndpoint]:
+        try:
+            endpoints = await self.provider.list_endpoints(self.app)
+        except ProviderError as exc:
+            raise OpError(str(exc)) from exc
+        return {e.name: e for e in endpoints}
+
+    def _emitter(self, op: str, on_event: OnEvent | None) -> Callable[..., None]:
+        def emit(step: str, message: str = "", **kwargs: Any) -> None:
+            if on_event is not None:
+                on_event(OpEvent(op, step, message, **kwargs))
+
+        return emit
+
+    # -- plan -----------------------------------------------------------------------------
+
+    async def plan(
+        self,
+        names: Sequence[str] | None = None,
+        *,
+        force: bool = False,
+        on_event: OnEvent | None = None,
+        manifest: dict[str, Any] | None = None,
+    ) -> Plan:
+        """What `deploy(names)` would do now (no build, no change)."""
+        emit = self._emitter("plan", on_event)
+        if manifest is None:
+            manifest = await self._manifest(emit)
+        local = local_resources(manifest, self.root)
+        deployed = await self._deployed()
+        self._check_names(names, local, deployed)
+        plan = make_plan(
+            local,
+            {n: e.as_entry() for n, e in deployed.items()},
+            names=names,
+            force=force,
+        )
+        emit("plan", _plan_summary(plan), data=plan.counts())
+        return plan
+
+    @staticmethod
+    def _check_names(
+        names: Sequence[str] | None, local: dict[str, Any], deployed: dict[str, Any]
+    ) -> None:
+        unknown = [n for n in names or () if n not in local and n not in deployed]
+        if unknown:
+            known = ", ".join(sorted(set(local) | set(deployed))) or "none"
+            raise OpError(f"unknown endpoint(s): {', '.join(unknown)} (known: {known})")
+
+    # -- deploy ---------------------------------------------------------------------------
+
+    async def build(self, manifest: dict[str, Any], on_event: OnEvent | None = None) -> BuildRef:
+        """The current build, rebuilding first when it is stale."""
+        ref, _built = await self._build(manifest, self._emitter("deploy", on_event))
+        return ref
+
+    async def _build(
+        self, manifest: dict[str, Any], emit: Callable[..., None]
+    ) -> tuple[BuildRef, bool]:
+        from engine.archive import file_sha256
+        from engine.build import ARCHIVE_NAME, BUILD_DIR, FLASH_DIR, BuildError, build_project
+
+        root = self.root
+        if await asyncio.to_thread(build_is_fresh, root, manifest):
+            archive = root / FLASH_DIR / ARCHIVE_NAME
+            build_id = await asyncio.to_thread(file_sha256, archive)
+            built_manifest = json.loads((root / BUILD_DIR / "flash_manifest.json").read_text())
+            emit("build", f"build {build_id[:12]} is up to date", done=1, total=1)
+            return BuildRef(build_id, archive, root / BUILD_DIR, built_manifest), False
+        loop = asyncio.get_running_loop()
+
+        def progress(p: Any) -> None:
+            loop.call_soon_threadsafe(
+                lambda: emit(
+                    "build",
+                    f"{p.step}: {p.message}".rstrip(": "),
+                    done=p.done,
+                    total=p.total,
+                    data={"build_step": p.step},
+                )
+            )
+
+        emit("build", "building")
+        try:
+            result = await asyncio.to_thread(build_project, root, on_progress=progress)
+        except BuildError as exc:
+            raise OpError(f"build failed: {exc}") from exc
+        emit("build", f"built {result.build_id[:12]}", done=1, total=1)
+        return (
+            BuildRef(result.build_id, result.archive, result.build_dir, result.manifest),
+            True,
+        )
+
+    async def deploy(
+        self,
+        names: Sequence[str] | None = None,
+        *,
+        force: bool = False,
+        confirm: Confirm | None = None,
+        on_event: OnEvent | None = None,
+    ) -> DeployReport:
+        """Build if stale, plan, confirm, deploy. `names`: only those endpoints (no deletes)."""
+        started = time.perf_counter()
+        emit = self._emitter("deploy", on_event)
+        manifest = await self._manifest(emit)
+        await self.connect()
+        build, built = await self._build(manifest, emit)
+        plan = await self.plan(names, force=force, manifest=build.manifest)
+        emit("plan", _plan_summary(plan), data=plan.counts())
+        report = DeployReport(plan, built=built, build_id=build.build_id)
+        if not plan.has_changes:
+            emit("done", "nothing to do: everything is up to date")
+            report.elapsed_ms = _ms(started)
+            return report
+        if confirm is not None:
+            emit("confirm", "waiting for confirmation")
+            if not await confirm(plan):
+                report.cancelled = True
+                emit("done", "cancelled; nothing was changed")
+                report.elapsed_ms = _ms(started)
+                return report
+        local = local_resources(build.manifest, self.root)
+        specs = [
+            _spec(i.name, local[i.name]) for i in plan.items if i.action in ("create", "update")
+        ]
+        removes = plan.names("delete")
+        total = len(specs) + len(removes)
+        done = 0
+
+        def forward(event: ProviderEvent) -> None:
+            nonlocal done
+            if event.kind == "endpoint" and event.state in ("healthy", "error", "removed"):
+                done += 1
+            message = " ".join(p for p in (event.action, event.state) if p)
+            if event.message:
+                message += f": {event.message.splitlines()[0]}"
+            emit(
+                "endpoint",
+                message,
+                name=event.name,
+                done=done,
+                total=total,
+                data={"action": event.action, "state": event.state, "elapsed_ms": event.elapsed_ms},
+            )
+
+        try:
+            report.outcome = await self.provider.deploy(
+                self.app,
+                specs,
+                build,
+                remove=removes,
+                force=force,
+                project_path=self.root,
+                on_event=forward,
+            )
+        except ProviderError as exc:
+            raise OpError(str(exc)) from exc
+        report.elapsed_ms = _ms(started)
+        failed = report.outcome.failed()
+        emit(
+            "done",
+            "deployed" if not failed else f"{len(failed)} endpoint(s) failed",
+            data={"ok": report.outcome.ok},
+        )
+        return report
+
+    # -- undeploy -------------------------------------------------------------------------
+
+    async def undeploy(
+        self,
+        names: Sequence[str] | None = None,
+        *,
+        confirm: Confirm | None = None,
+        on_event: OnEvent | None = None,
+    ) -> DeployReport:
+        """Stop and remove deployed endpoints (all of the app when `names` is None)."""
+        started = time.perf_counter()
+        emit = self._emitter("undeploy", on_event)
+        deployed = await self._deployed()
+        if names is not None:
+            unknown = [n for n in names if n not in deployed]
+            if unknown:
+                known = ", ".join(sorted(deployed)) or "none"
+                raise OpError(f"not deployed: {', '.join(unknown)} (deployed: {known})")
+        targets = sorted(deployed) if names is None else list(dict.fromkeys(names))
+        plan = Plan(
+            tuple(
+                PlanItem(
+                    n,
+                    "delete",
+                    deployed[n].resource_type,
+                    Drift(n, "orphaned", deployed[n].resource_type),
+                    ("undeploy",),
+                )
+                for n in targets
+            )
+        )
+        report = DeployReport(plan)
+        if not targets:
+            emit("done", "nothing is deployed")
+            return report
+        if confirm is not None and not await confirm(plan):
+            report.cancelled = True
+            emit("done", "cancelled; nothing was changed")
+            return report
+        done = 0
+
+        def forward(event: ProviderEvent) -> None:
+            nonlocal done
+            if event.state == "removed":
+                done += 1
+            emit(
+                "endpoint",
+                f"{event.action} {event.state}",
+                name=event.name,
+                done=done,
+                total=len(targets),
+            )
+
+        try:
+            report.outcome = await self.provider.delete(
+                self.app, None if names is None else targets, on_event=forward
+            )
+        except ProviderError as exc:
+            raise OpError(str(exc)) from exc
+        report.elapsed_ms = _ms(started)
+        emit("done", "undeployed", data={"ok": report.outcome.ok})
+        return report
+
+    # -- status ---------------------------------------------------------------------------
+
+    async def status(self, *, probe: bool = True, scan: bool = True) -> list[EndpointStatus]:
+        """Every endpoint in code or deployed: status, drift and (with `probe`) live health."""
+        local: dict[str, Any] = {}
+        if scan:
+            result = await self.scan()
+            local = local_resources(result.manifest, self.root)
+        deployed = await self._deployed()
+        samples: dict[str, HealthSample] = {}
+        if probe:
+            targets = []
+            for name, endpoint in deployed.items():
+                if endpoint.url and endpoint.status in _RUNNING:
+                    try:
+                        targets.append(await self.provider.target(self.app, name))
+                    except ProviderError:
+                        continue
+            samples = {s.endpoint: s for s in await probe_all(targets)}
+        out = []
+        for name in sorted(set(local) | set(deployed)):
+            here, there = local.get(name), deployed.get(name)
+            drift = drift_of(name, here, there.as_entry() if there else None)
+            out.append(self._status_of(name, here, there, drift, samples.get(name)))
+        return out
+
+    @staticmethod
+    def _status_of(
+        name: str,
+        here: dict[str, Any] | None,
+        there: DeployedEndpoint | None,
+        drift: Drift,
+        sample: HealthSample | None,
+    ) -> EndpointStatus:
+        if there is None:
+            status = "not_deployed"
+        else:
+            status = there.status
+            if sample is not None and status in _RUNNING:
+                status = "healthy" if sample.ok else "unhealthy"
+                if not sample.ok and there.status == "deploying":
+                    status = "deploying"
+        return EndpointStatus(
+            name=name,
+            resource_type=drift.resource_type,
+            status=status,
+            drift=drift.state,
+            drift_fields=[f.to_dict() for f in drift.fields],
+            unresolved=list(drift.unresolved),
+            url=there.url if there else None,
+            pid=there.pid if there else None,
+            restarts=there.restarts if there else 0,
+            health=sample,
+            is_load_balanced=bool(
+                there.is_load_balanced if there else (here or {}).get("is_load_balanced")
+            ),
+            in_code=here is not None,
+            deployed=there is not None,
+            build_id=there.build_id if there else None,
+            started_at=there.started_at if there else None,
+            last_error=there.last_error if there else None,
+        )
+
+    async def probe(self) -> list[HealthSample]:
+        """Probe every running deployed endpoint now."""
+        deployed = await self._deployed()
+        targets = []
+        for name, endpoint in deployed.items():
+            if endpoint.url and endpoint.status in _RUNNING:
+                try:
+                    targets.append(await self.provider.target(self.app, name))
+                except ProviderError:
+                    continue
+        return await probe_all(targets)
+
+    async def health_targets(self) -> list[Any]:
+        """Targets for a `HealthMonitor` (the running deployed endpoints)."""
+        deployed = await self._deployed()
+        out = []
+        for name, endpoint in deployed.items():
+            if endpoint.url and endpoint.status in _RUNNING:
+                try:
+                    out.append(await self.provider.target(self.app, name))
+                except ProviderError:
+                    continue
+        return out
+
+    # -- logs -----------------------------------------------------------------------------
+
+    async def _log_names(self, names: Sequence[str] | None) -> list[str]:
+        deployed = await self._deployed()
+        if names is None:
+            return sorted(deployed)
+        unknown = [n for n in names if n not in deployed]
+        if unknown:
+            known = ", ".join(sorted(deployed)) or "none"
+            raise OpError(f"not deployed: {', '.join(unknown)} (deployed: {known})")
+        return list(names)
+
+    async def logs(self, names: Sequence[str] | None = None, lines: int = 200) -> list[LogLine]:
+        """The last log lines of the given (default: all deployed) endpoints."""
+        try:
+            return await read_logs(self.provider, self.app, await self._log_names(names), lines)
+        except ProviderError as exc:
+            raise OpError(str(exc)) from exc
+
+    async def follow(
+        self, names: Sequence[str] | None = None, lines: int = 20
+    ) -> AsyncIterator[LogLine]:
+        """Follow the logs of the given (default: all deployed) endpoints."""
+        selected = await self._log_names(names)
+        async for line in follow_logs(self.provider, self.app, selected, lines):
+            yield line
+
+    async def events(self, since: int = 0) -> list[dict[str, Any]]:
+        """The app's deployment event log."""
+        try:
+            return await self.provider.events(self.app, since)
+        except ProviderError as exc:
+            raise OpError(str(exc)) from exc
+
+    # -- invoke ---------------------------------------------------------------------------
+
+    async def resolve(self, target: str, manifest: dict[str, Any] | None = None) -> CallSpec:
+        """Resolve `NAME|ROUTE` against the project's manifest."""
+        from engine.invoke import InvokeError
+
+        if manifest is None:
+            manifest = (await self.scan()).manifest
+        try:
+            return resolve_call(manifest, target)
+        except InvokeError as exc:
+            raise OpError(str(exc)) from exc
+
+    async def invoke(
+        self, target: str | CallSpec, data: Any = None, *, timeout: float = 120.0
+    ) -> InvokeResult:
+        """Call an LB route or a QB function of a deployed endpoint."""
+        from engine.invoke import InvokeError
+
+        call = target if isinstance(target, CallSpec) else await self.resolve(target)
+        try:
+            endpoint = await self.provider.target(self.app, call.endpoint)
+        except ProviderError as exc:
+            raise OpError(f"{call.endpoint} is not reachable: {exc}") from exc
+        try:
+            return await invoke(endpoint, call, data, timeout=timeout)
+        except InvokeError as exc:
+            raise OpError(str(exc)) from exc
+
+
+def _ms(started: float) -> float:
+    return round((time.perf_counter() - started) * 1000, 1)
+
+
+def _plan_summary(plan: Plan) -> str:
+    counts = plan.counts()
+    return ", ".join(f"{counts[a]} {a}" for a in ("create", "update", "delete", "unchanged"))

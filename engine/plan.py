@@ -1,0 +1,192 @@
+"""The deploy plan: what a deploy would create, update, delete or leave alone.
+
+Built from the project's manifest (local resources) and the provider's deployed endpoints with
+`runtime.reconcile.reconcile` (the same function the mothership uses), by config hash. Two more
+reasons to update an endpoint whose config is unchanged:
+
+- its code changed: each resource gets a `code_hash`, the SHA-256 of the source files that
+  define it (its config's file and its functions' files, from the manifest). Editing a
+  function's body redeploys its endpoint only; a change in a helper module those files import
+  is not seen (use `deploy --force`);
+- it is not running (stopped, failed): deploying brings it back.
+
+An endpoint whose config is not statically resolvable (drift `unknown`) is created when absent
+and otherwise left unchanged, with a note: its hash cannot be compared, and updating it on
+every deploy would be worse than keeping it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from engine.drift import Drift, FieldDiff, drift_of
+from runtime.reconcile import reconcile
+
+__all__ = [
+    "PLAN_ACTIONS",
+    "Plan",
+    "PlanAction",
+    "PlanItem",
+    "code_hash",
+    "local_resources",
+    "make_plan",
+]
+
+PlanAction = Literal["create", "update", "delete", "unchanged"]
+PLAN_ACTIONS: tuple[str, ...] = ("create", "update", "delete", "unchanged")
+_RUNNING = frozenset({"healthy", "deploying", "unhealthy"})
+
+
+@dataclass(frozen=True)
+class PlanItem:
+    """One endpoint's planned action, with the drift that explains it."""
+
+    name: str
+    action: PlanAction
+    resource_type: str | None
+    drift: Drift
+    reasons: tuple[str, ...] = ()
+
+    @property
+    def changes(self) -> tuple[FieldDiff, ...]:
+        """Field diffs (deployed -> local) behind an update."""
+        return self.drift.fields
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form."""
+        return {
+            "name": self.name,
+            "action": self.action,
+            "resource_type": self.resource_type,
+            "drift": self.drift.state,
+            "changes": [c.to_dict() for c in self.changes],
+            "unresolved": list(self.drift.unresolved),
+            "reasons": list(self.reasons),
+        }
+
+
+@dataclass(frozen=True)
+class Plan:
+    """The whole plan, items ordered by name."""
+
+    items: tuple[PlanItem, ...] = field(default_factory=tuple)
+
+    def names(self, *actions: str) -> list[str]:
+        """Names of the items with one of `actions`."""
+        return [i.name for i in self.items if i.action in actions]
+
+    @property
+    def has_changes(self) -> bool:
+        """True when anything would be created, updated or deleted."""
+        return any(i.action != "unchanged" for i in self.items)
+
+    def counts(self) -> dict[str, int]:
+        """How many items per action."""
+        out = dict.fromkeys(PLAN_ACTIONS, 0)
+        for item in self.items:
+            out[item.action] += 1
+        return out
+
+    def item(self, name: str) -> PlanItem | None:
+        """The item of `name`, if any."""
+        return next((i for i in self.items if i.name == name), None)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form (`flash-tui plan --json`)."""
+        return {"items": [i.to_dict() for i in self.items], "counts": self.counts()}
+
+
+def code_hash(root: Path, entry: Mapping[str, Any]) -> str | None:
+    """SHA-256 over the source files that define a manifest resource (None if unknown)."""
+    files: set[str] = set()
+    if isinstance(entry.get("file"), str):
+        files.add(entry["file"])
+    for function in entry.get("functions") or []:
+        if isinstance(function, Mapping) and isinstance(function.get("file"), str):
+            files.add(function["file"])
+    if not files:
+        return None
+    digest = hashlib.sha256()
+    for rel in sorted(files):
+        digest.update(rel.encode() + b"\0")
+        try:
+            digest.update((root / rel).read_bytes())
+        except OSError:
+            digest.update(b"<missing>")
+        digest.update(b"\0")
+    return digest.hexdigest()
+
+
+def local_resources(manifest: Mapping[str, Any], root: Path | None = None) -> dict[str, Any]:
+    """The manifest's resources, each with its `code_hash` added when `root` is given."""
+    out: dict[str, Any] = {}
+    for name, entry in (manifest.get("resources") or {}).items():
+        item = dict(entry)
+        if root is not None:
+            item["code_hash"] = code_hash(root, entry)
+        out[str(name)] = item
+    return out
+
+
+def make_plan(
+    local: Mapping[str, Mapping[str, Any]],
+    deployed: Mapping[str, Mapping[str, Any]],
+    *,
+    names: Iterable[str] | None = None,
+    prune: bool = True,
+    force: bool = False,
+) -> Plan:
+    """The plan for `local` resources vs `deployed` entries (both keyed by name).
+
+    `names` limits the plan to those endpoints; `prune` (default) plans deleting endpoints no
+    longer in code (only for a full plan); `force` updates every deployed endpoint in code.
+    """
+    selected = None if names is None else set(names)
+    diff = reconcile(local, deployed)
+    items: list[PlanItem] = []
+    for name in sorted(set(local) | set(deployed)):
+        if selected is not None and name not in selected:
+            continue
+        here, there = local.get(name), deployed.get(name)
+        drift = drift_of(name, here, there)
+        rtype = drift.resource_type
+        reasons: list[str] = []
+        action: PlanAction
+        if name in diff.removed:
+            if not prune:
+                continue
+            action = "delete"
+            reasons.append("no longer in code")
+        elif name in diff.new:
+            action = "create"
+            reasons.append("not deployed")
+            if drift.state == "unknown":
+                reasons.append(f"config not statically resolvable: {', '.join(drift.unresolved)}")
+        else:
+            assert here is not None and there is not None
+            action = "unchanged"
+            if drift.state == "unknown":
+                reasons.append(
+                    f"drift unknown: {', '.join(drift.unresolved)} not statically resolvable"
+                )
+            elif name in diff.changed:
+                action = "update"
+                reasons.append("config changed")
+            if drift.state != "unknown" and action == "unchanged":
+                mine, theirs = here.get("code_hash"), there.get("code_hash")
+                if mine is not None and theirs is not None and mine != theirs:
+                    action = "update"
+                    reasons.append("code changed")
+            status = there.get("status")
+            if status is not None and status not in _RUNNING:
+                action = "update"
+                reasons.append(f"not running ({status})")
+            if force and action == "unchanged":
+                action = "update"
+                reasons.append("forced")
+        items.append(PlanItem(name, action, rtype, drift, tuple(reasons)))
+    return Plan(tuple(items))
