@@ -8,7 +8,17 @@ import sys
 from collections.abc import Sequence
 
 # Each name is a module `engine.cli.<name>` exposing `register(subparsers)`.
-COMMANDS: list[str] = ["scan", "build"]
+COMMANDS: list[str] = [
+    "scan",
+    "build",
+    "plan",
+    "deploy",
+    "undeploy",
+    "status",
+    "logs",
+    "invoke",
+    "cloud",
+]
 
 
 def build_parser() -> argparse.ArgumentParser:
