@@ -71,6 +71,11 @@ class FunctionInfo:
     class_methods: list[str] = field(default_factory=list)
     # the line of the decorator, for route diagnostics
     decorator_line: int = 0
+    # manifest entries already built for this function, by (lb, live, method): a rescan reuses
+    # the FunctionInfo of unchanged files, so their entries are not rebuilt
+    _entries: dict[tuple[bool, bool, str | None], dict[str, Any]] = field(
+        default_factory=dict, repr=False, compare=False
+    )
 
 
 @dataclass
@@ -86,6 +91,15 @@ class ResourceDef:
     config_hash: str | None = None
     # identifies the definition: two functions using the same config object share it
     origin: tuple[Any, ...] = ()
+    _json: tuple[dict[str, Any], list[str]] | None = field(
+        default=None, repr=False, compare=False
+    )
+
+    def config_json(self) -> tuple[dict[str, Any], list[str]]:
+        """(the config as manifest JSON with sorted keys, the unresolved field names); cached."""
+        if self._json is None:
+            self._json = (_sorted_dict(to_json(self.config)), unresolved_fields(self.config))
+        return self._json
 
 
 def now_iso() -> str:
@@ -160,25 +174,34 @@ def _pick_definitions(
     return chosen
 
 
-def _function_entry(fn: FunctionInfo, resource: ResourceDef, lb: bool, live: bool) -> dict:
+def _function_entry(fn: FunctionInfo, lb: bool, live: bool) -> dict[str, Any]:
+    key = (lb, live, fn.http_method)
+    cached = fn._entries.get(key)
+    if cached is None:
+        cached = fn._entries[key] = _new_function_entry(fn, lb, live)
+    return cached
+
+
+def _new_function_entry(fn: FunctionInfo, lb: bool, live: bool) -> dict[str, Any]:
+    # Keys are written in sorted order (cheaper than re-sorting the whole manifest per rescan).
     entry: dict[str, Any] = {
-        "name": fn.name,
-        "module": fn.module,
-        "is_async": fn.is_async,
-        "is_class": fn.is_class,
-        "is_load_balanced": lb,
-        "is_live_resource": live,
-        "config_variable": fn.config_variable,
-        "file": fn.file,
-        "line": fn.line,
-        "signature": fn.signature,
-        "dependencies": list(fn.dependencies),
-        "system_dependencies": list(fn.system_dependencies),
         "class_methods": list(fn.class_methods),
+        "config_variable": fn.config_variable,
+        "dependencies": list(fn.dependencies),
+        "file": fn.file,
     }
     if lb:
         entry["http_method"] = fn.http_method
         entry["http_path"] = fn.http_path
+    entry["is_async"] = fn.is_async
+    entry["is_class"] = fn.is_class
+    entry["is_live_resource"] = live
+    entry["is_load_balanced"] = lb
+    entry["line"] = fn.line
+    entry["module"] = fn.module
+    entry["name"] = fn.name
+    entry["signature"] = fn.signature
+    entry["system_dependencies"] = list(fn.system_dependencies)
     return entry
 
 
@@ -333,29 +356,36 @@ def build_manifest(
                         codes.ROUTE_ON_QB,
                     )
                 )
-            entries.append(_function_entry(fn, resource, lb, live))
-        config = to_json(resource.config)
+            entries.append(_function_entry(fn, lb, live))
+        config_json, unresolved = resource.config_json()
         manifest_resources[name] = {
-            "resource_type": resource.resource_type,
-            "handler_file": f"handler_{name}.py",
-            "functions": entries,
-            "is_load_balanced": lb,
-            "is_live_resource": live,
-            "config_variable": resource.config_variable,
-            "config": config,
+            "config": config_json,
             "config_hash": resource.config_hash,
-            "unresolved": unresolved_fields(resource.config),
+            "config_variable": resource.config_variable,
             "file": resource.file,
+            "functions": entries,
+            "handler_file": f"handler_{name}.py",
+            "is_live_resource": live,
+            "is_load_balanced": lb,
             "line": resource.line,
             "mothership": False,
+            "resource_type": resource.resource_type,
+            "unresolved": unresolved,
         }
 
-    manifest = empty_manifest(project_name, generated_at)
-    manifest["resources"] = manifest_resources
-    manifest["function_registry"] = registry
+    manifest: dict[str, Any] = {
+        "function_registry": {k: registry[k] for k in sorted(registry)},
+        "generated_at": generated_at or now_iso(),
+        "project_name": project_name,
+        "resources": manifest_resources,
+    }
     if routes:
-        manifest["routes"] = routes
-    return _sorted_dict(manifest), diags
+        manifest["routes"] = {
+            name: {key: table[key] for key in sorted(table)}
+            for name, table in sorted(routes.items())
+        }
+    manifest["version"] = MANIFEST_VERSION
+    return manifest, diags
 
 
 def _with_method(fn: FunctionInfo, method: str) -> FunctionInfo:

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import os
 import stat as stat_module
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
@@ -108,6 +108,18 @@ class IgnoreRules:
         self._specs[rel_dir] = spec
         return spec
 
+    def has_rules(self, rel_dir: str) -> bool:
+        """Whether any rule file applies inside `rel_dir` ('' is the root); cached."""
+        key = ("\0rules:" + rel_dir, True)
+        cached = self._cache.get(key)
+        if cached is None:
+            parent = rel_dir.rpartition("/")[0] if "/" in rel_dir else ""
+            cached = self._spec(rel_dir) is not None or (
+                rel_dir != "" and self.has_rules(parent)
+            )
+            self._cache[key] = cached
+        return cached
+
     def _match(self, rel: str, is_dir: bool) -> bool:
         """The rule files alone decide `rel` (its parent directories are not checked here)."""
         parts = rel.split("/")
@@ -186,6 +198,7 @@ class Project:
 
     root: Path
     ignore: IgnoreRules = field(repr=False)
+    last_rule_files: tuple[tuple[str, int, int], ...] = field(default=(), repr=False)
 
     @property
     def name(self) -> str:
@@ -208,58 +221,79 @@ class Project:
         """The relative posix path of an absolute path inside the project."""
         return Path(path).resolve().relative_to(self.root).as_posix()
 
-    def python_files(self) -> Iterator[SourceFile]:
-        """Every `*.py` file that is not ignored, with its stat key (order: sorted walk)."""
+    def python_files(self) -> list[SourceFile]:
+        """Every `*.py` file that is not ignored, with its stat key (unordered)."""
         return self.walk(suffix=".py")
 
-    def walk(self, suffix: str = "") -> Iterator[SourceFile]:
-        """Every non-ignored regular file whose name ends with `suffix`, sorted depth-first."""
+    def walk(self, suffix: str = "") -> list[SourceFile]:
+        """Every non-ignored regular file whose name ends with `suffix` (unordered).
+
+        Real directories are walked first; symlinked directories only afterwards, and only when
+        they resolve inside the project to a directory not walked yet, so the result does not
+        depend on listing order and link loops end. Also records the rule files it passed
+        (`last_rule_files`), which lets a rescan notice an edited `.gitignore` for free.
+        """
         root = str(self.root)
         seen: set[str] = {root}
         ignore = self.ignore
-        # A stack of (absolute dir, relative prefix); reversed pushes keep the sorted order.
+        out: list[SourceFile] = []
+        rule_files: list[tuple[str, int, int]] = []
+        append = out.append
         stack: list[tuple[str, str]] = [(root, "")]
-        while stack:
+        links: list[tuple[str, str]] = []
+        while stack or links:
+            if not stack:
+                # Only now follow directory links: every real directory has been seen.
+                path, rel = links.pop()
+                real = os.path.realpath(path)
+                if real in seen or not _inside(real, root) or not os.path.isdir(real):
+                    continue
+                seen.add(real)
+                stack.append((path, rel + "/"))
+                continue
             directory, prefix = stack.pop()
+            file_rules = ignore.has_rules(prefix[:-1])
             try:
                 with os.scandir(directory) as it:
-                    entries = sorted(it, key=lambda e: e.name)
+                    for entry in it:
+                        name = entry.name
+                        try:
+                            if entry.is_dir(follow_symlinks=False):
+                                if name in ALWAYS_SKIP:
+                                    continue
+                                rel = prefix + name
+                                if ignore.is_ignored(rel, True):
+                                    continue
+                                seen.add(entry.path)
+                                stack.append((entry.path, rel + "/"))
+                                continue
+                            if name in RULE_FILES:
+                                st = entry.stat()
+                                rule_files.append((prefix + name, st.st_mtime_ns, st.st_size))
+                            is_link = entry.is_symlink()
+                            if is_link and entry.is_dir():
+                                rel = prefix + name
+                                if name not in ALWAYS_SKIP and not ignore.is_ignored(rel, True):
+                                    links.append((entry.path, rel))
+                                continue
+                            if not name.endswith(suffix):
+                                continue
+                            rel = prefix + name
+                            if file_rules and ignore.is_ignored(rel, False):
+                                continue
+                            st = entry.stat()  # follows links
+                        except OSError:
+                            continue  # vanished, dangling or looping link, no permission
+                        if not stat_module.S_ISREG(st.st_mode):
+                            continue
+                        if is_link and not _inside(os.path.realpath(entry.path), root):
+                            continue
+                        append(SourceFile(rel, entry.path, st.st_mtime_ns, st.st_size))
             except OSError:
                 continue  # unreadable directory: nothing to scan there
-            subdirs: list[tuple[str, str]] = []
-            for entry in entries:
-                name = entry.name
-                rel = prefix + name
-                try:
-                    is_link = entry.is_symlink()
-                    is_dir = entry.is_dir()  # follows links
-                except OSError:
-                    continue
-                if is_dir:
-                    if name in ALWAYS_SKIP or ignore.is_ignored(rel, True):
-                        continue
-                    real = entry.path
-                    if is_link:
-                        real = os.path.realpath(entry.path)
-                        if not _inside(real, root):
-                            continue
-                    if real in seen:
-                        continue  # a link loop, or a second link to a walked directory
-                    seen.add(real)
-                    subdirs.append((entry.path, rel + "/"))
-                    continue
-                if not name.endswith(suffix) or ignore.is_ignored(rel, False):
-                    continue
-                try:
-                    st = entry.stat()  # follows links; cached by DirEntry when not a link
-                except OSError:
-                    continue  # dangling or looping link
-                if not stat_module.S_ISREG(st.st_mode):
-                    continue
-                if is_link and not _inside(os.path.realpath(entry.path), root):
-                    continue
-                yield SourceFile(rel, entry.path, st.st_mtime_ns, st.st_size)
-            stack.extend(reversed(subdirs))
+        rule_files.sort()
+        self.last_rule_files = tuple(rule_files)
+        return out
 
 
 def _inside(path: str, root: str) -> bool:

@@ -44,14 +44,16 @@ import ast
 import hashlib
 import json
 import os
+import stat as stat_module
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 from engine import diagnostics as codes
 from engine.diagnostics import Diagnostic, sorted_diagnostics
 from engine.manifest import FunctionInfo, ResourceDef, build_manifest, now_iso
-from engine.project import Project
+from engine.project import RULE_FILES, Project, SourceFile
 from engine.staticeval import (
     CallExpr,
     Ref,
@@ -171,59 +173,32 @@ def _is_sdk_module(name: str) -> bool:
     return root in SDK_ROOTS
 
 
-_KINDS = {
-    "posonlyargs": "POSITIONAL_ONLY",
-    "args": "POSITIONAL_OR_KEYWORD",
-    "kwonlyargs": "KEYWORD_ONLY",
-}
+def _param(name: str, annotation: str | None, default: str | None, kind: str) -> dict[str, Any]:
+    # Keys in sorted order: the manifest is written with sorted keys either way.
+    return {"annotation": annotation, "default": default, "kind": kind, "name": name}
 
 
 def _signature(args: ast.arguments, src: SourceText, skip_first: bool) -> list[dict[str, Any]]:
-    out: list[dict[str, Any]] = []
+    """`[{name, annotation, default, kind}]` with source texts; `kind` as in `inspect`."""
 
     def text(node: ast.AST | None) -> str | None:
         return None if node is None else src.segment(node)
 
+    out: list[dict[str, Any]] = []
     positional = [*args.posonlyargs, *args.args]
     defaults: list[ast.expr | None] = [None] * (len(positional) - len(args.defaults))
     defaults += list(args.defaults)
     for index, arg in enumerate(positional):
         kind = "POSITIONAL_ONLY" if index < len(args.posonlyargs) else "POSITIONAL_OR_KEYWORD"
-        out.append(
-            {
-                "name": arg.arg,
-                "annotation": text(arg.annotation),
-                "default": text(defaults[index]),
-                "kind": kind,
-            }
-        )
+        out.append(_param(arg.arg, text(arg.annotation), text(defaults[index]), kind))
     if args.vararg is not None:
         out.append(
-            {
-                "name": args.vararg.arg,
-                "annotation": text(args.vararg.annotation),
-                "default": None,
-                "kind": "VAR_POSITIONAL",
-            }
+            _param(args.vararg.arg, text(args.vararg.annotation), None, "VAR_POSITIONAL")
         )
     for arg, default in zip(args.kwonlyargs, args.kw_defaults, strict=True):
-        out.append(
-            {
-                "name": arg.arg,
-                "annotation": text(arg.annotation),
-                "default": text(default),
-                "kind": "KEYWORD_ONLY",
-            }
-        )
+        out.append(_param(arg.arg, text(arg.annotation), text(default), "KEYWORD_ONLY"))
     if args.kwarg is not None:
-        out.append(
-            {
-                "name": args.kwarg.arg,
-                "annotation": text(args.kwarg.annotation),
-                "default": None,
-                "kind": "VAR_KEYWORD",
-            }
-        )
+        out.append(_param(args.kwarg.arg, text(args.kwarg.annotation), None, "VAR_KEYWORD"))
     if skip_first and out and out[0]["kind"] in ("POSITIONAL_ONLY", "POSITIONAL_OR_KEYWORD"):
         out = out[1:]
     return out
@@ -695,6 +670,8 @@ class Scanner:
         self._results: dict[str, _FileResult] = {}
         self._hashes: dict[str, tuple[str | None, str | None]] = {}
         self._rules_sig: tuple[Any, ...] | None = None
+        self._membership_changed = True
+        self._candidates: list[_Entry] = []
         self._last: (
             tuple[dict[str, Any], list[Diagnostic], list[FunctionInfo], list[ResourceDef]] | None
         ) = None
@@ -751,14 +728,62 @@ class Scanner:
         entry.facts = facts
         entry.diags = tuple(diags)
 
-    def _refresh_files(self) -> tuple[set[str], dict[str, bytes], list[Diagnostic]]:
-        """Walk the project, update the cache; return changed modules and fresh bytes."""
+    def _hinted(
+        self, paths: Iterable[str | os.PathLike[str]]
+    ) -> tuple[list[SourceFile], set[str]] | None:
+        """The files to refresh and the ones removed, from changed paths; None: walk instead."""
+        root = str(self.project.root)
+        prefix = root.rstrip(os.sep) + os.sep
+        ignore = self.project.ignore
+        files: list[SourceFile] = []
+        removed: set[str] = set()
+        for raw in paths:
+            path = os.path.abspath(os.fspath(raw))
+            if not path.startswith(prefix):
+                continue
+            rel = path[len(prefix) :].replace(os.sep, "/")
+            name = rel.rpartition("/")[2]
+            if name in RULE_FILES or not name.endswith(".py"):
+                if name in RULE_FILES or os.path.isdir(path):
+                    return None
+                if any(r.startswith(rel + "/") for r in self._entries):
+                    return None  # a directory that went away
+                continue
+            if ignore.is_ignored(rel):
+                continue
+            try:
+                st = os.stat(path)
+                is_link = os.path.islink(path)
+            except FileNotFoundError:
+                removed.add(rel)
+                continue
+            except OSError:
+                return None
+            if stat_module.S_ISDIR(st.st_mode):
+                return None
+            if not stat_module.S_ISREG(st.st_mode) or (
+                is_link and not os.path.realpath(path).startswith(prefix)
+            ):
+                removed.add(rel)
+                continue
+            files.append(SourceFile(rel, path, st.st_mtime_ns, st.st_size))
+        return files, removed
+
+    def _refresh_files(
+        self, files: list[SourceFile], removed: set[str] | None = None
+    ) -> tuple[set[str], dict[str, bytes]]:
+        """Update the cache from `files`: every file (a walk), or only changed ones (`removed`
+        given). Returns the changed modules and the bytes of new non-candidate files."""
         changed: set[str] = set()
         fresh: dict[str, bytes] = {}
-        io_diags: list[Diagnostic] = []
-        seen: dict[str, _Entry] = {}
         entries = self._entries
-        for sf in self.project.python_files():
+        seen: dict[str, _Entry] = {} if removed is None else dict(entries)
+        for rel in removed or ():
+            gone = seen.pop(rel, None)
+            if gone is not None:
+                changed.add(gone.module)
+                self._membership_changed = True
+        for sf in files:
             rel = sf.rel
             entry = entries.get(rel)
             if entry is not None and entry.mtime_ns == sf.mtime_ns and entry.size == sf.size:
@@ -767,17 +792,22 @@ class Scanner:
             try:
                 data = self._read(sf.path)
             except OSError as exc:
-                io_diags.append(
-                    Diagnostic(
-                        "warning",
-                        rel,
-                        0,
-                        f"not scanned: cannot read the file ({exc.strerror or exc})",
-                        codes.UNREADABLE,
-                    )
+                # Kept as an entry (with its diagnostic) so the next rescan does not retry a
+                # file whose stat did not change.
+                unreadable = _Entry(
+                    rel, sf.path, module_name(rel), sf.mtime_ns, sf.size, b"", False, True,
+                    parsed=True,
+                    diags=(
+                        Diagnostic(
+                            "warning",
+                            rel,
+                            0,
+                            f"not scanned: cannot read the file ({exc.strerror or exc})",
+                            codes.UNREADABLE,
+                        ),
+                    ),
                 )
-                if entry is not None:
-                    changed.add(entry.module)
+                self._replace(entry, unreadable, seen, changed)
                 continue
             self.stats.read += 1
             if entry is not None:
@@ -789,15 +819,28 @@ class Scanner:
             new = self._load(rel, sf.path, sf.mtime_ns, sf.size, data)
             if not new.level1:
                 fresh[rel] = data
-            seen[rel] = new
-            changed.add(new.module)
-        for rel in entries.keys() - seen.keys():
-            changed.add(entries[rel].module)
+            self._replace(entry, new, seen, changed)
+        if len(seen) != len(entries) or self._membership_changed:
+            for rel in entries.keys() - seen.keys():
+                changed.add(entries[rel].module)
+                self._membership_changed = True
         self._entries = seen
-        return changed, fresh, io_diags
+        return changed, fresh
+
+    def _replace(
+        self, old: _Entry | None, new: _Entry, seen: dict[str, _Entry], changed: set[str]
+    ) -> None:
+        seen[new.rel] = new
+        changed.add(new.module)
+        if old is None:
+            self._membership_changed = True
+        elif self._by_module.get(new.module) is old:
+            self._by_module[new.module] = new
 
     def _promote(self, changed: set[str], fresh: dict[str, bytes]) -> None:
         """Second-level prefilter: files mentioning a hot name are candidates too."""
+        if not changed:
+            return
         hot: set[str] = set()
         for entry in self._entries.values():
             if entry.level1 and entry.facts is not None:
@@ -827,6 +870,9 @@ class Scanner:
 
     def _index_modules(self) -> bool:
         """Rebuild the module indexes; True when the set of modules changed."""
+        if not self._membership_changed:
+            return False
+        self._membership_changed = False
         by_module: dict[str, _Entry] = {}
         for rel in sorted(self._entries):
             entry = self._entries[rel]
@@ -1332,28 +1378,47 @@ class Scanner:
 
     # -- scan ------------------------------------------------------------------------------
 
-    def scan(self, *, generated_at: str | None = None) -> ScanResult:
-        """Rescan the project (only what changed) and return the manifest and diagnostics."""
+    def scan(
+        self,
+        *,
+        generated_at: str | None = None,
+        changed_paths: Iterable[str | os.PathLike[str]] | None = None,
+    ) -> ScanResult:
+        """Rescan the project (only what changed) and return the manifest and diagnostics.
+
+        `changed_paths` (e.g. a batch from `engine.watch`) lets a rescan stat only those paths
+        instead of walking the project; anything it cannot judge from them alone (a directory,
+        a rule file) falls back to the full walk, as does the first scan.
+        """
         started = time.perf_counter()
         self.stats = stats = ScanStats()
-        ignore = self.project.ignore
-        signature = ignore.rule_files_signature()
-        rules_changed = self._rules_sig is not None and signature != self._rules_sig
-        if rules_changed:
-            ignore.reload()
-        changed, fresh, io_diags = self._refresh_files()
-        self._rules_sig = ignore.rule_files_signature()
+        project = self.project
+        hinted = None
+        if changed_paths is not None and self._rules_sig is not None:
+            hinted = self._hinted(changed_paths)
+        if hinted is not None:
+            changed, fresh = self._refresh_files(hinted[0], removed=hinted[1])
+        else:
+            files = project.python_files()
+            if self._rules_sig is not None and project.last_rule_files != self._rules_sig:
+                # A .gitignore / .flashignore changed: other files may be in or out now.
+                project.ignore.reload()
+                files = project.python_files()
+            self._rules_sig = project.last_rule_files
+            changed, fresh = self._refresh_files(files)
         self._promote(changed, fresh)
         modules_changed = self._index_modules()
         if modules_changed:
             self._results.clear()
         stats.files = len(self._entries)
-        candidates = [
-            self._entries[rel] for rel in sorted(self._entries) if self._entries[rel].candidate
-        ]
+        if changed or modules_changed:
+            self._candidates = [
+                self._entries[rel] for rel in sorted(self._entries) if self._entries[rel].candidate
+            ]
+        candidates = self._candidates
         stats.candidates = len(candidates)
 
-        if self._last is not None and not changed and not modules_changed and not io_diags:
+        if self._last is not None and not changed and not modules_changed:
             manifest, diags, functions, resources = self._last
             manifest = dict(manifest)
             manifest["generated_at"] = generated_at or now_iso()
@@ -1366,7 +1431,7 @@ class Scanner:
         for rel in list(self._results):
             if rel not in live:
                 del self._results[rel]
-        diags: list[Diagnostic] = list(io_diags)
+        diags: list[Diagnostic] = []
         for entry in candidates:
             diags.extend(entry.diags)
             cached = self._results.get(entry.rel)
