@@ -396,7 +396,12 @@ class Engine:
 
         def forward(event: ProviderEvent) -> None:
             nonlocal done
-            if event.kind == "endpoint" and event.state in ("healthy", "error", "removed"):
+            if event.kind == "build" and event.state == "ready":
+                emit("upload", f"build {build.build_id[:12]} ready on the target")
+                return
+            if event.kind != "endpoint":
+                return
+            if event.state in ("healthy", "error", "removed"):
                 done += 1
             message = " ".join(p for p in (event.action, event.state) if p)
             if event.message:

@@ -1,0 +1,171 @@
+"""Drift, reconcile and plan: pure functions, no processes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from engine.drift import FieldDiff, compute_drift, diff_configs, drift_of
+from engine.plan import code_hash, local_resources, make_plan
+from runtime.confighash import config_hash
+from runtime.reconcile import reconcile
+
+
+def entry(rtype: str, config: dict, **extra: object) -> dict:
+    """A manifest-like resource entry with its real config hash."""
+    return {
+        "resource_type": rtype,
+        "config": config,
+        "config_hash": config_hash(rtype, config),
+        "unresolved": [],
+        **extra,
+    }
+
+
+GPU = {"name": "gpu", "gpus": ["ADA_24"], "workersMax": 1, "env": {"MODEL": "a", "X": "1"}}
+CPU = {"name": "cpu", "instanceIds": ["CPU3C_1_2"]}
+
+
+# -- reconcile --------------------------------------------------------------------------------
+
+
+def test_reconcile_classifies_every_name() -> None:
+    local = {"a": {"config_hash": "1"}, "b": {"config_hash": "2"}, "c": {"config_hash": "3"}}
+    deployed = {"b": {"config_hash": "2"}, "c": {"config_hash": "x"}, "d": {"config_hash": "4"}}
+    diff = reconcile(local, deployed)
+    assert diff.new == ["a"]
+    assert diff.unchanged == ["b"]
+    assert diff.changed == ["c"]
+    assert diff.removed == ["d"]
+    assert diff.has_changes
+
+
+def test_reconcile_missing_hash_counts_as_changed_like_upstream() -> None:
+    diff = reconcile({"a": {"config_hash": "1"}}, {"a": {}})
+    assert diff.changed == ["a"] and not diff.unchanged
+
+
+def test_reconcile_custom_hash_and_no_changes() -> None:
+    diff = reconcile({"a": {"h": 1}}, {"a": {"h": 1}}, hash_of=lambda e: e.get("h"))
+    assert diff.unchanged == ["a"] and not diff.has_changes
+    assert diff.to_dict() == {"new": [], "changed": [], "removed": [], "unchanged": ["a"]}
+
+
+# -- drift ------------------------------------------------------------------------------------
+
+
+def test_diff_configs_reports_env_keys_and_ignores_explicit_defaults() -> None:
+    changed = {**GPU, "workersMax": 3, "idleTimeout": 5, "env": {"MODEL": "b", "NEW": "y"}}
+    diffs = diff_configs(GPU, changed, deployed_type="LiveServerless", local_type="LiveServerless")
+    assert diffs == [
+        FieldDiff("env.MODEL", "a", "b"),
+        FieldDiff("env.NEW", None, "y"),
+        FieldDiff("env.X", "1", None),
+        FieldDiff("workersMax", 1, 3),
+    ]  # idleTimeout=5 is the default: not a change
+
+
+def test_drift_states() -> None:
+    local = {
+        "same": entry("LiveServerless", GPU),
+        "changed": entry("LiveServerless", {**GPU, "workersMax": 5}),
+        "fresh": entry("CpuLiveServerless", CPU),
+        "vague": {
+            "resource_type": "LiveServerless",
+            "config": {"name": "vague", "workersMax": {"$unresolved": "compute()"}},
+            "config_hash": None,
+            "unresolved": ["workersMax"],
+        },
+    }
+    deployed = {
+        "same": entry("LiveServerless", GPU),
+        "changed": entry("LiveServerless", GPU),
+        "vague": entry("LiveServerless", {"name": "vague"}),
+        "gone": entry("CpuLiveServerless", CPU),
+    }
+    drift = compute_drift(local, deployed)
+    assert list(drift) == ["changed", "fresh", "gone", "same", "vague"]
+    assert drift["same"].state == "in_sync"
+    assert drift["fresh"].state == "new"
+    assert drift["gone"].state == "orphaned"
+    assert drift["vague"].state == "unknown" and drift["vague"].unresolved == ("workersMax",)
+    assert drift["changed"].state == "drifted"
+    assert [f.to_dict() for f in drift["changed"].fields] == [
+        {"field": "workersMax", "deployed": 1, "local": 5}
+    ]
+
+
+def test_drift_reports_a_type_change() -> None:
+    drift = drift_of(
+        "x",
+        entry("CpuLiveServerless", {"name": "x"}),
+        entry("LiveServerless", {"name": "x"}),
+    )
+    assert drift.state == "drifted"
+    assert drift.fields[0] == FieldDiff("resource_type", "LiveServerless", "CpuLiveServerless")
+
+
+def test_drift_needs_one_side() -> None:
+    with pytest.raises(ValueError):
+        drift_of("x", None, None)
+
+
+# -- plan -------------------------------------------------------------------------------------
+
+
+def test_plan_actions_reasons_and_filters() -> None:
+    local = {
+        "same": entry("LiveServerless", GPU, code_hash="c1"),
+        "code": entry("CpuLiveServerless", CPU, code_hash="new"),
+        "cfg": entry("LiveServerless", {**GPU, "workersMax": 2}, code_hash="c1"),
+        "fresh": entry("CpuLiveServerless", CPU),
+        "stopped": entry("CpuLiveServerless", CPU),
+    }
+    deployed = {
+        "same": {**entry("LiveServerless", GPU, code_hash="c1"), "status": "healthy"},
+        "code": {**entry("CpuLiveServerless", CPU, code_hash="old"), "status": "healthy"},
+        "cfg": {**entry("LiveServerless", GPU, code_hash="c1"), "status": "healthy"},
+        "stopped": {**entry("CpuLiveServerless", CPU), "status": "failed"},
+        "gone": {**entry("CpuLiveServerless", CPU), "status": "healthy"},
+    }
+    plan = make_plan(local, deployed)
+    actions = {i.name: i.action for i in plan.items}
+    assert actions == {
+        "cfg": "update",
+        "code": "update",
+        "fresh": "create",
+        "gone": "delete",
+        "same": "unchanged",
+        "stopped": "update",
+    }
+    assert plan.item("code").reasons == ("code changed",)
+    assert plan.item("stopped").reasons == ("not running (failed)",)
+    assert [c.field for c in plan.item("cfg").changes] == ["workersMax"]
+    assert plan.counts() == {"create": 1, "update": 3, "delete": 1, "unchanged": 1}
+    assert plan.to_dict()["items"][0]["changes"][0]["field"] == "workersMax"
+
+    only = make_plan(local, deployed, names=["same"])
+    assert [(i.name, i.action) for i in only.items] == [("same", "unchanged")]
+    assert not only.has_changes
+    forced = make_plan(local, deployed, names=["same"], force=True)
+    assert forced.items[0].action == "update" and forced.items[0].reasons == ("forced",)
+    keep = make_plan(local, deployed, prune=False)
+    assert "gone" not in {i.name for i in keep.items}
+
+
+def test_code_hash_follows_the_defining_files(tmp_path: Path) -> None:
+    (tmp_path / "a.py").write_text("x = 1\n")
+    (tmp_path / "b.py").write_text("y = 1\n")
+    manifest = {
+        "resources": {
+            "r": {"file": "a.py", "functions": [{"name": "f", "file": "b.py"}]},
+            "s": {"functions": []},
+        }
+    }
+    before = local_resources(manifest, tmp_path)
+    assert before["s"]["code_hash"] is None
+    (tmp_path / "b.py").write_text("y = 2\n")
+    after = local_resources(manifest, tmp_path)
+    assert before["r"]["code_hash"] != after["r"]["code_hash"]
+    assert code_hash(tmp_path, manifest["resources"]["r"]) == after["r"]["code_hash"]

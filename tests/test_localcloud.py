@@ -1,0 +1,220 @@
+"""The local cloud without workers: home permissions, store, log files, service, discovery."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import stat
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from engine.home import Home, write_private
+from engine.localcloud import logfiles
+from engine.localcloud.discovery import (
+    CloudError,
+    ensure_cloud,
+    read_state,
+    stop_cloud,
+)
+from engine.localcloud.store import SCHEMA_VERSION, Store
+
+
+def mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+def wait_for(predicate, timeout: float = 10.0, interval: float = 0.02):  # noqa: ANN001, ANN201
+    """Poll until `predicate()` is truthy; fail after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"condition not met within {timeout}s")
+
+
+# -- home and store ---------------------------------------------------------------------------
+
+
+def test_home_is_private(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FLASH_TUI_HOME", str(tmp_path / "h"))
+    home = Home()
+    assert home.root == (tmp_path / "h").resolve()
+    assert mode(home.root) == 0o700 and mode(home.cloud_dir) == 0o700
+    write_private(home.token_file, "secret")
+    assert mode(home.token_file) == 0o600
+    write_private(home.token_file, "other")  # atomic replace keeps the mode
+    assert home.token_file.read_text() == "other" and mode(home.token_file) == 0o600
+    assert mode(home.logs_dir("app")) == 0o700
+
+
+def test_store_schema_keys_manifests_events(tmp_path: Path) -> None:
+    store = Store(tmp_path / "cloud.db")
+    assert store.schema_version == SCHEMA_VERSION
+    assert mode(tmp_path / "cloud.db") == 0o600
+    journal = store._query("PRAGMA journal_mode")[0][0]
+    assert journal == "wal"
+
+    store.upsert_app("app", "/p")
+    record = store.upsert_endpoint(
+        "app", "ep", resource_type="LiveServerless", config={"env": {"A": "1"}}, port=1234
+    )
+    assert record["status"] == "deploying" and record["config"] == {"env": {"A": "1"}}
+    store.set_endpoint_key("app", "ep", "k-secret")
+    assert store.endpoint_key("app", "ep") == "k-secret"
+    listing = json.dumps(store.list_endpoints("app")) + json.dumps(store.get_endpoint("app", "ep"))
+    assert "k-secret" not in listing
+    assert store.list_apps()[0]["endpoints"] == 1
+
+    store.put_manifest("app", "local", {"resources": {"a": {"x": 1}}})
+    store.patch_manifest_resource("app", "local", "a", {"y": 2})
+    store.patch_manifest_resource("app", "local", "b", {"z": 3})
+    store.patch_manifest_resource("app", "local", "b", None)
+    assert store.get_manifest("app", "local") == {"resources": {"a": {"x": 1, "y": 2}}}
+
+    first = store.add_event("deployed", "ok", app="app", endpoint="ep")
+    store.add_event("crashed", "boom", app="app", endpoint="ep", data={"exit_code": 1})
+    events = store.events("app", since_id=first)
+    assert [e["kind"] for e in events] == ["crashed"] and events[0]["data"] == {"exit_code": 1}
+
+    store.delete_endpoint("app", "ep")
+    assert store.get_endpoint("app", "ep") is None and store.endpoint_key("app", "ep") is None
+    store.close()
+    # Reopening migrates nothing and keeps the data.
+    again = Store(tmp_path / "cloud.db")
+    assert again.schema_version == SCHEMA_VERSION and again.get_manifest("app", "local")
+    again.close()
+
+
+def test_store_refuses_a_newer_schema(tmp_path: Path) -> None:
+    path = tmp_path / "cloud.db"
+    conn = sqlite3.connect(path)
+    conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+    conn.close()
+    with pytest.raises(RuntimeError, match="newer"):
+        Store(path)
+
+
+def test_log_files_rotate_tail_and_follow(tmp_path: Path) -> None:
+    path = logfiles.log_path(tmp_path, "ep")
+    fd = logfiles.open_for_worker(path)
+    os.write(fd, b"".join(f"line {i}\n".encode() for i in range(100)))
+    assert mode(path) == 0o600
+    assert logfiles.tail_lines(path, 3) == ["line 97", "line 98", "line 99"]
+    lines, offset = logfiles.read_new(path, 0)
+    assert len(lines) == 100
+    os.write(fd, b"partial")
+    assert logfiles.read_new(path, offset) == ([], offset)
+    os.write(fd, b" done\n")
+    assert logfiles.read_new(path, offset)[0] == ["partial done"]
+    assert logfiles.rotate_if_needed(path, max_bytes=100, keep=2)
+    # The worker's O_APPEND descriptor keeps writing at the start of the truncated file.
+    os.write(fd, b"after rotation\n")
+    os.close(fd)
+    assert path.read_text() == "after rotation\n"
+    assert logfiles.tail_lines(path, 2) == ["partial done", "after rotation"]
+    assert logfiles.read_new(path, 10_000)[0] == ["after rotation"]  # truncation detected
+    logfiles.append_marker(path, "hello")
+    assert logfiles.tail_lines(path, 1)[0].startswith("[flash ")
+    logfiles.remove_logs(path)
+    assert not list(tmp_path.glob("ep.log*"))
+
+
+# -- the service ------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def cloud(localcloud_home: Path):  # noqa: ANN201
+    home = Home(localcloud_home)
+    info = ensure_cloud(home)
+    yield home, info
+    stop_cloud(home)
+
+
+def test_service_is_discovered_and_private(cloud) -> None:  # noqa: ANN001
+    home, info = cloud
+    assert info.host == "127.0.0.1"
+    again = ensure_cloud(home)
+    assert again.pid == info.pid  # found, not started twice
+    for path in (home.token_file, home.state_file, home.db_path, home.service_log):
+        assert mode(path) == 0o600, path
+    state = json.loads(home.state_file.read_text())
+    assert set(state) >= {"pid", "port", "token_file", "started_at"}
+    assert info.token not in home.state_file.read_text()
+    assert info.token not in repr(info)
+
+
+def test_api_requires_the_token(cloud) -> None:  # noqa: ANN001
+    _, info = cloud
+    routes = [
+        ("GET", "/v1/health"),
+        ("GET", "/v1/apps"),
+        ("GET", "/v1/apps/x/endpoints"),
+        ("GET", "/v1/apps/x/endpoints/y/key"),
+        ("POST", "/v1/apps/x/deploy"),
+        ("POST", "/v1/shutdown"),
+        ("GET", "/v1/apps/x/environments/local/manifest"),
+        ("GET", "/nonexistent"),
+    ]
+    with httpx.Client(base_url=info.url, trust_env=False) as client:
+        for method, path in routes:
+            assert client.request(method, path).status_code == 401, path
+            bad = client.request(method, path, headers={"Authorization": "Bearer nope"})
+            assert bad.status_code == 401, path
+            assert info.token not in bad.text
+        ok = client.get("/v1/health", headers=info.headers())
+        assert ok.status_code == 200 and ok.json()["pid"] == info.pid
+
+
+def test_state_manager_api(cloud) -> None:  # noqa: ANN001
+    _, info = cloud
+    base = "/v1/apps/sm/environments/prod/manifest"
+    with httpx.Client(base_url=info.url, headers=info.headers(), trust_env=False) as client:
+        assert client.get(base).status_code == 404
+        manifest = {"version": "1.0", "resources": {"a": {"resource_type": "LiveServerless"}}}
+        assert client.put(base, json=manifest).status_code == 200
+        patched = client.patch(f"{base}/resources/a", json={"config_hash": "h", "status": "ok"})
+        assert patched.json()["resources"]["a"] == {
+            "resource_type": "LiveServerless",
+            "config_hash": "h",
+            "status": "ok",
+        }
+        client.patch(f"{base}/resources/b", json={"endpoint_url": "http://x"})
+        client.delete(f"{base}/resources/a")
+        assert set(client.get(base).json()["resources"]) == {"b"}
+        assert client.put(base, content=b"not json").status_code == 422
+        assert client.get("/v1/apps/..%2F..%2Fetc/endpoints").status_code in (404, 422)
+
+
+def test_second_service_for_the_same_home_exits(cloud) -> None:  # noqa: ANN001
+    home, _ = cloud
+    proc = subprocess.run(
+        [sys.executable, "-m", "engine.localcloud", "--home", str(home.root)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert proc.returncode == 3 and "already running" in proc.stderr
+
+
+def test_stale_state_after_sigkill_is_replaced(cloud) -> None:  # noqa: ANN001
+    home, info = cloud
+    os.kill(info.pid, signal.SIGKILL)
+    wait_for(lambda: read_state(home) is None)  # dead pid -> stale, removed
+    fresh = ensure_cloud(home)
+    assert fresh.pid != info.pid
+    assert fresh.token == info.token  # the token survives restarts
+    result = stop_cloud(home)
+    assert result["was_running"] and not result["forced"]
+    assert read_state(home) is None and not home.state_file.exists()
+    assert stop_cloud(home)["was_running"] is False
+    with pytest.raises(CloudError, match="not running"):
+        ensure_cloud(home, start=False)
