@@ -44,6 +44,7 @@ import ast
 import hashlib
 import json
 import os
+import re
 import stat as stat_module
 import time
 from collections.abc import Iterable
@@ -365,6 +366,9 @@ class _Extractor:
         return frozenset(out)
 
 
+_CODING_COOKIE = re.compile(rb"(?:[^\n]*\n)?[ \t\f]*#[^\n]*?coding[:=][ \t]*[-\w.]+")
+
+
 def _parse(rel: str, module: str, data: bytes) -> tuple[FileFacts | None, list[Diagnostic]]:
     """Facts of one file, or None and a diagnostic saying why it could not be read as Python."""
     if b"\x00" in data:
@@ -377,6 +381,21 @@ def _parse(rel: str, module: str, data: bytes) -> tuple[FileFacts | None, list[D
                 codes.UNDECODABLE,
             )
         ]
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        # ast.parse tolerates bad bytes in comments; importing the file would not.
+        if not _CODING_COOKIE.match(b"\n".join(data.split(b"\n", 2)[:2])):
+            return None, [
+                Diagnostic(
+                    "warning",
+                    rel,
+                    data.count(b"\n", 0, exc.start) + 1,
+                    "not scanned: the file is not valid UTF-8 and declares no other encoding "
+                    f"(byte {data[exc.start]:#04x} at offset {exc.start})",
+                    codes.UNDECODABLE,
+                )
+            ]
     try:
         tree = ast.parse(data, filename=rel)
     except SyntaxError as exc:
@@ -739,6 +758,8 @@ class Scanner:
         removed: set[str] = set()
         for raw in paths:
             path = os.path.abspath(os.fspath(raw))
+            if path == root:
+                return None
             if not path.startswith(prefix):
                 continue
             rel = path[len(prefix) :].replace(os.sep, "/")

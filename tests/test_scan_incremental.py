@@ -1,0 +1,214 @@
+"""engine.scan: the per-file cache (edit, add, delete, rename, touch), hints, and bad input."""
+
+from __future__ import annotations
+
+import os
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from engine.scan import MAX_PARSE_BYTES, Scanner
+
+CONFIG = """
+from tetra_rp import LiveServerless
+from consts import MAX
+
+cfg = LiveServerless(name="worker", workersMax=MAX)
+"""
+
+FUNCS = """
+from tetra_rp import remote
+from config import cfg
+
+
+@remote(cfg)
+async def alpha(x: int) -> int:
+    return x
+"""
+
+
+def _write(root: Path, files: dict[str, str]) -> None:
+    for rel, text in files.items():
+        path = root / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(textwrap.dedent(text))
+
+
+def _bump(path: Path) -> None:
+    # Same-second edits keep mtime_ns on some file systems; size may match too. Force a change.
+    st = path.stat()
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000))
+
+
+@pytest.fixture()
+def project(tmp_path: Path) -> Path:
+    _write(
+        tmp_path,
+        {
+            "consts.py": "MAX = 3\n",
+            "config.py": CONFIG,
+            "funcs.py": FUNCS,
+            **{f"lib/plain_{i}.py": f"VALUE_{i} = {i}\n" for i in range(10)},
+        },
+    )
+    return tmp_path
+
+
+def test_first_scan_parses_only_candidates(project: Path) -> None:
+    scanner = Scanner(project)
+    result = scanner.scan()
+    assert result.manifest["function_registry"] == {"alpha": "worker"}
+    # config.py and funcs.py have trigger words; consts.py is parsed on demand for MAX
+    assert (result.stats.files, result.stats.candidates, result.stats.parsed) == (13, 2, 3)
+    assert result.manifest["resources"]["worker"]["config"]["workersMax"] == 3
+
+
+def test_rescan_without_changes_reads_nothing(project: Path) -> None:
+    scanner = Scanner(project)
+    first = scanner.scan(generated_at="A")
+    again = scanner.scan(generated_at="B")
+    assert (again.stats.read, again.stats.parsed, again.stats.resolved) == (0, 0, 0)
+    assert again.manifest["generated_at"] == "B"
+    assert {**again.manifest, "generated_at": "A"} == first.manifest
+
+
+def test_touch_without_change_reuses_the_parse(project: Path) -> None:
+    scanner = Scanner(project)
+    scanner.scan()
+    _bump(project / "funcs.py")
+    result = scanner.scan()
+    assert (result.stats.read, result.stats.parsed, result.stats.resolved) == (1, 0, 0)
+    assert result.manifest["function_registry"] == {"alpha": "worker"}
+
+
+def test_edit_reparses_one_file(project: Path) -> None:
+    scanner = Scanner(project)
+    scanner.scan()
+    (project / "funcs.py").write_text(FUNCS.replace("async def alpha", "def beta"))
+    _bump(project / "funcs.py")
+    result = scanner.scan()
+    assert (result.stats.read, result.stats.parsed) == (1, 1)
+    assert result.manifest["function_registry"] == {"beta": "worker"}
+    assert _fn_async(result, "beta") is False
+
+
+def _fn_async(result, name: str) -> bool:
+    return result.manifest["resources"]["worker"]["functions"][0]["is_async"]
+
+
+def test_editing_an_imported_constant_reresolves_dependents(project: Path) -> None:
+    scanner = Scanner(project)
+    scanner.scan()
+    (project / "consts.py").write_text("MAX = 7\n")
+    _bump(project / "consts.py")
+    result = scanner.scan()
+    assert result.manifest["resources"]["worker"]["config"]["workersMax"] == 7
+    assert result.stats.resolved == 1  # funcs.py (it consulted consts via config); not others
+
+
+def test_add_delete_and_rename(project: Path) -> None:
+    scanner = Scanner(project)
+    scanner.scan()
+    _write(project, {"more.py": FUNCS.replace("alpha", "gamma")})
+    result = scanner.scan()
+    assert set(result.manifest["function_registry"]) == {"alpha", "gamma"}
+
+    (project / "more.py").rename(project / "renamed.py")
+    result = scanner.scan()
+    assert set(result.manifest["function_registry"]) == {"alpha", "gamma"}
+    assert result.manifest["resources"]["worker"]["functions"][1]["module"] == "renamed"
+
+    (project / "renamed.py").unlink()
+    result = scanner.scan()
+    assert set(result.manifest["function_registry"]) == {"alpha"}
+
+    # the config module disappears: its users now reference an unknown config
+    (project / "config.py").unlink()
+    result = scanner.scan()
+    assert result.manifest["resources"] == {}
+    assert [d.code for d in result.diagnostics] == ["scan-unknown-config"]
+    _write(project, {"config.py": CONFIG})
+    assert scanner.scan().manifest["function_registry"] == {"alpha": "worker"}
+
+
+def test_gitignore_change_is_noticed(project: Path) -> None:
+    scanner = Scanner(project)
+    scanner.scan()
+    (project / ".gitignore").write_text("funcs.py\n")
+    assert scanner.scan().manifest["resources"] == {}
+    (project / ".gitignore").write_text("# nothing\n")
+    _bump(project / ".gitignore")
+    assert scanner.scan().manifest["function_registry"] == {"alpha": "worker"}
+
+
+def test_changed_paths_hint(project: Path) -> None:
+    scanner = Scanner(project)
+    scanner.scan()
+    (project / "funcs.py").write_text(FUNCS.replace("alpha", "delta"))
+    _bump(project / "funcs.py")
+    result = scanner.scan(changed_paths=[project / "funcs.py"])
+    assert result.manifest["function_registry"] == {"delta": "worker"}
+    assert result.stats.read == 1
+
+    _write(project, {"pkg/new.py": FUNCS.replace("alpha", "epsilon")})
+    (project / "funcs.py").unlink()
+    result = scanner.scan(changed_paths=[project / "pkg" / "new.py", project / "funcs.py"])
+    assert result.manifest["function_registry"] == {"epsilon": "worker"}
+    # ignored and outside paths are skipped; a directory falls back to a full walk
+    _write(project, {".venv/x.py": FUNCS.replace("alpha", "hidden"), "extra.py": FUNCS})
+    result = scanner.scan(changed_paths=[project / ".venv" / "x.py", "/elsewhere/y.py"])
+    assert set(result.manifest["function_registry"]) == {"epsilon"}
+    result = scanner.scan(changed_paths=[project])
+    assert set(result.manifest["function_registry"]) == {"epsilon", "alpha"}
+
+
+def test_bad_files_never_crash(project: Path) -> None:
+    big = "x = 1  # remote\n" * (MAX_PARSE_BYTES // 16 + 10)
+    (project / "binary.py").write_bytes(b"remote\x00\x01\x02\xff" * 100)
+    (project / "latin.py").write_bytes("from tetra_rp import remote\n# caf\xe9\n".encode("latin-1"))
+    (project / "declared.py").write_bytes(
+        b"# -*- coding: latin-1 -*-\nfrom tetra_rp import LiveServerless, remote\n"
+        b"c = LiveServerless(name='caf\xe9')\n@remote(c)\ndef f(): ...\n"
+    )
+    (project / "broken.py").write_text("from tetra_rp import remote\ndef oops(:\n")
+    (project / "big.py").write_text(big)
+    (project / "plain_big.py").write_text("y = 2\n" * 900_000)  # ~5 MB, no trigger: not parsed
+    (project / "deep.py").write_text("remote = " + "(" * 5000 + ")" * 5000 + "\n")
+    (project / "loop").symlink_to(project, target_is_directory=True)
+    (project / "self.py").symlink_to(project / "self.py")
+    result = Scanner(project).scan()
+    by_file = {d.file: d for d in result.diagnostics}
+    assert by_file["binary.py"].code == "scan-undecodable"
+    assert by_file["latin.py"].code == "scan-undecodable"
+    assert by_file["broken.py"].code == "scan-syntax-error"
+    assert by_file["broken.py"].severity == "error" and by_file["broken.py"].line == 2
+    assert by_file["big.py"].code == "scan-too-large"
+    assert by_file["deep.py"].code in ("scan-too-large", "scan-syntax-error")
+    assert "plain_big.py" not in by_file
+    assert result.manifest["function_registry"] == {"alpha": "worker", "f": "café"}
+
+
+def test_unreadable_file(project: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    target = project / "secret.py"
+    target.write_text(FUNCS.replace("alpha", "hidden"))
+    target.chmod(0)
+    if os.geteuid() == 0:  # root reads anything: simulate the permission error
+        real_read = Scanner._read
+
+        def deny(self: Scanner, path: str) -> bytes:
+            if path.endswith("secret.py"):
+                raise PermissionError(13, "Permission denied")
+            return real_read(self, path)
+
+        monkeypatch.setattr(Scanner, "_read", deny)
+    try:
+        scanner = Scanner(project)
+        result = scanner.scan()
+        (diag,) = result.diagnostics
+        assert (diag.code, diag.file, diag.severity) == ("scan-unreadable", "secret.py", "warning")
+        assert "Permission denied" in diag.message
+        again = scanner.scan()  # not retried while its stat is unchanged, still reported
+        assert again.stats.read == 0 and [d.code for d in again.diagnostics] == ["scan-unreadable"]
+    finally:
+        target.chmod(0o644)
