@@ -71,6 +71,8 @@ class FunctionInfo:
     class_methods: list[str] = field(default_factory=list)
     # the line of the decorator, for route diagnostics
     decorator_line: int = 0
+    # method/path given but not statically known: already diagnosed by the scanner
+    route_unknown: bool = False
     # manifest entries already built for this function, by (lb, live, method): a rescan reuses
     # the FunctionInfo of unchanged files, so their entries are not rebuilt
     _entries: dict[tuple[bool, bool, str | None], dict[str, Any]] = field(
@@ -210,6 +212,8 @@ def _validate_route(
 ) -> tuple[str, str] | None:
     """The (METHOD, path) of a load-balanced function, or None with a diagnostic."""
     where = (fn.file, fn.decorator_line or fn.line)
+    if fn.route_unknown:
+        return None
     if not fn.http_method or not fn.http_path:
         missing = [
             what

@@ -1142,6 +1142,7 @@ class Scanner:
             deps: list[str] = []
             sys_deps: list[str] = []
             variable: str | None = None
+            route_unknown = False
             if sym == ("sdk", "remote"):
                 if not called:
                     diags.append(
@@ -1160,8 +1161,10 @@ class Scanner:
                 resource, variable = self._remote_config(r, entry, item, call, target, diags)
                 if resource is None:
                     return
+                before = len(diags)
                 method = self._str_arg(r, module, kw.get("method"), "method", item, call, diags)
                 path = self._str_arg(r, module, kw.get("path"), "path", item, call, diags)
+                route_unknown = len(diags) > before
                 deps_value = kw.get("dependencies", call.args[1] if len(call.args) > 1 else None)
                 sys_value = kw.get(
                     "system_dependencies", call.args[2] if len(call.args) > 2 else None
@@ -1200,7 +1203,9 @@ class Scanner:
                 method = sym[2]
                 kw = call.kwarg_dict()
                 path_value = kw.get("path", call.args[0] if call.args else None)
+                before = len(diags)
                 path = self._str_arg(r, module, path_value, "path", item, call, diags)
+                route_unknown = len(diags) > before
             elif kind == "value" and not called and r.is_endpoint(sym):
                 origin = ("endpoint", sym[1], sym[2])
                 def_entry = self._by_module.get(sym[1])
@@ -1252,6 +1257,7 @@ class Scanner:
                     signature=item.signature,
                     class_methods=item.class_methods,
                     decorator_line=call.line,
+                    route_unknown=route_unknown,
                 )
             )
             return  # one Flash decorator per object
