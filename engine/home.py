@@ -44,8 +44,16 @@ def flash_home() -> Path:
 
 def ensure_private_dir(path: Path) -> Path:
     """Create `path` (and parents) if needed and make sure it is 0700; returns it."""
-    path.mkdir(parents=True, exist_ok=True, mode=DIR_MODE)
-    # mkdir's mode is filtered by the umask and ignored for existing dirs: enforce it.
+    missing = []
+    current = path
+    while not current.exists():
+        missing.append(current)
+        current = current.parent
+    # Create each missing level ourselves: mkdir(parents=True) gives parents the default mode.
+    for directory in reversed(missing):
+        with contextlib.suppress(FileExistsError):
+            directory.mkdir(mode=DIR_MODE)
+        os.chmod(directory, DIR_MODE)  # the mode given to mkdir is filtered by the umask
     if (path.stat().st_mode & 0o777) != DIR_MODE:
         os.chmod(path, DIR_MODE)
     return path

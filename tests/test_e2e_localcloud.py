@@ -1,0 +1,511 @@
+"""End to end on the real local cloud: the `flash-tui` CLI in subprocesses, real worker processes.
+
+One flash-tui home and one copy of examples/quickstart for the module; the tests run in file
+order and build on each other (deploy -> invoke -> drift -> faults -> remove -> undeploy), like a
+user session. The module fixture (and the session fixture in conftest) stops the cloud and
+kills any leftover worker whatever happens.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psutil
+import pytest
+
+from engine.home import Home
+from engine.localcloud.discovery import read_state
+from engine.localcloud.store import Store
+
+REPO = Path(__file__).resolve().parents[1]
+CLI = [sys.executable, "-c", "import sys; from engine.cli import main; sys.exit(main())"]
+APP = "e2eapp"
+ENDPOINTS = {"api", "cpu_worker", "gateway", "gpu_worker"}
+
+BROKEN = '''"""An endpoint that imports fine at build time and fails in its worker (env set)."""
+
+import os
+
+from tetra_rp import CpuLiveServerless, remote
+
+broken_config = CpuLiveServerless(name="broken", env={"FAIL_AT_IMPORT": "1"})
+
+if os.environ.get("FAIL_AT_IMPORT"):
+    raise RuntimeError("boom at import: the model weights are missing")
+
+
+@remote(broken_config)
+def nothing() -> int:
+    return 1
+'''
+
+
+def wait_for(predicate: Callable[[], Any], timeout: float = 20.0, interval: float = 0.05) -> Any:
+    """Poll until `predicate()` is truthy (exceptions count as not yet); fail at the deadline."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        try:
+            last = predicate()
+        except Exception as exc:  # noqa: BLE001 - the condition may not be checkable yet
+            last = exc
+        else:
+            if last:
+                return last
+        time.sleep(interval)
+    raise AssertionError(f"condition not met within {timeout}s (last: {last!r})")
+
+
+@pytest.fixture(scope="module")
+def env(localcloud_home: Path) -> dict[str, str]:
+    """Environment for CLI subprocesses (and, through them, the cloud they start)."""
+    out = dict(os.environ)
+    out.update(
+        {
+            "FLASH_TUI_HOME": str(localcloud_home),
+            # Fast crash loops so the failure tests stay short; the rules are the same.
+            "FLASH_LOCALCLOUD_BACKOFF_BASE": "0.1",
+            "FLASH_LOCALCLOUD_BACKOFF_MAX": "1",
+            "COLUMNS": "200",
+        }
+    )
+    return out
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("e2e") / APP
+    shutil.copytree(
+        REPO / "examples" / "quickstart",
+        root,
+        ignore=shutil.ignore_patterns(".flash", "__pycache__"),
+    )
+    return root
+
+
+@pytest.fixture(scope="module")
+def home(localcloud_home: Path) -> Home:
+    return Home(localcloud_home)
+
+
+@pytest.fixture(scope="module")
+def cli(env: dict[str, str], project: Path) -> Callable[..., subprocess.CompletedProcess[str]]:
+    def run(*args: str, timeout: float = 120.0) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [*CLI, *args, "--project", str(project)] if args[0] != "cloud" else [*CLI, *args],
+            env=env,
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+
+    return run
+
+
+def as_json(proc: subprocess.CompletedProcess[str]) -> dict[str, Any]:
+    try:
+        return json.loads(proc.stdout)
+    except ValueError:
+        raise AssertionError(
+            f"not JSON (rc {proc.returncode}):\n{proc.stdout}\n{proc.stderr}"
+        ) from None
+
+
+def status(cli: Callable[..., Any]) -> dict[str, dict[str, Any]]:
+    proc = cli("status", "--json")
+    assert proc.returncode == 0, proc.stderr
+    return {e["name"]: e for e in as_json(proc)["endpoints"]}
+
+
+def worker_pids(home: Home) -> set[int]:
+    """Every live worker process that runs from a build of this home."""
+    root = str(home.root / "apps") + os.sep
+    pids = set()
+    for process in psutil.process_iter(["pid", "cmdline", "status"]):
+        cmdline = process.info.get("cmdline") or []
+        if "runtime.worker" in cmdline and process.info.get("status") != psutil.STATUS_ZOMBIE:
+            index = cmdline.index("--build-dir") if "--build-dir" in cmdline else -1
+            if index >= 0 and cmdline[index + 1].startswith(root):
+                pids.add(process.pid)
+    return pids
+
+
+def keys(home: Home) -> list[str]:
+    store = Store(home.db_path)
+    try:
+        return list(store.app_keys(APP).values())
+    finally:
+        store.close()
+
+
+@pytest.fixture(scope="module")
+def api(home: Home) -> Iterator[Callable[[], httpx.Client]]:
+    """A client of the currently running cloud's API (re-read after restarts)."""
+    clients: list[httpx.Client] = []
+
+    def make() -> httpx.Client:
+        info = read_state(home)
+        assert info is not None, "the local cloud is not running"
+        client = httpx.Client(base_url=info.url, headers=info.headers(), trust_env=False)
+        clients.append(client)
+        return client
+
+    yield make
+    for client in clients:
+        client.close()
+
+
+def events(api: Callable[[], httpx.Client], since: int = 0) -> list[dict[str, Any]]:
+    return api().get(f"/v1/apps/{APP}/events", params={"since": since}).json()["events"]
+
+
+def last_event_id(api: Callable[[], httpx.Client]) -> int:
+    all_events = events(api)
+    return all_events[-1]["id"] if all_events else 0
+
+
+def edit(path: Path, old: str, new: str) -> None:
+    text = path.read_text()
+    assert old in text, f"{old!r} not in {path}"
+    path.write_text(text.replace(old, new))
+
+
+# -- the flow ---------------------------------------------------------------------------------
+
+
+def test_deploy_refuses_without_yes_and_no_terminal(cli: Callable[..., Any]) -> None:
+    proc = cli("deploy")
+    assert proc.returncode == 1
+    assert "--yes" in proc.stderr and "refusing" in proc.stderr
+
+
+def test_deploy_all_endpoints_healthy(cli: Callable[..., Any], home: Home) -> None:
+    proc = cli("deploy", "--yes", "--json")
+    report = as_json(proc)
+    assert proc.returncode == 0 and report["ok"], proc.stderr
+    assert {r["name"]: r["action"] for r in report["results"]} == dict.fromkeys(
+        ENDPOINTS, "create"
+    )
+    endpoints = status(cli)
+    assert set(endpoints) == ENDPOINTS
+    for item in endpoints.values():
+        assert item["status"] == "healthy" and item["drift"] == "in_sync", item
+        assert item["health"]["ok"] is True and item["health"]["latency_ms"] >= 0
+        assert item["url"].startswith("http://127.0.0.1:") and item["pid"] and item["restarts"] == 0
+        assert {"name", "resource_type", "drift_fields"} <= set(item)
+    assert worker_pids(home) == {e["pid"] for e in endpoints.values()}
+
+
+@pytest.mark.parametrize(
+    ("target", "data", "check"),
+    [
+        ("api:/health", None, lambda r: r["status"] == "ok"),
+        ("GET /greet", {"name": "flash"}, lambda r: r == {"message": "Hello, flash!"}),
+        ("POST /compute", {"numbers": [1, 2, 3], "scale": 2}, lambda r: r["sum"] == 12.0),
+        ("gateway:/stats", {"text": "a b a"}, lambda r: r["words"] == 3 and r["unique"] == 2),
+        (
+            "POST /pipeline",
+            {"text": "Hello   World", "dims": 4},
+            lambda r: r["text"] == "hello world" and r["embedding"]["dims"] == 4,
+        ),
+        ("gpu_worker:embed", {"text": "hi there", "dims": 8}, lambda r: len(r["vector"]) == 8),
+        ("preprocess", {"text": "A  B"}, lambda r: r["words"] == ["a", "b"]),
+        ("word_stats", {"text": "one two"}, lambda r: r["words"] == 2),
+        (
+            "cpu_worker:TextAnalyzer.keywords",
+            {"text": "cat dog cat the"},
+            lambda r: r[0] == "cat",
+        ),
+    ],
+)
+def test_invoke_every_route_and_function(
+    cli: Callable[..., Any], target: str, data: Any, check: Callable[[Any], bool]
+) -> None:
+    args = ["invoke", target, "--json"]
+    if data is not None:
+        args += ["--data", json.dumps(data)]
+    proc = cli(*args)
+    result = as_json(proc)
+    assert proc.returncode == 0 and result["ok"], (result, proc.stderr)
+    assert result["status_code"] == 200 and result["latency_ms"] > 0
+    assert check(result["result"]), result["result"]
+
+
+def test_invoke_failure_is_reported(cli: Callable[..., Any]) -> None:
+    proc = cli("invoke", "POST /compute", "--data", '{"wrong": 1}', "--json")
+    result = as_json(proc)
+    assert proc.returncode == 1 and not result["ok"] and result["status_code"] == 422
+    unknown = cli("invoke", "nope")
+    assert unknown.returncode == 1 and "no function or route named 'nope'" in unknown.stderr
+
+
+def test_secrets_stay_secret(cli: Callable[..., Any], home: Home) -> None:
+    secret_keys = keys(home)
+    assert len(secret_keys) == len(ENDPOINTS)
+    outputs = [
+        cli("status", "--json"),
+        cli("status"),
+        cli("logs", "--json", "--lines", "500"),
+        cli("logs", "gpu_worker"),
+        cli("plan", "--json"),
+        cli("invoke", "POST /compute", "--data", '{"numbers": [1]}', "--json"),
+        cli("cloud", "status", "--json"),
+    ]
+    info = read_state(home)
+    assert info is not None
+    for proc in outputs:
+        assert proc.returncode == 0, proc.stderr
+        for secret in [*secret_keys, info.token]:
+            assert secret not in proc.stdout and secret not in proc.stderr
+    # Worker routes need the endpoint key; /ping does not.
+    endpoints = status(cli)
+    with httpx.Client(trust_env=False) as client:
+        assert client.get(endpoints["api"]["url"] + "/ping").status_code == 200
+        assert client.post(endpoints["api"]["url"] + "/compute", json={}).status_code == 401
+        assert client.get(endpoints["gpu_worker"]["url"] + "/health").status_code == 401
+        wrong = {"Authorization": "Bearer wrong"}
+        assert client.post(endpoints["gpu_worker"]["url"] + "/runsync", headers=wrong,
+                           json={"input": {}}).status_code == 401
+    # Every file of the home is private.
+    for path in home.root.rglob("*"):
+        if path.is_symlink():
+            continue
+        expected = 0o700 if path.is_dir() else 0o600
+        if path.is_dir() and "builds" in path.parts:
+            continue  # the build copies keep the archive's modes (code, not secrets)
+        if path.is_file() and "builds" in path.parts:
+            continue
+        assert (path.stat().st_mode & 0o777) == expected, path
+
+
+def test_logs_show_requests(cli: Callable[..., Any]) -> None:
+    proc = cli("logs", "api", "--json", "--lines", "200")
+    lines = [item["text"] for item in as_json(proc)["lines"]]
+    assert any(line.startswith("POST /compute 200") for line in lines), lines[-10:]
+    assert any(line.startswith("[flash ") for line in lines)
+
+
+def test_drift_then_deploy_updates_only_that_endpoint(
+    cli: Callable[..., Any], project: Path
+) -> None:
+    before = status(cli)
+    edit(project / "workers/gpu/endpoint.py", "workersMax=1,", "workersMax=3,")
+    plan = as_json(cli("plan", "--json"))
+    items = {i["name"]: i for i in plan["items"]}
+    assert items["gpu_worker"]["action"] == "update"
+    assert items["gpu_worker"]["drift"] == "drifted"
+    assert items["gpu_worker"]["changes"] == [
+        {"field": "workersMax", "deployed": 1, "local": 3}
+    ]
+    assert {n: i["action"] for n, i in items.items() if n != "gpu_worker"} == dict.fromkeys(
+        ENDPOINTS - {"gpu_worker"}, "unchanged"
+    )
+    drifted = status(cli)["gpu_worker"]
+    assert drifted["drift"] == "drifted"
+    assert drifted["drift_fields"] == [{"field": "workersMax", "deployed": 1, "local": 3}]
+
+    proc = cli("deploy", "--yes", "--json")
+    report = as_json(proc)
+    assert proc.returncode == 0 and report["built"], proc.stderr
+    assert [(r["name"], r["action"]) for r in report["results"]] == [("gpu_worker", "update")]
+    after = status(cli)
+    assert after["gpu_worker"]["pid"] != before["gpu_worker"]["pid"]
+    for name in ENDPOINTS - {"gpu_worker"}:
+        assert after[name]["pid"] == before[name]["pid"], name
+    assert all(e["drift"] == "in_sync" and e["status"] == "healthy" for e in after.values())
+
+
+def test_sigkilled_worker_is_restarted(
+    cli: Callable[..., Any], home: Home, api: Callable[[], httpx.Client]
+) -> None:
+    mark = last_event_id(api)
+    victim = status(cli)["cpu_worker"]["pid"]
+    os.kill(victim, signal.SIGKILL)
+
+    def back() -> dict[str, Any] | None:
+        record = api().get(f"/v1/apps/{APP}/endpoints/cpu_worker").json()
+        ok = record["status"] == "healthy" and record["pid"] not in (None, victim)
+        return record if ok else None
+
+    record = wait_for(back)
+    assert record["restarts"] == 1
+    kinds = [e["kind"] for e in events(api, mark) if e["endpoint"] == "cpu_worker"]
+    assert "crashed" in kinds and "restarted" in kinds
+    again = cli("invoke", "word_stats", "--data", '{"text": "x y"}', "--json")
+    assert as_json(again)["result"]["words"] == 2
+    assert worker_pids(home) == {e["pid"] for e in status(cli).values()}
+
+
+def test_sigkilled_cloud_is_restarted_and_readopts_workers(
+    cli: Callable[..., Any], home: Home, api: Callable[[], httpx.Client]
+) -> None:
+    before = status(cli)
+    info = read_state(home)
+    assert info is not None
+    os.kill(info.pid, signal.SIGKILL)
+    wait_for(lambda: not psutil.pid_exists(info.pid) or
+             psutil.Process(info.pid).status() == psutil.STATUS_ZOMBIE)
+    after = status(cli)  # the next CLI call starts the cloud again
+    new_info = read_state(home)
+    assert new_info is not None and new_info.pid != info.pid
+    assert set(after) == set(before)  # no record lost
+    for name, item in after.items():
+        assert item["pid"] == before[name]["pid"], name  # re-adopted, not restarted
+        assert item["status"] == "healthy"
+    adopted = {e["endpoint"] for e in events(api) if e["kind"] == "adopted"}
+    assert adopted == ENDPOINTS
+    assert worker_pids(home) == {e["pid"] for e in after.values()}
+
+
+def test_sigkilled_cli_mid_deploy_leaves_a_consistent_state(
+    env: dict[str, str], project: Path, cli: Callable[..., Any], home: Home
+) -> None:
+    edit(project / "workers/cpu/endpoint.py", "workersMax=2,", "workersMax=4,")
+    proc = subprocess.Popen(
+        [*CLI, "deploy", "--yes", "--project", str(project)],
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    lines: queue.Queue[str] = queue.Queue()
+    threading.Thread(
+        target=lambda: [lines.put(line) for line in proc.stderr or []], daemon=True
+    ).start()
+    try:
+        deadline = time.monotonic() + 60
+        seen = ""
+        while "starting" not in seen and time.monotonic() < deadline:
+            try:
+                seen = lines.get(timeout=1)
+            except queue.Empty:
+                assert proc.poll() is None, "deploy ended before the kill"
+        assert "starting" in seen, "the deploy never reached the cloud"
+        proc.kill()  # SIGKILL while the worker is starting
+        proc.wait(timeout=10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+
+    def consistent() -> dict[str, dict[str, Any]] | None:
+        now = status(cli)
+        if not all(e["status"] == "healthy" for e in now.values()):
+            return None
+        if worker_pids(home) != {e["pid"] for e in now.values()}:
+            return None  # an unknown (or missing) process
+        return now
+
+    final = wait_for(consistent, timeout=30)
+    assert set(final) == ENDPOINTS
+    assert final["cpu_worker"]["drift"] == "in_sync"  # the service finished the deploy
+
+
+def test_concurrent_deploys_are_serialized(
+    env: dict[str, str],
+    project: Path,
+    cli: Callable[..., Any],
+    home: Home,
+    api: Callable[[], httpx.Client],
+) -> None:
+    mark = last_event_id(api)
+    before = status(cli)
+    edit(project / "workers/api/endpoint.py", "workersMax=3", "workersMax=2")
+    procs = [
+        subprocess.Popen(
+            [*CLI, "deploy", "--yes", "--json", "--project", str(project)],
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(2)
+    ]
+    reports = []
+    for proc in procs:
+        out, err = proc.communicate(timeout=120)
+        assert proc.returncode == 0, err
+        reports.append(json.loads(out))
+    assert all(r["ok"] for r in reports)
+    updates = [
+        e for e in events(api, mark) if e["kind"] == "updated" and e["endpoint"] == "api"
+    ]
+    assert len(updates) == 1  # the second deploy found it already up to date
+    after = status(cli)
+    assert after["api"]["pid"] != before["api"]["pid"]
+    for name in ENDPOINTS - {"api"}:
+        assert after[name]["pid"] == before[name]["pid"], name
+    assert all(e["status"] == "healthy" and e["drift"] == "in_sync" for e in after.values())
+    assert worker_pids(home) == {e["pid"] for e in after.values()}
+
+
+def test_worker_failing_at_import_is_marked_failed(
+    cli: Callable[..., Any], project: Path, api: Callable[[], httpx.Client]
+) -> None:
+    (project / "workers" / "broken").mkdir()
+    (project / "workers" / "broken" / "__init__.py").write_text("")
+    (project / "workers" / "broken" / "endpoint.py").write_text(BROKEN)
+    proc = cli("deploy", "broken", "--yes", "--json")
+    report = as_json(proc)
+    assert proc.returncode == 1 and not report["ok"]
+    assert "boom at import" in report["results"][0]["error"]
+
+    def failed() -> dict[str, Any] | None:
+        item = status(cli)["broken"]
+        return item if item["status"] == "failed" else None
+
+    item = wait_for(failed, timeout=40)
+    assert "boom at import" in item["last_error"]
+    logs = cli("logs", "broken", "--lines", "300")
+    assert "RuntimeError: boom at import" in logs.stdout
+    kinds = [e["kind"] for e in events(api) if e["endpoint"] == "broken"]
+    assert kinds.count("crashed") >= 5 and kinds[-1] == "failed"
+    # The other endpoints are untouched, and removing the broken one works.
+    assert cli("undeploy", "broken", "--yes").returncode == 0
+    shutil.rmtree(project / "workers" / "broken")
+
+
+def test_removed_endpoint_is_orphaned_then_deleted(
+    cli: Callable[..., Any], project: Path, home: Home
+) -> None:
+    api_pid = status(cli)["api"]["pid"]
+    (project / "workers" / "api" / "endpoint.py").unlink()
+    plan = {i["name"]: i for i in as_json(cli("plan", "--json"))["items"]}
+    assert plan["api"]["action"] == "delete" and plan["api"]["drift"] == "orphaned"
+    assert status(cli)["api"]["drift"] == "orphaned"
+    proc = cli("deploy", "--yes", "--json")
+    report = as_json(proc)
+    assert proc.returncode == 0, proc.stderr
+    assert [(r["name"], r["action"]) for r in report["results"]] == [("api", "delete")]
+    assert "api" not in status(cli)
+    wait_for(lambda: not psutil.pid_exists(api_pid))
+    assert worker_pids(home) == {e["pid"] for e in status(cli).values()}
+
+
+def test_undeploy_all_leaves_no_process(cli: Callable[..., Any], home: Home) -> None:
+    refused = cli("undeploy", "--all")
+    assert refused.returncode == 1 and "--yes" in refused.stderr
+    assert worker_pids(home)
+    proc = cli("undeploy", "--all", "--yes", "--json")
+    report = as_json(proc)
+    assert proc.returncode == 0 and report["ok"]
+    assert {r["name"] for r in report["results"]} == ENDPOINTS - {"api"}
+    assert worker_pids(home) == set()
+    assert all(e["status"] == "not_deployed" for e in status(cli).values())
+    stopped = as_json(cli("cloud", "stop", "--json"))
+    assert stopped["was_running"] is True
+    assert as_json(cli("cloud", "status", "--json"))["running"] is False
