@@ -1,0 +1,398 @@
+"""Benchmark: invoking endpoints served by real workers on loopback.
+
+Compares, in the same run and on the same machine:
+
+- LB: `POST /compute` on a flash worker (`python -m runtime.worker`, auth + request log on)
+  vs a bare FastAPI + uvicorn app serving the same function with a pydantic body model;
+- QB: `POST /runsync` on a flash worker vs the runpod SDK's local test API server
+  (`--rp_serve_api`), both running the same generic handler on the same function.
+
+Each (target, concurrency) is measured `--runs` times over `--requests` requests (after a
+warm-up); the medians of p50/p99 latency and requests/s are printed with the ratios and the
+goals (LB p50 <= 1.15x bare, LB req/s >= 0.85x bare, QB req/s >= 2x runpod).
+
+The load generator is a minimal keep-alive HTTP/1.1 client on raw asyncio streams, so the
+client's own overhead stays small next to the servers'. Run it with an interpreter that has
+both this project and `runpod` installed (see bench/requirements.txt), e.g.
+
+    python -m venv /tmp/bv && /tmp/bv/bin/pip install -e . -r bench/requirements.txt
+    /tmp/bv/bin/python bench/invoke.py [--requests 2000] [--runs 3] [--concurrency 1,16]
+
+Without `runpod` the QB comparison is skipped (and said so). Figures, not tests: nothing here
+asserts a timing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import importlib.util
+import json
+import os
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import cloudpickle
+import httpx
+
+REPO = Path(__file__).resolve().parent.parent
+KEY = "bench-key"
+
+USER_CODE = '''
+async def compute(numbers: list[float], scale: float = 1.0) -> dict:
+    """The quickstart's /compute function."""
+    scaled = [n * scale for n in numbers]
+    return {"count": len(scaled), "sum": sum(scaled), "max": max(scaled, default=None)}
+'''
+
+LB_HANDLER = """
+from runtime.lb_app import create_lb_app
+import userfns
+app = create_lb_app({("POST", "/compute"): userfns.compute})
+"""
+
+QB_HANDLER = """
+from runtime.qb_handler import create_handler
+import userfns
+handler = create_handler({"compute": userfns.compute})
+"""
+
+BARE_APP = """
+from fastapi import FastAPI
+from pydantic import BaseModel
+import userfns
+
+class ComputeRequest(BaseModel):
+    numbers: list[float]
+    scale: float = 1.0
+
+app = FastAPI()
+
+@app.post("/compute")
+async def compute(body: ComputeRequest) -> dict:
+    return await userfns.compute(body.numbers, body.scale)
+
+if __name__ == "__main__":
+    import sys
+    import uvicorn
+    uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[1]), access_log=False,
+                log_level="warning")
+"""
+
+RUNPOD_WORKER = """
+import runpod
+from runtime.qb_handler import create_handler
+import userfns
+
+handler = create_handler({"compute": userfns.compute})
+
+if __name__ == "__main__":
+    runpod.serverless.start({"handler": handler})
+"""
+
+LB_BODY = {"numbers": [1.5, 2.5, 3.0, 4.0], "scale": 2.0}
+
+
+def qb_body() -> dict[str, Any]:
+    def b64(value: Any) -> str:
+        return base64.b64encode(cloudpickle.dumps(value)).decode()
+
+    return {
+        "input": {
+            "function_name": "compute",
+            "execution_type": "function",
+            "args": [b64(LB_BODY["numbers"])],
+            "kwargs": {"scale": b64(LB_BODY["scale"])},
+        }
+    }
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class Server:
+    """A server process under test."""
+
+    name: str
+    proc: subprocess.Popen[bytes]
+    port: int
+    headers: dict[str, str]
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+
+
+def start(
+    name: str, args: list[str], cwd: Path, port: int, log: Path, env: dict[str, str] | None = None
+) -> subprocess.Popen[bytes]:
+    child_env = {k: v for k, v in os.environ.items() if not k.startswith("FLASH_")}
+    child_env["PYTHONPATH"] = os.pathsep.join([str(cwd), str(REPO)])
+    child_env.update(env or {})
+    with open(log, "wb") as out:
+        return subprocess.Popen(args, cwd=cwd, env=child_env, stdout=out, stderr=subprocess.STDOUT)
+
+
+def wait_up(url: str, proc: subprocess.Popen[bytes], deadline: float = 60.0) -> None:
+    end = time.monotonic() + deadline
+    while time.monotonic() < end:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{url}: process exited with {proc.returncode}")
+        try:
+            httpx.get(url, timeout=1)
+            return
+        except httpx.HTTPError:
+            time.sleep(0.05)
+    raise TimeoutError(f"{url} did not come up")
+
+
+def prepare(workdir: Path) -> None:
+    (workdir / "userfns.py").write_text(textwrap.dedent(USER_CODE))
+    (workdir / "handler_lbbench.py").write_text(textwrap.dedent(LB_HANDLER))
+    (workdir / "handler_qbbench.py").write_text(textwrap.dedent(QB_HANDLER))
+    (workdir / "bare_app.py").write_text(textwrap.dedent(BARE_APP))
+    (workdir / "rp_worker.py").write_text(textwrap.dedent(RUNPOD_WORKER))
+    manifest = {
+        "version": "1.0",
+        "resources": {
+            "lbbench": {"resource_type": "LoadBalancerSlsResource", "functions": []},
+            "qbbench": {"resource_type": "LiveServerless", "functions": []},
+        },
+    }
+    (workdir / "flash_manifest.json").write_text(json.dumps(manifest))
+
+
+def start_servers(workdir: Path, with_runpod: bool) -> dict[str, Server]:
+    servers: dict[str, Server] = {}
+    auth = {"Authorization": f"Bearer {KEY}"}
+    for resource in ("lbbench", "qbbench"):
+        port = free_port()
+        proc = start(
+            resource,
+            [
+                sys.executable,
+                "-m",
+                "runtime.worker",
+                "--build-dir",
+                str(workdir),
+                "--resource",
+                resource,
+                "--port",
+                str(port),
+            ],
+            workdir,
+            port,
+            workdir / f"{resource}.log",
+            {"FLASH_ENDPOINT_KEY": KEY},
+        )
+        servers[resource] = Server(resource, proc, port, auth)
+    port = free_port()
+    proc = start(
+        "bare", [sys.executable, "bare_app.py", str(port)], workdir, port, workdir / "bare.log"
+    )
+    servers["bare"] = Server("bare", proc, port, {})
+    if with_runpod:
+        port = free_port()
+        proc = start(
+            "runpod",
+            [
+                sys.executable,
+                "rp_worker.py",
+                "--rp_serve_api",
+                "--rp_api_host",
+                "127.0.0.1",
+                "--rp_api_port",
+                str(port),
+            ],
+            workdir,
+            port,
+            workdir / "runpod.log",
+        )
+        servers["runpod"] = Server("runpod", proc, port, {})
+    for server in servers.values():
+        wait_up(f"http://127.0.0.1:{server.port}/ping", server.proc)
+    return servers
+
+
+def request_bytes(path: str, body: Any, headers: dict[str, str]) -> bytes:
+    data = json.dumps(body).encode()
+    lines = [
+        f"POST {path} HTTP/1.1",
+        "Host: 127.0.0.1",
+        "Content-Type: application/json",
+        f"Content-Length: {len(data)}",
+        *(f"{k}: {v}" for k, v in headers.items()),
+    ]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode() + data
+
+
+async def _connection(
+    port: int, payload: bytes, budget: list[int], latencies: list[float], errors: list[int]
+) -> None:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        while budget[0] > 0:
+            budget[0] -= 1
+            started = time.perf_counter()
+            writer.write(payload)
+            head = await reader.readuntil(b"\r\n\r\n")
+            lower = head.lower()
+            at = lower.find(b"content-length:")
+            if at == -1:
+                raise RuntimeError("response without content-length")
+            length = int(lower[at + 15 : lower.find(b"\r\n", at)])
+            await reader.readexactly(length)
+            latencies.append(time.perf_counter() - started)
+            if head[9:12] != b"200":
+                errors.append(int(head[9:12]))
+    finally:
+        writer.close()
+
+
+async def _load(
+    port: int, payload: bytes, requests: int, concurrency: int
+) -> tuple[list[float], float, list[int]]:
+    budget = [requests]
+    latencies: list[float] = []
+    errors: list[int] = []
+    started = time.perf_counter()
+    await asyncio.gather(
+        *(_connection(port, payload, budget, latencies, errors) for _ in range(concurrency))
+    )
+    return latencies, time.perf_counter() - started, errors
+
+
+@dataclass
+class Sample:
+    p50: float
+    p99: float
+    rps: float
+    errors: int
+
+
+def measure(server: Server, path: str, body: Any, requests: int, concurrency: int) -> Sample:
+    payload = request_bytes(path, body, server.headers)
+    asyncio.run(_load(server.port, payload, max(50, requests // 10), concurrency))  # warm-up
+    latencies, elapsed, errors = asyncio.run(_load(server.port, payload, requests, concurrency))
+    latencies.sort()
+    return Sample(
+        p50=latencies[len(latencies) // 2] * 1000,
+        p99=latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))] * 1000,
+        rps=len(latencies) / elapsed,
+        errors=len(errors),
+    )
+
+
+def median_sample(samples: list[Sample]) -> Sample:
+    return Sample(
+        p50=statistics.median(s.p50 for s in samples),
+        p99=statistics.median(s.p99 for s in samples),
+        rps=statistics.median(s.rps for s in samples),
+        errors=sum(s.errors for s in samples),
+    )
+
+
+def sanity_check(servers: dict[str, Server]) -> None:
+    """Each target answers the benchmark request correctly before anything is timed."""
+    expected = {"count": 4, "sum": 22.0, "max": 8.0}
+    for name in ("lbbench", "bare"):
+        s = servers[name]
+        got = httpx.post(f"http://127.0.0.1:{s.port}/compute", json=LB_BODY, headers=s.headers)
+        assert got.json() == expected, (name, got.text)
+    for name in ("qbbench", "runpod"):
+        if name not in servers:
+            continue
+        s = servers[name]
+        got = httpx.post(f"http://127.0.0.1:{s.port}/runsync", json=qb_body(), headers=s.headers)
+        output = got.json()["output"]
+        value = cloudpickle.loads(base64.b64decode(output["result"]))
+        assert value == expected, (name, got.text)
+
+
+def fmt(sample: Sample) -> str:
+    text = f"p50 {sample.p50:6.2f} ms  p99 {sample.p99:6.2f} ms  {sample.rps:7.0f} req/s"
+    return text + (f"  ({sample.errors} errors)" if sample.errors else "")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--requests", type=int, default=2000)
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--concurrency", default="1,16")
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    args = parser.parse_args(argv)
+    levels = [int(c) for c in args.concurrency.split(",") if c.strip()]
+    with_runpod = importlib.util.find_spec("runpod") is not None
+    workdir = Path(tempfile.mkdtemp(prefix="flash-bench-invoke-"))
+    prepare(workdir)
+    servers = start_servers(workdir, with_runpod)
+    results: dict[str, Any] = {"requests": args.requests, "runs": args.runs, "cpus": os.cpu_count()}
+    try:
+        sanity_check(servers)
+        pairs = [("lb", "lbbench", "bare", "/compute", LB_BODY)]
+        if with_runpod:
+            pairs.append(("qb", "qbbench", "runpod", "/runsync", qb_body()))
+        for kind, ours, theirs, path, body in pairs:
+            for concurrency in levels:
+                samples: dict[str, list[Sample]] = {ours: [], theirs: []}
+                for run in range(args.runs):
+                    # Alternate the order so drift (thermal, caches) does not favour one side.
+                    order = (ours, theirs) if run % 2 == 0 else (theirs, ours)
+                    for name in order:
+                        samples[name].append(
+                            measure(servers[name], path, body, args.requests, concurrency)
+                        )
+                a, b = median_sample(samples[ours]), median_sample(samples[theirs])
+                results[f"{kind}_c{concurrency}"] = {
+                    "flash": a.__dict__,
+                    theirs: b.__dict__,
+                    "p50_ratio": a.p50 / b.p50,
+                    "rps_ratio": a.rps / b.rps,
+                }
+                if not args.json:
+                    label = "LB  POST /compute " if kind == "lb" else "QB  POST /runsync "
+                    print(f"{label} concurrency {concurrency:>2}")
+                    print(f"    flash   {fmt(a)}")
+                    print(f"    {theirs:<7} {fmt(b)}")
+                    if kind == "lb":
+                        print(
+                            f"    ratio   p50 {a.p50 / b.p50:.2f}x (goal <= 1.15)   "
+                            f"req/s {a.rps / b.rps:.2f}x (goal >= 0.85)"
+                        )
+                    else:
+                        print(f"    ratio   req/s {a.rps / b.rps:.2f}x (goal >= 2.0)")
+        if not with_runpod:
+            results["qb"] = "skipped: the runpod package is not installed"
+            if not args.json:
+                print("QB comparison skipped: `runpod` is not installed (bench/requirements.txt)")
+    finally:
+        for server in servers.values():
+            server.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
+    if args.json:
+        print(json.dumps(results, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
