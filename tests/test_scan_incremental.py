@@ -59,8 +59,8 @@ def test_first_scan_parses_only_candidates(project: Path) -> None:
     scanner = Scanner(project)
     result = scanner.scan()
     assert result.manifest["function_registry"] == {"alpha": "worker"}
-    # config.py and funcs.py have trigger words; consts.py is parsed on demand for MAX
-    assert (result.stats.files, result.stats.candidates, result.stats.parsed) == (13, 2, 3)
+    # funcs.py has a trigger word; config.py and consts.py are parsed on demand
+    assert (result.stats.files, result.stats.candidates, result.stats.parsed) == (13, 1, 3)
     assert result.manifest["resources"]["worker"]["config"]["workersMax"] == 3
 
 
@@ -105,6 +105,19 @@ def test_editing_an_imported_constant_reresolves_dependents(project: Path) -> No
     result = scanner.scan()
     assert result.manifest["resources"]["worker"]["config"]["workersMax"] == 7
     assert result.stats.resolved == 1  # funcs.py (it consulted consts via config); not others
+
+
+def test_shared_config_users_all_see_a_constant_change(project: Path) -> None:
+    # Two files resolve the same config through consts.py: both must depend on it.
+    _write(project, {"more.py": FUNCS.replace("alpha", "omega")})
+    scanner = Scanner(project)
+    scanner.scan()
+    (project / "consts.py").write_text("MAX = 9\n")
+    _bump(project / "consts.py")
+    result = scanner.scan()
+    assert result.stats.resolved == 2
+    assert result.manifest["resources"]["worker"]["config"]["workersMax"] == 9
+    assert result.diagnostics == []
 
 
 def test_add_delete_and_rename(project: Path) -> None:
@@ -189,6 +202,18 @@ def test_bad_files_never_crash(project: Path) -> None:
     assert result.manifest["function_registry"] == {"alpha": "worker", "f": "café"}
 
 
+def test_problems_in_a_module_parsed_on_demand_are_reported(project: Path) -> None:
+    scanner = Scanner(project)
+    (project / "config.py").write_text(CONFIG + "def broken(:\n")
+    result = scanner.scan()
+    codes = sorted((d.code, d.file) for d in result.diagnostics)
+    assert codes == [("scan-syntax-error", "config.py"), ("scan-unknown-config", "funcs.py")]
+    (project / "config.py").write_text(CONFIG)
+    _bump(project / "config.py")
+    result = scanner.scan()
+    assert result.diagnostics == [] and result.manifest["function_registry"] == {"alpha": "worker"}
+
+
 def test_unreadable_file(project: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     target = project / "secret.py"
     target.write_text(FUNCS.replace("alpha", "hidden"))
@@ -196,10 +221,10 @@ def test_unreadable_file(project: Path, monkeypatch: pytest.MonkeyPatch) -> None
     if os.geteuid() == 0:  # root reads anything: simulate the permission error
         real_read = Scanner._read
 
-        def deny(self: Scanner, path: str) -> bytes:
+        def deny(self: Scanner, path: str, size: int = 0) -> bytes:
             if path.endswith("secret.py"):
                 raise PermissionError(13, "Permission denied")
-            return real_read(self, path)
+            return real_read(self, path, size)
 
         monkeypatch.setattr(Scanner, "_read", deny)
     try:
