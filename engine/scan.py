@@ -25,13 +25,15 @@ then (leniently, for script-style projects) as a sibling of the importing module
 unique project module with that dotted suffix.
 
 Incremental: per-file cache keyed by (path, mtime_ns, size), then by a content hash, so a
-touched but unchanged file costs a stat and a hash. Files whose bytes contain none of the
-trigger words (`remote`, `Endpoint`, `Serverless`, `LoadBalancer`, `tetra_rp`, `runpod_flash`)
-are not parsed unless another module needs their constants or re-exports (then they are parsed
-on demand), or they mention a name that some candidate module binds to an `Endpoint` or
-re-exported SDK decorator (e.g. `from app import api` then `@api.post(...)`). Syntax errors are
-therefore only reported for files that may hold Flash code. Project-level resolution is cached
-per file and redone only for files whose module, or a module they consulted, changed.
+touched but unchanged file costs a stat, a read and a hash. Files whose bytes contain neither
+`remote` nor `Endpoint` (every file that applies a Flash decorator spells one of them, through
+any alias) are not parsed, except: on demand, when a decorator refers to one of their names (a
+config module, constants, a re-export through `__init__.py`; their syntax errors are then
+reported too), or when they use as a decorator a name that some parsed module binds to an
+`Endpoint` object or re-exported SDK decorator (`from app import api` then `@api.post(...)`).
+Syntax errors in files that no Flash code depends on are not reported: they are not parsed.
+Project-level resolution is cached per file and redone only for files whose module, or a module
+they consulted, changed; `scan(changed_paths=...)` (a watcher batch) skips the walk entirely.
 
 Endpoint objects map to resource classes through `runtime.endpoint.endpoint_resource` with
 `live=False`: what `flash build`/`deploy` provision (upstream sets
@@ -681,7 +683,12 @@ class ScanResult:
 
 
 class Scanner:
-    """An incremental scanner of one project: call `scan()` again after files change."""
+    """An incremental scanner of one project: call `scan()` again after files change.
+
+    `Scanner(path)` raises `NotADirectoryError` when `path` is not a directory. Not thread-safe:
+    serialise calls to `scan()`. The returned manifest shares nested dicts with later results
+    (unchanged parts are reused), so treat it as read-only.
+    """
 
     def __init__(self, project: Project | str | os.PathLike[str]) -> None:
         self.project = project if isinstance(project, Project) else Project.open(project)

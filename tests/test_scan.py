@@ -391,6 +391,23 @@ def test_endpoint_routes_from_another_file(tmp_path: Path) -> None:
     assert result.manifest["resources"]["api"]["file"] == "app.py"
 
 
+def test_reexported_decorator_alias_in_a_file_without_trigger_words(tmp_path: Path) -> None:
+    result = _scan(
+        tmp_path,
+        {
+            "sdk.py": "from tetra_rp import remote as run_on, LiveServerless\n"
+            "cfg = LiveServerless(name='w')\n",
+            "use.py": """
+                from sdk import run_on, cfg
+
+                @run_on(cfg)
+                def f(): ...
+                """,
+        },
+    )
+    assert result.manifest["function_registry"] == {"f": "w"}
+
+
 def test_endpoint_problems(tmp_path: Path) -> None:
     result = _scan(
         tmp_path,
