@@ -300,14 +300,17 @@ def _bind(binding: RouteBinding, values: dict[str, Any]) -> dict[str, Any]:
     return kwargs
 
 
+# Same options as Starlette's JSONResponse; one encoder instance, since json.dumps() with
+# options builds a new encoder per call.
+_encode = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode
+
+
 def _json_response(content: Any, status: int = 200) -> Response:
     try:
-        data = json.dumps(content, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+        data = _encode(content)
     except (TypeError, ValueError):
         # Pydantic models, dataclasses, datetimes...: FastAPI's own encoder.
-        data = json.dumps(
-            jsonable_encoder(content), ensure_ascii=False, allow_nan=False, separators=(",", ":")
-        )
+        data = _encode(jsonable_encoder(content))
     return Response(data.encode(), status_code=status, media_type="application/json")
 
 

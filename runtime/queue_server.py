@@ -24,12 +24,12 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import itertools
 import json
 import os
 import sys
 import time
 import traceback
-import uuid
 from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -59,8 +59,9 @@ JobHandler = Callable[[dict[str, Any]], Awaitable[Any] | Any]
 _JSON_HEADERS = [(b"content-type", b"application/json")]
 
 
-def _dumps(value: Any) -> str:
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+# One encoder for the process: json.dumps() with non-default options builds a new encoder on
+# every call, which shows up on the per-request path.
+_dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
 
 
 class Job:
@@ -77,7 +78,7 @@ class Job:
         "finished",
         "timeout",
         "task",
-        "done",
+        "_done",
     )
 
     def __init__(self, job_id: str, payload: Any, timeout: float | None) -> None:
@@ -90,15 +91,24 @@ class Job:
         self.started: float | None = None
         self.finished: float | None = None
         self.timeout = timeout
-        self.task: asyncio.Task[None] | None = None
-        self.done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.task: asyncio.Task[Any] | None = None
+        self._done: asyncio.Future[None] | None = None  # created only when someone waits
+
+    def waiter(self) -> asyncio.Future[None]:
+        """A future resolved when the job finishes."""
+        if self._done is None:
+            self._done = asyncio.get_running_loop().create_future()
+            if self.finished is not None:
+                self._done.set_result(None)
+        return self._done
 
     def body(self, worker_id: str) -> str:
-        """The `/status` JSON of this job (RunPod field names)."""
-        parts = [f'"id":{_dumps(self.id)}', f'"status":"{self.status}"']
+        """The `/status` JSON of this job (RunPod field names); `worker_id` is JSON text."""
+        # Ids are generated here (plain ASCII) and worker_id comes pre-encoded as JSON.
+        parts = [f'"id":"{self.id}"', f'"status":"{self.status}"']
         if self.started is not None:
             parts.append(f'"delayTime":{int((self.started - self.created) * 1000)}')
-            parts.append(f'"workerId":{_dumps(worker_id)}')
+            parts.append(f'"workerId":{worker_id}')
         if self.finished is not None and self.started is not None:
             parts.append(f'"executionTime":{int((self.finished - self.started) * 1000)}')
         if self.output_json is not None:
@@ -135,22 +145,32 @@ class QueueServer:
         self.runsync_wait = runsync_wait
         self.execution_timeout = execution_timeout or None
         self.worker_id = worker_id or f"local-{os.getpid()}"
+        self._worker_json = _dumps(self.worker_id)
         self.shutdown_grace = shutdown_grace
         self.jobs: dict[str, Job] = {}
         self._queue: deque[Job] = deque()
         self._running = 0
         self._expiry: deque[tuple[float, str]] = deque()
         self._accepting = True
+        # Job ids: a random per-process prefix plus a counter — unique, and much cheaper
+        # than uuid4 on the hot path (auth, not id secrecy, protects the jobs).
+        self._id_prefix = os.urandom(6).hex()
+        self._ids = itertools.count(1)
         self.counts = {"completed": 0, "failed": 0, "retried": 0}
 
     # ---------------------------------------------------------------- job lifecycle
 
-    def submit(self, payload: Any, *, sync: bool = False, timeout: float | None = None) -> Job:
-        """Queue a job (starts at once when a slot is free)."""
+    def _new_job(self, payload: Any, sync: bool, timeout: float | None) -> Job:
         self._expire()
         prefix = "sync-" if sync else ""
-        job = Job(f"{prefix}{uuid.uuid4()}", payload, timeout or self.execution_timeout)
-        self.jobs[job.id] = job
+        job_id = f"{prefix}{self._id_prefix}-{next(self._ids)}"
+        job = Job(job_id, payload, timeout or self.execution_timeout)
+        self.jobs[job_id] = job
+        return job
+
+    def submit(self, payload: Any, *, sync: bool = False, timeout: float | None = None) -> Job:
+        """Queue a job (starts at once when a slot is free)."""
+        job = self._new_job(payload, sync, timeout)
         self._queue.append(job)
         self._pump()
         return job
@@ -215,8 +235,8 @@ class QueueServer:
         elif status in (FAILED, TIMED_OUT):
             self.counts["failed"] += 1
         self._expiry.append((job.finished + self.retention, job.id))
-        if not job.done.done():
-            job.done.set_result(None)
+        if job._done is not None and not job._done.done():
+            job._done.set_result(None)
 
     def cancel(self, job: Job) -> None:
         """Cancel a queued or running job (a finished one is left as it is)."""
@@ -306,7 +326,7 @@ class QueueServer:
             if job is None:
                 await _respond(send, 404, _dumps({"error": f"job {job_id} not found"}))
             else:
-                await _respond(send, 200, job.body(self.worker_id))
+                await _respond(send, 200, job.body(self._worker_json))
         elif op == "cancel":
             if method != "POST":
                 await _respond(send, 405, '{"error":"method not allowed"}')
@@ -348,8 +368,8 @@ class QueueServer:
         policy = request.get("policy")
         if isinstance(policy, dict) and isinstance(policy.get("executionTimeout"), (int, float)):
             timeout = max(0.001, policy["executionTimeout"] / 1000)
-        job = self.submit(request["input"], sync=sync, timeout=timeout)
         if not sync:
+            job = self.submit(request["input"], timeout=timeout)
             await _respond(send, 200, _dumps({"id": job.id, "status": job.status}))
             return
         wait = self.runsync_wait
@@ -361,9 +381,43 @@ class QueueServer:
                     wait = min(MAX_RUNSYNC_WAIT, max(0.0, float(values[0]) / 1000))
                 except ValueError:
                     pass
-        if not job.done.done():
-            await asyncio.wait((job.done,), timeout=wait)
-        await _respond(send, 200, job.body(self.worker_id))
+        if self._running < self.concurrency and not self._queue:
+            await self._run_inline(request["input"], timeout, wait, send)
+            return
+        job = self.submit(request["input"], sync=True, timeout=timeout)
+        if job.finished is None:
+            await asyncio.wait((job.waiter(),), timeout=wait)
+        await _respond(send, 200, job.body(self._worker_json))
+
+    async def _run_inline(
+        self, payload: Any, timeout: float | None, wait: float, send: Any
+    ) -> None:
+        """/runsync with a free slot: run the job in the request's own task.
+
+        Saves a task, a future and a wait per call (the common case). If the job outlives
+        `wait`, a timer answers IN_PROGRESS from a side task while this one keeps running the
+        job, exactly like the queued path; /cancel cancels this task.
+        """
+        job = self._new_job(payload, True, timeout)
+        self._running += 1
+        job.status = IN_PROGRESS
+        job.started = time.monotonic()
+        job.task = asyncio.current_task()
+        replied = False
+        loop = asyncio.get_running_loop()
+
+        def reply_early() -> None:
+            nonlocal replied
+            replied = True
+            loop.create_task(_respond(send, 200, job.body(self._worker_json)))
+
+        timer = loop.call_later(wait, reply_early)
+        try:
+            await self._execute(job)
+        finally:
+            timer.cancel()
+        if not replied:
+            await _respond(send, 200, job.body(self._worker_json))
 
     async def _lifespan(self, receive: Any, send: Any) -> None:
         while True:
