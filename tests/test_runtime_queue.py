@@ -181,3 +181,21 @@ def test_generic_handler_behind_the_queue_server() -> None:
         assert bad["status"] == "FAILED" and "ZeroDivisionError" in bad["error"]
         assert "in divide" in bad["output"]["traceback"] and bad["output"]["success"] is False
         assert client.get(f"{url}/ping").status_code == 200
+
+
+def test_runsync_job_can_be_cancelled_after_the_early_answer(server) -> None:
+    _, url, client = server
+    body = client.post(f"{url}/runsync?wait=50", json={"input": {"sleep": 5}}).json()
+    assert body["status"] == "IN_PROGRESS"
+    assert client.post(f"{url}/cancel/{body['id']}").json()["status"] == "CANCELLED"
+    assert client.get(f"{url}/status/{body['id']}").json()["status"] == "CANCELLED"
+    assert client.get(f"{url}/health").json()["jobs"]["inProgress"] == 0
+
+
+def test_runsync_waits_in_the_queue_when_slots_are_busy() -> None:
+    with serve_asgi(QueueServer(echo, concurrency=1)) as url, httpx.Client(timeout=10) as client:
+        first = client.post(f"{url}/run", json={"input": {"sleep": 0.3}}).json()
+        body = client.post(f"{url}/runsync", json={"input": {"n": 1}}).json()
+        assert body["status"] == "COMPLETED" and body["output"] == {"echo": {"n": 1}}
+        assert body["delayTime"] >= 100  # it waited for the first job's slot
+        assert client.get(f"{url}/status/{first['id']}").json()["status"] == "COMPLETED"
