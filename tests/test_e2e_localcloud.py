@@ -8,6 +8,7 @@ kills any leftover worker whatever happens.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import queue
@@ -172,6 +173,11 @@ def events(api: Callable[[], httpx.Client], since: int = 0) -> list[dict[str, An
     return api().get(f"/v1/apps/{APP}/events", params={"since": since}).json()["events"]
 
 
+def records(api: Callable[[], httpx.Client]) -> dict[str, dict[str, Any]]:
+    """The cloud's endpoint records (cheaper than a `status` CLI run inside wait loops)."""
+    return {r["name"]: r for r in api().get(f"/v1/apps/{APP}/endpoints").json()["endpoints"]}
+
+
 def last_event_id(api: Callable[[], httpx.Client]) -> int:
     all_events = events(api)
     return all_events[-1]["id"] if all_events else 0
@@ -209,39 +215,47 @@ def test_deploy_all_endpoints_healthy(cli: Callable[..., Any], home: Home) -> No
     assert worker_pids(home) == {e["pid"] for e in endpoints.values()}
 
 
-@pytest.mark.parametrize(
-    ("target", "data", "check"),
-    [
-        ("api:/health", None, lambda r: r["status"] == "ok"),
-        ("GET /greet", {"name": "flash"}, lambda r: r == {"message": "Hello, flash!"}),
-        ("POST /compute", {"numbers": [1, 2, 3], "scale": 2}, lambda r: r["sum"] == 12.0),
-        ("gateway:/stats", {"text": "a b a"}, lambda r: r["words"] == 3 and r["unique"] == 2),
-        (
-            "POST /pipeline",
-            {"text": "Hello   World", "dims": 4},
-            lambda r: r["text"] == "hello world" and r["embedding"]["dims"] == 4,
-        ),
-        ("gpu_worker:embed", {"text": "hi there", "dims": 8}, lambda r: len(r["vector"]) == 8),
-        ("preprocess", {"text": "A  B"}, lambda r: r["words"] == ["a", "b"]),
-        ("word_stats", {"text": "one two"}, lambda r: r["words"] == 2),
-        (
-            "cpu_worker:TextAnalyzer.keywords",
-            {"text": "cat dog cat the"},
-            lambda r: r[0] == "cat",
-        ),
-    ],
-)
-def test_invoke_every_route_and_function(
-    cli: Callable[..., Any], target: str, data: Any, check: Callable[[Any], bool]
-) -> None:
-    args = ["invoke", target, "--json"]
-    if data is not None:
-        args += ["--data", json.dumps(data)]
-    proc = cli(*args)
+INVOCATIONS: list[tuple[str, Any, Callable[[Any], bool]]] = [
+    ("api:/health", None, lambda r: r["status"] == "ok"),
+    ("GET /greet", {"name": "flash"}, lambda r: r == {"message": "Hello, flash!"}),
+    ("POST /compute", {"numbers": [1, 2, 3], "scale": 2}, lambda r: r["sum"] == 12.0),
+    ("gateway:/stats", {"text": "a b a"}, lambda r: r["words"] == 3 and r["unique"] == 2),
+    (
+        "POST /pipeline",
+        {"text": "Hello   World", "dims": 4},
+        lambda r: r["text"] == "hello world" and r["embedding"]["dims"] == 4,
+    ),
+    ("gpu_worker:embed", {"text": "hi there", "dims": 8}, lambda r: len(r["vector"]) == 8),
+    ("preprocess", {"text": "A  B"}, lambda r: r["words"] == ["a", "b"]),
+    ("word_stats", {"text": "one two"}, lambda r: r["words"] == 2),
+    ("cpu_worker:TextAnalyzer.keywords", {"text": "cat dog cat the"}, lambda r: r[0] == "cat"),
+]
+
+
+def test_invoke_every_route_and_function(project: Path, home: Home) -> None:
+    """Every LB route and QB function of the quickstart, through the engine the CLI uses
+    (in-process: one CLI start per call would dominate the test's time)."""
+    from engine.ops import Engine
+    from engine.provider import LocalCloudProvider
+
+    async def main() -> list[Any]:
+        async with Engine(project, LocalCloudProvider(home, start=False)) as engine:
+            return [await engine.invoke(target, data) for target, data, _ in INVOCATIONS]
+
+    results = asyncio.run(main())
+    for (target, _data, check), result in zip(INVOCATIONS, results, strict=True):
+        assert result.ok and result.status_code == 200, (target, result.error)
+        assert result.latency_ms > 0
+        assert check(result.result), (target, result.result)
+
+
+def test_invoke_cli_prints_the_result(cli: Callable[..., Any]) -> None:
+    proc = cli("invoke", "gpu_worker:embed", "--data", '{"text": "a", "dims": 2}', "--json")
     result = as_json(proc)
-    assert proc.returncode == 0 and result["ok"], (result, proc.stderr)
-    assert result["status_code"] == 200 and result["latency_ms"] > 0
-    assert check(result["result"]), result["result"]
+    assert proc.returncode == 0 and result["ok"] and result["job_status"] == "COMPLETED"
+    assert result["result"]["dims"] == 2
+    human = cli("invoke", "POST /compute", "--data", '{"numbers": [2]}')
+    assert human.returncode == 0 and "HTTP 200" in human.stdout and '"sum": 2.0' in human.stdout
 
 
 def test_invoke_failure_is_reported(cli: Callable[..., Any]) -> None:
@@ -252,15 +266,15 @@ def test_invoke_failure_is_reported(cli: Callable[..., Any]) -> None:
     assert unknown.returncode == 1 and "no function or route named 'nope'" in unknown.stderr
 
 
-def test_secrets_stay_secret(cli: Callable[..., Any], home: Home) -> None:
+def test_secrets_stay_secret(
+    cli: Callable[..., Any], home: Home, api: Callable[[], httpx.Client]
+) -> None:
     secret_keys = keys(home)
     assert len(secret_keys) == len(ENDPOINTS)
     outputs = [
         cli("status", "--json"),
         cli("status"),
         cli("logs", "--json", "--lines", "500"),
-        cli("logs", "gpu_worker"),
-        cli("plan", "--json"),
         cli("invoke", "POST /compute", "--data", '{"numbers": [1]}', "--json"),
         cli("cloud", "status", "--json"),
     ]
@@ -271,7 +285,7 @@ def test_secrets_stay_secret(cli: Callable[..., Any], home: Home) -> None:
         for secret in [*secret_keys, info.token]:
             assert secret not in proc.stdout and secret not in proc.stderr
     # Worker routes need the endpoint key; /ping does not.
-    endpoints = status(cli)
+    endpoints = records(api)
     with httpx.Client(trust_env=False) as client:
         assert client.get(endpoints["api"]["url"] + "/ping").status_code == 200
         assert client.post(endpoints["api"]["url"] + "/compute", json={}).status_code == 401
@@ -299,9 +313,9 @@ def test_logs_show_requests(cli: Callable[..., Any]) -> None:
 
 
 def test_drift_then_deploy_updates_only_that_endpoint(
-    cli: Callable[..., Any], project: Path
+    cli: Callable[..., Any], project: Path, api: Callable[[], httpx.Client]
 ) -> None:
-    before = status(cli)
+    before = records(api)
     edit(project / "workers/gpu/endpoint.py", "workersMax=1,", "workersMax=3,")
     plan = as_json(cli("plan", "--json"))
     items = {i["name"]: i for i in plan["items"]}
@@ -332,7 +346,7 @@ def test_sigkilled_worker_is_restarted(
     cli: Callable[..., Any], home: Home, api: Callable[[], httpx.Client]
 ) -> None:
     mark = last_event_id(api)
-    victim = status(cli)["cpu_worker"]["pid"]
+    victim = records(api)["cpu_worker"]["pid"]
     os.kill(victim, signal.SIGKILL)
 
     def back() -> dict[str, Any] | None:
@@ -344,9 +358,7 @@ def test_sigkilled_worker_is_restarted(
     assert record["restarts"] == 1
     kinds = [e["kind"] for e in events(api, mark) if e["endpoint"] == "cpu_worker"]
     assert "crashed" in kinds and "restarted" in kinds
-    again = cli("invoke", "word_stats", "--data", '{"text": "x y"}', "--json")
-    assert as_json(again)["result"]["words"] == 2
-    assert worker_pids(home) == {e["pid"] for e in status(cli).values()}
+    assert worker_pids(home) == {e["pid"] for e in records(api).values()}
 
 
 def test_sigkilled_cloud_is_restarted_and_readopts_workers(
@@ -371,7 +383,11 @@ def test_sigkilled_cloud_is_restarted_and_readopts_workers(
 
 
 def test_sigkilled_cli_mid_deploy_leaves_a_consistent_state(
-    env: dict[str, str], project: Path, cli: Callable[..., Any], home: Home
+    env: dict[str, str],
+    project: Path,
+    cli: Callable[..., Any],
+    home: Home,
+    api: Callable[[], httpx.Client],
 ) -> None:
     edit(project / "workers/cpu/endpoint.py", "workersMax=2,", "workersMax=4,")
     proc = subprocess.Popen(
@@ -402,15 +418,17 @@ def test_sigkilled_cli_mid_deploy_leaves_a_consistent_state(
             proc.kill()
 
     def consistent() -> dict[str, dict[str, Any]] | None:
-        now = status(cli)
+        now = records(api)
         if not all(e["status"] == "healthy" for e in now.values()):
             return None
         if worker_pids(home) != {e["pid"] for e in now.values()}:
             return None  # an unknown (or missing) process
         return now
 
-    final = wait_for(consistent, timeout=30)
+    wait_for(consistent, timeout=30)
+    final = status(cli)
     assert set(final) == ENDPOINTS
+    assert all(e["status"] == "healthy" for e in final.values())
     assert final["cpu_worker"]["drift"] == "in_sync"  # the service finished the deploy
 
 
@@ -422,7 +440,7 @@ def test_concurrent_deploys_are_serialized(
     api: Callable[[], httpx.Client],
 ) -> None:
     mark = last_event_id(api)
-    before = status(cli)
+    before = records(api)
     edit(project / "workers/api/endpoint.py", "workersMax=3", "workersMax=2")
     procs = [
         subprocess.Popen(
@@ -464,12 +482,9 @@ def test_worker_failing_at_import_is_marked_failed(
     assert proc.returncode == 1 and not report["ok"]
     assert "boom at import" in report["results"][0]["error"]
 
-    def failed() -> dict[str, Any] | None:
-        item = status(cli)["broken"]
-        return item if item["status"] == "failed" else None
-
-    item = wait_for(failed, timeout=40)
-    assert "boom at import" in item["last_error"]
+    wait_for(lambda: records(api)["broken"]["status"] == "failed", timeout=40)
+    item = status(cli)["broken"]
+    assert item["status"] == "failed" and "boom at import" in item["last_error"]
     logs = cli("logs", "broken", "--lines", "300")
     assert "RuntimeError: boom at import" in logs.stdout
     kinds = [e["kind"] for e in events(api) if e["endpoint"] == "broken"]
@@ -480,9 +495,9 @@ def test_worker_failing_at_import_is_marked_failed(
 
 
 def test_removed_endpoint_is_orphaned_then_deleted(
-    cli: Callable[..., Any], project: Path, home: Home
+    cli: Callable[..., Any], project: Path, home: Home, api: Callable[[], httpx.Client]
 ) -> None:
-    api_pid = status(cli)["api"]["pid"]
+    api_pid = records(api)["api"]["pid"]
     (project / "workers" / "api" / "endpoint.py").unlink()
     plan = {i["name"]: i for i in as_json(cli("plan", "--json"))["items"]}
     assert plan["api"]["action"] == "delete" and plan["api"]["drift"] == "orphaned"
@@ -491,9 +506,9 @@ def test_removed_endpoint_is_orphaned_then_deleted(
     report = as_json(proc)
     assert proc.returncode == 0, proc.stderr
     assert [(r["name"], r["action"]) for r in report["results"]] == [("api", "delete")]
-    assert "api" not in status(cli)
+    assert "api" not in records(api)
     wait_for(lambda: not psutil.pid_exists(api_pid))
-    assert worker_pids(home) == {e["pid"] for e in status(cli).values()}
+    assert worker_pids(home) == {e["pid"] for e in records(api).values()}
 
 
 def test_undeploy_all_leaves_no_process(cli: Callable[..., Any], home: Home) -> None:
