@@ -36,6 +36,7 @@ CONFIG_INVALID = "manifest-config-invalid"
 CONFIG_UNRESOLVED = "manifest-config-unresolved"
 ENDPOINT_INVALID = "scan-endpoint-invalid"
 ENDPOINT_MIXED = "scan-endpoint-mixed"
+INTERNAL_ERROR = "scan-internal-error"
 
 
 @dataclass(frozen=True)

@@ -374,6 +374,17 @@ _DECORATOR_ROOT = re.compile(rb"@[ \t]*([A-Za-z_][A-Za-z0-9_]*)")
 _CODING_COOKIE = re.compile(rb"(?:[^\n]*\n)?[ \t\f]*#[^\n]*?coding[:=][ \t]*[-\w.]+")
 
 
+def _internal_error(rel: str, exc: BaseException) -> Diagnostic:
+    return Diagnostic(
+        "warning",
+        rel,
+        0,
+        f"not scanned: the scanner failed on this file ({type(exc).__name__}: {exc}); "
+        "please report it",
+        codes.INTERNAL_ERROR,
+    )
+
+
 def _parse(rel: str, module: str, data: bytes) -> tuple[FileFacts | None, list[Diagnostic]]:
     """Facts of one file, or None and a diagnostic saying why it could not be read as Python."""
     if b"\x00" in data:
@@ -449,6 +460,8 @@ def _parse(rel: str, module: str, data: bytes) -> tuple[FileFacts | None, list[D
                 "warning", rel, 0, "not scanned: the file is too deeply nested", codes.TOO_LARGE
             )
         ]
+    except Exception as exc:  # a scanner bug must not take the whole scan down
+        return None, [_internal_error(rel, exc)]
     return (
         FileFacts(extractor.names, extractor.stars, extractor.decorated, extractor.hot()),
         [],
@@ -1544,7 +1557,10 @@ class Scanner:
             cached = self._results.get(entry.rel)
             if cached is None or entry.module in changed or cached.deps & changed:
                 self._current_rel = entry.rel
-                cached = self._resolve_file(entry)
+                try:
+                    cached = self._resolve_file(entry)
+                except Exception as exc:  # a scanner bug must not take the whole scan down
+                    cached = _FileResult([], [], [_internal_error(entry.rel, exc)], frozenset(), [])
                 self._results[entry.rel] = cached
                 stats.resolved += 1
             results.append(cached)

@@ -237,3 +237,14 @@ def test_unreadable_file(project: Path, monkeypatch: pytest.MonkeyPatch) -> None
         assert again.stats.read == 0 and [d.code for d in again.diagnostics] == ["scan-unreadable"]
     finally:
         target.chmod(0o644)
+
+
+def test_a_scanner_bug_becomes_a_diagnostic(project: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def boom(self: Scanner, entry: object) -> None:
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(Scanner, "_resolve_file", boom)
+    result = Scanner(project).scan()
+    (diag,) = result.diagnostics
+    assert (diag.code, diag.file) == ("scan-internal-error", "funcs.py")
+    assert "RuntimeError: boom" in diag.message
