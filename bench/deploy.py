@@ -1,0 +1,113 @@
+"""Benchmark: `flash-tui deploy --yes` of examples/quickstart to all-healthy, and undeploy.
+
+Runs the real CLI (`python -m`-style, in subprocesses) against a real local cloud in a
+temporary FLASH_TUI_HOME, on a temporary copy of examples/quickstart that is built once first
+(so the figures are the deploy's, not the build's: the deploy's stale-build check still runs).
+For each of --runs rounds:
+
+- cold: the local cloud is stopped first, so `deploy` also starts it (plus 4+ workers);
+- warm: the local cloud is running, nothing is deployed;
+- undeploy: `undeploy --all --yes` of the deployed endpoints.
+
+`deploy --yes` returns only when every endpoint answers `/ping` 200 (or failed), so its wall
+time is "deploy to all healthy"; each round checks the status afterwards. Also printed: the
+time the cloud itself spent (first request to last endpoint healthy), which excludes the CLI's
+own start-up (Python imports, scan, plan). Figures, not tests: nothing asserts a timing.
+
+Usage: python bench/deploy.py [--runs 5] [--project examples/quickstart] [--keep]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+CLI = [sys.executable, "-c", "import sys; from engine.cli import main; sys.exit(main())"]
+
+
+def run_cli(args: list[str], env: dict[str, str], project: Path | None) -> tuple[float, str]:
+    """Run one CLI command; returns (seconds, stdout). Raises on failure."""
+    command = [*CLI, *args] + (["--project", str(project)] if project else [])
+    started = time.perf_counter()
+    proc = subprocess.run(
+        command, env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=300
+    )
+    elapsed = time.perf_counter() - started
+    if proc.returncode != 0:
+        raise SystemExit(f"{' '.join(args)} failed ({proc.returncode}):\n{proc.stderr}")
+    return elapsed, proc.stdout
+
+
+def main() -> int:
+    """Run the benchmark and print the figures."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--project", default=str(REPO / "examples" / "quickstart"))
+    parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
+    args = parser.parse_args()
+
+    tmp = Path(tempfile.mkdtemp(prefix="flash-bench-deploy-"))
+    project = tmp / "quickstart"
+    shutil.copytree(args.project, project, ignore=shutil.ignore_patterns(".flash", "__pycache__"))
+    env = dict(os.environ, FLASH_TUI_HOME=str(tmp / "home"))
+    figures: dict[str, list[float]] = {"cold": [], "warm": [], "cloud": [], "undeploy": []}
+    endpoints = 0
+    try:
+        build_s, _ = run_cli(["build", str(project), "--json"], env, None)
+        print(f"build (once, not counted): {build_s:.2f} s")
+        for index in range(args.runs):
+            for mode in ("cold", "warm"):
+                if mode == "cold":
+                    run_cli(["cloud", "stop", "--json"], env, None)
+                else:
+                    run_cli(["cloud", "start", "--json"], env, None)
+                seconds, out = run_cli(["deploy", "--yes", "--json"], env, project)
+                report = json.loads(out)
+                statuses = json.loads(run_cli(["status", "--json"], env, project)[1])
+                healthy = [e for e in statuses["endpoints"] if e["status"] == "healthy"]
+                endpoints = len(statuses["endpoints"])
+                if not report["ok"] or len(healthy) != endpoints:
+                    raise SystemExit(f"round {index}: not all healthy: {statuses}")
+                figures[mode].append(seconds)
+                if mode == "warm":
+                    cloud_ms = max(r.get("elapsed_ms", 0.0) for r in report["results"])
+                    figures["cloud"].append(cloud_ms / 1000)
+                seconds, _ = run_cli(["undeploy", "--all", "--yes", "--json"], env, project)
+                figures["undeploy"].append(seconds)
+            print(
+                f"round {index + 1}/{args.runs}: cold {figures['cold'][-1]:.2f} s, "
+                f"warm {figures['warm'][-1]:.2f} s (cloud side {figures['cloud'][-1]:.2f} s), "
+                f"undeploy {figures['undeploy'][-1]:.2f} s",
+                flush=True,
+            )
+    finally:
+        subprocess.run([*CLI, "cloud", "stop"], env=env, capture_output=True, timeout=60)
+        if args.keep:
+            print(f"kept {tmp}")
+        else:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+    def med(name: str) -> float:
+        return statistics.median(figures[name])
+
+    print()
+    print(f"examples/quickstart: {endpoints} endpoints, {args.runs} runs, {os.cpu_count()} CPUs")
+    print(f"  deploy --yes -> all healthy, cold (starts the cloud): median {med('cold'):.2f} s")
+    print(f"  deploy --yes -> all healthy, warm (cloud running):   median {med('warm'):.2f} s")
+    print(f"    of which the cloud (workers started -> /ping 200): median {med('cloud'):.2f} s")
+    print(f"  undeploy --all --yes:                                median {med('undeploy'):.2f} s")
+    print("  goals: deploy <= 3 s, undeploy <= 2 s (median)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
