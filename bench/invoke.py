@@ -9,7 +9,9 @@ Compares, in the same run and on the same machine:
 
 Each (target, concurrency) is measured `--runs` times over `--requests` requests (after a
 warm-up); the medians of p50/p99 latency and requests/s are printed with the ratios and the
-goals (LB p50 <= 1.15x bare, LB req/s >= 0.85x bare, QB req/s >= 2x runpod).
+goals (LB p50 <= 1.15x bare, LB req/s >= 0.85x bare, QB req/s >= 2x runpod). A trivial
+ASGI app on the same uvicorn is measured too: its figures are the ceiling any app served by
+uvicorn can reach on this machine (at concurrency 1 that ceiling is close to 2x runpod's).
 
 The load generator is a minimal keep-alive HTTP/1.1 client on raw asyncio streams, so the
 client's own overhead stays small next to the servers'. Run it with an interpreter that has
@@ -88,6 +90,29 @@ if __name__ == "__main__":
     import uvicorn
     uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[1]), access_log=False,
                 log_level="warning")
+"""
+
+FLOOR_APP = """
+# The cheapest possible ASGI app under uvicorn: the HTTP server's own per-request cost.
+import sys
+import uvicorn
+
+BODY = b'{"ok":true}'
+HEADERS = [(b"content-type", b"application/json"), (b"content-length", b"11")]
+
+
+async def app(scope, receive, send):
+    if scope["type"] == "http":
+        message = await receive()
+        while message.get("more_body"):
+            message = await receive()
+        await send({"type": "http.response.start", "status": 200, "headers": HEADERS})
+        await send({"type": "http.response.body", "body": BODY})
+
+
+if __name__ == "__main__":
+    uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[1]), access_log=False,
+                log_level="warning", lifespan="off")
 """
 
 RUNPOD_WORKER = """
@@ -172,6 +197,7 @@ def prepare(workdir: Path) -> None:
     (workdir / "handler_qbbench.py").write_text(textwrap.dedent(QB_HANDLER))
     (workdir / "bare_app.py").write_text(textwrap.dedent(BARE_APP))
     (workdir / "rp_worker.py").write_text(textwrap.dedent(RUNPOD_WORKER))
+    (workdir / "floor_app.py").write_text(textwrap.dedent(FLOOR_APP))
     manifest = {
         "version": "1.0",
         "resources": {
@@ -211,6 +237,11 @@ def start_servers(workdir: Path, with_runpod: bool) -> dict[str, Server]:
         "bare", [sys.executable, "bare_app.py", str(port)], workdir, port, workdir / "bare.log"
     )
     servers["bare"] = Server("bare", proc, port, {})
+    port = free_port()
+    proc = start(
+        "floor", [sys.executable, "floor_app.py", str(port)], workdir, port, workdir / "floor.log"
+    )
+    servers["floor"] = Server("floor", proc, port, {})
     if with_runpod:
         port = free_port()
         proc = start(
@@ -381,6 +412,17 @@ def main(argv: list[str] | None = None) -> int:
                         )
                     else:
                         print(f"    ratio   req/s {a.rps / b.rps:.2f}x (goal >= 2.0)")
+        for concurrency in levels:
+            floor = median_sample(
+                [
+                    measure(servers["floor"], "/runsync", qb_body(), args.requests, concurrency)
+                    for _ in range(args.runs)
+                ]
+            )
+            results[f"floor_c{concurrency}"] = floor.__dict__
+            if not args.json:
+                print(f"floor (trivial ASGI app on uvicorn) concurrency {concurrency:>2}")
+                print(f"    floor   {fmt(floor)}")
         if not with_runpod:
             results["qb"] = "skipped: the runpod package is not installed"
             if not args.json:

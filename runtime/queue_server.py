@@ -48,6 +48,7 @@ DEFAULT_CONCURRENCY = 8
 DEFAULT_RETENTION = 600.0  # seconds a finished job stays readable through /status
 DEFAULT_RUNSYNC_WAIT = 90.0  # RunPod's /runsync waits about this long before answering
 MAX_RUNSYNC_WAIT = 300.0
+SYNC_RETENTION = 60.0  # /runsync jobs: their caller already got the result
 MAX_BODY_BYTES = 20 * 1024 * 1024  # RunPod's /runsync payload limit
 
 IN_QUEUE, IN_PROGRESS = "IN_QUEUE", "IN_PROGRESS"
@@ -151,6 +152,7 @@ class QueueServer:
         self._queue: deque[Job] = deque()
         self._running = 0
         self._expiry: deque[tuple[float, str]] = deque()
+        self._expiry_sync: deque[tuple[float, str]] = deque()
         self._accepting = True
         # Job ids: a random per-process prefix plus a counter — unique, and much cheaper
         # than uuid4 on the hot path (auth, not id secrecy, protects the jobs).
@@ -234,7 +236,15 @@ class QueueServer:
             self.counts["completed"] += 1
         elif status in (FAILED, TIMED_OUT):
             self.counts["failed"] += 1
-        self._expiry.append((job.finished + self.retention, job.id))
+        # The payload is not needed any more; dropping it keeps retained jobs small (fewer
+        # objects for the garbage collector to walk on a busy worker).
+        job.input = None
+        # RunPod keeps /runsync results about a minute and /run results much longer.
+        # Two queues, each in expiry order, since the two retention times differ.
+        if job.id.startswith("sync-"):
+            self._expiry_sync.append((job.finished + min(self.retention, SYNC_RETENTION), job.id))
+        else:
+            self._expiry.append((job.finished + self.retention, job.id))
         if job._done is not None and not job._done.done():
             job._done.set_result(None)
 
@@ -262,9 +272,10 @@ class QueueServer:
 
     def _expire(self) -> None:
         now = time.monotonic()
-        while self._expiry and self._expiry[0][0] <= now:
-            _, job_id = self._expiry.popleft()
-            self.jobs.pop(job_id, None)
+        for expiry in (self._expiry, self._expiry_sync):
+            while expiry and expiry[0][0] <= now:
+                _, job_id = expiry.popleft()
+                self.jobs.pop(job_id, None)
 
     def health(self) -> dict[str, Any]:
         """RunPod's /health body for this single worker."""
