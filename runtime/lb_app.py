@@ -46,6 +46,7 @@ from fastapi.encoders import jsonable_encoder
 from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Route
 
 from runtime.qb_handler import create_handler, format_user_traceback, unwrap
 
@@ -474,9 +475,16 @@ def create_lb_app(
             return JSONResponse(await execute_handler({"id": "execute", "input": body}))
 
     for binding in bindings:
+        endpoint = _make_endpoint(binding)
+        # Requests are served by a plain Starlette route (the endpoint does its own binding, so
+        # FastAPI's per-request dependency solving would be pure overhead); a FastAPI route
+        # registered after it, never reached, carries the OpenAPI description.
+        app.router.routes.append(
+            Route(binding.path, endpoint, methods=[binding.method], name=binding.function.__name__)
+        )
         app.add_api_route(
             binding.path,
-            _make_endpoint(binding),
+            endpoint,
             methods=[binding.method],
             name=binding.function.__name__,
             summary=binding.function.__name__,
