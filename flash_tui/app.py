@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 from collections import deque
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -57,7 +57,18 @@ DASHBOARD_ACTIONS = frozenset(
     }
 )
 HEALTH_HISTORY = 30
+HEALTH_INTERVAL = 2.0
+STATUS_INTERVAL = 5.0
 DEPLOYED_STATES = frozenset({"healthy", "unhealthy", "deploying", "starting", "failed", "stopped"})
+
+
+def _median(samples: Iterable[float | None]) -> float | None:
+    """p50 of the successful probes in the history (None when there is none)."""
+    values = sorted(v for v in samples if v is not None)
+    if not values:
+        return None
+    mid = len(values) // 2
+    return values[mid] if len(values) % 2 else (values[mid - 1] + values[mid]) / 2
 
 
 def _now() -> datetime:
@@ -103,6 +114,7 @@ class FlashApp(App[None]):
         self.scan_count = 0
         self.last_scan_ms = 0.0
         self._stop_watch = asyncio.Event()
+        self.health_monitor: Any = None
         if statuses is not None:
             self._set_statuses(statuses)
         for name, values in (health or {}).items():
@@ -212,6 +224,10 @@ class FlashApp(App[None]):
         self.log_engine(f"connected to {self.target_desc}")
         self._render_header()
         self._refresh_status()
+        self._monitor()
+        self._follow_logs()
+        # Restarts, uptime and supervisor states change without a health transition.
+        self.set_interval(STATUS_INTERVAL, self._refresh_status)
 
     @on(EngineUnavailable)
     def _unavailable(self, message: EngineUnavailable) -> None:
@@ -226,11 +242,49 @@ class FlashApp(App[None]):
     @work(exclusive=True, group="status")
     async def _refresh_status(self) -> None:
         try:
-            statuses = await self.backend.status()
+            statuses = await self.backend.status(probe=True)
         except BackendError as exc:
             self.log_engine(f"status failed: {exc}", "warning")
             return
         self.post_message(StatusUpdated(statuses))
+
+    @work(exclusive=True, group="health")
+    async def _monitor(self) -> None:
+        """Feed the engine's health monitor into the sparklines; transitions refresh status."""
+        from engine.health import HealthChange, HealthSample
+
+        monitor = self.backend.health_monitor(HEALTH_INTERVAL)
+        self.health_monitor = monitor
+        events = monitor.events()
+        monitor.start()
+        try:
+            async for event in events:
+                if isinstance(event, HealthSample):
+                    self.post_message(HealthSampled(event.endpoint, event.ok, event.latency_ms))
+                elif isinstance(event, HealthChange):
+                    state = (
+                        "healthy again" if event.ok else f"failing: {event.detail or 'no answer'}"
+                    )
+                    self.log_engine(f"{event.endpoint} {state}", "info" if event.ok else "error")
+                    self._refresh_status()
+        finally:
+            await monitor.stop()
+
+    @work(exclusive=True, group="logs")
+    async def _follow_logs(self, lines: int = 20) -> None:
+        """Stream every deployed endpoint's log lines into the shared buffer."""
+        try:
+            async for line in self.backend.follow_logs(lines):
+                at = present.field(line, "at")
+                stamp = (
+                    datetime.fromtimestamp(at).astimezone().strftime("%H:%M:%S")
+                    if at
+                    else self.stamp()
+                )
+                level = "error" if present.field(line, "source") == "error" else "info"
+                self.logs.append(stamp, str(present.field(line, "endpoint")), str(line.text), level)
+        except BackendError as exc:
+            self.log_engine(f"log stream stopped: {exc}", "warning")
 
     @on(StatusUpdated)
     def _status_updated(self, message: StatusUpdated) -> None:
@@ -273,7 +327,8 @@ class FlashApp(App[None]):
                     type=present.short_type(rtype, res.get("is_load_balanced") if res else None),
                     status=state,
                     drift=present.field(status, "drift"),
-                    latency_ms=present.field(health, "latency_ms"),
+                    latency_ms=_median(self.samples.get(name, ()))
+                    or present.field(health, "latency_ms"),
                     samples=list(self.samples.get(name, ())),
                     url=present.field(status, "url"),
                     uptime_s=uptime,
@@ -372,8 +427,12 @@ class FlashApp(App[None]):
                 message.error or "failed", title=f"{title} failed", severity="error", timeout=10
             )
         self._render_header()
-        if self.connected:
+        if self.connected and message.operation != "build":
             self._refresh_status()
+            # Endpoints came or went: follow the new set (only new lines, no replay).
+            self._follow_logs(0)
+            if self.health_monitor is not None:
+                self.health_monitor.trigger()
 
     def action_build(self) -> None:
         if self._begin("build"):
@@ -413,34 +472,31 @@ class FlashApp(App[None]):
         if not name:
             self.notify("Select an endpoint in the tree or the table first", severity="warning")
             return
-        self._plan_and_deploy([name])
+        self._deploy([name])
 
     def action_deploy_all(self) -> None:
-        self._plan_and_deploy(None)
+        self._deploy(None)
 
-    @work(group="dialog")
-    async def _plan_and_deploy(self, names: list[str] | None) -> None:
-        if self.busy:
-            self.notify(
-                f"Wait for the running {self.busy} to finish", title="Busy", severity="warning"
-            )
-            return
-        try:
-            plan = await self.backend.plan(names)
-        except BackendError as exc:
-            self.notify(str(exc), title="Cannot plan", severity="error")
-            return
+    def _confirm_plan(self, names: list[str] | None) -> Callable[[Any], Awaitable[bool]]:
         title = f"Deploy {names[0]}" if names and len(names) == 1 else "Deploy plan"
-        if not await self.push_screen_wait(PlanScreen(plan, title=title)):
-            self.log_engine("deploy cancelled")
-            return
-        if self._begin("deploy"):
-            self._deploy(names)
+
+        async def confirm(plan: Any) -> bool:
+            items = list(present.field(plan, "items", plan))
+            confirmed = bool(await self.push_screen_wait(PlanScreen(items, title=title)))
+            if not confirmed:
+                self.log_engine("deploy cancelled: nothing was changed")
+            return confirmed
+
+        return confirm
 
     @work(group="op")
     async def _deploy(self, names: list[str] | None) -> None:
+        if not self._begin("deploy"):
+            return
         try:
-            result = await self.backend.deploy(names, self._operation_event("deploy"))
+            report = await self.backend.deploy(
+                names, self._confirm_plan(names), self._operation_event("deploy")
+            )
         except BackendError as exc:
             self.post_message(OperationFinished("deploy", False, error=str(exc)))
             return
@@ -449,7 +505,33 @@ class FlashApp(App[None]):
                 OperationFinished("deploy", False, error=f"{type(exc).__name__}: {exc}")
             )
             return
-        self.post_message(OperationFinished("deploy", True, self._summary(result, "deployed")))
+        self.post_message(self._report("deploy", report))
+
+    def _report(self, operation: str, report: Any) -> OperationFinished:
+        """Turn an engine DeployReport into the notification a person reads."""
+        if present.field(report, "cancelled"):
+            return OperationFinished(operation, True, "cancelled: nothing was changed")
+        outcome = present.field(report, "outcome")
+        failed = outcome.failed() if outcome is not None else []
+        if failed:
+            reasons = "; ".join(
+                f"{present.field(f, 'name', '?')}: "
+                + str(present.field(f, "error") or present.field(f, "message") or "failed")
+                for f in failed
+            )
+            return OperationFinished(operation, False, error=f"{len(failed)} failed — {reasons}")
+        plan = present.field(report, "plan")
+        counts = plan.counts() if plan is not None else {}
+        if operation == "undeploy":
+            summary = f"{counts.get('delete', 0)} endpoint(s) undeployed"
+        elif plan is not None and not plan.has_changes:
+            summary = "nothing to do: everything is up to date"
+        else:
+            summary = ", ".join(f"{counts.get(a, 0)} {a}d" for a in ("create", "update", "delete"))
+        elapsed = present.field(report, "elapsed_ms")
+        if elapsed:
+            summary += f" in {elapsed / 1000:.1f}s"
+        return OperationFinished(operation, True, summary)
 
     def _operation_event(self, operation: str) -> Callable[[Any], None]:
         def on_event(event: Any) -> None:
@@ -463,22 +545,15 @@ class FlashApp(App[None]):
                         present.field(event, "total"),
                     )
                 )
-            message = present.field(event, "message") or str(event)
-            name = present.field(event, "name") or present.field(event, "endpoint")
+            message = str(present.field(event, "message") or "")
+            name = present.field(event, "name")
             if name:
                 self.events.setdefault(str(name), []).append(f"{self.stamp()} {message}")
-            self.log_engine(f"{operation}: {message}")
+                message = f"{name}: {message}"
+            if message:
+                self.log_engine(f"{operation}: {message}")
 
         return on_event
-
-    @staticmethod
-    def _summary(result: Any, verb: str) -> str:
-        if isinstance(result, str):
-            return result
-        summary = present.field(result, "summary")
-        if summary:
-            return str(summary)
-        return f"{verb}"
 
     def deployed_names(self) -> list[str]:
         """Endpoints the target reports as deployed (any state but not deployed)."""
@@ -496,30 +571,39 @@ class FlashApp(App[None]):
         if name not in self.deployed_names():
             self.notify(f"{name} is not deployed", severity="warning")
             return
-        url = str(present.field(self.statuses.get(name), "url") or "")
-        self._confirm_undeploy(UndeployScreen([name], {name: url}), [name])
+        self._undeploy([name])
 
     def action_undeploy_all(self) -> None:
-        names = self.deployed_names()
-        if not names:
+        if not self.deployed_names():
             self.notify("Nothing is deployed", severity="warning")
             return
-        self._confirm_undeploy(UndeployAllScreen(self.backend.project_name, names), None)
+        self._undeploy(None)
 
-    @work(group="dialog")
-    async def _confirm_undeploy(
-        self, screen: UndeployScreen | UndeployAllScreen, names: list[str] | None
-    ) -> None:
-        if not await self.push_screen_wait(screen):
-            self.log_engine("undeploy cancelled")
-            return
-        if self._begin("undeploy"):
-            self._undeploy(names)
+    def _confirm_undeploy(self, everything: bool) -> Callable[[Any], Awaitable[bool]]:
+        async def confirm(plan: Any) -> bool:
+            names = list(plan.names("delete")) if hasattr(plan, "names") else list(plan)
+            if everything:
+                screen: UndeployScreen | UndeployAllScreen = UndeployAllScreen(
+                    self.backend.project_name, names
+                )
+            else:
+                urls = {n: str(present.field(self.statuses.get(n), "url") or "") for n in names}
+                screen = UndeployScreen(names, urls)
+            confirmed = bool(await self.push_screen_wait(screen))
+            if not confirmed:
+                self.log_engine("undeploy cancelled: nothing was changed")
+            return confirmed
+
+        return confirm
 
     @work(group="op")
     async def _undeploy(self, names: list[str] | None) -> None:
+        if not self._begin("undeploy"):
+            return
         try:
-            result = await self.backend.undeploy(names, self._operation_event("undeploy"))
+            report = await self.backend.undeploy(
+                names, self._confirm_undeploy(names is None), self._operation_event("undeploy")
+            )
         except BackendError as exc:
             self.post_message(OperationFinished("undeploy", False, error=str(exc)))
             return
@@ -528,26 +612,33 @@ class FlashApp(App[None]):
                 OperationFinished("undeploy", False, error=f"{type(exc).__name__}: {exc}")
             )
             return
-        self.post_message(OperationFinished("undeploy", True, self._summary(result, "undeployed")))
+        self.post_message(self._report("undeploy", report))
 
     # -- screens --------------------------------------------------------------------------
 
     def route_targets(self) -> list[RouteTarget]:
-        """LB routes and QB functions from the manifest, deployed endpoints first."""
+        """LB routes and QB functions (class methods one by one), deployed endpoints first."""
         deployed = set(self.deployed_names())
         targets = []
         for name, res in sorted((self.manifest.get("resources") or {}).items()):
+            is_lb = bool(res.get("is_load_balanced"))
             for fn in res.get("functions") or []:
-                targets.append(
-                    RouteTarget(
-                        endpoint=name,
-                        function=str(fn.get("name")),
-                        method=fn.get("http_method") if res.get("is_load_balanced") else None,
-                        path=fn.get("http_path") if res.get("is_load_balanced") else None,
-                        signature=tuple(fn.get("signature") or ()),
-                        deployed=name in deployed,
+                callables = [str(fn.get("name"))]
+                if fn.get("is_class") and not is_lb:
+                    callables = [f"{fn.get('name')}.{m}" for m in fn.get("class_methods") or []]
+                for function in callables:
+                    targets.append(
+                        RouteTarget(
+                            endpoint=name,
+                            function=function,
+                            method=fn.get("http_method") if is_lb else None,
+                            path=fn.get("http_path") if is_lb else None,
+                            signature=tuple(fn.get("signature") or ())
+                            if "." not in function
+                            else (),
+                            deployed=name in deployed,
+                        )
                     )
-                )
         targets.sort(
             key=lambda t: (not t.deployed, t.kind != "route", t.endpoint, t.path or t.function)
         )

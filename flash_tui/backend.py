@@ -1,18 +1,25 @@
 """The app's single doorway to the engine: every engine call the TUI makes goes through here.
 
-Each method is a thin call into an engine module; results are handed back as the engine's own
-values (the widgets format them via `flash_tui.present`). When an engine part is missing or the
-target is unreachable the method raises `BackendError` with a reason a person can act on.
+Each method is a thin call into `engine.ops.Engine` (or `engine.build`, `engine.scan`); results
+are the engine's own values (the widgets format them via `flash_tui.present`). Failures become
+`BackendError` with the engine's message, which is written for a person.
+
+The one adaptation: the engine session scans through the TUI's long-lived incremental
+`engine.scan.Scanner`, so status, plan and deploy after an edit cost one file parse, not a full
+project scan.
 """
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from engine.ops import Engine, OpError, OpEvent
 
 
 class BackendError(Exception):
@@ -28,15 +35,18 @@ class ScanOutcome:
     elapsed_ms: float = 0.0
 
 
-def _import(module: str) -> Any:
-    import importlib
+class _SessionEngine(Engine):
+    """`Engine` whose scans go through the TUI's incremental scanner."""
 
-    try:
-        return importlib.import_module(module)
-    except ImportError as exc:
-        raise BackendError(
-            f"{module} is not available in this build of the engine ({exc})"
-        ) from exc
+    def __init__(self, backend: Backend, target: str) -> None:
+        super().__init__(backend.project, target=target)
+        self._backend = backend
+
+    async def scan(self) -> Any:
+        return await asyncio.to_thread(self._backend.scan_result)
+
+
+Confirm = Callable[[Any], Awaitable[bool]]
 
 
 class Backend:
@@ -47,81 +57,134 @@ class Backend:
         self.target = target
         self._scan_lock = threading.Lock()
         self._scanner: Any = None
+        self._engine: Engine | None = None
 
     @property
     def project_name(self) -> str:
-        """The project's name as the manifest and the cloud know it (its directory name)."""
+        """The project's name (its directory name, as the engine names the app)."""
         return self.project.name
+
+    @property
+    def engine(self) -> Engine:
+        """The engine session (created on first use; raises BackendError when impossible)."""
+        if self._engine is None:
+            try:
+                self._engine = _SessionEngine(self, self.target)
+            except OpError as exc:
+                raise BackendError(str(exc)) from exc
+            except Exception as exc:  # e.g. an unknown target: say which
+                raise BackendError(f"{type(exc).__name__}: {exc}") from exc
+        return self._engine
 
     # -- scanning -------------------------------------------------------------------------
 
-    def scan(self) -> ScanOutcome:
-        """Scan (incrementally after the first call); thread-safe, runs off the UI thread."""
+    def scan_result(self) -> Any:
+        """The engine's ScanResult (incremental after the first call); thread-safe."""
+        from engine.scan import Scanner
+
         if not self.project.is_dir():
             raise BackendError(f"{self.project} is not a readable directory")
-        scan = _import("engine.scan")
-        started = time.perf_counter()
         with self._scan_lock:
-            if self._scanner is None and hasattr(scan, "Scanner"):
-                self._scanner = scan.Scanner(self.project)
-            result = (
-                self._scanner.scan()
-                if self._scanner is not None
-                else scan.scan_project(self.project)
-            )
+            if self._scanner is None:
+                self._scanner = Scanner(self.project)
+            return self._scanner.scan()
+
+    def scan(self) -> ScanOutcome:
+        """Scan off the UI thread; manifest, diagnostics and how long it took."""
+        started = time.perf_counter()
+        try:
+            result = self.scan_result()
+        except OSError as exc:
+            raise BackendError(f"cannot read {self.project}: {exc}") from exc
         elapsed = (time.perf_counter() - started) * 1000
         return ScanOutcome(dict(result.manifest), list(result.diagnostics), elapsed)
 
     # -- build ----------------------------------------------------------------------------
 
     def build(self, on_progress: Callable[[Any], None]) -> Any:
-        """Build the project; `on_progress` receives the engine's progress events."""
-        build = _import("engine.build")
+        """Build the project (engine.build); `on_progress` receives BuildProgress events."""
+        from engine.build import BuildError, build_project
+
         try:
-            return build.build_project(self.project, on_progress=on_progress)
-        except build.BuildError as exc:
+            return build_project(self.project, on_progress=on_progress)
+        except BuildError as exc:
             raise BackendError(str(exc)) from exc
 
     # -- target ---------------------------------------------------------------------------
 
+    async def _op(self, awaitable: Awaitable[Any]) -> Any:
+        try:
+            return await awaitable
+        except OpError as exc:
+            raise BackendError(str(exc)) from exc
+
     async def connect(self) -> str:
         """Reach the target (starting the local cloud if needed); returns a short description."""
-        raise BackendError("engine.ops is not available yet")
+        return await self._op(self.engine.connect())
 
-    async def status(self) -> list[Any]:
-        """Status of every endpoint of the project (deployed or in code)."""
-        raise BackendError("engine.ops is not available yet")
+    async def status(self, probe: bool = True) -> list[Any]:
+        """EndpointStatus of every endpoint in code or deployed (with live health by default)."""
+        return await self._op(self.engine.status(probe=probe))
 
-    async def plan(self, names: Sequence[str] | None = None) -> list[Any]:
-        """The deploy plan for `names` (all when None)."""
-        raise BackendError("engine.ops is not available yet")
+    async def deploy(
+        self, names: Sequence[str] | None, confirm: Confirm, on_event: Callable[[OpEvent], None]
+    ) -> Any:
+        """Build if stale, plan, `confirm(plan)`, deploy; returns the engine's DeployReport."""
+        return await self._op(self.engine.deploy(names, confirm=confirm, on_event=on_event))
 
-    async def deploy(self, names: Sequence[str] | None, on_event: Callable[[Any], None]) -> Any:
-        """Deploy `names` (all when None)."""
-        raise BackendError("engine.ops is not available yet")
-
-    async def undeploy(self, names: Sequence[str] | None, on_event: Callable[[Any], None]) -> Any:
-        """Undeploy `names` (all when None)."""
-        raise BackendError("engine.ops is not available yet")
+    async def undeploy(
+        self, names: Sequence[str] | None, confirm: Confirm, on_event: Callable[[OpEvent], None]
+    ) -> Any:
+        """Undeploy `names` (all when None) after `confirm(plan)`; returns the DeployReport."""
+        return await self._op(self.engine.undeploy(names, confirm=confirm, on_event=on_event))
 
     async def probe(self) -> list[Any]:
-        """Probe every deployed endpoint's health now; one sample per endpoint."""
-        raise BackendError("engine.health is not available yet")
+        """Probe every running endpoint now; HealthSamples."""
+        return await self._op(self.engine.probe())
 
-    async def invoke(
-        self, endpoint: str, function: str, method: str | None, path: str | None, body: Any
-    ) -> Any:
-        """Call an LB route (method+path) or a QB function of a deployed endpoint."""
-        raise BackendError("engine.invoke is not available yet")
+    def health_monitor(self, interval: float) -> Any:
+        """An engine HealthMonitor over the running endpoints of this project."""
+        from engine.health import HealthMonitor
 
-    def curl(
-        self,
-        endpoint: str,
-        function: str,
-        method: str | None,
-        path: str | None,
-        body: Any,
-        reveal: bool,
-    ) -> str:
-        """The same request as a curl command line (key redacted unless `reveal`)."""
-        raise BackendError("engine.invoke is not available yet")
+        return HealthMonitor(self.engine.health_targets, interval=interval)
+
+    async def follow_logs(self, lines: int = 20) -> AsyncIterator[Any]:
+        """LogLines of every deployed endpoint, the last `lines` first, then as they come."""
+        try:
+            async for line in self.engine.follow(None, lines):
+                yield line
+        except OpError as exc:
+            raise BackendError(str(exc)) from exc
+
+    async def call_spec(self, target: str) -> Any:
+        """Resolve `endpoint:METHOD /path` or `endpoint:function` with the engine's rules."""
+        return await self._op(self.engine.resolve(target))
+
+    async def invoke(self, target: str, body: Any) -> Any:
+        """Call a route or function of a deployed endpoint; the engine's InvokeResult."""
+        call = await self.call_spec(target)
+        return await self._op(self.engine.invoke(call, body))
+
+    async def curl(self, target: str, body: Any, reveal: bool) -> str:
+        """The same request as a curl command (key as `$FLASH_ENDPOINT_KEY` unless `reveal`)."""
+        from engine.invoke import curl_command
+        from engine.provider import ProviderError
+
+        call = await self.call_spec(target)
+        try:
+            endpoint = await self.engine.provider.target(self.engine.app, call.endpoint)
+        except ProviderError as exc:
+            raise BackendError(f"{call.endpoint} is not deployed: {exc}") from exc
+        return curl_command(endpoint, call, body, reveal=reveal)
+
+    async def close(self) -> None:
+        """Release connections (the local cloud keeps running, as it should)."""
+        if self._engine is not None:
+            await self._engine.close()
+
+    @staticmethod
+    def stop_cloud() -> dict[str, Any]:
+        """Stop the local cloud of the current FLASH_TUI_HOME and its workers."""
+        from engine.localcloud.discovery import stop_cloud
+
+        return stop_cloud()

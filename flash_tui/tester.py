@@ -22,26 +22,27 @@ class AppTester:
         return self.app.route_targets()
 
     async def send(self, target: RouteTarget, body: Any) -> TesterResponse:
-        """Invoke through the engine and convert its result for display."""
-        result = await self.app.backend.invoke(
-            target.endpoint, target.function, target.method, target.path, body
-        )
-        status = present.field(result, "status", present.field(result, "status_code", "?"))
-        ok = present.field(result, "ok")
-        if ok is None:
-            ok = isinstance(status, int) and status < 400
-        headers = present.field(result, "headers") or {}
-        body_out = present.field(result, "body", present.field(result, "result"))
+        """Invoke through the engine and convert its InvokeResult for display."""
+        result = await self.app.backend.invoke(target.spec, body)
+        call = present.field(result, "call")
+        is_lb = bool(present.field(call, "is_load_balanced", target.method is not None))
+        shown = present.field(result, "body") if is_lb else present.field(result, "result")
+        error = present.field(result, "error")
+        if error and shown is None:
+            shown = {"error": error}
+        status = present.field(result, "status_code") or "error"
+        job = present.field(result, "job_status")
+        headers = {str(k): str(v) for k, v in (present.field(result, "headers") or {}).items()}
+        if job:
+            headers.setdefault("job status", str(job))
         return TesterResponse(
             status=status,
             latency_ms=present.field(result, "latency_ms"),
-            headers={str(k): str(v) for k, v in dict(headers).items()},
-            body=body_out,
-            ok=bool(ok),
+            headers=headers,
+            body=shown,
+            ok=bool(present.field(result, "ok")),
         )
 
-    def curl(self, target: RouteTarget, body: Any, reveal_key: bool) -> str:
-        """A curl command for the request."""
-        return self.app.backend.curl(
-            target.endpoint, target.function, target.method, target.path, body, reveal_key
-        )
+    async def curl(self, target: RouteTarget, body: Any, reveal_key: bool) -> str:
+        """A curl command for the request (key redacted unless asked)."""
+        return await self.app.backend.curl(target.spec, body, reveal_key)

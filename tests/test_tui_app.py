@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -26,6 +26,19 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def clock() -> datetime:
     return datetime(2026, 1, 1, 12, 0, 0, tzinfo=timezone.utc)
+
+
+@pytest.fixture(autouse=True)
+def private_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """A temporary flash-tui home; a local cloud started in it by mistake is stopped."""
+    home = tmp_path / "home"
+    monkeypatch.setenv("FLASH_TUI_HOME", str(home))
+    yield
+    if (home / "localcloud").exists():
+        from engine.home import Home
+        from engine.localcloud.discovery import stop_cloud
+
+        stop_cloud(Home(home))
 
 
 @pytest.fixture

@@ -27,7 +27,7 @@ def help_table() -> Table:
         ("enter", "Expand a tree node / select a row"),
         ("escape", "Close a screen or cancel a dialog"),
         ("Route tester", "ctrl+s or ctrl+enter send · ctrl+y copy as curl · ctrl+k curl with key"),
-        ("Logs screen", "f follow · / search · n/N next/prev match · e endpoint filter"),
+        ("Logs screen", "f follow · / search · n/N next/prev match · e endpoint · p health probes"),
     ]:
         table.add_row(key, text)
     return table

@@ -25,6 +25,7 @@ class LogsScreen(Screen[None]):
         Binding("n", "next_match", "Next"),
         Binding("N", "previous_match", "Prev"),
         Binding("e", "focus_filter", "Endpoint"),
+        Binding("p", "toggle_probes", "Probes"),
     ]
 
     def __init__(self, buffer: LogBuffer, endpoints: list[str], source: str | None = None) -> None:
@@ -64,6 +65,8 @@ class LogsScreen(Screen[None]):
         view = self.query_one(LogView)
         source = view.source_filter or "all"
         follow = "following" if view.follow else "paused"
+        if view.show_probes:
+            follow += " · probes"
         hits = len(view.search_hits()) if view.search else 0
         search = f" · {hits} matches" if view.search else ""
         self.query_one("#logs-state", Label).update(
@@ -82,6 +85,11 @@ class LogsScreen(Screen[None]):
     def action_toggle_follow(self) -> None:
         view = self.query_one(LogView)
         view.follow = not view.follow
+        self._update_state()
+
+    def action_toggle_probes(self) -> None:
+        view = self.query_one(LogView)
+        view.show_probes = not view.show_probes
         self._update_state()
 
     def action_focus_search(self) -> None:

@@ -43,6 +43,13 @@ class RouteTarget:
         """`POST /compute` or `cpu_worker:embed`."""
         return f"{self.method} {self.path}" if self.method else f"{self.endpoint}:{self.function}"
 
+    @property
+    def spec(self) -> str:
+        """The engine's call notation: `api:POST /compute` or `cpu_worker:embed`."""
+        if self.method:
+            return f"{self.endpoint}:{self.method} {self.path}"
+        return f"{self.endpoint}:{self.function}"
+
 
 @dataclass
 class TesterResponse:
@@ -71,7 +78,7 @@ class TesterBackend(Protocol):
 
     def send(self, target: RouteTarget, body: Any) -> Awaitable[TesterResponse]: ...
 
-    def curl(self, target: RouteTarget, body: Any, reveal_key: bool) -> str: ...
+    def curl(self, target: RouteTarget, body: Any, reveal_key: bool) -> Awaitable[str]: ...
 
 
 def prefill(target: RouteTarget) -> str:
@@ -262,7 +269,15 @@ class RouteTesterScreen(Screen[None]):
         body = self._body()
         if body is None:
             return
-        self.last_curl = self.backend.curl(self._current, body, reveal)
+        self._copy_curl(self._current, body, reveal)
+
+    @work(exclusive=True, group="curl")
+    async def _copy_curl(self, target: RouteTarget, body: Any, reveal: bool) -> None:
+        try:
+            self.last_curl = await self.backend.curl(target, body, reveal)
+        except Exception as exc:  # e.g. not deployed: there is no URL to copy yet
+            self.notify(str(exc), title="Cannot build the curl command", severity="warning")
+            return
         self.app.copy_to_clipboard(self.last_curl)
         if self.on_copy:
             self.on_copy(self.last_curl)

@@ -72,7 +72,8 @@ def cells(row: EndpointRow) -> dict[str, object]:
         "dot": _dot(row),
         "name": Text(row.name, style=name_style),
         "type": Text(row.type),
-        "status": present.styled(row.status or "not_deployed", present.STATUS_STYLES),
+        # None: the target was not asked (or could not be reached), which is not "not deployed".
+        "status": present.styled(row.status, present.STATUS_STYLES),
         "drift": present.styled(row.drift, present.DRIFT_STYLES),
         "latency": Text(present.latency(row.latency_ms), justify="right"),
         "health": present.sparkline(row.samples) if row.samples else Text("—", style="dim"),

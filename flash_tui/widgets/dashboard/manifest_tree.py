@@ -40,7 +40,8 @@ def _function_label(fn: Mapping[str, Any], is_lb: bool) -> Text:
     text = Text()
     if is_lb and fn.get("http_method"):
         text.append(f"{fn['http_method']:<6}", style="bold cyan")
-        text.append(f"{fn.get('http_path', '')}  ", style="cyan")
+        path = fn.get("http_path")
+        text.append(f"{path}  " if path else "(no path)  ", style="cyan" if path else "bold red")
         text.append(name, style="dim")
         return text
     if fn.get("is_class"):

@@ -19,6 +19,13 @@ from flash_tui.widgets.logs.buffer import LogBuffer, LogRecord
 SOURCE_WIDTH = 12
 _SOURCE_COLOURS = ["cyan", "magenta", "green", "blue", "yellow", "bright_cyan", "bright_magenta"]
 _LEVEL_STYLES = {"error": "red", "warning": "yellow"}
+# Health probes log a line per endpoint every interval; useful in the logs screen, noise elsewhere.
+_PROBE = re.compile(r"^(GET|HEAD) /(ping|health)\b")
+
+
+def is_probe(record: LogRecord) -> bool:
+    """A worker's access-log line for a health probe."""
+    return record.source != "engine" and bool(_PROBE.match(record.text))
 
 
 def source_colour(source: str) -> str:
@@ -47,6 +54,7 @@ class LogView(ScrollView, can_focus=True):
     follow: reactive[bool] = reactive(True)
     source_filter: reactive[str | None] = reactive(None)
     search: reactive[str] = reactive("")
+    show_probes: reactive[bool] = reactive(False)
 
     def __init__(
         self,
@@ -74,6 +82,8 @@ class LogView(ScrollView, can_focus=True):
         return self._rows
 
     def _matches(self, record: LogRecord) -> bool:
+        if not self.show_probes and is_probe(record):
+            return False
         return self.source_filter is None or record.source == self.source_filter
 
     def pull(self) -> int:
@@ -116,6 +126,9 @@ class LogView(ScrollView, can_focus=True):
         self.virtual_size = Size(self._max_width, len(self._rows))
 
     def watch_source_filter(self) -> None:
+        self.rebuild()
+
+    def watch_show_probes(self) -> None:
         self.rebuild()
 
     def watch_search(self) -> None:
