@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import os
 import stat as stat_module
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -199,6 +200,8 @@ class Project:
     root: Path
     ignore: IgnoreRules = field(repr=False)
     last_rule_files: tuple[tuple[str, int, int], ...] = field(default=(), repr=False)
+    _tree: dict[str, _DirState] | None = field(default=None, repr=False)
+    _tree_suffix: str = field(default="", repr=False)
 
     @property
     def name(self) -> str:
@@ -231,14 +234,14 @@ class Project:
         Real directories are walked first; symlinked directories only afterwards, and only when
         they resolve inside the project to a directory not walked yet, so the result does not
         depend on listing order and link loops end. Also records the rule files it passed
-        (`last_rule_files`), which lets a rescan notice an edited `.gitignore` for free.
+        (`last_rule_files`), which lets a rescan notice an edited `.gitignore` for free, and
+        each directory's listing, which `rewalk()` reuses.
         """
         root = str(self.root)
         seen: set[str] = {root}
-        ignore = self.ignore
         out: list[SourceFile] = []
         rule_files: list[tuple[str, int, int]] = []
-        append = out.append
+        tree: dict[str, _DirState] = {}
         stack: list[tuple[str, str]] = [(root, "")]
         links: list[tuple[str, str]] = []
         while stack or links:
@@ -252,48 +255,149 @@ class Project:
                 stack.append((path, rel + "/"))
                 continue
             directory, prefix = stack.pop()
-            file_rules = ignore.has_rules(prefix[:-1])
-            try:
-                with os.scandir(directory) as it:
-                    for entry in it:
-                        name = entry.name
-                        try:
-                            if entry.is_dir(follow_symlinks=False):
-                                if name in ALWAYS_SKIP:
-                                    continue
-                                rel = prefix + name
-                                if ignore.is_ignored(rel, True):
-                                    continue
-                                seen.add(entry.path)
-                                stack.append((entry.path, rel + "/"))
-                                continue
-                            if name in RULE_FILES:
-                                st = entry.stat()
-                                rule_files.append((prefix + name, st.st_mtime_ns, st.st_size))
-                            is_link = entry.is_symlink()
-                            if is_link and entry.is_dir():
-                                rel = prefix + name
-                                if name not in ALWAYS_SKIP and not ignore.is_ignored(rel, True):
-                                    links.append((entry.path, rel))
-                                continue
-                            if not name.endswith(suffix):
-                                continue
-                            rel = prefix + name
-                            if file_rules and ignore.is_ignored(rel, False):
-                                continue
-                            st = entry.stat()  # follows links
-                        except OSError:
-                            continue  # vanished, dangling or looping link, no permission
-                        if not stat_module.S_ISREG(st.st_mode):
-                            continue
-                        if is_link and not _inside(os.path.realpath(entry.path), root):
-                            continue
-                        append(SourceFile(rel, entry.path, st.st_mtime_ns, st.st_size))
-            except OSError:
+            listing = self._list_dir(directory, prefix, suffix)
+            if listing is None:
                 continue  # unreadable directory: nothing to scan there
+            tree[directory] = listing.state
+            out.extend(listing.files)
+            rule_files.extend(listing.rules)
+            for path, rel in listing.subdirs:
+                seen.add(path)
+                stack.append((path, rel + "/"))
+            links.extend(listing.links)
+        rule_files.sort()
+        self.last_rule_files = tuple(rule_files)
+        self._tree = tree
+        self._tree_suffix = suffix
+        return out
+
+    def rewalk(self, suffix: str = "") -> list[SourceFile]:
+        """`walk()` again, cheaper: a directory whose mtime did not change is not listed again,
+        only its files are stat'ed. A directory whose subdirectories changed (or vanished)
+        means a full `walk()`. Directories modified within the last `RACY_NS` are always
+        listed again (their mtime might not have ticked since: the "racy git" problem).
+        """
+        tree = self._tree
+        if tree is None or self._tree_suffix != suffix:
+            return self.walk(suffix)
+        out: list[SourceFile] = []
+        append = out.append
+        rule_files: list[tuple[str, int, int]] = []
+        stat = os.stat
+        is_reg = stat_module.S_ISREG
+        for directory, state in tree.items():
+            try:
+                mtime_ns = stat(directory).st_mtime_ns
+            except OSError:
+                return self.walk(suffix)
+            if state.trusted and mtime_ns == state.mtime_ns:
+                for rel, path in state.files:
+                    try:
+                        st = stat(path)
+                    except OSError:
+                        continue
+                    if is_reg(st.st_mode):
+                        append(SourceFile(rel, path, st.st_mtime_ns, st.st_size))
+                for rel, path in state.rule_paths:
+                    try:
+                        st = stat(path)
+                    except OSError:
+                        continue
+                    rule_files.append((rel, st.st_mtime_ns, st.st_size))
+                continue
+            listing = self._list_dir(directory, state.prefix, suffix)
+            if listing is None or listing.state.subdirs != state.subdirs:
+                return self.walk(suffix)
+            tree[directory] = listing.state
+            out.extend(listing.files)
+            rule_files.extend(listing.rules)
         rule_files.sort()
         self.last_rule_files = tuple(rule_files)
         return out
+
+    def _list_dir(self, directory: str, prefix: str, suffix: str) -> _Listing | None:
+        """One directory: its matching files (stat'ed), subdirectories, links, rule files."""
+        root = str(self.root)
+        ignore = self.ignore
+        file_rules = ignore.has_rules(prefix[:-1])
+        files: list[SourceFile] = []
+        subdirs: list[tuple[str, str]] = []
+        links: list[tuple[str, str]] = []
+        rules: list[tuple[str, int, int]] = []
+        rule_paths: list[tuple[str, str]] = []
+        children: list[str] = []
+        listed_at = time.time_ns()
+        try:
+            mtime_ns = os.stat(directory).st_mtime_ns
+            with os.scandir(directory) as it:
+                for entry in it:
+                    name = entry.name
+                    try:
+                        if entry.is_dir(follow_symlinks=False):
+                            if name in ALWAYS_SKIP:
+                                continue
+                            rel = prefix + name
+                            if ignore.is_ignored(rel, True):
+                                continue
+                            children.append(entry.path)
+                            subdirs.append((entry.path, rel))
+                            continue
+                        if name in RULE_FILES:
+                            st = entry.stat()
+                            rules.append((prefix + name, st.st_mtime_ns, st.st_size))
+                            rule_paths.append((prefix + name, entry.path))
+                        is_link = entry.is_symlink()
+                        if is_link and entry.is_dir():
+                            rel = prefix + name
+                            if name not in ALWAYS_SKIP and not ignore.is_ignored(rel, True):
+                                children.append(entry.path)
+                                links.append((entry.path, rel))
+                            continue
+                        if not name.endswith(suffix):
+                            continue
+                        rel = prefix + name
+                        if file_rules and ignore.is_ignored(rel, False):
+                            continue
+                        st = entry.stat()  # follows links
+                    except OSError:
+                        continue  # vanished, dangling or looping link, no permission
+                    if not stat_module.S_ISREG(st.st_mode):
+                        continue
+                    if is_link and not _inside(os.path.realpath(entry.path), root):
+                        continue
+                    files.append(SourceFile(rel, entry.path, st.st_mtime_ns, st.st_size))
+        except OSError:
+            return None
+        state = _DirState(
+            prefix=prefix,
+            mtime_ns=mtime_ns,
+            trusted=mtime_ns < listed_at - RACY_NS,
+            subdirs=frozenset(children),
+            files=[(f.rel, f.path) for f in files],
+            rule_paths=rule_paths,
+        )
+        return _Listing(files, subdirs, links, rules, state)
+
+
+RACY_NS = 200_000_000  # mtimes this close to "now" may not have ticked yet: do not trust them
+
+
+@dataclass
+class _DirState:
+    prefix: str
+    mtime_ns: int
+    trusted: bool
+    subdirs: frozenset[str]
+    files: list[tuple[str, str]]
+    rule_paths: list[tuple[str, str]]
+
+
+class _Listing(NamedTuple):
+    files: list[SourceFile]
+    subdirs: list[tuple[str, str]]
+    links: list[tuple[str, str]]
+    rules: list[tuple[str, int, int]]
+    state: _DirState
 
 
 def _inside(path: str, root: str) -> bool:

@@ -55,7 +55,7 @@ from typing import Any
 from engine import diagnostics as codes
 from engine.diagnostics import Diagnostic, sorted_diagnostics
 from engine.manifest import FunctionInfo, ResourceDef, build_manifest, now_iso
-from engine.project import RULE_FILES, Project, SourceFile
+from engine.project import RACY_NS, RULE_FILES, Project, SourceFile
 from engine.staticeval import (
     CallExpr,
     Ref,
@@ -153,6 +153,8 @@ class _Entry:
     facts: FileFacts | None = None
     diags: tuple[Diagnostic, ...] = ()
     parsed: bool = False
+    # modified so recently that a later change might keep the same mtime: re-hash next time
+    racy: bool = False
 
 
 def _digest(data: bytes) -> int:
@@ -830,6 +832,7 @@ class Scanner:
         fresh: dict[str, bytes] = {}
         entries = self._entries
         seen: dict[str, _Entry] = {} if removed is None else dict(entries)
+        racy_after = time.time_ns() - RACY_NS
         for rel in removed or ():
             gone = seen.pop(rel, None)
             if gone is not None:
@@ -838,7 +841,12 @@ class Scanner:
         for sf in files:
             rel = sf.rel
             entry = entries.get(rel)
-            if entry is not None and entry.mtime_ns == sf.mtime_ns and entry.size == sf.size:
+            if (
+                entry is not None
+                and entry.mtime_ns == sf.mtime_ns
+                and entry.size == sf.size
+                and not entry.racy
+            ):
                 seen[rel] = entry
                 continue
             try:
@@ -865,9 +873,11 @@ class Scanner:
             if entry is not None:
                 if _digest(data) == entry.digest:
                     entry.mtime_ns, entry.size = sf.mtime_ns, sf.size
+                    entry.racy = sf.mtime_ns >= racy_after
                     seen[rel] = entry
                     continue
             new = self._load(rel, sf.path, sf.mtime_ns, sf.size, data)
+            new.racy = sf.mtime_ns >= racy_after
             if not new.level1:
                 fresh[rel] = data
             self._replace(entry, new, seen, changed)
@@ -1519,7 +1529,8 @@ class Scanner:
         if hinted is not None:
             changed, fresh = self._refresh_files(hinted[0], removed=hinted[1])
         else:
-            files = project.python_files()
+            # After the first scan, directories whose mtime did not change are not listed again.
+            files = project.rewalk(".py") if self._rules_sig is not None else project.walk(".py")
             if self._rules_sig is not None and project.last_rule_files != self._rules_sig:
                 # A .gitignore / .flashignore changed: other files may be in or out now.
                 project.ignore.reload()

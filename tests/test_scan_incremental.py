@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import textwrap
 from pathlib import Path
 
@@ -35,6 +36,14 @@ def _write(root: Path, files: dict[str, str]) -> None:
         path.write_text(textwrap.dedent(text))
 
 
+def _age(root: Path, seconds: int = 60) -> None:
+    # Files modified in the last moments are re-hashed on every scan (their mtime may not have
+    # ticked yet, see engine.project.RACY_NS); tests that count reads use older files.
+    past = os.stat(root).st_mtime_ns - seconds * 1_000_000_000
+    for path in [root, *root.rglob("*")]:
+        os.utime(path, ns=(past, past), follow_symlinks=False)
+
+
 def _bump(path: Path) -> None:
     # Same-second edits keep mtime_ns on some file systems; size may match too. Force a change.
     st = path.stat()
@@ -52,6 +61,7 @@ def project(tmp_path: Path) -> Path:
             **{f"lib/plain_{i}.py": f"VALUE_{i} = {i}\n" for i in range(10)},
         },
     )
+    _age(tmp_path)
     return tmp_path
 
 
@@ -118,6 +128,39 @@ def test_shared_config_users_all_see_a_constant_change(project: Path) -> None:
     assert result.stats.resolved == 2
     assert result.manifest["resources"]["worker"]["config"]["workersMax"] == 9
     assert result.diagnostics == []
+
+
+def test_same_size_edit_within_one_mtime_tick_is_seen(project: Path) -> None:
+    # The "racy git" case: content changes, size and mtime do not.
+    scanner = Scanner(project)
+    path = project / "funcs.py"
+    path.write_text(FUNCS)
+    stamp = path.stat().st_mtime_ns
+    assert scanner.scan().manifest["function_registry"] == {"alpha": "worker"}
+    path.write_text(FUNCS.replace("alpha", "omega"))
+    os.utime(path, ns=(stamp, stamp))
+    assert scanner.scan().manifest["function_registry"] == {"omega": "worker"}
+
+
+def test_unchanged_directories_are_not_listed_again(project: Path) -> None:
+    scanner = Scanner(project)
+    scanner.scan()
+    _write(project, {"lib/late.py": FUNCS.replace("alpha", "late")})  # lib/ mtime changes
+    assert set(scanner.scan().manifest["function_registry"]) == {"alpha", "late"}
+    _write(project, {"newdir/sub/x.py": FUNCS.replace("alpha", "deep")})  # a new directory
+    assert set(scanner.scan().manifest["function_registry"]) == {"alpha", "late", "deep"}
+    shutil.rmtree(project / "newdir")
+    assert set(scanner.scan().manifest["function_registry"]) == {"alpha", "late"}
+
+
+def test_a_recently_modified_directory_is_listed_again(tmp_path: Path) -> None:
+    _write(tmp_path, {"pkg/a.py": FUNCS.replace("from config import cfg", "cfg = None")})
+    scanner = Scanner(tmp_path)
+    scanner.scan()
+    stamp = (tmp_path / "pkg").stat().st_mtime_ns
+    _write(tmp_path, {"pkg/b.py": "from tetra_rp import remote\n"})
+    os.utime(tmp_path / "pkg", ns=(stamp, stamp))  # as if the mtime had not ticked
+    assert scanner.scan().stats.files == 2
 
 
 def test_add_delete_and_rename(project: Path) -> None:
@@ -217,6 +260,7 @@ def test_problems_in_a_module_parsed_on_demand_are_reported(project: Path) -> No
 def test_unreadable_file(project: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     target = project / "secret.py"
     target.write_text(FUNCS.replace("alpha", "hidden"))
+    _age(project)
     target.chmod(0)
     if os.geteuid() == 0:  # root reads anything: simulate the permission error
         real_read = Scanner._read
