@@ -18,7 +18,7 @@ client's own overhead stays small next to the servers'. Run it with an interpret
 both this project and `runpod` installed (see bench/requirements.txt), e.g.
 
     python -m venv /tmp/bv && /tmp/bv/bin/pip install -e . -r bench/requirements.txt
-    /tmp/bv/bin/python bench/invoke.py [--requests 2000] [--runs 3] [--concurrency 1,16]
+    /tmp/bv/bin/python bench/invoke.py [--requests 2000] [--runs 7] [--concurrency 1,16]
 
 Without `runpod` the QB comparison is skipped (and said so). Figures, not tests: nothing here
 asserts a timing.
@@ -368,7 +368,7 @@ def fmt(sample: Sample) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--requests", type=int, default=2000)
-    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--runs", type=int, default=7)
     parser.add_argument("--concurrency", default="1,16")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     args = parser.parse_args(argv)
