@@ -202,9 +202,7 @@ def test_deploy_all_endpoints_healthy(cli: Callable[..., Any], home: Home) -> No
     proc = cli("deploy", "--yes", "--json")
     report = as_json(proc)
     assert proc.returncode == 0 and report["ok"], proc.stderr
-    assert {r["name"]: r["action"] for r in report["results"]} == dict.fromkeys(
-        ENDPOINTS, "create"
-    )
+    assert {r["name"]: r["action"] for r in report["results"]} == dict.fromkeys(ENDPOINTS, "create")
     endpoints = status(cli)
     assert set(endpoints) == ENDPOINTS
     for item in endpoints.values():
@@ -291,8 +289,12 @@ def test_secrets_stay_secret(
         assert client.post(endpoints["api"]["url"] + "/compute", json={}).status_code == 401
         assert client.get(endpoints["gpu_worker"]["url"] + "/health").status_code == 401
         wrong = {"Authorization": "Bearer wrong"}
-        assert client.post(endpoints["gpu_worker"]["url"] + "/runsync", headers=wrong,
-                           json={"input": {}}).status_code == 401
+        assert (
+            client.post(
+                endpoints["gpu_worker"]["url"] + "/runsync", headers=wrong, json={"input": {}}
+            ).status_code
+            == 401
+        )
     # Every file of the home is private.
     for path in home.root.rglob("*"):
         if path.is_symlink():
@@ -321,9 +323,7 @@ def test_drift_then_deploy_updates_only_that_endpoint(
     items = {i["name"]: i for i in plan["items"]}
     assert items["gpu_worker"]["action"] == "update"
     assert items["gpu_worker"]["drift"] == "drifted"
-    assert items["gpu_worker"]["changes"] == [
-        {"field": "workersMax", "deployed": 1, "local": 3}
-    ]
+    assert items["gpu_worker"]["changes"] == [{"field": "workersMax", "deployed": 1, "local": 3}]
     assert {n: i["action"] for n, i in items.items() if n != "gpu_worker"} == dict.fromkeys(
         ENDPOINTS - {"gpu_worker"}, "unchanged"
     )
@@ -362,24 +362,59 @@ def test_sigkilled_worker_is_restarted(
 
 
 def test_sigkilled_cloud_is_restarted_and_readopts_workers(
-    cli: Callable[..., Any], home: Home, api: Callable[[], httpx.Client]
+    cli: Callable[..., Any], home: Home, api: Callable[[], httpx.Client], env: dict[str, str]
 ) -> None:
-    before = status(cli)
+    before = records(api)
     info = read_state(home)
     assert info is not None
     os.kill(info.pid, signal.SIGKILL)
-    wait_for(lambda: not psutil.pid_exists(info.pid) or
-             psutil.Process(info.pid).status() == psutil.STATUS_ZOMBIE)
-    after = status(cli)  # the next CLI call starts the cloud again
-    new_info = read_state(home)
-    assert new_info is not None and new_info.pid != info.pid
-    assert set(after) == set(before)  # no record lost
-    for name, item in after.items():
-        assert item["pid"] == before[name]["pid"], name  # re-adopted, not restarted
-        assert item["status"] == "healthy"
-    adopted = {e["endpoint"] for e in events(api) if e["kind"] == "adopted"}
-    assert adopted == ENDPOINTS
-    assert worker_pids(home) == {e["pid"] for e in after.values()}
+    wait_for(
+        lambda: (
+            not psutil.pid_exists(info.pid)
+            or psutil.Process(info.pid).status() == psutil.STATUS_ZOMBIE
+        )
+    )
+    # While the cloud is down: one worker dies too, and a worker no record explains appears
+    # (what a cloud killed between spawning a worker and recording its pid leaves behind).
+    lost = before["gateway"]["pid"]
+    os.kill(lost, signal.SIGKILL)
+    rogue = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "runtime.worker",
+            "--build-dir",
+            before["cpu_worker"]["build_path"],
+            "--resource",
+            "cpu_worker",
+            "--port",
+            "0",
+        ],
+        env={**env, "FLASH_ENDPOINT_KEY": "rogue"},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        wait_for(lambda: rogue.pid in worker_pids(home))
+        after = status(cli)  # the next CLI call starts the cloud again
+        new_info = read_state(home)
+        assert new_info is not None and new_info.pid != info.pid
+        assert set(after) == set(before)  # no record lost
+        rogue.wait(timeout=15)  # terminated by the new cloud
+    finally:
+        if rogue.poll() is None:
+            rogue.kill()
+            rogue.wait()
+    for name in ENDPOINTS - {"gateway"}:
+        assert after[name]["pid"] == before[name]["pid"], name  # re-adopted, not restarted
+        assert after[name]["status"] == "healthy"
+    wait_for(lambda: records(api)["gateway"]["status"] == "healthy")
+    assert records(api)["gateway"]["pid"] not in (None, lost)
+    kinds = [(e["kind"], e["endpoint"]) for e in events(api)]
+    assert {n for k, n in kinds if k == "adopted"} == ENDPOINTS - {"gateway"}
+    assert ("lost", "gateway") in kinds and ("killed_unknown", None) in kinds
+    assert worker_pids(home) == {e["pid"] for e in records(api).values()}
 
 
 def test_sigkilled_cli_mid_deploy_leaves_a_consistent_state(
@@ -459,9 +494,7 @@ def test_concurrent_deploys_are_serialized(
         assert proc.returncode == 0, err
         reports.append(json.loads(out))
     assert all(r["ok"] for r in reports)
-    updates = [
-        e for e in events(api, mark) if e["kind"] == "updated" and e["endpoint"] == "api"
-    ]
+    updates = [e for e in events(api, mark) if e["kind"] == "updated" and e["endpoint"] == "api"]
     assert len(updates) == 1  # the second deploy found it already up to date
     after = status(cli)
     assert after["api"]["pid"] != before["api"]["pid"]
@@ -511,6 +544,23 @@ def test_removed_endpoint_is_orphaned_then_deleted(
     assert worker_pids(home) == {e["pid"] for e in records(api).values()}
 
 
+def test_cloud_stop_stops_workers_until_the_next_deploy(
+    cli: Callable[..., Any], home: Home
+) -> None:
+    stopped = as_json(cli("cloud", "stop", "--json"))
+    assert stopped["was_running"] is True and not stopped["forced"]
+    assert worker_pids(home) == set()
+    after = status(cli)  # starts the cloud again; stopped endpoints stay stopped
+    assert {e["status"] for e in after.values()} == {"stopped"}
+    assert worker_pids(home) == set()
+    plan = {i["name"]: i for i in as_json(cli("plan", "--json"))["items"]}
+    assert all(i["action"] == "update" for i in plan.values())
+    assert all("not running (stopped)" in i["reasons"] for i in plan.values())
+    proc = cli("deploy", "--yes", "--json")
+    assert proc.returncode == 0, proc.stderr
+    assert {e["status"] for e in status(cli).values()} == {"healthy"}
+
+
 def test_undeploy_all_leaves_no_process(cli: Callable[..., Any], home: Home) -> None:
     refused = cli("undeploy", "--all")
     assert refused.returncode == 1 and "--yes" in refused.stderr
@@ -521,6 +571,5 @@ def test_undeploy_all_leaves_no_process(cli: Callable[..., Any], home: Home) -> 
     assert {r["name"] for r in report["results"]} == ENDPOINTS - {"api"}
     assert worker_pids(home) == set()
     assert all(e["status"] == "not_deployed" for e in status(cli).values())
-    stopped = as_json(cli("cloud", "stop", "--json"))
-    assert stopped["was_running"] is True
+    assert as_json(cli("cloud", "stop", "--json"))["was_running"] is True
     assert as_json(cli("cloud", "status", "--json"))["running"] is False

@@ -59,8 +59,10 @@ Emit = Callable[[dict[str, Any]], None]
 
 WORKER_MODULE = "runtime.worker"
 BUILD_MARKER = ".flash-build-complete"
-# Statuses in which an endpoint is meant to be running (restarted at service start).
-_WANTED = frozenset({"deploying", "healthy", "unhealthy", "stopped"})
+# Statuses in which an endpoint is meant to be running: a worker found dead at service start
+# (machine reboot, SIGKILL) is started again. `stopped` (by `cloud stop`) and `failed` stay
+# down until the next deploy.
+_WANTED = frozenset({"deploying", "healthy", "unhealthy"})
 
 
 @dataclass
@@ -247,9 +249,16 @@ class Supervisor:
         if stop_workers:
             workers = list(self.workers.values())
             await asyncio.gather(*(self._stop_worker(w) for w in workers))
-            for w in workers:
-                self.store.upsert_endpoint(w.app, w.name, status="stopped", pid=None)
-                self.store.add_event("stopped", "local cloud stopped", app=w.app, endpoint=w.name)
+            # Every endpoint meant to run is now stopped, including those waiting for a
+            # restart after a crash: they stay down until the next deploy.
+            for record in self.store.list_endpoints():
+                if record["status"] in _WANTED:
+                    self.store.upsert_endpoint(
+                        record["app"], record["name"], status="stopped", pid=None
+                    )
+                    self.store.add_event(
+                        "stopped", "local cloud stopped", app=record["app"], endpoint=record["name"]
+                    )
             self.workers.clear()
         if self._http is not None:
             await self._http.aclose()
@@ -339,7 +348,8 @@ class Supervisor:
                 self.store.add_event(
                     "killed_unknown",
                     f"terminated unrecorded worker pid {process.pid}",
-                    data={"resource": _arg(cmdline, "--resource")},
+                    app=Path(_arg(cmdline, "--build-dir") or "").parent.parent.name or None,
+                    data={"resource": _arg(cmdline, "--resource"), "pid": process.pid},
                 )
         for record in to_start:
             self.spawn_task(self._start_recorded(record["app"], record["name"], "recovered"))
@@ -556,9 +566,7 @@ class Supervisor:
             )
             logfiles.append_marker(log, f"endpoint failed after {len(crashes)} crashes")
             return
-        delay = min(
-            self.settings.backoff_max, self.settings.backoff_base * 2 ** (len(crashes) - 1)
-        )
+        delay = min(self.settings.backoff_max, self.settings.backoff_base * 2 ** (len(crashes) - 1))
         self.store.upsert_endpoint(
             app,
             name,
@@ -767,9 +775,7 @@ class Supervisor:
             log = logfiles.log_path(self.home.logs_dir(app), name)
             tail = logfiles.tail_lines(log, 20)
             error = error + ("\n" + "\n".join(tail[-12:]) if tail else "")
-            self.store.add_event(
-                "deploy_failed", error.splitlines()[0], app=app, endpoint=name
-            )
+            self.store.add_event("deploy_failed", error.splitlines()[0], app=app, endpoint=name)
             if worker.alive():
                 self.store.upsert_endpoint(app, name, status="unhealthy", last_error=error)
         emit(
