@@ -1,0 +1,116 @@
+"""Health probes and the monitor against real HTTP servers on loopback (uvicorn in-process)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+import uvicorn
+from fastapi import FastAPI, Request, Response
+
+from engine.health import HealthChange, HealthMonitor, HealthSample, probe_all
+from engine.provider import EndpointTarget
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def make_app(state: dict[str, Any]) -> FastAPI:
+    app = FastAPI()
+
+    @app.get("/ping")
+    async def ping() -> Response:
+        return Response(status_code=state["ping"])
+
+    @app.get("/health")
+    async def health(request: Request) -> Response:
+        ok = request.headers.get("authorization") == "Bearer k"
+        return Response(status_code=200 if ok else 401)
+
+    return app
+
+
+@pytest.fixture
+async def server() -> AsyncIterator[tuple[str, dict[str, Any]]]:
+    state: dict[str, Any] = {"ping": 200}
+    port = free_port()
+    config = uvicorn.Config(make_app(state), host="127.0.0.1", port=port, log_level="error")
+    srv = uvicorn.Server(config)
+    task = asyncio.get_running_loop().create_task(srv.serve())
+    for _ in range(500):  # deadline: 5 s
+        if srv.started:
+            break
+        await asyncio.sleep(0.01)
+    assert srv.started
+    try:
+        yield f"http://127.0.0.1:{port}", state
+    finally:
+        srv.should_exit = True
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.wait_for(task, 10)
+
+
+async def test_probe_lb_qb_and_unreachable(server: tuple[str, dict[str, Any]]) -> None:
+    url, state = server
+    dead = f"http://127.0.0.1:{free_port()}"
+    samples = await probe_all(
+        [
+            EndpointTarget("lb", url, True, key=None),
+            EndpointTarget("qb", url, False, key="k"),
+            EndpointTarget("qb-wrong-key", url, False, key="nope"),
+            EndpointTarget("dead", dead, True),
+        ]
+    )
+    by_name = {s.endpoint: s for s in samples}
+    assert by_name["lb"].ok and by_name["lb"].latency_ms is not None
+    assert by_name["qb"].ok
+    assert not by_name["qb-wrong-key"].ok and "401" in by_name["qb-wrong-key"].detail
+    assert not by_name["dead"].ok and by_name["dead"].latency_ms is None
+    assert "unreachable" in by_name["dead"].detail
+    assert set(by_name["lb"].to_dict()) == {"ok", "latency_ms", "at"}
+    state["ping"] = 204  # starting
+    starting = (await probe_all([EndpointTarget("lb", url, True)]))[0]
+    assert not starting.ok and "starting" in starting.detail
+
+
+async def test_monitor_history_events_and_changes(server: tuple[str, dict[str, Any]]) -> None:
+    url, state = server
+    received: list[Any] = []
+    targets = [EndpointTarget("api", url, True)]
+
+    async def current() -> list[EndpointTarget]:
+        return targets
+
+    monitor = HealthMonitor(current, interval=0.02, history=3, on_event=received.append)
+    stream = monitor.events()
+    first = asyncio.ensure_future(stream.__anext__())
+    monitor.start()
+    try:
+        assert isinstance(await asyncio.wait_for(first, 5), HealthSample)
+        for _ in range(250):  # deadline: 5 s
+            if len(received) >= 5:
+                break
+            await asyncio.sleep(0.02)
+        assert len(monitor.history["api"]) == 3  # bounded
+        assert monitor.latest("api") is not None and monitor.latest("api").ok
+        state["ping"] = 500
+        monitor.trigger()
+        for _ in range(250):
+            if any(isinstance(e, HealthChange) and not e.ok for e in received):
+                break
+            await asyncio.sleep(0.02)
+        change = next(e for e in received if isinstance(e, HealthChange))
+        assert change.endpoint == "api" and change.ok is False
+        targets.clear()  # the endpoint was undeployed: its history goes
+        await monitor.probe_now()
+        assert "api" not in monitor.history
+    finally:
+        await monitor.stop()
+        await stream.aclose()
