@@ -1,0 +1,195 @@
+"""End to end through the TUI: a real local cloud, real workers, real HTTP, real file edits.
+
+examples/quickstart copied to a temp dir -> tree shows every endpoint -> deploy all (cancel once,
+then confirm) -> rows healthy -> a worker killed turns its row red, then its restart shows ->
+route tester POSTs to an LB route and shows 200 with the right body -> a file edit adds a
+function and changes a config value -> tree shows the function and the endpoint `drifted` within
+1 s -> undeploy (cancel) -> undeploy all (typed confirm) -> no worker process left.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import psutil
+import pytest
+from textual.pilot import Pilot
+from textual.widgets import Input, OptionList, TextArea
+
+from flash_tui import present
+from flash_tui.app import FlashApp
+from flash_tui.screens.confirm import PlanScreen, UndeployAllScreen, UndeployScreen
+from flash_tui.screens.route_tester import RouteTesterScreen
+from flash_tui.widgets.dashboard.endpoints_table import EndpointsTable
+from flash_tui.widgets.dashboard.manifest_tree import ManifestTree
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture
+def tui_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """A private flash-tui home whose local cloud and workers are stopped afterwards."""
+    from engine.home import Home
+    from engine.localcloud.discovery import kill_home_workers, stop_cloud
+
+    home = tmp_path / "home"
+    monkeypatch.setenv("FLASH_TUI_HOME", str(home))
+    yield home
+    stop_cloud(Home(home), timeout=10.0)
+    kill_home_workers(Home(home))
+
+
+def home_workers(home: Path) -> list[psutil.Process]:
+    """Worker processes running from builds of this home."""
+    found = []
+    for process in psutil.process_iter(["cmdline"]):
+        cmdline = process.info.get("cmdline") or []
+        if "runtime.worker" in cmdline and any(str(home) in part for part in cmdline):
+            found.append(process)
+    return found
+
+
+async def until(pilot: Pilot, condition: Callable[[], object], timeout: float, what: str) -> float:
+    """Pause until `condition()` holds; returns the seconds it took; fails at the deadline."""
+    started = time.monotonic()
+    while not condition():
+        if time.monotonic() - started > timeout:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        await pilot.pause(0.02)
+    return time.monotonic() - started
+
+
+def status_of(app: FlashApp, name: str) -> str | None:
+    return present.field(app.statuses.get(name), "status")
+
+
+async def test_quickstart_end_to_end(tmp_path: Path, tui_home: Path) -> None:
+    project = tmp_path / "quickstart"
+    shutil.copytree(
+        ROOT / "examples" / "quickstart", project, ignore=shutil.ignore_patterns(".flash")
+    )
+    app = FlashApp(project, "local", watch=True)
+    async with app.run_test(size=(120, 34)) as pilot:
+        await until(pilot, lambda: app.scan_count >= 1 and app.connected, 60, "scan and cloud")
+        names = sorted(app.manifest["resources"])
+        assert names == ["api", "cpu_worker", "gateway", "gpu_worker"]
+        tree = app.dashboard.query_one(ManifestTree)
+        assert all(tree.node_for(("endpoint", n)) is not None for n in names)
+
+        # Deploy all: the plan dialog; Escape cancels and nothing is deployed.
+        await pilot.press("D")
+        await until(pilot, lambda: isinstance(app.screen, PlanScreen), 60, "the plan dialog")
+        await pilot.press("escape")
+        await until(pilot, lambda: app.busy is None, 10, "the cancelled deploy to end")
+        assert any("cancelled" in r.text for r in app.logs)
+        assert home_workers(tui_home) == []
+
+        # Deploy all, confirmed.
+        await pilot.press("D")
+        await until(pilot, lambda: isinstance(app.screen, PlanScreen), 60, "the plan dialog")
+        plan_screen = app.screen
+        assert isinstance(plan_screen, PlanScreen)
+        assert {i.name for i in plan_screen.items if i.action == "create"} == set(names)
+        await pilot.click("#confirm")
+        await until(
+            pilot,
+            lambda: app.busy is None and all(status_of(app, n) == "healthy" for n in names),
+            60,
+            "every endpoint healthy",
+        )
+        table = app.dashboard.query_one(EndpointsTable)
+        assert table.row_count == len(names)
+
+        # A worker that stops answering turns its row red within a probe interval (plus the
+        # probe's timeout), and green again when it answers.
+        frozen = int(app.statuses["gateway"].pid)
+        os.kill(frozen, signal.SIGSTOP)
+        try:
+            await until(pilot, lambda: status_of(app, "gateway") == "unhealthy", 8, "a red row")
+            assert "bold red" in str(table.get_cell("gateway", "status").style)
+        finally:
+            os.kill(frozen, signal.SIGCONT)
+        await until(pilot, lambda: status_of(app, "gateway") == "healthy", 10, "green again")
+
+        # A worker that dies is restarted by the supervisor: new pid, restart count shown.
+        old_pid = int(app.statuses["cpu_worker"].pid)
+        os.kill(old_pid, signal.SIGKILL)
+
+        def restarted() -> bool:
+            status = app.statuses["cpu_worker"]
+            return status.status == "healthy" and status.restarts >= 1 and status.pid != old_pid
+
+        await until(pilot, restarted, 30, "the restart to show")
+
+        # Route tester: POST /compute and its answer.
+        table.focus()
+        await pilot.press("t")
+        await until(pilot, lambda: isinstance(app.screen, RouteTesterScreen), 10, "route tester")
+        tester = app.screen
+        assert isinstance(tester, RouteTesterScreen)
+        titles = [t.title for t in tester._targets]
+        tester.query_one("#targets", OptionList).highlighted = titles.index("POST /compute")
+        await pilot.pause()
+        assert json.loads(tester.query_one("#body", TextArea).text) == {"numbers": [], "scale": 1.0}
+        tester.query_one("#body", TextArea).text = json.dumps({"numbers": [1, 2, 3], "scale": 2})
+        await pilot.press("ctrl+s")
+        await until(pilot, lambda: len(tester.history) == 1, 30, "the response")
+        response = tester.history[0].response
+        assert response.status == 200 and response.ok
+        assert response.body == {"count": 3, "sum": 12.0, "max": 6.0}
+        await pilot.press("ctrl+y")  # copy as curl, key redacted
+        await until(pilot, lambda: tester.last_curl is not None, 10, "the curl command")
+        assert tester.last_curl is not None and "$FLASH_ENDPOINT_KEY" in tester.last_curl
+        await pilot.press("escape")
+        await until(pilot, lambda: app.screen is app.dashboard, 5, "the dashboard")
+
+        # Edit the code: a new function and a changed config value.
+        cpu = project / "workers" / "cpu" / "endpoint.py"
+        source = cpu.read_text().replace("workersMax=2", "workersMax=5")
+        cpu.write_text(
+            source
+            + "\n\n@remote(cpu_config)\ndef shout(text: str) -> str:\n    return text.upper()\n"
+        )
+        took = await until(
+            pilot,
+            lambda: (
+                tree.node_for(("function", "cpu_worker", "shout")) is not None
+                and present.field(app.statuses.get("cpu_worker"), "drift") == "drifted"
+            ),
+            5,
+            "the new function and drift",
+        )
+        assert took < 1.0, f"rescan + drift took {took:.2f}s"
+        fields = present.field(app.statuses["cpu_worker"], "drift_fields")
+        assert any(f["field"] == "workersMax" for f in fields)
+
+        # Undeploy one, cancelled: Cancel has the focus, Enter cancels.
+        table.focus()
+        table.select_name("gateway")
+        await pilot.pause()
+        await pilot.press("u")
+        await until(pilot, lambda: isinstance(app.screen, UndeployScreen), 30, "undeploy dialog")
+        await pilot.press("enter")
+        await until(pilot, lambda: app.busy is None, 10, "the cancelled undeploy")
+        assert status_of(app, "gateway") == "healthy"
+
+        # Undeploy all with the typed project name.
+        await pilot.press("U")
+        await until(pilot, lambda: isinstance(app.screen, UndeployAllScreen), 30, "undeploy all")
+        await pilot.press(*"wrong", "enter")
+        assert isinstance(app.screen, UndeployAllScreen)
+        app.screen.query_one(Input).value = ""
+        await pilot.press(*project.name, "enter")
+        await until(
+            pilot, lambda: app.busy is None and not app.deployed_names(), 60, "undeploy all"
+        )
+    deadline = time.monotonic() + 10
+    while home_workers(tui_home) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert home_workers(tui_home) == []
