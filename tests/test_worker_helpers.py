@@ -28,117 +28,18 @@ EXAMPLES = REPO / "examples"
 START_DEADLINE = 30.0
 
 
-def _fn(name: str, module: str, **extra: Any) -> dict[str, Any]:
-    return {"name": name, "module": module, "is_async": False, "is_class": False, **extra}
-
-
-def _resource(rtype: str, functions: list[dict[str, Any]], name: str) -> dict[str, Any]:
-    lb = "LoadBalancer" in rtype
-    live = rtype.startswith(("Live", "CpuLive"))
-    for f in functions:
-        f.update(is_load_balanced=lb, is_live_resource=live)
-    return {
-        "resource_type": rtype,
-        "handler_file": f"handler_{name}.py",
-        "functions": functions,
-        "is_load_balanced": lb,
-        "is_live_resource": live,
-        "config": {},
-    }
-
-
-# Fallback manifests, used only while the scanner (engine.scan) has not landed: the same
-# shape engine.build writes for these examples.
-_FALLBACK: dict[str, dict[str, dict[str, Any]]] = {
-    "quickstart": {
-        "cpu_worker": _resource(
-            "CpuLiveServerless",
-            [
-                _fn("preprocess", "workers.cpu.endpoint", is_async=True),
-                _fn("word_stats", "workers.cpu.endpoint"),
-                _fn("TextAnalyzer", "workers.cpu.endpoint", is_class=True),
-            ],
-            "cpu_worker",
-        ),
-        "gpu_worker": _resource(
-            "LiveServerless", [_fn("embed", "workers.gpu.endpoint", is_async=True)], "gpu_worker"
-        ),
-        "api": _resource(
-            "LiveLoadBalancer",
-            [
-                _fn("health", "workers.api.endpoint", http_method="GET", http_path="/health"),
-                _fn("greet", "workers.api.endpoint", http_method="GET", http_path="/greet"),
-                _fn("compute", "workers.api.endpoint", http_method="POST", http_path="/compute"),
-            ],
-            "api",
-        ),
-        "gateway": _resource(
-            "CpuLoadBalancerSlsResource",
-            [
-                _fn("pipeline", "main", http_method="POST", http_path="/pipeline"),
-                _fn("stats", "main", http_method="POST", http_path="/stats"),
-            ],
-            "gateway",
-        ),
-    },
-    "endpoint_api": {
-        "summarizer": _resource(
-            "CpuServerlessEndpoint", [_fn("summarize", "workers.text", is_async=True)], "summarizer"
-        ),
-        "tokenizer": _resource(
-            "ServerlessEndpoint", [_fn("Tokenizer", "workers.text", is_class=True)], "tokenizer"
-        ),
-        "api": _resource(
-            "CpuLoadBalancerSlsResource",
-            [
-                _fn("health", "main", http_method="GET", http_path="/health"),
-                _fn("echo", "main", http_method="POST", http_path="/echo"),
-                _fn("summarize_text", "main", http_method="POST", http_path="/summarize"),
-            ],
-            "api",
-        ),
-    },
-}
-
-
-def _fallback_build(project: Path, example: str) -> Path:
-    from engine.handlergen import generate_handlers
-
-    build_dir = project / ".flash" / ".build"
-    shutil.copytree(project, build_dir, ignore=shutil.ignore_patterns(".flash", "__pycache__"))
-    resources = _FALLBACK[example]
-    manifest: dict[str, Any] = {
-        "version": "1.0",
-        "generated_at": "1980-01-01T00:00:00Z",
-        "project_name": example,
-        "resources": resources,
-        "function_registry": {
-            f["name"]: name for name, r in resources.items() for f in r["functions"]
-        },
-        "routes": {
-            name: {f"{f['http_method']} {f['http_path']}": f["name"] for f in r["functions"]}
-            for name, r in resources.items()
-            if r["is_load_balanced"]
-        },
-    }
-    (build_dir / "flash_manifest.json").write_text(json.dumps(manifest, indent=2))
-    generate_handlers(manifest, build_dir)
-    return build_dir
-
-
 def build_example(example: str, dest: Path) -> Path:
-    """Copy `examples/<example>` under `dest` and build it; returns the build directory.
+    """Copy `examples/<example>` under `dest`, build it with engine.build; the build dir.
 
-    Uses engine.build when the whole build pipeline is importable, else the fallback above.
+    The copy keeps the build's output (.flash/) out of the repository's examples.
     """
-    project = dest / example
-    shutil.copytree(EXAMPLES / example, project, ignore=shutil.ignore_patterns("__pycache__"))
-    try:
-        import engine.scan  # noqa: F401  (the build needs the scanner)
+    from engine.build import build_project
 
-        from engine.build import build_project
-    except ImportError:
-        return _fallback_build(project, example)
+    project = dest / example
+    shutil.copytree(
+        EXAMPLES / example, project, ignore=shutil.ignore_patterns("__pycache__", ".flash")
+    )
+    # The workers import every handler themselves, so the build's import check is skipped.
     return build_project(project, import_check=False).build_dir
 
 
