@@ -3,7 +3,8 @@
 Routes (an optional `/v2/<endpoint id>` or `/<endpoint id>` prefix is accepted, so the runpod
 SDK can point its base URL at a worker):
 
-- `POST /run` `{"input": ..., "policy": {"executionTimeout": ms}}` -> `{"id", "status"}`;
+- `POST /run` `{"input": ..., "policy": {"executionTimeout": ms}, "webhook": url}` ->
+  `{"id", "status"}` (the webhook gets the final status body POSTed);
 - `POST /runsync` (same body; `?wait=<ms>`): waits for the job up to a timeout, then answers like
   `/status` (a job still running answers `IN_QUEUE`/`IN_PROGRESS`, as RunPod does);
 - `GET|POST /status/{id}` -> `{id, status, output | error, delayTime, executionTime, workerId}`;
@@ -78,6 +79,7 @@ class Job:
         "started",
         "finished",
         "timeout",
+        "webhook",
         "task",
         "_done",
     )
@@ -92,6 +94,7 @@ class Job:
         self.started: float | None = None
         self.finished: float | None = None
         self.timeout = timeout
+        self.webhook: str | None = None
         self.task: asyncio.Task[Any] | None = None
         self._done: asyncio.Future[None] | None = None  # created only when someone waits
 
@@ -170,9 +173,20 @@ class QueueServer:
         self.jobs[job_id] = job
         return job
 
-    def submit(self, payload: Any, *, sync: bool = False, timeout: float | None = None) -> Job:
-        """Queue a job (starts at once when a slot is free)."""
+    def submit(
+        self,
+        payload: Any,
+        *,
+        sync: bool = False,
+        timeout: float | None = None,
+        webhook: str | None = None,
+    ) -> Job:
+        """Queue a job (starts at once when a slot is free).
+
+        `webhook`: a URL that gets the final `/status` body POSTed when the job ends.
+        """
         job = self._new_job(payload, sync, timeout)
+        job.webhook = webhook
         self._queue.append(job)
         self._pump()
         return job
@@ -247,6 +261,10 @@ class QueueServer:
             self._expiry.append((job.finished + self.retention, job.id))
         if job._done is not None and not job._done.done():
             job._done.set_result(None)
+        if job.webhook:
+            asyncio.get_running_loop().create_task(
+                _post_webhook(job.webhook, job.body(self._worker_json))
+            )
 
     def cancel(self, job: Job) -> None:
         """Cancel a queued or running job (a finished one is left as it is)."""
@@ -380,7 +398,12 @@ class QueueServer:
         if isinstance(policy, dict) and isinstance(policy.get("executionTimeout"), (int, float)):
             timeout = max(0.001, policy["executionTimeout"] / 1000)
         if not sync:
-            job = self.submit(request["input"], timeout=timeout)
+            webhook = request.get("webhook")
+            job = self.submit(
+                request["input"],
+                timeout=timeout,
+                webhook=webhook if isinstance(webhook, str) and webhook else None,
+            )
             await _respond(send, 200, _dumps({"id": job.id, "status": job.status}))
             return
         wait = self.runsync_wait
@@ -460,6 +483,25 @@ def _route(path: str) -> tuple[str | None, str | None]:
         if not prefix or len(prefix) == 1 or prefix[0] == "v2":
             return parts[-2], parts[-1]
     return None, None
+
+
+async def _post_webhook(url: str, body: str) -> None:
+    """Deliver a finished job to its webhook (best effort, like RunPod: a few tries)."""
+    import httpx  # only jobs with a webhook need it
+
+    for attempt in range(3):
+        try:
+            async with httpx.AsyncClient(timeout=10.0) as client:
+                response = await client.post(
+                    url, content=body, headers={"content-type": "application/json"}
+                )
+            if response.status_code < 400:
+                return
+        except httpx.HTTPError:
+            pass
+        await asyncio.sleep(0.5 * (attempt + 1))
+    sys.stderr.write(f"webhook delivery to {url} failed after 3 attempts\n")
+    sys.stderr.flush()
 
 
 async def _read_body(receive: Any) -> bytes | None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import threading
+import json
 import time
 from typing import Any
 
@@ -14,8 +14,6 @@ from test_worker_helpers import serve_asgi
 from runtime.qb_handler import create_handler
 from runtime.queue_server import QueueServer
 from runtime.serialization import deserialize, serialize_args
-
-GATE = threading.Event()
 
 
 async def echo(job: dict[str, Any]) -> Any:
@@ -199,3 +197,24 @@ def test_runsync_waits_in_the_queue_when_slots_are_busy() -> None:
         assert body["status"] == "COMPLETED" and body["output"] == {"echo": {"n": 1}}
         assert body["delayTime"] >= 100  # it waited for the first job's slot
         assert client.get(f"{url}/status/{first['id']}").json()["status"] == "COMPLETED"
+
+
+def test_run_webhook_receives_the_final_status() -> None:
+    received: list[dict] = []
+
+    async def hook(scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        message = await receive()
+        received.append(json.loads(message["body"]))
+        await send({"type": "http.response.start", "status": 204, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+
+    with serve_asgi(hook, lifespan="off") as hook_url, serve_asgi(QueueServer(echo)) as url:
+        job = httpx.post(f"{url}/run", json={"input": 5, "webhook": f"{hook_url}/done"}).json()
+        end = time.monotonic() + 10
+        while not received:
+            assert time.monotonic() < end, "webhook never called"
+            time.sleep(0.02)
+        assert received[0]["id"] == job["id"] and received[0]["status"] == "COMPLETED"
+        assert received[0]["output"] == {"echo": 5}
