@@ -3,21 +3,34 @@
 Lines come from the provider (for the local cloud: the per-endpoint log files the workers write
 directly). Worker lines carry no timestamp of their own, so a followed line is stamped when it
 arrives (`at`); read-back lines have `at = None`. Service lines (`[flash HH:MM:SS] ...`) are
-marked `source="flash"`. Following several endpoints merges their streams into one.
+marked `source="flash"`. Following several endpoints merges their streams into one. Health-probe
+request lines (`GET /ping ...`) are hidden unless asked for.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from engine.provider import Provider, ProviderError
 
-__all__ = ["LogLine", "follow_logs", "read_logs"]
+__all__ = ["LogLine", "follow_logs", "is_probe_line", "read_logs"]
+
+# The worker's request line for a health probe (the supervisor's readiness polls and the health
+# monitor's probes): hidden by default, or every endpoint's log would be mostly probes.
+_PROBE = re.compile(r"^GET /ping \d{3} ")
+_QB_HEALTH = re.compile(r"^GET /health \d{3} ")
+
+
+def is_probe_line(text: str, is_load_balanced: bool = True) -> bool:
+    """True for a health-probe request line (`GET /ping`, and `GET /health` on QB endpoints,
+    where it is the queue API's health route; on LB endpoints /health is a user route)."""
+    return bool(_PROBE.match(text) or (not is_load_balanced and _QB_HEALTH.match(text)))
 
 
 @dataclass(frozen=True)
@@ -39,18 +52,39 @@ def _line(endpoint: str, text: str, at: float | None) -> LogLine:
 
 
 async def read_logs(
-    provider: Provider, app: str, endpoints: Sequence[str], lines: int = 200
+    provider: Provider,
+    app: str,
+    endpoints: Sequence[str],
+    lines: int = 200,
+    *,
+    probes: bool = False,
+    load_balanced: Mapping[str, bool] | None = None,
 ) -> list[LogLine]:
-    """The last `lines` lines of each endpoint, endpoint by endpoint."""
+    """The last `lines` lines of each endpoint, endpoint by endpoint.
+
+    Health-probe request lines are left out unless `probes`; `load_balanced` (name -> bool)
+    tells which endpoints are LB (see `is_probe_line`).
+    """
     out: list[LogLine] = []
+    kinds = load_balanced or {}
     for name in endpoints:
-        for text in await provider.read_logs(app, name, lines):
+        # Ask for more than needed: probe lines are filtered out afterwards.
+        texts = await provider.read_logs(app, name, lines if probes else lines * 4 + 50)
+        if not probes:
+            texts = [t for t in texts if not is_probe_line(t, kinds.get(name, True))]
+        for text in texts[-lines:] if lines else []:
             out.append(_line(name, text, None))
     return out
 
 
 async def follow_logs(
-    provider: Provider, app: str, endpoints: Sequence[str], lines: int = 20
+    provider: Provider,
+    app: str,
+    endpoints: Sequence[str],
+    lines: int = 20,
+    *,
+    probes: bool = False,
+    load_balanced: Mapping[str, bool] | None = None,
 ) -> AsyncIterator[LogLine]:
     """The last `lines` of each endpoint, then every new line of any of them, as they come.
 
@@ -58,11 +92,14 @@ async def follow_logs(
     once as a `source="error"` line and the others continue.
     """
     queue: asyncio.Queue[LogLine] = asyncio.Queue()
+    kinds = load_balanced or {}
 
     async def pump(name: str) -> None:
+        lb = kinds.get(name, True)
         try:
             async for text in provider.follow_logs(app, name, lines):
-                await queue.put(_line(name, text, time.time()))
+                if probes or not is_probe_line(text, lb):
+                    await queue.put(_line(name, text, time.time()))
         except ProviderError as exc:
             await queue.put(LogLine(name, f"log stream ended: {exc}", time.time(), "error"))
 

@@ -501,10 +501,22 @@ class Engine:
 
     # -- status ---------------------------------------------------------------------------
 
-    async def status(self, *, probe: bool = True, scan: bool = True) -> list[EndpointStatus]:
-        """Every endpoint in code or deployed: status, drift and (with `probe`) live health."""
+    async def status(
+        self,
+        *,
+        probe: bool = True,
+        scan: bool = True,
+        manifest: dict[str, Any] | None = None,
+    ) -> list[EndpointStatus]:
+        """Every endpoint in code or deployed: status, drift and (with `probe`) live health.
+
+        `manifest`: use this manifest (e.g. the TUI's latest scan) instead of scanning;
+        `scan=False` without a manifest reports deployed endpoints only (drift `orphaned`).
+        """
         local: dict[str, Any] = {}
-        if scan:
+        if manifest is not None:
+            local = local_resources(manifest, self.root)
+        elif scan:
             result = await self.scan()
             local = local_resources(result.manifest, self.root)
         deployed = await self._deployed()
@@ -588,29 +600,39 @@ class Engine:
 
     # -- logs -----------------------------------------------------------------------------
 
-    async def _log_names(self, names: Sequence[str] | None) -> list[str]:
+    async def _log_names(self, names: Sequence[str] | None) -> tuple[list[str], dict[str, bool]]:
         deployed = await self._deployed()
+        kinds = {n: e.is_load_balanced for n, e in deployed.items()}
         if names is None:
-            return sorted(deployed)
+            return sorted(deployed), kinds
         unknown = [n for n in names if n not in deployed]
         if unknown:
             known = ", ".join(sorted(deployed)) or "none"
             raise OpError(f"not deployed: {', '.join(unknown)} (deployed: {known})")
-        return list(names)
+        return list(names), kinds
 
-    async def logs(self, names: Sequence[str] | None = None, lines: int = 200) -> list[LogLine]:
-        """The last log lines of the given (default: all deployed) endpoints."""
+    async def logs(
+        self, names: Sequence[str] | None = None, lines: int = 200, *, probes: bool = False
+    ) -> list[LogLine]:
+        """The last log lines of the given (default: all deployed) endpoints.
+
+        Health-probe request lines are hidden unless `probes`."""
+        selected, kinds = await self._log_names(names)
         try:
-            return await read_logs(self.provider, self.app, await self._log_names(names), lines)
+            return await read_logs(
+                self.provider, self.app, selected, lines, probes=probes, load_balanced=kinds
+            )
         except ProviderError as exc:
             raise OpError(str(exc)) from exc
 
     async def follow(
-        self, names: Sequence[str] | None = None, lines: int = 20
+        self, names: Sequence[str] | None = None, lines: int = 20, *, probes: bool = False
     ) -> AsyncIterator[LogLine]:
         """Follow the logs of the given (default: all deployed) endpoints."""
-        selected = await self._log_names(names)
-        async for line in follow_logs(self.provider, self.app, selected, lines):
+        selected, kinds = await self._log_names(names)
+        async for line in follow_logs(
+            self.provider, self.app, selected, lines, probes=probes, load_balanced=kinds
+        ):
             yield line
 
     async def events(self, since: int = 0) -> list[dict[str, Any]]:

@@ -307,11 +307,43 @@ def test_secrets_stay_secret(
         assert (path.stat().st_mode & 0o777) == expected, path
 
 
-def test_logs_show_requests(cli: Callable[..., Any]) -> None:
+def test_logs_show_requests(cli: Callable[..., Any], project: Path, home: Home) -> None:
     proc = cli("logs", "api", "--json", "--lines", "200")
     lines = [item["text"] for item in as_json(proc)["lines"]]
     assert any(line.startswith("POST /compute 200") for line in lines), lines[-10:]
     assert any(line.startswith("[flash ") for line in lines)
+    assert not any(line.startswith("GET /ping") for line in lines)  # probes hidden
+    probes = as_json(cli("logs", "api", "--json", "--lines", "500", "--probes"))["lines"]
+    assert any(item["text"].startswith("GET /ping 200") for item in probes)
+
+    from engine.ops import Engine
+    from engine.provider import LocalCloudProvider
+
+    async def follow_while_calling() -> list[str]:
+        seen: list[tuple[str, str]] = []
+        history = asyncio.Event()
+        async with Engine(project, LocalCloudProvider(home, start=False)) as engine:
+
+            async def reader() -> None:
+                async for line in engine.follow(["api", "gpu_worker"], lines=1, probes=True):
+                    seen.append((line.endpoint, line.text))
+                    if {e for e, _ in seen} == {"api", "gpu_worker"}:
+                        history.set()  # both streams are open: their offsets are set
+                    new = [f"{e} {t}" for e, t in seen[2:]]
+                    if any(n.startswith("api GET /greet") for n in new) and any(
+                        n.startswith("gpu_worker POST /runsync") for n in new
+                    ):
+                        return
+
+            task = asyncio.ensure_future(reader())
+            await asyncio.wait_for(history.wait(), 15)
+            await engine.invoke("GET /greet", {"name": "x"})
+            await engine.invoke("embed", {"text": "y"})
+            await asyncio.wait_for(task, 15)
+        return [f"{e} {t}" for e, t in seen]
+
+    seen = asyncio.run(follow_while_calling())
+    assert any(s.startswith("api GET /greet 200") for s in seen), seen
 
 
 def test_drift_then_deploy_updates_only_that_endpoint(

@@ -31,6 +31,9 @@ def register(subparsers: Any) -> None:
     parser.add_argument("names", nargs="*", metavar="NAME", help="endpoints (default: all)")
     parser.add_argument("--follow", "-f", action="store_true", help="keep printing new lines")
     parser.add_argument("--lines", "-n", type=int, default=100, help="lines of history")
+    parser.add_argument(
+        "--probes", action="store_true", help="also show health-probe requests (GET /ping)"
+    )
     add_project_option(parser)
     parser.set_defaults(func=run)
 
@@ -50,7 +53,7 @@ def run(args: argparse.Namespace) -> int:
         names = args.names or None
         console = Console(highlight=False, soft_wrap=True)
         if not args.follow:
-            lines = await engine.logs(names, max(0, args.lines))
+            lines = await engine.logs(names, max(0, args.lines), probes=args.probes)
             if args.json:
                 json_out({"app": engine.app, "lines": [ln.to_dict() for ln in lines]})
                 return 0
@@ -61,7 +64,7 @@ def run(args: argparse.Namespace) -> int:
             return 0
         width = max((len(n) for n in names or []), default=10)
         many = names is None or len(names) > 1
-        async for line in engine.follow(names, max(0, args.lines)):
+        async for line in engine.follow(names, max(0, args.lines), probes=args.probes):
             if args.json:
                 sys.stdout.write(json.dumps(line.to_dict()) + "\n")
                 sys.stdout.flush()

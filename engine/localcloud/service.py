@@ -258,12 +258,14 @@ def create_app(
 
         async def stream() -> AsyncIterator[bytes]:
             keys = _keys(app)
-            for line in _redact(logfiles.tail_lines(path, max(0, min(lines, 10000))), keys):
-                yield (json.dumps({"line": line}) + "\n").encode()
+            # The follow offset is taken BEFORE the history is read: a line written in
+            # between may be sent twice, but none is lost.
             try:
                 offset = path.stat().st_size
             except FileNotFoundError:
                 offset = 0
+            for line in _redact(logfiles.tail_lines(path, max(0, min(lines, 10000))), keys):
+                yield (json.dumps({"line": line}) + "\n").encode()
             idle = 0.0
             while True:
                 new, offset = await asyncio.to_thread(logfiles.read_new, path, offset)

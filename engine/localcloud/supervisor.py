@@ -485,6 +485,11 @@ class Supervisor:
         """SIGTERM the worker's process group, wait, SIGKILL if it lingers; reap it."""
         worker.expected_exit = True
         if worker.alive():
+            with contextlib.suppress(OSError):
+                logfiles.append_marker(
+                    logfiles.log_path(self.home.logs_dir(worker.app), worker.name),
+                    f"stopping worker pid {worker.pid}",
+                )
             _signal_group(worker.pid, signal.SIGTERM)
             deadline = time.monotonic() + self.settings.stop_timeout
             while worker.alive() and time.monotonic() < deadline:
