@@ -110,6 +110,7 @@ class RouteBinding:
     sequence_params: frozenset[str]  # list-like: repeated query parameters
     structured_params: frozenset[str]  # dict/model/list: a JSON string in a query is decoded
     var_keyword: bool  # **kwargs: unknown fields are passed through instead of rejected
+    request_param: str | None  # a parameter annotated `Request` receives the request
     model: type[pydantic.BaseModel]
     aliases: tuple[tuple[str, str], ...]  # (model field, parameter name)
     is_async: bool
@@ -135,6 +136,7 @@ def route_binding(function: Any, method: str, path: str) -> RouteBinding:
     sequence: set[str] = set()
     structured: set[str] = set()
     var_keyword = False
+    request_param: str | None = None
     for index, param in enumerate(signature.parameters.values()):
         if param.kind is inspect.Parameter.VAR_KEYWORD:
             var_keyword = True
@@ -144,6 +146,9 @@ def route_binding(function: Any, method: str, path: str) -> RouteBinding:
         annotation = hints.get(param.name, Any)
         if annotation is inspect.Parameter.empty:
             annotation = Any
+        if inspect.isclass(annotation) and issubclass(annotation, Request):
+            request_param = param.name  # FastAPI style: the request object itself
+            continue
         default = ... if param.default is inspect.Parameter.empty else param.default
         # Internal field names avoid clashes with BaseModel attributes and "_private" names;
         # the alias keeps the parameter's own name in requests and in error locations.
@@ -183,6 +188,7 @@ def route_binding(function: Any, method: str, path: str) -> RouteBinding:
         sequence_params=frozenset(sequence),
         structured_params=frozenset(structured),
         var_keyword=var_keyword,
+        request_param=request_param,
         model=model,
         aliases=tuple(aliases),
         is_async=inspect.iscoroutinefunction(fn),
@@ -332,6 +338,8 @@ def _make_endpoint(binding: RouteBinding) -> Callable[[Request], Any]:
     async def endpoint(request: Request) -> Response:
         try:
             kwargs = _bind(binding, await _request_values(binding, request))
+            if binding.request_param is not None:
+                kwargs[binding.request_param] = request
         except _BindError as exc:
             return JSONResponse(
                 {"detail": exc.detail, "error": _summary(exc.detail)}, status_code=422

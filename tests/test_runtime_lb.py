@@ -7,7 +7,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from fastapi import HTTPException
+from fastapi import HTTPException, Request
 from pydantic import BaseModel
 from test_worker_helpers import serve_asgi
 
@@ -265,3 +265,12 @@ def test_auth_middleware_guards_everything_but_ping() -> None:
         assert client.get("/openapi.json").status_code == 401
         ok = client.get("/greet", headers={"Authorization": "Bearer s3cret"})
         assert ok.status_code == 200
+
+
+def test_a_request_parameter_receives_the_request() -> None:
+    async def whoami(request: Request, n: int = 1) -> dict:
+        return {"agent": request.headers.get("user-agent"), "n": n}
+
+    with serve_asgi(create_lb_app({("GET", "/whoami"): whoami})) as url:
+        r = httpx.get(f"{url}/whoami", params={"n": "2"}, headers={"user-agent": "t/1"})
+        assert r.json() == {"agent": "t/1", "n": 2}
