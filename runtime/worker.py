@@ -15,14 +15,21 @@
   the handler module's FastAPI `app` (`runtime.lb_app`).
 - Every route except `/ping` needs `Authorization: Bearer $FLASH_ENDPOINT_KEY`; without a key
   the worker refuses to start unless `--insecure`.
-- One line per request on stdout, flushed: `<METHOD> <path> <status> <ms>ms`.
+- Stdout: `listening on http://HOST:PORT`, then `ready: resource NAME (kind, module)` once
+  the handler is imported, then one line per request, flushed:
+  `<METHOD> <path> <status> <ms>ms` (no query string, never a key). Errors go to stderr.
 - SIGTERM/SIGINT: stop accepting, let in-flight requests and jobs finish, bounded; a watchdog
   ends the process after `FLASH_SHUTDOWN_TIMEOUT` seconds (default 4) whatever happens.
+- Exit status: 0 after a shutdown, 1 when the build/manifest/resource/port/handler is bad,
+  2 when no key is set and `--insecure` was not given.
 
 Environment: `FLASH_ENDPOINT_KEY`, `FLASH_WORKER_CONCURRENCY` (QB jobs at a time, default 8),
-`FLASH_JOB_RETENTION` (seconds a finished job stays readable, default 600),
-`FLASH_RUNSYNC_WAIT` (seconds /runsync waits, default 90), `FLASH_SHUTDOWN_TIMEOUT`,
-`FLASH_ENDPOINTS_FILE` / `FLASH_ENDPOINTS_URL` (service registry, see `runtime.registry`).
+`FLASH_JOB_RETENTION` (seconds a finished /run job stays readable, default 600; /runsync jobs
+at most 60), `FLASH_RUNSYNC_WAIT` (seconds /runsync waits, default 90),
+`FLASH_SHUTDOWN_TIMEOUT`, `FLASH_ENDPOINTS_FILE` / `FLASH_ENDPOINTS_URL` /
+`FLASH_ENDPOINTS_TOKEN` / `FLASH_ENDPOINTS_TTL` (service registry, see `runtime.registry`),
+`FLASH_CALL_TIMEOUT` (cross-endpoint calls, see `runtime.calls`). A QB resource's
+`config.executionTimeoutMs` in the manifest (when > 0) bounds each job.
 """
 
 from __future__ import annotations
