@@ -182,6 +182,10 @@ async def call_remote(
     endpoint = await registry.endpoint(resource_name)
     try:
         return await _call_once(target, endpoint, original, args, kwargs)
+    except httpx.TimeoutException as exc:
+        raise TimeoutError(
+            f"{target.name} on {resource_name} did not answer within {_timeout():g}s"
+        ) from exc
     except httpx.TransportError as exc:
         # The endpoint may have been restarted elsewhere: look again once, retry if it moved.
         fresh = await registry.endpoint(resource_name, refresh=True)

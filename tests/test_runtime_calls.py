@@ -241,3 +241,50 @@ async def test_endpoints_url_with_ttl_cache_and_refresh_on_miss() -> None:
         reg._last_refresh = 0.0  # let the miss refresh at once
         assert (await reg.endpoint("b")).url == "http://h:2"
         assert state["hits"] == 2 and state["auth"][0] == b"Bearer tok"
+
+
+async def test_unreachable_endpoint_then_moved(servers, tmp_path: Path) -> None:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        dead = f"http://127.0.0.1:{s.getsockname()[1]}"  # nothing listens there once closed
+    path = tmp_path / "endpoints.json"
+    path.write_text(json.dumps({"endpoints": {"qb": {"url": dead, "key": "kq"}}}))
+    calls.set_registry(ServiceRegistry(MANIFEST, current_resource="x", endpoints_file=path))
+    try:
+        with pytest.raises(RemoteExecutionError, match="cannot reach"):
+            await calls.dispatch(square, "qb", (2,), {})
+        # the supervisor restarted it elsewhere and rewrote the file
+        path.write_text(json.dumps({"endpoints": {"qb": {"url": servers["qb"].url, "key": "kq"}}}))
+        assert await calls.dispatch(square, "qb", (2,), {}) == 4
+    finally:
+        calls.reset()
+
+
+async def test_call_timeout(servers, monkeypatch: pytest.MonkeyPatch) -> None:
+    import asyncio
+
+    async def nap(seconds: float) -> float:
+        await asyncio.sleep(seconds)
+        return seconds
+
+    with serve_asgi(create_lb_app({("POST", "/nap"): nap})) as url:
+        manifest = {
+            "resources": {
+                "slow": {
+                    "resource_type": "LoadBalancerSlsResource",
+                    "functions": [{"name": "nap", "http_method": "POST", "http_path": "/nap"}],
+                }
+            }
+        }
+        endpoints = {"slow": EndpointInfo("slow", url)}
+        calls.set_registry(ServiceRegistry(manifest, current_resource="x", endpoints=endpoints))
+        monkeypatch.setenv("FLASH_CALL_TIMEOUT", "0.3")
+        calls._clients.clear()
+        try:
+            assert await calls.dispatch(nap, "slow", (0.01,), {}) == 0.01
+            with pytest.raises(TimeoutError):
+                await calls.dispatch(nap, "slow", (3,), {})
+        finally:
+            calls.reset()
