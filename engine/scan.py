@@ -1594,6 +1594,8 @@ class Scanner:
         stats.elapsed_ms = (time.perf_counter() - started) * 1000
         return ScanResult(manifest, diags, functions, resources, stats)
 
+    # The file being resolved (diagnostics of argument checks are filed under it) and the
+    # resolver of the current scan.
     _current_rel: str = ""
     _resolver: _Resolver
 
