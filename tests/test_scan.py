@@ -727,3 +727,40 @@ def test_scanner_accepts_a_path_or_project(tmp_path: Path) -> None:
     _write(tmp_path, {"x.py": "y = 1\n"})
     assert Scanner(tmp_path).scan().manifest["resources"] == {}
     assert Scanner(Project.open(tmp_path)).scan().manifest["project_name"] == tmp_path.name
+
+
+def test_endpoint_route_problems(tmp_path: Path) -> None:
+    result = _scan(
+        tmp_path,
+        {
+            "main.py": """
+                import os
+                from runpod_flash import Endpoint
+
+                api = Endpoint(name="api")
+                ROUTE = os.environ["ROUTE"]
+
+                @api.get("/ping")
+                def reserved(): ...
+
+                @api.post(ROUTE)
+                def unknown_path(): ...
+
+                @api.post("/ok")
+                def ok(): ...
+
+                @api.put("/ok2")
+                def ok2(): ...
+
+                @api.put("/ok2")
+                def again(): ...
+                """
+        },
+    )
+    found = sorted((d.code, d.line) for d in result.diagnostics)
+    assert found == [
+        ("manifest-duplicate-route", 20),
+        ("manifest-invalid-path", 11),
+        ("manifest-reserved-path", 8),
+    ]
+    assert result.manifest["routes"] == {"api": {"POST /ok": "ok", "PUT /ok2": "ok2"}}
