@@ -267,7 +267,6 @@ class LocalCloudProvider:
         self.info: CloudInfo | None = None
         self._client: CloudClient | None = None
         self._connect_lock = asyncio.Lock()
-        self._keys: dict[tuple[str, str], str] = {}
 
     async def connect(self) -> str:
         """Find or start the service; returns `local (127.0.0.1:PORT)`."""
@@ -371,9 +370,6 @@ class LocalCloudProvider:
         """Stop and remove endpoints."""
         selected = None if names is None else list(names)
         result = await self._run_stream(lambda c: c.undeploy(app, selected), on_event)
-        for key in list(self._keys):
-            if key[0] == app and (selected is None or key[1] in selected):
-                self._keys.pop(key, None)
         return DeployOutcome(
             ok=bool(result.get("ok")),
             results=list(result.get("results") or []),
@@ -381,14 +377,12 @@ class LocalCloudProvider:
         )
 
     async def target(self, app: str, name: str) -> EndpointTarget:
-        """URL and key of a deployed endpoint (the key is fetched once and cached)."""
+        """URL and key of a deployed endpoint."""
         record = await self._call(lambda c: c.endpoint(app, name))
         if not record.get("url"):
             raise ProviderError(f"endpoint {name!r} has no URL yet (status {record['status']})")
-        key = self._keys.get((app, name))
-        if key is None:
-            key = await self._call(lambda c: c.endpoint_key(app, name))
-            self._keys[(app, name)] = key
+        # Not cached: another client may have redeployed the endpoint with a new key.
+        key = await self._call(lambda c: c.endpoint_key(app, name))
         return EndpointTarget(name, str(record["url"]), bool(record.get("is_load_balanced")), key)
 
     async def read_logs(self, app: str, name: str, lines: int = 200) -> list[str]:

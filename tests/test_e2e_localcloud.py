@@ -198,7 +198,9 @@ def test_deploy_refuses_without_yes_and_no_terminal(cli: Callable[..., Any]) -> 
     assert "--yes" in proc.stderr and "refusing" in proc.stderr
 
 
-def test_deploy_all_endpoints_healthy(cli: Callable[..., Any], home: Home) -> None:
+def test_deploy_all_endpoints_healthy(
+    cli: Callable[..., Any], home: Home, api: Callable[[], httpx.Client]
+) -> None:
     proc = cli("deploy", "--yes", "--json")
     report = as_json(proc)
     assert proc.returncode == 0 and report["ok"], proc.stderr
@@ -211,6 +213,13 @@ def test_deploy_all_endpoints_healthy(cli: Callable[..., Any], home: Home) -> No
         assert item["url"].startswith("http://127.0.0.1:") and item["pid"] and item["restarts"] == 0
         assert {"name", "resource_type", "drift_fields"} <= set(item)
     assert worker_pids(home) == {e["pid"] for e in endpoints.values()}
+    # The state manager holds the deployed manifest (what a mothership reads), without keys.
+    persisted = api().get(f"/v1/apps/{APP}/environments/local/manifest").json()
+    assert set(persisted["resources"]) == ENDPOINTS
+    for name, entry in persisted["resources"].items():
+        assert entry["status"] == "deployed" and entry["endpoint_url"] == endpoints[name]["url"]
+        assert entry["config_hash"] and entry["handler_file"] == f"handler_{name}.py"
+    assert not any(k in json.dumps(persisted) for k in keys(home))
 
 
 INVOCATIONS: list[tuple[str, Any, Callable[[Any], bool]]] = [
@@ -572,6 +581,8 @@ def test_removed_endpoint_is_orphaned_then_deleted(
     assert proc.returncode == 0, proc.stderr
     assert [(r["name"], r["action"]) for r in report["results"]] == [("api", "delete")]
     assert "api" not in records(api)
+    persisted = api().get(f"/v1/apps/{APP}/environments/local/manifest").json()
+    assert set(persisted["resources"]) == ENDPOINTS - {"api"}
     wait_for(lambda: not psutil.pid_exists(api_pid))
     assert worker_pids(home) == {e["pid"] for e in records(api).values()}
 

@@ -332,6 +332,13 @@ class Store:
         )
         return json.loads(rows[0][0]) if rows else None
 
+    def environments(self, app: str) -> list[str]:
+        """Environments of `app` that have a persisted manifest."""
+        rows = self._query(
+            "SELECT environment FROM manifests WHERE app = ? ORDER BY environment", (app,)
+        )
+        return [str(r[0]) for r in rows]
+
     def put_manifest(self, app: str, environment: str, manifest: dict[str, Any]) -> None:
         """Replace the persisted manifest."""
         with self.transaction() as conn:

@@ -838,7 +838,7 @@ class Supervisor:
                 )
             for name in targets:
                 with contextlib.suppress(Exception):
-                    for env in self._environments(app):
+                    for env in self.store.environments(app):
                         self.store.patch_manifest_resource(app, env, name, None)
             self._prune_builds(app)
         summary = {
@@ -850,27 +850,32 @@ class Supervisor:
         emit({"type": "result", **summary})
         return summary
 
-    def _environments(self, app: str) -> list[str]:
-        rows = self.store._query("SELECT environment FROM manifests WHERE app = ?", (app,))
-        return [str(r[0]) for r in rows]
-
     def _persist_manifest(self, request: DeployRequest) -> None:
-        """Record the deployed manifest (with URLs and status) as the state manager sees it."""
+        """Record what is deployed, as the state manager (and a mothership) sees it.
+
+        The persisted manifest is the build's manifest restricted to the deployed endpoints,
+        each entry with its `config_hash`, `endpoint_url` and `status` (upstream's persisted
+        form, flash_facts §5.6); endpoints a partial deploy did not touch keep their entries.
+        """
         if not request.manifest:
             return
-        manifest = dict(request.manifest)
-        resources = {}
-        for name, entry in (manifest.get("resources") or {}).items():
-            record = self.store.get_endpoint(request.app, name)
-            item = dict(entry)
-            if record is not None:
-                item.update(
-                    {
-                        "endpoint_url": record.get("url"),
-                        "status": "deployed" if record["status"] == "healthy" else "failed",
-                    }
-                )
+        previous = self.store.get_manifest(request.app, request.environment) or {}
+        old_entries = previous.get("resources") or {}
+        new_entries = request.manifest.get("resources") or {}
+        resources: dict[str, Any] = {}
+        for record in self.store.list_endpoints(request.app):
+            name = record["name"]
+            entry = new_entries.get(name) if name in new_entries else old_entries.get(name)
+            item = dict(entry or {"resource_type": record["resource_type"]})
+            item.update(
+                {
+                    "config_hash": record.get("config_hash"),
+                    "endpoint_url": record.get("url"),
+                    "status": "deployed" if record["status"] == "healthy" else "failed",
+                }
+            )
             resources[name] = item
+        manifest = {k: v for k, v in request.manifest.items() if k != "resources"}
         manifest["resources"] = resources
         self.store.put_manifest(request.app, request.environment, manifest)
 
