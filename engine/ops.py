@@ -14,6 +14,7 @@ hash, running state), confirm, then one provider deploy of every create/update p
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import re
@@ -369,9 +370,17 @@ class Engine:
         """Build if stale, plan, confirm, deploy. `names`: only those endpoints (no deletes)."""
         started = time.perf_counter()
         emit = self._emitter("deploy", on_event)
-        manifest = await self._manifest(emit)
-        await self.connect()
-        build, built = await self._build(manifest, emit)
+        # Reaching (or starting) the local cloud overlaps with the scan and the build check.
+        connecting = asyncio.ensure_future(self.connect())
+        try:
+            manifest = await self._manifest(emit)
+            build, built = await self._build(manifest, emit)
+        except BaseException:
+            connecting.cancel()
+            with contextlib.suppress(BaseException):
+                await connecting
+            raise
+        await connecting
         plan = await self.plan(names, force=force, manifest=build.manifest)
         emit("plan", _plan_summary(plan), data=plan.counts())
         report = DeployReport(plan, built=built, build_id=build.build_id)
@@ -514,11 +523,19 @@ class Engine:
         `scan=False` without a manifest reports deployed endpoints only (drift `orphaned`).
         """
         local: dict[str, Any] = {}
-        if manifest is not None:
-            local = local_resources(manifest, self.root)
-        elif scan:
-            result = await self.scan()
-            local = local_resources(result.manifest, self.root)
+        connecting = asyncio.ensure_future(self.connect())  # overlaps with the scan
+        try:
+            if manifest is not None:
+                local = local_resources(manifest, self.root)
+            elif scan:
+                result = await self.scan()
+                local = local_resources(result.manifest, self.root)
+        except BaseException:
+            connecting.cancel()
+            with contextlib.suppress(BaseException):
+                await connecting
+            raise
+        await connecting
         deployed = await self._deployed()
         samples: dict[str, HealthSample] = {}
         if probe:
