@@ -501,7 +501,7 @@ class Supervisor:
                     await asyncio.sleep(0.02)
         else:
             # Its session may still hold children the user code started.
-            _signal_group(worker.pid, signal.SIGKILL, only_if_leaderless=True)
+            _signal_group(worker.pid, signal.SIGKILL, group_only=True)
         if worker.proc is not None:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 worker.proc.wait(timeout=1.0)
@@ -880,10 +880,15 @@ class Supervisor:
         self.store.put_manifest(request.app, request.environment, manifest)
 
 
-def _signal_group(pid: int, sig: int, *, only_if_leaderless: bool = False) -> None:
-    """Signal the process group led by `pid` (workers are session leaders), else the pid."""
+def _signal_group(pid: int, sig: int, *, group_only: bool = False) -> None:
+    """Signal the process group led by `pid` (workers are session leaders), else the pid.
+
+    `group_only`: the leader is gone; signal what is left of its group (processes the user's
+    code started). Linux does not reuse a pid while it names a live process group, so this
+    cannot hit an unrelated group.
+    """
     try:
-        if only_if_leaderless:
+        if group_only:
             os.killpg(pid, sig)
             return
         if os.getpgid(pid) == pid:
