@@ -647,6 +647,8 @@ class Engine:
     ) -> AsyncIterator[LogLine]:
         """Follow the logs of the given (default: all deployed) endpoints."""
         selected, kinds = await self._log_names(names)
+        if not selected:
+            raise OpError(f"nothing of {self.app} is deployed: no logs to follow")
         async for line in follow_logs(
             self.provider, self.app, selected, lines, probes=probes, load_balanced=kinds
         ):
