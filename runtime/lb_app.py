@@ -253,7 +253,9 @@ async def _request_values(binding: RouteBinding, request: Request) -> dict[str, 
             raise _BindError(
                 [{"type": "json_invalid", "loc": ["body"], "msg": f"JSON decode error: {exc}"}]
             ) from exc
-    if binding.method in QUERY_METHODS and (request.url.query or not isinstance(body_json, dict)):
+    if binding.method in QUERY_METHODS and (
+        request.scope.get("query_string") or not isinstance(body_json, dict)
+    ):
         values = _query_values(binding, request)
     elif binding.whole_body is not None:
         values = {binding.whole_body: {} if body_json is None else body_json}
