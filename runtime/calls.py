@@ -180,20 +180,24 @@ async def call_remote(
     """Call `original` on the endpoint `resource_name` over HTTP."""
     target = _target(registry, original, resource_name)
     endpoint = await registry.endpoint(resource_name)
-    try:
-        return await _call_once(target, endpoint, original, args, kwargs)
-    except httpx.TimeoutException as exc:
-        raise TimeoutError(
-            f"{target.name} on {resource_name} did not answer within {_timeout():g}s"
-        ) from exc
-    except httpx.TransportError as exc:
-        # The endpoint may have been restarted elsewhere: look again once, retry if it moved.
-        fresh = await registry.endpoint(resource_name, refresh=True)
-        if fresh.url != endpoint.url or fresh.key != endpoint.key:
-            return await _call_once(target, fresh, original, args, kwargs)
-        raise RemoteExecutionError(
-            f"cannot reach {endpoint.url}: {type(exc).__name__}: {exc}", endpoint=resource_name
-        ) from exc
+    for attempt in range(2):
+        try:
+            return await _call_once(target, endpoint, original, args, kwargs)
+        except httpx.TimeoutException as exc:
+            raise TimeoutError(
+                f"{target.name} on {resource_name} did not answer within {_timeout():g}s"
+            ) from exc
+        except httpx.TransportError as exc:
+            # The endpoint may have been restarted elsewhere: look again once, and retry only
+            # if it moved (a request that may have reached the old one is not resent there).
+            fresh = await registry.endpoint(resource_name, refresh=True) if attempt == 0 else None
+            if fresh is None or (fresh.url == endpoint.url and fresh.key == endpoint.key):
+                raise RemoteExecutionError(
+                    f"cannot reach {endpoint.url}: {type(exc).__name__}: {exc}",
+                    endpoint=resource_name,
+                ) from exc
+            endpoint = fresh
+    raise AssertionError("unreachable")  # the loop always returns or raises
 
 
 async def _call_once(
