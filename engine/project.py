@@ -78,19 +78,6 @@ class IgnoreRules:
         self._specs.clear()
         self._cache.clear()
 
-    def rule_files_signature(self) -> tuple[tuple[str, int, int], ...]:
-        """(path, mtime_ns, size) of every rule file read so far: changes mean `reload()`."""
-        out = []
-        for rel_dir in sorted(self._specs):
-            for name in RULE_FILES:
-                path = self.root / rel_dir / name if rel_dir else self.root / name
-                try:
-                    st = path.stat()
-                except OSError:
-                    continue
-                out.append((str(path), st.st_mtime_ns, st.st_size))
-        return tuple(out)
-
     def _spec(self, rel_dir: str) -> pathspec.GitIgnoreSpec | None:
         """The combined rules of the rule files in one directory ('' is the root)."""
         try:
