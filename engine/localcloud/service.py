@@ -174,6 +174,7 @@ def create_app(
 
     @api.get("/v1/health")
     async def health() -> dict[str, Any]:
+        """Service pid, version, uptime and worker count."""
         return {
             "ok": True,
             "pid": os.getpid(),
@@ -185,6 +186,7 @@ def create_app(
 
     @api.post("/v1/shutdown")
     async def shutdown(request: Request) -> dict[str, Any]:
+        """Stop the service (and, unless told otherwise, its workers)."""
         body: dict[str, Any] = {}
         with contextlib.suppress(ValueError):
             body = await request.json() or {}
@@ -196,18 +198,22 @@ def create_app(
 
     @api.get("/v1/apps")
     async def list_apps() -> dict[str, Any]:
+        """Every app with its endpoint count."""
         return {"apps": store().list_apps()}
 
     @api.get("/v1/apps/{app}/endpoints")
     async def list_endpoints(app: str) -> dict[str, Any]:
+        """The app's endpoint records (never keys)."""
         return {"endpoints": store().list_endpoints(_check_name("app", app))}
 
     @api.get("/v1/apps/{app}/endpoints/{name}")
     async def get_endpoint(app: str, name: str) -> dict[str, Any]:
+        """One endpoint record (never its key)."""
         return endpoint_or_404(app, name)
 
     @api.get("/v1/apps/{app}/endpoints/{name}/key")
     async def get_key(app: str, name: str) -> dict[str, Any]:
+        """The endpoint's API key: the only route that returns one."""
         endpoint_or_404(app, name)
         key = store().endpoint_key(app, name)
         if key is None:
@@ -216,6 +222,7 @@ def create_app(
 
     @api.post("/v1/apps/{app}/deploy")
     async def deploy(app: str, request: Request) -> StreamingResponse:
+        """Create/update/remove endpoints; NDJSON progress, then the result."""
         _check_name("app", app)
         try:
             body = await request.json()
@@ -230,6 +237,7 @@ def create_app(
 
     @api.post("/v1/apps/{app}/undeploy")
     async def undeploy(app: str, request: Request) -> StreamingResponse:
+        """Stop and remove endpoints (all when `names` is null); NDJSON progress."""
         _check_name("app", app)
         body: dict[str, Any] = {}
         with contextlib.suppress(ValueError):
@@ -244,6 +252,7 @@ def create_app(
 
     @api.get("/v1/apps/{app}/endpoints/{name}/logs")
     async def logs(app: str, name: str, lines: int = 200) -> dict[str, Any]:
+        """The last `lines` lines of an endpoint's log (keys redacted)."""
         _check_name("app", app)
         _check_name("endpoint", name)
         path = logfiles.log_path(home.logs_dir(app), name)
@@ -252,6 +261,7 @@ def create_app(
 
     @api.get("/v1/apps/{app}/endpoints/{name}/logs/follow")
     async def follow(app: str, name: str, lines: int = 50) -> StreamingResponse:
+        """The last `lines` lines, then new lines as they are written (NDJSON)."""
         _check_name("app", app)
         _check_name("endpoint", name)
         path = logfiles.log_path(home.logs_dir(app), name)
@@ -286,14 +296,17 @@ def create_app(
 
     @api.get("/v1/apps/{app}/events")
     async def events(app: str, since: int = 0, limit: int = 500) -> dict[str, Any]:
+        """The app's append-only event log after event id `since`."""
         return {"events": store().events(_check_name("app", app), since, min(limit, 5000))}
 
     @api.get("/v1/apps/{app}/builds")
     async def builds(app: str) -> dict[str, Any]:
+        """The app's immutable build copies."""
         return {"builds": store().list_builds(_check_name("app", app))}
 
     @api.get("/v1/apps/{app}/environments/{env}/manifest")
     async def get_manifest(app: str, env: str) -> dict[str, Any]:
+        """State manager: the persisted manifest of an app's environment."""
         manifest = store().get_manifest(_check_name("app", app), _check_name("environment", env))
         if manifest is None:
             raise HTTPException(404, f"no persisted manifest for {app}/{env}")
@@ -301,6 +314,7 @@ def create_app(
 
     @api.put("/v1/apps/{app}/environments/{env}/manifest")
     async def put_manifest(app: str, env: str, request: Request) -> dict[str, Any]:
+        """State manager: replace the persisted manifest."""
         _check_name("app", app)
         _check_name("environment", env)
         try:
@@ -315,6 +329,7 @@ def create_app(
 
     @api.patch("/v1/apps/{app}/environments/{env}/manifest/resources/{name}")
     async def patch_resource(app: str, env: str, name: str, request: Request) -> dict[str, Any]:
+        """State manager: shallow-merge the body into one resource entry."""
         _check_name("app", app)
         _check_name("environment", env)
         try:
@@ -328,12 +343,14 @@ def create_app(
 
     @api.delete("/v1/apps/{app}/environments/{env}/manifest/resources/{name}")
     async def delete_resource(app: str, env: str, name: str) -> dict[str, Any]:
+        """State manager: drop one resource entry."""
         _check_name("app", app)
         _check_name("environment", env)
         return store().patch_manifest_resource(app, env, name, None)
 
     @api.exception_handler(Exception)
     async def on_error(_: Request, exc: Exception) -> JSONResponse:
+        """Unexpected errors become a JSON 500 (the service keeps running)."""
         return JSONResponse({"detail": f"{type(exc).__name__}: {exc}"}, status_code=500)
 
     return TokenMiddleware(api, token)
