@@ -189,6 +189,15 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def pick_port(taken: set[int]) -> int:
+    """A free port not in `taken` (ports promised to workers that have not bound yet)."""
+    for _ in range(50):
+        port = free_port()
+        if port not in taken:
+            return port
+    raise RuntimeError("no free TCP port on 127.0.0.1")
+
+
 def port_is_free(port: int) -> bool:
     """Whether `port` can be bound on 127.0.0.1 (with SO_REUSEADDR, as the worker binds)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
@@ -395,7 +404,10 @@ class Supervisor:
     def _spawn(self, record: dict[str, Any], *, new_port: bool = False) -> Worker:
         """Start the worker of `record` and record its pid. Caller holds the app lock."""
         app, name = record["app"], record["name"]
-        port = free_port() if new_port or not record.get("port") else int(record["port"])
+        if new_port or not record.get("port"):
+            port = pick_port(self._ports_in_use())
+        else:
+            port = int(record["port"])
         key = self.store.endpoint_key(app, name)
         if key is None:
             key = secrets.token_urlsafe(32)
@@ -651,6 +663,10 @@ class Supervisor:
                 shutil.rmtree(build["path"], ignore_errors=True)
                 self.store.delete_build(app, build["build_id"])
 
+    def _ports_in_use(self) -> set[int]:
+        """Ports recorded for any endpoint (bound or about to be)."""
+        return {int(r["port"]) for r in self.store.list_endpoints() if r.get("port")}
+
     def _write_endpoints_file(self, app: str) -> None:
         """Rewrite the app's service-registry file (URLs + keys), 0600, atomically."""
         keys = self.store.app_keys(app)
@@ -711,7 +727,9 @@ class Supervisor:
                 # every worker starts with the URLs of all the app's endpoints.
                 for spec, _action, record in todo:
                     self._cancel_restart(app, spec.name)
-                    port = (record.get("port") if record else None) or free_port()
+                    port = (record.get("port") if record else None) or pick_port(
+                        self._ports_in_use()
+                    )
                     self.store.upsert_endpoint(
                         app,
                         spec.name,
