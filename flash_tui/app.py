@@ -156,11 +156,13 @@ class FlashApp(App[None]):
 
     # -- scanning -------------------------------------------------------------------------
 
-    @work(thread=True, exclusive=True, group="scan")
+    # Not exclusive: each batch names its own changed files, so none may be dropped; the
+    # backend serialises scans.
+    @work(thread=True, group="scan")
     def rescan(self, changed: Sequence[Path] = ()) -> None:
         """Scan off the UI thread; the result arrives as a ScanFinished message."""
         try:
-            outcome = self.backend.scan()
+            outcome = self.backend.scan(changed or None)
         except BackendError as exc:
             self.post_message(ScanFailed(str(exc)))
             return

@@ -78,8 +78,11 @@ class Backend:
 
     # -- scanning -------------------------------------------------------------------------
 
-    def scan_result(self) -> Any:
-        """The engine's ScanResult (incremental after the first call); thread-safe."""
+    def scan_result(self, changed: Sequence[Path] | None = None) -> Any:
+        """The engine's ScanResult (incremental after the first call); thread-safe.
+
+        `changed`: the watcher's batch, so the scanner stats only those paths, not the tree.
+        """
         from engine.scan import Scanner
 
         if not self.project.is_dir():
@@ -87,13 +90,15 @@ class Backend:
         with self._scan_lock:
             if self._scanner is None:
                 self._scanner = Scanner(self.project)
+            if changed:
+                return self._scanner.scan(changed_paths=changed)
             return self._scanner.scan()
 
-    def scan(self) -> ScanOutcome:
+    def scan(self, changed: Sequence[Path] | None = None) -> ScanOutcome:
         """Scan off the UI thread; manifest, diagnostics and how long it took."""
         started = time.perf_counter()
         try:
-            result = self.scan_result()
+            result = self.scan_result(changed)
         except OSError as exc:
             raise BackendError(f"cannot read {self.project}: {exc}") from exc
         elapsed = (time.perf_counter() - started) * 1000

@@ -1,0 +1,172 @@
+"""TUI benchmark (headless, Textual's Pilot): prints medians.
+
+1. start -> first full frame: app start until the scanned tree of the generated 2,000-file
+   project (bench/scan.py's generator) is on screen;
+2. file save -> tree updated: a new decorated function written to a Flash module until its node
+   is in the tree (watcher + incremental rescan + in-place tree update);
+3. key press -> screen updated while logs stream at 2,000 lines/s into the log pane.
+
+Goals (issue 5): 1.0 s, 250 ms, 50 ms. No cloud is involved (connect=False).
+Usage: python bench/tui.py [--files 2000] [--runs 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+from scan import generate  # noqa: E402  (bench/scan.py: the same synthetic project)
+from textual import events  # noqa: E402
+
+from flash_tui.app import FlashApp  # noqa: E402
+from flash_tui.widgets.dashboard.manifest_tree import ManifestTree  # noqa: E402
+
+SIZE = (120, 40)
+
+
+def median_ms(samples: list[float]) -> float:
+    """Median of seconds, in milliseconds."""
+    return statistics.median(samples) * 1000
+
+
+async def start_to_first_frame(project: Path) -> float:
+    started = time.perf_counter()
+    app = FlashApp(project, connect=False, watch=False)
+    async with app.run_test(size=SIZE) as pilot:
+        while app.scan_count < 1:
+            await asyncio.sleep(0.002)
+        await pilot.pause()  # the refresh that paints the tree
+        elapsed = time.perf_counter() - started
+        assert app.dashboard.query_one(ManifestTree).root.children, "tree is empty"
+    return elapsed
+
+
+async def save_to_tree(project: Path, flash_rel: str, runs: int) -> list[float]:
+    app = FlashApp(project, connect=False, watch=True)
+    samples = []
+    target = project / flash_rel
+    async with app.run_test(size=SIZE) as pilot:
+        while app.scan_count < 1:
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(0.5)  # the watcher registers its inotify watches
+        tree = app.dashboard.query_one(ManifestTree)
+        for run in range(runs):
+            text = target.read_text()
+            name = f"bench_added_{run}"
+            decorator = _decorator(text, name)
+            started = time.perf_counter()
+            target.write_text(
+                text + f"\n\n{decorator}\nasync def {name}(x: int) -> int:\n    return x\n"
+            )
+            while not any(k[0] == "function" and k[2] == name for k in _keys(tree)):
+                await asyncio.sleep(0.002)
+            await pilot.pause()
+            samples.append(time.perf_counter() - started)
+            await asyncio.sleep(0.3)  # let the batch settle before the next save
+    return samples
+
+
+def _keys(tree: ManifestTree) -> list[tuple[str, ...]]:
+    out = []
+    stack = list(tree.root.children)
+    while stack:
+        node = stack.pop()
+        if node.data is not None:
+            out.append(node.data.key)
+        stack.extend(node.children)
+    return out
+
+
+def _decorator(text: str, name: str) -> str:
+    """The module's first `@remote(config_N...)` line, with its route (if any) made unique."""
+    for line in text.splitlines():
+        if line.startswith("@remote(config_"):
+            return line.replace('path="/run_', f'path="/{name}_')
+    raise SystemExit("no @remote(config) in the generated Flash module")
+
+
+async def key_to_screen(project: Path, presses: int) -> tuple[list[float], int]:
+    app = FlashApp(project, connect=False, watch=False)
+    samples = []
+    async with app.run_test(size=SIZE) as pilot:
+        while app.scan_count < 1:
+            await asyncio.sleep(0.01)
+        await pilot.pause()
+        stop = asyncio.Event()
+        written = 0
+
+        async def stream() -> None:
+            # 2,000 lines/s: 100 lines every 50 ms, the way a busy worker's log arrives.
+            nonlocal written
+            while not stop.is_set():
+                for _ in range(100):
+                    app.logs.append("12:00:00", "bench", f"POST /compute 200 {written % 97}.0ms")
+                    written += 1
+                await asyncio.sleep(0.05)
+
+        task = asyncio.create_task(stream())
+        tree = app.dashboard.query_one(ManifestTree)
+        tree.focus()
+        await pilot.pause(0.3)
+        await pilot.press("down", "down")  # off the first line, so "up" always moves
+        for i in range(presses):
+            key = "down" if i % 2 == 0 else "up"
+            before = tree.cursor_line
+            painted = asyncio.Event()
+            started = time.perf_counter()
+            # What a terminal driver does with a key (Pilot.press adds idle-waits of its own that
+            # would dominate the figure).
+            event = events.Key(key, None)
+            event.set_sender(app)
+            app._driver.send_message(event)  # type: ignore[union-attr]
+            deadline = started + 5
+            while tree.cursor_line == before:
+                if time.perf_counter() > deadline:
+                    raise SystemExit(f"key {key!r} did not move the cursor")
+                await asyncio.sleep(0)
+            app.call_after_refresh(painted.set)  # set once the changed screen is painted
+            await painted.wait()
+            samples.append(time.perf_counter() - started)
+            await asyncio.sleep(0.05)
+        stop.set()
+        await task
+    return samples, written
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--files", type=int, default=2000)
+    parser.add_argument("--runs", type=int, default=5)
+    args = parser.parse_args()
+    workdir = Path(tempfile.mkdtemp(prefix="flash-tui-bench-"))
+    try:
+        project = workdir / "generated"
+        project.mkdir()
+        _plain, flash = generate(project, args.files)
+        first = [asyncio.run(start_to_first_frame(project)) for _ in range(args.runs)]
+        saves = asyncio.run(save_to_tree(project, flash, max(args.runs, 5)))
+        keys, lines = asyncio.run(key_to_screen(project, 50))
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    print(f"flash-tui TUI benchmark ({args.files} files, headless {SIZE[0]}x{SIZE[1]})")
+    print(f"  start -> first full frame      median {median_ms(first):7.1f} ms  (goal <= 1000)")
+    print(f"  file save -> tree updated      median {median_ms(saves):7.1f} ms  (goal <= 250)")
+    print(
+        f"  key press -> screen updated    median {median_ms(keys):7.1f} ms  (goal <= 50)"
+        f"  while streaming {lines} log lines"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
