@@ -109,9 +109,15 @@ async def _broken(project: Path, out: Path) -> None:
     async with app.run_test(size=SIZE) as pilot:
         await _until(pilot, lambda: app.scan_count >= 1, 30, "scan")
         tree = app.dashboard.query_one(ManifestTree)
+        for child in tree.root.children:  # endpoints folded: the diagnostics are the subject
+            if child.data is not None and child.data.kind == "endpoint":
+                child.collapse()
+        await pilot.pause(0.2)
         node = tree.node_for(("diagnostic", "0"))
         if node is not None:
             tree.move_cursor(node)
+            await pilot.pause(0.2)
+            app._select(node.data)  # the detail pane follows at once, not after its debounce
         await pilot.pause(0.3)
         app.save_screenshot("diagnostics.svg", str(out))
 

@@ -10,6 +10,7 @@ from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical
 from textual.events import DescendantFocus
 from textual.screen import Screen
+from textual.timer import Timer
 from textual.widgets import DataTable, Footer, ProgressBar, Tree
 
 from flash_tui.widgets.dashboard.detail_pane import DetailPane
@@ -18,6 +19,8 @@ from flash_tui.widgets.dashboard.header_line import HeaderLine
 from flash_tui.widgets.dashboard.manifest_tree import ManifestTree, TreeItem
 from flash_tui.widgets.logs.buffer import LogBuffer
 from flash_tui.widgets.logs.log_view import LogView
+
+SELECT_DELAY = 0.03
 
 
 class DashboardScreen(Screen[None]):
@@ -32,7 +35,21 @@ class DashboardScreen(Screen[None]):
         super().__init__()
         self._clock = clock
         self._logs = logs
-        self._on_select = on_select
+        self._select_now = on_select
+        self._pending: TreeItem | str | None = None
+        self._select_timer: Timer | None = None
+
+    def _on_select(self, item: TreeItem | str | None) -> None:
+        # The detail pane re-lays out the screen; holding it back ~1 frame lets the cursor move
+        # paint at once while a held arrow key scrolls through the tree.
+        self._pending = item
+        if self._select_timer is not None:
+            self._select_timer.stop()
+        self._select_timer = self.set_timer(SELECT_DELAY, self._flush_select)
+
+    def _flush_select(self) -> None:
+        self._select_timer = None
+        self._select_now(self._pending)
 
     def compose(self) -> ComposeResult:
         yield HeaderLine(self._clock, id="header")
