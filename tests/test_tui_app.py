@@ -97,9 +97,8 @@ async def test_opens_project_and_shows_every_endpoint(quickstart: Path) -> None:
         node = tree.node_for(("function", "gateway", "pipeline"))
         assert node is not None
         tree.move_cursor(node)
-        await pilot.pause()
-        text = detail_text(app)
-        assert "def pipeline(" in text and "main.py:" in text
+        await until(pilot, lambda: "def pipeline(" in detail_text(app))
+        assert "main.py:" in detail_text(app)
 
 
 async def test_not_a_flash_project_opens_with_a_hint(tmp_path: Path) -> None:

@@ -36,20 +36,20 @@ class DashboardScreen(Screen[None]):
         self._clock = clock
         self._logs = logs
         self._select_now = on_select
-        self._pending: TreeItem | str | None = None
-        self._select_timer: Timer | None = None
+        self._detail_pending: TreeItem | str | None = None
+        self._detail_timer: Timer | None = None
 
     def _on_select(self, item: TreeItem | str | None) -> None:
         # The detail pane re-lays out the screen; holding it back ~1 frame lets the cursor move
         # paint at once while a held arrow key scrolls through the tree.
-        self._pending = item
-        if self._select_timer is not None:
-            self._select_timer.stop()
-        self._select_timer = self.set_timer(SELECT_DELAY, self._flush_select)
+        self._detail_pending = item
+        if self._detail_timer is not None:
+            self._detail_timer.stop()
+        self._detail_timer = self.set_timer(SELECT_DELAY, self._flush_select)
 
     def _flush_select(self) -> None:
-        self._select_timer = None
-        self._select_now(self._pending)
+        self._detail_timer = None
+        self._select_now(self._detail_pending)
 
     def compose(self) -> ComposeResult:
         yield HeaderLine(self._clock, id="header")
