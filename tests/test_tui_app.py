@@ -234,3 +234,31 @@ async def test_keys_without_a_selection_or_target_explain_themselves(tmp_path: P
         messages = [n.message for n in app._notifications]
         assert any("Select an endpoint" in m for m in messages)
         assert any("Nothing is deployed" in m for m in messages)
+
+
+async def test_build_key_builds_with_progress_and_notifies(quickstart: Path) -> None:
+    app = FlashApp(quickstart, clock=clock, connect=False, watch=False)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await until(pilot, lambda: app.scan_count >= 1)
+        await pilot.press("b")
+        assert app.busy == "build"
+        await pilot.press("b")  # a second build while one runs is refused with a reason
+        await until(pilot, lambda: app.busy is None, timeout=60)
+        messages = [n.message for n in app._notifications]
+        titles = [n.title for n in app._notifications]
+        assert "Build finished" in titles, messages
+        assert any("Wait for the running build" in m for m in messages)
+        assert (quickstart / ".flash" / "archive.tar.gz").is_file()
+        assert any(r.text.startswith("build: build ") for r in app.logs)
+
+
+async def test_build_failure_is_reported_with_the_reason(tmp_path: Path) -> None:
+    broken = tmp_path / "broken"
+    shutil.copytree(ROOT / "examples" / "broken", broken)
+    app = FlashApp(broken, clock=clock, connect=False, watch=False)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await until(pilot, lambda: app.scan_count >= 1)
+        await pilot.press("b")
+        await until(pilot, lambda: app.busy is None, timeout=60)
+        failed = [n for n in app._notifications if n.title == "Build failed"]
+        assert failed and "error diagnostic" in failed[0].message
