@@ -38,7 +38,7 @@ async def watch_project(
     root: Path | str,
     *,
     debounce_ms: int = 100,
-    step_ms: int = 30,
+    step_ms: int = 20,
     stop_event: asyncio.Event | None = None,
     ignore: IgnoreFn | None = None,
     force_polling: bool | None = None,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from rich.text import Text
 from textual.widgets import DataTable
@@ -83,12 +83,19 @@ def cells(row: EndpointRow) -> dict[str, object]:
     }
 
 
+def _same(a: object, b: object) -> bool:
+    # Text equality ignores the base style (a name turning red keeps its plain text).
+    if isinstance(a, Text) and isinstance(b, Text):
+        return a.plain == b.plain and str(a.style) == str(b.style) and a.spans == b.spans
+    return a == b
+
+
 class EndpointsTable(DataTable[object]):
     """Rows keyed by endpoint name; `show()` updates only cells whose content changed."""
 
     def __init__(self, *, id: str | None = None, classes: str | None = None) -> None:
         super().__init__(id=id, classes=classes, cursor_type="row", zebra_stripes=False)
-        self._shown: dict[str, dict[str, str]] = {}
+        self._shown: dict[str, EndpointRow] = {}
 
     def on_mount(self) -> None:
         self._add_columns(8)
@@ -118,27 +125,29 @@ class EndpointsTable(DataTable[object]):
     def show(self, rows: Sequence[EndpointRow]) -> None:
         """Reconcile the table with `rows`, keeping the cursor on the same endpoint.
 
-        When the set of endpoints changes the rows are rebuilt in name order (a handful of rows,
-        and it keeps column widths computed from all of them at once); otherwise only the cells
-        whose content changed are updated, so a health tick repaints a sparkline and nothing else.
+        When the set of endpoints changes the rows are rebuilt in name order (it keeps the name
+        column as wide as the longest name); otherwise only rows whose data changed are
+        re-rendered, and of those only the cells that differ, so a health tick repaints one
+        sparkline and nothing else.
         """
         selected = self.selected_name
-        rendered = {row.name: cells(row) for row in rows}
-        plain = {
-            name: {k: (v.markup if isinstance(v, Text) else str(v)) for k, v in row_cells.items()}
-            for name, row_cells in rendered.items()
-        }
-        if list(rendered) != list(self._shown):
+        wanted = {row.name: row for row in rows}
+        if list(wanted) != list(self._shown):
             self.clear(columns=True)
-            self._add_columns(min(24, max([8, *(len(name) for name in rendered)])))
-            for name, row_cells in rendered.items():
-                self.add_row(*(row_cells[k] for k, _ in COLUMNS), key=name)
+            self._add_columns(min(24, max([8, *(len(name) for name in wanted)])))
+            for name, row in wanted.items():
+                rendered = cells(row)
+                self.add_row(*(rendered[k] for k, _ in COLUMNS), key=name)
         else:
-            for name, row_cells in rendered.items():
+            for name, row in wanted.items():
                 previous = self._shown[name]
+                if previous == row:
+                    continue
+                old, new = cells(previous), cells(row)
                 for key, _ in COLUMNS:
-                    if previous.get(key) != plain[name][key]:
-                        self.update_cell(name, key, row_cells[key], update_width=True)
-        self._shown = plain
+                    if not _same(old[key], new[key]):
+                        self.update_cell(name, key, new[key])
+        # Copies: the app mutates nothing, but a shared samples list must not alias history.
+        self._shown = {n: replace(row, samples=list(row.samples)) for n, row in wanted.items()}
         if selected is not None and selected in self._shown:
             self.select_name(selected)

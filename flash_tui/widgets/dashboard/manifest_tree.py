@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -119,7 +118,9 @@ def build_specs(manifest: Mapping[str, Any], diagnostics: Sequence[Any]) -> list
 
 
 def _fingerprint(item: TreeItem) -> str:
-    return json.dumps(item.payload, sort_keys=True, default=str)
+    # repr, not json.dumps: the manifest's dicts are built in a deterministic order, and this
+    # runs for every node on every rescan.
+    return repr(item.payload)
 
 
 class ManifestTree(Tree[TreeItem]):
