@@ -115,6 +115,7 @@ class FlashApp(App[None]):
         self.last_scan_ms = 0.0
         self._stop_watch = asyncio.Event()
         self.health_monitor: Any = None
+        self._event_id = 0
         if statuses is not None:
             self._set_statuses(statuses)
         for name, values in (health or {}).items():
@@ -249,6 +250,32 @@ class FlashApp(App[None]):
             self.log_engine(f"status failed: {exc}", "warning")
             return
         self.post_message(StatusUpdated(statuses))
+        await self._pull_events()
+
+    async def _pull_events(self) -> None:
+        """New entries of the target's event log: per-endpoint history, crashes in the log pane."""
+        try:
+            events = await self.backend.events(self._event_id)
+        except BackendError:
+            return  # the status refresh already said what is wrong
+        first = self._event_id == 0
+        for event in events:
+            self._event_id = max(self._event_id, int(event.get("id") or 0))
+            name = event.get("endpoint")
+            if not name:
+                continue
+            at = event.get("at")
+            stamp = datetime.fromtimestamp(at).astimezone().strftime("%H:%M:%S") if at else ""
+            text = f"{event.get('kind', '')}: {event.get('message', '')}".rstrip(": ")
+            history = self.events.setdefault(str(name), [])
+            history.append(f"{stamp} {text}")
+            del history[:-20]
+            kind = str(event.get("kind", ""))
+            # Older history stays in the detail pane; new crashes and restarts are news.
+            if not first and any(word in kind for word in ("crash", "restart", "fail")):
+                self.logs.append(stamp or self.stamp(), str(name), text, "error")
+        if events:
+            self._render_detail()
 
     @work(exclusive=True, group="health")
     async def _monitor(self) -> None:

@@ -143,6 +143,10 @@ class Backend:
         """Undeploy `names` (all when None) after `confirm(plan)`; returns the DeployReport."""
         return await self._op(self.engine.undeploy(names, confirm=confirm, on_event=on_event))
 
+    async def events(self, since: int = 0) -> list[dict[str, Any]]:
+        """The app's deployment event log after event id `since` (deployed, crashed, ...)."""
+        return await self._op(self.engine.events(since))
+
     async def probe(self) -> list[Any]:
         """Probe every running endpoint now; HealthSamples."""
         return await self._op(self.engine.probe())

@@ -126,6 +126,16 @@ async def test_quickstart_end_to_end(tmp_path: Path, tui_home: Path) -> None:
             return status.status == "healthy" and status.restarts >= 1 and status.pid != old_pid
 
         await until(pilot, restarted, 30, "the restart to show")
+        # The cloud's event log reaches the endpoint's history and the log pane.
+        await until(
+            pilot,
+            lambda: (
+                any("crashed" in e for e in app.events.get("cpu_worker", []))
+                and any(r.source == "cpu_worker" and "restarted" in r.text for r in app.logs)
+            ),
+            15,
+            "the crash and restart events",
+        )
 
         # Route tester: POST /compute and its answer.
         table.focus()
