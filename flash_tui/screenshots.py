@@ -47,7 +47,8 @@ async def _quickstart(project: Path, out: Path) -> None:
         await _until(pilot, lambda: isinstance(app.screen, PlanScreen), 30, "the plan")
         await pilot.pause(0.3)
         app.save_screenshot("deploy-plan.svg", str(out))
-        await pilot.click("#confirm")
+        await pilot.pause()
+        await pilot.press("enter")  # Deploy has the focus: nothing is deleted
 
         def all_healthy() -> bool:
             return all(app.statuses.get(n, {}) and _status(app, n) == "healthy" for n in names)

@@ -60,7 +60,12 @@ async def until(pilot: Pilot, condition: Callable[[], object], timeout: float, w
     started = time.monotonic()
     while not condition():
         if time.monotonic() - started > timeout:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+            app = pilot.app
+            tail = [f"{r.source}: {r.text}" for r in list(getattr(app, "logs", []))[-15:]]
+            raise AssertionError(
+                f"timed out after {timeout}s waiting for {what}; last log lines: {tail}; "
+                f"statuses: {getattr(app, 'statuses', {})}"
+            )
         await pilot.pause(0.02)
     return time.monotonic() - started
 
@@ -96,7 +101,9 @@ async def test_quickstart_end_to_end(tmp_path: Path, tui_home: Path) -> None:
         plan_screen = app.screen
         assert isinstance(plan_screen, PlanScreen)
         assert {i.name for i in plan_screen.items if i.action == "create"} == set(names)
-        await pilot.click("#confirm")
+        await pilot.pause()
+        assert app.screen.focused is not None and app.screen.focused.id == "confirm"
+        await pilot.press("enter")
         await until(
             pilot,
             lambda: app.busy is None and all(status_of(app, n) == "healthy" for n in names),
@@ -179,6 +186,40 @@ async def test_quickstart_end_to_end(tmp_path: Path, tui_home: Path) -> None:
         fields = present.field(app.statuses["cpu_worker"], "drift_fields")
         assert any(f["field"] == "workersMax" for f in fields)
 
+        # `d` deploys the selected endpoint: its plan shows the update with the field diff.
+        table.focus()
+        table.select_name("cpu_worker")
+        await pilot.pause()
+        await pilot.press("d")
+        await until(pilot, lambda: isinstance(app.screen, PlanScreen), 60, "the update plan")
+        update = app.screen
+        assert isinstance(update, PlanScreen)
+        items = {i.name: i for i in update.items}
+        assert items["cpu_worker"].action == "update"
+        assert any(c.field == "workersMax" for c in items["cpu_worker"].changes)
+        await pilot.pause()
+        assert app.screen.focused is not None and app.screen.focused.id == "confirm"
+        await pilot.press("enter")
+        await until(
+            pilot,
+            lambda: (
+                app.busy is None
+                and present.field(app.statuses.get("cpu_worker"), "drift") == "in_sync"
+                and status_of(app, "cpu_worker") == "healthy"
+            ),
+            60,
+            "cpu_worker updated and in sync",
+        )
+
+        # `h` probes every endpoint now.
+        await pilot.press("h")
+        await until(
+            pilot,
+            lambda: any(n.title == "Health" for n in app._notifications),
+            15,
+            "the probe notification",
+        )
+
         # Undeploy one, cancelled: Cancel has the focus, Enter cancels.
         table.focus()
         table.select_name("gateway")
@@ -198,6 +239,10 @@ async def test_quickstart_end_to_end(tmp_path: Path, tui_home: Path) -> None:
         await pilot.press(*project.name, "enter")
         await until(
             pilot, lambda: app.busy is None and not app.deployed_names(), 60, "undeploy all"
+        )
+        await pilot.press("q")
+        await until(
+            pilot, lambda: app._exit_renderables is not None or not app.is_running, 10, "quit"
         )
     deadline = time.monotonic() + 10
     while home_workers(tui_home) and time.monotonic() < deadline:
