@@ -313,6 +313,8 @@ class FlashApp(App[None]):
                 level = "error" if present.field(line, "source") == "error" else "info"
                 self.logs.append(stamp, str(present.field(line, "endpoint")), str(line.text), level)
         except BackendError as exc:
+            if "no logs to follow" in str(exc):
+                return  # nothing deployed yet; a deploy restarts the stream
             self.log_engine(f"log stream stopped: {exc}", "warning")
 
     @on(StatusUpdated)
