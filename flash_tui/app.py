@@ -292,7 +292,7 @@ class FlashApp(App[None]):
                     self.post_message(HealthSampled(event.endpoint, event.ok, event.latency_ms))
                 elif isinstance(event, HealthChange):
                     state = (
-                        "healthy again" if event.ok else f"failing: {event.detail or 'no answer'}"
+                        "healthy" if event.ok else f"unhealthy: {event.detail or 'no answer'}"
                     )
                     self.log_engine(f"{event.endpoint} {state}", "info" if event.ok else "error")
                     self._refresh_status()
