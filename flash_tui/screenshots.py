@@ -114,9 +114,8 @@ async def _broken(project: Path, out: Path) -> None:
             if child.data is not None and child.data.kind == "endpoint":
                 child.collapse()
         await pilot.pause(0.2)
-        node = tree.node_for(("diagnostic", "0"))
+        node = tree.move_to(("diagnostic", "0"))
         if node is not None:
-            tree.move_cursor(node)
             await pilot.pause(0.2)
             app._select(node.data)  # the detail pane follows at once, not after its debounce
         await pilot.pause(0.3)

@@ -94,9 +94,7 @@ async def test_opens_project_and_shows_every_endpoint(quickstart: Path) -> None:
         assert table.row_count == len(resources)
         # Selecting a function shows its signature and where it lives.
         tree = app.dashboard.query_one(ManifestTree)
-        node = tree.node_for(("function", "gateway", "pipeline"))
-        assert node is not None
-        tree.move_cursor(node)
+        assert tree.move_to(("function", "gateway", "pipeline")) is not None
         await until(pilot, lambda: "def pipeline(" in detail_text(app))
         assert "main.py:" in detail_text(app)
 

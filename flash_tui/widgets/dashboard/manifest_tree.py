@@ -145,6 +145,16 @@ class ManifestTree(Tree[TreeItem]):
         """The node for an item key, if shown."""
         return self._by_key.get(key)
 
+    def move_to(self, key: tuple[str, ...]) -> TreeNode[TreeItem] | None:
+        """Put the cursor on the node for `key` (if shown) and return that node."""
+        node = self._by_key.get(key)
+        if node is not None:
+            # Lines are indexed lazily, on the next render: a node added since has no line yet.
+            self._tree_lines  # noqa: B018 - rebuilds the line index so node._line is current
+            if self.cursor_line != node._line:
+                self.move_cursor(node)
+        return node
+
     def show(self, manifest: Mapping[str, Any], diagnostics: Sequence[Any]) -> set[tuple[str, ...]]:
         """Show a new scan result; returns the keys of nodes that changed (and flash them)."""
         changed: set[tuple[str, ...]] = set()
@@ -152,11 +162,8 @@ class ManifestTree(Tree[TreeItem]):
         cursor_key = cursor.data.key if cursor is not None and cursor.data is not None else None
         self._sync(self.root, build_specs(manifest, diagnostics), changed)
         # The cursor is a line number: nodes added above it would shift the selection.
-        node = self._by_key.get(cursor_key) if cursor_key else None
-        if node is not None:
-            self._tree_lines  # noqa: B018 - rebuilds the line index so node._line is current
-            if self.cursor_line != node._line:
-                self.move_cursor(node)
+        if cursor_key is not None:
+            self.move_to(cursor_key)
         if self._mt_loaded and changed:
             self._flash(changed)
         self._mt_loaded = True
