@@ -11,7 +11,8 @@ Each (target, concurrency) is measured `--runs` times over `--requests` requests
 warm-up); the medians of p50/p99 latency and requests/s are printed with the ratios and the
 goals (LB p50 <= 1.15x bare, LB req/s >= 0.85x bare, QB req/s >= 2x runpod). A trivial
 ASGI app on the same uvicorn is measured too: its figures are the ceiling any app served by
-uvicorn can reach on this machine (at concurrency 1 that ceiling is close to 2x runpod's).
+uvicorn can reach on this machine. Workers run on uvloop + httptools (project dependencies),
+as the runpod server and the bare app do when those are installed (they are, with runpod).
 
 The load generator is a minimal keep-alive HTTP/1.1 client on raw asyncio streams, so the
 client's own overhead stays small next to the servers'. Run it with an interpreter that has

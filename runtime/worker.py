@@ -443,7 +443,9 @@ def main(argv: list[str] | None = None) -> int:
     _out(f"listening on http://{host_text}:{port}")
     # Not asyncio.run(): its final executor shutdown would join pool threads, and a sync user
     # function stuck in one would hold the exit hostage; `_run` ends with os._exit instead.
-    loop = asyncio.new_event_loop()
+    # uvicorn's own choice of loop (uvloop when installed), as `uvicorn.run` would make.
+    loop_factory = config.get_loop_factory()
+    loop = loop_factory() if loop_factory is not None else asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
     try:
         loop.run_until_complete(server.serve(sockets=[sock]))
