@@ -14,6 +14,9 @@
     JSON answer is returned as is;
   - live load-balanced: `POST /execute` (function name + source, pickled arguments).
 
+A decorated class owned by another endpoint is a `runtime.remote_class.RemoteClass`: its
+instances' method calls are class jobs on the owner's queue (`call_class_method`).
+
 A failure on the far side raises `RemoteExecutionError` carrying the remote traceback text;
 an unknown endpoint raises `EndpointNotFoundError`; a call that exceeds `FLASH_CALL_TIMEOUT`
 seconds (default 300) raises `TimeoutError`.
@@ -29,7 +32,7 @@ import os
 import sys
 import textwrap
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 from urllib.parse import quote
 
@@ -41,6 +44,7 @@ from runtime.serialization import deserialize, serialize_args, serialize_kwargs
 
 __all__ = [
     "DEFAULT_CALL_TIMEOUT",
+    "call_class_method",
     "call_remote",
     "dispatch",
     "function_source",
@@ -179,10 +183,70 @@ async def call_remote(
 ) -> Any:
     """Call `original` on the endpoint `resource_name` over HTTP."""
     target = _target(registry, original, resource_name)
+    return await _on_endpoint(
+        registry,
+        target,
+        lambda endpoint: _call_once(target, endpoint, original, args, kwargs),
+    )
+
+
+async def call_class_method(
+    cls: type,
+    resource_name: str,
+    constructor: tuple[Sequence[Any], Mapping[str, Any]],
+    method_name: str,
+    args: Sequence[Any],
+    kwargs: Mapping[str, Any],
+    *,
+    instance_id: str | None = None,
+    create_new_instance: bool = True,
+) -> Any:
+    """Call `cls(*constructor).method_name(*args, **kwargs)` where `cls` belongs.
+
+    On a queue-based endpoint elsewhere this is a class job; `instance_id` with
+    `create_new_instance=False` reuses the instance an earlier call created there.
+    """
+    registry = get_registry()
+    ctor_args, ctor_kwargs = constructor
+    if registry is None or registry.is_local(resource_name):
+        method = getattr(cls(*ctor_args, **ctor_kwargs), method_name)
+        return await run_local(method, args, kwargs)
+    target = registry.function_target(cls.__name__, resource_name)
+    if registry.knows_resource(resource_name) and target.is_load_balanced:
+        raise RemoteExecutionError(
+            f"{cls.__name__} is on the load-balanced endpoint {resource_name}: classes run "
+            "only on queue-based endpoints",
+            endpoint=resource_name,
+        )
+    job_input: dict[str, Any] = {
+        "function_name": cls.__name__,
+        "execution_type": "class",
+        "class_name": cls.__name__,
+        "args": serialize_args(ctor_args),
+        "kwargs": serialize_kwargs(ctor_kwargs),
+        "method_name": method_name,
+        "method_args": serialize_args(args),
+        "method_kwargs": serialize_kwargs(kwargs),
+    }
+    if instance_id is not None:
+        job_input["instance_id"] = instance_id
+        job_input["create_new_instance"] = create_new_instance
+    return await _on_endpoint(
+        registry, target, lambda endpoint: _call_queue(target, endpoint, job_input)
+    )
+
+
+async def _on_endpoint(
+    registry: ServiceRegistry,
+    target: FunctionTarget,
+    send: Callable[[EndpointInfo], Awaitable[Any]],
+) -> Any:
+    """`send` to the target's endpoint, following it once if it moved; transport errors raise."""
+    resource_name = target.resource
     endpoint = await registry.endpoint(resource_name)
     for attempt in range(2):
         try:
-            return await _call_once(target, endpoint, original, args, kwargs)
+            return await send(endpoint)
         except httpx.TimeoutException as exc:
             raise TimeoutError(
                 f"{target.name} on {resource_name} did not answer within {_timeout():g}s"
@@ -208,7 +272,13 @@ async def _call_once(
     kwargs: Mapping[str, Any],
 ) -> Any:
     if not target.is_load_balanced:
-        return await _call_queue(target, endpoint, args, kwargs)
+        job_input = {
+            "function_name": target.name,
+            "execution_type": "function",
+            "args": serialize_args(args),
+            "kwargs": serialize_kwargs(kwargs),
+        }
+        return await _call_queue(target, endpoint, job_input)
     if target.is_live or not (target.http_method and target.http_path):
         return await _call_execute(target, endpoint, original, args, kwargs)
     return await _call_route(target, endpoint, original, args, kwargs)
@@ -251,21 +321,11 @@ _TERMINAL = frozenset({"COMPLETED", "FAILED", "CANCELLED", "TIMED_OUT"})
 
 
 async def _call_queue(
-    target: FunctionTarget,
-    endpoint: EndpointInfo,
-    args: Sequence[Any],
-    kwargs: Mapping[str, Any],
+    target: FunctionTarget, endpoint: EndpointInfo, job_input: Mapping[str, Any]
 ) -> Any:
     client = _client()
     deadline = time.monotonic() + _timeout()
-    payload = {
-        "input": {
-            "function_name": target.name,
-            "execution_type": "function",
-            "args": serialize_args(args),
-            "kwargs": serialize_kwargs(kwargs),
-        }
-    }
+    payload = {"input": job_input}
     wait_ms = int(min(60.0, _timeout()) * 1000)
     response = await client.post(
         f"{endpoint.url}/runsync",

@@ -8,6 +8,7 @@ import logging
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+from runtime.remote_class import RemoteClass
 from runtime.resources import ServerlessResource
 
 log = logging.getLogger(__name__)
@@ -59,7 +60,8 @@ def remote(
 
     A decorated function becomes awaitable (as upstream): calling it runs it in this process when
     it belongs here, or on its endpoint otherwise (see `runtime.calls`). A decorated class stays
-    the class itself. Either way `__remote_config__` carries the routing metadata.
+    the class itself, except in a worker of another endpoint, where it is a `RemoteClass` whose
+    instances run there. Either way `__remote_config__` carries the routing metadata.
     """
     if not isinstance(resource_config, ServerlessResource):
         raise TypeError(
@@ -79,6 +81,8 @@ def remote(
     }
 
     def decorate(target: Any) -> Any:
+        if inspect.isclass(target) and not local and _runs_elsewhere(resource_config.name):
+            return RemoteClass(target, resource_config.name, metadata)
         if inspect.isclass(target) or local:
             target.__remote_config__ = metadata
             return target
@@ -93,3 +97,11 @@ def remote(
         return call_remote
 
     return decorate
+
+
+def _runs_elsewhere(resource_name: str) -> bool:
+    """True in a worker of the app that does not serve `resource_name`."""
+    from runtime import calls
+
+    registry = calls.get_registry()
+    return registry is not None and not registry.is_local(resource_name)

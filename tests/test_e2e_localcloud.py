@@ -232,6 +232,7 @@ INVOCATIONS: list[tuple[str, Any, Callable[[Any], bool]]] = [
         {"text": "Hello   World", "dims": 4},
         lambda r: r["text"] == "hello world" and r["embedding"]["dims"] == 4,
     ),
+    ("POST /keywords", {"text": "b a b c c c", "top": 2}, lambda r: r["keywords"] == ["c", "b"]),
     ("gpu_worker:embed", {"text": "hi there", "dims": 8}, lambda r: len(r["vector"]) == 8),
     ("preprocess", {"text": "A  B"}, lambda r: r["words"] == ["a", "b"]),
     ("word_stats", {"text": "one two"}, lambda r: r["words"] == 2),

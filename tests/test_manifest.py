@@ -101,7 +101,11 @@ def test_schema_of_the_quickstart_example(tmp_path: Path) -> None:
     assert m["resources"]["gateway"]["resource_type"] == "CpuLoadBalancerSlsResource"
     assert m["routes"] == {
         "api": {"GET /greet": "greet", "GET /health": "health", "POST /compute": "compute"},
-        "gateway": {"POST /pipeline": "pipeline", "POST /stats": "stats"},
+        "gateway": {
+            "POST /keywords": "keywords",
+            "POST /pipeline": "pipeline",
+            "POST /stats": "stats",
+        },
     }
     assert _keys_sorted(m)
 

@@ -46,11 +46,29 @@ def live_fn(a: int, b: int = 2) -> int:
     return a**b
 
 
+class Counter:
+    """State kept between method calls on the same (remote) instance."""
+
+    def __init__(self, start: int = 0) -> None:
+        self.value = start
+
+    def add(self, n: int = 1) -> int:
+        self.value += n
+        return self.value
+
+    def boom(self) -> None:
+        raise ValueError("counter broke")
+
+
 MANIFEST: dict[str, Any] = {
     "resources": {
         "qb": {
             "resource_type": "LiveServerless",
-            "functions": [{"name": "square"}, {"name": "divide"}],
+            "functions": [
+                {"name": "square"},
+                {"name": "divide"},
+                {"name": "Counter", "is_class": True},
+            ],
         },
         "lb": {
             "resource_type": "CpuLoadBalancerSlsResource",
@@ -73,7 +91,7 @@ MANIFEST: dict[str, Any] = {
 @pytest.fixture(scope="module")
 def servers():
     qb = BearerAuthMiddleware(
-        QueueServer(create_handler({"square": square, "divide": divide})), "kq"
+        QueueServer(create_handler({"square": square, "divide": divide, "Counter": Counter})), "kq"
     )
     lb = BearerAuthMiddleware(
         create_lb_app(
@@ -288,3 +306,50 @@ async def test_call_timeout(servers, monkeypatch: pytest.MonkeyPatch) -> None:
                 await calls.dispatch(nap, "slow", (3,), {})
         finally:
             calls.reset()
+
+
+async def test_remote_class_instances_run_on_their_endpoint_and_keep_state(registry) -> None:
+    from runtime.remote_class import RemoteClass
+
+    remote_counter = RemoteClass(Counter, "qb", {})
+    first, second = remote_counter(start=10), remote_counter(start=100)
+    assert await first.add(5) == 15
+    assert await first.add() == 16, "the second call reuses the instance the first created"
+    assert await second.add(1) == 101, "another proxy is another instance"
+    with pytest.raises(RemoteExecutionError) as info:
+        await first.boom()
+    assert "counter broke" in str(info.value) and "in boom" in info.value.remote_traceback
+    with pytest.raises(AttributeError):
+        first.missing  # noqa: B018 - no such method: refused before any call
+    with pytest.raises(AttributeError):
+        first._private  # noqa: B018
+
+
+async def test_remote_decorator_makes_a_class_remote_only_in_another_endpoints_worker(
+    registry,
+) -> None:
+    from runtime.remote import remote
+    from runtime.remote_class import RemoteClass
+    from runtime.resources import LiveServerless
+
+    def decorate(resource: str) -> object:
+        class Thing:
+            def ping(self) -> str:
+                return "pong"
+
+        return remote(LiveServerless(name=resource))(Thing)
+
+    elsewhere = decorate("qb")  # this process serves "gateway"
+    assert isinstance(elsewhere, RemoteClass) and elsewhere.__name__ == "Thing"
+    assert elsewhere.__remote_config__["resource_name"] == "qb"
+    here = decorate("gateway")
+    assert isinstance(here, type) and here().ping() == "pong"
+    calls.set_registry(None)  # no registry: plain development run, classes stay local
+    assert isinstance(decorate("qb"), type)
+
+
+async def test_remote_class_on_a_load_balancer_is_refused(registry) -> None:
+    from runtime.remote_class import RemoteClass
+
+    with pytest.raises(RemoteExecutionError, match="queue-based"):
+        await RemoteClass(Counter, "lb", {})().add()

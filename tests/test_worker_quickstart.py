@@ -135,6 +135,14 @@ def test_cross_endpoint_pipeline_spans_three_processes(workers: dict[str, Worker
         workers[name].wait_for_output(lambda line: line.startswith("POST /runsync 200"))
 
 
+def test_cross_endpoint_class_instance_runs_on_its_endpoint(workers: dict[str, Worker]) -> None:
+    # gateway's /keywords creates a TextAnalyzer; it lives on cpu_worker, a class job there.
+    r = call(workers["gateway"], "POST", "/keywords", json={"text": "b a b c c c", "top": 2})
+    assert r.status_code == 200, r.text
+    assert r.json() == {"keywords": ["c", "b"]}
+    workers["cpu_worker"].wait_for_output(lambda line: line.startswith("POST /runsync 200"))
+
+
 def test_remote_failure_surfaces_with_the_remote_traceback(workers: dict[str, Worker]) -> None:
     # embed(dims=0) divides by zero on gpu_worker; the gateway route reports it.
     r = call(
