@@ -1,4 +1,4 @@
-"""Generate one `handler_<resource>.py` per resource of a manifest (CONTRACTS.md "Build dir").
+"""Generate one `handler_<resource>.py` per resource of a manifest, in the build directory.
 
 A generated handler is a few lines: it installs the import shims, imports each function of its
 endpoint with `importlib.import_module("<module>").<name>` (module names such as

@@ -7,7 +7,7 @@ diagnostics. Validation problems never raise: each becomes a `Diagnostic` (see
 
 Upstream keys are kept as they are: `version`, `generated_at`, `project_name`, `resources`
 (sorted by name), `function_registry`, and `routes` (only when some load-balanced resource has
-routes). Extra fields (CONTRACTS.md): per resource `config`, `config_hash`, `unresolved`,
+routes). Extra fields of ours (see the README): per resource `config`, `config_hash`, `unresolved`,
 `file`, `line`, `mothership`; per function `file`, `line`, `signature`, `dependencies`,
 `system_dependencies`, `class_methods`. Every dict has sorted keys and every list a defined
 order, so equal sources give equal JSON.
@@ -93,9 +93,7 @@ class ResourceDef:
     config_hash: str | None = None
     # identifies the definition: two functions using the same config object share it
     origin: tuple[Any, ...] = ()
-    _json: tuple[dict[str, Any], list[str]] | None = field(
-        default=None, repr=False, compare=False
-    )
+    _json: tuple[dict[str, Any], list[str]] | None = field(default=None, repr=False, compare=False)
 
     def config_json(self) -> tuple[dict[str, Any], list[str]]:
         """(the config as manifest JSON with sorted keys, the unresolved field names); cached."""

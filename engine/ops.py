@@ -593,15 +593,7 @@ class Engine:
 
     async def probe(self) -> list[HealthSample]:
         """Probe every running deployed endpoint now."""
-        deployed = await self._deployed()
-        targets = []
-        for name, endpoint in deployed.items():
-            if endpoint.url and endpoint.status in _RUNNING:
-                try:
-                    targets.append(await self.provider.target(self.app, name))
-                except ProviderError:
-                    continue
-        return await probe_all(targets)
+        return await probe_all(await self.health_targets())
 
     async def health_targets(self) -> list[Any]:
         """Targets for a `HealthMonitor` (the running deployed endpoints)."""

@@ -102,9 +102,7 @@ class IgnoreRules:
         cached = self._cache.get(key)
         if cached is None:
             parent = rel_dir.rpartition("/")[0] if "/" in rel_dir else ""
-            cached = self._spec(rel_dir) is not None or (
-                rel_dir != "" and self.has_rules(parent)
-            )
+            cached = self._spec(rel_dir) is not None or (rel_dir != "" and self.has_rules(parent))
             self._cache[key] = cached
         return cached
 

@@ -48,7 +48,7 @@ import os
 import re
 import stat as stat_module
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -199,9 +199,7 @@ def _signature(args: ast.arguments, src: SourceText, skip_first: bool) -> list[d
         kind = "POSITIONAL_ONLY" if index < len(args.posonlyargs) else "POSITIONAL_OR_KEYWORD"
         out.append(_param(arg.arg, text(arg.annotation), text(defaults[index]), kind))
     if args.vararg is not None:
-        out.append(
-            _param(args.vararg.arg, text(args.vararg.annotation), None, "VAR_POSITIONAL")
-        )
+        out.append(_param(args.vararg.arg, text(args.vararg.annotation), None, "VAR_POSITIONAL"))
     for arg, default in zip(args.kwonlyargs, args.kw_defaults, strict=True):
         out.append(_param(arg.arg, text(arg.annotation), text(default), "KEYWORD_ONLY"))
     if args.kwarg is not None:
@@ -493,6 +491,17 @@ class _Resolver:
         self.in_progress: set[tuple[str, str]] = set()
         self.touched: set[str] = set()
         self.defs: dict[tuple[Any, ...], tuple[Any, list[Diagnostic]]] = {}
+
+    def definition(
+        self, key: tuple[Any, ...], diags: list[Diagnostic], compute: Callable[[list], Any]
+    ) -> Any:
+        """`compute(diags)` once per key for this scan; later calls replay its diagnostics."""
+        if key not in self.defs:
+            found: list[Diagnostic] = []
+            self.defs[key] = (compute(found), found)
+        result, found = self.defs[key]
+        diags.extend(found)
+        return result
 
     # -- modules ---------------------------------------------------------------------------
 
@@ -855,7 +864,14 @@ class Scanner:
                 # Kept as an entry (with its diagnostic) so the next rescan does not retry a
                 # file whose stat did not change.
                 unreadable = _Entry(
-                    rel, sf.path, module_name(rel), sf.mtime_ns, sf.size, None, False, True,
+                    rel,
+                    sf.path,
+                    module_name(rel),
+                    sf.mtime_ns,
+                    sf.size,
+                    None,
+                    False,
+                    True,
                     parsed=True,
                     diags=(
                         Diagnostic(
@@ -1030,16 +1046,13 @@ class Scanner:
         diags: list[Diagnostic],
     ) -> ResourceDef | None:
         """`_config_def_uncached`, once per definition per file (several functions share one)."""
-        key = ("config", origin)
-        if key not in r.defs:
-            local: list[Diagnostic] = []
-            r.defs[key] = (
-                self._config_def_uncached(r, module, call, variable, file, line, origin, local),
-                local,
-            )
-        result, found = r.defs[key]
-        diags.extend(found)
-        return result
+        return r.definition(
+            ("config", origin),
+            diags,
+            lambda found: self._config_def_uncached(
+                r, module, call, variable, file, line, origin, found
+            ),
+        )
 
     def _config_def_uncached(
         self,
@@ -1104,19 +1117,13 @@ class Scanner:
         diags: list[Diagnostic],
     ) -> tuple[ResourceDef | None, list[str], list[str]]:
         """`_endpoint_def_uncached`, once per Endpoint and use per file."""
-        key = ("endpoint", origin, load_balanced, default_name)
-        if key not in r.defs:
-            local: list[Diagnostic] = []
-            r.defs[key] = (
-                self._endpoint_def_uncached(
-                    r, module, call, variable, file, line, origin, load_balanced, default_name,
-                    local,
-                ),
-                local,
-            )
-        result, found = r.defs[key]
-        diags.extend(found)
-        return result
+        return r.definition(
+            ("endpoint", origin, load_balanced, default_name),
+            diags,
+            lambda found: self._endpoint_def_uncached(
+                r, module, call, variable, file, line, origin, load_balanced, default_name, found
+            ),
+        )
 
     def _endpoint_def_uncached(
         self,

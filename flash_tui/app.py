@@ -291,9 +291,7 @@ class FlashApp(App[None]):
                 if isinstance(event, HealthSample):
                     self.post_message(HealthSampled(event.endpoint, event.ok, event.latency_ms))
                 elif isinstance(event, HealthChange):
-                    state = (
-                        "healthy" if event.ok else f"unhealthy: {event.detail or 'no answer'}"
-                    )
+                    state = "healthy" if event.ok else f"unhealthy: {event.detail or 'no answer'}"
                     self.log_engine(f"{event.endpoint} {state}", "info" if event.ok else "error")
                     self._refresh_status()
         finally:

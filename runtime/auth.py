@@ -40,12 +40,19 @@ def check_bearer(header: bytes | None, key: bytes) -> bool:
 class BearerAuthMiddleware:
     """Rejects HTTP requests without the right Bearer key with 401 (JSON body)."""
 
-    def __init__(self, app: Any, key: str, public_paths: Iterable[str] = PUBLIC_PATHS) -> None:
+    def __init__(
+        self,
+        app: Any,
+        key: str,
+        public_paths: Iterable[str] = PUBLIC_PATHS,
+        unauthorized: bytes = _UNAUTHORIZED,
+    ) -> None:
         if not key:
             raise ValueError("BearerAuthMiddleware needs a non-empty key")
         self.app = app
         self._key = key.encode()
         self._public = frozenset(public_paths)
+        self._unauthorized = unauthorized
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http" or scope["path"] in self._public:
@@ -65,9 +72,9 @@ class BearerAuthMiddleware:
                 "status": 401,
                 "headers": [
                     (b"content-type", b"application/json"),
-                    (b"content-length", str(len(_UNAUTHORIZED)).encode()),
+                    (b"content-length", str(len(self._unauthorized)).encode()),
                     (b"www-authenticate", b"Bearer"),
                 ],
             }
         )
-        await send({"type": "http.response.body", "body": _UNAUTHORIZED})
+        await send({"type": "http.response.body", "body": self._unauthorized})

@@ -27,7 +27,7 @@ RESOURCE_KEYS = {
     "is_load_balanced",
     "is_live_resource",
     "config_variable",
-    # ours (CONTRACTS.md)
+    # ours (README, "Manifest")
     "config",
     "config_hash",
     "unresolved",

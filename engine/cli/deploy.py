@@ -9,20 +9,17 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from rich.console import Console
-from rich.markup import escape
-
 from engine.cli.plan import (
+    PlanConfirmation,
     add_project_option,
-    ask_confirmation,
     err_console,
     json_out,
+    print_outcome,
     print_plan,
-    refuse_message,
+    progress_printer,
     run_engine,
 )
-from engine.ops import Engine, OpEvent
-from engine.plan import Plan
+from engine.ops import Engine
 
 
 def register(subparsers: Any) -> None:
@@ -40,39 +37,12 @@ def register(subparsers: Any) -> None:
     parser.set_defaults(func=run)
 
 
-def progress_printer(console: Console, quiet: bool) -> Any:
-    """An `OpEvent` callback printing one line per meaningful step (on stderr)."""
-
-    def on_event(event: OpEvent) -> None:
-        if quiet:
-            return
-        if event.step == "build" and event.data.get("build_step"):
-            return  # per-step build progress is too chatty for a log-style output
-        if event.step in ("scan", "plan", "confirm"):
-            return
-        who = f"[bold]{escape(event.name)}[/] " if event.name else ""
-        state = event.data.get("state")
-        color = {"healthy": "green", "removed": "green", "error": "red"}.get(str(state), "cyan")
-        elapsed = event.data.get("elapsed_ms")
-        suffix = f" [dim]({elapsed:.0f} ms)[/]" if isinstance(elapsed, (int, float)) else ""
-        console.print(f"[{color}]•[/] {who}{escape(event.message)}{suffix}")
-
-    return on_event
-
-
 def run(args: argparse.Namespace) -> int:
     """Deploy."""
     console = err_console()
-    refused: list[bool] = []
-
-    async def confirm(plan: Plan) -> bool:
-        if not args.json:
-            print_plan(console, plan, title="Deploy plan")
-        answer = ask_confirmation(args, "Deploy these changes?", "deploy")
-        if answer is None:
-            refused.append(True)
-            return False
-        return answer
+    confirm = PlanConfirmation(
+        args, console, title="Deploy plan", question="Deploy these changes?", verb="deploy"
+    )
 
     async def work(engine: Engine) -> int:
         report = await engine.deploy(
@@ -81,12 +51,8 @@ def run(args: argparse.Namespace) -> int:
             confirm=confirm,
             on_event=progress_printer(console, args.json),
         )
-        if refused:
-            if args.json:
-                json_out({**report.to_dict(), "ok": False, "error": refuse_message("deploy")})
-            else:
-                console.print(f"[bold red]error[/]: {refuse_message('deploy')}")
-            return 1
+        if confirm.refused:
+            return confirm.report_refusal(report)
         if args.json:
             json_out({"app": engine.app, **report.to_dict()})
         elif report.cancelled:
@@ -95,14 +61,7 @@ def run(args: argparse.Namespace) -> int:
             print_plan(console, report.plan, title="Deploy plan")
             console.print("[green]Everything is up to date.[/]")
         else:
-            for result in report.outcome.results if report.outcome else []:
-                if not result.get("ok"):
-                    console.print(
-                        f"[bold red]✗ {escape(result['name'])}[/]: "
-                        f"{escape(str(result.get('error') or 'failed'))}"
-                    )
-            verdict = "[green]Deployed[/]" if report.ok else "[bold red]Deploy failed[/]"
-            console.print(f"{verdict} in {report.elapsed_ms / 1000:.2f} s")
+            print_outcome(console, report, "Deployed", "Deploy failed")
         return 0 if report.ok else 1
 
     return run_engine(args, work)

@@ -1,7 +1,8 @@
 """`flash-tui plan [NAME...] [--json]`: what a deploy would create, update, delete or keep.
 
 Also home of the small helpers the deployment subcommands share (project option, running an
-engine operation, rendering a plan, asking for confirmation), so each of them stays short.
+engine operation, rendering a plan and its outcome, asking for confirmation, printing
+progress), so each of them stays short.
 """
 
 from __future__ import annotations
@@ -18,15 +19,17 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from engine.ops import Engine, OpError
+from engine.ops import Engine, OpError, OpEvent
 from engine.plan import Plan
 
 __all__ = [
+    "PlanConfirmation",
     "add_project_option",
-    "ask_confirmation",
     "err_console",
     "json_out",
+    "print_outcome",
     "print_plan",
+    "progress_printer",
     "register",
     "run",
     "run_engine",
@@ -112,30 +115,82 @@ def print_plan(console: Console, plan: Plan, title: str = "Plan") -> None:
     )
 
 
-def ask_confirmation(args: argparse.Namespace, question: str, verb: str) -> bool | None:
-    """True/False from the user; None when there is no terminal to ask (the caller refuses).
+class PlanConfirmation:
+    """The `confirm` callback of deploy/undeploy: print the plan, then ask (`--yes` answers).
 
-    `--yes` answers yes without asking.
+    With no terminal to ask and no `--yes`, the answer is no and `refused` is set, so the command
+    can say why and exit 1 instead of reporting a cancellation.
     """
-    if getattr(args, "yes", False):
-        return True
-    if not sys.stdin.isatty():
-        return None
-    console = err_console()
-    console.print(f"{question} [bold]\\[y/N][/] ", end="")
-    try:
-        answer = input()
-    except EOFError:
-        return None
-    return answer.strip().lower() in ("y", "yes")
+
+    def __init__(
+        self, args: argparse.Namespace, console: Console, *, title: str, question: str, verb: str
+    ) -> None:
+        self._args = args
+        self._console = console
+        self._title = title
+        self._question = question
+        self.verb = verb
+        self.refused = False
+
+    async def __call__(self, plan: Plan) -> bool:
+        if not self._args.json:
+            print_plan(self._console, plan, title=self._title)
+        if self._args.yes:
+            return True
+        if not sys.stdin.isatty():
+            self.refused = True
+            return False
+        self._console.print(f"{self._question} [bold]\\[y/N][/] ", end="")
+        try:
+            answer = input()
+        except EOFError:
+            self.refused = True
+            return False
+        return answer.strip().lower() in ("y", "yes")
+
+    def report_refusal(self, report: Any) -> int:
+        """Say that confirmation was needed (JSON or text); the exit status is 1."""
+        message = (
+            f"refusing to {self.verb} without confirmation: stdin is not a terminal. "
+            "Pass --yes to confirm non-interactively."
+        )
+        if self._args.json:
+            json_out({**report.to_dict(), "ok": False, "error": message})
+        else:
+            self._console.print(f"[bold red]error[/]: {message}")
+        return 1
 
 
-def refuse_message(verb: str) -> str:
-    """The message when confirmation is needed but stdin is not a terminal."""
-    return (
-        f"refusing to {verb} without confirmation: stdin is not a terminal. "
-        "Pass --yes to confirm non-interactively."
-    )
+def print_outcome(console: Console, report: Any, done: str, failed: str) -> None:
+    """Each endpoint that failed with its reason, then the verdict and the time taken."""
+    for result in report.outcome.results if report.outcome else []:
+        if not result.get("ok"):
+            console.print(
+                f"[bold red]✗ {escape(result['name'])}[/]: "
+                f"{escape(str(result.get('error') or 'failed'))}"
+            )
+    verdict = f"[green]{done}[/]" if report.ok else f"[bold red]{failed}[/]"
+    console.print(f"{verdict} in {report.elapsed_ms / 1000:.2f} s")
+
+
+def progress_printer(console: Console, quiet: bool) -> Callable[[OpEvent], None]:
+    """An `OpEvent` callback printing one line per meaningful step (on stderr)."""
+
+    def on_event(event: OpEvent) -> None:
+        if quiet:
+            return
+        if event.step == "build" and event.data.get("build_step"):
+            return  # per-step build progress is too chatty for a log-style output
+        if event.step in ("scan", "plan", "confirm"):
+            return
+        who = f"[bold]{escape(event.name)}[/] " if event.name else ""
+        state = event.data.get("state")
+        color = {"healthy": "green", "removed": "green", "error": "red"}.get(str(state), "cyan")
+        elapsed = event.data.get("elapsed_ms")
+        suffix = f" [dim]({elapsed:.0f} ms)[/]" if isinstance(elapsed, (int, float)) else ""
+        console.print(f"[{color}]•[/] {who}{escape(event.message)}{suffix}")
+
+    return on_event
 
 
 def register(subparsers: Any) -> None:

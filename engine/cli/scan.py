@@ -129,7 +129,7 @@ def run(args: argparse.Namespace) -> int:
         console.print(
             f"No Flash endpoints found in {escape(str(path.resolve()))}. A Flash project "
             "decorates functions with [bold]@remote(config)[/] (tetra_rp / runpod_flash) or "
-            "[bold]@Endpoint(...)[/] / [bold]api.post(\"/path\")[/] (runpod_flash)."
+            '[bold]@Endpoint(...)[/] / [bold]api.post("/path")[/] (runpod_flash).'
         )
     if result.diagnostics:
         console.print(render_diagnostics(result.diagnostics))

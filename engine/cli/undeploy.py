@@ -8,20 +8,16 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from rich.markup import escape
-
-from engine.cli.deploy import progress_printer
 from engine.cli.plan import (
+    PlanConfirmation,
     add_project_option,
-    ask_confirmation,
     err_console,
     json_out,
-    print_plan,
-    refuse_message,
+    print_outcome,
+    progress_printer,
     run_engine,
 )
 from engine.ops import Engine
-from engine.plan import Plan
 
 
 def register(subparsers: Any) -> None:
@@ -49,16 +45,13 @@ def run(args: argparse.Namespace) -> int:
         else:
             console.print(f"[bold red]error[/]: {message}")
         return 2
-    refused: list[bool] = []
-
-    async def confirm(plan: Plan) -> bool:
-        if not args.json:
-            print_plan(console, plan, title="Will be destroyed")
-        answer = ask_confirmation(args, "Destroy these endpoints?", "undeploy")
-        if answer is None:
-            refused.append(True)
-            return False
-        return answer
+    confirm = PlanConfirmation(
+        args,
+        console,
+        title="Will be destroyed",
+        question="Destroy these endpoints?",
+        verb="undeploy",
+    )
 
     async def work(engine: Engine) -> int:
         report = await engine.undeploy(
@@ -66,12 +59,8 @@ def run(args: argparse.Namespace) -> int:
             confirm=confirm,
             on_event=progress_printer(console, args.json),
         )
-        if refused:
-            if args.json:
-                json_out({**report.to_dict(), "ok": False, "error": refuse_message("undeploy")})
-            else:
-                console.print(f"[bold red]error[/]: {refuse_message('undeploy')}")
-            return 1
+        if confirm.refused:
+            return confirm.report_refusal(report)
         if args.json:
             json_out({"app": engine.app, **report.to_dict()})
         elif report.cancelled:
@@ -79,14 +68,7 @@ def run(args: argparse.Namespace) -> int:
         elif not report.plan.items:
             console.print("Nothing is deployed.")
         else:
-            for result in report.outcome.results if report.outcome else []:
-                if not result.get("ok"):
-                    console.print(
-                        f"[bold red]✗ {escape(result['name'])}[/]: "
-                        f"{escape(str(result.get('error')))}"
-                    )
-            verdict = "[green]Undeployed[/]" if report.ok else "[bold red]Undeploy failed[/]"
-            console.print(f"{verdict} in {report.elapsed_ms / 1000:.2f} s")
+            print_outcome(console, report, "Undeployed", "Undeploy failed")
         return 0 if report.ok else 1
 
     return run_engine(args, work)

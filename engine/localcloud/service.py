@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hmac
 import json
 import os
 import re
@@ -43,49 +42,13 @@ from engine.home import Home
 from engine.localcloud import logfiles
 from engine.localcloud.store import Store
 from engine.localcloud.supervisor import DeployRequest, Supervisor, SupervisorSettings
+from runtime.auth import BearerAuthMiddleware
 
-__all__ = ["NAME_PATTERN", "TokenMiddleware", "create_app"]
+__all__ = ["NAME_PATTERN", "create_app"]
 
 VERSION = "1"
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 _UNAUTHORIZED = b'{"detail":"unauthorized: this API needs the local cloud token"}'
-
-
-class TokenMiddleware:
-    """Pure ASGI: every HTTP request must carry `Authorization: Bearer <token>`.
-
-    Constant-time comparison; the token is never echoed in any response or log.
-    """
-
-    def __init__(self, app: Any, token: str) -> None:
-        self.app = app
-        self._token = token.encode()
-
-    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        supplied = b""
-        for name, value in scope["headers"]:
-            if name == b"authorization":
-                scheme, _, token = value.partition(b" ")
-                if scheme.lower() == b"bearer":
-                    supplied = token.strip()
-                break
-        if supplied and hmac.compare_digest(supplied, self._token):
-            await self.app(scope, receive, send)
-            return
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 401,
-                "headers": [
-                    (b"content-type", b"application/json"),
-                    (b"content-length", str(len(_UNAUTHORIZED)).encode()),
-                ],
-            }
-        )
-        await send({"type": "http.response.body", "body": _UNAUTHORIZED})
 
 
 def _check_name(kind: str, value: str) -> str:
@@ -353,4 +316,5 @@ def create_app(
         """Unexpected errors become a JSON 500 (the service keeps running)."""
         return JSONResponse({"detail": f"{type(exc).__name__}: {exc}"}, status_code=500)
 
-    return TokenMiddleware(api, token)
+    # Every route, /v1/health included, needs the token; it is never echoed or logged.
+    return BearerAuthMiddleware(api, token, public_paths=(), unauthorized=_UNAUTHORIZED)
