@@ -13,6 +13,8 @@ import os
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from runtime.asgi import send_json
+
 __all__ = ["ENDPOINT_KEY_ENV", "BearerAuthMiddleware", "check_bearer", "endpoint_key"]
 
 ENDPOINT_KEY_ENV = "FLASH_ENDPOINT_KEY"
@@ -66,15 +68,4 @@ class BearerAuthMiddleware:
         if check_bearer(header, self._key):
             await self.app(scope, receive, send)
             return
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 401,
-                "headers": [
-                    (b"content-type", b"application/json"),
-                    (b"content-length", str(len(self._unauthorized)).encode()),
-                    (b"www-authenticate", b"Bearer"),
-                ],
-            }
-        )
-        await send({"type": "http.response.body", "body": self._unauthorized})
+        await send_json(send, 401, self._unauthorized, [(b"www-authenticate", b"Bearer")])

@@ -36,6 +36,8 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import parse_qs
 
+from runtime.asgi import send_json
+
 __all__ = [
     "DEFAULT_CONCURRENCY",
     "DEFAULT_RETENTION",
@@ -57,8 +59,6 @@ COMPLETED, FAILED, CANCELLED, TIMED_OUT = "COMPLETED", "FAILED", "CANCELLED", "T
 TERMINAL_STATUSES = frozenset({COMPLETED, FAILED, CANCELLED, TIMED_OUT})
 
 JobHandler = Callable[[dict[str, Any]], Awaitable[Any] | Any]
-
-_JSON_HEADERS = [(b"content-type", b"application/json")]
 
 
 # One encoder for the process: json.dumps() with non-default options builds a new encoder on
@@ -523,12 +523,4 @@ async def _read_body(receive: Any) -> bytes | None:
 
 
 async def _respond(send: Any, status: int, body: str) -> None:
-    data = body.encode()
-    await send(
-        {
-            "type": "http.response.start",
-            "status": status,
-            "headers": [*_JSON_HEADERS, (b"content-length", str(len(data)).encode())],
-        }
-    )
-    await send({"type": "http.response.body", "body": data})
+    await send_json(send, status, body.encode())

@@ -53,6 +53,7 @@ from typing import Any
 
 import uvicorn
 
+from runtime.asgi import send_json
 from runtime.auth import BearerAuthMiddleware, endpoint_key
 from runtime.queue_server import (
     DEFAULT_CONCURRENCY,
@@ -280,18 +281,7 @@ class WorkerApp:
             await send({"type": "http.response.body", "body": b""})
             return
         body = b'{"error":"worker is starting"}'
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 503,
-                "headers": [
-                    (b"content-type", b"application/json"),
-                    (b"content-length", str(len(body)).encode()),
-                    (b"retry-after", b"1"),
-                ],
-            }
-        )
-        await send({"type": "http.response.body", "body": body})
+        await send_json(send, 503, body, [(b"retry-after", b"1")])
 
     async def _serve_lifespan(self, receive: Any, send: Any) -> None:
         while True:
