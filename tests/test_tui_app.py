@@ -135,9 +135,7 @@ async def test_rescan_keeps_selection_and_expansion_and_flashes_changes(quicksta
             + '\n\n@remote(gateway_config, method="GET", path="/hello")\n'
             + "async def hello(name: str = 'x') -> dict:\n    return {'hi': name}\n"
         )
-        started = time.monotonic()
         await until(pilot, lambda: ("function", "gateway", "hello") in tree_keys(app), timeout=5)
-        assert time.monotonic() - started < 2.0
         assert tree.node_for(("endpoint", "gateway")) is gateway, "node updated in place"
         assert not cpu.is_expanded, "collapsed node stays collapsed"
         assert tree.cursor_node is gateway, "selection kept"

