@@ -13,6 +13,7 @@ import argparse
 import json
 from typing import Any
 
+from rich import box
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
@@ -50,6 +51,15 @@ def register(subparsers: Any) -> None:
     parser.set_defaults(func=run)
 
 
+def short_type(resource_type: str | None) -> str:
+    """`CpuLiveLoadBalancer` -> `LB CPU live`: what the class name says, in a narrow column."""
+    if not resource_type:
+        return "?"
+    kind = "LB" if "LoadBalancer" in resource_type else "QB"
+    hardware = "CPU" if resource_type.startswith("Cpu") else "GPU"
+    return f"{kind} {hardware}" + (" live" if "Live" in resource_type else "")
+
+
 def run(args: argparse.Namespace) -> int:
     """Print the status."""
 
@@ -62,24 +72,33 @@ def run(args: argparse.Namespace) -> int:
             )
             return 0
         console = Console(highlight=False)
-        table = Table(title=f"{engine.app} · {target}", title_justify="left", header_style="bold")
-        for column in ("endpoint", "type", "status", "drift", "health", "url", "pid", "restarts"):
-            table.add_column(column)
+        table = Table(
+            title=f"{engine.app} · {target}",
+            title_justify="left",
+            header_style="bold",
+            box=box.SIMPLE_HEAD,
+            show_edge=False,
+            pad_edge=False,
+            collapse_padding=True,
+        )
+        for column in ("endpoint", "type", "status", "drift", "health", "url", "pid"):
+            table.add_column(column, no_wrap=True)
+        table.add_column("restarts", justify="right")
         for s in statuses:
             health = "—"
             if s.health is not None:
                 health = (
-                    f"[green]ok[/] {s.health.latency_ms:.1f} ms"
+                    f"[green]{s.health.latency_ms:.1f}ms[/]"
                     if s.health.ok
                     else f"[red]{escape(s.health.detail or 'failing')}[/]"
                 )
             table.add_row(
                 escape(s.name),
-                escape(s.resource_type or ""),
+                short_type(s.resource_type),
                 f"[{STATUS_COLORS.get(s.status, 'white')}]{s.status}[/]",
                 f"[{DRIFT_COLORS.get(s.drift, 'white')}]{s.drift}[/]",
                 health,
-                escape(s.url or "—"),
+                escape((s.url or "—").removeprefix("http://")),
                 str(s.pid or "—"),
                 str(s.restarts),
             )
