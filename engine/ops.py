@@ -39,6 +39,7 @@ from engine.provider import (
     ProviderEvent,
     get_provider,
 )
+from engine.scan import Scanner, ScanResult
 
 __all__ = [
     "DeployReport",
@@ -221,13 +222,16 @@ class Engine:
         provider: Provider | None = None,
         *,
         target: str = "local",
+        scanner: Scanner | None = None,
     ) -> None:
         self.root = Path(project).expanduser().resolve()
         if not self.root.is_dir():
             raise OpError(f"{self.root} is not a directory")
         self.app = app_name(self.root)
         self.provider: Provider = provider or get_provider(target)
-        self._scan_lock = asyncio.Lock()
+        # A long-lived session (the TUI) passes its incremental scanner: a rescan after an edit
+        # then parses one file, not the project.
+        self.scanner = scanner or Scanner(self.root)
 
     async def __aenter__(self) -> Engine:
         return self
@@ -248,12 +252,9 @@ class Engine:
 
     # -- project --------------------------------------------------------------------------
 
-    async def scan(self) -> Any:
-        """Scan the project (engine.scan) in a thread; returns its ScanResult."""
-        from engine.scan import scan_project
-
-        async with self._scan_lock:
-            return await asyncio.to_thread(scan_project, self.root)
+    async def scan(self) -> ScanResult:
+        """Scan the project (incrementally after the first time) in a thread."""
+        return await asyncio.to_thread(self.scanner.scan)
 
     async def _manifest(self, emit: Callable[..., None]) -> dict[str, Any]:
         emit("scan", "scanning")

@@ -47,6 +47,7 @@ import json
 import os
 import re
 import stat as stat_module
+import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -709,9 +710,10 @@ class ScanResult:
 class Scanner:
     """An incremental scanner of one project: call `scan()` again after files change.
 
-    `Scanner(path)` raises `NotADirectoryError` when `path` is not a directory. Not thread-safe:
-    serialise calls to `scan()`. The returned manifest shares nested dicts with later results
-    (unchanged parts are reused), so treat it as read-only.
+    `Scanner(path)` raises `NotADirectoryError` when `path` is not a directory. Calls to `scan()`
+    from several threads are serialised (the TUI's watcher and an engine operation may both
+    ask). The returned manifest shares nested dicts with later results (unchanged parts are
+    reused), so treat it as read-only.
     """
 
     def __init__(self, project: Project | str | os.PathLike[str]) -> None:
@@ -730,6 +732,7 @@ class Scanner:
             tuple[dict[str, Any], list[Diagnostic], list[FunctionInfo], list[ResourceDef]] | None
         ) = None
         self.stats = ScanStats()
+        self._lock = threading.Lock()
 
     # -- files -----------------------------------------------------------------------------
 
@@ -1527,6 +1530,12 @@ class Scanner:
         instead of walking the project; anything it cannot judge from them alone (a directory,
         a rule file) falls back to the full walk, as does the first scan.
         """
+        with self._lock:
+            return self._scan(generated_at, changed_paths)
+
+    def _scan(
+        self, generated_at: str | None, changed_paths: Iterable[str | os.PathLike[str]] | None
+    ) -> ScanResult:
         started = time.perf_counter()
         self.stats = stats = ScanStats()
         project = self.project

@@ -4,14 +4,12 @@ Each method is a thin call into `engine.ops.Engine` (or `engine.build`, `engine.
 are the engine's own values (the widgets format them via `flash_tui.present`). Failures become
 `BackendError` with the engine's message, which is written for a person.
 
-The one adaptation: the engine session scans through the TUI's long-lived incremental
-`engine.scan.Scanner`, so status, plan and deploy after an edit cost one file parse, not a full
-project scan.
+The engine session and the watcher share one long-lived incremental `engine.scan.Scanner`, so
+status, plan and deploy after an edit cost one file parse, not a full project scan.
 """
 
 from __future__ import annotations
 
-import asyncio
 import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
@@ -20,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.ops import Engine, OpError, OpEvent
+from engine.scan import Scanner
 
 
 class BackendError(Exception):
@@ -35,17 +34,6 @@ class ScanOutcome:
     elapsed_ms: float = 0.0
 
 
-class _SessionEngine(Engine):
-    """`Engine` whose scans go through the TUI's incremental scanner."""
-
-    def __init__(self, backend: Backend, target: str) -> None:
-        super().__init__(backend.project, target=target)
-        self._backend = backend
-
-    async def scan(self) -> Any:
-        return await asyncio.to_thread(self._backend.scan_result)
-
-
 Confirm = Callable[[Any], Awaitable[bool]]
 
 
@@ -55,8 +43,8 @@ class Backend:
     def __init__(self, project: Path, target: str = "local") -> None:
         self.project = Path(project).expanduser().resolve()
         self.target = target
-        self._scan_lock = threading.Lock()
-        self._scanner: Any = None
+        self._scanner: Scanner | None = None
+        self._scanner_lock = threading.Lock()
         self._engine: Engine | None = None
 
     @property
@@ -69,7 +57,7 @@ class Backend:
         """The engine session (created on first use; raises BackendError when impossible)."""
         if self._engine is None:
             try:
-                self._engine = _SessionEngine(self, self.target)
+                self._engine = Engine(self.project, target=self.target, scanner=self.scanner)
             except OpError as exc:
                 raise BackendError(str(exc)) from exc
             except Exception as exc:  # e.g. an unknown target: say which
@@ -78,27 +66,24 @@ class Backend:
 
     # -- scanning -------------------------------------------------------------------------
 
-    def scan_result(self, changed: Sequence[Path] | None = None) -> Any:
-        """The engine's ScanResult (incremental after the first call); thread-safe.
+    @property
+    def scanner(self) -> Scanner:
+        """The project's incremental scanner (raises BackendError when it cannot be read)."""
+        with self._scanner_lock:  # the UI thread and a scan thread may both ask first
+            if self._scanner is None:
+                if not self.project.is_dir():
+                    raise BackendError(f"{self.project} is not a readable directory")
+                self._scanner = Scanner(self.project)
+            return self._scanner
+
+    def scan(self, changed: Sequence[Path] | None = None) -> ScanOutcome:
+        """Scan off the UI thread (incremental after the first call); thread-safe.
 
         `changed`: the watcher's batch, so the scanner stats only those paths, not the tree.
         """
-        from engine.scan import Scanner
-
-        if not self.project.is_dir():
-            raise BackendError(f"{self.project} is not a readable directory")
-        with self._scan_lock:
-            if self._scanner is None:
-                self._scanner = Scanner(self.project)
-            if changed:
-                return self._scanner.scan(changed_paths=changed)
-            return self._scanner.scan()
-
-    def scan(self, changed: Sequence[Path] | None = None) -> ScanOutcome:
-        """Scan off the UI thread; manifest, diagnostics and how long it took."""
         started = time.perf_counter()
         try:
-            result = self.scan_result(changed)
+            result = self.scanner.scan(changed_paths=changed or None)
         except OSError as exc:
             raise BackendError(f"cannot read {self.project}: {exc}") from exc
         elapsed = (time.perf_counter() - started) * 1000

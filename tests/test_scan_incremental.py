@@ -292,3 +292,47 @@ def test_a_scanner_bug_becomes_a_diagnostic(project: Path, monkeypatch: pytest.M
     (diag,) = result.diagnostics
     assert (diag.code, diag.file) == ("scan-internal-error", "funcs.py")
     assert "RuntimeError: boom" in diag.message
+
+
+def test_scans_from_several_threads_are_serialised(project: Path) -> None:
+    import threading
+    import time
+    from concurrent.futures import ThreadPoolExecutor
+
+    scanner = Scanner(project)
+    stamp = "2026-01-01T00:00:00Z"
+    expected = scanner.scan(generated_at=stamp).manifest
+    (project / "funcs.py").write_text(FUNCS + "\n\n@remote(cfg)\ndef beta() -> None: ...\n")
+    inner, guard = scanner._scan, threading.Lock()
+    running, most = 0, 0
+
+    def counted(*args: object) -> object:
+        nonlocal running, most
+        with guard:
+            running += 1
+            most = max(most, running)
+        time.sleep(0.005)  # hand the GIL over: an unserialised scan would overlap here
+        try:
+            return inner(*args)
+        finally:
+            with guard:
+                running -= 1
+
+    scanner._scan = counted  # type: ignore[method-assign]
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        results = list(pool.map(lambda _: scanner.scan(generated_at=stamp).manifest, range(16)))
+    assert most == 1, "two scans ran at once"
+    assert results[0] != expected, "the edit is seen"
+    assert all(r == results[0] for r in results)
+
+
+async def test_an_engine_session_scans_through_the_scanner_it_is_given(project: Path) -> None:
+    from engine.ops import Engine
+
+    scanner = Scanner(project)
+    scanner.scan()
+    async with Engine(project, scanner=scanner) as engine:
+        assert engine.scanner is scanner
+        result = await engine.scan()
+    assert scanner.stats.parsed == 0, "the session's rescan reused the scanner's cache"
+    assert sorted(result.manifest["resources"]) == sorted(scanner.scan().manifest["resources"])
