@@ -574,6 +574,9 @@ class FlashApp(App[None]):
                         present.field(event, "total"),
                     )
                 )
+            data = present.field(event, "data") or {}
+            if data.get("build_step"):
+                return  # per-step build progress drives the bar; the log gets "built <id>"
             message = str(present.field(event, "message") or "")
             name = present.field(event, "name")
             if name:
