@@ -44,7 +44,9 @@ from tetra_rp import CpuLiveServerless, remote
 broken_config = CpuLiveServerless(name="broken", env={"FAIL_AT_IMPORT": "1"})
 
 if os.environ.get("FAIL_AT_IMPORT"):
-    raise RuntimeError("boom at import: the model weights are missing")
+    # A careless program shows its secrets as it dies: they must not leave the log file.
+    key = os.environ.get("FLASH_ENDPOINT_KEY")
+    raise RuntimeError(f"boom at import: the model weights are missing (key {key})")
 
 
 @remote(broken_config)
@@ -547,7 +549,7 @@ def test_concurrent_deploys_are_serialized(
 
 
 def test_worker_failing_at_import_is_marked_failed(
-    cli: Callable[..., Any], project: Path, api: Callable[[], httpx.Client]
+    cli: Callable[..., Any], project: Path, home: Home, api: Callable[[], httpx.Client]
 ) -> None:
     (project / "workers" / "broken").mkdir()
     (project / "workers" / "broken" / "__init__.py").write_text("")
@@ -564,6 +566,13 @@ def test_worker_failing_at_import_is_marked_failed(
     assert "RuntimeError: boom at import" in logs.stdout
     kinds = [e["kind"] for e in events(api) if e["endpoint"] == "broken"]
     assert kinds.count("crashed") >= 5 and kinds[-1] == "failed"
+    # The key it printed is redacted everywhere its last lines travel.
+    assert "(key ***)" in logs.stdout
+    status_json, status_text = cli("status", "--json"), cli("status")
+    everything = [proc.stdout, proc.stderr, status_json.stdout, status_text.stdout, logs.stdout]
+    everything.append(json.dumps(events(api)))
+    for secret in keys(home):
+        assert not any(secret in text for text in everything)
     # The other endpoints are untouched, and removing the broken one works.
     assert cli("undeploy", "broken", "--yes").returncode == 0
     shutil.rmtree(project / "workers" / "broken")

@@ -27,6 +27,7 @@ __all__ = [
     "read_new",
     "remove_logs",
     "rotate_if_needed",
+    "redact",
     "tail_lines",
 ]
 
@@ -95,6 +96,20 @@ def _tail_of_file(path: Path, count: int) -> list[str]:
         return []
     lines = data.decode("utf-8", errors="replace").splitlines()
     return lines[-count:] if count else []
+
+
+def redact(lines: list[str], secrets: list[str]) -> list[str]:
+    """`lines` with every occurrence of a secret (an endpoint key a user program printed)
+    replaced by `***`; whatever leaves the log files for a screen or a record goes through here."""
+    secrets = [secret for secret in secrets if secret]
+    if not secrets:
+        return lines
+    out = []
+    for line in lines:
+        for secret in secrets:
+            line = line.replace(secret, "***")
+        out.append(line)
+    return out
 
 
 def tail_lines(path: Path, count: int = 200) -> list[str]:

@@ -58,19 +58,6 @@ def _check_name(kind: str, value: str) -> str:
     return value
 
 
-def _redact(lines: list[str], secrets_: list[str]) -> list[str]:
-    """Replace any endpoint key that a user program printed with `***`."""
-    if not secrets_:
-        return lines
-    out = []
-    for line in lines:
-        for secret in secrets_:
-            if secret and secret in line:
-                line = line.replace(secret, "***")
-        out.append(line)
-    return out
-
-
 def _ndjson(
     supervisor: Supervisor, run: Callable[[Callable[[dict[str, Any]], None]], Awaitable[Any]]
 ) -> StreamingResponse:
@@ -220,7 +207,7 @@ def create_app(
         _check_name("endpoint", name)
         path = logfiles.log_path(home.logs_dir(app), name)
         tail = await asyncio.to_thread(logfiles.tail_lines, path, max(0, min(lines, 10000)))
-        return {"endpoint": name, "lines": _redact(tail, _keys(app))}
+        return {"endpoint": name, "lines": logfiles.redact(tail, _keys(app))}
 
     @api.get("/v1/apps/{app}/endpoints/{name}/logs/follow")
     async def follow(app: str, name: str, lines: int = 50) -> StreamingResponse:
@@ -237,7 +224,7 @@ def create_app(
                 offset = path.stat().st_size
             except FileNotFoundError:
                 offset = 0
-            for line in _redact(logfiles.tail_lines(path, max(0, min(lines, 10000))), keys):
+            for line in logfiles.redact(logfiles.tail_lines(path, max(0, min(lines, 10000))), keys):
                 yield (json.dumps({"line": line}) + "\n").encode()
             idle = 0.0
             while True:
@@ -245,7 +232,7 @@ def create_app(
                 if new:
                     idle = 0.0
                     keys = _keys(app)
-                    for line in _redact(new, keys):
+                    for line in logfiles.redact(new, keys):
                         yield (json.dumps({"line": line}) + "\n").encode()
                 else:
                     idle += 0.2

@@ -544,6 +544,12 @@ class Supervisor:
                         )
             await asyncio.sleep(self.settings.monitor_interval)
 
+    def _log_tail(self, app: str, name: str, count: int) -> list[str]:
+        """The last lines of an endpoint's log, keys redacted: they go into records and events."""
+        log = logfiles.log_path(self.home.logs_dir(app), name)
+        keys = list(self.store.app_keys(app).values())
+        return logfiles.redact(logfiles.tail_lines(log, count), keys)
+
     def _on_crash(self, worker: Worker) -> None:
         app, name = worker.app, worker.name
         record = self.store.get_endpoint(app, name)
@@ -552,7 +558,7 @@ class Supervisor:
         code = worker.exit_code()
         log = logfiles.log_path(self.home.logs_dir(app), name)
         logfiles.append_marker(log, f"worker pid {worker.pid} exited (code {code})")
-        tail = logfiles.tail_lines(log, 30)
+        tail = self._log_tail(app, name, 30)
         now = time.time()
         window = self.settings.crash_window
         crashes = [t for t in record.get("crash_times") or [] if now - t < window] + [now]
@@ -795,8 +801,7 @@ class Supervisor:
                 data={"config_hash": spec.config_hash, "elapsed_ms": elapsed},
             )
         else:
-            log = logfiles.log_path(self.home.logs_dir(app), name)
-            tail = logfiles.tail_lines(log, 20)
+            tail = self._log_tail(app, name, 20)
             error = error + ("\n" + "\n".join(tail[-12:]) if tail else "")
             self.store.add_event("deploy_failed", error.splitlines()[0], app=app, endpoint=name)
             if worker.alive():
