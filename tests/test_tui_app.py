@@ -258,3 +258,19 @@ async def test_build_failure_is_reported_with_the_reason(tmp_path: Path) -> None
         await until(pilot, lambda: app.busy is None, timeout=60)
         failed = [n for n in app._notifications if n.title == "Build failed"]
         assert failed and "error diagnostic" in failed[0].message
+
+
+@pytest.mark.parametrize("size", [(80, 24), (100, 30)])
+async def test_every_endpoint_row_is_visible(quickstart: Path, size: tuple[int, int]) -> None:
+    # Two orphans beside the four endpoints in code: six rows, a typical project's worth.
+    orphans = [{"name": n, "status": "healthy", "drift": "orphaned"} for n in ("old_a", "old_b")]
+    app = FlashApp(quickstart, clock=clock, connect=False, watch=False, statuses=orphans)
+    async with app.run_test(size=size) as pilot:
+        await until(pilot, lambda: app.scan_count >= 1)
+        table = app.dashboard.query_one(EndpointsTable)
+        await until(pilot, lambda: table.row_count == 6)
+        await pilot.pause()
+        # Header plus every row fit in the table's own viewport: nothing to scroll to.
+        assert table.scrollable_content_region.height >= table.row_count + 1
+        assert table.max_scroll_y == 0
+        assert app.dashboard.query_one(DetailPane).size.height >= 3, "detail keeps some room"
