@@ -2,8 +2,32 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Sequence
+from pathlib import Path
+from typing import NoReturn
+
+# Exit code for a bad command line, the same one argparse uses.
+USAGE_ERROR = 2
+
+
+def _usage_error(message: str) -> NoReturn:
+    """Print `message` in argparse's style and exit with the usage error code."""
+    usage = "usage: flash-tui COMMAND ... | flash-tui [PATH] [--target local|runpod]"
+    print(usage, file=sys.stderr)
+    print(f"flash-tui: error: {message}", file=sys.stderr)
+    raise SystemExit(USAGE_ERROR)
+
+
+def _tui_has_a_screen() -> bool:
+    """Whether the TUI has somewhere to draw.
+
+    A terminal on stdout, or `textual serve`, which pipes stdout to the browser but tells the
+    app to use its web driver through TEXTUAL_DRIVER. Without either, the full-screen app has
+    no one to talk to (and once spun at full CPU with no terminal).
+    """
+    return sys.stdout.isatty() or bool(os.environ.get("TEXTUAL_DRIVER"))
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -11,8 +35,23 @@ def main(argv: Sequence[str] | None = None) -> None:
     from engine import cli
 
     args = list(sys.argv[1:] if argv is None else argv)
-    if args and (args[0] in cli.subcommand_names() or args[0] in {"-h", "--help"}):
+    commands = sorted(cli.subcommand_names())
+    if args and (args[0] in commands or args[0] in {"-h", "--help"}):
         raise SystemExit(cli.main(args))
+
+    # A first word that is neither a command nor a directory is most likely a mistyped
+    # command (`flash-tui events`): say so instead of opening the TUI on a missing project.
+    if args and not args[0].startswith("-") and not Path(args[0]).exists():
+        choices = ", ".join(repr(name) for name in commands)
+        _usage_error(
+            f"{args[0]!r} is neither a command nor an existing project path (choose from {choices})"
+        )
+    if not _tui_has_a_screen():
+        _usage_error(
+            "the TUI needs a terminal (stdout is not one); use a subcommand such as "
+            '`flash-tui status`, or serve it in a browser with `textual serve -c "flash-tui PATH"`'
+        )
+
     from flash_tui.app import run
 
     raise SystemExit(run(args))
