@@ -200,7 +200,12 @@ class FlashApp(App[None]):
     @on(ScanFailed)
     def _scan_failed(self, message: ScanFailed) -> None:
         self.log_engine(f"scan failed: {message.reason}", "error")
-        self.notify(message.reason, title="Cannot scan the project", severity="error", timeout=8)
+        self.notify(
+            present.short_reason(message.reason),
+            title="Cannot scan the project",
+            severity="error",
+            timeout=8,
+        )
         self.dashboard.query_one(ManifestTree).show({}, [])
         self._render_header()
 
@@ -453,7 +458,10 @@ class FlashApp(App[None]):
         else:
             self.log_engine(f"{message.operation} failed: {message.error}", "error")
             self.notify(
-                message.error or "failed", title=f"{title} failed", severity="error", timeout=10
+                present.short_reason(message.error or "failed"),
+                title=f"{title} failed",
+                severity="error",
+                timeout=10,
             )
         self._render_header()
         if self.connected and message.operation != "build":

@@ -232,3 +232,18 @@ def signature_text(name: str, signature: Iterable[Mapping[str, Any]] | None, is_
         params.append(piece)
     prefix = "async def" if is_async else "def"
     return f"{prefix} {name}({', '.join(params)})"
+
+
+def short_reason(text: str, line_chars: int = 160) -> str:
+    """A toast-sized reason: the first line and, for a traceback, its final exception line.
+
+    A failed import carries a whole traceback; in a notification it would be taller than the
+    screen. The full text stays in the log pane, where it can be scrolled.
+    """
+    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
+    if not lines:
+        return text
+    kept = lines if len(lines) <= 2 else [lines[0], "…", lines[-1]]
+    return "\n".join(
+        line if len(line) <= line_chars else line[: line_chars - 1] + "…" for line in kept
+    )

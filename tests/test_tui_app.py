@@ -274,3 +274,23 @@ async def test_every_endpoint_row_is_visible(quickstart: Path, size: tuple[int, 
         assert table.scrollable_content_region.height >= table.row_count + 1
         assert table.max_scroll_y == 0
         assert app.dashboard.query_one(DetailPane).size.height >= 3, "detail keeps some room"
+
+
+async def test_a_failure_toast_is_short_and_the_log_keeps_the_traceback(quickstart: Path) -> None:
+    from flash_tui.messages import OperationFinished
+
+    traceback = "\n".join(
+        ["1 failed — cpu_worker: import failed: Traceback (most recent call last):"]
+        + [f'  File "/x/mod{i}.py", line {i}, in <module>' for i in range(40)]
+        + ["ModuleNotFoundError: No module named 'nowhere'"]
+    )
+    app = FlashApp(quickstart, clock=clock, connect=False, watch=False)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await until(pilot, lambda: app.scan_count >= 1)
+        app.post_message(OperationFinished("deploy", False, error=traceback))
+        await until(pilot, lambda: any(n.title == "Deploy failed" for n in app._notifications))
+        toast = next(n for n in app._notifications if n.title == "Deploy failed")
+        assert len(toast.message.splitlines()) <= 3
+        assert toast.message.startswith("1 failed — cpu_worker")
+        assert toast.message.endswith("No module named 'nowhere'")
+        assert any("mod39.py" in r.text for r in app.logs), "the full text stays in the log"
