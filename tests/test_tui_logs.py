@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
+from textual import events
 from textual.app import App, ComposeResult
+from textual.pilot import Pilot
 from textual.widgets import Input, Label, Select
 
 from flash_tui.screens.logs import LogsScreen
@@ -89,3 +92,57 @@ async def test_filter_search_and_jump() -> None:
         await pilot.press("escape")  # enter moved focus to the view: escape leaves the screen
         await pilot.pause()
         assert not isinstance(app.screen, LogsScreen)
+
+
+class PaneHarness(App[None]):
+    """A log pane alone, titled like the dashboard's."""
+
+    def __init__(self, buffer: LogBuffer) -> None:
+        super().__init__()
+        self.buffer = buffer
+
+    def compose(self) -> ComposeResult:
+        yield LogView(self.buffer, id="log-pane", title="Logs · all")
+
+
+async def _until(pilot: Pilot, condition: Callable[[], object], timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met before the deadline"
+        await pilot.pause(0.02)
+
+
+async def test_scrolling_up_pauses_follow_and_the_end_resumes_it() -> None:
+    buffer = LogBuffer()
+    for i in range(100):
+        buffer.append("12:00:00", "api", f"line {i}")
+    app = PaneHarness(buffer)
+    async with app.run_test(size=(80, 20)) as pilot:
+        view = app.query_one(LogView)
+        view.focus()
+        view.pull()
+        await _until(pilot, lambda: view.scroll_y == view.max_scroll_y > 0)
+        assert view.border_title == "Logs · all · following"
+
+        for scroll_up in ("pageup", "up", "wheel"):
+            if scroll_up == "wheel":
+                view.post_message(events.MouseScrollUp(view, 1, 1, 0, -1, 0, False, False, False))
+            else:
+                await pilot.press(scroll_up)
+            await _until(pilot, lambda: not view.follow)
+            assert view.border_title == "Logs · all · paused"
+            # New lines arrive: the view stays where the person is reading.
+            await _until(pilot, lambda: view.scroll_y < view.max_scroll_y)
+            where = view.scroll_y
+            buffer.append("12:00:01", "api", "a new line")
+            view.pull()
+            await pilot.pause(0.1)
+            assert view.scroll_y == where and not view.follow
+            await pilot.press("end")  # back at the newest line: following again
+            await _until(pilot, lambda: view.follow and view.scroll_y == view.max_scroll_y)
+            assert view.border_title == "Logs · all · following"
+
+        await pilot.press("f")
+        await _until(pilot, lambda: not view.follow)
+        await pilot.press("f")
+        await _until(pilot, lambda: view.follow and view.scroll_y == view.max_scroll_y)

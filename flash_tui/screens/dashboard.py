@@ -65,8 +65,7 @@ class DashboardScreen(Screen[None]):
                 detail.border_title = "Details"
                 yield detail
         yield ProgressBar(id="progress", show_eta=False)
-        log = LogView(self._logs, id="log-pane")
-        log.border_title = "Logs · all · following"
+        log = LogView(self._logs, id="log-pane", title="Logs · all")
         yield log
         yield Footer(compact=True)
 

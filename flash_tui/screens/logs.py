@@ -52,6 +52,8 @@ class LogsScreen(Screen[None]):
         view = self.query_one(LogView)
         view.rebuild()
         view.focus()
+        # Scrolling in the view turns following off and on: the state line says so at once.
+        self.watch(view, "follow", lambda _: self._update_state(), init=False)
         self._update_state()
         # 10 Hz: often enough to feel live, rare enough that a 2,000 lines/s stream costs little.
         self.set_interval(0.1, self.pull)

@@ -7,11 +7,13 @@ import re
 from rich.segment import Segment
 from rich.style import Style
 from rich.text import Text
+from textual import events
 from textual.binding import Binding
 from textual.cache import LRUCache
 from textual.geometry import Size
 from textual.reactive import reactive
 from textual.scroll_view import ScrollView
+from textual.scrollbar import ScrollTo, ScrollUp
 from textual.strip import Strip
 
 from flash_tui.widgets.logs.buffer import LogBuffer, LogRecord
@@ -40,6 +42,10 @@ class LogView(ScrollView, can_focus=True):
 
     The view keeps a list of the matching records and appends to it as the buffer grows
     (`pull()`), so each refresh costs only the new lines; rendering is per visible row.
+
+    Follow mode keeps the newest line in view. Scrolling up (keys, wheel, scrollbar) turns it
+    off, so new lines do not yank the view away from what a person is reading; scrolling back
+    to the end, or `f`, turns it on again. With `title` the border title shows the state.
     """
 
     DEFAULT_CSS = """
@@ -49,6 +55,7 @@ class LogView(ScrollView, can_focus=True):
     BINDINGS = [
         Binding("end", "scroll_end", "Newest", show=False),
         Binding("home", "scroll_home", "Oldest", show=False),
+        Binding("f", "toggle_follow", "Follow", show=False),
     ]
 
     follow: reactive[bool] = reactive(True)
@@ -63,9 +70,16 @@ class LogView(ScrollView, can_focus=True):
         name: str | None = None,
         id: str | None = None,
         classes: str | None = None,
+        title: str | None = None,
     ) -> None:
         super().__init__(name=name, id=id, classes=classes)
         self.buffer = buffer
+        self.pane_title = title
+        if title:
+            self.border_title = f"{title} · following"
+        # True while the view moves itself (a search jump): only a person's scroll may turn
+        # following back on.
+        self._moving_itself = False
         self._rows: list[LogRecord] = []
         self._seen = -1
         self._max_width = 0
@@ -136,8 +150,52 @@ class LogView(ScrollView, can_focus=True):
         self.refresh()
 
     def watch_follow(self, follow: bool) -> None:
+        if self.pane_title:
+            self.border_title = f"{self.pane_title} · {'following' if follow else 'paused'}"
         if follow:
             self.call_after_refresh(self._to_end)
+
+    def action_toggle_follow(self) -> None:
+        self.follow = not self.follow
+
+    # A person scrolling up: every way of doing it pauses following (when there is anything to
+    # scroll; a view that fits its lines has nothing to pause).
+
+    def _scrolled_up(self) -> None:
+        if self.max_scroll_y > 0:
+            self.follow = False
+
+    def action_scroll_up(self) -> None:
+        self._scrolled_up()
+        super().action_scroll_up()
+
+    def action_page_up(self) -> None:
+        self._scrolled_up()
+        super().action_page_up()
+
+    def action_scroll_home(self) -> None:
+        self._scrolled_up()
+        super().action_scroll_home()
+
+    def _on_mouse_scroll_up(self, event: events.MouseScrollUp) -> None:
+        self._scrolled_up()
+        super()._on_mouse_scroll_up(event)
+
+    def _on_scroll_up(self, event: ScrollUp) -> None:  # a click on the scrollbar track
+        self._scrolled_up()
+        super()._on_scroll_up(event)
+
+    def _on_scroll_to(self, message: ScrollTo) -> None:  # the scrollbar thumb dragged
+        if message.y is not None and message.y < self.scroll_y:
+            self._scrolled_up()
+        super()._on_scroll_to(message)
+
+    def watch_scroll_y(self, old_value: float, new_value: float) -> None:
+        super().watch_scroll_y(old_value, new_value)
+        # Scrolled down to the newest line again: follow from here.
+        at_end = new_value >= self.max_scroll_y
+        if not self.follow and not self._moving_itself and new_value > old_value and at_end:
+            self.follow = True
 
     def search_hits(self) -> list[int]:
         """Row indices whose text contains the search (case-insensitive)."""
@@ -149,7 +207,11 @@ class LogView(ScrollView, can_focus=True):
     def scroll_to_row(self, row: int) -> None:
         """Bring `row` into view (stops following so the view does not jump away)."""
         self.follow = False
-        self.scroll_to(y=max(0, row - self.size.height // 2), animate=False)
+        self._moving_itself = True
+        try:
+            self.scroll_to(y=max(0, row - self.size.height // 2), animate=False)
+        finally:
+            self._moving_itself = False
 
     def render_line(self, y: int) -> Strip:
         scroll_x, scroll_y = self.scroll_offset
