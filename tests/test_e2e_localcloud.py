@@ -404,6 +404,13 @@ def test_sigkilled_worker_is_restarted(
     assert "crashed" in kinds and "restarted" in kinds
     assert worker_pids(home) == {e["pid"] for e in records(api).values()}
 
+    # A redeploy starts the count again: status shows restarts since the last deploy.
+    proc = cli("deploy", "cpu_worker", "--force", "--yes", "--json")
+    assert proc.returncode == 0, proc.stderr
+    redeployed = records(api)["cpu_worker"]
+    assert redeployed["restarts"] == 0 and redeployed["crash_times"] == []
+    assert status(cli)["cpu_worker"]["restarts"] == 0
+
 
 def test_sigkilled_cloud_is_restarted_and_readopts_workers(
     cli: Callable[..., Any], home: Home, api: Callable[[], httpx.Client], env: dict[str, str]

@@ -749,6 +749,10 @@ class Supervisor:
                         status="deploying",
                         port=port,
                         url=f"http://127.0.0.1:{port}",
+                        # A deploy starts a fresh run: status counts restarts and crashes
+                        # since the last deploy, so old crashes don't hide the new code's health
+                        # (or count towards failing it).
+                        restarts=0,
                         crash_times=[],
                         last_error=None,
                     )
