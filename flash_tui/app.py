@@ -10,6 +10,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from rich.text import Text
 from textual import on, work
 from textual.app import App
 from textual.widgets import ProgressBar
@@ -206,7 +207,11 @@ class FlashApp(App[None]):
             severity="error",
             timeout=8,
         )
-        self.dashboard.query_one(ManifestTree).show({}, [])
+        # The reason stays in the tree: a notification fades, and an empty tree would show the
+        # "no endpoints here" hint, which is not what happened.
+        self.manifest, self.diagnostics = {}, []
+        self.dashboard.query_one(ManifestTree).show_error(message.reason)
+        self._render_table()
         self._render_header()
 
     @work(exclusive=True, group="watch")
@@ -413,6 +418,9 @@ class FlashApp(App[None]):
             )
         elif isinstance(item, TreeItem) and item.kind == "diagnostic":
             pane.show(diagnostic_detail(item.payload), title="Diagnostic")
+        elif isinstance(item, TreeItem) and item.kind == "error":
+            reason = str(item.payload.get("message", ""))
+            pane.show(Text(reason, style="red"), title="Cannot scan the project")
 
     def selected_endpoint(self) -> str | None:
         """The endpoint under the cursor of whichever of tree and table has the focus."""

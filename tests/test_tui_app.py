@@ -114,6 +114,14 @@ async def test_unreadable_directory_is_reported_in_the_app(tmp_path: Path) -> No
     async with app.run_test(size=(80, 24)) as pilot:
         await until(pilot, lambda: any("scan failed" in r.text for r in app.logs))
         assert any("not a readable directory" in n.message for n in app._notifications)
+        # The tree keeps the reason (the toast fades); no "no endpoints here" hint.
+        keys = tree_keys(app)
+        assert ("error",) in keys and not any(k[0] == "hint" for k in keys)
+        tree = app.dashboard.query_one(ManifestTree)
+        labels = [str(node.label) for node in tree.root.children[0].children]
+        assert any("not a readable directory" in label for label in labels)
+        tree.move_to(("error", "0"))
+        await until(pilot, lambda: "not a readable directory" in " ".join(detail_text(app).split()))
 
 
 async def test_rescan_keeps_selection_and_expansion_and_flashes_changes(quickstart: Path) -> None:

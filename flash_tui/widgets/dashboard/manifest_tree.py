@@ -20,7 +20,7 @@ _FLASH_STYLE = "on #5f5f00"
 class TreeItem:
     """What a node stands for; `key` identifies it across rescans."""
 
-    kind: str  # "endpoint" | "function" | "diagnostics" | "diagnostic" | "hint"
+    kind: str  # "endpoint" | "function" | "diagnostics" | "diagnostic" | "hint" | "error"
     key: tuple[str, ...]
     endpoint: str | None = None
     payload: Mapping[str, Any] = field(default_factory=dict)
@@ -66,6 +66,18 @@ def _diag_label(diag: Any) -> Text:
     text.append(where + " ", style="bold")
     text.append(str(present.field(diag, "message", "")))
     return text
+
+
+def error_specs(reason: str) -> list[_Spec]:
+    """The tree when the project could not be scanned at all: what went wrong, not a hint."""
+    item = TreeItem("error", ("error",), payload={"message": reason})
+    label = Text("✖ Cannot scan the project", style="bold red")
+    # The reason on its own lines (the tree does not wrap); the detail pane shows it whole.
+    children = [
+        _Spec(TreeItem("error", ("error", str(i)), payload={"message": reason}), Text(line))
+        for i, line in enumerate(reason.splitlines() or [reason])
+    ]
+    return [_Spec(item, label, children)]
 
 
 def build_specs(manifest: Mapping[str, Any], diagnostics: Sequence[Any]) -> list[_Spec]:
@@ -157,10 +169,17 @@ class ManifestTree(Tree[TreeItem]):
 
     def show(self, manifest: Mapping[str, Any], diagnostics: Sequence[Any]) -> set[tuple[str, ...]]:
         """Show a new scan result; returns the keys of nodes that changed (and flash them)."""
+        return self._show(build_specs(manifest, diagnostics))
+
+    def show_error(self, reason: str) -> None:
+        """Show why the project could not be scanned (instead of any endpoints)."""
+        self._show(error_specs(reason))
+
+    def _show(self, specs: list[_Spec]) -> set[tuple[str, ...]]:
         changed: set[tuple[str, ...]] = set()
         cursor = self.cursor_node
         cursor_key = cursor.data.key if cursor is not None and cursor.data is not None else None
-        self._sync(self.root, build_specs(manifest, diagnostics), changed)
+        self._sync(self.root, specs, changed)
         # The cursor is a line number: nodes added above it would shift the selection.
         if cursor_key is not None:
             self.move_to(cursor_key)
