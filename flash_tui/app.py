@@ -13,6 +13,7 @@ from typing import Any
 from rich.text import Text
 from textual import on, work
 from textual.app import App
+from textual.timer import Timer
 from textual.widgets import ProgressBar
 
 from flash_tui import present
@@ -116,6 +117,7 @@ class FlashApp(App[None]):
         self.last_scan_ms = 0.0
         self._stop_watch = asyncio.Event()
         self.health_monitor: Any = None
+        self._status_timer: Timer | None = None
         self._event_id = 0
         if statuses is not None:
             self._set_statuses(statuses)
@@ -239,15 +241,21 @@ class FlashApp(App[None]):
         self._refresh_status()
         self._monitor()
         self._follow_logs()
-        # Restarts, uptime and supervisor states change without a health transition.
-        self.set_interval(STATUS_INTERVAL, self._refresh_status)
+        # Restarts, uptime and supervisor states change without a health transition. Once: a
+        # retry after a failed connect must not add a second timer.
+        if self._status_timer is None:
+            self._status_timer = self.set_interval(STATUS_INTERVAL, self._refresh_status)
 
     @on(EngineUnavailable)
     def _unavailable(self, message: EngineUnavailable) -> None:
         self.connected = False
+        # The header keeps saying so after the toast fades; `r` tries again.
+        self.target_desc = f"{self.backend.target} unreachable (r retries)"
         self.log_engine(f"target unavailable: {message.reason}", "warning")
         self.notify(
-            message.reason, title=f"Target {self.backend.target} unreachable", severity="warning"
+            present.short_reason(message.reason),
+            title=f"Target {self.backend.target} unreachable",
+            severity="warning",
         )
         self._render_table()
         self._render_header()
@@ -710,6 +718,12 @@ class FlashApp(App[None]):
         self.rescan()
         if self.connected:
             self._refresh_status()
+        elif self.connect_target:
+            # The target was unreachable (a local cloud that was down, say): try again.
+            self.target_desc = f"{self.backend.target} (connecting…)"
+            self._render_header()
+            self.log_engine(f"connecting to {self.backend.target} again")
+            self._connect()
 
     def action_probe_health(self) -> None:
         self._probe()

@@ -4,21 +4,24 @@ from __future__ import annotations
 
 import shutil
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
 import pytest
 from textual.command import CommandPalette
 from textual.pilot import Pilot
 
 from flash_tui.app import FlashApp, parse_args
+from flash_tui.backend import Backend, BackendError
 from flash_tui.commands import ACTIONS
 from flash_tui.screens.help import HelpScreen
 from flash_tui.screens.logs import LogsScreen
 from flash_tui.screens.route_tester import RouteTesterScreen
 from flash_tui.widgets.dashboard.detail_pane import DetailPane
 from flash_tui.widgets.dashboard.endpoints_table import EndpointsTable
+from flash_tui.widgets.dashboard.header_line import HeaderLine
 from flash_tui.widgets.dashboard.manifest_tree import ManifestTree
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -302,3 +305,49 @@ async def test_a_failure_toast_is_short_and_the_log_keeps_the_traceback(quicksta
         assert toast.message.startswith("1 failed — cpu_worker")
         assert toast.message.endswith("No module named 'nowhere'")
         assert any("mod39.py" in r.text for r in app.logs), "the full text stays in the log"
+
+
+class FlakyTarget(Backend):
+    """A target that is unreachable on the first connect and reachable after (no cloud)."""
+
+    def __init__(self, project: Path) -> None:
+        super().__init__(project)
+        self.connects = 0
+
+    async def connect(self) -> str:
+        self.connects += 1
+        if self.connects == 1:
+            raise BackendError("local cloud is not running")
+        return "local (fake)"
+
+    async def status(self, probe: bool = True) -> list[Any]:
+        return []
+
+    async def events(self, since: int = 0) -> list[dict[str, Any]]:
+        return []
+
+    def health_monitor(self, interval: float) -> Any:
+        from engine.health import HealthMonitor
+
+        async def nothing() -> list[Any]:
+            return []
+
+        return HealthMonitor(nothing, interval=interval)
+
+    async def follow_logs(self, lines: int = 20) -> AsyncIterator[Any]:
+        raise BackendError("no logs to follow")
+        yield  # an async generator that ends at once
+
+
+async def test_rescan_key_retries_an_unreachable_target(quickstart: Path) -> None:
+    backend = FlakyTarget(quickstart)
+    app = FlashApp(quickstart, clock=clock, watch=False, backend=backend)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await until(pilot, lambda: backend.connects == 1 and app.scan_count >= 1)
+        header = app.dashboard.query_one(HeaderLine)
+        await until(pilot, lambda: "unreachable" in header.summary)
+        assert not app.connected
+        await pilot.press("r")
+        await until(pilot, lambda: app.connected)
+        assert backend.connects == 2
+        await until(pilot, lambda: "target: local (fake)" in header.summary)
