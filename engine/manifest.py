@@ -9,7 +9,8 @@ Upstream keys are kept as they are: `version`, `generated_at`, `project_name`, `
 (sorted by name), `function_registry`, and `routes` (only when some load-balanced resource has
 routes). Extra fields of ours (see the README): per resource `config`, `config_hash`, `unresolved`,
 `file`, `line`, `mothership`; per function `file`, `line`, `signature`, `dependencies`,
-`system_dependencies`, `class_methods`. Every dict has sorted keys and every list a defined
+`system_dependencies`, `class_methods`, `method_signatures` (per class method, its parameters
+without `self`). Every dict has sorted keys and every list a defined
 order, so equal sources give equal JSON.
 
 Deliberate differences from upstream 0.20.0 (its bugs, flash_facts §11): CPU load balancers are
@@ -69,6 +70,8 @@ class FunctionInfo:
     system_dependencies: list[str] = field(default_factory=list)
     signature: list[dict[str, Any]] = field(default_factory=list)
     class_methods: list[str] = field(default_factory=list)
+    # per public method of a class: its parameters without `self` (same shape as `signature`)
+    method_signatures: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     # the line of the decorator, for route diagnostics
     decorator_line: int = 0
     # method/path given but not statically known: already diagnosed by the scanner
@@ -198,6 +201,7 @@ def _new_function_entry(fn: FunctionInfo, lb: bool, live: bool) -> dict[str, Any
     entry["is_live_resource"] = live
     entry["is_load_balanced"] = lb
     entry["line"] = fn.line
+    entry["method_signatures"] = {m: fn.method_signatures[m] for m in sorted(fn.method_signatures)}
     entry["module"] = fn.module
     entry["name"] = fn.name
     entry["signature"] = fn.signature

@@ -129,6 +129,8 @@ class Decorated:
     decorators: list[tuple[CallExpr, bool]]  # (call, called) - `called` False for bare `@x`
     signature: list[dict[str, Any]]
     class_methods: list[str]
+    # For a class: each public method's parameters (without `self`), as `signature`.
+    method_signatures: dict[str, list[dict[str, Any]]]
 
 
 @dataclass
@@ -334,15 +336,19 @@ class _Extractor:
                 None,
             )
             signature = _signature(init.args, self.src, True) if init is not None else []
-            methods = [
-                st.name
+            public = [
+                st
                 for st in node.body
                 if isinstance(st, (ast.FunctionDef, ast.AsyncFunctionDef))
                 and not st.name.startswith("_")
             ]
+            methods = [st.name for st in public]
+            # The route tester prefills a method's body from these; `self` is not sent.
+            method_signatures = {st.name: _signature(st.args, self.src, True) for st in public}
         else:
             signature = _signature(node.args, self.src, False)
             methods = []
+            method_signatures = {}
         self.decorated.append(
             Decorated(
                 name=node.name,
@@ -354,6 +360,7 @@ class _Extractor:
                 decorators=decorators,
                 signature=signature,
                 class_methods=methods,
+                method_signatures=method_signatures,
             )
         )
 
@@ -1369,6 +1376,7 @@ class Scanner:
                     system_dependencies=sys_deps,
                     signature=item.signature,
                     class_methods=item.class_methods,
+                    method_signatures=item.method_signatures,
                     decorator_line=call.line,
                     route_unknown=route_unknown,
                 )

@@ -679,19 +679,24 @@ class FlashApp(App[None]):
         for name, res in sorted((self.manifest.get("resources") or {}).items()):
             is_lb = bool(res.get("is_load_balanced"))
             for fn in res.get("functions") or []:
-                callables = [str(fn.get("name"))]
+                signature = tuple(fn.get("signature") or ())
+                # (callable, its parameters, the constructor's parameters for a class method)
+                callables = [(str(fn.get("name")), signature, ())]
                 if fn.get("is_class") and not is_lb:
-                    callables = [f"{fn.get('name')}.{m}" for m in fn.get("class_methods") or []]
-                for function in callables:
+                    methods = fn.get("method_signatures") or {}
+                    callables = [
+                        (f"{fn.get('name')}.{m}", tuple(methods.get(m) or ()), signature)
+                        for m in fn.get("class_methods") or []
+                    ]
+                for function, params, init in callables:
                     targets.append(
                         RouteTarget(
                             endpoint=name,
                             function=function,
                             method=fn.get("http_method") if is_lb else None,
                             path=fn.get("http_path") if is_lb else None,
-                            signature=tuple(fn.get("signature") or ())
-                            if "." not in function
-                            else (),
+                            signature=params,
+                            init_signature=init,
                             deployed=name in deployed,
                         )
                     )

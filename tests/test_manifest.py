@@ -49,6 +49,7 @@ FUNCTION_KEYS = {
     "dependencies",
     "system_dependencies",
     "class_methods",
+    "method_signatures",
 }
 
 

@@ -99,6 +99,13 @@ def test_remote_forms_and_import_aliases(tmp_path: Path) -> None:
     assert _fn(m, "via_module")["system_dependencies"] == ["ffmpeg"]
     model = _fn(m, "Model")
     assert model["is_class"] is True and model["class_methods"] == ["predict", "stream"]
+    # Each method's parameters, without `self` (the route tester prefills from them).
+    assert model["method_signatures"] == {
+        "predict": [
+            {"annotation": "float", "default": None, "kind": "POSITIONAL_OR_KEYWORD", "name": "x"}
+        ],
+        "stream": [],
+    }
     assert model["signature"] == [
         {"annotation": "int", "default": "3", "kind": "POSITIONAL_OR_KEYWORD", "name": "size"}
     ]

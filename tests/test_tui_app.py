@@ -222,6 +222,16 @@ async def test_route_tester_prefills_body_from_the_signature(quickstart: Path) -
         import json
 
         assert json.loads(screen.query_one("#body", TextArea).text) == {"text": "", "dims": 8}
+        # A QB class method: its own parameters, and the constructor's under `init`.
+        screen.query_one("#targets", OptionList).highlighted = titles.index(
+            "cpu_worker:TextAnalyzer.keywords"
+        )
+        await pilot.pause()
+        assert json.loads(screen.query_one("#body", TextArea).text) == {
+            "text": "",
+            "top": 3,
+            "init": {"stopwords": None},
+        }
         # Invalid JSON is refused with a message, nothing is sent.
         screen.query_one("#body", TextArea).text = "{not json"
         await pilot.press("ctrl+s")

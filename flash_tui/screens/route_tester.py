@@ -32,6 +32,8 @@ class RouteTarget:
     path: str | None = None
     signature: tuple[dict[str, Any], ...] = ()
     deployed: bool = True
+    # For a class method: the constructor's parameters (sent under `init`, see engine.invoke).
+    init_signature: tuple[dict[str, Any], ...] = ()
 
     @property
     def kind(self) -> str:
@@ -83,7 +85,10 @@ class TesterBackend(Protocol):
 
 def prefill(target: RouteTarget) -> str:
     """The JSON body prefilled from the function's parameters."""
-    return json.dumps(present.prefill_body(target.signature), indent=2)
+    body = present.prefill_body(target.signature)
+    if target.init_signature:
+        body["init"] = present.prefill_body(target.init_signature)
+    return json.dumps(body, indent=2)
 
 
 def render_response(response: TesterResponse) -> Group:
