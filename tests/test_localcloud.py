@@ -17,13 +17,14 @@ import pytest
 
 from engine.home import Home, write_private
 from engine.localcloud import logfiles
+from engine.localcloud import store as store_module
 from engine.localcloud.discovery import (
     CloudError,
     ensure_cloud,
     read_state,
     stop_cloud,
 )
-from engine.localcloud.store import SCHEMA_VERSION, Store
+from engine.localcloud.store import MIGRATIONS, SCHEMA_VERSION, Store
 
 
 def mode(path: Path) -> int:
@@ -101,6 +102,57 @@ def test_store_refuses_a_newer_schema(tmp_path: Path) -> None:
     conn.close()
     with pytest.raises(RuntimeError, match="newer"):
         Store(path)
+
+
+# A future migration with what a naive split on ";" gets wrong: a literal and a trigger body.
+MIGRATION_V2 = """
+    ALTER TABLE apps ADD COLUMN note TEXT NOT NULL DEFAULT 'a;b';
+    CREATE TABLE app_audit (app TEXT NOT NULL, note TEXT NOT NULL);
+    -- every new app is audited; the trigger body has its own semicolons
+    CREATE TRIGGER apps_audit AFTER INSERT ON apps BEGIN
+        INSERT INTO app_audit (app, note) VALUES (NEW.name, 'created; audited');
+    END;
+"""
+
+
+def test_store_migrates_a_v1_database_keeping_its_data(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "cloud.db"
+    v1 = Store(path)
+    v1.upsert_app("old", "/p")
+    v1.add_event("deployed", "kept", app="old")
+    v1.close()
+
+    monkeypatch.setattr(store_module, "MIGRATIONS", (*MIGRATIONS, MIGRATION_V2))
+    v2 = Store(path)
+    try:
+        assert v2.schema_version == 2
+        assert v2._query("SELECT name, note FROM apps")[0][:] == ("old", "a;b")
+        assert [e["message"] for e in v2.events("old")] == ["kept"]
+        v2.upsert_app("new", "/q")  # the trigger fires
+        assert v2._query("SELECT app, note FROM app_audit")[0][:] == ("new", "created; audited")
+    finally:
+        v2.close()
+
+
+def test_a_failing_migration_leaves_the_database_untouched(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "cloud.db"
+    Store(path).close()
+    broken = "CREATE TABLE half_done (x INTEGER); CREATE TABLE oops (;"
+    monkeypatch.setattr(store_module, "MIGRATIONS", (*MIGRATIONS, broken))
+    with pytest.raises(sqlite3.OperationalError):
+        Store(path)
+    monkeypatch.undo()
+    again = Store(path)
+    try:
+        assert again.schema_version == 1
+        tables = {row[0] for row in again._query("SELECT name FROM sqlite_master")}
+        assert "half_done" not in tables
+    finally:
+        again.close()
 
 
 def test_log_files_rotate_tail_and_follow(tmp_path: Path) -> None:

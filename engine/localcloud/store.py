@@ -117,6 +117,26 @@ ENDPOINT_COLUMNS: tuple[str, ...] = (
 _JSON_COLUMNS = {"config", "crash_times"}
 
 
+def split_statements(script: str) -> Iterator[str]:
+    """The SQL statements of `script`, one at a time.
+
+    A ";" only ends a statement when SQLite agrees the text so far is complete, so semicolons
+    inside string literals, comments and trigger bodies (BEGIN ... END) don't split it.
+    """
+    pending = ""
+    for piece in script.split(";"):
+        pending += piece + ";"
+        if sqlite3.complete_statement(pending):
+            if pending.strip(" \t\r\n;"):  # an empty statement (";") needs no running
+                yield pending.strip()
+            pending = ""
+    # Left over: a trailing comment (harmless to run) or an unfinished statement, which is
+    # run too so that SQLite reports the syntax error instead of it being dropped silently.
+    rest = pending.removesuffix(";").strip()
+    if rest:
+        yield rest
+
+
 def _endpoint_row(row: sqlite3.Row) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for name in row.keys():
@@ -176,17 +196,20 @@ class Store:
             return list(self._conn.execute(sql, params))
 
     def _migrate(self) -> None:
+        # All pending migrations and their version bumps run in one transaction: a crash or a
+        # failing statement leaves the database at its old version, untouched. (executescript
+        # would commit first, so each statement is executed on its own instead.)
+        latest = len(MIGRATIONS)
         with self.transaction() as conn:
             version = conn.execute("PRAGMA user_version").fetchone()[0]
-            if version > SCHEMA_VERSION:
+            if version > latest:
                 raise RuntimeError(
                     f"{self.path} has schema version {version}, newer than this flash-tui "
-                    f"({SCHEMA_VERSION}); upgrade flash-tui or use another FLASH_TUI_HOME"
+                    f"({latest}); upgrade flash-tui or use another FLASH_TUI_HOME"
                 )
-            for index in range(version, SCHEMA_VERSION):
-                for statement in MIGRATIONS[index].split(";"):
-                    if statement.strip():
-                        conn.execute(statement)
+            for index in range(version, latest):
+                for statement in split_statements(MIGRATIONS[index]):
+                    conn.execute(statement)
                 conn.execute(f"PRAGMA user_version = {index + 1}")
 
     @property
