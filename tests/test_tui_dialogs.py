@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import io
+import time
 from typing import Any
 
+from rich.console import Console
 from textual.app import App, ComposeResult
 from textual.screen import Screen
-from textual.widgets import Button, Input, Label
+from textual.widgets import Button, Input, Label, Static
 
+# The module, not its names: pytest would try to collect a class named Test*.
+from flash_tui.screens import route_tester
 from flash_tui.screens.confirm import (
     PlanScreen,
     UndeployAllScreen,
@@ -169,3 +174,47 @@ async def test_help_screen_lists_every_key_and_closes() -> None:
         await pilot.press("escape")
         await pilot.pause()
     assert app.results == [None]
+
+
+class CurlOnly:
+    """A tester backend that only builds curl commands (nothing is sent)."""
+
+    def targets(self) -> list[route_tester.RouteTarget]:
+        return [route_tester.RouteTarget("api", "compute", "POST", "/compute")]
+
+    async def send(
+        self, target: route_tester.RouteTarget, body: Any
+    ) -> route_tester.TesterResponse:
+        raise AssertionError("not sent in this test")
+
+    async def curl(self, target: route_tester.RouteTarget, body: Any, reveal_key: bool) -> str:
+        key = "sk-secret" if reveal_key else "$FLASH_ENDPOINT_KEY"
+        return f"curl -X POST -H 'Authorization: Bearer {key}' http://x{target.path}"
+
+
+class CurlHarness(App[None]):
+    def on_mount(self) -> None:
+        self.push_screen(route_tester.RouteTesterScreen(CurlOnly()))
+
+
+async def test_copy_as_curl_also_shows_the_command() -> None:
+    app = CurlHarness()
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.pause()
+        response = app.screen.query_one("#response", Static)
+
+        def shown() -> str:
+            console = Console(width=200, file=io.StringIO(), record=True)
+            console.print(response.content)
+            return " ".join(console.export_text().split())
+
+        await pilot.press("ctrl+y")
+        deadline = time.monotonic() + 5
+        while "$FLASH_ENDPOINT_KEY" not in shown():
+            assert time.monotonic() < deadline, shown()
+            await pilot.pause(0.02)
+        assert "key redacted" in shown() and "sk-secret" not in shown()
+        await pilot.press("ctrl+k")
+        while "sk-secret" not in shown():
+            assert time.monotonic() < deadline, shown()
+            await pilot.pause(0.02)

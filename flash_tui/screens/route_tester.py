@@ -287,6 +287,13 @@ class RouteTesterScreen(Screen[None]):
         if self.on_copy:
             self.on_copy(self.last_curl)
         note = "with the endpoint key" if reveal else "key redacted; ctrl+k includes it"
+        # Many terminals ignore the clipboard escape: the command is also shown, to select.
+        self.query_one("#response", Static).update(
+            Group(
+                Text(f"curl command ({note}), copied to the clipboard:", style="dim"),
+                Text(self.last_curl, overflow="fold"),
+            )
+        )
         self.notify(f"curl command copied ({note})", title="Copied")
 
     def action_copy_curl(self) -> None:
