@@ -118,6 +118,9 @@ class FlashApp(App[None]):
         self._stop_watch = asyncio.Event()
         self.health_monitor: Any = None
         self._status_timer: Timer | None = None
+        # Endpoints being or having been undeployed, until the target reports them deployed
+        # again: a probe already in flight when their worker stopped is not news.
+        self.retired: set[str] = set()
         self._event_id = 0
         if statuses is not None:
             self._set_statuses(statuses)
@@ -309,11 +312,17 @@ class FlashApp(App[None]):
                 if isinstance(event, HealthSample):
                     self.post_message(HealthSampled(event.endpoint, event.ok, event.latency_ms))
                 elif isinstance(event, HealthChange):
-                    state = "healthy" if event.ok else f"unhealthy: {event.detail or 'no answer'}"
-                    self.log_engine(f"{event.endpoint} {state}", "info" if event.ok else "error")
-                    self._refresh_status()
+                    self.health_changed(event.endpoint, event.ok, event.detail)
         finally:
             await monitor.stop()
+
+    def health_changed(self, endpoint: str, ok: bool, detail: str | None) -> None:
+        """An endpoint turned healthy or unhealthy: say so and ask for the new status."""
+        if endpoint in self.retired:
+            return  # undeployed on purpose: its worker not answering is expected
+        state = "healthy" if ok else f"unhealthy: {detail or 'no answer'}"
+        self.log_engine(f"{endpoint} {state}", "info" if ok else "error")
+        self._refresh_status()
 
     @work(exclusive=True, group="logs")
     async def _follow_logs(self, lines: int = 20) -> None:
@@ -336,6 +345,12 @@ class FlashApp(App[None]):
     @on(StatusUpdated)
     def _status_updated(self, message: StatusUpdated) -> None:
         self._set_statuses(message.statuses)
+        deployed = set(self.deployed_names())
+        # A sparkline belongs to a deployment: an endpoint no longer deployed loses its history.
+        for name in set(self.samples) - deployed:
+            del self.samples[name]
+        if self.busy != "undeploy":
+            self.retired -= deployed  # deployed again: its health is news again
         self._render_table()
         self._render_header()
         self._render_detail()
@@ -345,6 +360,8 @@ class FlashApp(App[None]):
 
     @on(HealthSampled)
     def _health(self, message: HealthSampled) -> None:
+        if message.endpoint in self.retired:
+            return
         samples = self.samples.setdefault(message.endpoint, deque(maxlen=HEALTH_HISTORY))
         samples.append(message.latency_ms if message.ok else None)
         self._render_table()
@@ -648,9 +665,19 @@ class FlashApp(App[None]):
             confirmed = bool(await self.push_screen_wait(screen))
             if not confirmed:
                 self.log_engine("undeploy cancelled: nothing was changed")
+            else:
+                self.retire(names)
             return confirmed
 
         return confirm
+
+    def retire(self, names: Iterable[str]) -> None:
+        """Stop showing health for endpoints being undeployed (probes of them will fail)."""
+        names = set(names)
+        self.retired |= names
+        for name in names:
+            self.samples.pop(name, None)
+        self._render_table()
 
     @work(group="op")
     async def _undeploy(self, names: list[str] | None) -> None:

@@ -361,3 +361,39 @@ async def test_rescan_key_retries_an_unreachable_target(quickstart: Path) -> Non
         await until(pilot, lambda: app.connected)
         assert backend.connects == 2
         await until(pilot, lambda: "target: local (fake)" in header.summary)
+
+
+async def test_undeployed_endpoints_lose_their_health_history(quickstart: Path) -> None:
+    from flash_tui.messages import HealthSampled, StatusUpdated
+
+    deployed = [{"name": "gateway", "status": "healthy"}, {"name": "api", "status": "healthy"}]
+    app = FlashApp(
+        quickstart,
+        clock=clock,
+        connect=False,
+        watch=False,
+        statuses=deployed,
+        health={"gateway": [2.0, 3.0], "api": [1.0]},
+    )
+    async with app.run_test(size=(100, 30)) as pilot:
+        await until(pilot, lambda: app.scan_count >= 1)
+        table = app.dashboard.query_one(EndpointsTable)
+        # Confirming an undeploy: a probe failing while its worker stops is expected, not news.
+        app.retire(["gateway"])
+        app.health_changed("gateway", False, "connection refused")
+        app.post_message(HealthSampled("gateway", False, None))
+        app.post_message(HealthSampled("api", True, 1.5))
+        await until(pilot, lambda: len(app.samples["api"]) == 2)
+        assert "gateway" not in app.samples
+        assert not any("gateway unhealthy" in r.text for r in app.logs)
+        # The target reports api undeployed too (by another client): its sparkline goes.
+        app.post_message(StatusUpdated([{"name": "gateway", "status": "not_deployed"}]))
+        await until(pilot, lambda: "api" not in app.samples)
+        rows = {row.name: row for row in app.rows()}
+        assert rows["api"].samples == [] and rows["gateway"].samples == []
+        assert table._shown["api"].samples == []
+        # Deployed again: its health counts again.
+        app.post_message(StatusUpdated([{"name": "gateway", "status": "healthy"}]))
+        await until(pilot, lambda: "gateway" not in app.retired)
+        app.post_message(HealthSampled("gateway", True, 2.5))
+        await until(pilot, lambda: list(app.samples.get("gateway", ())) == [2.5])
