@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import re
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from datetime import datetime
@@ -419,7 +420,11 @@ class FlashApp(App[None]):
             parts.append(f"{errors} errors")
         if self.busy:
             parts.append(f"{self.busy}…")
-        self.dashboard.query_one(HeaderLine).summary = " · ".join(parts)
+        header = self.dashboard.query_one(HeaderLine)
+        header.summary = " · ".join(parts)
+        # Narrow: no "(127.0.0.1:PORT)" (the detail pane and `flash-tui status` show it).
+        target = re.sub(r"\s*\([^)]*\)", "", self.target_desc)
+        header.compact = " · ".join([parts[0], target, *parts[2:]])
 
     def _select(self, item: TreeItem | str | None) -> None:
         self.selection = item
@@ -752,7 +757,7 @@ class FlashApp(App[None]):
             self._refresh_status()
         elif self.connect_target:
             # The target was unreachable (a local cloud that was down, say): try again.
-            self.target_desc = f"{self.backend.target} (connecting…)"
+            self.target_desc = f"{self.backend.target} connecting…"
             self._render_header()
             self.log_engine(f"connecting to {self.backend.target} again")
             self._connect()

@@ -320,15 +320,16 @@ async def test_a_failure_toast_is_short_and_the_log_keeps_the_traceback(quicksta
 class FlakyTarget(Backend):
     """A target that is unreachable on the first connect and reachable after (no cloud)."""
 
-    def __init__(self, project: Path) -> None:
+    def __init__(self, project: Path, failures: int = 1) -> None:
         super().__init__(project)
         self.connects = 0
+        self.failures = failures
 
     async def connect(self) -> str:
         self.connects += 1
-        if self.connects == 1:
+        if self.connects <= self.failures:
             raise BackendError("local cloud is not running")
-        return "local (fake)"
+        return "local (127.0.0.1:40123)"
 
     async def status(self, probe: bool = True) -> list[Any]:
         return []
@@ -360,7 +361,36 @@ async def test_rescan_key_retries_an_unreachable_target(quickstart: Path) -> Non
         await pilot.press("r")
         await until(pilot, lambda: app.connected)
         assert backend.connects == 2
-        await until(pilot, lambda: "target: local (fake)" in header.summary)
+        await until(pilot, lambda: "target: local (127.0.0.1:40123)" in header.summary)
+
+
+def header_text(app: FlashApp) -> str:
+    """The header line as shown (rendered at the header's own width)."""
+    import io
+
+    from rich.console import Console
+
+    header = app.dashboard.query_one(HeaderLine)
+    console = Console(width=header.size.width, file=io.StringIO(), record=True)
+    console.print(header.render())
+    return console.export_text().rstrip("\n")
+
+
+@pytest.mark.parametrize("width", [80, 100])
+async def test_header_summary_fits_the_width(quickstart: Path, width: int) -> None:
+    statuses = [{"name": "gateway", "status": "healthy", "drift": "drifted"}]
+    backend = FlakyTarget(quickstart, failures=0)
+    app = FlashApp(quickstart, clock=clock, watch=False, backend=backend, statuses=statuses)
+    async with app.run_test(size=(width, 24)) as pilot:
+        await until(pilot, lambda: app.connected and app.scan_count >= 1)
+        app._set_statuses(statuses)  # the fake target reports nothing; keep one drifted
+        app._render_header()
+        await pilot.pause()
+        text = header_text(app)
+        assert "4 endpoints · 1 drifted" in text and "12:00:00" in text, text
+        assert "…" not in text
+        # host:port only where there is room for it.
+        assert ("127.0.0.1:40123" in text) == (width >= 100), text
 
 
 async def test_undeployed_endpoints_lose_their_health_history(quickstart: Path) -> None:

@@ -19,6 +19,8 @@ class HeaderLine(Widget):
     """
 
     summary: reactive[str] = reactive("")
+    # The same without details (host:port) for narrow terminals, where the counts matter more.
+    compact: reactive[str] = reactive("")
 
     def __init__(self, clock: Callable[[], datetime], *, id: str | None = None) -> None:
         super().__init__(id=id)
@@ -33,7 +35,12 @@ class HeaderLine(Widget):
         grid.add_column(ratio=1, no_wrap=True, overflow="ellipsis")
         grid.add_column(justify="right", no_wrap=True)
         left = Text(" flash-tui", style="bold")
-        if self.summary:
-            left.append(" · " + self.summary)
-        grid.add_row(left, Text(self._clock().strftime("%H:%M:%S") + " ", style="bold"))
+        clock = Text(self._clock().strftime("%H:%M:%S") + " ", style="bold")
+        summary = self.summary
+        room = self.size.width - clock.cell_len - left.cell_len - len(" · ") - 1
+        if self.compact and len(summary) > room:
+            summary = self.compact
+        if summary:
+            left.append(" · " + summary)
+        grid.add_row(left, clock)
         return grid
