@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import shutil
 import tempfile
@@ -32,7 +33,7 @@ async def _until(pilot: Pilot, condition: Callable[[], object], timeout: float, 
 
 
 async def _quickstart(project: Path, out: Path) -> None:
-    from textual.widgets import OptionList
+    from textual.widgets import OptionList, TextArea
 
     from flash_tui.app import FlashApp
     from flash_tui.screens.confirm import PlanScreen, UndeployAllScreen, UndeployScreen
@@ -67,9 +68,13 @@ async def _quickstart(project: Path, out: Path) -> None:
         tester = app.screen
         assert isinstance(tester, RouteTesterScreen)
         titles = [t.title for t in tester._targets]
-        route = next((t for t in titles if t.startswith("POST")), titles[0])
+        route = "POST /compute" if "POST /compute" in titles else titles[0]
         tester.query_one("#targets", OptionList).highlighted = titles.index(route)
         await pilot.pause(0.2)
+        if route == "POST /compute":
+            # A real request, as a person would type it (the prefill has an empty list).
+            body = {"numbers": [1, 2, 3], "scale": 2}
+            tester.query_one("#body", TextArea).text = json.dumps(body, indent=2)
         await pilot.press("ctrl+s")
         await _until(pilot, lambda: len(tester.history) >= 1, 30, "a response")
         await pilot.pause(0.3)
