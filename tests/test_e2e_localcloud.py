@@ -407,6 +407,7 @@ def test_sigkilled_worker_is_restarted(
     # A redeploy starts the count again: status shows restarts since the last deploy.
     proc = cli("deploy", "cpu_worker", "--force", "--yes", "--json")
     assert proc.returncode == 0, proc.stderr
+    assert as_json(proc)["built"] is False  # nothing changed since the last build: reused
     redeployed = records(api)["cpu_worker"]
     assert redeployed["restarts"] == 0 and redeployed["crash_times"] == []
     assert status(cli)["cpu_worker"]["restarts"] == 0
