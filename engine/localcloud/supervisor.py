@@ -533,7 +533,8 @@ class Supervisor:
                 except Exception as exc:  # one bad record must not stop the monitor
                     print(f"supervisor: crash handling failed: {exc}", file=sys.stderr)
             now = time.monotonic()
-            if now - last_rotation > 5.0:
+            # A stat per endpoint each second keeps a chatty worker close to the size cap.
+            if now - last_rotation > 1.0:
                 last_rotation = now
                 for app, name in list(self.workers):
                     with contextlib.suppress(OSError):
