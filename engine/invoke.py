@@ -28,7 +28,7 @@ from typing import Any
 import httpx
 
 from engine.provider import EndpointTarget
-from runtime.serialization import deserialize, serialize_kwargs
+from runtime.serialization import class_job, deserialize, function_job
 
 __all__ = [
     "CallSpec",
@@ -186,26 +186,8 @@ def build_job(call: CallSpec, data: Mapping[str, Any] | None) -> dict[str, Any]:
     data = dict(data or {})
     if call.class_method:
         init = data.pop("init", None) or {}
-        return {
-            "input": {
-                "function_name": call.function,
-                "execution_type": "class",
-                "class_name": call.function,
-                "method_name": call.class_method,
-                "args": [],
-                "kwargs": serialize_kwargs(dict(init)),
-                "method_args": [],
-                "method_kwargs": serialize_kwargs(data),
-            }
-        }
-    return {
-        "input": {
-            "function_name": call.function,
-            "execution_type": "function",
-            "args": [],
-            "kwargs": serialize_kwargs(data),
-        }
-    }
+        return {"input": class_job(call.function, call.class_method, ((), dict(init)), (), data)}
+    return {"input": function_job(call.function, (), data)}
 
 
 def _response_body(response: httpx.Response) -> Any:

@@ -69,8 +69,8 @@ class FunctionInfo:
     dependencies: list[str] = field(default_factory=list)
     system_dependencies: list[str] = field(default_factory=list)
     signature: list[dict[str, Any]] = field(default_factory=list)
-    class_methods: list[str] = field(default_factory=list)
-    # per public method of a class: its parameters without `self` (same shape as `signature`)
+    # per public method of a class, in source order: its parameters without `self` (same shape
+    # as `signature`)
     method_signatures: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     # the line of the decorator, for route diagnostics
     decorator_line: int = 0
@@ -188,7 +188,7 @@ def _function_entry(fn: FunctionInfo, lb: bool, live: bool) -> dict[str, Any]:
 def _new_function_entry(fn: FunctionInfo, lb: bool, live: bool) -> dict[str, Any]:
     # Keys are written in sorted order (cheaper than re-sorting the whole manifest per rescan).
     entry: dict[str, Any] = {
-        "class_methods": list(fn.class_methods),
+        "class_methods": list(fn.method_signatures),
         "config_variable": fn.config_variable,
         "dependencies": list(fn.dependencies),
         "file": fn.file,

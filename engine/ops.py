@@ -22,7 +22,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from engine.drift import Drift, drift_of, is_unresolved
 from engine.health import HealthSample, probe_all
@@ -39,7 +39,9 @@ from engine.provider import (
     ProviderEvent,
     get_provider,
 )
-from engine.scan import Scanner, ScanResult
+
+if TYPE_CHECKING:  # engine.scan is imported on first scan: `logs` never needs it
+    from engine.scan import Scanner, ScanResult
 
 __all__ = [
     "DeployReport",
@@ -231,7 +233,7 @@ class Engine:
         self.provider: Provider = provider or get_provider(target)
         # A long-lived session (the TUI) passes its incremental scanner: a rescan after an edit
         # then parses one file, not the project.
-        self.scanner = scanner or Scanner(self.root)
+        self._scanner = scanner
 
     async def __aenter__(self) -> Engine:
         return self
@@ -251,6 +253,15 @@ class Engine:
             raise OpError(str(exc)) from exc
 
     # -- project --------------------------------------------------------------------------
+
+    @property
+    def scanner(self) -> Scanner:
+        """The project's incremental scanner (the one given, or one made on first use)."""
+        if self._scanner is None:
+            from engine.scan import Scanner
+
+            self._scanner = Scanner(self.root)
+        return self._scanner
 
     async def scan(self) -> ScanResult:
         """Scan the project (incrementally after the first time) in a thread."""

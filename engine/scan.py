@@ -128,8 +128,8 @@ class Decorated:
     nested: bool
     decorators: list[tuple[CallExpr, bool]]  # (call, called) - `called` False for bare `@x`
     signature: list[dict[str, Any]]
-    class_methods: list[str]
-    # For a class: each public method's parameters (without `self`), as `signature`.
+    # For a class: each public method (in source order) and its parameters without `self`,
+    # as `signature`; the method names are its keys.
     method_signatures: dict[str, list[dict[str, Any]]]
 
 
@@ -342,12 +342,10 @@ class _Extractor:
                 if isinstance(st, (ast.FunctionDef, ast.AsyncFunctionDef))
                 and not st.name.startswith("_")
             ]
-            methods = [st.name for st in public]
             # The route tester prefills a method's body from these; `self` is not sent.
             method_signatures = {st.name: _signature(st.args, self.src, True) for st in public}
         else:
             signature = _signature(node.args, self.src, False)
-            methods = []
             method_signatures = {}
         self.decorated.append(
             Decorated(
@@ -359,7 +357,6 @@ class _Extractor:
                 nested=nested,
                 decorators=decorators,
                 signature=signature,
-                class_methods=methods,
                 method_signatures=method_signatures,
             )
         )
@@ -1375,7 +1372,6 @@ class Scanner:
                     dependencies=deps,
                     system_dependencies=sys_deps,
                     signature=item.signature,
-                    class_methods=item.class_methods,
                     method_signatures=item.method_signatures,
                     decorator_line=call.line,
                     route_unknown=route_unknown,

@@ -409,22 +409,19 @@ class FlashApp(App[None]):
         resources = self.manifest.get("resources") or {}
         drifted = sum(1 for s in self.statuses.values() if present.field(s, "drift") == "drifted")
         errors = sum(1 for d in self.diagnostics if present.field(d, "severity") == "error")
-        parts = [
-            self.backend.project_name,
-            f"target: {self.target_desc}",
-            f"{len(resources)} endpoints",
-        ]
+        counts = [f"{len(resources)} endpoints"]
         if drifted:
-            parts.append(f"{drifted} drifted")
+            counts.append(f"{drifted} drifted")
         if errors:
-            parts.append(f"{errors} errors")
+            counts.append(f"{errors} errors")
         if self.busy:
-            parts.append(f"{self.busy}…")
+            counts.append(f"{self.busy}…")
+        project = self.backend.project_name
         header = self.dashboard.query_one(HeaderLine)
-        header.summary = " · ".join(parts)
+        header.summary = " · ".join([project, f"target: {self.target_desc}", *counts])
         # Narrow: no "(127.0.0.1:PORT)" (the detail pane and `flash-tui status` show it).
         target = re.sub(r"\s*\([^)]*\)", "", self.target_desc)
-        header.compact = " · ".join([parts[0], target, *parts[2:]])
+        header.compact = " · ".join([project, target, *counts])
 
     def _select(self, item: TreeItem | str | None) -> None:
         self.selection = item

@@ -40,7 +40,13 @@ import httpx
 
 from runtime.errors import RemoteExecutionError
 from runtime.registry import EndpointInfo, FunctionTarget, ServiceRegistry
-from runtime.serialization import deserialize, serialize_args, serialize_kwargs
+from runtime.serialization import (
+    class_job,
+    deserialize,
+    function_job,
+    serialize_args,
+    serialize_kwargs,
+)
 
 __all__ = [
     "DEFAULT_CALL_TIMEOUT",
@@ -218,19 +224,15 @@ async def call_class_method(
             "only on queue-based endpoints",
             endpoint=resource_name,
         )
-    job_input: dict[str, Any] = {
-        "function_name": cls.__name__,
-        "execution_type": "class",
-        "class_name": cls.__name__,
-        "args": serialize_args(ctor_args),
-        "kwargs": serialize_kwargs(ctor_kwargs),
-        "method_name": method_name,
-        "method_args": serialize_args(args),
-        "method_kwargs": serialize_kwargs(kwargs),
-    }
-    if instance_id is not None:
-        job_input["instance_id"] = instance_id
-        job_input["create_new_instance"] = create_new_instance
+    job_input = class_job(
+        cls.__name__,
+        method_name,
+        constructor,
+        args,
+        kwargs,
+        instance_id=instance_id,
+        create_new_instance=create_new_instance,
+    )
     return await _on_endpoint(
         registry, target, lambda endpoint: _call_queue(target, endpoint, job_input)
     )
@@ -272,13 +274,7 @@ async def _call_once(
     kwargs: Mapping[str, Any],
 ) -> Any:
     if not target.is_load_balanced:
-        job_input = {
-            "function_name": target.name,
-            "execution_type": "function",
-            "args": serialize_args(args),
-            "kwargs": serialize_kwargs(kwargs),
-        }
-        return await _call_queue(target, endpoint, job_input)
+        return await _call_queue(target, endpoint, function_job(target.name, args, kwargs))
     if target.is_live or not (target.http_method and target.http_path):
         return await _call_execute(target, endpoint, original, args, kwargs)
     return await _call_route(target, endpoint, original, args, kwargs)

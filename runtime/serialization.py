@@ -1,5 +1,8 @@
 """Argument/result encoding of the job contract: base64 text of a cloudpickle dump.
 
+`function_job` and `class_job` build a job's `input` (the keys `runtime.qb_handler` reads), for
+every caller: cross-endpoint calls in a worker and `flash-tui invoke` alike.
+
 Same format as upstream (`base64.b64encode(cloudpickle.dumps(value)).decode()`), so payloads
 produced by upstream stubs and by ours are interchangeable.
 """
@@ -18,9 +21,11 @@ import cloudpickle
 from runtime.errors import SerializationError
 
 __all__ = [
+    "class_job",
     "deserialize",
     "deserialize_args",
     "deserialize_kwargs",
+    "function_job",
     "serialize",
     "serialize_args",
     "serialize_kwargs",
@@ -116,3 +121,47 @@ def deserialize_kwargs(data: Mapping[str, str] | None) -> dict[str, Any]:
             f"kwargs must be an object of base64 strings, got {type(data).__name__}"
         )
     return {str(name): deserialize(item) for name, item in data.items()}
+
+
+def function_job(
+    name: str, args: Sequence[Any] = (), kwargs: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
+    """A job input that calls the function `name(*args, **kwargs)`."""
+    return {
+        "function_name": name,
+        "execution_type": "function",
+        "args": serialize_args(args),
+        "kwargs": serialize_kwargs(kwargs or {}),
+    }
+
+
+def class_job(
+    class_name: str,
+    method_name: str,
+    constructor: tuple[Sequence[Any], Mapping[str, Any]] = ((), {}),
+    args: Sequence[Any] = (),
+    kwargs: Mapping[str, Any] | None = None,
+    *,
+    instance_id: str | None = None,
+    create_new_instance: bool = True,
+) -> dict[str, Any]:
+    """A job input that calls `class_name(*constructor).method_name(*args, **kwargs)`.
+
+    `instance_id` with `create_new_instance=False` reuses the instance an earlier job with the
+    same id created on that worker.
+    """
+    ctor_args, ctor_kwargs = constructor
+    job: dict[str, Any] = {
+        "function_name": class_name,
+        "execution_type": "class",
+        "class_name": class_name,
+        "args": serialize_args(ctor_args),
+        "kwargs": serialize_kwargs(ctor_kwargs),
+        "method_name": method_name,
+        "method_args": serialize_args(args),
+        "method_kwargs": serialize_kwargs(kwargs or {}),
+    }
+    if instance_id is not None:
+        job["instance_id"] = instance_id
+        job["create_new_instance"] = create_new_instance
+    return job
