@@ -1,0 +1,439 @@
+"""Trust under stress, on the real local cloud: bounded error texts, the log cap under a burst,
+crash handling on a full disk, no `healthy` with a dead pid, a lost state file, a corrupt database.
+
+Two clouds (two homes) serve the module: a normal one, and a "blind" one whose supervisor looks
+at its workers once an hour, so a test can kill a worker and ask before the supervisor notices.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psutil
+import pytest
+
+from engine.home import Home
+from engine.localcloud import logfiles
+from engine.localcloud.discovery import (
+    kill_home_workers,
+    read_state,
+    stop_cloud,
+)
+from engine.localcloud.store import Store
+from engine.localcloud.supervisor import Supervisor, SupervisorSettings, Worker
+
+CLI = [sys.executable, "-c", "import sys; from engine.cli import main; sys.exit(main())"]
+APP = "robustapp"
+LOG_MAX = 256 * 1024
+LOG_KEEP = 2
+# Service marker lines ("[flash HH:MM:SS] ...") are appended beside the writer's own bytes.
+LOG_SLACK = 16 * 1024
+BURST_MB = 300
+
+ENDPOINTS = '''"""Endpoints that misbehave on purpose (switched on by their env)."""
+
+import os
+import threading
+
+from tetra_rp import CpuLiveServerless, remote
+
+steady_config = CpuLiveServerless(name="steady")
+bigerr_config = CpuLiveServerless(name="bigerr", env={"ROBUST_BIG_ERROR": "1"})
+chatty_config = CpuLiveServerless(name="chatty", env={"ROBUST_BURST": "BURST_MB"})
+
+if os.environ.get("ROBUST_BIG_ERROR"):
+    # One 30 MB line: the exception's message, the last line of the traceback.
+    raise RuntimeError("x" * 30_000_000 + " and the useful end: the model file is missing")
+
+if os.environ.get("ROBUST_BURST"):
+
+    def _burst(total: int) -> None:
+        chunk = (b"y" * 1023 + b"\\n") * 64
+        for _ in range(total // len(chunk)):
+            os.write(1, chunk)
+        os.write(1, b"burst done\\n")
+
+    threading.Thread(
+        target=_burst, args=(int(os.environ["ROBUST_BURST"]) << 20,), daemon=True
+    ).start()
+
+
+@remote(steady_config)
+def steady() -> int:
+    return 1
+
+
+@remote(bigerr_config)
+def bigerr() -> int:
+    return 2
+
+
+@remote(chatty_config)
+def chatty() -> int:
+    return 3
+'''.replace("BURST_MB", str(BURST_MB))
+
+
+def wait_for(predicate: Callable[[], Any], timeout: float = 30.0, interval: float = 0.05) -> Any:
+    """Poll until `predicate()` is truthy (exceptions count as not yet); fail at the deadline."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        try:
+            last = predicate()
+        except Exception as exc:  # noqa: BLE001 - the condition may not be checkable yet
+            last = exc
+        else:
+            if last:
+                return last
+        time.sleep(interval)
+    raise AssertionError(f"condition not met within {timeout}s (last: {last!r})")
+
+
+def _env(root: Path, **extra: str) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update({"FLASH_TUI_HOME": str(root), "COLUMNS": "200", **extra})
+    return env
+
+
+def _run(
+    env: dict[str, str], *args: str, cwd: Path | None = None
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*CLI, *args],
+        env=env,
+        cwd=cwd,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+
+
+def _cleanup(root: Path) -> None:
+    home = Home(root)
+    try:
+        stop_cloud(home, timeout=10.0)
+    except Exception:  # noqa: BLE001 - best effort, whatever state a test left
+        pass
+    # The lock holder, if the state file was lost.
+    for process in psutil.process_iter(["pid", "cmdline"]):
+        cmdline = process.info.get("cmdline") or []
+        if "engine.localcloud" in cmdline and str(root) in cmdline:
+            with contextlib.suppress(psutil.Error):
+                process.kill()
+    kill_home_workers(home)
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("robust") / APP
+    root.mkdir()
+    (root / "endpoints.py").write_text(ENDPOINTS)
+    return root
+
+
+def _home(tmp_path_factory: pytest.TempPathFactory, name: str) -> Iterator[Path]:
+    root = tmp_path_factory.mktemp(name)
+    try:
+        yield root
+    finally:
+        _cleanup(root)
+
+
+@pytest.fixture(scope="module")
+def fast_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    yield from _home(tmp_path_factory, "fast-home")
+
+
+@pytest.fixture(scope="module")
+def blind_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    yield from _home(tmp_path_factory, "blind-home")
+
+
+@pytest.fixture(scope="module")
+def fast_env(fast_home: Path) -> dict[str, str]:
+    # One crash fails an endpoint: the big error is recorded once.
+    return _env(fast_home, FLASH_LOCALCLOUD_CRASH_LIMIT="1")
+
+
+@pytest.fixture(scope="module")
+def blind_env(blind_home: Path) -> dict[str, str]:
+    return _env(
+        blind_home,
+        FLASH_LOCALCLOUD_MONITOR_INTERVAL="3600",
+        FLASH_LOCALCLOUD_LOG_MAX_BYTES=str(LOG_MAX),
+        FLASH_LOCALCLOUD_LOG_KEEP=str(LOG_KEEP),
+    )
+
+
+def _api(root: Path) -> httpx.Client:
+    info = read_state(Home(root))
+    assert info is not None
+    return httpx.Client(base_url=info.url, headers=info.headers(), timeout=10, trust_env=False)
+
+
+def _record(root: Path, name: str) -> dict[str, Any]:
+    with _api(root) as api:
+        response = api.get(f"/v1/apps/{APP}/endpoints/{name}")
+    response.raise_for_status()
+    return response.json()
+
+
+# -- bounded texts ----------------------------------------------------------------------------
+
+
+def test_a_30mb_error_line_keeps_status_small(project: Path, fast_env: dict[str, str]) -> None:
+    fast_home = Path(fast_env["FLASH_TUI_HOME"])
+    _run(fast_env, "deploy", "bigerr", "--yes", "--json", "--project", str(project))
+    wait_for(lambda: _record(fast_home, "bigerr")["status"] == "failed")
+    proc = _run(fast_env, "status", "--json", "--project", str(project))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert len(proc.stdout) < 64 * 1024, f"status --json is {len(proc.stdout)} bytes"
+    bigerr = next(e for e in json.loads(proc.stdout)["endpoints"] if e["name"] == "bigerr")
+    assert "the model file is missing" in bigerr["last_error"]  # the useful end survives
+    assert "bytes cut" in bigerr["last_error"]
+    with _api(fast_home) as api:
+        body = api.get(f"/v1/apps/{APP}/events").text
+    assert len(body) < 256 * 1024, f"the event log is {len(body)} bytes"
+
+
+# -- the log cap under a burst ----------------------------------------------------------------
+
+
+def _log_total(logs: Path, name: str) -> int:
+    total = 0
+    for path in logs.glob(f"{name}.log*"):
+        try:
+            total += path.stat().st_size
+        except FileNotFoundError:
+            pass  # rotated away between the listing and the stat
+    return total
+
+
+def test_log_cap_holds_under_a_burst(project: Path, blind_env: dict[str, str]) -> None:
+    blind_home = Path(blind_env["FLASH_TUI_HOME"])
+    logs = Home(blind_home).logs_dir(APP)
+    proc = _run(
+        blind_env, "deploy", "chatty", "steady", "--yes", "--json", "--project", str(project)
+    )
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    info = read_state(Home(blind_home))
+    assert info is not None
+    current = logfiles.log_path(logs, "chatty")
+    biggest, samples, answered = 0, 0, 0
+    deadline = time.monotonic() + 120
+    with httpx.Client(
+        base_url=info.url, headers=info.headers(), timeout=10, trust_env=False
+    ) as api:
+        while time.monotonic() < deadline:
+            biggest = max(biggest, _log_total(logs, "chatty"))
+            samples += 1
+            if samples % 20 == 0:
+                # The control plane keeps answering while the worker floods its log.
+                assert api.get("/v1/health").status_code == 200
+                answered += 1
+            if "burst done" in "\n".join(logfiles.tail_lines(current, 3)):
+                break
+            time.sleep(0.005)
+        else:
+            raise AssertionError("the burst did not finish")
+    biggest = max(biggest, _log_total(logs, "chatty"))
+    cap = LOG_MAX * (LOG_KEEP + 1) + LOG_SLACK
+    assert biggest <= cap, f"{biggest} bytes of logs, cap {cap} ({samples} samples)"
+    assert answered >= 1
+    assert not logs.joinpath(f"chatty.log.{LOG_KEEP + 1}").exists()
+
+
+# -- no `healthy` with a dead pid -------------------------------------------------------------
+
+
+def test_a_killed_worker_is_never_reported_healthy(
+    project: Path, blind_env: dict[str, str]
+) -> None:
+    blind_home = Path(blind_env["FLASH_TUI_HOME"])
+    record = wait_for(lambda: (r := _record(blind_home, "steady"))["status"] == "healthy" and r)
+    os.kill(record["pid"], signal.SIGKILL)
+    wait_for(
+        lambda: (
+            not psutil.pid_exists(record["pid"])
+            or psutil.Process(record["pid"]).status() == psutil.STATUS_ZOMBIE
+        )
+    )
+    # The blind supervisor has not noticed (it looks once an hour): the record must not lie.
+    after = _record(blind_home, "steady")
+    assert after["status"] != "healthy", after
+    with _api(blind_home) as api:
+        listing = api.get(f"/v1/apps/{APP}/endpoints").json()["endpoints"]
+    assert next(e for e in listing if e["name"] == "steady")["status"] != "healthy"
+
+
+# -- crash handling on a full disk ------------------------------------------------------------
+
+
+def test_crash_handling_survives_a_full_disk(tmp_path: Path) -> None:
+    home = Home(tmp_path / "home")
+    store = Store(home.db_path)
+    settings = SupervisorSettings(crash_limit=1, monitor_interval=0.02)
+    store.upsert_app("app", str(tmp_path))
+    failures = {"upsert_endpoint": 1, "add_event": 1}
+
+    def failing(method_name: str) -> Callable[..., Any]:
+        real = getattr(store, method_name)
+
+        def method(*args: Any, **kwargs: Any) -> Any:
+            if failures[method_name] > 0 and kwargs.get("status") != "healthy":
+                failures[method_name] -= 1
+                if method_name == "add_event":
+                    raise OSError(errno.ENOSPC, "No space left on device")
+                raise sqlite3.OperationalError("database or disk is full")
+            return real(*args, **kwargs)
+
+        return method
+
+    async def scenario() -> dict[str, Any]:
+        supervisor = Supervisor(home, store, settings)
+        await supervisor.start()
+        try:
+            log = logfiles.log_path(home.logs_dir("app"), "ep")
+            fd = logfiles.open_for_worker(log)
+            try:
+                proc = subprocess.Popen(
+                    [sys.executable, "-c", "print('dying: disk trouble'); raise SystemExit(7)"],
+                    stdout=fd,
+                    stderr=fd,
+                    start_new_session=True,
+                )
+            finally:
+                os.close(fd)
+            create_time = psutil.Process(proc.pid).create_time()
+            store.upsert_endpoint(
+                "app", "ep", status="healthy", pid=proc.pid, pid_started=create_time, port=1
+            )
+            # From now on the disk is full: the first writes of crash handling fail.
+            store.upsert_endpoint = failing("upsert_endpoint")  # type: ignore[method-assign]
+            store.add_event = failing("add_event")  # type: ignore[method-assign]
+            supervisor.workers[("app", "ep")] = Worker("app", "ep", proc.pid, create_time, 1, proc)
+            deadline = time.monotonic() + 20
+            while time.monotonic() < deadline:
+                record = store.get_endpoint("app", "ep")
+                assert record is not None
+                if record["status"] == "failed":
+                    break
+                assert supervisor._monitor is not None and not supervisor._monitor.done()
+                await asyncio.sleep(0.02)
+            assert supervisor._monitor is not None and not supervisor._monitor.done()
+            return record
+        finally:
+            await supervisor.close(stop_workers=True)
+
+    try:
+        record = asyncio.run(scenario())
+    finally:
+        store.close()
+    assert record["status"] == "failed" and record["pid"] is None
+    assert "dying: disk trouble" in (record["last_error"] or "")
+    assert failures == {"upsert_endpoint": 0, "add_event": 0}  # both faults were hit
+    kinds = [e["kind"] for e in Store(home.db_path).events("app")]
+    assert kinds.count("crashed") == 1 and kinds.count("failed") == 1
+
+
+# -- a lost state file, a corrupt database, exit codes ----------------------------------------
+
+
+def test_lost_state_file_the_cli_finds_and_stops_the_cloud(blind_env: dict[str, str]) -> None:
+    blind_home = Path(blind_env["FLASH_TUI_HOME"])
+    home = Home(blind_home)
+    info = read_state(home)
+    assert info is not None
+    workers = [p.pid for p in _home_workers(home)]
+    assert workers, "the earlier tests left workers running"
+    home.state_file.unlink()
+
+    proc = _run(blind_env, "cloud", "status")
+    text = proc.stdout + proc.stderr
+    assert f"pid {info.pid}" in text and str(home.state_file) in text, text
+    assert "Traceback" not in text
+
+    proc = _run(blind_env, "cloud", "stop", "--json")
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["was_running"] is True
+    assert not _alive(info.pid)
+    for pid in workers:
+        assert not _alive(pid), f"worker {pid} survived `cloud stop`"
+
+
+def _home_workers(home: Home) -> list[psutil.Process]:
+    root = str(home.root / "apps")
+    out = []
+    for process in psutil.process_iter(["pid", "cmdline"]):
+        cmdline = process.info.get("cmdline") or []
+        if "runtime.worker" in cmdline and any(root in part for part in cmdline):
+            out.append(process)
+    return out
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+def test_corrupt_database_is_named_and_left_alone(tmp_path: Path) -> None:
+    root = tmp_path / "home"
+    home = Home(root)
+    garbage = b"this is not a database, it is garbage \x00\x01\x02" * 100
+    home.db_path.write_bytes(garbage)
+    try:
+        proc = _run(_env(root), "cloud", "start")
+        assert proc.returncode == 4, (proc.returncode, proc.stdout, proc.stderr)
+        text = proc.stdout + proc.stderr
+        assert f"cloud.db at {home.db_path} is not a SQLite database" in text, text
+        assert "Traceback" not in text
+        assert home.db_path.read_bytes() == garbage
+
+        direct = subprocess.run(
+            [sys.executable, "-m", "engine.localcloud", "--home", str(root)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert direct.returncode == 4, direct.stderr
+        assert "is not a SQLite database" in direct.stderr and "Traceback" not in direct.stderr
+        assert home.db_path.read_bytes() == garbage
+    finally:
+        _cleanup(root)
+
+
+def test_exit_codes_started_and_already_running(tmp_path: Path) -> None:
+    root = tmp_path / "home"
+    env = _env(root)
+    try:
+        assert _run(env, "cloud", "start").returncode == 0
+        again = _run(env, "cloud", "start", "--json")
+        assert again.returncode == 3 and json.loads(again.stdout)["already_running"] is True
+        direct = subprocess.run(
+            [sys.executable, "-m", "engine.localcloud", "--home", str(root)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert direct.returncode == 3, direct.stderr
+        help_text = _run(env, "cloud", "--help").stdout
+        assert "3" in help_text and "4" in help_text and "already running" in help_text
+    finally:
+        _cleanup(root)
