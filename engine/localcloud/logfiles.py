@@ -1,13 +1,13 @@
-"""Per-endpoint log files: written by the worker itself, capped and rotated by the service.
+"""Per-endpoint log files: a worker's output goes through a pipe to its log writer process
+(`logwriter.py`), which writes the file and holds its size cap by rotating it.
 
-A worker's stdout and stderr are opened on the file directly (O_APPEND), not piped through the
-service: a worker must keep running, and keep logging, while the service is down or restarting
-(it is re-adopted later). Rotation is therefore "copy, then truncate" (logrotate's
-copytruncate): the worker's descriptor stays valid and, being O_APPEND, continues at the new
-end of the file. A line written between the copy and the truncate can be lost; that is the
-accepted price of never interrupting the worker.
+The writer is a process of its own, not a thread of the service: a worker must keep running,
+and keep logging, while the service is down or restarting (it is re-adopted later), and the
+cap must hold even when a worker writes at disk speed (the pipe holds it back while the writer
+rotates). The service only appends its own marker lines (O_APPEND) and reads the files.
 
-Files: `<name>.log` (current), `<name>.log.1` ... `<name>.log.<keep>` (older).
+Files: `<name>.log` (current), `<name>.log.1` ... `<name>.log.<keep>` (older). Their total stays
+within `(keep + 1) * max_bytes`, plus the service's marker lines (a few hundred bytes each).
 """
 
 from __future__ import annotations
@@ -15,6 +15,8 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -28,6 +30,7 @@ __all__ = [
     "remove_logs",
     "rotate_if_needed",
     "redact",
+    "start_writer",
     "tail_lines",
 ]
 
@@ -47,6 +50,42 @@ def open_for_worker(path: Path) -> int:
     return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
 
 
+def start_writer(
+    path: Path, max_bytes: int = DEFAULT_MAX_BYTES, keep: int = DEFAULT_KEEP
+) -> tuple[subprocess.Popen[bytes], int]:
+    """Start the log writer of `path`; returns it and the pipe's write end for the worker's
+    stdout/stderr (the caller closes that descriptor once the worker has it)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    read_end, write_end = os.pipe()
+    try:
+        writer = subprocess.Popen(
+            [
+                sys.executable,
+                "-I",  # isolated: the writer imports nothing but the standard library
+                str(Path(__file__).with_name("logwriter.py")),
+                "--path",
+                str(path),
+                "--max-bytes",
+                str(max_bytes),
+                "--keep",
+                str(keep),
+            ],
+            stdin=read_end,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            # Its own session: it outlives the service, and signals meant for the service's
+            # group or the worker's group do not cut the log short.
+            start_new_session=True,
+            close_fds=True,
+        )
+    except BaseException:
+        os.close(write_end)
+        raise
+    finally:
+        os.close(read_end)
+    return writer, write_end
+
+
 def append_marker(path: Path, message: str) -> None:
     """Append a service line (`[flash HH:MM:SS] message`) so the log tells the whole story."""
     stamp = time.strftime("%H:%M:%S")
@@ -60,7 +99,10 @@ def append_marker(path: Path, message: str) -> None:
 def rotate_if_needed(
     path: Path, max_bytes: int = DEFAULT_MAX_BYTES, keep: int = DEFAULT_KEEP
 ) -> bool:
-    """Rotate `path` when it exceeds `max_bytes`; True if it did."""
+    """Rotate `path` when it exceeds `max_bytes` (copy, then truncate); True if it did.
+
+    For files no log writer is attached to; a running worker's writer rotates its own file.
+    """
     try:
         size = path.stat().st_size
     except FileNotFoundError:

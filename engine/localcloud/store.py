@@ -5,6 +5,13 @@ SIGKILL mid-transaction rolls back cleanly on next open), `busy_timeout` so two 
 touch it at once wait instead of failing. The schema lives here and only here; it evolves by
 numbered migrations tracked in `PRAGMA user_version`.
 
+Texts that come from user programs (`last_error`, event messages and data) are bounded when
+stored: a 30 MB log line must not become a 30 MB status answer. The head and the tail are kept
+(the tail usually says what went wrong) around a "… N bytes cut …" marker.
+
+A record never claims a running worker that is gone: reads check each recorded pid (with its
+start time, against pid reuse) and report `unhealthy` until the supervisor handles the exit.
+
 Endpoint keys are in their own table and only `endpoint_key()` reads them, so no listing can
 leak a key by accident. Every state change of an endpoint is written before the in-memory
 supervisor acts on it ("nothing kept only in memory").
@@ -22,7 +29,19 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-__all__ = ["ENDPOINT_COLUMNS", "MIGRATIONS", "SCHEMA_VERSION", "Store"]
+import psutil
+
+__all__ = [
+    "ENDPOINT_COLUMNS",
+    "MAX_TEXT_BYTES",
+    "MIGRATIONS",
+    "SCHEMA_VERSION",
+    "Store",
+    "bound_text",
+]
+
+# A few KB keep a whole traceback readable; more belongs in the log file.
+MAX_TEXT_BYTES = 8 * 1024
 
 # Each entry migrates from version i to i+1. Never edit a released entry: append a new one.
 MIGRATIONS: tuple[str, ...] = (
@@ -115,6 +134,59 @@ ENDPOINT_COLUMNS: tuple[str, ...] = (
     "started_at",
 )
 _JSON_COLUMNS = {"config", "crash_times"}
+_TEXT_COLUMNS = {"last_error"}
+# Statuses that claim a live worker process.
+_LIVE_STATUSES = frozenset({"healthy", "deploying"})
+
+
+def bound_text(text: str, limit: int = MAX_TEXT_BYTES) -> str:
+    """`text` cut to about `limit` UTF-8 bytes: its head and tail around "… N bytes cut …"."""
+    data = text.encode("utf-8", errors="replace")
+    if len(data) <= limit:
+        return text
+    head = limit // 4
+    tail = limit - head
+    cut = len(data) - head - tail
+    return (
+        data[:head].decode("utf-8", errors="ignore")
+        + f" … {cut} bytes cut … "
+        + data[-tail:].decode("utf-8", errors="ignore")
+    )
+
+
+def _bound_data(value: Any, limit: int) -> Any:
+    """Every string inside a JSON-like value bounded, and a list of lines bounded as a whole."""
+    if isinstance(value, str):
+        return bound_text(value, limit)
+    if isinstance(value, dict):
+        return {k: _bound_data(v, limit) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        items = [_bound_data(v, limit) for v in value]
+        # Keep the last items (the end of a log tail) within the budget.
+        kept: list[Any] = []
+        budget = limit
+        for item in reversed(items):
+            size = len(json.dumps(item))
+            if kept and size > budget:
+                break
+            kept.append(item)
+            budget -= size
+        return list(reversed(kept))
+    return value
+
+
+def _pid_running(pid: Any, started: Any) -> bool:
+    """Whether `pid` is a live process that started at `started` (not a reused pid)."""
+    if not pid or started is None:
+        return False
+    try:
+        process = psutil.Process(int(pid))
+        return (
+            abs(process.create_time() - float(started)) < 0.05
+            and process.status() != psutil.STATUS_ZOMBIE
+        )
+    except (psutil.NoSuchProcess, psutil.AccessDenied, ValueError):
+        return False
 
 
 def split_statements(script: str) -> Iterator[str]:
@@ -146,6 +218,11 @@ def _endpoint_row(row: sqlite3.Row) -> dict[str, Any]:
         elif name == "is_load_balanced":
             value = bool(value)
         out[name] = value
+    # The supervisor notices a dead worker within moments; until it has, the record must not
+    # claim a live one.
+    if out.get("status") in _LIVE_STATUSES and out.get("pid"):
+        if not _pid_running(out.get("pid"), out.get("pid_started")):
+            out["status"] = "unhealthy"
     return out
 
 
@@ -296,6 +373,9 @@ class Store:
             k: json.dumps(v) if k in _JSON_COLUMNS else (int(v) if isinstance(v, bool) else v)
             for k, v in fields.items()
         }
+        for column in _TEXT_COLUMNS & set(values):
+            if isinstance(values[column], str):
+                values[column] = bound_text(values[column])
         values["updated_at"] = now
         with self.transaction() as conn:
             exists = conn.execute(
@@ -412,11 +492,13 @@ class Store:
         endpoint: str | None = None,
         data: dict[str, Any] | None = None,
     ) -> int:
-        """Append to the event log; returns the event id."""
+        """Append to the event log (message and data bounded); returns the event id."""
+        message = bound_text(message, MAX_TEXT_BYTES // 4)
+        payload = json.dumps(_bound_data(data, MAX_TEXT_BYTES)) if data else None
         with self.transaction() as conn:
             cursor = conn.execute(
                 "INSERT INTO events (at, app, endpoint, kind, message, data) VALUES (?,?,?,?,?,?)",
-                (time.time(), app, endpoint, kind, message, json.dumps(data) if data else None),
+                (time.time(), app, endpoint, kind, message, payload),
             )
             return int(cursor.lastrowid or 0)
 

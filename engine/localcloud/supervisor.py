@@ -31,6 +31,7 @@ import secrets
 import shutil
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import tarfile
@@ -45,7 +46,7 @@ import psutil
 
 from engine.home import Home, write_private
 from engine.localcloud import logfiles
-from engine.localcloud.store import Store
+from engine.localcloud.store import Store, bound_text
 
 __all__ = [
     "DeployRequest",
@@ -163,6 +164,8 @@ class Worker:
     port: int
     proc: subprocess.Popen[bytes] | None = None
     expected_exit: bool = False
+    # The process writing its output to the log file (only for workers spawned here).
+    log_writer: subprocess.Popen[bytes] | None = None
 
     def alive(self) -> bool:
         """Whether the process is still running (and is still the same process)."""
@@ -429,7 +432,6 @@ class Supervisor:
             }
         )
         log = logfiles.log_path(self.home.logs_dir(app), name)
-        logfiles.rotate_if_needed(log, self.settings.log_max_bytes, self.settings.log_keep)
         logfiles.append_marker(
             log, f"starting worker on port {port} (build {str(record.get('build_id'))[:12]})"
         )
@@ -444,7 +446,10 @@ class Supervisor:
             "--port",
             str(port),
         ]
-        fd = logfiles.open_for_worker(log)
+        # The worker writes into a pipe; its log writer holds the file's cap (see logfiles).
+        log_writer, fd = logfiles.start_writer(
+            log, self.settings.log_max_bytes, self.settings.log_keep
+        )
         try:
             proc = subprocess.Popen(
                 cmd,
@@ -472,7 +477,7 @@ class Supervisor:
             url=url,
             started_at=time.time(),
         )
-        worker = Worker(app, name, proc.pid, create_time, port, proc)
+        worker = Worker(app, name, proc.pid, create_time, port, proc, log_writer=log_writer)
         self.workers[(app, name)] = worker
         return worker
 
@@ -517,33 +522,58 @@ class Supervisor:
         if worker.proc is not None:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 worker.proc.wait(timeout=1.0)
+        await self._drain_log(worker, 1.0)
         self.workers.pop((worker.app, worker.name), None)
+
+    async def _drain_log(self, worker: Worker, timeout: float) -> None:
+        """Wait (bounded) for the worker's log writer to copy its last output, and reap it."""
+        writer = worker.log_writer
+        if writer is None:
+            return
+        deadline = time.monotonic() + timeout
+        # A child the user's code started may still hold the pipe: then the writer lives on
+        # (it keeps logging that child) and we stop waiting at the deadline.
+        while writer.poll() is None and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
 
     # -- monitoring -----------------------------------------------------------------------
 
     async def _monitor_loop(self) -> None:
-        last_rotation = 0.0
+        # Log rotation is not done here: each worker's log writer holds its own file's cap.
         while True:
             for worker in list(self.workers.values()):
                 if worker.expected_exit or worker.alive():
                     continue
                 self.workers.pop((worker.app, worker.name), None)
-                try:
-                    self._on_crash(worker)
-                except Exception as exc:  # one bad record must not stop the monitor
-                    print(f"supervisor: crash handling failed: {exc}", file=sys.stderr)
-            now = time.monotonic()
-            # A stat per endpoint each second keeps a chatty worker close to the size cap.
-            if now - last_rotation > 1.0:
-                last_rotation = now
-                for app, name in list(self.workers):
-                    with contextlib.suppress(OSError):
-                        logfiles.rotate_if_needed(
-                            logfiles.log_path(self.home.logs_dir(app), name),
-                            self.settings.log_max_bytes,
-                            self.settings.log_keep,
-                        )
+                self.spawn_task(self._handle_crash(worker, time.time()))
             await asyncio.sleep(self.settings.monitor_interval)
+
+    async def _handle_crash(self, worker: Worker, crashed_at: float) -> None:
+        """Record a worker's unexpected exit, retrying with backoff until it is written.
+
+        A full disk (ENOSPC, or SQLite's "database or disk is full") must neither kill the
+        monitor nor leave the record claiming a live worker: the attempt is repeated, and
+        `_on_crash` is safe to repeat (the crash keeps its time; written events are not
+        written again).
+        """
+        await self._drain_log(worker, 2.0)
+        done: set[str] = set()
+        delay = 0.05
+        while True:
+            try:
+                self._on_crash(worker, crashed_at=crashed_at, done=done)
+                return
+            except (OSError, sqlite3.Error) as exc:
+                print(
+                    f"supervisor: recording the exit of {worker.app}/{worker.name} failed "
+                    f"({exc}); retrying in {delay:.2f}s",
+                    file=sys.stderr,
+                )
+            except Exception as exc:  # a bad record: reported, the monitor lives on
+                print(f"supervisor: crash handling failed: {exc}", file=sys.stderr)
+                return
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 5.0)
 
     def _log_tail(self, app: str, name: str, count: int) -> list[str]:
         """The last lines of an endpoint's log, keys redacted: they go into records and events."""
@@ -551,26 +581,40 @@ class Supervisor:
         keys = list(self.store.app_keys(app).values())
         return logfiles.redact(logfiles.tail_lines(log, count), keys)
 
-    def _on_crash(self, worker: Worker) -> None:
+    def _on_crash(
+        self, worker: Worker, *, crashed_at: float | None = None, done: set[str] | None = None
+    ) -> None:
+        """Record a crash and schedule the restart (or fail the endpoint); safe to repeat with
+        the same `crashed_at` and `done` after a failed write."""
         app, name = worker.app, worker.name
+        done = set() if done is None else done
         record = self.store.get_endpoint(app, name)
         if record is None:
             return
+        if record.get("pid") not in (None, worker.pid):
+            return  # a deploy has started another worker meanwhile: this crash is history
         code = worker.exit_code()
         log = logfiles.log_path(self.home.logs_dir(app), name)
-        logfiles.append_marker(log, f"worker pid {worker.pid} exited (code {code})")
+        if "marker" not in done:
+            # The log is a courtesy; a full disk must not stop the record from being written.
+            with contextlib.suppress(OSError):
+                logfiles.append_marker(log, f"worker pid {worker.pid} exited (code {code})")
+            done.add("marker")
         tail = self._log_tail(app, name, 30)
-        now = time.time()
+        now = time.time() if crashed_at is None else crashed_at
         window = self.settings.crash_window
-        crashes = [t for t in record.get("crash_times") or [] if now - t < window] + [now]
+        previous = [t for t in record.get("crash_times") or [] if now - t < window and t != now]
+        crashes = [*previous, now]
         last_error = "\n".join(tail[-20:])
-        self.store.add_event(
-            "crashed",
-            f"worker pid {worker.pid} exited (code {code})",
-            app=app,
-            endpoint=name,
-            data={"exit_code": code, "pid": worker.pid},
-        )
+        if "crashed" not in done:
+            self.store.add_event(
+                "crashed",
+                f"worker pid {worker.pid} exited (code {code})",
+                app=app,
+                endpoint=name,
+                data={"exit_code": code, "pid": worker.pid},
+            )
+            done.add("crashed")
         if len(crashes) >= self.settings.crash_limit:
             self.store.upsert_endpoint(
                 app,
@@ -581,14 +625,17 @@ class Supervisor:
                 crash_times=crashes,
                 last_error=last_error,
             )
-            self.store.add_event(
-                "failed",
-                f"crashed {len(crashes)} times in {window:.0f}s; not restarting",
-                app=app,
-                endpoint=name,
-                data={"last_lines": tail[-20:]},
-            )
-            logfiles.append_marker(log, f"endpoint failed after {len(crashes)} crashes")
+            if "failed" not in done:
+                self.store.add_event(
+                    "failed",
+                    f"crashed {len(crashes)} times in {window:.0f}s; not restarting",
+                    app=app,
+                    endpoint=name,
+                    data={"last_lines": tail[-20:]},
+                )
+                done.add("failed")
+            with contextlib.suppress(OSError):
+                logfiles.append_marker(log, f"endpoint failed after {len(crashes)} crashes")
             return
         delay = min(self.settings.backoff_max, self.settings.backoff_base * 2 ** (len(crashes) - 1))
         self.store.upsert_endpoint(
@@ -600,7 +647,8 @@ class Supervisor:
             crash_times=crashes,
             last_error=last_error,
         )
-        logfiles.append_marker(log, f"restarting in {delay:.1f}s")
+        with contextlib.suppress(OSError):
+            logfiles.append_marker(log, f"restarting in {delay:.1f}s")
         self._restarts[(app, name)] = asyncio.get_running_loop().create_task(
             self._restart_later(app, name, delay)
         )
@@ -806,8 +854,9 @@ class Supervisor:
                 data={"config_hash": spec.config_hash, "elapsed_ms": elapsed},
             )
         else:
+            await self._drain_log(worker, 2.0)
             tail = self._log_tail(app, name, 20)
-            error = error + ("\n" + "\n".join(tail[-12:]) if tail else "")
+            error = bound_text(error + ("\n" + "\n".join(tail[-12:]) if tail else ""))
             self.store.add_event("deploy_failed", error.splitlines()[0], app=app, endpoint=name)
             if worker.alive():
                 self.store.upsert_endpoint(app, name, status="unhealthy", last_error=error)
