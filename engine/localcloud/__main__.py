@@ -3,7 +3,11 @@
 Normally started detached by the engine (`engine.localcloud.discovery.ensure_cloud`). Binds
 127.0.0.1 only (the API controls processes on this machine: it is never exposed), on a free
 port unless `--port` is given, publishes itself in the home's state file, and holds the home's
-service lock so a second instance for the same home exits at once (status 3).
+service lock so a second instance for the same home exits at once.
+
+Exit status: 0 after a normal shutdown, 3 when a service already runs for this home, 4 when it
+failed at start (a damaged cloud.db, a port that cannot be bound, a startup error); the
+reason is on stderr.
 """
 
 from __future__ import annotations
@@ -21,32 +25,56 @@ import time
 import uvicorn
 
 from engine.home import Home
-from engine.localcloud.discovery import load_or_create_token, write_state
+from engine.localcloud.discovery import claim_service_lock, load_or_create_token, write_state
 from engine.localcloud.service import create_app
+from engine.localcloud.store import StoreError, check_database
 
 EXIT_ALREADY_RUNNING = 3
+EXIT_FAILED_AT_START = 4
 
 
 def main(argv: list[str] | None = None) -> int:
     """Run the service until shut down; returns the exit status."""
-    parser = argparse.ArgumentParser(prog="python -m engine.localcloud")
+    parser = argparse.ArgumentParser(
+        prog="python -m engine.localcloud",
+        description="Run the local cloud service of a flash-tui home.",
+        epilog=f"exit status: 0 stopped normally, {EXIT_ALREADY_RUNNING} already running for "
+        f"this home, {EXIT_FAILED_AT_START} failed at start (reason on stderr)",
+    )
     parser.add_argument("--home", default=None, help="flash-tui home (default: $FLASH_TUI_HOME)")
     parser.add_argument("--port", type=int, default=0, help="TCP port on 127.0.0.1 (0: free)")
     args = parser.parse_args(argv)
 
     home = Home(args.home)
-    lock_fd = os.open(home.service_lock, os.O_RDWR | os.O_CREAT, 0o600)
-    try:
-        fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
+    lock_fd = claim_service_lock(home)
+    if lock_fd is None:
         print(f"local cloud already running for {home.root}", file=sys.stderr)
         return EXIT_ALREADY_RUNNING
+    try:
+        return _serve(home, args.port)
+    finally:
+        fcntl.flock(lock_fd, fcntl.LOCK_UN)
+        os.close(lock_fd)
 
+
+def _serve(home: Home, port_wanted: int) -> int:
+    """Bind, serve until shut down; the exit status."""
+    # A damaged database is reported as such and left untouched, before anything is started.
+    try:
+        check_database(home.db_path)
+    except StoreError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_FAILED_AT_START
     token = load_or_create_token(home)
     host = "127.0.0.1"
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind((host, args.port))
+    try:
+        sock.bind((host, port_wanted))
+    except OSError as exc:
+        sock.close()
+        print(f"error: cannot listen on {host}:{port_wanted}: {exc}", file=sys.stderr)
+        return EXIT_FAILED_AT_START
     sock.listen(128)
     port = int(sock.getsockname()[1])
     started_at = time.time()
@@ -76,14 +104,21 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         asyncio.run(serve())
+    except SystemExit as exc:
+        # uvicorn exits with its own status 3 when startup (our lifespan) fails: keep that
+        # distinct from "already running".
+        if not server.started:
+            print("error: the local cloud failed at start (see above)", file=sys.stderr)
+            return EXIT_FAILED_AT_START
+        return int(exc.code or 0) if isinstance(exc.code, int) else 1
     finally:
         # Remove the state file only if it is still ours.
         with contextlib.suppress(OSError, ValueError):
             state = json.loads(home.state_file.read_text())
             if state.get("pid") == os.getpid():
                 home.state_file.unlink()
-        fcntl.flock(lock_fd, fcntl.LOCK_UN)
-        os.close(lock_fd)
+    if not server.started:
+        return EXIT_FAILED_AT_START
     return 0
 
 

@@ -7,8 +7,12 @@ service was SIGKILLed) is stale: it is removed and a new service is started.
 
 Starting is serialised across processes with an exclusive lock on `<home>/localcloud/start.lock`,
 so two CLIs that both find no service start exactly one. The service itself holds
-`service.lock` for its whole life, so even a start that bypasses this module cannot produce two
-services for one home.
+`service.lock` for its whole life (with its pid written in it), so even a start that bypasses
+this module cannot produce two services for one home.
+
+The lock is also how a service is found when its state file is lost or damaged while it runs:
+the lock holder is the service. Commands then say exactly what is wrong (which file, which
+error) instead of starting a second service, and `stop_cloud` stops the holder and its workers.
 """
 
 from __future__ import annotations
@@ -31,15 +35,19 @@ import httpx
 import psutil
 
 from engine.home import Home, write_private
+from engine.localcloud.store import StoreError, check_database
 
 __all__ = [
     "CloudError",
     "CloudInfo",
+    "claim_service_lock",
     "ensure_cloud",
     "kill_home_workers",
     "load_or_create_token",
+    "lock_holder",
     "ping",
     "read_state",
+    "state_problem",
     "stop_cloud",
     "write_state",
 ]
@@ -49,6 +57,14 @@ DEFAULT_START_TIMEOUT = 20.0
 
 class CloudError(Exception):
     """The local cloud could not be reached, started or stopped; the message says why."""
+
+
+class CloudStateLost(CloudError):
+    """The service runs (it holds the service lock) but cannot be reached through its state file."""
+
+    def __init__(self, message: str, pid: int) -> None:
+        super().__init__(message)
+        self.pid = pid
 
 
 @dataclass(frozen=True)
@@ -141,6 +157,134 @@ def read_state(home: Home, *, remove_stale: bool = True) -> CloudInfo | None:
     return None
 
 
+def state_problem(home: Home) -> str:
+    """What is wrong with the state file, in words that name it (for error messages)."""
+    path = home.state_file
+    try:
+        state = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return f"its state file {path} is missing"
+    except (OSError, ValueError) as exc:
+        return f"its state file {path} is unreadable: {exc}"
+    if not isinstance(state, dict):
+        return f"its state file {path} is unreadable: not a JSON object"
+    try:
+        Path(state["token_file"]).read_text(encoding="utf-8")
+    except (KeyError, TypeError):
+        return f"its state file {path} is unreadable: no token_file"
+    except OSError as exc:
+        return f"its token file {state['token_file']} is unreadable: {exc}"
+    return f"its state file {path} names pid {state.get('pid')}, which is not the service"
+
+
+def claim_service_lock(home: Home) -> int | None:
+    """Take the home's service lock for this process (and write our pid in it): the open
+    descriptor, to keep for the service's life, or None when another service holds it."""
+    fd = os.open(home.service_lock, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        return None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    return fd
+
+
+def _is_service_of(process: psutil.Process, home: Home) -> bool:
+    try:
+        cmdline = process.cmdline()
+    except psutil.Error:
+        return False
+    if "engine.localcloud" not in cmdline:
+        return False
+    try:
+        return Path(cmdline[cmdline.index("--home") + 1]).resolve() == home.root
+    except (ValueError, IndexError):
+        return False
+
+
+def lock_holder(home: Home) -> psutil.Process | None:
+    """The service process holding the home's service lock, or None when it is not held."""
+    try:
+        fd = os.open(home.service_lock, os.O_RDONLY)
+    except FileNotFoundError:
+        return None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            held = True
+        else:
+            held = False
+            fcntl.flock(fd, fcntl.LOCK_UN)
+        content = os.pread(fd, 32, 0).decode("ascii", errors="replace").strip()
+    finally:
+        os.close(fd)
+    if not held:
+        return None
+    with contextlib.suppress(ValueError, psutil.Error):
+        process = psutil.Process(int(content))
+        if _is_service_of(process, home):
+            return process
+    # A lock file without our pid (written by an older version): look for the process.
+    for process in psutil.process_iter(["pid"]):
+        if process.pid != os.getpid() and _is_service_of(process, home):
+            return process
+    return None
+
+
+def _recover_info(home: Home, process: psutil.Process) -> CloudInfo | None:
+    """How to reach a service whose state file is lost: its listening port and the token."""
+    try:
+        token = home.token_file.read_text(encoding="utf-8").strip()
+        connections = process.net_connections(kind="tcp4")
+        create_time = process.create_time()
+    except (OSError, psutil.Error):
+        return None
+    for conn in connections:
+        if conn.status == psutil.CONN_LISTEN and conn.laddr and conn.laddr.ip == "127.0.0.1":
+            info = CloudInfo(
+                pid=process.pid,
+                host="127.0.0.1",
+                port=int(conn.laddr.port),
+                started_at=create_time,
+                create_time=create_time,
+                token=token,
+            )
+            if ping(info):
+                return info
+    return None
+
+
+def _lost_state_error(home: Home, holder: psutil.Process) -> CloudStateLost:
+    return CloudStateLost(
+        f"the local cloud of {home.root} is running (pid {holder.pid}, the holder of "
+        f"{home.service_lock}) but {state_problem(home)}; `flash-tui cloud stop` stops it "
+        "and its workers, then any command starts a new one",
+        holder.pid,
+    )
+
+
+def _check_lock_holder(home: Home, timeout: float) -> None:
+    """Raise `CloudStateLost` when a service holds the lock without a usable state file.
+
+    A service that has just started holds the lock before it writes its state file: one
+    younger than `timeout` is given until then to write it.
+    """
+    holder = lock_holder(home)
+    if holder is None:
+        return
+    with contextlib.suppress(psutil.Error):
+        deadline = time.monotonic() + max(0.0, holder.create_time() + timeout - time.time())
+        while time.monotonic() < deadline and holder.is_running():
+            if read_state(home, remove_stale=False) is not None:
+                return
+            time.sleep(0.05)
+    if holder.is_running() and read_state(home, remove_stale=False) is None:
+        raise _lost_state_error(home, holder)
+
+
 def ping(info: CloudInfo, timeout: float = 1.0) -> bool:
     """True when the service answers its health route with this token."""
     try:
@@ -206,6 +350,8 @@ def ensure_cloud(
     info = read_state(home)
     if info is not None and ping(info):
         return info
+    if info is None:
+        _check_lock_holder(home, timeout)
     if not start:
         raise CloudError("the local cloud is not running (start it with `flash-tui cloud start`)")
     with _start_lock(home):
@@ -224,6 +370,11 @@ def ensure_cloud(
                 f"the local cloud (pid {info.pid}) is running but not answering; "
                 f"see {home.service_log}"
             )
+        _check_lock_holder(home, timeout)
+        try:
+            check_database(home.db_path)
+        except StoreError as exc:
+            raise CloudError(str(exc)) from None
         proc = _spawn_service(home, extra_env)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -280,11 +431,30 @@ def stop_cloud(
     """
     home = home or Home()
     info = read_state(home)
+    problem: str | None = None
     if info is None:
-        killed = kill_home_workers(home) if stop_workers else []
-        return {"was_running": False, "stopped": True, "killed_workers": len(killed)}
+        holder = lock_holder(home)
+        if holder is None:
+            killed = kill_home_workers(home) if stop_workers else []
+            return {"was_running": False, "stopped": True, "killed_workers": len(killed)}
+        # Its state file is lost: reach it through its socket, or failing that, signals.
+        problem = state_problem(home)
+        try:
+            create_time = holder.create_time()
+        except psutil.Error:
+            return {"was_running": False, "stopped": True, "killed_workers": 0}
+        info = _recover_info(home, holder) or CloudInfo(
+            pid=holder.pid,
+            host="127.0.0.1",
+            port=0,
+            started_at=create_time,
+            create_time=create_time,
+            token="",
+        )
     asked = False
     with contextlib.suppress(httpx.HTTPError):
+        if not info.port:
+            raise httpx.ConnectError("no port known")
         response = httpx.post(
             f"{info.url}/v1/shutdown",
             headers=info.headers(),
@@ -311,10 +481,13 @@ def stop_cloud(
     with contextlib.suppress(FileNotFoundError):
         if read_state(home, remove_stale=True) is None:
             pass
-    return {
+    result: dict[str, Any] = {
         "was_running": True,
         "stopped": True,
         "pid": info.pid,
         "forced": forced,
         "killed_workers": len(killed),
     }
+    if problem is not None:
+        result["problem"] = problem
+    return result

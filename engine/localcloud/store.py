@@ -37,7 +37,9 @@ __all__ = [
     "MIGRATIONS",
     "SCHEMA_VERSION",
     "Store",
+    "StoreError",
     "bound_text",
+    "check_database",
 ]
 
 # A few KB keep a whole traceback readable; more belongs in the log file.
@@ -189,6 +191,33 @@ def _pid_running(pid: Any, started: Any) -> bool:
         return False
 
 
+class StoreError(Exception):
+    """The database cannot be used (not SQLite, unreadable); the message names the file."""
+
+
+def _describe_error(path: Path, exc: sqlite3.Error) -> str:
+    if type(exc) is sqlite3.DatabaseError or "not a database" in str(exc):
+        return f"cloud.db at {path} is not a SQLite database: {exc}"
+    return f"cloud.db at {path} cannot be opened: {exc}"
+
+
+def check_database(path: Path) -> None:
+    """Raise `StoreError` when `path` exists and is not a usable SQLite database.
+
+    Read-only: a damaged file is left exactly as it is, for the user to inspect or restore.
+    """
+    if not Path(path).exists():
+        return
+    try:
+        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10.0)
+        try:
+            conn.execute("PRAGMA schema_version").fetchone()
+        finally:
+            conn.close()
+    except sqlite3.Error as exc:
+        raise StoreError(_describe_error(Path(path), exc)) from None
+
+
 def split_statements(script: str) -> Iterator[str]:
     """The SQL statements of `script`, one at a time.
 
@@ -235,6 +264,8 @@ class Store:
 
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
+        # Checked before opening read-write, so a damaged file is never written to.
+        check_database(self.path)
         existed = self.path.exists()
         self._lock = threading.RLock()
         self._conn = sqlite3.connect(
