@@ -173,17 +173,17 @@ def blind_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
 @pytest.fixture(scope="module")
 def fast_env(fast_home: Path) -> dict[str, str]:
     # One crash fails an endpoint: the big error is recorded once.
-    return _env(fast_home, FLASH_LOCALCLOUD_CRASH_LIMIT="1")
+    return _env(
+        fast_home,
+        FLASH_LOCALCLOUD_CRASH_LIMIT="1",
+        FLASH_LOCALCLOUD_LOG_MAX_BYTES=str(LOG_MAX),
+        FLASH_LOCALCLOUD_LOG_KEEP=str(LOG_KEEP),
+    )
 
 
 @pytest.fixture(scope="module")
 def blind_env(blind_home: Path) -> dict[str, str]:
-    return _env(
-        blind_home,
-        FLASH_LOCALCLOUD_MONITOR_INTERVAL="3600",
-        FLASH_LOCALCLOUD_LOG_MAX_BYTES=str(LOG_MAX),
-        FLASH_LOCALCLOUD_LOG_KEEP=str(LOG_KEEP),
-    )
+    return _env(blind_home, FLASH_LOCALCLOUD_MONITOR_INTERVAL="3600")
 
 
 def _api(root: Path) -> httpx.Client:
@@ -230,16 +230,14 @@ def _log_total(logs: Path, name: str) -> int:
     return total
 
 
-def test_log_cap_holds_under_a_burst(project: Path, blind_env: dict[str, str]) -> None:
+def test_log_cap_holds_under_a_burst(project: Path, fast_env: dict[str, str]) -> None:
     """A worker writes BURST_MB as fast as it can: at no sampled moment do its log files pass
     the cap (plus the service's marker lines), and the control plane answers throughout."""
-    blind_home = Path(blind_env["FLASH_TUI_HOME"])
-    logs = Home(blind_home).logs_dir(APP)
-    proc = _run(
-        blind_env, "deploy", "chatty", "steady", "--yes", "--json", "--project", str(project)
-    )
+    fast_home = Path(fast_env["FLASH_TUI_HOME"])
+    logs = Home(fast_home).logs_dir(APP)
+    proc = _run(fast_env, "deploy", "chatty", "--yes", "--json", "--project", str(project))
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
-    info = read_state(Home(blind_home))
+    info = read_state(Home(fast_home))
     assert info is not None
     current = logfiles.log_path(logs, "chatty")
     biggest, samples, answered = 0, 0, 0
@@ -275,6 +273,8 @@ def test_a_killed_worker_is_never_reported_healthy(
     project: Path, blind_env: dict[str, str]
 ) -> None:
     blind_home = Path(blind_env["FLASH_TUI_HOME"])
+    proc = _run(blind_env, "deploy", "steady", "--yes", "--json", "--project", str(project))
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     record = wait_for(lambda: (r := _record(blind_home, "steady"))["status"] == "healthy" and r)
     os.kill(record["pid"], signal.SIGKILL)
     wait_for(
@@ -364,21 +364,21 @@ def test_crash_handling_survives_a_full_disk(tmp_path: Path) -> None:
 # -- a lost state file, a corrupt database, exit codes ----------------------------------------
 
 
-def test_lost_state_file_the_cli_finds_and_stops_the_cloud(blind_env: dict[str, str]) -> None:
-    blind_home = Path(blind_env["FLASH_TUI_HOME"])
-    home = Home(blind_home)
+def test_lost_state_file_the_cli_finds_and_stops_the_cloud(fast_env: dict[str, str]) -> None:
+    fast_home = Path(fast_env["FLASH_TUI_HOME"])
+    home = Home(fast_home)
     info = read_state(home)
     assert info is not None
     workers = [p.pid for p in _home_workers(home)]
     assert workers, "the earlier tests left workers running"
     home.state_file.unlink()
 
-    proc = _run(blind_env, "cloud", "status")
+    proc = _run(fast_env, "cloud", "status")
     text = proc.stdout + proc.stderr
     assert f"pid {info.pid}" in text and str(home.state_file) in text, text
     assert "Traceback" not in text
 
-    proc = _run(blind_env, "cloud", "stop", "--json")
+    proc = _run(fast_env, "cloud", "stop", "--json")
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout)["was_running"] is True
     assert not _alive(info.pid)
