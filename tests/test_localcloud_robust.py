@@ -364,13 +364,21 @@ def test_crash_handling_survives_a_full_disk(tmp_path: Path) -> None:
 # -- a lost state file, a corrupt database, exit codes ----------------------------------------
 
 
-def test_lost_state_file_the_cli_finds_and_stops_the_cloud(fast_env: dict[str, str]) -> None:
+def test_lost_state_file_the_cli_finds_and_stops_the_cloud(
+    project: Path, fast_env: dict[str, str]
+) -> None:
     fast_home = Path(fast_env["FLASH_TUI_HOME"])
     home = Home(fast_home)
     info = read_state(home)
     assert info is not None
     workers = [p.pid for p in _home_workers(home)]
     assert workers, "the earlier tests left workers running"
+    home.state_file.write_text("{not json")
+    proc = _run(fast_env, "deploy", "--yes", "--project", str(project))
+    text = proc.stdout + proc.stderr
+    assert proc.returncode != 0 and "Traceback" not in text
+    assert f"pid {info.pid}" in text and f"{home.state_file} is unreadable" in text, text
+    assert _alive(info.pid)  # found, not replaced by a second service
     home.state_file.unlink()
 
     proc = _run(fast_env, "cloud", "status")

@@ -121,7 +121,10 @@ def run(args: argparse.Namespace) -> int:
             elif result["was_running"]:
                 extra = " (forced)" if result.get("forced") else ""
                 if result.get("problem"):
-                    err_console().print(f"[yellow]warning[/]: {escape(result['problem'])}")
+                    err_console().print(
+                        f"[yellow]warning[/]: the local cloud (pid {result['pid']}) was running "
+                        f"but {escape(result['problem'])}"
+                    )
                 console.print(f"local cloud stopped{extra}")
             else:
                 console.print("local cloud was not running")

@@ -133,7 +133,8 @@ def _pid_matches(pid: int, create_time: float) -> bool:
 
 
 def read_state(home: Home, *, remove_stale: bool = True) -> CloudInfo | None:
-    """The running service of `home`, or None (a stale state file is removed)."""
+    """The running service of `home`, or None (a stale state file is removed, unless a service
+    holds the lock: see `lock_holder` and `state_problem`)."""
     try:
         state = json.loads(home.state_file.read_text(encoding="utf-8"))
         token = Path(state["token_file"]).read_text(encoding="utf-8").strip()
@@ -151,7 +152,9 @@ def read_state(home: Home, *, remove_stale: bool = True) -> CloudInfo | None:
         info = None  # unreadable or half-written by an older version: treat as stale
     if info is not None and _pid_matches(info.pid, info.create_time):
         return info
-    if remove_stale:
+    # While a service holds the lock the file is not stale but damaged: it is kept, so that
+    # the error can say what is wrong with it.
+    if remove_stale and lock_holder(home) is None:
         with contextlib.suppress(FileNotFoundError):
             home.state_file.unlink()
     return None
