@@ -455,3 +455,23 @@ def test_exit_codes_started_and_already_running(tmp_path: Path) -> None:
         assert "3" in help_text and "4" in help_text and "already running" in help_text
     finally:
         _cleanup(root)
+
+
+def test_log_writer_rotates_without_losing_a_line(tmp_path: Path) -> None:
+    """Through the real writer process: every file within the cap, and the files together
+    hold the newest output in order, nothing missing (rotation renames, it does not copy)."""
+    log = tmp_path / "logs" / "ep.log"
+    writer, fd = logfiles.start_writer(log, max_bytes=4096, keep=3)
+    try:
+        lines = [f"line {i:05d}\n".encode() for i in range(1500)]  # 16.5 KB
+        for line in lines:
+            os.write(fd, line)
+    finally:
+        os.close(fd)
+    assert writer.wait(timeout=30) == 0  # exits once the pipe is closed and drained
+    files = [log.with_name(f"ep.log.{i}") for i in (3, 2, 1)] + [log]
+    assert all(path.stat().st_size <= 4096 for path in files)
+    assert not log.with_name("ep.log.4").exists()
+    kept = b"".join(path.read_bytes() for path in files)
+    stream = b"".join(lines)
+    assert stream.endswith(kept) and len(kept) > 3 * 4096 - 100  # the newest bytes, in order

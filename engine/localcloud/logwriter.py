@@ -49,12 +49,20 @@ def rotate(path: Path, keep: int) -> None:
         os.replace(path, path.with_name(f"{path.name}.1"))
 
 
-def _open(path: Path) -> int:
-    return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+def _open(path: Path) -> int | None:
+    """The log file opened for appending, or None when it cannot be (a full disk)."""
+    try:
+        return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    except OSError:
+        return None
 
 
 def copy_capped(source: int, path: Path, max_bytes: int, keep: int) -> None:
-    """Copy `source` to `path` until end of file, rotating so no file passes `max_bytes`."""
+    """Copy `source` to `path` until end of file, rotating so no file passes `max_bytes`.
+
+    The pipe is always drained: when the disk is full the output is dropped (and the file
+    opened again later), rather than the worker blocked on a full pipe.
+    """
     chunk_size = max(1, min(_CHUNK, max_bytes))
     fd = _open(path)
     try:
@@ -65,19 +73,31 @@ def copy_capped(source: int, path: Path, max_bytes: int, keep: int) -> None:
                 continue
             if not data:
                 return
+            if fd is None:
+                fd = _open(path)
+                if fd is None:
+                    continue
             # fstat, not a counter: the service appends marker lines to the same file.
             size = os.fstat(fd).st_size
             if size > 0 and size + len(data) > max_bytes:
+                # The complete lines that still fit end this file: lines stay whole.
+                cut = data.rfind(b"\n", 0, max(0, max_bytes - size))
+                if cut >= 0:
+                    with contextlib.suppress(OSError):
+                        os.write(fd, data[: cut + 1])
+                    data = data[cut + 1 :]
                 os.close(fd)
-                rotate(path, keep)
+                with contextlib.suppress(OSError):
+                    rotate(path, keep)
                 fd = _open(path)
-            try:
-                os.write(fd, data)
-            except OSError:
-                # A full disk: this chunk is lost, the worker is not blocked.
-                continue
+                if fd is None:
+                    continue
+            if data:
+                with contextlib.suppress(OSError):
+                    os.write(fd, data)
     finally:
-        os.close(fd)
+        if fd is not None:
+            os.close(fd)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -432,9 +432,10 @@ class Supervisor:
             }
         )
         log = logfiles.log_path(self.home.logs_dir(app), name)
-        logfiles.append_marker(
-            log, f"starting worker on port {port} (build {str(record.get('build_id'))[:12]})"
-        )
+        with contextlib.suppress(OSError):  # a full disk must not keep the worker down
+            logfiles.append_marker(
+                log, f"starting worker on port {port} (build {str(record.get('build_id'))[:12]})"
+            )
         cmd = [
             sys.executable,
             "-m",
@@ -468,6 +469,10 @@ class Supervisor:
         except psutil.NoSuchProcess:
             create_time = time.time()
         url = f"http://127.0.0.1:{port}"
+        # Watched from now on, even if recording its pid fails (a full disk): a retry then
+        # finds it running instead of starting a second one.
+        worker = Worker(app, name, proc.pid, create_time, port, proc, log_writer=log_writer)
+        self.workers[(app, name)] = worker
         self.store.upsert_endpoint(
             app,
             name,
@@ -477,8 +482,6 @@ class Supervisor:
             url=url,
             started_at=time.time(),
         )
-        worker = Worker(app, name, proc.pid, create_time, port, proc, log_writer=log_writer)
-        self.workers[(app, name)] = worker
         return worker
 
     async def _wait_ready(self, worker: Worker, timeout: float) -> tuple[bool, str]:
@@ -656,7 +659,18 @@ class Supervisor:
     async def _restart_later(self, app: str, name: str, delay: float) -> None:
         try:
             await asyncio.sleep(delay)
-            await self._start_recorded(app, name, "crash")
+            while True:
+                try:
+                    await self._start_recorded(app, name, "crash")
+                    return
+                except (OSError, sqlite3.Error) as exc:
+                    # A full disk: try again later rather than leave the endpoint down.
+                    print(
+                        f"supervisor: restarting {app}/{name} failed ({exc}); retrying",
+                        file=sys.stderr,
+                    )
+                    delay = min(max(delay, 0.05) * 2, self.settings.backoff_max)
+                    await asyncio.sleep(delay)
         finally:
             current = asyncio.current_task()
             if self._restarts.get((app, name)) is current:
