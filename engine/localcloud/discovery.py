@@ -227,8 +227,10 @@ def lock_holder(home: Home) -> psutil.Process | None:
     if not held:
         return None
     with contextlib.suppress(ValueError, psutil.Error):
+        # The lock file is this home's: the pid in it needs only to be a local cloud service
+        # (it may have been started without --home, through $FLASH_TUI_HOME).
         process = psutil.Process(int(content))
-        if _is_service_of(process, home):
+        if "engine.localcloud" in process.cmdline():
             return process
     # A lock file without our pid (written by an older version): look for the process.
     for process in psutil.process_iter(["pid"]):

@@ -868,7 +868,8 @@ class Supervisor:
                 data={"config_hash": spec.config_hash, "elapsed_ms": elapsed},
             )
         else:
-            await self._drain_log(worker, 2.0)
+            if not worker.alive():  # its last words are still in the pipe, maybe
+                await self._drain_log(worker, 2.0)
             tail = self._log_tail(app, name, 20)
             error = bound_text(error + ("\n" + "\n".join(tail[-12:]) if tail else ""))
             self.store.add_event("deploy_failed", error.splitlines()[0], app=app, endpoint=name)
