@@ -530,13 +530,21 @@ class Supervisor:
 
     async def _drain_log(self, worker: Worker, timeout: float) -> None:
         """Wait (bounded) for the worker's log writer to copy its last output, and reap it."""
-        writer = worker.log_writer
-        if writer is None:
-            return
         deadline = time.monotonic() + timeout
+        writer = worker.log_writer
         # A child the user's code started may still hold the pipe: then the writer lives on
         # (it keeps logging that child) and we stop waiting at the deadline.
-        while writer.poll() is None and time.monotonic() < deadline:
+        if writer is not None:
+            while writer.poll() is None and time.monotonic() < deadline:
+                await asyncio.sleep(0.01)
+            return
+        # An adopted worker: its writer was started by an earlier service; find it by its file.
+        log = str(logfiles.log_path(self.home.logs_dir(worker.app), worker.name))
+        found = await asyncio.to_thread(_log_writer_of, log)
+        while found is not None and time.monotonic() < deadline:
+            with contextlib.suppress(psutil.Error):
+                if not found.is_running() or found.status() == psutil.STATUS_ZOMBIE:
+                    return
             await asyncio.sleep(0.01)
 
     # -- monitoring -----------------------------------------------------------------------
@@ -989,6 +997,16 @@ def _signal_group(pid: int, sig: int, *, group_only: bool = False) -> None:
             os.kill(pid, sig)
     except (ProcessLookupError, PermissionError):
         pass
+
+
+def _log_writer_of(log: str) -> psutil.Process | None:
+    """The running log writer process of the log file `log`, if any."""
+    for process in psutil.process_iter(["cmdline"]):
+        cmdline: list[str] = process.info.get("cmdline") or []
+        is_writer = any(part.endswith("logwriter.py") for part in cmdline)
+        if is_writer and _arg(cmdline, "--path") == log:
+            return process
+    return None
 
 
 def _terminate(process: psutil.Process, timeout: float) -> None:
