@@ -475,3 +475,13 @@ def test_log_writer_rotates_without_losing_a_line(tmp_path: Path) -> None:
     kept = b"".join(path.read_bytes() for path in files)
     stream = b"".join(lines)
     assert stream.endswith(kept) and len(kept) > 3 * 4096 - 100  # the newest bytes, in order
+
+
+def test_log_lines_leave_the_files_bounded(tmp_path: Path) -> None:
+    """A huge line in a log file reaches the logs screen cut (head, marker, the useful end)."""
+    log = tmp_path / "ep.log"
+    log.write_bytes(b"before\n" + b"z" * 2_000_000 + b" the end of it\nafter\n")
+    for lines in (logfiles.tail_lines(log, 10), logfiles.read_new(log, 0)[0]):
+        assert lines[0] == "before" and lines[-1] == "after"
+        assert len(lines[1].encode()) <= logfiles.MAX_LINE_BYTES + 64
+        assert lines[1].endswith("the end of it") and "bytes cut" in lines[1]

@@ -20,9 +20,12 @@ import sys
 import time
 from pathlib import Path
 
+from engine.localcloud.texts import bound_text
+
 __all__ = [
     "DEFAULT_KEEP",
     "DEFAULT_MAX_BYTES",
+    "MAX_LINE_BYTES",
     "append_marker",
     "log_path",
     "open_for_worker",
@@ -36,6 +39,9 @@ __all__ = [
 
 DEFAULT_MAX_BYTES = 5 * 1024 * 1024
 DEFAULT_KEEP = 2
+# Lines leave the files cut to this size (head and tail kept): a 30 MB line printed by a
+# program must not become a 30 MB answer or screen.
+MAX_LINE_BYTES = 16 * 1024
 _TAIL_CHUNK = 64 * 1024
 
 
@@ -137,7 +143,7 @@ def _tail_of_file(path: Path, count: int) -> list[str]:
     except FileNotFoundError:
         return []
     lines = data.decode("utf-8", errors="replace").splitlines()
-    return lines[-count:] if count else []
+    return [bound_text(line, MAX_LINE_BYTES) for line in lines[-count:]] if count else []
 
 
 def redact(lines: list[str], secrets: list[str]) -> list[str]:
@@ -182,7 +188,8 @@ def read_new(path: Path, offset: int) -> tuple[list[str], int]:
     if cut < 0:
         return [], offset
     chunk = data[: cut + 1]
-    return chunk.decode("utf-8", errors="replace").splitlines(), offset + len(chunk)
+    lines = chunk.decode("utf-8", errors="replace").splitlines()
+    return [bound_text(line, MAX_LINE_BYTES) for line in lines], offset + len(chunk)
 
 
 def remove_logs(path: Path) -> None:

@@ -31,6 +31,8 @@ from typing import Any
 
 import psutil
 
+from engine.localcloud import texts
+
 __all__ = [
     "ENDPOINT_COLUMNS",
     "MAX_TEXT_BYTES",
@@ -142,18 +144,8 @@ _LIVE_STATUSES = frozenset({"healthy", "deploying"})
 
 
 def bound_text(text: str, limit: int = MAX_TEXT_BYTES) -> str:
-    """`text` cut to about `limit` UTF-8 bytes: its head and tail around "… N bytes cut …"."""
-    data = text.encode("utf-8", errors="replace")
-    if len(data) <= limit:
-        return text
-    head = limit // 4
-    tail = limit - head
-    cut = len(data) - head - tail
-    return (
-        data[:head].decode("utf-8", errors="ignore")
-        + f" … {cut} bytes cut … "
-        + data[-tail:].decode("utf-8", errors="ignore")
-    )
+    """`text` cut to about `limit` UTF-8 bytes (head and tail kept; see `texts`)."""
+    return texts.bound_text(text, limit)
 
 
 def _bound_data(value: Any, limit: int) -> Any:
