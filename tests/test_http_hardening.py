@@ -319,3 +319,15 @@ def test_header_timeout_with_each_uvicorn_parser(parser: str) -> None:
         server.should_exit = True
         thread.join(CLOSE_DEADLINE)
         sock.close()
+
+
+def test_a_bad_header_timeout_is_a_clear_error(build_dir: Path) -> None:
+    proc = Worker(build_dir, "web", env={"FLASH_HEADER_TIMEOUT": "soon"})
+    try:
+        assert proc.proc.wait(CLOSE_DEADLINE) == 1
+    finally:
+        proc.stop()
+    deadline = time.monotonic() + CLOSE_DEADLINE
+    while not any("FLASH_HEADER_TIMEOUT='soon'" in line for line in proc.stderr):
+        assert time.monotonic() < deadline, proc.stderr
+        time.sleep(0.02)
