@@ -115,6 +115,7 @@ def cloud(
         "FLASH_LOCALCLOUD_BACKOFF_MAX": "10",
         "PROBE_POINTS_HOME": str(home.cloud_dir),
         "PROBE_ORDINARY": "kept",
+        "PROBE_PATH_LIST": os.pathsep.join(["/usr/bin", str(home.root / "bin"), "/bin"]),
     }
     info = ensure_cloud(home, extra_env=extra)
     root = tmp_path_factory.mktemp("isolation-builds")
@@ -148,6 +149,7 @@ def test_worker_environment_names_neither_the_home_nor_its_secrets(
     assert "FLASH_LOCALCLOUD_BACKOFF_MAX" not in env  # the service's settings stay its own
     assert "PROBE_POINTS_HOME" not in env  # a value pointing into the home is not passed on
     assert env["PROBE_ORDINARY"] == "kept" and env["USER_SETTING"] == "from-config"
+    assert env["PROBE_PATH_LIST"] == os.pathsep.join(["/usr/bin", "/bin"])
     assert env["FLASH_ENDPOINT_KEY"] == probed["key"]
     everything = json.dumps(env) + json.dumps(probed["argv"])
     assert info.token not in everything

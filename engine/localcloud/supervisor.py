@@ -36,7 +36,7 @@ import subprocess
 import sys
 import tarfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -232,21 +232,33 @@ def _sha256(path: Path) -> str:
 
 
 def _worker_environ(
-    environ: dict[str, str] | os._Environ[str], home_root: Path, secrets: list[str]
+    environ: Mapping[str, str], home_root: Path, secrets: list[str]
 ) -> dict[str, str]:
     """The service's environment as a worker inherits it: nothing that leads to the home.
 
     User code runs in the worker; it must not be told where the home (token, database, other
-    apps' keys) is, nor be handed a secret the service happens to hold.
+    apps' keys) is, nor be handed a secret the service happens to hold. A path list (PATH...)
+    loses only its entries inside the home; any other value naming the home is left out.
     """
     root = str(home_root)
+
+    def inside_home(item: str) -> bool:
+        return item.rstrip(os.sep) == root or item.startswith(root + os.sep)
+
     inherited = {}
     for name, value in environ.items():
         if name == HOME_ENV or (name.startswith("FLASH_") and name not in _WORKER_SETTINGS):
             continue
-        if root in value or any(secret in value for secret in secrets if secret):
+        if any(secret in value for secret in secrets if secret):
             continue
-        inherited[name] = value
+        items = value.split(os.pathsep)
+        kept = [item for item in items if not inside_home(item)]
+        if kept != items:
+            if len(items) == 1 or not kept:
+                continue
+            value = os.pathsep.join(kept)
+        if root not in value:
+            inherited[name] = value
     return inherited
 
 
