@@ -9,7 +9,11 @@ It lives inside the local cloud service. Its rules:
   this home that no record explains (killed between spawn and pid write) is terminated.
 - Workers run from an immutable copy of the build (`<home>/apps/<app>/builds/<build_id>`,
   extracted from the build's archive, whose SHA-256 is the build id), so rebuilding the project
-  does not change a running endpoint until it is redeployed.
+  does not change a running endpoint until it is redeployed. Copies are private (0700/0600)
+  and made under a temporary name, renamed when complete; what a crash leaves half made is
+  removed at the next start.
+- A worker gets its own key, its app's endpoint table and the service's environment minus
+  everything that leads to the home (see `_worker_environ`): user code runs in it.
 - Each worker is its own session (process group): signals to the service's group (Ctrl-C in a
   terminal) do not reach it, it survives the service, and stopping it signals the whole group
   (anything the user's code spawned goes too).
