@@ -15,6 +15,9 @@
   the handler module's FastAPI `app` (`runtime.lb_app`).
 - Every route except `/ping` needs `Authorization: Bearer $FLASH_ENDPOINT_KEY`; without a key
   the worker refuses to start unless `--insecure`.
+- Requests whose `Host` is not `127.0.0.1` or `localhost` (optional port; or the `--host`
+  address) get 400 (DNS rebinding); a request's headers must arrive within
+  `FLASH_HEADER_TIMEOUT` seconds or the connection is closed (slowloris).
 - Stdout: `listening on http://HOST:PORT`, then `ready: resource NAME (kind, module)` once
   the handler is imported, then one line per request, flushed:
   `<METHOD> <path> <status> <ms>ms` (no query string, never a key). Errors go to stderr.
@@ -28,7 +31,8 @@ Environment: `FLASH_ENDPOINT_KEY`, `FLASH_WORKER_CONCURRENCY` (QB jobs at a time
 at most 60), `FLASH_RUNSYNC_WAIT` (seconds /runsync waits, default 90),
 `FLASH_SHUTDOWN_TIMEOUT`, `FLASH_ENDPOINTS_FILE` / `FLASH_ENDPOINTS_URL` /
 `FLASH_ENDPOINTS_TOKEN` / `FLASH_ENDPOINTS_TTL` (service registry, see `runtime.registry`),
-`FLASH_CALL_TIMEOUT` (cross-endpoint calls, see `runtime.calls`). A QB resource's
+`FLASH_CALL_TIMEOUT` (cross-endpoint calls, see `runtime.calls`), `FLASH_HEADER_TIMEOUT`
+(seconds a request's headers may take, default 5; see `runtime.header_timeout`). A QB resource's
 `config.executionTimeoutMs` in the manifest (when > 0) bounds each job.
 """
 
@@ -55,6 +59,8 @@ import uvicorn
 
 from runtime.asgi import send_json
 from runtime.auth import BearerAuthMiddleware, endpoint_key
+from runtime.header_timeout import header_timeout_from_env, header_timeout_protocol
+from runtime.hostcheck import LOOPBACK_HOSTS, LoopbackHostMiddleware
 from runtime.queue_server import (
     DEFAULT_CONCURRENCY,
     DEFAULT_RETENTION,
@@ -65,6 +71,7 @@ from runtime.queue_server import (
 __all__ = ["RequestLogMiddleware", "WorkerApp", "main", "resource_is_load_balanced"]
 
 MANIFEST_FILE = "flash_manifest.json"
+_WILDCARD_HOSTS = frozenset({"0.0.0.0", "::", ""})
 DEFAULT_SHUTDOWN_TIMEOUT = 4.0
 _LB_TYPES = frozenset(
     {
@@ -405,6 +412,11 @@ def main(argv: list[str] | None = None) -> int:
     host_text = f"[{args.host}]" if ":" in args.host else args.host
 
     concurrency = int(_env_number("FLASH_WORKER_CONCURRENCY", DEFAULT_CONCURRENCY, minimum=1))
+    try:
+        header_timeout = header_timeout_from_env()
+    except ValueError as exc:
+        _err(f"error: {exc}")
+        return 1
     server: _Server | None = None
 
     def fatal() -> None:
@@ -415,6 +427,10 @@ def main(argv: list[str] | None = None) -> int:
     app: Any = worker
     if key is not None:
         app = BearerAuthMiddleware(app, key)
+    # DNS rebinding: only loopback names (and the address bound, when it is another one);
+    # a wildcard bind serves whatever name the network uses, so it cannot be checked.
+    if args.host not in _WILDCARD_HOSTS:
+        app = LoopbackHostMiddleware(app, LOOPBACK_HOSTS | {args.host, host_text})
     app = RequestLogMiddleware(app)
     grace = _env_number("FLASH_SHUTDOWN_TIMEOUT", DEFAULT_SHUTDOWN_TIMEOUT, minimum=0.5)
     config = uvicorn.Config(
@@ -425,6 +441,7 @@ def main(argv: list[str] | None = None) -> int:
         # In-flight requests get most of the budget; the watchdog ends whatever is left.
         timeout_graceful_shutdown=max(0.2, grace - 1.5),
         timeout_keep_alive=30,
+        http=header_timeout_protocol("auto", header_timeout),
     )
     server = _Server(config)
     server.shutdown_timeout = grace

@@ -2,7 +2,8 @@
 
 Normally started detached by the engine (`engine.localcloud.discovery.ensure_cloud`). Binds
 127.0.0.1 only (the API controls processes on this machine: it is never exposed), on a free
-port unless `--port` is given, publishes itself in the home's state file, and holds the home's
+port unless `--port` is given (requests' headers must arrive within `$FLASH_HEADER_TIMEOUT`
+seconds, default 5), publishes itself in the home's state file, and holds the home's
 service lock so a second instance for the same home exits at once (status 3).
 """
 
@@ -23,6 +24,7 @@ import uvicorn
 from engine.home import Home
 from engine.localcloud.discovery import load_or_create_token, write_state
 from engine.localcloud.service import create_app
+from runtime.header_timeout import header_timeout_from_env, header_timeout_protocol
 
 EXIT_ALREADY_RUNNING = 3
 
@@ -34,6 +36,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=0, help="TCP port on 127.0.0.1 (0: free)")
     args = parser.parse_args(argv)
 
+    try:
+        header_timeout = header_timeout_from_env()
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     home = Home(args.home)
     lock_fd = os.open(home.service_lock, os.O_RDWR | os.O_CREAT, 0o600)
     try:
@@ -59,7 +66,13 @@ def main(argv: list[str] | None = None) -> int:
 
     app = create_app(home, token, on_shutdown_request=request_exit)
     config = uvicorn.Config(
-        app, lifespan="on", log_level="warning", access_log=False, timeout_graceful_shutdown=2
+        app,
+        lifespan="on",
+        log_level="warning",
+        access_log=False,
+        timeout_graceful_shutdown=2,
+        # slowloris: a client whose headers never end does not hold a connection forever
+        http=header_timeout_protocol("auto", header_timeout),
     )
     server = uvicorn.Server(config)
 

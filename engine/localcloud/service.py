@@ -1,6 +1,7 @@
 """The local cloud's HTTP API (FastAPI), bound to 127.0.0.1, every route behind a token.
 
-Routes (all JSON; `Authorization: Bearer <token>` required on every one, `/v1/health` too):
+Routes (all JSON; `Authorization: Bearer <token>` required on every one, `/v1/health` too;
+`Host` must be 127.0.0.1 or localhost, with an optional port, or the answer is 400):
 
     GET    /v1/health                                   service pid, version, uptime
     POST   /v1/shutdown              {"stop_workers"}   stop (optionally the workers), exit
@@ -43,12 +44,16 @@ from engine.localcloud import logfiles
 from engine.localcloud.store import Store
 from engine.localcloud.supervisor import DeployRequest, Supervisor, SupervisorSettings
 from runtime.auth import BearerAuthMiddleware
+from runtime.hostcheck import LoopbackHostMiddleware
 
 __all__ = ["NAME_PATTERN", "create_app"]
 
 VERSION = "1"
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 _UNAUTHORIZED = b'{"detail":"unauthorized: this API needs the local cloud token"}'
+_BAD_HOST = (
+    b'{"detail":"invalid Host header: the local cloud answers only 127.0.0.1 and localhost"}'
+)
 
 
 def _check_name(kind: str, value: str) -> str:
@@ -303,5 +308,7 @@ def create_app(
         """Unexpected errors become a JSON 500 (the service keeps running)."""
         return JSONResponse({"detail": f"{type(exc).__name__}: {exc}"}, status_code=500)
 
-    # Every route, /v1/health included, needs the token; it is never echoed or logged.
-    return BearerAuthMiddleware(api, token, public_paths=(), unauthorized=_UNAUTHORIZED)
+    # Every route, /v1/health included, needs the token; it is never echoed or logged. The
+    # Host check comes first: a DNS-rebinding page gets nothing, not even a 401.
+    authed = BearerAuthMiddleware(api, token, public_paths=(), unauthorized=_UNAUTHORIZED)
+    return LoopbackHostMiddleware(authed, refused=_BAD_HOST)

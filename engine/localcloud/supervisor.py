@@ -9,7 +9,11 @@ It lives inside the local cloud service. Its rules:
   this home that no record explains (killed between spawn and pid write) is terminated.
 - Workers run from an immutable copy of the build (`<home>/apps/<app>/builds/<build_id>`,
   extracted from the build's archive, whose SHA-256 is the build id), so rebuilding the project
-  does not change a running endpoint until it is redeployed.
+  does not change a running endpoint until it is redeployed. Copies are private (0700/0600)
+  and made under a temporary name, renamed when complete; what a crash leaves half made is
+  removed at the next start.
+- A worker gets its own key, its app's endpoint table and the service's environment minus
+  everything that leads to the home (see `_worker_environ`): user code runs in it.
 - Each worker is its own session (process group): signals to the service's group (Ctrl-C in a
   terminal) do not reach it, it survives the service, and stopping it signals the whole group
   (anything the user's code spawned goes too).
@@ -31,11 +35,12 @@ import secrets
 import shutil
 import signal
 import socket
+import stat
 import subprocess
 import sys
 import tarfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -43,7 +48,7 @@ from typing import Any
 import httpx
 import psutil
 
-from engine.home import Home, write_private
+from engine.home import DIR_MODE, FILE_MODE, HOME_ENV, Home, write_private
 from engine.localcloud import logfiles
 from engine.localcloud.store import Store
 
@@ -59,6 +64,19 @@ Emit = Callable[[dict[str, Any]], None]
 
 WORKER_MODULE = "runtime.worker"
 BUILD_MARKER = ".flash-build-complete"
+# Inherited FLASH_* variables a worker still gets: its documented settings. Every other one
+# (the home, the service's settings, registry pointers, keys) stays with the service.
+_WORKER_SETTINGS = frozenset(
+    {
+        "FLASH_WORKER_CONCURRENCY",
+        "FLASH_JOB_RETENTION",
+        "FLASH_RUNSYNC_WAIT",
+        "FLASH_CALL_TIMEOUT",
+        "FLASH_HEADER_TIMEOUT",
+        "FLASH_ENDPOINTS_TTL",
+        "FLASH_IS_LIVE_PROVISIONING",
+    }
+)
 # Statuses in which an endpoint is meant to be running: a worker found dead at service start
 # (machine reboot, SIGKILL) is started again. `stopped` (by `cloud stop`) and `failed` stay
 # down until the next deploy.
@@ -217,6 +235,49 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+def _worker_environ(
+    environ: Mapping[str, str], home_root: Path, secrets: list[str]
+) -> dict[str, str]:
+    """The service's environment as a worker inherits it: nothing that leads to the home.
+
+    User code runs in the worker; it must not be told where the home (token, database, other
+    apps' keys) is, nor be handed a secret the service happens to hold. A path list (PATH...)
+    loses only its entries inside the home; any other value naming the home is left out.
+    """
+    root = str(home_root)
+
+    def inside_home(item: str) -> bool:
+        return item.rstrip(os.sep) == root or item.startswith(root + os.sep)
+
+    inherited = {}
+    for name, value in environ.items():
+        if name == HOME_ENV or (name.startswith("FLASH_") and name not in _WORKER_SETTINGS):
+            continue
+        if any(secret in value for secret in secrets if secret):
+            continue
+        items = value.split(os.pathsep)
+        kept = [item for item in items if not inside_home(item)]
+        if kept != items:
+            if len(items) == 1 or not kept:
+                continue
+            value = os.pathsep.join(kept)
+        if root not in value:
+            inherited[name] = value
+    return inherited
+
+
+def _make_private(root: Path) -> None:
+    """Directories 0700 and files 0600 (0700 if executable) under `root`, `root` included."""
+    for path in [root, *root.rglob("*")]:
+        if path.is_symlink():
+            continue  # the data filter keeps symlinks inside the copy; their mode is unused
+        mode = path.stat().st_mode
+        if stat.S_ISDIR(mode):
+            os.chmod(path, DIR_MODE)
+        else:
+            os.chmod(path, DIR_MODE if mode & stat.S_IXUSR else FILE_MODE)
+
+
 def _arg(cmdline: list[str], flag: str) -> str | None:
     for index, item in enumerate(cmdline[:-1]):
         if item == flag:
@@ -244,6 +305,7 @@ class Supervisor:
     async def start(self) -> None:
         """Recover from the database (adopt, clean up, restart), then watch the workers."""
         self._http = httpx.AsyncClient(timeout=httpx.Timeout(1.0), trust_env=False)
+        await asyncio.to_thread(self._remove_partial_builds)
         await self._recover()
         self._monitor = asyncio.get_running_loop().create_task(self._monitor_loop())
 
@@ -401,6 +463,13 @@ class Supervisor:
 
     # -- processes ------------------------------------------------------------------------
 
+    def _token(self) -> str:
+        """The service's API token ("" when it has none yet): workers must never see it."""
+        try:
+            return self.home.token_file.read_text().strip()
+        except OSError:
+            return ""
+
     def _spawn(self, record: dict[str, Any], *, new_port: bool = False) -> Worker:
         """Start the worker of `record` and record its pid. Caller holds the app lock."""
         app, name = record["app"], record["name"]
@@ -413,7 +482,7 @@ class Supervisor:
             key = secrets.token_urlsafe(32)
             self.store.set_endpoint_key(app, name, key)
         build_path = record["build_path"]
-        env = dict(os.environ)
+        env = _worker_environ(os.environ, self.home.root, [self._token()])
         user_env = (record.get("config") or {}).get("env") or {}
         if isinstance(user_env, dict):
             env.update({str(k): str(v) for k, v in user_env.items() if isinstance(v, str)})
@@ -651,6 +720,8 @@ class Supervisor:
             else:
                 raise ValueError("the build has neither an archive nor a build directory")
             (tmp / BUILD_MARKER).write_text(request.build_id + "\n")
+            # The archive's modes (0644/0755) would open the copy to other users.
+            _make_private(tmp)
             if target.exists():  # an incomplete copy from an interrupted deploy
                 shutil.rmtree(target)
             os.replace(tmp, target)
@@ -661,6 +732,24 @@ class Supervisor:
             request.app, request.build_id, request.archive, str(target), request.manifest
         )
         return target
+
+    def _remove_partial_builds(self) -> None:
+        """Delete build copies a crash left half made: temporary extraction directories, and
+        copies without their completion marker that no endpoint runs from."""
+        apps = self.home.root / "apps"
+        if not apps.is_dir():
+            return
+        used = {r.get("build_path") for r in self.store.list_endpoints()}
+        for builds in apps.glob("*/builds"):
+            for path in builds.iterdir():
+                if not path.is_dir() or path.is_symlink():
+                    continue
+                partial = path.name.startswith(".") and ".tmp-" in path.name
+                unmarked = not (path / BUILD_MARKER).is_file() and str(path) not in used
+                if partial or unmarked:
+                    shutil.rmtree(path, ignore_errors=True)
+                elif stat.S_IMODE(path.stat().st_mode) != DIR_MODE:
+                    _make_private(path)  # a copy made before copies were private
 
     def _prune_builds(self, app: str) -> None:
         """Delete build copies no endpoint runs from any more."""
