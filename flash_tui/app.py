@@ -63,6 +63,8 @@ HEALTH_HISTORY = 30
 HEALTH_INTERVAL = 2.0
 STATUS_INTERVAL = 5.0
 DEPLOYED_STATES = frozenset({"healthy", "unhealthy", "deploying", "starting", "failed", "stopped"})
+# States in which a worker process answers probes: a sparkline belongs to one of these.
+LIVE_STATES = frozenset({"healthy", "unhealthy", "deploying", "starting"})
 
 
 def _median(samples: Iterable[float | None]) -> float | None:
@@ -108,9 +110,14 @@ class FlashApp(App[None]):
         self.diagnostics: list[Any] = []
         self.statuses: dict[str, Any] = {}
         self.samples: dict[str, deque[float | None]] = {}
+        # (url, pid) of the worker each sparkline was measured on: a restarted cloud or a
+        # redeploy is another worker, whose history starts afresh.
+        self.sampled_at: dict[str, tuple[str | None, int | None]] = {}
         self.events: dict[str, list[str]] = {}
         self.target_desc = target
         self.connected = False
+        # The target's description as last reached: a change means the local cloud moved.
+        self._reached: str | None = None
         self.busy: str | None = None
         self.selection: TreeItem | str | None = None
         self.tester_history: list[HistoryEntry] = []
@@ -127,6 +134,7 @@ class FlashApp(App[None]):
             self._set_statuses(statuses)
         for name, values in (health or {}).items():
             self.samples[name] = deque(values, maxlen=HEALTH_HISTORY)
+            self.sampled_at[name] = self._incarnation(name)
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -239,12 +247,18 @@ class FlashApp(App[None]):
         except BackendError as exc:
             self.post_message(EngineUnavailable(str(exc)))
             return
+        first = self._reached is None
         self.connected = True
+        self._reached = self.target_desc
         self.log_engine(f"connected to {self.target_desc}")
         self._render_header()
         self._refresh_status()
-        self._monitor()
-        self._follow_logs()
+        if self.health_monitor is None:
+            self._monitor()
+        else:
+            self.health_monitor.trigger()
+        # A reconnect follows the (possibly new) service's logs without replaying old lines.
+        self._follow_logs(20 if first else 0)
         # Restarts, uptime and supervisor states change without a health transition. Once: a
         # retry after a failed connect must not add a second timer.
         if self._status_timer is None:
@@ -269,10 +283,19 @@ class FlashApp(App[None]):
         try:
             statuses = await self.backend.status(probe=True)
         except BackendError as exc:
-            self.log_engine(f"status failed: {exc}", "warning")
+            self._target_lost(str(exc))
             return
-        self.post_message(StatusUpdated(statuses))
+        self.post_message(StatusUpdated(statuses, self.backend.target_now()))
         await self._pull_events()
+
+    def _target_lost(self, reason: str) -> None:
+        """A refresh could not reach the target: the header says so until one can (once)."""
+        if not self.connected:
+            return  # already said; the next refresh that reaches it says so too
+        self.connected = False
+        self.target_desc = f"{self.backend.target} unreachable (r retries)"
+        self.log_engine(f"status failed: {reason}", "warning")
+        self._render_header()
 
     async def _pull_events(self) -> None:
         """New entries of the target's event log: per-endpoint history, crashes in the log pane."""
@@ -311,7 +334,9 @@ class FlashApp(App[None]):
         try:
             async for event in events:
                 if isinstance(event, HealthSample):
-                    self.post_message(HealthSampled(event.endpoint, event.ok, event.latency_ms))
+                    self.post_message(
+                        HealthSampled(event.endpoint, event.ok, event.latency_ms, event.url)
+                    )
                 elif isinstance(event, HealthChange):
                     self.health_changed(event.endpoint, event.ok, event.detail)
         finally:
@@ -345,25 +370,57 @@ class FlashApp(App[None]):
 
     @on(StatusUpdated)
     def _status_updated(self, message: StatusUpdated) -> None:
+        if message.target is not None:
+            self._reached_target(message.target)
         self._set_statuses(message.statuses)
         deployed = set(self.deployed_names())
-        # A sparkline belongs to a deployment: an endpoint no longer deployed loses its history.
-        for name in set(self.samples) - deployed:
-            del self.samples[name]
+        # A sparkline belongs to one running worker: an endpoint that no longer runs, or now
+        # runs as another worker (new URL or pid), loses its history.
+        for name in list(self.samples):
+            state = present.field(self.statuses.get(name), "status")
+            if state not in LIVE_STATES or self.sampled_at.get(name) != self._incarnation(name):
+                del self.samples[name]
+                self.sampled_at.pop(name, None)
         if self.busy != "undeploy":
             self.retired -= deployed  # deployed again: its health is news again
         self._render_table()
         self._render_header()
         self._render_detail()
 
+    def _reached_target(self, target: str) -> None:
+        """A refresh reached the target as `target`; a new address is a restarted service."""
+        moved = self._reached is not None and target != self._reached
+        if moved:
+            self.log_engine(f"{self.backend.target} target now at {target} (restarted)")
+        if moved or not self.connected:
+            # The log streams ended with the old service: follow the new one (new lines only).
+            self._follow_logs(0)
+            if self.health_monitor is not None:
+                self.health_monitor.trigger()
+        self._reached = target
+        self.target_desc = target
+        self.connected = True
+
     def _set_statuses(self, statuses: Iterable[Any]) -> None:
         self.statuses = {str(present.field(s, "name")): s for s in statuses}
 
+    def _incarnation(self, name: str) -> tuple[str | None, int | None]:
+        """(url, pid) of the worker the target reports for `name`."""
+        status = self.statuses.get(name)
+        return present.field(status, "url"), present.field(status, "pid")
+
     @on(HealthSampled)
     def _health(self, message: HealthSampled) -> None:
-        if message.endpoint in self.retired:
+        name = message.endpoint
+        if name in self.retired:
             return
-        samples = self.samples.setdefault(message.endpoint, deque(maxlen=HEALTH_HISTORY))
+        owner = self._incarnation(name)
+        if message.url is not None and owner[0] is not None and message.url != owner[0]:
+            return  # a probe of another worker than the one reported: not this one's health
+        if self.sampled_at.get(name) != owner:
+            self.samples.pop(name, None)
+        self.sampled_at[name] = owner
+        samples = self.samples.setdefault(name, deque(maxlen=HEALTH_HISTORY))
         samples.append(message.latency_ms if message.ok else None)
         self._render_table()
 
@@ -750,14 +807,15 @@ class FlashApp(App[None]):
     def action_rescan(self) -> None:
         self.log_engine("rescan requested")
         self.rescan()
-        if self.connected:
-            self._refresh_status()
-        elif self.connect_target:
-            # The target was unreachable (a local cloud that was down, say): try again.
+        if not self.connect_target:
+            return
+        if not self.connected:
             self.target_desc = f"{self.backend.target} connecting…"
             self._render_header()
-            self.log_engine(f"connecting to {self.backend.target} again")
-            self._connect()
+        # Connect again even when connected: the service may have been restarted elsewhere
+        # (another address); connecting finds the running one and refreshes the status.
+        self.log_engine(f"connecting to {self.backend.target} again")
+        self._connect()
 
     def action_probe_health(self) -> None:
         self._probe()
@@ -775,6 +833,7 @@ class FlashApp(App[None]):
                     str(present.field(sample, "name", present.field(sample, "endpoint"))),
                     bool(present.field(sample, "ok")),
                     present.field(sample, "latency_ms"),
+                    present.field(sample, "url"),
                 )
             )
         self.notify(f"{len(samples)} endpoints probed", title="Health")

@@ -112,6 +112,11 @@ class Backend:
         """Reach the target (starting the local cloud if needed); returns a short description."""
         return await self._op(self.engine.connect())
 
+    def target_now(self) -> str | None:
+        """The target as the last engine call reached it (a restarted local cloud has a new
+        address); None before the first connection."""
+        return self._engine.provider.describe() if self._engine is not None else None
+
     async def status(self, probe: bool = True) -> list[Any]:
         """EndpointStatus of every endpoint in code or deployed (with live health by default)."""
         return await self._op(self.engine.status(probe=probe))
