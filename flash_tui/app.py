@@ -65,6 +65,7 @@ STATUS_INTERVAL = 5.0
 DEPLOYED_STATES = frozenset({"healthy", "unhealthy", "deploying", "starting", "failed", "stopped"})
 # States in which a worker process answers probes: a sparkline belongs to one of these.
 LIVE_STATES = frozenset({"healthy", "unhealthy", "deploying", "starting"})
+NOTHING_SELECTED = "Select an endpoint first (in the tree or the table): nothing is selected"
 
 
 def _median(samples: Iterable[float | None]) -> float | None:
@@ -506,18 +507,27 @@ class FlashApp(App[None]):
             reason = str(item.payload.get("message", ""))
             pane.show(Text(reason, style="red"), title="Cannot scan the project")
 
-    def selected_endpoint(self) -> str | None:
-        """The endpoint under the cursor of whichever of tree and table has the focus."""
+    def visible_selection(self) -> TreeItem | str | None:
+        """What the person sees selected (the rule `d`, `u` and `t` follow, README "Selection").
+
+        The focused tree's highlighted node, or the focused table's highlighted row; with the
+        focus elsewhere (details, logs), the one last picked there, which the detail pane shows.
+        Never a cursor the person did not put there: an unfocused table's first row is not chosen.
+        """
         focused = self.dashboard.focused
         table = self.dashboard.query_one(EndpointsTable)
         if focused is table:
             return table.selected_name
-        item = self.selection
-        if isinstance(item, TreeItem) and item.endpoint:
-            return item.endpoint
-        if isinstance(item, str):
-            return item
-        return table.selected_name
+        tree = self.dashboard.query_one(ManifestTree)
+        if focused is tree:
+            node = tree.cursor_node
+            return node.data if node is not None else None
+        return self.selection
+
+    def selected_endpoint(self) -> str | None:
+        """The endpoint of the visible selection (None when it is no endpoint's)."""
+        item = self.visible_selection()
+        return item.endpoint if isinstance(item, TreeItem) else item
 
     # -- long operations ------------------------------------------------------------------
 
@@ -599,7 +609,7 @@ class FlashApp(App[None]):
     def action_deploy(self) -> None:
         name = self.selected_endpoint()
         if not name:
-            self.notify("Select an endpoint in the tree or the table first", severity="warning")
+            self.notify(NOTHING_SELECTED, severity="warning")
             return
         self._deploy([name])
 
@@ -698,7 +708,7 @@ class FlashApp(App[None]):
     def action_undeploy(self) -> None:
         name = self.selected_endpoint()
         if not name:
-            self.notify("Select an endpoint first", severity="warning")
+            self.notify(NOTHING_SELECTED, severity="warning")
             return
         if name not in self.deployed_names():
             self.notify(f"{name} is not deployed", severity="warning")
@@ -794,9 +804,15 @@ class FlashApp(App[None]):
     def action_test_route(self) -> None:
         from flash_tui.tester import AppTester
 
+        item = self.visible_selection()
+        function = None
+        if isinstance(item, TreeItem) and item.kind == "function":
+            function = str(item.payload.get("name"))
+        endpoint = item.endpoint if isinstance(item, TreeItem) else item
+        # Nothing selected: the tester opens on its picker, nothing chosen for the person.
         self.push_screen(
             RouteTesterScreen(
-                AppTester(self), self.tester_history, initial=self.selected_endpoint()
+                AppTester(self), self.tester_history, initial=endpoint, initial_function=function
             )
         )
 

@@ -130,11 +130,14 @@ class RouteTesterScreen(Screen[None]):
         history: list[HistoryEntry] | None = None,
         initial: str | None = None,
         on_copy: Callable[[str], None] | None = None,
+        initial_function: str | None = None,
     ) -> None:
         super().__init__()
         self.backend = backend
         self.history = history if history is not None else []
+        # The endpoint (and function) selected on the dashboard: the tester opens on it.
         self.initial = initial
+        self.initial_function = initial_function
         self.on_copy = on_copy
         self._targets: list[RouteTarget] = list(backend.targets())
         self._current: RouteTarget | None = None
@@ -189,15 +192,20 @@ class RouteTesterScreen(Screen[None]):
                 "No routes or functions: deploy an endpoint first (d / D)."
             )
             return
-        index = 0
-        for i, target in enumerate(self._targets):
-            if target.deployed and self.initial in {target.title, target.endpoint, target.function}:
-                index = i
-                break
+        index = next((i for i, target in enumerate(self._targets) if self._is_initial(target)), 0)
         targets.highlighted = index
         self._select(self._targets[index])
         self._show_history()
         targets.focus()
+
+    def _is_initial(self, target: RouteTarget) -> bool:
+        # Deployed or not: the selection is what the person chose (an undeployed target says
+        # so when sent), not a reason to open on another endpoint.
+        if self.initial is None or target.endpoint != self.initial:
+            return False
+        function = self.initial_function
+        # A class node stands for its methods (`TextAnalyzer` -> `TextAnalyzer.keywords`).
+        return function is None or target.function.split(".")[0] == function
 
     def _select(self, target: RouteTarget) -> None:
         self._current = target
