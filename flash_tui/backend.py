@@ -37,6 +37,19 @@ class ScanOutcome:
 Confirm = Callable[[Any], Awaitable[bool]]
 
 
+def request_body(text: str) -> Any:
+    """The route tester's editor text as the body to send, unchanged (`engine.invoke.JSONText`);
+    BackendError saying why when a server would not read it as JSON."""
+    from engine.invoke import JSONText
+
+    body = JSONText(text)
+    try:
+        body.value  # noqa: B018 - parsed only to refuse what is not JSON before sending
+    except ValueError as exc:
+        raise BackendError(str(exc)) from exc
+    return body
+
+
 class Backend:
     """Engine access for one project and one target."""
 

@@ -20,6 +20,7 @@ from textual.widgets import Button, Footer, Label, OptionList, Static, TextArea
 from textual.widgets.option_list import Option
 
 from flash_tui import present
+from flash_tui.backend import BackendError, request_body
 
 
 @dataclass(frozen=True)
@@ -235,10 +236,10 @@ class RouteTesterScreen(Screen[None]):
         self.query_one("#response", Static).update(render_response(entry.response))
 
     def _body(self) -> Any | None:
-        raw = self.query_one("#body", TextArea).text.strip() or "{}"
+        """Exactly the editor's text, as the body to send (None, said why, when not JSON)."""
         try:
-            return json.loads(raw)
-        except json.JSONDecodeError as exc:
+            return request_body(self.query_one("#body", TextArea).text)
+        except BackendError as exc:
             self.notify(f"Body is not valid JSON: {exc}", severity="error", title="Cannot send")
             return None
 
@@ -264,7 +265,8 @@ class RouteTesterScreen(Screen[None]):
             response = await self.backend.send(target, body)
         except Exception as exc:  # shown to the person, who can fix the request and resend
             response = TesterResponse(status="error", latency_ms=None, body=str(exc), ok=False)
-        self.history.append(HistoryEntry(target, json.dumps(body, indent=2), response))
+        # The text as sent: replaying it shows what went out, not a reformatted copy.
+        self.history.append(HistoryEntry(target, str(body), response))
         self.query_one("#response", Static).update(render_response(response))
         self._show_history()
 
