@@ -5,8 +5,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import re
+import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -79,6 +81,24 @@ def _median(samples: Iterable[float | None]) -> float | None:
 
 def _now() -> datetime:
     return datetime.now().astimezone()
+
+
+@dataclass
+class _Confirmed:
+    """When the person confirmed an operation: its duration counts from there, not from when
+    the dialog opened (reading a plan is not deploying)."""
+
+    at: float | None = None
+
+    def mark(self, confirmed: bool) -> bool:
+        """Note the moment of a confirmation; returns `confirmed`."""
+        if confirmed:
+            self.at = time.perf_counter()
+        return confirmed
+
+    def elapsed_ms(self, engine_ms: float | None) -> float | None:
+        """Since the confirmation; the engine's own figure when nothing was confirmed."""
+        return (time.perf_counter() - self.at) * 1000 if self.at is not None else engine_ms
 
 
 class FlashApp(App[None]):
@@ -554,7 +574,12 @@ class FlashApp(App[None]):
         self.busy = None
         self.dashboard.query_one(ProgressBar).remove_class("-busy")
         title = message.operation.capitalize()
-        if message.ok:
+        if message.cancelled:
+            # One line, said once: the log and the toast carry the same words.
+            said = f"{message.operation} cancelled — nothing changed"
+            self.log_engine(said)
+            self.notify(said)
+        elif message.ok:
             self.log_engine(f"{message.operation}: {message.summary}")
             self.notify(message.summary or "done", title=f"{title} finished")
         else:
@@ -616,15 +641,14 @@ class FlashApp(App[None]):
     def action_deploy_all(self) -> None:
         self._deploy(None)
 
-    def _confirm_plan(self, names: list[str] | None) -> Callable[[Any], Awaitable[bool]]:
+    def _confirm_plan(
+        self, names: list[str] | None, confirmed: _Confirmed
+    ) -> Callable[[Any], Awaitable[bool]]:
         title = f"Deploy {names[0]}" if names and len(names) == 1 else "Deploy plan"
 
         async def confirm(plan: Any) -> bool:
             items = list(present.field(plan, "items", plan))
-            confirmed = bool(await self.push_screen_wait(PlanScreen(items, title=title)))
-            if not confirmed:
-                self.log_engine("deploy cancelled: nothing was changed")
-            return confirmed
+            return confirmed.mark(bool(await self.push_screen_wait(PlanScreen(items, title=title))))
 
         return confirm
 
@@ -632,9 +656,10 @@ class FlashApp(App[None]):
     async def _deploy(self, names: list[str] | None) -> None:
         if not self._begin("deploy"):
             return
+        confirmed = _Confirmed()
         try:
             report = await self.backend.deploy(
-                names, self._confirm_plan(names), self._operation_event("deploy")
+                names, self._confirm_plan(names, confirmed), self._operation_event("deploy")
             )
         except BackendError as exc:
             self.post_message(OperationFinished("deploy", False, error=str(exc)))
@@ -644,12 +669,12 @@ class FlashApp(App[None]):
                 OperationFinished("deploy", False, error=f"{type(exc).__name__}: {exc}")
             )
             return
-        self.post_message(self._report("deploy", report))
+        self.post_message(self._report("deploy", report, confirmed))
 
-    def _report(self, operation: str, report: Any) -> OperationFinished:
+    def _report(self, operation: str, report: Any, confirmed: _Confirmed) -> OperationFinished:
         """Turn an engine DeployReport into the notification a person reads."""
         if present.field(report, "cancelled"):
-            return OperationFinished(operation, True, "cancelled: nothing was changed")
+            return OperationFinished(operation, True, cancelled=True)
         outcome = present.field(report, "outcome")
         failed = outcome.failed() if outcome is not None else []
         if failed:
@@ -667,7 +692,7 @@ class FlashApp(App[None]):
             summary = "nothing to do: everything is up to date"
         else:
             summary = ", ".join(f"{counts.get(a, 0)} {a}d" for a in ("create", "update", "delete"))
-        elapsed = present.field(report, "elapsed_ms")
+        elapsed = confirmed.elapsed_ms(present.field(report, "elapsed_ms"))
         if elapsed:
             summary += f" in {elapsed / 1000:.1f}s"
         return OperationFinished(operation, True, summary)
@@ -687,6 +712,8 @@ class FlashApp(App[None]):
             data = present.field(event, "data") or {}
             if data.get("build_step"):
                 return  # per-step build progress drives the bar; the log gets "built <id>"
+            if present.field(event, "step") == "done":
+                return  # the outcome is said once, when the operation finishes
             message = str(present.field(event, "message") or "")
             name = present.field(event, "name")
             if name:
@@ -721,7 +748,9 @@ class FlashApp(App[None]):
             return
         self._undeploy(None)
 
-    def _confirm_undeploy(self, everything: bool) -> Callable[[Any], Awaitable[bool]]:
+    def _confirm_undeploy(
+        self, everything: bool, confirmed: _Confirmed
+    ) -> Callable[[Any], Awaitable[bool]]:
         async def confirm(plan: Any) -> bool:
             names = list(plan.names("delete")) if hasattr(plan, "names") else list(plan)
             if everything:
@@ -731,12 +760,10 @@ class FlashApp(App[None]):
             else:
                 urls = {n: str(present.field(self.statuses.get(n), "url") or "") for n in names}
                 screen = UndeployScreen(names, urls)
-            confirmed = bool(await self.push_screen_wait(screen))
-            if not confirmed:
-                self.log_engine("undeploy cancelled: nothing was changed")
-            else:
+            if confirmed.mark(bool(await self.push_screen_wait(screen))):
                 self.retire(names)
-            return confirmed
+                return True
+            return False
 
         return confirm
 
@@ -752,9 +779,12 @@ class FlashApp(App[None]):
     async def _undeploy(self, names: list[str] | None) -> None:
         if not self._begin("undeploy"):
             return
+        confirmed = _Confirmed()
         try:
             report = await self.backend.undeploy(
-                names, self._confirm_undeploy(names is None), self._operation_event("undeploy")
+                names,
+                self._confirm_undeploy(names is None, confirmed),
+                self._operation_event("undeploy"),
             )
         except BackendError as exc:
             self.post_message(OperationFinished("undeploy", False, error=str(exc)))
@@ -764,7 +794,7 @@ class FlashApp(App[None]):
                 OperationFinished("undeploy", False, error=f"{type(exc).__name__}: {exc}")
             )
             return
-        self.post_message(self._report("undeploy", report))
+        self.post_message(self._report("undeploy", report, confirmed))
 
     # -- screens --------------------------------------------------------------------------
 

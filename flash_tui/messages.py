@@ -65,6 +65,8 @@ class OperationFinished(Message):
     ok: bool
     summary: str = ""
     error: str | None = None
+    # The person said no at the confirmation: nothing was changed.
+    cancelled: bool = False
 
 
 @dataclass
