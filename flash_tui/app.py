@@ -412,7 +412,7 @@ class FlashApp(App[None]):
         """A refresh reached the target as `target`; a new address is a restarted service."""
         moved = self._reached is not None and target != self._reached
         if moved:
-            self.log_engine(f"{self.backend.target} target now at {target} (restarted)")
+            self.log_engine(f"target restarted: now {target}")
         if moved or not self.connected:
             # The log streams ended with the old service: follow the new one (new lines only).
             self._follow_logs(0)
