@@ -34,9 +34,11 @@ __all__ = [
     "CallSpec",
     "InvokeError",
     "InvokeResult",
+    "JSONText",
     "build_job",
     "curl_command",
     "invoke",
+    "loads_strict",
     "resolve_call",
 ]
 
@@ -46,6 +48,57 @@ _TERMINAL = frozenset({"COMPLETED", "FAILED", "CANCELLED", "TIMED_OUT"})
 
 class InvokeError(Exception):
     """The call could not be resolved or sent; the message says why."""
+
+
+def loads_strict(text: str) -> Any:
+    """Parse JSON the way a server reads it; ValueError naming what is not JSON.
+
+    Python's `json` accepts NaN, Infinity and out-of-range numbers and keeps the last of
+    duplicate keys; a server may do otherwise, so none of them is sent silently.
+    """
+
+    def constant(name: str) -> Any:
+        raise ValueError(f"{name} is not a JSON value")
+
+    def number(literal: str) -> float:
+        value = float(literal)
+        if value in (float("inf"), float("-inf")):
+            raise ValueError(f"the number {literal} is out of range")
+        return value
+
+    def pairs(items: list[tuple[str, Any]]) -> dict[str, Any]:
+        seen: dict[str, Any] = {}
+        for key, value in items:
+            if key in seen:
+                raise ValueError(f"duplicate key {key!r}")
+            seen[key] = value
+        return seen
+
+    return json.loads(text, parse_constant=constant, parse_float=number, object_pairs_hook=pairs)
+
+
+class JSONText(str):
+    """A request body exactly as a person typed it (the route tester's editor).
+
+    A load-balanced route that takes a body is sent these characters unchanged; query strings
+    and queue-based keyword arguments get `value`. Blank text means no body.
+    """
+
+    @property
+    def value(self) -> Any:
+        """The parsed body (None when blank); raises ValueError as `loads_strict` does."""
+        return loads_strict(self) if self.strip() else None
+
+
+def _unwrap(data: Any) -> tuple[Any, str | None]:
+    """(parsed data, the exact text to send as a body, if the caller gave one)."""
+    if not isinstance(data, JSONText):
+        return data, None
+    try:
+        value = data.value
+    except ValueError as exc:
+        raise InvokeError(f"the body is not valid JSON: {exc}") from exc
+    return value, (str(data) if value is not None else None)
 
 
 @dataclass(frozen=True)
@@ -206,12 +259,13 @@ async def invoke(
     client: httpx.AsyncClient | None = None,
 ) -> InvokeResult:
     """Send the call and return status, latency and the decoded result."""
+    data, raw = _unwrap(data)
     own = client is None
     http = client or httpx.AsyncClient(trust_env=False)
     started = time.perf_counter()
     try:
         if call.is_load_balanced:
-            return await _invoke_lb(http, target, call, data, timeout, started)
+            return await _invoke_lb(http, target, call, data, timeout, started, raw)
         if data is not None and not isinstance(data, Mapping):
             raise InvokeError("a queue-based function takes a JSON object of keyword arguments")
         return await _invoke_qb(http, target, call, data, timeout, started)
@@ -231,6 +285,7 @@ async def _invoke_lb(
     data: Any,
     timeout: float,
     started: float,
+    raw: str | None = None,
 ) -> InvokeResult:
     assert call.method and call.path
     url = target.url(call.path)
@@ -239,6 +294,9 @@ async def _invoke_lb(
         if data is not None and not isinstance(data, Mapping):
             raise InvokeError(f"{call.method} takes a JSON object (sent as query parameters)")
         kwargs["params"] = {k: _query_value(v) for k, v in (data or {}).items()}
+    elif raw is not None:
+        kwargs["content"] = raw.encode("utf-8")
+        kwargs["headers"] = {**target.headers(), "Content-Type": "application/json"}
     elif data is not None:
         kwargs["json"] = data
     try:
@@ -346,6 +404,7 @@ def curl_command(
 ) -> str:
     """The same request as a curl command line; the key is `$FLASH_ENDPOINT_KEY` unless
     `reveal`."""
+    data, raw = _unwrap(data)
     key = target.key if reveal and target.key else "$FLASH_ENDPOINT_KEY"
     auth = f"Authorization: Bearer {key}"
     auth_arg = shlex.quote(auth) if reveal else f'"{auth}"'
@@ -356,7 +415,7 @@ def curl_command(
             query = httpx.QueryParams({k: _query_value(v) for k, v in (data or {}).items()})
             url = f"{url}?{query}" if query else url
             return f"curl -X {call.method} -H {auth_arg} {shlex.quote(url)}"
-        body = json.dumps(data if data is not None else {})
+        body = raw if raw is not None else json.dumps(data if data is not None else {})
         return (
             f"curl -X {call.method} -H {auth_arg} -H 'Content-Type: application/json' "
             f"-d {shlex.quote(body)} {shlex.quote(url)}"

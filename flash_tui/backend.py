@@ -37,6 +37,19 @@ class ScanOutcome:
 Confirm = Callable[[Any], Awaitable[bool]]
 
 
+def request_body(text: str) -> Any:
+    """The route tester's editor text as the body to send, unchanged (`engine.invoke.JSONText`);
+    BackendError saying why when a server would not read it as JSON."""
+    from engine.invoke import JSONText
+
+    body = JSONText(text)
+    try:
+        body.value  # noqa: B018 - parsed only to refuse what is not JSON before sending
+    except ValueError as exc:
+        raise BackendError(str(exc)) from exc
+    return body
+
+
 class Backend:
     """Engine access for one project and one target."""
 
@@ -111,6 +124,11 @@ class Backend:
     async def connect(self) -> str:
         """Reach the target (starting the local cloud if needed); returns a short description."""
         return await self._op(self.engine.connect())
+
+    def target_now(self) -> str | None:
+        """The target as the last engine call reached it (a restarted local cloud has a new
+        address); None before the first connection."""
+        return self._engine.provider.describe() if self._engine is not None else None
 
     async def status(self, probe: bool = True) -> list[Any]:
         """EndpointStatus of every endpoint in code or deployed (with live health by default)."""
