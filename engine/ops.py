@@ -17,7 +17,6 @@ import asyncio
 import contextlib
 import json
 import os
-import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -26,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from engine.drift import Drift, drift_of, is_unresolved
 from engine.health import HealthSample, probe_all
+from engine.identity import app_slug, canonical_path
 from engine.invoke import CallSpec, InvokeResult, invoke, resolve_call
 from engine.logs import LogLine, follow_logs, read_logs
 from engine.plan import Plan, PlanItem, local_resources, make_plan
@@ -155,9 +155,8 @@ class DeployReport:
 
 
 def app_name(root: Path) -> str:
-    """The app name of a project: its directory name, made safe for the provider."""
-    name = re.sub(r"[^A-Za-z0-9_.-]+", "-", root.name).strip("-.") or "app"
-    return name[:128]
+    """The app key of a project: readable name + hash of its canonical path (engine.identity)."""
+    return app_slug(canonical_path(root))
 
 
 def _manifest_without_time(manifest: dict[str, Any]) -> dict[str, Any]:
@@ -226,7 +225,7 @@ class Engine:
         target: str = "local",
         scanner: Scanner | None = None,
     ) -> None:
-        self.root = Path(project).expanduser().resolve()
+        self.root = canonical_path(project)
         if not self.root.is_dir():
             raise OpError(f"{self.root} is not a directory")
         self.app = app_name(self.root)

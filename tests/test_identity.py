@@ -1,0 +1,202 @@
+"""App identity: a project is its canonical path, never just its folder name.
+
+Unit tests of the slug, then end to end on a real local cloud (CLI subprocesses, real workers):
+two projects whose folders have the same name, in different parent directories, never see or
+touch each other's endpoints.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import psutil
+import pytest
+
+from engine.identity import app_slug, canonical_path, readable_name
+from engine.localcloud.service import NAME_PATTERN
+from engine.ops import Engine
+
+CLI = [sys.executable, "-c", "import sys; from engine.cli import main; sys.exit(main())"]
+FOLDER = "same"
+
+ENDPOINT = '''"""A small CPU queue endpoint."""
+
+from tetra_rp import CpuLiveServerless, remote
+
+{var} = CpuLiveServerless(name="{name}")
+
+
+@remote({var})
+def {func}(x: int) -> int:
+    return x + {offset}
+'''
+
+
+# -- the slug ---------------------------------------------------------------------------------
+
+
+def test_same_folder_name_in_two_places_gives_two_keys(tmp_path: Path) -> None:
+    one, two = tmp_path / "a" / "quickstart", tmp_path / "b" / "quickstart"
+    assert app_slug(one) != app_slug(two)
+    assert app_slug(one).startswith("quickstart-")
+    assert app_slug(one) == app_slug(one)  # stable
+
+
+@pytest.mark.parametrize(
+    ("folder", "readable"),
+    [
+        ("проект", "proekt"),
+        ("Café au lait", "Cafe-au-lait"),
+        ("数据", "ShuJu"),
+        ("my_app", "my_app"),
+    ],
+)
+def test_non_ascii_folders_stay_readable(tmp_path: Path, folder: str, readable: str) -> None:
+    assert readable_name(folder) == readable
+    slug = app_slug(tmp_path / folder)
+    assert slug.startswith(readable + "-")
+    assert NAME_PATTERN.match(slug), slug
+
+
+def test_two_non_ascii_folders_never_collapse_to_one_key(tmp_path: Path) -> None:
+    keys = {app_slug(tmp_path / name) for name in ("проект", "数据", "データ", "🚀", "---")}
+    assert len(keys) == 5
+    assert all(NAME_PATTERN.match(k) for k in keys), keys
+    assert not any(k.startswith("app-") for k in keys)
+
+
+def test_engine_keys_the_app_by_canonical_path(tmp_path: Path) -> None:
+    real = tmp_path / "real" / "proj"
+    real.mkdir(parents=True)
+    link = tmp_path / "link"
+    link.symlink_to(real)
+    assert Engine(link).app == Engine(real / ".." / "proj").app == app_slug(canonical_path(real))
+
+
+# -- end to end -------------------------------------------------------------------------------
+
+
+def _write_project(root: Path, endpoints: dict[str, int]) -> Path:
+    (root / "workers").mkdir(parents=True)
+    (root / "workers" / "__init__.py").write_text("")
+    for index, (name, offset) in enumerate(sorted(endpoints.items())):
+        (root / "workers" / f"{name}.py").write_text(
+            ENDPOINT.format(var=f"config_{index}", name=name, func=f"f_{name}", offset=offset)
+        )
+    return root
+
+
+def wait_for(predicate: Callable[[], Any], timeout: float = 30.0, interval: float = 0.1) -> Any:
+    """Poll until `predicate()` is truthy; fail at the deadline."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        last = predicate()
+        if last:
+            return last
+        time.sleep(interval)
+    raise AssertionError(f"condition not met within {timeout}s (last: {last!r})")
+
+
+@pytest.fixture(scope="module")
+def projects(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    base = tmp_path_factory.mktemp("identity")
+    first = _write_project(base / "one" / FOLDER, {"common": 1, "alpha": 2})
+    second = _write_project(base / "two" / FOLDER, {"common": 10})
+    return first, second
+
+
+@pytest.fixture(scope="module")
+def run(localcloud_home: Path) -> Callable[..., subprocess.CompletedProcess[str]]:
+    env = {**os.environ, "FLASH_TUI_HOME": str(localcloud_home), "COLUMNS": "200"}
+
+    def call(project: Path, *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [*CLI, *args, "--project", str(project)],
+            env=env,
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=180,
+        )
+
+    return call
+
+
+def _json(proc: subprocess.CompletedProcess[str]) -> dict[str, Any]:
+    try:
+        return json.loads(proc.stdout)
+    except ValueError:
+        raise AssertionError(f"rc {proc.returncode}:\n{proc.stdout}\n{proc.stderr}") from None
+
+
+def _status(run: Callable[..., Any], project: Path) -> dict[str, dict[str, Any]]:
+    proc = run(project, "status", "--json", "--no-probe")
+    assert proc.returncode == 0, proc.stderr
+    return {e["name"]: e for e in _json(proc)["endpoints"]}
+
+
+def _alive(pid: int | None) -> bool:
+    if not pid:
+        return False
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+def test_two_projects_with_the_same_folder_name_are_two_apps(
+    run: Callable[..., Any], projects: tuple[Path, Path]
+) -> None:
+    first, second = projects
+    proc = run(first, "deploy", "--yes", "--json")
+    assert proc.returncode == 0, proc.stderr
+    assert _json(proc)["app"] == app_slug(first.resolve())
+    mine = _status(run, first)
+    assert {n: e["drift"] for n, e in mine.items()} == {"alpha": "in_sync", "common": "in_sync"}
+
+    # The second project sees only its own endpoint: nothing of the first is `orphaned`.
+    theirs = _status(run, second)
+    assert {n: (e["drift"], e["deployed"]) for n, e in theirs.items()} == {"common": ("new", False)}
+    plan = _json(run(second, "plan", "--json"))
+    assert {i["name"]: i["action"] for i in plan["items"]} == {"common": "create"}
+    assert plan["app"] != _json(run(first, "plan", "--json"))["app"]
+
+
+def test_deploying_and_undeploying_one_never_touches_the_other(
+    run: Callable[..., Any], projects: tuple[Path, Path]
+) -> None:
+    first, second = projects
+    before = _status(run, first)
+    pids = {n: e["pid"] for n, e in before.items()}
+    assert all(_alive(p) for p in pids.values()), before
+
+    proc = run(second, "deploy", "--yes", "--json")
+    assert proc.returncode == 0, proc.stderr
+    report = _json(proc)
+    assert [(r["name"], r["action"]) for r in report["results"]] == [("common", "create")]
+    theirs = _status(run, second)
+    assert set(theirs) == {"common"}
+    assert theirs["common"]["pid"] not in pids.values()
+
+    proc = run(second, "undeploy", "--all", "--yes", "--json")
+    assert proc.returncode == 0, proc.stderr
+    assert [i["name"] for i in _json(proc)["plan"]["items"]] == ["common"]
+    wait_for(lambda: not _alive(theirs["common"]["pid"]))
+
+    after = _status(run, first)
+    assert {n: e["pid"] for n, e in after.items()} == pids
+    assert all(_alive(p) for p in pids.values())
+    assert {n: e["drift"] for n, e in after.items()} == {"alpha": "in_sync", "common": "in_sync"}
+    assert set(_status(run, second)) == {"common"}  # in code, not deployed
+
+    proc = run(first, "undeploy", "--all", "--yes", "--json")
+    assert proc.returncode == 0, proc.stderr
+    wait_for(lambda: not any(_alive(p) for p in pids.values()))
