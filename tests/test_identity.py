@@ -200,3 +200,71 @@ def test_deploying_and_undeploying_one_never_touches_the_other(
     proc = run(first, "undeploy", "--all", "--yes", "--json")
     assert proc.returncode == 0, proc.stderr
     wait_for(lambda: not any(_alive(p) for p in pids.values()))
+
+
+# -- one drift for plan and status: code changes, sources that do not parse -------------------
+
+
+def test_code_change_is_drift_in_plan_and_status_alike(
+    run: Callable[..., Any], projects: tuple[Path, Path]
+) -> None:
+    _, second = projects
+    proc = run(second, "deploy", "--yes", "--json")
+    assert proc.returncode == 0, proc.stderr
+    source = second / "workers" / "common.py"
+    source.write_text(source.read_text().replace("return x + 10", "return x + 11"))
+
+    items = {i["name"]: i for i in _json(run(second, "plan", "--json"))["items"]}
+    assert (items["common"]["action"], items["common"]["reasons"]) == ("update", ["code changed"])
+    assert items["common"]["drift"] == "drifted"
+    status = _status(run, second)["common"]
+    assert status["drift"] == "drifted"
+    assert [f["field"] for f in status["drift_fields"]] == ["code"]
+    assert items["common"]["changes"] == status["drift_fields"]
+    text = run(second, "status", "--no-probe").stdout
+    assert "drifted" in text and "code" in text
+
+
+def test_a_source_that_does_not_parse_is_not_orphaned(
+    run: Callable[..., Any], projects: tuple[Path, Path]
+) -> None:
+    _, second = projects
+    before = _status(run, second)["common"]
+    assert _alive(before["pid"])
+    source = second / "workers" / "common.py"
+    source.write_text(source.read_text() + "\ndef broken(:\n")
+    line = source.read_text().splitlines().index("def broken(:") + 1
+
+    status = _status(run, second)["common"]
+    assert status["drift"] == "unparsable", status
+    assert status["drift_reason"] == f"source does not parse: workers/common.py:{line}"
+    text = run(second, "status", "--no-probe").stdout
+    assert "unparsable" in text and f"workers/common.py:{line}" in text
+
+    proc = run(second, "deploy", "--yes", "--json")
+    assert proc.returncode == 1 and "syntax error" in proc.stdout + proc.stderr
+    after = _status(run, second)["common"]
+    assert after["deployed"] and after["pid"] == before["pid"] and _alive(after["pid"])
+
+    proc = run(second, "undeploy", "--all", "--yes", "--json")
+    assert proc.returncode == 0, proc.stderr
+    wait_for(lambda: not _alive(before["pid"]))
+
+
+def test_the_dashboard_says_why_an_endpoint_is_unparsable() -> None:
+    from rich.console import Console
+
+    from flash_tui.widgets.dashboard.detail_pane import endpoint_detail
+    from flash_tui.widgets.dashboard.endpoints_table import EndpointRow, cells
+
+    status = {
+        "name": "common",
+        "drift": "unparsable",
+        "drift_reason": "source does not parse: workers/common.py:9",
+        "status": "healthy",
+    }
+    console = Console(width=120, record=True)
+    console.print(endpoint_detail("common", None, status))
+    text = console.export_text()
+    assert "unparsable" in text and "workers/common.py:9" in text and "orphaned" not in text
+    assert str(cells(EndpointRow(name="common", drift="unparsable"))["drift"]) == "no parse"

@@ -3,8 +3,10 @@ and live health.
 
 `--json` prints `{"app", "target", "endpoints": [...]}`, one object per endpoint in code or
 deployed with `name`, `resource_type`, `status` (not_deployed|deploying|healthy|unhealthy|
-failed|stopped), `drift` (new|in_sync|drifted|orphaned|unknown), `drift_fields`, `url`, `pid`,
-`restarts` and `health` ({ok, latency_ms, at} or null). Keys never appear.
+failed|stopped), `drift` (new|in_sync|drifted|orphaned|unparsable|unknown), `drift_fields`
+(a change of the code alone is field `code`), `drift_reason` (e.g. `source does not parse:
+FILE:LINE`), `url`, `pid`, `restarts` and `health` ({ok, latency_ms, at} or null). Keys never
+appear.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ DRIFT_COLORS = {
     "drifted": "yellow",
     "new": "cyan",
     "orphaned": "magenta",
+    "unparsable": "bold magenta",
     "unknown": "dim",
 }
 
@@ -109,6 +112,11 @@ def run(args: argparse.Namespace) -> int:
                     f"  [yellow]{escape(s.name)}[/] {escape(change['field'])}: "
                     f"{escape(json.dumps(change['deployed']))} → "
                     f"{escape(json.dumps(change['local']))}  [dim](deployed → local)[/]"
+                )
+            if s.drift == "unparsable":
+                console.print(
+                    f"  [magenta]{escape(s.name)}[/]: {escape(s.drift_reason)}"
+                    " [dim](kept deployed: its code still exists)[/]"
                 )
             if s.unresolved:
                 console.print(
