@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 import os
+import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -268,3 +270,153 @@ def test_the_dashboard_says_why_an_endpoint_is_unparsable() -> None:
     text = console.export_text()
     assert "unparsable" in text and "workers/common.py:9" in text and "orphaned" not in text
     assert str(cells(EndpointRow(name="common", drift="unparsable"))["drift"]) == "no parse"
+
+
+# -- existing stores: apps keyed by folder name are re-keyed by project when known for sure ----
+
+
+def _legacy_app(store: Any, home: Path, name: str, project: str | None, endpoint: str) -> Path:
+    """An app as older versions recorded it: keyed by folder name, its files under that key."""
+    app_dir = home / "apps" / name
+    build = app_dir / "builds" / "b1"
+    build.mkdir(parents=True)
+    (app_dir / "logs").mkdir()
+    (app_dir / "logs" / f"{endpoint}.log").write_text("served 12 requests\n")
+    store.upsert_app(name, project)
+    source = f"{project}/.flash/archive.tar.gz" if project else None
+    store.record_build(name, "b1", source, str(build), {"resources": {}})
+    store.upsert_endpoint(name, endpoint, resource_type="CpuLiveServerless", build_id="b1")
+    store.upsert_endpoint(name, endpoint, build_path=str(build), status="healthy")
+    store.set_endpoint_key(name, endpoint, "k-" + endpoint)
+    store.put_manifest(name, "local", {"resources": {endpoint: {}}})
+    store.add_event("deployed", "ok", app=name, endpoint=endpoint)
+    return app_dir
+
+
+def test_an_existing_store_is_re_keyed_where_the_project_is_known(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from engine.localcloud import store as store_module
+    from engine.localcloud.store import MIGRATIONS, Store
+
+    home = tmp_path / "home"
+    home.mkdir()
+    known = str(tmp_path / "code" / "quickstart")
+    monkeypatch.setattr(store_module, "MIGRATIONS", MIGRATIONS[:1])  # the version-1 schema
+    old = Store(home / "cloud.db")
+    _legacy_app(old, home, "quickstart", known, "api")
+    _legacy_app(old, home, "mystery", None, "job")  # no recorded project
+    # Two projects named `shared` deployed into one app: whose endpoint is whose is known,
+    # but they cannot both be attached to one project.
+    mixed = _legacy_app(old, home, "shared", str(tmp_path / "a" / "shared"), "one")
+    build = mixed / "builds" / "b2"
+    build.mkdir()
+    old.record_build("shared", "b2", str(tmp_path / "b" / "shared/.flash/archive.tar.gz"), "", {})
+    old.upsert_endpoint("shared", "two", resource_type="CpuLiveServerless", build_id="b2")
+    old.upsert_endpoint("shared", "two", build_path=str(build), status="healthy")
+    old.close()
+    monkeypatch.undo()
+
+    store = Store(home / "cloud.db")
+    try:
+        new = app_slug(known)
+        apps = {a["name"]: a for a in store.list_apps()}
+        assert set(apps) == {new, "mystery", "shared"}
+        assert apps[new]["project_path"] == known and apps[new]["endpoints"] == 1
+        record = store.get_endpoint(new, "api")
+        assert record is not None and record["status"] == "healthy"
+        assert record["build_path"] == str(home / "apps" / new / "builds" / "b1")
+        assert Path(record["build_path"]).is_dir() and not (home / "apps" / "quickstart").exists()
+        assert (home / "apps" / new / "logs" / "api.log").read_text() == "served 12 requests\n"
+        assert store.endpoint_key(new, "api") == "k-api"
+        assert store.get_manifest(new, "local") == {"resources": {"api": {}}}
+        assert store.list_builds(new)[0]["path"] == record["build_path"]
+        kinds = [e["kind"] for e in store.events(new)]
+        assert kinds == ["deployed", "app_rekeyed"]
+
+        # Not known for sure: kept as they were, running, and the event log says why.
+        for name, endpoints in (("mystery", {"job"}), ("shared", {"one", "two"})):
+            assert {e["name"] for e in store.list_endpoints(name)} == endpoints
+            assert all(e["status"] == "healthy" for e in store.list_endpoints(name))
+            assert (home / "apps" / name / "builds" / "b1").is_dir()
+            kept = [e["message"] for e in store.events(name) if e["kind"] == "app_kept"]
+            assert len(kept) == 1, store.events(name)
+        assert "unknown" in store.events("mystery")[-1]["message"]
+        assert "several projects" in store.events("shared")[-1]["message"]
+    finally:
+        store.close()
+
+
+def _as_legacy(db: Path, apps_root: Path, key: str, legacy: str) -> None:
+    """Rewrite a stopped cloud's store as older versions kept it: the app under `legacy`."""
+    old_dir, new_dir = apps_root / key, apps_root / legacy
+    conn = sqlite3.connect(db)
+    try:
+        with conn:
+            conn.execute("UPDATE apps SET name = ? WHERE name = ?", (legacy, key))
+            for table in ("endpoint_keys", "manifests", "events", "endpoints", "builds"):
+                conn.execute(f"UPDATE {table} SET app = ? WHERE app = ?", (legacy, key))
+            for column, table in (("build_path", "endpoints"), ("path", "builds")):
+                conn.execute(
+                    f"UPDATE {table} SET {column} = replace({column}, ?, ?)",
+                    (str(old_dir) + os.sep, str(new_dir) + os.sep),
+                )
+        conn.execute("PRAGMA user_version = 1")
+    finally:
+        conn.close()
+    old_dir.rename(new_dir)
+
+
+def test_deployed_endpoints_stay_attached_to_their_project_after_the_upgrade(
+    tmp_path: Path,
+) -> None:
+    from engine.home import Home
+    from engine.localcloud.discovery import kill_home_workers, read_state, stop_cloud
+
+    home = Home(tmp_path / "home")
+    project = _write_project(tmp_path / "code" / "legacy", {"kept": 5})
+    env = {**os.environ, "FLASH_TUI_HOME": str(home.root), "COLUMNS": "200"}
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [*CLI, *args, "--project", str(project)] if args[0] != "cloud" else [*CLI, *args],
+            env=env,
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=180,
+        )
+
+    try:
+        proc = cli("deploy", "--yes", "--json")
+        assert proc.returncode == 0, proc.stderr
+        key = _json(proc)["app"]
+        before = {e["name"]: e for e in _json(cli("status", "--json", "--no-probe"))["endpoints"]}
+        # The cloud dies (workers keep running), and its store is what older versions wrote.
+        info = read_state(home)
+        assert info is not None
+        os.kill(info.pid, signal.SIGKILL)
+        wait_for(lambda: not _alive(info.pid))
+        _as_legacy(home.db_path, home.root / "apps", key, "legacy")
+
+        after = wait_for(
+            lambda: (
+                {
+                    e["name"]: e for e in _json(cli("status", "--json", "--no-probe"))["endpoints"]
+                }.get("kept", {}).get("status")
+                == "healthy"
+            )
+        )
+        assert after
+        status = _json(cli("status", "--json", "--no-probe"))
+        assert status["app"] == key
+        kept = {e["name"]: e for e in status["endpoints"]}["kept"]
+        assert kept["deployed"] and kept["drift"] == "in_sync", kept
+        assert kept["build_id"] == before["kept"]["build_id"]
+        proc = cli("invoke", "f_kept", "--data", '{"x": 1}', "--json")
+        assert proc.returncode == 0 and "6" in proc.stdout, proc.stdout + proc.stderr
+        apps = {a["name"] for a in _json(cli("cloud", "status", "--json"))["apps"]}
+        assert apps == {key}
+    finally:
+        stop_cloud(home, timeout=10.0)
+        kill_home_workers(home)
