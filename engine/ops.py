@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from engine.drift import Drift, compute_drift, is_unresolved
 from engine.health import HealthSample, probe_all
-from engine.identity import app_slug, canonical_path
+from engine.identity import app_slug, canonical_path, legacy_app_name
 from engine.invoke import CallSpec, InvokeResult, invoke, resolve_call
 from engine.logs import LogLine, follow_logs, read_logs
 from engine.plan import Plan, PlanItem, local_resources, make_plan
@@ -640,6 +640,24 @@ class Engine:
             started_at=there.started_at if there else None,
             last_error=there.last_error if there else None,
         )
+
+    async def kept_apps(self) -> list[dict[str, Any]]:
+        """Apps of older versions keyed by this project's folder name and kept as they were.
+
+        The store migration re-keys an old app only when it can prove which project it came
+        from; the others keep running under the old key, which no project computes any more.
+        They may hold this project's endpoints, so `status` points them out.
+        """
+        legacy = legacy_app_name(self.root)
+        try:
+            apps = await self.provider.apps()
+        except ProviderError as exc:
+            raise OpError(str(exc)) from exc
+        return [
+            {k: a.get(k) for k in ("name", "project_path", "endpoints")}
+            for a in apps
+            if a.get("name") == legacy and a.get("endpoints")
+        ]
 
     async def probe(self) -> list[HealthSample]:
         """Probe every running deployed endpoint now."""

@@ -202,6 +202,10 @@ class Provider(Protocol):
         """The app's deployed endpoints."""
         ...
 
+    async def apps(self) -> list[dict[str, Any]]:
+        """Every app on the target: `name`, `project_path` (or None), `endpoints` (a count)."""
+        ...
+
     async def deploy(
         self,
         app: str,
@@ -306,6 +310,10 @@ class LocalCloudProvider:
             if self._client is not None:
                 await self._client.aclose()
             self._client, self.info = None, None
+
+    async def apps(self) -> list[dict[str, Any]]:
+        """Every app of the local cloud with its project path and endpoint count."""
+        return list(await self._call(lambda c: c.apps()))
 
     async def list_endpoints(self, app: str) -> list[DeployedEndpoint]:
         """The app's endpoint records."""
