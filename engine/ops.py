@@ -204,7 +204,7 @@ def build_is_fresh(root: Path, manifest: dict[str, Any]) -> bool:
     return present - generated == set(files) - generated
 
 
-def parse_errors(diagnostics: Sequence[Any]) -> dict[str, int]:
+def _parse_errors(diagnostics: Sequence[Any]) -> dict[str, int]:
     """Source files the scanner could not parse (or read), each with its first error line."""
     from engine.diagnostics import SYNTAX_ERROR, UNDECODABLE
 
@@ -215,7 +215,7 @@ def parse_errors(diagnostics: Sequence[Any]) -> dict[str, int]:
     return out
 
 
-def built_files(root: Path) -> dict[str, str]:
+def _built_files(root: Path) -> dict[str, str]:
     """The file that defined each endpoint in the project's last build (empty if none)."""
     from engine.build import BUILD_DIR, MANIFEST_NAME
 
@@ -570,11 +570,11 @@ class Engine:
         try:
             if manifest is not None:
                 local = local_resources(manifest, self.root)
-                errors = parse_errors(diagnostics)
+                errors = _parse_errors(diagnostics)
             elif scan:
                 result = await self.scan()
                 local = local_resources(result.manifest, self.root)
-                errors = parse_errors(result.diagnostics)
+                errors = _parse_errors(result.diagnostics)
         except BaseException:
             connecting.cancel()
             with contextlib.suppress(BaseException):
@@ -596,7 +596,7 @@ class Engine:
             local,
             {n: e.as_entry() for n, e in deployed.items()},
             parse_errors=errors,
-            deployed_files=await asyncio.to_thread(built_files, self.root) if errors else None,
+            deployed_files=await asyncio.to_thread(_built_files, self.root) if errors else None,
         )
         return [
             self._status_of(name, local.get(name), deployed.get(name), drift, samples.get(name))
