@@ -206,6 +206,10 @@ class Provider(Protocol):
         """The app's deployed endpoints."""
         ...
 
+    async def apps(self) -> list[dict[str, Any]]:
+        """Every app on the target: `name`, `project_path` (or None), `endpoints` (a count)."""
+        ...
+
     async def deploy(
         self,
         app: str,
@@ -336,6 +340,10 @@ class LocalCloudProvider:
     async def _reset(self) -> None:
         async with self._connect_lock:
             self._retire_client()
+
+    async def apps(self) -> list[dict[str, Any]]:
+        """Every app of the local cloud with its project path and endpoint count."""
+        return list(await self._call(lambda c: c.apps()))
 
     async def list_endpoints(self, app: str) -> list[DeployedEndpoint]:
         """The app's endpoint records."""

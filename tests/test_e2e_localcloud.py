@@ -27,12 +27,14 @@ import psutil
 import pytest
 
 from engine.home import Home
+from engine.identity import app_slug, canonical_path
 from engine.localcloud.discovery import read_state
 from engine.localcloud.store import Store
 
 REPO = Path(__file__).resolve().parents[1]
 CLI = [sys.executable, "-c", "import sys; from engine.cli import main; sys.exit(main())"]
-APP = "e2eapp"
+FOLDER = "e2eapp"
+APP = ""  # the app key of the module's project (engine.identity), set by the `project` fixture
 ENDPOINTS = {"api", "cpu_worker", "gateway", "gpu_worker"}
 
 BROKEN = '''"""An endpoint that imports fine at build time and fails in its worker (env set)."""
@@ -89,12 +91,14 @@ def env(localcloud_home: Path) -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("e2e") / APP
+    global APP
+    root = tmp_path_factory.mktemp("e2e") / FOLDER
     shutil.copytree(
         REPO / "examples" / "quickstart",
         root,
         ignore=shutil.ignore_patterns(".flash", "__pycache__"),
     )
+    APP = app_slug(canonical_path(root))
     return root
 
 

@@ -17,15 +17,20 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from engine.localcloud.appkeys import rekey_legacy_apps
+
 __all__ = ["ENDPOINT_COLUMNS", "MIGRATIONS", "SCHEMA_VERSION", "Store"]
 
-# Each entry migrates from version i to i+1. Never edit a released entry: append a new one.
-MIGRATIONS: tuple[str, ...] = (
+Migration = str | Callable[[sqlite3.Connection], None]
+
+# Each entry migrates from version i to i+1: SQL, or a function run in the same transaction.
+# Never edit a released entry: append a new one.
+MIGRATIONS: tuple[Migration, ...] = (
     """
     CREATE TABLE apps (
         name         TEXT PRIMARY KEY,
@@ -89,6 +94,8 @@ MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX events_app ON events (app, id);
     """,
+    # apps keyed by folder name are re-keyed by their project where that is known for sure
+    rekey_legacy_apps,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -208,8 +215,12 @@ class Store:
                     f"({latest}); upgrade flash-tui or use another FLASH_TUI_HOME"
                 )
             for index in range(version, latest):
-                for statement in split_statements(MIGRATIONS[index]):
-                    conn.execute(statement)
+                migration = MIGRATIONS[index]
+                if callable(migration):
+                    migration(conn)
+                else:
+                    for statement in split_statements(migration):
+                        conn.execute(statement)
                 conn.execute(f"PRAGMA user_version = {index + 1}")
 
     @property
