@@ -7,6 +7,7 @@ import os
 import pty
 import select
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -17,7 +18,8 @@ import pytest
 
 from engine.cli import main
 from engine.home import Home
-from engine.localcloud.discovery import CloudError, ensure_cloud
+from engine.localcloud.client import CloudClient
+from engine.localcloud.discovery import CloudError, CloudInfo, ensure_cloud
 
 CLI = [sys.executable, "-c", "import sys; from engine.cli import main; sys.exit(main())"]
 
@@ -300,3 +302,16 @@ def test_a_wrong_token_fails_at_once_with_a_clear_message(
         _no_traceback(proc)
     finally:
         home.token_file.write_text(token)
+
+
+async def test_a_control_plane_timeout_says_timed_out_after() -> None:
+    # A listening socket that never answers: the connection is made, the reply never comes.
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()
+        port = silent.getsockname()[1]
+        info = CloudInfo(os.getpid(), "127.0.0.1", port, 0.0, 0.0, token="secret-token")
+        async with CloudClient(info, timeout=0.3) as client:
+            with pytest.raises(CloudError, match="timed out after 0.3 s") as raised:
+                await client.health()
+    assert "secret-token" not in str(raised.value)
