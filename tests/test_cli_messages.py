@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import pty
 import select
+import shutil
 import signal
 import socket
 import subprocess
@@ -21,6 +22,7 @@ from engine.home import Home
 from engine.localcloud.client import CloudClient
 from engine.localcloud.discovery import CloudError, CloudInfo, ensure_cloud
 
+REPO = Path(__file__).resolve().parents[1]
 CLI = [sys.executable, "-c", "import sys; from engine.cli import main; sys.exit(main())"]
 
 APP_CODE = """
@@ -122,6 +124,19 @@ def test_build_without_flash_code_says_so_and_writes_nothing(tmp_path: Path) -> 
         _no_traceback(proc)
         assert not (root / ".flash").exists()
         assert sorted(p.name for p in root.iterdir()) == ["main.py"]
+
+
+def test_an_os_error_is_a_message(tmp_path: Path) -> None:
+    root = tmp_path / "app"
+    shutil.copytree(REPO / "examples" / "quickstart", root)
+    (root / ".flash").write_text("a file where the build directory goes\n")
+    for extra in ([], ["--json"]):
+        proc = subprocess.run(
+            [*CLI, "build", str(root), *extra], capture_output=True, text=True, timeout=60
+        )
+        assert proc.returncode == 1
+        _no_traceback(proc)
+        assert "File exists" in proc.stdout + proc.stderr and ".flash" in proc.stdout + proc.stderr
 
 
 # -- against a local cloud ------------------------------------------------------------------
