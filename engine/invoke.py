@@ -239,6 +239,11 @@ def build_job(call: CallSpec, data: Mapping[str, Any] | None) -> dict[str, Any]:
     data = dict(data or {})
     if call.class_method:
         init = data.pop("init", None) or {}
+        if not isinstance(init, Mapping):
+            raise InvokeError(
+                '"init" must be a JSON object of constructor arguments, got '
+                f'{json.dumps(init)} (e.g. {{"init": {{"name": 1}}}})'
+            )
         return {"input": class_job(call.function, call.class_method, ((), dict(init)), (), data)}
     return {"input": function_job(call.function, (), data)}
 
@@ -302,7 +307,9 @@ async def _invoke_lb(
     try:
         response = await http.request(call.method, url, **kwargs)
     except httpx.HTTPError as exc:
-        return InvokeResult(call, url, False, None, _elapsed(started), error=f"{exc!r}")
+        return InvokeResult(
+            call, url, False, None, _elapsed(started), error=_transport_error(exc, timeout)
+        )
     body = _response_body(response)
     ok = response.status_code < 400
     return InvokeResult(
@@ -322,12 +329,37 @@ def _query_value(value: Any) -> str:
     return value if isinstance(value, str) else json.dumps(value)
 
 
+def _transport_error(exc: httpx.HTTPError, timeout: float) -> str:
+    if isinstance(exc, httpx.TimeoutException):
+        return f"timed out after {timeout:g} s"
+    return f"{type(exc).__name__}: {exc}" if str(exc) else repr(exc)
+
+
 def _error_text(body: Any, response: httpx.Response) -> str:
     if isinstance(body, Mapping):
+        detail = body.get("detail")
+        if isinstance(detail, list) and detail and all(isinstance(d, Mapping) for d in detail):
+            return f"HTTP {response.status_code}: {_validation_text(detail)}"
         for key in ("detail", "error", "message"):
             if key in body:
                 return f"HTTP {response.status_code}: {body[key]}"
     return f"HTTP {response.status_code}: {str(body)[:300]}"
+
+
+def _validation_text(detail: list[Mapping[str, Any]]) -> str:
+    """FastAPI's 422 `detail` list as one line: `missing field 'numbers'; field 'x': ...`."""
+    parts = []
+    for item in detail:
+        where = [str(p) for p in item.get("loc") or [] if p not in ("body", "query", "path")]
+        name = ".".join(where) or "body"
+        kind = item.get("type")
+        if kind == "missing":
+            parts.append(f"missing field {name!r}")
+        elif kind == "extra_forbidden":
+            parts.append(f"unexpected field {name!r}")
+        else:
+            parts.append(f"field {name!r}: {item.get('msg')}")
+    return "; ".join(parts)
 
 
 async def _invoke_qb(
@@ -357,7 +389,9 @@ async def _invoke_qb(
             )
             body = _response_body(response)
     except httpx.HTTPError as exc:
-        return InvokeResult(call, url, False, None, _elapsed(started), error=f"{exc!r}")
+        return InvokeResult(
+            call, url, False, None, _elapsed(started), error=_transport_error(exc, timeout)
+        )
     latency = _elapsed(started)
     if response.status_code >= 400 or not isinstance(body, Mapping):
         return InvokeResult(
@@ -371,6 +405,11 @@ async def _invoke_qb(
         )
     status = body.get("status")
     output = body.get("output")
+    if status not in _TERMINAL and body.get("id"):  # still running at the deadline
+        error = f"timed out after {timeout:g} s (job {body.get('id')} is {status})"
+        return InvokeResult(
+            call, url, False, 200, latency, body=body, error=error, job_status=status
+        )
     if status != "COMPLETED" or not isinstance(output, Mapping):
         error = body.get("error") or f"job {status}"
         return InvokeResult(

@@ -39,6 +39,7 @@ from engine.provider import (
     ProviderEvent,
     get_provider,
 )
+from engine.wording import plural
 
 if TYPE_CHECKING:  # engine.scan is imported on first scan: `logs` never needs it
     from engine.scan import Scanner, ScanResult
@@ -301,9 +302,9 @@ class Engine:
         errors = [d for d in result.diagnostics if d.severity == "error"]
         if errors:
             lines = [f"  {d.file}:{d.line}: {d.message}" for d in errors[:10]]
-            raise OpError(f"the project has {len(errors)} error(s):\n" + "\n".join(lines))
+            raise OpError(f"the project has {plural(len(errors), 'error')}:\n" + "\n".join(lines))
         resources = result.manifest.get("resources") or {}
-        emit("scan", f"{len(resources)} endpoint(s) in code", done=1, total=1)
+        emit("scan", f"{plural(len(resources), 'endpoint')} in code", done=1, total=1)
         return dict(result.manifest)
 
     async def _deployed(self) -> dict[str, DeployedEndpoint]:
@@ -480,7 +481,7 @@ class Engine:
         failed = report.outcome.failed()
         emit(
             "done",
-            "deployed" if not failed else f"{len(failed)} endpoint(s) failed",
+            "deployed" if not failed else f"{plural(len(failed), 'endpoint')} failed",
             data={"ok": report.outcome.ok},
         )
         return report

@@ -15,6 +15,7 @@ from engine.cli.plan import err_console, json_out
 from engine.home import Home
 from engine.localcloud.client import CloudClient
 from engine.localcloud.discovery import CloudError, ensure_cloud, read_state, stop_cloud
+from engine.wording import plural
 
 
 def register(subparsers: Any) -> None:
@@ -91,7 +92,7 @@ def run(args: argparse.Namespace) -> int:
                 f"up {data['uptime_s']:.0f} s, home {escape(data['home'])}"
             )
             for app in data.get("apps", []):
-                console.print(f"  {escape(app['name'])}: {app['endpoints']} endpoint(s)")
+                console.print(f"  {escape(app['name'])}: {plural(app['endpoints'], 'endpoint')}")
         return 0
     except CloudError as exc:
         if args.json:

@@ -15,6 +15,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.syntax import Syntax
 
+from engine.cli.arguments import positive_seconds
 from engine.cli.plan import add_project_option, json_out, run_engine
 from engine.ops import Engine, OpError
 
@@ -29,7 +30,9 @@ def register(subparsers: Any) -> None:
     )
     parser.add_argument("target", metavar="NAME|ROUTE", help="route or function to call")
     parser.add_argument("--data", "-d", default=None, help="JSON body / keyword arguments")
-    parser.add_argument("--timeout", type=float, default=120.0, help="seconds (default 120)")
+    parser.add_argument(
+        "--timeout", type=positive_seconds, default=120.0, help="seconds (default 120)"
+    )
     add_project_option(parser)
     parser.set_defaults(func=run)
 

@@ -23,6 +23,17 @@ def _detail(response: httpx.Response) -> str:
     return str(data)[:300]
 
 
+def _seconds(timeout: httpx.Timeout, exc: httpx.TimeoutException) -> float:
+    """The limit that `exc` hit (connect, write, pool or read)."""
+    if isinstance(exc, httpx.ConnectTimeout):
+        return timeout.connect or 0.0
+    if isinstance(exc, httpx.WriteTimeout):
+        return timeout.write or 0.0
+    if isinstance(exc, httpx.PoolTimeout):
+        return timeout.pool or 0.0
+    return timeout.read or 0.0
+
+
 class CloudClient:
     """One connection pool to one running service. Use as `async with CloudClient(info)`."""
 
@@ -48,6 +59,11 @@ class CloudClient:
     async def _json(self, method: str, path: str, **kwargs: Any) -> Any:
         try:
             response = await self._http.request(method, path, **kwargs)
+        except httpx.TimeoutException as exc:
+            raise CloudError(
+                f"local cloud at {self.info.describe()}: timed out after "
+                f"{_seconds(self._http.timeout, exc):g} s"
+            ) from exc
         except httpx.HTTPError as exc:
             raise CloudError(f"local cloud unreachable at {self.info.describe()}: {exc}") from exc
         if response.status_code >= 400:
