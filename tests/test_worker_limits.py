@@ -19,7 +19,7 @@ from test_worker_helpers import Worker
 from runtime.serialization import function_job
 from runtime.worker import RECYCLE_EXIT_CODE
 
-USER_CODE = '''
+USER_CODE = """
 import time
 
 
@@ -35,7 +35,7 @@ def shout(text: str) -> str:
 def explode(x: int = 0) -> int:
     table = {"a": 1}
     return table["missing"] + x  # EXPLODE-LINE
-'''
+"""
 
 QB_HANDLER = """
 from runtime.qb_handler import create_handler
@@ -51,9 +51,12 @@ app = create_lb_app({("POST", "/stuck"): userfns.stuck, ("POST", "/shout"): user
                      ("POST", "/explode"): userfns.explode})
 """
 
-EXPLODE_LINE = USER_CODE.splitlines().index(
-    next(line for line in USER_CODE.splitlines() if "EXPLODE-LINE" in line)
-) + 1
+EXPLODE_LINE = (
+    USER_CODE.splitlines().index(
+        next(line for line in USER_CODE.splitlines() if "EXPLODE-LINE" in line)
+    )
+    + 1
+)
 
 
 @pytest.fixture(scope="module")
@@ -283,3 +286,93 @@ def test_failing_qb_job_logs_its_traceback(start: Started) -> None:
         lambda: any(f'userfns.py", line {EXPLODE_LINE}' in line for line in worker.stderr),
         what="traceback in the worker's stderr",
     )
+
+
+# ------------------------------------------------------------------------ the supervisor
+
+STUCK_PROJECT = """
+import time
+
+from runpod_flash import CpuInstanceType, Endpoint
+
+
+@Endpoint(
+    name="jobs",
+    cpu=CpuInstanceType.CPU3C_1_2,
+    workers=(1, 1),
+    env={"FLASH_MAX_STUCK": "1", "FLASH_RECYCLE_DELAY": "3"},
+)
+def hang(seconds: float = 120.0) -> float:
+    time.sleep(seconds)
+    return seconds
+"""
+
+
+def test_supervisor_restarts_a_recycled_worker_at_once(
+    localcloud_home: Path, tmp_path: Path
+) -> None:
+    import subprocess
+    import sys
+
+    from engine.health import probe
+    from engine.home import Home
+    from engine.localcloud.discovery import read_state
+    from engine.localcloud.store import Store
+    from engine.provider import EndpointTarget
+
+    project = tmp_path / "recycleapp"
+    project.mkdir()
+    (project / "main.py").write_text(STUCK_PROJECT)
+    cli = [sys.executable, "-c", "import sys; from engine.cli import main; sys.exit(main())"]
+    deploy = subprocess.run(
+        [*cli, "deploy", "--yes", "--json", "--project", str(project)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        stdin=subprocess.DEVNULL,
+    )
+    assert deploy.returncode == 0, deploy.stderr
+    home = Home(localcloud_home)
+    info = read_state(home)
+    assert info is not None
+    api = httpx.Client(base_url=info.url, headers=info.headers(), trust_env=False, timeout=10)
+
+    def record() -> dict[str, Any]:
+        return api.get("/v1/apps/recycleapp/endpoints/jobs").json()
+
+    first = record()
+    assert first.get("status") == "healthy", (first, deploy.stdout)
+    store = Store(home.db_path)
+    try:
+        key = store.endpoint_key("recycleapp", "jobs")
+    finally:
+        store.close()
+    client = httpx.Client(
+        base_url=first["url"], headers={"Authorization": f"Bearer {key}"}, timeout=10
+    )
+    body = {**job("hang"), "policy": {"executionTimeout": 100}}
+    stuck_id = client.post("/run", json=body).json()["id"]
+    status_of(client, stuck_id, {"TIMED_OUT"})
+    # Meanwhile the health probe (what `status` and the TUI show) reports it.
+    target = EndpointTarget("jobs", first["url"], False, key=key)
+
+    async def sample() -> Any:
+        async with httpx.AsyncClient(headers=target.headers()) as http:
+            return await probe(http, target)
+
+    import asyncio
+
+    unhealthy = asyncio.run(sample())
+    assert not unhealthy.ok and "stuck" in unhealthy.detail
+
+    def restarted() -> dict[str, Any] | None:
+        current = record()
+        ok = current["status"] == "healthy" and current["pid"] not in (None, first["pid"])
+        return current if ok else None
+
+    again = wait_for(restarted, deadline=30, what="a new healthy worker")
+    assert again["restarts"] == 1 and not again.get("crash_times")
+    kinds = [e["kind"] for e in api.get("/v1/apps/recycleapp/events").json()["events"]]
+    assert "recycled" in kinds and "crashed" not in kinds
+    client.close()
+    api.close()
