@@ -574,9 +574,12 @@ def create_lb_app(
         @app.post("/execute", include_in_schema=False)
         async def execute(request: Request) -> Response:
             try:
-                body = json.loads(await request.body() or b"null")
-            except ValueError as exc:
-                return JSONResponse({"success": False, "error": f"invalid JSON body: {exc}"})
+                raw = await _read_capped(request, guard.max_body_bytes)
+                body = parse_json(raw, guard.max_depth) if raw else None
+            except BodyError as exc:
+                if not exc.invalid:
+                    return JSONResponse({"error": exc.message}, status_code=exc.status)
+                return JSONResponse({"success": False, "error": exc.message})
             if not isinstance(body, dict):
                 return JSONResponse({"success": False, "error": "the body must be a JSON object"})
             body.pop("execution_type", None)  # /execute runs functions only
