@@ -68,8 +68,8 @@ SYNC_RETENTION = 60.0  # /runsync jobs: their caller already got the result
 MAX_BODY_BYTES = 20 * 1024 * 1024  # RunPod's /runsync payload limit
 MAX_RUN_BODY_BYTES = 10 * 1024 * 1024  # RunPod's /run payload limit
 DEFAULT_MAX_QUEUE_JOBS = 1000
-DEFAULT_MAX_QUEUE_BYTES = 256 * 1024 * 1024  # input of unfinished jobs
-DEFAULT_MAX_RESULT_BYTES = 256 * 1024 * 1024  # outputs and errors of kept finished jobs
+DEFAULT_MAX_QUEUE_BYTES = 128 * 1024 * 1024  # input of unfinished jobs
+DEFAULT_MAX_RESULT_BYTES = 128 * 1024 * 1024  # outputs and errors of kept finished jobs
 RETRY_AFTER = b"2"
 
 IN_QUEUE, IN_PROGRESS = "IN_QUEUE", "IN_PROGRESS"
@@ -438,8 +438,9 @@ class QueueServer:
                     job.task.cancel()
             if pending:
                 await asyncio.wait(pending, timeout=0.5)
-        if self.journal is not None:
-            _write_journal(self.journal, self._journal_entries())
+        entries = self._journal_entries() if self.journal is not None else {}
+        if self.journal is not None and entries:
+            _write_journal(self.journal, entries)
 
     def _journal_entries(self) -> dict[str, str]:
         """Status bodies of kept /run jobs (newest first, within the result byte budget)."""

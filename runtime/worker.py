@@ -43,8 +43,8 @@ Limits (a worker must survive stuck code and floods):
   5.5 minutes; the manifest's `executionTimeoutMs` when set).
 - `FLASH_MAX_BODY_BYTES`: request body cap (default: QB /run 10 MB, /runsync 20 MB, LB 30 MB)
   -> 413; `FLASH_JSON_MAX_DEPTH` (default 64) -> 400.
-- `FLASH_QUEUE_MAX_JOBS` (default 1000 waiting) and `FLASH_QUEUE_MAX_BYTES` (default 256 MiB of
-  unfinished input) -> 429 with `Retry-After`; `FLASH_RESULTS_MAX_BYTES` (default 256 MiB) of
+- `FLASH_QUEUE_MAX_JOBS` (default 1000 waiting) and `FLASH_QUEUE_MAX_BYTES` (default 128 MiB of
+  unfinished input) -> 429 with `Retry-After`; `FLASH_RESULTS_MAX_BYTES` (default 128 MiB) of
   kept results, the oldest evicted.
 - `FLASH_JOB_JOURNAL`: a file where a stopping QB worker leaves its kept /run job statuses
   (those it failed at a recycle included) for the next worker on the same endpoint.
