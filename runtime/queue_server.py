@@ -200,6 +200,7 @@ class QueueServer:
         self.busy_threads = busy_threads
         self.max_stuck = max_stuck if max_stuck is not None else concurrency
         self.journal = journal
+        self.stop_reason: str | None = None  # why jobs unfinished at shutdown fail (if set)
         self._pending_bytes = 0
         self._result_bytes = 0
         self._previous: dict[str, str] = _read_journal(journal) if journal else {}
@@ -427,7 +428,9 @@ class QueueServer:
         """
         self._accepting = False
         unhealthy = self.unhealthy()
-        reason = f"worker recycled: {unhealthy}" if unhealthy else "worker shut down"
+        reason = self.stop_reason or (
+            f"worker recycled: {unhealthy}" if unhealthy else "worker shut down"
+        )
         self.purge_queue(reason)
         running = [j for j in self.jobs.values() if j.task is not None and not j.task.done()]
         if running:

@@ -385,8 +385,16 @@ class WorkerApp:
             delay = _env_number("FLASH_RECYCLE_DELAY", DEFAULT_RECYCLE_DELAY)
             _err(f"error: worker unhealthy: {reason}; recycling in {delay:g}s")
             # /ping answers 503 meanwhile, so health probes and `status` see it.
-            await asyncio.sleep(delay)
-            _err(f"error: worker recycled: {self.unhealthy() or reason}")
+            deadline = time.monotonic() + delay
+            while reason is not None and time.monotonic() < deadline:
+                await asyncio.sleep(_HEALTH_CHECK_INTERVAL)
+                reason = self.unhealthy()
+            if reason is None:  # the stuck calls returned after all
+                _err("warning: worker recovered (stuck calls returned); not recycling")
+                continue
+            _err(f"error: worker recycled: {reason}")
+            if isinstance(self.inner, QueueServer):
+                self.inner.stop_reason = f"worker recycled: {reason}"
             self.exit_code = RECYCLE_EXIT_CODE
             if self.on_fatal is not None:
                 self.on_fatal()

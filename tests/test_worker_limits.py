@@ -174,6 +174,19 @@ def test_stuck_jobs_make_the_worker_unhealthy_and_it_recycles(
     assert unknown.status_code == 404 and "previous worker" in unknown.json()["error"]
 
 
+def test_a_worker_whose_stuck_code_returns_in_time_is_not_recycled(start: Started) -> None:
+    worker, client = start(
+        "jobs", FLASH_WORKER_CONCURRENCY="1", FLASH_MAX_STUCK="1", FLASH_RECYCLE_DELAY="30"
+    )
+    body = {**job("stuck", seconds=1.0), "policy": {"executionTimeout": 100}}
+    status_of(client, client.post("/run", json=body).json()["id"], {"TIMED_OUT"})
+    assert client.get("/ping").status_code == 503
+    wait_for(lambda: client.get("/ping").status_code == 200, what="/ping 200 again")
+    wait_for(lambda: any("recovered" in line for line in worker.stderr), what="recovered")
+    assert worker.proc.poll() is None
+    assert client.post("/runsync", json=job("shout", text="ok")).json()["output"]
+
+
 # ------------------------------------------------------------------------ LB: stuck requests
 
 
