@@ -296,7 +296,10 @@ async def _read_capped(request: Request, limit: int) -> bytes:
         if size > limit:
             raise BodyError(413, f"request body too large (limit {limit} bytes)")
         chunks.append(chunk)
-    return b"".join(chunks)
+    body = b"".join(chunks)
+    # Starlette's own cache of the body: a route taking the Request can still read it.
+    request._body = body
+    return body
 
 
 async def _request_values(
@@ -311,8 +314,9 @@ async def _request_values(
         except BodyError as exc:
             if not exc.invalid:
                 raise
+            cause = exc.__cause__ or exc
             raise _BindError(
-                [{"type": "json_invalid", "loc": ["body"], "msg": f"JSON decode error: {exc}"}]
+                [{"type": "json_invalid", "loc": ["body"], "msg": f"JSON decode error: {cause}"}]
             ) from exc
     if binding.method in QUERY_METHODS and (
         request.scope.get("query_string") or not isinstance(body_json, dict)
@@ -400,17 +404,41 @@ def _error_response(request: Request, exc: BaseException) -> Response:
     return JSONResponse(body, status_code=500)
 
 
-async def _call_sync(fn: Callable[..., Any], kwargs: dict[str, Any], guard: CallGuard) -> Any:
-    """Run a sync route in the thread pool within the timeout; a late thread counts as stuck."""
+class _RouteTimeout(Exception):
+    """The route outlived the request timeout (distinct from a TimeoutError of its own)."""
+
+
+async def _call(binding: RouteBinding, kwargs: dict[str, Any], guard: CallGuard) -> Any:
+    """Call the route function within the request timeout (raises _RouteTimeout).
+
+    A sync function runs in the thread pool; a thread cannot be stopped, so a call that
+    outlives the timeout (or whose client went away) is counted as stuck until it returns.
+    """
+    fn = binding.function
     if guard.timeout is None:
+        if binding.is_async:
+            return await fn(**kwargs)
         return await run_in_threadpool(fn, **kwargs)
-    call = asyncio.ensure_future(run_in_threadpool(fn, **kwargs))
+    call = asyncio.ensure_future(
+        fn(**kwargs) if binding.is_async else run_in_threadpool(fn, **kwargs)
+    )
     try:
-        # shield: a timeout must not wait for the thread (anyio would, it cannot stop it).
-        return await asyncio.wait_for(asyncio.shield(call), guard.timeout)
-    except (asyncio.TimeoutError, asyncio.CancelledError):
-        guard.abandon(call)
+        # asyncio.wait neither raises on timeout nor cancels: anyio would wait for the thread.
+        done, _ = await asyncio.wait((call,), timeout=guard.timeout)
+    except asyncio.CancelledError:
+        _give_up(call, binding, guard)
         raise
+    if not done:
+        _give_up(call, binding, guard)
+        raise _RouteTimeout
+    return call.result()
+
+
+def _give_up(call: asyncio.Future[Any], binding: RouteBinding, guard: CallGuard) -> None:
+    if binding.is_async:
+        call.cancel()  # a coroutine can be stopped
+    else:
+        guard.abandon(call)
 
 
 def _make_endpoint(binding: RouteBinding, guard: CallGuard) -> Callable[[Request], Any]:
@@ -428,16 +456,10 @@ def _make_endpoint(binding: RouteBinding, guard: CallGuard) -> Callable[[Request
                 {"detail": exc.detail, "error": _summary(exc.detail)}, status_code=422
             )
         try:
-            if binding.is_async:
-                if guard.timeout is None:
-                    result = await fn(**kwargs)
-                else:
-                    result = await asyncio.wait_for(fn(**kwargs), guard.timeout)
-            else:
-                result = await _call_sync(fn, kwargs, guard)
-                if inspect.isawaitable(result):
-                    result = await result
-        except asyncio.TimeoutError:
+            result = await _call(binding, kwargs, guard)
+            if inspect.isawaitable(result):
+                result = await result
+        except _RouteTimeout:
             message = (
                 f"{request.method} {request.url.path} did not finish within "
                 f"{guard.timeout:g}s (request timeout); its call is counted as stuck until it "

@@ -254,20 +254,27 @@ class QueueServer:
                 else:
                     result = await result
             self._complete(job, result)
-        except asyncio.TimeoutError:
-            self._finish(
-                job, TIMED_OUT, error=f"job exceeded its execution timeout ({job.timeout:g}s)"
-            )
+        except asyncio.TimeoutError as exc:
+            if job.timeout:
+                self._finish(
+                    job, TIMED_OUT, error=f"job exceeded its execution timeout ({job.timeout:g}s)"
+                )
+            else:  # no timeout of ours: the handler raised a TimeoutError of its own
+                self._handler_error(job, exc)
         except asyncio.CancelledError:
             if job.status not in TERMINAL_STATUSES:
                 self._finish(job, CANCELLED)
         except Exception as exc:  # the handler itself broke: the job fails, the worker serves on
-            sys.stderr.write(f"job {job.id} handler error:\n{traceback.format_exc()}")
-            sys.stderr.flush()
-            self._finish(job, FAILED, error=f"{type(exc).__name__}: {exc}")
+            self._handler_error(job, exc)
         finally:
             self._running -= 1
             self._pump()
+
+    def _handler_error(self, job: Job, exc: BaseException) -> None:
+        text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+        sys.stderr.write(f"job {job.id} handler error:\n{text}")
+        sys.stderr.flush()
+        self._finish(job, FAILED, error=f"{type(exc).__name__}: {exc}")
 
     def _complete(self, job: Job, result: Any) -> None:
         error = None

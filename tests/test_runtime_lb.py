@@ -298,3 +298,27 @@ def test_json_limits_and_body_cap_apply_to_execute() -> None:
         assert big.status_code == 413
         deep = client.post(f"{url}/greet", content=b'{"name": ' + b"[" * 70 + b"]" * 70 + b"}")
         assert deep.status_code == 400 and "nested" in deep.json()["error"]
+
+
+def own_timeout() -> None:
+    raise TimeoutError("the database did not answer")
+
+
+async def slow_async(seconds: float = 30.0) -> dict:
+    import asyncio
+
+    await asyncio.sleep(seconds)
+    return {}
+
+
+def test_request_timeout_is_a_504_only_for_the_route_outliving_it() -> None:
+    app = create_lb_app({("POST", "/own"): own_timeout, ("POST", "/slow"): slow_async})
+    app.state.flash_calls.timeout = 0.3
+    with serve_asgi(app) as url, httpx.Client(timeout=10) as client:
+        own = client.post(f"{url}/own", json={})
+        assert own.status_code == 500 and own.json()["type"] == "TimeoutError"
+        slow = client.post(f"{url}/slow", json={})
+        assert slow.status_code == 504 and "0.3s" in slow.json()["error"]
+        # A coroutine is cancelled, not left running: nothing counts as stuck.
+        assert app.state.flash_calls.stuck == 0
+        assert client.get(f"{url}/ping").status_code == 200
