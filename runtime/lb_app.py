@@ -411,34 +411,54 @@ class _RouteTimeout(Exception):
 async def _call(binding: RouteBinding, kwargs: dict[str, Any], guard: CallGuard) -> Any:
     """Call the route function within the request timeout (raises _RouteTimeout).
 
-    A sync function runs in the thread pool; a thread cannot be stopped, so a call that
-    outlives the timeout (or whose client went away) is counted as stuck until it returns.
+    A coroutine is cancelled at the deadline. A sync function runs in the thread pool; a
+    thread cannot be stopped, so a call that outlives the timeout (or whose client went away)
+    is counted as stuck until it returns.
     """
     fn = binding.function
     if guard.timeout is None:
         if binding.is_async:
             return await fn(**kwargs)
         return await run_in_threadpool(fn, **kwargs)
-    call = asyncio.ensure_future(
-        fn(**kwargs) if binding.is_async else run_in_threadpool(fn, **kwargs)
-    )
+    if binding.is_async:
+        return await _await_within(fn(**kwargs), guard.timeout)
+    call = asyncio.ensure_future(run_in_threadpool(fn, **kwargs))
     try:
         # asyncio.wait neither raises on timeout nor cancels: anyio would wait for the thread.
         done, _ = await asyncio.wait((call,), timeout=guard.timeout)
     except asyncio.CancelledError:
-        _give_up(call, binding, guard)
+        guard.abandon(call)
         raise
     if not done:
-        _give_up(call, binding, guard)
+        guard.abandon(call)
         raise _RouteTimeout
     return call.result()
 
 
-def _give_up(call: asyncio.Future[Any], binding: RouteBinding, guard: CallGuard) -> None:
-    if binding.is_async:
-        call.cancel()  # a coroutine can be stopped
-    else:
-        guard.abandon(call)
+async def _await_within(coro: Any, timeout: float) -> Any:
+    """Await `coro` in this task, cancelling it at the deadline (what asyncio.timeout does,
+    on 3.10 too, and without a task per request); a TimeoutError of its own stays its own."""
+    task = asyncio.current_task()
+    assert task is not None
+    expired = False
+
+    def expire() -> None:
+        nonlocal expired
+        expired = True
+        task.cancel()
+
+    handle = asyncio.get_running_loop().call_later(timeout, expire)
+    try:
+        return await coro
+    except asyncio.CancelledError:
+        if not expired:
+            raise
+        uncancel = getattr(task, "uncancel", None)  # 3.11+: our cancel is consumed here
+        if uncancel is not None:
+            uncancel()
+        raise _RouteTimeout from None
+    finally:
+        handle.cancel()
 
 
 def _make_endpoint(binding: RouteBinding, guard: CallGuard) -> Callable[[Request], Any]:
