@@ -6,6 +6,7 @@ Real `python -m runtime.worker` processes with small limits set through the envi
 from __future__ import annotations
 
 import json
+import os
 import textwrap
 import time
 from collections.abc import Iterator
@@ -318,6 +319,12 @@ from runpod_flash import CpuInstanceType, Endpoint
 def hang(seconds: float = 120.0) -> float:
     time.sleep(seconds)
     return seconds
+
+
+@Endpoint(name="oops", cpu=CpuInstanceType.CPU3C_1_2, workers=(1, 1))
+def oops(key: str = "missing") -> int:
+    table = {"a": 1}
+    return table[key]
 """
 
 
@@ -345,6 +352,18 @@ def test_supervisor_restarts_a_recycled_worker_at_once(
         stdin=subprocess.DEVNULL,
     )
     assert deploy.returncode == 0, deploy.stderr
+    # `invoke` says what failed remotely, and where in the user's code.
+    invoked = subprocess.run(
+        [*cli, "invoke", "oops", "--project", str(project)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        stdin=subprocess.DEVNULL,
+        env={**os.environ, "COLUMNS": "200"},
+    )
+    assert invoked.returncode == 1
+    assert "KeyError: 'missing'" in invoked.stdout and "at main.py:21" in invoked.stdout
+    assert "Traceback" in invoked.stdout, invoked.stdout
     home = Home(localcloud_home)
     info = read_state(home)
     assert info is not None
