@@ -406,5 +406,8 @@ def test_supervisor_restarts_a_recycled_worker_at_once(
     assert again["restarts"] == 1 and not again.get("crash_times")
     kinds = [e["kind"] for e in api.get("/v1/apps/recycleapp/events").json()["events"]]
     assert "recycled" in kinds and "crashed" not in kinds
+    # The new worker knows the jobs of the one it replaced (the supervisor's job journal).
+    with httpx.Client(base_url=again["url"], headers=client.headers, timeout=10) as fresh:
+        assert fresh.get(f"/status/{stuck_id}").json()["status"] == "TIMED_OUT"
     client.close()
     api.close()

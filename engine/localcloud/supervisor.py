@@ -426,10 +426,10 @@ class Supervisor:
                 "FLASH_APP_NAME": app,
                 "FLASH_LOCALCLOUD_WORKER": f"{app}/{name}",
                 "FLASH_SHUTDOWN_TIMEOUT": str(self.settings.worker_shutdown_timeout),
-                # Where a stopping worker leaves its jobs' statuses for the next one.
-                "FLASH_JOB_JOURNAL": str(
-                    logfiles.log_path(self.home.logs_dir(app), name).with_suffix(".jobs.json")
-                ),
+                # Where a stopping worker leaves its jobs' statuses for the next one (named
+                # like the log's rotations, so that an undeploy removes it with them).
+                "FLASH_JOB_JOURNAL": str(logfiles.log_path(self.home.logs_dir(app), name))
+                + ".jobs",
                 "PYTHONUNBUFFERED": "1",
             }
         )
