@@ -40,7 +40,7 @@ Limits (a worker must survive stuck code and floods):
   RECYCLE_EXIT_CODE (75), which the supervisor restarts at once. Default: the job concurrency
   (QB), anyio's thread limit, 40 (LB).
 - `FLASH_REQUEST_TIMEOUT`: seconds an LB route may take before a 504 (default 330, RunPod's
-  5.5 minutes; the manifest's `executionTimeoutMs` when set).
+  5.5 minutes; the manifest's `executionTimeoutMs` when set; 0: no timeout).
 - `FLASH_MAX_BODY_BYTES`: request body cap (default: QB /run 10 MB, /runsync 20 MB, LB 30 MB)
   -> 413; `FLASH_JSON_MAX_DEPTH` (default 64) -> 400.
 - `FLASH_QUEUE_MAX_JOBS` (default 1000 waiting) and `FLASH_QUEUE_MAX_BYTES` (default 128 MiB of
@@ -101,6 +101,9 @@ DEFAULT_EXECUTION_TIMEOUT = 600.0  # RunPod's default executionTimeout
 DEFAULT_REQUEST_TIMEOUT = 330.0  # RunPod's load balancer: 5.5 minutes per request
 DEFAULT_RECYCLE_DELAY = 2.0
 _HEALTH_CHECK_INTERVAL = 0.2
+# anyio's default thread limiter (runtime.lb_app.DEFAULT_MAX_STUCK; not imported: a QB worker
+# does not load FastAPI).
+_LB_MAX_STUCK = 40
 _LB_TYPES = frozenset(
     {
         "LoadBalancerSlsResource",
@@ -267,7 +270,9 @@ class WorkerApp:
         self.inner: Any = None
         self.ready = False
         self.exit_code = 0
-        self.max_stuck = _env_int("FLASH_MAX_STUCK", concurrency if not self.load_balanced else 40)
+        self.max_stuck = _env_int(
+            "FLASH_MAX_STUCK", _LB_MAX_STUCK if self.load_balanced else concurrency
+        )
         self._lifespan: _Lifespan | None = None
         self._boot: asyncio.Task[None] | None = None
         self._watchdog: asyncio.Task[None] | None = None
@@ -299,8 +304,11 @@ class WorkerApp:
                 raise RuntimeError(f"{self.module_name} defines no `app` (load-balanced handler)")
             guard = getattr(getattr(app, "state", None), "flash_calls", None)
             if guard is not None:  # an app from create_lb_app (a hand-made app has none)
-                guard.timeout = self._config_timeout() or _env_number(
-                    "FLASH_REQUEST_TIMEOUT", DEFAULT_REQUEST_TIMEOUT
+                # 0 means no timeout (None), as for FLASH_EXECUTION_TIMEOUT.
+                guard.timeout = (
+                    self._config_timeout()
+                    or _env_number("FLASH_REQUEST_TIMEOUT", DEFAULT_REQUEST_TIMEOUT)
+                    or None
                 )
                 guard.max_stuck = self.max_stuck
                 guard.max_body_bytes = _env_int(
