@@ -11,14 +11,16 @@ LB calls send the data as the JSON body (as the query string for GET/DELETE). QB
 `/runsync` job in the upstream contract (kwargs as base64 cloudpickle; for a class, data keys
 `init` (constructor kwargs) and the rest as method kwargs), wait for it (polling `/status` if
 `/runsync` returns before the job ends) and decode the result. Both report status, latency and
-the decoded result. The key is sent, never shown: `curl_command` prints a placeholder unless
-asked to reveal it.
+the decoded result; a call that fails in user code carries a `RemoteError` (type, message and
+the file:line of the deepest user-code frame) for both kinds. The key is sent, never shown:
+`curl_command` prints a placeholder unless asked to reveal it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import re
 import shlex
 import time
 from collections.abc import Mapping
@@ -35,6 +37,7 @@ __all__ = [
     "InvokeError",
     "InvokeResult",
     "JSONText",
+    "RemoteError",
     "build_job",
     "curl_command",
     "invoke",
@@ -44,6 +47,9 @@ __all__ = [
 
 _METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
 _TERMINAL = frozenset({"COMPLETED", "FAILED", "CANCELLED", "TIMED_OUT"})
+# LB routes add the remote traceback to a 500 body when asked (runtime.lb_app.TRACEBACK_HEADER).
+_TRACEBACK_HEADER = "x-flash-traceback"
+_FRAME = re.compile(r'^\s*File "([^"]+)", line (\d+)', re.MULTILINE)
 
 
 class InvokeError(Exception):
@@ -120,6 +126,50 @@ class CallSpec:
         return f"{self.endpoint} {name}()"
 
 
+@dataclass(frozen=True)
+class RemoteError:
+    """An exception raised by the endpoint's code: what, and where in the user's code."""
+
+    type: str
+    message: str
+    location: str | None = None  # file:line of the deepest user-code frame
+    traceback: str = ""
+
+    def summary(self) -> str:
+        """`KeyError: 'x' (at userfns.py:12)`."""
+        text = f"{self.type}: {self.message}" if self.message else self.type
+        return f"{text} (at {self.location})" if self.location else text
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form."""
+        return {
+            "type": self.type,
+            "message": self.message,
+            "location": self.location,
+            "traceback": self.traceback,
+        }
+
+    @classmethod
+    def from_body(cls, body: Any) -> RemoteError | None:
+        """From a worker's structured error (LB 500 body or failed QB job output), if any."""
+        if not isinstance(body, Mapping):
+            return None
+        error = body.get("error")
+        kind = body.get("type") or body.get("error_type")
+        message = body.get("message")
+        if not isinstance(kind, str) or not kind:
+            # An older worker: `error` is "Type: message" when it came from an exception.
+            if not isinstance(error, str) or not body.get("traceback"):
+                return None
+            kind, _, message = error.partition(": ")
+        tb = str(body.get("traceback") or "")
+        location = body.get("location")
+        if not isinstance(location, str) or not location:
+            frames = _FRAME.findall(tb)
+            location = f"{frames[-1][0]}:{frames[-1][1]}" if frames else None
+        return cls(kind, str(message if message is not None else ""), location, tb)
+
+
 @dataclass
 class InvokeResult:
     """The outcome of one call."""
@@ -134,6 +184,7 @@ class InvokeResult:
     headers: dict[str, str] = field(default_factory=dict)
     error: str | None = None
     job_status: str | None = None
+    remote_error: RemoteError | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form (`invoke --json`)."""
@@ -147,6 +198,7 @@ class InvokeResult:
             "job_status": self.job_status,
             "result": _jsonable(self.result),
             "error": self.error,
+            "remote_error": self.remote_error.to_dict() if self.remote_error else None,
         }
 
 
@@ -294,7 +346,8 @@ async def _invoke_lb(
 ) -> InvokeResult:
     assert call.method and call.path
     url = target.url(call.path)
-    kwargs: dict[str, Any] = {"headers": target.headers(), "timeout": timeout}
+    headers = {**target.headers(), _TRACEBACK_HEADER: "1"}
+    kwargs: dict[str, Any] = {"headers": headers, "timeout": timeout}
     if call.method in ("GET", "DELETE"):
         if data is not None and not isinstance(data, Mapping):
             raise InvokeError(f"{call.method} takes a JSON object (sent as query parameters)")
@@ -312,6 +365,7 @@ async def _invoke_lb(
         )
     body = _response_body(response)
     ok = response.status_code < 400
+    remote = None if ok else RemoteError.from_body(body)
     return InvokeResult(
         call,
         url,
@@ -321,8 +375,16 @@ async def _invoke_lb(
         result=body,
         body=body,
         headers=dict(response.headers),
-        error=None if ok else _error_text(body, response),
+        error=None if ok else _remote_text(remote) or _error_text(body, response),
+        remote_error=remote,
     )
+
+
+def _remote_text(remote: RemoteError | None) -> str | None:
+    if remote is None:
+        return None
+    text = remote.summary()
+    return f"{text}\n{remote.traceback.rstrip()}" if remote.traceback else text
 
 
 def _query_value(value: Any) -> str:
@@ -410,17 +472,26 @@ async def _invoke_qb(
         return InvokeResult(
             call, url, False, 200, latency, body=body, error=error, job_status=status
         )
+    if isinstance(output, Mapping) and output.get("success") is False:
+        # The function failed: runpod's rule moves the output's "error" to the job's.
+        failure = {**output, "error": output.get("error") or body.get("error")}
+        remote = RemoteError.from_body(failure)
+        error = _remote_text(remote) or str(failure["error"] or "the function failed")
+        return InvokeResult(
+            call,
+            url,
+            False,
+            200,
+            latency,
+            body=body,
+            error=error,
+            job_status=status,
+            remote_error=remote,
+        )
     if status != "COMPLETED" or not isinstance(output, Mapping):
         error = body.get("error") or f"job {status}"
         return InvokeResult(
             call, url, False, 200, latency, body=body, error=str(error), job_status=status
-        )
-    if not output.get("success"):
-        error = str(output.get("error") or "the function failed")
-        if output.get("traceback"):
-            error += "\n" + str(output["traceback"]).rstrip()
-        return InvokeResult(
-            call, url, False, 200, latency, body=body, error=error, job_status=status
         )
     try:
         result = deserialize(output["result"]) if output.get("result") is not None else None

@@ -44,6 +44,7 @@ class AppTester:
             headers=headers,
             body=shown,
             ok=bool(present.field(result, "ok")),
+            remote_error=present.field(result, "remote_error"),
         )
 
     async def curl(self, target: RouteTarget, body: Any, reveal_key: bool) -> str:

@@ -2,7 +2,8 @@
 
 Targets: `"POST /compute"`, `/compute`, `api:/compute` (LB routes); `embed`,
 `gpu_worker:embed`, `cpu_worker:TextAnalyzer.keywords` (QB functions; `--data` is the JSON
-object of keyword arguments). Prints the status, the latency and the result.
+object of keyword arguments). Prints the status, the latency and the result, or the remote
+error's type, message and user-code line.
 """
 
 from __future__ import annotations
@@ -65,6 +66,14 @@ def run(args: argparse.Namespace) -> int:
                 console.print(Syntax(text, "json", theme="ansi_dark", background_color="default"))
             except (TypeError, ValueError):
                 console.print(repr(result.result), markup=False)
+        elif result.remote_error is not None:
+            # What failed, where in the user's code, then the traceback.
+            remote = result.remote_error
+            console.print(f"[bold red]{escape(remote.type)}[/]: {escape(remote.message)}")
+            if remote.location:
+                console.print(f"  at [bold]{escape(remote.location)}[/]")
+            if remote.traceback:
+                console.print(remote.traceback.rstrip(), markup=False, style="dim")
         else:
             console.print(str(result.error), markup=False)
         return 0 if result.ok else 1

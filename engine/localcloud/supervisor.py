@@ -51,6 +51,7 @@ import psutil
 from engine.home import DIR_MODE, FILE_MODE, HOME_ENV, Home, write_private
 from engine.localcloud import logfiles
 from engine.localcloud.store import Store
+from runtime.worker import RECYCLE_EXIT_CODE
 
 __all__ = [
     "DeployRequest",
@@ -75,6 +76,16 @@ _WORKER_SETTINGS = frozenset(
         "FLASH_HEADER_TIMEOUT",
         "FLASH_ENDPOINTS_TTL",
         "FLASH_IS_LIVE_PROVISIONING",
+        "FLASH_SHUTDOWN_TIMEOUT",
+        "FLASH_EXECUTION_TIMEOUT",
+        "FLASH_REQUEST_TIMEOUT",
+        "FLASH_MAX_STUCK",
+        "FLASH_RECYCLE_DELAY",
+        "FLASH_QUEUE_MAX_JOBS",
+        "FLASH_QUEUE_MAX_BYTES",
+        "FLASH_RESULTS_MAX_BYTES",
+        "FLASH_MAX_BODY_BYTES",
+        "FLASH_JSON_MAX_DEPTH",
     }
 )
 # Statuses in which an endpoint is meant to be running: a worker found dead at service start
@@ -451,7 +462,7 @@ class Supervisor:
             worker = self._spawn(record, new_port=port_changed)
             if port_changed:
                 self._write_endpoints_file(app)
-            restarts = int(record.get("restarts") or 0) + (1 if reason == "crash" else 0)
+            restarts = int(record.get("restarts") or 0) + (reason in ("crash", "recycle"))
             self.store.upsert_endpoint(app, name, restarts=restarts, status="unhealthy")
             self.store.add_event(
                 "restarted",
@@ -494,6 +505,10 @@ class Supervisor:
                 "FLASH_APP_NAME": app,
                 "FLASH_LOCALCLOUD_WORKER": f"{app}/{name}",
                 "FLASH_SHUTDOWN_TIMEOUT": str(self.settings.worker_shutdown_timeout),
+                # Where a stopping worker leaves its jobs' statuses for the next one (named
+                # like the log's rotations, so that an undeploy removes it with them).
+                "FLASH_JOB_JOURNAL": str(logfiles.log_path(self.home.logs_dir(app), name))
+                + ".jobs",
                 "PYTHONUNBUFFERED": "1",
             }
         )
@@ -627,6 +642,9 @@ class Supervisor:
             return
         code = worker.exit_code()
         log = logfiles.log_path(self.home.logs_dir(app), name)
+        if code == RECYCLE_EXIT_CODE:
+            self._on_recycle(worker, log)
+            return
         logfiles.append_marker(log, f"worker pid {worker.pid} exited (code {code})")
         tail = self._log_tail(app, name, 30)
         now = time.time()
@@ -674,10 +692,26 @@ class Supervisor:
             self._restart_later(app, name, delay)
         )
 
-    async def _restart_later(self, app: str, name: str, delay: float) -> None:
+    def _on_recycle(self, worker: Worker, log: Path) -> None:
+        """A worker that recycled itself (stuck calls, its log says which): restart it now.
+
+        Not a crash: it does not count towards `crash_limit`.
+        """
+        app, name = worker.app, worker.name
+        message = f"worker pid {worker.pid} recycled itself (stuck calls); restarting"
+        logfiles.append_marker(log, message)
+        self.store.add_event("recycled", message, app=app, endpoint=name)
+        self.store.upsert_endpoint(app, name, status="unhealthy", pid=None, pid_started=None)
+        self._restarts[(app, name)] = asyncio.get_running_loop().create_task(
+            self._restart_later(app, name, 0.0, "recycle")
+        )
+
+    async def _restart_later(
+        self, app: str, name: str, delay: float, reason: str = "crash"
+    ) -> None:
         try:
             await asyncio.sleep(delay)
-            await self._start_recorded(app, name, "crash")
+            await self._start_recorded(app, name, reason)
         finally:
             current = asyncio.current_task()
             if self._restarts.get((app, name)) is current:

@@ -63,6 +63,8 @@ class TesterResponse:
     headers: dict[str, str] = field(default_factory=dict)
     body: Any = None
     ok: bool = True
+    # The remote exception (engine.invoke.RemoteError or its dict): type, message, location.
+    remote_error: Any = None
 
 
 @dataclass
@@ -100,6 +102,17 @@ def render_response(response: TesterResponse) -> Group:
         f" {response.status} ", style="bold black on green" if good else "bold white on red"
     )
     status.append(f"  {present.latency(response.latency_ms)}", style="bold")
+    remote = response.remote_error
+    if remote is not None:
+        # What failed and where in the user's code, above the raw body.
+        status.append("\n")
+        status.append(str(present.field(remote, "type", "Error")), style="bold red")
+        message = present.field(remote, "message")
+        if message:
+            status.append(f": {message}")
+        location = present.field(remote, "location")
+        if location:
+            status.append(f"  at {location}", style="bold")
     headers = Table.grid(padding=(0, 1))
     headers.add_column(style="cyan", no_wrap=True)
     headers.add_column(overflow="fold")
