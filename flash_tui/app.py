@@ -481,7 +481,9 @@ class FlashApp(App[None]):
         return rows
 
     def _render_table(self) -> None:
-        self.dashboard.query_one(EndpointsTable).show(self.rows())
+        # A health sample can land while the app shuts down and its widgets are gone.
+        for table in self.dashboard.query(EndpointsTable):
+            table.show(self.rows())
 
     def _render_header(self) -> None:
         resources = self.manifest.get("resources") or {}

@@ -340,8 +340,11 @@ def test_supervisor_restarts_a_recycled_worker_at_once(
     from engine.localcloud.store import Store
     from engine.provider import EndpointTarget
 
+    from engine.identity import app_slug, canonical_path
+
     project = tmp_path / "recycleapp"
     project.mkdir()
+    app = app_slug(canonical_path(project))
     (project / "main.py").write_text(STUCK_PROJECT)
     cli = [sys.executable, "-c", "import sys; from engine.cli import main; sys.exit(main())"]
     deploy = subprocess.run(
@@ -370,13 +373,13 @@ def test_supervisor_restarts_a_recycled_worker_at_once(
     api = httpx.Client(base_url=info.url, headers=info.headers(), trust_env=False, timeout=10)
 
     def record() -> dict[str, Any]:
-        return api.get("/v1/apps/recycleapp/endpoints/jobs").json()
+        return api.get(f"/v1/apps/{app}/endpoints/jobs").json()
 
     first = record()
     assert first.get("status") == "healthy", (first, deploy.stdout)
     store = Store(home.db_path)
     try:
-        key = store.endpoint_key("recycleapp", "jobs")
+        key = store.endpoint_key(app, "jobs")
     finally:
         store.close()
     client = httpx.Client(
@@ -404,7 +407,7 @@ def test_supervisor_restarts_a_recycled_worker_at_once(
 
     again = wait_for(restarted, deadline=30, what="a new healthy worker")
     assert again["restarts"] == 1 and not again.get("crash_times")
-    kinds = [e["kind"] for e in api.get("/v1/apps/recycleapp/events").json()["events"]]
+    kinds = [e["kind"] for e in api.get(f"/v1/apps/{app}/events").json()["events"]]
     assert "recycled" in kinds and "crashed" not in kinds
     # The new worker knows the jobs of the one it replaced (the supervisor's job journal).
     with httpx.Client(base_url=again["url"], headers=client.headers, timeout=10) as fresh:
