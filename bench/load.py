@@ -528,21 +528,25 @@ def main(argv: list[str] | None = None) -> int:
             flush=True,
         )
 
-        def rss(label: str, worker: Worker, before: float) -> None:
-            print(f"    {label} RSS {before:.0f} MB -> {worker.rss_mb():.0f} MB", flush=True)
+        def rss(label: str, worker: Worker, before: float, cpu: float | None = None) -> None:
+            line = f"    {label} RSS {before:.0f} MB -> {worker.rss_mb():.0f} MB"
+            if cpu is not None:
+                sent = args.runs * args.requests + max(64, args.requests // 20)
+                line += f"; CPU {(worker.cpu_seconds() - cpu) * 1000 / sent:.3f} ms per request"
+            print(line, flush=True)
 
         if "lb" in only:
-            before = gw.rss_mb()
+            before, cpu0 = gw.rss_mb(), gw.cpu_seconds()
             s = measure(gw, "/compute", ARGS, args.requests, c, args.runs, args.client)
             print(f"LB  POST /compute  x{args.requests}: {fmt(s)}  (goal: 0 errors)")
-            rss("gwload", gw, before)
+            rss("gwload", gw, before, cpu0)
         if "qb" in only:
-            before = qb.rss_mb()
+            before, cpu0 = qb.rss_mb(), qb.cpu_seconds()
             s = measure(
                 qb, "/runsync", qb_body("compute", **ARGS), args.requests, c, args.runs, args.client
             )
             print(f"QB  POST /runsync  x{args.requests}: {fmt(s)}  (goal: 0 errors)")
-            rss("qbload", qb, before)
+            rss("qbload", qb, before, cpu0)
         if "jobs" in only:
             before = qb.rss_mb()
             r = section_run_status(qb, args.jobs, c)
