@@ -114,7 +114,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         f"{basetemp}, files written under {repo} and captured outputs: {len(leaks)} leaks"
     )
     if terminal is not None:
-        terminal.ensure_newline()
+        terminal.write("\n")  # the progress line has no newline yet
         terminal.write_line(summary, red=bool(leaks), green=not leaks)
         for leak in leaks:
             terminal.write_line(f"  SECRET LEAK: {leak}", red=True)
