@@ -194,6 +194,8 @@ class Chaos:
                 cmdline = workers[r["pid"]].cmdline()
                 resource = cmdline[cmdline.index("--resource") + 1]
                 assert resource == r["name"], f"{label}: pid serves {resource}"
+                marker = workers[r["pid"]].environ().get("FLASH_LOCALCLOUD_WORKER")
+                assert marker == f"{APP}/{r['name']}", f"{label}: worker marker {marker!r}"
                 known.add(r["pid"])
             else:
                 assert r["pid"] is None or r["pid"] not in workers, f"{label}: stale pid runs"
@@ -245,6 +247,10 @@ class Chaos:
                 cli.kill()
                 cli.communicate(timeout=30)
         where = f"seed {self.seed} iteration {index}: {action}, killed {killed} after {delay}s"
+        if self.home.db_path.exists():
+            # Right after the kill, before anything repairs it: readable, one record each.
+            names = [r["name"] for r in self.records()]
+            assert len(names) == len(set(names)), f"{where}: duplicate records {names}"
         proc = self.run(action)
         assert proc.returncode == 0, f"{where}: re-run failed:\n{proc.stdout}\n{proc.stderr}"
         self.check_converged(action, where)
