@@ -5,7 +5,8 @@
 - local execution when no service registry is configured (development: `python main.py`) or
   when the function belongs to the endpoint this process serves (`FLASH_RESOURCE_NAME`);
   async functions are awaited, sync ones run in a thread so a worker's loop never blocks;
-- otherwise an HTTP call to the owning endpoint, found through `runtime.registry`:
+- otherwise an HTTP call to the owning endpoint, found through `runtime.registry`, on a kept-alive
+  connection of this event loop's `runtime.httpwire` pool (httpx for `https://` endpoints):
   - queue-based: `POST /runsync` with the upstream job input (`function_name`,
     `execution_type`, base64-cloudpickle `args`/`kwargs`), polling `/status/{id}` if the job
     outlives the runsync wait; the result is unpickled;
