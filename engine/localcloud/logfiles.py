@@ -7,6 +7,9 @@ copytruncate): the worker's descriptor stays valid and, being O_APPEND, continue
 end of the file. A line written between the copy and the truncate can be lost; that is the
 accepted price of never interrupting the worker.
 
+Lines are stamped with the time they were written (`runtime.logline`: `<UTC time>Z <stream>
+<text>`); the service's own lines use the stream `flash`.
+
 Files: `<name>.log` (current), `<name>.log.1` ... `<name>.log.<keep>` (older).
 """
 
@@ -15,8 +18,9 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-import time
 from pathlib import Path
+
+from runtime.logline import format_line
 
 __all__ = [
     "DEFAULT_KEEP",
@@ -48,11 +52,11 @@ def open_for_worker(path: Path) -> int:
 
 
 def append_marker(path: Path, message: str) -> None:
-    """Append a service line (`[flash HH:MM:SS] message`) so the log tells the whole story."""
-    stamp = time.strftime("%H:%M:%S")
+    """Append a service line (stream `flash`, see `runtime.logline`) so the log tells the whole
+    story."""
     fd = open_for_worker(path)
     try:
-        os.write(fd, f"[flash {stamp}] {message}\n".encode())
+        os.write(fd, format_line(message, "flash").encode())
     finally:
         os.close(fd)
 
