@@ -103,13 +103,18 @@ class CloudClient:
         )
         return list(data["lines"])
 
-    async def follow_logs(self, app: str, name: str, lines: int = 50) -> AsyncIterator[str]:
-        """The last `lines` lines, then every new line as it is written (until cancelled)."""
+    async def follow_logs(
+        self, app: str, name: str, lines: int = 50, marks: bool = False
+    ) -> AsyncIterator[str | None]:
+        """The last `lines` lines, then every new line as it is written (until cancelled);
+        with `marks`, a None between the history and the new lines."""
         async for item in self._stream(
             "GET", f"/v1/apps/{app}/endpoints/{name}/logs/follow", params={"lines": lines}
         ):
             if "line" in item:
                 yield str(item["line"])
+            elif marks and item.get("live"):
+                yield None
 
     async def events(self, app: str, since: int = 0) -> list[dict[str, Any]]:
         """The app's event log after event id `since`."""

@@ -11,7 +11,7 @@ Routes (all JSON; `Authorization: Bearer <token>` required on every one, `/v1/he
     POST   /v1/apps/{app}/deploy     DeployRequest      NDJSON progress events, last `result`
     POST   /v1/apps/{app}/undeploy   {"names"|null}     NDJSON progress events, last `result`
     GET    /v1/apps/{app}/endpoints/{name}/logs?lines=N                {"lines": [...]}
-    GET    /v1/apps/{app}/endpoints/{name}/logs/follow?lines=N         NDJSON {"line"} stream
+    GET    /v1/apps/{app}/endpoints/{name}/logs/follow?lines=N         NDJSON lines, {"live"}, lines
     GET    /v1/apps/{app}/events?since=ID                              append-only event log
     GET    /v1/apps/{app}/builds                                       immutable build copies
     GET    /v1/apps/{app}/environments/{env}/manifest                  state manager: read
@@ -226,6 +226,8 @@ def create_app(
                 offset = 0
             for line in logfiles.redact(logfiles.tail_lines(path, max(0, min(lines, 10000))), keys):
                 yield (json.dumps({"line": line}) + "\n").encode()
+            # The history ends here: a client merging several endpoints needs to know.
+            yield b'{"live": true}\n'
             idle = 0.0
             while True:
                 new, offset = await asyncio.to_thread(logfiles.read_new, path, offset)
