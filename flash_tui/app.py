@@ -331,10 +331,12 @@ class FlashApp(App[None]):
         try:
             async for line in self.backend.follow_logs(lines):
                 at = present.field(line, "at")
+                # The time the worker wrote the line; an unstamped one (an old log file) shows
+                # no time rather than the time it arrived.
                 stamp = (
                     datetime.fromtimestamp(at).astimezone().strftime("%H:%M:%S")
-                    if at
-                    else self.stamp()
+                    if at is not None
+                    else " " * 8
                 )
                 level = "error" if present.field(line, "source") == "error" else "info"
                 self.logs.append(stamp, str(present.field(line, "endpoint")), str(line.text), level)
@@ -345,6 +347,8 @@ class FlashApp(App[None]):
 
     @on(StatusUpdated)
     def _status_updated(self, message: StatusUpdated) -> None:
+        if not self.dashboard.query(EndpointsTable):
+            return  # posted while the app closes: its dashboard is already gone
         self._set_statuses(message.statuses)
         deployed = set(self.deployed_names())
         # A sparkline belongs to a deployment: an endpoint no longer deployed loses its history.
@@ -361,7 +365,7 @@ class FlashApp(App[None]):
 
     @on(HealthSampled)
     def _health(self, message: HealthSampled) -> None:
-        if message.endpoint in self.retired:
+        if message.endpoint in self.retired or not self.dashboard.query(EndpointsTable):
             return
         samples = self.samples.setdefault(message.endpoint, deque(maxlen=HEALTH_HISTORY))
         samples.append(message.latency_ms if message.ok else None)
