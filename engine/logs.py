@@ -34,9 +34,6 @@ _QB_HEALTH = re.compile(r"^GET /health \d{3} ")
 _STREAMS = {"out": "stdout", "err": "stderr", "flash": "flash"}
 # The service's line limit per request: asking for more history than this is pointless.
 _MAX_HISTORY = 10_000
-# Followed lines of several endpoints arrive up to a poll interval (0.2 s) apart from when they
-# were written; holding each this long lets a line written earlier elsewhere overtake it.
-_REORDER_WINDOW = 0.4
 
 
 def is_probe_line(text: str, is_load_balanced: bool = True) -> bool:
@@ -159,64 +156,32 @@ async def follow_logs(
     """The last `lines` lines shown (as `read_logs`), then every new line of any endpoint, in
     the order written.
 
-    Runs until the consumer stops iterating (or is cancelled). A stream that fails is reported
-    once as a `source="error"` line and the others continue.
+    A new line is given once every stream has reported all its lines written before it (the
+    provider's marks, a few times a second), so lines of several endpoints never overtake each
+    other. Runs until the consumer stops iterating (or is cancelled). A stream that fails is
+    reported once as a `source="error"` line and the others continue.
     """
     kinds = load_balanced or {}
-    live: asyncio.Queue[tuple[float, LogLine]] = asyncio.Queue()
-    histories: dict[str, list[LogLine]] = {}
-    history_done = asyncio.Event()
-
-    def history_of(name: str, got: list[LogLine]) -> None:
-        histories[name] = got
-        if len(histories) == len(endpoints):
-            history_done.set()
+    # (endpoint, a raw line | a mark | an error line): one queue keeps each stream's order.
+    events: asyncio.Queue[tuple[str, str | float | LogLine]] = asyncio.Queue()
+    # Extra history lines cover hidden probes.
+    asked = lines if probes else min(_MAX_HISTORY, max(lines * 4 + 50, 2000))
 
     async def pump(name: str) -> None:
-        lb = kinds.get(name, True)
-        # The stream's own history (read with the follow offset taken first) is the history:
-        # no line written in between is lost or shown twice. Extra lines cover hidden probes.
-        asked = lines if probes else min(_MAX_HISTORY, max(lines * 4 + 50, 2000))
-        history: list[LogLine] | None = [] if lines > 0 else None
-        if history is None:
-            history_of(name, [])
-        # Live lines are ordered by this key: the worker's time, never going back within one
-        # endpoint (an unstamped line keeps its place after the line before it).
-        last = float("-inf")
         try:
-            async for text in provider.follow_logs(app, name, asked if lines > 0 else 0, True):
-                if text is None:
-                    if history is not None:
-                        history_of(name, [ln for ln in history if _shown(ln, probes, lb)][-lines:])
-                        history = None
-                    continue
-                line = parse_log_line(name, text)
-                if history is not None:
-                    history.append(line)
-                    if line.at is not None:
-                        last = max(last, line.at)
-                    continue
-                if line.at is not None:
-                    last = max(last, line.at)
-                elif last == float("-inf"):
-                    last = time.time()
-                if _shown(line, probes, lb):
-                    await live.put((last, line))
+            async for item in provider.follow_logs(app, name, asked if lines > 0 else 0, True):
+                await events.put((name, item))
         except ProviderError as exc:
-            if history is not None:
-                history_of(name, [])
             now = time.time()
-            await live.put((now, LogLine(name, f"log stream ended: {exc}", now, "error")))
+            await events.put((name, LogLine(name, f"log stream ended: {exc}", now, "error")))
 
     tasks = [asyncio.get_running_loop().create_task(pump(n)) for n in endpoints]
     try:
-        if endpoints:
-            await history_done.wait()
-        merged = merge_lines(histories[name] for name in endpoints)
-        for line in merged[-lines:] if lines > 0 else []:
-            yield line
-        async for line in _in_written_order(live):
-            yield line
+        merger = _Merger(endpoints, lines, probes, kinds)
+        while merger.waiting():
+            name, item = await events.get()
+            for line in merger.take(name, item):
+                yield line
     finally:
         for task in tasks:
             task.cancel()
@@ -225,19 +190,68 @@ async def follow_logs(
                 await task
 
 
-async def _in_written_order(
-    queue: asyncio.Queue[tuple[float, LogLine]],
-) -> AsyncIterator[LogLine]:
-    """The queue's `(key, line)`s, each held up to `_REORDER_WINDOW` so that they leave by key."""
-    pending: list[tuple[float, int, LogLine]] = []
-    order = itertools.count()
-    while True:
-        timeout = None
-        if pending:
-            timeout = max(0.0, pending[0][0] + _REORDER_WINDOW - time.time())
-        with contextlib.suppress(asyncio.TimeoutError):
-            key, line = await asyncio.wait_for(queue.get(), timeout)
-            heapq.heappush(pending, (key, next(order), line))
-        now = time.time()
-        while pending and pending[0][0] + _REORDER_WINDOW <= now:
-            yield heapq.heappop(pending)[2]
+class _Merger:
+    """Puts the followed streams of several endpoints into the order their lines were written.
+
+    Each stream gives its history, a mark, then new lines and marks; a mark T says the stream
+    has given every line written before T. The histories go out together once every stream has
+    given its first mark; a new line goes out once every open stream's mark has passed it.
+    """
+
+    def __init__(
+        self, endpoints: Sequence[str], lines: int, probes: bool, kinds: Mapping[str, bool]
+    ) -> None:
+        self.lines, self.probes, self.kinds = lines, probes, kinds
+        self.histories: dict[str, list[LogLine]] | None = {name: [] for name in endpoints}
+        self.collecting = set(endpoints)  # streams still giving their history
+        self.marks = dict.fromkeys(endpoints, float("-inf"))
+        # Per endpoint, the key of its last line: an unstamped line keeps its place after it.
+        self.last = dict.fromkeys(endpoints, float("-inf"))
+        self.pending: list[tuple[float, int, LogLine]] = []
+        self.order = itertools.count()
+
+    def waiting(self) -> bool:
+        """True while a stream is open (or lines are held)."""
+        return bool(self.marks) or bool(self.pending)
+
+    def take(self, name: str, item: str | float | LogLine) -> list[LogLine]:
+        """Lines that can go out after `item` of `name`'s stream."""
+        if isinstance(item, LogLine):  # the stream failed: it holds back nothing any more
+            self.marks.pop(name, None)
+            self.collecting.discard(name)
+            if self.histories is not None:
+                self.histories.pop(name, None)
+            self._hold(item.at or time.time(), item)
+        elif isinstance(item, str):
+            line = parse_log_line(name, item)
+            if line.at is not None:
+                self.last[name] = max(self.last[name], line.at)
+            if name in self.collecting and self.histories is not None:
+                self.histories[name].append(line)
+            elif _shown(line, self.probes, self.kinds.get(name, True)):
+                key = self.last[name]
+                self._hold(key if key != float("-inf") else time.time(), line)
+        else:
+            if name in self.collecting and self.histories is not None:
+                self.collecting.discard(name)
+                lb = self.kinds.get(name, True)
+                history = [ln for ln in self.histories[name] if _shown(ln, self.probes, lb)]
+                self.histories[name] = history[-self.lines :] if self.lines > 0 else []
+            self.marks[name] = max(self.marks.get(name, item), item)
+        return self._ready()
+
+    def _hold(self, key: float, line: LogLine) -> None:
+        heapq.heappush(self.pending, (key, next(self.order), line))
+
+    def _ready(self) -> list[LogLine]:
+        out: list[LogLine] = []
+        if self.histories is not None:
+            if self.collecting:
+                return out  # a history is still coming
+            merged = merge_lines(self.histories.values())
+            out.extend(merged[-self.lines :] if self.lines > 0 else [])
+            self.histories = None
+        upto = min(self.marks.values(), default=float("inf"))
+        while self.pending and self.pending[0][0] <= upto:
+            out.append(heapq.heappop(self.pending)[2])
+        return out

@@ -232,9 +232,10 @@ class Provider(Protocol):
 
     def follow_logs(
         self, app: str, name: str, lines: int = 50, marks: bool = False
-    ) -> AsyncIterator[str | None]:
+    ) -> AsyncIterator[str | float]:
         """The last `lines` lines, then new ones as they come (until cancelled); with `marks`,
-        a None between the history and the new lines."""
+        also a float T after the history and then now and then: every line written before T
+        (epoch seconds) has been given."""
         ...
 
     async def events(self, app: str, since: int = 0) -> list[dict[str, Any]]:
@@ -394,7 +395,7 @@ class LocalCloudProvider:
 
     async def follow_logs(
         self, app: str, name: str, lines: int = 50, marks: bool = False
-    ) -> AsyncIterator[str | None]:
+    ) -> AsyncIterator[str | float]:
         """Follow an endpoint's log (see `Provider.follow_logs`)."""
         client = await self._ensure()
         try:

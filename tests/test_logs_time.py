@@ -8,6 +8,7 @@ and every worker whatever happens.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import queue
@@ -323,6 +324,28 @@ def test_follow_prints_the_last_lines_shown_then_new_ones(
             break
     assert line["endpoint"] == "beta" and line["stream"] == "stderr"
     assert line["at"] is not None and line["at"] > history[-1]["at"]
+
+
+async def test_followed_lines_of_two_endpoints_come_in_write_order(
+    project: Path, workers: dict[str, httpx.Client]
+) -> None:
+    from engine.ops import Engine
+    from engine.provider import LocalCloudProvider
+
+    written = [(("alpha", "beta")[i % 2], f"o{i}") for i in range(12)]
+    async with Engine(project, LocalCloudProvider(start=False)) as engine:
+        stream = engine.follow(None, 1)
+        await asyncio.wait_for(anext(stream), 30)  # the history: both streams are open
+        for endpoint, text in written:
+            await asyncio.to_thread(say, workers, endpoint, text)
+        seen: list[Any] = []
+        while len(seen) < len(written):
+            line = await asyncio.wait_for(anext(stream), 30)
+            if line.text.startswith("o"):
+                seen.append(line)
+        await stream.aclose()
+    assert [(ln.endpoint, ln.text) for ln in seen] == written
+    assert [ln.at for ln in seen] == sorted(ln.at for ln in seen)
 
 
 def test_follow_in_text_prints_history_then_follows(

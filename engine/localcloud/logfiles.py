@@ -32,6 +32,7 @@ __all__ = [
     "remove_logs",
     "rotate_if_needed",
     "redact",
+    "tail_for_follow",
     "tail_lines",
 ]
 
@@ -84,7 +85,8 @@ def rotate_if_needed(
     return True
 
 
-def _tail_of_file(path: Path, count: int) -> list[str]:
+def _read_tail(path: Path, count: int) -> tuple[bytes, int]:
+    """The end of the file holding at least its last `count` lines, and the file size read."""
     try:
         with open(path, "rb") as handle:
             handle.seek(0, os.SEEK_END)
@@ -97,9 +99,17 @@ def _tail_of_file(path: Path, count: int) -> list[str]:
                 handle.seek(position)
                 data = handle.read(step) + data
     except FileNotFoundError:
-        return []
+        return b"", 0
+    return data, end
+
+
+def _last_lines(data: bytes, count: int) -> list[str]:
     lines = data.decode("utf-8", errors="replace").splitlines()
     return lines[-count:] if count else []
+
+
+def _tail_of_file(path: Path, count: int) -> list[str]:
+    return _last_lines(_read_tail(path, count)[0], count)
 
 
 def redact(lines: list[str], secrets: list[str]) -> list[str]:
@@ -123,6 +133,19 @@ def tail_lines(path: Path, count: int = 200) -> list[str]:
         older = _tail_of_file(path.with_name(f"{path.name}.1"), count - len(lines))
         lines = older + lines
     return lines
+
+
+def tail_for_follow(path: Path, count: int) -> tuple[list[str], int]:
+    """`tail_lines` and the offset `read_new` continues from: read at once, so no line is lost
+    or given twice between the history and what follows."""
+    data, end = _read_tail(path, count)
+    # A trailing partial line is left for `read_new`, which sends it once complete.
+    cut = data.rfind(b"\n") + 1
+    lines, offset = _last_lines(data[:cut], count), end - (len(data) - cut)
+    if len(lines) < count:
+        older = _tail_of_file(path.with_name(f"{path.name}.1"), count - len(lines))
+        lines = older + lines
+    return lines, offset
 
 
 def read_new(path: Path, offset: int) -> tuple[list[str], int]:
