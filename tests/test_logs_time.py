@@ -26,6 +26,7 @@ import pytest
 from textual.pilot import Pilot
 
 from engine.home import Home
+from engine.localcloud import logfiles
 from engine.localcloud.discovery import read_state
 from runtime.logline import StampedWriter, parse_line
 
@@ -243,6 +244,24 @@ def test_the_writer_stamps_pieces_long_lines_and_bytes(tmp_path: Path) -> None:
     ]
     times = [at for at, _, _ in parsed]
     assert all(times) and times == sorted(times)
+
+
+def test_record_tails_read_without_stamps(tmp_path: Path) -> None:
+    path = logfiles.log_path(tmp_path, "ep")
+    logfiles.append_marker(path, "starting worker")
+    fd = logfiles.open_for_worker(path)
+    try:
+        out = StampedWriter(fd, "err", threading.RLock())
+        out.write("Traceback (most recent call last):\nRuntimeError: boom\n")
+        os.write(fd, b"raw\n")
+    finally:
+        os.close(fd)
+    assert logfiles.plain_lines(logfiles.tail_lines(path, 10)) == [
+        "[flash] starting worker",
+        "Traceback (most recent call last):",
+        "RuntimeError: boom",
+        "raw",
+    ]
 
 
 def test_lines_n_counts_only_the_lines_shown(

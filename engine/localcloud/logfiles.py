@@ -20,7 +20,7 @@ import os
 import shutil
 from pathlib import Path
 
-from runtime.logline import format_line
+from runtime.logline import format_line, parse_line
 
 __all__ = [
     "DEFAULT_KEEP",
@@ -28,6 +28,7 @@ __all__ = [
     "append_marker",
     "log_path",
     "open_for_worker",
+    "plain_lines",
     "read_new",
     "remove_logs",
     "rotate_if_needed",
@@ -123,6 +124,16 @@ def redact(lines: list[str], secrets: list[str]) -> list[str]:
         for secret in secrets:
             line = line.replace(secret, "***")
         out.append(line)
+    return out
+
+
+def plain_lines(lines: list[str]) -> list[str]:
+    """`lines` without their stamps, for text that is read as a whole (a crash record's tail);
+    the service's own lines keep a `[flash]` tag."""
+    out = []
+    for line in lines:
+        _, stream, text = parse_line(line)
+        out.append(f"[flash] {text}" if stream == "flash" else text)
     return out
 
 
