@@ -44,13 +44,15 @@ def is_probe_line(text: str, is_load_balanced: bool = True) -> bool:
 
 @dataclass(frozen=True)
 class LogLine:
-    """One log line of one endpoint: `at` is when the worker wrote it (None: unknown)."""
+    """One log line of one endpoint: `at` is when the worker wrote it (None: unknown);
+    `probe` marks a health-probe request line (hidden unless asked for)."""
 
     endpoint: str
     text: str
     at: float | None = None
     source: str = "worker"
     stream: str | None = None
+    probe: bool = False
 
     @property
     def time(self) -> str | None:
@@ -68,17 +70,20 @@ class LogLine:
             "time": self.time,
             "stream": self.stream,
             "source": self.source,
+            "probe": self.probe,
         }
 
 
-def parse_log_line(endpoint: str, raw: str) -> LogLine:
+def parse_log_line(endpoint: str, raw: str, load_balanced: bool = True) -> LogLine:
     """The typed form of one raw line of `endpoint`'s log file."""
     at, stream, text = parse_line(raw)
     if stream == "flash":
         return LogLine(endpoint, f"[flash] {text}", at, "flash", "flash")
     # An unstamped `[flash HH:MM:SS] ...` line: the service's, from before the stamp existed.
-    source = "flash" if stream is None and text.startswith("[flash ") else "worker"
-    return LogLine(endpoint, text, at, source, _STREAMS.get(stream or ""))
+    if stream is None and text.startswith("[flash "):
+        return LogLine(endpoint, text, at, "flash")
+    probe = is_probe_line(text, load_balanced)
+    return LogLine(endpoint, text, at, "worker", _STREAMS.get(stream or ""), probe)
 
 
 def _keyed(lines: Iterable[LogLine]) -> list[tuple[float, LogLine]]:
@@ -98,8 +103,8 @@ def merge_lines(per_endpoint: Iterable[Sequence[LogLine]]) -> list[LogLine]:
     return [line for _, line in merged]
 
 
-def _shown(line: LogLine, probes: bool, load_balanced: bool) -> bool:
-    return probes or line.source != "worker" or not is_probe_line(line.text, load_balanced)
+def _shown(line: LogLine, probes: bool) -> bool:
+    return probes or not line.probe
 
 
 async def _history(
@@ -113,8 +118,8 @@ async def _history(
         raw = await provider.read_logs(app, name, min(asked, _MAX_HISTORY))
         shown = [
             line
-            for line in (parse_log_line(name, text) for text in raw)
-            if _shown(line, probes, load_balanced)
+            for line in (parse_log_line(name, text, load_balanced) for text in raw)
+            if _shown(line, probes)
         ]
         if len(shown) >= lines or len(raw) < asked or asked >= _MAX_HISTORY:
             return shown[-lines:]
@@ -223,19 +228,18 @@ class _Merger:
                 self.histories.pop(name, None)
             self._hold(item.at or time.time(), item)
         elif isinstance(item, str):
-            line = parse_log_line(name, item)
+            line = parse_log_line(name, item, self.kinds.get(name, True))
             if line.at is not None:
                 self.last[name] = max(self.last[name], line.at)
             if name in self.collecting and self.histories is not None:
                 self.histories[name].append(line)
-            elif _shown(line, self.probes, self.kinds.get(name, True)):
+            elif _shown(line, self.probes):
                 key = self.last[name]
                 self._hold(key if key != float("-inf") else time.time(), line)
         else:
             if name in self.collecting and self.histories is not None:
                 self.collecting.discard(name)
-                lb = self.kinds.get(name, True)
-                history = [ln for ln in self.histories[name] if _shown(ln, self.probes, lb)]
+                history = [ln for ln in self.histories[name] if _shown(ln, self.probes)]
                 self.histories[name] = history[-self.lines :] if self.lines > 0 else []
             self.marks[name] = max(self.marks.get(name, item), item)
         return self._ready()

@@ -339,7 +339,10 @@ class FlashApp(App[None]):
                     else " " * 8
                 )
                 level = "error" if present.field(line, "source") == "error" else "info"
-                self.logs.append(stamp, str(present.field(line, "endpoint")), str(line.text), level)
+                probe = bool(present.field(line, "probe"))
+                self.logs.append(
+                    stamp, str(present.field(line, "endpoint")), str(line.text), level, probe
+                )
         except BackendError as exc:
             if "no logs to follow" in str(exc):
                 return  # nothing deployed yet; a deploy restarts the stream

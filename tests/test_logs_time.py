@@ -62,6 +62,12 @@ def alpha_say(text: str, stream: str = "stdout") -> dict:
     return {"said": text}
 
 
+@alpha.get("/health")
+def alpha_health() -> dict:
+    """A user route on a load-balanced endpoint: its requests are not health probes."""
+    return {"ok": True}
+
+
 @beta.post("/say")
 def beta_say(text: str, stream: str = "stdout") -> dict:
     """Write `text` on `stream`."""
@@ -386,6 +392,8 @@ async def test_tui_log_pane_shows_the_workers_time(
 
     say(workers, "beta", "tui-mark")
     say(workers, "beta", "tui-raw", "fd")
+    assert workers["alpha"].get("/health").status_code == 200  # a user route, not a probe
+    assert workers["alpha"].get("/ping").status_code == 200  # a probe: hidden
     lines = await read_lines(project)
     written = next(line for line in lines if line.text == "tui-mark")
     assert written.at is not None
@@ -402,6 +410,9 @@ async def test_tui_log_pane_shows_the_workers_time(
         await until(pilot, lambda: shown() and shown("tui-raw"), 60)
         assert shown().time == datetime.fromtimestamp(written.at).strftime("%H:%M:%S")
         assert shown("tui-raw").time.strip() == ""  # unstamped: no time rather than a wrong one
+        # The pane hides what `logs` hides, and only that.
+        await until(pilot, lambda: any(r.text.startswith("GET /health 200") for r in pane.rows), 30)
+        assert not any(r.text.startswith("GET /ping") for r in pane.rows)
 
 
 async def read_lines(project: Path) -> list[Any]:
