@@ -28,7 +28,7 @@ from textual.pilot import Pilot
 from engine.home import Home
 from engine.localcloud import logfiles
 from engine.localcloud.discovery import read_state
-from runtime.logline import StampedWriter, parse_line
+from runtime.logline import StampedWriter, format_line, parse_line
 
 CLI = [sys.executable, "-c", "import sys; from engine.cli import main; sys.exit(main())"]
 APP = "logtime"
@@ -250,6 +250,23 @@ def test_the_writer_stamps_pieces_long_lines_and_bytes(tmp_path: Path) -> None:
     ]
     times = [at for at, _, _ in parsed]
     assert all(times) and times == sorted(times)
+
+
+def test_log_files_from_before_the_stamp_still_read_in_order(tmp_path: Path) -> None:
+    from engine.logs import merge_lines, parse_log_line
+
+    old = ["[flash 10:00:00] starting worker on port 1", "listening on http://127.0.0.1:1"]
+    new = [format_line("after", "out", 2e9).rstrip("\n")]
+    alpha = [parse_log_line("alpha", raw) for raw in [*old, *new]]
+    beta = [parse_log_line("beta", format_line("between", "err", 1e9).rstrip("\n"))]
+    assert [(ln.source, ln.at) for ln in alpha[:2]] == [("flash", None), ("worker", None)]
+    merged = merge_lines([alpha, beta])
+    assert [ln.text for ln in merged] == [
+        "[flash 10:00:00] starting worker on port 1",
+        "listening on http://127.0.0.1:1",
+        "between",
+        "after",
+    ]
 
 
 def test_record_tails_read_without_stamps(tmp_path: Path) -> None:
