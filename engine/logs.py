@@ -107,6 +107,21 @@ def _shown(line: LogLine, probes: bool) -> bool:
     return probes or not line.probe
 
 
+def _last(lines: Sequence[LogLine], count: int, probes: bool, count_probes: bool) -> list[LogLine]:
+    """The last `count` lines, probe lines included if `probes` and counted if `count_probes`
+    (a view that hides them by default still gets `count` lines to show)."""
+    kept = [line for line in lines if _shown(line, probes)]
+    if count <= 0:
+        return []
+    counted = 0
+    for index in range(len(kept) - 1, -1, -1):
+        if count_probes or not kept[index].probe:
+            counted += 1
+            if counted == count:
+                return kept[index:]
+    return kept
+
+
 async def _history(
     provider: Provider, app: str, name: str, lines: int, probes: bool, load_balanced: bool
 ) -> list[LogLine]:
@@ -116,13 +131,10 @@ async def _history(
     asked = lines if probes else lines * 4 + 50
     while True:
         raw = await provider.read_logs(app, name, min(asked, _MAX_HISTORY))
-        shown = [
-            line
-            for line in (parse_log_line(name, text, load_balanced) for text in raw)
-            if _shown(line, probes)
-        ]
+        parsed = [parse_log_line(name, text, load_balanced) for text in raw]
+        shown = _last(parsed, lines, probes, probes)
         if len(shown) >= lines or len(raw) < asked or asked >= _MAX_HISTORY:
-            return shown[-lines:]
+            return shown
         asked *= 4
 
 
@@ -145,8 +157,7 @@ async def read_logs(
         await _history(provider, app, name, lines, probes, kinds.get(name, True))
         for name in endpoints
     ]
-    merged = merge_lines(each)
-    return merged[-lines:] if lines > 0 else []
+    return _last(merge_lines(each), lines, probes, probes)
 
 
 async def follow_logs(
@@ -157,9 +168,11 @@ async def follow_logs(
     *,
     probes: bool = False,
     load_balanced: Mapping[str, bool] | None = None,
+    count_probes: bool | None = None,
 ) -> AsyncIterator[LogLine]:
     """The last `lines` lines shown (as `read_logs`), then every new line of any endpoint, in
-    the order written.
+    the order written. `count_probes=False` with `probes`: probe lines come too, but the
+    history has `lines` lines besides them (for a view that hides them until asked).
 
     A new line is given once every stream has reported all its lines written before it (the
     provider's marks, a few times a second), so lines of several endpoints never overtake each
@@ -170,7 +183,8 @@ async def follow_logs(
     # (endpoint, a raw line | a mark | an error line): one queue keeps each stream's order.
     events: asyncio.Queue[tuple[str, str | float | LogLine]] = asyncio.Queue()
     # Extra history lines cover hidden probes.
-    asked = lines if probes else min(_MAX_HISTORY, max(lines * 4 + 50, 2000))
+    counted = probes if count_probes is None else count_probes
+    asked = lines if counted else min(_MAX_HISTORY, max(lines * 4 + 50, 2000))
 
     async def pump(name: str) -> None:
         try:
@@ -182,7 +196,7 @@ async def follow_logs(
 
     tasks = [asyncio.get_running_loop().create_task(pump(n)) for n in endpoints]
     try:
-        merger = _Merger(endpoints, lines, probes, kinds)
+        merger = _Merger(endpoints, lines, probes, counted, kinds)
         while merger.waiting():
             name, item = await events.get()
             for line in merger.take(name, item):
@@ -204,9 +218,14 @@ class _Merger:
     """
 
     def __init__(
-        self, endpoints: Sequence[str], lines: int, probes: bool, kinds: Mapping[str, bool]
+        self,
+        endpoints: Sequence[str],
+        lines: int,
+        probes: bool,
+        count_probes: bool,
+        kinds: Mapping[str, bool],
     ) -> None:
-        self.lines, self.probes, self.kinds = lines, probes, kinds
+        self.lines, self.probes, self.count_probes, self.kinds = lines, probes, count_probes, kinds
         self.histories: dict[str, list[LogLine]] | None = {name: [] for name in endpoints}
         self.collecting = set(endpoints)  # streams still giving their history
         self.marks = dict.fromkeys(endpoints, float("-inf"))
@@ -239,10 +258,12 @@ class _Merger:
         else:
             if name in self.collecting and self.histories is not None:
                 self.collecting.discard(name)
-                history = [ln for ln in self.histories[name] if _shown(ln, self.probes)]
-                self.histories[name] = history[-self.lines :] if self.lines > 0 else []
+                self.histories[name] = self._last(self.histories[name])
             self.marks[name] = max(self.marks.get(name, item), item)
         return self._ready()
+
+    def _last(self, lines: Sequence[LogLine]) -> list[LogLine]:
+        return _last(lines, self.lines, self.probes, self.count_probes)
 
     def _hold(self, key: float, line: LogLine) -> None:
         heapq.heappush(self.pending, (key, next(self.order), line))
@@ -252,8 +273,7 @@ class _Merger:
         if self.histories is not None:
             if self.collecting:
                 return out  # a history is still coming
-            merged = merge_lines(self.histories.values())
-            out.extend(merged[-self.lines :] if self.lines > 0 else [])
+            out.extend(self._last(merge_lines(self.histories.values())))
             self.histories = None
         upto = min(self.marks.values(), default=float("inf"))
         while self.pending and self.pending[0][0] <= upto:
