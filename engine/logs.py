@@ -34,6 +34,9 @@ _QB_HEALTH = re.compile(r"^GET /health \d{3} ")
 _STREAMS = {"out": "stdout", "err": "stderr", "flash": "flash"}
 # The service's line limit per request: asking for more history than this is pointless.
 _MAX_HISTORY = 10_000
+# A stream's first mark follows its history at once. A service started by an older flash-tui
+# sends none: after this long its stream's lines go out as they come, unordered, not never.
+_FIRST_MARK_WAIT = 10.0
 
 
 def is_probe_line(text: str, is_load_balanced: bool = True) -> bool:
@@ -197,8 +200,18 @@ async def follow_logs(
     tasks = [asyncio.get_running_loop().create_task(pump(n)) for n in endpoints]
     try:
         merger = _Merger(endpoints, lines, probes, counted, kinds)
+        deadline = time.monotonic() + _FIRST_MARK_WAIT
         while merger.waiting():
-            name, item = await events.get()
+            try:
+                # While a history is coming, the wait is bounded (see _FIRST_MARK_WAIT).
+                wait = max(0.0, deadline - time.monotonic()) if merger.collecting else None
+                name, item = await asyncio.wait_for(events.get(), wait)
+            except asyncio.TimeoutError:
+                for name in list(merger.collecting):
+                    # No mark: this stream neither waits for nor holds back the others.
+                    for line in merger.take(name, float("inf")):
+                        yield line
+                continue
             for line in merger.take(name, item):
                 yield line
     finally:
