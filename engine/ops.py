@@ -704,14 +704,26 @@ class Engine:
             raise OpError(str(exc)) from exc
 
     async def follow(
-        self, names: Sequence[str] | None = None, lines: int = 20, *, probes: bool = False
+        self,
+        names: Sequence[str] | None = None,
+        lines: int = 20,
+        *,
+        probes: bool = False,
+        count_probes: bool | None = None,
     ) -> AsyncIterator[LogLine]:
-        """Follow the logs of the given (default: all deployed) endpoints."""
+        """Follow the logs of the given (default: all deployed) endpoints (see
+        `engine.logs.follow_logs`)."""
         selected, kinds = await self._log_names(names)
         if not selected:
             raise OpError(f"nothing of {self.app} is deployed: no logs to follow")
         async for line in follow_logs(
-            self.provider, self.app, selected, lines, probes=probes, load_balanced=kinds
+            self.provider,
+            self.app,
+            selected,
+            lines,
+            probes=probes,
+            load_balanced=kinds,
+            count_probes=count_probes,
         ):
             yield line
 

@@ -238,8 +238,12 @@ class Provider(Protocol):
         """The last `lines` log lines of an endpoint."""
         ...
 
-    def follow_logs(self, app: str, name: str, lines: int = 50) -> AsyncIterator[str]:
-        """The last `lines` lines, then new ones as they come (until cancelled)."""
+    def follow_logs(
+        self, app: str, name: str, lines: int = 50, marks: bool = False
+    ) -> AsyncIterator[str | float]:
+        """The last `lines` lines, then new ones as they come (until cancelled); with `marks`,
+        also a float T after the history and then now and then: every line written before T
+        (epoch seconds) has been given."""
         ...
 
     async def events(self, app: str, since: int = 0) -> list[dict[str, Any]]:
@@ -427,11 +431,13 @@ class LocalCloudProvider:
         """The last log lines of an endpoint."""
         return list(await self._call(lambda c: c.logs(app, name, lines)))
 
-    async def follow_logs(self, app: str, name: str, lines: int = 50) -> AsyncIterator[str]:
-        """Follow an endpoint's log."""
+    async def follow_logs(
+        self, app: str, name: str, lines: int = 50, marks: bool = False
+    ) -> AsyncIterator[str | float]:
+        """Follow an endpoint's log (see `Provider.follow_logs`)."""
         client = await self._ensure()
         try:
-            async for line in client.follow_logs(app, name, lines):
+            async for line in client.follow_logs(app, name, lines, marks):
                 yield line
         except CloudError as exc:
             raise ProviderError(str(exc)) from exc

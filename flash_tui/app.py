@@ -377,13 +377,18 @@ class FlashApp(App[None]):
         try:
             async for line in self.backend.follow_logs(lines):
                 at = present.field(line, "at")
+                # The time the worker wrote the line; an unstamped one (an old log file) shows
+                # no time rather than the time it arrived.
                 stamp = (
                     datetime.fromtimestamp(at).astimezone().strftime("%H:%M:%S")
-                    if at
-                    else self.stamp()
+                    if at is not None
+                    else " " * 8
                 )
                 level = "error" if present.field(line, "source") == "error" else "info"
-                self.logs.append(stamp, str(present.field(line, "endpoint")), str(line.text), level)
+                probe = bool(present.field(line, "probe"))
+                self.logs.append(
+                    stamp, str(present.field(line, "endpoint")), str(line.text), level, probe
+                )
         except BackendError as exc:
             if "no logs to follow" in str(exc):
                 return  # nothing deployed yet; a deploy restarts the stream
@@ -391,6 +396,8 @@ class FlashApp(App[None]):
 
     @on(StatusUpdated)
     def _status_updated(self, message: StatusUpdated) -> None:
+        if not self.dashboard.query(EndpointsTable):
+            return  # posted while the app closes: its dashboard is already gone
         if message.target is not None:
             self._reached_target(message.target)
         self._set_statuses(message.statuses)
@@ -433,7 +440,7 @@ class FlashApp(App[None]):
     @on(HealthSampled)
     def _health(self, message: HealthSampled) -> None:
         name = message.endpoint
-        if name in self.retired:
+        if name in self.retired or not self.dashboard.query(EndpointsTable):
             return
         owner = self._incarnation(name)
         if message.url is not None and owner[0] is not None and message.url != owner[0]:

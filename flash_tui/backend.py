@@ -163,8 +163,9 @@ class Backend:
     async def follow_logs(self, lines: int = 20) -> AsyncIterator[Any]:
         """LogLines of every deployed endpoint, the last `lines` first, then as they come."""
         try:
-            # Probe lines too: the logs screen can show them (the log views hide them by default).
-            async for line in self.engine.follow(None, lines, probes=True):
+            # Probe lines too: the logs screen can show them (the log views hide them by default,
+            # so the `lines` of history are counted without them).
+            async for line in self.engine.follow(None, lines, probes=True, count_probes=False):
                 yield line
         except OpError as exc:
             raise BackendError(str(exc)) from exc

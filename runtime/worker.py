@@ -21,6 +21,8 @@
 - Stdout: `listening on http://HOST:PORT`, then `ready: resource NAME (kind, module)` once
   the handler is imported, then one line per request, flushed:
   `<METHOD> <path> <status> <ms>ms` (no query string, never a key). Errors go to stderr.
+  When stdout is a regular file (the local cloud's per-endpoint log) every stdout/stderr line,
+  the program's own included, is stamped with the time it was written (`runtime.logline`).
 - SIGTERM/SIGINT: stop accepting, let in-flight requests and jobs finish, bounded; a watchdog
   ends the process after `FLASH_SHUTDOWN_TIMEOUT` seconds (default 4) whatever happens.
 - Exit status: 0 after a shutdown, 1 when the build/manifest/resource/port/handler is bad,
@@ -64,6 +66,7 @@ import inspect
 import json
 import os
 import socket
+import stat
 import sys
 import threading
 import time
@@ -75,10 +78,12 @@ from typing import Any
 
 import uvicorn
 
+from runtime import logline
 from runtime.asgi import send_json
 from runtime.auth import BearerAuthMiddleware, endpoint_key
 from runtime.header_timeout import header_timeout_from_env, header_timeout_protocol
 from runtime.hostcheck import LOOPBACK_HOSTS, LoopbackHostMiddleware
+from runtime.logline import StampedWriter
 from runtime.payload import DEFAULT_MAX_DEPTH
 from runtime.queue_server import (
     DEFAULT_CONCURRENCY,
@@ -189,6 +194,8 @@ class RequestLogMiddleware:
         self.app = app
         sys.stdout.flush()  # earlier buffered lines first: the log lines bypass the buffer
         self._fd = sys.stdout.fileno()
+        # In a log file the line goes through the stamping stdout (it carries its time).
+        self._stamped = sys.stdout if isinstance(sys.stdout, StampedWriter) else None
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -207,12 +214,15 @@ class RequestLogMiddleware:
             await self.app(scope, receive, send_logged)
         finally:
             ms = (time.perf_counter() - start) * 1000
-            line = f"{scope['method']} {scope['path']} {status} {ms:.1f}ms\n"
-            try:
-                # One write(2) per line: unbuffered, so it is "flushed" at no extra cost.
-                os.write(self._fd, line.encode("utf-8", "replace"))
-            except (OSError, ValueError):
-                pass  # a closed log pipe must not fail the request
+            line = f"{scope['method']} {scope['path']} {status} {ms:.1f}ms"
+            if self._stamped is not None:
+                self._stamped.write_line(line)
+            else:
+                try:
+                    # One write(2) per line: unbuffered, so it is "flushed" at no extra cost.
+                    os.write(self._fd, (line + "\n").encode("utf-8", "replace"))
+                except (OSError, ValueError):
+                    pass  # a closed log pipe must not fail the request
 
 
 class _Lifespan:
@@ -469,6 +479,14 @@ class _Server(uvicorn.Server):
         self._captured_signals.clear()
 
 
+def _stdout_is_file() -> bool:
+    # A log file (the local cloud's) gets stamped lines; a terminal or a pipe gets them plain.
+    try:
+        return stat.S_ISREG(os.fstat(sys.stdout.fileno()).st_mode)
+    except (OSError, ValueError):
+        return False
+
+
 def _hard_exit() -> None:
     _err("error: shutdown did not finish in time; exiting")
     os._exit(1)
@@ -602,6 +620,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run() -> None:
+    if _stdout_is_file():
+        logline.install()
     code = main()
     sys.stdout.flush()
     sys.stderr.flush()

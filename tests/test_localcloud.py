@@ -25,6 +25,7 @@ from engine.localcloud.discovery import (
     stop_cloud,
 )
 from engine.localcloud.store import MIGRATIONS, SCHEMA_VERSION, Store
+from runtime.logline import parse_line
 
 
 def mode(path: Path) -> int:
@@ -175,7 +176,7 @@ def test_log_files_rotate_tail_and_follow(tmp_path: Path) -> None:
     assert logfiles.tail_lines(path, 2) == ["partial done", "after rotation"]
     assert logfiles.read_new(path, 10_000)[0] == ["after rotation"]  # truncation detected
     logfiles.append_marker(path, "hello")
-    assert logfiles.tail_lines(path, 1)[0].startswith("[flash ")
+    assert parse_line(logfiles.tail_lines(path, 1)[0])[1:] == ("flash", "hello")
     logfiles.remove_logs(path)
     assert not list(tmp_path.glob("ep.log*"))
 

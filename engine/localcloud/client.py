@@ -119,13 +119,20 @@ class CloudClient:
         )
         return list(data["lines"])
 
-    async def follow_logs(self, app: str, name: str, lines: int = 50) -> AsyncIterator[str]:
-        """The last `lines` lines, then every new line as it is written (until cancelled)."""
+    async def follow_logs(
+        self, app: str, name: str, lines: int = 50, marks: bool = False
+    ) -> AsyncIterator[str | float]:
+        """The last `lines` lines, then every new line as it is written (until cancelled);
+        with `marks`, also a float T after the history and after each read: every line written
+        before T (epoch seconds) has been given."""
+        params: dict[str, Any] = {"lines": lines, "marks": marks}
         async for item in self._stream(
-            "GET", f"/v1/apps/{app}/endpoints/{name}/logs/follow", params={"lines": lines}
+            "GET", f"/v1/apps/{app}/endpoints/{name}/logs/follow", params=params
         ):
             if "line" in item:
                 yield str(item["line"])
+            elif marks and "upto" in item:
+                yield float(item["upto"])
 
     async def events(self, app: str, since: int = 0) -> list[dict[str, Any]]:
         """The app's event log after event id `since`."""

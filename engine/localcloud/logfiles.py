@@ -7,6 +7,9 @@ copytruncate): the worker's descriptor stays valid and, being O_APPEND, continue
 end of the file. A line written between the copy and the truncate can be lost; that is the
 accepted price of never interrupting the worker.
 
+Lines are stamped with the time they were written (`runtime.logline`: `<UTC time>Z <stream>
+<text>`); the service's own lines use the stream `flash`.
+
 Files: `<name>.log` (current), `<name>.log.1` ... `<name>.log.<keep>` (older).
 """
 
@@ -15,8 +18,9 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-import time
 from pathlib import Path
+
+from runtime.logline import format_line, parse_line
 
 __all__ = [
     "DEFAULT_KEEP",
@@ -24,10 +28,12 @@ __all__ = [
     "append_marker",
     "log_path",
     "open_for_worker",
+    "plain_lines",
     "read_new",
     "remove_logs",
     "rotate_if_needed",
     "redact",
+    "tail_for_follow",
     "tail_lines",
 ]
 
@@ -48,11 +54,11 @@ def open_for_worker(path: Path) -> int:
 
 
 def append_marker(path: Path, message: str) -> None:
-    """Append a service line (`[flash HH:MM:SS] message`) so the log tells the whole story."""
-    stamp = time.strftime("%H:%M:%S")
+    """Append a service line (stream `flash`, see `runtime.logline`) so the log tells the whole
+    story."""
     fd = open_for_worker(path)
     try:
-        os.write(fd, f"[flash {stamp}] {message}\n".encode())
+        os.write(fd, format_line(message, "flash").encode())
     finally:
         os.close(fd)
 
@@ -80,7 +86,8 @@ def rotate_if_needed(
     return True
 
 
-def _tail_of_file(path: Path, count: int) -> list[str]:
+def _read_tail(path: Path, count: int) -> tuple[bytes, int]:
+    """The end of the file holding at least its last `count` lines, and the file size read."""
     try:
         with open(path, "rb") as handle:
             handle.seek(0, os.SEEK_END)
@@ -93,9 +100,17 @@ def _tail_of_file(path: Path, count: int) -> list[str]:
                 handle.seek(position)
                 data = handle.read(step) + data
     except FileNotFoundError:
-        return []
+        return b"", 0
+    return data, end
+
+
+def _last_lines(data: bytes, count: int) -> list[str]:
     lines = data.decode("utf-8", errors="replace").splitlines()
     return lines[-count:] if count else []
+
+
+def _tail_of_file(path: Path, count: int) -> list[str]:
+    return _last_lines(_read_tail(path, count)[0], count)
 
 
 def redact(lines: list[str], secrets: list[str]) -> list[str]:
@@ -112,6 +127,16 @@ def redact(lines: list[str], secrets: list[str]) -> list[str]:
     return out
 
 
+def plain_lines(lines: list[str]) -> list[str]:
+    """`lines` without their stamps, for text that is read as a whole (a crash record's tail);
+    the service's own lines keep a `[flash]` tag."""
+    out = []
+    for line in lines:
+        _, stream, text = parse_line(line)
+        out.append(f"[flash] {text}" if stream == "flash" else text)
+    return out
+
+
 def tail_lines(path: Path, count: int = 200) -> list[str]:
     """The last `count` lines, reaching into the newest rotated file when the current is short."""
     lines = _tail_of_file(path, count)
@@ -119,6 +144,19 @@ def tail_lines(path: Path, count: int = 200) -> list[str]:
         older = _tail_of_file(path.with_name(f"{path.name}.1"), count - len(lines))
         lines = older + lines
     return lines
+
+
+def tail_for_follow(path: Path, count: int) -> tuple[list[str], int]:
+    """`tail_lines` and the offset `read_new` continues from: read at once, so no line is lost
+    or given twice between the history and what follows."""
+    data, end = _read_tail(path, count)
+    # A trailing partial line is left for `read_new`, which sends it once complete.
+    cut = data.rfind(b"\n") + 1
+    lines, offset = _last_lines(data[:cut], count), end - (len(data) - cut)
+    if len(lines) < count:
+        older = _tail_of_file(path.with_name(f"{path.name}.1"), count - len(lines))
+        lines = older + lines
+    return lines, offset
 
 
 def read_new(path: Path, offset: int) -> tuple[list[str], int]:

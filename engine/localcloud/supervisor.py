@@ -633,7 +633,7 @@ class Supervisor:
         """The last lines of an endpoint's log, keys redacted: they go into records and events."""
         log = logfiles.log_path(self.home.logs_dir(app), name)
         keys = list(self.store.app_keys(app).values())
-        return logfiles.redact(logfiles.tail_lines(log, count), keys)
+        return logfiles.redact(logfiles.plain_lines(logfiles.tail_lines(log, count)), keys)
 
     def _on_crash(self, worker: Worker) -> None:
         app, name = worker.app, worker.name
