@@ -49,6 +49,7 @@ from engine.handlergen import check_handler_imports, generate_handlers, handler_
 from engine.manifest import manifest_json
 from engine.project import load_ignore
 from engine.scan import scan_project
+from engine.wording import plural
 
 __all__ = [
     "ARCHIVE_NAME",
@@ -515,22 +516,23 @@ def build_project(
     flash_dir = root / FLASH_DIR
     build_dir = root / BUILD_DIR
     archive = flash_dir / ARCHIVE_NAME
+    # 1. scan, before anything is written: a refused build leaves no .flash/ behind
+    progress("scan", 0, 1, "scanning")
+    manifest, diagnostics = _scan(root)
+    errors = [d for d in diagnostics if d.severity == "error"]
+    if errors:
+        raise BuildError(
+            f"build refused: {plural(len(errors), 'error diagnostic')}", diagnostics, step="scan"
+        )
+    if not manifest.get("resources"):
+        raise BuildError(
+            f"no Flash code in {root}: nothing to build (a Flash project decorates functions "
+            'with @remote(config), @Endpoint(...) or api.post("/path"))',
+            step="scan",
+        )
+    warnings = [d for d in diagnostics if d.severity == "warning"]
+    progress("scan", 1, 1, plural(len(manifest["resources"]), "resource"))
     with _build_lock(flash_dir):
-        # 1. scan
-        progress("scan", 0, 1, "scanning")
-        manifest, diagnostics = _scan(root)
-        errors = [d for d in diagnostics if d.severity == "error"]
-        if errors:
-            raise BuildError(
-                f"build refused: {len(errors)} error diagnostic(s)", diagnostics, step="scan"
-            )
-        warnings = [d for d in diagnostics if d.severity == "warning"]
-        if not manifest.get("resources"):
-            warnings.append(
-                Diagnostic("warning", "", 0, "no @remote / Endpoint functions found", "build-empty")
-            )
-        progress("scan", 1, 1, f"{len(manifest.get('resources') or {})} resource(s)")
-
         # what ships (part of step 3)
         files, file_warnings = collect_files(root, load_ignore(root).is_ignored)
         warnings.extend(file_warnings)

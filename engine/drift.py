@@ -4,16 +4,20 @@ Per endpoint, one of:
 
 - `new`       in code, not deployed;
 - `in_sync`   deployed with the same config hash;
-- `drifted`   deployed with a different config; `fields` lists (field, deployed, local) with
-              nested `env` keys reported as `env.KEY`;
+- `drifted`   deployed with a different config or different code; `fields` lists (field,
+              deployed, local) with nested `env` keys reported as `env.KEY`; a change of the
+              code alone is field `code` (deployed and local code fingerprints, shortened);
 - `orphaned`  deployed, no longer in code;
+- `unparsable` deployed, not found in code because a source file does not parse (its code
+              still exists): `reason` says which file and line; never to be deleted;
 - `unknown`   the config in code is not statically resolvable; `unresolved` names the fields.
 
 Entries are plain mappings: a local one is a manifest resource entry (`resource_type`, `config`,
-`config_hash`, `unresolved`), a deployed one any record with `resource_type`, `config` and
-`config_hash`. Field diffs are computed on canonical configs (defaults filled in, enums by name,
-see `runtime.confighash`), so writing a default explicitly is not reported as a change.
-Everything here is pure.
+`config_hash`, `unresolved`, `code_hash`), a deployed one any record with `resource_type`,
+`config`, `config_hash` and `code_hash`. Field diffs are computed on canonical configs (defaults
+filled in, enums by name, see `runtime.confighash`), so writing a default explicitly is not
+reported as a change. This is the one drift computation: plan, status, the CLI and the TUI all
+read it. Everything here is pure.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from typing import Any, Literal
 from runtime.confighash import canonical_config
 
 __all__ = [
+    "CODE_FIELD",
     "DRIFT_STATES",
     "Drift",
     "DriftState",
@@ -33,12 +38,15 @@ __all__ = [
     "diff_configs",
     "drift_of",
     "is_unresolved",
+    "unparsable_reason",
 ]
 
-DriftState = Literal["new", "in_sync", "drifted", "orphaned", "unknown"]
-DRIFT_STATES: tuple[str, ...] = ("new", "in_sync", "drifted", "orphaned", "unknown")
+DriftState = Literal["new", "in_sync", "drifted", "orphaned", "unparsable", "unknown"]
+DRIFT_STATES: tuple[str, ...] = ("new", "in_sync", "drifted", "orphaned", "unparsable", "unknown")
 
 _UNRESOLVED_KEY = "$unresolved"
+CODE_FIELD = "code"
+_FINGERPRINT = 12  # characters of a code hash shown in a diff row
 
 
 @dataclass(frozen=True)
@@ -67,6 +75,17 @@ class Drift:
     resource_type: str | None = None
     fields: tuple[FieldDiff, ...] = ()
     unresolved: tuple[str, ...] = ()
+    reason: str = ""
+
+    @property
+    def code_changed(self) -> bool:
+        """True when the endpoint's code differs from the deployed code."""
+        return any(f.field == CODE_FIELD for f in self.fields)
+
+    @property
+    def config_changed(self) -> bool:
+        """True when a config field (not the code) differs from the deployed one."""
+        return any(f.field != CODE_FIELD for f in self.fields)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form."""
@@ -76,6 +95,7 @@ class Drift:
             "resource_type": self.resource_type,
             "fields": [f.to_dict() for f in self.fields],
             "unresolved": list(self.unresolved),
+            "reason": self.reason,
         }
 
 
@@ -136,17 +156,54 @@ def diff_configs(
     return diffs
 
 
+def _short(code_hash: Any) -> Any:
+    return code_hash[:_FINGERPRINT] if isinstance(code_hash, str) else code_hash
+
+
+def _code_diff(local: Mapping[str, Any], deployed: Mapping[str, Any]) -> list[FieldDiff]:
+    mine, theirs = local.get("code_hash"), deployed.get("code_hash")
+    if mine is None or theirs is None or mine == theirs:
+        return []  # an unknown fingerprint on either side is not evidence of a change
+    return [FieldDiff(CODE_FIELD, _short(theirs), _short(mine))]
+
+
+def unparsable_reason(
+    deployed_file: str | None, parse_errors: Mapping[str, int] | None
+) -> str | None:
+    """Why a deployed endpoint missing from the code may still exist there, or None.
+
+    `parse_errors` maps each source file that does not parse to its error line;
+    `deployed_file` is the file that defined the endpoint when it was last built, if known.
+    Missing from the code while some file does not parse, it may be defined there: that is
+    not `orphaned`.
+    """
+    if not parse_errors:
+        return None
+    if deployed_file in parse_errors:
+        return f"source does not parse: {deployed_file}:{parse_errors[deployed_file]}"
+    where = ", ".join(f"{f}:{line}" for f, line in sorted(parse_errors.items()))
+    return f"not found in code, and source does not parse: {where}"
+
+
 def drift_of(
     name: str,
     local: Mapping[str, Any] | None,
     deployed: Mapping[str, Any] | None,
+    *,
+    unparsable: str | None = None,
 ) -> Drift:
-    """The drift of endpoint `name` from its local entry and its deployed record (either None)."""
+    """The drift of endpoint `name` from its local entry and its deployed record (either None).
+
+    `unparsable`: the reason (see `unparsable_reason`) why a deployed endpoint missing from
+    the code may still be defined in a file that does not parse.
+    """
     if local is None and deployed is None:
         raise ValueError(f"endpoint {name!r}: neither in code nor deployed")
     if local is None:
         assert deployed is not None
-        return Drift(name, "orphaned", deployed.get("resource_type"))
+        if unparsable:
+            return Drift(name, "unparsable", deployed.get("resource_type"), reason=unparsable)
+        return Drift(name, "orphaned", deployed.get("resource_type"), reason="no longer in code")
     local_type = local.get("resource_type")
     unresolved = _unresolved_fields(local)
     if unresolved:
@@ -156,7 +213,10 @@ def drift_of(
     local_hash = local.get("config_hash")
     deployed_hash = deployed.get("config_hash")
     deployed_type = deployed.get("resource_type")
+    code = _code_diff(local, deployed)
     if local_hash is not None and local_hash == deployed_hash and local_type == deployed_type:
+        if code:
+            return Drift(name, "drifted", local_type, fields=tuple(code))
         return Drift(name, "in_sync", local_type)
     fields = diff_configs(
         deployed.get("config") or {},
@@ -168,13 +228,28 @@ def drift_of(
         # Same canonical config under a different hash: the hashing itself changed (e.g. a
         # new SDK version). Say so instead of reporting an unexplained drift.
         fields = [FieldDiff("config_hash", deployed_hash, local_hash)]
+    # The code fingerprint covers the files that define the endpoint, its config's file
+    # included: with the config changed, a different fingerprint proves nothing more, so the
+    # code row is only shown when it is the whole story.
     return Drift(name, "drifted", local_type, fields=tuple(fields))
 
 
 def compute_drift(
     local_resources: Mapping[str, Mapping[str, Any]],
     deployed: Mapping[str, Mapping[str, Any]],
+    *,
+    parse_errors: Mapping[str, int] | None = None,
+    deployed_files: Mapping[str, str] | None = None,
 ) -> dict[str, Drift]:
-    """Drift of every endpoint in code or deployed, keyed and ordered by name."""
-    names = sorted(set(local_resources) | set(deployed))
-    return {n: drift_of(n, local_resources.get(n), deployed.get(n)) for n in names}
+    """Drift of every endpoint in code or deployed, keyed and ordered by name.
+
+    `parse_errors`: source files that do not parse (file -> line); `deployed_files`: the file
+    that defined each deployed endpoint when last built (see `unparsable_reason`).
+    """
+    files = deployed_files or {}
+    out: dict[str, Drift] = {}
+    for name in sorted(set(local_resources) | set(deployed)):
+        here = local_resources.get(name)
+        reason = None if here is not None else unparsable_reason(files.get(name), parse_errors)
+        out[name] = drift_of(name, here, deployed.get(name), unparsable=reason)
+    return out

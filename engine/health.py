@@ -48,6 +48,9 @@ class HealthSample:
     at: float
     status_code: int | None = None
     detail: str = ""
+    # The base URL probed: a redeployed or restarted endpoint answers elsewhere, and its
+    # samples start a new history.
+    url: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """The `{ok, latency_ms, at}` object of `status --json` (plus detail when failing)."""
@@ -81,13 +84,15 @@ async def probe(
         latency = round((time.perf_counter() - started) * 1000, 2)
         if response.status_code != 200:
             detail = "starting" if response.status_code == 204 else "ping failed"
+            reason = _reason(response)  # e.g. a worker about to recycle says why
             return HealthSample(
                 target.name,
                 False,
                 latency,
                 at,
                 response.status_code,
-                f"{detail} (HTTP {response.status_code})",
+                f"{detail} (HTTP {response.status_code})" + (f": {reason}" if reason else ""),
+                target.base_url,
             )
         if not target.is_load_balanced:
             queue = await client.get(
@@ -101,12 +106,46 @@ async def probe(
                     at,
                     queue.status_code,
                     f"/health answered HTTP {queue.status_code}",
+                    target.base_url,
                 )
-        return HealthSample(target.name, True, latency, at, 200)
+            if _reports_unhealthy(queue):
+                return HealthSample(
+                    target.name,
+                    False,
+                    latency,
+                    at,
+                    200,
+                    "/health reports an unhealthy worker",
+                    target.base_url,
+                )
+        return HealthSample(target.name, True, latency, at, 200, url=target.base_url)
     except httpx.HTTPError as exc:
         latency = round((time.perf_counter() - started) * 1000, 2)
         reason = type(exc).__name__
-        return HealthSample(target.name, False, None, at, None, f"unreachable ({reason})")
+        return HealthSample(
+            target.name, False, None, at, None, f"unreachable ({reason})", target.base_url
+        )
+
+
+def _reason(response: httpx.Response) -> str:
+    """The `error` a worker put in a failing answer, shortened; empty if none."""
+    try:
+        body = response.json()
+    except ValueError:
+        return ""
+    error = body.get("error") if isinstance(body, dict) else None
+    return str(error)[:200] if error else ""
+
+
+def _reports_unhealthy(response: httpx.Response) -> bool:
+    """Whether a RunPod-shaped /health body counts an unhealthy worker."""
+    try:
+        body = response.json()
+    except ValueError:
+        return False
+    workers = body.get("workers") if isinstance(body, dict) else None
+    unhealthy = workers.get("unhealthy") if isinstance(workers, dict) else None
+    return isinstance(unhealthy, int) and unhealthy > 0
 
 
 async def probe_all(targets: Sequence[EndpointTarget], timeout: float = 2.0) -> list[HealthSample]:
@@ -155,7 +194,10 @@ class HealthMonitor:
 
     def _record(self, sample: HealthSample) -> None:
         previous = self.latest(sample.endpoint)
-        self.history.setdefault(sample.endpoint, deque(maxlen=self.history_size)).append(sample)
+        history = self.history.setdefault(sample.endpoint, deque(maxlen=self.history_size))
+        if previous is not None and previous.url != sample.url:
+            history.clear()  # another incarnation of the endpoint: the old samples are not its
+        history.append(sample)
         self._emit(sample)
         if previous is not None and previous.ok != sample.ok:
             self._emit(HealthChange(sample.endpoint, sample.ok, sample.at, sample.detail))

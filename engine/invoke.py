@@ -11,14 +11,16 @@ LB calls send the data as the JSON body (as the query string for GET/DELETE). QB
 `/runsync` job in the upstream contract (kwargs as base64 cloudpickle; for a class, data keys
 `init` (constructor kwargs) and the rest as method kwargs), wait for it (polling `/status` if
 `/runsync` returns before the job ends) and decode the result. Both report status, latency and
-the decoded result. The key is sent, never shown: `curl_command` prints a placeholder unless
-asked to reveal it.
+the decoded result; a call that fails in user code carries a `RemoteError` (type, message and
+the file:line of the deepest user-code frame) for both kinds. The key is sent, never shown:
+`curl_command` prints a placeholder unless asked to reveal it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import re
 import shlex
 import time
 from collections.abc import Mapping
@@ -34,18 +36,75 @@ __all__ = [
     "CallSpec",
     "InvokeError",
     "InvokeResult",
+    "JSONText",
+    "RemoteError",
     "build_job",
     "curl_command",
     "invoke",
+    "loads_strict",
     "resolve_call",
 ]
 
 _METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
 _TERMINAL = frozenset({"COMPLETED", "FAILED", "CANCELLED", "TIMED_OUT"})
+# LB routes add the remote traceback to a 500 body when asked (runtime.lb_app.TRACEBACK_HEADER).
+_TRACEBACK_HEADER = "x-flash-traceback"
+_FRAME = re.compile(r'^\s*File "([^"]+)", line (\d+)', re.MULTILINE)
 
 
 class InvokeError(Exception):
     """The call could not be resolved or sent; the message says why."""
+
+
+def loads_strict(text: str) -> Any:
+    """Parse JSON the way a server reads it; ValueError naming what is not JSON.
+
+    Python's `json` accepts NaN, Infinity and out-of-range numbers and keeps the last of
+    duplicate keys; a server may do otherwise, so none of them is sent silently.
+    """
+
+    def constant(name: str) -> Any:
+        raise ValueError(f"{name} is not a JSON value")
+
+    def number(literal: str) -> float:
+        value = float(literal)
+        if value in (float("inf"), float("-inf")):
+            raise ValueError(f"the number {literal} is out of range")
+        return value
+
+    def pairs(items: list[tuple[str, Any]]) -> dict[str, Any]:
+        seen: dict[str, Any] = {}
+        for key, value in items:
+            if key in seen:
+                raise ValueError(f"duplicate key {key!r}")
+            seen[key] = value
+        return seen
+
+    return json.loads(text, parse_constant=constant, parse_float=number, object_pairs_hook=pairs)
+
+
+class JSONText(str):
+    """A request body exactly as a person typed it (the route tester's editor).
+
+    A load-balanced route that takes a body is sent these characters unchanged; query strings
+    and queue-based keyword arguments get `value`. Blank text means no body.
+    """
+
+    @property
+    def value(self) -> Any:
+        """The parsed body (None when blank); raises ValueError as `loads_strict` does."""
+        return loads_strict(self) if self.strip() else None
+
+
+def _unwrap(data: Any) -> tuple[Any, str | None]:
+    """(parsed data, the exact text to send as a body, if the caller gave one)."""
+    if not isinstance(data, JSONText):
+        return data, None
+    try:
+        value = data.value
+    except ValueError as exc:
+        raise InvokeError(f"the body is not valid JSON: {exc}") from exc
+    return value, (str(data) if value is not None else None)
 
 
 @dataclass(frozen=True)
@@ -67,6 +126,50 @@ class CallSpec:
         return f"{self.endpoint} {name}()"
 
 
+@dataclass(frozen=True)
+class RemoteError:
+    """An exception raised by the endpoint's code: what, and where in the user's code."""
+
+    type: str
+    message: str
+    location: str | None = None  # file:line of the deepest user-code frame
+    traceback: str = ""
+
+    def summary(self) -> str:
+        """`KeyError: 'x' (at userfns.py:12)`."""
+        text = f"{self.type}: {self.message}" if self.message else self.type
+        return f"{text} (at {self.location})" if self.location else text
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form."""
+        return {
+            "type": self.type,
+            "message": self.message,
+            "location": self.location,
+            "traceback": self.traceback,
+        }
+
+    @classmethod
+    def from_body(cls, body: Any) -> RemoteError | None:
+        """From a worker's structured error (LB 500 body or failed QB job output), if any."""
+        if not isinstance(body, Mapping):
+            return None
+        error = body.get("error")
+        kind = body.get("type") or body.get("error_type")
+        message = body.get("message")
+        if not isinstance(kind, str) or not kind:
+            # An older worker: `error` is "Type: message" when it came from an exception.
+            if not isinstance(error, str) or not body.get("traceback"):
+                return None
+            kind, _, message = error.partition(": ")
+        tb = str(body.get("traceback") or "")
+        location = body.get("location")
+        if not isinstance(location, str) or not location:
+            frames = _FRAME.findall(tb)
+            location = f"{frames[-1][0]}:{frames[-1][1]}" if frames else None
+        return cls(kind, str(message if message is not None else ""), location, tb)
+
+
 @dataclass
 class InvokeResult:
     """The outcome of one call."""
@@ -81,6 +184,7 @@ class InvokeResult:
     headers: dict[str, str] = field(default_factory=dict)
     error: str | None = None
     job_status: str | None = None
+    remote_error: RemoteError | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form (`invoke --json`)."""
@@ -94,6 +198,7 @@ class InvokeResult:
             "job_status": self.job_status,
             "result": _jsonable(self.result),
             "error": self.error,
+            "remote_error": self.remote_error.to_dict() if self.remote_error else None,
         }
 
 
@@ -186,6 +291,11 @@ def build_job(call: CallSpec, data: Mapping[str, Any] | None) -> dict[str, Any]:
     data = dict(data or {})
     if call.class_method:
         init = data.pop("init", None) or {}
+        if not isinstance(init, Mapping):
+            raise InvokeError(
+                '"init" must be a JSON object of constructor arguments, got '
+                f'{json.dumps(init)} (e.g. {{"init": {{"name": 1}}}})'
+            )
         return {"input": class_job(call.function, call.class_method, ((), dict(init)), (), data)}
     return {"input": function_job(call.function, (), data)}
 
@@ -206,12 +316,13 @@ async def invoke(
     client: httpx.AsyncClient | None = None,
 ) -> InvokeResult:
     """Send the call and return status, latency and the decoded result."""
+    data, raw = _unwrap(data)
     own = client is None
     http = client or httpx.AsyncClient(trust_env=False)
     started = time.perf_counter()
     try:
         if call.is_load_balanced:
-            return await _invoke_lb(http, target, call, data, timeout, started)
+            return await _invoke_lb(http, target, call, data, timeout, started, raw)
         if data is not None and not isinstance(data, Mapping):
             raise InvokeError("a queue-based function takes a JSON object of keyword arguments")
         return await _invoke_qb(http, target, call, data, timeout, started)
@@ -231,22 +342,30 @@ async def _invoke_lb(
     data: Any,
     timeout: float,
     started: float,
+    raw: str | None = None,
 ) -> InvokeResult:
     assert call.method and call.path
     url = target.url(call.path)
-    kwargs: dict[str, Any] = {"headers": target.headers(), "timeout": timeout}
+    headers = {**target.headers(), _TRACEBACK_HEADER: "1"}
+    kwargs: dict[str, Any] = {"headers": headers, "timeout": timeout}
     if call.method in ("GET", "DELETE"):
         if data is not None and not isinstance(data, Mapping):
             raise InvokeError(f"{call.method} takes a JSON object (sent as query parameters)")
         kwargs["params"] = {k: _query_value(v) for k, v in (data or {}).items()}
+    elif raw is not None:
+        kwargs["content"] = raw.encode("utf-8")
+        kwargs["headers"] = {**target.headers(), "Content-Type": "application/json"}
     elif data is not None:
         kwargs["json"] = data
     try:
         response = await http.request(call.method, url, **kwargs)
     except httpx.HTTPError as exc:
-        return InvokeResult(call, url, False, None, _elapsed(started), error=f"{exc!r}")
+        return InvokeResult(
+            call, url, False, None, _elapsed(started), error=_transport_error(exc, timeout)
+        )
     body = _response_body(response)
     ok = response.status_code < 400
+    remote = None if ok else RemoteError.from_body(body)
     return InvokeResult(
         call,
         url,
@@ -256,20 +375,53 @@ async def _invoke_lb(
         result=body,
         body=body,
         headers=dict(response.headers),
-        error=None if ok else _error_text(body, response),
+        error=None if ok else _remote_text(remote) or _error_text(body, response),
+        remote_error=remote,
     )
+
+
+def _remote_text(remote: RemoteError | None) -> str | None:
+    if remote is None:
+        return None
+    text = remote.summary()
+    return f"{text}\n{remote.traceback.rstrip()}" if remote.traceback else text
 
 
 def _query_value(value: Any) -> str:
     return value if isinstance(value, str) else json.dumps(value)
 
 
+def _transport_error(exc: httpx.HTTPError, timeout: float) -> str:
+    if isinstance(exc, httpx.TimeoutException):
+        return f"timed out after {timeout:g} s"
+    return f"{type(exc).__name__}: {exc}" if str(exc) else repr(exc)
+
+
 def _error_text(body: Any, response: httpx.Response) -> str:
     if isinstance(body, Mapping):
+        detail = body.get("detail")
+        if isinstance(detail, list) and detail and all(isinstance(d, Mapping) for d in detail):
+            return f"HTTP {response.status_code}: {_validation_text(detail)}"
         for key in ("detail", "error", "message"):
             if key in body:
                 return f"HTTP {response.status_code}: {body[key]}"
     return f"HTTP {response.status_code}: {str(body)[:300]}"
+
+
+def _validation_text(detail: list[Mapping[str, Any]]) -> str:
+    """FastAPI's 422 `detail` list as one line: `missing field 'numbers'; field 'x': ...`."""
+    parts = []
+    for item in detail:
+        where = [str(p) for p in item.get("loc") or [] if p not in ("body", "query", "path")]
+        name = ".".join(where) or "body"
+        kind = item.get("type")
+        if kind == "missing":
+            parts.append(f"missing field {name!r}")
+        elif kind == "extra_forbidden":
+            parts.append(f"unexpected field {name!r}")
+        else:
+            parts.append(f"field {name!r}: {item.get('msg')}")
+    return "; ".join(parts)
 
 
 async def _invoke_qb(
@@ -299,7 +451,9 @@ async def _invoke_qb(
             )
             body = _response_body(response)
     except httpx.HTTPError as exc:
-        return InvokeResult(call, url, False, None, _elapsed(started), error=f"{exc!r}")
+        return InvokeResult(
+            call, url, False, None, _elapsed(started), error=_transport_error(exc, timeout)
+        )
     latency = _elapsed(started)
     if response.status_code >= 400 or not isinstance(body, Mapping):
         return InvokeResult(
@@ -313,17 +467,31 @@ async def _invoke_qb(
         )
     status = body.get("status")
     output = body.get("output")
+    if status not in _TERMINAL and body.get("id"):  # still running at the deadline
+        error = f"timed out after {timeout:g} s (job {body.get('id')} is {status})"
+        return InvokeResult(
+            call, url, False, 200, latency, body=body, error=error, job_status=status
+        )
+    if isinstance(output, Mapping) and output.get("success") is False:
+        # The function failed: runpod's rule moves the output's "error" to the job's.
+        failure = {**output, "error": output.get("error") or body.get("error")}
+        remote = RemoteError.from_body(failure)
+        error = _remote_text(remote) or str(failure["error"] or "the function failed")
+        return InvokeResult(
+            call,
+            url,
+            False,
+            200,
+            latency,
+            body=body,
+            error=error,
+            job_status=status,
+            remote_error=remote,
+        )
     if status != "COMPLETED" or not isinstance(output, Mapping):
         error = body.get("error") or f"job {status}"
         return InvokeResult(
             call, url, False, 200, latency, body=body, error=str(error), job_status=status
-        )
-    if not output.get("success"):
-        error = str(output.get("error") or "the function failed")
-        if output.get("traceback"):
-            error += "\n" + str(output["traceback"]).rstrip()
-        return InvokeResult(
-            call, url, False, 200, latency, body=body, error=error, job_status=status
         )
     try:
         result = deserialize(output["result"]) if output.get("result") is not None else None
@@ -346,6 +514,7 @@ def curl_command(
 ) -> str:
     """The same request as a curl command line; the key is `$FLASH_ENDPOINT_KEY` unless
     `reveal`."""
+    data, raw = _unwrap(data)
     key = target.key if reveal and target.key else "$FLASH_ENDPOINT_KEY"
     auth = f"Authorization: Bearer {key}"
     auth_arg = shlex.quote(auth) if reveal else f'"{auth}"'
@@ -356,7 +525,7 @@ def curl_command(
             query = httpx.QueryParams({k: _query_value(v) for k, v in (data or {}).items()})
             url = f"{url}?{query}" if query else url
             return f"curl -X {call.method} -H {auth_arg} {shlex.quote(url)}"
-        body = json.dumps(data if data is not None else {})
+        body = raw if raw is not None else json.dumps(data if data is not None else {})
         return (
             f"curl -X {call.method} -H {auth_arg} -H 'Content-Type: application/json' "
             f"-d {shlex.quote(body)} {shlex.quote(url)}"

@@ -17,15 +17,15 @@ import asyncio
 import contextlib
 import json
 import os
-import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from engine.drift import Drift, drift_of, is_unresolved
+from engine.drift import Drift, compute_drift, is_unresolved
 from engine.health import HealthSample, probe_all
+from engine.identity import app_slug, canonical_path, legacy_app_name
 from engine.invoke import CallSpec, InvokeResult, invoke, resolve_call
 from engine.logs import LogLine, follow_logs, read_logs
 from engine.plan import Plan, PlanItem, local_resources, make_plan
@@ -39,6 +39,7 @@ from engine.provider import (
     ProviderEvent,
     get_provider,
 )
+from engine.wording import plural
 
 if TYPE_CHECKING:  # engine.scan is imported on first scan: `logs` never needs it
     from engine.scan import Scanner, ScanResult
@@ -90,6 +91,7 @@ class EndpointStatus:
     drift: str
     drift_fields: list[dict[str, Any]] = field(default_factory=list)
     unresolved: list[str] = field(default_factory=list)
+    drift_reason: str = ""
     url: str | None = None
     pid: int | None = None
     restarts: int = 0
@@ -110,6 +112,7 @@ class EndpointStatus:
             "drift": self.drift,
             "drift_fields": self.drift_fields,
             "unresolved": self.unresolved,
+            "drift_reason": self.drift_reason,
             "url": self.url,
             "pid": self.pid,
             "restarts": self.restarts,
@@ -155,9 +158,8 @@ class DeployReport:
 
 
 def app_name(root: Path) -> str:
-    """The app name of a project: its directory name, made safe for the provider."""
-    name = re.sub(r"[^A-Za-z0-9_.-]+", "-", root.name).strip("-.") or "app"
-    return name[:128]
+    """The app key of a project: readable name + hash of its canonical path (engine.identity)."""
+    return app_slug(canonical_path(root))
 
 
 def _manifest_without_time(manifest: dict[str, Any]) -> dict[str, Any]:
@@ -203,6 +205,33 @@ def build_is_fresh(root: Path, manifest: dict[str, Any]) -> bool:
     return present - generated == set(files) - generated
 
 
+def _parse_errors(diagnostics: Sequence[Any]) -> dict[str, int]:
+    """Source files the scanner could not parse (or read), each with its first error line."""
+    from engine.diagnostics import SYNTAX_ERROR, UNDECODABLE
+
+    out: dict[str, int] = {}
+    for d in diagnostics:
+        if d.code in (SYNTAX_ERROR, UNDECODABLE) and d.file and d.file not in out:
+            out[d.file] = int(d.line or 0)
+    return out
+
+
+def _built_files(root: Path) -> dict[str, str]:
+    """The file that defined each endpoint in the project's last build (empty if none)."""
+    from engine.build import BUILD_DIR, MANIFEST_NAME
+
+    try:
+        built = json.loads((root / BUILD_DIR / MANIFEST_NAME).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    resources = built.get("resources") if isinstance(built, dict) else None
+    return {
+        str(name): str(entry["file"])
+        for name, entry in (resources if isinstance(resources, dict) else {}).items()
+        if isinstance(entry, dict) and isinstance(entry.get("file"), str)
+    }
+
+
 def _spec(name: str, entry: dict[str, Any]) -> EndpointSpec:
     config = {k: v for k, v in (entry.get("config") or {}).items() if not is_unresolved(v)}
     return EndpointSpec(
@@ -226,7 +255,7 @@ class Engine:
         target: str = "local",
         scanner: Scanner | None = None,
     ) -> None:
-        self.root = Path(project).expanduser().resolve()
+        self.root = canonical_path(project)
         if not self.root.is_dir():
             raise OpError(f"{self.root} is not a directory")
         self.app = app_name(self.root)
@@ -273,9 +302,9 @@ class Engine:
         errors = [d for d in result.diagnostics if d.severity == "error"]
         if errors:
             lines = [f"  {d.file}:{d.line}: {d.message}" for d in errors[:10]]
-            raise OpError(f"the project has {len(errors)} error(s):\n" + "\n".join(lines))
+            raise OpError(f"the project has {plural(len(errors), 'error')}:\n" + "\n".join(lines))
         resources = result.manifest.get("resources") or {}
-        emit("scan", f"{len(resources)} endpoint(s) in code", done=1, total=1)
+        emit("scan", f"{plural(len(resources), 'endpoint')} in code", done=1, total=1)
         return dict(result.manifest)
 
     async def _deployed(self) -> dict[str, DeployedEndpoint]:
@@ -452,7 +481,7 @@ class Engine:
         failed = report.outcome.failed()
         emit(
             "done",
-            "deployed" if not failed else f"{len(failed)} endpoint(s) failed",
+            "deployed" if not failed else f"{plural(len(failed), 'endpoint')} failed",
             data={"ok": report.outcome.ok},
         )
         return report
@@ -528,20 +557,25 @@ class Engine:
         probe: bool = True,
         scan: bool = True,
         manifest: dict[str, Any] | None = None,
+        diagnostics: Sequence[Any] = (),
     ) -> list[EndpointStatus]:
         """Every endpoint in code or deployed: status, drift and (with `probe`) live health.
 
-        `manifest`: use this manifest (e.g. the TUI's latest scan) instead of scanning;
-        `scan=False` without a manifest reports deployed endpoints only (drift `orphaned`).
+        `manifest` (and its scan's `diagnostics`): use these (e.g. the TUI's latest scan)
+        instead of scanning; `scan=False` without a manifest reports deployed endpoints only
+        (drift `orphaned`).
         """
         local: dict[str, Any] = {}
+        errors: dict[str, int] = {}
         connecting = asyncio.ensure_future(self.connect())  # overlaps with the scan
         try:
             if manifest is not None:
                 local = local_resources(manifest, self.root)
+                errors = _parse_errors(diagnostics)
             elif scan:
                 result = await self.scan()
                 local = local_resources(result.manifest, self.root)
+                errors = _parse_errors(result.diagnostics)
         except BaseException:
             connecting.cancel()
             with contextlib.suppress(BaseException):
@@ -559,12 +593,16 @@ class Engine:
                     except ProviderError:
                         continue
             samples = {s.endpoint: s for s in await probe_all(targets)}
-        out = []
-        for name in sorted(set(local) | set(deployed)):
-            here, there = local.get(name), deployed.get(name)
-            drift = drift_of(name, here, there.as_entry() if there else None)
-            out.append(self._status_of(name, here, there, drift, samples.get(name)))
-        return out
+        drifts = compute_drift(
+            local,
+            {n: e.as_entry() for n, e in deployed.items()},
+            parse_errors=errors,
+            deployed_files=await asyncio.to_thread(_built_files, self.root) if errors else None,
+        )
+        return [
+            self._status_of(name, local.get(name), deployed.get(name), drift, samples.get(name))
+            for name, drift in drifts.items()
+        ]
 
     @staticmethod
     def _status_of(
@@ -589,6 +627,7 @@ class Engine:
             drift=drift.state,
             drift_fields=[f.to_dict() for f in drift.fields],
             unresolved=list(drift.unresolved),
+            drift_reason=drift.reason,
             url=there.url if there else None,
             pid=there.pid if there else None,
             restarts=there.restarts if there else 0,
@@ -602,6 +641,24 @@ class Engine:
             started_at=there.started_at if there else None,
             last_error=there.last_error if there else None,
         )
+
+    async def kept_apps(self) -> list[dict[str, Any]]:
+        """Apps of older versions keyed by this project's folder name and kept as they were.
+
+        The store migration re-keys an old app only when it can prove which project it came
+        from; the others keep running under the old key, which no project computes any more.
+        They may hold this project's endpoints, so `status` points them out.
+        """
+        legacy = legacy_app_name(self.root)
+        try:
+            apps = await self.provider.apps()
+        except ProviderError as exc:
+            raise OpError(str(exc)) from exc
+        return [
+            {k: a.get(k) for k in ("name", "project_path", "endpoints")}
+            for a in apps
+            if a.get("name") == legacy and a.get("endpoints")
+        ]
 
     async def probe(self) -> list[HealthSample]:
         """Probe every running deployed endpoint now."""
@@ -647,14 +704,26 @@ class Engine:
             raise OpError(str(exc)) from exc
 
     async def follow(
-        self, names: Sequence[str] | None = None, lines: int = 20, *, probes: bool = False
+        self,
+        names: Sequence[str] | None = None,
+        lines: int = 20,
+        *,
+        probes: bool = False,
+        count_probes: bool | None = None,
     ) -> AsyncIterator[LogLine]:
-        """Follow the logs of the given (default: all deployed) endpoints."""
+        """Follow the logs of the given (default: all deployed) endpoints (see
+        `engine.logs.follow_logs`)."""
         selected, kinds = await self._log_names(names)
         if not selected:
             raise OpError(f"nothing of {self.app} is deployed: no logs to follow")
         async for line in follow_logs(
-            self.provider, self.app, selected, lines, probes=probes, load_balanced=kinds
+            self.provider,
+            self.app,
+            selected,
+            lines,
+            probes=probes,
+            load_balanced=kinds,
+            count_probes=count_probes,
         ):
             yield line
 

@@ -1,14 +1,16 @@
 """The deploy plan: what a deploy would create, update, delete or leave alone.
 
 Built from the project's manifest (local resources) and the provider's deployed endpoints with
-`runtime.reconcile.reconcile` (the same function the mothership uses), by config hash. Two more
-reasons to update an endpoint whose config is unchanged:
+`runtime.reconcile.reconcile` (the same function the mothership uses) for what is new or gone,
+and `engine.drift` (the one drift computation, shared with `status`) for what changed: an
+endpoint is updated when its drift is `drifted`, i.e. its config or its code changed. Each
+resource gets a `code_hash`, the SHA-256 of the source files that define it (its config's file
+and its functions' files, from the manifest): editing a function's body redeploys its endpoint
+only; a change in a helper module those files import is not seen (use `deploy --force`).
+An endpoint that is not running (stopped, failed) is updated too: deploying brings it back.
 
-- its code changed: each resource gets a `code_hash`, the SHA-256 of the source files that
-  define it (its config's file and its functions' files, from the manifest). Editing a
-  function's body redeploys its endpoint only; a change in a helper module those files import
-  is not seen (use `deploy --force`);
-- it is not running (stopped, failed): deploying brings it back.
+A deployed endpoint missing from the code while a source file does not parse (drift
+`unparsable`) is never deleted: its code still exists.
 
 An endpoint whose config is not statically resolvable (drift `unknown`) is created when absent
 and otherwise left unchanged, with a note: its hash cannot be compared, and updating it on
@@ -23,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from engine.drift import Drift, FieldDiff, drift_of
+from engine.drift import Drift, FieldDiff, compute_drift
 from runtime.reconcile import reconcile
 
 __all__ = [
@@ -139,24 +141,32 @@ def make_plan(
     names: Iterable[str] | None = None,
     prune: bool = True,
     force: bool = False,
+    parse_errors: Mapping[str, int] | None = None,
+    deployed_files: Mapping[str, str] | None = None,
 ) -> Plan:
     """The plan for `local` resources vs `deployed` entries (both keyed by name).
 
     `names` limits the plan to those endpoints; `prune` (default) plans deleting endpoints no
     longer in code (only for a full plan); `force` updates every deployed endpoint in code.
+    `parse_errors`/`deployed_files`: see `engine.drift.compute_drift`.
     """
     selected = None if names is None else set(names)
     diff = reconcile(local, deployed)
+    drifts = compute_drift(
+        local, deployed, parse_errors=parse_errors, deployed_files=deployed_files
+    )
     items: list[PlanItem] = []
-    for name in sorted(set(local) | set(deployed)):
+    for name, drift in drifts.items():
         if selected is not None and name not in selected:
             continue
         here, there = local.get(name), deployed.get(name)
-        drift = drift_of(name, here, there)
         rtype = drift.resource_type
         reasons: list[str] = []
         action: PlanAction
-        if name in diff.removed:
+        if drift.state == "unparsable":
+            action = "unchanged"
+            reasons.append(drift.reason)
+        elif name in diff.removed:
             if not prune:
                 continue
             action = "delete"
@@ -173,14 +183,14 @@ def make_plan(
                 reasons.append(
                     f"drift unknown: {', '.join(drift.unresolved)} not statically resolvable"
                 )
-            elif name in diff.changed:
+            elif drift.state == "drifted":
                 action = "update"
-                reasons.append("config changed")
-            if drift.state != "unknown" and action == "unchanged":
-                mine, theirs = here.get("code_hash"), there.get("code_hash")
-                if mine is not None and theirs is not None and mine != theirs:
-                    action = "update"
+                if drift.config_changed:
+                    reasons.append("config changed")
+                if drift.code_changed:
                     reasons.append("code changed")
+                if not drift.fields:
+                    reasons.append("config changed")  # a hash differs, no field explains it
             status = there.get("status")
             if status is not None and status not in _RUNNING:
                 action = "update"

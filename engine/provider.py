@@ -20,7 +20,7 @@ from typing import Any, Literal, Protocol, runtime_checkable
 
 from engine.home import Home
 from engine.localcloud.client import CloudClient
-from engine.localcloud.discovery import CloudError, CloudInfo, ensure_cloud
+from engine.localcloud.discovery import CloudError, CloudInfo, ensure_cloud, read_state
 
 __all__ = [
     "ENDPOINT_STATUSES",
@@ -198,8 +198,16 @@ class Provider(Protocol):
         """Reach the target (starting it if it is local); returns a short description."""
         ...
 
+    def describe(self) -> str | None:
+        """The target as last reached (None when not connected); no I/O."""
+        ...
+
     async def list_endpoints(self, app: str) -> list[DeployedEndpoint]:
         """The app's deployed endpoints."""
+        ...
+
+    async def apps(self) -> list[dict[str, Any]]:
+        """Every app on the target: `name`, `project_path` (or None), `endpoints` (a count)."""
         ...
 
     async def deploy(
@@ -230,8 +238,12 @@ class Provider(Protocol):
         """The last `lines` log lines of an endpoint."""
         ...
 
-    def follow_logs(self, app: str, name: str, lines: int = 50) -> AsyncIterator[str]:
-        """The last `lines` lines, then new ones as they come (until cancelled)."""
+    def follow_logs(
+        self, app: str, name: str, lines: int = 50, marks: bool = False
+    ) -> AsyncIterator[str | float]:
+        """The last `lines` lines, then new ones as they come (until cancelled); with `marks`,
+        also a float T after the history and then now and then: every line written before T
+        (epoch seconds) has been given."""
         ...
 
     async def events(self, app: str, since: int = 0) -> list[dict[str, Any]]:
@@ -266,16 +278,28 @@ class LocalCloudProvider:
         self.start = start
         self.info: CloudInfo | None = None
         self._client: CloudClient | None = None
+        self._retired: list[CloudClient] = []
         self._connect_lock = asyncio.Lock()
 
     async def connect(self) -> str:
-        """Find or start the service; returns `local (127.0.0.1:PORT)`."""
-        await self._ensure()
-        assert self.info is not None
-        return f"local ({self.info.describe()})"
+        """Find or start the service; returns `local (127.0.0.1:PORT)`.
 
-    async def _ensure(self) -> CloudClient:
+        Looks again each time: a service restarted since (by another shell, or after a crash)
+        publishes a new address in the state file, and that is the one described and used.
+        """
+        await self._ensure(recheck=True)
+        description = self.describe()
+        assert description is not None
+        return description
+
+    def describe(self) -> str | None:
+        """The service as last reached, `local (127.0.0.1:PORT)`; None when not connected."""
+        return f"local ({self.info.describe()})" if self.info is not None else None
+
+    async def _ensure(self, *, recheck: bool = False) -> CloudClient:
         async with self._connect_lock:
+            if self._client is not None and recheck and not await self._still_running():
+                self._retire_client()
             if self._client is not None:
                 return self._client
             try:
@@ -301,11 +325,29 @@ class LocalCloudProvider:
             except CloudError as exc2:
                 raise ProviderError(str(exc2)) from exc2
 
+    async def _still_running(self) -> bool:
+        """True when the state file still names the service the cached client talks to."""
+        assert self.info is not None
+        current = await asyncio.to_thread(read_state, self.home, remove_stale=False)
+        return current is not None and (current.pid, current.port) == (
+            self.info.pid,
+            self.info.port,
+        )
+
+    def _retire_client(self) -> None:
+        # Not closed here: another task may be about to send on it (it then fails like any
+        # request to a stopped service, and retries). Closed by `close()`.
+        if self._client is not None:
+            self._retired.append(self._client)
+        self._client, self.info = None, None
+
     async def _reset(self) -> None:
         async with self._connect_lock:
-            if self._client is not None:
-                await self._client.aclose()
-            self._client, self.info = None, None
+            self._retire_client()
+
+    async def apps(self) -> list[dict[str, Any]]:
+        """Every app of the local cloud with its project path and endpoint count."""
+        return list(await self._call(lambda c: c.apps()))
 
     async def list_endpoints(self, app: str) -> list[DeployedEndpoint]:
         """The app's endpoint records."""
@@ -389,11 +431,13 @@ class LocalCloudProvider:
         """The last log lines of an endpoint."""
         return list(await self._call(lambda c: c.logs(app, name, lines)))
 
-    async def follow_logs(self, app: str, name: str, lines: int = 50) -> AsyncIterator[str]:
-        """Follow an endpoint's log."""
+    async def follow_logs(
+        self, app: str, name: str, lines: int = 50, marks: bool = False
+    ) -> AsyncIterator[str | float]:
+        """Follow an endpoint's log (see `Provider.follow_logs`)."""
         client = await self._ensure()
         try:
-            async for line in client.follow_logs(app, name, lines):
+            async for line in client.follow_logs(app, name, lines, marks):
                 yield line
         except CloudError as exc:
             raise ProviderError(str(exc)) from exc
@@ -403,8 +447,11 @@ class LocalCloudProvider:
         return list(await self._call(lambda c: c.events(app, since)))
 
     async def close(self) -> None:
-        """Close the HTTP client (the service keeps running)."""
+        """Close the HTTP clients (the service keeps running)."""
         await self._reset()
+        retired, self._retired = self._retired, []
+        for client in retired:
+            await client.aclose()
 
 
 def get_provider(target: str = "local", *, home: Home | None = None) -> Provider:

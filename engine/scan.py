@@ -68,7 +68,7 @@ from engine.staticeval import (
     partial,
 )
 from runtime import enums as _enums
-from runtime.resources import RESOURCE_TYPES
+from runtime.resources import IMAGE_FIELDS, RESOURCE_TYPES, missing_image_message, needs_image
 
 __all__ = ["ScanResult", "ScanStats", "Scanner", "module_name", "scan_project"]
 
@@ -1025,6 +1025,17 @@ class Scanner:
                     + " cannot be evaluated without running the code; its config hash (and so "
                     "its drift) is unknown",
                     codes.CONFIG_UNRESOLVED,
+                )
+            )
+        elif needs_image(resource_type) and not any(config.get(f) for f in IMAGE_FIELDS):
+            # Its own error (upstream refuses it at import), instead of an "invalid config".
+            diags.append(
+                Diagnostic(
+                    "error",
+                    file,
+                    line,
+                    missing_image_message(resource_type, name),
+                    codes.CONFIG_NEEDS_IMAGE,
                 )
             )
         else:

@@ -5,8 +5,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import re
+import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -63,6 +65,9 @@ HEALTH_HISTORY = 30
 HEALTH_INTERVAL = 2.0
 STATUS_INTERVAL = 5.0
 DEPLOYED_STATES = frozenset({"healthy", "unhealthy", "deploying", "starting", "failed", "stopped"})
+# States in which a worker process answers probes: a sparkline belongs to one of these.
+LIVE_STATES = frozenset({"healthy", "unhealthy", "deploying", "starting"})
+NOTHING_SELECTED = "Select an endpoint first (in the tree or the table): nothing is selected"
 
 
 def _median(samples: Iterable[float | None]) -> float | None:
@@ -76,6 +81,24 @@ def _median(samples: Iterable[float | None]) -> float | None:
 
 def _now() -> datetime:
     return datetime.now().astimezone()
+
+
+@dataclass
+class _Confirmed:
+    """When the person confirmed an operation: its duration counts from there, not from when
+    the dialog opened (reading a plan is not deploying)."""
+
+    at: float | None = None
+
+    def mark(self, confirmed: bool) -> bool:
+        """Note the moment of a confirmation; returns `confirmed`."""
+        if confirmed:
+            self.at = time.perf_counter()
+        return confirmed
+
+    def elapsed_ms(self, engine_ms: float | None) -> float | None:
+        """Since the confirmation; the engine's own figure when nothing was confirmed."""
+        return (time.perf_counter() - self.at) * 1000 if self.at is not None else engine_ms
 
 
 class FlashApp(App[None]):
@@ -108,9 +131,14 @@ class FlashApp(App[None]):
         self.diagnostics: list[Any] = []
         self.statuses: dict[str, Any] = {}
         self.samples: dict[str, deque[float | None]] = {}
+        # (url, pid) of the worker each sparkline was measured on: a restarted cloud or a
+        # redeploy is another worker, whose history starts afresh.
+        self.sampled_at: dict[str, tuple[str | None, int | None]] = {}
         self.events: dict[str, list[str]] = {}
         self.target_desc = target
         self.connected = False
+        # The target's description as last reached: a change means the local cloud moved.
+        self._reached: str | None = None
         self.busy: str | None = None
         self.selection: TreeItem | str | None = None
         self.tester_history: list[HistoryEntry] = []
@@ -127,6 +155,7 @@ class FlashApp(App[None]):
             self._set_statuses(statuses)
         for name, values in (health or {}).items():
             self.samples[name] = deque(values, maxlen=HEALTH_HISTORY)
+            self.sampled_at[name] = self._incarnation(name)
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -239,12 +268,18 @@ class FlashApp(App[None]):
         except BackendError as exc:
             self.post_message(EngineUnavailable(str(exc)))
             return
+        first = self._reached is None
         self.connected = True
+        self._reached = self.target_desc
         self.log_engine(f"connected to {self.target_desc}")
         self._render_header()
         self._refresh_status()
-        self._monitor()
-        self._follow_logs()
+        if self.health_monitor is None:
+            self._monitor()
+        else:
+            self.health_monitor.trigger()
+        # A reconnect follows the (possibly new) service's logs without replaying old lines.
+        self._follow_logs(20 if first else 0)
         # Restarts, uptime and supervisor states change without a health transition. Once: a
         # retry after a failed connect must not add a second timer.
         if self._status_timer is None:
@@ -269,10 +304,19 @@ class FlashApp(App[None]):
         try:
             statuses = await self.backend.status(probe=True)
         except BackendError as exc:
-            self.log_engine(f"status failed: {exc}", "warning")
+            self._target_lost(str(exc))
             return
-        self.post_message(StatusUpdated(statuses))
+        self.post_message(StatusUpdated(statuses, self.backend.target_now()))
         await self._pull_events()
+
+    def _target_lost(self, reason: str) -> None:
+        """A refresh could not reach the target: the header says so until one can (once)."""
+        if not self.connected:
+            return  # already said; the next refresh that reaches it says so too
+        self.connected = False
+        self.target_desc = f"{self.backend.target} unreachable (r retries)"
+        self.log_engine(f"status failed: {reason}", "warning")
+        self._render_header()
 
     async def _pull_events(self) -> None:
         """New entries of the target's event log: per-endpoint history, crashes in the log pane."""
@@ -311,7 +355,9 @@ class FlashApp(App[None]):
         try:
             async for event in events:
                 if isinstance(event, HealthSample):
-                    self.post_message(HealthSampled(event.endpoint, event.ok, event.latency_ms))
+                    self.post_message(
+                        HealthSampled(event.endpoint, event.ok, event.latency_ms, event.url)
+                    )
                 elif isinstance(event, HealthChange):
                     self.health_changed(event.endpoint, event.ok, event.detail)
         finally:
@@ -331,13 +377,18 @@ class FlashApp(App[None]):
         try:
             async for line in self.backend.follow_logs(lines):
                 at = present.field(line, "at")
+                # The time the worker wrote the line; an unstamped one (an old log file) shows
+                # no time rather than the time it arrived.
                 stamp = (
                     datetime.fromtimestamp(at).astimezone().strftime("%H:%M:%S")
-                    if at
-                    else self.stamp()
+                    if at is not None
+                    else " " * 8
                 )
                 level = "error" if present.field(line, "source") == "error" else "info"
-                self.logs.append(stamp, str(present.field(line, "endpoint")), str(line.text), level)
+                probe = bool(present.field(line, "probe"))
+                self.logs.append(
+                    stamp, str(present.field(line, "endpoint")), str(line.text), level, probe
+                )
         except BackendError as exc:
             if "no logs to follow" in str(exc):
                 return  # nothing deployed yet; a deploy restarts the stream
@@ -345,25 +396,59 @@ class FlashApp(App[None]):
 
     @on(StatusUpdated)
     def _status_updated(self, message: StatusUpdated) -> None:
+        if not self.dashboard.query(EndpointsTable):
+            return  # posted while the app closes: its dashboard is already gone
+        if message.target is not None:
+            self._reached_target(message.target)
         self._set_statuses(message.statuses)
         deployed = set(self.deployed_names())
-        # A sparkline belongs to a deployment: an endpoint no longer deployed loses its history.
-        for name in set(self.samples) - deployed:
-            del self.samples[name]
+        # A sparkline belongs to one running worker: an endpoint that no longer runs, or now
+        # runs as another worker (new URL or pid), loses its history.
+        for name in list(self.samples):
+            state = present.field(self.statuses.get(name), "status")
+            if state not in LIVE_STATES or self.sampled_at.get(name) != self._incarnation(name):
+                del self.samples[name]
+                self.sampled_at.pop(name, None)
         if self.busy != "undeploy":
             self.retired -= deployed  # deployed again: its health is news again
         self._render_table()
         self._render_header()
         self._render_detail()
 
+    def _reached_target(self, target: str) -> None:
+        """A refresh reached the target as `target`; a new address is a restarted service."""
+        moved = self._reached is not None and target != self._reached
+        if moved:
+            self.log_engine(f"target restarted: now {target}")
+        if moved or not self.connected:
+            # The log streams ended with the old service: follow the new one (new lines only).
+            self._follow_logs(0)
+            if self.health_monitor is not None:
+                self.health_monitor.trigger()
+        self._reached = target
+        self.target_desc = target
+        self.connected = True
+
     def _set_statuses(self, statuses: Iterable[Any]) -> None:
         self.statuses = {str(present.field(s, "name")): s for s in statuses}
 
+    def _incarnation(self, name: str) -> tuple[str | None, int | None]:
+        """(url, pid) of the worker the target reports for `name`."""
+        status = self.statuses.get(name)
+        return present.field(status, "url"), present.field(status, "pid")
+
     @on(HealthSampled)
     def _health(self, message: HealthSampled) -> None:
-        if message.endpoint in self.retired:
+        name = message.endpoint
+        if name in self.retired or not self.dashboard.query(EndpointsTable):
             return
-        samples = self.samples.setdefault(message.endpoint, deque(maxlen=HEALTH_HISTORY))
+        owner = self._incarnation(name)
+        if message.url is not None and owner[0] is not None and message.url != owner[0]:
+            return  # a probe of another worker than the one reported: not this one's health
+        if self.sampled_at.get(name) != owner:
+            self.samples.pop(name, None)
+        self.sampled_at[name] = owner
+        samples = self.samples.setdefault(name, deque(maxlen=HEALTH_HISTORY))
         samples.append(message.latency_ms if message.ok else None)
         self._render_table()
 
@@ -403,7 +488,9 @@ class FlashApp(App[None]):
         return rows
 
     def _render_table(self) -> None:
-        self.dashboard.query_one(EndpointsTable).show(self.rows())
+        # A health sample can land while the app shuts down and its widgets are gone.
+        for table in self.dashboard.query(EndpointsTable):
+            table.show(self.rows())
 
     def _render_header(self) -> None:
         resources = self.manifest.get("resources") or {}
@@ -449,18 +536,27 @@ class FlashApp(App[None]):
             reason = str(item.payload.get("message", ""))
             pane.show(Text(reason, style="red"), title="Cannot scan the project")
 
-    def selected_endpoint(self) -> str | None:
-        """The endpoint under the cursor of whichever of tree and table has the focus."""
+    def visible_selection(self) -> TreeItem | str | None:
+        """What the person sees selected (the rule `d`, `u` and `t` follow, README "Selection").
+
+        The focused tree's highlighted node, or the focused table's highlighted row; with the
+        focus elsewhere (details, logs), the one last picked there, which the detail pane shows.
+        Never a cursor the person did not put there: an unfocused table's first row is not chosen.
+        """
         focused = self.dashboard.focused
         table = self.dashboard.query_one(EndpointsTable)
         if focused is table:
             return table.selected_name
-        item = self.selection
-        if isinstance(item, TreeItem) and item.endpoint:
-            return item.endpoint
-        if isinstance(item, str):
-            return item
-        return table.selected_name
+        tree = self.dashboard.query_one(ManifestTree)
+        if focused is tree:
+            node = tree.cursor_node
+            return node.data if node is not None else None
+        return self.selection
+
+    def selected_endpoint(self) -> str | None:
+        """The endpoint of the visible selection (None when it is no endpoint's)."""
+        item = self.visible_selection()
+        return item.endpoint if isinstance(item, TreeItem) else item
 
     # -- long operations ------------------------------------------------------------------
 
@@ -487,7 +583,12 @@ class FlashApp(App[None]):
         self.busy = None
         self.dashboard.query_one(ProgressBar).remove_class("-busy")
         title = message.operation.capitalize()
-        if message.ok:
+        if message.cancelled:
+            # One line, said once: the log and the toast carry the same words.
+            said = f"{message.operation} cancelled — nothing changed"
+            self.log_engine(said)
+            self.notify(said)
+        elif message.ok:
             self.log_engine(f"{message.operation}: {message.summary}")
             self.notify(message.summary or "done", title=f"{title} finished")
         else:
@@ -542,22 +643,21 @@ class FlashApp(App[None]):
     def action_deploy(self) -> None:
         name = self.selected_endpoint()
         if not name:
-            self.notify("Select an endpoint in the tree or the table first", severity="warning")
+            self.notify(NOTHING_SELECTED, severity="warning")
             return
         self._deploy([name])
 
     def action_deploy_all(self) -> None:
         self._deploy(None)
 
-    def _confirm_plan(self, names: list[str] | None) -> Callable[[Any], Awaitable[bool]]:
+    def _confirm_plan(
+        self, names: list[str] | None, confirmed: _Confirmed
+    ) -> Callable[[Any], Awaitable[bool]]:
         title = f"Deploy {names[0]}" if names and len(names) == 1 else "Deploy plan"
 
         async def confirm(plan: Any) -> bool:
             items = list(present.field(plan, "items", plan))
-            confirmed = bool(await self.push_screen_wait(PlanScreen(items, title=title)))
-            if not confirmed:
-                self.log_engine("deploy cancelled: nothing was changed")
-            return confirmed
+            return confirmed.mark(bool(await self.push_screen_wait(PlanScreen(items, title=title))))
 
         return confirm
 
@@ -565,9 +665,10 @@ class FlashApp(App[None]):
     async def _deploy(self, names: list[str] | None) -> None:
         if not self._begin("deploy"):
             return
+        confirmed = _Confirmed()
         try:
             report = await self.backend.deploy(
-                names, self._confirm_plan(names), self._operation_event("deploy")
+                names, self._confirm_plan(names, confirmed), self._operation_event("deploy")
             )
         except BackendError as exc:
             self.post_message(OperationFinished("deploy", False, error=str(exc)))
@@ -577,12 +678,12 @@ class FlashApp(App[None]):
                 OperationFinished("deploy", False, error=f"{type(exc).__name__}: {exc}")
             )
             return
-        self.post_message(self._report("deploy", report))
+        self.post_message(self._report("deploy", report, confirmed))
 
-    def _report(self, operation: str, report: Any) -> OperationFinished:
+    def _report(self, operation: str, report: Any, confirmed: _Confirmed) -> OperationFinished:
         """Turn an engine DeployReport into the notification a person reads."""
         if present.field(report, "cancelled"):
-            return OperationFinished(operation, True, "cancelled: nothing was changed")
+            return OperationFinished(operation, True, cancelled=True)
         outcome = present.field(report, "outcome")
         failed = outcome.failed() if outcome is not None else []
         if failed:
@@ -600,7 +701,7 @@ class FlashApp(App[None]):
             summary = "nothing to do: everything is up to date"
         else:
             summary = ", ".join(f"{counts.get(a, 0)} {a}d" for a in ("create", "update", "delete"))
-        elapsed = present.field(report, "elapsed_ms")
+        elapsed = confirmed.elapsed_ms(present.field(report, "elapsed_ms"))
         if elapsed:
             summary += f" in {elapsed / 1000:.1f}s"
         return OperationFinished(operation, True, summary)
@@ -620,6 +721,8 @@ class FlashApp(App[None]):
             data = present.field(event, "data") or {}
             if data.get("build_step"):
                 return  # per-step build progress drives the bar; the log gets "built <id>"
+            if present.field(event, "step") == "done":
+                return  # the outcome is said once, when the operation finishes
             message = str(present.field(event, "message") or "")
             name = present.field(event, "name")
             if name:
@@ -641,7 +744,7 @@ class FlashApp(App[None]):
     def action_undeploy(self) -> None:
         name = self.selected_endpoint()
         if not name:
-            self.notify("Select an endpoint first", severity="warning")
+            self.notify(NOTHING_SELECTED, severity="warning")
             return
         if name not in self.deployed_names():
             self.notify(f"{name} is not deployed", severity="warning")
@@ -654,7 +757,9 @@ class FlashApp(App[None]):
             return
         self._undeploy(None)
 
-    def _confirm_undeploy(self, everything: bool) -> Callable[[Any], Awaitable[bool]]:
+    def _confirm_undeploy(
+        self, everything: bool, confirmed: _Confirmed
+    ) -> Callable[[Any], Awaitable[bool]]:
         async def confirm(plan: Any) -> bool:
             names = list(plan.names("delete")) if hasattr(plan, "names") else list(plan)
             if everything:
@@ -664,12 +769,10 @@ class FlashApp(App[None]):
             else:
                 urls = {n: str(present.field(self.statuses.get(n), "url") or "") for n in names}
                 screen = UndeployScreen(names, urls)
-            confirmed = bool(await self.push_screen_wait(screen))
-            if not confirmed:
-                self.log_engine("undeploy cancelled: nothing was changed")
-            else:
+            if confirmed.mark(bool(await self.push_screen_wait(screen))):
                 self.retire(names)
-            return confirmed
+                return True
+            return False
 
         return confirm
 
@@ -685,9 +788,12 @@ class FlashApp(App[None]):
     async def _undeploy(self, names: list[str] | None) -> None:
         if not self._begin("undeploy"):
             return
+        confirmed = _Confirmed()
         try:
             report = await self.backend.undeploy(
-                names, self._confirm_undeploy(names is None), self._operation_event("undeploy")
+                names,
+                self._confirm_undeploy(names is None, confirmed),
+                self._operation_event("undeploy"),
             )
         except BackendError as exc:
             self.post_message(OperationFinished("undeploy", False, error=str(exc)))
@@ -697,7 +803,7 @@ class FlashApp(App[None]):
                 OperationFinished("undeploy", False, error=f"{type(exc).__name__}: {exc}")
             )
             return
-        self.post_message(self._report("undeploy", report))
+        self.post_message(self._report("undeploy", report, confirmed))
 
     # -- screens --------------------------------------------------------------------------
 
@@ -737,9 +843,15 @@ class FlashApp(App[None]):
     def action_test_route(self) -> None:
         from flash_tui.tester import AppTester
 
+        item = self.visible_selection()
+        function = None
+        if isinstance(item, TreeItem) and item.kind == "function":
+            function = str(item.payload.get("name"))
+        endpoint = item.endpoint if isinstance(item, TreeItem) else item
+        # Nothing selected: the tester opens on its picker, nothing chosen for the person.
         self.push_screen(
             RouteTesterScreen(
-                AppTester(self), self.tester_history, initial=self.selected_endpoint()
+                AppTester(self), self.tester_history, initial=endpoint, initial_function=function
             )
         )
 
@@ -750,14 +862,15 @@ class FlashApp(App[None]):
     def action_rescan(self) -> None:
         self.log_engine("rescan requested")
         self.rescan()
-        if self.connected:
-            self._refresh_status()
-        elif self.connect_target:
-            # The target was unreachable (a local cloud that was down, say): try again.
+        if not self.connect_target:
+            return
+        if not self.connected:
             self.target_desc = f"{self.backend.target} connecting…"
             self._render_header()
-            self.log_engine(f"connecting to {self.backend.target} again")
-            self._connect()
+        # Connect again even when connected: the service may have been restarted elsewhere
+        # (another address); connecting finds the running one and refreshes the status.
+        self.log_engine(f"connecting to {self.backend.target} again")
+        self._connect()
 
     def action_probe_health(self) -> None:
         self._probe()
@@ -775,6 +888,7 @@ class FlashApp(App[None]):
                     str(present.field(sample, "name", present.field(sample, "endpoint"))),
                     bool(present.field(sample, "ok")),
                     present.field(sample, "latency_ms"),
+                    present.field(sample, "url"),
                 )
             )
         self.notify(f"{len(samples)} endpoints probed", title="Health")

@@ -37,6 +37,19 @@ class ScanOutcome:
 Confirm = Callable[[Any], Awaitable[bool]]
 
 
+def request_body(text: str) -> Any:
+    """The route tester's editor text as the body to send, unchanged (`engine.invoke.JSONText`);
+    BackendError saying why when a server would not read it as JSON."""
+    from engine.invoke import JSONText
+
+    body = JSONText(text)
+    try:
+        body.value  # noqa: B018 - parsed only to refuse what is not JSON before sending
+    except ValueError as exc:
+        raise BackendError(str(exc)) from exc
+    return body
+
+
 class Backend:
     """Engine access for one project and one target."""
 
@@ -112,6 +125,11 @@ class Backend:
         """Reach the target (starting the local cloud if needed); returns a short description."""
         return await self._op(self.engine.connect())
 
+    def target_now(self) -> str | None:
+        """The target as the last engine call reached it (a restarted local cloud has a new
+        address); None before the first connection."""
+        return self._engine.provider.describe() if self._engine is not None else None
+
     async def status(self, probe: bool = True) -> list[Any]:
         """EndpointStatus of every endpoint in code or deployed (with live health by default)."""
         return await self._op(self.engine.status(probe=probe))
@@ -145,8 +163,9 @@ class Backend:
     async def follow_logs(self, lines: int = 20) -> AsyncIterator[Any]:
         """LogLines of every deployed endpoint, the last `lines` first, then as they come."""
         try:
-            # Probe lines too: the logs screen can show them (the log views hide them by default).
-            async for line in self.engine.follow(None, lines, probes=True):
+            # Probe lines too: the logs screen can show them (the log views hide them by default,
+            # so the `lines` of history are counted without them).
+            async for line in self.engine.follow(None, lines, probes=True, count_probes=False):
                 yield line
         except OpError as exc:
             raise BackendError(str(exc)) from exc

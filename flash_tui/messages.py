@@ -32,6 +32,8 @@ class StatusUpdated(Message):
     """The engine reported the deployment status of every endpoint."""
 
     statuses: Sequence[Any]
+    # The target as reached by this refresh (a restarted local cloud has a new address).
+    target: str | None = None
 
 
 @dataclass
@@ -41,6 +43,8 @@ class HealthSampled(Message):
     endpoint: str
     ok: bool
     latency_ms: float | None
+    # The URL probed: a sample of a previous incarnation of the endpoint is not its health.
+    url: str | None = None
 
 
 @dataclass
@@ -61,6 +65,8 @@ class OperationFinished(Message):
     ok: bool
     summary: str = ""
     error: str | None = None
+    # The person said no at the confirmation: nothing was changed.
+    cancelled: bool = False
 
 
 @dataclass

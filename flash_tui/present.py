@@ -31,8 +31,13 @@ DRIFT_STYLES: dict[str, str] = {
     "in_sync": "green",
     "drifted": "bold yellow",
     "orphaned": "magenta",
+    "unparsable": "bold magenta",
     "unknown": "dim yellow",
 }
+
+# Narrow cells (the endpoints table) name a drift state in at most 8 characters; the detail
+# pane and the CLI say the full word and why.
+SHORT_DRIFT_LABELS: dict[str, str] = {"unparsable": "no parse"}
 
 SEVERITY_STYLES: dict[str, str] = {"error": "bold red", "warning": "yellow", "info": "cyan"}
 SEVERITY_ICONS: dict[str, str] = {"error": "✖", "warning": "⚠", "info": "ℹ"}

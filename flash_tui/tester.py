@@ -32,6 +32,9 @@ class AppTester:
             shown = {"error": error}
         status = present.field(result, "status_code") or "error"
         job = present.field(result, "job_status")
+        if job and job != "COMPLETED":
+            # A queue job answers HTTP 200 whatever became of it: its status is the news.
+            status = str(job)
         headers = {str(k): str(v) for k, v in (present.field(result, "headers") or {}).items()}
         if job:
             headers.setdefault("job status", str(job))
@@ -41,6 +44,7 @@ class AppTester:
             headers=headers,
             body=shown,
             ok=bool(present.field(result, "ok")),
+            remote_error=present.field(result, "remote_error"),
         )
 
     async def curl(self, target: RouteTarget, body: Any, reveal_key: bool) -> str:

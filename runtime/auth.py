@@ -40,7 +40,8 @@ def check_bearer(header: bytes | None, key: bytes) -> bool:
 
 
 class BearerAuthMiddleware:
-    """Rejects HTTP requests without the right Bearer key with 401 (JSON body)."""
+    """Rejects requests without the right Bearer key: HTTP with 401 (JSON), websockets with
+    a close before the handshake; lifespan passes through, any other scope type is refused."""
 
     def __init__(
         self,
@@ -56,16 +57,23 @@ class BearerAuthMiddleware:
         self._public = frozenset(public_paths)
         self._unauthorized = unauthorized
 
-    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        if scope["type"] != "http" or scope["path"] in self._public:
-            await self.app(scope, receive, send)
-            return
-        header = None
+    def _authorized(self, scope: dict[str, Any]) -> bool:
         for name, value in scope["headers"]:
             if name == b"authorization":
-                header = value
-                break
-        if check_bearer(header, self._key):
+                return check_bearer(value, self._key)
+        return False
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        kind = scope["type"]
+        if kind == "lifespan" or (kind == "http" and scope["path"] in self._public):
             await self.app(scope, receive, send)
             return
-        await send_json(send, 401, self._unauthorized, [(b"www-authenticate", b"Bearer")])
+        if kind in ("http", "websocket") and self._authorized(scope):
+            await self.app(scope, receive, send)
+            return
+        if kind == "http":
+            await send_json(send, 401, self._unauthorized, [(b"www-authenticate", b"Bearer")])
+        elif kind == "websocket":
+            await receive()  # websocket.connect; a close before accept refuses the handshake
+            await send({"type": "websocket.close", "code": 1008})
+        # A scope type this middleware does not know cannot be authenticated: never forwarded.

@@ -5,7 +5,8 @@
 - local execution when no service registry is configured (development: `python main.py`) or
   when the function belongs to the endpoint this process serves (`FLASH_RESOURCE_NAME`);
   async functions are awaited, sync ones run in a thread so a worker's loop never blocks;
-- otherwise an HTTP call to the owning endpoint, found through `runtime.registry`:
+- otherwise an HTTP call to the owning endpoint, found through `runtime.registry`, on a kept-alive
+  connection of this event loop's `runtime.httpwire` pool (httpx for `https://` endpoints):
   - queue-based: `POST /runsync` with the upstream job input (`function_name`,
     `execution_type`, base64-cloudpickle `args`/`kwargs`), polling `/status/{id}` if the job
     outlives the runsync wait; the result is unpickled;
@@ -39,6 +40,7 @@ from urllib.parse import quote
 import httpx
 
 from runtime.errors import RemoteExecutionError
+from runtime.httpwire import ConnectionPool, Response
 from runtime.registry import EndpointInfo, FunctionTarget, ServiceRegistry
 from runtime.serialization import (
     class_job,
@@ -63,7 +65,11 @@ __all__ = [
 DEFAULT_CALL_TIMEOUT = 300.0
 _UNSET: Any = object()
 _registry: Any = _UNSET
-_clients: dict[int, tuple[asyncio.AbstractEventLoop, httpx.AsyncClient]] = {}
+# Per event loop (a connection belongs to the loop that opened it): the keep-alive pool for
+# http:// endpoints, and an httpx client for https:// ones.
+_clients: dict[int, tuple[asyncio.AbstractEventLoop, ConnectionPool]] = {}
+_tls_clients: dict[int, tuple[asyncio.AbstractEventLoop, httpx.AsyncClient]] = {}
+_HttpResponse = Response | httpx.Response
 
 
 def get_registry() -> ServiceRegistry | None:
@@ -85,6 +91,7 @@ def reset() -> None:
     global _registry
     _registry = _UNSET
     _clients.clear()
+    _tls_clients.clear()
 
 
 def _timeout() -> float:
@@ -94,18 +101,43 @@ def _timeout() -> float:
         return DEFAULT_CALL_TIMEOUT
 
 
-def _client() -> httpx.AsyncClient:
-    """One pooled client per event loop (an AsyncClient is bound to the loop it ran on)."""
+def _pool() -> ConnectionPool:
+    """This event loop's keep-alive pool for http:// endpoints."""
     loop = asyncio.get_running_loop()
     entry = _clients.get(id(loop))
     if entry is None or entry[0] is not loop or entry[1].is_closed:
+        pool = ConnectionPool(timeout=_timeout(), connect_timeout=10.0)
+        _clients[id(loop)] = (loop, pool)
+        return pool
+    return entry[1]
+
+
+def _tls_client() -> httpx.AsyncClient:
+    """This event loop's httpx client for https:// endpoints."""
+    loop = asyncio.get_running_loop()
+    entry = _tls_clients.get(id(loop))
+    if entry is None or entry[0] is not loop or entry[1].is_closed:
         client = httpx.AsyncClient(
             timeout=httpx.Timeout(_timeout(), connect=10.0),
-            limits=httpx.Limits(max_connections=64, max_keepalive_connections=16),
+            limits=httpx.Limits(max_connections=64, max_keepalive_connections=64),
         )
-        _clients[id(loop)] = (loop, client)
+        _tls_clients[id(loop)] = (loop, client)
         return client
     return entry[1]
+
+
+async def _http(
+    method: str,
+    url: str,
+    *,
+    params: Any = None,
+    json: Any = None,
+    headers: Mapping[str, str] | None = None,
+) -> _HttpResponse:
+    """One request to an endpoint: the keep-alive pool for http://, httpx for https://."""
+    if url.startswith("http://"):
+        return await _pool().request(method, url, params=params, json=json, headers=headers)
+    return await _tls_client().request(method, url, params=params, json=json, headers=headers)
 
 
 async def run_local(fn: Callable[..., Any], args: Sequence[Any], kwargs: Mapping[str, Any]) -> Any:
@@ -280,7 +312,7 @@ async def _call_once(
     return await _call_route(target, endpoint, original, args, kwargs)
 
 
-def _raise_http_error(target: FunctionTarget, response: httpx.Response) -> None:
+def _raise_http_error(target: FunctionTarget, response: _HttpResponse) -> None:
     message, tb = response.text[:500], ""
     try:
         body = response.json()
@@ -319,13 +351,12 @@ _TERMINAL = frozenset({"COMPLETED", "FAILED", "CANCELLED", "TIMED_OUT"})
 async def _call_queue(
     target: FunctionTarget, endpoint: EndpointInfo, job_input: Mapping[str, Any]
 ) -> Any:
-    client = _client()
     deadline = time.monotonic() + _timeout()
     payload = {"input": job_input}
     wait_ms = int(min(60.0, _timeout()) * 1000)
-    response = await client.post(
-        f"{endpoint.url}/runsync",
-        params={"wait": wait_ms},
+    response = await _http(
+        "POST",
+        f"{endpoint.url}/runsync?wait={wait_ms}",
         json=payload,
         headers=endpoint.headers(),
     )
@@ -337,8 +368,8 @@ async def _call_queue(
         if time.monotonic() > deadline:
             # Free the remote worker's slot before giving up.
             try:
-                await client.post(
-                    f"{endpoint.url}/cancel/{job.get('id')}", headers=endpoint.headers()
+                await _http(
+                    "POST", f"{endpoint.url}/cancel/{job.get('id')}", headers=endpoint.headers()
                 )
             except httpx.HTTPError:
                 pass
@@ -347,8 +378,8 @@ async def _call_queue(
             )
         await asyncio.sleep(pause)
         pause = min(pause * 1.5, 1.0)
-        response = await client.get(
-            f"{endpoint.url}/status/{job.get('id')}", headers=endpoint.headers()
+        response = await _http(
+            "GET", f"{endpoint.url}/status/{job.get('id')}", headers=endpoint.headers()
         )
         if response.status_code >= 400:
             _raise_http_error(target, response)
@@ -383,9 +414,7 @@ async def _call_execute(
         body["args"] = serialize_args(args)
     if kwargs:
         body["kwargs"] = serialize_kwargs(kwargs)
-    response = await _client().post(
-        f"{endpoint.url}/execute", json=body, headers=endpoint.headers()
-    )
+    response = await _http("POST", f"{endpoint.url}/execute", json=body, headers=endpoint.headers())
     if response.status_code >= 400:
         _raise_http_error(target, response)
     return _decode_function_response(target, response.json())
@@ -424,7 +453,6 @@ async def _call_route(
             path = path.replace(f"{{{name}}}", quote(str(values.pop(name)), safe=""))
     headers = {**endpoint.headers(), TRACEBACK_HEADER: "1"}
     url = f"{endpoint.url}{path}"
-    client = _client()
     if method in QUERY_METHODS:
         params: list[tuple[str, str]] = []
         for name, value in values.items():
@@ -434,13 +462,13 @@ async def _call_route(
                 params += [(name, _query_text(item)) for item in value]
             else:
                 params.append((name, _query_text(value)))
-        response = await client.request(method, url, params=params, headers=headers)
+        response = await _http(method, url, params=params, headers=headers)
     else:
         if binding.whole_body is not None:
             body = _jsonable(values.get(binding.whole_body, {}))
         else:
             body = _jsonable(values)
-        response = await client.request(method, url, json=body, headers=headers)
+        response = await _http(method, url, json=body, headers=headers)
     if response.status_code >= 400:
         _raise_http_error(target, response)
     if not response.content:

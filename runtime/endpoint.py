@@ -12,7 +12,7 @@ from typing import Any
 
 from runtime.enums import CudaVersion, ServerlessScalerType
 from runtime.remote import HTTP_METHODS, remote
-from runtime.resources import ServerlessResource, resource_class
+from runtime.resources import IMAGE_FIELDS, ServerlessResource, resource_class
 
 DEFAULT_WORKERS = (0, 1)
 
@@ -101,6 +101,9 @@ def endpoint_resource(
     volume = kwargs.get("volume")
     if volume is not None:
         config["networkVolume"] = volume[0] if isinstance(volume, (list, tuple)) else volume
+    if not live and not any(config.get(field) for field in IMAGE_FIELDS):
+        # Built code runs on Flash's runtime image; the non-live classes must name it.
+        config["imageName"] = resource_class(_CLASS_BY_KIND[(load_balanced, cpu, True)]).live_image
     return type_name, config
 
 

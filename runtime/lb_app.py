@@ -11,7 +11,15 @@ BY NAME, which is what Flash clients (and our cross-endpoint calls) send:
 - a function whose only parameter is a `dict` (or a pydantic model) receives the whole body,
   as upstream examples rely on; a lone `list` parameter accepts a bare JSON array too;
 - a missing, extra or invalid field gives 422 in FastAPI's `{"detail": [...]}` shape (each
-  entry's `loc` names the field) plus a one-line `error` summary.
+  entry's `loc` names the field) plus a one-line `error` summary; the offending value is never
+  echoed (it may be a secret);
+- a body over the cap (30 MB, RunPod's LB payload limit) is a 413, read no further; JSON with a
+  lone surrogate or nested too deep is a 400 (`runtime.payload`);
+- a route that raises answers 500 with `{"error", "type", "message", "location"}` (location:
+  file:line of the deepest user-code frame) and logs the traceback to stderr;
+- a route slower than the request timeout answers 504; a sync route's thread cannot be killed,
+  so it is counted as stuck until it returns (`app.state.flash_calls`, a `CallGuard` the worker
+  configures), and `/ping` answers 503 once `max_stuck` calls are stuck.
 
 Why not FastAPI's own parameter inference: it treats scalar parameters as query parameters
 even on POST and wraps single body parameters differently, which is not the by-name contract;
@@ -26,6 +34,7 @@ mothership, 403 elsewhere).
 
 from __future__ import annotations
 
+import asyncio
 import collections.abc
 import contextlib
 import inspect
@@ -48,10 +57,12 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Route
 
-from runtime.qb_handler import create_handler, format_user_traceback, unwrap
+from runtime.payload import DEFAULT_MAX_DEPTH, BodyError, parse_json
+from runtime.qb_handler import create_handler, format_user_traceback, unwrap, user_location
 
 __all__ = [
     "BODY_METHODS",
+    "CallGuard",
     "RESERVED_PATHS",
     "RouteBinding",
     "TRACEBACK_HEADER",
@@ -65,6 +76,8 @@ RESERVED_PATHS = frozenset({"/ping", "/execute", "/manifest"})
 # A caller that sends this header gets the remote traceback in a 500 body (cross-endpoint
 # calls do); other clients get only the error line.
 TRACEBACK_HEADER = "x-flash-traceback"
+MAX_BODY_BYTES = 30 * 1024 * 1024  # RunPod's load-balancer payload limit
+DEFAULT_MAX_STUCK = 40  # anyio's default thread limiter: 40 stuck calls leave no thread
 
 _PATH_PARAM = re.compile(r"{([A-Za-z_][A-Za-z0-9_]*)(?::[^}]*)?}")
 _NONE_TYPE = type(None)
@@ -94,6 +107,35 @@ def _is_sequence(annotation: Any) -> bool:
     annotation = _strip_optional(annotation)
     origin = typing.get_origin(annotation) or annotation
     return origin in (list, tuple, set, frozenset, collections.abc.Sequence)
+
+
+class CallGuard:
+    """Per-app limits on route calls: timeout, body cap, JSON depth, and the stuck-call count."""
+
+    def __init__(self) -> None:
+        self.timeout: float | None = None
+        self.max_stuck = DEFAULT_MAX_STUCK
+        self.max_body_bytes = MAX_BODY_BYTES
+        self.max_depth = DEFAULT_MAX_DEPTH
+        self._stuck: set[asyncio.Future[Any]] = set()
+
+    @property
+    def stuck(self) -> int:
+        """Calls answered 504 (or abandoned by their client) whose thread still runs."""
+        return len(self._stuck)
+
+    def abandon(self, call: asyncio.Future[Any]) -> None:
+        """Count `call` as stuck until it finishes."""
+        if call.done():
+            return
+        self._stuck.add(call)
+        call.add_done_callback(self._stuck.discard)
+
+    def unhealthy(self) -> str | None:
+        """Why the app cannot serve any more, or None."""
+        if self._stuck and len(self._stuck) >= self.max_stuck:
+            return f"{len(self._stuck)} stuck requests (their code did not return after a timeout)"
+        return None
 
 
 @dataclass(frozen=True)
@@ -242,16 +284,39 @@ def _maybe_json(text: str) -> Any:
         return text
 
 
-async def _request_values(binding: RouteBinding, request: Request) -> dict[str, Any]:
+async def _read_capped(request: Request, limit: int) -> bytes:
+    """The request body; BodyError(413) once it passes `limit` bytes (read no further)."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise BodyError(413, f"request body too large (limit {limit} bytes)")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise BodyError(413, f"request body too large (limit {limit} bytes)")
+        chunks.append(chunk)
+    body = b"".join(chunks)
+    # Starlette's own cache of the body: a route taking the Request can still read it.
+    request._body = body
+    return body
+
+
+async def _request_values(
+    binding: RouteBinding, request: Request, guard: CallGuard
+) -> dict[str, Any]:
     """The raw (unvalidated) parameter values of a request."""
     body_json: Any = None
-    raw = await request.body()
+    raw = await _read_capped(request, guard.max_body_bytes)
     if raw:
         try:
-            body_json = json.loads(raw)
-        except ValueError as exc:
+            body_json = parse_json(raw, guard.max_depth)
+        except BodyError as exc:
+            if not exc.invalid:
+                raise
+            cause = exc.__cause__ or exc
             raise _BindError(
-                [{"type": "json_invalid", "loc": ["body"], "msg": f"JSON decode error: {exc}"}]
+                [{"type": "json_invalid", "loc": ["body"], "msg": f"JSON decode error: {cause}"}]
             ) from exc
     if binding.method in QUERY_METHODS and (
         request.scope.get("query_string") or not isinstance(body_json, dict)
@@ -298,9 +363,8 @@ def _bind(binding: RouteBinding, values: dict[str, Any]) -> dict[str, Any]:
                 loc = ["body", *error["loc"][1:]]
             else:
                 loc = [where, *error["loc"]]
+            # No "input": the rejected value may be a secret, and it was the caller's anyway.
             item = {"type": error["type"], "loc": loc, "msg": error["msg"]}
-            if error["type"] != "missing":
-                item["input"] = error.get("input")
             detail.append(jsonable_encoder(item))
         raise _BindError(detail) from exc
     kwargs = {name: getattr(validated, field) for field, name in binding.aliases}
@@ -328,31 +392,102 @@ def _error_response(request: Request, exc: BaseException) -> Response:
     tb = format_user_traceback(exc)
     sys.stderr.write(f"{request.method} {request.url.path} raised:\n{tb}")
     sys.stderr.flush()
-    body: dict[str, Any] = {"detail": "Internal Server Error", "error": text}
+    body: dict[str, Any] = {
+        "detail": "Internal Server Error",
+        "error": text,
+        "type": type(exc).__name__,
+        "message": str(exc),
+        "location": user_location(exc),
+    }
     if request.headers.get(TRACEBACK_HEADER):
         body["traceback"] = tb
     return JSONResponse(body, status_code=500)
 
 
-def _make_endpoint(binding: RouteBinding) -> Callable[[Request], Any]:
+class _RouteTimeout(Exception):
+    """The route outlived the request timeout (distinct from a TimeoutError of its own)."""
+
+
+async def _call(binding: RouteBinding, kwargs: dict[str, Any], guard: CallGuard) -> Any:
+    """Call the route function within the request timeout (raises _RouteTimeout).
+
+    A coroutine is cancelled at the deadline. A sync function runs in the thread pool; a
+    thread cannot be stopped, so a call that outlives the timeout (or whose client went away)
+    is counted as stuck until it returns.
+    """
+    fn = binding.function
+    if guard.timeout is None:
+        if binding.is_async:
+            return await fn(**kwargs)
+        return await run_in_threadpool(fn, **kwargs)
+    if binding.is_async:
+        return await _await_within(fn(**kwargs), guard.timeout)
+    call = asyncio.ensure_future(run_in_threadpool(fn, **kwargs))
+    try:
+        # asyncio.wait neither raises on timeout nor cancels: anyio would wait for the thread.
+        done, _ = await asyncio.wait((call,), timeout=guard.timeout)
+    except asyncio.CancelledError:
+        guard.abandon(call)
+        raise
+    if not done:
+        guard.abandon(call)
+        raise _RouteTimeout
+    return call.result()
+
+
+async def _await_within(coro: Any, timeout: float) -> Any:
+    """Await `coro` in this task, cancelling it at the deadline (what asyncio.timeout does,
+    on 3.10 too, and without a task per request); a TimeoutError of its own stays its own."""
+    task = asyncio.current_task()
+    assert task is not None
+    expired = False
+
+    def expire() -> None:
+        nonlocal expired
+        expired = True
+        task.cancel()
+
+    handle = asyncio.get_running_loop().call_later(timeout, expire)
+    try:
+        return await coro
+    except asyncio.CancelledError:
+        if not expired:
+            raise
+        uncancel = getattr(task, "uncancel", None)  # 3.11+: our cancel is consumed here
+        if uncancel is not None:
+            uncancel()
+        raise _RouteTimeout from None
+    finally:
+        handle.cancel()
+
+
+def _make_endpoint(binding: RouteBinding, guard: CallGuard) -> Callable[[Request], Any]:
     fn = binding.function
 
     async def endpoint(request: Request) -> Response:
         try:
-            kwargs = _bind(binding, await _request_values(binding, request))
+            kwargs = _bind(binding, await _request_values(binding, request, guard))
             if binding.request_param is not None:
                 kwargs[binding.request_param] = request
+        except BodyError as exc:
+            return JSONResponse({"error": exc.message}, status_code=exc.status)
         except _BindError as exc:
             return JSONResponse(
                 {"detail": exc.detail, "error": _summary(exc.detail)}, status_code=422
             )
         try:
-            if binding.is_async:
-                result = await fn(**kwargs)
-            else:
-                result = await run_in_threadpool(fn, **kwargs)
-                if inspect.isawaitable(result):
-                    result = await result
+            result = await _call(binding, kwargs, guard)
+            if inspect.isawaitable(result):
+                result = await result
+        except _RouteTimeout:
+            message = (
+                f"{request.method} {request.url.path} did not finish within "
+                f"{guard.timeout:g}s (request timeout); its call is counted as stuck until it "
+                "returns"
+            )
+            sys.stderr.write(f"error: {message}\n")
+            sys.stderr.flush()
+            return JSONResponse({"error": message}, status_code=504)
         except StarletteHTTPException:
             raise  # the user's deliberate HTTP error: FastAPI renders it
         except Exception as exc:
@@ -450,11 +585,16 @@ def create_lb_app(
     app = FastAPI(title=title, lifespan=_lifespan)
     app.state.flash_ready = False
     app.state.route_bindings = bindings
+    guard = CallGuard()
+    app.state.flash_calls = guard
 
     @app.get("/ping", include_in_schema=False)
     async def ping() -> Response:
         if not app.state.flash_ready:
             return Response(status_code=204)
+        unhealthy = guard.unhealthy()
+        if unhealthy:
+            return JSONResponse({"status": "unhealthy", "error": unhealthy}, status_code=503)
         return Response(b'{"status":"healthy"}', media_type="application/json")
 
     @app.get("/manifest", include_in_schema=False)
@@ -476,16 +616,19 @@ def create_lb_app(
         @app.post("/execute", include_in_schema=False)
         async def execute(request: Request) -> Response:
             try:
-                body = json.loads(await request.body() or b"null")
-            except ValueError as exc:
-                return JSONResponse({"success": False, "error": f"invalid JSON body: {exc}"})
+                raw = await _read_capped(request, guard.max_body_bytes)
+                body = parse_json(raw, guard.max_depth) if raw else None
+            except BodyError as exc:
+                if not exc.invalid:
+                    return JSONResponse({"error": exc.message}, status_code=exc.status)
+                return JSONResponse({"success": False, "error": exc.message})
             if not isinstance(body, dict):
                 return JSONResponse({"success": False, "error": "the body must be a JSON object"})
             body.pop("execution_type", None)  # /execute runs functions only
             return JSONResponse(await execute_handler({"id": "execute", "input": body}))
 
     for binding in bindings:
-        endpoint = _make_endpoint(binding)
+        endpoint = _make_endpoint(binding, guard)
         # Requests are served by a plain Starlette route (the endpoint does its own binding, so
         # FastAPI's per-request dependency solving would be pure overhead); a FastAPI route
         # registered after it, never reached, carries the OpenAPI description.

@@ -16,7 +16,9 @@
   globals, which source text alone lacks).
 
 The output is `{"success": true, "result": <b64>}` or
-`{"success": false, "error": "...", "traceback": "..."}`. Nothing a job sends can crash the
+`{"success": false, "error": "...", "traceback": "..."}`; a failure in user code also carries
+`error_type`, `message` and `location` (file:line of the deepest user-code frame) and is logged
+with its traceback to stderr (the endpoint's log). Nothing a job sends can crash the
 worker: unknown names, bad base64, exceptions and unpicklable results all become errors.
 
 Async functions are awaited on the event loop; sync ones run in a thread pool (the loop's
@@ -33,6 +35,8 @@ import functools
 import hashlib
 import inspect
 import os
+import sys
+import sysconfig
 import traceback
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping
@@ -41,7 +45,14 @@ from typing import Any
 
 from runtime.serialization import deserialize_args, deserialize_kwargs, serialize
 
-__all__ = ["Handler", "create_handler", "error_response", "format_user_traceback", "unwrap"]
+__all__ = [
+    "Handler",
+    "create_handler",
+    "error_response",
+    "format_user_traceback",
+    "unwrap",
+    "user_location",
+]
 
 Handler = Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]
 
@@ -68,6 +79,12 @@ def error_response(error: str, tb: str = "") -> dict[str, Any]:
     return {"success": False, "error": error, "traceback": tb}
 
 
+def _user_error_response(exc: BaseException) -> dict[str, Any]:
+    out = error_response(_describe(exc), format_user_traceback(exc))
+    out.update(error_type=type(exc).__name__, message=str(exc), location=user_location(exc))
+    return out
+
+
 # Frames from these directories are machinery (this package, the thread pool, asyncio, the ASGI
 # stack); a traceback shown to a caller starts at the first frame after them: the user's code.
 _MACHINERY = tuple(
@@ -92,6 +109,37 @@ def format_user_traceback(exc: BaseException) -> str:
     lines += traceback.format_tb(first)
     lines += traceback.format_exception_only(type(exc), exc)
     return "".join(lines)
+
+
+# Library and interpreter code: the "user-code line" of an error is the deepest frame outside.
+_LIBRARY = tuple(
+    {
+        os.path.realpath(path) + os.sep
+        for key in ("stdlib", "platstdlib", "purelib", "platlib")
+        if (path := sysconfig.get_paths().get(key))
+    }
+)
+
+
+def _is_user_frame(filename: str) -> bool:
+    if filename.startswith(("<frozen", _RUNTIME_DIR)):
+        return False
+    return not os.path.realpath(filename).startswith(_LIBRARY)
+
+
+def user_location(exc: BaseException) -> str | None:
+    """`file:line` of the deepest user-code frame of `exc`'s traceback (relative to the cwd)."""
+    found = None
+    for frame in traceback.extract_tb(exc.__traceback__):
+        if _is_user_frame(frame.filename):
+            found = frame
+    if found is None:
+        return None
+    path = found.filename
+    if os.path.isabs(path):
+        relative = os.path.relpath(path)
+        path = path if relative.startswith("..") else relative
+    return f"{path}:{found.lineno}"
 
 
 def _describe(exc: BaseException) -> str:
@@ -233,7 +281,12 @@ def create_handler(
         except asyncio.CancelledError:
             raise
         except (Exception, SystemExit) as exc:  # user code or (de)serialization: keep serving
-            return error_response(_describe(exc), format_user_traceback(exc))
+            out = _user_error_response(exc)
+            job_id = job.get("id") if isinstance(job, Mapping) else None
+            # The worker's stderr is the endpoint's log: a failing job must be findable there.
+            sys.stderr.write(f"job {job_id} failed:\n{out['traceback']}")
+            sys.stderr.flush()
+            return out
 
     handler.registry = registry  # type: ignore[attr-defined]  # introspection (worker, tests)
     return handler

@@ -19,6 +19,17 @@ Jobs run on the event loop with bounded concurrency (`concurrency` jobs at a tim
 wait in FIFO order). A handler output dict carrying an `"error"` key marks the job FAILED with
 that error and the rest of the dict as `output` — the runpod SDK's rule, so clients written for
 RunPod see the same shapes. Finished jobs are kept for `retention` seconds, then dropped.
+
+Limits keep a worker alive under abuse: bodies are capped (RunPod's 10 MB for /run, 20 MB for
+/runsync) and must be JSON the worker can encode (`runtime.payload`: a lone surrogate or deep
+nesting is a 400, no job is created); the queue is bounded by job count and by the bytes of
+pending input (429 with `Retry-After`); kept results are bounded by bytes (the oldest are evicted;
+`/status` of an evicted or expired id says so). A job that times out or is cancelled frees its
+slot at once, even when its sync code keeps a thread busy: such *stuck* threads are counted
+(`busy_threads`), and once `max_stuck` of them exist the server reports itself unhealthy (`/ping`
+503, `/health` unhealthy) so that the worker can be recycled. On shutdown, unfinished jobs are
+FAILED with the reason, and with a `journal` file the finished /run jobs' statuses are written
+there and served by the next incarnation of the worker (other ids of a previous worker: 404).
 """
 
 from __future__ import annotations
@@ -33,10 +44,12 @@ import time
 import traceback
 from collections import deque
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs
 
 from runtime.asgi import send_json
+from runtime.payload import DEFAULT_MAX_DEPTH, BodyError, parse_json, read_body
 
 __all__ = [
     "DEFAULT_CONCURRENCY",
@@ -53,6 +66,11 @@ DEFAULT_RUNSYNC_WAIT = 90.0  # RunPod's /runsync waits about this long before an
 MAX_RUNSYNC_WAIT = 300.0
 SYNC_RETENTION = 60.0  # /runsync jobs: their caller already got the result
 MAX_BODY_BYTES = 20 * 1024 * 1024  # RunPod's /runsync payload limit
+MAX_RUN_BODY_BYTES = 10 * 1024 * 1024  # RunPod's /run payload limit
+DEFAULT_MAX_QUEUE_JOBS = 1000
+DEFAULT_MAX_QUEUE_BYTES = 128 * 1024 * 1024  # input of unfinished jobs
+DEFAULT_MAX_RESULT_BYTES = 128 * 1024 * 1024  # outputs and errors of kept finished jobs
+RETRY_AFTER = b"2"
 
 IN_QUEUE, IN_PROGRESS = "IN_QUEUE", "IN_PROGRESS"
 COMPLETED, FAILED, CANCELLED, TIMED_OUT = "COMPLETED", "FAILED", "CANCELLED", "TIMED_OUT"
@@ -81,6 +99,8 @@ class Job:
         "timeout",
         "webhook",
         "task",
+        "size",
+        "kept",
         "_done",
     )
 
@@ -96,6 +116,8 @@ class Job:
         self.timeout = timeout
         self.webhook: str | None = None
         self.task: asyncio.Task[Any] | None = None
+        self.size = 0  # bytes of the request body while the job is unfinished
+        self.kept = 0  # bytes of its output and error once finished
         self._done: asyncio.Future[None] | None = None  # created only when someone waits
 
     def waiter(self) -> asyncio.Future[None]:
@@ -140,6 +162,14 @@ class QueueServer:
         execution_timeout: float | None = None,
         worker_id: str | None = None,
         shutdown_grace: float = 3.0,
+        max_queue_jobs: int = DEFAULT_MAX_QUEUE_JOBS,
+        max_queue_bytes: int = DEFAULT_MAX_QUEUE_BYTES,
+        max_result_bytes: int = DEFAULT_MAX_RESULT_BYTES,
+        max_body_bytes: int | None = None,
+        max_depth: int = DEFAULT_MAX_DEPTH,
+        busy_threads: Callable[[], int] | None = None,
+        max_stuck: int | None = None,
+        journal: Path | None = None,
     ) -> None:
         if concurrency < 1:
             raise ValueError(f"concurrency must be >= 1, got {concurrency}")
@@ -162,6 +192,18 @@ class QueueServer:
         self._id_prefix = os.urandom(6).hex()
         self._ids = itertools.count(1)
         self.counts = {"completed": 0, "failed": 0, "retried": 0}
+        self.max_queue_jobs = max_queue_jobs
+        self.max_queue_bytes = max_queue_bytes
+        self.max_result_bytes = max_result_bytes
+        self.max_body_bytes = max_body_bytes
+        self.max_depth = max_depth
+        self.busy_threads = busy_threads
+        self.max_stuck = max_stuck if max_stuck is not None else concurrency
+        self.journal = journal
+        self.stop_reason: str | None = None  # why jobs unfinished at shutdown fail (if set)
+        self._pending_bytes = 0
+        self._result_bytes = 0
+        self._previous: dict[str, str] = _read_journal(journal) if journal else {}
 
     # ---------------------------------------------------------------- job lifecycle
 
@@ -180,13 +222,17 @@ class QueueServer:
         sync: bool = False,
         timeout: float | None = None,
         webhook: str | None = None,
+        size: int = 0,
     ) -> Job:
         """Queue a job (starts at once when a slot is free).
 
-        `webhook`: a URL that gets the final `/status` body POSTed when the job ends.
+        `webhook`: a URL that gets the final `/status` body POSTed when the job ends; `size`:
+        the bytes its request took (counted against `max_queue_bytes` until it ends).
         """
         job = self._new_job(payload, sync, timeout)
         job.webhook = webhook
+        job.size = size
+        self._pending_bytes += size
         self._queue.append(job)
         self._pump()
         return job
@@ -208,20 +254,27 @@ class QueueServer:
                 else:
                     result = await result
             self._complete(job, result)
-        except asyncio.TimeoutError:
-            self._finish(
-                job, TIMED_OUT, error=f"job exceeded its execution timeout ({job.timeout:g}s)"
-            )
+        except asyncio.TimeoutError as exc:
+            if job.timeout:
+                self._finish(
+                    job, TIMED_OUT, error=f"job exceeded its execution timeout ({job.timeout:g}s)"
+                )
+            else:  # no timeout of ours: the handler raised a TimeoutError of its own
+                self._handler_error(job, exc)
         except asyncio.CancelledError:
             if job.status not in TERMINAL_STATUSES:
                 self._finish(job, CANCELLED)
         except Exception as exc:  # the handler itself broke: the job fails, the worker serves on
-            sys.stderr.write(f"job {job.id} handler error:\n{traceback.format_exc()}")
-            sys.stderr.flush()
-            self._finish(job, FAILED, error=f"{type(exc).__name__}: {exc}")
+            self._handler_error(job, exc)
         finally:
             self._running -= 1
             self._pump()
+
+    def _handler_error(self, job: Job, exc: BaseException) -> None:
+        text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+        sys.stderr.write(f"job {job.id} handler error:\n{text}")
+        sys.stderr.flush()
+        self._finish(job, FAILED, error=f"{type(exc).__name__}: {exc}")
 
     def _complete(self, job: Job, result: Any) -> None:
         error = None
@@ -244,6 +297,10 @@ class QueueServer:
         job.status = status
         job.error = error
         job.finished = time.monotonic()
+        self._pending_bytes -= job.size
+        job.size = 0
+        job.kept = len(job.output_json or "") + (len(_dumps(error)) if error is not None else 0)
+        self._result_bytes += job.kept
         if job.started is None:
             job.started = job.finished
         if status == COMPLETED:
@@ -259,6 +316,8 @@ class QueueServer:
             self._expiry_sync.append((job.finished + min(self.retention, SYNC_RETENTION), job.id))
         else:
             self._expiry.append((job.finished + self.retention, job.id))
+        if self._result_bytes > self.max_result_bytes:
+            self._evict()
         if job._done is not None and not job._done.done():
             job._done.set_result(None)
         if job.webhook:
@@ -280,24 +339,76 @@ class QueueServer:
             self._finish(job, CANCELLED)
             job.task.cancel()
 
-    def purge_queue(self) -> int:
-        """Cancel every job still waiting for a slot; returns how many."""
+    def purge_queue(self, reason: str | None = None) -> int:
+        """Cancel every job still waiting for a slot (FAIL them with `reason` if given)."""
         waiting = list(self._queue)
         self._queue.clear()
         for job in waiting:
-            self._finish(job, CANCELLED)
+            if reason is None:
+                self._finish(job, CANCELLED)
+            else:
+                self._finish(job, FAILED, error=reason)
         return len(waiting)
+
+    def _drop(self, job_id: str) -> None:
+        job = self.jobs.pop(job_id, None)
+        if job is not None:
+            self._result_bytes -= job.kept
 
     def _expire(self) -> None:
         now = time.monotonic()
         for expiry in (self._expiry, self._expiry_sync):
             while expiry and expiry[0][0] <= now:
                 _, job_id = expiry.popleft()
-                self.jobs.pop(job_id, None)
+                self._drop(job_id)
+
+    def _evict(self) -> None:
+        """Drop the oldest finished jobs until kept results fit in `max_result_bytes`."""
+        sync_retention = min(self.retention, SYNC_RETENTION)
+        while self._result_bytes > self.max_result_bytes and (self._expiry or self._expiry_sync):
+            # Each queue is in finish order; the older head of the two goes first.
+            run_finished = self._expiry[0][0] - self.retention if self._expiry else None
+            sync_finished = self._expiry_sync[0][0] - sync_retention if self._expiry_sync else None
+            run_first = run_finished is not None and (
+                sync_finished is None or run_finished <= sync_finished
+            )
+            if run_first:
+                self._drop(self._expiry.popleft()[1])
+            else:
+                self._drop(self._expiry_sync.popleft()[1])
+
+    @property
+    def stuck(self) -> int:
+        """Threads still busy with jobs that already ended (timed out or cancelled)."""
+        if self.busy_threads is None:
+            return 0
+        return max(0, self.busy_threads() - self._running)
+
+    def unhealthy(self) -> str | None:
+        """Why this server cannot serve any more (stuck work), or None when it is healthy."""
+        stuck = self.stuck
+        if stuck and stuck >= self.max_stuck:
+            return f"{stuck} stuck jobs (their code did not return after a timeout or cancel)"
+        return None
+
+    def _missing(self, job_id: str) -> str:
+        """The 404 message of an unknown job id: expired if it was ours, else unknown."""
+        prefix, _, number = job_id.removeprefix("sync-").partition("-")
+        if prefix == self._id_prefix and number.isdigit():
+            return (
+                f"job {job_id} expired (finished jobs are kept {self.retention:g}s, /runsync "
+                f"ones {min(self.retention, SYNC_RETENTION):g}s, up to "
+                f"{self.max_result_bytes} bytes of results)"
+            )
+        return (
+            f"job {job_id} not found (unknown id, or a job of a previous worker of this "
+            "endpoint whose status was not kept)"
+        )
 
     def health(self) -> dict[str, Any]:
         """RunPod's /health body for this single worker."""
         busy = 1 if self._running else 0
+        unhealthy = 1 if self.unhealthy() else 0
         return {
             "jobs": {
                 "completed": self.counts["completed"],
@@ -307,26 +418,53 @@ class QueueServer:
                 "retried": self.counts["retried"],
             },
             "workers": {
-                "idle": 1 - busy,
+                "idle": 0 if unhealthy else 1 - busy,
                 "initializing": 0,
-                "ready": 1,
-                "running": busy,
+                "ready": 1 - unhealthy,
+                "running": 0 if unhealthy else busy,
                 "throttled": 0,
-                "unhealthy": 0,
+                "unhealthy": unhealthy,
             },
         }
 
     async def shutdown(self, grace: float) -> None:
-        """Stop taking jobs, let running ones finish for up to `grace` seconds, cancel the rest."""
+        """Stop taking jobs, let running ones finish for up to `grace` seconds, fail the rest.
+
+        Queued and unfinished jobs end FAILED with the reason (a recycle or a shutdown); with
+        a journal, the kept /run jobs' statuses are written for the next worker.
+        """
         self._accepting = False
-        self.purge_queue()
-        tasks = [j.task for j in self.jobs.values() if j.task is not None and not j.task.done()]
-        if tasks:
-            _, pending = await asyncio.wait(tasks, timeout=grace)
-            for task in pending:
-                task.cancel()
+        unhealthy = self.unhealthy()
+        reason = self.stop_reason or (
+            f"worker recycled: {unhealthy}" if unhealthy else "worker shut down"
+        )
+        self.purge_queue(reason)
+        running = [j for j in self.jobs.values() if j.task is not None and not j.task.done()]
+        if running:
+            _, pending = await asyncio.wait([j.task for j in running], timeout=grace)
+            for job in running:
+                if job.task in pending:
+                    self._finish(job, FAILED, error=reason)
+                    job.task.cancel()
             if pending:
                 await asyncio.wait(pending, timeout=0.5)
+        entries = self._journal_entries() if self.journal is not None else {}
+        if self.journal is not None and entries:
+            _write_journal(self.journal, entries)
+
+    def _journal_entries(self) -> dict[str, str]:
+        """Status bodies of kept /run jobs (newest first, within the result byte budget)."""
+        entries: dict[str, str] = {}
+        budget = self.max_result_bytes
+        for job in reversed(list(self.jobs.values())):
+            if job.finished is None or job.id.startswith("sync-"):
+                continue
+            body = job.body(self._worker_json)
+            budget -= len(body)
+            if budget < 0:
+                break
+            entries[job.id] = body
+        return entries
 
     # ---------------------------------------------------------------- HTTP
 
@@ -352,24 +490,30 @@ class QueueServer:
                 return
             self._expire()
             job = self.jobs.get(job_id or "")
-            if job is None:
-                await _respond(send, 404, _dumps({"error": f"job {job_id} not found"}))
-            else:
+            if job is not None:
                 await _respond(send, 200, job.body(self._worker_json))
+            elif job_id in self._previous:
+                await _respond(send, 200, self._previous[job_id])
+            else:
+                await _respond(send, 404, _dumps({"error": self._missing(job_id or "")}))
         elif op == "cancel":
             if method != "POST":
                 await _respond(send, 405, '{"error":"method not allowed"}')
                 return
             job = self.jobs.get(job_id or "")
             if job is None:
-                await _respond(send, 404, _dumps({"error": f"job {job_id} not found"}))
+                await _respond(send, 404, _dumps({"error": self._missing(job_id or "")}))
                 return
             self.cancel(job)
             await _respond(send, 200, _dumps({"id": job.id, "status": job.status}))
         elif op == "health":
             await _respond(send, 200, _dumps(self.health()))
         elif op == "ping":
-            await _respond(send, 200, '{"status":"healthy"}')
+            unhealthy = self.unhealthy()
+            if unhealthy:
+                await _respond(send, 503, _dumps({"status": "unhealthy", "error": unhealthy}))
+            else:
+                await _respond(send, 200, '{"status":"healthy"}')
         elif op == "purge-queue":
             if method != "POST":
                 await _respond(send, 405, '{"error":"method not allowed"}')
@@ -381,17 +525,34 @@ class QueueServer:
         if not self._accepting:
             await _respond(send, 503, '{"error":"worker is shutting down"}')
             return
-        body = await _read_body(receive)
-        if body is None:
-            await _respond(send, 413, '{"error":"request body too large"}')
+        unhealthy = self.unhealthy()
+        if unhealthy:
+            await _respond_retry(send, 503, f"worker is unhealthy and recycling: {unhealthy}")
             return
+        limit = self.max_body_bytes or (MAX_BODY_BYTES if sync else MAX_RUN_BODY_BYTES)
         try:
-            request = json.loads(body) if body else None
-        except ValueError as exc:
-            await _respond(send, 400, _dumps({"error": f"invalid JSON body: {exc}"}))
+            body = await read_body(receive, limit)
+            request = parse_json(body, self.max_depth) if body else None
+        except BodyError as exc:
+            await _respond(send, exc.status, _dumps({"error": exc.message}))
             return
         if not isinstance(request, dict) or "input" not in request:
             await _respond(send, 400, '{"error":"the request body must be {\\"input\\": ...}"}')
+            return
+        if self._running >= self.concurrency and len(self._queue) >= self.max_queue_jobs:
+            await _respond_retry(
+                send,
+                429,
+                f"queue is full: {len(self._queue)} jobs waiting (limit {self.max_queue_jobs})",
+            )
+            return
+        if self._pending_bytes + len(body) > self.max_queue_bytes:
+            await _respond_retry(
+                send,
+                429,
+                f"queue is full: {self._pending_bytes} bytes of pending input, this "
+                f"body {len(body)} bytes (limit {self.max_queue_bytes} bytes)",
+            )
             return
         timeout = None
         policy = request.get("policy")
@@ -403,6 +564,7 @@ class QueueServer:
                 request["input"],
                 timeout=timeout,
                 webhook=webhook if isinstance(webhook, str) and webhook else None,
+                size=len(body),
             )
             await _respond(send, 200, _dumps({"id": job.id, "status": job.status}))
             return
@@ -416,15 +578,15 @@ class QueueServer:
                 except ValueError:
                     pass
         if self._running < self.concurrency and not self._queue:
-            await self._run_inline(request["input"], timeout, wait, send)
+            await self._run_inline(request["input"], timeout, wait, send, len(body))
             return
-        job = self.submit(request["input"], sync=True, timeout=timeout)
+        job = self.submit(request["input"], sync=True, timeout=timeout, size=len(body))
         if job.finished is None:
             await asyncio.wait((job.waiter(),), timeout=wait)
         await _respond(send, 200, job.body(self._worker_json))
 
     async def _run_inline(
-        self, payload: Any, timeout: float | None, wait: float, send: Any
+        self, payload: Any, timeout: float | None, wait: float, send: Any, size: int
     ) -> None:
         """/runsync with a free slot: run the job in the request's own task.
 
@@ -433,6 +595,8 @@ class QueueServer:
         job, exactly like the queued path; /cancel cancels this task.
         """
         job = self._new_job(payload, True, timeout)
+        job.size = size
+        self._pending_bytes += size
         self._running += 1
         job.status = IN_PROGRESS
         job.started = time.monotonic()
@@ -504,22 +668,35 @@ async def _post_webhook(url: str, body: str) -> None:
     sys.stderr.flush()
 
 
-async def _read_body(receive: Any) -> bytes | None:
-    """The whole request body, or None when it exceeds MAX_BODY_BYTES."""
-    message = await receive()
-    body = message.get("body", b"")
-    if not message.get("more_body"):
-        return body
-    chunks = [body]
-    size = len(body)
-    while message.get("more_body"):
-        message = await receive()
-        chunk = message.get("body", b"")
-        size += len(chunk)
-        if size > MAX_BODY_BYTES:
-            return None
-        chunks.append(chunk)
-    return b"".join(chunks)
+def _read_journal(path: Path) -> dict[str, str]:
+    """Job statuses a previous worker left (the file is consumed: read once, then removed)."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError) as exc:
+        sys.stderr.write(f"warning: ignoring the job journal {path}: {exc}\n")
+        return {}
+    finally:
+        path.unlink(missing_ok=True)
+    if not isinstance(data, dict):
+        return {}
+    return {str(k): v for k, v in data.items() if isinstance(v, str)}
+
+
+def _write_journal(path: Path, entries: dict[str, str]) -> None:
+    try:
+        # 0600: job outputs are user data.
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            json.dump(entries, handle)
+    except OSError as exc:
+        sys.stderr.write(f"warning: cannot write the job journal {path}: {exc}\n")
+
+
+async def _respond_retry(send: Any, status: int, error: str) -> None:
+    body = _dumps({"error": error}).encode()
+    await send_json(send, status, body, [(b"retry-after", RETRY_AFTER)])
 
 
 async def _respond(send: Any, status: int, body: str) -> None:

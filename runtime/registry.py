@@ -147,6 +147,8 @@ class ServiceRegistry:
         self._last_refresh = 0.0
         self._lock: asyncio.Lock | None = None
         self._lock_loop: asyncio.AbstractEventLoop | None = None
+        # The manifest does not change while the process runs: one lookup per function.
+        self._targets: dict[tuple[str, str], FunctionTarget] = {}
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> ServiceRegistry | None:
@@ -184,6 +186,13 @@ class ServiceRegistry:
 
     def function_target(self, function_name: str, resource_name: str) -> FunctionTarget:
         """Routing facts of a function on `resource_name` (manifest; defaults when absent)."""
+        key = (function_name, resource_name)
+        target = self._targets.get(key)
+        if target is None:
+            target = self._targets[key] = self._lookup_target(function_name, resource_name)
+        return target
+
+    def _lookup_target(self, function_name: str, resource_name: str) -> FunctionTarget:
         resource = (self.manifest.get("resources") or {}).get(resource_name) or {}
         resource_type = resource.get("resource_type")
         entry: Mapping[str, Any] = {}
@@ -260,6 +269,12 @@ class ServiceRegistry:
 
     async def endpoint(self, resource_name: str, *, refresh: bool = False) -> EndpointInfo:
         """URL and key of `resource_name`; raises EndpointNotFoundError when unknown."""
+        if not refresh and self._loaded_at:
+            # The common case, without taking the lock: a fresh table that has the endpoint.
+            fresh = (time.monotonic() - self._loaded_at) <= self.ttl and not self._file_changed()
+            info = self._table.get(resource_name) if fresh else None
+            if info is not None:
+                return info
         async with self._get_lock():
             now = time.monotonic()
             stale = (now - self._loaded_at) > self.ttl or self._file_changed()

@@ -130,6 +130,8 @@ class ServerlessResource(BaseResource):
     is_cpu: ClassVar[bool] = False
     is_live: ClassVar[bool] = False
     is_load_balanced: ClassVar[bool] = False
+    # Upstream's endpoint classes refuse a config that names no image to run (see needs_image).
+    requires_image: ClassVar[bool] = False
 
     @field_validator("env", mode="before")
     @classmethod
@@ -160,6 +162,8 @@ class ServerlessResource(BaseResource):
                 f"networkVolume {self.networkVolume.name!r} is in "
                 f"{self.networkVolume.dataCenterId.value}, the endpoint in {self.datacenter.value}"
             )
+        if self.requires_image and not (self.imageName or self.template or self.templateId):
+            raise ValueError(missing_image_message(self.resource_type, self.name))
         # Derived API fields are filled only when empty, so re-validation is idempotent.
         if not self.locations:
             self.locations = self.datacenter.value
@@ -195,6 +199,8 @@ class ServerlessResource(BaseResource):
 
 class ServerlessEndpoint(ServerlessResource):
     """A queue-based GPU endpoint running a custom image."""
+
+    requires_image: ClassVar[bool] = True
 
 
 class _CpuMixin(BaseModel):
@@ -251,6 +257,7 @@ class LoadBalancerSlsResource(ServerlessResource):
     """A load-balanced endpoint: serves HTTP routes directly."""
 
     is_load_balanced: ClassVar[bool] = True
+    requires_image: ClassVar[bool] = True
 
     @model_validator(mode="before")
     @classmethod
@@ -316,6 +323,31 @@ RESOURCE_TYPES: dict[str, ResourceKind] = {
     cls.__name__: ResourceKind(cls.__name__, cls.is_load_balanced, cls.is_live, cls.is_cpu)
     for cls in _CLASSES
 }
+
+
+# The class to use instead of a non-live one when the code should run on Flash's own image.
+LIVE_COUNTERPART: dict[str, str] = {
+    "ServerlessEndpoint": "LiveServerless",
+    "CpuServerlessEndpoint": "CpuLiveServerless",
+    "LoadBalancerSlsResource": "LiveLoadBalancer",
+    "CpuLoadBalancerSlsResource": "CpuLiveLoadBalancer",
+}
+
+IMAGE_FIELDS: tuple[str, ...] = ("imageName", "template", "templateId")
+
+
+def needs_image(type_name: str) -> bool:
+    """True for the classes upstream rejects without imageName, template or templateId."""
+    return type_name in LIVE_COUNTERPART
+
+
+def missing_image_message(type_name: str, name: str) -> str:
+    """Why a non-live resource with no image is refused, and what to write instead."""
+    return (
+        f"{type_name} {name!r} needs imageName, template or templateId (upstream rejects it); "
+        f"use {LIVE_COUNTERPART.get(type_name, 'a Live class')} to run on Flash's runtime image, "
+        "or set imageName"
+    )
 
 
 def resource_class(type_name: str) -> type[ServerlessResource]:

@@ -1,4 +1,4 @@
-"""Import shims: `import tetra_rp` / `import runpod_flash` give this runtime's SDK when absent.
+"""Import shims: `import tetra_rp` / `import runpod_flash` give this runtime's SDK.
 
 User projects are written against the upstream packages (`from tetra_rp import remote,
 LiveServerless`, `from runpod_flash import Endpoint`). Our build import-check and our workers run
@@ -6,10 +6,11 @@ that code with *our* runtime, so `install()` adds a meta-path finder that serves
 names (and the submodules user code commonly imports) as thin modules re-exporting
 `runtime.__all__`.
 
-A real installed package always wins: the finder is appended to the END of `sys.meta_path`, and
-before serving a top-level name it asks every other finder whether the name exists. The check
-happens at import time, not at `install()` time, because `sys.path` can change in between (e.g. a
-build directory with the real package pip-installed into it).
+Ours always wins, also when the real package is installed next to us (as real users have it):
+with the real SDK, `@remote` and cross-endpoint calls would try to reach RunPod. So the finder
+goes FIRST on `sys.meta_path`, and modules of the real package already imported are dropped from
+`sys.modules`. Only workers and the build's import check install it; the engine never imports
+user code.
 """
 
 from __future__ import annotations
@@ -83,7 +84,7 @@ class _ShimLoader(importlib.abc.Loader):
 
 
 class _ShimFinder(importlib.abc.MetaPathFinder):
-    """Serves the shimmed names, only when no other finder can."""
+    """Serves the shimmed names, ahead of any installed package of the same name."""
 
     def __init__(self) -> None:
         setattr(self, _MARKER, True)
@@ -104,8 +105,6 @@ class _ShimFinder(importlib.abc.MetaPathFinder):
             parent = sys.modules.get(fullname.rpartition(".")[0])
             if parent is None or not getattr(parent, _MARKER, False):
                 return None
-        elif self._really_installed(top):
-            return None
         is_package = not rest or rest in _PACKAGE_SUFFIXES
         spec = importlib.machinery.ModuleSpec(fullname, self._loader, is_package=is_package)
         if is_package:
@@ -113,30 +112,21 @@ class _ShimFinder(importlib.abc.MetaPathFinder):
             spec.submodule_search_locations = []
         return spec
 
-    def _really_installed(self, top: str) -> bool:
-        """True when any other finder (path entries, editable-install hooks) provides `top`."""
-        if importlib.machinery.PathFinder.find_spec(top, sys.path) is not None:
-            return True
-        for finder in list(sys.meta_path):
-            if getattr(finder, _MARKER, False) or finder is importlib.machinery.PathFinder:
-                continue
-            find_spec = getattr(finder, "find_spec", None)
-            if find_spec is None:
-                continue
-            try:
-                if find_spec(top, None) is not None:
-                    return True
-            except Exception:  # noqa: BLE001 - a broken third-party finder must not break imports
-                continue
-        return False
-
 
 def install() -> bool:
-    """Add the shim finder to `sys.meta_path` (once). Returns True if it was added now."""
+    """Put the shim finder first on `sys.meta_path` (once). Returns True if it was added now."""
     if any(getattr(finder, _MARKER, False) for finder in sys.meta_path):
         return False
-    sys.meta_path.append(_ShimFinder())
+    # A real package imported earlier would keep answering `import tetra_rp` from sys.modules.
+    for name in [n for n, m in sys.modules.items() if _is_real_sdk_module(n, m)]:
+        del sys.modules[name]
+    sys.meta_path.insert(0, _ShimFinder())
     return True
+
+
+def _is_real_sdk_module(name: str, module: types.ModuleType | None) -> bool:
+    top = name.partition(".")[0]
+    return top in SHIMMED_PACKAGES and not getattr(module, _MARKER, False)
 
 
 def uninstall() -> None:

@@ -50,3 +50,73 @@ def localcloud_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
             os.environ.pop("FLASH_TUI_HOME", None)
         else:
             os.environ["FLASH_TUI_HOME"] = previous
+
+
+# --- measure stream: no secret the suite created leaks into a file or an output it wrote -----
+# Every flash-tui home a test used is recorded (FLASH_TUI_HOME at each test's teardown, and
+# every home under the session's basetemp at the end) with the token and endpoint keys it held;
+# at the end of the session every file under basetemp, every repository file written during
+# the session and every captured output is searched for them. A hit fails the session.
+_SECRET_SCAN = pytest.StashKey["SecretScan"]()
+_SESSION_START = pytest.StashKey[float]()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    import time
+
+    from secret_scan import SecretScan
+
+    config.stash[_SECRET_SCAN] = SecretScan()
+    config.stash[_SESSION_START] = time.time()
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_teardown(item: pytest.Item) -> None:
+    """Record the test's home (still set: fixtures are torn down after this) and its secrets."""
+    scan = item.config.stash.get(_SECRET_SCAN, None)
+    if scan is None:
+        return
+    home = os.environ.get("FLASH_TUI_HOME")
+    if home and Path(home).is_dir():
+        scan.add_home(Path(home))
+    scan.refresh()  # undeploy deletes keys: collect them while they exist
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> object:
+    """Keep each phase's captured output and failure text for the secret scan."""
+    report = yield
+    scan = item.config.stash.get(_SECRET_SCAN, None)
+    if scan is not None:
+        for name, text in report.sections:
+            scan.add_output(f"{item.nodeid} ({name})", text)
+        if report.failed:
+            scan.add_output(f"{item.nodeid} (failure, {report.when})", report.longreprtext)
+    return report
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Fail the session when a secret of the suite's homes is found where it must not be."""
+    from secret_scan import find_homes
+
+    scan = session.config.stash.get(_SECRET_SCAN, None)
+    factory = getattr(session.config, "_tmp_path_factory", None)
+    if scan is None or factory is None or session.config.option.collectonly:
+        return
+    basetemp = factory.getbasetemp()
+    for home in find_homes(basetemp):
+        scan.add_home(home)
+    repo = Path(__file__).resolve().parent.parent
+    leaks = scan.search([(basetemp, None), (repo, session.config.stash[_SESSION_START])])
+    terminal = session.config.pluginmanager.get_plugin("terminalreporter")
+    summary = (
+        f"secret scan: {len(scan.secrets)} secrets of {len(scan.homes)} homes searched in "
+        f"{basetemp}, files written under {repo} and captured outputs: {len(leaks)} leaks"
+    )
+    if terminal is not None:
+        terminal.write("\n")  # the progress line has no newline yet
+        terminal.write_line(summary, red=bool(leaks), green=not leaks)
+        for leak in leaks:
+            terminal.write_line(f"  SECRET LEAK: {leak}", red=True)
+    if leaks:
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED

@@ -384,13 +384,13 @@ def test_deps_with_nothing_to_install_is_a_no_op(simple_project: Path) -> None:
     assert not (simple_project / ".flash" / ".deps").exists()
 
 
-def test_project_without_functions_builds_with_a_warning(tmp_path: Path) -> None:
+def test_project_without_functions_is_refused_and_nothing_written(tmp_path: Path) -> None:
     root = tmp_path / "plain"
     _write(root, {"main.py": "print('no flash here')\n"})
-    result = build_project(root)
-    assert result.handlers == [] and result.resources == []
-    assert "build-empty" in {w.code for w in result.warnings}
-    assert _members(result.archive) == [MANIFEST_NAME, "main.py"]
+    with pytest.raises(BuildError, match="no Flash code") as raised:
+        build_project(root)
+    assert raised.value.step == "scan"
+    assert sorted(p.name for p in root.iterdir()) == ["main.py"]
 
 
 def test_project_file_named_like_a_generated_file_is_replaced(simple_project: Path) -> None:

@@ -169,3 +169,61 @@ def test_code_hash_follows_the_defining_files(tmp_path: Path) -> None:
     after = local_resources(manifest, tmp_path)
     assert before["r"]["code_hash"] != after["r"]["code_hash"]
     assert code_hash(tmp_path, manifest["resources"]["r"]) == after["r"]["code_hash"]
+
+
+# -- code drift and unparsable sources (one drift computation for plan and status) ------------
+
+
+def test_a_code_change_is_drift_with_a_code_row() -> None:
+    deployed = {**entry("CpuLiveServerless", CPU, code_hash="a" * 64), "status": "healthy"}
+    local = entry("CpuLiveServerless", CPU, code_hash="b" * 64)
+    drift = drift_of("cpu", local, deployed)
+    assert drift.state == "drifted"
+    assert [f.to_dict() for f in drift.fields] == [
+        {"field": "code", "deployed": "a" * 12, "local": "b" * 12}
+    ]
+    assert drift.code_changed and not drift.config_changed
+    # The plan says the same thing, from the same drift.
+    item = make_plan({"cpu": local}, {"cpu": deployed}).item("cpu")
+    assert item is not None
+    assert (item.action, item.drift, item.reasons) == ("update", drift, ("code changed",))
+
+
+def test_a_config_change_is_not_also_reported_as_a_code_change() -> None:
+    # The config lives in the file the code fingerprint covers: editing it changes both.
+    deployed = entry("LiveServerless", GPU, code_hash="old")
+    local = entry("LiveServerless", {**GPU, "workersMax": 2}, code_hash="new")
+    drift = drift_of("gpu", local, deployed)
+    assert drift.state == "drifted"
+    assert [f.field for f in drift.fields] == ["workersMax"]
+    item = make_plan({"gpu": local}, {"gpu": {**deployed, "status": "healthy"}}).item("gpu")
+    assert item is not None and item.reasons == ("config changed",)
+
+
+def test_an_unknown_code_fingerprint_is_not_drift() -> None:
+    deployed = entry("CpuLiveServerless", CPU)  # deployed before code hashes existed
+    local = entry("CpuLiveServerless", CPU, code_hash="x")
+    assert drift_of("cpu", local, deployed).state == "in_sync"
+
+
+def test_a_deployed_endpoint_whose_source_does_not_parse_is_not_orphaned() -> None:
+    deployed = {
+        "broken": {**entry("CpuLiveServerless", CPU), "status": "healthy"},
+        "gone": {**entry("CpuLiveServerless", CPU), "status": "healthy"},
+    }
+    errors = {"workers/broken.py": 7}
+    files = {"broken": "workers/broken.py", "gone": "workers/gone.py"}
+    drift = compute_drift({}, deployed, parse_errors=errors, deployed_files=files)
+    assert drift["broken"].state == "unparsable"
+    assert drift["broken"].reason == "source does not parse: workers/broken.py:7"
+    # A missing endpoint may have moved into the file that does not parse: say so, keep it.
+    assert drift["gone"].state == "unparsable"
+    assert "workers/broken.py:7" in drift["gone"].reason
+    assert compute_drift({}, deployed, deployed_files=files)["gone"].state == "orphaned"
+
+    plan = make_plan({}, deployed, parse_errors=errors, deployed_files=files)
+    assert plan.counts()["delete"] == 0
+    broken = plan.item("broken")
+    assert broken is not None and broken.action == "unchanged"
+    assert broken.reasons == ("source does not parse: workers/broken.py:7",)
+    assert broken.to_dict()["drift"] == "unparsable"

@@ -27,12 +27,14 @@ import psutil
 import pytest
 
 from engine.home import Home
+from engine.identity import app_slug, canonical_path
 from engine.localcloud.discovery import read_state
 from engine.localcloud.store import Store
 
 REPO = Path(__file__).resolve().parents[1]
 CLI = [sys.executable, "-c", "import sys; from engine.cli import main; sys.exit(main())"]
-APP = "e2eapp"
+FOLDER = "e2eapp"
+APP = ""  # the app key of the module's project (engine.identity), set by the `project` fixture
 ENDPOINTS = {"api", "cpu_worker", "gateway", "gpu_worker"}
 
 BROKEN = '''"""An endpoint that imports fine at build time and fails in its worker (env set)."""
@@ -89,12 +91,14 @@ def env(localcloud_home: Path) -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("e2e") / APP
+    global APP
+    root = tmp_path_factory.mktemp("e2e") / FOLDER
     shutil.copytree(
         REPO / "examples" / "quickstart",
         root,
         ignore=shutil.ignore_patterns(".flash", "__pycache__"),
     )
+    APP = app_slug(canonical_path(root))
     return root
 
 
@@ -323,7 +327,7 @@ def test_logs_show_requests(cli: Callable[..., Any], project: Path, home: Home) 
     proc = cli("logs", "api", "--json", "--lines", "200")
     lines = [item["text"] for item in as_json(proc)["lines"]]
     assert any(line.startswith("POST /compute 200") for line in lines), lines[-10:]
-    assert any(line.startswith("[flash ") for line in lines)
+    assert any(line.startswith("[flash]") for line in lines)
     assert not any(line.startswith("GET /ping") for line in lines)  # probes hidden
     probes = as_json(cli("logs", "api", "--json", "--lines", "500", "--probes"))["lines"]
     assert any(item["text"].startswith("GET /ping 200") for item in probes)
@@ -337,10 +341,10 @@ def test_logs_show_requests(cli: Callable[..., Any], project: Path, home: Home) 
         async with Engine(project, LocalCloudProvider(home, start=False)) as engine:
 
             async def reader() -> None:
-                async for line in engine.follow(["api", "gpu_worker"], lines=1, probes=True):
+                async for line in engine.follow(["api", "gpu_worker"], lines=2, probes=True):
                     seen.append((line.endpoint, line.text))
-                    if {e for e, _ in seen} == {"api", "gpu_worker"}:
-                        history.set()  # both streams are open: their offsets are set
+                    if len(seen) == 2:
+                        history.set()  # the history comes once both streams are open
                     new = [f"{e} {t}" for e, t in seen[2:]]
                     if any(n.startswith("api GET /greet") for n in new) and any(
                         n.startswith("gpu_worker POST /runsync") for n in new

@@ -25,6 +25,7 @@ from engine.localcloud.discovery import (
     stop_cloud,
 )
 from engine.localcloud.store import MIGRATIONS, SCHEMA_VERSION, Store
+from runtime.logline import parse_line
 
 
 def mode(path: Path) -> int:
@@ -127,7 +128,7 @@ def test_store_migrates_a_v1_database_keeping_its_data(
     monkeypatch.setattr(store_module, "MIGRATIONS", (*MIGRATIONS, MIGRATION_V2))
     v2 = Store(path)
     try:
-        assert v2.schema_version == 2
+        assert v2.schema_version == len(MIGRATIONS) + 1
         assert v2._query("SELECT name, note FROM apps")[0][:] == ("old", "a;b")
         assert [e["message"] for e in v2.events("old")] == ["kept"]
         v2.upsert_app("new", "/q")  # the trigger fires
@@ -148,7 +149,7 @@ def test_a_failing_migration_leaves_the_database_untouched(
     monkeypatch.undo()
     again = Store(path)
     try:
-        assert again.schema_version == 1
+        assert again.schema_version == len(MIGRATIONS)
         tables = {row[0] for row in again._query("SELECT name FROM sqlite_master")}
         assert "half_done" not in tables
     finally:
@@ -175,7 +176,7 @@ def test_log_files_rotate_tail_and_follow(tmp_path: Path) -> None:
     assert logfiles.tail_lines(path, 2) == ["partial done", "after rotation"]
     assert logfiles.read_new(path, 10_000)[0] == ["after rotation"]  # truncation detected
     logfiles.append_marker(path, "hello")
-    assert logfiles.tail_lines(path, 1)[0].startswith("[flash ")
+    assert parse_line(logfiles.tail_lines(path, 1)[0])[1:] == ("flash", "hello")
     logfiles.remove_logs(path)
     assert not list(tmp_path.glob("ep.log*"))
 

@@ -83,3 +83,73 @@ def test_curl_hides_the_key_unless_revealed() -> None:
     )
     assert "http://h/runsync" in qb and '"function_name": "f"' in qb
     assert "s3cret-key" not in repr(target)
+
+
+# --- remote errors say what failed (real worker processes) -------------------------------------
+
+FAILING_CODE = """
+def explode(x: int = 0) -> int:
+    table = {"a": 1}
+    return table["missing"] + x
+"""
+
+
+@pytest.fixture(scope="module")
+def failing_build(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    import json
+
+    root = tmp_path_factory.mktemp("failing-build")
+    (root / "failing.py").write_text(FAILING_CODE)
+    (root / "handler_jobs.py").write_text(
+        "from runtime.qb_handler import create_handler\nimport failing\n"
+        "handler = create_handler({'explode': failing.explode})\n"
+    )
+    (root / "handler_web.py").write_text(
+        "from runtime.lb_app import create_lb_app\nimport failing\n"
+        "app = create_lb_app({('POST', '/explode'): failing.explode})\n"
+    )
+    resources = {
+        "jobs": {"resource_type": "LiveServerless", "handler_file": "handler_jobs.py"},
+        "web": {"resource_type": "LoadBalancerSlsResource", "handler_file": "handler_web.py"},
+    }
+    (root / "flash_manifest.json").write_text(json.dumps({"resources": resources}))
+    return root
+
+
+@pytest.mark.parametrize("lb", [False, True])
+def test_invoke_shows_the_remote_error_type_message_and_line(failing_build: Path, lb: bool) -> None:
+    import asyncio
+
+    from test_worker_helpers import Worker
+
+    from engine.invoke import invoke
+
+    worker = Worker(failing_build, "web" if lb else "jobs")
+    try:
+        url = worker.wait_ready()
+        target = EndpointTarget("web" if lb else "jobs", url, lb, key=worker.key)
+        call = (
+            CallSpec("web", True, method="POST", path="/explode")
+            if lb
+            else CallSpec("jobs", False, function="explode")
+        )
+        result = asyncio.run(invoke(target, call, {"x": 1}, timeout=30))
+    finally:
+        worker.stop()
+    assert not result.ok
+    remote = result.remote_error
+    assert remote is not None, result
+    assert remote.type == "KeyError" and remote.message == "'missing'"
+    assert remote.location == "failing.py:4"
+    assert "KeyError: 'missing'" in str(result.error) and "failing.py:4" in str(result.error)
+    assert result.to_dict()["remote_error"]["location"] == "failing.py:4"
+    # The route tester shows the same: type, message and the user-code line.
+    from rich.console import Console
+
+    from flash_tui.screens.route_tester import TesterResponse, render_response
+
+    console = Console(width=200, record=True)
+    shown = TesterResponse(status=result.status_code or "error", latency_ms=1.0, ok=False)
+    shown.remote_error = result.remote_error
+    console.print(render_response(shown))
+    assert "KeyError: 'missing'  at failing.py:4" in console.export_text()

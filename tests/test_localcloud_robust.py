@@ -26,6 +26,7 @@ import psutil
 import pytest
 
 from engine.home import Home
+from engine.identity import app_slug, canonical_path
 from engine.localcloud import logfiles
 from engine.localcloud.discovery import (
     kill_home_workers,
@@ -36,7 +37,9 @@ from engine.localcloud.store import Store
 from engine.localcloud.supervisor import Supervisor, SupervisorSettings, Worker
 
 CLI = [sys.executable, "-c", "import sys; from engine.cli import main; sys.exit(main())"]
-APP = "robustapp"
+FOLDER = "robustapp"
+# The app key of the module's project (keyed by its path); set by the `project` fixture.
+APP = ""
 LOG_MAX = 256 * 1024
 LOG_KEEP = 2
 # Service marker lines ("[flash HH:MM:SS] ...") are appended beside the writer's own bytes.
@@ -146,8 +149,10 @@ def _cleanup(root: Path) -> None:
 
 @pytest.fixture(scope="module")
 def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("robust") / APP
+    global APP
+    root = tmp_path_factory.mktemp("robust") / FOLDER
     root.mkdir()
+    APP = app_slug(canonical_path(root))
     (root / "endpoints.py").write_text(ENDPOINTS.replace("BURST_GO", str(root / "burst.go")))
     return root
 

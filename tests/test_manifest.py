@@ -319,8 +319,8 @@ def test_cli_human_output(capsys: pytest.CaptureFixture[str]) -> None:
     for text in expected:
         assert text in out
     assert cli_main(["scan", str(EXAMPLES / "broken")]) == 1
-    out = capsys.readouterr().out
-    assert "Diagnostics" in out and "manifest-duplicate-route" in out
+    err = capsys.readouterr().err  # problems on stderr
+    assert "Diagnostics" in err and "manifest-duplicate-route" in err
 
 
 def test_cli_not_a_flash_project(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -353,3 +353,98 @@ async def test_remote_class_on_a_load_balancer_is_refused(registry) -> None:
 
     with pytest.raises(RemoteExecutionError, match="queue-based"):
         await RemoteClass(Counter, "lb", {})().add()
+
+
+async def test_concurrent_calls_reuse_keep_alive_connections() -> None:
+    """Many concurrent calls to one endpoint ride a few kept-alive connections: the server
+    sees at most one client connection per call in flight, not one per call."""
+    import asyncio
+
+    peers: set[tuple[str, int]] = set()
+    queue = QueueServer(create_handler({"square": square}), concurrency=64)
+
+    async def recording(scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] == "http":
+            peers.add(tuple(scope["client"]))
+        await queue(scope, receive, send)
+
+    with serve_asgi(BearerAuthMiddleware(recording, "kq")) as url:
+        endpoints = {"qb": EndpointInfo("qb", url, "kq")}
+        calls.set_registry(ServiceRegistry(MANIFEST, current_resource="x", endpoints=endpoints))
+        try:
+            in_flight, rounds = 32, 10
+            for round_ in range(rounds):
+                results = await asyncio.gather(
+                    *(calls.dispatch(square, "qb", (i,), {}) for i in range(in_flight))
+                )
+                assert results == [i * i for i in range(in_flight)], round_
+        finally:
+            calls.reset()
+    # One connection per call in flight; a few more only if the server dropped idle ones
+    # between rounds (uvicorn does after 5 s, which a very loaded machine might reach).
+    served = f"{len(peers)} connections for {in_flight * rounds} calls"
+    assert 1 <= len(peers) <= 2 * in_flight, served
+
+
+async def test_a_connection_the_server_closed_while_idle_is_replaced_not_resent() -> None:
+    """The server drops each connection after answering (as an idle timeout does): the next
+    call notices on the reused connection, opens a fresh one, and each call runs once."""
+    import asyncio
+
+    from runtime.httpwire import ConnectionPool
+
+    handled: list[bytes] = []
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = await reader.readuntil(b"\r\n\r\n")
+        length = int(head.lower().split(b"content-length:")[1].split(b"\r\n")[0])
+        handled.append(await reader.readexactly(length))
+        body = b'{"n":%d}' % len(handled)
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
+        await writer.drain()
+        writer.close()  # no "Connection: close": the client learns only by trying
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    pool = ConnectionPool(timeout=10.0)
+    try:
+        for expected in (1, 2, 3):
+            await asyncio.sleep(0)  # let the server's close land before the next call
+            response = await pool.request("POST", f"http://127.0.0.1:{port}/x", json={"i": 1})
+            assert response.status_code == 200 and response.json() == {"n": expected}
+        assert handled == [b'{"i":1}'] * 3 and pool.opened == 3
+    finally:
+        await pool.aclose()
+        server.close()
+        await server.wait_closed()
+
+
+async def test_chunked_and_close_delimited_answers_are_read_whole() -> None:
+    import asyncio
+
+    from runtime.httpwire import ConnectionPool
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = await reader.readuntil(b"\r\n\r\n")
+        if b"/chunked" in head:
+            writer.write(
+                b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+                b"3\r\n[1,\r\n2;x=y\r\n2]\r\n0\r\n\r\n"
+            )
+        else:
+            writer.write(b"HTTP/1.1 201 Created\r\nConnection: close\r\n\r\n" + b"z" * 70000)
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    pool = ConnectionPool(timeout=10.0)
+    try:
+        chunked = await pool.request("GET", f"http://127.0.0.1:{port}/chunked")
+        assert chunked.json() == [1, 2]
+        closed = await pool.request("GET", f"http://127.0.0.1:{port}/close")
+        assert closed.status_code == 201 and closed.content == b"z" * 70000
+    finally:
+        await pool.aclose()
+        server.close()
+        await server.wait_closed()

@@ -274,3 +274,51 @@ def test_a_request_parameter_receives_the_request() -> None:
     with serve_asgi(create_lb_app({("GET", "/whoami"): whoami})) as url:
         r = httpx.get(f"{url}/whoami", params={"n": "2"}, headers={"user-agent": "t/1"})
         assert r.json() == {"agent": "t/1", "n": 2}
+
+
+def test_route_errors_are_structured_and_422_never_echoes_the_value() -> None:
+    app = create_lb_app({("POST", "/explode"): explode, ("POST", "/greet"): greet})
+    with serve_asgi(app) as url, httpx.Client(timeout=10) as client:
+        failed = client.post(f"{url}/explode", json={"x": 1})
+        body = failed.json()
+        assert failed.status_code == 500 and "traceback" not in body
+        assert body["type"] == "KeyError" and body["message"] == "'missing thing'"
+        assert body["location"].startswith("tests/test_runtime_lb.py:")
+        secret = "sk-do-not-echo-1234"
+        bad = client.post(f"{url}/greet", json={"times": secret})
+        assert bad.status_code == 422 and "times" in bad.json()["error"]
+        assert secret not in bad.text
+
+
+def test_json_limits_and_body_cap_apply_to_execute() -> None:
+    app = create_lb_app({("POST", "/greet"): greet}, include_execute=True)
+    app.state.flash_calls.max_body_bytes = 1000
+    with serve_asgi(app) as url, httpx.Client(timeout=10) as client:
+        big = client.post(f"{url}/execute", json={"function_name": "greet", "pad": "x" * 2000})
+        assert big.status_code == 413
+        deep = client.post(f"{url}/greet", content=b'{"name": ' + b"[" * 70 + b"]" * 70 + b"}")
+        assert deep.status_code == 400 and "nested" in deep.json()["error"]
+
+
+def own_timeout() -> None:
+    raise TimeoutError("the database did not answer")
+
+
+async def slow_async(seconds: float = 30.0) -> dict:
+    import asyncio
+
+    await asyncio.sleep(seconds)
+    return {}
+
+
+def test_request_timeout_is_a_504_only_for_the_route_outliving_it() -> None:
+    app = create_lb_app({("POST", "/own"): own_timeout, ("POST", "/slow"): slow_async})
+    app.state.flash_calls.timeout = 0.3
+    with serve_asgi(app) as url, httpx.Client(timeout=10) as client:
+        own = client.post(f"{url}/own", json={})
+        assert own.status_code == 500 and own.json()["type"] == "TimeoutError"
+        slow = client.post(f"{url}/slow", json={})
+        assert slow.status_code == 504 and "0.3s" in slow.json()["error"]
+        # A coroutine is cancelled, not left running: nothing counts as stuck.
+        assert app.state.flash_calls.stuck == 0
+        assert client.get(f"{url}/ping").status_code == 200

@@ -218,3 +218,53 @@ def test_run_webhook_receives_the_final_status() -> None:
             time.sleep(0.02)
         assert received[0]["id"] == job["id"] and received[0]["status"] == "COMPLETED"
         assert received[0]["output"] == {"echo": 5}
+
+
+def test_shutdown_fails_unfinished_jobs_and_the_next_server_tells(tmp_path) -> None:
+    journal = tmp_path / "jobs.journal"
+    app = QueueServer(echo, concurrency=1, journal=journal)
+    with serve_asgi(app) as url, httpx.Client(timeout=10) as client:
+        done = client.post(f"{url}/runsync", json={"input": 1}).json()["id"]
+        kept = client.post(f"{url}/run", json={"input": 2}).json()["id"]
+        wait_status(client, url, kept, {"COMPLETED"})
+        running = client.post(f"{url}/run", json={"input": {"sleep": 60}}).json()["id"]
+        queued = client.post(f"{url}/run", json={"input": 3}).json()["id"]
+        wait_status(client, url, running, {"IN_PROGRESS"})
+    assert app.jobs[queued].status == "FAILED" and app.jobs[queued].error == "worker shut down"
+    assert app.jobs[running].status == "FAILED"
+    assert journal.stat().st_mode & 0o777 == 0o600
+    with serve_asgi(QueueServer(echo, journal=journal)) as url, httpx.Client() as client:
+        for job_id, status in ((kept, "COMPLETED"), (running, "FAILED"), (queued, "FAILED")):
+            body = client.get(f"{url}/status/{job_id}").json()
+            assert body["status"] == status, body
+        assert client.get(f"{url}/status/{queued}").json()["error"] == "worker shut down"
+        # /runsync results are not carried over (their caller already had the answer).
+        missing = client.get(f"{url}/status/{done}")
+        assert missing.status_code == 404 and "previous worker" in missing.json()["error"]
+    assert not journal.exists()  # consumed by the server that read it
+
+
+def test_kept_results_evict_the_oldest_first() -> None:
+    app = QueueServer(echo, max_result_bytes=300)
+    with serve_asgi(app) as url, httpx.Client(timeout=10) as client:
+        first = client.post(f"{url}/run", json={"input": "a" * 100}).json()["id"]
+        wait_status(client, url, first, {"COMPLETED"})
+        second = client.post(f"{url}/runsync", json={"input": "b" * 100}).json()["id"]
+        third = client.post(f"{url}/runsync", json={"input": "c" * 100}).json()["id"]
+        expired = client.get(f"{url}/status/{first}")
+        assert expired.status_code == 404 and "expired" in expired.json()["error"]
+        assert client.get(f"{url}/status/{second}").status_code == 200
+        assert client.get(f"{url}/status/{third}").status_code == 200
+
+
+def test_queue_limits_answer_429_with_retry_after() -> None:
+    app = QueueServer(echo, concurrency=1, max_queue_jobs=1, max_queue_bytes=10_000)
+    with serve_asgi(app) as url, httpx.Client(timeout=10) as client:
+        client.post(f"{url}/run", json={"input": {"sleep": 30}})
+        client.post(f"{url}/run", json={"input": 1})
+        full = client.post(f"{url}/runsync", json={"input": 2})
+        assert full.status_code == 429 and full.headers["retry-after"] == "2"
+        client.post(f"{url}/purge-queue")
+        big = client.post(f"{url}/run", json={"input": "x" * 20_000})
+        assert big.status_code == 429 and "10000 bytes" in big.json()["error"]
+        assert app.health()["jobs"]["inQueue"] == 0

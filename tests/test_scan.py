@@ -771,3 +771,43 @@ def test_endpoint_route_problems(tmp_path: Path) -> None:
         ("manifest-reserved-path", 8),
     ]
     assert result.manifest["routes"] == {"api": {"POST /ok": "ok", "PUT /ok2": "ok2"}}
+
+
+def test_non_live_resource_without_image_is_an_error_at_its_line(tmp_path: Path) -> None:
+    # Upstream rejects it when the module is imported, so it must not pass here either.
+    result = _scan(
+        tmp_path,
+        {
+            "main.py": """
+                from tetra_rp import CpuLoadBalancerSlsResource, ServerlessEndpoint, remote
+
+                gateway_config = CpuLoadBalancerSlsResource(
+                    name="gateway",
+                    workersMax=2,
+                )
+                fine = ServerlessEndpoint(name="fine", imageName="me/img:1")
+
+                @remote(gateway_config, method="POST", path="/x")
+                async def x(): ...
+
+                @remote(fine)
+                def y(): ...
+                """,
+        },
+    )
+    errors = [d for d in result.diagnostics if d.severity == "error"]
+    assert [(d.file, d.line, d.code) for d in errors] == [
+        ("main.py", 4, "manifest-config-needs-image")
+    ]
+    message = errors[0].message
+    assert "CpuLoadBalancerSlsResource 'gateway' needs imageName, template or templateId" in message
+    assert "upstream rejects it" in message and "CpuLiveLoadBalancer" in message
+    # one problem, one diagnostic: no second "invalid config" warning for the same cause
+    assert [d for d in result.diagnostics if d.line == 4] == errors
+
+
+def test_examples_are_valid_upstream() -> None:
+    root = Path(__file__).resolve().parents[1] / "examples"
+    for name in ("quickstart", "endpoint_api"):
+        result = scan_project(root / name, generated_at="2020-01-01T00:00:00Z")
+        assert result.diagnostics == [], (name, result.diagnostics)

@@ -19,6 +19,7 @@ from runtime import (
     LiveServerless,
     LoadBalancerSlsResource,
     NetworkVolume,
+    PodTemplate,
     ServerlessEndpoint,
     remote,
 )
@@ -50,18 +51,39 @@ def test_cpu_classes_drop_gpu_fields() -> None:
     cfg = CpuLiveServerless(name="cpu", instanceIds=["cpu3g-2-8"])
     assert cfg.gpus is None and cfg.gpuCount == 0 and cfg.gpuIds == ""
     assert cfg.instanceIds == [CpuInstanceType.CPU3G_2_8]
-    assert CpuServerlessEndpoint(name="c").instanceIds == [CpuInstanceType.ANY]
+    assert CpuServerlessEndpoint(name="c", imageName="i:1").instanceIds == [CpuInstanceType.ANY]
 
 
 @pytest.mark.parametrize("cls", [LoadBalancerSlsResource, CpuLoadBalancerSlsResource])
 def test_load_balancers_force_type_and_scaler(cls: type) -> None:
-    cfg = cls(name="lb")
+    cfg = cls(name="lb", imageName="i:1")
     assert cfg.type is ServerlessType.LB
     assert cfg.scalerType is ServerlessScalerType.REQUEST_COUNT
     with pytest.raises(ValueError, match="REQUEST_COUNT"):
-        cls(name="lb", scalerType="QUEUE_DELAY")
+        cls(name="lb", imageName="i:1", scalerType="QUEUE_DELAY")
     with pytest.raises(ValueError, match="type must be LB"):
-        cls(name="lb", type="QB")
+        cls(name="lb", imageName="i:1", type="QB")
+
+
+@pytest.mark.parametrize(
+    ("cls", "live"),
+    [
+        (ServerlessEndpoint, "LiveServerless"),
+        (CpuServerlessEndpoint, "CpuLiveServerless"),
+        (LoadBalancerSlsResource, "LiveLoadBalancer"),
+        (CpuLoadBalancerSlsResource, "CpuLiveLoadBalancer"),
+    ],
+)
+def test_non_live_classes_need_an_image_as_upstream(cls: type, live: str) -> None:
+    # Upstream rejects them at construction: a project that runs here must deploy there too.
+    with pytest.raises(ValueError, match="needs imageName, template or templateId") as raised:
+        cls(name="gateway")
+    assert "'gateway'" in str(raised.value) and live in str(raised.value)
+    with pytest.raises(ValueError, match="needs imageName"):
+        cls(name="gateway", imageName="")
+    assert cls(name="g", imageName="me/img:1").imageName == "me/img:1"
+    assert cls(name="g", templateId="tpl-1").templateId == "tpl-1"
+    assert cls(name="g", template=PodTemplate(imageName="me/img:1")).template is not None
 
 
 def test_resource_kinds_cover_the_eight_classes() -> None:
@@ -119,7 +141,8 @@ def test_hash_ignores_api_assigned_fields_and_class_matters() -> None:
     base = {"name": "gpu"}
     assigned = base | {"id": "abc", "aiKey": "k", "templateId": "t", "userId": "u"}
     assert config_hash("LiveServerless", base) == config_hash("LiveServerless", assigned)
-    assert config_hash("LiveServerless", base) != config_hash("ServerlessEndpoint", base)
+    same_image = base | {"imageName": LiveServerless.live_image}
+    assert config_hash("LiveServerless", base) != config_hash("ServerlessEndpoint", same_image)
 
 
 def test_canonical_config_writes_enum_names() -> None:
@@ -225,7 +248,13 @@ def test_endpoint_mapping_fields() -> None:
         "idleTimeout": 30,
         "env": {"K": "v"},
         "scalerType": "QUEUE_DELAY",
+        # not live (what build/deploy provision) and no image of its own: Flash's runtime image
+        "imageName": LiveServerless.live_image,
     }
+    given = endpoint_resource({"name": "w", "image": "me/img:1"}, load_balanced=True)[1]
+    assert given["imageName"] == "me/img:1"
+    live = endpoint_resource({"name": "w"}, load_balanced=False, live=True)[1]
+    assert "imageName" not in live
     assert endpoint_resource({"name": "w", "workers": 4}, load_balanced=False)[1]["workersMax"] == 4
     for bad in ({"gpu": "ANY", "cpu": "any"}, {"workers": (3, 1)}, {"workers": -1}):
         with pytest.raises(ValueError):

@@ -1,5 +1,6 @@
-"""runtime.shims: `tetra_rp` / `runpod_flash` imports served by our runtime, never shadowing a
-real package. Each case runs in a fresh interpreter, because import state is process-wide."""
+"""runtime.shims: `tetra_rp` / `runpod_flash` imports served by our runtime, also over a real
+installed package. Each case runs in a fresh interpreter, because import state is process-wide;
+the real SDK (installed by the `dev` extra) is hidden there unless a test asks for it."""
 
 from __future__ import annotations
 
@@ -11,13 +12,37 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 
+# Makes the installed tetra_rp / runpod_flash (site-packages) look absent, as on a machine
+# without them; packages on a test's own `pythonpath` stay visible.
+_HIDE_INSTALLED_SDK = """
+import importlib.machinery, sys, sysconfig
+class _Hide:
+    _site = {sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]}
+    def find_spec(self, name, path=None, target=None):
+        if name.partition(".")[0] not in ("tetra_rp", "runpod_flash") or "." in name:
+            return None
+        visible = [p for p in sys.path if p not in self._site]
+        spec = importlib.machinery.PathFinder.find_spec(name, visible)
+        if spec is None:
+            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+        return spec
+sys.meta_path.insert(0, _Hide())
+"""
 
-def _run(code: str, *, pythonpath: list[Path] | None = None, cwd: Path | None = None) -> str:
+
+def _run(
+    code: str,
+    *,
+    pythonpath: list[Path] | None = None,
+    cwd: Path | None = None,
+    hide_installed_sdk: bool = True,
+) -> str:
     env = dict(os.environ)
     env["PYTHONDONTWRITEBYTECODE"] = "1"  # keep examples/ free of __pycache__
     env["PYTHONPATH"] = os.pathsep.join(str(p) for p in [*(pythonpath or []), ROOT])
+    prelude = _HIDE_INSTALLED_SDK if hide_installed_sdk else ""
     result = subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(code)],
+        [sys.executable, "-c", prelude + textwrap.dedent(code)],
         cwd=cwd or ROOT,
         env=env,
         capture_output=True,
@@ -97,29 +122,28 @@ def test_unknown_submodule_is_not_found() -> None:
     assert out == "tetra_rp.cli"
 
 
-def test_installed_package_is_never_shadowed(tmp_path: Path) -> None:
+def test_installed_package_is_shadowed(tmp_path: Path) -> None:
+    # Workers must run user code on our SDK even where the real one is installed.
     real = tmp_path / "site" / "tetra_rp"
     real.mkdir(parents=True)
     (real / "__init__.py").write_text("REAL = True\n")
     out = _run(
         """
         from runtime import shims
+        import tetra_rp
+        print(getattr(tetra_rp, "REAL", False))
         shims.install()
         import tetra_rp, runpod_flash
-        real = getattr(tetra_rp, "REAL", False)
-        print(real, shims.is_shim(tetra_rp), shims.is_shim(runpod_flash))
-        try:
-            import tetra_rp.core.resources   # the real package has no such submodule
-        except ModuleNotFoundError:
-            print("real-only")
+        import tetra_rp.core.resources
+        print(getattr(tetra_rp, "REAL", False), shims.is_shim(tetra_rp),
+              shims.is_shim(runpod_flash))
         """,
         pythonpath=[tmp_path / "site"],
     )
-    assert out.splitlines() == ["True False True", "real-only"]
+    assert out.splitlines() == ["True", "False True True"]
 
 
-def test_package_appearing_after_install_wins(tmp_path: Path) -> None:
-    # The check runs at import time: a build dir with the real package installed later still wins.
+def test_package_appearing_after_install_is_shadowed_too(tmp_path: Path) -> None:
     site = tmp_path / "late"
     (site / "runpod_flash").mkdir(parents=True)
     (site / "runpod_flash" / "__init__.py").write_text("REAL = 'late'\n")
@@ -130,10 +154,10 @@ def test_package_appearing_after_install_wins(tmp_path: Path) -> None:
         shims.install()
         sys.path.insert(0, {str(site)!r})
         import runpod_flash
-        print(getattr(runpod_flash, "REAL", None))
+        print(getattr(runpod_flash, "REAL", None), shims.is_shim(runpod_flash))
         """
     )
-    assert out == "late"
+    assert out == "None True"
 
 
 def test_user_code_in_quickstart_imports_through_shims() -> None:

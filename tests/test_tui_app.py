@@ -260,11 +260,13 @@ async def test_build_key_builds_with_progress_and_notifies(quickstart: Path) -> 
         await pilot.press("b")
         assert app.busy == "build"
         await pilot.press("b")  # a second build while one runs is refused with a reason
+        # Read the refusal now: a toast expires, and a slow build would outlive it.
+        refusals = [n.message for n in app._notifications]
+        assert any("Wait for the running build" in m for m in refusals), refusals
         await until(pilot, lambda: app.busy is None, timeout=60)
         messages = [n.message for n in app._notifications]
         titles = [n.title for n in app._notifications]
         assert "Build finished" in titles, messages
-        assert any("Wait for the running build" in m for m in messages)
         assert (quickstart / ".flash" / "archive.tar.gz").is_file()
         assert any(r.text.startswith("build: build ") for r in app.logs)
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import json
+import os
 import sys
 from collections.abc import Sequence
 
@@ -45,4 +47,28 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
-    return int(args.func(args) or 0)
+    # The commands report what they expect; this is the last resort, so that nothing a user
+    # meets is a traceback.
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        sys.stderr.write("interrupted\n")
+        return 130
+    except OSError as exc:
+        return _fail(args, f"{exc.strerror or exc}: {exc.filename}" if exc.filename else str(exc))
+    except Exception as exc:
+        if os.environ.get("FLASH_TUI_DEBUG"):
+            raise
+        return _fail(
+            args,
+            f"internal error: {type(exc).__name__}: {exc} "
+            "(run with FLASH_TUI_DEBUG=1 for the traceback)",
+        )
+
+
+def _fail(args: argparse.Namespace, message: str) -> int:
+    if getattr(args, "json", False):
+        sys.stdout.write(json.dumps({"ok": False, "error": message}) + "\n")
+    else:
+        sys.stderr.write(f"error: {message}\n")
+    return 1

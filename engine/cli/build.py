@@ -8,6 +8,7 @@ import sys
 from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -53,7 +54,7 @@ def _print_diagnostic(console: Console, d: Any, color: str) -> None:
 
 
 def _print_error(console: Console, error: BuildError) -> None:
-    console.print(f"[bold red]Build failed[/]: {error.args[0]}")
+    console.print(f"[bold red]Build failed[/]: {escape(error.args[0])}")
     shown = [d for d in error.diagnostics if d.severity == "error"] or error.diagnostics
     for d in shown:
         _print_diagnostic(console, d, "red")

@@ -23,6 +23,7 @@ from engine.localcloud.discovery import (
     state_problem,
     stop_cloud,
 )
+from engine.wording import plural
 
 # `cloud start`: distinct statuses so scripts can tell "nothing to do" from "broken".
 EXIT_ALREADY_RUNNING = 3
@@ -142,7 +143,7 @@ def run(args: argparse.Namespace) -> int:
                 f"up {data['uptime_s']:.0f} s, home {escape(data['home'])}"
             )
             for app in data.get("apps", []):
-                console.print(f"  {escape(app['name'])}: {app['endpoints']} endpoint(s)")
+                console.print(f"  {escape(app['name'])}: {plural(app['endpoints'], 'endpoint')}")
         return 1 if "error" in data else 0
     except CloudError as exc:
         if args.json:

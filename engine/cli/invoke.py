@@ -2,7 +2,8 @@
 
 Targets: `"POST /compute"`, `/compute`, `api:/compute` (LB routes); `embed`,
 `gpu_worker:embed`, `cpu_worker:TextAnalyzer.keywords` (QB functions; `--data` is the JSON
-object of keyword arguments). Prints the status, the latency and the result.
+object of keyword arguments). Prints the status, the latency and the result, or the remote
+error's type, message and user-code line.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.syntax import Syntax
 
+from engine.cli.arguments import positive_seconds
 from engine.cli.plan import add_project_option, json_out, run_engine
 from engine.ops import Engine, OpError
 
@@ -29,7 +31,9 @@ def register(subparsers: Any) -> None:
     )
     parser.add_argument("target", metavar="NAME|ROUTE", help="route or function to call")
     parser.add_argument("--data", "-d", default=None, help="JSON body / keyword arguments")
-    parser.add_argument("--timeout", type=float, default=120.0, help="seconds (default 120)")
+    parser.add_argument(
+        "--timeout", type=positive_seconds, default=120.0, help="seconds (default 120)"
+    )
     add_project_option(parser)
     parser.set_defaults(func=run)
 
@@ -62,6 +66,14 @@ def run(args: argparse.Namespace) -> int:
                 console.print(Syntax(text, "json", theme="ansi_dark", background_color="default"))
             except (TypeError, ValueError):
                 console.print(repr(result.result), markup=False)
+        elif result.remote_error is not None:
+            # What failed, where in the user's code, then the traceback.
+            remote = result.remote_error
+            console.print(f"[bold red]{escape(remote.type)}[/]: {escape(remote.message)}")
+            if remote.location:
+                console.print(f"  at [bold]{escape(remote.location)}[/]")
+            if remote.traceback:
+                console.print(remote.traceback.rstrip(), markup=False, style="dim")
         else:
             console.print(str(result.error), markup=False)
         return 0 if result.ok else 1

@@ -1,7 +1,11 @@
 """`flash-tui logs [NAME...] [--follow] [--lines N] [--json] [--project PATH]`.
 
-Without NAME: every deployed endpoint of the project. `--json` prints `{"lines": [...]}`; with
-`--follow` it prints one JSON object per line as they come (NDJSON), until Ctrl-C.
+Without NAME: every deployed endpoint of the project, their lines merged in the order the
+workers wrote them, each with the time it was written. `--lines N`: the last N lines shown
+(hidden health probes do not count); with `--follow`, those first, then new lines as they come.
+`--json` prints `{"lines": [...]}` (each with `endpoint`, `text`, `at` (epoch seconds), `time`
+(ISO 8601 UTC), `stream`, `source`); with `--follow` one such object per line (NDJSON), until
+Ctrl-C.
 """
 
 from __future__ import annotations
@@ -30,7 +34,9 @@ def register(subparsers: Any) -> None:
     )
     parser.add_argument("names", nargs="*", metavar="NAME", help="endpoints (default: all)")
     parser.add_argument("--follow", "-f", action="store_true", help="keep printing new lines")
-    parser.add_argument("--lines", "-n", type=int, default=100, help="lines of history")
+    parser.add_argument(
+        "--lines", "-n", type=int, default=100, help="lines of history (the last N shown)"
+    )
     parser.add_argument(
         "--probes", action="store_true", help="also show health-probe requests (GET /ping)"
     )
@@ -38,8 +44,15 @@ def register(subparsers: Any) -> None:
     parser.set_defaults(func=run)
 
 
+def _stamp(at: float | None) -> str:
+    # Milliseconds: lines of one second are told apart, and their order is visible.
+    if at is None:
+        return " " * 13  # an unstamped line (an old log file): no time rather than a wrong one
+    return time.strftime("%H:%M:%S", time.localtime(at)) + f".{int(at * 1000) % 1000:03d} "
+
+
 def _print(console: Console, line: LogLine, width: int, many: bool) -> None:
-    stamp = time.strftime("%H:%M:%S ", time.localtime(line.at)) if line.at else ""
+    stamp = _stamp(line.at)
     who = f"[cyan]{escape(line.endpoint.ljust(width))}[/] " if many else ""
     style = {"flash": "dim", "error": "red"}.get(line.source, "")
     text = escape(line.text)

@@ -10,7 +10,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import signal
 import sys
+import threading
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -118,8 +120,9 @@ def print_plan(console: Console, plan: Plan, title: str = "Plan") -> None:
 class PlanConfirmation:
     """The `confirm` callback of deploy/undeploy: print the plan, then ask (`--yes` answers).
 
-    With no terminal to ask and no `--yes`, the answer is no and `refused` is set, so the command
-    can say why and exit 1 instead of reporting a cancellation.
+    With no terminal to ask and no `--yes`, or no answer at all (Ctrl+D, Ctrl+C), the answer is
+    no and `refused` is set, so the command can say why (`report_refusal`) instead of reporting
+    a cancellation: exit 1, or 130 after Ctrl+C.
     """
 
     def __init__(
@@ -131,6 +134,7 @@ class PlanConfirmation:
         self._question = question
         self.verb = verb
         self.refused = False
+        self._why: str | None = None  # None: no terminal; "eof" / "interrupt" at the prompt
 
     async def __call__(self, plan: Plan) -> bool:
         if not self._args.json:
@@ -142,23 +146,46 @@ class PlanConfirmation:
             return False
         self._console.print(f"{self._question} [bold]\\[y/N][/] ", end="")
         try:
-            answer = input()
+            answer = _read_answer()
         except EOFError:
-            self.refused = True
+            self.refused, self._why = True, "eof"
+            return False
+        except KeyboardInterrupt:
+            self.refused, self._why = True, "interrupt"
             return False
         return answer.strip().lower() in ("y", "yes")
 
     def report_refusal(self, report: Any) -> int:
-        """Say that confirmation was needed (JSON or text); the exit status is 1."""
-        message = (
-            f"refusing to {self.verb} without confirmation: stdin is not a terminal. "
-            "Pass --yes to confirm non-interactively."
-        )
+        """Say why nothing was done (JSON or text); the exit status is 1, or 130 after Ctrl+C."""
+        if self._why == "interrupt":
+            message, code = "interrupted at the prompt: nothing changed", 130
+        elif self._why == "eof":
+            message, code = "no answer, nothing changed", 1
+        else:
+            message, code = (
+                f"refusing to {self.verb} without confirmation: stdin is not a terminal. "
+                "Pass --yes to confirm non-interactively.",
+                1,
+            )
         if self._args.json:
             json_out({**report.to_dict(), "ok": False, "error": message})
+        elif code == 130:
+            self._console.print(f"\n[yellow]{message}[/]")
         else:
-            self._console.print(f"[bold red]error[/]: {message}")
-        return 1
+            self._console.print(f"\n[bold red]error[/]: {message}")
+        return code
+
+
+def _read_answer() -> str:
+    """`input()`, where Ctrl+C raises at once: asyncio.run's own SIGINT handler only cancels the
+    main task, which a thread blocked reading the terminal would not notice until Enter."""
+    if threading.current_thread() is not threading.main_thread():
+        return input()
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        return input()
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def print_outcome(console: Console, report: Any, done: str, failed: str) -> None:

@@ -1,10 +1,10 @@
 """`flash-tui scan [PATH] [--json]`: what the scanner sees — endpoints, functions, routes, problems.
 
 Human output is a Rich tree (endpoints -> functions / routes, with QB/LB, CPU/GPU and live
-badges) and a diagnostics table. `--json` prints one JSON object: the manifest keys plus
-`diagnostics` [{severity, file, line, message, code}]. Exit code 1 when there is any error
-diagnostic (or PATH is not a directory); a directory without Flash code is not an error: it
-prints an empty manifest and a hint.
+badges) on stdout and a diagnostics table on stderr. `--json` prints one JSON object: the
+manifest keys plus `diagnostics` [{severity, file, line, message, code}]. Exit code 1 when
+there is any error diagnostic (or PATH is not a directory); a directory without Flash code is
+not an error: it prints an empty manifest and a hint.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from rich.table import Table
 from rich.tree import Tree
 
 from engine.diagnostics import Diagnostic
+from engine.wording import plural
 
 NOT_A_DIRECTORY = "scan-not-a-directory"
 
@@ -61,7 +62,8 @@ def render_tree(manifest: dict[str, Any]) -> Tree:
     resources = manifest.get("resources") or {}
     tree = Tree(
         f"[bold]{escape(str(manifest.get('project_name', '')))}[/] — "
-        f"{len(resources)} endpoint(s), {len(manifest.get('function_registry') or {})} function(s)"
+        f"{plural(len(resources), 'endpoint')}, "
+        f"{plural(len(manifest.get('function_registry') or {}), 'function')}"
     )
     for name in sorted(resources):
         resource = resources[name]
@@ -107,6 +109,8 @@ def run(args: argparse.Namespace) -> int:
 
     path = Path(args.path).expanduser()
     console = Console()
+    # Problems go to stderr, like a compiler's: stdout keeps what was found.
+    err_console = Console(stderr=True)
     if not path.is_dir():
         message = f"{path} is not a directory"
         if args.json:
@@ -116,7 +120,7 @@ def run(args: argparse.Namespace) -> int:
             ]
             print(json.dumps(out, sort_keys=True, ensure_ascii=False))
         else:
-            console.print(f"[bold red]error[/] {escape(message)}")
+            err_console.print(f"[bold red]error[/] {escape(message)}")
         return 1
     result = scan_project(path)
     errors = result.errors
@@ -132,11 +136,12 @@ def run(args: argparse.Namespace) -> int:
             '[bold]@Endpoint(...)[/] / [bold]api.post("/path")[/] (runpod_flash).'
         )
     if result.diagnostics:
-        console.print(render_diagnostics(result.diagnostics))
+        err_console.print(render_diagnostics(result.diagnostics))
     counts = {s: sum(1 for d in result.diagnostics if d.severity == s) for s in _SEVERITY_STYLE}
     console.print(
-        f"{result.stats.files} Python file(s), {result.stats.candidates} with Flash code · "
-        f"[bold red]{counts['error']}[/] error(s), [yellow]{counts['warning']}[/] warning(s) · "
+        f"{plural(result.stats.files, 'Python file')}, {result.stats.candidates} with Flash code · "
+        f"[bold red]{plural(counts['error'], 'error')}[/], "
+        f"[yellow]{plural(counts['warning'], 'warning')}[/] · "
         f"{result.stats.elapsed_ms:.0f} ms"
     )
     return 1 if errors else 0

@@ -1,10 +1,13 @@
 """`flash-tui status [--json] [--no-probe] [--project PATH]`: every endpoint's status, drift
 and live health.
 
-`--json` prints `{"app", "target", "endpoints": [...]}`, one object per endpoint in code or
-deployed with `name`, `resource_type`, `status` (not_deployed|deploying|healthy|unhealthy|
-failed|stopped), `drift` (new|in_sync|drifted|orphaned|unknown), `drift_fields`, `url`, `pid`,
-`restarts` and `health` ({ok, latency_ms, at} or null). Keys never appear.
+`--json` prints `{"app", "target", "endpoints": [...], "kept_apps": [...]}`, one object per
+endpoint in code or deployed with `name`, `resource_type`, `status` (not_deployed|deploying|
+healthy|unhealthy|failed|stopped), `drift` (new|in_sync|drifted|orphaned|unparsable|unknown),
+`drift_fields` (a change of the code alone is field `code`), `drift_reason` (e.g. `source does
+not parse: FILE:LINE`), `url`, `pid`, `restarts` and `health` ({ok, latency_ms, at} or null).
+`kept_apps`: apps an older flash-tui keyed by this folder's name that the store migration could
+not attach to this project for sure (`name`, `project_path`, `endpoints`). Keys never appear.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ DRIFT_COLORS = {
     "drifted": "yellow",
     "new": "cyan",
     "orphaned": "magenta",
+    "unparsable": "bold magenta",
     "unknown": "dim",
 }
 
@@ -66,9 +70,15 @@ def run(args: argparse.Namespace) -> int:
     async def work(engine: Engine) -> int:
         target = await engine.connect()
         statuses = await engine.status(probe=not args.no_probe)
+        kept = await engine.kept_apps()
         if args.json:
             json_out(
-                {"app": engine.app, "target": target, "endpoints": [s.to_dict() for s in statuses]}
+                {
+                    "app": engine.app,
+                    "target": target,
+                    "endpoints": [s.to_dict() for s in statuses],
+                    "kept_apps": kept,
+                }
             )
             return 0
         console = Console(highlight=False)
@@ -110,6 +120,11 @@ def run(args: argparse.Namespace) -> int:
                     f"{escape(json.dumps(change['deployed']))} → "
                     f"{escape(json.dumps(change['local']))}  [dim](deployed → local)[/]"
                 )
+            if s.drift == "unparsable":
+                console.print(
+                    f"  [magenta]{escape(s.name)}[/]: {escape(s.drift_reason)}"
+                    " [dim](kept deployed: its code still exists)[/]"
+                )
             if s.unresolved:
                 console.print(
                     f"  [dim]{escape(s.name)}: not statically resolvable: "
@@ -118,6 +133,13 @@ def run(args: argparse.Namespace) -> int:
             if s.status == "failed" and s.last_error:
                 console.print(f"  [red]{escape(s.name)} failed[/]; last output:")
                 console.print(escape(s.last_error), markup=False)
+        for app in kept:
+            console.print(
+                f"[yellow]App {escape(str(app['name']))} ({app['endpoints']} endpoint(s)), deployed"
+                " by an older flash-tui from a folder of this name, was kept as it was: which"
+                " project it belongs to is not known for sure. Its endpoints still run; see"
+                " `flash-tui cloud status`.[/]"
+            )
         if any(s.resource_type and "Cpu" not in s.resource_type for s in statuses):
             console.print("[dim]GPU endpoints run on this machine's CPU in the local cloud.[/]")
         return 0

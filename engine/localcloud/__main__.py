@@ -2,7 +2,8 @@
 
 Normally started detached by the engine (`engine.localcloud.discovery.ensure_cloud`). Binds
 127.0.0.1 only (the API controls processes on this machine: it is never exposed), on a free
-port unless `--port` is given, publishes itself in the home's state file, and holds the home's
+port unless `--port` is given (requests' headers must arrive within `$FLASH_HEADER_TIMEOUT`
+seconds, default 5), publishes itself in the home's state file, and holds the home's
 service lock so a second instance for the same home exits at once.
 
 Exit status: 0 after a normal shutdown, 3 when a service already runs for this home, 4 when it
@@ -28,6 +29,7 @@ from engine.home import Home
 from engine.localcloud.discovery import claim_service_lock, load_or_create_token, write_state
 from engine.localcloud.service import create_app
 from engine.localcloud.store import StoreError, check_database
+from runtime.header_timeout import header_timeout_from_env, header_timeout_protocol
 
 EXIT_ALREADY_RUNNING = 3
 EXIT_FAILED_AT_START = 4
@@ -45,19 +47,24 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=0, help="TCP port on 127.0.0.1 (0: free)")
     args = parser.parse_args(argv)
 
+    try:
+        header_timeout = header_timeout_from_env()
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     home = Home(args.home)
     lock_fd = claim_service_lock(home)
     if lock_fd is None:
         print(f"local cloud already running for {home.root}", file=sys.stderr)
         return EXIT_ALREADY_RUNNING
     try:
-        return _serve(home, args.port)
+        return _serve(home, args.port, header_timeout)
     finally:
         fcntl.flock(lock_fd, fcntl.LOCK_UN)
         os.close(lock_fd)
 
 
-def _serve(home: Home, port_wanted: int) -> int:
+def _serve(home: Home, port_wanted: int, header_timeout: float) -> int:
     """Bind, serve until shut down; the exit status."""
     # A damaged database is reported as such and left untouched, before anything is started.
     try:
@@ -87,7 +94,13 @@ def _serve(home: Home, port_wanted: int) -> int:
 
     app = create_app(home, token, on_shutdown_request=request_exit)
     config = uvicorn.Config(
-        app, lifespan="on", log_level="warning", access_log=False, timeout_graceful_shutdown=2
+        app,
+        lifespan="on",
+        log_level="warning",
+        access_log=False,
+        timeout_graceful_shutdown=2,
+        # slowloris: a client whose headers never end does not hold a connection forever
+        http=header_timeout_protocol("auto", header_timeout),
     )
     server = uvicorn.Server(config)
 

@@ -23,6 +23,17 @@ def _detail(response: httpx.Response) -> str:
     return str(data)[:300]
 
 
+def _seconds(timeout: httpx.Timeout, exc: httpx.TimeoutException) -> float:
+    """The limit that `exc` hit (connect, write, pool or read)."""
+    if isinstance(exc, httpx.ConnectTimeout):
+        return timeout.connect or 0.0
+    if isinstance(exc, httpx.WriteTimeout):
+        return timeout.write or 0.0
+    if isinstance(exc, httpx.PoolTimeout):
+        return timeout.pool or 0.0
+    return timeout.read or 0.0
+
+
 class CloudClient:
     """One connection pool to one running service. Use as `async with CloudClient(info)`."""
 
@@ -48,6 +59,11 @@ class CloudClient:
     async def _json(self, method: str, path: str, **kwargs: Any) -> Any:
         try:
             response = await self._http.request(method, path, **kwargs)
+        except httpx.TimeoutException as exc:
+            raise CloudError(
+                f"local cloud at {self.info.describe()}: timed out after "
+                f"{_seconds(self._http.timeout, exc):g} s"
+            ) from exc
         except httpx.HTTPError as exc:
             raise CloudError(f"local cloud unreachable at {self.info.describe()}: {exc}") from exc
         if response.status_code >= 400:
@@ -103,13 +119,20 @@ class CloudClient:
         )
         return list(data["lines"])
 
-    async def follow_logs(self, app: str, name: str, lines: int = 50) -> AsyncIterator[str]:
-        """The last `lines` lines, then every new line as it is written (until cancelled)."""
+    async def follow_logs(
+        self, app: str, name: str, lines: int = 50, marks: bool = False
+    ) -> AsyncIterator[str | float]:
+        """The last `lines` lines, then every new line as it is written (until cancelled);
+        with `marks`, also a float T after the history and after each read: every line written
+        before T (epoch seconds) has been given."""
+        params: dict[str, Any] = {"lines": lines, "marks": marks}
         async for item in self._stream(
-            "GET", f"/v1/apps/{app}/endpoints/{name}/logs/follow", params={"lines": lines}
+            "GET", f"/v1/apps/{app}/endpoints/{name}/logs/follow", params=params
         ):
             if "line" in item:
                 yield str(item["line"])
+            elif marks and "upto" in item:
+                yield float(item["upto"])
 
     async def events(self, app: str, since: int = 0) -> list[dict[str, Any]]:
         """The app's event log after event id `since`."""

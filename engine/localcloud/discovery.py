@@ -291,13 +291,22 @@ def _check_lock_holder(home: Home, timeout: float) -> None:
 
 
 def ping(info: CloudInfo, timeout: float = 1.0) -> bool:
-    """True when the service answers its health route with this token."""
+    """True when the service answers its health route with this token.
+
+    Raises `CloudError` when it answers but refuses the token: waiting or retrying cannot help.
+    """
     try:
         response = httpx.get(
             f"{info.url}/v1/health", headers=info.headers(), timeout=timeout, trust_env=False
         )
     except httpx.HTTPError:
         return False
+    if response.status_code in (401, 403):
+        raise CloudError(
+            f"the local cloud at {info.describe()} (pid {info.pid}) rejected the token "
+            f"(HTTP {response.status_code}): the token file no longer matches the running "
+            "service; stop it with `flash-tui cloud stop` and retry"
+        )
     return response.status_code == 200
 
 

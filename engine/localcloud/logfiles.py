@@ -6,6 +6,9 @@ and keep logging, while the service is down or restarting (it is re-adopted late
 cap must hold even when a worker writes at disk speed (the pipe holds it back while the writer
 rotates). The service only appends its own marker lines (O_APPEND) and reads the files.
 
+Lines are stamped by the worker with the time they were written (`runtime.logline`: `<UTC
+time>Z <stream> <text>`); the service's own lines use the stream `flash`.
+
 Files: `<name>.log` (current), `<name>.log.1` ... `<name>.log.<keep>` (older). Their total stays
 within `(keep + 1) * max_bytes`, plus the service's marker lines (a few hundred bytes each).
 """
@@ -17,10 +20,10 @@ import os
 import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 from engine.localcloud.texts import bound_text
+from runtime.logline import format_line, parse_line
 
 __all__ = [
     "DEFAULT_KEEP",
@@ -29,11 +32,13 @@ __all__ = [
     "append_marker",
     "log_path",
     "open_for_worker",
+    "plain_lines",
     "read_new",
     "remove_logs",
     "rotate_if_needed",
     "redact",
     "start_writer",
+    "tail_for_follow",
     "tail_lines",
 ]
 
@@ -93,11 +98,11 @@ def start_writer(
 
 
 def append_marker(path: Path, message: str) -> None:
-    """Append a service line (`[flash HH:MM:SS] message`) so the log tells the whole story."""
-    stamp = time.strftime("%H:%M:%S")
+    """Append a service line (stream `flash`, see `runtime.logline`) so the log tells the whole
+    story."""
     fd = open_for_worker(path)
     try:
-        os.write(fd, f"[flash {stamp}] {message}\n".encode())
+        os.write(fd, format_line(message, "flash").encode())
     finally:
         os.close(fd)
 
@@ -128,7 +133,8 @@ def rotate_if_needed(
     return True
 
 
-def _tail_of_file(path: Path, count: int) -> list[str]:
+def _read_tail(path: Path, count: int) -> tuple[bytes, int]:
+    """The end of the file holding at least its last `count` lines, and the file size read."""
     try:
         with open(path, "rb") as handle:
             handle.seek(0, os.SEEK_END)
@@ -141,9 +147,17 @@ def _tail_of_file(path: Path, count: int) -> list[str]:
                 handle.seek(position)
                 data = handle.read(step) + data
     except FileNotFoundError:
-        return []
+        return b"", 0
+    return data, end
+
+
+def _last_lines(data: bytes, count: int) -> list[str]:
     lines = data.decode("utf-8", errors="replace").splitlines()
     return [bound_text(line, MAX_LINE_BYTES) for line in lines[-count:]] if count else []
+
+
+def _tail_of_file(path: Path, count: int) -> list[str]:
+    return _last_lines(_read_tail(path, count)[0], count)
 
 
 def redact(lines: list[str], secrets: list[str]) -> list[str]:
@@ -160,6 +174,16 @@ def redact(lines: list[str], secrets: list[str]) -> list[str]:
     return out
 
 
+def plain_lines(lines: list[str]) -> list[str]:
+    """`lines` without their stamps, for text that is read as a whole (a crash record's tail);
+    the service's own lines keep a `[flash]` tag."""
+    out = []
+    for line in lines:
+        _, stream, text = parse_line(line)
+        out.append(f"[flash] {text}" if stream == "flash" else text)
+    return out
+
+
 def tail_lines(path: Path, count: int = 200) -> list[str]:
     """The last `count` lines, reaching into the newest rotated file when the current is short."""
     lines = _tail_of_file(path, count)
@@ -167,6 +191,19 @@ def tail_lines(path: Path, count: int = 200) -> list[str]:
         older = _tail_of_file(path.with_name(f"{path.name}.1"), count - len(lines))
         lines = older + lines
     return lines
+
+
+def tail_for_follow(path: Path, count: int) -> tuple[list[str], int]:
+    """`tail_lines` and the offset `read_new` continues from: read at once, so no line is lost
+    or given twice between the history and what follows."""
+    data, end = _read_tail(path, count)
+    # A trailing partial line is left for `read_new`, which sends it once complete.
+    cut = data.rfind(b"\n") + 1
+    lines, offset = _last_lines(data[:cut], count), end - (len(data) - cut)
+    if len(lines) < count:
+        older = _tail_of_file(path.with_name(f"{path.name}.1"), count - len(lines))
+        lines = older + lines
+    return lines, offset
 
 
 def read_new(path: Path, offset: int) -> tuple[list[str], int]:

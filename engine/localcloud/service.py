@@ -1,6 +1,7 @@
 """The local cloud's HTTP API (FastAPI), bound to 127.0.0.1, every route behind a token.
 
-Routes (all JSON; `Authorization: Bearer <token>` required on every one, `/v1/health` too):
+Routes (all JSON; `Authorization: Bearer <token>` required on every one, `/v1/health` too;
+`Host` must be 127.0.0.1 or localhost, with an optional port, or the answer is 400):
 
     GET    /v1/health                                   service pid, version, uptime
     POST   /v1/shutdown              {"stop_workers"}   stop (optionally the workers), exit
@@ -11,7 +12,7 @@ Routes (all JSON; `Authorization: Bearer <token>` required on every one, `/v1/he
     POST   /v1/apps/{app}/deploy     DeployRequest      NDJSON progress events, last `result`
     POST   /v1/apps/{app}/undeploy   {"names"|null}     NDJSON progress events, last `result`
     GET    /v1/apps/{app}/endpoints/{name}/logs?lines=N                {"lines": [...]}
-    GET    /v1/apps/{app}/endpoints/{name}/logs/follow?lines=N         NDJSON {"line"} stream
+    GET    /v1/apps/{app}/endpoints/{name}/logs/follow?lines=N&marks=B NDJSON {"line"} / {"upto"}
     GET    /v1/apps/{app}/events?since=ID                              append-only event log
     GET    /v1/apps/{app}/builds                                       immutable build copies
     GET    /v1/apps/{app}/environments/{env}/manifest                  state manager: read
@@ -43,12 +44,19 @@ from engine.localcloud import logfiles
 from engine.localcloud.store import Store
 from engine.localcloud.supervisor import DeployRequest, Supervisor, SupervisorSettings
 from runtime.auth import BearerAuthMiddleware
+from runtime.hostcheck import LoopbackHostMiddleware
 
 __all__ = ["NAME_PATTERN", "create_app"]
 
 VERSION = "1"
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+# A worker stamps a line an instant before its write(2) lands: a follow's `upto` mark stays this
+# far behind the read, so a line stamped before the mark has been read.
+_STAMP_SLACK = 0.05
 _UNAUTHORIZED = b'{"detail":"unauthorized: this API needs the local cloud token"}'
+_BAD_HOST = (
+    b'{"detail":"invalid Host header: the local cloud answers only 127.0.0.1 and localhost"}'
+)
 
 
 def _check_name(kind: str, value: str) -> str:
@@ -210,31 +218,39 @@ def create_app(
         return {"endpoint": name, "lines": logfiles.redact(tail, _keys(app))}
 
     @api.get("/v1/apps/{app}/endpoints/{name}/logs/follow")
-    async def follow(app: str, name: str, lines: int = 50) -> StreamingResponse:
-        """The last `lines` lines, then new lines as they are written (NDJSON)."""
+    async def follow(
+        app: str, name: str, lines: int = 50, marks: bool = False
+    ) -> StreamingResponse:
+        """The last `lines` lines, then new lines as they are written (NDJSON). With `marks`,
+        `{"upto": T}` after the history and after every read: every line written before T
+        (epoch seconds) has been sent, so a client can merge several endpoints in order."""
         _check_name("app", app)
         _check_name("endpoint", name)
         path = logfiles.log_path(home.logs_dir(app), name)
 
         async def stream() -> AsyncIterator[bytes]:
             keys = _keys(app)
-            # The follow offset is taken BEFORE the history is read: a line written in
-            # between may be sent twice, but none is lost.
-            try:
-                offset = path.stat().st_size
-            except FileNotFoundError:
-                offset = 0
-            for line in logfiles.redact(logfiles.tail_lines(path, max(0, min(lines, 10000))), keys):
+            upto = time.time() - _STAMP_SLACK
+            # History and offset from one read: no line is lost or sent twice in between.
+            history, offset = await asyncio.to_thread(
+                logfiles.tail_for_follow, path, max(0, min(lines, 10000))
+            )
+            for line in logfiles.redact(history, keys):
                 yield (json.dumps({"line": line}) + "\n").encode()
+            if marks:
+                yield (json.dumps({"upto": upto}) + "\n").encode()
             idle = 0.0
             while True:
+                upto = time.time() - _STAMP_SLACK
                 new, offset = await asyncio.to_thread(logfiles.read_new, path, offset)
                 if new:
                     idle = 0.0
                     keys = _keys(app)
                     for line in logfiles.redact(new, keys):
                         yield (json.dumps({"line": line}) + "\n").encode()
-                else:
+                if marks:
+                    yield (json.dumps({"upto": upto}) + "\n").encode()
+                if not new:
                     idle += 0.2
                     if idle >= 15.0:
                         # A heartbeat lets the client notice a dead connection.
@@ -303,5 +319,7 @@ def create_app(
         """Unexpected errors become a JSON 500 (the service keeps running)."""
         return JSONResponse({"detail": f"{type(exc).__name__}: {exc}"}, status_code=500)
 
-    # Every route, /v1/health included, needs the token; it is never echoed or logged.
-    return BearerAuthMiddleware(api, token, public_paths=(), unauthorized=_UNAUTHORIZED)
+    # Every route, /v1/health included, needs the token; it is never echoed or logged. The
+    # Host check comes first: a DNS-rebinding page gets nothing, not even a 401.
+    authed = BearerAuthMiddleware(api, token, public_paths=(), unauthorized=_UNAUTHORIZED)
+    return LoopbackHostMiddleware(authed, refused=_BAD_HOST)

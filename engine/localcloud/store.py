@@ -24,7 +24,7 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -32,6 +32,7 @@ from typing import Any
 import psutil
 
 from engine.localcloud import texts
+from engine.localcloud.appkeys import rekey_legacy_apps
 
 __all__ = [
     "ENDPOINT_COLUMNS",
@@ -47,8 +48,11 @@ __all__ = [
 # A few KB keep a whole traceback readable; more belongs in the log file.
 MAX_TEXT_BYTES = 8 * 1024
 
-# Each entry migrates from version i to i+1. Never edit a released entry: append a new one.
-MIGRATIONS: tuple[str, ...] = (
+Migration = str | Callable[[sqlite3.Connection], None]
+
+# Each entry migrates from version i to i+1: SQL, or a function run in the same transaction.
+# Never edit a released entry: append a new one.
+MIGRATIONS: tuple[Migration, ...] = (
     """
     CREATE TABLE apps (
         name         TEXT PRIMARY KEY,
@@ -112,6 +116,8 @@ MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX events_app ON events (app, id);
     """,
+    # apps keyed by folder name are re-keyed by their project where that is known for sure
+    rekey_legacy_apps,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -308,8 +314,12 @@ class Store:
                     f"({latest}); upgrade flash-tui or use another FLASH_TUI_HOME"
                 )
             for index in range(version, latest):
-                for statement in split_statements(MIGRATIONS[index]):
-                    conn.execute(statement)
+                migration = MIGRATIONS[index]
+                if callable(migration):
+                    migration(conn)
+                else:
+                    for statement in split_statements(migration):
+                        conn.execute(statement)
                 conn.execute(f"PRAGMA user_version = {index + 1}")
 
     @property

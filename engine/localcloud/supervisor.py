@@ -9,7 +9,11 @@ It lives inside the local cloud service. Its rules:
   this home that no record explains (killed between spawn and pid write) is terminated.
 - Workers run from an immutable copy of the build (`<home>/apps/<app>/builds/<build_id>`,
   extracted from the build's archive, whose SHA-256 is the build id), so rebuilding the project
-  does not change a running endpoint until it is redeployed.
+  does not change a running endpoint until it is redeployed. Copies are private (0700/0600)
+  and made under a temporary name, renamed when complete; what a crash leaves half made is
+  removed at the next start.
+- A worker gets its own key, its app's endpoint table and the service's environment minus
+  everything that leads to the home (see `_worker_environ`): user code runs in it.
 - Each worker is its own session (process group): signals to the service's group (Ctrl-C in a
   terminal) do not reach it, it survives the service, and stopping it signals the whole group
   (anything the user's code spawned goes too).
@@ -32,11 +36,12 @@ import shutil
 import signal
 import socket
 import sqlite3
+import stat
 import subprocess
 import sys
 import tarfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -44,9 +49,11 @@ from typing import Any
 import httpx
 import psutil
 
-from engine.home import Home, write_private
+from engine.home import DIR_MODE, FILE_MODE, HOME_ENV, Home, write_private
 from engine.localcloud import logfiles
 from engine.localcloud.store import Store, bound_text
+from runtime import logline
+from runtime.worker import RECYCLE_EXIT_CODE
 
 __all__ = [
     "DeployRequest",
@@ -60,6 +67,29 @@ Emit = Callable[[dict[str, Any]], None]
 
 WORKER_MODULE = "runtime.worker"
 BUILD_MARKER = ".flash-build-complete"
+# Inherited FLASH_* variables a worker still gets: its documented settings. Every other one
+# (the home, the service's settings, registry pointers, keys) stays with the service.
+_WORKER_SETTINGS = frozenset(
+    {
+        "FLASH_WORKER_CONCURRENCY",
+        "FLASH_JOB_RETENTION",
+        "FLASH_RUNSYNC_WAIT",
+        "FLASH_CALL_TIMEOUT",
+        "FLASH_HEADER_TIMEOUT",
+        "FLASH_ENDPOINTS_TTL",
+        "FLASH_IS_LIVE_PROVISIONING",
+        "FLASH_SHUTDOWN_TIMEOUT",
+        "FLASH_EXECUTION_TIMEOUT",
+        "FLASH_REQUEST_TIMEOUT",
+        "FLASH_MAX_STUCK",
+        "FLASH_RECYCLE_DELAY",
+        "FLASH_QUEUE_MAX_JOBS",
+        "FLASH_QUEUE_MAX_BYTES",
+        "FLASH_RESULTS_MAX_BYTES",
+        "FLASH_MAX_BODY_BYTES",
+        "FLASH_JSON_MAX_DEPTH",
+    }
+)
 # Statuses in which an endpoint is meant to be running: a worker found dead at service start
 # (machine reboot, SIGKILL) is started again. `stopped` (by `cloud stop`) and `failed` stay
 # down until the next deploy.
@@ -220,6 +250,49 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+def _worker_environ(
+    environ: Mapping[str, str], home_root: Path, secrets: list[str]
+) -> dict[str, str]:
+    """The service's environment as a worker inherits it: nothing that leads to the home.
+
+    User code runs in the worker; it must not be told where the home (token, database, other
+    apps' keys) is, nor be handed a secret the service happens to hold. A path list (PATH...)
+    loses only its entries inside the home; any other value naming the home is left out.
+    """
+    root = str(home_root)
+
+    def inside_home(item: str) -> bool:
+        return item.rstrip(os.sep) == root or item.startswith(root + os.sep)
+
+    inherited = {}
+    for name, value in environ.items():
+        if name == HOME_ENV or (name.startswith("FLASH_") and name not in _WORKER_SETTINGS):
+            continue
+        if any(secret in value for secret in secrets if secret):
+            continue
+        items = value.split(os.pathsep)
+        kept = [item for item in items if not inside_home(item)]
+        if kept != items:
+            if len(items) == 1 or not kept:
+                continue
+            value = os.pathsep.join(kept)
+        if root not in value:
+            inherited[name] = value
+    return inherited
+
+
+def _make_private(root: Path) -> None:
+    """Directories 0700 and files 0600 (0700 if executable) under `root`, `root` included."""
+    for path in [root, *root.rglob("*")]:
+        if path.is_symlink():
+            continue  # the data filter keeps symlinks inside the copy; their mode is unused
+        mode = path.stat().st_mode
+        if stat.S_ISDIR(mode):
+            os.chmod(path, DIR_MODE)
+        else:
+            os.chmod(path, DIR_MODE if mode & stat.S_IXUSR else FILE_MODE)
+
+
 def _arg(cmdline: list[str], flag: str) -> str | None:
     for index, item in enumerate(cmdline[:-1]):
         if item == flag:
@@ -247,6 +320,7 @@ class Supervisor:
     async def start(self) -> None:
         """Recover from the database (adopt, clean up, restart), then watch the workers."""
         self._http = httpx.AsyncClient(timeout=httpx.Timeout(1.0), trust_env=False)
+        await asyncio.to_thread(self._remove_partial_builds)
         await self._recover()
         self._monitor = asyncio.get_running_loop().create_task(self._monitor_loop())
 
@@ -392,7 +466,7 @@ class Supervisor:
             worker = self._spawn(record, new_port=port_changed)
             if port_changed:
                 self._write_endpoints_file(app)
-            restarts = int(record.get("restarts") or 0) + (1 if reason == "crash" else 0)
+            restarts = int(record.get("restarts") or 0) + (reason in ("crash", "recycle"))
             self.store.upsert_endpoint(app, name, restarts=restarts, status="unhealthy")
             self.store.add_event(
                 "restarted",
@@ -403,6 +477,13 @@ class Supervisor:
         await self._confirm_ready(worker)
 
     # -- processes ------------------------------------------------------------------------
+
+    def _token(self) -> str:
+        """The service's API token ("" when it has none yet): workers must never see it."""
+        try:
+            return self.home.token_file.read_text().strip()
+        except OSError:
+            return ""
 
     def _spawn(self, record: dict[str, Any], *, new_port: bool = False) -> Worker:
         """Start the worker of `record` and record its pid. Caller holds the app lock."""
@@ -416,7 +497,7 @@ class Supervisor:
             key = secrets.token_urlsafe(32)
             self.store.set_endpoint_key(app, name, key)
         build_path = record["build_path"]
-        env = dict(os.environ)
+        env = _worker_environ(os.environ, self.home.root, [self._token()])
         user_env = (record.get("config") or {}).get("env") or {}
         if isinstance(user_env, dict):
             env.update({str(k): str(v) for k, v in user_env.items() if isinstance(v, str)})
@@ -428,7 +509,13 @@ class Supervisor:
                 "FLASH_APP_NAME": app,
                 "FLASH_LOCALCLOUD_WORKER": f"{app}/{name}",
                 "FLASH_SHUTDOWN_TIMEOUT": str(self.settings.worker_shutdown_timeout),
+                # Where a stopping worker leaves its jobs' statuses for the next one (named
+                # like the log's rotations, so that an undeploy removes it with them).
+                "FLASH_JOB_JOURNAL": str(logfiles.log_path(self.home.logs_dir(app), name))
+                + ".jobs",
                 "PYTHONUNBUFFERED": "1",
+                # Its output goes to a log (through the log writer's pipe): stamp each line.
+                logline.STAMP_ENV: "1",
             }
         )
         log = logfiles.log_path(self.home.logs_dir(app), name)
@@ -590,7 +677,7 @@ class Supervisor:
         """The last lines of an endpoint's log, keys redacted: they go into records and events."""
         log = logfiles.log_path(self.home.logs_dir(app), name)
         keys = list(self.store.app_keys(app).values())
-        return logfiles.redact(logfiles.tail_lines(log, count), keys)
+        return logfiles.redact(logfiles.plain_lines(logfiles.tail_lines(log, count)), keys)
 
     def _on_crash(
         self, worker: Worker, *, crashed_at: float | None = None, done: set[str] | None = None
@@ -606,6 +693,9 @@ class Supervisor:
             return  # a deploy has started another worker meanwhile: this crash is history
         code = worker.exit_code()
         log = logfiles.log_path(self.home.logs_dir(app), name)
+        if code == RECYCLE_EXIT_CODE:
+            self._on_recycle(worker, log)
+            return
         if "marker" not in done:
             # The log is a courtesy; a full disk must not stop the record from being written.
             with contextlib.suppress(OSError):
@@ -664,12 +754,28 @@ class Supervisor:
             self._restart_later(app, name, delay)
         )
 
-    async def _restart_later(self, app: str, name: str, delay: float) -> None:
+    def _on_recycle(self, worker: Worker, log: Path) -> None:
+        """A worker that recycled itself (stuck calls, its log says which): restart it now.
+
+        Not a crash: it does not count towards `crash_limit`.
+        """
+        app, name = worker.app, worker.name
+        message = f"worker pid {worker.pid} recycled itself (stuck calls); restarting"
+        logfiles.append_marker(log, message)
+        self.store.add_event("recycled", message, app=app, endpoint=name)
+        self.store.upsert_endpoint(app, name, status="unhealthy", pid=None, pid_started=None)
+        self._restarts[(app, name)] = asyncio.get_running_loop().create_task(
+            self._restart_later(app, name, 0.0, "recycle")
+        )
+
+    async def _restart_later(
+        self, app: str, name: str, delay: float, reason: str = "crash"
+    ) -> None:
         try:
             await asyncio.sleep(delay)
             while True:
                 try:
-                    await self._start_recorded(app, name, "crash")
+                    await self._start_recorded(app, name, reason)
                     return
                 except (OSError, sqlite3.Error) as exc:
                     # A full disk: try again later rather than leave the endpoint down.
@@ -721,6 +827,8 @@ class Supervisor:
             else:
                 raise ValueError("the build has neither an archive nor a build directory")
             (tmp / BUILD_MARKER).write_text(request.build_id + "\n")
+            # The archive's modes (0644/0755) would open the copy to other users.
+            _make_private(tmp)
             if target.exists():  # an incomplete copy from an interrupted deploy
                 shutil.rmtree(target)
             os.replace(tmp, target)
@@ -731,6 +839,24 @@ class Supervisor:
             request.app, request.build_id, request.archive, str(target), request.manifest
         )
         return target
+
+    def _remove_partial_builds(self) -> None:
+        """Delete build copies a crash left half made: temporary extraction directories, and
+        copies without their completion marker that no endpoint runs from."""
+        apps = self.home.root / "apps"
+        if not apps.is_dir():
+            return
+        used = {r.get("build_path") for r in self.store.list_endpoints()}
+        for builds in apps.glob("*/builds"):
+            for path in builds.iterdir():
+                if not path.is_dir() or path.is_symlink():
+                    continue
+                partial = path.name.startswith(".") and ".tmp-" in path.name
+                unmarked = not (path / BUILD_MARKER).is_file() and str(path) not in used
+                if partial or unmarked:
+                    shutil.rmtree(path, ignore_errors=True)
+                elif stat.S_IMODE(path.stat().st_mode) != DIR_MODE:
+                    _make_private(path)  # a copy made before copies were private
 
     def _prune_builds(self, app: str) -> None:
         """Delete build copies no endpoint runs from any more."""

@@ -10,6 +10,8 @@ from workers.gpu.endpoint import embed
 
 gateway_config = CpuLoadBalancerSlsResource(
     name="gateway",
+    # Not a Live class, so upstream needs the image to run: Flash's CPU load-balancer image.
+    imageName="runpod/tetra-rp-lb-cpu:latest",
     instanceIds=[CpuInstanceType.CPU3C_2_4],
     workersMin=0,
     workersMax=2,

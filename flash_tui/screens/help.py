@@ -26,6 +26,11 @@ def help_table() -> Table:
         ("tab / shift+tab", "Move between tree, table, details and logs"),
         ("enter", "Expand a tree node / select a row"),
         ("escape", "Close a screen or cancel a dialog"),
+        (
+            "Selection",
+            "d u t act on the highlighted tree node or table row (the one the details show); "
+            "with none, they say so",
+        ),
         ("Route tester", "ctrl+s or ctrl+enter send · ctrl+y copy as curl · ctrl+k curl with key"),
         ("Logs screen", "f follow · / search · n/N next/prev match · e endpoint · p health probes"),
     ]:

@@ -20,6 +20,7 @@ from textual.widgets import Button, Footer, Label, OptionList, Static, TextArea
 from textual.widgets.option_list import Option
 
 from flash_tui import present
+from flash_tui.backend import BackendError, request_body
 
 
 @dataclass(frozen=True)
@@ -62,6 +63,8 @@ class TesterResponse:
     headers: dict[str, str] = field(default_factory=dict)
     body: Any = None
     ok: bool = True
+    # The remote exception (engine.invoke.RemoteError or its dict): type, message, location.
+    remote_error: Any = None
 
 
 @dataclass
@@ -99,6 +102,17 @@ def render_response(response: TesterResponse) -> Group:
         f" {response.status} ", style="bold black on green" if good else "bold white on red"
     )
     status.append(f"  {present.latency(response.latency_ms)}", style="bold")
+    remote = response.remote_error
+    if remote is not None:
+        # What failed and where in the user's code, above the raw body.
+        status.append("\n")
+        status.append(str(present.field(remote, "type", "Error")), style="bold red")
+        message = present.field(remote, "message")
+        if message:
+            status.append(f": {message}")
+        location = present.field(remote, "location")
+        if location:
+            status.append(f"  at {location}", style="bold")
     headers = Table.grid(padding=(0, 1))
     headers.add_column(style="cyan", no_wrap=True)
     headers.add_column(overflow="fold")
@@ -130,11 +144,14 @@ class RouteTesterScreen(Screen[None]):
         history: list[HistoryEntry] | None = None,
         initial: str | None = None,
         on_copy: Callable[[str], None] | None = None,
+        initial_function: str | None = None,
     ) -> None:
         super().__init__()
         self.backend = backend
         self.history = history if history is not None else []
+        # The endpoint (and function) selected on the dashboard: the tester opens on it.
         self.initial = initial
+        self.initial_function = initial_function
         self.on_copy = on_copy
         self._targets: list[RouteTarget] = list(backend.targets())
         self._current: RouteTarget | None = None
@@ -189,15 +206,20 @@ class RouteTesterScreen(Screen[None]):
                 "No routes or functions: deploy an endpoint first (d / D)."
             )
             return
-        index = 0
-        for i, target in enumerate(self._targets):
-            if target.deployed and self.initial in {target.title, target.endpoint, target.function}:
-                index = i
-                break
+        index = next((i for i, target in enumerate(self._targets) if self._is_initial(target)), 0)
         targets.highlighted = index
         self._select(self._targets[index])
         self._show_history()
         targets.focus()
+
+    def _is_initial(self, target: RouteTarget) -> bool:
+        # Deployed or not: the selection is what the person chose (an undeployed target says
+        # so when sent), not a reason to open on another endpoint.
+        if self.initial is None or target.endpoint != self.initial:
+            return False
+        function = self.initial_function
+        # A class node stands for its methods (`TextAnalyzer` -> `TextAnalyzer.keywords`).
+        return function is None or target.function.split(".")[0] == function
 
     def _select(self, target: RouteTarget) -> None:
         self._current = target
@@ -227,10 +249,10 @@ class RouteTesterScreen(Screen[None]):
         self.query_one("#response", Static).update(render_response(entry.response))
 
     def _body(self) -> Any | None:
-        raw = self.query_one("#body", TextArea).text.strip() or "{}"
+        """Exactly the editor's text, as the body to send (None, said why, when not JSON)."""
         try:
-            return json.loads(raw)
-        except json.JSONDecodeError as exc:
+            return request_body(self.query_one("#body", TextArea).text)
+        except BackendError as exc:
             self.notify(f"Body is not valid JSON: {exc}", severity="error", title="Cannot send")
             return None
 
@@ -256,7 +278,8 @@ class RouteTesterScreen(Screen[None]):
             response = await self.backend.send(target, body)
         except Exception as exc:  # shown to the person, who can fix the request and resend
             response = TesterResponse(status="error", latency_ms=None, body=str(exc), ok=False)
-        self.history.append(HistoryEntry(target, json.dumps(body, indent=2), response))
+        # The text as sent: replaying it shows what went out, not a reformatted copy.
+        self.history.append(HistoryEntry(target, str(body), response))
         self.query_one("#response", Static).update(render_response(response))
         self._show_history()
 

@@ -79,6 +79,10 @@ def endpoint_detail(
         if url:
             line.append(f"   {url}", style="underline")
         parts.append(line)
+        reason = present.field(status, "drift_reason")
+        if drift == "unparsable" and reason:
+            # Not gone: its code still exists, in a file that does not parse. Say where.
+            parts.append(Text(f"{reason} — kept deployed until it parses again", style="magenta"))
     fields = present.field(status, "drift_fields")
     if fields:
         parts.append(Text("deployed → local", style="dim"))
@@ -108,7 +112,7 @@ def endpoint_detail(
             parts.append(Text("functions", style="bold underline"))
             for fn in resource["functions"]:
                 parts.append(Text(f"ƒ {fn.get('name')}  {fn.get('module', '')}", style=""))
-    elif status is not None:
+    elif status is not None and drift == "orphaned":
         parts.append(Text("Deployed, but no longer in the code (orphaned).", style="magenta"))
     if events:
         parts.append(Text("recent events", style="bold underline"))

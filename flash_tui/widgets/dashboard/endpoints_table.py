@@ -74,7 +74,10 @@ def cells(row: EndpointRow) -> dict[str, object]:
         "type": Text(row.type),
         # None: the target was not asked (or could not be reached), which is not "not deployed".
         "status": present.styled(row.status, present.STATUS_STYLES),
-        "drift": present.styled(row.drift, present.DRIFT_STYLES),
+        "drift": Text(
+            present.SHORT_DRIFT_LABELS.get(str(row.drift), present.label(row.drift)),
+            style=present.DRIFT_STYLES.get(str(row.drift or ""), ""),
+        ),
         "latency": Text(present.latency(row.latency_ms), justify="right"),
         "health": present.sparkline(row.samples) if row.samples else Text("—", style="dim"),
         "up": Text(present.duration(row.uptime_s), justify="right"),

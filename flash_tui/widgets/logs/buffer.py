@@ -12,13 +12,15 @@ DEFAULT_CAPACITY = 20_000
 
 @dataclass(frozen=True, slots=True)
 class LogRecord:
-    """One displayed log line: a sequence number, `HH:MM:SS`, its source and the text."""
+    """One displayed log line: a sequence number, `HH:MM:SS`, its source and the text;
+    `probe` marks a health-probe request line (the engine's verdict)."""
 
     seq: int
     time: str
     source: str
     text: str
     level: str = "info"
+    probe: bool = False
 
 
 class LogBuffer:
@@ -49,11 +51,13 @@ class LogBuffer:
         """Sequence number of the oldest record still kept."""
         return self._records[0].seq if self._records else self._next_seq
 
-    def append(self, time: str, source: str, text: str, level: str = "info") -> LogRecord:
+    def append(
+        self, time: str, source: str, text: str, level: str = "info", probe: bool = False
+    ) -> LogRecord:
         """Add one line (multi-line text is split so every row is one record)."""
         record: LogRecord | None = None
         for line in text.splitlines() or [""]:
-            record = LogRecord(self._next_seq, time, source, line, level)
+            record = LogRecord(self._next_seq, time, source, line, level, probe)
             self._next_seq += 1
             self._records.append(record)
         assert record is not None

@@ -21,13 +21,12 @@ from flash_tui.widgets.logs.buffer import LogBuffer, LogRecord
 SOURCE_WIDTH = 12
 _SOURCE_COLOURS = ["cyan", "magenta", "green", "blue", "yellow", "bright_cyan", "bright_magenta"]
 _LEVEL_STYLES = {"error": "red", "warning": "yellow"}
-# Health probes log a line per endpoint every interval; useful in the logs screen, noise elsewhere.
-_PROBE = re.compile(r"^(GET|HEAD) /(ping|health)\b")
 
 
 def is_probe(record: LogRecord) -> bool:
-    """A worker's access-log line for a health probe."""
-    return record.source != "engine" and bool(_PROBE.match(record.text))
+    """A worker's access-log line for a health probe (the engine's rule, as `logs` applies it:
+    useful in the logs screen, noise elsewhere)."""
+    return record.probe
 
 
 def source_colour(source: str) -> str:
