@@ -65,7 +65,7 @@ PROJECT_MAIN = '''
 from tetra_rp import CpuLiveServerless, CpuLoadBalancerSlsResource, remote
 
 qb_config = CpuLiveServerless(name="qbload")
-gw_config = CpuLoadBalancerSlsResource(name="gwload")
+gw_config = CpuLoadBalancerSlsResource(name="gwload", imageName="me/gwload:1")
 
 
 @remote(qb_config)

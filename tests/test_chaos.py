@@ -47,7 +47,7 @@ MAIN = """
 from tetra_rp import CpuLiveServerless, CpuLoadBalancerSlsResource, remote
 
 work_config = CpuLiveServerless(name="work", workersMax={workers})
-front_config = CpuLoadBalancerSlsResource(name="front", workersMax=1)
+front_config = CpuLoadBalancerSlsResource(name="front", imageName="me/front:1", workersMax=1)
 
 
 @remote(work_config)
