@@ -36,10 +36,11 @@ import psutil
 import pytest
 
 from engine.home import Home
+from engine.identity import app_slug, canonical_path
 from engine.localcloud.discovery import read_state
 
 CLI = [sys.executable, "-c", "import sys; from engine.cli import main; sys.exit(main())"]
-APP = "chaosapp"
+FOLDER = "chaosapp"
 ENDPOINTS = {"work", "front"}
 RUNNING = frozenset({"deploying", "healthy", "unhealthy"})  # states that have a worker
 
@@ -81,7 +82,8 @@ class Chaos:
     """The project, its home and the CLI, with the checks of one iteration."""
 
     def __init__(self, root: Path, seed: int) -> None:
-        self.project = root / APP
+        self.project = root / FOLDER
+        self.app = app_slug(canonical_path(self.project))
         self.project.mkdir(parents=True)
         self.home = Home(root / "home")
         self.rng = random.Random(seed)
@@ -167,10 +169,10 @@ class Chaos:
         """The store's endpoint records of the app (read-only)."""
         with sqlite3.connect(f"file:{self.home.db_path}?mode=ro", uri=True, timeout=10) as conn:
             conn.row_factory = sqlite3.Row
-            rows = conn.execute("SELECT * FROM endpoints WHERE app = ?", (APP,)).fetchall()
+            rows = conn.execute("SELECT * FROM endpoints WHERE app = ?", (self.app,)).fetchall()
             builds = {
                 row["build_id"]
-                for row in conn.execute("SELECT build_id FROM builds WHERE app = ?", (APP,))
+                for row in conn.execute("SELECT build_id FROM builds WHERE app = ?", (self.app,))
             }
         result = [dict(row) for row in rows]
         for record in result:
@@ -195,7 +197,7 @@ class Chaos:
                 resource = cmdline[cmdline.index("--resource") + 1]
                 assert resource == r["name"], f"{label}: pid serves {resource}"
                 marker = workers[r["pid"]].environ().get("FLASH_LOCALCLOUD_WORKER")
-                assert marker == f"{APP}/{r['name']}", f"{label}: worker marker {marker!r}"
+                assert marker == f"{self.app}/{r['name']}", f"{label}: worker marker {marker!r}"
                 known.add(r["pid"])
             else:
                 assert r["pid"] is None or r["pid"] not in workers, f"{label}: stale pid runs"
