@@ -336,11 +336,10 @@ def test_supervisor_restarts_a_recycled_worker_at_once(
 
     from engine.health import probe
     from engine.home import Home
+    from engine.identity import app_slug, canonical_path
     from engine.localcloud.discovery import read_state
     from engine.localcloud.store import Store
     from engine.provider import EndpointTarget
-
-    from engine.identity import app_slug, canonical_path
 
     project = tmp_path / "recycleapp"
     project.mkdir()
