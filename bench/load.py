@@ -65,7 +65,7 @@ PROJECT_MAIN = '''
 from tetra_rp import CpuLiveServerless, CpuLoadBalancerSlsResource, remote
 
 qb_config = CpuLiveServerless(name="qbload")
-gw_config = CpuLoadBalancerSlsResource(name="gwload", imageName="me/gwload:1")
+gw_config = CpuLoadBalancerSlsResource(name="gwload", imageName="runpod/tetra-rp-lb-cpu:latest")
 
 
 @remote(qb_config)
@@ -196,7 +196,7 @@ def build_project(workdir: Path) -> Path:
         stdin=subprocess.DEVNULL,
     )
     if proc.returncode != 0:
-        raise SystemExit(f"build failed:\n{proc.stderr}")
+        raise SystemExit(f"build failed:\n{proc.stderr or proc.stdout}")
     return project / ".flash" / ".build"
 
 

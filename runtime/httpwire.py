@@ -1,15 +1,22 @@
 """A small keep-alive HTTP/1.1 client for calls from one worker to another (plain `http://`).
 
-Why not httpx on this path: an LB route calling a QB function reached only about 0.1x the
-requests/s of calling the QB endpoint directly, and profiling the calling worker showed
-httpx's async pool was most of it — per request a failed `import sniffio` (a sys.path search
-when sniffio is absent), an O(connections) reassignment of the pool, anyio stream wrappers, and
-keep-alive connections dropped above 16 idle ones, so at concurrency 64 most calls opened a
-new TCP connection. This client keeps one idle list per origin on the event loop it runs on,
+Why not httpx on this path: an LB route calling a QB function reached only about 0.06x the
+requests/s of calling the QB endpoint directly through httpx, sniffio installed or not.
+Profiling the calling worker shows httpcore's async pool matching every queued request against
+every connection on each request (`_assign_requests_to_connections`: O(requests x
+connections), millions of `is_idle` calls at 64 calls in flight) plus a socket readability
+probe per connection. This client keeps one idle list per origin on the event loop it runs on,
 reuses connections for as long as the server keeps them open, and does nothing else.
 
-Errors are raised as httpx's exception types (`ConnectError`, `ReadError`, `ReadTimeout`...)
-so callers handle both clients alike; `https://` is left to httpx (see `runtime.calls`).
+Answers are parsed by `httptools` (llhttp, the C parser our workers' uvicorn uses): status,
+headers, chunked bodies and keep-alive rules. (On `h11`, pure Python, the calls served 31-48%
+fewer requests/s.) Only what a response parser cannot know is decided here: a body with no
+length that is not chunked ends with the connection, and a HEAD answer has none. Requests are
+a few formatted lines; a CR, LF or NUL in them is refused, not sent.
+
+Errors are raised as httpx's exception types (`ConnectError`, `ReadError`, `ReadTimeout`,
+`RemoteProtocolError`...) so callers handle both clients alike; `https://` is left to httpx
+(see `runtime.calls`).
 """
 
 from __future__ import annotations
@@ -20,13 +27,16 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 from urllib.parse import urlencode, urlsplit
 
+import httptools
 import httpx
 
 __all__ = ["ConnectionPool", "Response"]
 
 _Conn = tuple[asyncio.StreamReader, asyncio.StreamWriter]
 _dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+_READ_SIZE = 64 * 1024
 _MAX_HEAD = 64 * 1024
+_FORBIDDEN = frozenset("\r\n\0")
 _timeout_scope = getattr(asyncio, "timeout", None)
 
 
@@ -48,6 +58,48 @@ class Response:
     def json(self) -> Any:
         """The body parsed as JSON (raises ValueError when it is not)."""
         return json.loads(self.content)
+
+
+class _Answer:
+    """httptools' callbacks for one response: collects headers and body."""
+
+    __slots__ = ("parser", "headers", "chunks", "head_size", "headers_done", "keep", "complete")
+
+    def __init__(self) -> None:
+        self.parser = httptools.HttpResponseParser(self)
+        self.headers: dict[str, str] = {}
+        self.chunks: list[bytes] = []
+        self.head_size = 0
+        self.headers_done = False
+        self.keep = False
+        self.complete = False
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self.head_size += len(name) + len(value)
+        if self.head_size > _MAX_HEAD:
+            raise ValueError(f"response headers larger than {_MAX_HEAD} bytes")
+        key, text = name.decode("latin-1").lower(), value.decode("latin-1")
+        seen = self.headers.get(key)
+        self.headers[key] = text if seen is None else f"{seen}, {text}"  # a repeated header
+
+    def on_headers_complete(self) -> None:
+        self.headers_done = True
+        # Asked here, as uvicorn does: llhttp resets it once the message is complete.
+        self.keep = self.parser.should_keep_alive()
+
+    def on_body(self, body: bytes) -> None:
+        self.chunks.append(body)
+
+    def on_message_complete(self) -> None:
+        if self.parser.get_status_code() < 200:  # 1xx: the real answer follows
+            self.headers, self.chunks, self.head_size = {}, [], 0
+            self.headers_done = False
+            return
+        self.complete = True
+
+
+class _ClosedBeforeAnswer(Exception):
+    """A reused connection ended before any byte of the answer: the request was not handled."""
 
 
 class ConnectionPool:
@@ -113,6 +165,9 @@ class ConnectionPool:
             lines.append("Content-Type: application/json")
         for name, value in (headers or {}).items():
             lines.append(f"{name}: {value}")
+        # A CR or LF in a header, the method or the URL would split the request: refuse it.
+        if not _FORBIDDEN.isdisjoint("".join(lines)) or " " in method or " " in target:
+            raise httpx.LocalProtocolError(f"invalid request line or header: {lines!r:.200}")
         data = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
         try:
             if _timeout_scope is None:  # Python 3.10
@@ -138,38 +193,29 @@ class ConnectionPool:
                 reused = conn is not None
                 if conn is None:
                     conn = await self._open(origin)
-                reader, writer = conn
-                done = False
+                keep = False
                 try:
-                    writer.write(data)
-                    try:
-                        head = await reader.readuntil(b"\r\n\r\n")
-                    except asyncio.IncompleteReadError as exc:
-                        if reused and not exc.partial and attempt == 0:
-                            continue
-                        raise
-                    status, headers, keep = _parse_head(head)
-                    content = await _read_body(reader, status, headers, head_only)
-                    if content is None:  # delimited by the end of the connection
-                        content, keep = await reader.read(), False
-                    done = keep
-                    return Response(status, headers, content)
-                except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError) as exc:
-                    where = f"{origin[0]}:{origin[1]}"
-                    raise httpx.ReadError(f"{where}: {type(exc).__name__}: {exc}") from exc
-                except ValueError as exc:
+                    response, keep = await _send_and_receive(conn, data, head_only, reused)
+                    return response
+                except _ClosedBeforeAnswer as exc:
+                    if attempt == 0:
+                        continue
+                    raise _read_error(origin, exc.__cause__ or exc) from exc
+                except (OSError, asyncio.IncompleteReadError) as exc:
+                    raise _read_error(origin, exc) from exc
+                except (httptools.HttpParserError, ValueError) as exc:
                     raise httpx.RemoteProtocolError(f"{origin[0]}:{origin[1]}: {exc}") from exc
                 finally:
                     # Anything but a complete keep-alive exchange (errors, cancellation by
-                    # the timeout) leaves the connection in an unknown state: close it.
+                    # the timeout, a server that closes) leaves the connection unusable.
                     if (
-                        done
+                        keep
                         and not self._closed
                         and len(self._idle.get(origin, ())) < self.max_idle
                     ):
                         self._idle.setdefault(origin, []).append(conn)
                     else:
-                        writer.close()
+                        conn[1].close()
         raise AssertionError("unreachable")  # the loop returns or raises
 
     def _take_idle(self, origin: tuple[str, int]) -> _Conn | None:
@@ -184,7 +230,7 @@ class ConnectionPool:
     async def _open(self, origin: tuple[str, int]) -> _Conn:
         try:
             conn = await asyncio.wait_for(
-                asyncio.open_connection(origin[0], origin[1], limit=_MAX_HEAD),
+                asyncio.open_connection(origin[0], origin[1], limit=_READ_SIZE),
                 self.connect_timeout,
             )
         except asyncio.TimeoutError as exc:
@@ -196,40 +242,48 @@ class ConnectionPool:
         return conn
 
 
-def _parse_head(head: bytes) -> tuple[int, dict[str, str], bool]:
-    """Status, headers (lower-cased names) and keep-alive of a response head."""
-    lines = head.decode("latin-1").split("\r\n")
-    version, _, rest = lines[0].partition(" ")
-    if not version.startswith("HTTP/1."):
-        raise ValueError(f"not an HTTP/1.x response: {lines[0][:80]!r}")
-    status = int(rest[:3])
-    headers: dict[str, str] = {}
-    for line in lines[1:]:
-        if line:
-            name, _, value = line.partition(":")
-            headers[name.strip().lower()] = value.strip()
-    connection = headers.get("connection", "").lower()
-    keep = connection != "close" if version == "HTTP/1.1" else connection == "keep-alive"
-    return status, headers, keep
+def _read_error(origin: tuple[str, int], exc: BaseException) -> httpx.ReadError:
+    return httpx.ReadError(f"{origin[0]}:{origin[1]}: {type(exc).__name__}: {exc}")
 
 
-async def _read_body(
-    reader: asyncio.StreamReader, status: int, headers: dict[str, str], head_only: bool
-) -> bytes | None:
-    """The body as framed by the headers; None when it runs to the end of the connection."""
-    if head_only or status in (204, 304) or 100 <= status < 200:
-        return b""
-    if "chunked" in headers.get("transfer-encoding", "").lower():
-        chunks = []
-        while True:
-            size = int((await reader.readuntil(b"\r\n")).split(b";")[0].strip(), 16)
-            if size == 0:
-                while await reader.readuntil(b"\r\n") != b"\r\n":
-                    pass  # trailers
-                return b"".join(chunks)
-            chunks.append(await reader.readexactly(size))
-            await reader.readexactly(2)
-    length = headers.get("content-length")
-    if length is not None:
-        return await reader.readexactly(int(length))
-    return None
+async def _send_and_receive(
+    conn: _Conn, data: bytes, head_only: bool, reused: bool
+) -> tuple[Response, bool]:
+    """Write the request, feed the answer to httptools until it is complete; (answer, keep)."""
+    reader, writer = conn
+    writer.write(data)
+    answer = _Answer()
+    answered = False  # any answer byte received
+    while True:
+        try:
+            chunk = await reader.read(_READ_SIZE)
+        except OSError as exc:  # e.g. reset by a server that closed the idle connection
+            if reused and not answered:
+                raise _ClosedBeforeAnswer() from exc
+            raise
+        if not chunk:
+            if reused and not answered:
+                raise _ClosedBeforeAnswer()
+            # The end of the connection ends a body that has no length and is not chunked.
+            headers = answer.headers
+            if (
+                answer.headers_done
+                and "content-length" not in headers
+                and "chunked" not in headers.get("transfer-encoding", "").lower()
+            ):
+                return _response(answer), False
+            raise ValueError("the server closed the connection before the end of the answer")
+        answered = True
+        try:
+            answer.parser.feed_data(chunk)
+        except httptools.HttpParserUpgrade as exc:
+            raise ValueError("the server switched protocols") from exc
+        if answer.complete:
+            return _response(answer), answer.keep
+        if head_only and answer.headers_done:
+            answer.chunks = []  # a HEAD answer has no body, whatever its headers say
+            return _response(answer), False
+
+
+def _response(answer: _Answer) -> Response:
+    return Response(answer.parser.get_status_code(), answer.headers, b"".join(answer.chunks))

@@ -413,6 +413,12 @@ async def test_a_connection_the_server_closed_while_idle_is_replaced_not_resent(
             response = await pool.request("POST", f"http://127.0.0.1:{port}/x", json={"i": 1})
             assert response.status_code == 200 and response.json() == {"n": expected}
         assert handled == [b'{"i":1}'] * 3 and pool.opened == 3
+        # Without the pause the close may land while the next request is on its way: that
+        # request is resent once on a fresh connection, and still runs once.
+        for expected in (4, 5, 6):
+            response = await pool.request("POST", f"http://127.0.0.1:{port}/x", json={"i": 1})
+            assert response.json() == {"n": expected}
+        assert handled == [b'{"i":1}'] * 6 and pool.opened == 6
     finally:
         await pool.aclose()
         server.close()
@@ -421,6 +427,8 @@ async def test_a_connection_the_server_closed_while_idle_is_replaced_not_resent(
 
 async def test_chunked_and_close_delimited_answers_are_read_whole() -> None:
     import asyncio
+
+    import httpx
 
     from runtime.httpwire import ConnectionPool
 
@@ -431,6 +439,8 @@ async def test_chunked_and_close_delimited_answers_are_read_whole() -> None:
                 b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
                 b"3\r\n[1,\r\n2;x=y\r\n2]\r\n0\r\n\r\n"
             )
+        elif b"/short" in head:
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc")
         else:
             writer.write(b"HTTP/1.1 201 Created\r\nConnection: close\r\n\r\n" + b"z" * 70000)
         await writer.drain()
@@ -444,6 +454,10 @@ async def test_chunked_and_close_delimited_answers_are_read_whole() -> None:
         assert chunked.json() == [1, 2]
         closed = await pool.request("GET", f"http://127.0.0.1:{port}/close")
         assert closed.status_code == 201 and closed.content == b"z" * 70000
+        with pytest.raises(httpx.RemoteProtocolError, match="before the end of the answer"):
+            await pool.request("GET", f"http://127.0.0.1:{port}/short")
+        with pytest.raises(httpx.LocalProtocolError):
+            await pool.request("GET", f"http://127.0.0.1:{port}/x", headers={"X-Bad": "a\nb"})
     finally:
         await pool.aclose()
         server.close()
