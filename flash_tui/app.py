@@ -515,7 +515,10 @@ class FlashApp(App[None]):
         self._render_detail()
 
     def _render_detail(self) -> None:
-        pane = self.dashboard.query_one(DetailPane)
+        panes = self.dashboard.query(DetailPane)
+        if not panes:
+            return  # a refresh finished while the app closes: its dashboard is gone
+        pane = panes.first()
         item = self.selection
         resources = self.manifest.get("resources") or {}
         if isinstance(item, str) or (isinstance(item, TreeItem) and item.kind == "endpoint"):
