@@ -86,6 +86,7 @@ class Resolver:
     # -- modules ---------------------------------------------------------------------------
 
     def facts(self, module: str) -> FileFacts | None:
+        """The facts of a project module (parsed on demand); records it as consulted."""
         self.touched.add(module)
         entry = self.index.entry(module)
         if entry is None:
@@ -93,6 +94,7 @@ class Resolver:
         return self.facts_of(entry)
 
     def is_project(self, module: str) -> bool:
+        """True for a module or package of the project."""
         return self.index.is_project(module)
 
     def import_target(self, name: str, importer: str) -> str | None:
@@ -111,12 +113,14 @@ class Resolver:
         return self.index.unique_suffix(name)
 
     def module_sym(self, name: str, importer: str) -> Sym:
+        """The symbol of `import name` in `importer`."""
         target = self.import_target(name, importer)
         if target is not None:
             return ("module", target)
         return SDK_MODULE if is_sdk_module(name) else OTHER
 
     def from_module(self, name: str, attr: str, importer: str) -> Sym:
+        """The symbol of `from name import attr` in `importer`."""
         target = self.import_target(name, importer)
         if target is None:
             if is_sdk_module(name):
@@ -125,6 +129,7 @@ class Resolver:
         return self.attr_of_module(target, attr)
 
     def attr_of_module(self, module: str, attr: str) -> Sym:
+        """`module.attr`: a top-level name of the module, or its submodule."""
         sym = self.name(module, attr)
         if sym == OTHER and self.is_project(f"{module}.{attr}"):
             return ("module", f"{module}.{attr}")
@@ -178,6 +183,7 @@ class Resolver:
         return sym
 
     def attr(self, sym: Sym, part: str) -> Sym:
+        """`sym.part`: an SDK name or enum member, a module attribute, or an Endpoint route."""
         kind = sym[0]
         if kind == "sdk":
             if sym[1] == "":
@@ -192,15 +198,18 @@ class Resolver:
         return OTHER
 
     def callee(self, module: str, call: CallExpr) -> Sym:
+        """What the function of a call in `module` refers to."""
         return self.dotted(module, call.func.parts)
 
     def is_endpoint(self, sym: Sym) -> bool:
+        """True when a value symbol is an `Endpoint(...)` object."""
         value = sym[3]
         return isinstance(value, CallExpr) and self.callee(sym[1], value) == ("sdk", "Endpoint")
 
     # -- values ----------------------------------------------------------------------------
 
     def evaluate(self, module: str, value: Any) -> Any:
+        """The static value of a partial expression in `module` (`Unresolved` parts kept)."""
         return evaluate(
             value,
             lambda ref: self.ref_value(module, ref),
@@ -208,6 +217,7 @@ class Resolver:
         )
 
     def ref_value(self, module: str, ref: Ref) -> Any:
+        """The static value of a name (a module-level assignment or an SDK enum member)."""
         sym = self.dotted(module, ref.parts)
         if sym[0] == "enum":
             return sym[2] if sym[2] in _MEMBERS[sym[1]] else Unresolved(ref.source)
@@ -229,6 +239,7 @@ class Resolver:
         return Unresolved(ref.source)
 
     def call_value(self, module: str, call: CallExpr) -> Any:
+        """The static value of a call: `NetworkVolume(...)` / `PodTemplate(...)` keywords only."""
         sym = self.callee(module, call)
         if sym in (("sdk", "NetworkVolume"), ("sdk", "PodTemplate")) and not call.star:
             if call.args:

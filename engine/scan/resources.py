@@ -83,7 +83,7 @@ class FileResolution:
     def __init__(self, entry: FileEntry, ctx: ScanContext) -> None:
         self.entry = entry
         self.ctx = ctx
-        self.r = Resolver(ctx.index, ctx.facts_of)
+        self.resolver = Resolver(ctx.index, ctx.facts_of)
         self.functions: list[FunctionInfo] = []
         self.resources: list[ResourceDef] = []
         self.diags: list[Diagnostic] = []
@@ -96,7 +96,7 @@ class FileResolution:
         if facts is not None:
             for item in facts.decorated:
                 self._item(item)
-            deps = frozenset(self.r.touched | {module})
+            deps = frozenset(self.resolver.touched | {module})
         else:
             deps = frozenset({module})
         return FileResult(self.functions, self.resources, self.diags, deps, self.uses)
@@ -155,13 +155,13 @@ class FileResolution:
 
     def _config_def(self, site: _Site, diags: list[Diagnostic]) -> ResourceDef | None:
         """`_config_def_uncached`, once per definition per file (several functions share one)."""
-        return self.r.definition(
+        return self.resolver.definition(
             ("config", site.origin), diags, lambda found: self._config_def_uncached(site, found)
         )
 
     def _config_def_uncached(self, site: _Site, diags: list[Diagnostic]) -> ResourceDef | None:
         """A resource from a `LiveServerless(...)`-style call evaluated in `site.module`."""
-        r, module, call = self.r, site.module, site.call
+        r, module, call = self.resolver, site.module, site.call
         variable, file, line = site.variable, site.file, site.line
         sym = r.callee(module, call)
         if sym[0] != "sdk" or sym[1] not in RESOURCE_TYPES:
@@ -204,7 +204,7 @@ class FileResolution:
         self, site: _Site, load_balanced: bool, default_name: str | None, diags: list[Diagnostic]
     ) -> tuple[ResourceDef | None, list[str], list[str]]:
         """`_endpoint_def_uncached`, once per Endpoint and use per file."""
-        return self.r.definition(
+        return self.resolver.definition(
             ("endpoint", site.origin, load_balanced, default_name),
             diags,
             lambda found: self._endpoint_def_uncached(site, load_balanced, default_name, found),
@@ -216,7 +216,7 @@ class FileResolution:
         """A resource from `Endpoint(...)` keyword arguments; plus its dependencies."""
         from runtime.endpoint import endpoint_resource
 
-        r, module, call, file, line = self.r, site.module, site.call, site.file, site.line
+        r, module, call, file, line = self.resolver, site.module, site.call, site.file, site.line
         kwargs = {k: r.evaluate(module, v) for k, v in call.kwargs}
         if call.args:
             kwargs.setdefault("name", r.evaluate(module, call.args[0]))
@@ -291,7 +291,7 @@ class FileResolution:
 
     def _item(self, item: Decorated) -> None:
         """The function or resource of one decorated definition (its first Flash decorator)."""
-        r, entry, diags = self.r, self.entry, self.diags
+        r, entry, diags = self.resolver, self.entry, self.diags
         module, rel = entry.module, entry.rel
         for call, called in item.decorators:
             sym = r.callee(module, call)
@@ -405,7 +405,7 @@ class FileResolution:
         self, item: Decorated, call: CallExpr, target: Any
     ) -> tuple[ResourceDef | None, str | None]:
         """The resource `@remote(target)` names, and its config variable (None when inline)."""
-        r, diags = self.r, self.diags
+        r, diags = self.resolver, self.diags
         module, rel = self.entry.module, self.entry.rel
 
         def unknown(text: str, why: str) -> tuple[None, None]:
@@ -462,7 +462,7 @@ class FileResolution:
         """A decorator argument that must be a static string (method, path), else a diagnostic."""
         if value is None:
             return None
-        result = self.r.evaluate(self.entry.module, value)
+        result = self.resolver.evaluate(self.entry.module, value)
         if isinstance(result, str):
             return result
         self.diags.append(
@@ -481,7 +481,7 @@ class FileResolution:
         """A static list of dependency strings, else [] and a warning."""
         if value is None:
             return []
-        result = _ensure_list_of_str(self.r.evaluate(self.entry.module, value))
+        result = _ensure_list_of_str(self.resolver.evaluate(self.entry.module, value))
         if result is None:
             self.diags.append(
                 Diagnostic(
