@@ -312,13 +312,9 @@ class FlashApp(App[None]):
     async def _refresh_status(self) -> None:
         if not self.scanned:
             return  # the scan, when it lands, asks again: drift needs the code
-        monitor = self.health_monitor
         # The monitor's latest samples, not a second round of probes; before it runs, one probe.
-        health = (
-            None
-            if monitor is None
-            else {n: s for n in monitor.history if (s := monitor.latest(n)) is not None}
-        )
+        monitor = self.health_monitor
+        health = monitor.latest_samples() if monitor is not None else None
         try:
             statuses = await self.backend.status(self.manifest, self.diagnostics, health)
         except BackendError as exc:
@@ -480,33 +476,24 @@ class FlashApp(App[None]):
         for name in sorted(set(resources) | set(self.statuses)):
             res = resources.get(name) or {}
             status = self.statuses.get(name)
-            if status is None:
-                rows.append(
-                    EndpointRow(
-                        name=name,
-                        type=present.short_type(
-                            res.get("resource_type"), res.get("is_load_balanced") if res else None
-                        ),
-                        latency_ms=_median(self.samples.get(name, ())),
-                        samples=list(self.samples.get(name, ())),
-                    )
-                )
-                continue
-            rtype = res.get("resource_type") or status.resource_type
-            started = status.started_at
-            uptime = now - started if started and status.status in DEPLOYED else None
+            health = status.health if status is not None else None
+            started = status.started_at if status is not None else None
+            state = status.status if status is not None else None
             rows.append(
                 EndpointRow(
                     name=name,
-                    type=present.short_type(rtype, res.get("is_load_balanced") if res else None),
-                    status=status.status,
-                    drift=status.drift,
+                    type=present.short_type(
+                        res.get("resource_type") or (status and status.resource_type),
+                        res.get("is_load_balanced") if res else None,
+                    ),
+                    status=state,
+                    drift=status.drift if status is not None else None,
                     latency_ms=_median(self.samples.get(name, ()))
-                    or (status.health.latency_ms if status.health else None),
+                    or (health.latency_ms if health is not None else None),
                     samples=list(self.samples.get(name, ())),
-                    url=status.url,
-                    uptime_s=uptime,
-                    restarts=status.restarts,
+                    url=status.url if status is not None else None,
+                    uptime_s=now - started if started and state in DEPLOYED else None,
+                    restarts=status.restarts if status is not None else None,
                 )
             )
         return rows

@@ -131,7 +131,7 @@ def run(args: argparse.Namespace) -> int:
                     f"  [dim]{escape(s.name)}: not statically resolvable: "
                     f"{escape(', '.join(s.unresolved))}[/]"
                 )
-            if s.status == "failed" and s.last_error:
+            if s.status == Status.FAILED and s.last_error:
                 console.print(f"  [red]{escape(s.name)} failed[/]; last output:")
                 console.print(escape(s.last_error), markup=False)
         for app in kept:
