@@ -23,7 +23,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from engine.ops import Engine, OpError, OpEvent
-from engine.plan import Plan
+from engine.plan import PLAN_MARKS, Plan
 
 __all__ = [
     "PlanConfirmation",
@@ -40,7 +40,6 @@ __all__ = [
 
 T = TypeVar("T")
 
-SYMBOLS = {"create": "+", "update": "~", "delete": "-", "unchanged": "="}
 COLORS = {"create": "green", "update": "yellow", "delete": "red", "unchanged": "dim"}
 
 
@@ -104,7 +103,7 @@ def print_plan(console: Console, plan: Plan, title: str = "Plan") -> None:
                 f"{escape(_value(change.local))}"
             )
         table.add_row(
-            f"[{color}]{SYMBOLS[item.action]}[/]",
+            f"[{color}]{PLAN_MARKS[item.action]}[/]",
             escape(item.name),
             escape(item.resource_type or ""),
             f"[{color}]{item.action}[/]",
