@@ -95,6 +95,8 @@ def endpoint_status(
 ) -> EndpointStatus:
     """The status of one endpoint from its manifest entry, its deployed record, its drift and
     its latest probe (which decides healthy/unhealthy while it runs)."""
+    if there is None or there.status not in RUNNING:
+        sample = None  # no worker runs: an older probe says nothing about now
     if there is None:
         status = str(Status.NOT_DEPLOYED)
     else:
