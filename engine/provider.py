@@ -16,19 +16,18 @@ import asyncio
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 from engine.home import Home
 from engine.localcloud.client import CloudClient
 from engine.localcloud.discovery import CloudError, CloudInfo, ensure_cloud, read_state
+from engine.status import Status
 
 __all__ = [
-    "ENDPOINT_STATUSES",
     "BuildRef",
     "DeployOutcome",
     "DeployedEndpoint",
     "EndpointSpec",
-    "EndpointStatus",
     "EndpointTarget",
     "LocalCloudProvider",
     "Provider",
@@ -36,16 +35,6 @@ __all__ = [
     "ProviderEvent",
     "get_provider",
 ]
-
-EndpointStatus = Literal["not_deployed", "deploying", "healthy", "unhealthy", "failed", "stopped"]
-ENDPOINT_STATUSES: tuple[str, ...] = (
-    "not_deployed",
-    "deploying",
-    "healthy",
-    "unhealthy",
-    "failed",
-    "stopped",
-)
 
 
 class ProviderError(Exception):
@@ -113,7 +102,7 @@ class DeployedEndpoint:
             name=str(record["name"]),
             resource_type=str(record.get("resource_type") or ""),
             is_load_balanced=bool(record.get("is_load_balanced")),
-            status=str(record.get("status") or "unhealthy"),
+            status=str(record.get("status") or Status.UNHEALTHY),
             config=dict(record.get("config") or {}),
             config_hash=record.get("config_hash"),
             code_hash=record.get("code_hash"),
