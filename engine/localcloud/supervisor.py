@@ -46,16 +46,17 @@ from engine.localcloud.deployrequest import DeployRequest, EndpointSpec
 from engine.localcloud.ports import pick_port, port_is_free
 from engine.localcloud.store import Store, bound_text
 from engine.localcloud.workers import Worker, WorkerProcesses, WorkerSettings, terminate
+from engine.status import RUNNING
 from runtime.worker import RECYCLE_EXIT_CODE
 
 __all__ = ["Supervisor", "SupervisorSettings"]
 
 Emit = Callable[[dict[str, Any]], None]
 
-# Statuses in which an endpoint is meant to be running: a worker found dead at service start
-# (machine reboot, SIGKILL) is started again. `stopped` (by `cloud stop`) and `failed` stay
-# down until the next deploy.
-from engine.status import RUNNING as _WANTED  # noqa: E402 - the one list of running states
+# Statuses in which an endpoint is meant to be running (engine.status.RUNNING): a worker found
+# dead at service start (machine reboot, SIGKILL) is started again. `stopped` (by `cloud stop`)
+# and `failed` stay down until the next deploy.
+_WANTED = RUNNING
 
 
 @dataclass
