@@ -22,10 +22,11 @@ import httpx
 import pytest
 
 from engine.home import Home
+from engine.localcloud.buildcopies import BUILD_MARKER
 from engine.localcloud.client import CloudClient
 from engine.localcloud.discovery import CloudInfo, ensure_cloud, stop_cloud
 from engine.localcloud.store import Store
-from engine.localcloud.supervisor import BUILD_MARKER, Supervisor
+from engine.localcloud.supervisor import Supervisor
 
 PROBE_HANDLER = """
 import os

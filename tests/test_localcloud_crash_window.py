@@ -13,7 +13,8 @@ import pytest
 
 from engine.home import Home
 from engine.localcloud.store import Store
-from engine.localcloud.supervisor import Supervisor, SupervisorSettings, Worker
+from engine.localcloud.supervisor import Supervisor, SupervisorSettings
+from engine.localcloud.workers import Worker
 
 APP, NAME = "app", "ep"
 SETTINGS = SupervisorSettings(crash_limit=3, crash_window=60.0)

@@ -34,7 +34,8 @@ from engine.localcloud.discovery import (
     stop_cloud,
 )
 from engine.localcloud.store import Store
-from engine.localcloud.supervisor import Supervisor, SupervisorSettings, Worker
+from engine.localcloud.supervisor import Supervisor, SupervisorSettings
+from engine.localcloud.workers import Worker
 
 CLI = [sys.executable, "-c", "import sys; from engine.cli import main; sys.exit(main())"]
 FOLDER = "robustapp"

@@ -41,8 +41,9 @@ from fastapi.responses import JSONResponse, StreamingResponse
 
 from engine.home import Home
 from engine.localcloud import logfiles
+from engine.localcloud.deployrequest import DeployRequest
 from engine.localcloud.store import Store
-from engine.localcloud.supervisor import DeployRequest, Supervisor, SupervisorSettings
+from engine.localcloud.supervisor import Supervisor, SupervisorSettings
 from runtime.auth import BearerAuthMiddleware
 from runtime.hostcheck import LoopbackHostMiddleware
 

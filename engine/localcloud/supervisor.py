@@ -1,103 +1,66 @@
-"""The supervisor: runs, watches, restarts, re-adopts and stops the endpoints' worker processes.
+"""The supervisor: deploys, watches, restarts, re-adopts and stops the endpoints' workers.
 
-It lives inside the local cloud service. Its rules:
+It lives inside the local cloud service and orchestrates `workers` (the processes),
+`buildcopies` (what they run from) and `ports`, writing every step to the `store`. Its rules:
 
 - The database is written BEFORE a process is acted on (record, then spawn; pid recorded right
   after spawn), so a SIGKILL of the service at any point leaves a record that explains every
   process: on the next start, live workers whose pid, start time and command line match their
   record are re-adopted; a recorded worker that is gone is started again; a worker process of
   this home that no record explains (killed between spawn and pid write) is terminated.
-- Workers run from an immutable copy of the build (`<home>/apps/<app>/builds/<build_id>`,
-  extracted from the build's archive, whose SHA-256 is the build id), so rebuilding the project
-  does not change a running endpoint until it is redeployed. Copies are private (0700/0600)
-  and made under a temporary name, renamed when complete; what a crash leaves half made is
-  removed at the next start.
+- Workers run from an immutable copy of the build (see `buildcopies`), so rebuilding the
+  project does not change a running endpoint until it is redeployed.
 - A worker gets its own key, its app's endpoint table and the service's environment minus
-  everything that leads to the home (see `_worker_environ`): user code runs in it.
-- Each worker is its own session (process group): signals to the service's group (Ctrl-C in a
-  terminal) do not reach it, it survives the service, and stopping it signals the whole group
-  (anything the user's code spawned goes too).
+  everything that leads to the home (see `workers`): user code runs in it.
 - A worker that exits unexpectedly is restarted after an exponential backoff; after
   `crash_limit` crashes within `crash_window` seconds the endpoint is `failed`, with the last
   log lines recorded (the import error of a broken handler, typically).
 - Deploys and undeploys of one app are serialised by a per-app lock (one service per home, so
   an in-process lock is enough; the database's own locking protects against anything else).
+
+Its size (a little over 600 lines) is earned: deploy, undeploy, crash restarts and recovery are
+one state machine over the same workers table, per-app locks and pending restarts; what is not
+(the processes, the build copies, ports, the deploy request) lives in its own module.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import json
 import os
 import secrets
-import shutil
-import signal
-import socket
 import sqlite3
-import stat
-import subprocess
 import sys
-import tarfile
 import time
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
-import psutil
 
-from engine.home import DIR_MODE, FILE_MODE, HOME_ENV, Home, write_private
-from engine.localcloud import logfiles
+from engine.home import Home, write_private
+from engine.localcloud import buildcopies, logfiles
+from engine.localcloud.deployrequest import DeployRequest, EndpointSpec
+from engine.localcloud.ports import pick_port, port_is_free
 from engine.localcloud.store import Store, bound_text
-from runtime import logline
+from engine.localcloud.workers import Worker, WorkerProcesses, WorkerSettings, terminate
+from engine.status import RUNNING
 from runtime.worker import RECYCLE_EXIT_CODE
 
-__all__ = [
-    "DeployRequest",
-    "EndpointSpec",
-    "Supervisor",
-    "SupervisorSettings",
-    "Worker",
-]
+__all__ = ["Supervisor", "SupervisorSettings"]
 
 Emit = Callable[[dict[str, Any]], None]
 
-WORKER_MODULE = "runtime.worker"
-BUILD_MARKER = ".flash-build-complete"
-# Inherited FLASH_* variables a worker still gets: its documented settings. Every other one
-# (the home, the service's settings, registry pointers, keys) stays with the service.
-_WORKER_SETTINGS = frozenset(
-    {
-        "FLASH_WORKER_CONCURRENCY",
-        "FLASH_JOB_RETENTION",
-        "FLASH_RUNSYNC_WAIT",
-        "FLASH_CALL_TIMEOUT",
-        "FLASH_HEADER_TIMEOUT",
-        "FLASH_ENDPOINTS_TTL",
-        "FLASH_IS_LIVE_PROVISIONING",
-        "FLASH_SHUTDOWN_TIMEOUT",
-        "FLASH_EXECUTION_TIMEOUT",
-        "FLASH_REQUEST_TIMEOUT",
-        "FLASH_MAX_STUCK",
-        "FLASH_RECYCLE_DELAY",
-        "FLASH_QUEUE_MAX_JOBS",
-        "FLASH_QUEUE_MAX_BYTES",
-        "FLASH_RESULTS_MAX_BYTES",
-        "FLASH_MAX_BODY_BYTES",
-        "FLASH_JSON_MAX_DEPTH",
-    }
-)
-# Statuses in which an endpoint is meant to be running: a worker found dead at service start
-# (machine reboot, SIGKILL) is started again. `stopped` (by `cloud stop`) and `failed` stay
-# down until the next deploy.
-from engine.status import RUNNING as _WANTED  # noqa: E402 - the one list of running states
+# Statuses in which an endpoint is meant to be running (engine.status.RUNNING): a worker found
+# dead at service start (machine reboot, SIGKILL) is started again. `stopped` (by `cloud stop`)
+# and `failed` stay down until the next deploy.
+_WANTED = RUNNING
 
 
 @dataclass
-class SupervisorSettings:
+class SupervisorSettings(WorkerSettings):
     """Tunables; the service reads overrides from `FLASH_LOCALCLOUD_*` environment variables."""
 
     backoff_base: float = 0.5
@@ -105,11 +68,7 @@ class SupervisorSettings:
     crash_limit: int = 5
     crash_window: float = 60.0
     ready_timeout: float = 30.0
-    stop_timeout: float = 5.0
     monitor_interval: float = 0.1
-    log_max_bytes: int = logfiles.DEFAULT_MAX_BYTES
-    log_keep: int = logfiles.DEFAULT_KEEP
-    worker_shutdown_timeout: float = 3.0
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> SupervisorSettings:
@@ -122,182 +81,6 @@ class SupervisorSettings:
                 with contextlib.suppress(ValueError):
                     setattr(settings, name, type(current)(float(raw)))
         return settings
-
-
-@dataclass
-class EndpointSpec:
-    """One endpoint as the engine wants it deployed."""
-
-    name: str
-    resource_type: str
-    is_load_balanced: bool = False
-    config: dict[str, Any] = field(default_factory=dict)
-    config_hash: str | None = None
-    code_hash: str | None = None
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> EndpointSpec:
-        """From the JSON body of a deploy request."""
-        return cls(
-            name=str(data["name"]),
-            resource_type=str(data.get("resource_type") or ""),
-            is_load_balanced=bool(data.get("is_load_balanced")),
-            config=dict(data.get("config") or {}),
-            config_hash=data.get("config_hash"),
-            code_hash=data.get("code_hash"),
-        )
-
-
-@dataclass
-class DeployRequest:
-    """What to deploy (create/update) and remove for one app, from which build."""
-
-    app: str
-    endpoints: list[EndpointSpec]
-    remove: list[str] = field(default_factory=list)
-    build_id: str | None = None
-    archive: str | None = None
-    build_dir: str | None = None
-    manifest: dict[str, Any] | None = None
-    project_path: str | None = None
-    environment: str = "local"
-    force: bool = False
-    ready_timeout: float | None = None
-
-    @classmethod
-    def from_dict(cls, app: str, data: dict[str, Any]) -> DeployRequest:
-        """From the JSON body of a deploy request."""
-        build = data.get("build") or {}
-        return cls(
-            app=app,
-            endpoints=[EndpointSpec.from_dict(e) for e in data.get("endpoints") or []],
-            remove=[str(n) for n in data.get("remove") or []],
-            build_id=build.get("build_id"),
-            archive=build.get("archive"),
-            build_dir=build.get("build_dir"),
-            manifest=build.get("manifest"),
-            project_path=data.get("project_path"),
-            environment=str(data.get("environment") or "local"),
-            force=bool(data.get("force")),
-            ready_timeout=data.get("ready_timeout"),
-        )
-
-
-@dataclass
-class Worker:
-    """A running worker process (spawned by this service, or adopted from a previous one)."""
-
-    app: str
-    name: str
-    pid: int
-    create_time: float
-    port: int
-    proc: subprocess.Popen[bytes] | None = None
-    expected_exit: bool = False
-    # The process writing its output to the log file (only for workers spawned here).
-    log_writer: subprocess.Popen[bytes] | None = None
-
-    def alive(self) -> bool:
-        """Whether the process is still running (and is still the same process)."""
-        if self.proc is not None:
-            return self.proc.poll() is None
-        try:
-            process = psutil.Process(self.pid)
-            return (
-                abs(process.create_time() - self.create_time) < 0.05
-                and process.status() != psutil.STATUS_ZOMBIE
-            )
-        except (psutil.NoSuchProcess, psutil.AccessDenied):
-            return False
-
-    def exit_code(self) -> int | None:
-        """The exit status when known (only for our own children)."""
-        return self.proc.returncode if self.proc is not None else None
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that is free right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def pick_port(taken: set[int]) -> int:
-    """A free port not in `taken` (ports promised to workers that have not bound yet)."""
-    for _ in range(50):
-        port = free_port()
-        if port not in taken:
-            return port
-    raise RuntimeError("no free TCP port on 127.0.0.1")
-
-
-def port_is_free(port: int) -> bool:
-    """Whether `port` can be bound on 127.0.0.1 (with SO_REUSEADDR, as the worker binds)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def _worker_environ(
-    environ: Mapping[str, str], home_root: Path, secrets: list[str]
-) -> dict[str, str]:
-    """The service's environment as a worker inherits it: nothing that leads to the home.
-
-    User code runs in the worker; it must not be told where the home (token, database, other
-    apps' keys) is, nor be handed a secret the service happens to hold. A path list (PATH...)
-    loses only its entries inside the home; any other value naming the home is left out.
-    """
-    root = str(home_root)
-
-    def inside_home(item: str) -> bool:
-        return item.rstrip(os.sep) == root or item.startswith(root + os.sep)
-
-    inherited = {}
-    for name, value in environ.items():
-        if name == HOME_ENV or (name.startswith("FLASH_") and name not in _WORKER_SETTINGS):
-            continue
-        if any(secret in value for secret in secrets if secret):
-            continue
-        items = value.split(os.pathsep)
-        kept = [item for item in items if not inside_home(item)]
-        if kept != items:
-            if len(items) == 1 or not kept:
-                continue
-            value = os.pathsep.join(kept)
-        if root not in value:
-            inherited[name] = value
-    return inherited
-
-
-def _make_private(root: Path) -> None:
-    """Directories 0700 and files 0600 (0700 if executable) under `root`, `root` included."""
-    for path in [root, *root.rglob("*")]:
-        if path.is_symlink():
-            continue  # the data filter keeps symlinks inside the copy; their mode is unused
-        mode = path.stat().st_mode
-        if stat.S_ISDIR(mode):
-            os.chmod(path, DIR_MODE)
-        else:
-            os.chmod(path, DIR_MODE if mode & stat.S_IXUSR else FILE_MODE)
-
-
-def _arg(cmdline: list[str], flag: str) -> str | None:
-    for index, item in enumerate(cmdline[:-1]):
-        if item == flag:
-            return cmdline[index + 1]
-    return None
 
 
 class Supervisor:
@@ -313,14 +96,15 @@ class Supervisor:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._monitor: asyncio.Task[None] | None = None
         self._http: httpx.AsyncClient | None = None
-        self._apps_root = str(self.home.root / "apps") + os.sep
+        self._processes = WorkerProcesses(home, self.settings)
 
     # -- lifecycle ------------------------------------------------------------------------
 
     async def start(self) -> None:
         """Recover from the database (adopt, clean up, restart), then watch the workers."""
         self._http = httpx.AsyncClient(timeout=httpx.Timeout(1.0), trust_env=False)
-        await asyncio.to_thread(self._remove_partial_builds)
+        used = {r.get("build_path") for r in self.store.list_endpoints()}
+        await asyncio.to_thread(buildcopies.remove_partial_copies, self.home.root / "apps", used)
         await self._recover()
         self._monitor = asyncio.get_running_loop().create_task(self._monitor_loop())
 
@@ -362,39 +146,11 @@ class Supervisor:
 
     # -- recovery -------------------------------------------------------------------------
 
-    def _is_our_worker(self, cmdline: list[str]) -> bool:
-        if WORKER_MODULE not in cmdline:
-            return False
-        build_dir = _arg(cmdline, "--build-dir") or ""
-        return build_dir.startswith(self._apps_root)
-
-    def _matches_record(self, record: dict[str, Any]) -> psutil.Process | None:
-        pid, started = record.get("pid"), record.get("pid_started")
-        if not pid or started is None:
-            return None
-        try:
-            process = psutil.Process(int(pid))
-            if abs(process.create_time() - float(started)) >= 0.05:
-                return None  # the pid was reused by another process
-            if process.status() == psutil.STATUS_ZOMBIE:
-                return None
-            cmdline = process.cmdline()
-        except (psutil.NoSuchProcess, psutil.AccessDenied):
-            return None
-        if not self._is_our_worker(cmdline):
-            return None
-        if _arg(cmdline, "--resource") != record["name"]:
-            return None
-        # builds live in <home>/apps/<app>/builds/<id>: the app must match too
-        if Path(_arg(cmdline, "--build-dir") or "").parent.parent.name != record["app"]:
-            return None
-        return process
-
     async def _recover(self) -> None:
         to_start: list[dict[str, Any]] = []
         adopted: set[int] = set()
         for record in self.store.list_endpoints():
-            process = self._matches_record(record)
+            process = self._processes.adoptable(record)
             if process is not None:
                 worker = Worker(
                     record["app"],
@@ -425,23 +181,21 @@ class Supervisor:
                 to_start.append(record)
         # Worker processes of this home that no record explains: terminate them (they were
         # spawned by a service killed before it could record their pid).
-        for process in psutil.process_iter(["pid", "cmdline"]):
-            with contextlib.suppress(psutil.Error):
-                cmdline = process.info.get("cmdline") or []
-                if process.pid in adopted or not self._is_our_worker(cmdline):
-                    continue
-                await asyncio.to_thread(_terminate, process, self.settings.stop_timeout)
-                self.store.add_event(
-                    "killed_unknown",
-                    f"terminated unrecorded worker pid {process.pid}",
-                    app=Path(_arg(cmdline, "--build-dir") or "").parent.parent.name or None,
-                    data={"resource": _arg(cmdline, "--resource"), "pid": process.pid},
-                )
+        for process, stray_app, resource in self._processes.strays(adopted):
+            await asyncio.to_thread(terminate, process, self.settings.stop_timeout)
+            self.store.add_event(
+                "killed_unknown",
+                f"terminated unrecorded worker pid {process.pid}",
+                app=stray_app,
+                data={"resource": resource, "pid": process.pid},
+            )
         for record in to_start:
             self.spawn_task(self._start_recorded(record["app"], record["name"], "recovered"))
 
     async def _confirm_ready(self, worker: Worker) -> None:
-        ok, _ = await self._wait_ready(worker, self.settings.ready_timeout)
+        ok, _ = await self._processes.wait_ready(
+            worker, self._client(), self.settings.ready_timeout
+        )
         record = self.store.get_endpoint(worker.app, worker.name)
         if record is not None and worker.alive() and record["status"] != "failed":
             self.store.upsert_endpoint(
@@ -478,13 +232,6 @@ class Supervisor:
 
     # -- processes ------------------------------------------------------------------------
 
-    def _token(self) -> str:
-        """The service's API token ("" when it has none yet): workers must never see it."""
-        try:
-            return self.home.token_file.read_text().strip()
-        except OSError:
-            return ""
-
     def _spawn(self, record: dict[str, Any], *, new_port: bool = False) -> Worker:
         """Start the worker of `record` and record its pid. Caller holds the app lock."""
         app, name = record["app"], record["name"]
@@ -496,143 +243,31 @@ class Supervisor:
         if key is None:
             key = secrets.token_urlsafe(32)
             self.store.set_endpoint_key(app, name, key)
-        build_path = record["build_path"]
-        env = _worker_environ(os.environ, self.home.root, [self._token()])
-        user_env = (record.get("config") or {}).get("env") or {}
-        if isinstance(user_env, dict):
-            env.update({str(k): str(v) for k, v in user_env.items() if isinstance(v, str)})
-        env.update(
-            {
-                "FLASH_ENDPOINT_KEY": key,
-                "FLASH_ENDPOINTS_FILE": str(self.home.endpoints_file(app)),
-                "FLASH_RESOURCE_NAME": name,
-                "FLASH_APP_NAME": app,
-                "FLASH_LOCALCLOUD_WORKER": f"{app}/{name}",
-                "FLASH_SHUTDOWN_TIMEOUT": str(self.settings.worker_shutdown_timeout),
-                # Where a stopping worker leaves its jobs' statuses for the next one (named
-                # like the log's rotations, so that an undeploy removes it with them).
-                "FLASH_JOB_JOURNAL": str(logfiles.log_path(self.home.logs_dir(app), name))
-                + ".jobs",
-                "PYTHONUNBUFFERED": "1",
-                # Its output goes to a log (through the log writer's pipe): stamp each line.
-                logline.STAMP_ENV: "1",
-            }
-        )
-        log = logfiles.log_path(self.home.logs_dir(app), name)
-        with contextlib.suppress(OSError):  # a full disk must not keep the worker down
-            logfiles.append_marker(
-                log, f"starting worker on port {port} (build {str(record.get('build_id'))[:12]})"
-            )
-        cmd = [
-            sys.executable,
-            "-m",
-            WORKER_MODULE,
-            "--build-dir",
-            build_path,
-            "--resource",
-            name,
-            "--port",
-            str(port),
-        ]
-        # The worker writes into a pipe; its log writer holds the file's cap (see logfiles).
-        log_writer, fd = logfiles.start_writer(
-            log, self.settings.log_max_bytes, self.settings.log_keep
-        )
-        try:
-            proc = subprocess.Popen(
-                cmd,
-                stdin=subprocess.DEVNULL,
-                stdout=fd,
-                stderr=fd,
-                cwd=build_path,
-                env=env,
-                start_new_session=True,
-                close_fds=True,
-            )
-        finally:
-            os.close(fd)
-        try:
-            create_time = psutil.Process(proc.pid).create_time()
-        except psutil.NoSuchProcess:
-            create_time = time.time()
+        worker = self._processes.spawn(record, port, key)
         url = f"http://127.0.0.1:{port}"
         # Watched from now on, even if recording its pid fails (a full disk): a retry then
         # finds it running instead of starting a second one.
-        worker = Worker(app, name, proc.pid, create_time, port, proc, log_writer=log_writer)
         self.workers[(app, name)] = worker
         self.store.upsert_endpoint(
             app,
             name,
-            pid=proc.pid,
-            pid_started=create_time,
+            pid=worker.pid,
+            pid_started=worker.create_time,
             port=port,
             url=url,
             started_at=time.time(),
         )
         return worker
 
-    async def _wait_ready(self, worker: Worker, timeout: float) -> tuple[bool, str]:
-        """Poll /ping until 200; (False, reason) if the process exits or the deadline passes."""
+    def _client(self) -> httpx.AsyncClient:
+        """The HTTP client that polls the workers' `/ping` (made by `start`)."""
         assert self._http is not None
-        deadline = time.monotonic() + timeout
-        url = f"http://127.0.0.1:{worker.port}/ping"
-        while time.monotonic() < deadline:
-            if not worker.alive():
-                return False, f"worker exited (code {worker.exit_code()}) before it was ready"
-            try:
-                response = await self._http.get(url, timeout=0.5)
-                if response.status_code == 200:
-                    return True, ""
-            except httpx.HTTPError:
-                pass
-            await asyncio.sleep(0.02)
-        return False, f"not ready within {timeout:.0f}s"
+        return self._http
 
     async def _stop_worker(self, worker: Worker) -> None:
-        """SIGTERM the worker's process group, wait, SIGKILL if it lingers; reap it."""
-        worker.expected_exit = True
-        if worker.alive():
-            with contextlib.suppress(OSError):
-                logfiles.append_marker(
-                    logfiles.log_path(self.home.logs_dir(worker.app), worker.name),
-                    f"stopping worker pid {worker.pid}",
-                )
-            _signal_group(worker.pid, signal.SIGTERM)
-            deadline = time.monotonic() + self.settings.stop_timeout
-            while worker.alive() and time.monotonic() < deadline:
-                await asyncio.sleep(0.02)
-            if worker.alive():
-                _signal_group(worker.pid, signal.SIGKILL)
-                deadline = time.monotonic() + 2.0
-                while worker.alive() and time.monotonic() < deadline:
-                    await asyncio.sleep(0.02)
-        else:
-            # Its session may still hold children the user code started.
-            _signal_group(worker.pid, signal.SIGKILL, group_only=True)
-        if worker.proc is not None:
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                worker.proc.wait(timeout=1.0)
-        await self._drain_log(worker, 1.0)
+        """Stop `worker` (see `WorkerProcesses.stop`) and stop watching it."""
+        await self._processes.stop(worker)
         self.workers.pop((worker.app, worker.name), None)
-
-    async def _drain_log(self, worker: Worker, timeout: float) -> None:
-        """Wait (bounded) for the worker's log writer to copy its last output, and reap it."""
-        deadline = time.monotonic() + timeout
-        writer = worker.log_writer
-        # A child the user's code started may still hold the pipe: then the writer lives on
-        # (it keeps logging that child) and we stop waiting at the deadline.
-        if writer is not None:
-            while writer.poll() is None and time.monotonic() < deadline:
-                await asyncio.sleep(0.01)
-            return
-        # An adopted worker: its writer was started by an earlier service; find it by its file.
-        log = str(logfiles.log_path(self.home.logs_dir(worker.app), worker.name))
-        found = await asyncio.to_thread(_log_writer_of, log)
-        while found is not None and time.monotonic() < deadline:
-            with contextlib.suppress(psutil.Error):
-                if not found.is_running() or found.status() == psutil.STATUS_ZOMBIE:
-                    return
-            await asyncio.sleep(0.01)
 
     # -- monitoring -----------------------------------------------------------------------
 
@@ -654,7 +289,7 @@ class Supervisor:
         `_on_crash` is safe to repeat (the crash keeps its time; written events are not
         written again).
         """
-        await self._drain_log(worker, 2.0)
+        await self._processes.drain_log(worker, 2.0)
         done: set[str] = set()
         delay = 0.05
         while True:
@@ -675,7 +310,7 @@ class Supervisor:
 
     def _log_tail(self, app: str, name: str, count: int) -> list[str]:
         """The last lines of an endpoint's log, keys redacted: they go into records and events."""
-        log = logfiles.log_path(self.home.logs_dir(app), name)
+        log = self._processes.log_path(app, name)
         keys = list(self.store.app_keys(app).values())
         return logfiles.redact(logfiles.plain_lines(logfiles.tail_lines(log, count)), keys)
 
@@ -692,7 +327,7 @@ class Supervisor:
         if record.get("pid") not in (None, worker.pid):
             return  # a deploy has started another worker meanwhile: this crash is history
         code = worker.exit_code()
-        log = logfiles.log_path(self.home.logs_dir(app), name)
+        log = self._processes.log_path(app, name)
         if code == RECYCLE_EXIT_CODE:
             self._on_recycle(worker, log)
             return
@@ -798,73 +433,13 @@ class Supervisor:
     # -- builds ---------------------------------------------------------------------------
 
     def _ensure_build(self, request: DeployRequest) -> Path:
-        """The immutable copy of the request's build, created on first use."""
-        if not request.build_id:
-            raise ValueError("deploy request without a build id")
-        if any(c not in "0123456789abcdefABCDEF" for c in request.build_id):
-            raise ValueError("malformed build id")
-        target = self.home.builds_dir(request.app) / request.build_id
-        if (target / BUILD_MARKER).is_file():
-            return target
-        tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}-{secrets.token_hex(4)}")
-        try:
-            archive = Path(request.archive) if request.archive else None
-            if archive is not None and archive.is_file():
-                if _sha256(archive) != request.build_id:
-                    raise ValueError(
-                        f"{archive} no longer matches build {request.build_id[:12]} "
-                        "(rebuilt meanwhile?); build and deploy again"
-                    )
-                tmp.mkdir(mode=0o700)
-                with tarfile.open(archive, "r:gz") as tar:
-                    tar.extractall(tmp, filter="data")
-            elif request.build_dir and Path(request.build_dir).is_dir():
-                shutil.copytree(
-                    request.build_dir,
-                    tmp,
-                    ignore=shutil.ignore_patterns("__pycache__", "*.pyc"),
-                )
-            else:
-                raise ValueError("the build has neither an archive nor a build directory")
-            (tmp / BUILD_MARKER).write_text(request.build_id + "\n")
-            # The archive's modes (0644/0755) would open the copy to other users.
-            _make_private(tmp)
-            if target.exists():  # an incomplete copy from an interrupted deploy
-                shutil.rmtree(target)
-            os.replace(tmp, target)
-        finally:
-            if tmp.exists():
-                shutil.rmtree(tmp, ignore_errors=True)
+        """The immutable copy of the request's build, created on first use, and its record."""
+        target = buildcopies.ensure_copy(self.home, request)
+        assert request.build_id is not None  # ensure_copy refuses a request without one
         self.store.record_build(
             request.app, request.build_id, request.archive, str(target), request.manifest
         )
         return target
-
-    def _remove_partial_builds(self) -> None:
-        """Delete build copies a crash left half made: temporary extraction directories, and
-        copies without their completion marker that no endpoint runs from."""
-        apps = self.home.root / "apps"
-        if not apps.is_dir():
-            return
-        used = {r.get("build_path") for r in self.store.list_endpoints()}
-        for builds in apps.glob("*/builds"):
-            for path in builds.iterdir():
-                if not path.is_dir() or path.is_symlink():
-                    continue
-                partial = path.name.startswith(".") and ".tmp-" in path.name
-                unmarked = not (path / BUILD_MARKER).is_file() and str(path) not in used
-                if partial or unmarked:
-                    shutil.rmtree(path, ignore_errors=True)
-                elif stat.S_IMODE(path.stat().st_mode) != DIR_MODE:
-                    _make_private(path)  # a copy made before copies were private
-
-    def _prune_builds(self, app: str) -> None:
-        """Delete build copies no endpoint runs from any more."""
-        used = {r.get("build_id") for r in self.store.list_endpoints(app)}
-        for build in self.store.list_builds(app):
-            if build["build_id"] not in used:
-                shutil.rmtree(build["path"], ignore_errors=True)
-                self.store.delete_build(app, build["build_id"])
 
     def _ports_in_use(self) -> set[int]:
         """Ports recorded for any endpoint (bound or about to be)."""
@@ -961,7 +536,7 @@ class Supervisor:
                 )
                 results.extend(outcomes)
             self._persist_manifest(request)
-            self._prune_builds(app)
+            buildcopies.prune_copies(self.store, app)
         ok = all(r.get("ok") for r in results)
         summary = {
             "app": app,
@@ -989,7 +564,7 @@ class Supervisor:
         worker = self._spawn(record, new_port=port_taken)
         if port_taken:
             self._write_endpoints_file(app)
-        ok, error = await self._wait_ready(worker, timeout)
+        ok, error = await self._processes.wait_ready(worker, self._client(), timeout)
         elapsed = round((time.monotonic() - started) * 1000, 1)
         record = self.store.get_endpoint(app, name) or record
         if ok:
@@ -1003,7 +578,7 @@ class Supervisor:
             )
         else:
             if not worker.alive():  # its last words are still in the pipe, maybe
-                await self._drain_log(worker, 2.0)
+                await self._processes.drain_log(worker, 2.0)
             tail = self._log_tail(app, name, 20)
             error = bound_text(error + ("\n" + "\n".join(tail[-12:]) if tail else ""))
             self.store.add_event("deploy_failed", error.splitlines()[0], app=app, endpoint=name)
@@ -1040,7 +615,7 @@ class Supervisor:
             if worker is not None:
                 await self._stop_worker(worker)
             self.store.delete_endpoint(app, name)
-            logfiles.remove_logs(logfiles.log_path(self.home.logs_dir(app), name))
+            logfiles.remove_logs(self._processes.log_path(app, name))
             self.store.add_event("undeployed", "undeployed", app=app, endpoint=name)
             elapsed = round((time.monotonic() - started) * 1000, 1)
             emit({"type": "endpoint", "name": name, "action": "delete", "state": "removed"})
@@ -1066,7 +641,7 @@ class Supervisor:
                 with contextlib.suppress(Exception):
                     for env in self.store.environments(app):
                         self.store.patch_manifest_resource(app, env, name, None)
-            self._prune_builds(app)
+            buildcopies.prune_copies(self.store, app)
         summary = {
             "app": app,
             "ok": not missing,
@@ -1081,7 +656,7 @@ class Supervisor:
 
         The persisted manifest is the build's manifest restricted to the deployed endpoints,
         each entry with its `config_hash`, `endpoint_url` and `status` (upstream's persisted
-        form, flash_facts §5.6); endpoints a partial deploy did not touch keep their entries.
+        form); endpoints a partial deploy did not touch keep their entries.
         """
         if not request.manifest:
             return
@@ -1104,44 +679,3 @@ class Supervisor:
         manifest = {k: v for k, v in request.manifest.items() if k != "resources"}
         manifest["resources"] = resources
         self.store.put_manifest(request.app, request.environment, manifest)
-
-
-def _signal_group(pid: int, sig: int, *, group_only: bool = False) -> None:
-    """Signal the process group led by `pid` (workers are session leaders), else the pid.
-
-    `group_only`: the leader is gone; signal what is left of its group (processes the user's
-    code started). Linux does not reuse a pid while it names a live process group, so this
-    cannot hit an unrelated group.
-    """
-    try:
-        if group_only:
-            os.killpg(pid, sig)
-            return
-        if os.getpgid(pid) == pid:
-            os.killpg(pid, sig)
-        else:
-            os.kill(pid, sig)
-    except (ProcessLookupError, PermissionError):
-        pass
-
-
-def _log_writer_of(log: str) -> psutil.Process | None:
-    """The running log writer process of the log file `log`, if any."""
-    for process in psutil.process_iter(["cmdline"]):
-        cmdline: list[str] = process.info.get("cmdline") or []
-        is_writer = any(part.endswith("logwriter.py") for part in cmdline)
-        if is_writer and _arg(cmdline, "--path") == log:
-            return process
-    return None
-
-
-def _terminate(process: psutil.Process, timeout: float) -> None:
-    """SIGTERM, wait, SIGKILL one unknown worker (and its group)."""
-    with contextlib.suppress(psutil.Error, OSError):
-        _signal_group(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=timeout)
-        except psutil.TimeoutExpired:
-            _signal_group(process.pid, signal.SIGKILL)
-            with contextlib.suppress(psutil.TimeoutExpired):
-                process.wait(timeout=2.0)

@@ -1,0 +1,114 @@
+"""The immutable, private copies of builds that workers run from (`<home>/apps/<app>/builds/<id>`).
+
+A copy is extracted from the build's archive (whose SHA-256 is the build id) under a temporary
+name and renamed when complete, with a completion marker, so rebuilding the project does not
+change a running endpoint until it is redeployed. What a crash leaves half made is removed at
+the next start; copies no endpoint runs from any more are pruned.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import secrets
+import shutil
+import stat
+import tarfile
+from pathlib import Path
+
+from engine.home import DIR_MODE, FILE_MODE, Home
+from engine.localcloud.deployrequest import DeployRequest
+from engine.localcloud.store import Store
+
+__all__ = ["BUILD_MARKER", "ensure_copy", "prune_copies", "remove_partial_copies"]
+
+BUILD_MARKER = ".flash-build-complete"
+
+
+def ensure_copy(home: Home, request: DeployRequest) -> Path:
+    """The complete copy of the request's build, made on first use; `ValueError` names what
+    is wrong with the build."""
+    build_id = request.build_id
+    if not build_id:
+        raise ValueError("deploy request without a build id")
+    if any(c not in "0123456789abcdefABCDEF" for c in build_id):
+        raise ValueError("malformed build id")
+    target = home.builds_dir(request.app) / build_id
+    if (target / BUILD_MARKER).is_file():
+        return target
+    tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}-{secrets.token_hex(4)}")
+    try:
+        archive_path = Path(request.archive) if request.archive else None
+        if archive_path is not None and archive_path.is_file():
+            if _sha256(archive_path) != build_id:
+                raise ValueError(
+                    f"{archive_path} no longer matches build {build_id[:12]} "
+                    "(rebuilt meanwhile?); build and deploy again"
+                )
+            tmp.mkdir(mode=0o700)
+            with tarfile.open(archive_path, "r:gz") as tar:
+                tar.extractall(tmp, filter="data")
+        elif request.build_dir and Path(request.build_dir).is_dir():
+            shutil.copytree(
+                request.build_dir,
+                tmp,
+                ignore=shutil.ignore_patterns("__pycache__", "*.pyc"),
+            )
+        else:
+            raise ValueError("the build has neither an archive nor a build directory")
+        (tmp / BUILD_MARKER).write_text(build_id + "\n")
+        # The archive's modes (0644/0755) would open the copy to other users.
+        _make_private(tmp)
+        if target.exists():  # an incomplete copy from an interrupted deploy
+            shutil.rmtree(target)
+        os.replace(tmp, target)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+def remove_partial_copies(apps: Path, used: set[str | None]) -> None:
+    """Delete build copies under `apps` a crash left half made: temporary extraction
+    directories, and copies without their completion marker whose path is not in `used`."""
+    if not apps.is_dir():
+        return
+    for builds in apps.glob("*/builds"):
+        for path in builds.iterdir():
+            if not path.is_dir() or path.is_symlink():
+                continue
+            partial = path.name.startswith(".") and ".tmp-" in path.name
+            unmarked = not (path / BUILD_MARKER).is_file() and str(path) not in used
+            if partial or unmarked:
+                shutil.rmtree(path, ignore_errors=True)
+            elif stat.S_IMODE(path.stat().st_mode) != DIR_MODE:
+                _make_private(path)  # a copy made before copies were private
+
+
+def prune_copies(store: Store, app: str) -> None:
+    """Delete the build copies of `app` no endpoint runs from any more, and their records."""
+    used = {r.get("build_id") for r in store.list_endpoints(app)}
+    for build in store.list_builds(app):
+        if build["build_id"] not in used:
+            shutil.rmtree(build["path"], ignore_errors=True)
+            store.delete_build(app, build["build_id"])
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _make_private(root: Path) -> None:
+    """Directories 0700 and files 0600 (0700 if executable) under `root`, `root` included."""
+    for path in [root, *root.rglob("*")]:
+        if path.is_symlink():
+            continue  # the data filter keeps symlinks inside the copy; their mode is unused
+        mode = path.stat().st_mode
+        if stat.S_ISDIR(mode):
+            os.chmod(path, DIR_MODE)
+        else:
+            os.chmod(path, DIR_MODE if mode & stat.S_IXUSR else FILE_MODE)
