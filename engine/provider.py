@@ -16,7 +16,7 @@ import asyncio
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 from engine.home import Home
 from engine.localcloud.client import CloudClient
@@ -28,7 +28,6 @@ __all__ = [
     "DeployOutcome",
     "DeployedEndpoint",
     "EndpointSpec",
-    "EndpointStatus",
     "EndpointTarget",
     "LocalCloudProvider",
     "Provider",
@@ -37,7 +36,6 @@ __all__ = [
     "get_provider",
 ]
 
-EndpointStatus = Literal["not_deployed", "deploying", "healthy", "unhealthy", "failed", "stopped"]
 ENDPOINT_STATUSES: tuple[str, ...] = (
     "not_deployed",
     "deploying",

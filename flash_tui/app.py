@@ -143,7 +143,6 @@ class FlashApp(App[None]):
         self.selection: TreeItem | str | None = None
         self.tester_history: list[HistoryEntry] = []
         self.scan_count = 0
-        self.last_scan_ms = 0.0
         self._stop_watch = asyncio.Event()
         self.health_monitor: Any = None
         self._status_timer: Timer | None = None
@@ -215,7 +214,6 @@ class FlashApp(App[None]):
         self.manifest = dict(message.manifest)
         self.diagnostics = list(message.diagnostics)
         self.scan_count += 1
-        self.last_scan_ms = message.elapsed_ms
         tree = self.dashboard.query_one(ManifestTree)
         changed = tree.show(self.manifest, self.diagnostics)
         names = sorted({key[1] for key in changed if key[0] in {"endpoint", "function"}})

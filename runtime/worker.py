@@ -235,7 +235,6 @@ class _Lifespan:
         self._to_app: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
         self._from_app: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
-        self._supported = True
 
     async def _run(self) -> None:
         try:
@@ -246,7 +245,7 @@ class _Lifespan:
             )
         except Exception:
             # An app without lifespan support raises on the unknown scope type: that is fine.
-            self._supported = False
+            pass
         finally:
             await self._from_app.put({"type": "_ended"})
 
