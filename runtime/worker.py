@@ -180,7 +180,7 @@ class _CountingExecutor(ThreadPoolExecutor):
 
 
 def resource_is_load_balanced(resource: dict[str, Any]) -> bool:
-    """Whether a manifest resource is served as LB (CPU load balancers included, bug 7)."""
+    """Whether a manifest resource is served as LB (CPU load balancers too, unlike upstream)."""
     return str(resource.get("resource_type")) in _LB_TYPES or bool(resource.get("is_load_balanced"))
 
 

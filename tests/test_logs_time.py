@@ -1,4 +1,4 @@
-"""Log lines carry the time the worker wrote them, in order across endpoints (issue 9 §2).
+"""Log lines carry the time the worker wrote them, in order across endpoints.
 
 A real local cloud runs two real workers (`alpha`, `beta`) of a small project; their routes print
 what they are sent (stdout or stderr, or straight to the file descriptor like a C extension).
