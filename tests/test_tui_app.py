@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import shutil
-import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import pytest
 from textual.command import CommandPalette
-from textual.pilot import Pilot
+from waiting import until
 
 from flash_tui.app import FlashApp, parse_args
 from flash_tui.backend import Backend, BackendError
@@ -49,15 +48,6 @@ def quickstart(tmp_path: Path) -> Path:
     dest = tmp_path / "quickstart"
     shutil.copytree(ROOT / "examples" / "quickstart", dest, ignore=shutil.ignore_patterns(".flash"))
     return dest
-
-
-async def until(pilot: Pilot, condition: Callable[[], object], timeout: float = 5.0) -> None:
-    """Pause until `condition()` is truthy; fail at the deadline."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met before the deadline")
-        await pilot.pause(0.02)
 
 
 def tree_keys(app: FlashApp) -> set[tuple[str, ...]]:
