@@ -186,6 +186,10 @@ class HealthMonitor:
         samples = self.history.get(endpoint)
         return samples[-1] if samples else None
 
+    def latest_samples(self) -> dict[str, HealthSample]:
+        """The most recent sample of every endpoint probed."""
+        return {name: samples[-1] for name, samples in self.history.items() if samples}
+
     def _emit(self, event: HealthEvent) -> None:
         if self.on_event is not None:
             self.on_event(event)

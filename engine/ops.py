@@ -18,7 +18,7 @@ import contextlib
 import json
 import os
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -39,6 +39,7 @@ from engine.provider import (
     ProviderEvent,
     get_provider,
 )
+from engine.status import RUNNING, EndpointStatus, Status, endpoint_status
 from engine.wording import plural
 
 if TYPE_CHECKING:  # engine.scan is imported on first scan: `logs` never needs it
@@ -56,8 +57,6 @@ __all__ = [
 
 Confirm = Callable[[Plan], Awaitable[bool]]
 OnEvent = Callable[["OpEvent"], None]
-
-_RUNNING = frozenset({"healthy", "unhealthy", "deploying"})
 
 
 class OpError(Exception):
@@ -79,53 +78,6 @@ class OpEvent:
     done: int | None = None
     total: int | None = None
     data: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass
-class EndpointStatus:
-    """One endpoint as `status` reports it (in code, deployed, or both)."""
-
-    name: str
-    resource_type: str | None
-    status: str
-    drift: str
-    drift_fields: list[dict[str, Any]] = field(default_factory=list)
-    unresolved: list[str] = field(default_factory=list)
-    drift_reason: str = ""
-    url: str | None = None
-    pid: int | None = None
-    restarts: int = 0
-    health: HealthSample | None = None
-    is_load_balanced: bool = False
-    in_code: bool = False
-    deployed: bool = False
-    build_id: str | None = None
-    started_at: float | None = None
-    last_error: str | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        """The `status --json` object of this endpoint."""
-        return {
-            "name": self.name,
-            "resource_type": self.resource_type,
-            "status": self.status,
-            "drift": self.drift,
-            "drift_fields": self.drift_fields,
-            "unresolved": self.unresolved,
-            "drift_reason": self.drift_reason,
-            "url": self.url,
-            "pid": self.pid,
-            "restarts": self.restarts,
-            "health": self.health.to_dict() if self.health else None,
-            "is_load_balanced": self.is_load_balanced,
-            "in_code": self.in_code,
-            "deployed": self.deployed,
-            "build_id": self.build_id,
-            "uptime_s": round(time.time() - self.started_at, 1)
-            if self.started_at and self.status in _RUNNING
-            else None,
-            "last_error": self.last_error,
-        }
 
 
 @dataclass
@@ -451,7 +403,7 @@ class Engine:
                 return
             if event.kind != "endpoint":
                 return
-            if event.state in ("healthy", "error", "removed"):
+            if event.state in (Status.HEALTHY, "error", "removed"):
                 done += 1
             message = " ".join(p for p in (event.action, event.state) if p)
             if event.message:
@@ -558,12 +510,15 @@ class Engine:
         scan: bool = True,
         manifest: dict[str, Any] | None = None,
         diagnostics: Sequence[Any] = (),
+        health: Mapping[str, HealthSample] | None = None,
     ) -> list[EndpointStatus]:
         """Every endpoint in code or deployed: status, drift and (with `probe`) live health.
 
         `manifest` (and its scan's `diagnostics`): use these (e.g. the TUI's latest scan)
         instead of scanning; `scan=False` without a manifest reports deployed endpoints only
-        (drift `orphaned`).
+        (drift `orphaned`). `health`: the latest samples of a running `HealthMonitor`, used
+        instead of probing (one source of probes); a sample of another URL than the endpoint's
+        is another worker's and is left out.
         """
         local: dict[str, Any] = {}
         errors: dict[str, int] = {}
@@ -584,10 +539,14 @@ class Engine:
         await connecting
         deployed = await self._deployed()
         samples: dict[str, HealthSample] = {}
-        if probe:
+        if health is not None:
+            samples = {
+                n: s for n, s in health.items() if n in deployed and s.url == deployed[n].url
+            }
+        elif probe:
             targets = []
             for name, endpoint in deployed.items():
-                if endpoint.url and endpoint.status in _RUNNING:
+                if endpoint.url and endpoint.status in RUNNING:
                     try:
                         targets.append(await self.provider.target(self.app, name))
                     except ProviderError:
@@ -600,47 +559,9 @@ class Engine:
             deployed_files=await asyncio.to_thread(_built_files, self.root) if errors else None,
         )
         return [
-            self._status_of(name, local.get(name), deployed.get(name), drift, samples.get(name))
+            endpoint_status(name, local.get(name), deployed.get(name), drift, samples.get(name))
             for name, drift in drifts.items()
         ]
-
-    @staticmethod
-    def _status_of(
-        name: str,
-        here: dict[str, Any] | None,
-        there: DeployedEndpoint | None,
-        drift: Drift,
-        sample: HealthSample | None,
-    ) -> EndpointStatus:
-        if there is None:
-            status = "not_deployed"
-        else:
-            status = there.status
-            if sample is not None and status in _RUNNING:
-                status = "healthy" if sample.ok else "unhealthy"
-                if not sample.ok and there.status == "deploying":
-                    status = "deploying"
-        return EndpointStatus(
-            name=name,
-            resource_type=drift.resource_type,
-            status=status,
-            drift=drift.state,
-            drift_fields=[f.to_dict() for f in drift.fields],
-            unresolved=list(drift.unresolved),
-            drift_reason=drift.reason,
-            url=there.url if there else None,
-            pid=there.pid if there else None,
-            restarts=there.restarts if there else 0,
-            health=sample,
-            is_load_balanced=bool(
-                there.is_load_balanced if there else (here or {}).get("is_load_balanced")
-            ),
-            in_code=here is not None,
-            deployed=there is not None,
-            build_id=there.build_id if there else None,
-            started_at=there.started_at if there else None,
-            last_error=there.last_error if there else None,
-        )
 
     async def kept_apps(self) -> list[dict[str, Any]]:
         """Apps of older versions keyed by this project's folder name and kept as they were.
@@ -669,7 +590,7 @@ class Engine:
         deployed = await self._deployed()
         out = []
         for name, endpoint in deployed.items():
-            if endpoint.url and endpoint.status in _RUNNING:
+            if endpoint.url and endpoint.status in RUNNING:
                 try:
                     out.append(await self.provider.target(self.app, name))
                 except ProviderError:

@@ -26,10 +26,12 @@ from pathlib import Path
 from typing import Any, Literal
 
 from engine.drift import Drift, FieldDiff, compute_drift
+from engine.status import RUNNING
 from runtime.reconcile import reconcile
 
 __all__ = [
     "PLAN_ACTIONS",
+    "PLAN_MARKS",
     "Plan",
     "PlanAction",
     "PlanItem",
@@ -40,7 +42,8 @@ __all__ = [
 
 PlanAction = Literal["create", "update", "delete", "unchanged"]
 PLAN_ACTIONS: tuple[str, ...] = ("create", "update", "delete", "unchanged")
-_RUNNING = frozenset({"healthy", "deploying", "unhealthy"})
+# The one-character mark of each action, as plans are printed (CLI) and shown (TUI).
+PLAN_MARKS: dict[str, str] = {"create": "+", "update": "~", "delete": "-", "unchanged": "="}
 
 
 @dataclass(frozen=True)
@@ -192,7 +195,7 @@ def make_plan(
                 if not drift.fields:
                     reasons.append("config changed")  # a hash differs, no field explains it
             status = there.get("status")
-            if status is not None and status not in _RUNNING:
+            if status is not None and status not in RUNNING:
                 action = "update"
                 reasons.append(f"not running ({status})")
             if force and action == "unchanged":

@@ -21,9 +21,9 @@ from typing import Any, Protocol, runtime_checkable
 from engine.home import Home
 from engine.localcloud.client import CloudClient
 from engine.localcloud.discovery import CloudError, CloudInfo, ensure_cloud, read_state
+from engine.status import Status
 
 __all__ = [
-    "ENDPOINT_STATUSES",
     "BuildRef",
     "DeployOutcome",
     "DeployedEndpoint",
@@ -35,15 +35,6 @@ __all__ = [
     "ProviderEvent",
     "get_provider",
 ]
-
-ENDPOINT_STATUSES: tuple[str, ...] = (
-    "not_deployed",
-    "deploying",
-    "healthy",
-    "unhealthy",
-    "failed",
-    "stopped",
-)
 
 
 class ProviderError(Exception):
@@ -111,7 +102,7 @@ class DeployedEndpoint:
             name=str(record["name"]),
             resource_type=str(record.get("resource_type") or ""),
             is_load_balanced=bool(record.get("is_load_balanced")),
-            status=str(record.get("status") or "unhealthy"),
+            status=str(record.get("status") or Status.UNHEALTHY),
             config=dict(record.get("config") or {}),
             config_hash=record.get("config_hash"),
             code_hash=record.get("code_hash"),

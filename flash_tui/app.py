@@ -19,6 +19,12 @@ from textual.app import App
 from textual.timer import Timer
 from textual.widgets import ProgressBar
 
+from engine.build import BuildProgress
+from engine.diagnostics import Diagnostic
+from engine.health import HealthMonitor, HealthSample
+from engine.ops import DeployReport, OpEvent
+from engine.plan import Plan
+from engine.status import DEPLOYED, RUNNING, EndpointStatus, Status
 from flash_tui import present
 from flash_tui.backend import Backend, BackendError
 from flash_tui.commands import FlashCommands, bindings
@@ -64,9 +70,6 @@ DASHBOARD_ACTIONS = frozenset(
 HEALTH_HISTORY = 30
 HEALTH_INTERVAL = 2.0
 STATUS_INTERVAL = 5.0
-DEPLOYED_STATES = frozenset({"healthy", "unhealthy", "deploying", "starting", "failed", "stopped"})
-# States in which a worker process answers probes: a sparkline belongs to one of these.
-LIVE_STATES = frozenset({"healthy", "unhealthy", "deploying", "starting"})
 NOTHING_SELECTED = "Select an endpoint first (in the tree or the table): nothing is selected"
 
 
@@ -117,7 +120,7 @@ class FlashApp(App[None]):
         clock: Callable[[], datetime] | None = None,
         connect: bool = True,
         watch: bool = True,
-        statuses: Sequence[Any] | None = None,
+        statuses: Sequence[EndpointStatus] | None = None,
         health: Mapping[str, Sequence[float | None]] | None = None,
         backend: Backend | None = None,
     ) -> None:
@@ -128,8 +131,8 @@ class FlashApp(App[None]):
         self.watch_project = watch
         self.logs = LogBuffer()
         self.manifest: dict[str, Any] = {}
-        self.diagnostics: list[Any] = []
-        self.statuses: dict[str, Any] = {}
+        self.diagnostics: list[Diagnostic] = []
+        self.statuses: dict[str, EndpointStatus] = {}
         self.samples: dict[str, deque[float | None]] = {}
         # (url, pid) of the worker each sparkline was measured on: a restarted cloud or a
         # redeploy is another worker, whose history starts afresh.
@@ -143,8 +146,11 @@ class FlashApp(App[None]):
         self.selection: TreeItem | str | None = None
         self.tester_history: list[HistoryEntry] = []
         self.scan_count = 0
+        # The manifest holds the code as last scanned (not before the first scan, nor after a
+        # failed one): status refreshes compare the target with it.
+        self.scanned = False
         self._stop_watch = asyncio.Event()
-        self.health_monitor: Any = None
+        self.health_monitor: HealthMonitor | None = None
         self._status_timer: Timer | None = None
         # Endpoints being or having been undeployed, until the target reports them deployed
         # again: a probe already in flight when their worker stopped is not news.
@@ -214,6 +220,8 @@ class FlashApp(App[None]):
         self.manifest = dict(message.manifest)
         self.diagnostics = list(message.diagnostics)
         self.scan_count += 1
+        first = not self.scanned
+        self.scanned = True
         tree = self.dashboard.query_one(ManifestTree)
         changed = tree.show(self.manifest, self.diagnostics)
         names = sorted({key[1] for key in changed if key[0] in {"endpoint", "function"}})
@@ -227,7 +235,7 @@ class FlashApp(App[None]):
         self._render_table()
         self._render_header()
         self._render_detail()
-        if self.connected and message.changed:
+        if self.connected and (message.changed or first):
             # Drift depends on the code: ask the engine again now that the code changed.
             self._refresh_status()
 
@@ -243,6 +251,7 @@ class FlashApp(App[None]):
         # The reason stays in the tree: a notification fades, and an empty tree would show the
         # "no endpoints here" hint, which is not what happened.
         self.manifest, self.diagnostics = {}, []
+        self.scanned = False
         self.dashboard.query_one(ManifestTree).show_error(message.reason)
         self._render_table()
         self._render_header()
@@ -299,8 +308,13 @@ class FlashApp(App[None]):
 
     @work(exclusive=True, group="status")
     async def _refresh_status(self) -> None:
+        if not self.scanned:
+            return  # the scan, when it lands, asks again: drift needs the code
+        # The monitor's latest samples, not a second round of probes; before it runs, one probe.
+        monitor = self.health_monitor
+        health = monitor.latest_samples() if monitor is not None else None
         try:
-            statuses = await self.backend.status(probe=True)
+            statuses = await self.backend.status(self.manifest, self.diagnostics, health)
         except BackendError as exc:
             self._target_lost(str(exc))
             return
@@ -344,7 +358,7 @@ class FlashApp(App[None]):
     @work(exclusive=True, group="health")
     async def _monitor(self) -> None:
         """Feed the engine's health monitor into the sparklines; transitions refresh status."""
-        from engine.health import HealthChange, HealthSample
+        from engine.health import HealthChange
 
         monitor = self.backend.health_monitor(HEALTH_INTERVAL)
         self.health_monitor = monitor
@@ -374,19 +388,15 @@ class FlashApp(App[None]):
         """Stream every deployed endpoint's log lines into the shared buffer."""
         try:
             async for line in self.backend.follow_logs(lines):
-                at = present.field(line, "at")
                 # The time the worker wrote the line; an unstamped one (an old log file) shows
                 # no time rather than the time it arrived.
                 stamp = (
-                    datetime.fromtimestamp(at).astimezone().strftime("%H:%M:%S")
-                    if at is not None
+                    datetime.fromtimestamp(line.at).astimezone().strftime("%H:%M:%S")
+                    if line.at is not None
                     else " " * 8
                 )
-                level = "error" if present.field(line, "source") == "error" else "info"
-                probe = bool(present.field(line, "probe"))
-                self.logs.append(
-                    stamp, str(present.field(line, "endpoint")), str(line.text), level, probe
-                )
+                level = "error" if line.source == "error" else "info"
+                self.logs.append(stamp, line.endpoint, line.text, level, line.probe)
         except BackendError as exc:
             if "no logs to follow" in str(exc):
                 return  # nothing deployed yet; a deploy restarts the stream
@@ -403,8 +413,12 @@ class FlashApp(App[None]):
         # A sparkline belongs to one running worker: an endpoint that no longer runs, or now
         # runs as another worker (new URL or pid), loses its history.
         for name in list(self.samples):
-            state = present.field(self.statuses.get(name), "status")
-            if state not in LIVE_STATES or self.sampled_at.get(name) != self._incarnation(name):
+            status = self.statuses.get(name)
+            if (
+                status is None
+                or status.status not in RUNNING
+                or self.sampled_at.get(name) != self._incarnation(name)
+            ):
                 del self.samples[name]
                 self.sampled_at.pop(name, None)
         if self.busy != "undeploy":
@@ -427,13 +441,13 @@ class FlashApp(App[None]):
         self.target_desc = target
         self.connected = True
 
-    def _set_statuses(self, statuses: Iterable[Any]) -> None:
-        self.statuses = {str(present.field(s, "name")): s for s in statuses}
+    def _set_statuses(self, statuses: Iterable[EndpointStatus]) -> None:
+        self.statuses = {s.name: s for s in statuses}
 
     def _incarnation(self, name: str) -> tuple[str | None, int | None]:
         """(url, pid) of the worker the target reports for `name`."""
         status = self.statuses.get(name)
-        return present.field(status, "url"), present.field(status, "pid")
+        return (status.url, status.pid) if status is not None else (None, None)
 
     @on(HealthSampled)
     def _health(self, message: HealthSampled) -> None:
@@ -456,31 +470,28 @@ class FlashApp(App[None]):
         """Table rows: every endpoint in code or deployed, merged with status and health."""
         resources: Mapping[str, Any] = self.manifest.get("resources") or {}
         rows = []
-        now = self.clock()
+        now = self.clock().timestamp()
         for name in sorted(set(resources) | set(self.statuses)):
             res = resources.get(name) or {}
             status = self.statuses.get(name)
-            rtype = res.get("resource_type") or present.field(status, "resource_type")
-            health = present.field(status, "health")
-            started = present.parse_time(
-                present.field(status, "started_at") or present.field(status, "deployed_at")
-            )
-            state = present.field(status, "status")
-            uptime = (
-                (now - started).total_seconds() if started and state in DEPLOYED_STATES else None
-            )
+            health = status.health if status is not None else None
+            started = status.started_at if status is not None else None
+            state = status.status if status is not None else None
             rows.append(
                 EndpointRow(
                     name=name,
-                    type=present.short_type(rtype, res.get("is_load_balanced") if res else None),
+                    type=present.short_type(
+                        res.get("resource_type") or (status and status.resource_type),
+                        res.get("is_load_balanced") if res else None,
+                    ),
                     status=state,
-                    drift=present.field(status, "drift"),
+                    drift=status.drift if status is not None else None,
                     latency_ms=_median(self.samples.get(name, ()))
-                    or present.field(health, "latency_ms"),
+                    or (health.latency_ms if health is not None else None),
                     samples=list(self.samples.get(name, ())),
-                    url=present.field(status, "url"),
-                    uptime_s=uptime,
-                    restarts=present.field(status, "restarts"),
+                    url=status.url if status is not None else None,
+                    uptime_s=now - started if started and state in DEPLOYED else None,
+                    restarts=status.restarts if status is not None else None,
                 )
             )
         return rows
@@ -492,8 +503,8 @@ class FlashApp(App[None]):
 
     def _render_header(self) -> None:
         resources = self.manifest.get("resources") or {}
-        drifted = sum(1 for s in self.statuses.values() if present.field(s, "drift") == "drifted")
-        errors = sum(1 for d in self.diagnostics if present.field(d, "severity") == "error")
+        drifted = sum(1 for s in self.statuses.values() if s.drift == "drifted")
+        errors = sum(1 for d in self.diagnostics if d.severity == "error")
         counts = [f"{len(resources)} endpoints"]
         if drifted:
             counts.append(f"{drifted} drifted")
@@ -513,7 +524,10 @@ class FlashApp(App[None]):
         self._render_detail()
 
     def _render_detail(self) -> None:
-        pane = self.dashboard.query_one(DetailPane)
+        panes = self.dashboard.query(DetailPane)
+        if not panes:
+            return  # a refresh finished while the app closes: its dashboard is gone
+        pane = panes.first()
         item = self.selection
         resources = self.manifest.get("resources") or {}
         if isinstance(item, str) or (isinstance(item, TreeItem) and item.kind == "endpoint"):
@@ -528,8 +542,8 @@ class FlashApp(App[None]):
             pane.show(
                 function_detail(item.payload, item.endpoint), title=str(item.payload.get("name"))
             )
-        elif isinstance(item, TreeItem) and item.kind == "diagnostic":
-            pane.show(diagnostic_detail(item.payload), title="Diagnostic")
+        elif isinstance(item, TreeItem) and item.diagnostic is not None:
+            pane.show(diagnostic_detail(item.diagnostic), title="Diagnostic")
         elif isinstance(item, TreeItem) and item.kind == "error":
             reason = str(item.payload.get("message", ""))
             pane.show(Text(reason, style="red"), title="Cannot scan the project")
@@ -611,16 +625,8 @@ class FlashApp(App[None]):
 
     @work(thread=True, group="op")
     def _build(self) -> None:
-        def progress(event: Any) -> None:
-            step = str(present.field(event, "step", ""))
-            self.post_message(
-                OperationProgress(
-                    "build",
-                    step,
-                    int(present.field(event, "done", 0)),
-                    present.field(event, "total"),
-                )
-            )
+        def progress(event: BuildProgress) -> None:
+            self.post_message(OperationProgress("build", event.step, event.done, event.total))
 
         try:
             result = self.backend.build(progress)
@@ -632,10 +638,10 @@ class FlashApp(App[None]):
                 OperationFinished("build", False, error=f"{type(exc).__name__}: {exc}")
             )
             return
-        build_id = str(present.field(result, "build_id", ""))[:12]
-        handlers = present.field(result, "handlers", []) or []
         self.post_message(
-            OperationFinished("build", True, f"build {build_id}: {len(handlers)} handlers")
+            OperationFinished(
+                "build", True, f"build {result.build_id[:12]}: {len(result.handlers)} handlers"
+            )
         )
 
     def action_deploy(self) -> None:
@@ -650,12 +656,12 @@ class FlashApp(App[None]):
 
     def _confirm_plan(
         self, names: list[str] | None, confirmed: _Confirmed
-    ) -> Callable[[Any], Awaitable[bool]]:
+    ) -> Callable[[Plan], Awaitable[bool]]:
         title = f"Deploy {names[0]}" if names and len(names) == 1 else "Deploy plan"
 
-        async def confirm(plan: Any) -> bool:
-            items = list(present.field(plan, "items", plan))
-            return confirmed.mark(bool(await self.push_screen_wait(PlanScreen(items, title=title))))
+        async def confirm(plan: Plan) -> bool:
+            screen = PlanScreen(plan.items, title=title)
+            return confirmed.mark(bool(await self.push_screen_wait(screen)))
 
         return confirm
 
@@ -678,51 +684,43 @@ class FlashApp(App[None]):
             return
         self.post_message(self._report("deploy", report, confirmed))
 
-    def _report(self, operation: str, report: Any, confirmed: _Confirmed) -> OperationFinished:
+    def _report(
+        self, operation: str, report: DeployReport, confirmed: _Confirmed
+    ) -> OperationFinished:
         """Turn an engine DeployReport into the notification a person reads."""
-        if present.field(report, "cancelled"):
+        if report.cancelled:
             return OperationFinished(operation, True, cancelled=True)
-        outcome = present.field(report, "outcome")
-        failed = outcome.failed() if outcome is not None else []
+        failed = report.outcome.failed() if report.outcome is not None else []
         if failed:
+            # Results are the target's per-endpoint answers (name, ok, error or message).
             reasons = "; ".join(
-                f"{present.field(f, 'name', '?')}: "
-                + str(present.field(f, "error") or present.field(f, "message") or "failed")
+                f"{f.get('name', '?')}: " + str(f.get("error") or f.get("message") or "failed")
                 for f in failed
             )
             return OperationFinished(operation, False, error=f"{len(failed)} failed — {reasons}")
-        plan = present.field(report, "plan")
-        counts = plan.counts() if plan is not None else {}
+        plan = report.plan
+        counts = plan.counts()
         if operation == "undeploy":
             summary = f"{counts.get('delete', 0)} endpoint(s) undeployed"
-        elif plan is not None and not plan.has_changes:
+        elif not plan.has_changes:
             summary = "nothing to do: everything is up to date"
         else:
             summary = ", ".join(f"{counts.get(a, 0)} {a}d" for a in ("create", "update", "delete"))
-        elapsed = confirmed.elapsed_ms(present.field(report, "elapsed_ms"))
+        elapsed = confirmed.elapsed_ms(report.elapsed_ms)
         if elapsed:
             summary += f" in {elapsed / 1000:.1f}s"
         return OperationFinished(operation, True, summary)
 
-    def _operation_event(self, operation: str) -> Callable[[Any], None]:
-        def on_event(event: Any) -> None:
-            done = present.field(event, "done")
-            if done is not None:
-                self.post_message(
-                    OperationProgress(
-                        operation,
-                        str(present.field(event, "step", "")),
-                        int(done),
-                        present.field(event, "total"),
-                    )
-                )
-            data = present.field(event, "data") or {}
-            if data.get("build_step"):
+    def _operation_event(self, operation: str) -> Callable[[OpEvent], None]:
+        def on_event(event: OpEvent) -> None:
+            if event.done is not None:
+                self.post_message(OperationProgress(operation, event.step, event.done, event.total))
+            if event.data.get("build_step"):
                 return  # per-step build progress drives the bar; the log gets "built <id>"
-            if present.field(event, "step") == "done":
+            if event.step == "done":
                 return  # the outcome is said once, when the operation finishes
-            message = str(present.field(event, "message") or "")
-            name = present.field(event, "name")
+            message = event.message
+            name = event.name
             if name:
                 self.events.setdefault(str(name), []).append(f"{self.stamp()} {message}")
                 message = f"{name}: {message}"
@@ -733,11 +731,7 @@ class FlashApp(App[None]):
 
     def deployed_names(self) -> list[str]:
         """Endpoints the target reports as deployed (any state but not deployed)."""
-        return sorted(
-            name
-            for name, s in self.statuses.items()
-            if present.field(s, "status") not in (None, "not_deployed")
-        )
+        return sorted(name for name, s in self.statuses.items() if s.status != Status.NOT_DEPLOYED)
 
     def action_undeploy(self) -> None:
         name = self.selected_endpoint()
@@ -757,15 +751,15 @@ class FlashApp(App[None]):
 
     def _confirm_undeploy(
         self, everything: bool, confirmed: _Confirmed
-    ) -> Callable[[Any], Awaitable[bool]]:
-        async def confirm(plan: Any) -> bool:
-            names = list(plan.names("delete")) if hasattr(plan, "names") else list(plan)
+    ) -> Callable[[Plan], Awaitable[bool]]:
+        async def confirm(plan: Plan) -> bool:
+            names = plan.names("delete")
             if everything:
                 screen: UndeployScreen | UndeployAllScreen = UndeployAllScreen(
                     self.backend.project_name, names
                 )
             else:
-                urls = {n: str(present.field(self.statuses.get(n), "url") or "") for n in names}
+                urls = {n: self._url(n) for n in names}
                 screen = UndeployScreen(names, urls)
             if confirmed.mark(bool(await self.push_screen_wait(screen))):
                 self.retire(names)
@@ -773,6 +767,11 @@ class FlashApp(App[None]):
             return False
 
         return confirm
+
+    def _url(self, name: str) -> str:
+        """The URL the target reports for `name` (empty when it reports none)."""
+        status = self.statuses.get(name)
+        return status.url or "" if status is not None else ""
 
     def retire(self, names: Iterable[str]) -> None:
         """Stop showing health for endpoints being undeployed (probes of them will fail)."""
@@ -882,12 +881,7 @@ class FlashApp(App[None]):
             return
         for sample in samples:
             self.post_message(
-                HealthSampled(
-                    str(present.field(sample, "name", present.field(sample, "endpoint"))),
-                    bool(present.field(sample, "ok")),
-                    present.field(sample, "latency_ms"),
-                    present.field(sample, "url"),
-                )
+                HealthSampled(sample.endpoint, sample.ok, sample.latency_ms, sample.url)
             )
         self.notify(f"{len(samples)} endpoints probed", title="Health")
 

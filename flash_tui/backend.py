@@ -5,20 +5,36 @@ are the engine's own values (the widgets format them via `flash_tui.present`). F
 `BackendError` with the engine's message, which is written for a person.
 
 The engine session and the watcher share one long-lived incremental `engine.scan.Scanner`, so
-status, plan and deploy after an edit cost one file parse, not a full project scan.
+status, plan and deploy after an edit cost one file parse, not a full project scan. Status
+refreshes take the manifest the app already holds (never a rescan) and the health monitor's
+latest samples (never a second round of probes).
 """
 
 from __future__ import annotations
 
 import threading
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, TypeVar
 
-from engine.ops import Engine, OpError, OpEvent
+from engine.diagnostics import Diagnostic
+from engine.health import HealthMonitor, HealthSample
+from engine.invoke import CallSpec, InvokeResult, JSONText
+from engine.logs import LogLine
+from engine.ops import DeployReport, Engine, OpError, OpEvent
+from engine.plan import Plan
 from engine.scan import Scanner
+from engine.status import EndpointStatus
+
+if TYPE_CHECKING:
+    from engine.build import BuildProgress, BuildResult
+
+T = TypeVar("T")
+# A decoded JSON object: the manifest, an entry of the target's event log. Its values are read
+# where they are shown, by key.
+JSONObject = dict[str, object]
 
 
 class BackendError(Exception):
@@ -29,19 +45,17 @@ class BackendError(Exception):
 class ScanOutcome:
     """Manifest dict and diagnostics of one (re)scan."""
 
-    manifest: dict[str, Any]
-    diagnostics: list[Any] = field(default_factory=list)
+    manifest: JSONObject
+    diagnostics: list[Diagnostic] = field(default_factory=list)
     elapsed_ms: float = 0.0
 
 
-Confirm = Callable[[Any], Awaitable[bool]]
+Confirm = Callable[[Plan], Awaitable[bool]]
 
 
-def request_body(text: str) -> Any:
+def request_body(text: str) -> JSONText:
     """The route tester's editor text as the body to send, unchanged (`engine.invoke.JSONText`);
     BackendError saying why when a server would not read it as JSON."""
-    from engine.invoke import JSONText
-
     body = JSONText(text)
     try:
         body.value  # noqa: B018 - parsed only to refuse what is not JSON before sending
@@ -104,7 +118,7 @@ class Backend:
 
     # -- build ----------------------------------------------------------------------------
 
-    def build(self, on_progress: Callable[[Any], None]) -> Any:
+    def build(self, on_progress: Callable[[BuildProgress], None]) -> BuildResult:
         """Build the project (engine.build); `on_progress` receives BuildProgress events."""
         from engine.build import BuildError, build_project
 
@@ -115,7 +129,7 @@ class Backend:
 
     # -- target ---------------------------------------------------------------------------
 
-    async def _op(self, awaitable: Awaitable[Any]) -> Any:
+    async def _op(self, awaitable: Awaitable[T]) -> T:
         try:
             return await awaitable
         except OpError as exc:
@@ -130,37 +144,48 @@ class Backend:
         address); None before the first connection."""
         return self._engine.provider.describe() if self._engine is not None else None
 
-    async def status(self, probe: bool = True) -> list[Any]:
-        """EndpointStatus of every endpoint in code or deployed (with live health by default)."""
-        return await self._op(self.engine.status(probe=probe))
+    async def status(
+        self,
+        manifest: JSONObject,
+        diagnostics: Sequence[Diagnostic] = (),
+        health: Mapping[str, HealthSample] | None = None,
+    ) -> list[EndpointStatus]:
+        """EndpointStatus of every endpoint in `manifest` (the app's latest scan) or deployed.
+
+        `health`: the health monitor's latest samples, which decide healthy/unhealthy; without
+        them the running endpoints are probed once now.
+        """
+        return await self._op(
+            self.engine.status(
+                manifest=dict(manifest), diagnostics=diagnostics, health=health, probe=True
+            )
+        )
 
     async def deploy(
         self, names: Sequence[str] | None, confirm: Confirm, on_event: Callable[[OpEvent], None]
-    ) -> Any:
+    ) -> DeployReport:
         """Build if stale, plan, `confirm(plan)`, deploy; returns the engine's DeployReport."""
         return await self._op(self.engine.deploy(names, confirm=confirm, on_event=on_event))
 
     async def undeploy(
         self, names: Sequence[str] | None, confirm: Confirm, on_event: Callable[[OpEvent], None]
-    ) -> Any:
+    ) -> DeployReport:
         """Undeploy `names` (all when None) after `confirm(plan)`; returns the DeployReport."""
         return await self._op(self.engine.undeploy(names, confirm=confirm, on_event=on_event))
 
-    async def events(self, since: int = 0) -> list[dict[str, Any]]:
+    async def events(self, since: int = 0) -> list[JSONObject]:
         """The app's deployment event log after event id `since` (deployed, crashed, ...)."""
         return await self._op(self.engine.events(since))
 
-    async def probe(self) -> list[Any]:
+    async def probe(self) -> list[HealthSample]:
         """Probe every running endpoint now; HealthSamples."""
         return await self._op(self.engine.probe())
 
-    def health_monitor(self, interval: float) -> Any:
+    def health_monitor(self, interval: float) -> HealthMonitor:
         """An engine HealthMonitor over the running endpoints of this project."""
-        from engine.health import HealthMonitor
-
         return HealthMonitor(self.engine.health_targets, interval=interval)
 
-    async def follow_logs(self, lines: int = 20) -> AsyncIterator[Any]:
+    async def follow_logs(self, lines: int = 20) -> AsyncIterator[LogLine]:
         """LogLines of every deployed endpoint, the last `lines` first, then as they come."""
         try:
             # Probe lines too: the logs screen can show them (the log views hide them by default,
@@ -170,16 +195,16 @@ class Backend:
         except OpError as exc:
             raise BackendError(str(exc)) from exc
 
-    async def call_spec(self, target: str) -> Any:
+    async def call_spec(self, target: str) -> CallSpec:
         """Resolve `endpoint:METHOD /path` or `endpoint:function` with the engine's rules."""
         return await self._op(self.engine.resolve(target))
 
-    async def invoke(self, target: str, body: Any) -> Any:
+    async def invoke(self, target: str, body: JSONText | None) -> InvokeResult:
         """Call a route or function of a deployed endpoint; the engine's InvokeResult."""
         call = await self.call_spec(target)
         return await self._op(self.engine.invoke(call, body))
 
-    async def curl(self, target: str, body: Any, reveal: bool) -> str:
+    async def curl(self, target: str, body: JSONText | None, reveal: bool) -> str:
         """The same request as a curl command (key as `$FLASH_ENDPOINT_KEY` unless `reveal`)."""
         from engine.invoke import curl_command
         from engine.provider import ProviderError
@@ -197,7 +222,7 @@ class Backend:
             await self._engine.close()
 
     @staticmethod
-    def stop_cloud() -> dict[str, Any]:
+    def stop_cloud() -> JSONObject:
         """Stop the local cloud of the current FLASH_TUI_HOME and its workers."""
         from engine.localcloud.discovery import stop_cloud
 

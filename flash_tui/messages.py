@@ -9,13 +9,16 @@ from typing import Any
 
 from textual.message import Message
 
+from engine.diagnostics import Diagnostic
+from engine.status import EndpointStatus
+
 
 @dataclass
 class ScanFinished(Message):
     """A (re)scan produced a manifest and diagnostics; `changed` are the files that triggered it."""
 
     manifest: Mapping[str, Any]
-    diagnostics: Sequence[Any]
+    diagnostics: Sequence[Diagnostic]
     changed: Sequence[Path] = field(default_factory=list)
     elapsed_ms: float = 0.0
 
@@ -31,7 +34,7 @@ class ScanFailed(Message):
 class StatusUpdated(Message):
     """The engine reported the deployment status of every endpoint."""
 
-    statuses: Sequence[Any]
+    statuses: Sequence[EndpointStatus]
     # The target as reached by this refresh (a restarted local cloud has a new address).
     target: str | None = None
 

@@ -1,7 +1,7 @@
 """Presentation helpers: turn engine values into short strings and Rich text for the widgets.
 
 Nothing here decides anything about a deployment; it only formats what the engine reported.
-Engine results may be dataclasses, pydantic models or plain dicts, so `field()` reads either.
+The colours of status, drift and plan words are defined here, once, for every widget.
 """
 
 from __future__ import annotations
@@ -9,21 +9,28 @@ from __future__ import annotations
 import ast
 import json
 from collections.abc import Iterable, Mapping, Sequence
-from datetime import datetime, timezone
 from typing import Any
 
 from rich.text import Text
 
+from engine.status import Status
+
 SPARK_CHARS = "▁▂▃▄▅▆▇█"
 
 STATUS_STYLES: dict[str, str] = {
-    "healthy": "bold green",
-    "deploying": "yellow",
-    "starting": "yellow",
-    "unhealthy": "bold red",
-    "failed": "bold red",
-    "stopped": "dim",
-    "not_deployed": "dim",
+    Status.HEALTHY: "bold green",
+    Status.DEPLOYING: "yellow",
+    Status.UNHEALTHY: "bold red",
+    Status.FAILED: "bold red",
+    Status.STOPPED: "dim",
+    Status.NOT_DEPLOYED: "dim",
+}
+
+PLAN_STYLES: dict[str, str] = {
+    "create": "bold green",
+    "update": "bold yellow",
+    "delete": "bold red",
+    "unchanged": "dim",
 }
 
 DRIFT_STYLES: dict[str, str] = {
@@ -41,32 +48,6 @@ SHORT_DRIFT_LABELS: dict[str, str] = {"unparsable": "no parse"}
 
 SEVERITY_STYLES: dict[str, str] = {"error": "bold red", "warning": "yellow", "info": "cyan"}
 SEVERITY_ICONS: dict[str, str] = {"error": "✖", "warning": "⚠", "info": "ℹ"}
-
-
-def field(obj: Any, name: str, default: Any = None) -> Any:
-    """Read `name` from a mapping or an object, whichever the engine handed over."""
-    if obj is None:
-        return default
-    if isinstance(obj, Mapping):
-        return obj.get(name, default)
-    return getattr(obj, name, default)
-
-
-def as_dict(obj: Any) -> dict[str, Any]:
-    """A plain dict view of an engine value (dataclass, pydantic model or mapping)."""
-    if obj is None:
-        return {}
-    if isinstance(obj, Mapping):
-        return dict(obj)
-    for method in ("to_dict", "model_dump", "as_dict"):
-        fn = getattr(obj, method, None)
-        if callable(fn):
-            return dict(fn())
-    if hasattr(obj, "__dataclass_fields__"):
-        import dataclasses
-
-        return dataclasses.asdict(obj)
-    return dict(vars(obj))
 
 
 def label(value: str | None) -> str:
@@ -110,21 +91,6 @@ def latency(ms: float | None) -> str:
     if ms < 1000:
         return f"{ms:.0f}ms"
     return f"{ms / 1000:.1f}s"
-
-
-def parse_time(value: Any) -> datetime | None:
-    """A timestamp from an ISO string, epoch seconds or a datetime; None when absent."""
-    if value is None or value == "":
-        return None
-    if isinstance(value, datetime):
-        return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
-    if isinstance(value, (int, float)):
-        return datetime.fromtimestamp(value, tz=timezone.utc)
-    try:
-        parsed = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
 
 
 def duration(seconds: float | None) -> str:

@@ -17,8 +17,14 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from textual.pilot import Pilot
+
+from engine.status import Status
+
+if TYPE_CHECKING:
+    from flash_tui.app import FlashApp
 
 ROOT = Path(__file__).resolve().parent.parent
 SIZE = (120, 34)
@@ -52,7 +58,7 @@ async def _quickstart(project: Path, out: Path) -> None:
         await pilot.press("enter")  # Deploy has the focus: nothing is deleted
 
         def all_healthy() -> bool:
-            return all(app.statuses.get(n, {}) and _status(app, n) == "healthy" for n in names)
+            return all(_status(app, n) == Status.HEALTHY for n in names)
 
         await _until(pilot, lambda: app.busy is None and all_healthy(), 120, "healthy endpoints")
         await pilot.press("h")
@@ -101,10 +107,9 @@ async def _quickstart(project: Path, out: Path) -> None:
         await _until(pilot, lambda: app.busy is None and not app.deployed_names(), 60, "undeploy")
 
 
-def _status(app: object, name: str) -> str | None:
-    from flash_tui import present
-
-    return present.field(getattr(app, "statuses", {}).get(name), "status")
+def _status(app: FlashApp, name: str) -> str | None:
+    status = app.statuses.get(name)
+    return status.status if status is not None else None
 
 
 async def _broken(project: Path, out: Path) -> None:

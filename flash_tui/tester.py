@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from flash_tui import present
 from flash_tui.screens.route_tester import RouteTarget, TesterResponse
 
 if TYPE_CHECKING:
@@ -24,27 +23,24 @@ class AppTester:
     async def send(self, target: RouteTarget, body: Any) -> TesterResponse:
         """Invoke through the engine and convert its InvokeResult for display."""
         result = await self.app.backend.invoke(target.spec, body)
-        call = present.field(result, "call")
-        is_lb = bool(present.field(call, "is_load_balanced", target.method is not None))
-        shown = present.field(result, "body") if is_lb else present.field(result, "result")
-        error = present.field(result, "error")
-        if error and shown is None:
-            shown = {"error": error}
-        status = present.field(result, "status_code") or "error"
-        job = present.field(result, "job_status")
+        shown = result.body if result.call.is_load_balanced else result.result
+        if result.error and shown is None:
+            shown = {"error": result.error}
+        status: int | str = result.status_code or "error"
+        job = result.job_status
         if job and job != "COMPLETED":
             # A queue job answers HTTP 200 whatever became of it: its status is the news.
             status = str(job)
-        headers = {str(k): str(v) for k, v in (present.field(result, "headers") or {}).items()}
+        headers = {str(k): str(v) for k, v in result.headers.items()}
         if job:
             headers.setdefault("job status", str(job))
         return TesterResponse(
             status=status,
-            latency_ms=present.field(result, "latency_ms"),
+            latency_ms=result.latency_ms,
             headers=headers,
             body=shown,
-            ok=bool(present.field(result, "ok")),
-            remote_error=present.field(result, "remote_error"),
+            ok=result.ok,
+            remote_error=result.remote_error,
         )
 
     async def curl(self, target: RouteTarget, body: Any, reveal_key: bool) -> str:

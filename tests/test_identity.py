@@ -244,15 +244,18 @@ def test_a_source_that_does_not_parse_is_not_orphaned(
 def test_the_dashboard_says_why_an_endpoint_is_unparsable() -> None:
     from rich.console import Console
 
+    from engine.status import EndpointStatus
     from flash_tui.widgets.dashboard.detail_pane import endpoint_detail
     from flash_tui.widgets.dashboard.endpoints_table import EndpointRow, cells
 
-    status = {
-        "name": "common",
-        "drift": "unparsable",
-        "drift_reason": "source does not parse: workers/common.py:9",
-        "status": "healthy",
-    }
+    status = EndpointStatus(
+        name="common",
+        resource_type="CpuLiveServerless",
+        status="healthy",
+        drift="unparsable",
+        drift_reason="source does not parse: workers/common.py:9",
+        deployed=True,
+    )
     console = Console(width=120, record=True)
     console.print(endpoint_detail("common", None, status))
     text = console.export_text()

@@ -284,10 +284,12 @@ def test_unreadable_file(project: Path, monkeypatch: pytest.MonkeyPatch) -> None
 
 
 def test_a_scanner_bug_becomes_a_diagnostic(project: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    def boom(self: Scanner, entry: object) -> None:
+    from engine.scan.resources import FileResolution
+
+    def boom(self: FileResolution) -> None:
         raise RuntimeError("boom")
 
-    monkeypatch.setattr(Scanner, "_resolve_file", boom)
+    monkeypatch.setattr(FileResolution, "run", boom)
     result = Scanner(project).scan()
     (diag,) = result.diagnostics
     assert (diag.code, diag.file) == ("scan-internal-error", "funcs.py")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import shutil
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -12,8 +12,11 @@ import pytest
 from textual.command import CommandPalette
 from waiting import until
 
+from engine.diagnostics import Diagnostic
+from engine.health import HealthSample
+from engine.status import EndpointStatus
 from flash_tui.app import FlashApp, parse_args
-from flash_tui.backend import Backend, BackendError
+from flash_tui.backend import Backend, BackendError, JSONObject
 from flash_tui.commands import ACTIONS
 from flash_tui.screens.help import HelpScreen
 from flash_tui.screens.logs import LogsScreen
@@ -48,6 +51,18 @@ def quickstart(tmp_path: Path) -> Path:
     dest = tmp_path / "quickstart"
     shutil.copytree(ROOT / "examples" / "quickstart", dest, ignore=shutil.ignore_patterns(".flash"))
     return dest
+
+
+def endpoint(name: str, status: str, drift: str = "in_sync") -> EndpointStatus:
+    """An endpoint as the engine's `status` reports it (deployed unless `not_deployed`)."""
+    return EndpointStatus(
+        name=name,
+        resource_type=None,
+        status=status,
+        drift=drift,
+        in_code=drift != "orphaned",
+        deployed=status != "not_deployed",
+    )
 
 
 def tree_keys(app: FlashApp) -> set[tuple[str, ...]]:
@@ -276,7 +291,7 @@ async def test_build_failure_is_reported_with_the_reason(tmp_path: Path) -> None
 @pytest.mark.parametrize("size", [(80, 24), (100, 30)])
 async def test_every_endpoint_row_is_visible(quickstart: Path, size: tuple[int, int]) -> None:
     # Two orphans beside the four endpoints in code: six rows, a typical project's worth.
-    orphans = [{"name": n, "status": "healthy", "drift": "orphaned"} for n in ("old_a", "old_b")]
+    orphans = [endpoint(n, "healthy", "orphaned") for n in ("old_a", "old_b")]
     app = FlashApp(quickstart, clock=clock, connect=False, watch=False, statuses=orphans)
     async with app.run_test(size=size) as pilot:
         await until(pilot, lambda: app.scan_count >= 1)
@@ -323,7 +338,12 @@ class FlakyTarget(Backend):
             raise BackendError("local cloud is not running")
         return "local (127.0.0.1:40123)"
 
-    async def status(self, probe: bool = True) -> list[Any]:
+    async def status(
+        self,
+        manifest: JSONObject,
+        diagnostics: Sequence[Diagnostic] = (),
+        health: Mapping[str, HealthSample] | None = None,
+    ) -> list[EndpointStatus]:
         return []
 
     async def events(self, since: int = 0) -> list[dict[str, Any]]:
@@ -340,6 +360,21 @@ class FlakyTarget(Backend):
     async def follow_logs(self, lines: int = 20) -> AsyncIterator[Any]:
         raise BackendError("no logs to follow")
         yield  # an async generator that ends at once
+
+
+async def test_status_refresh_uses_the_apps_scan_and_never_rescans(quickstart: Path) -> None:
+    # A real local cloud (in the private home; stopped by the fixture), nothing deployed.
+    app = FlashApp(quickstart, clock=clock, watch=False)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await until(pilot, lambda: app.connected and len(app.statuses) == 4, timeout=60)
+        assert {s.status for s in app.statuses.values()} == {"not_deployed"}
+        assert {s.drift for s in app.statuses.values()} == {"new"}
+        scanned = app.backend.scanner.stats  # every scan replaces its stats
+        for _ in range(3):
+            app.statuses = {}
+            app._refresh_status()
+            await until(pilot, lambda: len(app.statuses) == 4, timeout=30)
+        assert app.backend.scanner.stats is scanned, "a status refresh rescanned the project"
 
 
 async def test_rescan_key_retries_an_unreachable_target(quickstart: Path) -> None:
@@ -370,7 +405,7 @@ def header_text(app: FlashApp) -> str:
 
 @pytest.mark.parametrize("width", [80, 100])
 async def test_header_summary_fits_the_width(quickstart: Path, width: int) -> None:
-    statuses = [{"name": "gateway", "status": "healthy", "drift": "drifted"}]
+    statuses = [endpoint("gateway", "healthy", "drifted")]
     backend = FlakyTarget(quickstart, failures=0)
     app = FlashApp(quickstart, clock=clock, watch=False, backend=backend, statuses=statuses)
     async with app.run_test(size=(width, 24)) as pilot:
@@ -388,7 +423,7 @@ async def test_header_summary_fits_the_width(quickstart: Path, width: int) -> No
 async def test_undeployed_endpoints_lose_their_health_history(quickstart: Path) -> None:
     from flash_tui.messages import HealthSampled, StatusUpdated
 
-    deployed = [{"name": "gateway", "status": "healthy"}, {"name": "api", "status": "healthy"}]
+    deployed = [endpoint("gateway", "healthy"), endpoint("api", "healthy")]
     app = FlashApp(
         quickstart,
         clock=clock,
@@ -409,13 +444,13 @@ async def test_undeployed_endpoints_lose_their_health_history(quickstart: Path) 
         assert "gateway" not in app.samples
         assert not any("gateway unhealthy" in r.text for r in app.logs)
         # The target reports api undeployed too (by another client): its sparkline goes.
-        app.post_message(StatusUpdated([{"name": "gateway", "status": "not_deployed"}]))
+        app.post_message(StatusUpdated([endpoint("gateway", "not_deployed", "new")]))
         await until(pilot, lambda: "api" not in app.samples)
         rows = {row.name: row for row in app.rows()}
         assert rows["api"].samples == [] and rows["gateway"].samples == []
         assert table._shown["api"].samples == []
         # Deployed again: its health counts again.
-        app.post_message(StatusUpdated([{"name": "gateway", "status": "healthy"}]))
+        app.post_message(StatusUpdated([endpoint("gateway", "healthy")]))
         await until(pilot, lambda: "gateway" not in app.retired)
         app.post_message(HealthSampled("gateway", True, 2.5))
         await until(pilot, lambda: list(app.samples.get("gateway", ())) == [2.5])

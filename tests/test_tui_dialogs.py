@@ -11,6 +11,9 @@ from textual.app import App, ComposeResult
 from textual.screen import Screen
 from textual.widgets import Button, Input, Label, Static
 
+from engine.drift import Drift, FieldDiff
+from engine.plan import PlanItem
+
 # The module, not its names: pytest would try to collect a class named Test*.
 from flash_tui.screens import route_tester
 from flash_tui.screens.confirm import (
@@ -23,16 +26,28 @@ from flash_tui.screens.confirm import (
 from flash_tui.screens.help import HelpScreen
 
 PLAN = [
-    {"action": "create", "name": "cpu_worker", "resource_type": "CpuServerlessEndpoint"},
-    {
-        "action": "update",
-        "name": "gpu_worker",
-        "resource_type": "LiveServerless",
-        "changes": [{"field": "workersMax", "deployed": 3, "local": 5}],
-    },
-    {"action": "unchanged", "name": "gateway", "resource_type": "CpuLoadBalancerSlsResource"},
+    PlanItem(
+        "cpu_worker",
+        "create",
+        "CpuServerlessEndpoint",
+        Drift("cpu_worker", "new", "CpuServerlessEndpoint"),
+    ),
+    PlanItem(
+        "gpu_worker",
+        "update",
+        "LiveServerless",
+        Drift("gpu_worker", "drifted", "LiveServerless", (FieldDiff("workersMax", 3, 5),)),
+    ),
+    PlanItem(
+        "gateway",
+        "unchanged",
+        "CpuLoadBalancerSlsResource",
+        Drift("gateway", "in_sync", "CpuLoadBalancerSlsResource"),
+    ),
 ]
-PLAN_WITH_DELETE = PLAN + [{"action": "delete", "name": "old", "resource_type": "LiveServerless"}]
+PLAN_WITH_DELETE = PLAN + [
+    PlanItem("old", "delete", "LiveServerless", Drift("old", "orphaned", "LiveServerless"))
+]
 
 
 class Harness(App[None]):

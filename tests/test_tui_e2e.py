@@ -22,7 +22,6 @@ import pytest
 from textual.widgets import Input, OptionList, TextArea
 from waiting import until
 
-from flash_tui import present
 from flash_tui.app import FlashApp
 from flash_tui.screens.confirm import PlanScreen, UndeployAllScreen, UndeployScreen
 from flash_tui.screens.route_tester import RouteTesterScreen
@@ -56,7 +55,13 @@ def home_workers(home: Path) -> list[psutil.Process]:
 
 
 def status_of(app: FlashApp, name: str) -> str | None:
-    return present.field(app.statuses.get(name), "status")
+    status = app.statuses.get(name)
+    return status.status if status is not None else None
+
+
+def drift_of(app: FlashApp, name: str) -> str | None:
+    status = app.statuses.get(name)
+    return status.drift if status is not None else None
 
 
 async def test_quickstart_end_to_end(tmp_path: Path, tui_home: Path) -> None:
@@ -164,13 +169,13 @@ async def test_quickstart_end_to_end(tmp_path: Path, tui_home: Path) -> None:
             pilot,
             lambda: (
                 tree.node_for(("function", "cpu_worker", "shout")) is not None
-                and present.field(app.statuses.get("cpu_worker"), "drift") == "drifted"
+                and drift_of(app, "cpu_worker") == "drifted"
             ),
             5,
             "the new function and drift",
         )
-        fields = present.field(app.statuses["cpu_worker"], "drift_fields")
-        assert any(f["field"] == "workersMax" for f in fields)
+        fields = app.statuses["cpu_worker"].drift_fields
+        assert any(f.field == "workersMax" for f in fields)
 
         # `d` deploys the selected endpoint: its plan shows the update with the field diff.
         table.focus()
@@ -190,7 +195,7 @@ async def test_quickstart_end_to_end(tmp_path: Path, tui_home: Path) -> None:
             pilot,
             lambda: (
                 app.busy is None
-                and present.field(app.statuses.get("cpu_worker"), "drift") == "in_sync"
+                and drift_of(app, "cpu_worker") == "in_sync"
                 and status_of(app, "cpu_worker") == "healthy"
             ),
             60,

@@ -16,6 +16,10 @@ from typing import Any
 import pytest
 from textual.pilot import Pilot
 
+from engine.drift import Drift, FieldDiff
+from engine.health import HealthSample
+from engine.plan import PlanItem
+from engine.status import EndpointStatus
 from flash_tui.app import FlashApp
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -26,56 +30,87 @@ def fixed_clock() -> datetime:
     return datetime(2026, 1, 1, 12, 4, 31, tzinfo=timezone.utc)
 
 
-STATUSES: list[dict[str, Any]] = [
-    {
-        "name": "gateway",
-        "resource_type": "CpuLoadBalancerSlsResource",
-        "status": "healthy",
-        "drift": "in_sync",
-        "drift_fields": [],
-        "url": "http://127.0.0.1:40001",
-        "restarts": 0,
-        "health": {"ok": True, "latency_ms": 2.1, "at": "2026-01-01T12:04:30+00:00"},
-        "started_at": "2026-01-01T12:01:31+00:00",
-    },
-    {
-        "name": "gpu_worker",
-        "resource_type": "LiveServerless",
-        "status": "healthy",
-        "drift": "drifted",
-        "drift_fields": [{"field": "workersMax", "deployed": 3, "local": 5}],
-        "url": "http://127.0.0.1:40002",
-        "restarts": 1,
-        "health": {"ok": True, "latency_ms": 4.3, "at": "2026-01-01T12:04:30+00:00"},
-        "started_at": "2026-01-01T12:02:31+00:00",
-    },
-    {
-        "name": "old_thing",
-        "resource_type": "CpuServerlessEndpoint",
-        "status": "unhealthy",
-        "drift": "orphaned",
-        "drift_fields": [],
-        "url": "http://127.0.0.1:40003",
-        "restarts": 3,
-        "health": {"ok": False, "latency_ms": None, "at": "2026-01-01T12:04:30+00:00"},
-        "started_at": "2026-01-01T11:04:31+00:00",
-    },
+def _at(hh: int, mm: int, ss: int) -> float:
+    """Epoch seconds of a time on the fixed clock's day (the engine's timestamps are floats)."""
+    return datetime(2026, 1, 1, hh, mm, ss, tzinfo=timezone.utc).timestamp()
+
+
+def _sample(name: str, ok: bool, latency_ms: float | None) -> HealthSample:
+    return HealthSample(name, ok, latency_ms, _at(12, 4, 30), 200 if ok else None)
+
+
+STATUSES: list[EndpointStatus] = [
+    EndpointStatus(
+        name="gateway",
+        resource_type="CpuLoadBalancerSlsResource",
+        status="healthy",
+        drift="in_sync",
+        url="http://127.0.0.1:40001",
+        restarts=0,
+        health=_sample("gateway", True, 2.1),
+        is_load_balanced=True,
+        in_code=True,
+        deployed=True,
+        started_at=_at(12, 1, 31),
+    ),
+    EndpointStatus(
+        name="gpu_worker",
+        resource_type="LiveServerless",
+        status="healthy",
+        drift="drifted",
+        drift_fields=(FieldDiff("workersMax", 3, 5),),
+        url="http://127.0.0.1:40002",
+        restarts=1,
+        health=_sample("gpu_worker", True, 4.3),
+        in_code=True,
+        deployed=True,
+        started_at=_at(12, 2, 31),
+    ),
+    EndpointStatus(
+        name="old_thing",
+        resource_type="CpuServerlessEndpoint",
+        status="unhealthy",
+        drift="orphaned",
+        url="http://127.0.0.1:40003",
+        restarts=3,
+        health=_sample("old_thing", False, None),
+        deployed=True,
+        started_at=_at(11, 4, 31),
+    ),
 ]
 HEALTH = {
     "gateway": [2.0, 2.2, 2.5, 1.9, 3.0, 2.1, 2.0, 2.1],
     "gpu_worker": [4.0, 5.0, 4.2, 8.0, 4.3, None, 4.1, 4.3],
     "old_thing": [3.0, None, None],
 }
-PLAN: list[dict[str, Any]] = [
-    {"action": "create", "name": "cpu_worker", "resource_type": "CpuServerlessEndpoint"},
-    {
-        "action": "update",
-        "name": "gpu_worker",
-        "resource_type": "LiveServerless",
-        "changes": [{"field": "workersMax", "deployed": 3, "local": 5}],
-    },
-    {"action": "delete", "name": "old_thing", "resource_type": "CpuServerlessEndpoint"},
-    {"action": "unchanged", "name": "gateway", "resource_type": "CpuLoadBalancerSlsResource"},
+PLAN: list[PlanItem] = [
+    PlanItem(
+        "cpu_worker",
+        "create",
+        "CpuServerlessEndpoint",
+        Drift("cpu_worker", "new", "CpuServerlessEndpoint"),
+        ("not deployed",),
+    ),
+    PlanItem(
+        "gpu_worker",
+        "update",
+        "LiveServerless",
+        Drift("gpu_worker", "drifted", "LiveServerless", (FieldDiff("workersMax", 3, 5),)),
+        ("config changed",),
+    ),
+    PlanItem(
+        "old_thing",
+        "delete",
+        "CpuServerlessEndpoint",
+        Drift("old_thing", "orphaned", "CpuServerlessEndpoint"),
+        ("no longer in code",),
+    ),
+    PlanItem(
+        "gateway",
+        "unchanged",
+        "CpuLoadBalancerSlsResource",
+        Drift("gateway", "in_sync", "CpuLoadBalancerSlsResource"),
+    ),
 ]
 
 
@@ -134,7 +169,7 @@ def test_undeploy_dialog(snap_compare: Any, quickstart: Path, size: tuple[int, i
     async def undeploy(pilot: Pilot) -> None:
         await scanned(pilot)
         await pilot.press("tab")  # table: the cursor on gateway (the first deployed row)
-        await pilot.app.push_screen(UndeployScreen(["gateway"], {"gateway": STATUSES[0]["url"]}))
+        await pilot.app.push_screen(UndeployScreen(["gateway"], {"gateway": str(STATUSES[0].url)}))
 
     assert snap_compare(make_app(quickstart), terminal_size=size, run_before=undeploy)
 

@@ -17,7 +17,6 @@ from waiting import until
 from engine.home import Home
 from engine.localcloud.discovery import ensure_cloud, kill_home_workers, read_state, stop_cloud
 from engine.ops import Engine
-from flash_tui import present
 from flash_tui.app import FlashApp
 from flash_tui.screens.confirm import PlanScreen
 from flash_tui.screens.route_tester import RouteTesterScreen, render_response
@@ -54,7 +53,8 @@ def write_project(root: Path) -> Path:
 
 
 def status_of(app: FlashApp, name: str) -> str | None:
-    return present.field(app.statuses.get(name), "status")
+    status = app.statuses.get(name)
+    return status.status if status is not None else None
 
 
 def notes(app: FlashApp) -> list[str]:
@@ -102,7 +102,7 @@ async def test_a_restarted_cloud_shows_its_new_address_and_fresh_health(
         table = app.dashboard.query_one(EndpointsTable)
         await until(pilot, lambda: f":{old.port})" in header.summary, 60, "the first address")
         await until(pilot, lambda: len(app.samples.get("web", ())) >= 2, 30, "a sparkline")
-        old_pid = present.field(app.statuses["web"], "pid")
+        old_pid = app.statuses["web"].pid
 
         # Another shell stops the cloud (and its workers) and starts it again.
         await asyncio.to_thread(stop_cloud, own_home)
@@ -210,7 +210,7 @@ async def test_keys_act_only_on_the_visible_selection(tmp_path: Path, own_home: 
         await until(pilot, lambda: app.screen is app.dashboard, 5, "the dashboard")
         await pilot.press("d")
         await until(pilot, lambda: isinstance(app.screen, PlanScreen), 60, "the plan dialog")
-        assert {str(present.field(i, "name")) for i in app.screen.items} == {"web"}
+        assert {i.name for i in app.screen.items} == {"web"}
         await pilot.press("escape")
         await until(pilot, lambda: app.busy is None, 10, "the cancel")
 

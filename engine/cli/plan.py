@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import signal
 import sys
 import threading
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -22,7 +23,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from engine.ops import Engine, OpError, OpEvent
-from engine.plan import Plan
+from engine.plan import PLAN_MARKS, Plan
 
 __all__ = [
     "PlanConfirmation",
@@ -39,7 +40,6 @@ __all__ = [
 
 T = TypeVar("T")
 
-SYMBOLS = {"create": "+", "update": "~", "delete": "-", "unchanged": "="}
 COLORS = {"create": "green", "update": "yellow", "delete": "red", "unchanged": "dim"}
 
 
@@ -103,7 +103,7 @@ def print_plan(console: Console, plan: Plan, title: str = "Plan") -> None:
                 f"{escape(_value(change.local))}"
             )
         table.add_row(
-            f"[{color}]{SYMBOLS[item.action]}[/]",
+            f"[{color}]{PLAN_MARKS[item.action]}[/]",
             escape(item.name),
             escape(item.resource_type or ""),
             f"[{color}]{item.action}[/]",
@@ -144,9 +144,12 @@ class PlanConfirmation:
         if not sys.stdin.isatty():
             self.refused = True
             return False
-        self._console.print(f"{self._question} [bold]\\[y/N][/] ", end="")
         try:
-            answer = _read_answer()
+            # Ctrl+C raises from the moment the question shows: a press right after the
+            # prompt appears must not land in asyncio's handler, which input() never sees.
+            with _interrupt_raises():
+                self._console.print(f"{self._question} [bold]\\[y/N][/] ", end="")
+                answer = input()
         except EOFError:
             self.refused, self._why = True, "eof"
             return False
@@ -176,14 +179,17 @@ class PlanConfirmation:
         return code
 
 
-def _read_answer() -> str:
-    """`input()`, where Ctrl+C raises at once: asyncio.run's own SIGINT handler only cancels the
-    main task, which a thread blocked reading the terminal would not notice until Enter."""
+@contextlib.contextmanager
+def _interrupt_raises() -> Iterator[None]:
+    """Ctrl+C raises KeyboardInterrupt at once inside the block: asyncio.run's own SIGINT
+    handler only cancels the main task, which a thread blocked reading the terminal would not
+    notice until Enter."""
     if threading.current_thread() is not threading.main_thread():
-        return input()
+        yield
+        return
     previous = signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
-        return input()
+        yield
     finally:
         signal.signal(signal.SIGINT, previous)
 

@@ -23,14 +23,15 @@ from rich.table import Table
 
 from engine.cli.plan import add_project_option, json_out, run_engine
 from engine.ops import Engine
+from engine.status import Status
 
-STATUS_COLORS = {
-    "healthy": "green",
-    "deploying": "cyan",
-    "unhealthy": "yellow",
-    "failed": "bold red",
-    "stopped": "dim",
-    "not_deployed": "dim",
+STATUS_COLORS: dict[str, str] = {
+    Status.HEALTHY: "green",
+    Status.DEPLOYING: "cyan",
+    Status.UNHEALTHY: "yellow",
+    Status.FAILED: "bold red",
+    Status.STOPPED: "dim",
+    Status.NOT_DEPLOYED: "dim",
 }
 DRIFT_COLORS = {
     "in_sync": "green",
@@ -116,9 +117,9 @@ def run(args: argparse.Namespace) -> int:
         for s in statuses:
             for change in s.drift_fields:
                 console.print(
-                    f"  [yellow]{escape(s.name)}[/] {escape(change['field'])}: "
-                    f"{escape(json.dumps(change['deployed']))} → "
-                    f"{escape(json.dumps(change['local']))}  [dim](deployed → local)[/]"
+                    f"  [yellow]{escape(s.name)}[/] {escape(change.field)}: "
+                    f"{escape(json.dumps(change.deployed))} → "
+                    f"{escape(json.dumps(change.local))}  [dim](deployed → local)[/]"
                 )
             if s.drift == "unparsable":
                 console.print(
@@ -130,7 +131,7 @@ def run(args: argparse.Namespace) -> int:
                     f"  [dim]{escape(s.name)}: not statically resolvable: "
                     f"{escape(', '.join(s.unresolved))}[/]"
                 )
-            if s.status == "failed" and s.last_error:
+            if s.status == Status.FAILED and s.last_error:
                 console.print(f"  [red]{escape(s.name)} failed[/]; last output:")
                 console.print(escape(s.last_error), markup=False)
         for app in kept:

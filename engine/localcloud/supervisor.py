@@ -93,7 +93,7 @@ _WORKER_SETTINGS = frozenset(
 # Statuses in which an endpoint is meant to be running: a worker found dead at service start
 # (machine reboot, SIGKILL) is started again. `stopped` (by `cloud stop`) and `failed` stay
 # down until the next deploy.
-_WANTED = frozenset({"deploying", "healthy", "unhealthy"})
+from engine.status import RUNNING as _WANTED  # noqa: E402 - the one list of running states
 
 
 @dataclass

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
 from rich.console import Group, RenderableType
 from rich.text import Text
@@ -14,56 +13,27 @@ from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Button, Input, Label, Static
 
+from engine.plan import PLAN_MARKS, Plan, PlanItem
 from flash_tui import present
 from flash_tui.widgets.dashboard.detail_pane import diff_rows
 
-PLAN_MARKS: dict[str, tuple[str, str]] = {
-    "create": ("+", "bold green"),
-    "update": ("~", "bold yellow"),
-    "delete": ("-", "bold red"),
-    "unchanged": ("=", "dim"),
-}
 
-
-def plan_action(item: Any) -> str:
-    """The action of a plan entry: create / update / delete / unchanged."""
-    action = str(present.field(item, "action", present.field(item, "kind", "unchanged")))
-    action = action.split(".")[-1].lower()
-    return {"noop": "unchanged", "keep": "unchanged", "deploy": "create", "remove": "delete"}.get(
-        action, action
-    )
-
-
-def plan_changes(item: Any) -> Any:
-    """Field diffs of a plan entry, whichever name the engine uses for them."""
-    for name in ("changes", "diff", "drift_fields", "fields"):
-        value = present.field(item, name)
-        if value:
-            return value
-    return []
-
-
-def render_plan(items: Sequence[Any]) -> RenderableType:
+def render_plan(items: Sequence[PlanItem]) -> RenderableType:
     """`+ create`, `~ update` with `field: deployed → local` lines, `- delete`, `= unchanged`."""
     lines: list[RenderableType] = []
     order = {"delete": 0, "update": 1, "create": 2, "unchanged": 3}
-    for item in sorted(
-        items, key=lambda i: (order.get(plan_action(i), 9), str(present.field(i, "name")))
-    ):
-        action = plan_action(item)
-        mark, style = PLAN_MARKS.get(action, ("?", ""))
+    for item in sorted(items, key=lambda i: (order[i.action], i.name)):
+        action = item.action
+        mark, style = PLAN_MARKS[action], present.PLAN_STYLES[action]
         line = Text()
         line.append(f"{mark} ", style=style)
-        line.append(
-            str(present.field(item, "name")), style="bold" if action != "unchanged" else "dim"
-        )
-        rtype = present.field(item, "resource_type")
+        line.append(item.name, style="bold" if action != "unchanged" else "dim")
         line.append(f"  {action}", style=style)
-        if rtype:
-            line.append(f"  {rtype}", style="dim")
+        if item.resource_type:
+            line.append(f"  {item.resource_type}", style="dim")
         lines.append(line)
         if action == "update":
-            for field_name, deployed, local in diff_rows(plan_changes(item)):
+            for field_name, deployed, local in diff_rows(item.changes):
                 diff = Text("    ")
                 diff.append(f"{field_name}: ", style="yellow")
                 diff.append(present.value_text(deployed), style="red")
@@ -75,11 +45,9 @@ def render_plan(items: Sequence[Any]) -> RenderableType:
     return Group(*lines)
 
 
-def plan_counts(items: Sequence[Any]) -> str:
+def plan_counts(items: Sequence[PlanItem]) -> str:
     """`1 to create, 1 to update, 0 to delete, 2 unchanged`."""
-    counts = {key: 0 for key in PLAN_MARKS}
-    for item in items:
-        counts[plan_action(item)] = counts.get(plan_action(item), 0) + 1
+    counts = Plan(tuple(items)).counts()
     return (
         f"{counts['create']} to create, {counts['update']} to update, "
         f"{counts['delete']} to delete, {counts['unchanged']} unchanged"
@@ -102,13 +70,13 @@ class _Dialog(ModalScreen[bool]):
 class PlanScreen(_Dialog):
     """The deploy plan; Deploy has focus unless the plan deletes something."""
 
-    def __init__(self, items: Sequence[Any], title: str = "Deploy plan") -> None:
+    def __init__(self, items: Sequence[PlanItem], title: str = "Deploy plan") -> None:
         super().__init__()
         self.items = list(items)
         self.title_text = title
 
     def compose(self) -> ComposeResult:
-        has_changes = any(plan_action(i) != "unchanged" for i in self.items)
+        has_changes = any(i.action != "unchanged" for i in self.items)
         with Vertical(id="dialog", classes="dialog") as box:
             box.border_title = self.title_text
             yield Label(plan_counts(self.items), id="plan-counts")
@@ -119,7 +87,7 @@ class PlanScreen(_Dialog):
                 yield Button("Deploy", id="confirm", variant="success", disabled=not has_changes)
 
     def on_mount(self) -> None:
-        destructive = any(plan_action(i) == "delete" for i in self.items)
+        destructive = any(i.action == "delete" for i in self.items)
         confirm = self.query_one("#confirm", Button)
         self.set_focus(self.query_one("#cancel") if destructive or confirm.disabled else confirm)
 

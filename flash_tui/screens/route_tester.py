@@ -19,6 +19,7 @@ from textual.screen import Screen
 from textual.widgets import Button, Footer, Label, OptionList, Static, TextArea
 from textual.widgets.option_list import Option
 
+from engine.invoke import RemoteError
 from flash_tui import present
 from flash_tui.backend import BackendError, request_body
 
@@ -63,8 +64,8 @@ class TesterResponse:
     headers: dict[str, str] = field(default_factory=dict)
     body: Any = None
     ok: bool = True
-    # The remote exception (engine.invoke.RemoteError or its dict): type, message, location.
-    remote_error: Any = None
+    # The remote exception: type, message and where in the user's code.
+    remote_error: RemoteError | None = None
 
 
 @dataclass
@@ -106,13 +107,11 @@ def render_response(response: TesterResponse) -> Group:
     if remote is not None:
         # What failed and where in the user's code, above the raw body.
         status.append("\n")
-        status.append(str(present.field(remote, "type", "Error")), style="bold red")
-        message = present.field(remote, "message")
-        if message:
-            status.append(f": {message}")
-        location = present.field(remote, "location")
-        if location:
-            status.append(f"  at {location}", style="bold")
+        status.append(remote.type, style="bold red")
+        if remote.message:
+            status.append(f": {remote.message}")
+        if remote.location:
+            status.append(f"  at {remote.location}", style="bold")
     headers = Table.grid(padding=(0, 1))
     headers.add_column(style="cyan", no_wrap=True)
     headers.add_column(overflow="fold")

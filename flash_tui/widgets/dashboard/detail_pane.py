@@ -13,34 +13,23 @@ from textual.app import ComposeResult
 from textual.containers import VerticalScroll
 from textual.widgets import Static
 
+from engine.diagnostics import Diagnostic
+from engine.drift import FieldDiff
+from engine.status import EndpointStatus
 from flash_tui import present
 
 
-def diff_rows(drift_fields: Any) -> list[tuple[str, Any, Any]]:
-    """(field, deployed, local) triples from the engine's drift fields, whatever their shape."""
-    rows: list[tuple[str, Any, Any]] = []
-    for entry in drift_fields or ():
-        if isinstance(entry, (tuple, list)) and len(entry) == 3:
-            rows.append((str(entry[0]), entry[1], entry[2]))
-        elif isinstance(entry, str):
-            rows.append((entry, None, None))
-        else:
-            rows.append(
-                (
-                    str(present.field(entry, "field", present.field(entry, "name", "?"))),
-                    present.field(entry, "deployed", present.field(entry, "old")),
-                    present.field(entry, "local", present.field(entry, "new")),
-                )
-            )
-    return rows
+def diff_rows(changes: Sequence[FieldDiff]) -> list[tuple[str, Any, Any]]:
+    """(field, deployed, local) triples of the engine's field diffs."""
+    return [(change.field, change.deployed, change.local) for change in changes]
 
 
-def diff_table(drift_fields: Any) -> Table:
+def diff_table(changes: Sequence[FieldDiff]) -> Table:
     """`field  deployed → local` as a borderless grid."""
     grid = Table.grid(padding=(0, 1))
     grid.add_column(style="bold yellow", no_wrap=True)
     grid.add_column()
-    for name, deployed, local in diff_rows(drift_fields):
+    for name, deployed, local in diff_rows(changes):
         line = Text()
         line.append(present.value_text(deployed), style="red")
         line.append(" → ")
@@ -61,7 +50,7 @@ def _config_grid(config: Mapping[str, Any]) -> Table:
 def endpoint_detail(
     name: str,
     resource: Mapping[str, Any] | None,
-    status: Any,
+    status: EndpointStatus | None,
     events: Sequence[str] = (),
 ) -> RenderableType:
     """Everything known about one endpoint, most useful first."""
@@ -71,22 +60,20 @@ def endpoint_detail(
         title.append(f"  {resource.get('resource_type', '')}  ", style="dim")
         title.append(present.resource_badges(resource), style="dim")
     parts.append(title)
-    drift = present.field(status, "drift")
-    if drift is not None:
+    drift = status.drift if status is not None else None
+    if status is not None:
         line = Text("drift: ")
-        line.append_text(present.styled(drift, present.DRIFT_STYLES))
-        url = present.field(status, "url")
-        if url:
-            line.append(f"   {url}", style="underline")
+        line.append_text(present.styled(status.drift, present.DRIFT_STYLES))
+        if status.url:
+            line.append(f"   {status.url}", style="underline")
         parts.append(line)
-        reason = present.field(status, "drift_reason")
+        reason = status.drift_reason
         if drift == "unparsable" and reason:
             # Not gone: its code still exists, in a file that does not parse. Say where.
             parts.append(Text(f"{reason} — kept deployed until it parses again", style="magenta"))
-    fields = present.field(status, "drift_fields")
-    if fields:
+    if status is not None and status.drift_fields:
         parts.append(Text("deployed → local", style="dim"))
-        parts.append(diff_table(fields))
+        parts.append(diff_table(status.drift_fields))
     if resource and not str(resource.get("resource_type", "Cpu")).startswith("Cpu"):
         parts.append(
             Text(
@@ -145,16 +132,15 @@ def function_detail(fn: Mapping[str, Any], endpoint: str | None) -> RenderableTy
     return Group(*parts)
 
 
-def diagnostic_detail(diag: Mapping[str, Any]) -> RenderableType:
+def diagnostic_detail(diag: Diagnostic) -> RenderableType:
     """One diagnostic with its location and code."""
-    severity = str(diag.get("severity", "error"))
-    head = Text(f"{severity}", style=present.SEVERITY_STYLES.get(severity, ""))
-    if diag.get("code"):
-        head.append(f"  [{diag['code']}]", style="dim")
+    head = Text(f"{diag.severity}", style=present.SEVERITY_STYLES.get(diag.severity, ""))
+    if diag.code:
+        head.append(f"  [{diag.code}]", style="dim")
     return Group(
         head,
-        Text(f"{diag.get('file', '?')}:{diag.get('line', '?')}", style="cyan"),
-        Text(str(diag.get("message", ""))),
+        Text(f"{diag.file}:{diag.line}", style="cyan"),
+        Text(diag.message),
     )
 
 

@@ -9,7 +9,10 @@ from rich.text import Text
 from textual.widgets import DataTable
 from textual.widgets.data_table import CellDoesNotExist, RowDoesNotExist
 
+from engine.status import Status
 from flash_tui import present
+
+_FAILING = frozenset({Status.UNHEALTHY, Status.FAILED})
 
 
 @dataclass
@@ -55,18 +58,18 @@ WIDTHS: dict[str, int] = {
 
 
 def _dot(row: EndpointRow) -> Text:
-    if row.status == "healthy":
+    if row.status == Status.HEALTHY:
         return Text("●", style="green")
-    if row.status in {"unhealthy", "failed"}:
+    if row.status in _FAILING:
         return Text("●", style="bold red")
-    if row.status in {"deploying", "starting"}:
+    if row.status == Status.DEPLOYING:
         return Text("◐", style="yellow")
     return Text("○", style="dim")
 
 
 def cells(row: EndpointRow) -> dict[str, object]:
     """The rendered cell per column key."""
-    name_style = "bold red" if row.status in {"unhealthy", "failed"} else "bold"
+    name_style = "bold red" if row.status in _FAILING else "bold"
     return {
         "dot": _dot(row),
         "name": Text(row.name, style=name_style),

@@ -10,6 +10,7 @@ from rich.text import Text
 from textual.widgets import Tree
 from textual.widgets.tree import TreeNode
 
+from engine.diagnostics import Diagnostic
 from flash_tui import present
 
 FLASH_SECONDS = 1.5
@@ -24,6 +25,8 @@ class TreeItem:
     key: tuple[str, ...]
     endpoint: str | None = None
     payload: Mapping[str, Any] = field(default_factory=dict)
+    # The diagnostic a `diagnostic` node stands for.
+    diagnostic: Diagnostic | None = None
 
 
 @dataclass
@@ -55,16 +58,16 @@ def _function_label(fn: Mapping[str, Any], is_lb: bool) -> Text:
     return text
 
 
-def _diag_label(diag: Any) -> Text:
-    severity = str(present.field(diag, "severity", "error"))
-    where = f"{present.field(diag, 'file', '?')}:{present.field(diag, 'line', '?')}"
+def _diag_label(diag: Diagnostic) -> Text:
+    severity = diag.severity
+    where = f"{diag.file}:{diag.line}"
     text = Text()
     text.append(
         present.SEVERITY_ICONS.get(severity, "•") + " ",
         style=present.SEVERITY_STYLES.get(severity, ""),
     )
     text.append(where + " ", style="bold")
-    text.append(str(present.field(diag, "message", "")))
+    text.append(diag.message)
     return text
 
 
@@ -80,7 +83,7 @@ def error_specs(reason: str) -> list[_Spec]:
     return [_Spec(item, label, children)]
 
 
-def build_specs(manifest: Mapping[str, Any], diagnostics: Sequence[Any]) -> list[_Spec]:
+def build_specs(manifest: Mapping[str, Any], diagnostics: Sequence[Diagnostic]) -> list[_Spec]:
     """The desired tree for a manifest dict and the scan's diagnostics."""
     specs: list[_Spec] = []
     resources: Mapping[str, Any] = manifest.get("resources") or {}
@@ -104,12 +107,12 @@ def build_specs(manifest: Mapping[str, Any], diagnostics: Sequence[Any]) -> list
     if diagnostics:
         children = [
             _Spec(
-                TreeItem("diagnostic", ("diagnostic", str(i)), None, present.as_dict(d)),
+                TreeItem("diagnostic", ("diagnostic", str(i)), None, diagnostic=d),
                 _diag_label(d),
             )
             for i, d in enumerate(diagnostics)
         ]
-        errors = sum(1 for d in diagnostics if present.field(d, "severity") == "error")
+        errors = sum(1 for d in diagnostics if d.severity == "error")
         style = "bold red" if errors else "yellow"
         noun = "diagnostic" if len(diagnostics) == 1 else "diagnostics"
         label = Text(f"⚠ {len(diagnostics)} {noun}", style=style)
@@ -132,7 +135,7 @@ def build_specs(manifest: Mapping[str, Any], diagnostics: Sequence[Any]) -> list
 def _fingerprint(item: TreeItem) -> str:
     # repr, not json.dumps: the manifest's dicts are built in a deterministic order, and this
     # runs for every node on every rescan.
-    return repr(item.payload)
+    return repr((item.payload, item.diagnostic))
 
 
 class ManifestTree(Tree[TreeItem]):
@@ -167,7 +170,9 @@ class ManifestTree(Tree[TreeItem]):
                 self.move_cursor(node)
         return node
 
-    def show(self, manifest: Mapping[str, Any], diagnostics: Sequence[Any]) -> set[tuple[str, ...]]:
+    def show(
+        self, manifest: Mapping[str, Any], diagnostics: Sequence[Diagnostic]
+    ) -> set[tuple[str, ...]]:
         """Show a new scan result; returns the keys of nodes that changed (and flash them)."""
         return self._show(build_specs(manifest, diagnostics))
 
