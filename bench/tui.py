@@ -9,7 +9,7 @@
    FLASH_TUI_HOME), a config value edited on disk until the endpoint's row says `drifted`, then
    edited back until it says `in sync` (watcher + rescan + status from the cloud).
 
-Goals (issue 5): 1.0 s, 250 ms, 50 ms, and 1.0 s for the drift. Steps 1-3 involve no cloud
+Goals: 1.0 s, 250 ms, 50 ms, and 1.0 s for the drift. Steps 1-3 involve no cloud
 (connect=False).
 Usage: python bench/tui.py [--files 2000] [--runs 5]
 """

@@ -25,7 +25,7 @@ __all__ = ["FIXED_MTIME", "MAX_ARCHIVE_BYTES", "file_sha256", "write_archive"]
 # used by wheel and others); unlike 0 it does not look like a missing timestamp once extracted.
 FIXED_MTIME = 315_532_800
 
-# RunPod refuses uploads above 500 MB (flash_facts §7): the build warns past this size.
+# RunPod refuses uploads above 500 MB: the build warns past this size.
 MAX_ARCHIVE_BYTES = 500 * 1024 * 1024
 
 _CHUNK = 1024 * 1024

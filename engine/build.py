@@ -390,7 +390,7 @@ def collect_requirements(root: Path, manifest: dict[str, Any]) -> list[str]:
 
 def _pip_command(target: Path, requirements_file: Path) -> list[str]:
     # RunPod workers are linux x86_64 CPython: fetch wheels for that platform, whatever this
-    # machine is (flash_facts §7 step 9).
+    # machine is (binary wheels only: nothing can be compiled for another platform).
     version = f"{sys.version_info.major}.{sys.version_info.minor}"
     return [
         sys.executable,

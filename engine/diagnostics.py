@@ -19,7 +19,6 @@ SYNTAX_ERROR = "scan-syntax-error"
 UNDECODABLE = "scan-undecodable"
 UNREADABLE = "scan-unreadable"
 TOO_LARGE = "scan-too-large"
-SYMLINK_ESCAPE = "scan-symlink-escape"
 UNKNOWN_CONFIG = "scan-unknown-config"
 BARE_DECORATOR = "scan-bare-decorator"
 NESTED_FUNCTION = "scan-nested-function"
@@ -74,8 +73,3 @@ def sort_key(d: Diagnostic) -> tuple[int, str, int, str, str]:
 def sorted_diagnostics(diagnostics: list[Diagnostic]) -> list[Diagnostic]:
     """De-duplicated and sorted with `sort_key`."""
     return sorted(set(diagnostics), key=sort_key)
-
-
-def has_errors(diagnostics: list[Diagnostic]) -> bool:
-    """True when any diagnostic is an error (the build refuses, the CLI exits 1)."""
-    return any(d.severity == "error" for d in diagnostics)

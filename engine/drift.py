@@ -1,4 +1,4 @@
-"""Drift: how each endpoint's config in code compares with what is deployed (SPEC §3).
+"""Drift: how each endpoint's config in code compares with what is deployed.
 
 Per endpoint, one of:
 

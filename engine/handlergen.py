@@ -58,7 +58,7 @@ def resource_flags(resource: Mapping[str, Any]) -> tuple[bool, bool]:
     """(is_load_balanced, is_live) of a manifest resource.
 
     Known resource types take their flags from the SDK's `RESOURCE_TYPES`, so a CPU load
-    balancer is load-balanced even if a manifest (e.g. upstream's, bug 7) says otherwise; unknown
+    balancer is load-balanced even if a manifest (e.g. upstream 0.20.0's) says otherwise; unknown
     types fall back to the manifest's own flags.
     """
     kind = RESOURCE_TYPES.get(str(resource.get("resource_type", "")))

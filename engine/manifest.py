@@ -1,4 +1,4 @@
-"""The Flash manifest (upstream v1.0 schema, flash_facts §5) built from scan results, validated.
+"""The Flash manifest (upstream's v1.0 schema) built from scan results, validated.
 
 `build_manifest()` takes what the scanner resolved (`FunctionInfo` per decorated function or
 class, `ResourceDef` per resource config definition) and returns the manifest dict plus
@@ -13,10 +13,10 @@ routes). Extra fields of ours (see the README): per resource `config`, `config_h
 without `self`). Every dict has sorted keys and every list a defined
 order, so equal sources give equal JSON.
 
-Deliberate differences from upstream 0.20.0 (its bugs, flash_facts §11): CPU load balancers are
-load-balanced and their routes are validated and listed (bug 7); `pkg/__init__.py` has module
-`pkg` (bug 10, see engine.scan); an invalid method is a diagnostic rather than a silently
-skipped file (bug 9).
+Deliberate differences from upstream 0.20.0, where these are bugs: CPU load balancers are
+load-balanced and their routes are validated and listed (upstream gives them a queue handler and
+skips their routes); `pkg/__init__.py` has module `pkg` (upstream: `pkg.__init__`, see
+engine.scan); an invalid method is a diagnostic (upstream silently skips the whole file).
 
 `generated_at` is a parameter: the build passes a reproducible value, the scan CLI uses now.
 """

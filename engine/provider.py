@@ -6,7 +6,7 @@ and therefore provider-neutral: `engine.health`, `engine.invoke`), and serves lo
 operations (`engine.ops`) only talk to this interface, so RunPod can be added as a second
 implementation without touching them.
 
-`LocalCloudProvider` talks to the embedded local cloud (SPEC §5) over its HTTP API, starting
+`LocalCloudProvider` talks to the embedded local cloud over its HTTP API, starting
 the service on demand.
 """
 

@@ -149,7 +149,6 @@ class FlashApp(App[None]):
         # The manifest holds the code as last scanned (not before the first scan, nor after a
         # failed one): status refreshes compare the target with it.
         self.scanned = False
-        self.last_scan_ms = 0.0
         self._stop_watch = asyncio.Event()
         self.health_monitor: HealthMonitor | None = None
         self._status_timer: Timer | None = None
@@ -223,7 +222,6 @@ class FlashApp(App[None]):
         self.scan_count += 1
         first = not self.scanned
         self.scanned = True
-        self.last_scan_ms = message.elapsed_ms
         tree = self.dashboard.query_one(ManifestTree)
         changed = tree.show(self.manifest, self.diagnostics)
         names = sorted({key[1] for key in changed if key[0] in {"endpoint", "function"}})

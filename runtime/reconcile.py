@@ -2,8 +2,8 @@
 
 One pure function, shared by the engine (its deploy plan) and the mothership (its boot-time
 provisioning), so both always agree on what "changed" means. Resources are compared by a hash
-field of their entries (`config_hash` by default): upstream's provisioner does the same
-(flash_facts §9.6), where a deployed entry without a hash counts as changed.
+field of their entries (`config_hash` by default): upstream's provisioner does the same,
+where a deployed entry without a hash counts as changed.
 
 Input entries are plain dicts (manifest resource entries or deployed-endpoint records); the
 function never mutates them. Output name lists are sorted, so results are deterministic.

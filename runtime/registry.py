@@ -179,11 +179,6 @@ class ServiceRegistry:
         """True when `resource_name` is the endpoint this process serves."""
         return self.current_resource is not None and resource_name == self.current_resource
 
-    def resource_of(self, function_name: str) -> str | None:
-        """The resource a function belongs to, per the manifest's function_registry."""
-        value = (self.manifest.get("function_registry") or {}).get(function_name)
-        return value if isinstance(value, str) else None
-
     def function_target(self, function_name: str, resource_name: str) -> FunctionTarget:
         """Routing facts of a function on `resource_name` (manifest; defaults when absent)."""
         key = (function_name, resource_name)

@@ -180,7 +180,7 @@ class _CountingExecutor(ThreadPoolExecutor):
 
 
 def resource_is_load_balanced(resource: dict[str, Any]) -> bool:
-    """Whether a manifest resource is served as LB (CPU load balancers included, bug 7)."""
+    """Whether a manifest resource is served as LB (CPU load balancers too, unlike upstream)."""
     return str(resource.get("resource_type")) in _LB_TYPES or bool(resource.get("is_load_balanced"))
 
 
@@ -235,7 +235,6 @@ class _Lifespan:
         self._to_app: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
         self._from_app: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
-        self._supported = True
 
     async def _run(self) -> None:
         try:
@@ -246,7 +245,7 @@ class _Lifespan:
             )
         except Exception:
             # An app without lifespan support raises on the unknown scope type: that is fine.
-            self._supported = False
+            pass
         finally:
             await self._from_app.put({"type": "_ended"})
 

@@ -75,7 +75,7 @@ def test_qb_handler_registry_and_factory() -> None:
 def test_lb_handler_routes_execute_flag(resource_type: str, include_execute: bool) -> None:
     resource = {
         "resource_type": resource_type,
-        # a manifest written by upstream 0.20.0 says CPU LBs are not load-balanced (bug 7)
+        # a manifest written by upstream 0.20.0 says CPU LBs are not load-balanced
         "is_load_balanced": resource_type in ("LiveLoadBalancer", "LoadBalancerSlsResource"),
         "functions": [
             _fn("compute", "main", "post", "/compute"),

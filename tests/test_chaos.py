@@ -27,12 +27,13 @@ import sqlite3
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import psutil
 import pytest
+from waiting import wait_for
 
 from engine.home import Home
 from engine.identity import app_slug, canonical_path
@@ -59,22 +60,6 @@ async def double(x: int) -> int:
 async def front(x: int) -> dict:
     return {{"y": await double(x)}}
 """
-
-
-def wait_for(predicate: Callable[[], Any], timeout: float, what: str) -> Any:
-    """Poll until `predicate()` is truthy; fail naming `what` at the deadline."""
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        try:
-            last = predicate()
-        except Exception as exc:  # noqa: BLE001 - not checkable yet counts as not yet
-            last = exc
-        else:
-            if last:
-                return last
-        time.sleep(0.1)
-    raise AssertionError(f"{what}: not within {timeout:g}s (last: {last!r})")
 
 
 class Chaos:
@@ -219,7 +204,7 @@ class Chaos:
             found = {e["name"]: e["status"] for e in json.loads(proc.stdout)["endpoints"]}
             return found if found == dict.fromkeys(ENDPOINTS, wanted) else None
 
-        wait_for(statuses, 60, f"{where}: endpoints {wanted}")
+        wait_for(statuses, 60, f"{where}: endpoints {wanted}", interval=0.1, retry_errors=True)
 
     # -- one iteration -----------------------------------------------------------------------
 

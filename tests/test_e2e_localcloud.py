@@ -25,6 +25,7 @@ from typing import Any
 import httpx
 import psutil
 import pytest
+from waiting import wait_for
 
 from engine.home import Home
 from engine.identity import app_slug, canonical_path
@@ -55,22 +56,6 @@ if os.environ.get("FAIL_AT_IMPORT"):
 def nothing() -> int:
     return 1
 '''
-
-
-def wait_for(predicate: Callable[[], Any], timeout: float = 20.0, interval: float = 0.05) -> Any:
-    """Poll until `predicate()` is truthy (exceptions count as not yet); fail at the deadline."""
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        try:
-            last = predicate()
-        except Exception as exc:  # noqa: BLE001 - the condition may not be checkable yet
-            last = exc
-        else:
-            if last:
-                return last
-        time.sleep(interval)
-    raise AssertionError(f"condition not met within {timeout}s (last: {last!r})")
 
 
 @pytest.fixture(scope="module")
@@ -402,7 +387,7 @@ def test_sigkilled_worker_is_restarted(
         ok = record["status"] == "healthy" and record["pid"] not in (None, victim)
         return record if ok else None
 
-    record = wait_for(back)
+    record = wait_for(back, 20, "cpu_worker restarted", retry_errors=True)
     assert record["restarts"] == 1
     kinds = [e["kind"] for e in events(api, mark) if e["endpoint"] == "cpu_worker"]
     assert "crashed" in kinds and "restarted" in kinds
@@ -428,7 +413,10 @@ def test_sigkilled_cloud_is_restarted_and_readopts_workers(
         lambda: (
             not psutil.pid_exists(info.pid)
             or psutil.Process(info.pid).status() == psutil.STATUS_ZOMBIE
-        )
+        ),
+        20,
+        "the killed cloud gone",
+        retry_errors=True,
     )
     # While the cloud is down: one worker dies too, and a worker no record explains appears
     # (what a cloud killed between spawning a worker and recording its pid leaves behind).
@@ -452,7 +440,9 @@ def test_sigkilled_cloud_is_restarted_and_readopts_workers(
         start_new_session=True,
     )
     try:
-        wait_for(lambda: rogue.pid in worker_pids(home))
+        wait_for(
+            lambda: rogue.pid in worker_pids(home), 20, "the rogue worker up", retry_errors=True
+        )
         after = status(cli)  # the next CLI call starts the cloud again
         new_info = read_state(home)
         assert new_info is not None and new_info.pid != info.pid
@@ -465,7 +455,12 @@ def test_sigkilled_cloud_is_restarted_and_readopts_workers(
     for name in ENDPOINTS - {"gateway"}:
         assert after[name]["pid"] == before[name]["pid"], name  # re-adopted, not restarted
         assert after[name]["status"] == "healthy"
-    wait_for(lambda: records(api)["gateway"]["status"] == "healthy")
+    wait_for(
+        lambda: records(api)["gateway"]["status"] == "healthy",
+        20,
+        "gateway healthy",
+        retry_errors=True,
+    )
     assert records(api)["gateway"]["pid"] not in (None, lost)
     kinds = [(e["kind"], e["endpoint"]) for e in events(api)]
     assert {n for k, n in kinds if k == "adopted"} == ENDPOINTS - {"gateway"}
@@ -516,7 +511,7 @@ def test_sigkilled_cli_mid_deploy_leaves_a_consistent_state(
             return None  # an unknown (or missing) process
         return now
 
-    wait_for(consistent, timeout=30)
+    wait_for(consistent, 30, "records and processes agree", retry_errors=True)
     final = status(cli)
     assert set(final) == ENDPOINTS
     assert all(e["status"] == "healthy" for e in final.values())
@@ -571,7 +566,9 @@ def test_worker_failing_at_import_is_marked_failed(
     assert proc.returncode == 1 and not report["ok"]
     assert "boom at import" in report["results"][0]["error"]
 
-    wait_for(lambda: records(api)["broken"]["status"] == "failed", timeout=40)
+    wait_for(
+        lambda: records(api)["broken"]["status"] == "failed", 40, "broken failed", retry_errors=True
+    )
     item = status(cli)["broken"]
     assert item["status"] == "failed" and "boom at import" in item["last_error"]
     logs = cli("logs", "broken", "--lines", "300")
@@ -605,7 +602,7 @@ def test_removed_endpoint_is_orphaned_then_deleted(
     assert "api" not in records(api)
     persisted = api().get(f"/v1/apps/{APP}/environments/local/manifest").json()
     assert set(persisted["resources"]) == ENDPOINTS - {"api"}
-    wait_for(lambda: not psutil.pid_exists(api_pid))
+    wait_for(lambda: not psutil.pid_exists(api_pid), 20, "the api worker gone", retry_errors=True)
     assert worker_pids(home) == {e["pid"] for e in records(api).values()}
 
 

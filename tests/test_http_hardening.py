@@ -20,6 +20,7 @@ import httpx
 import pytest
 import uvicorn
 from test_worker_helpers import Worker
+from waiting import wait_for
 
 from engine.home import Home
 from engine.localcloud.discovery import CloudInfo, ensure_cloud, stop_cloud
@@ -303,10 +304,7 @@ def test_header_timeout_with_each_uvicorn_parser(parser: str) -> None:
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     try:
-        deadline = time.monotonic() + CLOSE_DEADLINE
-        while not server.started:
-            assert time.monotonic() < deadline, "server did not start"
-            time.sleep(0.02)
+        wait_for(lambda: server.started, CLOSE_DEADLINE, "server start", interval=0.02)
         assert closed_by_server(port, b"GET / HTTP/1.1\r\nHost: x\r\n", b"X-a: b\r\n") == b""
         # a keep-alive connection: a complete request, then a second one that never ends
         got = closed_by_server(
@@ -327,7 +325,9 @@ def test_a_bad_header_timeout_is_a_clear_error(build_dir: Path) -> None:
         assert proc.proc.wait(CLOSE_DEADLINE) == 1
     finally:
         proc.stop()
-    deadline = time.monotonic() + CLOSE_DEADLINE
-    while not any("FLASH_HEADER_TIMEOUT='soon'" in line for line in proc.stderr):
-        assert time.monotonic() < deadline, proc.stderr
-        time.sleep(0.02)
+    wait_for(
+        lambda: any("FLASH_HEADER_TIMEOUT='soon'" in line for line in proc.stderr),
+        CLOSE_DEADLINE,
+        "the message naming FLASH_HEADER_TIMEOUT",
+        interval=0.02,
+    )

@@ -13,13 +13,13 @@ import signal
 import sqlite3
 import subprocess
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import psutil
 import pytest
+from waiting import wait_for
 
 from engine.identity import app_slug, canonical_path, readable_name
 from engine.localcloud.service import NAME_PATTERN
@@ -93,18 +93,6 @@ def _write_project(root: Path, endpoints: dict[str, int]) -> Path:
             ENDPOINT.format(var=f"config_{index}", name=name, func=f"f_{name}", offset=offset)
         )
     return root
-
-
-def wait_for(predicate: Callable[[], Any], timeout: float = 30.0, interval: float = 0.1) -> Any:
-    """Poll until `predicate()` is truthy; fail at the deadline."""
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = predicate()
-        if last:
-            return last
-        time.sleep(interval)
-    raise AssertionError(f"condition not met within {timeout}s (last: {last!r})")
 
 
 @pytest.fixture(scope="module")
@@ -191,7 +179,7 @@ def test_deploying_and_undeploying_one_never_touches_the_other(
     proc = run(second, "undeploy", "--all", "--yes", "--json")
     assert proc.returncode == 0, proc.stderr
     assert [i["name"] for i in _json(proc)["plan"]["items"]] == ["common"]
-    wait_for(lambda: not _alive(theirs["common"]["pid"]))
+    wait_for(lambda: not _alive(theirs["common"]["pid"]), 30, "their worker gone", interval=0.1)
 
     after = _status(run, first)
     assert {n: e["pid"] for n, e in after.items()} == pids
@@ -201,7 +189,7 @@ def test_deploying_and_undeploying_one_never_touches_the_other(
 
     proc = run(first, "undeploy", "--all", "--yes", "--json")
     assert proc.returncode == 0, proc.stderr
-    wait_for(lambda: not any(_alive(p) for p in pids.values()))
+    wait_for(lambda: not any(_alive(p) for p in pids.values()), 30, "workers gone", interval=0.1)
 
 
 # -- one drift for plan and status: code changes, sources that do not parse -------------------
@@ -250,7 +238,7 @@ def test_a_source_that_does_not_parse_is_not_orphaned(
 
     proc = run(second, "undeploy", "--all", "--yes", "--json")
     assert proc.returncode == 0, proc.stderr
-    wait_for(lambda: not _alive(before["pid"]))
+    wait_for(lambda: not _alive(before["pid"]), 30, "the worker gone", interval=0.1)
 
 
 def test_the_dashboard_says_why_an_endpoint_is_unparsable() -> None:
@@ -422,12 +410,22 @@ def test_deployed_endpoints_survive_the_upgrade_of_an_older_store(
         info = read_state(home)
         assert info is not None
         os.kill(info.pid, signal.SIGKILL)
-        wait_for(lambda: not _alive(info.pid))
+        wait_for(lambda: not _alive(info.pid), 30, "the cloud gone", interval=0.1)
         _as_legacy(home.db_path, home.root / "apps", key, "legacy", provable=provable)
 
         if provable:  # attached to its project: same build, same key, serving
-            wait_for(lambda: {e["name"]: e for e in status()["endpoints"]}["kept"]["deployed"])
-            wait_for(lambda: status()["endpoints"][0]["status"] == "healthy")
+            wait_for(
+                lambda: {e["name"]: e for e in status()["endpoints"]}["kept"]["deployed"],
+                30,
+                "kept deployed",
+                interval=0.1,
+            )
+            wait_for(
+                lambda: status()["endpoints"][0]["status"] == "healthy",
+                30,
+                "kept healthy",
+                interval=0.1,
+            )
             after = status()
             assert after["app"] == key and after["kept_apps"] == []
             kept = after["endpoints"][0]
@@ -442,7 +440,10 @@ def test_deployed_endpoints_survive_the_upgrade_of_an_older_store(
         assert {e["name"]: e["drift"] for e in after["endpoints"]} == {"kept": "new"}
         assert "legacy (1 endpoint(s))" in " ".join(cli("status", "--no-probe").stdout.split())
         record = wait_for(
-            lambda: (r := _legacy_record(home.root, "kept")) and r["status"] == "healthy" and r
+            lambda: (r := _legacy_record(home.root, "kept")) and r["status"] == "healthy" and r,
+            30,
+            "the legacy record healthy",
+            interval=0.1,
         )
         assert _alive(record["pid"]) and record["build_id"] == before["build_id"]
         apps = {a["name"]: a["endpoints"] for a in _json(cli("cloud", "status", "--json"))["apps"]}

@@ -1,4 +1,4 @@
-"""SPEC §1: imports go flash_tui -> engine -> runtime, and runtime stays small."""
+"""Imports go flash_tui -> engine -> runtime, and runtime stays small."""
 
 from __future__ import annotations
 

@@ -9,11 +9,11 @@ import sqlite3
 import stat
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
 import pytest
+from waiting import wait_for
 
 from engine.home import Home, write_private
 from engine.localcloud import logfiles
@@ -30,17 +30,6 @@ from runtime.logline import parse_line
 
 def mode(path: Path) -> int:
     return stat.S_IMODE(path.stat().st_mode)
-
-
-def wait_for(predicate, timeout: float = 10.0, interval: float = 0.02):  # noqa: ANN001, ANN201
-    """Poll until `predicate()` is truthy; fail after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError(f"condition not met within {timeout}s")
 
 
 # -- home and store ---------------------------------------------------------------------------
@@ -261,7 +250,7 @@ def test_second_service_for_the_same_home_exits(cloud) -> None:  # noqa: ANN001
 def test_stale_state_after_sigkill_is_replaced(cloud) -> None:  # noqa: ANN001
     home, info = cloud
     os.kill(info.pid, signal.SIGKILL)
-    wait_for(lambda: read_state(home) is None)  # dead pid -> stale, removed
+    wait_for(lambda: read_state(home) is None, 10, "stale state removed")  # dead pid: stale
     fresh = ensure_cloud(home)
     assert fresh.pid != info.pid
     assert fresh.token == info.token  # the token survives restarts

@@ -24,6 +24,7 @@ from typing import Any
 import httpx
 import psutil
 import pytest
+from waiting import wait_for
 
 from engine.home import Home
 from engine.identity import app_slug, canonical_path
@@ -95,22 +96,6 @@ def bigerr() -> int:
 def chatty() -> int:
     return 3
 '''.replace("BURST_MB", str(BURST_MB))
-
-
-def wait_for(predicate: Callable[[], Any], timeout: float = 30.0, interval: float = 0.05) -> Any:
-    """Poll until `predicate()` is truthy (exceptions count as not yet); fail at the deadline."""
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        try:
-            last = predicate()
-        except Exception as exc:  # noqa: BLE001 - the condition may not be checkable yet
-            last = exc
-        else:
-            if last:
-                return last
-        time.sleep(interval)
-    raise AssertionError(f"condition not met within {timeout}s (last: {last!r})")
 
 
 def _env(root: Path, **extra: str) -> dict[str, str]:
@@ -211,7 +196,12 @@ def _record(root: Path, name: str) -> dict[str, Any]:
 def test_a_30mb_error_line_keeps_status_small(project: Path, fast_env: dict[str, str]) -> None:
     fast_home = Path(fast_env["FLASH_TUI_HOME"])
     _run(fast_env, "deploy", "bigerr", "--yes", "--json", "--project", str(project))
-    wait_for(lambda: _record(fast_home, "bigerr")["status"] == "failed")
+    wait_for(
+        lambda: _record(fast_home, "bigerr")["status"] == "failed",
+        30,
+        "bigerr failed",
+        retry_errors=True,
+    )
     proc = _run(fast_env, "status", "--json", "--project", str(project))
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert len(proc.stdout) < 64 * 1024, f"status --json is {len(proc.stdout)} bytes"
@@ -281,13 +271,21 @@ def test_a_killed_worker_is_never_reported_healthy(
     blind_home = Path(blind_env["FLASH_TUI_HOME"])
     proc = _run(blind_env, "deploy", "steady", "--yes", "--json", "--project", str(project))
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
-    record = wait_for(lambda: (r := _record(blind_home, "steady"))["status"] == "healthy" and r)
+    record = wait_for(
+        lambda: (r := _record(blind_home, "steady"))["status"] == "healthy" and r,
+        30,
+        "steady healthy",
+        retry_errors=True,
+    )
     os.kill(record["pid"], signal.SIGKILL)
     wait_for(
         lambda: (
             not psutil.pid_exists(record["pid"])
             or psutil.Process(record["pid"]).status() == psutil.STATUS_ZOMBIE
-        )
+        ),
+        30,
+        "the killed worker gone",
+        retry_errors=True,
     )
     # The blind supervisor has not noticed (it looks once an hour): the record must not lie.
     after = _record(blind_home, "steady")

@@ -1,4 +1,4 @@
-"""Log lines carry the time the worker wrote them, in order across endpoints (issue 9 §2).
+"""Log lines carry the time the worker wrote them, in order across endpoints.
 
 A real local cloud runs two real workers (`alpha`, `beta`) of a small project; their routes print
 what they are sent (stdout or stderr, or straight to the file descriptor like a C extension).
@@ -23,7 +23,7 @@ from typing import Any
 
 import httpx
 import pytest
-from textual.pilot import Pilot
+from waiting import until, wait_for
 
 from engine.home import Home
 from engine.identity import app_slug, canonical_path
@@ -75,18 +75,6 @@ def beta_say(text: str, stream: str = "stdout") -> dict:
     _write(text, stream)
     return {"said": text}
 '''
-
-
-def wait_for(predicate: Callable[[], Any], timeout: float = 20.0, what: str = "") -> Any:
-    """Poll until `predicate()` is truthy; fail at the deadline."""
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = predicate()
-        if last:
-            return last
-        time.sleep(0.02)
-    raise AssertionError(f"{what or 'condition'} not met within {timeout}s (last: {last!r})")
 
 
 @pytest.fixture(scope="module")
@@ -425,17 +413,22 @@ async def test_tui_log_pane_shows_the_workers_time(
     wait_for(lambda: time.time() >= int(written.at) + 1.2, 5, "the next second")
     app = FlashApp(project, "local", watch=False)
     async with app.run_test(size=(120, 34)) as pilot:
-        await until(pilot, lambda: app.scan_count >= 1 and app.connected, 60)
+        await until(pilot, lambda: app.scan_count >= 1 and app.connected, 60, "scan and cloud")
         pane = app.dashboard.query_one("#log-pane", LogView)
 
         def shown(text: str = "tui-mark") -> Any:
             return next((r for r in pane.rows if r.text == text), None)
 
-        await until(pilot, lambda: shown() and shown("tui-raw"), 60)
+        await until(pilot, lambda: shown() and shown("tui-raw"), 60, "both lines shown")
         assert shown().time == datetime.fromtimestamp(written.at).strftime("%H:%M:%S")
         assert shown("tui-raw").time.strip() == ""  # unstamped: no time rather than a wrong one
         # The pane hides what `logs` hides, and only that.
-        await until(pilot, lambda: any(r.text.startswith("GET /health 200") for r in pane.rows), 30)
+        await until(
+            pilot,
+            lambda: any(r.text.startswith("GET /health 200") for r in pane.rows),
+            30,
+            "a probe line",
+        )
         assert not any(r.text.startswith("GET /ping") for r in pane.rows)
 
 
@@ -446,10 +439,3 @@ async def read_lines(project: Path) -> list[Any]:
 
     async with Engine(project, LocalCloudProvider(start=False)) as engine:
         return await engine.logs(None, 50)
-
-
-async def until(pilot: Pilot, condition: Callable[[], object], timeout: float) -> None:
-    started = time.monotonic()
-    while not condition():
-        assert time.monotonic() - started < timeout, "timed out"
-        await pilot.pause(0.05)

@@ -98,7 +98,7 @@ def test_schema_of_the_quickstart_example(tmp_path: Path) -> None:
             lb = resource["is_load_balanced"]
             assert set(fn) == FUNCTION_KEYS | ({"http_method", "http_path"} if lb else set())
             assert m["function_registry"][fn["name"]] == name
-    # CPU LB gateway: load-balanced with its routes (upstream bug 7 not copied)
+    # CPU LB gateway: load-balanced with its routes (upstream 0.20.0 skips CPU LB routes)
     assert m["resources"]["gateway"]["resource_type"] == "CpuLoadBalancerSlsResource"
     assert m["routes"] == {
         "api": {"GET /greet": "greet", "GET /health": "health", "POST /compute": "compute"},

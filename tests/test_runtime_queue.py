@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
 from typing import Any
 
 import httpx
 import pytest
 from test_worker_helpers import serve_asgi
+from waiting import wait_for
 
 from runtime.qb_handler import create_handler
 from runtime.queue_server import QueueServer
@@ -30,13 +30,11 @@ async def echo(job: dict[str, Any]) -> Any:
 
 
 def wait_status(client: httpx.Client, url: str, job_id: str, statuses: set[str]) -> dict:
-    end = time.monotonic() + 10
-    while time.monotonic() < end:
+    def reached() -> dict | None:
         body = client.get(f"{url}/status/{job_id}").json()
-        if body.get("status") in statuses:
-            return body
-        time.sleep(0.02)
-    raise TimeoutError(f"job {job_id} never reached {statuses}")
+        return body if body.get("status") in statuses else None
+
+    return wait_for(reached, 10, f"job {job_id} in {statuses}", interval=0.02)
 
 
 @pytest.fixture(scope="module")
@@ -145,10 +143,12 @@ def test_finished_jobs_are_dropped_after_retention() -> None:
 def _check_retention(url: str, client: httpx.Client) -> None:
     job_id = client.post(f"{url}/runsync", json={"input": 3}).json()["id"]
     assert client.get(f"{url}/status/{job_id}").status_code == 200
-    end = time.monotonic() + 10
-    while client.get(f"{url}/status/{job_id}").status_code != 404:
-        assert time.monotonic() < end, "job was never dropped"
-        time.sleep(0.1)
+    wait_for(
+        lambda: client.get(f"{url}/status/{job_id}").status_code == 404,
+        10,
+        "the job dropped",
+        interval=0.1,
+    )
 
 
 def test_execution_timeout_policy() -> None:
@@ -212,10 +212,7 @@ def test_run_webhook_receives_the_final_status() -> None:
 
     with serve_asgi(hook, lifespan="off") as hook_url, serve_asgi(QueueServer(echo)) as url:
         job = httpx.post(f"{url}/run", json={"input": 5, "webhook": f"{hook_url}/done"}).json()
-        end = time.monotonic() + 10
-        while not received:
-            assert time.monotonic() < end, "webhook never called"
-            time.sleep(0.02)
+        wait_for(lambda: received, 10, "the webhook called", interval=0.02)
         assert received[0]["id"] == job["id"] and received[0]["status"] == "COMPLETED"
         assert received[0]["output"] == {"echo": 5}
 

@@ -174,7 +174,7 @@ def test_every_resource_class_and_its_flags(tmp_path: Path) -> None:
         fn = res["functions"][0]
         assert (fn["is_load_balanced"], fn["is_live_resource"]) == (lb, live)
         assert ("http_method" in fn) is lb
-    # CPU load balancers are load-balanced and have routes (upstream bug 7 not copied)
+    # CPU load balancers are load-balanced and have routes (upstream 0.20.0: queue handler)
     assert m["routes"]["r6"] == {"POST /r6": "f6"}
     assert m["routes"]["r7"] == {"POST /r7": "f7"}
 
@@ -606,7 +606,7 @@ def test_config_without_literal_name(tmp_path: Path) -> None:
 
 def test_module_names() -> None:
     assert module_name("a/b.py") == "a.b"
-    assert module_name("pkg/__init__.py") == "pkg"  # upstream bug 10 not copied
+    assert module_name("pkg/__init__.py") == "pkg"  # upstream 0.20.0: "pkg.__init__"
     assert module_name("03_advanced_workers/endpoint.py") == "03_advanced_workers.endpoint"
 
 

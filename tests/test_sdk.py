@@ -34,7 +34,7 @@ def test_defaults_follow_upstream() -> None:
     assert (cfg.workersMin, cfg.workersMax, cfg.idleTimeout, cfg.scalerValue) == (0, 3, 5, 4)
     assert cfg.type is ServerlessType.QB and cfg.scalerType is ServerlessScalerType.QUEUE_DELAY
     assert cfg.gpus == [GpuGroup.ANY]
-    # ANY expands to every concrete group, each once (upstream bug 36 not copied).
+    # ANY expands to every concrete group, each once (upstream 0.20.0 lists AMPERE_48 twice).
     assert cfg.gpuIds.split(",") == [g.value for g in GpuGroup.all()]
     assert len(set(cfg.gpuIds.split(","))) == len(cfg.gpuIds.split(","))
     assert cfg.locations == "EU-RO-1"
@@ -88,7 +88,7 @@ def test_non_live_classes_need_an_image_as_upstream(cls: type, live: str) -> Non
 
 def test_resource_kinds_cover_the_eight_classes() -> None:
     assert len(RESOURCE_TYPES) == 8
-    # Both CPU load balancers are load-balanced (upstream bug 7 not copied).
+    # Both CPU load balancers are load-balanced (upstream 0.20.0 flags only the GPU ones).
     assert RESOURCE_TYPES["CpuLiveLoadBalancer"].is_load_balanced
     assert RESOURCE_TYPES["CpuLoadBalancerSlsResource"].is_load_balanced
     assert (

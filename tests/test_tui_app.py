@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import shutil
-import time
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import pytest
 from textual.command import CommandPalette
-from textual.pilot import Pilot
+from waiting import until
 
 from engine.diagnostics import Diagnostic
 from engine.health import HealthSample
@@ -64,15 +63,6 @@ def endpoint(name: str, status: str, drift: str = "in_sync") -> EndpointStatus:
         in_code=drift != "orphaned",
         deployed=status != "not_deployed",
     )
-
-
-async def until(pilot: Pilot, condition: Callable[[], object], timeout: float = 5.0) -> None:
-    """Pause until `condition()` is truthy; fail at the deadline."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met before the deadline")
-        await pilot.pause(0.02)
 
 
 def tree_keys(app: FlashApp) -> set[tuple[str, ...]]:

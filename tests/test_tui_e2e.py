@@ -14,13 +14,13 @@ import os
 import shutil
 import signal
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import psutil
 import pytest
-from textual.pilot import Pilot
 from textual.widgets import Input, OptionList, TextArea
+from waiting import until
 
 from flash_tui.app import FlashApp
 from flash_tui.screens.confirm import PlanScreen, UndeployAllScreen, UndeployScreen
@@ -52,21 +52,6 @@ def home_workers(home: Path) -> list[psutil.Process]:
         if "runtime.worker" in cmdline and any(str(home) in part for part in cmdline):
             found.append(process)
     return found
-
-
-async def until(pilot: Pilot, condition: Callable[[], object], timeout: float, what: str) -> float:
-    """Pause until `condition()` holds; returns the seconds it took; fails at the deadline."""
-    started = time.monotonic()
-    while not condition():
-        if time.monotonic() - started > timeout:
-            app = pilot.app
-            tail = [f"{r.source}: {r.text}" for r in list(getattr(app, "logs", []))[-15:]]
-            raise AssertionError(
-                f"timed out after {timeout}s waiting for {what}; last log lines: {tail}; "
-                f"statuses: {getattr(app, 'statuses', {})}"
-            )
-        await pilot.pause(0.02)
-    return time.monotonic() - started
 
 
 def status_of(app: FlashApp, name: str) -> str | None:

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 
 from textual import events
 from textual.app import App, ComposeResult
-from textual.pilot import Pilot
 from textual.widgets import Input, Label, Select
+from waiting import until as _until
 
 from flash_tui.screens.logs import LogsScreen
 from flash_tui.widgets.logs.buffer import LogBuffer
@@ -103,13 +102,6 @@ class PaneHarness(App[None]):
 
     def compose(self) -> ComposeResult:
         yield LogView(self.buffer, id="log-pane", title="Logs · all")
-
-
-async def _until(pilot: Pilot, condition: Callable[[], object], timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "condition not met before the deadline"
-        await pilot.pause(0.02)
 
 
 async def test_scrolling_up_pauses_follow_and_the_end_resumes_it() -> None:

@@ -6,12 +6,13 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from textual.pilot import Pilot
 from textual.widgets import OptionList, TextArea
+from waiting import until
 
 from engine.home import Home
 from engine.localcloud.discovery import ensure_cloud, kill_home_workers, read_state, stop_cloud
@@ -49,17 +50,6 @@ def write_project(root: Path) -> Path:
     root.mkdir(parents=True)
     (root / "main.py").write_text(PROJECT)
     return root
-
-
-async def until(pilot: Pilot, condition: Callable[[], object], timeout: float, what: str) -> None:
-    """Pause until `condition()` holds; fail at the deadline, saying what was awaited."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            app = pilot.app
-            tail = [f"{r.source}: {r.text}" for r in list(getattr(app, "logs", []))[-12:]]
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}; log: {tail}")
-        await pilot.pause(0.05)
 
 
 def status_of(app: FlashApp, name: str) -> str | None:

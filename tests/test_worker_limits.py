@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import os
 import textwrap
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -16,6 +15,7 @@ from typing import Any
 import httpx
 import pytest
 from test_worker_helpers import Worker
+from waiting import wait_for
 
 from runtime.serialization import function_job
 from runtime.worker import RECYCLE_EXIT_CODE
@@ -101,22 +101,12 @@ def job(name: str, **kwargs: Any) -> dict[str, Any]:
     return {"input": function_job(name, (), kwargs)}
 
 
-def wait_for(predicate: Any, deadline: float = 15.0, what: str = "condition") -> Any:
-    end = time.monotonic() + deadline
-    while time.monotonic() < end:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise TimeoutError(f"{what} not reached within {deadline}s")
-
-
 def status_of(client: httpx.Client, job_id: str, statuses: set[str]) -> dict[str, Any]:
     def check() -> dict[str, Any] | None:
         body = client.get(f"/status/{job_id}").json()
         return body if body.get("status") in statuses else None
 
-    return wait_for(check, what=f"job {job_id} in {statuses}")
+    return wait_for(check, 15, f"job {job_id} in {statuses}")
 
 
 # ------------------------------------------------------------------------ QB: stuck jobs
@@ -160,7 +150,7 @@ def test_stuck_jobs_make_the_worker_unhealthy_and_it_recycles(
         response = client.get("/ping")
         return response if response.status_code == 503 else None
 
-    response = wait_for(unhealthy, what="/ping 503")
+    response = wait_for(unhealthy, 15, "/ping 503")
     assert "2 stuck" in response.json()["error"]
     assert client.get("/health").json()["workers"]["unhealthy"] == 1
     assert worker.proc.wait(timeout=20) == RECYCLE_EXIT_CODE
@@ -182,8 +172,8 @@ def test_a_worker_whose_stuck_code_returns_in_time_is_not_recycled(start: Starte
     body = {**job("stuck", seconds=1.0), "policy": {"executionTimeout": 100}}
     status_of(client, client.post("/run", json=body).json()["id"], {"TIMED_OUT"})
     assert client.get("/ping").status_code == 503
-    wait_for(lambda: client.get("/ping").status_code == 200, what="/ping 200 again")
-    wait_for(lambda: any("recovered" in line for line in worker.stderr), what="recovered")
+    wait_for(lambda: client.get("/ping").status_code == 200, 15, "/ping 200 again")
+    wait_for(lambda: any("recovered" in line for line in worker.stderr), 15, "recovered")
     assert worker.proc.poll() is None
     assert client.post("/runsync", json=job("shout", text="ok")).json()["output"]
 
@@ -206,7 +196,7 @@ def test_lb_request_timeout_is_a_504_and_stuck_calls_recycle(start: Started) -> 
         except httpx.HTTPError:
             return worker.proc.poll() is not None  # already recycled
 
-    wait_for(unhealthy, what="LB /ping 503")
+    wait_for(unhealthy, 15, "LB /ping 503")
     assert worker.proc.wait(timeout=20) == RECYCLE_EXIT_CODE
 
 
@@ -298,7 +288,8 @@ def test_failing_qb_job_logs_its_traceback(start: Started) -> None:
     assert output["location"] == f"userfns.py:{EXPLODE_LINE}"
     wait_for(
         lambda: any(f'userfns.py", line {EXPLODE_LINE}' in line for line in worker.stderr),
-        what="traceback in the worker's stderr",
+        15,
+        "traceback in the worker's stderr",
     )
 
 
@@ -404,7 +395,7 @@ def test_supervisor_restarts_a_recycled_worker_at_once(
         ok = current["status"] == "healthy" and current["pid"] not in (None, first["pid"])
         return current if ok else None
 
-    again = wait_for(restarted, deadline=30, what="a new healthy worker")
+    again = wait_for(restarted, 30, "a new healthy worker")
     assert again["restarts"] == 1 and not again.get("crash_times")
     kinds = [e["kind"] for e in api.get(f"/v1/apps/{app}/events").json()["events"]]
     assert "recycled" in kinds and "crashed" not in kinds

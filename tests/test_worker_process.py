@@ -13,6 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 from test_worker_helpers import REPO, Worker
+from waiting import wait_for
 
 USER_CODE = """
 import os
@@ -99,10 +100,7 @@ def marker_dir(tmp_path: Path) -> Path:
 
 
 def wait_path(path: Path, deadline: float = 10.0) -> None:
-    end = time.monotonic() + deadline
-    while not path.exists():
-        assert time.monotonic() < end, f"{path} never appeared"
-        time.sleep(0.02)
+    wait_for(path.exists, deadline, f"{path} to appear", interval=0.02)
 
 
 def run_worker_cli(

@@ -9,10 +9,12 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 from test_worker_helpers import Worker, build_example, write_endpoints
+from waiting import wait_for
 
 from runtime.serialization import deserialize, serialize_args, serialize_kwargs
 
@@ -87,13 +89,12 @@ def test_qb_run_then_status(workers: dict[str, Worker]) -> None:
     gpu = workers["gpu_worker"]
     started = call(gpu, "POST", "/run", json=qb_input("embed", "hello world", dims=4)).json()
     assert started["status"] in {"IN_QUEUE", "IN_PROGRESS", "COMPLETED"}
-    end = time.monotonic() + 10
-    while True:
+
+    def completed() -> dict[str, Any] | None:
         body = call(gpu, "GET", f"/status/{started['id']}").json()
-        if body["status"] == "COMPLETED":
-            break
-        assert time.monotonic() < end, body
-        time.sleep(0.02)
+        return body if body["status"] == "COMPLETED" else None
+
+    body = wait_for(completed, 10, "the job completed", interval=0.02)
     result = deserialize(body["output"]["result"])
     assert result["dims"] == 4 and len(result["vector"]) == 4
 

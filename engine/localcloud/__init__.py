@@ -1,4 +1,4 @@
-"""The embedded local cloud (SPEC §5): a control-plane service on 127.0.0.1 that runs each
+"""The embedded local cloud: a control-plane service on 127.0.0.1 that runs each
 deployed endpoint as a supervised worker process.
 
 - `python -m engine.localcloud`: the service (`service.create_app` + `supervisor.Supervisor`);

@@ -1,4 +1,4 @@
-"""Store migration: apps keyed by folder name become apps keyed by their project (SPEC §9).
+"""Store migration: apps keyed by folder name become apps keyed by their project.
 
 Older versions keyed an app by its project's folder name, so two projects with the same
 folder name shared one app. Now the key is `engine.identity.app_slug(canonical path)`. An old

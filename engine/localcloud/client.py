@@ -140,10 +140,6 @@ class CloudClient:
             "events"
         ]
 
-    async def builds(self, app: str) -> list[dict[str, Any]]:
-        """The app's immutable build copies."""
-        return (await self._json("GET", f"/v1/apps/{app}/builds"))["builds"]
-
     async def get_manifest(self, app: str, environment: str) -> dict[str, Any]:
         """State manager: the persisted manifest."""
         return await self._json("GET", f"/v1/apps/{app}/environments/{environment}/manifest")
@@ -152,14 +148,4 @@ class CloudClient:
         """State manager: replace the persisted manifest."""
         await self._json(
             "PUT", f"/v1/apps/{app}/environments/{environment}/manifest", json=manifest
-        )
-
-    async def patch_resource(
-        self, app: str, environment: str, name: str, data: dict[str, Any]
-    ) -> dict[str, Any]:
-        """State manager: shallow-merge `data` into one resource entry."""
-        return await self._json(
-            "PATCH",
-            f"/v1/apps/{app}/environments/{environment}/manifest/resources/{name}",
-            json=data,
         )

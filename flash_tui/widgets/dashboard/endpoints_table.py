@@ -28,7 +28,6 @@ class EndpointRow:
     url: str | None = None
     uptime_s: float | None = None
     restarts: int | None = None
-    gpu_on_cpu: bool = False
 
 
 # Most telling first: at 80 columns the table scrolls sideways past `health`. Widths are fixed
