@@ -30,6 +30,7 @@ from typing import Any
 import httpx
 
 from engine.provider import EndpointTarget
+from runtime.payload import validation_summary
 from runtime.serialization import class_job, deserialize, function_job
 
 __all__ = [
@@ -401,27 +402,11 @@ def _error_text(body: Any, response: httpx.Response) -> str:
     if isinstance(body, Mapping):
         detail = body.get("detail")
         if isinstance(detail, list) and detail and all(isinstance(d, Mapping) for d in detail):
-            return f"HTTP {response.status_code}: {_validation_text(detail)}"
+            return f"HTTP {response.status_code}: {validation_summary(detail)}"
         for key in ("detail", "error", "message"):
             if key in body:
                 return f"HTTP {response.status_code}: {body[key]}"
     return f"HTTP {response.status_code}: {str(body)[:300]}"
-
-
-def _validation_text(detail: list[Mapping[str, Any]]) -> str:
-    """FastAPI's 422 `detail` list as one line: `missing field 'numbers'; field 'x': ...`."""
-    parts = []
-    for item in detail:
-        where = [str(p) for p in item.get("loc") or [] if p not in ("body", "query", "path")]
-        name = ".".join(where) or "body"
-        kind = item.get("type")
-        if kind == "missing":
-            parts.append(f"missing field {name!r}")
-        elif kind == "extra_forbidden":
-            parts.append(f"unexpected field {name!r}")
-        else:
-            parts.append(f"field {name!r}: {item.get('msg')}")
-    return "; ".join(parts)
 
 
 async def _invoke_qb(

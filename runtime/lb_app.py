@@ -57,7 +57,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Route
 
-from runtime.payload import DEFAULT_MAX_DEPTH, BodyError, parse_json
+from runtime.payload import DEFAULT_MAX_DEPTH, BodyError, parse_json, validation_summary
 from runtime.qb_handler import create_handler, format_user_traceback, unwrap, user_location
 
 __all__ = [
@@ -241,21 +241,6 @@ class _BindError(Exception):
     def __init__(self, detail: list[dict[str, Any]]) -> None:
         super().__init__(detail)
         self.detail = detail
-
-
-def _summary(detail: list[dict[str, Any]]) -> str:
-    parts = []
-    for item in detail:
-        loc = [str(x) for x in item.get("loc", []) if x not in ("body", "query", "path")]
-        name = ".".join(loc) or "body"
-        kind = item.get("type")
-        if kind == "missing":
-            parts.append(f"missing field {name!r}")
-        elif kind == "extra_forbidden":
-            parts.append(f"unexpected field {name!r}")
-        else:
-            parts.append(f"field {name!r}: {item.get('msg')}")
-    return "; ".join(parts)
 
 
 def _query_values(binding: RouteBinding, request: Request) -> dict[str, Any]:
@@ -473,7 +458,7 @@ def _make_endpoint(binding: RouteBinding, guard: CallGuard) -> Callable[[Request
             return JSONResponse({"error": exc.message}, status_code=exc.status)
         except _BindError as exc:
             return JSONResponse(
-                {"detail": exc.detail, "error": _summary(exc.detail)}, status_code=422
+                {"detail": exc.detail, "error": validation_summary(exc.detail)}, status_code=422
             )
         try:
             result = await _call(binding, kwargs, guard)

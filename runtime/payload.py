@@ -1,4 +1,5 @@
-"""Request bodies a worker accepts: size caps (read incrementally) and JSON it can handle.
+"""Request bodies a worker accepts: size caps (read incrementally), JSON it can handle, and
+the one-line summary of a body that does not fit a function's parameters.
 
 Valid JSON can still be poison for a worker: a lone surrogate (`"\\ud800"`) parses but cannot
 be encoded back to UTF-8, so the answer (or a job's stored output) would fail later with a 500;
@@ -12,11 +13,27 @@ import json
 import re
 from typing import Any
 
-__all__ = ["DEFAULT_MAX_DEPTH", "BodyError", "parse_json", "read_body"]
+__all__ = ["DEFAULT_MAX_DEPTH", "BodyError", "parse_json", "read_body", "validation_summary"]
 
 DEFAULT_MAX_DEPTH = 64
 _STRING = re.compile(rb'"(?:[^"\\]|\\.)*"')
 _NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
+
+
+def validation_summary(detail: list[dict[str, Any]]) -> str:
+    """A 422's `detail` list (pydantic's shape) as one line: `missing field 'numbers'; ...`."""
+    parts = []
+    for item in detail:
+        where = [str(p) for p in item.get("loc") or [] if p not in ("body", "query", "path")]
+        name = ".".join(where) or "body"
+        kind = item.get("type")
+        if kind == "missing":
+            parts.append(f"missing field {name!r}")
+        elif kind == "extra_forbidden":
+            parts.append(f"unexpected field {name!r}")
+        else:
+            parts.append(f"field {name!r}: {item.get('msg')}")
+    return "; ".join(parts)
 
 
 class BodyError(Exception):
