@@ -513,7 +513,10 @@ class FlashApp(App[None]):
         if self.busy:
             counts.append(f"{self.busy}…")
         project = self.backend.project_name
-        header = self.dashboard.query_one(HeaderLine)
+        headers = self.dashboard.query(HeaderLine)
+        if not headers:
+            return  # an update finished while the app closes: its dashboard is gone
+        header = headers.first()
         header.summary = " · ".join([project, f"target: {self.target_desc}", *counts])
         # Narrow: no "(127.0.0.1:PORT)" (the detail pane and `flash-tui status` show it).
         target = re.sub(r"\s*\([^)]*\)", "", self.target_desc)
