@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from engine.build import ARCHIVE_NAME, FLASH_DIR, build_project
-from engine.ops import build_is_fresh
+from engine.operations import build_is_fresh
 from engine.scan import scan_project
 
 MAIN = """

@@ -235,7 +235,7 @@ def test_invoke_every_route_and_function(project: Path, home: Home) -> None:
     """Every LB route and QB function of the quickstart, through the engine the CLI uses
     (in-process: one CLI start per call would dominate the test's time)."""
     from engine.localcloud.provider import LocalCloudProvider
-    from engine.ops import Engine
+    from engine.operations import Engine
 
     async def main() -> list[Any]:
         async with Engine(project, LocalCloudProvider(home, start=False)) as engine:
@@ -318,7 +318,7 @@ def test_logs_show_requests(cli: Callable[..., Any], project: Path, home: Home) 
     assert any(item["text"].startswith("GET /ping 200") for item in probes)
 
     from engine.localcloud.provider import LocalCloudProvider
-    from engine.ops import Engine
+    from engine.operations import Engine
 
     async def follow_while_calling() -> list[str]:
         seen: list[tuple[str, str]] = []

@@ -365,7 +365,7 @@ async def test_followed_lines_of_two_endpoints_come_in_write_order(
     project: Path, workers: dict[str, httpx.Client]
 ) -> None:
     from engine.localcloud.provider import LocalCloudProvider
-    from engine.ops import Engine
+    from engine.operations import Engine
 
     written = [(("alpha", "beta")[i % 2], f"o{i}") for i in range(12)]
     async with Engine(project, LocalCloudProvider(start=False)) as engine:
@@ -435,7 +435,7 @@ async def test_tui_log_pane_shows_the_workers_time(
 async def read_lines(project: Path) -> list[Any]:
     """The engine's typed lines (the TUI's model), read back in this process."""
     from engine.localcloud.provider import LocalCloudProvider
-    from engine.ops import Engine
+    from engine.operations import Engine
 
     async with Engine(project, LocalCloudProvider(start=False)) as engine:
         return await engine.logs(None, 50)
