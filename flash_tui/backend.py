@@ -120,12 +120,14 @@ class Backend:
 
     def build(self, on_progress: Callable[[BuildProgress], None]) -> BuildResult:
         """Build the project (engine.build); `on_progress` receives BuildProgress events."""
-        from engine.build import BuildError, build_project
+        from engine.build import BuildError, current_build
 
         try:
-            return build_project(self.project, on_progress=on_progress)
+            result = current_build(self.project, on_progress=on_progress).result
         except BuildError as exc:
             raise BackendError(str(exc)) from exc
+        assert result is not None  # without a manifest, current_build always builds
+        return result
 
     # -- target ---------------------------------------------------------------------------
 

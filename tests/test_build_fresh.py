@@ -13,8 +13,7 @@ from typing import Any
 
 import pytest
 
-from engine.build import ARCHIVE_NAME, FLASH_DIR, build_project
-from engine.operations import build_is_fresh
+from engine.build import ARCHIVE_NAME, FLASH_DIR, build_is_fresh, build_project
 from engine.scan import scan_project
 
 MAIN = """
