@@ -18,7 +18,6 @@ from typing import Any, Protocol, runtime_checkable
 
 from engine.home import Home
 from engine.localcloud.wire import EndpointSpec
-from engine.status import Status
 
 __all__ = [
     "BuildRef",
@@ -67,28 +66,6 @@ class DeployedEndpoint:
     updated_at: float | None = None
     started_at: float | None = None
     last_error: str | None = None
-
-    @classmethod
-    def from_record(cls, record: dict[str, Any]) -> DeployedEndpoint:
-        """From a local cloud endpoint record."""
-        return cls(
-            name=str(record["name"]),
-            resource_type=str(record.get("resource_type") or ""),
-            is_load_balanced=bool(record.get("is_load_balanced")),
-            status=str(record.get("status") or Status.UNHEALTHY),
-            config=dict(record.get("config") or {}),
-            config_hash=record.get("config_hash"),
-            code_hash=record.get("code_hash"),
-            build_id=record.get("build_id"),
-            url=record.get("url"),
-            port=record.get("port"),
-            pid=record.get("pid"),
-            restarts=int(record.get("restarts") or 0),
-            created_at=record.get("created_at"),
-            updated_at=record.get("updated_at"),
-            started_at=record.get("started_at"),
-            last_error=record.get("last_error"),
-        )
 
     def as_entry(self) -> dict[str, Any]:
         """The mapping drift/reconcile compare against (`resource_type`, `config`, hashes)."""

@@ -103,7 +103,7 @@ async def deploy(info: CloudInfo, app: str, archive: Path, build_id: str, manife
 
 async def key_and_url(info: CloudInfo, app: str, name: str) -> tuple[str, str]:
     async with CloudClient(info) as client:
-        return await client.endpoint_key(app, name), (await client.endpoint(app, name))["url"]
+        return await client.endpoint_key(app, name), str((await client.endpoint(app, name)).url)
 
 
 @pytest.fixture(scope="module")

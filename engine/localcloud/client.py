@@ -9,7 +9,7 @@ from typing import Any
 import httpx
 
 from engine.localcloud.discovery import CloudError, CloudInfo
-from engine.localcloud.wire import DeployEvent, DeployRequest, UndeployRequest
+from engine.localcloud.wire import DeployEvent, DeployRequest, EndpointRecord, UndeployRequest
 
 __all__ = ["CloudClient"]
 
@@ -93,13 +93,16 @@ class CloudClient:
         """Every app known to the service."""
         return (await self._json("GET", "/v1/apps"))["apps"]
 
-    async def endpoints(self, app: str) -> list[dict[str, Any]]:
+    async def endpoints(self, app: str) -> list[EndpointRecord]:
         """The app's endpoint records (never keys)."""
-        return (await self._json("GET", f"/v1/apps/{app}/endpoints"))["endpoints"]
+        records = (await self._json("GET", f"/v1/apps/{app}/endpoints"))["endpoints"]
+        return [EndpointRecord.model_validate(r) for r in records]
 
-    async def endpoint(self, app: str, name: str) -> dict[str, Any]:
+    async def endpoint(self, app: str, name: str) -> EndpointRecord:
         """One endpoint record."""
-        return await self._json("GET", f"/v1/apps/{app}/endpoints/{name}")
+        return EndpointRecord.model_validate(
+            await self._json("GET", f"/v1/apps/{app}/endpoints/{name}")
+        )
 
     async def endpoint_key(self, app: str, name: str) -> str:
         """The endpoint's API key (keep it out of any output)."""

@@ -10,7 +10,13 @@ from typing import Any
 from engine.home import Home
 from engine.localcloud.client import CloudClient
 from engine.localcloud.discovery import CloudError, CloudInfo, ensure_cloud, read_state
-from engine.localcloud.wire import BuildSpec, DeployEvent, DeployRequest, EndpointSpec
+from engine.localcloud.wire import (
+    BuildSpec,
+    DeployEvent,
+    DeployRequest,
+    EndpointRecord,
+    EndpointSpec,
+)
 from engine.provider import (
     BuildRef,
     DeployedEndpoint,
@@ -20,8 +26,30 @@ from engine.provider import (
     ProviderError,
     ProviderEvent,
 )
+from engine.status import Status
 
 __all__ = ["LocalCloudProvider"]
+
+
+def _deployed(record: EndpointRecord) -> DeployedEndpoint:
+    return DeployedEndpoint(
+        name=record.name,
+        resource_type=str(record.resource_type or ""),
+        is_load_balanced=record.is_load_balanced,
+        status=str(record.status or Status.UNHEALTHY),
+        config=dict(record.config or {}),
+        config_hash=record.config_hash,
+        code_hash=record.code_hash,
+        build_id=record.build_id,
+        url=record.url,
+        port=record.port,
+        pid=record.pid,
+        restarts=int(record.restarts or 0),
+        created_at=record.created_at,
+        updated_at=record.updated_at,
+        started_at=record.started_at,
+        last_error=record.last_error,
+    )
 
 
 def _event(event: DeployEvent) -> ProviderEvent:
@@ -122,7 +150,7 @@ class LocalCloudProvider:
     async def list_endpoints(self, app: str) -> list[DeployedEndpoint]:
         """The app's endpoint records."""
         records = await self._call(lambda c: c.endpoints(app))
-        return [DeployedEndpoint.from_record(r) for r in records]
+        return [_deployed(r) for r in records]
 
     async def _run_stream(
         self,
@@ -193,11 +221,11 @@ class LocalCloudProvider:
     async def target(self, app: str, name: str) -> EndpointTarget:
         """URL and key of a deployed endpoint."""
         record = await self._call(lambda c: c.endpoint(app, name))
-        if not record.get("url"):
-            raise ProviderError(f"endpoint {name!r} has no URL yet (status {record['status']})")
+        if not record.url:
+            raise ProviderError(f"endpoint {name!r} has no URL yet (status {record.status})")
         # Not cached: another client may have redeployed the endpoint with a new key.
         key = await self._call(lambda c: c.endpoint_key(app, name))
-        return EndpointTarget(name, str(record["url"]), bool(record.get("is_load_balanced")), key)
+        return EndpointTarget(name, record.url, record.is_load_balanced, key)
 
     async def read_logs(self, app: str, name: str, lines: int = 200) -> list[str]:
         """The last log lines of an endpoint."""

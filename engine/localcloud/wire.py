@@ -11,7 +11,14 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-__all__ = ["BuildSpec", "DeployEvent", "DeployRequest", "EndpointSpec", "UndeployRequest"]
+__all__ = [
+    "BuildSpec",
+    "DeployEvent",
+    "DeployRequest",
+    "EndpointRecord",
+    "EndpointSpec",
+    "UndeployRequest",
+]
 
 
 class EndpointSpec(BaseModel):
@@ -77,3 +84,33 @@ class DeployEvent(BaseModel):
     def to_json(self) -> str:
         """The event's NDJSON line (without the newline): the fields it set, nothing more."""
         return self.model_dump_json(exclude_unset=True)
+
+
+class EndpointRecord(BaseModel):
+    """One endpoint as `GET /v1/apps/{app}/endpoints[/{name}]` returns it (never its key).
+
+    Extra columns a newer service sends are kept, so an older client still reads the record.
+    """
+
+    model_config = ConfigDict(extra="allow")
+
+    app: str | None = None
+    name: str
+    resource_type: str | None = None
+    is_load_balanced: bool = False
+    config: dict[str, Any] | None = None
+    config_hash: str | None = None
+    code_hash: str | None = None
+    build_id: str | None = None
+    build_path: str | None = None
+    status: str | None = None
+    url: str | None = None
+    port: int | None = None
+    pid: int | None = None
+    pid_started: float | None = None
+    restarts: int | None = 0
+    crash_times: list[float] = Field(default_factory=list)
+    last_error: str | None = None
+    created_at: float | None = None
+    updated_at: float | None = None
+    started_at: float | None = None
