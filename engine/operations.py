@@ -9,6 +9,9 @@ anything changes (the CLI prompts, the TUI shows a dialog). No Textual here.
 Deploy: scan, build when the build is stale (sources newer than the archive, files added or
 removed, or a different manifest), plan against the provider's endpoints (config hash, code
 hash, running state), confirm, then one provider deploy of every create/update plus the deletes.
+
+Its size (a little over 600 lines) is earned: it is the one `Engine` class, one method per
+operation, each a short sequence over other modules (scan, build, plan, provider, health, logs).
 """
 
 from __future__ import annotations

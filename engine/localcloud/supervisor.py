@@ -20,7 +20,7 @@ It lives inside the local cloud service and orchestrates `workers` (the processe
 
 Its size (a little over 600 lines) is earned: deploy, undeploy, crash restarts and recovery are
 one state machine over the same workers table, per-app locks and pending restarts; what is not
-(the processes, the build copies, ports, the deploy request) lives in its own module.
+(the processes, the build copies, ports, the wire models) lives in its own module.
 """
 
 from __future__ import annotations
