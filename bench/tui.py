@@ -152,7 +152,7 @@ async def key_to_screen(project: Path, presses: int) -> tuple[list[float], int]:
 
 
 async def save_to_drift(project: Path, runs: int) -> list[float]:
-    from engine.ops import Engine
+    from engine.operations import Engine
 
     async with Engine(project) as engine:
         report = await engine.deploy()

@@ -1,27 +1,23 @@
-"""The provider interface: where endpoints get deployed, and its first implementation.
+"""The provider interface: where endpoints get deployed, and the registry of providers.
 
 A provider deploys, updates, deletes and lists the endpoints of an app, gives the URL and
 credentials to reach each one (used for health probes and invocations, which are plain HTTP
 and therefore provider-neutral: `engine.health`, `engine.invoke`), and serves logs. The engine
-operations (`engine.ops`) only talk to this interface, so RunPod can be added as a second
-implementation without touching them.
-
-`LocalCloudProvider` talks to the embedded local cloud over its HTTP API, starting
-the service on demand.
+operations (`engine.operations`) only talk to this interface; each implementation lives with
+its target (the local cloud's is `engine.localcloud.provider.LocalCloudProvider`) and is named
+in `get_provider`'s registry, so a second one slots in beside it.
 """
 
 from __future__ import annotations
 
-import asyncio
+import importlib
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 from engine.home import Home
-from engine.localcloud.client import CloudClient
-from engine.localcloud.discovery import CloudError, CloudInfo, ensure_cloud, read_state
-from engine.status import Status
+from engine.localcloud.wire import EndpointSpec
 
 __all__ = [
     "BuildRef",
@@ -29,7 +25,6 @@ __all__ = [
     "DeployedEndpoint",
     "EndpointSpec",
     "EndpointTarget",
-    "LocalCloudProvider",
     "Provider",
     "ProviderError",
     "ProviderEvent",
@@ -39,29 +34,6 @@ __all__ = [
 
 class ProviderError(Exception):
     """A provider operation failed; the message is meant for a person (and holds no secret)."""
-
-
-@dataclass(frozen=True)
-class EndpointSpec:
-    """One endpoint as the engine wants it deployed (from the manifest)."""
-
-    name: str
-    resource_type: str
-    is_load_balanced: bool
-    config: dict[str, Any] = field(default_factory=dict)
-    config_hash: str | None = None
-    code_hash: str | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready form (the local cloud's deploy request entry)."""
-        return {
-            "name": self.name,
-            "resource_type": self.resource_type,
-            "is_load_balanced": self.is_load_balanced,
-            "config": self.config,
-            "config_hash": self.config_hash,
-            "code_hash": self.code_hash,
-        }
 
 
 @dataclass(frozen=True)
@@ -94,28 +66,6 @@ class DeployedEndpoint:
     updated_at: float | None = None
     started_at: float | None = None
     last_error: str | None = None
-
-    @classmethod
-    def from_record(cls, record: dict[str, Any]) -> DeployedEndpoint:
-        """From a local cloud endpoint record."""
-        return cls(
-            name=str(record["name"]),
-            resource_type=str(record.get("resource_type") or ""),
-            is_load_balanced=bool(record.get("is_load_balanced")),
-            status=str(record.get("status") or Status.UNHEALTHY),
-            config=dict(record.get("config") or {}),
-            config_hash=record.get("config_hash"),
-            code_hash=record.get("code_hash"),
-            build_id=record.get("build_id"),
-            url=record.get("url"),
-            port=record.get("port"),
-            pid=record.get("pid"),
-            restarts=int(record.get("restarts") or 0),
-            created_at=record.get("created_at"),
-            updated_at=record.get("updated_at"),
-            started_at=record.get("started_at"),
-            last_error=record.get("last_error"),
-        )
 
     def as_entry(self) -> dict[str, Any]:
         """The mapping drift/reconcile compare against (`resource_type`, `config`, hashes)."""
@@ -244,207 +194,16 @@ class Provider(Protocol):
         ...
 
 
-def _event(item: dict[str, Any]) -> ProviderEvent:
-    known = {"type", "name", "action", "state", "message", "elapsed_ms"}
-    return ProviderEvent(
-        kind=str(item.get("type") or "event"),
-        name=item.get("name"),
-        action=item.get("action"),
-        state=item.get("state"),
-        message=str(item.get("message") or item.get("error") or ""),
-        elapsed_ms=item.get("elapsed_ms"),
-        data={k: v for k, v in item.items() if k not in known},
-    )
-
-
-class LocalCloudProvider:
-    """The embedded local cloud, started on demand; one instance per engine session."""
-
-    name = "local"
-
-    def __init__(self, home: Home | None = None, *, start: bool = True) -> None:
-        self.home = home or Home()
-        self.start = start
-        self.info: CloudInfo | None = None
-        self._client: CloudClient | None = None
-        self._retired: list[CloudClient] = []
-        self._connect_lock = asyncio.Lock()
-
-    async def connect(self) -> str:
-        """Find or start the service; returns `local (127.0.0.1:PORT)`.
-
-        Looks again each time: a service restarted since (by another shell, or after a crash)
-        publishes a new address in the state file, and that is the one described and used.
-        """
-        await self._ensure(recheck=True)
-        description = self.describe()
-        assert description is not None
-        return description
-
-    def describe(self) -> str | None:
-        """The service as last reached, `local (127.0.0.1:PORT)`; None when not connected."""
-        return f"local ({self.info.describe()})" if self.info is not None else None
-
-    async def _ensure(self, *, recheck: bool = False) -> CloudClient:
-        async with self._connect_lock:
-            if self._client is not None and recheck and not await self._still_running():
-                self._retire_client()
-            if self._client is not None:
-                return self._client
-            try:
-                self.info = await asyncio.to_thread(ensure_cloud, self.home, start=self.start)
-            except CloudError as exc:
-                raise ProviderError(str(exc)) from exc
-            self._client = CloudClient(self.info)
-            return self._client
-
-    async def _call(self, fn: Callable[[CloudClient], Any]) -> Any:
-        client = await self._ensure()
-        try:
-            return await fn(client)
-        except CloudError as exc:
-            # The service may have died (or been restarted) since we found it: find or start
-            # it again once, then retry.
-            if "unreachable" not in str(exc):
-                raise ProviderError(str(exc)) from exc
-            await self._reset()
-            client = await self._ensure()
-            try:
-                return await fn(client)
-            except CloudError as exc2:
-                raise ProviderError(str(exc2)) from exc2
-
-    async def _still_running(self) -> bool:
-        """True when the state file still names the service the cached client talks to."""
-        assert self.info is not None
-        current = await asyncio.to_thread(read_state, self.home, remove_stale=False)
-        return current is not None and (current.pid, current.port) == (
-            self.info.pid,
-            self.info.port,
-        )
-
-    def _retire_client(self) -> None:
-        # Not closed here: another task may be about to send on it (it then fails like any
-        # request to a stopped service, and retries). Closed by `close()`.
-        if self._client is not None:
-            self._retired.append(self._client)
-        self._client, self.info = None, None
-
-    async def _reset(self) -> None:
-        async with self._connect_lock:
-            self._retire_client()
-
-    async def apps(self) -> list[dict[str, Any]]:
-        """Every app of the local cloud with its project path and endpoint count."""
-        return list(await self._call(lambda c: c.apps()))
-
-    async def list_endpoints(self, app: str) -> list[DeployedEndpoint]:
-        """The app's endpoint records."""
-        records = await self._call(lambda c: c.endpoints(app))
-        return [DeployedEndpoint.from_record(r) for r in records]
-
-    async def _run_stream(
-        self, make: Callable[[CloudClient], AsyncIterator[dict[str, Any]]], on_event: Any
-    ) -> dict[str, Any]:
-        client = await self._ensure()
-        result: dict[str, Any] | None = None
-        try:
-            async for item in make(client):
-                if item.get("type") == "result":
-                    result = item
-                elif item.get("type") == "error":
-                    raise ProviderError(str(item.get("message")))
-                elif on_event is not None:
-                    on_event(_event(item))
-        except CloudError as exc:
-            raise ProviderError(str(exc)) from exc
-        if result is None:
-            raise ProviderError("the local cloud ended the operation without a result")
-        return result
-
-    async def deploy(
-        self,
-        app: str,
-        specs: Sequence[EndpointSpec],
-        build: BuildRef,
-        *,
-        remove: Sequence[str] = (),
-        force: bool = False,
-        project_path: Path | None = None,
-        on_event: EventCallback | None = None,
-    ) -> DeployOutcome:
-        """Send one deploy request (create/update/delete) and follow its progress."""
-        body = {
-            "project_path": str(project_path) if project_path else None,
-            "build": {
-                "build_id": build.build_id,
-                "archive": str(build.archive),
-                "build_dir": str(build.build_dir),
-                "manifest": build.manifest,
-            },
-            "endpoints": [s.to_dict() for s in specs],
-            "remove": list(remove),
-            "force": force,
-        }
-        await self._ensure()
-        result = await self._run_stream(lambda c: c.deploy(app, body), on_event)
-        return DeployOutcome(
-            ok=bool(result.get("ok")),
-            results=list(result.get("results") or []),
-            build_id=result.get("build_id"),
-            elapsed_ms=float(result.get("elapsed_ms") or 0.0),
-        )
-
-    async def delete(
-        self, app: str, names: Sequence[str] | None, *, on_event: EventCallback | None = None
-    ) -> DeployOutcome:
-        """Stop and remove endpoints."""
-        selected = None if names is None else list(names)
-        result = await self._run_stream(lambda c: c.undeploy(app, selected), on_event)
-        return DeployOutcome(
-            ok=bool(result.get("ok")),
-            results=list(result.get("results") or []),
-            elapsed_ms=float(result.get("elapsed_ms") or 0.0),
-        )
-
-    async def target(self, app: str, name: str) -> EndpointTarget:
-        """URL and key of a deployed endpoint."""
-        record = await self._call(lambda c: c.endpoint(app, name))
-        if not record.get("url"):
-            raise ProviderError(f"endpoint {name!r} has no URL yet (status {record['status']})")
-        # Not cached: another client may have redeployed the endpoint with a new key.
-        key = await self._call(lambda c: c.endpoint_key(app, name))
-        return EndpointTarget(name, str(record["url"]), bool(record.get("is_load_balanced")), key)
-
-    async def read_logs(self, app: str, name: str, lines: int = 200) -> list[str]:
-        """The last log lines of an endpoint."""
-        return list(await self._call(lambda c: c.logs(app, name, lines)))
-
-    async def follow_logs(
-        self, app: str, name: str, lines: int = 50, marks: bool = False
-    ) -> AsyncIterator[str | float]:
-        """Follow an endpoint's log (see `Provider.follow_logs`)."""
-        client = await self._ensure()
-        try:
-            async for line in client.follow_logs(app, name, lines, marks):
-                yield line
-        except CloudError as exc:
-            raise ProviderError(str(exc)) from exc
-
-    async def events(self, app: str, since: int = 0) -> list[dict[str, Any]]:
-        """The app's event log."""
-        return list(await self._call(lambda c: c.events(app, since)))
-
-    async def close(self) -> None:
-        """Close the HTTP clients (the service keeps running)."""
-        await self._reset()
-        retired, self._retired = self._retired, []
-        for client in retired:
-            await client.aclose()
+# Target name -> "module:class" of its provider; imported on first use, so this interface
+# does not import any implementation (and none of them imports back into a cycle).
+_PROVIDERS: dict[str, str] = {"local": "engine.localcloud.provider:LocalCloudProvider"}
 
 
 def get_provider(target: str = "local", *, home: Home | None = None) -> Provider:
-    """The provider for a target name. Only `local` exists so far."""
-    if target == "local":
-        return LocalCloudProvider(home)
-    raise ProviderError(f"unknown target {target!r} (available: local)")
+    """The provider for a target name (see `_PROVIDERS`)."""
+    where = _PROVIDERS.get(target)
+    if where is None:
+        raise ProviderError(f"unknown target {target!r} (available: {', '.join(_PROVIDERS)})")
+    module, _, cls = where.partition(":")
+    provider: Provider = getattr(importlib.import_module(module), cls)(home)
+    return provider

@@ -22,7 +22,7 @@ from textual.widgets import ProgressBar
 from engine.build import BuildProgress
 from engine.diagnostics import Diagnostic
 from engine.health import HealthMonitor, HealthSample
-from engine.ops import DeployReport, OpEvent
+from engine.operations import DeployReport, OpEvent
 from engine.plan import Plan
 from engine.status import DEPLOYED, RUNNING, EndpointStatus, Status
 from flash_tui import present

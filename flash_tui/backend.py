@@ -1,8 +1,8 @@
 """The app's single doorway to the engine: every engine call the TUI makes goes through here.
 
-Each method is a thin call into `engine.ops.Engine` (or `engine.build`, `engine.scan`); results
-are the engine's own values (the widgets format them via `flash_tui.present`). Failures become
-`BackendError` with the engine's message, which is written for a person.
+Each method is a thin call into `engine.operations.Engine` (or `engine.build`, `engine.scan`);
+results are the engine's own values (the widgets format them via `flash_tui.present`). Failures
+become `BackendError` with the engine's message, which is written for a person.
 
 The engine session and the watcher share one long-lived incremental `engine.scan.Scanner`, so
 status, plan and deploy after an edit cost one file parse, not a full project scan. Status
@@ -23,7 +23,7 @@ from engine.diagnostics import Diagnostic
 from engine.health import HealthMonitor, HealthSample
 from engine.invoke import CallSpec, InvokeResult, JSONText
 from engine.logs import LogLine
-from engine.ops import DeployReport, Engine, OpError, OpEvent
+from engine.operations import DeployReport, Engine, OpError, OpEvent
 from engine.plan import Plan
 from engine.scan import Scanner
 from engine.status import EndpointStatus
@@ -120,12 +120,14 @@ class Backend:
 
     def build(self, on_progress: Callable[[BuildProgress], None]) -> BuildResult:
         """Build the project (engine.build); `on_progress` receives BuildProgress events."""
-        from engine.build import BuildError, build_project
+        from engine.build import BuildError, current_build
 
         try:
-            return build_project(self.project, on_progress=on_progress)
+            result = current_build(self.project, on_progress=on_progress).result
         except BuildError as exc:
             raise BackendError(str(exc)) from exc
+        assert result is not None  # without a manifest, current_build always builds
+        return result
 
     # -- target ---------------------------------------------------------------------------
 

@@ -6,6 +6,7 @@ set, manifest) and does not depend on the file system's timestamp granularity.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import textwrap
 from pathlib import Path
@@ -13,8 +14,14 @@ from typing import Any
 
 import pytest
 
-from engine.build import ARCHIVE_NAME, FLASH_DIR, build_project
-from engine.ops import build_is_fresh
+from engine.build import (
+    ARCHIVE_NAME,
+    FLASH_DIR,
+    BuildProgress,
+    build_is_fresh,
+    build_project,
+    current_build,
+)
 from engine.scan import scan_project
 
 MAIN = """
@@ -94,3 +101,28 @@ def test_manifest_only_change_is_stale(built: Path) -> None:
     manifest = _manifest(built)
     assert manifest["resources"]["worker"]["config"]["workersMax"] == 3
     assert not build_is_fresh(built, manifest)
+
+
+def test_current_build_reuses_a_fresh_build_silently(built: Path) -> None:
+    events: list[BuildProgress] = []
+    current = current_build(built, _manifest(built), on_progress=events.append)
+    assert not current.built and current.result is None and events == []
+    assert current.archive == built / FLASH_DIR / ARCHIVE_NAME
+    assert current.build_id == hashlib.sha256(current.archive.read_bytes()).hexdigest()
+
+
+def test_current_build_rebuilds_a_stale_build_with_progress(built: Path) -> None:
+    (built / "lib" / "util.py").write_text("VALUE = 2\n")
+    events: list[BuildProgress] = []
+    current = current_build(built, _manifest(built), on_progress=events.append)
+    assert current.built and current.result is not None
+    assert current.build_id == current.result.build_id
+    assert [e.step for e in events][0] == "scan" and "archive" in {e.step for e in events}
+    assert build_is_fresh(built, _manifest(built))
+
+
+def test_current_build_without_a_manifest_always_builds(built: Path) -> None:
+    """The TUI's build key: a build every time, even when `.flash/` is fresh."""
+    events: list[BuildProgress] = []
+    current = current_build(built, on_progress=events.append)
+    assert current.built and events

@@ -234,8 +234,8 @@ INVOCATIONS: list[tuple[str, Any, Callable[[Any], bool]]] = [
 def test_invoke_every_route_and_function(project: Path, home: Home) -> None:
     """Every LB route and QB function of the quickstart, through the engine the CLI uses
     (in-process: one CLI start per call would dominate the test's time)."""
-    from engine.ops import Engine
-    from engine.provider import LocalCloudProvider
+    from engine.localcloud.provider import LocalCloudProvider
+    from engine.operations import Engine
 
     async def main() -> list[Any]:
         async with Engine(project, LocalCloudProvider(home, start=False)) as engine:
@@ -317,8 +317,8 @@ def test_logs_show_requests(cli: Callable[..., Any], project: Path, home: Home) 
     probes = as_json(cli("logs", "api", "--json", "--lines", "500", "--probes"))["lines"]
     assert any(item["text"].startswith("GET /ping 200") for item in probes)
 
-    from engine.ops import Engine
-    from engine.provider import LocalCloudProvider
+    from engine.localcloud.provider import LocalCloudProvider
+    from engine.operations import Engine
 
     async def follow_while_calling() -> list[str]:
         seen: list[tuple[str, str]] = []

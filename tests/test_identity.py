@@ -23,7 +23,7 @@ from waiting import wait_for
 
 from engine.identity import app_slug, canonical_path, readable_name
 from engine.localcloud.service import NAME_PATTERN
-from engine.ops import Engine
+from engine.operations import Engine
 
 CLI = [sys.executable, "-c", "import sys; from engine.cli import main; sys.exit(main())"]
 FOLDER = "same"

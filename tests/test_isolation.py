@@ -27,6 +27,7 @@ from engine.localcloud.client import CloudClient
 from engine.localcloud.discovery import CloudInfo, ensure_cloud, stop_cloud
 from engine.localcloud.store import Store
 from engine.localcloud.supervisor import Supervisor
+from engine.localcloud.wire import DeployRequest
 
 PROBE_HANDLER = """
 import os
@@ -96,13 +97,13 @@ async def deploy(info: CloudInfo, app: str, archive: Path, build_id: str, manife
         "build": {"build_id": build_id, "archive": str(archive), "manifest": manifest},
     }
     async with CloudClient(info) as client:
-        events = [event async for event in client.deploy(app, body)]
-    assert events[-1]["type"] == "result" and events[-1]["ok"], events
+        events = [event async for event in client.deploy(app, DeployRequest.model_validate(body))]
+    assert events[-1].type == "result" and events[-1].ok, events
 
 
 async def key_and_url(info: CloudInfo, app: str, name: str) -> tuple[str, str]:
     async with CloudClient(info) as client:
-        return await client.endpoint_key(app, name), (await client.endpoint(app, name))["url"]
+        return await client.endpoint_key(app, name), str((await client.endpoint(app, name)).url)
 
 
 @pytest.fixture(scope="module")

@@ -24,7 +24,10 @@ from engine.localcloud.discovery import (
     read_state,
     stop_cloud,
 )
+from engine.localcloud.provider import LocalCloudProvider
 from engine.localcloud.store import MIGRATIONS, SCHEMA_VERSION, Store
+from engine.localcloud.wire import DeployEvent, DeployRequest
+from engine.provider import ProviderError, get_provider
 from runtime.logline import parse_line
 
 
@@ -236,6 +239,23 @@ def test_state_manager_api(cloud) -> None:  # noqa: ANN001
         assert client.get("/v1/apps/..%2F..%2Fetc/endpoints").status_code in (404, 422)
 
 
+def test_deploy_stream_speaks_the_wire_models(cloud) -> None:  # noqa: ANN001
+    """Each NDJSON line carries only the fields its event sets, and parses as a DeployEvent."""
+    _, info = cloud
+    with httpx.Client(base_url=info.url, headers=info.headers(), trust_env=False) as client:
+        body = DeployRequest().model_dump(mode="json")
+        response = client.post("/v1/apps/wiretest/deploy", json=body)
+        lines = [json.loads(line) for line in response.text.splitlines() if line.strip()]
+        assert lines[0] == {"type": "locked", "app": "wiretest"}
+        assert set(lines[-1]) == {"type", "app", "ok", "results", "build_id", "elapsed_ms"}
+        result = DeployEvent.model_validate(lines[-1])
+        assert result.type == "result" and result.ok and result.results == []
+        bad = client.post("/v1/apps/wiretest/deploy", json={"endpoints": [{"config": {}}]})
+        assert bad.status_code == 422 and "name" in bad.json()["detail"]
+        bad = client.post("/v1/apps/wiretest/undeploy", json={"names": 3})
+        assert bad.status_code == 422 and "names" in bad.json()["detail"]
+
+
 def test_second_service_for_the_same_home_exits(cloud) -> None:  # noqa: ANN001
     home, _ = cloud
     proc = subprocess.run(
@@ -260,3 +280,10 @@ def test_stale_state_after_sigkill_is_replaced(cloud) -> None:  # noqa: ANN001
     assert stop_cloud(home)["was_running"] is False
     with pytest.raises(CloudError, match="not running"):
         ensure_cloud(home, start=False)
+
+
+def test_get_provider_finds_providers_by_target_name(tmp_path: Path) -> None:
+    provider = get_provider("local", home=Home(tmp_path / "home"))
+    assert isinstance(provider, LocalCloudProvider) and provider.describe() is None
+    with pytest.raises(ProviderError, match=r"unknown target 'nowhere' \(available: local\)"):
+        get_provider("nowhere")

@@ -11,7 +11,7 @@ import pytest
 
 from engine.home import Home
 from engine.localcloud.buildcopies import BUILD_MARKER, ensure_copy
-from engine.localcloud.deployrequest import DeployRequest
+from engine.localcloud.wire import BuildSpec
 
 
 def _archive(path: Path, text: str) -> str:
@@ -24,15 +24,15 @@ def _archive(path: Path, text: str) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def _request(build_id: str, archive: Path) -> DeployRequest:
-    return DeployRequest(app="app", endpoints=[], build_id=build_id, archive=str(archive))
+def _build(build_id: str, archive: Path) -> BuildSpec:
+    return BuildSpec(build_id=build_id, archive=str(archive))
 
 
 def test_copy_is_complete_and_marked(tmp_path: Path) -> None:
     home = Home(tmp_path / "home")
     archive = tmp_path / "build.tar.gz"
     build_id = _archive(archive, "x = 1\n")
-    target = ensure_copy(home, _request(build_id, archive))
+    target = ensure_copy(home, "app", _build(build_id, archive))
     assert target == home.builds_dir("app") / build_id
     assert (target / "handler_api.py").read_text() == "x = 1\n"
     assert (target / BUILD_MARKER).read_text() == build_id + "\n"
@@ -44,7 +44,7 @@ def test_rebuilt_archive_is_refused_naming_it_and_leaves_nothing(tmp_path: Path)
     old_id = _archive(archive, "x = 1\n")
     _archive(archive, "x = 2\n")  # rebuilt between the plan and the deploy
     with pytest.raises(ValueError, match="no longer matches build") as raised:
-        ensure_copy(home, _request(old_id, archive))
+        ensure_copy(home, "app", _build(old_id, archive))
     assert str(archive) in str(raised.value)
     assert list(home.builds_dir("app").iterdir()) == []
 
@@ -55,5 +55,5 @@ def test_build_id_that_is_not_hex_is_refused(tmp_path: Path, build_id: str) -> N
     archive = tmp_path / "build.tar.gz"
     _archive(archive, "x = 1\n")
     with pytest.raises(ValueError, match="build id"):
-        ensure_copy(home, _request(build_id, archive))
+        ensure_copy(home, "app", _build(build_id, archive))
     assert not (home.root / "escape").exists()

@@ -364,8 +364,8 @@ def test_follow_prints_the_last_lines_shown_then_new_ones(
 async def test_followed_lines_of_two_endpoints_come_in_write_order(
     project: Path, workers: dict[str, httpx.Client]
 ) -> None:
-    from engine.ops import Engine
-    from engine.provider import LocalCloudProvider
+    from engine.localcloud.provider import LocalCloudProvider
+    from engine.operations import Engine
 
     written = [(("alpha", "beta")[i % 2], f"o{i}") for i in range(12)]
     async with Engine(project, LocalCloudProvider(start=False)) as engine:
@@ -434,8 +434,8 @@ async def test_tui_log_pane_shows_the_workers_time(
 
 async def read_lines(project: Path) -> list[Any]:
     """The engine's typed lines (the TUI's model), read back in this process."""
-    from engine.ops import Engine
-    from engine.provider import LocalCloudProvider
+    from engine.localcloud.provider import LocalCloudProvider
+    from engine.operations import Engine
 
     async with Engine(project, LocalCloudProvider(start=False)) as engine:
         return await engine.logs(None, 50)

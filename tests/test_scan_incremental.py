@@ -329,7 +329,7 @@ def test_scans_from_several_threads_are_serialised(project: Path) -> None:
 
 
 async def test_an_engine_session_scans_through_the_scanner_it_is_given(project: Path) -> None:
-    from engine.ops import Engine
+    from engine.operations import Engine
 
     scanner = Scanner(project)
     scanner.scan()

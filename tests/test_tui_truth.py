@@ -16,7 +16,7 @@ from waiting import until
 
 from engine.home import Home
 from engine.localcloud.discovery import ensure_cloud, kill_home_workers, read_state, stop_cloud
-from engine.ops import Engine
+from engine.operations import Engine
 from flash_tui.app import FlashApp
 from flash_tui.screens.confirm import PlanScreen
 from flash_tui.screens.route_tester import RouteTesterScreen, render_response

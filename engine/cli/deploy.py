@@ -19,7 +19,7 @@ from engine.cli.plan import (
     progress_printer,
     run_engine,
 )
-from engine.ops import Engine
+from engine.operations import Engine
 
 
 def register(subparsers: Any) -> None:

@@ -18,7 +18,7 @@ from rich.syntax import Syntax
 
 from engine.cli.arguments import positive_seconds
 from engine.cli.plan import add_project_option, json_out, run_engine
-from engine.ops import Engine, OpError
+from engine.operations import Engine, OpError
 
 
 def register(subparsers: Any) -> None:

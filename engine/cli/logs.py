@@ -21,7 +21,7 @@ from rich.markup import escape
 
 from engine.cli.plan import add_project_option, json_out, run_engine
 from engine.logs import LogLine
-from engine.ops import Engine
+from engine.operations import Engine
 
 
 def register(subparsers: Any) -> None:

@@ -22,7 +22,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from engine.ops import Engine, OpError, OpEvent
+from engine.operations import Engine, OpError, OpEvent
 from engine.plan import PLAN_MARKS, Plan
 
 __all__ = [

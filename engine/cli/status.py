@@ -22,7 +22,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from engine.cli.plan import add_project_option, json_out, run_engine
-from engine.ops import Engine
+from engine.operations import Engine
 from engine.status import Status
 
 STATUS_COLORS: dict[str, str] = {

@@ -17,28 +17,28 @@ import tarfile
 from pathlib import Path
 
 from engine.home import DIR_MODE, FILE_MODE, Home
-from engine.localcloud.deployrequest import DeployRequest
 from engine.localcloud.store import Store
+from engine.localcloud.wire import BuildSpec
 
 __all__ = ["BUILD_MARKER", "ensure_copy", "prune_copies", "remove_partial_copies"]
 
 BUILD_MARKER = ".flash-build-complete"
 
 
-def ensure_copy(home: Home, request: DeployRequest) -> Path:
-    """The complete copy of the request's build, made on first use; `ValueError` names what
+def ensure_copy(home: Home, app: str, build: BuildSpec) -> Path:
+    """The complete copy of `app`'s `build`, made on first use; `ValueError` names what
     is wrong with the build."""
-    build_id = request.build_id
+    build_id = build.build_id
     if not build_id:
         raise ValueError("deploy request without a build id")
     if any(c not in "0123456789abcdefABCDEF" for c in build_id):
         raise ValueError("malformed build id")
-    target = home.builds_dir(request.app) / build_id
+    target = home.builds_dir(app) / build_id
     if (target / BUILD_MARKER).is_file():
         return target
     tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}-{secrets.token_hex(4)}")
     try:
-        archive_path = Path(request.archive) if request.archive else None
+        archive_path = Path(build.archive) if build.archive else None
         if archive_path is not None and archive_path.is_file():
             if _sha256(archive_path) != build_id:
                 raise ValueError(
@@ -48,9 +48,9 @@ def ensure_copy(home: Home, request: DeployRequest) -> Path:
             tmp.mkdir(mode=0o700)
             with tarfile.open(archive_path, "r:gz") as tar:
                 tar.extractall(tmp, filter="data")
-        elif request.build_dir and Path(request.build_dir).is_dir():
+        elif build.build_dir and Path(build.build_dir).is_dir():
             shutil.copytree(
-                request.build_dir,
+                build.build_dir,
                 tmp,
                 ignore=shutil.ignore_patterns("__pycache__", "*.pyc"),
             )

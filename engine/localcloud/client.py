@@ -9,6 +9,7 @@ from typing import Any
 import httpx
 
 from engine.localcloud.discovery import CloudError, CloudInfo
+from engine.localcloud.wire import DeployEvent, DeployRequest, EndpointRecord, UndeployRequest
 
 __all__ = ["CloudClient"]
 
@@ -92,25 +93,34 @@ class CloudClient:
         """Every app known to the service."""
         return (await self._json("GET", "/v1/apps"))["apps"]
 
-    async def endpoints(self, app: str) -> list[dict[str, Any]]:
+    async def endpoints(self, app: str) -> list[EndpointRecord]:
         """The app's endpoint records (never keys)."""
-        return (await self._json("GET", f"/v1/apps/{app}/endpoints"))["endpoints"]
+        records = (await self._json("GET", f"/v1/apps/{app}/endpoints"))["endpoints"]
+        return [EndpointRecord.model_validate(r) for r in records]
 
-    async def endpoint(self, app: str, name: str) -> dict[str, Any]:
+    async def endpoint(self, app: str, name: str) -> EndpointRecord:
         """One endpoint record."""
-        return await self._json("GET", f"/v1/apps/{app}/endpoints/{name}")
+        return EndpointRecord.model_validate(
+            await self._json("GET", f"/v1/apps/{app}/endpoints/{name}")
+        )
 
     async def endpoint_key(self, app: str, name: str) -> str:
         """The endpoint's API key (keep it out of any output)."""
         return str((await self._json("GET", f"/v1/apps/{app}/endpoints/{name}/key"))["key"])
 
-    def deploy(self, app: str, body: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
-        """Start a deploy; yields its progress events, the last one of type `result`."""
-        return self._stream("POST", f"/v1/apps/{app}/deploy", json=body)
+    async def _events(
+        self, path: str, body: DeployRequest | UndeployRequest
+    ) -> AsyncIterator[DeployEvent]:
+        async for item in self._stream("POST", path, json=body.model_dump(mode="json")):
+            yield DeployEvent.model_validate(item)
 
-    def undeploy(self, app: str, names: list[str] | None) -> AsyncIterator[dict[str, Any]]:
+    def deploy(self, app: str, request: DeployRequest) -> AsyncIterator[DeployEvent]:
+        """Start a deploy; yields its progress events, the last one of type `result`."""
+        return self._events(f"/v1/apps/{app}/deploy", request)
+
+    def undeploy(self, app: str, names: list[str] | None) -> AsyncIterator[DeployEvent]:
         """Remove endpoints (all when `names` is None); yields events, the last `result`."""
-        return self._stream("POST", f"/v1/apps/{app}/undeploy", json={"names": names})
+        return self._events(f"/v1/apps/{app}/undeploy", UndeployRequest(names=names))
 
     async def logs(self, app: str, name: str, lines: int = 200) -> list[str]:
         """The last `lines` log lines of an endpoint."""

@@ -41,9 +41,9 @@ from fastapi.responses import JSONResponse, StreamingResponse
 
 from engine.home import Home
 from engine.localcloud import logfiles
-from engine.localcloud.deployrequest import DeployRequest
 from engine.localcloud.store import Store
 from engine.localcloud.supervisor import Supervisor, SupervisorSettings
+from engine.localcloud.wire import DeployEvent, DeployRequest, UndeployRequest
 from runtime.auth import BearerAuthMiddleware
 from runtime.hostcheck import LoopbackHostMiddleware
 
@@ -68,16 +68,16 @@ def _check_name(kind: str, value: str) -> str:
 
 
 def _ndjson(
-    supervisor: Supervisor, run: Callable[[Callable[[dict[str, Any]], None]], Awaitable[Any]]
+    supervisor: Supervisor, run: Callable[[Callable[[DeployEvent], None]], Awaitable[Any]]
 ) -> StreamingResponse:
     """Run `run(emit)` as a detached task and stream its events as NDJSON."""
-    queue: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
+    queue: asyncio.Queue[DeployEvent | None] = asyncio.Queue()
 
     async def runner() -> None:
         try:
             await run(queue.put_nowait)
         except Exception as exc:  # reported to the client, and the service lives on
-            queue.put_nowait({"type": "error", "message": f"{type(exc).__name__}: {exc}"})
+            queue.put_nowait(DeployEvent(type="error", message=f"{type(exc).__name__}: {exc}"))
         finally:
             queue.put_nowait(None)
 
@@ -88,7 +88,7 @@ def _ndjson(
             event = await queue.get()
             if event is None:
                 return
-            yield (json.dumps(event) + "\n").encode()
+            yield (event.to_json() + "\n").encode()
 
     return StreamingResponse(stream(), media_type="application/x-ndjson")
 
@@ -184,24 +184,26 @@ def create_app(
         """Create/update/remove endpoints; NDJSON progress, then the result."""
         _check_name("app", app)
         try:
-            body = await request.json()
-            deploy_request = DeployRequest.from_dict(app, body)
+            deploy_request = DeployRequest.model_validate(await request.json())
         except (ValueError, KeyError, TypeError) as exc:
             raise HTTPException(422, f"bad deploy request: {exc}") from None
         for spec in deploy_request.endpoints:
             _check_name("endpoint", spec.name)
         for name in deploy_request.remove:
             _check_name("endpoint", name)
-        return _ndjson(sup(), lambda emit: sup().deploy(deploy_request, emit))
+        return _ndjson(sup(), lambda emit: sup().deploy(app, deploy_request, emit))
 
     @api.post("/v1/apps/{app}/undeploy")
     async def undeploy(app: str, request: Request) -> StreamingResponse:
         """Stop and remove endpoints (all when `names` is null); NDJSON progress."""
         _check_name("app", app)
-        body: dict[str, Any] = {}
+        raw: Any = {}
         with contextlib.suppress(ValueError):
-            body = await request.json() or {}
-        names = body.get("names")
+            raw = await request.json() or {}
+        try:
+            names = UndeployRequest.model_validate(raw).names
+        except ValueError as exc:
+            raise HTTPException(422, f"bad undeploy request: {exc}") from None
         if names is not None:
             names = [_check_name("endpoint", str(n)) for n in names]
         return _ndjson(sup(), lambda emit: sup().undeploy(app, names, emit))

@@ -20,7 +20,7 @@ It lives inside the local cloud service and orchestrates `workers` (the processe
 
 Its size (a little over 600 lines) is earned: deploy, undeploy, crash restarts and recovery are
 one state machine over the same workers table, per-app locks and pending restarts; what is not
-(the processes, the build copies, ports, the deploy request) lives in its own module.
+(the processes, the build copies, ports, the wire models) lives in its own module.
 """
 
 from __future__ import annotations
@@ -42,16 +42,16 @@ import httpx
 
 from engine.home import Home, write_private
 from engine.localcloud import buildcopies, logfiles
-from engine.localcloud.deployrequest import DeployRequest, EndpointSpec
 from engine.localcloud.ports import pick_port, port_is_free
 from engine.localcloud.store import Store, bound_text
+from engine.localcloud.wire import BuildSpec, DeployEvent, DeployRequest, EndpointSpec
 from engine.localcloud.workers import Worker, WorkerProcesses, WorkerSettings, terminate
 from engine.status import RUNNING
 from runtime.worker import RECYCLE_EXIT_CODE
 
 __all__ = ["Supervisor", "SupervisorSettings"]
 
-Emit = Callable[[dict[str, Any]], None]
+Emit = Callable[[DeployEvent], None]
 
 # Statuses in which an endpoint is meant to be running (engine.status.RUNNING): a worker found
 # dead at service start (machine reboot, SIGKILL) is started again. `stopped` (by `cloud stop`)
@@ -432,13 +432,11 @@ class Supervisor:
 
     # -- builds ---------------------------------------------------------------------------
 
-    def _ensure_build(self, request: DeployRequest) -> Path:
+    def _ensure_build(self, app: str, build: BuildSpec) -> Path:
         """The immutable copy of the request's build, created on first use, and its record."""
-        target = buildcopies.ensure_copy(self.home, request)
-        assert request.build_id is not None  # ensure_copy refuses a request without one
-        self.store.record_build(
-            request.app, request.build_id, request.archive, str(target), request.manifest
-        )
+        target = buildcopies.ensure_copy(self.home, app, build)
+        assert build.build_id is not None  # ensure_copy refuses a request without one
+        self.store.record_build(app, build.build_id, build.archive, str(target), build.manifest)
         return target
 
     def _ports_in_use(self) -> set[int]:
@@ -473,12 +471,11 @@ class Supervisor:
             return spec.code_hash == record.get("code_hash")
         return build_id == record.get("build_id")
 
-    async def deploy(self, request: DeployRequest, emit: Emit) -> dict[str, Any]:
+    async def deploy(self, app: str, request: DeployRequest, emit: Emit) -> dict[str, Any]:
         """Create/update `request.endpoints`, remove `request.remove`; returns a summary."""
-        app = request.app
         started = time.monotonic()
         async with self.app_lock(app):
-            emit({"type": "locked", "app": app})
+            emit(DeployEvent(type="locked", app=app))
             self.store.upsert_app(app, request.project_path)
             results: list[dict[str, Any]] = []
             timeout = float(request.ready_timeout or self.settings.ready_timeout)
@@ -492,15 +489,17 @@ class Supervisor:
             build_path: Path | None = None
             for spec in request.endpoints:
                 record = self.store.get_endpoint(app, spec.name)
-                if not request.force and self._unchanged(spec, record, request.build_id or ""):
+                if not request.force and self._unchanged(
+                    spec, record, request.build.build_id or ""
+                ):
                     results.append({"name": spec.name, "action": "unchanged", "ok": True})
-                    emit({"type": "endpoint", "name": spec.name, "action": "unchanged"})
+                    emit(DeployEvent(type="endpoint", name=spec.name, action="unchanged"))
                     continue
                 todo.append((spec, "update" if record else "create", record))
             if todo:
-                emit({"type": "build", "build_id": request.build_id, "state": "copying"})
-                build_path = await asyncio.to_thread(self._ensure_build, request)
-                emit({"type": "build", "build_id": request.build_id, "state": "ready"})
+                emit(DeployEvent(type="build", build_id=request.build.build_id, state="copying"))
+                build_path = await asyncio.to_thread(self._ensure_build, app, request.build)
+                emit(DeployEvent(type="build", build_id=request.build.build_id, state="ready"))
                 # Records first (status deploying, port chosen), then the endpoint table, so
                 # every worker starts with the URLs of all the app's endpoints.
                 for spec, _action, record in todo:
@@ -516,7 +515,7 @@ class Supervisor:
                         config=spec.config,
                         config_hash=spec.config_hash,
                         code_hash=spec.code_hash,
-                        build_id=request.build_id,
+                        build_id=request.build.build_id,
                         build_path=str(build_path),
                         status="deploying",
                         port=port,
@@ -535,17 +534,17 @@ class Supervisor:
                     *(self._deploy_one(app, s, action, timeout, emit) for s, action, _ in todo)
                 )
                 results.extend(outcomes)
-            self._persist_manifest(request)
+            self._persist_manifest(app, request)
             buildcopies.prune_copies(self.store, app)
         ok = all(r.get("ok") for r in results)
         summary = {
             "app": app,
             "ok": ok,
             "results": results,
-            "build_id": request.build_id,
+            "build_id": request.build.build_id,
             "elapsed_ms": round((time.monotonic() - started) * 1000, 1),
         }
-        emit({"type": "result", **summary})
+        emit(DeployEvent(type="result", **summary))
         return summary
 
     async def _deploy_one(
@@ -555,11 +554,11 @@ class Supervisor:
         name = spec.name
         old = self.workers.get((app, name))
         if old is not None:
-            emit({"type": "endpoint", "name": name, "action": action, "state": "stopping"})
+            emit(DeployEvent(type="endpoint", name=name, action=action, state="stopping"))
             await self._stop_worker(old)
         record = self.store.get_endpoint(app, name)
         assert record is not None
-        emit({"type": "endpoint", "name": name, "action": action, "state": "starting"})
+        emit(DeployEvent(type="endpoint", name=name, action=action, state="starting"))
         port_taken = not port_is_free(int(record["port"]))
         worker = self._spawn(record, new_port=port_taken)
         if port_taken:
@@ -585,15 +584,15 @@ class Supervisor:
             if worker.alive():
                 self.store.upsert_endpoint(app, name, status="unhealthy", last_error=error)
         emit(
-            {
-                "type": "endpoint",
-                "name": name,
-                "action": action,
-                "state": "healthy" if ok else "error",
-                "elapsed_ms": elapsed,
-                "url": record.get("url"),
+            DeployEvent(
+                type="endpoint",
+                name=name,
+                action=action,
+                state="healthy" if ok else "error",
+                elapsed_ms=elapsed,
+                url=record.get("url"),
                 **({"error": error} if not ok else {}),
-            }
+            )
         )
         result: dict[str, Any] = {
             "name": name,
@@ -609,7 +608,7 @@ class Supervisor:
     async def _remove(self, app: str, names: list[str], emit: Emit) -> list[dict[str, Any]]:
         async def one(name: str) -> dict[str, Any]:
             started = time.monotonic()
-            emit({"type": "endpoint", "name": name, "action": "delete", "state": "stopping"})
+            emit(DeployEvent(type="endpoint", name=name, action="delete", state="stopping"))
             self._cancel_restart(app, name)
             worker = self.workers.get((app, name))
             if worker is not None:
@@ -618,7 +617,7 @@ class Supervisor:
             logfiles.remove_logs(self._processes.log_path(app, name))
             self.store.add_event("undeployed", "undeployed", app=app, endpoint=name)
             elapsed = round((time.monotonic() - started) * 1000, 1)
-            emit({"type": "endpoint", "name": name, "action": "delete", "state": "removed"})
+            emit(DeployEvent(type="endpoint", name=name, action="delete", state="removed"))
             return {"name": name, "action": "delete", "ok": True, "elapsed_ms": elapsed}
 
         results = list(await asyncio.gather(*(one(n) for n in names)))
@@ -648,23 +647,23 @@ class Supervisor:
             "results": results,
             "elapsed_ms": round((time.monotonic() - started) * 1000, 1),
         }
-        emit({"type": "result", **summary})
+        emit(DeployEvent(type="result", **summary))
         return summary
 
-    def _persist_manifest(self, request: DeployRequest) -> None:
+    def _persist_manifest(self, app: str, request: DeployRequest) -> None:
         """Record what is deployed, as the state manager (and a mothership) sees it.
 
         The persisted manifest is the build's manifest restricted to the deployed endpoints,
         each entry with its `config_hash`, `endpoint_url` and `status` (upstream's persisted
         form); endpoints a partial deploy did not touch keep their entries.
         """
-        if not request.manifest:
+        if not request.build.manifest:
             return
-        previous = self.store.get_manifest(request.app, request.environment) or {}
+        previous = self.store.get_manifest(app, request.environment) or {}
         old_entries = previous.get("resources") or {}
-        new_entries = request.manifest.get("resources") or {}
+        new_entries = request.build.manifest.get("resources") or {}
         resources: dict[str, Any] = {}
-        for record in self.store.list_endpoints(request.app):
+        for record in self.store.list_endpoints(app):
             name = record["name"]
             entry = new_entries.get(name) if name in new_entries else old_entries.get(name)
             item = dict(entry or {"resource_type": record["resource_type"]})
@@ -676,6 +675,6 @@ class Supervisor:
                 }
             )
             resources[name] = item
-        manifest = {k: v for k, v in request.manifest.items() if k != "resources"}
+        manifest = {k: v for k, v in request.build.manifest.items() if k != "resources"}
         manifest["resources"] = resources
-        self.store.put_manifest(request.app, request.environment, manifest)
+        self.store.put_manifest(app, request.environment, manifest)

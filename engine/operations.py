@@ -9,6 +9,9 @@ anything changes (the CLI prompts, the TUI shows a dialog). No Textual here.
 Deploy: scan, build when the build is stale (sources newer than the archive, files added or
 removed, or a different manifest), plan against the provider's endpoints (config hash, code
 hash, running state), confirm, then one provider deploy of every create/update plus the deletes.
+
+Its size (a little over 600 lines) is earned: it is the one `Engine` class, one method per
+operation, each a short sequence over other modules (scan, build, plan, provider, health, logs).
 """
 
 from __future__ import annotations
@@ -52,7 +55,6 @@ __all__ = [
     "OpError",
     "OpEvent",
     "app_name",
-    "build_is_fresh",
 ]
 
 Confirm = Callable[[Plan], Awaitable[bool]]
@@ -112,49 +114,6 @@ class DeployReport:
 def app_name(root: Path) -> str:
     """The app key of a project: readable name + hash of its canonical path (engine.identity)."""
     return app_slug(canonical_path(root))
-
-
-def _manifest_without_time(manifest: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in manifest.items() if k != "generated_at"}
-
-
-def build_is_fresh(root: Path, manifest: dict[str, Any]) -> bool:
-    """True when `.flash/` holds a build of exactly the current sources and `manifest`.
-
-    Fresh means: the archive and the build's manifest exist, the manifest equals the scanned
-    one (timestamp aside), no shipped file is newer than the archive, and the set of shipped
-    files is the one in the build directory.
-    """
-    from engine.build import ARCHIVE_NAME, BUILD_DIR, FLASH_DIR, MANIFEST_NAME, collect_files
-    from engine.project import load_ignore
-
-    archive = root / FLASH_DIR / ARCHIVE_NAME
-    build_dir = root / BUILD_DIR
-    try:
-        built = json.loads((build_dir / MANIFEST_NAME).read_text(encoding="utf-8"))
-        archive_mtime = archive.stat().st_mtime_ns
-    except (OSError, ValueError):
-        return False
-    if _manifest_without_time(built) != _manifest_without_time(manifest):
-        return False
-    files, _warnings = collect_files(root, load_ignore(root).is_ignored)
-    for path in files.values():
-        try:
-            if path.stat().st_mtime_ns > archive_mtime:
-                return False
-        except OSError:
-            return False
-    generated = {MANIFEST_NAME} | {
-        str(entry.get("handler_file") or f"handler_{name}.py")
-        for name, entry in (manifest.get("resources") or {}).items()
-    }
-    present: set[str] = set()
-    for dirpath, dirnames, filenames in os.walk(build_dir):
-        dirnames[:] = [d for d in dirnames if d != "__pycache__"]
-        rel_dir = Path(dirpath).relative_to(build_dir).as_posix()
-        prefix = "" if rel_dir == "." else rel_dir + "/"
-        present.update(prefix + f for f in filenames if not f.endswith((".pyc", ".pyo")))
-    return present - generated == set(files) - generated
 
 
 def _parse_errors(diagnostics: Sequence[Any]) -> dict[str, int]:
@@ -318,39 +277,39 @@ class Engine:
     async def _build(
         self, manifest: dict[str, Any], emit: Callable[..., None]
     ) -> tuple[BuildRef, bool]:
-        from engine.archive import file_sha256
-        from engine.build import ARCHIVE_NAME, BUILD_DIR, FLASH_DIR, BuildError, build_project
+        from engine.build import BuildError, BuildProgress, current_build
 
-        root = self.root
-        if await asyncio.to_thread(build_is_fresh, root, manifest):
-            archive = root / FLASH_DIR / ARCHIVE_NAME
-            build_id = await asyncio.to_thread(file_sha256, archive)
-            built_manifest = json.loads((root / BUILD_DIR / "flash_manifest.json").read_text())
-            emit("build", f"build {build_id[:12]} is up to date", done=1, total=1)
-            return BuildRef(build_id, archive, root / BUILD_DIR, built_manifest), False
         loop = asyncio.get_running_loop()
+        building = False
 
-        def progress(p: Any) -> None:
-            loop.call_soon_threadsafe(
-                lambda: emit(
-                    "build",
-                    f"{p.step}: {p.message}".rstrip(": "),
-                    done=p.done,
-                    total=p.total,
-                    data={"build_step": p.step},
-                )
+        def forward(p: BuildProgress) -> None:
+            nonlocal building
+            if not building:  # the first step of a build (a fresh one is reused silently)
+                building = True
+                emit("build", "building")
+            emit(
+                "build",
+                f"{p.step}: {p.message}".rstrip(": "),
+                done=p.done,
+                total=p.total,
+                data={"build_step": p.step},
             )
 
-        emit("build", "building")
+        def progress(p: BuildProgress) -> None:
+            loop.call_soon_threadsafe(forward, p)
+
         try:
-            result = await asyncio.to_thread(build_project, root, on_progress=progress)
+            current = await asyncio.to_thread(
+                current_build, self.root, manifest, on_progress=progress
+            )
         except BuildError as exc:
             raise OpError(f"build failed: {exc}") from exc
-        emit("build", f"built {result.build_id[:12]}", done=1, total=1)
-        return (
-            BuildRef(result.build_id, result.archive, result.build_dir, result.manifest),
-            True,
-        )
+        ref = BuildRef(current.build_id, current.archive, current.build_dir, current.manifest)
+        if current.built:
+            emit("build", f"built {current.build_id[:12]}", done=1, total=1)
+        else:
+            emit("build", f"build {current.build_id[:12]} is up to date", done=1, total=1)
+        return ref, current.built
 
     async def deploy(
         self,

@@ -1,0 +1,44 @@
+"""Building a Flash project, and knowing when the last build can be reused.
+
+- `project`: `build_project()`, the seven build steps that write `.flash/.build/` and the archive;
+- `current`: `build_is_fresh()` and `current_build()`, the one path the TUI's build key and a
+  deploy's implicit build both take (reuse a fresh build, or build, with `BuildProgress` events).
+"""
+
+from engine.build.current import CurrentBuild, build_is_fresh, current_build
+from engine.build.project import (
+    ARCHIVE_NAME,
+    BUILD_DIR,
+    DEPS_DIR,
+    FLASH_DIR,
+    LOCK_NAME,
+    MANIFEST_NAME,
+    STEPS,
+    BuildError,
+    BuildProgress,
+    BuildResult,
+    build_project,
+    collect_files,
+    collect_requirements,
+    generated_at,
+)
+
+__all__ = [
+    "ARCHIVE_NAME",
+    "BUILD_DIR",
+    "DEPS_DIR",
+    "FLASH_DIR",
+    "LOCK_NAME",
+    "MANIFEST_NAME",
+    "STEPS",
+    "BuildError",
+    "BuildProgress",
+    "BuildResult",
+    "CurrentBuild",
+    "build_is_fresh",
+    "build_project",
+    "collect_files",
+    "collect_requirements",
+    "current_build",
+    "generated_at",
+]

@@ -1,0 +1,254 @@
+"""The local cloud as a provider: deploys through its HTTP API, starting the service on demand."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from engine.home import Home
+from engine.localcloud.client import CloudClient
+from engine.localcloud.discovery import CloudError, CloudInfo, ensure_cloud, read_state
+from engine.localcloud.wire import (
+    BuildSpec,
+    DeployEvent,
+    DeployRequest,
+    EndpointRecord,
+    EndpointSpec,
+)
+from engine.provider import (
+    BuildRef,
+    DeployedEndpoint,
+    DeployOutcome,
+    EndpointTarget,
+    EventCallback,
+    ProviderError,
+    ProviderEvent,
+)
+from engine.status import Status
+
+__all__ = ["LocalCloudProvider"]
+
+
+def _deployed(record: EndpointRecord) -> DeployedEndpoint:
+    return DeployedEndpoint(
+        name=record.name,
+        resource_type=str(record.resource_type or ""),
+        is_load_balanced=record.is_load_balanced,
+        status=str(record.status or Status.UNHEALTHY),
+        config=dict(record.config or {}),
+        config_hash=record.config_hash,
+        code_hash=record.code_hash,
+        build_id=record.build_id,
+        url=record.url,
+        port=record.port,
+        pid=record.pid,
+        restarts=int(record.restarts or 0),
+        created_at=record.created_at,
+        updated_at=record.updated_at,
+        started_at=record.started_at,
+        last_error=record.last_error,
+    )
+
+
+def _event(event: DeployEvent) -> ProviderEvent:
+    known = {"type", "name", "action", "state", "message", "elapsed_ms"}
+    sent = event.model_dump(exclude_unset=True)
+    return ProviderEvent(
+        kind=event.type or "event",
+        name=event.name,
+        action=event.action,
+        state=event.state,
+        message=str(event.message or event.error or ""),
+        elapsed_ms=event.elapsed_ms,
+        data={k: v for k, v in sent.items() if k not in known},
+    )
+
+
+class LocalCloudProvider:
+    """The embedded local cloud, started on demand; one instance per engine session."""
+
+    name = "local"
+
+    def __init__(self, home: Home | None = None, *, start: bool = True) -> None:
+        self.home = home or Home()
+        self.start = start
+        self.info: CloudInfo | None = None
+        self._client: CloudClient | None = None
+        self._retired: list[CloudClient] = []
+        self._connect_lock = asyncio.Lock()
+
+    async def connect(self) -> str:
+        """Find or start the service; returns `local (127.0.0.1:PORT)`.
+
+        Looks again each time: a service restarted since (by another shell, or after a crash)
+        publishes a new address in the state file, and that is the one described and used.
+        """
+        await self._ensure(recheck=True)
+        description = self.describe()
+        assert description is not None
+        return description
+
+    def describe(self) -> str | None:
+        """The service as last reached, `local (127.0.0.1:PORT)`; None when not connected."""
+        return f"local ({self.info.describe()})" if self.info is not None else None
+
+    async def _ensure(self, *, recheck: bool = False) -> CloudClient:
+        async with self._connect_lock:
+            if self._client is not None and recheck and not await self._still_running():
+                self._retire_client()
+            if self._client is not None:
+                return self._client
+            try:
+                self.info = await asyncio.to_thread(ensure_cloud, self.home, start=self.start)
+            except CloudError as exc:
+                raise ProviderError(str(exc)) from exc
+            self._client = CloudClient(self.info)
+            return self._client
+
+    async def _call(self, fn: Callable[[CloudClient], Any]) -> Any:
+        client = await self._ensure()
+        try:
+            return await fn(client)
+        except CloudError as exc:
+            # The service may have died (or been restarted) since we found it: find or start
+            # it again once, then retry.
+            if "unreachable" not in str(exc):
+                raise ProviderError(str(exc)) from exc
+            await self._reset()
+            client = await self._ensure()
+            try:
+                return await fn(client)
+            except CloudError as exc2:
+                raise ProviderError(str(exc2)) from exc2
+
+    async def _still_running(self) -> bool:
+        """True when the state file still names the service the cached client talks to."""
+        assert self.info is not None
+        current = await asyncio.to_thread(read_state, self.home, remove_stale=False)
+        return current is not None and (current.pid, current.port) == (
+            self.info.pid,
+            self.info.port,
+        )
+
+    def _retire_client(self) -> None:
+        # Not closed here: another task may be about to send on it (it then fails like any
+        # request to a stopped service, and retries). Closed by `close()`.
+        if self._client is not None:
+            self._retired.append(self._client)
+        self._client, self.info = None, None
+
+    async def _reset(self) -> None:
+        async with self._connect_lock:
+            self._retire_client()
+
+    async def apps(self) -> list[dict[str, Any]]:
+        """Every app of the local cloud with its project path and endpoint count."""
+        return list(await self._call(lambda c: c.apps()))
+
+    async def list_endpoints(self, app: str) -> list[DeployedEndpoint]:
+        """The app's endpoint records."""
+        records = await self._call(lambda c: c.endpoints(app))
+        return [_deployed(r) for r in records]
+
+    async def _run_stream(
+        self,
+        make: Callable[[CloudClient], AsyncIterator[DeployEvent]],
+        on_event: EventCallback | None,
+    ) -> DeployEvent:
+        client = await self._ensure()
+        result: DeployEvent | None = None
+        try:
+            async for item in make(client):
+                if item.type == "result":
+                    result = item
+                elif item.type == "error":
+                    raise ProviderError(str(item.message))
+                elif on_event is not None:
+                    on_event(_event(item))
+        except CloudError as exc:
+            raise ProviderError(str(exc)) from exc
+        if result is None:
+            raise ProviderError("the local cloud ended the operation without a result")
+        return result
+
+    async def deploy(
+        self,
+        app: str,
+        specs: Sequence[EndpointSpec],
+        build: BuildRef,
+        *,
+        remove: Sequence[str] = (),
+        force: bool = False,
+        project_path: Path | None = None,
+        on_event: EventCallback | None = None,
+    ) -> DeployOutcome:
+        """Send one deploy request (create/update/delete) and follow its progress."""
+        request = DeployRequest(
+            project_path=str(project_path) if project_path else None,
+            build=BuildSpec(
+                build_id=build.build_id,
+                archive=str(build.archive),
+                build_dir=str(build.build_dir),
+                manifest=build.manifest,
+            ),
+            endpoints=list(specs),
+            remove=list(remove),
+            force=force,
+        )
+        await self._ensure()
+        result = await self._run_stream(lambda c: c.deploy(app, request), on_event)
+        return DeployOutcome(
+            ok=bool(result.ok),
+            results=list(result.results or []),
+            build_id=result.build_id,
+            elapsed_ms=float(result.elapsed_ms or 0.0),
+        )
+
+    async def delete(
+        self, app: str, names: Sequence[str] | None, *, on_event: EventCallback | None = None
+    ) -> DeployOutcome:
+        """Stop and remove endpoints."""
+        selected = None if names is None else list(names)
+        result = await self._run_stream(lambda c: c.undeploy(app, selected), on_event)
+        return DeployOutcome(
+            ok=bool(result.ok),
+            results=list(result.results or []),
+            elapsed_ms=float(result.elapsed_ms or 0.0),
+        )
+
+    async def target(self, app: str, name: str) -> EndpointTarget:
+        """URL and key of a deployed endpoint."""
+        record = await self._call(lambda c: c.endpoint(app, name))
+        if not record.url:
+            raise ProviderError(f"endpoint {name!r} has no URL yet (status {record.status})")
+        # Not cached: another client may have redeployed the endpoint with a new key.
+        key = await self._call(lambda c: c.endpoint_key(app, name))
+        return EndpointTarget(name, record.url, record.is_load_balanced, key)
+
+    async def read_logs(self, app: str, name: str, lines: int = 200) -> list[str]:
+        """The last log lines of an endpoint."""
+        return list(await self._call(lambda c: c.logs(app, name, lines)))
+
+    async def follow_logs(
+        self, app: str, name: str, lines: int = 50, marks: bool = False
+    ) -> AsyncIterator[str | float]:
+        """Follow an endpoint's log (see `Provider.follow_logs`)."""
+        client = await self._ensure()
+        try:
+            async for line in client.follow_logs(app, name, lines, marks):
+                yield line
+        except CloudError as exc:
+            raise ProviderError(str(exc)) from exc
+
+    async def events(self, app: str, since: int = 0) -> list[dict[str, Any]]:
+        """The app's event log."""
+        return list(await self._call(lambda c: c.events(app, since)))
+
+    async def close(self) -> None:
+        """Close the HTTP clients (the service keeps running)."""
+        await self._reset()
+        retired, self._retired = self._retired, []
+        for client in retired:
+            await client.aclose()
