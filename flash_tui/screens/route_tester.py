@@ -7,7 +7,7 @@ through the app's Backend.
 from __future__ import annotations
 
 import json
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -19,6 +19,7 @@ from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.message import Message
 from textual.screen import Screen
 from textual.widgets import Button, Footer, Label, OptionList, Static, TextArea
 from textual.widgets.option_list import Option
@@ -198,6 +199,13 @@ class RouteTesterScreen(Screen[None]):
 
     CSS_PATH = "route_tester.tcss"
 
+    class Copied(Message):
+        """A curl command was built and copied to the clipboard."""
+
+        def __init__(self, command: str) -> None:
+            super().__init__()
+            self.command = command
+
     BINDINGS = [
         Binding("escape", "close", "Back"),
         Binding("ctrl+s", "send", "Send", priority=True),
@@ -211,7 +219,6 @@ class RouteTesterScreen(Screen[None]):
         backend: TesterBackend,
         history: list[HistoryEntry] | None = None,
         initial: str | None = None,
-        on_copy: Callable[[str], None] | None = None,
         initial_function: str | None = None,
     ) -> None:
         super().__init__()
@@ -220,7 +227,6 @@ class RouteTesterScreen(Screen[None]):
         # The endpoint (and function) selected on the dashboard: the tester opens on it.
         self.initial = initial
         self.initial_function = initial_function
-        self.on_copy = on_copy
         self._targets: list[RouteTarget] = list(backend.targets())
         self._current: RouteTarget | None = None
         self.last_curl: str | None = None
@@ -375,8 +381,7 @@ class RouteTesterScreen(Screen[None]):
             self.notify(str(exc), title="Cannot build the curl command", severity="warning")
             return
         self.app.copy_to_clipboard(self.last_curl)
-        if self.on_copy:
-            self.on_copy(self.last_curl)
+        self.post_message(self.Copied(self.last_curl))
         note = "with the endpoint key" if reveal else "key redacted; ctrl+k includes it"
         # Many terminals ignore the clipboard escape: the command is also shown, to select.
         self.query_one("#response", Static).update(
