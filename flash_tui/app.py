@@ -1,5 +1,11 @@
 """FlashApp: the Textual application. It runs engine work in workers and turns what they bring
-into a new DashboardState, which the dashboard screen renders."""
+into a new DashboardState, which the dashboard screen renders.
+
+Over 600 lines because it holds every worker of the app (scan, watch, connect, status, target
+events, health, logs, build, deploy, undeploy, probe) with the confirmations they open: each is
+short, and they share one backend, one state and one busy flag. The rules they apply live in
+`screens/dashboard_state.py`, the wording of outcomes in `reports.py`.
+"""
 
 from __future__ import annotations
 
