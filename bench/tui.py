@@ -153,7 +153,6 @@ async def key_to_screen(project: Path, presses: int) -> tuple[list[float], int]:
 
 async def save_to_drift(project: Path, runs: int) -> list[float]:
     from engine.ops import Engine
-    from flash_tui import present
 
     async with Engine(project) as engine:
         report = await engine.deploy()
@@ -165,8 +164,9 @@ async def save_to_drift(project: Path, runs: int) -> list[float]:
     edited = original.replace("workersMax=2", "workersMax=5")
     samples = []
 
-    def drift() -> object:
-        return present.field(app.statuses.get("cpu_worker"), "drift")
+    def drift() -> str | None:
+        status = app.statuses.get("cpu_worker")
+        return status.drift if status is not None else None
 
     async def wait_for(condition: Callable[[], bool], what: str) -> None:
         deadline = time.perf_counter() + 30

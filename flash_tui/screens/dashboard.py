@@ -35,7 +35,10 @@ class DashboardScreen(Screen[None]):
 
     CSS_PATH = "dashboard.tcss"
 
-    state: reactive[DashboardState] = reactive(DashboardState, always_update=True, init=False)
+    # The widgets repaint what changed; a repaint of the whole screen per state would not.
+    state: reactive[DashboardState] = reactive(
+        DashboardState, always_update=True, init=False, repaint=False
+    )
 
     class Selected(Message):
         """The tree node or table row (endpoint name) the person picked; None: nothing."""
