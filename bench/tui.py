@@ -164,7 +164,7 @@ async def save_to_drift(project: Path, runs: int) -> list[float]:
     edited = original.replace("workersMax=2", "workersMax=5")
     samples = []
 
-    def drift() -> object:
+    def drift() -> str | None:
         status = app.statuses.get("cpu_worker")
         return status.drift if status is not None else None
 

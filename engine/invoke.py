@@ -287,6 +287,40 @@ def resolve_call(manifest: Mapping[str, Any], target: str) -> CallSpec:
     return CallSpec(endpoint, False, function=name, class_method=class_method or None)
 
 
+@dataclass(frozen=True)
+class CallSignature:
+    """A call the project offers, with the parameters its body carries."""
+
+    call: CallSpec
+    signature: tuple[Mapping[str, Any], ...] = ()
+    # For a class method: the constructor's parameters (sent under `init`).
+    init_signature: tuple[Mapping[str, Any], ...] = ()
+
+
+def list_calls(manifest: Mapping[str, Any]) -> list[CallSignature]:
+    """Every call of the manifest: LB routes, QB functions, class methods one by one."""
+    calls = []
+    for endpoint in sorted(manifest.get("resources") or {}):
+        is_lb = _is_lb(manifest, endpoint)
+        for fn in _functions(manifest, endpoint):
+            name = str(fn.get("name"))
+            signature = tuple(fn.get("signature") or ())
+            if is_lb:
+                # The same call `resolve_call` makes of the function's name.
+                method = str(fn.get("http_method") or "POST").upper()
+                path = str(fn.get("http_path") or "/")
+                spec = CallSpec(endpoint, True, method=method, path=path, function=name)
+                calls.append(CallSignature(spec, signature))
+            elif fn.get("is_class"):
+                methods = fn.get("method_signatures") or {}
+                for m in fn.get("class_methods") or []:
+                    spec = CallSpec(endpoint, False, function=name, class_method=m)
+                    calls.append(CallSignature(spec, tuple(methods.get(m) or ()), signature))
+            else:
+                calls.append(CallSignature(CallSpec(endpoint, False, function=name), signature))
+    return calls
+
+
 def build_job(call: CallSpec, data: Mapping[str, Any] | None) -> dict[str, Any]:
     """The `/runsync` body of a QB call (upstream job contract)."""
     data = dict(data or {})

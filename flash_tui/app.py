@@ -1,19 +1,22 @@
-"""FlashApp: the Textual application. It owns the state shown and runs engine work in workers."""
+"""FlashApp: the Textual application. It runs engine work in workers and turns what they bring
+into a new DashboardState, which the dashboard screen renders.
+
+Over 600 lines because it holds every worker of the app (scan, watch, connect, status, target
+events, health, logs, build, deploy, undeploy, probe) with the confirmations they open: each is
+short, and they share one backend, one state and one busy flag. The rules they apply live in
+`screens/dashboard_state.py`, the wording of outcomes in `reports.py`.
+"""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import re
-import time
-from collections import deque
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from rich.text import Text
 from textual import on, work
 from textual.app import App
 from textual.timer import Timer
@@ -22,10 +25,11 @@ from textual.widgets import ProgressBar
 from engine.build import BuildProgress
 from engine.diagnostics import Diagnostic
 from engine.health import HealthMonitor, HealthSample
-from engine.operations import DeployReport, OpEvent
+from engine.invoke import list_calls
+from engine.operations import OpEvent
 from engine.plan import Plan
-from engine.status import DEPLOYED, RUNNING, EndpointStatus, Status
-from flash_tui import present
+from engine.status import EndpointStatus
+from flash_tui import present, reports
 from flash_tui.backend import Backend, BackendError
 from flash_tui.commands import FlashCommands, bindings
 from flash_tui.messages import (
@@ -39,17 +43,17 @@ from flash_tui.messages import (
 )
 from flash_tui.screens.confirm import PlanScreen, UndeployAllScreen, UndeployScreen
 from flash_tui.screens.dashboard import DashboardScreen
+from flash_tui.screens.dashboard_state import DashboardState
 from flash_tui.screens.help import HelpScreen
 from flash_tui.screens.logs import LogsScreen
-from flash_tui.screens.route_tester import HistoryEntry, RouteTarget, RouteTesterScreen
-from flash_tui.widgets.dashboard.detail_pane import (
-    DetailPane,
-    diagnostic_detail,
-    endpoint_detail,
-    function_detail,
+from flash_tui.screens.route_tester import (
+    BackendTester,
+    HistoryEntry,
+    RouteTarget,
+    RouteTesterScreen,
+    route_targets,
 )
 from flash_tui.widgets.dashboard.endpoints_table import EndpointRow, EndpointsTable
-from flash_tui.widgets.dashboard.header_line import HeaderLine
 from flash_tui.widgets.dashboard.manifest_tree import ManifestTree, TreeItem
 from flash_tui.widgets.logs.buffer import LogBuffer
 
@@ -67,41 +71,13 @@ DASHBOARD_ACTIONS = frozenset(
         "probe_health",
     }
 )
-HEALTH_HISTORY = 30
 HEALTH_INTERVAL = 2.0
 STATUS_INTERVAL = 5.0
 NOTHING_SELECTED = "Select an endpoint first (in the tree or the table): nothing is selected"
 
 
-def _median(samples: Iterable[float | None]) -> float | None:
-    """p50 of the successful probes in the history (None when there is none)."""
-    values = sorted(v for v in samples if v is not None)
-    if not values:
-        return None
-    mid = len(values) // 2
-    return values[mid] if len(values) % 2 else (values[mid - 1] + values[mid]) / 2
-
-
 def _now() -> datetime:
     return datetime.now().astimezone()
-
-
-@dataclass
-class _Confirmed:
-    """When the person confirmed an operation: its duration counts from there, not from when
-    the dialog opened (reading a plan is not deploying)."""
-
-    at: float | None = None
-
-    def mark(self, confirmed: bool) -> bool:
-        """Note the moment of a confirmation; returns `confirmed`."""
-        if confirmed:
-            self.at = time.perf_counter()
-        return confirmed
-
-    def elapsed_ms(self, engine_ms: float | None) -> float | None:
-        """Since the confirmation; the engine's own figure when nothing was confirmed."""
-        return (time.perf_counter() - self.at) * 1000 if self.at is not None else engine_ms
 
 
 class FlashApp(App[None]):
@@ -130,20 +106,10 @@ class FlashApp(App[None]):
         self.connect_target = connect
         self.watch_project = watch
         self.logs = LogBuffer()
-        self.manifest: dict[str, Any] = {}
-        self.diagnostics: list[Diagnostic] = []
-        self.statuses: dict[str, EndpointStatus] = {}
-        self.samples: dict[str, deque[float | None]] = {}
-        # (url, pid) of the worker each sparkline was measured on: a restarted cloud or a
-        # redeploy is another worker, whose history starts afresh.
-        self.sampled_at: dict[str, tuple[str | None, int | None]] = {}
-        self.events: dict[str, list[str]] = {}
-        self.target_desc = target
+        self._state = DashboardState(project=self.backend.project_name, target=target)
         self.connected = False
         # The target's description as last reached: a change means the local cloud moved.
         self._reached: str | None = None
-        self.busy: str | None = None
-        self.selection: TreeItem | str | None = None
         self.tester_history: list[HistoryEntry] = []
         self.scan_count = 0
         # The manifest holds the code as last scanned (not before the first scan, nor after a
@@ -152,30 +118,80 @@ class FlashApp(App[None]):
         self._stop_watch = asyncio.Event()
         self.health_monitor: HealthMonitor | None = None
         self._status_timer: Timer | None = None
-        # Endpoints being or having been undeployed, until the target reports them deployed
-        # again: a probe already in flight when their worker stopped is not news.
-        self.retired: set[str] = set()
         self._event_id = 0
         if statuses is not None:
-            self._set_statuses(statuses)
-        for name, values in (health or {}).items():
-            self.samples[name] = deque(values, maxlen=HEALTH_HISTORY)
-            self.sampled_at[name] = self._incarnation(name)
+            self._state = replace(self._state, statuses={s.name: s for s in statuses})
+        self._state = self._state.with_history(health or {})
+
+    # -- the dashboard's state ------------------------------------------------------------
+
+    @property
+    def state(self) -> DashboardState:
+        """What the dashboard shows; setting it renders the dashboard."""
+        return self._state
+
+    @state.setter
+    def state(self, state: DashboardState) -> None:
+        self._state = state
+        dashboard = getattr(self, "dashboard", None)
+        if dashboard is not None and dashboard.is_attached:
+            dashboard.state = state
+
+    def _update(self, **changes: Any) -> None:
+        self.state = replace(self._state, **changes)
+
+    @property
+    def manifest(self) -> Mapping[str, Any]:
+        """The manifest as last scanned (empty before a scan or after a failed one)."""
+        return self._state.manifest
+
+    @property
+    def diagnostics(self) -> tuple[Diagnostic, ...]:
+        """The diagnostics of the last scan."""
+        return self._state.diagnostics
+
+    @property
+    def statuses(self) -> Mapping[str, EndpointStatus]:
+        """The target's last report, by endpoint name."""
+        return self._state.statuses
+
+    @property
+    def samples(self) -> Mapping[str, tuple[float | None, ...]]:
+        """Health history (latency or None for a failed probe) per endpoint."""
+        return self._state.samples
+
+    @property
+    def sampled_at(self) -> Mapping[str, tuple[str | None, int | None]]:
+        """(url, pid) of the worker each sparkline was measured on."""
+        return self._state.sampled_at
+
+    @property
+    def retired(self) -> frozenset[str]:
+        """Endpoints whose probes are ignored (being or having been undeployed)."""
+        return self._state.retired
+
+    @property
+    def events(self) -> Mapping[str, tuple[str, ...]]:
+        """Recent target events per endpoint."""
+        return self._state.events
+
+    @property
+    def busy(self) -> str | None:
+        """The long operation running (build, deploy, undeploy), if any."""
+        return self._state.busy
 
     # -- lifecycle ------------------------------------------------------------------------
 
     async def on_mount(self) -> None:
-        self.dashboard = DashboardScreen(self.clock, self.logs, self._select)
+        self.dashboard = DashboardScreen(self.clock, self.logs)
         await self.push_screen(self.dashboard)
+        self.dashboard.state = self._state
         self.log_engine(f"opening {self.backend.project_name} (target {self.backend.target})")
         self.rescan()
         if self.watch_project:
             self._watch()
         if self.connect_target:
             self._connect()
-        else:
-            self._render_table()
-            self._render_header()
 
     async def action_quit(self) -> None:
         self._stop_watch.set()
@@ -217,24 +233,22 @@ class FlashApp(App[None]):
 
     @on(ScanFinished)
     def _scan_finished(self, message: ScanFinished) -> None:
-        self.manifest = dict(message.manifest)
-        self.diagnostics = list(message.diagnostics)
+        manifest = dict(message.manifest)
+        diagnostics = tuple(message.diagnostics)
         self.scan_count += 1
         first = not self.scanned
         self.scanned = True
         tree = self.dashboard.query_one(ManifestTree)
-        changed = tree.show(self.manifest, self.diagnostics)
+        changed = tree.show(manifest, diagnostics)
         names = sorted({key[1] for key in changed if key[0] in {"endpoint", "function"}})
         if message.changed:
             files = ", ".join(sorted({p.name for p in message.changed})[:3])
             what = f"; changed: {', '.join(names)}" if names else ""
             self.log_engine(f"rescan ({files}) {message.elapsed_ms:.0f}ms{what}")
         elif self.scan_count == 1:
-            count = len(self.manifest.get("resources") or {})
+            count = len(manifest.get("resources") or {})
             self.log_engine(f"scanned: {count} endpoints, {len(self.diagnostics)} diagnostics")
-        self._render_table()
-        self._render_header()
-        self._render_detail()
+        self._update(manifest=manifest, diagnostics=diagnostics)
         if self.connected and (message.changed or first):
             # Drift depends on the code: ask the engine again now that the code changed.
             self._refresh_status()
@@ -250,11 +264,9 @@ class FlashApp(App[None]):
         )
         # The reason stays in the tree: a notification fades, and an empty tree would show the
         # "no endpoints here" hint, which is not what happened.
-        self.manifest, self.diagnostics = {}, []
         self.scanned = False
         self.dashboard.query_one(ManifestTree).show_error(message.reason)
-        self._render_table()
-        self._render_header()
+        self._update(manifest={}, diagnostics=())
 
     @work(exclusive=True, group="watch")
     async def _watch(self) -> None:
@@ -271,15 +283,15 @@ class FlashApp(App[None]):
     @work(exclusive=True, group="connect")
     async def _connect(self) -> None:
         try:
-            self.target_desc = await self.backend.connect()
+            target = await self.backend.connect()
         except BackendError as exc:
             self.post_message(EngineUnavailable(str(exc)))
             return
         first = self._reached is None
         self.connected = True
-        self._reached = self.target_desc
-        self.log_engine(f"connected to {self.target_desc}")
-        self._render_header()
+        self._reached = target
+        self.log_engine(f"connected to {target}")
+        self._update(target=target)
         self._refresh_status()
         if self.health_monitor is None:
             self._monitor()
@@ -296,15 +308,13 @@ class FlashApp(App[None]):
     def _unavailable(self, message: EngineUnavailable) -> None:
         self.connected = False
         # The header keeps saying so after the toast fades; `r` tries again.
-        self.target_desc = f"{self.backend.target} unreachable (r retries)"
+        self._update(target=f"{self.backend.target} unreachable (r retries)")
         self.log_engine(f"target unavailable: {message.reason}", "warning")
         self.notify(
             present.short_reason(message.reason),
             title=f"Target {self.backend.target} unreachable",
             severity="warning",
         )
-        self._render_table()
-        self._render_header()
 
     @work(exclusive=True, group="status")
     async def _refresh_status(self) -> None:
@@ -326,9 +336,8 @@ class FlashApp(App[None]):
         if not self.connected:
             return  # already said; the next refresh that reaches it says so too
         self.connected = False
-        self.target_desc = f"{self.backend.target} unreachable (r retries)"
+        self._update(target=f"{self.backend.target} unreachable (r retries)")
         self.log_engine(f"status failed: {reason}", "warning")
-        self._render_header()
 
     async def _pull_events(self) -> None:
         """New entries of the target's event log: per-endpoint history, crashes in the log pane."""
@@ -337,6 +346,7 @@ class FlashApp(App[None]):
         except BackendError:
             return  # the status refresh already said what is wrong
         first = self._event_id == 0
+        state = self._state
         for event in events:
             self._event_id = max(self._event_id, int(event.get("id") or 0))
             name = event.get("endpoint")
@@ -345,15 +355,13 @@ class FlashApp(App[None]):
             at = event.get("at")
             stamp = datetime.fromtimestamp(at).astimezone().strftime("%H:%M:%S") if at else ""
             text = f"{event.get('kind', '')}: {event.get('message', '')}".rstrip(": ")
-            history = self.events.setdefault(str(name), [])
-            history.append(f"{stamp} {text}")
-            del history[:-20]
+            state = state.with_event(str(name), f"{stamp} {text}", keep=20)
             kind = str(event.get("kind", ""))
             # Older history stays in the detail pane; new crashes and restarts are news.
             if not first and any(word in kind for word in ("crash", "restart", "fail")):
                 self.logs.append(stamp or self.stamp(), str(name), text, "error")
         if events:
-            self._render_detail()
+            self.state = replace(self._state, events=state.events)
 
     @work(exclusive=True, group="health")
     async def _monitor(self) -> None:
@@ -408,24 +416,7 @@ class FlashApp(App[None]):
             return  # posted while the app closes: its dashboard is already gone
         if message.target is not None:
             self._reached_target(message.target)
-        self._set_statuses(message.statuses)
-        deployed = set(self.deployed_names())
-        # A sparkline belongs to one running worker: an endpoint that no longer runs, or now
-        # runs as another worker (new URL or pid), loses its history.
-        for name in list(self.samples):
-            status = self.statuses.get(name)
-            if (
-                status is None
-                or status.status not in RUNNING
-                or self.sampled_at.get(name) != self._incarnation(name)
-            ):
-                del self.samples[name]
-                self.sampled_at.pop(name, None)
-        if self.busy != "undeploy":
-            self.retired -= deployed  # deployed again: its health is news again
-        self._render_table()
-        self._render_header()
-        self._render_detail()
+        self.state = self._state.with_statuses(message.statuses)
 
     def _reached_target(self, target: str) -> None:
         """A refresh reached the target as `target`; a new address is a restarted service."""
@@ -438,135 +429,29 @@ class FlashApp(App[None]):
             if self.health_monitor is not None:
                 self.health_monitor.trigger()
         self._reached = target
-        self.target_desc = target
+        self._update(target=target)
         self.connected = True
-
-    def _set_statuses(self, statuses: Iterable[EndpointStatus]) -> None:
-        self.statuses = {s.name: s for s in statuses}
-
-    def _incarnation(self, name: str) -> tuple[str | None, int | None]:
-        """(url, pid) of the worker the target reports for `name`."""
-        status = self.statuses.get(name)
-        return (status.url, status.pid) if status is not None else (None, None)
 
     @on(HealthSampled)
     def _health(self, message: HealthSampled) -> None:
-        name = message.endpoint
-        if name in self.retired or not self.dashboard.query(EndpointsTable):
+        if not self.dashboard.query(EndpointsTable):
             return
-        owner = self._incarnation(name)
-        if message.url is not None and owner[0] is not None and message.url != owner[0]:
-            return  # a probe of another worker than the one reported: not this one's health
-        if self.sampled_at.get(name) != owner:
-            self.samples.pop(name, None)
-        self.sampled_at[name] = owner
-        samples = self.samples.setdefault(name, deque(maxlen=HEALTH_HISTORY))
-        samples.append(message.latency_ms if message.ok else None)
-        self._render_table()
-
-    # -- rendering ------------------------------------------------------------------------
+        state = self._state.with_sample(
+            message.endpoint, message.ok, message.latency_ms, message.url
+        )
+        if state is not None:
+            self.state = state
 
     def rows(self) -> list[EndpointRow]:
         """Table rows: every endpoint in code or deployed, merged with status and health."""
-        resources: Mapping[str, Any] = self.manifest.get("resources") or {}
-        rows = []
-        now = self.clock().timestamp()
-        for name in sorted(set(resources) | set(self.statuses)):
-            res = resources.get(name) or {}
-            status = self.statuses.get(name)
-            health = status.health if status is not None else None
-            started = status.started_at if status is not None else None
-            state = status.status if status is not None else None
-            rows.append(
-                EndpointRow(
-                    name=name,
-                    type=present.short_type(
-                        res.get("resource_type") or (status and status.resource_type),
-                        res.get("is_load_balanced") if res else None,
-                    ),
-                    status=state,
-                    drift=status.drift if status is not None else None,
-                    latency_ms=_median(self.samples.get(name, ()))
-                    or (health.latency_ms if health is not None else None),
-                    samples=list(self.samples.get(name, ())),
-                    url=status.url if status is not None else None,
-                    uptime_s=now - started if started and state in DEPLOYED else None,
-                    restarts=status.restarts if status is not None else None,
-                )
-            )
-        return rows
+        return self._state.rows(self.clock().timestamp())
 
-    def _render_table(self) -> None:
-        # A health sample can land while the app shuts down and its widgets are gone.
-        for table in self.dashboard.query(EndpointsTable):
-            table.show(self.rows())
-
-    def _render_header(self) -> None:
-        resources = self.manifest.get("resources") or {}
-        drifted = sum(1 for s in self.statuses.values() if s.drift == "drifted")
-        errors = sum(1 for d in self.diagnostics if d.severity == "error")
-        counts = [f"{len(resources)} endpoints"]
-        if drifted:
-            counts.append(f"{drifted} drifted")
-        if errors:
-            counts.append(f"{errors} errors")
-        if self.busy:
-            counts.append(f"{self.busy}…")
-        project = self.backend.project_name
-        headers = self.dashboard.query(HeaderLine)
-        if not headers:
-            return  # an update finished while the app closes: its dashboard is gone
-        header = headers.first()
-        header.summary = " · ".join([project, f"target: {self.target_desc}", *counts])
-        # Narrow: no "(127.0.0.1:PORT)" (the detail pane and `flash-tui status` show it).
-        target = re.sub(r"\s*\([^)]*\)", "", self.target_desc)
-        header.compact = " · ".join([project, target, *counts])
-
-    def _select(self, item: TreeItem | str | None) -> None:
-        self.selection = item
-        self._render_detail()
-
-    def _render_detail(self) -> None:
-        panes = self.dashboard.query(DetailPane)
-        if not panes:
-            return  # a refresh finished while the app closes: its dashboard is gone
-        pane = panes.first()
-        item = self.selection
-        resources = self.manifest.get("resources") or {}
-        if isinstance(item, str) or (isinstance(item, TreeItem) and item.kind == "endpoint"):
-            name = item if isinstance(item, str) else str(item.endpoint)
-            pane.show(
-                endpoint_detail(
-                    name, resources.get(name), self.statuses.get(name), self.events.get(name, [])
-                ),
-                title=name,
-            )
-        elif isinstance(item, TreeItem) and item.kind == "function":
-            pane.show(
-                function_detail(item.payload, item.endpoint), title=str(item.payload.get("name"))
-            )
-        elif isinstance(item, TreeItem) and item.diagnostic is not None:
-            pane.show(diagnostic_detail(item.diagnostic), title="Diagnostic")
-        elif isinstance(item, TreeItem) and item.kind == "error":
-            reason = str(item.payload.get("message", ""))
-            pane.show(Text(reason, style="red"), title="Cannot scan the project")
+    def on_dashboard_screen_selected(self, message: DashboardScreen.Selected) -> None:
+        self._update(selection=message.item)
 
     def visible_selection(self) -> TreeItem | str | None:
-        """What the person sees selected (the rule `d`, `u` and `t` follow, README "Selection").
-
-        The focused tree's highlighted node, or the focused table's highlighted row; with the
-        focus elsewhere (details, logs), the one last picked there, which the detail pane shows.
-        Never a cursor the person did not put there: an unfocused table's first row is not chosen.
-        """
-        focused = self.dashboard.focused
-        table = self.dashboard.query_one(EndpointsTable)
-        if focused is table:
-            return table.selected_name
-        tree = self.dashboard.query_one(ManifestTree)
-        if focused is tree:
-            node = tree.cursor_node
-            return node.data if node is not None else None
-        return self.selection
+        """What the person sees selected (the rule `d`, `u` and `t` follow)."""
+        return self.dashboard.visible_selection()
 
     def selected_endpoint(self) -> str | None:
         """The endpoint of the visible selection (None when it is no endpoint's)."""
@@ -581,11 +466,10 @@ class FlashApp(App[None]):
                 f"Wait for the running {self.busy} to finish", title="Busy", severity="warning"
             )
             return False
-        self.busy = operation
         bar = self.dashboard.query_one(ProgressBar)
         bar.update(total=None, progress=0)
         bar.add_class("-busy")
-        self._render_header()
+        self._update(busy=operation)
         return True
 
     @on(OperationProgress)
@@ -595,7 +479,7 @@ class FlashApp(App[None]):
 
     @on(OperationFinished)
     def _finished(self, message: OperationFinished) -> None:
-        self.busy = None
+        self._update(busy=None)
         self.dashboard.query_one(ProgressBar).remove_class("-busy")
         title = message.operation.capitalize()
         if message.cancelled:
@@ -614,7 +498,6 @@ class FlashApp(App[None]):
                 severity="error",
                 timeout=10,
             )
-        self._render_header()
         if self.connected and message.operation != "build":
             self._refresh_status()
             # Endpoints came or went: follow the new set (only new lines, no replay).
@@ -633,19 +516,10 @@ class FlashApp(App[None]):
 
         try:
             result = self.backend.build(progress)
-        except BackendError as exc:
-            self.post_message(OperationFinished("build", False, error=str(exc)))
+        except Exception as exc:  # a BackendError, or a bug: the UI says so either way
+            self.post_message(reports.failed("build", exc))
             return
-        except Exception as exc:
-            self.post_message(
-                OperationFinished("build", False, error=f"{type(exc).__name__}: {exc}")
-            )
-            return
-        self.post_message(
-            OperationFinished(
-                "build", True, f"build {result.build_id[:12]}: {len(result.handlers)} handlers"
-            )
-        )
+        self.post_message(reports.built(result))
 
     def action_deploy(self) -> None:
         name = self.selected_endpoint()
@@ -658,7 +532,7 @@ class FlashApp(App[None]):
         self._deploy(None)
 
     def _confirm_plan(
-        self, names: list[str] | None, confirmed: _Confirmed
+        self, names: list[str] | None, confirmed: reports.Confirmed
     ) -> Callable[[Plan], Awaitable[bool]]:
         title = f"Deploy {names[0]}" if names and len(names) == 1 else "Deploy plan"
 
@@ -672,47 +546,15 @@ class FlashApp(App[None]):
     async def _deploy(self, names: list[str] | None) -> None:
         if not self._begin("deploy"):
             return
-        confirmed = _Confirmed()
+        confirmed = reports.Confirmed()
         try:
             report = await self.backend.deploy(
                 names, self._confirm_plan(names, confirmed), self._operation_event("deploy")
             )
-        except BackendError as exc:
-            self.post_message(OperationFinished("deploy", False, error=str(exc)))
+        except Exception as exc:  # a BackendError, or a bug: the UI says so either way
+            self.post_message(reports.failed("deploy", exc))
             return
-        except Exception as exc:
-            self.post_message(
-                OperationFinished("deploy", False, error=f"{type(exc).__name__}: {exc}")
-            )
-            return
-        self.post_message(self._report("deploy", report, confirmed))
-
-    def _report(
-        self, operation: str, report: DeployReport, confirmed: _Confirmed
-    ) -> OperationFinished:
-        """Turn an engine DeployReport into the notification a person reads."""
-        if report.cancelled:
-            return OperationFinished(operation, True, cancelled=True)
-        failed = report.outcome.failed() if report.outcome is not None else []
-        if failed:
-            # Results are the target's per-endpoint answers (name, ok, error or message).
-            reasons = "; ".join(
-                f"{f.get('name', '?')}: " + str(f.get("error") or f.get("message") or "failed")
-                for f in failed
-            )
-            return OperationFinished(operation, False, error=f"{len(failed)} failed — {reasons}")
-        plan = report.plan
-        counts = plan.counts()
-        if operation == "undeploy":
-            summary = f"{counts.get('delete', 0)} endpoint(s) undeployed"
-        elif not plan.has_changes:
-            summary = "nothing to do: everything is up to date"
-        else:
-            summary = ", ".join(f"{counts.get(a, 0)} {a}d" for a in ("create", "update", "delete"))
-        elapsed = confirmed.elapsed_ms(report.elapsed_ms)
-        if elapsed:
-            summary += f" in {elapsed / 1000:.1f}s"
-        return OperationFinished(operation, True, summary)
+        self.post_message(reports.deployed("deploy", report, confirmed))
 
     def _operation_event(self, operation: str) -> Callable[[OpEvent], None]:
         def on_event(event: OpEvent) -> None:
@@ -725,7 +567,7 @@ class FlashApp(App[None]):
             message = event.message
             name = event.name
             if name:
-                self.events.setdefault(str(name), []).append(f"{self.stamp()} {message}")
+                self.state = self._state.with_event(str(name), f"{self.stamp()} {message}")
                 message = f"{name}: {message}"
             if message:
                 self.log_engine(f"{operation}: {message}")
@@ -734,7 +576,7 @@ class FlashApp(App[None]):
 
     def deployed_names(self) -> list[str]:
         """Endpoints the target reports as deployed (any state but not deployed)."""
-        return sorted(name for name, s in self.statuses.items() if s.status != Status.NOT_DEPLOYED)
+        return self._state.deployed_names()
 
     def action_undeploy(self) -> None:
         name = self.selected_endpoint()
@@ -753,7 +595,7 @@ class FlashApp(App[None]):
         self._undeploy(None)
 
     def _confirm_undeploy(
-        self, everything: bool, confirmed: _Confirmed
+        self, everything: bool, confirmed: reports.Confirmed
     ) -> Callable[[Plan], Awaitable[bool]]:
         async def confirm(plan: Plan) -> bool:
             names = plan.names("delete")
@@ -762,7 +604,7 @@ class FlashApp(App[None]):
                     self.backend.project_name, names
                 )
             else:
-                urls = {n: self._url(n) for n in names}
+                urls = {n: self._state.url(n) for n in names}
                 screen = UndeployScreen(names, urls)
             if confirmed.mark(bool(await self.push_screen_wait(screen))):
                 self.retire(names)
@@ -771,78 +613,33 @@ class FlashApp(App[None]):
 
         return confirm
 
-    def _url(self, name: str) -> str:
-        """The URL the target reports for `name` (empty when it reports none)."""
-        status = self.statuses.get(name)
-        return status.url or "" if status is not None else ""
-
     def retire(self, names: Iterable[str]) -> None:
         """Stop showing health for endpoints being undeployed (probes of them will fail)."""
-        names = set(names)
-        self.retired |= names
-        for name in names:
-            self.samples.pop(name, None)
-        self._render_table()
+        self.state = self._state.with_retired(names)
 
     @work(group="op")
     async def _undeploy(self, names: list[str] | None) -> None:
         if not self._begin("undeploy"):
             return
-        confirmed = _Confirmed()
+        confirmed = reports.Confirmed()
         try:
             report = await self.backend.undeploy(
                 names,
                 self._confirm_undeploy(names is None, confirmed),
                 self._operation_event("undeploy"),
             )
-        except BackendError as exc:
-            self.post_message(OperationFinished("undeploy", False, error=str(exc)))
+        except Exception as exc:  # a BackendError, or a bug: the UI says so either way
+            self.post_message(reports.failed("undeploy", exc))
             return
-        except Exception as exc:
-            self.post_message(
-                OperationFinished("undeploy", False, error=f"{type(exc).__name__}: {exc}")
-            )
-            return
-        self.post_message(self._report("undeploy", report, confirmed))
+        self.post_message(reports.deployed("undeploy", report, confirmed))
 
     # -- screens --------------------------------------------------------------------------
 
     def route_targets(self) -> list[RouteTarget]:
         """LB routes and QB functions (class methods one by one), deployed endpoints first."""
-        deployed = set(self.deployed_names())
-        targets = []
-        for name, res in sorted((self.manifest.get("resources") or {}).items()):
-            is_lb = bool(res.get("is_load_balanced"))
-            for fn in res.get("functions") or []:
-                signature = tuple(fn.get("signature") or ())
-                # (callable, its parameters, the constructor's parameters for a class method)
-                callables = [(str(fn.get("name")), signature, ())]
-                if fn.get("is_class") and not is_lb:
-                    methods = fn.get("method_signatures") or {}
-                    callables = [
-                        (f"{fn.get('name')}.{m}", tuple(methods.get(m) or ()), signature)
-                        for m in fn.get("class_methods") or []
-                    ]
-                for function, params, init in callables:
-                    targets.append(
-                        RouteTarget(
-                            endpoint=name,
-                            function=function,
-                            method=fn.get("http_method") if is_lb else None,
-                            path=fn.get("http_path") if is_lb else None,
-                            signature=params,
-                            init_signature=init,
-                            deployed=name in deployed,
-                        )
-                    )
-        targets.sort(
-            key=lambda t: (not t.deployed, t.kind != "route", t.endpoint, t.path or t.function)
-        )
-        return targets
+        return route_targets(list_calls(self.manifest), self.deployed_names())
 
     def action_test_route(self) -> None:
-        from flash_tui.tester import AppTester
-
         item = self.visible_selection()
         function = None
         if isinstance(item, TreeItem) and item.kind == "function":
@@ -851,7 +648,10 @@ class FlashApp(App[None]):
         # Nothing selected: the tester opens on its picker, nothing chosen for the person.
         self.push_screen(
             RouteTesterScreen(
-                AppTester(self), self.tester_history, initial=endpoint, initial_function=function
+                BackendTester(self.backend, self.route_targets()),
+                self.tester_history,
+                initial=endpoint,
+                initial_function=function,
             )
         )
 
@@ -865,8 +665,7 @@ class FlashApp(App[None]):
         if not self.connect_target:
             return
         if not self.connected:
-            self.target_desc = f"{self.backend.target} connecting…"
-            self._render_header()
+            self._update(target=f"{self.backend.target} connecting…")
         # Connect again even when connected: the service may have been restarted elsewhere
         # (another address); connecting finds the running one and refreshes the status.
         self.log_engine(f"connecting to {self.backend.target} again")

@@ -197,21 +197,15 @@ class Backend:
         except OpError as exc:
             raise BackendError(str(exc)) from exc
 
-    async def call_spec(self, target: str) -> CallSpec:
-        """Resolve `endpoint:METHOD /path` or `endpoint:function` with the engine's rules."""
-        return await self._op(self.engine.resolve(target))
-
-    async def invoke(self, target: str, body: JSONText | None) -> InvokeResult:
+    async def invoke(self, call: CallSpec, body: JSONText | None) -> InvokeResult:
         """Call a route or function of a deployed endpoint; the engine's InvokeResult."""
-        call = await self.call_spec(target)
         return await self._op(self.engine.invoke(call, body))
 
-    async def curl(self, target: str, body: JSONText | None, reveal: bool) -> str:
+    async def curl(self, call: CallSpec, body: JSONText | None, reveal: bool) -> str:
         """The same request as a curl command (key as `$FLASH_ENDPOINT_KEY` unless `reveal`)."""
         from engine.invoke import curl_command
         from engine.provider import ProviderError
 
-        call = await self.call_spec(target)
         try:
             endpoint = await self.engine.provider.target(self.engine.app, call.endpoint)
         except ProviderError as exc:

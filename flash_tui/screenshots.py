@@ -16,6 +16,7 @@ import shutil
 import tempfile
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -127,7 +128,8 @@ async def _broken(project: Path, out: Path) -> None:
         node = tree.move_to(("diagnostic", "0"))
         if node is not None:
             await pilot.pause(0.2)
-            app._select(node.data)  # the detail pane follows at once, not after its debounce
+            # The detail pane follows at once, not after its debounce.
+            app.state = replace(app.state, selection=node.data)
         await pilot.pause(0.3)
         app.save_screenshot("diagnostics.svg", str(out))
 

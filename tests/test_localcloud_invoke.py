@@ -6,7 +6,14 @@ from pathlib import Path
 
 import pytest
 
-from engine.invoke import CallSpec, InvokeError, build_job, curl_command, resolve_call
+from engine.invoke import (
+    CallSpec,
+    InvokeError,
+    build_job,
+    curl_command,
+    list_calls,
+    resolve_call,
+)
 from engine.provider import EndpointTarget
 from engine.scan import scan_project
 from runtime.serialization import deserialize_kwargs
@@ -55,6 +62,29 @@ def test_resolve_call(manifest: dict, target: str, expected: CallSpec) -> None:
 def test_resolve_call_errors(manifest: dict, target: str, message: str) -> None:
     with pytest.raises(InvokeError, match=message):
         resolve_call(manifest, target)
+
+
+def test_list_calls_are_the_calls_resolve_call_makes(manifest: dict) -> None:
+    calls = list_calls(manifest)
+    expected = []
+    for endpoint, res in manifest["resources"].items():
+        for fn in res["functions"]:
+            methods = fn.get("class_methods") if fn.get("is_class") else None
+            if methods and not res.get("is_load_balanced"):
+                expected += [f"{endpoint}:{fn['name']}.{m}" for m in methods]
+            else:
+                expected.append(f"{endpoint}:{fn['name']}")
+    # Each listed call is the one the engine resolves from its name: nothing parsed back later.
+    assert sorted(repr(c.call) for c in calls) == sorted(
+        repr(resolve_call(manifest, target)) for target in expected
+    )
+    by_call = {c.call: c for c in calls}
+    analyzer = by_call[
+        CallSpec("cpu_worker", False, function="TextAnalyzer", class_method="keywords")
+    ]
+    fn = next(f for f in manifest["resources"]["cpu_worker"]["functions"] if f["is_class"])
+    assert analyzer.init_signature == tuple(fn["signature"])
+    assert analyzer.signature == tuple(fn["method_signatures"]["keywords"])
 
 
 def test_jobs_follow_the_upstream_contract() -> None:

@@ -371,7 +371,7 @@ async def test_status_refresh_uses_the_apps_scan_and_never_rescans(quickstart: P
         assert {s.drift for s in app.statuses.values()} == {"new"}
         scanned = app.backend.scanner.stats  # every scan replaces its stats
         for _ in range(3):
-            app.statuses = {}
+            app.state = app.state.with_statuses([])
             app._refresh_status()
             await until(pilot, lambda: len(app.statuses) == 4, timeout=30)
         assert app.backend.scanner.stats is scanned, "a status refresh rescanned the project"
@@ -410,8 +410,8 @@ async def test_header_summary_fits_the_width(quickstart: Path, width: int) -> No
     app = FlashApp(quickstart, clock=clock, watch=False, backend=backend, statuses=statuses)
     async with app.run_test(size=(width, 24)) as pilot:
         await until(pilot, lambda: app.connected and app.scan_count >= 1)
-        app._set_statuses(statuses)  # the fake target reports nothing; keep one drifted
-        app._render_header()
+        # The fake target reports nothing; keep one drifted.
+        app.state = app.state.with_statuses(statuses)
         await pilot.pause()
         text = header_text(app)
         assert "4 endpoints · 1 drifted" in text and "12:00:00" in text, text

@@ -12,6 +12,7 @@ from textual.screen import Screen
 from textual.widgets import Button, Input, Label, Static
 
 from engine.drift import Drift, FieldDiff
+from engine.invoke import CallSpec
 from engine.plan import PlanItem
 
 # The module, not its names: pytest would try to collect a class named Test*.
@@ -195,7 +196,8 @@ class CurlOnly:
     """A tester backend that only builds curl commands (nothing is sent)."""
 
     def targets(self) -> list[route_tester.RouteTarget]:
-        return [route_tester.RouteTarget("api", "compute", "POST", "/compute")]
+        call = CallSpec("api", True, method="POST", path="/compute", function="compute")
+        return [route_tester.RouteTarget(call)]
 
     async def send(
         self, target: route_tester.RouteTarget, body: Any

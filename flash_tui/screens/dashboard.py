@@ -1,4 +1,8 @@
-"""The dashboard: header, manifest tree, endpoints table, detail pane, log pane, footer."""
+"""The dashboard: header, manifest tree, endpoints table, detail pane, log pane, footer.
+
+It renders a DashboardState (set by the app as work lands) and says what the person selects
+with a `Selected` message.
+"""
 
 from __future__ import annotations
 
@@ -9,10 +13,13 @@ from textual import on
 from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical
 from textual.events import DescendantFocus
+from textual.message import Message
+from textual.reactive import reactive
 from textual.screen import Screen
 from textual.timer import Timer
 from textual.widgets import DataTable, Footer, ProgressBar, Tree
 
+from flash_tui.screens.dashboard_state import DashboardState
 from flash_tui.widgets.dashboard.detail_pane import DetailPane
 from flash_tui.widgets.dashboard.endpoints_table import EndpointsTable
 from flash_tui.widgets.dashboard.header_line import HeaderLine
@@ -24,18 +31,26 @@ SELECT_DELAY = 0.03
 
 
 class DashboardScreen(Screen[None]):
-    """Layout only; the app fills the widgets and reacts to selections through `on_select`."""
+    """Shows `state`; posts `Selected` when the person picks something in the tree or table."""
 
-    def __init__(
-        self,
-        clock: Callable[[], datetime],
-        logs: LogBuffer,
-        on_select: Callable[[TreeItem | str | None], None],
-    ) -> None:
+    CSS_PATH = "dashboard.tcss"
+
+    # The widgets repaint what changed; a repaint of the whole screen per state would not.
+    state: reactive[DashboardState] = reactive(
+        DashboardState, always_update=True, init=False, repaint=False
+    )
+
+    class Selected(Message):
+        """The tree node or table row (endpoint name) the person picked; None: nothing."""
+
+        def __init__(self, item: TreeItem | str | None) -> None:
+            super().__init__()
+            self.item = item
+
+    def __init__(self, clock: Callable[[], datetime], logs: LogBuffer) -> None:
         super().__init__()
         self._clock = clock
         self._logs = logs
-        self._select_now = on_select
         self._detail_pending: TreeItem | str | None = None
         self._detail_timer: Timer | None = None
 
@@ -49,7 +64,37 @@ class DashboardScreen(Screen[None]):
 
     def _flush_select(self) -> None:
         self._detail_timer = None
-        self._select_now(self._detail_pending)
+        self.post_message(self.Selected(self._detail_pending))
+
+    def watch_state(self, old: DashboardState, state: DashboardState) -> None:
+        # A health sample can land while the app shuts down and the widgets are gone.
+        for table in self.query(EndpointsTable):
+            table.show(state.rows(self._clock().timestamp()))
+        for header in self.query(HeaderLine):
+            header.summary, header.compact = state.header()
+        # The detail pane re-lays out the screen: only when what it shows may have changed.
+        inputs = ("selection", "manifest", "statuses", "events")
+        if any(getattr(old, n) is not getattr(state, n) for n in inputs):
+            detail = state.detail()
+            if detail is not None:
+                for pane in self.query(DetailPane):
+                    pane.show(detail[0], title=detail[1])
+
+    def visible_selection(self) -> TreeItem | str | None:
+        """What the person sees selected (the rule `d`, `u` and `t` follow, README "Selection").
+
+        The focused tree's highlighted node, or the focused table's highlighted row; with the
+        focus elsewhere (details, logs), the one last picked there, which the detail pane shows.
+        Never a cursor the person did not put there: an unfocused table's first row is not chosen.
+        """
+        table = self.query_one(EndpointsTable)
+        if self.focused is table:
+            return table.selected_name
+        tree = self.query_one(ManifestTree)
+        if self.focused is tree:
+            node = tree.cursor_node
+            return node.data if node is not None else None
+        return self.state.selection
 
     def compose(self) -> ComposeResult:
         yield HeaderLine(self._clock, id="header")

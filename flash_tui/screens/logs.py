@@ -18,6 +18,8 @@ ALL = "__all__"
 class LogsScreen(Screen[None]):
     """Reads the app's shared log buffer; new lines are pulled on a short timer."""
 
+    CSS_PATH = "logs.tcss"
+
     BINDINGS = [
         Binding("escape", "close", "Back"),
         Binding("f", "toggle_follow", "Follow"),

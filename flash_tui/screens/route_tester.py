@@ -1,9 +1,13 @@
-"""Route tester: pick a route or function, edit a JSON body prefilled from its signature, send."""
+"""Route tester: pick a route or function, edit a JSON body prefilled from its signature, send.
+
+The calls come typed from the engine (`engine.invoke.list_calls`); `BackendTester` sends them
+through the app's Backend.
+"""
 
 from __future__ import annotations
 
 import json
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -15,27 +19,46 @@ from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.message import Message
 from textual.screen import Screen
 from textual.widgets import Button, Footer, Label, OptionList, Static, TextArea
 from textual.widgets.option_list import Option
 
-from engine.invoke import RemoteError
+from engine.invoke import CallSignature, CallSpec, RemoteError
 from flash_tui import present
-from flash_tui.backend import BackendError, request_body
+from flash_tui.backend import Backend, BackendError, request_body
 
 
 @dataclass(frozen=True)
 class RouteTarget:
     """Something the tester can call: an LB route or a QB function of an endpoint."""
 
-    endpoint: str
-    function: str
-    method: str | None = None
-    path: str | None = None
-    signature: tuple[dict[str, Any], ...] = ()
+    call: CallSpec
+    signature: tuple[Mapping[str, Any], ...] = ()
     deployed: bool = True
     # For a class method: the constructor's parameters (sent under `init`, see engine.invoke).
-    init_signature: tuple[dict[str, Any], ...] = ()
+    init_signature: tuple[Mapping[str, Any], ...] = ()
+
+    @property
+    def endpoint(self) -> str:
+        """The endpoint the call goes to."""
+        return self.call.endpoint
+
+    @property
+    def function(self) -> str:
+        """The function's name; `Class.method` for a class method."""
+        name = self.call.function or ""
+        return f"{name}.{self.call.class_method}" if self.call.class_method else name
+
+    @property
+    def method(self) -> str | None:
+        """The HTTP method of an LB route (None for a queue job)."""
+        return self.call.method if self.call.is_load_balanced else None
+
+    @property
+    def path(self) -> str | None:
+        """The path of an LB route (None for a queue job)."""
+        return self.call.path if self.call.is_load_balanced else None
 
     @property
     def kind(self) -> str:
@@ -47,12 +70,18 @@ class RouteTarget:
         """`POST /compute` or `cpu_worker:embed`."""
         return f"{self.method} {self.path}" if self.method else f"{self.endpoint}:{self.function}"
 
-    @property
-    def spec(self) -> str:
-        """The engine's call notation: `api:POST /compute` or `cpu_worker:embed`."""
-        if self.method:
-            return f"{self.endpoint}:{self.method} {self.path}"
-        return f"{self.endpoint}:{self.function}"
+
+def route_targets(calls: Iterable[CallSignature], deployed: Iterable[str]) -> list[RouteTarget]:
+    """The project's calls as tester targets: deployed endpoints first, then routes first."""
+    running = set(deployed)
+    targets = [
+        RouteTarget(c.call, c.signature, c.call.endpoint in running, c.init_signature)
+        for c in calls
+    ]
+    targets.sort(
+        key=lambda t: (not t.deployed, t.kind != "route", t.endpoint, t.path or t.function)
+    )
+    return targets
 
 
 @dataclass
@@ -85,6 +114,45 @@ class TesterBackend(Protocol):
     def send(self, target: RouteTarget, body: Any) -> Awaitable[TesterResponse]: ...
 
     def curl(self, target: RouteTarget, body: Any, reveal_key: bool) -> Awaitable[str]: ...
+
+
+class BackendTester:
+    """The tester's targets as given; requests through the app's Backend."""
+
+    def __init__(self, backend: Backend, targets: Sequence[RouteTarget]) -> None:
+        self._backend = backend
+        self._targets = list(targets)
+
+    def targets(self) -> list[RouteTarget]:
+        """Routes and functions, deployed endpoints first."""
+        return list(self._targets)
+
+    async def send(self, target: RouteTarget, body: Any) -> TesterResponse:
+        """Invoke through the engine and convert its InvokeResult for display."""
+        result = await self._backend.invoke(target.call, body)
+        shown = result.body if result.call.is_load_balanced else result.result
+        if result.error and shown is None:
+            shown = {"error": result.error}
+        status: int | str = result.status_code or "error"
+        job = result.job_status
+        if job and job != "COMPLETED":
+            # A queue job answers HTTP 200 whatever became of it: its status is the news.
+            status = str(job)
+        headers = {str(k): str(v) for k, v in result.headers.items()}
+        if job:
+            headers.setdefault("job status", str(job))
+        return TesterResponse(
+            status=status,
+            latency_ms=result.latency_ms,
+            headers=headers,
+            body=shown,
+            ok=result.ok,
+            remote_error=result.remote_error,
+        )
+
+    async def curl(self, target: RouteTarget, body: Any, reveal_key: bool) -> str:
+        """A curl command for the request (key redacted unless asked)."""
+        return await self._backend.curl(target.call, body, reveal_key)
 
 
 def prefill(target: RouteTarget) -> str:
@@ -129,6 +197,15 @@ def render_response(response: TesterResponse) -> Group:
 class RouteTesterScreen(Screen[None]):
     """The route tester; `ctrl+s` / `ctrl+enter` sends, history is kept for the session."""
 
+    CSS_PATH = "route_tester.tcss"
+
+    class Copied(Message):
+        """A curl command was built and copied to the clipboard."""
+
+        def __init__(self, command: str) -> None:
+            super().__init__()
+            self.command = command
+
     BINDINGS = [
         Binding("escape", "close", "Back"),
         Binding("ctrl+s", "send", "Send", priority=True),
@@ -142,7 +219,6 @@ class RouteTesterScreen(Screen[None]):
         backend: TesterBackend,
         history: list[HistoryEntry] | None = None,
         initial: str | None = None,
-        on_copy: Callable[[str], None] | None = None,
         initial_function: str | None = None,
     ) -> None:
         super().__init__()
@@ -151,7 +227,6 @@ class RouteTesterScreen(Screen[None]):
         # The endpoint (and function) selected on the dashboard: the tester opens on it.
         self.initial = initial
         self.initial_function = initial_function
-        self.on_copy = on_copy
         self._targets: list[RouteTarget] = list(backend.targets())
         self._current: RouteTarget | None = None
         self.last_curl: str | None = None
@@ -306,8 +381,7 @@ class RouteTesterScreen(Screen[None]):
             self.notify(str(exc), title="Cannot build the curl command", severity="warning")
             return
         self.app.copy_to_clipboard(self.last_curl)
-        if self.on_copy:
-            self.on_copy(self.last_curl)
+        self.post_message(self.Copied(self.last_curl))
         note = "with the endpoint key" if reveal else "key redacted; ctrl+k includes it"
         # Many terminals ignore the clipboard escape: the command is also shown, to select.
         self.query_one("#response", Static).update(

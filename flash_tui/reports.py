@@ -1,0 +1,68 @@
+"""How a long operation's outcome reads: the OperationFinished a person is notified with."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+from engine.build import BuildResult
+from engine.operations import DeployReport
+from flash_tui.backend import BackendError
+from flash_tui.messages import OperationFinished
+
+
+@dataclass
+class Confirmed:
+    """When the person confirmed an operation: its duration counts from there, not from when
+    the dialog opened (reading a plan is not deploying)."""
+
+    at: float | None = None
+
+    def mark(self, confirmed: bool) -> bool:
+        """Note the moment of a confirmation; returns `confirmed`."""
+        if confirmed:
+            self.at = time.perf_counter()
+        return confirmed
+
+    def elapsed_ms(self, engine_ms: float | None) -> float | None:
+        """Since the confirmation; the engine's own figure when nothing was confirmed."""
+        return (time.perf_counter() - self.at) * 1000 if self.at is not None else engine_ms
+
+
+def failed(operation: str, exc: Exception) -> OperationFinished:
+    """An operation that raised: the backend's own words, or the exception's type and text."""
+    error = str(exc) if isinstance(exc, BackendError) else f"{type(exc).__name__}: {exc}"
+    return OperationFinished(operation, False, error=error)
+
+
+def built(result: BuildResult) -> OperationFinished:
+    """A finished build: its id and how many handlers it holds."""
+    return OperationFinished(
+        "build", True, f"build {result.build_id[:12]}: {len(result.handlers)} handlers"
+    )
+
+
+def deployed(operation: str, report: DeployReport, confirmed: Confirmed) -> OperationFinished:
+    """Turn an engine DeployReport (deploy or undeploy) into the notification a person reads."""
+    if report.cancelled:
+        return OperationFinished(operation, True, cancelled=True)
+    failures = report.outcome.failed() if report.outcome is not None else []
+    if failures:
+        # Results are the target's per-endpoint answers (name, ok, error or message).
+        reasons = "; ".join(
+            f"{f.get('name', '?')}: " + str(f.get("error") or f.get("message") or "failed")
+            for f in failures
+        )
+        return OperationFinished(operation, False, error=f"{len(failures)} failed — {reasons}")
+    plan = report.plan
+    counts = plan.counts()
+    if operation == "undeploy":
+        summary = f"{counts.get('delete', 0)} endpoint(s) undeployed"
+    elif not plan.has_changes:
+        summary = "nothing to do: everything is up to date"
+    else:
+        summary = ", ".join(f"{counts.get(a, 0)} {a}d" for a in ("create", "update", "delete"))
+    elapsed = confirmed.elapsed_ms(report.elapsed_ms)
+    if elapsed:
+        summary += f" in {elapsed / 1000:.1f}s"
+    return OperationFinished(operation, True, summary)

@@ -1,0 +1,203 @@
+"""DashboardState: what the dashboard shows, as one immutable value with its derived views."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from rich.console import RenderableType
+from rich.text import Text
+
+from engine.diagnostics import Diagnostic
+from engine.status import DEPLOYED, RUNNING, EndpointStatus, Status
+from flash_tui import present
+from flash_tui.widgets.dashboard.detail_pane import (
+    diagnostic_detail,
+    endpoint_detail,
+    function_detail,
+)
+from flash_tui.widgets.dashboard.endpoints_table import EndpointRow
+from flash_tui.widgets.dashboard.manifest_tree import TreeItem
+
+HEALTH_HISTORY = 30
+# Per-endpoint event lines kept for the detail pane.
+EVENT_HISTORY = 20
+
+Incarnation = tuple[str | None, int | None]
+
+
+def _median(samples: Iterable[float | None]) -> float | None:
+    """p50 of the successful probes in the history (None when there is none)."""
+    values = sorted(v for v in samples if v is not None)
+    if not values:
+        return None
+    mid = len(values) // 2
+    return values[mid] if len(values) % 2 else (values[mid - 1] + values[mid]) / 2
+
+
+@dataclass(frozen=True)
+class DashboardState:
+    """The project as scanned, the target as reported, and what the person has selected."""
+
+    project: str = ""
+    manifest: Mapping[str, Any] = field(default_factory=dict)
+    diagnostics: tuple[Diagnostic, ...] = ()
+    statuses: Mapping[str, EndpointStatus] = field(default_factory=dict)
+    samples: Mapping[str, tuple[float | None, ...]] = field(default_factory=dict)
+    # (url, pid) of the worker each sparkline was measured on: a restarted cloud or a
+    # redeploy is another worker, whose history starts afresh.
+    sampled_at: Mapping[str, Incarnation] = field(default_factory=dict)
+    # Endpoints being or having been undeployed, until the target reports them deployed
+    # again: a probe already in flight when their worker stopped is not news.
+    retired: frozenset[str] = frozenset()
+    events: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    selection: TreeItem | str | None = None
+    busy: str | None = None
+    target: str = ""
+
+    # -- derived views --------------------------------------------------------------------
+
+    def resources(self) -> Mapping[str, Any]:
+        """The scanned endpoints by name (empty before a scan or after a failed one)."""
+        return self.manifest.get("resources") or {}
+
+    def deployed_names(self) -> list[str]:
+        """Endpoints the target reports as deployed (any state but not deployed)."""
+        return sorted(n for n, s in self.statuses.items() if s.status != Status.NOT_DEPLOYED)
+
+    def incarnation(self, name: str) -> Incarnation:
+        """(url, pid) of the worker the target reports for `name`."""
+        status = self.statuses.get(name)
+        return (status.url, status.pid) if status is not None else (None, None)
+
+    def url(self, name: str) -> str:
+        """The URL the target reports for `name` (empty when it reports none)."""
+        status = self.statuses.get(name)
+        return status.url or "" if status is not None else ""
+
+    def rows(self, now: float) -> list[EndpointRow]:
+        """Table rows: every endpoint in code or deployed, merged with status and health."""
+        resources = self.resources()
+        rows = []
+        for name in sorted(set(resources) | set(self.statuses)):
+            res = resources.get(name) or {}
+            status = self.statuses.get(name)
+            health = status.health if status is not None else None
+            started = status.started_at if status is not None else None
+            state = status.status if status is not None else None
+            samples = self.samples.get(name, ())
+            rows.append(
+                EndpointRow(
+                    name=name,
+                    type=present.short_type(
+                        res.get("resource_type") or (status and status.resource_type),
+                        res.get("is_load_balanced") if res else None,
+                    ),
+                    status=state,
+                    drift=status.drift if status is not None else None,
+                    latency_ms=_median(samples)
+                    or (health.latency_ms if health is not None else None),
+                    samples=list(samples),
+                    url=status.url if status is not None else None,
+                    uptime_s=now - started if started and state in DEPLOYED else None,
+                    restarts=status.restarts if status is not None else None,
+                )
+            )
+        return rows
+
+    def header(self) -> tuple[str, str]:
+        """The header summary, and its compact form for narrow terminals."""
+        drifted = sum(1 for s in self.statuses.values() if s.drift == "drifted")
+        errors = sum(1 for d in self.diagnostics if d.severity == "error")
+        counts = [f"{len(self.resources())} endpoints"]
+        if drifted:
+            counts.append(f"{drifted} drifted")
+        if errors:
+            counts.append(f"{errors} errors")
+        if self.busy:
+            counts.append(f"{self.busy}…")
+        summary = " · ".join([self.project, f"target: {self.target}", *counts])
+        # Narrow: no "(127.0.0.1:PORT)" (the detail pane and `flash-tui status` show it).
+        target = re.sub(r"\s*\([^)]*\)", "", self.target)
+        return summary, " · ".join([self.project, target, *counts])
+
+    def detail(self) -> tuple[RenderableType, str] | None:
+        """What the detail pane shows for the selection, and its title (None: leave it)."""
+        item = self.selection
+        if isinstance(item, str) or (isinstance(item, TreeItem) and item.kind == "endpoint"):
+            name = item if isinstance(item, str) else str(item.endpoint)
+            status = self.statuses.get(name)
+            events = self.events.get(name, ())
+            return endpoint_detail(name, self.resources().get(name), status, events), name
+        if isinstance(item, TreeItem) and item.kind == "function":
+            return function_detail(item.payload, item.endpoint), str(item.payload.get("name"))
+        if isinstance(item, TreeItem) and item.diagnostic is not None:
+            return diagnostic_detail(item.diagnostic), "Diagnostic"
+        if isinstance(item, TreeItem) and item.kind == "error":
+            reason = str(item.payload.get("message", ""))
+            return Text(reason, style="red"), "Cannot scan the project"
+        return None
+
+    # -- new states -----------------------------------------------------------------------
+
+    def with_statuses(self, statuses: Iterable[EndpointStatus]) -> DashboardState:
+        """The target's report; sparklines of workers no longer running as sampled are cleared."""
+        state = replace(self, statuses={s.name: s for s in statuses})
+        samples = dict(state.samples)
+        sampled_at = dict(state.sampled_at)
+        # A sparkline belongs to one running worker: an endpoint that no longer runs, or now
+        # runs as another worker (new URL or pid), loses its history.
+        for name in list(samples):
+            status = state.statuses.get(name)
+            if (
+                status is None
+                or status.status not in RUNNING
+                or sampled_at.get(name) != state.incarnation(name)
+            ):
+                del samples[name]
+                sampled_at.pop(name, None)
+        retired = state.retired
+        if state.busy != "undeploy":
+            retired = retired - set(state.deployed_names())  # deployed again: news again
+        return replace(state, samples=samples, sampled_at=sampled_at, retired=retired)
+
+    def with_history(self, health: Mapping[str, Iterable[float | None]]) -> DashboardState:
+        """Sparklines given up front (as measured on the workers now reported)."""
+        samples = dict(self.samples)
+        sampled_at = dict(self.sampled_at)
+        for name, values in health.items():
+            samples[name] = tuple(values)[-HEALTH_HISTORY:]
+            sampled_at[name] = self.incarnation(name)
+        return replace(self, samples=samples, sampled_at=sampled_at)
+
+    def with_sample(
+        self, name: str, ok: bool, latency_ms: float | None, url: str | None
+    ) -> DashboardState | None:
+        """One more probe result; None when it is not news (retired, another worker's)."""
+        if name in self.retired:
+            return None
+        owner = self.incarnation(name)
+        if url is not None and owner[0] is not None and url != owner[0]:
+            return None  # a probe of another worker than the one reported: not this one's health
+        previous = self.samples.get(name, ()) if self.sampled_at.get(name) == owner else ()
+        value = latency_ms if ok else None
+        return replace(
+            self,
+            samples={**self.samples, name: (*previous, value)[-HEALTH_HISTORY:]},
+            sampled_at={**self.sampled_at, name: owner},
+        )
+
+    def with_retired(self, names: Iterable[str]) -> DashboardState:
+        """Stop showing health for endpoints being undeployed (probes of them will fail)."""
+        names = set(names)
+        samples = {n: v for n, v in self.samples.items() if n not in names}
+        return replace(self, retired=self.retired | names, samples=samples)
+
+    def with_event(self, name: str, line: str, keep: int | None = None) -> DashboardState:
+        """One more line of an endpoint's history (the last `keep` when given)."""
+        history = (*self.events.get(name, ()), line)
+        if keep is not None:
+            history = history[-keep:]
+        return replace(self, events={**self.events, name: history})
