@@ -216,46 +216,48 @@ class Prompt:
         self.proc = subprocess.Popen(
             [*CLI, "undeploy", "--all", "--project", str(project)],
             env=env,
+            # Everything on the terminal, which the test keeps reading: a full pipe or pty
+            # buffer nobody drains would block the command and look like a hang.
             stdin=slave,
-            stdout=subprocess.PIPE,
+            stdout=slave,
             stderr=slave,
-            text=True,
         )
         os.close(slave)
         self.screen = ""
+
+    def _read(self, wait: float) -> bool:
+        """Append what the terminal has within `wait` seconds; False when nothing came."""
+        ready, _, _ = select.select([self._master], [], [], wait)
+        if not ready:
+            return False
+        try:
+            chunk = os.read(self._master, 4096)
+        except OSError:  # the child closed the terminal
+            return False
+        self.screen += chunk.decode(errors="replace")
+        return bool(chunk)
 
     def wait_for(self, text: str, timeout: float = 60.0) -> None:
         deadline = time.monotonic() + timeout
         while text not in self.screen:
             remaining = deadline - time.monotonic()
             assert remaining > 0, f"{text!r} not shown; screen:\n{self.screen}"
-            ready, _, _ = select.select([self._master], [], [], remaining)
-            if ready:
-                try:
-                    chunk = os.read(self._master, 4096)
-                except OSError:  # the child closed the terminal
-                    chunk = b""
-                if not chunk:
-                    assert text in self.screen, f"{text!r} not shown; screen:\n{self.screen}"
-                self.screen += chunk.decode(errors="replace")
+            if not self._read(remaining) and self.proc.poll() is not None:
+                assert text in self.screen, f"{text!r} not shown; screen:\n{self.screen}"
 
     def type(self, data: bytes) -> None:
         os.write(self._master, data)
 
     def finish(self, timeout: float = 30.0) -> int:
-        code = self.proc.wait(timeout=timeout)
-        self.proc.communicate()
-        with_rest = select.select([self._master], [], [], 0)[0]
-        while with_rest:
-            try:
-                chunk = os.read(self._master, 4096)
-            except OSError:
-                break
-            if not chunk:
-                break
-            self.screen += chunk.decode(errors="replace")
-            with_rest = select.select([self._master], [], [], 0)[0]
-        return code
+        """The exit status, reading the terminal while the command ends."""
+        deadline = time.monotonic() + timeout
+        while self.proc.poll() is None:
+            remaining = deadline - time.monotonic()
+            assert remaining > 0, f"still running after {timeout} s; screen:\n{self.screen}"
+            self._read(min(remaining, 0.1))
+        while self._read(0.05):
+            pass
+        return self.proc.returncode
 
     def close(self) -> None:
         if self.proc.poll() is None:
