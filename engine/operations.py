@@ -503,14 +503,7 @@ class Engine:
                 n: s for n, s in health.items() if n in deployed and s.url == deployed[n].url
             }
         elif probe:
-            targets = []
-            for name, endpoint in deployed.items():
-                if endpoint.url and endpoint.status in RUNNING:
-                    try:
-                        targets.append(await self.provider.target(self.app, name))
-                    except ProviderError:
-                        continue
-            samples = {s.endpoint: s for s in await probe_all(targets)}
+            samples = {s.endpoint: s for s in await probe_all(await self._targets(deployed))}
         drifts = compute_drift(
             local,
             {n: e.as_entry() for n, e in deployed.items()},
@@ -546,7 +539,9 @@ class Engine:
 
     async def health_targets(self) -> list[Any]:
         """Targets for a `HealthMonitor` (the running deployed endpoints)."""
-        deployed = await self._deployed()
+        return await self._targets(await self._deployed())
+
+    async def _targets(self, deployed: Mapping[str, DeployedEndpoint]) -> list[Any]:
         out = []
         for name, endpoint in deployed.items():
             if endpoint.url and endpoint.status in RUNNING:

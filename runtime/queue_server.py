@@ -30,6 +30,10 @@ slot at once, even when its sync code keeps a thread busy: such *stuck* threads 
 503, `/health` unhealthy) so that the worker can be recycled. On shutdown, unfinished jobs are
 FAILED with the reason, and with a `journal` file the finished /run jobs' statuses are written
 there and served by the next incarnation of the worker (other ids of a previous worker: 404).
+
+A little over 600 lines because the job lifecycle (queue, slots, timeouts, stuck threads, kept
+results, journal) is one state machine over one table of jobs; split across modules, each piece
+would reach into the others' state.
 """
 
 from __future__ import annotations
