@@ -1,6 +1,6 @@
 """Helpers for the worker tests: build an example into a temp dir, run real worker processes.
 
-No tests here; the worker test modules import this one (`from test_worker_helpers import ...`).
+No tests here; the worker test modules import this one (`from worker_harness import ...`).
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from typing import Any
 import httpx
 import uvicorn
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 EXAMPLES = REPO / "examples"
 START_DEADLINE = 30.0
 

@@ -807,7 +807,7 @@ def test_non_live_resource_without_image_is_an_error_at_its_line(tmp_path: Path)
 
 
 def test_examples_are_valid_upstream() -> None:
-    root = Path(__file__).resolve().parents[1] / "examples"
+    root = Path(__file__).resolve().parents[2] / "examples"
     for name in ("quickstart", "endpoint_api"):
         result = scan_project(root / name, generated_at="2020-01-01T00:00:00Z")
         assert result.diagnostics == [], (name, result.diagnostics)

@@ -12,7 +12,7 @@ from engine.health import HealthSample
 from engine.provider import DeployedEndpoint
 from engine.status import DEPLOYED, RUNNING, Status, endpoint_status
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def deployed(status: str, url: str = "http://127.0.0.1:40001") -> DeployedEndpoint:

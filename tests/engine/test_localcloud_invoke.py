@@ -18,7 +18,7 @@ from engine.provider import EndpointTarget
 from engine.scan import scan_project
 from runtime.serialization import deserialize_kwargs
 
-QUICKSTART = Path(__file__).resolve().parents[1] / "examples" / "quickstart"
+QUICKSTART = Path(__file__).resolve().parents[2] / "examples" / "quickstart"
 
 
 @pytest.fixture(scope="module")

@@ -22,7 +22,7 @@ from engine.home import Home
 from engine.localcloud.client import CloudClient
 from engine.localcloud.discovery import CloudError, CloudInfo, ensure_cloud
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 CLI = [sys.executable, "-c", "import sys; from engine.cli import main; sys.exit(main())"]
 
 APP_CODE = """

@@ -8,7 +8,7 @@ from typing import Any
 
 import httpx
 import pytest
-from test_worker_helpers import serve_asgi
+from worker_harness import serve_asgi
 from waiting import wait_for
 
 from runtime.qb_handler import create_handler

@@ -32,7 +32,7 @@ from engine.identity import app_slug, canonical_path
 from engine.localcloud.discovery import read_state
 from engine.localcloud.store import Store
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 CLI = [sys.executable, "-c", "import sys; from engine.cli import main; sys.exit(main())"]
 FOLDER = "e2eapp"
 APP = ""  # the app key of the module's project (engine.identity), set by the `project` fixture

@@ -9,7 +9,7 @@ import httpx
 import pytest
 from fastapi import HTTPException, Request
 from pydantic import BaseModel
-from test_worker_helpers import serve_asgi
+from worker_harness import serve_asgi
 
 from runtime.auth import BearerAuthMiddleware, check_bearer, endpoint_key
 from runtime.lb_app import create_lb_app
@@ -283,7 +283,7 @@ def test_route_errors_are_structured_and_422_never_echoes_the_value() -> None:
         body = failed.json()
         assert failed.status_code == 500 and "traceback" not in body
         assert body["type"] == "KeyError" and body["message"] == "'missing thing'"
-        assert body["location"].startswith("tests/test_runtime_lb.py:")
+        assert body["location"].startswith("tests/runtime/test_runtime_lb.py:")
         secret = "sk-do-not-echo-1234"
         bad = client.post(f"{url}/greet", json={"times": secret})
         assert bad.status_code == 422 and "times" in bad.json()["error"]

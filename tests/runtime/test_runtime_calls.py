@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from test_worker_helpers import serve_asgi
+from worker_harness import serve_asgi
 
 from runtime import calls
 from runtime.auth import BearerAuthMiddleware

@@ -19,7 +19,7 @@ from typing import Any
 import httpx
 import pytest
 import uvicorn
-from test_worker_helpers import Worker
+from worker_harness import Worker
 from waiting import wait_for
 
 from engine.home import Home

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from test_worker_helpers import Worker, build_example, write_endpoints
+from worker_harness import Worker, build_example, write_endpoints
 
 from runtime.serialization import deserialize, serialize_args, serialize_kwargs
 

@@ -26,7 +26,7 @@ from flash_tui.widgets.dashboard.endpoints_table import EndpointsTable
 from flash_tui.widgets.dashboard.header_line import HeaderLine
 from flash_tui.widgets.dashboard.manifest_tree import ManifestTree
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def clock() -> datetime:

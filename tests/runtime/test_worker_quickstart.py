@@ -13,7 +13,7 @@ from typing import Any
 
 import httpx
 import pytest
-from test_worker_helpers import Worker, build_example, write_endpoints
+from worker_harness import Worker, build_example, write_endpoints
 from waiting import wait_for
 
 from runtime.serialization import deserialize, serialize_args, serialize_kwargs

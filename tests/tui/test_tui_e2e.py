@@ -28,7 +28,7 @@ from flash_tui.screens.route_tester import RouteTesterScreen
 from flash_tui.widgets.dashboard.endpoints_table import EndpointsTable
 from flash_tui.widgets.dashboard.manifest_tree import ManifestTree
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture

@@ -12,7 +12,7 @@ import pytest
 
 from engine.cli import main
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _copy(name: str, tmp_path: Path) -> Path:

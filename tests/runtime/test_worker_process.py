@@ -12,7 +12,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from test_worker_helpers import REPO, Worker
+from worker_harness import REPO, Worker
 from waiting import wait_for
 
 USER_CODE = """

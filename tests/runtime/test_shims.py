@@ -10,7 +10,7 @@ import sys
 import textwrap
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 # Makes the installed tetra_rp / runpod_flash (site-packages) look absent, as on a machine
 # without them; packages on a test's own `pythonpath` stay visible.

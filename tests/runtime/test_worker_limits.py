@@ -14,7 +14,7 @@ from typing import Any
 
 import httpx
 import pytest
-from test_worker_helpers import Worker
+from worker_harness import Worker
 from waiting import wait_for
 
 from runtime.serialization import function_job

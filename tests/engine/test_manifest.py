@@ -15,7 +15,7 @@ from engine.cli import main as cli_main
 from engine.manifest import manifest_json, write_manifest
 from engine.scan import scan_project
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "examples"
 FIXED = "2024-01-01T00:00:00Z"
 

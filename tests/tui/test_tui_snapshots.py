@@ -2,7 +2,7 @@
 
 Deterministic frames: a fixed clock, the real scanner on a copy of examples/quickstart, a static
 status list and health history (no cloud, no ports, no pids, no live timestamps), no watcher.
-Update with `pytest tests/test_tui_snapshots.py --snapshot-update` after checking the SVGs.
+Update with `pytest tests/tui/test_tui_snapshots.py --snapshot-update` after checking the SVGs.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from engine.plan import PlanItem
 from engine.status import EndpointStatus
 from flash_tui.app import FlashApp
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 SIZES = [pytest.param((100, 30), id="100x30"), pytest.param((80, 24), id="80x24")]
 
 
