@@ -81,6 +81,7 @@ import uvicorn
 from runtime import logline
 from runtime.asgi import send_json
 from runtime.auth import BearerAuthMiddleware, endpoint_key
+from runtime.exitcodes import RECYCLE_EXIT_CODE
 from runtime.header_timeout import header_timeout_from_env, header_timeout_protocol
 from runtime.hostcheck import LOOPBACK_HOSTS, LoopbackHostMiddleware
 from runtime.logline import StampedWriter
@@ -96,7 +97,6 @@ from runtime.queue_server import (
 )
 
 __all__ = [
-    "RECYCLE_EXIT_CODE",
     "RequestLogMiddleware",
     "WorkerApp",
     "main",
@@ -106,9 +106,6 @@ __all__ = [
 MANIFEST_FILE = "flash_manifest.json"
 _WILDCARD_HOSTS = frozenset({"0.0.0.0", "::", ""})
 DEFAULT_SHUTDOWN_TIMEOUT = 4.0
-# Exit status of a worker that recycles itself (stuck calls): the supervisor restarts it at once
-# without counting a crash. 75 is EX_TEMPFAIL.
-RECYCLE_EXIT_CODE = 75
 DEFAULT_EXECUTION_TIMEOUT = 600.0  # RunPod's default executionTimeout
 DEFAULT_REQUEST_TIMEOUT = 330.0  # RunPod's load balancer: 5.5 minutes per request
 DEFAULT_RECYCLE_DELAY = 2.0

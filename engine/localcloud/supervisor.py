@@ -47,7 +47,7 @@ from engine.localcloud.store import Store, bound_text
 from engine.localcloud.wire import BuildSpec, DeployEvent, DeployRequest, EndpointSpec
 from engine.localcloud.workers import Worker, WorkerProcesses, WorkerSettings, terminate
 from engine.status import RUNNING
-from runtime.worker import RECYCLE_EXIT_CODE
+from runtime.exitcodes import RECYCLE_EXIT_CODE
 
 __all__ = ["Supervisor", "SupervisorSettings"]
 

@@ -18,7 +18,7 @@ from worker_harness import Worker
 from waiting import wait_for
 
 from runtime.serialization import function_job
-from runtime.worker import RECYCLE_EXIT_CODE
+from runtime.exitcodes import RECYCLE_EXIT_CODE
 
 USER_CODE = """
 import time
