@@ -1,7 +1,8 @@
 """Presentation helpers: turn engine values into short strings and Rich text for the widgets.
 
 Nothing here decides anything about a deployment; it only formats what the engine reported.
-The colours of status, drift and plan words are defined here, once, for every widget.
+The colours of status, drift, plan and severity words come from `engine.styles`, the one table
+the CLI uses too.
 """
 
 from __future__ import annotations
@@ -13,40 +14,14 @@ from typing import Any
 
 from rich.text import Text
 
-from engine.status import Status
+from engine.styles import style_of
 
 SPARK_CHARS = "▁▂▃▄▅▆▇█"
-
-STATUS_STYLES: dict[str, str] = {
-    Status.HEALTHY: "bold green",
-    Status.DEPLOYING: "yellow",
-    Status.UNHEALTHY: "bold red",
-    Status.FAILED: "bold red",
-    Status.STOPPED: "dim",
-    Status.NOT_DEPLOYED: "dim",
-}
-
-PLAN_STYLES: dict[str, str] = {
-    "create": "bold green",
-    "update": "bold yellow",
-    "delete": "bold red",
-    "unchanged": "dim",
-}
-
-DRIFT_STYLES: dict[str, str] = {
-    "new": "cyan",
-    "in_sync": "green",
-    "drifted": "bold yellow",
-    "orphaned": "magenta",
-    "unparsable": "bold magenta",
-    "unknown": "dim yellow",
-}
 
 # Narrow cells (the endpoints table) name a drift state in at most 8 characters; the detail
 # pane and the CLI say the full word and why.
 SHORT_DRIFT_LABELS: dict[str, str] = {"unparsable": "no parse"}
 
-SEVERITY_STYLES: dict[str, str] = {"error": "bold red", "warning": "yellow", "info": "cyan"}
 SEVERITY_ICONS: dict[str, str] = {"error": "✖", "warning": "⚠", "info": "ℹ"}
 
 
@@ -57,10 +32,9 @@ def label(value: str | None) -> str:
     return str(value).replace("_", " ")
 
 
-def styled(value: str | None, styles: Mapping[str, str]) -> Text:
+def styled(value: str | None, styles: Mapping[Any, str]) -> Text:
     """The label of an enum-like value coloured by its meaning."""
-    key = str(value or "")
-    return Text(label(value), style=styles.get(key, ""))
+    return Text(label(value), style=style_of(value, styles))
 
 
 def sparkline(samples: Sequence[float | None], width: int = 8) -> Text:

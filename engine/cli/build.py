@@ -12,6 +12,8 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from engine.styles import SEVERITY_STYLES, style_of
+
 if TYPE_CHECKING:
     from engine.build import BuildError, BuildProgress, BuildResult
 
@@ -45,9 +47,10 @@ def register(subparsers: Any) -> None:
     parser.set_defaults(func=run)
 
 
-def _print_diagnostic(console: Console, d: Any, color: str) -> None:
+def _print_diagnostic(console: Console, d: Any) -> None:
     where = d.location
-    prefix = f"[{color}]{d.severity}[/] " + (f"[cyan]{where}[/] " if where else "")
+    style = style_of(d.severity, SEVERITY_STYLES)
+    prefix = f"[{style}]{d.severity}[/] " + (f"[cyan]{where}[/] " if where else "")
     console.print(prefix, end="")
     # The message is user/tool text (tracebacks, paths): never interpret it as Rich markup.
     console.print(d.message, markup=False, highlight=False, soft_wrap=True)
@@ -57,12 +60,12 @@ def _print_error(console: Console, error: BuildError) -> None:
     console.print(f"[bold red]Build failed[/]: {escape(error.args[0])}")
     shown = [d for d in error.diagnostics if d.severity == "error"] or error.diagnostics
     for d in shown:
-        _print_diagnostic(console, d, "red")
+        _print_diagnostic(console, d)
 
 
 def _print_result(console: Console, result: BuildResult) -> None:
     for d in result.warnings:
-        _print_diagnostic(console, d, "yellow")
+        _print_diagnostic(console, d)
     table = Table(title="Handlers", show_header=True, header_style="bold")
     table.add_column("resource")
     table.add_column("type")

@@ -24,6 +24,7 @@ from rich.table import Table
 
 from engine.operations import Engine, OpError, OpEvent
 from engine.plan import PLAN_MARKS, Plan
+from engine.styles import PLAN_STYLES
 
 __all__ = [
     "PlanConfirmation",
@@ -39,8 +40,6 @@ __all__ = [
 ]
 
 T = TypeVar("T")
-
-COLORS = {"create": "green", "update": "yellow", "delete": "red", "unchanged": "dim"}
 
 
 def add_project_option(parser: argparse.ArgumentParser) -> None:
@@ -95,7 +94,7 @@ def print_plan(console: Console, plan: Plan, title: str = "Plan") -> None:
     table.add_column("action")
     table.add_column("why / changes (deployed → local)")
     for item in plan.items:
-        color = COLORS[item.action]
+        color = PLAN_STYLES[item.action]
         details = [escape(r) for r in item.reasons]
         for change in item.changes:
             details.append(
@@ -112,8 +111,9 @@ def print_plan(console: Console, plan: Plan, title: str = "Plan") -> None:
     console.print(table)
     counts = plan.counts()
     console.print(
-        f"[green]{counts['create']} to create[/], [yellow]{counts['update']} to update[/], "
-        f"[red]{counts['delete']} to delete[/], {counts['unchanged']} unchanged"
+        f"[{PLAN_STYLES['create']}]{counts['create']} to create[/], "
+        f"[{PLAN_STYLES['update']}]{counts['update']} to update[/], "
+        f"[{PLAN_STYLES['delete']}]{counts['delete']} to delete[/], {counts['unchanged']} unchanged"
     )
 
 

@@ -20,11 +20,10 @@ from rich.table import Table
 from rich.tree import Tree
 
 from engine.diagnostics import Diagnostic
+from engine.styles import SEVERITY_STYLES, style_of
 from engine.wording import plural
 
 NOT_A_DIRECTORY = "scan-not-a-directory"
-
-_SEVERITY_STYLE = {"error": "bold red", "warning": "yellow", "info": "cyan"}
 
 
 def register(subparsers: Any) -> None:
@@ -93,7 +92,7 @@ def render_diagnostics(diagnostics: list[Diagnostic]) -> Table:
     table.add_column("where", overflow="fold", max_width=40)
     table.add_column("message  [dim](code)[/]", overflow="fold", ratio=1)
     for d in diagnostics:
-        style = _SEVERITY_STYLE.get(d.severity, "")
+        style = style_of(d.severity, SEVERITY_STYLES)
         table.add_row(
             f"[{style}]{d.severity}[/]",
             escape(d.location),
@@ -137,11 +136,11 @@ def run(args: argparse.Namespace) -> int:
         )
     if result.diagnostics:
         err_console.print(render_diagnostics(result.diagnostics))
-    counts = {s: sum(1 for d in result.diagnostics if d.severity == s) for s in _SEVERITY_STYLE}
+    counts = {s: sum(1 for d in result.diagnostics if d.severity == s) for s in SEVERITY_STYLES}
     console.print(
         f"{plural(result.stats.files, 'Python file')}, {result.stats.candidates} with Flash code · "
-        f"[bold red]{plural(counts['error'], 'error')}[/], "
-        f"[yellow]{plural(counts['warning'], 'warning')}[/] · "
+        f"[{SEVERITY_STYLES['error']}]{plural(counts['error'], 'error')}[/], "
+        f"[{SEVERITY_STYLES['warning']}]{plural(counts['warning'], 'warning')}[/] · "
         f"{result.stats.elapsed_ms:.0f} ms"
     )
     return 1 if errors else 0

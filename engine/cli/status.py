@@ -24,23 +24,7 @@ from rich.table import Table
 from engine.cli.plan import add_project_option, json_out, run_engine
 from engine.operations import Engine
 from engine.status import Status
-
-STATUS_COLORS: dict[str, str] = {
-    Status.HEALTHY: "green",
-    Status.DEPLOYING: "cyan",
-    Status.UNHEALTHY: "yellow",
-    Status.FAILED: "bold red",
-    Status.STOPPED: "dim",
-    Status.NOT_DEPLOYED: "dim",
-}
-DRIFT_COLORS = {
-    "in_sync": "green",
-    "drifted": "yellow",
-    "new": "cyan",
-    "orphaned": "magenta",
-    "unparsable": "bold magenta",
-    "unknown": "dim",
-}
+from engine.styles import DRIFT_STYLES, STATUS_STYLES, style_of
 
 
 def register(subparsers: Any) -> None:
@@ -106,8 +90,8 @@ def run(args: argparse.Namespace) -> int:
             table.add_row(
                 escape(s.name),
                 short_type(s.resource_type),
-                f"[{STATUS_COLORS.get(s.status, 'white')}]{s.status}[/]",
-                f"[{DRIFT_COLORS.get(s.drift, 'white')}]{s.drift}[/]",
+                f"[{style_of(s.status, STATUS_STYLES)}]{s.status}[/]",
+                f"[{style_of(s.drift, DRIFT_STYLES)}]{s.drift}[/]",
                 health,
                 escape((s.url or "—").removeprefix("http://")),
                 str(s.pid or "—"),

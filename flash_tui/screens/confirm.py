@@ -14,6 +14,7 @@ from textual.screen import ModalScreen
 from textual.widgets import Button, Input, Label, Static
 
 from engine.plan import PLAN_MARKS, Plan, PlanItem
+from engine.styles import PLAN_STYLES
 from flash_tui import present
 from flash_tui.widgets.dashboard.detail_pane import diff_rows
 
@@ -24,7 +25,7 @@ def render_plan(items: Sequence[PlanItem]) -> RenderableType:
     order = {"delete": 0, "update": 1, "create": 2, "unchanged": 3}
     for item in sorted(items, key=lambda i: (order[i.action], i.name)):
         action = item.action
-        mark, style = PLAN_MARKS[action], present.PLAN_STYLES[action]
+        mark, style = PLAN_MARKS[action], PLAN_STYLES[action]
         line = Text()
         line.append(f"{mark} ", style=style)
         line.append(item.name, style="bold" if action != "unchanged" else "dim")

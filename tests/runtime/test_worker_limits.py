@@ -14,11 +14,11 @@ from typing import Any
 
 import httpx
 import pytest
-from worker_harness import Worker
 from waiting import wait_for
+from worker_harness import Worker
 
-from runtime.serialization import function_job
 from runtime.exitcodes import RECYCLE_EXIT_CODE
+from runtime.serialization import function_job
 
 USER_CODE = """
 import time

@@ -16,6 +16,7 @@ from textual.widgets import Static
 from engine.diagnostics import Diagnostic
 from engine.drift import FieldDiff
 from engine.status import EndpointStatus
+from engine.styles import DRIFT_STYLES, SEVERITY_STYLES, style_of
 from flash_tui import present
 
 
@@ -63,7 +64,7 @@ def endpoint_detail(
     drift = status.drift if status is not None else None
     if status is not None:
         line = Text("drift: ")
-        line.append_text(present.styled(status.drift, present.DRIFT_STYLES))
+        line.append_text(present.styled(status.drift, DRIFT_STYLES))
         if status.url:
             line.append(f"   {status.url}", style="underline")
         parts.append(line)
@@ -134,7 +135,7 @@ def function_detail(fn: Mapping[str, Any], endpoint: str | None) -> RenderableTy
 
 def diagnostic_detail(diag: Diagnostic) -> RenderableType:
     """One diagnostic with its location and code."""
-    head = Text(f"{diag.severity}", style=present.SEVERITY_STYLES.get(diag.severity, ""))
+    head = Text(f"{diag.severity}", style=style_of(diag.severity, SEVERITY_STYLES))
     if diag.code:
         head.append(f"  [{diag.code}]", style="dim")
     return Group(

@@ -10,6 +10,7 @@ from textual.widgets import DataTable
 from textual.widgets.data_table import CellDoesNotExist, RowDoesNotExist
 
 from engine.status import Status
+from engine.styles import DRIFT_STYLES, STATUS_STYLES, style_of
 from flash_tui import present
 
 _FAILING = frozenset({Status.UNHEALTHY, Status.FAILED})
@@ -75,10 +76,10 @@ def cells(row: EndpointRow) -> dict[str, object]:
         "name": Text(row.name, style=name_style),
         "type": Text(row.type),
         # None: the target was not asked (or could not be reached), which is not "not deployed".
-        "status": present.styled(row.status, present.STATUS_STYLES),
+        "status": present.styled(row.status, STATUS_STYLES),
         "drift": Text(
             present.SHORT_DRIFT_LABELS.get(str(row.drift), present.label(row.drift)),
-            style=present.DRIFT_STYLES.get(str(row.drift or ""), ""),
+            style=style_of(row.drift, DRIFT_STYLES),
         ),
         "latency": Text(present.latency(row.latency_ms), justify="right"),
         "health": present.sparkline(row.samples) if row.samples else Text("—", style="dim"),

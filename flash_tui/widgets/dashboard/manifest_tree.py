@@ -11,6 +11,7 @@ from textual.widgets import Tree
 from textual.widgets.tree import TreeNode
 
 from engine.diagnostics import Diagnostic
+from engine.styles import SEVERITY_STYLES, style_of
 from flash_tui import present
 
 FLASH_SECONDS = 1.5
@@ -64,7 +65,7 @@ def _diag_label(diag: Diagnostic) -> Text:
     text = Text()
     text.append(
         present.SEVERITY_ICONS.get(severity, "•") + " ",
-        style=present.SEVERITY_STYLES.get(severity, ""),
+        style=style_of(severity, SEVERITY_STYLES),
     )
     text.append(where + " ", style="bold")
     text.append(diag.message)
