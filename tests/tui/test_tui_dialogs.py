@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import io
-import time
 from typing import Any
 
 from rich.console import Console
 from textual.app import App, ComposeResult
 from textual.screen import Screen
 from textual.widgets import Button, Input, Label, Static
+from waiting import until
 
 from engine.drift import Drift, FieldDiff
 from engine.invoke import CallSpec
@@ -226,12 +226,7 @@ async def test_copy_as_curl_also_shows_the_command() -> None:
             return " ".join(console.export_text().split())
 
         await pilot.press("ctrl+y")
-        deadline = time.monotonic() + 5
-        while "$FLASH_ENDPOINT_KEY" not in shown():
-            assert time.monotonic() < deadline, shown()
-            await pilot.pause(0.02)
+        await until(pilot, lambda: "$FLASH_ENDPOINT_KEY" in shown(), 5, "the redacted curl")
         assert "key redacted" in shown() and "sk-secret" not in shown()
         await pilot.press("ctrl+k")
-        while "sk-secret" not in shown():
-            assert time.monotonic() < deadline, shown()
-            await pilot.pause(0.02)
+        await until(pilot, lambda: "sk-secret" in shown(), 5, "the curl with the key")

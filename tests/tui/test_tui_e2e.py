@@ -13,14 +13,13 @@ import json
 import os
 import shutil
 import signal
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import psutil
 import pytest
 from textual.widgets import Input, OptionList, TextArea
-from waiting import until
+from waiting import until, wait_for
 
 from flash_tui.app import FlashApp
 from flash_tui.screens.confirm import PlanScreen, UndeployAllScreen, UndeployScreen
@@ -235,7 +234,4 @@ async def test_quickstart_end_to_end(tmp_path: Path, tui_home: Path) -> None:
         await until(
             pilot, lambda: app._exit_renderables is not None or not app.is_running, 10, "quit"
         )
-    deadline = time.monotonic() + 10
-    while home_workers(tui_home) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert home_workers(tui_home) == []
+    wait_for(lambda: home_workers(tui_home) == [], 10, "the workers stopped")

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import time
-
 from textual import events
 from textual.app import App, ComposeResult
 from textual.widgets import Input, Label, Select
-from waiting import until as _until
+from waiting import until
 
 from flash_tui.screens.logs import LogsScreen
 from flash_tui.widgets.logs.buffer import LogBuffer
@@ -54,14 +52,13 @@ async def test_burst_of_10000_lines_stays_responsive() -> None:
             buffer.append("12:00:00", "api" if i % 2 else "worker", f"GET /x 200 {i}ms")
         # A key press right after the burst is handled (bench/tui.py times keys under load).
         await pilot.press("f")
-        deadline = time.monotonic() + 5
-        while view.row_count < 10_000 and time.monotonic() < deadline:
-            await pilot.pause(0.05)
+        await until(pilot, lambda: view.row_count >= 10_000, 5, "10,000 rows")
         assert view.row_count == 10_000
         assert not view.follow  # "f" toggled follow off
         await pilot.press("f")
-        await pilot.pause(0.2)
-        assert view.follow and view.scroll_y == view.max_scroll_y
+        await until(
+            pilot, lambda: view.follow and view.scroll_y == view.max_scroll_y, 5, "following"
+        )
 
 
 async def test_filter_search_and_jump() -> None:
@@ -113,7 +110,7 @@ async def test_scrolling_up_pauses_follow_and_the_end_resumes_it() -> None:
         view = app.query_one(LogView)
         view.focus()
         view.pull()
-        await _until(pilot, lambda: view.scroll_y == view.max_scroll_y > 0)
+        await until(pilot, lambda: view.scroll_y == view.max_scroll_y > 0)
         assert view.border_title == "Logs · all · following"
 
         for scroll_up in ("pageup", "up", "wheel"):
@@ -121,20 +118,20 @@ async def test_scrolling_up_pauses_follow_and_the_end_resumes_it() -> None:
                 view.post_message(events.MouseScrollUp(view, 1, 1, 0, -1, 0, False, False, False))
             else:
                 await pilot.press(scroll_up)
-            await _until(pilot, lambda: not view.follow)
+            await until(pilot, lambda: not view.follow)
             assert view.border_title == "Logs · all · paused"
             # New lines arrive: the view stays where the person is reading.
-            await _until(pilot, lambda: view.scroll_y < view.max_scroll_y)
-            where = view.scroll_y
+            await until(pilot, lambda: view.scroll_y < view.max_scroll_y)
+            where, bottom = view.scroll_y, view.max_scroll_y
             buffer.append("12:00:01", "api", "a new line")
             view.pull()
-            await pilot.pause(0.1)
+            await until(pilot, lambda b=bottom: view.max_scroll_y > b, what="the new line laid out")
             assert view.scroll_y == where and not view.follow
             await pilot.press("end")  # back at the newest line: following again
-            await _until(pilot, lambda: view.follow and view.scroll_y == view.max_scroll_y)
+            await until(pilot, lambda: view.follow and view.scroll_y == view.max_scroll_y)
             assert view.border_title == "Logs · all · following"
 
         await pilot.press("f")
-        await _until(pilot, lambda: not view.follow)
+        await until(pilot, lambda: not view.follow)
         await pilot.press("f")
-        await _until(pilot, lambda: view.follow and view.scroll_y == view.max_scroll_y)
+        await until(pilot, lambda: view.follow and view.scroll_y == view.max_scroll_y)

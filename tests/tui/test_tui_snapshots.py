@@ -8,19 +8,20 @@ Update with `pytest tests/tui/test_tui_snapshots.py --snapshot-update` after che
 from __future__ import annotations
 
 import shutil
-import time
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import pytest
 from textual.pilot import Pilot
+from waiting import until
 
 from engine.drift import Drift, FieldDiff
 from engine.health import HealthSample
 from engine.plan import PlanItem
 from engine.status import EndpointStatus
 from flash_tui.app import FlashApp
+from flash_tui.screens.logs import LogsScreen
 
 ROOT = Path(__file__).resolve().parents[2]
 SIZES = [pytest.param((100, 30), id="100x30"), pytest.param((80, 24), id="80x24")]
@@ -137,10 +138,7 @@ async def scanned(pilot: Pilot) -> None:
     """Wait (with a deadline) for the first scan to be on screen."""
     app = pilot.app
     assert isinstance(app, FlashApp)
-    deadline = time.monotonic() + 10
-    while app.scan_count < 1 and time.monotonic() < deadline:
-        await pilot.pause(0.02)
-    assert app.scan_count >= 1, "scan did not finish"
+    await until(pilot, lambda: app.scan_count >= 1, 10, "the first scan")
     await pilot.pause()
 
 
@@ -189,7 +187,7 @@ def test_logs_screen(snap_compare: Any, quickstart: Path, size: tuple[int, int])
             source = ["gateway", "gpu_worker", "cpu_worker"][i % 3]
             app.logs.append(f"12:04:{i % 60:02d}", source, f"POST /run 200 {i % 7 + 1}.0ms")
         await pilot.press("l")
-        await pilot.pause(0.2)
+        await until(pilot, lambda: isinstance(app.screen, LogsScreen), 5, "the logs screen")
         await pilot.press("slash", *"200 3", "enter")
 
     assert snap_compare(make_app(quickstart), terminal_size=size, run_before=with_logs)

@@ -180,14 +180,16 @@ async def test_keys_act_only_on_the_visible_selection(tmp_path: Path, own_home: 
         assert app.dashboard.focused is tree and tree.cursor_node is None
         assert table.selected_name == "jobs"
         for key in ("d", "u"):
+            said = len(notes(app))
             await pilot.press(key)
-            await pilot.pause(0.2)
+            await until(pilot, lambda n=said: len(notes(app)) > n, 5, f"what {key} says")
             assert app.screen is app.dashboard, key
             assert "select an endpoint first" in notes(app)[-1].lower(), notes(app)
         # Focus on the log pane, nothing picked: still nothing selected.
         app.dashboard.query_one(LogView).focus()
+        said = len(notes(app))
         await pilot.press("d")
-        await pilot.pause(0.2)
+        await until(pilot, lambda: len(notes(app)) > said, 5, "what d says")
         assert app.screen is app.dashboard
         assert "select an endpoint first" in notes(app)[-1].lower()
 
@@ -199,8 +201,8 @@ async def test_keys_act_only_on_the_visible_selection(tmp_path: Path, own_home: 
 
         # A highlighted function node: `t` opens on that function, `d` deploys its endpoint.
         tree.focus()
-        tree.move_to(("function", "web", "echo"))
-        await pilot.pause(0.2)
+        echo = tree.move_to(("function", "web", "echo"))
+        await until(pilot, lambda: echo is not None and tree.cursor_node is echo, 5, "echo")
         await pilot.press("t")
         await until(pilot, lambda: isinstance(app.screen, RouteTesterScreen), 10, "the tester")
         tester = app.screen
@@ -218,10 +220,10 @@ async def test_keys_act_only_on_the_visible_selection(tmp_path: Path, own_home: 
         # once the focus moves on to the log pane.
         table.focus()
         await pilot.press("down")
-        await pilot.pause(0.2)
-        assert table.selected_name == "web"
-        app.dashboard.query_one(LogView).focus()
-        await pilot.pause(0.2)
+        await until(pilot, lambda: table.selected_name == "web", 5, "the row of web")
+        log_view = app.dashboard.query_one(LogView)
+        log_view.focus()
+        await until(pilot, lambda: app.dashboard.focused is log_view, 5, "the log pane focused")
         assert app.selected_endpoint() == "web"
 
 
@@ -281,8 +283,9 @@ async def test_ctrl_s_sends_exactly_the_editor_text(deployed: Path) -> None:
         # Not JSON the way a server reads it: refused, with the reason, nothing sent.
         for bad, reason in [('{"value": NaN}', "NaN"), ('{"note": "a", "note": "b"}', "note")]:
             editor.text = bad
+            said = len(notes(app))
             await pilot.press("ctrl+s")
-            await pilot.pause(0.2)
+            await until(pilot, lambda n=said: len(notes(app)) > n, 5, f"the refusal of {bad}")
             assert len(tester.history) == 1, bad
             assert "not valid JSON" in notes(app)[-1] and reason in notes(app)[-1], notes(app)
 
@@ -302,7 +305,7 @@ async def test_deploy_time_excludes_the_dialog_and_a_cancel_is_one_line(
         await until(pilot, lambda: isinstance(app.screen, PlanScreen), 60, "the plan dialog")
         await pilot.press("escape")
         await until(pilot, lambda: app.busy is None, 10, "the cancel")
-        await pilot.pause(0.3)
+        # busy clears in the handler that also logs and notifies the outcome.
         lines = [r.text for r in list(app.logs)[before:]]
         said = [line for line in lines if "cancel" in line]
         assert said == ["deploy cancelled — nothing changed"], lines

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 from pathlib import Path
 
 from engine.watch import watch_project
@@ -37,15 +38,25 @@ async def test_save_is_reported_within_the_debounce_and_ignored_paths_are_not(
 
 
 async def test_burst_of_writes_arrives_as_one_batch(tmp_path: Path) -> None:
+    names = {f"m{i}.py" for i in range(5)}
     stop = asyncio.Event()
     it = watch_project(tmp_path, stop_event=stop).__aiter__()
     first = asyncio.ensure_future(_next_batch(it))
-    await asyncio.sleep(0.3)
-    for i in range(5):
-        (tmp_path / f"m{i}.py").write_text(f"v = {i}\n")
+    await asyncio.sleep(0.3)  # let the native watcher register before writing
+    # An editor's save of several files: write a temporary file, rename it over the source,
+    # touch its mode; then save one file again.
+    for name in sorted(names):
+        temporary = tmp_path / f".{name}.tmp"
+        temporary.write_text(f"v = {name!r}\n")
+        os.replace(temporary, tmp_path / name)
+        os.chmod(tmp_path / name, 0o644)
+    (tmp_path / "m0.py").write_text("v = 'again'\n")
     batch = await first
-    assert {p.name for p in batch} <= {f"m{i}.py" for i in range(5)}
-    assert len(batch) >= 1
+    assert {p.name for p in batch} == names
+    # The next batch is the next save alone: no straggler of the burst made a second batch
+    # (a straggler before it would be its own batch or arrive merged into it).
+    following = asyncio.ensure_future(_next_batch(it))
+    (tmp_path / "later.py").write_text("w = 1\n")
+    assert [p.name for p in await following] == ["later.py"]
     stop.set()
-    async for _ in it:
-        pass
+    assert [b async for b in it] == []
