@@ -34,20 +34,18 @@ import importlib.util
 import json
 import os
 import shutil
-import signal
-import socket
-import statistics
 import subprocess
 import sys
 import tempfile
 import textwrap
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import cloudpickle
 import httpx
+from loadgen import Sample, fmt, median, request_bytes, run_requests, sample_of
+from processes import clean_env, free_port, stop_process, wait_ready
 
 REPO = Path(__file__).resolve().parent.parent
 KEY = "bench-key"
@@ -144,12 +142,6 @@ def qb_body() -> dict[str, Any]:
     }
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @dataclass
 class Server:
     """A server process under test."""
@@ -160,36 +152,18 @@ class Server:
     headers: dict[str, str]
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
+        """SIGTERM, then SIGKILL if it lingers."""
+        stop_process(self.proc)
 
 
 def start(
     name: str, args: list[str], cwd: Path, port: int, log: Path, env: dict[str, str] | None = None
 ) -> subprocess.Popen[bytes]:
-    child_env = {k: v for k, v in os.environ.items() if not k.startswith("FLASH_")}
+    child_env = clean_env()
     child_env["PYTHONPATH"] = os.pathsep.join([str(cwd), str(REPO)])
     child_env.update(env or {})
     with open(log, "wb") as out:
         return subprocess.Popen(args, cwd=cwd, env=child_env, stdout=out, stderr=subprocess.STDOUT)
-
-
-def wait_up(url: str, proc: subprocess.Popen[bytes], deadline: float = 60.0) -> None:
-    end = time.monotonic() + deadline
-    while time.monotonic() < end:
-        if proc.poll() is not None:
-            raise RuntimeError(f"{url}: process exited with {proc.returncode}")
-        try:
-            httpx.get(url, timeout=1)
-            return
-        except httpx.HTTPError:
-            time.sleep(0.05)
-    raise TimeoutError(f"{url} did not come up")
 
 
 def prepare(workdir: Path) -> None:
@@ -262,85 +236,16 @@ def start_servers(workdir: Path, with_runpod: bool) -> dict[str, Server]:
         )
         servers["runpod"] = Server("runpod", proc, port, {})
     for server in servers.values():
-        wait_up(f"http://127.0.0.1:{server.port}/ping", server.proc)
+        wait_ready(f"http://127.0.0.1:{server.port}/ping", server.proc)
     return servers
 
 
-def request_bytes(path: str, body: Any, headers: dict[str, str]) -> bytes:
-    data = json.dumps(body).encode()
-    lines = [
-        f"POST {path} HTTP/1.1",
-        "Host: 127.0.0.1",
-        "Content-Type: application/json",
-        f"Content-Length: {len(data)}",
-        *(f"{k}: {v}" for k, v in headers.items()),
-    ]
-    return ("\r\n".join(lines) + "\r\n\r\n").encode() + data
-
-
-async def _connection(
-    port: int, payload: bytes, budget: list[int], latencies: list[float], errors: list[int]
-) -> None:
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    try:
-        while budget[0] > 0:
-            budget[0] -= 1
-            started = time.perf_counter()
-            writer.write(payload)
-            head = await reader.readuntil(b"\r\n\r\n")
-            lower = head.lower()
-            at = lower.find(b"content-length:")
-            if at == -1:
-                raise RuntimeError("response without content-length")
-            length = int(lower[at + 15 : lower.find(b"\r\n", at)])
-            await reader.readexactly(length)
-            latencies.append(time.perf_counter() - started)
-            if head[9:12] != b"200":
-                errors.append(int(head[9:12]))
-    finally:
-        writer.close()
-
-
-async def _load(
-    port: int, payload: bytes, requests: int, concurrency: int
-) -> tuple[list[float], float, list[int]]:
-    budget = [requests]
-    latencies: list[float] = []
-    errors: list[int] = []
-    started = time.perf_counter()
-    await asyncio.gather(
-        *(_connection(port, payload, budget, latencies, errors) for _ in range(concurrency))
-    )
-    return latencies, time.perf_counter() - started, errors
-
-
-@dataclass
-class Sample:
-    p50: float
-    p99: float
-    rps: float
-    errors: int
-
-
 def measure(server: Server, path: str, body: Any, requests: int, concurrency: int) -> Sample:
-    payload = request_bytes(path, body, server.headers)
-    asyncio.run(_load(server.port, payload, max(50, requests // 10), concurrency))  # warm-up
-    latencies, elapsed, errors = asyncio.run(_load(server.port, payload, requests, concurrency))
-    latencies.sort()
-    return Sample(
-        p50=latencies[len(latencies) // 2] * 1000,
-        p99=latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))] * 1000,
-        rps=len(latencies) / elapsed,
-        errors=len(errors),
-    )
-
-
-def median_sample(samples: list[Sample]) -> Sample:
-    return Sample(
-        p50=statistics.median(s.p50 for s in samples),
-        p99=statistics.median(s.p99 for s in samples),
-        rps=statistics.median(s.rps for s in samples),
-        errors=sum(s.errors for s in samples),
+    """One run of `requests` POSTs over `concurrency` connections, after a short warm-up."""
+    payload = request_bytes("POST", path, body, server.headers)
+    asyncio.run(run_requests(server.port, lambda _: payload, max(50, requests // 10), concurrency))
+    return sample_of(
+        *asyncio.run(run_requests(server.port, lambda _: payload, requests, concurrency))
     )
 
 
@@ -359,11 +264,6 @@ def sanity_check(servers: dict[str, Server]) -> None:
         output = got.json()["output"]
         value = cloudpickle.loads(base64.b64decode(output["result"]))
         assert value == expected, (name, got.text)
-
-
-def fmt(sample: Sample) -> str:
-    text = f"p50 {sample.p50:6.2f} ms  p99 {sample.p99:6.2f} ms  {sample.rps:7.0f} req/s"
-    return text + (f"  ({sample.errors} errors)" if sample.errors else "")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -394,7 +294,7 @@ def main(argv: list[str] | None = None) -> int:
                         samples[name].append(
                             measure(servers[name], path, body, args.requests, concurrency)
                         )
-                a, b = median_sample(samples[ours]), median_sample(samples[theirs])
+                a, b = median(samples[ours]), median(samples[theirs])
                 results[f"{kind}_c{concurrency}"] = {
                     "flash": a.__dict__,
                     theirs: b.__dict__,
@@ -414,7 +314,7 @@ def main(argv: list[str] | None = None) -> int:
                     else:
                         print(f"    ratio   req/s {a.rps / b.rps:.2f}x (goal >= 2.0)")
         for concurrency in levels:
-            floor = median_sample(
+            floor = median(
                 [
                     measure(servers["floor"], "/runsync", qb_body(), args.requests, concurrency)
                     for _ in range(args.runs)

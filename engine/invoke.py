@@ -486,16 +486,9 @@ async def _invoke_qb(
         )
     status = body.get("status")
     output = body.get("output")
-    if status not in _TERMINAL and body.get("id"):  # still running at the deadline
-        error = f"timed out after {timeout:g} s (job {body.get('id')} is {status})"
-        return InvokeResult(
-            call, url, False, 200, latency, body=body, error=error, job_status=status
-        )
-    if isinstance(output, Mapping) and output.get("success") is False:
-        # The function failed: runpod's rule moves the output's "error" to the job's.
-        failure = {**output, "error": output.get("error") or body.get("error")}
-        remote = RemoteError.from_body(failure)
-        error = _remote_text(remote) or str(failure["error"] or "the function failed")
+
+    def job_failed(error: str, remote: RemoteError | None = None) -> InvokeResult:
+        # The job was answered (HTTP 200) but did not give a usable result.
         return InvokeResult(
             call,
             url,
@@ -507,24 +500,22 @@ async def _invoke_qb(
             job_status=status,
             remote_error=remote,
         )
-    if status != "COMPLETED" or not isinstance(output, Mapping):
-        error = body.get("error") or f"job {status}"
-        return InvokeResult(
-            call, url, False, 200, latency, body=body, error=str(error), job_status=status
+
+    if status not in _TERMINAL and body.get("id"):  # still running at the deadline
+        return job_failed(f"timed out after {timeout:g} s (job {body.get('id')} is {status})")
+    if isinstance(output, Mapping) and output.get("success") is False:
+        # The function failed: runpod's rule moves the output's "error" to the job's.
+        failure = {**output, "error": output.get("error") or body.get("error")}
+        remote = RemoteError.from_body(failure)
+        return job_failed(
+            _remote_text(remote) or str(failure["error"] or "the function failed"), remote
         )
+    if status != "COMPLETED" or not isinstance(output, Mapping):
+        return job_failed(str(body.get("error") or f"job {status}"))
     try:
         result = deserialize(output["result"]) if output.get("result") is not None else None
     except Exception as exc:  # a result we cannot unpickle here is still a completed call
-        return InvokeResult(
-            call,
-            url,
-            False,
-            200,
-            latency,
-            body=body,
-            error=f"cannot decode the result: {exc}",
-            job_status=status,
-        )
+        return job_failed(f"cannot decode the result: {exc}")
     return InvokeResult(call, url, True, 200, latency, result=result, body=body, job_status=status)
 
 

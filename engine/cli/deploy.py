@@ -11,10 +11,8 @@ from typing import Any
 
 from engine.cli.plan import (
     PlanConfirmation,
-    add_project_option,
+    add_deployment_command,
     err_console,
-    json_out,
-    print_outcome,
     print_plan,
     progress_printer,
     run_engine,
@@ -24,17 +22,16 @@ from engine.operations import Engine
 
 def register(subparsers: Any) -> None:
     """Add the `deploy` subcommand."""
-    parser = subparsers.add_parser(
+    parser = add_deployment_command(
+        subparsers,
         "deploy",
         help="build if needed, show the plan, deploy",
         description="Deploy the project's endpoints (all, or the NAMEs given) to the target. "
         "Endpoints removed from the code are deleted only by a full deploy.",
+        names_help="only these endpoints",
+        run=run,
     )
-    parser.add_argument("names", nargs="*", metavar="NAME", help="only these endpoints")
-    parser.add_argument("--yes", "-y", action="store_true", help="do not ask for confirmation")
     parser.add_argument("--force", action="store_true", help="also redeploy unchanged endpoints")
-    add_project_option(parser)
-    parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -51,17 +48,18 @@ def run(args: argparse.Namespace) -> int:
             confirm=confirm,
             on_event=progress_printer(console, args.json),
         )
-        if confirm.refused:
-            return confirm.report_refusal(report)
-        if args.json:
-            json_out({"app": engine.app, **report.to_dict()})
-        elif report.cancelled:
-            console.print("[yellow]Cancelled.[/] Nothing was changed.")
-        elif not report.plan.has_changes:
+
+        def up_to_date() -> None:
             print_plan(console, report.plan, title="Deploy plan")
             console.print("[green]Everything is up to date.[/]")
-        else:
-            print_outcome(console, report, "Deployed", "Deploy failed")
-        return 0 if report.ok else 1
+
+        return confirm.conclude(
+            engine.app,
+            report,
+            idle=not report.plan.has_changes,
+            say_idle=up_to_date,
+            done="Deployed",
+            failed="Deploy failed",
+        )
 
     return run_engine(args, work)

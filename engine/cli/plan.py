@@ -22,12 +22,13 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from engine.operations import Engine, OpError, OpEvent
+from engine.operations import DeployReport, Engine, OpError, OpEvent
 from engine.plan import PLAN_MARKS, Plan
 from engine.styles import PLAN_STYLES
 
 __all__ = [
     "PlanConfirmation",
+    "add_deployment_command",
     "add_project_option",
     "err_console",
     "json_out",
@@ -48,6 +49,24 @@ def add_project_option(parser: argparse.ArgumentParser) -> None:
         "--project", default=".", metavar="PATH", help="project directory (default: .)"
     )
     parser.add_argument("--json", action="store_true", help="print JSON")
+
+
+def add_deployment_command(
+    subparsers: Any,
+    name: str,
+    *,
+    help: str,
+    description: str,
+    names_help: str,
+    run: Callable[[argparse.Namespace], int],
+) -> argparse.ArgumentParser:
+    """A subcommand that changes deployments: `NAME...`, `--yes`, `--project` and `--json`."""
+    parser = subparsers.add_parser(name, help=help, description=description)
+    parser.add_argument("names", nargs="*", metavar="NAME", help=names_help)
+    parser.add_argument("--yes", "-y", action="store_true", help="do not ask for confirmation")
+    add_project_option(parser)
+    parser.set_defaults(func=run)
+    return parser
 
 
 def err_console() -> Console:
@@ -158,7 +177,31 @@ class PlanConfirmation:
             return False
         return answer.strip().lower() in ("y", "yes")
 
-    def report_refusal(self, report: Any) -> int:
+    def conclude(
+        self,
+        app: str,
+        report: DeployReport,
+        *,
+        idle: bool,
+        say_idle: Callable[[], None],
+        done: str,
+        failed: str,
+    ) -> int:
+        """How deploy and undeploy end: the refusal, the JSON report, a cancellation, nothing
+        to do (`idle`, said by `say_idle`) or the failures and the verdict; the exit status."""
+        if self.refused:
+            return self.report_refusal(report)
+        if self._args.json:
+            json_out({"app": app, **report.to_dict()})
+        elif report.cancelled:
+            self._console.print("[yellow]Cancelled.[/] Nothing was changed.")
+        elif idle:
+            say_idle()
+        else:
+            print_outcome(self._console, report, done, failed)
+        return 0 if report.ok else 1
+
+    def report_refusal(self, report: DeployReport) -> int:
         """Say why nothing was done (JSON or text); the exit status is 1, or 130 after Ctrl+C."""
         if self._why == "interrupt":
             message, code = "interrupted at the prompt: nothing changed", 130
@@ -194,7 +237,7 @@ def _interrupt_raises() -> Iterator[None]:
         signal.signal(signal.SIGINT, previous)
 
 
-def print_outcome(console: Console, report: Any, done: str, failed: str) -> None:
+def print_outcome(console: Console, report: DeployReport, done: str, failed: str) -> None:
     """Each endpoint that failed with its reason, then the verdict and the time taken."""
     for result in report.outcome.results if report.outcome else []:
         if not result.get("ok"):

@@ -10,10 +10,9 @@ from typing import Any
 
 from engine.cli.plan import (
     PlanConfirmation,
-    add_project_option,
+    add_deployment_command,
     err_console,
     json_out,
-    print_outcome,
     progress_printer,
     run_engine,
 )
@@ -22,17 +21,16 @@ from engine.operations import Engine
 
 def register(subparsers: Any) -> None:
     """Add the `undeploy` subcommand."""
-    parser = subparsers.add_parser(
+    parser = add_deployment_command(
+        subparsers,
         "undeploy",
         help="stop and remove deployed endpoints",
         description="Stop and remove the NAMEd endpoints, or every endpoint of the project "
         "with --all.",
+        names_help="endpoints to remove",
+        run=run,
     )
-    parser.add_argument("names", nargs="*", metavar="NAME", help="endpoints to remove")
     parser.add_argument("--all", action="store_true", help="remove every endpoint of the project")
-    parser.add_argument("--yes", "-y", action="store_true", help="do not ask for confirmation")
-    add_project_option(parser)
-    parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -59,16 +57,13 @@ def run(args: argparse.Namespace) -> int:
             confirm=confirm,
             on_event=progress_printer(console, args.json),
         )
-        if confirm.refused:
-            return confirm.report_refusal(report)
-        if args.json:
-            json_out({"app": engine.app, **report.to_dict()})
-        elif report.cancelled:
-            console.print("[yellow]Cancelled.[/] Nothing was changed.")
-        elif not report.plan.items:
-            console.print("Nothing is deployed.")
-        else:
-            print_outcome(console, report, "Undeployed", "Undeploy failed")
-        return 0 if report.ok else 1
+        return confirm.conclude(
+            engine.app,
+            report,
+            idle=not report.plan.items,
+            say_idle=lambda: console.print("Nothing is deployed."),
+            done="Undeployed",
+            failed="Undeploy failed",
+        )
 
     return run_engine(args, work)

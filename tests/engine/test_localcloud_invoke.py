@@ -150,7 +150,7 @@ def failing_build(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_invoke_shows_the_remote_error_type_message_and_line(failing_build: Path, lb: bool) -> None:
     import asyncio
 
-    from test_worker_helpers import Worker
+    from worker_harness import Worker
 
     from engine.invoke import invoke
 

@@ -23,7 +23,7 @@ from typing import Any
 import httpx
 import uvicorn
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[1]
 EXAMPLES = REPO / "examples"
 START_DEADLINE = 30.0
 
