@@ -31,9 +31,8 @@ slot at once, even when its sync code keeps a thread busy: such *stuck* threads 
 FAILED with the reason, and with a `journal` file the finished /run jobs' statuses are written
 there and served by the next incarnation of the worker (other ids of a previous worker: 404).
 
-A little over 600 lines because the job lifecycle (queue, slots, timeouts, stuck threads, kept
-results, journal) is one state machine over one table of jobs; split across modules, each piece
-would reach into the others' state.
+A job's record, its status body, webhook delivery and the journal file are
+`runtime.queue_jobs`; the state machine over the table of jobs and its HTTP API are here.
 """
 
 from __future__ import annotations
@@ -41,7 +40,6 @@ from __future__ import annotations
 import asyncio
 import inspect
 import itertools
-import json
 import os
 import sys
 import time
@@ -54,6 +52,21 @@ from urllib.parse import parse_qs
 
 from runtime.asgi import send_json
 from runtime.payload import DEFAULT_MAX_DEPTH, BodyError, parse_json, read_body
+from runtime.queue_jobs import (
+    CANCELLED,
+    COMPLETED,
+    FAILED,
+    IN_PROGRESS,
+    IN_QUEUE,
+    TERMINAL_STATUSES,
+    TIMED_OUT,
+    Job,
+    dumps,
+    post_webhook,
+    read_journal,
+    route,
+    write_journal,
+)
 
 __all__ = [
     "DEFAULT_CONCURRENCY",
@@ -76,76 +89,7 @@ DEFAULT_MAX_QUEUE_BYTES = 128 * 1024 * 1024  # input of unfinished jobs
 DEFAULT_MAX_RESULT_BYTES = 128 * 1024 * 1024  # outputs and errors of kept finished jobs
 RETRY_AFTER = b"2"
 
-IN_QUEUE, IN_PROGRESS = "IN_QUEUE", "IN_PROGRESS"
-COMPLETED, FAILED, CANCELLED, TIMED_OUT = "COMPLETED", "FAILED", "CANCELLED", "TIMED_OUT"
-TERMINAL_STATUSES = frozenset({COMPLETED, FAILED, CANCELLED, TIMED_OUT})
-
 JobHandler = Callable[[dict[str, Any]], Awaitable[Any] | Any]
-
-
-# One encoder for the process: json.dumps() with non-default options builds a new encoder on
-# every call, which shows up on the per-request path.
-_dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
-
-
-class Job:
-    """One job: its input, state and (once finished) pre-encoded output."""
-
-    __slots__ = (
-        "id",
-        "input",
-        "status",
-        "output_json",
-        "error",
-        "created",
-        "started",
-        "finished",
-        "timeout",
-        "webhook",
-        "task",
-        "size",
-        "kept",
-        "_done",
-    )
-
-    def __init__(self, job_id: str, payload: Any, timeout: float | None) -> None:
-        self.id = job_id
-        self.input = payload
-        self.status = IN_QUEUE
-        self.output_json: str | None = None  # validated JSON text of the output
-        self.error: Any = None
-        self.created = time.monotonic()
-        self.started: float | None = None
-        self.finished: float | None = None
-        self.timeout = timeout
-        self.webhook: str | None = None
-        self.task: asyncio.Task[Any] | None = None
-        self.size = 0  # bytes of the request body while the job is unfinished
-        self.kept = 0  # bytes of its output and error once finished
-        self._done: asyncio.Future[None] | None = None  # created only when someone waits
-
-    def waiter(self) -> asyncio.Future[None]:
-        """A future resolved when the job finishes."""
-        if self._done is None:
-            self._done = asyncio.get_running_loop().create_future()
-            if self.finished is not None:
-                self._done.set_result(None)
-        return self._done
-
-    def body(self, worker_id: str) -> str:
-        """The `/status` JSON of this job (RunPod field names); `worker_id` is JSON text."""
-        # Ids are generated here (plain ASCII) and worker_id comes pre-encoded as JSON.
-        parts = [f'"id":"{self.id}"', f'"status":"{self.status}"']
-        if self.started is not None:
-            parts.append(f'"delayTime":{int((self.started - self.created) * 1000)}')
-            parts.append(f'"workerId":{worker_id}')
-        if self.finished is not None and self.started is not None:
-            parts.append(f'"executionTime":{int((self.finished - self.started) * 1000)}')
-        if self.output_json is not None:
-            parts.append(f'"output":{self.output_json}')
-        if self.error is not None:
-            parts.append(f'"error":{_dumps(self.error)}')
-        return "{" + ",".join(parts) + "}"
 
 
 class QueueServer:
@@ -183,7 +127,7 @@ class QueueServer:
         self.runsync_wait = runsync_wait
         self.execution_timeout = execution_timeout or None
         self.worker_id = worker_id or f"local-{os.getpid()}"
-        self._worker_json = _dumps(self.worker_id)
+        self._worker_json = dumps(self.worker_id)
         self.shutdown_grace = shutdown_grace
         self.jobs: dict[str, Job] = {}
         self._queue: deque[Job] = deque()
@@ -207,7 +151,7 @@ class QueueServer:
         self.stop_reason: str | None = None  # why jobs unfinished at shutdown fail (if set)
         self._pending_bytes = 0
         self._result_bytes = 0
-        self._previous: dict[str, str] = _read_journal(journal) if journal else {}
+        self._previous: dict[str, str] = read_journal(journal) if journal else {}
 
     # ---------------------------------------------------------------- job lifecycle
 
@@ -288,7 +232,7 @@ class QueueServer:
             output = {k: v for k, v in result.items() if k != "error"}
             error = result["error"]
         try:
-            output_json = _dumps(output) if output is not None else None
+            output_json = dumps(output) if output is not None else None
         except (TypeError, ValueError) as exc:
             self._finish(job, FAILED, error=f"handler output is not JSON serializable: {exc}")
             return
@@ -303,7 +247,7 @@ class QueueServer:
         job.finished = time.monotonic()
         self._pending_bytes -= job.size
         job.size = 0
-        job.kept = len(job.output_json or "") + (len(_dumps(error)) if error is not None else 0)
+        job.kept = len(job.output_json or "") + (len(dumps(error)) if error is not None else 0)
         self._result_bytes += job.kept
         if job.started is None:
             job.started = job.finished
@@ -326,7 +270,7 @@ class QueueServer:
             job._done.set_result(None)
         if job.webhook:
             asyncio.get_running_loop().create_task(
-                _post_webhook(job.webhook, job.body(self._worker_json))
+                post_webhook(job.webhook, job.body(self._worker_json))
             )
 
     def cancel(self, job: Job) -> None:
@@ -454,7 +398,7 @@ class QueueServer:
                 await asyncio.wait(pending, timeout=0.5)
         entries = self._journal_entries() if self.journal is not None else {}
         if self.journal is not None and entries:
-            _write_journal(self.journal, entries)
+            write_journal(self.journal, entries)
 
     def _journal_entries(self) -> dict[str, str]:
         """Status bodies of kept /run jobs (newest first, within the result byte budget)."""
@@ -479,7 +423,7 @@ class QueueServer:
         if scope["type"] != "http":
             return
         method = scope["method"]
-        op, job_id = _route(scope["path"])
+        op, job_id = route(scope["path"])
         if op is None:
             await _respond(send, 404, '{"error":"not found"}')
             return
@@ -499,23 +443,23 @@ class QueueServer:
             elif job_id in self._previous:
                 await _respond(send, 200, self._previous[job_id])
             else:
-                await _respond(send, 404, _dumps({"error": self._missing(job_id or "")}))
+                await _respond(send, 404, dumps({"error": self._missing(job_id or "")}))
         elif op == "cancel":
             if method != "POST":
                 await _respond(send, 405, '{"error":"method not allowed"}')
                 return
             job = self.jobs.get(job_id or "")
             if job is None:
-                await _respond(send, 404, _dumps({"error": self._missing(job_id or "")}))
+                await _respond(send, 404, dumps({"error": self._missing(job_id or "")}))
                 return
             self.cancel(job)
-            await _respond(send, 200, _dumps({"id": job.id, "status": job.status}))
+            await _respond(send, 200, dumps({"id": job.id, "status": job.status}))
         elif op == "health":
-            await _respond(send, 200, _dumps(self.health()))
+            await _respond(send, 200, dumps(self.health()))
         elif op == "ping":
             unhealthy = self.unhealthy()
             if unhealthy:
-                await _respond(send, 503, _dumps({"status": "unhealthy", "error": unhealthy}))
+                await _respond(send, 503, dumps({"status": "unhealthy", "error": unhealthy}))
             else:
                 await _respond(send, 200, '{"status":"healthy"}')
         elif op == "purge-queue":
@@ -523,7 +467,7 @@ class QueueServer:
                 await _respond(send, 405, '{"error":"method not allowed"}')
                 return
             removed = self.purge_queue()
-            await _respond(send, 200, _dumps({"removed": removed, "status": "completed"}))
+            await _respond(send, 200, dumps({"removed": removed, "status": "completed"}))
 
     async def _submit(self, scope: dict[str, Any], receive: Any, send: Any, *, sync: bool) -> None:
         if not self._accepting:
@@ -538,7 +482,7 @@ class QueueServer:
             body = await read_body(receive, limit)
             request = parse_json(body, self.max_depth) if body else None
         except BodyError as exc:
-            await _respond(send, exc.status, _dumps({"error": exc.message}))
+            await _respond(send, exc.status, dumps({"error": exc.message}))
             return
         if not isinstance(request, dict) or "input" not in request:
             await _respond(send, 400, '{"error":"the request body must be {\\"input\\": ...}"}')
@@ -570,7 +514,7 @@ class QueueServer:
                 webhook=webhook if isinstance(webhook, str) and webhook else None,
                 size=len(body),
             )
-            await _respond(send, 200, _dumps({"id": job.id, "status": job.status}))
+            await _respond(send, 200, dumps({"id": job.id, "status": job.status}))
             return
         wait = self.runsync_wait
         query = scope.get("query_string") or b""
@@ -632,74 +576,8 @@ class QueueServer:
                 return
 
 
-_OPS = frozenset({"run", "runsync", "health", "ping", "purge-queue"})
-_ID_OPS = frozenset({"status", "cancel"})
-
-
-def _route(path: str) -> tuple[str | None, str | None]:
-    """(operation, job id) of a request path; accepts an optional endpoint-id prefix."""
-    parts = [p for p in path.split("/") if p]
-    if not parts:
-        return None, None
-    if parts[-1] in _OPS and len(parts) <= 3:
-        prefix = parts[:-1]
-        if not prefix or len(prefix) == 1 or prefix[0] == "v2":
-            return parts[-1], None
-        return None, None
-    if len(parts) >= 2 and parts[-2] in _ID_OPS and len(parts) <= 4:
-        prefix = parts[:-2]
-        if not prefix or len(prefix) == 1 or prefix[0] == "v2":
-            return parts[-2], parts[-1]
-    return None, None
-
-
-async def _post_webhook(url: str, body: str) -> None:
-    """Deliver a finished job to its webhook (best effort, like RunPod: a few tries)."""
-    import httpx  # only jobs with a webhook need it
-
-    for attempt in range(3):
-        try:
-            async with httpx.AsyncClient(timeout=10.0) as client:
-                response = await client.post(
-                    url, content=body, headers={"content-type": "application/json"}
-                )
-            if response.status_code < 400:
-                return
-        except httpx.HTTPError:
-            pass
-        await asyncio.sleep(0.5 * (attempt + 1))
-    sys.stderr.write(f"webhook delivery to {url} failed after 3 attempts\n")
-    sys.stderr.flush()
-
-
-def _read_journal(path: Path) -> dict[str, str]:
-    """Job statuses a previous worker left (the file is consumed: read once, then removed)."""
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        return {}
-    except (OSError, ValueError) as exc:
-        sys.stderr.write(f"warning: ignoring the job journal {path}: {exc}\n")
-        return {}
-    finally:
-        path.unlink(missing_ok=True)
-    if not isinstance(data, dict):
-        return {}
-    return {str(k): v for k, v in data.items() if isinstance(v, str)}
-
-
-def _write_journal(path: Path, entries: dict[str, str]) -> None:
-    try:
-        # 0600: job outputs are user data.
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            json.dump(entries, handle)
-    except OSError as exc:
-        sys.stderr.write(f"warning: cannot write the job journal {path}: {exc}\n")
-
-
 async def _respond_retry(send: Any, status: int, error: str) -> None:
-    body = _dumps({"error": error}).encode()
+    body = dumps({"error": error}).encode()
     await send_json(send, status, body, [(b"retry-after", RETRY_AFTER)])
 
 
