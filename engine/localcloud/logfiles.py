@@ -20,6 +20,7 @@ import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Iterable
 from pathlib import Path
 
 from engine.localcloud.texts import bound_text
@@ -191,6 +192,11 @@ def tail_lines(path: Path, count: int = 200) -> list[str]:
         older = _tail_of_file(path.with_name(f"{path.name}.1"), count - len(lines))
         lines = older + lines
     return lines
+
+
+def last_lines(path: Path, count: int, keys: Iterable[str]) -> list[str]:
+    """The last lines of a log as text, keys redacted: for records and events."""
+    return redact(plain_lines(tail_lines(path, count)), list(keys))
 
 
 def tail_for_follow(path: Path, count: int) -> tuple[list[str], int]:

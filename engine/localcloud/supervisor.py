@@ -14,13 +14,11 @@ It lives inside the local cloud service and orchestrates `workers` (the processe
   everything that leads to the home (see `workers`): user code runs in it.
 - A worker that exits unexpectedly is restarted after an exponential backoff; after
   `crash_limit` crashes within `crash_window` seconds the endpoint is `failed`, with the last
-  log lines recorded (the import error of a broken handler, typically).
+  log lines recorded (the import error of a broken handler, typically). See `crashes`.
 - Deploys and undeploys of one app are serialised by a per-app lock (one service per home, so
   an in-process lock is enough; the database's own locking protects against anything else).
 
-Its size (a little over 600 lines) is earned: deploy, undeploy, crash restarts and recovery are
-one state machine over the same workers table, per-app locks and pending restarts; what is not
-(the processes, the build copies, ports, the wire models) lives in its own module.
+What a crash does (the record, the window rule, backoff, the waiting restarts) is `crashes`.
 """
 
 from __future__ import annotations
@@ -30,8 +28,6 @@ import contextlib
 import json
 import os
 import secrets
-import sqlite3
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -42,12 +38,12 @@ import httpx
 
 from engine.home import Home, write_private
 from engine.localcloud import buildcopies, logfiles
+from engine.localcloud.crashes import CrashHandler, Restarts
 from engine.localcloud.ports import pick_port, port_is_free
 from engine.localcloud.store import Store, bound_text
 from engine.localcloud.wire import BuildSpec, DeployEvent, DeployRequest, EndpointSpec
 from engine.localcloud.workers import Worker, WorkerProcesses, WorkerSettings, terminate
 from engine.status import RUNNING
-from runtime.exitcodes import RECYCLE_EXIT_CODE
 
 __all__ = ["Supervisor", "SupervisorSettings"]
 
@@ -92,11 +88,12 @@ class Supervisor:
         self.settings = settings or SupervisorSettings()
         self.workers: dict[tuple[str, str], Worker] = {}
         self._locks: dict[str, asyncio.Lock] = {}
-        self._restarts: dict[tuple[str, str], asyncio.Task[None]] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._monitor: asyncio.Task[None] | None = None
         self._http: httpx.AsyncClient | None = None
         self._processes = WorkerProcesses(home, self.settings)
+        self.restarts = Restarts(self._start_recorded, self.settings.backoff_max)
+        self.crashes = CrashHandler(store, self._processes, self.settings, self.restarts)
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -114,7 +111,8 @@ class Supervisor:
             self._monitor.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._monitor
-        for task in list(self._restarts.values()) + list(self._tasks):
+        self.restarts.cancel_all()
+        for task in list(self._tasks):
             task.cancel()
         if stop_workers:
             workers = list(self.workers.values())
@@ -278,157 +276,8 @@ class Supervisor:
                 if worker.expected_exit or worker.alive():
                     continue
                 self.workers.pop((worker.app, worker.name), None)
-                self.spawn_task(self._handle_crash(worker, time.time()))
+                self.spawn_task(self.crashes.handle(worker, time.time()))
             await asyncio.sleep(self.settings.monitor_interval)
-
-    async def _handle_crash(self, worker: Worker, crashed_at: float) -> None:
-        """Record a worker's unexpected exit, retrying with backoff until it is written.
-
-        A full disk (ENOSPC, or SQLite's "database or disk is full") must neither kill the
-        monitor nor leave the record claiming a live worker: the attempt is repeated, and
-        `_on_crash` is safe to repeat (the crash keeps its time; written events are not
-        written again).
-        """
-        await self._processes.drain_log(worker, 2.0)
-        done: set[str] = set()
-        delay = 0.05
-        while True:
-            try:
-                self._on_crash(worker, crashed_at=crashed_at, done=done)
-                return
-            except (OSError, sqlite3.Error) as exc:
-                print(
-                    f"supervisor: recording the exit of {worker.app}/{worker.name} failed "
-                    f"({exc}); retrying in {delay:.2f}s",
-                    file=sys.stderr,
-                )
-            except Exception as exc:  # a bad record: reported, the monitor lives on
-                print(f"supervisor: crash handling failed: {exc}", file=sys.stderr)
-                return
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 5.0)
-
-    def _log_tail(self, app: str, name: str, count: int) -> list[str]:
-        """The last lines of an endpoint's log, keys redacted: they go into records and events."""
-        log = self._processes.log_path(app, name)
-        keys = list(self.store.app_keys(app).values())
-        return logfiles.redact(logfiles.plain_lines(logfiles.tail_lines(log, count)), keys)
-
-    def _on_crash(
-        self, worker: Worker, *, crashed_at: float | None = None, done: set[str] | None = None
-    ) -> None:
-        """Record a crash and schedule the restart (or fail the endpoint); safe to repeat with
-        the same `crashed_at` and `done` after a failed write."""
-        app, name = worker.app, worker.name
-        done = set() if done is None else done
-        record = self.store.get_endpoint(app, name)
-        if record is None:
-            return
-        if record.get("pid") not in (None, worker.pid):
-            return  # a deploy has started another worker meanwhile: this crash is history
-        code = worker.exit_code()
-        log = self._processes.log_path(app, name)
-        if code == RECYCLE_EXIT_CODE:
-            self._on_recycle(worker, log)
-            return
-        if "marker" not in done:
-            # The log is a courtesy; a full disk must not stop the record from being written.
-            with contextlib.suppress(OSError):
-                logfiles.append_marker(log, f"worker pid {worker.pid} exited (code {code})")
-            done.add("marker")
-        tail = self._log_tail(app, name, 30)
-        now = time.time() if crashed_at is None else crashed_at
-        window = self.settings.crash_window
-        previous = [t for t in record.get("crash_times") or [] if now - t < window and t != now]
-        crashes = [*previous, now]
-        last_error = "\n".join(tail[-20:])
-        if "crashed" not in done:
-            self.store.add_event(
-                "crashed",
-                f"worker pid {worker.pid} exited (code {code})",
-                app=app,
-                endpoint=name,
-                data={"exit_code": code, "pid": worker.pid},
-            )
-            done.add("crashed")
-        if len(crashes) >= self.settings.crash_limit:
-            self.store.upsert_endpoint(
-                app,
-                name,
-                status="failed",
-                pid=None,
-                pid_started=None,
-                crash_times=crashes,
-                last_error=last_error,
-            )
-            if "failed" not in done:
-                self.store.add_event(
-                    "failed",
-                    f"crashed {len(crashes)} times in {window:.0f}s; not restarting",
-                    app=app,
-                    endpoint=name,
-                    data={"last_lines": tail[-20:]},
-                )
-                done.add("failed")
-            with contextlib.suppress(OSError):
-                logfiles.append_marker(log, f"endpoint failed after {len(crashes)} crashes")
-            return
-        delay = min(self.settings.backoff_max, self.settings.backoff_base * 2 ** (len(crashes) - 1))
-        self.store.upsert_endpoint(
-            app,
-            name,
-            status="unhealthy",
-            pid=None,
-            pid_started=None,
-            crash_times=crashes,
-            last_error=last_error,
-        )
-        with contextlib.suppress(OSError):
-            logfiles.append_marker(log, f"restarting in {delay:.1f}s")
-        self._restarts[(app, name)] = asyncio.get_running_loop().create_task(
-            self._restart_later(app, name, delay)
-        )
-
-    def _on_recycle(self, worker: Worker, log: Path) -> None:
-        """A worker that recycled itself (stuck calls, its log says which): restart it now.
-
-        Not a crash: it does not count towards `crash_limit`.
-        """
-        app, name = worker.app, worker.name
-        message = f"worker pid {worker.pid} recycled itself (stuck calls); restarting"
-        logfiles.append_marker(log, message)
-        self.store.add_event("recycled", message, app=app, endpoint=name)
-        self.store.upsert_endpoint(app, name, status="unhealthy", pid=None, pid_started=None)
-        self._restarts[(app, name)] = asyncio.get_running_loop().create_task(
-            self._restart_later(app, name, 0.0, "recycle")
-        )
-
-    async def _restart_later(
-        self, app: str, name: str, delay: float, reason: str = "crash"
-    ) -> None:
-        try:
-            await asyncio.sleep(delay)
-            while True:
-                try:
-                    await self._start_recorded(app, name, reason)
-                    return
-                except (OSError, sqlite3.Error) as exc:
-                    # A full disk: try again later rather than leave the endpoint down.
-                    print(
-                        f"supervisor: restarting {app}/{name} failed ({exc}); retrying",
-                        file=sys.stderr,
-                    )
-                    delay = min(max(delay, 0.05) * 2, self.settings.backoff_max)
-                    await asyncio.sleep(delay)
-        finally:
-            current = asyncio.current_task()
-            if self._restarts.get((app, name)) is current:
-                self._restarts.pop((app, name), None)
-
-    def _cancel_restart(self, app: str, name: str) -> None:
-        task = self._restarts.pop((app, name), None)
-        if task is not None:
-            task.cancel()
 
     # -- builds ---------------------------------------------------------------------------
 
@@ -503,7 +352,7 @@ class Supervisor:
                 # Records first (status deploying, port chosen), then the endpoint table, so
                 # every worker starts with the URLs of all the app's endpoints.
                 for spec, _action, record in todo:
-                    self._cancel_restart(app, spec.name)
+                    self.restarts.cancel(app, spec.name)
                     port = (record.get("port") if record else None) or pick_port(
                         self._ports_in_use()
                     )
@@ -578,7 +427,9 @@ class Supervisor:
         else:
             if not worker.alive():  # its last words are still in the pipe, maybe
                 await self._processes.drain_log(worker, 2.0)
-            tail = self._log_tail(app, name, 20)
+            tail = logfiles.last_lines(
+                self._processes.log_path(app, name), 20, self.store.app_keys(app).values()
+            )
             error = bound_text(error + ("\n" + "\n".join(tail[-12:]) if tail else ""))
             self.store.add_event("deploy_failed", error.splitlines()[0], app=app, endpoint=name)
             if worker.alive():
@@ -609,7 +460,7 @@ class Supervisor:
         async def one(name: str) -> dict[str, Any]:
             started = time.monotonic()
             emit(DeployEvent(type="endpoint", name=name, action="delete", state="stopping"))
-            self._cancel_restart(app, name)
+            self.restarts.cancel(app, name)
             worker = self.workers.get((app, name))
             if worker is not None:
                 await self._stop_worker(worker)

@@ -1,6 +1,6 @@
 """The crash window rule: `crash_limit` crashes within `crash_window` seconds mark an endpoint
-failed; older crashes don't count. No worker runs: `_on_crash` is called directly on a seeded
-record whose `crash_times` sit either side of the window."""
+failed; older crashes don't count. No worker runs: the supervisor's crash handler records a
+crash directly on a seeded record whose `crash_times` sit either side of the window."""
 
 from __future__ import annotations
 
@@ -32,10 +32,10 @@ def _on_crash_with_history(tmp_path: Path, crash_times: list[float]) -> tuple[di
         worker = Worker(app=APP, name=NAME, pid=999_999, create_time=0.0, port=1)
 
         async def crash() -> bool:
-            # _on_crash schedules its restart on the running loop, so it needs one.
-            supervisor._on_crash(worker)
-            scheduled = (APP, NAME) in supervisor._restarts
-            supervisor._cancel_restart(APP, NAME)
+            # A crash schedules its restart on the running loop, so it needs one.
+            supervisor.crashes.record(worker)
+            scheduled = supervisor.restarts.pending(APP, NAME)
+            supervisor.restarts.cancel(APP, NAME)
             return scheduled
 
         scheduled = asyncio.run(crash())
