@@ -1,12 +1,15 @@
 """Building a Flash project, and knowing when the last build can be reused.
 
-- `project`: `build_project()`, the seven build steps that write `.flash/.build/` and the archive;
+- `project`: `build_project()`, the seven build steps that write `.flash/.build/` and the archive
+  (step 2 in `deps`, step 3 in `files`; the paths and types they share in `model`);
 - `current`: `build_is_fresh()` and `current_build()`, the one path the TUI's build key and a
   deploy's implicit build both take (reuse a fresh build, or build, with `BuildProgress` events).
 """
 
 from engine.build.current import CurrentBuild, build_is_fresh, current_build
-from engine.build.project import (
+from engine.build.deps import collect_requirements
+from engine.build.files import collect_files
+from engine.build.model import (
     ARCHIVE_NAME,
     BUILD_DIR,
     DEPS_DIR,
@@ -17,11 +20,8 @@ from engine.build.project import (
     BuildError,
     BuildProgress,
     BuildResult,
-    build_project,
-    collect_files,
-    collect_requirements,
-    generated_at,
 )
+from engine.build.project import build_project, generated_at
 
 __all__ = [
     "ARCHIVE_NAME",

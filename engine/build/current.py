@@ -15,16 +15,16 @@ from pathlib import Path
 from typing import Any
 
 from engine.archive import file_sha256
-from engine.build.project import (
+from engine.build.files import collect_files
+from engine.build.model import (
     ARCHIVE_NAME,
     BUILD_DIR,
     FLASH_DIR,
     MANIFEST_NAME,
     BuildProgress,
     BuildResult,
-    build_project,
-    collect_files,
 )
+from engine.build.project import build_project
 from engine.project import load_ignore
 
 __all__ = ["CurrentBuild", "build_is_fresh", "current_build"]

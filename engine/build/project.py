@@ -23,28 +23,33 @@
                SHA-256, so the same sources give the same id.
 
 The function is synchronous and thread-safe to call from a worker thread; concurrent builds of
-one project are serialised by a lock file. Its size (a little over 600 lines) is earned: the seven
-steps above, in order, each with the file rules it needs; reuse of a build is in `current`.
+one project are serialised by a lock file. Step 2 is `deps`, step 3 `files`; the build's
+paths and types are `model`; reuse of a build is in `current`.
 """
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import os
-import shutil
-import stat
-import subprocess
-import sys
-import tempfile
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from engine.archive import FIXED_MTIME, MAX_ARCHIVE_BYTES, file_sha256, write_archive
+from engine.archive import FIXED_MTIME, MAX_ARCHIVE_BYTES, write_archive
+from engine.build.deps import collect_requirements, install_deps
+from engine.build.files import collect_files, prune, sync_file
+from engine.build.model import (
+    ARCHIVE_NAME,
+    BUILD_DIR,
+    FLASH_DIR,
+    LOCK_NAME,
+    MANIFEST_NAME,
+    BuildError,
+    BuildProgress,
+    BuildResult,
+)
 from engine.diagnostics import Diagnostic
 from engine.handlergen import check_handler_imports, generate_handlers, handler_filename
 from engine.manifest import manifest_json
@@ -52,108 +57,7 @@ from engine.project import load_ignore
 from engine.scan import scan_project
 from engine.wording import plural
 
-__all__ = [
-    "ARCHIVE_NAME",
-    "BUILD_DIR",
-    "FLASH_DIR",
-    "MANIFEST_NAME",
-    "STEPS",
-    "BuildError",
-    "BuildProgress",
-    "BuildResult",
-    "build_project",
-    "collect_files",
-    "collect_requirements",
-    "generated_at",
-]
-
-FLASH_DIR = ".flash"
-BUILD_DIR = ".flash/.build"
-DEPS_DIR = ".flash/.deps"
-ARCHIVE_NAME = "archive.tar.gz"
-MANIFEST_NAME = "flash_manifest.json"
-LOCK_NAME = ".build.lock"
-
-STEPS: tuple[str, ...] = ("scan", "deps", "copy", "manifest", "handlers", "check", "archive")
-
-# On top of engine.project's rules (which already skip .git, .venv/venv and any directory with a
-# pyvenv.cfg, .flash, .runpod, __pycache__, node_modules, site-packages): never shipped either,
-# whatever the ignore files say — other VCS data, upstream's state dir, tool caches.
-_BUILD_SKIP_DIRS = frozenset(
-    {".hg", ".svn", ".tetra", ".pytest_cache", ".mypy_cache", ".ruff_cache", ".tox", ".nox"}
-)
-_NEVER_SUFFIXES = (".pyc", ".pyo")
-# `.env.example` and friends document variables without values; they may ship.
-_ENV_TEMPLATES = (".example", ".sample", ".template", ".dist")
-
-
-@dataclass(frozen=True)
-class BuildProgress:
-    """One progress event: `step` is one of `STEPS`; `done` of `total` units finished."""
-
-    step: str
-    done: int
-    total: int
-    message: str = ""
-
-
-@dataclass
-class BuildResult:
-    """What a successful build produced."""
-
-    project_dir: Path
-    build_dir: Path
-    archive: Path
-    manifest: dict[str, Any]
-    build_id: str
-    handlers: list[str]
-    files_copied: int
-    files_unchanged: int
-    files_removed: int
-    archive_bytes: int
-    duration: float
-    warnings: list[Diagnostic] = field(default_factory=list)
-
-    @property
-    def resources(self) -> list[str]:
-        """Resource names of the manifest, sorted."""
-        return sorted(self.manifest.get("resources") or {})
-
-    def to_json(self) -> dict[str, Any]:
-        """A JSON-ready summary (the `flash-tui build --json` object)."""
-        return {
-            "project_dir": str(self.project_dir),
-            "build_id": self.build_id,
-            "archive": str(self.archive),
-            "archive_bytes": self.archive_bytes,
-            "build_dir": str(self.build_dir),
-            "resources": self.resources,
-            "handlers": self.handlers,
-            "counts": {
-                "copied": self.files_copied,
-                "unchanged": self.files_unchanged,
-                "removed": self.files_removed,
-            },
-            "duration_ms": round(self.duration * 1000, 1),
-            "warnings": [d.to_json() for d in self.warnings],
-        }
-
-
-class BuildError(Exception):
-    """The build was refused or failed; `diagnostics` says why (errors first)."""
-
-    def __init__(self, message: str, diagnostics: list[Diagnostic] | None = None, step: str = ""):
-        super().__init__(message)
-        self.diagnostics = list(diagnostics or [])
-        self.step = step
-
-    def __str__(self) -> str:
-        lines = [super().__str__()]
-        for d in self.diagnostics:
-            if d.severity == "error":
-                where = f"{d.file}:{d.line}" if d.line else str(d.file or "")
-                lines.append(f"  {where}: {d.message}" if where else f"  {d.message}")
-        return "\n".join(lines)
+__all__ = ["build_project", "generated_at"]
 
 
 def generated_at() -> str:
@@ -186,88 +90,7 @@ def _scan(root: Path) -> tuple[dict[str, Any], list[Diagnostic]]:
 
 
 # --------------------------------------------------------------------------------------------
-# step 3: collect and copy
-
-
-def _is_secret_env(name: str) -> bool:
-    if name == ".env":
-        return True
-    return name.startswith(".env.") and not name.endswith(_ENV_TEMPLATES)
-
-
-def _inside(path: Path, root: Path) -> bool:
-    try:
-        path.relative_to(root)
-    except ValueError:
-        return False
-    return True
-
-
-def collect_files(
-    root: Path, is_ignored: Callable[[str, bool], bool]
-) -> tuple[dict[str, Path], list[Diagnostic]]:
-    """Files to ship: relative posix path -> the real file to read, plus warnings.
-
-    Symlinks are resolved: a link whose target is inside the project is followed (files are
-    later copied as regular files); a link that escapes the project, or dangles, is skipped with
-    a warning. Directory links are followed once per real directory, so loops end.
-    """
-    files: dict[str, Path] = {}
-    warnings: list[Diagnostic] = []
-    seen_dirs: set[Path] = {root}
-
-    def warn(rel: str, message: str, code: str) -> None:
-        warnings.append(Diagnostic("warning", rel, 0, message, code))
-
-    def walk(directory: Path, prefix: str) -> None:
-        try:
-            with os.scandir(directory) as it:
-                entries = sorted(it, key=lambda e: e.name)
-        except OSError as exc:
-            warn(prefix or ".", f"cannot list directory: {exc.strerror or exc}", "build-unreadable")
-            return
-        for entry in entries:
-            rel = f"{prefix}{entry.name}"
-            path = Path(entry.path)
-            try:
-                is_link = entry.is_symlink()
-                is_dir = entry.is_dir()  # follows links
-                is_file = entry.is_file()
-            except OSError:
-                continue
-            if is_dir:
-                if entry.name in _BUILD_SKIP_DIRS or is_ignored(rel, True):
-                    continue
-            elif _is_secret_env(entry.name) or entry.name.endswith(_NEVER_SUFFIXES):
-                continue
-            elif is_ignored(rel, False):
-                continue
-            target = path
-            if is_link:
-                try:
-                    target = path.resolve(strict=True)
-                except (OSError, RuntimeError):
-                    warn(rel, "broken or looping symlink; not included", "build-symlink-broken")
-                    continue
-                if not _inside(target, root) or _inside(target, root / FLASH_DIR):
-                    warn(
-                        rel,
-                        f"symlink points outside the project ({target}); not included",
-                        "build-symlink-escape",
-                    )
-                    continue
-            if is_dir:
-                real = target.resolve()
-                if real in seen_dirs:
-                    continue  # a loop, or a second link to a directory already shipped
-                seen_dirs.add(real)
-                walk(path, rel + "/")
-            elif is_file:
-                files[rel] = target
-            # sockets, fifos, devices: never shipped
-
-    walk(root, "")
-    return files, warnings
+# step 3: what the build refuses to ship
 
 
 # Top-level names a project must not define: the generated handlers import them from flash-tui,
@@ -298,173 +121,6 @@ def _refuse_runtime_shadowing(files: dict[str, Path]) -> None:
             ],
             step="copy",
         )
-
-
-def _same_content(a: Path, b: Path) -> bool:
-    return file_sha256(a) == file_sha256(b)
-
-
-def _copy_file(source: Path, dest: Path) -> None:
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    if dest.is_symlink() or dest.is_dir():
-        _remove(dest)
-    tmp = dest.with_name(f".{dest.name}.tmp-flash")
-    shutil.copyfile(source, tmp)  # reads through symlinks: a regular file in the build
-    st = source.stat()
-    executable = st.st_mode & (stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
-    os.chmod(tmp, 0o755 if executable else 0o644)
-    os.utime(tmp, ns=(st.st_atime_ns, st.st_mtime_ns))
-    os.replace(tmp, dest)
-
-
-def _remove(path: Path) -> None:
-    if path.is_dir() and not path.is_symlink():
-        shutil.rmtree(path)
-    else:
-        path.unlink(missing_ok=True)
-
-
-def _sync_file(source: Path, dest: Path) -> bool:
-    """Make `dest` a copy of `source`; True if bytes were copied.
-
-    Size + mtime equal -> unchanged without reading either file. Same size, different mtime ->
-    compare hashes (a `touch` or a fresh git checkout must not force a copy) and only adopt the
-    mtime when the content is the same.
-    """
-    try:
-        src, dst = source.stat(), dest.lstat()
-    except FileNotFoundError:
-        _copy_file(source, dest)
-        return True
-    if stat.S_ISREG(dst.st_mode) and src.st_size == dst.st_size:
-        if src.st_mtime_ns == dst.st_mtime_ns:
-            return False
-        if _same_content(source, dest):
-            os.utime(dest, ns=(src.st_atime_ns, src.st_mtime_ns))
-            return False
-    _copy_file(source, dest)
-    return True
-
-
-def _existing_files(build_dir: Path) -> set[str]:
-    found: set[str] = set()
-    for dirpath, dirnames, filenames in os.walk(build_dir):
-        rel_dir = Path(dirpath).relative_to(build_dir).as_posix()
-        prefix = "" if rel_dir == "." else rel_dir + "/"
-        found.update(prefix + name for name in filenames)
-        # directory symlinks would be reported as dirs; a build never contains any
-        found.update(prefix + d for d in dirnames if (Path(dirpath) / d).is_symlink())
-    return found
-
-
-def _prune(build_dir: Path, keep: set[str]) -> int:
-    """Delete files under `build_dir` not in `keep`, then empty directories; return the count."""
-    removed = 0
-    for rel in sorted(_existing_files(build_dir) - keep):
-        _remove(build_dir / rel)
-        removed += 1
-    for dirpath, _dirnames, _filenames in sorted(os.walk(build_dir), reverse=True):
-        path = Path(dirpath)
-        if path != build_dir and not any(path.iterdir()):
-            path.rmdir()
-    return removed
-
-
-# --------------------------------------------------------------------------------------------
-# step 2: dependencies
-
-
-def collect_requirements(root: Path, manifest: dict[str, Any]) -> list[str]:
-    """requirements.txt lines + every function's `dependencies`, de-duplicated in order."""
-    requirements: list[str] = []
-    req_file = root / "requirements.txt"
-    if req_file.is_file():
-        for line in req_file.read_text(encoding="utf-8", errors="replace").splitlines():
-            line = line.split(" #", 1)[0].strip()
-            if line and not line.startswith("#"):
-                requirements.append(line)
-    for resource_name in sorted(manifest.get("resources") or {}):
-        for function in manifest["resources"][resource_name].get("functions") or []:
-            requirements.extend(str(dep) for dep in function.get("dependencies") or [])
-    return list(dict.fromkeys(requirements))
-
-
-def _pip_command(target: Path, requirements_file: Path) -> list[str]:
-    # RunPod workers are linux x86_64 CPython: fetch wheels for that platform, whatever this
-    # machine is (binary wheels only: nothing can be compiled for another platform).
-    version = f"{sys.version_info.major}.{sys.version_info.minor}"
-    return [
-        sys.executable,
-        "-m",
-        "pip",
-        "install",
-        "--disable-pip-version-check",
-        "--no-input",
-        "--no-compile",  # .pyc files would differ per run and are excluded anyway
-        "--target",
-        str(target),
-        "--python-version",
-        version,
-        "--implementation",
-        "cp",
-        "--only-binary=:all:",
-        "--platform",
-        "manylinux_2_28_x86_64",
-        "--platform",
-        "manylinux_2_17_x86_64",
-        "--platform",
-        "manylinux2014_x86_64",
-        "--upgrade",
-        "-r",
-        str(requirements_file),
-    ]
-
-
-def _install_deps(root: Path, requirements: list[str], timeout: float) -> Path | None:
-    """Install `requirements` into a cache directory keyed by their hash; return it."""
-    if not requirements:
-        return None
-    key = hashlib.sha256("\n".join(requirements).encode()).hexdigest()[:16]
-    cache = root / DEPS_DIR / key
-    # Only the current requirement set is kept: older caches would pile up with every change.
-    if cache.parent.is_dir():
-        for other in cache.parent.iterdir():
-            if other.name != key:
-                _remove(other)
-    if (cache / ".complete").is_file():
-        return cache
-    cache.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f"{key}-", dir=cache.parent))
-    try:
-        req_file = staging / "requirements.txt"
-        req_file.write_text("\n".join(requirements) + "\n", encoding="utf-8")
-        target = staging / "site"
-        try:
-            result = subprocess.run(
-                _pip_command(target, req_file),
-                capture_output=True,
-                text=True,
-                timeout=timeout,
-            )
-        except subprocess.TimeoutExpired as exc:
-            raise BuildError(
-                f"dependency installation did not finish within {timeout:g}s", step="deps"
-            ) from exc
-        if result.returncode != 0:
-            tail = "\n".join((result.stderr or result.stdout).strip().splitlines()[-15:])
-            raise BuildError(
-                "dependency installation failed",
-                [Diagnostic("error", "requirements.txt", 0, tail or "pip failed", "build-deps")],
-                step="deps",
-            )
-        for junk in list(target.rglob("__pycache__")):
-            shutil.rmtree(junk, ignore_errors=True)
-        (target / ".complete").write_text(key + "\n")
-        _remove(cache)
-        os.replace(target, cache)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    return cache
 
 
 # --------------------------------------------------------------------------------------------
@@ -555,7 +211,7 @@ def build_project(
         if deps:
             requirements = collect_requirements(root, manifest)
             progress("deps", 0, 1, f"{len(requirements)} requirement(s)")
-            cache = _install_deps(root, requirements, deps_timeout)
+            cache = install_deps(root, requirements, deps_timeout)
             if cache is not None:
                 for path in cache.rglob("*"):
                     rel = path.relative_to(cache).as_posix()
@@ -570,13 +226,13 @@ def build_project(
         # never collides with its old self
         build_dir.mkdir(parents=True, exist_ok=True)
         sources = {**dep_files, **files}
-        removed = _prune(build_dir, set(sources) | generated)
+        removed = prune(build_dir, set(sources) | generated)
         copied = unchanged = 0
         total = len(sources)
         progress("copy", 0, total)
         for index, rel in enumerate(sorted(sources), 1):
             try:
-                changed = _sync_file(sources[rel], build_dir / rel)
+                changed = sync_file(sources[rel], build_dir / rel)
             except OSError as exc:
                 # Shipping a build without one of the project's files would fail at run time,
                 # far from the cause: refuse now and name the file.
