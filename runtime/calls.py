@@ -433,7 +433,8 @@ async def _call_route(
     args: Sequence[Any],
     kwargs: Mapping[str, Any],
 ) -> Any:
-    from runtime.lb_app import QUERY_METHODS, TRACEBACK_HEADER, route_binding
+    from runtime.lb_app import TRACEBACK_HEADER
+    from runtime.route_binding import QUERY_METHODS, route_binding
 
     method, path = str(target.http_method), str(target.http_path)
     binding = _binding(route_binding, original, method, path)

@@ -24,7 +24,8 @@ BY NAME, which is what Flash clients (and our cross-endpoint calls) send:
 Why not FastAPI's own parameter inference: it treats scalar parameters as query parameters
 even on POST and wraps single body parameters differently, which is not the by-name contract;
 validating one generated model per route is also cheaper than its per-parameter solving.
-The routes are still FastAPI routes, with a generated OpenAPI schema for each.
+The routes are still FastAPI routes, with a generated OpenAPI schema for each. The binding
+itself (signature analysis, request values, validation) is `runtime.route_binding`.
 
 Also served: `GET /ping` (204 until the app's startup finished, then 200), `POST /execute`
 only when `include_execute` (live endpoints: run a function by name or shipped code, upstream
@@ -35,21 +36,15 @@ mothership, 403 elsewhere).
 from __future__ import annotations
 
 import asyncio
-import collections.abc
 import contextlib
 import inspect
 import json
 import os
-import re
 import sys
-import types
-import typing
 from collections.abc import AsyncIterator, Callable, Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import pydantic
 from fastapi import FastAPI, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.responses import JSONResponse, Response
@@ -58,55 +53,26 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Route
 
 from runtime.payload import DEFAULT_MAX_DEPTH, BodyError, parse_json, validation_summary
-from runtime.qb_handler import create_handler, format_user_traceback, unwrap, user_location
+from runtime.qb_handler import create_handler, format_user_traceback, user_location
+from runtime.route_binding import (
+    BODY_METHODS,
+    QUERY_METHODS,
+    BindError,
+    RouteBinding,
+    bind,
+    read_capped,
+    request_values,
+    route_binding,
+)
 
-__all__ = [
-    "BODY_METHODS",
-    "CallGuard",
-    "RESERVED_PATHS",
-    "RouteBinding",
-    "TRACEBACK_HEADER",
-    "create_lb_app",
-    "route_binding",
-]
+__all__ = ["CallGuard", "RESERVED_PATHS", "TRACEBACK_HEADER", "create_lb_app"]
 
-BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
-QUERY_METHODS = frozenset({"GET", "DELETE"})
 RESERVED_PATHS = frozenset({"/ping", "/execute", "/manifest"})
 # A caller that sends this header gets the remote traceback in a 500 body (cross-endpoint
 # calls do); other clients get only the error line.
 TRACEBACK_HEADER = "x-flash-traceback"
 MAX_BODY_BYTES = 30 * 1024 * 1024  # RunPod's load-balancer payload limit
 DEFAULT_MAX_STUCK = 40  # anyio's default thread limiter: 40 stuck calls leave no thread
-
-_PATH_PARAM = re.compile(r"{([A-Za-z_][A-Za-z0-9_]*)(?::[^}]*)?}")
-_NONE_TYPE = type(None)
-
-
-def _strip_optional(annotation: Any) -> Any:
-    origin = typing.get_origin(annotation)
-    if origin is typing.Union or origin is types.UnionType:
-        members = [a for a in typing.get_args(annotation) if a is not _NONE_TYPE]
-        if len(members) == 1:
-            return members[0]
-    return annotation
-
-
-def _is_mapping(annotation: Any) -> bool:
-    annotation = _strip_optional(annotation)
-    origin = typing.get_origin(annotation) or annotation
-    return origin in (dict, collections.abc.Mapping, collections.abc.MutableMapping)
-
-
-def _is_model(annotation: Any) -> bool:
-    annotation = _strip_optional(annotation)
-    return inspect.isclass(annotation) and issubclass(annotation, pydantic.BaseModel)
-
-
-def _is_sequence(annotation: Any) -> bool:
-    annotation = _strip_optional(annotation)
-    origin = typing.get_origin(annotation) or annotation
-    return origin in (list, tuple, set, frozenset, collections.abc.Sequence)
 
 
 class CallGuard:
@@ -136,226 +102,6 @@ class CallGuard:
         if self._stuck and len(self._stuck) >= self.max_stuck:
             return f"{len(self._stuck)} stuck requests (their code did not return after a timeout)"
         return None
-
-
-@dataclass(frozen=True)
-class RouteBinding:
-    """How requests bind to one function's parameters (shared with `runtime.calls`)."""
-
-    function: Callable[..., Any]
-    method: str
-    path: str
-    params: tuple[str, ...]  # bindable parameter names, in signature order
-    path_params: frozenset[str]
-    whole_body: str | None  # the lone dict/model parameter that receives the whole body
-    list_param: str | None  # a lone list parameter (accepts a bare JSON array too)
-    sequence_params: frozenset[str]  # list-like: repeated query parameters
-    structured_params: frozenset[str]  # dict/model/list: a JSON string in a query is decoded
-    var_keyword: bool  # **kwargs: unknown fields are passed through instead of rejected
-    request_param: str | None  # a parameter annotated `Request` receives the request
-    model: type[pydantic.BaseModel]
-    aliases: tuple[tuple[str, str], ...]  # (model field, parameter name)
-    is_async: bool
-
-
-def _hints(fn: Callable[..., Any]) -> dict[str, Any]:
-    try:
-        return typing.get_type_hints(fn)
-    except Exception:  # unresolvable forward references: fall back to the raw annotations
-        return dict(getattr(fn, "__annotations__", {}) or {})
-
-
-def route_binding(function: Any, method: str, path: str) -> RouteBinding:
-    """Analyse a route function's signature once (at app creation)."""
-    fn = unwrap(function)
-    method = method.upper()
-    signature = inspect.signature(fn)
-    hints = _hints(fn)
-    path_params = frozenset(_PATH_PARAM.findall(path))
-    params: list[str] = []
-    fields: dict[str, Any] = {}
-    aliases: list[tuple[str, str]] = []
-    sequence: set[str] = set()
-    structured: set[str] = set()
-    var_keyword = False
-    request_param: str | None = None
-    for index, param in enumerate(signature.parameters.values()):
-        if param.kind is inspect.Parameter.VAR_KEYWORD:
-            var_keyword = True
-            continue
-        if param.kind is inspect.Parameter.VAR_POSITIONAL:
-            continue
-        annotation = hints.get(param.name, Any)
-        if annotation is inspect.Parameter.empty:
-            annotation = Any
-        if inspect.isclass(annotation) and issubclass(annotation, Request):
-            request_param = param.name  # FastAPI style: the request object itself
-            continue
-        default = ... if param.default is inspect.Parameter.empty else param.default
-        # Internal field names avoid clashes with BaseModel attributes and "_private" names;
-        # the alias keeps the parameter's own name in requests and in error locations.
-        field = f"p{index}"
-        fields[field] = (annotation, pydantic.Field(default, alias=param.name))
-        aliases.append((field, param.name))
-        params.append(param.name)
-        if _is_sequence(annotation):
-            sequence.add(param.name)
-        if _is_sequence(annotation) or _is_mapping(annotation) or _is_model(annotation):
-            structured.add(param.name)
-    body_params = [p for p in params if p not in path_params]
-    whole_body = None
-    list_param = None
-    if len(body_params) == 1 and not var_keyword:
-        only = body_params[0]
-        if _is_mapping(hints.get(only)) or _is_model(hints.get(only)):
-            whole_body = only
-        elif only in sequence:
-            list_param = only
-    config = pydantic.ConfigDict(
-        extra="allow" if var_keyword else "forbid",
-        arbitrary_types_allowed=True,
-        populate_by_name=False,
-    )
-    model = pydantic.create_model(  # type: ignore[call-overload]
-        f"{fn.__name__}_request", __config__=config, **fields
-    )
-    return RouteBinding(
-        function=fn,
-        method=method,
-        path=path,
-        params=tuple(params),
-        path_params=path_params,
-        whole_body=whole_body,
-        list_param=list_param,
-        sequence_params=frozenset(sequence),
-        structured_params=frozenset(structured),
-        var_keyword=var_keyword,
-        request_param=request_param,
-        model=model,
-        aliases=tuple(aliases),
-        is_async=inspect.iscoroutinefunction(fn),
-    )
-
-
-class _BindError(Exception):
-    def __init__(self, detail: list[dict[str, Any]]) -> None:
-        super().__init__(detail)
-        self.detail = detail
-
-
-def _query_values(binding: RouteBinding, request: Request) -> dict[str, Any]:
-    query = request.query_params
-    values: dict[str, Any] = {}
-    for key in query:
-        if key in values:
-            continue
-        if key in binding.sequence_params:
-            items = query.getlist(key)
-            if len(items) == 1 and items[0].startswith("["):
-                values[key] = _maybe_json(items[0])
-            else:
-                values[key] = items
-        elif key in binding.structured_params:
-            values[key] = _maybe_json(query[key])
-        else:
-            values[key] = query[key]
-    return values
-
-
-def _maybe_json(text: str) -> Any:
-    try:
-        return json.loads(text)
-    except ValueError:
-        return text
-
-
-async def _read_capped(request: Request, limit: int) -> bytes:
-    """The request body; BodyError(413) once it passes `limit` bytes (read no further)."""
-    declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > limit:
-        raise BodyError(413, f"request body too large (limit {limit} bytes)")
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise BodyError(413, f"request body too large (limit {limit} bytes)")
-        chunks.append(chunk)
-    body = b"".join(chunks)
-    # Starlette's own cache of the body: a route taking the Request can still read it.
-    request._body = body
-    return body
-
-
-async def _request_values(
-    binding: RouteBinding, request: Request, guard: CallGuard
-) -> dict[str, Any]:
-    """The raw (unvalidated) parameter values of a request."""
-    body_json: Any = None
-    raw = await _read_capped(request, guard.max_body_bytes)
-    if raw:
-        try:
-            body_json = parse_json(raw, guard.max_depth)
-        except BodyError as exc:
-            if not exc.invalid:
-                raise
-            cause = exc.__cause__ or exc
-            raise _BindError(
-                [{"type": "json_invalid", "loc": ["body"], "msg": f"JSON decode error: {cause}"}]
-            ) from exc
-    if binding.method in QUERY_METHODS and (
-        request.scope.get("query_string") or not isinstance(body_json, dict)
-    ):
-        values = _query_values(binding, request)
-    elif binding.whole_body is not None:
-        values = {binding.whole_body: {} if body_json is None else body_json}
-    elif binding.list_param is not None and isinstance(body_json, list):
-        values = {binding.list_param: body_json}
-    elif body_json is None:
-        values = {}
-    elif isinstance(body_json, dict):
-        values = body_json
-    else:
-        names = ", ".join(p for p in binding.params if p not in binding.path_params)
-        raise _BindError(
-            [
-                {
-                    "type": "model_attributes_type",
-                    "loc": ["body"],
-                    "msg": f"expected a JSON object with the fields: {names}",
-                }
-            ]
-        )
-    if binding.path_params:
-        values = {**values, **request.path_params}
-    return values
-
-
-def _bind(binding: RouteBinding, values: dict[str, Any]) -> dict[str, Any]:
-    """Validate and coerce the values; the keyword arguments of the call."""
-    try:
-        validated = binding.model.model_validate(values)
-    except pydantic.ValidationError as exc:
-        detail = []
-        for error in exc.errors(include_url=False, include_context=False):
-            name = error["loc"][0] if error["loc"] else None
-            where = (
-                "path"
-                if name in binding.path_params
-                else ("query" if binding.method in QUERY_METHODS else "body")
-            )
-            if binding.whole_body is not None and name == binding.whole_body:
-                loc = ["body", *error["loc"][1:]]
-            else:
-                loc = [where, *error["loc"]]
-            # No "input": the rejected value may be a secret, and it was the caller's anyway.
-            item = {"type": error["type"], "loc": loc, "msg": error["msg"]}
-            detail.append(jsonable_encoder(item))
-        raise _BindError(detail) from exc
-    kwargs = {name: getattr(validated, field) for field, name in binding.aliases}
-    if binding.var_keyword and validated.model_extra:
-        kwargs.update(validated.model_extra)
-    return kwargs
 
 
 # Same options as Starlette's JSONResponse; one encoder instance, since json.dumps() with
@@ -451,12 +197,15 @@ def _make_endpoint(binding: RouteBinding, guard: CallGuard) -> Callable[[Request
 
     async def endpoint(request: Request) -> Response:
         try:
-            kwargs = _bind(binding, await _request_values(binding, request, guard))
+            values = await request_values(
+                binding, request, max_bytes=guard.max_body_bytes, max_depth=guard.max_depth
+            )
+            kwargs = bind(binding, values)
             if binding.request_param is not None:
                 kwargs[binding.request_param] = request
         except BodyError as exc:
             return JSONResponse({"error": exc.message}, status_code=exc.status)
-        except _BindError as exc:
+        except BindError as exc:
             return JSONResponse(
                 {"detail": exc.detail, "error": validation_summary(exc.detail)}, status_code=422
             )
@@ -601,7 +350,7 @@ def create_lb_app(
         @app.post("/execute", include_in_schema=False)
         async def execute(request: Request) -> Response:
             try:
-                raw = await _read_capped(request, guard.max_body_bytes)
+                raw = await read_capped(request, guard.max_body_bytes)
                 body = parse_json(raw, guard.max_depth) if raw else None
             except BodyError as exc:
                 if not exc.invalid:
