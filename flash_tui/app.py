@@ -1,17 +1,17 @@
 """FlashApp: the Textual application. It runs engine work in workers and turns what they bring
 into a new DashboardState, which the dashboard screen renders.
 
-Over 600 lines because it holds every worker of the app (scan, watch, connect, status, target
-events, health, logs, build, deploy, undeploy, probe) with the confirmations they open: each is
-short, and they share one backend, one state and one busy flag. The rules they apply live in
-`screens/dashboard_state.py`, the wording of outcomes in `reports.py`.
+Here: the app's lifecycle, the scan and file watch, the target's status, events, health and
+logs, and the screens it opens. The build, deploy and undeploy keys with their confirmations
+are `deployment_actions.py`; the rules the state applies live in `screens/dashboard_state.py`,
+the wording of outcomes in `reports.py`.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
@@ -20,28 +20,22 @@ from typing import Any
 from textual import on, work
 from textual.app import App
 from textual.timer import Timer
-from textual.widgets import ProgressBar
 
-from engine.build import BuildProgress
 from engine.diagnostics import Diagnostic
 from engine.health import HealthMonitor, HealthSample
 from engine.invoke import list_calls
-from engine.operations import OpEvent
-from engine.plan import Plan
 from engine.status import EndpointStatus
-from flash_tui import present, reports
+from flash_tui import present
 from flash_tui.backend import Backend, BackendError
 from flash_tui.commands import FlashCommands, bindings
+from flash_tui.deployment_actions import DeploymentActions
 from flash_tui.messages import (
     EngineUnavailable,
     HealthSampled,
-    OperationFinished,
-    OperationProgress,
     ScanFailed,
     ScanFinished,
     StatusUpdated,
 )
-from flash_tui.screens.confirm import PlanScreen, UndeployAllScreen, UndeployScreen
 from flash_tui.screens.dashboard import DashboardScreen
 from flash_tui.screens.dashboard_state import DashboardState
 from flash_tui.screens.help import HelpScreen
@@ -73,14 +67,13 @@ DASHBOARD_ACTIONS = frozenset(
 )
 HEALTH_INTERVAL = 2.0
 STATUS_INTERVAL = 5.0
-NOTHING_SELECTED = "Select an endpoint first (in the tree or the table): nothing is selected"
 
 
 def _now() -> datetime:
     return datetime.now().astimezone()
 
 
-class FlashApp(App[None]):
+class FlashApp(DeploymentActions, App[None]):
     """flash-tui: live manifest, deployment status, drift, health and logs of one project."""
 
     CSS_PATH = "app.tcss"
@@ -458,180 +451,9 @@ class FlashApp(App[None]):
         item = self.visible_selection()
         return item.endpoint if isinstance(item, TreeItem) else item
 
-    # -- long operations ------------------------------------------------------------------
-
-    def _begin(self, operation: str) -> bool:
-        if self.busy:
-            self.notify(
-                f"Wait for the running {self.busy} to finish", title="Busy", severity="warning"
-            )
-            return False
-        bar = self.dashboard.query_one(ProgressBar)
-        bar.update(total=None, progress=0)
-        bar.add_class("-busy")
-        self._update(busy=operation)
-        return True
-
-    @on(OperationProgress)
-    def _progress(self, message: OperationProgress) -> None:
-        bar = self.dashboard.query_one(ProgressBar)
-        bar.update(total=message.total, progress=message.done)
-
-    @on(OperationFinished)
-    def _finished(self, message: OperationFinished) -> None:
-        self._update(busy=None)
-        self.dashboard.query_one(ProgressBar).remove_class("-busy")
-        title = message.operation.capitalize()
-        if message.cancelled:
-            # One line, said once: the log and the toast carry the same words.
-            said = f"{message.operation} cancelled — nothing changed"
-            self.log_engine(said)
-            self.notify(said)
-        elif message.ok:
-            self.log_engine(f"{message.operation}: {message.summary}")
-            self.notify(message.summary or "done", title=f"{title} finished")
-        else:
-            self.log_engine(f"{message.operation} failed: {message.error}", "error")
-            self.notify(
-                present.short_reason(message.error or "failed"),
-                title=f"{title} failed",
-                severity="error",
-                timeout=10,
-            )
-        if self.connected and message.operation != "build":
-            self._refresh_status()
-            # Endpoints came or went: follow the new set (only new lines, no replay).
-            self._follow_logs(0)
-            if self.health_monitor is not None:
-                self.health_monitor.trigger()
-
-    def action_build(self) -> None:
-        if self._begin("build"):
-            self._build()
-
-    @work(thread=True, group="op")
-    def _build(self) -> None:
-        def progress(event: BuildProgress) -> None:
-            self.post_message(OperationProgress("build", event.step, event.done, event.total))
-
-        try:
-            result = self.backend.build(progress)
-        except Exception as exc:  # a BackendError, or a bug: the UI says so either way
-            self.post_message(reports.failed("build", exc))
-            return
-        self.post_message(reports.built(result))
-
-    def action_deploy(self) -> None:
-        name = self.selected_endpoint()
-        if not name:
-            self.notify(NOTHING_SELECTED, severity="warning")
-            return
-        self._deploy([name])
-
-    def action_deploy_all(self) -> None:
-        self._deploy(None)
-
-    def _confirm_plan(
-        self, names: list[str] | None, confirmed: reports.Confirmed
-    ) -> Callable[[Plan], Awaitable[bool]]:
-        title = f"Deploy {names[0]}" if names and len(names) == 1 else "Deploy plan"
-
-        async def confirm(plan: Plan) -> bool:
-            screen = PlanScreen(plan.items, title=title)
-            return confirmed.mark(bool(await self.push_screen_wait(screen)))
-
-        return confirm
-
-    @work(group="op")
-    async def _deploy(self, names: list[str] | None) -> None:
-        if not self._begin("deploy"):
-            return
-        confirmed = reports.Confirmed()
-        try:
-            report = await self.backend.deploy(
-                names, self._confirm_plan(names, confirmed), self._operation_event("deploy")
-            )
-        except Exception as exc:  # a BackendError, or a bug: the UI says so either way
-            self.post_message(reports.failed("deploy", exc))
-            return
-        self.post_message(reports.deployed("deploy", report, confirmed))
-
-    def _operation_event(self, operation: str) -> Callable[[OpEvent], None]:
-        def on_event(event: OpEvent) -> None:
-            if event.done is not None:
-                self.post_message(OperationProgress(operation, event.step, event.done, event.total))
-            if event.data.get("build_step"):
-                return  # per-step build progress drives the bar; the log gets "built <id>"
-            if event.step == "done":
-                return  # the outcome is said once, when the operation finishes
-            message = event.message
-            name = event.name
-            if name:
-                self.state = self._state.with_event(str(name), f"{self.stamp()} {message}")
-                message = f"{name}: {message}"
-            if message:
-                self.log_engine(f"{operation}: {message}")
-
-        return on_event
-
     def deployed_names(self) -> list[str]:
         """Endpoints the target reports as deployed (any state but not deployed)."""
         return self._state.deployed_names()
-
-    def action_undeploy(self) -> None:
-        name = self.selected_endpoint()
-        if not name:
-            self.notify(NOTHING_SELECTED, severity="warning")
-            return
-        if name not in self.deployed_names():
-            self.notify(f"{name} is not deployed", severity="warning")
-            return
-        self._undeploy([name])
-
-    def action_undeploy_all(self) -> None:
-        if not self.deployed_names():
-            self.notify("Nothing is deployed", severity="warning")
-            return
-        self._undeploy(None)
-
-    def _confirm_undeploy(
-        self, everything: bool, confirmed: reports.Confirmed
-    ) -> Callable[[Plan], Awaitable[bool]]:
-        async def confirm(plan: Plan) -> bool:
-            names = plan.names("delete")
-            if everything:
-                screen: UndeployScreen | UndeployAllScreen = UndeployAllScreen(
-                    self.backend.project_name, names
-                )
-            else:
-                urls = {n: self._state.url(n) for n in names}
-                screen = UndeployScreen(names, urls)
-            if confirmed.mark(bool(await self.push_screen_wait(screen))):
-                self.retire(names)
-                return True
-            return False
-
-        return confirm
-
-    def retire(self, names: Iterable[str]) -> None:
-        """Stop showing health for endpoints being undeployed (probes of them will fail)."""
-        self.state = self._state.with_retired(names)
-
-    @work(group="op")
-    async def _undeploy(self, names: list[str] | None) -> None:
-        if not self._begin("undeploy"):
-            return
-        confirmed = reports.Confirmed()
-        try:
-            report = await self.backend.undeploy(
-                names,
-                self._confirm_undeploy(names is None, confirmed),
-                self._operation_event("undeploy"),
-            )
-        except Exception as exc:  # a BackendError, or a bug: the UI says so either way
-            self.post_message(reports.failed("undeploy", exc))
-            return
-        self.post_message(reports.deployed("undeploy", report, confirmed))
 
     # -- screens --------------------------------------------------------------------------
 

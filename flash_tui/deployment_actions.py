@@ -1,0 +1,228 @@
+"""The dashboard's long operations — build, deploy, undeploy — as a part of `FlashApp`.
+
+Each asks for confirmation where it changes something (the plan, the undeploy dialogs), runs
+in a worker, drives the progress bar through `OperationProgress` and ends with one
+`OperationFinished`, which says the outcome once (log and toast) and refreshes what changed.
+Only one runs at a time (the state's `busy`). What an outcome reads like is `reports`.
+
+A mixin of `FlashApp` (not a Textual class itself, so its handlers use the `on_*` names): it
+works on the app's backend, dashboard state and log, and asks the app to refresh the target's
+status, logs and health after a deploy or an undeploy.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Iterable
+from typing import TYPE_CHECKING, Any
+
+from textual import work
+from textual.widgets import ProgressBar
+
+from engine.build import BuildProgress
+from engine.operations import OpEvent
+from engine.plan import Plan
+from flash_tui import present, reports
+from flash_tui.messages import OperationFinished, OperationProgress
+from flash_tui.screens.confirm import PlanScreen, UndeployAllScreen, UndeployScreen
+
+if TYPE_CHECKING:
+    from engine.health import HealthMonitor
+    from flash_tui.backend import Backend
+    from flash_tui.screens.dashboard import DashboardScreen
+    from flash_tui.screens.dashboard_state import DashboardState
+
+__all__ = ["NOTHING_SELECTED", "DeploymentActions"]
+
+NOTHING_SELECTED = "Select an endpoint first (in the tree or the table): nothing is selected"
+
+
+class DeploymentActions:
+    """Build, deploy and undeploy keys of the app, with their confirmations and outcome."""
+
+    # Provided by FlashApp (and Textual's App: notify, post_message, push_screen_wait).
+    backend: Backend
+    dashboard: DashboardScreen
+    connected: bool
+    health_monitor: HealthMonitor | None
+    _state: DashboardState
+    state: DashboardState
+    busy: str | None
+    notify: Callable[..., None]
+    post_message: Callable[[Any], bool]
+    push_screen_wait: Callable[..., Awaitable[Any]]
+    _update: Callable[..., None]
+    log_engine: Callable[..., None]
+    stamp: Callable[[], str]
+    selected_endpoint: Callable[[], str | None]
+    deployed_names: Callable[[], list[str]]
+    _refresh_status: Callable[[], Any]
+    _follow_logs: Callable[..., Any]
+
+    def _begin(self, operation: str) -> bool:
+        if self.busy:
+            self.notify(
+                f"Wait for the running {self.busy} to finish", title="Busy", severity="warning"
+            )
+            return False
+        bar = self.dashboard.query_one(ProgressBar)
+        bar.update(total=None, progress=0)
+        bar.add_class("-busy")
+        self._update(busy=operation)
+        return True
+
+    def on_operation_progress(self, message: OperationProgress) -> None:
+        """The bar follows the running operation."""
+        bar = self.dashboard.query_one(ProgressBar)
+        bar.update(total=message.total, progress=message.done)
+
+    def on_operation_finished(self, message: OperationFinished) -> None:
+        """Say how the operation ended; refresh what it changed."""
+        self._update(busy=None)
+        self.dashboard.query_one(ProgressBar).remove_class("-busy")
+        title = message.operation.capitalize()
+        if message.cancelled:
+            # One line, said once: the log and the toast carry the same words.
+            said = f"{message.operation} cancelled — nothing changed"
+            self.log_engine(said)
+            self.notify(said)
+        elif message.ok:
+            self.log_engine(f"{message.operation}: {message.summary}")
+            self.notify(message.summary or "done", title=f"{title} finished")
+        else:
+            self.log_engine(f"{message.operation} failed: {message.error}", "error")
+            self.notify(
+                present.short_reason(message.error or "failed"),
+                title=f"{title} failed",
+                severity="error",
+                timeout=10,
+            )
+        if self.connected and message.operation != "build":
+            self._refresh_status()
+            # Endpoints came or went: follow the new set (only new lines, no replay).
+            self._follow_logs(0)
+            if self.health_monitor is not None:
+                self.health_monitor.trigger()
+
+    def action_build(self) -> None:
+        if self._begin("build"):
+            self._build()
+
+    @work(thread=True, group="op")
+    def _build(self) -> None:
+        def progress(event: BuildProgress) -> None:
+            self.post_message(OperationProgress("build", event.step, event.done, event.total))
+
+        try:
+            result = self.backend.build(progress)
+        except Exception as exc:  # a BackendError, or a bug: the UI says so either way
+            self.post_message(reports.failed("build", exc))
+            return
+        self.post_message(reports.built(result))
+
+    def action_deploy(self) -> None:
+        name = self.selected_endpoint()
+        if not name:
+            self.notify(NOTHING_SELECTED, severity="warning")
+            return
+        self._deploy([name])
+
+    def action_deploy_all(self) -> None:
+        self._deploy(None)
+
+    def _confirm_plan(
+        self, names: list[str] | None, confirmed: reports.Confirmed
+    ) -> Callable[[Plan], Awaitable[bool]]:
+        title = f"Deploy {names[0]}" if names and len(names) == 1 else "Deploy plan"
+
+        async def confirm(plan: Plan) -> bool:
+            screen = PlanScreen(plan.items, title=title)
+            return confirmed.mark(bool(await self.push_screen_wait(screen)))
+
+        return confirm
+
+    @work(group="op")
+    async def _deploy(self, names: list[str] | None) -> None:
+        if not self._begin("deploy"):
+            return
+        confirmed = reports.Confirmed()
+        try:
+            report = await self.backend.deploy(
+                names, self._confirm_plan(names, confirmed), self._operation_event("deploy")
+            )
+        except Exception as exc:  # a BackendError, or a bug: the UI says so either way
+            self.post_message(reports.failed("deploy", exc))
+            return
+        self.post_message(reports.deployed("deploy", report, confirmed))
+
+    def _operation_event(self, operation: str) -> Callable[[OpEvent], None]:
+        def on_event(event: OpEvent) -> None:
+            if event.done is not None:
+                self.post_message(OperationProgress(operation, event.step, event.done, event.total))
+            if event.data.get("build_step"):
+                return  # per-step build progress drives the bar; the log gets "built <id>"
+            if event.step == "done":
+                return  # the outcome is said once, when the operation finishes
+            message = event.message
+            name = event.name
+            if name:
+                self.state = self._state.with_event(str(name), f"{self.stamp()} {message}")
+                message = f"{name}: {message}"
+            if message:
+                self.log_engine(f"{operation}: {message}")
+
+        return on_event
+
+    def action_undeploy(self) -> None:
+        name = self.selected_endpoint()
+        if not name:
+            self.notify(NOTHING_SELECTED, severity="warning")
+            return
+        if name not in self.deployed_names():
+            self.notify(f"{name} is not deployed", severity="warning")
+            return
+        self._undeploy([name])
+
+    def action_undeploy_all(self) -> None:
+        if not self.deployed_names():
+            self.notify("Nothing is deployed", severity="warning")
+            return
+        self._undeploy(None)
+
+    def _confirm_undeploy(
+        self, everything: bool, confirmed: reports.Confirmed
+    ) -> Callable[[Plan], Awaitable[bool]]:
+        async def confirm(plan: Plan) -> bool:
+            names = plan.names("delete")
+            if everything:
+                screen: UndeployScreen | UndeployAllScreen = UndeployAllScreen(
+                    self.backend.project_name, names
+                )
+            else:
+                urls = {n: self._state.url(n) for n in names}
+                screen = UndeployScreen(names, urls)
+            if confirmed.mark(bool(await self.push_screen_wait(screen))):
+                self.retire(names)
+                return True
+            return False
+
+        return confirm
+
+    def retire(self, names: Iterable[str]) -> None:
+        """Stop showing health for endpoints being undeployed (probes of them will fail)."""
+        self.state = self._state.with_retired(names)
+
+    @work(group="op")
+    async def _undeploy(self, names: list[str] | None) -> None:
+        if not self._begin("undeploy"):
+            return
+        confirmed = reports.Confirmed()
+        try:
+            report = await self.backend.undeploy(
+                names,
+                self._confirm_undeploy(names is None, confirmed),
+                self._operation_event("undeploy"),
+            )
+        except Exception as exc:  # a BackendError, or a bug: the UI says so either way
+            self.post_message(reports.failed("undeploy", exc))
+            return
+        self.post_message(reports.deployed("undeploy", report, confirmed))
