@@ -18,3 +18,52 @@ def test_ruff(command: list[str]) -> None:
     assert exe, "ruff is a dev dependency"
     result = subprocess.run([exe, *command], cwd=ROOT, capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+PACKAGES = ("runtime", "engine", "flash_tui")
+
+
+def _readme_layout_rows() -> dict[str, list[str]]:
+    """The first cells of the README layout tables, per package section (`### runtime/` ...)."""
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    layout = text.split("\n## Layout\n", 1)[1].split("\n## ", 1)[0]
+    rows: dict[str, list[str]] = {}
+    package = None
+    for line in layout.splitlines():
+        if line.startswith("### "):
+            package = line[4:].strip().rstrip("/")
+            rows[package] = []
+        elif package is not None and line.startswith("| `"):
+            first = line.split(" | ", 1)[0].removeprefix("| ")
+            rows[package].append(first)
+    return rows
+
+
+def test_readme_layout_lists_every_module_once() -> None:
+    """Each module of runtime/, engine/ and flash_tui/ has one row of its own, and no row is
+    stale: a module added, moved or removed without the README fails here."""
+    rows = _readme_layout_rows()
+    assert set(PACKAGES) <= set(rows), f"README layout sections: {sorted(rows)}"
+    problems: list[str] = []
+    for package in PACKAGES:
+        cells = rows[package]
+        several = [c for c in cells if c.count("`") != 2]
+        problems += [f"{package}/: one module per row, not {c}" for c in several]
+        listed = [c.strip("`") for c in cells if c not in several]
+        problems += [
+            f"{package}/{m}: listed twice" for m in sorted(set(listed)) if listed.count(m) > 1
+        ]
+        root = ROOT / package
+        modules = {
+            path.relative_to(root).as_posix()
+            for path in root.rglob("*.py")
+            if "__pycache__" not in path.parts
+        }
+        problems += [
+            f"{package}/{m}: missing from the README layout" for m in sorted(modules - set(listed))
+        ]
+        problems += [
+            f"{package}/{m}: in the README layout, not in the tree"
+            for m in sorted(set(listed) - modules)
+        ]
+    assert problems == []
