@@ -19,7 +19,7 @@ from textual import work
 from textual.widgets import ProgressBar
 
 from engine.build import BuildProgress
-from engine.operations import OpEvent
+from engine.operations import DeployReport, OpEvent
 from engine.plan import Plan
 from flash_tui import present, reports
 from flash_tui.messages import OperationFinished, OperationProgress
@@ -140,19 +140,28 @@ class DeploymentActions:
 
         return confirm
 
-    @work(group="op")
-    async def _deploy(self, names: list[str] | None) -> None:
-        if not self._begin("deploy"):
+    async def _change_deployments(
+        self, operation: str, run: Callable[[reports.Confirmed], Awaitable[DeployReport]]
+    ) -> None:
+        """Run a deploy or an undeploy (one long operation at a time) and post its outcome."""
+        if not self._begin(operation):
             return
         confirmed = reports.Confirmed()
         try:
-            report = await self.backend.deploy(
-                names, self._confirm_plan(names, confirmed), self._operation_event("deploy")
-            )
+            report = await run(confirmed)
         except Exception as exc:  # a BackendError, or a bug: the UI says so either way
-            self.post_message(reports.failed("deploy", exc))
+            self.post_message(reports.failed(operation, exc))
             return
-        self.post_message(reports.deployed("deploy", report, confirmed))
+        self.post_message(reports.deployed(operation, report, confirmed))
+
+    @work(group="op")
+    async def _deploy(self, names: list[str] | None) -> None:
+        await self._change_deployments(
+            "deploy",
+            lambda confirmed: self.backend.deploy(
+                names, self._confirm_plan(names, confirmed), self._operation_event("deploy")
+            ),
+        )
 
     def _operation_event(self, operation: str) -> Callable[[OpEvent], None]:
         def on_event(event: OpEvent) -> None:
@@ -213,16 +222,11 @@ class DeploymentActions:
 
     @work(group="op")
     async def _undeploy(self, names: list[str] | None) -> None:
-        if not self._begin("undeploy"):
-            return
-        confirmed = reports.Confirmed()
-        try:
-            report = await self.backend.undeploy(
+        await self._change_deployments(
+            "undeploy",
+            lambda confirmed: self.backend.undeploy(
                 names,
                 self._confirm_undeploy(names is None, confirmed),
                 self._operation_event("undeploy"),
-            )
-        except Exception as exc:  # a BackendError, or a bug: the UI says so either way
-            self.post_message(reports.failed("undeploy", exc))
-            return
-        self.post_message(reports.deployed("undeploy", report, confirmed))
+            ),
+        )

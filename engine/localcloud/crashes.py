@@ -15,7 +15,7 @@ import sys
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from engine.localcloud import logfiles
 from engine.localcloud.store import Store
@@ -151,50 +151,46 @@ class CrashHandler:
         previous = [t for t in record.get("crash_times") or [] if now - t < window and t != now]
         crashes = [*previous, now]
         last_error = "\n".join(tail[-20:])
-        if "crashed" not in done:
-            self.store.add_event(
-                "crashed",
-                f"worker pid {worker.pid} exited (code {code})",
-                app=app,
-                endpoint=name,
-                data={"exit_code": code, "pid": worker.pid},
-            )
-            done.add("crashed")
-        if len(crashes) >= self.settings.crash_limit:
-            self.store.upsert_endpoint(
-                app,
-                name,
-                status="failed",
-                pid=None,
-                pid_started=None,
-                crash_times=crashes,
-                last_error=last_error,
-            )
-            if "failed" not in done:
-                self.store.add_event(
-                    "failed",
-                    f"crashed {len(crashes)} times in {window:.0f}s; not restarting",
-                    app=app,
-                    endpoint=name,
-                    data={"last_lines": tail[-20:]},
-                )
-                done.add("failed")
-            with contextlib.suppress(OSError):
-                logfiles.append_marker(log, f"endpoint failed after {len(crashes)} crashes")
-            return
-        delay = min(self.settings.backoff_max, self.settings.backoff_base * 2 ** (len(crashes) - 1))
+        self._event_once(
+            done,
+            "crashed",
+            f"worker pid {worker.pid} exited (code {code})",
+            worker,
+            {"exit_code": code, "pid": worker.pid},
+        )
+        failed = len(crashes) >= self.settings.crash_limit
         self.store.upsert_endpoint(
             app,
             name,
-            status="unhealthy",
+            status="failed" if failed else "unhealthy",
             pid=None,
             pid_started=None,
             crash_times=crashes,
             last_error=last_error,
         )
+        if failed:
+            self._event_once(
+                done,
+                "failed",
+                f"crashed {len(crashes)} times in {window:.0f}s; not restarting",
+                worker,
+                {"last_lines": tail[-20:]},
+            )
+            with contextlib.suppress(OSError):
+                logfiles.append_marker(log, f"endpoint failed after {len(crashes)} crashes")
+            return
+        delay = min(self.settings.backoff_max, self.settings.backoff_base * 2 ** (len(crashes) - 1))
         with contextlib.suppress(OSError):
             logfiles.append_marker(log, f"restarting in {delay:.1f}s")
         self.restarts.schedule(app, name, delay, "crash")
+
+    def _event_once(
+        self, done: set[str], kind: str, message: str, worker: Worker, data: dict[str, Any]
+    ) -> None:
+        """Add an event unless an earlier attempt at recording this crash already did."""
+        if kind not in done:
+            self.store.add_event(kind, message, app=worker.app, endpoint=worker.name, data=data)
+            done.add(kind)
 
     def _recycled(self, worker: Worker, log: Path) -> None:
         """A worker that recycled itself (stuck calls, its log says which): restart it now.
