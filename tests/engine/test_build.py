@@ -6,10 +6,10 @@ import json
 import os
 import shutil
 import tarfile
-import textwrap
 from pathlib import Path
 
 import pytest
+from projectfiles import write_files
 
 from engine.build import (
     ARCHIVE_NAME,
@@ -35,13 +35,6 @@ def _copy_example(name: str, dest_parent: Path) -> Path:
     return dest
 
 
-def _write(root: Path, files: dict[str, str]) -> None:
-    for rel, text in files.items():
-        path = root / rel
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(textwrap.dedent(text))
-
-
 def _members(archive: Path) -> list[str]:
     with tarfile.open(archive) as tar:
         return tar.getnames()
@@ -65,7 +58,7 @@ SIMPLE = {
 @pytest.fixture()
 def simple_project(tmp_path: Path) -> Path:
     root = tmp_path / "simple"
-    _write(root, SIMPLE)
+    write_files(root, SIMPLE)
     return root
 
 
@@ -125,7 +118,7 @@ def test_secrets_vcs_venvs_and_escaping_symlinks_are_excluded(
     tmp_path: Path, simple_project: Path
 ) -> None:
     root = simple_project
-    _write(
+    write_files(
         root,
         {
             ".env": "RUNPOD_API_KEY=secret\n",
@@ -142,7 +135,7 @@ def test_secrets_vcs_venvs_and_escaping_symlinks_are_excluded(
         },
     )
     outside = tmp_path / "outside"
-    _write(outside, {"secret.txt": "outside\n", "pkg/mod.py": "x = 1\n"})
+    write_files(outside, {"secret.txt": "outside\n", "pkg/mod.py": "x = 1\n"})
     (root / "escape.txt").symlink_to(outside / "secret.txt")
     (root / "escape_dir").symlink_to(outside / "pkg", target_is_directory=True)
     (root / "inside_link.txt").symlink_to(root / "target.txt")
@@ -228,7 +221,7 @@ def test_handler_import_failure_names_the_handler(simple_project: Path) -> None:
 
 def test_upstream_style_project_builds(tmp_path: Path) -> None:
     root = tmp_path / "upstream_app"
-    _write(
+    write_files(
         root,
         {
             "main.py": """
@@ -386,7 +379,7 @@ def test_deps_with_nothing_to_install_is_a_no_op(simple_project: Path) -> None:
 
 def test_project_without_functions_is_refused_and_nothing_written(tmp_path: Path) -> None:
     root = tmp_path / "plain"
-    _write(root, {"main.py": "print('no flash here')\n"})
+    write_files(root, {"main.py": "print('no flash here')\n"})
     with pytest.raises(BuildError, match="no Flash code") as raised:
         build_project(root)
     assert raised.value.step == "scan"
@@ -431,7 +424,7 @@ def test_file_and_directory_swaps_between_builds(simple_project: Path) -> None:
 
 
 def test_top_level_runtime_package_is_refused(simple_project: Path) -> None:
-    _write(simple_project, {"runtime/__init__.py": "", "runtime/helpers.py": "X = 1\n"})
+    write_files(simple_project, {"runtime/__init__.py": "", "runtime/helpers.py": "X = 1\n"})
     with pytest.raises(BuildError) as info:
         build_project(simple_project)
     assert info.value.step == "copy"

@@ -5,11 +5,11 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import textwrap
 from pathlib import Path
 from typing import Any
 
 import pytest
+from projectfiles import write_files
 
 from engine.cli import main as cli_main
 from engine.manifest import manifest_json, write_manifest
@@ -51,14 +51,6 @@ FUNCTION_KEYS = {
     "class_methods",
     "method_signatures",
 }
-
-
-def _write(root: Path, files: dict[str, str]) -> Path:
-    for rel, text in files.items():
-        path = root / rel
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(textwrap.dedent(text))
-    return root
 
 
 def _copy(name: str, dest: Path) -> Path:
@@ -112,7 +104,7 @@ def test_schema_of_the_quickstart_example(tmp_path: Path) -> None:
 
 
 def test_no_routes_key_without_load_balancer_routes(tmp_path: Path) -> None:
-    root = _write(
+    root = write_files(
         tmp_path / "qb_only",
         {
             "pkg/__init__.py": """
@@ -187,7 +179,7 @@ def test_broken_example_reports_each_problem() -> None:
     ],
 )
 def test_route_validation(tmp_path: Path, decorator: str, code: str, severity: str) -> None:
-    root = _write(
+    root = write_files(
         tmp_path / "p",
         {
             "main.py": f"""
@@ -206,7 +198,7 @@ def test_route_validation(tmp_path: Path, decorator: str, code: str, severity: s
 
 
 def test_route_on_a_queue_endpoint_is_a_warning(tmp_path: Path) -> None:
-    root = _write(
+    root = write_files(
         tmp_path / "p",
         {
             "main.py": """
@@ -226,7 +218,7 @@ def test_route_on_a_queue_endpoint_is_a_warning(tmp_path: Path) -> None:
 
 
 def test_unsafe_names_and_conflicting_definitions(tmp_path: Path) -> None:
-    root = _write(
+    root = write_files(
         tmp_path / "p",
         {
             "a.py": """
@@ -270,7 +262,7 @@ def test_unsafe_names_and_conflicting_definitions(tmp_path: Path) -> None:
 
 
 def test_duplicate_function_within_one_resource(tmp_path: Path) -> None:
-    root = _write(
+    root = write_files(
         tmp_path / "p",
         {
             "a.py": """
@@ -324,7 +316,7 @@ def test_cli_human_output(capsys: pytest.CaptureFixture[str]) -> None:
 
 
 def test_cli_not_a_flash_project(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    _write(tmp_path, {"script.py": "print('hi')\n"})
+    write_files(tmp_path, {"script.py": "print('hi')\n"})
     assert cli_main(["scan", str(tmp_path)]) == 0
     assert "No Flash endpoints found" in capsys.readouterr().out
     assert cli_main(["scan", str(tmp_path), "--json"]) == 0

@@ -3,19 +3,12 @@
 from __future__ import annotations
 
 import os
-import textwrap
 from pathlib import Path
 
 import pytest
+from projectfiles import write_files
 
 from engine.project import ALWAYS_SKIP, Project, ignore_predicate, load_ignore
-
-
-def _write(root: Path, files: dict[str, str]) -> None:
-    for rel, text in files.items():
-        path = root / rel
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(textwrap.dedent(text))
 
 
 def _py(root: Path) -> set[str]:
@@ -29,7 +22,7 @@ def test_builtin_skips_apply_at_any_depth(tmp_path: Path) -> None:
         files[f"pkg/deep/{name}/nested.py"] = ""
     files["anyname/pyvenv.cfg"] = "home = /usr\n"  # a venv with an unusual name
     files["anyname/lib/x.py"] = ""
-    _write(tmp_path, files)
+    write_files(tmp_path, files)
     assert _py(tmp_path) == {"main.py", "pkg/mod.py"}
     rules = load_ignore(tmp_path)
     assert rules.is_ignored("pkg/deep/node_modules", True)
@@ -39,7 +32,7 @@ def test_builtin_skips_apply_at_any_depth(tmp_path: Path) -> None:
 
 
 def test_gitignore_patterns_negation_and_flashignore(tmp_path: Path) -> None:
-    _write(
+    write_files(
         tmp_path,
         {
             ".gitignore": "build/\n*.gen.py\n!keep.gen.py\n/rootonly.py\n# comment\n",
@@ -65,7 +58,7 @@ def test_gitignore_patterns_negation_and_flashignore(tmp_path: Path) -> None:
 
 
 def test_nested_gitignore_and_no_reinclusion_under_an_ignored_dir(tmp_path: Path) -> None:
-    _write(
+    write_files(
         tmp_path,
         {
             ".gitignore": "*.tmp.py\nlogs/\n!logs/important.py\n",
@@ -84,7 +77,7 @@ def test_nested_gitignore_and_no_reinclusion_under_an_ignored_dir(tmp_path: Path
 
 
 def test_rules_reload_after_edit(tmp_path: Path) -> None:
-    _write(tmp_path, {".gitignore": "a.py\n", "a.py": "", "b.py": ""})
+    write_files(tmp_path, {".gitignore": "a.py\n", "a.py": "", "b.py": ""})
     project = Project.open(tmp_path)
     assert {f.rel for f in project.python_files()} == {"b.py"}
     first = project.last_rule_files
@@ -97,7 +90,7 @@ def test_rules_reload_after_edit(tmp_path: Path) -> None:
 
 
 def test_ignore_predicate_takes_absolute_paths(tmp_path: Path) -> None:
-    _write(tmp_path, {".gitignore": "gen/\n", "gen/x.py": "", "ok.py": ""})
+    write_files(tmp_path, {".gitignore": "gen/\n", "gen/x.py": "", "ok.py": ""})
     ignored = ignore_predicate(tmp_path)
     assert ignored(tmp_path / "gen" / "x.py")
     assert ignored(tmp_path / ".git" / "HEAD")
@@ -108,8 +101,8 @@ def test_ignore_predicate_takes_absolute_paths(tmp_path: Path) -> None:
 def test_symlinks_loops_and_escapes(tmp_path: Path) -> None:
     root = tmp_path / "proj"
     outside = tmp_path / "outside"
-    _write(root, {"main.py": "", "real/mod.py": ""})
-    _write(outside, {"secret.py": "", "pkg/x.py": ""})
+    write_files(root, {"main.py": "", "real/mod.py": ""})
+    write_files(outside, {"secret.py": "", "pkg/x.py": ""})
     (root / "loop").symlink_to(root, target_is_directory=True)
     (root / "real" / "again").symlink_to(root / "real", target_is_directory=True)
     (root / "alias").symlink_to(root / "real", target_is_directory=True)  # already walked
@@ -122,14 +115,14 @@ def test_symlinks_loops_and_escapes(tmp_path: Path) -> None:
 
 
 def test_symlinked_dir_inside_the_project_is_walked_once(tmp_path: Path) -> None:
-    _write(tmp_path, {".gitignore": "hidden/\n", "hidden/mod.py": ""})
+    write_files(tmp_path, {".gitignore": "hidden/\n", "hidden/mod.py": ""})
     (tmp_path / "shown").symlink_to(tmp_path / "hidden", target_is_directory=True)
     assert _py(tmp_path) == {"shown/mod.py"}
 
 
 @pytest.mark.skipif(os.geteuid() == 0, reason="root reads any directory")
 def test_unreadable_directory_is_skipped(tmp_path: Path) -> None:
-    _write(tmp_path, {"ok.py": "", "closed/x.py": ""})
+    write_files(tmp_path, {"ok.py": "", "closed/x.py": ""})
     (tmp_path / "closed").chmod(0)
     try:
         assert _py(tmp_path) == {"ok.py"}

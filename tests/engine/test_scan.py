@@ -1,41 +1,18 @@
-"""engine.scan: every decorator and config form, static evaluation, cross-module resolution."""
+"""engine.scan: decorator forms, resource classes, signatures, cross-module resolution,
+project layouts."""
 
 from __future__ import annotations
 
-import textwrap
 from pathlib import Path
-from typing import Any
 
 import pytest
+from projectfiles import diagnostic_codes, function_entry, scan_files, write_files
 
 from engine.scan import Scanner, module_name, scan_project
-from runtime.confighash import config_hash
-
-
-def _write(root: Path, files: dict[str, str]) -> Path:
-    for rel, text in files.items():
-        path = root / rel
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(textwrap.dedent(text))
-    return root
-
-
-def _scan(root: Path, files: dict[str, str]) -> Any:
-    return scan_project(_write(root, files), generated_at="2020-01-01T00:00:00Z")
-
-
-def _fn(manifest: dict[str, Any], name: str) -> dict[str, Any]:
-    resource = manifest["function_registry"][name]
-    (entry,) = [f for f in manifest["resources"][resource]["functions"] if f["name"] == name]
-    return entry
-
-
-def _codes(result: Any) -> list[str]:
-    return [d.code for d in result.diagnostics]
 
 
 def test_remote_forms_and_import_aliases(tmp_path: Path) -> None:
-    result = _scan(
+    result = scan_files(
         tmp_path,
         {
             "a.py": """
@@ -94,10 +71,10 @@ def test_remote_forms_and_import_aliases(tmp_path: Path) -> None:
         "via_module": "cpu",
         "via_module_alias": "cpu",
     }
-    assert _fn(m, "positional")["is_async"] is True
-    assert _fn(m, "keyword")["dependencies"] == ["numpy==2.0", "pillow"]
-    assert _fn(m, "via_module")["system_dependencies"] == ["ffmpeg"]
-    model = _fn(m, "Model")
+    assert function_entry(m, "positional")["is_async"] is True
+    assert function_entry(m, "keyword")["dependencies"] == ["numpy==2.0", "pillow"]
+    assert function_entry(m, "via_module")["system_dependencies"] == ["ffmpeg"]
+    model = function_entry(m, "Model")
     assert model["is_class"] is True and model["class_methods"] == ["predict", "stream"]
     # Each method's parameters, without `self` (the route tester prefills from them).
     assert model["method_signatures"] == {
@@ -114,7 +91,7 @@ def test_remote_forms_and_import_aliases(tmp_path: Path) -> None:
 
 
 def test_signature_kinds(tmp_path: Path) -> None:
-    result = _scan(
+    result = scan_files(
         tmp_path,
         {
             "main.py": """
@@ -127,7 +104,7 @@ def test_signature_kinds(tmp_path: Path) -> None:
                 """
         },
     )
-    sig = _fn(result.manifest, "f")["signature"]
+    sig = function_entry(result.manifest, "f")["signature"]
     assert [(p["name"], p["kind"], p["annotation"], p["default"]) for p in sig] == [
         ("a", "POSITIONAL_ONLY", None, None),
         ("b", "POSITIONAL_OR_KEYWORD", "int", "1"),
@@ -161,7 +138,7 @@ def test_every_resource_class_and_its_flags(tmp_path: Path) -> None:
             def f{i}():
                 pass
             """
-    result = _scan(tmp_path, files)
+    result = scan_files(tmp_path, files)
     assert [d for d in result.diagnostics if d.severity == "error"] == []
     m = result.manifest
     for i, (cls, (lb, live)) in enumerate(expected.items()):
@@ -180,7 +157,7 @@ def test_every_resource_class_and_its_flags(tmp_path: Path) -> None:
 
 
 def test_configs_imported_across_modules(tmp_path: Path) -> None:
-    result = _scan(
+    result = scan_files(
         tmp_path,
         {
             "workers/__init__.py": "from .gpu.endpoint import gpu_config as exported\n",
@@ -254,11 +231,11 @@ def test_configs_imported_across_modules(tmp_path: Path) -> None:
     gpu = result.manifest["resources"]["gpu_worker"]
     assert gpu["file"] == "workers/gpu/endpoint.py" and gpu["config_variable"] == "gpu_config"
     assert gpu["config"]["gpus"] == ["ADA_24"]
-    assert _fn(result.manifest, "rel_one")["module"] == "workers.gpu.relative"
+    assert function_entry(result.manifest, "rel_one")["module"] == "workers.gpu.relative"
 
 
 def test_inline_config_and_lenient_reexport_of_the_sdk(tmp_path: Path) -> None:
-    result = _scan(
+    result = scan_files(
         tmp_path,
         {
             "sdk.py": "from tetra_rp import remote, LiveLoadBalancer as LB\n",
@@ -281,11 +258,11 @@ def test_inline_config_and_lenient_reexport_of_the_sdk(tmp_path: Path) -> None:
     assert res["inline_qb"]["resource_type"] == "LiveServerless"
     assert res["inline_qb"]["config_variable"] is None
     assert res["inline_lb"]["is_load_balanced"] is True
-    assert _fn(result.manifest, "inline_route")["http_method"] == "GET"
+    assert function_entry(result.manifest, "inline_route")["http_method"] == "GET"
 
 
 def test_names_not_from_the_sdk_are_not_flash(tmp_path: Path) -> None:
-    result = _scan(
+    result = scan_files(
         tmp_path,
         {
             "main.py": """
@@ -316,246 +293,8 @@ def test_names_not_from_the_sdk_are_not_flash(tmp_path: Path) -> None:
     assert result.manifest["resources"] == {} and result.diagnostics == []
 
 
-def test_endpoint_api(tmp_path: Path) -> None:
-    result = _scan(
-        tmp_path,
-        {
-            "main.py": """
-                from runpod_flash import Endpoint as E, GpuGroup, CpuInstanceType
-
-                api = E(name="api", cpu=CpuInstanceType.CPU3C_2_4, workers=(1, 3))
-
-                @api.get("/a")
-                def get_a(): ...
-
-                @api.post("/b")
-                async def post_b(x: int): ...
-
-                @api.put("/c")
-                def put_c(): ...
-
-                @api.delete("/d")
-                def delete_d(): ...
-
-                @api.patch(path="/e")
-                def patch_e(): ...
-
-                @E(name="trainer", gpu=GpuGroup.AMPERE_80, workers=2, dependencies=["torch"])
-                async def train(steps: int = 1): ...
-
-                @E(gpu=GpuGroup.ANY)
-                class Unnamed:
-                    def run(self): ...
-
-                queue = E(name="queue", workers=4)
-
-                @queue
-                def queued(): ...
-                """,
-        },
-    )
-    assert result.diagnostics == []
-    m = result.manifest
-    api = m["resources"]["api"]
-    assert api["resource_type"] == "CpuLoadBalancerSlsResource"
-    assert api["is_load_balanced"] is True and api["config_variable"] == "api"
-    assert api["config"]["workersMin"] == 1 and api["config"]["instanceIds"] == ["CPU3C_2_4"]
-    assert m["routes"]["api"] == {
-        "DELETE /d": "delete_d",
-        "GET /a": "get_a",
-        "PATCH /e": "patch_e",
-        "POST /b": "post_b",
-        "PUT /c": "put_c",
-    }
-    trainer = m["resources"]["trainer"]
-    assert trainer["resource_type"] == "ServerlessEndpoint"
-    assert trainer["config"]["gpus"] == ["AMPERE_80"] and trainer["config"]["workersMax"] == 2
-    assert _fn(m, "train")["dependencies"] == ["torch"]
-    # no name: the decorated object's name, as upstream
-    assert m["resources"]["Unnamed"]["functions"][0]["is_class"] is True
-    assert m["function_registry"]["queued"] == "queue"
-    assert m["resources"]["queue"]["resource_type"] == "ServerlessEndpoint"
-    resource_type, config = "ServerlessEndpoint", m["resources"]["queue"]["config"]
-    assert m["resources"]["queue"]["config_hash"] == config_hash(resource_type, config)
-
-
-def test_endpoint_routes_from_another_file(tmp_path: Path) -> None:
-    # routes.py has none of the trigger words: found through the name `api` bound in app.py
-    result = _scan(
-        tmp_path,
-        {
-            "app.py": "from runpod_flash import Endpoint\napi = Endpoint(name='api')\n",
-            "routes.py": """
-                from app import api
-
-                @api.post("/x")
-                def x(): ...
-                """,
-        },
-    )
-    assert result.diagnostics == []
-    assert result.manifest["routes"] == {"api": {"POST /x": "x"}}
-    assert result.manifest["resources"]["api"]["file"] == "app.py"
-
-
-def test_reexported_decorator_alias_in_a_file_without_trigger_words(tmp_path: Path) -> None:
-    result = _scan(
-        tmp_path,
-        {
-            "sdk.py": "from tetra_rp import remote as run_on, LiveServerless\n"
-            "cfg = LiveServerless(name='w')\n",
-            "use.py": """
-                from sdk import run_on, cfg
-
-                @run_on(cfg)
-                def f(): ...
-                """,
-        },
-    )
-    assert result.manifest["function_registry"] == {"f": "w"}
-
-
-def test_endpoint_problems(tmp_path: Path) -> None:
-    result = _scan(
-        tmp_path,
-        {
-            "main.py": """
-                from runpod_flash import Endpoint, GpuGroup
-
-                both = Endpoint(name="both")
-
-                @both
-                def as_queue(): ...
-
-                @both.post("/r")
-                def as_route(): ...
-
-                @Endpoint(name="bad", gpu=GpuGroup.ANY, cpu="cpu3c-1-2")
-                def gpu_and_cpu(): ...
-
-                nameless = Endpoint()
-
-                @nameless.get("/n")
-                def no_name(): ...
-                """,
-        },
-    )
-    codes = _codes(result)
-    assert "scan-endpoint-mixed" in codes
-    assert codes.count("scan-endpoint-invalid") == 2
-    assert "as_queue" in result.manifest["function_registry"]
-
-
-def test_static_evaluation(tmp_path: Path) -> None:
-    result = _scan(
-        tmp_path,
-        {
-            "consts.py": """
-                BASE = 2
-                ENV = {"MODE": "prod"}
-                """,
-            "shared/__init__.py": "",
-            "shared/settings.py": "TIMEOUT = 30\nIMAGE = 'repo/' + 'img:1'\n",
-            "main.py": """
-                import os
-                from consts import BASE, ENV
-                from shared import settings
-                from tetra_rp import (
-                    CudaVersion, GpuGroup, LiveServerless, NetworkVolume, ServerlessEndpoint,
-                    remote,
-                )
-
-                LOCAL = BASE * 2
-                cfg = LiveServerless(
-                    name="gpu",
-                    gpus=[GpuGroup.ADA_24, GpuGroup.AMPERE_80],
-                    workersMin=+0,
-                    workersMax=LOCAL,
-                    idleTimeout=settings.TIMEOUT,
-                    env=ENV,
-                    cudaVersions=(CudaVersion.V12_4,),
-                    networkVolume=NetworkVolume(name="vol", size=50),
-                )
-                dyn = ServerlessEndpoint(
-                    name="dyn",
-                    imageName=settings.IMAGE,
-                    workersMax=int(os.environ.get("MAX", "3")),
-                    scalerValue=-1 * BASE,
-                    env={"KEY": os.environ["KEY"]},
-                    gpus=[GpuGroup.NOT_A_MEMBER],
-                )
-
-                @remote(cfg)
-                def a(): ...
-
-                @remote(dyn)
-                def b(): ...
-                """,
-        },
-    )
-    gpu = result.manifest["resources"]["gpu"]
-    assert gpu["config"] == {
-        "cudaVersions": ["V12_4"],
-        "env": {"MODE": "prod"},
-        "gpus": ["ADA_24", "AMPERE_80"],
-        "idleTimeout": 30,
-        "name": "gpu",
-        "networkVolume": {"name": "vol", "size": 50},
-        "workersMax": 4,
-        "workersMin": 0,
-    }
-    assert gpu["unresolved"] == [] and gpu["config_hash"] is not None
-    dyn = result.manifest["resources"]["dyn"]
-    assert dyn["config"]["imageName"] == "repo/img:1"
-    assert dyn["config"]["scalerValue"] == -2
-    assert dyn["config"]["workersMax"] == {"$unresolved": 'int(os.environ.get("MAX", "3"))'}
-    assert dyn["config"]["env"] == {"KEY": {"$unresolved": 'os.environ["KEY"]'}}
-    assert dyn["config"]["gpus"] == [{"$unresolved": "GpuGroup.NOT_A_MEMBER"}]
-    assert dyn["unresolved"] == ["env", "gpus", "workersMax"]
-    assert dyn["config_hash"] is None
-    (info,) = [d for d in result.diagnostics if d.code == "manifest-config-unresolved"]
-    assert info.severity == "info" and "workersMax" in info.message and info.line > 0
-
-
-def test_config_hash_matches_the_sdk(tmp_path: Path) -> None:
-    result = _scan(
-        tmp_path,
-        {
-            "main.py": """
-                from tetra_rp import GpuGroup, LiveServerless, remote
-                cfg = LiveServerless(name="w", gpus=[GpuGroup.ADA_24], workersMax=2)
-
-                @remote(cfg)
-                def f(): ...
-                """
-        },
-    )
-    from runtime import GpuGroup, LiveServerless
-
-    live = LiveServerless(name="w", gpus=[GpuGroup.ADA_24], workersMax=2)
-    assert result.manifest["resources"]["w"]["config_hash"] == live.config_hash
-
-
-def test_invalid_config_is_a_warning_and_no_hash(tmp_path: Path) -> None:
-    result = _scan(
-        tmp_path,
-        {
-            "main.py": """
-                from tetra_rp import LiveServerless, remote
-                cfg = LiveServerless(name="w", workersMin=5, workersMax=1)
-
-                @remote(cfg)
-                def f(): ...
-                """
-        },
-    )
-    (diag,) = result.diagnostics
-    assert diag.code == "manifest-config-invalid" and "workersMin" in diag.message
-    assert result.manifest["resources"]["w"]["config_hash"] is None
-
-
 def test_nested_and_bare_decorators_are_reported(tmp_path: Path) -> None:
-    result = _scan(
+    result = scan_files(
         tmp_path,
         {
             "main.py": """
@@ -576,32 +315,10 @@ def test_nested_and_bare_decorators_are_reported(tmp_path: Path) -> None:
                 """
         },
     )
-    codes = _codes(result)
+    codes = diagnostic_codes(result)
     assert codes.count("scan-nested-function") == 2
     assert "scan-bare-decorator" in codes
     assert set(result.manifest["function_registry"]) == {"inner", "Inside"}
-
-
-def test_config_without_literal_name(tmp_path: Path) -> None:
-    result = _scan(
-        tmp_path,
-        {
-            "main.py": """
-                import os
-                from tetra_rp import LiveServerless, remote
-                named_by_var = LiveServerless(name=os.environ["N"])
-
-                @remote(named_by_var)
-                def f(): ...
-
-                @remote(LiveServerless(workersMax=1))
-                def g(): ...
-                """
-        },
-    )
-    assert "named_by_var" in result.manifest["resources"]
-    codes = _codes(result)
-    assert "scan-unknown-config" in codes  # inline, no name at all
 
 
 def test_module_names() -> None:
@@ -611,7 +328,7 @@ def test_module_names() -> None:
 
 
 def test_upstream_style_project(tmp_path: Path) -> None:
-    result = _scan(
+    result = scan_files(
         tmp_path,
         {
             "main.py": """
@@ -665,23 +382,23 @@ def test_upstream_style_project(tmp_path: Path) -> None:
     assert result.diagnostics == []
     m = result.manifest
     assert sorted(m["resources"]) == ["advanced_lb", "cpu_worker", "gpu_worker"]
-    gpu = _fn(m, "gpu_hello")
+    gpu = function_entry(m, "gpu_hello")
     assert (gpu["module"], gpu["is_async"], gpu["is_class"]) == (
         "workers.gpu.endpoint",
         True,
         False,
     )
-    assert _fn(m, "in_init")["module"] == "workers.cpu"
+    assert function_entry(m, "in_init")["module"] == "workers.cpu"
     adv = m["resources"]["advanced_lb"]
     assert (adv["resource_type"], adv["is_load_balanced"], adv["is_live_resource"]) == (
         "CpuLiveLoadBalancer",
         True,
         True,
     )
-    add = _fn(m, "add")
+    add = function_entry(m, "add")
     assert add["module"] == "03_advanced_workers.endpoint"
     assert (add["http_method"], add["http_path"]) == ("POST", "/sum")
-    assert _fn(m, "Status")["is_class"] is True
+    assert function_entry(m, "Status")["is_class"] is True
     assert m["routes"] == {"advanced_lb": {"GET /status": "Status", "POST /sum": "add"}}
     cpu = m["resources"]["cpu_worker"]
     assert (cpu["resource_type"], cpu["is_load_balanced"], cpu["is_live_resource"]) == (
@@ -692,7 +409,7 @@ def test_upstream_style_project(tmp_path: Path) -> None:
 
 
 def test_script_style_sibling_import(tmp_path: Path) -> None:
-    result = _scan(
+    result = scan_files(
         tmp_path,
         {
             "svc/configs.py": "from tetra_rp import LiveServerless\nc = LiveServerless(name='s')\n",
@@ -715,7 +432,7 @@ def test_line_and_file_are_recorded(tmp_path: Path, form: str) -> None:
         "async": "async def thing(): ...",
         "class": "class thing: ...",
     }
-    result = _scan(
+    result = scan_files(
         tmp_path,
         {
             "pkg/m.py": "from tetra_rp import LiveServerless, remote\n"
@@ -723,7 +440,7 @@ def test_line_and_file_are_recorded(tmp_path: Path, form: str) -> None:
             f"@remote(cfg)\n{head[form]}\n",
         },
     )
-    fn = _fn(result.manifest, "thing")
+    fn = function_entry(result.manifest, "thing")
     assert (fn["file"], fn["line"]) == ("pkg/m.py", 5)
     assert fn["is_async"] is (form == "async") and fn["is_class"] is (form == "class")
 
@@ -731,79 +448,9 @@ def test_line_and_file_are_recorded(tmp_path: Path, form: str) -> None:
 def test_scanner_accepts_a_path_or_project(tmp_path: Path) -> None:
     from engine.project import Project
 
-    _write(tmp_path, {"x.py": "y = 1\n"})
+    write_files(tmp_path, {"x.py": "y = 1\n"})
     assert Scanner(tmp_path).scan().manifest["resources"] == {}
     assert Scanner(Project.open(tmp_path)).scan().manifest["project_name"] == tmp_path.name
-
-
-def test_endpoint_route_problems(tmp_path: Path) -> None:
-    result = _scan(
-        tmp_path,
-        {
-            "main.py": """
-                import os
-                from runpod_flash import Endpoint
-
-                api = Endpoint(name="api")
-                ROUTE = os.environ["ROUTE"]
-
-                @api.get("/ping")
-                def reserved(): ...
-
-                @api.post(ROUTE)
-                def unknown_path(): ...
-
-                @api.post("/ok")
-                def ok(): ...
-
-                @api.put("/ok2")
-                def ok2(): ...
-
-                @api.put("/ok2")
-                def again(): ...
-                """
-        },
-    )
-    found = sorted((d.code, d.line) for d in result.diagnostics)
-    assert found == [
-        ("manifest-duplicate-route", 20),
-        ("manifest-invalid-path", 11),
-        ("manifest-reserved-path", 8),
-    ]
-    assert result.manifest["routes"] == {"api": {"POST /ok": "ok", "PUT /ok2": "ok2"}}
-
-
-def test_non_live_resource_without_image_is_an_error_at_its_line(tmp_path: Path) -> None:
-    # Upstream rejects it when the module is imported, so it must not pass here either.
-    result = _scan(
-        tmp_path,
-        {
-            "main.py": """
-                from tetra_rp import CpuLoadBalancerSlsResource, ServerlessEndpoint, remote
-
-                gateway_config = CpuLoadBalancerSlsResource(
-                    name="gateway",
-                    workersMax=2,
-                )
-                fine = ServerlessEndpoint(name="fine", imageName="me/img:1")
-
-                @remote(gateway_config, method="POST", path="/x")
-                async def x(): ...
-
-                @remote(fine)
-                def y(): ...
-                """,
-        },
-    )
-    errors = [d for d in result.diagnostics if d.severity == "error"]
-    assert [(d.file, d.line, d.code) for d in errors] == [
-        ("main.py", 4, "manifest-config-needs-image")
-    ]
-    message = errors[0].message
-    assert "CpuLoadBalancerSlsResource 'gateway' needs imageName, template or templateId" in message
-    assert "upstream rejects it" in message and "CpuLiveLoadBalancer" in message
-    # one problem, one diagnostic: no second "invalid config" warning for the same cause
-    assert [d for d in result.diagnostics if d.line == 4] == errors
 
 
 def test_examples_are_valid_upstream() -> None:

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import os
 import shutil
-import textwrap
 from pathlib import Path
 
 import pytest
+from projectfiles import write_files
 
 from engine.scan import MAX_PARSE_BYTES, Scanner
 
@@ -29,13 +29,6 @@ async def alpha(x: int) -> int:
 """
 
 
-def _write(root: Path, files: dict[str, str]) -> None:
-    for rel, text in files.items():
-        path = root / rel
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(textwrap.dedent(text))
-
-
 def _age(root: Path, seconds: int = 60) -> None:
     # Files modified in the last moments are re-hashed on every scan (their mtime may not have
     # ticked yet, see engine.project.RACY_NS); tests that count reads use older files.
@@ -52,7 +45,7 @@ def _bump(path: Path) -> None:
 
 @pytest.fixture()
 def project(tmp_path: Path) -> Path:
-    _write(
+    write_files(
         tmp_path,
         {
             "consts.py": "MAX = 3\n",
@@ -119,7 +112,7 @@ def test_editing_an_imported_constant_reresolves_dependents(project: Path) -> No
 
 def test_shared_config_users_all_see_a_constant_change(project: Path) -> None:
     # Two files resolve the same config through consts.py: both must depend on it.
-    _write(project, {"more.py": FUNCS.replace("alpha", "omega")})
+    write_files(project, {"more.py": FUNCS.replace("alpha", "omega")})
     scanner = Scanner(project)
     scanner.scan()
     (project / "consts.py").write_text("MAX = 9\n")
@@ -145,20 +138,20 @@ def test_same_size_edit_within_one_mtime_tick_is_seen(project: Path) -> None:
 def test_unchanged_directories_are_not_listed_again(project: Path) -> None:
     scanner = Scanner(project)
     scanner.scan()
-    _write(project, {"lib/late.py": FUNCS.replace("alpha", "late")})  # lib/ mtime changes
+    write_files(project, {"lib/late.py": FUNCS.replace("alpha", "late")})  # lib/ mtime changes
     assert set(scanner.scan().manifest["function_registry"]) == {"alpha", "late"}
-    _write(project, {"newdir/sub/x.py": FUNCS.replace("alpha", "deep")})  # a new directory
+    write_files(project, {"newdir/sub/x.py": FUNCS.replace("alpha", "deep")})  # a new directory
     assert set(scanner.scan().manifest["function_registry"]) == {"alpha", "late", "deep"}
     shutil.rmtree(project / "newdir")
     assert set(scanner.scan().manifest["function_registry"]) == {"alpha", "late"}
 
 
 def test_a_recently_modified_directory_is_listed_again(tmp_path: Path) -> None:
-    _write(tmp_path, {"pkg/a.py": FUNCS.replace("from config import cfg", "cfg = None")})
+    write_files(tmp_path, {"pkg/a.py": FUNCS.replace("from config import cfg", "cfg = None")})
     scanner = Scanner(tmp_path)
     scanner.scan()
     stamp = (tmp_path / "pkg").stat().st_mtime_ns
-    _write(tmp_path, {"pkg/b.py": "from tetra_rp import remote\n"})
+    write_files(tmp_path, {"pkg/b.py": "from tetra_rp import remote\n"})
     os.utime(tmp_path / "pkg", ns=(stamp, stamp))  # as if the mtime had not ticked
     assert scanner.scan().stats.files == 2
 
@@ -166,7 +159,7 @@ def test_a_recently_modified_directory_is_listed_again(tmp_path: Path) -> None:
 def test_add_delete_and_rename(project: Path) -> None:
     scanner = Scanner(project)
     scanner.scan()
-    _write(project, {"more.py": FUNCS.replace("alpha", "gamma")})
+    write_files(project, {"more.py": FUNCS.replace("alpha", "gamma")})
     result = scanner.scan()
     assert set(result.manifest["function_registry"]) == {"alpha", "gamma"}
 
@@ -184,7 +177,7 @@ def test_add_delete_and_rename(project: Path) -> None:
     result = scanner.scan()
     assert result.manifest["resources"] == {}
     assert [d.code for d in result.diagnostics] == ["scan-unknown-config"]
-    _write(project, {"config.py": CONFIG})
+    write_files(project, {"config.py": CONFIG})
     assert scanner.scan().manifest["function_registry"] == {"alpha": "worker"}
 
 
@@ -207,12 +200,12 @@ def test_changed_paths_hint(project: Path) -> None:
     assert result.manifest["function_registry"] == {"delta": "worker"}
     assert result.stats.read == 1
 
-    _write(project, {"pkg/new.py": FUNCS.replace("alpha", "epsilon")})
+    write_files(project, {"pkg/new.py": FUNCS.replace("alpha", "epsilon")})
     (project / "funcs.py").unlink()
     result = scanner.scan(changed_paths=[project / "pkg" / "new.py", project / "funcs.py"])
     assert result.manifest["function_registry"] == {"epsilon": "worker"}
     # ignored and outside paths are skipped; a directory falls back to a full walk
-    _write(project, {".venv/x.py": FUNCS.replace("alpha", "hidden"), "extra.py": FUNCS})
+    write_files(project, {".venv/x.py": FUNCS.replace("alpha", "hidden"), "extra.py": FUNCS})
     result = scanner.scan(changed_paths=[project / ".venv" / "x.py", "/elsewhere/y.py"])
     assert set(result.manifest["function_registry"]) == {"epsilon"}
     result = scanner.scan(changed_paths=[project])

@@ -1,0 +1,39 @@
+"""Small Flash projects written from text, for the scanner, manifest, build and project tests.
+
+No tests here; test modules import it (`from projectfiles import write_files`), as pytest puts
+this directory on `sys.path`.
+"""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+from typing import Any
+
+from engine.scan import ScanResult, scan_project
+
+
+def write_files(root: Path, files: dict[str, str]) -> Path:
+    """Write each relative path's (dedented) text under `root`; returns `root`."""
+    for rel, text in files.items():
+        path = root / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(textwrap.dedent(text))
+    return root
+
+
+def scan_files(root: Path, files: dict[str, str]) -> ScanResult:
+    """Write the files and scan them (with a fixed `generated_at`)."""
+    return scan_project(write_files(root, files), generated_at="2020-01-01T00:00:00Z")
+
+
+def function_entry(manifest: dict[str, Any], name: str) -> dict[str, Any]:
+    """The manifest entry of function `name`, found through the function registry."""
+    resource = manifest["function_registry"][name]
+    (entry,) = [f for f in manifest["resources"][resource]["functions"] if f["name"] == name]
+    return entry
+
+
+def diagnostic_codes(result: ScanResult) -> list[str]:
+    """The codes of a scan's diagnostics, in order."""
+    return [d.code for d in result.diagnostics]
