@@ -4,6 +4,9 @@ One flash-tui home and one copy of examples/quickstart for the module; the tests
 order and build on each other (deploy -> invoke -> drift -> faults -> remove -> undeploy), like a
 user session. The module fixture (and the session fixture in conftest) stops the cloud and
 kills any leftover worker whatever happens.
+
+A little over 600 lines because it is that one session: split across modules, each part would
+need its own home, cloud and deploy of the quickstart.
 """
 
 from __future__ import annotations
