@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import io
+from collections.abc import Callable
 from typing import Any
 
+import pytest
 from rich.console import Console
 from textual.app import App, ComposeResult
 from textual.screen import Screen
@@ -66,39 +68,52 @@ class Harness(App[None]):
         self.push_screen(self.dialog, self.results.append)
 
 
-async def test_plan_dialog_confirms_with_enter_on_deploy() -> None:
-    app = Harness(PlanScreen(PLAN))
-    async with app.run_test() as pilot:
-        await pilot.pause()
-        assert app.focused is not None and app.focused.id == "confirm"
-        await pilot.press("enter")
-        await pilot.pause()
-    assert app.results == [True]
+# (dialog, the button focused first, the keys pressed, the answer): the focus starts on the safe
+# choice when something would be destroyed, and Escape always cancels.
+ANSWERS = {
+    "plan: enter deploys": (lambda: PlanScreen(PLAN), "confirm", ["enter"], True),
+    "plan: escape cancels": (lambda: PlanScreen(PLAN), "confirm", ["escape"], False),
+    "plan with a delete: enter cancels": (
+        lambda: PlanScreen(PLAN_WITH_DELETE),
+        "cancel",
+        ["enter"],
+        False,
+    ),
+    "undeploy: enter cancels": (
+        lambda: UndeployScreen(["gateway"], {"gateway": "http://127.0.0.1:1"}),
+        "cancel",
+        ["enter"],
+        False,
+    ),
+    "undeploy: escape cancels": (lambda: UndeployScreen(["gateway"]), "cancel", ["escape"], False),
+    # Cancel -> Undeploy: a deliberate second key.
+    "undeploy: tab, enter confirms": (
+        lambda: UndeployScreen(["gateway"]),
+        "cancel",
+        ["tab", "enter"],
+        True,
+    ),
+}
 
 
-async def test_plan_dialog_escape_cancels() -> None:
-    app = Harness(PlanScreen(PLAN))
+@pytest.mark.parametrize(("dialog", "focused", "keys", "answer"), ANSWERS.values(), ids=ANSWERS)
+async def test_dialog_answers(
+    dialog: Callable[[], Screen[Any]], focused: str, keys: list[str], answer: bool
+) -> None:
+    app = Harness(dialog())
     async with app.run_test() as pilot:
-        await pilot.press("escape")
-        await pilot.pause()
-    assert app.results == [False]
+        await until(pilot, lambda: app.focused is not None, 5, "the dialog's focus")
+        assert app.focused is not None and app.focused.id == focused
+        await pilot.press(*keys)
+        await until(pilot, lambda: app.results, 5, "the answer")
+    assert app.results == [answer]
 
 
 async def test_plan_dialog_cancel_button() -> None:
     app = Harness(PlanScreen(PLAN))
     async with app.run_test() as pilot:
         await pilot.click("#cancel")
-        await pilot.pause()
-    assert app.results == [False]
-
-
-async def test_plan_with_delete_focuses_cancel() -> None:
-    app = Harness(PlanScreen(PLAN_WITH_DELETE))
-    async with app.run_test() as pilot:
-        await pilot.pause()
-        assert app.focused is not None and app.focused.id == "cancel"
-        await pilot.press("enter")
-        await pilot.pause()
+        await until(pilot, lambda: app.results, 5, "the answer")
     assert app.results == [False]
 
 
@@ -124,30 +139,6 @@ def test_plan_rendering_marks_and_diffs() -> None:
     # Destructive lines come first so they cannot scroll out of sight.
     assert text.index("- old") < text.index("~ gpu_worker") < text.index("+ cpu_worker")
     assert plan_counts(PLAN_WITH_DELETE) == "1 to create, 1 to update, 1 to delete, 1 unchanged"
-
-
-async def test_undeploy_dialog_focus_on_cancel_and_enter_cancels() -> None:
-    app = Harness(UndeployScreen(["gateway"], {"gateway": "http://127.0.0.1:1"}))
-    async with app.run_test() as pilot:
-        await pilot.pause()
-        assert app.focused is not None and app.focused.id == "cancel"
-        await pilot.press("enter")
-        await pilot.pause()
-    assert app.results == [False]
-
-
-async def test_undeploy_dialog_escape_and_confirm() -> None:
-    app = Harness(UndeployScreen(["gateway"]))
-    async with app.run_test() as pilot:
-        await pilot.press("escape")
-        await pilot.pause()
-    assert app.results == [False]
-    app = Harness(UndeployScreen(["gateway"]))
-    async with app.run_test() as pilot:
-        await pilot.press("tab")  # Cancel -> Undeploy: a deliberate second key
-        await pilot.press("enter")
-        await pilot.pause()
-    assert app.results == [True]
 
 
 async def test_undeploy_all_requires_the_project_name() -> None:
