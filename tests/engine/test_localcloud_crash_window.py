@@ -20,7 +20,7 @@ APP, NAME = "app", "ep"
 SETTINGS = SupervisorSettings(crash_limit=3, crash_window=60.0)
 
 
-def _on_crash_with_history(tmp_path: Path, crash_times: list[float]) -> tuple[dict[str, Any], bool]:
+def _crash_with_history(tmp_path: Path, crash_times: list[float]) -> tuple[dict[str, Any], bool]:
     """Seed `crash_times`, report one more crash; returns the record and whether a restart
     was scheduled (the restart itself is cancelled: no worker is ever spawned)."""
     home = Home(tmp_path / "home")
@@ -50,7 +50,7 @@ def test_crashes_older_than_the_window_are_not_counted(tmp_path: Path) -> None:
     now = time.time()
     # Many crashes, all just outside the window: this one is the first that counts.
     old = [now - 61.0 - i for i in range(10)]
-    record, scheduled = _on_crash_with_history(tmp_path, old)
+    record, scheduled = _crash_with_history(tmp_path, old)
     assert record["status"] == "unhealthy" and scheduled
     assert len(record["crash_times"]) == 1
     assert record["crash_times"][0] == pytest.approx(time.time(), abs=30)
@@ -60,6 +60,6 @@ def test_crashes_inside_the_window_reach_the_limit(tmp_path: Path) -> None:
     now = time.time()
     # crash_limit - 1 recent crashes (plus old ones that don't count): this crash fails it.
     recent = [now - 30.0, now - 10.0]
-    record, scheduled = _on_crash_with_history(tmp_path, [now - 120.0, *recent])
+    record, scheduled = _crash_with_history(tmp_path, [now - 120.0, *recent])
     assert record["status"] == "failed" and not scheduled
     assert record["crash_times"][:2] == recent and len(record["crash_times"]) == 3
