@@ -30,8 +30,9 @@ import tempfile
 import time
 from pathlib import Path
 
+from processes import CLI
+
 REPO = Path(__file__).resolve().parent.parent
-CLI = [sys.executable, "-c", "import sys; from engine.cli import main; sys.exit(main())"]
 
 
 def run_cli(

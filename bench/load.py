@@ -60,10 +60,9 @@ from loadgen import (
     run_requests_httpx,
     sample_of,
 )
-from processes import clean_env, free_port, stop_process, wait_ready
+from processes import CLI, clean_env, free_port, stop_process, wait_ready
 
 REPO = Path(__file__).resolve().parent.parent
-CLI = [sys.executable, "-c", "import sys; from engine.cli import main; sys.exit(main())"]
 FLOOD_BODY_BYTES = 133 * 1024
 TERMINAL = frozenset({"COMPLETED", "FAILED", "CANCELLED", "TIMED_OUT"})
 

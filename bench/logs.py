@@ -23,6 +23,7 @@ import time
 from pathlib import Path
 
 import httpx
+from processes import CLI
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
@@ -30,8 +31,6 @@ sys.path.insert(0, str(REPO))
 from engine.home import Home  # noqa: E402
 from engine.localcloud import logfiles  # noqa: E402
 from engine.localcloud.discovery import read_state, stop_cloud  # noqa: E402
-
-CLI = [sys.executable, "-c", "import sys; from engine.cli import main; sys.exit(main())"]
 
 ENDPOINT = '''"""Floods its log when GO_FILE appears."""
 

@@ -9,10 +9,14 @@ import os
 import signal
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Collection
 
 import httpx
+
+# `flash-tui` with this interpreter, whether or not the console script is installed.
+CLI = [sys.executable, "-c", "import sys; from engine.cli import main; sys.exit(main())"]
 
 
 def free_port() -> int:

@@ -25,7 +25,6 @@ import shutil
 import signal
 import sqlite3
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -33,13 +32,13 @@ from typing import Any
 
 import psutil
 import pytest
+from headless import CLI
 from waiting import wait_for
 
 from engine.home import Home
 from engine.identity import app_slug, canonical_path
 from engine.localcloud.discovery import read_state
 
-CLI = [sys.executable, "-c", "import sys; from engine.cli import main; sys.exit(main())"]
 FOLDER = "chaosapp"
 ENDPOINTS = {"work", "front"}
 RUNNING = frozenset({"deploying", "healthy", "unhealthy"})  # states that have a worker

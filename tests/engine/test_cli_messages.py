@@ -10,12 +10,12 @@ import shutil
 import signal
 import socket
 import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from headless import CLI, run_cli
 
 from engine.cli import main
 from engine.home import Home
@@ -23,7 +23,6 @@ from engine.localcloud.client import CloudClient
 from engine.localcloud.discovery import CloudError, CloudInfo, ensure_cloud
 
 REPO = Path(__file__).resolve().parents[2]
-CLI = [sys.executable, "-c", "import sys; from engine.cli import main; sys.exit(main())"]
 
 APP_CODE = """
 import asyncio
@@ -158,14 +157,7 @@ def cli_env(localcloud_home: Path) -> dict[str, str]:
 @pytest.fixture(scope="module")
 def cli(cli_env: dict[str, str], project: Path) -> Iterator[Run]:
     def run(*args: str, timeout: float = 120.0) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [*CLI, *args, "--project", str(project)],
-            env=cli_env,
-            stdin=subprocess.DEVNULL,
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-        )
+        return run_cli(args, cli_env, project=project, timeout=timeout)
 
     yield run
     run("undeploy", "--all", "--yes")

@@ -28,6 +28,7 @@ from typing import Any
 import httpx
 import psutil
 import pytest
+from headless import CLI, run_cli
 from waiting import wait_for
 
 from engine.home import Home
@@ -36,7 +37,6 @@ from engine.localcloud.discovery import read_state
 from engine.localcloud.store import Store
 
 REPO = Path(__file__).resolve().parents[2]
-CLI = [sys.executable, "-c", "import sys; from engine.cli import main; sys.exit(main())"]
 FOLDER = "e2eapp"
 APP = ""  # the app key of the module's project (engine.identity), set by the `project` fixture
 ENDPOINTS = {"api", "cpu_worker", "gateway", "gpu_worker"}
@@ -98,14 +98,7 @@ def home(localcloud_home: Path) -> Home:
 @pytest.fixture(scope="module")
 def cli(env: dict[str, str], project: Path) -> Callable[..., subprocess.CompletedProcess[str]]:
     def run(*args: str, timeout: float = 120.0) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [*CLI, *args, "--project", str(project)] if args[0] != "cloud" else [*CLI, *args],
-            env=env,
-            stdin=subprocess.DEVNULL,
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-        )
+        return run_cli(args, env, project=project, timeout=timeout)
 
     return run
 

@@ -12,20 +12,19 @@ import os
 import signal
 import sqlite3
 import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import psutil
 import pytest
+from headless import run_cli
 from waiting import wait_for
 
 from engine.identity import app_slug, canonical_path, readable_name
 from engine.localcloud.service import NAME_PATTERN
 from engine.operations import Engine
 
-CLI = [sys.executable, "-c", "import sys; from engine.cli import main; sys.exit(main())"]
 FOLDER = "same"
 
 ENDPOINT = '''"""A small CPU queue endpoint."""
@@ -108,14 +107,7 @@ def run(localcloud_home: Path) -> Callable[..., subprocess.CompletedProcess[str]
     env = {**os.environ, "FLASH_TUI_HOME": str(localcloud_home), "COLUMNS": "200"}
 
     def call(project: Path, *args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [*CLI, *args, "--project", str(project)],
-            env=env,
-            stdin=subprocess.DEVNULL,
-            capture_output=True,
-            text=True,
-            timeout=180,
-        )
+        return run_cli(args, env, project=project)
 
     return call
 
@@ -387,14 +379,7 @@ def test_deployed_endpoints_survive_the_upgrade_of_an_older_store(
     env = {**os.environ, "FLASH_TUI_HOME": str(home.root), "COLUMNS": "200"}
 
     def cli(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [*CLI, *args, "--project", str(project)] if args[0] != "cloud" else [*CLI, *args],
-            env=env,
-            stdin=subprocess.DEVNULL,
-            capture_output=True,
-            text=True,
-            timeout=180,
-        )
+        return run_cli(args, env, project=project)
 
     def status() -> dict[str, Any]:
         proc = cli("status", "--json", "--no-probe")

@@ -24,6 +24,7 @@ from typing import Any
 import httpx
 import psutil
 import pytest
+from headless import run_cli
 from waiting import wait_for
 
 from engine.home import Home
@@ -38,7 +39,6 @@ from engine.localcloud.store import Store
 from engine.localcloud.supervisor import Supervisor, SupervisorSettings
 from engine.localcloud.workers import Worker
 
-CLI = [sys.executable, "-c", "import sys; from engine.cli import main; sys.exit(main())"]
 FOLDER = "robustapp"
 # The app key of the module's project (keyed by its path); set by the `project` fixture.
 APP = ""
@@ -107,15 +107,7 @@ def _env(root: Path, **extra: str) -> dict[str, str]:
 def _run(
     env: dict[str, str], *args: str, cwd: Path | None = None
 ) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [*CLI, *args],
-        env=env,
-        cwd=cwd,
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        timeout=180,
-    )
+    return run_cli(args, env, cwd=cwd)
 
 
 def _cleanup(root: Path) -> None:

@@ -13,7 +13,6 @@ import json
 import os
 import queue
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -23,6 +22,7 @@ from typing import Any
 
 import httpx
 import pytest
+from headless import CLI, run_cli
 from waiting import until, wait_for
 
 from engine.home import Home
@@ -31,7 +31,6 @@ from engine.localcloud import logfiles
 from engine.localcloud.discovery import read_state
 from runtime.logline import StampedWriter, format_line, parse_line
 
-CLI = [sys.executable, "-c", "import sys; from engine.cli import main; sys.exit(main())"]
 FOLDER = "logtime"
 
 SOURCE = '''"""Two endpoints whose routes write what they are sent to their log."""
@@ -95,14 +94,7 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def cli(env: dict[str, str], project: Path) -> Callable[..., subprocess.CompletedProcess[str]]:
     def run(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [*CLI, *args, "--project", str(project)],
-            env=env,
-            stdin=subprocess.DEVNULL,
-            capture_output=True,
-            text=True,
-            timeout=180,
-        )
+        return run_cli(args, env, project=project)
 
     return run
 

@@ -17,9 +17,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from headless import run_cli
 
 REPO = Path(__file__).resolve().parents[2]
-CLI = [sys.executable, "-c", "import sys; from engine.cli import main; sys.exit(main())"]
 
 
 def _python(code: str) -> subprocess.CompletedProcess[str]:
@@ -103,17 +103,7 @@ def cli(
     env.update({"FLASH_TUI_HOME": str(localcloud_home), "COLUMNS": "200"})
 
     def run(*args: str, timeout: float = 120.0) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            # `build` takes the project as its PATH argument, the others as --project.
-            [*CLI, *args, str(project)]
-            if args[0] == "build"
-            else [*CLI, *args, "--project", str(project)],
-            env=env,
-            stdin=subprocess.DEVNULL,
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-        )
+        return run_cli(args, env, project=project, timeout=timeout)
 
     yield run
     run("undeploy", "--all", "--yes")

@@ -14,6 +14,7 @@ from typing import Any
 
 import httpx
 import pytest
+from headless import CLI
 from waiting import wait_for
 from worker_harness import Worker
 
@@ -323,7 +324,6 @@ def test_supervisor_restarts_a_recycled_worker_at_once(
     localcloud_home: Path, tmp_path: Path
 ) -> None:
     import subprocess
-    import sys
 
     from engine.health import probe
     from engine.home import Home
@@ -336,7 +336,7 @@ def test_supervisor_restarts_a_recycled_worker_at_once(
     project.mkdir()
     app = app_slug(canonical_path(project))
     (project / "main.py").write_text(STUCK_PROJECT)
-    cli = [sys.executable, "-c", "import sys; from engine.cli import main; sys.exit(main())"]
+    cli = CLI
     deploy = subprocess.run(
         [*cli, "deploy", "--yes", "--json", "--project", str(project)],
         capture_output=True,
