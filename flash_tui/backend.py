@@ -25,6 +25,7 @@ from engine.invoke import CallSpec, InvokeResult, JSONText
 from engine.logs import LogLine
 from engine.operations import DeployReport, Engine, OpError, OpEvent
 from engine.plan import Plan
+from engine.provider import DeploymentEvent
 from engine.scan import Scanner
 from engine.status import EndpointStatus
 
@@ -32,8 +33,8 @@ if TYPE_CHECKING:
     from engine.build import BuildProgress, BuildResult
 
 T = TypeVar("T")
-# A decoded JSON object: the manifest, an entry of the target's event log. Its values are read
-# where they are shown, by key.
+# A decoded JSON object: the manifest (upstream's JSON format). Its values are read where they
+# are shown, by key.
 JSONObject = dict[str, object]
 
 
@@ -175,7 +176,7 @@ class Backend:
         """Undeploy `names` (all when None) after `confirm(plan)`; returns the DeployReport."""
         return await self._op(self.engine.undeploy(names, confirm=confirm, on_event=on_event))
 
-    async def events(self, since: int = 0) -> list[JSONObject]:
+    async def events(self, since: int = 0) -> list[DeploymentEvent]:
         """The app's deployment event log after event id `since` (deployed, crashed, ...)."""
         return await self._op(self.engine.events(since))
 

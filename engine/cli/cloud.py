@@ -74,8 +74,8 @@ async def _describe(home: Home) -> dict[str, Any]:
     try:
         async with CloudClient(info, timeout=5.0) as client:
             apps = await client.apps()
-            out["apps"] = [{"name": a["name"], "endpoints": a["endpoints"]} for a in apps]
-            out["workers"] = (await client.health()).get("workers")
+            out["apps"] = [{"name": a.name, "endpoints": a.endpoints} for a in apps]
+            out["workers"] = (await client.health()).workers
     except CloudError as exc:
         out["error"] = str(exc)
     return out

@@ -14,6 +14,7 @@ from waiting import until
 
 from engine.diagnostics import Diagnostic
 from engine.health import HealthSample
+from engine.provider import DeploymentEvent
 from engine.status import EndpointStatus
 from flash_tui.app import FlashApp, parse_args
 from flash_tui.backend import Backend, BackendError, JSONObject
@@ -346,7 +347,7 @@ class FlakyTarget(Backend):
     ) -> list[EndpointStatus]:
         return []
 
-    async def events(self, since: int = 0) -> list[dict[str, Any]]:
+    async def events(self, since: int = 0) -> list[DeploymentEvent]:
         return []
 
     def health_monitor(self, interval: float) -> Any:
