@@ -36,6 +36,7 @@ from engine.provider import (
     DeployedEndpoint,
     DeploymentEvent,
     EndpointSpec,
+    EndpointTarget,
     Provider,
     ProviderError,
     ProviderEvent,
@@ -484,12 +485,12 @@ class Engine:
         """Probe every running deployed endpoint now."""
         return await probe_all(await self.health_targets())
 
-    async def health_targets(self) -> list[Any]:
+    async def health_targets(self) -> list[EndpointTarget]:
         """Targets for a `HealthMonitor` (the running deployed endpoints)."""
         return await self._targets(await self._deployed())
 
-    async def _targets(self, deployed: Mapping[str, DeployedEndpoint]) -> list[Any]:
-        out = []
+    async def _targets(self, deployed: Mapping[str, DeployedEndpoint]) -> list[EndpointTarget]:
+        out: list[EndpointTarget] = []
         for name, endpoint in deployed.items():
             if endpoint.url and endpoint.status in RUNNING:
                 try:

@@ -7,9 +7,9 @@ here (`_deployed`, `_event`, `_outcome`, `_app`, `_history`).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TypeVar
 
 from engine.home import Home
 from engine.localcloud.client import CloudClient
@@ -38,6 +38,8 @@ from engine.provider import (
 from engine.status import Status
 
 __all__ = ["LocalCloudProvider"]
+
+_T = TypeVar("_T")
 
 
 def _deployed(record: EndpointRecord) -> DeployedEndpoint:
@@ -150,7 +152,7 @@ class LocalCloudProvider:
             self._client = CloudClient(self.info)
             return self._client
 
-    async def _call(self, fn: Callable[[CloudClient], Any]) -> Any:
+    async def _call(self, fn: Callable[[CloudClient], Awaitable[_T]]) -> _T:
         client = await self._ensure()
         try:
             return await fn(client)
