@@ -31,6 +31,7 @@ from engine.status import EndpointStatus
 
 if TYPE_CHECKING:
     from engine.build import BuildProgress, BuildResult
+    from engine.localcloud.discovery import CloudStopped
 
 T = TypeVar("T")
 # A decoded JSON object: the manifest (upstream's JSON format). Its values are read where they
@@ -219,7 +220,7 @@ class Backend:
             await self._engine.close()
 
     @staticmethod
-    def stop_cloud() -> JSONObject:
+    def stop_cloud() -> CloudStopped:
         """Stop the local cloud of the current FLASH_TUI_HOME and its workers."""
         from engine.localcloud.discovery import stop_cloud
 

@@ -349,9 +349,9 @@ def test_stale_state_after_sigkill_is_replaced(cloud) -> None:  # noqa: ANN001
     assert fresh.pid != info.pid
     assert fresh.token == info.token  # the token survives restarts
     result = stop_cloud(home)
-    assert result["was_running"] and not result["forced"]
+    assert result.was_running and not result.forced
     assert read_state(home) is None and not home.state_file.exists()
-    assert stop_cloud(home)["was_running"] is False
+    assert stop_cloud(home).was_running is False
     with pytest.raises(CloudError, match="not running"):
         ensure_cloud(home, start=False)
 
