@@ -31,6 +31,7 @@ from engine.localcloud.wire import (
     PersistedManifest,
     ServiceHealth,
     UndeployRequest,
+    problem,
 )
 
 __all__ = ["CloudClient"]
@@ -43,9 +44,7 @@ def _parse(model: type[_Answer], data: Any, what: str) -> _Answer:
     try:
         return model.model_validate(data)
     except ValidationError as exc:
-        first = exc.errors(include_url=False, include_input=False)[0]
-        where = ".".join(str(part) for part in first["loc"]) or "body"
-        raise CloudError(f"local cloud: unexpected {what}: {where}: {first['msg']}") from None
+        raise CloudError(f"local cloud: unexpected {what}: {problem(exc)}") from None
 
 
 def _detail(response: httpx.Response) -> str:

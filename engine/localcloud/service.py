@@ -64,6 +64,7 @@ from engine.localcloud.wire import (
     ShutdownReply,
     ShutdownRequest,
     UndeployRequest,
+    problem,
 )
 from runtime.auth import BearerAuthMiddleware
 from runtime.hostcheck import LoopbackHostMiddleware
@@ -84,15 +85,6 @@ _BAD_HOST = (
 _Body = TypeVar("_Body", bound=BaseModel)
 
 
-def _problem(error: ValidationError) -> str:
-    """The first thing wrong with a body, naming its field (never echoing the value)."""
-    problems = error.errors(include_url=False, include_input=False)
-    first = problems[0]
-    where = ".".join(str(part) for part in first["loc"]) or "body"
-    more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
-    return f"{where}: {first['msg']}{more}"
-
-
 async def _body(
     request: Request, model: type[_Body], what: str, *, optional: bool = False
 ) -> _Body:
@@ -106,7 +98,7 @@ async def _body(
     try:
         return model.model_validate_json(raw)
     except ValidationError as exc:
-        raise HTTPException(422, f"bad {what}: {_problem(exc)}") from None
+        raise HTTPException(422, f"bad {what}: {problem(exc)}") from None
 
 
 def _check_name(kind: str, value: str) -> str:

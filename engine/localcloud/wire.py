@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, RootModel
+from pydantic import BaseModel, ConfigDict, Field, RootModel, ValidationError
 
 __all__ = [
     "Ack",
@@ -37,7 +37,18 @@ __all__ = [
     "ShutdownReply",
     "ShutdownRequest",
     "UndeployRequest",
+    "problem",
 ]
+
+
+def problem(error: ValidationError) -> str:
+    """The first thing wrong with a message, naming its field and never echoing its value:
+    `endpoints.0.name: Field required` (`body` when the message as a whole is wrong)."""
+    problems = error.errors(include_url=False, include_input=False)
+    first = problems[0]
+    where = ".".join(str(part) for part in first["loc"]) or "body"
+    more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+    return f"{where}: {first['msg']}{more}"
 
 
 class EndpointSpec(BaseModel):
