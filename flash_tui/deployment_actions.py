@@ -167,7 +167,7 @@ class DeploymentActions:
         def on_event(event: OpEvent) -> None:
             if event.done is not None:
                 self.post_message(OperationProgress(operation, event.step, event.done, event.total))
-            if event.data.get("build_step"):
+            if event.build_step:
                 return  # per-step build progress drives the bar; the log gets "built <id>"
             if event.step == "done":
                 return  # the outcome is said once, when the operation finishes
