@@ -22,6 +22,7 @@ __all__ = [
     "FlashEnvironment",
     "RunPodApi",
     "TemplateInput",
+    "TemplateRef",
     "Upload",
 ]
 
@@ -80,6 +81,13 @@ class EndpointInput(_Wire):
         return self.model_dump(exclude_none=True)
 
 
+class TemplateRef(_Wire):
+    """The template an endpoint runs (id and name)."""
+
+    id: str | None = None
+    name: str | None = None
+
+
 class Endpoint(_Wire):
     """An endpoint as the API reports it."""
 
@@ -104,6 +112,7 @@ class Endpoint(_Wire):
     version: int | None = None
     flashEnvironmentId: str | None = None
     env: list[EnvVar] | None = None
+    template: TemplateRef | None = None
 
     def env_value(self, key: str) -> str | None:
         """The value of `key` in the endpoint's template env (None when absent)."""
@@ -144,7 +153,8 @@ class Build(_Wire):
 _ENDPOINT_FIELDS = (
     "id name aiKey templateId gpuIds gpuCount allowedCudaVersions instanceIds locations "
     "networkVolumeId idleTimeout executionTimeoutMs scalerType scalerValue workersMin "
-    "workersMax workersStandby type version flashEnvironmentId env { key value }"
+    "workersMax workersStandby type version flashEnvironmentId env { key value } "
+    "template { id name }"
 )
 _APP_FIELDS = "id name flashEnvironments { id name activeBuildId }"
 
@@ -154,6 +164,12 @@ class RunPodApi:
 
     def __init__(self, client: GraphQLClient) -> None:
         self.client = client
+
+    async def account(self) -> str:
+        """Who the key belongs to: the account's email, else its id."""
+        data = await self.client.execute("query myself { myself { id email } }")
+        me = data.get("myself") or {}
+        return str(me.get("email") or me.get("id") or "unknown account")
 
     async def endpoints(self) -> list[Endpoint]:
         """Every endpoint of the account (`myself { endpoints }`)."""

@@ -35,7 +35,14 @@ __all__ = [
 FINGERPRINT_ENV = "_FLASH_SOURCE_FINGERPRINT"
 # Variables this target writes into every template (not the user's `env`).
 OUR_ENV_KEYS = frozenset(
-    {"FLASH_RESOURCE_NAME", "FLASH_APP", "FLASH_ENV", "FLASH_ENDPOINT_TYPE", FINGERPRINT_ENV}
+    {
+        "FLASH_RESOURCE_NAME",
+        "FLASH_RESOURCE_TYPE",
+        "FLASH_APP",
+        "FLASH_ENV",
+        "FLASH_ENDPOINT_TYPE",
+        FINGERPRINT_ENV,
+    }
 )
 # Variables the platform injects into a template once, at creation (kept on update).
 PLATFORM_ENV_KEYS = frozenset({"PORT", "PORT_HEALTH"})
@@ -84,6 +91,7 @@ def image_for(resource_type: str, config: Mapping[str, Any], entry: Mapping[str,
 
 def template_env(
     name: str,
+    resource_type: str,
     config: Mapping[str, Any],
     where: Deployment,
     *,
@@ -99,6 +107,7 @@ def template_env(
     env.update(
         {
             "FLASH_RESOURCE_NAME": name,
+            "FLASH_RESOURCE_TYPE": resource_type,
             "FLASH_APP": where.app,
             "FLASH_ENV": where.env,
             FINGERPRINT_ENV: fingerprint,
