@@ -300,20 +300,20 @@ class RunPodApi:
             idempotent=True,
         )
 
-    async def gpu_price(self, gpu_id: str, count: int) -> float | None:
-        """Lowest hourly price of `count` GPUs of a type or pool (None when unknown)."""
+    async def gpu_prices(self, gpu_types: list[str], count: int) -> dict[str, float]:
+        """Lowest hourly price of `count` GPUs of each GPU type (types the API does not list
+        are left out)."""
         data = await self.client.execute(
             "query gpuTypes($input: GpuTypeFilter, $count: Int) { gpuTypes(input: $input) "
             "{ id lowestPrice(input: {gpuCount: $count}) { uninterruptablePrice } } }",
-            {"input": {"id": gpu_id}, "count": max(1, count)},
+            {"input": {"ids": gpu_types}, "count": max(1, count)},
         )
-        prices = [
-            (t.get("lowestPrice") or {}).get("uninterruptablePrice")
-            for t in data.get("gpuTypes") or []
-            if t
-        ]
-        known = [float(p) for p in prices if isinstance(p, (int, float))]
-        return min(known) if known else None
+        out: dict[str, float] = {}
+        for item in data.get("gpuTypes") or []:
+            price = (item.get("lowestPrice") or {}).get("uninterruptablePrice") if item else None
+            if isinstance(price, (int, float)):
+                out[str(item["id"])] = float(price)
+        return out
 
     async def cpu_price(self, instance_id: str) -> float | None:
         """Hourly serverless price of a CPU instance type, e.g. `cpu3c-2-4` (None if unknown)."""

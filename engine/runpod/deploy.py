@@ -244,6 +244,10 @@ class Deployer:
                     url=target.base_url,
                     deployed_at=time.time(),
                 )
+            elapsed = _ms(started)
+            if self.health_wait <= 0:  # asked not to wait: saved is all this run knows
+                self._emit("endpoint", name=name, action=action, state="saved", elapsed_ms=elapsed)
+                return _result(name, action, True, endpoint_id=endpoint.id, url=target.base_url)
             healthy, detail = await self._wait_healthy(target)
             elapsed = _ms(started)
             if not healthy:
