@@ -1,0 +1,163 @@
+"""The fake's worker processes: emulated image workers (`runpod_image`) and their logs.
+
+One `ImageWorker` is one process running an endpoint's artifact the way upstream's image does.
+Its stdout and stderr are read by a thread that stamps each line with the time it was read and
+keeps it (bounded) for the REST v2 log stream; the data plane's own lines about the worker
+(started, exited) are kept as `system` lines, like the platform's.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass
+from pathlib import Path
+
+from fakes.runpod_image import worker_command
+
+__all__ = ["ImageWorker", "LogRecord", "free_port"]
+
+MAX_LOG_LINES = 5000  # per worker; the REST v2 stream's `tail` goes up to 5000
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that was free a moment ago."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass(frozen=True)
+class LogRecord:
+    """One log line of a worker: `seq` orders lines of one worker, `at` is epoch seconds."""
+
+    seq: int
+    at: float
+    source: str  # "container" (the worker's output) or "system" (the platform's)
+    line: str
+
+
+class ImageWorker:
+    """One emulated image worker process of one endpoint version."""
+
+    def __init__(
+        self,
+        *,
+        endpoint_id: str,
+        kind: str,
+        version: int,
+        image: str,
+        site: Path,
+        directory: Path,
+    ) -> None:
+        self.id = f"{endpoint_id}-{secrets.token_hex(5)}"
+        self.kind = kind
+        self.version = version
+        self.image = image
+        self.token = secrets.token_urlsafe(24)  # the worker's own key for the internal routes
+        self.port = free_port() if kind == "LB" else None
+        self.started_at = time.time()
+        self.ready = False  # QB: asked for its first job; LB: /ping answered 200
+        self.stopping = False
+        self.directory = Path(directory) / self.id
+        self._site = site
+        self._lines: deque[LogRecord] = deque(maxlen=MAX_LOG_LINES)
+        self._seq = 0
+        self._lock = threading.Lock()
+        self._process: subprocess.Popen[bytes] | None = None
+        self._reader: threading.Thread | None = None
+
+    @property
+    def app_dir(self) -> Path:
+        """The worker's code directory (the image's /app)."""
+        return self.directory / "app"
+
+    def uptime(self) -> float:
+        """Seconds since the worker started."""
+        return time.time() - self.started_at
+
+    def start(self, env: dict[str, str]) -> None:
+        """Start the process with the endpoint's `env`; its code directory starts empty, like a
+        new container's."""
+        self.app_dir.mkdir(parents=True, exist_ok=True)
+        home = self.directory / "home"
+        home.mkdir(exist_ok=True)
+        # Nothing of this process's environment (keys, PYTHONPATH): only what the platform sets.
+        full = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(home), **env}
+        self.system(f"worker {self.id} starting ({self.image}, version {self.version})")
+        self._process = subprocess.Popen(
+            worker_command(self._site, self.app_dir, self.kind, self.port),
+            cwd=self.app_dir,
+            env=full,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        self._reader = threading.Thread(
+            target=self._read, name=f"worker-log-{self.id}", daemon=True
+        )
+        self._reader.start()
+
+    @property
+    def pid(self) -> int | None:
+        """The process id (None before start)."""
+        return self._process.pid if self._process is not None else None
+
+    def alive(self) -> bool:
+        """True while the process runs."""
+        return self._process is not None and self._process.poll() is None
+
+    def exit_code(self) -> int | None:
+        """The exit status once the process ended."""
+        return None if self._process is None else self._process.poll()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """SIGTERM the process group, SIGKILL after `timeout`; wait for the log reader."""
+        self.stopping = True
+        process = self._process
+        if process is None:
+            return
+        if process.poll() is None:
+            self._signal(signal.SIGTERM)
+            try:
+                process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self._signal(signal.SIGKILL)
+                process.wait()
+        if self._reader is not None:
+            self._reader.join(timeout)
+
+    def _signal(self, signum: int) -> None:
+        try:
+            os.killpg(self._process.pid, signum)  # type: ignore[union-attr]
+        except (ProcessLookupError, PermissionError):
+            pass
+
+    def system(self, line: str) -> None:
+        """Keep a line of the platform's own about this worker."""
+        self._append("system", line)
+
+    def lines(self) -> list[LogRecord]:
+        """Every kept line, oldest first."""
+        with self._lock:
+            return list(self._lines)
+
+    def _append(self, source: str, line: str) -> None:
+        with self._lock:
+            self._seq += 1
+            self._lines.append(LogRecord(self._seq, time.time(), source, line))
+
+    def _read(self) -> None:
+        assert self._process is not None and self._process.stdout is not None
+        for raw in iter(self._process.stdout.readline, b""):
+            self._append("container", raw.decode("utf-8", "replace").rstrip("\r\n"))
+        self._process.stdout.close()
+        code = self._process.wait()
+        self.system(f"worker {self.id} exited with status {code}")

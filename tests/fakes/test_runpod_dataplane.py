@@ -1,0 +1,190 @@
+"""The fake data plane with real image workers: queue API, job states, health, auth, LB proxy.
+
+The artifacts here are tiny hand-written ones (a handler file in a tarball), so these tests are
+about the data plane and the image emulator; tests/engine/test_runpod_artifact.py runs real
+builds of the examples on it.
+"""
+
+from __future__ import annotations
+
+import io
+import tarfile
+import textwrap
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from fakes.asgi_thread import ThreadedServer
+from fakes.runpod_dataplane import DataPlane, EndpointView
+from fastapi import FastAPI
+from waiting import wait_for
+
+ACCOUNT_KEY = "rpa_account_key_for_tests_0000"
+QB_HANDLER = """
+import asyncio, os, sys
+
+async def handler(job):
+    data = job["input"]
+    if data.get("fail"):
+        return {"error": "asked to fail", "detail": 1}
+    if data.get("sleep"):
+        await asyncio.sleep(data["sleep"])
+    print("handled", job["id"], flush=True)
+    return {"echo": data, "job_id": job["id"], "resource": os.environ["FLASH_RESOURCE_NAME"],
+            "argv0": sys.argv[0]}
+"""
+LB_HANDLER = """
+from fastapi import FastAPI
+
+app = FastAPI()
+
+@app.post("/add")
+async def add(body: dict) -> dict:
+    return {"sum": body["a"] + body["b"]}
+"""
+
+
+def artifact(path: Path, files: dict[str, str]) -> Path:
+    """A gzip tarball of `files` (relative names, `./` prefixed like flash's)."""
+    with tarfile.open(path, "w:gz") as archive:
+        for name, text in files.items():
+            data = textwrap.dedent(text).encode()
+            info = tarfile.TarInfo(f"./{name}")
+            info.size = len(data)
+            archive.addfile(info, io.BytesIO(data))
+    return path
+
+
+class Plane:
+    """A data plane served on a free port, with the endpoints' keys."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.keys: dict[str, str] = {}
+        self.plane = DataPlane(workdir, self.authorize)
+        app = FastAPI()
+        app.include_router(self.plane.router)
+        self.server = ThreadedServer(app)
+        self.plane.base_url = self.server.url
+        self.http = httpx.Client(base_url=self.server.url, timeout=60)
+
+    def authorize(self, endpoint_id: str, header: str | None) -> bool:
+        value = (header or "").removeprefix("Bearer ").strip()
+        return value in (ACCOUNT_KEY, self.keys.get(endpoint_id))
+
+    def apply(self, view: EndpointView) -> None:
+        self.keys[view.id] = view.ai_key
+        self.server.call(self.plane.apply(view))
+
+    def headers(self, endpoint_id: str) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.keys[endpoint_id]}"}
+
+
+@pytest.fixture
+def plane(tmp_path: Path) -> Iterator[Plane]:
+    harness = Plane(tmp_path / "plane")
+    harness.server.start()
+    yield harness
+    harness.server.call(harness.plane.close())
+    harness.http.close()
+    harness.server.stop()
+
+
+def qb_view(tmp_path: Path, **fields: object) -> EndpointView:
+    values: dict[str, object] = {
+        "id": "qbecho0001",
+        "name": "echo",
+        "type": "QB",
+        "env": {"FLASH_RESOURCE_NAME": "echo"},
+        "image_name": "runpod/flash-cpu:py3.11-latest",
+        "workers_min": 0,
+        "workers_max": 1,
+        "ai_key": "ai_key_echo_0001",
+        "version": 1,
+        "artifact": artifact(tmp_path / "echo.tar.gz", {"handler_echo.py": QB_HANDLER}),
+    }
+    values.update(fields)
+    return EndpointView(**values)  # type: ignore[arg-type]
+
+
+def test_qb_job_runs_on_an_image_worker_with_the_whole_event(plane: Plane, tmp_path: Path):
+    view = qb_view(tmp_path)
+    plane.apply(view)
+    answer = plane.http.post(
+        f"/v2/{view.id}/runsync", json={"input": {"x": 1}}, headers=plane.headers(view.id)
+    )
+    assert answer.status_code == 200, answer.text
+    job = answer.json()
+    assert job["status"] == "COMPLETED", job
+    assert job["id"].startswith("sync-")
+    assert job["output"]["echo"] == {"x": 1}
+    assert job["output"]["job_id"] == job["id"]  # the handler got the whole event
+    assert job["output"]["resource"] == "echo"
+    (worker,) = plane.plane.workers(view.id)
+    assert job["workerId"] == worker.id
+    wait_for(lambda: any("handled" in r.line for r in worker.lines()), timeout=30)
+
+
+def test_queue_api_states_health_and_404(plane: Plane, tmp_path: Path):
+    view = qb_view(tmp_path)
+    plane.apply(view)
+    headers = plane.headers(view.id)
+    failed = plane.http.post(
+        f"/v2/{view.id}/runsync", json={"input": {"fail": True}}, headers=headers
+    ).json()
+    assert failed["status"] == "FAILED" and failed["error"] == "asked to fail"
+
+    slow = plane.http.post(
+        f"/v2/{view.id}/run",
+        json={"input": {"sleep": 30}, "policy": {"executionTimeout": 1000}},
+        headers=headers,
+    ).json()
+    assert slow["status"] == "IN_QUEUE" and slow["id"].endswith("-u1")
+
+    def status(job_id: str) -> str:
+        return plane.http.get(f"/v2/{view.id}/status/{job_id}", headers=headers).json()["status"]
+
+    wait_for(lambda: status(slow["id"]) == "TIMED_OUT", timeout=60)
+    retried = plane.http.post(f"/v2/{view.id}/retry/{slow['id']}", headers=headers).json()
+    assert retried == {"id": slow["id"], "status": "IN_QUEUE"}
+    cancelled = plane.http.post(f"/v2/{view.id}/cancel/{slow['id']}", headers=headers).json()
+    assert cancelled["status"] == "CANCELLED"
+    assert status(slow["id"]) == "CANCELLED"
+
+    health = plane.http.get(f"/v2/{view.id}/health", headers=headers).json()
+    assert health["jobs"]["failed"] == 2 and health["jobs"]["retried"] == 1
+    assert set(health["workers"]) == {
+        "idle", "initializing", "ready", "running", "throttled", "unhealthy"
+    }  # fmt: skip
+
+    missing = plane.http.get(f"/v2/{view.id}/status/nope-u1", headers=headers)
+    assert missing.status_code == 404
+    assert plane.http.get("/v2/unknown/health", headers=headers).status_code == 404
+    bad = plane.http.get(f"/v2/{view.id}/health", headers={"Authorization": "Bearer wrong"})
+    assert bad.status_code == 401
+    bare = plane.http.get(f"/v2/{view.id}/health", headers={"Authorization": ACCOUNT_KEY})
+    assert bare.status_code == 200
+
+
+def test_lb_requests_are_proxied_to_the_image_worker(plane: Plane, tmp_path: Path):
+    view = EndpointView(
+        id="lbadd00001",
+        name="adder",
+        type="LB",
+        env={"FLASH_RESOURCE_NAME": "adder", "FLASH_ENDPOINT_TYPE": "lb"},
+        image_name="runpod/flash-lb-cpu:py3.11-latest",
+        workers_min=1,
+        workers_max=1,
+        ai_key="ai_key_adder_01",
+        version=1,
+        artifact=artifact(tmp_path / "adder.tar.gz", {"handler_adder.py": LB_HANDLER}),
+    )
+    plane.apply(view)
+    headers = plane.headers(view.id)
+    wait_for(
+        lambda: plane.http.get(f"/lb/{view.id}/ping", headers=headers).status_code == 200,
+        timeout=60,
+    )
+    answer = plane.http.post(f"/lb/{view.id}/add", json={"a": 2, "b": 3}, headers=headers)
+    assert answer.json() == {"sum": 5}
+    assert plane.http.post(f"/lb/{view.id}/add", json={}).status_code == 401
