@@ -16,12 +16,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from fakes.runpod import FakeRunPod
 
 from engine.operations import Engine, OpError
 from engine.runpod.provider import RunPodProvider
-
-fakes = pytest.importorskip("fakes.runpod", reason="the RunPod contract fake is not here yet")
-FakeRunPod = fakes.FakeRunPod
 
 REPO = Path(__file__).resolve().parents[2]
 
