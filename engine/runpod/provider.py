@@ -11,6 +11,7 @@ own key (aiKey), never the account key.
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -46,6 +47,23 @@ from runtime.confighash import config_hash
 __all__ = ["DEFAULT_ENV", "RunPodProvider"]
 
 DEFAULT_ENV = "production"
+DEFAULT_HEALTH_WAIT = 120.0
+HEALTH_WAIT_ENV = "FLASH_RUNPOD_HEALTH_WAIT"
+
+
+def _health_wait(environ: Mapping[str, str] | None) -> float:
+    """Seconds a deploy waits for each endpoint to answer healthy (`FLASH_RUNPOD_HEALTH_WAIT`;
+    0: do not wait). A bad value is an error naming the variable."""
+    raw = (os.environ if environ is None else environ).get(HEALTH_WAIT_ENV, "").strip()
+    if not raw:
+        return DEFAULT_HEALTH_WAIT
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if not value >= 0 or value == float("inf"):
+        raise ProviderError(f"{HEALTH_WAIT_ENV}={raw!r}: expected a number of seconds >= 0")
+    return value
 
 
 class RunPodProvider:
@@ -59,12 +77,12 @@ class RunPodProvider:
         *,
         env: str | None = None,
         environ: Mapping[str, str] | None = None,
-        health_wait: float = 120.0,
+        health_wait: float | None = None,
     ) -> None:
         self.home = home
         self.env_name = env or DEFAULT_ENV
         self._environ = environ
-        self.health_wait = health_wait
+        self.health_wait = _health_wait(environ) if health_wait is None else health_wait
         self._config: RunPodConfig | None = None
         self._http: httpx.AsyncClient | None = None
         self._api: RunPodApi | None = None
