@@ -55,15 +55,17 @@ from inspect import isawaitable
 from typing import Any, TypeVar
 
 import uvicorn
-from fastapi import FastAPI, Request
+from fastapi import APIRouter, FastAPI, Request
 from graphql import GraphQLError, OperationDefinitionNode, execute, parse, validate
 from starlette.responses import FileResponse, JSONResponse, Response
 
 from fakes.runpod_control import ControlPlane
+from fakes.runpod_dataplane import DataPlane, EndpointView
 from fakes.runpod_endpoints import Endpoint, Template, new_id
 from fakes.runpod_faults import Fault, FaultMiddleware, Faults, apply
 from fakes.runpod_flash import FlashApp, FlashBuild, FlashEnvironment, UploadRefused
 from fakes.runpod_schema import build as build_schema
+from fakes.runpod_workers import ImageWorker
 
 T = TypeVar("T")
 _LOOP_TIMEOUT = 60.0
@@ -98,7 +100,7 @@ class _Server:
         storage = workdir / "objects"
         storage.mkdir(parents=True, exist_ok=True)
         self.plane, router, view = (
-            _data_plane(workdir, self.authorize) if data_plane else (None,) * 3
+            _data_plane(workdir, base_url, self.authorize) if data_plane else (None, None, None)
         )
         self.control = ControlPlane(
             storage=storage,
@@ -124,7 +126,7 @@ class _Server:
         endpoint = self.control.book.endpoints.get(endpoint_id)
         return endpoint is not None and hmac.compare_digest(key, endpoint.aiKey)
 
-    def _build_app(self, router: Any) -> FastAPI:
+    def _build_app(self, router: APIRouter | None) -> FastAPI:
         @asynccontextmanager
         async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             self.loop = asyncio.get_running_loop()
@@ -264,12 +266,10 @@ class _Server:
 
 
 def _data_plane(
-    workdir: Path, authorize: Callable[[str, str | None], bool]
-) -> tuple[Any, Any, Callable[[Endpoint, Template, Path | None], Any]]:
-    """C's data plane (real workers) and how an endpoint becomes its `EndpointView`."""
-    from fakes.runpod_dataplane import DataPlane, EndpointView
-
-    plane = DataPlane(workdir / "dataplane", authorize)
+    workdir: Path, base_url: str, authorize: Callable[[str, str | None], bool]
+) -> tuple[DataPlane, APIRouter, Callable[[Endpoint, Template, Path | None], EndpointView]]:
+    """The data plane (real workers) and how an endpoint becomes its `EndpointView`."""
+    plane = DataPlane(workdir / "dataplane", authorize, base_url=base_url)
 
     def view(endpoint: Endpoint, template: Template, artifact: Path | None) -> EndpointView:
         return EndpointView(
@@ -455,6 +455,11 @@ class FakeRunPod:
                 for b in flash.builds.values()
             ]
         )
+
+    def workers(self, endpoint_id: str) -> list[ImageWorker]:
+        """The endpoint's current worker processes (none without a data plane)."""
+        plane = self._server.plane
+        return self._on_loop(lambda: plane.workers(endpoint_id) if plane is not None else [])
 
     # --- changes behind the client's back ---------------------------------------------------
     def edit_endpoint(

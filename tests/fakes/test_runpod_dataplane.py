@@ -15,10 +15,11 @@ from pathlib import Path
 
 import httpx
 import pytest
-from fakes.asgi_thread import ThreadedServer
-from fakes.runpod_dataplane import DataPlane, EndpointView
 from fastapi import FastAPI
 from waiting import wait_for
+
+from fakes.asgi_thread import ThreadedServer
+from fakes.runpod_dataplane import DataPlane, EndpointView
 
 ACCOUNT_KEY = "rpa_account_key_for_tests_0000"
 QB_HANDLER = """

@@ -1,0 +1,198 @@
+"""The RunPod fake end to end: control plane + data plane with real image-emulator workers.
+
+A client deploys through GraphQL as upstream does (app, environment, presigned upload,
+finalize, deployBuildToEnvironment, saveEndpoint); the runpod SDK's `Endpoint.run_sync` (in a
+subprocess: it reads RUNPOD_ENDPOINT_BASE_URL when imported) gets the handler's result, an LB
+route answers through `/lb/{id}`, and deleteEndpoint stops the workers.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import subprocess
+import sys
+import tarfile
+import textwrap
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from waiting import wait_for
+
+from fakes.runpod import FakeRunPod
+
+QB_HANDLER = """
+def handler(job):
+    return {"echo": job["input"], "job": job["id"]}
+"""
+LB_HANDLER = """
+from fastapi import FastAPI
+
+app = FastAPI()
+
+
+@app.post("/add")
+async def add(body: dict) -> dict:
+    return {"sum": body["a"] + body["b"]}
+"""
+RUN_SYNC = """
+import json, os, runpod
+runpod.api_key = os.environ["RUNPOD_API_KEY"]
+result = runpod.Endpoint(os.environ["ENDPOINT_ID"]).run_sync({"n": 41}, timeout=90)
+print(json.dumps(result))
+"""
+
+
+class Client:
+    """A GraphQL client of the fake with the account key (what a deployer sends)."""
+
+    def __init__(self, fake: FakeRunPod) -> None:
+        self.fake = fake
+        self.http = httpx.Client(timeout=60)
+
+    def __call__(self, query: str, variables: dict[str, Any] | None = None) -> dict[str, Any]:
+        reply = self.http.post(
+            f"{self.fake.url}/api/graphql",
+            json={"query": query, "variables": variables or {}},
+            headers={"Authorization": f"Bearer {self.fake.api_key}"},
+        )
+        assert reply.status_code == 200 and "errors" not in reply.json(), reply.text
+        return reply.json()["data"]
+
+    def deploy_build(self, app: str, files: dict[str, str]) -> str:
+        """App + production environment + upload + finalize + deploy; the environment id."""
+        app_id = self(
+            "mutation a($i: CreateFlashAppInput!) { createFlashApp(input: $i) { id } }",
+            {"i": {"name": app}},
+        )["createFlashApp"]["id"]
+        env_id = self(
+            "mutation e($i: CreateFlashEnvironmentInput!) "
+            "{ createFlashEnvironment(input: $i) { id } }",
+            {"i": {"flashAppId": app_id, "name": "production"}},
+        )["createFlashEnvironment"]["id"]
+        body = _tarball({**files, "flash_manifest.json": json.dumps({"resources": {}})})
+        slot = self(
+            "mutation p($i: PrepareFlashArtifactUploadInput!) "
+            "{ prepareFlashArtifactUpload(input: $i) { uploadUrl objectKey } }",
+            {"i": {"flashAppId": app_id, "tarballSize": len(body)}},
+        )["prepareFlashArtifactUpload"]
+        put = httpx.put(
+            slot["uploadUrl"], content=body, headers={"Content-Type": "application/gzip"}
+        )
+        assert put.status_code == 200, put.text
+        build_id = self(
+            "mutation f($i: FinalizeFlashArtifactUploadInput!) "
+            "{ finalizeFlashArtifactUpload(input: $i) { id } }",
+            {"i": {"flashAppId": app_id, "objectKey": slot["objectKey"]}},
+        )["finalizeFlashArtifactUpload"]["id"]
+        self(
+            "mutation d($i: DeployBuildToEnvironmentInput!) "
+            "{ deployBuildToEnvironment(input: $i) { id } }",
+            {"i": {"flashEnvironmentId": env_id, "flashBuildId": build_id}},
+        )
+        return env_id
+
+    def save_endpoint(self, name: str, env_id: str, kind: str, **fields: Any) -> dict[str, Any]:
+        """saveEndpoint (create) of a CPU endpoint running `handler_<name>.py`."""
+        env = [{"key": "FLASH_RESOURCE_NAME", "value": name}]
+        if kind == "LB":
+            env.append({"key": "FLASH_ENDPOINT_TYPE", "value": "lb"})
+        image = "runpod/flash-lb-cpu:py3.11" if kind == "LB" else "runpod/flash-cpu:py3.11"
+        payload = {
+            "name": name,
+            "type": kind,
+            "instanceIds": ["cpu3c-1-2"],
+            "workersMin": 0,
+            "workersMax": 1,
+            "workersStandby": 0,
+            "flashEnvironmentId": env_id,
+            "template": {"name": f"{name}-{env_id}", "imageName": image, "env": env},
+            **fields,
+        }
+        return self(
+            "mutation s($i: EndpointInput!) { saveEndpoint(input: $i) { id aiKey version } }",
+            {"i": payload},
+        )["saveEndpoint"]
+
+
+def _tarball(files: dict[str, str]) -> bytes:
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
+        for name, text in files.items():
+            content = textwrap.dedent(text).encode()
+            info = tarfile.TarInfo(f"./{name}")
+            info.size = len(content)
+            tar.addfile(info, io.BytesIO(content))
+    return buffer.getvalue()
+
+
+@pytest.fixture(scope="module")
+def fake(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FakeRunPod]:
+    """The fake with its data plane; stopping it stops every worker."""
+    with FakeRunPod(tmp_path_factory.mktemp("fake-runpod-e2e")) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def deployed(fake: FakeRunPod) -> dict[str, dict[str, Any]]:
+    """One QB and one LB endpoint of one deployed build."""
+    client = Client(fake)
+    env_id = client.deploy_build(
+        "e2e", {"handler_echo.py": QB_HANDLER, "handler_api.py": LB_HANDLER}
+    )
+    return {
+        "qb": client.save_endpoint("echo", env_id, "QB"),
+        "lb": client.save_endpoint("api", env_id, "LB", scalerType="REQUEST_COUNT"),
+    }
+
+
+def test_runpod_sdk_run_sync_gets_the_handlers_result(
+    fake: FakeRunPod, deployed: dict[str, dict[str, Any]], tmp_path: Path
+) -> None:
+    env = {**os.environ, **fake.env(), "ENDPOINT_ID": deployed["qb"]["id"]}
+    result = subprocess.run(
+        [sys.executable, "-c", RUN_SYNC],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    output = json.loads(result.stdout.strip().splitlines()[-1])
+    assert output["echo"] == {"n": 41}
+
+
+def test_lb_route_answers_with_the_endpoint_key(
+    fake: FakeRunPod, deployed: dict[str, dict[str, Any]]
+) -> None:
+    lb = deployed["lb"]
+    url = fake.env()["FLASH_RUNPOD_LB_URL"].format(id=lb["id"])
+    headers = {"Authorization": f"Bearer {lb['aiKey']}"}
+
+    def added() -> dict[str, Any] | None:
+        reply = httpx.post(f"{url}/add", json={"a": 2, "b": 3}, headers=headers, timeout=10)
+        return reply.json() if reply.status_code == 200 else None
+
+    assert wait_for(added, 90, "LB /add through the fake") == {"sum": 5}
+    assert httpx.post(f"{url}/add", json={"a": 1, "b": 1}).status_code == 401
+
+
+def test_delete_endpoint_stops_its_workers(fake: FakeRunPod, tmp_path: Path) -> None:
+    client = Client(fake)
+    env_id = client.deploy_build("e2e-delete", {"handler_gone.py": QB_HANDLER})
+    endpoint = client.save_endpoint("gone", env_id, "QB")
+    assert wait_for(lambda: fake.workers(endpoint["id"]), 60, "a worker for the endpoint")
+    processes = [w for w in fake.workers(endpoint["id"])]
+    client("mutation d($id: String!) { deleteEndpoint(id: $id) }", {"id": endpoint["id"]})
+    assert fake.workers(endpoint["id"]) == []
+    assert all(not w.alive() for w in processes)
+    health = httpx.get(
+        f"{fake.url}/v2/{endpoint['id']}/health",
+        headers={"Authorization": f"Bearer {fake.api_key}"},
+    )
+    assert health.status_code == 404
