@@ -91,7 +91,9 @@ def bearer_or_bare(header: str | None) -> str | None:
 class _Server:
     """The ASGI app and the state behind it (one account), bound to one base URL."""
 
-    def __init__(self, workdir: Path, base_url: str, api_key: str, data_plane: bool) -> None:
+    def __init__(
+        self, workdir: Path, base_url: str, api_key: str, data_plane: bool, template_lag: float
+    ) -> None:
         self.api_key = api_key
         self.faults = Faults()
         self.calls: list[GraphQLCall] = []
@@ -109,6 +111,7 @@ class _Server:
             email="fake-user@example.com",
             data_plane=self.plane,
             view=view,
+            template_release_lag=template_lag,
         )
         self.app = self._build_app(router)
 
@@ -343,7 +346,9 @@ class FakeRunPod:
     """The fake served from a thread on a free 127.0.0.1 port, with test-side helpers.
 
     Use as a context manager (`with FakeRunPod(tmp_path) as fake:`); `stop()` shuts the server
-    and the data plane's workers down. `data_plane=False` serves the control plane only.
+    and the data plane's workers down. `data_plane=False` serves the control plane only;
+    `template_release_lag` makes deleteTemplate fail for that many seconds after the template's
+    last endpoint went away, as RunPod's can.
     """
 
     def __init__(
@@ -353,6 +358,7 @@ class FakeRunPod:
         port: int = 0,
         api_key: str | None = None,
         data_plane: bool = True,
+        template_release_lag: float = 0.0,
     ) -> None:
         self.workdir = workdir
         self._socket = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -361,7 +367,7 @@ class FakeRunPod:
         self.port: int = self._socket.getsockname()[1]
         self.url = f"http://127.0.0.1:{self.port}"
         self.api_key = api_key or "rpa_" + secrets.token_hex(20).upper()
-        self._server = _Server(workdir, self.url, self.api_key, data_plane)
+        self._server = _Server(workdir, self.url, self.api_key, data_plane, template_release_lag)
         self._uvicorn: uvicorn.Server | None = None
         self._thread: threading.Thread | None = None
 

@@ -21,6 +21,7 @@ from typing import Any
 
 import httpx
 import pytest
+from waiting import wait_for
 
 from fakes.runpod import FakeRunPod
 
@@ -480,3 +481,30 @@ def test_script_prints_exports_and_stops_on_ctrl_c(tmp_path: Path) -> None:
         if process.poll() is None:
             process.kill()
             process.wait()
+
+
+def test_delete_template_lags_after_last_use_when_asked(tmp_path: Path) -> None:
+    with FakeRunPod(tmp_path, data_plane=False, template_release_lag=1.0) as lagging:
+        created = save(lagging, endpoint_input("lag"))
+        data(
+            gql(
+                lagging,
+                "mutation d($id: String!) { deleteEndpoint(id: $id) }",
+                {"id": created["id"]},
+            )
+        )
+        delete = "mutation d($n: String!) { deleteTemplate(templateName: $n) }"
+        assert "in use" in error(gql(lagging, delete, {"n": "lag-tpl"}))
+
+        def deleted() -> bool:
+            return "errors" not in gql(lagging, delete, {"n": "lag-tpl"}).json()
+
+        assert wait_for(deleted, 15, "deleteTemplate after the lag")
+        assert lagging.templates() == []
+
+
+def test_gpu_pools_are_not_gpu_type_ids(fake: FakeRunPod) -> None:
+    query = "query g($f: GpuTypeFilter) { gpuTypes(input: $f) { id } }"
+    assert data(gql(fake, query, {"f": {"id": "AMPERE_16"}}))["gpuTypes"] == []
+    listed = data(gql(fake, query, {"f": {"ids": ["NVIDIA L4", "NVIDIA H200"]}}))["gpuTypes"]
+    assert {g["id"] for g in listed} == {"NVIDIA L4", "NVIDIA H200"}

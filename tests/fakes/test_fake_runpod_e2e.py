@@ -196,3 +196,21 @@ def test_delete_endpoint_stops_its_workers(fake: FakeRunPod, tmp_path: Path) -> 
         headers={"Authorization": f"Bearer {fake.api_key}"},
     )
     assert health.status_code == 404
+
+
+def test_env_changes_roll_workers_and_scaling_alone_does_not(fake: FakeRunPod) -> None:
+    client = Client(fake)
+    env_id = client.deploy_build("e2e-roll", {"handler_roll.py": QB_HANDLER})
+    endpoint = client.save_endpoint("roll", env_id, "QB")
+    first = wait_for(lambda: fake.workers(endpoint["id"]), 60, "a worker for the endpoint")
+    client(
+        "mutation s($i: EndpointInput!) { saveEndpoint(input: $i) { id } }",
+        {"i": {"id": endpoint["id"], "workersMax": 2}},
+    )
+    assert [w.id for w in fake.workers(endpoint["id"])] == [w.id for w in first]
+    edited = fake.edit_endpoint(
+        endpoint["id"], env={"FLASH_RESOURCE_NAME": "roll", "_FLASH_SOURCE_FINGERPRINT": "2"}
+    )
+    assert edited.version == endpoint["version"]  # env rolls workers without a version bump
+    rolled = wait_for(lambda: fake.workers(endpoint["id"]), 60, "a worker after the roll")
+    assert {w.id for w in rolled}.isdisjoint(w.id for w in first)
