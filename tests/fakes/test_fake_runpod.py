@@ -451,7 +451,7 @@ def test_tetra_rp_client_deploys_and_deletes_an_endpoint(fake: FakeRunPod, tmp_p
 # --- the script ---------------------------------------------------------------------------------
 def test_script_prints_exports_and_stops_on_ctrl_c(tmp_path: Path) -> None:
     process = subprocess.Popen(
-        [sys.executable, str(SCRIPT), "--port", "0", "--no-data-plane", "--workdir", str(tmp_path)],
+        [sys.executable, str(SCRIPT), "--port", "0", "--workdir", str(tmp_path)],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -469,6 +469,11 @@ def test_script_prints_exports_and_stops_on_ctrl_c(tmp_path: Path) -> None:
             "RUNPOD_REST_API_URL",
             "FLASH_RUNPOD_LB_URL",
         }
+        unknown = httpx.get(
+            f"{exports['RUNPOD_ENDPOINT_BASE_URL']}/nosuchendpoint/health",
+            headers={"Authorization": f"Bearer {exports['RUNPOD_API_KEY']}"},
+        )
+        assert unknown.status_code == 404  # the data plane is mounted too
         reply = httpx.post(
             f"{exports['RUNPOD_API_BASE_URL']}/graphql",
             json={"query": "{ myself { id } }"},

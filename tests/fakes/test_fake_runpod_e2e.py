@@ -11,6 +11,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import signal
 import subprocess
 import sys
 import tarfile
@@ -20,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import psutil
 import pytest
 from waiting import wait_for
 
@@ -50,15 +52,20 @@ print(json.dumps(result))
 class Client:
     """A GraphQL client of the fake with the account key (what a deployer sends)."""
 
-    def __init__(self, fake: FakeRunPod) -> None:
-        self.fake = fake
+    def __init__(self, api_base: str, key: str) -> None:
+        self.api_base, self.key = api_base, key
         self.http = httpx.Client(timeout=60)
+
+    @classmethod
+    def of(cls, fake: FakeRunPod) -> Client:
+        """A client of an in-process fake."""
+        return cls(fake.env()["RUNPOD_API_BASE_URL"], fake.api_key)
 
     def __call__(self, query: str, variables: dict[str, Any] | None = None) -> dict[str, Any]:
         reply = self.http.post(
-            f"{self.fake.url}/api/graphql",
+            f"{self.api_base}/graphql",
             json={"query": query, "variables": variables or {}},
-            headers={"Authorization": f"Bearer {self.fake.api_key}"},
+            headers={"Authorization": f"Bearer {self.key}"},
         )
         assert reply.status_code == 200 and "errors" not in reply.json(), reply.text
         return reply.json()["data"]
@@ -140,7 +147,7 @@ def fake(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FakeRunPod]:
 @pytest.fixture(scope="module")
 def deployed(fake: FakeRunPod) -> dict[str, dict[str, Any]]:
     """One QB and one LB endpoint of one deployed build."""
-    client = Client(fake)
+    client = Client.of(fake)
     env_id = client.deploy_build(
         "e2e", {"handler_echo.py": QB_HANDLER, "handler_api.py": LB_HANDLER}
     )
@@ -183,7 +190,7 @@ def test_lb_route_answers_with_the_endpoint_key(
 
 
 def test_delete_endpoint_stops_its_workers(fake: FakeRunPod, tmp_path: Path) -> None:
-    client = Client(fake)
+    client = Client.of(fake)
     env_id = client.deploy_build("e2e-delete", {"handler_gone.py": QB_HANDLER})
     endpoint = client.save_endpoint("gone", env_id, "QB")
     assert wait_for(lambda: fake.workers(endpoint["id"]), 60, "a worker for the endpoint")
@@ -199,7 +206,7 @@ def test_delete_endpoint_stops_its_workers(fake: FakeRunPod, tmp_path: Path) -> 
 
 
 def test_env_changes_roll_workers_and_scaling_alone_does_not(fake: FakeRunPod) -> None:
-    client = Client(fake)
+    client = Client.of(fake)
     env_id = client.deploy_build("e2e-roll", {"handler_roll.py": QB_HANDLER})
     endpoint = client.save_endpoint("roll", env_id, "QB")
     first = wait_for(lambda: fake.workers(endpoint["id"]), 60, "a worker for the endpoint")
@@ -214,3 +221,34 @@ def test_env_changes_roll_workers_and_scaling_alone_does_not(fake: FakeRunPod) -
     assert edited.version == endpoint["version"]  # env rolls workers without a version bump
     rolled = wait_for(lambda: fake.workers(endpoint["id"]), 60, "a worker after the roll")
     assert {w.id for w in rolled}.isdisjoint(w.id for w in first)
+
+
+def test_script_ctrl_c_stops_the_workers_it_started(tmp_path: Path) -> None:
+    script = Path(__file__).with_name("runpod.py")
+    process = subprocess.Popen(
+        [sys.executable, str(script), "--workdir", str(tmp_path)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,  # Ctrl+C reaches only the fake, as it would the fake alone
+    )
+    try:
+        assert process.stdout is not None
+        exports = dict(
+            process.stdout.readline().removeprefix("export ").strip().split("=", 1)
+            for _ in range(5)
+        )
+        client = Client(exports["RUNPOD_API_BASE_URL"], exports["RUNPOD_API_KEY"])
+        env_id = client.deploy_build("script", {"handler_solo.py": QB_HANDLER})
+        client.save_endpoint("solo", env_id, "QB")
+        workers = tmp_path / "dataplane" / "workers"
+        wait_for(lambda: any(workers.iterdir()), 60, "a worker directory", retry_errors=True)
+        children = wait_for(lambda: psutil.Process(process.pid).children(), 60, "a worker")
+        process.send_signal(signal.SIGINT)
+        assert process.wait(timeout=60) == 0
+        _, alive = psutil.wait_procs(children, timeout=30)
+        assert alive == []
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
