@@ -252,3 +252,14 @@ def test_script_ctrl_c_stops_the_workers_it_started(tmp_path: Path) -> None:
         if process.poll() is None:
             process.kill()
             process.wait()
+
+
+def test_faults_reach_the_data_plane(fake: FakeRunPod, deployed: dict[str, dict[str, Any]]) -> None:
+    qb = deployed["qb"]
+    url = f"{fake.env()['RUNPOD_ENDPOINT_BASE_URL']}/{qb['id']}/health"
+    headers = {"Authorization": qb["aiKey"]}  # the bare endpoint key
+    fake.fail_next(f"/v2/{qb['id']}/health", status=429, retry_after=2)
+    throttled = httpx.get(url, headers=headers)
+    assert throttled.status_code == 429 and throttled.headers["retry-after"] == "2"
+    health = httpx.get(url, headers=headers)
+    assert health.status_code == 200 and set(health.json()["workers"]) >= {"idle", "running"}
