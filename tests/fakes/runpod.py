@@ -80,6 +80,11 @@ class GraphQLCall:
     variables: dict[str, Any]
 
 
+def _same(presented: str, secret: str) -> bool:
+    # compare_digest refuses non-ASCII str: compare bytes (a header may hold any latin-1 text)
+    return hmac.compare_digest(presented.encode(), secret.encode())
+
+
 def bearer_or_bare(header: str | None) -> str | None:
     """The key in an Authorization header value: `Bearer <key>` or the bare key."""
     if not header:
@@ -117,7 +122,7 @@ class _Server:
 
     def account_key(self, presented: str | None) -> bool:
         """Whether `presented` is the account's API key (constant time)."""
-        return presented is not None and hmac.compare_digest(presented, self.api_key)
+        return presented is not None and _same(presented, self.api_key)
 
     def authorize(self, endpoint_id: str, header: str | None) -> bool:
         """Data-plane auth: the account key or that endpoint's aiKey, Bearer or bare."""
@@ -127,7 +132,7 @@ class _Server:
         if self.account_key(key):
             return True
         endpoint = self.control.book.endpoints.get(endpoint_id)
-        return endpoint is not None and hmac.compare_digest(key, endpoint.aiKey)
+        return endpoint is not None and _same(key, endpoint.aiKey)
 
     def _build_app(self, router: APIRouter | None) -> FastAPI:
         @asynccontextmanager
