@@ -55,15 +55,17 @@ from inspect import isawaitable
 from typing import Any, TypeVar
 
 import uvicorn
-from fastapi import FastAPI, Request
+from fastapi import APIRouter, FastAPI, Request
 from graphql import GraphQLError, OperationDefinitionNode, execute, parse, validate
 from starlette.responses import FileResponse, JSONResponse, Response
 
 from fakes.runpod_control import ControlPlane
+from fakes.runpod_dataplane import DataPlane, EndpointView
 from fakes.runpod_endpoints import Endpoint, Template, new_id
 from fakes.runpod_faults import Fault, FaultMiddleware, Faults, apply
 from fakes.runpod_flash import FlashApp, FlashBuild, FlashEnvironment, UploadRefused
 from fakes.runpod_schema import build as build_schema
+from fakes.runpod_workers import ImageWorker
 
 T = TypeVar("T")
 _LOOP_TIMEOUT = 60.0
@@ -78,6 +80,11 @@ class GraphQLCall:
     variables: dict[str, Any]
 
 
+def _same(presented: str, secret: str) -> bool:
+    # compare_digest refuses non-ASCII str: compare bytes (a header may hold any latin-1 text)
+    return hmac.compare_digest(presented.encode(), secret.encode())
+
+
 def bearer_or_bare(header: str | None) -> str | None:
     """The key in an Authorization header value: `Bearer <key>` or the bare key."""
     if not header:
@@ -89,7 +96,9 @@ def bearer_or_bare(header: str | None) -> str | None:
 class _Server:
     """The ASGI app and the state behind it (one account), bound to one base URL."""
 
-    def __init__(self, workdir: Path, base_url: str, api_key: str, data_plane: bool) -> None:
+    def __init__(
+        self, workdir: Path, base_url: str, api_key: str, data_plane: bool, template_lag: float
+    ) -> None:
         self.api_key = api_key
         self.faults = Faults()
         self.calls: list[GraphQLCall] = []
@@ -98,7 +107,7 @@ class _Server:
         storage = workdir / "objects"
         storage.mkdir(parents=True, exist_ok=True)
         self.plane, router, view = (
-            _data_plane(workdir, self.authorize) if data_plane else (None,) * 3
+            _data_plane(workdir, base_url, self.authorize) if data_plane else (None, None, None)
         )
         self.control = ControlPlane(
             storage=storage,
@@ -107,12 +116,13 @@ class _Server:
             email="fake-user@example.com",
             data_plane=self.plane,
             view=view,
+            template_release_lag=template_lag,
         )
         self.app = self._build_app(router)
 
     def account_key(self, presented: str | None) -> bool:
         """Whether `presented` is the account's API key (constant time)."""
-        return presented is not None and hmac.compare_digest(presented, self.api_key)
+        return presented is not None and _same(presented, self.api_key)
 
     def authorize(self, endpoint_id: str, header: str | None) -> bool:
         """Data-plane auth: the account key or that endpoint's aiKey, Bearer or bare."""
@@ -122,9 +132,9 @@ class _Server:
         if self.account_key(key):
             return True
         endpoint = self.control.book.endpoints.get(endpoint_id)
-        return endpoint is not None and hmac.compare_digest(key, endpoint.aiKey)
+        return endpoint is not None and _same(key, endpoint.aiKey)
 
-    def _build_app(self, router: Any) -> FastAPI:
+    def _build_app(self, router: APIRouter | None) -> FastAPI:
         @asynccontextmanager
         async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             self.loop = asyncio.get_running_loop()
@@ -264,12 +274,10 @@ class _Server:
 
 
 def _data_plane(
-    workdir: Path, authorize: Callable[[str, str | None], bool]
-) -> tuple[Any, Any, Callable[[Endpoint, Template, Path | None], Any]]:
-    """C's data plane (real workers) and how an endpoint becomes its `EndpointView`."""
-    from fakes.runpod_dataplane import DataPlane, EndpointView
-
-    plane = DataPlane(workdir / "dataplane", authorize)
+    workdir: Path, base_url: str, authorize: Callable[[str, str | None], bool]
+) -> tuple[DataPlane, APIRouter, Callable[[Endpoint, Template, Path | None], EndpointView]]:
+    """The data plane (real workers) and how an endpoint becomes its `EndpointView`."""
+    plane = DataPlane(workdir / "dataplane", authorize, base_url=base_url)
 
     def view(endpoint: Endpoint, template: Template, artifact: Path | None) -> EndpointView:
         return EndpointView(
@@ -343,7 +351,9 @@ class FakeRunPod:
     """The fake served from a thread on a free 127.0.0.1 port, with test-side helpers.
 
     Use as a context manager (`with FakeRunPod(tmp_path) as fake:`); `stop()` shuts the server
-    and the data plane's workers down. `data_plane=False` serves the control plane only.
+    and the data plane's workers down. `data_plane=False` serves the control plane only;
+    `template_release_lag` makes deleteTemplate fail for that many seconds after the template's
+    last endpoint went away, as RunPod's can.
     """
 
     def __init__(
@@ -353,6 +363,7 @@ class FakeRunPod:
         port: int = 0,
         api_key: str | None = None,
         data_plane: bool = True,
+        template_release_lag: float = 0.0,
     ) -> None:
         self.workdir = workdir
         self._socket = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -361,7 +372,7 @@ class FakeRunPod:
         self.port: int = self._socket.getsockname()[1]
         self.url = f"http://127.0.0.1:{self.port}"
         self.api_key = api_key or "rpa_" + secrets.token_hex(20).upper()
-        self._server = _Server(workdir, self.url, self.api_key, data_plane)
+        self._server = _Server(workdir, self.url, self.api_key, data_plane, template_release_lag)
         self._uvicorn: uvicorn.Server | None = None
         self._thread: threading.Thread | None = None
 
@@ -455,6 +466,11 @@ class FakeRunPod:
                 for b in flash.builds.values()
             ]
         )
+
+    def workers(self, endpoint_id: str) -> list[ImageWorker]:
+        """The endpoint's current worker processes (none without a data plane)."""
+        plane = self._server.plane
+        return self._on_loop(lambda: plane.workers(endpoint_id) if plane is not None else [])
 
     # --- changes behind the client's back ---------------------------------------------------
     def edit_endpoint(

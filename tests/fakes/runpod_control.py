@@ -46,8 +46,9 @@ class ControlPlane:
         email: str,
         data_plane: DataPlaneHook | None,
         view: Callable[[Endpoint, Template, Path | None], Any] | None,
+        template_release_lag: float = 0.0,
     ) -> None:
-        self.book = EndpointBook(user_id)
+        self.book = EndpointBook(user_id, template_release_lag)
         self.flash = FlashBook(storage)
         self.volumes: dict[str, dict[str, Any]] = {}  # REST v1 network volumes, by id
         self.user_id, self.email = user_id, email

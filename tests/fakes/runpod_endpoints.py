@@ -17,6 +17,8 @@ Q = inferred (runpod_api.md "Q:" items or no source; the fake picks the strict r
 - D: saveTemplate needs `env` (schema) and unique names; a serverless template needs
   `volumeInGb: 0`. deleteTemplate deletes by name and fails while an endpoint uses it.
 - D: deleteEndpoint returns null; deleting an endpoint does not delete its template.
+- D: deleteTemplate can lag after the template's last use: `template_release_lag` seconds
+  (default 0) during which it still fails as "in use".
 - Q: a missing name or image, idleTimeout outside 1-3600, negative workers, workersMin > workersMax,
   an unknown type/scalerType/GPU pool/CPU instance, or an unknown id/flashEnvironmentId is an error.
 - Q: an inline template's name must be unique too, except the endpoint's own template's name on
@@ -28,6 +30,7 @@ from __future__ import annotations
 import dataclasses
 import secrets
 import string
+import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
@@ -153,10 +156,13 @@ class Endpoint:
 class EndpointBook:
     """The account's endpoints and templates, with the API's rules (see the module docstring)."""
 
-    def __init__(self, user_id: str) -> None:
+    def __init__(self, user_id: str, template_release_lag: float = 0.0) -> None:
         self.user_id = user_id
         self.endpoints: dict[str, Endpoint] = {}
         self.templates: dict[str, Template] = {}
+        # D: deleteTemplate "can lag 2 min after last use"; 0 (the default) turns the lag off.
+        self.template_release_lag = template_release_lag
+        self._released_at: dict[str, float] = {}  # template id -> when its last user left
 
     # --- templates ------------------------------------------------------------------------
     def template_named(self, name: str) -> Template | None:
@@ -200,7 +206,11 @@ class EndpointBook:
         users = [e.id for e in self.endpoints.values() if e.templateId == template.id]
         if users:
             raise ApiError(f"Template {name!r} is in use by endpoint(s) {', '.join(users)}")
+        released = self._released_at.get(template.id)
+        if released is not None and time.monotonic() - released < self.template_release_lag:
+            raise ApiError(f"Template {name!r} is in use")
         del self.templates[template.id]
+        self._released_at.pop(template.id, None)
 
     # --- endpoints ------------------------------------------------------------------------
     def save_endpoint(self, data: dict[str, Any], environments: set[str]) -> Endpoint:
@@ -258,6 +268,7 @@ class EndpointBook:
             fields["templateId"] = self._inline_template(data["template"], endpoint).id
         for key, value in fields.items():
             setattr(endpoint, key, value)
+        self._release(before["templateId"])
         changed = any(getattr(endpoint, key) != value for key, value in before.items())
         if changed or self.templates[endpoint.templateId].imageName != image_before:
             endpoint.version += 1
@@ -268,6 +279,7 @@ class EndpointBook:
         endpoint = self.endpoints.pop(endpoint_id, None)
         if endpoint is None:
             raise ApiError(f"Endpoint not found: {endpoint_id}")
+        self._release(endpoint.templateId)
         return endpoint
 
     def set_template(self, endpoint_id: str, template_id: str) -> Endpoint:
@@ -275,9 +287,15 @@ class EndpointBook:
         endpoint = self.endpoints.get(endpoint_id)
         if endpoint is None:
             raise ApiError(f"Endpoint not found: {endpoint_id}")
+        previous = endpoint.templateId
         endpoint.templateId = self._existing_template(template_id).id
         endpoint.version += 1
+        self._release(previous)
         return endpoint
+
+    def _release(self, template_id: str) -> None:
+        if not self.users_of(template_id):
+            self._released_at[template_id] = time.monotonic()
 
     def users_of(self, template_id: str) -> list[Endpoint]:
         """The endpoints that use a template."""

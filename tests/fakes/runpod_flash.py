@@ -230,7 +230,7 @@ class FlashBook:
 
     def _signed(self, key: str, signature: str) -> Upload:
         slot = self.uploads.get(key)
-        if slot is None or not hmac.compare_digest(slot.signature, signature):
+        if slot is None or not hmac.compare_digest(slot.signature.encode(), signature.encode()):
             raise UploadRefused(403, "SignatureDoesNotMatch", "The signature does not match")
         if time.time() > slot.expires:
             raise UploadRefused(403, "AccessDenied", "Request has expired")

@@ -21,6 +21,7 @@ from typing import Any
 
 import httpx
 import pytest
+from waiting import wait_for
 
 from fakes.runpod import FakeRunPod
 
@@ -450,7 +451,7 @@ def test_tetra_rp_client_deploys_and_deletes_an_endpoint(fake: FakeRunPod, tmp_p
 # --- the script ---------------------------------------------------------------------------------
 def test_script_prints_exports_and_stops_on_ctrl_c(tmp_path: Path) -> None:
     process = subprocess.Popen(
-        [sys.executable, str(SCRIPT), "--port", "0", "--no-data-plane", "--workdir", str(tmp_path)],
+        [sys.executable, str(SCRIPT), "--port", "0", "--workdir", str(tmp_path)],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -468,6 +469,11 @@ def test_script_prints_exports_and_stops_on_ctrl_c(tmp_path: Path) -> None:
             "RUNPOD_REST_API_URL",
             "FLASH_RUNPOD_LB_URL",
         }
+        unknown = httpx.get(
+            f"{exports['RUNPOD_ENDPOINT_BASE_URL']}/nosuchendpoint/health",
+            headers={"Authorization": f"Bearer {exports['RUNPOD_API_KEY']}"},
+        )
+        assert unknown.status_code == 404  # the data plane is mounted too
         reply = httpx.post(
             f"{exports['RUNPOD_API_BASE_URL']}/graphql",
             json={"query": "{ myself { id } }"},
@@ -480,3 +486,30 @@ def test_script_prints_exports_and_stops_on_ctrl_c(tmp_path: Path) -> None:
         if process.poll() is None:
             process.kill()
             process.wait()
+
+
+def test_delete_template_lags_after_last_use_when_asked(tmp_path: Path) -> None:
+    with FakeRunPod(tmp_path, data_plane=False, template_release_lag=1.0) as lagging:
+        created = save(lagging, endpoint_input("lag"))
+        data(
+            gql(
+                lagging,
+                "mutation d($id: String!) { deleteEndpoint(id: $id) }",
+                {"id": created["id"]},
+            )
+        )
+        delete = "mutation d($n: String!) { deleteTemplate(templateName: $n) }"
+        assert "in use" in error(gql(lagging, delete, {"n": "lag-tpl"}))
+
+        def deleted() -> bool:
+            return "errors" not in gql(lagging, delete, {"n": "lag-tpl"}).json()
+
+        assert wait_for(deleted, 15, "deleteTemplate after the lag")
+        assert lagging.templates() == []
+
+
+def test_gpu_pools_are_not_gpu_type_ids(fake: FakeRunPod) -> None:
+    query = "query g($f: GpuTypeFilter) { gpuTypes(input: $f) { id } }"
+    assert data(gql(fake, query, {"f": {"id": "AMPERE_16"}}))["gpuTypes"] == []
+    listed = data(gql(fake, query, {"f": {"ids": ["NVIDIA L4", "NVIDIA H200"]}}))["gpuTypes"]
+    assert {g["id"] for g in listed} == {"NVIDIA L4", "NVIDIA H200"}

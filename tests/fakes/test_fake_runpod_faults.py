@@ -106,3 +106,12 @@ def test_rest_v1_endpoint_get_and_delete(fake: FakeRunPod) -> None:
     assert httpx.get(url, headers=auth).json()["env"] == {"A": "1"}
     assert httpx.delete(url, headers=auth).status_code == 204
     assert httpx.get(url, headers=auth).status_code == 404
+
+
+def test_a_non_ascii_key_is_refused_not_a_crash(fake: FakeRunPod) -> None:
+    headers = {"Authorization": "Bearer clé".encode("latin-1")}
+    reply = httpx.post(
+        f"{fake.url}/api/graphql", json={"query": "{ myself { id } }"}, headers=headers
+    )
+    assert reply.status_code == 401
+    assert httpx.put(f"{fake.url}/upload/k?sig=é", content=b"x").status_code == 403

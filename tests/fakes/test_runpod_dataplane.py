@@ -7,20 +7,15 @@ builds of the examples on it.
 
 from __future__ import annotations
 
-import io
-import tarfile
-import textwrap
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
-from fakes.asgi_thread import ThreadedServer
-from fakes.runpod_dataplane import DataPlane, EndpointView
-from fastapi import FastAPI
 from waiting import wait_for
 
-ACCOUNT_KEY = "rpa_account_key_for_tests_0000"
+from fakes.dataplane_harness import ACCOUNT_KEY, Plane, artifact, serving
+from fakes.runpod_dataplane import EndpointView
+
 QB_HANDLER = """
 import asyncio, os, sys
 
@@ -45,49 +40,10 @@ async def add(body: dict) -> dict:
 """
 
 
-def artifact(path: Path, files: dict[str, str]) -> Path:
-    """A gzip tarball of `files` (relative names, `./` prefixed like flash's)."""
-    with tarfile.open(path, "w:gz") as archive:
-        for name, text in files.items():
-            data = textwrap.dedent(text).encode()
-            info = tarfile.TarInfo(f"./{name}")
-            info.size = len(data)
-            archive.addfile(info, io.BytesIO(data))
-    return path
-
-
-class Plane:
-    """A data plane served on a free port, with the endpoints' keys."""
-
-    def __init__(self, workdir: Path) -> None:
-        self.keys: dict[str, str] = {}
-        self.plane = DataPlane(workdir, self.authorize)
-        app = FastAPI()
-        app.include_router(self.plane.router)
-        self.server = ThreadedServer(app)
-        self.plane.base_url = self.server.url
-        self.http = httpx.Client(base_url=self.server.url, timeout=60)
-
-    def authorize(self, endpoint_id: str, header: str | None) -> bool:
-        value = (header or "").removeprefix("Bearer ").strip()
-        return value in (ACCOUNT_KEY, self.keys.get(endpoint_id))
-
-    def apply(self, view: EndpointView) -> None:
-        self.keys[view.id] = view.ai_key
-        self.server.call(self.plane.apply(view))
-
-    def headers(self, endpoint_id: str) -> dict[str, str]:
-        return {"Authorization": f"Bearer {self.keys[endpoint_id]}"}
-
-
 @pytest.fixture
 def plane(tmp_path: Path) -> Iterator[Plane]:
-    harness = Plane(tmp_path / "plane")
-    harness.server.start()
-    yield harness
-    harness.server.call(harness.plane.close())
-    harness.http.close()
-    harness.server.stop()
+    with serving(tmp_path / "plane") as harness:
+        yield harness
 
 
 def qb_view(tmp_path: Path, **fields: object) -> EndpointView:
