@@ -242,6 +242,7 @@ class Deployer:
                     code_hash=spec.code_hash,
                     build_id=build_id,
                     url=target.base_url,
+                    ai_key=endpoint.aiKey,
                     deployed_at=time.time(),
                 )
             elapsed = _ms(started)

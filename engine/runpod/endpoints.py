@@ -110,6 +110,9 @@ def template_env(
             "FLASH_RESOURCE_TYPE": resource_type,
             "FLASH_APP": where.app,
             "FLASH_ENV": where.env,
+            # Where deployed workers find each other: the environment's state
+            # (`resources_endpoints` and each endpoint's own aiKey), never the account key.
+            "FLASH_ENVIRONMENT_ID": where.environment_id,
             FINGERPRINT_ENV: fingerprint,
         }
     )

@@ -3,7 +3,8 @@
 The environment's active build carries a mutable manifest (`updateFlashBuildManifest`). Next to
 the build's own keys it holds what is deployed: `resources_endpoints` `{name: url}` (what
 deployed workers resolve each other through, as upstream's), per resource in code
-`endpoint_id`/`config_hash`/`endpoint_url` (upstream's keys), and under `deployments` one
+`endpoint_id`/`endpoint_url`/`aiKey` (upstream's keys; the aiKey is the endpoint-scoped key
+deployed workers call it with), and under `deployments` one
 `ResourceState` per deployed endpoint, also those no longer in code, which is what plan, status
 and undeploy read. A new build starts from the previous build's state, so nothing is forgotten
 when the active build changes.
@@ -37,6 +38,9 @@ class ResourceState(BaseModel):
     code_hash: str | None = None
     build_id: str | None = None
     url: str | None = None
+    # The endpoint-scoped key deployed workers call this endpoint with (upstream keeps it in
+    # the same place); never the account key.
+    ai_key: str | None = Field(default=None, repr=False)
     deployed_at: float | None = None
 
 
@@ -70,12 +74,14 @@ class EnvState(BaseModel):
             merged: dict[str, Any] = {}
             for name, entry in resources.items():
                 item = dict(entry) if isinstance(entry, Mapping) else {}
-                for key in ("endpoint_id", "endpoint_url"):
+                for key in ("endpoint_id", "endpoint_url", "aiKey"):
                     item.pop(key, None)
                 state = self.resources.get(str(name))
                 if state is not None:
                     item["endpoint_id"] = state.endpoint_id
                     item["endpoint_url"] = state.url
+                    if state.ai_key:
+                        item["aiKey"] = state.ai_key
                 merged[str(name)] = item
             out["resources"] = merged
         return out
