@@ -38,6 +38,7 @@ OUR_ENV_KEYS = frozenset(
     {
         "FLASH_RESOURCE_NAME",
         "FLASH_RESOURCE_TYPE",
+        "FLASH_ENVIRONMENT_ID",
         "FLASH_APP",
         "FLASH_ENV",
         "FLASH_ENDPOINT_TYPE",
