@@ -13,6 +13,7 @@ their reads and edits on that loop too, so there is no lock.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 from collections.abc import Callable
 from pathlib import Path
@@ -54,6 +55,7 @@ class ControlPlane:
         self.user_id, self.email = user_id, email
         self._base_url = base_url
         self._data_plane = data_plane
+        self._locks: dict[str, asyncio.Lock] = {}
         self._view = view
 
     # --- data plane -----------------------------------------------------------------------
@@ -61,13 +63,25 @@ class ControlPlane:
         """Hand an endpoint's current definition to the data plane (start/roll workers)."""
         if self._data_plane is None or self._view is None:
             return
-        template = self.book.templates[endpoint.templateId]
-        artifact = self.flash.artifact_of(endpoint.flashEnvironmentId)
-        await self._data_plane.apply(self._view(endpoint, template, artifact))
+        # One data-plane change per endpoint at a time, made from the state current when it
+        # starts: a delete that lands while a rollout is still starting workers waits for it,
+        # and a rollout of an endpoint deleted meanwhile does nothing (no orphaned workers).
+        async with self._lock(endpoint.id):
+            if self.book.endpoints.get(endpoint.id) is not endpoint:
+                return
+            template = self.book.templates[endpoint.templateId]
+            artifact = self.flash.artifact_of(endpoint.flashEnvironmentId)
+            await self._data_plane.apply(self._view(endpoint, template, artifact))
 
     async def _forget(self, endpoint_id: str) -> None:
-        if self._data_plane is not None:
+        if self._data_plane is None:
+            return
+        async with self._lock(endpoint_id):
             await self._data_plane.remove(endpoint_id)
+        self._locks.pop(endpoint_id, None)
+
+    def _lock(self, endpoint_id: str) -> asyncio.Lock:
+        return self._locks.setdefault(endpoint_id, asyncio.Lock())
 
     # --- queries --------------------------------------------------------------------------
     def myself(self, info: _Info) -> dict[str, Any]:

@@ -8,6 +8,8 @@ route answers through `/lb/{id}`, and deleteEndpoint stops the workers.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import io
 import json
 import os
@@ -70,6 +72,23 @@ class Client:
         assert reply.status_code == 200 and "errors" not in reply.json(), reply.text
         return reply.json()["data"]
 
+    def upload_build(self, app_id: str, files: dict[str, str]) -> str:
+        """Prepare, PUT and finalize an artifact of `files`; the build id."""
+        body = _tarball({**files, "flash_manifest.json": json.dumps({"resources": {}})})
+        slot = self(
+            "mutation p($i: PrepareFlashArtifactUploadInput!) "
+            "{ prepareFlashArtifactUpload(input: $i) { uploadUrl objectKey } }",
+            {"i": {"flashAppId": app_id, "tarballSize": len(body)}},
+        )["prepareFlashArtifactUpload"]
+        gzip = {"Content-Type": "application/gzip"}
+        put = httpx.put(slot["uploadUrl"], content=body, headers=gzip)
+        assert put.status_code == 200, put.text
+        return self(
+            "mutation f($i: FinalizeFlashArtifactUploadInput!) "
+            "{ finalizeFlashArtifactUpload(input: $i) { id } }",
+            {"i": {"flashAppId": app_id, "objectKey": slot["objectKey"]}},
+        )["finalizeFlashArtifactUpload"]["id"]
+
     def deploy_build(self, app: str, files: dict[str, str]) -> str:
         """App + production environment + upload + finalize + deploy; the environment id."""
         app_id = self(
@@ -81,21 +100,7 @@ class Client:
             "{ createFlashEnvironment(input: $i) { id } }",
             {"i": {"flashAppId": app_id, "name": "production"}},
         )["createFlashEnvironment"]["id"]
-        body = _tarball({**files, "flash_manifest.json": json.dumps({"resources": {}})})
-        slot = self(
-            "mutation p($i: PrepareFlashArtifactUploadInput!) "
-            "{ prepareFlashArtifactUpload(input: $i) { uploadUrl objectKey } }",
-            {"i": {"flashAppId": app_id, "tarballSize": len(body)}},
-        )["prepareFlashArtifactUpload"]
-        put = httpx.put(
-            slot["uploadUrl"], content=body, headers={"Content-Type": "application/gzip"}
-        )
-        assert put.status_code == 200, put.text
-        build_id = self(
-            "mutation f($i: FinalizeFlashArtifactUploadInput!) "
-            "{ finalizeFlashArtifactUpload(input: $i) { id } }",
-            {"i": {"flashAppId": app_id, "objectKey": slot["objectKey"]}},
-        )["finalizeFlashArtifactUpload"]["id"]
+        build_id = self.upload_build(app_id, files)
         self(
             "mutation d($i: DeployBuildToEnvironmentInput!) "
             "{ deployBuildToEnvironment(input: $i) { id } }",
@@ -263,3 +268,57 @@ def test_faults_reach_the_data_plane(fake: FakeRunPod, deployed: dict[str, dict[
     assert throttled.status_code == 429 and throttled.headers["retry-after"] == "2"
     health = httpx.get(url, headers=headers)
     assert health.status_code == 200 and set(health.json()["workers"]) >= {"idle", "running"}
+
+
+def test_delete_racing_a_build_rollout_leaves_no_worker(fake: FakeRunPod) -> None:
+    """deleteEndpoint while deployBuildToEnvironment is still rolling that endpoint's workers."""
+    client = Client.of(fake)
+    env_id = client.deploy_build("e2e-race", {"handler_race.py": QB_HANDLER})
+    endpoint = client.save_endpoint("race", env_id, "QB")
+    first = wait_for(lambda: fake.workers(endpoint["id"]), 60, "a worker for the endpoint")
+    app_id = next(e.flashAppId for e in fake.environments() if e.id == env_id)
+    build_id = client.upload_build(app_id, {"handler_race.py": QB_HANDLER + "\n# v2\n"})
+    rollout = (
+        "mutation d($i: DeployBuildToEnvironmentInput!) "
+        "{ deployBuildToEnvironment(input: $i) { id } }"
+    )
+
+    async def race() -> None:
+        headers = {"Authorization": f"Bearer {fake.api_key}"}
+        async with httpx.AsyncClient(
+            base_url=fake.env()["RUNPOD_API_BASE_URL"], timeout=60
+        ) as http:
+            deploy = http.post(
+                "/graphql",
+                json={
+                    "query": rollout,
+                    "variables": {"i": {"flashEnvironmentId": env_id, "flashBuildId": build_id}},
+                },
+                headers=headers,
+            )
+            delete = http.post(
+                "/graphql",
+                json={
+                    "query": "mutation x($id: String!) { deleteEndpoint(id: $id) }",
+                    "variables": {"id": endpoint["id"]},
+                },
+                headers=headers,
+            )
+            for reply in await asyncio.gather(deploy, delete):
+                assert reply.status_code == 200 and "errors" not in reply.json(), reply.text
+
+    assert _processes_of(endpoint["id"])
+    asyncio.run(race())
+    assert fake.workers(endpoint["id"]) == []
+    assert all(not w.alive() for w in first)
+    assert _processes_of(endpoint["id"]) == []
+
+
+def _processes_of(endpoint_id: str) -> list[psutil.Process]:
+    """Live worker processes (children of this test process) serving that endpoint."""
+    found = []
+    for child in psutil.Process().children(recursive=True):
+        with contextlib.suppress(psutil.Error):
+            if child.environ().get("RUNPOD_ENDPOINT_ID") == endpoint_id and child.is_running():
+                found.append(child)
+    return found
