@@ -289,7 +289,7 @@ class RunPodProvider:
         endpoint_id = await self._endpoint_id(app, name)
         assert self._http is not None
         async for line in logs.follow_logs(
-            self._http, self.config.api_base, self.config.api_key, endpoint_id, lines
+            self._http, self.config.api_base, self.config.api_key, endpoint_id, lines, marks=marks
         ):
             yield line
 
