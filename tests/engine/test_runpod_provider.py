@@ -234,3 +234,39 @@ async def test_rejected_key_names_its_source(project: Path, fake: FakeRunPod) ->
             await engine.plan()
     assert "RUNPOD_API_KEY" in str(caught.value) and "401" in str(caught.value)
     assert "rpa_WRONG_KEY_0000" not in str(caught.value)
+
+
+async def test_throttled_save_waits_for_retry_after(project: Path, fake: FakeRunPod) -> None:
+    async with _engine(project, fake) as engine:
+        fake.fail_next("saveEndpoint", status=429, retry_after=1)
+        mark = len(fake.graphql_calls)
+        report = await engine.deploy(["gateway"])
+        assert report.ok, report.outcome
+        saves = [c for c in fake.graphql_calls[mark:] if c.operation == "saveEndpoint"]
+        assert len(saves) == 2  # refused once, then sent again: one endpoint, not two
+        assert len(fake.endpoints()) == 1
+        assert isinstance(engine.provider, RunPodProvider)
+        assert engine.provider.api.client.waits == [1.0]
+        await engine.undeploy()
+
+
+async def test_5xx_on_queries_is_retried(project: Path, fake: FakeRunPod) -> None:
+    async with _engine(project, fake) as engine:
+        fake.fail_next("flashAppByName", status=502, times=2)
+        plan = await engine.plan()
+        assert len(plan.names("create")) == 4
+        assert fake.pending_faults() == []
+
+
+async def test_graphql_error_with_http_200_fails_that_endpoint_only(
+    project: Path, fake: FakeRunPod
+) -> None:
+    async with _engine(project, fake) as engine:
+        fake.fail_next("saveEndpoint", graphql_error="Invalid gpuIds for this region")
+        report = await engine.deploy()
+        (failed,) = report.outcome.failed()
+        assert "Invalid gpuIds for this region" in failed["error"]
+        assert len(fake.endpoints()) == 3
+        assert (await engine.deploy()).ok  # the next deploy completes it
+        await engine.undeploy()
+    assert fake.endpoints() == [] and fake.templates() == []
