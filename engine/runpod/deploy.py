@@ -89,7 +89,8 @@ async def find_environment(
 
 def owned_live(where: Environment, live: Sequence[Endpoint]) -> dict[str, Endpoint]:
     """The live endpoints of this environment by resource name: recorded ones by id, others
-    (created by a deploy that was killed before recording them) by environment id."""
+    (created by a deploy that was killed before recording them) by environment id; a
+    duplicate of a name is keyed `name~id`."""
     by_id = {e.id: e for e in live}
     out: dict[str, Endpoint] = {}
     for name, state in where.state.resources.items():
@@ -99,7 +100,9 @@ def owned_live(where: Environment, live: Sequence[Endpoint]) -> dict[str, Endpoi
     for endpoint in live:
         if endpoint.flashEnvironmentId == where.environment.id and endpoint.id not in recorded:
             name = endpoint.env_value("FLASH_RESOURCE_NAME") or endpoint.name
-            out.setdefault(name, endpoint)
+            # A second endpoint of one name (a create the server applied after the client gave
+            # up) shows under its own key: it is orphaned, so the next full deploy deletes it.
+            out[name if name not in out else f"{name}~{endpoint.id}"] = endpoint
     return out
 
 

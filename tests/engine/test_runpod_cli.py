@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
@@ -14,6 +15,7 @@ from pathlib import Path
 
 import pytest
 from fakes.runpod import FakeRunPod
+from waiting import wait_for
 
 REPO = Path(__file__).resolve().parents[2]
 CLI = [sys.executable, "-c", "import sys; from engine.cli import main; sys.exit(main())"]
@@ -146,6 +148,50 @@ def test_deploy_status_plan_undeploy(run: Run, fake: FakeRunPod, ai_keys: list[s
     assert json.loads(plan.stdout)["counts"]["unchanged"] == 4
     staging = run("plan", "--target", "runpod", "--env", "staging", "--json")
     assert json.loads(staging.stdout)["counts"]["create"] == 4  # another environment
+    gone = run("undeploy", "--all", "--yes", "--target", "runpod")
+    assert gone.returncode == 0, gone.stderr
+    assert fake.endpoints() == [] and fake.templates() == []
+
+
+def test_ctrl_c_mid_deploy_loses_nothing(
+    run: Run, fake: FakeRunPod, project: Path, outputs: list[str], tmp_path: Path
+) -> None:
+    """Ctrl+C while endpoints are being created: the command exits 130, what was created is
+    recorded in the environment's state (or found by its environment id), and the next deploy
+    completes the rest without creating anything twice."""
+    fake.fail_next("saveEndpoint", delay=4.0, times=3)  # three slow creates, one quick
+    environ = {**_base_env(tmp_path), **fake.env()}
+    process = subprocess.Popen(
+        [*CLI, "deploy", "--target", "runpod", "--yes", "--project", str(project)],
+        env=environ,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        wait_for(lambda: len(fake.endpoints()) >= 1, 120, "the quick endpoint to be created")
+        process.send_signal(signal.SIGINT)
+        stdout, stderr = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    outputs.extend([stdout, stderr])
+    assert process.returncode == 130, stderr
+    assert "Traceback" not in stderr
+    (environment,) = [e for e in fake.environments() if e.name == "production"]
+    build = next(b for b in fake.builds() if b.id == environment.activeBuildId)
+    recorded = {s["endpoint_id"] for s in build.manifest.get("deployments", {}).values()}
+    assert recorded  # the endpoint created before Ctrl+C is in the record
+    # The slow creates were sent before Ctrl+C: the server may still apply them, as a real
+    # API may. Wait for them: the next deploy must adopt them rather than create twins.
+    wait_for(lambda: len(fake.endpoints()) == 4, 60, "the creates sent before Ctrl+C")
+    done = run("deploy", "--target", "runpod", "--yes")
+    assert done.returncode == 0, done.stderr
+    names = [e.name for e in fake.endpoints()]
+    assert sorted(names) == ["api", "cpu_worker", "gateway", "gpu_worker"]  # none twice
+    plan = run("plan", "--target", "runpod", "--json")
+    assert json.loads(plan.stdout)["counts"]["unchanged"] == 4
     gone = run("undeploy", "--all", "--yes", "--target", "runpod")
     assert gone.returncode == 0, gone.stderr
     assert fake.endpoints() == [] and fake.templates() == []

@@ -270,3 +270,35 @@ async def test_graphql_error_with_http_200_fails_that_endpoint_only(
         assert (await engine.deploy()).ok  # the next deploy completes it
         await engine.undeploy()
     assert fake.endpoints() == [] and fake.templates() == []
+
+
+async def test_a_twin_endpoint_is_orphaned_and_deleted(project: Path, fake: FakeRunPod) -> None:
+    """A second endpoint of one name in the environment (a create applied after its client
+    gave up) is shown as an orphan and deleted by the next full deploy."""
+    from engine.runpod.api import EndpointInput, EnvVar, TemplateInput
+
+    async with _engine(project, fake) as engine:
+        assert (await engine.deploy(["gateway"])).ok
+        provider = engine.provider
+        assert isinstance(provider, RunPodProvider)
+        (environment,) = fake.environments()
+        template = TemplateInput(
+            name="gateway-twin",
+            imageName="runpod/flash-lb-cpu:py3.12-latest",
+            env=[EnvVar(key="FLASH_RESOURCE_NAME", value="gateway")],
+        )
+        twin = await provider.api.save_endpoint(
+            EndpointInput(
+                name="gateway",
+                template=template,
+                instanceIds=["cpu3c-2-4"],
+                type="LB",
+                scalerType="REQUEST_COUNT",
+                flashEnvironmentId=environment.id,
+            )
+        )
+        plan = await engine.plan(["gateway", f"gateway~{twin.id}"])
+        assert plan.names("delete") == [f"gateway~{twin.id}"]
+        assert plan.names("unchanged") == ["gateway"]
+        await engine.undeploy()
+    assert fake.endpoints() == [] and fake.templates() == []
