@@ -17,6 +17,8 @@ Q = inferred (runpod_api.md "Q:" items or no source; the fake picks the strict r
 - D: saveTemplate needs `env` (schema) and unique names; a serverless template needs
   `volumeInGb: 0`. deleteTemplate deletes by name and fails while an endpoint uses it.
 - D: deleteEndpoint returns null; deleting an endpoint does not delete its template.
+- Q: deleteEndpoint does not require workersMin = workersMax = 0 first (DOCS ask for it, no SDK
+  scales down before deleting, and their deletes succeed).
 - D: deleteTemplate can lag after the template's last use: `template_release_lag` seconds
   (default 0) during which it still fails as "in use".
 - Q: a missing name or image, idleTimeout outside 1-3600, negative workers, workersMin > workersMax,

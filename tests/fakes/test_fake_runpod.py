@@ -11,6 +11,7 @@ import io
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import tarfile
@@ -529,3 +530,18 @@ def test_secret_sightings_find_a_key_in_a_template_env(tmp_path: Path) -> None:
         sightings = clean.secret_sightings()
         assert any("leaky-tpl" in where and "RUNPOD_API_KEY" in where for where in sightings)
         assert all(clean.api_key not in where for where in sightings)
+
+
+def test_script_says_in_one_line_when_the_port_is_taken() -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = subprocess.run(
+            [sys.executable, str(SCRIPT), "--port", str(port), "--no-data-plane"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    assert result.returncode == 1 and result.stdout == ""
+    assert result.stderr.strip() == f"cannot listen on 127.0.0.1:{port}: Address already in use"
