@@ -17,10 +17,14 @@ Q = inferred (runpod_api.md "Q:" items or no source; the fake picks the strict r
 - D: saveTemplate needs `env` (schema) and unique names; a serverless template needs
   `volumeInGb: 0`. deleteTemplate deletes by name and fails while an endpoint uses it.
 - D: deleteEndpoint returns null; deleting an endpoint does not delete its template.
+- Q: deleteEndpoint does not require workersMin = workersMax = 0 first (DOCS ask for it, no SDK
+  scales down before deleting, and their deletes succeed).
 - D: deleteTemplate can lag after the template's last use: `template_release_lag` seconds
   (default 0) during which it still fails as "in use".
 - Q: a missing name or image, idleTimeout outside 1-3600, negative workers, workersMin > workersMax,
-  an unknown type/scalerType/GPU pool/CPU instance, or an unknown id/flashEnvironmentId is an error.
+  an unknown type/scalerType/GPU pool/CPU instance, or an unknown id/flashEnvironmentId is an error;
+  so are neither or both of gpuIds and instanceIds. `gpuIds` takes pools and `-<GPU type>`
+  negations (what flash sends), not bare GPU type names.
 - Q: an inline template's name must be unique too, except the endpoint's own template's name on
   update, which updates that template in place.
 """
@@ -404,6 +408,9 @@ def _problem(merged: dict[str, Any]) -> str | None:
     for instance in merged.get("instanceIds") or []:
         if instance is None or cpu_instance(instance) is None:
             return f"unknown CPU instance id {instance!r} in instanceIds"
-    if merged.get("instanceIds") and (merged.get("gpuIds") or "").strip(","):
+    has_gpus = bool((merged.get("gpuIds") or "").strip(", "))
+    if merged.get("instanceIds") and has_gpus:
         return "an endpoint takes gpuIds or instanceIds, not both"
+    if not merged.get("instanceIds") and not has_gpus:
+        return "an endpoint needs gpuIds (GPU pools) or instanceIds (CPU instance types)"
     return None

@@ -11,6 +11,7 @@ import io
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import tarfile
@@ -145,6 +146,10 @@ def test_template_and_template_id_together_are_rejected(fake: FakeRunPod) -> Non
         ({"type": "XX"}, "type"),
         ({"gpuIds": "AMPERE_17"}, "AMPERE_17"),
         ({"gpuIds": "", "instanceIds": ["cpu9z-1-1"]}, "cpu9z-1-1"),
+        ({"gpuIds": ""}, "needs gpuIds"),
+        ({"instanceIds": ["cpu3c-1-2"]}, "not both"),
+        ({"gpuIds": "NVIDIA L4"}, "NVIDIA L4"),
+        ({"gpuIds": "ADA_24,-NVIDIA Q9"}, "NVIDIA Q9"),
         ({"templateId": "nosuchtpl", "template": None}, "Template not found"),
     ],
 )
@@ -513,3 +518,30 @@ def test_gpu_pools_are_not_gpu_type_ids(fake: FakeRunPod) -> None:
     assert data(gql(fake, query, {"f": {"id": "AMPERE_16"}}))["gpuTypes"] == []
     listed = data(gql(fake, query, {"f": {"ids": ["NVIDIA L4", "NVIDIA H200"]}}))["gpuTypes"]
     assert {g["id"] for g in listed} == {"NVIDIA L4", "NVIDIA H200"}
+
+
+def test_secret_sightings_find_a_key_in_a_template_env(tmp_path: Path) -> None:
+    with FakeRunPod(tmp_path, data_plane=False) as clean:
+        save(clean, endpoint_input("clean"))
+        assert clean.secret_sightings() == []
+        leaky = endpoint_input("leaky")
+        leaky["template"]["env"] = [{"key": "RUNPOD_API_KEY", "value": clean.api_key}]
+        save(clean, leaky)
+        sightings = clean.secret_sightings()
+        assert any("leaky-tpl" in where and "RUNPOD_API_KEY" in where for where in sightings)
+        assert all(clean.api_key not in where for where in sightings)
+
+
+def test_script_says_in_one_line_when_the_port_is_taken() -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = subprocess.run(
+            [sys.executable, str(SCRIPT), "--port", str(port), "--no-data-plane"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    assert result.returncode == 1 and result.stdout == ""
+    assert result.stderr.strip() == f"cannot listen on 127.0.0.1:{port}: Address already in use"
