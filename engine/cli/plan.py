@@ -51,6 +51,7 @@ def add_project_option(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--target",
+        dest="target_name",  # `invoke` has a positional `target` (what to call)
         default="local",
         choices=TARGETS,
         help="where endpoints run: the embedded local cloud (default) or RunPod Serverless",
@@ -79,7 +80,7 @@ def run_engine(args: argparse.Namespace, work: Callable[[Engine], Awaitable[int]
     """Run `work(engine)` for `--project`; OpError -> message on stderr (or JSON), exit 1."""
 
     async def main() -> int:
-        target = getattr(args, "target", "local")
+        target = getattr(args, "target_name", "local")
         env = getattr(args, "env", None)
         if env is not None and target != "runpod":
             raise OpError(f"--env is for --target runpod (the {target} target has none)")
