@@ -1,6 +1,7 @@
-"""The TUI on the RunPod target, against the contract fake: the command palette switches the
-target, the header then names RunPod, the environment and the account (never the key), and a
-deploy through the plan dialog creates the endpoints there; undeploy all removes them."""
+"""The TUI on the RunPod target, against the contract fake and its real workers: the command
+palette switches the target, the header then names RunPod, the environment and the account
+(never the key), a deploy through the plan dialog creates the endpoints there, their rows turn
+healthy and their workers' lines reach the log pane; undeploy all removes them."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from pathlib import Path
 
 import pytest
 from fakes.runpod import FakeRunPod
+from fakes.runpod_image import image_site
 from waiting import until
 
 from flash_tui.app import FlashApp
@@ -20,11 +22,12 @@ ROOT = Path(__file__).resolve().parents[2]
 
 @pytest.fixture
 def fake(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeRunPod]:
-    with FakeRunPod(tmp_path / "fake", data_plane=False) as running:
+    # The fake's data plane makes its image site on the first endpoint it starts, unguarded:
+    # concurrent first creates race on it. Made here first until the fake guards it.
+    image_site(tmp_path / "fake" / "dataplane" / "image-site")
+    with FakeRunPod(tmp_path / "fake") as running:
         for name, value in running.env().items():
             monkeypatch.setenv(name, value)
-        # No data plane here: nothing to wait for after each save.
-        monkeypatch.setenv("FLASH_RUNPOD_HEALTH_WAIT", "0")
         yield running
 
 
@@ -62,14 +65,18 @@ async def test_switch_target_deploy_and_undeploy_on_runpod(
             120,
             "the deploy to RunPod",
         )
+        names = ["api", "cpu_worker", "gateway", "gpu_worker"]
         await until(
             pilot,
-            lambda: (
-                sorted(n for n, s in app.statuses.items() if s.deployed)
-                == ["api", "cpu_worker", "gateway", "gpu_worker"]
-            ),
-            30,
-            "the endpoints shown deployed",
+            lambda: sorted(n for n, s in app.statuses.items() if s.status == "healthy") == names,
+            60,
+            "every endpoint shown healthy (probed on RunPod's queue API and LB hosts)",
+        )
+        await until(
+            pilot,
+            lambda: {r.source for r in app.logs} >= {"api", "gateway"},
+            60,
+            "the workers' log lines in the log pane",
         )
 
         await pilot.press("U")
