@@ -349,18 +349,16 @@ class FlashApp(App[None]):
         first = self._event_id == 0
         state = self._state
         for event in events:
-            self._event_id = max(self._event_id, int(event.get("id") or 0))
-            name = event.get("endpoint")
+            self._event_id = max(self._event_id, event.id)
+            name = event.endpoint
             if not name:
                 continue
-            at = event.get("at")
-            stamp = datetime.fromtimestamp(at).astimezone().strftime("%H:%M:%S") if at else ""
-            text = f"{event.get('kind', '')}: {event.get('message', '')}".rstrip(": ")
-            state = state.with_event(str(name), f"{stamp} {text}", keep=20)
-            kind = str(event.get("kind", ""))
+            stamp = datetime.fromtimestamp(event.at).astimezone().strftime("%H:%M:%S")
+            text = f"{event.kind}: {event.message}".rstrip(": ")
+            state = state.with_event(name, f"{stamp} {text}", keep=20)
             # Older history stays in the detail pane; new crashes and restarts are news.
-            if not first and any(word in kind for word in ("crash", "restart", "fail")):
-                self.logs.append(stamp or self.stamp(), str(name), text, "error")
+            if not first and any(word in event.kind for word in ("crash", "restart", "fail")):
+                self.logs.append(stamp, name, text, "error")
         if events:
             self.state = replace(self._state, events=state.events)
 
@@ -561,7 +559,7 @@ class FlashApp(App[None]):
         def on_event(event: OpEvent) -> None:
             if event.done is not None:
                 self.post_message(OperationProgress(operation, event.step, event.done, event.total))
-            if event.data.get("build_step"):
+            if event.build_step:
                 return  # per-step build progress drives the bar; the log gets "built <id>"
             if event.step == "done":
                 return  # the outcome is said once, when the operation finishes

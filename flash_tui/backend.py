@@ -25,15 +25,17 @@ from engine.invoke import CallSpec, InvokeResult, JSONText
 from engine.logs import LogLine
 from engine.operations import DeployReport, Engine, OpError, OpEvent
 from engine.plan import Plan
+from engine.provider import DeploymentEvent
 from engine.scan import Scanner
 from engine.status import EndpointStatus
 
 if TYPE_CHECKING:
     from engine.build import BuildProgress, BuildResult
+    from engine.localcloud.discovery import CloudStopped
 
 T = TypeVar("T")
-# A decoded JSON object: the manifest, an entry of the target's event log. Its values are read
-# where they are shown, by key.
+# A decoded JSON object: the manifest (upstream's JSON format). Its values are read where they
+# are shown, by key.
 JSONObject = dict[str, object]
 
 
@@ -179,7 +181,7 @@ class Backend:
         """Undeploy `names` (all when None) after `confirm(plan)`; returns the DeployReport."""
         return await self._op(self.engine.undeploy(names, confirm=confirm, on_event=on_event))
 
-    async def events(self, since: int = 0) -> list[JSONObject]:
+    async def events(self, since: int = 0) -> list[DeploymentEvent]:
         """The app's deployment event log after event id `since` (deployed, crashed, ...)."""
         return await self._op(self.engine.events(since))
 
@@ -230,7 +232,7 @@ class Backend:
             await engine.close()
 
     @staticmethod
-    def stop_cloud() -> JSONObject:
+    def stop_cloud() -> CloudStopped:
         """Stop the local cloud of the current FLASH_TUI_HOME and its workers."""
         from engine.localcloud.discovery import stop_cloud
 

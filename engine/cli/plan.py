@@ -22,7 +22,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from engine.operations import Engine, OpError, OpEvent
+from engine.operations import DeployReport, Engine, OpError, OpEvent
 from engine.plan import PLAN_MARKS, Plan
 from engine.provider import TARGETS
 
@@ -212,14 +212,10 @@ def _interrupt_raises() -> Iterator[None]:
         signal.signal(signal.SIGINT, previous)
 
 
-def print_outcome(console: Console, report: Any, done: str, failed: str) -> None:
+def print_outcome(console: Console, report: DeployReport, done: str, failed: str) -> None:
     """Each endpoint that failed with its reason, then the verdict and the time taken."""
-    for result in report.outcome.results if report.outcome else []:
-        if not result.get("ok"):
-            console.print(
-                f"[bold red]✗ {escape(result['name'])}[/]: "
-                f"{escape(str(result.get('error') or 'failed'))}"
-            )
+    for result in report.outcome.failed() if report.outcome else []:
+        console.print(f"[bold red]✗ {escape(result.name)}[/]: {escape(result.error or 'failed')}")
     verdict = f"[green]{done}[/]" if report.ok else f"[bold red]{failed}[/]"
     console.print(f"{verdict} in {report.elapsed_ms / 1000:.2f} s")
 
@@ -230,15 +226,16 @@ def progress_printer(console: Console, quiet: bool) -> Callable[[OpEvent], None]
     def on_event(event: OpEvent) -> None:
         if quiet:
             return
-        if event.step == "build" and event.data.get("build_step"):
+        if event.step == "build" and event.build_step:
             return  # per-step build progress is too chatty for a log-style output
         if event.step in ("scan", "plan", "confirm"):
             return
         who = f"[bold]{escape(event.name)}[/] " if event.name else ""
-        state = event.data.get("state")
-        color = {"healthy": "green", "removed": "green", "error": "red"}.get(str(state), "cyan")
-        elapsed = event.data.get("elapsed_ms")
-        suffix = f" [dim]({elapsed:.0f} ms)[/]" if isinstance(elapsed, (int, float)) else ""
+        color = {"healthy": "green", "removed": "green", "error": "red"}.get(
+            event.state or "", "cyan"
+        )
+        elapsed = event.elapsed_ms
+        suffix = f" [dim]({elapsed:.0f} ms)[/]" if elapsed is not None else ""
         console.print(f"[{color}]•[/] {who}{escape(event.message)}{suffix}")
 
     return on_event

@@ -28,6 +28,7 @@ from engine.health import probe
 from engine.provider import (
     BuildRef,
     DeployOutcome,
+    EndpointResult,
     EndpointSpec,
     EndpointTarget,
     EventCallback,
@@ -125,13 +126,15 @@ def _template_name(app: str, env: str, name: str) -> str:
 
 
 def _result(
-    name: str, action: str, ok: bool, error: str | None = None, **extra: Any
-) -> dict[str, Any]:
-    out: dict[str, Any] = {"name": name, "action": action, "ok": ok}
-    if error is not None:
-        out["error"] = error
-    out.update({k: v for k, v in extra.items() if v is not None})
-    return out
+    name: str,
+    action: str,
+    ok: bool,
+    error: str | None = None,
+    *,
+    elapsed_ms: float | None = None,
+    url: str | None = None,
+) -> EndpointResult:
+    return EndpointResult(name, action, ok, error, elapsed_ms=elapsed_ms, url=url)
 
 
 class Deployer:
@@ -180,7 +183,7 @@ class Deployer:
         )
         self.where.manifest = manifest
         self._emit("build", state="ready", message=f"build {uploaded} is active")
-        results: list[dict[str, Any]] = []
+        results: list[EndpointResult] = []
         try:
             live = owned_live(self.where, await self.api.endpoints())
             entries = build.manifest.get("resources") or {}
@@ -193,8 +196,8 @@ class Deployer:
                 results.extend(await self._delete_many(remove, live))
         finally:
             await self._save_state()
-        ok = all(r["ok"] for r in results)
-        return DeployOutcome(ok, results, build_id=uploaded, elapsed_ms=_ms(started))
+        ok = all(r.ok for r in results)
+        return DeployOutcome(ok, tuple(results), build_id=uploaded, elapsed_ms=_ms(started))
 
     async def _upload(self, archive: Path) -> str:
         data = await asyncio.to_thread(archive.read_bytes)
@@ -219,7 +222,7 @@ class Deployer:
 
     async def _deploy_one(
         self, spec: EndpointSpec, entry: Mapping[str, Any], live: Endpoint | None, build_id: str
-    ) -> dict[str, Any]:
+    ) -> EndpointResult:
         name = spec.name
         action = "update" if live is not None else "create"
         async with self._limit:
@@ -251,7 +254,7 @@ class Deployer:
             elapsed = _ms(started)
             if self.health_wait <= 0:  # asked not to wait: saved is all this run knows
                 self._emit("endpoint", name=name, action=action, state="saved", elapsed_ms=elapsed)
-                return _result(name, action, True, endpoint_id=endpoint.id, url=target.base_url)
+                return _result(name, action, True, elapsed_ms=elapsed, url=target.base_url)
             healthy, detail = await self._wait_healthy(target)
             elapsed = _ms(started)
             if not healthy:
@@ -264,11 +267,11 @@ class Deployer:
                     message=message,
                     elapsed_ms=elapsed,
                 )
-                return _result(name, action, False, message, endpoint_id=endpoint.id)
+                return _result(name, action, False, message, elapsed_ms=elapsed)
             self._emit(
                 "endpoint", name=name, action=action, state=Status.HEALTHY, elapsed_ms=elapsed
             )
-            return _result(name, action, True, endpoint_id=endpoint.id, url=target.base_url)
+            return _result(name, action, True, elapsed_ms=elapsed, url=target.base_url)
 
     async def _save(
         self, spec: EndpointSpec, entry: Mapping[str, Any], live: Endpoint | None
@@ -344,14 +347,14 @@ class Deployer:
             results = await self._delete_many(targets, live)
         finally:
             await self._save_state()
-        return DeployOutcome(all(r["ok"] for r in results), results, elapsed_ms=_ms(started))
+        return DeployOutcome(all(r.ok for r in results), tuple(results), elapsed_ms=_ms(started))
 
     async def _delete_many(
         self, names: Sequence[str], live: Mapping[str, Endpoint]
-    ) -> list[dict[str, Any]]:
+    ) -> list[EndpointResult]:
         return list(await asyncio.gather(*(self._delete_one(n, live.get(n)) for n in names)))
 
-    async def _delete_one(self, name: str, live: Endpoint | None) -> dict[str, Any]:
+    async def _delete_one(self, name: str, live: Endpoint | None) -> EndpointResult:
         recorded = self.where.state.resources.get(name)
         async with self._limit:
             started = time.perf_counter()
@@ -376,7 +379,7 @@ class Deployer:
                 state="removed",
                 elapsed_ms=_ms(started),
             )
-            return _result(name, "delete", True)
+            return _result(name, "delete", True, elapsed_ms=_ms(started))
 
     async def _delete_endpoint(self, endpoint_id: str) -> None:
         try:

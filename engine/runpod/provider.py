@@ -20,8 +20,10 @@ import httpx
 
 from engine.home import Home
 from engine.provider import (
+    AppSummary,
     BuildRef,
     DeployedEndpoint,
+    DeploymentEvent,
     DeployOutcome,
     EndpointSpec,
     EndpointTarget,
@@ -205,7 +207,7 @@ class RunPodProvider:
             updated_at=state.deployed_at,
         )
 
-    async def apps(self) -> list[dict[str, Any]]:
+    async def apps(self) -> list[AppSummary]:
         """RunPod apps carry no project path, so no app is an older version's: none."""
         return []
 
@@ -221,7 +223,7 @@ class RunPodProvider:
         )
         return endpoint_target(self.config, name, endpoint, load_balanced)
 
-    async def events(self, app: str, since: int = 0) -> list[dict[str, Any]]:
+    async def events(self, app: str, since: int = 0) -> list[DeploymentEvent]:
         """RunPod keeps no deployment event log for us: none."""
         return []
 

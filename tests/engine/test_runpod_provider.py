@@ -190,8 +190,8 @@ async def test_failed_create_is_completed_by_the_next_deploy(
         fake.fail_next("saveEndpoint", status=503)
         report = await engine.deploy()
         assert not report.ok
-        failed = [r["name"] for r in report.outcome.failed()]
-        assert len(failed) == 1 and "not retried" in report.outcome.failed()[0]["error"]
+        failed = [r.name for r in report.outcome.failed()]
+        assert len(failed) == 1 and "not retried" in (report.outcome.failed()[0].error or "")
         created = sorted(e.name for e in fake.endpoints())
         plan = await engine.plan()
         assert plan.names("create") == failed  # the record is consistent: only that one left
@@ -265,7 +265,7 @@ async def test_graphql_error_with_http_200_fails_that_endpoint_only(
         fake.fail_next("saveEndpoint", graphql_error="Invalid gpuIds for this region")
         report = await engine.deploy()
         (failed,) = report.outcome.failed()
-        assert "Invalid gpuIds for this region" in failed["error"]
+        assert "Invalid gpuIds for this region" in (failed.error or "")
         assert len(fake.endpoints()) == 3
         assert (await engine.deploy()).ok  # the next deploy completes it
         await engine.undeploy()
