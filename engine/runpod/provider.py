@@ -80,11 +80,13 @@ class RunPodProvider:
         env: str | None = None,
         environ: Mapping[str, str] | None = None,
         health_wait: float | None = None,
+        request_timeout: float = 60.0,
     ) -> None:
         self.home = home
         self.env_name = env or DEFAULT_ENV
         self._environ = environ
         self.health_wait = _health_wait(environ) if health_wait is None else health_wait
+        self.request_timeout = request_timeout
         self._config: RunPodConfig | None = None
         self._http: httpx.AsyncClient | None = None
         self._api: RunPodApi | None = None
@@ -110,7 +112,8 @@ class RunPodProvider:
         """The typed GraphQL operations of this account."""
         if self._api is None:
             self._http = httpx.AsyncClient(trust_env=False)
-            self._api = RunPodApi(GraphQLClient(self.config, self._http))
+            client = GraphQLClient(self.config, self._http, timeout=self.request_timeout)
+            self._api = RunPodApi(client)
         return self._api
 
     @property

@@ -13,12 +13,14 @@ import re
 import shutil
 import subprocess
 import sys
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 from fakes.runpod import FakeRunPod
 from fakes.runpod_image import image_site
+from waiting import wait_for
 
 REPO = Path(__file__).resolve().parents[2]
 CLI = [sys.executable, "-c", "import sys; from engine.cli import main; sys.exit(main())"]
@@ -97,6 +99,12 @@ def test_deploy_every_example_all_healthy(run: Run, example: str) -> None:
     assert {r["drift"] for r in rows} == {"in_sync"}
 
 
+def test_the_account_key_is_nowhere_in_what_was_deployed(fake: FakeRunPod) -> None:
+    """Templates, endpoints and build manifests hold endpoint keys at most, never ours."""
+    assert fake.endpoints()
+    assert fake.secret_sightings() == []
+
+
 def test_lb_route_calling_a_qb_function(run: Run) -> None:
     done = run("quickstart", "invoke", "POST /stats", "--data", '{"text": "a b b"}', "--json")
     assert done.returncode == 0, done.stdout + done.stderr
@@ -116,6 +124,36 @@ def test_logs_show_the_workers_lines(run: Run) -> None:
     assert done.returncode == 0, done.stderr
     lines = json.loads(done.stdout)["lines"]
     assert any("/stats" in line["text"] for line in lines), lines[-10:]
+
+
+def test_logs_follow_streams_new_lines(
+    fake: FakeRunPod, projects: dict[str, Path], outputs: list[str], run: Run
+) -> None:
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("RUNPOD_")}
+    environ.update({"COLUMNS": "200", **fake.env()})
+    follower = subprocess.Popen(
+        [*CLI, "logs", "gateway", "--follow", "--lines", "50", "--target", "runpod"]
+        + ["--project", str(projects["quickstart"])],
+        env=environ,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    seen: list[str] = []
+    try:
+        reader = threading.Thread(
+            target=lambda: seen.extend(iter(follower.stdout.readline, "")), daemon=True
+        )
+        reader.start()
+        # the history (the earlier /stats calls) shows once the stream is attached
+        wait_for(lambda: any("/stats" in line for line in seen), 60, "the history")
+        done = run("quickstart", "invoke", "POST /pipeline", "--data", '{"text": "live one"}')
+        assert done.returncode == 0, done.stdout + done.stderr
+        wait_for(lambda: any("/pipeline" in line for line in seen), 60, "the new line, live")
+    finally:
+        follower.terminate()
+        follower.wait(timeout=30)
+    outputs.extend(seen)
 
 
 def test_workers_max_change_updates_exactly_that_endpoint(

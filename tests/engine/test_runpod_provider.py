@@ -302,3 +302,13 @@ async def test_a_twin_endpoint_is_orphaned_and_deleted(project: Path, fake: Fake
         assert plan.names("unchanged") == ["gateway"]
         await engine.undeploy()
     assert fake.endpoints() == [] and fake.templates() == []
+
+
+async def test_a_slow_query_times_out_and_is_retried(project: Path, fake: FakeRunPod) -> None:
+    provider = RunPodProvider(environ=fake.env(), health_wait=0, request_timeout=1.0)
+    async with Engine(project, provider) as engine:
+        fake.fail_next("flashAppByName", delay=3.0)
+        plan = await engine.plan()
+    assert len(plan.names("create")) == 4
+    asked = [c for c in fake.graphql_calls if c.operation == "flashAppByName"]
+    assert len(asked) == 2  # the first timed out on our side, the second answered
