@@ -13,7 +13,6 @@ process killed) is found by its environment id and adopted by the next deploy.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import secrets
 import time
@@ -161,6 +160,7 @@ class Deployer:
         self._limit = asyncio.Semaphore(max(1, concurrency))
         self.health_wait = health_wait
         self._state_lock = asyncio.Lock()
+        self._state_error: str | None = None
 
     def _emit(self, kind: str, **kwargs: Any) -> None:
         if self._on_event is not None:
@@ -196,6 +196,7 @@ class Deployer:
                 results.extend(await self._delete_many(remove, live))
         finally:
             await self._save_state()
+        self._check_state()
         ok = all(r.ok for r in results)
         return DeployOutcome(ok, tuple(results), build_id=uploaded, elapsed_ms=_ms(started))
 
@@ -347,6 +348,7 @@ class Deployer:
             results = await self._delete_many(targets, live)
         finally:
             await self._save_state()
+        self._check_state()
         return DeployOutcome(all(r.ok for r in results), tuple(results), elapsed_ms=_ms(started))
 
     async def _delete_many(
@@ -407,14 +409,28 @@ class Deployer:
 
     async def _save_state(self) -> None:
         """Write the state into the active build's manifest (also when cancelled midway)."""
+        self._state_error = None
         build_id = self.where.build_id
         if build_id is None:
             return
         manifest = self.where.state.into_manifest(self.where.manifest)
         # Shielded: Ctrl+C while deploying must not also lose the record of what was done.
-        with contextlib.suppress(RunPodError):
+        try:
             await asyncio.shield(self.api.update_manifest(build_id, manifest))
+        except RunPodError as exc:
+            # Raised by `_check_state` once the operation is over, not from a `finally` where
+            # it would hide the error that got there.
+            self._state_error = str(exc)
+            return
         self.where.manifest = manifest
+
+    def _check_state(self) -> None:
+        """Fail when the state could not be written (the endpoints themselves exist)."""
+        if self._state_error is not None:
+            raise RunPodError(
+                f"the endpoints were changed, but their record was not written "
+                f"({self._state_error}); the next deploy finds them by their environment"
+            )
 
 
 def _ms(started: float) -> float:

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 from fakes.runpod import FakeRunPod
 
-from engine.operations import Engine, OpError
+from engine.operations import Engine, OpError, OpEvent
 from engine.runpod.provider import RunPodProvider
 
 REPO = Path(__file__).resolve().parents[2]
@@ -312,3 +312,26 @@ async def test_a_slow_query_times_out_and_is_retried(project: Path, fake: FakeRu
     assert len(plan.names("create")) == 4
     asked = [c for c in fake.graphql_calls if c.operation == "flashAppByName"]
     assert len(asked) == 2  # the first timed out on our side, the second answered
+
+
+async def test_a_record_that_cannot_be_written_is_an_error(project: Path, fake: FakeRunPod) -> None:
+    """The endpoints exist, the record of them failed: the deploy says so (not a silent ok),
+    and the next one finds and adopts them instead of creating twins."""
+    async with _engine(project, fake) as engine:
+        assert (await engine.deploy(["gateway"])).ok
+        _set_workers_max(project, "gateway", 3)
+        injected: list[bool] = []
+
+        def once_endpoints_change(event: OpEvent) -> None:
+            # the build and its carried-over record are in; the final write fails every retry
+            if event.step == "endpoint" and not injected:
+                injected.append(True)
+                fake.fail_next("updateFlashBuildManifest", status=500, times=10)
+
+        with pytest.raises(OpError, match="record was not written"):
+            await engine.deploy(["gateway"], on_event=once_endpoints_change)
+        assert injected
+    async with _engine(project, fake) as engine:
+        plan = await engine.plan(["gateway"])
+        assert plan.names("update", "unchanged") == ["gateway"]
+        assert len(fake.endpoints()) == 1
