@@ -47,7 +47,7 @@ from engine.status import Status
 
 __all__ = ["Environment", "Deployer", "endpoint_target", "find_environment", "owned_live"]
 
-_TEMPLATE_DELETE_TRIES = 6  # deleteTemplate fails while the endpoint's removal is in flight
+_TEMPLATE_DELETE_TRIES = 4  # deleteTemplate fails while the endpoint's removal is in flight
 _UPLOAD_TRIES = 3
 
 
@@ -185,6 +185,7 @@ class Deployer:
         self._emit("build", state="ready", message=f"build {uploaded} is active")
         results: list[EndpointResult] = []
         try:
+            await self.sweep_templates()
             live = owned_live(self.where, await self.api.endpoints())
             entries = build.manifest.get("resources") or {}
             jobs = [
@@ -195,7 +196,7 @@ class Deployer:
             if remove:
                 results.extend(await self._delete_many(remove, live))
         finally:
-            await self._save_state()
+            await self.save_state()
         self._check_state()
         ok = all(r.ok for r in results)
         return DeployOutcome(ok, tuple(results), build_id=uploaded, elapsed_ms=_ms(started))
@@ -345,9 +346,10 @@ class Deployer:
         live = owned_live(self.where, await self.api.endpoints())
         targets = sorted(set(self.where.state.resources) | set(live)) if names is None else names
         try:
+            await self.sweep_templates()
             results = await self._delete_many(targets, live)
         finally:
-            await self._save_state()
+            await self.save_state()
         self._check_state()
         return DeployOutcome(all(r.ok for r in results), tuple(results), elapsed_ms=_ms(started))
 
@@ -364,21 +366,29 @@ class Deployer:
             try:
                 if live is not None:
                     await self._delete_endpoint(live.id)
-                template = recorded.template_name if recorded is not None else None
-                if template is None and live is not None and live.template is not None:
-                    template = live.template.name
-                if template:
-                    await self._delete_template(template)
             except RunPodError as exc:
                 self._emit("endpoint", name=name, action="delete", state="error", message=str(exc))
                 return _result(name, "delete", False, str(exc))
+            template = recorded.template_name if recorded is not None else None
+            if template is None and live is not None and live.template is not None:
+                template = live.template.name
+            note = ""
             async with self._state_lock:
                 self.where.state.resources.pop(name, None)
+            if template and not await self._delete_template(template):
+                # RunPod releases a template a while after its endpoint is gone: the endpoint
+                # (what costs money) is deleted; the template is deleted by a later operation.
+                async with self._state_lock:
+                    self.where.state.leftover_templates.append(template)
+                note = (
+                    "its template is still held by RunPod; the next deploy or undeploy deletes it"
+                )
             self._emit(
                 "endpoint",
                 name=name,
                 action="delete",
                 state="removed",
+                message=note,
                 elapsed_ms=_ms(started),
             )
             return _result(name, "delete", True, elapsed_ms=_ms(started))
@@ -392,22 +402,30 @@ class Deployer:
             if any(e.id == endpoint_id for e in await self.api.endpoints()):
                 raise
 
-    async def _delete_template(self, template: str) -> None:
+    async def _delete_template(self, template: str, tries: int = _TEMPLATE_DELETE_TRIES) -> bool:
+        """Delete a template by name; False when RunPod still holds it after `tries`."""
         delay = 0.2
-        for attempt in range(_TEMPLATE_DELETE_TRIES):
+        for attempt in range(tries):
             try:
                 await self.api.delete_template(template)
-                return
+                return True
             except GraphQLError as exc:
                 text = str(exc).lower()
                 if "not found" in text or "does not exist" in text:
-                    return  # already gone
-                if attempt + 1 == _TEMPLATE_DELETE_TRIES:
-                    raise RunPodError(f"template {template!r} was not deleted: {exc}") from None
-            await asyncio.sleep(delay)
-            delay = min(5.0, delay * 2)
+                    return True  # already gone
+            if attempt + 1 < tries:
+                await asyncio.sleep(delay)
+                delay = min(2.0, delay * 2)
+        return False
 
-    async def _save_state(self) -> None:
+    async def sweep_templates(self) -> list[str]:
+        """Delete the templates earlier deletes had to leave; returns those still held."""
+        left = list(self.where.state.leftover_templates)
+        kept = [t for t in left if not await self._delete_template(t, tries=1)]
+        self.where.state.leftover_templates = kept
+        return kept
+
+    async def save_state(self) -> None:
         """Write the state into the active build's manifest (also when cancelled midway)."""
         self._state_error = None
         build_id = self.where.build_id

@@ -273,6 +273,17 @@ class RunPodProvider:
             return DeployOutcome(True, [])
         return await self._deployer(where, on_event).delete(names)
 
+    async def sweep_templates(self, app: str) -> list[str]:
+        """Delete templates RunPod held when their endpoint was deleted; returns those it
+        still holds (deploy and undeploy also do this first)."""
+        where = await self._environment(app)
+        if where is None or not where.state.leftover_templates:
+            return []
+        deployer = self._deployer(where, None)
+        left = await deployer.sweep_templates()
+        await deployer.save_state()
+        return left
+
     # -- logs -----------------------------------------------------------------------------
 
     async def read_logs(self, app: str, name: str, lines: int = 200) -> list[str]:

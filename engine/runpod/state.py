@@ -4,10 +4,11 @@ The environment's active build carries a mutable manifest (`updateFlashBuildMani
 the build's own keys it holds what is deployed: `resources_endpoints` `{name: url}` (what
 deployed workers resolve each other through, as upstream's), per resource in code
 `endpoint_id`/`endpoint_url`/`aiKey` (upstream's keys; the aiKey is the endpoint-scoped key
-deployed workers call it with), and under `deployments` one
-`ResourceState` per deployed endpoint, also those no longer in code, which is what plan, status
-and undeploy read. A new build starts from the previous build's state, so nothing is forgotten
-when the active build changes.
+deployed workers call it with), and under `deployments` one `ResourceState` per deployed
+endpoint, also those no longer in code, which is what plan, status and undeploy read. Under
+`templates_to_delete`: the templates RunPod still held when their endpoint was deleted (it
+releases them late), deleted by a later operation. A new build starts from the previous
+build's state, so nothing is forgotten when the active build changes.
 """
 
 from __future__ import annotations
@@ -17,9 +18,10 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-__all__ = ["STATE_KEY", "EnvState", "ResourceState"]
+__all__ = ["LEFTOVERS_KEY", "STATE_KEY", "EnvState", "ResourceState"]
 
 STATE_KEY = "deployments"
+LEFTOVERS_KEY = "templates_to_delete"
 
 
 class ResourceState(BaseModel):
@@ -48,6 +50,8 @@ class EnvState(BaseModel):
     """Every recorded endpoint of one environment, by resource name."""
 
     resources: dict[str, ResourceState] = Field(default_factory=dict)
+    # Templates of deleted endpoints that RunPod still held then (it releases them late).
+    leftover_templates: list[str] = Field(default_factory=list)
 
     @classmethod
     def from_manifest(cls, manifest: Mapping[str, Any] | None) -> EnvState:
@@ -60,12 +64,15 @@ class EnvState(BaseModel):
                     out[str(name)] = ResourceState.model_validate(entry)
                 except ValidationError:
                     continue  # a damaged entry is dropped; the live list still finds the endpoint
-        return cls(resources=out)
+        leftovers = (manifest or {}).get(LEFTOVERS_KEY)
+        kept = [str(t) for t in leftovers] if isinstance(leftovers, list) else []
+        return cls(resources=out, leftover_templates=kept)
 
     def into_manifest(self, manifest: Mapping[str, Any]) -> dict[str, Any]:
         """`manifest` with this state written in (upstream's keys and ours)."""
         out = dict(manifest)
         out[STATE_KEY] = {n: s.model_dump() for n, s in sorted(self.resources.items())}
+        out[LEFTOVERS_KEY] = list(self.leftover_templates)
         out["resources_endpoints"] = {
             n: s.url for n, s in sorted(self.resources.items()) if s.url is not None
         }

@@ -10,6 +10,7 @@ wait for health, which `test_runpod_e2e.py` covers with real workers.
 
 from __future__ import annotations
 
+import asyncio
 import re
 import shutil
 from collections.abc import Iterator
@@ -335,3 +336,24 @@ async def test_a_record_that_cannot_be_written_is_an_error(project: Path, fake: 
         plan = await engine.plan(["gateway"])
         assert plan.names("update", "unchanged") == ["gateway"]
         assert len(fake.endpoints()) == 1
+
+
+async def test_a_template_released_late_is_deleted_later(tmp_path: Path, project: Path) -> None:
+    """RunPod refuses deleteTemplate for a while after the endpoint went: undeploy still
+    succeeds (the endpoint is gone), records the template, and a later operation deletes it."""
+    with FakeRunPod(tmp_path / "lagging", data_plane=False, template_release_lag=4.0) as fake:
+        async with _engine(project, fake) as engine:
+            assert (await engine.deploy(["gateway"])).ok
+            undo = await engine.undeploy()
+            assert undo.ok and fake.endpoints() == []
+            assert len(fake.templates()) == 1  # still held by the platform
+            (environment,) = fake.environments()
+            build = next(b for b in fake.builds() if b.id == environment.activeBuildId)
+            assert len(build.manifest["templates_to_delete"]) == 1  # recorded
+            provider = engine.provider
+            assert isinstance(provider, RunPodProvider)
+            deadline = asyncio.get_running_loop().time() + 30
+            while await provider.sweep_templates(engine.app):
+                assert asyncio.get_running_loop().time() < deadline, "template never deleted"
+                await asyncio.sleep(0.5)
+        assert fake.templates() == []
