@@ -357,3 +357,29 @@ async def test_a_template_released_late_is_deleted_later(tmp_path: Path, project
                 assert asyncio.get_running_loop().time() < deadline, "template never deleted"
                 await asyncio.sleep(0.5)
         assert fake.templates() == []
+
+
+async def test_a_code_only_change_rolls_that_endpoint(project: Path, fake: FakeRunPod) -> None:
+    """Editing a function body changes the template's code fingerprint, so RunPod replaces the
+    endpoint's workers; nothing else is touched."""
+    async with _engine(project, fake) as engine:
+        assert (await engine.deploy()).ok
+        templates = {t.id: dict(t.env) for t in fake.templates()}
+        before = {e.name: templates[e.templateId] for e in fake.endpoints()}
+        source = project / "workers" / "cpu" / "endpoint.py"
+        source.write_text(
+            source.read_text().replace('" ".join(text.split())', '" ".join(text.split()) ')
+        )
+        plan = await engine.plan()
+        assert plan.names("update") == ["cpu_worker"]
+        assert [c.field for c in plan.item("cpu_worker").changes] == ["code"]
+        assert (await engine.deploy()).ok
+        templates = {t.id: dict(t.env) for t in fake.templates()}
+        after = {e.name: templates[e.templateId] for e in fake.endpoints()}
+        fingerprint = "_FLASH_SOURCE_FINGERPRINT"
+        assert after["cpu_worker"][fingerprint] != before["cpu_worker"][fingerprint]
+        assert {n: after[n] for n in after if n != "cpu_worker"} == {
+            n: before[n] for n in before if n != "cpu_worker"
+        }
+        assert (await engine.plan()).names("update") == []
+        await engine.undeploy()
