@@ -9,8 +9,9 @@ Two sources, given to a worker by whoever started it:
   is set, cached for `FLASH_ENDPOINTS_TTL` seconds, default 300). Both are JSON, either
   `{"endpoints": {"<resource>": {"url": "http://127.0.0.1:P", "key": "<key>"}}}` or a manifest
   whose resources carry `endpoint_url` (and optionally `endpoint_key`), as a mothership's
-  persisted manifest does. A miss triggers one refresh before giving up (an endpoint deployed
-  after the cache was filled is found at once).
+  persisted manifest does, or a RunPod environment's persisted manifest (`resources_endpoints
+  {name: url}`, each resource's endpoint-scoped `aiKey`). A miss triggers one refresh before
+  giving up (an endpoint deployed after the cache was filled is found at once).
 
 `FLASH_RESOURCE_NAME` names the endpoint this process serves: its functions run locally.
 Without an endpoint table the registry is not configured and every call runs locally (plain
@@ -99,16 +100,27 @@ def parse_endpoints(data: Any) -> dict[str, EndpointInfo]:
                     str(name), entry["url"].rstrip("/"), key if isinstance(key, str) else None
                 )
     resources = data.get("resources")
-    if isinstance(resources, Mapping):
-        for name, entry in resources.items():
-            if str(name) in table or not isinstance(entry, Mapping):
-                continue
-            url = entry.get("endpoint_url")
-            if isinstance(url, str) and url:
-                key = entry.get("endpoint_key")
+    resources = resources if isinstance(resources, Mapping) else {}
+    # A RunPod environment's persisted manifest: `resources_endpoints {name: url}`, and each
+    # resource's endpoint-scoped key (`aiKey`) next to its endpoint id.
+    urls = data.get("resources_endpoints")
+    if isinstance(urls, Mapping):
+        for name, url in urls.items():
+            entry = resources.get(name)
+            key = entry.get("aiKey") if isinstance(entry, Mapping) else None
+            if str(name) not in table and isinstance(url, str) and url:
                 table[str(name)] = EndpointInfo(
                     str(name), url.rstrip("/"), key if isinstance(key, str) else None
                 )
+    for name, entry in resources.items():
+        if str(name) in table or not isinstance(entry, Mapping):
+            continue
+        url = entry.get("endpoint_url")
+        if isinstance(url, str) and url:
+            key = entry.get("endpoint_key")
+            table[str(name)] = EndpointInfo(
+                str(name), url.rstrip("/"), key if isinstance(key, str) else None
+            )
     return table
 
 

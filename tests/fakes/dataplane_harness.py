@@ -12,6 +12,7 @@ import tarfile
 import textwrap
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 from fastapi import FastAPI
@@ -40,7 +41,8 @@ class Plane:
 
     def __init__(self, workdir: Path) -> None:
         self.keys: dict[str, str] = {}
-        self.plane = DataPlane(workdir, self.authorize)
+        self.states: dict[str, dict[str, Any]] = {}  # environment id -> persisted manifest
+        self.plane = DataPlane(workdir, self.authorize, environment_state=self.states.get)
         app = FastAPI()
         app.include_router(self.plane.router)
         self.server = ThreadedServer(app)

@@ -18,6 +18,12 @@ Public routes (reference/runpod_api.md §4, §4.1, §6), each checked with
   history the stream sends one comment line `: live` (SSE comments are ignored by clients that
   do not know it), then live lines until the client goes.
 
+Cross-endpoint calls: when an endpoint's env has `FLASH_ENVIRONMENT_ID` and the control plane
+gave `environment_state` (environment id -> its persisted manifest, with `resources_endpoints`
+and each resource's `aiKey`), its workers get `FLASH_ENDPOINTS_URL` (an internal route serving
+that state) and `FLASH_ENDPOINTS_TOKEN` (the worker's own key), which the runtime's service
+registry reads. The real platform has no such route (see README: verified only here).
+
 Scaling is simple on purpose: an endpoint runs `min(max(workersMin, 1), workersMax)` workers
 (none when workersMax is 0, or without an artifact); a change of type, image, env, artifact or
 version replaces them.
@@ -30,9 +36,8 @@ import contextlib
 import hashlib
 import json
 import shutil
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -42,7 +47,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 
 from fakes.runpod_image import image_site
 from fakes.runpod_jobs import COMPLETED, FAILED, FINAL, IN_PROGRESS, Job, JobQueue
-from fakes.runpod_workers import ImageWorker
+from fakes.runpod_workers import ImageWorker, log_events, log_start, rfc3339
 
 __all__ = ["DataPlane", "EndpointView"]
 
@@ -51,7 +56,6 @@ RUNSYNC_MAX_BYTES = 20 * 1024 * 1024
 RUNSYNC_WAIT_MS = 90_000
 _TAKE_WAIT = 2.0  # seconds a job-take long-poll waits before answering 204
 _STOP_WAIT = 10.0
-_LOG_POLL = 0.05
 _HOP_HEADERS = frozenset(
     {"host", "authorization", "connection", "keep-alive", "transfer-encoding", "content-length"}
 )
@@ -106,10 +110,6 @@ def _problem(status: int, detail: str) -> JSONResponse:
     )
 
 
-def _rfc3339(at: float) -> str:
-    return datetime.fromtimestamp(at, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
 class DataPlane:
     """The fake's data plane; see the module docstring. `base_url` (the fake's root URL, e.g.
     `http://127.0.0.1:P`) must be set before the first `apply` that starts workers."""
@@ -120,10 +120,12 @@ class DataPlane:
         authorize: Callable[[str, str | None], bool],
         *,
         base_url: str = "",
+        environment_state: Callable[[str], Mapping[str, Any] | None] | None = None,
     ) -> None:
         self.workdir = Path(workdir)
         self.base_url = base_url.rstrip("/")
         self._authorize = authorize
+        self._environment_state = environment_state
         self._endpoints: dict[str, _Endpoint] = {}
         self._site: Path | None = None
         self._http: httpx.AsyncClient | None = None
@@ -207,6 +209,11 @@ class DataPlane:
         }
         if view.type == "LB":
             env["PORT"] = env["PORT_HEALTH"] = str(worker.port)
+        if view.env.get("FLASH_ENVIRONMENT_ID") and self._environment_state is not None:
+            # Where the worker's runtime reads its environment's endpoints (resources_endpoints
+            # and each endpoint's aiKey), with its own worker key: never the account key.
+            env["FLASH_ENDPOINTS_URL"] = f"{internal}/environment/{worker.id}"
+            env["FLASH_ENDPOINTS_TOKEN"] = worker.token
         state.workers[worker.id] = worker
         await asyncio.to_thread(worker.start, env)
         if view.type == "LB":
@@ -461,6 +468,19 @@ class DataPlane:
                     job.streamed = True
             return JSONResponse({})
 
+        @router.get(base + "/environment/{worker_id}")
+        async def environment(endpoint_id: str, worker_id: str, request: Request) -> Response:
+            # The worker's key comes as Bearer (the runtime's registry), not in the query.
+            token = (request.headers.get("authorization") or "").removeprefix("Bearer ").strip()
+            found = self._internal(endpoint_id, worker_id, token)
+            if found is None:
+                return Response(status_code=401)
+            environment_id = found[0].view.env.get("FLASH_ENVIRONMENT_ID", "")
+            state = self._environment_state(environment_id) if self._environment_state else None
+            if state is None:
+                return _problem(404, f"environment {environment_id} has no deployed state")
+            return JSONResponse(dict(state))
+
         @router.get(base + "/ping/{worker_id}")
         async def ping(endpoint_id: str, worker_id: str, token: str = "") -> Response:
             found = self._internal(endpoint_id, worker_id, token)
@@ -525,11 +545,11 @@ class DataPlane:
                 return _problem(404, f"worker {worker_id} not found")
             if source not in (None, "container", "system") or not 0 <= tail <= 5000:
                 return _problem(400, "source must be container or system; tail 0-5000")
-            after = _after(request.headers.get("last-event-id"), since)
+            after = log_start(request.headers.get("last-event-id"), since)
             if after is None:
                 return _problem(400, "since must be an RFC 3339 time")
             return StreamingResponse(
-                _log_events(worker, source, tail, after, request),
+                log_events(worker, source, tail, after, request),
                 media_type="text/event-stream",
                 headers={"Cache-Control": "no-cache"},
             )
@@ -551,57 +571,8 @@ class DataPlane:
                     "uptimeSeconds": int(max(0.0, worker.uptime())),
                     "gpuTypeId": None,
                     "dataCenterId": "FAKE-LOCAL-1",
-                    "startedAt": _rfc3339(worker.started_at),
+                    "startedAt": rfc3339(worker.started_at),
                 }
             )
         summary["total"] = len(listed)
         return {"endpointVersion": state.view.version, "summary": summary, "workers": listed}
-
-
-def _after(last_event_id: str | None, since: str | None) -> tuple[float, int] | None:
-    """Where a log stream starts: after `(at, seq)`; Last-Event-ID wins over `since`."""
-    if last_event_id:
-        stamp, _, seq = last_event_id.partition("/")
-        with contextlib.suppress(ValueError):
-            return _parse_time(stamp), int(seq or 0)
-    if since:
-        try:
-            return _parse_time(since), -1
-        except ValueError:
-            return None
-    return float("-inf"), -1
-
-
-def _parse_time(text: str) -> float:
-    return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
-
-
-async def _log_events(
-    worker: ImageWorker, source: str | None, tail: int, after: tuple[float, int], request: Request
-) -> AsyncIterator[bytes]:
-    """The SSE stream of one worker's log: history (last `tail` lines), `: live`, then new."""
-
-    def wanted(seq: int, at: float, src: str) -> bool:
-        return (source is None or src == source) and (at, seq) > after
-
-    snapshot = worker.lines()
-    history = [r for r in snapshot if wanted(r.seq, r.at, r.source)]
-    if after == (float("-inf"), -1):
-        history = history[-tail:] if tail else []
-    for record in history:
-        yield _event(record.seq, record.at, record.source, record.line)
-    last = snapshot[-1].seq if snapshot else 0
-    yield b": live\n\n"
-    while not await request.is_disconnected():
-        fresh = [r for r in worker.lines() if r.seq > last]
-        for record in fresh:
-            last = record.seq
-            if source is None or record.source == source:
-                yield _event(record.seq, record.at, record.source, record.line)
-        if not fresh:
-            await asyncio.sleep(_LOG_POLL)
-
-
-def _event(seq: int, at: float, source: str, line: str) -> bytes:
-    data = json.dumps({"ts": _rfc3339(at), "source": source, "line": line})
-    return f"id: {_rfc3339(at)}/{seq}\ndata: {data}\n\n".encode()

@@ -8,6 +8,9 @@ keeps it (bounded) for the REST v2 log stream; the data plane's own lines about 
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import json
 import os
 import secrets
 import signal
@@ -16,13 +19,18 @@ import subprocess
 import threading
 import time
 from collections import deque
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
+
+from starlette.requests import Request
 
 from fakes.runpod_image import worker_command
 
-__all__ = ["ImageWorker", "LogRecord", "free_port"]
+__all__ = ["ImageWorker", "LogRecord", "free_port", "log_events", "log_start", "rfc3339"]
 
+_LOG_POLL = 0.05  # seconds between looks for new lines while following
 MAX_LOG_LINES = 5000  # per worker; the REST v2 stream's `tail` goes up to 5000
 
 
@@ -161,3 +169,61 @@ class ImageWorker:
         self._process.stdout.close()
         code = self._process.wait()
         self.system(f"worker {self.id} exited with status {code}")
+
+
+# --------------------------------------------------------------------------------------------
+# the REST v2 worker-log stream (SSE)
+
+
+def rfc3339(at: float) -> str:
+    """`at` (epoch seconds) as RFC 3339 UTC with microseconds."""
+    return datetime.fromtimestamp(at, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def log_start(last_event_id: str | None, since: str | None) -> tuple[float, int] | None:
+    """Where a log stream starts: after `(at, seq)`; Last-Event-ID wins over `since`."""
+    if last_event_id:
+        stamp, _, seq = last_event_id.partition("/")
+        with contextlib.suppress(ValueError):
+            return _parse_time(stamp), int(seq or 0)
+    if since:
+        try:
+            return _parse_time(since), -1
+        except ValueError:
+            return None
+    return float("-inf"), -1
+
+
+def _parse_time(text: str) -> float:
+    return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+
+
+async def log_events(
+    worker: ImageWorker, source: str | None, tail: int, after: tuple[float, int], request: Request
+) -> AsyncIterator[bytes]:
+    """The SSE stream of one worker's log: history (last `tail` lines), `: live`, then new."""
+
+    def wanted(seq: int, at: float, src: str) -> bool:
+        return (source is None or src == source) and (at, seq) > after
+
+    snapshot = worker.lines()
+    history = [r for r in snapshot if wanted(r.seq, r.at, r.source)]
+    if after == (float("-inf"), -1):
+        history = history[-tail:] if tail else []
+    for record in history:
+        yield _event(record.seq, record.at, record.source, record.line)
+    last = snapshot[-1].seq if snapshot else 0
+    yield b": live\n\n"
+    while not await request.is_disconnected():
+        fresh = [r for r in worker.lines() if r.seq > last]
+        for record in fresh:
+            last = record.seq
+            if source is None or record.source == source:
+                yield _event(record.seq, record.at, record.source, record.line)
+        if not fresh:
+            await asyncio.sleep(_LOG_POLL)
+
+
+def _event(seq: int, at: float, source: str, line: str) -> bytes:
+    data = json.dumps({"ts": rfc3339(at), "source": source, "line": line})
+    return f"id: {rfc3339(at)}/{seq}\ndata: {data}\n\n".encode()
