@@ -18,6 +18,7 @@ import subprocess
 import sys
 import tarfile
 import textwrap
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -322,3 +323,33 @@ def _processes_of(endpoint_id: str) -> list[psutil.Process]:
             if child.environ().get("RUNPOD_ENDPOINT_ID") == endpoint_id and child.is_running():
                 found.append(child)
     return found
+
+
+def test_stop_with_an_open_log_stream_still_stops_the_workers(tmp_path: Path) -> None:
+    """A client still following logs must not keep the fake (and its workers) alive."""
+    server = FakeRunPod(tmp_path).start()
+    try:
+        client = Client.of(server)
+        env_id = client.deploy_build("e2e-stop", {"handler_tail.py": QB_HANDLER})
+        endpoint = client.save_endpoint("tail", env_id, "QB")
+        worker = wait_for(lambda: server.workers(endpoint["id"]), 60, "a worker")[0]
+        url = (
+            f"{server.env()['RUNPOD_API_BASE_URL']}/v2/serverless/{endpoint['id']}"
+            f"/workers/{worker.id}/logs"
+        )
+        opened = threading.Event()
+
+        def follow() -> None:
+            headers = {"Authorization": f"Bearer {server.api_key}"}
+            with contextlib.suppress(httpx.HTTPError):
+                with httpx.stream("GET", url, headers=headers, timeout=None) as stream:
+                    opened.set()
+                    for _ in stream.iter_lines():
+                        pass
+
+        reader = threading.Thread(target=follow, daemon=True)
+        reader.start()
+        assert opened.wait(30), "the log stream did not open"
+    finally:
+        server.stop()
+    assert wait_for(lambda: not _processes_of(endpoint["id"]), 30, "workers stopped")
