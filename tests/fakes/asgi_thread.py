@@ -13,6 +13,7 @@ from collections.abc import Coroutine
 from typing import Any, TypeVar
 
 import uvicorn
+
 from fakes.runpod_workers import free_port
 
 __all__ = ["ThreadedServer"]

@@ -15,10 +15,11 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from fakes.asgi_thread import ThreadedServer
-from fakes.runpod_dataplane import DataPlane, EndpointView
 from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
+
+from fakes.asgi_thread import ThreadedServer
+from fakes.runpod_dataplane import DataPlane, EndpointView
 
 __all__ = ["ACCOUNT_KEY", "Plane", "artifact", "serving"]
 

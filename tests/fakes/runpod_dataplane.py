@@ -42,11 +42,12 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from fastapi import APIRouter, Request, Response
+from fastapi.responses import JSONResponse, StreamingResponse
+
 from fakes.runpod_image import image_site
 from fakes.runpod_jobs import COMPLETED, FAILED, FINAL, IN_PROGRESS, Job, JobQueue
 from fakes.runpod_workers import ImageWorker, log_events, log_start, rfc3339
-from fastapi import APIRouter, Request, Response
-from fastapi.responses import JSONResponse, StreamingResponse
 
 __all__ = ["DataPlane", "EndpointView"]
 

@@ -24,8 +24,9 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
-from fakes.runpod_image import worker_command
 from starlette.requests import Request
+
+from fakes.runpod_image import worker_command
 
 __all__ = ["ImageWorker", "LogRecord", "free_port", "log_events", "log_start", "rfc3339"]
 

@@ -11,9 +11,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from waiting import wait_for
+
 from fakes.dataplane_harness import ACCOUNT_KEY, Plane, artifact, serving
 from fakes.runpod_dataplane import EndpointView
-from waiting import wait_for
 
 QB_HANDLER = """
 import asyncio, os, sys

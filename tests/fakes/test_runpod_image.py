@@ -17,12 +17,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from fakes.dataplane_harness import Plane, artifact, serving
-from fakes.runpod_dataplane import EndpointView
-from fakes.runpod_image import image_site, worker_command
 from waiting import wait_for
 
 from engine.build import build_project
+from fakes.dataplane_harness import Plane, artifact, serving
+from fakes.runpod_dataplane import EndpointView
+from fakes.runpod_image import image_site, worker_command
 from runtime.serialization import class_job, deserialize, function_job
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
