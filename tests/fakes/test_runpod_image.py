@@ -182,3 +182,17 @@ def test_the_lb_image_wants_a_fastapi_instance(tmp_path: Path) -> None:
     code = "from starlette.applications import Starlette\napp = Starlette()\n"
     output = _boot(tmp_path, {"handler_x.py": code}, "LB", FLASH_ENDPOINT_TYPE="lb")
     assert "not a fastapi.FastAPI instance" in output
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="TODO(fake control plane, tests/fakes/runpod_app.py `_data_plane`): pass "
+    "DataPlane(..., environment_state=<env id -> that environment's active build manifest>) so "
+    "deployed workers resolve other endpoints through resources_endpoints + aiKey",
+)
+def test_the_fake_control_plane_gives_workers_their_environment_state(tmp_path: Path) -> None:
+    from fakes.runpod import FakeRunPod
+
+    with FakeRunPod(tmp_path) as fake:
+        plane = fake._server.plane  # noqa: SLF001  # the wiring itself is what is checked
+        assert plane is not None and plane._environment_state is not None  # noqa: SLF001
