@@ -399,8 +399,9 @@ def collect_requirements(root: Path, manifest: dict[str, Any]) -> list[str]:
 
 def _pip_command(target: Path, requirements_file: Path) -> list[str]:
     # RunPod workers are linux x86_64 CPython: fetch wheels for that platform, whatever this
-    # machine is (binary wheels only: nothing can be compiled for another platform).
-    version = f"{sys.version_info.major}.{sys.version_info.minor}"
+    # machine is (binary wheels only: nothing can be compiled for another platform), for the
+    # Python of the worker image the build targets (engine.build.images).
+    version = python_version()
     return [
         sys.executable,
         "-m",

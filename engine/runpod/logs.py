@@ -177,6 +177,7 @@ def _parse_event(event_id: str, data: str) -> LogEvent | None:
         return None
 
 
+_CONNECTED = object()  # a connection is up (the quiet gap counts from here)
 _LIVE = object()  # the history ended (comment, or a quiet gap)
 _END = object()  # the stream is over (the worker is gone, or the caller stopped)
 
@@ -207,6 +208,7 @@ async def _stream(
                         return  # the worker is gone
                     _check(response, "a worker's log")
                     attempt = 0
+                    await out.put(_CONNECTED)
                     event_id, data = "", []
                     async for line in response.aiter_lines():
                         if line.startswith(":"):
@@ -259,11 +261,15 @@ class _WorkerStream:
 
     async def read_history(self) -> None:
         """Collect events until the history ends (marker, quiet gap or end of stream)."""
+        connected = False
         while True:
             try:
-                item = await asyncio.wait_for(self.queue.get(), HISTORY_QUIET)
+                # Retry pauses before a connection is up are not a quiet history.
+                wait = HISTORY_QUIET if connected else None
+                item = await asyncio.wait_for(self.queue.get(), wait)
             except asyncio.TimeoutError:
                 return
+            connected = connected or item is _CONNECTED
             if item is _LIVE or item is _END:
                 return
             if isinstance(item, ProviderError):
@@ -332,7 +338,8 @@ async def follow_logs(
             item = await stream.queue.get()
             if item is _END:
                 return
-            await merged.put(item)
+            if item is not _CONNECTED:
+                await merged.put(item)
 
     def attach(worker_id: str, history: int) -> _WorkerStream:
         stream = _WorkerStream(

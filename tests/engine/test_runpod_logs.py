@@ -149,3 +149,24 @@ def test_the_stream_resumes_after_last_event_id(plane: Plane, endpoint: Endpoint
     # the worker keeps logging: the resumed stream may have more at its end
     assert resumed[: len(everything) - index - 1] == everything[index + 1 :]
     assert any("handled two" in data for _id, data in resumed)
+
+
+def test_429_waits_for_retry_after_and_5xx_is_retried(plane: Plane, endpoint: EndpointView):
+    run(plane, endpoint, "faulty")
+    api = f"{plane.server.url}/api"
+    workers_path = f"/api/v2/serverless/{endpoint.id}/workers"
+    plane.fail_next(workers_path, 429, retry_after="1")
+    plane.fail_next(f"{workers_path}/", 503, times=2)  # the log streams
+
+    async def scenario() -> list[str]:
+        async with httpx.AsyncClient(timeout=30) as http:
+            return await read_logs(http, api, ACCOUNT_KEY, endpoint.id, 100)
+
+    lines = asyncio.run(scenario())
+    assert any(line.endswith("out handled faulty") for line in lines)
+    assert plane.faulted[0] == workers_path and len(plane.faulted) == 3
+
+    plane.fail_next(workers_path, 503, times=50)
+    with pytest.raises(ProviderError) as raised:
+        asyncio.run(scenario())
+    assert "HTTP 503" in str(raised.value)

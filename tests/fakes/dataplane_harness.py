@@ -15,7 +15,8 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from fastapi import FastAPI
+from fastapi import FastAPI, Request, Response
+from fastapi.responses import JSONResponse
 
 from fakes.asgi_thread import ThreadedServer
 from fakes.runpod_dataplane import DataPlane, EndpointView
@@ -43,7 +44,11 @@ class Plane:
         self.keys: dict[str, str] = {}
         self.states: dict[str, dict[str, Any]] = {}  # environment id -> persisted manifest
         self.plane = DataPlane(workdir, self.authorize, environment_state=self.states.get)
+        # path prefix -> [status, Retry-After or None, how many more times]
+        self.faults: dict[str, list[Any]] = {}
+        self.faulted: list[str] = []  # paths answered with a fault, in order
         app = FastAPI()
+        app.middleware("http")(self._inject)
         app.include_router(self.plane.router)
         self.server = ThreadedServer(app)
         self.plane.base_url = self.server.url
@@ -56,6 +61,22 @@ class Plane:
     def apply(self, view: EndpointView) -> None:
         self.keys[view.id] = view.ai_key
         self.server.call(self.plane.apply(view))
+
+    def fail_next(
+        self, prefix: str, status: int, *, times: int = 1, retry_after: str | None = None
+    ) -> None:
+        """Answer the next `times` requests whose path starts with `prefix` with `status`."""
+        self.faults[prefix] = [status, retry_after, times]
+
+    async def _inject(self, request: Request, call_next: Any) -> Response:
+        for prefix, fault in self.faults.items():
+            if request.url.path.startswith(prefix) and fault[2] > 0:
+                fault[2] -= 1
+                self.faulted.append(request.url.path)
+                headers = {"Retry-After": fault[1]} if fault[1] else {}
+                body = {"title": "injected fault", "status": fault[0]}
+                return JSONResponse(body, status_code=fault[0], headers=headers)
+        return await call_next(request)
 
     def headers(self, endpoint_id: str) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.keys[endpoint_id]}"}

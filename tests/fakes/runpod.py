@@ -60,6 +60,7 @@ from fakes.runpod_workers import ImageWorker
 
 T = TypeVar("T")
 _LOOP_TIMEOUT = 60.0
+_GRACEFUL_SECONDS = 3
 
 
 class FakeRunPod:
@@ -98,7 +99,13 @@ class FakeRunPod:
     def start(self) -> FakeRunPod:
         """Serve in a daemon thread; returns once the server accepts requests."""
         config = uvicorn.Config(
-            self._server.app, log_level="warning", lifespan="on", loop="asyncio"
+            self._server.app,
+            log_level="warning",
+            lifespan="on",
+            loop="asyncio",
+            # A client still following a log stream (it never ends) must not hold the shutdown,
+            # and with it the data plane's close, which stops the workers.
+            timeout_graceful_shutdown=_GRACEFUL_SECONDS,
         )
         self._uvicorn = uvicorn.Server(config)
         self._socket.listen(128)

@@ -35,6 +35,8 @@ COMPLETED, FAILED, CANCELLED, TIMED_OUT = "COMPLETED", "FAILED", "CANCELLED", "T
 FINAL = frozenset({COMPLETED, FAILED, CANCELLED, TIMED_OUT})
 RUN_RETENTION = 30 * 60.0
 RUNSYNC_RETENTION = 60.0
+_STOP_RESEND = 0.5
+_STOP_RESEND_FOR = 10.0
 
 
 @dataclass
@@ -79,7 +81,8 @@ class JobQueue:
         self.jobs: dict[str, Job] = {}
         self._queue: deque[str] = deque()
         self._arrived = asyncio.Event()
-        self._stops: dict[str, set[str]] = {}
+        # worker id -> job id -> (resend until, next send), both time.monotonic()
+        self._stops: dict[str, dict[str, tuple[float, float]]] = {}
         self._stop_set: dict[str, asyncio.Event] = {}
         self._released: set[str] = set()
         self.completed = self.failed = self.retried = 0
@@ -142,7 +145,8 @@ class JobQueue:
         if job.status in FINAL:
             return
         if status in (CANCELLED, TIMED_OUT) and job.status == IN_PROGRESS and job.worker_id:
-            self._stops.setdefault(job.worker_id, set()).add(job.id)
+            now = time.monotonic()
+            self._stops.setdefault(job.worker_id, {})[job.id] = (now + _STOP_RESEND_FOR, now)
             self._stop_event(job.worker_id).set()
         job.status, job.finished = status, time.time()
         job.output, job.error = output, error
@@ -197,17 +201,33 @@ class JobQueue:
         )
 
     async def stops(self, worker_id: str, wait: float) -> list[str]:
-        """Job ids `worker_id` must stop, waiting up to `wait` seconds for some."""
+        """Job ids `worker_id` must stop, waiting up to `wait` seconds for some.
+
+        A stop is sent again (every `_STOP_RESEND` s, for `_STOP_RESEND_FOR` s): a worker that
+        took a job may not have started it yet when the stop first comes, and then ignores it.
+        """
         event = self._stop_event(worker_id)
-        if worker_id in self._released:
-            return []
-        if not self._stops.get(worker_id):
+        deadline = time.monotonic() + wait
+        while worker_id not in self._released:
+            now = time.monotonic()
+            pending = self._stops.setdefault(worker_id, {})
+            for job_id, (until, _next) in list(pending.items()):
+                if until < now:
+                    del pending[job_id]
+            ready = sorted(job_id for job_id, (_u, at) in pending.items() if at <= now)
+            if ready:
+                for job_id in ready:
+                    pending[job_id] = (pending[job_id][0], now + _STOP_RESEND)
+                return ready
+            if now >= deadline:
+                return []
+            wake = min([at for _u, at in pending.values()] + [deadline])
             event.clear()
             try:
-                await asyncio.wait_for(event.wait(), wait)
+                await asyncio.wait_for(event.wait(), max(0.01, wake - now))
             except asyncio.TimeoutError:
-                return []
-        return sorted(self._stops.pop(worker_id, set()))
+                pass
+        return []
 
     def _stop_event(self, worker_id: str) -> asyncio.Event:
         return self._stop_set.setdefault(worker_id, asyncio.Event())

@@ -24,8 +24,9 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
-from fakes.runpod_image import worker_command
 from starlette.requests import Request
+
+from fakes.runpod_image import worker_command
 
 __all__ = ["ImageWorker", "LogRecord", "free_port", "log_events", "log_start", "rfc3339"]
 
@@ -180,17 +181,20 @@ def rfc3339(at: float) -> str:
 
 
 def log_start(last_event_id: str | None, since: str | None) -> tuple[float, int] | None:
-    """Where a log stream starts: after `(at, seq)`; Last-Event-ID wins over `since`."""
+    """Where a log stream starts: lines at or after a time and after a sequence number.
+
+    `Last-Event-ID` (`<ts>/<seq>`) wins over `since` (RFC 3339); None: `since` is not a time.
+    """
     if last_event_id:
-        stamp, _, seq = last_event_id.partition("/")
+        _stamp, _, seq = last_event_id.partition("/")
         with contextlib.suppress(ValueError):
-            return _parse_time(stamp), int(seq or 0)
+            return float("-inf"), int(seq)
     if since:
         try:
-            return _parse_time(since), -1
+            return _parse_time(since), 0
         except ValueError:
             return None
-    return float("-inf"), -1
+    return float("-inf"), 0
 
 
 def _parse_time(text: str) -> float:
@@ -203,11 +207,11 @@ async def log_events(
     """The SSE stream of one worker's log: history (last `tail` lines), `: live`, then new."""
 
     def wanted(seq: int, at: float, src: str) -> bool:
-        return (source is None or src == source) and (at, seq) > after
+        return (source is None or src == source) and at >= after[0] and seq > after[1]
 
     snapshot = worker.lines()
     history = [r for r in snapshot if wanted(r.seq, r.at, r.source)]
-    if after == (float("-inf"), -1):
+    if after == (float("-inf"), 0):  # neither Last-Event-ID nor since: the last `tail` lines
         history = history[-tail:] if tail else []
     for record in history:
         yield _event(record.seq, record.at, record.source, record.line)

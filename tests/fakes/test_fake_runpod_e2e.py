@@ -18,6 +18,7 @@ import subprocess
 import sys
 import tarfile
 import textwrap
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -108,9 +109,16 @@ class Client:
         )
         return env_id
 
-    def save_endpoint(self, name: str, env_id: str, kind: str, **fields: Any) -> dict[str, Any]:
+    def save_endpoint(
+        self,
+        name: str,
+        env_id: str,
+        kind: str,
+        extra_env: list[dict[str, str]] | None = None,
+        **fields: Any,
+    ) -> dict[str, Any]:
         """saveEndpoint (create) of a CPU endpoint running `handler_<name>.py`."""
-        env = [{"key": "FLASH_RESOURCE_NAME", "value": name}]
+        env = [{"key": "FLASH_RESOURCE_NAME", "value": name}, *(extra_env or [])]
         if kind == "LB":
             env.append({"key": "FLASH_ENDPOINT_TYPE", "value": "lb"})
         image = "runpod/flash-lb-cpu:py3.11" if kind == "LB" else "runpod/flash-cpu:py3.11"
@@ -322,3 +330,78 @@ def _processes_of(endpoint_id: str) -> list[psutil.Process]:
             if child.environ().get("RUNPOD_ENDPOINT_ID") == endpoint_id and child.is_running():
                 found.append(child)
     return found
+
+
+def test_stop_with_an_open_log_stream_still_stops_the_workers(tmp_path: Path) -> None:
+    """A client still following logs must not keep the fake (and its workers) alive."""
+    server = FakeRunPod(tmp_path).start()
+    try:
+        client = Client.of(server)
+        env_id = client.deploy_build("e2e-stop", {"handler_tail.py": QB_HANDLER})
+        endpoint = client.save_endpoint("tail", env_id, "QB")
+        worker = wait_for(lambda: server.workers(endpoint["id"]), 60, "a worker")[0]
+        url = (
+            f"{server.env()['RUNPOD_API_BASE_URL']}/v2/serverless/{endpoint['id']}"
+            f"/workers/{worker.id}/logs"
+        )
+        opened = threading.Event()
+
+        def follow() -> None:
+            headers = {"Authorization": f"Bearer {server.api_key}"}
+            with contextlib.suppress(httpx.HTTPError):
+                with httpx.stream("GET", url, headers=headers, timeout=None) as stream:
+                    opened.set()
+                    for _ in stream.iter_lines():
+                        pass
+
+        reader = threading.Thread(target=follow, daemon=True)
+        reader.start()
+        assert opened.wait(30), "the log stream did not open"
+    finally:
+        server.stop()
+    assert wait_for(lambda: not _processes_of(endpoint["id"]), 30, "workers stopped")
+
+
+STATE_HANDLER = """
+import json, os, urllib.request
+from fastapi import FastAPI
+
+app = FastAPI()
+
+
+@app.get("/state")
+def state() -> dict:
+    token = os.environ["FLASH_ENDPOINTS_TOKEN"]
+    request = urllib.request.Request(
+        os.environ["FLASH_ENDPOINTS_URL"], headers={"Authorization": f"Bearer {token}"}
+    )
+    with urllib.request.urlopen(request, timeout=10) as answer:
+        return json.loads(answer.read())
+"""
+
+
+def test_workers_read_their_environments_persisted_manifest(fake: FakeRunPod) -> None:
+    """What updateFlashBuildManifest stores is what deployed workers resolve endpoints from."""
+    client = Client.of(fake)
+    env_id = client.deploy_build("e2e-state", {"handler_gw.py": STATE_HANDLER})
+    extra = {"key": "FLASH_ENVIRONMENT_ID", "value": env_id}
+    gateway = client.save_endpoint(
+        "gw", env_id, "LB", scalerType="REQUEST_COUNT", extra_env=[extra]
+    )
+    build_id = next(e.activeBuildId for e in fake.environments() if e.id == env_id)
+    url = fake.env()["FLASH_RUNPOD_LB_URL"].format(id=gateway["id"])
+    headers = {"Authorization": f"Bearer {gateway['aiKey']}"}
+    update = (
+        "mutation u($i: UpdateFlashBuildManifestInput!) "
+        "{ updateFlashBuildManifest(input: $i) { id } }"
+    )
+
+    def state_of(version: str) -> dict[str, Any] | None:
+        reply = httpx.get(f"{url}/state", headers=headers, timeout=20)
+        found = reply.json() if reply.status_code == 200 else None
+        return found if found and found["resources_endpoints"]["qb"].endswith(version) else None
+
+    for version in ("v1", "v2"):
+        manifest = {"resources": {"qb": {"aiKey": "k"}}, "resources_endpoints": {"qb": version}}
+        client(update, {"i": {"flashBuildId": build_id, "manifest": manifest}})
+        assert wait_for(lambda v=version: state_of(v), 90, f"manifest {version} seen by the worker")

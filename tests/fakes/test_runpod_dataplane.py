@@ -144,3 +144,70 @@ def test_lb_requests_are_proxied_to_the_image_worker(plane: Plane, tmp_path: Pat
     answer = plane.http.post(f"/lb/{view.id}/add", json={"a": 2, "b": 3}, headers=headers)
     assert answer.json() == {"sum": 5}
     assert plane.http.post(f"/lb/{view.id}/add", json={}).status_code == 401
+
+
+def test_cancel_stops_the_running_job_and_frees_the_worker(plane: Plane, tmp_path: Path):
+    view = qb_view(tmp_path)
+    plane.apply(view)
+    headers = plane.headers(view.id)
+    slow = plane.http.post(f"/v2/{view.id}/run", json={"input": {"sleep": 600}}, headers=headers)
+    job_id = slow.json()["id"]
+
+    def status() -> str:
+        return plane.http.get(f"/v2/{view.id}/status/{job_id}", headers=headers).json()["status"]
+
+    wait_for(lambda: status() == "IN_PROGRESS", timeout=60)
+    cancelled = plane.http.post(f"/v2/{view.id}/cancel/{job_id}", headers=headers).json()
+    assert cancelled == {"id": job_id, "status": "CANCELLED"}
+    # One job at a time per worker: this one runs only because the stop signal reached it.
+    quick = plane.http.post(
+        f"/v2/{view.id}/runsync?wait=60000", json={"input": {"x": 2}}, headers=headers
+    ).json()
+    assert quick["status"] == "COMPLETED" and quick["output"]["echo"] == {"x": 2}
+    assert status() == "CANCELLED"
+
+
+def test_purge_queue_then_stream_a_result(plane: Plane, tmp_path: Path):
+    view = qb_view(tmp_path, workers_max=0)  # no worker: jobs wait in the queue
+    plane.apply(view)
+    headers = plane.headers(view.id)
+    ids = [
+        plane.http.post(f"/v2/{view.id}/run", json={"input": {"n": n}}, headers=headers).json()[
+            "id"
+        ]
+        for n in range(2)
+    ]
+    health = plane.http.get(f"/v2/{view.id}/health", headers=headers).json()
+    assert health["jobs"]["inQueue"] == 2 and sum(health["workers"].values()) == 0
+    purged = plane.http.post(f"/v2/{view.id}/purge-queue", headers=headers).json()
+    assert purged == {"removed": 2, "status": "completed"}
+    for job_id in ids:
+        gone = plane.http.get(f"/v2/{view.id}/status/{job_id}", headers=headers)
+        assert gone.status_code == 404
+
+    plane.apply(qb_view(tmp_path, workers_max=1))
+    job_id = plane.http.post(
+        f"/v2/{view.id}/run", json={"input": {"s": 1}}, headers=headers
+    ).json()["id"]
+    chunks: list = []
+
+    def streamed_to_the_end() -> bool:
+        answer = plane.http.get(f"/v2/{view.id}/stream/{job_id}", headers=headers).json()
+        chunks.extend(answer["stream"])
+        return answer["status"] == "COMPLETED" and not answer["stream"]
+
+    wait_for(streamed_to_the_end, timeout=60)
+    assert [c["output"]["echo"] for c in chunks] == [{"s": 1}]
+
+
+def test_bad_bodies_are_refused(plane: Plane, tmp_path: Path):
+    view = qb_view(tmp_path, workers_max=0)
+    plane.apply(view)
+    headers = plane.headers(view.id)
+    no_input = plane.http.post(f"/v2/{view.id}/run", json={"x": 1}, headers=headers)
+    assert no_input.status_code == 400
+    not_json = plane.http.post(f"/v2/{view.id}/run", content=b"{", headers=headers)
+    assert not_json.status_code == 400
+    running = plane.http.post(f"/v2/{view.id}/run", json={"input": {}}, headers=headers).json()
+    retry = plane.http.post(f"/v2/{view.id}/retry/{running['id']}", headers=headers)
+    assert retry.status_code == 400  # only FAILED or TIMED_OUT jobs are retried

@@ -17,12 +17,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from fakes.dataplane_harness import Plane, artifact, serving
-from fakes.runpod_dataplane import EndpointView
-from fakes.runpod_image import image_site, worker_command
 from waiting import wait_for
 
 from engine.build import build_project
+from fakes.dataplane_harness import Plane, artifact, serving
+from fakes.runpod_dataplane import EndpointView
+from fakes.runpod_image import image_site, worker_command
 from runtime.serialization import class_job, deserialize, function_job
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
@@ -182,3 +182,11 @@ def test_the_lb_image_wants_a_fastapi_instance(tmp_path: Path) -> None:
     code = "from starlette.applications import Starlette\napp = Starlette()\n"
     output = _boot(tmp_path, {"handler_x.py": code}, "LB", FLASH_ENDPOINT_TYPE="lb")
     assert "not a fastapi.FastAPI instance" in output
+
+
+def test_the_fake_control_plane_gives_workers_their_environment_state(tmp_path: Path) -> None:
+    from fakes.runpod import FakeRunPod
+
+    with FakeRunPod(tmp_path) as fake:
+        plane = fake._server.plane  # noqa: SLF001  # the wiring itself is what is checked
+        assert plane is not None and plane._environment_state is not None  # noqa: SLF001
