@@ -12,7 +12,8 @@ Public routes (reference/runpod_api.md §4, §4.1, §6), each checked with
 
 - `/v2/{id}/run`, `/runsync[?wait=ms]`, `/status/{job}`, `/stream/{job}`, `/cancel/{job}`,
   `/retry/{job}`, `/purge-queue`, `/health` (jobs + all six worker counts); unknown jobs 404;
-- `/lb/{id}/{path}`: the endpoint's LB worker (round robin over ready workers; 503 when none);
+- `/lb/{id}/{path}`: the endpoint's LB worker (round robin over ready workers; a request waits
+  for a starting worker, `/ping` answers 204 meanwhile; 503 when there is none);
 - `/api/v2/serverless/{id}/workers` and `.../workers/{wid}/logs` (SSE: `id: <ts>/<seq>`,
   `data: {"ts", "source", "line"}`; `tail`, `since`, `source`, `Last-Event-ID`). After the
   history the stream sends one comment line `: live` (SSE comments are ignored by clients that
@@ -54,6 +55,7 @@ __all__ = ["DataPlane", "EndpointView"]
 RUN_MAX_BYTES = 10 * 1024 * 1024
 RUNSYNC_MAX_BYTES = 20 * 1024 * 1024
 RUNSYNC_WAIT_MS = 90_000
+LB_WAIT = 120.0  # seconds a load-balanced request waits for a starting worker (RunPod: 2 min)
 _TAKE_WAIT = 2.0  # seconds a job-take long-poll waits before answering 204
 _STOP_WAIT = 10.0
 _HOP_HEADERS = frozenset(
@@ -500,7 +502,9 @@ class DataPlane:
             state = self._public(endpoint_id, request)
             if isinstance(state, Response):
                 return state
-            ready = [w for w in state.workers.values() if w.ready and w.alive()]
+            ready = await self._ready_lb_workers(state, path == "ping")
+            if ready is None:
+                return Response(status_code=204)  # /ping while its workers start: initializing
             if not ready:
                 return _problem(503, "no worker is ready")
             worker = ready[state.next_lb % len(ready)]
@@ -553,6 +557,21 @@ class DataPlane:
                 media_type="text/event-stream",
                 headers={"Cache-Control": "no-cache"},
             )
+
+    async def _ready_lb_workers(self, state: _Endpoint, ping: bool) -> list[ImageWorker] | None:
+        """The ready workers; a request waits for a starting one as the platform's load
+        balancer does (up to `LB_WAIT`), a `/ping` does not (None: still initializing)."""
+        deadline = asyncio.get_running_loop().time() + LB_WAIT
+        while True:
+            alive = [w for w in state.workers.values() if w.alive() and not w.stopping]
+            ready = [w for w in alive if w.ready]
+            if ready or not alive:
+                return ready
+            if ping:
+                return None
+            if asyncio.get_running_loop().time() > deadline:
+                return []
+            await asyncio.sleep(0.05)
 
     def _workers_body(self, state: _Endpoint) -> dict[str, Any]:
         listed = []
