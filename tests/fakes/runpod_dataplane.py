@@ -57,7 +57,7 @@ RUNSYNC_MAX_BYTES = 20 * 1024 * 1024
 RUNSYNC_WAIT_MS = 90_000
 LB_WAIT = 120.0  # seconds a load-balanced request waits for a starting worker (RunPod: 2 min)
 _TAKE_WAIT = 2.0  # seconds a job-take long-poll waits before answering 204
-_STOP_WAIT = 10.0
+_STOP_WAIT = 2.0  # under the fake server's graceful-shutdown wait (3 s)
 _HOP_HEADERS = frozenset(
     {"host", "authorization", "connection", "keep-alive", "transfer-encoding", "content-length"}
 )
