@@ -19,11 +19,10 @@ Public routes (reference/runpod_api.md §4, §4.1, §6), each checked with
   history the stream sends one comment line `: live` (SSE comments are ignored by clients that
   do not know it), then live lines until the client goes.
 
-Cross-endpoint calls: when an endpoint's env has `FLASH_ENVIRONMENT_ID` and the control plane
-gave `environment_state` (environment id -> its persisted manifest, with `resources_endpoints`
-and each resource's `aiKey`), its workers get `FLASH_ENDPOINTS_URL` (an internal route serving
-that state) and `FLASH_ENDPOINTS_TOKEN` (the worker's own key), which the runtime's service
-registry reads. The real platform has no such route (see README: verified only here).
+Cross-endpoint calls: with `FLASH_ENVIRONMENT_ID` in the env and `environment_state` given
+(environment id -> its persisted manifest: `resources_endpoints`, each resource's `aiKey`),
+workers get `FLASH_ENDPOINTS_URL` (a route serving it) and `FLASH_ENDPOINTS_TOKEN` (their own
+key) for the runtime's registry. RunPod has no such route (README: verified only here).
 
 Scaling is simple on purpose: an endpoint runs `min(max(workersMin, 1), workersMax)` workers
 (none when workersMax is 0, or without an artifact); a change of type, image, env, artifact or
@@ -57,6 +56,7 @@ RUNSYNC_MAX_BYTES = 20 * 1024 * 1024
 RUNSYNC_WAIT_MS = 90_000
 LB_WAIT = 120.0  # seconds a load-balanced request waits for a starting worker (RunPod: 2 min)
 _TAKE_WAIT = 2.0  # seconds a job-take long-poll waits before answering 204
+_MAX_CRASHES = 5
 _STOP_WAIT = 2.0  # under the fake server's graceful-shutdown wait (3 s)
 _HOP_HEADERS = frozenset(
     {"host", "authorization", "connection", "keep-alive", "transfer-encoding", "content-length"}
@@ -88,6 +88,7 @@ class _Endpoint:
         self.workers: dict[str, ImageWorker] = {}
         self.jobs = JobQueue()
         self.next_lb = 0
+        self.crashes: list[float] = []  # when its workers exited on their own (loop time)
 
     def wanted(self) -> int:
         view = self.view
@@ -105,11 +106,8 @@ def _spec(view: EndpointView) -> str:
 
 
 def _problem(status: int, detail: str) -> JSONResponse:
-    return JSONResponse(
-        {"title": detail, "status": status, "detail": detail},
-        status_code=status,
-        media_type="application/problem+json",
-    )
+    body = {"title": detail, "status": status, "detail": detail}
+    return JSONResponse(body, status_code=status, media_type="application/problem+json")
 
 
 class DataPlane:
@@ -192,34 +190,37 @@ class DataPlane:
             site=self._site,
             directory=self.workdir / "workers",
         )
-        internal = f"{self.base_url}/_dataplane/{view.id}"
-        token = f"?token={worker.token}"
-        env = {
-            **view.env,  # the template's env; never the account key (the control plane's)
-            "RUNPOD_ENDPOINT_ID": view.id,
-            "RUNPOD_POD_ID": worker.id,
-            "RUNPOD_POD_HOSTNAME": worker.id,
-            "FLASH_BUILD_ARTIFACT_PATH": str(view.artifact),
-            "RUNPOD_WEBHOOK_GET_JOB": f"{internal}/job-take/$ID{token}",
-            "RUNPOD_WEBHOOK_POST_OUTPUT": f"{internal}/job-done/$RUNPOD_POD_ID/$ID{token}",
-            "RUNPOD_WEBHOOK_POST_STREAM": f"{internal}/job-stream/$RUNPOD_POD_ID/$ID{token}",
-            "RUNPOD_WEBHOOK_PING": f"{internal}/ping/$RUNPOD_POD_ID{token}",
-            "RUNPOD_AI_API_KEY": worker.token,
-            # The platform's memory/disk fitness checks would judge this shared machine.
-            "RUNPOD_SKIP_AUTO_SYSTEM_CHECKS": "true",
-            "PYTHONUNBUFFERED": "1",
-        }
-        if view.type == "LB":
-            env["PORT"] = env["PORT_HEALTH"] = str(worker.port)
-        if view.env.get("FLASH_ENVIRONMENT_ID") and self._environment_state is not None:
-            # Where the worker's runtime reads its environment's endpoints (resources_endpoints
-            # and each endpoint's aiKey), with its own worker key: never the account key.
-            env["FLASH_ENDPOINTS_URL"] = f"{internal}/environment/{worker.id}"
-            env["FLASH_ENDPOINTS_TOKEN"] = worker.token
+        env = worker.platform_env(
+            view.env,
+            f"{self.base_url}/_dataplane/{view.id}",
+            view.artifact,
+            with_state="FLASH_ENVIRONMENT_ID" in view.env and bool(self._environment_state),
+        )
         state.workers[worker.id] = worker
         await asyncio.to_thread(worker.start, env)
         if view.type == "LB":
             self._spawn(self._await_lb_ready(worker))
+        self._spawn(self._watch(state, worker))
+
+    async def _watch(self, state: _Endpoint, worker: ImageWorker) -> None:
+        """A worker that exits on its own fails its jobs and is replaced, as on the platform;
+        after `_MAX_CRASHES` in a minute it stays, unhealthy, in the list."""
+        code = await asyncio.to_thread(worker.wait)
+        if worker.stopping or self._endpoints.get(state.view.id) is not state:
+            return
+        await asyncio.to_thread(worker.stop)  # what the process left running goes too
+        state.jobs.worker_gone(worker.id, f"worker exited with status {code}")
+        now = asyncio.get_running_loop().time()
+        state.crashes = [t for t in state.crashes if now - t < 60.0] + [now]
+        if len(state.crashes) > _MAX_CRASHES:
+            return
+        await asyncio.sleep(min(2.0 ** len(state.crashes) * 0.1, 5.0))
+        if self._endpoints.get(state.view.id) is not state:
+            return
+        state.workers.pop(worker.id, None)
+        shutil.rmtree(worker.app_dir, ignore_errors=True)
+        if len([w for w in state.workers.values() if w.alive()]) < state.wanted():
+            await self._start_worker(state)
 
     def _spawn(self, coroutine: Any) -> None:
         task = asyncio.get_running_loop().create_task(coroutine)

@@ -25,6 +25,8 @@ async def handler(job):
         return {"error": "asked to fail", "detail": 1}
     if data.get("sleep"):
         await asyncio.sleep(data["sleep"])
+    if data.get("die"):
+        os._exit(3)
     print("handled", job["id"], flush=True)
     return {"echo": data, "job_id": job["id"], "resource": os.environ["FLASH_RESOURCE_NAME"],
             "argv0": sys.argv[0]}
@@ -211,3 +213,19 @@ def test_bad_bodies_are_refused(plane: Plane, tmp_path: Path):
     running = plane.http.post(f"/v2/{view.id}/run", json={"input": {}}, headers=headers).json()
     retry = plane.http.post(f"/v2/{view.id}/retry/{running['id']}", headers=headers)
     assert retry.status_code == 400  # only FAILED or TIMED_OUT jobs are retried
+
+
+def test_a_worker_that_dies_fails_its_job_and_is_replaced(plane: Plane, tmp_path: Path):
+    view = qb_view(tmp_path)
+    plane.apply(view)
+    headers = plane.headers(view.id)
+    (first,) = plane.plane.workers(view.id)
+    died = plane.http.post(
+        f"/v2/{view.id}/runsync", json={"input": {"die": True}}, headers=headers
+    ).json()
+    assert died["status"] == "FAILED" and died["error"] == "worker exited with status 3"
+    after = plane.http.post(
+        f"/v2/{view.id}/runsync", json={"input": {"x": 3}}, headers=headers
+    ).json()
+    assert after["status"] == "COMPLETED" and after["workerId"] != first.id
+    assert any("exited with status 3" in r.line for r in first.lines() if r.source == "system")
