@@ -45,8 +45,9 @@ import httpx
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse, StreamingResponse
 
-from fakes.runpod_image import image_site
-from fakes.runpod_jobs import COMPLETED, FAILED, FINAL, IN_PROGRESS, Job, JobQueue
+from fakes.runpod_image import image_kind, image_problem, image_site
+from fakes.runpod_jobs import COMPLETED, Job, JobQueue
+from fakes.runpod_worker_routes import WorkerSide, add_worker_routes
 from fakes.runpod_workers import ImageWorker, log_events, log_start, rfc3339
 
 __all__ = ["DataPlane", "EndpointView"]
@@ -55,9 +56,7 @@ RUN_MAX_BYTES = 10 * 1024 * 1024
 RUNSYNC_MAX_BYTES = 20 * 1024 * 1024
 RUNSYNC_WAIT_MS = 90_000
 LB_WAIT = 120.0  # seconds a load-balanced request waits for a starting worker (RunPod: 2 min)
-_TAKE_WAIT = 2.0  # seconds a job-take long-poll waits before answering 204
 _MAX_CRASHES = 5
-_STOP_WAIT = 2.0  # under the fake server's graceful-shutdown wait (3 s)
 _HOP_HEADERS = frozenset(
     {"host", "authorization", "connection", "keep-alive", "transfer-encoding", "content-length"}
 )
@@ -132,7 +131,7 @@ class DataPlane:
         self._tasks: set[asyncio.Task[None]] = set()
         self.router = APIRouter()
         self._add_queue_routes()
-        self._add_internal_routes()
+        add_worker_routes(self.router, self._internal, environment_state)
         self._add_lb_and_worker_routes()
 
     # ---------------------------------------------------------------------------------------
@@ -148,6 +147,8 @@ class DataPlane:
         if spec != state.spec:
             state.spec = spec
             await self._stop_workers(state, list(state.workers.values()))
+        for dead in [w for w in state.workers.values() if not w.alive() and not w.stopping]:
+            state.workers.pop(dead.id)  # refused or crashed for good: replaced below
         live = [w for w in state.workers.values() if w.alive() and not w.stopping]
         await self._stop_workers(state, live[state.wanted() :])
         for _ in range(state.wanted() - min(len(live), state.wanted())):
@@ -182,9 +183,11 @@ class DataPlane:
             self._site = await asyncio.to_thread(image_site, self.workdir / "image-site")
         view = state.view
         assert view.artifact is not None
+        # The image decides what runs (a QB image on an LB endpoint serves no routes).
+        kind = image_kind(view.image_name) or view.type
         worker = ImageWorker(
             endpoint_id=view.id,
-            kind=view.type,
+            kind=kind,
             version=view.version,
             image=view.image_name,
             site=self._site,
@@ -197,8 +200,12 @@ class DataPlane:
             with_state="FLASH_ENVIRONMENT_ID" in view.env and bool(self._environment_state),
         )
         state.workers[worker.id] = worker
+        problem = image_problem(view.image_name)
+        if problem is not None:
+            worker.system(f"worker {worker.id} cannot start: {problem}")  # stays unhealthy
+            return
         await asyncio.to_thread(worker.start, env)
-        if view.type == "LB":
+        if kind == "LB":
             self._spawn(self._await_lb_ready(worker))
         self._spawn(self._watch(state, worker))
 
@@ -393,101 +400,14 @@ class DataPlane:
         )
 
     # ---------------------------------------------------------------------------------------
-    # the routes the workers' runpod SDK talks to
+    # the routes the workers' runpod SDK talks to (fakes.runpod_worker_routes)
 
-    def _internal(
-        self, endpoint_id: str, worker_id: str, token: str
-    ) -> tuple[_Endpoint, ImageWorker] | None:
+    def _internal(self, endpoint_id: str, worker_id: str, token: str) -> WorkerSide | None:
         state = self._endpoints.get(endpoint_id)
         worker = state.workers.get(worker_id) if state is not None else None
         if state is None or worker is None or worker.token != token:
             return None
-        return state, worker
-
-    def _add_internal_routes(self) -> None:
-        router = self.router
-        base = "/_dataplane/{endpoint_id}"
-
-        @router.get(base + "/job-take/{worker_id}")
-        async def job_take(endpoint_id: str, worker_id: str, token: str = "") -> Response:
-            found = self._internal(endpoint_id, worker_id, token)
-            if found is None:
-                return Response(status_code=401)
-            state, worker = found
-            worker.ready = True
-            job = await state.jobs.take(worker.id, _TAKE_WAIT)
-            if job is None:
-                return Response(status_code=204)
-            return JSONResponse({"id": job.id, "input": job.input})
-
-        @router.get(base + "/job-stop/{worker_id}")
-        async def job_stop(endpoint_id: str, worker_id: str, token: str = "") -> Response:
-            found = self._internal(endpoint_id, worker_id, token)
-            if found is None:
-                return Response(status_code=401)
-            state, worker = found
-            stops = await state.jobs.stops(worker.id, _STOP_WAIT)
-            if not stops:
-                return Response(status_code=204)
-            return JSONResponse({"jobsToStop": stops})
-
-        @router.post(base + "/job-done/{worker_id}/{job_id}")
-        async def job_done(
-            endpoint_id: str, worker_id: str, job_id: str, request: Request, token: str = ""
-        ) -> Response:
-            found = self._internal(endpoint_id, worker_id, token)
-            if found is None:
-                return Response(status_code=401)
-            state, _worker = found
-            job = state.jobs.get(job_id)
-            try:
-                result = json.loads(await request.body())
-            except ValueError:
-                result = {"error": "the worker sent a result that is not JSON"}
-            if job is not None and job.status == IN_PROGRESS and job.worker_id == worker_id:
-                if not isinstance(result, dict):
-                    result = {"output": result}
-                error = result.get("error")
-                state.jobs.finish(
-                    job,
-                    FAILED if error else COMPLETED,
-                    output=result.get("output"),
-                    error=error or None,
-                )
-            return JSONResponse({})
-
-        @router.post(base + "/job-stream/{worker_id}/{job_id}")
-        async def job_stream(
-            endpoint_id: str, worker_id: str, job_id: str, request: Request, token: str = ""
-        ) -> Response:
-            found = self._internal(endpoint_id, worker_id, token)
-            if found is None:
-                return Response(status_code=401)
-            job = found[0].jobs.get(job_id)
-            with contextlib.suppress(ValueError):
-                partial = json.loads(await request.body())
-                if job is not None and job.status not in FINAL and isinstance(partial, dict):
-                    job.chunks.append(partial.get("output"))
-                    job.streamed = True
-            return JSONResponse({})
-
-        @router.get(base + "/environment/{worker_id}")
-        async def environment(endpoint_id: str, worker_id: str, request: Request) -> Response:
-            # The worker's key comes as Bearer (the runtime's registry), not in the query.
-            token = (request.headers.get("authorization") or "").removeprefix("Bearer ").strip()
-            found = self._internal(endpoint_id, worker_id, token)
-            if found is None:
-                return Response(status_code=401)
-            environment_id = found[0].view.env.get("FLASH_ENVIRONMENT_ID", "")
-            state = self._environment_state(environment_id) if self._environment_state else None
-            if state is None:
-                return _problem(404, f"environment {environment_id} has no deployed state")
-            return JSONResponse(dict(state))
-
-        @router.get(base + "/ping/{worker_id}")
-        async def ping(endpoint_id: str, worker_id: str, token: str = "") -> Response:
-            found = self._internal(endpoint_id, worker_id, token)
-            return Response(status_code=401 if found is None else 200)
+        return WorkerSide(state.jobs, worker, state.view.env)
 
     # ---------------------------------------------------------------------------------------
     # load balancer, workers list, logs
@@ -565,7 +485,7 @@ class DataPlane:
         deadline = asyncio.get_running_loop().time() + LB_WAIT
         while True:
             alive = [w for w in state.workers.values() if w.alive() and not w.stopping]
-            ready = [w for w in alive if w.ready]
+            ready = [w for w in alive if w.ready and w.port is not None]
             if ready or not alive:
                 return ready
             if ping:

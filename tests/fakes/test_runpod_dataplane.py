@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from waiting import wait_for
 
-from fakes.dataplane_harness import ACCOUNT_KEY, Plane, artifact, serving
+from fakes.dataplane_harness import ACCOUNT_KEY, Plane, artifact, image, serving
 from fakes.runpod_dataplane import EndpointView
 
 QB_HANDLER = """
@@ -54,7 +54,7 @@ def qb_view(tmp_path: Path, **fields: object) -> EndpointView:
         "name": "echo",
         "type": "QB",
         "env": {"FLASH_RESOURCE_NAME": "echo"},
-        "image_name": "runpod/flash-cpu:py3.11-latest",
+        "image_name": image("runpod/flash-cpu"),
         "workers_min": 0,
         "workers_max": 1,
         "ai_key": "ai_key_echo_0001",
@@ -130,7 +130,7 @@ def test_lb_requests_are_proxied_to_the_image_worker(plane: Plane, tmp_path: Pat
         name="adder",
         type="LB",
         env={"FLASH_RESOURCE_NAME": "adder", "FLASH_ENDPOINT_TYPE": "lb"},
-        image_name="runpod/flash-lb-cpu:py3.11-latest",
+        image_name=image("runpod/flash-lb-cpu"),
         workers_min=1,
         workers_max=1,
         ai_key="ai_key_adder_01",
@@ -229,3 +229,15 @@ def test_a_worker_that_dies_fails_its_job_and_is_replaced(plane: Plane, tmp_path
     ).json()
     assert after["status"] == "COMPLETED" and after["workerId"] != first.id
     assert any("exited with status 3" in r.line for r in first.lines() if r.source == "system")
+
+
+def test_an_image_the_emulator_cannot_run_leaves_an_unhealthy_worker(plane: Plane, tmp_path: Path):
+    view = qb_view(tmp_path, image_name="runpod/tetra-rp-cpu:latest")  # ignores handler files
+    plane.apply(view)
+    headers = plane.headers(view.id)
+    health = plane.http.get(f"/v2/{view.id}/health", headers=headers).json()
+    assert health["workers"]["unhealthy"] == 1 and health["workers"]["ready"] == 0
+    (worker,) = plane.plane.workers(view.id)
+    assert "not emulated" in worker.lines()[-1].line
+    listed = plane.http.get(f"/api/v2/serverless/{view.id}/workers", headers=headers).json()
+    assert listed["summary"]["unhealthy"] == 1 and listed["workers"][0]["status"] == "UNHEALTHY"
