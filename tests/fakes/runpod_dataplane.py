@@ -57,6 +57,7 @@ RUNSYNC_MAX_BYTES = 20 * 1024 * 1024
 RUNSYNC_WAIT_MS = 90_000
 LB_WAIT = 120.0  # seconds a load-balanced request waits for a starting worker (RunPod: 2 min)
 _MAX_CRASHES = 5
+_WATCH_EVERY = 0.2  # seconds between looks at a worker's process
 _HOP_HEADERS = frozenset(
     {"host", "authorization", "connection", "keep-alive", "transfer-encoding", "content-length"}
 )
@@ -212,7 +213,11 @@ class DataPlane:
     async def _watch(self, state: _Endpoint, worker: ImageWorker) -> None:
         """A worker that exits on its own fails its jobs and is replaced, as on the platform;
         after `_MAX_CRASHES` in a minute it stays, unhealthy, in the list."""
-        code = await asyncio.to_thread(worker.wait)
+        # Polled, not waited for in a thread: a thread per worker would hold the loop's
+        # executor (and the server's shutdown) for as long as the worker runs.
+        while worker.alive():
+            await asyncio.sleep(_WATCH_EVERY)
+        code = worker.exit_code()
         if worker.stopping or self._endpoints.get(state.view.id) is not state:
             return
         await asyncio.to_thread(worker.stop)  # what the process left running goes too

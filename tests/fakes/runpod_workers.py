@@ -157,11 +157,6 @@ class ImageWorker:
         """The exit status once the process ended."""
         return None if self._process is None else self._process.poll()
 
-    def wait(self) -> int:
-        """Block until the process ends; its exit status."""
-        assert self._process is not None
-        return self._process.wait()
-
     def stop(self, timeout: float = 10.0) -> None:
         """SIGTERM the process group, SIGKILL after `timeout`; wait for the log reader."""
         self.stopping = True
