@@ -26,7 +26,7 @@ from engine.build.project import (
     build_project,
     collect_files,
 )
-from engine.build.vendor import VENDOR_DIR
+from engine.build.vendor import VENDOR_DIR, runtime_is_current
 from engine.project import load_ignore
 
 __all__ = ["CurrentBuild", "build_is_fresh", "current_build"]
@@ -40,8 +40,9 @@ def build_is_fresh(root: Path, manifest: dict[str, Any]) -> bool:
     """True when `.flash/` holds a build of exactly the current sources and `manifest`.
 
     Fresh means: the archive and the build's manifest exist, the manifest equals the scanned
-    one (timestamp aside), no shipped file is newer than the archive, and the set of shipped
-    files is the one in the build directory.
+    one (timestamp aside, worker images added), the runtime it carries is this one, no shipped
+    file is newer than the archive, and the set of shipped files is the one in the build
+    directory.
     """
     archive = root / FLASH_DIR / ARCHIVE_NAME
     build_dir = root / BUILD_DIR
@@ -52,6 +53,8 @@ def build_is_fresh(root: Path, manifest: dict[str, Any]) -> bool:
         return False
     # The build adds each resource's worker image (fixed for this interpreter).
     if _manifest_without_time(built) != _manifest_without_time(with_images(manifest)):
+        return False
+    if not runtime_is_current(build_dir):
         return False
     files, _warnings = collect_files(root, load_ignore(root).is_ignored)
     for path in files.values():

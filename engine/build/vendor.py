@@ -42,6 +42,7 @@ __all__ = [
     "VENDOR_DIR",
     "VendorError",
     "missing_distributions",
+    "runtime_is_current",
     "vendor_files",
 ]
 
@@ -134,6 +135,28 @@ def _runtime_files() -> dict[str, Path]:
         for path in sorted(package.rglob("*.py"))
         if "__pycache__" not in path.parts
     }
+
+
+def runtime_is_current(build_dir: Path) -> bool:
+    """True when the build's copy of our runtime is this one's (same files, sizes and mtimes:
+    the copy keeps them), so an upgraded or edited runtime makes a build stale."""
+    expected = {f"{VENDOR_DIR}/{rel}": path for rel, path in _runtime_files().items()}
+    base = Path(build_dir)
+    shipped = {
+        path.relative_to(base).as_posix()
+        for path in (base / VENDOR_DIR / _RUNTIME_PACKAGE).rglob("*.py")
+        if "__pycache__" not in path.parts
+    }
+    if shipped != set(expected):
+        return False
+    for rel, source in expected.items():
+        try:
+            ours, theirs = source.stat(), (base / rel).stat()
+        except OSError:
+            return False
+        if (ours.st_size, ours.st_mtime_ns) != (theirs.st_size, theirs.st_mtime_ns):
+            return False
+    return True
 
 
 def _pip_download(names: list[str], python: str, cache: Path, timeout: float) -> dict[str, Path]:

@@ -136,3 +136,14 @@ def test_a_build_with_images_and_packages_stays_fresh(tmp_path: Path) -> None:
     assert build_is_fresh(root, manifest)
     (root / "main.py").write_text((root / "main.py").read_text() + "\n# changed\n")
     assert not build_is_fresh(root, scan_project(root).manifest)
+
+
+def test_a_build_carrying_another_runtime_is_stale(tmp_path: Path) -> None:
+    root = tmp_path / "p"
+    shutil.copytree(EXAMPLES / "quickstart", root)
+    result = build_project(root, import_check=False)
+    manifest = scan_project(root).manifest
+    assert build_is_fresh(root, manifest)
+    shipped = result.build_dir / "_flash_packages" / "runtime" / "calls.py"
+    shipped.write_text(shipped.read_text() + "# an older runtime\n")
+    assert not build_is_fresh(root, manifest)

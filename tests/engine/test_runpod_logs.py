@@ -8,7 +8,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from fakes.dataplane_harness import ACCOUNT_KEY, Plane, artifact, serving
+from fakes.dataplane_harness import ACCOUNT_KEY, Plane, artifact, image, serving
 from fakes.runpod_dataplane import EndpointView
 from waiting import wait_for
 
@@ -36,7 +36,7 @@ def endpoint(plane: Plane, tmp_path: Path) -> EndpointView:
         name="logs",
         type="QB",
         env={"FLASH_RESOURCE_NAME": "logs"},
-        image_name="runpod/flash-cpu:py3.11-latest",
+        image_name=image("runpod/flash-cpu"),
         workers_min=1,
         workers_max=1,
         ai_key="aikey-logs-0001",

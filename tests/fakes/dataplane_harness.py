@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import sys
 import tarfile
 import textwrap
 from collections.abc import Iterator
@@ -21,9 +22,14 @@ from fastapi.responses import JSONResponse
 from fakes.asgi_thread import ThreadedServer
 from fakes.runpod_dataplane import DataPlane, EndpointView
 
-__all__ = ["ACCOUNT_KEY", "Plane", "artifact", "serving"]
+__all__ = ["ACCOUNT_KEY", "Plane", "artifact", "image", "serving"]
 
 ACCOUNT_KEY = "rpa_account_key_for_tests_0000"
+
+
+def image(repository: str) -> str:
+    """`repository`'s current Flash image tag for this interpreter's Python."""
+    return f"{repository}:py{sys.version_info.major}.{sys.version_info.minor}-latest"
 
 
 def artifact(path: Path, files: dict[str, str]) -> Path:

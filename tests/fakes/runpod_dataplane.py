@@ -12,17 +12,17 @@ Public routes (reference/runpod_api.md §4, §4.1, §6), each checked with
 
 - `/v2/{id}/run`, `/runsync[?wait=ms]`, `/status/{job}`, `/stream/{job}`, `/cancel/{job}`,
   `/retry/{job}`, `/purge-queue`, `/health` (jobs + all six worker counts); unknown jobs 404;
-- `/lb/{id}/{path}`: the endpoint's LB worker (round robin over ready workers; 503 when none);
+- `/lb/{id}/{path}`: the endpoint's LB worker (round robin over ready workers; a request waits
+  for a starting worker, `/ping` answers 204 meanwhile; 503 when there is none);
 - `/api/v2/serverless/{id}/workers` and `.../workers/{wid}/logs` (SSE: `id: <ts>/<seq>`,
   `data: {"ts", "source", "line"}`; `tail`, `since`, `source`, `Last-Event-ID`). After the
   history the stream sends one comment line `: live` (SSE comments are ignored by clients that
   do not know it), then live lines until the client goes.
 
-Cross-endpoint calls: when an endpoint's env has `FLASH_ENVIRONMENT_ID` and the control plane
-gave `environment_state` (environment id -> its persisted manifest, with `resources_endpoints`
-and each resource's `aiKey`), its workers get `FLASH_ENDPOINTS_URL` (an internal route serving
-that state) and `FLASH_ENDPOINTS_TOKEN` (the worker's own key), which the runtime's service
-registry reads. The real platform has no such route (see README: verified only here).
+Cross-endpoint calls: with `FLASH_ENVIRONMENT_ID` in the env and `environment_state` given
+(environment id -> its persisted manifest: `resources_endpoints`, each resource's `aiKey`),
+workers get `FLASH_ENDPOINTS_URL` (a route serving it) and `FLASH_ENDPOINTS_TOKEN` (their own
+key) for the runtime's registry. RunPod has no such route (README: verified only here).
 
 Scaling is simple on purpose: an endpoint runs `min(max(workersMin, 1), workersMax)` workers
 (none when workersMax is 0, or without an artifact); a change of type, image, env, artifact or
@@ -45,8 +45,9 @@ import httpx
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse, StreamingResponse
 
-from fakes.runpod_image import image_site
-from fakes.runpod_jobs import COMPLETED, FAILED, FINAL, IN_PROGRESS, Job, JobQueue
+from fakes.runpod_image import image_kind, image_problem, image_site
+from fakes.runpod_jobs import COMPLETED, Job, JobQueue
+from fakes.runpod_worker_routes import WorkerSide, add_worker_routes
 from fakes.runpod_workers import ImageWorker, log_events, log_start, rfc3339
 
 __all__ = ["DataPlane", "EndpointView"]
@@ -54,8 +55,9 @@ __all__ = ["DataPlane", "EndpointView"]
 RUN_MAX_BYTES = 10 * 1024 * 1024
 RUNSYNC_MAX_BYTES = 20 * 1024 * 1024
 RUNSYNC_WAIT_MS = 90_000
-_TAKE_WAIT = 2.0  # seconds a job-take long-poll waits before answering 204
-_STOP_WAIT = 10.0
+LB_WAIT = 120.0  # seconds a load-balanced request waits for a starting worker (RunPod: 2 min)
+_MAX_CRASHES = 5
+_WATCH_EVERY = 0.2  # seconds between looks at a worker's process
 _HOP_HEADERS = frozenset(
     {"host", "authorization", "connection", "keep-alive", "transfer-encoding", "content-length"}
 )
@@ -86,6 +88,7 @@ class _Endpoint:
         self.workers: dict[str, ImageWorker] = {}
         self.jobs = JobQueue()
         self.next_lb = 0
+        self.crashes: list[float] = []  # when its workers exited on their own (loop time)
 
     def wanted(self) -> int:
         view = self.view
@@ -103,11 +106,8 @@ def _spec(view: EndpointView) -> str:
 
 
 def _problem(status: int, detail: str) -> JSONResponse:
-    return JSONResponse(
-        {"title": detail, "status": status, "detail": detail},
-        status_code=status,
-        media_type="application/problem+json",
-    )
+    body = {"title": detail, "status": status, "detail": detail}
+    return JSONResponse(body, status_code=status, media_type="application/problem+json")
 
 
 class DataPlane:
@@ -132,7 +132,7 @@ class DataPlane:
         self._tasks: set[asyncio.Task[None]] = set()
         self.router = APIRouter()
         self._add_queue_routes()
-        self._add_internal_routes()
+        add_worker_routes(self.router, self._internal, environment_state)
         self._add_lb_and_worker_routes()
 
     # ---------------------------------------------------------------------------------------
@@ -148,6 +148,8 @@ class DataPlane:
         if spec != state.spec:
             state.spec = spec
             await self._stop_workers(state, list(state.workers.values()))
+        for dead in [w for w in state.workers.values() if not w.alive() and not w.stopping]:
+            state.workers.pop(dead.id)  # refused or crashed for good: replaced below
         live = [w for w in state.workers.values() if w.alive() and not w.stopping]
         await self._stop_workers(state, live[state.wanted() :])
         for _ in range(state.wanted() - min(len(live), state.wanted())):
@@ -182,42 +184,55 @@ class DataPlane:
             self._site = await asyncio.to_thread(image_site, self.workdir / "image-site")
         view = state.view
         assert view.artifact is not None
+        # The image decides what runs (a QB image on an LB endpoint serves no routes).
+        kind = image_kind(view.image_name) or view.type
         worker = ImageWorker(
             endpoint_id=view.id,
-            kind=view.type,
+            kind=kind,
             version=view.version,
             image=view.image_name,
             site=self._site,
             directory=self.workdir / "workers",
         )
-        internal = f"{self.base_url}/_dataplane/{view.id}"
-        token = f"?token={worker.token}"
-        env = {
-            **view.env,  # the template's env; never the account key (the control plane's)
-            "RUNPOD_ENDPOINT_ID": view.id,
-            "RUNPOD_POD_ID": worker.id,
-            "RUNPOD_POD_HOSTNAME": worker.id,
-            "FLASH_BUILD_ARTIFACT_PATH": str(view.artifact),
-            "RUNPOD_WEBHOOK_GET_JOB": f"{internal}/job-take/$ID{token}",
-            "RUNPOD_WEBHOOK_POST_OUTPUT": f"{internal}/job-done/$RUNPOD_POD_ID/$ID{token}",
-            "RUNPOD_WEBHOOK_POST_STREAM": f"{internal}/job-stream/$RUNPOD_POD_ID/$ID{token}",
-            "RUNPOD_WEBHOOK_PING": f"{internal}/ping/$RUNPOD_POD_ID{token}",
-            "RUNPOD_AI_API_KEY": worker.token,
-            # The platform's memory/disk fitness checks would judge this shared machine.
-            "RUNPOD_SKIP_AUTO_SYSTEM_CHECKS": "true",
-            "PYTHONUNBUFFERED": "1",
-        }
-        if view.type == "LB":
-            env["PORT"] = env["PORT_HEALTH"] = str(worker.port)
-        if view.env.get("FLASH_ENVIRONMENT_ID") and self._environment_state is not None:
-            # Where the worker's runtime reads its environment's endpoints (resources_endpoints
-            # and each endpoint's aiKey), with its own worker key: never the account key.
-            env["FLASH_ENDPOINTS_URL"] = f"{internal}/environment/{worker.id}"
-            env["FLASH_ENDPOINTS_TOKEN"] = worker.token
+        env = worker.platform_env(
+            view.env,
+            f"{self.base_url}/_dataplane/{view.id}",
+            view.artifact,
+            with_state="FLASH_ENVIRONMENT_ID" in view.env and bool(self._environment_state),
+        )
         state.workers[worker.id] = worker
+        problem = image_problem(view.image_name)
+        if problem is not None:
+            worker.system(f"worker {worker.id} cannot start: {problem}")  # stays unhealthy
+            return
         await asyncio.to_thread(worker.start, env)
-        if view.type == "LB":
+        if kind == "LB":
             self._spawn(self._await_lb_ready(worker))
+        self._spawn(self._watch(state, worker))
+
+    async def _watch(self, state: _Endpoint, worker: ImageWorker) -> None:
+        """A worker that exits on its own fails its jobs and is replaced, as on the platform;
+        after `_MAX_CRASHES` in a minute it stays, unhealthy, in the list."""
+        # Polled, not waited for in a thread: a thread per worker would hold the loop's
+        # executor (and the server's shutdown) for as long as the worker runs.
+        while worker.alive():
+            await asyncio.sleep(_WATCH_EVERY)
+        code = worker.exit_code()
+        if worker.stopping or self._endpoints.get(state.view.id) is not state:
+            return
+        await asyncio.to_thread(worker.stop)  # what the process left running goes too
+        state.jobs.worker_gone(worker.id, f"worker exited with status {code}")
+        now = asyncio.get_running_loop().time()
+        state.crashes = [t for t in state.crashes if now - t < 60.0] + [now]
+        if len(state.crashes) > _MAX_CRASHES:
+            return
+        await asyncio.sleep(min(2.0 ** len(state.crashes) * 0.1, 5.0))
+        if self._endpoints.get(state.view.id) is not state:
+            return
+        state.workers.pop(worker.id, None)
+        shutil.rmtree(worker.app_dir, ignore_errors=True)
+        if len([w for w in state.workers.values() if w.alive()]) < state.wanted():
+            await self._start_worker(state)
 
     def _spawn(self, coroutine: Any) -> None:
         task = asyncio.get_running_loop().create_task(coroutine)
@@ -390,101 +405,14 @@ class DataPlane:
         )
 
     # ---------------------------------------------------------------------------------------
-    # the routes the workers' runpod SDK talks to
+    # the routes the workers' runpod SDK talks to (fakes.runpod_worker_routes)
 
-    def _internal(
-        self, endpoint_id: str, worker_id: str, token: str
-    ) -> tuple[_Endpoint, ImageWorker] | None:
+    def _internal(self, endpoint_id: str, worker_id: str, token: str) -> WorkerSide | None:
         state = self._endpoints.get(endpoint_id)
         worker = state.workers.get(worker_id) if state is not None else None
         if state is None or worker is None or worker.token != token:
             return None
-        return state, worker
-
-    def _add_internal_routes(self) -> None:
-        router = self.router
-        base = "/_dataplane/{endpoint_id}"
-
-        @router.get(base + "/job-take/{worker_id}")
-        async def job_take(endpoint_id: str, worker_id: str, token: str = "") -> Response:
-            found = self._internal(endpoint_id, worker_id, token)
-            if found is None:
-                return Response(status_code=401)
-            state, worker = found
-            worker.ready = True
-            job = await state.jobs.take(worker.id, _TAKE_WAIT)
-            if job is None:
-                return Response(status_code=204)
-            return JSONResponse({"id": job.id, "input": job.input})
-
-        @router.get(base + "/job-stop/{worker_id}")
-        async def job_stop(endpoint_id: str, worker_id: str, token: str = "") -> Response:
-            found = self._internal(endpoint_id, worker_id, token)
-            if found is None:
-                return Response(status_code=401)
-            state, worker = found
-            stops = await state.jobs.stops(worker.id, _STOP_WAIT)
-            if not stops:
-                return Response(status_code=204)
-            return JSONResponse({"jobsToStop": stops})
-
-        @router.post(base + "/job-done/{worker_id}/{job_id}")
-        async def job_done(
-            endpoint_id: str, worker_id: str, job_id: str, request: Request, token: str = ""
-        ) -> Response:
-            found = self._internal(endpoint_id, worker_id, token)
-            if found is None:
-                return Response(status_code=401)
-            state, _worker = found
-            job = state.jobs.get(job_id)
-            try:
-                result = json.loads(await request.body())
-            except ValueError:
-                result = {"error": "the worker sent a result that is not JSON"}
-            if job is not None and job.status == IN_PROGRESS and job.worker_id == worker_id:
-                if not isinstance(result, dict):
-                    result = {"output": result}
-                error = result.get("error")
-                state.jobs.finish(
-                    job,
-                    FAILED if error else COMPLETED,
-                    output=result.get("output"),
-                    error=error or None,
-                )
-            return JSONResponse({})
-
-        @router.post(base + "/job-stream/{worker_id}/{job_id}")
-        async def job_stream(
-            endpoint_id: str, worker_id: str, job_id: str, request: Request, token: str = ""
-        ) -> Response:
-            found = self._internal(endpoint_id, worker_id, token)
-            if found is None:
-                return Response(status_code=401)
-            job = found[0].jobs.get(job_id)
-            with contextlib.suppress(ValueError):
-                partial = json.loads(await request.body())
-                if job is not None and job.status not in FINAL and isinstance(partial, dict):
-                    job.chunks.append(partial.get("output"))
-                    job.streamed = True
-            return JSONResponse({})
-
-        @router.get(base + "/environment/{worker_id}")
-        async def environment(endpoint_id: str, worker_id: str, request: Request) -> Response:
-            # The worker's key comes as Bearer (the runtime's registry), not in the query.
-            token = (request.headers.get("authorization") or "").removeprefix("Bearer ").strip()
-            found = self._internal(endpoint_id, worker_id, token)
-            if found is None:
-                return Response(status_code=401)
-            environment_id = found[0].view.env.get("FLASH_ENVIRONMENT_ID", "")
-            state = self._environment_state(environment_id) if self._environment_state else None
-            if state is None:
-                return _problem(404, f"environment {environment_id} has no deployed state")
-            return JSONResponse(dict(state))
-
-        @router.get(base + "/ping/{worker_id}")
-        async def ping(endpoint_id: str, worker_id: str, token: str = "") -> Response:
-            found = self._internal(endpoint_id, worker_id, token)
-            return Response(status_code=401 if found is None else 200)
+        return WorkerSide(state.jobs, worker, state.view.env)
 
     # ---------------------------------------------------------------------------------------
     # load balancer, workers list, logs
@@ -500,7 +428,9 @@ class DataPlane:
             state = self._public(endpoint_id, request)
             if isinstance(state, Response):
                 return state
-            ready = [w for w in state.workers.values() if w.ready and w.alive()]
+            ready = await self._ready_lb_workers(state, path == "ping")
+            if ready is None:
+                return Response(status_code=204)  # /ping while its workers start: initializing
             if not ready:
                 return _problem(503, "no worker is ready")
             worker = ready[state.next_lb % len(ready)]
@@ -553,6 +483,21 @@ class DataPlane:
                 media_type="text/event-stream",
                 headers={"Cache-Control": "no-cache"},
             )
+
+    async def _ready_lb_workers(self, state: _Endpoint, ping: bool) -> list[ImageWorker] | None:
+        """The ready workers; a request waits for a starting one as the platform's load
+        balancer does (up to `LB_WAIT`), a `/ping` does not (None: still initializing)."""
+        deadline = asyncio.get_running_loop().time() + LB_WAIT
+        while True:
+            alive = [w for w in state.workers.values() if w.alive() and not w.stopping]
+            ready = [w for w in alive if w.ready and w.port is not None]
+            if ready or not alive:
+                return ready
+            if ping:
+                return None
+            if asyncio.get_running_loop().time() > deadline:
+                return []
+            await asyncio.sleep(0.05)
 
     def _workers_body(self, state: _Endpoint) -> dict[str, Any]:
         listed = []

@@ -88,6 +88,32 @@ def image_site(directory: Path) -> Path:
     return directory
 
 
+def image_problem(image: str) -> str | None:
+    """Why this emulator cannot run `image` as the platform would (None: it can).
+
+    It runs the current Flash images (`runpod/flash{,-cpu,-lb,-lb-cpu}`) of its own Python;
+    custom images and the older `runpod/tetra-rp*` ones (which never load handler files) are
+    not emulated, and an image of another Python would not load the artifact's binaries.
+    """
+    repository, _, tag = image.partition(":")
+    if image_kind(image) is None:
+        return f"image {repository!r} is not emulated (only runpod/flash, -cpu, -lb, -lb-cpu)"
+    here = f"py{sys.version_info.major}.{sys.version_info.minor}"
+    if tag.startswith("py") and not tag.startswith(here + "-") and tag != here:
+        return f"image tag {tag!r} is for another Python than this emulator's ({here})"
+    return None
+
+
+def image_kind(image: str) -> str | None:
+    """What a Flash image runs: "QB" (handler.py), "LB" (lb_handler.py); None: not one."""
+    repository = image.partition(":")[0]
+    if repository in ("runpod/flash", "runpod/flash-cpu"):
+        return "QB"
+    if repository in ("runpod/flash-lb", "runpod/flash-lb-cpu"):
+        return "LB"
+    return None
+
+
 def worker_command(site: Path, app_dir: Path, kind: str, port: int | None = None) -> list[str]:
     """The command line of one emulated image worker (`kind` "QB" or "LB")."""
     command = [

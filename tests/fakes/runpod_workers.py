@@ -64,6 +64,7 @@ class ImageWorker:
         site: Path,
         directory: Path,
     ) -> None:
+        self.endpoint_id = endpoint_id
         self.id = f"{endpoint_id}-{secrets.token_hex(5)}"
         self.kind = kind
         self.version = version
@@ -89,6 +90,36 @@ class ImageWorker:
     def uptime(self) -> float:
         """Seconds since the worker started."""
         return time.time() - self.started_at
+
+    def platform_env(
+        self, template_env: dict[str, str], internal: str, artifact: Path, *, with_state: bool
+    ) -> dict[str, str]:
+        """The worker's env: the template's plus what the platform sets. `internal` is the
+        data plane's base URL for this endpoint's worker routes; `with_state` adds where the
+        runtime reads its environment's endpoints (resources_endpoints, aiKeys), with the
+        worker's own key: never the account key."""
+        token = f"?token={self.token}"
+        env = {
+            **template_env,
+            "RUNPOD_ENDPOINT_ID": self.endpoint_id,
+            "RUNPOD_POD_ID": self.id,
+            "RUNPOD_POD_HOSTNAME": self.id,
+            "FLASH_BUILD_ARTIFACT_PATH": str(artifact),
+            "RUNPOD_WEBHOOK_GET_JOB": f"{internal}/job-take/$ID{token}",
+            "RUNPOD_WEBHOOK_POST_OUTPUT": f"{internal}/job-done/$RUNPOD_POD_ID/$ID{token}",
+            "RUNPOD_WEBHOOK_POST_STREAM": f"{internal}/job-stream/$RUNPOD_POD_ID/$ID{token}",
+            "RUNPOD_WEBHOOK_PING": f"{internal}/ping/$RUNPOD_POD_ID{token}",
+            "RUNPOD_AI_API_KEY": self.token,
+            # The platform's memory/disk fitness checks would judge this shared machine.
+            "RUNPOD_SKIP_AUTO_SYSTEM_CHECKS": "true",
+            "PYTHONUNBUFFERED": "1",
+        }
+        if self.port is not None:
+            env["PORT"] = env["PORT_HEALTH"] = str(self.port)
+        if with_state:
+            env["FLASH_ENDPOINTS_URL"] = f"{internal}/environment/{self.id}"
+            env["FLASH_ENDPOINTS_TOKEN"] = self.token
+        return env
 
     def start(self, env: dict[str, str]) -> None:
         """Start the process with the endpoint's `env`; its code directory starts empty, like a
@@ -139,6 +170,8 @@ class ImageWorker:
             except subprocess.TimeoutExpired:
                 self._signal(signal.SIGKILL)
                 process.wait()
+        # Its children (the runpod SDK's heartbeat process) outlive a crash: end them too.
+        self._signal(signal.SIGKILL)
         if self._reader is not None:
             self._reader.join(timeout)
 

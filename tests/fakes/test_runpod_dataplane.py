@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from waiting import wait_for
 
-from fakes.dataplane_harness import ACCOUNT_KEY, Plane, artifact, serving
+from fakes.dataplane_harness import ACCOUNT_KEY, Plane, artifact, image, serving
 from fakes.runpod_dataplane import EndpointView
 
 QB_HANDLER = """
@@ -25,6 +25,8 @@ async def handler(job):
         return {"error": "asked to fail", "detail": 1}
     if data.get("sleep"):
         await asyncio.sleep(data["sleep"])
+    if data.get("die"):
+        os._exit(3)
     print("handled", job["id"], flush=True)
     return {"echo": data, "job_id": job["id"], "resource": os.environ["FLASH_RESOURCE_NAME"],
             "argv0": sys.argv[0]}
@@ -52,7 +54,7 @@ def qb_view(tmp_path: Path, **fields: object) -> EndpointView:
         "name": "echo",
         "type": "QB",
         "env": {"FLASH_RESOURCE_NAME": "echo"},
-        "image_name": "runpod/flash-cpu:py3.11-latest",
+        "image_name": image("runpod/flash-cpu"),
         "workers_min": 0,
         "workers_max": 1,
         "ai_key": "ai_key_echo_0001",
@@ -128,7 +130,7 @@ def test_lb_requests_are_proxied_to_the_image_worker(plane: Plane, tmp_path: Pat
         name="adder",
         type="LB",
         env={"FLASH_RESOURCE_NAME": "adder", "FLASH_ENDPOINT_TYPE": "lb"},
-        image_name="runpod/flash-lb-cpu:py3.11-latest",
+        image_name=image("runpod/flash-lb-cpu"),
         workers_min=1,
         workers_max=1,
         ai_key="ai_key_adder_01",
@@ -137,12 +139,12 @@ def test_lb_requests_are_proxied_to_the_image_worker(plane: Plane, tmp_path: Pat
     )
     plane.apply(view)
     headers = plane.headers(view.id)
-    wait_for(
-        lambda: plane.http.get(f"/lb/{view.id}/ping", headers=headers).status_code == 200,
-        timeout=60,
-    )
+    starting = plane.http.get(f"/lb/{view.id}/ping", headers=headers).status_code
+    assert starting in (200, 204)  # 204: initializing
+    # sent while the worker may still start: the load balancer waits for it
     answer = plane.http.post(f"/lb/{view.id}/add", json={"a": 2, "b": 3}, headers=headers)
     assert answer.json() == {"sum": 5}
+    assert plane.http.get(f"/lb/{view.id}/ping", headers=headers).status_code == 200
     assert plane.http.post(f"/lb/{view.id}/add", json={}).status_code == 401
 
 
@@ -211,3 +213,31 @@ def test_bad_bodies_are_refused(plane: Plane, tmp_path: Path):
     running = plane.http.post(f"/v2/{view.id}/run", json={"input": {}}, headers=headers).json()
     retry = plane.http.post(f"/v2/{view.id}/retry/{running['id']}", headers=headers)
     assert retry.status_code == 400  # only FAILED or TIMED_OUT jobs are retried
+
+
+def test_a_worker_that_dies_fails_its_job_and_is_replaced(plane: Plane, tmp_path: Path):
+    view = qb_view(tmp_path)
+    plane.apply(view)
+    headers = plane.headers(view.id)
+    (first,) = plane.plane.workers(view.id)
+    died = plane.http.post(
+        f"/v2/{view.id}/runsync", json={"input": {"die": True}}, headers=headers
+    ).json()
+    assert died["status"] == "FAILED" and died["error"] == "worker exited with status 3"
+    after = plane.http.post(
+        f"/v2/{view.id}/runsync", json={"input": {"x": 3}}, headers=headers
+    ).json()
+    assert after["status"] == "COMPLETED" and after["workerId"] != first.id
+    assert any("exited with status 3" in r.line for r in first.lines() if r.source == "system")
+
+
+def test_an_image_the_emulator_cannot_run_leaves_an_unhealthy_worker(plane: Plane, tmp_path: Path):
+    view = qb_view(tmp_path, image_name="runpod/tetra-rp-cpu:latest")  # ignores handler files
+    plane.apply(view)
+    headers = plane.headers(view.id)
+    health = plane.http.get(f"/v2/{view.id}/health", headers=headers).json()
+    assert health["workers"]["unhealthy"] == 1 and health["workers"]["ready"] == 0
+    (worker,) = plane.plane.workers(view.id)
+    assert "not emulated" in worker.lines()[-1].line
+    listed = plane.http.get(f"/api/v2/serverless/{view.id}/workers", headers=headers).json()
+    assert listed["summary"]["unhealthy"] == 1 and listed["workers"][0]["status"] == "UNHEALTHY"
