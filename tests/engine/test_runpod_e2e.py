@@ -109,6 +109,10 @@ def test_lb_route_calling_a_qb_function(run: Run) -> None:
     done = run("quickstart", "invoke", "POST /stats", "--data", '{"text": "a b b"}', "--json")
     assert done.returncode == 0, done.stdout + done.stderr
     assert json.loads(done.stdout)["result"] == {"words": 3, "chars": 5, "unique": 2}
+    # a method of a class instance that lives on the QB endpoint
+    done = run("quickstart", "invoke", "POST /keywords", "--data", '{"text": "a b b"}', "--json")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert json.loads(done.stdout)["result"] == {"keywords": ["b"]}
     done = run("endpoint_api", "invoke", "POST /summarize", "--data", '{"text": "one two three"}')
     assert done.returncode == 0, done.stdout + done.stderr
 
