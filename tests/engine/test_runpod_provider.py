@@ -11,6 +11,7 @@ wait for health, which `test_runpod_e2e.py` covers with real workers.
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 import shutil
 from collections.abc import Iterator
@@ -382,4 +383,29 @@ async def test_a_code_only_change_rolls_that_endpoint(project: Path, fake: FakeR
             n: before[n] for n in before if n != "cpu_worker"
         }
         assert (await engine.plan()).names("update") == []
+        await engine.undeploy()
+
+
+async def test_no_key_in_any_repr_or_record_we_print(project: Path, fake: FakeRunPod) -> None:
+    async with _engine(project, fake) as engine:
+        assert (await engine.deploy(["gateway"])).ok
+        provider = engine.provider
+        assert isinstance(provider, RunPodProvider)
+        (live,) = await provider.api.endpoints()
+        target = await provider.target(engine.app, "gateway")
+        statuses = await engine.status(probe=False)
+        texts = [
+            repr(provider),
+            repr(provider.config),
+            repr(provider.api.client),
+            repr(live),
+            repr(target),
+            repr(await provider.list_endpoints(engine.app)),
+            json.dumps([s.to_dict() for s in statuses], default=str),
+            provider.describe() or "",
+        ]
+        ai_key = live.aiKey
+        assert ai_key and target.key == ai_key  # invocations use the endpoint's own key
+        for text in texts:
+            assert fake.api_key not in text and ai_key not in text, text
         await engine.undeploy()
