@@ -90,3 +90,32 @@ async def test_switch_target_deploy_and_undeploy_on_runpod(
         )
         assert fake.templates() == []
         await pilot.press("q")
+
+
+async def test_switch_to_runpod_without_a_key_says_where_it_looked(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name in ("RUNPOD_API_KEY", "RUNPOD_API_BASE_URL"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    project = tmp_path / "quickstart"
+    shutil.copytree(
+        ROOT / "examples" / "quickstart",
+        project,
+        ignore=shutil.ignore_patterns(".flash", "__pycache__"),
+    )
+    app = FlashApp(project, "local", connect=False, watch=False)
+    async with app.run_test(size=(120, 34)) as pilot:
+        await until(pilot, lambda: app.scan_count >= 1, 30, "the first scan")
+        await pilot.press("T")
+        await until(
+            pilot,
+            lambda: any("RUNPOD_API_KEY" in r.text for r in app.logs),
+            30,
+            "the reason in the log pane",
+        )
+        assert not app.connected
+        assert "runpod unreachable" in app.state.header()[0]
+        (line,) = [r.text for r in app.logs if "RUNPOD_API_KEY" in r.text]
+        assert str(tmp_path / ".runpod" / "config.toml") in line
+        await pilot.press("q")
