@@ -12,6 +12,7 @@ own key (aiKey), never the account key.
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import AsyncIterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -50,6 +51,7 @@ __all__ = ["DEFAULT_ENV", "RunPodProvider"]
 
 DEFAULT_ENV = "production"
 DEFAULT_HEALTH_WAIT = 120.0
+_SEEN_FOR = 1.0  # seconds one look at the live endpoints answers repeated questions
 HEALTH_WAIT_ENV = "FLASH_RUNPOD_HEALTH_WAIT"
 
 
@@ -91,6 +93,7 @@ class RunPodProvider:
         self._http: httpx.AsyncClient | None = None
         self._api: RunPodApi | None = None
         self._account: str | None = None
+        self._seen: dict[str, tuple[float, Environment | None, dict[str, Endpoint]]] = {}
 
     def __repr__(self) -> str:
         return f"RunPodProvider(env={self.env_name!r})"
@@ -143,17 +146,25 @@ class RunPodProvider:
     async def _environment(self, app: str, *, create: bool = False) -> Environment | None:
         return await find_environment(self.api, app, self.env_name, create=create)
 
-    async def _live(self, app: str) -> tuple[Environment | None, dict[str, Endpoint]]:
+    async def _live(
+        self, app: str, *, fresh: bool = False
+    ) -> tuple[Environment | None, dict[str, Endpoint]]:
+        # A status refresh lists the endpoints (`fresh`), then asks for each one's target: that
+        # look at the API serves them for a moment (RunPod rate-limits); a change forgets it.
+        now = time.monotonic()
+        cached = self._seen.get(app)
+        if not fresh and cached is not None and now - cached[0] < _SEEN_FOR:
+            return cached[1], cached[2]
         where = await self._environment(app)
-        if where is None:
-            return None, {}
-        return where, owned_live(where, await self.api.endpoints())
+        live = owned_live(where, await self.api.endpoints()) if where is not None else {}
+        self._seen[app] = (time.monotonic(), where, live)
+        return where, live
 
     # -- reading --------------------------------------------------------------------------
 
     async def list_endpoints(self, app: str) -> list[DeployedEndpoint]:
         """The environment's endpoints: recorded state read against the live endpoints."""
-        where, live = await self._live(app)
+        where, live = await self._live(app, fresh=True)
         if where is None:
             return []
         out: list[DeployedEndpoint] = []
@@ -260,22 +271,31 @@ class RunPodProvider:
         on_event: EventCallback | None = None,
     ) -> DeployOutcome:
         """Upload the build to the environment, then create/update `specs`, delete `remove`."""
-        where = await self._environment(app, create=True)
-        assert where is not None
-        return await self._deployer(where, on_event).deploy(specs, build, remove)
+        self._seen.clear()
+        try:
+            where = await self._environment(app, create=True)
+            assert where is not None
+            return await self._deployer(where, on_event).deploy(specs, build, remove)
+        finally:
+            self._seen.clear()
 
     async def delete(
         self, app: str, names: Sequence[str] | None, *, on_event: EventCallback | None = None
     ) -> DeployOutcome:
         """Delete endpoints (all of the environment when `names` is None) and their templates."""
-        where = await self._environment(app)
-        if where is None:
-            return DeployOutcome(True, [])
-        return await self._deployer(where, on_event).delete(names)
+        self._seen.clear()
+        try:
+            where = await self._environment(app)
+            if where is None:
+                return DeployOutcome(True, ())
+            return await self._deployer(where, on_event).delete(names)
+        finally:
+            self._seen.clear()
 
     async def sweep_templates(self, app: str) -> list[str]:
         """Delete templates RunPod held when their endpoint was deleted; returns those it
         still holds (deploy and undeploy also do this first)."""
+        self._seen.clear()
         where = await self._environment(app)
         if where is None or not where.state.leftover_templates:
             return []

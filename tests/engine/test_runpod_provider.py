@@ -409,3 +409,18 @@ async def test_no_key_in_any_repr_or_record_we_print(project: Path, fake: FakeRu
         for text in texts:
             assert fake.api_key not in text and ai_key not in text, text
         await engine.undeploy()
+
+
+async def test_a_status_refresh_costs_the_same_few_calls_for_any_number_of_endpoints(
+    project: Path, fake: FakeRunPod
+) -> None:
+    """RunPod rate-limits its API: listing the endpoints and then reaching each one (health
+    targets) is one look at the API, not one per endpoint."""
+    async with _engine(project, fake) as engine:
+        assert (await engine.deploy()).ok
+        mark = len(fake.graphql_calls)
+        targets = await engine.health_targets()
+        assert len(targets) == 4
+        ops = _ops(fake, mark)
+        assert sorted(ops) == sorted(["flashAppByName", "flashBuild", "myEndpoints"]), ops
+        await engine.undeploy()
