@@ -2,16 +2,14 @@
 
 `Engine(project, provider)` is one session on one project and one target. Every operation is
 async, reports progress as typed `OpEvent`s through an optional callback, and returns plain
-dataclasses with `to_dict()` for `--json`. Confirmation is the caller's business: deploy and
-undeploy accept an async `confirm(plan) -> bool` that runs after the plan is known and before
-anything changes (the CLI prompts, the TUI shows a dialog). No Textual here.
+dataclasses with `to_dict()` for `--json` (`OpEvent`, `OpError` and `DeployReport` live in
+`engine.operation_results` and are re-exported here). Confirmation is the caller's business:
+deploy and undeploy accept an async `confirm(plan) -> bool` that runs after the plan is known
+and before anything changes (the CLI prompts, the TUI shows a dialog). No Textual here.
 
 Deploy: scan, build when the build is stale (sources newer than the archive, files added or
 removed, or a different manifest), plan against the provider's endpoints (config hash, code
 hash, running state), confirm, then one provider deploy of every create/update plus the deletes.
-
-Its size (a little over 600 lines) is earned: it is the one `Engine` class, one method per
-operation, each a short sequence over other modules (scan, build, plan, provider, health, logs).
 """
 
 from __future__ import annotations
@@ -22,7 +20,7 @@ import json
 import os
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -31,12 +29,15 @@ from engine.health import HealthSample, probe_all
 from engine.identity import app_slug, canonical_path, legacy_app_name
 from engine.invoke import CallSpec, InvokeResult, invoke, resolve_call
 from engine.logs import LogLine, follow_logs, read_logs
+from engine.operation_results import DeployReport, OpError, OpEvent
 from engine.plan import Plan, PlanItem, local_resources, make_plan
 from engine.provider import (
+    AppSummary,
     BuildRef,
     DeployedEndpoint,
-    DeployOutcome,
+    DeploymentEvent,
     EndpointSpec,
+    EndpointTarget,
     Provider,
     ProviderError,
     ProviderEvent,
@@ -58,57 +59,7 @@ __all__ = [
 ]
 
 Confirm = Callable[[Plan], Awaitable[bool]]
-OnEvent = Callable[["OpEvent"], None]
-
-
-class OpError(Exception):
-    """An operation could not be done; the message is for a person and holds no secret."""
-
-
-@dataclass(frozen=True)
-class OpEvent:
-    """Progress of an operation.
-
-    `op`: plan/deploy/undeploy; `step`: scan, build, plan, confirm, endpoint, done;
-    `done`/`total` for progress bars; `name` for per-endpoint steps.
-    """
-
-    op: str
-    step: str
-    message: str = ""
-    name: str | None = None
-    done: int | None = None
-    total: int | None = None
-    data: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass
-class DeployReport:
-    """What a deploy (or undeploy) did."""
-
-    plan: Plan
-    outcome: DeployOutcome | None = None
-    cancelled: bool = False
-    built: bool = False
-    build_id: str | None = None
-    elapsed_ms: float = 0.0
-
-    @property
-    def ok(self) -> bool:
-        """True when nothing failed (a cancelled or empty operation is ok)."""
-        return self.outcome is None or self.outcome.ok
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready form."""
-        return {
-            "ok": self.ok,
-            "cancelled": self.cancelled,
-            "built": self.built,
-            "build_id": self.build_id,
-            "plan": self.plan.to_dict(),
-            "results": self.outcome.results if self.outcome else [],
-            "elapsed_ms": self.elapsed_ms,
-        }
+OnEvent = Callable[[OpEvent], None]
 
 
 def app_name(root: Path) -> str:
@@ -164,13 +115,19 @@ class Engine:
         provider: Provider | None = None,
         *,
         target: str = "local",
+        env: str | None = None,
         scanner: Scanner | None = None,
     ) -> None:
         self.root = canonical_path(project)
         if not self.root.is_dir():
             raise OpError(f"{self.root} is not a directory")
         self.app = app_name(self.root)
-        self.provider: Provider = provider or get_provider(target)
+        if provider is None:
+            try:
+                provider = get_provider(target, env=env)
+            except ProviderError as exc:
+                raise OpError(str(exc)) from exc
+        self.provider: Provider = provider
         # A long-lived session (the TUI) passes its incremental scanner: a rescan after an edit
         # then parses one file, not the project.
         self._scanner = scanner
@@ -255,8 +212,28 @@ class Engine:
             names=names,
             force=force,
         )
-        emit("plan", _plan_summary(plan), data=plan.counts())
+        plan = await self._with_costs(plan, local)
+        emit("plan", _plan_summary(plan))
         return plan
+
+    async def _with_costs(self, plan: Plan, local: Mapping[str, Any]) -> Plan:
+        """The plan with a cost note on endpoints that never scale to zero, when the target
+        prices them (`costs(local)`, RunPod); other targets have none."""
+        costs = getattr(self.provider, "costs", None)
+        if costs is None:
+            return plan
+        try:
+            notes: Mapping[str, str] = await costs(local)
+        except ProviderError as exc:
+            raise OpError(str(exc)) from exc
+        return Plan(
+            tuple(
+                replace(i, reasons=(*i.reasons, notes[i.name]))
+                if i.name in notes and i.action != "delete"
+                else i
+                for i in plan.items
+            )
+        )
 
     @staticmethod
     def _check_names(
@@ -292,7 +269,7 @@ class Engine:
                 f"{p.step}: {p.message}".rstrip(": "),
                 done=p.done,
                 total=p.total,
-                data={"build_step": p.step},
+                build_step=p.step,
             )
 
         def progress(p: BuildProgress) -> None:
@@ -334,7 +311,7 @@ class Engine:
             raise
         await connecting
         plan = await self.plan(names, force=force, manifest=build.manifest)
-        emit("plan", _plan_summary(plan), data=plan.counts())
+        emit("plan", _plan_summary(plan))
         report = DeployReport(plan, built=built, build_id=build.build_id)
         if not plan.has_changes:
             emit("done", "nothing to do: everything is up to date")
@@ -373,7 +350,9 @@ class Engine:
                 name=event.name,
                 done=done,
                 total=total,
-                data={"action": event.action, "state": event.state, "elapsed_ms": event.elapsed_ms},
+                action=event.action,
+                state=event.state,
+                elapsed_ms=event.elapsed_ms,
             )
 
         try:
@@ -393,7 +372,7 @@ class Engine:
         emit(
             "done",
             "deployed" if not failed else f"{plural(len(failed), 'endpoint')} failed",
-            data={"ok": report.outcome.ok},
+            ok=report.outcome.ok,
         )
         return report
 
@@ -457,7 +436,7 @@ class Engine:
         except ProviderError as exc:
             raise OpError(str(exc)) from exc
         report.elapsed_ms = _ms(started)
-        emit("done", "undeployed", data={"ok": report.outcome.ok})
+        emit("done", "undeployed", ok=report.outcome.ok)
         return report
 
     # -- status ---------------------------------------------------------------------------
@@ -515,7 +494,7 @@ class Engine:
             for name, drift in drifts.items()
         ]
 
-    async def kept_apps(self) -> list[dict[str, Any]]:
+    async def kept_apps(self) -> list[AppSummary]:
         """Apps of older versions keyed by this project's folder name and kept as they were.
 
         The store migration re-keys an old app only when it can prove which project it came
@@ -527,22 +506,18 @@ class Engine:
             apps = await self.provider.apps()
         except ProviderError as exc:
             raise OpError(str(exc)) from exc
-        return [
-            {k: a.get(k) for k in ("name", "project_path", "endpoints")}
-            for a in apps
-            if a.get("name") == legacy and a.get("endpoints")
-        ]
+        return [a for a in apps if a.name == legacy and a.endpoints]
 
     async def probe(self) -> list[HealthSample]:
         """Probe every running deployed endpoint now."""
         return await probe_all(await self.health_targets())
 
-    async def health_targets(self) -> list[Any]:
+    async def health_targets(self) -> list[EndpointTarget]:
         """Targets for a `HealthMonitor` (the running deployed endpoints)."""
         return await self._targets(await self._deployed())
 
-    async def _targets(self, deployed: Mapping[str, DeployedEndpoint]) -> list[Any]:
-        out = []
+    async def _targets(self, deployed: Mapping[str, DeployedEndpoint]) -> list[EndpointTarget]:
+        out: list[EndpointTarget] = []
         for name, endpoint in deployed.items():
             if endpoint.url and endpoint.status in RUNNING:
                 try:
@@ -602,7 +577,7 @@ class Engine:
         ):
             yield line
 
-    async def events(self, since: int = 0) -> list[dict[str, Any]]:
+    async def events(self, since: int = 0) -> list[DeploymentEvent]:
         """The app's deployment event log."""
         try:
             return await self.provider.events(self.app, since)

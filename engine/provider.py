@@ -20,14 +20,18 @@ from engine.home import Home
 from engine.localcloud.wire import EndpointSpec
 
 __all__ = [
+    "AppSummary",
     "BuildRef",
     "DeployOutcome",
     "DeployedEndpoint",
+    "DeploymentEvent",
+    "EndpointResult",
     "EndpointSpec",
     "EndpointTarget",
     "Provider",
     "ProviderError",
     "ProviderEvent",
+    "TARGETS",
     "get_provider",
 ]
 
@@ -87,6 +91,8 @@ class EndpointTarget:
     base_url: str
     is_load_balanced: bool
     key: str | None = field(default=None, repr=False)
+    # RunPod's queue API has no `/ping`: its `/health` alone says whether the endpoint is up.
+    has_ping: bool = True
 
     def url(self, path: str) -> str:
         """Absolute URL of `path` on this endpoint."""
@@ -107,21 +113,70 @@ class ProviderEvent:
     state: str | None = None
     message: str = ""
     elapsed_ms: float | None = None
-    data: dict[str, Any] = field(default_factory=dict)
+    build_id: str | None = None
+    url: str | None = None
+
+
+@dataclass(frozen=True)
+class EndpointResult:
+    """What a deploy or undeploy did to one endpoint: `action` create/update/delete/unchanged."""
+
+    name: str
+    action: str
+    ok: bool
+    error: str | None = None
+    elapsed_ms: float | None = None
+    url: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form: name, action, ok, and the optional fields that are set."""
+        out: dict[str, Any] = {"name": self.name, "action": self.action, "ok": self.ok}
+        optional = {"elapsed_ms": self.elapsed_ms, "url": self.url, "error": self.error}
+        out.update({k: v for k, v in optional.items() if v is not None})
+        return out
 
 
 @dataclass(frozen=True)
 class DeployOutcome:
-    """Result of a deploy or undeploy: per-endpoint results (name, action, ok, error...)."""
+    """Result of a deploy or undeploy: one `EndpointResult` per endpoint it touched."""
 
     ok: bool
-    results: list[dict[str, Any]]
+    results: tuple[EndpointResult, ...] = ()
     build_id: str | None = None
     elapsed_ms: float = 0.0
 
-    def failed(self) -> list[dict[str, Any]]:
+    def failed(self) -> list[EndpointResult]:
         """The results that did not succeed."""
-        return [r for r in self.results if not r.get("ok")]
+        return [r for r in self.results if not r.ok]
+
+
+@dataclass(frozen=True)
+class AppSummary:
+    """One app on a target: its key, its project's path (None when unknown), its endpoints."""
+
+    name: str
+    project_path: str | None
+    endpoints: int
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form."""
+        return {"name": self.name, "project_path": self.project_path, "endpoints": self.endpoints}
+
+
+@dataclass(frozen=True)
+class DeploymentEvent:
+    """One entry of an app's deployment event log (deployed, crashed, restarted, ...).
+
+    `id` grows with every entry, so `events(since=id)` gives what came after; `endpoint` is
+    None for an event of the app or the target as a whole; `at` is epoch seconds.
+    """
+
+    id: int
+    at: float
+    kind: str
+    message: str = ""
+    app: str | None = None
+    endpoint: str | None = None
 
 
 EventCallback = Callable[[ProviderEvent], None]
@@ -145,8 +200,8 @@ class Provider(Protocol):
         """The app's deployed endpoints."""
         ...
 
-    async def apps(self) -> list[dict[str, Any]]:
-        """Every app on the target: `name`, `project_path` (or None), `endpoints` (a count)."""
+    async def apps(self) -> list[AppSummary]:
+        """Every app on the target."""
         ...
 
     async def deploy(
@@ -185,8 +240,8 @@ class Provider(Protocol):
         (epoch seconds) has been given."""
         ...
 
-    async def events(self, app: str, since: int = 0) -> list[dict[str, Any]]:
-        """The app's deployment event log (deployed, crashed, restarted, ...)."""
+    async def events(self, app: str, since: int = 0) -> list[DeploymentEvent]:
+        """The app's deployment event log after event id `since`, oldest first."""
         ...
 
     async def close(self) -> None:
@@ -196,14 +251,22 @@ class Provider(Protocol):
 
 # Target name -> "module:class" of its provider; imported on first use, so this interface
 # does not import any implementation (and none of them imports back into a cycle).
-_PROVIDERS: dict[str, str] = {"local": "engine.localcloud.provider:LocalCloudProvider"}
+_PROVIDERS: dict[str, str] = {
+    "local": "engine.localcloud.provider:LocalCloudProvider",
+    "runpod": "engine.runpod.provider:RunPodProvider",
+}
+TARGETS: tuple[str, ...] = tuple(_PROVIDERS)
 
 
-def get_provider(target: str = "local", *, home: Home | None = None) -> Provider:
-    """The provider for a target name (see `_PROVIDERS`)."""
+def get_provider(
+    target: str = "local", *, home: Home | None = None, env: str | None = None
+) -> Provider:
+    """The provider for a target name (see `_PROVIDERS`); `env`: the target's environment
+    (RunPod: `--env`, default `production`; the local cloud has none)."""
     where = _PROVIDERS.get(target)
     if where is None:
         raise ProviderError(f"unknown target {target!r} (available: {', '.join(_PROVIDERS)})")
     module, _, cls = where.partition(":")
-    provider: Provider = getattr(importlib.import_module(module), cls)(home)
+    factory = getattr(importlib.import_module(module), cls)
+    provider: Provider = factory(home, env=env) if env is not None else factory(home)
     return provider

@@ -28,6 +28,7 @@ from engine.health import HealthMonitor, HealthSample
 from engine.invoke import list_calls
 from engine.operations import OpEvent
 from engine.plan import Plan
+from engine.provider import TARGETS
 from engine.status import EndpointStatus
 from flash_tui import present, reports
 from flash_tui.backend import Backend, BackendError
@@ -348,18 +349,16 @@ class FlashApp(App[None]):
         first = self._event_id == 0
         state = self._state
         for event in events:
-            self._event_id = max(self._event_id, int(event.get("id") or 0))
-            name = event.get("endpoint")
+            self._event_id = max(self._event_id, event.id)
+            name = event.endpoint
             if not name:
                 continue
-            at = event.get("at")
-            stamp = datetime.fromtimestamp(at).astimezone().strftime("%H:%M:%S") if at else ""
-            text = f"{event.get('kind', '')}: {event.get('message', '')}".rstrip(": ")
-            state = state.with_event(str(name), f"{stamp} {text}", keep=20)
-            kind = str(event.get("kind", ""))
+            stamp = datetime.fromtimestamp(event.at).astimezone().strftime("%H:%M:%S")
+            text = f"{event.kind}: {event.message}".rstrip(": ")
+            state = state.with_event(name, f"{stamp} {text}", keep=20)
             # Older history stays in the detail pane; new crashes and restarts are news.
-            if not first and any(word in kind for word in ("crash", "restart", "fail")):
-                self.logs.append(stamp or self.stamp(), str(name), text, "error")
+            if not first and any(word in event.kind for word in ("crash", "restart", "fail")):
+                self.logs.append(stamp, name, text, "error")
         if events:
             self.state = replace(self._state, events=state.events)
 
@@ -560,7 +559,7 @@ class FlashApp(App[None]):
         def on_event(event: OpEvent) -> None:
             if event.done is not None:
                 self.post_message(OperationProgress(operation, event.step, event.done, event.total))
-            if event.data.get("build_step"):
+            if event.build_step:
                 return  # per-step build progress drives the bar; the log gets "built <id>"
             if event.step == "done":
                 return  # the outcome is said once, when the operation finishes
@@ -671,6 +670,32 @@ class FlashApp(App[None]):
         self.log_engine(f"connecting to {self.backend.target} again")
         self._connect()
 
+    def action_switch_target(self) -> None:
+        """Work on the next target (local cloud ↔ RunPod); nothing deployed is touched."""
+        if self.busy:
+            self.notify(f"wait for {self.busy} to finish", severity="warning")
+            return
+        names = list(TARGETS)
+        target = names[(names.index(self.backend.target) + 1) % len(names)]
+        self._switch_target(target)
+
+    @work(exclusive=True, group="switch")
+    async def _switch_target(self, target: str) -> None:
+        # The old target's health probes and log stream stop; its statuses are not this one's.
+        self.workers.cancel_group(self, "health")
+        self.workers.cancel_group(self, "logs")
+        self.workers.cancel_group(self, "status")
+        if self.health_monitor is not None:
+            await self.health_monitor.stop()
+        self.health_monitor = None
+        await self.backend.switch(target)
+        self.connected, self._reached, self._event_id = False, None, 0
+        self.state = replace(
+            self._state, statuses={}, samples={}, sampled_at={}, events={}, target=target
+        )
+        self.log_engine(f"switched to target {target}")
+        self._connect()
+
     def action_probe_health(self) -> None:
         self._probe()
 
@@ -695,14 +720,19 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     """`flash-tui [PATH] [--target local|runpod]`."""
     parser = argparse.ArgumentParser(prog="flash-tui", description="Open the flash-tui dashboard.")
     parser.add_argument("path", nargs="?", default=".", help="project directory (default .)")
-    parser.add_argument("--target", choices=["local", "runpod"], default="local")
+    parser.add_argument("--target", choices=list(TARGETS), default="local")
+    parser.add_argument(
+        "--env", metavar="NAME", help="the app's environment on RunPod (default production)"
+    )
     return parser.parse_args(list(argv))
 
 
 def run(argv: Sequence[str]) -> int:
     """Open the TUI on the project given on the command line."""
     args = parse_args(argv)
-    FlashApp(Path(args.path), args.target).run()
+    FlashApp(
+        Path(args.path), args.target, backend=Backend(Path(args.path), args.target, args.env)
+    ).run()
     return 0
 
 

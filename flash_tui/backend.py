@@ -25,15 +25,17 @@ from engine.invoke import CallSpec, InvokeResult, JSONText
 from engine.logs import LogLine
 from engine.operations import DeployReport, Engine, OpError, OpEvent
 from engine.plan import Plan
+from engine.provider import DeploymentEvent
 from engine.scan import Scanner
 from engine.status import EndpointStatus
 
 if TYPE_CHECKING:
     from engine.build import BuildProgress, BuildResult
+    from engine.localcloud.discovery import CloudStopped
 
 T = TypeVar("T")
-# A decoded JSON object: the manifest, an entry of the target's event log. Its values are read
-# where they are shown, by key.
+# A decoded JSON object: the manifest (upstream's JSON format). Its values are read where they
+# are shown, by key.
 JSONObject = dict[str, object]
 
 
@@ -67,9 +69,10 @@ def request_body(text: str) -> JSONText:
 class Backend:
     """Engine access for one project and one target."""
 
-    def __init__(self, project: Path, target: str = "local") -> None:
+    def __init__(self, project: Path, target: str = "local", env: str | None = None) -> None:
         self.project = Path(project).expanduser().resolve()
         self.target = target
+        self.env = env  # the target's environment (RunPod's `--env`); None: its default
         self._scanner: Scanner | None = None
         self._scanner_lock = threading.Lock()
         self._engine: Engine | None = None
@@ -84,7 +87,10 @@ class Backend:
         """The engine session (created on first use; raises BackendError when impossible)."""
         if self._engine is None:
             try:
-                self._engine = Engine(self.project, target=self.target, scanner=self.scanner)
+                env = self.env if self.target == "runpod" else None
+                self._engine = Engine(
+                    self.project, target=self.target, env=env, scanner=self.scanner
+                )
             except OpError as exc:
                 raise BackendError(str(exc)) from exc
             except Exception as exc:  # e.g. an unknown target: say which
@@ -175,7 +181,7 @@ class Backend:
         """Undeploy `names` (all when None) after `confirm(plan)`; returns the DeployReport."""
         return await self._op(self.engine.undeploy(names, confirm=confirm, on_event=on_event))
 
-    async def events(self, since: int = 0) -> list[JSONObject]:
+    async def events(self, since: int = 0) -> list[DeploymentEvent]:
         """The app's deployment event log after event id `since` (deployed, crashed, ...)."""
         return await self._op(self.engine.events(since))
 
@@ -217,8 +223,16 @@ class Backend:
         if self._engine is not None:
             await self._engine.close()
 
+    async def switch(self, target: str) -> None:
+        """Work on `target` from now on: the session on the old one is closed (what runs
+        there keeps running); the scanner, which knows nothing of targets, is kept."""
+        engine, self._engine = self._engine, None
+        self.target = target
+        if engine is not None:
+            await engine.close()
+
     @staticmethod
-    def stop_cloud() -> JSONObject:
+    def stop_cloud() -> CloudStopped:
         """Stop the local cloud of the current FLASH_TUI_HOME and its workers."""
         from engine.localcloud.discovery import stop_cloud
 

@@ -48,20 +48,16 @@ def deployed(operation: str, report: DeployReport, confirmed: Confirmed) -> Oper
         return OperationFinished(operation, True, cancelled=True)
     failures = report.outcome.failed() if report.outcome is not None else []
     if failures:
-        # Results are the target's per-endpoint answers (name, ok, error or message).
-        reasons = "; ".join(
-            f"{f.get('name', '?')}: " + str(f.get("error") or f.get("message") or "failed")
-            for f in failures
-        )
+        reasons = "; ".join(f"{f.name}: {f.error or 'failed'}" for f in failures)
         return OperationFinished(operation, False, error=f"{len(failures)} failed — {reasons}")
     plan = report.plan
     counts = plan.counts()
     if operation == "undeploy":
-        summary = f"{counts.get('delete', 0)} endpoint(s) undeployed"
+        summary = f"{counts['delete']} endpoint(s) undeployed"
     elif not plan.has_changes:
         summary = "nothing to do: everything is up to date"
     else:
-        summary = ", ".join(f"{counts.get(a, 0)} {a}d" for a in ("create", "update", "delete"))
+        summary = ", ".join(f"{counts[a]} {a}d" for a in ("create", "update", "delete"))
     elapsed = confirmed.elapsed_ms(report.elapsed_ms)
     if elapsed:
         summary += f" in {elapsed / 1000:.1f}s"

@@ -74,8 +74,8 @@ async def _describe(home: Home) -> dict[str, Any]:
     try:
         async with CloudClient(info, timeout=5.0) as client:
             apps = await client.apps()
-            out["apps"] = [{"name": a["name"], "endpoints": a["endpoints"]} for a in apps]
-            out["workers"] = (await client.health()).get("workers")
+            out["apps"] = [{"name": a.name, "endpoints": a.endpoints} for a in apps]
+            out["workers"] = (await client.health()).workers
     except CloudError as exc:
         out["error"] = str(exc)
     return out
@@ -118,13 +118,13 @@ def run(args: argparse.Namespace) -> int:
         if args.action == "stop":
             result = stop_cloud(home, stop_workers=not args.keep_workers)
             if args.json:
-                json_out({"ok": True, **result})
-            elif result["was_running"]:
-                extra = " (forced)" if result.get("forced") else ""
-                if result.get("problem"):
+                json_out({"ok": True, **result.to_dict()})
+            elif result.was_running:
+                extra = " (forced)" if result.forced else ""
+                if result.problem:
                     err_console().print(
-                        f"[yellow]warning[/]: the local cloud (pid {result['pid']}) was running "
-                        f"but {escape(result['problem'])}"
+                        f"[yellow]warning[/]: the local cloud (pid {result.pid}) was running "
+                        f"but {escape(result.problem)}"
                     )
                 console.print(f"local cloud stopped{extra}")
             else:

@@ -22,8 +22,9 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from engine.operations import Engine, OpError, OpEvent
+from engine.operations import DeployReport, Engine, OpError, OpEvent
 from engine.plan import PLAN_MARKS, Plan
+from engine.provider import TARGETS
 
 __all__ = [
     "PlanConfirmation",
@@ -44,9 +45,22 @@ COLORS = {"create": "green", "update": "yellow", "delete": "red", "unchanged": "
 
 
 def add_project_option(parser: argparse.ArgumentParser) -> None:
-    """`--project PATH` (default: the current directory) and `--json`."""
+    """`--project PATH` (default: the current directory), `--target`, `--env` and `--json`."""
     parser.add_argument(
         "--project", default=".", metavar="PATH", help="project directory (default: .)"
+    )
+    parser.add_argument(
+        "--target",
+        dest="target_name",  # `invoke` has a positional `target` (what to call)
+        default="local",
+        choices=TARGETS,
+        help="where endpoints run: the embedded local cloud (default) or RunPod Serverless",
+    )
+    parser.add_argument(
+        "--env",
+        default=None,
+        metavar="NAME",
+        help="the app's environment on RunPod (default: production)",
     )
     parser.add_argument("--json", action="store_true", help="print JSON")
 
@@ -66,7 +80,11 @@ def run_engine(args: argparse.Namespace, work: Callable[[Engine], Awaitable[int]
     """Run `work(engine)` for `--project`; OpError -> message on stderr (or JSON), exit 1."""
 
     async def main() -> int:
-        async with Engine(Path(args.project)) as engine:
+        target = getattr(args, "target_name", "local")
+        env = getattr(args, "env", None)
+        if env is not None and target != "runpod":
+            raise OpError(f"--env is for --target runpod (the {target} target has none)")
+        async with Engine(Path(args.project), target=target, env=env) as engine:
             return await work(engine)
 
     try:
@@ -194,14 +212,10 @@ def _interrupt_raises() -> Iterator[None]:
         signal.signal(signal.SIGINT, previous)
 
 
-def print_outcome(console: Console, report: Any, done: str, failed: str) -> None:
+def print_outcome(console: Console, report: DeployReport, done: str, failed: str) -> None:
     """Each endpoint that failed with its reason, then the verdict and the time taken."""
-    for result in report.outcome.results if report.outcome else []:
-        if not result.get("ok"):
-            console.print(
-                f"[bold red]✗ {escape(result['name'])}[/]: "
-                f"{escape(str(result.get('error') or 'failed'))}"
-            )
+    for result in report.outcome.failed() if report.outcome else []:
+        console.print(f"[bold red]✗ {escape(result.name)}[/]: {escape(result.error or 'failed')}")
     verdict = f"[green]{done}[/]" if report.ok else f"[bold red]{failed}[/]"
     console.print(f"{verdict} in {report.elapsed_ms / 1000:.2f} s")
 
@@ -212,15 +226,16 @@ def progress_printer(console: Console, quiet: bool) -> Callable[[OpEvent], None]
     def on_event(event: OpEvent) -> None:
         if quiet:
             return
-        if event.step == "build" and event.data.get("build_step"):
+        if event.step == "build" and event.build_step:
             return  # per-step build progress is too chatty for a log-style output
         if event.step in ("scan", "plan", "confirm"):
             return
         who = f"[bold]{escape(event.name)}[/] " if event.name else ""
-        state = event.data.get("state")
-        color = {"healthy": "green", "removed": "green", "error": "red"}.get(str(state), "cyan")
-        elapsed = event.data.get("elapsed_ms")
-        suffix = f" [dim]({elapsed:.0f} ms)[/]" if isinstance(elapsed, (int, float)) else ""
+        color = {"healthy": "green", "removed": "green", "error": "red"}.get(
+            event.state or "", "cyan"
+        )
+        elapsed = event.elapsed_ms
+        suffix = f" [dim]({elapsed:.0f} ms)[/]" if elapsed is not None else ""
         console.print(f"[{color}]•[/] {who}{escape(event.message)}{suffix}")
 
     return on_event

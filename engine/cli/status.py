@@ -78,7 +78,7 @@ def run(args: argparse.Namespace) -> int:
                     "app": engine.app,
                     "target": target,
                     "endpoints": [s.to_dict() for s in statuses],
-                    "kept_apps": kept,
+                    "kept_apps": [a.to_dict() for a in kept],
                 }
             )
             return 0
@@ -136,7 +136,7 @@ def run(args: argparse.Namespace) -> int:
                 console.print(escape(s.last_error), markup=False)
         for app in kept:
             console.print(
-                f"[yellow]App {escape(str(app['name']))} ({app['endpoints']} endpoint(s)), deployed"
+                f"[yellow]App {escape(app.name)} ({app.endpoints} endpoint(s)), deployed"
                 " by an older flash-tui from a folder of this name, was kept as it was: which"
                 " project it belongs to is not known for sure. Its endpoints still run; see"
                 " `flash-tui cloud status`.[/]"

@@ -1,17 +1,50 @@
-"""Async client of the local cloud API (httpx), used by the local provider and the tests."""
+"""Async client of the local cloud API (httpx), used by the local provider and the tests.
+
+Every answer is parsed into its model in `wire.py` (the one the service builds it with); a
+malformed answer is a `CloudError`, like an unreachable service.
+"""
 
 from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
+from pydantic import BaseModel, ValidationError
 
 from engine.localcloud.discovery import CloudError, CloudInfo
-from engine.localcloud.wire import DeployEvent, DeployRequest, EndpointRecord, UndeployRequest
+from engine.localcloud.wire import (
+    AppList,
+    AppRecord,
+    BuildList,
+    BuildRecord,
+    DeployEvent,
+    DeployRequest,
+    EndpointKey,
+    EndpointList,
+    EndpointRecord,
+    EventList,
+    EventRecord,
+    FollowItem,
+    LogTail,
+    PersistedManifest,
+    ServiceHealth,
+    UndeployRequest,
+    problem,
+)
 
 __all__ = ["CloudClient"]
+
+_Answer = TypeVar("_Answer", bound=BaseModel)
+
+
+def _parse(model: type[_Answer], data: Any, what: str) -> _Answer:
+    """`data` as `model`; CloudError naming the field when the service sent something else."""
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise CloudError(f"local cloud: unexpected {what}: {problem(exc)}") from None
 
 
 def _detail(response: httpx.Response) -> str:
@@ -57,6 +90,9 @@ class CloudClient:
         """Close the connection pool."""
         await self._http.aclose()
 
+    async def _get(self, model: type[_Answer], path: str, **kwargs: Any) -> _Answer:
+        return _parse(model, await self._json("GET", path, **kwargs), f"answer to GET {path}")
+
     async def _json(self, method: str, path: str, **kwargs: Any) -> Any:
         try:
             response = await self._http.request(method, path, **kwargs)
@@ -81,38 +117,40 @@ class CloudClient:
                     )
                 async for line in response.aiter_lines():
                     if line.strip():
-                        yield json.loads(line)
+                        try:
+                            yield json.loads(line)
+                        except ValueError as exc:
+                            raise CloudError(
+                                f"local cloud sent a line that is not JSON: {exc}"
+                            ) from exc
         except httpx.HTTPError as exc:
             raise CloudError(f"local cloud connection lost: {exc}") from exc
 
-    async def health(self) -> dict[str, Any]:
+    async def health(self) -> ServiceHealth:
         """The service's health record."""
-        return await self._json("GET", "/v1/health")
+        return await self._get(ServiceHealth, "/v1/health")
 
-    async def apps(self) -> list[dict[str, Any]]:
+    async def apps(self) -> list[AppRecord]:
         """Every app known to the service."""
-        return (await self._json("GET", "/v1/apps"))["apps"]
+        return (await self._get(AppList, "/v1/apps")).apps
 
     async def endpoints(self, app: str) -> list[EndpointRecord]:
         """The app's endpoint records (never keys)."""
-        records = (await self._json("GET", f"/v1/apps/{app}/endpoints"))["endpoints"]
-        return [EndpointRecord.model_validate(r) for r in records]
+        return (await self._get(EndpointList, f"/v1/apps/{app}/endpoints")).endpoints
 
     async def endpoint(self, app: str, name: str) -> EndpointRecord:
         """One endpoint record."""
-        return EndpointRecord.model_validate(
-            await self._json("GET", f"/v1/apps/{app}/endpoints/{name}")
-        )
+        return await self._get(EndpointRecord, f"/v1/apps/{app}/endpoints/{name}")
 
     async def endpoint_key(self, app: str, name: str) -> str:
         """The endpoint's API key (keep it out of any output)."""
-        return str((await self._json("GET", f"/v1/apps/{app}/endpoints/{name}/key"))["key"])
+        return (await self._get(EndpointKey, f"/v1/apps/{app}/endpoints/{name}/key")).key
 
     async def _events(
         self, path: str, body: DeployRequest | UndeployRequest
     ) -> AsyncIterator[DeployEvent]:
         async for item in self._stream("POST", path, json=body.model_dump(mode="json")):
-            yield DeployEvent.model_validate(item)
+            yield _parse(DeployEvent, item, f"event from POST {path}")
 
     def deploy(self, app: str, request: DeployRequest) -> AsyncIterator[DeployEvent]:
         """Start a deploy; yields its progress events, the last one of type `result`."""
@@ -124,10 +162,8 @@ class CloudClient:
 
     async def logs(self, app: str, name: str, lines: int = 200) -> list[str]:
         """The last `lines` log lines of an endpoint."""
-        data = await self._json(
-            "GET", f"/v1/apps/{app}/endpoints/{name}/logs", params={"lines": lines}
-        )
-        return list(data["lines"])
+        path = f"/v1/apps/{app}/endpoints/{name}/logs"
+        return (await self._get(LogTail, path, params={"lines": lines})).lines
 
     async def follow_logs(
         self, app: str, name: str, lines: int = 50, marks: bool = False
@@ -135,27 +171,34 @@ class CloudClient:
         """The last `lines` lines, then every new line as it is written (until cancelled);
         with `marks`, also a float T after the history and after each read: every line written
         before T (epoch seconds) has been given."""
+        path = f"/v1/apps/{app}/endpoints/{name}/logs/follow"
         params: dict[str, Any] = {"lines": lines, "marks": marks}
-        async for item in self._stream(
-            "GET", f"/v1/apps/{app}/endpoints/{name}/logs/follow", params=params
-        ):
-            if "line" in item:
-                yield str(item["line"])
-            elif marks and "upto" in item:
-                yield float(item["upto"])
+        async for raw in self._stream("GET", path, params=params):
+            item = _parse(FollowItem, raw, f"line from GET {path}")
+            if item.line is not None:
+                yield item.line
+            elif marks and item.upto is not None:
+                yield item.upto
 
-    async def events(self, app: str, since: int = 0) -> list[dict[str, Any]]:
-        """The app's event log after event id `since`."""
-        return (await self._json("GET", f"/v1/apps/{app}/events", params={"since": since}))[
-            "events"
-        ]
+    async def events(self, app: str, since: int = 0) -> list[EventRecord]:
+        """The app's event log after event id `since`, oldest first."""
+        path = f"/v1/apps/{app}/events"
+        return (await self._get(EventList, path, params={"since": since})).events
 
-    async def get_manifest(self, app: str, environment: str) -> dict[str, Any]:
+    async def builds(self, app: str) -> list[BuildRecord]:
+        """The app's immutable build copies, newest first."""
+        return (await self._get(BuildList, f"/v1/apps/{app}/builds")).builds
+
+    async def get_manifest(self, app: str, environment: str) -> PersistedManifest:
         """State manager: the persisted manifest."""
-        return await self._json("GET", f"/v1/apps/{app}/environments/{environment}/manifest")
+        return await self._get(
+            PersistedManifest, f"/v1/apps/{app}/environments/{environment}/manifest"
+        )
 
-    async def put_manifest(self, app: str, environment: str, manifest: dict[str, Any]) -> None:
+    async def put_manifest(self, app: str, environment: str, manifest: PersistedManifest) -> None:
         """State manager: replace the persisted manifest."""
         await self._json(
-            "PUT", f"/v1/apps/{app}/environments/{environment}/manifest", json=manifest
+            "PUT",
+            f"/v1/apps/{app}/environments/{environment}/manifest",
+            json=manifest.model_dump(mode="json", exclude_unset=True),
         )

@@ -36,10 +36,12 @@ import psutil
 
 from engine.home import Home, write_private
 from engine.localcloud.store import StoreError, check_database
+from engine.localcloud.wire import ShutdownRequest
 
 __all__ = [
     "CloudError",
     "CloudInfo",
+    "CloudStopped",
     "claim_service_lock",
     "ensure_cloud",
     "kill_home_workers",
@@ -90,6 +92,30 @@ class CloudInfo:
     def describe(self) -> str:
         """`127.0.0.1:PORT` for headers and status lines (no secret)."""
         return f"{self.host}:{self.port}"
+
+
+@dataclass(frozen=True)
+class CloudStopped:
+    """What `stop_cloud` did: whether a service ran (its pid), whether it had to be killed
+    (`forced`), how many orphaned workers were killed, and what was wrong with its state file."""
+
+    was_running: bool
+    stopped: bool = True
+    pid: int | None = None
+    forced: bool = False
+    killed_workers: int = 0
+    problem: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form (`cloud stop --json`): `pid`, `forced` only when one was running,
+        `problem` only when there was one."""
+        out: dict[str, Any] = {"was_running": self.was_running, "stopped": self.stopped}
+        if self.was_running:
+            out.update(pid=self.pid, forced=self.forced)
+        out["killed_workers"] = self.killed_workers
+        if self.problem is not None:
+            out["problem"] = self.problem
+        return out
 
 
 def load_or_create_token(home: Home) -> str:
@@ -437,11 +463,11 @@ def kill_home_workers(home: Home, timeout: float = 5.0) -> list[int]:
 
 def stop_cloud(
     home: Home | None = None, *, stop_workers: bool = True, timeout: float = 15.0
-) -> dict[str, Any]:
+) -> CloudStopped:
     """Stop the service of `home` (and its workers); returns what was done.
 
     Asks politely (`POST /v1/shutdown`), waits for the process to exit, escalates to SIGTERM
-    then SIGKILL past the deadline. `{"was_running": False}` when nothing was running.
+    then SIGKILL past the deadline. `was_running` is False when nothing was running.
     """
     home = home or Home()
     info = read_state(home)
@@ -450,13 +476,13 @@ def stop_cloud(
         holder = lock_holder(home)
         if holder is None:
             killed = kill_home_workers(home) if stop_workers else []
-            return {"was_running": False, "stopped": True, "killed_workers": len(killed)}
+            return CloudStopped(was_running=False, killed_workers=len(killed))
         # Its state file is lost: reach it through its socket, or failing that, signals.
         problem = state_problem(home)
         try:
             create_time = holder.create_time()
         except psutil.Error:
-            return {"was_running": False, "stopped": True, "killed_workers": 0}
+            return CloudStopped(was_running=False)
         info = _recover_info(home, holder) or CloudInfo(
             pid=holder.pid,
             host="127.0.0.1",
@@ -472,7 +498,7 @@ def stop_cloud(
         response = httpx.post(
             f"{info.url}/v1/shutdown",
             headers=info.headers(),
-            json={"stop_workers": stop_workers},
+            json=ShutdownRequest(stop_workers=stop_workers).model_dump(),
             timeout=5.0,
             trust_env=False,
         )
@@ -495,13 +521,10 @@ def stop_cloud(
     with contextlib.suppress(FileNotFoundError):
         if read_state(home, remove_stale=True) is None:
             pass
-    result: dict[str, Any] = {
-        "was_running": True,
-        "stopped": True,
-        "pid": info.pid,
-        "forced": forced,
-        "killed_workers": len(killed),
-    }
-    if problem is not None:
-        result["problem"] = problem
-    return result
+    return CloudStopped(
+        was_running=True,
+        pid=info.pid,
+        forced=forced,
+        killed_workers=len(killed),
+        problem=problem,
+    )

@@ -1,26 +1,35 @@
-"""The local cloud as a provider: deploys through its HTTP API, starting the service on demand."""
+"""The local cloud as a provider: deploys through its HTTP API, starting the service on demand.
+
+The local cloud's wire models (`wire.py`) become the provider interface's types here, and only
+here (`_deployed`, `_event`, `_outcome`, `_app`, `_history`).
+"""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TypeVar
 
 from engine.home import Home
 from engine.localcloud.client import CloudClient
 from engine.localcloud.discovery import CloudError, CloudInfo, ensure_cloud, read_state
 from engine.localcloud.wire import (
+    AppRecord,
     BuildSpec,
     DeployEvent,
     DeployRequest,
     EndpointRecord,
     EndpointSpec,
+    EventRecord,
 )
 from engine.provider import (
+    AppSummary,
     BuildRef,
     DeployedEndpoint,
+    DeploymentEvent,
     DeployOutcome,
+    EndpointResult,
     EndpointTarget,
     EventCallback,
     ProviderError,
@@ -29,6 +38,8 @@ from engine.provider import (
 from engine.status import Status
 
 __all__ = ["LocalCloudProvider"]
+
+_T = TypeVar("_T")
 
 
 def _deployed(record: EndpointRecord) -> DeployedEndpoint:
@@ -53,8 +64,6 @@ def _deployed(record: EndpointRecord) -> DeployedEndpoint:
 
 
 def _event(event: DeployEvent) -> ProviderEvent:
-    known = {"type", "name", "action", "state", "message", "elapsed_ms"}
-    sent = event.model_dump(exclude_unset=True)
     return ProviderEvent(
         kind=event.type or "event",
         name=event.name,
@@ -62,7 +71,43 @@ def _event(event: DeployEvent) -> ProviderEvent:
         state=event.state,
         message=str(event.message or event.error or ""),
         elapsed_ms=event.elapsed_ms,
-        data={k: v for k, v in sent.items() if k not in known},
+        build_id=event.build_id,
+        url=event.url,
+    )
+
+
+def _outcome(result: DeployEvent) -> DeployOutcome:
+    """The `result` event that ends a deploy/undeploy stream, as the provider's outcome."""
+    return DeployOutcome(
+        ok=bool(result.ok),
+        results=tuple(
+            EndpointResult(
+                name=r.name,
+                action=r.action,
+                ok=r.ok,
+                error=r.error,
+                elapsed_ms=r.elapsed_ms,
+                url=r.url,
+            )
+            for r in result.results or ()
+        ),
+        build_id=result.build_id,
+        elapsed_ms=float(result.elapsed_ms or 0.0),
+    )
+
+
+def _app(record: AppRecord) -> AppSummary:
+    return AppSummary(record.name, record.project_path, record.endpoints)
+
+
+def _history(record: EventRecord) -> DeploymentEvent:
+    return DeploymentEvent(
+        id=record.id,
+        at=record.at,
+        kind=record.kind,
+        message=record.message,
+        app=record.app,
+        endpoint=record.endpoint,
     )
 
 
@@ -107,7 +152,7 @@ class LocalCloudProvider:
             self._client = CloudClient(self.info)
             return self._client
 
-    async def _call(self, fn: Callable[[CloudClient], Any]) -> Any:
+    async def _call(self, fn: Callable[[CloudClient], Awaitable[_T]]) -> _T:
         client = await self._ensure()
         try:
             return await fn(client)
@@ -143,9 +188,10 @@ class LocalCloudProvider:
         async with self._connect_lock:
             self._retire_client()
 
-    async def apps(self) -> list[dict[str, Any]]:
+    async def apps(self) -> list[AppSummary]:
         """Every app of the local cloud with its project path and endpoint count."""
-        return list(await self._call(lambda c: c.apps()))
+        records = await self._call(lambda c: c.apps())
+        return [_app(r) for r in records]
 
     async def list_endpoints(self, app: str) -> list[DeployedEndpoint]:
         """The app's endpoint records."""
@@ -198,25 +244,14 @@ class LocalCloudProvider:
             force=force,
         )
         await self._ensure()
-        result = await self._run_stream(lambda c: c.deploy(app, request), on_event)
-        return DeployOutcome(
-            ok=bool(result.ok),
-            results=list(result.results or []),
-            build_id=result.build_id,
-            elapsed_ms=float(result.elapsed_ms or 0.0),
-        )
+        return _outcome(await self._run_stream(lambda c: c.deploy(app, request), on_event))
 
     async def delete(
         self, app: str, names: Sequence[str] | None, *, on_event: EventCallback | None = None
     ) -> DeployOutcome:
         """Stop and remove endpoints."""
         selected = None if names is None else list(names)
-        result = await self._run_stream(lambda c: c.undeploy(app, selected), on_event)
-        return DeployOutcome(
-            ok=bool(result.ok),
-            results=list(result.results or []),
-            elapsed_ms=float(result.elapsed_ms or 0.0),
-        )
+        return _outcome(await self._run_stream(lambda c: c.undeploy(app, selected), on_event))
 
     async def target(self, app: str, name: str) -> EndpointTarget:
         """URL and key of a deployed endpoint."""
@@ -242,9 +277,10 @@ class LocalCloudProvider:
         except CloudError as exc:
             raise ProviderError(str(exc)) from exc
 
-    async def events(self, app: str, since: int = 0) -> list[dict[str, Any]]:
-        """The app's event log."""
-        return list(await self._call(lambda c: c.events(app, since)))
+    async def events(self, app: str, since: int = 0) -> list[DeploymentEvent]:
+        """The app's event log after event id `since`."""
+        records = await self._call(lambda c: c.events(app, since))
+        return [_history(r) for r in records]
 
     async def close(self) -> None:
         """Close the HTTP clients (the service keeps running)."""

@@ -22,28 +22,50 @@ Routes (all JSON; `Authorization: Bearer <token>` required on every one, `/v1/he
 
 Deploys and undeploys run as tasks detached from the request: a client that disconnects (or is
 SIGKILLed) mid-deploy does not interrupt it; the stream merely stops being read.
+
+Every body is parsed, and every answer built, with the message's model in `wire.py` (the one
+the client parses it with). A body that does not fit gets a 422 whose detail names the field:
+`bad deploy request: endpoints.0.name: Field required`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import json
 import os
 import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, TypeVar
 
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.responses import JSONResponse, StreamingResponse
+from pydantic import BaseModel, ValidationError
 
 from engine.home import Home
 from engine.localcloud import logfiles
 from engine.localcloud.store import Store
 from engine.localcloud.supervisor import Supervisor, SupervisorSettings
-from engine.localcloud.wire import DeployEvent, DeployRequest, UndeployRequest
+from engine.localcloud.wire import (
+    Ack,
+    AppList,
+    BuildList,
+    DeployEvent,
+    DeployRequest,
+    EndpointKey,
+    EndpointList,
+    EndpointRecord,
+    EventList,
+    FollowItem,
+    LogTail,
+    PersistedManifest,
+    ResourceEntry,
+    ServiceHealth,
+    ShutdownReply,
+    ShutdownRequest,
+    UndeployRequest,
+    problem,
+)
 from runtime.auth import BearerAuthMiddleware
 from runtime.hostcheck import LoopbackHostMiddleware
 
@@ -60,11 +82,34 @@ _BAD_HOST = (
 )
 
 
+_Body = TypeVar("_Body", bound=BaseModel)
+
+
+async def _body(
+    request: Request, model: type[_Body], what: str, *, optional: bool = False
+) -> _Body:
+    """The request's JSON body as `model`; 422 naming the field when it does not fit.
+
+    With `optional`, an empty body means the model's defaults.
+    """
+    raw = await request.body()
+    if optional and not raw.strip():
+        return model()
+    try:
+        return model.model_validate_json(raw)
+    except ValidationError as exc:
+        raise HTTPException(422, f"bad {what}: {problem(exc)}") from None
+
+
 def _check_name(kind: str, value: str) -> str:
     # Names become path components under the home: refuse anything that could escape it.
     if not NAME_PATTERN.match(value):
         raise HTTPException(422, f"invalid {kind} name {value!r}")
     return value
+
+
+def _item(item: FollowItem) -> bytes:
+    return (item.to_json() + "\n").encode()
 
 
 def _ndjson(
@@ -125,68 +170,65 @@ def create_app(
     def store() -> Store:
         return state["store"]
 
-    def endpoint_or_404(app: str, name: str) -> dict[str, Any]:
+    def endpoint_or_404(app: str, name: str) -> EndpointRecord:
         record = store().get_endpoint(_check_name("app", app), _check_name("endpoint", name))
         if record is None:
             raise HTTPException(404, f"endpoint {name!r} of app {app!r} is not deployed")
-        return record
+        return EndpointRecord.model_validate(record)
 
     @api.get("/v1/health")
-    async def health() -> dict[str, Any]:
+    async def health() -> ServiceHealth:
         """Service pid, version, uptime and worker count."""
-        return {
-            "ok": True,
-            "pid": os.getpid(),
-            "version": VERSION,
-            "started_at": state["started_at"],
-            "uptime_s": round(time.time() - state["started_at"], 3),
-            "workers": len(sup().workers),
-        }
+        return ServiceHealth(
+            ok=True,
+            pid=os.getpid(),
+            version=VERSION,
+            started_at=state["started_at"],
+            uptime_s=round(time.time() - state["started_at"], 3),
+            workers=len(sup().workers),
+        )
 
     @api.post("/v1/shutdown")
-    async def shutdown(request: Request) -> dict[str, Any]:
+    async def shutdown(request: Request) -> ShutdownReply:
         """Stop the service (and, unless told otherwise, its workers)."""
-        body: dict[str, Any] = {}
-        with contextlib.suppress(ValueError):
-            body = await request.json() or {}
-        state["stop_workers"] = bool(body.get("stop_workers", True))
+        body = await _body(request, ShutdownRequest, "shutdown request", optional=True)
+        state["stop_workers"] = body.stop_workers
         if on_shutdown_request is not None:
             # Let this response go out before the server starts closing connections.
             asyncio.get_running_loop().call_later(0.05, on_shutdown_request)
-        return {"ok": True, "stop_workers": state["stop_workers"]}
+        return ShutdownReply(ok=True, stop_workers=body.stop_workers)
 
     @api.get("/v1/apps")
-    async def list_apps() -> dict[str, Any]:
+    async def list_apps() -> AppList:
         """Every app with its endpoint count."""
-        return {"apps": store().list_apps()}
+        return AppList.model_validate({"apps": store().list_apps()})
 
     @api.get("/v1/apps/{app}/endpoints")
-    async def list_endpoints(app: str) -> dict[str, Any]:
+    async def list_endpoints(app: str) -> EndpointList:
         """The app's endpoint records (never keys)."""
-        return {"endpoints": store().list_endpoints(_check_name("app", app))}
+        return EndpointList.model_validate(
+            {"endpoints": store().list_endpoints(_check_name("app", app))}
+        )
 
     @api.get("/v1/apps/{app}/endpoints/{name}")
-    async def get_endpoint(app: str, name: str) -> dict[str, Any]:
+    async def get_endpoint(app: str, name: str) -> EndpointRecord:
         """One endpoint record (never its key)."""
         return endpoint_or_404(app, name)
 
     @api.get("/v1/apps/{app}/endpoints/{name}/key")
-    async def get_key(app: str, name: str) -> dict[str, Any]:
+    async def get_key(app: str, name: str) -> EndpointKey:
         """The endpoint's API key: the only route that returns one."""
         endpoint_or_404(app, name)
         key = store().endpoint_key(app, name)
         if key is None:
             raise HTTPException(404, f"endpoint {name!r} has no key yet")
-        return {"key": key}
+        return EndpointKey(key=key)
 
     @api.post("/v1/apps/{app}/deploy")
     async def deploy(app: str, request: Request) -> StreamingResponse:
         """Create/update/remove endpoints; NDJSON progress, then the result."""
         _check_name("app", app)
-        try:
-            deploy_request = DeployRequest.model_validate(await request.json())
-        except (ValueError, KeyError, TypeError) as exc:
-            raise HTTPException(422, f"bad deploy request: {exc}") from None
+        deploy_request = await _body(request, DeployRequest, "deploy request")
         for spec in deploy_request.endpoints:
             _check_name("endpoint", spec.name)
         for name in deploy_request.remove:
@@ -197,28 +239,22 @@ def create_app(
     async def undeploy(app: str, request: Request) -> StreamingResponse:
         """Stop and remove endpoints (all when `names` is null); NDJSON progress."""
         _check_name("app", app)
-        raw: Any = {}
-        with contextlib.suppress(ValueError):
-            raw = await request.json() or {}
-        try:
-            names = UndeployRequest.model_validate(raw).names
-        except ValueError as exc:
-            raise HTTPException(422, f"bad undeploy request: {exc}") from None
+        names = (await _body(request, UndeployRequest, "undeploy request")).names
         if names is not None:
-            names = [_check_name("endpoint", str(n)) for n in names]
+            names = [_check_name("endpoint", n) for n in names]
         return _ndjson(sup(), lambda emit: sup().undeploy(app, names, emit))
 
     def _keys(app: str) -> list[str]:
         return list(store().app_keys(app).values())
 
     @api.get("/v1/apps/{app}/endpoints/{name}/logs")
-    async def logs(app: str, name: str, lines: int = 200) -> dict[str, Any]:
+    async def logs(app: str, name: str, lines: int = 200) -> LogTail:
         """The last `lines` lines of an endpoint's log (keys redacted)."""
         _check_name("app", app)
         _check_name("endpoint", name)
         path = logfiles.log_path(home.logs_dir(app), name)
         tail = await asyncio.to_thread(logfiles.tail_lines, path, max(0, min(lines, 10000)))
-        return {"endpoint": name, "lines": logfiles.redact(tail, _keys(app))}
+        return LogTail(endpoint=name, lines=logfiles.redact(tail, _keys(app)))
 
     @api.get("/v1/apps/{app}/endpoints/{name}/logs/follow")
     async def follow(
@@ -239,9 +275,9 @@ def create_app(
                 logfiles.tail_for_follow, path, max(0, min(lines, 10000))
             )
             for line in logfiles.redact(history, keys):
-                yield (json.dumps({"line": line}) + "\n").encode()
+                yield _item(FollowItem(line=line))
             if marks:
-                yield (json.dumps({"upto": upto}) + "\n").encode()
+                yield _item(FollowItem(upto=upto))
             idle = 0.0
             while True:
                 upto = time.time() - _STAMP_SLACK
@@ -250,72 +286,74 @@ def create_app(
                     idle = 0.0
                     keys = _keys(app)
                     for line in logfiles.redact(new, keys):
-                        yield (json.dumps({"line": line}) + "\n").encode()
+                        yield _item(FollowItem(line=line))
                 if marks:
-                    yield (json.dumps({"upto": upto}) + "\n").encode()
+                    yield _item(FollowItem(upto=upto))
                 if not new:
                     idle += 0.2
                     if idle >= 15.0:
                         # A heartbeat lets the client notice a dead connection.
                         idle = 0.0
-                        yield b'{"heartbeat": true}\n'
+                        yield _item(FollowItem(heartbeat=True))
                     await asyncio.sleep(0.2)
 
         return StreamingResponse(stream(), media_type="application/x-ndjson")
 
     @api.get("/v1/apps/{app}/events")
-    async def events(app: str, since: int = 0, limit: int = 500) -> dict[str, Any]:
+    async def events(app: str, since: int = 0, limit: int = 500) -> EventList:
         """The app's append-only event log after event id `since`."""
-        return {"events": store().events(_check_name("app", app), since, min(limit, 5000))}
+        rows = store().events(_check_name("app", app), since, min(limit, 5000))
+        return EventList.model_validate({"events": rows})
 
     @api.get("/v1/apps/{app}/builds")
-    async def builds(app: str) -> dict[str, Any]:
+    async def builds(app: str) -> BuildList:
         """The app's immutable build copies."""
-        return {"builds": store().list_builds(_check_name("app", app))}
+        return BuildList.model_validate({"builds": store().list_builds(_check_name("app", app))})
 
-    @api.get("/v1/apps/{app}/environments/{env}/manifest")
-    async def get_manifest(app: str, env: str) -> dict[str, Any]:
+    # The persisted manifest is upstream's JSON: its keys go back exactly as they were sent.
+    @api.get("/v1/apps/{app}/environments/{env}/manifest", response_model_exclude_unset=True)
+    async def get_manifest(app: str, env: str) -> PersistedManifest:
         """State manager: the persisted manifest of an app's environment."""
         manifest = store().get_manifest(_check_name("app", app), _check_name("environment", env))
         if manifest is None:
             raise HTTPException(404, f"no persisted manifest for {app}/{env}")
-        return manifest
+        return PersistedManifest.model_validate(manifest)
 
     @api.put("/v1/apps/{app}/environments/{env}/manifest")
-    async def put_manifest(app: str, env: str, request: Request) -> dict[str, Any]:
+    async def put_manifest(app: str, env: str, request: Request) -> Ack:
         """State manager: replace the persisted manifest."""
         _check_name("app", app)
         _check_name("environment", env)
-        try:
-            manifest = await request.json()
-        except ValueError:
-            raise HTTPException(422, "body must be a JSON manifest") from None
-        if not isinstance(manifest, dict):
-            raise HTTPException(422, "body must be a JSON object")
+        manifest = await _body(request, PersistedManifest, "manifest")
         store().upsert_app(app, None)
-        store().put_manifest(app, env, manifest)
-        return {"ok": True}
+        store().put_manifest(app, env, manifest.model_dump(mode="json", exclude_unset=True))
+        return Ack()
 
-    @api.patch("/v1/apps/{app}/environments/{env}/manifest/resources/{name}")
-    async def patch_resource(app: str, env: str, name: str, request: Request) -> dict[str, Any]:
+    @api.patch(
+        "/v1/apps/{app}/environments/{env}/manifest/resources/{name}",
+        response_model_exclude_unset=True,
+    )
+    async def patch_resource(app: str, env: str, name: str, request: Request) -> PersistedManifest:
         """State manager: shallow-merge the body into one resource entry."""
         _check_name("app", app)
         _check_name("environment", env)
-        try:
-            data = await request.json()
-        except ValueError:
-            raise HTTPException(422, "body must be a JSON object") from None
-        if not isinstance(data, dict):
-            raise HTTPException(422, "body must be a JSON object")
+        entry = await _body(request, ResourceEntry, "resource entry")
         store().upsert_app(app, None)
-        return store().patch_manifest_resource(app, env, name, data)
+        return PersistedManifest.model_validate(
+            store().patch_manifest_resource(app, env, name, entry.root)
+        )
 
-    @api.delete("/v1/apps/{app}/environments/{env}/manifest/resources/{name}")
-    async def delete_resource(app: str, env: str, name: str) -> dict[str, Any]:
+    @api.delete(
+        "/v1/apps/{app}/environments/{env}/manifest/resources/{name}",
+        response_model_exclude_unset=True,
+    )
+    async def delete_resource(app: str, env: str, name: str) -> PersistedManifest:
         """State manager: drop one resource entry."""
         _check_name("app", app)
         _check_name("environment", env)
-        return store().patch_manifest_resource(app, env, name, None)
+        return PersistedManifest.model_validate(
+            store().patch_manifest_resource(app, env, name, None)
+        )
 
     @api.exception_handler(Exception)
     async def on_error(_: Request, exc: Exception) -> JSONResponse:

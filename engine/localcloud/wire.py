@@ -1,24 +1,54 @@
 """The local cloud's wire protocol: the request and event shapes its HTTP API speaks.
 
-One definition for both ends: the provider builds a `DeployRequest`, the client sends it and
-parses the NDJSON stream into `DeployEvent`s, the service validates the body into the same
-model, and the supervisor emits `DeployEvent`s. Field names are the JSON names on the wire.
+One definition per message for both ends: the provider builds a `DeployRequest`, the client
+sends it and parses the NDJSON stream into `DeployEvent`s, the service validates the body into
+the same model, and the supervisor emits `DeployEvent`s; every other answer of the API
+(`ServiceHealth`, `AppList`, `EventList`, ...) is built by the service from the model the client
+parses it with. Field names are the JSON names on the wire.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, RootModel, ValidationError
 
 __all__ = [
+    "Ack",
+    "AppList",
+    "AppRecord",
+    "BuildList",
+    "BuildRecord",
     "BuildSpec",
     "DeployEvent",
     "DeployRequest",
+    "EndpointKey",
+    "EndpointList",
     "EndpointRecord",
     "EndpointSpec",
+    "EventList",
+    "EventRecord",
+    "FollowItem",
+    "LogTail",
+    "PersistedManifest",
+    "ResourceEntry",
+    "ResultRecord",
+    "ServiceHealth",
+    "ShutdownReply",
+    "ShutdownRequest",
     "UndeployRequest",
+    "problem",
 ]
+
+
+def problem(error: ValidationError) -> str:
+    """The first thing wrong with a message, naming its field and never echoing its value:
+    `endpoints.0.name: Field required` (`body` when the message as a whole is wrong)."""
+    problems = error.errors(include_url=False, include_input=False)
+    first = problems[0]
+    where = ".".join(str(part) for part in first["loc"]) or "body"
+    more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+    return f"{where}: {first['msg']}{more}"
 
 
 class EndpointSpec(BaseModel):
@@ -61,6 +91,20 @@ class UndeployRequest(BaseModel):
     names: list[str] | None = None
 
 
+class ResultRecord(BaseModel):
+    """What a deploy/undeploy did to one endpoint, in the `results` of its last event.
+
+    `error` only when it failed; `elapsed_ms` and `url` when the service measured or knows them.
+    """
+
+    name: str
+    action: str
+    ok: bool
+    elapsed_ms: float | None = None
+    url: str | None = None
+    error: str | None = None
+
+
 class DeployEvent(BaseModel):
     """One line of a deploy/undeploy NDJSON stream.
 
@@ -79,7 +123,7 @@ class DeployEvent(BaseModel):
     error: str | None = None
     elapsed_ms: float | None = None
     ok: bool | None = None
-    results: list[dict[str, Any]] | None = None
+    results: list[ResultRecord] | None = None
 
     def to_json(self) -> str:
         """The event's NDJSON line (without the newline): the fields it set, nothing more."""
@@ -114,3 +158,133 @@ class EndpointRecord(BaseModel):
     created_at: float | None = None
     updated_at: float | None = None
     started_at: float | None = None
+
+
+class EndpointList(BaseModel):
+    """Answer of `GET /v1/apps/{app}/endpoints`."""
+
+    endpoints: list[EndpointRecord]
+
+
+class EndpointKey(BaseModel):
+    """Answer of `GET /v1/apps/{app}/endpoints/{name}/key`: the only one with a key in it."""
+
+    key: str = Field(repr=False)
+
+
+class ServiceHealth(BaseModel):
+    """Answer of `GET /v1/health`: the service's pid, version, uptime and live workers."""
+
+    ok: bool
+    pid: int
+    version: str
+    started_at: float
+    uptime_s: float
+    workers: int
+
+
+class ShutdownRequest(BaseModel):
+    """Body of `POST /v1/shutdown` (optional): whether the workers stop with the service."""
+
+    stop_workers: bool = True
+
+
+class ShutdownReply(BaseModel):
+    """Answer of `POST /v1/shutdown`, sent before the service starts closing."""
+
+    ok: bool
+    stop_workers: bool
+
+
+class AppRecord(BaseModel):
+    """One app as `GET /v1/apps` lists it, with the number of its endpoints."""
+
+    name: str
+    project_path: str | None = None
+    created_at: float | None = None
+    updated_at: float | None = None
+    endpoints: int = 0
+
+
+class AppList(BaseModel):
+    """Answer of `GET /v1/apps`."""
+
+    apps: list[AppRecord]
+
+
+class LogTail(BaseModel):
+    """Answer of `GET /v1/apps/{app}/endpoints/{name}/logs`: its last lines, keys redacted."""
+
+    endpoint: str
+    lines: list[str]
+
+
+class FollowItem(BaseModel):
+    """One NDJSON line of a log follow: a log `line`, an `upto` mark or a `heartbeat`.
+
+    A line sets exactly one of them (`to_json` sends only that one).
+    """
+
+    line: str | None = None
+    upto: float | None = None
+    heartbeat: bool | None = None
+
+    def to_json(self) -> str:
+        """The item's NDJSON line (without the newline)."""
+        return self.model_dump_json(exclude_unset=True)
+
+
+class EventRecord(BaseModel):
+    """One entry of the append-only event log; `data` holds the details some kinds carry."""
+
+    id: int
+    at: float
+    app: str | None = None
+    endpoint: str | None = None
+    kind: str
+    message: str = ""
+    data: dict[str, Any] | None = None
+
+
+class EventList(BaseModel):
+    """Answer of `GET /v1/apps/{app}/events`, oldest first."""
+
+    events: list[EventRecord]
+
+
+class BuildRecord(BaseModel):
+    """One immutable build copy of an app (without its manifest)."""
+
+    app: str
+    build_id: str
+    source: str | None = None
+    path: str
+    created_at: float
+
+
+class BuildList(BaseModel):
+    """Answer of `GET /v1/apps/{app}/builds`, newest first."""
+
+    builds: list[BuildRecord]
+
+
+class PersistedManifest(BaseModel):
+    """The state manager's manifest of an app's environment: the upstream manifest format.
+
+    Only `resources` is read here (one upstream entry per deployed endpoint, kept as the
+    upstream JSON has it); every other top-level key is kept as sent.
+    """
+
+    model_config = ConfigDict(extra="allow")
+
+    resources: dict[str, dict[str, Any]] = Field(default_factory=dict)
+
+
+class ResourceEntry(RootModel[dict[str, Any]]):
+    """Body of a manifest resource PATCH: fields of the upstream entry to merge in."""
+
+
+class Ack(BaseModel):
+    """Answer of a request that only needs to say it was done."""
+
+    ok: bool = True

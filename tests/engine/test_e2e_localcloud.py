@@ -196,6 +196,8 @@ def test_deploy_all_endpoints_healthy(
     report = as_json(proc)
     assert proc.returncode == 0 and report["ok"], proc.stderr
     assert {r["name"]: r["action"] for r in report["results"]} == dict.fromkeys(ENDPOINTS, "create")
+    # Each result carries the keys it always had: no null `error` on a success.
+    assert all(set(r) == {"name", "action", "ok", "elapsed_ms", "url"} for r in report["results"])
     endpoints = status(cli)
     assert set(endpoints) == ENDPOINTS
     for item in endpoints.values():
@@ -565,6 +567,7 @@ def test_worker_failing_at_import_is_marked_failed(
     report = as_json(proc)
     assert proc.returncode == 1 and not report["ok"]
     assert "boom at import" in report["results"][0]["error"]
+    assert set(report["results"][0]) == {"name", "action", "ok", "elapsed_ms", "url", "error"}
 
     wait_for(
         lambda: records(api)["broken"]["status"] == "failed", 40, "broken failed", retry_errors=True

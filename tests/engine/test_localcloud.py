@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -18,6 +19,7 @@ from waiting import wait_for
 from engine.home import Home, write_private
 from engine.localcloud import logfiles
 from engine.localcloud import store as store_module
+from engine.localcloud.client import CloudClient
 from engine.localcloud.discovery import (
     CloudError,
     ensure_cloud,
@@ -26,8 +28,15 @@ from engine.localcloud.discovery import (
 )
 from engine.localcloud.provider import LocalCloudProvider
 from engine.localcloud.store import MIGRATIONS, SCHEMA_VERSION, Store
-from engine.localcloud.wire import DeployEvent, DeployRequest
-from engine.provider import ProviderError, get_provider
+from engine.localcloud.wire import (
+    AppRecord,
+    DeployEvent,
+    DeployRequest,
+    EndpointKey,
+    PersistedManifest,
+    ServiceHealth,
+)
+from engine.provider import AppSummary, ProviderError, get_provider
 from runtime.logline import parse_line
 
 
@@ -256,6 +265,71 @@ def test_deploy_stream_speaks_the_wire_models(cloud) -> None:  # noqa: ANN001
         assert bad.status_code == 422 and "names" in bad.json()["detail"]
 
 
+def test_the_client_reads_each_answer_into_its_wire_model(cloud) -> None:  # noqa: ANN001
+    """health, apps, endpoints, events, builds and the persisted manifest come back as the
+    wire models the service built them from; the manifest keeps exactly the keys sent."""
+    home, info = cloud
+    sent = {"version": "1.0", "project_name": "typed", "resources": {"api": {"x": 1}}}
+
+    async def main() -> None:
+        async with CloudClient(info) as client:
+            health = await client.health()
+            assert isinstance(health, ServiceHealth) and health.pid == info.pid
+            await client.put_manifest("typed", "local", PersistedManifest.model_validate(sent))
+            manifest = await client.get_manifest("typed", "local")
+            assert manifest.resources == {"api": {"x": 1}}
+            assert manifest.model_dump(exclude_unset=True) == sent
+            apps = {a.name: a for a in await client.apps()}
+            assert isinstance(apps["typed"], AppRecord) and apps["typed"].endpoints == 0
+            assert await client.endpoints("typed") == []
+            assert await client.events("typed") == []
+            assert await client.builds("typed") == []
+        provider = LocalCloudProvider(home, start=False)
+        try:
+            summaries = {a.name: a for a in await provider.apps()}
+            assert summaries["typed"] == AppSummary("typed", None, 0)
+        finally:
+            await provider.close()
+
+    asyncio.run(main())
+    assert "k3y" not in repr(EndpointKey(key="k3y"))
+
+
+def test_a_malformed_body_gets_422_naming_the_field(cloud) -> None:  # noqa: ANN001
+    """Every body is parsed by its wire model: a bad one is refused before anything changes,
+    with a one-line detail naming the field (and never echoing the value sent)."""
+    _, info = cloud
+    manifest = "/v1/apps/badbody/environments/local/manifest"
+    cases = [
+        ("POST", "/v1/apps/badbody/deploy", {"endpoints": [{"config": {}}]}, "endpoints.0.name"),
+        ("POST", "/v1/apps/badbody/deploy", {"force": "sEcReT-vAlUe"}, "force"),
+        ("POST", "/v1/apps/badbody/deploy", {"build": {"manifest": []}}, "build.manifest"),
+        ("POST", "/v1/apps/badbody/undeploy", {"names": ["api", 7]}, "names.1"),
+        ("PUT", manifest, {"resources": {"api": "sEcReT-vAlUe"}}, "resources.api"),
+        ("PATCH", f"{manifest}/resources/api", ["sEcReT-vAlUe"], "body"),
+        ("POST", "/v1/shutdown", {"stop_workers": "sEcReT-vAlUe"}, "stop_workers"),
+    ]
+    with httpx.Client(base_url=info.url, headers=info.headers(), trust_env=False) as client:
+        for method, path, body, field in cases:
+            answer = client.request(method, path, json=body)
+            assert answer.status_code == 422, (path, body, answer.text)
+            detail = answer.json()["detail"]
+            assert isinstance(detail, str) and "\n" not in detail, detail
+            assert f": {field}: " in detail, (field, detail)
+            assert "sEcReT-vAlUe" not in detail
+        # Not JSON at all, or no body where one is needed: the body itself is named.
+        for method, path in [("POST", "/v1/apps/badbody/deploy"), ("PUT", manifest)]:
+            answer = client.request(method, path, content=b"{not json")
+            assert answer.status_code == 422 and ": body: " in answer.json()["detail"]
+        answer = client.post("/v1/apps/badbody/undeploy", content=b"")
+        assert answer.status_code == 422 and ": body: " in answer.json()["detail"]
+        # Nothing was done: the service still runs, nothing was stored or deployed.
+        health = client.get("/v1/health")
+        assert health.status_code == 200 and health.json()["pid"] == info.pid
+        assert client.get(manifest).status_code == 404
+        assert client.get("/v1/apps/badbody/endpoints").json() == {"endpoints": []}
+
+
 def test_second_service_for_the_same_home_exits(cloud) -> None:  # noqa: ANN001
     home, _ = cloud
     proc = subprocess.run(
@@ -275,9 +349,9 @@ def test_stale_state_after_sigkill_is_replaced(cloud) -> None:  # noqa: ANN001
     assert fresh.pid != info.pid
     assert fresh.token == info.token  # the token survives restarts
     result = stop_cloud(home)
-    assert result["was_running"] and not result["forced"]
+    assert result.was_running and not result.forced
     assert read_state(home) is None and not home.state_file.exists()
-    assert stop_cloud(home)["was_running"] is False
+    assert stop_cloud(home).was_running is False
     with pytest.raises(CloudError, match="not running"):
         ensure_cloud(home, start=False)
 

@@ -280,6 +280,13 @@ class FlashBook:
         build.manifest = manifest
         return build
 
+    def active_manifest(self, env_id: str) -> dict[str, Any] | None:
+        """The (mutable, persisted) manifest of the environment's active build, or None."""
+        env = self.environments.get(env_id)
+        if env is None or env.activeBuildId is None:
+            return None
+        return self.builds[env.activeBuildId].manifest
+
     def artifact_of(self, env_id: str | None) -> Path | None:
         """The tarball of the environment's active build (None: none deployed)."""
         env = self.environments.get(env_id or "")

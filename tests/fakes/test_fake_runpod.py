@@ -402,7 +402,7 @@ TETRA_SCRIPT = textwrap.dedent(
     """
     import asyncio, gzip, io, json, sys, tarfile, tempfile
     from pathlib import Path
-    from tetra_rp import CpuServerlessEndpoint
+    from tetra_rp import CpuServerlessEndpoint, LiveServerless
     from tetra_rp.core.api.runpod import RunpodGraphQLClient
     from tetra_rp.core.resources.app import FlashApp
 
@@ -417,6 +417,10 @@ TETRA_SCRIPT = textwrap.dedent(
             content = json.dumps({"resources": {"tetra-contract": {}}}).encode()
             info = tarfile.TarInfo("flash_manifest.json"); info.size = len(content)
             tar.addfile(info, io.BytesIO(content))
+        # (tetra-rp's LB deploy then polls https://{id}.api.runpod.ai/ping: not pointable here)
+        others = [await LiveServerless(name="tetra-gpu")._do_deploy()]
+        kinds = [(o.type.value, bool(o.templateId), bool(o.aiKey)) for o in others]
+        removed = [await o._do_undeploy() for o in others]
         build = await app.upload_build(tar_path)
         await app.deploy_build_to_environment(build["id"], environment_name="production")
         await app._register_endpoint_to_environment(env["id"], deployed.id)
@@ -426,7 +430,8 @@ TETRA_SCRIPT = textwrap.dedent(
             gone = not await client.endpoint_exists(deployed.id)
         print(json.dumps({"id": deployed.id, "templateId": deployed.templateId,
                           "exists": exists, "undeployed": undeployed, "gone": gone,
-                          "build": build["id"], "envs": envs}))
+                          "build": build["id"], "envs": envs,
+                          "others": kinds, "others_removed": removed}))
 
     asyncio.run(main())
     """
@@ -446,6 +451,8 @@ def test_tetra_rp_client_deploys_and_deletes_an_endpoint(fake: FakeRunPod, tmp_p
     assert result.returncode == 0, result.stderr[-3000:]
     report = json.loads(result.stdout.strip().splitlines()[-1])
     assert report["exists"] and report["undeployed"] and report["gone"]
+    assert report["others"] == [["QB", True, True]]
+    assert report["others_removed"] == [True]
     assert report["envs"][0]["activeBuildId"] == report["build"]
     assert report["id"] not in {e.id for e in fake.endpoints()}
     calls = [c.fields[-1] for c in fake.graphql_calls]

@@ -109,9 +109,16 @@ class Client:
         )
         return env_id
 
-    def save_endpoint(self, name: str, env_id: str, kind: str, **fields: Any) -> dict[str, Any]:
+    def save_endpoint(
+        self,
+        name: str,
+        env_id: str,
+        kind: str,
+        extra_env: list[dict[str, str]] | None = None,
+        **fields: Any,
+    ) -> dict[str, Any]:
         """saveEndpoint (create) of a CPU endpoint running `handler_<name>.py`."""
-        env = [{"key": "FLASH_RESOURCE_NAME", "value": name}]
+        env = [{"key": "FLASH_RESOURCE_NAME", "value": name}, *(extra_env or [])]
         if kind == "LB":
             env.append({"key": "FLASH_ENDPOINT_TYPE", "value": "lb"})
         image = "runpod/flash-lb-cpu:py3.11" if kind == "LB" else "runpod/flash-cpu:py3.11"
@@ -353,3 +360,48 @@ def test_stop_with_an_open_log_stream_still_stops_the_workers(tmp_path: Path) ->
     finally:
         server.stop()
     assert wait_for(lambda: not _processes_of(endpoint["id"]), 30, "workers stopped")
+
+
+STATE_HANDLER = """
+import json, os, urllib.request
+from fastapi import FastAPI
+
+app = FastAPI()
+
+
+@app.get("/state")
+def state() -> dict:
+    token = os.environ["FLASH_ENDPOINTS_TOKEN"]
+    request = urllib.request.Request(
+        os.environ["FLASH_ENDPOINTS_URL"], headers={"Authorization": f"Bearer {token}"}
+    )
+    with urllib.request.urlopen(request, timeout=10) as answer:
+        return json.loads(answer.read())
+"""
+
+
+def test_workers_read_their_environments_persisted_manifest(fake: FakeRunPod) -> None:
+    """What updateFlashBuildManifest stores is what deployed workers resolve endpoints from."""
+    client = Client.of(fake)
+    env_id = client.deploy_build("e2e-state", {"handler_gw.py": STATE_HANDLER})
+    extra = {"key": "FLASH_ENVIRONMENT_ID", "value": env_id}
+    gateway = client.save_endpoint(
+        "gw", env_id, "LB", scalerType="REQUEST_COUNT", extra_env=[extra]
+    )
+    build_id = next(e.activeBuildId for e in fake.environments() if e.id == env_id)
+    url = fake.env()["FLASH_RUNPOD_LB_URL"].format(id=gateway["id"])
+    headers = {"Authorization": f"Bearer {gateway['aiKey']}"}
+    update = (
+        "mutation u($i: UpdateFlashBuildManifestInput!) "
+        "{ updateFlashBuildManifest(input: $i) { id } }"
+    )
+
+    def state_of(version: str) -> dict[str, Any] | None:
+        reply = httpx.get(f"{url}/state", headers=headers, timeout=20)
+        found = reply.json() if reply.status_code == 200 else None
+        return found if found and found["resources_endpoints"]["qb"].endswith(version) else None
+
+    for version in ("v1", "v2"):
+        manifest = {"resources": {"qb": {"aiKey": "k"}}, "resources_endpoints": {"qb": version}}
+        client(update, {"i": {"flashBuildId": build_id, "manifest": manifest}})
+        assert wait_for(lambda v=version: state_of(v), 90, f"manifest {version} seen by the worker")

@@ -184,12 +184,6 @@ def test_the_lb_image_wants_a_fastapi_instance(tmp_path: Path) -> None:
     assert "not a fastapi.FastAPI instance" in output
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="TODO(fake control plane, tests/fakes/runpod_app.py `_data_plane`): pass "
-    "DataPlane(..., environment_state=<env id -> that environment's active build manifest>) so "
-    "deployed workers resolve other endpoints through resources_endpoints + aiKey",
-)
 def test_the_fake_control_plane_gives_workers_their_environment_state(tmp_path: Path) -> None:
     from fakes.runpod import FakeRunPod
 

@@ -19,8 +19,8 @@ from typing import Any
 import httpx
 import pytest
 import uvicorn
-from worker_harness import Worker
 from waiting import wait_for
+from worker_harness import Worker
 
 from engine.home import Home
 from engine.localcloud.discovery import CloudInfo, ensure_cloud, stop_cloud

@@ -8,8 +8,8 @@ from typing import Any
 
 import httpx
 import pytest
-from worker_harness import serve_asgi
 from waiting import wait_for
+from worker_harness import serve_asgi
 
 from runtime.qb_handler import create_handler
 from runtime.queue_server import QueueServer

@@ -14,8 +14,8 @@ from typing import Any
 
 import httpx
 import pytest
-from worker_harness import Worker
 from waiting import wait_for
+from worker_harness import Worker
 
 from runtime.serialization import function_job
 from runtime.worker import RECYCLE_EXIT_CODE

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import httpx
 import pytest
-from worker_harness import REPO, Worker
 from waiting import wait_for
+from worker_harness import REPO, Worker
 
 USER_CODE = """
 import os

@@ -13,8 +13,8 @@ from typing import Any
 
 import httpx
 import pytest
-from worker_harness import Worker, build_example, write_endpoints
 from waiting import wait_for
+from worker_harness import Worker, build_example, write_endpoints
 
 from runtime.serialization import deserialize, serialize_args, serialize_kwargs
 

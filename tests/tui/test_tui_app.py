@@ -14,6 +14,7 @@ from waiting import until
 
 from engine.diagnostics import Diagnostic
 from engine.health import HealthSample
+from engine.provider import DeploymentEvent
 from engine.status import EndpointStatus
 from flash_tui.app import FlashApp, parse_args
 from flash_tui.backend import Backend, BackendError, JSONObject
@@ -346,7 +347,7 @@ class FlakyTarget(Backend):
     ) -> list[EndpointStatus]:
         return []
 
-    async def events(self, since: int = 0) -> list[dict[str, Any]]:
+    async def events(self, since: int = 0) -> list[DeploymentEvent]:
         return []
 
     def health_monitor(self, interval: float) -> Any:
@@ -454,3 +455,43 @@ async def test_undeployed_endpoints_lose_their_health_history(quickstart: Path) 
         await until(pilot, lambda: "gateway" not in app.retired)
         app.post_message(HealthSampled("gateway", True, 2.5))
         await until(pilot, lambda: list(app.samples.get("gateway", ())) == [2.5])
+
+
+class EventLogTarget(FlakyTarget):
+    """A reachable target whose event log is the given `DeploymentEvent`s (no cloud)."""
+
+    def __init__(self, project: Path, log: list[DeploymentEvent]) -> None:
+        super().__init__(project, failures=0)
+        self.log = log
+        self.asked: list[int] = []
+
+    async def events(self, since: int = 0) -> list[DeploymentEvent]:
+        self.asked.append(since)
+        return [e for e in self.log if e.id > since]
+
+
+async def test_the_event_log_feeds_the_detail_pane_and_new_crashes_the_log(
+    quickstart: Path,
+) -> None:
+    at = clock().timestamp()
+    history = [
+        DeploymentEvent(1, at, "service_started", "local cloud started"),
+        DeploymentEvent(2, at, "deployed", "created, pid 41", app="a", endpoint="gateway"),
+        DeploymentEvent(3, at, "crashed", "exit code 1", app="a", endpoint="gateway"),
+    ]
+    backend = EventLogTarget(quickstart, history)
+    app = FlashApp(quickstart, clock=clock, watch=False, backend=backend)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await until(pilot, lambda: len(app.events.get("gateway", ())) == 2)
+        stamp = datetime.fromtimestamp(at).astimezone().strftime("%H:%M:%S")
+        assert list(app.events["gateway"]) == [
+            f"{stamp} deployed: created, pid 41",
+            f"{stamp} crashed: exit code 1",
+        ]
+        # History from before the app opened is not news: the log pane does not repeat it.
+        assert not any("exit code 1" in r.text for r in app.logs)
+        # A crash after that is: the next pull asks only for what came after event 3.
+        backend.log.append(DeploymentEvent(4, at, "crashed", "exit code 9", endpoint="gateway"))
+        app._refresh_status()
+        await until(pilot, lambda: any("exit code 9" in r.text for r in app.logs))
+        assert 3 in backend.asked and len(app.events["gateway"]) == 3

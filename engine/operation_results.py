@@ -1,0 +1,68 @@
+"""What the engine's operations give back: progress (`OpEvent`), failure (`OpError`) and the
+report of a deploy or undeploy (`DeployReport`). `engine.operations.Engine` produces them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from engine.plan import Plan
+from engine.provider import DeployOutcome
+
+__all__ = ["DeployReport", "OpError", "OpEvent"]
+
+
+class OpError(Exception):
+    """An operation could not be done; the message is for a person and holds no secret."""
+
+
+@dataclass(frozen=True)
+class OpEvent:
+    """Progress of an operation.
+
+    `op`: plan/deploy/undeploy; `step`: scan, build, upload, plan, confirm, endpoint, done;
+    `done`/`total` for progress bars; `name` for per-endpoint steps. The rest is set by the
+    steps that have it: `build_step` (one step inside a build), `action`/`state`/`elapsed_ms`
+    (an endpoint's progress, as the provider reports it), `ok` (the `done` of a deploy).
+    """
+
+    op: str
+    step: str
+    message: str = ""
+    name: str | None = None
+    done: int | None = None
+    total: int | None = None
+    build_step: str | None = None
+    action: str | None = None
+    state: str | None = None
+    elapsed_ms: float | None = None
+    ok: bool | None = None
+
+
+@dataclass
+class DeployReport:
+    """What a deploy (or undeploy) did."""
+
+    plan: Plan
+    outcome: DeployOutcome | None = None
+    cancelled: bool = False
+    built: bool = False
+    build_id: str | None = None
+    elapsed_ms: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        """True when nothing failed (a cancelled or empty operation is ok)."""
+        return self.outcome is None or self.outcome.ok
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form (the `--json` output of deploy and undeploy)."""
+        return {
+            "ok": self.ok,
+            "cancelled": self.cancelled,
+            "built": self.built,
+            "build_id": self.build_id,
+            "plan": self.plan.to_dict(),
+            "results": [r.to_dict() for r in self.outcome.results] if self.outcome else [],
+            "elapsed_ms": self.elapsed_ms,
+        }
