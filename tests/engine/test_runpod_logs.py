@@ -172,3 +172,8 @@ def test_429_waits_for_retry_after_and_5xx_is_retried(plane: Plane, endpoint: En
     with pytest.raises(ProviderError) as raised:
         asyncio.run(scenario())
     assert "HTTP 503" in str(raised.value)
+    plane.faults.clear()
+    plane.fail_next(f"{workers_path}/", 502, times=50)  # every log stream: an error, not []
+    with pytest.raises(ProviderError) as raised:
+        asyncio.run(scenario())
+    assert "HTTP 502 for a worker's log" in str(raised.value)
