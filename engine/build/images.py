@@ -17,12 +17,20 @@ from __future__ import annotations
 
 import copy
 import sys
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from runtime.resources import RESOURCE_TYPES
 
-__all__ = ["BUILD_KEYS", "IMAGE_REPOSITORY", "image_name", "python_version", "with_images"]
+__all__ = [
+    "BUILD_KEYS",
+    "IMAGE_FILES",
+    "IMAGE_REPOSITORY",
+    "image_clashes",
+    "image_name",
+    "python_version",
+    "with_images",
+]
 
 IMAGE_REPOSITORY = "runpod/flash"
 SUPPORTED_PYTHONS = ("3.10", "3.11", "3.12", "3.13")
@@ -30,6 +38,17 @@ DEFAULT_PYTHON = "3.12"
 # Keys the build adds to each manifest resource (the scan does not know them).
 BUILD_KEYS = ("imageName",)
 _FLASH_IMAGES = ("runpod/tetra-rp", "runpod/flash")
+# The worker's own files in the images' code directory, which an artifact is unpacked over
+# (reference/worker_images.md §4): a project file of one of these names replaces the image's.
+IMAGE_FILES = frozenset(
+    {
+        "handler.py", "lb_handler.py", "remote_executor.py", "function_executor.py",
+        "class_executor.py", "dependency_installer.py", "constants.py", "logger.py",
+        "log_streamer.py", "unpack_volume.py", "manifest_reconciliation.py",
+        "serialization_utils.py", "subprocess_utils.py", "cache_sync_manager.py", "version.py",
+        "rp_logger_adapter.py", "api_key_context.py", "sitecustomize.py", "uv.lock",
+    }
+)  # fmt: skip
 
 
 def python_version() -> str:
@@ -51,6 +70,11 @@ def image_name(resource: Mapping[str, Any], python: str) -> str:
     cpu = kind.is_cpu if kind else False
     suffix = ("-lb" if load_balanced else "") + ("-cpu" if cpu else "")
     return f"{IMAGE_REPOSITORY}{suffix}:py{python}-latest"
+
+
+def image_clashes(paths: Iterable[str]) -> list[str]:
+    """The top-level files among `paths` (relative, posix) that would replace the image's."""
+    return sorted(path for path in paths if path in IMAGE_FILES)
 
 
 def with_images(manifest: Mapping[str, Any], python: str | None = None) -> dict[str, Any]:

@@ -49,7 +49,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.archive import FIXED_MTIME, MAX_ARCHIVE_BYTES, file_sha256, write_archive
-from engine.build.images import python_version, with_images
+from engine.build.images import image_clashes, python_version, with_images
 from engine.build.vendor import VENDOR_DIR, VendorError, vendor_files
 from engine.diagnostics import Diagnostic
 from engine.handlergen import check_handler_imports, generate_handlers, handler_filename
@@ -547,6 +547,17 @@ def build_project(
         files, file_warnings = collect_files(root, load_ignore(root).is_ignored)
         warnings.extend(file_warnings)
         _refuse_runtime_shadowing(files)
+        for rel in image_clashes(files):
+            warnings.append(
+                Diagnostic(
+                    "warning",
+                    rel,
+                    0,
+                    f"{rel} would replace the RunPod worker image's own {rel} when the artifact "
+                    "is unpacked there (fine in the local cloud); move it into a package",
+                    "build-image-clash",
+                )
+            )
         generated = {MANIFEST_NAME}
         for name, resource in (manifest.get("resources") or {}).items():
             generated.add(handler_filename(name, resource))

@@ -229,13 +229,16 @@ async def _stream(
                             event_id, data = "", []
             except _Retry as retry:
                 pause = _pause(retry.response, attempt)
-            except httpx.TransportError:
+                failure = f"RunPod answered HTTP {retry.response.status_code} for a worker's log"
+            except httpx.TransportError as exc:
                 pause = _pause(None, attempt)
+                failure = f"RunPod did not answer for a worker's log ({type(exc).__name__})"
             else:
                 pause = _pause(None, attempt)  # the server ended a stream that never ends
+                failure = "RunPod ended a worker's log stream"
             attempt += 1
             if attempt >= _ATTEMPTS and not follow:
-                return
+                raise ProviderError(failure)
             await asyncio.sleep(min(pause, _MAX_RETRY_AFTER))
     except ProviderError as exc:
         await out.put(exc)

@@ -22,7 +22,7 @@ from fastapi import FastAPI
 
 from engine.build import BuildError, build_project
 from engine.build.current import build_is_fresh
-from engine.build.images import image_name
+from engine.build.images import IMAGE_FILES, image_name
 from engine.build.vendor import missing_distributions
 from engine.scan import scan_project
 from runtime.serialization import deserialize, function_job
@@ -65,8 +65,7 @@ def test_the_artifact_carries_what_the_image_lacks(quickstart: tuple[Path, dict]
     assert any(v.startswith("httpx-") and v.endswith(".dist-info") for v in vendored)
     # nothing the image has, and no top-level name of the image's own files
     assert not vendored & {"fastapi", "pydantic", "starlette", "runpod", "uvicorn", "aiohttp"}
-    image_files = {"handler.py", "lb_handler.py", "constants.py", "logger.py", "version.py"}
-    assert not tops & image_files
+    assert not tops & IMAGE_FILES
     assert json.loads(
         tarfile.open(archive).extractfile("flash_manifest.json").read()  # type: ignore[union-attr]
     )["resources"]["api"]["imageName"].startswith("runpod/flash-lb:")
@@ -147,3 +146,12 @@ def test_a_build_carrying_another_runtime_is_stale(tmp_path: Path) -> None:
     shipped = result.build_dir / "_flash_packages" / "runtime" / "calls.py"
     shipped.write_text(shipped.read_text() + "# an older runtime\n")
     assert not build_is_fresh(root, manifest)
+
+
+def test_a_project_file_named_like_the_image_s_own_is_a_warning(tmp_path: Path) -> None:
+    root = tmp_path / "p"
+    shutil.copytree(EXAMPLES / "quickstart", root)
+    (root / "logger.py").write_text("import logging\n")
+    result = build_project(root, import_check=False)
+    (warning,) = [w for w in result.warnings if w.code == "build-image-clash"]
+    assert warning.file == "logger.py" and "worker image" in warning.message

@@ -55,7 +55,9 @@ def run(plane: Plane, endpoint: EndpointView, tag: str) -> None:
     assert answer.json()["status"] == "COMPLETED", answer.text
 
 
-def test_workers_and_recent_lines_in_the_stamped_format(plane: Plane, endpoint: EndpointView):
+def test_workers_and_recent_lines_in_the_stamped_format(
+    plane: Plane, endpoint: EndpointView
+) -> None:
     run(plane, endpoint, "first-job")
     api = f"{plane.server.url}/api"
 
@@ -82,7 +84,7 @@ def test_workers_and_recent_lines_in_the_stamped_format(plane: Plane, endpoint: 
     assert asyncio.run(last_two()) == lines[-2:]
 
 
-def test_follow_gives_history_then_live_lines(plane: Plane, endpoint: EndpointView):
+def test_follow_gives_history_then_live_lines(plane: Plane, endpoint: EndpointView) -> None:
     run(plane, endpoint, "before")
     api = f"{plane.server.url}/api"
     seen: list[str | float] = []
@@ -109,7 +111,7 @@ def test_follow_gives_history_then_live_lines(plane: Plane, endpoint: EndpointVi
     assert texts[-1] == "handled live"
 
 
-def test_a_refused_key_is_one_message_without_the_key(plane: Plane, endpoint: EndpointView):
+def test_a_refused_key_is_one_message_without_the_key(plane: Plane, endpoint: EndpointView) -> None:
     api = f"{plane.server.url}/api"
     wrong = "rpa_WRONG_KEY_never_printed_123"
 
@@ -122,7 +124,7 @@ def test_a_refused_key_is_one_message_without_the_key(plane: Plane, endpoint: En
     assert "401" in str(raised.value) and wrong not in str(raised.value)
 
 
-def test_the_stream_resumes_after_last_event_id(plane: Plane, endpoint: EndpointView):
+def test_the_stream_resumes_after_last_event_id(plane: Plane, endpoint: EndpointView) -> None:
     run(plane, endpoint, "one")
     run(plane, endpoint, "two")
     (worker,) = plane.plane.workers(endpoint.id)
@@ -151,7 +153,7 @@ def test_the_stream_resumes_after_last_event_id(plane: Plane, endpoint: Endpoint
     assert any("handled two" in data for _id, data in resumed)
 
 
-def test_429_waits_for_retry_after_and_5xx_is_retried(plane: Plane, endpoint: EndpointView):
+def test_429_waits_for_retry_after_and_5xx_is_retried(plane: Plane, endpoint: EndpointView) -> None:
     run(plane, endpoint, "faulty")
     api = f"{plane.server.url}/api"
     workers_path = f"/api/v2/serverless/{endpoint.id}/workers"
@@ -170,3 +172,8 @@ def test_429_waits_for_retry_after_and_5xx_is_retried(plane: Plane, endpoint: En
     with pytest.raises(ProviderError) as raised:
         asyncio.run(scenario())
     assert "HTTP 503" in str(raised.value)
+    plane.faults.clear()
+    plane.fail_next(f"{workers_path}/", 502, times=50)  # every log stream: an error, not []
+    with pytest.raises(ProviderError) as raised:
+        asyncio.run(scenario())
+    assert "HTTP 502 for a worker's log" in str(raised.value)

@@ -305,7 +305,9 @@ class DataPlane:
             return JSONResponse({"id": job.id, "status": job.status})
 
         @router.post("/v2/{endpoint_id}/runsync")
-        async def runsync(endpoint_id: str, request: Request, wait: int = RUNSYNC_WAIT_MS):
+        async def runsync(
+            endpoint_id: str, request: Request, wait: int = RUNSYNC_WAIT_MS
+        ) -> Response:
             state = self._public(endpoint_id, request)
             if isinstance(state, Response):
                 return state

@@ -65,7 +65,7 @@ def qb_view(tmp_path: Path, **fields: object) -> EndpointView:
     return EndpointView(**values)  # type: ignore[arg-type]
 
 
-def test_qb_job_runs_on_an_image_worker_with_the_whole_event(plane: Plane, tmp_path: Path):
+def test_qb_job_runs_on_an_image_worker_with_the_whole_event(plane: Plane, tmp_path: Path) -> None:
     view = qb_view(tmp_path)
     plane.apply(view)
     answer = plane.http.post(
@@ -83,7 +83,7 @@ def test_qb_job_runs_on_an_image_worker_with_the_whole_event(plane: Plane, tmp_p
     wait_for(lambda: any("handled" in r.line for r in worker.lines()), timeout=30)
 
 
-def test_queue_api_states_health_and_404(plane: Plane, tmp_path: Path):
+def test_queue_api_states_health_and_404(plane: Plane, tmp_path: Path) -> None:
     view = qb_view(tmp_path)
     plane.apply(view)
     headers = plane.headers(view.id)
@@ -124,7 +124,7 @@ def test_queue_api_states_health_and_404(plane: Plane, tmp_path: Path):
     assert bare.status_code == 200
 
 
-def test_lb_requests_are_proxied_to_the_image_worker(plane: Plane, tmp_path: Path):
+def test_lb_requests_are_proxied_to_the_image_worker(plane: Plane, tmp_path: Path) -> None:
     view = EndpointView(
         id="lbadd00001",
         name="adder",
@@ -148,7 +148,7 @@ def test_lb_requests_are_proxied_to_the_image_worker(plane: Plane, tmp_path: Pat
     assert plane.http.post(f"/lb/{view.id}/add", json={}).status_code == 401
 
 
-def test_cancel_stops_the_running_job_and_frees_the_worker(plane: Plane, tmp_path: Path):
+def test_cancel_stops_the_running_job_and_frees_the_worker(plane: Plane, tmp_path: Path) -> None:
     view = qb_view(tmp_path)
     plane.apply(view)
     headers = plane.headers(view.id)
@@ -169,7 +169,7 @@ def test_cancel_stops_the_running_job_and_frees_the_worker(plane: Plane, tmp_pat
     assert status() == "CANCELLED"
 
 
-def test_purge_queue_then_stream_a_result(plane: Plane, tmp_path: Path):
+def test_purge_queue_then_stream_a_result(plane: Plane, tmp_path: Path) -> None:
     view = qb_view(tmp_path, workers_max=0)  # no worker: jobs wait in the queue
     plane.apply(view)
     headers = plane.headers(view.id)
@@ -202,7 +202,7 @@ def test_purge_queue_then_stream_a_result(plane: Plane, tmp_path: Path):
     assert [c["output"]["echo"] for c in chunks] == [{"s": 1}]
 
 
-def test_bad_bodies_are_refused(plane: Plane, tmp_path: Path):
+def test_bad_bodies_are_refused(plane: Plane, tmp_path: Path) -> None:
     view = qb_view(tmp_path, workers_max=0)
     plane.apply(view)
     headers = plane.headers(view.id)
@@ -215,7 +215,7 @@ def test_bad_bodies_are_refused(plane: Plane, tmp_path: Path):
     assert retry.status_code == 400  # only FAILED or TIMED_OUT jobs are retried
 
 
-def test_a_worker_that_dies_fails_its_job_and_is_replaced(plane: Plane, tmp_path: Path):
+def test_a_worker_that_dies_fails_its_job_and_is_replaced(plane: Plane, tmp_path: Path) -> None:
     view = qb_view(tmp_path)
     plane.apply(view)
     headers = plane.headers(view.id)
@@ -231,7 +231,9 @@ def test_a_worker_that_dies_fails_its_job_and_is_replaced(plane: Plane, tmp_path
     assert any("exited with status 3" in r.line for r in first.lines() if r.source == "system")
 
 
-def test_an_image_the_emulator_cannot_run_leaves_an_unhealthy_worker(plane: Plane, tmp_path: Path):
+def test_an_image_the_emulator_cannot_run_leaves_an_unhealthy_worker(
+    plane: Plane, tmp_path: Path
+) -> None:
     view = qb_view(tmp_path, image_name="runpod/tetra-rp-cpu:latest")  # ignores handler files
     plane.apply(view)
     headers = plane.headers(view.id)
