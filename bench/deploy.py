@@ -14,7 +14,14 @@ time is "deploy to all healthy"; each round checks the status afterwards. Also p
 time the cloud itself spent (first request to last endpoint healthy), which excludes the CLI's
 own start-up (Python imports, scan, plan). Figures, not tests: nothing asserts a timing.
 
+With `--target runpod`, the same against the RunPod contract fake (`tests/fakes/runpod.py`,
+served in this process with its data plane of real image-emulator workers): per round
+`deploy --target runpod --yes` to all healthy, then `undeploy --all --yes`, with the number of
+GraphQL calls each sent. The fake answers on 127.0.0.1, so the times are the client's and the
+emulated platform's, not RunPod's.
+
 Usage: python bench/deploy.py [--runs 5] [--project examples/quickstart] [--keep]
+       python bench/deploy.py --target runpod [--runs 3]
 """
 
 from __future__ import annotations
@@ -56,7 +63,10 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--project", default=str(REPO / "examples" / "quickstart"))
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
+    parser.add_argument("--target", choices=["local", "runpod"], default="local")
     args = parser.parse_args()
+    if args.target == "runpod":
+        return run_runpod(args.runs, Path(args.project))
 
     tmp = Path(tempfile.mkdtemp(prefix="flash-bench-deploy-"))
     project = tmp / "quickstart"
@@ -118,6 +128,51 @@ def main() -> int:
         f"undeploy {min(figures['undeploy']):.2f} s"
     )
     print("  goals: deploy <= 3 s, undeploy <= 2 s (median)")
+    return 0
+
+
+def run_runpod(runs: int, source: Path) -> int:
+    """Deploy/undeploy rounds against the RunPod contract fake; times and GraphQL calls."""
+    sys.path.append(str(REPO / "tests"))
+    from fakes.runpod import FakeRunPod
+    from fakes.runpod_image import image_site
+
+    tmp = Path(tempfile.mkdtemp(prefix="flash-bench-runpod-"))
+    project = tmp / source.name
+    shutil.copytree(source, project, ignore=shutil.ignore_patterns(".flash", "__pycache__"))
+    figures: dict[str, list[float]] = {"deploy": [], "undeploy": []}
+    calls: dict[str, list[int]] = {"deploy": [], "undeploy": []}
+    image_site(tmp / "fake" / "dataplane" / "image-site")  # made once, outside the rounds
+    try:
+        with FakeRunPod(tmp / "fake") as fake:
+            env = dict(os.environ, HOME=str(tmp), **fake.env())
+            run_cli(["build", str(project), "--json"], env, None)
+            for index in range(runs):
+                for op, command in (
+                    ("deploy", ["deploy", "--target", "runpod", "--yes", "--json"]),
+                    ("undeploy", ["undeploy", "--all", "--target", "runpod", "--yes", "--json"]),
+                ):
+                    mark = len(fake.graphql_calls)
+                    seconds, out = run_cli(command, env, project)
+                    if not json.loads(out)["ok"]:
+                        raise SystemExit(f"round {index}: {op} failed: {out}")
+                    figures[op].append(seconds)
+                    calls[op].append(len(fake.graphql_calls) - mark)
+                print(
+                    f"round {index + 1}/{runs}: deploy {figures['deploy'][-1]:.2f} s "
+                    f"({calls['deploy'][-1]} GraphQL calls), undeploy "
+                    f"{figures['undeploy'][-1]:.2f} s ({calls['undeploy'][-1]} calls)",
+                    flush=True,
+                )
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
+    print(f"\n{source.name} on the RunPod fake, {runs} runs, load average at the end {load}")
+    for op in ("deploy", "undeploy"):
+        print(
+            f"  {op}: median {statistics.median(figures[op]):.2f} s, "
+            f"GraphQL calls {statistics.median(calls[op]):.0f}"
+        )
     return 0
 
 

@@ -3,7 +3,8 @@
 A probe is plain HTTP against an endpoint's URL (so it works for any provider):
 
 - load-balanced endpoints: `GET /ping` must answer 200 (204 means "still starting");
-- queue-based endpoints: `GET /ping` 200 and `GET /health` (authenticated) 200.
+- queue-based endpoints: `GET /ping` 200 and `GET /health` (authenticated) 200; RunPod's queue
+  API has no `/ping`, so there `/health` alone (`EndpointTarget.has_ping`).
 
 The latency of a sample is the `/ping` round trip. `HealthMonitor` probes a set of endpoints
 every `interval` seconds (default 5), keeps a bounded history per endpoint and hands each
@@ -80,7 +81,8 @@ async def probe(
     at = time.time()
     started = time.perf_counter()
     try:
-        response = await client.get(target.url("/ping"), timeout=timeout)
+        ping = "/ping" if target.has_ping or target.is_load_balanced else "/health"
+        response = await client.get(target.url(ping), headers=target.headers(), timeout=timeout)
         latency = round((time.perf_counter() - started) * 1000, 2)
         if response.status_code != 200:
             detail = "starting" if response.status_code == 204 else "ping failed"
@@ -94,7 +96,17 @@ async def probe(
                 f"{detail} (HTTP {response.status_code})" + (f": {reason}" if reason else ""),
                 target.base_url,
             )
-        if not target.is_load_balanced:
+        if not target.is_load_balanced and ping == "/health" and _reports_unhealthy(response):
+            return HealthSample(
+                target.name,
+                False,
+                latency,
+                at,
+                200,
+                "/health reports an unhealthy worker",
+                target.base_url,
+            )
+        if not target.is_load_balanced and ping == "/ping":
             queue = await client.get(
                 target.url("/health"), headers=target.headers(), timeout=timeout
             )

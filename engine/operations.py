@@ -20,6 +20,7 @@ import json
 import os
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -114,13 +115,19 @@ class Engine:
         provider: Provider | None = None,
         *,
         target: str = "local",
+        env: str | None = None,
         scanner: Scanner | None = None,
     ) -> None:
         self.root = canonical_path(project)
         if not self.root.is_dir():
             raise OpError(f"{self.root} is not a directory")
         self.app = app_name(self.root)
-        self.provider: Provider = provider or get_provider(target)
+        if provider is None:
+            try:
+                provider = get_provider(target, env=env)
+            except ProviderError as exc:
+                raise OpError(str(exc)) from exc
+        self.provider: Provider = provider
         # A long-lived session (the TUI) passes its incremental scanner: a rescan after an edit
         # then parses one file, not the project.
         self._scanner = scanner
@@ -205,8 +212,28 @@ class Engine:
             names=names,
             force=force,
         )
+        plan = await self._with_costs(plan, local)
         emit("plan", _plan_summary(plan))
         return plan
+
+    async def _with_costs(self, plan: Plan, local: Mapping[str, Any]) -> Plan:
+        """The plan with a cost note on endpoints that never scale to zero, when the target
+        prices them (`costs(local)`, RunPod); other targets have none."""
+        costs = getattr(self.provider, "costs", None)
+        if costs is None:
+            return plan
+        try:
+            notes: Mapping[str, str] = await costs(local)
+        except ProviderError as exc:
+            raise OpError(str(exc)) from exc
+        return Plan(
+            tuple(
+                replace(i, reasons=(*i.reasons, notes[i.name]))
+                if i.name in notes and i.action != "delete"
+                else i
+                for i in plan.items
+            )
+        )
 
     @staticmethod
     def _check_names(

@@ -31,6 +31,7 @@ __all__ = [
     "Provider",
     "ProviderError",
     "ProviderEvent",
+    "TARGETS",
     "get_provider",
 ]
 
@@ -90,6 +91,8 @@ class EndpointTarget:
     base_url: str
     is_load_balanced: bool
     key: str | None = field(default=None, repr=False)
+    # RunPod's queue API has no `/ping`: its `/health` alone says whether the endpoint is up.
+    has_ping: bool = True
 
     def url(self, path: str) -> str:
         """Absolute URL of `path` on this endpoint."""
@@ -248,14 +251,22 @@ class Provider(Protocol):
 
 # Target name -> "module:class" of its provider; imported on first use, so this interface
 # does not import any implementation (and none of them imports back into a cycle).
-_PROVIDERS: dict[str, str] = {"local": "engine.localcloud.provider:LocalCloudProvider"}
+_PROVIDERS: dict[str, str] = {
+    "local": "engine.localcloud.provider:LocalCloudProvider",
+    "runpod": "engine.runpod.provider:RunPodProvider",
+}
+TARGETS: tuple[str, ...] = tuple(_PROVIDERS)
 
 
-def get_provider(target: str = "local", *, home: Home | None = None) -> Provider:
-    """The provider for a target name (see `_PROVIDERS`)."""
+def get_provider(
+    target: str = "local", *, home: Home | None = None, env: str | None = None
+) -> Provider:
+    """The provider for a target name (see `_PROVIDERS`); `env`: the target's environment
+    (RunPod: `--env`, default `production`; the local cloud has none)."""
     where = _PROVIDERS.get(target)
     if where is None:
         raise ProviderError(f"unknown target {target!r} (available: {', '.join(_PROVIDERS)})")
     module, _, cls = where.partition(":")
-    provider: Provider = getattr(importlib.import_module(module), cls)(home)
+    factory = getattr(importlib.import_module(module), cls)
+    provider: Provider = factory(home, env=env) if env is not None else factory(home)
     return provider

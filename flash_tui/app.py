@@ -24,6 +24,7 @@ from textual.timer import Timer
 from engine.diagnostics import Diagnostic
 from engine.health import HealthMonitor, HealthSample
 from engine.invoke import list_calls
+from engine.provider import TARGETS
 from engine.status import EndpointStatus
 from flash_tui import present
 from flash_tui.backend import Backend, BackendError
@@ -491,6 +492,32 @@ class FlashApp(DeploymentActions, App[None]):
         self.log_engine(f"connecting to {self.backend.target} again")
         self._connect()
 
+    def action_switch_target(self) -> None:
+        """Work on the next target (local cloud ↔ RunPod); nothing deployed is touched."""
+        if self.busy:
+            self.notify(f"wait for {self.busy} to finish", severity="warning")
+            return
+        names = list(TARGETS)
+        target = names[(names.index(self.backend.target) + 1) % len(names)]
+        self._switch_target(target)
+
+    @work(exclusive=True, group="switch")
+    async def _switch_target(self, target: str) -> None:
+        # The old target's health probes and log stream stop; its statuses are not this one's.
+        self.workers.cancel_group(self, "health")
+        self.workers.cancel_group(self, "logs")
+        self.workers.cancel_group(self, "status")
+        if self.health_monitor is not None:
+            await self.health_monitor.stop()
+        self.health_monitor = None
+        await self.backend.switch(target)
+        self.connected, self._reached, self._event_id = False, None, 0
+        self.state = replace(
+            self._state, statuses={}, samples={}, sampled_at={}, events={}, target=target
+        )
+        self.log_engine(f"switched to target {target}")
+        self._connect()
+
     def action_probe_health(self) -> None:
         self._probe()
 
@@ -515,14 +542,19 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     """`flash-tui [PATH] [--target local|runpod]`."""
     parser = argparse.ArgumentParser(prog="flash-tui", description="Open the flash-tui dashboard.")
     parser.add_argument("path", nargs="?", default=".", help="project directory (default .)")
-    parser.add_argument("--target", choices=["local", "runpod"], default="local")
+    parser.add_argument("--target", choices=list(TARGETS), default="local")
+    parser.add_argument(
+        "--env", metavar="NAME", help="the app's environment on RunPod (default production)"
+    )
     return parser.parse_args(list(argv))
 
 
 def run(argv: Sequence[str]) -> int:
     """Open the TUI on the project given on the command line."""
     args = parse_args(argv)
-    FlashApp(Path(args.path), args.target).run()
+    FlashApp(
+        Path(args.path), args.target, backend=Backend(Path(args.path), args.target, args.env)
+    ).run()
     return 0
 
 

@@ -69,9 +69,10 @@ def request_body(text: str) -> JSONText:
 class Backend:
     """Engine access for one project and one target."""
 
-    def __init__(self, project: Path, target: str = "local") -> None:
+    def __init__(self, project: Path, target: str = "local", env: str | None = None) -> None:
         self.project = Path(project).expanduser().resolve()
         self.target = target
+        self.env = env  # the target's environment (RunPod's `--env`); None: its default
         self._scanner: Scanner | None = None
         self._scanner_lock = threading.Lock()
         self._engine: Engine | None = None
@@ -86,7 +87,10 @@ class Backend:
         """The engine session (created on first use; raises BackendError when impossible)."""
         if self._engine is None:
             try:
-                self._engine = Engine(self.project, target=self.target, scanner=self.scanner)
+                env = self.env if self.target == "runpod" else None
+                self._engine = Engine(
+                    self.project, target=self.target, env=env, scanner=self.scanner
+                )
             except OpError as exc:
                 raise BackendError(str(exc)) from exc
             except Exception as exc:  # e.g. an unknown target: say which
@@ -218,6 +222,14 @@ class Backend:
         """Release connections (the local cloud keeps running, as it should)."""
         if self._engine is not None:
             await self._engine.close()
+
+    async def switch(self, target: str) -> None:
+        """Work on `target` from now on: the session on the old one is closed (what runs
+        there keeps running); the scanner, which knows nothing of targets, is kept."""
+        engine, self._engine = self._engine, None
+        self.target = target
+        if engine is not None:
+            await engine.close()
 
     @staticmethod
     def stop_cloud() -> CloudStopped:

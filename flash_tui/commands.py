@@ -50,6 +50,14 @@ ACTIONS: list[AppAction] = [
         "Probe the health of every endpoint now",
         palette="Probe health",
     ),
+    AppAction(
+        "T",
+        "switch_target",
+        "Target",
+        "Switch target: the local cloud or RunPod (the header names it and the account)",
+        show=False,
+        palette="Switch target",
+    ),
     AppAction("question_mark", "help", "Help", "This help"),
     AppAction("q", "quit", "Quit", "Quit (deployed endpoints keep running)"),
 ]

@@ -9,12 +9,15 @@ Two sources, given to a worker by whoever started it:
   is set, cached for `FLASH_ENDPOINTS_TTL` seconds, default 300). Both are JSON, either
   `{"endpoints": {"<resource>": {"url": "http://127.0.0.1:P", "key": "<key>"}}}` or a manifest
   whose resources carry `endpoint_url` (and optionally `endpoint_key`), as a mothership's
-  persisted manifest does. A miss triggers one refresh before giving up (an endpoint deployed
-  after the cache was filled is found at once).
+  persisted manifest does, or a RunPod environment's persisted manifest (`resources_endpoints
+  {name: url}`, each resource's endpoint-scoped `aiKey`). A miss triggers one refresh before
+  giving up (an endpoint deployed after the cache was filled is found at once).
 
 `FLASH_RESOURCE_NAME` names the endpoint this process serves: its functions run locally.
 Without an endpoint table the registry is not configured and every call runs locally (plain
-`python main.py` during development).
+`python main.py` during development) — except in a worker deployed to a Flash environment
+(`FLASH_ENVIRONMENT_ID`), where a call to another endpoint without a table is an error rather
+than a silent local run.
 """
 
 from __future__ import annotations
@@ -99,16 +102,27 @@ def parse_endpoints(data: Any) -> dict[str, EndpointInfo]:
                     str(name), entry["url"].rstrip("/"), key if isinstance(key, str) else None
                 )
     resources = data.get("resources")
-    if isinstance(resources, Mapping):
-        for name, entry in resources.items():
-            if str(name) in table or not isinstance(entry, Mapping):
-                continue
-            url = entry.get("endpoint_url")
-            if isinstance(url, str) and url:
-                key = entry.get("endpoint_key")
+    resources = resources if isinstance(resources, Mapping) else {}
+    # A RunPod environment's persisted manifest: `resources_endpoints {name: url}`, and each
+    # resource's endpoint-scoped key (`aiKey`) next to its endpoint id.
+    urls = data.get("resources_endpoints")
+    if isinstance(urls, Mapping):
+        for name, url in urls.items():
+            entry = resources.get(name)
+            key = entry.get("aiKey") if isinstance(entry, Mapping) else None
+            if str(name) not in table and isinstance(url, str) and url:
                 table[str(name)] = EndpointInfo(
                     str(name), url.rstrip("/"), key if isinstance(key, str) else None
                 )
+    for name, entry in resources.items():
+        if str(name) in table or not isinstance(entry, Mapping):
+            continue
+        url = entry.get("endpoint_url")
+        if isinstance(url, str) and url:
+            key = entry.get("endpoint_key")
+            table[str(name)] = EndpointInfo(
+                str(name), url.rstrip("/"), key if isinstance(key, str) else None
+            )
     return table
 
 
@@ -134,6 +148,7 @@ class ServiceRegistry:
         endpoints_token: str | None = None,
         endpoints: Mapping[str, EndpointInfo] | None = None,
         ttl: float = DEFAULT_TTL,
+        environment_id: str | None = None,
     ) -> None:
         self.manifest: Mapping[str, Any] = manifest or {}
         self.current_resource = current_resource
@@ -141,6 +156,7 @@ class ServiceRegistry:
         self.endpoints_url = endpoints_url
         self._token = endpoints_token
         self.ttl = ttl
+        self.environment_id = environment_id
         self._table: dict[str, EndpointInfo] = dict(endpoints or {})
         self._loaded_at = time.monotonic() if endpoints is not None else 0.0
         self._file_stamp: tuple[float, int] | None = None
@@ -156,7 +172,8 @@ class ServiceRegistry:
         env = environ if environ is not None else os.environ
         endpoints_file = env.get("FLASH_ENDPOINTS_FILE") or None
         endpoints_url = env.get("FLASH_ENDPOINTS_URL") or None
-        if not endpoints_file and not endpoints_url:
+        environment = env.get("FLASH_ENVIRONMENT_ID") or None
+        if not endpoints_file and not endpoints_url and not environment:
             return None
         manifest_path = Path(env.get("FLASH_MANIFEST_PATH") or Path.cwd() / "flash_manifest.json")
         manifest = _load_json(manifest_path)
@@ -171,6 +188,7 @@ class ServiceRegistry:
             endpoints_url=endpoints_url,
             endpoints_token=env.get("FLASH_ENDPOINTS_TOKEN") or None,
             ttl=ttl,
+            environment_id=environment,
         )
 
     # ------------------------------------------------------------ manifest lookups
@@ -279,6 +297,11 @@ class ServiceRegistry:
             if info is None and time.monotonic() - self._last_refresh > _MIN_REFRESH_INTERVAL:
                 await self._reload()  # refresh on miss: it may have been deployed since
                 info = self._table.get(resource_name)
+        if info is None and not self.endpoints_url and self.endpoints_file is None:
+            raise EndpointNotFoundError(
+                f"endpoint {resource_name!r} cannot be reached: this worker of Flash environment "
+                f"{self.environment_id!r} was given no endpoint table (FLASH_ENDPOINTS_URL)"
+            )
         if info is None:
             known = ", ".join(sorted(self._table)) or "none"
             raise EndpointNotFoundError(

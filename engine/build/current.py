@@ -16,6 +16,7 @@ from typing import Any
 
 from engine.archive import file_sha256
 from engine.build.files import collect_files
+from engine.build.images import with_images
 from engine.build.model import (
     ARCHIVE_NAME,
     BUILD_DIR,
@@ -25,6 +26,7 @@ from engine.build.model import (
     BuildResult,
 )
 from engine.build.project import build_project
+from engine.build.vendor import VENDOR_DIR, runtime_is_current
 from engine.project import load_ignore
 
 __all__ = ["CurrentBuild", "build_is_fresh", "current_build"]
@@ -38,8 +40,9 @@ def build_is_fresh(root: Path, manifest: dict[str, Any]) -> bool:
     """True when `.flash/` holds a build of exactly the current sources and `manifest`.
 
     Fresh means: the archive and the build's manifest exist, the manifest equals the scanned
-    one (timestamp aside), no shipped file is newer than the archive, and the set of shipped
-    files is the one in the build directory.
+    one (timestamp aside, worker images added), the runtime it carries is this one, no shipped
+    file is newer than the archive, and the set of shipped files is the one in the build
+    directory.
     """
     archive = root / FLASH_DIR / ARCHIVE_NAME
     build_dir = root / BUILD_DIR
@@ -48,7 +51,10 @@ def build_is_fresh(root: Path, manifest: dict[str, Any]) -> bool:
         archive_mtime = archive.stat().st_mtime_ns
     except (OSError, ValueError):
         return False
-    if _manifest_without_time(built) != _manifest_without_time(manifest):
+    # The build adds each resource's worker image (fixed for this interpreter).
+    if _manifest_without_time(built) != _manifest_without_time(with_images(manifest)):
+        return False
+    if not runtime_is_current(build_dir):
         return False
     files, _warnings = collect_files(root, load_ignore(root).is_ignored)
     for path in files.values():
@@ -65,6 +71,8 @@ def build_is_fresh(root: Path, manifest: dict[str, Any]) -> bool:
     for dirpath, dirnames, filenames in os.walk(build_dir):
         dirnames[:] = [d for d in dirnames if d != "__pycache__"]
         rel_dir = Path(dirpath).relative_to(build_dir).as_posix()
+        if rel_dir == ".":
+            dirnames[:] = [d for d in dirnames if d != VENDOR_DIR]  # the build's own packages
         prefix = "" if rel_dir == "." else rel_dir + "/"
         present.update(prefix + f for f in filenames if not f.endswith((".pyc", ".pyo")))
     return present - generated == set(files) - generated

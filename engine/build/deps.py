@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.build.files import remove_path
+from engine.build.images import python_version
 from engine.build.model import DEPS_DIR, BuildError
 from engine.diagnostics import Diagnostic
 
@@ -37,8 +38,9 @@ def collect_requirements(root: Path, manifest: dict[str, Any]) -> list[str]:
 
 def _pip_command(target: Path, requirements_file: Path) -> list[str]:
     # RunPod workers are linux x86_64 CPython: fetch wheels for that platform, whatever this
-    # machine is (binary wheels only: nothing can be compiled for another platform).
-    version = f"{sys.version_info.major}.{sys.version_info.minor}"
+    # machine is (binary wheels only: nothing can be compiled for another platform), for the
+    # Python of the worker image the build targets (engine.build.images).
+    version = python_version()
     return [
         sys.executable,
         "-m",

@@ -16,7 +16,11 @@
 4. manifest  - write `flash_manifest.json`. Its `generated_at` is NOT the wall clock, which would
                make every archive different: it is `$SOURCE_DATE_EPOCH` when set (the
                reproducible-builds convention), else the archive's fixed epoch 1980-01-01.
-5. handlers  - generate `handler_<resource>.py` per resource (engine.handlergen).
+   The manifest's resources carry the upstream worker image each runs in on RunPod
+               (`imageName`, engine.build.images), fixed here.
+5. handlers  - generate `handler_<resource>.py` per resource (engine.handlergen), plus our
+               runtime and the packages upstream's images lack under `_flash_packages/`
+               (engine.build.vendor), so the archive runs in those images as it is.
 6. check     - import every handler in a fresh interpreter (cwd = build dir); a failure names
                the handler and shows the error.
 7. archive   - `.flash/archive.tar.gz`, reproducible (engine.archive); the build id is its
@@ -40,6 +44,7 @@ from typing import Any
 from engine.archive import FIXED_MTIME, MAX_ARCHIVE_BYTES, write_archive
 from engine.build.deps import collect_requirements, install_deps
 from engine.build.files import collect_files, prune, sync_file
+from engine.build.images import image_clashes, python_version, with_images
 from engine.build.model import (
     ARCHIVE_NAME,
     BUILD_DIR,
@@ -50,6 +55,7 @@ from engine.build.model import (
     BuildProgress,
     BuildResult,
 )
+from engine.build.vendor import VENDOR_DIR, VendorError, vendor_files
 from engine.diagnostics import Diagnostic
 from engine.handlergen import check_handler_imports, generate_handlers, handler_filename
 from engine.manifest import manifest_json
@@ -95,7 +101,7 @@ def _scan(root: Path) -> tuple[dict[str, Any], list[Diagnostic]]:
 
 # Top-level names a project must not define: the generated handlers import them from flash-tui,
 # and the build dir comes first on sys.path inside a worker.
-_RESERVED_TOP_LEVEL = ("runtime",)
+_RESERVED_TOP_LEVEL = ("runtime", VENDOR_DIR)
 
 
 def _refuse_runtime_shadowing(files: dict[str, Path]) -> None:
@@ -103,7 +109,9 @@ def _refuse_runtime_shadowing(files: dict[str, Path]) -> None:
         rel
         for rel in files
         for name in _RESERVED_TOP_LEVEL
-        if rel == f"{name}.py" or (rel.startswith(f"{name}/") and rel.endswith(".py"))
+        if rel == f"{name}.py"
+        or (rel.startswith(f"{name}/") and rel.endswith(".py"))
+        or (name == VENDOR_DIR and rel.startswith(f"{name}/"))
     )
     if clashes:
         first = clashes[0].split("/")[0]
@@ -194,6 +202,17 @@ def build_project(
         files, file_warnings = collect_files(root, load_ignore(root).is_ignored)
         warnings.extend(file_warnings)
         _refuse_runtime_shadowing(files)
+        for rel in image_clashes(files):
+            warnings.append(
+                Diagnostic(
+                    "warning",
+                    rel,
+                    0,
+                    f"{rel} would replace the RunPod worker image's own {rel} when the artifact "
+                    "is unpacked there (fine in the local cloud); move it into a package",
+                    "build-image-clash",
+                )
+            )
         generated = {MANIFEST_NAME}
         for name, resource in (manifest.get("resources") or {}).items():
             generated.add(handler_filename(name, resource))
@@ -222,10 +241,24 @@ def build_project(
         else:
             progress("deps", 1, 1, "skipped (use --deps to install into the build)")
 
+        # the runtime and what upstream's worker images lack (part of step 5, copied with 3)
+        image_python = python_version()
+        try:
+            vendored = vendor_files(
+                image_python, root / FLASH_DIR / ".vendor", timeout=deps_timeout
+            )
+        except VendorError as exc:
+            raise BuildError(
+                f"cannot gather the packages the worker image lacks: {exc}",
+                [Diagnostic("error", VENDOR_DIR, 0, str(exc), "build-vendor")],
+                step="copy",
+            ) from exc
+        vendor = {f"{VENDOR_DIR}/{rel}": path for rel, path in vendored.items()}
+
         # 3. copy: prune first, so a path that turned from a file into a directory (or back)
         # never collides with its old self
         build_dir.mkdir(parents=True, exist_ok=True)
-        sources = {**dep_files, **files}
+        sources = {**dep_files, **vendor, **files}
         removed = prune(build_dir, set(sources) | generated)
         copied = unchanged = 0
         total = len(sources)
@@ -242,7 +275,9 @@ def build_project(
                     [Diagnostic("error", rel, 0, f"cannot copy: {reason}", "build-copy")],
                     step="copy",
                 ) from exc
-            if changed:
+            if rel in vendor:
+                pass  # the build's own packages: not the project's files, not counted
+            elif changed:
                 copied += 1
             else:
                 unchanged += 1
@@ -251,6 +286,7 @@ def build_project(
 
         # 4. manifest
         progress("manifest", 0, 1)
+        manifest = with_images(manifest, image_python)
         manifest_text = manifest_json(manifest)
         manifest_path = build_dir / MANIFEST_NAME
         if not manifest_path.is_file() or manifest_path.read_text("utf-8") != manifest_text:

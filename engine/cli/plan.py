@@ -24,6 +24,7 @@ from rich.table import Table
 
 from engine.operations import DeployReport, Engine, OpError, OpEvent
 from engine.plan import PLAN_MARKS, Plan
+from engine.provider import TARGETS
 from engine.styles import PLAN_STYLES
 
 __all__ = [
@@ -44,9 +45,22 @@ T = TypeVar("T")
 
 
 def add_project_option(parser: argparse.ArgumentParser) -> None:
-    """`--project PATH` (default: the current directory) and `--json`."""
+    """`--project PATH` (default: the current directory), `--target`, `--env` and `--json`."""
     parser.add_argument(
         "--project", default=".", metavar="PATH", help="project directory (default: .)"
+    )
+    parser.add_argument(
+        "--target",
+        dest="target_name",  # `invoke` has a positional `target` (what to call)
+        default="local",
+        choices=TARGETS,
+        help="where endpoints run: the embedded local cloud (default) or RunPod Serverless",
+    )
+    parser.add_argument(
+        "--env",
+        default=None,
+        metavar="NAME",
+        help="the app's environment on RunPod (default: production)",
     )
     parser.add_argument("--json", action="store_true", help="print JSON")
 
@@ -84,7 +98,11 @@ def run_engine(args: argparse.Namespace, work: Callable[[Engine], Awaitable[int]
     """Run `work(engine)` for `--project`; OpError -> message on stderr (or JSON), exit 1."""
 
     async def main() -> int:
-        async with Engine(Path(args.project)) as engine:
+        target = getattr(args, "target_name", "local")
+        env = getattr(args, "env", None)
+        if env is not None and target != "runpod":
+            raise OpError(f"--env is for --target runpod (the {target} target has none)")
+        async with Engine(Path(args.project), target=target, env=env) as engine:
             return await work(engine)
 
     try:

@@ -1,0 +1,1 @@
+"""The RunPod Serverless target: config, GraphQL client, deploy flow and the provider."""

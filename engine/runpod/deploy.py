@@ -1,0 +1,455 @@
+"""Deploy and delete on RunPod, in upstream's call order (runpod_api.md §5.2), done right.
+
+Deploy: the app and environment (created when missing), the build upload (prepare → presigned
+PUT → finalize), the previous state carried into the new build's manifest, the build made the
+environment's active build, then each endpoint created or updated (saveEndpoint with its
+template; an update rewrites the template's env with saveTemplate first) with a bound on
+concurrency, endpoints removed from the code deleted with the templates we created for them,
+and the state written back. The state is written in a `finally`: a failure or Ctrl+C midway
+leaves a record of everything that exists, and an endpoint created but not recorded (the
+process killed) is found by its environment id and adopted by the next deploy.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import secrets
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from engine.health import probe
+from engine.provider import (
+    BuildRef,
+    DeployOutcome,
+    EndpointResult,
+    EndpointSpec,
+    EndpointTarget,
+    EventCallback,
+    ProviderEvent,
+)
+from engine.runpod.api import Endpoint, FlashApp, FlashEnvironment, RunPodApi, TemplateInput
+from engine.runpod.config import RunPodConfig
+from engine.runpod.endpoints import (
+    Deployment,
+    endpoint_input,
+    image_for,
+    template_env,
+)
+from engine.runpod.graphql import GraphQLError, RunPodError
+from engine.runpod.state import EnvState, ResourceState
+from engine.status import Status
+
+__all__ = ["Environment", "Deployer", "endpoint_target", "find_environment", "owned_live"]
+
+_TEMPLATE_DELETE_TRIES = 4  # deleteTemplate fails while the endpoint's removal is in flight
+_UPLOAD_TRIES = 3
+
+
+@dataclass
+class Environment:
+    """One app environment on RunPod with its recorded state."""
+
+    app: FlashApp
+    environment: FlashEnvironment
+    state: EnvState
+    manifest: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def build_id(self) -> str | None:
+        """The environment's active build (where the state lives), if any."""
+        return self.environment.activeBuildId
+
+
+async def find_environment(
+    api: RunPodApi, app: str, env: str, *, create: bool
+) -> Environment | None:
+    """The app's environment and its state; created when missing if `create`, else None."""
+    flash_app = await api.app_by_name(app)
+    if flash_app is None:
+        if not create:
+            return None
+        flash_app = await api.create_app(app)
+    found = next((e for e in flash_app.flashEnvironments if e.name == env), None)
+    if found is None:
+        if not create:
+            return None
+        found = await api.create_environment(flash_app.id, env)
+    manifest: dict[str, Any] = {}
+    if found.activeBuildId:
+        build = await api.build(found.activeBuildId)
+        manifest = dict(build.manifest or {}) if build is not None else {}
+    return Environment(flash_app, found, EnvState.from_manifest(manifest), manifest)
+
+
+def owned_live(where: Environment, live: Sequence[Endpoint]) -> dict[str, Endpoint]:
+    """The live endpoints of this environment by resource name: recorded ones by id, others
+    (created by a deploy that was killed before recording them) by environment id; a
+    duplicate of a name is keyed `name~id`."""
+    by_id = {e.id: e for e in live}
+    out: dict[str, Endpoint] = {}
+    for name, state in where.state.resources.items():
+        if state.endpoint_id in by_id:
+            out[name] = by_id[state.endpoint_id]
+    recorded = {s.endpoint_id for s in where.state.resources.values()}
+    for endpoint in live:
+        if endpoint.flashEnvironmentId == where.environment.id and endpoint.id not in recorded:
+            name = endpoint.env_value("FLASH_RESOURCE_NAME") or endpoint.name
+            # A second endpoint of one name (a create the server applied after the client gave
+            # up) shows under its own key: it is orphaned, so the next full deploy deletes it.
+            out[name if name not in out else f"{name}~{endpoint.id}"] = endpoint
+    return out
+
+
+def endpoint_target(
+    config: RunPodConfig, name: str, endpoint: Endpoint, load_balanced: bool
+) -> EndpointTarget:
+    """How to reach a live endpoint: QB queue API or LB host, with its endpoint-scoped key."""
+    if load_balanced:
+        return EndpointTarget(name, config.lb_url(endpoint.id), True, endpoint.aiKey)
+    return EndpointTarget(
+        name, config.queue_url(endpoint.id), False, endpoint.aiKey, has_ping=False
+    )
+
+
+def _template_name(app: str, env: str, name: str) -> str:
+    # Template names are unique per account: the app, env and resource in a short digest,
+    # plus a random part so a template leaked by a crash never blocks a new one.
+    digest = hashlib.sha256(f"{app}\0{env}\0{name}".encode()).hexdigest()[:8]
+    return f"{name}-{digest}-{secrets.token_hex(3)}"
+
+
+def _result(
+    name: str,
+    action: str,
+    ok: bool,
+    error: str | None = None,
+    *,
+    elapsed_ms: float | None = None,
+    url: str | None = None,
+) -> EndpointResult:
+    return EndpointResult(name, action, ok, error, elapsed_ms=elapsed_ms, url=url)
+
+
+class Deployer:
+    """Deploys to / deletes from one environment; one instance per operation."""
+
+    def __init__(
+        self,
+        config: RunPodConfig,
+        api: RunPodApi,
+        http: httpx.AsyncClient,
+        where: Environment,
+        env_name: str,
+        *,
+        on_event: EventCallback | None = None,
+        concurrency: int = 4,
+        health_wait: float = 120.0,
+    ) -> None:
+        self.config = config
+        self.api = api
+        self.http = http
+        self.where = where
+        self.env_name = env_name
+        self._on_event = on_event
+        self._limit = asyncio.Semaphore(max(1, concurrency))
+        self.health_wait = health_wait
+        self._state_lock = asyncio.Lock()
+        self._state_error: str | None = None
+
+    def _emit(self, kind: str, **kwargs: Any) -> None:
+        if self._on_event is not None:
+            self._on_event(ProviderEvent(kind, **kwargs))
+
+    # -- deploy ---------------------------------------------------------------------------
+
+    async def deploy(
+        self, specs: Sequence[EndpointSpec], build: BuildRef, remove: Sequence[str]
+    ) -> DeployOutcome:
+        """Upload `build`, activate it, create/update `specs`, delete `remove`."""
+        started = time.perf_counter()
+        uploaded = await self._upload(build.archive)
+        self._emit("build", state="uploaded", message=f"build {uploaded} uploaded")
+        manifest = self.where.state.into_manifest(build.manifest)
+        await self.api.update_manifest(uploaded, manifest)
+        await self.api.deploy_build(self.where.environment.id, uploaded)
+        self.where.environment = self.where.environment.model_copy(
+            update={"activeBuildId": uploaded}
+        )
+        self.where.manifest = manifest
+        self._emit("build", state="ready", message=f"build {uploaded} is active")
+        results: list[EndpointResult] = []
+        try:
+            await self.sweep_templates()
+            live = owned_live(self.where, await self.api.endpoints())
+            entries = build.manifest.get("resources") or {}
+            jobs = [
+                self._deploy_one(spec, entries.get(spec.name) or {}, live.get(spec.name), uploaded)
+                for spec in specs
+            ]
+            results.extend(await asyncio.gather(*jobs))
+            if remove:
+                results.extend(await self._delete_many(remove, live))
+        finally:
+            await self.save_state()
+        self._check_state()
+        ok = all(r.ok for r in results)
+        return DeployOutcome(ok, tuple(results), build_id=uploaded, elapsed_ms=_ms(started))
+
+    async def _upload(self, archive: Path) -> str:
+        data = await asyncio.to_thread(archive.read_bytes)
+        upload = await self.api.prepare_upload(self.where.app.id, len(data))
+        headers = {"Content-Type": "application/gzip", "Content-Length": str(len(data))}
+        for attempt in range(_UPLOAD_TRIES):
+            try:
+                response = await self.http.put(
+                    upload.uploadUrl, content=data, headers=headers, timeout=600.0
+                )
+            except httpx.TransportError as exc:
+                if attempt + 1 == _UPLOAD_TRIES:
+                    raise RunPodError(f"build upload failed: {type(exc).__name__}") from None
+            else:
+                if response.status_code < 300:
+                    break
+                if response.status_code < 500 or attempt + 1 == _UPLOAD_TRIES:
+                    raise RunPodError(f"build upload refused (HTTP {response.status_code})")
+            await asyncio.sleep(2.0 * (2**attempt))
+        build = await self.api.finalize_upload(self.where.app.id, upload.objectKey)
+        return build.id
+
+    async def _deploy_one(
+        self, spec: EndpointSpec, entry: Mapping[str, Any], live: Endpoint | None, build_id: str
+    ) -> EndpointResult:
+        name = spec.name
+        action = "update" if live is not None else "create"
+        async with self._limit:
+            started = time.perf_counter()
+            self._emit("endpoint", name=name, action=action, state=Status.DEPLOYING)
+            try:
+                endpoint, template_name = await self._save(spec, entry, live)
+            except (RunPodError, ValueError, KeyError) as exc:
+                message = str(exc)
+                self._emit("endpoint", name=name, action=action, state="error", message=message)
+                return _result(name, action, False, message)
+            target = endpoint_target(self.config, name, endpoint, spec.is_load_balanced)
+            async with self._state_lock:
+                self.where.state.resources[name] = ResourceState(
+                    endpoint_id=endpoint.id,
+                    resource_type=spec.resource_type,
+                    is_load_balanced=spec.is_load_balanced,
+                    template_id=endpoint.templateId,
+                    template_name=template_name,
+                    image=image_for(spec.resource_type, spec.config, entry),
+                    config=dict(spec.config),
+                    config_hash=spec.config_hash,
+                    code_hash=spec.code_hash,
+                    build_id=build_id,
+                    url=target.base_url,
+                    ai_key=endpoint.aiKey,
+                    deployed_at=time.time(),
+                )
+            elapsed = _ms(started)
+            if self.health_wait <= 0:  # asked not to wait: saved is all this run knows
+                self._emit("endpoint", name=name, action=action, state="saved", elapsed_ms=elapsed)
+                return _result(name, action, True, elapsed_ms=elapsed, url=target.base_url)
+            healthy, detail = await self._wait_healthy(target)
+            elapsed = _ms(started)
+            if not healthy:
+                message = f"saved, but not healthy after {self.health_wait:g} s: {detail}"
+                self._emit(
+                    "endpoint",
+                    name=name,
+                    action=action,
+                    state="error",
+                    message=message,
+                    elapsed_ms=elapsed,
+                )
+                return _result(name, action, False, message, elapsed_ms=elapsed)
+            self._emit(
+                "endpoint", name=name, action=action, state=Status.HEALTHY, elapsed_ms=elapsed
+            )
+            return _result(name, action, True, elapsed_ms=elapsed, url=target.base_url)
+
+    async def _save(
+        self, spec: EndpointSpec, entry: Mapping[str, Any], live: Endpoint | None
+    ) -> tuple[Endpoint, str | None]:
+        where = Deployment(self.where.app.name, self.env_name, self.where.environment.id)
+        image = image_for(spec.resource_type, spec.config, entry)
+        recorded = self.where.state.resources.get(spec.name)
+        fingerprint = spec.code_hash or ""
+        if live is None:
+            template_name = _template_name(self.where.app.name, self.env_name, spec.name)
+            env = template_env(
+                spec.name,
+                spec.resource_type,
+                spec.config,
+                where,
+                load_balanced=spec.is_load_balanced,
+                fingerprint=fingerprint,
+            )
+            template = TemplateInput(name=template_name, imageName=image, env=env)
+            payload = endpoint_input(
+                spec.name, spec.resource_type, spec.config, where, template=template
+            )
+            return await self.api.save_endpoint(payload), template_name
+        template_name = recorded.template_name if recorded is not None else None
+        if template_name is None and live.template is not None:
+            template_name = live.template.name
+        keep = {e.key: e.value for e in live.env or ()}
+        env = template_env(
+            spec.name,
+            spec.resource_type,
+            spec.config,
+            where,
+            load_balanced=spec.is_load_balanced,
+            fingerprint=fingerprint,
+            keep=keep,
+        )
+        if live.templateId and template_name:
+            await self.api.save_template(
+                TemplateInput(id=live.templateId, name=template_name, imageName=image, env=env)
+            )
+        payload = endpoint_input(
+            spec.name,
+            spec.resource_type,
+            spec.config,
+            where,
+            endpoint_id=live.id,
+            template_id=live.templateId,
+        )
+        return await self.api.save_endpoint(payload), template_name
+
+    async def _wait_healthy(self, target: EndpointTarget) -> tuple[bool, str]:
+        deadline = time.monotonic() + self.health_wait
+        delay, detail = 0.1, "no answer"
+        async with httpx.AsyncClient(trust_env=False) as client:
+            while True:
+                sample = await probe(client, target, timeout=10.0)
+                if sample.ok:
+                    return True, ""
+                detail = sample.detail
+                if time.monotonic() + delay > deadline:
+                    return False, detail
+                await asyncio.sleep(delay)
+                delay = min(2.0, delay * 2)
+
+    # -- delete ---------------------------------------------------------------------------
+
+    async def delete(self, names: Sequence[str] | None) -> DeployOutcome:
+        """Delete endpoints of this environment (all when `names` is None) and their templates."""
+        started = time.perf_counter()
+        live = owned_live(self.where, await self.api.endpoints())
+        targets = sorted(set(self.where.state.resources) | set(live)) if names is None else names
+        try:
+            await self.sweep_templates()
+            results = await self._delete_many(targets, live)
+        finally:
+            await self.save_state()
+        self._check_state()
+        return DeployOutcome(all(r.ok for r in results), tuple(results), elapsed_ms=_ms(started))
+
+    async def _delete_many(
+        self, names: Sequence[str], live: Mapping[str, Endpoint]
+    ) -> list[EndpointResult]:
+        return list(await asyncio.gather(*(self._delete_one(n, live.get(n)) for n in names)))
+
+    async def _delete_one(self, name: str, live: Endpoint | None) -> EndpointResult:
+        recorded = self.where.state.resources.get(name)
+        async with self._limit:
+            started = time.perf_counter()
+            self._emit("endpoint", name=name, action="delete", state="removing")
+            try:
+                if live is not None:
+                    await self._delete_endpoint(live.id)
+            except RunPodError as exc:
+                self._emit("endpoint", name=name, action="delete", state="error", message=str(exc))
+                return _result(name, "delete", False, str(exc))
+            template = recorded.template_name if recorded is not None else None
+            if template is None and live is not None and live.template is not None:
+                template = live.template.name
+            note = ""
+            async with self._state_lock:
+                self.where.state.resources.pop(name, None)
+            if template and not await self._delete_template(template):
+                # RunPod releases a template a while after its endpoint is gone: the endpoint
+                # (what costs money) is deleted; the template is deleted by a later operation.
+                async with self._state_lock:
+                    self.where.state.leftover_templates.append(template)
+                note = (
+                    "its template is still held by RunPod; the next deploy or undeploy deletes it"
+                )
+            self._emit(
+                "endpoint",
+                name=name,
+                action="delete",
+                state="removed",
+                message=note,
+                elapsed_ms=_ms(started),
+            )
+            return _result(name, "delete", True, elapsed_ms=_ms(started))
+
+    async def _delete_endpoint(self, endpoint_id: str) -> None:
+        try:
+            await self.api.delete_endpoint(endpoint_id)
+        except GraphQLError:
+            # Gone already (deleted in the console, or by a retry whose first try landed) is
+            # what we wanted; anything else is a failure.
+            if any(e.id == endpoint_id for e in await self.api.endpoints()):
+                raise
+
+    async def _delete_template(self, template: str, tries: int = _TEMPLATE_DELETE_TRIES) -> bool:
+        """Delete a template by name; False when RunPod still holds it after `tries`."""
+        delay = 0.2
+        for attempt in range(tries):
+            try:
+                await self.api.delete_template(template)
+                return True
+            except GraphQLError as exc:
+                text = str(exc).lower()
+                if "not found" in text or "does not exist" in text:
+                    return True  # already gone
+            if attempt + 1 < tries:
+                await asyncio.sleep(delay)
+                delay = min(2.0, delay * 2)
+        return False
+
+    async def sweep_templates(self) -> list[str]:
+        """Delete the templates earlier deletes had to leave; returns those still held."""
+        left = list(self.where.state.leftover_templates)
+        kept = [t for t in left if not await self._delete_template(t, tries=1)]
+        self.where.state.leftover_templates = kept
+        return kept
+
+    async def save_state(self) -> None:
+        """Write the state into the active build's manifest (also when cancelled midway)."""
+        self._state_error = None
+        build_id = self.where.build_id
+        if build_id is None:
+            return
+        manifest = self.where.state.into_manifest(self.where.manifest)
+        # Shielded: Ctrl+C while deploying must not also lose the record of what was done.
+        try:
+            await asyncio.shield(self.api.update_manifest(build_id, manifest))
+        except RunPodError as exc:
+            # Raised by `_check_state` once the operation is over, not from a `finally` where
+            # it would hide the error that got there.
+            self._state_error = str(exc)
+            return
+        self.where.manifest = manifest
+
+    def _check_state(self) -> None:
+        """Fail when the state could not be written (the endpoints themselves exist)."""
+        if self._state_error is not None:
+            raise RunPodError(
+                f"the endpoints were changed, but their record was not written "
+                f"({self._state_error}); the next deploy finds them by their environment"
+            )
+
+
+def _ms(started: float) -> float:
+    return round((time.perf_counter() - started) * 1000, 1)

@@ -1,0 +1,214 @@
+"""A resource of the manifest as a RunPod endpoint, and a live endpoint read back as config.
+
+`endpoint_input` is what saveEndpoint gets for a resource: the API fields derived from its
+config (GPU pools, CPU instance types, workers, scaler...), `workersStandby` = `workersMin` so
+`workers=(0, N)` really scales to zero, and an inline template (image by resource class and
+Python version, env with the Flash variables and the code fingerprint). The account key never
+goes into a template.
+
+`live_config` reads a live endpoint back: every API field the console can change that differs
+from what its recorded config would send becomes the config value it stands for, so a change
+made behind our back is a field of the drift. Empty and absent lists are the same thing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from engine.runpod.api import Endpoint, EndpointInput, EnvVar, TemplateInput
+from runtime.resources import ServerlessResource, resource_class
+
+__all__ = [
+    "FINGERPRINT_ENV",
+    "OUR_ENV_KEYS",
+    "PLATFORM_ENV_KEYS",
+    "Deployment",
+    "default_image",
+    "endpoint_input",
+    "image_for",
+    "live_config",
+    "template_env",
+]
+
+FINGERPRINT_ENV = "_FLASH_SOURCE_FINGERPRINT"
+# Variables this target writes into every template (not the user's `env`).
+OUR_ENV_KEYS = frozenset(
+    {
+        "FLASH_RESOURCE_NAME",
+        "FLASH_RESOURCE_TYPE",
+        "FLASH_ENVIRONMENT_ID",
+        "FLASH_APP",
+        "FLASH_ENV",
+        "FLASH_ENDPOINT_TYPE",
+        FINGERPRINT_ENV,
+    }
+)
+# Variables the platform injects into a template once, at creation (kept on update).
+PLATFORM_ENV_KEYS = frozenset({"PORT", "PORT_HEALTH"})
+
+_IMAGE_PYTHON = "3.12"  # the Python of upstream's default worker images (worker_images.md)
+_IMAGES = {  # (load balanced, cpu) -> image repository of upstream's worker images
+    (False, False): "runpod/flash",
+    (False, True): "runpod/flash-cpu",
+    (True, False): "runpod/flash-lb",
+    (True, True): "runpod/flash-lb-cpu",
+}
+
+
+@dataclass(frozen=True)
+class Deployment:
+    """Where a resource goes: app, environment and the names it gets there."""
+
+    app: str
+    env: str
+    environment_id: str
+
+
+def default_image(model: ServerlessResource, python: str | None = None) -> str:
+    """Upstream's worker image for a resource class and Python version (`py3.12` default)."""
+    version = python or _IMAGE_PYTHON
+    repo = _IMAGES[(model.is_load_balanced, model.is_cpu)]
+    return f"{repo}:py{version}-latest"
+
+
+def _model(resource_type: str, config: Mapping[str, Any]) -> ServerlessResource:
+    return resource_class(resource_type).model_validate(dict(config))
+
+
+def image_for(resource_type: str, config: Mapping[str, Any], entry: Mapping[str, Any]) -> str:
+    """The image a resource runs: fixed at build time in the manifest, else by class."""
+    for key in ("imageName", "image_name"):
+        value = entry.get(key)
+        if isinstance(value, str) and value:
+            return value
+    model = _model(resource_type, config)
+    if not model.is_live and model.imageName:
+        return model.imageName
+    python = entry.get("python_version")
+    return default_image(model, python if isinstance(python, str) else None)
+
+
+def template_env(
+    name: str,
+    resource_type: str,
+    config: Mapping[str, Any],
+    where: Deployment,
+    *,
+    load_balanced: bool,
+    fingerprint: str,
+    keep: Mapping[str, str] | None = None,
+) -> list[EnvVar]:
+    """The template env: the user's env, the Flash variables, and platform keys to keep."""
+    env: dict[str, str] = {k: v for k, v in (keep or {}).items() if k in PLATFORM_ENV_KEYS}
+    user = config.get("env")
+    if isinstance(user, Mapping):
+        env.update({str(k): "" if v is None else str(v) for k, v in user.items()})
+    env.update(
+        {
+            "FLASH_RESOURCE_NAME": name,
+            "FLASH_RESOURCE_TYPE": resource_type,
+            "FLASH_APP": where.app,
+            "FLASH_ENV": where.env,
+            # Where deployed workers find each other: the environment's state
+            # (`resources_endpoints` and each endpoint's own aiKey), never the account key.
+            "FLASH_ENVIRONMENT_ID": where.environment_id,
+            FINGERPRINT_ENV: fingerprint,
+        }
+    )
+    if load_balanced:
+        env["FLASH_ENDPOINT_TYPE"] = "lb"
+    return [EnvVar(key=k, value=v) for k, v in sorted(env.items())]
+
+
+def endpoint_input(
+    name: str,
+    resource_type: str,
+    config: Mapping[str, Any],
+    where: Deployment,
+    *,
+    endpoint_id: str | None = None,
+    template_id: str | None = None,
+    template: TemplateInput | None = None,
+) -> EndpointInput:
+    """saveEndpoint's input for a resource: create with `template`, update with the ids."""
+    model = _model(resource_type, config)
+    cpu_types = getattr(model, "instanceIds", None) if model.is_cpu else None
+    instance_ids = None
+    if cpu_types is not None:
+        from runtime.enums import CpuInstanceType
+
+        expanded = CpuInstanceType.all() if list(cpu_types) == [CpuInstanceType.ANY] else cpu_types
+        instance_ids = [t.value for t in expanded]
+    return EndpointInput(
+        id=endpoint_id,
+        name=name,
+        templateId=template_id if template is None else None,
+        template=template,
+        gpuIds="" if model.is_cpu else model.gpuIds,
+        gpuCount=0 if model.is_cpu else model.gpuCount,
+        allowedCudaVersions="" if model.is_cpu else model.allowedCudaVersions,
+        instanceIds=instance_ids,
+        locations=model.locations,
+        networkVolumeId=model.networkVolumeId,
+        idleTimeout=model.idleTimeout,
+        executionTimeoutMs=model.executionTimeoutMs,
+        scalerType=model.scalerType.value,
+        scalerValue=model.scalerValue,
+        workersMin=model.workersMin,
+        workersMax=model.workersMax,
+        workersStandby=model.workersMin,
+        workersPFBTarget=model.workersPFBTarget,
+        type=model.type.value,
+        flashBootType="FLASHBOOT" if model.flashboot else None,
+        flashEnvironmentId=where.environment_id,
+    )
+
+
+# API field -> config field, for the fields compared one to one.
+_SCALARS = (
+    "workersMin",
+    "workersMax",
+    "idleTimeout",
+    "executionTimeoutMs",
+    "scalerType",
+    "scalerValue",
+)
+
+
+def live_config(
+    resource_type: str, config: Mapping[str, Any], live: Endpoint
+) -> tuple[dict[str, Any], bool]:
+    """(`config` with the live endpoint's differing values written in, whether any differed)."""
+    try:
+        sent = endpoint_input("x", resource_type, config, Deployment("", "", ""))
+    except (ValueError, KeyError, TypeError):
+        return dict(config), False  # a config we cannot map: no field-level evidence
+    out = dict(config)
+    changed = False
+    for field in _SCALARS:
+        value = getattr(live, field)
+        if value is not None and value != getattr(sent, field):
+            out[field], changed = value, True
+    is_cpu = sent.instanceIds is not None
+    if not is_cpu and live.gpuCount is not None and live.gpuCount != sent.gpuCount:
+        out["gpuCount"], changed = live.gpuCount, True
+    if not is_cpu and live.gpuIds is not None and _items(live.gpuIds) != _items(sent.gpuIds):
+        out["gpus"], changed = [g for g in live.gpuIds.split(",") if g], True
+    if (
+        is_cpu
+        and live.instanceIds is not None
+        and set(live.instanceIds) != set(sent.instanceIds or [])
+    ):
+        out["instanceIds"], changed = list(live.instanceIds), True
+    if live.env is not None:
+        user = {e.key: e.value for e in live.env if e.key not in OUR_ENV_KEYS | PLATFORM_ENV_KEYS}
+        mine = config.get("env") if isinstance(config.get("env"), Mapping) else {}
+        if user != {str(k): str(v) for k, v in (mine or {}).items()}:
+            out["env"], changed = user, True
+    return out, changed
+
+
+def _items(csv: str) -> set[str]:
+    return {p.strip() for p in csv.split(",") if p.strip()}

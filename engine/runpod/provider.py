@@ -1,0 +1,337 @@
+"""`RunPodProvider`: the RunPod Serverless target behind the engine's `Provider` interface.
+
+Deploys to one environment (`--env`, default `production`) of a Flash app named after the
+project's app key. Deployed endpoints are what the environment's recorded state and the live
+endpoint list say together: a field changed in RunPod's console is read back into the config
+(drift), an endpoint gone behind our back is `failed` (the plan recreates it), one created by a
+deploy that was killed before recording it is found by its environment id. Health and
+invocations go to the queue API (`{endpoint base}/{id}`) or the LB host, with the endpoint's
+own key (aiKey), never the account key.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import AsyncIterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from engine.home import Home
+from engine.provider import (
+    AppSummary,
+    BuildRef,
+    DeployedEndpoint,
+    DeploymentEvent,
+    DeployOutcome,
+    EndpointSpec,
+    EndpointTarget,
+    EventCallback,
+    ProviderError,
+)
+from engine.runpod.api import Endpoint, RunPodApi
+from engine.runpod.config import ConfigError, RunPodConfig, load_config
+from engine.runpod.cost import cost_notes
+from engine.runpod.deploy import (
+    Deployer,
+    Environment,
+    endpoint_target,
+    find_environment,
+    owned_live,
+)
+from engine.runpod.endpoints import FINGERPRINT_ENV, live_config
+from engine.runpod.graphql import GraphQLClient
+from engine.runpod.state import ResourceState
+from engine.status import Status
+from runtime.confighash import config_hash
+
+__all__ = ["DEFAULT_ENV", "RunPodProvider"]
+
+DEFAULT_ENV = "production"
+DEFAULT_HEALTH_WAIT = 120.0
+_SEEN_FOR = 1.0  # seconds one look at the live endpoints answers repeated questions
+HEALTH_WAIT_ENV = "FLASH_RUNPOD_HEALTH_WAIT"
+
+
+def _health_wait(environ: Mapping[str, str] | None) -> float:
+    """Seconds a deploy waits for each endpoint to answer healthy (`FLASH_RUNPOD_HEALTH_WAIT`;
+    0: do not wait). A bad value is an error naming the variable."""
+    raw = (os.environ if environ is None else environ).get(HEALTH_WAIT_ENV, "").strip()
+    if not raw:
+        return DEFAULT_HEALTH_WAIT
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if not value >= 0 or value == float("inf"):
+        raise ProviderError(f"{HEALTH_WAIT_ENV}={raw!r}: expected a number of seconds >= 0")
+    return value
+
+
+class RunPodProvider:
+    """The RunPod target for one environment name; one instance per engine session."""
+
+    name = "runpod"
+
+    def __init__(
+        self,
+        home: Home | None = None,
+        *,
+        env: str | None = None,
+        environ: Mapping[str, str] | None = None,
+        health_wait: float | None = None,
+        request_timeout: float = 60.0,
+    ) -> None:
+        self.home = home
+        self.env_name = env or DEFAULT_ENV
+        self._environ = environ
+        self.health_wait = _health_wait(environ) if health_wait is None else health_wait
+        self.request_timeout = request_timeout
+        self._config: RunPodConfig | None = None
+        self._http: httpx.AsyncClient | None = None
+        self._api: RunPodApi | None = None
+        self._account: str | None = None
+        self._seen: dict[str, tuple[float, Environment | None, dict[str, Endpoint]]] = {}
+
+    def __repr__(self) -> str:
+        return f"RunPodProvider(env={self.env_name!r})"
+
+    # -- session --------------------------------------------------------------------------
+
+    @property
+    def config(self) -> RunPodConfig:
+        """The target's config (key sources and URLs), read on first use."""
+        if self._config is None:
+            try:
+                self._config = load_config(self._environ)
+            except ConfigError as exc:
+                raise ProviderError(str(exc)) from None
+        return self._config
+
+    @property
+    def api(self) -> RunPodApi:
+        """The typed GraphQL operations of this account."""
+        if self._api is None:
+            self._http = httpx.AsyncClient(trust_env=False)
+            client = GraphQLClient(self.config, self._http, timeout=self.request_timeout)
+            self._api = RunPodApi(client)
+        return self._api
+
+    @property
+    def graphql_calls(self) -> int:
+        """GraphQL requests sent so far (for benchmarks)."""
+        return self._api.client.calls if self._api is not None else 0
+
+    async def connect(self) -> str:
+        """Check the key against the API; returns `runpod <env> (<account>)`."""
+        self._account = await self.api.account()
+        described = self.describe()
+        assert described is not None
+        return described
+
+    def describe(self) -> str | None:
+        """`runpod <env> (<account>)` once connected (the account's email or id, never the key)."""
+        if self._account is None:
+            return None
+        return f"runpod {self.env_name} ({self._account})"
+
+    async def close(self) -> None:
+        """Close the HTTP client."""
+        if self._http is not None:
+            await self._http.aclose()
+        self._http, self._api = None, None
+
+    async def _environment(self, app: str, *, create: bool = False) -> Environment | None:
+        return await find_environment(self.api, app, self.env_name, create=create)
+
+    async def _live(
+        self, app: str, *, fresh: bool = False
+    ) -> tuple[Environment | None, dict[str, Endpoint]]:
+        # A status refresh lists the endpoints (`fresh`), then asks for each one's target: that
+        # look at the API serves them for a moment (RunPod rate-limits); a change forgets it.
+        now = time.monotonic()
+        cached = self._seen.get(app)
+        if not fresh and cached is not None and now - cached[0] < _SEEN_FOR:
+            return cached[1], cached[2]
+        where = await self._environment(app)
+        live = owned_live(where, await self.api.endpoints()) if where is not None else {}
+        self._seen[app] = (time.monotonic(), where, live)
+        return where, live
+
+    # -- reading --------------------------------------------------------------------------
+
+    async def list_endpoints(self, app: str) -> list[DeployedEndpoint]:
+        """The environment's endpoints: recorded state read against the live endpoints."""
+        where, live = await self._live(app, fresh=True)
+        if where is None:
+            return []
+        out: list[DeployedEndpoint] = []
+        for name in sorted(set(where.state.resources) | set(live)):
+            out.append(self._deployed(name, where.state.resources.get(name), live.get(name)))
+        return out
+
+    def _deployed(
+        self, name: str, state: ResourceState | None, live: Endpoint | None
+    ) -> DeployedEndpoint:
+        if state is None:
+            assert live is not None
+            # Created by a deploy that did not get to record it: no config to compare with.
+            load_balanced = (live.type or "").upper() == "LB"
+            return DeployedEndpoint(
+                name=name,
+                resource_type=live.env_value("FLASH_RESOURCE_TYPE") or "",
+                is_load_balanced=load_balanced,
+                status=Status.DEPLOYING,
+                url=endpoint_target(self.config, name, live, load_balanced).base_url,
+                last_error="not recorded by the deploy that created it",
+            )
+        if live is None:
+            return DeployedEndpoint(
+                name=name,
+                resource_type=state.resource_type,
+                is_load_balanced=state.is_load_balanced,
+                status=Status.FAILED,
+                config=dict(state.config),
+                config_hash=state.config_hash,
+                code_hash=state.code_hash,
+                build_id=state.build_id,
+                url=state.url,
+                updated_at=state.deployed_at,
+                last_error="the endpoint no longer exists on RunPod",
+            )
+        config, changed = live_config(state.resource_type, state.config, live)
+        digest = state.config_hash
+        if changed:
+            try:
+                digest = config_hash(state.resource_type, config)
+            except (ValueError, KeyError):
+                digest = None
+        return DeployedEndpoint(
+            name=name,
+            resource_type=state.resource_type,
+            is_load_balanced=state.is_load_balanced,
+            status=Status.HEALTHY,
+            config=config,
+            config_hash=digest,
+            code_hash=live.env_value(FINGERPRINT_ENV) or state.code_hash,
+            build_id=state.build_id,
+            url=endpoint_target(self.config, name, live, state.is_load_balanced).base_url,
+            updated_at=state.deployed_at,
+        )
+
+    async def apps(self) -> list[AppSummary]:
+        """RunPod apps carry no project path, so no app is an older version's: none."""
+        return []
+
+    async def target(self, app: str, name: str) -> EndpointTarget:
+        """URL and endpoint-scoped key of a deployed endpoint."""
+        where, live = await self._live(app)
+        endpoint = live.get(name)
+        if where is None or endpoint is None:
+            raise ProviderError(f"endpoint {name!r} is not deployed to RunPod ({self.env_name})")
+        state = where.state.resources.get(name)
+        load_balanced = (
+            state.is_load_balanced if state is not None else (endpoint.type or "") == "LB"
+        )
+        return endpoint_target(self.config, name, endpoint, load_balanced)
+
+    async def events(self, app: str, since: int = 0) -> list[DeploymentEvent]:
+        """RunPod keeps no deployment event log for us: none."""
+        return []
+
+    async def costs(self, local: Mapping[str, Mapping[str, Any]]) -> dict[str, str]:
+        """A note per endpoint that never scales to zero, with its hourly price."""
+        return await cost_notes(self.api, local)
+
+    # -- changing -------------------------------------------------------------------------
+
+    def _deployer(self, where: Environment, on_event: EventCallback | None) -> Deployer:
+        assert self._http is not None
+        return Deployer(
+            self.config,
+            self.api,
+            self._http,
+            where,
+            self.env_name,
+            on_event=on_event,
+            health_wait=self.health_wait,
+        )
+
+    async def deploy(
+        self,
+        app: str,
+        specs: Sequence[EndpointSpec],
+        build: BuildRef,
+        *,
+        remove: Sequence[str] = (),
+        force: bool = False,
+        project_path: Path | None = None,
+        on_event: EventCallback | None = None,
+    ) -> DeployOutcome:
+        """Upload the build to the environment, then create/update `specs`, delete `remove`."""
+        self._seen.clear()
+        try:
+            where = await self._environment(app, create=True)
+            assert where is not None
+            return await self._deployer(where, on_event).deploy(specs, build, remove)
+        finally:
+            self._seen.clear()
+
+    async def delete(
+        self, app: str, names: Sequence[str] | None, *, on_event: EventCallback | None = None
+    ) -> DeployOutcome:
+        """Delete endpoints (all of the environment when `names` is None) and their templates."""
+        self._seen.clear()
+        try:
+            where = await self._environment(app)
+            if where is None:
+                return DeployOutcome(True, ())
+            return await self._deployer(where, on_event).delete(names)
+        finally:
+            self._seen.clear()
+
+    async def sweep_templates(self, app: str) -> list[str]:
+        """Delete templates RunPod held when their endpoint was deleted; returns those it
+        still holds (deploy and undeploy also do this first)."""
+        self._seen.clear()
+        where = await self._environment(app)
+        if where is None or not where.state.leftover_templates:
+            return []
+        deployer = self._deployer(where, None)
+        left = await deployer.sweep_templates()
+        await deployer.save_state()
+        return left
+
+    # -- logs -----------------------------------------------------------------------------
+
+    async def read_logs(self, app: str, name: str, lines: int = 200) -> list[str]:
+        """Recent log lines of every worker of the endpoint (REST v2 worker logs)."""
+        from engine.runpod import logs
+
+        endpoint_id = await self._endpoint_id(app, name)
+        assert self._http is not None
+        return await logs.read_logs(
+            self._http, self.config.api_base, self.config.api_key, endpoint_id, lines
+        )
+
+    async def follow_logs(
+        self, app: str, name: str, lines: int = 50, marks: bool = False
+    ) -> AsyncIterator[str | float]:
+        """History, then live lines of the endpoint's workers (SSE)."""
+        from engine.runpod import logs
+
+        endpoint_id = await self._endpoint_id(app, name)
+        assert self._http is not None
+        async for line in logs.follow_logs(
+            self._http, self.config.api_base, self.config.api_key, endpoint_id, lines, marks=marks
+        ):
+            yield line
+
+    async def _endpoint_id(self, app: str, name: str) -> str:
+        _where, live = await self._live(app)
+        endpoint = live.get(name)
+        if endpoint is None:
+            raise ProviderError(f"endpoint {name!r} is not deployed to RunPod ({self.env_name})")
+        return endpoint.id

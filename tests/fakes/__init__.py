@@ -1,0 +1,1 @@
+"""Contract fakes of remote services (only RunPod's API is faked; everything of ours is real)."""

@@ -1,0 +1,127 @@
+"""The fake data plane's routes for its workers: what the runpod SDK's worker loop calls.
+
+On the platform a worker takes jobs from `RUNPOD_WEBHOOK_GET_JOB` (a long poll: 204 when there
+is none), posts results to `RUNPOD_WEBHOOK_POST_OUTPUT` (`{"output"}` or `{"error"}`; an error
+makes the job FAILED) and stream chunks to `RUNPOD_WEBHOOK_POST_STREAM`, long-polls the stop
+channel (`job-stop`, `{"jobsToStop": [...]}`) and pings `RUNPOD_WEBHOOK_PING`. Each request
+carries the worker's own key (`?token=`); `environment` serves the worker's Flash environment
+state to the runtime's service registry (Bearer: the same key).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from fastapi import APIRouter, Request, Response
+from fastapi.responses import JSONResponse
+
+from fakes.runpod_jobs import COMPLETED, FAILED, FINAL, IN_PROGRESS, JobQueue
+from fakes.runpod_workers import ImageWorker
+
+__all__ = ["WorkerSide", "add_worker_routes"]
+
+# Both long polls answer within the fake server's graceful-shutdown wait (3 s).
+_TAKE_WAIT = 2.0
+_STOP_WAIT = 2.0
+
+
+@dataclass(frozen=True)
+class WorkerSide:
+    """What a worker's request may touch: its endpoint's jobs, itself, the template env."""
+
+    jobs: JobQueue
+    worker: ImageWorker
+    env: Mapping[str, str]
+
+
+def add_worker_routes(
+    router: APIRouter,
+    find: Callable[[str, str, str], WorkerSide | None],
+    environment_state: Callable[[str], Mapping[str, Any] | None] | None,
+) -> None:
+    """Add the worker routes under `/_dataplane/{endpoint_id}`; `find(endpoint, worker, key)`
+    is None for an unknown worker or a wrong key."""
+    base = "/_dataplane/{endpoint_id}"
+
+    @router.get(base + "/job-take/{worker_id}")
+    async def job_take(endpoint_id: str, worker_id: str, token: str = "") -> Response:
+        found = find(endpoint_id, worker_id, token)
+        if found is None:
+            return Response(status_code=401)
+        found.worker.ready = True
+        job = await found.jobs.take(found.worker.id, _TAKE_WAIT)
+        if job is None:
+            return Response(status_code=204)
+        return JSONResponse({"id": job.id, "input": job.input})
+
+    @router.get(base + "/job-stop/{worker_id}")
+    async def job_stop(endpoint_id: str, worker_id: str, token: str = "") -> Response:
+        found = find(endpoint_id, worker_id, token)
+        if found is None:
+            return Response(status_code=401)
+        stops = await found.jobs.stops(found.worker.id, _STOP_WAIT)
+        if not stops:
+            return Response(status_code=204)
+        return JSONResponse({"jobsToStop": stops})
+
+    @router.post(base + "/job-done/{worker_id}/{job_id}")
+    async def job_done(
+        endpoint_id: str, worker_id: str, job_id: str, request: Request, token: str = ""
+    ) -> Response:
+        found = find(endpoint_id, worker_id, token)
+        if found is None:
+            return Response(status_code=401)
+        job = found.jobs.get(job_id)
+        try:
+            result = json.loads(await request.body())
+        except ValueError:
+            result = {"error": "the worker sent a result that is not JSON"}
+        if job is not None and job.status == IN_PROGRESS and job.worker_id == worker_id:
+            if not isinstance(result, dict):
+                result = {"output": result}
+            error = result.get("error")
+            found.jobs.finish(
+                job,
+                FAILED if error else COMPLETED,
+                output=result.get("output"),
+                error=error or None,
+            )
+        return JSONResponse({})
+
+    @router.post(base + "/job-stream/{worker_id}/{job_id}")
+    async def job_stream(
+        endpoint_id: str, worker_id: str, job_id: str, request: Request, token: str = ""
+    ) -> Response:
+        found = find(endpoint_id, worker_id, token)
+        if found is None:
+            return Response(status_code=401)
+        job = found.jobs.get(job_id)
+        with contextlib.suppress(ValueError):
+            partial = json.loads(await request.body())
+            if job is not None and job.status not in FINAL and isinstance(partial, dict):
+                job.chunks.append(partial.get("output"))
+                job.streamed = True
+        return JSONResponse({})
+
+    @router.get(base + "/environment/{worker_id}")
+    async def environment(endpoint_id: str, worker_id: str, request: Request) -> Response:
+        # The worker's key comes as Bearer (the runtime's registry), not in the query.
+        token = (request.headers.get("authorization") or "").removeprefix("Bearer ").strip()
+        found = find(endpoint_id, worker_id, token)
+        if found is None:
+            return Response(status_code=401)
+        environment_id = found.env.get("FLASH_ENVIRONMENT_ID", "")
+        state = environment_state(environment_id) if environment_state else None
+        if state is None:
+            detail = f"environment {environment_id} has no deployed state"
+            return JSONResponse({"title": detail, "status": 404, "detail": detail}, 404)
+        return JSONResponse(dict(state))
+
+    @router.get(base + "/ping/{worker_id}")
+    async def ping(endpoint_id: str, worker_id: str, token: str = "") -> Response:
+        found = find(endpoint_id, worker_id, token)
+        return Response(status_code=401 if found is None else 200)
