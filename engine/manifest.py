@@ -8,10 +8,11 @@ diagnostics. Validation problems never raise: each becomes a `Diagnostic` (see
 Upstream keys are kept as they are: `version`, `generated_at`, `project_name`, `resources`
 (sorted by name), `function_registry`, and `routes` (only when some load-balanced resource has
 routes). Extra fields of ours (see the README): per resource `config`, `config_hash`, `unresolved`,
-`file`, `line`, `mothership`; per function `file`, `line`, `signature`, `dependencies`,
-`system_dependencies`, `class_methods`, `method_signatures` (per class method, its parameters
-without `self`). Every dict has sorted keys and every list a defined
-order, so equal sources give equal JSON.
+`file`, `line`, `mothership`, `makes_remote_calls` (runpod_flash's key: the resource's code
+calls another endpoint's functions, from the scanner's call graph); per function `file`,
+`line`, `signature`, `dependencies`, `system_dependencies`, `class_methods`,
+`method_signatures` (per class method, its parameters without `self`). Every dict has sorted
+keys and every list a defined order, so equal sources give equal JSON.
 
 Deliberate differences from upstream 0.20.0, where these are bugs: CPU load balancers are
 load-balanced and their routes are validated and listed (upstream gives them a queue handler and
@@ -267,8 +268,12 @@ def build_manifest(
     resources: list[ResourceDef],
     *,
     generated_at: str | None = None,
+    remote_callers: frozenset[str] = frozenset(),
 ) -> tuple[dict[str, Any], list[Diagnostic]]:
-    """The manifest dict and its validation diagnostics (unsorted; callers sort them)."""
+    """The manifest dict and its validation diagnostics (unsorted; callers sort them).
+
+    `remote_callers`: the resources whose code calls another endpoint (`makes_remote_calls`).
+    """
     diags: list[Diagnostic] = []
     defs = _pick_definitions(resources, diags)
     ordered = sorted(functions, key=lambda f: (f.file, f.line, f.name))
@@ -374,6 +379,7 @@ def build_manifest(
             "is_live_resource": live,
             "is_load_balanced": lb,
             "line": resource.line,
+            "makes_remote_calls": name in remote_callers,
             "mothership": False,
             "resource_type": resource.resource_type,
             "unresolved": unresolved,

@@ -24,6 +24,21 @@ TRIGGERS: tuple[bytes, ...] = (b"remote", b"Endpoint")
 MAX_PARSE_BYTES = 4 * 1024 * 1024  # bigger candidate files are reported, not parsed
 
 
+@dataclass(frozen=True)
+class CallSite:
+    """A call in a decorated definition of a name bound at module level (resolved later).
+
+    `parts` is the called dotted name (`fn`, `mod.fn`), or for `obj.m(...)` after
+    `obj = Cls(...)`, the class's dotted name with `method` "m". `within`: the calling method
+    of a decorated class, "" for a function.
+    """
+
+    parts: tuple[str, ...]
+    line: int
+    method: str | None = None
+    within: str = ""
+
+
 @dataclass
 class Decorated:
     """A decorated function or class, with its decorators kept as `CallExpr` values."""
@@ -39,6 +54,8 @@ class Decorated:
     # For a class: each public method (in source order) and its parameters without `self`,
     # as `signature`; the method names are its keys.
     method_signatures: dict[str, list[dict[str, Any]]]
+    # Calls of module-level names in its body (the call graph's raw material).
+    calls: tuple[CallSite, ...] = ()
 
 
 @dataclass
@@ -265,8 +282,49 @@ class _Extractor:
                 decorators=decorators,
                 signature=signature,
                 method_signatures=method_signatures,
+                calls=self._calls(node),
             )
         )
+
+    def _calls(
+        self, node: ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef
+    ) -> tuple[CallSite, ...]:
+        """Calls of module-level names (and of methods of instances of them) in `node`."""
+        if isinstance(node, ast.ClassDef):
+            out: list[CallSite] = []
+            for st in node.body:
+                if isinstance(st, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                    out.extend(self._body_calls(st, st.name))
+            return tuple(out)
+        return tuple(self._body_calls(node, ""))
+
+    def _body_calls(
+        self, node: ast.FunctionDef | ast.AsyncFunctionDef, within: str
+    ) -> list[CallSite]:
+        # Only names bound at module level can be another endpoint's function or class: this
+        # drops builtins and locals before any cross-module resolution.
+        instances: dict[str, tuple[str, ...]] = {}
+        for sub in ast.walk(node):
+            if isinstance(sub, (ast.Assign, ast.AnnAssign)) and isinstance(sub.value, ast.Call):
+                cls = dotted(sub.value.func)
+                if cls is None or cls[0] not in self.names:
+                    continue
+                targets = sub.targets if isinstance(sub, ast.Assign) else [sub.target]
+                for target in targets:
+                    if isinstance(target, ast.Name):
+                        instances[target.id] = cls
+        out: list[CallSite] = []
+        for sub in ast.walk(node):
+            if not isinstance(sub, ast.Call):
+                continue
+            parts = dotted(sub.func)
+            if parts is None:
+                continue
+            if len(parts) == 2 and parts[0] in instances:
+                out.append(CallSite(instances[parts[0]], sub.lineno, parts[1], within))
+            elif parts[0] in self.names:
+                out.append(CallSite(parts, sub.lineno, None, within))
+        return out
 
     def hot(self) -> frozenset[str]:
         """Names another file may import and use as a decorator (Endpoint objects, re-exports)."""

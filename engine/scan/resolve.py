@@ -206,6 +206,44 @@ class Resolver:
         value = sym[3]
         return isinstance(value, CallExpr) and self.callee(sym[1], value) == ("sdk", "Endpoint")
 
+    # -- definitions (the call graph) ------------------------------------------------------
+
+    def called_definition(self, module: str, parts: tuple[str, ...]) -> tuple[str, str] | None:
+        """The (module, name) of the project function or class a dotted call in `module`
+        names, following imports and re-exports; None for anything else."""
+        if len(parts) == 1:
+            return self.definition_of(module, parts[0], set())
+        owner = self.dotted(module, parts[:-1])
+        if owner[0] != "module":
+            return None
+        return self.definition_of(owner[1], parts[-1], set())
+
+    def definition_of(
+        self, module: str, name: str, seen: set[tuple[str, str]]
+    ) -> tuple[str, str] | None:
+        """Where the top-level `def`/`class` that `module.name` is bound to is defined."""
+        if (module, name) in seen:
+            return None  # an import cycle
+        seen.add((module, name))
+        facts = self.facts(module)
+        if facts is None:
+            return None
+        binding = facts.names.get(name)
+        if binding is None:
+            for star in facts.stars:
+                target = self.import_target(star, module)
+                found = self.definition_of(target, name, seen) if target else None
+                if found is not None:
+                    return found
+            return None
+        if binding[0] == "def":
+            return (module, name)
+        if binding[0] == "import" and binding[2] is not None:
+            target = self.import_target(binding[1], module)
+            if target is not None:
+                return self.definition_of(target, binding[2], seen)
+        return None
+
     # -- values ----------------------------------------------------------------------------
 
     def evaluate(self, module: str, value: Any) -> Any:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from engine import diagnostics as codes
@@ -24,15 +24,30 @@ from runtime.resources import IMAGE_FIELDS, RESOURCE_TYPES, missing_image_messag
 Origin = tuple[Any, ...]  # what identifies a definition: ("config", module, variable), ...
 
 
+@dataclass(frozen=True)
+class RawCall:
+    """A call from a decorated definition to a project function or class, not yet mapped to
+    the callee's endpoint (that needs every file's functions: `engine.scan.scanner`)."""
+
+    caller: str  # the caller's endpoint
+    caller_function: str
+    callee: tuple[str, str]  # (module, top-level name) of the called definition
+    method: str | None  # the method called on an instance of the callee class
+    file: str
+    line: int
+
+
 @dataclass
 class FileResult:
-    """One file's functions, resources, diagnostics, the modules it consulted, Endpoint uses."""
+    """One file's functions, resources, diagnostics, the modules it consulted, Endpoint uses,
+    and its calls of project definitions."""
 
     functions: list[FunctionInfo]
     resources: list[ResourceDef]
     diags: list[Diagnostic]
     deps: frozenset[str]
     endpoint_uses: list[tuple[Origin, str, str, int]]  # (origin, mode, file, line)
+    calls: list[RawCall] = field(default_factory=list)
 
 
 class ConfigHashes:
@@ -88,6 +103,7 @@ class FileResolution:
         self.resources: list[ResourceDef] = []
         self.diags: list[Diagnostic] = []
         self.uses: list[tuple[Origin, str, str, int]] = []
+        self.calls: list[RawCall] = []
 
     def run(self) -> FileResult:
         """The file's result; its `deps` are every module the resolution consulted."""
@@ -99,7 +115,7 @@ class FileResolution:
             deps = frozenset(self.resolver.touched | {module})
         else:
             deps = frozenset({module})
-        return FileResult(self.functions, self.resources, self.diags, deps, self.uses)
+        return FileResult(self.functions, self.resources, self.diags, deps, self.uses, self.calls)
 
     def _resource(
         self,
@@ -399,7 +415,20 @@ class FileResolution:
                     route_unknown=route_unknown,
                 )
             )
+            self._record_calls(item, resource.name)
             return  # one Flash decorator per object
+
+    def _record_calls(self, item: Decorated, endpoint: str) -> None:
+        """The calls in `item` of other project definitions (endpoints are mapped later)."""
+        module = self.entry.module
+        for site in item.calls:
+            callee = self.resolver.called_definition(module, site.parts)
+            if callee is None or callee == (module, item.name):
+                continue
+            caller_function = f"{item.name}.{site.within}" if site.within else item.name
+            self.calls.append(
+                RawCall(endpoint, caller_function, callee, site.method, self.entry.rel, site.line)
+            )
 
     def _remote_config(
         self, item: Decorated, call: CallExpr, target: Any

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from engine import diagnostics as codes
+from engine.callgraph import CallEdge, CallGraph
 from engine.diagnostics import Diagnostic, sorted_diagnostics
 from engine.manifest import FunctionInfo, ResourceDef, build_manifest, now_iso
 from engine.project import RACY_NS, RULE_FILES, Project, SourceFile
@@ -37,6 +38,7 @@ from engine.scan.resources import (
     ConfigHashes,
     FileResolution,
     FileResult,
+    RawCall,
     ScanContext,
     endpoint_checks,
 )
@@ -58,13 +60,14 @@ class ScanStats:
 
 @dataclass
 class ScanResult:
-    """The manifest dict, sorted diagnostics, and the resolved functions/resources."""
+    """The manifest dict, sorted diagnostics, the resolved functions/resources, the call graph."""
 
     manifest: dict[str, Any]
     diagnostics: list[Diagnostic]
     functions: list[FunctionInfo] = field(default_factory=list)
     resources: list[ResourceDef] = field(default_factory=list)
     stats: ScanStats = field(default_factory=ScanStats)
+    calls: CallGraph = field(default_factory=CallGraph)
 
     @property
     def errors(self) -> list[Diagnostic]:
@@ -72,9 +75,10 @@ class ScanResult:
         return [d for d in self.diagnostics if d.severity == "error"]
 
     def to_json(self) -> dict[str, Any]:
-        """`scan --json` output: the manifest keys plus `diagnostics`."""
+        """`scan --json` output: the manifest keys plus `diagnostics` and `calls` (call sites)."""
         out = dict(self.manifest)
         out["diagnostics"] = [d.to_json() for d in self.diagnostics]
+        out["calls"] = self.calls.to_json()
         return out
 
 
@@ -98,7 +102,10 @@ class Scanner:
         self._membership_changed = True
         self._candidates: list[FileEntry] = []
         self._last: (
-            tuple[dict[str, Any], list[Diagnostic], list[FunctionInfo], list[ResourceDef]] | None
+            tuple[
+                dict[str, Any], list[Diagnostic], list[FunctionInfo], list[ResourceDef], CallGraph
+            ]
+            | None
         ) = None
         self.stats = ScanStats()
         self._lock = threading.Lock()
@@ -355,11 +362,11 @@ class Scanner:
         stats.candidates = len(candidates)
 
         if self._last is not None and not changed and not modules_changed:
-            manifest, diags, functions, resources = self._last
+            manifest, diags, functions, resources, graph = self._last
             manifest = dict(manifest)
             manifest["generated_at"] = generated_at or now_iso()
             stats.elapsed_ms = (time.perf_counter() - started) * 1000
-            return ScanResult(manifest, list(diags), list(functions), list(resources), stats)
+            return ScanResult(manifest, list(diags), list(functions), list(resources), stats, graph)
 
         ctx = ScanContext(self._index, self._facts_of, self._hashes)
         results: list[FileResult] = []
@@ -390,13 +397,47 @@ class Scanner:
         for result in results:
             diags.extend(result.diags)
         diags.extend(endpoint_checks(results))
+        graph = _call_graph(functions, [c for result in results for c in result.calls])
         manifest, manifest_diags = build_manifest(
-            self.project.name, functions, resources, generated_at=generated_at
+            self.project.name,
+            functions,
+            resources,
+            generated_at=generated_at,
+            remote_callers=graph.callers_of_any,
+        )
+        in_manifest = manifest["resources"]
+        graph = CallGraph.of(
+            e for e in graph.edges if e.caller in in_manifest and e.callee in in_manifest
         )
         diags = sorted_diagnostics(diags + manifest_diags)
-        self._last = (manifest, diags, functions, resources)
+        self._last = (manifest, diags, functions, resources, graph)
         stats.elapsed_ms = (time.perf_counter() - started) * 1000
-        return ScanResult(manifest, diags, functions, resources, stats)
+        return ScanResult(manifest, diags, functions, resources, stats, graph)
+
+
+def _call_graph(functions: list[FunctionInfo], calls: list[RawCall]) -> CallGraph:
+    """Each call of another endpoint's function, or method of its class, as an edge."""
+    by_definition = {(f.module, f.name): f for f in functions}
+    edges: list[CallEdge] = []
+    for call in calls:
+        callee = by_definition.get(call.callee)
+        if callee is None or callee.resource == call.caller:
+            continue
+        if callee.is_class:
+            # `Cls(...)` only makes a handle; the remote call is `obj.method(...)`.
+            if call.method is None or call.method.startswith("_"):
+                continue
+            function = f"{callee.name}.{call.method}"
+        elif call.method is None:
+            function = callee.name
+        else:
+            continue  # a method of what a plain function returned: not a remote call
+        edges.append(
+            CallEdge(
+                call.caller, callee.resource, call.caller_function, function, call.file, call.line
+            )
+        )
+    return CallGraph.of(edges)
 
 
 def scan_project(

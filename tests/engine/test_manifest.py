@@ -34,6 +34,7 @@ RESOURCE_KEYS = {
     "file",
     "line",
     "mothership",
+    "makes_remote_calls",
 }
 FUNCTION_KEYS = {
     "name",
