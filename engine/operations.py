@@ -24,13 +24,14 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from engine.callgraph import CallGraph
 from engine.drift import Drift, compute_drift, is_unresolved
 from engine.health import HealthSample, probe_all
 from engine.identity import app_slug, canonical_path, legacy_app_name
 from engine.invoke import CallSpec, InvokeResult, invoke, resolve_call
 from engine.logs import LogLine, follow_logs, read_logs
 from engine.operation_results import DeployReport, OpError, OpEvent
-from engine.plan import Plan, PlanItem, local_resources, make_plan
+from engine.plan import Plan, PlanItem, local_resources, make_plan, undeploy_warnings
 from engine.provider import (
     AppSummary,
     BuildRef,
@@ -164,7 +165,8 @@ class Engine:
         """Scan the project (incrementally after the first time) in a thread."""
         return await asyncio.to_thread(self.scanner.scan)
 
-    async def _manifest(self, emit: Callable[..., None]) -> dict[str, Any]:
+    async def _scanned(self, emit: Callable[..., None]) -> ScanResult:
+        """A scan without errors (else OpError listing them)."""
         emit("scan", "scanning")
         result = await self.scan()
         errors = [d for d in result.diagnostics if d.severity == "error"]
@@ -173,7 +175,18 @@ class Engine:
             raise OpError(f"the project has {plural(len(errors), 'error')}:\n" + "\n".join(lines))
         resources = result.manifest.get("resources") or {}
         emit("scan", f"{plural(len(resources), 'endpoint')} in code", done=1, total=1)
-        return dict(result.manifest)
+        return result
+
+    async def _manifest(self, emit: Callable[..., None]) -> dict[str, Any]:
+        return dict((await self._scanned(emit)).manifest)
+
+    async def _calls(self) -> CallGraph:
+        """The call graph of the code as it is now; empty when the project cannot be scanned
+        (undeploy must not depend on the code being readable)."""
+        try:
+            return (await self.scan()).calls
+        except OSError:  # the warnings are advice; an unreadable project must not stop an undeploy
+            return CallGraph()
 
     async def _deployed(self) -> dict[str, DeployedEndpoint]:
         try:
@@ -198,11 +211,17 @@ class Engine:
         force: bool = False,
         on_event: OnEvent | None = None,
         manifest: dict[str, Any] | None = None,
+        calls: CallGraph | None = None,
     ) -> Plan:
-        """What `deploy(names)` would do now (no build, no change)."""
+        """What `deploy(names)` would do now (no build, no change).
+
+        `manifest` and `calls` come from one scan (deploy passes its build's); without a
+        manifest, the project is scanned for both.
+        """
         emit = self._emitter("plan", on_event)
         if manifest is None:
-            manifest = await self._manifest(emit)
+            scanned = await self._scanned(emit)
+            manifest, calls = dict(scanned.manifest), scanned.calls
         local = local_resources(manifest, self.root)
         deployed = await self._deployed()
         self._check_names(names, local, deployed)
@@ -211,6 +230,7 @@ class Engine:
             {n: e.as_entry() for n, e in deployed.items()},
             names=names,
             force=force,
+            calls=calls,
         )
         plan = await self._with_costs(plan, local)
         emit("plan", _plan_summary(plan))
@@ -226,13 +246,14 @@ class Engine:
             notes: Mapping[str, str] = await costs(local)
         except ProviderError as exc:
             raise OpError(str(exc)) from exc
-        return Plan(
-            tuple(
+        return replace(
+            plan,
+            items=tuple(
                 replace(i, reasons=(*i.reasons, notes[i.name]))
                 if i.name in notes and i.action != "delete"
                 else i
                 for i in plan.items
-            )
+            ),
         )
 
     @staticmethod
@@ -302,15 +323,15 @@ class Engine:
         # Reaching (or starting) the local cloud overlaps with the scan and the build check.
         connecting = asyncio.ensure_future(self.connect())
         try:
-            manifest = await self._manifest(emit)
-            build, built = await self._build(manifest, emit)
+            scanned = await self._scanned(emit)
+            build, built = await self._build(dict(scanned.manifest), emit)
         except BaseException:
             connecting.cancel()
             with contextlib.suppress(BaseException):
                 await connecting
             raise
         await connecting
-        plan = await self.plan(names, force=force, manifest=build.manifest)
+        plan = await self.plan(names, force=force, manifest=build.manifest, calls=scanned.calls)
         emit("plan", _plan_summary(plan))
         report = DeployReport(plan, built=built, build_id=build.build_id)
         if not plan.has_changes:
@@ -405,7 +426,8 @@ class Engine:
                     ("undeploy",),
                 )
                 for n in targets
-            )
+            ),
+            undeploy_warnings(await self._calls(), targets, deployed),
         )
         report = DeployReport(plan)
         if not targets:

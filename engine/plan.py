@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from engine.callgraph import CallGraph
 from engine.drift import Drift, FieldDiff, compute_drift
 from engine.status import RUNNING
 from runtime.reconcile import reconcile
@@ -35,9 +36,12 @@ __all__ = [
     "Plan",
     "PlanAction",
     "PlanItem",
+    "PlanWarning",
     "code_hash",
+    "deploy_warnings",
     "local_resources",
     "make_plan",
+    "undeploy_warnings",
 ]
 
 PlanAction = Literal["create", "update", "delete", "unchanged"]
@@ -75,10 +79,81 @@ class PlanItem:
 
 
 @dataclass(frozen=True)
+class PlanWarning:
+    """A call that the plan would leave without an endpoint to answer it.
+
+    `kind` "callee_missing": `caller` (deployed by this plan) calls `callee`, which is neither
+    deployed nor in the plan; "caller_left": undeploying `callee` while `caller` stays
+    deployed and calls it. `functions` are the callee's functions called.
+    """
+
+    kind: Literal["callee_missing", "caller_left"]
+    caller: str
+    callee: str
+    functions: tuple[str, ...]
+
+    @property
+    def message(self) -> str:
+        """One line for the CLI and the dialog."""
+        called = ", ".join(self.functions)
+        if self.kind == "callee_missing":
+            return (
+                f"{self.caller} calls {self.callee} ({called}), which is not deployed and not "
+                "in this deploy: those calls will fail"
+            )
+        return (
+            f"{self.caller} stays deployed and calls {self.callee} ({called}): those calls "
+            "will fail once it is undeployed"
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form."""
+        return {
+            "kind": self.kind,
+            "caller": self.caller,
+            "callee": self.callee,
+            "functions": list(self.functions),
+            "message": self.message,
+        }
+
+
+def deploy_warnings(
+    graph: CallGraph, deploying: Iterable[str], deployed: Iterable[str]
+) -> tuple[PlanWarning, ...]:
+    """Endpoints being deployed whose callees are neither deployed nor being deployed."""
+    going = set(deploying)
+    present = going | set(deployed)
+    out: list[PlanWarning] = []
+    for caller in sorted(going):
+        for callee, functions in graph.callees(caller).items():
+            if callee not in present:
+                out.append(PlanWarning("callee_missing", caller, callee, functions))
+    return tuple(out)
+
+
+def undeploy_warnings(
+    graph: CallGraph, removing: Iterable[str], deployed: Iterable[str]
+) -> tuple[PlanWarning, ...]:
+    """Endpoints being undeployed that deployed endpoints staying up still call."""
+    gone = set(removing)
+    staying = set(deployed) - gone
+    out: list[PlanWarning] = []
+    for callee in sorted(gone):
+        for caller in graph.callers(callee):
+            if caller in staying:
+                functions = tuple(
+                    sorted({e.callee_function for e in graph.edges_between(caller, callee)})
+                )
+                out.append(PlanWarning("caller_left", caller, callee, functions))
+    return tuple(out)
+
+
+@dataclass(frozen=True)
 class Plan:
-    """The whole plan, items ordered by name."""
+    """The whole plan, items ordered by name, and its call-graph warnings."""
 
     items: tuple[PlanItem, ...] = field(default_factory=tuple)
+    warnings: tuple[PlanWarning, ...] = ()
 
     def names(self, *actions: str) -> list[str]:
         """Names of the items with one of `actions`."""
@@ -102,7 +177,11 @@ class Plan:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form (`flash-tui plan --json`)."""
-        return {"items": [i.to_dict() for i in self.items], "counts": self.counts()}
+        return {
+            "items": [i.to_dict() for i in self.items],
+            "counts": self.counts(),
+            "warnings": [w.to_dict() for w in self.warnings],
+        }
 
 
 def code_hash(root: Path, entry: Mapping[str, Any]) -> str | None:
@@ -146,12 +225,14 @@ def make_plan(
     force: bool = False,
     parse_errors: Mapping[str, int] | None = None,
     deployed_files: Mapping[str, str] | None = None,
+    calls: CallGraph | None = None,
 ) -> Plan:
     """The plan for `local` resources vs `deployed` entries (both keyed by name).
 
     `names` limits the plan to those endpoints; `prune` (default) plans deleting endpoints no
     longer in code (only for a full plan); `force` updates every deployed endpoint in code.
-    `parse_errors`/`deployed_files`: see `engine.drift.compute_drift`.
+    `parse_errors`/`deployed_files`: see `engine.drift.compute_drift`. `calls`: the project's
+    call graph, for the warnings (callees left undeployed, callers left calling a deleted one).
     """
     selected = None if names is None else set(names)
     diff = reconcile(local, deployed)
@@ -202,4 +283,12 @@ def make_plan(
                 action = "update"
                 reasons.append("forced")
         items.append(PlanItem(name, action, rtype, drift, tuple(reasons)))
-    return Plan(tuple(items))
+    warnings: tuple[PlanWarning, ...] = ()
+    if calls is not None:
+        kept = [i.name for i in items if i.action != "delete"]
+        deleted = [i.name for i in items if i.action == "delete"]
+        # Deleted endpoints are no longer in code, so no edge leads to them: only the subset
+        # case can leave a callee missing.
+        warnings = deploy_warnings(calls, kept, set(deployed) - set(deleted))
+        warnings += undeploy_warnings(calls, deleted, deployed)
+    return Plan(tuple(items), warnings)
