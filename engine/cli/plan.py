@@ -123,7 +123,8 @@ def _value(value: Any) -> str:
 
 
 def print_plan(console: Console, plan: Plan, title: str = "Plan") -> None:
-    """The plan as a table: + create, ~ update (with field diffs), - delete, = unchanged."""
+    """The plan as a table: + create, ~ update (with field diffs), - delete, = unchanged; then
+    its counts and its warnings (calls the plan would leave unanswered)."""
     table = Table(title=title, show_header=True, header_style="bold", title_justify="left")
     table.add_column("", width=1)
     table.add_column("endpoint")
@@ -152,6 +153,8 @@ def print_plan(console: Console, plan: Plan, title: str = "Plan") -> None:
         f"[{PLAN_STYLES['update']}]{counts['update']} to update[/], "
         f"[{PLAN_STYLES['delete']}]{counts['delete']} to delete[/], {counts['unchanged']} unchanged"
     )
+    for warning in plan.warnings:
+        console.print(f"[bold yellow]warning[/]: {escape(warning.message)}")
 
 
 class PlanConfirmation:

@@ -2,7 +2,8 @@
 
 Human output is a Rich tree (endpoints -> functions / routes, with QB/LB, CPU/GPU and live
 badges) on stdout and a diagnostics table on stderr. `--json` prints one JSON object: the
-manifest keys plus `diagnostics` [{severity, file, line, message, code}]. Exit code 1 when
+manifest keys plus `diagnostics` [{severity, file, line, message, code}] and `calls` (the call
+graph: [{caller, caller_function, callee, callee_function, file, line}]). Exit code 1 when
 there is any error diagnostic (or PATH is not a directory); a directory without Flash code is
 not an error: it prints an empty manifest and a hint.
 """
@@ -19,6 +20,7 @@ from rich.markup import escape
 from rich.table import Table
 from rich.tree import Tree
 
+from engine.callgraph import CallGraph, describe
 from engine.diagnostics import Diagnostic
 from engine.styles import SEVERITY_STYLES, style_of
 from engine.wording import plural
@@ -56,8 +58,8 @@ def _badges(resource: dict[str, Any]) -> str:
     return " ".join(parts)
 
 
-def render_tree(manifest: dict[str, Any]) -> Tree:
-    """The endpoints -> functions/routes tree of a manifest."""
+def render_tree(manifest: dict[str, Any], calls: CallGraph | None = None) -> Tree:
+    """The endpoints -> functions/routes tree of a manifest (with each endpoint's calls)."""
     resources = manifest.get("resources") or {}
     tree = Tree(
         f"[bold]{escape(str(manifest.get('project_name', '')))}[/] — "
@@ -82,6 +84,9 @@ def render_tree(manifest: dict[str, Any]) -> Tree:
                 path = escape(str(fn.get("http_path") or "")) or "[red]no path[/]"
                 label = f"[bold]{method}[/] {path} → {label}"
             branch.add(f"{label} [dim]{escape(str(fn.get('module')))}:{fn.get('line')}[/]")
+        callees = calls.callees(name) if calls is not None else {}
+        if callees:
+            branch.add(f"[bold]calls[/]: {escape(describe(callees))}")
     return tree
 
 
@@ -117,6 +122,7 @@ def run(args: argparse.Namespace) -> int:
             out["diagnostics"] = [
                 Diagnostic("error", str(path), 0, message, NOT_A_DIRECTORY).to_json()
             ]
+            out["calls"] = []
             print(json.dumps(out, sort_keys=True, ensure_ascii=False))
         else:
             err_console.print(f"[bold red]error[/] {escape(message)}")
@@ -127,7 +133,7 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps(result.to_json(), sort_keys=True, ensure_ascii=False))
         return 1 if errors else 0
     if result.manifest.get("resources"):
-        console.print(render_tree(result.manifest))
+        console.print(render_tree(result.manifest, result.calls))
     else:
         console.print(
             f"No Flash endpoints found in {escape(str(path.resolve()))}. A Flash project "
