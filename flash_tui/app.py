@@ -21,6 +21,7 @@ from textual import on, work
 from textual.app import App
 from textual.timer import Timer
 
+from engine.callgraph import CallGraph
 from engine.diagnostics import Diagnostic
 from engine.health import HealthMonitor, HealthSample
 from engine.invoke import list_calls
@@ -222,7 +223,13 @@ class FlashApp(DeploymentActions, App[None]):
             self.post_message(ScanFailed(f"{type(exc).__name__}: {exc}"))
             return
         self.post_message(
-            ScanFinished(outcome.manifest, outcome.diagnostics, list(changed), outcome.elapsed_ms)
+            ScanFinished(
+                outcome.manifest,
+                outcome.diagnostics,
+                list(changed),
+                outcome.elapsed_ms,
+                outcome.calls,
+            )
         )
 
     @on(ScanFinished)
@@ -242,7 +249,7 @@ class FlashApp(DeploymentActions, App[None]):
         elif self.scan_count == 1:
             count = len(manifest.get("resources") or {})
             self.log_engine(f"scanned: {count} endpoints, {len(self.diagnostics)} diagnostics")
-        self._update(manifest=manifest, diagnostics=diagnostics)
+        self._update(manifest=manifest, diagnostics=diagnostics, calls=message.calls)
         if self.connected and (message.changed or first):
             # Drift depends on the code: ask the engine again now that the code changed.
             self._refresh_status()
@@ -260,7 +267,7 @@ class FlashApp(DeploymentActions, App[None]):
         # "no endpoints here" hint, which is not what happened.
         self.scanned = False
         self.dashboard.query_one(ManifestTree).show_error(message.reason)
-        self._update(manifest={}, diagnostics=())
+        self._update(manifest={}, diagnostics=(), calls=CallGraph())
 
     @work(exclusive=True, group="watch")
     async def _watch(self) -> None:

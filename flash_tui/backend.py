@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
+from engine.callgraph import CallGraph
 from engine.diagnostics import Diagnostic
 from engine.health import HealthMonitor, HealthSample
 from engine.invoke import CallSpec, InvokeResult, JSONText
@@ -45,11 +46,12 @@ class BackendError(Exception):
 
 @dataclass
 class ScanOutcome:
-    """Manifest dict and diagnostics of one (re)scan."""
+    """Manifest dict, diagnostics and call graph of one (re)scan."""
 
     manifest: JSONObject
     diagnostics: list[Diagnostic] = field(default_factory=list)
     elapsed_ms: float = 0.0
+    calls: CallGraph = field(default_factory=CallGraph)
 
 
 Confirm = Callable[[Plan], Awaitable[bool]]
@@ -120,7 +122,7 @@ class Backend:
         except OSError as exc:
             raise BackendError(f"cannot read {self.project}: {exc}") from exc
         elapsed = (time.perf_counter() - started) * 1000
-        return ScanOutcome(dict(result.manifest), list(result.diagnostics), elapsed)
+        return ScanOutcome(dict(result.manifest), list(result.diagnostics), elapsed, result.calls)
 
     # -- build ----------------------------------------------------------------------------
 

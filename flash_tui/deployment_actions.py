@@ -135,7 +135,7 @@ class DeploymentActions:
         title = f"Deploy {names[0]}" if names and len(names) == 1 else "Deploy plan"
 
         async def confirm(plan: Plan) -> bool:
-            screen = PlanScreen(plan.items, title=title)
+            screen = PlanScreen(plan.items, title=title, warnings=plan.warnings)
             return confirmed.mark(bool(await self.push_screen_wait(screen)))
 
         return confirm
@@ -208,7 +208,7 @@ class DeploymentActions:
                 )
             else:
                 urls = {n: self._state.url(n) for n in names}
-                screen = UndeployScreen(names, urls)
+                screen = UndeployScreen(names, urls, plan.warnings)
             if confirmed.mark(bool(await self.push_screen_wait(screen))):
                 self.retire(names)
                 return True

@@ -9,6 +9,7 @@ from typing import Any
 
 from textual.message import Message
 
+from engine.callgraph import CallGraph
 from engine.diagnostics import Diagnostic
 from engine.status import EndpointStatus
 
@@ -21,6 +22,7 @@ class ScanFinished(Message):
     diagnostics: Sequence[Diagnostic]
     changed: Sequence[Path] = field(default_factory=list)
     elapsed_ms: float = 0.0
+    calls: CallGraph = field(default_factory=CallGraph)
 
 
 @dataclass

@@ -13,7 +13,7 @@ from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Button, Input, Label, Static
 
-from engine.plan import PLAN_MARKS, Plan, PlanItem
+from engine.plan import PLAN_MARKS, Plan, PlanItem, PlanWarning
 from engine.styles import PLAN_STYLES
 from flash_tui import present
 from flash_tui.widgets.dashboard.detail_pane import diff_rows
@@ -46,6 +46,17 @@ def render_plan(items: Sequence[PlanItem]) -> RenderableType:
     return Group(*lines)
 
 
+def render_warnings(warnings: Sequence[PlanWarning]) -> Text:
+    """One `⚠ <message>` line per warning (calls the plan leaves unanswered)."""
+    text = Text()
+    for index, warning in enumerate(warnings):
+        if index:
+            text.append("\n")
+        text.append("⚠ ", style="bold yellow")
+        text.append(warning.message, style="yellow")
+    return text
+
+
 def plan_counts(items: Sequence[PlanItem]) -> str:
     """`1 to create, 1 to update, 0 to delete, 2 unchanged`."""
     counts = Plan(tuple(items)).counts()
@@ -71,10 +82,16 @@ class _Dialog(ModalScreen[bool]):
 class PlanScreen(_Dialog):
     """The deploy plan; Deploy has focus unless the plan deletes something."""
 
-    def __init__(self, items: Sequence[PlanItem], title: str = "Deploy plan") -> None:
+    def __init__(
+        self,
+        items: Sequence[PlanItem],
+        title: str = "Deploy plan",
+        warnings: Sequence[PlanWarning] = (),
+    ) -> None:
         super().__init__()
         self.items = list(items)
         self.title_text = title
+        self.warnings = list(warnings)
 
     def compose(self) -> ComposeResult:
         has_changes = any(i.action != "unchanged" for i in self.items)
@@ -83,6 +100,8 @@ class PlanScreen(_Dialog):
             yield Label(plan_counts(self.items), id="plan-counts")
             with VerticalScroll(id="plan-body"):
                 yield Static(render_plan(self.items), id="plan")
+            if self.warnings:
+                yield Static(render_warnings(self.warnings), id="plan-warnings")
             with Horizontal(classes="buttons"):
                 yield Button("Cancel", id="cancel")
                 yield Button("Deploy", id="confirm", variant="success", disabled=not has_changes)
@@ -100,10 +119,16 @@ class PlanScreen(_Dialog):
 class UndeployScreen(_Dialog):
     """Lists what will be destroyed; Cancel has the focus."""
 
-    def __init__(self, names: Sequence[str], details: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        names: Sequence[str],
+        details: dict[str, str] | None = None,
+        warnings: Sequence[PlanWarning] = (),
+    ) -> None:
         super().__init__()
         self.names = list(names)
         self.details = details or {}
+        self.warnings = list(warnings)
 
     def compose(self) -> ComposeResult:
         body = Text()
@@ -119,6 +144,8 @@ class UndeployScreen(_Dialog):
         with Vertical(id="dialog", classes="dialog danger") as box:
             box.border_title = "Undeploy"
             yield Static(body, id="undeploy-list")
+            if self.warnings:
+                yield Static(render_warnings(self.warnings), id="plan-warnings")
             with Horizontal(classes="buttons"):
                 yield Button("Cancel", id="cancel")
                 yield Button("Undeploy", id="confirm", variant="error")

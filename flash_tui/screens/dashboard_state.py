@@ -10,6 +10,7 @@ from typing import Any
 from rich.console import RenderableType
 from rich.text import Text
 
+from engine.callgraph import CallGraph
 from engine.diagnostics import Diagnostic
 from engine.status import DEPLOYED, RUNNING, EndpointStatus, Status
 from flash_tui import present
@@ -43,6 +44,7 @@ class DashboardState:
 
     project: str = ""
     manifest: Mapping[str, Any] = field(default_factory=dict)
+    calls: CallGraph = field(default_factory=CallGraph)
     diagnostics: tuple[Diagnostic, ...] = ()
     statuses: Mapping[str, EndpointStatus] = field(default_factory=dict)
     samples: Mapping[str, tuple[float | None, ...]] = field(default_factory=dict)
@@ -130,7 +132,8 @@ class DashboardState:
             name = item if isinstance(item, str) else str(item.endpoint)
             status = self.statuses.get(name)
             events = self.events.get(name, ())
-            return endpoint_detail(name, self.resources().get(name), status, events), name
+            detail = endpoint_detail(name, self.resources().get(name), status, events, self.calls)
+            return detail, name
         if isinstance(item, TreeItem) and item.kind == "function":
             return function_detail(item.payload, item.endpoint), str(item.payload.get("name"))
         if isinstance(item, TreeItem) and item.diagnostic is not None:

@@ -1,4 +1,4 @@
-"""Detail pane: config, drift diff, routes and recent events of the selection."""
+"""Detail pane: config, drift diff, routes, calls and recent events of the selection."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from textual.app import ComposeResult
 from textual.containers import VerticalScroll
 from textual.widgets import Static
 
+from engine.callgraph import CallGraph, describe
 from engine.diagnostics import Diagnostic
 from engine.drift import FieldDiff
 from engine.status import EndpointStatus
@@ -53,6 +54,7 @@ def endpoint_detail(
     resource: Mapping[str, Any] | None,
     status: EndpointStatus | None,
     events: Sequence[str] = (),
+    calls: CallGraph | None = None,
 ) -> RenderableType:
     """Everything known about one endpoint, most useful first."""
     parts: list[RenderableType] = []
@@ -102,10 +104,28 @@ def endpoint_detail(
                 parts.append(Text(f"ƒ {fn.get('name')}  {fn.get('module', '')}", style=""))
     elif status is not None and drift == "orphaned":
         parts.append(Text("Deployed, but no longer in the code (orphaned).", style="magenta"))
+    if calls is not None:
+        parts.extend(_call_lines(name, calls))
     if events:
         parts.append(Text("recent events", style="bold underline"))
         parts.extend(Text(event, style="dim") for event in events[-5:])
     return Group(*parts)
+
+
+def _call_lines(name: str, calls: CallGraph) -> list[Text]:
+    """`calls: cpu_worker (process), gpu_worker (infer)` and `called by: gateway`."""
+    lines = []
+    callees = calls.callees(name)
+    if callees:
+        line = Text("calls: ", style="bold")
+        line.append(describe(callees), style="")
+        lines.append(line)
+    callers = calls.callers(name)
+    if callers:
+        line = Text("called by: ", style="bold")
+        line.append(", ".join(callers), style="")
+        lines.append(line)
+    return lines
 
 
 def function_detail(fn: Mapping[str, Any], endpoint: str | None) -> RenderableType:
