@@ -35,6 +35,12 @@ Syntax errors in files that no Flash code depends on are not reported: they are 
 Project-level resolution is cached per file and redone only for files whose module, or a module
 they consulted, changed; `scan(changed_paths=...)` (a watcher batch) skips the walk entirely.
 
+The call graph (`ScanResult.calls`, an `engine.callgraph.CallGraph`): facts record the calls of
+module-level names in each decorated body (and `obj.m(...)` after `obj = Cls(...)`), resources
+resolve them to the project definition they name (following imports and re-exports, so a caller
+file depends on the callee's module for invalidation), and the scanner maps each definition to
+its endpoint; calls within one endpoint are not edges.
+
 Endpoint objects map to resource classes through `runtime.endpoint.endpoint_resource` with
 `live=False`: what `flash build`/`deploy` provision (upstream sets
 FLASH_IS_LIVE_PROVISIONING=false for them).
