@@ -317,7 +317,14 @@ class _Extractor:
         for sub in ast.walk(node):
             if not isinstance(sub, ast.Call):
                 continue
-            parts = dotted(sub.func)
+            func = sub.func
+            if isinstance(func, ast.Attribute) and isinstance(func.value, ast.Call):
+                # `Cls(...).m(...)`: a method of a fresh instance
+                cls = dotted(func.value.func)
+                if cls is not None and cls[0] in self.names:
+                    out.append(CallSite(cls, sub.lineno, func.attr, within))
+                continue
+            parts = dotted(func)
             if parts is None:
                 continue
             if len(parts) == 2 and parts[0] in instances:

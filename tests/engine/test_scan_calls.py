@@ -170,9 +170,23 @@ def test_calls_from_a_class_method_through_a_package_reexport(
                 async def run(self, text: str) -> list[float]:
                     return await embed_text(text)
             """,
+            "client.py": """
+            from tetra_rp import CpuLiveLoadBalancer, remote
+            from service import Pipeline
+
+            lb = CpuLiveLoadBalancer(name="front")
+
+
+            @remote(lb, method="POST", path="/go")
+            async def go(text: str) -> list[float]:
+                return await Pipeline().run(text)
+            """,
         },
     )
-    assert _edges(result) == {("cpu", "Pipeline.run", "gpu", "embed", "service.py", 11)}
+    assert _edges(result) == {
+        ("cpu", "Pipeline.run", "gpu", "embed", "service.py", 11),
+        ("front", "go", "cpu", "Pipeline.run", "client.py", 10),
+    }
 
 
 def test_edges_follow_edits_incrementally(tmp_path: Path) -> None:
