@@ -46,7 +46,8 @@ class LogsScreen(Screen[None]):
     CSS_PATH = "logs.tcss"
 
     BINDINGS = [
-        Binding(key, action, title, key_display=_DISPLAY.get(key)) for key, action, title, _ in LOG_KEYS
+        Binding(key, action, title, key_display=_DISPLAY.get(key))
+        for key, action, title, _ in LOG_KEYS
     ]
 
     def __init__(self, buffer: LogBuffer, endpoints: list[str], source: str | None = None) -> None:
