@@ -477,8 +477,13 @@ class FlashApp(DeploymentActions, App[None]):
         )
 
     def action_logs(self) -> None:
+        # The selected endpoint's lines (one key from a resource to its logs), all without one.
+        self.open_logs(self.selected_endpoint())
+
+    def open_logs(self, endpoint: str | None = None) -> None:
+        """The logs screen, filtered to `endpoint` (all endpoints when None)."""
         names = sorted(set(self.manifest.get("resources") or {}) | set(self.statuses))
-        self.push_screen(LogsScreen(self.logs, names))
+        self.push_screen(LogsScreen(self.logs, names, endpoint))
 
     def action_rescan(self) -> None:
         self.log_engine("rescan requested")

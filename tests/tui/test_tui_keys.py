@@ -1,0 +1,187 @@
+"""Operator keys on the dashboard: `l` from a selection to its logs, `/` filter, vim keys."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pytest
+from textual.widgets import Input, Select
+from waiting import until
+
+from engine.status import EndpointStatus
+from flash_tui.app import FlashApp
+from flash_tui.screens.logs import LogsScreen
+from flash_tui.widgets.dashboard.endpoints_table import EndpointsTable
+from flash_tui.widgets.dashboard.manifest_tree import ManifestTree
+from flash_tui.widgets.logs.log_view import LogView
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def clock() -> datetime:
+    return datetime(2026, 1, 1, 12, 0, 0, tzinfo=timezone.utc)
+
+
+@pytest.fixture(autouse=True)
+def private_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """A temporary flash-tui home; a local cloud started in it by mistake is stopped."""
+    home = tmp_path / "home"
+    monkeypatch.setenv("FLASH_TUI_HOME", str(home))
+    yield
+    if (home / "localcloud").exists():
+        from engine.home import Home
+        from engine.localcloud.discovery import stop_cloud
+
+        stop_cloud(Home(home))
+
+
+@pytest.fixture
+def quickstart(tmp_path: Path) -> Path:
+    dest = tmp_path / "quickstart"
+    shutil.copytree(ROOT / "examples" / "quickstart", dest, ignore=shutil.ignore_patterns(".flash"))
+    return dest
+
+
+def endpoint(name: str, status: str) -> EndpointStatus:
+    return EndpointStatus(
+        name=name,
+        resource_type=None,
+        status=status,
+        drift="in_sync",
+        in_code=True,
+        deployed=status != "not_deployed",
+    )
+
+
+def tree_endpoints(app: FlashApp) -> list[str]:
+    tree = app.dashboard.query_one(ManifestTree)
+    return [n.data.key[1] for n in tree.root.children if n.data and n.data.kind == "endpoint"]
+
+
+def table_names(app: FlashApp) -> list[str]:
+    table = app.dashboard.query_one(EndpointsTable)
+    return [str(key.value) for key in table.rows]
+
+
+def logs_source(app: FlashApp) -> str | None:
+    assert isinstance(app.screen, LogsScreen)
+    return app.screen.query_one(LogView).source_filter
+
+
+async def test_l_opens_the_selected_endpoints_logs(quickstart: Path) -> None:
+    app = FlashApp(quickstart, clock=clock, connect=False, watch=False)
+    # Lines of an endpoint that is no longer in the code nor deployed: still readable.
+    app.logs.append("11:59:00", "old_worker", "Traceback: crashed before the undeploy")
+    app.logs.append("11:59:01", "gateway", "POST /pipeline 200")
+    async with app.run_test(size=(100, 30)) as pilot:
+        await until(pilot, lambda: app.scan_count >= 1)
+        tree = app.dashboard.query_one(ManifestTree)
+        tree.focus()
+        tree.move_to(("function", "gateway", "pipeline"))  # a function: its endpoint's logs
+        await pilot.press("l")
+        await until(pilot, lambda: isinstance(app.screen, LogsScreen), what="logs screen")
+        assert logs_source(app) == "gateway"
+        view = app.screen.query_one(LogView)
+        await until(pilot, lambda: [r.text for r in view.rows] == ["POST /pipeline 200"])
+        assert app.screen.query_one(Select).value == "gateway"
+        # The post-mortem: the gone endpoint is offered, and its lines are there.
+        app.screen.query_one(Select).value = "old_worker"
+        await until(pilot, lambda: [r.source for r in view.rows] == ["old_worker"])
+        await pilot.press("escape")
+        await until(pilot, lambda: app.screen is app.dashboard)
+
+        table = app.dashboard.query_one(EndpointsTable)
+        table.focus()
+        table.select_name("cpu_worker")
+        await pilot.press("l")
+        await until(pilot, lambda: isinstance(app.screen, LogsScreen), what="logs screen")
+        assert logs_source(app) == "cpu_worker"
+        await pilot.press("escape")
+        await until(pilot, lambda: app.screen is app.dashboard)
+
+        # Nothing of an endpoint's selected (a hint: the filter matches nothing): all lines.
+        await pilot.press("slash", *"nomatch", "enter")
+        await until(pilot, lambda: app.focused is tree and tree_endpoints(app) == [])
+        await pilot.press("l")
+        await until(pilot, lambda: isinstance(app.screen, LogsScreen), what="logs screen")
+        assert logs_source(app) is None
+
+
+async def test_slash_filters_tree_and_table_by_name_type_and_status(quickstart: Path) -> None:
+    statuses = [endpoint("gateway", "healthy"), endpoint("api", "unhealthy")]
+    app = FlashApp(quickstart, clock=clock, connect=False, watch=False, statuses=statuses)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await until(pilot, lambda: app.scan_count >= 1)
+        everything = ["api", "cpu_worker", "gateway", "gpu_worker"]
+        assert tree_endpoints(app) == everything
+        await pilot.press("slash")
+        assert isinstance(app.focused, Input)
+        await pilot.press(*"cpu")  # names and types: cpu_worker, and gateway is an LB CPU
+        await until(pilot, lambda: tree_endpoints(app) == ["cpu_worker", "gateway"])
+        await until(pilot, lambda: table_names(app) == ["cpu_worker", "gateway"])
+        assert "/cpu" in str(app.dashboard.query_one(ManifestTree).border_title)
+
+        await pilot.press(*("backspace",) * 3, *"unhealthy")  # a status
+        await until(pilot, lambda: tree_endpoints(app) == ["api"] and table_names(app) == ["api"])
+        # Typing is text, not keys: "u" did not undeploy, "l" opened no logs.
+        assert app.busy is None and app.screen is app.dashboard
+        await pilot.press("enter")  # the filter stays, the focus goes to the tree
+        await until(pilot, lambda: isinstance(app.focused, ManifestTree))
+        assert tree_endpoints(app) == ["api"]
+
+        await pilot.press("escape")  # clears it
+        await until(pilot, lambda: tree_endpoints(app) == everything)
+        await until(pilot, lambda: table_names(app) == everything)
+        assert not app.dashboard.query_one("#filter", Input).display
+        assert app.dashboard.query_one(ManifestTree).border_title == "Manifest"
+
+        await pilot.press("slash", *"nomatch")
+        await until(pilot, lambda: tree_endpoints(app) == [] and table_names(app) == [])
+        tree = app.dashboard.query_one(ManifestTree)
+        labels = [str(n.label) for n in tree.root.children]
+        assert "Nothing matches /nomatch" in labels  # not the "no endpoints here" hint
+        await pilot.press("escape")  # from the box: cleared in one press
+        await until(pilot, lambda: tree_endpoints(app) == everything)
+        assert app.screen is app.dashboard
+
+
+async def test_filter_holds_across_a_rescan(quickstart: Path) -> None:
+    app = FlashApp(quickstart, clock=clock, connect=False, watch=True)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await until(pilot, lambda: app.scan_count >= 1)
+        await pilot.press("slash", *"gpu")
+        await until(pilot, lambda: tree_endpoints(app) == ["api", "gpu_worker"])
+        main = quickstart / "main.py"
+        main.write_text(main.read_text() + "\n# touched\n")
+        await until(pilot, lambda: app.scan_count >= 2, what="the rescan")
+        assert tree_endpoints(app) == ["api", "gpu_worker"]
+
+
+async def test_vim_keys_move_in_tree_and_table(quickstart: Path) -> None:
+    app = FlashApp(quickstart, clock=clock, connect=False, watch=False)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await until(pilot, lambda: app.scan_count >= 1)
+        tree = app.dashboard.query_one(ManifestTree)
+        tree.focus()
+        await pilot.press("g")
+        await until(pilot, lambda: tree.cursor_line == 0)
+        await pilot.press("j", "j")
+        await until(pilot, lambda: tree.cursor_line == 2)
+        await pilot.press("k")
+        await until(pilot, lambda: tree.cursor_line == 1)
+        await pilot.press("G")
+        await until(pilot, lambda: tree.cursor_line == tree.last_line > 1)
+
+        table = app.dashboard.query_one(EndpointsTable)
+        table.focus()
+        await pilot.press("g")
+        await until(pilot, lambda: table.cursor_row == 0)
+        await pilot.press("j")
+        await until(pilot, lambda: table.selected_name == "cpu_worker")
+        await pilot.press("G")
+        await until(pilot, lambda: table.selected_name == "gpu_worker")
+        await pilot.press("k")
+        await until(pilot, lambda: table.selected_name == "gateway")
