@@ -42,6 +42,14 @@ ACTIONS: list[AppAction] = [
     ),
     AppAction("t", "test_route", "Test", "Route tester: send a request to a route or function"),
     AppAction("l", "logs", "Log", "Full-screen logs: follow, filter, search", palette="Logs"),
+    AppAction(
+        "e",
+        "edit",
+        "Edit",
+        "Open the selected function, endpoint or diagnostic in $EDITOR at its line",
+        show=False,
+        palette="Edit in $EDITOR",
+    ),
     AppAction("r", "rescan", "Scan", "Rescan the project now", palette="Rescan"),
     AppAction(
         "h",

@@ -19,7 +19,6 @@ SCREEN_KEYS: list[tuple[str, str]] = [
     ("tab / shift+tab", "Move between tree, table, details and logs"),
     ("j k / g G", "Down, up / first, last (tree, table, logs)"),
     ("/", "Filter the tree and the table by name, type or status (escape clears)"),
-    ("e", "Open the selected function or diagnostic in $EDITOR at its line"),
     ("enter", "Expand a tree node / select a row / confirm a dialog"),
     ("escape", "Close a screen, cancel a dialog, clear the filter"),
     (

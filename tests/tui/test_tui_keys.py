@@ -185,3 +185,108 @@ async def test_vim_keys_move_in_tree_and_table(quickstart: Path) -> None:
         await until(pilot, lambda: table.selected_name == "gpu_worker")
         await pilot.press("k")
         await until(pilot, lambda: table.selected_name == "gateway")
+
+
+def fake_editor(bin_dir: Path, name: str, record: Path) -> Path:
+    """An executable called `name` that writes its arguments, one a line, to `record`."""
+    bin_dir.mkdir(exist_ok=True)
+    script = bin_dir / name
+    script.write_text(f'#!/bin/sh\nprintf "%s\\n" "$@" > "{record}"\n')
+    script.chmod(0o755)
+    return script
+
+
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [
+        ("vim", ["+22", "{path}"]),
+        ("nvim", ["+22", "{path}"]),
+        ("nano", ["+22", "{path}"]),
+        ("emacs", ["+22", "{path}"]),
+        ("code", ["-g", "{path}:22"]),
+        ("gedit", ["{path}"]),
+    ],
+)
+def test_editor_command_puts_the_line_where_each_editor_wants_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, name: str, expected: list[str]
+) -> None:
+    from flash_tui.editor import Location, editor_command
+
+    script = fake_editor(tmp_path / "bin", name, tmp_path / "args")
+    monkeypatch.setenv("PATH", f"{script.parent}:/usr/bin:/bin")
+    path = tmp_path / "main.py"
+    argv = editor_command(f"{name} --flag", Location(path, 22))
+    assert argv == [name, "--flag", *(e.format(path=path) for e in expected)]
+    assert editor_command(name, Location(path, None)) == [name, str(path)]
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        (None, "$EDITOR is not set"),
+        ("  ", "$EDITOR is not set"),
+        ("no-such-editor-xyz", "'no-such-editor-xyz', which is not an executable on PATH"),
+        ("vim 'unclosed", "cannot be read"),
+    ],
+)
+def test_editor_problems_are_one_line(value: str | None, message: str) -> None:
+    from flash_tui.editor import EditorError, Location, editor_command
+
+    with pytest.raises(EditorError) as info:
+        editor_command(value, Location(Path("main.py"), 3))
+    assert message in str(info.value) and "\n" not in str(info.value)
+
+
+async def test_e_opens_the_selected_function_in_the_editor_at_its_line(
+    quickstart: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    record = tmp_path / "args"
+    script = fake_editor(tmp_path / "bin", "vim", record)
+    monkeypatch.setenv("EDITOR", str(script))
+    app = FlashApp(quickstart, clock=clock, connect=False, watch=False)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await until(pilot, lambda: app.scan_count >= 1)
+        line = next(
+            f["line"]
+            for f in app.manifest["resources"]["gateway"]["functions"]
+            if f["name"] == "pipeline"
+        )
+        tree = app.dashboard.query_one(ManifestTree)
+        tree.focus()
+        tree.move_to(("function", "gateway", "pipeline"))
+        await pilot.press("e")
+        await until(pilot, record.exists, what="the editor ran")
+        assert record.read_text().splitlines() == [f"+{line}", str(quickstart / "main.py")]
+        assert "def pipeline" in (quickstart / "main.py").read_text().splitlines()[line - 1]
+
+
+async def test_e_without_editor_says_so_in_one_line(
+    quickstart: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("EDITOR", raising=False)
+    app = FlashApp(quickstart, clock=clock, connect=False, watch=False)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await until(pilot, lambda: app.scan_count >= 1)
+        tree = app.dashboard.query_one(ManifestTree)
+        tree.focus()
+        tree.move_to(("function", "gateway", "pipeline"))
+        await pilot.press("e")
+        await until(
+            pilot, lambda: any("$EDITOR is not set" in n.message for n in app._notifications)
+        )
+        message = next(n.message for n in app._notifications if "$EDITOR" in n.message)
+        assert "\n" not in message
+
+
+def test_locate_finds_a_diagnostic_a_table_row_and_nothing(tmp_path: Path) -> None:
+    from engine.diagnostics import Diagnostic
+    from flash_tui.editor import Location, locate
+    from flash_tui.widgets.dashboard.manifest_tree import TreeItem
+
+    diag = Diagnostic("error", "workers/x.py", 7, "duplicate route POST /x", "E1")
+    item = TreeItem("diagnostic", ("diagnostic", "0"), diagnostic=diag)
+    assert locate(item, {}, tmp_path) == Location(tmp_path / "workers/x.py", 7)
+    manifest = {"resources": {"gateway": {"file": "main.py", "line": 11}}}
+    assert locate("gateway", manifest, tmp_path) == Location(tmp_path / "main.py", 11)
+    assert locate(TreeItem("hint", ("hint", "0")), manifest, tmp_path) is None
+    assert locate(None, manifest, tmp_path) is None
