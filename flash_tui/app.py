@@ -452,6 +452,10 @@ class FlashApp(DeploymentActions, App[None]):
         item = self.visible_selection()
         return item.endpoint if isinstance(item, TreeItem) else item
 
+    def endpoint_names(self) -> list[str]:
+        """Every endpoint in the code or deployed, by name."""
+        return sorted(set(self.manifest.get("resources") or {}) | set(self.statuses))
+
     def deployed_names(self) -> list[str]:
         """Endpoints the target reports as deployed (any state but not deployed)."""
         return self._state.deployed_names()
@@ -484,8 +488,7 @@ class FlashApp(DeploymentActions, App[None]):
 
     def open_logs(self, endpoint: str | None = None) -> None:
         """The logs screen, filtered to `endpoint` (all endpoints when None)."""
-        names = sorted(set(self.manifest.get("resources") or {}) | set(self.statuses))
-        self.push_screen(LogsScreen(self.logs, names, endpoint))
+        self.push_screen(LogsScreen(self.logs, self.endpoint_names(), endpoint))
 
     def action_edit(self) -> None:
         where = editor.locate(self.visible_selection(), self.manifest, self.backend.project)

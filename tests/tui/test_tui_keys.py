@@ -290,3 +290,45 @@ def test_locate_finds_a_diagnostic_a_table_row_and_nothing(tmp_path: Path) -> No
     assert locate("gateway", manifest, tmp_path) == Location(tmp_path / "main.py", 11)
     assert locate(TreeItem("hint", ("hint", "0")), manifest, tmp_path) is None
     assert locate(None, manifest, tmp_path) is None
+
+
+async def test_palette_shows_keys_and_offers_per_endpoint_commands(quickstart: Path) -> None:
+    from textual.command import CommandPalette
+
+    from flash_tui.commands import ACTIONS, DISPLAY_KEYS, FlashCommands
+
+    statuses = [endpoint("cpu_worker", "healthy"), endpoint("gateway", "not_deployed")]
+    app = FlashApp(quickstart, clock=clock, connect=False, watch=False, statuses=statuses)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await until(pilot, lambda: app.scan_count >= 1)
+        provider = FlashCommands(app.screen)
+        shown = {hit.text: str(hit.prompt) async for hit in provider.discover()}
+        for action in ACTIONS:
+            assert shown[action.name].endswith(f"  {DISPLAY_KEYS.get(action.key, action.key)}")
+
+        async def found(query: str) -> dict[str, object]:
+            return {hit.text: hit.command async for hit in provider.search(query)}
+
+        deploy = (await found("deploy gateway"))["Deploy gateway"]
+        assert deploy.func.__name__ == "deploy_endpoint" and deploy.args == ("gateway",)  # type: ignore[attr-defined]
+        undeploy = (await found("undeploy cpu_worker"))["Undeploy cpu_worker"]
+        assert undeploy.args == ("cpu_worker",)  # type: ignore[attr-defined]
+        # Not deployed: nothing to undeploy is offered.
+        assert "Undeploy gateway" not in await found("undeploy gateway")
+
+        # End to end: ctrl+p, "logs cpu_worker", enter.
+        await pilot.press("ctrl+p")
+        await until(pilot, lambda: isinstance(app.screen, CommandPalette))
+        await pilot.press(*"logs cpu_worker")
+
+        def highlighted() -> str:
+            commands = app.screen.query_one("CommandList")
+            index = commands.highlighted  # type: ignore[attr-defined]
+            if index is None:
+                return ""
+            return str(commands.get_option_at_index(index).prompt)  # type: ignore[attr-defined]
+
+        await until(pilot, lambda: highlighted().startswith("Logs cpu_worker"), what="the command")
+        await pilot.press("enter")
+        await until(pilot, lambda: isinstance(app.screen, LogsScreen), what="logs screen")
+        assert logs_source(app) == "cpu_worker"
