@@ -19,7 +19,7 @@ from textual.message import Message
 from textual.reactive import reactive
 from textual.screen import Screen
 from textual.timer import Timer
-from textual.widgets import DataTable, Footer, Input, ProgressBar, Tree
+from textual.widgets import DataTable, Footer, Input, Label, ProgressBar, Tree
 
 from flash_tui.filtering import filter_rows
 from flash_tui.screens.dashboard_state import DashboardState
@@ -98,16 +98,15 @@ class DashboardScreen(Screen[None]):
         self.query_one(EndpointsTable).border_title = f"Endpoints{suffix}"
 
     def action_filter(self) -> None:
-        box = self.query_one("#filter", Input)
-        box.display = True
-        box.focus()
+        self.query_one("#filter-bar").display = True
+        self.query_one("#filter", Input).focus()
 
     def action_clear_filter(self) -> None:
-        box = self.query_one("#filter", Input)
-        if not box.display and not self._filter:
+        bar = self.query_one("#filter-bar")
+        if not bar.display and not self._filter:
             return
-        box.value = ""
-        box.display = False
+        self.query_one("#filter", Input).value = ""
+        bar.display = False
         self.set_filter("")
         self.query_one(ManifestTree).focus()
 
@@ -119,7 +118,7 @@ class DashboardScreen(Screen[None]):
     def _filter_submitted(self, event: Input.Submitted) -> None:
         # The filter stays; the focus goes where j/k and the action keys work.
         if not event.value:
-            event.input.display = False
+            self.query_one("#filter-bar").display = False
         self.query_one(ManifestTree).focus()
 
     def watch_state(self, old: DashboardState, state: DashboardState) -> None:
@@ -154,13 +153,10 @@ class DashboardScreen(Screen[None]):
 
     def compose(self) -> ComposeResult:
         yield HeaderLine(self._clock, id="header")
-        box = Input(
-            placeholder="filter: name, type or status (enter keeps it, escape clears)",
-            id="filter",
-            compact=True,
-        )
-        box.display = False
-        yield box
+        with Horizontal(id="filter-bar"):
+            yield Label("/", id="filter-slash")
+            yield Input(placeholder="name, type or status", id="filter", compact=True)
+            yield Label("enter keeps · esc clears", id="filter-keys")
         with Horizontal(id="main"):
             tree = ManifestTree(id="tree")
             tree.border_title = "Manifest"

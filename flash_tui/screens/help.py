@@ -16,18 +16,18 @@ from flash_tui.commands import ACTIONS, DISPLAY_KEYS
 
 SCREEN_KEYS: list[tuple[str, str]] = [
     ("ctrl+p", "Command palette: every action by name, per-endpoint commands too"),
-    ("tab / shift+tab", "Move between tree, table, details and logs"),
-    ("j k / g G", "Down, up / first, last (tree, table, logs)"),
+    ("tab", "Move between tree, table, details and logs (shift+tab back)"),
+    ("j k g G", "Down, up, first, last (tree, table, logs)"),
     ("/", "Filter the tree and the table by name, type or status (escape clears)"),
-    ("enter", "Expand a tree node / select a row / confirm a dialog"),
+    ("enter", "Expand a tree node / select a row / the focused dialog button"),
     ("escape", "Close a screen, cancel a dialog, clear the filter"),
     (
-        "Selection",
-        "d u t l act on the highlighted tree node or table row (the one the details show); "
-        "with none, d u say so, t l open on everything",
+        "d u t l e",
+        "act on the highlighted tree node or table row (the one the details show); "
+        "with none, d u e say so, t l open on everything",
     ),
-    ("Route tester", "ctrl+s or ctrl+enter send · ctrl+y copy as curl · ctrl+k curl with key"),
-    ("Logs screen", "f follow · w wrap · / search · n/N match · e endpoint · ? its keys"),
+    ("tester", "ctrl+s or ctrl+enter send · ctrl+y copy as curl · ctrl+k curl with key"),
+    ("logs", "f follow · w wrap · / search · n/N match · e endpoint · ? its keys"),
 ]
 
 

@@ -21,8 +21,8 @@ LOG_KEYS: list[tuple[str, str, str, str]] = [
     ("f", "toggle_follow", "Follow", "Follow the newest line, or stop following"),
     ("w", "toggle_wrap", "Wrap", "Wrap long lines, or scroll them sideways"),
     ("slash", "focus_search", "Search", "Search (enter jumps to the first match)"),
-    ("n", "next_match", "Next", "Next match (the state line says which: match 2/5)"),
-    ("N", "previous_match", "Prev", "Previous match"),
+    ("n", "next_match", "Match", "Next match (the state line says which: match 2/5)"),
+    ("N", "previous_match", "", "Previous match"),
     ("e", "focus_filter", "Endpoint", "Pick one endpoint, the engine, or all"),
     ("p", "toggle_probes", "Probes", "Show or hide health-probe requests"),
     ("question_mark", "help", "Help", "These keys"),
@@ -46,7 +46,8 @@ class LogsScreen(Screen[None]):
     CSS_PATH = "logs.tcss"
 
     BINDINGS = [
-        Binding(key, action, title, key_display=_DISPLAY.get(key))
+        # A key without a footer title (N, next to n) is bound but not shown: 80 columns.
+        Binding(key, action, title, key_display=_DISPLAY.get(key), show=bool(title))
         for key, action, title, _ in LOG_KEYS
     ]
 
@@ -84,6 +85,10 @@ class LogsScreen(Screen[None]):
         self._update_state()
         # 10 Hz: often enough to feel live, rare enough that a 2,000 lines/s stream costs little.
         self.set_interval(0.1, self.pull)
+
+    def on_resize(self) -> None:
+        # At 80 columns the logs keys need the palette hint's room (help lists ctrl+p).
+        self.query_one(Footer).show_command_palette = self.size.width >= 100
 
     def pull(self) -> None:
         """Show newly buffered lines."""

@@ -223,27 +223,6 @@ async def test_copy_as_curl_also_shows_the_command() -> None:
         await until(pilot, lambda: "sk-secret" in shown(), 5, "the curl with the key")
 
 
-async def test_help_fits_80x24_or_scrolls_with_a_visible_bar() -> None:
-    from textual.containers import VerticalScroll
-
-    app = Harness(HelpScreen())
-    async with app.run_test(size=(80, 24)) as pilot:
-        await pilot.pause()
-        dialog = app.screen.query_one("#dialog")
-        body = app.screen.query_one("#help-body", VerticalScroll)
-        # The whole dialog is on the screen, its closing hint included.
-        assert app.screen.region.contains_region(dialog.region)
-        assert "escape closes" in app.export_screenshot().replace("&#160;", " ")
-        if body.max_scroll_y > 0:
-            assert body.show_vertical_scrollbar and body.scrollbar_size_vertical >= 1
-            await pilot.press("j")
-            await until(pilot, lambda: body.scroll_y == 1, what="j scrolls the help")
-            await pilot.press("end")
-            await until(pilot, lambda: body.scroll_y == body.max_scroll_y, what="the last key")
-        shown = app.export_screenshot().replace("&#160;", " ")
-        assert "Logs screen" in shown
-
-
 # (dialog, keys pressed first, what the keys line says then)
 KEY_LINES = {
     "plan": (lambda: PlanScreen(PLAN), [], "enter deploy · tab next · esc cancel"),

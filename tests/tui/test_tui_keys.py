@@ -135,7 +135,7 @@ async def test_slash_filters_tree_and_table_by_name_type_and_status(quickstart: 
         await pilot.press("escape")  # clears it
         await until(pilot, lambda: tree_endpoints(app) == everything)
         await until(pilot, lambda: table_names(app) == everything)
-        assert not app.dashboard.query_one("#filter", Input).display
+        assert not app.dashboard.query_one("#filter-bar").display
         assert app.dashboard.query_one(ManifestTree).border_title == "Manifest"
 
         await pilot.press("slash", *"nomatch")
@@ -332,3 +332,31 @@ async def test_palette_shows_keys_and_offers_per_endpoint_commands(quickstart: P
         await pilot.press("enter")
         await until(pilot, lambda: isinstance(app.screen, LogsScreen), what="logs screen")
         assert logs_source(app) == "cpu_worker"
+
+
+@pytest.mark.parametrize("size", [(80, 24), (100, 30)])
+async def test_help_fits_or_scrolls_with_a_visible_bar(
+    quickstart: Path, size: tuple[int, int]
+) -> None:
+    from textual.containers import VerticalScroll
+
+    from flash_tui.screens.help import HelpScreen
+
+    app = FlashApp(quickstart, clock=clock, connect=False, watch=False)
+    async with app.run_test(size=size) as pilot:
+        await until(pilot, lambda: app.scan_count >= 1)
+        await pilot.press("question_mark")
+        await until(pilot, lambda: isinstance(app.screen, HelpScreen), what="help")
+        await pilot.pause()
+        dialog = app.screen.query_one("#dialog")
+        body = app.screen.query_one("#help-body", VerticalScroll)
+        # The whole dialog is on the screen, its closing hint included.
+        assert app.screen.region.contains_region(dialog.region)
+        assert "escape closes" in app.export_screenshot().replace("&#160;", " ")
+        if body.max_scroll_y > 0:
+            assert body.show_vertical_scrollbar and body.scrollbar_size_vertical >= 1
+            await pilot.press("j")
+            await until(pilot, lambda: body.scroll_y == 1, what="j scrolls the help")
+            await pilot.press("end")
+            await until(pilot, lambda: body.scroll_y == body.max_scroll_y, what="the last key")
+        assert "f follow · w wrap" in app.export_screenshot().replace("&#160;", " ")
