@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from datetime import datetime
@@ -27,7 +28,7 @@ from engine.health import HealthMonitor, HealthSample
 from engine.invoke import list_calls
 from engine.provider import TARGETS
 from engine.status import EndpointStatus
-from flash_tui import present
+from flash_tui import editor, present
 from flash_tui.backend import Backend, BackendError
 from flash_tui.commands import FlashCommands, bindings
 from flash_tui.deployment_actions import DeploymentActions
@@ -65,6 +66,7 @@ DASHBOARD_ACTIONS = frozenset(
         "logs",
         "rescan",
         "probe_health",
+        "edit",
     }
 )
 HEALTH_INTERVAL = 2.0
@@ -457,6 +459,10 @@ class FlashApp(DeploymentActions, App[None]):
         item = self.visible_selection()
         return item.endpoint if isinstance(item, TreeItem) else item
 
+    def endpoint_names(self) -> list[str]:
+        """Every endpoint in the code or deployed, by name."""
+        return sorted(set(self.manifest.get("resources") or {}) | set(self.statuses))
+
     def deployed_names(self) -> list[str]:
         """Endpoints the target reports as deployed (any state but not deployed)."""
         return self._state.deployed_names()
@@ -484,8 +490,24 @@ class FlashApp(DeploymentActions, App[None]):
         )
 
     def action_logs(self) -> None:
-        names = sorted(set(self.manifest.get("resources") or {}) | set(self.statuses))
-        self.push_screen(LogsScreen(self.logs, names))
+        # The selected endpoint's lines (one key from a resource to its logs), all without one.
+        self.open_logs(self.selected_endpoint())
+
+    def open_logs(self, endpoint: str | None = None) -> None:
+        """The logs screen, filtered to `endpoint` (all endpoints when None)."""
+        self.push_screen(LogsScreen(self.logs, self.endpoint_names(), endpoint))
+
+    def action_edit(self) -> None:
+        where = editor.locate(self.visible_selection(), self.manifest, self.backend.project)
+        if where is None:
+            self.notify("Select a function, an endpoint or a diagnostic first", severity="warning")
+            return
+        try:
+            argv = editor.editor_command(os.environ.get("EDITOR"), where)
+        except editor.EditorError as exc:
+            self.notify(str(exc), severity="warning")
+            return
+        editor.open_in_editor(self, argv)
 
     def action_rescan(self) -> None:
         self.log_engine("rescan requested")

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
+from typing import Protocol, runtime_checkable
 
 from textual.binding import Binding
 from textual.command import DiscoveryHit, Hit, Hits, Provider
+from textual.content import Content
 
 
 @dataclass(frozen=True)
@@ -42,6 +45,14 @@ ACTIONS: list[AppAction] = [
     ),
     AppAction("t", "test_route", "Test", "Route tester: send a request to a route or function"),
     AppAction("l", "logs", "Log", "Full-screen logs: follow, filter, search", palette="Logs"),
+    AppAction(
+        "e",
+        "edit",
+        "Edit",
+        "Open the selected function, endpoint or diagnostic in $EDITOR at its line",
+        show=False,
+        palette="Edit in $EDITOR",
+    ),
     AppAction("r", "rescan", "Scan", "Rescan the project now", palette="Rescan"),
     AppAction(
         "h",
@@ -74,24 +85,105 @@ def bindings() -> list[Binding]:
     ]
 
 
-class FlashCommands(Provider):
-    """Command-palette provider offering every action by name."""
+@runtime_checkable
+class EndpointCommands(Protocol):
+    """What the palette's per-endpoint commands need of the app."""
 
-    def _commands(self) -> list[tuple[str, str, str]]:
-        return [(a.name, a.action, a.help) for a in ACTIONS]
+    def endpoint_names(self) -> list[str]:
+        """Every endpoint in the code or deployed."""
+        ...
+
+    def deployed_names(self) -> list[str]:
+        """Endpoints the target reports as deployed."""
+        ...
+
+    def deploy_endpoint(self, name: str | None) -> None:
+        """Deploy one endpoint (the plan shown first)."""
+        ...
+
+    def undeploy_endpoint(self, name: str | None) -> None:
+        """Undeploy one endpoint (confirmed first)."""
+        ...
+
+    def open_logs(self, endpoint: str | None = None) -> None:
+        """The logs screen filtered to one endpoint."""
+        ...
+
+
+@dataclass(frozen=True)
+class _Command:
+    title: str
+    key: str
+    run: Callable[[], object]
+    help: str
+
+    def display(self, title: Content | None = None) -> Content:
+        """The title (highlighted where it matched), then its key, dimmed."""
+        shown = title if title is not None else Content(self.title)
+        return shown + Content.styled(f"  {self.key}", "dim") if self.key else shown
+
+
+class FlashCommands(Provider):
+    """Command-palette provider: every action by name with its key, and on the dashboard
+    `Deploy <endpoint>`, `Logs <endpoint>` and `Undeploy <endpoint>` (deployed ones) too."""
+
+    def _commands(self) -> list[_Command]:
+        return [
+            _Command(
+                a.name,
+                DISPLAY_KEYS.get(a.key, a.key),
+                partial(self.app.run_action, a.action),
+                a.help,
+            )
+            for a in ACTIONS
+        ]
+
+    def _endpoint_commands(self) -> list[_Command]:
+        from flash_tui.screens.dashboard import DashboardScreen
+
+        app = self.app
+        if not isinstance(app, EndpointCommands) or not isinstance(self.screen, DashboardScreen):
+            return []
+        deployed = set(app.deployed_names())
+        commands: list[_Command] = []
+        for name in app.endpoint_names():
+            commands.append(
+                _Command(
+                    f"Deploy {name}",
+                    "",
+                    partial(app.deploy_endpoint, name),
+                    f"Deploy {name} (the plan shown first)",
+                )
+            )
+            commands.append(
+                _Command(f"Logs {name}", "", partial(app.open_logs, name), f"{name}'s log lines")
+            )
+            if name in deployed:
+                commands.append(
+                    _Command(
+                        f"Undeploy {name}",
+                        "",
+                        partial(app.undeploy_endpoint, name),
+                        f"Undeploy {name} (confirmed first)",
+                    )
+                )
+        return commands
 
     async def discover(self) -> Hits:
-        for title, action, help_text in self._commands():
-            yield DiscoveryHit(title, partial(self.app.run_action, action), help=help_text)
+        for command in self._commands():
+            yield DiscoveryHit(
+                command.display(), command.run, text=command.title, help=command.help
+            )
 
     async def search(self, query: str) -> Hits:
         matcher = self.matcher(query)
-        for title, action, help_text in self._commands():
-            score = max(matcher.match(title), matcher.match(help_text) * 0.8)
+        for command in self._commands() + self._endpoint_commands():
+            score = max(matcher.match(command.title), matcher.match(command.help) * 0.8)
             if score > 0:
                 yield Hit(
                     score,
-                    matcher.highlight(title),
-                    partial(self.app.run_action, action),
-                    help=help_text,
+                    command.display(matcher.highlight(command.title)),
+                    command.run,
+                    text=command.title,
+                    help=command.help,
                 )

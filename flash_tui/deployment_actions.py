@@ -120,7 +120,10 @@ class DeploymentActions:
         self.post_message(reports.built(result))
 
     def action_deploy(self) -> None:
-        name = self.selected_endpoint()
+        self.deploy_endpoint(self.selected_endpoint())
+
+    def deploy_endpoint(self, name: str | None) -> None:
+        """Deploy one endpoint (the plan shown first); None says to select one."""
         if not name:
             self.notify(NOTHING_SELECTED, severity="warning")
             return
@@ -182,7 +185,10 @@ class DeploymentActions:
         return on_event
 
     def action_undeploy(self) -> None:
-        name = self.selected_endpoint()
+        self.undeploy_endpoint(self.selected_endpoint())
+
+    def undeploy_endpoint(self, name: str | None) -> None:
+        """Undeploy one endpoint (confirmed first); None says to select one."""
         if not name:
             self.notify(NOTHING_SELECTED, severity="warning")
             return

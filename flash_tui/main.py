@@ -10,12 +10,41 @@ from typing import NoReturn
 
 # Exit code for a bad command line, the same one argparse uses.
 USAGE_ERROR = 2
+TUI_USAGE = "flash-tui [PATH] [--target local|runpod] [--env NAME]"
+USAGE = f"{TUI_USAGE}\n       flash-tui COMMAND [--json] ...\n       flash-tui --version"
+TUI_HELP = """\
+Without a COMMAND, opens the TUI on the project at PATH (default: the current directory):
+  PATH                    the project directory
+  --target local|runpod   where to deploy (default: local, the embedded local cloud)
+  --env NAME              the app's environment on RunPod (default: production)
+"""
+
+
+def version() -> str:
+    """The installed flash-tui version."""
+    from importlib.metadata import PackageNotFoundError
+    from importlib.metadata import version as installed
+
+    try:
+        return installed("flash-tui")
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        return "unknown"
+
+
+def _print_help() -> None:
+    """The TUI's form and options, then every subcommand (one help for both)."""
+    from engine import cli
+
+    parser = cli.build_parser()
+    parser.usage = USAGE
+    print(parser.format_help().rstrip("\n"))
+    print()
+    print(TUI_HELP, end="")
 
 
 def _usage_error(message: str) -> NoReturn:
     """Print `message` in argparse's style and exit with the usage error code."""
-    usage = "usage: flash-tui COMMAND ... | flash-tui [PATH] [--target local|runpod]"
-    print(usage, file=sys.stderr)
+    print(f"usage: {TUI_USAGE}\n       flash-tui COMMAND ...", file=sys.stderr)
     print(f"flash-tui: error: {message}", file=sys.stderr)
     raise SystemExit(USAGE_ERROR)
 
@@ -36,8 +65,14 @@ def main(argv: Sequence[str] | None = None) -> None:
 
     args = list(sys.argv[1:] if argv is None else argv)
     commands = sorted(cli.subcommand_names())
-    if args and (args[0] in commands or args[0] in {"-h", "--help"}):
+    if args and args[0] in commands:
         raise SystemExit(cli.main(args))
+    if "--version" in args:
+        print(f"flash-tui {version()}")
+        raise SystemExit(0)
+    if "-h" in args or "--help" in args:
+        _print_help()
+        raise SystemExit(0)
 
     # A first word that is neither a command nor a directory is most likely a mistyped
     # command (`flash-tui events`): say so instead of opening the TUI on a missing project.

@@ -67,9 +67,28 @@ def plan_counts(items: Sequence[PlanItem]) -> str:
 
 
 class _Dialog(ModalScreen[bool]):
-    """A dialog answering True (go ahead) or False (cancel)."""
+    """A dialog answering True (go ahead) or False (cancel); its last line says the keys."""
 
     BINDINGS = [Binding("escape", "cancel", "Cancel")]
+
+    def _on_mount(self) -> None:
+        self.query_one("#dialog").mount(Static("", classes="dialog-keys"))
+        self.call_after_refresh(self._say_keys)
+
+    def on_descendant_focus(self) -> None:
+        self._say_keys()
+
+    def _say_keys(self) -> None:
+        # What enter does depends on the focus: Cancel has it first where something is destroyed.
+        focused = self.focused
+        if isinstance(focused, Button):
+            enter = str(focused.label).lower()
+        elif isinstance(focused, Input):
+            enter = "confirm (once typed)"
+        else:
+            enter = "confirm"
+        for line in self.query(".dialog-keys").results(Static):
+            line.update(Text(f"enter {enter} · tab next · esc cancel", style="dim"))
 
     def action_cancel(self) -> None:
         self.dismiss(False)

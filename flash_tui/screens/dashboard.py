@@ -1,7 +1,8 @@
 """The dashboard: header, manifest tree, endpoints table, detail pane, log pane, footer.
 
 It renders a DashboardState (set by the app as work lands) and says what the person selects
-with a `Selected` message.
+with a `Selected` message. `/` filters the tree and the table (flash_tui/filtering.py) until
+escape clears it.
 """
 
 from __future__ import annotations
@@ -11,14 +12,16 @@ from datetime import datetime
 
 from textual import on
 from textual.app import ComposeResult
+from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.events import DescendantFocus
 from textual.message import Message
 from textual.reactive import reactive
 from textual.screen import Screen
 from textual.timer import Timer
-from textual.widgets import DataTable, Footer, ProgressBar, Tree
+from textual.widgets import DataTable, Footer, Input, Label, ProgressBar, Tree
 
+from flash_tui.filtering import filter_rows
 from flash_tui.screens.dashboard_state import DashboardState
 from flash_tui.widgets.dashboard.detail_pane import DetailPane
 from flash_tui.widgets.dashboard.endpoints_table import EndpointsTable
@@ -34,6 +37,11 @@ class DashboardScreen(Screen[None]):
     """Shows `state`; posts `Selected` when the person picks something in the tree or table."""
 
     CSS_PATH = "dashboard.tcss"
+
+    BINDINGS = [
+        Binding("slash", "filter", "Filter", key_display="/", show=False),
+        Binding("escape", "clear_filter", "Clear filter", show=False),
+    ]
 
     # The widgets repaint what changed; a repaint of the whole screen per state would not.
     state: reactive[DashboardState] = reactive(
@@ -53,6 +61,7 @@ class DashboardScreen(Screen[None]):
         self._logs = logs
         self._detail_pending: TreeItem | str | None = None
         self._detail_timer: Timer | None = None
+        self._filter = ""
 
     def _on_select(self, item: TreeItem | str | None) -> None:
         # The detail pane re-lays out the screen; holding it back ~1 frame lets the cursor move
@@ -66,10 +75,56 @@ class DashboardScreen(Screen[None]):
         self._detail_timer = None
         self.post_message(self.Selected(self._detail_pending))
 
-    def watch_state(self, old: DashboardState, state: DashboardState) -> None:
+    @property
+    def filter_text(self) -> str:
+        """The `/` filter in force ("" when none)."""
+        return self._filter
+
+    def _statuses(self, state: DashboardState) -> dict[str, str]:
+        return {name: str(s.status) for name, s in state.statuses.items()}
+
+    def _show_rows(self, state: DashboardState) -> None:
         # A health sample can land while the app shuts down and the widgets are gone.
         for table in self.query(EndpointsTable):
-            table.show(state.rows(self._clock().timestamp()))
+            table.show(filter_rows(state.rows(self._clock().timestamp()), self._filter))
+
+    def set_filter(self, text: str) -> None:
+        """Show only the endpoints, functions and diagnostics `text` matches ("" clears)."""
+        self._filter = text
+        self.query_one(ManifestTree).apply_filter(text, self._statuses(self.state))
+        self._show_rows(self.state)
+        suffix = f" · /{text}" if text else ""
+        self.query_one(ManifestTree).border_title = f"Manifest{suffix}"
+        self.query_one(EndpointsTable).border_title = f"Endpoints{suffix}"
+
+    def action_filter(self) -> None:
+        self.query_one("#filter-bar").display = True
+        self.query_one("#filter", Input).focus()
+
+    def action_clear_filter(self) -> None:
+        bar = self.query_one("#filter-bar")
+        if not bar.display and not self._filter:
+            return
+        self.query_one("#filter", Input).value = ""
+        bar.display = False
+        self.set_filter("")
+        self.query_one(ManifestTree).focus()
+
+    @on(Input.Changed, "#filter")
+    def _filter_changed(self, event: Input.Changed) -> None:
+        self.set_filter(event.value)
+
+    @on(Input.Submitted, "#filter")
+    def _filter_submitted(self, event: Input.Submitted) -> None:
+        # The filter stays; the focus goes where j/k and the action keys work.
+        if not event.value:
+            self.query_one("#filter-bar").display = False
+        self.query_one(ManifestTree).focus()
+
+    def watch_state(self, old: DashboardState, state: DashboardState) -> None:
+        self._show_rows(state)
+        if self._filter and old.statuses is not state.statuses:
+            self.query_one(ManifestTree).apply_filter(self._filter, self._statuses(state))
         for header in self.query(HeaderLine):
             header.summary, header.compact = state.header()
         # The detail pane re-lays out the screen: only when what it shows may have changed.
@@ -98,6 +153,10 @@ class DashboardScreen(Screen[None]):
 
     def compose(self) -> ComposeResult:
         yield HeaderLine(self._clock, id="header")
+        with Horizontal(id="filter-bar"):
+            yield Label("/", id="filter-slash")
+            yield Input(placeholder="name, type or status", id="filter", compact=True)
+            yield Label("enter keeps · esc clears", id="filter-keys")
         with Horizontal(id="main"):
             tree = ManifestTree(id="tree")
             tree.border_title = "Manifest"

@@ -69,3 +69,20 @@ def test_textual_serve_driver_opens_the_tui(
         entry.main([str(tmp_path)])
     assert exit_info.value.code == 0
     assert opened == [[str(tmp_path)]]
+
+
+def test_version_prints_the_installed_version(tmp_path: Path) -> None:
+    from importlib.metadata import version
+
+    result = _run(["--version"], tmp_path)
+    assert result.returncode == 0
+    assert result.stdout.strip() == f"flash-tui {version('flash-tui')}"
+
+
+@pytest.mark.parametrize("args", [["--help"], ["-h"], [".", "--help"]])
+def test_help_shows_the_tui_form_and_the_subcommands(tmp_path: Path, args: list[str]) -> None:
+    result = _run(args, tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "flash-tui [PATH] [--target local|runpod] [--env NAME]" in result.stdout
+    assert "--env NAME" in result.stdout and "deploy" in result.stdout
+    assert "needs a terminal" not in result.stderr

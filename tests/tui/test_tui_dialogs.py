@@ -221,3 +221,34 @@ async def test_copy_as_curl_also_shows_the_command() -> None:
         assert "key redacted" in shown() and "sk-secret" not in shown()
         await pilot.press("ctrl+k")
         await until(pilot, lambda: "sk-secret" in shown(), 5, "the curl with the key")
+
+
+# (dialog, keys pressed first, what the keys line says then)
+KEY_LINES = {
+    "plan": (lambda: PlanScreen(PLAN), [], "enter deploy · tab next · esc cancel"),
+    "plan with a delete": (lambda: PlanScreen(PLAN_WITH_DELETE), [], "enter cancel"),
+    "undeploy": (lambda: UndeployScreen(["gateway"]), [], "enter cancel · tab next · esc cancel"),
+    "undeploy after tab": (lambda: UndeployScreen(["gateway"]), ["tab"], "enter undeploy ·"),
+    "undeploy all": (
+        lambda: UndeployAllScreen("quickstart", ["api"]),
+        [],
+        "enter confirm (once typed) · tab next · esc cancel",
+    ),
+}
+
+
+@pytest.mark.parametrize(("dialog", "keys", "line"), KEY_LINES.values(), ids=KEY_LINES)
+async def test_dialogs_say_their_keys(
+    dialog: Callable[[], Screen[Any]], keys: list[str], line: str
+) -> None:
+    app = Harness(dialog())
+    async with app.run_test(size=(80, 24)) as pilot:
+        await until(pilot, lambda: app.focused is not None, 5, "the dialog's focus")
+        await pilot.press(*keys)
+
+        def said() -> str:
+            return " ".join(str(s.render()) for s in app.screen.query(".dialog-keys"))
+
+        await until(pilot, lambda: line in said(), 5, f"{line!r} in the keys line")
+        # The line is on the screen, not cut off below the dialog.
+        assert line in app.export_screenshot().replace("&#160;", " ")

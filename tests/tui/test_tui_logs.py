@@ -84,10 +84,112 @@ async def test_filter_search_and_jump() -> None:
         await pilot.pause()
         assert view.scroll_y <= 75 < view.scroll_y + view.size.height
         state = str(app.screen.query_one("#logs-state", Label).render())
-        assert "1 matches" in state and "api" in state
+        assert "match 1/1" in state and "api" in state
         await pilot.press("escape")  # enter moved focus to the view: escape leaves the screen
         await pilot.pause()
         assert not isinstance(app.screen, LogsScreen)
+
+
+async def test_next_and_previous_say_which_match_and_mark_it() -> None:
+    buffer = LogBuffer()
+    for i in range(100):
+        buffer.append("12:00:00", "api", f"request {i} {'boom' if i % 20 == 3 else 'ok'}")
+    app = LogsHarness(buffer)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await pilot.pause()
+        view = app.screen.query_one(LogView)
+        state = app.screen.query_one("#logs-state", Label)
+        await pilot.press("slash", *"boom")
+        await until(pilot, lambda: "5 matches" in str(state.render()), what="5 matches")
+        assert view.current_match == -1  # nothing jumped to yet
+        await pilot.press("enter")
+        await until(pilot, lambda: "match 1/5" in str(state.render()), what="match 1/5")
+        assert view.current_match == 3
+        await pilot.press("n")
+        await until(pilot, lambda: "match 2/5" in str(state.render()), what="match 2/5")
+        assert view.current_match == 23
+        # The current match's row is marked in the gutter; another match's is not.
+        line = view.render_line(23 - int(view.scroll_y)).text
+        assert "▶" in line and "request 23 boom" in line
+        assert "▶" not in view.render_line(43 - int(view.scroll_y)).text
+        await pilot.press("N", "N")
+        await until(pilot, lambda: "match 5/5" in str(state.render()), what="wraps to 5/5")
+        assert view.current_match == 83
+
+
+async def test_wrap_shows_a_long_line_whole() -> None:
+    buffer = LogBuffer()
+    long = " ".join(f"word{i}" for i in range(60)) + " THE-END"
+    buffer.append("12:00:00", "api", long)
+    buffer.append("12:00:01", "api", "short line")
+    app = LogsHarness(buffer)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.pause()
+        view = app.screen.query_one(LogView)
+
+        def shown() -> str:
+            return "\n".join(view.render_line(y).text for y in range(view.size.height))
+
+        assert "THE-END" not in shown()  # cut at the right edge
+        await pilot.press("w")
+        await until(pilot, lambda: "THE-END" in shown(), what="the wrapped end")
+        assert view.wrap and "wrap" in str(app.screen.query_one("#logs-state", Label).render())
+        lines = shown().splitlines()
+        # The continuation lines are indented under the text, the next record follows them.
+        assert lines[0].startswith("12:00:00") and lines[1].startswith(" " * 20)
+        assert any(line.startswith("12:00:01") for line in lines[2:])
+        assert "".join(line.strip() for line in lines if "12:00:01" not in line).replace(
+            "12:00:00 api", ""
+        ).replace(" ", "") == long.replace(" ", "")
+        await pilot.press("w")
+        await until(pilot, lambda: "THE-END" not in shown(), what="cut again")
+
+
+async def test_escape_leaves_the_search_box_and_the_screen_in_one_press() -> None:
+    buffer = LogBuffer()
+    buffer.append("12:00:00", "api", "hello")
+    app = LogsHarness(buffer)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.pause()
+        await pilot.press("slash", "h")
+        assert isinstance(app.focused, Input)
+        await pilot.press("escape")
+        await until(pilot, lambda: not isinstance(app.screen, LogsScreen), what="screen left")
+
+
+async def test_vim_keys_move_in_the_logs() -> None:
+    buffer = LogBuffer()
+    for i in range(200):
+        buffer.append("12:00:00", "api", f"line {i}")
+    app = LogsHarness(buffer)
+    async with app.run_test(size=(80, 24)) as pilot:
+        view = app.screen.query_one(LogView)
+        await until(pilot, lambda: view.scroll_y == view.max_scroll_y > 0, what="at the end")
+        await pilot.press("g")
+        await until(pilot, lambda: view.scroll_y == 0 and not view.follow, what="at the top")
+        await pilot.press("j", "j")
+        await until(pilot, lambda: view.scroll_y == 2, what="two down")
+        await pilot.press("k")
+        await until(pilot, lambda: view.scroll_y == 1, what="one up")
+        await pilot.press("G")
+        await until(pilot, lambda: view.scroll_y == view.max_scroll_y and view.follow)
+
+
+async def test_logs_help_lists_the_logs_keys() -> None:
+    from flash_tui.screens.help import HelpScreen
+    from flash_tui.screens.logs import log_help_rows
+
+    app = LogsHarness(LogBuffer())
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.pause()
+        await pilot.press("question_mark")
+        await until(pilot, lambda: isinstance(app.screen, HelpScreen), what="help")
+        shown = app.export_screenshot().replace("&#160;", " ")
+        for key, text in log_help_rows():
+            assert text[:15] in shown, key
+        assert "Wrap long lines" in shown and "match 2/5" in shown
+        await pilot.press("escape")
+        await until(pilot, lambda: isinstance(app.screen, LogsScreen), what="back to logs")
 
 
 class PaneHarness(App[None]):

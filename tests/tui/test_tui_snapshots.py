@@ -191,3 +191,44 @@ def test_logs_screen(snap_compare: Any, quickstart: Path, size: tuple[int, int])
         await pilot.press("slash", *"200 3", "enter")
 
     assert snap_compare(make_app(quickstart), terminal_size=size, run_before=with_logs)
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_dashboard_filtered(snap_compare: Any, quickstart: Path, size: tuple[int, int]) -> None:
+    async def filtered(pilot: Pilot) -> None:
+        await scanned(pilot)
+        await pilot.press("slash", *"cpu")
+        app = pilot.app
+        assert isinstance(app, FlashApp)
+        await until(pilot, lambda: app.dashboard.filter_text == "cpu", 5, "the filter")
+        await pilot.pause()
+
+    assert snap_compare(make_app(quickstart), terminal_size=size, run_before=filtered)
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_help_screen(snap_compare: Any, quickstart: Path, size: tuple[int, int]) -> None:
+    assert snap_compare(
+        make_app(quickstart), terminal_size=size, run_before=scanned, press=["question_mark"]
+    )
+
+
+def test_logs_screen_wrapped(snap_compare: Any, quickstart: Path) -> None:
+    async def wrapped(pilot: Pilot) -> None:
+        await scanned(pilot)
+        app = pilot.app
+        assert isinstance(app, FlashApp)
+        app.logs.append("12:04:20", "cpu_worker", "Traceback (most recent call last):")
+        app.logs.append(
+            "12:04:20",
+            "cpu_worker",
+            "ValueError: the text to preprocess was " + "much too long to fit " * 8 + "(end)",
+            "error",
+        )
+        app.logs.append("12:04:21", "cpu_worker", "worker exited with status 1")
+        await pilot.press("l")
+        await until(pilot, lambda: isinstance(app.screen, LogsScreen), 5, "the logs screen")
+        await pilot.press("w")
+        await pilot.pause()
+
+    assert snap_compare(make_app(quickstart), terminal_size=(80, 24), run_before=wrapped)

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from rich.text import Text
+from textual.binding import Binding
 from textual.widgets import Tree
 from textual.widgets.tree import TreeNode
 
@@ -139,8 +140,29 @@ def _fingerprint(item: TreeItem) -> str:
     return repr((item.payload, item.diagnostic))
 
 
+def _no_match_specs(text: str) -> list[_Spec]:
+    label = Text(f"Nothing matches /{text}", style="yellow")
+    hint = Text("escape clears the filter", style="dim")
+    return [
+        _Spec(TreeItem("hint", ("hint", "filter")), label),
+        _Spec(TreeItem("hint", ("hint", "filter-clear")), hint),
+    ]
+
+
 class ManifestTree(Tree[TreeItem]):
-    """Tree of the scanned manifest; `show()` reconciles nodes so expansion and cursor stay."""
+    """Tree of the scanned manifest; `show()` reconciles nodes so expansion and cursor stay.
+
+    `apply_filter()` keeps only what a `/` filter matches (flash_tui/filtering.py), also across
+    rescans, until it is cleared.
+    """
+
+    BINDINGS = [
+        # vim keys, as in k9s and lazydocker.
+        Binding("j", "cursor_down", "Down", show=False),
+        Binding("k", "cursor_up", "Up", show=False),
+        Binding("g", "cursor_first", "First", show=False),
+        Binding("G", "cursor_last", "Last", show=False),
+    ]
 
     def __init__(self, *, id: str | None = None, classes: str | None = None) -> None:
         super().__init__("manifest", id=id, classes=classes)
@@ -151,6 +173,22 @@ class ManifestTree(Tree[TreeItem]):
         self._by_key: dict[tuple[str, ...], TreeNode[TreeItem]] = {}
         self._mt_flashing: set[tuple[str, ...]] = set()
         self._mt_loaded = False
+        self._shown_scan: tuple[Mapping[str, Any], Sequence[Diagnostic]] | None = None
+        self._filter = ""
+        self._filter_statuses: Mapping[str, str] = {}
+
+    def action_cursor_first(self) -> None:
+        """Cursor to the first node."""
+        self.cursor_line = 0
+
+    def action_cursor_last(self) -> None:
+        """Cursor to the last visible node."""
+        self.cursor_line = self.last_line
+
+    @property
+    def filter_text(self) -> str:
+        """The `/` filter in force ("" when none)."""
+        return self._filter
 
     @property
     def flashing(self) -> set[tuple[str, ...]]:
@@ -175,13 +213,35 @@ class ManifestTree(Tree[TreeItem]):
         self, manifest: Mapping[str, Any], diagnostics: Sequence[Diagnostic]
     ) -> set[tuple[str, ...]]:
         """Show a new scan result; returns the keys of nodes that changed (and flash them)."""
-        return self._show(build_specs(manifest, diagnostics))
+        self._shown_scan = (manifest, diagnostics)
+        return self._show(self._filtered_specs())
+
+    def apply_filter(self, text: str, statuses: Mapping[str, str]) -> None:
+        """Keep only what `text` matches (name, type, `statuses`); "" shows everything."""
+        if (text, statuses) == (self._filter, self._filter_statuses):
+            return
+        self._filter, self._filter_statuses = text, statuses
+        if self._shown_scan is not None:
+            self._show(self._filtered_specs(), flash=False)
+
+    def _filtered_specs(self) -> list[_Spec]:
+        assert self._shown_scan is not None
+        manifest, diagnostics = self._shown_scan
+        if not self._filter.strip():
+            return build_specs(manifest, diagnostics)
+        from flash_tui.filtering import filter_manifest
+
+        kept, shown = filter_manifest(manifest, diagnostics, self._filter, self._filter_statuses)
+        if not kept["resources"] and not shown:
+            return _no_match_specs(self._filter)
+        return build_specs(kept, shown)
 
     def show_error(self, reason: str) -> None:
         """Show why the project could not be scanned (instead of any endpoints)."""
+        self._shown_scan = None
         self._show(error_specs(reason))
 
-    def _show(self, specs: list[_Spec]) -> set[tuple[str, ...]]:
+    def _show(self, specs: list[_Spec], flash: bool = True) -> set[tuple[str, ...]]:
         changed: set[tuple[str, ...]] = set()
         cursor = self.cursor_node
         cursor_key = cursor.data.key if cursor is not None and cursor.data is not None else None
@@ -189,7 +249,7 @@ class ManifestTree(Tree[TreeItem]):
         # The cursor is a line number: nodes added above it would shift the selection.
         if cursor_key is not None:
             self.move_to(cursor_key)
-        if self._mt_loaded and changed:
+        if self._mt_loaded and changed and flash:
             self._flash(changed)
         self._mt_loaded = True
         return changed

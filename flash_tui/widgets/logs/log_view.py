@@ -19,8 +19,12 @@ from textual.strip import Strip
 from flash_tui.widgets.logs.buffer import LogBuffer, LogRecord
 
 SOURCE_WIDTH = 12
+# `HH:MM:SS ` + the source column: where a wrapped line's text starts.
+_PREFIX_WIDTH = 9 + SOURCE_WIDTH + 1
 _SOURCE_COLOURS = ["cyan", "magenta", "green", "blue", "yellow", "bright_cyan", "bright_magenta"]
 _LEVEL_STYLES = {"error": "red", "warning": "yellow"}
+_MATCH_STYLE = "black on yellow"
+_CURRENT_MATCH_STYLE = "bold black on bright_magenta"
 
 
 def is_probe(record: LogRecord) -> bool:
@@ -45,6 +49,9 @@ class LogView(ScrollView, can_focus=True):
     Follow mode keeps the newest line in view. Scrolling up (keys, wheel, scrollbar) turns it
     off, so new lines do not yank the view away from what a person is reading; scrolling back
     to the end, or `f`, turns it on again. With `title` the border title shows the state.
+
+    With `wrap` a long line continues on the next rows (indented under its text) instead of
+    running off to the right; `current_match` (a row index) marks the search match jumped to.
     """
 
     DEFAULT_CSS = """
@@ -55,12 +62,19 @@ class LogView(ScrollView, can_focus=True):
         Binding("end", "scroll_end", "Newest", show=False),
         Binding("home", "scroll_home", "Oldest", show=False),
         Binding("f", "toggle_follow", "Follow", show=False),
+        # vim keys, as in k9s and lazydocker.
+        Binding("j", "scroll_down", "Down", show=False),
+        Binding("k", "scroll_up", "Up", show=False),
+        Binding("g", "scroll_home", "Oldest", show=False),
+        Binding("G", "scroll_end", "Newest", show=False),
     ]
 
     follow: reactive[bool] = reactive(True)
     source_filter: reactive[str | None] = reactive(None)
     search: reactive[str] = reactive("")
     show_probes: reactive[bool] = reactive(False)
+    wrap: reactive[bool] = reactive(False)
+    current_match: reactive[int] = reactive(-1)
 
     def __init__(
         self,
@@ -82,7 +96,10 @@ class LogView(ScrollView, can_focus=True):
         self._rows: list[LogRecord] = []
         self._seen = -1
         self._max_width = 0
-        self._cache: LRUCache[tuple[int, str], Strip] = LRUCache(1024)
+        self._cache: LRUCache[tuple[int, str, bool, int, int], Strip] = LRUCache(1024)
+        # With wrap on: (row, chunk) per display line, and each row's first display line.
+        self._lines: list[tuple[int, int]] = []
+        self._first_line: list[int] = []
 
     @property
     def row_count(self) -> int:
@@ -115,6 +132,7 @@ class LogView(ScrollView, can_focus=True):
                 cut += 1
             del self._rows[:cut]
             self._cache.clear()
+            self.current_match = -1
         for record in new:
             self._max_width = max(self._max_width, len(record.text) + SOURCE_WIDTH + 10)
         self._update_size()
@@ -135,8 +153,42 @@ class LogView(ScrollView, can_focus=True):
         self.pull()
         self.refresh()
 
+    def _body_width(self) -> int:
+        return max(8, self.size.width - _PREFIX_WIDTH)
+
+    def _chunks(self, record: LogRecord) -> int:
+        return max(1, -(-len(record.text) // self._body_width()))
+
     def _update_size(self) -> None:
-        self.virtual_size = Size(self._max_width, len(self._rows))
+        if not self.wrap:
+            self.virtual_size = Size(self._max_width, len(self._rows))
+            return
+        # Recounted whole: rows evicted at the front shift every index (cheap next to a frame).
+        self._lines, self._first_line = [], []
+        for row, record in enumerate(self._rows):
+            self._first_line.append(len(self._lines))
+            self._lines.extend((row, chunk) for chunk in range(self._chunks(record)))
+        self.virtual_size = Size(self.size.width, len(self._lines))
+
+    def display_line(self, row: int) -> int:
+        """The first display line of `row` (they differ once wrapped lines take several)."""
+        return self._first_line[row] if self.wrap and row < len(self._first_line) else row
+
+    def watch_wrap(self) -> None:
+        self._cache.clear()
+        self._update_size()
+        self.refresh()
+        if self.follow:
+            self.call_after_refresh(self._to_end)
+
+    def watch_current_match(self) -> None:
+        self._cache.clear()
+        self.refresh()
+
+    def on_resize(self) -> None:
+        if self.wrap:
+            self._cache.clear()
+            self._update_size()
 
     def watch_source_filter(self) -> None:
         self.rebuild()
@@ -208,7 +260,8 @@ class LogView(ScrollView, can_focus=True):
         self.follow = False
         self._moving_itself = True
         try:
-            self.scroll_to(y=max(0, row - self.size.height // 2), animate=False)
+            line = self.display_line(row)
+            self.scroll_to(y=max(0, line - self.size.height // 2), animate=False)
         finally:
             self._moving_itself = False
 
@@ -217,27 +270,47 @@ class LogView(ScrollView, can_focus=True):
         index = scroll_y + y
         width = self.size.width
         style = self.rich_style
-        if index >= len(self._rows):
+        if self.wrap:
+            scroll_x = 0
+            if index >= len(self._lines):
+                return Strip.blank(width, style)
+            row, chunk = self._lines[index]
+        elif index >= len(self._rows):
             return Strip.blank(width, style)
-        record = self._rows[index]
-        key = (record.seq, self.search)
+        else:
+            row, chunk = index, -1
+        record = self._rows[row]
+        current = row == self.current_match
+        key = (record.seq, self.search, current, chunk, width if chunk >= 0 else 0)
         strip = self._cache.get(key)
         if strip is None:
-            strip = self._render_record(record, style)
+            strip = self._render_record(record, style, current, chunk)
             self._cache[key] = strip
         return strip.crop_extend(scroll_x, scroll_x + width, style).apply_offsets(scroll_x, index)
 
-    def _render_record(self, record: LogRecord, base: Style) -> Strip:
+    def _render_record(self, record: LogRecord, base: Style, current: bool, chunk: int) -> Strip:
+        """One row: the whole record (`chunk` -1) or one wrapped piece of its text."""
         text = Text(no_wrap=True, end="")
-        text.append(record.time + " ", style="dim")
-        text.append(
-            f"{record.source[:SOURCE_WIDTH]:<{SOURCE_WIDTH}} ", style=source_colour(record.source)
-        )
+        if chunk <= 0:
+            # The current match's row is marked in the gutter too: a highlight alone is easy
+            # to lose among the other matches.
+            text.append(record.time, style="dim")
+            text.append("▶" if current else " ", style="bold bright_magenta")
+            text.append(
+                f"{record.source[:SOURCE_WIDTH]:<{SOURCE_WIDTH}} ",
+                style=source_colour(record.source),
+            )
+        else:
+            text.append(" " * _PREFIX_WIDTH)
         body = Text(record.text, style=_LEVEL_STYLES.get(record.level, ""))
         if self.search:
             body.highlight_regex(
-                re.compile(re.escape(self.search), re.IGNORECASE), "black on yellow"
+                re.compile(re.escape(self.search), re.IGNORECASE),
+                _CURRENT_MATCH_STYLE if current else _MATCH_STYLE,
             )
+        if chunk >= 0:
+            size = self._body_width()
+            body = body[chunk * size : (chunk + 1) * size]
         text.append_text(body)
         segments = list(text.render(self.app.console))
         return Strip(Segment.apply_style(segments, base), text.cell_len)
