@@ -16,7 +16,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -147,6 +147,30 @@ class Worker:
                     return line
             time.sleep(0.02)
         raise TimeoutError(f"no matching output line; got {self.stdout[-20:]}")
+
+
+@contextlib.contextmanager
+def serve_workers(
+    build_dir: Path, callees: Sequence[str], callers: Sequence[str], endpoints_file: Path
+) -> Iterator[dict[str, Worker]]:
+    """Workers of `build_dir` by name, ready: `callees` first, then `callers`, told where the
+    callees are (a FLASH_ENDPOINTS_FILE written at `endpoints_file`); all stopped after."""
+    started: dict[str, Worker] = {}
+    try:
+        for name in callees:
+            started[name] = Worker(build_dir, name, key=f"key-{name}")
+        for worker in started.values():
+            worker.wait_listening()
+        endpoints = str(write_endpoints(endpoints_file, dict(started)))
+        for name in callers:
+            env = {"FLASH_ENDPOINTS_FILE": endpoints}
+            started[name] = Worker(build_dir, name, key=f"key-{name}", env=env)
+        for worker in started.values():
+            worker.wait_ready()
+        yield started
+    finally:
+        for worker in started.values():
+            worker.stop()
 
 
 def write_endpoints(path: Path, workers: dict[str, Worker]) -> Path:

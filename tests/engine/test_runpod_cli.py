@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -15,9 +14,9 @@ from pathlib import Path
 
 import pytest
 from fakes.runpod import FakeRunPod
+from projectfiles import copy_example
 from waiting import wait_for
 
-REPO = Path(__file__).resolve().parents[2]
 CLI = [sys.executable, "-c", "import sys; from engine.cli import main; sys.exit(main())"]
 
 Run = Callable[..., subprocess.CompletedProcess[str]]
@@ -32,11 +31,7 @@ def fake(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FakeRunPod]:
 @pytest.fixture(scope="module")
 def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("cli") / "quickstart"
-    shutil.copytree(
-        REPO / "examples" / "quickstart",
-        root,
-        ignore=shutil.ignore_patterns(".flash", "__pycache__"),
-    )
+    copy_example("quickstart", root)
     return root
 
 
