@@ -110,6 +110,16 @@ def _run(
     return run_cli(args, env, cwd=cwd)
 
 
+def _run_service(root: Path) -> subprocess.CompletedProcess[str]:
+    """The service run directly (`python -m engine.localcloud`), as a supervisor would."""
+    return subprocess.run(
+        [sys.executable, "-m", "engine.localcloud", "--home", str(root)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
 def _cleanup(root: Path) -> None:
     home = Home(root)
     try:
@@ -420,12 +430,7 @@ def test_corrupt_database_is_named_and_left_alone(tmp_path: Path) -> None:
         assert "Traceback" not in text
         assert home.db_path.read_bytes() == garbage
 
-        direct = subprocess.run(
-            [sys.executable, "-m", "engine.localcloud", "--home", str(root)],
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
+        direct = _run_service(root)
         assert direct.returncode == 4, direct.stderr
         assert "is not a SQLite database" in direct.stderr and "Traceback" not in direct.stderr
         assert home.db_path.read_bytes() == garbage
@@ -440,12 +445,7 @@ def test_exit_codes_started_and_already_running(tmp_path: Path) -> None:
         assert _run(env, "cloud", "start").returncode == 0
         again = _run(env, "cloud", "start", "--json")
         assert again.returncode == 3 and json.loads(again.stdout)["already_running"] is True
-        direct = subprocess.run(
-            [sys.executable, "-m", "engine.localcloud", "--home", str(root)],
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
+        direct = _run_service(root)
         assert direct.returncode == 3, direct.stderr
         help_text = _run(env, "cloud", "--help").stdout
         assert "3" in help_text and "4" in help_text and "already running" in help_text

@@ -8,16 +8,14 @@ import json
 import os
 import signal
 import subprocess
-import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 from fakes.runpod import FakeRunPod
+from headless import CLI, run_cli
 from projectfiles import copy_example
 from waiting import wait_for
-
-CLI = [sys.executable, "-c", "import sys; from engine.cli import main; sys.exit(main())"]
 
 Run = Callable[..., subprocess.CompletedProcess[str]]
 
@@ -61,13 +59,7 @@ def run(
 
     def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
         environ = {**_base_env(home), **fake.env(), **(env or {})}
-        done = subprocess.run(
-            [*CLI, *args, "--project", str(project)],
-            env=environ,
-            capture_output=True,
-            text=True,
-            timeout=180,
-        )
+        done = run_cli(args, environ, project=project)
         outputs.extend([done.stdout, done.stderr])
         return done
 
@@ -77,13 +69,7 @@ def run(
 def test_missing_key_is_one_line_naming_where_it_was_looked_for(
     project: Path, tmp_path: Path
 ) -> None:
-    done = subprocess.run(
-        [*CLI, "plan", "--target", "runpod", "--project", str(project)],
-        env=_base_env(tmp_path),
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    done = run_cli(["plan", "--target", "runpod"], _base_env(tmp_path), project=project)
     assert done.returncode == 1
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1, done.stderr
@@ -99,13 +85,7 @@ def test_key_from_the_credentials_file(
     (tmp_path / ".runpod" / "config.toml").write_text(f'[default]\napi_key = "{fake.api_key}"\n')
     env = {**_base_env(tmp_path), **fake.env()}
     del env["RUNPOD_API_KEY"]
-    done = subprocess.run(
-        [*CLI, "plan", "--target", "runpod", "--json", "--project", str(project)],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    done = run_cli(["plan", "--target", "runpod", "--json"], env, project=project)
     outputs.extend([done.stdout, done.stderr])
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["counts"]["create"] == 4
