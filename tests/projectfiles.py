@@ -19,7 +19,9 @@ _EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 
 def copy_example(name: str, dest: Path) -> Path:
     """A fresh copy of `examples/<name>` at `dest` (no build, no caches); returns `dest`."""
-    shutil.copytree(_EXAMPLES / name, dest, ignore=shutil.ignore_patterns(".flash", "__pycache__"))
+    shutil.copytree(
+        _EXAMPLES / name, dest, ignore=shutil.ignore_patterns(".flash", "__pycache__", "*.pyc")
+    )
     return dest
 
 

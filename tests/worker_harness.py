@@ -9,7 +9,6 @@ import contextlib
 import json
 import os
 import queue
-import shutil
 import signal
 import socket
 import subprocess
@@ -22,9 +21,9 @@ from typing import Any
 
 import httpx
 import uvicorn
+from projectfiles import copy_example
 
 REPO = Path(__file__).resolve().parents[1]
-EXAMPLES = REPO / "examples"
 START_DEADLINE = 30.0
 
 
@@ -35,10 +34,7 @@ def build_example(example: str, dest: Path) -> Path:
     """
     from engine.build import build_project
 
-    project = dest / example
-    shutil.copytree(
-        EXAMPLES / example, project, ignore=shutil.ignore_patterns("__pycache__", ".flash")
-    )
+    project = copy_example(example, dest / example)
     # The workers import every handler themselves, so the build's import check is skipped.
     return build_project(project, import_check=False).build_dir
 

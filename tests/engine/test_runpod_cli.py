@@ -28,9 +28,7 @@ def fake(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FakeRunPod]:
 
 @pytest.fixture(scope="module")
 def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("cli") / "quickstart"
-    copy_example("quickstart", root)
-    return root
+    return copy_example("quickstart", tmp_path_factory.mktemp("cli") / "quickstart")
 
 
 @pytest.fixture(scope="module")

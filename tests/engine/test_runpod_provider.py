@@ -32,9 +32,7 @@ def fake(tmp_path: Path) -> Iterator[FakeRunPod]:
 
 @pytest.fixture
 def project(tmp_path: Path) -> Path:
-    root = tmp_path / "quickstart"
-    copy_example("quickstart", root)
-    return root
+    return copy_example("quickstart", tmp_path / "quickstart")
 
 
 def _engine(project: Path, fake: FakeRunPod, env: str | None = None) -> Engine:

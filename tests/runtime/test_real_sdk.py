@@ -85,9 +85,7 @@ def test_shims_replace_a_real_sdk_imported_before_them() -> None:
 
 @pytest.fixture(scope="module")
 def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("realsdk") / "realsdkapp"
-    copy_example("quickstart", root)
-    return root
+    return copy_example("quickstart", tmp_path_factory.mktemp("realsdk") / "realsdkapp")
 
 
 @pytest.fixture(scope="module")

@@ -50,9 +50,7 @@ def private_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[No
 
 @pytest.fixture
 def quickstart(tmp_path: Path) -> Path:
-    dest = tmp_path / "quickstart"
-    copy_example("quickstart", dest)
-    return dest
+    return copy_example("quickstart", tmp_path / "quickstart")
 
 
 def endpoint(name: str, status: str, drift: str = "in_sync") -> EndpointStatus:

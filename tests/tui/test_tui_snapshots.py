@@ -123,9 +123,7 @@ def private_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.fixture(scope="module")
 def quickstart(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    dest = tmp_path_factory.mktemp("snap") / "quickstart"
-    copy_example("quickstart", dest)
-    return dest
+    return copy_example("quickstart", tmp_path_factory.mktemp("snap") / "quickstart")
 
 
 def make_app(project: Path) -> FlashApp:
