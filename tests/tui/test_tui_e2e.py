@@ -62,8 +62,7 @@ def drift_of(app: FlashApp, name: str) -> str | None:
 
 
 async def test_quickstart_end_to_end(tmp_path: Path, tui_home: Path) -> None:
-    project = tmp_path / "quickstart"
-    copy_example("quickstart", project)
+    project = copy_example("quickstart", tmp_path / "quickstart")
     app = FlashApp(project, "local", watch=True)
     async with app.run_test(size=(120, 34)) as pilot:
         await until(pilot, lambda: app.scan_count >= 1 and app.connected, 60, "scan and cloud")

@@ -32,8 +32,7 @@ def fake(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeRunPod
 async def test_switch_target_deploy_and_undeploy_on_runpod(
     tmp_path: Path, fake: FakeRunPod
 ) -> None:
-    project = tmp_path / "quickstart"
-    copy_example("quickstart", project)
+    project = copy_example("quickstart", tmp_path / "quickstart")
     app = FlashApp(project, "local", connect=False, watch=False)
     async with app.run_test(size=(120, 34)) as pilot:
         await until(pilot, lambda: app.scan_count >= 1, 30, "the first scan")
@@ -92,8 +91,7 @@ async def test_switch_to_runpod_without_a_key_says_where_it_looked(
     for name in ("RUNPOD_API_KEY", "RUNPOD_API_BASE_URL"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("HOME", str(tmp_path))
-    project = tmp_path / "quickstart"
-    copy_example("quickstart", project)
+    project = copy_example("quickstart", tmp_path / "quickstart")
     app = FlashApp(project, "local", connect=False, watch=False)
     async with app.run_test(size=(120, 34)) as pilot:
         await until(pilot, lambda: app.scan_count >= 1, 30, "the first scan")
