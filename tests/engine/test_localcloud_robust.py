@@ -375,10 +375,13 @@ def test_lost_state_file_the_cli_finds_and_stops_the_cloud(
 ) -> None:
     fast_home = Path(fast_env["FLASH_TUI_HOME"])
     home = Home(fast_home)
+    # A running cloud with a worker (whatever the tests before left running).
+    proc = _run(fast_env, "deploy", "steady", "--yes", "--json", "--project", str(project))
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     info = read_state(home)
     assert info is not None
     workers = [p.pid for p in _home_workers(home)]
-    assert workers, "the earlier tests left workers running"
+    assert workers, "no worker runs after a deploy"
     home.state_file.write_text("{not json")
     proc = _run(fast_env, "deploy", "--yes", "--project", str(project))
     text = proc.stdout + proc.stderr
