@@ -76,23 +76,12 @@ async def save_to_tree(project: Path, flash_rel: str, runs: int) -> list[float]:
             target.write_text(
                 text + f"\n\n{decorator}\nasync def {name}(x: int) -> int:\n    return x\n"
             )
-            while not any(k[0] == "function" and k[2] == name for k in _keys(tree)):
+            while not any(k[0] == "function" and k[2] == name for k in tree.shown_keys()):
                 await asyncio.sleep(0.002)
             await pilot.pause()
             samples.append(time.perf_counter() - started)
             await asyncio.sleep(0.3)  # let the batch settle before the next save
     return samples
-
-
-def _keys(tree: ManifestTree) -> list[tuple[str, ...]]:
-    out = []
-    stack = list(tree.root.children)
-    while stack:
-        node = stack.pop()
-        if node.data is not None:
-            out.append(node.data.key)
-        stack.extend(node.children)
-    return out
 
 
 def _decorator(text: str, name: str) -> str:

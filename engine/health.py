@@ -87,56 +87,31 @@ async def probe(
         if response.status_code != 200:
             detail = "starting" if response.status_code == 204 else "ping failed"
             reason = _reason(response)  # e.g. a worker about to recycle says why
-            return HealthSample(
-                target.name,
-                False,
-                latency,
-                at,
-                response.status_code,
-                f"{detail} (HTTP {response.status_code})" + (f": {reason}" if reason else ""),
-                target.base_url,
-            )
+            detail += f" (HTTP {response.status_code})" + (f": {reason}" if reason else "")
+            return _failing(target, latency, at, response.status_code, detail)
         if not target.is_load_balanced and ping == "/health" and _reports_unhealthy(response):
-            return HealthSample(
-                target.name,
-                False,
-                latency,
-                at,
-                200,
-                "/health reports an unhealthy worker",
-                target.base_url,
-            )
+            return _failing(target, latency, at, 200, _UNHEALTHY)
         if not target.is_load_balanced and ping == "/ping":
             queue = await client.get(
                 target.url("/health"), headers=target.headers(), timeout=timeout
             )
             if queue.status_code != 200:
-                return HealthSample(
-                    target.name,
-                    False,
-                    latency,
-                    at,
-                    queue.status_code,
-                    f"/health answered HTTP {queue.status_code}",
-                    target.base_url,
-                )
+                detail = f"/health answered HTTP {queue.status_code}"
+                return _failing(target, latency, at, queue.status_code, detail)
             if _reports_unhealthy(queue):
-                return HealthSample(
-                    target.name,
-                    False,
-                    latency,
-                    at,
-                    200,
-                    "/health reports an unhealthy worker",
-                    target.base_url,
-                )
+                return _failing(target, latency, at, 200, _UNHEALTHY)
         return HealthSample(target.name, True, latency, at, 200, url=target.base_url)
     except httpx.HTTPError as exc:
-        latency = round((time.perf_counter() - started) * 1000, 2)
-        reason = type(exc).__name__
-        return HealthSample(
-            target.name, False, None, at, None, f"unreachable ({reason})", target.base_url
-        )
+        return _failing(target, None, at, None, f"unreachable ({type(exc).__name__})")
+
+
+_UNHEALTHY = "/health reports an unhealthy worker"
+
+
+def _failing(
+    target: EndpointTarget, latency: float | None, at: float, status_code: int | None, detail: str
+) -> HealthSample:
+    return HealthSample(target.name, False, latency, at, status_code, detail, target.base_url)
 
 
 def _reason(response: httpx.Response) -> str:

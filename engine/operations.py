@@ -10,6 +10,11 @@ and before anything changes (the CLI prompts, the TUI shows a dialog). No Textua
 Deploy: scan, build when the build is stale (sources newer than the archive, files added or
 removed, or a different manifest), plan against the provider's endpoints (config hash, code
 hash, running state), confirm, then one provider deploy of every create/update plus the deletes.
+
+At a little over 600 lines the module is one class on purpose: `Engine` is the single entry point
+the CLI and the TUI share, and each operation is a short method over the same session state
+(project, provider, scanner, app key); the work itself lives in the modules they call (scan,
+build_step, plan, drift, health, logs, invoke, the providers).
 """
 
 from __future__ import annotations
@@ -22,8 +27,9 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
+from engine.build_step import build_step
 from engine.callgraph import CallGraph
 from engine.drift import Drift, compute_drift, is_unresolved
 from engine.health import HealthSample, probe_all
@@ -58,6 +64,8 @@ __all__ = [
     "OpEvent",
     "app_name",
 ]
+
+_T = TypeVar("_T")
 
 Confirm = Callable[[Plan], Awaitable[bool]]
 OnEvent = Callable[[OpEvent], None]
@@ -150,6 +158,19 @@ class Engine:
         except ProviderError as exc:
             raise OpError(str(exc)) from exc
 
+    async def _while_connecting(self, work: Callable[[], Awaitable[_T]]) -> _T:
+        # When `work` fails, its error is the one to report, not a connect still under way.
+        connecting = asyncio.ensure_future(self.connect())
+        try:
+            result = await work()
+        except BaseException:
+            connecting.cancel()
+            with contextlib.suppress(BaseException):
+                await connecting
+            raise
+        await connecting
+        return result
+
     # -- project --------------------------------------------------------------------------
 
     @property
@@ -176,9 +197,6 @@ class Engine:
         resources = result.manifest.get("resources") or {}
         emit("scan", f"{plural(len(resources), 'endpoint')} in code", done=1, total=1)
         return result
-
-    async def _manifest(self, emit: Callable[..., None]) -> dict[str, Any]:
-        return dict((await self._scanned(emit)).manifest)
 
     async def _calls(self) -> CallGraph:
         """The call graph of the code as it is now; empty when the project cannot be scanned
@@ -269,45 +287,8 @@ class Engine:
 
     async def build(self, manifest: dict[str, Any], on_event: OnEvent | None = None) -> BuildRef:
         """The current build, rebuilding first when it is stale."""
-        ref, _built = await self._build(manifest, self._emitter("deploy", on_event))
+        ref, _built = await build_step(self.root, manifest, self._emitter("deploy", on_event))
         return ref
-
-    async def _build(
-        self, manifest: dict[str, Any], emit: Callable[..., None]
-    ) -> tuple[BuildRef, bool]:
-        from engine.build import BuildError, BuildProgress, current_build
-
-        loop = asyncio.get_running_loop()
-        building = False
-
-        def forward(p: BuildProgress) -> None:
-            nonlocal building
-            if not building:  # the first step of a build (a fresh one is reused silently)
-                building = True
-                emit("build", "building")
-            emit(
-                "build",
-                f"{p.step}: {p.message}".rstrip(": "),
-                done=p.done,
-                total=p.total,
-                build_step=p.step,
-            )
-
-        def progress(p: BuildProgress) -> None:
-            loop.call_soon_threadsafe(forward, p)
-
-        try:
-            current = await asyncio.to_thread(
-                current_build, self.root, manifest, on_progress=progress
-            )
-        except BuildError as exc:
-            raise OpError(f"build failed: {exc}") from exc
-        ref = BuildRef(current.build_id, current.archive, current.build_dir, current.manifest)
-        if current.built:
-            emit("build", f"built {current.build_id[:12]}", done=1, total=1)
-        else:
-            emit("build", f"build {current.build_id[:12]} is up to date", done=1, total=1)
-        return ref, current.built
 
     async def deploy(
         self,
@@ -320,17 +301,14 @@ class Engine:
         """Build if stale, plan, confirm, deploy. `names`: only those endpoints (no deletes)."""
         started = time.perf_counter()
         emit = self._emitter("deploy", on_event)
-        # Reaching (or starting) the local cloud overlaps with the scan and the build check.
-        connecting = asyncio.ensure_future(self.connect())
-        try:
+
+        async def scan_and_build() -> tuple[ScanResult, BuildRef, bool]:
             scanned = await self._scanned(emit)
-            build, built = await self._build(dict(scanned.manifest), emit)
-        except BaseException:
-            connecting.cancel()
-            with contextlib.suppress(BaseException):
-                await connecting
-            raise
-        await connecting
+            build, built = await build_step(self.root, dict(scanned.manifest), emit)
+            return scanned, build, built
+
+        # Reaching (or starting) the local cloud overlaps with the scan and the build check.
+        scanned, build, built = await self._while_connecting(scan_and_build)
         plan = await self.plan(names, force=force, manifest=build.manifest, calls=scanned.calls)
         emit("plan", _plan_summary(plan))
         report = DeployReport(plan, built=built, build_id=build.build_id)
@@ -480,23 +458,16 @@ class Engine:
         instead of probing (one source of probes); a sample of another URL than the endpoint's
         is another worker's and is left out.
         """
-        local: dict[str, Any] = {}
-        errors: dict[str, int] = {}
-        connecting = asyncio.ensure_future(self.connect())  # overlaps with the scan
-        try:
+
+        async def code() -> tuple[dict[str, Any], dict[str, int]]:
             if manifest is not None:
-                local = local_resources(manifest, self.root)
-                errors = _parse_errors(diagnostics)
-            elif scan:
-                result = await self.scan()
-                local = local_resources(result.manifest, self.root)
-                errors = _parse_errors(result.diagnostics)
-        except BaseException:
-            connecting.cancel()
-            with contextlib.suppress(BaseException):
-                await connecting
-            raise
-        await connecting
+                return local_resources(manifest, self.root), _parse_errors(diagnostics)
+            if not scan:
+                return {}, {}
+            result = await self.scan()
+            return local_resources(result.manifest, self.root), _parse_errors(result.diagnostics)
+
+        local, errors = await self._while_connecting(code)  # reaching overlaps with the scan
         deployed = await self._deployed()
         samples: dict[str, HealthSample] = {}
         if health is not None:

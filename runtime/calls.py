@@ -34,6 +34,7 @@ import sys
 import textwrap
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
@@ -221,11 +222,7 @@ async def call_remote(
 ) -> Any:
     """Call `original` on the endpoint `resource_name` over HTTP."""
     target = _target(registry, original, resource_name)
-    return await _on_endpoint(
-        registry,
-        target,
-        lambda endpoint: _call_once(target, endpoint, original, args, kwargs),
-    )
+    return await _on_endpoint(registry, target, _FunctionCall(target, original, args, kwargs).send)
 
 
 async def call_class_method(
@@ -296,20 +293,6 @@ async def _on_endpoint(
                 ) from exc
             endpoint = fresh
     raise AssertionError("unreachable")  # the loop always returns or raises
-
-
-async def _call_once(
-    target: FunctionTarget,
-    endpoint: EndpointInfo,
-    original: Callable[..., Any],
-    args: Sequence[Any],
-    kwargs: Mapping[str, Any],
-) -> Any:
-    if not target.is_load_balanced:
-        return await _call_queue(target, endpoint, function_job(target.name, args, kwargs))
-    if target.is_live or not (target.http_method and target.http_path):
-        return await _call_execute(target, endpoint, original, args, kwargs)
-    return await _call_route(target, endpoint, original, args, kwargs)
 
 
 def _raise_http_error(target: FunctionTarget, response: _HttpResponse) -> None:
@@ -397,87 +380,95 @@ async def _call_queue(
     )
 
 
-async def _call_execute(
-    target: FunctionTarget,
-    endpoint: EndpointInfo,
-    original: Callable[..., Any],
-    args: Sequence[Any],
-    kwargs: Mapping[str, Any],
-) -> Any:
-    body: dict[str, Any] = {
-        "function_name": target.name,
-        "function_code": function_source(original),
-        "dependencies": [],
-        "system_dependencies": [],
-    }
-    if args:
-        body["args"] = serialize_args(args)
-    if kwargs:
-        body["kwargs"] = serialize_kwargs(kwargs)
-    response = await _http("POST", f"{endpoint.url}/execute", json=body, headers=endpoint.headers())
-    if response.status_code >= 400:
-        _raise_http_error(target, response)
-    return _decode_function_response(target, response.json())
-
-
 def _jsonable(value: Any) -> Any:
     from fastapi.encoders import jsonable_encoder  # only LB calls need it
 
     return jsonable_encoder(value)
 
 
-async def _call_route(
-    target: FunctionTarget,
-    endpoint: EndpointInfo,
-    original: Callable[..., Any],
-    args: Sequence[Any],
-    kwargs: Mapping[str, Any],
-) -> Any:
-    from runtime.lb_app import TRACEBACK_HEADER
-    from runtime.route_binding import QUERY_METHODS, route_binding
+@dataclass(frozen=True)
+class _FunctionCall:
+    """One call of a decorated function: the function, its arguments and where it runs."""
 
-    method, path = str(target.http_method), str(target.http_path)
-    binding = _binding(route_binding, original, method, path)
-    try:
-        bound = inspect.signature(original).bind_partial(*args, **kwargs)
-    except TypeError as exc:
-        raise TypeError(f"{target.name}(): {exc}") from None
-    values: dict[str, Any] = {}
-    for name, value in bound.arguments.items():
-        param = bound.signature.parameters[name]
-        if param.kind is inspect.Parameter.VAR_KEYWORD:
-            values.update(value)
-        elif param.kind is not inspect.Parameter.VAR_POSITIONAL:
-            values[name] = value
-    for name in binding.path_params:
-        if name in values:
-            path = path.replace(f"{{{name}}}", quote(str(values.pop(name)), safe=""))
-    headers = {**endpoint.headers(), TRACEBACK_HEADER: "1"}
-    url = f"{endpoint.url}{path}"
-    if method in QUERY_METHODS:
-        params: list[tuple[str, str]] = []
-        for name, value in values.items():
-            if value is None:
-                continue
-            if isinstance(value, (list, tuple, set, frozenset)):
-                params += [(name, _query_text(item)) for item in value]
-            else:
-                params.append((name, _query_text(value)))
-        response = await _http(method, url, params=params, headers=headers)
-    else:
-        if binding.whole_body is not None:
-            body = _jsonable(values.get(binding.whole_body, {}))
+    target: FunctionTarget
+    original: Callable[..., Any]
+    args: Sequence[Any]
+    kwargs: Mapping[str, Any]
+
+    async def send(self, endpoint: EndpointInfo) -> Any:
+        """Send the call the way its endpoint takes it: a job, `/execute`, or its own route."""
+        target = self.target
+        if not target.is_load_balanced:
+            job = function_job(target.name, self.args, self.kwargs)
+            return await _call_queue(target, endpoint, job)
+        if target.is_live or not (target.http_method and target.http_path):
+            return await self._execute(endpoint)
+        return await self._route(endpoint)
+
+    async def _execute(self, endpoint: EndpointInfo) -> Any:
+        body: dict[str, Any] = {
+            "function_name": self.target.name,
+            "function_code": function_source(self.original),
+            "dependencies": [],
+            "system_dependencies": [],
+        }
+        if self.args:
+            body["args"] = serialize_args(self.args)
+        if self.kwargs:
+            body["kwargs"] = serialize_kwargs(self.kwargs)
+        url = f"{endpoint.url}/execute"
+        response = await _http("POST", url, json=body, headers=endpoint.headers())
+        if response.status_code >= 400:
+            _raise_http_error(self.target, response)
+        return _decode_function_response(self.target, response.json())
+
+    async def _route(self, endpoint: EndpointInfo) -> Any:
+        from runtime.lb_app import TRACEBACK_HEADER
+        from runtime.route_binding import QUERY_METHODS, route_binding
+
+        target, original = self.target, self.original
+        method, path = str(target.http_method), str(target.http_path)
+        binding = _binding(route_binding, original, method, path)
+        try:
+            bound = inspect.signature(original).bind_partial(*self.args, **self.kwargs)
+        except TypeError as exc:
+            raise TypeError(f"{target.name}(): {exc}") from None
+        values: dict[str, Any] = {}
+        for name, value in bound.arguments.items():
+            param = bound.signature.parameters[name]
+            if param.kind is inspect.Parameter.VAR_KEYWORD:
+                values.update(value)
+            elif param.kind is not inspect.Parameter.VAR_POSITIONAL:
+                values[name] = value
+        for name in binding.path_params:
+            if name in values:
+                path = path.replace(f"{{{name}}}", quote(str(values.pop(name)), safe=""))
+        headers = {**endpoint.headers(), TRACEBACK_HEADER: "1"}
+        url = f"{endpoint.url}{path}"
+        if method in QUERY_METHODS:
+            params: list[tuple[str, str]] = []
+            for name, value in values.items():
+                if value is None:
+                    continue
+                if isinstance(value, (list, tuple, set, frozenset)):
+                    params += [(name, _query_text(item)) for item in value]
+                else:
+                    params.append((name, _query_text(value)))
+            response = await _http(method, url, params=params, headers=headers)
         else:
-            body = _jsonable(values)
-        response = await _http(method, url, json=body, headers=headers)
-    if response.status_code >= 400:
-        _raise_http_error(target, response)
-    if not response.content:
-        return None
-    try:
-        return response.json()
-    except ValueError:
-        return response.text
+            if binding.whole_body is not None:
+                body = _jsonable(values.get(binding.whole_body, {}))
+            else:
+                body = _jsonable(values)
+            response = await _http(method, url, json=body, headers=headers)
+        if response.status_code >= 400:
+            _raise_http_error(target, response)
+        if not response.content:
+            return None
+        try:
+            return response.json()
+        except ValueError:
+            return response.text
 
 
 def _query_text(value: Any) -> str:

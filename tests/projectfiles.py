@@ -1,4 +1,5 @@
-"""Small Flash projects written from text, for the scanner, manifest, build and project tests.
+"""Flash projects for tests: small ones written from text (scanner, manifest, build, project
+tests), and copies of the repository's examples.
 
 No tests here; test modules import it (`from projectfiles import write_files`), as pytest puts
 this directory on `sys.path`.
@@ -6,11 +7,22 @@ this directory on `sys.path`.
 
 from __future__ import annotations
 
+import shutil
 import textwrap
 from pathlib import Path
 from typing import Any
 
 from engine.scan import ScanResult, scan_project
+
+_EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+
+
+def copy_example(name: str, dest: Path) -> Path:
+    """A fresh copy of `examples/<name>` at `dest` (no build, no caches); returns `dest`."""
+    shutil.copytree(
+        _EXAMPLES / name, dest, ignore=shutil.ignore_patterns(".flash", "__pycache__", "*.pyc")
+    )
+    return dest
 
 
 def write_files(root: Path, files: dict[str, str]) -> Path:

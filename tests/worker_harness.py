@@ -9,22 +9,21 @@ import contextlib
 import json
 import os
 import queue
-import shutil
 import signal
 import socket
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import httpx
 import uvicorn
+from projectfiles import copy_example
 
 REPO = Path(__file__).resolve().parents[1]
-EXAMPLES = REPO / "examples"
 START_DEADLINE = 30.0
 
 
@@ -35,10 +34,7 @@ def build_example(example: str, dest: Path) -> Path:
     """
     from engine.build import build_project
 
-    project = dest / example
-    shutil.copytree(
-        EXAMPLES / example, project, ignore=shutil.ignore_patterns("__pycache__", ".flash")
-    )
+    project = copy_example(example, dest / example)
     # The workers import every handler themselves, so the build's import check is skipped.
     return build_project(project, import_check=False).build_dir
 
@@ -147,6 +143,30 @@ class Worker:
                     return line
             time.sleep(0.02)
         raise TimeoutError(f"no matching output line; got {self.stdout[-20:]}")
+
+
+@contextlib.contextmanager
+def serve_workers(
+    build_dir: Path, callees: Sequence[str], callers: Sequence[str], endpoints_file: Path
+) -> Iterator[dict[str, Worker]]:
+    """Workers of `build_dir` by name, ready: `callees` first, then `callers`, told where the
+    callees are (a FLASH_ENDPOINTS_FILE written at `endpoints_file`); all stopped after."""
+    started: dict[str, Worker] = {}
+    try:
+        for name in callees:
+            started[name] = Worker(build_dir, name, key=f"key-{name}")
+        for worker in started.values():
+            worker.wait_listening()
+        endpoints = str(write_endpoints(endpoints_file, dict(started)))
+        for name in callers:
+            env = {"FLASH_ENDPOINTS_FILE": endpoints}
+            started[name] = Worker(build_dir, name, key=f"key-{name}", env=env)
+        for worker in started.values():
+            worker.wait_ready()
+        yield started
+    finally:
+        for worker in started.values():
+            worker.stop()
 
 
 def write_endpoints(path: Path, workers: dict[str, Worker]) -> Path:

@@ -96,20 +96,14 @@ def _rekey_rows(conn: sqlite3.Connection, move: _Move) -> None:
     conn.execute("UPDATE apps SET name = ? WHERE name = ?", (new, old))
     for table in ("endpoint_keys", "manifests", "events"):
         conn.execute(f"UPDATE {table} SET app = ? WHERE app = ?", (new, old))
-    for name, build_path in conn.execute(
-        "SELECT name, build_path FROM endpoints WHERE app = ?", (old,)
-    ).fetchall():
-        conn.execute(
-            "UPDATE endpoints SET app = ?, build_path = ? WHERE app = ? AND name = ?",
-            (new, _rewrite(build_path, move), old, name),
-        )
-    for build_id, path in conn.execute(
-        "SELECT build_id, path FROM builds WHERE app = ?", (old,)
-    ).fetchall():
-        conn.execute(
-            "UPDATE builds SET app = ?, path = ? WHERE app = ? AND build_id = ?",
-            (new, _rewrite(path, move), old, build_id),
-        )
+    # Rows that also hold a path under the app's folder: (table, its key column, path column).
+    for table, key, column in (("endpoints", "name", "build_path"), ("builds", "build_id", "path")):
+        rows = conn.execute(f"SELECT {key}, {column} FROM {table} WHERE app = ?", (old,))
+        for row_key, path in rows.fetchall():
+            conn.execute(
+                f"UPDATE {table} SET app = ?, {column} = ? WHERE app = ? AND {key} = ?",
+                (new, _rewrite(path, move), old, row_key),
+            )
 
 
 def _event(conn: sqlite3.Connection, app: str, kind: str, message: str) -> None:

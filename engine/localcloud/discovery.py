@@ -35,6 +35,7 @@ import httpx
 import psutil
 
 from engine.home import Home, write_private
+from engine.localcloud import logfiles
 from engine.localcloud.store import StoreError, check_database
 from engine.localcloud.wire import ShutdownRequest
 
@@ -357,21 +358,12 @@ def _log_tail(path: Path, lines: int = 15) -> str:
 def _spawn_service(home: Home, extra_env: dict[str, str] | None) -> subprocess.Popen[bytes]:
     env = dict(os.environ)
     env.update(extra_env or {})
-    fd = os.open(home.service_log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-    try:
-        return subprocess.Popen(
-            [sys.executable, "-m", "engine.localcloud", "--home", str(home.root)],
-            stdin=subprocess.DEVNULL,
-            stdout=fd,
-            stderr=fd,
-            # Detached: its own session, so it outlives the CLI/TUI and their terminal.
-            start_new_session=True,
-            close_fds=True,
-            env=env,
-            cwd=str(home.root),
-        )
-    finally:
-        os.close(fd)
+    return logfiles.spawn_detached(
+        [sys.executable, "-m", "engine.localcloud", "--home", str(home.root)],
+        logfiles.open_for_worker(home.service_log),
+        cwd=str(home.root),
+        env=env,
+    )
 
 
 def ensure_cloud(

@@ -20,7 +20,7 @@ import os
 import shutil
 import subprocess
 import sys
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
 from engine.localcloud.texts import bound_text
@@ -38,6 +38,7 @@ __all__ = [
     "remove_logs",
     "rotate_if_needed",
     "redact",
+    "spawn_detached",
     "start_writer",
     "tail_for_follow",
     "tail_lines",
@@ -60,6 +61,27 @@ def open_for_worker(path: Path) -> int:
     """An O_APPEND descriptor (0600) for a worker's stdout/stderr; the caller closes it."""
     path.parent.mkdir(parents=True, exist_ok=True)
     return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+
+
+def spawn_detached(
+    command: Sequence[str], output: int, *, cwd: str, env: Mapping[str, str]
+) -> subprocess.Popen[bytes]:
+    """Start `command` in a session of its own, stdout/stderr to `output` (closed here)."""
+    try:
+        return subprocess.Popen(
+            list(command),
+            stdin=subprocess.DEVNULL,
+            stdout=output,
+            stderr=output,
+            cwd=cwd,
+            env=dict(env),
+            # Its own session: it outlives its starter (the CLI/TUI, the service) and their
+            # terminal, and a signal to the starter's process group does not reach it.
+            start_new_session=True,
+            close_fds=True,
+        )
+    finally:
+        os.close(output)
 
 
 def start_writer(

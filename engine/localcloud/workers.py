@@ -155,19 +155,7 @@ class WorkerProcesses:
         log_writer, fd = logfiles.start_writer(
             log, self.settings.log_max_bytes, self.settings.log_keep
         )
-        try:
-            proc = subprocess.Popen(
-                cmd,
-                stdin=subprocess.DEVNULL,
-                stdout=fd,
-                stderr=fd,
-                cwd=build_path,
-                env=env,
-                start_new_session=True,
-                close_fds=True,
-            )
-        finally:
-            os.close(fd)
+        proc = logfiles.spawn_detached(cmd, fd, cwd=build_path, env=env)
         try:
             create_time = psutil.Process(proc.pid).create_time()
         except psutil.NoSuchProcess:

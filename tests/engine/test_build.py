@@ -9,7 +9,7 @@ import tarfile
 from pathlib import Path
 
 import pytest
-from projectfiles import write_files
+from projectfiles import copy_example, write_files
 
 from engine.build import (
     ARCHIVE_NAME,
@@ -22,17 +22,6 @@ from engine.build import (
     collect_requirements,
     generated_at,
 )
-
-ROOT = Path(__file__).resolve().parents[2]
-EXAMPLES = ROOT / "examples"
-
-
-def _copy_example(name: str, dest_parent: Path) -> Path:
-    dest = dest_parent / name
-    shutil.copytree(
-        EXAMPLES / name, dest, ignore=shutil.ignore_patterns(".flash", "__pycache__", "*.pyc")
-    )
-    return dest
 
 
 def _members(archive: Path) -> list[str]:
@@ -63,7 +52,7 @@ def simple_project(tmp_path: Path) -> Path:
 
 
 def test_quickstart_builds_and_its_handlers_import(tmp_path: Path) -> None:
-    project = _copy_example("quickstart", tmp_path)
+    project = copy_example("quickstart", tmp_path / "quickstart")
     events: list[BuildProgress] = []
     result = build_project(project, on_progress=events.append)
     assert result.resources == ["api", "cpu_worker", "gateway", "gpu_worker"]
@@ -93,7 +82,7 @@ def test_quickstart_builds_and_its_handlers_import(tmp_path: Path) -> None:
 
 
 def test_endpoint_api_example_builds(tmp_path: Path) -> None:
-    project = _copy_example("endpoint_api", tmp_path)
+    project = copy_example("endpoint_api", tmp_path / "endpoint_api")
     result = build_project(project)
     assert result.resources == ["api", "summarizer", "tokenizer"]
     registry = (result.build_dir / "handler_tokenizer.py").read_text()
@@ -101,8 +90,8 @@ def test_endpoint_api_example_builds(tmp_path: Path) -> None:
 
 
 def test_same_sources_give_identical_archives(tmp_path: Path) -> None:
-    first = _copy_example("quickstart", tmp_path / "one")
-    second = _copy_example("quickstart", tmp_path / "two")
+    first = copy_example("quickstart", tmp_path / "one" / "quickstart")
+    second = copy_example("quickstart", tmp_path / "two" / "quickstart")
     for path in second.rglob("*"):
         os.utime(path, (1_600_000_000, 1_600_000_000))  # another checkout, other mtimes
     # the import check is covered elsewhere; skipping it keeps this test fast
@@ -292,7 +281,7 @@ def test_upstream_style_project_builds(tmp_path: Path) -> None:
 
 
 def test_error_diagnostics_refuse_the_build(tmp_path: Path) -> None:
-    project = _copy_example("broken", tmp_path)
+    project = copy_example("broken", tmp_path / "broken")
     with pytest.raises(BuildError) as info:
         build_project(project)
     assert info.value.step == "scan"

@@ -1,9 +1,10 @@
 """End to end on the real local cloud: the `flash-tui` CLI in subprocesses, real worker processes.
 
-One flash-tui home and one copy of examples/quickstart for the module; the tests run in file
-order and build on each other (deploy -> invoke -> drift -> faults -> remove -> undeploy), like a
-user session. The module fixture (and the session fixture in conftest) stops the cloud and
-kills any leftover worker whatever happens.
+One flash-tui home and one copy of examples/quickstart for the module; in file order the tests
+are a user session (deploy -> invoke -> drift -> faults -> remove -> undeploy). Each test asks
+for the state it needs (`deployed`: a `deploy --yes`, a no-op when nothing changed), so each
+also passes alone (`-k NAME`). The module fixture (and the session fixture in conftest) stops
+the cloud and kills any leftover worker whatever happens.
 
 A little over 600 lines because it is that one session: split across modules, each part would
 need its own home, cloud and deploy of the quickstart.
@@ -29,6 +30,7 @@ import httpx
 import psutil
 import pytest
 from headless import CLI, run_cli
+from projectfiles import copy_example
 from waiting import wait_for
 
 from engine.home import Home
@@ -36,7 +38,6 @@ from engine.identity import app_slug, canonical_path
 from engine.localcloud.discovery import read_state
 from engine.localcloud.store import Store
 
-REPO = Path(__file__).resolve().parents[2]
 FOLDER = "e2eapp"
 APP = ""  # the app key of the module's project (engine.identity), set by the `project` fixture
 ENDPOINTS = {"api", "cpu_worker", "gateway", "gpu_worker"}
@@ -81,11 +82,7 @@ def env(localcloud_home: Path) -> dict[str, str]:
 def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
     global APP
     root = tmp_path_factory.mktemp("e2e") / FOLDER
-    shutil.copytree(
-        REPO / "examples" / "quickstart",
-        root,
-        ignore=shutil.ignore_patterns(".flash", "__pycache__"),
-    )
+    copy_example("quickstart", root)
     APP = app_slug(canonical_path(root))
     return root
 
@@ -170,6 +167,19 @@ def last_event_id(api: Callable[[], httpx.Client]) -> int:
     return all_events[-1]["id"] if all_events else 0
 
 
+@pytest.fixture
+def deployed(cli: Callable[..., Any], api: Callable[[], httpx.Client]) -> None:
+    """The project's endpoints deployed as the code says and healthy (whatever ran before)."""
+    proc = cli("deploy", "--yes", "--json")
+    assert proc.returncode == 0 and as_json(proc)["ok"], proc.stderr
+    wait_for(
+        lambda: all(r["status"] == "healthy" for r in records(api).values()),
+        30,
+        "every endpoint healthy",
+        retry_errors=True,
+    )
+
+
 def edit(path: Path, old: str, new: str) -> None:
     text = path.read_text()
     assert old in text, f"{old!r} not in {path}"
@@ -229,6 +239,7 @@ INVOCATIONS: list[tuple[str, Any, Callable[[Any], bool]]] = [
 ]
 
 
+@pytest.mark.usefixtures("deployed")
 def test_invoke_every_route_and_function(project: Path, home: Home) -> None:
     """Every LB route and QB function of the quickstart, through the engine the CLI uses
     (in-process: one CLI start per call would dominate the test's time)."""
@@ -246,6 +257,7 @@ def test_invoke_every_route_and_function(project: Path, home: Home) -> None:
         assert check(result.result), (target, result.result)
 
 
+@pytest.mark.usefixtures("deployed")
 def test_invoke_cli_prints_the_result(cli: Callable[..., Any]) -> None:
     proc = cli("invoke", "gpu_worker:embed", "--data", '{"text": "a", "dims": 2}', "--json")
     result = as_json(proc)
@@ -255,6 +267,7 @@ def test_invoke_cli_prints_the_result(cli: Callable[..., Any]) -> None:
     assert human.returncode == 0 and "HTTP 200" in human.stdout and '"sum": 2.0' in human.stdout
 
 
+@pytest.mark.usefixtures("deployed")
 def test_invoke_failure_is_reported(cli: Callable[..., Any]) -> None:
     proc = cli("invoke", "POST /compute", "--data", '{"wrong": 1}', "--json")
     result = as_json(proc)
@@ -263,6 +276,7 @@ def test_invoke_failure_is_reported(cli: Callable[..., Any]) -> None:
     assert unknown.returncode == 1 and "no function or route named 'nope'" in unknown.stderr
 
 
+@pytest.mark.usefixtures("deployed")
 def test_secrets_stay_secret(
     cli: Callable[..., Any], home: Home, api: Callable[[], httpx.Client]
 ) -> None:
@@ -306,7 +320,9 @@ def test_secrets_stay_secret(
         assert (path.stat().st_mode & 0o777) == expected, path
 
 
+@pytest.mark.usefixtures("deployed")
 def test_logs_show_requests(cli: Callable[..., Any], project: Path, home: Home) -> None:
+    assert cli("invoke", "POST /compute", "--data", '{"numbers": [1]}').returncode == 0
     proc = cli("logs", "api", "--json", "--lines", "200")
     lines = [item["text"] for item in as_json(proc)["lines"]]
     assert any(line.startswith("POST /compute 200") for line in lines), lines[-10:]
@@ -345,6 +361,7 @@ def test_logs_show_requests(cli: Callable[..., Any], project: Path, home: Home) 
     assert any(s.startswith("api GET /greet 200") for s in seen), seen
 
 
+@pytest.mark.usefixtures("deployed")
 def test_drift_then_deploy_updates_only_that_endpoint(
     cli: Callable[..., Any], project: Path, api: Callable[[], httpx.Client]
 ) -> None:
@@ -373,6 +390,7 @@ def test_drift_then_deploy_updates_only_that_endpoint(
     assert all(e["drift"] == "in_sync" and e["status"] == "healthy" for e in after.values())
 
 
+@pytest.mark.usefixtures("deployed")
 def test_sigkilled_worker_is_restarted(
     cli: Callable[..., Any], home: Home, api: Callable[[], httpx.Client]
 ) -> None:
@@ -400,6 +418,7 @@ def test_sigkilled_worker_is_restarted(
     assert status(cli)["cpu_worker"]["restarts"] == 0
 
 
+@pytest.mark.usefixtures("deployed")
 def test_sigkilled_cloud_is_restarted_and_readopts_workers(
     cli: Callable[..., Any], home: Home, api: Callable[[], httpx.Client], env: dict[str, str]
 ) -> None:
@@ -466,6 +485,7 @@ def test_sigkilled_cloud_is_restarted_and_readopts_workers(
     assert worker_pids(home) == {e["pid"] for e in records(api).values()}
 
 
+@pytest.mark.usefixtures("deployed")
 def test_sigkilled_cli_mid_deploy_leaves_a_consistent_state(
     env: dict[str, str],
     project: Path,
@@ -516,6 +536,7 @@ def test_sigkilled_cli_mid_deploy_leaves_a_consistent_state(
     assert final["cpu_worker"]["drift"] == "in_sync"  # the service finished the deploy
 
 
+@pytest.mark.usefixtures("deployed")
 def test_concurrent_deploys_are_serialized(
     env: dict[str, str],
     project: Path,
@@ -553,6 +574,7 @@ def test_concurrent_deploys_are_serialized(
     assert worker_pids(home) == {e["pid"] for e in after.values()}
 
 
+@pytest.mark.usefixtures("deployed")
 def test_worker_failing_at_import_is_marked_failed(
     cli: Callable[..., Any], project: Path, home: Home, api: Callable[[], httpx.Client]
 ) -> None:
@@ -586,6 +608,7 @@ def test_worker_failing_at_import_is_marked_failed(
     shutil.rmtree(project / "workers" / "broken")
 
 
+@pytest.mark.usefixtures("deployed")
 def test_removed_endpoint_is_orphaned_then_deleted(
     cli: Callable[..., Any], project: Path, home: Home, api: Callable[[], httpx.Client]
 ) -> None:
@@ -605,6 +628,7 @@ def test_removed_endpoint_is_orphaned_then_deleted(
     assert worker_pids(home) == {e["pid"] for e in records(api).values()}
 
 
+@pytest.mark.usefixtures("deployed")
 def test_cloud_stop_stops_workers_until_the_next_deploy(
     cli: Callable[..., Any], home: Home
 ) -> None:
@@ -622,14 +646,18 @@ def test_cloud_stop_stops_workers_until_the_next_deploy(
     assert {e["status"] for e in status(cli).values()} == {"healthy"}
 
 
-def test_undeploy_all_leaves_no_process(cli: Callable[..., Any], home: Home) -> None:
+@pytest.mark.usefixtures("deployed")
+def test_undeploy_all_leaves_no_process(
+    cli: Callable[..., Any], home: Home, api: Callable[[], httpx.Client]
+) -> None:
     refused = cli("undeploy", "--all")
     assert refused.returncode == 1 and "--yes" in refused.stderr
     assert worker_pids(home)
+    names = set(records(api))  # without `api` after the removal test
     proc = cli("undeploy", "--all", "--yes", "--json")
     report = as_json(proc)
     assert proc.returncode == 0 and report["ok"]
-    assert {r["name"] for r in report["results"]} == ENDPOINTS - {"api"}
+    assert {r["name"] for r in report["results"]} == names
     assert worker_pids(home) == set()
     assert all(e["status"] == "not_deployed" for e in status(cli).values())
     assert as_json(cli("cloud", "stop", "--json"))["was_running"] is True

@@ -156,6 +156,7 @@ def test_deploying_and_undeploying_one_never_touches_the_other(
     run: Callable[..., Any], projects: tuple[Path, Path]
 ) -> None:
     first, second = projects
+    assert run(first, "deploy", "--yes").returncode == 0  # a no-op after the test before
     before = _status(run, first)
     pids = {n: e["pid"] for n, e in before.items()}
     assert all(_alive(p) for p in pids.values()), before
@@ -211,6 +212,7 @@ def test_a_source_that_does_not_parse_is_not_orphaned(
     run: Callable[..., Any], projects: tuple[Path, Path]
 ) -> None:
     _, second = projects
+    assert run(second, "deploy", "--yes").returncode == 0
     before = _status(run, second)["common"]
     assert _alive(before["pid"])
     source = second / "workers" / "common.py"

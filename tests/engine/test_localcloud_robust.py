@@ -110,6 +110,16 @@ def _run(
     return run_cli(args, env, cwd=cwd)
 
 
+def _run_service(root: Path) -> subprocess.CompletedProcess[str]:
+    """The service run directly (`python -m engine.localcloud`), as a supervisor would."""
+    return subprocess.run(
+        [sys.executable, "-m", "engine.localcloud", "--home", str(root)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
 def _cleanup(root: Path) -> None:
     home = Home(root)
     try:
@@ -365,10 +375,13 @@ def test_lost_state_file_the_cli_finds_and_stops_the_cloud(
 ) -> None:
     fast_home = Path(fast_env["FLASH_TUI_HOME"])
     home = Home(fast_home)
+    # A running cloud with a worker (whatever the tests before left running).
+    proc = _run(fast_env, "deploy", "steady", "--yes", "--json", "--project", str(project))
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     info = read_state(home)
     assert info is not None
     workers = [p.pid for p in _home_workers(home)]
-    assert workers, "the earlier tests left workers running"
+    assert workers, "no worker runs after a deploy"
     home.state_file.write_text("{not json")
     proc = _run(fast_env, "deploy", "--yes", "--project", str(project))
     text = proc.stdout + proc.stderr
@@ -420,12 +433,7 @@ def test_corrupt_database_is_named_and_left_alone(tmp_path: Path) -> None:
         assert "Traceback" not in text
         assert home.db_path.read_bytes() == garbage
 
-        direct = subprocess.run(
-            [sys.executable, "-m", "engine.localcloud", "--home", str(root)],
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
+        direct = _run_service(root)
         assert direct.returncode == 4, direct.stderr
         assert "is not a SQLite database" in direct.stderr and "Traceback" not in direct.stderr
         assert home.db_path.read_bytes() == garbage
@@ -440,12 +448,7 @@ def test_exit_codes_started_and_already_running(tmp_path: Path) -> None:
         assert _run(env, "cloud", "start").returncode == 0
         again = _run(env, "cloud", "start", "--json")
         assert again.returncode == 3 and json.loads(again.stdout)["already_running"] is True
-        direct = subprocess.run(
-            [sys.executable, "-m", "engine.localcloud", "--home", str(root)],
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
+        direct = _run_service(root)
         assert direct.returncode == 3, direct.stderr
         help_text = _run(env, "cloud", "--help").stdout
         assert "3" in help_text and "4" in help_text and "already running" in help_text

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import importlib.util
 import json
-import shutil
 import sys
 import tarfile
 from pathlib import Path
@@ -19,6 +18,7 @@ from typing import Any
 
 import pytest
 from fastapi import FastAPI
+from projectfiles import copy_example
 
 from engine.build import BuildError, build_project
 from engine.build.current import build_is_fresh
@@ -27,14 +27,12 @@ from engine.build.vendor import missing_distributions
 from engine.scan import scan_project
 from runtime.serialization import deserialize, function_job
 
-EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
-
 
 @pytest.fixture(scope="module")
 def quickstart(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
     """The quickstart example, built: (archive, manifest)."""
     root = tmp_path_factory.mktemp("quickstart") / "quickstart"
-    shutil.copytree(EXAMPLES / "quickstart", root)
+    copy_example("quickstart", root)
     result = build_project(root, import_check=False)
     return result.archive, result.manifest
 
@@ -119,7 +117,7 @@ def test_generated_handlers_expose_what_the_images_take(
 
 def test_a_project_may_not_ship_its_own_flash_packages(tmp_path: Path) -> None:
     root = tmp_path / "p"
-    shutil.copytree(EXAMPLES / "quickstart", root)
+    copy_example("quickstart", root)
     (root / "_flash_packages").mkdir()
     (root / "_flash_packages" / "notes.txt").write_text("mine\n")
     with pytest.raises(BuildError) as raised:
@@ -129,7 +127,7 @@ def test_a_project_may_not_ship_its_own_flash_packages(tmp_path: Path) -> None:
 
 def test_a_build_with_images_and_packages_stays_fresh(tmp_path: Path) -> None:
     root = tmp_path / "p"
-    shutil.copytree(EXAMPLES / "quickstart", root)
+    copy_example("quickstart", root)
     build_project(root, import_check=False)
     manifest = scan_project(root).manifest
     assert build_is_fresh(root, manifest)
@@ -139,7 +137,7 @@ def test_a_build_with_images_and_packages_stays_fresh(tmp_path: Path) -> None:
 
 def test_a_build_carrying_another_runtime_is_stale(tmp_path: Path) -> None:
     root = tmp_path / "p"
-    shutil.copytree(EXAMPLES / "quickstart", root)
+    copy_example("quickstart", root)
     result = build_project(root, import_check=False)
     manifest = scan_project(root).manifest
     assert build_is_fresh(root, manifest)
@@ -150,7 +148,7 @@ def test_a_build_carrying_another_runtime_is_stale(tmp_path: Path) -> None:
 
 def test_a_project_file_named_like_the_image_s_own_is_a_warning(tmp_path: Path) -> None:
     root = tmp_path / "p"
-    shutil.copytree(EXAMPLES / "quickstart", root)
+    copy_example("quickstart", root)
     (root / "logger.py").write_text("import logging\n")
     result = build_project(root, import_check=False)
     (warning,) = [w for w in result.warnings if w.code == "build-image-clash"]

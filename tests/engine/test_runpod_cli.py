@@ -6,19 +6,16 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import subprocess
-import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 from fakes.runpod import FakeRunPod
+from headless import CLI, run_cli
+from projectfiles import copy_example
 from waiting import wait_for
-
-REPO = Path(__file__).resolve().parents[2]
-CLI = [sys.executable, "-c", "import sys; from engine.cli import main; sys.exit(main())"]
 
 Run = Callable[..., subprocess.CompletedProcess[str]]
 
@@ -31,13 +28,7 @@ def fake(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FakeRunPod]:
 
 @pytest.fixture(scope="module")
 def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("cli") / "quickstart"
-    shutil.copytree(
-        REPO / "examples" / "quickstart",
-        root,
-        ignore=shutil.ignore_patterns(".flash", "__pycache__"),
-    )
-    return root
+    return copy_example("quickstart", tmp_path_factory.mktemp("cli") / "quickstart")
 
 
 @pytest.fixture(scope="module")
@@ -66,13 +57,7 @@ def run(
 
     def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
         environ = {**_base_env(home), **fake.env(), **(env or {})}
-        done = subprocess.run(
-            [*CLI, *args, "--project", str(project)],
-            env=environ,
-            capture_output=True,
-            text=True,
-            timeout=180,
-        )
+        done = run_cli(args, environ, project=project)
         outputs.extend([done.stdout, done.stderr])
         return done
 
@@ -82,13 +67,7 @@ def run(
 def test_missing_key_is_one_line_naming_where_it_was_looked_for(
     project: Path, tmp_path: Path
 ) -> None:
-    done = subprocess.run(
-        [*CLI, "plan", "--target", "runpod", "--project", str(project)],
-        env=_base_env(tmp_path),
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    done = run_cli(["plan", "--target", "runpod"], _base_env(tmp_path), project=project)
     assert done.returncode == 1
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1, done.stderr
@@ -104,13 +83,7 @@ def test_key_from_the_credentials_file(
     (tmp_path / ".runpod" / "config.toml").write_text(f'[default]\napi_key = "{fake.api_key}"\n')
     env = {**_base_env(tmp_path), **fake.env()}
     del env["RUNPOD_API_KEY"]
-    done = subprocess.run(
-        [*CLI, "plan", "--target", "runpod", "--json", "--project", str(project)],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    done = run_cli(["plan", "--target", "runpod", "--json"], env, project=project)
     outputs.extend([done.stdout, done.stderr])
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["counts"]["create"] == 4

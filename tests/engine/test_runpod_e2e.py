@@ -12,7 +12,6 @@ import os
 import re
 import shutil
 import subprocess
-import sys
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -20,10 +19,10 @@ from pathlib import Path
 import pytest
 from fakes.runpod import FakeRunPod
 from fakes.runpod_image import image_site
+from headless import CLI, run_cli
 from waiting import wait_for
 
 REPO = Path(__file__).resolve().parents[2]
-CLI = [sys.executable, "-c", "import sys; from engine.cli import main; sys.exit(main())"]
 EXAMPLES = {
     "quickstart": ["api", "cpu_worker", "gateway", "gpu_worker"],
     "endpoint_api": ["api", "summarizer", "tokenizer"],
@@ -73,12 +72,8 @@ def run(
     environ.update({"HOME": str(home), "COLUMNS": "200", **fake.env()})
 
     def cli(example: str, *args: str) -> subprocess.CompletedProcess[str]:
-        done = subprocess.run(
-            [*CLI, *args, "--target", "runpod", "--project", str(projects[example])],
-            env=environ,
-            capture_output=True,
-            text=True,
-            timeout=300,
+        done = run_cli(
+            [*args, "--target", "runpod"], environ, project=projects[example], timeout=300
         )
         outputs.extend([done.stdout, done.stderr])
         return done

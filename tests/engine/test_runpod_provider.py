@@ -13,17 +13,15 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from fakes.runpod import FakeRunPod
+from projectfiles import copy_example
 
 from engine.operations import Engine, OpError, OpEvent
 from engine.runpod.provider import RunPodProvider
-
-REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture
@@ -34,13 +32,7 @@ def fake(tmp_path: Path) -> Iterator[FakeRunPod]:
 
 @pytest.fixture
 def project(tmp_path: Path) -> Path:
-    root = tmp_path / "quickstart"
-    shutil.copytree(
-        REPO / "examples" / "quickstart",
-        root,
-        ignore=shutil.ignore_patterns(".flash", "__pycache__"),
-    )
-    return root
+    return copy_example("quickstart", tmp_path / "quickstart")
 
 
 def _engine(project: Path, fake: FakeRunPod, env: str | None = None) -> Engine:

@@ -8,7 +8,6 @@ import importlib.metadata
 import importlib.util
 import json
 import os
-import shutil
 import subprocess
 import sys
 import textwrap
@@ -18,6 +17,7 @@ from typing import Any
 
 import pytest
 from headless import run_cli
+from projectfiles import copy_example
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -85,13 +85,7 @@ def test_shims_replace_a_real_sdk_imported_before_them() -> None:
 
 @pytest.fixture(scope="module")
 def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("realsdk") / "realsdkapp"
-    shutil.copytree(
-        REPO / "examples" / "quickstart",
-        root,
-        ignore=shutil.ignore_patterns(".flash", "__pycache__"),
-    )
-    return root
+    return copy_example("quickstart", tmp_path_factory.mktemp("realsdk") / "realsdkapp")
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from worker_harness import Worker, build_example, write_endpoints
+from worker_harness import Worker, build_example, serve_workers
 
 from runtime.serialization import deserialize, serialize_args, serialize_kwargs
 
@@ -15,23 +15,9 @@ from runtime.serialization import deserialize, serialize_args, serialize_kwargs
 @pytest.fixture(scope="module")
 def workers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Worker]]:
     build_dir: Path = build_example("endpoint_api", tmp_path_factory.mktemp("ep"))
-    started: dict[str, Worker] = {}
-    try:
-        for name in ("summarizer", "tokenizer"):
-            started[name] = Worker(build_dir, name, key=f"key-{name}")
-            started[name].wait_listening()
-        endpoints = write_endpoints(
-            tmp_path_factory.mktemp("reg") / "endpoints.json", dict(started)
-        )
-        started["api"] = Worker(
-            build_dir, "api", key="key-api", env={"FLASH_ENDPOINTS_FILE": str(endpoints)}
-        )
-        for worker in started.values():
-            worker.wait_ready()
+    registry = tmp_path_factory.mktemp("reg") / "endpoints.json"
+    with serve_workers(build_dir, ("summarizer", "tokenizer"), ("api",), registry) as started:
         yield started
-    finally:
-        for worker in started.values():
-            worker.stop()
 
 
 def post(worker: Worker, path: str, body: object) -> httpx.Response:

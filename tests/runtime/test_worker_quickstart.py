@@ -14,7 +14,7 @@ from typing import Any
 import httpx
 import pytest
 from waiting import wait_for
-from worker_harness import Worker, build_example, write_endpoints
+from worker_harness import Worker, build_example, serve_workers
 
 from runtime.serialization import deserialize, serialize_args, serialize_kwargs
 
@@ -28,25 +28,10 @@ def build_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def workers(
     build_dir: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[dict[str, Worker]]:
-    started: dict[str, Worker] = {}
-    try:
-        for name in ("cpu_worker", "gpu_worker", "api"):
-            started[name] = Worker(build_dir, name, key=f"key-{name}")
-        for worker in started.values():
-            worker.wait_listening()
-        endpoints = write_endpoints(
-            tmp_path_factory.mktemp("reg") / "endpoints.json",
-            {n: started[n] for n in ("cpu_worker", "gpu_worker", "api")},
-        )
-        started["gateway"] = Worker(
-            build_dir, "gateway", key="key-gateway", env={"FLASH_ENDPOINTS_FILE": str(endpoints)}
-        )
-        for worker in started.values():
-            worker.wait_ready()
+    registry = tmp_path_factory.mktemp("reg") / "endpoints.json"
+    callees = ("cpu_worker", "gpu_worker", "api")
+    with serve_workers(build_dir, callees, ("gateway",), registry) as started:
         yield started
-    finally:
-        for worker in started.values():
-            worker.stop()
 
 
 def call(worker: Worker, method: str, path: str, **kwargs: object) -> httpx.Response:

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from projectfiles import copy_example
 from textual.command import CommandPalette
 from waiting import until
 
@@ -49,9 +50,7 @@ def private_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[No
 
 @pytest.fixture
 def quickstart(tmp_path: Path) -> Path:
-    dest = tmp_path / "quickstart"
-    shutil.copytree(ROOT / "examples" / "quickstart", dest, ignore=shutil.ignore_patterns(".flash"))
-    return dest
+    return copy_example("quickstart", tmp_path / "quickstart")
 
 
 def endpoint(name: str, status: str, drift: str = "in_sync") -> EndpointStatus:
@@ -67,15 +66,7 @@ def endpoint(name: str, status: str, drift: str = "in_sync") -> EndpointStatus:
 
 
 def tree_keys(app: FlashApp) -> set[tuple[str, ...]]:
-    tree = app.dashboard.query_one(ManifestTree)
-    keys = set()
-    stack = list(tree.root.children)
-    while stack:
-        node = stack.pop()
-        if node.data is not None:
-            keys.add(node.data.key)
-        stack.extend(node.children)
-    return keys
+    return app.dashboard.query_one(ManifestTree).shown_keys()
 
 
 def detail_text(app: FlashApp) -> str:

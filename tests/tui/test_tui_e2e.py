@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 from collections.abc import Iterator
 from pathlib import Path
 
 import psutil
 import pytest
+from projectfiles import copy_example
 from textual.widgets import Input, OptionList, TextArea
 from waiting import until, wait_for
 
@@ -26,8 +26,6 @@ from flash_tui.screens.confirm import PlanScreen, UndeployAllScreen, UndeployScr
 from flash_tui.screens.route_tester import RouteTesterScreen
 from flash_tui.widgets.dashboard.endpoints_table import EndpointsTable
 from flash_tui.widgets.dashboard.manifest_tree import ManifestTree
-
-ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture
@@ -64,10 +62,7 @@ def drift_of(app: FlashApp, name: str) -> str | None:
 
 
 async def test_quickstart_end_to_end(tmp_path: Path, tui_home: Path) -> None:
-    project = tmp_path / "quickstart"
-    shutil.copytree(
-        ROOT / "examples" / "quickstart", project, ignore=shutil.ignore_patterns(".flash")
-    )
+    project = copy_example("quickstart", tmp_path / "quickstart")
     app = FlashApp(project, "local", watch=True)
     async with app.run_test(size=(120, 34)) as pilot:
         await until(pilot, lambda: app.scan_count >= 1 and app.connected, 60, "scan and cloud")

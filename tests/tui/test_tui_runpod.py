@@ -5,19 +5,17 @@ healthy and their workers' lines reach the log pane; undeploy all removes them."
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from fakes.runpod import FakeRunPod
 from fakes.runpod_image import image_site
+from projectfiles import copy_example
 from waiting import until
 
 from flash_tui.app import FlashApp
 from flash_tui.screens.confirm import PlanScreen, UndeployAllScreen
-
-ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture
@@ -34,12 +32,7 @@ def fake(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeRunPod
 async def test_switch_target_deploy_and_undeploy_on_runpod(
     tmp_path: Path, fake: FakeRunPod
 ) -> None:
-    project = tmp_path / "quickstart"
-    shutil.copytree(
-        ROOT / "examples" / "quickstart",
-        project,
-        ignore=shutil.ignore_patterns(".flash", "__pycache__"),
-    )
+    project = copy_example("quickstart", tmp_path / "quickstart")
     app = FlashApp(project, "local", connect=False, watch=False)
     async with app.run_test(size=(120, 34)) as pilot:
         await until(pilot, lambda: app.scan_count >= 1, 30, "the first scan")
@@ -98,12 +91,7 @@ async def test_switch_to_runpod_without_a_key_says_where_it_looked(
     for name in ("RUNPOD_API_KEY", "RUNPOD_API_BASE_URL"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("HOME", str(tmp_path))
-    project = tmp_path / "quickstart"
-    shutil.copytree(
-        ROOT / "examples" / "quickstart",
-        project,
-        ignore=shutil.ignore_patterns(".flash", "__pycache__"),
-    )
+    project = copy_example("quickstart", tmp_path / "quickstart")
     app = FlashApp(project, "local", connect=False, watch=False)
     async with app.run_test(size=(120, 34)) as pilot:
         await until(pilot, lambda: app.scan_count >= 1, 30, "the first scan")

@@ -7,12 +7,12 @@ Update with `pytest tests/tui/test_tui_snapshots.py --snapshot-update` after che
 
 from __future__ import annotations
 
-import shutil
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import pytest
+from projectfiles import copy_example
 from textual.pilot import Pilot
 from waiting import until
 
@@ -123,9 +123,7 @@ def private_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.fixture(scope="module")
 def quickstart(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    dest = tmp_path_factory.mktemp("snap") / "quickstart"
-    shutil.copytree(ROOT / "examples" / "quickstart", dest, ignore=shutil.ignore_patterns(".flash"))
-    return dest
+    return copy_example("quickstart", tmp_path_factory.mktemp("snap") / "quickstart")
 
 
 def make_app(project: Path) -> FlashApp:

@@ -195,6 +195,17 @@ class ManifestTree(Tree[TreeItem]):
         """Keys of nodes currently highlighted as changed."""
         return set(self._mt_flashing)
 
+    def shown_keys(self) -> set[tuple[str, ...]]:
+        """Keys of every node in the tree now (walked, collapsed branches included)."""
+        keys = set()
+        stack = list(self.root.children)
+        while stack:
+            node = stack.pop()
+            if node.data is not None:
+                keys.add(node.data.key)
+            stack.extend(node.children)
+        return keys
+
     def node_for(self, key: tuple[str, ...]) -> TreeNode[TreeItem] | None:
         """The node for an item key, if shown."""
         return self._by_key.get(key)

@@ -1,0 +1,53 @@
+"""The build step of a deploy: reuse the current build or rebuild it in a thread, as progress."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from engine.operation_results import OpError
+from engine.provider import BuildRef
+
+if TYPE_CHECKING:  # engine.build is imported on first build: `logs` and `status` never need it
+    from engine.build import BuildProgress
+
+__all__ = ["build_step"]
+
+
+async def build_step(
+    root: Path, manifest: dict[str, Any], emit: Callable[..., None]
+) -> tuple[BuildRef, bool]:
+    """The current build of `root` (and whether it was built now), its progress as `emit`s."""
+    from engine.build import BuildError, current_build
+
+    loop = asyncio.get_running_loop()
+    building = False
+
+    def forward(p: BuildProgress) -> None:
+        nonlocal building
+        if not building:  # the first step of a build (a fresh one is reused silently)
+            building = True
+            emit("build", "building")
+        emit(
+            "build",
+            f"{p.step}: {p.message}".rstrip(": "),
+            done=p.done,
+            total=p.total,
+            build_step=p.step,
+        )
+
+    def progress(p: BuildProgress) -> None:
+        loop.call_soon_threadsafe(forward, p)
+
+    try:
+        current = await asyncio.to_thread(current_build, root, manifest, on_progress=progress)
+    except BuildError as exc:
+        raise OpError(f"build failed: {exc}") from exc
+    ref = BuildRef(current.build_id, current.archive, current.build_dir, current.manifest)
+    if current.built:
+        emit("build", f"built {current.build_id[:12]}", done=1, total=1)
+    else:
+        emit("build", f"build {current.build_id[:12]} is up to date", done=1, total=1)
+    return ref, current.built
