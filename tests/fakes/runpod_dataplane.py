@@ -128,6 +128,8 @@ class DataPlane:
         self._environment_state = environment_state
         self._endpoints: dict[str, _Endpoint] = {}
         self._site: Path | None = None
+        # Endpoints saved at once all start workers: the first ones must not both make the site.
+        self._site_lock = asyncio.Lock()
         self._http: httpx.AsyncClient | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self.router = APIRouter()
@@ -180,8 +182,7 @@ class DataPlane:
     async def _start_worker(self, state: _Endpoint) -> None:
         if not self.base_url:
             raise RuntimeError("DataPlane.base_url is not set: workers could not reach it")
-        if self._site is None:
-            self._site = await asyncio.to_thread(image_site, self.workdir / "image-site")
+        site = await self._image_site()
         view = state.view
         assert view.artifact is not None
         # The image decides what runs (a QB image on an LB endpoint serves no routes).
@@ -191,7 +192,7 @@ class DataPlane:
             kind=kind,
             version=view.version,
             image=view.image_name,
-            site=self._site,
+            site=site,
             directory=self.workdir / "workers",
         )
         env = worker.platform_env(
@@ -209,6 +210,12 @@ class DataPlane:
         if kind == "LB":
             self._spawn(self._await_lb_ready(worker))
         self._spawn(self._watch(state, worker))
+
+    async def _image_site(self) -> Path:
+        async with self._site_lock:
+            if self._site is None:
+                self._site = await asyncio.to_thread(image_site, self.workdir / "image-site")
+            return self._site
 
     async def _watch(self, state: _Endpoint, worker: ImageWorker) -> None:
         """A worker that exits on its own fails its jobs and is replaced, as on the platform;
