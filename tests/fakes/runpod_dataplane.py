@@ -19,10 +19,8 @@ Public routes (reference/runpod_api.md §4, §4.1, §6), each checked with
   history the stream sends one comment line `: live` (SSE comments are ignored by clients that
   do not know it), then live lines until the client goes.
 
-Cross-endpoint calls: with `FLASH_ENVIRONMENT_ID` in the env and `environment_state` given
-(environment id -> its persisted manifest: `resources_endpoints`, each resource's `aiKey`),
-workers get `FLASH_ENDPOINTS_URL` (a route serving it) and `FLASH_ENDPOINTS_TOKEN` (their own
-key) for the runtime's registry. RunPod has no such route (README: verified only here).
+Workers get the template's env and what the platform sets, nothing more: as on RunPod, a
+worker finds other endpoints only through its template env (the deploy's `FLASH_ENDPOINTS`).
 
 Scaling is simple on purpose: an endpoint runs `min(max(workersMin, 1), workersMax)` workers
 (none when workersMax is 0, or without an artifact); a change of type, image, env, artifact or
@@ -36,7 +34,7 @@ import contextlib
 import hashlib
 import json
 import shutil
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -120,12 +118,10 @@ class DataPlane:
         authorize: Callable[[str, str | None], bool],
         *,
         base_url: str = "",
-        environment_state: Callable[[str], Mapping[str, Any] | None] | None = None,
     ) -> None:
         self.workdir = Path(workdir)
         self.base_url = base_url.rstrip("/")
         self._authorize = authorize
-        self._environment_state = environment_state
         self._endpoints: dict[str, _Endpoint] = {}
         self._site: Path | None = None
         # Endpoints saved at once all start workers: the first ones must not both make the site.
@@ -134,7 +130,7 @@ class DataPlane:
         self._tasks: set[asyncio.Task[None]] = set()
         self.router = APIRouter()
         self._add_queue_routes()
-        add_worker_routes(self.router, self._internal, environment_state)
+        add_worker_routes(self.router, self._internal)
         self._add_lb_and_worker_routes()
 
     # ---------------------------------------------------------------------------------------
@@ -199,7 +195,6 @@ class DataPlane:
             view.env,
             f"{self.base_url}/_dataplane/{view.id}",
             view.artifact,
-            with_state="FLASH_ENVIRONMENT_ID" in view.env and bool(self._environment_state),
         )
         state.workers[worker.id] = worker
         problem = image_problem(view.image_name)
@@ -421,7 +416,7 @@ class DataPlane:
         worker = state.workers.get(worker_id) if state is not None else None
         if state is None or worker is None or worker.token != token:
             return None
-        return WorkerSide(state.jobs, worker, state.view.env)
+        return WorkerSide(state.jobs, worker)
 
     # ---------------------------------------------------------------------------------------
     # load balancer, workers list, logs
