@@ -130,6 +130,46 @@ async def test_one_field_change_updates_exactly_that_endpoint(
         await engine.undeploy()
 
 
+async def test_each_endpoint_gets_its_table_of_the_others(project: Path, fake: FakeRunPod) -> None:
+    """Workers on RunPod find each other only through their template env: once every endpoint
+    exists, each template's FLASH_ENDPOINTS holds the others' URLs and endpoint-scoped keys;
+    a table is rewritten only when it changed, and it is no drift."""
+    async with _engine(project, fake) as engine:
+        assert (await engine.deploy(["cpu_worker"])).ok
+        (alone,) = fake.templates()
+        assert "FLASH_ENDPOINTS" not in alone.env  # no other endpoint: no table
+        mark = len(fake.graphql_calls)
+        assert (await engine.deploy()).ok
+        endpoints = {e.name: e for e in fake.endpoints()}
+        templates = {t.id: t for t in fake.templates()}
+        provider = engine.provider
+        urls = {n: (await provider.target(engine.app, n)).base_url for n in endpoints}
+        for name, endpoint in endpoints.items():
+            env = templates[endpoint.templateId].env
+            table = json.loads(env["FLASH_ENDPOINTS"])["endpoints"]
+            assert table == {
+                other: {"url": urls[other], "key": endpoints[other].aiKey}
+                for other in endpoints
+                if other != name
+            }
+            assert fake.api_key not in env["FLASH_ENDPOINTS"]
+        # the creates first, then one table each (cpu_worker's grew): after every saveEndpoint
+        ops = _ops(fake, mark)
+        tables = [i for i, op in enumerate(ops) if op == "saveTemplate"]
+        assert len(tables) == len(endpoints)
+        assert min(tables) > max(i for i, op in enumerate(ops) if op == "saveEndpoint")
+        assert (await engine.plan()).names("unchanged") == sorted(endpoints)  # no drift
+
+        _set_workers_max(project, "gateway", 5)
+        mark = len(fake.graphql_calls)
+        assert (await engine.deploy()).ok
+        saved = [c for c in fake.graphql_calls[mark:] if c.operation == "saveTemplate"]
+        # gateway's own update rewrites its template; no other table changed
+        assert [c.variables["input"]["id"] for c in saved] == [endpoints["gateway"].templateId]
+        await engine.undeploy()
+    assert fake.endpoints() == [] and fake.templates() == []
+
+
 async def test_console_change_shows_as_drift_and_orphans(project: Path, fake: FakeRunPod) -> None:
     async with _engine(project, fake) as engine:
         assert (await engine.deploy()).ok
