@@ -379,6 +379,41 @@ async def test_a_record_that_cannot_be_written_is_an_error(project: Path, fake: 
         assert len(fake.endpoints()) == 1
 
 
+async def test_an_endpoint_adopted_after_a_killed_deploy_drifts_only_where_it_differs(
+    project: Path, fake: FakeRunPod
+) -> None:
+    """A deploy killed after saveEndpoint leaves no record of the endpoint: its drift comes
+    from the live endpoint read back against the code, so equal means in sync, and a change
+    made in the console shows as exactly that field."""
+    async with _engine(project, fake) as engine:
+        killed: list[bool] = []
+
+        def kill_after_save(event: OpEvent) -> None:
+            # the build is in; the record write after the saves fails, as if the process died
+            if event.step == "endpoint" and not killed:
+                killed.append(True)
+                fake.fail_next("updateFlashBuildManifest", graphql_error="killed")
+
+        with pytest.raises(OpError, match="record was not written"):
+            await engine.deploy(["gateway"], on_event=kill_after_save)
+        assert not fake.pending_faults()
+        (gateway,) = fake.endpoints()
+    async with _engine(project, fake) as engine:
+        plan = await engine.plan(["gateway"])
+        assert plan.names("unchanged") == ["gateway"], plan.to_dict()
+        assert plan.item("gateway").drift.state == "in_sync", plan.to_dict()
+        fake.edit_endpoint(gateway.id, workersMax=4)
+        plan = await engine.plan(["gateway"])
+        assert plan.names("update") == ["gateway"]
+        (change,) = plan.item("gateway").changes
+        assert (change.field, change.deployed, change.local) == ("workersMax", 4, 2)
+        assert (await engine.deploy(["gateway"])).ok
+        assert [e.id for e in fake.endpoints()] == [gateway.id]  # adopted, not duplicated
+        assert (await engine.plan(["gateway"])).names("unchanged") == ["gateway"]
+        await engine.undeploy()
+    assert fake.endpoints() == [] and fake.templates() == []
+
+
 async def test_a_template_released_late_is_deleted_later(tmp_path: Path, project: Path) -> None:
     """RunPod refuses deleteTemplate for a while after the endpoint went: undeploy still
     succeeds (the endpoint is gone), records the template, and a later operation deletes it."""
