@@ -423,13 +423,17 @@ class Deployer:
     # -- delete ---------------------------------------------------------------------------
 
     async def delete(self, names: Sequence[str] | None) -> DeployOutcome:
-        """Delete endpoints of this environment (all when `names` is None) and their templates."""
+        """Delete endpoints of this environment (all when `names` is None) and their templates;
+        the endpoints left get their tables without the deleted ones."""
         started = time.perf_counter()
         live = owned_live(self.where, await self.api.endpoints())
         targets = sorted(set(self.where.state.resources) | set(live)) if names is None else names
         try:
             await self.sweep_templates()
             results = await self._delete_many(targets, live)
+            # The endpoints left no longer list the deleted ones in their tables.
+            unset = await self._set_tables(live)
+            results.extend(_result(n, "update", False, e) for n, e in sorted(unset.items()))
         finally:
             await self.save_state()
         self._check_state()

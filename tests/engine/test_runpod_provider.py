@@ -166,6 +166,11 @@ async def test_each_endpoint_gets_its_table_of_the_others(project: Path, fake: F
         saved = [c for c in fake.graphql_calls[mark:] if c.operation == "saveTemplate"]
         # gateway's own update rewrites its template; no other table changed
         assert [c.variables["input"]["id"] for c in saved] == [endpoints["gateway"].templateId]
+
+        assert (await engine.undeploy(["gpu_worker"])).ok  # the others forget it
+        for template in fake.templates():
+            table = json.loads(template.env["FLASH_ENDPOINTS"])["endpoints"]
+            assert "gpu_worker" not in table and template.env["FLASH_RESOURCE_NAME"] not in table
         await engine.undeploy()
     assert fake.endpoints() == [] and fake.templates() == []
 
