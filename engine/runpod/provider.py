@@ -4,7 +4,8 @@ Deploys to one environment (`--env`, default `production`) of a Flash app named 
 project's app key. Deployed endpoints are what the environment's recorded state and the live
 endpoint list say together: a field changed in RunPod's console is read back into the config
 (drift), an endpoint gone behind our back is `failed` (the plan recreates it), one created by a
-deploy that was killed before recording it is found by its environment id. Health and
+deploy that was killed before recording it is found by its environment id and read back onto
+the config its build was made with. Health and
 invocations go to the queue API (`{endpoint base}/{id}`) or the LB host, with the endpoint's
 own key (aiKey), never the account key.
 """
