@@ -296,10 +296,13 @@ class Deployer:
         jobs = []
         for name, state in sorted(resources.items()):
             env = self._envs.get(name)
-            if env is None and name in live and live[name].id == state.endpoint_id:
-                env = list(live[name].env or ())
+            found = live.get(name)
+            if env is None and found is not None and found.id == state.endpoint_id:
+                env = None if found.env is None else list(found.env)
             if env is None:
-                continue  # not live (deleted behind our back): the next deploy recreates it
+                # Not live (deleted behind our back: the next deploy recreates it), or its env
+                # unknown (a table alone would replace the whole env).
+                continue
             table = endpoint_table(name, peers)
             if table != table_of(env):
                 jobs.append(self._set_table(name, state, live.get(name), with_table(env, table)))
