@@ -256,12 +256,9 @@ class Engine:
 
     async def _with_costs(self, plan: Plan, local: Mapping[str, Any]) -> Plan:
         """The plan with a cost note on endpoints that never scale to zero, when the target
-        prices them (`costs(local)`, RunPod); other targets have none."""
-        costs = getattr(self.provider, "costs", None)
-        if costs is None:
-            return plan
+        prices them (RunPod); the local cloud has none."""
         try:
-            notes: Mapping[str, str] = await costs(local)
+            notes: Mapping[str, str] = await self.provider.costs(local)
         except ProviderError as exc:
             raise OpError(str(exc)) from exc
         return replace(

@@ -11,7 +11,7 @@ in `get_provider`'s registry, so a second one slots in beside it.
 from __future__ import annotations
 
 import importlib
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
@@ -242,6 +242,10 @@ class Provider(Protocol):
 
     async def events(self, app: str, since: int = 0) -> list[DeploymentEvent]:
         """The app's deployment event log after event id `since`, oldest first."""
+        ...
+
+    async def costs(self, local: Mapping[str, Mapping[str, Any]]) -> dict[str, str]:
+        """A cost note per local resource that never scales to zero (empty: nothing priced)."""
         ...
 
     async def close(self) -> None:

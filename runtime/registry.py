@@ -4,9 +4,12 @@ Two sources, given to a worker by whoever started it:
 
 - the build manifest (`FLASH_MANIFEST_PATH`, else `./flash_manifest.json`): function ->
   resource, resource type, routes;
-- the endpoint table, from a file (`FLASH_ENDPOINTS_FILE`, re-read when it changes) or a URL
-  (`FLASH_ENDPOINTS_URL`, fetched with `Authorization: Bearer $FLASH_ENDPOINTS_TOKEN` when that
-  is set, cached for `FLASH_ENDPOINTS_TTL` seconds, default 300). Both are JSON, either
+- the endpoint table, from the environment itself (`FLASH_ENDPOINTS`, the JSON document in the
+  variable: what a deploy to RunPod writes into a caller's template env, since a worker there
+  has no other place to read it from), a file (`FLASH_ENDPOINTS_FILE`, re-read when it
+  changes) or a URL (`FLASH_ENDPOINTS_URL`, fetched with `Authorization: Bearer
+  $FLASH_ENDPOINTS_TOKEN` when that is set, cached for `FLASH_ENDPOINTS_TTL` seconds, default
+  300); the URL wins over the file, the file over the variable. All are JSON, either
   `{"endpoints": {"<resource>": {"url": "http://127.0.0.1:P", "key": "<key>"}}}` or a manifest
   whose resources carry `endpoint_url` (and optionally `endpoint_key`), as a mothership's
   persisted manifest does, or a RunPod environment's persisted manifest (`resources_endpoints
@@ -135,6 +138,15 @@ def _load_json(path: Path) -> Any:
         raise ManifestError(f"cannot read {path}: {exc}") from exc
 
 
+def _inline_table(text: str) -> dict[str, EndpointInfo]:
+    """The endpoint table in `FLASH_ENDPOINTS`; a value that is not JSON is an error naming it."""
+    try:
+        data = json.loads(text)
+    except ValueError as exc:
+        raise ManifestError(f"FLASH_ENDPOINTS is not JSON: {exc}") from None
+    return parse_endpoints(data)
+
+
 class ServiceRegistry:
     """Manifest + endpoint table lookups for cross-endpoint calls (see module docstring)."""
 
@@ -149,6 +161,7 @@ class ServiceRegistry:
         endpoints: Mapping[str, EndpointInfo] | None = None,
         ttl: float = DEFAULT_TTL,
         environment_id: str | None = None,
+        inline: Mapping[str, EndpointInfo] | None = None,
     ) -> None:
         self.manifest: Mapping[str, Any] = manifest or {}
         self.current_resource = current_resource
@@ -157,7 +170,10 @@ class ServiceRegistry:
         self._token = endpoints_token
         self.ttl = ttl
         self.environment_id = environment_id
-        self._table: dict[str, EndpointInfo] = dict(endpoints or {})
+        # The table given in the environment (`FLASH_ENDPOINTS`): it never changes, so every
+        # reload starts from it.
+        self._inline: dict[str, EndpointInfo] = dict(inline or {})
+        self._table: dict[str, EndpointInfo] = {**self._inline, **(endpoints or {})}
         self._loaded_at = time.monotonic() if endpoints is not None else 0.0
         self._file_stamp: tuple[float, int] | None = None
         self._last_refresh = 0.0
@@ -173,7 +189,8 @@ class ServiceRegistry:
         endpoints_file = env.get("FLASH_ENDPOINTS_FILE") or None
         endpoints_url = env.get("FLASH_ENDPOINTS_URL") or None
         environment = env.get("FLASH_ENVIRONMENT_ID") or None
-        if not endpoints_file and not endpoints_url and not environment:
+        inline = env.get("FLASH_ENDPOINTS") or None
+        if not endpoints_file and not endpoints_url and not environment and not inline:
             return None
         manifest_path = Path(env.get("FLASH_MANIFEST_PATH") or Path.cwd() / "flash_manifest.json")
         manifest = _load_json(manifest_path)
@@ -189,6 +206,7 @@ class ServiceRegistry:
             endpoints_token=env.get("FLASH_ENDPOINTS_TOKEN") or None,
             ttl=ttl,
             environment_id=environment,
+            inline=_inline_table(inline) if inline else None,
         )
 
     # ------------------------------------------------------------ manifest lookups
@@ -276,6 +294,8 @@ class ServiceRegistry:
             data = _load_json(self.endpoints_file)
             for name, info in parse_endpoints(data).items():
                 table.setdefault(name, info)
+        for name, info in self._inline.items():
+            table.setdefault(name, info)
         self._table = table
         self._loaded_at = time.monotonic()
         self._last_refresh = self._loaded_at
@@ -297,10 +317,11 @@ class ServiceRegistry:
             if info is None and time.monotonic() - self._last_refresh > _MIN_REFRESH_INTERVAL:
                 await self._reload()  # refresh on miss: it may have been deployed since
                 info = self._table.get(resource_name)
-        if info is None and not self.endpoints_url and self.endpoints_file is None:
+        given = self.endpoints_url or self.endpoints_file is not None or self._inline
+        if info is None and not given:
             raise EndpointNotFoundError(
                 f"endpoint {resource_name!r} cannot be reached: this worker of Flash environment "
-                f"{self.environment_id!r} was given no endpoint table (FLASH_ENDPOINTS_URL)"
+                f"{self.environment_id!r} was given no endpoint table (FLASH_ENDPOINTS)"
             )
         if info is None:
             known = ", ".join(sorted(self._table)) or "none"

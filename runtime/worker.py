@@ -31,7 +31,7 @@
 Environment: `FLASH_ENDPOINT_KEY`, `FLASH_WORKER_CONCURRENCY` (QB jobs at a time, default 8),
 `FLASH_JOB_RETENTION` (seconds a finished /run job stays readable, default 600; /runsync jobs
 at most 60), `FLASH_RUNSYNC_WAIT` (seconds /runsync waits, default 90),
-`FLASH_SHUTDOWN_TIMEOUT`, `FLASH_ENDPOINTS_FILE` / `FLASH_ENDPOINTS_URL` /
+`FLASH_SHUTDOWN_TIMEOUT`, `FLASH_ENDPOINTS` / `FLASH_ENDPOINTS_FILE` / `FLASH_ENDPOINTS_URL` /
 `FLASH_ENDPOINTS_TOKEN` / `FLASH_ENDPOINTS_TTL` (service registry, see `runtime.registry`),
 `FLASH_CALL_TIMEOUT` (cross-endpoint calls, see `runtime.calls`), `FLASH_HEADER_TIMEOUT`
 (seconds a request's headers may take, default 5; see `runtime.header_timeout`). A QB resource's

@@ -7,9 +7,9 @@ here (`_deployed`, `_event`, `_outcome`, `_app`, `_history`).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from engine.home import Home
 from engine.localcloud.client import CloudClient
@@ -281,6 +281,10 @@ class LocalCloudProvider:
         """The app's event log after event id `since`."""
         records = await self._call(lambda c: c.events(app, since))
         return [_history(r) for r in records]
+
+    async def costs(self, local: Mapping[str, Mapping[str, Any]]) -> dict[str, str]:
+        """The local cloud costs nothing: no notes."""
+        return {}
 
     async def close(self) -> None:
         """Close the HTTP clients (the service keeps running)."""

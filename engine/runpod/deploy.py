@@ -5,9 +5,12 @@ PUT → finalize), the previous state carried into the new build's manifest, the
 environment's active build, then each endpoint created or updated (saveEndpoint with its
 template; an update rewrites the template's env with saveTemplate first) with a bound on
 concurrency, endpoints removed from the code deleted with the templates we created for them,
-and the state written back. The state is written in a `finally`: a failure or Ctrl+C midway
-leaves a record of everything that exists, and an endpoint created but not recorded (the
-process killed) is found by its environment id and adopted by the next deploy.
+then each endpoint's table of the others (`FLASH_ENDPOINTS`: URLs and aiKeys, known only once
+they exist) set in its template where it changed (one saveTemplate each; none when unchanged),
+then the health of what was saved awaited, and the state written back. The state is written
+in a `finally`: a failure or Ctrl+C midway leaves a record of everything that exists, and an
+endpoint created but not recorded (the process killed) is found by its environment id and
+adopted by the next deploy.
 """
 
 from __future__ import annotations
@@ -33,13 +36,23 @@ from engine.provider import (
     EventCallback,
     ProviderEvent,
 )
-from engine.runpod.api import Endpoint, FlashApp, FlashEnvironment, RunPodApi, TemplateInput
+from engine.runpod.api import (
+    Endpoint,
+    EnvVar,
+    FlashApp,
+    FlashEnvironment,
+    RunPodApi,
+    TemplateInput,
+)
 from engine.runpod.config import RunPodConfig
 from engine.runpod.endpoints import (
     Deployment,
     endpoint_input,
+    endpoint_table,
     image_for,
+    table_of,
     template_env,
+    with_table,
 )
 from engine.runpod.graphql import GraphQLError, RunPodError
 from engine.runpod.state import EnvState, ResourceState
@@ -124,6 +137,17 @@ def _template_name(app: str, env: str, name: str) -> str:
     return f"{name}-{digest}-{secrets.token_hex(3)}"
 
 
+@dataclass(frozen=True)
+class _Saved:
+    """One endpoint after its saveEndpoint: where it answers, or why it was not saved."""
+
+    name: str
+    action: str
+    started: float
+    target: EndpointTarget | None = None
+    error: str | None = None
+
+
 def _result(
     name: str,
     action: str,
@@ -161,6 +185,8 @@ class Deployer:
         self.health_wait = health_wait
         self._state_lock = asyncio.Lock()
         self._state_error: str | None = None
+        # The template env each endpoint was saved with by this operation, by resource name.
+        self._envs: dict[str, list[EnvVar]] = {}
 
     def _emit(self, kind: str, **kwargs: Any) -> None:
         if self._on_event is not None:
@@ -189,12 +215,19 @@ class Deployer:
             live = owned_live(self.where, await self.api.endpoints())
             entries = build.manifest.get("resources") or {}
             jobs = [
-                self._deploy_one(spec, entries.get(spec.name) or {}, live.get(spec.name), uploaded)
+                self._save_one(spec, entries.get(spec.name) or {}, live.get(spec.name), uploaded)
                 for spec in specs
             ]
-            results.extend(await asyncio.gather(*jobs))
-            if remove:
-                results.extend(await self._delete_many(remove, live))
+            saved = await asyncio.gather(*jobs)
+            deleted = await self._delete_many(remove, live) if remove else []
+            # Only now are every endpoint's URL and aiKey known: the callers' tables follow.
+            unset = await self._set_tables(live)
+            results.extend(await asyncio.gather(*(self._settle(s, unset) for s in saved)))
+            named = {s.name for s in saved}
+            results.extend(
+                _result(n, "update", False, e) for n, e in sorted(unset.items()) if n not in named
+            )
+            results.extend(deleted)
         finally:
             await self.save_state()
         self._check_state()
@@ -222,9 +255,9 @@ class Deployer:
         build = await self.api.finalize_upload(self.where.app.id, upload.objectKey)
         return build.id
 
-    async def _deploy_one(
+    async def _save_one(
         self, spec: EndpointSpec, entry: Mapping[str, Any], live: Endpoint | None, build_id: str
-    ) -> EndpointResult:
+    ) -> _Saved:
         name = spec.name
         action = "update" if live is not None else "create"
         async with self._limit:
@@ -235,7 +268,7 @@ class Deployer:
             except (RunPodError, ValueError, KeyError) as exc:
                 message = str(exc)
                 self._emit("endpoint", name=name, action=action, state="error", message=message)
-                return _result(name, action, False, message)
+                return _Saved(name, action, started, error=message)
             target = endpoint_target(self.config, name, endpoint, spec.is_load_balanced)
             async with self._state_lock:
                 self.where.state.resources[name] = ResourceState(
@@ -253,27 +286,77 @@ class Deployer:
                     ai_key=endpoint.aiKey,
                     deployed_at=time.time(),
                 )
+            return _Saved(name, action, started, target=target)
+
+    async def _set_tables(self, live: Mapping[str, Endpoint]) -> dict[str, str]:
+        """Give every endpoint of the environment its table of the others where it changed;
+        returns {name: why it could not be set}."""
+        resources = dict(self.where.state.resources)
+        peers = {n: (s.url, s.ai_key) for n, s in resources.items() if s.url}
+        jobs = []
+        for name, state in sorted(resources.items()):
+            env = self._envs.get(name)
+            found = live.get(name)
+            if env is None and found is not None and found.id == state.endpoint_id:
+                env = None if found.env is None else list(found.env)
+            if env is None:
+                # Not live (deleted behind our back: the next deploy recreates it), or its env
+                # unknown (a table alone would replace the whole env).
+                continue
+            table = endpoint_table(name, peers)
+            if table != table_of(env):
+                jobs.append(self._set_table(name, state, live.get(name), with_table(env, table)))
+        failures = await asyncio.gather(*jobs)
+        return {name: error for name, error in failures if error is not None}
+
+    async def _set_table(
+        self, name: str, state: ResourceState, live: Endpoint | None, env: list[EnvVar]
+    ) -> tuple[str, str | None]:
+        template_name = state.template_name
+        if template_name is None and live is not None and live.template is not None:
+            template_name = live.template.name
+        if not state.template_id or not template_name or not state.image:
+            return name, "its template is unknown, so its endpoint table could not be set"
+        template = TemplateInput(
+            id=state.template_id, name=template_name, imageName=state.image, env=env
+        )
+        async with self._limit:
+            try:
+                await self.api.save_template(template)
+            except RunPodError as exc:
+                message = f"its endpoint table could not be set: {exc}"
+                self._emit("endpoint", name=name, action="update", state="error", message=message)
+                return name, message
+        return name, None
+
+    async def _settle(self, saved: _Saved, unset: Mapping[str, str]) -> EndpointResult:
+        """The result of one saved endpoint: healthy (or saved, not waited for) or why not."""
+        name, action, started = saved.name, saved.action, saved.started
+        if saved.target is None:
+            return _result(name, action, False, saved.error)
+        if name in unset:
+            return _result(name, action, False, unset[name], elapsed_ms=_ms(started))
+        target = saved.target
+        if self.health_wait <= 0:  # asked not to wait: saved is all this run knows
             elapsed = _ms(started)
-            if self.health_wait <= 0:  # asked not to wait: saved is all this run knows
-                self._emit("endpoint", name=name, action=action, state="saved", elapsed_ms=elapsed)
-                return _result(name, action, True, elapsed_ms=elapsed, url=target.base_url)
-            healthy, detail = await self._wait_healthy(target)
-            elapsed = _ms(started)
-            if not healthy:
-                message = f"saved, but not healthy after {self.health_wait:g} s: {detail}"
-                self._emit(
-                    "endpoint",
-                    name=name,
-                    action=action,
-                    state="error",
-                    message=message,
-                    elapsed_ms=elapsed,
-                )
-                return _result(name, action, False, message, elapsed_ms=elapsed)
-            self._emit(
-                "endpoint", name=name, action=action, state=Status.HEALTHY, elapsed_ms=elapsed
-            )
+            self._emit("endpoint", name=name, action=action, state="saved", elapsed_ms=elapsed)
             return _result(name, action, True, elapsed_ms=elapsed, url=target.base_url)
+        async with self._limit:
+            healthy, detail = await self._wait_healthy(target)
+        elapsed = _ms(started)
+        if not healthy:
+            message = f"saved, but not healthy after {self.health_wait:g} s: {detail}"
+            self._emit(
+                "endpoint",
+                name=name,
+                action=action,
+                state="error",
+                message=message,
+                elapsed_ms=elapsed,
+            )
+            return _result(name, action, False, message, elapsed_ms=elapsed)
+        self._emit("endpoint", name=name, action=action, state=Status.HEALTHY, elapsed_ms=elapsed)
+        return _result(name, action, True, elapsed_ms=elapsed, url=target.base_url)
 
     async def _save(
         self, spec: EndpointSpec, entry: Mapping[str, Any], live: Endpoint | None
@@ -293,6 +376,7 @@ class Deployer:
                 fingerprint=fingerprint,
             )
             template = TemplateInput(name=template_name, imageName=image, env=env)
+            self._envs[spec.name] = env
             payload = endpoint_input(
                 spec.name, spec.resource_type, spec.config, where, template=template
             )
@@ -314,6 +398,7 @@ class Deployer:
             await self.api.save_template(
                 TemplateInput(id=live.templateId, name=template_name, imageName=image, env=env)
             )
+            self._envs[spec.name] = env
         payload = endpoint_input(
             spec.name,
             spec.resource_type,
@@ -341,13 +426,17 @@ class Deployer:
     # -- delete ---------------------------------------------------------------------------
 
     async def delete(self, names: Sequence[str] | None) -> DeployOutcome:
-        """Delete endpoints of this environment (all when `names` is None) and their templates."""
+        """Delete endpoints of this environment (all when `names` is None) and their templates;
+        the endpoints left get their tables without the deleted ones."""
         started = time.perf_counter()
         live = owned_live(self.where, await self.api.endpoints())
         targets = sorted(set(self.where.state.resources) | set(live)) if names is None else names
         try:
             await self.sweep_templates()
             results = await self._delete_many(targets, live)
+            # The endpoints left no longer list the deleted ones in their tables.
+            unset = await self._set_tables(live)
+            results.extend(_result(n, "update", False, e) for n, e in sorted(unset.items()))
         finally:
             await self.save_state()
         self._check_state()

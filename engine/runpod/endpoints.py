@@ -4,7 +4,9 @@
 config (GPU pools, CPU instance types, workers, scaler...), `workersStandby` = `workersMin` so
 `workers=(0, N)` really scales to zero, and an inline template (image by resource class and
 Python version, env with the Flash variables and the code fingerprint). The account key never
-goes into a template.
+goes into a template. `endpoint_table` is the `FLASH_ENDPOINTS` value a caller's template gets
+once every endpoint exists: the other endpoints' URLs and endpoint-scoped keys (aiKey), which
+is how deployed workers find each other (RunPod gives a worker nothing else to look them up).
 
 `live_config` reads a live endpoint back: every API field the console can change that differs
 from what its recorded config would send becomes the config value it stands for, so a change
@@ -13,7 +15,8 @@ made behind our back is a field of the drift. Empty and absent lists are the sam
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import json
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,19 +24,25 @@ from engine.runpod.api import Endpoint, EndpointInput, EnvVar, TemplateInput
 from runtime.resources import ServerlessResource, resource_class
 
 __all__ = [
+    "ENDPOINTS_ENV",
     "FINGERPRINT_ENV",
     "OUR_ENV_KEYS",
     "PLATFORM_ENV_KEYS",
     "Deployment",
     "default_image",
     "endpoint_input",
+    "endpoint_table",
+    "with_table",
     "image_for",
     "live_config",
+    "table_of",
     "template_env",
 ]
 
 FINGERPRINT_ENV = "_FLASH_SOURCE_FINGERPRINT"
-# Variables this target writes into every template (not the user's `env`).
+# The caller's endpoint table (runtime/registry.py reads it): set after every endpoint exists.
+ENDPOINTS_ENV = "FLASH_ENDPOINTS"
+# Variables this target writes into templates (not the user's `env`).
 OUR_ENV_KEYS = frozenset(
     {
         "FLASH_RESOURCE_NAME",
@@ -43,6 +52,7 @@ OUR_ENV_KEYS = frozenset(
         "FLASH_ENV",
         "FLASH_ENDPOINT_TYPE",
         FINGERPRINT_ENV,
+        ENDPOINTS_ENV,
     }
 )
 # Variables the platform injects into a template once, at creation (kept on update).
@@ -100,8 +110,10 @@ def template_env(
     fingerprint: str,
     keep: Mapping[str, str] | None = None,
 ) -> list[EnvVar]:
-    """The template env: the user's env, the Flash variables, and platform keys to keep."""
-    env: dict[str, str] = {k: v for k, v in (keep or {}).items() if k in PLATFORM_ENV_KEYS}
+    """The template env: the user's env, the Flash variables, and the platform's keys and the
+    endpoint table to keep (the table is set once every endpoint exists: `with_table`)."""
+    kept = PLATFORM_ENV_KEYS | {ENDPOINTS_ENV}
+    env: dict[str, str] = {k: v for k, v in (keep or {}).items() if k in kept}
     user = config.get("env")
     if isinstance(user, Mapping):
         env.update({str(k): "" if v is None else str(v) for k, v in user.items()})
@@ -111,8 +123,8 @@ def template_env(
             "FLASH_RESOURCE_TYPE": resource_type,
             "FLASH_APP": where.app,
             "FLASH_ENV": where.env,
-            # Where deployed workers find each other: the environment's state
-            # (`resources_endpoints` and each endpoint's own aiKey), never the account key.
+            # Marks a deployed worker: a call to an endpoint missing from its table fails
+            # rather than running locally.
             "FLASH_ENVIRONMENT_ID": where.environment_id,
             FINGERPRINT_ENV: fingerprint,
         }
@@ -120,6 +132,33 @@ def template_env(
     if load_balanced:
         env["FLASH_ENDPOINT_TYPE"] = "lb"
     return [EnvVar(key=k, value=v) for k, v in sorted(env.items())]
+
+
+def endpoint_table(name: str, peers: Mapping[str, tuple[str, str | None]]) -> str | None:
+    """`name`'s endpoint table as `FLASH_ENDPOINTS` carries it: every other endpoint's URL and
+    endpoint-scoped key (aiKey; never the account key), from `peers` {name: (url, aiKey)};
+    None when there is no other endpoint. Canonical JSON: an unchanged table compares equal."""
+    endpoints = {
+        peer: {"url": url, "key": key} if key else {"url": url}
+        for peer, (url, key) in sorted(peers.items())
+        if peer != name
+    }
+    if not endpoints:
+        return None
+    return json.dumps({"endpoints": endpoints}, sort_keys=True, separators=(",", ":"))
+
+
+def with_table(env: Sequence[EnvVar], table: str | None) -> list[EnvVar]:
+    """`env` with its endpoint table replaced by `table` (removed when None)."""
+    out = {e.key: e.value for e in env if e.key != ENDPOINTS_ENV}
+    if table is not None:
+        out[ENDPOINTS_ENV] = table
+    return [EnvVar(key=k, value=v) for k, v in sorted(out.items())]
+
+
+def table_of(env: Sequence[EnvVar] | None) -> str | None:
+    """The endpoint table in a template env (None: none)."""
+    return next((e.value for e in env or () if e.key == ENDPOINTS_ENV), None)
 
 
 def endpoint_input(

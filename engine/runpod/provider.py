@@ -4,7 +4,8 @@ Deploys to one environment (`--env`, default `production`) of a Flash app named 
 project's app key. Deployed endpoints are what the environment's recorded state and the live
 endpoint list say together: a field changed in RunPod's console is read back into the config
 (drift), an endpoint gone behind our back is `failed` (the plan recreates it), one created by a
-deploy that was killed before recording it is found by its environment id. Health and
+deploy that was killed before recording it is found by its environment id and read back onto
+the config its build was made with. Health and
 invocations go to the queue API (`{endpoint base}/{id}`) or the LB host, with the endpoint's
 own key (aiKey), never the account key.
 """
@@ -168,25 +169,55 @@ class RunPodProvider:
         if where is None:
             return []
         out: list[DeployedEndpoint] = []
+        built = where.manifest.get("resources")
+        built = built if isinstance(built, Mapping) else {}
         for name in sorted(set(where.state.resources) | set(live)):
-            out.append(self._deployed(name, where.state.resources.get(name), live.get(name)))
+            state = where.state.resources.get(name)
+            if state is None and live.get(name) is not None:
+                entry = built.get(name)
+                out.append(self._adopted(name, live[name], entry))
+                continue
+            out.append(self._deployed(name, state, live.get(name)))
         return out
+
+    def _adopted(self, name: str, live: Endpoint, entry: Any) -> DeployedEndpoint:
+        """An endpoint a killed deploy created without recording it: the live endpoint read
+        back onto the config the environment's active build was made with, so what the API
+        shows decides the drift."""
+        load_balanced = (live.type or "").upper() == "LB"
+        url = endpoint_target(self.config, name, live, load_balanced).base_url
+        resource_type = live.env_value("FLASH_RESOURCE_TYPE") or ""
+        built = entry.get("config") if isinstance(entry, Mapping) else None
+        if not resource_type or not isinstance(built, Mapping):
+            # Nothing says what it was made from: deploying again settles it.
+            return DeployedEndpoint(
+                name=name,
+                resource_type=resource_type,
+                is_load_balanced=load_balanced,
+                status=Status.DEPLOYING,
+                url=url,
+                last_error="not recorded by the deploy that created it",
+            )
+        config, _changed = live_config(resource_type, built, live)
+        try:
+            digest: str | None = config_hash(resource_type, config)
+        except (ValueError, KeyError):
+            digest = None
+        return DeployedEndpoint(
+            name=name,
+            resource_type=resource_type,
+            is_load_balanced=load_balanced,
+            status=Status.HEALTHY,
+            config=config,
+            config_hash=digest,
+            code_hash=live.env_value(FINGERPRINT_ENV),
+            url=url,
+        )
 
     def _deployed(
         self, name: str, state: ResourceState | None, live: Endpoint | None
     ) -> DeployedEndpoint:
-        if state is None:
-            assert live is not None
-            # Created by a deploy that did not get to record it: no config to compare with.
-            load_balanced = (live.type or "").upper() == "LB"
-            return DeployedEndpoint(
-                name=name,
-                resource_type=live.env_value("FLASH_RESOURCE_TYPE") or "",
-                is_load_balanced=load_balanced,
-                status=Status.DEPLOYING,
-                url=endpoint_target(self.config, name, live, load_balanced).base_url,
-                last_error="not recorded by the deploy that created it",
-            )
+        assert state is not None
         if live is None:
             return DeployedEndpoint(
                 name=name,

@@ -36,7 +36,7 @@ from engine.localcloud.wire import (
     PersistedManifest,
     ServiceHealth,
 )
-from engine.provider import AppSummary, ProviderError, get_provider
+from engine.provider import AppSummary, Provider, ProviderError, get_provider
 from runtime.logline import parse_line
 
 
@@ -359,6 +359,17 @@ def test_stale_state_after_sigkill_is_replaced(cloud) -> None:  # noqa: ANN001
 def test_get_provider_finds_providers_by_target_name(tmp_path: Path) -> None:
     provider = get_provider("local", home=Home(tmp_path / "home"))
     assert isinstance(provider, LocalCloudProvider) and provider.describe() is None
-    available = r"\(available: local, runpod\)"
-    with pytest.raises(ProviderError, match=r"unknown target 'nowhere' " + available):
+    runpod = get_provider("runpod", home=Home(tmp_path / "home"), env="staging")
+    assert isinstance(runpod, Provider) and runpod.name == "runpod"
+    assert runpod.describe() is None  # not connected: no I/O, no key needed yet
+    with pytest.raises(
+        ProviderError, match=r"unknown target 'nowhere' \(available: local, runpod\)"
+    ):
         get_provider("nowhere")
+
+
+async def test_the_local_cloud_prices_nothing(tmp_path: Path) -> None:
+    """Costs are part of every provider's interface; the local cloud's are none."""
+    provider = get_provider("local", home=Home(tmp_path / "home"))
+    assert isinstance(provider, Provider)
+    assert await provider.costs({"gpu": {"resource_type": "LiveServerless"}}) == {}

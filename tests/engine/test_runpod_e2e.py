@@ -18,7 +18,6 @@ from pathlib import Path
 
 import pytest
 from fakes.runpod import FakeRunPod
-from fakes.runpod_image import image_site
 from headless import CLI, run_cli
 from waiting import wait_for
 
@@ -34,9 +33,6 @@ Run = Callable[..., subprocess.CompletedProcess[str]]
 @pytest.fixture(scope="module")
 def fake(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FakeRunPod]:
     workdir = tmp_path_factory.mktemp("fake")
-    # The fake's data plane makes its image site on the first endpoint it starts, unguarded:
-    # concurrent first creates race on it (EEXIST). Made here first until the fake guards it.
-    image_site(workdir / "dataplane" / "image-site")
     with FakeRunPod(workdir) as running:
         yield running
 

@@ -122,6 +122,51 @@ async def test_one_field_change_updates_exactly_that_endpoint(
         await engine.undeploy()
 
 
+async def test_each_endpoint_gets_its_table_of_the_others(project: Path, fake: FakeRunPod) -> None:
+    """Workers on RunPod find each other only through their template env: once every endpoint
+    exists, each template's FLASH_ENDPOINTS holds the others' URLs and endpoint-scoped keys;
+    a table is rewritten only when it changed, and it is no drift."""
+    async with _engine(project, fake) as engine:
+        assert (await engine.deploy(["cpu_worker"])).ok
+        (alone,) = fake.templates()
+        assert "FLASH_ENDPOINTS" not in alone.env  # no other endpoint: no table
+        mark = len(fake.graphql_calls)
+        assert (await engine.deploy()).ok
+        endpoints = {e.name: e for e in fake.endpoints()}
+        templates = {t.id: t for t in fake.templates()}
+        provider = engine.provider
+        urls = {n: (await provider.target(engine.app, n)).base_url for n in endpoints}
+        for name, endpoint in endpoints.items():
+            env = templates[endpoint.templateId].env
+            table = json.loads(env["FLASH_ENDPOINTS"])["endpoints"]
+            assert table == {
+                other: {"url": urls[other], "key": endpoints[other].aiKey}
+                for other in endpoints
+                if other != name
+            }
+            assert fake.api_key not in env["FLASH_ENDPOINTS"]
+        # the creates first, then one table each (cpu_worker's grew): after every saveEndpoint
+        ops = _ops(fake, mark)
+        tables = [i for i, op in enumerate(ops) if op == "saveTemplate"]
+        assert len(tables) == len(endpoints)
+        assert min(tables) > max(i for i, op in enumerate(ops) if op == "saveEndpoint")
+        assert (await engine.plan()).names("unchanged") == sorted(endpoints)  # no drift
+
+        _set_workers_max(project, "gateway", 5)
+        mark = len(fake.graphql_calls)
+        assert (await engine.deploy()).ok
+        saved = [c for c in fake.graphql_calls[mark:] if c.operation == "saveTemplate"]
+        # gateway's own update rewrites its template; no other table changed
+        assert [c.variables["input"]["id"] for c in saved] == [endpoints["gateway"].templateId]
+
+        assert (await engine.undeploy(["gpu_worker"])).ok  # the others forget it
+        for template in fake.templates():
+            table = json.loads(template.env["FLASH_ENDPOINTS"])["endpoints"]
+            assert "gpu_worker" not in table and template.env["FLASH_RESOURCE_NAME"] not in table
+        await engine.undeploy()
+    assert fake.endpoints() == [] and fake.templates() == []
+
+
 async def test_console_change_shows_as_drift_and_orphans(project: Path, fake: FakeRunPod) -> None:
     async with _engine(project, fake) as engine:
         assert (await engine.deploy()).ok
@@ -329,6 +374,41 @@ async def test_a_record_that_cannot_be_written_is_an_error(project: Path, fake: 
         plan = await engine.plan(["gateway"])
         assert plan.names("update", "unchanged") == ["gateway"]
         assert len(fake.endpoints()) == 1
+
+
+async def test_an_endpoint_adopted_after_a_killed_deploy_drifts_only_where_it_differs(
+    project: Path, fake: FakeRunPod
+) -> None:
+    """A deploy killed after saveEndpoint leaves no record of the endpoint: its drift comes
+    from the live endpoint read back against the code, so equal means in sync, and a change
+    made in the console shows as exactly that field."""
+    async with _engine(project, fake) as engine:
+        killed: list[bool] = []
+
+        def kill_after_save(event: OpEvent) -> None:
+            # the build is in; the record write after the saves fails, as if the process died
+            if event.step == "endpoint" and not killed:
+                killed.append(True)
+                fake.fail_next("updateFlashBuildManifest", graphql_error="killed")
+
+        with pytest.raises(OpError, match="record was not written"):
+            await engine.deploy(["gateway"], on_event=kill_after_save)
+        assert not fake.pending_faults()
+        (gateway,) = fake.endpoints()
+    async with _engine(project, fake) as engine:
+        plan = await engine.plan(["gateway"])
+        assert plan.names("unchanged") == ["gateway"], plan.to_dict()
+        assert plan.item("gateway").drift.state == "in_sync", plan.to_dict()
+        fake.edit_endpoint(gateway.id, workersMax=4)
+        plan = await engine.plan(["gateway"])
+        assert plan.names("update") == ["gateway"]
+        (change,) = plan.item("gateway").changes
+        assert (change.field, change.deployed, change.local) == ("workersMax", 4, 2)
+        assert (await engine.deploy(["gateway"])).ok
+        assert [e.id for e in fake.endpoints()] == [gateway.id]  # adopted, not duplicated
+        assert (await engine.plan(["gateway"])).names("unchanged") == ["gateway"]
+        await engine.undeploy()
+    assert fake.endpoints() == [] and fake.templates() == []
 
 
 async def test_a_template_released_late_is_deleted_later(tmp_path: Path, project: Path) -> None:

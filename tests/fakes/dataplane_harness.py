@@ -48,8 +48,7 @@ class Plane:
 
     def __init__(self, workdir: Path) -> None:
         self.keys: dict[str, str] = {}
-        self.states: dict[str, dict[str, Any]] = {}  # environment id -> persisted manifest
-        self.plane = DataPlane(workdir, self.authorize, environment_state=self.states.get)
+        self.plane = DataPlane(workdir, self.authorize)
         # path prefix -> [status, Retry-After or None, how many more times]
         self.faults: dict[str, list[Any]] = {}
         self.faulted: list[str] = []  # paths answered with a fault, in order

@@ -70,9 +70,7 @@ class FakeApp:
         storage = workdir / "objects"
         storage.mkdir(parents=True, exist_ok=True)
         self.plane, router, view = (
-            _data_plane(workdir, base_url, self.authorize, self.environment_state)
-            if data_plane
-            else (None, None, None)
+            _data_plane(workdir, base_url, self.authorize) if data_plane else (None, None, None)
         )
         self.control = ControlPlane(
             storage=storage,
@@ -84,11 +82,6 @@ class FakeApp:
             template_release_lag=template_lag,
         )
         self.app = self._build_app(router)
-
-    def environment_state(self, environment_id: str) -> dict[str, Any] | None:
-        """The persisted manifest of an environment's active build (what its workers read to
-        reach the other endpoints: `resources_endpoints` and each resource's aiKey), or None."""
-        return self.control.flash.active_manifest(environment_id)
 
     def account_key(self, presented: str | None) -> bool:
         """Whether `presented` is the account's API key (constant time)."""
@@ -247,12 +240,9 @@ def _data_plane(
     workdir: Path,
     base_url: str,
     authorize: Callable[[str, str | None], bool],
-    environment_state: Callable[[str], dict[str, Any] | None],
 ) -> tuple[DataPlane, APIRouter, Callable[[Endpoint, Template, Path | None], EndpointView]]:
     """The data plane (real workers) and how an endpoint becomes its `EndpointView`."""
-    plane = DataPlane(
-        workdir / "dataplane", authorize, base_url=base_url, environment_state=environment_state
-    )
+    plane = DataPlane(workdir / "dataplane", authorize, base_url=base_url)
 
     def view(endpoint: Endpoint, template: Template, artifact: Path | None) -> EndpointView:
         return EndpointView(

@@ -19,10 +19,8 @@ Public routes (reference/runpod_api.md §4, §4.1, §6), each checked with
   history the stream sends one comment line `: live` (SSE comments are ignored by clients that
   do not know it), then live lines until the client goes.
 
-Cross-endpoint calls: with `FLASH_ENVIRONMENT_ID` in the env and `environment_state` given
-(environment id -> its persisted manifest: `resources_endpoints`, each resource's `aiKey`),
-workers get `FLASH_ENDPOINTS_URL` (a route serving it) and `FLASH_ENDPOINTS_TOKEN` (their own
-key) for the runtime's registry. RunPod has no such route (README: verified only here).
+Workers get the template's env and what the platform sets, nothing more: as on RunPod, a
+worker finds other endpoints only through its template env (the deploy's `FLASH_ENDPOINTS`).
 
 Scaling is simple on purpose: an endpoint runs `min(max(workersMin, 1), workersMax)` workers
 (none when workersMax is 0, or without an artifact); a change of type, image, env, artifact or
@@ -36,7 +34,7 @@ import contextlib
 import hashlib
 import json
 import shutil
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -120,19 +118,19 @@ class DataPlane:
         authorize: Callable[[str, str | None], bool],
         *,
         base_url: str = "",
-        environment_state: Callable[[str], Mapping[str, Any] | None] | None = None,
     ) -> None:
         self.workdir = Path(workdir)
         self.base_url = base_url.rstrip("/")
         self._authorize = authorize
-        self._environment_state = environment_state
         self._endpoints: dict[str, _Endpoint] = {}
         self._site: Path | None = None
+        # Endpoints saved at once all start workers: the first ones must not both make the site.
+        self._site_lock = asyncio.Lock()
         self._http: httpx.AsyncClient | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self.router = APIRouter()
         self._add_queue_routes()
-        add_worker_routes(self.router, self._internal, environment_state)
+        add_worker_routes(self.router, self._internal)
         self._add_lb_and_worker_routes()
 
     # ---------------------------------------------------------------------------------------
@@ -180,8 +178,7 @@ class DataPlane:
     async def _start_worker(self, state: _Endpoint) -> None:
         if not self.base_url:
             raise RuntimeError("DataPlane.base_url is not set: workers could not reach it")
-        if self._site is None:
-            self._site = await asyncio.to_thread(image_site, self.workdir / "image-site")
+        site = await self._image_site()
         view = state.view
         assert view.artifact is not None
         # The image decides what runs (a QB image on an LB endpoint serves no routes).
@@ -191,14 +188,13 @@ class DataPlane:
             kind=kind,
             version=view.version,
             image=view.image_name,
-            site=self._site,
+            site=site,
             directory=self.workdir / "workers",
         )
         env = worker.platform_env(
             view.env,
             f"{self.base_url}/_dataplane/{view.id}",
             view.artifact,
-            with_state="FLASH_ENVIRONMENT_ID" in view.env and bool(self._environment_state),
         )
         state.workers[worker.id] = worker
         problem = image_problem(view.image_name)
@@ -209,6 +205,12 @@ class DataPlane:
         if kind == "LB":
             self._spawn(self._await_lb_ready(worker))
         self._spawn(self._watch(state, worker))
+
+    async def _image_site(self) -> Path:
+        async with self._site_lock:
+            if self._site is None:
+                self._site = await asyncio.to_thread(image_site, self.workdir / "image-site")
+            return self._site
 
     async def _watch(self, state: _Endpoint, worker: ImageWorker) -> None:
         """A worker that exits on its own fails its jobs and is replaced, as on the platform;
@@ -414,7 +416,7 @@ class DataPlane:
         worker = state.workers.get(worker_id) if state is not None else None
         if state is None or worker is None or worker.token != token:
             return None
-        return WorkerSide(state.jobs, worker, state.view.env)
+        return WorkerSide(state.jobs, worker)
 
     # ---------------------------------------------------------------------------------------
     # load balancer, workers list, logs

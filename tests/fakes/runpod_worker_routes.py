@@ -4,17 +4,16 @@ On the platform a worker takes jobs from `RUNPOD_WEBHOOK_GET_JOB` (a long poll: 
 is none), posts results to `RUNPOD_WEBHOOK_POST_OUTPUT` (`{"output"}` or `{"error"}`; an error
 makes the job FAILED) and stream chunks to `RUNPOD_WEBHOOK_POST_STREAM`, long-polls the stop
 channel (`job-stop`, `{"jobsToStop": [...]}`) and pings `RUNPOD_WEBHOOK_PING`. Each request
-carries the worker's own key (`?token=`); `environment` serves the worker's Flash environment
-state to the runtime's service registry (Bearer: the same key).
+carries the worker's own key (`?token=`). There is no route telling a worker where other
+endpoints are: RunPod has none (the deploy puts that table into the template env).
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
@@ -31,17 +30,15 @@ _STOP_WAIT = 2.0
 
 @dataclass(frozen=True)
 class WorkerSide:
-    """What a worker's request may touch: its endpoint's jobs, itself, the template env."""
+    """What a worker's request may touch: its endpoint's jobs and itself."""
 
     jobs: JobQueue
     worker: ImageWorker
-    env: Mapping[str, str]
 
 
 def add_worker_routes(
     router: APIRouter,
     find: Callable[[str, str, str], WorkerSide | None],
-    environment_state: Callable[[str], Mapping[str, Any] | None] | None,
 ) -> None:
     """Add the worker routes under `/_dataplane/{endpoint_id}`; `find(endpoint, worker, key)`
     is None for an unknown worker or a wrong key."""
@@ -106,20 +103,6 @@ def add_worker_routes(
                 job.chunks.append(partial.get("output"))
                 job.streamed = True
         return JSONResponse({})
-
-    @router.get(base + "/environment/{worker_id}")
-    async def environment(endpoint_id: str, worker_id: str, request: Request) -> Response:
-        # The worker's key comes as Bearer (the runtime's registry), not in the query.
-        token = (request.headers.get("authorization") or "").removeprefix("Bearer ").strip()
-        found = find(endpoint_id, worker_id, token)
-        if found is None:
-            return Response(status_code=401)
-        environment_id = found.env.get("FLASH_ENVIRONMENT_ID", "")
-        state = environment_state(environment_id) if environment_state else None
-        if state is None:
-            detail = f"environment {environment_id} has no deployed state"
-            return JSONResponse({"title": detail, "status": 404, "detail": detail}, 404)
-        return JSONResponse(dict(state))
 
     @router.get(base + "/ping/{worker_id}")
     async def ping(endpoint_id: str, worker_id: str, token: str = "") -> Response:

@@ -92,12 +92,11 @@ class ImageWorker:
         return time.time() - self.started_at
 
     def platform_env(
-        self, template_env: dict[str, str], internal: str, artifact: Path, *, with_state: bool
+        self, template_env: dict[str, str], internal: str, artifact: Path
     ) -> dict[str, str]:
-        """The worker's env: the template's plus what the platform sets. `internal` is the
-        data plane's base URL for this endpoint's worker routes; `with_state` adds where the
-        runtime reads its environment's endpoints (resources_endpoints, aiKeys), with the
-        worker's own key: never the account key."""
+        """The worker's env: the template's plus what the platform sets (nothing more: how a
+        worker finds other endpoints is up to its template env). `internal` is the data
+        plane's base URL for this endpoint's worker routes."""
         token = f"?token={self.token}"
         env = {
             **template_env,
@@ -116,9 +115,6 @@ class ImageWorker:
         }
         if self.port is not None:
             env["PORT"] = env["PORT_HEALTH"] = str(self.port)
-        if with_state:
-            env["FLASH_ENDPOINTS_URL"] = f"{internal}/environment/{self.id}"
-            env["FLASH_ENDPOINTS_TOKEN"] = self.token
         return env
 
     def start(self, env: dict[str, str]) -> None:

@@ -362,46 +362,41 @@ def test_stop_with_an_open_log_stream_still_stops_the_workers(tmp_path: Path) ->
     assert wait_for(lambda: not _processes_of(endpoint["id"]), 30, "workers stopped")
 
 
-STATE_HANDLER = """
-import json, os, urllib.request
+ENV_HANDLER = """
+import os
 from fastapi import FastAPI
 
 app = FastAPI()
 
 
-@app.get("/state")
-def state() -> dict:
-    token = os.environ["FLASH_ENDPOINTS_TOKEN"]
-    request = urllib.request.Request(
-        os.environ["FLASH_ENDPOINTS_URL"], headers={"Authorization": f"Bearer {token}"}
-    )
-    with urllib.request.urlopen(request, timeout=10) as answer:
-        return json.loads(answer.read())
+@app.get("/env")
+def env() -> dict:
+    return dict(os.environ)
 """
 
 
-def test_workers_read_their_environments_persisted_manifest(fake: FakeRunPod) -> None:
-    """What updateFlashBuildManifest stores is what deployed workers resolve endpoints from."""
+def test_workers_get_the_template_env_and_no_invented_endpoint_table(fake: FakeRunPod) -> None:
+    """RunPod gives a worker its template env and the platform's variables, and no route to
+    look other endpoints up: a worker's table is what its template's FLASH_ENDPOINTS says."""
     client = Client.of(fake)
-    env_id = client.deploy_build("e2e-state", {"handler_gw.py": STATE_HANDLER})
-    extra = {"key": "FLASH_ENVIRONMENT_ID", "value": env_id}
-    gateway = client.save_endpoint(
-        "gw", env_id, "LB", scalerType="REQUEST_COUNT", extra_env=[extra]
-    )
-    build_id = next(e.activeBuildId for e in fake.environments() if e.id == env_id)
+    env_id = client.deploy_build("e2e-env", {"handler_gw.py": ENV_HANDLER})
+    table = json.dumps({"endpoints": {"qb": {"url": "http://127.0.0.1:9/v2/x", "key": "k"}}})
+    extra = [
+        {"key": "FLASH_ENVIRONMENT_ID", "value": env_id},
+        {"key": "FLASH_ENDPOINTS", "value": table},
+    ]
+    gateway = client.save_endpoint("gw", env_id, "LB", scalerType="REQUEST_COUNT", extra_env=extra)
     url = fake.env()["FLASH_RUNPOD_LB_URL"].format(id=gateway["id"])
     headers = {"Authorization": f"Bearer {gateway['aiKey']}"}
-    update = (
-        "mutation u($i: UpdateFlashBuildManifestInput!) "
-        "{ updateFlashBuildManifest(input: $i) { id } }"
-    )
 
-    def state_of(version: str) -> dict[str, Any] | None:
-        reply = httpx.get(f"{url}/state", headers=headers, timeout=20)
-        found = reply.json() if reply.status_code == 200 else None
-        return found if found and found["resources_endpoints"]["qb"].endswith(version) else None
+    def env_of() -> dict[str, str] | None:
+        reply = httpx.get(f"{url}/env", headers=headers, timeout=20)
+        return reply.json() if reply.status_code == 200 else None
 
-    for version in ("v1", "v2"):
-        manifest = {"resources": {"qb": {"aiKey": "k"}}, "resources_endpoints": {"qb": version}}
-        client(update, {"i": {"flashBuildId": build_id, "manifest": manifest}})
-        assert wait_for(lambda v=version: state_of(v), 90, f"manifest {version} seen by the worker")
+    seen = wait_for(env_of, 90, "the LB worker's env")
+    assert seen["FLASH_ENDPOINTS"] == table and seen["FLASH_ENVIRONMENT_ID"] == env_id
+    assert not {"FLASH_ENDPOINTS_URL", "FLASH_ENDPOINTS_TOKEN"} & set(seen)
+    assert fake.api_key not in json.dumps(seen)
+    (worker,) = fake.workers(gateway["id"])
+    route = f"{fake.url}/_dataplane/{gateway['id']}/environment/{worker.id}"
+    assert httpx.get(route, headers={"Authorization": f"Bearer {worker.token}"}).status_code == 404

@@ -7,6 +7,7 @@ builds of the examples on it.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -243,3 +244,23 @@ def test_an_image_the_emulator_cannot_run_leaves_an_unhealthy_worker(
     assert "not emulated" in worker.lines()[-1].line
     listed = plane.http.get(f"/api/v2/serverless/{view.id}/workers", headers=headers).json()
     assert listed["summary"]["unhealthy"] == 1 and listed["workers"][0]["status"] == "UNHEALTHY"
+
+
+def test_concurrent_first_creates_share_one_image_site(plane: Plane, tmp_path: Path) -> None:
+    """Endpoints saved at once on a fresh data plane all start (the image site is made once)."""
+    views = [
+        qb_view(tmp_path, id=f"qbecho100{i}", ai_key=f"ai_key_echo_100{i}", workers_min=1)
+        for i in range(4)
+    ]
+    for view in views:
+        plane.keys[view.id] = view.ai_key
+
+    async def save_all() -> None:
+        await asyncio.gather(*(plane.plane.apply(view) for view in views))
+
+    plane.server.call(save_all())
+    for view in views:
+        answer = plane.http.post(
+            f"/v2/{view.id}/runsync", json={"input": {"n": 1}}, headers=plane.headers(view.id)
+        )
+        assert answer.status_code == 200 and answer.json()["status"] == "COMPLETED", answer.text

@@ -10,6 +10,7 @@ the environment's state (resources_endpoints + aiKeys).
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import sys
@@ -110,22 +111,22 @@ def test_qb_handler_runs_real_job_events_in_the_image(
     assert job["status"] == "FAILED" and "AttributeError" in job["error"]
 
 
-def test_lb_app_is_served_by_the_image_and_calls_qb_through_the_environment(
+def test_lb_app_is_served_by_the_image_and_calls_qb_through_its_endpoint_table(
     plane: Plane, quickstart: tuple[Path, dict]
 ) -> None:
     archive, manifest = quickstart
     cpu = view(manifest, archive, "cpu_worker", "qbcpu00002", FLASH_ENVIRONMENT_ID="env-1")
-    gateway = view(manifest, archive, "gateway", "lbgate0002", FLASH_ENVIRONMENT_ID="env-1")
+    table = {"endpoints": {"cpu_worker": {"url": f"{plane.server.url}/v2/{cpu.id}"}}}
+    table["endpoints"]["cpu_worker"]["key"] = cpu.ai_key
+    gateway = view(
+        manifest,
+        archive,
+        "gateway",
+        "lbgate0002",
+        FLASH_ENVIRONMENT_ID="env-1",
+        FLASH_ENDPOINTS=json.dumps(table),
+    )
     api = view(manifest, archive, "api", "lbapi00002")
-    base = plane.server.url
-    plane.states["env-1"] = {
-        **manifest,
-        "resources_endpoints": {"cpu_worker": f"{base}/v2/{cpu.id}", "gateway": f"{base}/lb/x"},
-        "resources": {
-            **manifest["resources"],
-            "cpu_worker": {**manifest["resources"]["cpu_worker"], "aiKey": cpu.ai_key},
-        },
-    }
     for endpoint in (cpu, gateway, api):
         plane.apply(endpoint)
     for endpoint in (gateway, api):
@@ -182,11 +183,3 @@ def test_the_lb_image_wants_a_fastapi_instance(tmp_path: Path) -> None:
     code = "from starlette.applications import Starlette\napp = Starlette()\n"
     output = _boot(tmp_path, {"handler_x.py": code}, "LB", FLASH_ENDPOINT_TYPE="lb")
     assert "not a fastapi.FastAPI instance" in output
-
-
-def test_the_fake_control_plane_gives_workers_their_environment_state(tmp_path: Path) -> None:
-    from fakes.runpod import FakeRunPod
-
-    with FakeRunPod(tmp_path) as fake:
-        plane = fake._server.plane  # noqa: SLF001  # the wiring itself is what is checked
-        assert plane is not None and plane._environment_state is not None  # noqa: SLF001

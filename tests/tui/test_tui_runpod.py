@@ -10,7 +10,6 @@ from pathlib import Path
 
 import pytest
 from fakes.runpod import FakeRunPod
-from fakes.runpod_image import image_site
 from projectfiles import copy_example
 from waiting import until
 
@@ -20,9 +19,6 @@ from flash_tui.screens.confirm import PlanScreen, UndeployAllScreen
 
 @pytest.fixture
 def fake(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeRunPod]:
-    # The fake's data plane makes its image site on the first endpoint it starts, unguarded:
-    # concurrent first creates race on it. Made here first until the fake guards it.
-    image_site(tmp_path / "fake" / "dataplane" / "image-site")
     with FakeRunPod(tmp_path / "fake") as running:
         for name, value in running.env().items():
             monkeypatch.setenv(name, value)
