@@ -293,6 +293,11 @@ class Deployer:
         returns {name: why it could not be set}."""
         resources = dict(self.where.state.resources)
         peers = {n: (s.url, s.ai_key) for n, s in resources.items() if s.url}
+        # Only endpoints whose code calls another one get a table (the scanner's call graph,
+        # `makes_remote_calls` in the build's manifest): a new endpoint then restarts only its
+        # callers' workers, and a key is handed to no endpoint that has no use for it.
+        built = self.where.manifest.get("resources") or {}
+        callers = {n for n, r in built.items() if r.get("makes_remote_calls", True)}
         jobs = []
         for name, state in sorted(resources.items()):
             env = self._envs.get(name)
@@ -303,7 +308,7 @@ class Deployer:
                 # Not live (deleted behind our back: the next deploy recreates it), or its env
                 # unknown (a table alone would replace the whole env).
                 continue
-            table = endpoint_table(name, peers)
+            table = endpoint_table(name, peers) if name in callers else None
             if table != table_of(env):
                 jobs.append(self._set_table(name, state, live.get(name), with_table(env, table)))
         failures = await asyncio.gather(*jobs)

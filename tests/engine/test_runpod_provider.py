@@ -122,22 +122,29 @@ async def test_one_field_change_updates_exactly_that_endpoint(
         await engine.undeploy()
 
 
-async def test_each_endpoint_gets_its_table_of_the_others(project: Path, fake: FakeRunPod) -> None:
+async def test_each_caller_gets_its_table_of_the_others(project: Path, fake: FakeRunPod) -> None:
     """Workers on RunPod find each other only through their template env: once every endpoint
-    exists, each template's FLASH_ENDPOINTS holds the others' URLs and endpoint-scoped keys;
-    a table is rewritten only when it changed, and it is no drift."""
+    exists, the template of each endpoint whose code calls another (`makes_remote_calls`) holds
+    the others' URLs and endpoint-scoped keys, and no other template holds one; a table is
+    rewritten only when it changed, and it is no drift."""
     async with _engine(project, fake) as engine:
         assert (await engine.deploy(["cpu_worker"])).ok
         (alone,) = fake.templates()
         assert "FLASH_ENDPOINTS" not in alone.env  # no other endpoint: no table
         mark = len(fake.graphql_calls)
         assert (await engine.deploy()).ok
+        built = json.loads((project / ".flash" / ".build" / "flash_manifest.json").read_text())
+        callers = {n for n, r in built["resources"].items() if r["makes_remote_calls"]}
+        assert callers and callers != set(built["resources"])  # the example has both kinds
         endpoints = {e.name: e for e in fake.endpoints()}
         templates = {t.id: t for t in fake.templates()}
         provider = engine.provider
         urls = {n: (await provider.target(engine.app, n)).base_url for n in endpoints}
         for name, endpoint in endpoints.items():
             env = templates[endpoint.templateId].env
+            if name not in callers:
+                assert "FLASH_ENDPOINTS" not in env, name
+                continue
             table = json.loads(env["FLASH_ENDPOINTS"])["endpoints"]
             assert table == {
                 other: {"url": urls[other], "key": endpoints[other].aiKey}
@@ -145,10 +152,10 @@ async def test_each_endpoint_gets_its_table_of_the_others(project: Path, fake: F
                 if other != name
             }
             assert fake.api_key not in env["FLASH_ENDPOINTS"]
-        # the creates first, then one table each (cpu_worker's grew): after every saveEndpoint
+        # the creates first, then one table per caller: after every saveEndpoint
         ops = _ops(fake, mark)
         tables = [i for i, op in enumerate(ops) if op == "saveTemplate"]
-        assert len(tables) == len(endpoints)
+        assert len(tables) == len(callers)
         assert min(tables) > max(i for i, op in enumerate(ops) if op == "saveEndpoint")
         assert (await engine.plan()).names("unchanged") == sorted(endpoints)  # no drift
 
@@ -159,10 +166,12 @@ async def test_each_endpoint_gets_its_table_of_the_others(project: Path, fake: F
         # gateway's own update rewrites its template; no other table changed
         assert [c.variables["input"]["id"] for c in saved] == [endpoints["gateway"].templateId]
 
-        assert (await engine.undeploy(["gpu_worker"])).ok  # the others forget it
+        assert (await engine.undeploy(["gpu_worker"])).ok  # the callers forget it
         for template in fake.templates():
-            table = json.loads(template.env["FLASH_ENDPOINTS"])["endpoints"]
-            assert "gpu_worker" not in table and template.env["FLASH_RESOURCE_NAME"] not in table
+            if "FLASH_ENDPOINTS" in template.env:
+                table = json.loads(template.env["FLASH_ENDPOINTS"])["endpoints"]
+                assert "gpu_worker" not in table
+                assert template.env["FLASH_RESOURCE_NAME"] not in table
         await engine.undeploy()
     assert fake.endpoints() == [] and fake.templates() == []
 
