@@ -17,9 +17,11 @@ import stat
 import tarfile
 import tempfile
 from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-__all__ = ["FIXED_MTIME", "MAX_ARCHIVE_BYTES", "file_sha256", "write_archive"]
+__all__ = ["FIXED_MTIME", "MAX_ARCHIVE_BYTES", "BuildRef", "file_sha256", "write_archive"]
 
 # 1980-01-01T00:00:00Z: the reproducible-builds convention (the earliest time ZIP can encode,
 # used by wheel and others); unlike 0 it does not look like a missing timestamp once extracted.
@@ -27,6 +29,17 @@ FIXED_MTIME = 315_532_800
 
 # RunPod refuses uploads above 500 MB: the build warns past this size.
 MAX_ARCHIVE_BYTES = 500 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class BuildRef:
+    """The build a deploy ships: its id (archive SHA-256), archive, build dir and manifest."""
+
+    build_id: str
+    archive: Path
+    build_dir: Path
+    manifest: dict[str, Any]
+
 
 _CHUNK = 1024 * 1024
 

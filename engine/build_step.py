@@ -7,8 +7,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from engine.archive import BuildRef
 from engine.operation_results import OpError
-from engine.provider import BuildRef
 
 if TYPE_CHECKING:  # engine.build is imported on first build: `logs` and `status` never need it
     from engine.build import BuildProgress
@@ -45,9 +45,9 @@ async def build_step(
         current = await asyncio.to_thread(current_build, root, manifest, on_progress=progress)
     except BuildError as exc:
         raise OpError(f"build failed: {exc}") from exc
-    ref = BuildRef(current.build_id, current.archive, current.build_dir, current.manifest)
+    ref = current.ref
     if current.built:
-        emit("build", f"built {current.build_id[:12]}", done=1, total=1)
+        emit("build", f"built {ref.build_id[:12]}", done=1, total=1)
     else:
-        emit("build", f"build {current.build_id[:12]} is up to date", done=1, total=1)
+        emit("build", f"build {ref.build_id[:12]} is up to date", done=1, total=1)
     return ref, current.built

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
+from engine.archive import BuildRef
 from engine.home import Home
 from engine.localcloud.wire import EndpointSpec
 
@@ -38,16 +39,6 @@ __all__ = [
 
 class ProviderError(Exception):
     """A provider operation failed; the message is meant for a person (and holds no secret)."""
-
-
-@dataclass(frozen=True)
-class BuildRef:
-    """The build a deploy ships: its id (archive SHA-256), archive, build dir and manifest."""
-
-    build_id: str
-    archive: Path
-    build_dir: Path
-    manifest: dict[str, Any]
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from engine.archive import file_sha256
+from engine.archive import BuildRef, file_sha256
 from engine.build.files import collect_files
 from engine.build.images import with_images
 from engine.build.model import (
@@ -80,12 +80,9 @@ def build_is_fresh(root: Path, manifest: dict[str, Any]) -> bool:
 
 @dataclass(frozen=True)
 class CurrentBuild:
-    """The build a deploy ships; `result` is the `BuildResult` when this call built it."""
+    """The build a deploy ships (`ref`); `result` is the `BuildResult` when this call built it."""
 
-    build_id: str
-    archive: Path
-    build_dir: Path
-    manifest: dict[str, Any]
+    ref: BuildRef
     result: BuildResult | None = None
 
     @property
@@ -105,8 +102,8 @@ def current_build(
     if manifest is not None and build_is_fresh(root, manifest):
         archive = root / FLASH_DIR / ARCHIVE_NAME
         built_manifest = json.loads((root / BUILD_DIR / MANIFEST_NAME).read_text())
-        return CurrentBuild(file_sha256(archive), archive, root / BUILD_DIR, built_manifest)
+        ref = BuildRef(file_sha256(archive), archive, root / BUILD_DIR, built_manifest)
+        return CurrentBuild(ref)
     result = build_project(root, on_progress=on_progress)
-    return CurrentBuild(
-        result.build_id, result.archive, result.build_dir, result.manifest, result=result
-    )
+    ref = BuildRef(result.build_id, result.archive, result.build_dir, result.manifest)
+    return CurrentBuild(ref, result=result)

@@ -107,8 +107,8 @@ def test_current_build_reuses_a_fresh_build_silently(built: Path) -> None:
     events: list[BuildProgress] = []
     current = current_build(built, _manifest(built), on_progress=events.append)
     assert not current.built and current.result is None and events == []
-    assert current.archive == built / FLASH_DIR / ARCHIVE_NAME
-    assert current.build_id == hashlib.sha256(current.archive.read_bytes()).hexdigest()
+    assert current.ref.archive == built / FLASH_DIR / ARCHIVE_NAME
+    assert current.ref.build_id == hashlib.sha256(current.ref.archive.read_bytes()).hexdigest()
 
 
 def test_current_build_rebuilds_a_stale_build_with_progress(built: Path) -> None:
@@ -116,7 +116,7 @@ def test_current_build_rebuilds_a_stale_build_with_progress(built: Path) -> None
     events: list[BuildProgress] = []
     current = current_build(built, _manifest(built), on_progress=events.append)
     assert current.built and current.result is not None
-    assert current.build_id == current.result.build_id
+    assert current.ref.build_id == current.result.build_id
     assert [e.step for e in events][0] == "scan" and "archive" in {e.step for e in events}
     assert build_is_fresh(built, _manifest(built))
 
