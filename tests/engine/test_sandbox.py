@@ -26,6 +26,7 @@ from typing import Any
 import httpx
 import pytest
 from headless import run_cli
+from projectfiles import copy_example
 
 from engine.home import Home
 from engine.localcloud.client import CloudClient
@@ -256,7 +257,7 @@ def test_worker_still_runs_its_own_code_imports_tmp_and_children(
     }
 
 
-def test_cloud_status_reports_the_isolation(sandboxed: dict[str, Any]) -> None:
+def test_cloud_status_reports_the_isolation(sandboxed: dict[str, Any], tmp_path: Path) -> None:
     env = {**os.environ, "FLASH_TUI_HOME": str(sandboxed["home"].root)}
     expected = f"landlock-v{landlock_abi()}"
     out = run_cli(["cloud", "status", "--json"], env, timeout=60)
@@ -264,6 +265,10 @@ def test_cloud_status_reports_the_isolation(sandboxed: dict[str, Any]) -> None:
     assert json.loads(out.stdout)["isolation"] == expected
     text = run_cli(["cloud", "status"], env, timeout=60)
     assert f"worker isolation: {expected}" in text.stdout, text.stdout
+    project = copy_example("quickstart", tmp_path / "quickstart")
+    status = run_cli(["status", "--json", "--no-probe"], env, project=project, timeout=120)
+    assert status.returncode == 0, status.stderr
+    assert json.loads(status.stdout)["isolation"] == expected
 
 
 def test_sandbox_off_lets_a_worker_read_the_home(sandboxed: dict[str, Any], tmp_path: Path) -> None:
