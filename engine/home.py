@@ -132,5 +132,9 @@ class Home:
         return ensure_private_dir(self.app_dir(app) / "logs")
 
     def endpoints_file(self, app: str) -> Path:
-        """The service-registry JSON (URLs and keys of the app's endpoints) given to workers."""
-        return self.app_dir(app) / "endpoints.json"
+        """The service-registry JSON (URLs and keys of the app's endpoints) given to workers.
+
+        Alone in its directory: a sandboxed worker may read that directory (the file is
+        replaced by a rename, so a rule on the file itself would not follow it).
+        """
+        return self.app_dir(app) / "registry" / "endpoints.json"

@@ -498,6 +498,13 @@ class Engine:
             raise OpError(str(exc)) from exc
         return [a for a in apps if a.name == legacy and a.endpoints]
 
+    async def isolation(self) -> str | None:
+        """What keeps the target's workers from other apps' secrets (None: the target's own)."""
+        try:
+            return await self.provider.isolation()
+        except ProviderError as exc:
+            raise OpError(str(exc)) from exc
+
     async def probe(self) -> list[HealthSample]:
         """Probe every running deployed endpoint now."""
         return await probe_all(await self.health_targets())

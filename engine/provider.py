@@ -195,6 +195,11 @@ class Provider(Protocol):
         """Every app on the target."""
         ...
 
+    async def isolation(self) -> str | None:
+        """What keeps workers' code from other apps' secrets (`landlock-vN`, `none`); None:
+        the target isolates its workers itself (RunPod)."""
+        ...
+
     async def deploy(
         self,
         app: str,

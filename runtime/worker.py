@@ -52,6 +52,9 @@ Limits (a worker must survive stuck code and floods):
 - `FLASH_QUEUE_MAX_JOBS` (default 1000 waiting) and `FLASH_QUEUE_MAX_BYTES` (default 128 MiB of
   unfinished input) -> 429 with `Retry-After`; `FLASH_RESULTS_MAX_BYTES` (default 128 MiB) of
   kept results, the oldest evicted.
+- `FLASH_SANDBOX_READ` / `FLASH_SANDBOX_WRITE`: the paths (os.pathsep lists) this worker may
+  read / write; when given, the worker restricts itself to them with Landlock before it
+  imports the handler (`runtime.sandbox`), or says once on its `flash` stream that it cannot.
 - `FLASH_JOB_JOURNAL`: a file where a stopping QB worker leaves its kept /run job statuses
   (those it failed at a recycle included) for the next worker on the same endpoint.
 """
@@ -71,7 +74,7 @@ from typing import Any
 
 import uvicorn
 
-from runtime import logline
+from runtime import logline, sandbox
 from runtime.auth import BearerAuthMiddleware, endpoint_key
 from runtime.header_timeout import header_timeout_from_env, header_timeout_protocol
 from runtime.hostcheck import LOOPBACK_HOSTS, LoopbackHostMiddleware
@@ -110,6 +113,34 @@ def _stamps_lines() -> bool:
         return stat.S_ISREG(os.fstat(sys.stdout.fileno()).st_mode)
     except (OSError, ValueError):
         return False
+
+
+def _sandbox(build_dir: Path) -> bool:
+    """Apply the sandbox policy the supervisor passed, if any; False when it cannot be."""
+    policy = sandbox.SandboxPolicy.from_env(os.environ)
+    os.environ.pop(sandbox.READ_ENV, None)  # the user's code and children need not see them
+    os.environ.pop(sandbox.WRITE_ENV, None)
+    if policy is None:
+        return True
+    # Its own build is always readable, whatever the policy lists.
+    policy = sandbox.SandboxPolicy((*policy.read, str(build_dir)), policy.write)
+    try:
+        result = sandbox.apply(policy)
+    except OSError as exc:
+        err_line(f"error: cannot apply the sandbox: {exc} (FLASH_SANDBOX=off runs without)")
+        return False
+    if result.isolation == "none":
+        _flash_line(f"isolation: none ({result.reason}): this worker can read any file you can")
+    return True
+
+
+def _flash_line(text: str) -> None:
+    """A line of the local cloud's own stream (`flash`) in the log, plain elsewhere."""
+    if _stamps_lines():
+        sys.stdout.flush()
+        os.write(sys.stdout.fileno(), logline.format_line(text, "flash").encode())
+    else:
+        out_line(text)
 
 
 def _hard_exit() -> None:
@@ -181,6 +212,9 @@ def main(argv: list[str] | None = None) -> int:
         err_line(f"error: resource {args.resource!r} is not in the manifest (known: {known})")
         return 1
 
+    # Before any user code is imported: from here on the kernel holds the worker to its policy.
+    if not _sandbox(build_dir):
+        return 1
     os.environ["FLASH_RESOURCE_NAME"] = args.resource
     os.environ.setdefault("FLASH_MANIFEST_PATH", str(build_dir / MANIFEST_FILE))
     os.chdir(build_dir)

@@ -2,8 +2,8 @@
 not be: any file the suite wrote, any captured output.
 
 A flash-tui home keeps its secrets in three places by design: the token file, the SQLite
-database's `endpoint_keys` table and each app's `endpoints.json` (handed to workers). Those are
-the only places a secret may appear; every other file under the scanned roots, every other
+database's `endpoint_keys` table and each app's `registry/endpoints.json` (handed to workers).
+Those are the only places a secret may appear; every other file under the scanned roots, every other
 table of the database and every captured output is searched. `tests/conftest.py` wires this
 into the session: homes are recorded as tests run, and the session fails at the end on a hit.
 """
@@ -39,7 +39,7 @@ def _allowed_files(home: Path) -> set[Path]:
     table instead, see `_db_text`)."""
     cloud = _cloud_dir(home)
     allowed = {cloud / "token", cloud / "cloud.db", cloud / "cloud.db-wal", cloud / "cloud.db-shm"}
-    allowed.update((home / "apps").glob("*/endpoints.json"))
+    allowed.update((home / "apps").glob("*/registry/endpoints.json"))
     return {p.resolve() for p in allowed}
 
 
@@ -59,7 +59,7 @@ def home_secrets(home: Path) -> set[str]:
                 found.update(str(row[0]) for row in conn.execute("SELECT key FROM endpoint_keys"))
         except sqlite3.Error:
             pass  # a database mid-migration or locked: the next look finds them
-    for table in (home / "apps").glob("*/endpoints.json"):
+    for table in (home / "apps").glob("*/registry/endpoints.json"):
         try:
             data = json.loads(table.read_text(encoding="utf-8"))
         except (OSError, ValueError):

@@ -75,7 +75,9 @@ async def _describe(home: Home) -> dict[str, Any]:
         async with CloudClient(info, timeout=5.0) as client:
             apps = await client.apps()
             out["apps"] = [{"name": a.name, "endpoints": a.endpoints} for a in apps]
-            out["workers"] = (await client.health()).workers
+            health = await client.health()
+            out["workers"] = health.workers
+            out["isolation"] = health.isolation
     except CloudError as exc:
         out["error"] = str(exc)
     return out
@@ -142,6 +144,8 @@ def run(args: argparse.Namespace) -> int:
                 f"local cloud: running, pid {data['pid']}, {data['url']}, "
                 f"up {data['uptime_s']:.0f} s, home {escape(data['home'])}"
             )
+            if "isolation" in data:
+                console.print(f"  worker isolation: {escape(data['isolation'])}")
             for app in data.get("apps", []):
                 console.print(f"  {escape(app['name'])}: {plural(app['endpoints'], 'endpoint')}")
         return 1 if "error" in data else 0

@@ -63,6 +63,7 @@ def run(args: argparse.Namespace) -> int:
                     "target": target,
                     "endpoints": [s.to_dict() for s in statuses],
                     "kept_apps": [a.to_dict() for a in kept],
+                    "isolation": await engine.isolation(),
                 }
             )
             return 0

@@ -193,6 +193,10 @@ class LocalCloudProvider:
         records = await self._call(lambda c: c.apps())
         return [_app(r) for r in records]
 
+    async def isolation(self) -> str | None:
+        """The workers' sandbox as the service reports it (`landlock-vN` or `none`)."""
+        return (await self._call(lambda c: c.health())).isolation
+
     async def list_endpoints(self, app: str) -> list[DeployedEndpoint]:
         """The app's endpoint records."""
         records = await self._call(lambda c: c.endpoints(app))

@@ -66,6 +66,7 @@ from engine.localcloud.wire import (
     UndeployRequest,
     problem,
 )
+from runtime import sandbox
 from runtime.auth import BearerAuthMiddleware
 from runtime.hostcheck import LoopbackHostMiddleware
 
@@ -186,6 +187,7 @@ def create_app(
             started_at=state["started_at"],
             uptime_s=round(time.time() - state["started_at"], 3),
             workers=len(sup().workers),
+            isolation=sandbox.isolation(os.environ),
         )
 
     @api.post("/v1/shutdown")

@@ -28,6 +28,7 @@ import contextlib
 import json
 import os
 import secrets
+import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -40,6 +41,7 @@ from engine.home import Home, write_private
 from engine.localcloud import buildcopies, logfiles
 from engine.localcloud.crashes import CrashHandler, Restarts
 from engine.localcloud.ports import pick_port, port_is_free
+from engine.localcloud.sandboxing import worker_state_dir
 from engine.localcloud.store import Store, bound_text
 from engine.localcloud.wire import BuildSpec, DeployEvent, DeployRequest, EndpointSpec
 from engine.localcloud.workers import Worker, WorkerProcesses, WorkerSettings, terminate
@@ -466,6 +468,7 @@ class Supervisor:
                 await self._stop_worker(worker)
             self.store.delete_endpoint(app, name)
             logfiles.remove_logs(self._processes.log_path(app, name))
+            shutil.rmtree(worker_state_dir(self.home, app, name), ignore_errors=True)
             self.store.add_event("undeployed", "undeployed", app=app, endpoint=name)
             elapsed = round((time.monotonic() - started) * 1000, 1)
             emit(DeployEvent(type="endpoint", name=name, action="delete", state="removed"))

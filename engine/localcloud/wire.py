@@ -181,6 +181,8 @@ class ServiceHealth(BaseModel):
     started_at: float
     uptime_s: float
     workers: int
+    # What keeps a worker's code from the home: `landlock-vN`, or `none` (see runtime.sandbox).
+    isolation: str = "none"
 
 
 class ShutdownRequest(BaseModel):

@@ -23,8 +23,8 @@ from typing import Any
 import httpx
 import psutil
 
-from engine.home import HOME_ENV, Home
-from engine.localcloud import logfiles
+from engine.home import HOME_ENV, Home, ensure_private_dir
+from engine.localcloud import logfiles, sandboxing
 from runtime import logline
 
 __all__ = ["WORKER_MODULE", "Worker", "WorkerProcesses", "WorkerSettings", "terminate"]
@@ -119,6 +119,13 @@ class WorkerProcesses:
         user_env = (record.get("config") or {}).get("env") or {}
         if isinstance(user_env, dict):
             env.update({str(k): str(v) for k, v in user_env.items() if isinstance(v, str)})
+        state = sandboxing.worker_state_dir(self.home, app, name)
+        tmp = ensure_private_dir(state / "tmp")
+        if sandboxing.sandbox_enabled(os.environ):
+            policy = sandboxing.worker_policy(
+                self.home, app, name, Path(build_path), _user_home(os.environ)
+            )
+            env.update(policy.to_env())
         env.update(
             {
                 "FLASH_ENDPOINT_KEY": key,
@@ -127,9 +134,11 @@ class WorkerProcesses:
                 "FLASH_APP_NAME": app,
                 "FLASH_LOCALCLOUD_WORKER": f"{app}/{name}",
                 "FLASH_SHUTDOWN_TIMEOUT": str(self.settings.worker_shutdown_timeout),
-                # Where a stopping worker leaves its jobs' statuses for the next one (named
-                # like the log's rotations, so that an undeploy removes it with them).
-                "FLASH_JOB_JOURNAL": str(self.log_path(app, name)) + ".jobs",
+                # Where a stopping worker leaves its jobs' statuses for the next one: in the
+                # one directory of the home it may write (its sandbox allows it).
+                "FLASH_JOB_JOURNAL": str(state / "jobs.json"),
+                # Its own temporary directory: /tmp is not granted when the home is under it.
+                "TMPDIR": str(tmp),
                 "PYTHONUNBUFFERED": "1",
                 # Its output goes to a log (through the log writer's pipe): stamp each line.
                 logline.STAMP_ENV: "1",
@@ -316,6 +325,15 @@ def _worker_environ(
         if root not in value:
             inherited[name] = value
     return inherited
+
+
+def _user_home(environ: Mapping[str, str]) -> Path | None:
+    """The user's home directory (its dotfiles hold keys: a worker may not read it)."""
+    raw = environ.get("HOME", "").strip()
+    try:
+        return Path(raw) if raw else Path.home()
+    except RuntimeError:
+        return None
 
 
 def _signal_group(pid: int, sig: int, *, group_only: bool = False) -> None:

@@ -256,6 +256,10 @@ class RunPodProvider:
         """RunPod apps carry no project path, so no app is an older version's: none."""
         return []
 
+    async def isolation(self) -> str | None:
+        """RunPod runs each worker in its own container: not ours to report."""
+        return None
+
     async def target(self, app: str, name: str) -> EndpointTarget:
         """URL and endpoint-scoped key of a deployed endpoint."""
         where, live = await self._live(app)
