@@ -26,7 +26,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from runtime.confighash import canonical_config
+from runtime.resources import canonical_config
 
 __all__ = [
     "CODE_FIELD",

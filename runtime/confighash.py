@@ -3,7 +3,8 @@
 The same config must hash the same whether it comes from a live model object in a worker or from
 the scanner's static evaluation of source code, so both go through `canonical_config`: validate
 with the model (defaults filled in, enum names and values both accepted), keep only what a user
-configures, and write enums by member name.
+configures, and write enums by member name. The functions take the resource model class;
+`runtime.resources.config_hash` / `canonical_config` take its type name.
 """
 
 from __future__ import annotations
@@ -15,7 +16,38 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from runtime.resources import GPU_ONLY_FIELDS, RUNTIME_FIELDS, resource_class
+__all__ = [
+    "GPU_ONLY_FIELDS",
+    "RUNTIME_FIELDS",
+    "canonical_json",
+    "canonical_model_config",
+    "describe_validation_error",
+    "model_config_hash",
+]
+
+# Assigned by the API or derived from other fields: never part of what a user configures, so they
+# never count as drift.
+RUNTIME_FIELDS: frozenset[str] = frozenset(
+    {
+        "id",
+        "template",
+        "templateId",
+        "aiKey",
+        "userId",
+        "createdAt",
+        "activeBuildid",
+        "computeType",
+        "hubRelease",
+        "repo",
+        "gpuIds",
+        "allowedCudaVersions",
+        "locations",
+        "networkVolumeId",
+    }
+)
+
+# Fields that mean nothing for a CPU endpoint (the API gets gpuCount=0 regardless).
+GPU_ONLY_FIELDS: frozenset[str] = frozenset({"gpus", "gpuCount", "cudaVersions"})
 
 
 def _plain(value: Any) -> Any:
@@ -41,18 +73,14 @@ def describe_validation_error(resource_type: str, error: ValidationError) -> str
     return "; ".join(parts)
 
 
-def canonical_config(resource_type: str, config: dict[str, Any]) -> dict[str, Any]:
-    """The user-configurable fields of `config`, validated, defaults filled, enums by name.
-
-    Raises `ValueError` naming the field when the config is invalid, `KeyError` for an unknown
-    resource type.
-    """
-    cls = resource_class(resource_type)
+def canonical_model_config(cls: type[BaseModel], config: dict[str, Any]) -> dict[str, Any]:
+    """The user-configurable fields of `config` for the resource model `cls`, validated,
+    defaults filled, enums by name. Raises `ValueError` naming the field when it is invalid."""
     try:
         model = cls.model_validate(config)
     except ValidationError as exc:
-        raise ValueError(describe_validation_error(resource_type, exc)) from None
-    skip = RUNTIME_FIELDS | (GPU_ONLY_FIELDS if cls.is_cpu else frozenset())
+        raise ValueError(describe_validation_error(cls.__name__, exc)) from None
+    skip = RUNTIME_FIELDS | (GPU_ONLY_FIELDS if getattr(cls, "is_cpu", False) else frozenset())
     return {
         name: _plain(getattr(model, name))
         for name in sorted(cls.model_fields)
@@ -65,9 +93,7 @@ def canonical_json(data: Any) -> str:
     return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 
-def config_hash(resource_type: str, config: dict[str, Any]) -> str:
+def model_config_hash(cls: type[BaseModel], config: dict[str, Any]) -> str:
     """SHA-256 hex digest of the canonical JSON of the config (class name included)."""
-    payload = canonical_json(
-        {"type": resource_type, "config": canonical_config(resource_type, config)}
-    )
+    payload = canonical_json({"type": cls.__name__, "config": canonical_model_config(cls, config)})
     return hashlib.sha256(payload.encode()).hexdigest()

@@ -12,6 +12,10 @@ from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from runtime.confighash import (
+    canonical_model_config,
+    model_config_hash,
+)
 from runtime.enums import (
     CpuInstanceType,
     CudaVersion,
@@ -63,31 +67,6 @@ class NetworkVolume(BaseResource):
         if value <= 0:
             raise ValueError(f"size must be > 0 GB, got {value}")
         return value
-
-
-# Assigned by the API or derived from other fields: never part of what a user configures, so they
-# never count as drift.
-RUNTIME_FIELDS: frozenset[str] = frozenset(
-    {
-        "id",
-        "template",
-        "templateId",
-        "aiKey",
-        "userId",
-        "createdAt",
-        "activeBuildid",
-        "computeType",
-        "hubRelease",
-        "repo",
-        "gpuIds",
-        "allowedCudaVersions",
-        "locations",
-        "networkVolumeId",
-    }
-)
-
-# Fields that mean nothing for a CPU endpoint (the API gets gpuCount=0 regardless).
-GPU_ONLY_FIELDS: frozenset[str] = frozenset({"gpus", "gpuCount", "cudaVersions"})
 
 
 class ServerlessResource(BaseResource):
@@ -185,9 +164,7 @@ class ServerlessResource(BaseResource):
     @property
     def config_hash(self) -> str:
         """SHA-256 of the canonical user config (see `runtime.confighash`)."""
-        from runtime.confighash import config_hash
-
-        return config_hash(self.resource_type, self.user_config())
+        return model_config_hash(type(self), self.user_config())
 
     def user_config(self) -> dict[str, Any]:
         """The fields the user set, as given (enums kept as enum members)."""
@@ -356,3 +333,17 @@ def resource_class(type_name: str) -> type[ServerlessResource]:
         if cls.__name__ == type_name:
             return cls
     raise KeyError(f"unknown resource type {type_name!r}; known: {', '.join(RESOURCE_TYPES)}")
+
+
+def canonical_config(resource_type: str, config: dict[str, Any]) -> dict[str, Any]:
+    """The canonical user config of a `resource_type` config (`runtime.confighash`).
+
+    Raises `ValueError` naming the field when the config is invalid, `KeyError` for an unknown
+    resource type.
+    """
+    return canonical_model_config(resource_class(resource_type), config)
+
+
+def config_hash(resource_type: str, config: dict[str, Any]) -> str:
+    """SHA-256 of the canonical JSON of a `resource_type` config (class name included)."""
+    return model_config_hash(resource_class(resource_type), config)

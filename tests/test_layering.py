@@ -57,3 +57,19 @@ def test_engine_never_imports_textual() -> None:
         if {"textual", "flash_tui"} & _top_level_imports(path)
     ]
     assert offenders == []
+
+
+def test_no_module_imports_itself_back() -> None:
+    """No import cycle between our modules, lazy imports included (grimp: import-linter's graph)."""
+    import grimp
+
+    graph = grimp.build_graph("engine", "runtime", "flash_tui")
+    cycles = sorted(
+        {
+            tuple(sorted((module, imported)))
+            for module in graph.modules
+            for imported in graph.find_modules_directly_imported_by(module)
+            if graph.chain_exists(importer=imported, imported=module)
+        }
+    )
+    assert cycles == [], cycles

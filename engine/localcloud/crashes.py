@@ -23,7 +23,7 @@ from engine.localcloud.workers import Worker, WorkerProcesses
 from runtime.exitcodes import RECYCLE_EXIT_CODE
 
 if TYPE_CHECKING:
-    from engine.localcloud.supervisor import SupervisorSettings
+    from engine.localcloud.settings import SupervisorSettings
 
 __all__ = ["CrashHandler", "Restarts"]
 

@@ -44,8 +44,9 @@ from pydantic import BaseModel, ValidationError
 
 from engine.home import Home
 from engine.localcloud import logfiles
+from engine.localcloud.settings import SupervisorSettings
 from engine.localcloud.store import Store
-from engine.localcloud.supervisor import Supervisor, SupervisorSettings
+from engine.localcloud.supervisor import Supervisor
 from engine.localcloud.wire import (
     Ack,
     AppList,

@@ -26,12 +26,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
 import secrets
 import shutil
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -42,12 +40,13 @@ from engine.localcloud import buildcopies, logfiles
 from engine.localcloud.crashes import CrashHandler, Restarts
 from engine.localcloud.ports import pick_port, port_is_free
 from engine.localcloud.sandboxing import worker_state_dir
+from engine.localcloud.settings import SupervisorSettings
 from engine.localcloud.store import Store, bound_text
 from engine.localcloud.wire import BuildSpec, DeployEvent, DeployRequest, EndpointSpec
-from engine.localcloud.workers import Worker, WorkerProcesses, WorkerSettings, terminate
+from engine.localcloud.workers import Worker, WorkerProcesses, terminate
 from engine.status import RUNNING
 
-__all__ = ["Supervisor", "SupervisorSettings"]
+__all__ = ["Supervisor"]
 
 Emit = Callable[[DeployEvent], None]
 
@@ -55,30 +54,6 @@ Emit = Callable[[DeployEvent], None]
 # dead at service start (machine reboot, SIGKILL) is started again. `stopped` (by `cloud stop`)
 # and `failed` stay down until the next deploy.
 _WANTED = RUNNING
-
-
-@dataclass
-class SupervisorSettings(WorkerSettings):
-    """Tunables; the service reads overrides from `FLASH_LOCALCLOUD_*` environment variables."""
-
-    backoff_base: float = 0.5
-    backoff_max: float = 10.0
-    crash_limit: int = 5
-    crash_window: float = 60.0
-    ready_timeout: float = 30.0
-    monitor_interval: float = 0.1
-
-    @classmethod
-    def from_env(cls, environ: dict[str, str] | None = None) -> SupervisorSettings:
-        """Defaults overridden by `FLASH_LOCALCLOUD_<FIELD>` (upper case) when set."""
-        env = os.environ if environ is None else environ
-        settings = cls()
-        for name, current in vars(cls()).items():
-            raw = env.get(f"FLASH_LOCALCLOUD_{name.upper()}", "").strip()
-            if raw:
-                with contextlib.suppress(ValueError):
-                    setattr(settings, name, type(current)(float(raw)))
-        return settings
 
 
 class Supervisor:

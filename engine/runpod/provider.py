@@ -46,7 +46,7 @@ from engine.runpod.endpoints import FINGERPRINT_ENV, live_config
 from engine.runpod.graphql import GraphQLClient
 from engine.runpod.state import ResourceState
 from engine.status import Status
-from runtime.confighash import config_hash
+from runtime.resources import config_hash
 
 __all__ = ["DEFAULT_ENV", "RunPodProvider"]
 

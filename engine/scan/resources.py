@@ -61,7 +61,7 @@ class ConfigHashes:
         key = resource_type + json.dumps(config, sort_keys=True, default=str)
         found = self._found.get(key)
         if found is None:
-            from runtime.confighash import config_hash
+            from runtime.resources import config_hash
 
             try:
                 found = (config_hash(resource_type, config), None)

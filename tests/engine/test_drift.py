@@ -8,8 +8,8 @@ import pytest
 
 from engine.drift import FieldDiff, compute_drift, diff_configs, drift_of
 from engine.plan import code_hash, local_resources, make_plan
-from runtime.confighash import config_hash
 from runtime.reconcile import reconcile
+from runtime.resources import config_hash
 
 
 def entry(rtype: str, config: dict, **extra: object) -> dict:

@@ -12,8 +12,9 @@ from typing import Any
 import pytest
 
 from engine.home import Home
+from engine.localcloud.settings import SupervisorSettings
 from engine.localcloud.store import Store
-from engine.localcloud.supervisor import Supervisor, SupervisorSettings
+from engine.localcloud.supervisor import Supervisor
 from engine.localcloud.workers import Worker
 
 APP, NAME = "app", "ep"

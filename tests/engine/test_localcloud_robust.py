@@ -35,8 +35,9 @@ from engine.localcloud.discovery import (
     read_state,
     stop_cloud,
 )
+from engine.localcloud.settings import SupervisorSettings
 from engine.localcloud.store import Store
-from engine.localcloud.supervisor import Supervisor, SupervisorSettings
+from engine.localcloud.supervisor import Supervisor
 from engine.localcloud.workers import Worker
 
 FOLDER = "robustapp"

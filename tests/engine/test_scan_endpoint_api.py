@@ -6,7 +6,7 @@ from pathlib import Path
 
 from projectfiles import diagnostic_codes, function_entry, scan_files
 
-from runtime.confighash import config_hash
+from runtime.resources import config_hash
 
 
 def test_endpoint_api(tmp_path: Path) -> None:

@@ -23,10 +23,9 @@ from runtime import (
     ServerlessEndpoint,
     remote,
 )
-from runtime.confighash import canonical_config, config_hash
 from runtime.endpoint import endpoint_resource
 from runtime.enums import DataCenter, ServerlessScalerType, ServerlessType
-from runtime.resources import RESOURCE_TYPES, resource_class
+from runtime.resources import RESOURCE_TYPES, canonical_config, config_hash, resource_class
 
 
 def test_defaults_follow_upstream() -> None:
@@ -153,7 +152,7 @@ def test_canonical_config_writes_enum_names() -> None:
 
 def test_hash_is_stable_across_processes() -> None:
     code = (
-        "from runtime.confighash import config_hash;"
+        "from runtime.resources import config_hash;"
         "print(config_hash('LiveServerless', {'name': 'g', 'env': {'b': '1', 'a': '2'}}))"
     )
     outs = {

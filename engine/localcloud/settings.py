@@ -1,0 +1,37 @@
+"""The supervisor's tunables (crash backoff and window, readiness, monitoring) on top of the
+workers' own, with their `FLASH_LOCALCLOUD_*` overrides. Its own module so the supervisor and its
+crash handling both read it without importing each other."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from dataclasses import dataclass
+
+from engine.localcloud.workers import WorkerSettings
+
+__all__ = ["SupervisorSettings"]
+
+
+@dataclass
+class SupervisorSettings(WorkerSettings):
+    """Tunables; the service reads overrides from `FLASH_LOCALCLOUD_*` environment variables."""
+
+    backoff_base: float = 0.5
+    backoff_max: float = 10.0
+    crash_limit: int = 5
+    crash_window: float = 60.0
+    ready_timeout: float = 30.0
+    monitor_interval: float = 0.1
+
+    @classmethod
+    def from_env(cls, environ: dict[str, str] | None = None) -> SupervisorSettings:
+        """Defaults overridden by `FLASH_LOCALCLOUD_<FIELD>` (upper case) when set."""
+        env = os.environ if environ is None else environ
+        settings = cls()
+        for name, current in vars(cls()).items():
+            raw = env.get(f"FLASH_LOCALCLOUD_{name.upper()}", "").strip()
+            if raw:
+                with contextlib.suppress(ValueError):
+                    setattr(settings, name, type(current)(float(raw)))
+        return settings
