@@ -6,6 +6,7 @@ import contextlib
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -59,6 +60,7 @@ def localcloud_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
 # the session and every captured output is searched for them. A hit fails the session.
 _SECRET_SCAN = pytest.StashKey["SecretScan"]()
 _SESSION_START = pytest.StashKey[float]()
+_WORKER_SCANS = pytest.StashKey[list[dict[str, Any]]]()
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -96,7 +98,12 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
-    """Fail the session when a secret of the suite's homes is found where it must not be."""
+    """Fail the session when a secret of the suite's homes is found where it must not be.
+
+    With pytest-xdist each worker scans its own homes, files and captured outputs (keys are
+    collected in the worker that saw them, before undeploy deletes them) and hands its figures
+    and leaks to the controller, which adds them up with its own scan and fails the run.
+    """
     from secret_scan import find_homes
 
     scan = session.config.stash.get(_SECRET_SCAN, None)
@@ -108,9 +115,23 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         scan.add_home(home)
     repo = Path(__file__).resolve().parent.parent
     leaks = scan.search([(basetemp, None), (repo, session.config.stash[_SESSION_START])])
+    secrets, homes = len(scan.secrets), len(scan.homes)
+    workeroutput = getattr(session.config, "workeroutput", None)
+    if workeroutput is not None:  # an xdist worker: the controller reports
+        # execnet carries plain values only
+        workeroutput["secret_scan"] = {
+            "secrets": secrets,
+            "homes": homes,
+            "leaks": [str(leak) for leak in leaks],
+        }
+        return
+    for figures in session.config.stash.get(_WORKER_SCANS, []):
+        secrets += figures["secrets"]
+        homes += figures["homes"]
+        leaks = [*leaks, *figures["leaks"]]
     terminal = session.config.pluginmanager.get_plugin("terminalreporter")
     summary = (
-        f"secret scan: {len(scan.secrets)} secrets of {len(scan.homes)} homes searched in "
+        f"secret scan: {secrets} secrets of {homes} homes searched in "
         f"{basetemp}, files written under {repo} and captured outputs: {len(leaks)} leaks"
     )
     if terminal is not None:
@@ -120,3 +141,11 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
             terminal.write_line(f"  SECRET LEAK: {leak}", red=True)
     if leaks:
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node: Any, error: object) -> None:
+    """xdist controller: keep a finished worker's secret-scan figures (see sessionfinish)."""
+    figures = getattr(node, "workeroutput", {}).get("secret_scan")
+    if figures is not None:
+        node.config.stash.setdefault(_WORKER_SCANS, []).append(figures)
