@@ -31,6 +31,8 @@ from flash_tui.widgets.logs.buffer import LogBuffer
 from flash_tui.widgets.logs.log_view import LogView
 
 SELECT_DELAY = 0.03
+# From this width the detail pane sits beside the table (which still gets ~80 columns).
+WIDE = 170
 
 
 class DashboardScreen(Screen[None]):
@@ -179,8 +181,8 @@ class DashboardScreen(Screen[None]):
         self.set_interval(0.1, self.query_one(LogView).pull)
 
     def on_resize(self) -> None:
-        # Wider terminals get a side-by-side detail pane; 80x24 keeps everything stacked.
-        self.set_class(self.size.width >= 140, "-wide")
+        # Wide terminals get a side-by-side detail pane; below WIDE the table takes the width.
+        self.set_class(self.size.width >= WIDE, "-wide")
         self.set_class(self.size.height < 30, "-short")
         # The palette hint costs 12 columns the action keys need at 80 columns (help lists ^p).
         self.query_one(Footer).show_command_palette = self.size.width >= 100
