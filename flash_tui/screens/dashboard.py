@@ -131,8 +131,12 @@ class DashboardScreen(Screen[None]):
             header.summary, header.compact = state.header()
         # The detail pane re-lays out the screen: only when what it shows may have changed.
         inputs = ("selection", "manifest", "statuses", "events")
-        if any(getattr(old, n) is not getattr(state, n) for n in inputs):
-            detail = state.detail()
+        selected = state.selection if isinstance(state.selection, str) else None
+        if isinstance(state.selection, TreeItem) and state.selection.kind == "endpoint":
+            selected = state.selection.endpoint
+        probed = old.samples.get(selected or "") is not state.samples.get(selected or "")
+        if probed or any(getattr(old, n) is not getattr(state, n) for n in inputs):
+            detail = state.detail(self._clock().timestamp())
             if detail is not None:
                 for pane in self.query(DetailPane):
                     pane.show(detail[0], title=detail[1])
