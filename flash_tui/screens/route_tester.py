@@ -27,7 +27,7 @@ from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.message import Message
 from textual.screen import Screen
-from textual.widgets import Button, Footer, Label, OptionList, Static, TextArea
+from textual.widgets import Button, Footer, Input, Label, OptionList, Static, TextArea
 from textual.widgets.option_list import Option
 from textual.worker import get_current_worker
 
@@ -111,14 +111,15 @@ class HistoryEntry:
     target: RouteTarget
     body: str
     response: TesterResponse
+    # The extra headers sent (an Authorization value is never kept here).
+    headers: dict[str, str] = field(default_factory=dict)
 
 
-# Kept per project across runs, bounded; bodies and statuses only (no headers, so never an
-# Authorization value).
+# Kept per project across runs, bounded: what was sent (headers without Authorization) and the
+# status, never a response body (an endpoint may echo a key back).
 HISTORY_FILE = Path(".flash") / "route_history.json"
 HISTORY_LIMIT = 50
-# A response body is kept for replay only when small.
-_KEPT_RESPONSE_CHARS = 4000
+_NOT_KEPT = "(the response of an earlier run is not kept)"
 
 
 class _StoredEntry(BaseModel):
@@ -129,7 +130,7 @@ class _StoredEntry(BaseModel):
     status: int | str
     ok: bool
     latency_ms: float | None = None
-    response: Any = None
+    headers: dict[str, str] = {}
 
 
 class _StoredHistory(BaseModel):
@@ -147,7 +148,8 @@ def load_history(path: Path, targets: Sequence[RouteTarget]) -> list[HistoryEntr
         HistoryEntry(
             by_title[entry.title],
             entry.body,
-            TesterResponse(entry.status, entry.latency_ms, body=entry.response, ok=entry.ok),
+            TesterResponse(entry.status, entry.latency_ms, body=_NOT_KEPT, ok=entry.ok),
+            without_authorization(entry.headers),
         )
         for entry in stored.entries[-HISTORY_LIMIT:]
         if entry.title in by_title
@@ -158,9 +160,6 @@ def save_history(path: Path, history: Sequence[HistoryEntry]) -> None:
     """Write the last HISTORY_LIMIT entries (atomically: a crash leaves the old file)."""
     entries = []
     for entry in history[-HISTORY_LIMIT:]:
-        response = entry.response.body
-        if len(json.dumps(response, default=str)) > _KEPT_RESPONSE_CHARS:
-            response = None
         entries.append(
             _StoredEntry(
                 title=entry.target.title,
@@ -168,7 +167,7 @@ def save_history(path: Path, history: Sequence[HistoryEntry]) -> None:
                 status=entry.response.status,
                 ok=entry.response.ok,
                 latency_ms=entry.response.latency_ms,
-                response=json.loads(json.dumps(response, default=str)),
+                headers=without_authorization(entry.headers),
             )
         )
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -200,6 +199,30 @@ def copy_with_command(text: str) -> str | None:
     return None
 
 
+def without_authorization(headers: Mapping[str, str]) -> dict[str, str]:
+    """The headers minus any Authorization (it holds a key: never stored, never replayed)."""
+    return {k: v for k, v in headers.items() if k.lower() != "authorization"}
+
+
+def parse_headers(text: str) -> dict[str, str]:
+    """`Name: value; Other: value` as a dict; ValueError naming the entry that is not one."""
+    headers: dict[str, str] = {}
+    for part in text.split(";"):
+        if not part.strip():
+            continue
+        name, colon, value = part.partition(":")
+        name = name.strip()
+        if not colon or not name or any(c.isspace() for c in name):
+            raise ValueError(f"headers: {part.strip()[:40]!r} is not 'Name: value'")
+        headers[name] = value.strip()
+    return headers
+
+
+def headers_text(headers: Mapping[str, str]) -> str:
+    """The headers field's text for `headers`."""
+    return "; ".join(f"{k}: {v}" for k, v in headers.items())
+
+
 def body_title(target: RouteTarget) -> str:
     """What the editor holds: query parameters for GET/DELETE, a JSON body otherwise."""
     if target.method in ("GET", "DELETE"):
@@ -212,9 +235,13 @@ class TesterBackend(Protocol):
 
     def targets(self) -> Sequence[RouteTarget]: ...
 
-    def send(self, target: RouteTarget, body: Any) -> Awaitable[TesterResponse]: ...
+    def send(
+        self, target: RouteTarget, body: Any, headers: Mapping[str, str]
+    ) -> Awaitable[TesterResponse]: ...
 
-    def curl(self, target: RouteTarget, body: Any, reveal_key: bool) -> Awaitable[str]: ...
+    def curl(
+        self, target: RouteTarget, body: Any, reveal_key: bool, headers: Mapping[str, str]
+    ) -> Awaitable[str]: ...
 
 
 class BackendTester:
@@ -228,9 +255,11 @@ class BackendTester:
         """Routes and functions, deployed endpoints first."""
         return list(self._targets)
 
-    async def send(self, target: RouteTarget, body: Any) -> TesterResponse:
+    async def send(
+        self, target: RouteTarget, body: Any, headers: Mapping[str, str]
+    ) -> TesterResponse:
         """Invoke through the engine and convert its InvokeResult for display."""
-        result = await self._backend.invoke(target.call, body)
+        result = await self._backend.invoke(target.call, body, headers)
         shown = result.body if result.call.is_load_balanced else result.result
         if result.error and shown is None:
             shown = {"error": result.error}
@@ -251,9 +280,11 @@ class BackendTester:
             remote_error=result.remote_error,
         )
 
-    async def curl(self, target: RouteTarget, body: Any, reveal_key: bool) -> str:
+    async def curl(
+        self, target: RouteTarget, body: Any, reveal_key: bool, headers: Mapping[str, str]
+    ) -> str:
         """A curl command for the request (key redacted unless asked)."""
-        return await self._backend.curl(target.call, body, reveal_key)
+        return await self._backend.curl(target.call, body, reveal_key, headers)
 
 
 def prefill(target: RouteTarget) -> str:
@@ -350,6 +381,9 @@ class RouteTesterScreen(Screen[None]):
                 yield history
             with Vertical(id="tester-right"):
                 yield Label("", id="target-title")
+                yield Input(
+                    placeholder="headers: Name: value; Other: value", id="headers", compact=True
+                )
                 body = TextArea(
                     "", language="json", id="body", soft_wrap=True, show_line_numbers=False
                 )
@@ -432,6 +466,7 @@ class RouteTesterScreen(Screen[None]):
         body = self.query_one("#body", TextArea)
         body.border_title = body_title(entry.target)
         body.text = entry.body
+        self.query_one("#headers", Input).value = headers_text(entry.headers)
         self.query_one("#response", Static).update(render_response(entry.response))
 
     def _body(self) -> Any | None:
@@ -442,30 +477,44 @@ class RouteTesterScreen(Screen[None]):
             self.notify(f"Body is not valid JSON: {exc}", severity="error", title="Cannot send")
             return None
 
+    def _headers(self) -> dict[str, str] | None:
+        """The headers field parsed (None, said why, when an entry is not `Name: value`)."""
+        try:
+            return parse_headers(self.query_one("#headers", Input).value)
+        except ValueError as exc:
+            self.notify(str(exc), severity="error", title="Cannot send")
+            return None
+
     def action_send(self) -> None:
         if self._current is None:
             self.notify("Pick a route or function first", severity="warning")
             return
         body = self._body()
-        if body is None:
+        headers = self._headers()
+        if body is None or headers is None:
             return
         self.query_one("#response", Static).update(
             Text(f"Sending {self._current.title} …", style="italic")
         )
-        self._send(self._current, body)
+        self._send(self._current, body, headers)
+
+    @on(Input.Submitted, "#headers")
+    def _headers_submitted(self) -> None:
+        self.action_send()
 
     @on(Button.Pressed, "#send")
     def _send_pressed(self) -> None:
         self.action_send()
 
     @work(exclusive=True, group="send")
-    async def _send(self, target: RouteTarget, body: Any) -> None:
+    async def _send(self, target: RouteTarget, body: Any, headers: dict[str, str]) -> None:
         try:
-            response = await self.backend.send(target, body)
+            response = await self.backend.send(target, body, headers)
         except Exception as exc:  # shown to the person, who can fix the request and resend
             response = TesterResponse(status="error", latency_ms=None, body=str(exc), ok=False)
         # The text as sent: replaying it shows what went out, not a reformatted copy.
-        self.history.append(HistoryEntry(target, str(body), response))
+        kept = without_authorization(headers)
+        self.history.append(HistoryEntry(target, str(body), response, kept))
         self.query_one("#response", Static).update(render_response(response))
         self._show_history()
         if self.history_file is not None:
@@ -486,14 +535,17 @@ class RouteTesterScreen(Screen[None]):
         if self._current is None:
             return
         body = self._body()
-        if body is None:
+        headers = self._headers()
+        if body is None or headers is None:
             return
-        self._copy_curl(self._current, body, reveal)
+        self._copy_curl(self._current, body, reveal, headers)
 
     @work(exclusive=True, group="curl")
-    async def _copy_curl(self, target: RouteTarget, body: Any, reveal: bool) -> None:
+    async def _copy_curl(
+        self, target: RouteTarget, body: Any, reveal: bool, headers: dict[str, str]
+    ) -> None:
         try:
-            self.last_curl = await self.backend.curl(target, body, reveal)
+            self.last_curl = await self.backend.curl(target, body, reveal, headers)
         except Exception as exc:  # e.g. not deployed: there is no URL to copy yet
             self.notify(str(exc), title="Cannot build the curl command", severity="warning")
             return

@@ -7,6 +7,7 @@ import io
 import json
 import os
 import stat
+from collections.abc import Mapping
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -15,10 +16,11 @@ import pytest
 from projectfiles import copy_example
 from rich.console import Console
 from textual.app import App
-from textual.widgets import Static, TextArea
+from textual.widgets import Input, Static, TextArea
 from waiting import until
 
-from engine.invoke import CallSpec
+from engine.invoke import CallSpec, curl_command
+from engine.provider import EndpointTarget
 from engine.status import EndpointStatus
 from flash_tui.app import FlashApp
 from flash_tui.screens import route_tester
@@ -154,12 +156,20 @@ class Echo:
         return [route_tester.RouteTarget(post), route_tester.RouteTarget(get)]
 
     async def send(
-        self, target: route_tester.RouteTarget, body: Any
+        self, target: route_tester.RouteTarget, body: Any, headers: Mapping[str, str]
     ) -> route_tester.TesterResponse:
-        return route_tester.TesterResponse(200, 1.5, {"authorization": "Bearer sk-x"}, body)
+        echoed = {"body": body, "headers": dict(headers)}
+        return route_tester.TesterResponse(200, 1.5, {"authorization": "Bearer sk-x"}, echoed)
 
-    async def curl(self, target: route_tester.RouteTarget, body: Any, reveal_key: bool) -> str:
-        return f"curl -X {target.method} http://x{target.path}"
+    async def curl(
+        self,
+        target: route_tester.RouteTarget,
+        body: Any,
+        reveal_key: bool,
+        headers: Mapping[str, str],
+    ) -> str:
+        extra = "".join(f" -H '{k}: {v}'" for k, v in headers.items())
+        return f"curl -X {target.method}{extra} http://x{target.path}"
 
 
 class HistoryHarness(App[None]):
@@ -249,3 +259,40 @@ async def test_copy_with_a_clipboard_command_says_copied(
         await pilot.press("ctrl+y")
         await until(pilot, lambda: "copied to the clipboard (xclip)" in _shown(app), 5, "copied")
     assert received.read_text() == "curl -X POST http://x/compute"
+
+
+async def test_headers_are_sent_and_kept_without_authorization(tmp_path: Path) -> None:
+    path = tmp_path / ".flash" / "route_history.json"
+    app = HistoryHarness(path)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await pilot.pause()
+        screen = app.screen
+        assert isinstance(screen, route_tester.RouteTesterScreen)
+        field = screen.query_one("#headers", Input)
+        field.value = "X-Trace: abc; Authorization: Bearer typed-secret"
+        await pilot.press("ctrl+s")
+        await until(pilot, lambda: path.exists(), 5, "the history file")
+        sent = screen.history[-1].response.body
+        assert sent["headers"] == {"X-Trace": "abc", "Authorization": "Bearer typed-secret"}
+        assert screen.history[-1].headers == {"X-Trace": "abc"}
+        field.value = "no colon here"
+        await pilot.press("ctrl+s")
+        await pilot.pause()
+        assert len(screen.history) == 1  # not sent: the field says what is wrong
+    assert "typed-secret" not in path.read_text() and "X-Trace" in path.read_text()
+
+
+def test_parse_headers_names_the_bad_entry() -> None:
+    assert route_tester.parse_headers(" A: 1 ;B:two words ") == {"A": "1", "B": "two words"}
+    with pytest.raises(ValueError, match="'oops' is not 'Name: value'"):
+        route_tester.parse_headers("A: 1; oops")
+
+
+def test_curl_command_with_extra_headers_redacts_a_typed_authorization() -> None:
+    target = EndpointTarget("api", "http://127.0.0.1:1", True, key="endpoint-key")
+    call = CallSpec("api", True, method="POST", path="/compute", function="compute")
+    line = curl_command(target, call, {}, headers={"X-A": "1", "Authorization": "Bearer mine"})
+    assert "X-A: 1" in line and "mine" not in line and "endpoint-key" not in line
+    assert "Bearer mine" in curl_command(
+        target, call, {}, reveal=True, headers={"Authorization": "Bearer mine"}
+    )
