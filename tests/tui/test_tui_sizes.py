@@ -86,6 +86,9 @@ def test_fit_columns_keeps_the_telling_ones_and_drops_by_priority() -> None:
     narrow = fit_columns(47, 10)
     # The type goes before a name is cut; status words are abbreviated first.
     assert "type" not in narrow.keys and narrow.width_of("name") == 10 and narrow.short_status
+    # A 24-character name is cut (with an ellipsis) before the type goes at 100 columns.
+    long_names = fit_columns(59, 24)
+    assert "type" in long_names.keys and 12 <= long_names.width_of("name") < 24
     tiny = fit_columns(20, 10)
     assert tiny.keys[:3] == ["dot", "name", "status"]
 

@@ -80,6 +80,8 @@ _HEALTH = PRIORITY.index("health") + 1
 SHORT_STATUS_WIDTH = 9
 SHORT_STATUS_LABELS: dict[str, str] = {Status.NOT_DEPLOYED: "not dep."}
 MIN_NAME_WIDTH = 8
+# A name longer than this is cut (with an ellipsis) rather than lose the type column.
+NAME_CUT_WIDTH = 12
 MAX_NAME_WIDTH = 24
 # Spare width makes the sparkline longer, up to the history the dashboard keeps.
 MAX_HEALTH_WIDTH = 30
@@ -108,8 +110,8 @@ class TableLayout:
 def fit_columns(available: int, longest_name: int) -> TableLayout:
     """The columns that fit in `available` cells, most telling first, spare width to health/url.
 
-    Status words are abbreviated before a column is dropped, and the type column dropped
-    before a long name is cut.
+    Status words are abbreviated first; then a long name is cut to NAME_CUT_WIDTH (with an
+    ellipsis) before the type column goes, and to MIN_NAME_WIDTH before health and drift go.
     """
     name = min(MAX_NAME_WIDTH, max(MIN_NAME_WIDTH, longest_name))
     widths = {**WIDTHS, "name": name}
@@ -122,11 +124,15 @@ def fit_columns(available: int, longest_name: int) -> TableLayout:
     if cost(wanted) > available:
         short = True
         widths["status"] = SHORT_STATUS_WIDTH
-    # The type goes before a name is cut; health before drift, drift before status.
-    while len(wanted) > _HEALTH and cost(wanted) > available:
-        wanted.pop()
-    if cost(wanted) > available:
-        widths["name"] = max(MIN_NAME_WIDTH, name - (cost(wanted) - available))
+    for floor in (NAME_CUT_WIDTH, MIN_NAME_WIDTH):
+        if cost(wanted) > available:
+            widths["name"] = max(min(floor, name), widths["name"] - (cost(wanted) - available))
+        # The type goes next; then health before drift, drift before status.
+        while (
+            len(wanted) > (_HEALTH if floor == NAME_CUT_WIDTH else _KEPT)
+            and cost(wanted) > available
+        ):
+            wanted.pop()
     while len(wanted) > _KEPT and cost(wanted) > available:
         wanted.pop()
     if len(wanted) == 6:
@@ -167,7 +173,7 @@ def cells(row: EndpointRow, layout: TableLayout = _FULL) -> dict[str, object]:
     spark = max(8, layout.width_of("health"))
     return {
         "dot": _dot(row),
-        "name": Text(row.name, style=name_style),
+        "name": Text(row.name, style=name_style, overflow="ellipsis", no_wrap=True),
         "type": Text(row.type),
         # None: the target was not asked (or could not be reached), which is not "not deployed".
         "status": status,
