@@ -24,7 +24,7 @@ from engine.provider import EndpointTarget
 from engine.status import EndpointStatus
 from flash_tui.app import FlashApp
 from flash_tui.screens import route_tester
-from flash_tui.widgets.dashboard.detail_pane import DetailPane
+from flash_tui.widgets.dashboard.detail_pane import DetailPane, endpoint_detail
 from flash_tui.widgets.dashboard.endpoints_table import EndpointsTable, fit_columns
 
 NOW = datetime(2026, 1, 1, 12, 0, 0, tzinfo=timezone.utc)
@@ -299,3 +299,10 @@ def test_curl_command_with_extra_headers_redacts_a_typed_authorization() -> None
     assert "Bearer mine" in curl_command(
         target, call, {}, reveal=True, headers={"Authorization": "Bearer mine"}
     )
+
+
+def test_failing_without_a_reason_says_where_to_look() -> None:
+    status = EndpointStatus(name="w", resource_type=None, status="unhealthy", drift="in_sync")
+    pane = DetailPane()
+    pane.shown = endpoint_detail("w", None, status)
+    assert pane.plain_text(80).splitlines()[0] == "unhealthy: no reason reported (l: its logs)"

@@ -93,9 +93,10 @@ def endpoint_detail(
 ) -> RenderableType:
     """Everything known about one endpoint, most useful first (a failure's reason leads)."""
     parts: list[RenderableType] = []
-    if status is not None and status.status in _FAILING and status.last_error:
+    if status is not None and status.status in _FAILING:
         reason = Text(f"{present.label(status.status)}: ", style="bold red")
-        reason.append(status.last_error, style="red")
+        # Without a reported reason, where to look for one.
+        reason.append(status.last_error or "no reason reported (l: its logs)", style="red")
         parts.append(reason)
     title = Text(name, style="bold")
     if resource:
