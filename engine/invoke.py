@@ -24,7 +24,7 @@ import re
 import shlex
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import httpx
@@ -349,9 +349,12 @@ async def invoke(
     *,
     timeout: float = 120.0,
     client: httpx.AsyncClient | None = None,
+    headers: Mapping[str, str] | None = None,
 ) -> InvokeResult:
-    """Send the call and return status, latency and the decoded result."""
+    """Send the call and return status, latency and the decoded result (`headers`: extra ones)."""
     data, raw = _unwrap(data)
+    if headers:
+        target = replace(target, extra_headers=tuple(headers.items()))
     own = client is None
     http = client or httpx.AsyncClient(trust_env=False)
     started = time.perf_counter()
@@ -520,14 +523,26 @@ async def _invoke_qb(
 
 
 def curl_command(
-    target: EndpointTarget, call: CallSpec, data: Any = None, *, reveal: bool = False
+    target: EndpointTarget,
+    call: CallSpec,
+    data: Any = None,
+    *,
+    reveal: bool = False,
+    headers: Mapping[str, str] | None = None,
 ) -> str:
     """The same request as a curl command line; the key is `$FLASH_ENDPOINT_KEY` unless
-    `reveal`."""
+    `reveal`; `headers` (extra ones) follow it, an Authorization among them redacted likewise."""
     data, raw = _unwrap(data)
     key = target.key if reveal and target.key else "$FLASH_ENDPOINT_KEY"
     auth = f"Authorization: Bearer {key}"
     auth_arg = shlex.quote(auth) if reveal else f'"{auth}"'
+    extra = ""
+    for name, value in (headers or {}).items():
+        if name.lower() == "authorization":
+            auth_arg = shlex.quote(f"{name}: {value if reveal else '<redacted>'}")
+        else:
+            extra += " -H " + shlex.quote(f"{name}: {value}")
+    auth_arg += extra
     if call.is_load_balanced:
         assert call.method and call.path
         url = target.url(call.path)

@@ -595,9 +595,14 @@ class Engine:
             raise OpError(str(exc)) from exc
 
     async def invoke(
-        self, target: str | CallSpec, data: Any = None, *, timeout: float = 120.0
+        self,
+        target: str | CallSpec,
+        data: Any = None,
+        *,
+        timeout: float = 120.0,
+        headers: Mapping[str, str] | None = None,
     ) -> InvokeResult:
-        """Call an LB route or a QB function of a deployed endpoint."""
+        """Call an LB route or a QB function of a deployed endpoint (`headers`: extra ones)."""
         from engine.invoke import InvokeError
 
         call = target if isinstance(target, CallSpec) else await self.resolve(target)
@@ -606,7 +611,7 @@ class Engine:
         except ProviderError as exc:
             raise OpError(f"{call.endpoint} is not reachable: {exc}") from exc
         try:
-            return await invoke(endpoint, call, data, timeout=timeout)
+            return await invoke(endpoint, call, data, timeout=timeout, headers=headers)
         except InvokeError as exc:
             raise OpError(str(exc)) from exc
 

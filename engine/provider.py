@@ -84,14 +84,17 @@ class EndpointTarget:
     key: str | None = field(default=None, repr=False)
     # RunPod's queue API has no `/ping`: its `/health` alone says whether the endpoint is up.
     has_ping: bool = True
+    # The caller's own headers (the route tester's), sent after the key's; may hold secrets.
+    extra_headers: tuple[tuple[str, str], ...] = field(default=(), repr=False)
 
     def url(self, path: str) -> str:
         """Absolute URL of `path` on this endpoint."""
         return self.base_url.rstrip("/") + "/" + path.lstrip("/")
 
     def headers(self) -> dict[str, str]:
-        """The Authorization header (empty without a key)."""
-        return {"Authorization": f"Bearer {self.key}"} if self.key else {}
+        """The Authorization header (empty without a key), then the extra headers."""
+        auth = {"Authorization": f"Bearer {self.key}"} if self.key else {}
+        return {**auth, **dict(self.extra_headers)}
 
 
 @dataclass(frozen=True)

@@ -44,6 +44,7 @@ from flash_tui.screens.dashboard_state import DashboardState
 from flash_tui.screens.help import HelpScreen
 from flash_tui.screens.logs import LogsScreen
 from flash_tui.screens.route_tester import (
+    HISTORY_FILE,
     BackendTester,
     HistoryEntry,
     RouteTarget,
@@ -486,6 +487,7 @@ class FlashApp(DeploymentActions, App[None]):
                 self.tester_history,
                 initial=endpoint,
                 initial_function=function,
+                history_file=self.backend.project / HISTORY_FILE,
             )
         )
 

@@ -205,11 +205,19 @@ class Backend:
         except OpError as exc:
             raise BackendError(str(exc)) from exc
 
-    async def invoke(self, call: CallSpec, body: JSONText | None) -> InvokeResult:
+    async def invoke(
+        self, call: CallSpec, body: JSONText | None, headers: Mapping[str, str] | None = None
+    ) -> InvokeResult:
         """Call a route or function of a deployed endpoint; the engine's InvokeResult."""
-        return await self._op(self.engine.invoke(call, body))
+        return await self._op(self.engine.invoke(call, body, headers=headers))
 
-    async def curl(self, call: CallSpec, body: JSONText | None, reveal: bool) -> str:
+    async def curl(
+        self,
+        call: CallSpec,
+        body: JSONText | None,
+        reveal: bool,
+        headers: Mapping[str, str] | None = None,
+    ) -> str:
         """The same request as a curl command (key as `$FLASH_ENDPOINT_KEY` unless `reveal`)."""
         from engine.invoke import curl_command
         from engine.provider import ProviderError
@@ -218,7 +226,7 @@ class Backend:
             endpoint = await self.engine.provider.target(self.engine.app, call.endpoint)
         except ProviderError as exc:
             raise BackendError(f"{call.endpoint} is not deployed: {exc}") from exc
-        return curl_command(endpoint, call, body, reveal=reveal)
+        return curl_command(endpoint, call, body, reveal=reveal, headers=headers)
 
     async def close(self) -> None:
         """Release connections (the local cloud keeps running, as it should)."""

@@ -31,6 +31,8 @@ from flash_tui.widgets.logs.buffer import LogBuffer
 from flash_tui.widgets.logs.log_view import LogView
 
 SELECT_DELAY = 0.03
+# From this width the detail pane sits beside the table (which still gets ~80 columns).
+WIDE = 170
 
 
 class DashboardScreen(Screen[None]):
@@ -129,8 +131,12 @@ class DashboardScreen(Screen[None]):
             header.summary, header.compact = state.header()
         # The detail pane re-lays out the screen: only when what it shows may have changed.
         inputs = ("selection", "manifest", "statuses", "events")
-        if any(getattr(old, n) is not getattr(state, n) for n in inputs):
-            detail = state.detail()
+        selected = state.selection if isinstance(state.selection, str) else None
+        if isinstance(state.selection, TreeItem) and state.selection.kind == "endpoint":
+            selected = state.selection.endpoint
+        probed = old.samples.get(selected or "") is not state.samples.get(selected or "")
+        if probed or any(getattr(old, n) is not getattr(state, n) for n in inputs):
+            detail = state.detail(self._clock().timestamp())
             if detail is not None:
                 for pane in self.query(DetailPane):
                     pane.show(detail[0], title=detail[1])
@@ -179,8 +185,8 @@ class DashboardScreen(Screen[None]):
         self.set_interval(0.1, self.query_one(LogView).pull)
 
     def on_resize(self) -> None:
-        # Wider terminals get a side-by-side detail pane; 80x24 keeps everything stacked.
-        self.set_class(self.size.width >= 140, "-wide")
+        # Wide terminals get a side-by-side detail pane; below WIDE the table takes the width.
+        self.set_class(self.size.width >= WIDE, "-wide")
         self.set_class(self.size.height < 30, "-short")
         # The palette hint costs 12 columns the action keys need at 80 columns (help lists ^p).
         self.query_one(Footer).show_command_palette = self.size.width >= 100

@@ -125,14 +125,24 @@ class DashboardState:
         target = re.sub(r"\s*\([^)]*\)", "", self.target)
         return summary, " · ".join([self.project, target, *counts])
 
-    def detail(self) -> tuple[RenderableType, str] | None:
+    def detail(self, now: float | None = None) -> tuple[RenderableType, str] | None:
         """What the detail pane shows for the selection, and its title (None: leave it)."""
         item = self.selection
         if isinstance(item, str) or (isinstance(item, TreeItem) and item.kind == "endpoint"):
             name = item if isinstance(item, str) else str(item.endpoint)
             status = self.statuses.get(name)
             events = self.events.get(name, ())
-            detail = endpoint_detail(name, self.resources().get(name), status, events, self.calls)
+            started = status.started_at if status is not None else None
+            uptime = now - started if now is not None and started else None
+            detail = endpoint_detail(
+                name,
+                self.resources().get(name),
+                status,
+                events,
+                self.calls,
+                self.samples.get(name, ()),
+                uptime,
+            )
             return detail, name
         if isinstance(item, TreeItem) and item.kind == "function":
             return function_detail(item.payload, item.endpoint), str(item.payload.get("name"))

@@ -6,11 +6,17 @@ through the app's Backend.
 
 from __future__ import annotations
 
+import asyncio
 import json
+import os
+import shutil
+import subprocess
 from collections.abc import Awaitable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Protocol
 
+from pydantic import BaseModel, ValidationError
 from rich.console import Group
 from rich.syntax import Syntax
 from rich.table import Table
@@ -21,8 +27,9 @@ from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.message import Message
 from textual.screen import Screen
-from textual.widgets import Button, Footer, Label, OptionList, Static, TextArea
+from textual.widgets import Button, Footer, Input, Label, OptionList, Static, TextArea
 from textual.widgets.option_list import Option
+from textual.worker import get_current_worker
 
 from engine.invoke import CallSignature, CallSpec, RemoteError
 from flash_tui import present
@@ -104,6 +111,123 @@ class HistoryEntry:
     target: RouteTarget
     body: str
     response: TesterResponse
+    # The extra headers sent (an Authorization value is never kept here).
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+# Kept per project across runs, bounded: what was sent (headers without Authorization) and the
+# status, never a response body (an endpoint may echo a key back).
+HISTORY_FILE = Path(".flash") / "route_history.json"
+HISTORY_LIMIT = 50
+_NOT_KEPT = "(the response of an earlier run is not kept)"
+
+
+class _StoredEntry(BaseModel):
+    """One history entry as `.flash/route_history.json` holds it."""
+
+    title: str
+    body: str
+    status: int | str
+    ok: bool
+    latency_ms: float | None = None
+    headers: dict[str, str] = {}
+
+
+class _StoredHistory(BaseModel):
+    entries: list[_StoredEntry]
+
+
+def load_history(path: Path, targets: Sequence[RouteTarget]) -> list[HistoryEntry]:
+    """The entries saved in `path` whose call still exists (none when missing or unreadable)."""
+    try:
+        stored = _StoredHistory.model_validate_json(path.read_bytes())
+    except (OSError, ValidationError):
+        return []
+    by_title = {target.title: target for target in targets}
+    return [
+        HistoryEntry(
+            by_title[entry.title],
+            entry.body,
+            TesterResponse(entry.status, entry.latency_ms, body=_NOT_KEPT, ok=entry.ok),
+            without_authorization(entry.headers),
+        )
+        for entry in stored.entries[-HISTORY_LIMIT:]
+        if entry.title in by_title
+    ]
+
+
+def save_history(path: Path, history: Sequence[HistoryEntry]) -> None:
+    """Write the last HISTORY_LIMIT entries (atomically: a crash leaves the old file)."""
+    entries = []
+    for entry in history[-HISTORY_LIMIT:]:
+        entries.append(
+            _StoredEntry(
+                title=entry.target.title,
+                body=entry.body,
+                status=entry.response.status,
+                ok=entry.response.ok,
+                latency_ms=entry.response.latency_ms,
+                headers=without_authorization(entry.headers),
+            )
+        )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    scratch = path.with_suffix(".tmp")
+    scratch.write_text(_StoredHistory(entries=entries).model_dump_json(indent=1))
+    os.replace(scratch, path)
+
+
+# Clipboard commands whose exit status says the text reached a clipboard.
+_CLIPBOARD_COMMANDS: tuple[tuple[str, ...], ...] = (
+    ("pbcopy",),
+    ("wl-copy",),
+    ("xclip", "-selection", "clipboard"),
+    ("xsel", "--clipboard", "--input"),
+)
+
+
+def copy_with_command(text: str) -> str | None:
+    """Copy through the first clipboard command found; its name when it succeeded, else None."""
+    for command in _CLIPBOARD_COMMANDS:
+        if shutil.which(command[0]) is None:
+            continue
+        try:
+            done = subprocess.run(command, input=text.encode(), timeout=5, check=False)
+        except (OSError, subprocess.TimeoutExpired):
+            continue
+        if done.returncode == 0:
+            return command[0]
+    return None
+
+
+def without_authorization(headers: Mapping[str, str]) -> dict[str, str]:
+    """The headers minus any Authorization (it holds a key: never stored, never replayed)."""
+    return {k: v for k, v in headers.items() if k.lower() != "authorization"}
+
+
+def parse_headers(text: str) -> dict[str, str]:
+    """`Name: value; Other: value` as a dict; ValueError naming the entry that is not one."""
+    headers: dict[str, str] = {}
+    for part in text.split(";"):
+        if not part.strip():
+            continue
+        name, colon, value = part.partition(":")
+        name = name.strip()
+        if not colon or not name or any(c.isspace() for c in name):
+            raise ValueError(f"headers: {part.strip()[:40]!r} is not 'Name: value'")
+        headers[name] = value.strip()
+    return headers
+
+
+def headers_text(headers: Mapping[str, str]) -> str:
+    """The headers field's text for `headers`."""
+    return "; ".join(f"{k}: {v}" for k, v in headers.items())
+
+
+def body_title(target: RouteTarget) -> str:
+    """What the editor holds: query parameters for GET/DELETE, a JSON body otherwise."""
+    if target.method in ("GET", "DELETE"):
+        return "Query parameters (JSON object, sent as ?name=value)"
+    return "Body (JSON)"
 
 
 class TesterBackend(Protocol):
@@ -111,9 +235,13 @@ class TesterBackend(Protocol):
 
     def targets(self) -> Sequence[RouteTarget]: ...
 
-    def send(self, target: RouteTarget, body: Any) -> Awaitable[TesterResponse]: ...
+    def send(
+        self, target: RouteTarget, body: Any, headers: Mapping[str, str]
+    ) -> Awaitable[TesterResponse]: ...
 
-    def curl(self, target: RouteTarget, body: Any, reveal_key: bool) -> Awaitable[str]: ...
+    def curl(
+        self, target: RouteTarget, body: Any, reveal_key: bool, headers: Mapping[str, str]
+    ) -> Awaitable[str]: ...
 
 
 class BackendTester:
@@ -127,9 +255,11 @@ class BackendTester:
         """Routes and functions, deployed endpoints first."""
         return list(self._targets)
 
-    async def send(self, target: RouteTarget, body: Any) -> TesterResponse:
+    async def send(
+        self, target: RouteTarget, body: Any, headers: Mapping[str, str]
+    ) -> TesterResponse:
         """Invoke through the engine and convert its InvokeResult for display."""
-        result = await self._backend.invoke(target.call, body)
+        result = await self._backend.invoke(target.call, body, headers)
         shown = result.body if result.call.is_load_balanced else result.result
         if result.error and shown is None:
             shown = {"error": result.error}
@@ -150,9 +280,11 @@ class BackendTester:
             remote_error=result.remote_error,
         )
 
-    async def curl(self, target: RouteTarget, body: Any, reveal_key: bool) -> str:
+    async def curl(
+        self, target: RouteTarget, body: Any, reveal_key: bool, headers: Mapping[str, str]
+    ) -> str:
         """A curl command for the request (key redacted unless asked)."""
-        return await self._backend.curl(target.call, body, reveal_key)
+        return await self._backend.curl(target.call, body, reveal_key, headers)
 
 
 def prefill(target: RouteTarget) -> str:
@@ -195,7 +327,7 @@ def render_response(response: TesterResponse) -> Group:
 
 
 class RouteTesterScreen(Screen[None]):
-    """The route tester; `ctrl+s` / `ctrl+enter` sends, history is kept for the session."""
+    """The route tester; `ctrl+s` / `ctrl+enter` sends, history is kept in `.flash/`."""
 
     CSS_PATH = "route_tester.tcss"
 
@@ -220,16 +352,23 @@ class RouteTesterScreen(Screen[None]):
         history: list[HistoryEntry] | None = None,
         initial: str | None = None,
         initial_function: str | None = None,
+        history_file: Path | None = None,
     ) -> None:
         super().__init__()
         self.backend = backend
         self.history = history if history is not None else []
+        # Where the history is kept across runs (None: this session only).
+        self.history_file = history_file
         # The endpoint (and function) selected on the dashboard: the tester opens on it.
         self.initial = initial
         self.initial_function = initial_function
         self._targets: list[RouteTarget] = list(backend.targets())
         self._current: RouteTarget | None = None
         self.last_curl: str | None = None
+        # Where the last curl command went: a command's name, "osc52" (unconfirmable), or None.
+        self.copied_via: str | None = None
+        if not self.history and history_file is not None:
+            self.history.extend(load_history(history_file, self._targets))
 
     def compose(self) -> ComposeResult:
         with Horizontal(id="tester"):
@@ -242,6 +381,9 @@ class RouteTesterScreen(Screen[None]):
                 yield history
             with Vertical(id="tester-right"):
                 yield Label("", id="target-title")
+                yield Input(
+                    placeholder="headers: Name: value; Other: value", id="headers", compact=True
+                )
                 body = TextArea(
                     "", language="json", id="body", soft_wrap=True, show_line_numbers=False
                 )
@@ -301,7 +443,9 @@ class RouteTesterScreen(Screen[None]):
             target.title if target.method else f"{target.endpoint} · {target.function} (queue job)"
         )
         self.query_one("#target-title", Label).update(Text(where, style="bold"))
-        self.query_one("#body", TextArea).text = prefill(target)
+        body = self.query_one("#body", TextArea)
+        body.border_title = body_title(target)
+        body.text = prefill(target)
 
     @on(OptionList.OptionHighlighted, "#targets")
     def _highlighted(self, event: OptionList.OptionHighlighted) -> None:
@@ -319,7 +463,10 @@ class RouteTesterScreen(Screen[None]):
         entry = self.history[int(event.option.id or 0)]
         self._current = entry.target
         self.query_one("#target-title", Label).update(Text(entry.target.title, style="bold"))
-        self.query_one("#body", TextArea).text = entry.body
+        body = self.query_one("#body", TextArea)
+        body.border_title = body_title(entry.target)
+        body.text = entry.body
+        self.query_one("#headers", Input).value = headers_text(entry.headers)
         self.query_one("#response", Static).update(render_response(entry.response))
 
     def _body(self) -> Any | None:
@@ -330,32 +477,51 @@ class RouteTesterScreen(Screen[None]):
             self.notify(f"Body is not valid JSON: {exc}", severity="error", title="Cannot send")
             return None
 
+    def _headers(self) -> dict[str, str] | None:
+        """The headers field parsed (None, said why, when an entry is not `Name: value`)."""
+        try:
+            return parse_headers(self.query_one("#headers", Input).value)
+        except ValueError as exc:
+            self.notify(str(exc), severity="error", title="Cannot send")
+            return None
+
     def action_send(self) -> None:
         if self._current is None:
             self.notify("Pick a route or function first", severity="warning")
             return
         body = self._body()
-        if body is None:
+        headers = self._headers()
+        if body is None or headers is None:
             return
         self.query_one("#response", Static).update(
             Text(f"Sending {self._current.title} …", style="italic")
         )
-        self._send(self._current, body)
+        self._send(self._current, body, headers)
+
+    @on(Input.Submitted, "#headers")
+    def _headers_submitted(self) -> None:
+        self.action_send()
 
     @on(Button.Pressed, "#send")
     def _send_pressed(self) -> None:
         self.action_send()
 
     @work(exclusive=True, group="send")
-    async def _send(self, target: RouteTarget, body: Any) -> None:
+    async def _send(self, target: RouteTarget, body: Any, headers: dict[str, str]) -> None:
         try:
-            response = await self.backend.send(target, body)
+            response = await self.backend.send(target, body, headers)
         except Exception as exc:  # shown to the person, who can fix the request and resend
             response = TesterResponse(status="error", latency_ms=None, body=str(exc), ok=False)
         # The text as sent: replaying it shows what went out, not a reformatted copy.
-        self.history.append(HistoryEntry(target, str(body), response))
+        kept = without_authorization(headers)
+        self.history.append(HistoryEntry(target, str(body), response, kept))
         self.query_one("#response", Static).update(render_response(response))
         self._show_history()
+        if self.history_file is not None:
+            try:
+                save_history(self.history_file, self.history)
+            except OSError as exc:
+                self.notify(f"{self.history_file}: {exc.strerror}", title="History not saved")
 
     def _show_history(self) -> None:
         history = self.query_one("#history", OptionList)
@@ -369,28 +535,44 @@ class RouteTesterScreen(Screen[None]):
         if self._current is None:
             return
         body = self._body()
-        if body is None:
+        headers = self._headers()
+        if body is None or headers is None:
             return
-        self._copy_curl(self._current, body, reveal)
+        self._copy_curl(self._current, body, reveal, headers)
 
     @work(exclusive=True, group="curl")
-    async def _copy_curl(self, target: RouteTarget, body: Any, reveal: bool) -> None:
+    async def _copy_curl(
+        self, target: RouteTarget, body: Any, reveal: bool, headers: dict[str, str]
+    ) -> None:
         try:
-            self.last_curl = await self.backend.curl(target, body, reveal)
+            self.last_curl = await self.backend.curl(target, body, reveal, headers)
         except Exception as exc:  # e.g. not deployed: there is no URL to copy yet
             self.notify(str(exc), title="Cannot build the curl command", severity="warning")
             return
-        self.app.copy_to_clipboard(self.last_curl)
-        self.post_message(self.Copied(self.last_curl))
+        command = await asyncio.to_thread(copy_with_command, self.last_curl)
+        if get_current_worker().is_cancelled:
+            return
         note = "with the endpoint key" if reveal else "key redacted; ctrl+k includes it"
-        # Many terminals ignore the clipboard escape: the command is also shown, to select.
+        if command is not None:
+            self.copied_via = command
+            said = f"copied to the clipboard ({command}):"
+            self.notify(f"curl command copied with {command} ({note})", title="Copied")
+        else:
+            # OSC 52 cannot be confirmed (many terminals ignore it): say so, show the command.
+            self.app.copy_to_clipboard(self.last_curl)
+            self.copied_via = "osc52"
+            said = "sent to the terminal's clipboard (OSC 52, unconfirmed); select it below:"
+            self.notify(
+                f"curl command sent to the terminal's clipboard (OSC 52) — shown below ({note})",
+                title="Curl command",
+            )
+        self.post_message(self.Copied(self.last_curl))
         self.query_one("#response", Static).update(
             Group(
-                Text(f"curl command ({note}), copied to the clipboard:", style="dim"),
+                Text(f"curl command ({note}), {said}", style="dim"),
                 Text(self.last_curl, overflow="fold"),
             )
         )
-        self.notify(f"curl command copied ({note})", title="Copied")
 
     def action_copy_curl(self) -> None:
         self._copy(False)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import io
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import pytest
@@ -191,11 +191,17 @@ class CurlOnly:
         return [route_tester.RouteTarget(call)]
 
     async def send(
-        self, target: route_tester.RouteTarget, body: Any
+        self, target: route_tester.RouteTarget, body: Any, headers: Mapping[str, str]
     ) -> route_tester.TesterResponse:
         raise AssertionError("not sent in this test")
 
-    async def curl(self, target: route_tester.RouteTarget, body: Any, reveal_key: bool) -> str:
+    async def curl(
+        self,
+        target: route_tester.RouteTarget,
+        body: Any,
+        reveal_key: bool,
+        headers: Mapping[str, str],
+    ) -> str:
         key = "sk-secret" if reveal_key else "$FLASH_ENDPOINT_KEY"
         return f"curl -X POST -H 'Authorization: Bearer {key}' http://x{target.path}"
 

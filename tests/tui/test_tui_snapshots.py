@@ -1,4 +1,5 @@
-"""Snapshot tests (pytest-textual-snapshot) at 100x30 and 80x24.
+"""Snapshot tests (pytest-textual-snapshot) at 100x30 and 80x24 (the dashboard also at 120x40
+and 160x45).
 
 Deterministic frames: a fixed clock, the real scanner on a copy of examples/quickstart, a static
 status list and health history (no cloud, no ports, no pids, no live timestamps), no watcher.
@@ -22,9 +23,15 @@ from engine.plan import PlanItem
 from engine.status import EndpointStatus
 from flash_tui.app import FlashApp
 from flash_tui.screens.logs import LogsScreen
+from flash_tui.widgets.dashboard.endpoints_table import EndpointsTable
 
 ROOT = Path(__file__).resolve().parents[2]
 SIZES = [pytest.param((100, 30), id="100x30"), pytest.param((80, 24), id="80x24")]
+DASHBOARD_SIZES = [
+    *SIZES,
+    pytest.param((120, 40), id="120x40"),
+    pytest.param((160, 45), id="160x45"),
+]
 
 
 def fixed_clock() -> datetime:
@@ -77,6 +84,8 @@ STATUSES: list[EndpointStatus] = [
         health=_sample("old_thing", False, None),
         deployed=True,
         started_at=_at(11, 4, 31),
+        pid=31337,
+        last_error="/ping: connection refused",
     ),
 ]
 HEALTH = {
@@ -140,9 +149,40 @@ async def scanned(pilot: Pilot) -> None:
     await pilot.pause()
 
 
-@pytest.mark.parametrize("size", SIZES)
+@pytest.mark.parametrize("size", DASHBOARD_SIZES)
 def test_dashboard(snap_compare: Any, quickstart: Path, size: tuple[int, int]) -> None:
     assert snap_compare(make_app(quickstart), terminal_size=size, run_before=scanned)
+
+
+def selecting(name: str) -> Any:
+    """A run_before that selects `name` in the table and waits for its detail pane."""
+
+    async def select(pilot: Pilot) -> None:
+        await scanned(pilot)
+        app = pilot.app
+        assert isinstance(app, FlashApp)
+        table = app.dashboard.query_one(EndpointsTable)
+        table.focus()
+        table.select_name(name)
+        await until(pilot, lambda: app.dashboard.state.selection == name, 10, f"{name} shown")
+        await pilot.pause()
+
+    return select
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_dashboard_health_detail(
+    snap_compare: Any, quickstart: Path, size: tuple[int, int]
+) -> None:
+    """The detail pane's sparkline with its legend, pid, uptime and restarts."""
+    app = make_app(quickstart)
+    assert snap_compare(app, terminal_size=size, run_before=selecting("gpu_worker"))
+
+
+def test_dashboard_failing_detail(snap_compare: Any, quickstart: Path) -> None:
+    """An unhealthy endpoint's detail pane leads with its reason."""
+    app = make_app(quickstart)
+    assert snap_compare(app, terminal_size=(100, 30), run_before=selecting("old_thing"))
 
 
 @pytest.mark.parametrize("size", SIZES)

@@ -16,7 +16,7 @@ from textual.widgets import Static
 from engine.callgraph import CallGraph, describe
 from engine.diagnostics import Diagnostic
 from engine.drift import FieldDiff
-from engine.status import EndpointStatus
+from engine.status import EndpointStatus, Status
 from engine.styles import DRIFT_STYLES, SEVERITY_STYLES, style_of
 from flash_tui import present
 
@@ -49,15 +49,55 @@ def _config_grid(config: Mapping[str, Any]) -> Table:
     return grid
 
 
+# Statuses whose reason (last_error) leads the pane.
+_FAILING = frozenset({Status.FAILED, Status.UNHEALTHY})
+
+
+def health_lines(
+    samples: Sequence[float | None], status: EndpointStatus | None, uptime_s: float | None
+) -> list[Text]:
+    """The sparkline with its legend, then pid, uptime and restarts (shown at any width)."""
+    lines: list[Text] = []
+    if samples:
+        line = Text("health ", style="bold")
+        line.append_text(present.sparkline(samples, len(samples)))
+        ok = [v for v in samples if v is not None]
+        failed = len(samples) - len(ok)
+        summary = f"  last {len(samples)} probes"
+        if failed:
+            summary += f", {failed} failed"
+        line.append(summary, style="dim")
+        lines.append(line)
+        # What a bar means, and its scale: from zero to the slowest probe shown.
+        scale = f"0–{present.latency(max(ok))}" if ok else "none succeeded"
+        legend = Text(f"a bar per probe: its latency, {scale}; ", style="dim")
+        legend.append("red", style="red")
+        legend.append(" = failed", style="dim")
+        lines.append(legend)
+    if status is not None and status.deployed:
+        facts = [f"pid {status.pid}" if status.pid else "pid —"]
+        facts.append(f"up {present.duration(uptime_s)}")
+        facts.append(f"restarts {status.restarts}")
+        lines.append(Text(" · ".join(facts)))
+    return lines
+
+
 def endpoint_detail(
     name: str,
     resource: Mapping[str, Any] | None,
     status: EndpointStatus | None,
     events: Sequence[str] = (),
     calls: CallGraph | None = None,
+    samples: Sequence[float | None] = (),
+    uptime_s: float | None = None,
 ) -> RenderableType:
-    """Everything known about one endpoint, most useful first."""
+    """Everything known about one endpoint, most useful first (a failure's reason leads)."""
     parts: list[RenderableType] = []
+    if status is not None and status.status in _FAILING:
+        reason = Text(f"{present.label(status.status)}: ", style="bold red")
+        # Without a reported reason, where to look for one.
+        reason.append(status.last_error or "no reason reported (l: its logs)", style="red")
+        parts.append(reason)
     title = Text(name, style="bold")
     if resource:
         title.append(f"  {resource.get('resource_type', '')}  ", style="dim")
@@ -74,6 +114,7 @@ def endpoint_detail(
         if drift == "unparsable" and reason:
             # Not gone: its code still exists, in a file that does not parse. Say where.
             parts.append(Text(f"{reason} — kept deployed until it parses again", style="magenta"))
+    parts.extend(health_lines(samples, status, uptime_s))
     if status is not None and status.drift_fields:
         parts.append(Text("deployed → local", style="dim"))
         parts.append(diff_table(status.drift_fields))

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
 from rich.text import Text
@@ -32,8 +32,9 @@ class EndpointRow:
     restarts: int | None = None
 
 
-# Most telling first: at 80 columns the table scrolls sideways past `health`. Widths are fixed
-# (the longest value each column can hold) so columns never jump as statuses change.
+# Display order. Which of them are shown depends on the table's width (`fit_columns`): the
+# most telling ones first, so at 100 columns name, status, drift, health and type fit without a
+# horizontal scrollbar, and wider tables add p50, uptime, restarts and the URL.
 COLUMNS: list[tuple[str, str]] = [
     ("dot", " "),
     ("name", "name"),
@@ -46,6 +47,9 @@ COLUMNS: list[tuple[str, str]] = [
     ("restarts", "rst"),
     ("url", "url"),
 ]
+TITLES: dict[str, str] = dict(COLUMNS)
+# Widths are fixed per layout (the longest value each column can hold) so columns never jump
+# as statuses change.
 WIDTHS: dict[str, int] = {
     "dot": 1,
     "status": 12,
@@ -57,6 +61,97 @@ WIDTHS: dict[str, int] = {
     "restarts": 3,
     "url": 22,
 }
+# The order columns are given room in; the first three are never dropped.
+PRIORITY: tuple[str, ...] = (
+    "dot",
+    "name",
+    "status",
+    "drift",
+    "health",
+    "type",
+    "latency",
+    "up",
+    "restarts",
+    "url",
+)
+_KEPT = 3
+_HEALTH = PRIORITY.index("health") + 1
+# "not deployed" is the one status word longer than 9 characters.
+SHORT_STATUS_WIDTH = 9
+SHORT_STATUS_LABELS: dict[str, str] = {Status.NOT_DEPLOYED: "not dep."}
+MIN_NAME_WIDTH = 8
+# A name longer than this is cut (with an ellipsis) rather than lose the type column.
+NAME_CUT_WIDTH = 12
+MAX_NAME_WIDTH = 24
+# Spare width makes the sparkline longer, up to the history the dashboard keeps.
+MAX_HEALTH_WIDTH = 30
+MAX_URL_WIDTH = 40
+# DataTable pads each cell by one column on either side.
+_PAD = 2
+
+
+@dataclass(frozen=True)
+class TableLayout:
+    """The columns shown at one width, each with its width."""
+
+    widths: tuple[tuple[str, int], ...]
+    short_status: bool = False
+
+    @property
+    def keys(self) -> list[str]:
+        """The shown column keys, in display order."""
+        return [key for key, _ in self.widths]
+
+    def width_of(self, key: str) -> int:
+        """The width of a shown column (0 when it is not shown)."""
+        return dict(self.widths).get(key, 0)
+
+
+def fit_columns(available: int, longest_name: int) -> TableLayout:
+    """The columns that fit in `available` cells, most telling first, spare width to health/url.
+
+    Status words are abbreviated first; then a long name is cut to NAME_CUT_WIDTH (with an
+    ellipsis) before the type column goes, and to MIN_NAME_WIDTH before health and drift go.
+    """
+    name = min(MAX_NAME_WIDTH, max(MIN_NAME_WIDTH, longest_name))
+    widths = {**WIDTHS, "name": name}
+
+    def cost(keys: list[str]) -> int:
+        return sum(widths[k] + _PAD for k in keys)
+
+    wanted = list(PRIORITY[:6])
+    short = False
+    if cost(wanted) > available:
+        short = True
+        widths["status"] = SHORT_STATUS_WIDTH
+    for floor in (NAME_CUT_WIDTH, MIN_NAME_WIDTH):
+        if cost(wanted) > available:
+            widths["name"] = max(min(floor, name), widths["name"] - (cost(wanted) - available))
+        # The type goes next; then health before drift, drift before status.
+        while (
+            len(wanted) > (_HEALTH if floor == NAME_CUT_WIDTH else _KEPT)
+            and cost(wanted) > available
+        ):
+            wanted.pop()
+    while len(wanted) > _KEPT and cost(wanted) > available:
+        wanted.pop()
+    if len(wanted) == 6:
+        for key in PRIORITY[6:]:
+            if cost([*wanted, key]) > available:
+                break
+            wanted.append(key)
+    spare = available - cost(wanted)
+    if spare > 0 and "health" in wanted:
+        grow = min(spare, MAX_HEALTH_WIDTH - widths["health"])
+        widths["health"] += grow
+        spare -= grow
+    if spare > 0 and "url" in wanted:
+        widths["url"] += min(spare, MAX_URL_WIDTH - widths["url"])
+    shown = tuple((key, widths[key]) for key, _ in COLUMNS if key in wanted)
+    return TableLayout(shown, short)
+
+
+_FULL = TableLayout(tuple((k, WIDTHS.get(k, MIN_NAME_WIDTH)) for k, _ in COLUMNS))
 
 
 def _dot(row: EndpointRow) -> Text:
@@ -69,21 +164,25 @@ def _dot(row: EndpointRow) -> Text:
     return Text("○", style="dim")
 
 
-def cells(row: EndpointRow) -> dict[str, object]:
-    """The rendered cell per column key."""
+def cells(row: EndpointRow, layout: TableLayout = _FULL) -> dict[str, object]:
+    """The rendered cell per column key (the sparkline as long as the health column)."""
     name_style = "bold red" if row.status in _FAILING else "bold"
+    status = present.styled(row.status, STATUS_STYLES)
+    if layout.short_status and row.status in SHORT_STATUS_LABELS:
+        status = Text(SHORT_STATUS_LABELS[row.status], style=status.style)
+    spark = max(8, layout.width_of("health"))
     return {
         "dot": _dot(row),
-        "name": Text(row.name, style=name_style),
+        "name": Text(row.name, style=name_style, overflow="ellipsis", no_wrap=True),
         "type": Text(row.type),
         # None: the target was not asked (or could not be reached), which is not "not deployed".
-        "status": present.styled(row.status, STATUS_STYLES),
+        "status": status,
         "drift": Text(
             present.SHORT_DRIFT_LABELS.get(str(row.drift), present.label(row.drift)),
             style=style_of(row.drift, DRIFT_STYLES),
         ),
         "latency": Text(present.latency(row.latency_ms), justify="right"),
-        "health": present.sparkline(row.samples) if row.samples else Text("—", style="dim"),
+        "health": present.sparkline(row.samples, spark) if row.samples else Text("—", style="dim"),
         "up": Text(present.duration(row.uptime_s), justify="right"),
         "restarts": Text("—" if row.restarts is None else str(row.restarts), justify="right"),
         "url": Text(row.url or "—", style="dim" if not row.url else "underline"),
@@ -98,7 +197,11 @@ def _same(a: object, b: object) -> bool:
 
 
 class EndpointsTable(DataTable[object]):
-    """Rows keyed by endpoint name; `show()` updates only cells whose content changed."""
+    """Rows keyed by endpoint name; `show()` updates only cells whose content changed.
+
+    The columns follow the table's width (`fit_columns`); the dot and the name stay pinned at
+    the left when the table scrolls sideways.
+    """
 
     BINDINGS = [
         # vim keys, as in k9s and lazydocker.
@@ -106,18 +209,47 @@ class EndpointsTable(DataTable[object]):
         Binding("k", "cursor_up", "Up", show=False),
         Binding("g", "scroll_top", "First", show=False),
         Binding("G", "scroll_bottom", "Last", show=False),
+        # A row table: home/end go to the first/last endpoint (DataTable's scroll to the right
+        # edge would take the names away).
+        Binding("home", "scroll_top", "First", show=False),
+        Binding("end", "scroll_bottom", "Last", show=False),
     ]
 
     def __init__(self, *, id: str | None = None, classes: str | None = None) -> None:
-        super().__init__(id=id, classes=classes, cursor_type="row", zebra_stripes=False)
+        super().__init__(
+            id=id, classes=classes, cursor_type="row", zebra_stripes=False, fixed_columns=2
+        )
         self._shown: dict[str, EndpointRow] = {}
+        self._layout: TableLayout | None = None
 
-    def on_mount(self) -> None:
-        self._add_columns(8)
+    @property
+    def layout_shown(self) -> TableLayout:
+        """The columns shown now and their widths."""
+        return self._layout or self._fit(self._shown)
 
-    def _add_columns(self, name_width: int) -> None:
-        for key, title in COLUMNS:
-            self.add_column(title, key=key, width=WIDTHS.get(key, name_width))
+    def _fit(self, names: Sequence[str] | Mapping[str, object]) -> TableLayout:
+        # `size` is inside the border; one column is kept for a vertical scrollbar (rows come
+        # and go), so its arrival never pushes a column out of view.
+        available = self.size.width - (0 if self.show_vertical_scrollbar else 1)
+        longest = max([0, *(len(name) for name in names)])
+        return fit_columns(max(0, available), longest)
+
+    def on_resize(self) -> None:
+        self._relayout(self._fit(self._shown))
+
+    def _relayout(self, layout: TableLayout) -> None:
+        if layout == self._layout:
+            return
+        selected = self.selected_name
+        self._layout = layout
+        self.clear(columns=True)
+        for key, width in layout.widths:
+            self.add_column(TITLES[key], key=key, width=width)
+        for name, row in self._shown.items():
+            rendered = cells(row, layout)
+            self.add_row(*(rendered[k] for k in layout.keys), key=name)
+        if selected is not None:
+            self.select_name(selected)
 
     @property
     def selected_name(self) -> str | None:
@@ -145,24 +277,20 @@ class EndpointsTable(DataTable[object]):
         re-rendered, and of those only the cells that differ, so a health tick repaints one
         sparkline and nothing else.
         """
-        selected = self.selected_name
         wanted = {row.name: row for row in rows}
-        if list(wanted) != list(self._shown):
-            self.clear(columns=True)
-            self._add_columns(min(24, max([8, *(len(name) for name in wanted)])))
-            for name, row in wanted.items():
-                rendered = cells(row)
-                self.add_row(*(rendered[k] for k, _ in COLUMNS), key=name)
-        else:
-            for name, row in wanted.items():
-                previous = self._shown[name]
-                if previous == row:
-                    continue
-                old, new = cells(previous), cells(row)
-                for key, _ in COLUMNS:
-                    if not _same(old[key], new[key]):
-                        self.update_cell(name, key, new[key])
+        previous_rows = self._shown
         # Copies: the app mutates nothing, but a shared samples list must not alias history.
         self._shown = {n: replace(row, samples=list(row.samples)) for n, row in wanted.items()}
-        if selected is not None and selected in self._shown:
-            self.select_name(selected)
+        if list(wanted) != list(previous_rows) or self._layout is None:
+            self._layout = None
+            self._relayout(self._fit(wanted))
+            return
+        layout = self._layout
+        for name, row in wanted.items():
+            previous = previous_rows[name]
+            if previous == row:
+                continue
+            old, new = cells(previous, layout), cells(row, layout)
+            for key in layout.keys:
+                if not _same(old[key], new[key]):
+                    self.update_cell(name, key, new[key])
