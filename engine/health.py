@@ -185,6 +185,7 @@ class HealthMonitor:
         # Per endpoint: the current probe interval and when the next probe is due (monotonic).
         self._every: dict[str, float] = {}
         self._due: dict[str, float] = {}
+        self._urls: dict[str, str] = {}
         self._tokens = max(1.0, max_rate * interval)
         self._refilled = time.monotonic()
 
@@ -270,6 +271,11 @@ class HealthMonitor:
         for gone in set(self._due) - names:
             self._due.pop(gone, None)
             self._every.pop(gone, None)
+            self._urls.pop(gone, None)
+        for target in targets:
+            if self._urls.get(target.name, target.base_url) != target.base_url:
+                self.reset(target.name)  # redeployed or restarted elsewhere: news, probe now
+            self._urls[target.name] = target.base_url
         return targets
 
     def _healthy(self, endpoint: str) -> bool:
