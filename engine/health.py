@@ -33,6 +33,7 @@ __all__ = [
     "DEFAULT_INTERVAL",
     "DEFAULT_MAX_INTERVAL",
     "DEFAULT_MAX_RATE",
+    "DEFAULT_TARGETS_EVERY",
     "HealthChange",
     "HealthMonitor",
     "HealthSample",
@@ -44,6 +45,7 @@ DEFAULT_INTERVAL = 5.0
 DEFAULT_HISTORY = 120
 DEFAULT_MAX_INTERVAL = 60.0
 DEFAULT_MAX_RATE = 4.0
+DEFAULT_TARGETS_EVERY = 30.0
 
 
 @dataclass(frozen=True)
@@ -167,6 +169,7 @@ class HealthMonitor:
         timeout: float = 2.0,
         on_event: Callable[[HealthEvent], None] | None = None,
         prefer: Callable[[], Collection[str]] | None = None,
+        targets_every: float = DEFAULT_TARGETS_EVERY,
     ) -> None:
         self._targets = targets
         self.interval = interval
@@ -186,6 +189,9 @@ class HealthMonitor:
         self._every: dict[str, float] = {}
         self._due: dict[str, float] = {}
         self._urls: dict[str, str] = {}
+        self.targets_every = targets_every
+        self._cached: list[EndpointTarget] = []
+        self._targets_at: float | None = None
         self._tokens = max(1.0, max_rate * interval)
         self._refilled = time.monotonic()
 
@@ -216,8 +222,13 @@ class HealthMonitor:
 
     async def probe_now(self) -> list[HealthSample]:
         """Probe every current target now, whatever its schedule."""
+        self.refresh_targets()
         targets = await self._current()
         return await self._probe(targets)
+
+    def refresh_targets(self) -> None:
+        """Ask for the targets again before the next round (endpoints came, went or moved)."""
+        self._targets_at = None
 
     async def probe_due(self) -> list[HealthSample]:
         """One round of the loop: the targets whose probe is due, within the rate budget."""
@@ -261,10 +272,17 @@ class HealthMonitor:
     def trigger(self) -> None:
         """Probe every endpoint again now and at the base interval (a user asked, or a change)."""
         self.reset()
+        self.refresh_targets()
         self._wake.set()
 
     async def _current(self) -> list[EndpointTarget]:
+        # Asking for the targets costs the provider requests of its own: reuse them for
+        # `targets_every` seconds unless told (`refresh_targets`) or a probe failed.
+        now = time.monotonic()
+        if self._targets_at is not None and now - self._targets_at < self.targets_every:
+            return self._cached
         targets = list(await self._targets())
+        self._cached, self._targets_at = targets, now
         names = {t.name for t in targets}
         for gone in set(self.history) - names:
             del self.history[gone]
@@ -290,6 +308,10 @@ class HealthMonitor:
         for sample in samples:
             self._schedule(sample)
             self._record(sample)
+        if any(not sample.ok for sample in samples) and self._targets_at is not None:
+            # A failing endpoint may have moved: look again, at most once an interval.
+            soon = time.monotonic() + self.interval - self.targets_every
+            self._targets_at = min(self._targets_at, soon)
         return list(samples)
 
     def _schedule(self, sample: HealthSample) -> None:

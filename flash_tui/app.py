@@ -31,7 +31,7 @@ from engine.diagnostics import Diagnostic
 from engine.health import HealthMonitor, HealthSample
 from engine.invoke import list_calls
 from engine.provider import TARGETS
-from engine.status import EndpointStatus
+from engine.status import RUNNING, EndpointStatus
 from flash_tui import editor, present
 from flash_tui.backend import Backend, BackendError
 from flash_tui.commands import FlashCommands, bindings
@@ -79,6 +79,7 @@ HEALTH_INTERVAL = 2.0
 # status only when there is news, or every STATUS_SLOW_INTERVAL seconds (uptime, late changes).
 STATUS_INTERVAL = 5.0
 STATUS_SLOW_INTERVAL = 60.0
+HEALTH_REDRAW = 0.5
 
 
 def _now() -> datetime:
@@ -126,6 +127,7 @@ class FlashApp(DeploymentActions, App[None]):
         self._event_id = 0
         self._status_at = 0.0  # monotonic time of the last full status refresh
         self._stale: set[str] = set()  # endpoints whose sample was shown stale last tick
+        self._redraw: Timer | None = None  # the pending redraw of health samples
         # The line `run` prints once the app has exited (endpoints left running), if any.
         self.quit_message: str | None = None
         if statuses is not None:
@@ -456,7 +458,14 @@ class FlashApp(DeploymentActions, App[None]):
             return  # posted while the app closes: its dashboard is already gone
         if message.target is not None:
             self._reached_target(message.target)
+        before = self._running_endpoints()
         self.state = self._state.with_statuses(message.statuses)
+        if self.health_monitor is not None and self._running_endpoints() != before:
+            # Deployed, undeployed or restarted elsewhere: the monitor's targets changed.
+            self.health_monitor.refresh_targets()
+
+    def _running_endpoints(self) -> set[tuple[str, str | None]]:
+        return {(s.name, s.url) for s in self.statuses.values() if s.status in RUNNING}
 
     def _reached_target(self, target: str) -> None:
         """A refresh reached the target as `target`; a new address is a restarted service."""
@@ -481,8 +490,19 @@ class FlashApp(DeploymentActions, App[None]):
         state = self._state.with_sample(
             message.endpoint, message.ok, message.latency_ms, message.url, time.time(), every
         )
-        if state is not None:
+        if state is None:
+            return
+        # Samples come one by one: redrawing the table for each would cost more than probing.
+        # One redraw for the samples of the next HEALTH_REDRAW seconds (a failure at once).
+        self._state = state
+        if not message.ok:
             self.state = state
+        elif self._redraw is None:
+            self._redraw = self.set_timer(HEALTH_REDRAW, self._redraw_health)
+
+    def _redraw_health(self) -> None:
+        self._redraw = None
+        self.state = self._state
 
     def rows(self) -> list[EndpointRow]:
         """Table rows: every endpoint in code or deployed, merged with status and health."""
