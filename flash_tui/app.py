@@ -31,7 +31,7 @@ from engine.diagnostics import Diagnostic
 from engine.health import HealthMonitor, HealthSample
 from engine.invoke import list_calls
 from engine.provider import TARGETS
-from engine.status import RUNNING, EndpointStatus
+from engine.status import RUNNING, EndpointStatus, Status
 from flash_tui import editor, present
 from flash_tui.backend import Backend, BackendError
 from flash_tui.commands import FlashCommands, bindings
@@ -492,6 +492,10 @@ class FlashApp(DeploymentActions, App[None]):
         )
         if state is None:
             return
+        shown = self.statuses.get(message.endpoint)
+        if shown is not None and shown.status in (Status.HEALTHY, Status.UNHEALTHY):
+            if (shown.status == Status.HEALTHY) != message.ok:
+                self._refresh_status()  # the row says otherwise: the status follows the probe
         # Samples come one by one: redrawing the table for each would cost more than probing.
         # One redraw for the samples of the next HEALTH_REDRAW seconds (a failure at once).
         self._state = state
