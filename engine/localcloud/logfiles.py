@@ -279,4 +279,9 @@ def redact_files(path: Path, secrets: list[str]) -> None:
         for secret in secrets:
             redacted = redacted.replace(secret, "***")
         if redacted != text:
-            candidate.write_text(redacted, encoding="utf-8")
+            # A new file swapped in whole: a crash mid-write never leaves half a log.
+            temporary = candidate.with_name(candidate.name + ".redacting")
+            fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w", encoding="utf-8") as out:
+                out.write(redacted)
+            os.replace(temporary, candidate)
