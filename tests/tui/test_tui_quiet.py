@@ -3,9 +3,11 @@ shown as stale, post-mortem logs with `l`, and the line printed on quitting."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from projectfiles import copy_example
@@ -13,11 +15,25 @@ from waiting import until
 
 from engine.home import Home
 from engine.operations import Engine
-from flash_tui.app import HEALTH_INTERVAL, FlashApp
+from engine.status import EndpointStatus
+from flash_tui.app import HEALTH_INTERVAL, STATUS_INTERVAL, FlashApp
+from flash_tui.backend import Backend
 from flash_tui.screens.logs import LogsScreen
 from flash_tui.widgets.dashboard.endpoints_table import EndpointsTable
 
 RUNNING = ("api", "cpu_worker", "gpu_worker")
+
+
+class CountingBackend(Backend):
+    """The real backend, counting the full status refreshes it is asked for."""
+
+    status_calls = 0
+
+    async def status(self, *args: Any, **kwargs: Any) -> list[EndpointStatus]:
+        self.status_calls += 1
+        return await super().status(*args, **kwargs)
+
+
 NOTE = "(not deployed; last lines before it stopped)"
 
 
@@ -46,7 +62,8 @@ async def test_idle_dashboard_probes_on_a_budget_and_never_lies(
     def clock() -> datetime:
         return datetime.now().astimezone() + timedelta(seconds=ahead[0])
 
-    app = FlashApp(project, "local", watch=False, clock=clock)
+    backend = CountingBackend(project, "local")
+    app = FlashApp(project, "local", watch=False, clock=clock, backend=backend)
     async with app.run_test(size=(140, 34)) as pilot:
         await until(
             pilot,
@@ -107,6 +124,14 @@ async def test_idle_dashboard_probes_on_a_budget_and_never_lies(
             20,
             "a fresh sample shown as current",
         )
+
+        # Nothing changes: no full status refresh for two ticks of the event-log check (the
+        # slow refresh is 60 s away); before, one every 5 s.
+        await until(pilot, lambda: app.statuses["api"].status == "healthy", 20, "api healthy")
+        await pilot.pause(0.5)
+        calls = backend.status_calls
+        await asyncio.sleep(2 * STATUS_INTERVAL + 1)
+        assert backend.status_calls - calls <= 1, backend.status_calls - calls
 
         await pilot.press("q")
     assert app.quit_message == (
