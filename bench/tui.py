@@ -9,9 +9,15 @@
    FLASH_TUI_HOME), a config value edited on disk until the endpoint's row says `drifted`, then
    edited back until it says `in sync` (watcher + rescan + status from the cloud).
 
-Goals: 1.0 s, 250 ms, 50 ms, and 1.0 s for the drift. Steps 1-3 involve no cloud
-(connect=False).
-Usage: python bench/tui.py [--files 2000] [--runs 5]
+5. idle CPU: a generated project of 6, then 40 queue-based endpoints deployed to the local
+   cloud, the app open on it and left alone once every endpoint is healthy: the share of one
+   core the app's process uses (its CPU time, `resource.getrusage`), median of --idle-windows
+   windows of --idle-seconds / windows each, after --settle seconds (60) left idle;
+6. key press -> screen updated in the endpoints table with the 40 endpoints deployed.
+
+Goals: 1.0 s, 250 ms, 50 ms, 1.0 s for the drift, idle CPU <= 2 % (6 endpoints) and <= 5 %
+(40), 50 ms with 40 endpoints. Steps 1-3 involve no cloud (connect=False).
+Usage: python bench/tui.py [--files 2000] [--runs 5] [--idle-seconds 30] [--only-idle]
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import resource
 import shutil
 import statistics
 import sys
@@ -37,6 +44,7 @@ from textual import events  # noqa: E402
 from engine.home import Home  # noqa: E402
 from engine.localcloud.discovery import stop_cloud  # noqa: E402
 from flash_tui.app import FlashApp  # noqa: E402
+from flash_tui.widgets.dashboard.endpoints_table import EndpointsTable  # noqa: E402
 from flash_tui.widgets.dashboard.manifest_tree import ManifestTree  # noqa: E402
 
 SIZE = (120, 40)
@@ -179,12 +187,142 @@ async def save_to_drift(project: Path, runs: int) -> list[float]:
     return samples
 
 
+def generate_endpoints(project: Path, count: int) -> None:
+    """A Flash project of `count` queue-based CPU endpoints, one function each."""
+    workers = project / "workers"
+    workers.mkdir(parents=True)
+    (workers / "__init__.py").write_text("")
+    for i in range(count):
+        (workers / f"ep{i}.py").write_text(
+            "from tetra_rp import CpuLiveServerless, remote\n\n"
+            f'config = CpuLiveServerless(name="ep{i}", workersMin=0, workersMax=1)\n\n\n'
+            "@remote(config)\n"
+            f"async def work_{i}(x: int) -> int:\n"
+            "    return x\n"
+        )
+
+
+def _cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+async def idle_cpu(
+    project: Path, count: int, seconds: float, windows: int, presses: int, settle: float = 60.0
+) -> tuple[list[float], list[float], float]:
+    """Idle CPU shares (percent of one core) per window, key latencies, health p50 (ms)."""
+    from engine.operations import Engine
+
+    async with Engine(project) as engine:
+        report = await engine.deploy()
+        if not report.ok:
+            raise SystemExit(f"deploying {count} endpoints failed")
+    names = [f"ep{i}" for i in range(count)]
+    app = FlashApp(project, "local", watch=True)
+    shares: list[float] = []
+    keys: list[float] = []
+    try:
+        async with app.run_test(size=SIZE) as pilot:
+            deadline = time.perf_counter() + 120
+            while not all(
+                app.statuses.get(n) is not None and app.statuses[n].status == "healthy"
+                for n in names
+            ):
+                if time.perf_counter() > deadline:
+                    raise SystemExit(f"{count} endpoints not all healthy in the app")
+                await asyncio.sleep(0.1)
+            # Left alone: the probes of endpoints that stay healthy back off (to 60 s after
+            # about two minutes); `settle` seconds of that first.
+            await asyncio.sleep(settle)
+            for _ in range(windows):
+                cpu, wall = _cpu_seconds(), time.perf_counter()
+                await asyncio.sleep(seconds / windows)
+                used = _cpu_seconds() - cpu
+                shares.append(100 * used / (time.perf_counter() - wall))
+            table = app.dashboard.query_one(EndpointsTable)
+            table.focus()
+            await pilot.pause(0.3)
+            await pilot.press("down", "down")
+            for i in range(presses):
+                keys.append(await _press(app, table, "down" if i % 2 == 0 else "up"))
+                await asyncio.sleep(0.05)
+            latencies = [
+                s.latency_ms
+                for n in names
+                if (s := app.statuses[n].health) is not None and s.latency_ms is not None
+            ]
+    finally:
+        async with Engine(project) as engine:
+            await engine.undeploy(None)
+    return shares, keys, statistics.median(latencies) if latencies else float("nan")
+
+
+async def _press(app: FlashApp, table: EndpointsTable, key: str) -> float:
+    """Seconds from a key event sent the way a terminal driver does until it is painted."""
+    before = table.cursor_row
+    painted = asyncio.Event()
+    started = time.perf_counter()
+    event = events.Key(key, None)
+    event.set_sender(app)
+    app._driver.send_message(event)  # type: ignore[union-attr]
+    deadline = started + 5
+    while table.cursor_row == before:
+        if time.perf_counter() > deadline:
+            raise SystemExit(f"key {key!r} did not move the table's cursor")
+        await asyncio.sleep(0)
+    app.call_after_refresh(painted.set)
+    await painted.wait()
+    return time.perf_counter() - started
+
+
+def idle_figures(workdir: Path, seconds: float, windows: int, settle: float) -> list[str]:
+    """Steps 5 and 6, each on its own generated project and local cloud."""
+    out = []
+    for count in (6, 40):
+        project = workdir / f"endpoints{count}"
+        generate_endpoints(project, count)
+        home = workdir / f"home{count}"
+        os.environ["FLASH_TUI_HOME"] = str(home)  # never the user's own cloud
+        try:
+            shares, keys, p50 = asyncio.run(
+                idle_cpu(project, count, seconds, windows, 30 if count == 40 else 0, settle)
+            )
+        finally:
+            stop_cloud(Home(home))
+        goal = 2 if count == 6 else 5
+        out.append(
+            f"  idle CPU, {count:2d} endpoints        median {statistics.median(shares):7.1f} %"
+            f"   (goal <= {goal}; windows {', '.join(f'{s:.1f}' for s in shares)};"
+            f" health p50 {p50:.0f} ms; after {settle:.0f} s idle)"
+        )
+        if keys:
+            out.append(
+                f"  key press, {count} endpoints      median {median_ms(keys):7.1f} ms"
+                "  (goal <= 50; endpoints table)"
+            )
+    return out
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--files", type=int, default=2000)
     parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--idle-seconds", type=float, default=30.0)
+    parser.add_argument("--idle-windows", type=int, default=3)
+    parser.add_argument(
+        "--settle", type=float, default=60.0, help="seconds left idle before measuring"
+    )
+    parser.add_argument("--only-idle", action="store_true", help="only steps 5 and 6")
     args = parser.parse_args()
     workdir = Path(tempfile.mkdtemp(prefix="flash-tui-bench-"))
+    if args.only_idle:
+        try:
+            figures = idle_figures(workdir, args.idle_seconds, args.idle_windows, args.settle)
+        finally:
+            shutil.rmtree(workdir, ignore_errors=True)
+        print(f"flash-tui TUI benchmark (idle, headless {SIZE[0]}x{SIZE[1]})")
+        print("\n".join(figures))
+        return 0
     try:
         project = workdir / "generated"
         project.mkdir()
@@ -201,6 +339,7 @@ def main() -> int:
             drifts = asyncio.run(save_to_drift(quickstart, max(args.runs, 6)))
         finally:
             stop_cloud(Home(workdir / "home"))
+        figures = idle_figures(workdir, args.idle_seconds, args.idle_windows, args.settle)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     print(f"flash-tui TUI benchmark ({args.files} files, headless {SIZE[0]}x{SIZE[1]})")
@@ -211,6 +350,7 @@ def main() -> int:
         f"  while streaming {lines} log lines"
     )
     print(f"  file save -> drift shown       median {median_ms(drifts):7.1f} ms  (goal <= 1000)")
+    print("\n".join(figures))
     return 0
 
 

@@ -7,8 +7,11 @@ A probe is plain HTTP against an endpoint's URL (so it works for any provider):
   API has no `/ping`, so there `/health` alone (`EndpointTarget.has_ping`).
 
 The latency of a sample is the `/ping` round trip. `HealthMonitor` probes a set of endpoints
-every `interval` seconds (default 5), keeps a bounded history per endpoint and hands each
-sample to a callback and to any `async for` consumer, which is how the TUI draws its sparklines.
+on a budget, keeps a bounded history per endpoint and hands each sample to a callback and to any
+`async for` consumer, which is how the TUI draws its sparklines. The budget keeps an idle
+dashboard quiet with many endpoints: an endpoint that stays healthy is probed at an interval
+that doubles up to `max_interval`; a failing, new, changed or reset (`trigger`) one at
+`interval`; preferred (visible) endpoints go first; at most `max_rate` probes a second.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ import asyncio
 import contextlib
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,6 +31,9 @@ from engine.provider import EndpointTarget
 __all__ = [
     "DEFAULT_HISTORY",
     "DEFAULT_INTERVAL",
+    "DEFAULT_MAX_INTERVAL",
+    "DEFAULT_MAX_RATE",
+    "DEFAULT_TARGETS_EVERY",
     "HealthChange",
     "HealthMonitor",
     "HealthSample",
@@ -37,6 +43,9 @@ __all__ = [
 
 DEFAULT_INTERVAL = 5.0
 DEFAULT_HISTORY = 120
+DEFAULT_MAX_INTERVAL = 60.0
+DEFAULT_MAX_RATE = 4.0
+DEFAULT_TARGETS_EVERY = 30.0
 
 
 @dataclass(frozen=True)
@@ -142,10 +151,11 @@ async def probe_all(targets: Sequence[EndpointTarget], timeout: float = 2.0) -> 
 
 
 class HealthMonitor:
-    """Probes endpoints on an interval; bounded history; events by callback or `async for`.
+    """Probes endpoints on a budget; bounded history; events by callback or `async for`.
 
     `targets` is called before every round (endpoints come and go); it returns the current
-    `EndpointTarget`s.
+    `EndpointTarget`s. `prefer`, when given, names the endpoints to probe first (the rows on
+    screen).
     """
 
     def __init__(
@@ -153,20 +163,37 @@ class HealthMonitor:
         targets: Callable[[], Awaitable[Sequence[EndpointTarget]]],
         *,
         interval: float = DEFAULT_INTERVAL,
+        max_interval: float = DEFAULT_MAX_INTERVAL,
+        max_rate: float = DEFAULT_MAX_RATE,
         history: int = DEFAULT_HISTORY,
         timeout: float = 2.0,
         on_event: Callable[[HealthEvent], None] | None = None,
+        prefer: Callable[[], Collection[str]] | None = None,
+        targets_every: float = DEFAULT_TARGETS_EVERY,
     ) -> None:
         self._targets = targets
         self.interval = interval
+        self.max_interval = max(max_interval, interval)
+        self.max_rate = max_rate
         self.timeout = timeout
         self.history_size = history
         self.on_event = on_event
+        self.prefer = prefer
         self.history: dict[str, deque[HealthSample]] = {}
+        self.probes_sent = 0
         self._subscribers: list[asyncio.Queue[HealthEvent]] = []
         self._task: asyncio.Task[None] | None = None
         self._client: httpx.AsyncClient | None = None
         self._wake = asyncio.Event()
+        # Per endpoint: the current probe interval and when the next probe is due (monotonic).
+        self._every: dict[str, float] = {}
+        self._due: dict[str, float] = {}
+        self._urls: dict[str, str] = {}
+        self.targets_every = targets_every
+        self._cached: list[EndpointTarget] = []
+        self._targets_at: float | None = None
+        self._tokens = max(1.0, max_rate * interval)
+        self._refilled = time.monotonic()
 
     def latest(self, endpoint: str) -> HealthSample | None:
         """The most recent sample of `endpoint`."""
@@ -194,31 +221,119 @@ class HealthMonitor:
             self._emit(HealthChange(sample.endpoint, sample.ok, sample.at, sample.detail))
 
     async def probe_now(self) -> list[HealthSample]:
-        """One round over the current targets (also what the loop runs)."""
+        """Probe every current target now, whatever its schedule."""
+        self.refresh_targets()
+        targets = await self._current()
+        return await self._probe(targets)
+
+    def refresh_targets(self) -> None:
+        """Ask for the targets again before the next round (endpoints came, went or moved)."""
+        self._targets_at = None
+
+    async def probe_due(self) -> list[HealthSample]:
+        """One round of the loop: the targets whose probe is due, within the rate budget."""
+        targets = await self._current()
+        now = time.monotonic()
+        due = [t for t in targets if self._due.get(t.name, 0.0) <= now]
+        preferred = set(self.prefer()) if self.prefer is not None else set()
+        # Visible rows first, then the failing, then the longest overdue.
+        due.sort(
+            key=lambda t: (
+                t.name not in preferred,
+                self._healthy(t.name),
+                self._due.get(t.name, 0.0),
+            )
+        )
+        # A token bucket: `max_rate` a second, bursts up to one interval's worth.
+        burst = max(1.0, self.max_rate * self.interval)
+        self._tokens = min(burst, self._tokens + (now - self._refilled) * self.max_rate)
+        self._refilled = now
+        chosen = due[: int(self._tokens)]
+        self._tokens -= len(chosen)
+        return await self._probe(chosen)
+
+    def time_to_next(self) -> float:
+        """Seconds until the next probe is due (`interval` when nothing is scheduled)."""
+        if not self._due:
+            return self.interval
+        return max(0.0, min(self._due.values()) - time.monotonic())
+
+    def probe_interval(self, endpoint: str) -> float:
+        """How often `endpoint` is probed now (its sample is stale once older than this)."""
+        return self._every.get(endpoint, self.interval)
+
+    def reset(self, endpoint: str | None = None) -> None:
+        """Probe `endpoint` (every endpoint when None) at the base interval again, now."""
+        names = list(self._due) if endpoint is None else [endpoint]
+        for name in names:
+            self._every[name] = self.interval
+            self._due[name] = 0.0
+
+    def trigger(self) -> None:
+        """Probe every endpoint again now and at the base interval (a user asked, or a change)."""
+        self.reset()
+        self.refresh_targets()
+        self._wake.set()
+
+    async def _current(self) -> list[EndpointTarget]:
+        # Asking for the targets costs the provider requests of its own: reuse them for
+        # `targets_every` seconds unless told (`refresh_targets`) or a probe failed.
+        now = time.monotonic()
+        if self._targets_at is not None and now - self._targets_at < self.targets_every:
+            return self._cached
         targets = list(await self._targets())
+        self._cached, self._targets_at = targets, now
         names = {t.name for t in targets}
         for gone in set(self.history) - names:
             del self.history[gone]
+        for gone in set(self._due) - names:
+            self._due.pop(gone, None)
+            self._every.pop(gone, None)
+            self._urls.pop(gone, None)
+        for target in targets:
+            if self._urls.get(target.name, target.base_url) != target.base_url:
+                self.reset(target.name)  # redeployed or restarted elsewhere: news, probe now
+            self._urls[target.name] = target.base_url
+        return targets
+
+    def _healthy(self, endpoint: str) -> bool:
+        latest = self.latest(endpoint)
+        return latest is not None and latest.ok
+
+    async def _probe(self, targets: Sequence[EndpointTarget]) -> list[HealthSample]:
         if self._client is None:
             self._client = httpx.AsyncClient(trust_env=False)
+        self.probes_sent += len(targets)
         samples = await asyncio.gather(*(probe(self._client, t, self.timeout) for t in targets))
         for sample in samples:
+            self._schedule(sample)
             self._record(sample)
+        if any(not sample.ok for sample in samples) and self._targets_at is not None:
+            # A failing endpoint may have moved: look again, at most once an interval.
+            soon = time.monotonic() + self.interval - self.targets_every
+            self._targets_at = min(self._targets_at, soon)
         return list(samples)
 
-    def trigger(self) -> None:
-        """Probe again now instead of waiting for the interval."""
-        self._wake.set()
+    def _schedule(self, sample: HealthSample) -> None:
+        """Back off while an endpoint stays healthy at the same address; else the base rate."""
+        previous = self.latest(sample.endpoint)
+        steady = previous is not None and previous.ok and sample.ok and previous.url == sample.url
+        every = self._every.get(sample.endpoint, self.interval)
+        every = min(every * 2, self.max_interval) if steady else self.interval
+        self._every[sample.endpoint] = every
+        self._due[sample.endpoint] = time.monotonic() + every
 
     async def run(self) -> None:
         """Probe forever (until cancelled); errors in one round do not stop the loop."""
         try:
             while True:
                 with contextlib.suppress(Exception):
-                    await self.probe_now()
+                    await self.probe_due()
                 self._wake.clear()
+                # Targets come and go between rounds: look again at least every `interval`.
+                wait = min(self.interval, max(self.time_to_next(), 1 / max(self.max_rate, 0.1)))
                 with contextlib.suppress(asyncio.TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), self.interval)
+                    await asyncio.wait_for(self._wake.wait(), wait)
         finally:
             if self._client is not None:
                 await self._client.aclose()

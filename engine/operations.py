@@ -525,16 +525,26 @@ class Engine:
 
     # -- logs -----------------------------------------------------------------------------
 
-    async def _log_names(self, names: Sequence[str] | None) -> tuple[list[str], dict[str, bool]]:
+    async def _log_names(
+        self, names: Sequence[str] | None
+    ) -> tuple[list[str], dict[str, bool], list[str]]:
+        """The endpoints to read, LB or not, and those of them not deployed (whose logs are
+        what they wrote before they stopped, kept until their next deploy)."""
         deployed = await self._deployed()
         kinds = {n: e.is_load_balanced for n, e in deployed.items()}
         if names is None:
-            return sorted(deployed), kinds
+            return sorted(deployed), kinds, []
         unknown = [n for n in names if n not in deployed]
-        if unknown:
-            known = ", ".join(sorted(deployed)) or "none"
-            raise OpError(f"not deployed: {', '.join(unknown)} (deployed: {known})")
-        return list(names), kinds
+        return list(names), kinds, unknown
+
+    async def _no_logs(self, unknown: Sequence[str]) -> OpError:
+        known = ", ".join(sorted(await self._deployed())) or "none"
+        return OpError(f"not deployed: {', '.join(unknown)} (deployed: {known})")
+
+    async def not_deployed(self, names: Sequence[str]) -> list[str]:
+        """Those of `names` not deployed now (their logs, if any, are post-mortem)."""
+        deployed = await self._deployed()
+        return [n for n in names if n not in deployed]
 
     async def logs(
         self, names: Sequence[str] | None = None, lines: int = 200, *, probes: bool = False
@@ -542,13 +552,30 @@ class Engine:
         """The last log lines of the given (default: all deployed) endpoints.
 
         Health-probe request lines are hidden unless `probes`."""
-        selected, kinds = await self._log_names(names)
+        selected, kinds, unknown = await self._log_names(names)
         try:
-            return await read_logs(
+            found = await read_logs(
                 self.provider, self.app, selected, lines, probes=probes, load_balanced=kinds
             )
+            # A name that is not deployed is fine while its last lines are kept.
+            if unknown and not await self._kept(unknown):
+                raise await self._no_logs(unknown)
+            return found
         except ProviderError as exc:
+            if unknown:
+                raise await self._no_logs(unknown) from exc
             raise OpError(str(exc)) from exc
+
+    async def _kept(self, names: Sequence[str]) -> bool:
+        """Whether every one of `names` left log lines (hidden probes count)."""
+        for name in names:
+            try:
+                kept = await read_logs(self.provider, self.app, [name], 1, probes=True)
+            except ProviderError:
+                return False
+            if not kept:
+                return False
+        return True
 
     async def follow(
         self,
@@ -560,9 +587,11 @@ class Engine:
     ) -> AsyncIterator[LogLine]:
         """Follow the logs of the given (default: all deployed) endpoints (see
         `engine.logs.follow_logs`)."""
-        selected, kinds = await self._log_names(names)
+        selected, kinds, unknown = await self._log_names(names)
         if not selected:
             raise OpError(f"nothing of {self.app} is deployed: no logs to follow")
+        if unknown and not await self._kept(unknown):
+            raise await self._no_logs(unknown)
         async for line in follow_logs(
             self.provider,
             self.app,

@@ -5,6 +5,9 @@ Here: the app's lifecycle, the scan and file watch, the target's status, events,
 logs, and the screens it opens. The build, deploy and undeploy keys with their confirmations
 are `deployment_actions.py`; the rules the state applies live in `screens/dashboard_state.py`,
 the wording of outcomes in `reports.py`.
+
+A little over 600 lines: the app is the one place where the engine's asynchronous work (scan,
+status, events, health, logs) meets the screens, each as a short worker and its message handler.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from datetime import datetime
@@ -27,7 +31,7 @@ from engine.diagnostics import Diagnostic
 from engine.health import HealthMonitor, HealthSample
 from engine.invoke import list_calls
 from engine.provider import TARGETS
-from engine.status import EndpointStatus
+from engine.status import RUNNING, EndpointStatus, Status
 from flash_tui import editor, present
 from flash_tui.backend import Backend, BackendError
 from flash_tui.commands import FlashCommands, bindings
@@ -39,6 +43,7 @@ from flash_tui.messages import (
     ScanFinished,
     StatusUpdated,
 )
+from flash_tui.reports import still_running
 from flash_tui.screens.dashboard import DashboardScreen
 from flash_tui.screens.dashboard_state import DashboardState
 from flash_tui.screens.help import HelpScreen
@@ -71,7 +76,11 @@ DASHBOARD_ACTIONS = frozenset(
     }
 )
 HEALTH_INTERVAL = 2.0
+# The event log is asked for news every STATUS_INTERVAL seconds (one small request); the full
+# status only when there is news, or every STATUS_SLOW_INTERVAL seconds (uptime, late changes).
 STATUS_INTERVAL = 5.0
+STATUS_SLOW_INTERVAL = 60.0
+HEALTH_REDRAW = 0.5
 
 
 def _now() -> datetime:
@@ -117,6 +126,11 @@ class FlashApp(DeploymentActions, App[None]):
         self.health_monitor: HealthMonitor | None = None
         self._status_timer: Timer | None = None
         self._event_id = 0
+        self._status_at = 0.0  # monotonic time of the last full status refresh
+        self._stale: set[str] = set()  # endpoints whose sample was shown stale last tick
+        self._redraw: Timer | None = None  # the pending redraw of health samples
+        # The line `run` prints once the app has exited (endpoints left running), if any.
+        self.quit_message: str | None = None
         if statuses is not None:
             self._state = replace(self._state, statuses={s.name: s for s in statuses})
         self._state = self._state.with_history(health or {})
@@ -193,7 +207,12 @@ class FlashApp(DeploymentActions, App[None]):
 
     async def action_quit(self) -> None:
         self._stop_watch.set()
+        self.quit_message = self.running_message()
         self.exit()
+
+    def running_message(self) -> str | None:
+        """One line saying how many endpoints keep running after quitting, if any."""
+        return still_running(self.statuses.values(), self.backend.target)
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         if action in DASHBOARD_ACTIONS and not isinstance(self.screen, DashboardScreen):
@@ -306,7 +325,7 @@ class FlashApp(DeploymentActions, App[None]):
         # Restarts, uptime and supervisor states change without a health transition. Once: a
         # retry after a failed connect must not add a second timer.
         if self._status_timer is None:
-            self._status_timer = self.set_interval(STATUS_INTERVAL, self._refresh_status)
+            self._status_timer = self.set_interval(STATUS_INTERVAL, self._status_tick)
 
     @on(EngineUnavailable)
     def _unavailable(self, message: EngineUnavailable) -> None:
@@ -320,10 +339,22 @@ class FlashApp(DeploymentActions, App[None]):
             severity="warning",
         )
 
+    @work(exclusive=True, group="tick")
+    async def _status_tick(self) -> None:
+        """The full status only when the event log has news or the slow interval is up."""
+        stale = set(self._state.stale(self.clock().timestamp()))
+        if stale != self._stale:  # a sample aged past its interval: the screen must say so
+            self._stale = stale
+            self.state = self._state
+        slow = time.monotonic() - self._status_at >= STATUS_SLOW_INTERVAL
+        if slow or not self.connected or await self._pull_events():
+            self._refresh_status()
+
     @work(exclusive=True, group="status")
     async def _refresh_status(self) -> None:
         if not self.scanned:
             return  # the scan, when it lands, asks again: drift needs the code
+        self._status_at = time.monotonic()
         # The monitor's latest samples, not a second round of probes; before it runs, one probe.
         monitor = self.health_monitor
         health = monitor.latest_samples() if monitor is not None else None
@@ -343,12 +374,14 @@ class FlashApp(DeploymentActions, App[None]):
         self._update(target=f"{self.backend.target} unreachable (r retries)")
         self.log_engine(f"status failed: {reason}", "warning")
 
-    async def _pull_events(self) -> None:
-        """New entries of the target's event log: per-endpoint history, crashes in the log pane."""
+    async def _pull_events(self) -> bool:
+        """New entries of the target's event log: per-endpoint history, crashes in the log pane.
+
+        Whether there were any."""
         try:
             events = await self.backend.events(self._event_id)
         except BackendError:
-            return  # the status refresh already said what is wrong
+            return False  # the status refresh says what is wrong
         first = self._event_id == 0
         state = self._state
         for event in events:
@@ -364,6 +397,7 @@ class FlashApp(DeploymentActions, App[None]):
                 self.logs.append(stamp, name, text, "error")
         if events:
             self.state = replace(self._state, events=state.events)
+        return bool(events)
 
     @work(exclusive=True, group="health")
     async def _monitor(self) -> None:
@@ -371,6 +405,7 @@ class FlashApp(DeploymentActions, App[None]):
         from engine.health import HealthChange
 
         monitor = self.backend.health_monitor(HEALTH_INTERVAL)
+        monitor.prefer = self._visible_endpoints
         self.health_monitor = monitor
         events = monitor.events()
         monitor.start()
@@ -384,6 +419,16 @@ class FlashApp(DeploymentActions, App[None]):
                     self.health_changed(event.endpoint, event.ok, event.detail)
         finally:
             await monitor.stop()
+
+    def _visible_endpoints(self) -> set[str]:
+        """The endpoints whose rows are on screen now (probed first)."""
+        tables = self.dashboard.query(EndpointsTable)
+        if not tables or self.screen is not self.dashboard:
+            return set()
+        table = tables.first()
+        top = int(table.scroll_offset.y)
+        rows = table.ordered_rows[top : top + max(1, table.size.height - 1)]
+        return {str(row.key.value) for row in rows}
 
     def health_changed(self, endpoint: str, ok: bool, detail: str | None) -> None:
         """An endpoint turned healthy or unhealthy: say so and ask for the new status."""
@@ -400,11 +445,7 @@ class FlashApp(DeploymentActions, App[None]):
             async for line in self.backend.follow_logs(lines):
                 # The time the worker wrote the line; an unstamped one (an old log file) shows
                 # no time rather than the time it arrived.
-                stamp = (
-                    datetime.fromtimestamp(line.at).astimezone().strftime("%H:%M:%S")
-                    if line.at is not None
-                    else " " * 8
-                )
+                stamp = present.clock_time(line.at)
                 level = "error" if line.source == "error" else "info"
                 self.logs.append(stamp, line.endpoint, line.text, level, line.probe)
         except BackendError as exc:
@@ -418,7 +459,14 @@ class FlashApp(DeploymentActions, App[None]):
             return  # posted while the app closes: its dashboard is already gone
         if message.target is not None:
             self._reached_target(message.target)
+        before = self._running_endpoints()
         self.state = self._state.with_statuses(message.statuses)
+        if self.health_monitor is not None and self._running_endpoints() != before:
+            # Deployed, undeployed or restarted elsewhere: the monitor's targets changed.
+            self.health_monitor.refresh_targets()
+
+    def _running_endpoints(self) -> set[tuple[str, str | None]]:
+        return {(s.name, s.url) for s in self.statuses.values() if s.status in RUNNING}
 
     def _reached_target(self, target: str) -> None:
         """A refresh reached the target as `target`; a new address is a restarted service."""
@@ -438,11 +486,28 @@ class FlashApp(DeploymentActions, App[None]):
     def _health(self, message: HealthSampled) -> None:
         if not self.dashboard.query(EndpointsTable):
             return
+        monitor = self.health_monitor
+        every = monitor.probe_interval(message.endpoint) if monitor else HEALTH_INTERVAL
         state = self._state.with_sample(
-            message.endpoint, message.ok, message.latency_ms, message.url
+            message.endpoint, message.ok, message.latency_ms, message.url, time.time(), every
         )
-        if state is not None:
+        if state is None:
+            return
+        shown = self.statuses.get(message.endpoint)
+        if shown is not None and shown.status in (Status.HEALTHY, Status.UNHEALTHY):
+            if (shown.status == Status.HEALTHY) != message.ok:
+                self._refresh_status()  # the row says otherwise: the status follows the probe
+        # Samples come one by one: redrawing the table for each would cost more than probing.
+        # One redraw for the samples of the next HEALTH_REDRAW seconds (a failure at once).
+        self._state = state
+        if not message.ok:
             self.state = state
+        elif self._redraw is None:
+            self._redraw = self.set_timer(HEALTH_REDRAW, self._redraw_health)
+
+    def _redraw_health(self) -> None:
+        self._redraw = None
+        self.state = self._state
 
     def rows(self) -> list[EndpointRow]:
         """Table rows: every endpoint in code or deployed, merged with status and health."""
@@ -497,6 +562,31 @@ class FlashApp(DeploymentActions, App[None]):
 
     def open_logs(self, endpoint: str | None = None) -> None:
         """The logs screen, filtered to `endpoint` (all endpoints when None)."""
+        if (
+            endpoint is not None
+            and self.connected
+            and endpoint not in self.deployed_names()
+            and not any(record.source == endpoint for record in self.logs)
+        ):
+            self._post_mortem(endpoint)  # its last lines are kept until its next deploy
+            return
+        self.push_screen(LogsScreen(self.logs, self.endpoint_names(), endpoint))
+
+    @work(exclusive=True, group="post-mortem")
+    async def _post_mortem(self, endpoint: str) -> None:
+        """Load what a not deployed endpoint wrote before it stopped, then open its logs."""
+        try:
+            lines = await self.backend.logs(endpoint)
+        except BackendError:
+            lines = []  # never deployed, or its logs went with a redeploy: the screen says none
+        if lines:
+            self.logs.append(
+                self.stamp(), endpoint, "(not deployed; last lines before it stopped)", "warning"
+            )
+        for line in lines:
+            stamp = present.clock_time(line.at)
+            level = "error" if line.source == "error" else "info"
+            self.logs.append(stamp, line.endpoint, line.text, level, line.probe)
         self.push_screen(LogsScreen(self.logs, self.endpoint_names(), endpoint))
 
     def action_edit(self) -> None:
@@ -550,6 +640,8 @@ class FlashApp(DeploymentActions, App[None]):
         self._connect()
 
     def action_probe_health(self) -> None:
+        if self.health_monitor is not None:
+            self.health_monitor.trigger()  # every endpoint at the base rate again
         self._probe()
 
     @work(group="probe")
@@ -583,9 +675,12 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
 def run(argv: Sequence[str]) -> int:
     """Open the TUI on the project given on the command line."""
     args = parse_args(argv)
-    FlashApp(
+    app = FlashApp(
         Path(args.path), args.target, backend=Backend(Path(args.path), args.target, args.env)
-    ).run()
+    )
+    app.run()
+    if app.quit_message:
+        print(app.quit_message)
     return 0
 
 

@@ -195,6 +195,10 @@ class Backend:
         """An engine HealthMonitor over the running endpoints of this project."""
         return HealthMonitor(self.engine.health_targets, interval=interval)
 
+    async def logs(self, name: str, lines: int = 200) -> list[LogLine]:
+        """The last lines of one endpoint, deployed or not (what it wrote before it stopped)."""
+        return await self._op(self.engine.logs([name], lines, probes=True))
+
     async def follow_logs(self, lines: int = 20) -> AsyncIterator[LogLine]:
         """LogLines of every deployed endpoint, the last `lines` first, then as they come."""
         try:

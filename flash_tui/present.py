@@ -10,6 +10,7 @@ from __future__ import annotations
 import ast
 import json
 from collections.abc import Iterable, Mapping, Sequence
+from datetime import datetime
 from typing import Any
 
 from rich.text import Text
@@ -65,6 +66,13 @@ def latency(ms: float | None) -> str:
     if ms < 1000:
         return f"{ms:.0f}ms"
     return f"{ms / 1000:.1f}s"
+
+
+def clock_time(at: float | None) -> str:
+    """`HH:MM:SS` (local) of an epoch time; blanks when unknown (an unstamped old log line)."""
+    if at is None:
+        return " " * 8
+    return datetime.fromtimestamp(at).astimezone().strftime("%H:%M:%S")
 
 
 def duration(seconds: float | None) -> str:

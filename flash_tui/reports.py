@@ -1,12 +1,15 @@
-"""How a long operation's outcome reads: the OperationFinished a person is notified with."""
+"""How a long operation's outcome reads: the OperationFinished a person is notified with; and
+the line printed on quitting while endpoints keep running."""
 
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from engine.build import BuildResult
 from engine.operations import DeployReport
+from engine.status import RUNNING, EndpointStatus
 from flash_tui.backend import BackendError
 from flash_tui.messages import OperationFinished
 
@@ -62,3 +65,14 @@ def deployed(operation: str, report: DeployReport, confirmed: Confirmed) -> Oper
     if elapsed:
         summary += f" in {elapsed / 1000:.1f}s"
     return OperationFinished(operation, True, summary)
+
+
+def still_running(statuses: Iterable[EndpointStatus], target: str) -> str | None:
+    """`3 endpoints keep running on the local cloud — ...` (None when nothing runs)."""
+    running = sum(1 for status in statuses if status.status in RUNNING)
+    if not running:
+        return None
+    where = "the local cloud" if target == "local" else target
+    how = "flash-tui undeploy --all" + ("" if target == "local" else f" --target {target}")
+    count = f"{running} endpoint" + ("s keep" if running != 1 else " keeps")
+    return f"{count} running on {where} — `{how}` stops them"

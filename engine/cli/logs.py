@@ -3,9 +3,11 @@
 Without NAME: every deployed endpoint of the project, their lines merged in the order the
 workers wrote them, each with the time it was written. `--lines N`: the last N lines shown
 (hidden health probes do not count); with `--follow`, those first, then new lines as they come.
-`--json` prints `{"lines": [...]}` (each with `endpoint`, `text`, `at` (epoch seconds), `time`
-(ISO 8601 UTC), `stream`, `source`); with `--follow` one such object per line (NDJSON), until
-Ctrl-C.
+A NAME not deployed (undeployed, or its deploy failed) shows the lines it wrote before it
+stopped, kept until it is deployed again, under "(not deployed; last lines before it stopped)".
+`--json` prints `{"lines": [...], "not_deployed": [NAME...]}` (each line with `endpoint`,
+`text`, `at` (epoch seconds), `time` (ISO 8601 UTC), `stream`, `source`); with `--follow` one
+such line object per line (NDJSON), until Ctrl-C.
 """
 
 from __future__ import annotations
@@ -59,17 +61,30 @@ def _print(console: Console, line: LogLine, width: int, many: bool) -> None:
     console.print(f"[dim]{stamp}[/]{who}" + (f"[{style}]{text}[/]" if style else text))
 
 
+def _say_stopped(console: Console, names: list[str]) -> None:
+    for name in names:
+        console.print(f"[dim]{escape(name)} (not deployed; last lines before it stopped)[/]")
+
+
 def run(args: argparse.Namespace) -> int:
     """Print or follow logs."""
 
     async def work(engine: Engine) -> int:
         names = args.names or None
         console = Console(highlight=False, soft_wrap=True)
+        stopped = await engine.not_deployed(names or [])
         if not args.follow:
             lines = await engine.logs(names, max(0, args.lines), probes=args.probes)
             if args.json:
-                json_out({"app": engine.app, "lines": [ln.to_dict() for ln in lines]})
+                json_out(
+                    {
+                        "app": engine.app,
+                        "lines": [ln.to_dict() for ln in lines],
+                        "not_deployed": stopped,
+                    }
+                )
                 return 0
+            _say_stopped(console, stopped)
             width = max((len(ln.endpoint) for ln in lines), default=0)
             many = len({ln.endpoint for ln in lines}) > 1
             for line in lines:
@@ -77,6 +92,8 @@ def run(args: argparse.Namespace) -> int:
             return 0
         width = max((len(n) for n in names or []), default=10)
         many = names is None or len(names) > 1
+        if not args.json:
+            _say_stopped(console, stopped)
         async for line in engine.follow(names, max(0, args.lines), probes=args.probes):
             if args.json:
                 sys.stdout.write(json.dumps(line.to_dict()) + "\n")

@@ -35,6 +35,7 @@ __all__ = [
     "open_for_worker",
     "plain_lines",
     "read_new",
+    "redact_files",
     "remove_logs",
     "rotate_if_needed",
     "redact",
@@ -262,3 +263,25 @@ def remove_logs(path: Path) -> None:
     for candidate in [path, *path.parent.glob(f"{path.name}.*")]:
         with contextlib.suppress(FileNotFoundError):
             candidate.unlink()
+
+
+def redact_files(path: Path, secrets: list[str]) -> None:
+    """Redact `secrets` in the current and rotated log files of one endpoint, in place."""
+    secrets = [secret for secret in secrets if secret]
+    if not secrets:
+        return
+    for candidate in [path, *path.parent.glob(f"{path.name}.*")]:
+        try:
+            text = candidate.read_text(encoding="utf-8", errors="replace")
+        except FileNotFoundError:
+            continue
+        redacted = text
+        for secret in secrets:
+            redacted = redacted.replace(secret, "***")
+        if redacted != text:
+            # A new file swapped in whole: a crash mid-write never leaves half a log.
+            temporary = candidate.with_name(candidate.name + ".redacting")
+            fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w", encoding="utf-8") as out:
+                out.write(redacted)
+            os.replace(temporary, candidate)

@@ -78,6 +78,7 @@ NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 # A worker stamps a line an instant before its write(2) lands: a follow's `upto` mark stays this
 # far behind the read, so a line stamped before the mark has been read.
 _STAMP_SLACK = 0.05
+_IDLE_MARK_EVERY = 1.0
 _UNAUTHORIZED = b'{"detail":"unauthorized: this API needs the local cloud token"}'
 _BAD_HOST = (
     b'{"detail":"invalid Host header: the local cloud answers only 127.0.0.1 and localhost"}'
@@ -282,6 +283,7 @@ def create_app(
             if marks:
                 yield _item(FollowItem(upto=upto))
             idle = 0.0
+            marked = time.monotonic()
             while True:
                 upto = time.time() - _STAMP_SLACK
                 new, offset = await asyncio.to_thread(logfiles.read_new, path, offset)
@@ -290,7 +292,10 @@ def create_app(
                     keys = _keys(app)
                     for line in logfiles.redact(new, keys):
                         yield _item(FollowItem(line=line))
-                if marks:
+                # An idle stream marks once a second, not every read: a client following
+                # dozens of endpoints would otherwise spend its time parsing marks.
+                if marks and (new or time.monotonic() - marked >= _IDLE_MARK_EVERY):
+                    marked = time.monotonic()
                     yield _item(FollowItem(upto=upto))
                 if not new:
                     idle += 0.2

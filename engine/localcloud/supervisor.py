@@ -328,8 +328,11 @@ class Supervisor:
                 emit(DeployEvent(type="build", build_id=request.build.build_id, state="ready"))
                 # Records first (status deploying, port chosen), then the endpoint table, so
                 # every worker starts with the URLs of all the app's endpoints.
-                for spec, _action, record in todo:
+                for spec, action, record in todo:
                     self.restarts.cancel(app, spec.name)
+                    if action == "create":
+                        # The logs an undeploy left to read end with the next deploy.
+                        logfiles.remove_logs(self._processes.log_path(app, spec.name))
                     port = (record.get("port") if record else None) or pick_port(
                         self._ports_in_use()
                     )
@@ -441,8 +444,13 @@ class Supervisor:
             worker = self.workers.get((app, name))
             if worker is not None:
                 await self._stop_worker(worker)
+            # The log stays readable until the endpoint is deployed again (a post-mortem), with
+            # the endpoint's key redacted now: once the record goes, nothing knows it any more.
+            keys = list(self.store.app_keys(app).values())
+            await asyncio.to_thread(
+                logfiles.redact_files, self._processes.log_path(app, name), keys
+            )
             self.store.delete_endpoint(app, name)
-            logfiles.remove_logs(self._processes.log_path(app, name))
             shutil.rmtree(worker_state_dir(self.home, app, name), ignore_errors=True)
             self.store.add_event("undeployed", "undeployed", app=app, endpoint=name)
             elapsed = round((time.monotonic() - started) * 1000, 1)

@@ -29,6 +29,10 @@ EVENT_HISTORY = 20
 Incarnation = tuple[str | None, int | None]
 
 
+# A probe may take its timeout to answer: a sample is stale only once that late too.
+STALE_GRACE = 2.0
+
+
 def _median(samples: Iterable[float | None]) -> float | None:
     """p50 of the successful probes in the history (None when there is none)."""
     values = sorted(v for v in samples if v is not None)
@@ -54,6 +58,9 @@ class DashboardState:
     # Endpoints being or having been undeployed, until the target reports them deployed
     # again: a probe already in flight when their worker stopped is not news.
     retired: frozenset[str] = frozenset()
+    # (epoch time, probe interval) of each endpoint's last sample: older than its interval
+    # (plus a probe's timeout) it is shown as stale, with its age, never as current.
+    probed: Mapping[str, tuple[float, float]] = field(default_factory=dict)
     events: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     selection: TreeItem | str | None = None
     busy: str | None = None
@@ -90,6 +97,7 @@ class DashboardState:
             started = status.started_at if status is not None else None
             state = status.status if status is not None else None
             samples = self.samples.get(name, ())
+            stale = self.stale(now).get(name) if samples else None
             rows.append(
                 EndpointRow(
                     name=name,
@@ -105,9 +113,18 @@ class DashboardState:
                     url=status.url if status is not None else None,
                     uptime_s=now - started if started and state in DEPLOYED else None,
                     restarts=status.restarts if status is not None else None,
+                    stale_s=stale,
                 )
             )
         return rows
+
+    def stale(self, now: float) -> dict[str, float]:
+        """Age in seconds of each endpoint's last sample that is older than its interval."""
+        return {
+            name: now - at
+            for name, (at, every) in self.probed.items()
+            if now - at > every + STALE_GRACE
+        }
 
     def header(self) -> tuple[str, str]:
         """The header summary, and its compact form for narrow terminals."""
@@ -186,7 +203,13 @@ class DashboardState:
         return replace(self, samples=samples, sampled_at=sampled_at)
 
     def with_sample(
-        self, name: str, ok: bool, latency_ms: float | None, url: str | None
+        self,
+        name: str,
+        ok: bool,
+        latency_ms: float | None,
+        url: str | None,
+        at: float | None = None,
+        every: float | None = None,
     ) -> DashboardState | None:
         """One more probe result; None when it is not news (retired, another worker's)."""
         if name in self.retired:
@@ -196,10 +219,14 @@ class DashboardState:
             return None  # a probe of another worker than the one reported: not this one's health
         previous = self.samples.get(name, ()) if self.sampled_at.get(name) == owner else ()
         value = latency_ms if ok else None
+        probed = self.probed
+        if at is not None and every is not None:
+            probed = {**probed, name: (at, every)}
         return replace(
             self,
             samples={**self.samples, name: (*previous, value)[-HEALTH_HISTORY:]},
             sampled_at={**self.sampled_at, name: owner},
+            probed=probed,
         )
 
     def with_retired(self, names: Iterable[str]) -> DashboardState:

@@ -604,6 +604,24 @@ def test_worker_failing_at_import_is_marked_failed(
     for secret in keys(home):
         assert not any(secret in text for text in everything)
     # The other endpoints are untouched, and removing the broken one works.
+    secrets = keys(home)
+    assert cli("undeploy", "broken", "--yes").returncode == 0
+    # Post-mortem: its last lines stay readable, key still redacted, until the next deploy.
+    after = cli("logs", "broken", "--lines", "300")
+    assert after.returncode == 0, after.stderr
+    assert "broken (not deployed; last lines before it stopped)" in after.stdout
+    assert "RuntimeError: boom at import" in after.stdout and "(key ***)" in after.stdout
+    kept = as_json(cli("logs", "broken", "--json"))
+    assert kept["not_deployed"] == ["broken"] and kept["lines"]
+    for path in home.logs_dir(APP).glob("broken.log*"):
+        assert not any(secret in path.read_text() for secret in secrets), path
+    never = cli("logs", "never_deployed")
+    assert never.returncode == 1 and "not deployed: never_deployed" in never.stderr
+    fixed = BROKEN.replace('env={"FAIL_AT_IMPORT": "1"}', "env={}")
+    (project / "workers" / "broken" / "endpoint.py").write_text(fixed)
+    assert cli("deploy", "broken", "--yes").returncode == 0
+    fresh = cli("logs", "broken", "--lines", "300")
+    assert "boom at import" not in fresh.stdout and "not deployed" not in fresh.stdout
     assert cli("undeploy", "broken", "--yes").returncode == 0
     shutil.rmtree(project / "workers" / "broken")
 

@@ -114,3 +114,81 @@ async def test_monitor_history_events_and_changes(server: tuple[str, dict[str, A
     finally:
         await monitor.stop()
         await stream.aclose()
+
+
+async def _eventually(condition: Any, what: str, timeout: float = 10.0) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not condition():
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.01)
+
+
+async def test_monitor_backs_off_healthy_endpoints_and_probes_failing_ones_at_full_rate(
+    server: tuple[str, dict[str, Any]],
+) -> None:
+    url, _state = server
+    dead = f"http://127.0.0.1:{free_port()}"
+    targets = [EndpointTarget(f"ok{i}", url, True) for i in range(10)]
+    targets.append(EndpointTarget("down", dead, True))
+    counts: dict[str, int] = {}
+
+    def count(event: Any) -> None:
+        if isinstance(event, HealthSample):
+            counts[event.endpoint] = counts.get(event.endpoint, 0) + 1
+
+    async def current() -> list[EndpointTarget]:
+        return targets
+
+    monitor = HealthMonitor(current, interval=0.05, max_interval=0.4, max_rate=200, on_event=count)
+    started = asyncio.get_running_loop().time()
+    monitor.start()
+    try:
+        await _eventually(lambda: counts.get("down", 0) >= 24, "24 probes of the failing one")
+        elapsed = asyncio.get_running_loop().time() - started
+        # The healthy ones backed off to the slow interval; the failing one never does.
+        assert all(monitor.probe_interval(f"ok{i}") == 0.4 for i in range(10))
+        assert monitor.probe_interval("down") == 0.05
+        assert max(counts[f"ok{i}"] for i in range(10)) <= counts["down"] // 2, counts
+        # Never more than the rate allows (plus one burst).
+        assert monitor.probes_sent <= 200 * elapsed + 200 * 0.05 + 1
+        before = dict(counts)
+        monitor.trigger()  # what `h` does: everything at the base rate again, now
+        assert all(monitor.probe_interval(f"ok{i}") == 0.05 for i in range(10))
+        await _eventually(
+            lambda: all(counts[f"ok{i}"] > before[f"ok{i}"] for i in range(10)), "reprobed"
+        )
+    finally:
+        await monitor.stop()
+
+
+async def test_monitor_caps_probes_per_second_and_probes_preferred_endpoints_first(
+    server: tuple[str, dict[str, Any]],
+) -> None:
+    url, _state = server
+    targets = [EndpointTarget(f"e{i}", url, True) for i in range(40)]
+    order: list[str] = []
+
+    async def current() -> list[EndpointTarget]:
+        return targets
+
+    monitor = HealthMonitor(
+        current,
+        interval=0.1,
+        max_rate=10,  # one probe per round of 0.1 s
+        on_event=lambda e: order.append(e.endpoint) if isinstance(e, HealthSample) else None,
+        prefer=lambda: {"e37", "e21"},
+    )
+    first = await monitor.probe_due()
+    assert [s.endpoint for s in first] == ["e21"]  # on screen first; one round, one probe
+    second = await monitor.probe_due()
+    assert [s.endpoint for s in second] in ([], ["e37"])  # no token yet, or the next one
+    started = asyncio.get_running_loop().time()
+    monitor.start()
+    try:
+        await _eventually(lambda: len(order) >= 8, "8 probes")
+        elapsed = asyncio.get_running_loop().time() - started
+        assert "e37" in order[:3]
+        assert len(order) <= 10 * elapsed + 3  # the cap (one burst of 1 plus the two above)
+    finally:
+        await monitor.stop()

@@ -97,12 +97,14 @@ async def test_quickstart_end_to_end(tmp_path: Path, tui_home: Path) -> None:
         table = app.dashboard.query_one(EndpointsTable)
         assert table.row_count == len(names)
 
-        # A worker that stops answering turns its row red within a probe interval (plus the
-        # probe's timeout), and green again when it answers.
+        # A worker that stops answering turns its row red within its probe interval (backed
+        # off while it stayed healthy) plus the probe's timeout, and green again when it answers.
         frozen = int(app.statuses["gateway"].pid)
+        assert app.health_monitor is not None
+        limit = app.health_monitor.probe_interval("gateway") + 8
         os.kill(frozen, signal.SIGSTOP)
         try:
-            await until(pilot, lambda: status_of(app, "gateway") == "unhealthy", 8, "a red row")
+            await until(pilot, lambda: status_of(app, "gateway") == "unhealthy", limit, "a red row")
             assert "bold red" in str(table.get_cell("gateway", "status").style)
         finally:
             os.kill(frozen, signal.SIGCONT)

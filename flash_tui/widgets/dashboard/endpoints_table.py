@@ -30,6 +30,8 @@ class EndpointRow:
     url: str | None = None
     uptime_s: float | None = None
     restarts: int | None = None
+    # Age of the last health sample when it is older than its probe interval (else None).
+    stale_s: float | None = None
 
 
 # Display order. Which of them are shown depends on the table's width (`fit_columns`): the
@@ -181,12 +183,25 @@ def cells(row: EndpointRow, layout: TableLayout = _FULL) -> dict[str, object]:
             present.SHORT_DRIFT_LABELS.get(str(row.drift), present.label(row.drift)),
             style=style_of(row.drift, DRIFT_STYLES),
         ),
-        "latency": Text(present.latency(row.latency_ms), justify="right"),
-        "health": present.sparkline(row.samples, spark) if row.samples else Text("—", style="dim"),
+        "latency": Text(
+            present.latency(row.latency_ms),
+            justify="right",
+            style="dim" if row.stale_s is not None else "",
+        ),
+        "health": _health(row, spark),
         "up": Text(present.duration(row.uptime_s), justify="right"),
         "restarts": Text("—" if row.restarts is None else str(row.restarts), justify="right"),
         "url": Text(row.url or "—", style="dim" if not row.url else "underline"),
     }
+
+
+def _health(row: EndpointRow, width: int) -> Text:
+    if not row.samples:
+        return Text("—", style="dim")
+    if row.stale_s is not None:
+        # An old sample is not the endpoint's health now: say how old instead.
+        return Text(f"{present.duration(row.stale_s)} ago", style="dim italic")
+    return present.sparkline(row.samples, width)
 
 
 def _same(a: object, b: object) -> bool:
