@@ -1,6 +1,6 @@
 """The upstream worker image each resource of a build runs in on RunPod, fixed at build time.
 
-Our artifacts run in upstream's own Flash worker images (reference/worker_images.md §4): the
+Our artifacts run in upstream's own Flash worker images (runpod-workers/flash): the
 current ones (`runpod/flash`, `-cpu`, `-lb`, `-lb-cpu`, tag `py{V}-latest`) load
 `handler_<name>.py` from the artifact. The build writes the chosen name into each resource of
 the manifest as `imageName` (as flash 1.21's build does), so a deploy never guesses it.
@@ -39,7 +39,7 @@ DEFAULT_PYTHON = "3.12"
 BUILD_KEYS = ("imageName",)
 _FLASH_IMAGES = ("runpod/tetra-rp", "runpod/flash")
 # The worker's own files in the images' code directory, which an artifact is unpacked over
-# (reference/worker_images.md §4): a project file of one of these names replaces the image's.
+# (runpod-workers/flash `src/`): a project file of one of these names replaces the image's.
 IMAGE_FILES = frozenset(
     {
         "handler.py", "lb_handler.py", "remote_executor.py", "function_executor.py",

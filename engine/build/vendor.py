@@ -3,7 +3,7 @@
 A generated handler imports `runtime` (this project's worker runtime), which needs pydantic,
 cloudpickle, fastapi, uvicorn, httpx and httptools. Upstream's images preinstall runpod,
 runpod-flash, fastapi, uvicorn, cloudpickle, pydantic, aiohttp and hf_transfer (with their
-dependencies; reference/worker_images.md §1), so the build ships the rest — the `runtime`
+dependencies; the images' Dockerfiles and lock files), so the build ships the rest — the `runtime`
 package and the distributions of the runtime's dependency closure that are not in the image's —
 under `_flash_packages/` in the layout `pip install --target` leaves (package directories plus
 their `.dist-info`).

@@ -1,4 +1,4 @@
-"""Deploy and delete on RunPod, in upstream's call order (runpod_api.md §5.2), done right.
+"""Deploy and delete on RunPod, in upstream's call order (runpod/flash `flash deploy`), done right.
 
 Deploy: the app and environment (created when missing), the build upload (prepare → presigned
 PUT → finalize), the previous state carried into the new build's manifest, the build made the

@@ -58,7 +58,7 @@ OUR_ENV_KEYS = frozenset(
 # Variables the platform injects into a template once, at creation (kept on update).
 PLATFORM_ENV_KEYS = frozenset({"PORT", "PORT_HEALTH"})
 
-_IMAGE_PYTHON = "3.12"  # the Python of upstream's default worker images (worker_images.md)
+_IMAGE_PYTHON = "3.12"  # the Python of upstream's default worker images (`py3.12-latest`)
 _IMAGES = {  # (load balanced, cpu) -> image repository of upstream's worker images
     (False, False): "runpod/flash",
     (False, True): "runpod/flash-cpu",

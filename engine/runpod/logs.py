@@ -2,7 +2,7 @@
 
 `GET {api base}/v2/serverless/{id}/workers` lists an endpoint's workers;
 `GET .../workers/{workerId}/logs` streams one worker's log as server-sent events
-(reference/runpod_api.md §6): `id: <ts>/<seq>`, `data: {"ts", "source", "line"}`, with
+(RunPod's REST v2, as runpodctl reads it): `id: <ts>/<seq>`, `data: {"ts", "source", "line"}`, with
 `tail` (0-5000), `since`, `source` and `Last-Event-ID` (which wins). The stream never ends, so
 the history is what arrives before either the `: live` comment some servers send after it or a
 quiet gap (`HISTORY_QUIET` seconds).
