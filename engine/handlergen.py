@@ -8,8 +8,8 @@ runtime factory — `runtime.qb_handler.create_handler` for queue-based endpoint
 `runtime.lb_app.create_lb_app` for load-balanced ones. What upstream's worker images take from
 the file (loaded by path by runpod-workers/flash's `handler.py` and `lb_handler.py`): the
 module-level `handler(job)` of a queue-based endpoint (the whole job event, input under
-"input"; JSON output) and the `fastapi.FastAPI` instance `app` of a load-balanced one. The text is deterministic (no
-timestamps, sorted entries) so that builds are reproducible.
+"input"; JSON output) and the `fastapi.FastAPI` instance `app` of a load-balanced one. The
+text is deterministic (no timestamps, sorted entries) so that builds are reproducible.
 """
 
 from __future__ import annotations
