@@ -126,22 +126,7 @@ async def key_to_screen(project: Path, presses: int) -> tuple[list[float], int]:
         await pilot.press("down", "down")  # off the first line, so "up" always moves
         for i in range(presses):
             key = "down" if i % 2 == 0 else "up"
-            before = tree.cursor_line
-            painted = asyncio.Event()
-            started = time.perf_counter()
-            # What a terminal driver does with a key (Pilot.press adds idle-waits of its own that
-            # would dominate the figure).
-            event = events.Key(key, None)
-            event.set_sender(app)
-            app._driver.send_message(event)  # type: ignore[union-attr]
-            deadline = started + 5
-            while tree.cursor_line == before:
-                if time.perf_counter() > deadline:
-                    raise SystemExit(f"key {key!r} did not move the cursor")
-                await asyncio.sleep(0)
-            app.call_after_refresh(painted.set)  # set once the changed screen is painted
-            await painted.wait()
-            samples.append(time.perf_counter() - started)
+            samples.append(await _press(app, lambda: tree.cursor_line, key))
             await asyncio.sleep(0.05)
         stop.set()
         await task
@@ -244,7 +229,8 @@ async def idle_cpu(
             await pilot.pause(0.3)
             await pilot.press("down", "down")
             for i in range(presses):
-                keys.append(await _press(app, table, "down" if i % 2 == 0 else "up"))
+                key = "down" if i % 2 == 0 else "up"
+                keys.append(await _press(app, lambda: table.cursor_row, key))
                 await asyncio.sleep(0.05)
             latencies = [
                 s.latency_ms
@@ -257,20 +243,21 @@ async def idle_cpu(
     return shares, keys, statistics.median(latencies) if latencies else float("nan")
 
 
-async def _press(app: FlashApp, table: EndpointsTable, key: str) -> float:
-    """Seconds from a key event sent the way a terminal driver does until it is painted."""
-    before = table.cursor_row
+async def _press(app: FlashApp, cursor: Callable[[], int], key: str) -> float:
+    """Seconds from a key event sent the way a terminal driver does (Pilot.press adds idle-waits
+    of its own that would dominate the figure) until the moved `cursor` is painted."""
+    before = cursor()
     painted = asyncio.Event()
     started = time.perf_counter()
     event = events.Key(key, None)
     event.set_sender(app)
     app._driver.send_message(event)  # type: ignore[union-attr]
     deadline = started + 5
-    while table.cursor_row == before:
+    while cursor() == before:
         if time.perf_counter() > deadline:
-            raise SystemExit(f"key {key!r} did not move the table's cursor")
+            raise SystemExit(f"key {key!r} did not move the cursor")
         await asyncio.sleep(0)
-    app.call_after_refresh(painted.set)
+    app.call_after_refresh(painted.set)  # set once the changed screen is painted
     await painted.wait()
     return time.perf_counter() - started
 
