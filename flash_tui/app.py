@@ -1,13 +1,11 @@
 """FlashApp: the Textual application. It runs engine work in workers and turns what they bring
 into a new DashboardState, which the dashboard screen renders.
 
-Here: the app's lifecycle, the scan and file watch, the target's status, events, health and
-logs, and the screens it opens. The build, deploy and undeploy keys with their confirmations
-are `deployment_actions.py`; the rules the state applies live in `screens/dashboard_state.py`,
-the wording of outcomes in `reports.py`.
-
-A little over 600 lines: the app is the one place where the engine's asynchronous work (scan,
-status, events, health, logs) meets the screens, each as a short worker and its message handler.
+Here: the app's lifecycle, the scan and file watch, the rows and selection, and the screens it
+opens. Watching the target (connecting, status, events, health and logs, switching targets) is
+`target_watch.py`; the build, deploy and undeploy keys with their confirmations are
+`deployment_actions.py`; the rules the state applies live in `screens/dashboard_state.py`, the
+wording of outcomes in `reports.py`.
 """
 
 from __future__ import annotations
@@ -15,7 +13,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from datetime import datetime
@@ -28,20 +25,17 @@ from textual.timer import Timer
 
 from engine.callgraph import CallGraph
 from engine.diagnostics import Diagnostic
-from engine.health import HealthMonitor, HealthSample
+from engine.health import HealthMonitor
 from engine.invoke import list_calls
 from engine.provider import TARGETS
-from engine.status import RUNNING, EndpointStatus, Status
+from engine.status import EndpointStatus
 from flash_tui import editor, present
 from flash_tui.backend import Backend, BackendError
 from flash_tui.commands import FlashCommands, bindings
 from flash_tui.deployment_actions import DeploymentActions
 from flash_tui.messages import (
-    EngineUnavailable,
-    HealthSampled,
     ScanFailed,
     ScanFinished,
-    StatusUpdated,
 )
 from flash_tui.reports import still_running
 from flash_tui.screens.dashboard import DashboardScreen
@@ -56,7 +50,8 @@ from flash_tui.screens.route_tester import (
     RouteTesterScreen,
     route_targets,
 )
-from flash_tui.widgets.dashboard.endpoints_table import EndpointRow, EndpointsTable
+from flash_tui.target_watch import TargetWatch
+from flash_tui.widgets.dashboard.endpoints_table import EndpointRow
 from flash_tui.widgets.dashboard.manifest_tree import ManifestTree, TreeItem
 from flash_tui.widgets.logs.buffer import LogBuffer
 
@@ -75,19 +70,13 @@ DASHBOARD_ACTIONS = frozenset(
         "edit",
     }
 )
-HEALTH_INTERVAL = 2.0
-# The event log is asked for news every STATUS_INTERVAL seconds (one small request); the full
-# status only when there is news, or every STATUS_SLOW_INTERVAL seconds (uptime, late changes).
-STATUS_INTERVAL = 5.0
-STATUS_SLOW_INTERVAL = 60.0
-HEALTH_REDRAW = 0.5
 
 
 def _now() -> datetime:
     return datetime.now().astimezone()
 
 
-class FlashApp(DeploymentActions, App[None]):
+class FlashApp(DeploymentActions, TargetWatch, App[None]):
     """flash-tui: live manifest, deployment status, drift, health and logs of one project."""
 
     CSS_PATH = "app.tcss"
@@ -301,213 +290,7 @@ class FlashApp(DeploymentActions, App[None]):
         except Exception as exc:  # a watcher failure must not take the app down; say so
             self.log_engine(f"file watcher stopped: {exc}", "warning")
 
-    # -- target status --------------------------------------------------------------------
-
-    @work(exclusive=True, group="connect")
-    async def _connect(self) -> None:
-        try:
-            target = await self.backend.connect()
-        except BackendError as exc:
-            self.post_message(EngineUnavailable(str(exc)))
-            return
-        first = self._reached is None
-        self.connected = True
-        self._reached = target
-        self.log_engine(f"connected to {target}")
-        self._update(target=target)
-        self._refresh_status()
-        if self.health_monitor is None:
-            self._monitor()
-        else:
-            self.health_monitor.trigger()
-        # A reconnect follows the (possibly new) service's logs without replaying old lines.
-        self._follow_logs(20 if first else 0)
-        # Restarts, uptime and supervisor states change without a health transition. Once: a
-        # retry after a failed connect must not add a second timer.
-        if self._status_timer is None:
-            self._status_timer = self.set_interval(STATUS_INTERVAL, self._status_tick)
-
-    @on(EngineUnavailable)
-    def _unavailable(self, message: EngineUnavailable) -> None:
-        self.connected = False
-        # The header keeps saying so after the toast fades; `r` tries again.
-        self._update(target=f"{self.backend.target} unreachable (r retries)")
-        self.log_engine(f"target unavailable: {message.reason}", "warning")
-        self.notify(
-            present.short_reason(message.reason),
-            title=f"Target {self.backend.target} unreachable",
-            severity="warning",
-        )
-
-    @work(exclusive=True, group="tick")
-    async def _status_tick(self) -> None:
-        """The full status only when the event log has news or the slow interval is up."""
-        stale = set(self._state.stale(self.clock().timestamp()))
-        if stale != self._stale:  # a sample aged past its interval: the screen must say so
-            self._stale = stale
-            self.state = self._state
-        slow = time.monotonic() - self._status_at >= STATUS_SLOW_INTERVAL
-        if slow or not self.connected or await self._pull_events():
-            self._refresh_status()
-
-    @work(exclusive=True, group="status")
-    async def _refresh_status(self) -> None:
-        if not self.scanned:
-            return  # the scan, when it lands, asks again: drift needs the code
-        self._status_at = time.monotonic()
-        # The monitor's latest samples, not a second round of probes; before it runs, one probe.
-        monitor = self.health_monitor
-        health = monitor.latest_samples() if monitor is not None else None
-        try:
-            statuses = await self.backend.status(self.manifest, self.diagnostics, health)
-        except BackendError as exc:
-            self._target_lost(str(exc))
-            return
-        self.post_message(StatusUpdated(statuses, self.backend.target_now()))
-        await self._pull_events()
-
-    def _target_lost(self, reason: str) -> None:
-        """A refresh could not reach the target: the header says so until one can (once)."""
-        if not self.connected:
-            return  # already said; the next refresh that reaches it says so too
-        self.connected = False
-        self._update(target=f"{self.backend.target} unreachable (r retries)")
-        self.log_engine(f"status failed: {reason}", "warning")
-
-    async def _pull_events(self) -> bool:
-        """New entries of the target's event log: per-endpoint history, crashes in the log pane.
-
-        Whether there were any."""
-        try:
-            events = await self.backend.events(self._event_id)
-        except BackendError:
-            return False  # the status refresh says what is wrong
-        first = self._event_id == 0
-        state = self._state
-        for event in events:
-            self._event_id = max(self._event_id, event.id)
-            name = event.endpoint
-            if not name:
-                continue
-            stamp = datetime.fromtimestamp(event.at).astimezone().strftime("%H:%M:%S")
-            text = f"{event.kind}: {event.message}".rstrip(": ")
-            state = state.with_event(name, f"{stamp} {text}", keep=20)
-            # Older history stays in the detail pane; new crashes and restarts are news.
-            if not first and any(word in event.kind for word in ("crash", "restart", "fail")):
-                self.logs.append(stamp, name, text, "error")
-        if events:
-            self.state = replace(self._state, events=state.events)
-        return bool(events)
-
-    @work(exclusive=True, group="health")
-    async def _monitor(self) -> None:
-        """Feed the engine's health monitor into the sparklines; transitions refresh status."""
-        from engine.health import HealthChange
-
-        monitor = self.backend.health_monitor(HEALTH_INTERVAL)
-        monitor.prefer = self._visible_endpoints
-        self.health_monitor = monitor
-        events = monitor.events()
-        monitor.start()
-        try:
-            async for event in events:
-                if isinstance(event, HealthSample):
-                    self.post_message(
-                        HealthSampled(event.endpoint, event.ok, event.latency_ms, event.url)
-                    )
-                elif isinstance(event, HealthChange):
-                    self.health_changed(event.endpoint, event.ok, event.detail)
-        finally:
-            await monitor.stop()
-
-    def _visible_endpoints(self) -> set[str]:
-        """The endpoints whose rows are on screen now (probed first)."""
-        tables = self.dashboard.query(EndpointsTable)
-        if not tables or self.screen is not self.dashboard:
-            return set()
-        table = tables.first()
-        top = int(table.scroll_offset.y)
-        rows = table.ordered_rows[top : top + max(1, table.size.height - 1)]
-        return {str(row.key.value) for row in rows}
-
-    def health_changed(self, endpoint: str, ok: bool, detail: str | None) -> None:
-        """An endpoint turned healthy or unhealthy: say so and ask for the new status."""
-        if endpoint in self.retired:
-            return  # undeployed on purpose: its worker not answering is expected
-        state = "healthy" if ok else f"unhealthy: {detail or 'no answer'}"
-        self.log_engine(f"{endpoint} {state}", "info" if ok else "error")
-        self._refresh_status()
-
-    @work(exclusive=True, group="logs")
-    async def _follow_logs(self, lines: int = 20) -> None:
-        """Stream every deployed endpoint's log lines into the shared buffer."""
-        try:
-            async for line in self.backend.follow_logs(lines):
-                # The time the worker wrote the line; an unstamped one (an old log file) shows
-                # no time rather than the time it arrived.
-                stamp = present.clock_time(line.at)
-                level = "error" if line.source == "error" else "info"
-                self.logs.append(stamp, line.endpoint, line.text, level, line.probe)
-        except BackendError as exc:
-            if "no logs to follow" in str(exc):
-                return  # nothing deployed yet; a deploy restarts the stream
-            self.log_engine(f"log stream stopped: {exc}", "warning")
-
-    @on(StatusUpdated)
-    def _status_updated(self, message: StatusUpdated) -> None:
-        if not self.dashboard.query(EndpointsTable):
-            return  # posted while the app closes: its dashboard is already gone
-        if message.target is not None:
-            self._reached_target(message.target)
-        before = self._running_endpoints()
-        self.state = self._state.with_statuses(message.statuses)
-        if self.health_monitor is not None and self._running_endpoints() != before:
-            # Deployed, undeployed or restarted elsewhere: the monitor's targets changed.
-            self.health_monitor.refresh_targets()
-
-    def _running_endpoints(self) -> set[tuple[str, str | None]]:
-        return {(s.name, s.url) for s in self.statuses.values() if s.status in RUNNING}
-
-    def _reached_target(self, target: str) -> None:
-        """A refresh reached the target as `target`; a new address is a restarted service."""
-        moved = self._reached is not None and target != self._reached
-        if moved:
-            self.log_engine(f"target restarted: now {target}")
-        if moved or not self.connected:
-            # The log streams ended with the old service: follow the new one (new lines only).
-            self._follow_logs(0)
-            if self.health_monitor is not None:
-                self.health_monitor.trigger()
-        self._reached = target
-        self._update(target=target)
-        self.connected = True
-
-    @on(HealthSampled)
-    def _health(self, message: HealthSampled) -> None:
-        if not self.dashboard.query(EndpointsTable):
-            return
-        monitor = self.health_monitor
-        every = monitor.probe_interval(message.endpoint) if monitor else HEALTH_INTERVAL
-        state = self._state.with_sample(
-            message.endpoint, message.ok, message.latency_ms, message.url, time.time(), every
-        )
-        if state is None:
-            return
-        shown = self.statuses.get(message.endpoint)
-        if shown is not None and shown.status in (Status.HEALTHY, Status.UNHEALTHY):
-            if (shown.status == Status.HEALTHY) != message.ok:
-                self._refresh_status()  # the row says otherwise: the status follows the probe
-        # Samples come one by one: redrawing the table for each would cost more than probing.
-        # One redraw for the samples of the next HEALTH_REDRAW seconds (a failure at once).
-        self._state = state
-        if not message.ok:
-            self.state = state
-        elif self._redraw is None:
-            self._redraw = self.set_timer(HEALTH_REDRAW, self._redraw_health)
-
-    def _redraw_health(self) -> None:
-        self._redraw = None
-        self.state = self._state
+    # -- rows and selection ---------------------------------------------------------------
 
     def rows(self) -> list[EndpointRow]:
         """Table rows: every endpoint in code or deployed, merged with status and health."""
@@ -612,50 +395,6 @@ class FlashApp(DeploymentActions, App[None]):
         # (another address); connecting finds the running one and refreshes the status.
         self.log_engine(f"connecting to {self.backend.target} again")
         self._connect()
-
-    def action_switch_target(self) -> None:
-        """Work on the next target (local cloud ↔ RunPod); nothing deployed is touched."""
-        if self.busy:
-            self.notify(f"wait for {self.busy} to finish", severity="warning")
-            return
-        names = list(TARGETS)
-        target = names[(names.index(self.backend.target) + 1) % len(names)]
-        self._switch_target(target)
-
-    @work(exclusive=True, group="switch")
-    async def _switch_target(self, target: str) -> None:
-        # The old target's health probes and log stream stop; its statuses are not this one's.
-        self.workers.cancel_group(self, "health")
-        self.workers.cancel_group(self, "logs")
-        self.workers.cancel_group(self, "status")
-        if self.health_monitor is not None:
-            await self.health_monitor.stop()
-        self.health_monitor = None
-        await self.backend.switch(target)
-        self.connected, self._reached, self._event_id = False, None, 0
-        self.state = replace(
-            self._state, statuses={}, samples={}, sampled_at={}, events={}, target=target
-        )
-        self.log_engine(f"switched to target {target}")
-        self._connect()
-
-    def action_probe_health(self) -> None:
-        if self.health_monitor is not None:
-            self.health_monitor.trigger()  # every endpoint at the base rate again
-        self._probe()
-
-    @work(group="probe")
-    async def _probe(self) -> None:
-        try:
-            samples = await self.backend.probe()
-        except BackendError as exc:
-            self.notify(str(exc), title="Health probe failed", severity="warning")
-            return
-        for sample in samples:
-            self.post_message(
-                HealthSampled(sample.endpoint, sample.ok, sample.latency_ms, sample.url)
-            )
-        self.notify(f"{len(samples)} endpoints probed", title="Health")
 
     def action_help(self) -> None:
         self.push_screen(HelpScreen())

@@ -16,9 +16,10 @@ from waiting import until
 from engine.home import Home
 from engine.operations import Engine
 from engine.status import EndpointStatus
-from flash_tui.app import HEALTH_INTERVAL, STATUS_INTERVAL, FlashApp
+from flash_tui.app import FlashApp
 from flash_tui.backend import Backend
 from flash_tui.screens.logs import LogsScreen
+from flash_tui.target_watch import HEALTH_INTERVAL, STATUS_INTERVAL
 from flash_tui.widgets.dashboard.endpoints_table import EndpointsTable
 
 RUNNING = ("api", "cpu_worker", "gpu_worker")
