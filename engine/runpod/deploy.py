@@ -369,17 +369,19 @@ class Deployer:
         where = Deployment(self.where.app.name, self.env_name, self.where.environment.id)
         image = image_for(spec.resource_type, spec.config, entry)
         recorded = self.where.state.resources.get(spec.name)
-        fingerprint = spec.code_hash or ""
+        # A new endpoint's template gets the env afresh; an update keeps the platform's keys and
+        # the endpoint table of the live one.
+        env = template_env(
+            spec.name,
+            spec.resource_type,
+            spec.config,
+            where,
+            load_balanced=spec.is_load_balanced,
+            fingerprint=spec.code_hash or "",
+            keep=None if live is None else {e.key: e.value for e in live.env or ()},
+        )
         if live is None:
             template_name = _template_name(self.where.app.name, self.env_name, spec.name)
-            env = template_env(
-                spec.name,
-                spec.resource_type,
-                spec.config,
-                where,
-                load_balanced=spec.is_load_balanced,
-                fingerprint=fingerprint,
-            )
             template = TemplateInput(name=template_name, imageName=image, env=env)
             self._envs[spec.name] = env
             payload = endpoint_input(
@@ -389,16 +391,6 @@ class Deployer:
         template_name = recorded.template_name if recorded is not None else None
         if template_name is None and live.template is not None:
             template_name = live.template.name
-        keep = {e.key: e.value for e in live.env or ()}
-        env = template_env(
-            spec.name,
-            spec.resource_type,
-            spec.config,
-            where,
-            load_balanced=spec.is_load_balanced,
-            fingerprint=fingerprint,
-            keep=keep,
-        )
         if live.templateId and template_name:
             await self.api.save_template(
                 TemplateInput(id=live.templateId, name=template_name, imageName=image, env=env)
