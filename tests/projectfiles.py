@@ -49,3 +49,28 @@ def function_entry(manifest: dict[str, Any], name: str) -> dict[str, Any]:
 def diagnostic_codes(result: ScanResult) -> list[str]:
     """The codes of a scan's diagnostics, in order."""
     return [d.code for d in result.diagnostics]
+
+
+# Two endpoints, the gateway's code calling the worker's function: the call graph's smallest case.
+_CALLS_WORKERS = """
+from tetra_rp import CpuLiveServerless, remote
+
+cpu = CpuLiveServerless(name="cpu_worker", workersMin=0, workersMax=1)
+
+
+@remote(cpu)
+async def process(text: str) -> str:
+    return text.lower()
+"""
+_CALLS_GATEWAY = """
+from tetra_rp import CpuLiveLoadBalancer, remote
+from workers import process
+
+gw = CpuLiveLoadBalancer(name="gateway", workersMin=0, workersMax=1)
+
+
+@remote(gw, method="POST", path="/run")
+async def run(text: str) -> dict:
+    return {"text": await process(text)}
+"""
+CALLS_PROJECT = {"workers.py": _CALLS_WORKERS, "main.py": _CALLS_GATEWAY}

@@ -13,30 +13,7 @@ from pathlib import Path
 
 import pytest
 from headless import run_cli
-from projectfiles import write_files
-
-WORKERS = """
-from tetra_rp import CpuLiveServerless, remote
-
-cpu = CpuLiveServerless(name="cpu_worker", workersMin=0, workersMax=1)
-
-
-@remote(cpu)
-async def process(text: str) -> str:
-    return text.lower()
-"""
-
-GATEWAY = """
-from tetra_rp import CpuLiveLoadBalancer, remote
-from workers import process
-
-gw = CpuLiveLoadBalancer(name="gateway", workersMin=0, workersMax=1)
-
-
-@remote(gw, method="POST", path="/run")
-async def run(text: str) -> dict:
-    return {"text": await process(text)}
-"""
+from projectfiles import CALLS_PROJECT, write_files
 
 MISSING = "gateway calls cpu_worker (process), which is not deployed and not in this deploy"
 LEFT = "gateway stays deployed and calls cpu_worker (process)"
@@ -51,9 +28,7 @@ def env(localcloud_home: Path) -> dict[str, str]:
 @pytest.fixture(scope="module")
 def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The two-endpoint project."""
-    return write_files(
-        tmp_path_factory.mktemp("calls") / "callsapp", {"workers.py": WORKERS, "main.py": GATEWAY}
-    )
+    return write_files(tmp_path_factory.mktemp("calls") / "callsapp", CALLS_PROJECT)
 
 
 def test_plan_of_the_gateway_alone_warns_that_its_callee_is_missing(

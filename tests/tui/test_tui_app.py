@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import shutil
-from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -35,17 +35,7 @@ def clock() -> datetime:
     return datetime(2026, 1, 1, 12, 0, 0, tzinfo=timezone.utc)
 
 
-@pytest.fixture(autouse=True)
-def private_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """A temporary flash-tui home; a local cloud started in it by mistake is stopped."""
-    home = tmp_path / "home"
-    monkeypatch.setenv("FLASH_TUI_HOME", str(home))
-    yield
-    if (home / "localcloud").exists():
-        from engine.home import Home
-        from engine.localcloud.discovery import stop_cloud
-
-        stop_cloud(Home(home))
+pytestmark = pytest.mark.usefixtures("private_home")  # tests/tui/conftest.py
 
 
 @pytest.fixture

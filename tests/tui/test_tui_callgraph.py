@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from projectfiles import write_files
+from projectfiles import CALLS_PROJECT, write_files
 from textual.widgets import Static
 from waiting import until
 
@@ -20,29 +20,6 @@ from flash_tui.screens.confirm import PlanScreen, UndeployScreen
 from flash_tui.widgets.dashboard.detail_pane import DetailPane
 from flash_tui.widgets.dashboard.endpoints_table import EndpointsTable
 from flash_tui.widgets.dashboard.manifest_tree import ManifestTree
-
-WORKERS = """
-from tetra_rp import CpuLiveServerless, remote
-
-cpu = CpuLiveServerless(name="cpu_worker", workersMin=0, workersMax=1)
-
-
-@remote(cpu)
-async def process(text: str) -> str:
-    return text.lower()
-"""
-
-GATEWAY = """
-from tetra_rp import CpuLiveLoadBalancer, remote
-from workers import process
-
-gw = CpuLiveLoadBalancer(name="gateway", workersMin=0, workersMax=1)
-
-
-@remote(gw, method="POST", path="/run")
-async def run(text: str) -> dict:
-    return {"text": await process(text)}
-"""
 
 
 @pytest.fixture
@@ -70,7 +47,7 @@ def _warnings_shown(app: FlashApp) -> str:
 async def test_calls_in_the_detail_pane_and_warnings_in_the_dialogs(
     tmp_path: Path, tui_home: Path
 ) -> None:
-    project = write_files(tmp_path / "callsapp", {"workers.py": WORKERS, "main.py": GATEWAY})
+    project = write_files(tmp_path / "callsapp", CALLS_PROJECT)
     app = FlashApp(project, "local", watch=False)
     async with app.run_test(size=(120, 34)) as pilot:
         await until(pilot, lambda: app.scan_count >= 1 and app.connected, 60, "scan and cloud")

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import shutil
-from collections.abc import Iterator
 from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
+from projectfiles import copy_example
 from textual.widgets import Input, Select
 from waiting import until
 
@@ -25,24 +24,12 @@ def clock() -> datetime:
     return datetime(2026, 1, 1, 12, 0, 0, tzinfo=timezone.utc)
 
 
-@pytest.fixture(autouse=True)
-def private_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """A temporary flash-tui home; a local cloud started in it by mistake is stopped."""
-    home = tmp_path / "home"
-    monkeypatch.setenv("FLASH_TUI_HOME", str(home))
-    yield
-    if (home / "localcloud").exists():
-        from engine.home import Home
-        from engine.localcloud.discovery import stop_cloud
-
-        stop_cloud(Home(home))
+pytestmark = pytest.mark.usefixtures("private_home")  # tests/tui/conftest.py
 
 
 @pytest.fixture
 def quickstart(tmp_path: Path) -> Path:
-    dest = tmp_path / "quickstart"
-    shutil.copytree(ROOT / "examples" / "quickstart", dest, ignore=shutil.ignore_patterns(".flash"))
-    return dest
+    return copy_example("quickstart", tmp_path / "quickstart")
 
 
 def endpoint(name: str, status: str) -> EndpointStatus:

@@ -57,9 +57,7 @@ STATUSES = [
 HEALTH = {"gateway": [2.0, 4.0, None, 3.0]}
 
 
-@pytest.fixture(autouse=True)
-def private_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("FLASH_TUI_HOME", str(tmp_path / "home"))
+pytestmark = pytest.mark.usefixtures("private_home")  # tests/tui/conftest.py
 
 
 @pytest.fixture(scope="module")

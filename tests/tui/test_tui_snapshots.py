@@ -124,10 +124,7 @@ PLAN: list[PlanItem] = [
 ]
 
 
-@pytest.fixture(autouse=True)
-def private_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Never touch the user's flash-tui home (nothing here should reach a cloud anyway)."""
-    monkeypatch.setenv("FLASH_TUI_HOME", str(tmp_path / "home"))
+pytestmark = pytest.mark.usefixtures("private_home")  # tests/tui/conftest.py
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,21 @@
+"""Fixtures the TUI tests share."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+
+@pytest.fixture
+def private_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """A temporary flash-tui home (never the user's); a local cloud started in it is stopped."""
+    home = tmp_path / "home"
+    monkeypatch.setenv("FLASH_TUI_HOME", str(home))
+    yield home
+    if (home / "localcloud").exists():
+        from engine.home import Home
+        from engine.localcloud.discovery import stop_cloud
+
+        stop_cloud(Home(home))
