@@ -54,15 +54,8 @@ _EXECUTE = 1 << 0
 _WRITE_FILE = 1 << 1
 _READ_FILE = 1 << 2
 _READ_DIR = 1 << 3
-_REMOVE_DIR = 1 << 4
-_REMOVE_FILE = 1 << 5
-_MAKE_CHAR = 1 << 6
-_MAKE_DIR = 1 << 7
-_MAKE_REG = 1 << 8
-_MAKE_SOCK = 1 << 9
-_MAKE_FIFO = 1 << 10
-_MAKE_BLOCK = 1 << 11
-_MAKE_SYM = 1 << 12
+# 1 << 4 .. 1 << 12: remove dir/file, make char/dir/reg/sock/fifo/block/sym (ABI 1)
+_ABI1_RIGHTS = (1 << 13) - 1  # EXECUTE .. MAKE_SYM
 _REFER = 1 << 13  # ABI 2
 _TRUNCATE = 1 << 14  # ABI 3
 _SCOPE_ABSTRACT_UNIX_SOCKET = 1 << 0  # ABI 6
@@ -149,7 +142,7 @@ class _PathBeneathAttr(ctypes.Structure):
 
 
 def _handled(abi: int) -> int:
-    rights = (1 << 13) - 1  # EXECUTE .. MAKE_SYM (ABI 1)
+    rights = _ABI1_RIGHTS
     if abi >= 2:
         rights |= _REFER
     if abi >= 3:
