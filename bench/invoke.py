@@ -45,6 +45,7 @@ from typing import Any
 import cloudpickle
 import httpx
 from loadgen import Sample, fmt, median, request_bytes, run_requests, sample_of
+from loadgen import qb_body as loadgen_qb_body
 from processes import clean_env, free_port, stop_process, wait_ready
 
 REPO = Path(__file__).resolve().parent.parent
@@ -129,17 +130,7 @@ LB_BODY = {"numbers": [1.5, 2.5, 3.0, 4.0], "scale": 2.0}
 
 
 def qb_body() -> dict[str, Any]:
-    def b64(value: Any) -> str:
-        return base64.b64encode(cloudpickle.dumps(value)).decode()
-
-    return {
-        "input": {
-            "function_name": "compute",
-            "execution_type": "function",
-            "args": [b64(LB_BODY["numbers"])],
-            "kwargs": {"scale": b64(LB_BODY["scale"])},
-        }
-    }
+    return loadgen_qb_body("compute", LB_BODY["numbers"], scale=LB_BODY["scale"])
 
 
 @dataclass

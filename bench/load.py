@@ -55,6 +55,7 @@ from loadgen import (
     Sample,
     fmt,
     median,
+    qb_body,
     request_bytes,
     run_requests,
     run_requests_httpx,
@@ -103,22 +104,6 @@ async def cross(numbers: list[float], scale: float = 1.0) -> dict:
 
 ARGS = {"numbers": [1.5, 2.5, 3.0, 4.0], "scale": 2.0}
 EXPECTED = {"count": 4, "sum": 22.0, "max": 8.0}
-
-
-def _b64(value: Any) -> str:
-    return base64.b64encode(cloudpickle.dumps(value)).decode()
-
-
-def qb_body(function: str, *args: Any, **kwargs: Any) -> dict[str, Any]:
-    """A `/run` or `/runsync` body calling `function` (the upstream job contract)."""
-    return {
-        "input": {
-            "function_name": function,
-            "execution_type": "function",
-            "args": [_b64(a) for a in args],
-            "kwargs": {k: _b64(v) for k, v in kwargs.items()},
-        }
-    }
 
 
 def flood_body() -> dict[str, Any]:

@@ -1,12 +1,14 @@
 """The benchmarks' load generator: a minimal keep-alive HTTP/1.1 client on raw asyncio streams.
 
 httpx's per-request overhead would cap the figures before the servers do; `run_requests_httpx`
-measures with it on purpose (a typical Python client). Also the figures of a run (`Sample`).
+measures with it on purpose (a typical Python client). Also the figures of a run (`Sample`) and
+the body of a queue job (`qb_body`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import statistics
 import time
@@ -14,7 +16,24 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import cloudpickle
 import httpx
+
+
+def _b64(value: Any) -> str:
+    return base64.b64encode(cloudpickle.dumps(value)).decode()
+
+
+def qb_body(function: str, *args: Any, **kwargs: Any) -> dict[str, Any]:
+    """A `/run` or `/runsync` body calling `function` (the upstream job contract)."""
+    return {
+        "input": {
+            "function_name": function,
+            "execution_type": "function",
+            "args": [_b64(a) for a in args],
+            "kwargs": {k: _b64(v) for k, v in kwargs.items()},
+        }
+    }
 
 
 def request_bytes(method: str, path: str, body: Any, headers: dict[str, str]) -> bytes:
