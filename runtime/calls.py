@@ -35,7 +35,7 @@ import textwrap
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 import httpx
@@ -50,6 +50,9 @@ from runtime.serialization import (
     serialize_args,
     serialize_kwargs,
 )
+
+if TYPE_CHECKING:
+    from runtime.route_binding import RouteBinding
 
 __all__ = [
     "DEFAULT_CALL_TIMEOUT",
@@ -424,11 +427,11 @@ class _FunctionCall:
 
     async def _route(self, endpoint: EndpointInfo) -> Any:
         from runtime.lb_app import TRACEBACK_HEADER
-        from runtime.route_binding import QUERY_METHODS, route_binding
+        from runtime.route_binding import QUERY_METHODS
 
         target, original = self.target, self.original
         method, path = str(target.http_method), str(target.http_path)
-        binding = _binding(route_binding, original, method, path)
+        binding = _binding(original, method, path)
         try:
             bound = inspect.signature(original).bind_partial(*self.args, **self.kwargs)
         except TypeError as exc:
@@ -479,12 +482,15 @@ def _query_text(value: Any) -> str:
     return json.dumps(_jsonable(value))
 
 
-_bindings: dict[tuple[Any, str, str], Any] = {}
+_bindings: dict[tuple[Callable[..., Any], str, str], RouteBinding] = {}
 
 
-def _binding(factory: Callable[..., Any], fn: Any, method: str, path: str) -> Any:
+def _binding(fn: Callable[..., Any], method: str, path: str) -> RouteBinding:
+    """The route binding of `fn`, analysed once (imported late: only LB calls need FastAPI)."""
+    from runtime.route_binding import route_binding
+
     key = (fn, method, path)
     binding = _bindings.get(key)
     if binding is None:
-        binding = _bindings[key] = factory(fn, method, path)
+        binding = _bindings[key] = route_binding(fn, method, path)
     return binding
