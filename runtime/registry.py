@@ -158,7 +158,6 @@ class ServiceRegistry:
         endpoints_file: str | os.PathLike[str] | None = None,
         endpoints_url: str | None = None,
         endpoints_token: str | None = None,
-        endpoints: Mapping[str, EndpointInfo] | None = None,
         ttl: float = DEFAULT_TTL,
         environment_id: str | None = None,
         inline: Mapping[str, EndpointInfo] | None = None,
@@ -173,8 +172,8 @@ class ServiceRegistry:
         # The table given in the environment (`FLASH_ENDPOINTS`): it never changes, so every
         # reload starts from it.
         self._inline: dict[str, EndpointInfo] = dict(inline or {})
-        self._table: dict[str, EndpointInfo] = {**self._inline, **(endpoints or {})}
-        self._loaded_at = time.monotonic() if endpoints is not None else 0.0
+        self._table: dict[str, EndpointInfo] = dict(self._inline)
+        self._loaded_at = 0.0
         self._file_stamp: tuple[float, int] | None = None
         self._last_refresh = 0.0
         self._lock: asyncio.Lock | None = None

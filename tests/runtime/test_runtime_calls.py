@@ -115,7 +115,7 @@ def servers():
 
 @pytest.fixture
 def registry(servers):
-    reg = ServiceRegistry(MANIFEST, current_resource="gateway", endpoints=servers)
+    reg = ServiceRegistry(MANIFEST, current_resource="gateway", inline=servers)
     calls.set_registry(reg)
     yield reg
     calls.reset()
@@ -175,7 +175,7 @@ async def test_unknown_endpoint(registry) -> None:
 async def test_wrong_key_is_an_http_error(servers) -> None:
     bad = dict(servers)
     bad["qb"] = EndpointInfo("qb", servers["qb"].url, "wrong")
-    calls.set_registry(ServiceRegistry(MANIFEST, current_resource="x", endpoints=bad))
+    calls.set_registry(ServiceRegistry(MANIFEST, current_resource="x", inline=bad))
     try:
         with pytest.raises(RemoteExecutionError) as info:
             await calls.dispatch(square, "qb", (1,), {})
@@ -297,7 +297,7 @@ async def test_call_timeout(servers, monkeypatch: pytest.MonkeyPatch) -> None:
             }
         }
         endpoints = {"slow": EndpointInfo("slow", url)}
-        calls.set_registry(ServiceRegistry(manifest, current_resource="x", endpoints=endpoints))
+        calls.set_registry(ServiceRegistry(manifest, current_resource="x", inline=endpoints))
         monkeypatch.setenv("FLASH_CALL_TIMEOUT", "0.3")
         calls._clients.clear()
         try:
@@ -370,7 +370,7 @@ async def test_concurrent_calls_reuse_keep_alive_connections() -> None:
 
     with serve_asgi(BearerAuthMiddleware(recording, "kq")) as url:
         endpoints = {"qb": EndpointInfo("qb", url, "kq")}
-        calls.set_registry(ServiceRegistry(MANIFEST, current_resource="x", endpoints=endpoints))
+        calls.set_registry(ServiceRegistry(MANIFEST, current_resource="x", inline=endpoints))
         try:
             in_flight, rounds = 32, 10
             for round_ in range(rounds):
