@@ -73,14 +73,17 @@ def describe_validation_error(resource_type: str, error: ValidationError) -> str
     return "; ".join(parts)
 
 
-def canonical_model_config(cls: type[BaseModel], config: dict[str, Any]) -> dict[str, Any]:
+def canonical_model_config(
+    cls: type[BaseModel], config: dict[str, Any], *, is_cpu: bool
+) -> dict[str, Any]:
     """The user-configurable fields of `config` for the resource model `cls`, validated,
-    defaults filled, enums by name. Raises `ValueError` naming the field when it is invalid."""
+    defaults filled, enums by name, a CPU model's GPU-only fields left out. Raises `ValueError`
+    naming the field when it is invalid."""
     try:
         model = cls.model_validate(config)
     except ValidationError as exc:
         raise ValueError(describe_validation_error(cls.__name__, exc)) from None
-    skip = RUNTIME_FIELDS | (GPU_ONLY_FIELDS if getattr(cls, "is_cpu", False) else frozenset())
+    skip = RUNTIME_FIELDS | (GPU_ONLY_FIELDS if is_cpu else frozenset())
     return {
         name: _plain(getattr(model, name))
         for name in sorted(cls.model_fields)
@@ -93,7 +96,9 @@ def canonical_json(data: Any) -> str:
     return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 
-def model_config_hash(cls: type[BaseModel], config: dict[str, Any]) -> str:
+def model_config_hash(cls: type[BaseModel], config: dict[str, Any], *, is_cpu: bool) -> str:
     """SHA-256 hex digest of the canonical JSON of the config (class name included)."""
-    payload = canonical_json({"type": cls.__name__, "config": canonical_model_config(cls, config)})
+    payload = canonical_json(
+        {"type": cls.__name__, "config": canonical_model_config(cls, config, is_cpu=is_cpu)}
+    )
     return hashlib.sha256(payload.encode()).hexdigest()

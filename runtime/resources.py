@@ -164,7 +164,7 @@ class ServerlessResource(BaseResource):
     @property
     def config_hash(self) -> str:
         """SHA-256 of the canonical user config (see `runtime.confighash`)."""
-        return model_config_hash(type(self), self.user_config())
+        return model_config_hash(type(self), self.user_config(), is_cpu=self.is_cpu)
 
     def user_config(self) -> dict[str, Any]:
         """The fields the user set, as given (enums kept as enum members)."""
@@ -341,9 +341,11 @@ def canonical_config(resource_type: str, config: dict[str, Any]) -> dict[str, An
     Raises `ValueError` naming the field when the config is invalid, `KeyError` for an unknown
     resource type.
     """
-    return canonical_model_config(resource_class(resource_type), config)
+    cls = resource_class(resource_type)
+    return canonical_model_config(cls, config, is_cpu=cls.is_cpu)
 
 
 def config_hash(resource_type: str, config: dict[str, Any]) -> str:
     """SHA-256 of the canonical JSON of a `resource_type` config (class name included)."""
-    return model_config_hash(resource_class(resource_type), config)
+    cls = resource_class(resource_type)
+    return model_config_hash(cls, config, is_cpu=cls.is_cpu)
