@@ -161,7 +161,7 @@ class GraphQLClient:
                 retry=False,
             )
         if status == 429:
-            wait = _retry_after(response, self.policy)
+            wait = retry_after(response, self.policy)
             return _Attempt(
                 TransientError(f"RunPod API: {name} throttled (HTTP 429)"), retry=True, wait=wait
             )
@@ -213,7 +213,7 @@ def _error_message(error: Any) -> str:
     return str(error)
 
 
-def _retry_after(response: httpx.Response, policy: RetryPolicy) -> float:
+def retry_after(response: httpx.Response, policy: RetryPolicy) -> float:
     """Seconds the server asked to wait (delta or HTTP date), capped; 1 s when it did not say."""
     value = response.headers.get("Retry-After", "").strip()
     seconds = 1.0

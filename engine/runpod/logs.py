@@ -31,6 +31,7 @@ import httpx
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from engine.provider import ProviderError
+from engine.runpod.graphql import RetryPolicy, retry_after
 from runtime.logline import format_line
 
 __all__ = [
@@ -45,8 +46,10 @@ __all__ = [
 HISTORY_QUIET = 1.0  # seconds without an event that end a stream's history
 MAX_TAIL = 5000
 _ATTEMPTS = 4
-_BACKOFF = 0.5  # first retry pause (seconds), doubled each time, ±20 % jitter
 _MAX_RETRY_AFTER = 60.0
+# First retry pause 0.5 s, doubled each time, ±20 % jitter: the GraphQL client's policy.
+_RETRY = RetryPolicy(base=0.5, cap=_MAX_RETRY_AFTER, max_retry_after=_MAX_RETRY_AFTER)
+_RNG = random.Random()
 _REFRESH_WORKERS = 5.0  # seconds between looks for new workers while following
 _MARK_EVERY = 0.25  # seconds between marks while following (engine.logs orders by them)
 _STREAMS = {"container": "out", "system": "flash"}
@@ -119,9 +122,8 @@ def _check(response: httpx.Response, what: str) -> None:
 
 def _pause(response: httpx.Response | None, attempt: int) -> float:
     if response is not None and response.status_code == 429:
-        with contextlib.suppress(ValueError):
-            return min(float(response.headers.get("retry-after", "1")), _MAX_RETRY_AFTER)
-    return _BACKOFF * 2**attempt * random.uniform(0.8, 1.2)
+        return retry_after(response, _RETRY)
+    return _RETRY.delay(attempt, _RNG)
 
 
 def _retryable(response: httpx.Response) -> bool:

@@ -198,21 +198,7 @@ class RunPodProvider:
                 url=url,
                 last_error="not recorded by the deploy that created it",
             )
-        config, _changed = live_config(resource_type, built, live)
-        try:
-            digest: str | None = config_hash(resource_type, config)
-        except (ValueError, KeyError):
-            digest = None
-        return DeployedEndpoint(
-            name=name,
-            resource_type=resource_type,
-            is_load_balanced=load_balanced,
-            status=Status.HEALTHY,
-            config=config,
-            config_hash=digest,
-            code_hash=live.env_value(FINGERPRINT_ENV),
-            url=url,
-        )
+        return self._read_back(name, resource_type, load_balanced, built, live, recorded_hash=None)
 
     def _deployed(
         self, name: str, state: ResourceState | None, live: Endpoint | None
@@ -232,24 +218,52 @@ class RunPodProvider:
                 updated_at=state.deployed_at,
                 last_error="the endpoint no longer exists on RunPod",
             )
-        config, changed = live_config(state.resource_type, state.config, live)
-        digest = state.config_hash
-        if changed:
+        return self._read_back(
+            name,
+            state.resource_type,
+            state.is_load_balanced,
+            state.config,
+            live,
+            recorded_hash=state.config_hash,
+            code_hash=state.code_hash,
+            build_id=state.build_id,
+            updated_at=state.deployed_at,
+        )
+
+    def _read_back(
+        self,
+        name: str,
+        resource_type: str,
+        load_balanced: bool,
+        recorded: Mapping[str, Any],
+        live: Endpoint,
+        *,
+        recorded_hash: str | None,
+        code_hash: str | None = None,
+        build_id: str | None = None,
+        updated_at: float | None = None,
+    ) -> DeployedEndpoint:
+        """A live endpoint read back onto the config it was recorded (or built) with, so a
+        field changed in RunPod's console shows as drift. `recorded_hash` stays while nothing
+        changed; without a record (`None` from `_adopted`) the hash is always recomputed."""
+        config, changed = live_config(resource_type, recorded, live)
+        digest = recorded_hash
+        if changed or recorded_hash is None:
             try:
-                digest = config_hash(state.resource_type, config)
+                digest = config_hash(resource_type, config)
             except (ValueError, KeyError):
                 digest = None
         return DeployedEndpoint(
             name=name,
-            resource_type=state.resource_type,
-            is_load_balanced=state.is_load_balanced,
+            resource_type=resource_type,
+            is_load_balanced=load_balanced,
             status=Status.HEALTHY,
             config=config,
             config_hash=digest,
-            code_hash=live.env_value(FINGERPRINT_ENV) or state.code_hash,
-            build_id=state.build_id,
-            url=endpoint_target(self.config, name, live, state.is_load_balanced).base_url,
-            updated_at=state.deployed_at,
+            code_hash=live.env_value(FINGERPRINT_ENV) or code_hash,
+            build_id=build_id,
+            url=endpoint_target(self.config, name, live, load_balanced).base_url,
+            updated_at=updated_at,
         )
 
     async def apps(self) -> list[AppSummary]:
