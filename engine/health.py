@@ -33,7 +33,6 @@ __all__ = [
     "DEFAULT_INTERVAL",
     "DEFAULT_MAX_INTERVAL",
     "DEFAULT_MAX_RATE",
-    "DEFAULT_TARGETS_EVERY",
     "HealthChange",
     "HealthMonitor",
     "HealthSample",
@@ -45,7 +44,8 @@ DEFAULT_INTERVAL = 5.0
 DEFAULT_HISTORY = 120
 DEFAULT_MAX_INTERVAL = 60.0
 DEFAULT_MAX_RATE = 4.0
-DEFAULT_TARGETS_EVERY = 30.0
+# How long the targets of one `targets()` call are reused (see `HealthMonitor._current`).
+_TARGETS_EVERY = 30.0
 
 
 @dataclass(frozen=True)
@@ -153,9 +153,9 @@ async def probe_all(targets: Sequence[EndpointTarget], timeout: float = 2.0) -> 
 class HealthMonitor:
     """Probes endpoints on a budget; bounded history; events by callback or `async for`.
 
-    `targets` is called before every round (endpoints come and go); it returns the current
-    `EndpointTarget`s. `prefer`, when given, names the endpoints to probe first (the rows on
-    screen).
+    `targets` returns the current `EndpointTarget`s (endpoints come and go); its answer is
+    reused for 30 s, unless `refresh_targets()` is called or a probe fails. `prefer`, when
+    given, names the endpoints to probe first (the rows on screen).
     """
 
     def __init__(
@@ -169,7 +169,6 @@ class HealthMonitor:
         timeout: float = 2.0,
         on_event: Callable[[HealthEvent], None] | None = None,
         prefer: Callable[[], Collection[str]] | None = None,
-        targets_every: float = DEFAULT_TARGETS_EVERY,
     ) -> None:
         self._targets = targets
         self.interval = interval
@@ -189,7 +188,6 @@ class HealthMonitor:
         self._every: dict[str, float] = {}
         self._due: dict[str, float] = {}
         self._urls: dict[str, str] = {}
-        self.targets_every = targets_every
         self._cached: list[EndpointTarget] = []
         self._targets_at: float | None = None
         self._tokens = max(1.0, max_rate * interval)
@@ -277,9 +275,9 @@ class HealthMonitor:
 
     async def _current(self) -> list[EndpointTarget]:
         # Asking for the targets costs the provider requests of its own: reuse them for
-        # `targets_every` seconds unless told (`refresh_targets`) or a probe failed.
+        # `_TARGETS_EVERY` seconds unless told (`refresh_targets`) or a probe failed.
         now = time.monotonic()
-        if self._targets_at is not None and now - self._targets_at < self.targets_every:
+        if self._targets_at is not None and now - self._targets_at < _TARGETS_EVERY:
             return self._cached
         targets = list(await self._targets())
         self._cached, self._targets_at = targets, now
@@ -310,7 +308,7 @@ class HealthMonitor:
             self._record(sample)
         if any(not sample.ok for sample in samples) and self._targets_at is not None:
             # A failing endpoint may have moved: look again, at most once an interval.
-            soon = time.monotonic() + self.interval - self.targets_every
+            soon = time.monotonic() + self.interval - _TARGETS_EVERY
             self._targets_at = min(self._targets_at, soon)
         return list(samples)
 

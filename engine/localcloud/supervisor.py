@@ -437,6 +437,10 @@ class Supervisor:
         return result
 
     async def _remove(self, app: str, names: list[str], emit: Emit) -> list[dict[str, Any]]:
+        # The log stays readable until the endpoint is deployed again (a post-mortem), with the
+        # app's keys redacted now: once the record goes, nothing knows them any more.
+        keys = list(self.store.app_keys(app).values())
+
         async def one(name: str) -> dict[str, Any]:
             started = time.monotonic()
             emit(DeployEvent(type="endpoint", name=name, action="delete", state="stopping"))
@@ -444,9 +448,6 @@ class Supervisor:
             worker = self.workers.get((app, name))
             if worker is not None:
                 await self._stop_worker(worker)
-            # The log stays readable until the endpoint is deployed again (a post-mortem), with
-            # the endpoint's key redacted now: once the record goes, nothing knows it any more.
-            keys = list(self.store.app_keys(app).values())
             await asyncio.to_thread(
                 logfiles.redact_files, self._processes.log_path(app, name), keys
             )
