@@ -30,6 +30,7 @@ from typing import Any
 import httpx
 
 from engine.provider import EndpointTarget
+from runtime.errors import TRACEBACK_HEADER
 from runtime.payload import validation_summary
 from runtime.serialization import class_job, deserialize, function_job
 
@@ -48,8 +49,6 @@ __all__ = [
 
 _METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
 _TERMINAL = frozenset({"COMPLETED", "FAILED", "CANCELLED", "TIMED_OUT"})
-# LB routes add the remote traceback to a 500 body when asked (runtime.lb_app.TRACEBACK_HEADER).
-_TRACEBACK_HEADER = "x-flash-traceback"
 _FRAME = re.compile(r'^\s*File "([^"]+)", line (\d+)', re.MULTILINE)
 
 
@@ -384,7 +383,7 @@ async def _invoke_lb(
 ) -> InvokeResult:
     assert call.method and call.path
     url = target.url(call.path)
-    headers = {**target.headers(), _TRACEBACK_HEADER: "1"}
+    headers = {**target.headers(), TRACEBACK_HEADER: "1"}
     kwargs: dict[str, Any] = {"headers": headers, "timeout": timeout}
     if call.method in ("GET", "DELETE"):
         if data is not None and not isinstance(data, Mapping):

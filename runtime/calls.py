@@ -40,7 +40,7 @@ from urllib.parse import quote
 
 import httpx
 
-from runtime.errors import RemoteExecutionError
+from runtime.errors import TRACEBACK_HEADER, RemoteExecutionError
 from runtime.httpwire import ConnectionPool, Response
 from runtime.registry import EndpointInfo, FunctionTarget, ServiceRegistry
 from runtime.serialization import (
@@ -426,7 +426,6 @@ class _FunctionCall:
         return _decode_function_response(self.target, response.json())
 
     async def _route(self, endpoint: EndpointInfo) -> Any:
-        from runtime.lb_app import TRACEBACK_HEADER
         from runtime.route_binding import QUERY_METHODS
 
         target, original = self.target, self.original

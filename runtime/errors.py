@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 __all__ = [
+    "TRACEBACK_HEADER",
     "EndpointNotFoundError",
     "FlashRuntimeError",
     "ManifestError",
     "RemoteExecutionError",
     "SerializationError",
 ]
+
+
+# A caller that sends this header to a load-balanced route gets the remote traceback in a 500
+# body (cross-endpoint calls and `flash-tui invoke` do); other clients get only the error line.
+TRACEBACK_HEADER = "x-flash-traceback"
 
 
 class FlashRuntimeError(Exception):

@@ -52,6 +52,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Route
 
+from runtime.errors import TRACEBACK_HEADER
 from runtime.payload import DEFAULT_MAX_DEPTH, BodyError, parse_json, validation_summary
 from runtime.qb_handler import create_handler, format_user_traceback, user_location
 from runtime.route_binding import (
@@ -65,12 +66,9 @@ from runtime.route_binding import (
     route_binding,
 )
 
-__all__ = ["CallGuard", "RESERVED_PATHS", "TRACEBACK_HEADER", "create_lb_app"]
+__all__ = ["CallGuard", "RESERVED_PATHS", "create_lb_app"]
 
 RESERVED_PATHS = frozenset({"/ping", "/execute", "/manifest"})
-# A caller that sends this header gets the remote traceback in a 500 body (cross-endpoint
-# calls do); other clients get only the error line.
-TRACEBACK_HEADER = "x-flash-traceback"
 MAX_BODY_BYTES = 30 * 1024 * 1024  # RunPod's load-balancer payload limit
 DEFAULT_MAX_STUCK = 40  # anyio's default thread limiter: 40 stuck calls leave no thread
 
