@@ -16,9 +16,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
+from pydantic import BaseModel, ConfigDict, Field
+
 from engine.archive import BuildRef
 from engine.home import Home
-from engine.localcloud.wire import EndpointSpec
 
 __all__ = [
     "AppSummary",
@@ -35,6 +36,20 @@ __all__ = [
     "TARGETS",
     "get_provider",
 ]
+
+
+class EndpointSpec(BaseModel):
+    """One endpoint as the engine wants it deployed (from the manifest); the local cloud's
+    deploy request carries it as it is."""
+
+    model_config = ConfigDict(frozen=True)
+
+    name: str
+    resource_type: str = ""
+    is_load_balanced: bool = False
+    config: dict[str, Any] = Field(default_factory=dict)
+    config_hash: str | None = None
+    code_hash: str | None = None
 
 
 class ProviderError(Exception):

@@ -13,6 +13,9 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, RootModel, ValidationError
 
+# The engine's deploy spec is also the wire's: a provider-neutral frozen model.
+from engine.provider import EndpointSpec
+
 __all__ = [
     "Ack",
     "AppList",
@@ -49,19 +52,6 @@ def problem(error: ValidationError) -> str:
     where = ".".join(str(part) for part in first["loc"]) or "body"
     more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
     return f"{where}: {first['msg']}{more}"
-
-
-class EndpointSpec(BaseModel):
-    """One endpoint as the engine wants it deployed (from the manifest)."""
-
-    model_config = ConfigDict(frozen=True)
-
-    name: str
-    resource_type: str = ""
-    is_load_balanced: bool = False
-    config: dict[str, Any] = Field(default_factory=dict)
-    config_hash: str | None = None
-    code_hash: str | None = None
 
 
 class BuildSpec(BaseModel):
