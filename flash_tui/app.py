@@ -162,16 +162,6 @@ class FlashApp(DeploymentActions, TargetWatch, App[None]):
         return self._state.samples
 
     @property
-    def sampled_at(self) -> Mapping[str, tuple[str | None, int | None]]:
-        """(url, pid) of the worker each sparkline was measured on."""
-        return self._state.sampled_at
-
-    @property
-    def retired(self) -> frozenset[str]:
-        """Endpoints whose probes are ignored (being or having been undeployed)."""
-        return self._state.retired
-
-    @property
     def events(self) -> Mapping[str, tuple[str, ...]]:
         """Recent target events per endpoint."""
         return self._state.events

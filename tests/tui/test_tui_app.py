@@ -438,7 +438,7 @@ async def test_undeployed_endpoints_lose_their_health_history(quickstart: Path) 
         assert table._shown["api"].samples == []
         # Deployed again: its health counts again.
         app.post_message(StatusUpdated([endpoint("gateway", "healthy")]))
-        await until(pilot, lambda: "gateway" not in app.retired)
+        await until(pilot, lambda: "gateway" not in app.state.retired)
         app.post_message(HealthSampled("gateway", True, 2.5))
         await until(pilot, lambda: list(app.samples.get("gateway", ())) == [2.5])
 

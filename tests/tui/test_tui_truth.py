@@ -124,7 +124,7 @@ async def test_a_restarted_cloud_shows_its_new_address_and_fresh_health(
         await pilot.press("h")
         await until(pilot, lambda: any("probed" in n for n in notes(app)), 15, "the probe")
         await until(pilot, lambda: bool(app.samples.get("web")), 10, "a fresh sample")
-        assert app.sampled_at["web"] == (web.url, web.pid)
+        assert app.state.sampled_at["web"] == (web.url, web.pid)
 
         # `r` reconnects: the log says where to.
         await pilot.press("r")
