@@ -157,16 +157,6 @@ class FlashApp(DeploymentActions, TargetWatch, App[None]):
         return self._state.statuses
 
     @property
-    def samples(self) -> Mapping[str, tuple[float | None, ...]]:
-        """Health history (latency or None for a failed probe) per endpoint."""
-        return self._state.samples
-
-    @property
-    def events(self) -> Mapping[str, tuple[str, ...]]:
-        """Recent target events per endpoint."""
-        return self._state.events
-
-    @property
     def busy(self) -> str | None:
         """The long operation running (build, deploy, undeploy), if any."""
         return self._state.busy
