@@ -157,26 +157,6 @@ class FlashApp(DeploymentActions, TargetWatch, App[None]):
         return self._state.statuses
 
     @property
-    def samples(self) -> Mapping[str, tuple[float | None, ...]]:
-        """Health history (latency or None for a failed probe) per endpoint."""
-        return self._state.samples
-
-    @property
-    def sampled_at(self) -> Mapping[str, tuple[str | None, int | None]]:
-        """(url, pid) of the worker each sparkline was measured on."""
-        return self._state.sampled_at
-
-    @property
-    def retired(self) -> frozenset[str]:
-        """Endpoints whose probes are ignored (being or having been undeployed)."""
-        return self._state.retired
-
-    @property
-    def events(self) -> Mapping[str, tuple[str, ...]]:
-        """Recent target events per endpoint."""
-        return self._state.events
-
-    @property
     def busy(self) -> str | None:
         """The long operation running (build, deploy, undeploy), if any."""
         return self._state.busy

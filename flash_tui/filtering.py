@@ -52,9 +52,20 @@ def filter_manifest(
     return {**manifest, "resources": kept}, shown
 
 
-def filter_rows(rows: Sequence[EndpointRow], text: str) -> list[EndpointRow]:
-    """The table rows `text` keeps (name, type or status)."""
+def filter_rows(
+    rows: Sequence[EndpointRow], text: str, manifest: Mapping[str, Any] | None = None
+) -> list[EndpointRow]:
+    """The table rows `text` keeps: the endpoints `filter_manifest` keeps in the tree (so a type
+    such as `LiveServerless` or a function's name keeps the same endpoints in both), and a row
+    whose name, type or status matches (an endpoint deployed but no longer in the manifest)."""
     needle = text.strip().lower()
     if not needle:
         return list(rows)
-    return [r for r in rows if _has(needle, r.name, r.type, r.status)]
+    resources = (manifest or {}).get("resources") or {}
+    kept = {
+        name
+        for name, resource in resources.items()
+        if _resource_matches(needle, name, resource, "")
+        or any(_function_matches(needle, f) for f in resource.get("functions") or [])
+    }
+    return [r for r in rows if r.name in kept or _has(needle, r.name, r.type, r.status)]

@@ -64,7 +64,7 @@ async def _quickstart(project: Path, out: Path) -> None:
         await _until(pilot, lambda: app.busy is None and all_healthy(), 120, "healthy endpoints")
         await pilot.press("h")
         await _until(
-            pilot, lambda: all(len(app.samples.get(n, ())) >= 3 for n in names), 30, "health"
+            pilot, lambda: all(len(app.state.samples.get(n, ())) >= 3 for n in names), 30, "health"
         )
         await pilot.press("tab")
         await pilot.pause(0.5)

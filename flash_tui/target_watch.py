@@ -78,7 +78,6 @@ class TargetWatch:
     manifest: Mapping[str, Any]
     diagnostics: tuple[Diagnostic, ...]
     statuses: Mapping[str, EndpointStatus]
-    retired: frozenset[str]
     busy: str | None
     screen: Screen[Any]
     workers: WorkerManager
@@ -218,7 +217,7 @@ class TargetWatch:
 
     def health_changed(self, endpoint: str, ok: bool, detail: str | None) -> None:
         """An endpoint turned healthy or unhealthy: say so and ask for the new status."""
-        if endpoint in self.retired:
+        if endpoint in self._state.retired:
             return  # undeployed on purpose: its worker not answering is expected
         state = "healthy" if ok else f"unhealthy: {detail or 'no answer'}"
         self.log_engine(f"{endpoint} {state}", "info" if ok else "error")

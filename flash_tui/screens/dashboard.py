@@ -88,7 +88,8 @@ class DashboardScreen(Screen[None]):
     def _show_rows(self, state: DashboardState) -> None:
         # A health sample can land while the app shuts down and the widgets are gone.
         for table in self.query(EndpointsTable):
-            table.show(filter_rows(state.rows(self._clock().timestamp()), self._filter))
+            rows = state.rows(self._clock().timestamp())
+            table.show(filter_rows(rows, self._filter, state.manifest))
 
     def set_filter(self, text: str) -> None:
         """Show only the endpoints, functions and diagnostics `text` matches ("" clears)."""

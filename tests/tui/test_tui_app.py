@@ -427,20 +427,20 @@ async def test_undeployed_endpoints_lose_their_health_history(quickstart: Path) 
         app.health_changed("gateway", False, "connection refused")
         app.post_message(HealthSampled("gateway", False, None))
         app.post_message(HealthSampled("api", True, 1.5))
-        await until(pilot, lambda: len(app.samples["api"]) == 2)
-        assert "gateway" not in app.samples
+        await until(pilot, lambda: len(app.state.samples["api"]) == 2)
+        assert "gateway" not in app.state.samples
         assert not any("gateway unhealthy" in r.text for r in app.logs)
         # The target reports api undeployed too (by another client): its sparkline goes.
         app.post_message(StatusUpdated([endpoint("gateway", "not_deployed", "new")]))
-        await until(pilot, lambda: "api" not in app.samples)
+        await until(pilot, lambda: "api" not in app.state.samples)
         rows = {row.name: row for row in app.rows()}
         assert rows["api"].samples == [] and rows["gateway"].samples == []
         assert table._shown["api"].samples == []
         # Deployed again: its health counts again.
         app.post_message(StatusUpdated([endpoint("gateway", "healthy")]))
-        await until(pilot, lambda: "gateway" not in app.retired)
+        await until(pilot, lambda: "gateway" not in app.state.retired)
         app.post_message(HealthSampled("gateway", True, 2.5))
-        await until(pilot, lambda: list(app.samples.get("gateway", ())) == [2.5])
+        await until(pilot, lambda: list(app.state.samples.get("gateway", ())) == [2.5])
 
 
 class EventLogTarget(FlakyTarget):
@@ -468,9 +468,9 @@ async def test_the_event_log_feeds_the_detail_pane_and_new_crashes_the_log(
     backend = EventLogTarget(quickstart, history)
     app = FlashApp(quickstart, clock=clock, watch=False, backend=backend)
     async with app.run_test(size=(100, 30)) as pilot:
-        await until(pilot, lambda: len(app.events.get("gateway", ())) == 2)
+        await until(pilot, lambda: len(app.state.events.get("gateway", ())) == 2)
         stamp = datetime.fromtimestamp(at).astimezone().strftime("%H:%M:%S")
-        assert list(app.events["gateway"]) == [
+        assert list(app.state.events["gateway"]) == [
             f"{stamp} deployed: created, pid 41",
             f"{stamp} crashed: exit code 1",
         ]
@@ -480,4 +480,4 @@ async def test_the_event_log_feeds_the_detail_pane_and_new_crashes_the_log(
         backend.log.append(DeploymentEvent(4, at, "crashed", "exit code 9", endpoint="gateway"))
         app._refresh_status()
         await until(pilot, lambda: any("exit code 9" in r.text for r in app.logs))
-        assert 3 in backend.asked and len(app.events["gateway"]) == 3
+        assert 3 in backend.asked and len(app.state.events["gateway"]) == 3

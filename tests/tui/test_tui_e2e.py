@@ -123,7 +123,7 @@ async def test_quickstart_end_to_end(tmp_path: Path, tui_home: Path) -> None:
         await until(
             pilot,
             lambda: (
-                any("crashed" in e for e in app.events.get("cpu_worker", []))
+                any("crashed" in e for e in app.state.events.get("cpu_worker", []))
                 and any(r.source == "cpu_worker" and "restarted" in r.text for r in app.logs)
             ),
             15,

@@ -71,7 +71,7 @@ async def test_idle_dashboard_probes_on_a_budget_and_never_lies(
             lambda: all(
                 app.statuses.get(n) is not None
                 and app.statuses[n].status == "healthy"
-                and app.samples.get(n)
+                and app.state.samples.get(n)
                 for n in RUNNING
             ),
             90,

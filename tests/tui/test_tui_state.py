@@ -71,3 +71,25 @@ def test_header_counts_and_compact_target() -> None:
     summary, compact = state.header()
     assert summary == "demo · target: local (127.0.0.1:40123) · 2 endpoints · 1 drifted · deploy…"
     assert compact == "demo · local · 2 endpoints · 1 drifted · deploy…"
+
+
+def test_the_table_keeps_the_endpoints_the_tree_keeps() -> None:
+    from flash_tui.filtering import filter_manifest, filter_rows
+    from flash_tui.widgets.dashboard.endpoints_table import EndpointRow
+
+    manifest = {
+        "resources": {
+            "gpu": {"resource_type": "LiveServerless", "functions": [{"name": "infer"}]},
+            "api": {
+                "resource_type": "LiveLoadBalancer",
+                "is_load_balanced": True,
+                "functions": [{"name": "hello", "http_path": "/hello"}],
+            },
+        }
+    }
+    rows = [EndpointRow("api", type="LB"), EndpointRow("gpu", type="GPU"), EndpointRow("old")]
+    for text in ("liveserverless", "infer", "/hello", "old"):
+        tree, _ = filter_manifest(manifest, (), text, {})
+        table = [r.name for r in filter_rows(rows, text, manifest)]
+        assert table == [r.name for r in rows if r.name in tree["resources"] or r.name == text]
+    assert [r.name for r in filter_rows(rows, "liveserverless", manifest)] == ["gpu"]

@@ -101,7 +101,7 @@ async def test_a_restarted_cloud_shows_its_new_address_and_fresh_health(
         header = app.dashboard.query_one(HeaderLine)
         table = app.dashboard.query_one(EndpointsTable)
         await until(pilot, lambda: f":{old.port})" in header.summary, 60, "the first address")
-        await until(pilot, lambda: len(app.samples.get("web", ())) >= 2, 30, "a sparkline")
+        await until(pilot, lambda: len(app.state.samples.get("web", ())) >= 2, 30, "a sparkline")
         old_pid = app.statuses["web"].pid
 
         # Another shell stops the cloud (and its workers) and starts it again.
@@ -111,7 +111,9 @@ async def test_a_restarted_cloud_shows_its_new_address_and_fresh_health(
         await until(pilot, lambda: f":{new.port})" in header.summary, 30, "the new address")
         await until(pilot, lambda: status_of(app, "web") == "stopped", 30, "web stopped")
         # The stopped workers' history is gone: no sparkline, no p50.
-        await until(pilot, lambda: not app.samples.get("web"), 10, "the stale sparkline to go")
+        await until(
+            pilot, lambda: not app.state.samples.get("web"), 10, "the stale sparkline to go"
+        )
         assert table.get_cell("web", "health").plain == "—"
         assert table.get_cell("web", "latency").plain == "—"
 
@@ -123,8 +125,8 @@ async def test_a_restarted_cloud_shows_its_new_address_and_fresh_health(
         assert web.pid != old_pid
         await pilot.press("h")
         await until(pilot, lambda: any("probed" in n for n in notes(app)), 15, "the probe")
-        await until(pilot, lambda: bool(app.samples.get("web")), 10, "a fresh sample")
-        assert app.sampled_at["web"] == (web.url, web.pid)
+        await until(pilot, lambda: bool(app.state.samples.get("web")), 10, "a fresh sample")
+        assert app.state.sampled_at["web"] == (web.url, web.pid)
 
         # `r` reconnects: the log says where to.
         await pilot.press("r")
