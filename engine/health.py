@@ -33,6 +33,7 @@ __all__ = [
     "DEFAULT_INTERVAL",
     "DEFAULT_MAX_INTERVAL",
     "DEFAULT_MAX_RATE",
+    "DEFAULT_TIMEOUT",
     "HealthChange",
     "HealthMonitor",
     "HealthSample",
@@ -41,6 +42,7 @@ __all__ = [
 ]
 
 DEFAULT_INTERVAL = 5.0
+DEFAULT_TIMEOUT = 2.0  # seconds a probe may take to answer
 DEFAULT_HISTORY = 120
 DEFAULT_MAX_INTERVAL = 60.0
 DEFAULT_MAX_RATE = 4.0
@@ -84,7 +86,7 @@ HealthEvent = HealthSample | HealthChange
 
 
 async def probe(
-    client: httpx.AsyncClient, target: EndpointTarget, timeout: float = 2.0
+    client: httpx.AsyncClient, target: EndpointTarget, timeout: float = DEFAULT_TIMEOUT
 ) -> HealthSample:
     """Probe one endpoint now."""
     at = time.time()
@@ -144,7 +146,9 @@ def _reports_unhealthy(response: httpx.Response) -> bool:
     return isinstance(unhealthy, int) and unhealthy > 0
 
 
-async def probe_all(targets: Sequence[EndpointTarget], timeout: float = 2.0) -> list[HealthSample]:
+async def probe_all(
+    targets: Sequence[EndpointTarget], timeout: float = DEFAULT_TIMEOUT
+) -> list[HealthSample]:
     """Probe several endpoints concurrently, one sample each (in the order given)."""
     async with httpx.AsyncClient(trust_env=False) as client:
         return list(await asyncio.gather(*(probe(client, t, timeout) for t in targets)))
@@ -166,7 +170,7 @@ class HealthMonitor:
         max_interval: float = DEFAULT_MAX_INTERVAL,
         max_rate: float = DEFAULT_MAX_RATE,
         history: int = DEFAULT_HISTORY,
-        timeout: float = 2.0,
+        timeout: float = DEFAULT_TIMEOUT,
         on_event: Callable[[HealthEvent], None] | None = None,
         prefer: Callable[[], Collection[str]] | None = None,
     ) -> None:

@@ -12,6 +12,7 @@ from rich.text import Text
 
 from engine.callgraph import CallGraph
 from engine.diagnostics import Diagnostic
+from engine.health import DEFAULT_TIMEOUT
 from engine.status import DEPLOYED, RUNNING, EndpointStatus, Status
 from flash_tui import present
 from flash_tui.widgets.dashboard.detail_pane import (
@@ -30,7 +31,7 @@ Incarnation = tuple[str | None, int | None]
 
 
 # A probe may take its timeout to answer: a sample is stale only once that late too.
-STALE_GRACE = 2.0
+STALE_GRACE = DEFAULT_TIMEOUT
 
 
 def _median(samples: Iterable[float | None]) -> float | None:
