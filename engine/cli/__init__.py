@@ -20,6 +20,7 @@ COMMANDS: list[str] = [
     "logs",
     "invoke",
     "cloud",
+    "dev",
 ]
 
 
