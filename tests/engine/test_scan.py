@@ -455,6 +455,6 @@ def test_scanner_accepts_a_path_or_project(tmp_path: Path) -> None:
 
 def test_examples_are_valid_upstream() -> None:
     root = Path(__file__).resolve().parents[2] / "examples"
-    for name in ("quickstart", "endpoint_api"):
+    for name in ("quickstart", "endpoint_api", "flash_dev", "tetra_app"):
         result = scan_project(root / name, generated_at="2020-01-01T00:00:00Z")
         assert result.diagnostics == [], (name, result.diagnostics)

@@ -1,0 +1,1 @@
+"""Worker endpoints of the tetra_app: one package per endpoint, config in `endpoint.py`."""
