@@ -3,7 +3,6 @@ await `@remote` functions, each running on its own endpoint."""
 
 from fastapi import FastAPI
 from pydantic import BaseModel
-
 from workers.classifier.endpoint import classify
 from workers.cpu import cpu_router
 from workers.cpu.endpoint import preprocess
