@@ -24,6 +24,7 @@ from textual.app import App
 from textual.timer import Timer
 
 from engine.callgraph import CallGraph
+from engine.devloop import Reload
 from engine.diagnostics import Diagnostic
 from engine.health import HealthMonitor
 from engine.invoke import list_calls
@@ -68,6 +69,7 @@ DASHBOARD_ACTIONS = frozenset(
         "rescan",
         "probe_health",
         "edit",
+        "watch_deploy",
     }
 )
 
@@ -112,6 +114,8 @@ class FlashApp(DeploymentActions, TargetWatch, App[None]):
         # failed one): status refreshes compare the target with it.
         self.scanned = False
         self._stop_watch = asyncio.Event()
+        # Set to stop watch-deploy (`w`); None while it is off.
+        self._stop_watch_deploy: asyncio.Event | None = None
         self.health_monitor: HealthMonitor | None = None
         self._status_timer: Timer | None = None
         self._event_id = 0
@@ -176,6 +180,8 @@ class FlashApp(DeploymentActions, TargetWatch, App[None]):
 
     async def action_quit(self) -> None:
         self._stop_watch.set()
+        if self._stop_watch_deploy is not None:
+            self._stop_watch_deploy.set()
         self.quit_message = self.running_message()
         self.exit()
 
@@ -269,6 +275,33 @@ class FlashApp(DeploymentActions, TargetWatch, App[None]):
                 self.rescan(paths)
         except Exception as exc:  # a watcher failure must not take the app down; say so
             self.log_engine(f"file watcher stopped: {exc}", "warning")
+
+    def action_watch_deploy(self) -> None:
+        """Turn watch-deploy on or off: every save redeploys the endpoints that changed."""
+        if self._stop_watch_deploy is not None:
+            self._stop_watch_deploy.set()
+            self._stop_watch_deploy = None
+            self._update(watching=False)
+            self.log_engine("watch-deploy off")
+            return
+        self._stop_watch_deploy = asyncio.Event()
+        self._update(watching=True)
+        self.log_engine("watch-deploy on: every save redeploys the endpoints that changed")
+        self._watch_deploy(self._stop_watch_deploy)
+
+    @work(exclusive=True, group="watch-deploy")
+    async def _watch_deploy(self, stop: asyncio.Event) -> None:
+        async def reloaded(reload: Reload) -> None:
+            self.log_engine(reload.line(), "info" if reload.ok else "error")
+            self._refresh_status()
+
+        try:
+            await self.backend.watch_deploy(reloaded).run(stop)
+        except Exception as exc:  # the loop must not take the app down; say so and stop
+            self.log_engine(f"watch-deploy stopped: {exc}", "warning")
+            if self._stop_watch_deploy is stop:
+                self._stop_watch_deploy = None
+                self._update(watching=False)
 
     # -- rows and selection ---------------------------------------------------------------
 

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
 from engine.callgraph import CallGraph
+from engine.devloop import Reload, WatchDeploy
 from engine.diagnostics import Diagnostic
 from engine.health import HealthMonitor, HealthSample
 from engine.invoke import CallSpec, InvokeResult, JSONText
@@ -176,6 +177,10 @@ class Backend:
     ) -> DeployReport:
         """Build if stale, plan, `confirm(plan)`, deploy; returns the engine's DeployReport."""
         return await self._op(self.engine.deploy(names, confirm=confirm, on_event=on_event))
+
+    def watch_deploy(self, on_reload: Callable[[Reload], Awaitable[None]]) -> WatchDeploy:
+        """The watch-deploy loop of this project (`run(stop)` deploys on every save)."""
+        return WatchDeploy(self.engine, on_reload)
 
     async def undeploy(
         self, names: Sequence[str] | None, confirm: Confirm, on_event: Callable[[OpEvent], None]

@@ -53,6 +53,14 @@ ACTIONS: list[AppAction] = [
         show=False,
         palette="Edit in $EDITOR",
     ),
+    AppAction(
+        "w",
+        "watch_deploy",
+        "Watch",
+        "Watch-deploy on/off: every save redeploys the endpoints that changed (as `dev`)",
+        show=False,
+        palette="Watch-deploy on/off",
+    ),
     AppAction("r", "rescan", "Scan", "Rescan the project now", palette="Rescan"),
     AppAction(
         "h",

@@ -7,7 +7,6 @@ this directory on `sys.path`.
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import subprocess
 import threading
@@ -17,19 +16,12 @@ from typing import Any
 
 import httpx
 from headless import CLI, run_cli
+from projectfiles import copy_example
 from waiting import wait_for
 
 from engine.localcloud.ports import free_port
 
-REPO = Path(__file__).resolve().parents[1]
-
-
-def copy_example(name: str, dest: Path) -> Path:
-    """A copy of `examples/NAME` (without build output) at `dest`."""
-    shutil.copytree(
-        REPO / "examples" / name, dest, ignore=shutil.ignore_patterns(".flash", "__pycache__")
-    )
-    return dest
+__all__ = ["DevProcess", "copy_example"]
 
 
 class DevProcess:

@@ -66,6 +66,8 @@ class DashboardState:
     selection: TreeItem | str | None = None
     busy: str | None = None
     target: str = ""
+    # Watch-deploy (`w`) is on: every save redeploys what changed.
+    watching: bool = False
 
     # -- derived views --------------------------------------------------------------------
 
@@ -138,6 +140,8 @@ class DashboardState:
             counts.append(f"{errors} errors")
         if self.busy:
             counts.append(f"{self.busy}…")
+        if self.watching:
+            counts.append("watch-deploy")
         summary = " · ".join([self.project, f"target: {self.target}", *counts])
         # Narrow: no "(127.0.0.1:PORT)" (the detail pane and `flash-tui status` show it).
         target = re.sub(r"\s*\([^)]*\)", "", self.target)
