@@ -56,7 +56,7 @@ class Reload:
             (*self.also, *names),
         )
 
-    def line(self, now: float | None = None) -> str:
+    def line(self, now: float | None = None, verb: str = "reloaded") -> str:
         """`reloaded gpu_worker, main.py in 0.8 s`, or the error, for one line of output."""
         elapsed = (time.perf_counter() if now is None else now) - self.started
         if self.error is not None:
@@ -65,8 +65,8 @@ class Reload:
         if self.removed:
             names += [f"-{n}" for n in self.removed]
         if not names:
-            return f"no endpoint changed ({', '.join(self.files)})"
-        return f"reloaded {', '.join(names)} in {elapsed:.1f} s"
+            return f"no endpoint changed ({', '.join(self.files) or 'everything up to date'})"
+        return f"{verb} {', '.join(names)} in {elapsed:.1f} s"
 
 
 class WatchDeploy:

@@ -101,7 +101,7 @@ async def _serve(args: argparse.Namespace, stop: asyncio.Event) -> int:
             first = await session.start()
             if first.plan_summary:
                 _say(f"plan: {first.plan_summary}")
-            _say(first.line())
+            _say(first.line(verb="deployed"))
             for line in route_table(session.routes):
                 _say(f"  {line}")
             if session.app is not None:
