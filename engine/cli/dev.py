@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import uvicorn
+from rich.markup import escape
 
 from engine.cli.plan import err_console, progress_printer
 from engine.devroutes import route_table
@@ -165,7 +166,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         return asyncio.run(main())
     except OpError as exc:
-        err_console().print(f"[bold red]error[/]: {exc}", markup=True, highlight=False)
+        err_console().print(f"[bold red]error[/]: {escape(str(exc))}", soft_wrap=True)
         return 1
     except KeyboardInterrupt:  # Ctrl+C before the handlers were in place
         return 0

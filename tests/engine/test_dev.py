@@ -3,6 +3,7 @@ of a real local cloud, redeploys on save, Ctrl+C and --down. One dev process for
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -154,3 +155,21 @@ def test_down_undeploys_on_exit(project: Path, localcloud_home: Path) -> None:
         )
     finally:
         process.stop()
+
+
+def test_a_port_in_use_or_a_missing_project_is_one_clear_line(tmp_path: Path) -> None:
+    import socket
+
+    from headless import run_cli
+
+    env = {**os.environ, "FLASH_TUI_HOME": str(tmp_path / "home")}
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        port = str(taken.getsockname()[1])
+        done = run_cli(["dev", str(tmp_path), "--port", port], env, timeout=60)
+    assert done.returncode == 1
+    assert f"port {port} is in use: pick another with --port" in done.stderr
+    assert "Traceback" not in done.stderr
+    done = run_cli(["dev", str(tmp_path / "nowhere"), "--port", "0"], env, timeout=60)
+    assert done.returncode == 1 and "nowhere is not a directory" in done.stderr, done.stderr
