@@ -10,15 +10,19 @@ the service registry the environment names (`FLASH_ENDPOINTS_FILE`: the local cl
 
 Binds the port first, prints `listening on http://127.0.0.1:P`, then imports the app: an
 import error is printed on stderr as `error: FILE:LINE: ...` with its traceback, exit 1.
-Requests whose `Host` is not loopback get 400. SIGTERM/SIGINT end it (exit 0).
+Requests whose `Host` is not loopback get 400. SIGTERM/SIGINT end it (exit 0), and so does
+its parent's death (checked every second): a killed `dev` leaves no app holding a port.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import socket
 import sys
+import threading
+import time
 import traceback
 from collections.abc import Sequence
 from pathlib import Path
@@ -38,6 +42,18 @@ def load_app(project: Path, module: str, attr: str) -> Any:
     if app is None:
         raise AttributeError(f"{module}.py has no `{attr}`")
     return app
+
+
+def _exit_with_parent() -> None:
+    """End this process when the one that started it is gone (we get re-parented)."""
+    parent = os.getppid()
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(1.0)
+        os._exit(0)
+
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
 
 
 def _error_location(exc: BaseException, project: Path) -> str:
@@ -64,6 +80,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--module", default="main")
     parser.add_argument("--attr", default="app")
     args = parser.parse_args(argv)
+    _exit_with_parent()
     project = args.project.resolve()
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
