@@ -20,7 +20,7 @@ from engine.devserver import DevServerApp, DevSnapshot
 from engine.home import Home
 from engine.operation_results import OpEvent
 from engine.operations import Engine
-from engine.provider import ProviderError
+from engine.provider import EndpointTarget, ProviderError
 
 __all__ = ["DevSession"]
 
@@ -73,12 +73,7 @@ class DevSession:
         manifest = (await self.engine.scan()).manifest
         routes = tuple(dev_routes(manifest))
         self._endpoint_files = {r.file for r in routes}
-        targets = {}
-        try:
-            for target in await self.engine.health_targets():
-                targets[target.name] = target
-        except (ProviderError, OSError) as exc:
-            self._say(f"cannot read the endpoints' addresses: {exc}")
+        targets = await self._targets(reload)
         app = self.app
         old = None
         if app_changed:
@@ -92,6 +87,22 @@ class DevSession:
         if old is not None:
             await old.stop()
         return reload
+
+    async def _targets(self, reload: Reload) -> dict[str, EndpointTarget]:
+        """Every running endpoint's address: after a save only the redeployed ones are asked
+        again (an unchanged endpoint kept its worker, so its address)."""
+        known = self.server.snapshot.targets
+        names = {r.call.endpoint for r in self.routes}
+        try:
+            if not known or reload.error is not None or not names <= set(known):
+                return {t.name: t for t in await self.engine.health_targets()}
+            targets = {n: t for n, t in known.items() if n not in reload.removed}
+            for name in reload.redeployed:
+                targets[name] = await self.engine.provider.target(self.engine.app, name)
+            return targets
+        except (ProviderError, OSError) as exc:
+            self._say(f"cannot read the endpoints' addresses: {exc}")
+            return dict(known)
 
     async def _start_app(self) -> AppProcess | None:
         found = find_app(self.engine.root)
