@@ -158,22 +158,30 @@ async def start_app(
     out_sink: Callable[[str], None] = on_line or (lambda _line: None)
 
     def err_sink(line: str) -> None:
-        errors.append(line)
-        del errors[:-60]
-        if on_line is not None and child.openapi:
+        if not child.openapi:  # starting: kept for the failure message
+            errors.append(line)
+        elif on_line is not None:
             on_line(line)
 
     child = AppProcess(process, 0, on_line=on_line)
-    child._readers.append(asyncio.ensure_future(_pump(process.stderr, err_sink)))
+    stderr_task = asyncio.ensure_future(_pump(process.stderr, err_sink))
+    child._readers.append(stderr_task)
+
+    async def failed() -> DevAppError:
+        code = await _exit_code(process)
+        # The error line may still be in the pipe when stdout closes: read stderr to its end.
+        with contextlib.suppress(asyncio.TimeoutError, Exception):
+            await asyncio.wait_for(asyncio.shield(stderr_task), _STOP_TIMEOUT)
+        return DevAppError(_failure(module, errors, code))
 
     async def boot() -> None:
         first = (await process.stdout.readline()).decode("utf-8", "replace").strip()
         if not first.startswith("listening on http://127.0.0.1:"):
-            raise DevAppError(_failure(module, errors, await _exit_code(process)))
+            raise await failed()
         child.port = int(first.rsplit(":", 1)[1])
         ready = (await process.stdout.readline()).decode("utf-8", "replace").strip()
         if not ready.startswith("ready:"):
-            raise DevAppError(_failure(module, errors, await _exit_code(process)))
+            raise await failed()
         child._readers.append(asyncio.ensure_future(_pump(process.stdout, out_sink)))
         child.openapi = await _openapi(child)
 
