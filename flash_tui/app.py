@@ -24,7 +24,7 @@ from textual.app import App
 from textual.timer import Timer
 
 from engine.callgraph import CallGraph
-from engine.devloop import Reload
+from engine.dev.loop import Reload
 from engine.diagnostics import Diagnostic
 from engine.health import HealthMonitor
 from engine.invoke import list_calls

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
 from engine.callgraph import CallGraph
-from engine.devloop import Reload, WatchDeploy
+from engine.dev.loop import Reload, WatchDeploy
 from engine.diagnostics import Diagnostic
 from engine.health import HealthMonitor, HealthSample
 from engine.invoke import CallSpec, InvokeResult, JSONText

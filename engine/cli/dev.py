@@ -1,7 +1,7 @@
 """`flash-tui dev [PATH] [--port 8888] [--down]`: deploy locally, serve, redeploy on save.
 
 Serves the project on 127.0.0.1:PORT the way upstream's `flash run` does (routes by
-`engine.devroutes`, `/docs` lists them), with the project's own `main.py` app mounted. Deploys
+`engine.dev.routes`, `/docs` lists them), with the project's own `main.py` app mounted. Deploys
 without asking (it is the dev loop) but prints the plan's summary; on every save redeploys the
 endpoints that changed and prints one line per reload. Ctrl+C (or SIGTERM) stops the server
 and asks nothing; the endpoints keep running unless `--down`.
@@ -23,8 +23,8 @@ import uvicorn
 from rich.markup import escape
 
 from engine.cli.plan import err_console, progress_printer
-from engine.devroutes import route_table
-from engine.devsession import DevSession
+from engine.dev.routes import route_table
+from engine.dev.session import DevSession
 from engine.operation_results import OpError
 from engine.operations import Engine
 from engine.wording import plural

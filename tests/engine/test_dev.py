@@ -11,7 +11,7 @@ import pytest
 from devprocess import DevProcess, copy_example
 from waiting import wait_for
 
-from engine.devroutes import dev_routes
+from engine.dev.routes import dev_routes
 from engine.scan import scan_project
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from devprocess import DevProcess, copy_example
 
-from engine.devapp import find_app
+from engine.dev.app import find_app
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,4 @@
-"""engine.devroutes: upstream `flash run`'s route rule from a scanned project; the reload line."""
+"""engine.dev.routes: upstream `flash run`'s route rule from a scanned project; the reload line."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ from pathlib import Path
 
 from projectfiles import scan_files
 
-from engine.devloop import Reload
-from engine.devroutes import dev_routes, file_prefix
+from engine.dev.loop import Reload
+from engine.dev.routes import dev_routes, file_prefix
 
 ONE_CLASS = """
 from runpod_flash import Endpoint

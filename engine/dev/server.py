@@ -1,7 +1,7 @@
 """The `flash-tui dev` HTTP server: upstream `flash run`'s routes, forwarded to deployed endpoints.
 
-A FastAPI app is built from the routes of `engine.devroutes` (one real route each, so `/docs`
-and `/openapi.json` list them) plus the routes of the project's own app (`engine.devapp`), and
+A FastAPI app is built from the routes of `engine.dev.routes` (one real route each, so `/docs`
+and `/openapi.json` list them) plus the routes of the project's own app (`engine.dev.app`), and
 swapped whole on every reload: a request is answered by one consistent version. A queue route
 takes `{"input": {param: value}}` (a body without `input` is the input itself), runs the job on
 its endpoint (`/runsync`, upstream job contract) and answers `{"id", "status": "COMPLETED",
@@ -23,8 +23,8 @@ from fastapi import FastAPI, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.responses import JSONResponse, Response
 
-from engine.devapp import AppProcess
-from engine.devroutes import DevRoute, file_prefix
+from engine.dev.app import AppProcess
+from engine.dev.routes import DevRoute, file_prefix
 from engine.invoke import InvokeError, invoke
 from engine.provider import EndpointTarget
 

@@ -1,7 +1,7 @@
 """One `flash-tui dev` session: deploy, serve, and on every save redeploy and reload.
 
-It ties the watch-deploy loop (`engine.devloop`) to the dev server (`engine.devserver`) and the
-project's own app (`engine.devapp`). After each deploy the routes and the endpoints' addresses
+It ties the watch-deploy loop (`engine.dev.loop`) to the dev server (`engine.dev.server`) and the
+project's own app (`engine.dev.app`). After each deploy the routes and the endpoints' addresses
 are read again and the server swaps to the new version; the project's app is restarted only
 when a file it may import changed (anything but the files whose functions run on endpoints:
 those it reaches over HTTP), and a new app that fails to start leaves the old one serving.
@@ -13,10 +13,10 @@ import asyncio
 import contextlib
 from collections.abc import Callable, Sequence
 
-from engine.devapp import AppProcess, DevAppError, find_app, start_app
-from engine.devloop import Reload, WatchDeploy
-from engine.devroutes import DevRoute, dev_routes
-from engine.devserver import DevServerApp, DevSnapshot
+from engine.dev.app import AppProcess, DevAppError, find_app, start_app
+from engine.dev.loop import Reload, WatchDeploy
+from engine.dev.routes import DevRoute, dev_routes
+from engine.dev.server import DevServerApp, DevSnapshot
 from engine.home import Home
 from engine.operation_results import OpEvent
 from engine.operations import Engine

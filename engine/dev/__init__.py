@@ -1,0 +1,1 @@
+"""`flash-tui dev`: serve a project like upstream's `flash run`, redeploying on every save."""
