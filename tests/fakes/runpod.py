@@ -277,6 +277,10 @@ class FakeRunPod:
         """Faults that have not fired (all their times) yet."""
         return self._server.faults.pending()
 
+    def clear_faults(self) -> None:
+        """Drop every pending fault (requests already held by one still get its answer)."""
+        self._server.faults.clear()
+
     # --- running on the server's loop -------------------------------------------------------
     def _on_loop(self, read: Callable[[], T]) -> T:
         async def call() -> T:
