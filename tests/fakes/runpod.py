@@ -11,7 +11,7 @@ URL layout (base `http://127.0.0.1:P`):
 | GraphQL | `POST /api/graphql` | `RUNPOD_API_BASE_URL=…/api` |
 | REST v2 workers and logs (data plane) | `/api/v2/serverless/{id}/workers…` | (same base) |
 | queue API (data plane) | `/v2/{id}/run`, `/status/{job}`, … | `RUNPOD_ENDPOINT_BASE_URL=…/v2` |
-| REST v1 | `/rest/v1/networkvolumes`, `/rest/v1/endpoints` | `RUNPOD_REST_API_URL=…/rest/v1` |
+| REST v1 | `/rest/v1/{endpoints,templates,networkvolumes}` | `RUNPOD_REST_API_URL=…/rest/v1` |
 | load-balanced endpoints (data plane) | `/lb/{id}/<path>` | `FLASH_RUNPOD_LB_URL=…/lb/{id}` |
 | presigned uploads / downloads | `PUT`/`GET /upload/{objectKey}?sig=…` | — |
 
