@@ -14,10 +14,10 @@ Per endpoint, one of:
 
 Entries are plain mappings: a local one is a manifest resource entry (`resource_type`, `config`,
 `config_hash`, `unresolved`, `code_hash`), a deployed one any record with `resource_type`,
-`config`, `config_hash` and `code_hash`. Field diffs are computed on canonical configs (defaults
-filled in, enums by name, see `runtime.confighash`), so writing a default explicitly is not
-reported as a change. This is the one drift computation: plan, status, the CLI and the TUI all
-read it. Everything here is pure.
+`config`, `config_hash`, `code_hash` and optionally `stale_table` (names). Field diffs are
+computed on canonical configs (defaults filled in, enums by name, see `runtime.confighash`),
+so writing a default explicitly is not reported as a change. This is the one drift
+computation: plan, status, the CLI and the TUI all read it. Everything here is pure.
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ from runtime.resources import canonical_config
 __all__ = [
     "CODE_FIELD",
     "DRIFT_STATES",
+    "TABLE_FIELD",
     "Drift",
     "DriftState",
     "FieldDiff",
@@ -46,6 +47,7 @@ DRIFT_STATES: tuple[str, ...] = ("new", "in_sync", "drifted", "orphaned", "unpar
 
 _UNRESOLVED_KEY = "$unresolved"
 CODE_FIELD = "code"
+TABLE_FIELD = "endpoint_table"
 _FINGERPRINT = 12  # characters of a code hash shown in a diff row
 
 
@@ -84,8 +86,13 @@ class Drift:
 
     @property
     def config_changed(self) -> bool:
-        """True when a config field (not the code) differs from the deployed one."""
-        return any(f.field != CODE_FIELD for f in self.fields)
+        """True when a config field (not the code, not the table) differs from the deployed one."""
+        return any(f.field not in (CODE_FIELD, TABLE_FIELD) for f in self.fields)
+
+    @property
+    def table_stale(self) -> str | None:
+        """`out of date: a, b` when the deployed endpoint table is out of date, else None."""
+        return next((str(f.deployed) for f in self.fields if f.field == TABLE_FIELD), None)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form."""
@@ -167,6 +174,14 @@ def _code_diff(local: Mapping[str, Any], deployed: Mapping[str, Any]) -> list[Fi
     return [FieldDiff(CODE_FIELD, _short(theirs), _short(mine))]
 
 
+def _table_diff(deployed: Mapping[str, Any]) -> list[FieldDiff]:
+    stale = tuple(str(n) for n in deployed.get("stale_table") or ())
+    if not stale:
+        return []
+    # Names only: the table's values are URLs and endpoint keys.
+    return [FieldDiff(TABLE_FIELD, f"out of date: {', '.join(stale)}", "up to date")]
+
+
 def unparsable_reason(
     deployed_file: str | None, parse_errors: Mapping[str, int] | None
 ) -> str | None:
@@ -214,9 +229,10 @@ def drift_of(
     deployed_hash = deployed.get("config_hash")
     deployed_type = deployed.get("resource_type")
     code = _code_diff(local, deployed)
+    table = _table_diff(deployed)
     if local_hash is not None and local_hash == deployed_hash and local_type == deployed_type:
-        if code:
-            return Drift(name, "drifted", local_type, fields=tuple(code))
+        if code or table:
+            return Drift(name, "drifted", local_type, fields=tuple(code + table))
         return Drift(name, "in_sync", local_type)
     fields = diff_configs(
         deployed.get("config") or {},
@@ -231,7 +247,7 @@ def drift_of(
     # The code fingerprint covers the files that define the endpoint, its config's file
     # included: with the config changed, a different fingerprint proves nothing more, so the
     # code row is only shown when it is the whole story.
-    return Drift(name, "drifted", local_type, fields=tuple(fields))
+    return Drift(name, "drifted", local_type, fields=tuple(fields + table))
 
 
 def compute_drift(

@@ -12,6 +12,10 @@ on a budget, keeps a bounded history per endpoint and hands each sample to a cal
 dashboard quiet with many endpoints: an endpoint that stays healthy is probed at an interval
 that doubles up to `max_interval`; a failing, new, changed or reset (`trigger`) one at
 `interval`; preferred (visible) endpoints go first; at most `max_rate` probes a second.
+
+Each sample carries `fresh_until`: once that time has passed without a newer sample, it no
+longer says how the endpoint is (its next probe was due and had its timeout to answer), and a
+screen shows it as stale, with its age (`stale_age`), never as current.
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ import contextlib
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import httpx
@@ -37,8 +41,10 @@ __all__ = [
     "HealthChange",
     "HealthMonitor",
     "HealthSample",
+    "fresh_until",
     "probe",
     "probe_all",
+    "stale_age",
 ]
 
 DEFAULT_INTERVAL = 5.0
@@ -63,6 +69,8 @@ class HealthSample:
     # The base URL probed: a redeployed or restarted endpoint answers elsewhere, and its
     # samples start a new history.
     url: str | None = None
+    # Epoch time after which this sample is stale (`fresh_until`); None: no schedule known.
+    fresh_until: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """The `{ok, latency_ms, at}` object of `status --json` (plus detail when failing)."""
@@ -85,10 +93,32 @@ class HealthChange:
 HealthEvent = HealthSample | HealthChange
 
 
+def fresh_until(answered: float, every: float, timeout: float = DEFAULT_TIMEOUT) -> float:
+    """When a sample answered at `answered` (epoch) goes stale, for an endpoint probed every
+    `every` seconds: its next probe is due by then, and may take its `timeout` to answer."""
+    return answered + every + timeout
+
+
+def stale_age(at: float, until: float | None, now: float) -> float | None:
+    """Seconds since a sample taken at `at` once it is stale (`now` past its `fresh_until`);
+    None while it is fresh or when it has no schedule."""
+    if until is None or now <= until:
+        return None
+    return now - at
+
+
 async def probe(
-    client: httpx.AsyncClient, target: EndpointTarget, timeout: float = DEFAULT_TIMEOUT
+    client: httpx.AsyncClient,
+    target: EndpointTarget,
+    timeout: float = DEFAULT_TIMEOUT,
+    every: float = DEFAULT_INTERVAL,
 ) -> HealthSample:
-    """Probe one endpoint now."""
+    """Probe one endpoint now; the sample is fresh for `every` seconds (plus `timeout`)."""
+    sample = await _ask(client, target, timeout)
+    return replace(sample, fresh_until=fresh_until(time.time(), every, timeout))
+
+
+async def _ask(client: httpx.AsyncClient, target: EndpointTarget, timeout: float) -> HealthSample:
     at = time.time()
     started = time.perf_counter()
     try:
@@ -147,11 +177,14 @@ def _reports_unhealthy(response: httpx.Response) -> bool:
 
 
 async def probe_all(
-    targets: Sequence[EndpointTarget], timeout: float = DEFAULT_TIMEOUT
+    targets: Sequence[EndpointTarget],
+    timeout: float = DEFAULT_TIMEOUT,
+    every: float = DEFAULT_INTERVAL,
 ) -> list[HealthSample]:
-    """Probe several endpoints concurrently, one sample each (in the order given)."""
+    """Probe several endpoints concurrently, one sample each (in the order given), each fresh
+    for `every` seconds (plus `timeout`)."""
     async with httpx.AsyncClient(trust_env=False) as client:
-        return list(await asyncio.gather(*(probe(client, t, timeout) for t in targets)))
+        return list(await asyncio.gather(*(probe(client, t, timeout, every) for t in targets)))
 
 
 class HealthMonitor:
@@ -307,8 +340,8 @@ class HealthMonitor:
             self._client = httpx.AsyncClient(trust_env=False)
         self.probes_sent += len(targets)
         samples = await asyncio.gather(*(probe(self._client, t, self.timeout) for t in targets))
+        samples = [self._schedule(sample) for sample in samples]
         for sample in samples:
-            self._schedule(sample)
             self._record(sample)
         if any(not sample.ok for sample in samples) and self._targets_at is not None:
             # A failing endpoint may have moved: look again, at most once an interval.
@@ -316,14 +349,16 @@ class HealthMonitor:
             self._targets_at = min(self._targets_at, soon)
         return list(samples)
 
-    def _schedule(self, sample: HealthSample) -> None:
-        """Back off while an endpoint stays healthy at the same address; else the base rate."""
+    def _schedule(self, sample: HealthSample) -> HealthSample:
+        """Back off while an endpoint stays healthy at the same address, else the base rate;
+        the sample stays fresh until its next probe is due (and had its timeout)."""
         previous = self.latest(sample.endpoint)
         steady = previous is not None and previous.ok and sample.ok and previous.url == sample.url
         every = self._every.get(sample.endpoint, self.interval)
         every = min(every * 2, self.max_interval) if steady else self.interval
         self._every[sample.endpoint] = every
         self._due[sample.endpoint] = time.monotonic() + every
+        return replace(sample, fresh_until=fresh_until(time.time(), every, self.timeout))
 
     async def run(self) -> None:
         """Probe forever (until cancelled); errors in one round do not stop the loop."""

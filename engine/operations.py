@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from engine.build_step import build_step
 from engine.callgraph import CallGraph
 from engine.drift import Drift, compute_drift, is_unresolved
-from engine.health import HealthSample, probe_all
+from engine.health import DEFAULT_INTERVAL, HealthSample, probe_all
 from engine.identity import app_slug, canonical_path, legacy_app_name
 from engine.invoke import CallSpec, InvokeResult, invoke, resolve_call
 from engine.logs import LogLine, follow_logs, read_logs
@@ -505,9 +505,9 @@ class Engine:
         except ProviderError as exc:
             raise OpError(str(exc)) from exc
 
-    async def probe(self) -> list[HealthSample]:
-        """Probe every running deployed endpoint now."""
-        return await probe_all(await self.health_targets())
+    async def probe(self, every: float = DEFAULT_INTERVAL) -> list[HealthSample]:
+        """Probe every running deployed endpoint now (the samples fresh for `every` s)."""
+        return await probe_all(await self.health_targets(), every=every)
 
     async def health_targets(self) -> list[EndpointTarget]:
         """Targets for a `HealthMonitor` (the running deployed endpoints)."""

@@ -3,7 +3,8 @@
 Built from the project's manifest (local resources) and the provider's deployed endpoints with
 `runtime.reconcile.reconcile` (the same function the mothership uses) for what is new or gone,
 and `engine.drift` (the one drift computation, shared with `status`) for what changed: an
-endpoint is updated when its drift is `drifted`, i.e. its config or its code changed. Each
+endpoint is updated when its drift is `drifted`, i.e. its config or its code changed, or the
+table of the other endpoints it was deployed with is out of date. Each
 resource gets a `code_hash`, the SHA-256 of the source files that define it (its config's file
 and its functions' files, from the manifest): editing a function's body redeploys its endpoint
 only; a change in a helper module those files import is not seen (use `deploy --force`).
@@ -273,6 +274,8 @@ def make_plan(
                     reasons.append("config changed")
                 if drift.code_changed:
                     reasons.append("code changed")
+                if drift.table_stale:
+                    reasons.append(f"endpoint table {drift.table_stale}")
                 if not drift.fields:
                     reasons.append("config changed")  # a hash differs, no field explains it
             status = there.get("status")

@@ -76,6 +76,9 @@ class DeployedEndpoint:
     updated_at: float | None = None
     started_at: float | None = None
     last_error: str | None = None
+    # Endpoints whose entries in this endpoint's table of the others are out of date (by name
+    # only: a table holds keys), where the provider deploys such tables.
+    stale_table: tuple[str, ...] = ()
 
     def as_entry(self) -> dict[str, Any]:
         """The mapping drift/reconcile compare against (`resource_type`, `config`, hashes)."""
@@ -86,6 +89,7 @@ class DeployedEndpoint:
             "code_hash": self.code_hash,
             "build_id": self.build_id,
             "status": self.status,
+            "stale_table": list(self.stale_table),
         }
 
 

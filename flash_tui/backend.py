@@ -192,9 +192,10 @@ class Backend:
         """The app's deployment event log after event id `since` (deployed, crashed, ...)."""
         return await self._op(self.engine.events(since))
 
-    async def probe(self) -> list[HealthSample]:
-        """Probe every running endpoint now; HealthSamples."""
-        return await self._op(self.engine.probe())
+    async def probe(self, every: float) -> list[HealthSample]:
+        """Probe every running endpoint now; HealthSamples fresh for `every` s (the interval
+        their next probe comes at)."""
+        return await self._op(self.engine.probe(every))
 
     def health_monitor(self, interval: float) -> HealthMonitor:
         """An engine HealthMonitor over the running endpoints of this project."""

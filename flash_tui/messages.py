@@ -50,6 +50,9 @@ class HealthSampled(Message):
     latency_ms: float | None
     # The URL probed: a sample of a previous incarnation of the endpoint is not its health.
     url: str | None = None
+    # When it was taken and until when it says how the endpoint is (engine.health).
+    at: float | None = None
+    fresh_until: float | None = None
 
 
 @dataclass

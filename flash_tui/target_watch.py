@@ -197,9 +197,7 @@ class TargetWatch:
         try:
             async for event in events:
                 if isinstance(event, HealthSample):
-                    self.post_message(
-                        HealthSampled(event.endpoint, event.ok, event.latency_ms, event.url)
-                    )
+                    self.post_message(_sampled(event))
                 elif isinstance(event, HealthChange):
                     self.health_changed(event.endpoint, event.ok, event.detail)
         finally:
@@ -271,10 +269,13 @@ class TargetWatch:
         """A probe's sample joins the sparkline; a disagreeing one refreshes the status."""
         if not self.dashboard.query(EndpointsTable):
             return
-        monitor = self.health_monitor
-        every = monitor.probe_interval(message.endpoint) if monitor else HEALTH_INTERVAL
         state = self._state.with_sample(
-            message.endpoint, message.ok, message.latency_ms, message.url, time.time(), every
+            message.endpoint,
+            message.ok,
+            message.latency_ms,
+            message.url,
+            message.at,
+            message.fresh_until,
         )
         if state is None:
             return
@@ -328,12 +329,17 @@ class TargetWatch:
     @work(group="probe")
     async def _probe(self) -> None:
         try:
-            samples = await self.backend.probe()
+            samples = await self.backend.probe(HEALTH_INTERVAL)
         except BackendError as exc:
             self.notify(str(exc), title="Health probe failed", severity="warning")
             return
         for sample in samples:
-            self.post_message(
-                HealthSampled(sample.endpoint, sample.ok, sample.latency_ms, sample.url)
-            )
+            self.post_message(_sampled(sample))
         self.notify(f"{len(samples)} endpoints probed", title="Health")
+
+
+def _sampled(sample: HealthSample) -> HealthSampled:
+    """The message of an engine sample (its freshness decided by the engine, not here)."""
+    return HealthSampled(
+        sample.endpoint, sample.ok, sample.latency_ms, sample.url, sample.at, sample.fresh_until
+    )

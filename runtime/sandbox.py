@@ -27,6 +27,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 __all__ = [
+    "ISOLATION_HEADER",
     "MODE_ENV",
     "READ_ENV",
     "WRITE_ENV",
@@ -40,6 +41,9 @@ __all__ = [
 MODE_ENV = "FLASH_SANDBOX"
 READ_ENV = "FLASH_SANDBOX_READ"
 WRITE_ENV = "FLASH_SANDBOX_WRITE"
+# The response header of a worker's `/ping` saying what isolation the worker itself applied
+# (`landlock-vN` or `none`): the truth for status, where the service's environment is a guess.
+ISOLATION_HEADER = "x-flash-isolation"
 
 # Syscall numbers: the same on every architecture (they were added after the tables merged).
 _SYS_CREATE_RULESET = 444

@@ -55,6 +55,7 @@ Limits (a worker must survive stuck code and floods):
 - `FLASH_SANDBOX_READ` / `FLASH_SANDBOX_WRITE`: the paths (os.pathsep lists) this worker may
   read / write; when given, the worker restricts itself to them with Landlock before it
   imports the handler (`runtime.sandbox`), or says once on its `flash` stream that it cannot.
+  Its `/ping` answers carry the isolation it applied (header `x-flash-isolation`).
 - `FLASH_JOB_JOURNAL`: a file where a stopping QB worker leaves its kept /run job statuses
   (those it failed at a recycle included) for the next worker on the same endpoint.
 """
@@ -115,23 +116,24 @@ def _stamps_lines() -> bool:
         return False
 
 
-def _sandbox(build_dir: Path) -> bool:
-    """Apply the sandbox policy the supervisor passed, if any; False when it cannot be."""
+def _sandbox(build_dir: Path) -> str | None:
+    """Apply the sandbox policy the supervisor passed, if any; the isolation in force
+    (`landlock-vN` or `none`), None when it cannot be applied."""
     policy = sandbox.SandboxPolicy.from_env(os.environ)
     os.environ.pop(sandbox.READ_ENV, None)  # the user's code and children need not see them
     os.environ.pop(sandbox.WRITE_ENV, None)
     if policy is None:
-        return True
+        return "none"
     # Its own build is always readable, whatever the policy lists.
     policy = sandbox.SandboxPolicy((*policy.read, str(build_dir)), policy.write)
     try:
         result = sandbox.apply(policy)
     except OSError as exc:
         err_line(f"error: cannot apply the sandbox: {exc} (FLASH_SANDBOX=off runs without)")
-        return False
+        return None
     if result.isolation == "none":
         _flash_line(f"isolation: none ({result.reason}): this worker can read any file you can")
-    return True
+    return result.isolation
 
 
 def _flash_line(text: str) -> None:
@@ -213,7 +215,8 @@ def main(argv: list[str] | None = None) -> int:
         return 1
 
     # Before any user code is imported: from here on the kernel holds the worker to its policy.
-    if not _sandbox(build_dir):
+    isolation = _sandbox(build_dir)
+    if isolation is None:
         return 1
     os.environ["FLASH_RESOURCE_NAME"] = args.resource
     os.environ.setdefault("FLASH_MANIFEST_PATH", str(build_dir / MANIFEST_FILE))
@@ -240,7 +243,14 @@ def main(argv: list[str] | None = None) -> int:
         if server is not None:
             server.should_exit = True
 
-    worker = WorkerApp(build_dir, args.resource, resource, concurrency=concurrency, on_fatal=fatal)
+    worker = WorkerApp(
+        build_dir,
+        args.resource,
+        resource,
+        concurrency=concurrency,
+        on_fatal=fatal,
+        isolation=isolation,
+    )
     app: Any = worker
     if key is not None:
         app = BearerAuthMiddleware(app, key)

@@ -34,6 +34,7 @@ from runtime.queue_server import (
     DEFAULT_RUNSYNC_WAIT,
     QueueServer,
 )
+from runtime.sandbox import ISOLATION_HEADER
 
 __all__ = [
     "RequestLogMiddleware",
@@ -203,6 +204,17 @@ class _Lifespan:
         await self._from_app.get()
 
 
+def _with_header(send: Any, header: tuple[bytes, bytes]) -> Any:
+    """`send` adding `header` to the response start."""
+
+    async def sending(message: dict[str, Any]) -> None:
+        if message["type"] == "http.response.start":
+            message = {**message, "headers": [*message.get("headers", ()), header]}
+        await send(message)
+
+    return sending
+
+
 class WorkerApp:
     """The worker's ASGI app: answers /ping while the handler imports, then delegates."""
 
@@ -214,8 +226,13 @@ class WorkerApp:
         *,
         concurrency: int = DEFAULT_CONCURRENCY,
         on_fatal: Callable[[], None] | None = None,
+        isolation: str | None = None,
     ) -> None:
         self.build_dir = build_dir
+        # What this process applied (runtime.sandbox); its /ping says so to the supervisor.
+        self._isolation_header = (
+            None if isolation is None else (ISOLATION_HEADER.encode(), isolation.encode())
+        )
         self.resource_name = resource_name
         self.resource = resource
         self.load_balanced = resource_is_load_balanced(resource)
@@ -370,6 +387,8 @@ class WorkerApp:
             return
         if scope["type"] != "http":
             return
+        if scope["path"] == "/ping" and self._isolation_header is not None:
+            send = _with_header(send, self._isolation_header)
         if self.ready:
             await self.inner(scope, receive, send)
             return

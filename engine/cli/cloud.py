@@ -23,6 +23,7 @@ from engine.localcloud.discovery import (
     state_problem,
     stop_cloud,
 )
+from engine.localcloud.isolation import describe_isolation
 from engine.wording import plural
 
 # `cloud start`: distinct statuses so scripts can tell "nothing to do" from "broken".
@@ -77,7 +78,10 @@ async def _describe(home: Home) -> dict[str, Any]:
             out["apps"] = [{"name": a.name, "endpoints": a.endpoints} for a in apps]
             health = await client.health()
             out["workers"] = health.workers
-            out["isolation"] = health.isolation
+            # What the workers applied, each in its own word: not the service's environment.
+            report = await client.worker_isolation()
+            out["isolation"] = describe_isolation(report)
+            out["worker_isolation"] = [w.model_dump() for w in report.workers]
     except CloudError as exc:
         out["error"] = str(exc)
     return out

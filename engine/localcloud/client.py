@@ -31,6 +31,7 @@ from engine.localcloud.wire import (
     PersistedManifest,
     ServiceHealth,
     UndeployRequest,
+    WorkerIsolationList,
     problem,
 )
 
@@ -129,6 +130,10 @@ class CloudClient:
     async def health(self) -> ServiceHealth:
         """The service's health record."""
         return await self._get(ServiceHealth, "/v1/health")
+
+    async def worker_isolation(self) -> WorkerIsolationList:
+        """What each running worker applied (its own word) and what a new one would get."""
+        return await self._get(WorkerIsolationList, "/v1/workers/isolation")
 
     async def apps(self) -> list[AppRecord]:
         """Every app known to the service."""

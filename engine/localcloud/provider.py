@@ -14,6 +14,7 @@ from typing import Any, TypeVar
 from engine.home import Home
 from engine.localcloud.client import CloudClient
 from engine.localcloud.discovery import CloudError, CloudInfo, ensure_cloud, read_state
+from engine.localcloud.isolation import describe_isolation
 from engine.localcloud.wire import (
     AppRecord,
     BuildSpec,
@@ -194,8 +195,9 @@ class LocalCloudProvider:
         return [_app(r) for r in records]
 
     async def isolation(self) -> str | None:
-        """The workers' sandbox as the service reports it (`landlock-vN` or `none`)."""
-        return (await self._call(lambda c: c.health())).isolation
+        """The workers' sandbox as each running worker reports it (`landlock-v7 (6/6
+        workers)`, the ones without it named)."""
+        return describe_isolation(await self._call(lambda c: c.worker_isolation()))
 
     async def list_endpoints(self, app: str) -> list[DeployedEndpoint]:
         """The app's endpoint records."""

@@ -65,6 +65,7 @@ from engine.localcloud.wire import (
     ShutdownReply,
     ShutdownRequest,
     UndeployRequest,
+    WorkerIsolationList,
     problem,
 )
 from runtime import sandbox
@@ -190,6 +191,13 @@ def create_app(
             uptime_s=round(time.time() - state["started_at"], 3),
             workers=len(sup().workers),
             isolation=sandbox.isolation(os.environ),
+        )
+
+    @api.get("/v1/workers/isolation")
+    async def worker_isolation() -> WorkerIsolationList:
+        """What each running worker applied, as it says itself, and what a new one would get."""
+        return WorkerIsolationList(
+            default=sandbox.isolation(os.environ), workers=await sup().isolation()
         )
 
     @api.post("/v1/shutdown")

@@ -38,11 +38,18 @@ import httpx
 from engine.home import Home, write_private
 from engine.localcloud import buildcopies, logfiles
 from engine.localcloud.crashes import CrashHandler, Restarts
+from engine.localcloud.isolation import probe_isolation
 from engine.localcloud.ports import pick_port, port_is_free
 from engine.localcloud.sandboxing import worker_state_dir
 from engine.localcloud.settings import SupervisorSettings
 from engine.localcloud.store import Store, bound_text
-from engine.localcloud.wire import BuildSpec, DeployEvent, DeployRequest, EndpointSpec
+from engine.localcloud.wire import (
+    BuildSpec,
+    DeployEvent,
+    DeployRequest,
+    EndpointSpec,
+    WorkerIsolation,
+)
 from engine.localcloud.workers import Worker, WorkerProcesses, terminate
 from engine.status import RUNNING
 
@@ -238,6 +245,10 @@ class Supervisor:
         """The HTTP client that polls the workers' `/ping` (made by `start`)."""
         assert self._http is not None
         return self._http
+
+    async def isolation(self) -> list[WorkerIsolation]:
+        """What each running worker says it applied (its `/ping`), not what it was asked."""
+        return await probe_isolation(list(self.workers.values()), self._client())
 
     async def _stop_worker(self, worker: Worker) -> None:
         """Stop `worker` (see `WorkerProcesses.stop`) and stop watching it."""

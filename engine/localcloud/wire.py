@@ -40,6 +40,8 @@ __all__ = [
     "ShutdownReply",
     "ShutdownRequest",
     "UndeployRequest",
+    "WorkerIsolation",
+    "WorkerIsolationList",
     "problem",
 ]
 
@@ -173,6 +175,24 @@ class ServiceHealth(BaseModel):
     workers: int
     # What keeps a worker's code from the home: `landlock-vN`, or `none` (see runtime.sandbox).
     isolation: str = "none"
+
+
+class WorkerIsolation(BaseModel):
+    """What one running worker says it applied: `landlock-vN`, `none`, or `unknown` when its
+    `/ping` did not say (not answering, or a worker of an older version)."""
+
+    app: str
+    name: str
+    pid: int
+    isolation: str
+
+
+class WorkerIsolationList(BaseModel):
+    """Answer of `GET /v1/workers/isolation`: each running worker's own word, and what a
+    worker started now would get (`default`, from the service's environment)."""
+
+    default: str
+    workers: list[WorkerIsolation]
 
 
 class ShutdownRequest(BaseModel):

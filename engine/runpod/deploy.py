@@ -48,7 +48,7 @@ from engine.runpod.config import RunPodConfig
 from engine.runpod.endpoints import (
     Deployment,
     endpoint_input,
-    endpoint_table,
+    expected_tables,
     image_for,
     table_of,
     template_env,
@@ -58,7 +58,15 @@ from engine.runpod.graphql import GraphQLError, RunPodError
 from engine.runpod.state import EnvState, ResourceState
 from engine.status import Status
 
-__all__ = ["Environment", "Deployer", "endpoint_target", "find_environment", "owned_live"]
+__all__ = [
+    "Environment",
+    "Deployer",
+    "endpoint_target",
+    "find_environment",
+    "owned_live",
+    "table_callers",
+    "table_peers",
+]
 
 _TEMPLATE_DELETE_TRIES = 4  # deleteTemplate fails while the endpoint's removal is in flight
 _UPLOAD_TRIES = 3
@@ -117,6 +125,46 @@ def owned_live(where: Environment, live: Sequence[Endpoint]) -> dict[str, Endpoi
             # up) shows under its own key: it is orphaned, so the next full deploy deletes it.
             out[name if name not in out else f"{name}~{endpoint.id}"] = endpoint
     return out
+
+
+def table_callers(manifest: Mapping[str, Any]) -> set[str]:
+    """The resources of a build whose code calls another endpoint: only they get a table (the
+    scanner's call graph, `makes_remote_calls`), so a new endpoint restarts only its callers'
+    workers and no endpoint is handed a key it has no use for."""
+    built = manifest.get("resources")
+    if not isinstance(built, Mapping):
+        return set()
+    return {
+        str(n)
+        for n, r in built.items()
+        if not isinstance(r, Mapping) or r.get("makes_remote_calls", True)
+    }
+
+
+def table_peers(
+    config: RunPodConfig, where: Environment, live: Mapping[str, Endpoint]
+) -> dict[str, tuple[str, str | None]]:
+    """What the tables list, {name: (URL, endpoint key)}: every live endpoint of the
+    environment (an unrecorded one too: it answers), overridden by what the record says of
+    the endpoints it holds (those saved by this operation are not in an older `live`)."""
+    peers: dict[str, tuple[str, str | None]] = {}
+    for name, endpoint in live.items():
+        if "~" in name:
+            continue  # a twin of a recorded endpoint: orphaned, deleted by the next deploy
+        recorded = where.state.resources.get(name)
+        load_balanced = (
+            recorded.is_load_balanced
+            if recorded is not None
+            else (endpoint.type or "").upper() == "LB"
+        )
+        peers[name] = (
+            endpoint_target(config, name, endpoint, load_balanced).base_url,
+            endpoint.aiKey,
+        )
+    for name, state in where.state.resources.items():
+        if state.url:
+            peers[name] = (state.url, state.ai_key)
+    return peers
 
 
 def endpoint_target(
@@ -187,6 +235,7 @@ class Deployer:
         self._state_error: str | None = None
         # The template env each endpoint was saved with by this operation, by resource name.
         self._envs: dict[str, list[EnvVar]] = {}
+        self._deleted: set[str] = set()  # deleted by this operation: in no table any more
 
     def _emit(self, kind: str, **kwargs: Any) -> None:
         if self._on_event is not None:
@@ -292,12 +341,11 @@ class Deployer:
         """Give every endpoint of the environment its table of the others where it changed;
         returns {name: why it could not be set}."""
         resources = dict(self.where.state.resources)
-        peers = {n: (s.url, s.ai_key) for n, s in resources.items() if s.url}
-        # Only endpoints whose code calls another one get a table (the scanner's call graph,
-        # `makes_remote_calls` in the build's manifest): a new endpoint then restarts only its
-        # callers' workers, and a key is handed to no endpoint that has no use for it.
-        built = self.where.manifest.get("resources") or {}
-        callers = {n for n, r in built.items() if r.get("makes_remote_calls", True)}
+        gone = self._deleted
+        tables = expected_tables(
+            table_peers(self.config, self.where, {n: e for n, e in live.items() if n not in gone}),
+            table_callers(self.where.manifest),
+        )
         jobs = []
         for name, state in sorted(resources.items()):
             env = self._envs.get(name)
@@ -308,7 +356,7 @@ class Deployer:
                 # Not live (deleted behind our back: the next deploy recreates it), or its env
                 # unknown (a table alone would replace the whole env).
                 continue
-            table = endpoint_table(name, peers) if name in callers else None
+            table = tables.get(name)
             if table != table_of(env):
                 jobs.append(self._set_table(name, state, live.get(name), with_table(env, table)))
         failures = await asyncio.gather(*jobs)
@@ -461,6 +509,7 @@ class Deployer:
             note = ""
             async with self._state_lock:
                 self.where.state.resources.pop(name, None)
+                self._deleted.add(name)
             if template and not await self._delete_template(template):
                 # RunPod releases a template a while after its endpoint is gone: the endpoint
                 # (what costs money) is deleted; the template is deleted by a later operation.

@@ -16,7 +16,7 @@ made behind our back is a field of the drift. Empty and absent lists are the sam
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,6 +32,8 @@ __all__ = [
     "default_image",
     "endpoint_input",
     "endpoint_table",
+    "expected_tables",
+    "stale_entries",
     "with_table",
     "image_for",
     "live_config",
@@ -146,6 +148,41 @@ def endpoint_table(name: str, peers: Mapping[str, tuple[str, str | None]]) -> st
     if not endpoints:
         return None
     return json.dumps({"endpoints": endpoints}, sort_keys=True, separators=(",", ":"))
+
+
+def expected_tables(
+    peers: Mapping[str, tuple[str, str | None]], callers: Iterable[str]
+) -> dict[str, str | None]:
+    """The endpoint table each endpoint of `peers` should hold: the others' for a caller
+    (its code calls another endpoint), none for the rest, so no key goes where it is unused."""
+    calling = set(callers)
+    return {
+        name: endpoint_table(name, peers) if name in calling else None for name in sorted(peers)
+    }
+
+
+def _entries(table: str | None) -> dict[str, Any] | None:
+    if table is None:
+        return {}
+    try:
+        parsed = json.loads(table)
+    except ValueError:
+        return None
+    endpoints = parsed.get("endpoints") if isinstance(parsed, dict) else None
+    return endpoints if isinstance(endpoints, dict) else None
+
+
+def stale_entries(live: str | None, expected: str | None) -> tuple[str, ...]:
+    """The endpoint names whose entries differ between a live table and the expected one
+    (missing, extra or another URL/key), sorted; never a URL or key. A live table that cannot
+    be read has every expected entry out of date (and `FLASH_ENDPOINTS` itself when empty)."""
+    if live == expected:
+        return ()
+    want = _entries(expected) or {}
+    have = _entries(live)
+    if have is None:
+        return tuple(sorted(want)) or (ENDPOINTS_ENV,)
+    return tuple(sorted(n for n in set(want) | set(have) if want.get(n) != have.get(n)))
 
 
 def with_table(env: Sequence[EnvVar], table: str | None) -> list[EnvVar]:

@@ -5,7 +5,8 @@ project's app key. Deployed endpoints are what the environment's recorded state 
 endpoint list say together: a field changed in RunPod's console is read back into the config
 (drift), an endpoint gone behind our back is `failed` (the plan recreates it), one created by a
 deploy that was killed before recording it is found by its environment id and read back onto
-the config its build was made with. Health and
+the config its build was made with. A caller whose table of the other endpoints (their URLs
+and keys, `FLASH_ENDPOINTS`) differs from what is deployed drifts, by endpoint name. Health and
 invocations go to the queue API (`{endpoint base}/{id}`) or the LB host, with the endpoint's
 own key (aiKey), never the account key.
 """
@@ -15,6 +16,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import AsyncIterator, Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -41,8 +43,16 @@ from engine.runpod.deploy import (
     endpoint_target,
     find_environment,
     owned_live,
+    table_callers,
+    table_peers,
 )
-from engine.runpod.endpoints import FINGERPRINT_ENV, live_config
+from engine.runpod.endpoints import (
+    FINGERPRINT_ENV,
+    expected_tables,
+    live_config,
+    stale_entries,
+    table_of,
+)
 from engine.runpod.graphql import GraphQLClient
 from engine.runpod.state import ResourceState
 from engine.status import Status
@@ -171,13 +181,22 @@ class RunPodProvider:
         out: list[DeployedEndpoint] = []
         built = where.manifest.get("resources")
         built = built if isinstance(built, Mapping) else {}
+        tables = expected_tables(
+            table_peers(self.config, where, live), table_callers(where.manifest)
+        )
         for name in sorted(set(where.state.resources) | set(live)):
             state = where.state.resources.get(name)
-            if state is None and live.get(name) is not None:
-                entry = built.get(name)
-                out.append(self._adopted(name, live[name], entry))
-                continue
-            out.append(self._deployed(name, state, live.get(name)))
+            found = live.get(name)
+            if state is None and found is not None:
+                deployed = self._adopted(name, found, built.get(name))
+            else:
+                deployed = self._deployed(name, state, found)
+            if found is not None and found.env is not None and name in tables:
+                # A deploy killed between the endpoint saves and the table writes leaves a
+                # caller with a table of endpoints that moved, vanished or never got in.
+                stale = stale_entries(table_of(found.env), tables[name])
+                deployed = replace(deployed, stale_table=stale)
+            out.append(deployed)
         return out
 
     def _adopted(self, name: str, live: Endpoint, entry: Any) -> DeployedEndpoint:

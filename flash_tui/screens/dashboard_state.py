@@ -12,7 +12,7 @@ from rich.text import Text
 
 from engine.callgraph import CallGraph
 from engine.diagnostics import Diagnostic
-from engine.health import DEFAULT_TIMEOUT
+from engine.health import stale_age
 from engine.status import DEPLOYED, RUNNING, EndpointStatus, Status
 from flash_tui import present
 from flash_tui.widgets.dashboard.detail_pane import (
@@ -28,10 +28,6 @@ HEALTH_HISTORY = 30
 EVENT_HISTORY = 20
 
 Incarnation = tuple[str | None, int | None]
-
-
-# A probe may take its timeout to answer: a sample is stale only once that late too.
-STALE_GRACE = DEFAULT_TIMEOUT
 
 
 def _median(samples: Iterable[float | None]) -> float | None:
@@ -59,8 +55,8 @@ class DashboardState:
     # Endpoints being or having been undeployed, until the target reports them deployed
     # again: a probe already in flight when their worker stopped is not news.
     retired: frozenset[str] = frozenset()
-    # (epoch time, probe interval) of each endpoint's last sample: older than its interval
-    # (plus a probe's timeout) it is shown as stale, with its age, never as current.
+    # (epoch time, fresh until) of each endpoint's last sample, as the engine's monitor said:
+    # past that it is shown as stale, with its age, never as current.
     probed: Mapping[str, tuple[float, float]] = field(default_factory=dict)
     events: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     selection: TreeItem | str | None = None
@@ -122,12 +118,9 @@ class DashboardState:
         return rows
 
     def stale(self, now: float) -> dict[str, float]:
-        """Age in seconds of each endpoint's last sample that is older than its interval."""
-        return {
-            name: now - at
-            for name, (at, every) in self.probed.items()
-            if now - at > every + STALE_GRACE
-        }
+        """Age in seconds of each endpoint's last sample that is stale (engine.health)."""
+        ages = {name: stale_age(at, until, now) for name, (at, until) in self.probed.items()}
+        return {name: age for name, age in ages.items() if age is not None}
 
     def header(self) -> tuple[str, str]:
         """The header summary, and its compact form for narrow terminals."""
@@ -214,7 +207,7 @@ class DashboardState:
         latency_ms: float | None,
         url: str | None,
         at: float | None = None,
-        every: float | None = None,
+        fresh_until: float | None = None,
     ) -> DashboardState | None:
         """One more probe result; None when it is not news (retired, another worker's)."""
         if name in self.retired:
@@ -225,8 +218,8 @@ class DashboardState:
         previous = self.samples.get(name, ()) if self.sampled_at.get(name) == owner else ()
         value = latency_ms if ok else None
         probed = self.probed
-        if at is not None and every is not None:
-            probed = {**probed, name: (at, every)}
+        if at is not None and fresh_until is not None:
+            probed = {**probed, name: (at, fresh_until)}
         return replace(
             self,
             samples={**self.samples, name: (*previous, value)[-HEALTH_HISTORY:]},

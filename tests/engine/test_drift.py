@@ -227,3 +227,41 @@ def test_a_deployed_endpoint_whose_source_does_not_parse_is_not_orphaned() -> No
     assert broken is not None and broken.action == "unchanged"
     assert broken.reasons == ("source does not parse: workers/broken.py:7",)
     assert broken.to_dict()["drift"] == "unparsable"
+
+
+# -- endpoint tables --------------------------------------------------------------------------
+
+
+def test_a_stale_endpoint_table_is_drift_by_name_only() -> None:
+    here = entry("LiveServerless", GPU)
+    stale = {**here, "stale_table": ["cpu", "lb"]}
+    drift = drift_of("gpu", here, stale)
+    assert drift.state == "drifted"
+    assert drift.fields == (FieldDiff("endpoint_table", "out of date: cpu, lb", "up to date"),)
+    assert drift.table_stale == "out of date: cpu, lb"
+    assert not drift.config_changed and not drift.code_changed
+    plan = make_plan({"gpu": here}, {"gpu": stale})
+    assert plan.names("update") == ["gpu"]
+    assert plan.item("gpu").reasons == ("endpoint table out of date: cpu, lb",)
+    assert drift_of("gpu", here, {**here, "stale_table": []}).state == "in_sync"
+    # with a config change too, both are shown
+    moved = {**stale, "config": {**GPU, "workersMax": 3}, "config_hash": "other"}
+    fields = [f.field for f in drift_of("gpu", here, moved).fields]
+    assert fields == ["workersMax", "endpoint_table"]
+
+
+def test_stale_entries_name_the_endpoints_that_differ_never_their_values() -> None:
+    from engine.runpod.endpoints import endpoint_table, expected_tables, stale_entries
+
+    peers = {"a": ("http://a", "ka"), "b": ("http://b", "kb"), "c": ("http://c", None)}
+    tables = expected_tables(peers, callers=["a"])
+    assert tables["b"] is None and tables["c"] is None
+    want = tables["a"]
+    assert want == endpoint_table("a", peers)
+    assert stale_entries(want, want) == ()
+    assert stale_entries(None, want) == ("b", "c")
+    older = endpoint_table("a", {**peers, "b": ("http://b", "old"), "d": ("http://d", "kd")})
+    assert stale_entries(older, want) == ("b", "d")
+    assert stale_entries(want, None) == ("b", "c")  # a table where none belongs
+    assert stale_entries("{not json", want) == ("b", "c")
+    assert stale_entries("{not json", None) == ("FLASH_ENDPOINTS",)

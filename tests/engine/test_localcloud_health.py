@@ -12,7 +12,14 @@ import pytest
 import uvicorn
 from fastapi import FastAPI, Request, Response
 
-from engine.health import HealthChange, HealthMonitor, HealthSample, probe_all
+from engine.health import (
+    HealthChange,
+    HealthMonitor,
+    HealthSample,
+    fresh_until,
+    probe_all,
+    stale_age,
+)
 from engine.provider import EndpointTarget
 
 
@@ -192,3 +199,46 @@ async def test_monitor_caps_probes_per_second_and_probes_preferred_endpoints_fir
         assert len(order) <= 10 * elapsed + 3  # the cap (one burst of 1 plus the two above)
     finally:
         await monitor.stop()
+
+
+def test_the_staleness_rule() -> None:
+    """A sample is fresh until its next probe is due plus the probe's timeout; then stale,
+    with its age counted from when it was taken."""
+    until = fresh_until(100.0, every=5.0, timeout=2.0)
+    assert until == 107.0
+    assert stale_age(99.5, until, 107.0) is None  # due and answering: still current
+    assert stale_age(99.5, until, 107.5) == 8.0
+    assert stale_age(99.5, None, 1e9) is None  # no schedule known: never claimed stale
+
+
+async def test_each_sample_is_fresh_until_its_own_next_probe(
+    server: tuple[str, dict[str, Any]],
+) -> None:
+    """The monitor stamps each sample with the interval its endpoint is probed at now: a
+    backed-off healthy endpoint's sample stays fresh longer than a failing one's."""
+    url, _state = server
+    dead = f"http://127.0.0.1:{free_port()}"
+    targets = [EndpointTarget("ok", url, True), EndpointTarget("down", dead, True)]
+    seen: list[HealthSample] = []
+
+    async def current() -> list[EndpointTarget]:
+        return targets
+
+    monitor = HealthMonitor(current, interval=0.05, max_interval=0.4, max_rate=200, timeout=1.0)
+    monitor.on_event = lambda e: seen.append(e) if isinstance(e, HealthSample) else None
+    monitor.start()
+    try:
+        await _eventually(lambda: monitor.probe_interval("ok") == 0.4, "ok backed off")
+    finally:
+        await monitor.stop()
+    for sample in seen:
+        assert sample.fresh_until is not None
+    ok = [s for s in seen if s.endpoint == "ok"]
+    down = [s for s in seen if s.endpoint == "down"]
+    # answered after it was taken, fresh for its interval plus the timeout
+    assert all(s.at + 0.05 + 1.0 <= s.fresh_until for s in ok + down)
+    last = ok[-1]
+    assert last.fresh_until - last.at >= 0.4 + 1.0  # the backed-off interval
+    # one-off probes are fresh for the interval asked
+    (single,) = await probe_all([targets[0]], timeout=1.0, every=30.0)
+    assert single.fresh_until is not None and single.fresh_until >= single.at + 31.0

@@ -31,7 +31,8 @@ from projectfiles import copy_example
 from engine.home import Home
 from engine.localcloud.client import CloudClient
 from engine.localcloud.discovery import CloudInfo, ensure_cloud, kill_home_workers, stop_cloud
-from engine.localcloud.wire import DeployRequest
+from engine.localcloud.isolation import describe_isolation
+from engine.localcloud.wire import DeployRequest, WorkerIsolation, WorkerIsolationList
 from runtime.sandbox import landlock_abi
 
 pytestmark = pytest.mark.skipif(
@@ -259,10 +260,17 @@ def test_worker_still_runs_its_own_code_imports_tmp_and_children(
 
 def test_cloud_status_reports_the_isolation(sandboxed: dict[str, Any], tmp_path: Path) -> None:
     env = {**os.environ, "FLASH_TUI_HOME": str(sandboxed["home"].root)}
-    expected = f"landlock-v{landlock_abi()}"
+    expected = f"landlock-v{landlock_abi()} (2/2 workers)"
     out = run_cli(["cloud", "status", "--json"], env, timeout=60)
     assert out.returncode == 0, out.stderr
     assert json.loads(out.stdout)["isolation"] == expected
+    each = {
+        (w["app"], w["name"]): w["isolation"] for w in json.loads(out.stdout)["worker_isolation"]
+    }
+    assert each == {
+        ("probe", "spy"): f"landlock-v{landlock_abi()}",
+        ("victim", "vault"): f"landlock-v{landlock_abi()}",
+    }
     text = run_cli(["cloud", "status"], env, timeout=60)
     assert f"worker isolation: {expected}" in text.stdout, text.stdout
     project = copy_example("quickstart", tmp_path / "quickstart")
@@ -282,13 +290,67 @@ def test_sandbox_off_lets_a_worker_read_the_home(sandboxed: dict[str, Any], tmp_
         deploy_lb(info, "probe", archive, build_id, manifest, env)
         assert _get(info, "/attempts") == {"token": "read"}
 
-        async def health() -> str:
+        async def health() -> tuple[str, str]:
             async with CloudClient(info) as client:
-                return (await client.health()).isolation
+                report = await client.worker_isolation()
+                return (await client.health()).isolation, describe_isolation(report)
 
-        assert asyncio.run(health()) == "none"
+        assert asyncio.run(health()) == ("none", "none (1/1 workers)")
     finally:
         with contextlib.suppress(Exception):
             stop_cloud(home, timeout=10.0)
         with contextlib.suppress(Exception):
             kill_home_workers(home)
+
+
+def test_status_says_what_each_running_worker_applied_not_the_services_setting(
+    tmp_path: Path,
+) -> None:
+    """A worker started with `FLASH_SANDBOX=off` keeps running unsandboxed after the service
+    restarts with the sandbox on (it adopts the worker): status names that worker, where the
+    service's own setting would say every worker is sandboxed."""
+    home = Home(tmp_path / "home")
+    env = {**os.environ, "FLASH_TUI_HOME": str(home.root)}
+    landlock = f"landlock-v{landlock_abi()}"
+    try:
+        info = ensure_cloud(home, extra_env={"FLASH_SANDBOX": "off"})
+        archive, build_id, manifest = make_build(tmp_path, "loose")
+        deploy_lb(info, "old", archive, build_id, manifest, {})
+        stop_cloud(home, stop_workers=False, timeout=10.0)
+        info = ensure_cloud(home, extra_env={"FLASH_SANDBOX": "on"})
+        archive, build_id, manifest = make_build(tmp_path, "tight")
+        deploy_lb(info, "new", archive, build_id, manifest, {})
+
+        out = run_cli(["cloud", "status", "--json"], env, timeout=60)
+        assert out.returncode == 0, out.stderr
+        data = json.loads(out.stdout)
+        assert data["isolation"] == f"{landlock} (1/2 workers); none: old/loose"
+        assert {(w["app"], w["name"], w["isolation"]) for w in data["worker_isolation"]} == {
+            ("old", "loose", "none"),
+            ("new", "tight", landlock),
+        }
+        text = run_cli(["cloud", "status"], env, timeout=60)
+        assert f"worker isolation: {landlock} (1/2 workers); none: old/loose" in text.stdout
+    finally:
+        with contextlib.suppress(Exception):
+            stop_cloud(home, timeout=10.0)
+        with contextlib.suppress(Exception):
+            kill_home_workers(home)
+
+
+def test_the_isolation_line_names_the_workers_without_it() -> None:
+    def report(default: str, *levels: str) -> WorkerIsolationList:
+        workers = [
+            WorkerIsolation(app="a", name=f"w{i}", pid=i, isolation=level)
+            for i, level in enumerate(levels)
+        ]
+        return WorkerIsolationList(default=default, workers=workers)
+
+    assert describe_isolation(report("landlock-v7")) == "landlock-v7 (no workers running)"
+    assert describe_isolation(report("none", *["landlock-v7"] * 6)) == "landlock-v7 (6/6 workers)"
+    assert (
+        describe_isolation(report("landlock-v7", "none", "landlock-v7", "unknown", "none"))
+        == "landlock-v7 (1/4 workers); none: a/w0, a/w3; unknown: a/w2"
+    )
+    many = describe_isolation(report("none", "landlock-v7", *["none"] * 7))
+    assert many.endswith("none: a/w1, a/w2, a/w3, a/w4, a/w5 and 2 more")

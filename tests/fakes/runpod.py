@@ -11,7 +11,7 @@ URL layout (base `http://127.0.0.1:P`):
 | GraphQL | `POST /api/graphql` | `RUNPOD_API_BASE_URL=…/api` |
 | REST v2 workers and logs (data plane) | `/api/v2/serverless/{id}/workers…` | (same base) |
 | queue API (data plane) | `/v2/{id}/run`, `/status/{job}`, … | `RUNPOD_ENDPOINT_BASE_URL=…/v2` |
-| REST v1 | `/rest/v1/networkvolumes`, `/rest/v1/endpoints` | `RUNPOD_REST_API_URL=…/rest/v1` |
+| REST v1 | `/rest/v1/{endpoints,templates,networkvolumes}` | `RUNPOD_REST_API_URL=…/rest/v1` |
 | load-balanced endpoints (data plane) | `/lb/{id}/<path>` | `FLASH_RUNPOD_LB_URL=…/lb/{id}` |
 | presigned uploads / downloads | `PUT`/`GET /upload/{objectKey}?sig=…` | — |
 
@@ -276,6 +276,10 @@ class FakeRunPod:
     def pending_faults(self) -> list[Fault]:
         """Faults that have not fired (all their times) yet."""
         return self._server.faults.pending()
+
+    def clear_faults(self) -> None:
+        """Drop every pending fault (requests already held by one still get its answer)."""
+        self._server.faults.clear()
 
     # --- running on the server's loop -------------------------------------------------------
     def _on_loop(self, read: Callable[[], T]) -> T:

@@ -31,6 +31,7 @@ from fakes.runpod_dataplane import DataPlane, EndpointView
 from fakes.runpod_endpoints import Endpoint, Template, new_id
 from fakes.runpod_faults import FaultMiddleware, Faults, apply
 from fakes.runpod_flash import UploadRefused
+from fakes.runpod_rest import RestV1
 from fakes.runpod_schema import build as build_schema
 
 
@@ -111,11 +112,10 @@ class FakeApp:
         app.add_api_route("/api/graphql", self.graphql, methods=["POST"])
         app.add_api_route("/upload/{object_key:path}", self.put_object, methods=["PUT"])
         app.add_api_route("/upload/{object_key:path}", self.get_object, methods=["GET"])
-        app.add_api_route("/rest/v1/networkvolumes", self.rest_volumes, methods=["GET", "POST"])
-        app.add_api_route("/rest/v1/endpoints", self.rest_endpoints, methods=["GET"])
-        app.add_api_route(
-            "/rest/v1/endpoints/{endpoint_id}", self.rest_endpoint, methods=["GET", "DELETE"]
+        rest = RestV1(
+            self.control, lambda r: self.account_key(bearer_or_bare(r.headers.get("authorization")))
         )
+        app.include_router(rest.router)
         if router is not None:
             app.include_router(router)
         app.add_middleware(FaultMiddleware, faults=self.faults)
@@ -196,45 +196,6 @@ class FakeApp:
             return _s3_error(exc)
         return FileResponse(slot.path, media_type="application/gzip")
 
-    # --- REST v1 (network volumes and a read/delete view of endpoints) ----------------------
-    async def rest_volumes(self, request: Request) -> Response:
-        """GET lists, POST creates a network volume: {name, size 0-4000, dataCenterId}."""
-        if not self.account_key(bearer_or_bare(request.headers.get("authorization"))):
-            return JSONResponse({"error": "Unauthorized"}, status_code=401)
-        if request.method == "GET":
-            return JSONResponse(list(self.control.volumes.values()))
-        try:
-            body = json.loads(await request.body())
-            name, size, dc = body["name"], body["size"], body["dataCenterId"]
-            if not isinstance(name, str) or not isinstance(dc, str):
-                raise TypeError("name and dataCenterId must be strings")
-            if not isinstance(size, int) or not 0 <= size <= 4000:
-                raise ValueError("size must be an integer from 0 to 4000")
-        except (ValueError, KeyError, TypeError) as exc:
-            return JSONResponse({"error": f"invalid network volume: {exc}"}, status_code=400)
-        volume = {"id": new_id(10), "name": name, "size": size, "dataCenterId": dc}
-        self.control.volumes[volume["id"]] = volume
-        return JSONResponse(volume)
-
-    async def rest_endpoints(self, request: Request) -> Response:
-        """GET /endpoints: the account's endpoints (REST names are not mapped: GraphQL's)."""
-        if not self.account_key(bearer_or_bare(request.headers.get("authorization"))):
-            return JSONResponse({"error": "Unauthorized"}, status_code=401)
-        book = self.control.book
-        return JSONResponse([_rest_endpoint(book.wire(e)) for e in book.endpoints.values()])
-
-    async def rest_endpoint(self, endpoint_id: str, request: Request) -> Response:
-        """GET (404 when gone) or DELETE (204) one endpoint."""
-        if not self.account_key(bearer_or_bare(request.headers.get("authorization"))):
-            return JSONResponse({"error": "Unauthorized"}, status_code=401)
-        endpoint = self.control.book.endpoints.get(endpoint_id)
-        if endpoint is None:
-            return JSONResponse({"error": "endpoint not found"}, status_code=404)
-        if request.method == "GET":
-            return JSONResponse(_rest_endpoint(self.control.book.wire(endpoint)))
-        await self.control.deleteEndpoint(None, endpoint_id)
-        return Response(status_code=204)
-
 
 def _data_plane(
     workdir: Path,
@@ -260,22 +221,6 @@ def _data_plane(
         )
 
     return plane, plane.router, view
-
-
-def _rest_endpoint(wire: dict[str, Any]) -> dict[str, Any]:
-    # REST v1 names (runpod_api.md §3) for the fields that differ from GraphQL's.
-    return {
-        "id": wire["id"],
-        "name": wire["name"],
-        "templateId": wire["templateId"],
-        "version": wire["version"],
-        "workersMin": wire["workersMin"],
-        "workersMax": wire["workersMax"],
-        "idleTimeout": wire["idleTimeout"],
-        "dataCenterIds": [d for d in (wire["locations"] or "").split(",") if d],
-        "computeType": wire["computeType"],
-        "env": {item["key"]: item["value"] for item in wire["env"]},
-    }
 
 
 def _request_error(message: str) -> Response:

@@ -93,3 +93,16 @@ def test_the_table_keeps_the_endpoints_the_tree_keeps() -> None:
         table = [r.name for r in filter_rows(rows, text, manifest)]
         assert table == [r.name for r in rows if r.name in tree["resources"] or r.name == text]
     assert [r.name for r in filter_rows(rows, "liveserverless", manifest)] == ["gpu"]
+
+
+def test_a_sample_is_shown_stale_exactly_when_the_engine_says() -> None:
+    """The dashboard only renders the engine's rule: stale once past the sample's
+    `fresh_until`, with its age from when it was taken."""
+    state = DashboardState(project="p").with_statuses([running("web", "http://a", 1)])
+    sampled = state.with_sample("web", True, 1.0, "http://a", at=100.0, fresh_until=107.0)
+    assert sampled is not None
+    assert sampled.stale(107.0) == {}
+    assert sampled.stale(110.0) == {"web": 10.0}
+    (row,) = sampled.rows(110.0)
+    assert row.stale_s == 10.0
+    assert sampled.rows(106.0)[0].stale_s is None
