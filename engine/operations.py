@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from engine.build_step import build_step
 from engine.callgraph import CallGraph
 from engine.drift import Drift, compute_drift, is_unresolved
+from engine.env_step import env_step
 from engine.health import HealthSample, probe_all
 from engine.identity import app_slug, canonical_path, legacy_app_name
 from engine.invoke import CallSpec, InvokeResult, invoke, resolve_call
@@ -54,6 +55,7 @@ from engine.status import RUNNING, EndpointStatus, Status, endpoint_status
 from engine.wording import plural
 
 if TYPE_CHECKING:  # engine.scan is imported on first scan: `logs` never needs it
+    from engine.envs import EnvCache
     from engine.scan import Scanner, ScanResult
 
 __all__ = [
@@ -126,6 +128,7 @@ class Engine:
         target: str = "local",
         env: str | None = None,
         scanner: Scanner | None = None,
+        env_cache: EnvCache | None = None,
     ) -> None:
         self.root = canonical_path(project)
         if not self.root.is_dir():
@@ -140,6 +143,8 @@ class Engine:
         # A long-lived session (the TUI) passes its incremental scanner: a rescan after an edit
         # then parses one file, not the project.
         self._scanner = scanner
+        # Where endpoints' environments are cached (None: `engine.envs.env_cache_dir`).
+        self._env_cache = env_cache
 
     async def __aenter__(self) -> Engine:
         return self
@@ -324,6 +329,11 @@ class Engine:
         specs = [
             _spec(i.name, local[i.name]) for i in plan.items if i.action in ("create", "update")
         ]
+        if self.provider.name == "local" and specs:
+            # RunPod's workers run upstream's images; local ones run on their own environment.
+            prepared = await env_step(self.root, build.manifest, specs, emit, cache=self._env_cache)
+            specs = list(prepared.specs)
+            report.warnings = tuple(d.message for d in prepared.diagnostics)
         removes = plan.names("delete")
         total = len(specs) + len(removes)
         done = 0

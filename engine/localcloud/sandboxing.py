@@ -58,9 +58,15 @@ def worker_state_dir(home: Home, app: str, name: str) -> Path:
 
 
 def worker_policy(
-    home: Home, app: str, name: str, build_path: Path, user_home: Path | None
+    home: Home,
+    app: str,
+    name: str,
+    build_path: Path,
+    user_home: Path | None,
+    interpreter: str | None = None,
 ) -> SandboxPolicy:
-    """The paths the worker of `app`/`name` running from `build_path` may read and write."""
+    """The paths the worker of `app`/`name` running from `build_path` (on the interpreter
+    `interpreter`, default ours) may read and write."""
     protected = [home.root.resolve()]
     if user_home is not None:
         protected.append(user_home.resolve())
@@ -69,6 +75,9 @@ def worker_policy(
     # An editable install finds `runtime` through a finder, not a sys.path entry.
     python.append(str(Path(runtime.__file__).resolve().parent))
     python.extend(entry for entry in sys.path if entry)
+    if interpreter is not None and interpreter != sys.executable:
+        # Its own environment (`<env>/bin/python`): packages, and our runtime's link in it.
+        python.append(str(Path(interpreter).parent.parent))
     root = home.root.resolve()
     # The import path of the service could lead into the home (its working directory).
     python = [p for p in python if not Path(os.path.abspath(p)).resolve().is_relative_to(root)]

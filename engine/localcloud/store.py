@@ -118,6 +118,8 @@ MIGRATIONS: tuple[Migration, ...] = (
     """,
     # apps keyed by folder name are re-keyed by their project where that is known for sure
     rekey_legacy_apps,
+    # the interpreter of the endpoint's own environment (NULL: the service's own)
+    "ALTER TABLE endpoints ADD COLUMN python TEXT;",
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -142,6 +144,7 @@ ENDPOINT_COLUMNS: tuple[str, ...] = (
     "created_at",
     "updated_at",
     "started_at",
+    "python",
 )
 _JSON_COLUMNS = {"config", "crash_times"}
 _TEXT_COLUMNS = {"last_error"}

@@ -293,6 +293,8 @@ class Supervisor:
             return False
         if spec.resource_type != record.get("resource_type"):
             return False
+        if spec.python != record.get("python") or spec.setup_error:
+            return False
         if spec.code_hash is not None:
             return spec.code_hash == record.get("code_hash")
         return build_id == record.get("build_id")
@@ -346,6 +348,7 @@ class Supervisor:
                         code_hash=spec.code_hash,
                         build_id=request.build.build_id,
                         build_path=str(build_path),
+                        python=spec.python,
                         status="deploying",
                         port=port,
                         url=f"http://127.0.0.1:{port}",
@@ -385,6 +388,8 @@ class Supervisor:
         if old is not None:
             emit(DeployEvent(type="endpoint", name=name, action=action, state="stopping"))
             await self._stop_worker(old)
+        if spec.setup_error:
+            return self._setup_failed(app, spec, action, started, emit)
         record = self.store.get_endpoint(app, name)
         assert record is not None
         emit(DeployEvent(type="endpoint", name=name, action=action, state="starting"))
@@ -435,6 +440,34 @@ class Supervisor:
         if not ok:
             result["error"] = error
         return result
+
+    def _setup_failed(
+        self, app: str, spec: EndpointSpec, action: str, started: float, emit: Emit
+    ) -> dict[str, Any]:
+        """Record an endpoint whose environment could not be made `failed`; start nothing."""
+        error = bound_text(f"environment not ready: {spec.setup_error}")
+        elapsed = round((time.monotonic() - started) * 1000, 1)
+        self.store.upsert_endpoint(
+            app, spec.name, status="failed", last_error=error, pid=None, pid_started=None
+        )
+        self.store.add_event("deploy_failed", error.splitlines()[0], app=app, endpoint=spec.name)
+        emit(
+            DeployEvent(
+                type="endpoint",
+                name=spec.name,
+                action=action,
+                state="error",
+                elapsed_ms=elapsed,
+                error=error,
+            )
+        )
+        return {
+            "name": spec.name,
+            "action": action,
+            "ok": False,
+            "elapsed_ms": elapsed,
+            "error": error,
+        }
 
     async def _remove(self, app: str, names: list[str], emit: Emit) -> list[dict[str, Any]]:
         # The log stays readable until the endpoint is deployed again (a post-mortem), with the
