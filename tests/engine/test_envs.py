@@ -13,6 +13,7 @@ import hashlib
 import os
 import shutil
 import subprocess
+import sys
 import threading
 import zipfile
 from collections.abc import Iterator
@@ -433,3 +434,33 @@ def test_second_project_reuses_the_env_without_installing(
     assert now == deployed_projects["envs_after_first"]
     answer = _invoke(deployed_projects["second"], cloud_home, "uses_tiny:tiny_info")
     assert answer.ok and answer.result["value"] == "tiny-1.0"
+
+
+def test_store_keeps_the_interpreter_and_upgrades_older_stores(tmp_path: Path) -> None:
+    import sqlite3
+
+    from engine.localcloud.store import SCHEMA_VERSION, Store
+    from engine.localcloud.workers import worker_interpreter
+
+    db = tmp_path / "cloud.db"
+    store = Store(db)
+    try:
+        record = store.upsert_endpoint("app", "tiny", python="/envs/k/bin/python")
+        assert worker_interpreter(record) == "/envs/k/bin/python"
+        plain = store.upsert_endpoint("app", "plain")
+        assert plain["python"] is None and worker_interpreter(plain) == sys.executable
+    finally:
+        store.close()
+    # A store of the version before: no column yet.
+    conn = sqlite3.connect(db)
+    conn.execute("ALTER TABLE endpoints DROP COLUMN python")
+    conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION - 1}")
+    conn.commit()
+    conn.close()
+    store = Store(db)
+    try:
+        assert store.schema_version == SCHEMA_VERSION
+        assert store.get_endpoint("app", "tiny")["python"] is None  # type: ignore[index]
+        assert store.upsert_endpoint("app", "tiny", python="/p")["python"] == "/p"
+    finally:
+        store.close()
