@@ -192,7 +192,7 @@ class EnvCache:
         )
         requirements = staging / _REQUIREMENTS
         requirements.write_text("\n".join(contents.requirements) + "\n", encoding="utf-8")
-        index = uv_index_args(pip_settings(self._environ, contents.python))
+        index = uv_index_args(pip_settings(self._environ))
         self._run(
             [uv, "pip", "install", "--python", str(staging / "bin" / "python")]
             + index

@@ -2,8 +2,8 @@
 
 An endpoint's environment holds the project's requirements (`requirements.txt` and
 `[project].dependencies` of `pyproject.toml`), the `dependencies` of the endpoint's functions
-and, for a GPU endpoint, what upstream's GPU worker images ship (torch) unless the project turns
-it off (`[tool.flash] gpu-torch = false`, or `FLASH_TUI_GPU_TORCH=off` for every project).
+and, for a GPU endpoint, what upstream's GPU worker images ship (torch: a CPU build from the
+user's find-links when there is one, `indexes.local_cpu_torch`) unless the project turns it off (`[tool.flash] gpu-torch = false`, or `FLASH_TUI_GPU_TORCH=off` for every project).
 Upstream's SDK packages (`tetra-rp`, `runpod-flash`) are left out: workers serve them from this
 project's runtime (`runtime.shims`). An endpoint whose environment would hold nothing has none:
 it runs on the local cloud's own interpreter, as before.
@@ -29,6 +29,7 @@ from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name
 
 from engine.diagnostics import Diagnostic
+from engine.envs.indexes import local_cpu_torch, pip_settings
 from runtime.resources import RESOURCE_TYPES
 
 if sys.version_info >= (3, 11):
@@ -64,6 +65,8 @@ class ProjectRequirements:
     requirements: tuple[str, ...] = ()
     gpu_torch: bool = True
     diagnostics: tuple[Diagnostic, ...] = ()
+    # What "torch" means for a GPU endpoint: a local CPU build when the index settings offer one.
+    torch_requirement: str = _TORCH
 
 
 @dataclass(frozen=True)
@@ -168,9 +171,9 @@ def project_requirements(root: Path, environ: Mapping[str, str]) -> ProjectRequi
                 )
             else:
                 gpu_torch = setting
-    return ProjectRequirements(
-        tuple(requirements), gpu_torch_enabled(gpu_torch, environ), tuple(diagnostics)
-    )
+    gpu_torch = gpu_torch_enabled(gpu_torch, environ)
+    torch = (local_cpu_torch(pip_settings(environ)) if gpu_torch else None) or _TORCH
+    return ProjectRequirements(tuple(requirements), gpu_torch, tuple(diagnostics), torch)
 
 
 def is_gpu(resource: Mapping[str, Any]) -> bool:
@@ -192,7 +195,7 @@ def endpoint_contents(
     kept = [normalize(r) for r in wanted if _name(r) not in SDK_DISTRIBUTIONS and r.strip()]
     torch = project.gpu_torch and is_gpu(resource)
     if torch and _TORCH not in {_name(r) for r in kept}:
-        kept.append(_TORCH)
+        kept.append(normalize(project.torch_requirement))
     if not kept:
         return None
     requirements = tuple(sorted(dict.fromkeys(kept)))

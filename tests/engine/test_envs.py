@@ -27,7 +27,7 @@ import runtime
 from engine.env_step import SYSTEM_DEPENDENCY_MISSING, env_step
 from engine.envs import EnvCache, EnvContents, EnvError, endpoint_contents, project_requirements
 from engine.envs.cache import MARKER, env_cache_dir
-from engine.envs.indexes import _parse_config, uv_index_args
+from engine.envs.indexes import local_cpu_torch, pip_settings, uv_index_args
 from engine.home import Home
 from engine.operation_results import OpEvent
 from engine.provider import EndpointSpec
@@ -111,14 +111,15 @@ def test_contents_are_normalized_and_keyed(tmp_path: Path) -> None:
 
 def test_gpu_endpoints_get_torch_unless_turned_off(tmp_path: Path) -> None:
     gpu = _resource("LiveServerless")
-    on = endpoint_contents(gpu, project_requirements(tmp_path, {}))
+    nohome = {"HOME": str(tmp_path / "nohome")}  # no pip settings naming a CPU build
+    on = endpoint_contents(gpu, project_requirements(tmp_path, nohome))
     assert on is not None and on.requirements == ("torch",) and on.torch
     assert (
-        endpoint_contents(_resource("CpuLiveServerless"), project_requirements(tmp_path, {}))
+        endpoint_contents(_resource("CpuLiveServerless"), project_requirements(tmp_path, nohome))
         is None
     )
     # the environment variable turns it off for every project
-    off = project_requirements(tmp_path, {"FLASH_TUI_GPU_TORCH": "off"})
+    off = project_requirements(tmp_path, {**nohome, "FLASH_TUI_GPU_TORCH": "off"})
     assert endpoint_contents(gpu, off) is None
     # the project setting turns it off; the variable wins over it
     (tmp_path / "pyproject.toml").write_text(
@@ -126,11 +127,13 @@ def test_gpu_endpoints_get_torch_unless_turned_off(tmp_path: Path) -> None:
         "[tool.flash]\ngpu-torch = false\n"
     )
     (tmp_path / "requirements.txt").write_text("# a comment\nflashtiny==1.0  # pinned\n")
-    settings = project_requirements(tmp_path, {})
+    settings = project_requirements(tmp_path, nohome)
     contents = endpoint_contents(gpu, settings)
     assert contents is not None and contents.requirements == ("flashother", "flashtiny==1.0")
     assert not contents.torch
-    forced = endpoint_contents(gpu, project_requirements(tmp_path, {"FLASH_TUI_GPU_TORCH": "1"}))
+    forced = endpoint_contents(
+        gpu, project_requirements(tmp_path, {**nohome, "FLASH_TUI_GPU_TORCH": "1"})
+    )
     assert forced is not None and "torch" in forced.requirements
 
 
@@ -143,25 +146,51 @@ def test_bad_gpu_torch_setting_is_named(tmp_path: Path) -> None:
     assert "'maybe'" in warning.message
 
 
-def test_pip_settings_become_uv_options() -> None:
-    config = _parse_config(
-        "global.find-links='/opt/wheels'\n"
-        "global.extra-index-url='file:///a/simple file:///b/simple'\n"
-        ":env:.index-url='https://example.invalid/simple'\n"
-        "global.cert='/etc/ssl/certs/ca.crt'\n"
+def test_pip_settings_become_uv_options(tmp_path: Path) -> None:
+    (tmp_path / "etc" / "pip").mkdir(parents=True)
+    (tmp_path / "etc" / "pip" / "pip.conf").write_text(
+        "[global]\nfind-links = /global/wheels\nconstraint = /c.txt\n"
     )
-    assert uv_index_args(config) == [
+    (tmp_path / ".config" / "pip").mkdir(parents=True)
+    (tmp_path / ".config" / "pip" / "pip.conf").write_text(
+        "[global]\nfind-links = /opt/wheels\n"
+        "extra-index-url = file:///a/simple\n  file:///b/simple\ncert = /ca.crt\n"
+        "[install]\nindex-url = https://example.invalid/simple\n"
+    )
+    environ = {"HOME": str(tmp_path), "XDG_CONFIG_DIRS": str(tmp_path / "etc")}
+    settings = pip_settings(environ, prefix=str(tmp_path / "prefix"))
+    assert uv_index_args(settings) == [
         "--find-links",
-        "/opt/wheels",
+        "/opt/wheels",  # the user's file wins over the global one
         "--index-url",
         "https://example.invalid/simple",
         "--extra-index-url",
         "file:///a/simple",
         "--extra-index-url",
         "file:///b/simple",
+        "--constraint",
+        "/c.txt",
     ]
-    assert uv_index_args({"no-index": "1"}) == ["--no-index"]
+    # the variables win over every file
+    environ["PIP_FIND_LINKS"] = "/x /y"
+    environ["PIP_NO_INDEX"] = "1"
+    args = uv_index_args(pip_settings(environ, prefix=str(tmp_path / "prefix")))
+    assert args[:5] == ["--find-links", "/x", "--find-links", "/y", "--index-url"]
+    assert "--no-index" in args
     assert uv_index_args({"no-index": "0"}) == []
+
+
+def test_gpu_torch_is_the_local_cpu_build_when_there_is_one(tmp_path: Path) -> None:
+    wheels = tmp_path / "wheels"
+    wheels.mkdir()
+    for name in ("torch-9.0.0-py3-none-any.whl", "torch-2.1.0+cpu-py3-none-any.whl"):
+        (wheels / name).write_bytes(b"")
+    (wheels / "torch-2.2.0+cpu-cp27-cp27mu-linux_armv7l.whl").write_bytes(b"")  # not ours
+    assert local_cpu_torch({"find-links": f"/nowhere file://{wheels}"}) == "torch==2.1.0+cpu"
+    assert local_cpu_torch({"find-links": "https://example.invalid/wheels"}) is None
+    project = project_requirements(tmp_path, {"PIP_FIND_LINKS": str(wheels), "HOME": "/none"})
+    contents = endpoint_contents(_resource("LiveServerless"), project)
+    assert contents is not None and contents.requirements == ("torch==2.1.0+cpu",)
 
 
 def test_cache_dir_is_overridable(tmp_path: Path) -> None:
