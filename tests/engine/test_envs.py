@@ -493,3 +493,24 @@ def test_store_keeps_the_interpreter_and_upgrades_older_stores(tmp_path: Path) -
         assert store.upsert_endpoint("app", "tiny", python="/p")["python"] == "/p"
     finally:
         store.close()
+
+
+def test_cli_deploy_shows_environment_progress_and_the_failure(
+    deployed_projects: dict[str, Any], cloud_home: Home, index_env: dict[str, str]
+) -> None:
+    from headless import run_cli
+
+    third = deployed_projects["first"].parent / "third"
+    shutil.copytree(deployed_projects["first"], third, ignore=shutil.ignore_patterns(".flash"))
+    env = {
+        **index_env,
+        "FLASH_TUI_HOME": str(cloud_home.root),
+        "FLASH_TUI_ENV_CACHE": str(deployed_projects["cache_dir"]),
+        "COLUMNS": "200",
+    }
+    proc = run_cli(["deploy", "--yes"], env, project=third)
+    assert proc.returncode == 1, proc.stdout + proc.stderr  # `broken` failed, the rest deployed
+    said = " ".join(proc.stderr.split())
+    assert "uses_tiny environment" in said and "reused" in said, said
+    assert "installing flashmissing==1.0 for broken" in said, said
+    assert "✗ broken" in said and "flashmissing" in said, said
