@@ -31,7 +31,13 @@ from engine.envs import (
 from engine.provider import EndpointSpec
 from engine.wording import plural
 
-__all__ = ["SYSTEM_DEPENDENCY_MISSING", "EnvStepResult", "env_step", "missing_system_dependencies"]
+__all__ = [
+    "SYSTEM_DEPENDENCY_MISSING",
+    "EnvStepResult",
+    "env_step",
+    "expected_interpreters",
+    "missing_system_dependencies",
+]
 
 SYSTEM_DEPENDENCY_MISSING = "env-system-dependency-missing"
 
@@ -52,6 +58,23 @@ def missing_system_dependencies(
     for function in resource.get("functions") or []:
         wanted.extend(str(d) for d in function.get("system_dependencies") or [])
     return [name for name in dict.fromkeys(wanted) if which(name) is None]
+
+
+def expected_interpreters(
+    root: Path,
+    manifest: Mapping[str, Any],
+    cache: EnvCache,
+    environ: Mapping[str, str] | None = None,
+) -> dict[str, str | None]:
+    """The interpreter each manifest resource's worker would run on if deployed now (None:
+    the local cloud's own): a deployed endpoint on another one needs redeploying."""
+    environ = dict(os.environ if environ is None else environ)
+    project = project_requirements(root, environ)
+    out: dict[str, str | None] = {}
+    for name, resource in (manifest.get("resources") or {}).items():
+        contents = endpoint_contents(resource, project)
+        out[str(name)] = cache.interpreter(contents) if contents is not None else None
+    return out
 
 
 async def env_step(

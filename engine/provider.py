@@ -82,6 +82,8 @@ class DeployedEndpoint:
     updated_at: float | None = None
     started_at: float | None = None
     last_error: str | None = None
+    # The interpreter its worker runs on when not the target's default (its environment's).
+    python: str | None = None
 
     def as_entry(self) -> dict[str, Any]:
         """The mapping drift/reconcile compare against (`resource_type`, `config`, hashes)."""

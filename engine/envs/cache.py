@@ -136,6 +136,10 @@ class EnvCache:
         """The key `contents` are cached under."""
         return contents.key(self.runtime_paths)
 
+    def interpreter(self, contents: EnvContents) -> str:
+        """The interpreter the environment of `contents` has (or will have once built)."""
+        return str(Environment(self.key(contents), self.root / self.key(contents), False).python)
+
     def find(self, contents: EnvContents) -> Environment | None:
         """The ready environment of `contents`, if the cache has it (no I/O beyond a stat)."""
         key = self.key(contents)

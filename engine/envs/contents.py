@@ -3,7 +3,8 @@
 An endpoint's environment holds the project's requirements (`requirements.txt` and
 `[project].dependencies` of `pyproject.toml`), the `dependencies` of the endpoint's functions
 and, for a GPU endpoint, what upstream's GPU worker images ship (torch: a CPU build from the
-user's find-links when there is one, `indexes.local_cpu_torch`) unless the project turns it off (`[tool.flash] gpu-torch = false`, or `FLASH_TUI_GPU_TORCH=off` for every project).
+user's find-links when there is one, `indexes.local_cpu_torch`) unless the project turns it off
+(`[tool.flash] gpu-torch = false`, or `FLASH_TUI_GPU_TORCH=off` for every project).
 Upstream's SDK packages (`tetra-rp`, `runpod-flash`) are left out: workers serve them from this
 project's runtime (`runtime.shims`). An endpoint whose environment would hold nothing has none:
 it runs on the local cloud's own interpreter, as before.

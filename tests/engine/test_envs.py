@@ -514,3 +514,31 @@ def test_cli_deploy_shows_environment_progress_and_the_failure(
     assert "uses_tiny environment" in said and "reused" in said, said
     assert "installing flashmissing==1.0 for broken" in said, said
     assert "✗ broken" in said and "flashmissing" in said, said
+
+
+def test_changed_requirements_redeploy_onto_the_new_environment(
+    deployed_projects: dict[str, Any], cloud_home: Home, index_env: dict[str, str]
+) -> None:
+    from engine.localcloud.provider import LocalCloudProvider
+    from engine.operations import Engine
+
+    project = deployed_projects["second"]
+    cache = EnvCache(deployed_projects["cache_dir"], environ=index_env)
+
+    async def plan() -> dict[str, Any]:
+        async with Engine(project, LocalCloudProvider(cloud_home), env_cache=cache) as engine:
+            return {i.name: i for i in (await engine.plan()).items}
+
+    before = asyncio.run(plan())
+    assert before["uses_tiny"].action == "unchanged" and before["plain"].action == "unchanged"
+    # A project requirement goes into every endpoint's environment.
+    (project / "requirements.txt").write_text("flashother\n")
+    after = asyncio.run(plan())
+    for name in ("uses_tiny", "plain"):
+        assert after[name].action == "update", after[name]
+        assert any("environment changed" in r for r in after[name].reasons)
+    report, _ = _deploy(project, cloud_home, cache)
+    assert {r.name for r in report.outcome.results if r.ok} >= {"uses_tiny", "plain"}
+    plain = _invoke(project, cloud_home, "plain:plain_info")
+    assert plain.ok and Path(plain.result["prefix"]).resolve().parent == cache.root.resolve()
+    assert asyncio.run(plan())["plain"].action == "unchanged"
