@@ -56,6 +56,7 @@ def _add_column(conn: sqlite3.Connection, table: str, column: str, kind: str) ->
     if column not in {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}:
         conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
 
+
 # Each entry migrates from version i to i+1: SQL, or a function run in the same transaction.
 # Never edit a released entry: append a new one.
 MIGRATIONS: tuple[Migration, ...] = (
