@@ -191,6 +191,14 @@ class Supervisor:
                 )
                 self.store.add_event("failed", "build copy missing", app=app, endpoint=name)
                 return
+            python = record.get("python")
+            if python and not Path(python).exists():
+                # Its environment left the cache: starting it on another interpreter would run
+                # it without its packages. A deploy builds the environment again.
+                error = f"its environment is missing ({python}); deploy again to rebuild it"
+                self.store.upsert_endpoint(app, name, status="failed", last_error=error)
+                self.store.add_event("failed", "environment missing", app=app, endpoint=name)
+                return
             port_changed = not record.get("port") or not port_is_free(int(record["port"]))
             worker = self._spawn(record, new_port=port_changed)
             if port_changed:

@@ -542,3 +542,52 @@ def test_changed_requirements_redeploy_onto_the_new_environment(
     plain = _invoke(project, cloud_home, "plain:plain_info")
     assert plain.ok and Path(plain.result["prefix"]).resolve().parent == cache.root.resolve()
     assert asyncio.run(plan())["plain"].action == "unchanged"
+
+
+def test_worker_whose_environment_left_the_cache_fails_then_a_deploy_rebuilds_it(
+    tmp_path: Path, cloud_home: Home, index_env: dict[str, str]
+) -> None:
+    import signal
+
+    from waiting import wait_for
+
+    from engine.localcloud.provider import LocalCloudProvider
+    from engine.operations import Engine
+
+    project = write_files(
+        tmp_path / "gone",
+        {
+            "w.py": """
+                from tetra_rp import CpuLiveServerless, remote
+
+                cfg = CpuLiveServerless(name="gone_env")
+
+
+                @remote(resource_config=cfg, dependencies=["flashother"])
+                def other() -> str:
+                    import flashother
+
+                    return flashother.VALUE
+            """
+        },
+    )
+    cache = EnvCache(tmp_path / "cache", environ=index_env)
+    report, _ = _deploy(project, cloud_home, cache)
+    assert report.ok, report.to_dict()
+
+    async def record() -> Any:
+        async with Engine(project, LocalCloudProvider(cloud_home), env_cache=cache) as engine:
+            return {e.name: e for e in await engine.provider.list_endpoints(engine.app)}["gone_env"]
+
+    deployed = asyncio.run(record())
+    assert deployed.python and deployed.pid
+    shutil.rmtree(Path(deployed.python).parent.parent)
+    os.killpg(deployed.pid, signal.SIGKILL)  # a crash: the supervisor restarts it
+    failed = wait_for(
+        lambda: (r := asyncio.run(record())).status == "failed" and r, 30, "gone_env failed"
+    )
+    assert "environment is missing" in (failed.last_error or "")
+    report, _ = _deploy(project, cloud_home, cache)
+    assert report.ok, report.to_dict()
+    answer = _invoke(project, cloud_home, "gone_env:other")
+    assert answer.ok and answer.result == "other"
