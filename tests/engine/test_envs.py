@@ -8,20 +8,18 @@ network and each install takes well under a second.
 from __future__ import annotations
 
 import asyncio
-import base64
-import hashlib
 import os
 import shutil
 import subprocess
 import sys
 import threading
-import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from projectfiles import write_files
+from wheels import make_wheel
 
 import runtime
 from engine.env_step import SYSTEM_DEPENDENCY_MISSING, env_step
@@ -33,28 +31,6 @@ from engine.operation_results import OpEvent
 from engine.provider import EndpointSpec
 
 OUR_RUNTIME = str(Path(runtime.__file__).resolve().parent)
-
-
-def make_wheel(directory: Path, name: str, version: str, files: dict[str, str]) -> Path:
-    """A pure-Python wheel of `files` (module path -> source) in `directory`."""
-    dist = f"{name}-{version}"
-    info = f"{dist}.dist-info"
-    contents = dict(files)
-    contents[f"{info}/METADATA"] = f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n"
-    contents[f"{info}/WHEEL"] = (
-        "Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n"
-    )
-    record = []
-    for path, text in contents.items():
-        digest = base64.urlsafe_b64encode(hashlib.sha256(text.encode()).digest()).rstrip(b"=")
-        record.append(f"{path},sha256={digest.decode()},{len(text.encode())}")
-    record.append(f"{info}/RECORD,,")
-    contents[f"{info}/RECORD"] = "\n".join(record) + "\n"
-    wheel = directory / f"{dist}-py3-none-any.whl"
-    with zipfile.ZipFile(wheel, "w") as archive:
-        for path, text in contents.items():
-            archive.writestr(path, text)
-    return wheel
 
 
 @pytest.fixture(scope="module")
