@@ -25,6 +25,7 @@ import contextlib
 import fcntl
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -49,6 +50,7 @@ __all__ = [
     "EnvError",
     "Environment",
     "env_cache_dir",
+    "redact_urls",
     "runtime_paths",
 ]
 
@@ -58,6 +60,13 @@ _RUNTIME_DIR = "flash-runtime"
 _PTH = "_flash_tui_runtime.pth"
 _REQUIREMENTS = "flash-requirements.txt"
 _TAIL_LINES = 15
+# `scheme://user:secret@host`: what uv may echo of an index URL the user's settings hold.
+_CREDENTIALS = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*://)[^/@\s]+@")
+
+
+def redact_urls(text: str) -> str:
+    """`text` with the credentials of any URL in it (an index's `user:token@`) masked."""
+    return _CREDENTIALS.sub(r"\1***@", text)
 
 
 class EnvError(Exception):
@@ -176,9 +185,12 @@ class EnvCache:
     def _uv_binary(self) -> str:
         if self._uv is not None:
             return self._uv
-        import uv
+        try:
+            import uv
 
-        return uv.find_uv_bin()
+            return uv.find_uv_bin()
+        except (ImportError, FileNotFoundError) as exc:
+            raise EnvError(f"uv is not installed here ({exc}): pip install uv") from exc
 
     def _build(
         self,
@@ -251,7 +263,7 @@ class EnvCache:
         try:
             assert proc.stdout is not None
             for raw in proc.stdout:
-                line = raw.rstrip()
+                line = redact_urls(raw.rstrip())
                 if line:
                     tail.append(line)
                     if on_line is not None:
@@ -266,4 +278,4 @@ class EnvCache:
             said = "\n".join(tail) or f"uv exited with code {code}"
             if code < 0:
                 said += f"\n(stopped after {self.timeout:g}s)"
-            raise EnvError(f"{what} failed:\n{said}")
+            raise EnvError(redact_urls(f"{what} failed:\n{said}"))

@@ -567,3 +567,30 @@ def test_worker_whose_environment_left_the_cache_fails_then_a_deploy_rebuilds_it
     assert report.ok, report.to_dict()
     answer = _invoke(project, cloud_home, "gone_env:other")
     assert answer.ok and answer.result == "other"
+
+
+def test_index_credentials_never_reach_the_message(tmp_path: Path) -> None:
+    from engine.envs.cache import redact_urls
+
+    assert redact_urls("see https://alice:s3cr3t@pypi.example/simple/x") == (
+        "see https://***@pypi.example/simple/x"
+    )
+    environ = {k: v for k, v in os.environ.items() if not k.startswith(("PIP_", "UV_"))}
+    environ.update(
+        {
+            "HOME": str(tmp_path),  # no pip configuration file of this machine
+            "PIP_INDEX_URL": "http://alice:s3cr3t@127.0.0.1:9/simple",
+            "UV_HTTP_RETRIES": "0",
+        }
+    )
+    cache = EnvCache(tmp_path / "cache", environ=environ)
+    with pytest.raises(EnvError) as failure:
+        cache.ensure(EnvContents(("flashtiny @ https://bob:hunter2@127.0.0.1:9/flashtiny.whl",)))
+    message = str(failure.value)
+    assert "flashtiny" in message
+    assert "s3cr3t" not in message and "hunter2" not in message
+    # no installer at all: said, not a crash
+    with pytest.raises(EnvError, match="cannot run uv"):
+        EnvCache(tmp_path / "c2", uv="/nonexistent/uv", environ=environ).ensure(
+            EnvContents(("flashtiny",))
+        )
