@@ -141,9 +141,11 @@ async def env_step(
             try:
                 found = await asyncio.to_thread(cache.ensure, contents, forward)
             except EnvError as exc:
+                lines = str(exc).splitlines()
+                said = lines[0] + (f" {lines[-1].strip()}" if len(lines) > 1 else "")
                 for name in names:
                     outcome[name] = (None, str(exc))
-                    emit("envs", f"environment failed: {exc}".splitlines()[0], name=name)
+                    emit("envs", f"environment failed: {said}", name=name)
                 continue
             took = time.monotonic() - started
             said = f"environment {found.key[:12]} ready ({took:.1f} s)"

@@ -264,7 +264,8 @@ class EnvCache:
             assert proc.stdout is not None
             for raw in proc.stdout:
                 line = redact_urls(raw.rstrip())
-                if line:
+                # uv's "Using Python ... environment at <staging dir>" says nothing useful.
+                if line and not line.startswith("Using Python "):
                     tail.append(line)
                     if on_line is not None:
                         on_line(line)

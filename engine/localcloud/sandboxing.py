@@ -2,8 +2,9 @@
 
 The engine builds it (it knows the home's layout); the worker applies it with Landlock
 (`runtime.sandbox`) before importing user code. A worker may read the Python installation and
-its import path, the system's shared files (`/usr`, `/lib*`, `/etc`, a few `/dev`, `/proc` and
-`/sys` entries) and its app's endpoint table; it may write its own build copy (pyc caches), its
+its import path (and the endpoint's own environment, when it runs on one), the system's shared
+files (`/usr`, `/lib*`, `/etc`, a few `/dev`, `/proc` and `/sys` entries) and its app's
+endpoint table; it may write its own build copy (pyc caches), its
 own state directory (job journal, private temporary directory), `/tmp`, `/dev/shm` and
 `/dev/null`. Nothing else: not the rest of the home (token, database, other apps' keys and
 builds), not the user's home directory. A path that would contain the flash-tui home or the

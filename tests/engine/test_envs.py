@@ -594,3 +594,16 @@ def test_index_credentials_never_reach_the_message(tmp_path: Path) -> None:
         EnvCache(tmp_path / "c2", uv="/nonexistent/uv", environ=environ).ensure(
             EnvContents(("flashtiny",))
         )
+
+
+def test_sandbox_reads_the_endpoints_environment_only_when_it_runs_on_one(tmp_path: Path) -> None:
+    from engine.localcloud.sandboxing import worker_policy
+
+    home = Home(tmp_path / "home")
+    env = tmp_path / "cache" / "k"
+    build = tmp_path / "home" / "apps" / "a" / "builds" / "b"
+    policy = worker_policy(home, "a", "n", build, None, str(env / "bin" / "python"))
+    assert str(env) in policy.read
+    assert not any(p.startswith(str(env)) for p in policy.write)  # read and execute, no write
+    assert str(env) not in worker_policy(home, "a", "n", build, None).read
+    assert str(env) not in worker_policy(home, "a", "n", build, None, sys.executable).read
