@@ -20,7 +20,7 @@ class OpError(Exception):
 class OpEvent:
     """Progress of an operation.
 
-    `op`: plan/deploy/undeploy; `step`: scan, build, upload, plan, confirm, endpoint, done;
+    `op`: plan/deploy/undeploy; `step`: scan, build, envs, upload, plan, confirm, endpoint, done;
     `done`/`total` for progress bars; `name` for per-endpoint steps. The rest is set by the
     steps that have it: `build_step` (one step inside a build), `action`/`state`/`elapsed_ms`
     (an endpoint's progress, as the provider reports it), `ok` (the `done` of a deploy).
@@ -49,6 +49,8 @@ class DeployReport:
     built: bool = False
     build_id: str | None = None
     elapsed_ms: float = 0.0
+    # Said on the way, changed nothing (e.g. system dependencies missing on this machine).
+    warnings: tuple[str, ...] = ()
 
     @property
     def ok(self) -> bool:
@@ -65,4 +67,5 @@ class DeployReport:
             "plan": self.plan.to_dict(),
             "results": [r.to_dict() for r in self.outcome.results] if self.outcome else [],
             "elapsed_ms": self.elapsed_ms,
+            **({"warnings": list(self.warnings)} if self.warnings else {}),
         }

@@ -11,7 +11,7 @@ Deploy: scan, build when the build is stale (sources newer than the archive, fil
 removed, or a different manifest), plan against the provider's endpoints (config hash, code
 hash, running state), confirm, then one provider deploy of every create/update plus the deletes.
 
-At a little over 600 lines the module is one class on purpose: `Engine` is the single entry point
+At about 700 lines the module is one class on purpose: `Engine` is the single entry point
 the CLI and the TUI share, and each operation is a short method over the same session state
 (project, provider, scanner, app key); the work itself lives in the modules they call (scan,
 build_step, plan, drift, health, logs, invoke, the providers).
@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from engine.build_step import build_step
 from engine.callgraph import CallGraph
 from engine.drift import Drift, compute_drift, is_unresolved
+from engine.env_step import env_step, expected_interpreters
 from engine.health import DEFAULT_INTERVAL, HealthSample, probe_all
 from engine.identity import app_slug, canonical_path, legacy_app_name
 from engine.invoke import CallSpec, InvokeResult, invoke, resolve_call
@@ -54,6 +55,7 @@ from engine.status import RUNNING, EndpointStatus, Status, endpoint_status
 from engine.wording import plural
 
 if TYPE_CHECKING:  # engine.scan is imported on first scan: `logs` never needs it
+    from engine.envs import EnvCache
     from engine.scan import Scanner, ScanResult
 
 __all__ = [
@@ -66,6 +68,8 @@ __all__ = [
 ]
 
 _T = TypeVar("_T")
+# The plan's reason for updating an endpoint whose environment is not the one it runs on.
+_ENV_CHANGED = "its environment changed (requirements or dependencies)"
 
 Confirm = Callable[[Plan], Awaitable[bool]]
 OnEvent = Callable[[OpEvent], None]
@@ -126,6 +130,7 @@ class Engine:
         target: str = "local",
         env: str | None = None,
         scanner: Scanner | None = None,
+        env_cache: EnvCache | None = None,
     ) -> None:
         self.root = canonical_path(project)
         if not self.root.is_dir():
@@ -140,6 +145,8 @@ class Engine:
         # A long-lived session (the TUI) passes its incremental scanner: a rescan after an edit
         # then parses one file, not the project.
         self._scanner = scanner
+        # Where endpoints' environments are cached (None: `engine.envs.env_cache_dir`).
+        self._env_cache = env_cache
 
     async def __aenter__(self) -> Engine:
         return self
@@ -251,6 +258,7 @@ class Engine:
             calls=calls,
         )
         plan = await self._with_costs(plan, local)
+        plan = await self._with_environments(plan, manifest, deployed)
         emit("plan", _plan_summary(plan))
         return plan
 
@@ -270,6 +278,38 @@ class Engine:
                 for i in plan.items
             ),
         )
+
+    def env_cache(self) -> EnvCache:
+        """Where this session's endpoint environments are cached (given, or the default)."""
+        from engine.envs import EnvCache, env_cache_dir
+
+        if self._env_cache is None:
+            self._env_cache = EnvCache(env_cache_dir(os.environ))
+        return self._env_cache
+
+    async def _with_environments(
+        self, plan: Plan, manifest: Mapping[str, Any], deployed: Mapping[str, DeployedEndpoint]
+    ) -> Plan:
+        """The plan with an update of each running local endpoint whose environment changed
+        (requirements, `dependencies`, the torch setting): its code and config alone don't say.
+        """
+        if self.provider.name != "local":
+            return plan
+        wanted = await asyncio.to_thread(
+            expected_interpreters, self.root, manifest, self.env_cache()
+        )
+        items = []
+        for item in plan.items:
+            endpoint = deployed.get(item.name)
+            if (
+                item.action == "unchanged"
+                and endpoint is not None
+                and item.name in wanted
+                and wanted[item.name] != endpoint.python
+            ):
+                item = replace(item, action="update", reasons=(*item.reasons, _ENV_CHANGED))
+            items.append(item)
+        return replace(plan, items=tuple(items))
 
     @staticmethod
     def _check_names(
@@ -324,6 +364,13 @@ class Engine:
         specs = [
             _spec(i.name, local[i.name]) for i in plan.items if i.action in ("create", "update")
         ]
+        if self.provider.name == "local" and specs:
+            # RunPod's workers run upstream's images; local ones run on their own environment.
+            prepared = await env_step(
+                self.root, build.manifest, specs, emit, cache=self.env_cache()
+            )
+            specs = list(prepared.specs)
+            report.warnings = tuple(d.message for d in prepared.diagnostics)
         removes = plan.names("delete")
         total = len(specs) + len(removes)
         done = 0

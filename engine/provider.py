@@ -50,6 +50,12 @@ class EndpointSpec(BaseModel):
     config: dict[str, Any] = Field(default_factory=dict)
     config_hash: str | None = None
     code_hash: str | None = None
+    # The interpreter of the endpoint's own environment (engine.env_step); None: the target's
+    # default (the local cloud's own interpreter). RunPod runs upstream's images and ignores it.
+    python: str | None = None
+    # Why its environment could not be made (the installer's message): the local cloud records
+    # the endpoint `failed` with it instead of starting a worker.
+    setup_error: str | None = None
 
 
 class ProviderError(Exception):
@@ -79,6 +85,8 @@ class DeployedEndpoint:
     # Endpoints whose entries in this endpoint's table of the others are out of date (by name
     # only: a table holds keys), where the provider deploys such tables.
     stale_table: tuple[str, ...] = ()
+    # The interpreter its worker runs on when not the target's default (its environment's).
+    python: str | None = None
 
     def as_entry(self) -> dict[str, Any]:
         """The mapping drift/reconcile compare against (`resource_type`, `config`, hashes)."""

@@ -61,6 +61,7 @@ def _deployed(record: EndpointRecord) -> DeployedEndpoint:
         updated_at=record.updated_at,
         started_at=record.started_at,
         last_error=record.last_error,
+        python=record.python,
     )
 
 

@@ -2,8 +2,9 @@
 
 The engine builds it (it knows the home's layout); the worker applies it with Landlock
 (`runtime.sandbox`) before importing user code. A worker may read the Python installation and
-its import path, the system's shared files (`/usr`, `/lib*`, `/etc`, a few `/dev`, `/proc` and
-`/sys` entries) and its app's endpoint table; it may write its own build copy (pyc caches), its
+its import path (and the endpoint's own environment, when it runs on one), the system's shared
+files (`/usr`, `/lib*`, `/etc`, a few `/dev`, `/proc` and `/sys` entries) and its app's
+endpoint table; it may write its own build copy (pyc caches), its
 own state directory (job journal, private temporary directory), `/tmp`, `/dev/shm` and
 `/dev/null`. Nothing else: not the rest of the home (token, database, other apps' keys and
 builds), not the user's home directory. A path that would contain the flash-tui home or the
@@ -58,9 +59,15 @@ def worker_state_dir(home: Home, app: str, name: str) -> Path:
 
 
 def worker_policy(
-    home: Home, app: str, name: str, build_path: Path, user_home: Path | None
+    home: Home,
+    app: str,
+    name: str,
+    build_path: Path,
+    user_home: Path | None,
+    interpreter: str | None = None,
 ) -> SandboxPolicy:
-    """The paths the worker of `app`/`name` running from `build_path` may read and write."""
+    """The paths the worker of `app`/`name` running from `build_path` (on the interpreter
+    `interpreter`, default ours) may read and write."""
     protected = [home.root.resolve()]
     if user_home is not None:
         protected.append(user_home.resolve())
@@ -69,6 +76,9 @@ def worker_policy(
     # An editable install finds `runtime` through a finder, not a sys.path entry.
     python.append(str(Path(runtime.__file__).resolve().parent))
     python.extend(entry for entry in sys.path if entry)
+    if interpreter is not None and interpreter != sys.executable:
+        # Its own environment (`<env>/bin/python`): packages, and our runtime's link in it.
+        python.append(str(Path(interpreter).parent.parent))
     root = home.root.resolve()
     # The import path of the service could lead into the home (its working directory).
     python = [p for p in python if not Path(os.path.abspath(p)).resolve().is_relative_to(root)]

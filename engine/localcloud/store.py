@@ -50,6 +50,13 @@ MAX_TEXT_BYTES = 8 * 1024
 
 Migration = str | Callable[[sqlite3.Connection], None]
 
+
+def _add_column(conn: sqlite3.Connection, table: str, column: str, kind: str) -> None:
+    """Add a column unless the table has it (a store rewound to an older version keeps it)."""
+    if column not in {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}:
+        conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
+
+
 # Each entry migrates from version i to i+1: SQL, or a function run in the same transaction.
 # Never edit a released entry: append a new one.
 MIGRATIONS: tuple[Migration, ...] = (
@@ -118,6 +125,8 @@ MIGRATIONS: tuple[Migration, ...] = (
     """,
     # apps keyed by folder name are re-keyed by their project where that is known for sure
     rekey_legacy_apps,
+    # the interpreter of the endpoint's own environment (NULL: the service's own)
+    lambda conn: _add_column(conn, "endpoints", "python", "TEXT"),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -142,6 +151,7 @@ ENDPOINT_COLUMNS: tuple[str, ...] = (
     "created_at",
     "updated_at",
     "started_at",
+    "python",
 )
 _JSON_COLUMNS = {"config", "crash_times"}
 _TEXT_COLUMNS = {"last_error"}

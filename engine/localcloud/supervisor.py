@@ -198,6 +198,14 @@ class Supervisor:
                 )
                 self.store.add_event("failed", "build copy missing", app=app, endpoint=name)
                 return
+            python = record.get("python")
+            if python and not Path(python).exists():
+                # Its environment left the cache: starting it on another interpreter would run
+                # it without its packages. A deploy builds the environment again.
+                error = f"its environment is missing ({python}); deploy again to rebuild it"
+                self.store.upsert_endpoint(app, name, status="failed", last_error=error)
+                self.store.add_event("failed", "environment missing", app=app, endpoint=name)
+                return
             port_changed = not record.get("port") or not port_is_free(int(record["port"]))
             worker = self._spawn(record, new_port=port_changed)
             if port_changed:
@@ -304,6 +312,8 @@ class Supervisor:
             return False
         if spec.resource_type != record.get("resource_type"):
             return False
+        if spec.python != record.get("python") or spec.setup_error:
+            return False
         if spec.code_hash is not None:
             return spec.code_hash == record.get("code_hash")
         return build_id == record.get("build_id")
@@ -357,6 +367,7 @@ class Supervisor:
                         code_hash=spec.code_hash,
                         build_id=request.build.build_id,
                         build_path=str(build_path),
+                        python=spec.python,
                         status="deploying",
                         port=port,
                         url=f"http://127.0.0.1:{port}",
@@ -396,6 +407,8 @@ class Supervisor:
         if old is not None:
             emit(DeployEvent(type="endpoint", name=name, action=action, state="stopping"))
             await self._stop_worker(old)
+        if spec.setup_error:
+            return self._setup_failed(app, spec, action, started, emit)
         record = self.store.get_endpoint(app, name)
         assert record is not None
         emit(DeployEvent(type="endpoint", name=name, action=action, state="starting"))
@@ -446,6 +459,34 @@ class Supervisor:
         if not ok:
             result["error"] = error
         return result
+
+    def _setup_failed(
+        self, app: str, spec: EndpointSpec, action: str, started: float, emit: Emit
+    ) -> dict[str, Any]:
+        """Record an endpoint whose environment could not be made `failed`; start nothing."""
+        error = bound_text(f"environment not ready: {spec.setup_error}")
+        elapsed = round((time.monotonic() - started) * 1000, 1)
+        self.store.upsert_endpoint(
+            app, spec.name, status="failed", last_error=error, pid=None, pid_started=None
+        )
+        self.store.add_event("deploy_failed", error.splitlines()[0], app=app, endpoint=spec.name)
+        emit(
+            DeployEvent(
+                type="endpoint",
+                name=spec.name,
+                action=action,
+                state="error",
+                elapsed_ms=elapsed,
+                error=error,
+            )
+        )
+        return {
+            "name": spec.name,
+            "action": action,
+            "ok": False,
+            "elapsed_ms": elapsed,
+            "error": error,
+        }
 
     async def _remove(self, app: str, names: list[str], emit: Emit) -> list[dict[str, Any]]:
         # The log stays readable until the endpoint is deployed again (a post-mortem), with the

@@ -150,6 +150,7 @@ class EndpointRecord(BaseModel):
     created_at: float | None = None
     updated_at: float | None = None
     started_at: float | None = None
+    python: str | None = None
 
 
 class EndpointList(BaseModel):

@@ -27,7 +27,14 @@ from engine.home import HOME_ENV, Home, ensure_private_dir
 from engine.localcloud import logfiles, sandboxing
 from runtime import logline
 
-__all__ = ["WORKER_MODULE", "Worker", "WorkerProcesses", "WorkerSettings", "terminate"]
+__all__ = [
+    "WORKER_MODULE",
+    "Worker",
+    "WorkerProcesses",
+    "WorkerSettings",
+    "terminate",
+    "worker_interpreter",
+]
 
 WORKER_MODULE = "runtime.worker"
 # Inherited FLASH_* variables a worker still gets: its documented settings. Every other one
@@ -53,6 +60,12 @@ _WORKER_SETTINGS = frozenset(
         "FLASH_JSON_MAX_DEPTH",
     }
 )
+
+
+def worker_interpreter(record: Mapping[str, Any]) -> str:
+    """The interpreter the endpoint of `record` runs on: its environment's (the record's
+    `python`), else the local cloud's own."""
+    return str(record.get("python") or sys.executable)
 
 
 @dataclass
@@ -115,6 +128,7 @@ class WorkerProcesses:
         """Start the worker of the endpoint `record` on `port` with its `key`."""
         app, name = record["app"], record["name"]
         build_path = record["build_path"]
+        python = worker_interpreter(record)
         env = _worker_environ(os.environ, self.home.root, [self._token()])
         user_env = (record.get("config") or {}).get("env") or {}
         if isinstance(user_env, dict):
@@ -123,7 +137,7 @@ class WorkerProcesses:
         tmp = ensure_private_dir(state / "tmp")
         if sandboxing.sandbox_enabled(os.environ):
             policy = sandboxing.worker_policy(
-                self.home, app, name, Path(build_path), _user_home(os.environ)
+                self.home, app, name, Path(build_path), _user_home(os.environ), python
             )
             env.update(policy.to_env())
         env.update(
@@ -150,7 +164,7 @@ class WorkerProcesses:
                 log, f"starting worker on port {port} (build {str(record.get('build_id'))[:12]})"
             )
         cmd = [
-            sys.executable,
+            python,
             "-m",
             WORKER_MODULE,
             "--build-dir",
