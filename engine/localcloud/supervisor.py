@@ -77,6 +77,8 @@ class Supervisor:
     async def start(self) -> None:
         """Recover from the database (adopt, clean up, restart), then watch the workers."""
         self._http = httpx.AsyncClient(timeout=httpx.Timeout(1.0), trust_env=False)
+        # Importing in the background while recovery runs: the first start forks from it.
+        self._processes.start_pool()
         used = {r.get("build_path") for r in self.store.list_endpoints()}
         await asyncio.to_thread(buildcopies.remove_partial_copies, self.home.root / "apps", used)
         await self._recover()
@@ -107,6 +109,7 @@ class Supervisor:
             self.workers.clear()
         if self._http is not None:
             await self._http.aclose()
+        await asyncio.to_thread(self._processes.close_pool)
 
     def app_lock(self, app: str) -> asyncio.Lock:
         """The lock that serialises deploys and undeploys of `app`."""
@@ -191,6 +194,7 @@ class Supervisor:
                 )
                 self.store.add_event("failed", "build copy missing", app=app, endpoint=name)
                 return
+            await self._processes.prepare(record)
             port_changed = not record.get("port") or not port_is_free(int(record["port"]))
             worker = self._spawn(record, new_port=port_changed)
             if port_changed:
@@ -388,6 +392,7 @@ class Supervisor:
         record = self.store.get_endpoint(app, name)
         assert record is not None
         emit(DeployEvent(type="endpoint", name=name, action=action, state="starting"))
+        await self._processes.prepare(record)
         port_taken = not port_is_free(int(record["port"]))
         worker = self._spawn(record, new_port=port_taken)
         if port_taken:

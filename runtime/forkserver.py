@@ -1,0 +1,300 @@
+"""The worker fork server: one pre-imported interpreter that forks a worker per start.
+
+    python -m runtime.forkserver --socket PATH
+
+A worker's start is dominated by the interpreter's start and its imports (uvicorn, FastAPI,
+pydantic, cloudpickle, httpx: ~1.5 s on 2 cores). This process imports all of that once, then
+listens on a unix socket (SOCK_SEQPACKET, in a private directory; only peers of its own uid are
+served). Each connection is one start: a JSON message `{"argv", "env", "cwd"}` with the log
+pipe's descriptor attached (SCM_RIGHTS). The server forks; the child does only what is
+per-worker (a session of its own, stdout/stderr to the log pipe, exactly the given environment
+and working directory, a command line rewritten to `argv` so the supervisor identifies it as it
+identifies a spawned worker) and runs `runtime.worker`'s main with `argv`'s arguments: the
+sandbox is applied there, before user code loads, as in a spawned worker.
+
+The server answers `{"pid": N}` on the connection, and `{"exit": CODE}` (negative: killed by
+that signal, as `subprocess`) when it reaps the child; the connection may be closed earlier.
+The request is decoded only in the child: the server never holds one worker's key as text, and
+zeroes the raw message after the fork, so no later worker inherits another's secrets.
+
+It exits when its stdin (a pipe held by the service) reaches end of file: it dies with its
+service. The workers it forked live on (each is its own session); a new service adopts them
+by pid, start time and command line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import ctypes
+import importlib
+import json
+import os
+import selectors
+import signal
+import socket
+import struct
+import sys
+from typing import Any
+
+__all__ = ["MAX_REQUEST_BYTES", "PRELOAD", "main", "set_cmdline"]
+
+# Imported once in the server, shared (copy-on-write) by every worker it forks.
+PRELOAD = (
+    "runtime.worker",
+    "runtime.worker_app",
+    "runtime.queue_server",
+    "runtime.lb_app",
+    "runtime.calls",
+    "runtime.registry",
+    "runtime.serialization",
+    "runtime.remote",
+    "runtime.remote_class",
+    "runtime.shims",
+    "cloudpickle",
+    "httpx",
+    "fastapi",
+    "pydantic",
+    "uvicorn",
+    # uvicorn picks these at start-up; without them every child would import them anew
+    "uvicorn.loops.auto",
+    "uvicorn.loops.uvloop",
+    "uvicorn.lifespan.on",
+    "uvicorn.protocols.http.auto",
+    "uvicorn.protocols.http.httptools_impl",
+    "uvicorn.protocols.http.h11_impl",
+    "uvicorn.protocols.websockets.auto",
+    "uvloop",
+    "httptools",
+)
+MAX_REQUEST_BYTES = 1 << 20
+_MAX_FDS = 4
+
+
+def set_cmdline(argv: list[str]) -> bool:
+    """Rewrite this process's /proc command line to `argv`; False when it does not fit.
+
+    The kernel shows the memory the original argv occupied; a forked worker writes its own
+    arguments there (NUL-padded) so `ps` and the supervisor see what a spawned one shows.
+    """
+    try:
+        with open("/proc/self/stat", encoding="ascii") as handle:
+            stat = handle.read()
+        # Fields after the command name (which may hold spaces); arg_start is field 48.
+        fields = stat[stat.rindex(")") + 2 :].split()
+        start, end = int(fields[45]), int(fields[46])
+    except (OSError, ValueError, IndexError):
+        return False
+    data = b"\0".join(item.encode() for item in argv) + b"\0"
+    room = end - start
+    if room <= 0 or len(data) > room:
+        return False
+    ctypes.memmove(start, data + b"\0" * (room - len(data)), room)
+    return True
+
+
+def _preload() -> list[str]:
+    """Import what every worker imports; the names that could not be imported."""
+    missing = []
+    for name in PRELOAD:
+        try:
+            importlib.import_module(name)
+        except Exception:  # an optional accelerator (uvloop, httptools) may be absent
+            missing.append(name)
+    return missing
+
+
+def _reply(conn: socket.socket, message: dict[str, Any]) -> None:
+    with contextlib.suppress(OSError):
+        conn.send(json.dumps(message).encode())
+
+
+def _peer_uid(conn: socket.socket) -> int:
+    creds = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+    return int(struct.unpack("3i", creds)[1])
+
+
+def _child(raw: bytearray, size: int, fds: list[int]) -> None:
+    """In the forked child: become the worker the request describes (does not return)."""
+    code = 1
+    try:
+        request = json.loads(bytes(raw[:size]))
+        raw[:] = bytes(len(raw))
+        argv = [str(item) for item in request["argv"]]
+        os.setsid()
+        for sig in (signal.SIGCHLD, signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, signal.SIG_DFL)
+        signal.set_wakeup_fd(-1)
+        log = fds[0]
+        null = os.open(os.devnull, os.O_RDONLY)
+        os.dup2(null, 0)
+        os.dup2(log, 1)
+        os.dup2(log, 2)
+        # Nothing of the server's (its socket, other starts' connections, the lifeline) stays.
+        for name in os.listdir("/proc/self/fd"):
+            with contextlib.suppress(ValueError, OSError):
+                if int(name) > 2:
+                    os.close(int(name))
+        os.environ.clear()
+        os.environ.update({str(k): str(v) for k, v in request["env"].items()})
+        import tempfile
+
+        tempfile.tempdir = None  # TMPDIR is this worker's own
+        cwd = str(request["cwd"])
+        os.chdir(cwd)
+        set_cmdline(argv)
+        # `python -m runtime.worker ...` as the spawned worker: its cwd first on the path.
+        sys.path[0] = cwd
+        from runtime import worker
+
+        sys.argv = [str(worker.__file__), *argv[3:]]
+        worker.run(argv[3:])
+    except BaseException as exc:  # whatever happens, the child never returns into the server
+        with contextlib.suppress(Exception):
+            os.write(2, f"error: the forked worker failed to start: {exc!r}\n".encode())
+    finally:
+        os._exit(code if isinstance(code, int) else 1)
+
+
+class _Server:
+    """The accept / fork / reap loop."""
+
+    def __init__(self, listener: socket.socket) -> None:
+        self.listener = listener
+        self.selector = selectors.DefaultSelector()
+        self.children: dict[int, socket.socket | None] = {}
+        self.wake_r, self.wake_w = socket.socketpair()
+        self.wake_r.setblocking(False)
+        self.wake_w.setblocking(False)
+
+    def run(self) -> None:
+        signal.signal(signal.SIGCHLD, lambda *_: None)
+        signal.set_wakeup_fd(self.wake_w.fileno())
+        self.selector.register(self.listener, selectors.EVENT_READ, "accept")
+        self.selector.register(sys.stdin.fileno(), selectors.EVENT_READ, "lifeline")
+        self.selector.register(self.wake_r, selectors.EVENT_READ, "reap")
+        while True:
+            for key, _ in self.selector.select():
+                if key.data == "lifeline":
+                    if not os.read(sys.stdin.fileno(), 4096):
+                        return
+                elif key.data == "reap":
+                    with contextlib.suppress(OSError):
+                        self.wake_r.recv(4096)
+                    self._reap()
+                elif key.data == "accept":
+                    self._accept()
+                else:
+                    self._closed(key.fileobj)  # type: ignore[arg-type]
+
+    def _accept(self) -> None:
+        try:
+            conn, _ = self.listener.accept()
+        except OSError:
+            return
+        try:
+            if _peer_uid(conn) != os.getuid():
+                conn.close()
+                return
+            conn.settimeout(5.0)
+            self._start(conn)
+        except OSError as exc:
+            print(f"forkserver: a start failed: {exc}", file=sys.stderr, flush=True)
+            conn.close()
+
+    def _start(self, conn: socket.socket) -> None:
+        raw = bytearray(MAX_REQUEST_BYTES)
+        size, ancdata, _flags, _ = conn.recvmsg_into(
+            [raw], socket.CMSG_SPACE(_MAX_FDS * struct.calcsize("i"))
+        )
+        fds: list[int] = []
+        for level, kind, data in ancdata:
+            if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+                usable = len(data) - len(data) % struct.calcsize("i")
+                fds.extend(struct.unpack(f"{usable // 4}i", data[:usable]))
+        try:
+            if size <= 0 or not fds:
+                _reply(conn, {"error": "a start needs a request and the log descriptor"})
+                conn.close()
+                return
+            sys.stdout.flush()
+            sys.stderr.flush()
+            pid = os.fork()
+            if pid == 0:
+                _child(raw, size, fds)
+            raw[:] = bytes(len(raw))
+        finally:
+            for fd in fds:
+                os.close(fd)
+        self.children[pid] = conn
+        conn.setblocking(False)
+        self.selector.register(conn, selectors.EVENT_READ, pid)
+        _reply(conn, {"pid": pid})
+        self._reap()  # a child that failed at once
+
+    def _closed(self, conn: socket.socket) -> None:
+        """The service hung up on a start: the worker runs on; its exit is not reported."""
+        with contextlib.suppress(OSError):
+            if conn.recv(4096):
+                return
+        self.selector.unregister(conn)
+        conn.close()
+        for pid, held in self.children.items():
+            if held is conn:
+                self.children[pid] = None
+
+    def _reap(self) -> None:
+        while True:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            conn = self.children.pop(pid, None)
+            if conn is not None:
+                _reply(conn, {"exit": os.waitstatus_to_exitcode(status)})
+                with contextlib.suppress(KeyError, ValueError):
+                    self.selector.unregister(conn)
+                conn.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Pre-import, listen on the socket, serve starts until stdin closes."""
+    parser = argparse.ArgumentParser(prog="python -m runtime.forkserver")
+    parser.add_argument("--socket", required=True, help="the unix socket to listen on")
+    parser.add_argument(
+        "--room", default="", help="padding: room for the forked workers' command lines"
+    )
+    args = parser.parse_args(argv)
+    # `ps` shows the server without its padding (the room stays, NUL-filled).
+    set_cmdline([sys.orig_argv[0], "-m", "runtime.forkserver", "--socket", args.socket])
+    missing = _preload()
+    if "runtime.worker" in missing:
+        print("forkserver: cannot import runtime.worker", file=sys.stderr, flush=True)
+        return 1
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    # Bound under another name, listening, then renamed: the socket's path appears (the
+    # service's sign that the server is ready) only once a connection is served at once.
+    bound = args.socket + ".new"
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(bound)
+    old_mask = os.umask(0o177)
+    try:
+        listener.bind(bound)
+    finally:
+        os.umask(old_mask)
+    listener.listen(64)
+    os.replace(bound, args.socket)
+    print(f"forkserver: ready, pid {os.getpid()}", flush=True)
+    try:
+        _Server(listener).run()
+    finally:
+        listener.close()
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(args.socket)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
