@@ -8,9 +8,10 @@ listens on a unix socket (SOCK_SEQPACKET, in a private directory; only peers of 
 served). Each connection is one start: a JSON message `{"argv", "env", "cwd"}` with the log
 pipe's descriptor attached (SCM_RIGHTS). The server forks; the child does only what is
 per-worker (a session of its own, stdout/stderr to the log pipe, exactly the given environment
-and working directory, a command line rewritten to `argv` so the supervisor identifies it as it
-identifies a spawned worker) and runs `runtime.worker`'s main with `argv`'s arguments: the
-sandbox is applied there, before user code loads, as in a spawned worker.
+and working directory, its command line and /proc environ rewritten to its own so the
+supervisor identifies it as it identifies a spawned worker) and runs `runtime.worker`'s main
+with `argv`'s arguments: the sandbox is applied there, before user code loads, as in a spawned
+worker.
 
 The server answers `{"pid": N}` on the connection, and `{"exit": CODE}` (negative: killed by
 that signal, as `subprocess`) when it reaps the child; the connection may be closed earlier.
@@ -27,6 +28,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import ctypes
+import gc
 import importlib
 import json
 import os
@@ -37,7 +39,7 @@ import struct
 import sys
 from typing import Any
 
-__all__ = ["MAX_REQUEST_BYTES", "PRELOAD", "main", "set_cmdline"]
+__all__ = ["MAX_REQUEST_BYTES", "PRELOAD", "ROOM_ENV", "main", "set_cmdline", "set_environ_block"]
 
 # Imported once in the server, shared (copy-on-write) by every worker it forks.
 PRELOAD = (
@@ -68,6 +70,8 @@ PRELOAD = (
     "httptools",
 )
 MAX_REQUEST_BYTES = 1 << 20
+# Padding in the server's environment: room for its workers' environments in /proc.
+ROOM_ENV = "FLASH_FORKSERVER_ROOM"
 _MAX_FDS = 4
 
 
@@ -77,15 +81,30 @@ def set_cmdline(argv: list[str]) -> bool:
     The kernel shows the memory the original argv occupied; a forked worker writes its own
     arguments there (NUL-padded) so `ps` and the supervisor see what a spawned one shows.
     """
+    return _overwrite(45, b"\0".join(item.encode() for item in argv) + b"\0")
+
+
+def set_environ_block(environ: dict[str, str]) -> bool:
+    """Rewrite this process's /proc environ to `environ`; False when it does not fit.
+
+    Only what other processes read (`/proc/<pid>/environ`, e.g. the local cloud's worker
+    marker); call it after `os.environ` holds the new values (libc then no longer points into
+    the original block).
+    """
+    return _overwrite(47, b"".join(f"{k}={v}".encode() + b"\0" for k, v in environ.items()))
+
+
+def _overwrite(field: int, data: bytes) -> bool:
+    """Write `data`, NUL-padded, over the memory area starting at /proc/self/stat's
+    `field` (0-based after the state field: 45 arg_start, 47 env_start; the next is its end)."""
     try:
         with open("/proc/self/stat", encoding="ascii") as handle:
             stat = handle.read()
-        # Fields after the command name (which may hold spaces); arg_start is field 48.
+        # Fields after the command name (which may hold spaces).
         fields = stat[stat.rindex(")") + 2 :].split()
-        start, end = int(fields[45]), int(fields[46])
+        start, end = int(fields[field]), int(fields[field + 1])
     except (OSError, ValueError, IndexError):
         return False
-    data = b"\0".join(item.encode() for item in argv) + b"\0"
     room = end - start
     if room <= 0 or len(data) > room:
         return False
@@ -143,6 +162,7 @@ def _child(raw: bytearray, size: int, fds: list[int]) -> None:
         cwd = str(request["cwd"])
         os.chdir(cwd)
         set_cmdline(argv)
+        set_environ_block(dict(os.environ))
         # `python -m runtime.worker ...` as the spawned worker: its cwd first on the path.
         sys.path[0] = cwd
         from runtime import worker
@@ -273,6 +293,11 @@ def main(argv: list[str] | None = None) -> int:
     if "runtime.worker" in missing:
         print("forkserver: cannot import runtime.worker", file=sys.stderr, flush=True)
         return 1
+    # What is loaded now lives as long as every worker: frozen, a worker's collections skip it
+    # (its ready-time full collection walks only its own objects) and never write to its
+    # pages, which stay shared with the server (copy-on-write) instead of being copied.
+    gc.collect()
+    gc.freeze()
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     # Bound under another name, listening, then renamed: the socket's path appears (the
     # service's sign that the server is ready) only once a connection is served at once.

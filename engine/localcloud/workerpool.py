@@ -31,6 +31,7 @@ from pathlib import Path
 import psutil
 
 from engine.home import Home, ensure_private_dir
+from runtime.forkserver import ROOM_ENV
 
 __all__ = ["POOL_ENV", "ForkedChild", "WorkerPool", "pool_enabled"]
 
@@ -40,6 +41,7 @@ POOL_ENV = "FLASH_WORKER_POOL"
 _CMDLINE_ROOM = 4096
 # sockaddr_un's sun_path holds 108 bytes; a longer home gets a private directory in /tmp.
 _MAX_SOCKET_PATH = 100
+_ENVIRON_ROOM = 64 * 1024
 _REQUEST_TIMEOUT = 5.0
 
 
@@ -129,6 +131,9 @@ class _ForkServer:
         self.interpreter = interpreter
         self.socket_path = socket_path
         self.env = dict(env)
+        environ = {**env, "PYTHONUNBUFFERED": "1", ROOM_ENV: "." * _ENVIRON_ROOM}
+        # The bytes of its /proc environ: a worker's must fit (see runtime.forkserver).
+        self.environ_room = _environ_size(environ)
         output = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
         try:
             self.proc = subprocess.Popen(
@@ -146,7 +151,7 @@ class _ForkServer:
                 stdout=output,
                 stderr=output,
                 cwd="/",
-                env={**env, "PYTHONUNBUFFERED": "1"},
+                env=environ,
                 start_new_session=True,
                 close_fds=True,
             )
@@ -238,6 +243,9 @@ class WorkerPool:
             return None
         if sum(len(item.encode()) + 1 for item in argv) > _CMDLINE_ROOM:
             return None
+        if _environ_size(env) > server.environ_room:
+            self._say(f"a worker's environment is larger than {server.environ_room} bytes")
+            return None
         request = json.dumps({"argv": list(argv), "env": dict(env), "cwd": cwd}).encode()
         conn = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         try:
@@ -281,3 +289,8 @@ class WorkerPool:
     def _say(message: str) -> None:
         """A line in the service's log (its stderr)."""
         print(f"worker pool: {message}", file=sys.stderr, flush=True)
+
+
+def _environ_size(environ: Mapping[str, str]) -> int:
+    """The bytes `environ` takes in a process's environment block."""
+    return sum(len(f"{key}={value}".encode()) + 1 for key, value in environ.items())

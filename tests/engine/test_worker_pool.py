@@ -240,6 +240,10 @@ def test_a_pooled_worker_is_forked_answers_logs_and_is_sandboxed(
     assert cmdline[:3] == [sys.executable, "-m", "runtime.worker"]
     assert cmdline[cmdline.index("--resource") + 1] == "alpha"
     assert os.getpgid(worker.pid) == worker.pid  # its own session, as a spawned worker
+    # What other processes read of its environment is its own too (the home's worker marker).
+    environ = worker.environ()
+    assert environ["FLASH_LOCALCLOUD_WORKER"] == f"{APP}/alpha" and environ["POOL_MARK"] == "first"
+    assert "FLASH_FORKSERVER_ROOM" not in environ
 
     answer = _call(info, "alpha", "GET", "/info")
     assert answer["pid"] == worker.pid and answer["ppid"] == server.pid
