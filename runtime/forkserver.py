@@ -39,7 +39,7 @@ import struct
 import sys
 from typing import Any
 
-__all__ = ["MAX_REQUEST_BYTES", "PRELOAD", "ROOM_ENV", "main", "set_cmdline", "set_environ_block"]
+__all__ = ["MAX_REQUEST_BYTES", "PRELOAD", "main", "set_cmdline", "set_environ_block"]
 
 # Imported once in the server, shared (copy-on-write) by every worker it forks.
 PRELOAD = (
@@ -70,8 +70,6 @@ PRELOAD = (
     "httptools",
 )
 MAX_REQUEST_BYTES = 1 << 20
-# Padding in the server's environment: room for its workers' environments in /proc.
-ROOM_ENV = "FLASH_FORKSERVER_ROOM"
 _MAX_FDS = 4
 
 

@@ -31,7 +31,6 @@ from pathlib import Path
 import psutil
 
 from engine.home import Home, ensure_private_dir
-from runtime.forkserver import ROOM_ENV
 
 __all__ = ["POOL_ENV", "ForkedChild", "WorkerPool", "pool_enabled"]
 
@@ -41,6 +40,9 @@ POOL_ENV = "FLASH_WORKER_POOL"
 _CMDLINE_ROOM = 4096
 # sockaddr_un's sun_path holds 108 bytes; a longer home gets a private directory in /tmp.
 _MAX_SOCKET_PATH = 100
+# Padding in the fork server's environment: room for its workers' environments in /proc
+# (a forked worker rewrites its /proc environ to its own, as it does its command line).
+_ROOM_ENV = "FLASH_FORKSERVER_ROOM"
 _ENVIRON_ROOM = 64 * 1024
 _REQUEST_TIMEOUT = 5.0
 
@@ -131,7 +133,7 @@ class _ForkServer:
         self.interpreter = interpreter
         self.socket_path = socket_path
         self.env = dict(env)
-        environ = {**env, "PYTHONUNBUFFERED": "1", ROOM_ENV: "." * _ENVIRON_ROOM}
+        environ = {**env, "PYTHONUNBUFFERED": "1", _ROOM_ENV: "." * _ENVIRON_ROOM}
         # The bytes of its /proc environ: a worker's must fit (see runtime.forkserver).
         self.environ_room = _environ_size(environ)
         output = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
