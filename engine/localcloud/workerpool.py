@@ -45,6 +45,9 @@ _MAX_SOCKET_PATH = 100
 _ROOM_ENV = "FLASH_FORKSERVER_ROOM"
 _ENVIRON_ROOM = 64 * 1024
 _REQUEST_TIMEOUT = 5.0
+# A fork server that died before it was ready (a broken environment) is not started again
+# for this long: meanwhile every start falls back to a fresh interpreter.
+_RETRY_AFTER = 60.0
 
 
 def pool_enabled(environ: Mapping[str, str]) -> bool:
@@ -133,6 +136,8 @@ class _ForkServer:
         self.interpreter = interpreter
         self.socket_path = socket_path
         self.env = dict(env)
+        self.started_at = time.monotonic()
+        self.was_ready = False
         environ = {**env, "PYTHONUNBUFFERED": "1", _ROOM_ENV: "." * _ENVIRON_ROOM}
         # The bytes of its /proc environ: a worker's must fit (see runtime.forkserver).
         self.environ_room = _environ_size(environ)
@@ -164,7 +169,8 @@ class _ForkServer:
         return self.proc.poll() is None
 
     def ready(self) -> bool:
-        return self.alive() and self.socket_path.exists()
+        self.was_ready = self.was_ready or (self.alive() and self.socket_path.exists())
+        return self.was_ready and self.alive()
 
     def close(self, timeout: float) -> None:
         if self.proc.stdin is not None:
@@ -198,6 +204,8 @@ class WorkerPool:
         if server is not None and server.alive():
             return
         if server is not None:
+            if not server.was_ready and time.monotonic() - server.started_at < _RETRY_AFTER:
+                return  # it failed at start: workers start fresh interpreters for a while
             self._say(
                 f"the fork server of {interpreter} (pid {server.proc.pid}) exited with code "
                 f"{server.proc.returncode}; starting another"
@@ -238,10 +246,11 @@ class WorkerPool:
         if server is None:
             return None
         if not server.alive():
-            self._say(f"fork server unavailable: starting {argv[-3]} {argv[-1]} directly")
+            self._say(f"fork server unavailable: {_what(argv)} starts a fresh interpreter")
             self.start(interpreter, server.env)
             return None
         if not server.ready():
+            self._say(f"fork server not ready: {_what(argv)} starts a fresh interpreter")
             return None
         if sum(len(item.encode()) + 1 for item in argv) > _CMDLINE_ROOM:
             return None
@@ -296,3 +305,11 @@ class WorkerPool:
 def _environ_size(environ: Mapping[str, str]) -> int:
     """The bytes `environ` takes in a process's environment block."""
     return sum(len(f"{key}={value}".encode()) + 1 for key, value in environ.items())
+
+
+def _what(argv: Sequence[str]) -> str:
+    """The worker `argv` starts, for the service's log."""
+    items = list(argv)
+    if "--resource" in items[:-1]:
+        return f"worker {items[items.index('--resource') + 1]!r}"
+    return "a worker"

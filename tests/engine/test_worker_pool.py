@@ -385,3 +385,27 @@ def test_pool_start_on_a_dead_server_falls_back_and_restarts_it(tmp_path: Path) 
     finally:
         pool.close()
     assert not _fork_servers(os.getpid())
+
+
+def test_a_fork_server_that_cannot_start_leaves_starts_to_fresh_interpreters(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    pool = WorkerPool(Home(tmp_path / "home"), enabled=True)
+    try:
+        # An interpreter that cannot find its standard library dies at once.
+        pool.start(sys.executable, {"PYTHONHOME": str(tmp_path / "nowhere")})
+        assert not asyncio.run(pool.ready(sys.executable, 30))
+        argv = [sys.executable, "-m", "runtime.worker", "--resource", "x", "--port", "0"]
+        read_end, write_end = os.pipe()
+        try:
+            assert pool.spawn(argv, write_end, cwd=str(tmp_path), env={}) is None
+        finally:
+            os.close(read_end)
+            os.close(write_end)
+        assert "fork server unavailable: worker 'x' starts a fresh interpreter" in (
+            capsys.readouterr().err
+        )
+        # Not started again at once (it would only fail again): no server process runs.
+        assert pool.server_pid(sys.executable) is None
+    finally:
+        pool.close()
