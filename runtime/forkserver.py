@@ -37,6 +37,7 @@ import signal
 import socket
 import struct
 import sys
+import tempfile
 from typing import Any
 
 __all__ = ["MAX_REQUEST_BYTES", "PRELOAD", "main", "set_cmdline", "set_environ_block"]
@@ -138,6 +139,8 @@ def _child(raw: bytearray, size: int, fds: list[int]) -> None:
         request = json.loads(bytes(raw[:size]))
         raw[:] = bytes(len(raw))
         argv = [str(item) for item in request["argv"]]
+        # First: from here on the process reads as the worker it becomes (stray detection).
+        set_cmdline(argv)
         os.setsid()
         for sig in (signal.SIGCHLD, signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, signal.SIG_DFL)
@@ -154,12 +157,9 @@ def _child(raw: bytearray, size: int, fds: list[int]) -> None:
                     os.close(int(name))
         os.environ.clear()
         os.environ.update({str(k): str(v) for k, v in request["env"].items()})
-        import tempfile
-
         tempfile.tempdir = None  # TMPDIR is this worker's own
         cwd = str(request["cwd"])
         os.chdir(cwd)
-        set_cmdline(argv)
         set_environ_block(dict(os.environ))
         # `python -m runtime.worker ...` as the spawned worker: its cwd first on the path.
         sys.path[0] = cwd
