@@ -23,6 +23,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -195,11 +196,17 @@ class WorkerPool:
         self._count = 0
         self._socket_dir: Path | None = None
         self._temporary_dir = False
+        # Starts run in threads (see Supervisor._spawn): one at a time may start a server.
+        self._lock = threading.Lock()
 
     def start(self, interpreter: str, env: Mapping[str, str]) -> None:
         """Start the fork server of `interpreter` unless one runs (it gets `env`)."""
         if not self.enabled:
             return
+        with self._lock:
+            self._start(interpreter, env)
+
+    def _start(self, interpreter: str, env: Mapping[str, str]) -> None:
         server = self._servers.get(interpreter)
         if server is not None and server.alive():
             return
@@ -278,10 +285,12 @@ class WorkerPool:
 
     def close(self, timeout: float = 5.0) -> None:
         """Stop every fork server (their workers run on)."""
-        for server in self._servers.values():
+        with self._lock:
+            servers = list(self._servers.values())
+            self._servers.clear()
+        for server in servers:
             with contextlib.suppress(OSError, subprocess.SubprocessError):
                 server.close(timeout)
-        self._servers.clear()
         if self._socket_dir is not None and self._temporary_dir:
             shutil.rmtree(self._socket_dir, ignore_errors=True)
         self._socket_dir = None
