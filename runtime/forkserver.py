@@ -4,14 +4,15 @@
 
 A worker's start is dominated by the interpreter's start and its imports (uvicorn, FastAPI,
 pydantic, cloudpickle, httpx: ~1.5 s on 2 cores). This process imports all of that once, then
-listens on a unix socket (SOCK_SEQPACKET, in a private directory; only peers of its own uid are
-served). Each connection is one start: a JSON message `{"argv", "env", "cwd"}` with the log
-pipe's descriptor attached (SCM_RIGHTS). The server forks; the child does only what is
-per-worker (a session of its own, stdout/stderr to the log pipe, exactly the given environment
-and working directory, its command line and /proc environ rewritten to its own so the
-supervisor identifies it as it identifies a spawned worker) and runs `runtime.worker`'s main
-with `argv`'s arguments: the sandbox is applied there, before user code loads, as in a spawned
-worker.
+listens on a unix socket (SOCK_SEQPACKET, in a private directory). Only its parent, the
+service, is served: a sandboxed worker runs as the same user and could find the socket, and a
+start it asked for would run code outside its sandbox. Each connection is one start: a JSON
+message `{"argv", "env", "cwd"}` with the log pipe's descriptor attached (SCM_RIGHTS). The
+server forks; the child does only what is per-worker (a session of its own, stdout/stderr to
+the log pipe, exactly the given environment and working directory, its command line and /proc
+environ rewritten to its own so the supervisor identifies it as it identifies a spawned
+worker) and runs `runtime.worker`'s main with `argv`'s arguments: the sandbox is applied there,
+before user code loads, as in a spawned worker.
 
 The server answers `{"pid": N}` on the connection, and `{"exit": CODE}` (negative: killed by
 that signal, as `subprocess`) when it reaps the child; the connection may be closed earlier.
@@ -127,9 +128,11 @@ def _reply(conn: socket.socket, message: dict[str, Any]) -> None:
         conn.send(json.dumps(message).encode())
 
 
-def _peer_uid(conn: socket.socket) -> int:
+def _peer(conn: socket.socket) -> tuple[int, int]:
+    """The pid and uid of the process that connected."""
     creds = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
-    return int(struct.unpack("3i", creds)[1])
+    pid, uid, _gid = struct.unpack("3i", creds)
+    return int(pid), int(uid)
 
 
 def _child(raw: bytearray, size: int, fds: list[int]) -> None:
@@ -211,7 +214,10 @@ class _Server:
         except OSError:
             return
         try:
-            if _peer_uid(conn) != os.getuid():
+            # Only the service that started this server: a worker runs as the same user and
+            # could find the socket, but a start it asked for would escape its sandbox.
+            if _peer(conn) != (os.getppid(), os.getuid()):
+                print("forkserver: refused a start from another process", file=sys.stderr)
                 conn.close()
                 return
             conn.settimeout(5.0)

@@ -74,12 +74,30 @@ async def info() -> dict:
     }
 
 
+async def escape() -> dict:
+    # Ask the fork server for a worker without a sandbox policy: it must refuse.
+    import json
+    import socket
+
+    request = {"argv": ["python", "-m", "runtime.worker"], "env": {}, "cwd": "/"}
+    with socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET) as conn:
+        conn.settimeout(10)
+        try:
+            conn.connect(os.environ["POOL_SOCKET"])
+            socket.send_fds(conn, [json.dumps(request).encode()], [1])
+            return {"reply": conn.recv(4096).decode()}
+        except OSError as exc:
+            return {"reply": "", "error": type(exc).__name__}
+
+
 async def crash() -> dict:
     threading.Timer(0.05, os._exit, args=(7,)).start()
     return {"exiting": 7}
 
 
-app = create_lb_app({("GET", "/info"): info, ("POST", "/crash"): crash})
+app = create_lb_app(
+    {("GET", "/info"): info, ("POST", "/crash"): crash, ("POST", "/escape"): escape}
+)
 """
 
 
@@ -228,10 +246,12 @@ def test_a_pooled_worker_is_forked_answers_logs_and_is_sandboxed(
     cloud: tuple[Home, CloudInfo], tmp_path: Path
 ) -> None:
     home, info = cloud
+    server = _server_of(info)
+    cmdline = server.cmdline()
     env = {"POOL_TOKEN_PATH": str(home.token_file), "POOL_MARK": "first"}
+    env["POOL_SOCKET"] = cmdline[cmdline.index("--socket") + 1]
     _deploy(info, tmp_path, "alpha", env, "c1")
     record = _record(info, "alpha")
-    server = _server_of(info)
     worker = psutil.Process(record["pid"])
     # Forked by the fork server (itself the service's child), not started by the service.
     assert worker.ppid() == server.pid and server.ppid() == info.pid
@@ -258,6 +278,10 @@ def test_a_pooled_worker_is_forked_answers_logs_and_is_sandboxed(
         10,
         "the worker's line in its endpoint log",
     )
+    # A worker that finds the fork server's socket cannot start anything through it.
+    before = {child.pid for child in server.children()}
+    assert _call(info, "alpha", "POST", "/escape")["reply"] == ""
+    assert {child.pid for child in server.children()} == before
     # The fork server itself is not sandboxed (it serves every endpoint) and holds no key.
     assert open(f"/proc/{server.pid}/status").read().count("NoNewPrivs:\t0") == 1
 
