@@ -77,7 +77,7 @@ def run_cli(args: list[str], env: dict[str, str], project: Path | None) -> tuple
         command, env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=600
     )
     elapsed = time.perf_counter() - started
-    if proc.returncode not in (0, 3) or (proc.returncode == 3 and args[:2] != ["cloud", "start"]):
+    if proc.returncode != 0:
         raise SystemExit(f"{' '.join(args)} failed ({proc.returncode}):\n{proc.stderr}")
     return elapsed, proc.stdout
 
