@@ -4,6 +4,10 @@ stop them, and find them again by pid, start time and command line.
 Each worker is its own session (process group): signals to the service's group (Ctrl-C in a
 terminal) do not reach it, it survives the service, and stopping it signals the whole group
 (anything the user's code spawned goes too).
+
+A worker is forked by its interpreter's fork server when it can be (`workerpool`), else started
+as a fresh interpreter; both read the same (command line, environment, session), so finding,
+adopting and stopping them is one code path.
 """
 
 from __future__ import annotations
