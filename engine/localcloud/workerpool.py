@@ -39,8 +39,11 @@ POOL_ENV = "FLASH_WORKER_POOL"
 # Room (bytes) the fork server's command line keeps for its children's: a forked worker
 # rewrites it to `python -m runtime.worker --build-dir ... --resource ... --port ...`.
 _CMDLINE_ROOM = 4096
-# sockaddr_un's sun_path holds 108 bytes; a longer home gets a private directory in /tmp.
-_MAX_SOCKET_PATH = 100
+# sockaddr_un's sun_path holds 107 bytes and a NUL; a home too deep for the socket's path
+# gets a private directory in the system's temporary directory.
+_MAX_SOCKET_PATH = 107
+# A socket's own name: <service pid>-<n>.s, bound as <name>.new first (runtime.forkserver).
+_SOCKET_NAME_ROOM = 24
 # Padding in the fork server's environment: room for its workers' environments in /proc
 # (a forked worker rewrites its /proc environ to its own, as it does its command line).
 _ROOM_ENV = "FLASH_FORKSERVER_ROOM"
@@ -219,7 +222,7 @@ class WorkerPool:
             )
             server.close(1.0)
         self._count += 1
-        socket_path = self._sockets() / f"fork-{os.getpid()}-{self._count}.sock"
+        socket_path = self._sockets() / f"{os.getpid()}-{self._count}.s"
         log = self.home.cloud_dir / "forkserver.log"
         self._servers[interpreter] = _ForkServer(interpreter, socket_path, env, log)
 
@@ -298,8 +301,7 @@ class WorkerPool:
     def _sockets(self) -> Path:
         if self._socket_dir is None:
             directory = ensure_private_dir(self.home.cloud_dir / "pool")
-            # Room for the socket's own name (fork-<pid>-<n>.sock).
-            if len(str(directory)) + 32 > _MAX_SOCKET_PATH:
+            if len(str(directory).encode()) + 1 + _SOCKET_NAME_ROOM > _MAX_SOCKET_PATH:
                 directory = Path(tempfile.mkdtemp(prefix="flash-pool-"))
                 self._temporary_dir = True
             self._socket_dir = directory
