@@ -71,7 +71,7 @@ import stat
 import sys
 import threading
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import uvicorn
 
@@ -82,7 +82,7 @@ from runtime.hostcheck import LOOPBACK_HOSTS, LoopbackHostMiddleware
 from runtime.queue_server import DEFAULT_CONCURRENCY
 from runtime.worker_app import RequestLogMiddleware, WorkerApp, env_number, err_line, out_line
 
-__all__ = ["main"]
+__all__ = ["main", "run"]
 
 MANIFEST_FILE = "flash_manifest.json"
 _WILDCARD_HOSTS = frozenset({"0.0.0.0", "::", ""})
@@ -276,7 +276,7 @@ def main(argv: list[str] | None = None) -> int:
         err_line("warning: --insecure: serving WITHOUT authentication")
     out_line(f"listening on http://{host_text}:{port}")
     # Not asyncio.run(): its final executor shutdown would join pool threads, and a sync user
-    # function stuck in one would hold the exit hostage; `_run` ends with os._exit instead.
+    # function stuck in one would hold the exit hostage; `run` ends with os._exit instead.
     # uvicorn's own choice of loop (uvloop when installed), as `uvicorn.run` would make.
     loop_factory = config.get_loop_factory()
     loop = loop_factory() if loop_factory is not None else asyncio.new_event_loop()
@@ -288,10 +288,11 @@ def main(argv: list[str] | None = None) -> int:
     return worker.exit_code
 
 
-def _run() -> None:
+def run(argv: list[str] | None = None) -> NoReturn:
+    """Run the worker as a process does (`python -m`, or a child of `runtime.forkserver`)."""
     if _stamps_lines():
         logline.install()
-    code = main()
+    code = main(argv)
     sys.stdout.flush()
     sys.stderr.flush()
     # os._exit: a sync user function still running in a pool thread must not hold the
@@ -300,4 +301,4 @@ def _run() -> None:
 
 
 if __name__ == "__main__":
-    _run()
+    run()

@@ -8,6 +8,7 @@ import contextlib
 import os
 from dataclasses import dataclass
 
+from engine.localcloud.workerpool import pool_enabled
 from engine.localcloud.workers import WorkerSettings
 
 __all__ = ["SupervisorSettings"]
@@ -15,7 +16,8 @@ __all__ = ["SupervisorSettings"]
 
 @dataclass
 class SupervisorSettings(WorkerSettings):
-    """Tunables; the service reads overrides from `FLASH_LOCALCLOUD_*` environment variables."""
+    """Tunables; the service reads overrides from `FLASH_LOCALCLOUD_*` environment variables
+    (and `FLASH_WORKER_POOL=off`, see `workerpool`)."""
 
     backoff_base: float = 0.5
     backoff_max: float = 10.0
@@ -34,4 +36,5 @@ class SupervisorSettings(WorkerSettings):
             if raw:
                 with contextlib.suppress(ValueError):
                     setattr(settings, name, type(current)(float(raw)))
+        settings.worker_pool = settings.worker_pool and pool_enabled(env)
         return settings

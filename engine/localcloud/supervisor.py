@@ -84,6 +84,8 @@ class Supervisor:
     async def start(self) -> None:
         """Recover from the database (adopt, clean up, restart), then watch the workers."""
         self._http = httpx.AsyncClient(timeout=httpx.Timeout(1.0), trust_env=False)
+        # Importing in the background while recovery runs: the first start forks from it.
+        self._processes.start_pool()
         used = {r.get("build_path") for r in self.store.list_endpoints()}
         await asyncio.to_thread(buildcopies.remove_partial_copies, self.home.root / "apps", used)
         await self._recover()
@@ -114,6 +116,7 @@ class Supervisor:
             self.workers.clear()
         if self._http is not None:
             await self._http.aclose()
+        await asyncio.to_thread(self._processes.close_pool)
 
     def app_lock(self, app: str) -> asyncio.Lock:
         """The lock that serialises deploys and undeploys of `app`."""
@@ -206,8 +209,9 @@ class Supervisor:
                 self.store.upsert_endpoint(app, name, status="failed", last_error=error)
                 self.store.add_event("failed", "environment missing", app=app, endpoint=name)
                 return
+            await self._processes.prepare(record)
             port_changed = not record.get("port") or not port_is_free(int(record["port"]))
-            worker = self._spawn(record, new_port=port_changed)
+            worker = await self._spawn(record, new_port=port_changed)
             if port_changed:
                 self._write_endpoints_file(app)
             restarts = int(record.get("restarts") or 0) + (reason in ("crash", "recycle"))
@@ -222,7 +226,7 @@ class Supervisor:
 
     # -- processes ------------------------------------------------------------------------
 
-    def _spawn(self, record: dict[str, Any], *, new_port: bool = False) -> Worker:
+    async def _spawn(self, record: dict[str, Any], *, new_port: bool = False) -> Worker:
         """Start the worker of `record` and record its pid. Caller holds the app lock."""
         app, name = record["app"], record["name"]
         if new_port or not record.get("port"):
@@ -233,7 +237,9 @@ class Supervisor:
         if key is None:
             key = secrets.token_urlsafe(32)
             self.store.set_endpoint_key(app, name, key)
-        worker = self._processes.spawn(record, port, key)
+        # In a thread: a start waits on processes (the fork server, the log writer), and the
+        # endpoints of one deploy start side by side instead of one after another.
+        worker = await asyncio.to_thread(self._processes.spawn, record, port, key)
         url = f"http://127.0.0.1:{port}"
         # Watched from now on, even if recording its pid fails (a full disk): a retry then
         # finds it running instead of starting a second one.
@@ -412,8 +418,9 @@ class Supervisor:
         record = self.store.get_endpoint(app, name)
         assert record is not None
         emit(DeployEvent(type="endpoint", name=name, action=action, state="starting"))
+        await self._processes.prepare(record)
         port_taken = not port_is_free(int(record["port"]))
-        worker = self._spawn(record, new_port=port_taken)
+        worker = await self._spawn(record, new_port=port_taken)
         if port_taken:
             self._write_endpoints_file(app)
         ok, error = await self._processes.wait_ready(worker, self._client(), timeout)

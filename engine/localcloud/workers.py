@@ -4,6 +4,10 @@ stop them, and find them again by pid, start time and command line.
 Each worker is its own session (process group): signals to the service's group (Ctrl-C in a
 terminal) do not reach it, it survives the service, and stopping it signals the whole group
 (anything the user's code spawned goes too).
+
+A worker is forked by its interpreter's fork server when it can be (`workerpool`), else started
+as a fresh interpreter; both read the same (command line, environment, session), so finding,
+adopting and stopping them is one code path.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ import psutil
 
 from engine.home import HOME_ENV, Home, ensure_private_dir
 from engine.localcloud import logfiles, sandboxing
+from engine.localcloud.workerpool import ForkedChild, WorkerPool
 from runtime import logline
 
 __all__ = [
@@ -76,6 +81,8 @@ class WorkerSettings:
     log_max_bytes: int = logfiles.DEFAULT_MAX_BYTES
     log_keep: int = logfiles.DEFAULT_KEEP
     worker_shutdown_timeout: float = 3.0
+    # Start workers by forking a pre-imported interpreter (`workerpool`); off: a fresh one each.
+    worker_pool: bool = True
 
 
 @dataclass
@@ -87,13 +94,16 @@ class Worker:
     pid: int
     create_time: float
     port: int
-    proc: subprocess.Popen[bytes] | None = None
+    # Spawned by this service (Popen), forked by its fork server, or None when adopted.
+    proc: subprocess.Popen[bytes] | ForkedChild | None = None
     expected_exit: bool = False
     # The process writing its output to the log file (only for workers spawned here).
     log_writer: subprocess.Popen[bytes] | None = None
 
     def alive(self) -> bool:
         """Whether the process is still running (and is still the same process)."""
+        if isinstance(self.proc, ForkedChild):
+            return self.proc.alive()
         if self.proc is not None:
             return self.proc.poll() is None
         try:
@@ -117,6 +127,7 @@ class WorkerProcesses:
         self.home = home
         self.settings = settings
         self._apps_root = str(home.root / "apps") + os.sep
+        self.pool = WorkerPool(home, enabled=settings.worker_pool)
 
     def log_path(self, app: str, name: str) -> Path:
         """The log file of endpoint `name` of `app`."""
@@ -124,11 +135,34 @@ class WorkerProcesses:
 
     # -- start ----------------------------------------------------------------------------
 
+    def interpreter(self, record: Mapping[str, Any]) -> str:
+        """The Python interpreter the worker of `record` runs on."""
+        return worker_interpreter(record)
+
+    def start_pool(self) -> None:
+        """Start the fork server of the default interpreter (the service's start)."""
+        self.pool.start(sys.executable, self._pool_environ())
+
+    async def prepare(self, record: Mapping[str, Any], timeout: float = 5.0) -> None:
+        """Have the fork server of `record`'s interpreter ready (bounded) before a start."""
+        if not self.pool.enabled:
+            return
+        interpreter = self.interpreter(record)
+        self.pool.start(interpreter, self._pool_environ())
+        await self.pool.ready(interpreter, timeout)
+
+    def close_pool(self) -> None:
+        """Stop the fork servers (the workers they started run on)."""
+        self.pool.close()
+
+    def _pool_environ(self) -> dict[str, str]:
+        # What every worker inherits; per-worker variables come with each start.
+        return _worker_environ(os.environ, self.home.root, [self._token()])
+
     def spawn(self, record: Mapping[str, Any], port: int, key: str) -> Worker:
         """Start the worker of the endpoint `record` on `port` with its `key`."""
         app, name = record["app"], record["name"]
         build_path = record["build_path"]
-        python = worker_interpreter(record)
         env = _worker_environ(os.environ, self.home.root, [self._token()])
         user_env = (record.get("config") or {}).get("env") or {}
         if isinstance(user_env, dict):
@@ -137,7 +171,12 @@ class WorkerProcesses:
         tmp = ensure_private_dir(state / "tmp")
         if sandboxing.sandbox_enabled(os.environ):
             policy = sandboxing.worker_policy(
-                self.home, app, name, Path(build_path), _user_home(os.environ), python
+                self.home,
+                app,
+                name,
+                Path(build_path),
+                _user_home(os.environ),
+                self.interpreter(record),
             )
             env.update(policy.to_env())
         env.update(
@@ -164,7 +203,7 @@ class WorkerProcesses:
                 log, f"starting worker on port {port} (build {str(record.get('build_id'))[:12]})"
             )
         cmd = [
-            python,
+            self.interpreter(record),
             "-m",
             WORKER_MODULE,
             "--build-dir",
@@ -178,12 +217,26 @@ class WorkerProcesses:
         log_writer, fd = logfiles.start_writer(
             log, self.settings.log_max_bytes, self.settings.log_keep
         )
+        forked = self._forked(cmd, fd, cwd=build_path, env=env)
+        if forked is not None:
+            return Worker(
+                app, name, forked.pid, forked.create_time, port, forked, log_writer=log_writer
+            )
         proc = logfiles.spawn_detached(cmd, fd, cwd=build_path, env=env)
         try:
             create_time = psutil.Process(proc.pid).create_time()
         except psutil.NoSuchProcess:
             create_time = time.time()
         return Worker(app, name, proc.pid, create_time, port, proc, log_writer=log_writer)
+
+    def _forked(
+        self, cmd: list[str], fd: int, *, cwd: str, env: Mapping[str, str]
+    ) -> ForkedChild | None:
+        """`cmd` forked by its interpreter's fork server (closing `fd`), or None (fd kept)."""
+        forked = self.pool.spawn(cmd, fd, cwd=cwd, env=env)
+        if forked is not None:
+            os.close(fd)
+        return forked
 
     def _token(self) -> str:
         """The service's API token ("" when it has none yet): workers must never see it."""
