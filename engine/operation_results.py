@@ -3,9 +3,10 @@ report of a deploy or undeploy (`DeployReport`). `engine.operations.Engine` prod
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any
 
+from engine.mothership import ChildState
 from engine.plan import Plan
 from engine.provider import DeployOutcome
 
@@ -49,6 +50,8 @@ class DeployReport:
     built: bool = False
     build_id: str | None = None
     elapsed_ms: float = 0.0
+    # Through a mothership: each child's provisioning as it recorded it.
+    children: dict[str, ChildState] | None = None
 
     @property
     def ok(self) -> bool:
@@ -65,4 +68,9 @@ class DeployReport:
             "plan": self.plan.to_dict(),
             "results": [r.to_dict() for r in self.outcome.results] if self.outcome else [],
             "elapsed_ms": self.elapsed_ms,
+            **(
+                {"children": {n: asdict(c) for n, c in sorted(self.children.items())}}
+                if self.children is not None
+                else {}
+            ),
         }

@@ -50,6 +50,10 @@ class EndpointSpec(BaseModel):
     config: dict[str, Any] = Field(default_factory=dict)
     config_hash: str | None = None
     code_hash: str | None = None
+    # `endpoint` (deployed by the engine), `mothership` or `child` (deployed by a mothership,
+    # named in `mothership`).
+    role: str = "endpoint"
+    mothership: str | None = None
 
 
 class ProviderError(Exception):
@@ -76,6 +80,9 @@ class DeployedEndpoint:
     updated_at: float | None = None
     started_at: float | None = None
     last_error: str | None = None
+    role: str = "endpoint"
+    mothership: str | None = None
+    environment: str | None = None
 
     def as_entry(self) -> dict[str, Any]:
         """The mapping drift/reconcile compare against (`resource_type`, `config`, hashes)."""

@@ -37,7 +37,8 @@ def register(subparsers: Any) -> None:
     )
     parser.add_argument("--no-probe", action="store_true", help="skip the live health probe")
     add_project_option(parser)
-    parser.set_defaults(func=run)
+    # On the local cloud `--env` names the environment whose provisioning state is shown.
+    parser.set_defaults(func=run, local_env=True)
 
 
 def short_type(resource_type: str | None) -> str:

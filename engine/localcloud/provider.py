@@ -60,6 +60,9 @@ def _deployed(record: EndpointRecord) -> DeployedEndpoint:
         updated_at=record.updated_at,
         started_at=record.started_at,
         last_error=record.last_error,
+        role=record.role,
+        mothership=record.mothership,
+        environment=record.environment,
     )
 
 
@@ -116,9 +119,13 @@ class LocalCloudProvider:
 
     name = "local"
 
-    def __init__(self, home: Home | None = None, *, start: bool = True) -> None:
+    def __init__(
+        self, home: Home | None = None, *, start: bool = True, env: str | None = None
+    ) -> None:
         self.home = home or Home()
         self.start = start
+        # The state manager's environment a deploy records (`local` unless `--env` names one).
+        self.env = env or "local"
         self.info: CloudInfo | None = None
         self._client: CloudClient | None = None
         self._retired: list[CloudClient] = []
@@ -246,6 +253,7 @@ class LocalCloudProvider:
             endpoints=list(specs),
             remove=list(remove),
             force=force,
+            environment=self.env,
         )
         await self._ensure()
         return _outcome(await self._run_stream(lambda c: c.deploy(app, request), on_event))
@@ -256,6 +264,20 @@ class LocalCloudProvider:
         """Stop and remove endpoints."""
         selected = None if names is None else list(names)
         return _outcome(await self._run_stream(lambda c: c.undeploy(app, selected), on_event))
+
+    async def environment_state(
+        self, app: str, environment: str | None
+    ) -> dict[str, dict[str, Any]]:
+        """The persisted manifest's resources of `environment` (None: this provider's own);
+        {} when nothing was persisted."""
+        name = environment or self.env
+        try:
+            manifest = await self._call(lambda c: c.get_manifest(app, name))
+        except ProviderError as exc:
+            if "(HTTP 404)" in str(exc):
+                return {}
+            raise
+        return {name: dict(entry) for name, entry in manifest.resources.items()}
 
     async def target(self, app: str, name: str) -> EndpointTarget:
         """URL and key of a deployed endpoint."""

@@ -118,6 +118,12 @@ MIGRATIONS: tuple[Migration, ...] = (
     """,
     # apps keyed by folder name are re-keyed by their project where that is known for sure
     rekey_legacy_apps,
+    # the mothership: who provisioned an endpoint, for which environment
+    """
+    ALTER TABLE endpoints ADD COLUMN role TEXT NOT NULL DEFAULT 'endpoint';
+    ALTER TABLE endpoints ADD COLUMN mothership TEXT;
+    ALTER TABLE endpoints ADD COLUMN environment TEXT;
+    """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -142,6 +148,9 @@ ENDPOINT_COLUMNS: tuple[str, ...] = (
     "created_at",
     "updated_at",
     "started_at",
+    "role",
+    "mothership",
+    "environment",
 )
 _JSON_COLUMNS = {"config", "crash_times"}
 _TEXT_COLUMNS = {"last_error"}

@@ -36,7 +36,7 @@ from typing import Any
 import httpx
 
 from engine.home import Home, write_private
-from engine.localcloud import buildcopies, logfiles
+from engine.localcloud import buildcopies, logfiles, roles
 from engine.localcloud.crashes import CrashHandler, Restarts
 from engine.localcloud.ports import pick_port, port_is_free
 from engine.localcloud.sandboxing import worker_state_dir
@@ -64,6 +64,8 @@ class Supervisor:
         self.store = store
         self.settings = settings or SupervisorSettings()
         self.workers: dict[tuple[str, str], Worker] = {}
+        # Where the service answers: a mothership's worker is told it (set by the service).
+        self.service_url: str | None = None
         self._locks: dict[str, asyncio.Lock] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._monitor: asyncio.Task[None] | None = None
@@ -218,7 +220,7 @@ class Supervisor:
         if key is None:
             key = secrets.token_urlsafe(32)
             self.store.set_endpoint_key(app, name, key)
-        worker = self._processes.spawn(record, port, key)
+        worker = self._processes.spawn(record, port, key, self._role_env(record))
         url = f"http://127.0.0.1:{port}"
         # Watched from now on, even if recording its pid fails (a full disk): a retry then
         # finds it running instead of starting a second one.
@@ -233,6 +235,27 @@ class Supervisor:
             started_at=time.time(),
         )
         return worker
+
+    def _role_env(self, record: dict[str, Any]) -> dict[str, str]:
+        """The variables of the endpoint's role (mothership, child): see `roles`."""
+        if (record.get("role") or roles.ENDPOINT) == roles.ENDPOINT:
+            return {}
+        mothership = None
+        if record.get("mothership"):
+            mothership = self.store.get_endpoint(record["app"], record["mothership"])
+        try:
+            master = self.home.token_file.read_text().strip()
+        except OSError:
+            master = ""
+        return roles.worker_env(
+            record,
+            service_url=self.service_url,
+            master_token=master,
+            mothership=mothership,
+            mothership_key=self.store.endpoint_key(record["app"], record["mothership"])
+            if mothership is not None
+            else None,
+        )
 
     def _client(self) -> httpx.AsyncClient:
         """The HTTP client that polls the workers' `/ping` (made by `start`)."""
@@ -293,6 +316,8 @@ class Supervisor:
             return False
         if spec.resource_type != record.get("resource_type"):
             return False
+        if spec.role != (record.get("role") or roles.ENDPOINT):
+            return False
         if spec.code_hash is not None:
             return spec.code_hash == record.get("code_hash")
         return build_id == record.get("build_id")
@@ -314,6 +339,13 @@ class Supervisor:
             todo: list[tuple[EndpointSpec, str, dict[str, Any] | None]] = []
             build_path: Path | None = None
             for spec in request.endpoints:
+                orphan = self._orphan_child(app, spec)
+                if orphan:
+                    results.append(
+                        {"name": spec.name, "action": "create", "ok": False, "error": orphan}
+                    )
+                    emit(DeployEvent(type="endpoint", name=spec.name, state="error", error=orphan))
+                    continue
                 record = self.store.get_endpoint(app, spec.name)
                 if not request.force and self._unchanged(
                     spec, record, request.build.build_id or ""
@@ -355,6 +387,9 @@ class Supervisor:
                         restarts=0,
                         crash_times=[],
                         last_error=None,
+                        role=spec.role,
+                        mothership=spec.mothership,
+                        environment=request.environment,
                     )
                     if self.store.endpoint_key(app, spec.name) is None:
                         self.store.set_endpoint_key(app, spec.name, secrets.token_urlsafe(32))
@@ -363,7 +398,9 @@ class Supervisor:
                     *(self._deploy_one(app, s, action, timeout, emit) for s, action, _ in todo)
                 )
                 results.extend(outcomes)
-            self._persist_manifest(app, request)
+            # In mothership mode the mothership writes the environment's state itself.
+            if all(spec.role == roles.ENDPOINT for spec in request.endpoints):
+                self._persist_manifest(app, request)
             buildcopies.prune_copies(self.store, app)
         ok = all(r.get("ok") for r in results)
         summary = {
@@ -375,6 +412,19 @@ class Supervisor:
         }
         emit(DeployEvent(type="result", **summary))
         return summary
+
+    def _orphan_child(self, app: str, spec: EndpointSpec) -> str | None:
+        """Why a mothership's child cannot be deployed (its mothership is gone), or None.
+
+        An undeploy that removed the mothership while its provisioning waited for the app's
+        lock must not be followed by children nobody manages.
+        """
+        if spec.role != roles.CHILD:
+            return None
+        mothership = self.store.get_endpoint(app, spec.mothership or "")
+        if mothership is None or mothership.get("role") != roles.MOTHERSHIP:
+            return f"mothership {spec.mothership!r} is not deployed"
+        return None
 
     async def _deploy_one(
         self, app: str, spec: EndpointSpec, action: str, timeout: float, emit: Emit

@@ -148,6 +148,9 @@ class EndpointRecord(BaseModel):
     created_at: float | None = None
     updated_at: float | None = None
     started_at: float | None = None
+    role: str = "endpoint"
+    mothership: str | None = None
+    environment: str | None = None
 
 
 class EndpointList(BaseModel):

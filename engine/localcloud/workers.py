@@ -111,8 +111,15 @@ class WorkerProcesses:
 
     # -- start ----------------------------------------------------------------------------
 
-    def spawn(self, record: Mapping[str, Any], port: int, key: str) -> Worker:
-        """Start the worker of the endpoint `record` on `port` with its `key`."""
+    def spawn(
+        self,
+        record: Mapping[str, Any],
+        port: int,
+        key: str,
+        extra_env: Mapping[str, str] | None = None,
+    ) -> Worker:
+        """Start the worker of the endpoint `record` on `port` with its `key` (and its role's
+        variables, `extra_env`: see `roles`)."""
         app, name = record["app"], record["name"]
         build_path = record["build_path"]
         env = _worker_environ(os.environ, self.home.root, [self._token()])
@@ -144,6 +151,7 @@ class WorkerProcesses:
                 logline.STAMP_ENV: "1",
             }
         )
+        env.update(extra_env or {})
         log = self.log_path(app, name)
         with contextlib.suppress(OSError):  # a full disk must not keep the worker down
             logfiles.append_marker(
