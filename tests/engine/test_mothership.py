@@ -1,0 +1,409 @@
+"""The mothership on the real local cloud: `deploy --mothership` in a subprocess, real workers.
+
+One flash-tui home and one small project for the module; in file order the tests are a session
+(first boot -> /manifest -> second boot -> one config change -> one removal -> the state manager
+away at boot -> status -> undeploy). The local cloud is started by the module on a port it
+chose, so the test of an unreachable state manager can bring it back at the same address.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psutil
+import pytest
+from headless import run_cli
+from projectfiles import write_files
+from waiting import wait_for
+
+from engine.home import Home
+from engine.identity import app_slug, canonical_path
+from engine.localcloud.discovery import read_state
+from engine.localcloud.ports import pick_port
+from engine.localcloud.scopes import scoped_token
+
+ENV = "staging"
+FILES = {
+    "main.py": '''
+        """The gateway: a load balancer whose route calls the worker endpoint."""
+
+        from tetra_rp import CpuLoadBalancerSlsResource, remote
+        from workers import shout
+
+        gateway_config = CpuLoadBalancerSlsResource(
+            name="gateway", imageName="runpod/tetra-rp-lb-cpu:latest", workersMax=1
+        )
+
+
+        @remote(gateway_config, method="POST", path="/hello")
+        async def hello(text: str) -> dict:
+            return {"echo": await shout(text)}
+        ''',
+    "workers.py": """
+        from tetra_rp import CpuLiveServerless, remote
+
+        worker_config = CpuLiveServerless(name="worker", workersMax=1)
+
+
+        @remote(worker_config)
+        def shout(text: str) -> str:
+            return text.upper()
+        """,
+    "extra.py": """
+        from tetra_rp import CpuLiveServerless, remote
+
+        extra_config = CpuLiveServerless(name="extra", workersMax=1)
+
+
+        @remote(extra_config)
+        def one() -> int:
+            return 1
+        """,
+}
+CHILDREN = {"gateway", "worker", "extra"}
+# Kinds of event that mean an endpoint was touched.
+TOUCHES = {"deployed", "updated", "undeployed"}
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_files(tmp_path_factory.mktemp("mship") / "shipapp", FILES)
+
+
+@pytest.fixture(scope="module")
+def app(project: Path) -> str:
+    return app_slug(canonical_path(project))
+
+
+@pytest.fixture(scope="module")
+def home(localcloud_home: Path) -> Home:
+    return Home(localcloud_home)
+
+
+@pytest.fixture(scope="module")
+def env(localcloud_home: Path) -> dict[str, str]:
+    out = dict(os.environ)
+    out.update(
+        {
+            "FLASH_TUI_HOME": str(localcloud_home),
+            "FLASH_LOCALCLOUD_BACKOFF_BASE": "0.1",
+            "FLASH_LOCALCLOUD_BACKOFF_MAX": "1",
+            "FLASH_MOTHERSHIP_WAIT": "60",
+            "COLUMNS": "200",
+        }
+    )
+    return out
+
+
+class Cloud:
+    """The module's local cloud, on one port across restarts."""
+
+    def __init__(self, home: Home, env: dict[str, str]) -> None:
+        self.home, self.env = home, env
+        self.port = pick_port(set())
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        """Start the service on the module's port and wait until it answers."""
+        command = [sys.executable, "-m", "engine.localcloud", "--home", str(self.home.root)]
+        self.process = subprocess.Popen(
+            [*command, "--port", str(self.port)],
+            env=self.env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        wait_for(lambda: self.info() is not None, 30, "the local cloud answers")
+
+    def info(self) -> Any:
+        info = read_state(self.home)
+        return info if info is not None and info.pid == self.process.pid else None  # type: ignore[union-attr]
+
+    def kill(self) -> None:
+        """SIGKILL the service (its workers keep running, as after a crash)."""
+        assert self.process is not None
+        self.process.kill()
+        self.process.wait(10)
+
+    def client(self) -> httpx.Client:
+        info = read_state(self.home)
+        assert info is not None, "the local cloud is not running"
+        return httpx.Client(base_url=info.url, headers=info.headers(), trust_env=False)
+
+
+@pytest.fixture(scope="module")
+def cloud(home: Home, env: dict[str, str]) -> Iterator[Cloud]:
+    cloud = Cloud(home, env)
+    cloud.start()
+    try:
+        yield cloud
+    finally:
+        if cloud.process is not None and cloud.process.poll() is None:
+            run_cli(["cloud", "stop"], env, timeout=60)
+            if cloud.process.poll() is None:
+                cloud.process.kill()
+            cloud.process.wait(10)
+
+
+@pytest.fixture(scope="module")
+def cli(
+    env: dict[str, str], project: Path, cloud: Cloud
+) -> Callable[..., subprocess.CompletedProcess[str]]:
+    def run(*args: str, timeout: float = 120.0) -> subprocess.CompletedProcess[str]:
+        return run_cli(args, env, project=project, timeout=timeout)
+
+    return run
+
+
+def as_json(proc: subprocess.CompletedProcess[str]) -> dict[str, Any]:
+    try:
+        return json.loads(proc.stdout)
+    except ValueError:
+        raise AssertionError(
+            f"not JSON (rc {proc.returncode}):\n{proc.stdout}\n{proc.stderr}"
+        ) from None
+
+
+def records(cloud: Cloud, app: str) -> dict[str, dict[str, Any]]:
+    with cloud.client() as client:
+        endpoints = client.get(f"/v1/apps/{app}/endpoints").json()["endpoints"]
+    return {r["name"]: r for r in endpoints}
+
+
+def state(cloud: Cloud, app: str) -> dict[str, dict[str, Any]]:
+    with cloud.client() as client:
+        response = client.get(f"/v1/apps/{app}/environments/{ENV}/manifest")
+    return response.json()["resources"] if response.status_code == 200 else {}
+
+
+def touches(cloud: Cloud, app: str, since: int) -> list[tuple[str, str]]:
+    """(kind, endpoint) of every child touched after event `since`."""
+    with cloud.client() as client:
+        events = client.get(f"/v1/apps/{app}/events", params={"since": since}).json()["events"]
+    return [(e["kind"], e["endpoint"]) for e in events if e["kind"] in TOUCHES]
+
+
+def last_event(cloud: Cloud, app: str) -> int:
+    with cloud.client() as client:
+        events = client.get(f"/v1/apps/{app}/events", params={"limit": 5000}).json()["events"]
+    return events[-1]["id"] if events else 0
+
+
+def key_of(cloud: Cloud, app: str, name: str) -> str:
+    with cloud.client() as client:
+        return client.get(f"/v1/apps/{app}/endpoints/{name}/key").json()["key"]
+
+
+def deploy(cli: Callable[..., Any]) -> dict[str, Any]:
+    proc = cli("deploy", "--mothership", "--env", ENV, "--yes", "--json")
+    report = as_json(proc)
+    assert proc.returncode == 0 and report["ok"], proc.stderr
+    return report
+
+
+def reboot_mothership(cloud: Cloud, app: str) -> int:
+    """SIGKILL the mothership; the supervisor restarts it; returns the new pid once it has
+    reconciled."""
+    old = records(cloud, app)["mothership"]["pid"]
+    os.kill(old, signal.SIGKILL)
+
+    def rebooted() -> int | None:
+        entry = state(cloud, app).get("mothership") or {}
+        pid = entry.get("pid")
+        return pid if pid not in (None, old) and entry.get("status") == "reconciled" else None
+
+    return wait_for(rebooted, 60, "the mothership rebooted and reconciled", retry_errors=True)
+
+
+def edit(path: Path, old: str, new: str) -> None:
+    text = path.read_text()
+    assert old in text, f"{old!r} not in {path}"
+    path.write_text(text.replace(old, new))
+
+
+# -- the flow ---------------------------------------------------------------------------------
+
+
+def test_first_boot_provisions_every_child(cli: Callable[..., Any], cloud: Cloud, app: str) -> None:
+    since = last_event(cloud, app)
+    report = deploy(cli)
+    assert [i["name"] for i in report["plan"]["items"]] == ["mothership"]
+    assert {n: c["status"] for n, c in report["children"].items()} == dict.fromkeys(
+        CHILDREN, "deployed"
+    )
+    found = records(cloud, app)
+    assert {n: r["role"] for n, r in found.items()} == {
+        "mothership": "mothership",
+        **dict.fromkeys(CHILDREN, "child"),
+    }
+    assert all(found[n]["mothership"] == "mothership" for n in CHILDREN)
+    assert all(r["status"] == "healthy" and r["environment"] == ENV for r in found.values())
+    assert sorted(touches(cloud, app, since)) == sorted(
+        [("deployed", "mothership"), *(("deployed", n) for n in CHILDREN)]
+    )
+    # Every child's URL is in the persisted state and served by the mothership.
+    persisted = state(cloud, app)
+    mothership = found["mothership"]
+    with httpx.Client(trust_env=False) as http:
+        answer = http.get(
+            f"{mothership['url']}/manifest",
+            headers={"Authorization": f"Bearer {key_of(cloud, app, 'mothership')}"},
+        )
+    assert answer.status_code == 200
+    served = answer.json()["resources"]
+    assert set(served) == CHILDREN
+    for name in CHILDREN:
+        assert served[name]["endpoint_url"] == found[name]["url"] == persisted[name]["endpoint_url"]
+        assert persisted[name]["status"] == "deployed" and persisted[name]["config_hash"]
+
+
+def test_manifest_needs_the_key_and_is_refused_on_children(cloud: Cloud, app: str) -> None:
+    found = records(cloud, app)
+    with httpx.Client(trust_env=False) as http:
+        assert http.get(f"{found['mothership']['url']}/manifest").status_code == 401
+        headers = {"Authorization": f"Bearer {key_of(cloud, app, 'gateway')}"}
+        refused = http.get(f"{found['gateway']['url']}/manifest", headers=headers)
+    assert refused.status_code == 403
+    assert refused.json() == {"error": "Only mothership serves manifest"}
+
+
+def test_children_call_each_other_through_the_mothership(
+    cli: Callable[..., Any], cloud: Cloud, app: str
+) -> None:
+    proc = cli("invoke", "POST /hello", "--data", '{"text": "hi"}', "--json")
+    assert proc.returncode == 0, proc.stderr
+    assert as_json(proc)["result"] == {"echo": "HI"}
+
+
+def test_second_boot_of_the_same_build_touches_no_child(cloud: Cloud, app: str) -> None:
+    before = {n: r["pid"] for n, r in records(cloud, app).items() if n != "mothership"}
+    since = last_event(cloud, app)
+    reboot_mothership(cloud, app)
+    assert touches(cloud, app, since) == []
+    assert state(cloud, app)["mothership"]["diff"]["unchanged"] == sorted(CHILDREN)
+    after = {n: r["pid"] for n, r in records(cloud, app).items() if n != "mothership"}
+    assert after == before
+
+
+def test_one_changed_config_value_is_exactly_one_update(
+    cli: Callable[..., Any], cloud: Cloud, app: str, project: Path
+) -> None:
+    edit(project / "workers.py", "workersMax=1", "workersMax=2")
+    since = last_event(cloud, app)
+    report = deploy(cli)
+    assert report["children"]["worker"]["status"] == "updated"
+    assert sorted(touches(cloud, app, since)) == [("updated", "mothership"), ("updated", "worker")]
+    assert records(cloud, app)["worker"]["config"]["workersMax"] == 2
+
+
+def test_a_removed_resource_is_exactly_one_delete(
+    cli: Callable[..., Any], cloud: Cloud, app: str, project: Path
+) -> None:
+    (project / "extra.py").unlink()
+    since = last_event(cloud, app)
+    report = deploy(cli)
+    assert set(report["children"]) == CHILDREN - {"extra"}
+    assert sorted(touches(cloud, app, since)) == [
+        ("undeployed", "extra"),
+        ("updated", "mothership"),
+    ]
+    assert "extra" not in records(cloud, app) and "extra" not in state(cloud, app)
+
+
+def test_state_manager_unreachable_at_boot(
+    cloud: Cloud, app: str, home: Home, project: Path, tmp_path: Path
+) -> None:
+    """A mothership booting while the local cloud is down answers /ping, retries (saying why)
+    and converges once the cloud is back at its address."""
+    found = records(cloud, app)
+    master = home.token_file.read_text().strip()
+    with cloud.client() as client:  # a stale hash: the next reconcile must repair it
+        client.patch(
+            f"/v1/apps/{app}/environments/{ENV}/manifest/resources/worker",
+            json={"config_hash": "stale"},
+        ).raise_for_status()
+    cloud.kill()
+    port = pick_port({cloud.port, *(r["port"] for r in found.values())})
+    log = tmp_path / "mothership.log"
+    worker_env = {k: v for k, v in os.environ.items() if not k.startswith("FLASH_")}
+    worker_env.update(
+        {
+            "FLASH_ENDPOINT_KEY": "k-" + os.urandom(8).hex(),
+            "FLASH_IS_MOTHERSHIP": "true",
+            "FLASH_STATE_URL": f"http://127.0.0.1:{cloud.port}",
+            "FLASH_STATE_TOKEN": scoped_token(master, app, ENV),
+            "FLASH_APP_NAME": app,
+            "FLASH_ENV": ENV,
+            "FLASH_BUILD_ID": found["mothership"]["build_id"],
+        }
+    )
+    # A copy outside the home: the cloud, back, would end a worker of its home it has no
+    # record of.
+    build_dir = str(shutil.copytree(found["mothership"]["build_path"], tmp_path / "build"))
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "runtime.worker", "--build-dir", build_dir]
+            + ["--resource", "mothership", "--port", str(port)],
+            env=worker_env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        with httpx.Client(trust_env=False) as http:
+            wait_for(
+                lambda: http.get(f"http://127.0.0.1:{port}/ping").status_code == 200,
+                20,
+                "/ping of the mothership while the state manager is down",
+                retry_errors=True,
+            )
+        wait_for(lambda: "state manager unreachable" in log.read_text(), 20, "it says why")
+        assert process.poll() is None
+        cloud.start()
+
+        def repaired() -> bool:
+            entries = state(cloud, app)
+            mine = entries.get("mothership") or {}
+            return (
+                mine.get("pid") == process.pid
+                and mine.get("status") == "reconciled"
+                and entries["worker"]["config_hash"] != "stale"
+            )
+
+        wait_for(repaired, 60, "the mothership converged once the cloud was back")
+        assert records(cloud, app)["worker"]["pid"] == found["worker"]["pid"]  # no duplicate
+        assert set(records(cloud, app)) == set(found)
+    finally:
+        process.terminate()
+        process.wait(10)
+
+
+def test_status_lists_roles_and_provisioning(cli: Callable[..., Any]) -> None:
+    proc = cli("status", "--env", ENV, "--json", "--no-probe")
+    assert proc.returncode == 0, proc.stderr
+    found = {e["name"]: e for e in as_json(proc)["endpoints"]}
+    assert found["mothership"]["role"] == "mothership"
+    for name in CHILDREN - {"extra"}:
+        assert found[name]["role"] == "child"
+        assert found[name]["provisioning"] in ("deployed", "updated")
+        assert found[name]["provisioning_error"] is None
+
+
+def test_undeploy_all_removes_the_mothership_and_every_child(
+    cli: Callable[..., Any], cloud: Cloud, app: str
+) -> None:
+    pids = [r["pid"] for r in records(cloud, app).values()]
+    proc = cli("undeploy", "--env", ENV, "--all", "--yes", "--json")
+    assert proc.returncode == 0, proc.stderr
+    assert records(cloud, app) == {}
+    assert state(cloud, app) == {}
+    wait_for(lambda: not any(psutil.pid_exists(p) for p in pids), 20, "every worker gone")
