@@ -192,7 +192,9 @@ class Mothership:
         )
         todo = [*diff.new, *diff.changed]
         if todo:
-            await self._provision(todo, set(diff.new))
+            # Never recorded as provisioned (new, or a boot killed half-way): a create.
+            created = {n for n in todo if n in diff.new or not deployed[n].get("config_hash")}
+            await self._provision(todo, created)
         for name in diff.removed:
             await self._remove(name)
         await self.plane.write_state(
