@@ -350,8 +350,11 @@ class Supervisor:
                 if not request.force and self._unchanged(
                     spec, record, request.build.build_id or ""
                 ):
-                    results.append({"name": spec.name, "action": "unchanged", "ok": True})
-                    emit(DeployEvent(type="endpoint", name=spec.name, action="unchanged"))
+                    url = record.get("url") if record else None
+                    results.append(
+                        {"name": spec.name, "action": "unchanged", "ok": True, "url": url}
+                    )
+                    emit(DeployEvent(type="endpoint", name=spec.name, action="unchanged", url=url))
                     continue
                 todo.append((spec, "update" if record else "create", record))
             if todo:
