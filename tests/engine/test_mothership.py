@@ -276,6 +276,45 @@ def test_manifest_needs_the_key_and_is_refused_on_children(cloud: Cloud, app: st
     assert refused.json() == {"error": "Only mothership serves manifest"}
 
 
+def test_a_mothership_credential_reaches_its_own_app_and_environment_only(
+    cloud: Cloud, app: str, home: Home
+) -> None:
+    master = home.token_file.read_text().strip()
+    token = scoped_token(master, app, ENV)
+    found = records(cloud, app)
+    build = found["mothership"]["build_id"]
+    # The mothership holds its scoped credential, never the service's token.
+    environ = psutil.Process(found["mothership"]["pid"]).environ()
+    assert environ["FLASH_STATE_TOKEN"] == token
+    assert not any(master in value for value in environ.values())
+    with cloud.client() as client:
+        client.headers["Authorization"] = f"Bearer {token}"
+        mine = f"/v1/apps/{app}/environments/{ENV}/manifest"
+        assert client.get(mine).status_code == 200
+        assert client.get(f"/v1/apps/{app}/endpoints/worker/key").status_code == 200
+        # Not the service, another app, another environment, or the endpoints' own routes.
+        assert client.get("/v1/health").status_code == 401
+        assert client.get("/v1/apps").status_code == 401
+        assert client.post("/v1/shutdown", json={}).status_code == 401
+        assert client.get(f"/v1/apps/other-{app}/endpoints").status_code == 401
+        assert client.get(f"/v1/apps/{app}/environments/other/manifest").status_code == 401
+        assert client.get(f"/v1/apps/{app}/endpoints/worker/logs").status_code == 401
+        forged = scoped_token("not-the-token", app, ENV)
+        assert client.get(mine, headers={"Authorization": f"Bearer {forged}"}).status_code == 401
+        # Children only, from a build the app has, never the mothership, never everything.
+        child = {"name": "worker", "role": "child", "mothership": "mothership"}
+        body = {"endpoints": [child], "build": {"build_id": "ab" * 32}}
+        assert client.post(f"/v1/apps/{app}/deploy", json=body).status_code == 403
+        body = {"endpoints": [{**child, "role": "endpoint"}], "build": {"build_id": build}}
+        assert client.post(f"/v1/apps/{app}/deploy", json=body).status_code == 403
+        body = {"endpoints": [{**child, "name": "mothership"}], "build": {"build_id": build}}
+        assert client.post(f"/v1/apps/{app}/deploy", json=body).status_code == 403
+        assert client.post(f"/v1/apps/{app}/undeploy", json={"names": None}).status_code == 403
+        undeploy = {"names": ["mothership"]}
+        assert client.post(f"/v1/apps/{app}/undeploy", json=undeploy).status_code == 403
+    assert records(cloud, app).keys() == found.keys()
+
+
 def test_children_call_each_other_through_the_mothership(
     cli: Callable[..., Any], cloud: Cloud, app: str
 ) -> None:
