@@ -79,6 +79,10 @@ class ControlPlane(Protocol):
         """The key callers of endpoint `name` need (None when it has none)."""
         ...
 
+    async def endpoint_statuses(self) -> dict[str, str]:
+        """Each endpoint the target runs for the app, with its status (`healthy`, ...)."""
+        ...
+
     async def aclose(self) -> None:
         """Release connections."""
         ...
@@ -242,6 +246,17 @@ class LocalControlPlane:
         self._check(response, f"reading the key of {name}")
         key = response.json().get("key")
         return key if isinstance(key, str) else None
+
+    async def endpoint_statuses(self) -> dict[str, str]:
+        """Each endpoint record of the app, with its status."""
+        response = await self._request("GET", f"/v1/apps/{self.app}/endpoints")
+        self._check(response, "listing the endpoints")
+        endpoints = response.json().get("endpoints")
+        return {
+            str(e["name"]): str(e.get("status"))
+            for e in (endpoints if isinstance(endpoints, list) else [])
+            if isinstance(e, dict) and "name" in e
+        }
 
     async def aclose(self) -> None:
         """Close the connection pool."""

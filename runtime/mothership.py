@@ -173,7 +173,10 @@ class Mothership:
         deployed = {
             n: e for n, e in persisted.items() if n != self.name and e.get("role") != "mothership"
         }
-        diff = reconcile(self.children, deployed, hash_of=fingerprint)
+        diff = _with_repairs(
+            reconcile(self.children, deployed, hash_of=fingerprint),
+            await self.plane.endpoint_statuses(),
+        )
         self.last_diff = diff
         self._log(
             f"mothership: reconcile: {len(diff.new)} new, {len(diff.changed)} changed, "
@@ -286,6 +289,24 @@ class Mothership:
         manifest = {k: v for k, v in self.manifest.items() if k != "resources"}
         manifest["resources"] = resources
         return manifest
+
+
+# Statuses of an endpoint whose worker runs, or is about to (engine.status.RUNNING).
+_RUNNING = frozenset({"deploying", "healthy", "unhealthy"})
+
+
+def _with_repairs(diff: ManifestDiff, statuses: Mapping[str, str]) -> ManifestDiff:
+    """`diff` with the unchanged children that no longer run (stopped, failed, gone) moved to
+    changed: the state says they are provisioned, the target says they are not."""
+    broken = [n for n in diff.unchanged if statuses.get(n) not in _RUNNING]
+    if not broken:
+        return diff
+    return ManifestDiff(
+        new=diff.new,
+        changed=sorted([*diff.changed, *broken]),
+        removed=diff.removed,
+        unchanged=[n for n in diff.unchanged if n not in broken],
+    )
 
 
 class MothershipApp:

@@ -426,6 +426,22 @@ def test_state_manager_unreachable_at_boot(
         process.wait(10)
 
 
+def test_children_stopped_with_the_cloud_are_restarted_by_the_next_boot(
+    cli: Callable[..., Any], cloud: Cloud, app: str, env: dict[str, str]
+) -> None:
+    """The state says provisioned, the cloud says stopped: the mothership trusts the cloud."""
+    assert run_cli(["cloud", "stop"], env, timeout=60).returncode == 0
+    cloud.start()
+    assert {r["status"] for r in records(cloud, app).values()} == {"stopped"}
+    proc = cli("deploy", "--mothership", "--env", ENV, "--yes", "--force", "--json")
+    assert proc.returncode == 0, proc.stderr
+    wait_for(
+        lambda: {r["status"] for r in records(cloud, app).values()} == {"healthy"},
+        30,
+        "every endpoint healthy again",
+    )
+
+
 def test_status_lists_roles_and_provisioning(cli: Callable[..., Any]) -> None:
     proc = cli("status", "--env", ENV, "--json", "--no-probe")
     assert proc.returncode == 0, proc.stderr
