@@ -455,11 +455,13 @@ class Engine:
         if not isinstance(self.provider, EnvironmentState):
             return None
         wait = float(os.environ.get("FLASH_MOTHERSHIP_WAIT") or _MOTHERSHIP_WAIT)
+        record = (await self._deployed()).get(mothership)
+        environment = record.environment if record is not None else None
         deadline = time.monotonic() + wait
         seen: dict[str, str] = {}
         while True:
             try:
-                state = await self.provider.environment_state(self.app, None)
+                state = await self.provider.environment_state(self.app, environment)
             except ProviderError as exc:
                 raise OpError(str(exc)) from exc
             children = child_states(state)

@@ -52,7 +52,6 @@ def run(args: argparse.Namespace) -> int:
 
     if args.mothership:
         args.local_env = True  # the environment the mothership provisions
-        args.env = args.env or "production"
 
     async def work(engine: Engine) -> int:
         report = await engine.deploy(

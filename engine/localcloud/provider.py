@@ -14,6 +14,7 @@ from typing import Any, TypeVar
 from engine.home import Home
 from engine.localcloud.client import CloudClient
 from engine.localcloud.discovery import CloudError, CloudInfo, ensure_cloud, read_state
+from engine.localcloud.roles import DEFAULT_ENVIRONMENT
 from engine.localcloud.wire import (
     AppRecord,
     BuildSpec,
@@ -124,8 +125,9 @@ class LocalCloudProvider:
     ) -> None:
         self.home = home or Home()
         self.start = start
-        # The state manager's environment a deploy records (`local` unless `--env` names one).
-        self.env = env or "local"
+        # The state manager's environment a deploy records (`--env`); without one, `local` in
+        # direct mode and `production` for a mothership (see `_environment`).
+        self.env = env
         self.info: CloudInfo | None = None
         self._client: CloudClient | None = None
         self._retired: list[CloudClient] = []
@@ -253,7 +255,7 @@ class LocalCloudProvider:
             endpoints=list(specs),
             remove=list(remove),
             force=force,
-            environment=self.env,
+            environment=self._environment(any(s.role == "mothership" for s in specs)),
         )
         await self._ensure()
         return _outcome(await self._run_stream(lambda c: c.deploy(app, request), on_event))
@@ -265,12 +267,15 @@ class LocalCloudProvider:
         selected = None if names is None else list(names)
         return _outcome(await self._run_stream(lambda c: c.undeploy(app, selected), on_event))
 
+    def _environment(self, mothership: bool) -> str:
+        return self.env or (DEFAULT_ENVIRONMENT if mothership else "local")
+
     async def environment_state(
         self, app: str, environment: str | None
     ) -> dict[str, dict[str, Any]]:
         """The persisted manifest's resources of `environment` (None: this provider's own);
         {} when nothing was persisted."""
-        name = environment or self.env
+        name = environment or self._environment(True)
         try:
             manifest = await self._call(lambda c: c.get_manifest(app, name))
         except ProviderError as exc:
