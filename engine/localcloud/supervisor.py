@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import psutil
 
 from engine.home import Home, write_private
 from engine.localcloud import buildcopies, logfiles, roles
@@ -144,7 +145,10 @@ class Supervisor:
                     app=worker.app,
                     endpoint=worker.name,
                 )
-                self.spawn_task(self._confirm_ready(worker))
+                if self._moved_since(record, process):
+                    self.spawn_task(self._reboot(worker, "the local cloud's address changed"))
+                else:
+                    self.spawn_task(self._confirm_ready(worker))
                 continue
             if record.get("pid"):
                 self.store.add_event(
@@ -168,6 +172,24 @@ class Supervisor:
             )
         for record in to_start:
             self.spawn_task(self._start_recorded(record["app"], record["name"], "recovered"))
+
+    def _moved_since(self, record: dict[str, Any], process: psutil.Process) -> bool:
+        """Whether a mothership was told another address of the service than its own now (it
+        reaches the state manager there: a restarted service may listen elsewhere)."""
+        if record.get("role") != roles.MOTHERSHIP or not self.service_url:
+            return False
+        try:
+            told = process.environ().get("FLASH_STATE_URL")
+        except psutil.Error:
+            return False
+        return told != self.service_url
+
+    async def _reboot(self, worker: Worker, reason: str) -> None:
+        """Restart an adopted worker with a fresh environment."""
+        async with self.app_lock(worker.app):
+            await self._stop_worker(worker)
+        self.store.add_event("rebooting", reason, app=worker.app, endpoint=worker.name)
+        await self._start_recorded(worker.app, worker.name, reason)
 
     async def _confirm_ready(self, worker: Worker) -> None:
         ok, _ = await self._processes.wait_ready(

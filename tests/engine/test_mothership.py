@@ -442,6 +442,36 @@ def test_children_stopped_with_the_cloud_are_restarted_by_the_next_boot(
     )
 
 
+def test_a_cloud_restarted_elsewhere_reboots_the_mothership_with_its_new_address(
+    cloud: Cloud, app: str
+) -> None:
+    before = records(cloud, app)
+    with cloud.client() as client:
+        client.post("/v1/shutdown", json={"stop_workers": False}).raise_for_status()
+    assert cloud.process is not None
+    cloud.process.wait(30)
+    cloud.port = pick_port({cloud.port, *(r["port"] for r in before.values())})
+    cloud.start()
+
+    def rebooted() -> bool:
+        mine = state(cloud, app).get("mothership") or {}
+        return mine.get("pid") != before["mothership"]["pid"] and mine.get("status") == "reconciled"
+
+    wait_for(rebooted, 60, "the mothership rebooted and reconciled", retry_errors=True)
+    after = records(cloud, app)
+    assert {n: r["pid"] for n, r in after.items() if n != "mothership"} == {
+        n: r["pid"] for n, r in before.items() if n != "mothership"
+    }
+    with httpx.Client(trust_env=False) as http:
+        answer = http.get(
+            f"{after['mothership']['url']}/manifest",
+            headers={"Authorization": f"Bearer {key_of(cloud, app, 'mothership')}"},
+        )
+    assert answer.status_code == 200 and set(answer.json()["resources"]) == set(before) - {
+        "mothership"
+    }
+
+
 def test_status_lists_roles_and_provisioning(cli: Callable[..., Any]) -> None:
     proc = cli("status", "--env", ENV, "--json", "--no-probe")
     assert proc.returncode == 0, proc.stderr
