@@ -55,8 +55,12 @@ class DeployReport:
 
     @property
     def ok(self) -> bool:
-        """True when nothing failed (a cancelled or empty operation is ok)."""
-        return self.outcome is None or self.outcome.ok
+        """True when nothing failed (a cancelled or empty operation is ok), a mothership's
+        children included."""
+        children = (self.children or {}).values()
+        return (self.outcome is None or self.outcome.ok) and all(
+            c.status != "failed" for c in children
+        )
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form (the `--json` output of deploy and undeploy)."""

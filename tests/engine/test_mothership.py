@@ -8,6 +8,7 @@ chose, so the test of an unreachable state manager can bring it back at the same
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import shutil
@@ -30,6 +31,8 @@ from engine.identity import app_slug, canonical_path
 from engine.localcloud.discovery import read_state
 from engine.localcloud.ports import pick_port
 from engine.localcloud.scopes import scoped_token
+from runtime.control_plane import LocalControlPlane
+from runtime.mothership import Mothership, MothershipApp
 
 ENV = "staging"
 FILES = {
@@ -266,6 +269,43 @@ def test_first_boot_provisions_every_child(cli: Callable[..., Any], cloud: Cloud
         assert persisted[name]["status"] == "deployed" and persisted[name]["config_hash"]
 
 
+def test_children_know_who_they_are_and_who_provisioned_them(cloud: Cloud, app: str) -> None:
+    for name, record in records(cloud, app).items():
+        environ = psutil.Process(record["pid"]).environ()
+        assert environ["FLASH_RESOURCE_NAME"] == name
+        if name != "mothership":
+            assert environ["FLASH_MOTHERSHIP_ID"] == "mothership"
+            assert (
+                environ["FLASH_ENDPOINTS_URL"]
+                == f"{records(cloud, app)['mothership']['url']}/manifest"
+            )
+            assert not environ.get("FLASH_ENDPOINTS_FILE")  # the mothership is the registry
+
+
+def test_manifest_is_404_while_nothing_is_provisioned(cloud: Cloud, app: str, home: Home) -> None:
+    """A mothership of an environment with no provisioned child yet (its own app, real state
+    manager, before its first reconcile) answers 404."""
+    found = records(cloud, app)["mothership"]
+    info = read_state(home)
+    assert info is not None
+    token = scoped_token(home.token_file.read_text().strip(), app, "fresh")
+    build = Path(found["build_path"])
+    manifest = json.loads((build / "flash_manifest.json").read_text())
+
+    async def ask() -> httpx.Response:
+        plane = LocalControlPlane(info.url, token, app, "fresh", found["build_id"])
+        ship = MothershipApp(Mothership("mothership", build, manifest, plane), None)
+        transport = httpx.ASGITransport(app=ship)
+        try:
+            async with httpx.AsyncClient(transport=transport, base_url="http://m") as http:
+                return await http.get("/manifest")
+        finally:
+            await plane.aclose()
+
+    answer = asyncio.run(ask())
+    assert answer.status_code == 404 and answer.json()["error"] == "Manifest not found"
+
+
 def test_manifest_needs_the_key_and_is_refused_on_children(cloud: Cloud, app: str) -> None:
     found = records(cloud, app)
     with httpx.Client(trust_env=False) as http:
@@ -407,6 +447,10 @@ def test_state_manager_unreachable_at_boot(
             )
         wait_for(lambda: "state manager unreachable" in log.read_text(), 20, "it says why")
         assert process.poll() is None
+        with httpx.Client(trust_env=False) as http:
+            headers = {"Authorization": f"Bearer {worker_env['FLASH_ENDPOINT_KEY']}"}
+            away = http.get(f"http://127.0.0.1:{port}/manifest", headers=headers)
+        assert away.status_code == 503 and away.json()["error"] == "Manifest unavailable"
         cloud.start()
 
         def repaired() -> bool:

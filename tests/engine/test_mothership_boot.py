@@ -188,3 +188,65 @@ def test_killed_mid_provisioning_converges_and_a_child_reaches_a_later_endpoint(
     out, err = deploying.communicate(timeout=120)
     assert deploying.returncode == 0, err
     assert json.loads(out)["children"]["late"]["status"] == "deployed"
+
+
+BROKEN = {
+    "main.py": """
+        from tetra_rp import CpuLiveServerless, remote
+
+        ok_config = CpuLiveServerless(name="fine", workersMax=1)
+
+
+        @remote(ok_config)
+        def fine() -> int:
+            return 1
+        """,
+    "broken.py": '''
+        """Imports at build time, fails in its worker (env set)."""
+
+        import os
+
+        from tetra_rp import CpuLiveServerless, remote
+
+        broken_config = CpuLiveServerless(name="broken", env={"FAIL_AT_IMPORT": "1"})
+
+        if os.environ.get("FAIL_AT_IMPORT"):
+            raise RuntimeError("boom at import: the weights are missing")
+
+
+        @remote(broken_config)
+        def nothing() -> int:
+            return 1
+        ''',
+}
+
+
+def test_a_child_that_fails_is_reported_with_its_error(
+    localcloud_home: Path, tmp_path: Path
+) -> None:
+    project = write_files(tmp_path / "brokenapp", BROKEN)
+    env = dict(os.environ)
+    env.update({"FLASH_TUI_HOME": str(localcloud_home), "FLASH_MOTHERSHIP_WAIT": "60"})
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [*CLI, *args, "--json", "--project", str(project)],
+            env=env,
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+
+    deployed = cli("deploy", "--mothership", "--yes")
+    assert deployed.returncode == 1, deployed.stderr
+    children = json.loads(deployed.stdout)["children"]
+    assert children["fine"]["status"] == "deployed"
+    assert children["broken"]["status"] == "failed"
+    assert "boom at import" in children["broken"]["error"]
+    status = cli("status", "--no-probe")
+    assert status.returncode == 0, status.stderr
+    found = {e["name"]: e for e in json.loads(status.stdout)["endpoints"]}
+    assert found["broken"]["role"] == "child" and found["broken"]["provisioning"] == "failed"
+    assert "boom at import" in found["broken"]["provisioning_error"]
+    assert cli("undeploy", "--all", "--yes").returncode == 0
