@@ -394,6 +394,11 @@ class Engine:
     async def _deploy_mothership(
         self, *, force: bool, confirm: Confirm | None, on_event: OnEvent | None
     ) -> DeployReport:
+        if not isinstance(self.provider, EnvironmentState):
+            raise OpError(
+                f"--mothership is not available on the {self.provider.name} target yet "
+                "(the local cloud has it); deploy without it"
+            )
         started, since = time.perf_counter(), time.time()
         emit = self._emitter("deploy", on_event)
 
@@ -454,7 +459,11 @@ class Engine:
         target keeps none); OpError when it has not within FLASH_MOTHERSHIP_WAIT seconds."""
         if not isinstance(self.provider, EnvironmentState):
             return None
-        wait = float(os.environ.get("FLASH_MOTHERSHIP_WAIT") or _MOTHERSHIP_WAIT)
+        raw = os.environ.get("FLASH_MOTHERSHIP_WAIT") or str(_MOTHERSHIP_WAIT)
+        try:
+            wait = float(raw)
+        except ValueError:
+            raise OpError(f"FLASH_MOTHERSHIP_WAIT={raw!r} is not a number of seconds") from None
         record = (await self._deployed()).get(mothership)
         environment = record.environment if record is not None else None
         deadline = time.monotonic() + wait

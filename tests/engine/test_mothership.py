@@ -527,6 +527,12 @@ def test_status_lists_roles_and_provisioning(cli: Callable[..., Any]) -> None:
         assert found[name]["provisioning_error"] is None
 
 
+def test_mothership_mode_is_refused_where_it_is_not_built(cli: Callable[..., Any]) -> None:
+    proc = cli("deploy", "--mothership", "--target", "runpod", "--yes")
+    assert proc.returncode == 1
+    assert "--mothership is not available on the runpod target" in proc.stderr
+
+
 def test_undeploy_all_removes_the_mothership_and_every_child(
     cli: Callable[..., Any], cloud: Cloud, app: str
 ) -> None:
