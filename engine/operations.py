@@ -125,6 +125,24 @@ def _spec(name: str, entry: dict[str, Any]) -> EndpointSpec:
     )
 
 
+def _generated_motherships(
+    local: Mapping[str, Any], deployed: Mapping[str, DeployedEndpoint]
+) -> dict[str, Any]:
+    """A deployed generated mothership as the code makes it, for its drift: not in the code,
+    yet not orphaned. Its code is the build it reconciles: compared by config only."""
+    if not local:
+        return {}
+    out: dict[str, Any] = {}
+    for name, endpoint in deployed.items():
+        if endpoint.role != "mothership" or name in local:
+            continue
+        with contextlib.suppress(MothershipError):
+            wanted, entry = mothership_entry({"resources": local}, endpoint.code_hash or "")
+            if wanted == name:
+                out[name] = entry
+    return out
+
+
 class Engine:
     """One project on one target. Use as `async with Engine(path) as engine`."""
 
@@ -594,7 +612,7 @@ class Engine:
         elif probe:
             samples = {s.endpoint: s for s in await probe_all(await self._targets(deployed))}
         drifts = compute_drift(
-            local,
+            {**_generated_motherships(local, deployed), **local},
             {n: e.as_entry() for n, e in deployed.items()},
             parse_errors=errors,
             deployed_files=await asyncio.to_thread(_built_files, self.root) if errors else None,

@@ -521,6 +521,8 @@ def test_status_lists_roles_and_provisioning(cli: Callable[..., Any]) -> None:
     assert proc.returncode == 0, proc.stderr
     found = {e["name"]: e for e in as_json(proc)["endpoints"]}
     assert found["mothership"]["role"] == "mothership"
+    # Generated, so not in the code, yet not orphaned: it is what the code makes it.
+    assert found["mothership"]["drift"] == "in_sync" and not found["mothership"]["in_code"]
     for name in CHILDREN - {"extra"}:
         assert found[name]["role"] == "child"
         assert found[name]["provisioning"] in ("deployed", "updated")
