@@ -48,6 +48,10 @@ class MothershipError(ValueError):
 class EnvironmentState(Protocol):
     """A provider that can read its environment's persisted manifest (the state manager)."""
 
+    def environment_name(self, mothership: bool) -> str:
+        """The environment a deploy records (a mothership's, or direct mode's)."""
+        ...
+
     async def environment_state(
         self, app: str, environment: str | None
     ) -> dict[str, dict[str, Any]]:

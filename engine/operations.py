@@ -431,7 +431,11 @@ class Engine:
             raise OpError(str(exc)) from exc
         deployed = await self._deployed()
         there = {name: deployed[name].as_entry()} if name in deployed else {}
-        plan = make_plan({name: entry}, there, names=[name], force=force)
+        # Serving another environment, it is redeployed for this one.
+        moved = name in deployed and deployed[name].environment != (
+            self.provider.environment_name(True)
+        )
+        plan = make_plan({name: entry}, there, names=[name], force=force or moved)
         emit("plan", _plan_summary(plan))
         report = DeployReport(plan, built=built, build_id=build.build_id)
         if plan.has_changes:
@@ -450,7 +454,12 @@ class Engine:
 
             try:
                 report.outcome = await self.provider.deploy(
-                    self.app, [spec], build, force=force, project_path=self.root, on_event=forward
+                    self.app,
+                    [spec],
+                    build,
+                    force=force or moved,
+                    project_path=self.root,
+                    on_event=forward,
                 )
             except ProviderError as exc:
                 raise OpError(str(exc)) from exc

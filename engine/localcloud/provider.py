@@ -126,7 +126,7 @@ class LocalCloudProvider:
         self.home = home or Home()
         self.start = start
         # The state manager's environment a deploy records (`--env`); without one, `local` in
-        # direct mode and `production` for a mothership (see `_environment`).
+        # direct mode and `production` for a mothership (see `environment_name`).
         self.env = env
         self.info: CloudInfo | None = None
         self._client: CloudClient | None = None
@@ -255,7 +255,7 @@ class LocalCloudProvider:
             endpoints=list(specs),
             remove=list(remove),
             force=force,
-            environment=self._environment(any(s.role == "mothership" for s in specs)),
+            environment=self.environment_name(any(s.role == "mothership" for s in specs)),
         )
         await self._ensure()
         return _outcome(await self._run_stream(lambda c: c.deploy(app, request), on_event))
@@ -267,7 +267,9 @@ class LocalCloudProvider:
         selected = None if names is None else list(names)
         return _outcome(await self._run_stream(lambda c: c.undeploy(app, selected), on_event))
 
-    def _environment(self, mothership: bool) -> str:
+    def environment_name(self, mothership: bool) -> str:
+        """The environment a deploy records: `--env`, else `production` for a mothership and
+        `local` in direct mode."""
         return self.env or (DEFAULT_ENVIRONMENT if mothership else "local")
 
     async def environment_state(
@@ -275,7 +277,7 @@ class LocalCloudProvider:
     ) -> dict[str, dict[str, Any]]:
         """The persisted manifest's resources of `environment` (None: this provider's own);
         {} when nothing was persisted."""
-        name = environment or self._environment(True)
+        name = environment or self.environment_name(True)
         try:
             manifest = await self._call(lambda c: c.get_manifest(app, name))
         except ProviderError as exc:

@@ -328,7 +328,9 @@ class Supervisor:
 
     # -- deploy / undeploy ----------------------------------------------------------------
 
-    def _unchanged(self, spec: EndpointSpec, record: dict[str, Any] | None, build_id: str) -> bool:
+    def _unchanged(
+        self, spec: EndpointSpec, record: dict[str, Any] | None, build_id: str, environment: str
+    ) -> bool:
         if record is None or record["status"] == "failed":
             return False
         worker = self.workers.get((record["app"], spec.name))
@@ -339,6 +341,9 @@ class Supervisor:
         if spec.resource_type != record.get("resource_type"):
             return False
         if spec.role != (record.get("role") or roles.ENDPOINT):
+            return False
+        # A mothership and its children serve one environment: another one is a redeploy.
+        if spec.role != roles.ENDPOINT and record.get("environment") != environment:
             return False
         if spec.code_hash is not None:
             return spec.code_hash == record.get("code_hash")
@@ -370,7 +375,7 @@ class Supervisor:
                     continue
                 record = self.store.get_endpoint(app, spec.name)
                 if not request.force and self._unchanged(
-                    spec, record, request.build.build_id or ""
+                    spec, record, request.build.build_id or "", request.environment
                 ):
                     url = record.get("url") if record else None
                     results.append(

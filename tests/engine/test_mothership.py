@@ -529,6 +529,19 @@ def test_status_lists_roles_and_provisioning(cli: Callable[..., Any]) -> None:
         assert found[name]["provisioning_error"] is None
 
 
+def test_another_environment_moves_the_mothership_and_its_children(
+    cli: Callable[..., Any], cloud: Cloud, app: str
+) -> None:
+    proc = cli("deploy", "--mothership", "--env", "other", "--yes", "--json")
+    assert proc.returncode == 0, proc.stderr
+    children = json.loads(proc.stdout)["children"]
+    assert set(children) == CHILDREN - {"extra"}
+    assert {r["environment"] for r in records(cloud, app).values()} == {"other"}
+    with cloud.client() as client:
+        other = client.get(f"/v1/apps/{app}/environments/other/manifest").json()["resources"]
+    assert all(other[n]["endpoint_url"] for n in children)
+
+
 def test_mothership_mode_is_refused_where_it_is_not_built(cli: Callable[..., Any]) -> None:
     proc = cli("deploy", "--mothership", "--target", "runpod", "--yes")
     assert proc.returncode == 1
