@@ -3,9 +3,10 @@ report of a deploy or undeploy (`DeployReport`). `engine.operations.Engine` prod
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any
 
+from engine.mothership import ChildState
 from engine.plan import Plan
 from engine.provider import DeployOutcome
 
@@ -51,11 +52,17 @@ class DeployReport:
     elapsed_ms: float = 0.0
     # Said on the way, changed nothing (e.g. system dependencies missing on this machine).
     warnings: tuple[str, ...] = ()
+    # Through a mothership: each child's provisioning as it recorded it.
+    children: dict[str, ChildState] | None = None
 
     @property
     def ok(self) -> bool:
-        """True when nothing failed (a cancelled or empty operation is ok)."""
-        return self.outcome is None or self.outcome.ok
+        """True when nothing failed (a cancelled or empty operation is ok), a mothership's
+        children included."""
+        children = (self.children or {}).values()
+        return (self.outcome is None or self.outcome.ok) and all(
+            c.status != "failed" for c in children
+        )
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form (the `--json` output of deploy and undeploy)."""
@@ -68,4 +75,9 @@ class DeployReport:
             "results": [r.to_dict() for r in self.outcome.results] if self.outcome else [],
             "elapsed_ms": self.elapsed_ms,
             **({"warnings": list(self.warnings)} if self.warnings else {}),
+            **(
+                {"children": {n: asdict(c) for n, c in sorted(self.children.items())}}
+                if self.children is not None
+                else {}
+            ),
         }

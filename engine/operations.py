@@ -37,6 +37,14 @@ from engine.health import DEFAULT_INTERVAL, HealthSample, probe_all
 from engine.identity import app_slug, canonical_path, legacy_app_name
 from engine.invoke import CallSpec, InvokeResult, invoke, resolve_call
 from engine.logs import LogLine, follow_logs, read_logs
+from engine.mothership import (
+    ChildState,
+    EnvironmentState,
+    MothershipError,
+    child_states,
+    converged,
+    mothership_entry,
+)
 from engine.operation_results import DeployReport, OpError, OpEvent
 from engine.plan import Plan, PlanItem, local_resources, make_plan, undeploy_warnings
 from engine.provider import (
@@ -70,6 +78,8 @@ __all__ = [
 _T = TypeVar("_T")
 # The plan's reason for updating an endpoint whose environment is not the one it runs on.
 _ENV_CHANGED = "its environment changed (requirements or dependencies)"
+# Seconds `deploy --mothership` waits for the mothership to provision its children.
+_MOTHERSHIP_WAIT = 120.0
 
 Confirm = Callable[[Plan], Awaitable[bool]]
 OnEvent = Callable[[OpEvent], None]
@@ -117,6 +127,24 @@ def _spec(name: str, entry: dict[str, Any]) -> EndpointSpec:
         config_hash=entry.get("config_hash"),
         code_hash=entry.get("code_hash"),
     )
+
+
+def _generated_motherships(
+    local: Mapping[str, Any], deployed: Mapping[str, DeployedEndpoint]
+) -> dict[str, Any]:
+    """A deployed generated mothership as the code makes it, for its drift: not in the code,
+    yet not orphaned. Its code is the build it reconciles: compared by config only."""
+    if not local:
+        return {}
+    out: dict[str, Any] = {}
+    for name, endpoint in deployed.items():
+        if endpoint.role != "mothership" or name in local:
+            continue
+        with contextlib.suppress(MothershipError):
+            wanted, entry = mothership_entry({"resources": local}, endpoint.code_hash or "")
+            if wanted == name:
+                out[name] = entry
+    return out
 
 
 class Engine:
@@ -334,8 +362,17 @@ class Engine:
         force: bool = False,
         confirm: Confirm | None = None,
         on_event: OnEvent | None = None,
+        mothership: bool = False,
     ) -> DeployReport:
-        """Build if stale, plan, confirm, deploy. `names`: only those endpoints (no deletes)."""
+        """Build if stale, plan, confirm, deploy. `names`: only those endpoints (no deletes).
+
+        `mothership`: deploy only the environment's mothership, which provisions the rest
+        (see `engine.mothership`), and wait until it has.
+        """
+        if mothership:
+            if names:
+                raise OpError("--mothership deploys the whole build: name no endpoint")
+            return await self._deploy_mothership(force=force, confirm=confirm, on_event=on_event)
         started = time.perf_counter()
         emit = self._emitter("deploy", on_event)
 
@@ -418,6 +455,116 @@ class Engine:
             ok=report.outcome.ok,
         )
         return report
+
+    async def _deploy_mothership(
+        self, *, force: bool, confirm: Confirm | None, on_event: OnEvent | None
+    ) -> DeployReport:
+        if not isinstance(self.provider, EnvironmentState):
+            raise OpError(
+                f"--mothership is not available on the {self.provider.name} target yet "
+                "(the local cloud has it); deploy without it"
+            )
+        started, since = time.perf_counter(), time.time()
+        emit = self._emitter("deploy", on_event)
+
+        async def scan_and_build() -> tuple[BuildRef, bool]:
+            scanned = await self._scanned(emit)
+            return await build_step(self.root, dict(scanned.manifest), emit)
+
+        build, built = await self._while_connecting(scan_and_build)
+        try:
+            name, entry = mothership_entry(build.manifest, build.build_id)
+        except MothershipError as exc:
+            raise OpError(str(exc)) from exc
+        deployed = await self._deployed()
+        there = {name: deployed[name].as_entry()} if name in deployed else {}
+        # Serving another environment, it is redeployed for this one.
+        moved = name in deployed and deployed[name].environment != (
+            self.provider.environment_name(True)
+        )
+        plan = make_plan({name: entry}, there, names=[name], force=force or moved)
+        emit("plan", _plan_summary(plan))
+        report = DeployReport(plan, built=built, build_id=build.build_id)
+        if plan.has_changes:
+            if confirm is not None:
+                emit("confirm", "waiting for confirmation")
+                if not await confirm(plan):
+                    report.cancelled = True
+                    emit("done", "cancelled; nothing was changed")
+                    report.elapsed_ms = _ms(started)
+                    return report
+            spec = _spec(name, entry).model_copy(update={"role": "mothership"})
+
+            def forward(event: ProviderEvent) -> None:
+                if event.kind == "endpoint" and event.state:
+                    emit("endpoint", event.state, name=event.name, state=event.state)
+
+            try:
+                report.outcome = await self.provider.deploy(
+                    self.app,
+                    [spec],
+                    build,
+                    force=force or moved,
+                    project_path=self.root,
+                    on_event=forward,
+                )
+            except ProviderError as exc:
+                raise OpError(str(exc)) from exc
+        if report.ok:
+            # Unchanged, it reconciled this build at its last boot: nothing to wait for.
+            report.children = await self._children_converged(
+                name, build.build_id, since if plan.has_changes else 0.0, emit
+            )
+        failed = [c for c in (report.children or {}).values() if c.status == "failed"]
+        report.elapsed_ms = _ms(started)
+        emit(
+            "done",
+            f"{plural(len(failed), 'endpoint')} failed"
+            if failed
+            else "deployed through mothership",
+            ok=report.ok and not failed,
+        )
+        return report
+
+    async def _children_converged(
+        self, mothership: str, build_id: str, since: float, emit: Callable[..., None]
+    ) -> dict[str, ChildState] | None:
+        """The children's state once the mothership has reconciled `build_id` (None when the
+        target keeps none); OpError when it has not within FLASH_MOTHERSHIP_WAIT seconds."""
+        if not isinstance(self.provider, EnvironmentState):
+            return None
+        raw = os.environ.get("FLASH_MOTHERSHIP_WAIT") or str(_MOTHERSHIP_WAIT)
+        try:
+            wait = float(raw)
+        except ValueError:
+            raise OpError(f"FLASH_MOTHERSHIP_WAIT={raw!r} is not a number of seconds") from None
+        record = (await self._deployed()).get(mothership)
+        environment = record.environment if record is not None else None
+        deadline = time.monotonic() + wait
+        seen: dict[str, str] = {}
+        while True:
+            try:
+                state = await self.provider.environment_state(self.app, environment)
+            except ProviderError as exc:
+                raise OpError(str(exc)) from exc
+            children = child_states(state)
+            for child in children.values():
+                if seen.get(child.name) != child.status:
+                    seen[child.name] = child.status
+                    emit(
+                        "endpoint",
+                        child.status,
+                        name=child.name,
+                        state=child.status,
+                    )
+            if converged(state, mothership, build_id, since):
+                return children
+            if time.monotonic() > deadline:
+                raise OpError(
+                    f"the mothership has not finished provisioning within {wait:g} s "
+                    f"(`status --env` shows where it is, `logs {mothership}` why)"
+                )
+            await asyncio.sleep(0.2)
 
     # -- undeploy -------------------------------------------------------------------------
 
@@ -521,15 +668,40 @@ class Engine:
         elif probe:
             samples = {s.endpoint: s for s in await probe_all(await self._targets(deployed))}
         drifts = compute_drift(
-            local,
+            {**_generated_motherships(local, deployed), **local},
             {n: e.as_entry() for n, e in deployed.items()},
             parse_errors=errors,
             deployed_files=await asyncio.to_thread(_built_files, self.root) if errors else None,
         )
-        return [
+        statuses = [
             endpoint_status(name, local.get(name), deployed.get(name), drift, samples.get(name))
             for name, drift in drifts.items()
         ]
+        children = await self._provisioning(deployed)
+        for status in statuses:
+            child = children.get(status.name)
+            if child is not None and status.role == "child":
+                status.provisioning, status.provisioning_error = child.status, child.error
+        return statuses
+
+    async def _provisioning(
+        self, deployed: Mapping[str, DeployedEndpoint]
+    ) -> dict[str, ChildState]:
+        """Each child's provisioning as its mothership recorded it, from the state manager of
+        every environment a mothership serves ({} in direct mode)."""
+        environments = {
+            e.environment for e in deployed.values() if e.role != "endpoint" and e.environment
+        }
+        if not environments or not isinstance(self.provider, EnvironmentState):
+            return {}
+        out: dict[str, ChildState] = {}
+        for environment in sorted(environments):
+            try:
+                state = await self.provider.environment_state(self.app, environment)
+            except ProviderError as exc:
+                raise OpError(str(exc)) from exc
+            out.update(child_states(state))
+        return out
 
     async def kept_apps(self) -> list[AppSummary]:
         """Apps of older versions keyed by this project's folder name and kept as they were.

@@ -20,7 +20,6 @@ every deploy would be worse than keeping it.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +28,7 @@ from typing import Any, Literal
 from engine.callgraph import CallGraph
 from engine.drift import Drift, FieldDiff, compute_drift
 from engine.status import RUNNING
+from runtime.confighash import code_hash
 from runtime.reconcile import reconcile
 
 __all__ = [
@@ -183,27 +183,6 @@ class Plan:
             "counts": self.counts(),
             "warnings": [w.to_dict() for w in self.warnings],
         }
-
-
-def code_hash(root: Path, entry: Mapping[str, Any]) -> str | None:
-    """SHA-256 over the source files that define a manifest resource (None if unknown)."""
-    files: set[str] = set()
-    if isinstance(entry.get("file"), str):
-        files.add(entry["file"])
-    for function in entry.get("functions") or []:
-        if isinstance(function, Mapping) and isinstance(function.get("file"), str):
-            files.add(function["file"])
-    if not files:
-        return None
-    digest = hashlib.sha256()
-    for rel in sorted(files):
-        digest.update(rel.encode() + b"\0")
-        try:
-            digest.update((root / rel).read_bytes())
-        except OSError:
-            digest.update(b"<missing>")
-        digest.update(b"\0")
-    return digest.hexdigest()
 
 
 def local_resources(manifest: Mapping[str, Any], root: Path | None = None) -> dict[str, Any]:

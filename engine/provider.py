@@ -56,6 +56,10 @@ class EndpointSpec(BaseModel):
     # Why its environment could not be made (the installer's message): the local cloud records
     # the endpoint `failed` with it instead of starting a worker.
     setup_error: str | None = None
+    # `endpoint` (deployed by the engine), `mothership` or `child` (deployed by a mothership,
+    # named in `mothership`).
+    role: str = "endpoint"
+    mothership: str | None = None
 
 
 class ProviderError(Exception):
@@ -87,6 +91,9 @@ class DeployedEndpoint:
     stale_table: tuple[str, ...] = ()
     # The interpreter its worker runs on when not the target's default (its environment's).
     python: str | None = None
+    role: str = "endpoint"
+    mothership: str | None = None
+    environment: str | None = None
 
     def as_entry(self) -> dict[str, Any]:
         """The mapping drift/reconcile compare against (`resource_type`, `config`, hashes)."""

@@ -60,6 +60,11 @@ class EndpointStatus:
     build_id: str | None = None
     started_at: float | None = None
     last_error: str | None = None
+    # `endpoint` (direct mode), `mothership` or `child`; a child's provisioning as its
+    # mothership recorded it (`provisioning`, `deployed`, `updated`, `failed`) and its error.
+    role: str = "endpoint"
+    provisioning: str | None = None
+    provisioning_error: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """The `status --json` object of this endpoint."""
@@ -83,6 +88,9 @@ class EndpointStatus:
             if self.started_at and self.status in RUNNING
             else None,
             "last_error": self.last_error,
+            "role": self.role,
+            "provisioning": self.provisioning,
+            "provisioning_error": self.provisioning_error,
         }
 
 
@@ -126,4 +134,5 @@ def endpoint_status(
         build_id=there.build_id if there else None,
         started_at=there.started_at if there else None,
         last_error=there.last_error if there else None,
+        role=there.role if there else "endpoint",
     )

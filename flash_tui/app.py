@@ -421,6 +421,11 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser.add_argument(
         "--env", metavar="NAME", help="the app's environment on RunPod (default production)"
     )
+    parser.add_argument(
+        "--mothership",
+        action="store_true",
+        help="D deploys the environment's mothership, which provisions the other endpoints",
+    )
     return parser.parse_args(list(argv))
 
 
@@ -428,7 +433,9 @@ def run(argv: Sequence[str]) -> int:
     """Open the TUI on the project given on the command line."""
     args = parse_args(argv)
     app = FlashApp(
-        Path(args.path), args.target, backend=Backend(Path(args.path), args.target, args.env)
+        Path(args.path),
+        args.target,
+        backend=Backend(Path(args.path), args.target, args.env, mothership=args.mothership),
     )
     app.run()
     if app.quit_message:

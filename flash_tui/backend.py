@@ -72,10 +72,19 @@ def request_body(text: str) -> JSONText:
 class Backend:
     """Engine access for one project and one target."""
 
-    def __init__(self, project: Path, target: str = "local", env: str | None = None) -> None:
+    def __init__(
+        self,
+        project: Path,
+        target: str = "local",
+        env: str | None = None,
+        *,
+        mothership: bool = False,
+    ) -> None:
         self.project = Path(project).expanduser().resolve()
         self.target = target
         self.env = env  # the target's environment (RunPod's `--env`); None: its default
+        # Deploy-all through the environment's mothership (engine.mothership), not directly.
+        self.mothership = mothership
         self._scanner: Scanner | None = None
         self._scanner_lock = threading.Lock()
         self._engine: Engine | None = None
@@ -90,7 +99,7 @@ class Backend:
         """The engine session (created on first use; raises BackendError when impossible)."""
         if self._engine is None:
             try:
-                env = self.env if self.target == "runpod" else None
+                env = self.env if self.target == "runpod" or self.mothership else None
                 self._engine = Engine(
                     self.project, target=self.target, env=env, scanner=self.scanner
                 )
@@ -175,8 +184,12 @@ class Backend:
     async def deploy(
         self, names: Sequence[str] | None, confirm: Confirm, on_event: Callable[[OpEvent], None]
     ) -> DeployReport:
-        """Build if stale, plan, `confirm(plan)`, deploy; returns the engine's DeployReport."""
-        return await self._op(self.engine.deploy(names, confirm=confirm, on_event=on_event))
+        """Build if stale, plan, `confirm(plan)`, deploy; returns the engine's DeployReport.
+        In mothership mode, deploying everything deploys the mothership, which provisions it."""
+        mothership = self.mothership and not names
+        return await self._op(
+            self.engine.deploy(names, confirm=confirm, on_event=on_event, mothership=mothership)
+        )
 
     def watch_deploy(self, on_reload: Callable[[Reload], Awaitable[None]]) -> WatchDeploy:
         """The watch-deploy loop of this project (`run(stop)` deploys on every save)."""

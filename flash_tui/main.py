@@ -10,13 +10,14 @@ from typing import NoReturn
 
 # Exit code for a bad command line, the same one argparse uses.
 USAGE_ERROR = 2
-TUI_USAGE = "flash-tui [PATH] [--target local|runpod] [--env NAME]"
+TUI_USAGE = "flash-tui [PATH] [--target local|runpod] [--env NAME] [--mothership]"
 USAGE = f"{TUI_USAGE}\n       flash-tui COMMAND [--json] ...\n       flash-tui --version"
 TUI_HELP = """\
 Without a COMMAND, opens the TUI on the project at PATH (default: the current directory):
   PATH                    the project directory
   --target local|runpod   where to deploy (default: local, the embedded local cloud)
   --env NAME              the app's environment on RunPod (default: production)
+  --mothership            D deploys the environment's mothership, which provisions the rest
 """
 
 

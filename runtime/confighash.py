@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Mapping
 from enum import Enum
+from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
@@ -21,6 +23,7 @@ __all__ = [
     "RUNTIME_FIELDS",
     "canonical_json",
     "canonical_model_config",
+    "code_hash",
     "describe_validation_error",
     "model_config_hash",
 ]
@@ -102,3 +105,28 @@ def model_config_hash(cls: type[BaseModel], config: dict[str, Any], *, is_cpu: b
         {"type": cls.__name__, "config": canonical_model_config(cls, config, is_cpu=is_cpu)}
     )
     return hashlib.sha256(payload.encode()).hexdigest()
+
+
+def code_hash(root: Path, entry: Mapping[str, Any]) -> str | None:
+    """SHA-256 over the source files that define a manifest resource (None if unknown).
+
+    The engine hashes the project's files, a mothership the same files in its build: one
+    function, so both see the same code change.
+    """
+    files: set[str] = set()
+    if isinstance(entry.get("file"), str):
+        files.add(entry["file"])
+    for function in entry.get("functions") or []:
+        if isinstance(function, Mapping) and isinstance(function.get("file"), str):
+            files.add(function["file"])
+    if not files:
+        return None
+    digest = hashlib.sha256()
+    for rel in sorted(files):
+        digest.update(rel.encode() + b"\0")
+        try:
+            digest.update((root / rel).read_bytes())
+        except OSError:
+            digest.update(b"<missing>")
+        digest.update(b"\0")
+    return digest.hexdigest()

@@ -9,7 +9,8 @@ Two sources, given to a worker by whoever started it:
   has no other place to read it from), a file (`FLASH_ENDPOINTS_FILE`, re-read when it
   changes) or a URL (`FLASH_ENDPOINTS_URL`, fetched with `Authorization: Bearer
   $FLASH_ENDPOINTS_TOKEN` when that is set, cached for `FLASH_ENDPOINTS_TTL` seconds, default
-  300); the URL wins over the file, the file over the variable. All are JSON, either
+  300; tried 3 times with backoff, the last table kept while it cannot be had); the URL wins
+  over the file, the file over the variable. All are JSON, either
   `{"endpoints": {"<resource>": {"url": "http://127.0.0.1:P", "key": "<key>"}}}` or a manifest
   whose resources carry `endpoint_url` (and optionally `endpoint_key`), as a mothership's
   persisted manifest does, or a RunPod environment's persisted manifest (`resources_endpoints
@@ -48,6 +49,9 @@ __all__ = [
 
 DEFAULT_TTL = 300.0
 _MIN_REFRESH_INTERVAL = 0.5  # refresh-on-miss at most this often (no hammering on typos)
+# A table URL (a mothership's /manifest) is tried this often, waiting 0.2 s, then 0.4 s.
+_URL_ATTEMPTS = 3
+_URL_BACKOFF = 0.2
 
 _LB_TYPES = frozenset(
     {
@@ -275,15 +279,9 @@ class ServiceRegistry:
     async def _reload(self) -> None:
         table: dict[str, EndpointInfo] = {}
         if self.endpoints_url:
-            headers = {"Authorization": f"Bearer {self._token}"} if self._token else {}
-            try:
-                async with httpx.AsyncClient(timeout=10.0) as client:
-                    response = await client.get(self.endpoints_url, headers=headers)
-                    response.raise_for_status()
-                    table.update(parse_endpoints(response.json()))
-            except (httpx.HTTPError, ValueError):
-                # Keep serving from what we had: a flaky registry must not fail every call.
-                table.update(self._table)
+            fetched = await self._fetch_url(self.endpoints_url)
+            # Keep serving from what we had: a flaky registry must not fail every call.
+            table.update(fetched if fetched is not None else self._table)
         if self.endpoints_file is not None:
             try:
                 st = self.endpoints_file.stat()
@@ -298,6 +296,22 @@ class ServiceRegistry:
         self._table = table
         self._loaded_at = time.monotonic()
         self._last_refresh = self._loaded_at
+
+    async def _fetch_url(self, url: str) -> dict[str, EndpointInfo] | None:
+        """The table at `url` (a mothership's `/manifest`), tried `_URL_ATTEMPTS` times with
+        backoff; None when it could not be had."""
+        headers = {"Authorization": f"Bearer {self._token}"} if self._token else {}
+        async with httpx.AsyncClient(timeout=10.0, trust_env=False) as client:
+            for attempt in range(_URL_ATTEMPTS):
+                if attempt:
+                    await asyncio.sleep(_URL_BACKOFF * 2 ** (attempt - 1))
+                try:
+                    response = await client.get(url, headers=headers)
+                    response.raise_for_status()
+                    return parse_endpoints(response.json())
+                except (httpx.HTTPError, ValueError):
+                    continue
+        return None
 
     async def endpoint(self, resource_name: str, *, refresh: bool = False) -> EndpointInfo:
         """URL and key of `resource_name`; raises EndpointNotFoundError when unknown."""

@@ -25,6 +25,12 @@
   the program's own included, is stamped with the time it was written (`runtime.logline`).
 - SIGTERM/SIGINT: stop accepting, let in-flight requests and jobs finish, bounded; a watchdog
   ends the process after `FLASH_SHUTDOWN_TIMEOUT` seconds (default 4) whatever happens.
+- With `FLASH_IS_MOTHERSHIP=true` the worker is its environment's mothership
+  (`runtime.mothership`): it provisions the other resources of its build through the control
+  plane described by `FLASH_STATE_URL`, `FLASH_STATE_TOKEN` (scoped to one app and environment),
+  `FLASH_APP_NAME`, `FLASH_ENV` and `FLASH_BUILD_ID`, and serves `GET /manifest`
+  (`FLASH_MANIFEST_TTL`, default 300 s). NAME need not be in the manifest then: a generated
+  mothership serves `/ping` and `/manifest` only.
 - Exit status: 0 after a shutdown, 1 when the build/manifest/resource/port/handler is bad,
   2 when no key is set and `--insecure` was not given.
 
@@ -209,7 +215,10 @@ def main(argv: list[str] | None = None) -> int:
         err_line(str(exc))
         return 1
     resource = manifest["resources"].get(args.resource)
-    if not isinstance(resource, dict):
+    # A mothership generated for a project that has none runs no user code: its resource is
+    # not in the manifest.
+    mothership = os.environ.get("FLASH_IS_MOTHERSHIP", "").strip().lower() == "true"
+    if not isinstance(resource, dict) and not mothership:
         known = ", ".join(sorted(manifest["resources"])) or "none"
         err_line(f"error: resource {args.resource!r} is not in the manifest (known: {known})")
         return 1
@@ -243,15 +252,25 @@ def main(argv: list[str] | None = None) -> int:
         if server is not None:
             server.should_exit = True
 
-    worker = WorkerApp(
-        build_dir,
-        args.resource,
-        resource,
-        concurrency=concurrency,
-        on_fatal=fatal,
-        isolation=isolation,
+    worker = (
+        WorkerApp(
+            build_dir,
+            args.resource,
+            resource,
+            concurrency=concurrency,
+            on_fatal=fatal,
+            isolation=isolation,
+        )
+        if isinstance(resource, dict)
+        else None
     )
     app: Any = worker
+    if mothership:
+        try:
+            app = _mothership_app(build_dir, args.resource, manifest, worker)
+        except ValueError as exc:
+            err_line(f"error: cannot start mothership {args.resource!r}: {exc}")
+            return 1
     if key is not None:
         app = BearerAuthMiddleware(app, key)
     # DNS rebinding: only loopback names (and the address bound, when it is another one);
@@ -285,7 +304,23 @@ def main(argv: list[str] | None = None) -> int:
         loop.run_until_complete(server.serve(sockets=[sock]))
     except KeyboardInterrupt:
         pass
-    return worker.exit_code
+    return worker.exit_code if worker is not None else 0
+
+
+def _mothership_app(
+    build_dir: Path, name: str, manifest: dict[str, Any], worker: WorkerApp | None
+) -> Any:
+    """The mothership around the endpoint's own app (None: a generated mothership)."""
+    # Imported here: no other worker pays for the provisioner's imports at start.
+    from runtime.control_plane import LocalControlPlane
+    from runtime.mothership import DEFAULT_MANIFEST_TTL, Mothership, MothershipApp
+
+    build_id = os.environ.get("FLASH_BUILD_ID", "").strip()
+    plane = LocalControlPlane.from_env(os.environ, build_id)
+    ttl = env_number("FLASH_MANIFEST_TTL", DEFAULT_MANIFEST_TTL)
+    ship = Mothership(name, build_dir, manifest, plane, build_id=build_id, ttl=ttl, log=out_line)
+    out_line(f"mothership of environment {plane.environment}: {len(ship.children)} children")
+    return MothershipApp(ship, worker)
 
 
 def run(argv: list[str] | None = None) -> NoReturn:

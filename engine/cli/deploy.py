@@ -1,7 +1,10 @@
-"""`flash-tui deploy [NAME...] [--yes] [--force] [--json] [--project PATH]`.
+"""`flash-tui deploy [NAME...] [--yes] [--force] [--mothership] [--env NAME] [--json]
+[--project PATH]`.
 
 Builds first when the build is stale, prints the plan, asks before changing anything (unless
 `--yes`; without a terminal to ask it refuses), deploys, and exits 1 if any endpoint failed.
+With `--mothership`, only the environment's mothership is deployed; it provisions the others,
+and deploy waits until it has.
 """
 
 from __future__ import annotations
@@ -32,6 +35,12 @@ def register(subparsers: Any) -> None:
         run=run,
     )
     parser.add_argument("--force", action="store_true", help="also redeploy unchanged endpoints")
+    parser.add_argument(
+        "--mothership",
+        action="store_true",
+        help="deploy only the environment's mothership, which provisions the other endpoints "
+        "itself (--env NAME, default production)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -41,12 +50,16 @@ def run(args: argparse.Namespace) -> int:
         args, console, title="Deploy plan", question="Deploy these changes?", verb="deploy"
     )
 
+    if args.mothership:
+        args.local_env = True  # the environment the mothership provisions
+
     async def work(engine: Engine) -> int:
         report = await engine.deploy(
             args.names or None,
             force=args.force,
             confirm=confirm,
             on_event=progress_printer(console, args.json),
+            mothership=args.mothership,
         )
 
         def up_to_date() -> None:

@@ -100,8 +100,11 @@ def run_engine(args: argparse.Namespace, work: Callable[[Engine], Awaitable[int]
     async def main() -> int:
         target = getattr(args, "target_name", "local")
         env = getattr(args, "env", None)
-        if env is not None and target != "runpod":
-            raise OpError(f"--env is for --target runpod (the {target} target has none)")
+        if env is not None and target != "runpod" and not getattr(args, "local_env", False):
+            raise OpError(
+                f"--env is for --target runpod (the {target} target has environments only in "
+                "mothership mode: `deploy --mothership`, `status` and `undeploy`)"
+            )
         async with Engine(Path(args.project), target=target, env=env) as engine:
             return await work(engine)
 

@@ -23,7 +23,7 @@ from rich.table import Table
 
 from engine.cli.plan import add_project_option, json_out, run_engine
 from engine.operations import Engine
-from engine.status import Status
+from engine.status import EndpointStatus, Status
 from engine.styles import DRIFT_STYLES, STATUS_STYLES, style_of
 
 
@@ -37,7 +37,8 @@ def register(subparsers: Any) -> None:
     )
     parser.add_argument("--no-probe", action="store_true", help="skip the live health probe")
     add_project_option(parser)
-    parser.set_defaults(func=run)
+    # On the local cloud `--env` names the environment whose provisioning state is shown.
+    parser.set_defaults(func=run, local_env=True)
 
 
 def short_type(resource_type: str | None) -> str:
@@ -47,6 +48,14 @@ def short_type(resource_type: str | None) -> str:
     kind = "LB" if "LoadBalancer" in resource_type else "QB"
     hardware = "CPU" if resource_type.startswith("Cpu") else "GPU"
     return f"{kind} {hardware}" + (" live" if "Live" in resource_type else "")
+
+
+def _role(status: EndpointStatus) -> str:
+    """`mothership`, or `child` with its provisioning state (`child: deployed`)."""
+    if status.role == "child" and status.provisioning:
+        style = "red" if status.provisioning == "failed" else "dim"
+        return f"child: [{style}]{escape(status.provisioning)}[/]"
+    return status.role
 
 
 def run(args: argparse.Namespace) -> int:
@@ -77,9 +86,13 @@ def run(args: argparse.Namespace) -> int:
             pad_edge=False,
             collapse_padding=True,
         )
+        # The role column only when a mothership is involved: direct mode has one role.
+        roles = any(s.role != "endpoint" for s in statuses)
         for column in ("endpoint", "type", "status", "drift", "health", "url", "pid"):
             table.add_column(column, no_wrap=True)
         table.add_column("restarts", justify="right")
+        if roles:
+            table.add_column("role", no_wrap=True)
         for s in statuses:
             health = "—"
             if s.health is not None:
@@ -97,6 +110,7 @@ def run(args: argparse.Namespace) -> int:
                 escape((s.url or "—").removeprefix("http://")),
                 str(s.pid or "—"),
                 str(s.restarts),
+                *([_role(s)] if roles else []),
             )
         console.print(table)
         for s in statuses:
@@ -116,6 +130,9 @@ def run(args: argparse.Namespace) -> int:
                     f"  [dim]{escape(s.name)}: not statically resolvable: "
                     f"{escape(', '.join(s.unresolved))}[/]"
                 )
+            if s.provisioning_error:
+                console.print(f"  [red]{escape(s.name)} provisioning failed[/]:")
+                console.print(escape(s.provisioning_error), markup=False)
             if s.status == Status.FAILED and s.last_error:
                 console.print(f"  [red]{escape(s.name)} failed[/]; last output:")
                 console.print(escape(s.last_error), markup=False)

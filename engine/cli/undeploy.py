@@ -31,6 +31,9 @@ def register(subparsers: Any) -> None:
         run=run,
     )
     parser.add_argument("--all", action="store_true", help="remove every endpoint of the project")
+    # On the local cloud `--env` names a mothership's environment; `--all` removes it and
+    # every child it provisioned.
+    parser.set_defaults(local_env=True)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -92,7 +92,9 @@ def _serve(home: Home, port_wanted: int, header_timeout: float) -> int:
         if server is not None:
             server.should_exit = True
 
-    app = create_app(home, token, on_shutdown_request=request_exit)
+    app = create_app(
+        home, token, on_shutdown_request=request_exit, service_url=f"http://{host}:{port}"
+    )
     config = uvicorn.Config(
         app,
         lifespan="on",

@@ -15,6 +15,7 @@ from engine.home import Home
 from engine.localcloud.client import CloudClient
 from engine.localcloud.discovery import CloudError, CloudInfo, ensure_cloud, read_state
 from engine.localcloud.isolation import describe_isolation
+from engine.localcloud.roles import DEFAULT_ENVIRONMENT
 from engine.localcloud.wire import (
     AppRecord,
     BuildSpec,
@@ -62,6 +63,9 @@ def _deployed(record: EndpointRecord) -> DeployedEndpoint:
         started_at=record.started_at,
         last_error=record.last_error,
         python=record.python,
+        role=record.role,
+        mothership=record.mothership,
+        environment=record.environment,
     )
 
 
@@ -118,9 +122,14 @@ class LocalCloudProvider:
 
     name = "local"
 
-    def __init__(self, home: Home | None = None, *, start: bool = True) -> None:
+    def __init__(
+        self, home: Home | None = None, *, start: bool = True, env: str | None = None
+    ) -> None:
         self.home = home or Home()
         self.start = start
+        # The state manager's environment a deploy records (`--env`); without one, `local` in
+        # direct mode and `production` for a mothership (see `environment_name`).
+        self.env = env
         self.info: CloudInfo | None = None
         self._client: CloudClient | None = None
         self._retired: list[CloudClient] = []
@@ -249,6 +258,7 @@ class LocalCloudProvider:
             endpoints=list(specs),
             remove=list(remove),
             force=force,
+            environment=self.environment_name(any(s.role == "mothership" for s in specs)),
         )
         await self._ensure()
         return _outcome(await self._run_stream(lambda c: c.deploy(app, request), on_event))
@@ -259,6 +269,25 @@ class LocalCloudProvider:
         """Stop and remove endpoints."""
         selected = None if names is None else list(names)
         return _outcome(await self._run_stream(lambda c: c.undeploy(app, selected), on_event))
+
+    def environment_name(self, mothership: bool) -> str:
+        """The environment a deploy records: `--env`, else `production` for a mothership and
+        `local` in direct mode."""
+        return self.env or (DEFAULT_ENVIRONMENT if mothership else "local")
+
+    async def environment_state(
+        self, app: str, environment: str | None
+    ) -> dict[str, dict[str, Any]]:
+        """The persisted manifest's resources of `environment` (None: this provider's own);
+        {} when nothing was persisted."""
+        name = environment or self.environment_name(True)
+        try:
+            manifest = await self._call(lambda c: c.get_manifest(app, name))
+        except ProviderError as exc:
+            if "(HTTP 404)" in str(exc):
+                return {}
+            raise
+        return {name: dict(entry) for name, entry in manifest.resources.items()}
 
     async def target(self, app: str, name: str) -> EndpointTarget:
         """URL and key of a deployed endpoint."""

@@ -20,6 +20,10 @@ Routes (all JSON; `Authorization: Bearer <token>` required on every one, `/v1/he
     PATCH  /v1/apps/{app}/environments/{env}/manifest/resources/{name} shallow-merge one entry
     DELETE /v1/apps/{app}/environments/{env}/manifest/resources/{name} drop one entry
 
+A mothership's scoped credential (`scopes`) reaches its own app's endpoint, deploy, undeploy
+and environment-manifest routes only; its deploys create or update children from a build the
+app already has, its undeploys remove named children.
+
 Deploys and undeploys run as tasks detached from the request: a client that disconnects (or is
 SIGKILLed) mid-deploy does not interrupt it; the stream merely stops being read.
 
@@ -43,7 +47,8 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, ValidationError
 
 from engine.home import Home
-from engine.localcloud import logfiles
+from engine.localcloud import logfiles, roles
+from engine.localcloud.scopes import SCOPE_KEY, ScopedAuth
 from engine.localcloud.settings import SupervisorSettings
 from engine.localcloud.store import Store
 from engine.localcloud.supervisor import Supervisor
@@ -51,6 +56,7 @@ from engine.localcloud.wire import (
     Ack,
     AppList,
     BuildList,
+    BuildSpec,
     DeployEvent,
     DeployRequest,
     EndpointKey,
@@ -148,6 +154,7 @@ def create_app(
     *,
     settings: SupervisorSettings | None = None,
     on_shutdown_request: Callable[[], None] | None = None,
+    service_url: str | None = None,
 ) -> Any:
     """The ASGI app of the local cloud for `home` (token middleware included)."""
     state: dict[str, Any] = {"stop_workers": False, "started_at": time.time()}
@@ -156,6 +163,7 @@ def create_app(
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         store = Store(home.db_path)
         supervisor = Supervisor(home, store, settings or SupervisorSettings.from_env())
+        supervisor.service_url = service_url
         state["store"], state["supervisor"] = store, supervisor
         await supervisor.start()
         store.add_event("service_started", f"local cloud started, pid {os.getpid()}")
@@ -243,8 +251,13 @@ def create_app(
         deploy_request = await _body(request, DeployRequest, "deploy request")
         for spec in deploy_request.endpoints:
             _check_name("endpoint", spec.name)
+            if spec.role not in roles.ROLES:
+                raise HTTPException(422, f"bad deploy request: unknown role {spec.role!r}")
         for name in deploy_request.remove:
             _check_name("endpoint", name)
+        granted = request.scope.get(SCOPE_KEY)
+        if granted is not None:
+            deploy_request = _scoped_deploy(app, granted[1], deploy_request)
         return _ndjson(sup(), lambda emit: sup().deploy(app, deploy_request, emit))
 
     @api.post("/v1/apps/{app}/undeploy")
@@ -254,7 +267,33 @@ def create_app(
         names = (await _body(request, UndeployRequest, "undeploy request")).names
         if names is not None:
             names = [_check_name("endpoint", n) for n in names]
+        if request.scope.get(SCOPE_KEY) is not None:
+            _scoped_undeploy(app, names)
         return _ndjson(sup(), lambda emit: sup().undeploy(app, names, emit))
+
+    def _scoped_deploy(app: str, environment: str, body: DeployRequest) -> DeployRequest:
+        """A mothership's deploy: children of its environment, from a build the app has."""
+        build_id = body.build.build_id or ""
+        if not any(b["build_id"] == build_id for b in store().list_builds(app)):
+            raise HTTPException(403, f"build {build_id[:12]!r} is not a build of app {app!r}")
+        for spec in body.endpoints:
+            record = store().get_endpoint(app, spec.name)
+            if spec.role != roles.CHILD or (record and record.get("role") == roles.MOTHERSHIP):
+                raise HTTPException(403, f"a scoped credential deploys children only: {spec.name}")
+        if body.remove:
+            raise HTTPException(403, "a scoped credential removes through undeploy")
+        # Paths come from the service's own records, never from a worker.
+        return body.model_copy(
+            update={"build": BuildSpec(build_id=build_id), "environment": environment}
+        )
+
+    def _scoped_undeploy(app: str, names: list[str] | None) -> None:
+        if names is None:
+            raise HTTPException(403, "a scoped credential undeploys named children only")
+        for name in names:
+            record = store().get_endpoint(app, name)
+            if record is not None and record.get("role") != roles.CHILD:
+                raise HTTPException(403, f"a scoped credential undeploys children only: {name}")
 
     def _keys(app: str) -> list[str]:
         return list(store().app_keys(app).values())
@@ -379,4 +418,5 @@ def create_app(
     # Every route, /v1/health included, needs the token; it is never echoed or logged. The
     # Host check comes first: a DNS-rebinding page gets nothing, not even a 401.
     authed = BearerAuthMiddleware(api, token, public_paths=(), unauthorized=_UNAUTHORIZED)
-    return LoopbackHostMiddleware(authed, refused=_BAD_HOST)
+    # A mothership's credential reaches its own app's routes only (see `scopes`).
+    return LoopbackHostMiddleware(ScopedAuth(api, authed, token), refused=_BAD_HOST)

@@ -57,6 +57,12 @@ def _add_column(conn: sqlite3.Connection, table: str, column: str, kind: str) ->
         conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
 
 
+def _add_columns(conn: sqlite3.Connection, table: str, columns: dict[str, str]) -> None:
+    """`_add_column` for each name → kind of `columns`."""
+    for column, kind in columns.items():
+        _add_column(conn, table, column, kind)
+
+
 # Each entry migrates from version i to i+1: SQL, or a function run in the same transaction.
 # Never edit a released entry: append a new one.
 MIGRATIONS: tuple[Migration, ...] = (
@@ -127,6 +133,12 @@ MIGRATIONS: tuple[Migration, ...] = (
     rekey_legacy_apps,
     # the interpreter of the endpoint's own environment (NULL: the service's own)
     lambda conn: _add_column(conn, "endpoints", "python", "TEXT"),
+    # the mothership: who provisioned an endpoint, for which environment
+    lambda conn: _add_columns(
+        conn,
+        "endpoints",
+        {"role": "TEXT NOT NULL DEFAULT 'endpoint'", "mothership": "TEXT", "environment": "TEXT"},
+    ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -152,6 +164,9 @@ ENDPOINT_COLUMNS: tuple[str, ...] = (
     "updated_at",
     "started_at",
     "python",
+    "role",
+    "mothership",
+    "environment",
 )
 _JSON_COLUMNS = {"config", "crash_times"}
 _TEXT_COLUMNS = {"last_error"}

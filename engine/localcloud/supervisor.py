@@ -34,9 +34,10 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import psutil
 
 from engine.home import Home, write_private
-from engine.localcloud import buildcopies, logfiles
+from engine.localcloud import buildcopies, logfiles, roles
 from engine.localcloud.crashes import CrashHandler, Restarts
 from engine.localcloud.isolation import probe_isolation
 from engine.localcloud.ports import pick_port, port_is_free
@@ -71,6 +72,8 @@ class Supervisor:
         self.store = store
         self.settings = settings or SupervisorSettings()
         self.workers: dict[tuple[str, str], Worker] = {}
+        # Where the service answers: a mothership's worker is told it (set by the service).
+        self.service_url: str | None = None
         self._locks: dict[str, asyncio.Lock] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._monitor: asyncio.Task[None] | None = None
@@ -152,7 +155,10 @@ class Supervisor:
                     app=worker.app,
                     endpoint=worker.name,
                 )
-                self.spawn_task(self._confirm_ready(worker))
+                if self._moved_since(record, process):
+                    self.spawn_task(self._reboot(worker, "the local cloud's address changed"))
+                else:
+                    self.spawn_task(self._confirm_ready(worker))
                 continue
             if record.get("pid"):
                 self.store.add_event(
@@ -176,6 +182,24 @@ class Supervisor:
             )
         for record in to_start:
             self.spawn_task(self._start_recorded(record["app"], record["name"], "recovered"))
+
+    def _moved_since(self, record: dict[str, Any], process: psutil.Process) -> bool:
+        """Whether a mothership was told another address of the service than its own now (it
+        reaches the state manager there: a restarted service may listen elsewhere)."""
+        if record.get("role") != roles.MOTHERSHIP or not self.service_url:
+            return False
+        try:
+            told = process.environ().get("FLASH_STATE_URL")
+        except psutil.Error:
+            return False
+        return told != self.service_url
+
+    async def _reboot(self, worker: Worker, reason: str) -> None:
+        """Restart an adopted worker with a fresh environment."""
+        async with self.app_lock(worker.app):
+            await self._stop_worker(worker)
+        self.store.add_event("rebooting", reason, app=worker.app, endpoint=worker.name)
+        await self._start_recorded(worker.app, worker.name, reason)
 
     async def _confirm_ready(self, worker: Worker) -> None:
         ok, _ = await self._processes.wait_ready(
@@ -239,7 +263,9 @@ class Supervisor:
             self.store.set_endpoint_key(app, name, key)
         # In a thread: a start waits on processes (the fork server, the log writer), and the
         # endpoints of one deploy start side by side instead of one after another.
-        worker = await asyncio.to_thread(self._processes.spawn, record, port, key)
+        worker = await asyncio.to_thread(
+            self._processes.spawn, record, port, key, self._role_env(record)
+        )
         url = f"http://127.0.0.1:{port}"
         # Watched from now on, even if recording its pid fails (a full disk): a retry then
         # finds it running instead of starting a second one.
@@ -254,6 +280,27 @@ class Supervisor:
             started_at=time.time(),
         )
         return worker
+
+    def _role_env(self, record: dict[str, Any]) -> dict[str, str]:
+        """The variables of the endpoint's role (mothership, child): see `roles`."""
+        if (record.get("role") or roles.ENDPOINT) == roles.ENDPOINT:
+            return {}
+        mothership = None
+        if record.get("mothership"):
+            mothership = self.store.get_endpoint(record["app"], record["mothership"])
+        try:
+            master = self.home.token_file.read_text().strip()
+        except OSError:
+            master = ""
+        return roles.worker_env(
+            record,
+            service_url=self.service_url,
+            master_token=master,
+            mothership=mothership,
+            mothership_key=self.store.endpoint_key(record["app"], record["mothership"])
+            if mothership is not None
+            else None,
+        )
 
     def _client(self) -> httpx.AsyncClient:
         """The HTTP client that polls the workers' `/ping` (made by `start`)."""
@@ -308,7 +355,9 @@ class Supervisor:
 
     # -- deploy / undeploy ----------------------------------------------------------------
 
-    def _unchanged(self, spec: EndpointSpec, record: dict[str, Any] | None, build_id: str) -> bool:
+    def _unchanged(
+        self, spec: EndpointSpec, record: dict[str, Any] | None, build_id: str, environment: str
+    ) -> bool:
         if record is None or record["status"] == "failed":
             return False
         worker = self.workers.get((record["app"], spec.name))
@@ -319,6 +368,11 @@ class Supervisor:
         if spec.resource_type != record.get("resource_type"):
             return False
         if spec.python != record.get("python") or spec.setup_error:
+            return False
+        if spec.role != (record.get("role") or roles.ENDPOINT):
+            return False
+        # A mothership and its children serve one environment: another one is a redeploy.
+        if spec.role != roles.ENDPOINT and record.get("environment") != environment:
             return False
         if spec.code_hash is not None:
             return spec.code_hash == record.get("code_hash")
@@ -341,12 +395,22 @@ class Supervisor:
             todo: list[tuple[EndpointSpec, str, dict[str, Any] | None]] = []
             build_path: Path | None = None
             for spec in request.endpoints:
+                orphan = self._orphan_child(app, spec)
+                if orphan:
+                    results.append(
+                        {"name": spec.name, "action": "create", "ok": False, "error": orphan}
+                    )
+                    emit(DeployEvent(type="endpoint", name=spec.name, state="error", error=orphan))
+                    continue
                 record = self.store.get_endpoint(app, spec.name)
                 if not request.force and self._unchanged(
-                    spec, record, request.build.build_id or ""
+                    spec, record, request.build.build_id or "", request.environment
                 ):
-                    results.append({"name": spec.name, "action": "unchanged", "ok": True})
-                    emit(DeployEvent(type="endpoint", name=spec.name, action="unchanged"))
+                    url = record.get("url") if record else None
+                    results.append(
+                        {"name": spec.name, "action": "unchanged", "ok": True, "url": url}
+                    )
+                    emit(DeployEvent(type="endpoint", name=spec.name, action="unchanged", url=url))
                     continue
                 todo.append((spec, "update" if record else "create", record))
             if todo:
@@ -383,6 +447,9 @@ class Supervisor:
                         restarts=0,
                         crash_times=[],
                         last_error=None,
+                        role=spec.role,
+                        mothership=spec.mothership,
+                        environment=request.environment,
                     )
                     if self.store.endpoint_key(app, spec.name) is None:
                         self.store.set_endpoint_key(app, spec.name, secrets.token_urlsafe(32))
@@ -391,7 +458,9 @@ class Supervisor:
                     *(self._deploy_one(app, s, action, timeout, emit) for s, action, _ in todo)
                 )
                 results.extend(outcomes)
-            self._persist_manifest(app, request)
+            # In mothership mode the mothership writes the environment's state itself.
+            if all(spec.role == roles.ENDPOINT for spec in request.endpoints):
+                self._persist_manifest(app, request)
             buildcopies.prune_copies(self.store, app)
         ok = all(r.get("ok") for r in results)
         summary = {
@@ -403,6 +472,19 @@ class Supervisor:
         }
         emit(DeployEvent(type="result", **summary))
         return summary
+
+    def _orphan_child(self, app: str, spec: EndpointSpec) -> str | None:
+        """Why a mothership's child cannot be deployed (its mothership is gone), or None.
+
+        An undeploy that removed the mothership while its provisioning waited for the app's
+        lock must not be followed by children nobody manages.
+        """
+        if spec.role != roles.CHILD:
+            return None
+        mothership = self.store.get_endpoint(app, spec.mothership or "")
+        if mothership is None or mothership.get("role") != roles.MOTHERSHIP:
+            return f"mothership {spec.mothership!r} is not deployed"
+        return None
 
     async def _deploy_one(
         self, app: str, spec: EndpointSpec, action: str, timeout: float, emit: Emit

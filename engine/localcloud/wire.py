@@ -151,6 +151,9 @@ class EndpointRecord(BaseModel):
     updated_at: float | None = None
     started_at: float | None = None
     python: str | None = None
+    role: str = "endpoint"
+    mothership: str | None = None
+    environment: str | None = None
 
 
 class EndpointList(BaseModel):

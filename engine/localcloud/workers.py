@@ -52,6 +52,7 @@ _WORKER_SETTINGS = frozenset(
         "FLASH_CALL_TIMEOUT",
         "FLASH_HEADER_TIMEOUT",
         "FLASH_ENDPOINTS_TTL",
+        "FLASH_MANIFEST_TTL",
         "FLASH_IS_LIVE_PROVISIONING",
         "FLASH_SHUTDOWN_TIMEOUT",
         "FLASH_EXECUTION_TIMEOUT",
@@ -159,8 +160,15 @@ class WorkerProcesses:
         # What every worker inherits; per-worker variables come with each start.
         return _worker_environ(os.environ, self.home.root, [self._token()])
 
-    def spawn(self, record: Mapping[str, Any], port: int, key: str) -> Worker:
-        """Start the worker of the endpoint `record` on `port` with its `key`."""
+    def spawn(
+        self,
+        record: Mapping[str, Any],
+        port: int,
+        key: str,
+        extra_env: Mapping[str, str] | None = None,
+    ) -> Worker:
+        """Start the worker of the endpoint `record` on `port` with its `key` (and its role's
+        variables, `extra_env`: see `roles`)."""
         app, name = record["app"], record["name"]
         build_path = record["build_path"]
         env = _worker_environ(os.environ, self.home.root, [self._token()])
@@ -197,6 +205,7 @@ class WorkerProcesses:
                 logline.STAMP_ENV: "1",
             }
         )
+        env.update(extra_env or {})
         log = self.log_path(app, name)
         with contextlib.suppress(OSError):  # a full disk must not keep the worker down
             logfiles.append_marker(

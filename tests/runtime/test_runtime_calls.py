@@ -261,6 +261,33 @@ async def test_endpoints_url_with_ttl_cache_and_refresh_on_miss() -> None:
         assert state["hits"] == 2 and state["auth"][0] == b"Bearer tok"
 
 
+async def test_endpoints_url_retries_with_backoff_and_keeps_stale_entries() -> None:
+    """A mothership's /manifest failing twice is retried; one that cannot be had leaves the
+    table it served last in use (a brief outage does not fail every call)."""
+    state: dict[str, Any] = {"hits": 0, "fail": 2, "down": False}
+
+    async def app(scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        state["hits"] += 1
+        if state["down"] or state["fail"] > 0:
+            state["fail"] -= 1
+            await send({"type": "http.response.start", "status": 503, "headers": []})
+            await send({"type": "http.response.body", "body": b"{}"})
+            return
+        body = json.dumps({"resources": {"a": {"endpoint_url": "http://h:1"}}}).encode()
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": body})
+
+    with serve_asgi(app, lifespan="off") as url:
+        reg = ServiceRegistry({}, endpoints_url=url, ttl=0)
+        assert (await reg.endpoint("a")).url == "http://h:1"
+        assert state["hits"] == 3  # two failures, then the table
+        state["down"], state["hits"] = True, 0
+        assert (await reg.endpoint("a")).url == "http://h:1"  # stale, kept
+        assert state["hits"] == 3
+
+
 async def test_unreachable_endpoint_then_moved(servers, tmp_path: Path) -> None:
     import socket
 

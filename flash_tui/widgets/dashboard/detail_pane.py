@@ -110,6 +110,7 @@ def endpoint_detail(
         if status.url:
             line.append(f"   {status.url}", style="underline")
         parts.append(line)
+        parts.extend(_role_lines(status))
         reason = status.drift_reason
         if drift == "unparsable" and reason:
             # Not gone: its code still exists, in a file that does not parse. Say where.
@@ -143,6 +144,8 @@ def endpoint_detail(
             parts.append(Text("functions", style="bold underline"))
             for fn in resource["functions"]:
                 parts.append(Text(f"ƒ {fn.get('name')}  {fn.get('module', '')}", style=""))
+    elif status is not None and status.role == "mothership":
+        parts.append(Text("The environment's mothership: it provisions the other endpoints."))
     elif status is not None and drift == "orphaned":
         parts.append(Text("Deployed, but no longer in the code (orphaned).", style="magenta"))
     if calls is not None:
@@ -151,6 +154,22 @@ def endpoint_detail(
         parts.append(Text("recent events", style="bold underline"))
         parts.extend(Text(event, style="dim") for event in events[-5:])
     return Group(*parts)
+
+
+def _role_lines(status: EndpointStatus) -> list[Text]:
+    """`role: child · provisioning: deployed` (and its error) when a mothership is involved;
+    nothing in direct mode."""
+    if status.role == "endpoint":
+        return []
+    line = Text(f"role: {status.role}")
+    if status.provisioning:
+        line.append(" · provisioning: ")
+        failed = status.provisioning == "failed"
+        line.append(status.provisioning, style="bold red" if failed else "green")
+    lines = [line]
+    if status.provisioning_error:
+        lines.append(Text(status.provisioning_error, style="red"))
+    return lines
 
 
 def _call_lines(name: str, calls: CallGraph) -> list[Text]:

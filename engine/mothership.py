@@ -1,0 +1,135 @@
+"""Deploying through a mothership: which endpoint it is, and following its provisioning.
+
+In mothership mode (`deploy --mothership`) the engine ships the build to the environment and
+starts one endpoint, the mothership; the mothership provisions the others itself
+(`runtime.mothership`) and records each one's progress in the environment's persisted manifest,
+which the engine reads back here for `deploy` (to wait for convergence) and `status`.
+
+The mothership is the build's load-balanced resource flagged `mothership: true`; a project
+without one gets a generated one, `mothership`, which runs no user code (it serves `/ping` and
+`/manifest`). Its `code_hash` is the build id: every new build reboots it, and at boot it
+reconciles that build.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol, runtime_checkable
+
+__all__ = [
+    "GENERATED_NAME",
+    "GENERATED_TYPE",
+    "ChildState",
+    "EnvironmentState",
+    "MothershipError",
+    "child_states",
+    "converged",
+    "mothership_entry",
+]
+
+GENERATED_NAME = "mothership"
+GENERATED_TYPE = "CpuLoadBalancerSlsResource"
+_LB_TYPES = frozenset(
+    {
+        "LoadBalancerSlsResource",
+        "LiveLoadBalancer",
+        "CpuLoadBalancerSlsResource",
+        "CpuLiveLoadBalancer",
+    }
+)
+
+
+class MothershipError(ValueError):
+    """The build cannot be deployed through a mothership (the message says why)."""
+
+
+@runtime_checkable
+class EnvironmentState(Protocol):
+    """A provider that can read its environment's persisted manifest (the state manager)."""
+
+    def environment_name(self, mothership: bool) -> str:
+        """The environment a deploy records (a mothership's, or direct mode's)."""
+        ...
+
+    async def environment_state(
+        self, app: str, environment: str | None
+    ) -> dict[str, dict[str, Any]]:
+        """The persisted manifest's resources of `environment` (None: the provider's own);
+        {} when nothing was persisted."""
+        ...
+
+
+@dataclass(frozen=True)
+class ChildState:
+    """One resource's provisioning as its mothership recorded it."""
+
+    name: str
+    status: str
+    error: str | None = None
+    endpoint_url: str | None = None
+
+
+def mothership_entry(manifest: Mapping[str, Any], build_id: str) -> tuple[str, dict[str, Any]]:
+    """The mothership's name and manifest-style entry for a build; MothershipError names the
+    resource when the build's flags do not make one."""
+    resources = manifest.get("resources") or {}
+    flagged = sorted(
+        n for n, e in resources.items() if isinstance(e, Mapping) and e.get("mothership")
+    )
+    if len(flagged) > 1:
+        raise MothershipError(f"more than one resource is flagged mothership: {', '.join(flagged)}")
+    if flagged:
+        name = flagged[0]
+        entry = dict(resources[name])
+        if str(entry.get("resource_type")) not in _LB_TYPES and not entry.get("is_load_balanced"):
+            raise MothershipError(
+                f"resource {name!r} is flagged mothership but is {entry.get('resource_type')}, "
+                "not a load-balanced endpoint"
+            )
+    else:
+        name = GENERATED_NAME
+        if name in resources:
+            raise MothershipError(
+                f"resource {name!r} is not flagged mothership, and a generated mothership "
+                "would take its name: rename it, or flag it `mothership`"
+            )
+        entry = {
+            "resource_type": GENERATED_TYPE,
+            "is_load_balanced": True,
+            "config": {},
+            "config_hash": "generated-mothership",
+        }
+    entry["code_hash"] = build_id
+    return name, entry
+
+
+def child_states(state: Mapping[str, Mapping[str, Any]]) -> dict[str, ChildState]:
+    """The children's provisioning in a persisted manifest (the mothership's entry left out)."""
+    out: dict[str, ChildState] = {}
+    for name, entry in state.items():
+        if entry.get("role") == "mothership":
+            continue
+        error = entry.get("error")
+        url = entry.get("endpoint_url")
+        out[name] = ChildState(
+            name,
+            str(entry.get("status") or "unknown"),
+            error if isinstance(error, str) else None,
+            url if isinstance(url, str) else None,
+        )
+    return out
+
+
+def converged(
+    state: Mapping[str, Mapping[str, Any]], mothership: str, build_id: str, since: float
+) -> bool:
+    """Whether the mothership has reconciled `build_id` at or after `since` (epoch seconds)."""
+    entry = state.get(mothership) or {}
+    reconciled_at = entry.get("reconciled_at")
+    return (
+        entry.get("status") == "reconciled"
+        and entry.get("build_id") == build_id
+        and isinstance(reconciled_at, (int, float))
+        and reconciled_at >= since
+    )

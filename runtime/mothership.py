@@ -1,0 +1,388 @@
+"""The mothership: the endpoint of an environment that provisions the others (its children).
+
+A worker started with `FLASH_IS_MOTHERSHIP=true` answers `/ping` at once and, in the
+background, reconciles its build's manifest against the environment's persisted one (the state
+manager) with `runtime.reconcile.reconcile`, the function the engine's plan uses: new -> deploy,
+changed (config hash or code) -> update, removed -> delete, unchanged -> left alone. Each step
+is written to the persisted manifest as it happens (`config_hash`, `code_hash`,
+`endpoint_url`, `status`, `error`), so a mothership killed half-way leaves a state the next
+boot converges from: an entry without its new hash is simply "changed" again, and deploying an
+endpoint that already runs that config is a no-op on the control plane. The mothership's own
+entry says where it is (`status` reconciling/reconciled, `build_id`, `pid`, the diff).
+
+While the state manager cannot be reached it retries with backoff (1 s doubling to 30 s),
+logging why, and converges once it is back. `GET /manifest` (mothership only; the key is
+required) answers the environment's manifest, each provisioned child with its `endpoint_url`
+and `endpoint_key`, through a TTL cache (`FLASH_MANIFEST_TTL`, 300 s) that its own reconcile
+invalidates as it writes; 404 while nothing is provisioned. Children find each other through
+it (`runtime.registry`, `FLASH_ENDPOINTS_URL`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from runtime.asgi import send_json
+from runtime.confighash import code_hash
+from runtime.control_plane import ControlPlane, DeployProgress, PlaneError, PlaneUnavailable
+from runtime.reconcile import ManifestDiff, reconcile
+
+__all__ = [
+    "DEFAULT_MANIFEST_TTL",
+    "MOTHERSHIP_ENV",
+    "ManifestCache",
+    "Mothership",
+    "MothershipApp",
+    "child_entries",
+    "fingerprint",
+    "is_mothership",
+]
+
+MOTHERSHIP_ENV = "FLASH_IS_MOTHERSHIP"
+DEFAULT_MANIFEST_TTL = 300.0
+_BACKOFF_FIRST = 1.0
+_BACKOFF_MAX = 30.0
+_NO_MANIFEST = b'{"error":"Manifest not found","detail":"no endpoint is provisioned yet"}'
+
+
+def is_mothership(environ: Mapping[str, str] | None = None) -> bool:
+    """Whether this worker is its environment's mothership (`FLASH_IS_MOTHERSHIP=true`)."""
+    value = (environ if environ is not None else os.environ).get(MOTHERSHIP_ENV, "")
+    return value.strip().lower() == "true"
+
+
+def fingerprint(entry: Mapping[str, Any]) -> str | None:
+    """What must match for an endpoint to be left alone: its config hash and its code."""
+    config = entry.get("config_hash")
+    if not isinstance(config, str) or not config:
+        return None
+    return f"{config}:{entry.get('code_hash') or ''}"
+
+
+def _resolved(config: Any) -> dict[str, Any]:
+    # Values the scanner could not evaluate are markers, not config: never sent to a target.
+    if not isinstance(config, Mapping):
+        return {}
+    return {
+        str(k): v
+        for k, v in config.items()
+        if not (isinstance(v, Mapping) and set(v) == {"$unresolved"})
+    }
+
+
+def child_entries(
+    manifest: Mapping[str, Any], build_dir: Path, mothership: str
+) -> dict[str, dict[str, Any]]:
+    """The build's resources other than the mothership, each with its `code_hash`."""
+    out: dict[str, dict[str, Any]] = {}
+    resources = manifest.get("resources")
+    for name, entry in (resources if isinstance(resources, Mapping) else {}).items():
+        if name == mothership or not isinstance(entry, Mapping):
+            continue
+        item = dict(entry)
+        item["code_hash"] = code_hash(build_dir, entry)
+        out[str(name)] = item
+    return out
+
+
+class ManifestCache:
+    """One value kept for `ttl` seconds; `invalidate` forgets it. A failed reload keeps
+    serving the stale value when there is one."""
+
+    def __init__(self, ttl: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self.ttl = ttl
+        self._clock = clock
+        self._value: dict[str, Any] | None = None
+        self._loaded_at = 0.0
+        self._lock = asyncio.Lock()
+
+    def invalidate(self) -> None:
+        """The next `get` reloads."""
+        self._loaded_at = 0.0
+
+    async def get(self, load: Callable[[], Awaitable[dict[str, Any]]]) -> dict[str, Any]:
+        """The cached value, reloaded through `load` when older than the TTL."""
+        async with self._lock:
+            fresh = self._loaded_at and self._clock() - self._loaded_at <= self.ttl
+            if self._value is not None and fresh:
+                return self._value
+            try:
+                self._value = await load()
+            except PlaneUnavailable:
+                if self._value is None:
+                    raise
+                return self._value  # stale beats nothing while the state manager is away
+            self._loaded_at = self._clock()
+            return self._value
+
+
+class Mothership:
+    """Provisions an environment's children from the build it runs, and serves `/manifest`."""
+
+    def __init__(
+        self,
+        name: str,
+        build_dir: Path,
+        manifest: Mapping[str, Any],
+        plane: ControlPlane,
+        *,
+        build_id: str | None = None,
+        ttl: float = DEFAULT_MANIFEST_TTL,
+        log: Callable[[str], None] = print,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
+        self.name = name
+        self.build_dir = build_dir
+        self.manifest = manifest
+        self.plane = plane
+        self.build_id = build_id
+        self.cache = ManifestCache(ttl)
+        self._log = log
+        self._sleep = sleep
+        self.children = child_entries(manifest, build_dir, name)
+        self.last_diff: ManifestDiff | None = None
+        self.converged = asyncio.Event()
+
+    # -- provisioning ---------------------------------------------------------------------
+
+    async def run(self) -> ManifestDiff:
+        """Reconcile until it succeeds: retries with backoff while the control plane is away."""
+        delay = _BACKOFF_FIRST
+        while True:
+            try:
+                diff = await self.reconcile_once()
+            except PlaneUnavailable as exc:
+                self._log(f"mothership: state manager unreachable ({exc}); retry in {delay:g}s")
+            except PlaneError as exc:
+                self._log(f"mothership: reconcile failed ({exc}); retry in {delay:g}s")
+            else:
+                self.converged.set()
+                return diff
+            await self._sleep(delay)
+            delay = min(delay * 2, _BACKOFF_MAX)
+
+    async def reconcile_once(self) -> ManifestDiff:
+        """One pass: read the persisted state, diff, deploy/update/delete, write state."""
+        persisted = await self.plane.read_state()
+        deployed = {
+            n: e for n, e in persisted.items() if n != self.name and e.get("role") != "mothership"
+        }
+        diff = _with_repairs(
+            reconcile(self.children, deployed, hash_of=fingerprint),
+            await self.plane.endpoint_statuses(),
+        )
+        self.last_diff = diff
+        self._log(
+            f"mothership: reconcile: {len(diff.new)} new, {len(diff.changed)} changed, "
+            f"{len(diff.removed)} removed, {len(diff.unchanged)} unchanged"
+        )
+        await self.plane.write_state(
+            self.name,
+            {
+                "role": "mothership",
+                "status": "reconciling",
+                "build_id": self.build_id,
+                "pid": os.getpid(),
+                "diff": diff.to_dict(),
+                "error": None,
+            },
+        )
+        todo = [*diff.new, *diff.changed]
+        if todo:
+            # Never recorded as provisioned (new, or a boot killed half-way): a create.
+            created = {n for n in todo if n in diff.new or not deployed[n].get("config_hash")}
+            await self._provision(todo, created)
+        for name in diff.removed:
+            await self._remove(name)
+        await self.plane.write_state(
+            self.name, {"status": "reconciled", "reconciled_at": time.time(), "error": None}
+        )
+        self.cache.invalidate()
+        self._log("mothership: reconciled")
+        return diff
+
+    async def _provision(self, names: list[str], new: set[str]) -> None:
+        for name in names:
+            await self.plane.write_state(
+                name, {"role": "child", "status": "provisioning", "error": None}
+            )
+        specs = [self._spec(name) for name in names]
+        written: set[str] = set()
+
+        async def progress(event: DeployProgress) -> None:
+            if event.name not in self.children or event.name in written:
+                return
+            written.add(event.name)
+            await self._record(event, event.name in new)
+
+        results = await self.plane.deploy(specs, progress)
+        for result in results:
+            if result.name in self.children and result.name not in written:
+                written.add(result.name)
+                await self._record(result, result.name in new)
+
+    async def _record(self, event: DeployProgress, created: bool) -> None:
+        entry = self.children[event.name]
+        if event.state == "error":
+            fields: dict[str, Any] = {"status": "failed", "error": event.error or "deploy failed"}
+            self._log(f"mothership: {event.name}: failed")
+        else:
+            fields = {
+                "config_hash": entry.get("config_hash"),
+                "code_hash": entry.get("code_hash"),
+                "status": "deployed" if created else "updated",
+                "error": None,
+            }
+            if event.url:
+                fields["endpoint_url"] = event.url
+            self._log(f"mothership: {event.name}: {fields['status']}")
+        await self.plane.write_state(event.name, {"role": "child", **fields})
+        self.cache.invalidate()
+
+    async def _remove(self, name: str) -> None:
+        results = await self.plane.delete([name])
+        failed = [r for r in results if r.state == "error" and r.error != "not deployed"]
+        if failed:
+            await self.plane.write_state(name, {"status": "failed", "error": failed[0].error})
+            return
+        await self.plane.drop_state(name)
+        self.cache.invalidate()
+        self._log(f"mothership: {name}: deleted")
+
+    def _spec(self, name: str) -> dict[str, Any]:
+        entry = self.children[name]
+        return {
+            "name": name,
+            "resource_type": str(entry.get("resource_type") or ""),
+            "is_load_balanced": bool(entry.get("is_load_balanced")),
+            "config": _resolved(entry.get("config")),
+            "config_hash": entry.get("config_hash"),
+            "code_hash": entry.get("code_hash"),
+            "role": "child",
+            "mothership": self.name,
+        }
+
+    # -- /manifest ------------------------------------------------------------------------
+
+    async def served_manifest(self) -> dict[str, Any]:
+        """The manifest children read: provisioned children with URL and key (cached)."""
+        return await self.cache.get(self._load_manifest)
+
+    async def _load_manifest(self) -> dict[str, Any]:
+        state = await self.plane.read_state()
+        resources: dict[str, Any] = {}
+        for name, entry in sorted(state.items()):
+            url = entry.get("endpoint_url")
+            if name == self.name or entry.get("role") == "mothership" or not url:
+                continue
+            item = dict(entry)
+            key = await self.plane.endpoint_key(name)
+            if key:
+                item["endpoint_key"] = key
+            resources[name] = item
+        manifest = {k: v for k, v in self.manifest.items() if k != "resources"}
+        manifest["resources"] = resources
+        return manifest
+
+
+# Statuses of an endpoint whose worker runs, or is about to (engine.status.RUNNING).
+_RUNNING = frozenset({"deploying", "healthy", "unhealthy"})
+
+
+def _with_repairs(diff: ManifestDiff, statuses: Mapping[str, str]) -> ManifestDiff:
+    """`diff` with the unchanged children that no longer run (stopped, failed, gone) moved to
+    changed: the state says they are provisioned, the target says they are not."""
+    broken = [n for n in diff.unchanged if statuses.get(n) not in _RUNNING]
+    if not broken:
+        return diff
+    return ManifestDiff(
+        new=diff.new,
+        changed=sorted([*diff.changed, *broken]),
+        removed=diff.removed,
+        unchanged=[n for n in diff.unchanged if n not in broken],
+    )
+
+
+class MothershipApp:
+    """ASGI: the mothership's `/manifest` and background provisioning around the endpoint's
+    own app (or, for a generated mothership without user code, `/ping` alone)."""
+
+    def __init__(self, mothership: Mothership, inner: Any | None) -> None:
+        self.mothership = mothership
+        self.inner = inner
+        self.exit_code = 0
+        self._task: asyncio.Task[ManifestDiff] | None = None
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "lifespan":
+            await self._lifespan(scope, receive, send)
+            return
+        if scope["type"] != "http":
+            return
+        path = scope["path"]
+        if path == "/manifest" and scope["method"] in ("GET", "HEAD"):
+            await self._manifest(send)
+        elif self.inner is not None:
+            await self.inner(scope, receive, send)
+        elif path == "/ping":
+            await send_json(send, 200, b'{"status":"healthy"}')
+        else:
+            await send_json(send, 404, b'{"error":"not found: this mothership serves no routes"}')
+
+    async def _manifest(self, send: Any) -> None:
+        try:
+            manifest = await self.mothership.served_manifest()
+        except PlaneError as exc:
+            body = json.dumps({"error": "Manifest unavailable", "detail": str(exc)}).encode()
+            await send_json(send, 503, body, [(b"retry-after", b"1")])
+            return
+        if not manifest.get("resources"):
+            await send_json(send, 404, _NO_MANIFEST)
+            return
+        await send_json(send, 200, json.dumps(manifest).encode())
+
+    def _start(self) -> None:
+        task = asyncio.get_running_loop().create_task(self.mothership.run())
+        task.add_done_callback(_log_crash)
+        self._task = task
+
+    async def _lifespan(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if self.inner is None:
+            while True:
+                message = await receive()
+                if message["type"] == "lifespan.startup":
+                    self._start()
+                    await send({"type": "lifespan.startup.complete"})
+                elif message["type"] == "lifespan.shutdown":
+                    await self._stop()
+                    await send({"type": "lifespan.shutdown.complete"})
+                    return
+
+        async def receive_and_start() -> Any:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                self._start()
+            elif message["type"] == "lifespan.shutdown":
+                await self._stop()
+            return message
+
+        await self.inner(scope, receive_and_start, send)
+
+    async def _stop(self) -> None:
+        if self._task is not None and not self._task.done():
+            self._task.cancel()
+        await self.mothership.plane.aclose()
+
+
+def _log_crash(task: asyncio.Task[ManifestDiff]) -> None:
+    if task.cancelled():
+        return
+    exc = task.exception()
+    if exc is not None:
+        print(f"mothership: provisioning stopped: {type(exc).__name__}: {exc}", flush=True)

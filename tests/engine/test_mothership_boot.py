@@ -1,0 +1,252 @@
+"""A mothership killed mid-provisioning, and a child that calls an endpoint provisioned after it.
+
+The `late` endpoint's module waits, at import in its own worker, for a `gate` file in its build
+copy: the test holds it back while the gateway (which calls it) is already up, kills the
+mothership mid-provisioning, then opens the gate. The next boot of the mothership must
+converge with no second `late`, and the gateway, which missed `late` once, must reach it after
+a refresh on miss.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psutil
+import pytest
+from headless import CLI
+from projectfiles import write_files
+from waiting import wait_for
+
+from engine.home import Home
+from engine.identity import app_slug, canonical_path
+from engine.localcloud.discovery import read_state
+
+ENV = "production"
+FILES = {
+    "main.py": '''
+        """The gateway: its route calls the late endpoint."""
+
+        from late import late_echo
+        from tetra_rp import CpuLoadBalancerSlsResource, remote
+
+        gateway_config = CpuLoadBalancerSlsResource(
+            name="gateway", imageName="runpod/tetra-rp-lb-cpu:latest", workersMax=1
+        )
+
+
+        @remote(gateway_config, method="POST", path="/late")
+        async def late(text: str) -> dict:
+            return {"late": await late_echo(text)}
+        ''',
+    "late.py": '''
+        """An endpoint slow to start: its worker waits for the test to open the gate."""
+
+        import os
+        import time
+        from pathlib import Path
+
+        from tetra_rp import CpuLiveServerless, remote
+
+        late_config = CpuLiveServerless(name="late", workersMax=1)
+
+        if os.environ.get("FLASH_RESOURCE_NAME") == "late":
+            gate = Path(__file__).with_name("gate")
+            deadline = time.monotonic() + 60
+            while not gate.exists() and time.monotonic() < deadline:
+                time.sleep(0.05)
+
+
+        @remote(late_config)
+        def late_echo(text: str) -> str:
+            return f"late:{text}"
+        ''',
+}
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_files(tmp_path_factory.mktemp("mship-boot") / "bootapp", FILES)
+
+
+@pytest.fixture
+def deploying(localcloud_home: Path, project: Path) -> Iterator[subprocess.Popen[str]]:
+    """`deploy --mothership` running in the background (it waits for convergence)."""
+    env = dict(os.environ)
+    env.update(
+        {
+            "FLASH_TUI_HOME": str(localcloud_home),
+            "FLASH_LOCALCLOUD_BACKOFF_BASE": "0.1",
+            "FLASH_LOCALCLOUD_BACKOFF_MAX": "1",
+            "FLASH_MOTHERSHIP_WAIT": "90",
+        }
+    )
+    process = subprocess.Popen(
+        [*CLI, "deploy", "--mothership", "--yes", "--json", "--project", str(project)],
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        yield process
+    finally:
+        if process.poll() is None:
+            process.kill()
+        process.communicate(timeout=30)
+
+
+def api(home: Home) -> httpx.Client:
+    info = None
+    info = wait_for(lambda: read_state(home), 60, "the local cloud is up")
+    return httpx.Client(base_url=info.url, headers=info.headers(), trust_env=False)
+
+
+def get(home: Home, path: str) -> Any:
+    with api(home) as client:
+        response = client.get(path)
+    return response.json() if response.status_code == 200 else None
+
+
+def late_workers(home: Home) -> list[int]:
+    """Live worker processes of `late` started from a build of this home."""
+    root = str(home.root / "apps") + os.sep
+    found = []
+    for process in psutil.process_iter(["pid", "cmdline", "status"]):
+        cmdline = process.info.get("cmdline") or []
+        if "runtime.worker" not in cmdline or process.info.get("status") == psutil.STATUS_ZOMBIE:
+            continue
+        build = cmdline[cmdline.index("--build-dir") + 1]
+        if build.startswith(root) and cmdline[cmdline.index("--resource") + 1] == "late":
+            found.append(process.pid)
+    return found
+
+
+def test_killed_mid_provisioning_converges_and_a_child_reaches_a_later_endpoint(
+    localcloud_home: Path, project: Path, deploying: subprocess.Popen[str]
+) -> None:
+    home = Home(localcloud_home)
+    app = app_slug(canonical_path(project))
+    state_path = f"/v1/apps/{app}/environments/{ENV}/manifest"
+
+    def state() -> dict[str, Any]:
+        return (get(home, state_path) or {}).get("resources") or {}
+
+    def records() -> dict[str, Any]:
+        found = get(home, f"/v1/apps/{app}/endpoints") or {"endpoints": []}
+        return {r["name"]: r for r in found["endpoints"]}
+
+    wait_for(
+        lambda: (
+            state().get("gateway", {}).get("status") == "deployed"
+            and state().get("late", {}).get("status") == "provisioning"
+        ),
+        60,
+        "the gateway up while late is still provisioning",
+        retry_errors=True,
+    )
+    gateway = records()["gateway"]
+    with api(home) as client:
+        key = client.get(f"/v1/apps/{app}/endpoints/gateway/key").json()["key"]
+    headers = {"Authorization": f"Bearer {key}"}
+    with httpx.Client(trust_env=False, timeout=30) as http:
+        missed = http.post(f"{gateway['url']}/late", json={"text": "x"}, headers=headers)
+    assert missed.status_code == 500 and "late" in missed.text
+
+    # Killed mid-provisioning: `late` is still starting, its state says `provisioning`.
+    mothership = records()["mothership"]["pid"]
+    os.kill(mothership, signal.SIGKILL)
+    (Path(records()["late"]["build_path"]) / "gate").write_text("open\n")
+
+    def converged() -> bool:
+        mine = state().get("mothership") or {}
+        return (
+            mine.get("pid") not in (None, mothership)
+            and mine.get("status") == "reconciled"
+            and state().get("late", {}).get("status") == "deployed"
+        )
+
+    wait_for(converged, 60, "the next boot converged", retry_errors=True)
+    assert set(records()) == {"mothership", "gateway", "late"}
+    assert len(late_workers(home)) == 1  # no duplicate child
+    events = (get(home, f"/v1/apps/{app}/events") or {"events": []})["events"]
+    assert [e["kind"] for e in events if e["endpoint"] == "late" and e["kind"] != "adopted"] == [
+        "deployed"
+    ]
+    # The gateway missed `late` once; a refresh on miss finds it now.
+    with httpx.Client(trust_env=False, timeout=30) as http:
+        reached = http.post(f"{gateway['url']}/late", json={"text": "x"}, headers=headers)
+    assert reached.status_code == 200 and reached.json() == {"late": "late:x"}, reached.text
+    assert records()["gateway"]["pid"] == gateway["pid"]  # the same worker, not a restart
+    out, err = deploying.communicate(timeout=120)
+    assert deploying.returncode == 0, err
+    assert json.loads(out)["children"]["late"]["status"] == "deployed"
+
+
+BROKEN = {
+    "main.py": """
+        from tetra_rp import CpuLiveServerless, remote
+
+        ok_config = CpuLiveServerless(name="fine", workersMax=1)
+
+
+        @remote(ok_config)
+        def fine() -> int:
+            return 1
+        """,
+    "broken.py": '''
+        """Imports at build time, fails in its worker (env set)."""
+
+        import os
+
+        from tetra_rp import CpuLiveServerless, remote
+
+        broken_config = CpuLiveServerless(name="broken", env={"FAIL_AT_IMPORT": "1"})
+
+        if os.environ.get("FAIL_AT_IMPORT"):
+            raise RuntimeError("boom at import: the weights are missing")
+
+
+        @remote(broken_config)
+        def nothing() -> int:
+            return 1
+        ''',
+}
+
+
+def test_a_child_that_fails_is_reported_with_its_error(
+    localcloud_home: Path, tmp_path: Path
+) -> None:
+    project = write_files(tmp_path / "brokenapp", BROKEN)
+    env = dict(os.environ)
+    env.update({"FLASH_TUI_HOME": str(localcloud_home), "FLASH_MOTHERSHIP_WAIT": "60"})
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [*CLI, *args, "--json", "--project", str(project)],
+            env=env,
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+
+    deployed = cli("deploy", "--mothership", "--yes")
+    assert deployed.returncode == 1, deployed.stderr
+    children = json.loads(deployed.stdout)["children"]
+    assert children["fine"]["status"] == "deployed"
+    assert children["broken"]["status"] == "failed"
+    assert "boom at import" in children["broken"]["error"]
+    status = cli("status", "--no-probe")
+    assert status.returncode == 0, status.stderr
+    found = {e["name"]: e for e in json.loads(status.stdout)["endpoints"]}
+    assert found["broken"]["role"] == "child" and found["broken"]["provisioning"] == "failed"
+    assert "boom at import" in found["broken"]["provisioning_error"]
+    assert cli("undeploy", "--all", "--yes").returncode == 0
