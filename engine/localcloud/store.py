@@ -63,6 +63,11 @@ def _add_columns(conn: sqlite3.Connection, table: str, columns: dict[str, str]) 
         _add_column(conn, table, column, kind)
 
 
+def add_python_column(conn: sqlite3.Connection) -> None:
+    """The interpreter of the endpoint's own environment (NULL: the service's own)."""
+    _add_column(conn, "endpoints", "python", "TEXT")
+
+
 # Each entry migrates from version i to i+1: SQL, or a function run in the same transaction.
 # Never edit a released entry: append a new one.
 MIGRATIONS: tuple[Migration, ...] = (
@@ -131,8 +136,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     """,
     # apps keyed by folder name are re-keyed by their project where that is known for sure
     rekey_legacy_apps,
-    # the interpreter of the endpoint's own environment (NULL: the service's own)
-    lambda conn: _add_column(conn, "endpoints", "python", "TEXT"),
+    add_python_column,
     # the mothership: who provisioned an endpoint, for which environment
     lambda conn: _add_columns(
         conn,

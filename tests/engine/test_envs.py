@@ -444,7 +444,7 @@ def test_second_project_reuses_the_env_without_installing(
 def test_store_keeps_the_interpreter_and_upgrades_older_stores(tmp_path: Path) -> None:
     import sqlite3
 
-    from engine.localcloud.store import SCHEMA_VERSION, Store
+    from engine.localcloud.store import MIGRATIONS, SCHEMA_VERSION, Store, add_python_column
     from engine.localcloud.workers import worker_interpreter
 
     db = tmp_path / "cloud.db"
@@ -456,10 +456,10 @@ def test_store_keeps_the_interpreter_and_upgrades_older_stores(tmp_path: Path) -
         assert plain["python"] is None and worker_interpreter(plain) == sys.executable
     finally:
         store.close()
-    # A store of the version before: no column yet.
+    # A store of the version before the column: no column yet (the later migrations only add).
     conn = sqlite3.connect(db)
     conn.execute("ALTER TABLE endpoints DROP COLUMN python")
-    conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION - 1}")
+    conn.execute(f"PRAGMA user_version = {MIGRATIONS.index(add_python_column)}")
     conn.commit()
     conn.close()
     store = Store(db)
