@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import psutil
 import pytest
 from projectfiles import write_files
 from wheels import make_wheel
@@ -311,7 +312,12 @@ PROJECT = {
             import runtime
 
             where = os.path.dirname(os.path.realpath(runtime.__file__))
-            return {"value": flashtiny.VALUE, "runtime": where, "prefix": sys.prefix}
+            return {
+                "value": flashtiny.VALUE,
+                "runtime": where,
+                "prefix": sys.prefix,
+                "pid": os.getpid(),
+            }
 
 
         @remote(resource_config=plain_config)
@@ -401,6 +407,11 @@ def test_endpoint_with_dependencies_runs_on_its_env(
     assert plain.ok and Path(plain.result["prefix"]).resolve().parent != cache_dir
     steps = [e for e in deployed_projects["events"] if e.step == "envs"]
     assert any(e.name == "uses_tiny" and "ready" in e.message for e in steps)
+    # Started through the pool: forked by the fork server of its environment's interpreter.
+    worker = psutil.Process(answer.result["pid"])
+    server = worker.parent()
+    assert server is not None and "runtime.forkserver" in server.cmdline()
+    assert Path(server.cmdline()[0]).parent.parent.parent.resolve() == cache_dir
 
 
 def test_failed_install_marks_only_that_endpoint_failed(
