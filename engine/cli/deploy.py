@@ -2,6 +2,8 @@
 
 Builds first when the build is stale, prints the plan, asks before changing anything (unless
 `--yes`; without a terminal to ask it refuses), deploys, and exits 1 if any endpoint failed.
+Ctrl+C while it deploys cancels: no more endpoints start, those starting finish, and it says
+which were deployed and which were not started (exit 130); the next deploy does the rest.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from typing import Any
 from engine.cli.plan import (
     PlanConfirmation,
     add_deployment_command,
+    cancel_on_interrupt,
     err_console,
     print_plan,
     progress_printer,
@@ -42,12 +45,14 @@ def run(args: argparse.Namespace) -> int:
     )
 
     async def work(engine: Engine) -> int:
-        report = await engine.deploy(
-            args.names or None,
-            force=args.force,
-            confirm=confirm,
-            on_event=progress_printer(console, args.json),
-        )
+        with cancel_on_interrupt(console, confirm.interrupted):
+            report = await engine.deploy(
+                args.names or None,
+                force=args.force,
+                confirm=confirm,
+                on_event=progress_printer(console, args.json),
+                cancel=confirm.interrupted,
+            )
 
         def up_to_date() -> None:
             print_plan(console, report.plan, title="Deploy plan")
