@@ -29,7 +29,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from engine.build_step import build_step
+from engine.build_step import BuildCancelled, build_step
 from engine.callgraph import CallGraph
 from engine.drift import Drift, compute_drift, is_unresolved
 from engine.health import HealthSample, probe_all
@@ -299,9 +299,9 @@ class Engine:
     ) -> DeployReport:
         """Build if stale, plan, confirm, deploy. `names`: only those endpoints (no deletes).
 
-        `cancel`, once set: before the deploy starts, nothing changes (`cancelled`); during
-        it, endpoints not started are left as they were and the report says which
-        (`interrupted`). A build under way finishes first, so no half-written build is left.
+        `cancel`, once set: before the deploy starts, nothing changes (`cancelled`; a build
+        under way stops at its next step, see `engine.build_step`); during the deploy,
+        endpoints not started are left as they were and the report says which (`interrupted`).
         """
         started = time.perf_counter()
         cancel = cancel or asyncio.Event()
@@ -309,11 +309,16 @@ class Engine:
 
         async def scan_and_build() -> tuple[ScanResult, BuildRef, bool]:
             scanned = await self._scanned(emit)
-            build, built = await build_step(self.root, dict(scanned.manifest), emit)
+            build, built = await build_step(
+                self.root, dict(scanned.manifest), emit, cancelled=cancel.is_set
+            )
             return scanned, build, built
 
         # Reaching (or starting) the local cloud overlaps with the scan and the build check.
-        scanned, build, built = await self._while_connecting(scan_and_build)
+        try:
+            scanned, build, built = await self._while_connecting(scan_and_build)
+        except BuildCancelled:
+            return self._cancelled(DeployReport(Plan(())), emit, started)
         if cancel.is_set():
             return self._cancelled(DeployReport(Plan(()), built=built), emit, started)
         plan = await self.plan(names, force=force, manifest=build.manifest, calls=scanned.calls)

@@ -63,6 +63,7 @@ DASHBOARD_ACTIONS = frozenset(
         "deploy_all",
         "undeploy",
         "undeploy_all",
+        "restart",
         "test_route",
         "logs",
         "rescan",

@@ -2,7 +2,8 @@
 
 It renders a DashboardState (set by the app as work lands) and says what the person selects
 with a `Selected` message. `/` filters the tree and the table (flash_tui/filtering.py) until
-escape clears it.
+escape clears it. While a long operation runs, `escape` (with no filter to clear) and `ctrl+c`
+ask for it to be cancelled with a `CancelRequested` message; the progress line says so.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from collections.abc import Callable
 from datetime import datetime
 
 from textual import on
+from textual.actions import SkipAction
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
@@ -43,6 +45,7 @@ class DashboardScreen(Screen[None]):
     BINDINGS = [
         Binding("slash", "filter", "Filter", key_display="/", show=False),
         Binding("escape", "clear_filter", "Clear filter", show=False),
+        Binding("ctrl+c", "cancel_operation", "Cancel", show=False),
     ]
 
     # The widgets repaint what changed; a repaint of the whole screen per state would not.
@@ -56,6 +59,9 @@ class DashboardScreen(Screen[None]):
         def __init__(self, item: TreeItem | str | None) -> None:
             super().__init__()
             self.item = item
+
+    class CancelRequested(Message):
+        """The person asked for the running operation (build, deploy) to be cancelled."""
 
     def __init__(self, clock: Callable[[], datetime], logs: LogBuffer) -> None:
         super().__init__()
@@ -107,11 +113,18 @@ class DashboardScreen(Screen[None]):
     def action_clear_filter(self) -> None:
         bar = self.query_one("#filter-bar")
         if not bar.display and not self._filter:
+            if self.state.busy:
+                self.post_message(self.CancelRequested())
             return
         self.query_one("#filter", Input).value = ""
         bar.display = False
         self.set_filter("")
         self.query_one(ManifestTree).focus()
+
+    def action_cancel_operation(self) -> None:
+        if not self.state.busy:
+            raise SkipAction()  # ctrl+c keeps the app's meaning when nothing runs
+        self.post_message(self.CancelRequested())
 
     @on(Input.Changed, "#filter")
     def _filter_changed(self, event: Input.Changed) -> None:
@@ -175,7 +188,9 @@ class DashboardScreen(Screen[None]):
                 detail = DetailPane(id="detail")
                 detail.border_title = "Details"
                 yield detail
-        yield ProgressBar(id="progress", show_eta=False)
+        with Horizontal(id="progress-line"):
+            yield ProgressBar(id="progress", show_eta=False)
+            yield Label("", id="progress-keys")
         log = LogView(self._logs, id="log-pane", title="Logs · all")
         yield log
         yield Footer(compact=True)
