@@ -429,8 +429,9 @@ class Supervisor:
             "results": results,
             "build_id": request.build.build_id,
             "elapsed_ms": round((time.monotonic() - started) * 1000, 1),
-            "cancelled": cancel.is_set(),
         }
+        if cancel.is_set():
+            summary["cancelled"] = True  # on the wire only when it happened
         emit(DeployEvent(type="result", **summary))
         return summary
 
