@@ -22,11 +22,12 @@ import time
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Sequence
 from dataclasses import dataclass
-from typing import Any
-
-import httpx
+from typing import TYPE_CHECKING, Any
 
 from engine.provider import EndpointTarget
+
+if TYPE_CHECKING:  # httpx is imported by the first probe: the TUI's first frame needs none
+    import httpx
 
 __all__ = [
     "DEFAULT_HISTORY",
@@ -89,6 +90,8 @@ async def probe(
     client: httpx.AsyncClient, target: EndpointTarget, timeout: float = DEFAULT_TIMEOUT
 ) -> HealthSample:
     """Probe one endpoint now."""
+    import httpx
+
     at = time.time()
     started = time.perf_counter()
     try:
@@ -150,6 +153,8 @@ async def probe_all(
     targets: Sequence[EndpointTarget], timeout: float = DEFAULT_TIMEOUT
 ) -> list[HealthSample]:
     """Probe several endpoints concurrently, one sample each (in the order given)."""
+    import httpx
+
     async with httpx.AsyncClient(trust_env=False) as client:
         return list(await asyncio.gather(*(probe(client, t, timeout) for t in targets)))
 
@@ -304,6 +309,8 @@ class HealthMonitor:
 
     async def _probe(self, targets: Sequence[EndpointTarget]) -> list[HealthSample]:
         if self._client is None:
+            import httpx
+
             self._client = httpx.AsyncClient(trust_env=False)
         self.probes_sent += len(targets)
         samples = await asyncio.gather(*(probe(self._client, t, self.timeout) for t in targets))
