@@ -9,6 +9,7 @@ ask for it to be cancelled with a `CancelRequested` message; the progress line s
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import fields
 from datetime import datetime
 from typing import Any
 
@@ -34,6 +35,8 @@ from flash_tui.widgets.logs.buffer import LogBuffer
 from flash_tui.widgets.logs.log_view import LogView
 
 SELECT_DELAY = 0.03
+# Every field of the state but the selection: what the table's rows may depend on.
+_ROW_INPUTS = tuple(f for f in fields(DashboardState) if f.name != "selection")
 # From this width the detail pane sits beside the table (which still gets ~80 columns).
 WIDE = 170
 
@@ -158,7 +161,10 @@ class DashboardScreen(Screen[None]):
         self.query_one(ManifestTree).focus()
 
     def watch_state(self, old: DashboardState, state: DashboardState) -> None:
-        self._show_rows(state)
+        # A new selection (every cursor move, a frame later) changes no row: the table keeps
+        # its rows, and a key press does not wait for every row to be recomputed.
+        if any(getattr(old, f.name) is not getattr(state, f.name) for f in _ROW_INPUTS):
+            self._show_rows(state)
         if self._filter and old.statuses is not state.statuses:
             self.query_one(ManifestTree).apply_filter(self._filter, self._statuses(state))
         for header in self.query(HeaderLine):

@@ -1,5 +1,6 @@
-"""Start-up: the first frame comes before the scan and says so (never "0 endpoints"); what the
-app imports for it (no httpx; the SDK's pydantic models only when used)."""
+"""Start-up and speed: the first frame comes before the scan and says so (never "0 endpoints");
+what the app imports for it (no httpx; the SDK's pydantic models only when used); a log pane
+that grows does not re-lay out the screen."""
 
 from __future__ import annotations
 
@@ -17,6 +18,8 @@ from engine.scan import scan_project
 from flash_tui.app import FlashApp
 from flash_tui.screens.dashboard_state import DashboardState
 from flash_tui.widgets.dashboard.manifest_tree import ManifestTree
+from flash_tui.widgets.logs.buffer import LogBuffer
+from flash_tui.widgets.logs.log_view import LogView
 
 
 def test_header_before_the_first_scan_says_scanning() -> None:
@@ -95,3 +98,36 @@ def test_runtime_loads_its_models_on_first_use() -> None:
         "assert runtime.remote is remote"
     )
     assert "runtime.resources" in loaded
+
+
+class _LogHost(App[None]):
+    def __init__(self, buffer: LogBuffer) -> None:
+        super().__init__()
+        self.buffer = buffer
+
+    def compose(self) -> ComposeResult:
+        yield LogView(self.buffer, id="log")
+
+
+async def test_a_growing_log_scrolls_without_relaying_out_the_screen() -> None:
+    buffer = LogBuffer()
+    for i in range(100):
+        buffer.append("12:00:00", "api", f"line {i:04d}")
+    app = _LogHost(buffer)
+    async with app.run_test(size=(80, 20)) as pilot:
+        view = app.query_one(LogView)
+        view.pull()
+        await pilot.pause()
+        before = view.virtual_size
+        assert before.height > view.scrollable_content_region.height  # it scrolls already
+        for i in range(100, 150):
+            buffer.append("12:00:01", "api", f"line {i:04d}")
+        view.pull()
+        # Only the scroll range grew: no layout asked for (Textual's flag on the widget).
+        assert not view._layout_required
+        grown = view.virtual_size.height
+        assert grown > before.height
+        assert view.vertical_scrollbar.window_virtual_size == grown
+        await pilot.pause()
+        assert view.scroll_y == view.max_scroll_y  # following: the newest line is in view
+        assert "line 0149" in " ".join(str(s.text) for s in view.render_lines(view.region))
