@@ -263,14 +263,12 @@ def cancel_on_interrupt(console: Console, cancel: asyncio.Event) -> Iterator[Non
     """Inside the block (on the running loop), the first Ctrl+C sets `cancel`, so the operation
     stops starting new work and ends in a consistent state; a second one interrupts at once."""
     loop = asyncio.get_running_loop()
-    main = asyncio.current_task()
 
     def on_interrupt() -> None:
         if cancel.is_set():
             loop.remove_signal_handler(signal.SIGINT)
-            if main is not None:
-                main.cancel()  # asyncio.run turns it into KeyboardInterrupt: exit 130
-            return
+            # Out of the event loop and asyncio.run: `run_engine` says "interrupted", exit 130.
+            raise KeyboardInterrupt
         cancel.set()
         console.print(
             "\n[yellow]cancelling[/]: no more endpoints start; those starting finish "

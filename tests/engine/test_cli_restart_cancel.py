@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 from headless import CLI, run_cli
 from projectfiles import gated_project
+from waiting import wait_for
 
 
 @pytest.fixture
@@ -122,3 +123,42 @@ def test_ctrl_c_cancels_deploy_midway(tmp_path: Path, env: dict[str, str]) -> No
     plan = run_cli(["plan", "--json"], env, project=project)
     actions = {i["name"]: i["action"] for i in json.loads(plan.stdout)["items"]}
     assert actions == {"alpha": "unchanged", "beta": "create", "gamma": "create"}
+
+
+def test_second_ctrl_c_stops_waiting(tmp_path: Path, env: dict[str, str]) -> None:
+    gate = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    gate.bind(("127.0.0.1", 0))
+    project = gated_project(
+        tmp_path / "p", ["alpha", "beta"], gated="alpha", port=gate.getsockname()[1]
+    )
+    process = subprocess.Popen(
+        [*CLI, "deploy", "--yes", "--project", str(project)],
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    lines: queue.Queue[str] = queue.Queue()
+    threading.Thread(target=_lines, args=(process.stderr, lines), daemon=True).start()
+    seen: list[str] = []
+    try:
+        _wait_line(lines, seen, "alpha create starting", 120)
+        process.send_signal(signal.SIGINT)
+        _wait_line(lines, seen, "• cancelling", 30)
+        process.send_signal(signal.SIGINT)  # alpha still waits for the gate: stop waiting
+        assert process.wait(timeout=30) == 130
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    reader_left = [lines.get() for _ in range(lines.qsize())]
+    output = " ".join("".join(seen + reader_left).split())
+    assert "interrupted" in output and "Traceback" not in output, output
+    # The cloud goes on: alpha (started) finishes once it can, beta was never started.
+    gate.listen()
+    try:
+        wait_for(lambda: status(project, env)["alpha"]["status"] == "healthy", 60, "alpha healthy")
+        assert status(project, env)["beta"]["status"] == "not_deployed"
+    finally:
+        gate.close()
