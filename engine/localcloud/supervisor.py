@@ -75,8 +75,12 @@ _RESTORED = (
     "crash_times",
     "last_error",
 )
-# The event a worker started by a deploy or a restart logs, by action.
-_EVENT_KINDS = {"create": "deployed", "update": "updated", "restart": "restarted"}
+# The event a worker started by a deploy or a restart logs, by action: its kind and verb.
+_EVENT_KINDS = {
+    "create": ("deployed", "created"),
+    "update": ("updated", "updated"),
+    "restart": ("restarted", "restarted"),
+}
 
 
 class Supervisor:
@@ -502,10 +506,10 @@ class Supervisor:
         record = self.store.get_endpoint(app, name) or record
         if ok:
             self.store.upsert_endpoint(app, name, status="healthy")
-            kind = _EVENT_KINDS.get(action, "updated")
+            kind, done = _EVENT_KINDS.get(action, ("updated", f"{action}d"))
             self.store.add_event(
                 kind,
-                f"{kind}, pid {worker.pid}, {record['url']}",
+                f"{done}, pid {worker.pid}, {record['url']}",
                 app=app,
                 endpoint=name,
                 data={"config_hash": spec.config_hash, "elapsed_ms": elapsed},
