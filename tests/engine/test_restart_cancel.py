@@ -164,3 +164,47 @@ async def test_cancelled_update_leaves_the_old_worker_and_record(
         assert home_worker_pids(home) == {now["alpha"].pid, now["beta"].pid}
         plan = await engine.plan()
         assert {i.name: i.action for i in plan.items} == {"alpha": "unchanged", "beta": "update"}
+
+
+def test_a_cancelled_build_stops_and_is_not_current(tmp_path: Path) -> None:
+    """Cancelled at its copy step (the build directory half-synced), a build leaves no new
+    archive, and what `.flash/` holds is not taken as the current build."""
+    from engine.build import build_is_fresh, current_build
+    from engine.build_step import BuildCancelled, stop_when
+    from engine.scan import scan_project
+
+    project = gated_project(tmp_path / "p", ["alpha", "beta"], gated="", port=0)
+    first = current_build(project).ref  # a complete build of the code as it was
+    (project / "beta.py").write_text(
+        (project / "beta.py").read_text().replace("return x + 1", "return x + 2")
+    )
+    archived = first.archive.stat().st_mtime_ns
+    steps: list[str] = []
+
+    def cancelled() -> bool:
+        return "copy" in steps
+
+    with pytest.raises(BuildCancelled):
+        current_build(project, on_progress=stop_when(cancelled, lambda p: steps.append(p.step)))
+    assert steps and steps[-1] == "copy"
+    assert first.archive.stat().st_mtime_ns == archived  # no new archive
+    manifest = dict(scan_project(project).manifest)
+    assert not build_is_fresh(project, manifest)
+    assert current_build(project, manifest).ref.build_id != first.build_id
+
+
+async def test_deploy_cancelled_during_its_build_changes_nothing(
+    tmp_path: Path, home: Path
+) -> None:
+    project = gated_project(tmp_path / "p", ["alpha"], gated="", port=0)
+    async with Engine(project) as engine:
+        cancel = asyncio.Event()
+
+        def on_event(event: OpEvent) -> None:
+            if event.build_step:  # the build is under way: cancel it
+                cancel.set()
+
+        report = await engine.deploy(cancel=cancel, on_event=on_event)
+        assert report.cancelled and report.outcome is None
+        assert await engine.provider.list_endpoints(engine.app) == []
+        assert home_worker_pids(home) == set()
