@@ -157,3 +157,20 @@ async def test_escape_cancels_a_deploy_midway(tmp_path: Path, tui_home: Path) ->
             "beta": "create",
             "gamma": "create",
         }
+
+
+async def test_ctrl_c_cancels_a_build(tmp_path: Path) -> None:
+    project = gated_project(tmp_path / "p", ["alpha", "beta"], gated="", port=0)
+    app = FlashApp(project, "local", connect=False, watch=False)
+    async with app.run_test(size=(120, 34)) as pilot:
+        await until(pilot, lambda: app.scan_count >= 1, 30, "the scan")
+        # The build reports progress at each step; ctrl+c lands long before its last one
+        # (the handlers' import check alone runs a Python process).
+        await pilot.press("b", "ctrl+c")
+        await until(pilot, lambda: app.busy is None, 60, "the build to stop")
+        assert logged(app, "build cancelled — no new build was made")
+        assert not (project / ".flash" / "archive.tar.gz").exists()
+        # Nothing runs now: ctrl+c is the app's own key again (it does not cancel anything).
+        await pilot.press("ctrl+c")
+        await pilot.pause()
+        assert app.busy is None
