@@ -1,4 +1,9 @@
-"""The build step of a deploy: reuse the current build or rebuild it in a thread, as progress."""
+"""The build step of a deploy: reuse the current build or rebuild it in a thread, as progress.
+
+A build can be cancelled at its next progress report (`stop_when`): it then ends the way a
+failed step ends, so its archive is not renewed and a later deploy does not take the half-synced
+build directory as current (freshness is judged against the archive).
+"""
 
 from __future__ import annotations
 
@@ -13,13 +18,36 @@ from engine.operation_results import OpError
 if TYPE_CHECKING:  # engine.build is imported on first build: `logs` and `status` never need it
     from engine.build import BuildProgress
 
-__all__ = ["build_step"]
+__all__ = ["BuildCancelled", "build_step", "stop_when"]
+
+
+class BuildCancelled(Exception):
+    """The build stopped at a step because its operation was cancelled."""
+
+
+def stop_when(
+    cancelled: Callable[[], bool], on_progress: Callable[[BuildProgress], None] | None = None
+) -> Callable[[BuildProgress], None]:
+    """An `on_progress` for a build that passes each report on, and raises `BuildCancelled`
+    at the first report once `cancelled()` is true (called from the build's thread)."""
+
+    def progress(p: BuildProgress) -> None:
+        if cancelled():
+            raise BuildCancelled("build cancelled")
+        if on_progress is not None:
+            on_progress(p)
+
+    return progress
 
 
 async def build_step(
-    root: Path, manifest: dict[str, Any], emit: Callable[..., None]
+    root: Path,
+    manifest: dict[str, Any],
+    emit: Callable[..., None],
+    cancelled: Callable[[], bool] | None = None,
 ) -> tuple[BuildRef, bool]:
-    """The current build of `root` (and whether it was built now), its progress as `emit`s."""
+    """The current build of `root` (and whether it was built now), its progress as `emit`s;
+    `BuildCancelled` when `cancelled()` turns true while it builds."""
     from engine.build import BuildError, current_build
 
     loop = asyncio.get_running_loop()
@@ -42,7 +70,8 @@ async def build_step(
         loop.call_soon_threadsafe(forward, p)
 
     try:
-        current = await asyncio.to_thread(current_build, root, manifest, on_progress=progress)
+        on_progress = stop_when(cancelled, progress) if cancelled is not None else progress
+        current = await asyncio.to_thread(current_build, root, manifest, on_progress=on_progress)
     except BuildError as exc:
         raise OpError(f"build failed: {exc}") from exc
     ref = current.ref

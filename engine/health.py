@@ -26,11 +26,12 @@ import time
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Sequence
 from dataclasses import dataclass, replace
-from typing import Any
-
-import httpx
+from typing import TYPE_CHECKING, Any
 
 from engine.provider import EndpointTarget
+
+if TYPE_CHECKING:  # httpx is imported by the first probe: the TUI's first frame needs none
+    import httpx
 
 __all__ = [
     "DEFAULT_HISTORY",
@@ -119,6 +120,8 @@ async def probe(
 
 
 async def _ask(client: httpx.AsyncClient, target: EndpointTarget, timeout: float) -> HealthSample:
+    import httpx
+
     at = time.time()
     started = time.perf_counter()
     try:
@@ -183,6 +186,8 @@ async def probe_all(
 ) -> list[HealthSample]:
     """Probe several endpoints concurrently, one sample each (in the order given), each fresh
     for `every` seconds (plus `timeout`)."""
+    import httpx
+
     async with httpx.AsyncClient(trust_env=False) as client:
         return list(await asyncio.gather(*(probe(client, t, timeout, every) for t in targets)))
 
@@ -337,6 +342,8 @@ class HealthMonitor:
 
     async def _probe(self, targets: Sequence[EndpointTarget]) -> list[HealthSample]:
         if self._client is None:
+            import httpx
+
             self._client = httpx.AsyncClient(trust_env=False)
         self.probes_sent += len(targets)
         samples = await asyncio.gather(*(probe(self._client, t, self.timeout) for t in targets))

@@ -25,14 +25,15 @@ import shlex
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
-from typing import Any
-
-import httpx
+from typing import TYPE_CHECKING, Any
 
 from engine.provider import EndpointTarget
 from runtime.errors import TRACEBACK_HEADER
 from runtime.payload import validation_summary
 from runtime.serialization import class_job, deserialize, function_job
+
+if TYPE_CHECKING:  # httpx is imported by the first call: the TUI's first frame needs none
+    import httpx
 
 __all__ = [
     "CallSpec",
@@ -351,6 +352,8 @@ async def invoke(
     headers: Mapping[str, str] | None = None,
 ) -> InvokeResult:
     """Send the call and return status, latency and the decoded result (`headers`: extra ones)."""
+    import httpx
+
     data, raw = _unwrap(data)
     if headers:
         target = replace(target, extra_headers=tuple(headers.items()))
@@ -381,6 +384,8 @@ async def _invoke_lb(
     started: float,
     raw: str | None = None,
 ) -> InvokeResult:
+    import httpx
+
     assert call.method and call.path
     url = target.url(call.path)
     headers = {**target.headers(), TRACEBACK_HEADER: "1"}
@@ -429,6 +434,8 @@ def _query_value(value: Any) -> str:
 
 
 def _transport_error(exc: httpx.HTTPError, timeout: float) -> str:
+    import httpx
+
     if isinstance(exc, httpx.TimeoutException):
         return f"timed out after {timeout:g} s"
     return f"{type(exc).__name__}: {exc}" if str(exc) else repr(exc)
@@ -453,6 +460,8 @@ async def _invoke_qb(
     timeout: float,
     started: float,
 ) -> InvokeResult:
+    import httpx
+
     url = target.url("/runsync")
     job = build_job(call, data)
     deadline = time.monotonic() + timeout
@@ -531,6 +540,8 @@ def curl_command(
 ) -> str:
     """The same request as a curl command line; the key is `$FLASH_ENDPOINT_KEY` unless
     `reveal`; `headers` (extra ones) follow it, an Authorization among them redacted likewise."""
+    import httpx
+
     data, raw = _unwrap(data)
     key = target.key if reveal and target.key else "$FLASH_ENDPOINT_KEY"
     auth = f"Authorization: Bearer {key}"

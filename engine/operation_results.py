@@ -8,7 +8,7 @@ from typing import Any
 
 from engine.mothership import ChildState
 from engine.plan import Plan
-from engine.provider import DeployOutcome
+from engine.provider import NOT_STARTED, DeployOutcome
 
 __all__ = ["DeployReport", "OpError", "OpEvent"]
 
@@ -64,11 +64,23 @@ class DeployReport:
             c.status != "failed" for c in children
         )
 
+    @property
+    def interrupted(self) -> bool:
+        """Cancelled while deploying: some endpoints may be deployed, the rest not started."""
+        return self.outcome is not None and self.outcome.cancelled
+
+    def not_started(self) -> list[str]:
+        """The endpoints a cancelled deploy left as they were (the next plan shows them)."""
+        if self.outcome is None or not self.outcome.cancelled:
+            return []
+        return [r.name for r in self.outcome.results if r.error == NOT_STARTED]
+
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form (the `--json` output of deploy and undeploy)."""
         return {
             "ok": self.ok,
             "cancelled": self.cancelled,
+            "interrupted": self.interrupted,
             "built": self.built,
             "build_id": self.build_id,
             "plan": self.plan.to_dict(),

@@ -29,7 +29,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from engine.build_step import build_step
+from engine.build_step import BuildCancelled, build_step
 from engine.callgraph import CallGraph
 from engine.drift import Drift, compute_drift, is_unresolved
 from engine.env_step import env_step, expected_interpreters
@@ -52,6 +52,7 @@ from engine.provider import (
     BuildRef,
     DeployedEndpoint,
     DeploymentEvent,
+    EndpointResult,
     EndpointSpec,
     EndpointTarget,
     Provider,
@@ -363,26 +364,38 @@ class Engine:
         confirm: Confirm | None = None,
         on_event: OnEvent | None = None,
         mothership: bool = False,
+        cancel: asyncio.Event | None = None,
     ) -> DeployReport:
         """Build if stale, plan, confirm, deploy. `names`: only those endpoints (no deletes).
 
         `mothership`: deploy only the environment's mothership, which provisions the rest
         (see `engine.mothership`), and wait until it has.
+        `cancel`, once set: before the deploy starts, nothing changes (`cancelled`; a build
+        under way stops at its next step, see `engine.build_step`); during the deploy,
+        endpoints not started are left as they were and the report says which (`interrupted`).
         """
         if mothership:
             if names:
                 raise OpError("--mothership deploys the whole build: name no endpoint")
             return await self._deploy_mothership(force=force, confirm=confirm, on_event=on_event)
         started = time.perf_counter()
+        cancel = cancel or asyncio.Event()
         emit = self._emitter("deploy", on_event)
 
         async def scan_and_build() -> tuple[ScanResult, BuildRef, bool]:
             scanned = await self._scanned(emit)
-            build, built = await build_step(self.root, dict(scanned.manifest), emit)
+            build, built = await build_step(
+                self.root, dict(scanned.manifest), emit, cancelled=cancel.is_set
+            )
             return scanned, build, built
 
         # Reaching (or starting) the local cloud overlaps with the scan and the build check.
-        scanned, build, built = await self._while_connecting(scan_and_build)
+        try:
+            scanned, build, built = await self._while_connecting(scan_and_build)
+        except BuildCancelled:
+            return self._cancelled(DeployReport(Plan(())), emit, started)
+        if cancel.is_set():
+            return self._cancelled(DeployReport(Plan(()), built=built), emit, started)
         plan = await self.plan(names, force=force, manifest=build.manifest, calls=scanned.calls)
         emit("plan", _plan_summary(plan))
         report = DeployReport(plan, built=built, build_id=build.build_id)
@@ -393,10 +406,9 @@ class Engine:
         if confirm is not None:
             emit("confirm", "waiting for confirmation")
             if not await confirm(plan):
-                report.cancelled = True
-                emit("done", "cancelled; nothing was changed")
-                report.elapsed_ms = _ms(started)
-                return report
+                return self._cancelled(report, emit, started)
+        if cancel.is_set():
+            return self._cancelled(report, emit, started)
         local = local_resources(build.manifest, self.root)
         specs = [
             _spec(i.name, local[i.name]) for i in plan.items if i.action in ("create", "update")
@@ -417,9 +429,12 @@ class Engine:
             if event.kind == "build" and event.state == "ready":
                 emit("upload", f"build {build.build_id[:12]} ready on the target")
                 return
+            if event.kind == "cancelling":
+                emit("cancelling", "cancelling: no more endpoints start; those starting finish")
+                return
             if event.kind != "endpoint":
                 return
-            if event.state in (Status.HEALTHY, "error", "removed"):
+            if event.state in (Status.HEALTHY, "error", "removed", "cancelled"):
                 done += 1
             message = " ".join(p for p in (event.action, event.state) if p)
             if event.message:
@@ -444,11 +459,20 @@ class Engine:
                 force=force,
                 project_path=self.root,
                 on_event=forward,
+                cancel=cancel,
             )
         except ProviderError as exc:
             raise OpError(str(exc)) from exc
         report.elapsed_ms = _ms(started)
         failed = report.outcome.failed()
+        if report.interrupted:
+            left = report.not_started()
+            emit(
+                "done",
+                f"cancelled: {plural(len(left), 'endpoint')} not started",
+                ok=report.outcome.ok,
+            )
+            return report
         emit(
             "done",
             "deployed" if not failed else f"{plural(len(failed), 'endpoint')} failed",
@@ -489,10 +513,7 @@ class Engine:
             if confirm is not None:
                 emit("confirm", "waiting for confirmation")
                 if not await confirm(plan):
-                    report.cancelled = True
-                    emit("done", "cancelled; nothing was changed")
-                    report.elapsed_ms = _ms(started)
-                    return report
+                    return self._cancelled(report, emit, started)
             spec = _spec(name, entry).model_copy(update={"role": "mothership"})
 
             def forward(event: ProviderEvent) -> None:
@@ -565,6 +586,38 @@ class Engine:
                     f"(`status --env` shows where it is, `logs {mothership}` why)"
                 )
             await asyncio.sleep(0.2)
+
+    @staticmethod
+    def _cancelled(report: DeployReport, emit: Callable[..., None], started: float) -> DeployReport:
+        report.cancelled = True
+        emit("done", "cancelled; nothing was changed")
+        report.elapsed_ms = _ms(started)
+        return report
+
+    # -- restart --------------------------------------------------------------------------
+
+    async def restart(self, name: str, *, on_event: OnEvent | None = None) -> EndpointResult:
+        """Stop and start a deployed endpoint's worker (same build and config); OpError when
+        it is not deployed or the target cannot restart it."""
+        emit = self._emitter("restart", on_event)
+        deployed = await self._deployed()
+        if name not in deployed:
+            known = ", ".join(sorted(deployed)) or "none"
+            raise OpError(f"not deployed: {name} (deployed: {known})")
+
+        def forward(event: ProviderEvent) -> None:
+            if event.kind == "endpoint" and event.state:
+                message = f"restart {event.state}"
+                if event.message:
+                    message += f": {event.message.splitlines()[0]}"
+                emit("endpoint", message, name=event.name, action="restart", state=event.state)
+
+        try:
+            result = await self.provider.restart(self.app, name, on_event=forward)
+        except ProviderError as exc:
+            raise OpError(str(exc)) from exc
+        emit("done", "restarted" if result.ok else f"restart failed: {result.error}", ok=result.ok)
+        return result
 
     # -- undeploy -------------------------------------------------------------------------
 

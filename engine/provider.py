@@ -10,6 +10,7 @@ in `get_provider`'s registry, so a second one slots in beside it.
 
 from __future__ import annotations
 
+import asyncio
 import importlib
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -30,6 +31,7 @@ __all__ = [
     "EndpointResult",
     "EndpointSpec",
     "EndpointTarget",
+    "NOT_STARTED",
     "Provider",
     "ProviderError",
     "ProviderEvent",
@@ -60,6 +62,10 @@ class EndpointSpec(BaseModel):
     # named in `mothership`).
     role: str = "endpoint"
     mothership: str | None = None
+
+
+# The error of an endpoint a cancelled deploy did not start (every provider's words for it).
+NOT_STARTED = "not started: the deploy was cancelled"
 
 
 class ProviderError(Exception):
@@ -172,6 +178,9 @@ class DeployOutcome:
     results: tuple[EndpointResult, ...] = ()
     build_id: str | None = None
     elapsed_ms: float = 0.0
+    # Cancelled mid-way: the endpoints it had not started are left as they were (their
+    # results say so); the others were deployed (or failed) as usual.
+    cancelled: bool = False
 
     def failed(self) -> list[EndpointResult]:
         """The results that did not succeed."""
@@ -247,14 +256,25 @@ class Provider(Protocol):
         force: bool = False,
         project_path: Path | None = None,
         on_event: EventCallback | None = None,
+        cancel: asyncio.Event | None = None,
     ) -> DeployOutcome:
-        """Create or update `specs` from `build`, delete `remove`; idempotent per endpoint."""
+        """Create or update `specs` from `build`, delete `remove`; idempotent per endpoint.
+
+        Once `cancel` is set, endpoints not started yet are left as they were (not recorded
+        as deployed) and those started finish; the outcome is then `cancelled`."""
         ...
 
     async def delete(
         self, app: str, names: Sequence[str] | None, *, on_event: EventCallback | None = None
     ) -> DeployOutcome:
         """Delete endpoints (all of the app when `names` is None)."""
+        ...
+
+    async def restart(
+        self, app: str, name: str, *, on_event: EventCallback | None = None
+    ) -> EndpointResult:
+        """Stop and start a deployed endpoint's worker (same build and config); ProviderError
+        when the target cannot (the message says so: never a pretended restart)."""
         ...
 
     async def target(self, app: str, name: str) -> EndpointTarget:

@@ -64,6 +64,7 @@ DASHBOARD_ACTIONS = frozenset(
         "deploy_all",
         "undeploy",
         "undeploy_all",
+        "restart",
         "test_route",
         "logs",
         "rescan",
@@ -104,7 +105,9 @@ class FlashApp(DeploymentActions, TargetWatch, App[None]):
         self.connect_target = connect
         self.watch_project = watch
         self.logs = LogBuffer()
-        self._state = DashboardState(project=self.backend.project_name, target=target)
+        self._state = DashboardState(
+            project=self.backend.project_name, target=target, scanning=True
+        )
         self.connected = False
         # The target's description as last reached: a change means the local cloud moved.
         self._reached: str | None = None
@@ -171,8 +174,14 @@ class FlashApp(DeploymentActions, TargetWatch, App[None]):
         self.dashboard = DashboardScreen(self.clock, self.logs)
         await self.push_screen(self.dashboard)
         self.dashboard.state = self._state
+        if not self.scanned:  # the first frame comes before the scan: say it is coming
+            self.dashboard.query_one(ManifestTree).show_loading(
+                f"scanning {self.backend.project_name}…"
+            )
+        # The scan (a thread, holding the GIL most of the time) starts once the first frame is
+        # painted: started earlier, it slows that frame and not the tree.
+        self.call_after_refresh(self.rescan)
         self.log_engine(f"opening {self.backend.project_name} (target {self.backend.target})")
-        self.rescan()
         if self.watch_project:
             self._watch()
         if self.connect_target:
@@ -246,7 +255,9 @@ class FlashApp(DeploymentActions, TargetWatch, App[None]):
         elif self.scan_count == 1:
             count = len(manifest.get("resources") or {})
             self.log_engine(f"scanned: {count} endpoints, {len(self.diagnostics)} diagnostics")
-        self._update(manifest=manifest, diagnostics=diagnostics, calls=message.calls)
+        self._update(
+            manifest=manifest, diagnostics=diagnostics, calls=message.calls, scanning=False
+        )
         if self.connected and (message.changed or first):
             # Drift depends on the code: ask the engine again now that the code changed.
             self._refresh_status()
@@ -264,7 +275,7 @@ class FlashApp(DeploymentActions, TargetWatch, App[None]):
         # "no endpoints here" hint, which is not what happened.
         self.scanned = False
         self.dashboard.query_one(ManifestTree).show_error(message.reason)
-        self._update(manifest={}, diagnostics=(), calls=CallGraph())
+        self._update(manifest={}, diagnostics=(), calls=CallGraph(), scanning=False)
 
     @work(exclusive=True, group="watch")
     async def _watch(self) -> None:

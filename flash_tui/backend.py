@@ -12,6 +12,7 @@ latest samples (never a second round of probes).
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
@@ -27,7 +28,7 @@ from engine.invoke import CallSpec, InvokeResult, JSONText
 from engine.logs import LogLine
 from engine.operations import DeployReport, Engine, OpError, OpEvent
 from engine.plan import Plan
-from engine.provider import DeploymentEvent
+from engine.provider import DeploymentEvent, EndpointResult
 from engine.scan import Scanner
 from engine.status import EndpointStatus
 
@@ -136,12 +137,22 @@ class Backend:
 
     # -- build ----------------------------------------------------------------------------
 
-    def build(self, on_progress: Callable[[BuildProgress], None]) -> BuildResult:
-        """Build the project (engine.build); `on_progress` receives BuildProgress events."""
+    def build(
+        self,
+        on_progress: Callable[[BuildProgress], None],
+        cancelled: threading.Event | None = None,
+    ) -> BuildResult | None:
+        """Build the project (engine.build); `on_progress` receives BuildProgress events.
+        None when `cancelled` was set while it built (it stopped at its next step)."""
         from engine.build import BuildError, current_build
+        from engine.build_step import BuildCancelled, stop_when
 
+        if cancelled is not None:
+            on_progress = stop_when(cancelled.is_set, on_progress)
         try:
             result = current_build(self.project, on_progress=on_progress).result
+        except BuildCancelled:
+            return None
         except BuildError as exc:
             raise BackendError(str(exc)) from exc
         assert result is not None  # without a manifest, current_build always builds
@@ -182,18 +193,29 @@ class Backend:
         )
 
     async def deploy(
-        self, names: Sequence[str] | None, confirm: Confirm, on_event: Callable[[OpEvent], None]
+        self,
+        names: Sequence[str] | None,
+        confirm: Confirm,
+        on_event: Callable[[OpEvent], None],
+        cancel: asyncio.Event | None = None,
     ) -> DeployReport:
         """Build if stale, plan, `confirm(plan)`, deploy; returns the engine's DeployReport.
-        In mothership mode, deploying everything deploys the mothership, which provisions it."""
+        In mothership mode, deploying everything deploys the mothership, which provisions it.
+        `cancel`, once set, stops it in a consistent state (see `Engine.deploy`)."""
         mothership = self.mothership and not names
         return await self._op(
-            self.engine.deploy(names, confirm=confirm, on_event=on_event, mothership=mothership)
+            self.engine.deploy(
+                names, confirm=confirm, on_event=on_event, mothership=mothership, cancel=cancel
+            )
         )
 
     def watch_deploy(self, on_reload: Callable[[Reload], Awaitable[None]]) -> WatchDeploy:
         """The watch-deploy loop of this project (`run(stop)` deploys on every save)."""
         return WatchDeploy(self.engine, on_reload)
+
+    async def restart(self, name: str, on_event: Callable[[OpEvent], None]) -> EndpointResult:
+        """Stop and start one deployed endpoint's worker; the provider's result."""
+        return await self._op(self.engine.restart(name, on_event=on_event))
 
     async def undeploy(
         self, names: Sequence[str] | None, confirm: Confirm, on_event: Callable[[OpEvent], None]

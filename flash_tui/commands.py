@@ -43,6 +43,13 @@ ACTIONS: list[AppAction] = [
         "Undeploy every endpoint (type the project name)",
         palette="Undeploy all",
     ),
+    AppAction(
+        "R",
+        "restart",
+        "Restart",
+        "Restart the selected endpoint's worker (confirm; local cloud)",
+        show=False,
+    ),
     AppAction("t", "test_route", "Test", "Route tester: send a request to a route or function"),
     AppAction("l", "logs", "Log", "Full-screen logs: follow, filter, search", palette="Logs"),
     AppAction(
@@ -117,6 +124,10 @@ class EndpointCommands(Protocol):
         """The logs screen filtered to one endpoint."""
         ...
 
+    def restart_endpoint(self, name: str | None) -> None:
+        """Restart one deployed endpoint's worker (confirmed first)."""
+        ...
+
 
 @dataclass(frozen=True)
 class _Command:
@@ -133,7 +144,8 @@ class _Command:
 
 class FlashCommands(Provider):
     """Command-palette provider: every action by name with its key, and on the dashboard
-    `Deploy <endpoint>`, `Logs <endpoint>` and `Undeploy <endpoint>` (deployed ones) too."""
+    `Deploy <endpoint>`, `Logs <endpoint>`, `Undeploy <endpoint>` and `Restart <endpoint>`
+    (deployed ones) too."""
 
     def _commands(self) -> list[_Command]:
         return [
@@ -173,6 +185,14 @@ class FlashCommands(Provider):
                         "",
                         partial(app.undeploy_endpoint, name),
                         f"Undeploy {name} (confirmed first)",
+                    )
+                )
+                commands.append(
+                    _Command(
+                        f"Restart {name}",
+                        "",
+                        partial(app.restart_endpoint, name),
+                        f"Restart {name}'s worker (confirmed first)",
                     )
                 )
         return commands

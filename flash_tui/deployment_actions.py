@@ -1,9 +1,13 @@
-"""The dashboard's long operations — build, deploy, undeploy — as a part of `FlashApp`.
+"""The dashboard's long operations — build, deploy, undeploy, restart — as a part of `FlashApp`.
 
-Each asks for confirmation where it changes something (the plan, the undeploy dialogs), runs
-in a worker, drives the progress bar through `OperationProgress` and ends with one
+Each asks for confirmation where it changes something (the plan, the undeploy and restart
+dialogs), runs in a worker, drives the progress bar through `OperationProgress` and ends with one
 `OperationFinished`, which says the outcome once (log and toast) and refreshes what changed.
 Only one runs at a time (the state's `busy`). What an outcome reads like is `reports`.
+
+A build or a deploy can be cancelled (`escape` or `ctrl+c` on the dashboard, as the progress
+line says): the build stops at its next step; the deploy starts no more endpoints, those
+starting finish, and the outcome says which were not started (see `Engine.deploy`).
 
 A mixin of `FlashApp` (not a Textual class itself, so its handlers use the `on_*` names): it
 works on the app's backend, dashboard state and log, and asks the app to refresh the target's
@@ -12,18 +16,20 @@ status, logs and health after a deploy or an undeploy.
 
 from __future__ import annotations
 
+import asyncio
+import threading
 from collections.abc import Awaitable, Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 from textual import work
-from textual.widgets import ProgressBar
+from textual.widgets import Label, ProgressBar
 
 from engine.build import BuildProgress
 from engine.operations import DeployReport, OpEvent
 from engine.plan import Plan
 from flash_tui import present, reports
 from flash_tui.messages import OperationFinished, OperationProgress
-from flash_tui.screens.confirm import PlanScreen, UndeployAllScreen, UndeployScreen
+from flash_tui.screens.confirm import PlanScreen, RestartScreen, UndeployAllScreen, UndeployScreen
 
 if TYPE_CHECKING:
     from engine.health import HealthMonitor
@@ -34,6 +40,11 @@ if TYPE_CHECKING:
 __all__ = ["NOTHING_SELECTED", "DeploymentActions"]
 
 NOTHING_SELECTED = "Select an endpoint first (in the tree or the table): nothing is selected"
+CANCEL_KEYS = "esc · ctrl+c cancel"
+# What a cancelled operation left, said once (log and toast).
+_CANCELLED = {
+    "build": "build cancelled — no new build was made",
+}
 
 
 class DeploymentActions:
@@ -58,17 +69,37 @@ class DeploymentActions:
     _refresh_status: Callable[[], Any]
     _follow_logs: Callable[..., Any]
 
-    def _begin(self, operation: str) -> bool:
+    # Cancels the running operation (None: it cannot be cancelled, or nothing runs).
+    _cancel: Callable[[], None] | None = None
+
+    def _begin(self, operation: str, cancel: Callable[[], None] | None = None) -> bool:
         if self.busy:
             self.notify(
                 f"Wait for the running {self.busy} to finish", title="Busy", severity="warning"
             )
             return False
-        bar = self.dashboard.query_one(ProgressBar)
-        bar.update(total=None, progress=0)
-        bar.add_class("-busy")
+        self.dashboard.query_one(ProgressBar).update(total=None, progress=0)
+        self.dashboard.query_one("#progress-line").add_class("-busy")
+        self.dashboard.query_one("#progress-keys", Label).update(CANCEL_KEYS if cancel else "")
+        self._cancel = cancel
         self._update(busy=operation)
         return True
+
+    def on_dashboard_screen_cancel_requested(self) -> None:
+        """`escape` / `ctrl+c` on the dashboard while an operation runs."""
+        self.cancel_operation()
+
+    def cancel_operation(self) -> None:
+        """Cancel the running build or deploy (others cannot be: the person is told so)."""
+        if not self.busy:
+            return
+        if self._cancel is None:
+            self.notify(f"A running {self.busy} cannot be cancelled", severity="warning")
+            return
+        cancel, self._cancel = self._cancel, None
+        cancel()
+        self.dashboard.query_one("#progress-keys", Label).update("cancelling…")
+        self.log_engine(f"{self.busy}: cancelling — what has started finishes", "warning")
 
     def on_operation_progress(self, message: OperationProgress) -> None:
         """The bar follows the running operation."""
@@ -78,13 +109,19 @@ class DeploymentActions:
     def on_operation_finished(self, message: OperationFinished) -> None:
         """Say how the operation ended; refresh what it changed."""
         self._update(busy=None)
-        self.dashboard.query_one(ProgressBar).remove_class("-busy")
+        self._cancel = None
+        self.dashboard.query_one("#progress-line").remove_class("-busy")
         title = message.operation.capitalize()
         if message.cancelled:
             # One line, said once: the log and the toast carry the same words.
-            said = f"{message.operation} cancelled — nothing changed"
+            said = _CANCELLED.get(
+                message.operation, f"{message.operation} cancelled — nothing changed"
+            )
             self.log_engine(said)
             self.notify(said)
+        elif message.interrupted:
+            self.log_engine(f"{message.operation} cancelled: {message.summary}", "warning")
+            self.notify(message.summary, title=f"{title} cancelled", severity="warning", timeout=10)
         elif message.ok:
             self.log_engine(f"{message.operation}: {message.summary}")
             self.notify(message.summary or "done", title=f"{title} finished")
@@ -104,16 +141,17 @@ class DeploymentActions:
                 self.health_monitor.trigger()
 
     def action_build(self) -> None:
-        if self._begin("build"):
-            self._build()
+        cancelled = threading.Event()
+        if self._begin("build", cancelled.set):
+            self._build(cancelled)
 
     @work(thread=True, group="op")
-    def _build(self) -> None:
+    def _build(self, cancelled: threading.Event) -> None:
         def progress(event: BuildProgress) -> None:
             self.post_message(OperationProgress("build", event.step, event.done, event.total))
 
         try:
-            result = self.backend.build(progress)
+            result = self.backend.build(progress, cancelled)
         except Exception as exc:  # a BackendError, or a bug: the UI says so either way
             self.post_message(reports.failed("build", exc))
             return
@@ -144,10 +182,13 @@ class DeploymentActions:
         return confirm
 
     async def _change_deployments(
-        self, operation: str, run: Callable[[reports.Confirmed], Awaitable[DeployReport]]
+        self,
+        operation: str,
+        run: Callable[[reports.Confirmed], Awaitable[DeployReport]],
+        cancel: Callable[[], None] | None = None,
     ) -> None:
         """Run a deploy or an undeploy (one long operation at a time) and post its outcome."""
-        if not self._begin(operation):
+        if not self._begin(operation, cancel):
             return
         confirmed = reports.Confirmed()
         try:
@@ -159,11 +200,16 @@ class DeploymentActions:
 
     @work(group="op")
     async def _deploy(self, names: list[str] | None) -> None:
+        cancel = asyncio.Event()
         await self._change_deployments(
             "deploy",
             lambda confirmed: self.backend.deploy(
-                names, self._confirm_plan(names, confirmed), self._operation_event("deploy")
+                names,
+                self._confirm_plan(names, confirmed),
+                self._operation_event("deploy"),
+                cancel,
             ),
+            cancel.set,
         )
 
     def _operation_event(self, operation: str) -> Callable[[OpEvent], None]:
@@ -236,3 +282,30 @@ class DeploymentActions:
                 self._operation_event("undeploy"),
             ),
         )
+
+    def action_restart(self) -> None:
+        self.restart_endpoint(self.selected_endpoint())
+
+    def restart_endpoint(self, name: str | None) -> None:
+        """Restart one deployed endpoint's worker (confirmed first); None says to select one."""
+        if not name:
+            self.notify(NOTHING_SELECTED, severity="warning")
+            return
+        if name not in self.deployed_names():
+            self.notify(f"{name} is not deployed: nothing to restart", severity="warning")
+            return
+        if self._begin("restart"):
+            self._restart(name)
+
+    @work(group="op")
+    async def _restart(self, name: str) -> None:
+        screen = RestartScreen(name, self._state.url(name))
+        if not await self.push_screen_wait(screen):
+            self.post_message(OperationFinished("restart", True, cancelled=True))
+            return
+        try:
+            result = await self.backend.restart(name, self._operation_event("restart"))
+        except Exception as exc:  # a BackendError (RunPod cannot), or a bug: said either way
+            self.post_message(reports.failed("restart", exc))
+            return
+        self.post_message(reports.restarted(name, result))

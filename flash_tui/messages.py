@@ -73,8 +73,10 @@ class OperationFinished(Message):
     ok: bool
     summary: str = ""
     error: str | None = None
-    # The person said no at the confirmation: nothing was changed.
+    # The person said no at the confirmation, or cancelled before anything changed.
     cancelled: bool = False
+    # Cancelled mid-way: `summary` says what was done and what was not started.
+    interrupted: bool = False
 
 
 @dataclass

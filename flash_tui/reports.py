@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 from engine.build import BuildResult
 from engine.operations import DeployReport
+from engine.provider import EndpointResult
 from engine.status import RUNNING, EndpointStatus
 from flash_tui.backend import BackendError
 from flash_tui.messages import OperationFinished
@@ -38,8 +39,10 @@ def failed(operation: str, exc: Exception) -> OperationFinished:
     return OperationFinished(operation, False, error=error)
 
 
-def built(result: BuildResult) -> OperationFinished:
-    """A finished build: its id and how many handlers it holds."""
+def built(result: BuildResult | None) -> OperationFinished:
+    """A finished build: its id and how many handlers it holds (None: it was cancelled)."""
+    if result is None:
+        return OperationFinished("build", True, cancelled=True)
     return OperationFinished(
         "build", True, f"build {result.build_id[:12]}: {len(result.handlers)} handlers"
     )
@@ -49,6 +52,8 @@ def deployed(operation: str, report: DeployReport, confirmed: Confirmed) -> Oper
     """Turn an engine DeployReport (deploy or undeploy) into the notification a person reads."""
     if report.cancelled:
         return OperationFinished(operation, True, cancelled=True)
+    if report.interrupted:
+        return OperationFinished(operation, True, interrupted(report), interrupted=True)
     failures = report.outcome.failed() if report.outcome is not None else []
     if failures:
         reasons = "; ".join(f"{f.name}: {f.error or 'failed'}" for f in failures)
@@ -65,6 +70,29 @@ def deployed(operation: str, report: DeployReport, confirmed: Confirmed) -> Oper
     if elapsed:
         summary += f" in {elapsed / 1000:.1f}s"
     return OperationFinished(operation, True, summary)
+
+
+def interrupted(report: DeployReport) -> str:
+    """`alpha created; beta, gamma not started — deploy again for the rest`."""
+    left = report.not_started()
+    results = report.outcome.results if report.outcome is not None else ()
+    done = [
+        f"{r.name} {r.action}d" if r.ok else f"{r.name} failed"
+        for r in results
+        if r.name not in left and r.action != "unchanged"
+    ]
+    parts = [", ".join(done)] if done else []
+    if left:
+        parts.append(f"{', '.join(sorted(left))} not started")
+    return "; ".join(parts) + " — deploy again for the rest"
+
+
+def restarted(name: str, result: EndpointResult) -> OperationFinished:
+    """A restart's outcome: the endpoint answers again, or why not."""
+    if result.ok:
+        elapsed = f" in {result.elapsed_ms / 1000:.1f}s" if result.elapsed_ms else ""
+        return OperationFinished("restart", True, f"{name} restarted{elapsed}")
+    return OperationFinished("restart", False, error=f"{name}: {result.error or 'failed'}")
 
 
 def still_running(statuses: Iterable[EndpointStatus], target: str) -> str | None:

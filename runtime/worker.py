@@ -165,6 +165,9 @@ def _bind(host: str, port: int) -> socket.socket:
     # ~40 ms to every response written in two parts (headers, then body).
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     sock.bind((host, port))
+    # Listening before `listening on` is printed: a client connecting at once waits in the
+    # backlog until the server runs, instead of being refused while the app starts up.
+    sock.listen(2048)
     return sock
 
 

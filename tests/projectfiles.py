@@ -74,3 +74,49 @@ async def run(text: str) -> dict:
     return {"text": await process(text)}
 """
 CALLS_PROJECT = {"workers.py": _CALLS_WORKERS, "main.py": _CALLS_GATEWAY}
+
+
+# A queue-based endpoint whose worker (not the build's import check: no FLASH_ENDPOINT_KEY there)
+# holds its start until something listens on 127.0.0.1:{port}: a deploy can be caught mid-way.
+_GATED_ENDPOINT = """
+import os
+import socket
+import time
+
+from tetra_rp import CpuLiveServerless, remote
+
+if os.environ.get("FLASH_ENDPOINT_KEY"):
+    _until = time.monotonic() + 120
+    while time.monotonic() < _until:
+        try:
+            socket.create_connection(("127.0.0.1", {port}), 0.5).close()
+            break
+        except OSError:
+            time.sleep(0.05)
+
+config = CpuLiveServerless(name="{name}", workersMin=0, workersMax=1)
+
+
+@remote(config)
+async def work_{name}(x: int) -> int:
+    return x + 1
+"""
+_PLAIN_ENDPOINT = """
+from tetra_rp import CpuLiveServerless, remote
+
+config = CpuLiveServerless(name="{name}", workersMin=0, workersMax=1)
+
+
+@remote(config)
+async def work_{name}(x: int) -> int:
+    return x + 1
+"""
+
+
+def gated_project(root: Path, names: list[str], gated: str, port: int) -> Path:
+    """Queue-based endpoints `names`, one module each; `gated`'s worker waits for a listener on
+    `port` before it is ready (see `_GATED_ENDPOINT`). Returns `root`."""
+    for name in names:
+        text = _GATED_ENDPOINT if name == gated else _PLAIN_ENDPOINT
+        write_files(root, {f"{name}.py": text.replace("{name}", name).replace("{port}", str(port))})
+    return root

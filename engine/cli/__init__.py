@@ -16,6 +16,7 @@ COMMANDS: list[str] = [
     "plan",
     "deploy",
     "undeploy",
+    "restart",
     "status",
     "logs",
     "invoke",

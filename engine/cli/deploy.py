@@ -5,6 +5,8 @@ Builds first when the build is stale, prints the plan, asks before changing anyt
 `--yes`; without a terminal to ask it refuses), deploys, and exits 1 if any endpoint failed.
 With `--mothership`, only the environment's mothership is deployed; it provisions the others,
 and deploy waits until it has.
+Ctrl+C while it deploys cancels: no more endpoints start, those starting finish, and it says
+which were deployed and which were not started (exit 130); the next deploy does the rest.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from typing import Any
 from engine.cli.plan import (
     PlanConfirmation,
     add_deployment_command,
+    cancel_on_interrupt,
     err_console,
     print_plan,
     progress_printer,
@@ -54,13 +57,15 @@ def run(args: argparse.Namespace) -> int:
         args.local_env = True  # the environment the mothership provisions
 
     async def work(engine: Engine) -> int:
-        report = await engine.deploy(
-            args.names or None,
-            force=args.force,
-            confirm=confirm,
-            on_event=progress_printer(console, args.json),
-            mothership=args.mothership,
-        )
+        with cancel_on_interrupt(console, confirm.interrupted):
+            report = await engine.deploy(
+                args.names or None,
+                force=args.force,
+                confirm=confirm,
+                on_event=progress_printer(console, args.json),
+                cancel=confirm.interrupted,
+                mothership=args.mothership,
+            )
 
         def up_to_date() -> None:
             print_plan(console, report.plan, title="Deploy plan")

@@ -30,6 +30,8 @@ from engine.styles import PLAN_STYLES
 __all__ = [
     "PlanConfirmation",
     "add_deployment_command",
+    "ask",
+    "cancel_on_interrupt",
     "add_project_option",
     "err_console",
     "json_out",
@@ -178,6 +180,8 @@ class PlanConfirmation:
         self.verb = verb
         self.refused = False
         self._why: str | None = None  # None: no terminal; "eof" / "interrupt" at the prompt
+        # Set by Ctrl+C after the prompt (see `cancel_on_interrupt`): the exit status is 130.
+        self.interrupted = asyncio.Event()
 
     async def __call__(self, plan: Plan) -> bool:
         if not self._args.json:
@@ -187,19 +191,11 @@ class PlanConfirmation:
         if not sys.stdin.isatty():
             self.refused = True
             return False
-        try:
-            # Ctrl+C raises from the moment the question shows: a press right after the
-            # prompt appears must not land in asyncio's handler, which input() never sees.
-            with _interrupt_raises():
-                self._console.print(f"{self._question} [bold]\\[y/N][/] ", end="")
-                answer = input()
-        except EOFError:
-            self.refused, self._why = True, "eof"
+        answer = ask(self._console, self._question)
+        if answer in ("eof", "interrupt"):
+            self.refused, self._why = True, answer
             return False
-        except KeyboardInterrupt:
-            self.refused, self._why = True, "interrupt"
-            return False
-        return answer.strip().lower() in ("y", "yes")
+        return answer == "yes"
 
     def conclude(
         self,
@@ -219,10 +215,14 @@ class PlanConfirmation:
             json_out({"app": app, **report.to_dict()})
         elif report.cancelled:
             self._console.print("[yellow]Cancelled.[/] Nothing was changed.")
+        elif report.interrupted:
+            print_interrupted(self._console, report)
         elif idle:
             say_idle()
         else:
             print_outcome(self._console, report, done, failed)
+        if self.interrupted.is_set():
+            return 130
         return 0 if report.ok else 1
 
     def report_refusal(self, report: DeployReport) -> int:
@@ -244,6 +244,63 @@ class PlanConfirmation:
         else:
             self._console.print(f"\n[bold red]error[/]: {message}")
         return code
+
+
+def ask(console: Console, question: str) -> str:
+    """Ask `question [y/N]` on the terminal: `yes`, `no`, or `eof` / `interrupt` (no answer)."""
+    try:
+        # Ctrl+C raises from the moment the question shows: a press right after the
+        # prompt appears must not land in asyncio's handler, which input() never sees.
+        with _interrupt_raises():
+            console.print(f"{question} [bold]\\[y/N][/] ", end="")
+            answer = input()
+    except EOFError:
+        return "eof"
+    except KeyboardInterrupt:
+        return "interrupt"
+    return "yes" if answer.strip().lower() in ("y", "yes") else "no"
+
+
+@contextlib.contextmanager
+def cancel_on_interrupt(console: Console, cancel: asyncio.Event) -> Iterator[None]:
+    """Inside the block (on the running loop), the first Ctrl+C sets `cancel`, so the operation
+    stops starting new work and ends in a consistent state; a second one interrupts at once."""
+    loop = asyncio.get_running_loop()
+
+    def on_interrupt() -> None:
+        if cancel.is_set():
+            loop.remove_signal_handler(signal.SIGINT)
+            # Out of the event loop and asyncio.run: `run_engine` says "interrupted", exit 130.
+            raise KeyboardInterrupt
+        cancel.set()
+        console.print(
+            "\n[yellow]cancelling[/]: no more endpoints start; those starting finish "
+            "(Ctrl+C again to stop waiting)"
+        )
+
+    try:
+        loop.add_signal_handler(signal.SIGINT, on_interrupt)
+    except (NotImplementedError, RuntimeError, ValueError):  # not the main thread, or Windows
+        yield
+        return
+    try:
+        yield
+    finally:
+        loop.remove_signal_handler(signal.SIGINT)
+
+
+def print_interrupted(console: Console, report: DeployReport) -> None:
+    """A deploy cancelled mid-way: what it did, what it did not start, what to run next."""
+    left = set(report.not_started())
+    for result in report.outcome.results if report.outcome else ():
+        if result.name in left:
+            continue
+        mark = "[green]✓[/]" if result.ok else "[bold red]✗[/]"
+        console.print(f"{mark} {escape(result.name)}: {result.action}")
+    if left:
+        names = ", ".join(sorted(left))
+        console.print(f"[yellow]- {escape(names)}[/]: not started (as they were before)")
+    console.print("[yellow]Cancelled.[/] `flash-tui deploy` does the rest.")
 
 
 @contextlib.contextmanager

@@ -20,6 +20,7 @@ from engine.localcloud.wire import (
     AppRecord,
     BuildList,
     BuildRecord,
+    CancelReply,
     DeployEvent,
     DeployRequest,
     EndpointKey,
@@ -164,6 +165,17 @@ class CloudClient:
     def deploy(self, app: str, request: DeployRequest) -> AsyncIterator[DeployEvent]:
         """Start a deploy; yields its progress events, the last one of type `result`."""
         return self._events(f"/v1/apps/{app}/deploy", request)
+
+    async def cancel_deploy(self, app: str) -> bool:
+        """Ask the app's running deploy to start no more endpoints; False when none runs."""
+        answer = await self._json("POST", f"/v1/apps/{app}/deploy/cancel")
+        return _parse(CancelReply, answer, "answer to the deploy's cancel").cancelled
+
+    async def restart(self, app: str, name: str) -> AsyncIterator[DeployEvent]:
+        """Restart one endpoint's worker; yields its progress events, the last `result`."""
+        path = f"/v1/apps/{app}/endpoints/{name}/restart"
+        async for item in self._stream("POST", path):
+            yield _parse(DeployEvent, item, f"event from POST {path}")
 
     def undeploy(self, app: str, names: list[str] | None) -> AsyncIterator[DeployEvent]:
         """Remove endpoints (all when `names` is None); yields events, the last `result`."""

@@ -7,6 +7,7 @@ here (`_deployed`, `_event`, `_outcome`, `_app`, `_history`).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
@@ -99,6 +100,7 @@ def _outcome(result: DeployEvent) -> DeployOutcome:
         ),
         build_id=result.build_id,
         elapsed_ms=float(result.elapsed_ms or 0.0),
+        cancelled=bool(result.cancelled),
     )
 
 
@@ -218,11 +220,17 @@ class LocalCloudProvider:
         self,
         make: Callable[[CloudClient], AsyncIterator[DeployEvent]],
         on_event: EventCallback | None,
+        cancel: Callable[[CloudClient], Awaitable[Any]] | None = None,
     ) -> DeployEvent:
+        """Follow an operation's events to its result; once `cancel` is given and the first
+        event has come (the service knows the operation), `cancel(client)` is sent."""
         client = await self._ensure()
         result: DeployEvent | None = None
+        begun = asyncio.Event()
+        relay = asyncio.create_task(self._relay(client, begun, cancel)) if cancel else None
         try:
             async for item in make(client):
+                begun.set()
                 if item.type == "result":
                     result = item
                 elif item.type == "error":
@@ -231,9 +239,26 @@ class LocalCloudProvider:
                     on_event(_event(item))
         except CloudError as exc:
             raise ProviderError(str(exc)) from exc
+        finally:
+            if relay is not None:
+                relay.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await relay
         if result is None:
             raise ProviderError("the local cloud ended the operation without a result")
         return result
+
+    @staticmethod
+    async def _relay(
+        client: CloudClient,
+        begun: asyncio.Event,
+        cancel: Callable[[CloudClient], Awaitable[Any]] | None,
+    ) -> None:
+        await begun.wait()
+        if cancel is not None:
+            # The stream says what came of it; a service gone meanwhile ends the stream too.
+            with contextlib.suppress(CloudError):
+                await cancel(client)
 
     async def deploy(
         self,
@@ -245,8 +270,10 @@ class LocalCloudProvider:
         force: bool = False,
         project_path: Path | None = None,
         on_event: EventCallback | None = None,
+        cancel: asyncio.Event | None = None,
     ) -> DeployOutcome:
-        """Send one deploy request (create/update/delete) and follow its progress."""
+        """Send one deploy request (create/update/delete) and follow its progress; once
+        `cancel` is set, the service starts no more endpoints (see `Provider.deploy`)."""
         request = DeployRequest(
             project_path=str(project_path) if project_path else None,
             build=BuildSpec(
@@ -261,7 +288,26 @@ class LocalCloudProvider:
             environment=self.environment_name(any(s.role == "mothership" for s in specs)),
         )
         await self._ensure()
-        return _outcome(await self._run_stream(lambda c: c.deploy(app, request), on_event))
+
+        async def cancelled(client: CloudClient) -> None:
+            assert cancel is not None
+            await cancel.wait()
+            await client.cancel_deploy(app)
+
+        return _outcome(
+            await self._run_stream(
+                lambda c: c.deploy(app, request), on_event, cancelled if cancel else None
+            )
+        )
+
+    async def restart(
+        self, app: str, name: str, *, on_event: EventCallback | None = None
+    ) -> EndpointResult:
+        """The supervisor stops the endpoint's worker and starts it again (a new pid)."""
+        outcome = _outcome(await self._run_stream(lambda c: c.restart(app, name), on_event))
+        if not outcome.results:
+            raise ProviderError(f"the local cloud did not say how restarting {name} went")
+        return outcome.results[0]
 
     async def delete(
         self, app: str, names: Sequence[str] | None, *, on_event: EventCallback | None = None

@@ -10,7 +10,9 @@ Routes (all JSON; `Authorization: Bearer <token>` required on every one, `/v1/he
     GET    /v1/apps/{app}/endpoints/{name}              one record
     GET    /v1/apps/{app}/endpoints/{name}/key          {"key"}: the only route returning a key
     POST   /v1/apps/{app}/deploy     DeployRequest      NDJSON progress events, last `result`
+    POST   /v1/apps/{app}/deploy/cancel                 {"cancelled"}: start no more endpoints
     POST   /v1/apps/{app}/undeploy   {"names"|null}     NDJSON progress events, last `result`
+    POST   /v1/apps/{app}/endpoints/{name}/restart      NDJSON progress events, last `result`
     GET    /v1/apps/{app}/endpoints/{name}/logs?lines=N                {"lines": [...]}
     GET    /v1/apps/{app}/endpoints/{name}/logs/follow?lines=N&marks=B NDJSON {"line"} / {"upto"}
     GET    /v1/apps/{app}/events?since=ID                              append-only event log
@@ -57,6 +59,7 @@ from engine.localcloud.wire import (
     AppList,
     BuildList,
     BuildSpec,
+    CancelReply,
     DeployEvent,
     DeployRequest,
     EndpointKey,
@@ -259,6 +262,17 @@ def create_app(
         if granted is not None:
             deploy_request = _scoped_deploy(app, granted[1], deploy_request)
         return _ndjson(sup(), lambda emit: sup().deploy(app, deploy_request, emit))
+
+    @api.post("/v1/apps/{app}/deploy/cancel")
+    async def cancel_deploy(app: str) -> CancelReply:
+        """The app's running deploys start no more endpoints (those started finish)."""
+        return CancelReply(cancelled=sup().cancel_deploy(_check_name("app", app)))
+
+    @api.post("/v1/apps/{app}/endpoints/{name}/restart")
+    async def restart(app: str, name: str) -> StreamingResponse:
+        """Stop and start one endpoint's worker; NDJSON progress, then the result."""
+        endpoint_or_404(app, name)
+        return _ndjson(sup(), lambda emit: sup().restart(app, name, emit))
 
     @api.post("/v1/apps/{app}/undeploy")
     async def undeploy(app: str, request: Request) -> StreamingResponse:

@@ -25,6 +25,8 @@ class SupervisorSettings(WorkerSettings):
     crash_window: float = 60.0
     ready_timeout: float = 30.0
     monitor_interval: float = 0.1
+    # Endpoints a deploy starts at a time: a cancelled deploy leaves the rest unstarted.
+    deploy_concurrency: int = 8
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> SupervisorSettings:

@@ -17,6 +17,10 @@ It lives inside the local cloud service and orchestrates `workers` (the processe
   log lines recorded (the import error of a broken handler, typically). See `crashes`.
 - Deploys and undeploys of one app are serialised by a per-app lock (one service per home, so
   an in-process lock is enough; the database's own locking protects against anything else).
+- A deploy starts `deploy_concurrency` endpoints at a time. Cancelled (`cancel_deploy`), it
+  starts no more: those not started get their previous record back (a create's is removed),
+  those started finish, so every record explains its process. `restart` stops and starts one
+  endpoint's worker from its record (same build copy, config and key).
 
 What a crash does (the record, the window rule, backoff, the waiting restarts) is `crashes`.
 """
@@ -52,6 +56,7 @@ from engine.localcloud.wire import (
     WorkerIsolation,
 )
 from engine.localcloud.workers import Worker, WorkerProcesses, terminate
+from engine.provider import NOT_STARTED
 from engine.status import RUNNING
 
 __all__ = ["Supervisor"]
@@ -62,6 +67,28 @@ Emit = Callable[[DeployEvent], None]
 # dead at service start (machine reboot, SIGKILL) is started again. `stopped` (by `cloud stop`)
 # and `failed` stay down until the next deploy.
 _WANTED = RUNNING
+# What a deploy's endpoint record held before it: put back when the deploy never started it.
+_RESTORED = (
+    "resource_type",
+    "is_load_balanced",
+    "config",
+    "config_hash",
+    "code_hash",
+    "build_id",
+    "build_path",
+    "status",
+    "port",
+    "url",
+    "restarts",
+    "crash_times",
+    "last_error",
+)
+# The event a worker started by a deploy or a restart logs, by action: its kind and verb.
+_EVENT_KINDS = {
+    "create": ("deployed", "created"),
+    "update": ("updated", "updated"),
+    "restart": ("restarted", "restarted"),
+}
 
 
 class Supervisor:
@@ -75,6 +102,8 @@ class Supervisor:
         # Where the service answers: a mothership's worker is told it (set by the service).
         self.service_url: str | None = None
         self._locks: dict[str, asyncio.Lock] = {}
+        # The cancel flags of the deploys of each app (running, or waiting for its lock).
+        self._cancels: dict[str, dict[asyncio.Event, Emit]] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._monitor: asyncio.Task[None] | None = None
         self._http: httpx.AsyncClient | None = None
@@ -124,6 +153,15 @@ class Supervisor:
     def app_lock(self, app: str) -> asyncio.Lock:
         """The lock that serialises deploys and undeploys of `app`."""
         return self._locks.setdefault(app, asyncio.Lock())
+
+    def cancel_deploy(self, app: str) -> bool:
+        """Ask the deploys of `app` to start no more endpoints; False when none is running."""
+        flags = self._cancels.get(app) or {}
+        for flag, emit in flags.items():
+            if not flag.is_set():
+                flag.set()
+                emit(DeployEvent(type="cancelling", app=app))
+        return bool(flags)
 
     def spawn_task(self, coro: Any) -> asyncio.Task[Any]:
         """Run `coro` detached from any request (a client hanging up must not cancel it)."""
@@ -380,6 +418,16 @@ class Supervisor:
 
     async def deploy(self, app: str, request: DeployRequest, emit: Emit) -> dict[str, Any]:
         """Create/update `request.endpoints`, remove `request.remove`; returns a summary."""
+        cancel = asyncio.Event()
+        self._cancels.setdefault(app, {})[cancel] = emit
+        try:
+            return await self._deploy(app, request, emit, cancel)
+        finally:
+            self._cancels[app].pop(cancel, None)
+
+    async def _deploy(
+        self, app: str, request: DeployRequest, emit: Emit, cancel: asyncio.Event
+    ) -> dict[str, Any]:
         started = time.monotonic()
         async with self.app_lock(app):
             emit(DeployEvent(type="locked", app=app))
@@ -413,6 +461,9 @@ class Supervisor:
                     emit(DeployEvent(type="endpoint", name=spec.name, action="unchanged", url=url))
                     continue
                 todo.append((spec, "update" if record else "create", record))
+            if todo and cancel.is_set():
+                results.extend(self._not_started(app, s, a, r, emit) for s, a, r in todo)
+                todo = []
             if todo:
                 emit(DeployEvent(type="build", build_id=request.build.build_id, state="copying"))
                 build_path = await asyncio.to_thread(self._ensure_build, app, request.build)
@@ -454,10 +505,20 @@ class Supervisor:
                     if self.store.endpoint_key(app, spec.name) is None:
                         self.store.set_endpoint_key(app, spec.name, secrets.token_urlsafe(32))
                 self._write_endpoints_file(app)
-                outcomes = await asyncio.gather(
-                    *(self._deploy_one(app, s, action, timeout, emit) for s, action, _ in todo)
-                )
+                gate = asyncio.Semaphore(max(1, int(self.settings.deploy_concurrency)))
+
+                async def start(
+                    spec: EndpointSpec, action: str, previous: dict[str, Any] | None
+                ) -> dict[str, Any]:
+                    async with gate:
+                        if cancel.is_set():
+                            return self._not_started(app, spec, action, previous, emit)
+                        return await self._deploy_one(app, spec, action, timeout, emit)
+
+                outcomes = await asyncio.gather(*(start(s, a, r) for s, a, r in todo))
                 results.extend(outcomes)
+                if cancel.is_set():
+                    self._write_endpoints_file(app)  # without the endpoints not started
             # In mothership mode the mothership writes the environment's state itself.
             if all(spec.role == roles.ENDPOINT for spec in request.endpoints):
                 self._persist_manifest(app, request)
@@ -470,6 +531,8 @@ class Supervisor:
             "build_id": request.build.build_id,
             "elapsed_ms": round((time.monotonic() - started) * 1000, 1),
         }
+        if cancel.is_set():
+            summary["cancelled"] = True  # on the wire only when it happened
         emit(DeployEvent(type="result", **summary))
         return summary
 
@@ -486,6 +549,47 @@ class Supervisor:
             return f"mothership {spec.mothership!r} is not deployed"
         return None
 
+    def _not_started(
+        self,
+        app: str,
+        spec: EndpointSpec,
+        action: str,
+        previous: dict[str, Any] | None,
+        emit: Emit,
+    ) -> dict[str, Any]:
+        """A cancelled deploy's endpoint it did not start: its record as it was before (none
+        for a create; an update's old worker never stopped)."""
+        if previous is None:
+            self.store.delete_endpoint(app, spec.name)
+        else:
+            kept = {k: previous.get(k) for k in _RESTORED}
+            self.store.upsert_endpoint(app, spec.name, **kept)
+        self.store.add_event("deploy_cancelled", NOT_STARTED, app=app, endpoint=spec.name)
+        emit(DeployEvent(type="endpoint", name=spec.name, action=action, state="cancelled"))
+        return {"name": spec.name, "action": action, "ok": False, "error": NOT_STARTED}
+
+    async def restart(self, app: str, name: str, emit: Emit) -> dict[str, Any]:
+        """Stop and start an endpoint's worker from its record (same build, config, key): a
+        new pid, one more restart, a fresh crash window; returns its result."""
+        async with self.app_lock(app):
+            record = self.store.get_endpoint(app, name)
+            if record is None:
+                raise KeyError(name)
+            self.restarts.cancel(app, name)
+            self.store.upsert_endpoint(
+                app,
+                name,
+                status="deploying",
+                restarts=int(record.get("restarts") or 0) + 1,
+                crash_times=[],
+                last_error=None,
+            )
+            spec = EndpointSpec(name=name, config_hash=record.get("config_hash"))
+            timeout = float(self.settings.ready_timeout)
+            result = await self._deploy_one(app, spec, "restart", timeout, emit)
+        emit(DeployEvent(type="result", app=app, ok=result["ok"], results=[result]))
+        return result
+
     async def _deploy_one(
         self, app: str, spec: EndpointSpec, action: str, timeout: float, emit: Emit
     ) -> dict[str, Any]:
@@ -500,6 +604,11 @@ class Supervisor:
         record = self.store.get_endpoint(app, name)
         assert record is not None
         emit(DeployEvent(type="endpoint", name=name, action=action, state="starting"))
+        if not record.get("build_path") or not Path(record["build_path"]).is_dir():
+            error = "its build copy is missing: deploy it again"
+            self.store.upsert_endpoint(app, name, status="failed", last_error=error, pid=None)
+            emit(DeployEvent(type="endpoint", name=name, action=action, state="error", error=error))
+            return {"name": name, "action": action, "ok": False, "error": error}
         await self._processes.prepare(record)
         port_taken = not port_is_free(int(record["port"]))
         worker = await self._spawn(record, new_port=port_taken)
@@ -510,9 +619,10 @@ class Supervisor:
         record = self.store.get_endpoint(app, name) or record
         if ok:
             self.store.upsert_endpoint(app, name, status="healthy")
+            kind, done = _EVENT_KINDS.get(action, ("updated", f"{action}d"))
             self.store.add_event(
-                "deployed" if action == "create" else "updated",
-                f"{action}d, pid {worker.pid}, {record['url']}",
+                kind,
+                f"{done}, pid {worker.pid}, {record['url']}",
                 app=app,
                 endpoint=name,
                 data={"config_hash": spec.config_hash, "elapsed_ms": elapsed},

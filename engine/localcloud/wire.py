@@ -116,6 +116,8 @@ class DeployEvent(BaseModel):
     elapsed_ms: float | None = None
     ok: bool | None = None
     results: list[ResultRecord] | None = None
+    # On a deploy's `result`: it was cancelled mid-way (see Supervisor.cancel_deploy).
+    cancelled: bool | None = None
 
     def to_json(self) -> str:
         """The event's NDJSON line (without the newline): the fields it set, nothing more."""
@@ -304,3 +306,9 @@ class Ack(BaseModel):
     """Answer of a request that only needs to say it was done."""
 
     ok: bool = True
+
+
+class CancelReply(BaseModel):
+    """Answer to a deploy's cancel: `cancelled` is False when no deploy of the app was running."""
+
+    cancelled: bool

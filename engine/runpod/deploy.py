@@ -28,6 +28,7 @@ import httpx
 
 from engine.health import probe
 from engine.provider import (
+    NOT_STARTED,
     BuildRef,
     DeployOutcome,
     EndpointResult,
@@ -222,6 +223,7 @@ class Deployer:
         on_event: EventCallback | None = None,
         concurrency: int = 4,
         health_wait: float = 120.0,
+        cancel: asyncio.Event | None = None,
     ) -> None:
         self.config = config
         self.api = api
@@ -231,6 +233,8 @@ class Deployer:
         self._on_event = on_event
         self._limit = asyncio.Semaphore(max(1, concurrency))
         self.health_wait = health_wait
+        # Once set, endpoints not saved yet are not saved (a cancelled deploy).
+        self._cancel = cancel or asyncio.Event()
         self._state_lock = asyncio.Lock()
         self._state_error: str | None = None
         # The template env each endpoint was saved with by this operation, by resource name.
@@ -281,7 +285,13 @@ class Deployer:
             await self.save_state()
         self._check_state()
         ok = all(r.ok for r in results)
-        return DeployOutcome(ok, tuple(results), build_id=uploaded, elapsed_ms=_ms(started))
+        return DeployOutcome(
+            ok,
+            tuple(results),
+            build_id=uploaded,
+            elapsed_ms=_ms(started),
+            cancelled=self._cancel.is_set(),
+        )
 
     async def _upload(self, archive: Path) -> str:
         data = await asyncio.to_thread(archive.read_bytes)
@@ -311,6 +321,9 @@ class Deployer:
         action = "update" if live is not None else "create"
         async with self._limit:
             started = time.perf_counter()
+            if self._cancel.is_set():
+                self._emit("endpoint", name=name, action=action, state="cancelled")
+                return _Saved(name, action, started, error=NOT_STARTED)
             self._emit("endpoint", name=name, action=action, state=Status.DEPLOYING)
             try:
                 endpoint, template_name = await self._save(spec, entry, live)

@@ -13,6 +13,7 @@ own key (aiKey), never the account key.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import time
 from collections.abc import AsyncIterator, Mapping, Sequence
@@ -29,6 +30,7 @@ from engine.provider import (
     DeployedEndpoint,
     DeploymentEvent,
     DeployOutcome,
+    EndpointResult,
     EndpointSpec,
     EndpointTarget,
     EventCallback,
@@ -315,7 +317,12 @@ class RunPodProvider:
 
     # -- changing -------------------------------------------------------------------------
 
-    def _deployer(self, where: Environment, on_event: EventCallback | None) -> Deployer:
+    def _deployer(
+        self,
+        where: Environment,
+        on_event: EventCallback | None,
+        cancel: asyncio.Event | None = None,
+    ) -> Deployer:
         assert self._http is not None
         return Deployer(
             self.config,
@@ -325,6 +332,7 @@ class RunPodProvider:
             self.env_name,
             on_event=on_event,
             health_wait=self.health_wait,
+            cancel=cancel,
         )
 
     async def deploy(
@@ -337,15 +345,26 @@ class RunPodProvider:
         force: bool = False,
         project_path: Path | None = None,
         on_event: EventCallback | None = None,
+        cancel: asyncio.Event | None = None,
     ) -> DeployOutcome:
-        """Upload the build to the environment, then create/update `specs`, delete `remove`."""
+        """Upload the build to the environment, then create/update `specs`, delete `remove`;
+        once `cancel` is set, endpoints not saved yet are left as they are."""
         self._seen.clear()
         try:
             where = await self._environment(app, create=True)
             assert where is not None
-            return await self._deployer(where, on_event).deploy(specs, build, remove)
+            return await self._deployer(where, on_event, cancel).deploy(specs, build, remove)
         finally:
             self._seen.clear()
+
+    async def restart(
+        self, app: str, name: str, *, on_event: EventCallback | None = None
+    ) -> EndpointResult:
+        """Not available: RunPod's API has no call that restarts an endpoint's workers."""
+        raise ProviderError(
+            f"restart is not available on RunPod: its API cannot restart {name}'s workers"
+            " (they are RunPod's to start and stop)"
+        )
 
     async def delete(
         self, app: str, names: Sequence[str] | None, *, on_event: EventCallback | None = None

@@ -1,4 +1,5 @@
-"""Confirmation dialogs: deploy plan, undeploy, undeploy all (typed). Escape always cancels."""
+"""Confirmation dialogs: deploy plan, undeploy, undeploy all (typed), restart. Escape always
+cancels."""
 
 from __future__ import annotations
 
@@ -218,3 +219,36 @@ class UndeployAllScreen(_Dialog):
     def _confirm(self) -> None:
         if self.query_one("#project-name", Input).value.strip() == self.project:
             self.dismiss(True)
+
+
+class RestartScreen(_Dialog):
+    """Restart one endpoint's worker: what happens to it, then Restart (focused) or Cancel."""
+
+    def __init__(self, name: str, url: str = "") -> None:
+        super().__init__()
+        self.endpoint = name
+        self.url = url
+
+    def compose(self) -> ComposeResult:
+        body = Text()
+        body.append("Restart ", style="bold")
+        body.append(self.endpoint, style="bold")
+        if self.url:
+            body.append(f"  {self.url}", style="dim")
+        body.append(
+            "\nIts worker is stopped and started again from the same build and config: "
+            "requests in flight fail, the URL and key stay."
+        )
+        with Vertical(id="dialog", classes="dialog") as box:
+            box.border_title = "Restart"
+            yield Static(body, id="restart-text")
+            with Horizontal(classes="buttons"):
+                yield Button("Cancel", id="cancel")
+                yield Button("Restart", id="confirm", variant="warning")
+
+    def on_mount(self) -> None:
+        self.set_focus(self.query_one("#confirm"))
+
+    @on(Button.Pressed, "#confirm")
+    def _confirm(self) -> None:
+        self.dismiss(True)

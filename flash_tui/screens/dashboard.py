@@ -2,15 +2,19 @@
 
 It renders a DashboardState (set by the app as work lands) and says what the person selects
 with a `Selected` message. `/` filters the tree and the table (flash_tui/filtering.py) until
-escape clears it.
+escape clears it. While a long operation runs, `escape` (with no filter to clear) and `ctrl+c`
+ask for it to be cancelled with a `CancelRequested` message; the progress line says so.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import fields
 from datetime import datetime
+from typing import Any
 
 from textual import on
+from textual.actions import SkipAction
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
@@ -31,8 +35,29 @@ from flash_tui.widgets.logs.buffer import LogBuffer
 from flash_tui.widgets.logs.log_view import LogView
 
 SELECT_DELAY = 0.03
+# Every field of the state but the selection: what the table's rows may depend on.
+_ROW_INPUTS = tuple(f for f in fields(DashboardState) if f.name != "selection")
 # From this width the detail pane sits beside the table (which still gets ~80 columns).
 WIDE = 170
+
+
+class _Footer(Footer):
+    """Textual's footer, recomposed once per frame however often the bindings change in it:
+    at start-up they change five times before the first frame, and each recompose mounts
+    every key anew (a third of the start-up's CPU time went there)."""
+
+    _recompose_pending = False
+
+    def bindings_changed(self, screen: Screen[Any]) -> None:
+        if self._recompose_pending and screen is self.screen:
+            return  # the recompose already scheduled shows these bindings too
+        scheduled = screen.app.app_focus and self.is_attached and screen is self.screen
+        super().bindings_changed(screen)
+        self._recompose_pending = bool(scheduled)
+
+    async def recompose(self) -> None:
+        self._recompose_pending = False
+        await super().recompose()
 
 
 class DashboardScreen(Screen[None]):
@@ -43,6 +68,7 @@ class DashboardScreen(Screen[None]):
     BINDINGS = [
         Binding("slash", "filter", "Filter", key_display="/", show=False),
         Binding("escape", "clear_filter", "Clear filter", show=False),
+        Binding("ctrl+c", "cancel_operation", "Cancel", show=False),
     ]
 
     # The widgets repaint what changed; a repaint of the whole screen per state would not.
@@ -56,6 +82,9 @@ class DashboardScreen(Screen[None]):
         def __init__(self, item: TreeItem | str | None) -> None:
             super().__init__()
             self.item = item
+
+    class CancelRequested(Message):
+        """The person asked for the running operation (build, deploy) to be cancelled."""
 
     def __init__(self, clock: Callable[[], datetime], logs: LogBuffer) -> None:
         super().__init__()
@@ -107,11 +136,18 @@ class DashboardScreen(Screen[None]):
     def action_clear_filter(self) -> None:
         bar = self.query_one("#filter-bar")
         if not bar.display and not self._filter:
+            if self.state.busy:
+                self.post_message(self.CancelRequested())
             return
         self.query_one("#filter", Input).value = ""
         bar.display = False
         self.set_filter("")
         self.query_one(ManifestTree).focus()
+
+    def action_cancel_operation(self) -> None:
+        if not self.state.busy:
+            raise SkipAction()  # ctrl+c keeps the app's meaning when nothing runs
+        self.post_message(self.CancelRequested())
 
     @on(Input.Changed, "#filter")
     def _filter_changed(self, event: Input.Changed) -> None:
@@ -125,7 +161,10 @@ class DashboardScreen(Screen[None]):
         self.query_one(ManifestTree).focus()
 
     def watch_state(self, old: DashboardState, state: DashboardState) -> None:
-        self._show_rows(state)
+        # A new selection (every cursor move, a frame later) changes no row: the table keeps
+        # its rows, and a key press does not wait for every row to be recomputed.
+        if any(getattr(old, f.name) is not getattr(state, f.name) for f in _ROW_INPUTS):
+            self._show_rows(state)
         if self._filter and old.statuses is not state.statuses:
             self.query_one(ManifestTree).apply_filter(self._filter, self._statuses(state))
         for header in self.query(HeaderLine):
@@ -175,10 +214,12 @@ class DashboardScreen(Screen[None]):
                 detail = DetailPane(id="detail")
                 detail.border_title = "Details"
                 yield detail
-        yield ProgressBar(id="progress", show_eta=False)
+        with Horizontal(id="progress-line"):
+            yield ProgressBar(id="progress", show_eta=False)
+            yield Label("", id="progress-keys")
         log = LogView(self._logs, id="log-pane", title="Logs · all")
         yield log
-        yield Footer(compact=True)
+        yield _Footer(compact=True)
 
     def on_mount(self) -> None:
         self.query_one(ManifestTree).focus()

@@ -64,6 +64,8 @@ class DashboardState:
     target: str = ""
     # Watch-deploy (`w`) is on: every save redeploys what changed.
     watching: bool = False
+    # Before the first scan the endpoints are not known yet (never "0 endpoints").
+    scanning: bool = False
 
     # -- derived views --------------------------------------------------------------------
 
@@ -126,7 +128,7 @@ class DashboardState:
         """The header summary, and its compact form for narrow terminals."""
         drifted = sum(1 for s in self.statuses.values() if s.drift == "drifted")
         errors = sum(1 for d in self.diagnostics if d.severity == "error")
-        counts = [f"{len(self.resources())} endpoints"]
+        counts = ["scanning…"] if self.scanning else [f"{len(self.resources())} endpoints"]
         if drifted:
             counts.append(f"{drifted} drifted")
         if errors:

@@ -21,10 +21,11 @@ SCREEN_KEYS: list[tuple[str, str]] = [
     ("/", "Filter the tree and the table by name, type or status (escape clears)"),
     ("enter", "Expand a tree node / select a row / the focused dialog button"),
     ("escape", "Close a screen, cancel a dialog, clear the filter"),
+    ("esc ctrl+c", "While a build or deploy runs: cancel it (a deploy finishes what started)"),
     (
-        "d u t l e",
+        "d u t l e R",
         "act on the highlighted tree node or table row (the one the details show); "
-        "with none, d u e say so, t l open on everything",
+        "with none, d u e R say so, t l open on everything",
     ),
     ("tester", "ctrl+s or ctrl+enter send · ctrl+y copy as curl · ctrl+k curl with key"),
     ("logs", "f follow · w wrap · / search · n/N match · e endpoint · ? its keys"),

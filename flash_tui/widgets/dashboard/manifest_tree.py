@@ -85,6 +85,11 @@ def error_specs(reason: str) -> list[_Spec]:
     return [_Spec(item, label, children)]
 
 
+def loading_specs(text: str) -> list[_Spec]:
+    """The tree before the first scan: what is happening, not an empty project's hint."""
+    return [_Spec(TreeItem("hint", ("hint", "loading")), Text(text, style="dim italic"))]
+
+
 def build_specs(manifest: Mapping[str, Any], diagnostics: Sequence[Diagnostic]) -> list[_Spec]:
     """The desired tree for a manifest dict and the scan's diagnostics."""
     specs: list[_Spec] = []
@@ -246,6 +251,11 @@ class ManifestTree(Tree[TreeItem]):
         if not kept["resources"] and not shown:
             return _no_match_specs(self._filter)
         return build_specs(kept, shown)
+
+    def show_loading(self, text: str) -> None:
+        """Say the tree is on its way (before the first scan); the scan's nodes replace it."""
+        self._show(loading_specs(text), flash=False)
+        self._mt_loaded = False  # the first scan's nodes are not "changed" ones to flash
 
     def show_error(self, reason: str) -> None:
         """Show why the project could not be scanned (instead of any endpoints)."""

@@ -15,6 +15,7 @@ from textual.reactive import reactive
 from textual.scroll_view import ScrollView
 from textual.scrollbar import ScrollTo, ScrollUp
 from textual.strip import Strip
+from textual.widget import Widget
 
 from flash_tui.widgets.logs.buffer import LogBuffer, LogRecord
 
@@ -161,14 +162,32 @@ class LogView(ScrollView, can_focus=True):
 
     def _update_size(self) -> None:
         if not self.wrap:
-            self.virtual_size = Size(self._max_width, len(self._rows))
+            self._set_virtual_size(Size(self._max_width, len(self._rows)))
             return
         # Recounted whole: rows evicted at the front shift every index (cheap next to a frame).
         self._lines, self._first_line = [], []
         for row, record in enumerate(self._rows):
             self._first_line.append(len(self._lines))
             self._lines.extend((row, chunk) for chunk in range(self._chunks(record)))
-        self.virtual_size = Size(self.size.width, len(self._lines))
+        self._set_virtual_size(Size(self.size.width, len(self._lines)))
+
+    def _set_virtual_size(self, size: Size) -> None:
+        """Set the scrollable size; when only the scroll range grew (lines appended to a view
+        already scrolling), without re-laying out the screen: `virtual_size` is a layout
+        reactive, and a log streaming 2,000 lines/s re-laid out and repainted the whole
+        dashboard ten times a second, in the way of every key press."""
+        old = self.virtual_size
+        update = getattr(self, "_scroll_update", None)  # Textual's own, for layout=False
+        if (
+            update is not None
+            and size.width == old.width
+            and min(old.height, size.height) > self.scrollable_content_region.height
+        ):
+            self.set_reactive(Widget.virtual_size, size)
+            update(size)  # the scrollbars' range (and their visibility, if that changes)
+            self.refresh()
+        else:
+            self.virtual_size = size
 
     def display_line(self, row: int) -> int:
         """The first display line of `row` (they differ once wrapped lines take several)."""
