@@ -85,6 +85,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", args.port))
+    # Listening before "ready" is said: a connection made then waits in the backlog until the
+    # server runs, instead of being refused.
+    sock.listen(2048)
     port = sock.getsockname()[1]
     print(f"listening on http://127.0.0.1:{port}", flush=True)
     try:
