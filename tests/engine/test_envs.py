@@ -520,7 +520,8 @@ def test_cli_deploy_shows_environment_progress_and_the_failure(
     assert proc.returncode == 1, proc.stdout + proc.stderr  # `broken` failed, the rest deployed
     said = " ".join(proc.stderr.split())
     assert "uses_tiny environment" in said and "reused" in said, said
-    assert "installing flashmissing==1.0 for broken" in said, said
+    assert "broken environment failed: installing flashmissing==1.0 failed" in said, said
+    assert "No solution found" in said, said  # uv's last lines: shown when it fails
     assert "✗ broken" in said and "flashmissing" in said, said
 
 

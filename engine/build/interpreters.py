@@ -1,0 +1,128 @@
+"""Which interpreter the build's import check (step 6) imports each handler on: the one its
+endpoint will run on.
+
+An endpoint with no environment (`engine.envs`) runs on the local cloud's own interpreter: its
+handler is checked there. One whose environment is already in the cache is checked on that
+environment's interpreter. One whose environment is not built yet (environments are built after
+the plan is confirmed, in the deploy's `envs` step) is checked on ours, and a
+`ModuleNotFoundError` for a module that environment will provide (one of its requirements, by
+name or by a well-known import name such as `PIL` for `pillow`, or torch) does not fail the
+build: that handler's check is deferred to right after its environment is built
+(`engine.env_step`), where a failure marks that endpoint `failed`.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from packaging.requirements import InvalidRequirement, Requirement
+from packaging.utils import canonicalize_name
+
+from engine.envs import (
+    EnvCache,
+    EnvContents,
+    endpoint_contents,
+    env_cache_dir,
+    project_requirements,
+)
+from engine.handlergen import HandlerCheck, handler_filename
+
+__all__ = [
+    "HandlerInterpreter",
+    "deferred",
+    "handler_interpreters",
+    "missing_module",
+    "provides_module",
+]
+
+# Import names that differ from their distribution's name (canonical distribution prefixes).
+_IMPORT_NAMES: dict[str, tuple[str, ...]] = {
+    "PIL": ("pillow",),
+    "cv2": ("opencv-",),
+    "yaml": ("pyyaml",),
+    "sklearn": ("scikit-learn",),
+    "skimage": ("scikit-image",),
+    "bs4": ("beautifulsoup4",),
+    "dateutil": ("python-dateutil",),
+    "dotenv": ("python-dotenv",),
+    "jwt": ("pyjwt",),
+    "attr": ("attrs",),
+    "Crypto": ("pycryptodome",),
+    "OpenSSL": ("pyopenssl",),
+    "fitz": ("pymupdf",),
+    "docx": ("python-docx",),
+    "google": ("google-", "protobuf"),
+    "huggingface_hub": ("huggingface-hub",),
+}
+_MISSING = re.compile(r"ModuleNotFoundError: No module named '([^']+)'")
+
+
+@dataclass(frozen=True)
+class HandlerInterpreter:
+    """Where one handler is checked: `python` (None: ours), and what its environment, when not
+    built yet, will hold (`pending`; None: nothing pending)."""
+
+    python: str | None = None
+    pending: EnvContents | None = None
+
+
+def missing_module(check: HandlerCheck) -> str | None:
+    """The module a failed check's `ModuleNotFoundError` names, if that is why it failed."""
+    found = _MISSING.search(check.error) or _MISSING.search(check.output)
+    return found.group(1) if found else None
+
+
+def provides_module(contents: EnvContents, module: str) -> bool:
+    """Whether an environment of `contents` will provide the top-level module of `module`."""
+    top = module.partition(".")[0]
+    if contents.torch and top == "torch":
+        return True
+    names: list[str] = []
+    for line in contents.requirements:
+        try:
+            names.append(canonicalize_name(Requirement(line).name))
+        except InvalidRequirement:
+            return True  # a URL or a path: what it provides is not known before installing
+    if canonicalize_name(top) in names:
+        return True
+    prefixes = _IMPORT_NAMES.get(top, ())
+    return any(name.startswith(prefix) for name in names for prefix in prefixes)
+
+
+def handler_interpreters(
+    root: Path,
+    manifest: Mapping[str, Any],
+    *,
+    cache: EnvCache | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> dict[str, HandlerInterpreter]:
+    """Each handler file of `manifest` -> where the build's import check imports it."""
+    environ = dict(os.environ if environ is None else environ)
+    project = project_requirements(root, environ)
+    out: dict[str, HandlerInterpreter] = {}
+    for name, resource in (manifest.get("resources") or {}).items():
+        filename = handler_filename(str(name), resource)
+        contents = endpoint_contents(resource, project)
+        if contents is None:
+            out[filename] = HandlerInterpreter()
+            continue
+        cache = cache or EnvCache(env_cache_dir(environ), environ=environ)
+        found = cache.find(contents)
+        if found is not None:
+            out[filename] = HandlerInterpreter(python=str(found.python))
+        else:
+            out[filename] = HandlerInterpreter(pending=contents)
+    return out
+
+
+def deferred(check: HandlerCheck, where: HandlerInterpreter | None) -> bool:
+    """Whether a failed check waits for its environment (the deploy's `envs` step re-checks):
+    it misses a module that the environment, not built yet, will provide."""
+    module = missing_module(check)
+    pending = where.pending if where is not None else None
+    return module is not None and pending is not None and provides_module(pending, module)
