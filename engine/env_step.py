@@ -37,6 +37,7 @@ from engine.provider import EndpointSpec
 from engine.wording import plural
 
 __all__ = [
+    "INSTALLING",
     "SYSTEM_DEPENDENCY_MISSING",
     "EnvStepResult",
     "env_step",
@@ -45,6 +46,8 @@ __all__ = [
 ]
 
 SYSTEM_DEPENDENCY_MISSING = "env-system-dependency-missing"
+# The state of the event that says an environment's install started.
+INSTALLING = "installing"
 _PARALLEL_BUILDS = 3
 
 
@@ -171,7 +174,9 @@ async def env_step(
             errors: dict[str, str] = {}
         else:
             async with slots:
-                emit("envs", f"installing {count} for {who}", build_step="install")
+                # The TUI's log and bar show it; the CLI's one line is the outcome.
+                what = ", ".join(contents.requirements)
+                emit("envs", f"installing {what} for {who}", state=INSTALLING)
                 started = time.monotonic()
                 try:
                     # uv's own lines stay out of the progress: its last ones are in the error.
