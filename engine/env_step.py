@@ -199,6 +199,7 @@ async def env_step(
             if not found.built:  # another deploy built it while we waited for its lock
                 said = f"environment {found.key[:12]} reused ({count})"
         finished += 1
+        cache.mark_used(found)
         for name in names:
             outcome[name] = (None, errors[name]) if name in errors else (str(found.python), None)
         say(names, said)

@@ -21,6 +21,7 @@ COMMANDS: list[str] = [
     "invoke",
     "cloud",
     "dev",
+    "envs",
 ]
 
 
