@@ -38,6 +38,7 @@ from engine.wording import plural
 
 __all__ = [
     "INSTALLING",
+    "PARALLEL_BUILDS",
     "SYSTEM_DEPENDENCY_MISSING",
     "EnvStepResult",
     "env_step",
@@ -48,7 +49,7 @@ __all__ = [
 SYSTEM_DEPENDENCY_MISSING = "env-system-dependency-missing"
 # The state of the event that says an environment's install started.
 INSTALLING = "installing"
-_PARALLEL_BUILDS = 3
+PARALLEL_BUILDS = 3
 
 
 @dataclass(frozen=True)
@@ -112,11 +113,13 @@ async def env_step(
     cache: EnvCache | None = None,
     environ: Mapping[str, str] | None = None,
     build_dir: Path | None = None,
+    parallel: int = PARALLEL_BUILDS,
 ) -> EnvStepResult:
     """Each of `specs` with its environment's interpreter, or the error that kept it from one.
 
-    With `build_dir`, the handlers of endpoints whose environment is built now are imported on
-    it first (the build could not: it did not exist yet); one that fails gets that error."""
+    At most `parallel` environments are built at a time. With `build_dir`, the handlers of
+    endpoints whose environment is built now are imported on it first (the build could not: it
+    did not exist yet); one that fails gets that error."""
     environ = dict(os.environ if environ is None else environ)
     resources: Mapping[str, Any] = manifest.get("resources") or {}
     project = await asyncio.to_thread(project_requirements, root, environ)
@@ -154,7 +157,7 @@ async def env_step(
     finished = 0
     # Distinct keys build side by side (uv mostly waits on downloads and unpacking); the
     # per-key lock of the cache keeps two builds of one key from both installing.
-    slots = asyncio.Semaphore(_PARALLEL_BUILDS)
+    slots = asyncio.Semaphore(max(1, parallel))
 
     def say(names: list[str], message: str) -> None:
         # One line per environment; an environment of one endpoint is that endpoint's news.
