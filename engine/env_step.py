@@ -8,8 +8,7 @@ lines, in the error). A handler the build could not check (its environment did n
 Each spec comes back with `python` (the interpreter of its environment; None: it needs none and
 runs on the local cloud's own) or `setup_error` (the installer's message, or the handler's import
 error on its new environment: the local cloud then records that endpoint `failed` and starts the
-others). `system_dependencies` missing on this
-machine become warnings naming them.
+others). `system_dependencies` missing on this machine become warnings naming them.
 """
 
 from __future__ import annotations
