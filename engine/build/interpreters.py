@@ -23,6 +23,7 @@ from typing import Any
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name
 
+from engine.diagnostics import Diagnostic
 from engine.envs import (
     EnvCache,
     EnvContents,
@@ -30,11 +31,12 @@ from engine.envs import (
     env_cache_dir,
     project_requirements,
 )
-from engine.handlergen import HandlerCheck, handler_filename
+from engine.handlergen import VENDOR_DIR, HandlerCheck, handler_filename
 
 __all__ = [
     "HandlerInterpreter",
     "deferred",
+    "missing_import_diagnostics",
     "handler_interpreters",
     "missing_module",
     "provides_module",
@@ -60,6 +62,7 @@ _IMPORT_NAMES: dict[str, tuple[str, ...]] = {
     "huggingface_hub": ("huggingface-hub",),
 }
 _MISSING = re.compile(r"ModuleNotFoundError: No module named '([^']+)'")
+_FRAME = re.compile(r'File "([^"]+)", line (\d+)')
 
 
 @dataclass(frozen=True)
@@ -126,3 +129,41 @@ def deferred(check: HandlerCheck, where: HandlerInterpreter | None) -> bool:
     module = missing_module(check)
     pending = where.pending if where is not None else None
     return module is not None and pending is not None and provides_module(pending, module)
+
+
+def _importing_frame(check: HandlerCheck, build_dir: Path) -> tuple[str, int] | None:
+    """(file relative to the build, line) of the project's innermost frame in the traceback."""
+    base = os.path.realpath(build_dir)
+    found = None
+    for path, line in _FRAME.findall(check.output):
+        real = os.path.realpath(path)
+        if not real.startswith(base + os.sep):
+            continue
+        rel = Path(os.path.relpath(real, base)).as_posix()
+        if rel != check.handler and not rel.startswith(VENDOR_DIR + "/"):
+            found = (rel, int(line))
+    return found
+
+
+def missing_import_diagnostics(checks: list[HandlerCheck], build_dir: Path) -> list[Diagnostic]:
+    """For each failed check that misses a module: the project file and line importing it, and
+    the module, said first (the handler's own diagnostic keeps the traceback)."""
+    out: list[Diagnostic] = []
+    for check in checks:
+        module = missing_module(check)
+        frame = _importing_frame(check, build_dir) if module else None
+        if module is None or frame is None:
+            continue
+        rel, line = frame
+        out.append(
+            Diagnostic(
+                "error",
+                rel,
+                line,
+                f"imports {module!r}, which nothing provides: neither this "
+                "interpreter nor the endpoint's environment (add its package to the "
+                "endpoint's dependencies=[...] or to requirements.txt)",
+                "build-import-missing",
+            )
+        )
+    return out

@@ -48,7 +48,11 @@ from engine.archive import FIXED_MTIME, MAX_ARCHIVE_BYTES, write_archive
 from engine.build.deps import collect_requirements, install_deps
 from engine.build.files import collect_files, prune, sync_file
 from engine.build.images import image_clashes, python_version, with_images
-from engine.build.interpreters import deferred, handler_interpreters
+from engine.build.interpreters import (
+    deferred,
+    handler_interpreters,
+    missing_import_diagnostics,
+)
 from engine.build.model import (
     ARCHIVE_NAME,
     BUILD_DIR,
@@ -342,6 +346,7 @@ def build_project(
                     )
                     for c in failed
                 ]
+                diagnostics = [*missing_import_diagnostics(failed, build_dir), *diagnostics]
                 names = ", ".join(c.handler for c in failed)
                 raise BuildError(
                     f"generated handler(s) failed to import: {names}", diagnostics, step="check"

@@ -130,6 +130,9 @@ def test_module_nothing_provides_fails_the_build_naming_file_and_module(
         build_project(project)
     said = str(failure.value) + " ".join(d.message for d in failure.value.diagnostics)
     assert "flash_nothing_here" in said and "w.py" in said, said
+    first = failure.value.diagnostics[0]  # said first: the project's file, line and module
+    assert (first.file, first.line) == ("w.py", 2), first
+    assert "'flash_nothing_here'" in first.message and "dependencies" in first.message
     # and with no environment at all, on our own interpreter, the same
     plain = write_files(tmp_path / "plain", _worker("plain", "flash_nothing_here", []))
     with pytest.raises(BuildError, match="handler"):
