@@ -18,20 +18,16 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name
 
 from engine.diagnostics import Diagnostic
-from engine.envs import (
-    EnvCache,
-    EnvContents,
-    endpoint_contents,
-    env_cache_dir,
-    project_requirements,
-)
 from engine.handlergen import VENDOR_DIR, HandlerCheck, handler_filename
+
+if TYPE_CHECKING:  # engine.envs is imported when a build checks handlers, not with the build
+    from engine.envs import EnvCache, EnvContents
 
 __all__ = [
     "HandlerInterpreter",
@@ -105,6 +101,8 @@ def handler_interpreters(
     environ: Mapping[str, str] | None = None,
 ) -> dict[str, HandlerInterpreter]:
     """Each handler file of `manifest` -> where the build's import check imports it."""
+    from engine.envs import EnvCache, endpoint_contents, env_cache_dir, project_requirements
+
     environ = dict(os.environ if environ is None else environ)
     project = project_requirements(root, environ)
     out: dict[str, HandlerInterpreter] = {}
