@@ -416,7 +416,12 @@ class Engine:
         if self.provider.name == "local" and specs:
             # RunPod's workers run upstream's images; local ones run on their own environment.
             prepared = await env_step(
-                self.root, build.manifest, specs, emit, cache=self.env_cache()
+                self.root,
+                build.manifest,
+                specs,
+                emit,
+                cache=self.env_cache(),
+                build_dir=build.build_dir,
             )
             specs = list(prepared.specs)
             report.warnings = tuple(d.message for d in prepared.diagnostics)

@@ -10,11 +10,6 @@ from typing import Any
 
 import pytest
 
-# --- envs stream: a GPU endpoint's environment holds torch (engine.envs) unless turned off. The
-# suite deploys GPU examples in many places; it runs them without torch (and so without an
-# environment), and the tests marked `torch` (opt-in: `pytest -m torch`) turn it back on.
-os.environ.setdefault("FLASH_TUI_GPU_TORCH", "off")
-
 # --- localcloud stream ------------------------------------------------------------------------
 # Every flash-tui home a test module used; the session fixture stops their local clouds and kills
 # any worker left over, whatever happened in the tests.

@@ -25,6 +25,18 @@ def copy_example(name: str, dest: Path) -> Path:
     return dest
 
 
+def without_torch(project: Path) -> Path:
+    """`project` told not to put torch into its GPU endpoints' environments, though its code
+    imports it (guarded, as upstream's examples do): the suite installs nothing big; the
+    tests marked `torch` are the ones that do. Returns `project`."""
+    pyproject = project / "pyproject.toml"
+    text = pyproject.read_text(encoding="utf-8") if pyproject.is_file() else ""
+    if "[tool.flash]" in text:
+        raise ValueError(f"{pyproject} already has a [tool.flash] table")
+    pyproject.write_text(text + "\n[tool.flash]\ngpu-torch = false\n", encoding="utf-8")
+    return project
+
+
 def write_files(root: Path, files: dict[str, str]) -> Path:
     """Write each relative path's (dedented) text under `root`; returns `root`."""
     for rel, text in files.items():

@@ -21,8 +21,11 @@
 5. handlers  - generate `handler_<resource>.py` per resource (engine.handlergen), plus our
                runtime and the packages upstream's images lack under `_flash_packages/`
                (engine.build.vendor), so the archive runs in those images as it is.
-6. check     - import every handler in a fresh interpreter (cwd = build dir); a failure names
-               the handler and shows the error.
+6. check     - import every handler in a fresh interpreter (cwd = build dir) on the interpreter
+               its endpoint will run on (engine.build.interpreters); a failure names the
+               handler and shows the error. A handler whose environment is not built yet and
+               misses a module that environment will provide is checked by the deploy's `envs`
+               step instead, once it is built.
 7. archive   - `.flash/archive.tar.gz`, reproducible (engine.archive); the build id is its
                SHA-256, so the same sources give the same id.
 
@@ -45,6 +48,11 @@ from engine.archive import FIXED_MTIME, MAX_ARCHIVE_BYTES, write_archive
 from engine.build.deps import collect_requirements, install_deps
 from engine.build.files import collect_files, prune, sync_file
 from engine.build.images import image_clashes, python_version, with_images
+from engine.build.interpreters import (
+    deferred,
+    handler_interpreters,
+    missing_import_diagnostics,
+)
 from engine.build.model import (
     ARCHIVE_NAME,
     BUILD_DIR,
@@ -316,10 +324,17 @@ def build_project(
                 done += 1
                 progress("check", done, len(handlers), result.handler)
 
-            checks = check_handler_imports(
-                build_dir, handlers, timeout=check_timeout, on_done=checked, python=python
-            )
-            failed = [c for c in checks if not c.ok]
+            # Each handler on the interpreter its endpoint will run on (engine.build.interpreters)
+            where = {} if python else handler_interpreters(root, manifest)
+            groups: dict[str | None, list[str]] = {}
+            for handler in handlers:
+                groups.setdefault(python or where[handler].python, []).append(handler)
+            checks = []
+            for interpreter, group in groups.items():
+                checks += check_handler_imports(
+                    build_dir, group, timeout=check_timeout, on_done=checked, python=interpreter
+                )
+            failed = [c for c in checks if not c.ok and not deferred(c, where.get(c.handler))]
             if failed:
                 diagnostics = [
                     Diagnostic(
@@ -331,6 +346,7 @@ def build_project(
                     )
                     for c in failed
                 ]
+                diagnostics = [*missing_import_diagnostics(failed, build_dir), *diagnostics]
                 names = ", ".join(c.handler for c in failed)
                 raise BuildError(
                     f"generated handler(s) failed to import: {names}", diagnostics, step="check"

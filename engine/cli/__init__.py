@@ -22,6 +22,7 @@ COMMANDS: list[str] = [
     "invoke",
     "cloud",
     "dev",
+    "envs",
 ]
 
 

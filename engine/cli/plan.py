@@ -334,6 +334,8 @@ def progress_printer(console: Console, quiet: bool) -> Callable[[OpEvent], None]
             return
         if event.step == "build" and event.build_step:
             return  # per-step build progress is too chatty for a log-style output
+        if event.step == "envs" and event.state == "installing":
+            return  # one line per environment: its outcome, with the time it took
         if event.step in ("scan", "plan", "confirm"):
             return
         who = f"[bold]{escape(event.name)}[/] " if event.name else ""

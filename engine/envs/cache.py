@@ -46,6 +46,7 @@ from engine.envs.indexes import pip_settings, uv_index_args
 __all__ = [
     "ENV_CACHE_ENV",
     "MARKER",
+    "CachedEnv",
     "EnvCache",
     "EnvError",
     "Environment",
@@ -56,6 +57,8 @@ __all__ = [
 
 ENV_CACHE_ENV = "FLASH_TUI_ENV_CACHE"
 MARKER = "flash-env.json"
+# Touched by each deploy that uses the environment: its mtime is when it was last used.
+_USED = "flash-env.used"
 _RUNTIME_DIR = "flash-runtime"
 _PTH = "_flash_tui_runtime.pth"
 _REQUIREMENTS = "flash-requirements.txt"
@@ -85,6 +88,33 @@ class Environment:
     def python(self) -> Path:
         """The environment's interpreter (what its endpoints' workers run on)."""
         return self.path / "bin" / "python"
+
+
+@dataclass(frozen=True)
+class CachedEnv:
+    """One ready environment of the cache, as `flash-tui envs` lists it."""
+
+    key: str
+    path: Path
+    requirements: tuple[str, ...]
+    torch: bool
+    size_bytes: int
+    built_at: float
+    last_used: float
+
+    @property
+    def python(self) -> str:
+        """The environment's interpreter (what deployed endpoints on it record)."""
+        return str(self.path / "bin" / "python")
+
+
+def _tree_size(path: Path) -> int:
+    total = 0
+    for directory, _dirs, files in os.walk(path):
+        for name in files:
+            with contextlib.suppress(OSError):
+                total += os.lstat(os.path.join(directory, name)).st_size
+    return total
 
 
 def env_cache_dir(environ: Mapping[str, str]) -> Path:
@@ -181,6 +211,52 @@ class EnvCache:
             finally:
                 shutil.rmtree(staging, ignore_errors=True)
         return Environment(key, self.root / key, built=True)
+
+    def mark_used(self, env: Environment) -> None:
+        """Record that a deploy uses `env` now (what `prune --older-than` goes by)."""
+        with contextlib.suppress(OSError):
+            (env.path / _USED).touch()
+
+    def environments(self) -> list[CachedEnv]:
+        """The ready environments of the cache, most recently used first (sizes summed)."""
+        found: list[CachedEnv] = []
+        if not self.root.is_dir():
+            return found
+        for path in self.root.iterdir():
+            if path.name.startswith(".") or not _ready(path):
+                continue
+            try:
+                marker = json.loads((path / MARKER).read_text(encoding="utf-8"))
+            except (OSError, ValueError):
+                marker = {}
+            built = float(marker.get("built_at") or (path / MARKER).stat().st_mtime)
+            try:
+                used = (path / _USED).stat().st_mtime
+            except OSError:
+                used = built
+            found.append(
+                CachedEnv(
+                    key=path.name,
+                    path=path,
+                    requirements=tuple(str(r) for r in marker.get("requirements") or ()),
+                    torch=bool(marker.get("torch")),
+                    size_bytes=_tree_size(path),
+                    built_at=built,
+                    last_used=used,
+                )
+            )
+        return sorted(found, key=lambda e: e.last_used, reverse=True)
+
+    def remove(self, key: str) -> None:
+        """Delete the environment `key`, under its lock (a deploy building it waits): moved
+        aside first, so nothing ever finds half of it."""
+        path = self.root / key
+        if not _ready(path):
+            return
+        with _locked(self.root / f"{key}.lock"):
+            aside = self.root / f".removing-{key}-{uuid.uuid4().hex[:8]}"
+            os.rename(path, aside)
+            shutil.rmtree(aside, ignore_errors=True)
 
     def _uv_binary(self) -> str:
         if self._uv is not None:

@@ -2,9 +2,12 @@
 
 An endpoint's environment holds the project's requirements (`requirements.txt` and
 `[project].dependencies` of `pyproject.toml`), the `dependencies` of the endpoint's functions
-and, for a GPU endpoint, what upstream's GPU worker images ship (torch: a CPU build from the
-user's find-links when there is one, `indexes.local_cpu_torch`) unless the project turns it off
-(`[tool.flash] gpu-torch = false`, or `FLASH_TUI_GPU_TORCH=off` for every project).
+and, for a GPU endpoint, what upstream's GPU worker images ship that the project uses: torch
+(a CPU build from the user's find-links when there is one, `indexes.local_cpu_torch`) when the
+project's code imports it anywhere (`engine.envs.imports`, read statically), or when
+`[tool.flash] gpu-torch = true` forces it; `gpu-torch = false` turns it off, and
+`FLASH_TUI_GPU_TORCH=on|off` overrides both for every project. Torch is never installed for a
+project that does not use it: it is gigabytes when no local CPU build is at hand.
 Upstream's SDK packages (`tetra-rp`, `runpod-flash`) are left out: workers serve them from this
 project's runtime (`runtime.shims`). An endpoint whose environment would hold nothing has none:
 it runs on the local cloud's own interpreter, as before.
@@ -30,6 +33,7 @@ from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name
 
 from engine.diagnostics import Diagnostic
+from engine.envs.imports import project_imports
 from engine.envs.indexes import local_cpu_torch, pip_settings
 from runtime.resources import RESOURCE_TYPES
 
@@ -61,10 +65,11 @@ _ON = frozenset({"1", "on", "true", "yes"})
 
 @dataclass(frozen=True)
 class ProjectRequirements:
-    """The project-wide part of every endpoint's environment, and its `gpu-torch` setting."""
+    """The project-wide part of every endpoint's environment, and whether GPU endpoints get
+    torch."""
 
     requirements: tuple[str, ...] = ()
-    gpu_torch: bool = True
+    gpu_torch: bool = False
     diagnostics: tuple[Diagnostic, ...] = ()
     # What "torch" means for a GPU endpoint: a local CPU build when the index settings offer one.
     torch_requirement: str = _TORCH
@@ -128,20 +133,22 @@ def _bool_setting(value: Any) -> bool | None:
     return None
 
 
-def gpu_torch_enabled(project: bool, environ: Mapping[str, str]) -> bool:
-    """The project's `gpu-torch` setting, unless `FLASH_TUI_GPU_TORCH` says otherwise."""
+def gpu_torch_enabled(project: bool | None, environ: Mapping[str, str]) -> bool | None:
+    """The project's `gpu-torch` setting (None: unset), unless `FLASH_TUI_GPU_TORCH` says
+    otherwise."""
     override = _bool_setting(environ.get(GPU_TORCH_ENV, ""))
     return project if override is None else override
 
 
 def project_requirements(root: Path, environ: Mapping[str, str]) -> ProjectRequirements:
-    """requirements.txt + `[project].dependencies`, and the `[tool.flash] gpu-torch` setting."""
+    """requirements.txt + `[project].dependencies`, and whether GPU endpoints get torch (the
+    `gpu-torch` setting, else whether the project's code imports torch)."""
     requirements: list[str] = []
     diagnostics: list[Diagnostic] = []
     req_file = root / "requirements.txt"
     if req_file.is_file():
         requirements.extend(_requirements_txt(req_file))
-    gpu_torch = True
+    gpu_torch: bool | None = None
     pyproject = root / "pyproject.toml"
     if pyproject.is_file():
         try:
@@ -166,13 +173,16 @@ def project_requirements(root: Path, environ: Mapping[str, str]) -> ProjectRequi
                         "pyproject.toml",
                         0,
                         f"[tool.flash] gpu-torch must be true or false, not "
-                        f"{flash['gpu-torch']!r}; using true",
+                        f"{flash['gpu-torch']!r}; torch goes to GPU endpoints only when "
+                        "the code imports it",
                         "env-settings",
                     )
                 )
             else:
                 gpu_torch = setting
     gpu_torch = gpu_torch_enabled(gpu_torch, environ)
+    if gpu_torch is None:
+        gpu_torch = _TORCH in project_imports(root, {_TORCH})
     torch = (local_cpu_torch(pip_settings(environ)) if gpu_torch else None) or _TORCH
     return ProjectRequirements(tuple(requirements), gpu_torch, tuple(diagnostics), torch)
 

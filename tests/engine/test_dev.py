@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 from devprocess import DevProcess, copy_example
+from projectfiles import without_torch
 from waiting import wait_for
 
 from engine.dev.routes import dev_routes
@@ -17,7 +18,7 @@ from engine.scan import scan_project
 
 @pytest.fixture(scope="module")
 def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return copy_example("flash_dev", tmp_path_factory.mktemp("dev") / "flash_dev")
+    return without_torch(copy_example("flash_dev", tmp_path_factory.mktemp("dev") / "flash_dev"))
 
 
 @pytest.fixture(scope="module")

@@ -8,13 +8,16 @@ from pathlib import Path
 
 import pytest
 from devprocess import DevProcess, copy_example
+from projectfiles import without_torch
 
 from engine.dev.app import find_app
 
 
 @pytest.fixture(scope="module")
 def dev(tmp_path_factory: pytest.TempPathFactory, localcloud_home: Path) -> Iterator[DevProcess]:
-    project = copy_example("tetra_app", tmp_path_factory.mktemp("devapp") / "tetra_app")
+    project = without_torch(
+        copy_example("tetra_app", tmp_path_factory.mktemp("devapp") / "tetra_app")
+    )
     process = DevProcess(project, localcloud_home)
     try:
         process.wait_serving()

@@ -86,9 +86,25 @@ def test_contents_are_normalized_and_keyed(tmp_path: Path) -> None:
     )
 
 
-def test_gpu_endpoints_get_torch_unless_turned_off(tmp_path: Path) -> None:
+def test_gpu_endpoints_get_torch_only_when_the_code_imports_it(tmp_path: Path) -> None:
     gpu = _resource("LiveServerless")
     nohome = {"HOME": str(tmp_path / "nohome")}  # no pip settings naming a CPU build
+    # The quickstart's case: a GPU worker that never imports torch gets no torch (no
+    # multi-GB download for a project that does not use it).
+    write_files(tmp_path, {"gpu_worker.py": "import math\nfrom torchvision_like import x\n"})
+    assert not project_requirements(tmp_path, nohome).gpu_torch
+    assert endpoint_contents(gpu, project_requirements(tmp_path, nohome)) is None
+    # `import torch` inside a function body, as upstream's examples do, counts; so does a
+    # helper module with no Flash decorator at all.
+    write_files(
+        tmp_path,
+        {
+            "lib/helpers.py": (
+                "def f():\n    try:\n        import torch.nn\n"
+                "    except ImportError:\n        pass\n"
+            )
+        },
+    )
     on = endpoint_contents(gpu, project_requirements(tmp_path, nohome))
     assert on is not None and on.requirements == ("torch",) and on.torch
     assert (
@@ -114,10 +130,25 @@ def test_gpu_endpoints_get_torch_unless_turned_off(tmp_path: Path) -> None:
     assert forced is not None and "torch" in forced.requirements
 
 
+def test_gpu_torch_setting_forces_torch_without_an_import(tmp_path: Path) -> None:
+    nohome = {"HOME": str(tmp_path / "nohome")}
+    write_files(tmp_path, {"w.py": "import os\n"})
+    (tmp_path / "pyproject.toml").write_text("[tool.flash]\ngpu-torch = true\n")
+    contents = endpoint_contents(
+        _resource("LiveServerless"), project_requirements(tmp_path, nohome)
+    )
+    assert contents is not None and contents.requirements == ("torch",)
+    # ignored files (a vendored copy, a virtual environment) say nothing about the project
+    (tmp_path / "pyproject.toml").unlink()
+    write_files(tmp_path, {".venv/lib/t.py": "import torch\n", ".gitignore": "old/\n"})
+    write_files(tmp_path, {"old/t.py": "import torch\n"})
+    assert not project_requirements(tmp_path, nohome).gpu_torch
+
+
 def test_bad_gpu_torch_setting_is_named(tmp_path: Path) -> None:
     (tmp_path / "pyproject.toml").write_text('[tool.flash]\ngpu-torch = "maybe"\n')
     settings = project_requirements(tmp_path, {})
-    assert settings.gpu_torch
+    assert not settings.gpu_torch  # the default rule: nothing here imports torch
     [warning] = settings.diagnostics
     assert warning.file == "pyproject.toml" and "gpu-torch" in warning.message
     assert "'maybe'" in warning.message
@@ -165,6 +196,7 @@ def test_gpu_torch_is_the_local_cpu_build_when_there_is_one(tmp_path: Path) -> N
     (wheels / "torch-2.2.0+cpu-cp27-cp27mu-linux_armv7l.whl").write_bytes(b"")  # not ours
     assert local_cpu_torch({"find-links": f"/nowhere file://{wheels}"}) == "torch==2.1.0+cpu"
     assert local_cpu_torch({"find-links": "https://example.invalid/wheels"}) is None
+    write_files(tmp_path, {"gpu.py": "import torch\n"})
     project = project_requirements(tmp_path, {"PIP_FIND_LINKS": str(wheels), "HOME": "/none"})
     contents = endpoint_contents(_resource("LiveServerless"), project)
     assert contents is not None and contents.requirements == ("torch==2.1.0+cpu",)
@@ -499,7 +531,8 @@ def test_cli_deploy_shows_environment_progress_and_the_failure(
     assert proc.returncode == 1, proc.stdout + proc.stderr  # `broken` failed, the rest deployed
     said = " ".join(proc.stderr.split())
     assert "uses_tiny environment" in said and "reused" in said, said
-    assert "installing flashmissing==1.0 for broken" in said, said
+    assert "broken environment failed: installing flashmissing==1.0 failed" in said, said
+    assert "No solution found" in said, said  # uv's last lines: shown when it fails
     assert "✗ broken" in said and "flashmissing" in said, said
 
 
@@ -618,3 +651,12 @@ def test_sandbox_reads_the_endpoints_environment_only_when_it_runs_on_one(tmp_pa
     assert not any(p.startswith(str(env)) for p in policy.write)  # read and execute, no write
     assert str(env) not in worker_policy(home, "a", "n", build, None).read
     assert str(env) not in worker_policy(home, "a", "n", build, None, sys.executable).read
+
+
+def test_quickstart_gets_no_torch_and_torch_examples_do(tmp_path: Path) -> None:
+    examples = Path(__file__).resolve().parents[2] / "examples"
+    environ = {"HOME": str(tmp_path)}  # no override, no pip settings
+    # The README's first deploy: its gpu_worker never imports torch, so nothing big installs.
+    assert not project_requirements(examples / "quickstart", environ).gpu_torch
+    assert project_requirements(examples / "flash_dev", environ).gpu_torch
+    assert project_requirements(examples / "tetra_app", environ).gpu_torch
