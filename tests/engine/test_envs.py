@@ -19,6 +19,7 @@ from typing import Any
 
 import psutil
 import pytest
+from inprocess import deploy, invoke
 from projectfiles import write_files
 from wheels import make_wheel
 
@@ -28,7 +29,6 @@ from engine.envs import EnvCache, EnvContents, EnvError, endpoint_contents, proj
 from engine.envs.cache import MARKER, env_cache_dir
 from engine.envs.indexes import local_cpu_torch, pip_settings, uv_index_args
 from engine.home import Home
-from engine.operation_results import OpEvent
 from engine.provider import EndpointSpec
 
 OUR_RUNTIME = str(Path(runtime.__file__).resolve().parent)
@@ -371,30 +371,6 @@ def cloud_home(localcloud_home: Path) -> Home:
     return Home(localcloud_home)
 
 
-def _deploy(project: Path, home: Home, cache: EnvCache) -> tuple[Any, list[OpEvent]]:
-    from engine.localcloud.provider import LocalCloudProvider
-    from engine.operations import Engine
-
-    events: list[OpEvent] = []
-
-    async def main() -> Any:
-        async with Engine(project, LocalCloudProvider(home), env_cache=cache) as engine:
-            return await engine.deploy(on_event=events.append)
-
-    return asyncio.run(main()), events
-
-
-def _invoke(project: Path, home: Home, target: str) -> Any:
-    from engine.localcloud.provider import LocalCloudProvider
-    from engine.operations import Engine
-
-    async def main() -> Any:
-        async with Engine(project, LocalCloudProvider(home, start=False)) as engine:
-            return await engine.invoke(target, {})
-
-    return asyncio.run(main())
-
-
 @pytest.fixture(scope="module")
 def deployed_projects(
     tmp_path_factory: pytest.TempPathFactory, cloud_home: Home, index_env: dict[str, str]
@@ -404,10 +380,10 @@ def deployed_projects(
     second = base / "second"
     shutil.copytree(first, second)
     cache_dir = base / "cache"
-    report, events = _deploy(first, cloud_home, EnvCache(cache_dir, environ=index_env))
+    report, events = deploy(first, cloud_home, EnvCache(cache_dir, environ=index_env))
     envs_after_first = sorted(p.name for p in cache_dir.iterdir() if not p.name.endswith(".lock"))
     # The second project finds the environment: uv is not even there to run.
-    report2, events2 = _deploy(
+    report2, events2 = deploy(
         second, cloud_home, EnvCache(cache_dir, uv="/nonexistent/uv", environ=index_env)
     )
     yield {
@@ -428,14 +404,14 @@ def test_endpoint_with_dependencies_runs_on_its_env(
     report = deployed_projects["report"]
     results = {r.name: r for r in report.outcome.results}
     assert results["uses_tiny"].ok and results["plain"].ok, report.to_dict()
-    answer = _invoke(deployed_projects["first"], cloud_home, "uses_tiny:tiny_info")
+    answer = invoke(deployed_projects["first"], cloud_home, "uses_tiny:tiny_info")
     assert answer.ok, answer.error
     assert answer.result["value"] == "tiny-1.0"
     assert answer.result["runtime"] == OUR_RUNTIME  # this project's runtime, inside the env
     cache_dir = deployed_projects["cache_dir"].resolve()
     assert Path(answer.result["prefix"]).resolve().parent == cache_dir
     # no dependencies: the local cloud's own interpreter, no environment
-    plain = _invoke(deployed_projects["first"], cloud_home, "plain:plain_info")
+    plain = invoke(deployed_projects["first"], cloud_home, "plain:plain_info")
     assert plain.ok and Path(plain.result["prefix"]).resolve().parent != cache_dir
     steps = [e for e in deployed_projects["events"] if e.step == "envs"]
     assert any(e.name == "uses_tiny" and "ready" in e.message for e in steps)
@@ -480,7 +456,7 @@ def test_second_project_reuses_the_env_without_installing(
     cache_dir = deployed_projects["cache_dir"]
     now = sorted(p.name for p in cache_dir.iterdir() if not p.name.endswith(".lock"))
     assert now == deployed_projects["envs_after_first"]
-    answer = _invoke(deployed_projects["second"], cloud_home, "uses_tiny:tiny_info")
+    answer = invoke(deployed_projects["second"], cloud_home, "uses_tiny:tiny_info")
     assert answer.ok and answer.result["value"] == "tiny-1.0"
 
 
@@ -557,9 +533,9 @@ def test_changed_requirements_redeploy_onto_the_new_environment(
     for name in ("uses_tiny", "plain"):
         assert after[name].action == "update", after[name]
         assert any("environment changed" in r for r in after[name].reasons)
-    report, _ = _deploy(project, cloud_home, cache)
+    report, _ = deploy(project, cloud_home, cache)
     assert {r.name for r in report.outcome.results if r.ok} >= {"uses_tiny", "plain"}
-    plain = _invoke(project, cloud_home, "plain:plain_info")
+    plain = invoke(project, cloud_home, "plain:plain_info")
     assert plain.ok and Path(plain.result["prefix"]).resolve().parent == cache.root.resolve()
     assert asyncio.run(plan())["plain"].action == "unchanged"
 
@@ -592,7 +568,7 @@ def test_worker_whose_environment_left_the_cache_fails_then_a_deploy_rebuilds_it
         },
     )
     cache = EnvCache(tmp_path / "cache", environ=index_env)
-    report, _ = _deploy(project, cloud_home, cache)
+    report, _ = deploy(project, cloud_home, cache)
     assert report.ok, report.to_dict()
 
     async def record() -> Any:
@@ -607,9 +583,9 @@ def test_worker_whose_environment_left_the_cache_fails_then_a_deploy_rebuilds_it
         lambda: (r := asyncio.run(record())).status == "failed" and r, 30, "gone_env failed"
     )
     assert "environment is missing" in (failed.last_error or "")
-    report, _ = _deploy(project, cloud_home, cache)
+    report, _ = deploy(project, cloud_home, cache)
     assert report.ok, report.to_dict()
-    answer = _invoke(project, cloud_home, "gone_env:other")
+    answer = invoke(project, cloud_home, "gone_env:other")
     assert answer.ok and answer.result == "other"
 
 

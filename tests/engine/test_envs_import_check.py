@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from inprocess import deploy, invoke
 from projectfiles import write_files
 from wheels import make_wheel
 
@@ -22,7 +23,6 @@ from engine.build.model import BuildError
 from engine.build.project import build_project
 from engine.envs import EnvCache, EnvContents
 from engine.home import Home
-from engine.operation_results import OpEvent
 
 
 @pytest.fixture(scope="module")
@@ -55,30 +55,6 @@ def _worker(name: str, module: str, deps: list[str]) -> dict[str, str]:
     }
 
 
-def _deploy(project: Path, home: Home, cache: EnvCache) -> tuple[Any, list[OpEvent]]:
-    from engine.localcloud.provider import LocalCloudProvider
-    from engine.operations import Engine
-
-    events: list[OpEvent] = []
-
-    async def main() -> Any:
-        async with Engine(project, LocalCloudProvider(home), env_cache=cache) as engine:
-            return await engine.deploy(on_event=events.append)
-
-    return asyncio.run(main()), events
-
-
-def _invoke(project: Path, home: Home, target: str) -> Any:
-    from engine.localcloud.provider import LocalCloudProvider
-    from engine.operations import Engine
-
-    async def main() -> Any:
-        async with Engine(project, LocalCloudProvider(home, start=False)) as engine:
-            return await engine.invoke(target, {})
-
-    return asyncio.run(main())
-
-
 def test_environment_provides_modules_by_name_alias_url_and_torch() -> None:
     assert provides_module(EnvContents(("flash-tiny>=1",)), "flash_tiny.sub")
     assert provides_module(EnvContents(("pillow",)), "PIL.Image")
@@ -98,9 +74,9 @@ def test_module_level_dependency_import_builds_deploys_and_answers(
     project = write_files(tmp_path / "modlevel", _worker("modtiny", "flashtiny", ["flashtiny"]))
     cache = EnvCache(tmp_path / "cache", environ=index_env)
     home = Home(localcloud_home)
-    report, events = _deploy(project, home, cache)
+    report, events = deploy(project, home, cache)
     assert report.ok, report.to_dict()
-    answer = _invoke(project, home, "modtiny:value")
+    answer = invoke(project, home, "modtiny:value")
     assert answer.ok and answer.result == "tiny-1.0", answer.error
     # Now that its environment is in the cache, the build checks the handler on it.
     monkeypatch.setenv("FLASH_TUI_ENV_CACHE", str(cache.root))
@@ -161,11 +137,11 @@ def test_deferred_check_fails_on_the_new_environment_and_marks_that_endpoint_fai
     )
     project = write_files(tmp_path / "deferred", files)
     home = Home(localcloud_home)
-    report, events = _deploy(project, home, EnvCache(tmp_path / "cache", environ=index_env))
+    report, events = deploy(project, home, EnvCache(tmp_path / "cache", environ=index_env))
     [failed] = report.outcome.failed()
     assert failed.name == "misnamed"
     assert "No module named 'flashmisnamed'" in (failed.error or ""), failed.error
-    assert _invoke(project, home, "fine:fine").result == "other"
+    assert invoke(project, home, "fine:fine").result == "other"
     assert any(e.name == "misnamed" and "does not import" in e.message for e in events)
 
 

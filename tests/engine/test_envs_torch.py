@@ -4,17 +4,15 @@ a CPU build of torch in a find-links directory); the first build takes seconds t
 
 from __future__ import annotations
 
-import asyncio
 import shutil
 from pathlib import Path
-from typing import Any
 
 import pytest
+from inprocess import deploy, invoke
 from projectfiles import write_files
 
 from engine.envs import EnvCache
 from engine.home import Home
-from engine.operation_results import OpEvent
 
 pytestmark = pytest.mark.torch
 
@@ -34,28 +32,7 @@ PROJECT = {
 }
 
 
-def _deploy(project: Path, home: Home, cache: EnvCache) -> tuple[Any, list[OpEvent]]:
-    from engine.localcloud.provider import LocalCloudProvider
-    from engine.operations import Engine
-
-    events: list[OpEvent] = []
-
-    async def main() -> Any:
-        async with Engine(project, LocalCloudProvider(home), env_cache=cache) as engine:
-            return await engine.deploy(on_event=events.append)
-
-    return asyncio.run(main()), events
-
-
-def _invoke(project: Path, home: Home) -> Any:
-    from engine.localcloud.provider import LocalCloudProvider
-    from engine.operations import Engine
-
-    async def main() -> Any:
-        async with Engine(project, LocalCloudProvider(home, start=False)) as engine:
-            return await engine.invoke("gpu_torch:tensor_sum", {"values": [1.5, 2.5]})
-
-    return asyncio.run(main())
+TARGET, ARGS = "gpu_torch:tensor_sum", {"values": [1.5, 2.5]}
 
 
 def test_gpu_endpoint_imports_torch_from_its_environment(
@@ -67,14 +44,14 @@ def test_gpu_endpoint_imports_torch_from_its_environment(
     second = tmp_path / "second"
     shutil.copytree(first, second)
     cache_dir = tmp_path / "cache"
-    report, events = _deploy(first, home, EnvCache(cache_dir))
+    report, events = deploy(first, home, EnvCache(cache_dir))
     assert report.ok, report.to_dict()
     assert any(e.step == "envs" and "ready" in e.message for e in events)
-    answer = _invoke(first, home)
+    answer = invoke(first, home, TARGET, ARGS)
     assert answer.ok, answer.error
     assert answer.result["sum"] == 4.0 and answer.result["torch"]
     # Another project: the environment is reused, uv is not even there.
-    report2, events2 = _deploy(second, home, EnvCache(cache_dir, uv="/nonexistent/uv"))
+    report2, events2 = deploy(second, home, EnvCache(cache_dir, uv="/nonexistent/uv"))
     assert report2.ok, report2.to_dict()
     assert any(e.step == "envs" and "reused" in e.message for e in events2)
-    assert _invoke(second, home).result["sum"] == 4.0
+    assert invoke(second, home, TARGET, ARGS).result["sum"] == 4.0
