@@ -47,7 +47,7 @@ from engine.localcloud.isolation import probe_isolation
 from engine.localcloud.ports import pick_port, port_is_free
 from engine.localcloud.sandboxing import worker_state_dir
 from engine.localcloud.settings import SupervisorSettings
-from engine.localcloud.store import Store, bound_text
+from engine.localcloud.store import ENDPOINT_COLUMNS, Store, bound_text
 from engine.localcloud.wire import (
     BuildSpec,
     DeployEvent,
@@ -68,20 +68,11 @@ Emit = Callable[[DeployEvent], None]
 # and `failed` stay down until the next deploy.
 _WANTED = RUNNING
 # What a deploy's endpoint record held before it: put back when the deploy never started it.
-_RESTORED = (
-    "resource_type",
-    "is_load_balanced",
-    "config",
-    "config_hash",
-    "code_hash",
-    "build_id",
-    "build_path",
-    "status",
-    "port",
-    "url",
-    "restarts",
-    "crash_times",
-    "last_error",
+# Every column a deploy may write; not the identity, the running process or the timestamps.
+_RESTORED = tuple(
+    column
+    for column in ENDPOINT_COLUMNS
+    if column not in {"app", "name", "pid", "pid_started", "created_at", "updated_at", "started_at"}
 )
 # The event a worker started by a deploy or a restart logs, by action: its kind and verb.
 _EVENT_KINDS = {
