@@ -14,10 +14,12 @@ text is deterministic (no timestamps, sorted entries) so that builds are reprodu
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
 import sys
+import tempfile
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
@@ -189,9 +191,19 @@ class HandlerCheck:
     ok: bool
     error: str = ""
     output: str = ""
+    # Real paths of every module file the import loaded (what a later build compares against)
+    loaded: tuple[str, ...] = ()
 
 
-_CHECK_CODE = "import importlib, sys; importlib.import_module(sys.argv[1])"
+# argv: module, then the file that receives the loaded modules' paths (one per line): written
+# after a successful import only, so a failed check never leaves a record.
+_CHECK_CODE = """\
+import importlib, os, sys
+importlib.import_module(sys.argv[1])
+paths = {getattr(m, "__file__", None) for m in list(sys.modules.values())}
+with open(sys.argv[2], "w", encoding="utf-8") as handle:
+    handle.write("\\n".join(sorted(os.path.realpath(p) for p in paths if isinstance(p, str))))
+"""
 
 
 def _runtime_root() -> str:
@@ -206,21 +218,34 @@ def _check_one(
     build_dir: Path, filename: str, timeout: float, env: dict[str, str], python: str
 ) -> HandlerCheck:
     module = handler_module(filename)
+    # The list of loaded files goes to a file outside the build dir: stdout is the user's.
+    fd, loaded_path = tempfile.mkstemp(prefix="flash-check-", suffix=".txt")
+    os.close(fd)
     try:
-        result = subprocess.run(
-            [python, "-c", _CHECK_CODE, module],
-            cwd=build_dir,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-        )
-    except subprocess.TimeoutExpired:
-        return HandlerCheck(filename, False, f"import did not finish within {timeout:g}s")
-    except OSError as exc:  # e.g. the interpreter does not exist
-        return HandlerCheck(filename, False, f"cannot run {python}: {exc.strerror or exc}")
+        try:
+            result = subprocess.run(
+                [python, "-c", _CHECK_CODE, module, loaded_path],
+                cwd=build_dir,
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=timeout,
+            )
+        except subprocess.TimeoutExpired:
+            return HandlerCheck(filename, False, f"import did not finish within {timeout:g}s")
+        except OSError as exc:  # e.g. the interpreter does not exist
+            return HandlerCheck(filename, False, f"cannot run {python}: {exc.strerror or exc}")
+        loaded = Path(loaded_path).read_text("utf-8").split("\n")
+    finally:
+        with contextlib.suppress(OSError):
+            os.unlink(loaded_path)
     if result.returncode == 0:
-        return HandlerCheck(filename, True, output=result.stdout + result.stderr)
+        return HandlerCheck(
+            filename,
+            True,
+            output=result.stdout + result.stderr,
+            loaded=tuple(p for p in loaded if p),
+        )
     lines = [line for line in result.stderr.strip().splitlines() if line.strip()]
     summary = lines[-1] if lines else f"exit code {result.returncode}"
     return HandlerCheck(filename, False, summary, result.stdout + result.stderr)

@@ -21,8 +21,9 @@
 5. handlers  - generate `handler_<resource>.py` per resource (engine.handlergen), plus our
                runtime and the packages upstream's images lack under `_flash_packages/`
                (engine.build.vendor), so the archive runs in those images as it is.
-6. check     - import every handler in a fresh interpreter (cwd = build dir); a failure names
-               the handler and shows the error.
+6. check     - import each handler in a fresh interpreter (cwd = build dir); a failure names
+               the handler and shows the error. Only handlers whose recorded inputs changed
+               are imported again (engine.build.checks keeps the record, next to the build).
 7. archive   - `.flash/archive.tar.gz`, reproducible (engine.archive); the build id is its
                SHA-256, so the same sources give the same id.
 
@@ -42,6 +43,8 @@ from pathlib import Path
 from typing import Any
 
 from engine.archive import FIXED_MTIME, MAX_ARCHIVE_BYTES, write_archive
+from engine.build.checks import RECORD_NAME as CHECKS_RECORD
+from engine.build.checks import CheckRecord
 from engine.build.deps import collect_requirements, install_deps
 from engine.build.files import collect_files, prune, sync_file
 from engine.build.images import image_clashes, python_version, with_images
@@ -306,10 +309,14 @@ def build_project(
             ) from exc
         progress("handlers", len(handlers), len(resources))
 
-        # 6. import check
+        # 6. import check, of the handlers whose recorded inputs changed
+        members = sorted(set(sources) | generated)
+        checked_handlers: list[str] = []
         if import_check and handlers:
-            done = 0
-            progress("check", 0, len(handlers))
+            record = CheckRecord(flash_dir / CHECKS_RECORD, build_dir, python, members)
+            checked_handlers = record.stale(handlers)
+            done = len(handlers) - len(checked_handlers)
+            progress("check", done, len(handlers), f"{done} unchanged" if done else "")
 
             def checked(result: Any) -> None:
                 nonlocal done
@@ -317,8 +324,10 @@ def build_project(
                 progress("check", done, len(handlers), result.handler)
 
             checks = check_handler_imports(
-                build_dir, handlers, timeout=check_timeout, on_done=checked, python=python
+                build_dir, checked_handlers, timeout=check_timeout, on_done=checked, python=python
             )
+            record.update(checks, keep=handlers)
+            record.save()
             failed = [c for c in checks if not c.ok]
             if failed:
                 diagnostics = [
@@ -337,7 +346,6 @@ def build_project(
                 )
 
         # 7. archive
-        members = sorted(set(sources) | generated)
         progress("archive", 0, 1, ARCHIVE_NAME)
         build_id = write_archive(build_dir, archive, members)
         size = archive.stat().st_size
@@ -367,4 +375,5 @@ def build_project(
         archive_bytes=size,
         duration=time.perf_counter() - started,
         warnings=warnings,
+        handlers_checked=checked_handlers,
     )
