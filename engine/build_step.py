@@ -12,14 +12,19 @@ from engine.operation_results import OpError
 
 if TYPE_CHECKING:  # engine.build is imported on first build: `logs` and `status` never need it
     from engine.build import BuildProgress
+    from engine.build.checks import ImportChecker
 
 __all__ = ["build_step"]
 
 
 async def build_step(
-    root: Path, manifest: dict[str, Any], emit: Callable[..., None]
+    root: Path,
+    manifest: dict[str, Any],
+    emit: Callable[..., None],
+    checker: ImportChecker | None = None,
 ) -> tuple[BuildRef, bool]:
-    """The current build of `root` (and whether it was built now), its progress as `emit`s."""
+    """The current build of `root` (and whether it was built now), its progress as `emit`s;
+    `checker` is the engine's import checker, kept across builds."""
     from engine.build import BuildError, current_build
 
     loop = asyncio.get_running_loop()
@@ -42,7 +47,9 @@ async def build_step(
         loop.call_soon_threadsafe(forward, p)
 
     try:
-        current = await asyncio.to_thread(current_build, root, manifest, on_progress=progress)
+        current = await asyncio.to_thread(
+            current_build, root, manifest, on_progress=progress, checker=checker
+        )
     except BuildError as exc:
         raise OpError(f"build failed: {exc}") from exc
     ref = current.ref

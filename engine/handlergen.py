@@ -38,6 +38,7 @@ __all__ = [
     "generate_handlers",
     "handler_filename",
     "handler_module",
+    "import_check_env",
     "render_handler",
     "resource_flags",
 ]
@@ -193,6 +194,18 @@ class HandlerCheck:
     output: str = ""
     # Real paths of every module file the import loaded (what a later build compares against)
     loaded: tuple[str, ...] = ()
+    # Not imported by this build: its recorded inputs were unchanged (engine.build.checks)
+    reused: bool = False
+
+    @classmethod
+    def from_exit(
+        cls, handler: str, returncode: int, output: str, loaded: list[str]
+    ) -> HandlerCheck:
+        """The check of an import that exited with `returncode`, its output and loaded files."""
+        if returncode == 0:
+            return cls(handler, True, output=output, loaded=tuple(p for p in loaded if p))
+        lines = [line for line in output.strip().splitlines() if line.strip()]
+        return cls(handler, False, lines[-1] if lines else f"exit code {returncode}", output)
 
 
 # argv: module, then the file that receives the loaded modules' paths (one per line): written
@@ -239,16 +252,22 @@ def _check_one(
     finally:
         with contextlib.suppress(OSError):
             os.unlink(loaded_path)
-    if result.returncode == 0:
-        return HandlerCheck(
-            filename,
-            True,
-            output=result.stdout + result.stderr,
-            loaded=tuple(p for p in loaded if p),
-        )
-    lines = [line for line in result.stderr.strip().splitlines() if line.strip()]
-    summary = lines[-1] if lines else f"exit code {result.returncode}"
-    return HandlerCheck(filename, False, summary, result.stdout + result.stderr)
+    # stderr last: a traceback's final line is the summary
+    return HandlerCheck.from_exit(
+        filename, result.returncode, result.stdout + result.stderr, loaded
+    )
+
+
+def import_check_env() -> dict[str, str]:
+    """The environment an import check runs in: ours, no bytecode, our runtime importable."""
+    env = dict(os.environ)
+    # No __pycache__ in the build dir: it would leak into the archive and change between runs.
+    env["PYTHONDONTWRITEBYTECODE"] = "1"
+    extra = _runtime_root()
+    env["PYTHONPATH"] = os.pathsep.join(
+        p for p in (env.get("PYTHONPATH", ""), extra) if p
+    )  # appended: the build dir (sys.path[0]) and the user's path still come first
+    return env
 
 
 def check_handler_imports(
@@ -265,13 +284,7 @@ def check_handler_imports(
     check finishes (progress reporting). `python` is the interpreter the workers will use
     (default: this one); our runtime is put on its path either way.
     """
-    env = dict(os.environ)
-    # No __pycache__ in the build dir: it would leak into the archive and change between runs.
-    env["PYTHONDONTWRITEBYTECODE"] = "1"
-    extra = _runtime_root()
-    env["PYTHONPATH"] = os.pathsep.join(
-        p for p in (env.get("PYTHONPATH", ""), extra) if p
-    )  # appended: the build dir (sys.path[0]) and the user's path still come first
+    env = import_check_env()
     results: dict[str, HandlerCheck] = {}
     workers = max(1, min(len(handlers), os.cpu_count() or 1, 8))
     with ThreadPoolExecutor(max_workers=workers) as pool:

@@ -21,9 +21,10 @@
 5. handlers  - generate `handler_<resource>.py` per resource (engine.handlergen), plus our
                runtime and the packages upstream's images lack under `_flash_packages/`
                (engine.build.vendor), so the archive runs in those images as it is.
-6. check     - import each handler in a fresh interpreter (cwd = build dir); a failure names
+6. check     - import each handler as a fresh interpreter would (cwd = build dir); a failure names
                the handler and shows the error. Only handlers whose recorded inputs changed
-               are imported again (engine.build.checks keeps the record, next to the build).
+               are imported again, in children forked from a pre-imported interpreter
+               (engine.build.checks keeps the record, next to the build).
 7. archive   - `.flash/archive.tar.gz`, reproducible (engine.archive); the build id is its
                SHA-256, so the same sources give the same id.
 
@@ -43,8 +44,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.archive import FIXED_MTIME, MAX_ARCHIVE_BYTES, write_archive
-from engine.build.checks import RECORD_NAME as CHECKS_RECORD
-from engine.build.checks import CheckRecord
+from engine.build.checks import ImportChecker
 from engine.build.deps import collect_requirements, install_deps
 from engine.build.files import collect_files, prune, sync_file
 from engine.build.images import image_clashes, python_version, with_images
@@ -60,7 +60,7 @@ from engine.build.model import (
 )
 from engine.build.vendor import VENDOR_DIR, VendorError, vendor_files
 from engine.diagnostics import Diagnostic
-from engine.handlergen import check_handler_imports, generate_handlers, handler_filename
+from engine.handlergen import generate_handlers, handler_filename
 from engine.manifest import manifest_json
 from engine.project import load_ignore
 from engine.scan import scan_project
@@ -164,6 +164,7 @@ def build_project(
     check_timeout: float = 60.0,
     deps_timeout: float = 600.0,
     python: str | None = None,
+    checker: ImportChecker | None = None,
 ) -> BuildResult:
     """Build `project` (a path, or an object with `.root`) and return the `BuildResult`.
 
@@ -171,6 +172,7 @@ def build_project(
     does not import, or dependency installation fails. Emits `BuildProgress` events through
     `on_progress`, from the calling thread. `python` is the interpreter that imports the
     handlers for the check (default: this one), e.g. the environment the workers will run in.
+    `checker` keeps check servers across builds (a dev session's); default: one for this build.
     """
     started = time.perf_counter()
     root = _project_root(project)
@@ -313,21 +315,28 @@ def build_project(
         members = sorted(set(sources) | generated)
         checked_handlers: list[str] = []
         if import_check and handlers:
-            record = CheckRecord(flash_dir / CHECKS_RECORD, build_dir, python, members)
-            checked_handlers = record.stale(handlers)
-            done = len(handlers) - len(checked_handlers)
-            progress("check", done, len(handlers), f"{done} unchanged" if done else "")
+            done = 0
+            progress("check", 0, len(handlers))
 
             def checked(result: Any) -> None:
                 nonlocal done
                 done += 1
                 progress("check", done, len(handlers), result.handler)
 
-            checks = check_handler_imports(
-                build_dir, checked_handlers, timeout=check_timeout, on_done=checked, python=python
-            )
-            record.update(checks, keep=handlers)
-            record.save()
+            own = ImportChecker() if checker is None else None
+            try:
+                checks = (checker or own or ImportChecker()).check(
+                    build_dir,
+                    handlers,
+                    members=members,
+                    timeout=check_timeout,
+                    on_done=checked,
+                    python=python,
+                )
+            finally:
+                if own is not None:
+                    own.close()
+            checked_handlers = [c.handler for c in checks if not c.reused]
             failed = [c for c in checks if not c.ok]
             if failed:
                 diagnostics = [

@@ -56,8 +56,8 @@ def test_unchanged_handlers_are_not_checked_again(project: Path) -> None:
     record = project / ".flash" / RECORD_NAME
     saved = json.loads(record.read_text())
     # what alpha's import loaded from the project is recorded; beta never loaded shared/
-    assert "shared/helpers.py" in saved["handlers"]["handler_alpha.py"]
-    assert "shared/helpers.py" not in saved["handlers"]["handler_beta.py"]
+    assert "shared/helpers.py" in saved["handlers"]["handler_alpha.py"]["files"]
+    assert "shared/helpers.py" not in saved["handlers"]["handler_beta.py"]["files"]
     # the record stays out of the build and its archive
     with tarfile.open(second.archive) as tar:
         assert not any(RECORD_NAME in name for name in tar.getnames())
