@@ -90,3 +90,22 @@ def test_a_missing_interpreter_is_reported(tmp_path: Path) -> None:
     finally:
         checker.close()
     assert not check.ok and "cannot run" in check.error
+
+
+def test_one_server_serves_every_build_and_close_stops_it(tmp_path: Path) -> None:
+    (tmp_path / "handler_x.py").write_text("")
+    checker = ImportChecker()
+    try:
+        for _ in range(2):
+            (tmp_path / "handler_x.py").write_text((tmp_path / "handler_x.py").read_text() + "#\n")
+            (check,) = checker.check(
+                tmp_path, ["handler_x.py"], members=["handler_x.py"], timeout=60
+            )
+            assert check.ok and not check.reused
+        servers = list(checker._servers.values())
+        assert len(servers) == 1
+        proc = servers[0]._proc
+        assert proc is not None and proc.poll() is None
+    finally:
+        checker.close()
+    assert proc.wait(timeout=10) is not None
