@@ -66,7 +66,11 @@ from engine.project import load_ignore
 from engine.scan import scan_project
 from engine.wording import plural
 
-__all__ = ["build_project", "generated_at"]
+__all__ = ["ARCHIVE_LEVEL", "build_project", "generated_at"]
+
+# gzip level of the archive. Every build writes it (each save of a dev session): level 1 packs
+# ~3x faster than the default 6 for ~15% more bytes, which an upload of any size gains back.
+ARCHIVE_LEVEL = 1
 
 
 def generated_at() -> str:
@@ -356,7 +360,7 @@ def build_project(
 
         # 7. archive
         progress("archive", 0, 1, ARCHIVE_NAME)
-        build_id = write_archive(build_dir, archive, members)
+        build_id = write_archive(build_dir, archive, members, compresslevel=ARCHIVE_LEVEL)
         size = archive.stat().st_size
         if size > MAX_ARCHIVE_BYTES:
             warnings.append(
