@@ -124,6 +124,9 @@ def _saves(saves: int, url: str, write: Callable[[str], None], label: str) -> li
         write(greeting)
         figures.append(_answers(url, greeting) - started)
         print(f"  {label} save {index + 1}/{saves}: {figures[-1]:.2f} s", flush=True)
+        # Settle between saves, on both sides alike: uvicorn's reloader sometimes loses a
+        # write that lands while it is still swapping processes (it then never reloads).
+        time.sleep(1.0)
     return figures
 
 
