@@ -165,6 +165,9 @@ def _bind(host: str, port: int) -> socket.socket:
     # ~40 ms to every response written in two parts (headers, then body).
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     sock.bind((host, port))
+    # Listening before `listening on ...` is printed: a client that reads that line may connect
+    # at once, while the event loop is still starting (its connection waits in the backlog).
+    sock.listen(2048)
     return sock
 
 
