@@ -4,7 +4,7 @@ The public names mirror upstream `tetra_rp` / `runpod_flash`, so user code writt
 unchanged (see `runtime.shims`).
 
 The names are imported on first use (PEP 562): a worker or the engine importing one submodule
-(`runtime.worker`, `runtime.confighash`) does not pay for the SDK's pydantic models.
+(`runtime.worker`, `runtime.logline`) does not import the whole SDK and its resource models.
 """
 
 from __future__ import annotations
