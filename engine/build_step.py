@@ -17,6 +17,7 @@ from engine.operation_results import OpError
 
 if TYPE_CHECKING:  # engine.build is imported on first build: `logs` and `status` never need it
     from engine.build import BuildProgress
+    from engine.build.checks import ImportChecker
 
 __all__ = ["BuildCancelled", "build_step", "stop_when"]
 
@@ -45,9 +46,11 @@ async def build_step(
     manifest: dict[str, Any],
     emit: Callable[..., None],
     cancelled: Callable[[], bool] | None = None,
+    checker: ImportChecker | None = None,
 ) -> tuple[BuildRef, bool]:
     """The current build of `root` (and whether it was built now), its progress as `emit`s;
-    `BuildCancelled` when `cancelled()` turns true while it builds."""
+    `BuildCancelled` when `cancelled()` turns true while it builds. `checker` is the engine's
+    import checker, kept across builds."""
     from engine.build import BuildError, current_build
 
     loop = asyncio.get_running_loop()
@@ -71,7 +74,9 @@ async def build_step(
 
     try:
         on_progress = stop_when(cancelled, progress) if cancelled is not None else progress
-        current = await asyncio.to_thread(current_build, root, manifest, on_progress=on_progress)
+        current = await asyncio.to_thread(
+            current_build, root, manifest, on_progress=on_progress, checker=checker
+        )
     except BuildError as exc:
         raise OpError(f"build failed: {exc}") from exc
     ref = current.ref

@@ -14,10 +14,12 @@ text is deterministic (no timestamps, sorted entries) so that builds are reprodu
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
 import sys
+import tempfile
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
@@ -36,6 +38,7 @@ __all__ = [
     "generate_handlers",
     "handler_filename",
     "handler_module",
+    "import_check_env",
     "render_handler",
     "resource_flags",
 ]
@@ -189,9 +192,31 @@ class HandlerCheck:
     ok: bool
     error: str = ""
     output: str = ""
+    # Real paths of every module file the import loaded (what a later build compares against)
+    loaded: tuple[str, ...] = ()
+    # Not imported by this build: its recorded inputs were unchanged (engine.build.checks)
+    reused: bool = False
+
+    @classmethod
+    def from_exit(
+        cls, handler: str, returncode: int, output: str, loaded: list[str]
+    ) -> HandlerCheck:
+        """The check of an import that exited with `returncode`, its output and loaded files."""
+        if returncode == 0:
+            return cls(handler, True, output=output, loaded=tuple(p for p in loaded if p))
+        lines = [line for line in output.strip().splitlines() if line.strip()]
+        return cls(handler, False, lines[-1] if lines else f"exit code {returncode}", output)
 
 
-_CHECK_CODE = "import importlib, sys; importlib.import_module(sys.argv[1])"
+# argv: module, then the file that receives the loaded modules' paths (one per line): written
+# after a successful import only, so a failed check never leaves a record.
+_CHECK_CODE = """\
+import importlib, os, sys
+importlib.import_module(sys.argv[1])
+paths = {getattr(m, "__file__", None) for m in list(sys.modules.values())}
+with open(sys.argv[2], "w", encoding="utf-8") as handle:
+    handle.write("\\n".join(sorted(os.path.realpath(p) for p in paths if isinstance(p, str))))
+"""
 
 
 def _runtime_root() -> str:
@@ -206,24 +231,43 @@ def _check_one(
     build_dir: Path, filename: str, timeout: float, env: dict[str, str], python: str
 ) -> HandlerCheck:
     module = handler_module(filename)
+    # The list of loaded files goes to a file outside the build dir: stdout is the user's.
+    fd, loaded_path = tempfile.mkstemp(prefix="flash-check-", suffix=".txt")
+    os.close(fd)
     try:
-        result = subprocess.run(
-            [python, "-c", _CHECK_CODE, module],
-            cwd=build_dir,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-        )
-    except subprocess.TimeoutExpired:
-        return HandlerCheck(filename, False, f"import did not finish within {timeout:g}s")
-    except OSError as exc:  # e.g. the interpreter does not exist
-        return HandlerCheck(filename, False, f"cannot run {python}: {exc.strerror or exc}")
-    if result.returncode == 0:
-        return HandlerCheck(filename, True, output=result.stdout + result.stderr)
-    lines = [line for line in result.stderr.strip().splitlines() if line.strip()]
-    summary = lines[-1] if lines else f"exit code {result.returncode}"
-    return HandlerCheck(filename, False, summary, result.stdout + result.stderr)
+        try:
+            result = subprocess.run(
+                [python, "-c", _CHECK_CODE, module, loaded_path],
+                cwd=build_dir,
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=timeout,
+            )
+        except subprocess.TimeoutExpired:
+            return HandlerCheck(filename, False, f"import did not finish within {timeout:g}s")
+        except OSError as exc:  # e.g. the interpreter does not exist
+            return HandlerCheck(filename, False, f"cannot run {python}: {exc.strerror or exc}")
+        loaded = Path(loaded_path).read_text("utf-8").split("\n")
+    finally:
+        with contextlib.suppress(OSError):
+            os.unlink(loaded_path)
+    # stderr last: a traceback's final line is the summary
+    return HandlerCheck.from_exit(
+        filename, result.returncode, result.stdout + result.stderr, loaded
+    )
+
+
+def import_check_env() -> dict[str, str]:
+    """The environment an import check runs in: ours, no bytecode, our runtime importable."""
+    env = dict(os.environ)
+    # No __pycache__ in the build dir: it would leak into the archive and change between runs.
+    env["PYTHONDONTWRITEBYTECODE"] = "1"
+    extra = _runtime_root()
+    env["PYTHONPATH"] = os.pathsep.join(
+        p for p in (env.get("PYTHONPATH", ""), extra) if p
+    )  # appended: the build dir (sys.path[0]) and the user's path still come first
+    return env
 
 
 def check_handler_imports(
@@ -240,13 +284,7 @@ def check_handler_imports(
     check finishes (progress reporting). `python` is the interpreter the workers will use
     (default: this one); our runtime is put on its path either way.
     """
-    env = dict(os.environ)
-    # No __pycache__ in the build dir: it would leak into the archive and change between runs.
-    env["PYTHONDONTWRITEBYTECODE"] = "1"
-    extra = _runtime_root()
-    env["PYTHONPATH"] = os.pathsep.join(
-        p for p in (env.get("PYTHONPATH", ""), extra) if p
-    )  # appended: the build dir (sys.path[0]) and the user's path still come first
+    env = import_check_env()
     results: dict[str, HandlerCheck] = {}
     workers = max(1, min(len(handlers), os.cpu_count() or 1, 8))
     with ThreadPoolExecutor(max_workers=workers) as pool:

@@ -64,6 +64,7 @@ from engine.status import RUNNING, EndpointStatus, Status, endpoint_status
 from engine.wording import plural
 
 if TYPE_CHECKING:  # engine.scan is imported on first scan: `logs` never needs it
+    from engine.build.checks import ImportChecker
     from engine.envs import EnvCache
     from engine.scan import Scanner, ScanResult
 
@@ -176,6 +177,9 @@ class Engine:
         self._scanner = scanner
         # Where endpoints' environments are cached (None: `engine.envs.env_cache_dir`).
         self._env_cache = env_cache
+        # The builds' import checker: its check servers outlive one build (a dev session's
+        # every save), so it is made on the first build and stopped by close().
+        self._checker: ImportChecker | None = None
 
     async def __aenter__(self) -> Engine:
         return self
@@ -184,8 +188,19 @@ class Engine:
         await self.close()
 
     async def close(self) -> None:
-        """Release the provider's connections (the local cloud keeps running)."""
+        """Release the provider's connections and stop the import checker's servers (the local
+        cloud keeps running)."""
+        checker, self._checker = self._checker, None
+        if checker is not None:
+            await asyncio.to_thread(checker.close)
         await self.provider.close()
+
+    def _import_checker(self) -> ImportChecker:
+        if self._checker is None:
+            from engine.build.checks import ImportChecker
+
+            self._checker = ImportChecker()
+        return self._checker
 
     async def connect(self) -> str:
         """Reach the target (starting the local cloud when needed)."""
@@ -353,7 +368,9 @@ class Engine:
 
     async def build(self, manifest: dict[str, Any], on_event: OnEvent | None = None) -> BuildRef:
         """The current build, rebuilding first when it is stale."""
-        ref, _built = await build_step(self.root, manifest, self._emitter("deploy", on_event))
+        ref, _built = await build_step(
+            self.root, manifest, self._emitter("deploy", on_event), self._import_checker()
+        )
         return ref
 
     async def deploy(
@@ -385,7 +402,11 @@ class Engine:
         async def scan_and_build() -> tuple[ScanResult, BuildRef, bool]:
             scanned = await self._scanned(emit)
             build, built = await build_step(
-                self.root, dict(scanned.manifest), emit, cancelled=cancel.is_set
+                self.root,
+                dict(scanned.manifest),
+                emit,
+                cancelled=cancel.is_set,
+                checker=self._import_checker(),
             )
             return scanned, build, built
 
@@ -498,7 +519,9 @@ class Engine:
 
         async def scan_and_build() -> tuple[BuildRef, bool]:
             scanned = await self._scanned(emit)
-            return await build_step(self.root, dict(scanned.manifest), emit)
+            return await build_step(
+                self.root, dict(scanned.manifest), emit, checker=self._import_checker()
+            )
 
         build, built = await self._while_connecting(scan_and_build)
         try:

@@ -54,6 +54,9 @@ PRELOAD = (
     "runtime.serialization",
     "runtime.remote",
     "runtime.remote_class",
+    # the SDK's names, which the package itself imports only on first use (runtime/__init__)
+    "runtime.endpoint",
+    "runtime.resources",
     "runtime.shims",
     "cloudpickle",
     "httpx",

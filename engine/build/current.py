@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.archive import BuildRef, file_sha256
+from engine.build.checks import ImportChecker
 from engine.build.files import collect_files
 from engine.build.images import with_images
 from engine.build.model import (
@@ -96,6 +97,7 @@ def current_build(
     manifest: dict[str, Any] | None = None,
     *,
     on_progress: Callable[[BuildProgress], None] | None = None,
+    checker: ImportChecker | None = None,
 ) -> CurrentBuild:
     """The build in `.flash/` when it is fresh for `manifest`, else a new one (`build_project`,
     which raises `BuildError`). Without `manifest` it always builds."""
@@ -104,6 +106,6 @@ def current_build(
         built_manifest = json.loads((root / BUILD_DIR / MANIFEST_NAME).read_text())
         ref = BuildRef(file_sha256(archive), archive, root / BUILD_DIR, built_manifest)
         return CurrentBuild(ref)
-    result = build_project(root, on_progress=on_progress)
+    result = build_project(root, on_progress=on_progress, checker=checker)
     ref = BuildRef(result.build_id, result.archive, result.build_dir, result.manifest)
     return CurrentBuild(ref, result=result)

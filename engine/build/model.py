@@ -58,6 +58,8 @@ class BuildResult:
     archive_bytes: int
     duration: float
     warnings: list[Diagnostic] = field(default_factory=list)
+    # The handlers this build imported to check them (the others' recorded inputs were unchanged)
+    handlers_checked: list[str] = field(default_factory=list)
 
     @property
     def resources(self) -> list[str]:

@@ -26,14 +26,14 @@ COMMANDS: list[str] = [
 ]
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The `flash-tui` argument parser with every registered subcommand."""
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The `flash-tui` argument parser with every registered subcommand (or just `only`)."""
     parser = argparse.ArgumentParser(
         prog="flash-tui",
         description="Build, deploy and operate Flash apps. Without a subcommand, opens the TUI.",
     )
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name in COMMANDS:
+    for name in COMMANDS if only is None else [only]:
         importlib.import_module(f"engine.cli.{name}").register(subparsers)
     return parser
 
@@ -45,8 +45,11 @@ def subcommand_names() -> set[str]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one headless subcommand and return its exit code."""
-    parser = build_parser()
-    args = parser.parse_args(list(sys.argv[1:] if argv is None else argv))
+    argv = list(sys.argv[1:] if argv is None else argv)
+    # Each command module imports what it runs on: registering only the one asked for keeps
+    # a headless command from importing every other command's engine (most of its start-up).
+    parser = build_parser(argv[0] if argv and argv[0] in COMMANDS else None)
+    args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         parser.print_help()
         return 2

@@ -418,3 +418,10 @@ def test_top_level_runtime_package_is_refused(simple_project: Path) -> None:
         build_project(simple_project)
     assert info.value.step == "copy"
     assert info.value.diagnostics[0].code == "build-runtime-shadow"
+
+
+def test_the_build_packs_its_archive_at_the_fast_gzip_level(simple_project: Path) -> None:
+    # Every build (each dev save) writes the archive; gzip's header says how it was packed
+    # (XFL 4: the fastest level).
+    result = build_project(simple_project)
+    assert result.archive.read_bytes()[8] == 4

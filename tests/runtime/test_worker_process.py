@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
+import socket
 import subprocess
 import sys
 import textwrap
@@ -271,5 +274,26 @@ def test_qb_job_in_flight_finishes_on_sigterm(build_dir: Path, marker_dir: Path)
         thread.join(10)
         assert result["r"].json()["status"] == "COMPLETED"
         assert time.monotonic() - started < 5.0
+    finally:
+        worker.stop()
+
+
+def test_the_port_accepts_connections_once_listening_is_printed(
+    build_dir: Path, marker_dir: Path
+) -> None:
+    # Frozen right after it says so (before its event loop runs), the worker must already
+    # listen: a client that connects at once is queued, not refused.
+    worker = Worker(build_dir, "sleepy", env={"MARKER_DIR": str(marker_dir)})
+    try:
+        url = worker.wait_listening()
+        os.kill(worker.proc.pid, signal.SIGSTOP)
+        try:
+            host, port = url.rsplit("/", 1)[-1].rsplit(":", 1)
+            with socket.create_connection((host, int(port)), timeout=5):
+                pass
+        finally:
+            os.kill(worker.proc.pid, signal.SIGCONT)
+        (marker_dir / "go").write_text("go")
+        worker.wait_ready()
     finally:
         worker.stop()

@@ -1,0 +1,64 @@
+"""A headless command imports what it runs on, not every command's engine (start-up time)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from projectfiles import copy_example
+
+_PROBE = """
+import json, sys
+from engine import cli
+code = cli.main(sys.argv[1:])
+sys.stdout.flush()
+print(json.dumps({"code": code, "modules": sorted(sys.modules)}))
+"""
+
+
+def _modules_after(args: list[str]) -> tuple[int, set[str]]:
+    out = subprocess.run(
+        [sys.executable, "-c", _PROBE, *args], capture_output=True, text=True, timeout=120
+    )
+    last = json.loads(out.stdout.strip().splitlines()[-1])
+    return last["code"], set(last["modules"])
+
+
+def test_scan_imports_no_other_command(tmp_path: Path) -> None:
+    project = copy_example("quickstart", tmp_path / "quickstart")
+    code, modules = _modules_after(["scan", "--json", str(project)])
+    assert code == 0
+    assert "engine.cli.scan" in modules
+    others = {m for m in modules if m.startswith("engine.cli.")} - {"engine.cli.scan"}
+    assert others <= {"engine.cli.arguments"}, others
+    # nothing of the TUI or the dev server
+    assert not {"textual", "engine.dev.server", "fastapi"} & modules
+
+
+def test_help_still_lists_every_command() -> None:
+    out = subprocess.run(
+        [sys.executable, "-c", "from flash_tui.main import main; main(['--help'])"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    from engine.cli import COMMANDS
+
+    for name in COMMANDS:
+        assert name in out.stdout
+
+
+def test_sdk_names_resolve_whatever_was_imported_first() -> None:
+    # runtime.endpoint imports the submodule runtime.remote; the package's `remote` must stay
+    # the decorator (user code does `from tetra_rp import remote`).
+    code = (
+        "import runtime.confighash, sys; assert 'runtime.resources' not in sys.modules; "
+        "import runtime.endpoint; from runtime import remote, Endpoint, LiveServerless, GpuGroup; "
+        "import runtime; assert callable(remote) and runtime.remote is remote; "
+        "assert runtime.__dict__['remote'] is remote; print(remote.__module__)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "runtime.remote"
