@@ -57,7 +57,7 @@ def test_sdk_names_resolve_whatever_was_imported_first() -> None:
         "import runtime.confighash, sys; assert 'runtime.resources' not in sys.modules; "
         "import runtime.endpoint; from runtime import remote, Endpoint, LiveServerless, GpuGroup; "
         "import runtime; assert callable(remote) and runtime.remote is remote; "
-        "assert runtime.__dict__['remote'] is remote; print(remote.__module__)"
+        "print(remote.__module__)"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
