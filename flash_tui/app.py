@@ -104,7 +104,9 @@ class FlashApp(DeploymentActions, TargetWatch, App[None]):
         self.connect_target = connect
         self.watch_project = watch
         self.logs = LogBuffer()
-        self._state = DashboardState(project=self.backend.project_name, target=target)
+        self._state = DashboardState(
+            project=self.backend.project_name, target=target, mothership=self.backend.mothership
+        )
         self.connected = False
         # The target's description as last reached: a change means the local cloud moved.
         self._reached: str | None = None
