@@ -233,6 +233,7 @@ def test_graphql_faults_at_boot_are_retried_until_it_converges(
     workers = project / "workers.py"
     workers.write_text(re.sub(r"workersMax=\d+", "workersMax=3", workers.read_text()))
     ships = {e.id for e in fake.endpoints() if e.name == "mothership"}
+    mark = len(fake.graphql_calls)
     deploying = subprocess.Popen(
         [*CLI, "deploy", "--mothership", "--yes", "--json", "--target", "runpod"]
         + ["--env", ENV, "--project", str(project)],
@@ -247,7 +248,7 @@ def test_graphql_faults_at_boot_are_retried_until_it_converges(
         wait_for(
             lambda: any(
                 c.operation == "saveEndpoint" and c.variables["input"].get("id") in ships
-                for c in fake.graphql_calls
+                for c in fake.graphql_calls[mark:]
             ),
             120,
             "the engine saving the mothership",
@@ -266,6 +267,11 @@ def test_graphql_faults_at_boot_are_retried_until_it_converges(
     assert worker.workersMax == 3
     assert sorted(e.name for e in fake.endpoints()) == ["gateway", "mothership", "worker"]
     assert _provisioning(fake)["mothership"]["status"] == "reconciled"
+    # The mothership met the 503s itself, said why, and retried.
+    lines = [r.line for w in fake.workers(_mothership(fake).id) for r in w.lines()]
+    assert any("HTTP 503" in line and "retry in" in line for line in lines), "\n".join(lines)
+    logs = run("logs", "mothership", "--json")
+    assert logs.returncode == 0, logs.stderr
 
 
 def test_status_shows_roles_and_provisioning(run: Run) -> None:
