@@ -80,6 +80,14 @@ def child_env(
     return env
 
 
+class _Refused(PlaneError, ApiError):
+    """RunPod refused an operation (the wire model's `ApiError` too, so it reads "not found")."""
+
+
+class _Unavailable(PlaneUnavailable, ApiError):
+    """RunPod could not answer now (network, 429, 5xx, "try again later")."""
+
+
 class _Transport:
     """GraphQL over HTTP with the account key; failures become plane errors (never the key)."""
 
@@ -109,20 +117,18 @@ class _Transport:
                 headers={"Authorization": f"Bearer {self._key}"},
             )
         except httpx.HTTPError as exc:
-            raise PlaneUnavailable(
-                f"RunPod API unreachable ({name}): {type(exc).__name__}"
-            ) from None
+            raise _Unavailable(f"RunPod API unreachable ({name}): {type(exc).__name__}") from None
         status = response.status_code
         if status in (401, 403):
-            raise PlaneError(f"RunPod rejected the mothership's RUNPOD_API_KEY (HTTP {status})")
+            raise _Refused(f"RunPod rejected the mothership's RUNPOD_API_KEY (HTTP {status})")
         if status == 429 or status >= 500:
-            raise PlaneUnavailable(f"RunPod API: {name} failed (HTTP {status})")
+            raise _Unavailable(f"RunPod API: {name} failed (HTTP {status})")
         try:
             body = response.json()
         except ValueError:
             body = None
         if status >= 400 or not isinstance(body, dict):
-            raise PlaneError(f"RunPod API: {name} failed (HTTP {status})")
+            raise _Refused(f"RunPod API: {name} failed (HTTP {status})")
         errors = body.get("errors")
         if errors:
             text = self._redact(
@@ -131,11 +137,11 @@ class _Transport:
                     for e in (errors if isinstance(errors, list) else [errors])
                 )
             )
-            error = PlaneUnavailable if _TRANSIENT.search(text) else PlaneError
+            error = _Unavailable if _TRANSIENT.search(text) else _Refused
             raise error(f"RunPod API: {name}: {text}")
         data = body.get("data")
         if not isinstance(data, dict):
-            raise PlaneError(f"RunPod API: {name} answered without data")
+            raise _Refused(f"RunPod API: {name} answered without data")
         return data
 
 
@@ -218,7 +224,9 @@ class RunPodControlPlane:
                     f"build {self.build_id} is not the environment's active build"
                 )
             build = await self.api.build(self.build_id)
-        except ApiError as exc:
+        except PlaneError:
+            raise
+        except ApiError as exc:  # the wire model's own ("returned nothing" and the like)
             raise PlaneError(str(exc)) from None
         manifest = dict(build.manifest or {}) if build is not None else {}
         recorded = EnvState.from_manifest(manifest).resources.get(self.mothership)
