@@ -379,7 +379,9 @@ class RunPodControlPlane:
             mothership=self.mothership,
         )
         await self._update(lambda s: s.resources.__setitem__(name, record))
-        return DeployProgress(name, "healthy", url)
+        # Saved, not awaited: RunPod starts workers on demand (a QB endpoint at workersMin 0
+        # has none until a job comes), so health is `status`'s to show, not provisioning's.
+        return DeployProgress(name, "saved", url)
 
     async def delete(self, names: Sequence[str]) -> list[DeployProgress]:
         """Delete each named child's endpoint and the template created for it."""
