@@ -12,7 +12,12 @@ temporary copy of examples/quickstart built once first. For each of --runs round
 Prints each figure's median (and range), and the mothership deploy's ratio to the direct one
 measured in the same run. Figures, not tests: nothing asserts a timing.
 
-Usage: python bench/mothership.py [--runs 3] [--keep]
+With `--target runpod`, against the RunPod contract fake (`tests/fakes/runpod.py`, real
+image-emulator workers): direct `deploy --target runpod --yes`, then `undeploy --all`, then
+`deploy --mothership --target runpod --yes` (to converged), then `undeploy --all`; the times and
+the GraphQL calls the fake received (the mothership's included), and the same ratio.
+
+Usage: python bench/mothership.py [--runs 3] [--keep] [--target local|runpod]
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ import shutil
 import signal
 import statistics
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -85,12 +91,60 @@ def _figure(name: str, values: list[float]) -> str:
     )
 
 
+def _runpod(runs: int) -> int:
+    """Direct vs mothership rounds against the RunPod contract fake."""
+    sys.path.append(str(REPO / "tests"))
+    from fakes.runpod import FakeRunPod
+    from fakes.runpod_image import image_site
+
+    scratch = Path(tempfile.mkdtemp(prefix="flash-bench-mothership-runpod-"))
+    project = scratch / "quickstart"
+    shutil.copytree(REPO / "examples" / "quickstart", project)
+    image_site(scratch / "fake" / "dataplane" / "image-site")  # made once, outside the rounds
+    times: dict[str, list[float]] = {"direct": [], "mothership": [], "undeploy": []}
+    calls: dict[str, list[int]] = {"direct": [], "mothership": [], "undeploy": []}
+    rp = ["--target", "runpod", "--yes"]
+    try:
+        with FakeRunPod(scratch / "fake") as fake:
+            env = dict(os.environ, HOME=str(scratch), FLASH_TUI_HOME=str(scratch / "home"))
+            env.update(fake.env())
+            subprocess.run([*CLI, "build", str(project)], env=env, capture_output=True, check=True)
+            for _ in range(runs):
+                for figure, command in (
+                    ("direct", ["deploy", *rp]),
+                    ("undeploy", ["undeploy", "--all", *rp]),
+                    ("mothership", ["deploy", "--mothership", *rp]),
+                    ("undeploy", ["undeploy", "--all", *rp]),
+                ):
+                    mark = len(fake.graphql_calls)
+                    seconds, _ = _cli(command, env, project)
+                    times[figure].append(seconds)
+                    calls[figure].append(len(fake.graphql_calls) - mark)
+                if fake.endpoints() or fake.templates():
+                    raise SystemExit("undeploy --all left endpoints or templates on the fake")
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
+    print(f"quickstart (4 endpoints) on the RunPod fake, {runs} runs, load average {load}")
+    print(_figure("deploy --target runpod (direct)", times["direct"]))
+    print(_figure("deploy --mothership (to converged)", times["mothership"]))
+    print(_figure("undeploy --all", times["undeploy"]))
+    for figure in ("direct", "mothership", "undeploy"):
+        print(f"GraphQL calls, {figure}: median {statistics.median(calls[figure]):.0f}")
+    ratio = statistics.median(times["mothership"]) / statistics.median(times["direct"])
+    print(f"mothership / direct: {ratio:.2f}×")
+    return 0
+
+
 def main() -> int:
     """Run the rounds and print the figures."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
+    parser.add_argument("--target", choices=("local", "runpod"), default="local")
     args = parser.parse_args()
+    if args.target == "runpod":
+        return _runpod(args.runs)
     scratch = Path(tempfile.mkdtemp(prefix="flash-bench-mothership-"))
     project = scratch / "quickstart"
     shutil.copytree(REPO / "examples" / "quickstart", project)

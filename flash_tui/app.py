@@ -106,7 +106,10 @@ class FlashApp(DeploymentActions, TargetWatch, App[None]):
         self.watch_project = watch
         self.logs = LogBuffer()
         self._state = DashboardState(
-            project=self.backend.project_name, target=target, scanning=True
+            project=self.backend.project_name,
+            target=target,
+            scanning=True,
+            mothership=self.backend.mothership,
         )
         self.connected = False
         # The target's description as last reached: a change means the local cloud moved.

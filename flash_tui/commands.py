@@ -84,6 +84,15 @@ ACTIONS: list[AppAction] = [
         show=False,
         palette="Switch target",
     ),
+    AppAction(
+        "M",
+        "toggle_mothership",
+        "Mothership",
+        "Deploy mode: direct, or through the environment's mothership, which provisions the "
+        "rest (D deploys it; the header says which)",
+        show=False,
+        palette="Deploy through mothership",
+    ),
     AppAction("question_mark", "help", "Help", "This help"),
     AppAction("q", "quit", "Quit", "Quit (deployed endpoints keep running)"),
 ]

@@ -304,6 +304,16 @@ class TargetWatch:
         target = names[(names.index(self.backend.target) + 1) % len(names)]
         self._switch_target(target)
 
+    def action_toggle_mothership(self) -> None:
+        """Deploy directly, or through the environment's mothership (`D` deploys it)."""
+        if self.busy:
+            self.notify(f"wait for {self.busy} to finish", severity="warning")
+            return
+        self.backend.mothership = not self.backend.mothership
+        self.state = replace(self._state, mothership=self.backend.mothership)
+        mode = "through the mothership" if self.backend.mothership else "directly"
+        self.log_engine(f"deploy mode: D deploys {mode}")
+
     @work(exclusive=True, group="switch")
     async def _switch_target(self, target: str) -> None:
         # The old target's health probes and log stream stop; its statuses are not this one's.

@@ -39,7 +39,8 @@ class PlaneUnavailable(PlaneError):
 
 @dataclass(frozen=True)
 class DeployProgress:
-    """One endpoint's outcome as a deploy reports it: `healthy`, `error` or `unchanged`."""
+    """One endpoint's outcome as a deploy reports it: `healthy`, `error`, `unchanged`, or
+    `saved` (RunPod: created or updated, its health not awaited)."""
 
     name: str
     state: str

@@ -43,7 +43,7 @@ import os
 import sys
 from collections.abc import AsyncIterator, Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fastapi import FastAPI, Request
 from fastapi.encoders import jsonable_encoder
@@ -65,6 +65,9 @@ from runtime.route_binding import (
     request_values,
     route_binding,
 )
+
+if TYPE_CHECKING:
+    from runtime.mothership import Mothership
 
 __all__ = ["CallGuard", "RESERVED_PATHS", "create_lb_app"]
 
@@ -276,6 +279,22 @@ def _manifest_path(explicit: str | os.PathLike[str] | None) -> Path:
     return Path.cwd() / "flash_manifest.json"
 
 
+def _runpod_mothership(explicit: str | os.PathLike[str] | None) -> Mothership | None:
+    """The RunPod mothership this endpoint is (None unless its template says so)."""
+    if os.environ.get("FLASH_MOTHERSHIP_PLANE", "").strip().lower() != "runpod":
+        return None
+    # Imported here: no other endpoint pays for the provisioner's imports at start.
+    from runtime.mothership import runpod_mothership
+
+    path = _manifest_path(explicit)
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        manifest = {}
+    name = os.environ.get("FLASH_RESOURCE_NAME", "")
+    return runpod_mothership(path.parent, name, manifest, os.environ)
+
+
 def create_lb_app(
     route_registry: Mapping[tuple[str, str], Any],
     include_execute: bool = False,
@@ -303,16 +322,25 @@ def create_lb_app(
             )
         bindings.append(route_binding(function, upper, str(path)))
 
+    ship = _runpod_mothership(manifest_path) if is_mothership else None
+
     @contextlib.asynccontextmanager
     async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
-        if lifespan is None:
-            app.state.flash_ready = True
-            yield
-        else:
-            async with lifespan(app):
+        # A mothership on RunPod provisions in the background: `/ping` answers at once.
+        task = asyncio.get_running_loop().create_task(ship.run()) if ship is not None else None
+        try:
+            if lifespan is None:
                 app.state.flash_ready = True
                 yield
-        app.state.flash_ready = False
+            else:
+                async with lifespan(app):
+                    app.state.flash_ready = True
+                    yield
+        finally:
+            app.state.flash_ready = False
+            if task is not None:
+                task.cancel()
+                await ship.plane.aclose()  # type: ignore[union-attr]
 
     app = FastAPI(title=title, lifespan=_lifespan)
     app.state.flash_ready = False
@@ -333,6 +361,14 @@ def create_lb_app(
     async def manifest() -> Response:
         if not is_mothership:
             return JSONResponse({"error": "Only mothership serves manifest"}, status_code=403)
+        if ship is not None:
+            from runtime.mothership import manifest_answer
+
+            status, body = await manifest_answer(ship)
+            headers = {"Retry-After": "1"} if status == 503 else None
+            return Response(
+                body, status_code=status, media_type="application/json", headers=headers
+            )
         path = _manifest_path(manifest_path)
         try:
             data = json.loads(path.read_text(encoding="utf-8"))

@@ -42,6 +42,8 @@ __all__ = [
     "child_entries",
     "fingerprint",
     "is_mothership",
+    "manifest_answer",
+    "runpod_mothership",
 ]
 
 MOTHERSHIP_ENV = "FLASH_IS_MOTHERSHIP"
@@ -336,16 +338,9 @@ class MothershipApp:
             await send_json(send, 404, b'{"error":"not found: this mothership serves no routes"}')
 
     async def _manifest(self, send: Any) -> None:
-        try:
-            manifest = await self.mothership.served_manifest()
-        except PlaneError as exc:
-            body = json.dumps({"error": "Manifest unavailable", "detail": str(exc)}).encode()
-            await send_json(send, 503, body, [(b"retry-after", b"1")])
-            return
-        if not manifest.get("resources"):
-            await send_json(send, 404, _NO_MANIFEST)
-            return
-        await send_json(send, 200, json.dumps(manifest).encode())
+        status, body = await manifest_answer(self.mothership)
+        headers = [(b"retry-after", b"1")] if status == 503 else []
+        await send_json(send, status, body, headers)
 
     def _start(self) -> None:
         task = asyncio.get_running_loop().create_task(self.mothership.run())
@@ -378,6 +373,45 @@ class MothershipApp:
         if self._task is not None and not self._task.done():
             self._task.cancel()
         await self.mothership.plane.aclose()
+
+
+async def manifest_answer(mothership: Mothership) -> tuple[int, bytes]:
+    """`GET /manifest`'s status and JSON body: 200 with the provisioned children, 404 while
+    none is, 503 while the state manager cannot be read and nothing is cached."""
+    try:
+        manifest = await mothership.served_manifest()
+    except PlaneError as exc:
+        return 503, json.dumps({"error": "Manifest unavailable", "detail": str(exc)}).encode()
+    if not manifest.get("resources"):
+        return 404, _NO_MANIFEST
+    return 200, json.dumps(manifest).encode()
+
+
+def runpod_mothership(
+    build_dir: Path, name: str, manifest: Mapping[str, Any], environ: Mapping[str, str]
+) -> Mothership | None:
+    """The mothership of a load-balanced endpoint on RunPod (its template sets
+    `FLASH_MOTHERSHIP_PLANE=runpod`), None elsewhere; ValueError names a missing variable."""
+    if environ.get("FLASH_MOTHERSHIP_PLANE", "").strip().lower() != "runpod":
+        return None
+    if not is_mothership(environ):
+        return None
+    # Imported here: only a RunPod mothership needs the GraphQL plane.
+    from runtime.runpod_plane import RunPodControlPlane
+
+    plane = RunPodControlPlane.from_env(environ)
+    try:
+        ttl = float(environ.get("FLASH_MANIFEST_TTL") or DEFAULT_MANIFEST_TTL)
+    except ValueError:
+        ttl = DEFAULT_MANIFEST_TTL
+    build_id = environ.get("FLASH_BUILD_ID", "").strip() or plane.build_id
+
+    def log(line: str) -> None:
+        print(line, flush=True)
+
+    ship = Mothership(name, build_dir, manifest, plane, build_id=build_id, ttl=ttl, log=log)
+    log(f"mothership of environment {plane.environment}: {len(ship.children)} children")
+    return ship
 
 
 def _log_crash(task: asyncio.Task[ManifestDiff]) -> None:

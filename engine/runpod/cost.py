@@ -12,8 +12,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from engine.runpod.api import RunPodApi
-from engine.runpod.endpoints import Deployment, endpoint_input
 from engine.runpod.graphql import RunPodError
+from runtime.runpod_endpoints import Deployment, endpoint_input
 
 __all__ = ["POOL_TYPES", "cost_notes"]
 

@@ -46,7 +46,9 @@ from engine.runpod.api import (
     TemplateInput,
 )
 from engine.runpod.config import RunPodConfig
-from engine.runpod.endpoints import (
+from engine.runpod.graphql import GraphQLError, RunPodError
+from engine.status import Status
+from runtime.runpod_endpoints import (
     Deployment,
     endpoint_input,
     expected_tables,
@@ -55,15 +57,15 @@ from engine.runpod.endpoints import (
     template_env,
     with_table,
 )
-from engine.runpod.graphql import GraphQLError, RunPodError
-from engine.runpod.state import EnvState, ResourceState
-from engine.status import Status
+from runtime.runpod_plane import MOTHERSHIP_PLANE_ENV
+from runtime.runpod_state import EnvState, ResourceState
 
 __all__ = [
     "Environment",
     "Deployer",
     "endpoint_target",
     "find_environment",
+    "mothership_env",
     "owned_live",
     "table_callers",
     "table_peers",
@@ -326,7 +328,7 @@ class Deployer:
                 return _Saved(name, action, started, error=NOT_STARTED)
             self._emit("endpoint", name=name, action=action, state=Status.DEPLOYING)
             try:
-                endpoint, template_name = await self._save(spec, entry, live)
+                endpoint, template_name = await self._save(spec, entry, live, build_id)
             except (RunPodError, ValueError, KeyError) as exc:
                 message = str(exc)
                 self._emit("endpoint", name=name, action=action, state="error", message=message)
@@ -347,6 +349,8 @@ class Deployer:
                     url=target.base_url,
                     ai_key=endpoint.aiKey,
                     deployed_at=time.time(),
+                    role=spec.role,
+                    mothership=spec.mothership,
                 )
             return _Saved(name, action, started, target=target)
 
@@ -361,6 +365,8 @@ class Deployer:
         )
         jobs = []
         for name, state in sorted(resources.items()):
+            if state.role != "endpoint":
+                continue  # a mothership's children find each other through its `/manifest`
             env = self._envs.get(name)
             found = live.get(name)
             if env is None and found is not None and found.id == state.endpoint_id:
@@ -425,7 +431,7 @@ class Deployer:
         return _result(name, action, True, elapsed_ms=elapsed, url=target.base_url)
 
     async def _save(
-        self, spec: EndpointSpec, entry: Mapping[str, Any], live: Endpoint | None
+        self, spec: EndpointSpec, entry: Mapping[str, Any], live: Endpoint | None, build_id: str
     ) -> tuple[Endpoint, str | None]:
         where = Deployment(self.where.app.name, self.env_name, self.where.environment.id)
         image = image_for(spec.resource_type, spec.config, entry)
@@ -441,6 +447,8 @@ class Deployer:
             fingerprint=spec.code_hash or "",
             keep=None if live is None else {e.key: e.value for e in live.env or ()},
         )
+        if spec.role == "mothership":
+            env = _with_env(env, mothership_env(self.config, spec, build_id))
         if live is None:
             template_name = _template_name(self.where.app.name, self.env_name, spec.name)
             template = TemplateInput(name=template_name, imageName=image, env=env)
@@ -522,6 +530,7 @@ class Deployer:
             note = ""
             async with self._state_lock:
                 self.where.state.resources.pop(name, None)
+                self.where.state.provisioning.pop(name, None)
                 self._deleted.add(name)
             if template and not await self._delete_template(template):
                 # RunPod releases a template a while after its endpoint is gone: the endpoint
@@ -597,6 +606,28 @@ class Deployer:
                 f"the endpoints were changed, but their record was not written "
                 f"({self._state_error}); the next deploy finds them by their environment"
             )
+
+
+def mothership_env(config: RunPodConfig, spec: EndpointSpec, build_id: str) -> dict[str, str]:
+    """What a mothership's template adds: the role, the build it reconciles, where RunPod's
+    API is and the account key. The mothership is the one endpoint that manages others, so
+    it is the one template that holds the key; its children never get it."""
+    return {
+        "FLASH_IS_MOTHERSHIP": "true",
+        MOTHERSHIP_PLANE_ENV: "runpod",
+        "FLASH_BUILD_ID": spec.code_hash or "",
+        "FLASH_RUNPOD_BUILD_ID": build_id,
+        "RUNPOD_API_KEY": config.api_key,
+        "RUNPOD_API_BASE_URL": config.api_base,
+        "RUNPOD_ENDPOINT_BASE_URL": config.endpoint_base,
+        "FLASH_RUNPOD_LB_URL": config.lb_url_template,
+    }
+
+
+def _with_env(env: Sequence[EnvVar], extra: Mapping[str, str]) -> list[EnvVar]:
+    out = {e.key: e.value for e in env}
+    out.update(extra)
+    return [EnvVar(key=k, value=v) for k, v in sorted(out.items())]
 
 
 def _ms(started: float) -> float:

@@ -25,6 +25,7 @@ import httpx
 
 from engine.provider import ProviderError
 from engine.runpod.config import RunPodConfig
+from runtime.runpod_wire import ApiError
 
 __all__ = [
     "AuthError",
@@ -44,7 +45,7 @@ _OPERATION = re.compile(r"^\s*(query|mutation)\b\s*(\w+)?", re.IGNORECASE)
 _BODY_SHOWN = 300  # characters of an unexpected answer quoted in a message
 
 
-class RunPodError(ProviderError):
+class RunPodError(ProviderError, ApiError):
     """A RunPod operation failed; the message is for a person and holds no key."""
 
 

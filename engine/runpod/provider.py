@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import tempfile
 import time
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import replace
@@ -23,6 +24,7 @@ from typing import Any
 
 import httpx
 
+from engine.build.images import image_name, python_version
 from engine.home import Home
 from engine.provider import (
     AppSummary,
@@ -48,17 +50,18 @@ from engine.runpod.deploy import (
     table_callers,
     table_peers,
 )
-from engine.runpod.endpoints import (
+from engine.runpod.graphql import GraphQLClient
+from engine.runpod.shiphandler import with_mothership_handler
+from engine.status import Status
+from runtime.resources import config_hash
+from runtime.runpod_endpoints import (
     FINGERPRINT_ENV,
     expected_tables,
     live_config,
     stale_entries,
     table_of,
 )
-from engine.runpod.graphql import GraphQLClient
-from engine.runpod.state import ResourceState
-from engine.status import Status
-from runtime.resources import config_hash
+from runtime.runpod_state import ResourceState
 
 __all__ = ["DEFAULT_ENV", "RunPodProvider"]
 
@@ -193,7 +196,11 @@ class RunPodProvider:
                 deployed = self._adopted(name, found, built.get(name))
             else:
                 deployed = self._deployed(name, state, found)
+            recorded_role = state.role if state is not None else "endpoint"
             if found is not None and found.env is not None and name in tables:
+                if recorded_role != "endpoint":
+                    out.append(deployed)  # found through a mothership's `/manifest`: no table
+                    continue
                 # A deploy killed between the endpoint saves and the table writes leaves a
                 # caller with a table of endpoints that moved, vanished or never got in.
                 stale = stale_entries(table_of(found.env), tables[name])
@@ -225,6 +232,12 @@ class RunPodProvider:
         self, name: str, state: ResourceState | None, live: Endpoint | None
     ) -> DeployedEndpoint:
         assert state is not None
+        deployed = self._recorded(name, state, live)
+        return replace(
+            deployed, role=state.role, mothership=state.mothership, environment=self.env_name
+        )
+
+    def _recorded(self, name: str, state: ResourceState, live: Endpoint | None) -> DeployedEndpoint:
         if live is None:
             return DeployedEndpoint(
                 name=name,
@@ -286,6 +299,19 @@ class RunPodProvider:
             url=endpoint_target(self.config, name, live, load_balanced).base_url,
             updated_at=updated_at,
         )
+
+    def environment_name(self, mothership: bool) -> str:
+        """The environment every deploy of this provider records (`--env`)."""
+        return self.env_name
+
+    async def environment_state(
+        self, app: str, environment: str | None
+    ) -> dict[str, dict[str, Any]]:
+        """A mothership's per-resource provisioning in the environment's persisted manifest."""
+        where = await find_environment(self.api, app, environment or self.env_name, create=False)
+        if where is None:
+            return {}
+        return {n: dict(e) for n, e in where.state.provisioning.items()}
 
     async def apps(self) -> list[AppSummary]:
         """RunPod apps carry no project path, so no app is an older version's: none."""
@@ -353,9 +379,32 @@ class RunPodProvider:
         try:
             where = await self._environment(app, create=True)
             assert where is not None
-            return await self._deployer(where, on_event, cancel).deploy(specs, build, remove)
+            with tempfile.TemporaryDirectory(prefix="flash-mothership-") as scratch:
+                specs = [self._as_generated(s, build) for s in specs]
+                for spec in specs:
+                    if spec.role == "mothership":
+                        build = with_mothership_handler(
+                            build, spec.name, spec.resource_type, Path(scratch)
+                        )
+                return await self._deployer(where, on_event, cancel).deploy(specs, build, remove)
         finally:
             self._seen.clear()
+
+    @staticmethod
+    def _as_generated(spec: EndpointSpec, build: BuildRef) -> EndpointSpec:
+        """A generated mothership (no resource of the build) with the config RunPod needs: its
+        name, and one worker, so two copies never reconcile at once."""
+        if spec.role != "mothership" or spec.name in (build.manifest.get("resources") or {}):
+            return spec
+        image = image_name({"resource_type": spec.resource_type}, python_version())
+        config = {
+            "name": spec.name,
+            "imageName": image,
+            "workersMin": 0,
+            "workersMax": 1,
+            **spec.config,
+        }
+        return spec.model_copy(update={"config": config})
 
     async def restart(
         self, app: str, name: str, *, on_event: EventCallback | None = None

@@ -66,6 +66,8 @@ class DashboardState:
     watching: bool = False
     # Before the first scan the endpoints are not known yet (never "0 endpoints").
     scanning: bool = False
+    # Deploy mode: `D` deploys the environment's mothership, which provisions the rest.
+    mothership: bool = False
 
     # -- derived views --------------------------------------------------------------------
 
@@ -115,6 +117,7 @@ class DashboardState:
                     uptime_s=now - started if started and state in DEPLOYED else None,
                     restarts=status.restarts if status is not None else None,
                     stale_s=stale,
+                    role=status.role if status is not None and status.role != "endpoint" else None,
                 )
             )
         return rows
@@ -137,10 +140,11 @@ class DashboardState:
             counts.append(f"{self.busy}…")
         if self.watching:
             counts.append("watch-deploy")
-        summary = " · ".join([self.project, f"target: {self.target}", *counts])
+        mode = ["via mothership"] if self.mothership else []
+        summary = " · ".join([self.project, f"target: {self.target}", *mode, *counts])
         # Narrow: no "(127.0.0.1:PORT)" (the detail pane and `flash-tui status` show it).
         target = re.sub(r"\s*\([^)]*\)", "", self.target)
-        return summary, " · ".join([self.project, target, *counts])
+        return summary, " · ".join([self.project, target, *mode, *counts])
 
     def detail(self, now: float | None = None) -> tuple[RenderableType, str] | None:
         """What the detail pane shows for the selection, and its title (None: leave it)."""

@@ -251,7 +251,7 @@ def test_a_stale_endpoint_table_is_drift_by_name_only() -> None:
 
 
 def test_stale_entries_name_the_endpoints_that_differ_never_their_values() -> None:
-    from engine.runpod.endpoints import endpoint_table, expected_tables, stale_entries
+    from runtime.runpod_endpoints import endpoint_table, expected_tables, stale_entries
 
     peers = {"a": ("http://a", "ka"), "b": ("http://b", "kb"), "c": ("http://c", None)}
     tables = expected_tables(peers, callers=["a"])

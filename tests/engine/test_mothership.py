@@ -542,10 +542,15 @@ def test_another_environment_moves_the_mothership_and_its_children(
     assert all(other[n]["endpoint_url"] for n in children)
 
 
-def test_mothership_mode_is_refused_where_it_is_not_built(cli: Callable[..., Any]) -> None:
+def test_mothership_on_runpod_without_a_key_says_where_it_looked(
+    cli: Callable[..., Any],
+) -> None:
+    """RunPod has the mothership too (tests/engine/test_mothership_runpod.py); without a key it
+    fails in one line naming where the key was looked for, before anything is deployed."""
     proc = cli("deploy", "--mothership", "--target", "runpod", "--yes")
     assert proc.returncode == 1
-    assert "--mothership is not available on the runpod target" in proc.stderr
+    assert "no RunPod API key: looked in RUNPOD_API_KEY" in proc.stderr
+    assert "Traceback" not in proc.stderr
 
 
 def test_undeploy_all_removes_the_mothership_and_every_child(

@@ -1,9 +1,21 @@
-"""The detail pane in mothership mode: an endpoint's role, a child's provisioning and error."""
+"""Mothership mode in the TUI: the detail pane (an endpoint's role, a child's provisioning and
+error), the palette's deploy-mode switch and the header, the role marks in the table."""
 
 from __future__ import annotations
 
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pytest
+from projectfiles import copy_example
+from textual.command import CommandPalette
+from waiting import until
+
 from engine.status import EndpointStatus
+from flash_tui.app import FlashApp
 from flash_tui.widgets.dashboard.detail_pane import DetailPane, endpoint_detail
+from flash_tui.widgets.dashboard.endpoints_table import EndpointsTable
+from flash_tui.widgets.dashboard.header_line import HeaderLine
 
 
 def _text(status: EndpointStatus) -> str:
@@ -43,3 +55,57 @@ def test_the_mothership_says_what_it_is_not_orphaned() -> None:
 def test_direct_mode_shows_no_role() -> None:
     status = EndpointStatus(name="api", resource_type=None, status="healthy", drift="in_sync")
     assert "role" not in _text(status)
+
+
+def _clock() -> datetime:
+    return datetime(2026, 1, 1, 12, 0, 0, tzinfo=timezone.utc)
+
+
+def _row(name: str, role: str) -> EndpointStatus:
+    return EndpointStatus(
+        name=name,
+        resource_type=None,
+        status="healthy",
+        drift="in_sync",
+        in_code=True,
+        deployed=True,
+        role=role,
+    )
+
+
+@pytest.mark.usefixtures("private_home")
+async def test_the_palette_switches_the_deploy_mode_and_the_table_marks_roles(
+    tmp_path: Path,
+) -> None:
+    project = copy_example("quickstart", tmp_path / "quickstart")
+    statuses = [_row("api", "mothership"), _row("gateway", "child"), _row("cpu_worker", "endpoint")]
+    app = FlashApp(project, clock=_clock, connect=False, watch=False, statuses=statuses)
+    async with app.run_test(size=(120, 30)) as pilot:
+        header = app.dashboard.query_one(HeaderLine)
+        table = app.dashboard.query_one(EndpointsTable)
+        await until(pilot, lambda: "api" in [str(k.value) for k in table.rows])
+        assert "mothership" not in header.summary and app.backend.mothership is False
+        assert table.get_cell("api", "name").plain == "api ⌂"
+        assert table.get_cell("gateway", "name").plain == "gateway ↳"
+        assert table.get_cell("cpu_worker", "name").plain == "cpu_worker"
+
+        await pilot.press("ctrl+p")
+        await until(pilot, lambda: isinstance(app.screen, CommandPalette))
+        await pilot.press(*"Deploy through mothership")
+
+        def highlighted() -> bool:
+            commands = app.screen.query_one("CommandList")
+            index = commands.highlighted  # type: ignore[attr-defined]
+            if index is None:
+                return False
+            prompt = str(commands.get_option_at_index(index).prompt)  # type: ignore[attr-defined]
+            return "Deploy through mothership" in prompt
+
+        await until(pilot, highlighted, what="the mothership command highlighted")
+        await pilot.press("enter")
+        await until(pilot, lambda: app.backend.mothership, what="mothership mode on")
+        await until(pilot, lambda: "via mothership" in header.summary)
+        # The key does the same, back to direct mode.
+        await pilot.press("M")
+        await until(pilot, lambda: not app.backend.mothership, what="direct mode again")
+        assert "via mothership" not in header.summary

@@ -32,6 +32,8 @@ class EndpointRow:
     restarts: int | None = None
     # Age of the last health sample when it is older than its probe interval (else None).
     stale_s: float | None = None
+    # `mothership` or `child` when deployed through a mothership (None: direct mode).
+    role: str | None = None
 
 
 # Display order. Which of them are shown depends on the table's width (`fit_columns`): the
@@ -166,6 +168,15 @@ def _dot(row: EndpointRow) -> Text:
     return Text("○", style="dim")
 
 
+def _name(row: EndpointRow, style: str) -> Text:
+    text = Text(row.name, style=style, overflow="ellipsis", no_wrap=True)
+    if row.role == "mothership":
+        text.append(" ⌂", style="bold cyan")  # the one that provisions the others
+    elif row.role == "child":
+        text.append(" ↳", style="dim")
+    return text
+
+
 def cells(row: EndpointRow, layout: TableLayout = _FULL) -> dict[str, object]:
     """The rendered cell per column key (the sparkline as long as the health column)."""
     name_style = "bold red" if row.status in _FAILING else "bold"
@@ -175,7 +186,7 @@ def cells(row: EndpointRow, layout: TableLayout = _FULL) -> dict[str, object]:
     spark = max(8, layout.width_of("health"))
     return {
         "dot": _dot(row),
-        "name": Text(row.name, style=name_style, overflow="ellipsis", no_wrap=True),
+        "name": _name(row, name_style),
         "type": Text(row.type),
         # None: the target was not asked (or could not be reached), which is not "not deployed".
         "status": status,

@@ -8,7 +8,9 @@ deployed workers call it with), and under `deployments` one `ResourceState` per 
 endpoint, also those no longer in code, which is what plan, status and undeploy read. Under
 `templates_to_delete`: the templates RunPod still held when their endpoint was deleted (it
 releases them late), deleted by a later operation. A new build starts from the previous
-build's state, so nothing is forgotten when the active build changes.
+build's state, so nothing is forgotten when the active build changes. Under `provisioning`: a
+mothership's state manager, one entry per resource (`role`, `status`, `config_hash`,
+`code_hash`, `endpoint_url`, `error`) as `runtime.mothership` writes it.
 """
 
 from __future__ import annotations
@@ -18,10 +20,11 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-__all__ = ["LEFTOVERS_KEY", "STATE_KEY", "EnvState", "ResourceState"]
+__all__ = ["LEFTOVERS_KEY", "PROVISIONING_KEY", "STATE_KEY", "EnvState", "ResourceState"]
 
 STATE_KEY = "deployments"
 LEFTOVERS_KEY = "templates_to_delete"
+PROVISIONING_KEY = "provisioning"
 
 
 class ResourceState(BaseModel):
@@ -44,6 +47,9 @@ class ResourceState(BaseModel):
     # the same place); never the account key.
     ai_key: str | None = Field(default=None, repr=False)
     deployed_at: float | None = None
+    # `endpoint` (deployed by the engine), `mothership`, or `child` of the mothership named.
+    role: str = "endpoint"
+    mothership: str | None = None
 
 
 class EnvState(BaseModel):
@@ -52,6 +58,8 @@ class EnvState(BaseModel):
     resources: dict[str, ResourceState] = Field(default_factory=dict)
     # Templates of deleted endpoints that RunPod still held then (it releases them late).
     leftover_templates: list[str] = Field(default_factory=list)
+    # A mothership's per-resource provisioning (its state manager), carried from build to build.
+    provisioning: dict[str, dict[str, Any]] = Field(default_factory=dict)
 
     @classmethod
     def from_manifest(cls, manifest: Mapping[str, Any] | None) -> EnvState:
@@ -66,13 +74,20 @@ class EnvState(BaseModel):
                     continue  # a damaged entry is dropped; the live list still finds the endpoint
         leftovers = (manifest or {}).get(LEFTOVERS_KEY)
         kept = [str(t) for t in leftovers] if isinstance(leftovers, list) else []
-        return cls(resources=out, leftover_templates=kept)
+        raw_provisioning = (manifest or {}).get(PROVISIONING_KEY)
+        provisioning = {
+            str(n): dict(e)
+            for n, e in (raw_provisioning if isinstance(raw_provisioning, Mapping) else {}).items()
+            if isinstance(e, Mapping)
+        }
+        return cls(resources=out, leftover_templates=kept, provisioning=provisioning)
 
     def into_manifest(self, manifest: Mapping[str, Any]) -> dict[str, Any]:
         """`manifest` with this state written in (upstream's keys and ours)."""
         out = dict(manifest)
         out[STATE_KEY] = {n: s.model_dump() for n, s in sorted(self.resources.items())}
         out[LEFTOVERS_KEY] = list(self.leftover_templates)
+        out[PROVISIONING_KEY] = {n: dict(e) for n, e in sorted(self.provisioning.items())}
         out["resources_endpoints"] = {
             n: s.url for n, s in sorted(self.resources.items()) if s.url is not None
         }

@@ -20,8 +20,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from engine.runpod.api import Endpoint, EndpointInput, EnvVar, TemplateInput
 from runtime.resources import ServerlessResource, resource_class
+from runtime.runpod_wire import Endpoint, EndpointInput, EnvVar, TemplateInput
 
 __all__ = [
     "ENDPOINTS_ENV",
@@ -55,6 +55,18 @@ OUR_ENV_KEYS = frozenset(
         "FLASH_ENDPOINT_TYPE",
         FINGERPRINT_ENV,
         ENDPOINTS_ENV,
+        # A mothership's (engine.runpod.deploy.mothership_env) and its children's.
+        "FLASH_IS_MOTHERSHIP",
+        "FLASH_MOTHERSHIP_PLANE",
+        "FLASH_BUILD_ID",
+        "FLASH_RUNPOD_BUILD_ID",
+        "RUNPOD_API_KEY",
+        "RUNPOD_API_BASE_URL",
+        "RUNPOD_ENDPOINT_BASE_URL",
+        "FLASH_RUNPOD_LB_URL",
+        "FLASH_ENDPOINTS_URL",
+        "FLASH_ENDPOINTS_TOKEN",
+        "FLASH_MOTHERSHIP_ID",
     }
 )
 # Variables the platform injects into a template once, at creation (kept on update).

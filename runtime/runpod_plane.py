@@ -1,0 +1,461 @@
+"""`RunPodControlPlane`: what a mothership running on RunPod provisions its children through.
+
+The same interface as `LocalControlPlane` (`runtime.control_plane.ControlPlane`), spoken as
+RunPod's GraphQL with the wire model the engine's target uses (`runtime.runpod_wire`): children
+are created with `saveEndpoint` and an inline template, updated with `saveTemplate` then
+`saveEndpoint` with their id, deleted with `deleteEndpoint` then `deleteTemplate`. The state
+manager is the environment's persisted build manifest (`runtime.runpod_state`): per resource
+under `provisioning` (what the mothership reports) and, for each endpoint that exists, a
+`deployments` record (id, template, URL, aiKey) that the engine's `status` and `undeploy` read.
+
+The mothership holds the account key (`RUNPOD_API_KEY`): it is the one endpoint that manages
+others. Its children never get it: their templates carry their identity, the mothership's
+`/manifest` URL (`FLASH_ENDPOINTS_URL`) and the mothership's endpoint-scoped key to read it
+with (`FLASH_ENDPOINTS_TOKEN`). No message holds a key. A failure that may pass (network, 5xx,
+429, a GraphQL error that says so) is `PlaneUnavailable`, which the mothership retries.
+
+The persisted manifest is written whole (`updateFlashBuildManifest`), so the mothership starts
+only once the deploy that started it has recorded it (`deployments[<its name>]` of its build):
+until then it reports the plane unavailable and retries, and nothing it writes is overwritten.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import re
+import secrets
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import httpx
+
+from runtime.control_plane import DeployProgress, OnProgress, PlaneError, PlaneUnavailable
+from runtime.runpod_endpoints import Deployment, endpoint_input, image_for, template_env
+from runtime.runpod_state import EnvState, ResourceState
+from runtime.runpod_wire import (
+    ApiError,
+    Endpoint,
+    EnvVar,
+    RunPodApi,
+    TemplateInput,
+)
+
+__all__ = ["MOTHERSHIP_PLANE_ENV", "RunPodControlPlane", "child_env"]
+
+# Set on a mothership's template by the engine: which plane its children are provisioned through.
+MOTHERSHIP_PLANE_ENV = "FLASH_MOTHERSHIP_PLANE"
+_DEFAULT_API_BASE = "https://api.runpod.io"
+_DEFAULT_ENDPOINT_BASE = "https://api.runpod.ai/v2"
+_DEFAULT_LB_URL = "https://{id}.api.runpod.ai"
+_TRANSIENT = re.compile(
+    r"try again later|internal server error|service unavailable|too many requests"
+    r"|temporarily unavailable",
+    re.IGNORECASE,
+)
+_TEMPLATE_DELETE_TRIES = 4
+_REQUIRED = (
+    "RUNPOD_API_KEY",
+    "RUNPOD_ENDPOINT_ID",
+    "FLASH_APP",
+    "FLASH_ENV",
+    "FLASH_ENVIRONMENT_ID",
+    "FLASH_RUNPOD_BUILD_ID",
+    "FLASH_RESOURCE_NAME",
+)
+
+
+def child_env(
+    mothership_url: str, mothership_id: str, mothership_key: str | None
+) -> dict[str, str]:
+    """What a child's template adds to its env: where its service registry is (the
+    mothership's `/manifest`) and the mothership's endpoint-scoped key to read it."""
+    env = {
+        "FLASH_ENDPOINTS_URL": f"{mothership_url.rstrip('/')}/manifest",
+        "FLASH_MOTHERSHIP_ID": mothership_id,
+    }
+    if mothership_key:
+        env["FLASH_ENDPOINTS_TOKEN"] = mothership_key
+    return env
+
+
+class _Refused(PlaneError, ApiError):
+    """RunPod refused an operation (the wire model's `ApiError` too, so it reads "not found")."""
+
+
+class _Unavailable(PlaneUnavailable, ApiError):
+    """RunPod could not answer now (network, 429, 5xx, "try again later")."""
+
+
+class _Transport:
+    """GraphQL over HTTP with the account key; failures become plane errors (never the key)."""
+
+    def __init__(self, url: str, key: str, http: httpx.AsyncClient) -> None:
+        self._url = url
+        self._key = key
+        self._http = http
+        self.calls = 0
+
+    def _redact(self, text: str) -> str:
+        return text.replace(self._key, "<redacted>") if len(self._key) >= 4 else text
+
+    async def execute(
+        self,
+        document: str,
+        variables: Mapping[str, Any] | None = None,
+        *,
+        idempotent: bool | None = None,
+    ) -> dict[str, Any]:
+        """One operation's `data` (never retried here: the mothership retries whole passes)."""
+        name = (re.findall(r"(?:query|mutation)\s+(\w+)", document) or ["graphql"])[0]
+        self.calls += 1
+        try:
+            response = await self._http.post(
+                self._url,
+                json={"query": document, "variables": dict(variables or {})},
+                headers={"Authorization": f"Bearer {self._key}"},
+            )
+        except httpx.HTTPError as exc:
+            raise _Unavailable(f"RunPod API unreachable ({name}): {type(exc).__name__}") from None
+        status = response.status_code
+        if status in (401, 403):
+            raise _Refused(f"RunPod rejected the mothership's RUNPOD_API_KEY (HTTP {status})")
+        if status == 429 or status >= 500:
+            raise _Unavailable(f"RunPod API: {name} failed (HTTP {status})")
+        try:
+            body = response.json()
+        except ValueError:
+            body = None
+        if status >= 400 or not isinstance(body, dict):
+            raise _Refused(f"RunPod API: {name} failed (HTTP {status})")
+        errors = body.get("errors")
+        if errors:
+            text = self._redact(
+                "; ".join(
+                    str(e.get("message")) if isinstance(e, dict) else str(e)
+                    for e in (errors if isinstance(errors, list) else [errors])
+                )
+            )
+            error = _Unavailable if _TRANSIENT.search(text) else _Refused
+            raise error(f"RunPod API: {name}: {text}")
+        data = body.get("data")
+        if not isinstance(data, dict):
+            raise _Refused(f"RunPod API: {name} answered without data")
+        return data
+
+
+class RunPodControlPlane:
+    """RunPod's GraphQL API, for the mothership of one app environment."""
+
+    def __init__(
+        self,
+        *,
+        api_key: str,
+        api_base: str,
+        endpoint_base: str,
+        lb_url_template: str,
+        app: str,
+        environment: str,
+        environment_id: str,
+        build_id: str,
+        mothership: str,
+        mothership_id: str,
+    ) -> None:
+        self.app = app
+        self.environment = environment
+        self.environment_id = environment_id
+        self.build_id = build_id
+        self.mothership = mothership
+        self.mothership_id = mothership_id
+        self._endpoint_base = endpoint_base.rstrip("/")
+        self._lb_url_template = lb_url_template
+        self._http = httpx.AsyncClient(timeout=httpx.Timeout(30.0, connect=5.0), trust_env=False)
+        self.transport = _Transport(api_base.rstrip("/") + "/graphql", api_key, self._http)
+        self.api = RunPodApi(self.transport)
+        self._lock = asyncio.Lock()
+
+    def __repr__(self) -> str:
+        return f"RunPodControlPlane(app={self.app!r}, environment={self.environment!r})"
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str]) -> RunPodControlPlane:
+        """The plane a RunPod mothership's template describes; ValueError names what is
+        missing (never a value)."""
+        values: dict[str, str] = {}
+        for name in _REQUIRED:
+            value = environ.get(name, "").strip()
+            if not value:
+                raise ValueError(f"{name} is not set: this mothership cannot reach RunPod")
+            values[name] = value
+        return cls(
+            api_key=values["RUNPOD_API_KEY"],
+            api_base=environ.get("RUNPOD_API_BASE_URL") or _DEFAULT_API_BASE,
+            endpoint_base=environ.get("RUNPOD_ENDPOINT_BASE_URL") or _DEFAULT_ENDPOINT_BASE,
+            lb_url_template=environ.get("FLASH_RUNPOD_LB_URL") or _DEFAULT_LB_URL,
+            app=values["FLASH_APP"],
+            environment=values["FLASH_ENV"],
+            environment_id=values["FLASH_ENVIRONMENT_ID"],
+            build_id=values["FLASH_RUNPOD_BUILD_ID"],
+            mothership=values["FLASH_RESOURCE_NAME"],
+            mothership_id=values["RUNPOD_ENDPOINT_ID"],
+        )
+
+    def url_of(self, endpoint_id: str, load_balanced: bool) -> str:
+        """Where an endpoint answers: its LB host, or its queue API."""
+        if load_balanced:
+            return self._lb_url_template.replace("{id}", endpoint_id).rstrip("/")
+        return f"{self._endpoint_base}/{endpoint_id}"
+
+    # -- the persisted manifest -----------------------------------------------------------
+
+    async def _manifest(self) -> dict[str, Any]:
+        try:
+            app = await self.api.app_by_name(self.app)
+            environment = next(
+                (e for e in (app.flashEnvironments if app else []) if e.id == self.environment_id),
+                None,
+            )
+            if environment is None or environment.activeBuildId != self.build_id:
+                # The platform restarts every worker on the new active build's artifact, this
+                # one too, before the deploy replaces its template: the new mothership
+                # reconciles that build; this one must not touch anything meanwhile.
+                raise PlaneUnavailable(
+                    f"build {self.build_id} is not the environment's active build"
+                )
+            build = await self.api.build(self.build_id)
+        except PlaneError:
+            raise
+        except ApiError as exc:  # the wire model's own ("returned nothing" and the like)
+            raise PlaneError(str(exc)) from None
+        manifest = dict(build.manifest or {}) if build is not None else {}
+        recorded = EnvState.from_manifest(manifest).resources.get(self.mothership)
+        if (
+            recorded is None
+            or recorded.endpoint_id != self.mothership_id
+            or recorded.build_id != self.build_id
+        ):
+            # Written whole: writing before the deploy that started us has recorded us would
+            # have that deploy overwrite what we wrote.
+            raise PlaneUnavailable(
+                f"the deploy of build {self.build_id} has not recorded this mothership yet"
+            )
+        return manifest
+
+    async def _update(self, change: Any) -> EnvState:
+        """Read the persisted manifest, apply `change(state)`, write it back (serialized)."""
+        async with self._lock:
+            manifest = await self._manifest()
+            state = EnvState.from_manifest(manifest)
+            change(state)
+            await self.api.update_manifest(self.build_id, state.into_manifest(manifest))
+            return state
+
+    async def read_state(self) -> dict[str, dict[str, Any]]:
+        """The mothership's per-resource provisioning entries."""
+        manifest = await self._manifest()
+        return {n: dict(e) for n, e in EnvState.from_manifest(manifest).provisioning.items()}
+
+    async def write_state(self, name: str, fields: Mapping[str, Any]) -> None:
+        """Merge `fields` into resource `name`'s provisioning entry."""
+
+        def change(state: EnvState) -> None:
+            state.provisioning.setdefault(name, {}).update(dict(fields))
+
+        await self._update(change)
+
+    async def drop_state(self, name: str) -> None:
+        """Remove resource `name`'s provisioning entry."""
+        await self._update(lambda state: state.provisioning.pop(name, None))
+
+    # -- endpoints ------------------------------------------------------------------------
+
+    async def _live(self) -> tuple[EnvState, dict[str, Endpoint], Endpoint | None]:
+        """The state, this environment's live endpoints by resource name, and our own."""
+        state = EnvState.from_manifest(await self._manifest())
+        endpoints = await self.api.endpoints()
+        by_id = {e.id: e for e in endpoints}
+        live: dict[str, Endpoint] = {}
+        for name, record in state.resources.items():
+            if record.endpoint_id in by_id:
+                live[name] = by_id[record.endpoint_id]
+        recorded = {r.endpoint_id for r in state.resources.values()}
+        for endpoint in endpoints:
+            if endpoint.flashEnvironmentId != self.environment_id or endpoint.id in recorded:
+                continue
+            # Created by a pass that died before recording it: adopted, never duplicated.
+            name = endpoint.env_value("FLASH_RESOURCE_NAME") or endpoint.name
+            live.setdefault(name, endpoint)
+        return state, live, by_id.get(self.mothership_id)
+
+    async def deploy(
+        self, specs: Sequence[Mapping[str, Any]], on_progress: OnProgress
+    ) -> list[DeployProgress]:
+        """Create or update each child of `specs` (one at a time), recording each one."""
+        state, live, own = await self._live()
+        if own is None:
+            raise PlaneUnavailable("this mothership's own endpoint is not listed yet")
+        extra = child_env(self.url_of(own.id, True), own.id, own.aiKey)
+        manifest = await self._manifest()
+        entries = manifest.get("resources") if isinstance(manifest.get("resources"), dict) else {}
+        results: list[DeployProgress] = []
+        for spec in specs:
+            name = str(spec["name"])
+            try:
+                result = await self._save(
+                    spec, entries.get(name) or {}, live.get(name), state, extra
+                )
+            except PlaneUnavailable:
+                raise
+            except (PlaneError, ApiError, ValueError, KeyError) as exc:
+                result = DeployProgress(name, "error", error=str(exc))
+            await on_progress(result)
+            results.append(result)
+        return results
+
+    async def _save(
+        self,
+        spec: Mapping[str, Any],
+        entry: Mapping[str, Any],
+        live: Endpoint | None,
+        state: EnvState,
+        extra: Mapping[str, str],
+    ) -> DeployProgress:
+        name = str(spec["name"])
+        resource_type = str(spec.get("resource_type") or "")
+        config = dict(spec.get("config") or {})
+        load_balanced = bool(spec.get("is_load_balanced"))
+        where = Deployment(self.app, self.environment, self.environment_id)
+        image = image_for(resource_type, config, entry)
+        env = template_env(
+            name,
+            resource_type,
+            config,
+            where,
+            load_balanced=load_balanced,
+            fingerprint=str(spec.get("code_hash") or ""),
+            keep=None if live is None else {e.key: e.value for e in live.env or ()},
+        )
+        env = _merged(env, extra)
+        recorded = state.resources.get(name)
+        if live is None:
+            template_name = _template_name(self.app, self.environment, name)
+            template = TemplateInput(name=template_name, imageName=image, env=env)
+            payload = endpoint_input(name, resource_type, config, where, template=template)
+            endpoint = await self.api.save_endpoint(payload)
+        else:
+            template_name = recorded.template_name if recorded is not None else None
+            if template_name is None and live.template is not None:
+                template_name = live.template.name
+            if live.templateId and template_name:
+                await self.api.save_template(
+                    TemplateInput(id=live.templateId, name=template_name, imageName=image, env=env)
+                )
+            payload = endpoint_input(
+                name,
+                resource_type,
+                config,
+                where,
+                endpoint_id=live.id,
+                template_id=live.templateId,
+            )
+            endpoint = await self.api.save_endpoint(payload)
+        url = self.url_of(endpoint.id, load_balanced)
+        record = ResourceState(
+            endpoint_id=endpoint.id,
+            resource_type=resource_type,
+            is_load_balanced=load_balanced,
+            template_id=endpoint.templateId,
+            template_name=template_name,
+            image=image,
+            config=config,
+            config_hash=spec.get("config_hash"),
+            code_hash=spec.get("code_hash"),
+            build_id=self.build_id,
+            url=url,
+            ai_key=endpoint.aiKey,
+            deployed_at=time.time(),
+            role="child",
+            mothership=self.mothership,
+        )
+        await self._update(lambda s: s.resources.__setitem__(name, record))
+        # Saved, not awaited: RunPod starts workers on demand (a QB endpoint at workersMin 0
+        # has none until a job comes), so health is `status`'s to show, not provisioning's.
+        return DeployProgress(name, "saved", url)
+
+    async def delete(self, names: Sequence[str]) -> list[DeployProgress]:
+        """Delete each named child's endpoint and the template created for it."""
+        state, live, _own = await self._live()
+        results: list[DeployProgress] = []
+        for name in names:
+            endpoint = live.get(name)
+            recorded = state.resources.get(name)
+            if endpoint is None and recorded is None:
+                results.append(DeployProgress(name, "error", error="not deployed"))
+                continue
+            try:
+                if endpoint is not None:
+                    await self.api.delete_endpoint(endpoint.id)
+            except PlaneUnavailable:
+                raise
+            except (PlaneError, ApiError) as exc:
+                results.append(DeployProgress(name, "error", error=str(exc)))
+                continue
+            template = recorded.template_name if recorded is not None else None
+            if template is None and endpoint is not None and endpoint.template is not None:
+                template = endpoint.template.name
+            held = bool(template) and not await self._delete_template(str(template))
+
+            def change(
+                s: EnvState, name: str = name, template: Any = template, held: bool = held
+            ) -> None:
+                s.resources.pop(name, None)
+                if held:
+                    s.leftover_templates.append(str(template))
+
+            await self._update(change)
+            results.append(DeployProgress(name, "deleted"))
+        return results
+
+    async def _delete_template(self, name: str) -> bool:
+        delay = 0.2
+        for attempt in range(_TEMPLATE_DELETE_TRIES):
+            try:
+                await self.api.delete_template(name)
+                return True
+            except PlaneUnavailable:
+                pass
+            except PlaneError as exc:
+                text = str(exc).lower()
+                if "not found" in text or "does not exist" in text:
+                    return True
+            if attempt + 1 < _TEMPLATE_DELETE_TRIES:
+                await asyncio.sleep(delay)
+                delay = min(2.0, delay * 2)
+        return False  # RunPod still holds it: the engine's next deploy or undeploy deletes it
+
+    async def endpoint_key(self, name: str) -> str | None:
+        """The child's endpoint-scoped key (aiKey), as recorded."""
+        record = EnvState.from_manifest(await self._manifest()).resources.get(name)
+        return record.ai_key if record is not None else None
+
+    async def endpoint_statuses(self) -> dict[str, str]:
+        """Each live endpoint of this environment (`healthy`: it exists on RunPod)."""
+        _state, live, _own = await self._live()
+        return {name: "healthy" for name in live}
+
+    async def aclose(self) -> None:
+        """Close the connection pool."""
+        await self._http.aclose()
+
+
+def _merged(env: Sequence[EnvVar], extra: Mapping[str, str]) -> list[EnvVar]:
+    out = {e.key: e.value for e in env}
+    out.update(extra)
+    return [EnvVar(key=k, value=v) for k, v in sorted(out.items())]
+
+
+def _template_name(app: str, env: str, name: str) -> str:
+    # As the engine's (engine.runpod.deploy): unique per account, a crash never blocks a new one.
+    digest = hashlib.sha256(f"{app}\0{env}\0{name}".encode()).hexdigest()[:8]
+    return f"{name}-{digest}-{secrets.token_hex(3)}"
