@@ -6,6 +6,7 @@ No tests here; the worker test modules import this one (`from worker_harness imp
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import queue
@@ -13,6 +14,8 @@ import signal
 import socket
 import subprocess
 import sys
+import tarfile
+import textwrap
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -25,6 +28,31 @@ from projectfiles import copy_example
 
 REPO = Path(__file__).resolve().parents[1]
 START_DEADLINE = 30.0
+
+
+def lb_build_archive(
+    root: Path, name: str, handler: str, files: dict[str, str] | None = None
+) -> tuple[Path, str, dict[str, Any]]:
+    """A one-endpoint LB build `name` whose handler is `handler` (source), plus `files`, packed
+    as a local-cloud build archive: (archive, build id, manifest)."""
+    build = root / f"build-{name}"
+    build.mkdir(parents=True)
+    (build / f"handler_{name}.py").write_text(textwrap.dedent(handler))
+    for rel, text in (files or {}).items():
+        (build / rel).parent.mkdir(parents=True, exist_ok=True)
+        (build / rel).write_text(text)
+    resource = {
+        "resource_type": "LoadBalancerSlsResource",
+        "handler_file": f"handler_{name}.py",
+        "functions": [],
+        "is_load_balanced": True,
+    }
+    manifest = {"version": "1.0", "resources": {name: resource}}
+    (build / "flash_manifest.json").write_text(json.dumps(manifest))
+    archive = root / f"{name}.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        tar.add(build, arcname=".")
+    return archive, hashlib.sha256(archive.read_bytes()).hexdigest(), manifest
 
 
 def build_example(example: str, dest: Path) -> Path:

@@ -8,18 +8,16 @@ that none of it leads to the home's token or database or to the `victim` app's k
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import json
 import os
 import stat
-import tarfile
-import textwrap
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from worker_harness import lb_build_archive
 
 from engine.home import Home
 from engine.localcloud.buildcopies import BUILD_MARKER
@@ -59,27 +57,9 @@ app = create_lb_app({("GET", "/probe"): probe})
 """
 
 
-def _lb(name: str) -> dict[str, Any]:
-    return {
-        "resource_type": "LoadBalancerSlsResource",
-        "handler_file": f"handler_{name}.py",
-        "functions": [],
-        "is_load_balanced": True,
-    }
-
-
 def make_build(root: Path, name: str) -> tuple[Path, str, dict[str, Any]]:
     """A one-endpoint build (LB `name` running the probe) as an archive: (archive, id, manifest)."""
-    build = root / f"build-{name}"
-    (build / "pkg").mkdir(parents=True)
-    (build / f"handler_{name}.py").write_text(textwrap.dedent(PROBE_HANDLER))
-    (build / "pkg" / "data.txt").write_text("data\n")
-    manifest = {"version": "1.0", "resources": {name: _lb(name)}}
-    (build / "flash_manifest.json").write_text(json.dumps(manifest))
-    archive = root / f"{name}.tar.gz"
-    with tarfile.open(archive, "w:gz") as tar:
-        tar.add(build, arcname=".")
-    return archive, hashlib.sha256(archive.read_bytes()).hexdigest(), manifest
+    return lb_build_archive(root, name, PROBE_HANDLER, {"pkg/data.txt": "data\n"})
 
 
 async def deploy(info: CloudInfo, app: str, archive: Path, build_id: str, manifest: dict) -> None:

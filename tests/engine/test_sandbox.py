@@ -12,13 +12,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import json
 import os
 import shutil
-import tarfile
 import tempfile
-import textwrap
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -27,6 +24,7 @@ import httpx
 import pytest
 from headless import run_cli
 from projectfiles import copy_example
+from worker_harness import lb_build_archive
 
 from engine.home import Home
 from engine.localcloud.client import CloudClient
@@ -107,22 +105,7 @@ app = create_lb_app({("GET", "/attempts"): attempts, ("GET", "/works"): works})
 
 def make_build(root: Path, name: str) -> tuple[Path, str, dict[str, Any]]:
     """A one-endpoint build (LB `name` running the probe) as an archive: (archive, id, manifest)."""
-    build = root / f"build-{name}"
-    (build / "pkg").mkdir(parents=True)
-    (build / f"handler_{name}.py").write_text(textwrap.dedent(PROBE_HANDLER))
-    (build / "pkg" / "data.txt").write_text("data\n")
-    resource = {
-        "resource_type": "LoadBalancerSlsResource",
-        "handler_file": f"handler_{name}.py",
-        "functions": [],
-        "is_load_balanced": True,
-    }
-    manifest = {"version": "1.0", "resources": {name: resource}}
-    (build / "flash_manifest.json").write_text(json.dumps(manifest))
-    archive = root / f"{name}.tar.gz"
-    with tarfile.open(archive, "w:gz") as tar:
-        tar.add(build, arcname=".")
-    return archive, hashlib.sha256(archive.read_bytes()).hexdigest(), manifest
+    return lb_build_archive(root, name, PROBE_HANDLER, {"pkg/data.txt": "data\n"})
 
 
 def deploy_lb(

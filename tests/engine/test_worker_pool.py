@@ -11,13 +11,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
-import json
 import os
 import signal
 import sys
-import tarfile
-import textwrap
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -26,6 +22,7 @@ import httpx
 import psutil
 import pytest
 from waiting import wait_for
+from worker_harness import lb_build_archive
 
 from engine.home import Home
 from engine.localcloud.client import CloudClient
@@ -103,21 +100,7 @@ app = create_lb_app(
 
 def _build(root: Path, name: str) -> tuple[Path, str, dict[str, Any]]:
     """A one-endpoint LB build as an archive: (archive, build id, manifest)."""
-    build = root / f"build-{name}"
-    build.mkdir(parents=True)
-    (build / f"handler_{name}.py").write_text(textwrap.dedent(HANDLER))
-    resource = {
-        "resource_type": "LoadBalancerSlsResource",
-        "handler_file": f"handler_{name}.py",
-        "functions": [],
-        "is_load_balanced": True,
-    }
-    manifest = {"version": "1.0", "resources": {name: resource}}
-    (build / "flash_manifest.json").write_text(json.dumps(manifest))
-    archive = root / f"{name}.tar.gz"
-    with tarfile.open(archive, "w:gz") as tar:
-        tar.add(build, arcname=".")
-    return archive, hashlib.sha256(archive.read_bytes()).hexdigest(), manifest
+    return lb_build_archive(root, name, HANDLER)
 
 
 def _deploy(info: CloudInfo, root: Path, name: str, env: dict[str, str], config: str) -> None:
