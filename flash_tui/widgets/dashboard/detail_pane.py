@@ -7,11 +7,13 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from rich.console import Group, RenderableType
+from rich.segment import Segment
 from rich.table import Table
 from rich.text import Text
-from textual.app import ComposeResult
-from textual.containers import VerticalScroll
-from textual.widgets import Static
+from textual.geometry import Size
+from textual.scroll_view import ScrollView
+from textual.strip import Strip
+from textual.widget import Widget
 
 from engine.callgraph import CallGraph, describe
 from engine.diagnostics import Diagnostic
@@ -225,19 +227,101 @@ def diagnostic_detail(diag: Diagnostic) -> RenderableType:
     )
 
 
-class DetailPane(VerticalScroll):
-    """Scrollable holder of one rich renderable describing the selection."""
+# Columns left blank on either side of the text (drawn here: CSS padding would be segments of
+# their own, beside the row's blank run).
+_MARGIN = 1
 
-    def compose(self) -> ComposeResult:
-        yield Static(Text("Select an endpoint or a function.", style="dim"), id="detail-body")
+
+class DetailPane(ScrollView, can_focus=True):
+    """Scrollable view of one rich renderable describing the selection.
+
+    Its size comes from the screen's layout, never from its content: showing another selection
+    renders the content into lines and repaints the pane, without re-laying out the screen (a
+    `Static` that changes height did, ~30 ms after every cursor move while logs streamed).
+    """
 
     shown: RenderableType = ""
+
+    def __init__(
+        self, *, name: str | None = None, id: str | None = None, classes: str | None = None
+    ) -> None:
+        super().__init__(name=name, id=id, classes=classes)
+        self.shown = Text("Select an endpoint or a function.", style="dim")
+        # The shown content rendered at one width (the width it was rendered at, its lines).
+        self._lines: list[Strip] = []
+        self._lines_width = -1
+        self.layout_requests = 0  # how often showing content asked for a screen layout
 
     def show(self, renderable: RenderableType, title: str = "Details") -> None:
         """Replace the content and the border title."""
         self.border_title = title
         self.shown = renderable
-        self.query_one("#detail-body", Static).update(renderable)
+        self._lines_width = -1
+        self._render_shown()
+
+    def _content_width(self, scrollbar: bool) -> int:
+        # `size` is inside the border already; the scrollbar is not.
+        bar = self.styles.scrollbar_size_vertical if scrollbar else 0
+        return max(1, self.size.width - bar - 2 * _MARGIN)
+
+    def _render_shown(self) -> None:
+        """Render `shown` into lines at the width it gets, then size the scroll range to them."""
+        if not self.is_mounted or not self.size.width:
+            return
+        visible = self.size.height
+        lines = self._render_at(self._content_width(self.show_vertical_scrollbar))
+        # With a scrollbar appearing or going, the text width changes by the bar's: re-render.
+        if (len(lines) > visible) != self.show_vertical_scrollbar:
+            lines = self._render_at(self._content_width(len(lines) > visible))
+        # No width: the text is wrapped to the pane, never scrolled sideways.
+        self._set_virtual_size(Size(0, len(lines)))
+        self.refresh()
+
+    def _render_at(self, width: int) -> list[Strip]:
+        if width != self._lines_width:
+            console = self.app.console
+            options = self.app.console_options.update(highlight=False, width=width, height=None)
+            renderable = self.post_render(self.shown, self.rich_style)
+            segments = console.render(renderable, options)
+            self._lines = [
+                Strip(line)
+                for line in Segment.split_and_crop_lines(
+                    segments, width, include_new_lines=False, pad=False
+                )
+            ]
+            self._lines_width = width
+        return self._lines
+
+    def _set_virtual_size(self, size: Size) -> None:
+        """The scroll range; a screen layout only when the scrollbar comes or goes (the
+        compositor places scrollbars), otherwise the pane's size is unchanged."""
+        old = self.virtual_size
+        visible = self.scrollable_content_region.height
+        if old == size:
+            return
+        if (old.height > visible) == (size.height > visible):
+            self.set_reactive(Widget.virtual_size, size)
+            self._scroll_update(size)
+            self.scroll_y = self.validate_scroll_y(self.scroll_y)
+        else:
+            self.layout_requests += 1
+            self.virtual_size = size
+
+    def on_resize(self) -> None:
+        self._lines_width = -1
+        self._render_shown()
+
+    def render_line(self, y: int) -> Strip:
+        scroll_x, scroll_y = self.scroll_offset
+        index = scroll_y + y
+        width = self.scrollable_content_region.width
+        style = self.rich_style
+        if index >= len(self._lines):
+            return Strip.blank(width, style)
+        margin = Strip.blank(_MARGIN, style)
+        line = self._lines[index].crop_extend(scroll_x, scroll_x + width - 2 * _MARGIN, style)
+        # One run of blank cells, not three: the same segments the screen had with a `Static`.
+        return Strip.join([margin, line, margin]).simplify()
 
     def plain_text(self, width: int = 100) -> str:
         """The shown content as plain text (for tests and screen readers of logs)."""
