@@ -314,10 +314,13 @@ async def test_a_failure_toast_is_short_and_the_log_keeps_the_traceback(quicksta
 class FlakyTarget(Backend):
     """A target that is unreachable on the first connect and reachable after (no cloud)."""
 
-    def __init__(self, project: Path, failures: int = 1) -> None:
+    def __init__(
+        self, project: Path, failures: int = 1, statuses: Sequence[EndpointStatus] = ()
+    ) -> None:
         super().__init__(project)
         self.connects = 0
         self.failures = failures
+        self.statuses = list(statuses)
 
     async def connect(self) -> str:
         self.connects += 1
@@ -331,7 +334,7 @@ class FlakyTarget(Backend):
         diagnostics: Sequence[Diagnostic] = (),
         health: Mapping[str, HealthSample] | None = None,
     ) -> list[EndpointStatus]:
-        return []
+        return list(self.statuses)
 
     async def events(self, since: int = 0) -> list[DeploymentEvent]:
         return []
@@ -393,13 +396,12 @@ def header_text(app: FlashApp) -> str:
 @pytest.mark.parametrize("width", [80, 100])
 async def test_header_summary_fits_the_width(quickstart: Path, width: int) -> None:
     statuses = [endpoint("gateway", "healthy", "drifted")]
-    backend = FlakyTarget(quickstart, failures=0)
+    # The target reports one drifted endpoint on every refresh (a refresh replaces them all).
+    backend = FlakyTarget(quickstart, failures=0, statuses=statuses)
     app = FlashApp(quickstart, clock=clock, watch=False, backend=backend, statuses=statuses)
     async with app.run_test(size=(width, 24)) as pilot:
         await until(pilot, lambda: app.connected and app.scan_count >= 1)
-        # The fake target reports nothing; keep one drifted.
-        app.state = app.state.with_statuses(statuses)
-        await pilot.pause()
+        await until(pilot, lambda: "1 drifted" in header_text(app), what="the drift counted")
         text = header_text(app)
         assert "4 endpoints · 1 drifted" in text and "12:00:00" in text, text
         assert "…" not in text
