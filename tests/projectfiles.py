@@ -132,3 +132,45 @@ def gated_project(root: Path, names: list[str], gated: str, port: int) -> Path:
         text = _GATED_ENDPOINT if name == gated else _PLAIN_ENDPOINT
         write_files(root, {f"{name}.py": text.replace("{name}", name).replace("{port}", str(port))})
     return root
+
+
+# A load balancer calling a worker, and a third endpoint: what a mothership provisions (the
+# local cloud's and RunPod's mothership tests).
+MOTHERSHIP_PROJECT: dict[str, str] = {
+    "main.py": '''
+        """The gateway: a load balancer whose route calls the worker endpoint."""
+
+        from tetra_rp import CpuLoadBalancerSlsResource, remote
+        from workers import shout
+
+        gateway_config = CpuLoadBalancerSlsResource(
+            name="gateway", imageName="runpod/tetra-rp-lb-cpu:latest", workersMax=1
+        )
+
+
+        @remote(gateway_config, method="POST", path="/hello")
+        async def hello(text: str) -> dict:
+            return {"echo": await shout(text)}
+        ''',
+    "workers.py": """
+        from tetra_rp import CpuLiveServerless, remote
+
+        worker_config = CpuLiveServerless(name="worker", workersMax=1)
+
+
+        @remote(worker_config)
+        def shout(text: str) -> str:
+            return text.upper()
+        """,
+    "extra.py": """
+        from tetra_rp import CpuLiveServerless, remote
+
+        extra_config = CpuLiveServerless(name="extra", workersMax=1)
+
+
+        @remote(extra_config)
+        def one() -> int:
+            return 1
+        """,
+}
+MOTHERSHIP_CHILDREN = frozenset({"gateway", "worker", "extra"})

@@ -23,7 +23,7 @@ import httpx
 import psutil
 import pytest
 from headless import run_cli
-from projectfiles import write_files
+from projectfiles import MOTHERSHIP_CHILDREN, MOTHERSHIP_PROJECT, write_files
 from waiting import wait_for
 
 from engine.home import Home
@@ -35,44 +35,8 @@ from runtime.control_plane import LocalControlPlane
 from runtime.mothership import Mothership, MothershipApp
 
 ENV = "staging"
-FILES = {
-    "main.py": '''
-        """The gateway: a load balancer whose route calls the worker endpoint."""
-
-        from tetra_rp import CpuLoadBalancerSlsResource, remote
-        from workers import shout
-
-        gateway_config = CpuLoadBalancerSlsResource(
-            name="gateway", imageName="runpod/tetra-rp-lb-cpu:latest", workersMax=1
-        )
-
-
-        @remote(gateway_config, method="POST", path="/hello")
-        async def hello(text: str) -> dict:
-            return {"echo": await shout(text)}
-        ''',
-    "workers.py": """
-        from tetra_rp import CpuLiveServerless, remote
-
-        worker_config = CpuLiveServerless(name="worker", workersMax=1)
-
-
-        @remote(worker_config)
-        def shout(text: str) -> str:
-            return text.upper()
-        """,
-    "extra.py": """
-        from tetra_rp import CpuLiveServerless, remote
-
-        extra_config = CpuLiveServerless(name="extra", workersMax=1)
-
-
-        @remote(extra_config)
-        def one() -> int:
-            return 1
-        """,
-}
-CHILDREN = {"gateway", "worker", "extra"}
+FILES = MOTHERSHIP_PROJECT
+CHILDREN = MOTHERSHIP_CHILDREN
 # Kinds of event that mean an endpoint was touched.
 TOUCHES = {"deployed", "updated", "undeployed"}
 
