@@ -132,8 +132,15 @@ class TargetWatch:
             self._stale = stale
             self.state = self._state
         slow = time.monotonic() - self._status_at >= STATUS_SLOW_INTERVAL
-        if slow or not self.connected or await self._pull_events():
+        if slow or not self.connected or await self._pull_events() or self._target_moved():
             self._refresh_status()
+
+    def _target_moved(self) -> bool:
+        """The last engine call reached the target at another address than the screen shows (a
+        restarted local cloud with no news in its event log yet): the header must follow now,
+        not at the next slow refresh."""
+        now = self.backend.target_now()
+        return self._reached is not None and now is not None and now != self._reached
 
     @work(exclusive=True, group="status")
     async def _refresh_status(self) -> None:
