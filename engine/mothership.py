@@ -13,7 +13,10 @@ reconciles that build.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import asyncio
+import os
+import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
@@ -23,6 +26,7 @@ __all__ = [
     "ChildState",
     "EnvironmentState",
     "MothershipError",
+    "await_children",
     "child_states",
     "converged",
     "mothership_entry",
@@ -133,3 +137,42 @@ def converged(
         and isinstance(reconciled_at, (int, float))
         and reconciled_at >= since
     )
+
+
+# Seconds `deploy --mothership` waits for the mothership to provision its children.
+_WAIT = 120.0
+
+
+async def await_children(
+    provider: EnvironmentState,
+    app: str,
+    environment: str | None,
+    mothership: str,
+    build_id: str,
+    since: float,
+    emit: Callable[..., None],
+) -> dict[str, ChildState]:
+    """Follow the environment's state until `mothership` has reconciled `build_id` (emitting
+    each child's status as it changes); MothershipError past FLASH_MOTHERSHIP_WAIT seconds."""
+    raw = os.environ.get("FLASH_MOTHERSHIP_WAIT") or str(_WAIT)
+    try:
+        wait = float(raw)
+    except ValueError:
+        raise MothershipError(f"FLASH_MOTHERSHIP_WAIT={raw!r} is not a number of seconds") from None
+    deadline = time.monotonic() + wait
+    seen: dict[str, str] = {}
+    while True:
+        state = await provider.environment_state(app, environment)
+        children = child_states(state)
+        for child in children.values():
+            if seen.get(child.name) != child.status:
+                seen[child.name] = child.status
+                emit("endpoint", child.status, name=child.name, state=child.status)
+        if converged(state, mothership, build_id, since):
+            return children
+        if time.monotonic() > deadline:
+            raise MothershipError(
+                f"the mothership has not finished provisioning within {wait:g} s "
+                f"(`status --env` shows where it is, `logs {mothership}` why)"
+            )
+        await asyncio.sleep(0.2)

@@ -11,7 +11,7 @@ Deploy: scan, build when the build is stale (sources newer than the archive, fil
 removed, or a different manifest), plan against the provider's endpoints (config hash, code
 hash, running state), confirm, then one provider deploy of every create/update plus the deletes.
 
-At about 700 lines the module is one class on purpose: `Engine` is the single entry point
+At about 900 lines the module is one class on purpose: `Engine` is the single entry point
 the CLI and the TUI share, and each operation is a short method over the same session state
 (project, provider, scanner, app key); the work itself lives in the modules they call (scan,
 build_step, plan, drift, health, logs, invoke, the providers).
@@ -41,8 +41,8 @@ from engine.mothership import (
     ChildState,
     EnvironmentState,
     MothershipError,
+    await_children,
     child_states,
-    converged,
     mothership_entry,
 )
 from engine.operation_results import DeployReport, OpError, OpEvent
@@ -80,8 +80,6 @@ __all__ = [
 _T = TypeVar("_T")
 # The plan's reason for updating an endpoint whose environment is not the one it runs on.
 _ENV_CHANGED = "its environment changed (requirements or dependencies)"
-# Seconds `deploy --mothership` waits for the mothership to provision its children.
-_MOTHERSHIP_WAIT = 120.0
 
 Confirm = Callable[[Plan], Awaitable[bool]]
 OnEvent = Callable[[OpEvent], None]
@@ -579,41 +577,17 @@ class Engine:
         self, mothership: str, build_id: str, since: float, emit: Callable[..., None]
     ) -> dict[str, ChildState] | None:
         """The children's state once the mothership has reconciled `build_id` (None when the
-        target keeps none); OpError when it has not within FLASH_MOTHERSHIP_WAIT seconds."""
+        target keeps none); OpError when it has not in time (see `engine.mothership`)."""
         if not isinstance(self.provider, EnvironmentState):
             return None
-        raw = os.environ.get("FLASH_MOTHERSHIP_WAIT") or str(_MOTHERSHIP_WAIT)
-        try:
-            wait = float(raw)
-        except ValueError:
-            raise OpError(f"FLASH_MOTHERSHIP_WAIT={raw!r} is not a number of seconds") from None
         record = (await self._deployed()).get(mothership)
         environment = record.environment if record is not None else None
-        deadline = time.monotonic() + wait
-        seen: dict[str, str] = {}
-        while True:
-            try:
-                state = await self.provider.environment_state(self.app, environment)
-            except ProviderError as exc:
-                raise OpError(str(exc)) from exc
-            children = child_states(state)
-            for child in children.values():
-                if seen.get(child.name) != child.status:
-                    seen[child.name] = child.status
-                    emit(
-                        "endpoint",
-                        child.status,
-                        name=child.name,
-                        state=child.status,
-                    )
-            if converged(state, mothership, build_id, since):
-                return children
-            if time.monotonic() > deadline:
-                raise OpError(
-                    f"the mothership has not finished provisioning within {wait:g} s "
-                    f"(`status --env` shows where it is, `logs {mothership}` why)"
-                )
-            await asyncio.sleep(0.2)
+        try:
+            return await await_children(
+                self.provider, self.app, environment, mothership, build_id, since, emit
+            )
+        except (MothershipError, ProviderError) as exc:
+            raise OpError(str(exc)) from exc
 
     @staticmethod
     def _cancelled(report: DeployReport, emit: Callable[..., None], started: float) -> DeployReport:

@@ -23,6 +23,11 @@ It lives inside the local cloud service and orchestrates `workers` (the processe
   endpoint's worker from its record (same build copy, config and key).
 
 What a crash does (the record, the window rule, backoff, the waiting restarts) is `crashes`.
+
+At about 760 lines it is over the project's 700-line mark: every method shares the per-app
+locks, the live `workers` map and the write-before-act rule above, and splitting them apart
+would pass that state around. The next split, when it grows again, is the deploy operation
+(`deploy`, `_deploy_one`, `_not_started`, cancel) into its own module.
 """
 
 from __future__ import annotations
