@@ -8,6 +8,7 @@ import json
 import os
 import stat
 from collections.abc import Mapping
+from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -25,7 +26,7 @@ from engine.status import EndpointStatus
 from flash_tui.app import FlashApp
 from flash_tui.screens import route_tester
 from flash_tui.widgets.dashboard.detail_pane import DetailPane, endpoint_detail
-from flash_tui.widgets.dashboard.endpoints_table import EndpointsTable, fit_columns
+from flash_tui.widgets.dashboard.endpoints_table import EndpointRow, EndpointsTable, fit_columns
 
 NOW = datetime(2026, 1, 1, 12, 0, 0, tzinfo=timezone.utc)
 
@@ -89,6 +90,35 @@ def test_fit_columns_keeps_the_telling_ones_and_drops_by_priority() -> None:
     assert "type" in long_names.keys and 12 <= long_names.width_of("name") < 24
     tiny = fit_columns(20, 10)
     assert tiny.keys[:3] == ["dot", "name", "status"]
+
+
+class TableHarness(App[None]):
+    def compose(self) -> Any:
+        yield EndpointsTable()
+
+
+async def test_a_changed_row_is_painted_and_only_it_is_repainted() -> None:
+    rows = [EndpointRow(f"ep{i}", "LiveServerless", "healthy", latency_ms=10.0) for i in range(6)]
+    app = TableHarness()
+    async with app.run_test(size=(120, 12)) as pilot:
+        table = app.query_one(EndpointsTable)
+        table.show(rows)
+        await pilot.pause()
+        assert "10ms" in app.export_screenshot().replace("&#160;", " ")
+        repaints: list[tuple[int, int]] = []
+        refresh_region = table._refresh_region
+
+        def record(region: Any) -> Any:
+            repaints.append((region.y, region.height))
+            return refresh_region(region)
+
+        table._refresh_region = record  # type: ignore[method-assign]
+        table.show([replace(rows[0], latency_ms=987.0), *rows[1:]])
+        await pilot.pause()
+        shown = app.export_screenshot().replace("&#160;", " ")
+        assert "987ms" in shown and shown.count("10ms") == 5
+        # One row's worth of screen (a health tick with 40 endpoints repainted all of them).
+        assert repaints and all(height == 1 for _, height in repaints), repaints
 
 
 @pytest.mark.parametrize("width", [100, 120])

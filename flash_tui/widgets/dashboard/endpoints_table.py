@@ -8,7 +8,7 @@ from dataclasses import dataclass, field, replace
 from rich.text import Text
 from textual.binding import Binding
 from textual.widgets import DataTable
-from textual.widgets.data_table import CellDoesNotExist, RowDoesNotExist
+from textual.widgets.data_table import CellDoesNotExist, ColumnKey, RowDoesNotExist, RowKey
 
 from engine.status import Status
 from engine.styles import DRIFT_STYLES, STATUS_STYLES, style_of
@@ -317,6 +317,18 @@ class EndpointsTable(DataTable[object]):
             if previous == row:
                 continue
             old, new = cells(previous, layout), cells(row, layout)
-            for key in layout.keys:
-                if not _same(old[key], new[key]):
-                    self.update_cell(name, key, new[key])
+            changed = {k: new[k] for k in layout.keys if not _same(old[k], new[k])}
+            if changed:
+                self._set_row_cells(name, changed)
+
+    def _set_row_cells(self, name: str, values: Mapping[str, object]) -> None:
+        """Put `values` into the row of `name` and repaint that row only.
+
+        `DataTable.update_cell` repaints the whole table; a health tick changes one row, and
+        with many endpoints the idle dashboard's CPU went mostly to repainting the others.
+        """
+        row = self._data[RowKey(name)]
+        for key, value in values.items():
+            row[ColumnKey(key)] = value
+        self._update_count += 1  # the row render cache is keyed by it: this row's lines are new
+        self.refresh_row(self.get_row_index(name))

@@ -122,8 +122,9 @@ class LogView(ScrollView, can_focus=True):
         new = [r for r in self.buffer.since(self._seen) if self._matches(r)]
         if self.buffer.last_seq >= 0:
             self._seen = self.buffer.last_seq
-        if not new and self._rows and self._rows[0].seq >= self.buffer.first_seq:
-            return 0
+        evicted = bool(self._rows) and self._rows[0].seq < self.buffer.first_seq
+        if not new and not evicted:
+            return 0  # polled ten times a second: nothing to lay out or scroll
         self._rows.extend(new)
         # Drop rows the buffer has evicted so the view stays as bounded as the buffer.
         first = self.buffer.first_seq
