@@ -53,8 +53,10 @@ DEFAULT_TIMEOUT = 2.0  # seconds a probe may take to answer
 DEFAULT_HISTORY = 120
 DEFAULT_MAX_INTERVAL = 60.0
 DEFAULT_MAX_RATE = 4.0
-# How long the targets of one `targets()` call are reused (see `HealthMonitor._current`).
-_TARGETS_EVERY = 30.0
+# How long the targets of one `targets()` call are reused (see `HealthMonitor._current`). A
+# safety net only: callers say when endpoints came, went or moved (`refresh_targets`), and a
+# failing probe looks again within an interval; one look costs a request or two per endpoint.
+_TARGETS_EVERY = 120.0
 
 
 @dataclass(frozen=True)
@@ -196,7 +198,7 @@ class HealthMonitor:
     """Probes endpoints on a budget; bounded history; events by callback or `async for`.
 
     `targets` returns the current `EndpointTarget`s (endpoints come and go); its answer is
-    reused for 30 s, unless `refresh_targets()` is called or a probe fails. `prefer`, when
+    reused for two minutes, unless `refresh_targets()` is called or a probe fails. `prefer`, when
     given, names the endpoints to probe first (the rows on screen).
     """
 
