@@ -150,6 +150,12 @@ class Mothership:
         self.children = child_entries(manifest, build_dir, name)
         self.last_diff: ManifestDiff | None = None
         self.converged = asyncio.Event()
+        # State changes staged for the next write, by resource (None: drop the entry).
+        self._pending: dict[str, dict[str, Any] | None] = {}
+        # Per child saved and not up yet: what it becomes once up (`deployed` / `updated`).
+        self._actions: dict[str, str] = {}
+        # Set by each write of ours: the next /manifest load may use the plane's own copy.
+        self._own_writes = False
 
     # -- provisioning ---------------------------------------------------------------------
 
@@ -180,82 +186,150 @@ class Mothership:
             await self.plane.endpoint_statuses(),
         )
         self.last_diff = diff
+        # Saved at this config by an earlier pass, never seen up (killed while it waited, or
+        # it failed to come up): followed again, not saved again.
+        waiting = [n for n in diff.unchanged if deployed[n].get("status") not in _SETTLED]
+        for name in waiting:
+            self._actions[name] = str(deployed[name].get("action") or "deployed")
         self._log(
             f"mothership: reconcile: {len(diff.new)} new, {len(diff.changed)} changed, "
             f"{len(diff.removed)} removed, {len(diff.unchanged)} unchanged"
-        )
-        await self.plane.write_state(
-            self.name,
-            {
-                "role": "mothership",
-                "status": "reconciling",
-                "build_id": self.build_id,
-                "pid": os.getpid(),
-                "diff": diff.to_dict(),
-                "error": None,
-            },
+            + (f" ({len(waiting)} not up yet)" if waiting else "")
         )
         todo = [*diff.new, *diff.changed]
+        if todo or waiting or diff.removed:
+            self._stage(
+                self.name,
+                {
+                    "role": "mothership",
+                    "status": "reconciling",
+                    "build_id": self.build_id,
+                    "pid": os.getpid(),
+                    "diff": diff.to_dict(),
+                    "error": None,
+                },
+            )
+            for name in todo:
+                self._stage(name, {"role": "child", "status": "provisioning", "error": None})
+            await self._flush()  # what is about to change is written before it changes
         if todo:
             # Never recorded as provisioned (new, or a boot killed half-way): a create.
             created = {n for n in todo if n in diff.new or not deployed[n].get("config_hash")}
             await self._provision(todo, created)
+        if waiting:
+            await self._follow(waiting)
         for name in diff.removed:
             await self._remove(name)
-        await self.plane.write_state(
-            self.name, {"status": "reconciled", "reconciled_at": time.time(), "error": None}
+        self._stage(
+            self.name,
+            {
+                "role": "mothership",
+                "status": "reconciled",
+                "build_id": self.build_id,
+                "pid": os.getpid(),
+                "diff": diff.to_dict(),
+                "reconciled_at": time.time(),
+                "error": None,
+            },
         )
-        self.cache.invalidate()
+        await self._flush()
         self._log("mothership: reconciled")
         return diff
 
+    # -- state writes: staged, then written together ---------------------------------------
+
+    def _stage(self, name: str, fields: Mapping[str, Any] | None) -> None:
+        """Merge `fields` into what the next `_flush` writes for `name` (None: drop it)."""
+        if fields is None:
+            self._pending[name] = None
+            return
+        pending = self._pending.get(name)
+        self._pending[name] = {**(pending or {}), **fields}
+
+    async def _flush(self) -> None:
+        """Write what is staged (one write on RunPod); children see it at their next read."""
+        changes, self._pending = self._pending, {}
+        await self.plane.write_states(changes)
+        self._own_writes = True
+        self.cache.invalidate()
+
     async def _provision(self, names: list[str], new: set[str]) -> None:
-        for name in names:
-            await self.plane.write_state(
-                name, {"role": "child", "status": "provisioning", "error": None}
-            )
         specs = [self._spec(name) for name in names]
-        written: set[str] = set()
+        saved: list[str] = []
+        seen: set[str] = set()
 
         async def progress(event: DeployProgress) -> None:
-            if event.name not in self.children or event.name in written:
+            if event.name not in self.children or event.name in seen:
                 return
-            written.add(event.name)
-            await self._record(event, event.name in new)
+            seen.add(event.name)
+            if event.state == "saved":
+                saved.append(event.name)
+                self._stage_saved(event, event.name in new)
+                return
+            self._stage_settled(event, event.name in new)
+            await self._flush()  # a child up (or failed) is shown as soon as it is
 
-        results = await self.plane.deploy(specs, progress)
-        for result in results:
-            if result.name in self.children and result.name not in written:
-                written.add(result.name)
-                await self._record(result, result.name in new)
+        for result in await self.plane.deploy(specs, progress):
+            await progress(result)  # what the plane reported only in its results
+        await self._flush()  # every child saved, with its record: one write
+        if saved:
+            await self.plane.await_ready(saved, self._settled)
 
-    async def _record(self, event: DeployProgress, created: bool) -> None:
+    async def _follow(self, names: list[str]) -> None:
+        await self.plane.await_ready(names, self._settled)
+
+    async def _settled(self, event: DeployProgress) -> None:
+        if event.name not in self.children:
+            return
+        self._stage_settled(event, None)
+        await self._flush()
+
+    def _stage_saved(self, event: DeployProgress, created: bool) -> None:
+        entry = self.children[event.name]
+        fields: dict[str, Any] = {
+            "role": "child",
+            "config_hash": entry.get("config_hash"),
+            "code_hash": entry.get("code_hash"),
+            "status": "provisioning",
+            # What it will say once up: `deployed` for a create, `updated` for an update.
+            "action": "deployed" if created else "updated",
+            "error": None,
+        }
+        self._actions[event.name] = fields["action"]
+        if event.url:
+            fields["endpoint_url"] = event.url
+        self._log(f"mothership: {event.name}: saved, waiting for it to come up")
+        self._stage(event.name, fields)
+
+    def _stage_settled(self, event: DeployProgress, created: bool | None) -> None:
         entry = self.children[event.name]
         if event.state == "error":
             fields: dict[str, Any] = {"status": "failed", "error": event.error or "deploy failed"}
             self._log(f"mothership: {event.name}: failed")
         else:
+            if created is None:  # followed after a save: what the save said it would be
+                status = self._actions.get(event.name, "deployed")
+            else:
+                status = "deployed" if created else "updated"
             fields = {
                 "config_hash": entry.get("config_hash"),
                 "code_hash": entry.get("code_hash"),
-                "status": "deployed" if created else "updated",
+                "status": status,
                 "error": None,
             }
             if event.url:
                 fields["endpoint_url"] = event.url
-            self._log(f"mothership: {event.name}: {fields['status']}")
-        await self.plane.write_state(event.name, {"role": "child", **fields})
-        self.cache.invalidate()
+            self._log(f"mothership: {event.name}: {status}")
+        self._stage(event.name, {"role": "child", **fields})
 
     async def _remove(self, name: str) -> None:
         results = await self.plane.delete([name])
         failed = [r for r in results if r.state == "error" and r.error != "not deployed"]
         if failed:
-            await self.plane.write_state(name, {"status": "failed", "error": failed[0].error})
-            return
-        await self.plane.drop_state(name)
-        self.cache.invalidate()
-        self._log(f"mothership: {name}: deleted")
+            self._stage(name, {"status": "failed", "error": failed[0].error})
+        else:
+            self._stage(name, None)
+            self._log(f"mothership: {name}: deleted")
 
     def _spec(self, name: str) -> dict[str, Any]:
         entry = self.children[name]
@@ -277,7 +351,10 @@ class Mothership:
         return await self.cache.get(self._load_manifest)
 
     async def _load_manifest(self) -> dict[str, Any]:
-        state = await self.plane.read_state()
+        # Invalidated by our own write: the plane's copy has it. Expired: read afresh, for a
+        # change made by someone else.
+        fresh, self._own_writes = not self._own_writes, False
+        state = await self.plane.read_state(fresh=fresh)
         resources: dict[str, Any] = {}
         for name, entry in sorted(state.items()):
             url = entry.get("endpoint_url")
@@ -292,6 +369,9 @@ class Mothership:
         manifest["resources"] = resources
         return manifest
 
+
+# A child's provisioning that needs nothing more: up at its recorded config.
+_SETTLED = frozenset({"deployed", "updated"})
 
 # Statuses of an endpoint whose worker runs, or is about to (engine.status.RUNNING).
 _RUNNING = frozenset({"deploying", "healthy", "unhealthy"})
