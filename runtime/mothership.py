@@ -14,7 +14,8 @@ While the state manager cannot be reached it retries with backoff (1 s doubling 
 logging why, and converges once it is back. `GET /manifest` (mothership only; the key is
 required) answers the environment's manifest, each provisioned child with its `endpoint_url`
 and `endpoint_key`, through a TTL cache (`FLASH_MANIFEST_TTL`, 300 s) that its own reconcile
-invalidates as it writes; 404 while nothing is provisioned. Children find each other through
+invalidates as it writes; 404 while nothing is provisioned. A child is listed once it is up
+(`deployed` / `updated`), not while it is provisioning or failed. Children find each other through
 it (`runtime.registry`, `FLASH_ENDPOINTS_URL`).
 """
 
@@ -360,6 +361,8 @@ class Mothership:
             url = entry.get("endpoint_url")
             if name == self.name or entry.get("role") == "mothership" or not url:
                 continue
+            if entry.get("status") not in _SETTLED:
+                continue  # saved but not up (or failed): a caller would only wait on it
             item = dict(entry)
             key = await self.plane.endpoint_key(name)
             if key:
