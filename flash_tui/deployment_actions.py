@@ -228,6 +228,9 @@ class DeploymentActions:
             if event.action == PROVISION_ACTION and event.name and event.state:
                 # The mothership recorded a child's progress: the table follows it now.
                 self.state = self._state.with_provisioning(str(event.name), str(event.state))
+                if event.state != "provisioning" and self.connected:
+                    # Up or failed: its row's worker status, reported before, may be stale.
+                    self._refresh_status()
             if event.build_step:
                 return  # per-step build progress drives the bar; the log gets "built <id>"
             if event.step == "done":

@@ -214,3 +214,68 @@ def test_killed_mid_provisioning_twice_converges_once_and_a_child_reaches_a_late
     reached = _post_late(fake)
     assert reached.status_code == 200 and reached.json() == {"late": "late:x"}, reached.text
     assert [w.id for w in fake.workers(_endpoint(fake, "gateway").id)] == gateway_worker
+
+
+BROKEN = {
+    "main.py": """
+        from tetra_rp import CpuLiveServerless, remote
+
+        ok_config = CpuLiveServerless(name="fine", workersMax=1)
+
+
+        @remote(ok_config)
+        def fine() -> int:
+            return 1
+        """,
+    "broken.py": '''
+        """Imports at build time, fails in its worker (env set)."""
+
+        import os
+
+        from tetra_rp import CpuLiveServerless, remote
+
+        broken_config = CpuLiveServerless(name="broken", env={"FAIL_AT_IMPORT": "1"})
+
+        if os.environ.get("FAIL_AT_IMPORT"):
+            raise RuntimeError("boom at import: the weights are missing")
+
+
+        @remote(broken_config)
+        def nothing() -> int:
+            return 1
+        ''',
+}
+
+
+def test_a_child_that_never_comes_up_is_failed_with_what_runpod_said(
+    fake: FakeRunPod, tmp_path: Path
+) -> None:
+    """Saved is not up: a child whose worker crashes at start is `failed`, not `deployed`."""
+    project = write_files(tmp_path / "brokenapp", BROKEN)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RUNPOD_")}
+    env.update({"HOME": str(tmp_path / "home"), "FLASH_MOTHERSHIP_WAIT": "120", **fake.env()})
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [*CLI, *args, "--json", "--target", "runpod", "--env", ENV]
+            + ["--project", str(project)],
+            env=env,
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=240,
+        )
+
+    deployed = cli("deploy", "--mothership", "--yes")
+    assert deployed.returncode == 1, deployed.stdout + deployed.stderr
+    children = json.loads(deployed.stdout)["children"]
+    assert children["fine"]["status"] == "deployed"
+    assert children["broken"]["status"] == "failed"
+    assert "unhealthy" in children["broken"]["error"]
+    status = cli("status", "--no-probe")
+    assert status.returncode == 0, status.stderr
+    found = {e["name"]: e for e in json.loads(status.stdout)["endpoints"]}
+    assert found["broken"]["role"] == "child" and found["broken"]["provisioning"] == "failed"
+    assert "unhealthy" in found["broken"]["provisioning_error"]
+    assert cli("undeploy", "--all", "--yes").returncode == 0
+    assert fake.endpoints() == [] and fake.templates() == []
