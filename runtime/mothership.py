@@ -155,8 +155,6 @@ class Mothership:
         self._pending: dict[str, dict[str, Any] | None] = {}
         # Per child saved and not up yet: what it becomes once up (`deployed` / `updated`).
         self._actions: dict[str, str] = {}
-        # Set by each write of ours: the next /manifest load may use the plane's own copy.
-        self._own_writes = False
 
     # -- provisioning ---------------------------------------------------------------------
 
@@ -178,6 +176,9 @@ class Mothership:
 
     async def reconcile_once(self) -> ManifestDiff:
         """One pass: read the persisted state, diff, deploy/update/delete, write state."""
+        # What a failed pass staged and never wrote is dropped, as a crash would drop it: this
+        # pass starts from what is persisted and finds what that pass created by its name.
+        self._pending = {}
         persisted = await self.plane.read_state()
         deployed = {
             n: e for n, e in persisted.items() if n != self.name and e.get("role") != "mothership"
@@ -251,7 +252,6 @@ class Mothership:
         """Write what is staged (one write on RunPod); children see it at their next read."""
         changes, self._pending = self._pending, {}
         await self.plane.write_states(changes)
-        self._own_writes = True
         self.cache.invalidate()
 
     async def _provision(self, names: list[str], new: set[str]) -> None:
@@ -352,10 +352,10 @@ class Mothership:
         return await self.cache.get(self._load_manifest)
 
     async def _load_manifest(self) -> dict[str, Any]:
-        # Invalidated by our own write: the plane's copy has it. Expired: read afresh, for a
-        # change made by someone else.
-        fresh, self._own_writes = not self._own_writes, False
-        state = await self.plane.read_state(fresh=fresh)
+        # The plane's own copy where it keeps one (RunPod): this mothership is the one writer
+        # of its children's state, and a fresh read mid-pass would drop what it has not
+        # written yet. The local cloud answers it afresh anyway.
+        state = await self.plane.read_state(fresh=False)
         resources: dict[str, Any] = {}
         for name, entry in sorted(state.items()):
             url = entry.get("endpoint_url")

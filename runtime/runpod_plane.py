@@ -180,6 +180,7 @@ class RunPodControlPlane:
         # some of them are not written yet.
         self._kept: dict[str, Any] | None = None
         self._dirty = False
+        self._changes = 0  # counts `_change` calls: what a write in flight did not include
         self._health_wait = health_wait
 
     def __repr__(self) -> str:
@@ -256,7 +257,9 @@ class RunPodControlPlane:
             raise PlaneUnavailable(
                 f"the deploy of build {self.build_id} has not recorded this mothership yet"
             )
-        self._kept = manifest
+        # Changes of a pass that failed before writing them are dropped with the old copy: like
+        # a crash, the next pass finds what that pass created by its environment and name.
+        self._kept, self._dirty = manifest, False
         return manifest
 
     async def _current(self) -> dict[str, Any]:
@@ -274,6 +277,7 @@ class RunPodControlPlane:
         change(state)
         self._kept = state.into_manifest(self._kept)
         self._dirty = True
+        self._changes += 1
 
     async def read_state(self, *, fresh: bool = True) -> dict[str, dict[str, Any]]:
         """The mothership's per-resource provisioning entries (`fresh=False`: as this
@@ -299,8 +303,10 @@ class RunPodControlPlane:
             if not self._dirty:
                 return
             assert self._kept is not None
-            await self.api.update_manifest(self.build_id, self._kept)
-            self._dirty = False
+            written, changes_before = self._kept, self._changes
+            await self.api.update_manifest(self.build_id, written)
+            # A change made while the write was under way is still to be written.
+            self._dirty = self._changes != changes_before
 
     # -- endpoints ------------------------------------------------------------------------
 
