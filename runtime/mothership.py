@@ -3,12 +3,15 @@
 A worker started with `FLASH_IS_MOTHERSHIP=true` answers `/ping` at once and, in the
 background, reconciles its build's manifest against the environment's persisted one (the state
 manager) with `runtime.reconcile.reconcile`, the function the engine's plan uses: new -> deploy,
-changed (config hash or code) -> update, removed -> delete, unchanged -> left alone. Each step
-is written to the persisted manifest as it happens (`config_hash`, `code_hash`,
-`endpoint_url`, `status`, `error`), so a mothership killed half-way leaves a state the next
-boot converges from: an entry without its new hash is simply "changed" again, and deploying an
-endpoint that already runs that config is a no-op on the control plane. The mothership's own
-entry says where it is (`status` reconciling/reconciled, `build_id`, `pid`, the diff).
+changed (config hash or code) -> update, removed -> delete, unchanged -> left alone. State
+(`config_hash`, `code_hash`, `endpoint_url`, `status`, `error`) is staged and written together
+once per step (one request on RunPod, where a write replaces the whole manifest): `provisioning`
+before it acts; each saved child with its hashes (RunPod: saved is not up); each child as it
+comes up (`deployed` / `updated`) or fails; the end. A mothership killed half-way leaves a state
+the next boot converges from: an entry without its new hash is simply "changed" again (the
+control plane finds what was created by its name, never making a second), and a child saved at
+its config but never seen up is followed again, not saved again. The mothership's own entry
+says where it is (`status` reconciling/reconciled, `build_id`, `pid`, the diff).
 
 While the state manager cannot be reached it retries with backoff (1 s doubling to 30 s),
 logging why, and converges once it is back. `GET /manifest` (mothership only; the key is

@@ -17,6 +17,11 @@ with (`FLASH_ENDPOINTS_TOKEN`). No message holds a key. A failure that may pass 
 The persisted manifest is written whole (`updateFlashBuildManifest`), so the mothership starts
 only once the deploy that started it has recorded it (`deployments[<its name>]` of its build):
 until then it reports the plane unavailable and retries, and nothing it writes is overwritten.
+It is read once per pass (`read_state`), after which the plane keeps it: records of saved or
+deleted children and the mothership's state changes go into that copy and `write_states` writes
+it in one request. Before it saves or deletes anything the plane checks that its build is still
+the environment's active one (one `flashAppByName`). A saved child is followed until it is up
+(`await_ready`, `runtime.runpod_health`) through its own endpoint, not GraphQL.
 """
 
 from __future__ import annotations
