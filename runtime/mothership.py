@@ -47,6 +47,7 @@ __all__ = [
     "fingerprint",
     "is_mothership",
     "manifest_answer",
+    "own_registry_env",
     "runpod_mothership",
 ]
 
@@ -498,6 +499,20 @@ def runpod_mothership(
     ship = Mothership(name, build_dir, manifest, plane, build_id=build_id, ttl=ttl, log=log)
     log(f"mothership of environment {plane.environment}: {len(ship.children)} children")
     return ship
+
+
+def own_registry_env(environ: Mapping[str, str]) -> dict[str, str]:
+    """What a RunPod mothership's own code finds its children through: its `/manifest` on its
+    own load-balancer host, read with the account key it holds ({} when it has a table)."""
+    if environ.get("FLASH_ENDPOINTS") or environ.get("FLASH_ENDPOINTS_URL"):
+        return {}
+    template = environ.get("FLASH_RUNPOD_LB_URL", "").strip()
+    endpoint_id = environ.get("RUNPOD_ENDPOINT_ID", "").strip()
+    key = environ.get("RUNPOD_API_KEY", "").strip()
+    if not template or not endpoint_id or not key:
+        return {}
+    url = template.replace("{id}", endpoint_id).rstrip("/")
+    return {"FLASH_ENDPOINTS_URL": f"{url}/manifest", "FLASH_ENDPOINTS_TOKEN": key}
 
 
 def _log_crash(task: asyncio.Task[ManifestDiff]) -> None:

@@ -155,3 +155,37 @@ def test_deploy_mothership_refuses_two_flagged_naming_them(
     said = done.stdout + done.stderr
     assert "more than one resource is flagged as the mothership" in said, said
     assert "'api'" in said and "'admin'" in said
+
+
+def test_on_runpod_the_projects_own_mothership_serves_its_routes(tmp_path: Path) -> None:
+    """The contract fake, real image-emulator workers: the flagged `api` is the mothership (no
+    generated one), it provisions `worker`, and its own route calls it through /manifest."""
+    from fakes.runpod import FakeRunPod
+
+    project = write_files(tmp_path / "ownrp", OWN)
+    with FakeRunPod(tmp_path / "fake") as fake:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("RUNPOD_")}
+        env.update({"HOME": str(tmp_path / "home"), "FLASH_MOTHERSHIP_WAIT": "120", **fake.env()})
+
+        def cli(*args: str) -> Any:
+            command = [*args, "--json", "--target", "runpod", "--env", "staging"]
+            return run_cli(command, env, project=project, timeout=240)
+
+        deployed = cli("deploy", "--mothership", "--yes")
+        assert deployed.returncode == 0, deployed.stdout + deployed.stderr
+        assert json.loads(deployed.stdout)["children"]["worker"]["status"] == "deployed"
+        by_name = {e.name: e for e in fake.endpoints()}
+        assert set(by_name) == {"api", "worker"}
+        api = by_name["api"]
+        (template,) = [t for t in fake.templates() if t.id == api.templateId]
+        assert template.env.get("FLASH_IS_MOTHERSHIP") == "true"
+        url = fake.env()["FLASH_RUNPOD_LB_URL"].replace("{id}", api.id)
+        with httpx.Client(trust_env=False, timeout=60) as http:
+            hello = http.post(
+                f"{url}/hello",
+                json={"text": "hi"},
+                headers={"Authorization": f"Bearer {api.aiKey}"},
+            )
+        assert hello.status_code == 200 and hello.json() == {"echo": "HI"}, hello.text
+        assert cli("undeploy", "--all", "--yes").returncode == 0
+        assert fake.endpoints() == [] and fake.templates() == []
