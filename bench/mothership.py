@@ -103,6 +103,7 @@ def _runpod(runs: int) -> int:
     image_site(scratch / "fake" / "dataplane" / "image-site")  # made once, outside the rounds
     times: dict[str, list[float]] = {"direct": [], "mothership": [], "undeploy": []}
     calls: dict[str, list[int]] = {"direct": [], "mothership": [], "undeploy": []}
+    by_operation: dict[str, int] = {}  # the mothership rounds' calls, by operation
     rp = ["--target", "runpod", "--yes"]
     try:
         with FakeRunPod(scratch / "fake") as fake:
@@ -120,6 +121,9 @@ def _runpod(runs: int) -> int:
                     seconds, _ = _cli(command, env, project)
                     times[figure].append(seconds)
                     calls[figure].append(len(fake.graphql_calls) - mark)
+                    if figure == "mothership":
+                        for call in fake.graphql_calls[mark:]:
+                            by_operation[call.operation] = by_operation.get(call.operation, 0) + 1
                 if fake.endpoints() or fake.templates():
                     raise SystemExit("undeploy --all left endpoints or templates on the fake")
     finally:
@@ -131,6 +135,8 @@ def _runpod(runs: int) -> int:
     print(_figure("undeploy --all", times["undeploy"]))
     for figure in ("direct", "mothership", "undeploy"):
         print(f"GraphQL calls, {figure}: median {statistics.median(calls[figure]):.0f}")
+    per_round = ", ".join(f"{op} {n / runs:g}" for op, n in sorted(by_operation.items()))
+    print(f"GraphQL calls of a mothership round, by operation: {per_round}")
     ratio = statistics.median(times["mothership"]) / statistics.median(times["direct"])
     print(f"mothership / direct: {ratio:.2f}×")
     return 0

@@ -36,6 +36,8 @@ CONFIG_UNRESOLVED = "manifest-config-unresolved"
 CONFIG_NEEDS_IMAGE = "manifest-config-needs-image"
 ENDPOINT_INVALID = "scan-endpoint-invalid"
 ENDPOINT_MIXED = "scan-endpoint-mixed"
+MOTHERSHIP_CONFLICT = "manifest-mothership-conflict"
+MOTHERSHIP_NOT_LB = "manifest-mothership-not-load-balanced"
 INTERNAL_ERROR = "scan-internal-error"
 
 

@@ -8,7 +8,9 @@ diagnostics. Validation problems never raise: each becomes a `Diagnostic` (see
 Upstream keys are kept as they are: `version`, `generated_at`, `project_name`, `resources`
 (sorted by name), `function_registry`, and `routes` (only when some load-balanced resource has
 routes). Extra fields of ours (see the README): per resource `config`, `config_hash`, `unresolved`,
-`file`, `line`, `mothership`, `makes_remote_calls` (runpod_flash's key: the resource's code
+`file`, `line`, `mothership` (the project's own mothership: its config is bound to a
+module-level variable named `mothership`, upstream's `mothership.py` convention; one at most,
+load-balanced), `makes_remote_calls` (runpod_flash's key: the resource's code
 calls another endpoint's functions, from the scanner's call graph); per function `file`,
 `line`, `signature`, `dependencies`, `system_dependencies`, `class_methods`,
 `method_signatures` (per class method, its parameters without `self`). Every dict has sorted
@@ -40,6 +42,7 @@ from runtime.resources import RESOURCE_TYPES
 
 __all__ = [
     "MANIFEST_VERSION",
+    "MOTHERSHIP_VARIABLE",
     "FunctionInfo",
     "ResourceDef",
     "build_manifest",
@@ -50,6 +53,9 @@ __all__ = [
 ]
 
 MANIFEST_VERSION = "1.0"
+# The resource config bound to a module-level variable of this name is the project's own
+# mothership (upstream's convention: `mothership = CpuLiveLoadBalancer(...)` in mothership.py).
+MOTHERSHIP_VARIABLE = "mothership"
 _SAFE_NAME = re.compile(r"[A-Za-z0-9_-]+")
 
 
@@ -380,11 +386,12 @@ def build_manifest(
             "is_load_balanced": lb,
             "line": resource.line,
             "makes_remote_calls": name in remote_callers,
-            "mothership": False,
+            "mothership": resource.config_variable == MOTHERSHIP_VARIABLE,
             "resource_type": resource.resource_type,
             "unresolved": unresolved,
         }
 
+    _check_motherships(manifest_resources, defs, diags)
     manifest: dict[str, Any] = {
         "function_registry": {k: registry[k] for k in sorted(registry)},
         "generated_at": generated_at or now_iso(),
@@ -398,6 +405,45 @@ def build_manifest(
         }
     manifest["version"] = MANIFEST_VERSION
     return manifest, diags
+
+
+def _check_motherships(
+    resources: dict[str, dict[str, Any]], defs: dict[str, ResourceDef], diags: list[Diagnostic]
+) -> None:
+    """The flagged mothership must be load-balanced, and one at most; else it is unflagged
+    (deploy --mothership refuses a build with errors) with a diagnostic at its definition."""
+    flagged = [name for name, entry in resources.items() if entry["mothership"]]
+    for name in flagged:
+        resource = defs[name]
+        if not resources[name]["is_load_balanced"]:
+            resources[name]["mothership"] = False
+            diags.append(
+                Diagnostic(
+                    "error",
+                    resource.file,
+                    resource.line,
+                    f"{MOTHERSHIP_VARIABLE!r} names resource {name!r}, a "
+                    f"{resource.resource_type}: a mothership is a load-balanced endpoint "
+                    "(e.g. CpuLoadBalancerSlsResource); rename the variable or change its type",
+                    codes.MOTHERSHIP_NOT_LB,
+                )
+            )
+    flagged = [name for name in flagged if resources[name]["mothership"]]
+    if len(flagged) < 2:
+        return
+    places = ", ".join(f"{n!r} ({defs[n].file}:{defs[n].line})" for n in flagged)
+    for name in flagged:
+        resources[name]["mothership"] = False
+        diags.append(
+            Diagnostic(
+                "error",
+                defs[name].file,
+                defs[name].line,
+                f"more than one resource is flagged as the mothership: {places}; an "
+                f"environment has one: keep the variable {MOTHERSHIP_VARIABLE!r} for one of them",
+                codes.MOTHERSHIP_CONFLICT,
+            )
+        )
 
 
 def _with_method(fn: FunctionInfo, method: str) -> FunctionInfo:

@@ -25,6 +25,8 @@ __all__ = [
     "GENERATED_TYPE",
     "ChildState",
     "EnvironmentState",
+    "PROVISION_ACTION",
+    "READY",
     "MothershipError",
     "await_children",
     "child_states",
@@ -33,6 +35,10 @@ __all__ = [
 ]
 
 GENERATED_NAME = "mothership"
+# A child's provisioning states that mean it is up at its recorded config.
+READY = frozenset({"deployed", "updated"})
+# The `action` of the `endpoint` events `await_children` emits: a child's provisioning changed.
+PROVISION_ACTION = "provision"
 GENERATED_TYPE = "CpuLoadBalancerSlsResource"
 _LB_TYPES = frozenset(
     {
@@ -141,6 +147,8 @@ def converged(
 
 # Seconds `deploy --mothership` waits for the mothership to provision its children.
 _WAIT = 120.0
+_POLL_FIRST = 0.2
+_POLL_MAX = 1.0
 
 
 async def await_children(
@@ -152,8 +160,10 @@ async def await_children(
     since: float,
     emit: Callable[..., None],
 ) -> dict[str, ChildState]:
-    """Follow the environment's state until `mothership` has reconciled `build_id` (emitting
-    each child's status as it changes); MothershipError past FLASH_MOTHERSHIP_WAIT seconds."""
+    """Follow the environment's state until `mothership` has reconciled `build_id`, emitting
+    each child's provisioning as it changes (`endpoint` events, action `provision`) and how
+    many are ready (`children`: "mothership: 3/5 children ready", done/total);
+    MothershipError past FLASH_MOTHERSHIP_WAIT seconds."""
     raw = os.environ.get("FLASH_MOTHERSHIP_WAIT") or str(_WAIT)
     try:
         wait = float(raw)
@@ -161,13 +171,30 @@ async def await_children(
         raise MothershipError(f"FLASH_MOTHERSHIP_WAIT={raw!r} is not a number of seconds") from None
     deadline = time.monotonic() + wait
     seen: dict[str, str] = {}
+    counted: tuple[int, int] | None = None
+    delay = _POLL_FIRST
     while True:
         state = await provider.environment_state(app, environment)
         children = child_states(state)
         for child in children.values():
             if seen.get(child.name) != child.status:
                 seen[child.name] = child.status
-                emit("endpoint", child.status, name=child.name, state=child.status)
+                emit(
+                    "endpoint",
+                    child.status,
+                    name=child.name,
+                    state=child.status,
+                    action=PROVISION_ACTION,
+                )
+        count = (sum(1 for c in children.values() if c.status in READY), len(children))
+        if children and count != counted:
+            counted = count
+            emit(
+                "children",
+                f"mothership: {count[0]}/{count[1]} children ready",
+                done=count[0],
+                total=count[1],
+            )
         if converged(state, mothership, build_id, since):
             return children
         if time.monotonic() > deadline:
@@ -175,4 +202,7 @@ async def await_children(
                 f"the mothership has not finished provisioning within {wait:g} s "
                 f"(`status --env` shows where it is, `logs {mothership}` why)"
             )
-        await asyncio.sleep(0.2)
+        # Each read costs the target requests (two GraphQL calls on RunPod): polled often
+        # at first, when the mothership moves fastest, then at most every _POLL_MAX seconds.
+        await asyncio.sleep(delay)
+        delay = min(_POLL_MAX, delay * 1.5)

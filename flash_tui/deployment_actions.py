@@ -25,6 +25,7 @@ from textual import work
 from textual.widgets import Label, ProgressBar
 
 from engine.build import BuildProgress
+from engine.mothership import PROVISION_ACTION
 from engine.operations import DeployReport, OpEvent
 from engine.plan import Plan
 from flash_tui import present, reports
@@ -79,6 +80,7 @@ class DeploymentActions:
             )
             return False
         self.dashboard.query_one(ProgressBar).update(total=None, progress=0)
+        self.dashboard.query_one("#progress-text", Label).update("")
         self.dashboard.query_one("#progress-line").add_class("-busy")
         self.dashboard.query_one("#progress-keys", Label).update(CANCEL_KEYS if cancel else "")
         self._cancel = cancel
@@ -105,6 +107,7 @@ class DeploymentActions:
         """The bar follows the running operation."""
         bar = self.dashboard.query_one(ProgressBar)
         bar.update(total=message.total, progress=message.done)
+        self.dashboard.query_one("#progress-text", Label).update(message.message)
 
     def on_operation_finished(self, message: OperationFinished) -> None:
         """Say how the operation ended; refresh what it changed."""
@@ -215,7 +218,19 @@ class DeploymentActions:
     def _operation_event(self, operation: str) -> Callable[[OpEvent], None]:
         def on_event(event: OpEvent) -> None:
             if event.done is not None:
-                self.post_message(OperationProgress(operation, event.step, event.done, event.total))
+                said = event.message if event.step == "children" else ""
+                self.post_message(
+                    OperationProgress(operation, event.step, event.done, event.total, said)
+                )
+                if said:
+                    self.log_engine(f"{operation}: {said}")
+                    return
+            if event.action == PROVISION_ACTION and event.name and event.state:
+                # The mothership recorded a child's progress: the table follows it now.
+                self.state = self._state.with_provisioning(str(event.name), str(event.state))
+                if event.state != "provisioning" and self.connected:
+                    # Up or failed: its row's worker status, reported before, may be stale.
+                    self._refresh_status()
             if event.build_step:
                 return  # per-step build progress drives the bar; the log gets "built <id>"
             if event.step == "done":

@@ -63,6 +63,8 @@ class OperationProgress(Message):
     step: str
     done: int
     total: int | None
+    # What the progress line says beside the bar ("mothership: 3/5 children ready").
+    message: str = ""
 
 
 @dataclass

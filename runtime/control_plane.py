@@ -54,22 +54,24 @@ OnProgress = Callable[[DeployProgress], Awaitable[None]]
 class ControlPlane(Protocol):
     """What a mothership needs from its target."""
 
-    async def read_state(self) -> dict[str, dict[str, Any]]:
-        """The persisted manifest's resources (empty when nothing was persisted yet)."""
+    async def read_state(self, *, fresh: bool = True) -> dict[str, dict[str, Any]]:
+        """The persisted manifest's resources (empty when nothing was persisted yet);
+        `fresh=False` allows the plane's own copy when it keeps one."""
         ...
 
-    async def write_state(self, name: str, fields: Mapping[str, Any]) -> None:
-        """Merge `fields` into resource `name`'s persisted entry."""
-        ...
-
-    async def drop_state(self, name: str) -> None:
-        """Remove resource `name`'s persisted entry."""
+    async def write_states(self, changes: Mapping[str, Mapping[str, Any] | None]) -> None:
+        """Merge each resource's fields into its persisted entry (None removes the entry)."""
         ...
 
     async def deploy(
         self, specs: Sequence[Mapping[str, Any]], on_progress: OnProgress
     ) -> list[DeployProgress]:
-        """Create or update the endpoints of `specs` from the running build."""
+        """Create or update the endpoints of `specs` from the running build: each reported
+        `healthy` or `error` (local cloud), or `saved` for `await_ready` to follow (RunPod)."""
+        ...
+
+    async def await_ready(self, names: Sequence[str], on_progress: OnProgress) -> None:
+        """Report each named endpoint `healthy` once it is up, or `error` with why not."""
         ...
 
     async def delete(self, names: Sequence[str]) -> list[DeployProgress]:
@@ -154,8 +156,9 @@ class LocalControlPlane:
         if response.status_code >= 400:
             raise PlaneError(f"{what}: {_detail(response)} (HTTP {response.status_code})")
 
-    async def read_state(self) -> dict[str, dict[str, Any]]:
-        """The persisted manifest's resources ({} on a 404: nothing persisted yet)."""
+    async def read_state(self, *, fresh: bool = True) -> dict[str, dict[str, Any]]:
+        """The persisted manifest's resources ({} on a 404: nothing persisted yet); always
+        read (a local request is cheap)."""
         response = await self._request("GET", self._manifest_path())
         if response.status_code == 404:
             return {}
@@ -167,17 +170,16 @@ class LocalControlPlane:
             if isinstance(v, dict)
         }
 
-    async def write_state(self, name: str, fields: Mapping[str, Any]) -> None:
-        """PATCH one resource's entry (a shallow merge)."""
-        response = await self._request(
-            "PATCH", self._manifest_path(f"/resources/{name}"), json=dict(fields)
-        )
-        self._check(response, f"writing the state of {name}")
-
-    async def drop_state(self, name: str) -> None:
-        """DELETE one resource's entry."""
-        response = await self._request("DELETE", self._manifest_path(f"/resources/{name}"))
-        self._check(response, f"dropping the state of {name}")
+    async def write_states(self, changes: Mapping[str, Mapping[str, Any] | None]) -> None:
+        """PATCH each resource's entry (a shallow merge), or DELETE it (None)."""
+        for name, fields in changes.items():
+            path = self._manifest_path(f"/resources/{name}")
+            if fields is None:
+                response = await self._request("DELETE", path)
+                self._check(response, f"dropping the state of {name}")
+            else:
+                response = await self._request("PATCH", path, json=dict(fields))
+                self._check(response, f"writing the state of {name}")
 
     async def _stream(
         self, path: str, body: dict[str, Any], on_progress: OnProgress | None
@@ -247,6 +249,17 @@ class LocalControlPlane:
         self._check(response, f"reading the key of {name}")
         key = response.json().get("key")
         return key if isinstance(key, str) else None
+
+    async def await_ready(self, names: Sequence[str], on_progress: OnProgress) -> None:
+        """Each named endpoint as the local cloud has it: its deploy already waited for its
+        health, so a running one is `healthy` and any other an `error`."""
+        statuses = await self.endpoint_statuses()
+        for name in names:
+            status = statuses.get(name)
+            if status == "healthy":
+                await on_progress(DeployProgress(name, "healthy"))
+            else:
+                await on_progress(DeployProgress(name, "error", error=f"endpoint is {status}"))
 
     async def endpoint_statuses(self) -> dict[str, str]:
         """Each endpoint record of the app, with its status."""

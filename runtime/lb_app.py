@@ -284,7 +284,7 @@ def _runpod_mothership(explicit: str | os.PathLike[str] | None) -> Mothership | 
     if os.environ.get("FLASH_MOTHERSHIP_PLANE", "").strip().lower() != "runpod":
         return None
     # Imported here: no other endpoint pays for the provisioner's imports at start.
-    from runtime.mothership import runpod_mothership
+    from runtime.mothership import own_registry_env, runpod_mothership
 
     path = _manifest_path(explicit)
     try:
@@ -292,7 +292,13 @@ def _runpod_mothership(explicit: str | os.PathLike[str] | None) -> Mothership | 
     except (OSError, ValueError):
         manifest = {}
     name = os.environ.get("FLASH_RESOURCE_NAME", "")
-    return runpod_mothership(path.parent, name, manifest, os.environ)
+    ship = runpod_mothership(path.parent, name, manifest, os.environ)
+    if ship is not None:
+        # A project's own mothership serves routes that call its children: its registry is its
+        # own /manifest, as theirs is (read lazily, at the first call).
+        for key, value in own_registry_env(os.environ).items():
+            os.environ.setdefault(key, value)
+    return ship
 
 
 def create_lb_app(

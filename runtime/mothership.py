@@ -3,18 +3,22 @@
 A worker started with `FLASH_IS_MOTHERSHIP=true` answers `/ping` at once and, in the
 background, reconciles its build's manifest against the environment's persisted one (the state
 manager) with `runtime.reconcile.reconcile`, the function the engine's plan uses: new -> deploy,
-changed (config hash or code) -> update, removed -> delete, unchanged -> left alone. Each step
-is written to the persisted manifest as it happens (`config_hash`, `code_hash`,
-`endpoint_url`, `status`, `error`), so a mothership killed half-way leaves a state the next
-boot converges from: an entry without its new hash is simply "changed" again, and deploying an
-endpoint that already runs that config is a no-op on the control plane. The mothership's own
-entry says where it is (`status` reconciling/reconciled, `build_id`, `pid`, the diff).
+changed (config hash or code) -> update, removed -> delete, unchanged -> left alone. State
+(`config_hash`, `code_hash`, `endpoint_url`, `status`, `error`) is staged and written together
+once per step (one request on RunPod, where a write replaces the whole manifest): `provisioning`
+before it acts; each saved child with its hashes (RunPod: saved is not up); each child as it
+comes up (`deployed` / `updated`) or fails; the end. A mothership killed half-way leaves a state
+the next boot converges from: an entry without its new hash is simply "changed" again (the
+control plane finds what was created by its name, never making a second), and a child saved at
+its config but never seen up is followed again, not saved again. The mothership's own entry
+says where it is (`status` reconciling/reconciled, `build_id`, `pid`, the diff).
 
 While the state manager cannot be reached it retries with backoff (1 s doubling to 30 s),
 logging why, and converges once it is back. `GET /manifest` (mothership only; the key is
 required) answers the environment's manifest, each provisioned child with its `endpoint_url`
 and `endpoint_key`, through a TTL cache (`FLASH_MANIFEST_TTL`, 300 s) that its own reconcile
-invalidates as it writes; 404 while nothing is provisioned. Children find each other through
+invalidates as it writes; 404 while nothing is provisioned. A child is listed once it is up
+(`deployed` / `updated`), not while it is provisioning or failed. Children find each other through
 it (`runtime.registry`, `FLASH_ENDPOINTS_URL`).
 """
 
@@ -43,6 +47,7 @@ __all__ = [
     "fingerprint",
     "is_mothership",
     "manifest_answer",
+    "own_registry_env",
     "runpod_mothership",
 ]
 
@@ -150,6 +155,10 @@ class Mothership:
         self.children = child_entries(manifest, build_dir, name)
         self.last_diff: ManifestDiff | None = None
         self.converged = asyncio.Event()
+        # State changes staged for the next write, by resource (None: drop the entry).
+        self._pending: dict[str, dict[str, Any] | None] = {}
+        # Per child saved and not up yet: what it becomes once up (`deployed` / `updated`).
+        self._actions: dict[str, str] = {}
 
     # -- provisioning ---------------------------------------------------------------------
 
@@ -171,6 +180,9 @@ class Mothership:
 
     async def reconcile_once(self) -> ManifestDiff:
         """One pass: read the persisted state, diff, deploy/update/delete, write state."""
+        # What a failed pass staged and never wrote is dropped, as a crash would drop it: this
+        # pass starts from what is persisted and finds what that pass created by its name.
+        self._pending = {}
         persisted = await self.plane.read_state()
         deployed = {
             n: e for n, e in persisted.items() if n != self.name and e.get("role") != "mothership"
@@ -180,82 +192,149 @@ class Mothership:
             await self.plane.endpoint_statuses(),
         )
         self.last_diff = diff
+        # Saved at this config by an earlier pass, never seen up (killed while it waited, or
+        # it failed to come up): followed again, not saved again.
+        waiting = [n for n in diff.unchanged if deployed[n].get("status") not in _SETTLED]
+        for name in waiting:
+            self._actions[name] = str(deployed[name].get("action") or "deployed")
         self._log(
             f"mothership: reconcile: {len(diff.new)} new, {len(diff.changed)} changed, "
             f"{len(diff.removed)} removed, {len(diff.unchanged)} unchanged"
-        )
-        await self.plane.write_state(
-            self.name,
-            {
-                "role": "mothership",
-                "status": "reconciling",
-                "build_id": self.build_id,
-                "pid": os.getpid(),
-                "diff": diff.to_dict(),
-                "error": None,
-            },
+            + (f" ({len(waiting)} not up yet)" if waiting else "")
         )
         todo = [*diff.new, *diff.changed]
+        if todo or waiting or diff.removed:
+            self._stage(
+                self.name,
+                {
+                    "role": "mothership",
+                    "status": "reconciling",
+                    "build_id": self.build_id,
+                    "pid": os.getpid(),
+                    "diff": diff.to_dict(),
+                    "error": None,
+                },
+            )
+            for name in todo:
+                self._stage(name, {"role": "child", "status": "provisioning", "error": None})
+            await self._flush()  # what is about to change is written before it changes
         if todo:
             # Never recorded as provisioned (new, or a boot killed half-way): a create.
             created = {n for n in todo if n in diff.new or not deployed[n].get("config_hash")}
             await self._provision(todo, created)
+        if waiting:
+            await self._follow(waiting)
         for name in diff.removed:
             await self._remove(name)
-        await self.plane.write_state(
-            self.name, {"status": "reconciled", "reconciled_at": time.time(), "error": None}
+        self._stage(
+            self.name,
+            {
+                "role": "mothership",
+                "status": "reconciled",
+                "build_id": self.build_id,
+                "pid": os.getpid(),
+                "diff": diff.to_dict(),
+                "reconciled_at": time.time(),
+                "error": None,
+            },
         )
-        self.cache.invalidate()
+        await self._flush()
         self._log("mothership: reconciled")
         return diff
 
+    # -- state writes: staged, then written together ---------------------------------------
+
+    def _stage(self, name: str, fields: Mapping[str, Any] | None) -> None:
+        """Merge `fields` into what the next `_flush` writes for `name` (None: drop it)."""
+        if fields is None:
+            self._pending[name] = None
+            return
+        pending = self._pending.get(name)
+        self._pending[name] = {**(pending or {}), **fields}
+
+    async def _flush(self) -> None:
+        """Write what is staged (one write on RunPod); children see it at their next read."""
+        changes, self._pending = self._pending, {}
+        await self.plane.write_states(changes)
+        self.cache.invalidate()
+
     async def _provision(self, names: list[str], new: set[str]) -> None:
-        for name in names:
-            await self.plane.write_state(
-                name, {"role": "child", "status": "provisioning", "error": None}
-            )
         specs = [self._spec(name) for name in names]
-        written: set[str] = set()
+        saved: list[str] = []
+        seen: set[str] = set()
 
         async def progress(event: DeployProgress) -> None:
-            if event.name not in self.children or event.name in written:
+            if event.name not in self.children or event.name in seen:
                 return
-            written.add(event.name)
-            await self._record(event, event.name in new)
+            seen.add(event.name)
+            if event.state == "saved":
+                saved.append(event.name)
+                self._stage_saved(event, event.name in new)
+                return
+            self._stage_settled(event, event.name in new)
+            await self._flush()  # a child up (or failed) is shown as soon as it is
 
-        results = await self.plane.deploy(specs, progress)
-        for result in results:
-            if result.name in self.children and result.name not in written:
-                written.add(result.name)
-                await self._record(result, result.name in new)
+        for result in await self.plane.deploy(specs, progress):
+            await progress(result)  # what the plane reported only in its results
+        await self._flush()  # every child saved, with its record: one write
+        if saved:
+            await self.plane.await_ready(saved, self._settled)
 
-    async def _record(self, event: DeployProgress, created: bool) -> None:
+    async def _follow(self, names: list[str]) -> None:
+        await self.plane.await_ready(names, self._settled)
+
+    async def _settled(self, event: DeployProgress) -> None:
+        if event.name not in self.children:
+            return
+        self._stage_settled(event, None)
+        await self._flush()
+
+    def _stage_saved(self, event: DeployProgress, created: bool) -> None:
+        entry = self.children[event.name]
+        fields: dict[str, Any] = {
+            "role": "child",
+            "config_hash": entry.get("config_hash"),
+            "code_hash": entry.get("code_hash"),
+            "status": "provisioning",
+            # What it will say once up: `deployed` for a create, `updated` for an update.
+            "action": "deployed" if created else "updated",
+            "error": None,
+        }
+        self._actions[event.name] = fields["action"]
+        if event.url:
+            fields["endpoint_url"] = event.url
+        self._log(f"mothership: {event.name}: saved, waiting for it to come up")
+        self._stage(event.name, fields)
+
+    def _stage_settled(self, event: DeployProgress, created: bool | None) -> None:
         entry = self.children[event.name]
         if event.state == "error":
             fields: dict[str, Any] = {"status": "failed", "error": event.error or "deploy failed"}
             self._log(f"mothership: {event.name}: failed")
         else:
+            if created is None:  # followed after a save: what the save said it would be
+                status = self._actions.get(event.name, "deployed")
+            else:
+                status = "deployed" if created else "updated"
             fields = {
                 "config_hash": entry.get("config_hash"),
                 "code_hash": entry.get("code_hash"),
-                "status": "deployed" if created else "updated",
+                "status": status,
                 "error": None,
             }
             if event.url:
                 fields["endpoint_url"] = event.url
-            self._log(f"mothership: {event.name}: {fields['status']}")
-        await self.plane.write_state(event.name, {"role": "child", **fields})
-        self.cache.invalidate()
+            self._log(f"mothership: {event.name}: {status}")
+        self._stage(event.name, {"role": "child", **fields})
 
     async def _remove(self, name: str) -> None:
         results = await self.plane.delete([name])
         failed = [r for r in results if r.state == "error" and r.error != "not deployed"]
         if failed:
-            await self.plane.write_state(name, {"status": "failed", "error": failed[0].error})
-            return
-        await self.plane.drop_state(name)
-        self.cache.invalidate()
-        self._log(f"mothership: {name}: deleted")
+            self._stage(name, {"status": "failed", "error": failed[0].error})
+        else:
+            self._stage(name, None)
+            self._log(f"mothership: {name}: deleted")
 
     def _spec(self, name: str) -> dict[str, Any]:
         entry = self.children[name]
@@ -277,12 +356,17 @@ class Mothership:
         return await self.cache.get(self._load_manifest)
 
     async def _load_manifest(self) -> dict[str, Any]:
-        state = await self.plane.read_state()
+        # The plane's own copy where it keeps one (RunPod): this mothership is the one writer
+        # of its children's state, and a fresh read mid-pass would drop what it has not
+        # written yet. The local cloud answers it afresh anyway.
+        state = await self.plane.read_state(fresh=False)
         resources: dict[str, Any] = {}
         for name, entry in sorted(state.items()):
             url = entry.get("endpoint_url")
             if name == self.name or entry.get("role") == "mothership" or not url:
                 continue
+            if entry.get("status") not in _SETTLED:
+                continue  # saved but not up (or failed): a caller would only wait on it
             item = dict(entry)
             key = await self.plane.endpoint_key(name)
             if key:
@@ -292,6 +376,9 @@ class Mothership:
         manifest["resources"] = resources
         return manifest
 
+
+# A child's provisioning that needs nothing more: up at its recorded config.
+_SETTLED = frozenset({"deployed", "updated"})
 
 # Statuses of an endpoint whose worker runs, or is about to (engine.status.RUNNING).
 _RUNNING = frozenset({"deploying", "healthy", "unhealthy"})
@@ -412,6 +499,20 @@ def runpod_mothership(
     ship = Mothership(name, build_dir, manifest, plane, build_id=build_id, ttl=ttl, log=log)
     log(f"mothership of environment {plane.environment}: {len(ship.children)} children")
     return ship
+
+
+def own_registry_env(environ: Mapping[str, str]) -> dict[str, str]:
+    """What a RunPod mothership's own code finds its children through: its `/manifest` on its
+    own load-balancer host, read with the account key it holds ({} when it has a table)."""
+    if environ.get("FLASH_ENDPOINTS") or environ.get("FLASH_ENDPOINTS_URL"):
+        return {}
+    template = environ.get("FLASH_RUNPOD_LB_URL", "").strip()
+    endpoint_id = environ.get("RUNPOD_ENDPOINT_ID", "").strip()
+    key = environ.get("RUNPOD_API_KEY", "").strip()
+    if not template or not endpoint_id or not key:
+        return {}
+    url = template.replace("{id}", endpoint_id).rstrip("/")
+    return {"FLASH_ENDPOINTS_URL": f"{url}/manifest", "FLASH_ENDPOINTS_TOKEN": key}
 
 
 def _log_crash(task: asyncio.Task[ManifestDiff]) -> None:

@@ -17,6 +17,11 @@ with (`FLASH_ENDPOINTS_TOKEN`). No message holds a key. A failure that may pass 
 The persisted manifest is written whole (`updateFlashBuildManifest`), so the mothership starts
 only once the deploy that started it has recorded it (`deployments[<its name>]` of its build):
 until then it reports the plane unavailable and retries, and nothing it writes is overwritten.
+It is read once per pass (`read_state`), after which the plane keeps it: records of saved or
+deleted children and the mothership's state changes go into that copy and `write_states` writes
+it in one request. Before it saves or deletes anything the plane checks that its build is still
+the environment's active one (one `flashAppByName`). A saved child is followed until it is up
+(`await_ready`, `runtime.runpod_health`) through its own endpoint, not GraphQL.
 """
 
 from __future__ import annotations
@@ -26,13 +31,14 @@ import hashlib
 import re
 import secrets
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import httpx
 
 from runtime.control_plane import DeployProgress, OnProgress, PlaneError, PlaneUnavailable
 from runtime.runpod_endpoints import Deployment, endpoint_input, image_for, template_env
+from runtime.runpod_health import DEFAULT_HEALTH_WAIT, HEALTH_WAIT_ENV, wait_up
 from runtime.runpod_state import EnvState, ResourceState
 from runtime.runpod_wire import (
     ApiError,
@@ -161,6 +167,7 @@ class RunPodControlPlane:
         build_id: str,
         mothership: str,
         mothership_id: str,
+        health_wait: float = DEFAULT_HEALTH_WAIT,
     ) -> None:
         self.app = app
         self.environment = environment
@@ -174,6 +181,12 @@ class RunPodControlPlane:
         self.transport = _Transport(api_base.rstrip("/") + "/graphql", api_key, self._http)
         self.api = RunPodApi(self.transport)
         self._lock = asyncio.Lock()
+        # The persisted manifest as last read, with this mothership's changes; `_dirty` while
+        # some of them are not written yet.
+        self._kept: dict[str, Any] | None = None
+        self._dirty = False
+        self._changes = 0  # counts `_change` calls: what a write in flight did not include
+        self._health_wait = health_wait
 
     def __repr__(self) -> str:
         return f"RunPodControlPlane(app={self.app!r}, environment={self.environment!r})"
@@ -199,6 +212,7 @@ class RunPodControlPlane:
             build_id=values["FLASH_RUNPOD_BUILD_ID"],
             mothership=values["FLASH_RESOURCE_NAME"],
             mothership_id=values["RUNPOD_ENDPOINT_ID"],
+            health_wait=_seconds(environ, HEALTH_WAIT_ENV, DEFAULT_HEALTH_WAIT),
         )
 
     def url_of(self, endpoint_id: str, load_balanced: bool) -> str:
@@ -209,24 +223,32 @@ class RunPodControlPlane:
 
     # -- the persisted manifest -----------------------------------------------------------
 
-    async def _manifest(self) -> dict[str, Any]:
+    async def _check_active(self) -> None:
+        """PlaneUnavailable unless this mothership's build is the environment's active one."""
         try:
             app = await self.api.app_by_name(self.app)
-            environment = next(
-                (e for e in (app.flashEnvironments if app else []) if e.id == self.environment_id),
-                None,
-            )
-            if environment is None or environment.activeBuildId != self.build_id:
-                # The platform restarts every worker on the new active build's artifact, this
-                # one too, before the deploy replaces its template: the new mothership
-                # reconciles that build; this one must not touch anything meanwhile.
-                raise PlaneUnavailable(
-                    f"build {self.build_id} is not the environment's active build"
-                )
-            build = await self.api.build(self.build_id)
         except PlaneError:
             raise
         except ApiError as exc:  # the wire model's own ("returned nothing" and the like)
+            raise PlaneError(str(exc)) from None
+        environment = next(
+            (e for e in (app.flashEnvironments if app else []) if e.id == self.environment_id),
+            None,
+        )
+        if environment is None or environment.activeBuildId != self.build_id:
+            # The platform restarts every worker on the new active build's artifact, this
+            # one too, before the deploy replaces its template: the new mothership
+            # reconciles that build; this one must not touch anything meanwhile.
+            raise PlaneUnavailable(f"build {self.build_id} is not the environment's active build")
+
+    async def _manifest(self) -> dict[str, Any]:
+        """The persisted manifest read afresh (and kept: every later change is made to it)."""
+        await self._check_active()
+        try:
+            build = await self.api.build(self.build_id)
+        except PlaneError:
+            raise
+        except ApiError as exc:
             raise PlaneError(str(exc)) from None
         manifest = dict(build.manifest or {}) if build is not None else {}
         recorded = EnvState.from_manifest(manifest).resources.get(self.mothership)
@@ -240,39 +262,67 @@ class RunPodControlPlane:
             raise PlaneUnavailable(
                 f"the deploy of build {self.build_id} has not recorded this mothership yet"
             )
+        # Changes of a pass that failed before writing them are dropped with the old copy: like
+        # a crash, the next pass finds what that pass created by its environment and name.
+        self._kept, self._dirty = manifest, False
         return manifest
 
-    async def _update(self, change: Any) -> EnvState:
-        """Read the persisted manifest, apply `change(state)`, write it back (serialized)."""
-        async with self._lock:
-            manifest = await self._manifest()
-            state = EnvState.from_manifest(manifest)
-            change(state)
-            await self.api.update_manifest(self.build_id, state.into_manifest(manifest))
-            return state
+    async def _current(self) -> dict[str, Any]:
+        """The manifest as this mothership last read or changed it (read when it has none).
+        While its build is active it is the one writer of this build's manifest, so what it
+        keeps is what is persisted plus its own changes not yet written."""
+        if self._kept is None:
+            return await self._manifest()
+        return self._kept
 
-    async def read_state(self) -> dict[str, dict[str, Any]]:
-        """The mothership's per-resource provisioning entries."""
-        manifest = await self._manifest()
+    def _change(self, change: Callable[[EnvState], Any]) -> None:
+        """Apply `change` to the kept manifest; written by the next `write_states`."""
+        assert self._kept is not None, "changed before the manifest was read"
+        state = EnvState.from_manifest(self._kept)
+        change(state)
+        self._kept = state.into_manifest(self._kept)
+        self._dirty = True
+        self._changes += 1
+
+    async def read_state(self, *, fresh: bool = True) -> dict[str, dict[str, Any]]:
+        """The mothership's per-resource provisioning entries (`fresh=False`: as this
+        mothership last read or wrote them, without a request)."""
+        manifest = await (self._manifest() if fresh else self._current())
         return {n: dict(e) for n, e in EnvState.from_manifest(manifest).provisioning.items()}
 
-    async def write_state(self, name: str, fields: Mapping[str, Any]) -> None:
-        """Merge `fields` into resource `name`'s provisioning entry."""
+    async def write_states(self, changes: Mapping[str, Mapping[str, Any] | None]) -> None:
+        """Merge each resource's fields into its provisioning entry (None drops it), with the
+        endpoint records changed since the last write: one `updateFlashBuildManifest`."""
+        async with self._lock:
+            await self._current()
 
-        def change(state: EnvState) -> None:
-            state.provisioning.setdefault(name, {}).update(dict(fields))
+            def change(state: EnvState) -> None:
+                for name, fields in changes.items():
+                    if fields is None:
+                        state.provisioning.pop(name, None)
+                    else:
+                        state.provisioning.setdefault(name, {}).update(dict(fields))
 
-        await self._update(change)
-
-    async def drop_state(self, name: str) -> None:
-        """Remove resource `name`'s provisioning entry."""
-        await self._update(lambda state: state.provisioning.pop(name, None))
+            if changes:
+                self._change(change)
+            if not self._dirty:
+                return
+            assert self._kept is not None
+            written, changes_before = self._kept, self._changes
+            await self.api.update_manifest(self.build_id, written)
+            # A change made while the write was under way is still to be written.
+            self._dirty = self._changes != changes_before
 
     # -- endpoints ------------------------------------------------------------------------
 
-    async def _live(self) -> tuple[EnvState, dict[str, Endpoint], Endpoint | None]:
-        """The state, this environment's live endpoints by resource name, and our own."""
-        state = EnvState.from_manifest(await self._manifest())
+    async def _live(
+        self, *, check: bool = True
+    ) -> tuple[EnvState, dict[str, Endpoint], Endpoint | None]:
+        """The state, this environment's live endpoints by resource name, and our own
+        (`check`: first make sure this build is still the active one)."""
+        if check:
+            await self._check_active()
+        state = EnvState.from_manifest(await self._current())
         endpoints = await self.api.endpoints()
         by_id = {e.id: e for e in endpoints}
         live: dict[str, Endpoint] = {}
@@ -291,12 +341,13 @@ class RunPodControlPlane:
     async def deploy(
         self, specs: Sequence[Mapping[str, Any]], on_progress: OnProgress
     ) -> list[DeployProgress]:
-        """Create or update each child of `specs` (one at a time), recording each one."""
+        """Create or update each child of `specs` (one at a time): each one `saved` (its
+        record kept for the next `write_states`), or `error`. `await_ready` follows."""
         state, live, own = await self._live()
         if own is None:
             raise PlaneUnavailable("this mothership's own endpoint is not listed yet")
         extra = child_env(self.url_of(own.id, True), own.id, own.aiKey)
-        manifest = await self._manifest()
+        manifest = await self._current()
         entries = manifest.get("resources") if isinstance(manifest.get("resources"), dict) else {}
         results: list[DeployProgress] = []
         for spec in specs:
@@ -378,9 +429,9 @@ class RunPodControlPlane:
             role="child",
             mothership=self.mothership,
         )
-        await self._update(lambda s: s.resources.__setitem__(name, record))
-        # Saved, not awaited: RunPod starts workers on demand (a QB endpoint at workersMin 0
-        # has none until a job comes), so health is `status`'s to show, not provisioning's.
+        # Kept, written with the mothership's next state write: a mothership killed before
+        # that finds the endpoint again by its environment and name (`_live`).
+        self._change(lambda s: s.resources.__setitem__(name, record))
         return DeployProgress(name, "saved", url)
 
     async def delete(self, names: Sequence[str]) -> list[DeployProgress]:
@@ -413,7 +464,7 @@ class RunPodControlPlane:
                 if held:
                     s.leftover_templates.append(str(template))
 
-            await self._update(change)
+            self._change(change)
             results.append(DeployProgress(name, "deleted"))
         return results
 
@@ -436,17 +487,44 @@ class RunPodControlPlane:
 
     async def endpoint_key(self, name: str) -> str | None:
         """The child's endpoint-scoped key (aiKey), as recorded."""
-        record = EnvState.from_manifest(await self._manifest()).resources.get(name)
+        record = EnvState.from_manifest(await self._current()).resources.get(name)
         return record.ai_key if record is not None else None
 
     async def endpoint_statuses(self) -> dict[str, str]:
         """Each live endpoint of this environment (`healthy`: it exists on RunPod)."""
-        _state, live, _own = await self._live()
+        _state, live, _own = await self._live(check=False)
         return {name: "healthy" for name in live}
+
+    async def await_ready(self, names: Sequence[str], on_progress: OnProgress) -> None:
+        """Follow each saved child until RunPod says it is up (`healthy`) or it cannot come
+        up (`error`), reporting each as it settles."""
+        records = EnvState.from_manifest(await self._current()).resources
+        async with httpx.AsyncClient(timeout=httpx.Timeout(10.0), trust_env=False) as client:
+
+            async def follow(name: str) -> None:
+                record = records.get(name)
+                if record is None or not record.url:
+                    await on_progress(DeployProgress(name, "error", error="no endpoint recorded"))
+                    return
+                up, detail = await wait_up(
+                    client, record.url, record, self._health_wait, asyncio.sleep
+                )
+                state = "healthy" if up else "error"
+                await on_progress(DeployProgress(name, state, record.url, None if up else detail))
+
+            await asyncio.gather(*(follow(n) for n in names))
 
     async def aclose(self) -> None:
         """Close the connection pool."""
         await self._http.aclose()
+
+
+def _seconds(environ: Mapping[str, str], name: str, default: float) -> float:
+    try:
+        value = float(environ.get(name) or default)
+    except ValueError:
+        return default
+    return value if value > 0 else default
 
 
 def _merged(env: Sequence[EnvVar], extra: Mapping[str, str]) -> list[EnvVar]:

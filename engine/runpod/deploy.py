@@ -242,6 +242,7 @@ class Deployer:
         # The template env each endpoint was saved with by this operation, by resource name.
         self._envs: dict[str, list[EnvVar]] = {}
         self._deleted: set[str] = set()  # deleted by this operation: in no table any more
+        self._recorded: str | None = None  # the build whose manifest this deployer last wrote
 
     def _emit(self, kind: str, **kwargs: Any) -> None:
         if self._on_event is not None:
@@ -263,6 +264,7 @@ class Deployer:
             update={"activeBuildId": uploaded}
         )
         self.where.manifest = manifest
+        self._recorded = uploaded
         self._emit("build", state="ready", message=f"build {uploaded} is active")
         results: list[EndpointResult] = []
         try:
@@ -352,6 +354,10 @@ class Deployer:
                     role=spec.role,
                     mothership=spec.mothership,
                 )
+            if spec.role == "mothership":
+                # Recorded at once: the mothership starts provisioning once its deploy has
+                # recorded it (runtime.runpod_plane), not after its health was awaited too.
+                await self.save_state()
             return _Saved(name, action, started, target=target)
 
     async def _set_tables(self, live: Mapping[str, Endpoint]) -> dict[str, str]:
@@ -589,6 +595,10 @@ class Deployer:
         if build_id is None:
             return
         manifest = self.where.state.into_manifest(self.where.manifest)
+        if manifest == self.where.manifest and self._recorded == build_id:
+            # Nothing changed since this deployer wrote it: writing it whole again would only
+            # undo what a mothership it started has written since.
+            return
         # Shielded: Ctrl+C while deploying must not also lose the record of what was done.
         try:
             await asyncio.shield(self.api.update_manifest(build_id, manifest))
@@ -598,6 +608,7 @@ class Deployer:
             self._state_error = str(exc)
             return
         self.where.manifest = manifest
+        self._recorded = build_id
 
     def _check_state(self) -> None:
         """Fail when the state could not be written (the endpoints themselves exist)."""

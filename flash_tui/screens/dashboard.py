@@ -215,6 +215,7 @@ class DashboardScreen(Screen[None]):
                 detail.border_title = "Details"
                 yield detail
         with Horizontal(id="progress-line"):
+            yield Label("", id="progress-text")
             yield ProgressBar(id="progress", show_eta=False)
             yield Label("", id="progress-keys")
         log = LogView(self._logs, id="log-pane", title="Logs · all")

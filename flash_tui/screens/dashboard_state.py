@@ -13,6 +13,7 @@ from rich.text import Text
 from engine.callgraph import CallGraph
 from engine.diagnostics import Diagnostic
 from engine.health import stale_age
+from engine.mothership import READY
 from engine.status import DEPLOYED, RUNNING, EndpointStatus, Status
 from flash_tui import present
 from flash_tui.widgets.dashboard.detail_pane import (
@@ -28,6 +29,8 @@ HEALTH_HISTORY = 30
 EVENT_HISTORY = 20
 
 Incarnation = tuple[str | None, int | None]
+# A child's provisioning shown in the status column instead of its worker's status.
+_SHOWN = frozenset({"provisioning", "failed"})
 
 
 def _median(samples: Iterable[float | None]) -> float | None:
@@ -99,6 +102,10 @@ class DashboardState:
             health = status.health if status is not None else None
             started = status.started_at if status is not None else None
             state = status.status if status is not None else None
+            if status is not None and status.role == "child" and status.provisioning in _SHOWN:
+                # Its worker may answer already; what counts is whether its mothership has
+                # seen it come up: a child still provisioning never says healthy.
+                state = status.provisioning
             samples = self.samples.get(name, ())
             stale = self.stale(now).get(name) if samples else None
             rows.append(
@@ -140,6 +147,9 @@ class DashboardState:
             counts.append(f"{self.busy}…")
         if self.watching:
             counts.append("watch-deploy")
+        ready = self.children_ready()
+        if ready is not None and ready[0] < ready[1]:
+            counts.append(f"mothership: {ready[0]}/{ready[1]} children ready")
         mode = ["via mothership"] if self.mothership else []
         summary = " · ".join([self.project, f"target: {self.target}", *mode, *counts])
         # Narrow: no "(127.0.0.1:PORT)" (the detail pane and `flash-tui status` show it).
@@ -238,6 +248,32 @@ class DashboardState:
         names = set(names)
         samples = {n: v for n, v in self.samples.items() if n not in names}
         return replace(self, retired=self.retired | names, samples=samples)
+
+    def with_provisioning(self, name: str, provisioning: str) -> DashboardState:
+        """A child's provisioning as its mothership just recorded it (a deploy's progress),
+        before the next status report says the same."""
+        status = self.statuses.get(name)
+        if status is None:
+            resource = self.resources().get(name) or {}
+            status = EndpointStatus(
+                name=name,
+                resource_type=resource.get("resource_type"),
+                status=Status.DEPLOYING,
+                drift="new",
+                is_load_balanced=bool(resource.get("is_load_balanced")),
+                in_code=bool(resource),
+            )
+        error = status.provisioning_error if provisioning == "failed" else None
+        changed = replace(status, role="child", provisioning=provisioning, provisioning_error=error)
+        return replace(self, statuses={**self.statuses, name: changed})
+
+    def children_ready(self) -> tuple[int, int] | None:
+        """(children up, children) of the environment's mothership, as it recorded them; None
+        without any recorded."""
+        children = [s for s in self.statuses.values() if s.role == "child" and s.provisioning]
+        if not children:
+            return None
+        return sum(1 for c in children if c.provisioning in READY), len(children)
 
     def with_event(self, name: str, line: str, keep: int | None = None) -> DashboardState:
         """One more line of an endpoint's history (the last `keep` when given)."""

@@ -267,3 +267,50 @@ def test_logs_screen_wrapped(snap_compare: Any, quickstart: Path) -> None:
         await pilot.pause()
 
     assert snap_compare(make_app(quickstart), terminal_size=(80, 24), run_before=wrapped)
+
+
+def _child(name: str, resource_type: str, provisioning: str, **kwargs: Any) -> EndpointStatus:
+    return EndpointStatus(
+        name=name,
+        resource_type=resource_type,
+        status="healthy",
+        drift="in_sync",
+        in_code=True,
+        deployed=True,
+        started_at=_at(12, 3, 1),
+        role="child",
+        provisioning=provisioning,
+        **kwargs,
+    )
+
+
+MOTHERSHIP_STATUSES: list[EndpointStatus] = [
+    EndpointStatus(
+        name="mothership",
+        resource_type="CpuLoadBalancerSlsResource",
+        status="healthy",
+        drift="orphaned",
+        is_load_balanced=True,
+        deployed=True,
+        started_at=_at(12, 2, 31),
+        role="mothership",
+    ),
+    _child("gateway", "CpuLoadBalancerSlsResource", "deployed", is_load_balanced=True),
+    # Its worker answers, but its mothership has not seen it up yet: it says provisioning.
+    _child("cpu_worker", "CpuServerlessEndpoint", "provisioning"),
+    _child(
+        "gpu_worker",
+        "LiveServerless",
+        "failed",
+        provisioning_error="unhealthy for 15 s: /health counts 1 unhealthy worker(s)",
+    ),
+]
+
+
+def test_dashboard_mothership_provisioning(snap_compare: Any, quickstart: Path) -> None:
+    """Each child's provisioning in the table (a child not up yet never shows healthy), the
+    children ready in the header, and the selected child's provisioning in the detail pane."""
+    app = FlashApp(
+        quickstart, clock=fixed_clock, connect=False, watch=False, statuses=MOTHERSHIP_STATUSES
+    )
+    assert snap_compare(app, terminal_size=(120, 40), run_before=selecting("cpu_worker"))

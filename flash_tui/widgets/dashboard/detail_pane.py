@@ -166,8 +166,8 @@ def _role_lines(status: EndpointStatus) -> list[Text]:
     line = Text(f"role: {status.role}")
     if status.provisioning:
         line.append(" · provisioning: ")
-        failed = status.provisioning == "failed"
-        line.append(status.provisioning, style="bold red" if failed else "green")
+        style = {"failed": "bold red", "provisioning": "yellow"}.get(status.provisioning, "green")
+        line.append(status.provisioning, style=style)
     lines = [line]
     if status.provisioning_error:
         lines.append(Text(status.provisioning_error, style="red"))

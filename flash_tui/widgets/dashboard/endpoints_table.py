@@ -15,6 +15,9 @@ from engine.styles import DRIFT_STYLES, STATUS_STYLES, style_of
 from flash_tui import present
 
 _FAILING = frozenset({Status.UNHEALTHY, Status.FAILED})
+# A mothership's child not up yet (engine.mothership): shown as such, never as healthy.
+PROVISIONING = "provisioning"
+_STATUS_STYLES = {**STATUS_STYLES, PROVISIONING: "yellow"}
 
 
 @dataclass
@@ -163,7 +166,7 @@ def _dot(row: EndpointRow) -> Text:
         return Text("●", style="green")
     if row.status in _FAILING:
         return Text("●", style="bold red")
-    if row.status == Status.DEPLOYING:
+    if row.status in (Status.DEPLOYING, PROVISIONING):
         return Text("◐", style="yellow")
     return Text("○", style="dim")
 
@@ -180,7 +183,7 @@ def _name(row: EndpointRow, style: str) -> Text:
 def cells(row: EndpointRow, layout: TableLayout = _FULL) -> dict[str, object]:
     """The rendered cell per column key (the sparkline as long as the health column)."""
     name_style = "bold red" if row.status in _FAILING else "bold"
-    status = present.styled(row.status, STATUS_STYLES)
+    status = present.styled(row.status, _STATUS_STYLES)
     if layout.short_status and row.status in SHORT_STATUS_LABELS:
         status = Text(SHORT_STATUS_LABELS[row.status], style=status.style)
     spark = max(8, layout.width_of("health"))
