@@ -8,11 +8,11 @@ import json
 import os
 import stat
 from collections.abc import Mapping
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import pytest
+from fixedclock import NOON as NOW
 from projectfiles import copy_example
 from rich.console import Console
 from textual.app import App
@@ -26,8 +26,6 @@ from flash_tui.app import FlashApp
 from flash_tui.screens import route_tester
 from flash_tui.widgets.dashboard.detail_pane import DetailPane, endpoint_detail
 from flash_tui.widgets.dashboard.endpoints_table import EndpointsTable, fit_columns
-
-NOW = datetime(2026, 1, 1, 12, 0, 0, tzinfo=timezone.utc)
 
 STATUSES = [
     EndpointStatus(
