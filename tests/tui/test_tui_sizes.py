@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 from fixedclock import NOON as NOW
+from hosts import ScreenHost
 from projectfiles import copy_example
 from rich.console import Console
 from textual.app import App
@@ -171,18 +172,14 @@ class Echo:
         return f"curl -X {target.method}{extra} http://x{target.path}"
 
 
-class HistoryHarness(App[None]):
-    def __init__(self, history_file: Path) -> None:
-        super().__init__()
-        self.history_file = history_file
-
-    def on_mount(self) -> None:
-        self.push_screen(route_tester.RouteTesterScreen(Echo(), history_file=self.history_file))
+def history_host(history_file: Path) -> ScreenHost:
+    """The route tester over an echo, its history kept in `history_file`, pushed on start."""
+    return ScreenHost(route_tester.RouteTesterScreen(Echo(), history_file=history_file))
 
 
 async def test_history_is_kept_across_runs_without_headers(tmp_path: Path) -> None:
     path = tmp_path / ".flash" / "route_history.json"
-    app = HistoryHarness(path)
+    app = history_host(path)
     async with app.run_test(size=(100, 30)) as pilot:
         await pilot.pause()
         screen = app.screen
@@ -194,7 +191,7 @@ async def test_history_is_kept_across_runs_without_headers(tmp_path: Path) -> No
     assert "sk-x" not in saved and "authorization" not in saved.lower()
     assert json.loads(saved)["entries"][0]["title"] == "POST /compute"
 
-    again = HistoryHarness(path)
+    again = history_host(path)
     async with again.run_test(size=(100, 30)) as pilot:
         await pilot.pause()
         screen = again.screen
@@ -215,7 +212,7 @@ def test_history_is_bounded(tmp_path: Path) -> None:
 
 
 async def test_get_shows_query_parameters(tmp_path: Path) -> None:
-    app = HistoryHarness(tmp_path / "h.json")
+    app = history_host(tmp_path / "h.json")
     async with app.run_test(size=(100, 30)) as pilot:
         await pilot.pause()
         body = app.screen.query_one("#body", TextArea)
@@ -234,7 +231,7 @@ async def test_copy_without_clipboard_command_says_osc52(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("PATH", str(tmp_path / "empty"))
-    app = HistoryHarness(tmp_path / "h.json")
+    app = history_host(tmp_path / "h.json")
     async with app.run_test(size=(100, 30)) as pilot:
         await pilot.pause()
         await pilot.press("ctrl+y")
@@ -252,7 +249,7 @@ async def test_copy_with_a_clipboard_command_says_copied(
     script.write_text(f"#!/bin/sh\ncat > {received}\n")
     script.chmod(script.stat().st_mode | stat.S_IEXEC)
     monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}/usr/bin:/bin")
-    app = HistoryHarness(tmp_path / "h.json")
+    app = history_host(tmp_path / "h.json")
     async with app.run_test(size=(100, 30)) as pilot:
         await pilot.pause()
         await pilot.press("ctrl+y")
@@ -262,7 +259,7 @@ async def test_copy_with_a_clipboard_command_says_copied(
 
 async def test_headers_are_sent_and_kept_without_authorization(tmp_path: Path) -> None:
     path = tmp_path / ".flash" / "route_history.json"
-    app = HistoryHarness(path)
+    app = history_host(path)
     async with app.run_test(size=(100, 30)) as pilot:
         await pilot.pause()
         screen = app.screen
