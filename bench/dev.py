@@ -313,7 +313,8 @@ def key_presses(project: Path, home: Path, count: int, presses: int) -> list[flo
         async with app.run_test(size=tui.SIZE) as pilot:
             deadline = time.perf_counter() + 120
             while not all(
-                (s := app.statuses.get(n)) is not None and s.status == "healthy" for n in names
+                (s := app.state.statuses.get(n)) is not None and s.status == "healthy"
+                for n in names
             ):
                 if time.perf_counter() > deadline:
                     raise SystemExit(f"{count} endpoints not all healthy in the app")

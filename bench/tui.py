@@ -192,7 +192,7 @@ async def save_to_drift(project: Path, runs: int) -> list[float]:
     samples = []
 
     def drift() -> str | None:
-        status = app.statuses.get("cpu_worker")
+        status = app.state.statuses.get("cpu_worker")
         return status.drift if status is not None else None
 
     async def wait_for(condition: Callable[[], bool], what: str) -> None:
@@ -255,7 +255,7 @@ async def idle_cpu(
         async with app.run_test(size=SIZE) as pilot:
             deadline = time.perf_counter() + 120
             while not all(
-                app.statuses.get(n) is not None and app.statuses[n].status == "healthy"
+                app.state.statuses.get(n) is not None and app.state.statuses[n].status == "healthy"
                 for n in names
             ):
                 if time.perf_counter() > deadline:
@@ -280,7 +280,7 @@ async def idle_cpu(
             latencies = [
                 s.latency_ms
                 for n in names
-                if (s := app.statuses[n].health) is not None and s.latency_ms is not None
+                if (s := app.state.statuses[n].health) is not None and s.latency_ms is not None
             ]
     finally:
         async with Engine(project) as engine:

@@ -1,8 +1,10 @@
 """What the engine's operations give back: progress (`OpEvent`), failure (`OpError`) and the
-report of a deploy or undeploy (`DeployReport`). `engine.operations.Engine` produces them."""
+report of a deploy or undeploy (`DeployReport`). `engine.operations.Engine` produces them; the
+callbacks an operation takes (`OnEvent`, `Confirm`) and its `emitter` live here with them."""
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -10,7 +12,7 @@ from engine.mothership import ChildState
 from engine.plan import Plan
 from engine.provider import NOT_STARTED, DeployOutcome
 
-__all__ = ["DeployReport", "OpError", "OpEvent"]
+__all__ = ["Confirm", "DeployReport", "Emit", "OnEvent", "OpError", "OpEvent", "emitter"]
 
 
 class OpError(Exception):
@@ -38,6 +40,23 @@ class OpEvent:
     state: str | None = None
     elapsed_ms: float | None = None
     ok: bool | None = None
+
+
+OnEvent = Callable[[OpEvent], None]
+# An operation's progress as it says it: `emit(step, message, **OpEvent fields)`.
+Emit = Callable[..., None]
+# Asked once the plan is known and before anything changes (the CLI prompts, the TUI a dialog).
+Confirm = Callable[[Plan], Awaitable[bool]]
+
+
+def emitter(op: str, on_event: OnEvent | None) -> Emit:
+    """An `Emit` that hands each step of `op` to `on_event` as an `OpEvent` (or drops it)."""
+
+    def emit(step: str, message: str = "", **kwargs: Any) -> None:
+        if on_event is not None:
+            on_event(OpEvent(op, step, message, **kwargs))
+
+    return emit
 
 
 @dataclass

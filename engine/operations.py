@@ -11,41 +11,41 @@ Deploy: scan, build when the build is stale (sources newer than the archive, fil
 removed, or a different manifest), plan against the provider's endpoints (config hash, code
 hash, running state), confirm, then one provider deploy of every create/update plus the deletes.
 
-At about 900 lines the module is one class on purpose: `Engine` is the single entry point
-the CLI and the TUI share, and each operation is a short method over the same session state
-(project, provider, scanner, app key); the work itself lives in the modules they call (scan,
-build_step, plan, drift, health, logs, invoke, the providers).
+`Engine` is the single entry point the CLI and the TUI share, and each operation is a short
+method over the same session state (project, provider, scanner, app key); the work itself lives
+in the modules they call (scan, build_step, plan, drift, health, logs, invoke, the providers).
+The two longest, deploy and status, live in `engine.deploy_operation` and
+`engine.status_operation` and run on `Engine` as their `engine.session.Session`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import os
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
-from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from engine.build_step import BuildCancelled, build_step
+from engine import deploy_operation, status_operation
+from engine.build_step import build_step
 from engine.callgraph import CallGraph
-from engine.drift import Drift, compute_drift, is_unresolved
-from engine.env_step import env_step, expected_interpreters
+from engine.deploy_operation import ms_since, plan_summary, with_costs, with_environments
+from engine.drift import Drift
 from engine.health import DEFAULT_INTERVAL, HealthSample, probe_all
 from engine.identity import app_slug, canonical_path, legacy_app_name
 from engine.invoke import CallSpec, InvokeResult, invoke, resolve_call
 from engine.logs import LogLine, follow_logs, read_logs
-from engine.mothership import (
-    ChildState,
-    EnvironmentState,
-    MothershipError,
-    await_children,
-    child_states,
-    mothership_entry,
+from engine.operation_results import (
+    Confirm,
+    DeployReport,
+    Emit,
+    OnEvent,
+    OpError,
+    OpEvent,
+    emitter,
 )
-from engine.operation_results import DeployReport, OpError, OpEvent
 from engine.plan import Plan, PlanItem, local_resources, make_plan, undeploy_warnings
 from engine.provider import (
     AppSummary,
@@ -53,14 +53,13 @@ from engine.provider import (
     DeployedEndpoint,
     DeploymentEvent,
     EndpointResult,
-    EndpointSpec,
     EndpointTarget,
     Provider,
     ProviderError,
     ProviderEvent,
     get_provider,
 )
-from engine.status import RUNNING, EndpointStatus, Status, endpoint_status
+from engine.status import EndpointStatus
 from engine.wording import plural
 
 if TYPE_CHECKING:  # engine.scan is imported on first scan: `logs` never needs it
@@ -78,73 +77,11 @@ __all__ = [
 ]
 
 _T = TypeVar("_T")
-# The plan's reason for updating an endpoint whose environment is not the one it runs on.
-_ENV_CHANGED = "its environment changed (requirements or dependencies)"
-
-Confirm = Callable[[Plan], Awaitable[bool]]
-OnEvent = Callable[[OpEvent], None]
 
 
 def app_name(root: Path) -> str:
     """The app key of a project: readable name + hash of its canonical path (engine.identity)."""
     return app_slug(canonical_path(root))
-
-
-def _parse_errors(diagnostics: Sequence[Any]) -> dict[str, int]:
-    """Source files the scanner could not parse (or read), each with its first error line."""
-    from engine.diagnostics import SYNTAX_ERROR, UNDECODABLE
-
-    out: dict[str, int] = {}
-    for d in diagnostics:
-        if d.code in (SYNTAX_ERROR, UNDECODABLE) and d.file and d.file not in out:
-            out[d.file] = int(d.line or 0)
-    return out
-
-
-def _built_files(root: Path) -> dict[str, str]:
-    """The file that defined each endpoint in the project's last build (empty if none)."""
-    from engine.build import BUILD_DIR, MANIFEST_NAME
-
-    try:
-        built = json.loads((root / BUILD_DIR / MANIFEST_NAME).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-    resources = built.get("resources") if isinstance(built, dict) else None
-    return {
-        str(name): str(entry["file"])
-        for name, entry in (resources if isinstance(resources, dict) else {}).items()
-        if isinstance(entry, dict) and isinstance(entry.get("file"), str)
-    }
-
-
-def _spec(name: str, entry: dict[str, Any]) -> EndpointSpec:
-    config = {k: v for k, v in (entry.get("config") or {}).items() if not is_unresolved(v)}
-    return EndpointSpec(
-        name=name,
-        resource_type=str(entry.get("resource_type") or ""),
-        is_load_balanced=bool(entry.get("is_load_balanced")),
-        config=config,
-        config_hash=entry.get("config_hash"),
-        code_hash=entry.get("code_hash"),
-    )
-
-
-def _generated_motherships(
-    local: Mapping[str, Any], deployed: Mapping[str, DeployedEndpoint]
-) -> dict[str, Any]:
-    """A deployed generated mothership as the code makes it, for its drift: not in the code,
-    yet not orphaned. Its code is the build it reconciles: compared by config only."""
-    if not local:
-        return {}
-    out: dict[str, Any] = {}
-    for name, endpoint in deployed.items():
-        if endpoint.role != "mothership" or name in local:
-            continue
-        with contextlib.suppress(MothershipError):
-            wanted, entry = mothership_entry({"resources": local}, endpoint.code_hash or "")
-            if wanted == name:
-                out[name] = entry
-    return out
 
 
 class Engine:
@@ -193,7 +130,8 @@ class Engine:
             await asyncio.to_thread(checker.close)
         await self.provider.close()
 
-    def _import_checker(self) -> ImportChecker:
+    def import_checker(self) -> ImportChecker:
+        """The builds' import checker, made on first use and kept until close()."""
         if self._checker is None:
             from engine.build.checks import ImportChecker
 
@@ -207,7 +145,8 @@ class Engine:
         except ProviderError as exc:
             raise OpError(str(exc)) from exc
 
-    async def _while_connecting(self, work: Callable[[], Awaitable[_T]]) -> _T:
+    async def while_connecting(self, work: Callable[[], Awaitable[_T]]) -> _T:
+        """`work()` while the target is reached (or started) alongside."""
         # When `work` fails, its error is the one to report, not a connect still under way.
         connecting = asyncio.ensure_future(self.connect())
         try:
@@ -235,7 +174,7 @@ class Engine:
         """Scan the project (incrementally after the first time) in a thread."""
         return await asyncio.to_thread(self.scanner.scan)
 
-    async def _scanned(self, emit: Callable[..., None]) -> ScanResult:
+    async def checked_scan(self, emit: Emit) -> ScanResult:
         """A scan without errors (else OpError listing them)."""
         emit("scan", "scanning")
         result = await self.scan()
@@ -255,19 +194,13 @@ class Engine:
         except OSError:  # the warnings are advice; an unreadable project must not stop an undeploy
             return CallGraph()
 
-    async def _deployed(self) -> dict[str, DeployedEndpoint]:
+    async def deployed(self) -> dict[str, DeployedEndpoint]:
+        """The app's deployed endpoints by name."""
         try:
             endpoints = await self.provider.list_endpoints(self.app)
         except ProviderError as exc:
             raise OpError(str(exc)) from exc
         return {e.name: e for e in endpoints}
-
-    def _emitter(self, op: str, on_event: OnEvent | None) -> Callable[..., None]:
-        def emit(step: str, message: str = "", **kwargs: Any) -> None:
-            if on_event is not None:
-                on_event(OpEvent(op, step, message, **kwargs))
-
-        return emit
 
     # -- plan -----------------------------------------------------------------------------
 
@@ -285,12 +218,12 @@ class Engine:
         `manifest` and `calls` come from one scan (deploy passes its build's); without a
         manifest, the project is scanned for both.
         """
-        emit = self._emitter("plan", on_event)
+        emit = emitter("plan", on_event)
         if manifest is None:
-            scanned = await self._scanned(emit)
+            scanned = await self.checked_scan(emit)
             manifest, calls = dict(scanned.manifest), scanned.calls
         local = local_resources(manifest, self.root)
-        deployed = await self._deployed()
+        deployed = await self.deployed()
         self._check_names(names, local, deployed)
         plan = make_plan(
             local,
@@ -299,27 +232,10 @@ class Engine:
             force=force,
             calls=calls,
         )
-        plan = await self._with_costs(plan, local)
-        plan = await self._with_environments(plan, manifest, deployed)
-        emit("plan", _plan_summary(plan))
+        plan = await with_costs(self.provider, plan, local)
+        plan = await with_environments(self, plan, manifest, deployed)
+        emit("plan", plan_summary(plan))
         return plan
-
-    async def _with_costs(self, plan: Plan, local: Mapping[str, Any]) -> Plan:
-        """The plan with a cost note on endpoints that never scale to zero, when the target
-        prices them (RunPod); the local cloud has none."""
-        try:
-            notes: Mapping[str, str] = await self.provider.costs(local)
-        except ProviderError as exc:
-            raise OpError(str(exc)) from exc
-        return replace(
-            plan,
-            items=tuple(
-                replace(i, reasons=(*i.reasons, notes[i.name]))
-                if i.name in notes and i.action != "delete"
-                else i
-                for i in plan.items
-            ),
-        )
 
     def env_cache(self) -> EnvCache:
         """Where this session's endpoint environments are cached (given, or the default)."""
@@ -328,30 +244,6 @@ class Engine:
         if self._env_cache is None:
             self._env_cache = EnvCache(env_cache_dir(os.environ))
         return self._env_cache
-
-    async def _with_environments(
-        self, plan: Plan, manifest: Mapping[str, Any], deployed: Mapping[str, DeployedEndpoint]
-    ) -> Plan:
-        """The plan with an update of each running local endpoint whose environment changed
-        (requirements, `dependencies`, the torch setting): its code and config alone don't say.
-        """
-        if self.provider.name != "local":
-            return plan
-        wanted = await asyncio.to_thread(
-            expected_interpreters, self.root, manifest, self.env_cache()
-        )
-        items = []
-        for item in plan.items:
-            endpoint = deployed.get(item.name)
-            if (
-                item.action == "unchanged"
-                and endpoint is not None
-                and item.name in wanted
-                and wanted[item.name] != endpoint.python
-            ):
-                item = replace(item, action="update", reasons=(*item.reasons, _ENV_CHANGED))
-            items.append(item)
-        return replace(plan, items=tuple(items))
 
     @staticmethod
     def _check_names(
@@ -367,7 +259,7 @@ class Engine:
     async def build(self, manifest: dict[str, Any], on_event: OnEvent | None = None) -> BuildRef:
         """The current build, rebuilding first when it is stale."""
         ref, _built = await build_step(
-            self.root, manifest, self._emitter("deploy", on_event), self._import_checker()
+            self.root, manifest, emitter("deploy", on_event), self.import_checker()
         )
         return ref
 
@@ -388,221 +280,25 @@ class Engine:
         `cancel`, once set: before the deploy starts, nothing changes (`cancelled`; a build
         under way stops at its next step, see `engine.build_step`); during the deploy,
         endpoints not started are left as they were and the report says which (`interrupted`).
+        The work is `engine.deploy_operation`'s.
         """
         if mothership:
             if names:
                 raise OpError("--mothership deploys the whole build: name no endpoint")
-            return await self._deploy_mothership(force=force, confirm=confirm, on_event=on_event)
-        started = time.perf_counter()
-        cancel = cancel or asyncio.Event()
-        emit = self._emitter("deploy", on_event)
-
-        async def scan_and_build() -> tuple[ScanResult, BuildRef, bool]:
-            scanned = await self._scanned(emit)
-            build, built = await build_step(
-                self.root,
-                dict(scanned.manifest),
-                emit,
-                cancelled=cancel.is_set,
-                checker=self._import_checker(),
+            return await deploy_operation.deploy_mothership(
+                self, force=force, confirm=confirm, on_event=on_event
             )
-            return scanned, build, built
-
-        # Reaching (or starting) the local cloud overlaps with the scan and the build check.
-        try:
-            scanned, build, built = await self._while_connecting(scan_and_build)
-        except BuildCancelled:
-            return self._cancelled(DeployReport(Plan(())), emit, started)
-        if cancel.is_set():
-            return self._cancelled(DeployReport(Plan(()), built=built), emit, started)
-        plan = await self.plan(names, force=force, manifest=build.manifest, calls=scanned.calls)
-        emit("plan", _plan_summary(plan))
-        report = DeployReport(plan, built=built, build_id=build.build_id)
-        if not plan.has_changes:
-            emit("done", "nothing to do: everything is up to date")
-            report.elapsed_ms = _ms(started)
-            return report
-        if confirm is not None:
-            emit("confirm", "waiting for confirmation")
-            if not await confirm(plan):
-                return self._cancelled(report, emit, started)
-        if cancel.is_set():
-            return self._cancelled(report, emit, started)
-        local = local_resources(build.manifest, self.root)
-        specs = [
-            _spec(i.name, local[i.name]) for i in plan.items if i.action in ("create", "update")
-        ]
-        if self.provider.name == "local" and specs:
-            # RunPod's workers run upstream's images; local ones run on their own environment.
-            prepared = await env_step(
-                self.root,
-                build.manifest,
-                specs,
-                emit,
-                cache=self.env_cache(),
-                build_dir=build.build_dir,
-            )
-            specs = list(prepared.specs)
-            report.warnings = tuple(d.message for d in prepared.diagnostics)
-        removes = plan.names("delete")
-        total = len(specs) + len(removes)
-        done = 0
-
-        def forward(event: ProviderEvent) -> None:
-            nonlocal done
-            if event.kind == "build" and event.state == "ready":
-                emit("upload", f"build {build.build_id[:12]} ready on the target")
-                return
-            if event.kind == "cancelling":
-                emit("cancelling", "cancelling: no more endpoints start; those starting finish")
-                return
-            if event.kind != "endpoint":
-                return
-            if event.state in (Status.HEALTHY, "error", "removed", "cancelled"):
-                done += 1
-            message = " ".join(p for p in (event.action, event.state) if p)
-            if event.message:
-                message += f": {event.message.splitlines()[0]}"
-            emit(
-                "endpoint",
-                message,
-                name=event.name,
-                done=done,
-                total=total,
-                action=event.action,
-                state=event.state,
-                elapsed_ms=event.elapsed_ms,
-            )
-
-        try:
-            report.outcome = await self.provider.deploy(
-                self.app,
-                specs,
-                build,
-                remove=removes,
-                force=force,
-                project_path=self.root,
-                on_event=forward,
-                cancel=cancel,
-            )
-        except ProviderError as exc:
-            raise OpError(str(exc)) from exc
-        report.elapsed_ms = _ms(started)
-        failed = report.outcome.failed()
-        if report.interrupted:
-            left = report.not_started()
-            emit(
-                "done",
-                f"cancelled: {plural(len(left), 'endpoint')} not started",
-                ok=report.outcome.ok,
-            )
-            return report
-        emit(
-            "done",
-            "deployed" if not failed else f"{plural(len(failed), 'endpoint')} failed",
-            ok=report.outcome.ok,
+        return await deploy_operation.deploy(
+            self, names, force=force, confirm=confirm, on_event=on_event, cancel=cancel
         )
-        return report
-
-    async def _deploy_mothership(
-        self, *, force: bool, confirm: Confirm | None, on_event: OnEvent | None
-    ) -> DeployReport:
-        if not isinstance(self.provider, EnvironmentState):
-            raise OpError(
-                f"--mothership is not available on the {self.provider.name} target yet "
-                "(the local cloud has it); deploy without it"
-            )
-        started, since = time.perf_counter(), time.time()
-        emit = self._emitter("deploy", on_event)
-
-        async def scan_and_build() -> tuple[BuildRef, bool]:
-            scanned = await self._scanned(emit)
-            return await build_step(
-                self.root, dict(scanned.manifest), emit, checker=self._import_checker()
-            )
-
-        build, built = await self._while_connecting(scan_and_build)
-        try:
-            name, entry = mothership_entry(build.manifest, build.build_id)
-        except MothershipError as exc:
-            raise OpError(str(exc)) from exc
-        deployed = await self._deployed()
-        there = {name: deployed[name].as_entry()} if name in deployed else {}
-        # Serving another environment, it is redeployed for this one.
-        moved = name in deployed and deployed[name].environment != (
-            self.provider.environment_name(True)
-        )
-        plan = make_plan({name: entry}, there, names=[name], force=force or moved)
-        emit("plan", _plan_summary(plan))
-        report = DeployReport(plan, built=built, build_id=build.build_id)
-        if plan.has_changes:
-            if confirm is not None:
-                emit("confirm", "waiting for confirmation")
-                if not await confirm(plan):
-                    return self._cancelled(report, emit, started)
-            spec = _spec(name, entry).model_copy(update={"role": "mothership"})
-
-            def forward(event: ProviderEvent) -> None:
-                if event.kind == "endpoint" and event.state:
-                    emit("endpoint", event.state, name=event.name, state=event.state)
-
-            try:
-                report.outcome = await self.provider.deploy(
-                    self.app,
-                    [spec],
-                    build,
-                    force=force or moved,
-                    project_path=self.root,
-                    on_event=forward,
-                )
-            except ProviderError as exc:
-                raise OpError(str(exc)) from exc
-        if report.ok:
-            # Unchanged, it reconciled this build at its last boot: nothing to wait for.
-            report.children = await self._children_converged(
-                name, build.build_id, since if plan.has_changes else 0.0, emit
-            )
-        failed = [c for c in (report.children or {}).values() if c.status == "failed"]
-        report.elapsed_ms = _ms(started)
-        emit(
-            "done",
-            f"{plural(len(failed), 'endpoint')} failed"
-            if failed
-            else "deployed through mothership",
-            ok=report.ok and not failed,
-        )
-        return report
-
-    async def _children_converged(
-        self, mothership: str, build_id: str, since: float, emit: Callable[..., None]
-    ) -> dict[str, ChildState] | None:
-        """The children's state once the mothership has reconciled `build_id` (None when the
-        target keeps none); OpError when it has not in time (see `engine.mothership`)."""
-        if not isinstance(self.provider, EnvironmentState):
-            return None
-        record = (await self._deployed()).get(mothership)
-        environment = record.environment if record is not None else None
-        try:
-            return await await_children(
-                self.provider, self.app, environment, mothership, build_id, since, emit
-            )
-        except (MothershipError, ProviderError) as exc:
-            raise OpError(str(exc)) from exc
-
-    @staticmethod
-    def _cancelled(report: DeployReport, emit: Callable[..., None], started: float) -> DeployReport:
-        report.cancelled = True
-        emit("done", "cancelled; nothing was changed")
-        report.elapsed_ms = _ms(started)
-        return report
 
     # -- restart --------------------------------------------------------------------------
 
     async def restart(self, name: str, *, on_event: OnEvent | None = None) -> EndpointResult:
         """Stop and start a deployed endpoint's worker (same build and config); OpError when
         it is not deployed or the target cannot restart it."""
-        emit = self._emitter("restart", on_event)
-        deployed = await self._deployed()
+        emit = emitter("restart", on_event)
+        deployed = await self.deployed()
         if name not in deployed:
             known = ", ".join(sorted(deployed)) or "none"
             raise OpError(f"not deployed: {name} (deployed: {known})")
@@ -632,8 +328,8 @@ class Engine:
     ) -> DeployReport:
         """Stop and remove deployed endpoints (all of the app when `names` is None)."""
         started = time.perf_counter()
-        emit = self._emitter("undeploy", on_event)
-        deployed = await self._deployed()
+        emit = emitter("undeploy", on_event)
+        deployed = await self.deployed()
         if names is not None:
             unknown = [n for n in names if n not in deployed]
             if unknown:
@@ -681,7 +377,7 @@ class Engine:
             )
         except ProviderError as exc:
             raise OpError(str(exc)) from exc
-        report.elapsed_ms = _ms(started)
+        report.elapsed_ms = ms_since(started)
         emit("done", "undeployed", ok=report.outcome.ok)
         return report
 
@@ -703,60 +399,16 @@ class Engine:
         (drift `orphaned`). `health`: the latest samples of a running `HealthMonitor`, used
         instead of probing (one source of probes); a sample of another URL than the endpoint's
         is another worker's and is left out.
+        The work is `engine.status_operation`'s.
         """
-
-        async def code() -> tuple[dict[str, Any], dict[str, int]]:
-            if manifest is not None:
-                return local_resources(manifest, self.root), _parse_errors(diagnostics)
-            if not scan:
-                return {}, {}
-            result = await self.scan()
-            return local_resources(result.manifest, self.root), _parse_errors(result.diagnostics)
-
-        local, errors = await self._while_connecting(code)  # reaching overlaps with the scan
-        deployed = await self._deployed()
-        samples: dict[str, HealthSample] = {}
-        if health is not None:
-            samples = {
-                n: s for n, s in health.items() if n in deployed and s.url == deployed[n].url
-            }
-        elif probe:
-            samples = {s.endpoint: s for s in await probe_all(await self._targets(deployed))}
-        drifts = compute_drift(
-            {**_generated_motherships(local, deployed), **local},
-            {n: e.as_entry() for n, e in deployed.items()},
-            parse_errors=errors,
-            deployed_files=await asyncio.to_thread(_built_files, self.root) if errors else None,
+        return await status_operation.endpoint_statuses(
+            self,
+            probe=probe,
+            scan=scan,
+            manifest=manifest,
+            diagnostics=diagnostics,
+            health=health,
         )
-        statuses = [
-            endpoint_status(name, local.get(name), deployed.get(name), drift, samples.get(name))
-            for name, drift in drifts.items()
-        ]
-        children = await self._provisioning(deployed)
-        for status in statuses:
-            child = children.get(status.name)
-            if child is not None and status.role == "child":
-                status.provisioning, status.provisioning_error = child.status, child.error
-        return statuses
-
-    async def _provisioning(
-        self, deployed: Mapping[str, DeployedEndpoint]
-    ) -> dict[str, ChildState]:
-        """Each child's provisioning as its mothership recorded it, from the state manager of
-        every environment a mothership serves ({} in direct mode)."""
-        environments = {
-            e.environment for e in deployed.values() if e.role != "endpoint" and e.environment
-        }
-        if not environments or not isinstance(self.provider, EnvironmentState):
-            return {}
-        out: dict[str, ChildState] = {}
-        for environment in sorted(environments):
-            try:
-                state = await self.provider.environment_state(self.app, environment)
-            except ProviderError as exc:
-                raise OpError(str(exc)) from exc
-            out.update(child_states(state))
-        return out
 
     async def kept_apps(self) -> list[AppSummary]:
         """Apps of older versions keyed by this project's folder name and kept as they were.
@@ -785,17 +437,7 @@ class Engine:
 
     async def health_targets(self) -> list[EndpointTarget]:
         """Targets for a `HealthMonitor` (the running deployed endpoints)."""
-        return await self._targets(await self._deployed())
-
-    async def _targets(self, deployed: Mapping[str, DeployedEndpoint]) -> list[EndpointTarget]:
-        out: list[EndpointTarget] = []
-        for name, endpoint in deployed.items():
-            if endpoint.url and endpoint.status in RUNNING:
-                try:
-                    out.append(await self.provider.target(self.app, name))
-                except ProviderError:
-                    continue
-        return out
+        return await status_operation.health_targets(self, await self.deployed())
 
     # -- logs -----------------------------------------------------------------------------
 
@@ -804,7 +446,7 @@ class Engine:
     ) -> tuple[list[str], dict[str, bool], list[str]]:
         """The endpoints to read, LB or not, and those of them not deployed (whose logs are
         what they wrote before they stopped, kept until their next deploy)."""
-        deployed = await self._deployed()
+        deployed = await self.deployed()
         kinds = {n: e.is_load_balanced for n, e in deployed.items()}
         if names is None:
             return sorted(deployed), kinds, []
@@ -812,12 +454,12 @@ class Engine:
         return list(names), kinds, unknown
 
     async def _no_logs(self, unknown: Sequence[str]) -> OpError:
-        known = ", ".join(sorted(await self._deployed())) or "none"
+        known = ", ".join(sorted(await self.deployed())) or "none"
         return OpError(f"not deployed: {', '.join(unknown)} (deployed: {known})")
 
     async def not_deployed(self, names: Sequence[str]) -> list[str]:
         """Those of `names` not deployed now (their logs, if any, are post-mortem)."""
-        deployed = await self._deployed()
+        deployed = await self.deployed()
         return [n for n in names if n not in deployed]
 
     async def logs(
@@ -917,12 +559,3 @@ class Engine:
             return await invoke(endpoint, call, data, timeout=timeout, headers=headers)
         except InvokeError as exc:
             raise OpError(str(exc)) from exc
-
-
-def _ms(started: float) -> float:
-    return round((time.perf_counter() - started) * 1000, 1)
-
-
-def _plan_summary(plan: Plan) -> str:
-    counts = plan.counts()
-    return ", ".join(f"{counts[a]} {a}" for a in ("create", "update", "delete", "unchanged"))

@@ -1,9 +1,10 @@
 """FlashApp: the Textual application. It runs engine work in workers and turns what they bring
 into a new DashboardState, which the dashboard screen renders.
 
-Here: the app's lifecycle, the scan and file watch, the rows and selection, and the screens it
-opens. Watching the target (connecting, status, events, health and logs, switching targets) is
-`target_watch.py`; the build, deploy and undeploy keys with their confirmations are
+Here: the app's lifecycle, the scan and file watch, the rows, and the screens it opens. It is
+the top layer of the app (see `app_core.py`): the state, the log and the selection are
+`app_core.py`'s; watching the target (connecting, status, events, health and logs, switching
+targets) is `target_watch.py`; the build, deploy and undeploy keys with their confirmations are
 `deployment_actions.py`; the rules the state applies live in `screens/dashboard_state.py`, the
 wording of outcomes in `reports.py`.
 """
@@ -17,16 +18,12 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
-from typing import Any
 
 from textual import on, work
 from textual.app import App
-from textual.timer import Timer
 
 from engine.callgraph import CallGraph
 from engine.dev.loop import Reload
-from engine.diagnostics import Diagnostic
-from engine.health import HealthMonitor
 from engine.invoke import list_calls
 from engine.provider import TARGETS
 from engine.status import EndpointStatus
@@ -51,10 +48,8 @@ from flash_tui.screens.route_tester import (
     RouteTesterScreen,
     route_targets,
 )
-from flash_tui.target_watch import TargetWatch
 from flash_tui.widgets.dashboard.endpoints_table import EndpointRow
 from flash_tui.widgets.dashboard.manifest_tree import ManifestTree, TreeItem
-from flash_tui.widgets.logs.buffer import LogBuffer
 
 # Actions that act on the dashboard; on other screens their keys mean something else or nothing.
 DASHBOARD_ACTIONS = frozenset(
@@ -79,7 +74,7 @@ def _now() -> datetime:
     return datetime.now().astimezone()
 
 
-class FlashApp(DeploymentActions, TargetWatch, App[None]):
+class FlashApp(DeploymentActions):
     """flash-tui: live manifest, deployment status, drift, health and logs of one project."""
 
     CSS_PATH = "app.tcss"
@@ -99,77 +94,25 @@ class FlashApp(DeploymentActions, TargetWatch, App[None]):
         health: Mapping[str, Sequence[float | None]] | None = None,
         backend: Backend | None = None,
     ) -> None:
-        super().__init__()
-        self.backend = backend or Backend(Path(project), target)
-        self.clock = clock or _now
-        self.connect_target = connect
-        self.watch_project = watch
-        self.logs = LogBuffer()
-        self._state = DashboardState(
-            project=self.backend.project_name,
+        backend = backend or Backend(Path(project), target)
+        state = DashboardState(
+            project=backend.project_name,
             target=target,
             scanning=True,
-            mothership=self.backend.mothership,
+            mothership=backend.mothership,
         )
-        self.connected = False
-        # The target's description as last reached: a change means the local cloud moved.
-        self._reached: str | None = None
+        if statuses is not None:
+            state = replace(state, statuses={s.name: s for s in statuses})
+        super().__init__(backend, clock or _now, state.with_history(health or {}))
+        self.connect_target = connect
+        self.watch_project = watch
         self.tester_history: list[HistoryEntry] = []
         self.scan_count = 0
-        # The manifest holds the code as last scanned (not before the first scan, nor after a
-        # failed one): status refreshes compare the target with it.
-        self.scanned = False
         self._stop_watch = asyncio.Event()
         # Set to stop watch-deploy (`w`); None while it is off.
         self._stop_watch_deploy: asyncio.Event | None = None
-        self.health_monitor: HealthMonitor | None = None
-        self._status_timer: Timer | None = None
-        self._event_id = 0
-        self._status_at = 0.0  # monotonic time of the last full status refresh
-        self._stale: set[str] = set()  # endpoints whose sample was shown stale last tick
-        self._redraw: Timer | None = None  # the pending redraw of health samples
         # The line `run` prints once the app has exited (endpoints left running), if any.
         self.quit_message: str | None = None
-        if statuses is not None:
-            self._state = replace(self._state, statuses={s.name: s for s in statuses})
-        self._state = self._state.with_history(health or {})
-
-    # -- the dashboard's state ------------------------------------------------------------
-
-    @property
-    def state(self) -> DashboardState:
-        """What the dashboard shows; setting it renders the dashboard."""
-        return self._state
-
-    @state.setter
-    def state(self, state: DashboardState) -> None:
-        self._state = state
-        dashboard = getattr(self, "dashboard", None)
-        if dashboard is not None and dashboard.is_attached:
-            dashboard.state = state
-
-    def _update(self, **changes: Any) -> None:
-        self.state = replace(self._state, **changes)
-
-    @property
-    def manifest(self) -> Mapping[str, Any]:
-        """The manifest as last scanned (empty before a scan or after a failed one)."""
-        return self._state.manifest
-
-    @property
-    def diagnostics(self) -> tuple[Diagnostic, ...]:
-        """The diagnostics of the last scan."""
-        return self._state.diagnostics
-
-    @property
-    def statuses(self) -> Mapping[str, EndpointStatus]:
-        """The target's last report, by endpoint name."""
-        return self._state.statuses
-
-    @property
-    def busy(self) -> str | None:
-        """The long operation running (build, deploy, undeploy), if any."""
-        return self._state.busy
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -199,22 +142,12 @@ class FlashApp(DeploymentActions, TargetWatch, App[None]):
 
     def running_message(self) -> str | None:
         """One line saying how many endpoints keep running after quitting, if any."""
-        return still_running(self.statuses.values(), self.backend.target)
+        return still_running(self.state.statuses.values(), self.backend.target)
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         if action in DASHBOARD_ACTIONS and not isinstance(self.screen, DashboardScreen):
             return False
         return True
-
-    # -- logging --------------------------------------------------------------------------
-
-    def stamp(self) -> str:
-        """`HH:MM:SS` from the app's clock (injected in tests for stable frames)."""
-        return self.clock().strftime("%H:%M:%S")
-
-    def log_engine(self, text: str, level: str = "info", source: str = "engine") -> None:
-        """Add an engine event line to the log pane."""
-        self.logs.append(self.stamp(), source, text, level)
 
     # -- scanning -------------------------------------------------------------------------
 
@@ -257,7 +190,9 @@ class FlashApp(DeploymentActions, TargetWatch, App[None]):
             self.log_engine(f"rescan ({files}) {message.elapsed_ms:.0f}ms{what}")
         elif self.scan_count == 1:
             count = len(manifest.get("resources") or {})
-            self.log_engine(f"scanned: {count} endpoints, {len(self.diagnostics)} diagnostics")
+            self.log_engine(
+                f"scanned: {count} endpoints, {len(self.state.diagnostics)} diagnostics"
+            )
         self._update(
             manifest=manifest, diagnostics=diagnostics, calls=message.calls, scanning=False
         )
@@ -326,28 +261,15 @@ class FlashApp(DeploymentActions, TargetWatch, App[None]):
     def on_dashboard_screen_selected(self, message: DashboardScreen.Selected) -> None:
         self._update(selection=message.item)
 
-    def visible_selection(self) -> TreeItem | str | None:
-        """What the person sees selected (the rule `d`, `u` and `t` follow)."""
-        return self.dashboard.visible_selection()
-
-    def selected_endpoint(self) -> str | None:
-        """The endpoint of the visible selection (None when it is no endpoint's)."""
-        item = self.visible_selection()
-        return item.endpoint if isinstance(item, TreeItem) else item
-
     def endpoint_names(self) -> list[str]:
         """Every endpoint in the code or deployed, by name."""
-        return sorted(set(self.manifest.get("resources") or {}) | set(self.statuses))
-
-    def deployed_names(self) -> list[str]:
-        """Endpoints the target reports as deployed (any state but not deployed)."""
-        return self._state.deployed_names()
+        return sorted(set(self.state.manifest.get("resources") or {}) | set(self.state.statuses))
 
     # -- screens --------------------------------------------------------------------------
 
     def route_targets(self) -> list[RouteTarget]:
         """LB routes and QB functions (class methods one by one), deployed endpoints first."""
-        return route_targets(list_calls(self.manifest), self.deployed_names())
+        return route_targets(list_calls(self.state.manifest), self.deployed_names())
 
     def action_test_route(self) -> None:
         item = self.visible_selection()
@@ -400,7 +322,7 @@ class FlashApp(DeploymentActions, TargetWatch, App[None]):
         self.push_screen(LogsScreen(self.logs, self.endpoint_names(), endpoint))
 
     def action_edit(self) -> None:
-        where = editor.locate(self.visible_selection(), self.manifest, self.backend.project)
+        where = editor.locate(self.visible_selection(), self.state.manifest, self.backend.project)
         if where is None:
             self.notify("Select a function, an endpoint or a diagnostic first", severity="warning")
             return

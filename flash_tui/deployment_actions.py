@@ -9,9 +9,9 @@ A build or a deploy can be cancelled (`escape` or `ctrl+c` on the dashboard, as 
 line says): the build stops at its next step; the deploy starts no more endpoints, those
 starting finish, and the outcome says which were not started (see `Engine.deploy`).
 
-A mixin of `FlashApp` (not a Textual class itself, so its handlers use the `on_*` names): it
-works on the app's backend, dashboard state and log, and asks the app to refresh the target's
-status, logs and health after a deploy or an undeploy.
+A layer of `FlashApp` over `TargetWatch` (see `app_core.py`): it works on the app's backend,
+dashboard state and log, and asks the watch to refresh the target's status, logs and health
+after a deploy or an undeploy.
 """
 
 from __future__ import annotations
@@ -19,7 +19,6 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections.abc import Awaitable, Callable, Iterable
-from typing import TYPE_CHECKING, Any
 
 from textual import work
 from textual.widgets import Label, ProgressBar
@@ -31,12 +30,7 @@ from engine.plan import Plan
 from flash_tui import present, reports
 from flash_tui.messages import OperationFinished, OperationProgress
 from flash_tui.screens.confirm import PlanScreen, RestartScreen, UndeployAllScreen, UndeployScreen
-
-if TYPE_CHECKING:
-    from engine.health import HealthMonitor
-    from flash_tui.backend import Backend
-    from flash_tui.screens.dashboard import DashboardScreen
-    from flash_tui.screens.dashboard_state import DashboardState
+from flash_tui.target_watch import TargetWatch
 
 __all__ = ["NOTHING_SELECTED", "DeploymentActions"]
 
@@ -48,35 +42,18 @@ _CANCELLED = {
 }
 
 
-class DeploymentActions:
+class DeploymentActions(TargetWatch):
     """Build, deploy and undeploy keys of the app, with their confirmations and outcome."""
-
-    # Provided by FlashApp (and Textual's App: notify, post_message, push_screen_wait).
-    backend: Backend
-    dashboard: DashboardScreen
-    connected: bool
-    health_monitor: HealthMonitor | None
-    _state: DashboardState
-    state: DashboardState
-    busy: str | None
-    notify: Callable[..., None]
-    post_message: Callable[[Any], bool]
-    push_screen_wait: Callable[..., Awaitable[Any]]
-    _update: Callable[..., None]
-    log_engine: Callable[..., None]
-    stamp: Callable[[], str]
-    selected_endpoint: Callable[[], str | None]
-    deployed_names: Callable[[], list[str]]
-    _refresh_status: Callable[[], Any]
-    _follow_logs: Callable[..., Any]
 
     # Cancels the running operation (None: it cannot be cancelled, or nothing runs).
     _cancel: Callable[[], None] | None = None
 
     def _begin(self, operation: str, cancel: Callable[[], None] | None = None) -> bool:
-        if self.busy:
+        if self.state.busy:
             self.notify(
-                f"Wait for the running {self.busy} to finish", title="Busy", severity="warning"
+                f"Wait for the running {self.state.busy} to finish",
+                title="Busy",
+                severity="warning",
             )
             return False
         self.dashboard.query_one(ProgressBar).update(total=None, progress=0)
@@ -93,15 +70,15 @@ class DeploymentActions:
 
     def cancel_operation(self) -> None:
         """Cancel the running build or deploy (others cannot be: the person is told so)."""
-        if not self.busy:
+        if not self.state.busy:
             return
         if self._cancel is None:
-            self.notify(f"A running {self.busy} cannot be cancelled", severity="warning")
+            self.notify(f"A running {self.state.busy} cannot be cancelled", severity="warning")
             return
         cancel, self._cancel = self._cancel, None
         cancel()
         self.dashboard.query_one("#progress-keys", Label).update("cancelling…")
-        self.log_engine(f"{self.busy}: cancelling — what has started finishes", "warning")
+        self.log_engine(f"{self.state.busy}: cancelling — what has started finishes", "warning")
 
     def on_operation_progress(self, message: OperationProgress) -> None:
         """The bar follows the running operation."""

@@ -50,7 +50,7 @@ async def _quickstart(project: Path, out: Path) -> None:
     app = FlashApp(project, "local", watch=False)
     async with app.run_test(size=SIZE) as pilot:
         await _until(pilot, lambda: app.scan_count >= 1 and app.connected, 60, "scan and cloud")
-        names = sorted(app.manifest.get("resources") or {})
+        names = sorted(app.state.manifest.get("resources") or {})
         await pilot.press("D")
         await _until(pilot, lambda: isinstance(app.screen, PlanScreen), 30, "the plan")
         await pilot.pause(0.3)
@@ -61,7 +61,9 @@ async def _quickstart(project: Path, out: Path) -> None:
         def all_healthy() -> bool:
             return all(_status(app, n) == Status.HEALTHY for n in names)
 
-        await _until(pilot, lambda: app.busy is None and all_healthy(), 120, "healthy endpoints")
+        await _until(
+            pilot, lambda: app.state.busy is None and all_healthy(), 120, "healthy endpoints"
+        )
         await pilot.press("h")
         await _until(
             pilot, lambda: all(len(app.state.samples.get(n, ())) >= 3 for n in names), 30, "health"
@@ -105,11 +107,13 @@ async def _quickstart(project: Path, out: Path) -> None:
         await pilot.press("U")
         await _until(pilot, lambda: isinstance(app.screen, UndeployAllScreen), 10, "undeploy all")
         await pilot.press(*project.name, "enter")
-        await _until(pilot, lambda: app.busy is None and not app.deployed_names(), 60, "undeploy")
+        await _until(
+            pilot, lambda: app.state.busy is None and not app.deployed_names(), 60, "undeploy"
+        )
 
 
 def _status(app: FlashApp, name: str) -> str | None:
-    status = app.statuses.get(name)
+    status = app.state.statuses.get(name)
     return status.status if status is not None else None
 
 

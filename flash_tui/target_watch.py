@@ -6,17 +6,17 @@ event log for news and refreshes the full status only when there is some (or eve
 log follow. A refresh that reaches the target at a new address follows the restarted service;
 one that cannot reach it says so in the header. `T` switches targets, `h` probes now.
 
-A mixin of `FlashApp` (not a Textual class itself, so its handlers use the `on_*` names): it
-works on the app's backend, dashboard state and log; the app holds the attributes it reads.
+A layer of `FlashApp` over `AppCore` (see `app_core.py`): it works on the app's backend,
+dashboard state and log, and owns the state of the watch (connection, timers, health monitor).
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import replace
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from textual import work
 
@@ -24,21 +24,16 @@ from engine.health import HealthMonitor, HealthSample
 from engine.provider import TARGETS
 from engine.status import RUNNING, Status
 from flash_tui import present
+from flash_tui.app_core import AppCore
 from flash_tui.backend import BackendError
 from flash_tui.messages import EngineUnavailable, HealthSampled, StatusUpdated
 from flash_tui.widgets.dashboard.endpoints_table import EndpointsTable
 
 if TYPE_CHECKING:
-    from textual.screen import Screen
     from textual.timer import Timer
-    from textual.worker_manager import WorkerManager
 
-    from engine.diagnostics import Diagnostic
-    from engine.status import EndpointStatus
     from flash_tui.backend import Backend
-    from flash_tui.screens.dashboard import DashboardScreen
     from flash_tui.screens.dashboard_state import DashboardState
-    from flash_tui.widgets.logs.buffer import LogBuffer
 
 __all__ = [
     "HEALTH_INTERVAL",
@@ -56,37 +51,22 @@ STATUS_SLOW_INTERVAL = 60.0
 HEALTH_REDRAW = 0.5
 
 
-class TargetWatch:
+class TargetWatch(AppCore):
     """The app's live view of its target: connection, status, events, health samples, logs."""
 
-    # Provided by FlashApp (and Textual's App: screen, workers, notify, post_message, timers).
-    backend: Backend
-    dashboard: DashboardScreen
-    logs: LogBuffer
-    clock: Callable[[], datetime]
-    connected: bool
-    scanned: bool
-    health_monitor: HealthMonitor | None
-    _reached: str | None
-    _status_timer: Timer | None
-    _event_id: int
-    _status_at: float
-    _stale: set[str]
-    _redraw: Timer | None
-    _state: DashboardState
-    state: DashboardState
-    manifest: Mapping[str, Any]
-    diagnostics: tuple[Diagnostic, ...]
-    statuses: Mapping[str, EndpointStatus]
-    busy: str | None
-    screen: Screen[Any]
-    workers: WorkerManager
-    notify: Callable[..., None]
-    post_message: Callable[[Any], bool]
-    set_interval: Callable[..., Timer]
-    set_timer: Callable[..., Timer]
-    _update: Callable[..., None]
-    log_engine: Callable[..., None]
+    def __init__(
+        self, backend: Backend, clock: Callable[[], datetime], state: DashboardState
+    ) -> None:
+        super().__init__(backend, clock, state)
+        self.connected = False
+        self.health_monitor: HealthMonitor | None = None
+        # The target's description as last reached: a change means the local cloud moved.
+        self._reached: str | None = None
+        self._status_timer: Timer | None = None
+        self._event_id = 0
+        self._status_at = 0.0  # monotonic time of the last full status refresh
+        self._stale: set[str] = set()  # endpoints whose sample was shown stale last tick
+        self._redraw: Timer | None = None  # the pending redraw of health samples
 
     @work(exclusive=True, group="connect")
     async def _connect(self) -> None:
@@ -151,7 +131,9 @@ class TargetWatch:
         monitor = self.health_monitor
         health = monitor.latest_samples() if monitor is not None else None
         try:
-            statuses = await self.backend.status(self.manifest, self.diagnostics, health)
+            statuses = await self.backend.status(
+                self.state.manifest, self.state.diagnostics, health
+            )
         except BackendError as exc:
             self._target_lost(str(exc))
             return
@@ -256,7 +238,7 @@ class TargetWatch:
             self.health_monitor.refresh_targets()
 
     def _running_endpoints(self) -> set[tuple[str, str | None]]:
-        return {(s.name, s.url) for s in self.statuses.values() if s.status in RUNNING}
+        return {(s.name, s.url) for s in self.state.statuses.values() if s.status in RUNNING}
 
     def _reached_target(self, target: str) -> None:
         """A refresh reached the target as `target`; a new address is a restarted service."""
@@ -286,7 +268,7 @@ class TargetWatch:
         )
         if state is None:
             return
-        shown = self.statuses.get(message.endpoint)
+        shown = self.state.statuses.get(message.endpoint)
         if shown is not None and shown.status in (Status.HEALTHY, Status.UNHEALTHY):
             if (shown.status == Status.HEALTHY) != message.ok:
                 self._refresh_status()  # the row says otherwise: the status follows the probe
@@ -304,8 +286,8 @@ class TargetWatch:
 
     def action_switch_target(self) -> None:
         """Work on the next target (local cloud ↔ RunPod); nothing deployed is touched."""
-        if self.busy:
-            self.notify(f"wait for {self.busy} to finish", severity="warning")
+        if self.state.busy:
+            self.notify(f"wait for {self.state.busy} to finish", severity="warning")
             return
         names = list(TARGETS)
         target = names[(names.index(self.backend.target) + 1) % len(names)]
@@ -313,8 +295,8 @@ class TargetWatch:
 
     def action_toggle_mothership(self) -> None:
         """Deploy directly, or through the environment's mothership (`D` deploys it)."""
-        if self.busy:
-            self.notify(f"wait for {self.busy} to finish", severity="warning")
+        if self.state.busy:
+            self.notify(f"wait for {self.state.busy} to finish", severity="warning")
             return
         self.backend.mothership = not self.backend.mothership
         self.state = replace(self._state, mothership=self.backend.mothership)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import socket
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -51,6 +52,26 @@ def localcloud_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
             os.environ.pop("FLASH_TUI_HOME", None)
         else:
             os.environ["FLASH_TUI_HOME"] = previous
+
+
+@pytest.fixture
+def cloud_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """A fresh FLASH_TUI_HOME for one test (`tmp_path/home`, set in os.environ while it runs);
+    its cloud and workers are stopped afterwards."""
+    root = tmp_path / "home"
+    monkeypatch.setenv("FLASH_TUI_HOME", str(root))
+    yield root
+    _localcloud_cleanup(root)
+
+
+@pytest.fixture
+def gate() -> Iterator[socket.socket]:
+    """A port bound but not listening, closed after the test: a worker of `gated_project`
+    (tests/projectfiles.py) waits until the test opens it with `listen()`."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.bind(("127.0.0.1", 0))
+    yield sock
+    sock.close()
 
 
 # --- measure stream: no secret the suite created leaks into a file or an output it wrote -----

@@ -6,16 +6,17 @@ this directory on `sys.path`.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
 import threading
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 import httpx
-from headless import CLI, run_cli
+from headless import run_cli, start_cli
 from projectfiles import copy_example
 from waiting import wait_for
 
@@ -33,14 +34,7 @@ class DevProcess:
         self.env = {**os.environ, "FLASH_TUI_HOME": str(home)}
         self.lines: list[str] = []
         self.errors: list[str] = []
-        self.process = subprocess.Popen(
-            [*CLI, "dev", str(project), "--port", str(self.port), *extra],
-            env=self.env,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
+        self.process = start_cli(["dev", str(project), "--port", str(self.port), *extra], self.env)
         self._readers = [
             threading.Thread(target=self._pump, args=(self.process.stdout, self.lines)),
             threading.Thread(target=self._pump, args=(self.process.stderr, self.errors)),
@@ -48,6 +42,17 @@ class DevProcess:
         for reader in self._readers:
             reader.daemon = True
             reader.start()
+
+    @classmethod
+    @contextlib.contextmanager
+    def serving(cls, project: Path, home: Path, *extra: str) -> Iterator[DevProcess]:
+        """One started and serving; stopped on leaving, whatever happened."""
+        process = cls(project, home, *extra)
+        try:
+            process.wait_serving()
+            yield process
+        finally:
+            process.stop()
 
     @staticmethod
     def _pump(stream: Any, sink: list[str]) -> None:

@@ -125,6 +125,35 @@ async def work_{name}(x: int) -> int:
 """
 
 
+# Upstream's example layout: an app in `main.py` and a GPU worker in a package, re-exported
+# (the scanner's and the build's upstream-style tests add their own endpoints to it).
+UPSTREAM_GPU_WORKER: dict[str, str] = {
+    "main.py": """
+        from fastapi import FastAPI
+
+        from workers.gpu import gpu_router  # noqa: F401
+
+        app = FastAPI()
+        """,
+    "workers/__init__.py": "",
+    "workers/gpu/__init__.py": """
+        from workers.gpu.endpoint import gpu_hello
+
+        gpu_router = [gpu_hello]
+        """,
+    "workers/gpu/endpoint.py": """
+        from tetra_rp import GpuGroup, LiveServerless, remote
+
+        gpu_config = LiveServerless(name="gpu_worker", gpus=[GpuGroup.ANY], workersMax=3)
+
+
+        @remote(resource_config=gpu_config)
+        async def gpu_hello(input_data: dict) -> dict:
+            return {"echo": input_data}
+        """,
+}
+
+
 def gated_project(root: Path, names: list[str], gated: str, port: int) -> Path:
     """Queue-based endpoints `names`, one module each; `gated`'s worker waits for a listener on
     `port` before it is ready (see `_GATED_ENDPOINT`). Returns `root`."""

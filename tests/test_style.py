@@ -1,7 +1,10 @@
-"""The code base stays ruff-clean and ruff-formatted."""
+"""The code base stays ruff-clean and ruff-formatted, its README layout lists every module, and a
+long module says why it is one."""
 
 from __future__ import annotations
 
+import ast
+import re
 import shutil
 import subprocess
 import sys
@@ -67,3 +70,24 @@ def test_readme_layout_lists_every_module_once() -> None:
             for m in sorted(set(listed) - modules)
         ]
     assert problems == []
+
+
+# Past this many lines a module says in its docstring why it is one module ("At about N lines
+# ... because ..."): a long module is split by phase unless its size is earned.
+MAX_LINES = 600
+
+
+def test_a_module_over_the_line_mark_says_why_in_its_docstring() -> None:
+    """Each module of runtime/, engine/ and flash_tui/ longer than MAX_LINES names its size in
+    its docstring (the sentence that says why it stays one module)."""
+    unexplained = []
+    for package in PACKAGES:
+        for path in sorted((ROOT / package).rglob("*.py")):
+            text = path.read_text(encoding="utf-8")
+            count = len(text.splitlines())
+            if count <= MAX_LINES:
+                continue
+            docstring = ast.get_docstring(ast.parse(text)) or ""
+            if not re.search(r"\b\d[\d,]* lines\b", docstring):
+                unexplained.append(f"{path.relative_to(ROOT)}: {count} lines, no reason given")
+    assert unexplained == []

@@ -75,7 +75,8 @@ async def until(
             if logs is not None:
                 tail = [f"{r.source}: {r.text}" for r in list(logs)[-_LOG_TAIL:]]
                 detail += f"; last log lines: {tail}"
-            statuses = getattr(app, "statuses", None)
+            state = getattr(app, "state", None)
+            statuses = getattr(state, "statuses", None)
             if statuses is not None:
                 detail += f"; statuses: {statuses}"
             raise AssertionError(f"{what}: not met within {timeout:g}s{detail}")

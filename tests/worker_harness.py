@@ -20,11 +20,15 @@ import threading
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
+import psutil
 import uvicorn
 from projectfiles import copy_example
+
+if TYPE_CHECKING:
+    from engine.localcloud.discovery import CloudInfo
 
 REPO = Path(__file__).resolve().parents[1]
 START_DEADLINE = 30.0
@@ -53,6 +57,38 @@ def lb_build_archive(
     with tarfile.open(archive, "w:gz") as tar:
         tar.add(build, arcname=".")
     return archive, hashlib.sha256(archive.read_bytes()).hexdigest(), manifest
+
+
+async def deploy_lb_build(
+    info: CloudInfo,
+    app: str,
+    build: tuple[Path, str, dict[str, Any]],
+    env: dict[str, str],
+    config_hash: str = "h",
+) -> None:
+    """Deploy the one LB endpoint of an `lb_build_archive` build to `app` on the local cloud
+    `info`, with the user settings `env`; fails unless the deploy's result is ok."""
+    from engine.localcloud.client import CloudClient
+    from engine.localcloud.wire import DeployRequest
+
+    archive, build_id, manifest = build
+    request = DeployRequest.model_validate(
+        {
+            "endpoints": [
+                {
+                    "name": next(iter(manifest["resources"])),
+                    "resource_type": "LoadBalancerSlsResource",
+                    "is_load_balanced": True,
+                    "config": {"env": env},
+                    "config_hash": config_hash,
+                }
+            ],
+            "build": {"build_id": build_id, "archive": str(archive), "manifest": manifest},
+        }
+    )
+    async with CloudClient(info) as client:
+        events = [event async for event in client.deploy(app, request)]
+    assert events[-1].type == "result" and events[-1].ok, events
 
 
 def build_example(example: str, dest: Path) -> Path:
@@ -171,6 +207,26 @@ class Worker:
                     return line
             time.sleep(0.02)
         raise TimeoutError(f"no matching output line; got {self.stdout[-20:]}")
+
+
+def home_workers(home: Path) -> list[psutil.Process]:
+    """The live worker processes (zombies left out) running from a build copy of the flash-tui
+    home whose root is `home`."""
+    root = str(home / "apps") + os.sep
+    found = []
+    for process in psutil.process_iter(["cmdline", "status"]):
+        cmdline = process.info.get("cmdline") or []
+        if "runtime.worker" not in cmdline or process.info.get("status") == psutil.STATUS_ZOMBIE:
+            continue
+        with contextlib.suppress(ValueError, IndexError):
+            if cmdline[cmdline.index("--build-dir") + 1].startswith(root):
+                found.append(process)
+    return found
+
+
+def home_worker_pids(home: Path) -> set[int]:
+    """The pids of `home_workers(home)`."""
+    return {process.pid for process in home_workers(home)}
 
 
 @contextlib.contextmanager

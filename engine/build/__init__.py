@@ -6,34 +6,15 @@
   deploy's implicit build both take (reuse a fresh build, or build, with `BuildProgress` events).
 """
 
+from engine.build import model
 from engine.build.current import CurrentBuild, build_is_fresh, current_build
 from engine.build.deps import collect_requirements
 from engine.build.files import collect_files
-from engine.build.model import (
-    ARCHIVE_NAME,
-    BUILD_DIR,
-    DEPS_DIR,
-    FLASH_DIR,
-    LOCK_NAME,
-    MANIFEST_NAME,
-    STEPS,
-    BuildError,
-    BuildProgress,
-    BuildResult,
-)
+from engine.build.model import *  # noqa: F403 -- the package's names include its model's, all
 from engine.build.project import build_project, generated_at
 
 __all__ = [
-    "ARCHIVE_NAME",
-    "BUILD_DIR",
-    "DEPS_DIR",
-    "FLASH_DIR",
-    "LOCK_NAME",
-    "MANIFEST_NAME",
-    "STEPS",
-    "BuildError",
-    "BuildProgress",
-    "BuildResult",
+    *model.__all__,
     "CurrentBuild",
     "build_is_fresh",
     "build_project",

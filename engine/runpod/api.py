@@ -1,34 +1,14 @@
 """The RunPod GraphQL operations the provider uses: `runtime.runpod_wire`'s, raising
-`RunPodError` (the wire models live in the runtime, which a mothership on RunPod runs too)."""
+`RunPodError`. The wire models (`Endpoint`, `TemplateInput`, ...) are imported from
+`runtime.runpod_wire` where they are used: they live in the runtime, which a mothership on
+RunPod runs too."""
 
 from __future__ import annotations
 
 from engine.runpod.graphql import GraphQLClient, RunPodError
-from runtime.runpod_wire import (
-    Build,
-    Endpoint,
-    EndpointInput,
-    EnvVar,
-    FlashApp,
-    FlashEnvironment,
-    TemplateInput,
-    TemplateRef,
-    Upload,
-)
 from runtime.runpod_wire import RunPodApi as _WireApi
 
-__all__ = [
-    "Build",
-    "Endpoint",
-    "EndpointInput",
-    "EnvVar",
-    "FlashApp",
-    "FlashEnvironment",
-    "RunPodApi",
-    "TemplateInput",
-    "TemplateRef",
-    "Upload",
-]
+__all__ = ["RunPodApi"]
 
 
 class RunPodApi(_WireApi):

@@ -38,11 +38,11 @@ from engine.provider import (
     EventCallback,
     ProviderError,
 )
-from engine.runpod.api import Endpoint, RunPodApi
+from engine.runpod.api import RunPodApi
 from engine.runpod.config import ConfigError, RunPodConfig, load_config
 from engine.runpod.cost import cost_notes
-from engine.runpod.deploy import (
-    Deployer,
+from engine.runpod.deploy import Deployer
+from engine.runpod.environment import (
     Environment,
     endpoint_target,
     find_environment,
@@ -62,6 +62,7 @@ from runtime.runpod_endpoints import (
     table_of,
 )
 from runtime.runpod_state import ResourceState
+from runtime.runpod_wire import Endpoint
 
 __all__ = ["DEFAULT_ENV", "RunPodProvider"]
 

@@ -9,7 +9,7 @@ import tarfile
 from pathlib import Path
 
 import pytest
-from projectfiles import copy_example, write_files
+from projectfiles import UPSTREAM_GPU_WORKER, copy_example, write_files
 
 from engine.build import (
     ARCHIVE_NAME,
@@ -213,29 +213,7 @@ def test_upstream_style_project_builds(tmp_path: Path) -> None:
     write_files(
         root,
         {
-            "main.py": """
-                from fastapi import FastAPI
-
-                from workers.gpu import gpu_router  # noqa: F401
-
-                app = FastAPI()
-                """,
-            "workers/__init__.py": "",
-            "workers/gpu/__init__.py": """
-                from workers.gpu.endpoint import gpu_hello
-
-                gpu_router = [gpu_hello]
-                """,
-            "workers/gpu/endpoint.py": """
-                from tetra_rp import GpuGroup, LiveServerless, remote
-
-                gpu_config = LiveServerless(name="gpu_worker", gpus=[GpuGroup.ANY], workersMax=3)
-
-
-                @remote(resource_config=gpu_config)
-                async def gpu_hello(input_data: dict) -> dict:
-                    return {"echo": input_data}
-                """,
+            **UPSTREAM_GPU_WORKER,
             "03_advanced_workers/__init__.py": "",
             "03_advanced_workers/configs.py": """
                 from tetra_rp.core.resources import CpuInstanceType, CpuLiveServerless

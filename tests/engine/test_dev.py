@@ -23,12 +23,8 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def dev(project: Path, localcloud_home: Path) -> Iterator[DevProcess]:
-    process = DevProcess(project, localcloud_home)
-    try:
-        process.wait_serving()
+    with DevProcess.serving(project, localcloud_home) as process:
         yield process
-    finally:
-        process.stop()
 
 
 def test_routes_follow_upstream_rule() -> None:
@@ -142,9 +138,7 @@ def test_ctrl_c_exits_0_without_traceback_and_workers_keep_running(dev: DevProce
 
 
 def test_down_undeploys_on_exit(project: Path, localcloud_home: Path) -> None:
-    process = DevProcess(project, localcloud_home, "--down")
-    try:
-        process.wait_serving()
+    with DevProcess.serving(project, localcloud_home, "--down") as process:
         assert process.wait_line("plan: ").endswith("4 unchanged")
         assert process.interrupt() == 0
         assert "Traceback" not in "\n".join(process.lines + process.errors)
@@ -154,8 +148,6 @@ def test_down_undeploys_on_exit(project: Path, localcloud_home: Path) -> None:
             30,
             "every endpoint undeployed",
         )
-    finally:
-        process.stop()
 
 
 def test_a_port_in_use_or_a_missing_project_is_one_clear_line(tmp_path: Path) -> None:

@@ -18,12 +18,8 @@ def dev(tmp_path_factory: pytest.TempPathFactory, localcloud_home: Path) -> Iter
     project = without_torch(
         copy_example("tetra_app", tmp_path_factory.mktemp("devapp") / "tetra_app")
     )
-    process = DevProcess(project, localcloud_home)
-    try:
-        process.wait_serving()
+    with DevProcess.serving(project, localcloud_home) as process:
         yield process
-    finally:
-        process.stop()
 
 
 def test_find_app_reads_main_py_statically(tmp_path: Path) -> None:

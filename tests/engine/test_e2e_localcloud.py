@@ -15,13 +15,10 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import queue
 import shutil
 import signal
 import subprocess
 import sys
-import threading
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -29,9 +26,10 @@ from typing import Any
 import httpx
 import psutil
 import pytest
-from headless import CLI, run_cli
+from headless import FAST_BACKOFF, Lines, cli_env, cli_for, json_of, start_cli
 from projectfiles import copy_example
 from waiting import wait_for
+from worker_harness import home_worker_pids
 
 from engine.home import Home
 from engine.identity import app_slug, canonical_path
@@ -65,17 +63,7 @@ def nothing() -> int:
 @pytest.fixture(scope="module")
 def env(localcloud_home: Path) -> dict[str, str]:
     """Environment for CLI subprocesses (and, through them, the cloud they start)."""
-    out = dict(os.environ)
-    out.update(
-        {
-            "FLASH_TUI_HOME": str(localcloud_home),
-            # Fast crash loops so the failure tests stay short; the rules are the same.
-            "FLASH_LOCALCLOUD_BACKOFF_BASE": "0.1",
-            "FLASH_LOCALCLOUD_BACKOFF_MAX": "1",
-            "COLUMNS": "200",
-        }
-    )
-    return out
+    return cli_env(localcloud_home, **FAST_BACKOFF)
 
 
 @pytest.fixture(scope="module")
@@ -94,38 +82,18 @@ def home(localcloud_home: Path) -> Home:
 
 @pytest.fixture(scope="module")
 def cli(env: dict[str, str], project: Path) -> Callable[..., subprocess.CompletedProcess[str]]:
-    def run(*args: str, timeout: float = 120.0) -> subprocess.CompletedProcess[str]:
-        return run_cli(args, env, project=project, timeout=timeout)
-
-    return run
-
-
-def as_json(proc: subprocess.CompletedProcess[str]) -> dict[str, Any]:
-    try:
-        return json.loads(proc.stdout)
-    except ValueError:
-        raise AssertionError(
-            f"not JSON (rc {proc.returncode}):\n{proc.stdout}\n{proc.stderr}"
-        ) from None
+    return cli_for(env, project)
 
 
 def status(cli: Callable[..., Any]) -> dict[str, dict[str, Any]]:
     proc = cli("status", "--json")
     assert proc.returncode == 0, proc.stderr
-    return {e["name"]: e for e in as_json(proc)["endpoints"]}
+    return {e["name"]: e for e in json_of(proc)["endpoints"]}
 
 
 def worker_pids(home: Home) -> set[int]:
     """Every live worker process that runs from a build of this home."""
-    root = str(home.root / "apps") + os.sep
-    pids = set()
-    for process in psutil.process_iter(["pid", "cmdline", "status"]):
-        cmdline = process.info.get("cmdline") or []
-        if "runtime.worker" in cmdline and process.info.get("status") != psutil.STATUS_ZOMBIE:
-            index = cmdline.index("--build-dir") if "--build-dir" in cmdline else -1
-            if index >= 0 and cmdline[index + 1].startswith(root):
-                pids.add(process.pid)
-    return pids
+    return home_worker_pids(home.root)
 
 
 def keys(home: Home) -> list[str]:
@@ -171,7 +139,7 @@ def last_event_id(api: Callable[[], httpx.Client]) -> int:
 def deployed(cli: Callable[..., Any], api: Callable[[], httpx.Client]) -> None:
     """The project's endpoints deployed as the code says and healthy (whatever ran before)."""
     proc = cli("deploy", "--yes", "--json")
-    assert proc.returncode == 0 and as_json(proc)["ok"], proc.stderr
+    assert proc.returncode == 0 and json_of(proc)["ok"], proc.stderr
     wait_for(
         lambda: all(r["status"] == "healthy" for r in records(api).values()),
         30,
@@ -199,7 +167,7 @@ def test_deploy_all_endpoints_healthy(
     cli: Callable[..., Any], home: Home, api: Callable[[], httpx.Client]
 ) -> None:
     proc = cli("deploy", "--yes", "--json")
-    report = as_json(proc)
+    report = json_of(proc)
     assert proc.returncode == 0 and report["ok"], proc.stderr
     assert {r["name"]: r["action"] for r in report["results"]} == dict.fromkeys(ENDPOINTS, "create")
     # Each result carries the keys it always had: no null `error` on a success.
@@ -260,7 +228,7 @@ def test_invoke_every_route_and_function(project: Path, home: Home) -> None:
 @pytest.mark.usefixtures("deployed")
 def test_invoke_cli_prints_the_result(cli: Callable[..., Any]) -> None:
     proc = cli("invoke", "gpu_worker:embed", "--data", '{"text": "a", "dims": 2}', "--json")
-    result = as_json(proc)
+    result = json_of(proc)
     assert proc.returncode == 0 and result["ok"] and result["job_status"] == "COMPLETED"
     assert result["result"]["dims"] == 2
     human = cli("invoke", "POST /compute", "--data", '{"numbers": [2]}')
@@ -270,7 +238,7 @@ def test_invoke_cli_prints_the_result(cli: Callable[..., Any]) -> None:
 @pytest.mark.usefixtures("deployed")
 def test_invoke_failure_is_reported(cli: Callable[..., Any]) -> None:
     proc = cli("invoke", "POST /compute", "--data", '{"wrong": 1}', "--json")
-    result = as_json(proc)
+    result = json_of(proc)
     assert proc.returncode == 1 and not result["ok"] and result["status_code"] == 422
     unknown = cli("invoke", "nope")
     assert unknown.returncode == 1 and "no function or route named 'nope'" in unknown.stderr
@@ -324,11 +292,11 @@ def test_secrets_stay_secret(
 def test_logs_show_requests(cli: Callable[..., Any], project: Path, home: Home) -> None:
     assert cli("invoke", "POST /compute", "--data", '{"numbers": [1]}').returncode == 0
     proc = cli("logs", "api", "--json", "--lines", "200")
-    lines = [item["text"] for item in as_json(proc)["lines"]]
+    lines = [item["text"] for item in json_of(proc)["lines"]]
     assert any(line.startswith("POST /compute 200") for line in lines), lines[-10:]
     assert any(line.startswith("[flash]") for line in lines)
     assert not any(line.startswith("GET /ping") for line in lines)  # probes hidden
-    probes = as_json(cli("logs", "api", "--json", "--lines", "500", "--probes"))["lines"]
+    probes = json_of(cli("logs", "api", "--json", "--lines", "500", "--probes"))["lines"]
     assert any(item["text"].startswith("GET /ping 200") for item in probes)
 
     from engine.localcloud.provider import LocalCloudProvider
@@ -367,7 +335,7 @@ def test_drift_then_deploy_updates_only_that_endpoint(
 ) -> None:
     before = records(api)
     edit(project / "workers/gpu/endpoint.py", "workersMax=1,", "workersMax=3,")
-    plan = as_json(cli("plan", "--json"))
+    plan = json_of(cli("plan", "--json"))
     items = {i["name"]: i for i in plan["items"]}
     assert items["gpu_worker"]["action"] == "update"
     assert items["gpu_worker"]["drift"] == "drifted"
@@ -380,7 +348,7 @@ def test_drift_then_deploy_updates_only_that_endpoint(
     assert drifted["drift_fields"] == [{"field": "workersMax", "deployed": 1, "local": 3}]
 
     proc = cli("deploy", "--yes", "--json")
-    report = as_json(proc)
+    report = json_of(proc)
     assert proc.returncode == 0 and report["built"], proc.stderr
     assert [(r["name"], r["action"]) for r in report["results"]] == [("gpu_worker", "update")]
     after = status(cli)
@@ -412,7 +380,7 @@ def test_sigkilled_worker_is_restarted(
     # A redeploy starts the count again: status shows restarts since the last deploy.
     proc = cli("deploy", "cpu_worker", "--force", "--yes", "--json")
     assert proc.returncode == 0, proc.stderr
-    assert as_json(proc)["built"] is False  # nothing changed since the last build: reused
+    assert json_of(proc)["built"] is False  # nothing changed since the last build: reused
     redeployed = records(api)["cpu_worker"]
     assert redeployed["restarts"] == 0 and redeployed["crash_times"] == []
     assert status(cli)["cpu_worker"]["restarts"] == 0
@@ -494,27 +462,10 @@ def test_sigkilled_cli_mid_deploy_leaves_a_consistent_state(
     api: Callable[[], httpx.Client],
 ) -> None:
     edit(project / "workers/cpu/endpoint.py", "workersMax=2,", "workersMax=4,")
-    proc = subprocess.Popen(
-        [*CLI, "deploy", "--yes", "--project", str(project)],
-        env=env,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    lines: queue.Queue[str] = queue.Queue()
-    threading.Thread(
-        target=lambda: [lines.put(line) for line in proc.stderr or []], daemon=True
-    ).start()
+    proc = start_cli(["deploy", "--yes"], env, project=project, stdout=subprocess.DEVNULL)
     try:
-        deadline = time.monotonic() + 60
-        seen = ""
-        while "starting" not in seen and time.monotonic() < deadline:
-            try:
-                seen = lines.get(timeout=1)
-            except queue.Empty:
-                assert proc.poll() is None, "deploy ended before the kill"
-        assert "starting" in seen, "the deploy never reached the cloud"
+        Lines(proc.stderr).wait_for("starting", 60)  # the deploy reached the cloud
+        assert proc.poll() is None, "deploy ended before the kill"
         proc.kill()  # SIGKILL while the worker is starting
         proc.wait(timeout=10)
     finally:
@@ -547,17 +498,7 @@ def test_concurrent_deploys_are_serialized(
     mark = last_event_id(api)
     before = records(api)
     edit(project / "workers/api/endpoint.py", "workersMax=3", "workersMax=2")
-    procs = [
-        subprocess.Popen(
-            [*CLI, "deploy", "--yes", "--json", "--project", str(project)],
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        for _ in range(2)
-    ]
+    procs = [start_cli(["deploy", "--yes", "--json"], env, project=project) for _ in range(2)]
     reports = []
     for proc in procs:
         out, err = proc.communicate(timeout=120)
@@ -582,7 +523,7 @@ def test_worker_failing_at_import_is_marked_failed(
     (project / "workers" / "broken" / "__init__.py").write_text("")
     (project / "workers" / "broken" / "endpoint.py").write_text(BROKEN)
     proc = cli("deploy", "broken", "--yes", "--json")
-    report = as_json(proc)
+    report = json_of(proc)
     assert proc.returncode == 1 and not report["ok"]
     assert "boom at import" in report["results"][0]["error"]
     assert set(report["results"][0]) == {"name", "action", "ok", "elapsed_ms", "url", "error"}
@@ -611,7 +552,7 @@ def test_worker_failing_at_import_is_marked_failed(
     assert after.returncode == 0, after.stderr
     assert "broken (not deployed; last lines before it stopped)" in after.stdout
     assert "RuntimeError: boom at import" in after.stdout and "(key ***)" in after.stdout
-    kept = as_json(cli("logs", "broken", "--json"))
+    kept = json_of(cli("logs", "broken", "--json"))
     assert kept["not_deployed"] == ["broken"] and kept["lines"]
     for path in home.logs_dir(APP).glob("broken.log*"):
         assert not any(secret in path.read_text() for secret in secrets), path
@@ -632,11 +573,11 @@ def test_removed_endpoint_is_orphaned_then_deleted(
 ) -> None:
     api_pid = records(api)["api"]["pid"]
     (project / "workers" / "api" / "endpoint.py").unlink()
-    plan = {i["name"]: i for i in as_json(cli("plan", "--json"))["items"]}
+    plan = {i["name"]: i for i in json_of(cli("plan", "--json"))["items"]}
     assert plan["api"]["action"] == "delete" and plan["api"]["drift"] == "orphaned"
     assert status(cli)["api"]["drift"] == "orphaned"
     proc = cli("deploy", "--yes", "--json")
-    report = as_json(proc)
+    report = json_of(proc)
     assert proc.returncode == 0, proc.stderr
     assert [(r["name"], r["action"]) for r in report["results"]] == [("api", "delete")]
     assert "api" not in records(api)
@@ -650,13 +591,13 @@ def test_removed_endpoint_is_orphaned_then_deleted(
 def test_cloud_stop_stops_workers_until_the_next_deploy(
     cli: Callable[..., Any], home: Home
 ) -> None:
-    stopped = as_json(cli("cloud", "stop", "--json"))
+    stopped = json_of(cli("cloud", "stop", "--json"))
     assert stopped["was_running"] is True and not stopped["forced"]
     assert worker_pids(home) == set()
     after = status(cli)  # starts the cloud again; stopped endpoints stay stopped
     assert {e["status"] for e in after.values()} == {"stopped"}
     assert worker_pids(home) == set()
-    plan = {i["name"]: i for i in as_json(cli("plan", "--json"))["items"]}
+    plan = {i["name"]: i for i in json_of(cli("plan", "--json"))["items"]}
     assert all(i["action"] == "update" for i in plan.values())
     assert all("not running (stopped)" in i["reasons"] for i in plan.values())
     proc = cli("deploy", "--yes", "--json")
@@ -673,10 +614,10 @@ def test_undeploy_all_leaves_no_process(
     assert worker_pids(home)
     names = set(records(api))  # without `api` after the removal test
     proc = cli("undeploy", "--all", "--yes", "--json")
-    report = as_json(proc)
+    report = json_of(proc)
     assert proc.returncode == 0 and report["ok"]
     assert {r["name"] for r in report["results"]} == names
     assert worker_pids(home) == set()
     assert all(e["status"] == "not_deployed" for e in status(cli).values())
-    assert as_json(cli("cloud", "stop", "--json"))["was_running"] is True
-    assert as_json(cli("cloud", "status", "--json"))["running"] is False
+    assert json_of(cli("cloud", "stop", "--json"))["was_running"] is True
+    assert json_of(cli("cloud", "status", "--json"))["running"] is False

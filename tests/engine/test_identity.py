@@ -7,7 +7,6 @@ touch each other's endpoints.
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import sqlite3
@@ -18,7 +17,7 @@ from typing import Any
 
 import psutil
 import pytest
-from headless import run_cli
+from headless import cli_env, cli_for, json_of, run_cli
 from waiting import wait_for
 
 from engine.identity import app_slug, canonical_path, readable_name
@@ -104,7 +103,7 @@ def projects(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
 
 @pytest.fixture(scope="module")
 def run(localcloud_home: Path) -> Callable[..., subprocess.CompletedProcess[str]]:
-    env = {**os.environ, "FLASH_TUI_HOME": str(localcloud_home), "COLUMNS": "200"}
+    env = cli_env(localcloud_home)
 
     def call(project: Path, *args: str) -> subprocess.CompletedProcess[str]:
         return run_cli(args, env, project=project)
@@ -112,17 +111,10 @@ def run(localcloud_home: Path) -> Callable[..., subprocess.CompletedProcess[str]
     return call
 
 
-def _json(proc: subprocess.CompletedProcess[str]) -> dict[str, Any]:
-    try:
-        return json.loads(proc.stdout)
-    except ValueError:
-        raise AssertionError(f"rc {proc.returncode}:\n{proc.stdout}\n{proc.stderr}") from None
-
-
 def _status(run: Callable[..., Any], project: Path) -> dict[str, dict[str, Any]]:
     proc = run(project, "status", "--json", "--no-probe")
     assert proc.returncode == 0, proc.stderr
-    return {e["name"]: e for e in _json(proc)["endpoints"]}
+    return {e["name"]: e for e in json_of(proc)["endpoints"]}
 
 
 def _alive(pid: int | None) -> bool:
@@ -140,16 +132,16 @@ def test_two_projects_with_the_same_folder_name_are_two_apps(
     first, second = projects
     proc = run(first, "deploy", "--yes", "--json")
     assert proc.returncode == 0, proc.stderr
-    assert _json(proc)["app"] == app_slug(first.resolve())
+    assert json_of(proc)["app"] == app_slug(first.resolve())
     mine = _status(run, first)
     assert {n: e["drift"] for n, e in mine.items()} == {"alpha": "in_sync", "common": "in_sync"}
 
     # The second project sees only its own endpoint: nothing of the first is `orphaned`.
     theirs = _status(run, second)
     assert {n: (e["drift"], e["deployed"]) for n, e in theirs.items()} == {"common": ("new", False)}
-    plan = _json(run(second, "plan", "--json"))
+    plan = json_of(run(second, "plan", "--json"))
     assert {i["name"]: i["action"] for i in plan["items"]} == {"common": "create"}
-    assert plan["app"] != _json(run(first, "plan", "--json"))["app"]
+    assert plan["app"] != json_of(run(first, "plan", "--json"))["app"]
 
 
 def test_deploying_and_undeploying_one_never_touches_the_other(
@@ -163,7 +155,7 @@ def test_deploying_and_undeploying_one_never_touches_the_other(
 
     proc = run(second, "deploy", "--yes", "--json")
     assert proc.returncode == 0, proc.stderr
-    report = _json(proc)
+    report = json_of(proc)
     assert [(r["name"], r["action"]) for r in report["results"]] == [("common", "create")]
     theirs = _status(run, second)
     assert set(theirs) == {"common"}
@@ -171,7 +163,7 @@ def test_deploying_and_undeploying_one_never_touches_the_other(
 
     proc = run(second, "undeploy", "--all", "--yes", "--json")
     assert proc.returncode == 0, proc.stderr
-    assert [i["name"] for i in _json(proc)["plan"]["items"]] == ["common"]
+    assert [i["name"] for i in json_of(proc)["plan"]["items"]] == ["common"]
     wait_for(lambda: not _alive(theirs["common"]["pid"]), 30, "their worker gone", interval=0.1)
 
     after = _status(run, first)
@@ -197,7 +189,7 @@ def test_code_change_is_drift_in_plan_and_status_alike(
     source = second / "workers" / "common.py"
     source.write_text(source.read_text().replace("return x + 10", "return x + 11"))
 
-    items = {i["name"]: i for i in _json(run(second, "plan", "--json"))["items"]}
+    items = {i["name"]: i for i in json_of(run(second, "plan", "--json"))["items"]}
     assert (items["common"]["action"], items["common"]["reasons"]) == ("update", ["code changed"])
     assert items["common"]["drift"] == "drifted"
     status = _status(run, second)["common"]
@@ -378,20 +370,19 @@ def test_deployed_endpoints_survive_the_upgrade_of_an_older_store(
 
     home = Home(tmp_path / "home")
     project = _write_project(tmp_path / "code" / "legacy", {"kept": 5})
-    env = {**os.environ, "FLASH_TUI_HOME": str(home.root), "COLUMNS": "200"}
+    env = cli_env(home.root)
 
-    def cli(*args: str) -> subprocess.CompletedProcess[str]:
-        return run_cli(args, env, project=project)
+    cli = cli_for(env, project, timeout=180.0)
 
     def status() -> dict[str, Any]:
         proc = cli("status", "--json", "--no-probe")
         assert proc.returncode == 0, proc.stderr
-        return _json(proc)
+        return json_of(proc)
 
     try:
         proc = cli("deploy", "--yes", "--json")
         assert proc.returncode == 0, proc.stderr
-        key = _json(proc)["app"]
+        key = json_of(proc)["app"]
         before = {e["name"]: e for e in status()["endpoints"]}["kept"]
         # The cloud dies (workers keep running), and its store is what older versions wrote.
         info = read_state(home)
@@ -419,7 +410,7 @@ def test_deployed_endpoints_survive_the_upgrade_of_an_older_store(
             assert kept["drift"] == "in_sync" and kept["build_id"] == before["build_id"], kept
             proc = cli("invoke", "f_kept", "--data", '{"x": 1}', "--json")
             assert proc.returncode == 0 and "6" in proc.stdout, proc.stdout + proc.stderr
-            assert {a["name"] for a in _json(cli("cloud", "status", "--json"))["apps"]} == {key}
+            assert {a["name"] for a in json_of(cli("cloud", "status", "--json"))["apps"]} == {key}
             return
         # Not known for sure: kept under its old key, still running, and pointed out.
         after = status()
@@ -433,7 +424,9 @@ def test_deployed_endpoints_survive_the_upgrade_of_an_older_store(
             interval=0.1,
         )
         assert _alive(record["pid"]) and record["build_id"] == before["build_id"]
-        apps = {a["name"]: a["endpoints"] for a in _json(cli("cloud", "status", "--json"))["apps"]}
+        apps = {
+            a["name"]: a["endpoints"] for a in json_of(cli("cloud", "status", "--json"))["apps"]
+        }
         assert apps == {"legacy": 1}
     finally:
         stop_cloud(home, timeout=10.0)

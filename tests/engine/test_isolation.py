@@ -17,7 +17,7 @@ from typing import Any
 
 import httpx
 import pytest
-from worker_harness import lb_build_archive
+from worker_harness import deploy_lb_build, lb_build_archive
 
 from engine.home import Home
 from engine.localcloud.buildcopies import BUILD_MARKER
@@ -25,7 +25,6 @@ from engine.localcloud.client import CloudClient
 from engine.localcloud.discovery import CloudInfo, ensure_cloud, stop_cloud
 from engine.localcloud.store import Store
 from engine.localcloud.supervisor import Supervisor
-from engine.localcloud.wire import DeployRequest
 
 PROBE_HANDLER = """
 import os
@@ -63,22 +62,7 @@ def make_build(root: Path, name: str) -> tuple[Path, str, dict[str, Any]]:
 
 
 async def deploy(info: CloudInfo, app: str, archive: Path, build_id: str, manifest: dict) -> None:
-    name = next(iter(manifest["resources"]))
-    body = {
-        "endpoints": [
-            {
-                "name": name,
-                "resource_type": "LoadBalancerSlsResource",
-                "is_load_balanced": True,
-                "config": {"env": {"USER_SETTING": "from-config"}},
-                "config_hash": "h",
-            }
-        ],
-        "build": {"build_id": build_id, "archive": str(archive), "manifest": manifest},
-    }
-    async with CloudClient(info) as client:
-        events = [event async for event in client.deploy(app, DeployRequest.model_validate(body))]
-    assert events[-1].type == "result" and events[-1].ok, events
+    await deploy_lb_build(info, app, (archive, build_id, manifest), {"USER_SETTING": "from-config"})
 
 
 async def key_and_url(info: CloudInfo, app: str, name: str) -> tuple[str, str]:

@@ -24,8 +24,9 @@ from typing import Any
 import httpx
 import psutil
 import pytest
-from headless import run_cli
+from headless import cli_env, run_cli
 from waiting import wait_for
+from worker_harness import home_workers
 
 from engine.home import Home
 from engine.identity import app_slug, canonical_path
@@ -99,12 +100,6 @@ def chatty() -> int:
 '''.replace("BURST_MB", str(BURST_MB))
 
 
-def _env(root: Path, **extra: str) -> dict[str, str]:
-    env = dict(os.environ)
-    env.update({"FLASH_TUI_HOME": str(root), "COLUMNS": "200", **extra})
-    return env
-
-
 def _run(
     env: dict[str, str], *args: str, cwd: Path | None = None
 ) -> subprocess.CompletedProcess[str]:
@@ -167,7 +162,7 @@ def blind_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
 @pytest.fixture(scope="module")
 def fast_env(fast_home: Path) -> dict[str, str]:
     # One crash fails an endpoint: the big error is recorded once.
-    return _env(
+    return cli_env(
         fast_home,
         FLASH_LOCALCLOUD_CRASH_LIMIT="1",
         FLASH_LOCALCLOUD_LOG_MAX_BYTES=str(LOG_MAX),
@@ -177,7 +172,7 @@ def fast_env(fast_home: Path) -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def blind_env(blind_home: Path) -> dict[str, str]:
-    return _env(blind_home, FLASH_LOCALCLOUD_MONITOR_INTERVAL="3600")
+    return cli_env(blind_home, FLASH_LOCALCLOUD_MONITOR_INTERVAL="3600")
 
 
 def _api(root: Path) -> httpx.Client:
@@ -381,7 +376,7 @@ def test_lost_state_file_the_cli_finds_and_stops_the_cloud(
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     info = read_state(home)
     assert info is not None
-    workers = [p.pid for p in _home_workers(home)]
+    workers = [p.pid for p in home_workers(home.root)]
     assert workers, "no worker runs after a deploy"
     home.state_file.write_text("{not json")
     proc = _run(fast_env, "deploy", "--yes", "--project", str(project))
@@ -404,16 +399,6 @@ def test_lost_state_file_the_cli_finds_and_stops_the_cloud(
         assert not _alive(pid), f"worker {pid} survived `cloud stop`"
 
 
-def _home_workers(home: Home) -> list[psutil.Process]:
-    root = str(home.root / "apps")
-    out = []
-    for process in psutil.process_iter(["pid", "cmdline"]):
-        cmdline = process.info.get("cmdline") or []
-        if "runtime.worker" in cmdline and any(root in part for part in cmdline):
-            out.append(process)
-    return out
-
-
 def _alive(pid: int) -> bool:
     try:
         return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
@@ -427,7 +412,7 @@ def test_corrupt_database_is_named_and_left_alone(tmp_path: Path) -> None:
     garbage = b"this is not a database, it is garbage \x00\x01\x02" * 100
     home.db_path.write_bytes(garbage)
     try:
-        proc = _run(_env(root), "cloud", "start")
+        proc = _run(cli_env(root), "cloud", "start")
         assert proc.returncode == 4, (proc.returncode, proc.stdout, proc.stderr)
         text = proc.stdout + proc.stderr
         assert f"cloud.db at {home.db_path} is not a SQLite database" in text, text
@@ -444,7 +429,7 @@ def test_corrupt_database_is_named_and_left_alone(tmp_path: Path) -> None:
 
 def test_exit_codes_started_and_already_running(tmp_path: Path) -> None:
     root = tmp_path / "home"
-    env = _env(root)
+    env = cli_env(root)
     try:
         assert _run(env, "cloud", "start").returncode == 0
         again = _run(env, "cloud", "start", "--json")

@@ -22,7 +22,7 @@ from typing import Any
 import httpx
 import psutil
 import pytest
-from headless import run_cli
+from headless import FAST_BACKOFF, cli_env, cli_for, json_of, run_cli
 from projectfiles import MOTHERSHIP_CHILDREN, MOTHERSHIP_PROJECT, write_files
 from waiting import wait_for
 
@@ -58,17 +58,7 @@ def home(localcloud_home: Path) -> Home:
 
 @pytest.fixture(scope="module")
 def env(localcloud_home: Path) -> dict[str, str]:
-    out = dict(os.environ)
-    out.update(
-        {
-            "FLASH_TUI_HOME": str(localcloud_home),
-            "FLASH_LOCALCLOUD_BACKOFF_BASE": "0.1",
-            "FLASH_LOCALCLOUD_BACKOFF_MAX": "1",
-            "FLASH_MOTHERSHIP_WAIT": "60",
-            "COLUMNS": "200",
-        }
-    )
-    return out
+    return cli_env(localcloud_home, **FAST_BACKOFF, FLASH_MOTHERSHIP_WAIT="60")
 
 
 class Cloud:
@@ -125,19 +115,7 @@ def cloud(home: Home, env: dict[str, str]) -> Iterator[Cloud]:
 def cli(
     env: dict[str, str], project: Path, cloud: Cloud
 ) -> Callable[..., subprocess.CompletedProcess[str]]:
-    def run(*args: str, timeout: float = 120.0) -> subprocess.CompletedProcess[str]:
-        return run_cli(args, env, project=project, timeout=timeout)
-
-    return run
-
-
-def as_json(proc: subprocess.CompletedProcess[str]) -> dict[str, Any]:
-    try:
-        return json.loads(proc.stdout)
-    except ValueError:
-        raise AssertionError(
-            f"not JSON (rc {proc.returncode}):\n{proc.stdout}\n{proc.stderr}"
-        ) from None
+    return cli_for(env, project)
 
 
 def records(cloud: Cloud, app: str) -> dict[str, dict[str, Any]]:
@@ -172,7 +150,7 @@ def key_of(cloud: Cloud, app: str, name: str) -> str:
 
 def deploy(cli: Callable[..., Any]) -> dict[str, Any]:
     proc = cli("deploy", "--mothership", "--env", ENV, "--yes", "--json")
-    report = as_json(proc)
+    report = json_of(proc)
     assert proc.returncode == 0 and report["ok"], proc.stderr
     return report
 
@@ -324,7 +302,7 @@ def test_children_call_each_other_through_the_mothership(
 ) -> None:
     proc = cli("invoke", "POST /hello", "--data", '{"text": "hi"}', "--json")
     assert proc.returncode == 0, proc.stderr
-    assert as_json(proc)["result"] == {"echo": "HI"}
+    assert json_of(proc)["result"] == {"echo": "HI"}
 
 
 def test_second_boot_of_the_same_build_touches_no_child(cloud: Cloud, app: str) -> None:
@@ -483,7 +461,7 @@ def test_a_cloud_restarted_elsewhere_reboots_the_mothership_with_its_new_address
 def test_status_lists_roles_and_provisioning(cli: Callable[..., Any]) -> None:
     proc = cli("status", "--env", ENV, "--json", "--no-probe")
     assert proc.returncode == 0, proc.stderr
-    found = {e["name"]: e for e in as_json(proc)["endpoints"]}
+    found = {e["name"]: e for e in json_of(proc)["endpoints"]}
     assert found["mothership"]["role"] == "mothership"
     # Generated, so not in the code, yet not orphaned: it is what the code makes it.
     assert found["mothership"]["drift"] == "in_sync" and not found["mothership"]["in_code"]

@@ -20,7 +20,7 @@ from typing import Any
 import httpx
 import psutil
 import pytest
-from headless import CLI
+from headless import FAST_BACKOFF, cli_env, cli_for, json_of, start_cli
 from projectfiles import write_files
 from waiting import wait_for
 
@@ -78,23 +78,8 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture
 def deploying(localcloud_home: Path, project: Path) -> Iterator[subprocess.Popen[str]]:
     """`deploy --mothership` running in the background (it waits for convergence)."""
-    env = dict(os.environ)
-    env.update(
-        {
-            "FLASH_TUI_HOME": str(localcloud_home),
-            "FLASH_LOCALCLOUD_BACKOFF_BASE": "0.1",
-            "FLASH_LOCALCLOUD_BACKOFF_MAX": "1",
-            "FLASH_MOTHERSHIP_WAIT": "90",
-        }
-    )
-    process = subprocess.Popen(
-        [*CLI, "deploy", "--mothership", "--yes", "--json", "--project", str(project)],
-        env=env,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    env = cli_env(localcloud_home, **FAST_BACKOFF, FLASH_MOTHERSHIP_WAIT="90")
+    process = start_cli(["deploy", "--mothership", "--yes", "--json"], env, project=project)
     try:
         yield process
     finally:
@@ -225,28 +210,17 @@ def test_a_child_that_fails_is_reported_with_its_error(
     localcloud_home: Path, tmp_path: Path
 ) -> None:
     project = write_files(tmp_path / "brokenapp", BROKEN)
-    env = dict(os.environ)
-    env.update({"FLASH_TUI_HOME": str(localcloud_home), "FLASH_MOTHERSHIP_WAIT": "60"})
+    cli = cli_for(cli_env(localcloud_home, FLASH_MOTHERSHIP_WAIT="60"), project)
 
-    def cli(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [*CLI, *args, "--json", "--project", str(project)],
-            env=env,
-            stdin=subprocess.DEVNULL,
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
-
-    deployed = cli("deploy", "--mothership", "--yes")
+    deployed = cli("deploy", "--mothership", "--yes", "--json")
     assert deployed.returncode == 1, deployed.stderr
-    children = json.loads(deployed.stdout)["children"]
+    children = json_of(deployed)["children"]
     assert children["fine"]["status"] == "deployed"
     assert children["broken"]["status"] == "failed"
     assert "boom at import" in children["broken"]["error"]
-    status = cli("status", "--no-probe")
+    status = cli("status", "--no-probe", "--json")
     assert status.returncode == 0, status.stderr
-    found = {e["name"]: e for e in json.loads(status.stdout)["endpoints"]}
+    found = {e["name"]: e for e in json_of(status)["endpoints"]}
     assert found["broken"]["role"] == "child" and found["broken"]["provisioning"] == "failed"
     assert "boom at import" in found["broken"]["provisioning_error"]
     assert cli("undeploy", "--all", "--yes").returncode == 0

@@ -20,7 +20,7 @@ from typing import Any
 import httpx
 import pytest
 from fakes.runpod import FakeRunPod
-from headless import CLI, run_cli
+from headless import run_cli, start_cli
 from projectfiles import MOTHERSHIP_CHILDREN, MOTHERSHIP_PROJECT, write_files
 from waiting import wait_for
 
@@ -198,14 +198,10 @@ def test_graphql_faults_at_boot_are_retried_until_it_converges(
     workers.write_text(re.sub(r"workersMax=\d+", "workersMax=3", workers.read_text()))
     ships = {e.id for e in fake.endpoints() if e.name == "mothership"}
     mark = len(fake.graphql_calls)
-    deploying = subprocess.Popen(
-        [*CLI, "deploy", "--mothership", "--yes", "--json", "--target", "runpod"]
-        + ["--env", ENV, "--project", str(project)],
-        env=environ,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
+    deploying = start_cli(
+        ["deploy", "--mothership", "--yes", "--json", "--target", "runpod", "--env", ENV],
+        environ,
+        project=project,
     )
     try:
         # Once the engine has saved the mothership, what follows is the mothership's boot.

@@ -7,47 +7,22 @@ from __future__ import annotations
 import asyncio
 import socket
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import psutil
 import pytest
 from projectfiles import gated_project
+from worker_harness import home_worker_pids
 
 from engine.operations import Engine, OpError, OpEvent
 
 
 @pytest.fixture
-def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+def home(cloud_home: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A private home whose cloud starts one endpoint at a time (so a deploy has a middle)."""
-    from engine.home import Home
-    from engine.localcloud.discovery import kill_home_workers, stop_cloud
-
-    root = tmp_path / "home"
-    monkeypatch.setenv("FLASH_TUI_HOME", str(root))
     monkeypatch.setenv("FLASH_LOCALCLOUD_DEPLOY_CONCURRENCY", "1")
-    yield root
-    stop_cloud(Home(root), timeout=10.0)
-    kill_home_workers(Home(root))
-
-
-@pytest.fixture
-def gate() -> Iterator[socket.socket]:
-    """A port bound but not listening: the gated worker waits until `listen()` opens it."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.bind(("127.0.0.1", 0))
-    yield sock
-    sock.close()
-
-
-def home_worker_pids(home: Path) -> set[int]:
-    """Worker processes running from this home's build copies."""
-    pids = set()
-    for process in psutil.process_iter(["cmdline"]):
-        cmdline = process.info.get("cmdline") or []
-        if "runtime.worker" in cmdline and any(str(home) in part for part in cmdline):
-            pids.add(process.pid)
-    return pids
+    return cloud_home
 
 
 async def until(condition: Callable[[], bool], seconds: float, what: str) -> None:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 from fakes.runpod import FakeRunPod
-from headless import CLI, run_cli
+from headless import run_cli, start_cli
 from projectfiles import copy_example
 from waiting import wait_for
 
@@ -134,13 +134,7 @@ def test_ctrl_c_mid_deploy_loses_nothing(
     completes the rest without creating anything twice."""
     fake.fail_next("saveEndpoint", delay=4.0, times=3)  # three slow creates, one quick
     environ = {**_base_env(tmp_path), **fake.env()}
-    process = subprocess.Popen(
-        [*CLI, "deploy", "--target", "runpod", "--yes", "--project", str(project)],
-        env=environ,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    process = start_cli(["deploy", "--target", "runpod", "--yes"], environ, project=project)
     try:
         wait_for(lambda: len(fake.endpoints()) >= 1, 120, "the quick endpoint to be created")
         process.send_signal(signal.SIGINT)

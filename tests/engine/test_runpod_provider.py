@@ -137,21 +137,18 @@ async def test_each_caller_gets_its_table_of_the_others(project: Path, fake: Fak
         callers = {n for n, r in built["resources"].items() if r["makes_remote_calls"]}
         assert callers and callers != set(built["resources"])  # the example has both kinds
         endpoints = {e.name: e for e in fake.endpoints()}
-        templates = {t.id: t for t in fake.templates()}
         provider = engine.provider
         urls = {n: (await provider.target(engine.app, n)).base_url for n in endpoints}
-        for name, endpoint in endpoints.items():
-            env = templates[endpoint.templateId].env
+        for name, text in fake.endpoint_tables().items():
             if name not in callers:
-                assert "FLASH_ENDPOINTS" not in env, name
+                assert text is None, name
                 continue
-            table = json.loads(env["FLASH_ENDPOINTS"])["endpoints"]
-            assert table == {
+            assert json.loads(text)["endpoints"] == {
                 other: {"url": urls[other], "key": endpoints[other].aiKey}
                 for other in endpoints
                 if other != name
             }
-            assert fake.api_key not in env["FLASH_ENDPOINTS"]
+            assert fake.api_key not in text
         # the creates first, then one table per caller: after every saveEndpoint
         ops = _ops(fake, mark)
         tables = [i for i, op in enumerate(ops) if op == "saveTemplate"]
@@ -323,7 +320,7 @@ async def test_graphql_error_with_http_200_fails_that_endpoint_only(
 async def test_a_twin_endpoint_is_orphaned_and_deleted(project: Path, fake: FakeRunPod) -> None:
     """A second endpoint of one name in the environment (a create applied after its client
     gave up) is shown as an orphan and deleted by the next full deploy."""
-    from engine.runpod.api import EndpointInput, EnvVar, TemplateInput
+    from runtime.runpod_wire import EndpointInput, EnvVar, TemplateInput
 
     async with _engine(project, fake) as engine:
         assert (await engine.deploy(["gateway"])).ok

@@ -14,7 +14,7 @@ import subprocess
 from pathlib import Path
 
 from fakes.runpod import FakeRunPod
-from headless import CLI, run_cli
+from headless import run_cli, start_cli
 from projectfiles import copy_example
 from waiting import wait_for
 
@@ -33,13 +33,11 @@ def _kill_at_first_table_write(fake: FakeRunPod, project: Path, environ: dict[st
     mark = len(fake.graphql_calls)
     # Held long enough for the kill, then refused: the killed write must not land late.
     fake.fail_next("saveTemplate", status=503, delay=30.0, times=100)
-    deploy = subprocess.Popen(
-        [*CLI, "deploy", "--yes", "--target", "runpod", "--project", str(project)],
-        env=environ,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
+    deploy = start_cli(
+        ["deploy", "--yes", "--target", "runpod"],
+        environ,
+        project=project,
         stderr=subprocess.STDOUT,
-        text=True,
         start_new_session=True,
     )
     try:
@@ -105,13 +103,11 @@ def test_a_deploy_killed_before_its_table_writes_is_drift_until_the_next_deploy(
         again = json.loads(cli("plan", "--json").stdout)
         assert {i["action"] for i in again["items"]} == {"unchanged"}, again
         endpoints = {e.name: e for e in fake.endpoints()}
-        templates = {t.id: t for t in fake.templates()}
-        for name, endpoint in endpoints.items():
-            env = templates[endpoint.templateId].env
+        for name, text in fake.endpoint_tables().items():
             if name not in callers:
-                assert "FLASH_ENDPOINTS" not in env, name
+                assert text is None, name
                 continue
-            table = json.loads(env["FLASH_ENDPOINTS"])["endpoints"]
+            table = json.loads(text)["endpoints"]
             assert sorted(table) == [n for n in names if n != name]
             assert {n: t["key"] for n, t in table.items()} == {n: endpoints[n].aiKey for n in table}
 

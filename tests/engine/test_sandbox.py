@@ -24,13 +24,13 @@ import httpx
 import pytest
 from headless import run_cli
 from projectfiles import copy_example
-from worker_harness import lb_build_archive
+from worker_harness import deploy_lb_build, lb_build_archive
 
 from engine.home import Home
 from engine.localcloud.client import CloudClient
 from engine.localcloud.discovery import CloudInfo, ensure_cloud, kill_home_workers, stop_cloud
 from engine.localcloud.isolation import describe_isolation
-from engine.localcloud.wire import DeployRequest, WorkerIsolation, WorkerIsolationList
+from engine.localcloud.wire import WorkerIsolation, WorkerIsolationList
 from runtime.sandbox import landlock_abi
 
 pytestmark = pytest.mark.skipif(
@@ -112,27 +112,7 @@ def deploy_lb(
     info: CloudInfo, app: str, archive: Path, build_id: str, manifest: dict, env: dict
 ) -> None:
     """Deploy the one LB endpoint of `manifest` to `app` with the user settings `env`."""
-    name = next(iter(manifest["resources"]))
-    body = {
-        "endpoints": [
-            {
-                "name": name,
-                "resource_type": "LoadBalancerSlsResource",
-                "is_load_balanced": True,
-                "config": {"env": env},
-                "config_hash": "h",
-            }
-        ],
-        "build": {"build_id": build_id, "archive": str(archive), "manifest": manifest},
-    }
-
-    async def go() -> None:
-        async with CloudClient(info) as client:
-            request = DeployRequest.model_validate(body)
-            events = [event async for event in client.deploy(app, request)]
-        assert events[-1].type == "result" and events[-1].ok, events
-
-    asyncio.run(go())
+    asyncio.run(deploy_lb_build(info, app, (archive, build_id, manifest), env))
 
 
 async def key_and_url(info: CloudInfo, app: str, name: str) -> tuple[str, str]:

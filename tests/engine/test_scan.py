@@ -6,7 +6,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from projectfiles import diagnostic_codes, function_entry, scan_files, write_files
+from projectfiles import (
+    UPSTREAM_GPU_WORKER,
+    diagnostic_codes,
+    function_entry,
+    scan_files,
+    write_files,
+)
 
 from engine.scan import Scanner, module_name, scan_project
 
@@ -331,25 +337,7 @@ def test_upstream_style_project(tmp_path: Path) -> None:
     result = scan_files(
         tmp_path,
         {
-            "main.py": """
-                from fastapi import FastAPI
-                from workers.gpu import gpu_router  # noqa: F401
-                app = FastAPI()
-                """,
-            "workers/__init__.py": "",
-            "workers/gpu/__init__.py": """
-                from workers.gpu.endpoint import gpu_hello
-                gpu_router = [gpu_hello]
-                """,
-            "workers/gpu/endpoint.py": """
-                from tetra_rp import GpuGroup, LiveServerless, remote
-
-                gpu_config = LiveServerless(name="gpu_worker", gpus=[GpuGroup.ANY], workersMax=3)
-
-                @remote(resource_config=gpu_config)
-                async def gpu_hello(input_data: dict) -> dict:
-                    return {"echo": input_data}
-                """,
+            **UPSTREAM_GPU_WORKER,
             "workers/cpu/__init__.py": """
                 from tetra_rp import remote
                 from workers.cpu.endpoint import cpu_config

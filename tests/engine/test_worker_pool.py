@@ -22,7 +22,7 @@ import httpx
 import psutil
 import pytest
 from waiting import wait_for
-from worker_harness import lb_build_archive
+from worker_harness import deploy_lb_build, home_workers, lb_build_archive
 
 from engine.home import Home
 from engine.localcloud.client import CloudClient
@@ -33,7 +33,6 @@ from engine.localcloud.discovery import (
     read_state,
     stop_cloud,
 )
-from engine.localcloud.wire import DeployRequest
 from engine.localcloud.workerpool import WorkerPool
 from runtime.sandbox import landlock_abi
 
@@ -104,27 +103,7 @@ def _build(root: Path, name: str) -> tuple[Path, str, dict[str, Any]]:
 
 
 def _deploy(info: CloudInfo, root: Path, name: str, env: dict[str, str], config: str) -> None:
-    archive, build_id, manifest = _build(root / config, name)
-    body = {
-        "endpoints": [
-            {
-                "name": name,
-                "resource_type": "LoadBalancerSlsResource",
-                "is_load_balanced": True,
-                "config": {"env": env},
-                "config_hash": config,
-            }
-        ],
-        "build": {"build_id": build_id, "archive": str(archive), "manifest": manifest},
-    }
-
-    async def go() -> None:
-        async with CloudClient(info) as client:
-            request = DeployRequest.model_validate(body)
-            events = [event async for event in client.deploy(APP, request)]
-        assert events[-1].type == "result" and events[-1].ok, events
-
-    asyncio.run(go())
+    asyncio.run(deploy_lb_build(info, APP, _build(root / config, name), env, config_hash=config))
 
 
 def _record(info: CloudInfo, name: str) -> dict[str, Any]:
@@ -178,16 +157,6 @@ def _alive(process: psutil.Process) -> bool:
         return False
 
 
-def _home_workers(home: Home) -> list[psutil.Process]:
-    root = str(home.root / "apps") + os.sep
-    found = []
-    for process in psutil.process_iter(["cmdline"]):
-        cmdline = process.info.get("cmdline") or []
-        if "runtime.worker" in cmdline and any(part.startswith(root) for part in cmdline):
-            found.append(process)
-    return found
-
-
 def _stop_everything(home: Home) -> None:
     info = read_state(home)
     servers = _fork_servers(info.pid) if info is not None else []
@@ -204,19 +173,13 @@ def _stop_everything(home: Home) -> None:
 
 
 @pytest.fixture
-def cloud(tmp_path: Path) -> Iterator[tuple[Home, CloudInfo]]:
+def cloud(cloud_home: Path) -> Iterator[tuple[Home, CloudInfo]]:
     """A local cloud of a fresh home (pool on), stopped with everything it started."""
-    home = Home(tmp_path / "home")
-    previous = os.environ.get("FLASH_TUI_HOME")
-    os.environ["FLASH_TUI_HOME"] = str(home.root)
+    home = Home(cloud_home)
     try:
         yield home, ensure_cloud(home, extra_env={"FLASH_WORKER_POOL": "on"})
     finally:
         _stop_everything(home)
-        if previous is None:
-            os.environ.pop("FLASH_TUI_HOME", None)
-        else:
-            os.environ["FLASH_TUI_HOME"] = previous
 
 
 def _server_of(info: CloudInfo) -> psutil.Process:
@@ -337,14 +300,12 @@ def test_a_restarted_service_adopts_pooled_workers(
     server = _server_of(info)
     stop_cloud(home, timeout=15.0)
     wait_for(lambda: not psutil.pid_exists(pid), 10, "the adopted worker to stop")
-    assert not _home_workers(home)
+    assert not home_workers(home.root)
     wait_for(lambda: not server.is_running(), 10, "the fork server to go with its service")
 
 
-def test_pool_off_starts_fresh_interpreters(tmp_path: Path) -> None:
-    home = Home(tmp_path / "home")
-    previous = os.environ.get("FLASH_TUI_HOME")
-    os.environ["FLASH_TUI_HOME"] = str(home.root)
+def test_pool_off_starts_fresh_interpreters(tmp_path: Path, cloud_home: Path) -> None:
+    home = Home(cloud_home)
     try:
         info = ensure_cloud(home, extra_env={"FLASH_WORKER_POOL": "off"})
         _deploy(info, tmp_path, "eps", {}, "c1")
@@ -353,10 +314,6 @@ def test_pool_off_starts_fresh_interpreters(tmp_path: Path) -> None:
         assert not _fork_servers(info.pid)
     finally:
         _stop_everything(home)
-        if previous is None:
-            os.environ.pop("FLASH_TUI_HOME", None)
-        else:
-            os.environ["FLASH_TUI_HOME"] = previous
 
 
 def test_pool_start_on_a_dead_server_falls_back_and_restarts_it(tmp_path: Path) -> None:

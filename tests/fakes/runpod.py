@@ -169,6 +169,14 @@ class FakeRunPod:
             lambda: [dataclasses.replace(t, env=dict(t.env)) for t in book.templates.values()]
         )
 
+    def endpoint_tables(self) -> dict[str, str | None]:
+        """Each endpoint's table of the others (`FLASH_ENDPOINTS` in its template's env, as
+        JSON text) by endpoint name; None where the template has none."""
+        templates = {t.id: t for t in self.templates()}
+        return {
+            e.name: templates[e.templateId].env.get("FLASH_ENDPOINTS") for e in self.endpoints()
+        }
+
     def apps(self) -> list[FlashApp]:
         """Copies of the flash apps."""
         flash = self._server.control.flash

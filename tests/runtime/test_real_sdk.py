@@ -6,17 +6,15 @@ from __future__ import annotations
 
 import importlib.metadata
 import importlib.util
-import json
 import os
 import subprocess
 import sys
 import textwrap
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
-from headless import run_cli
+from headless import cli_env, cli_for, json_of
 from projectfiles import copy_example
 
 REPO = Path(__file__).resolve().parents[2]
@@ -93,21 +91,12 @@ def cli(
     localcloud_home: Path, project: Path
 ) -> Iterator[Callable[..., subprocess.CompletedProcess[str]]]:
     # No RunPod credentials anywhere: a call that leaves the local cloud must fail loudly.
-    env = {k: v for k, v in os.environ.items() if k != "RUNPOD_API_KEY"}
-    env.update({"FLASH_TUI_HOME": str(localcloud_home), "COLUMNS": "200"})
+    env = cli_env(localcloud_home)
+    env.pop("RUNPOD_API_KEY", None)
 
-    def run(*args: str, timeout: float = 120.0) -> subprocess.CompletedProcess[str]:
-        return run_cli(args, env, project=project, timeout=timeout)
-
+    run = cli_for(env, project)
     yield run
     run("undeploy", "--all", "--yes")
-
-
-def _json(proc: subprocess.CompletedProcess[str]) -> dict[str, Any]:
-    try:
-        return json.loads(proc.stdout)
-    except ValueError:
-        raise AssertionError(f"rc {proc.returncode}:\n{proc.stdout}\n{proc.stderr}") from None
 
 
 def test_build_import_check_passes(cli: Callable[..., subprocess.CompletedProcess[str]]) -> None:
@@ -120,13 +109,13 @@ def test_cross_endpoint_calls_stay_on_the_local_cloud(
 ) -> None:
     deployed = cli("deploy", "--yes", "--json")
     assert deployed.returncode == 0, deployed.stdout + deployed.stderr
-    stats = _json(
+    stats = json_of(
         cli("invoke", "POST /stats", "--data", '{"text": "the cat and the hat"}', "--json")
     )
     assert stats["ok"], stats
     assert stats["status_code"] == 200
     assert stats["result"] == {"words": 5, "chars": 19, "unique": 4}
-    found = _json(
+    found = json_of(
         cli("invoke", "POST /keywords", "--data", '{"text": "b a b c b c", "top": 2}', "--json")
     )
     assert found["ok"], found

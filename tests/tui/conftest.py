@@ -6,6 +6,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from projectfiles import copy_example
+
+
+@pytest.fixture
+def quickstart(tmp_path: Path) -> Path:
+    """A copy of examples/quickstart for one test."""
+    return copy_example("quickstart", tmp_path / "quickstart")
 
 
 @pytest.fixture

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import shutil
 from collections.abc import AsyncIterator, Mapping, Sequence
-from datetime import datetime, timezone
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
-from projectfiles import copy_example
+from fixedclock import noon as clock
 from textual.command import CommandPalette
 from waiting import until
 
@@ -31,16 +31,7 @@ from flash_tui.widgets.dashboard.manifest_tree import ManifestTree
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def clock() -> datetime:
-    return datetime(2026, 1, 1, 12, 0, 0, tzinfo=timezone.utc)
-
-
 pytestmark = pytest.mark.usefixtures("private_home")  # tests/tui/conftest.py
-
-
-@pytest.fixture
-def quickstart(tmp_path: Path) -> Path:
-    return copy_example("quickstart", tmp_path / "quickstart")
 
 
 def endpoint(name: str, status: str, drift: str = "in_sync") -> EndpointStatus:
@@ -73,12 +64,12 @@ async def test_opens_project_and_shows_every_endpoint(quickstart: Path) -> None:
     app = FlashApp(quickstart, clock=clock, connect=False, watch=False)
     async with app.run_test(size=(100, 30)) as pilot:
         await until(pilot, lambda: app.scan_count >= 1)
-        resources = sorted(app.manifest["resources"])
+        resources = sorted(app.state.manifest["resources"])
         assert resources, "quickstart has endpoints"
         keys = tree_keys(app)
         for name in resources:
             assert ("endpoint", name) in keys
-            for fn in app.manifest["resources"][name]["functions"]:
+            for fn in app.state.manifest["resources"][name]["functions"]:
                 assert ("function", name, fn["name"]) in keys
         table = app.dashboard.query_one(EndpointsTable)
         assert table.row_count == len(resources)
@@ -94,7 +85,7 @@ async def test_not_a_flash_project_opens_with_a_hint(tmp_path: Path) -> None:
     app = FlashApp(tmp_path, clock=clock, connect=False, watch=False)
     async with app.run_test(size=(80, 24)) as pilot:
         await until(pilot, lambda: app.scan_count >= 1)
-        assert app.manifest.get("resources", {}) == {}
+        assert app.state.manifest.get("resources", {}) == {}
         assert any(k[0] == "hint" for k in tree_keys(app))
 
 
@@ -250,12 +241,12 @@ async def test_build_key_builds_with_progress_and_notifies(quickstart: Path) -> 
     async with app.run_test(size=(100, 30)) as pilot:
         await until(pilot, lambda: app.scan_count >= 1)
         await pilot.press("b")
-        assert app.busy == "build"
+        assert app.state.busy == "build"
         await pilot.press("b")  # a second build while one runs is refused with a reason
         # Read the refusal now: a toast expires, and a slow build would outlive it.
         refusals = [n.message for n in app._notifications]
         assert any("Wait for the running build" in m for m in refusals), refusals
-        await until(pilot, lambda: app.busy is None, timeout=60)
+        await until(pilot, lambda: app.state.busy is None, timeout=60)
         messages = [n.message for n in app._notifications]
         titles = [n.title for n in app._notifications]
         assert "Build finished" in titles, messages
@@ -270,7 +261,7 @@ async def test_build_failure_is_reported_with_the_reason(tmp_path: Path) -> None
     async with app.run_test(size=(100, 30)) as pilot:
         await until(pilot, lambda: app.scan_count >= 1)
         await pilot.press("b")
-        await until(pilot, lambda: app.busy is None, timeout=60)
+        await until(pilot, lambda: app.state.busy is None, timeout=60)
         failed = [n for n in app._notifications if n.title == "Build failed"]
         assert failed and "error diagnostic" in failed[0].message
 
@@ -356,14 +347,14 @@ async def test_status_refresh_uses_the_apps_scan_and_never_rescans(quickstart: P
     # A real local cloud (in the private home; stopped by the fixture), nothing deployed.
     app = FlashApp(quickstart, clock=clock, watch=False)
     async with app.run_test(size=(100, 30)) as pilot:
-        await until(pilot, lambda: app.connected and len(app.statuses) == 4, timeout=60)
-        assert {s.status for s in app.statuses.values()} == {"not_deployed"}
-        assert {s.drift for s in app.statuses.values()} == {"new"}
+        await until(pilot, lambda: app.connected and len(app.state.statuses) == 4, timeout=60)
+        assert {s.status for s in app.state.statuses.values()} == {"not_deployed"}
+        assert {s.drift for s in app.state.statuses.values()} == {"new"}
         scanned = app.backend.scanner.stats  # every scan replaces its stats
         for _ in range(3):
             app.state = app.state.with_statuses([])
             app._refresh_status()
-            await until(pilot, lambda: len(app.statuses) == 4, timeout=30)
+            await until(pilot, lambda: len(app.state.statuses) == 4, timeout=30)
         assert app.backend.scanner.stats is scanned, "a status refresh rescanned the project"
 
 

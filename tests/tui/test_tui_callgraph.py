@@ -7,7 +7,6 @@ undeploying the worker warns in the undeploy dialog (the gateway stays and calls
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -23,16 +22,9 @@ from flash_tui.widgets.dashboard.manifest_tree import ManifestTree
 
 
 @pytest.fixture
-def tui_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+def tui_home(cloud_home: Path) -> Path:
     """A private flash-tui home whose local cloud and workers are stopped afterwards."""
-    from engine.home import Home
-    from engine.localcloud.discovery import kill_home_workers, stop_cloud
-
-    home = tmp_path / "home"
-    monkeypatch.setenv("FLASH_TUI_HOME", str(home))
-    yield home
-    stop_cloud(Home(home), timeout=10.0)
-    kill_home_workers(Home(home))
+    return cloud_home
 
 
 def _detail(app: FlashApp) -> str:
@@ -70,7 +62,7 @@ async def test_calls_in_the_detail_pane_and_warnings_in_the_dialogs(
         shown = _warnings_shown(app)
         assert "gateway calls cpu_worker (process), which is not deployed" in shown
         await pilot.press("escape")
-        await until(pilot, lambda: app.busy is None, 10, "the cancelled deploy")
+        await until(pilot, lambda: app.state.busy is None, 10, "the cancelled deploy")
 
         # Deploying everything: no warning.
         await pilot.press("D")
@@ -80,7 +72,9 @@ async def test_calls_in_the_detail_pane_and_warnings_in_the_dialogs(
         await pilot.press("enter")
         await until(
             pilot,
-            lambda: app.busy is None and set(app.deployed_names()) >= {"gateway", "cpu_worker"},
+            lambda: (
+                app.state.busy is None and set(app.deployed_names()) >= {"gateway", "cpu_worker"}
+            ),
             90,
             "both deployed",
         )
@@ -95,4 +89,4 @@ async def test_calls_in_the_detail_pane_and_warnings_in_the_dialogs(
         await pilot.pause()
         assert "gateway stays deployed and calls cpu_worker (process)" in _warnings_shown(app)
         await pilot.press("escape")
-        await until(pilot, lambda: app.busy is None, 10, "the cancelled undeploy")
+        await until(pilot, lambda: app.state.busy is None, 10, "the cancelled undeploy")

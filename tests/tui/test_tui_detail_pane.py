@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
-from projectfiles import copy_example
+from fixedclock import noon as clock
 from rich.console import Group
 from rich.text import Text
 from textual.pilot import Pilot
@@ -20,15 +19,6 @@ from flash_tui.widgets.dashboard.detail_pane import DetailPane
 from flash_tui.widgets.dashboard.manifest_tree import ManifestTree
 
 pytestmark = pytest.mark.usefixtures("private_home")  # tests/tui/conftest.py
-
-
-def clock() -> datetime:
-    return datetime(2026, 1, 1, 12, 0, 0, tzinfo=timezone.utc)
-
-
-@pytest.fixture
-def quickstart(tmp_path: Path) -> Path:
-    return copy_example("quickstart", tmp_path / "quickstart")
 
 
 def _painted(pane: DetailPane) -> str:

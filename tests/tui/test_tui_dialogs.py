@@ -7,10 +7,10 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 import pytest
+from hosts import ScreenHost
 from rich.console import Console
-from textual.app import App, ComposeResult
 from textual.screen import Screen
-from textual.widgets import Button, Input, Label, Static
+from textual.widgets import Button, Input, Static
 from waiting import until
 
 from engine.drift import Drift, FieldDiff
@@ -53,21 +53,6 @@ PLAN_WITH_DELETE = PLAN + [
 ]
 
 
-class Harness(App[None]):
-    """Pushes one dialog on start and records what it was dismissed with."""
-
-    def __init__(self, dialog: Screen[Any]) -> None:
-        super().__init__()
-        self.dialog = dialog
-        self.results: list[Any] = []
-
-    def compose(self) -> ComposeResult:
-        yield Label("base")
-
-    def on_mount(self) -> None:
-        self.push_screen(self.dialog, self.results.append)
-
-
 # (dialog, the button focused first, the keys pressed, the answer): the focus starts on the safe
 # choice when something would be destroyed, and Escape always cancels.
 ANSWERS = {
@@ -100,7 +85,7 @@ ANSWERS = {
 async def test_dialog_answers(
     dialog: Callable[[], Screen[Any]], focused: str, keys: list[str], answer: bool
 ) -> None:
-    app = Harness(dialog())
+    app = ScreenHost(dialog())
     async with app.run_test() as pilot:
         await until(pilot, lambda: app.focused is not None, 5, "the dialog's focus")
         assert app.focused is not None and app.focused.id == focused
@@ -110,7 +95,7 @@ async def test_dialog_answers(
 
 
 async def test_plan_dialog_cancel_button() -> None:
-    app = Harness(PlanScreen(PLAN))
+    app = ScreenHost(PlanScreen(PLAN))
     async with app.run_test() as pilot:
         await pilot.click("#cancel")
         await until(pilot, lambda: app.results, 5, "the answer")
@@ -118,7 +103,7 @@ async def test_plan_dialog_cancel_button() -> None:
 
 
 async def test_plan_with_nothing_to_do_cannot_deploy() -> None:
-    app = Harness(PlanScreen([PLAN[2]]))
+    app = ScreenHost(PlanScreen([PLAN[2]]))
     async with app.run_test() as pilot:
         await pilot.pause()
         assert app.screen.query_one("#confirm", Button).disabled
@@ -142,7 +127,7 @@ def test_plan_rendering_marks_and_diffs() -> None:
 
 
 async def test_undeploy_all_requires_the_project_name() -> None:
-    app = Harness(UndeployAllScreen("quickstart", ["a", "b"]))
+    app = ScreenHost(UndeployAllScreen("quickstart", ["a", "b"]))
     async with app.run_test() as pilot:
         await pilot.pause()
         confirm = app.screen.query_one("#confirm", Button)
@@ -161,7 +146,7 @@ async def test_undeploy_all_requires_the_project_name() -> None:
 
 
 async def test_undeploy_all_escape_cancels_even_when_typed() -> None:
-    app = Harness(UndeployAllScreen("quickstart", ["a"]))
+    app = ScreenHost(UndeployAllScreen("quickstart", ["a"]))
     async with app.run_test() as pilot:
         await pilot.press(*"quickstart")
         await pilot.press("escape")
@@ -172,7 +157,7 @@ async def test_undeploy_all_escape_cancels_even_when_typed() -> None:
 async def test_help_screen_lists_every_key_and_closes() -> None:
     from flash_tui.commands import ACTIONS
 
-    app = Harness(HelpScreen())
+    app = ScreenHost(HelpScreen())
     async with app.run_test(size=(100, 40)) as pilot:
         await pilot.pause()
         shown = app.export_screenshot().replace("&#160;", " ")
@@ -206,13 +191,8 @@ class CurlOnly:
         return f"curl -X POST -H 'Authorization: Bearer {key}' http://x{target.path}"
 
 
-class CurlHarness(App[None]):
-    def on_mount(self) -> None:
-        self.push_screen(route_tester.RouteTesterScreen(CurlOnly()))
-
-
 async def test_copy_as_curl_also_shows_the_command() -> None:
-    app = CurlHarness()
+    app = ScreenHost(route_tester.RouteTesterScreen(CurlOnly()))
     async with app.run_test(size=(80, 24)) as pilot:
         await pilot.pause()
         response = app.screen.query_one("#response", Static)
@@ -247,7 +227,7 @@ KEY_LINES = {
 async def test_dialogs_say_their_keys(
     dialog: Callable[[], Screen[Any]], keys: list[str], line: str
 ) -> None:
-    app = Harness(dialog())
+    app = ScreenHost(dialog())
     async with app.run_test(size=(80, 24)) as pilot:
         await until(pilot, lambda: app.focused is not None, 5, "the dialog's focus")
         await pilot.press(*keys)

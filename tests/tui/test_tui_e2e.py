@@ -12,14 +12,13 @@ from __future__ import annotations
 import json
 import os
 import signal
-from collections.abc import Iterator
 from pathlib import Path
 
-import psutil
 import pytest
 from projectfiles import copy_example
 from textual.widgets import Input, OptionList, TextArea
 from waiting import until, wait_for
+from worker_harness import home_workers
 
 from flash_tui.app import FlashApp
 from flash_tui.screens.confirm import PlanScreen, UndeployAllScreen, UndeployScreen
@@ -29,35 +28,18 @@ from flash_tui.widgets.dashboard.manifest_tree import ManifestTree
 
 
 @pytest.fixture
-def tui_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+def tui_home(cloud_home: Path) -> Path:
     """A private flash-tui home whose local cloud and workers are stopped afterwards."""
-    from engine.home import Home
-    from engine.localcloud.discovery import kill_home_workers, stop_cloud
-
-    home = tmp_path / "home"
-    monkeypatch.setenv("FLASH_TUI_HOME", str(home))
-    yield home
-    stop_cloud(Home(home), timeout=10.0)
-    kill_home_workers(Home(home))
-
-
-def home_workers(home: Path) -> list[psutil.Process]:
-    """Worker processes running from builds of this home."""
-    found = []
-    for process in psutil.process_iter(["cmdline"]):
-        cmdline = process.info.get("cmdline") or []
-        if "runtime.worker" in cmdline and any(str(home) in part for part in cmdline):
-            found.append(process)
-    return found
+    return cloud_home
 
 
 def status_of(app: FlashApp, name: str) -> str | None:
-    status = app.statuses.get(name)
+    status = app.state.statuses.get(name)
     return status.status if status is not None else None
 
 
 def drift_of(app: FlashApp, name: str) -> str | None:
-    status = app.statuses.get(name)
+    status = app.state.statuses.get(name)
     return status.drift if status is not None else None
 
 
@@ -66,7 +48,7 @@ async def test_quickstart_end_to_end(tmp_path: Path, tui_home: Path) -> None:
     app = FlashApp(project, "local", watch=True)
     async with app.run_test(size=(120, 34)) as pilot:
         await until(pilot, lambda: app.scan_count >= 1 and app.connected, 60, "scan and cloud")
-        names = sorted(app.manifest["resources"])
+        names = sorted(app.state.manifest["resources"])
         assert names == ["api", "cpu_worker", "gateway", "gpu_worker"]
         tree = app.dashboard.query_one(ManifestTree)
         assert all(tree.node_for(("endpoint", n)) is not None for n in names)
@@ -75,7 +57,7 @@ async def test_quickstart_end_to_end(tmp_path: Path, tui_home: Path) -> None:
         await pilot.press("D")
         await until(pilot, lambda: isinstance(app.screen, PlanScreen), 60, "the plan dialog")
         await pilot.press("escape")
-        await until(pilot, lambda: app.busy is None, 10, "the cancelled deploy to end")
+        await until(pilot, lambda: app.state.busy is None, 10, "the cancelled deploy to end")
         assert any("cancelled" in r.text for r in app.logs)
         assert home_workers(tui_home) == []
 
@@ -90,7 +72,7 @@ async def test_quickstart_end_to_end(tmp_path: Path, tui_home: Path) -> None:
         await pilot.press("enter")
         await until(
             pilot,
-            lambda: app.busy is None and all(status_of(app, n) == "healthy" for n in names),
+            lambda: app.state.busy is None and all(status_of(app, n) == "healthy" for n in names),
             60,
             "every endpoint healthy",
         )
@@ -99,7 +81,7 @@ async def test_quickstart_end_to_end(tmp_path: Path, tui_home: Path) -> None:
 
         # A worker that stops answering turns its row red within its probe interval (backed
         # off while it stayed healthy) plus the probe's timeout, and green again when it answers.
-        frozen = int(app.statuses["gateway"].pid)
+        frozen = int(app.state.statuses["gateway"].pid)
         assert app.health_monitor is not None
         limit = app.health_monitor.probe_interval("gateway") + 8
         os.kill(frozen, signal.SIGSTOP)
@@ -111,11 +93,11 @@ async def test_quickstart_end_to_end(tmp_path: Path, tui_home: Path) -> None:
         await until(pilot, lambda: status_of(app, "gateway") == "healthy", 10, "green again")
 
         # A worker that dies is restarted by the supervisor: new pid, restart count shown.
-        old_pid = int(app.statuses["cpu_worker"].pid)
+        old_pid = int(app.state.statuses["cpu_worker"].pid)
         os.kill(old_pid, signal.SIGKILL)
 
         def restarted() -> bool:
-            status = app.statuses["cpu_worker"]
+            status = app.state.statuses["cpu_worker"]
             return status.status == "healthy" and status.restarts >= 1 and status.pid != old_pid
 
         await until(pilot, restarted, 30, "the restart to show")
@@ -170,7 +152,7 @@ async def test_quickstart_end_to_end(tmp_path: Path, tui_home: Path) -> None:
             5,
             "the new function and drift",
         )
-        fields = app.statuses["cpu_worker"].drift_fields
+        fields = app.state.statuses["cpu_worker"].drift_fields
         assert any(f.field == "workersMax" for f in fields)
 
         # `d` deploys the selected endpoint: its plan shows the update with the field diff.
@@ -190,7 +172,7 @@ async def test_quickstart_end_to_end(tmp_path: Path, tui_home: Path) -> None:
         await until(
             pilot,
             lambda: (
-                app.busy is None
+                app.state.busy is None
                 and drift_of(app, "cpu_worker") == "in_sync"
                 and status_of(app, "cpu_worker") == "healthy"
             ),
@@ -214,7 +196,7 @@ async def test_quickstart_end_to_end(tmp_path: Path, tui_home: Path) -> None:
         await pilot.press("u")
         await until(pilot, lambda: isinstance(app.screen, UndeployScreen), 30, "undeploy dialog")
         await pilot.press("enter")
-        await until(pilot, lambda: app.busy is None, 10, "the cancelled undeploy")
+        await until(pilot, lambda: app.state.busy is None, 10, "the cancelled undeploy")
         assert status_of(app, "gateway") == "healthy"
 
         # Undeploy all with the typed project name.
@@ -225,7 +207,7 @@ async def test_quickstart_end_to_end(tmp_path: Path, tui_home: Path) -> None:
         app.screen.query_one(Input).value = ""
         await pilot.press(*project.name, "enter")
         await until(
-            pilot, lambda: app.busy is None and not app.deployed_names(), 60, "undeploy all"
+            pilot, lambda: app.state.busy is None and not app.deployed_names(), 60, "undeploy all"
         )
         await pilot.press("q")
         await until(

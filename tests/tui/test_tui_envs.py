@@ -3,7 +3,6 @@ install failure on that endpoint's row only (real local cloud, real uv, wheels b
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -37,22 +36,15 @@ PROJECT = {
 
 
 @pytest.fixture
-def envs_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+def envs_home(tmp_path: Path, cloud_home: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A private home, an empty environment cache and a local wheel directory (no index)."""
-    from engine.home import Home
-    from engine.localcloud.discovery import kill_home_workers, stop_cloud
-
     wheels = tmp_path / "wheels"
     wheels.mkdir()
     make_wheel(wheels, "flashtiny", "1.0", {"flashtiny/__init__.py": "VALUE = 'tiny-1.0'\n"})
-    home = tmp_path / "home"
-    monkeypatch.setenv("FLASH_TUI_HOME", str(home))
     monkeypatch.setenv("FLASH_TUI_ENV_CACHE", str(tmp_path / "cache"))
     monkeypatch.setenv("PIP_FIND_LINKS", str(wheels))
     monkeypatch.setenv("PIP_NO_INDEX", "1")
-    yield home
-    stop_cloud(Home(home), timeout=10.0)
-    kill_home_workers(Home(home))
+    return cloud_home
 
 
 async def test_deploy_shows_environment_progress_and_fails_only_that_endpoint(
@@ -68,9 +60,9 @@ async def test_deploy_shows_environment_progress_and_fails_only_that_endpoint(
         await pilot.press("enter")
 
         def settled() -> bool:
-            statuses = {n: s.status for n, s in app.statuses.items()}
+            statuses = {n: s.status for n, s in app.state.statuses.items()}
             return (
-                app.busy is None
+                app.state.busy is None
                 and statuses.get("uses_tiny") == "healthy"
                 and (statuses.get("broken") == "failed")
             )

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
-from projectfiles import copy_example
+from fixedclock import noon as clock
 from textual.widgets import Input, Select
 from waiting import until
 
@@ -20,16 +19,7 @@ from flash_tui.widgets.logs.log_view import LogView
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def clock() -> datetime:
-    return datetime(2026, 1, 1, 12, 0, 0, tzinfo=timezone.utc)
-
-
 pytestmark = pytest.mark.usefixtures("private_home")  # tests/tui/conftest.py
-
-
-@pytest.fixture
-def quickstart(tmp_path: Path) -> Path:
-    return copy_example("quickstart", tmp_path / "quickstart")
 
 
 def endpoint(name: str, status: str) -> EndpointStatus:
@@ -114,7 +104,7 @@ async def test_slash_filters_tree_and_table_by_name_type_and_status(quickstart: 
         await pilot.press(*("backspace",) * 3, *"unhealthy")  # a status
         await until(pilot, lambda: tree_endpoints(app) == ["api"] and table_names(app) == ["api"])
         # Typing is text, not keys: "u" did not undeploy, "l" opened no logs.
-        assert app.busy is None and app.screen is app.dashboard
+        assert app.state.busy is None and app.screen is app.dashboard
         await pilot.press("enter")  # the filter stays, the focus goes to the tree
         await until(pilot, lambda: isinstance(app.focused, ManifestTree))
         assert tree_endpoints(app) == ["api"]
@@ -235,7 +225,7 @@ async def test_e_opens_the_selected_function_in_the_editor_at_its_line(
         await until(pilot, lambda: app.scan_count >= 1)
         line = next(
             f["line"]
-            for f in app.manifest["resources"]["gateway"]["functions"]
+            for f in app.state.manifest["resources"]["gateway"]["functions"]
             if f["name"] == "pipeline"
         )
         tree = app.dashboard.query_one(ManifestTree)

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from hosts import ScreenHost, WidgetHost
 from textual import events
-from textual.app import App, ComposeResult
 from textual.widgets import Input, Label, Select
 from waiting import until
 
@@ -30,21 +30,14 @@ def test_multiline_text_becomes_one_record_per_line() -> None:
     assert [r.text for r in buffer] == ["Traceback", "  File x", "ValueError"]
 
 
-class LogsHarness(App[None]):
-    def __init__(self, buffer: LogBuffer) -> None:
-        super().__init__()
-        self.buffer = buffer
-
-    def compose(self) -> ComposeResult:
-        yield Label("base")
-
-    def on_mount(self) -> None:
-        self.push_screen(LogsScreen(self.buffer, ["api", "worker"]))
+def logs_host(buffer: LogBuffer) -> ScreenHost:
+    """The logs screen of `buffer` (endpoints api and worker), pushed on start."""
+    return ScreenHost(LogsScreen(buffer, ["api", "worker"]))
 
 
 async def test_burst_of_10000_lines_stays_responsive() -> None:
     buffer = LogBuffer()
-    app = LogsHarness(buffer)
+    app = logs_host(buffer)
     async with app.run_test(size=(100, 30)) as pilot:
         await pilot.pause()
         view = app.screen.query_one(LogView)
@@ -67,7 +60,7 @@ async def test_filter_search_and_jump() -> None:
         buffer.append(
             "12:00:00", "api" if i % 2 else "worker", f"request {i} {'boom' if i == 151 else 'ok'}"
         )
-    app = LogsHarness(buffer)
+    app = logs_host(buffer)
     async with app.run_test(size=(100, 30)) as pilot:
         await pilot.pause()
         view = app.screen.query_one(LogView)
@@ -94,7 +87,7 @@ async def test_next_and_previous_say_which_match_and_mark_it() -> None:
     buffer = LogBuffer()
     for i in range(100):
         buffer.append("12:00:00", "api", f"request {i} {'boom' if i % 20 == 3 else 'ok'}")
-    app = LogsHarness(buffer)
+    app = logs_host(buffer)
     async with app.run_test(size=(100, 30)) as pilot:
         await pilot.pause()
         view = app.screen.query_one(LogView)
@@ -122,7 +115,7 @@ async def test_wrap_shows_a_long_line_whole() -> None:
     long = " ".join(f"word{i}" for i in range(60)) + " THE-END"
     buffer.append("12:00:00", "api", long)
     buffer.append("12:00:01", "api", "short line")
-    app = LogsHarness(buffer)
+    app = logs_host(buffer)
     async with app.run_test(size=(80, 24)) as pilot:
         await pilot.pause()
         view = app.screen.query_one(LogView)
@@ -148,7 +141,7 @@ async def test_wrap_shows_a_long_line_whole() -> None:
 async def test_escape_leaves_the_search_box_and_the_screen_in_one_press() -> None:
     buffer = LogBuffer()
     buffer.append("12:00:00", "api", "hello")
-    app = LogsHarness(buffer)
+    app = logs_host(buffer)
     async with app.run_test(size=(80, 24)) as pilot:
         await pilot.pause()
         await pilot.press("slash", "h")
@@ -161,7 +154,7 @@ async def test_vim_keys_move_in_the_logs() -> None:
     buffer = LogBuffer()
     for i in range(200):
         buffer.append("12:00:00", "api", f"line {i}")
-    app = LogsHarness(buffer)
+    app = logs_host(buffer)
     async with app.run_test(size=(80, 24)) as pilot:
         view = app.screen.query_one(LogView)
         await until(pilot, lambda: view.scroll_y == view.max_scroll_y > 0, what="at the end")
@@ -179,7 +172,7 @@ async def test_logs_help_lists_the_logs_keys() -> None:
     from flash_tui.screens.help import HelpScreen
     from flash_tui.screens.logs import log_help_rows
 
-    app = LogsHarness(LogBuffer())
+    app = logs_host(LogBuffer())
     async with app.run_test(size=(80, 24)) as pilot:
         await pilot.pause()
         await pilot.press("question_mark")
@@ -192,22 +185,11 @@ async def test_logs_help_lists_the_logs_keys() -> None:
         await until(pilot, lambda: isinstance(app.screen, LogsScreen), what="back to logs")
 
 
-class PaneHarness(App[None]):
-    """A log pane alone, titled like the dashboard's."""
-
-    def __init__(self, buffer: LogBuffer) -> None:
-        super().__init__()
-        self.buffer = buffer
-
-    def compose(self) -> ComposeResult:
-        yield LogView(self.buffer, id="log-pane", title="Logs · all")
-
-
 async def test_scrolling_up_pauses_follow_and_the_end_resumes_it() -> None:
     buffer = LogBuffer()
     for i in range(100):
         buffer.append("12:00:00", "api", f"line {i}")
-    app = PaneHarness(buffer)
+    app = WidgetHost(LogView(buffer, id="log-pane", title="Logs · all"))  # as the dashboard's
     async with app.run_test(size=(80, 20)) as pilot:
         view = app.query_one(LogView)
         view.focus()

@@ -3,10 +3,10 @@ error), the palette's deploy-mode switch and the header, the role marks in the t
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
+from fixedclock import noon
 from projectfiles import copy_example
 from textual.command import CommandPalette
 from waiting import until
@@ -57,10 +57,6 @@ def test_direct_mode_shows_no_role() -> None:
     assert "role" not in _text(status)
 
 
-def _clock() -> datetime:
-    return datetime(2026, 1, 1, 12, 0, 0, tzinfo=timezone.utc)
-
-
 def _row(name: str, role: str) -> EndpointStatus:
     return EndpointStatus(
         name=name,
@@ -79,7 +75,7 @@ async def test_the_palette_switches_the_deploy_mode_and_the_table_marks_roles(
 ) -> None:
     project = copy_example("quickstart", tmp_path / "quickstart")
     statuses = [_row("api", "mothership"), _row("gateway", "child"), _row("cpu_worker", "endpoint")]
-    app = FlashApp(project, clock=_clock, connect=False, watch=False, statuses=statuses)
+    app = FlashApp(project, clock=noon, connect=False, watch=False, statuses=statuses)
     async with app.run_test(size=(120, 30)) as pilot:
         header = app.dashboard.query_one(HeaderLine)
         table = app.dashboard.query_one(EndpointsTable)

@@ -4,7 +4,6 @@ shown as stale, post-mortem logs with `l`, and the line printed on quitting."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -13,7 +12,6 @@ import pytest
 from projectfiles import copy_example
 from waiting import until
 
-from engine.home import Home
 from engine.operations import Engine
 from engine.status import EndpointStatus
 from flash_tui.app import FlashApp
@@ -39,15 +37,9 @@ NOTE = "(not deployed; last lines before it stopped)"
 
 
 @pytest.fixture
-def quiet_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+def quiet_home(cloud_home: Path) -> Path:
     """A private flash-tui home whose local cloud and workers are stopped afterwards."""
-    from engine.localcloud.discovery import kill_home_workers, stop_cloud
-
-    home = tmp_path / "home"
-    monkeypatch.setenv("FLASH_TUI_HOME", str(home))
-    yield home
-    stop_cloud(Home(home), timeout=10.0)
-    kill_home_workers(Home(home))
+    return cloud_home
 
 
 async def test_idle_dashboard_probes_on_a_budget_and_never_lies(
@@ -69,8 +61,8 @@ async def test_idle_dashboard_probes_on_a_budget_and_never_lies(
         await until(
             pilot,
             lambda: all(
-                app.statuses.get(n) is not None
-                and app.statuses[n].status == "healthy"
+                app.state.statuses.get(n) is not None
+                and app.state.statuses[n].status == "healthy"
                 and app.state.samples.get(n)
                 for n in RUNNING
             ),
@@ -128,7 +120,7 @@ async def test_idle_dashboard_probes_on_a_budget_and_never_lies(
 
         # Nothing changes: no full status refresh for two ticks of the event-log check (the
         # slow refresh is 60 s away); before, one every 5 s.
-        await until(pilot, lambda: app.statuses["api"].status == "healthy", 20, "api healthy")
+        await until(pilot, lambda: app.state.statuses["api"].status == "healthy", 20, "api healthy")
         await pilot.pause(0.5)
         calls = backend.status_calls
         await asyncio.sleep(2 * STATUS_INTERVAL + 1)

@@ -50,14 +50,16 @@ async def test_switch_target_deploy_and_undeploy_on_runpod(
         await pilot.press("enter")
         await until(
             pilot,
-            lambda: app.busy is None and len(fake.endpoints()) == 4,
+            lambda: app.state.busy is None and len(fake.endpoints()) == 4,
             120,
             "the deploy to RunPod",
         )
         names = ["api", "cpu_worker", "gateway", "gpu_worker"]
         await until(
             pilot,
-            lambda: sorted(n for n, s in app.statuses.items() if s.status == "healthy") == names,
+            lambda: (
+                sorted(n for n, s in app.state.statuses.items() if s.status == "healthy") == names
+            ),
             60,
             "every endpoint shown healthy (probed on RunPod's queue API and LB hosts)",
         )
@@ -73,7 +75,7 @@ async def test_switch_target_deploy_and_undeploy_on_runpod(
         await pilot.press(*project.name, "enter")
         await until(
             pilot,
-            lambda: app.busy is None and fake.endpoints() == [],
+            lambda: app.state.busy is None and fake.endpoints() == [],
             120,
             "the undeploy from RunPod",
         )

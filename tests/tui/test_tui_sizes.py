@@ -9,11 +9,12 @@ import os
 import stat
 from collections.abc import Mapping
 from dataclasses import replace
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import pytest
+from fixedclock import NOON as NOW
+from hosts import ScreenHost, WidgetHost
 from projectfiles import copy_example
 from rich.console import Console
 from textual.app import App
@@ -27,8 +28,6 @@ from flash_tui.app import FlashApp
 from flash_tui.screens import route_tester
 from flash_tui.widgets.dashboard.detail_pane import DetailPane, endpoint_detail
 from flash_tui.widgets.dashboard.endpoints_table import EndpointRow, EndpointsTable, fit_columns
-
-NOW = datetime(2026, 1, 1, 12, 0, 0, tzinfo=timezone.utc)
 
 STATUSES = [
     EndpointStatus(
@@ -92,16 +91,11 @@ def test_fit_columns_keeps_the_telling_ones_and_drops_by_priority() -> None:
     assert tiny.keys[:3] == ["dot", "name", "status"]
 
 
-class TableHarness(App[None]):
-    def compose(self) -> Any:
-        yield EndpointsTable()
-
-
 async def test_a_changed_row_is_painted_and_only_it_is_repainted() -> None:
     rows = [EndpointRow(f"ep{i}", "LiveServerless", "healthy", latency_ms=10.0) for i in range(6)]
-    app = TableHarness()
+    table = EndpointsTable()
+    app = WidgetHost(table)
     async with app.run_test(size=(120, 12)) as pilot:
-        table = app.query_one(EndpointsTable)
         table.show(rows)
         await pilot.pause()
         assert "10ms" in app.export_screenshot().replace("&#160;", " ")
@@ -203,18 +197,14 @@ class Echo:
         return f"curl -X {target.method}{extra} http://x{target.path}"
 
 
-class HistoryHarness(App[None]):
-    def __init__(self, history_file: Path) -> None:
-        super().__init__()
-        self.history_file = history_file
-
-    def on_mount(self) -> None:
-        self.push_screen(route_tester.RouteTesterScreen(Echo(), history_file=self.history_file))
+def history_host(history_file: Path) -> ScreenHost:
+    """The route tester over an echo, its history kept in `history_file`, pushed on start."""
+    return ScreenHost(route_tester.RouteTesterScreen(Echo(), history_file=history_file))
 
 
 async def test_history_is_kept_across_runs_without_headers(tmp_path: Path) -> None:
     path = tmp_path / ".flash" / "route_history.json"
-    app = HistoryHarness(path)
+    app = history_host(path)
     async with app.run_test(size=(100, 30)) as pilot:
         await pilot.pause()
         screen = app.screen
@@ -226,7 +216,7 @@ async def test_history_is_kept_across_runs_without_headers(tmp_path: Path) -> No
     assert "sk-x" not in saved and "authorization" not in saved.lower()
     assert json.loads(saved)["entries"][0]["title"] == "POST /compute"
 
-    again = HistoryHarness(path)
+    again = history_host(path)
     async with again.run_test(size=(100, 30)) as pilot:
         await pilot.pause()
         screen = again.screen
@@ -247,7 +237,7 @@ def test_history_is_bounded(tmp_path: Path) -> None:
 
 
 async def test_get_shows_query_parameters(tmp_path: Path) -> None:
-    app = HistoryHarness(tmp_path / "h.json")
+    app = history_host(tmp_path / "h.json")
     async with app.run_test(size=(100, 30)) as pilot:
         await pilot.pause()
         body = app.screen.query_one("#body", TextArea)
@@ -266,7 +256,7 @@ async def test_copy_without_clipboard_command_says_osc52(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("PATH", str(tmp_path / "empty"))
-    app = HistoryHarness(tmp_path / "h.json")
+    app = history_host(tmp_path / "h.json")
     async with app.run_test(size=(100, 30)) as pilot:
         await pilot.pause()
         await pilot.press("ctrl+y")
@@ -284,7 +274,7 @@ async def test_copy_with_a_clipboard_command_says_copied(
     script.write_text(f"#!/bin/sh\ncat > {received}\n")
     script.chmod(script.stat().st_mode | stat.S_IEXEC)
     monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}/usr/bin:/bin")
-    app = HistoryHarness(tmp_path / "h.json")
+    app = history_host(tmp_path / "h.json")
     async with app.run_test(size=(100, 30)) as pilot:
         await pilot.pause()
         await pilot.press("ctrl+y")
@@ -294,7 +284,7 @@ async def test_copy_with_a_clipboard_command_says_copied(
 
 async def test_headers_are_sent_and_kept_without_authorization(tmp_path: Path) -> None:
     path = tmp_path / ".flash" / "route_history.json"
-    app = HistoryHarness(path)
+    app = history_host(path)
     async with app.run_test(size=(100, 30)) as pilot:
         await pilot.pause()
         screen = app.screen

@@ -10,8 +10,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from hosts import WidgetHost
 from projectfiles import copy_example
-from textual.app import App, ComposeResult
 from waiting import until
 
 from engine.scan import scan_project
@@ -29,15 +29,10 @@ def test_header_before_the_first_scan_says_scanning() -> None:
     assert "0 endpoints" in DashboardState(project="p", target="local").header()[0]
 
 
-class _TreeHost(App[None]):
-    def compose(self) -> ComposeResult:
-        yield ManifestTree(id="tree")
-
-
 async def test_the_loading_node_gives_way_to_the_scan(tmp_path: Path) -> None:
     project = copy_example("quickstart", tmp_path / "quickstart")
     scanned = scan_project(project)
-    app = _TreeHost()
+    app = WidgetHost(ManifestTree(id="tree"))
     async with app.run_test() as pilot:
         tree = app.query_one(ManifestTree)
         tree.show_loading("scanning quickstart…")
@@ -100,20 +95,11 @@ def test_runtime_loads_its_models_on_first_use() -> None:
     assert "runtime.resources" in loaded
 
 
-class _LogHost(App[None]):
-    def __init__(self, buffer: LogBuffer) -> None:
-        super().__init__()
-        self.buffer = buffer
-
-    def compose(self) -> ComposeResult:
-        yield LogView(self.buffer, id="log")
-
-
 async def test_a_growing_log_scrolls_without_relaying_out_the_screen() -> None:
     buffer = LogBuffer()
     for i in range(100):
         buffer.append("12:00:00", "api", f"line {i:04d}")
-    app = _LogHost(buffer)
+    app = WidgetHost(LogView(buffer, id="log"))
     async with app.run_test(size=(80, 20)) as pilot:
         view = app.query_one(LogView)
         view.pull()

@@ -53,7 +53,7 @@ def write_project(root: Path) -> Path:
 
 
 def status_of(app: FlashApp, name: str) -> str | None:
-    status = app.statuses.get(name)
+    status = app.state.statuses.get(name)
     return status.status if status is not None else None
 
 
@@ -102,7 +102,7 @@ async def test_a_restarted_cloud_shows_its_new_address_and_fresh_health(
         table = app.dashboard.query_one(EndpointsTable)
         await until(pilot, lambda: f":{old.port})" in header.summary, 60, "the first address")
         await until(pilot, lambda: len(app.state.samples.get("web", ())) >= 2, 30, "a sparkline")
-        old_pid = app.statuses["web"].pid
+        old_pid = app.state.statuses["web"].pid
 
         # Another shell stops the cloud (and its workers) and starts it again.
         await asyncio.to_thread(stop_cloud, own_home)
@@ -121,7 +121,7 @@ async def test_a_restarted_cloud_shows_its_new_address_and_fresh_health(
         async with Engine(project) as other:
             assert (await other.deploy()).ok
         await until(pilot, lambda: status_of(app, "web") == "healthy", 30, "web healthy again")
-        web = app.statuses["web"]
+        web = app.state.statuses["web"]
         assert web.pid != old_pid
         await pilot.press("h")
         await until(pilot, lambda: any("probed" in n for n in notes(app)), 15, "the probe")
@@ -216,7 +216,7 @@ async def test_keys_act_only_on_the_visible_selection(tmp_path: Path, own_home: 
         await until(pilot, lambda: isinstance(app.screen, PlanScreen), 60, "the plan dialog")
         assert {i.name for i in app.screen.items} == {"web"}
         await pilot.press("escape")
-        await until(pilot, lambda: app.busy is None, 10, "the cancel")
+        await until(pilot, lambda: app.state.busy is None, 10, "the cancel")
 
         # The table row the person moved to (and sees highlighted) is the selection, also
         # once the focus moves on to the log pane.
@@ -309,7 +309,7 @@ async def test_deploy_time_excludes_the_dialog_and_a_cancel_is_one_line(
         await pilot.press("D")
         await until(pilot, lambda: isinstance(app.screen, PlanScreen), 60, "the plan dialog")
         await pilot.press("escape")
-        await until(pilot, lambda: app.busy is None, 10, "the cancel")
+        await until(pilot, lambda: app.state.busy is None, 10, "the cancel")
         # busy clears in the handler that also logs and notifies the outcome.
         lines = [r.text for r in list(app.logs)[before:]]
         said = [line for line in lines if "cancel" in line]

@@ -4,7 +4,6 @@ cloud) and off again."""
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -25,15 +24,8 @@ async def echo(text: str) -> dict:
 
 
 @pytest.fixture
-def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
-    from engine.home import Home
-    from engine.localcloud.discovery import kill_home_workers, stop_cloud
-
-    root = tmp_path / "home"
-    monkeypatch.setenv("FLASH_TUI_HOME", str(root))
-    yield root
-    stop_cloud(Home(root), timeout=10.0)
-    kill_home_workers(Home(root))
+def home(cloud_home: Path) -> Path:
+    return cloud_home
 
 
 def _lines(app: FlashApp) -> list[str]:
