@@ -98,7 +98,7 @@ async def test_the_table_follows_each_childs_provisioning_live(
 
         # `fast` comes up, `late` waits at its gate: the screen says exactly that.
         def fast_up_late_waiting() -> bool:
-            fast = app.statuses.get("fast")
+            fast = app.state.statuses.get("fast")
             return (
                 fast is not None
                 and fast.provisioning == "deployed"
@@ -124,9 +124,9 @@ async def test_the_table_follows_each_childs_provisioning_live(
         )
 
         gate.write_text("open\n")
-        await until(pilot, lambda: app.busy is None, 120, "the deploy to finish")
+        await until(pilot, lambda: app.state.busy is None, 120, "the deploy to finish")
         await until(
             pilot, lambda: _cell(table, "late", "status") == "healthy", 60, "late shown healthy"
         )
-        assert app.statuses["late"].provisioning == "deployed"
+        assert app.state.statuses["late"].provisioning == "deployed"
         assert any("mothership: 2/2 children ready" in r.text for r in app.logs)
