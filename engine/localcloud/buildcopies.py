@@ -14,6 +14,7 @@ import secrets
 import shutil
 import stat
 import tarfile
+from collections.abc import Collection
 from pathlib import Path
 
 from engine.home import DIR_MODE, FILE_MODE, Home
@@ -85,9 +86,10 @@ def remove_partial_copies(apps: Path, used: set[str | None]) -> None:
                 _make_private(path)  # a copy made before copies were private
 
 
-def prune_copies(store: Store, app: str) -> None:
-    """Delete the build copies of `app` no endpoint runs from any more, and their records."""
-    used = {r.get("build_id") for r in store.list_endpoints(app)}
+def prune_copies(store: Store, app: str, keep: Collection[str] = ()) -> None:
+    """Delete the build copies of `app` no endpoint runs from any more (nor any of `keep`,
+    builds a replaced worker still runs from), and their records."""
+    used = {r.get("build_id") for r in store.list_endpoints(app)} | set(keep)
     for build in store.list_builds(app):
         if build["build_id"] not in used:
             shutil.rmtree(build["path"], ignore_errors=True)
