@@ -392,6 +392,7 @@ class Deploys:
             worker = self._sup.workers.get((app, name))
             if worker is not None:
                 await self._sup.stop_worker(worker)
+            await self._sup.stop_draining(app, name)
             await asyncio.to_thread(
                 logfiles.redact_files, self._sup.processes.log_path(app, name), keys
             )

@@ -336,6 +336,12 @@ class Supervisor:
 
         self.spawn_task(drain())
 
+    async def stop_draining(self, app: str, name: str) -> None:
+        """Stop at once the replaced workers of an endpoint being removed: nothing calls it
+        any more that could still need them."""
+        workers = [w for w, _ in self._draining.values() if (w.app, w.name) == (app, name)]
+        await asyncio.gather(*(self.processes.stop(w) for w in workers))
+
     def prune_copies(self, app: str) -> None:
         """Delete the build copies of `app` that no record and no draining worker runs from.
         Caller holds the app lock (a deploy records its copy before any endpoint uses it)."""

@@ -151,3 +151,21 @@ async def test_a_broken_update_leaves_the_old_worker_serving(tmp_path: Path, hom
         assert answer.ok and answer.result == 4, answer
         (fixed,) = await engine.status(probe=False)
         assert fixed.last_error is None and fixed.pid != before.pid
+
+
+async def test_removing_an_endpoint_stops_its_draining_worker_at_once(
+    tmp_path: Path, home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A grace far longer than the wait below: only the removal can have stopped it.
+    monkeypatch.setenv("FLASH_LOCALCLOUD_DRAIN_GRACE", "300")
+    project = tmp_path / "p"
+    write_alpha(project, _ALPHA, 1)
+    async with Engine(project) as engine:
+        assert (await engine.deploy()).ok
+        (before,) = await engine.status(probe=False)
+        write_alpha(project, _ALPHA, 2)
+        assert (await engine.deploy()).ok
+        (after,) = await engine.status(probe=False)
+        assert home_worker_pids(home) == {before.pid, after.pid}  # the old one drains
+        assert (await engine.undeploy()).ok
+        await until(lambda: home_worker_pids(home) == set(), 30, "both workers to stop")
