@@ -30,7 +30,6 @@ from typing import TYPE_CHECKING, Any
 from engine.provider import EndpointTarget
 from runtime.errors import TRACEBACK_HEADER
 from runtime.payload import validation_summary
-from runtime.serialization import class_job, deserialize, function_job
 
 if TYPE_CHECKING:  # httpx is imported by the first call: the TUI's first frame needs none
     import httpx
@@ -323,6 +322,9 @@ def list_calls(manifest: Mapping[str, Any]) -> list[CallSignature]:
 
 def build_job(call: CallSpec, data: Mapping[str, Any] | None) -> dict[str, Any]:
     """The `/runsync` body of a QB call (upstream job contract)."""
+    # Here, not at the top: cloudpickle is a cost every headless command would pay.
+    from runtime.serialization import class_job, function_job
+
     data = dict(data or {})
     if call.class_method:
         init = data.pop("init", None) or {}
@@ -523,6 +525,8 @@ async def _invoke_qb(
         )
     if status != "COMPLETED" or not isinstance(output, Mapping):
         return job_failed(str(body.get("error") or f"job {status}"))
+    from runtime.serialization import deserialize
+
     try:
         result = deserialize(output["result"]) if output.get("result") is not None else None
     except Exception as exc:  # a result we cannot unpickle here is still a completed call

@@ -35,7 +35,6 @@ from engine.deploy_operation import ms_since, plan_summary, with_costs, with_env
 from engine.drift import Drift
 from engine.health import DEFAULT_INTERVAL, HealthSample, probe_all
 from engine.identity import app_slug, canonical_path, legacy_app_name
-from engine.invoke import CallSpec, InvokeResult, invoke, resolve_call
 from engine.logs import LogLine, follow_logs, read_logs
 from engine.operation_results import (
     Confirm,
@@ -65,6 +64,7 @@ from engine.wording import plural
 if TYPE_CHECKING:  # engine.scan is imported on first scan: `logs` never needs it
     from engine.build.checks import ImportChecker
     from engine.envs import EnvCache
+    from engine.invoke import CallSpec, InvokeResult
     from engine.scan import Scanner, ScanResult
 
 __all__ = [
@@ -530,7 +530,7 @@ class Engine:
 
     async def resolve(self, target: str, manifest: dict[str, Any] | None = None) -> CallSpec:
         """Resolve `NAME|ROUTE` against the project's manifest."""
-        from engine.invoke import InvokeError
+        from engine.invoke import InvokeError, resolve_call
 
         if manifest is None:
             manifest = (await self.scan()).manifest
@@ -548,7 +548,7 @@ class Engine:
         headers: Mapping[str, str] | None = None,
     ) -> InvokeResult:
         """Call an LB route or a QB function of a deployed endpoint (`headers`: extra ones)."""
-        from engine.invoke import InvokeError
+        from engine.invoke import CallSpec, InvokeError, invoke
 
         call = target if isinstance(target, CallSpec) else await self.resolve(target)
         try:

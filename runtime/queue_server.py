@@ -438,6 +438,10 @@ class QueueServer:
                 return
             self._expire()
             job = self.jobs.get(job_id or "")
+            if job is None and job_id not in self._previous and self.journal is not None:
+                # A worker replaced blue/green stops after this one started: its journal
+                # arrives later and is read when a job it kept is asked for.
+                self._previous.update(read_journal(self.journal))
             if job is not None:
                 await _respond(send, 200, job.body(self._worker_json))
             elif job_id in self._previous:

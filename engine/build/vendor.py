@@ -21,7 +21,10 @@ for the image's Python (`pip install --target --platform ...`, which needs the n
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import importlib.metadata as metadata
+import os
 import platform
 import shutil
 import subprocess
@@ -98,10 +101,30 @@ def _closure(roots: Iterable[str], *, strict: bool) -> dict[str, metadata.Distri
 
 
 def missing_distributions() -> dict[str, metadata.Distribution]:
-    """The runtime's dependency closure minus the image's, from this environment."""
+    """The runtime's dependency closure minus the image's, from this environment.
+
+    Remembered while the directories on `sys.path` are unchanged: every build asks (each save
+    of a dev session), walking the metadata costs ~0.1 s, and installing or removing a
+    distribution adds or removes an entry in its directory, which changes that one's mtime.
+    """
+    return dict(_missing_in(_environment_stamp()))
+
+
+def _environment_stamp() -> tuple[tuple[str, int], ...]:
+    stamp = []
+    for entry in sys.path:
+        with contextlib.suppress(OSError):
+            stamp.append((entry, os.stat(entry or ".").st_mtime_ns))
+    return tuple(stamp)
+
+
+@functools.lru_cache(maxsize=4)
+def _missing_in(
+    _stamp: tuple[tuple[str, int], ...],
+) -> tuple[tuple[str, metadata.Distribution], ...]:
     needed = _closure(RUNTIME_DISTRIBUTIONS, strict=True)
     image = set(_closure(IMAGE_DISTRIBUTIONS, strict=False)) | _IMAGE_CLOSURE_KNOWN
-    return {name: dist for name, dist in sorted(needed.items()) if name not in image}
+    return tuple((name, dist) for name, dist in sorted(needed.items()) if name not in image)
 
 
 def _matches_image(python: str) -> bool:

@@ -33,6 +33,8 @@ class Reload:
     error: str | None = None
     plan_summary: str = ""
     also: tuple[str, ...] = ()
+    # Where each endpoint the deploy updated answers now (its new worker's: blue/green).
+    urls: tuple[tuple[str, str], ...] = ()
 
     @property
     def ok(self) -> bool:
@@ -54,6 +56,7 @@ class Reload:
             self.error,
             self.plan_summary,
             (*self.also, *names),
+            self.urls,
         )
 
     def line(self, now: float | None = None, verb: str = "reloaded") -> str:
@@ -110,7 +113,10 @@ class WatchDeploy:
         if failed:
             error = "; ".join(f"{r.name}: {(r.error or 'failed').splitlines()[0]}" for r in failed)
         removed = tuple(plan.names("delete"))
-        return Reload(started, redeployed, removed, names, error, summary)
+        results = report.outcome.results if report.outcome is not None else ()
+        # Only updates: a created endpoint has a new key, which the session asks for.
+        urls = tuple((r.name, r.url) for r in results if r.ok and r.url and r.action == "update")
+        return Reload(started, redeployed, removed, names, error, summary, urls=urls)
 
     def _relative(self, path: Path) -> str:
         try:

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
+from typing import Any
 
 from engine.dev.app import AppProcess, DevAppError, find_app, start_app
 from engine.dev.loop import Reload, WatchDeploy
@@ -73,7 +75,7 @@ class DevSession:
         manifest = (await self.engine.scan()).manifest
         routes = tuple(dev_routes(manifest))
         self._endpoint_files = {r.file for r in routes}
-        targets = await self._targets(reload)
+        targets = await self._targets(reload, manifest)
         app = self.app
         old = None
         if app_changed:
@@ -88,17 +90,28 @@ class DevSession:
             await old.stop()
         return reload
 
-    async def _targets(self, reload: Reload) -> dict[str, EndpointTarget]:
-        """Every running endpoint's address: after a save only the redeployed ones are asked
-        again (an unchanged endpoint kept its worker, so its address)."""
+    async def _targets(
+        self, reload: Reload, manifest: Mapping[str, Any]
+    ) -> dict[str, EndpointTarget]:
+        """Every running endpoint's address: after a save only the redeployed ones change (an
+        unchanged endpoint kept its worker); an updated one keeps its key, and the deploy said
+        where its new worker answers, so only a created one is asked for."""
         known = self.server.snapshot.targets
         names = {r.call.endpoint for r in self.routes}
+        resources = manifest.get("resources") or {}
+        moved = dict(reload.urls)
         try:
             if not known or reload.error is not None or not names <= set(known):
                 return {t.name: t for t in await self.engine.health_targets()}
             targets = {n: t for n, t in known.items() if n not in reload.removed}
             for name in reload.redeployed:
-                targets[name] = await self.engine.provider.target(self.engine.app, name)
+                if name in known and name in moved:
+                    balanced = bool((resources.get(name) or {}).get("is_load_balanced"))
+                    targets[name] = replace(
+                        known[name], base_url=moved[name], is_load_balanced=balanced
+                    )
+                else:
+                    targets[name] = await self.engine.provider.target(self.engine.app, name)
             return targets
         except (ProviderError, OSError) as exc:
             self._say(f"cannot read the endpoints' addresses: {exc}")

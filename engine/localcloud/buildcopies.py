@@ -3,7 +3,8 @@
 A copy is extracted from the build's archive (whose SHA-256 is the build id) under a temporary
 name and renamed when complete, with a completion marker, so rebuilding the project does not
 change a running endpoint until it is redeployed. What a crash leaves half made is removed at
-the next start; copies no endpoint runs from any more are pruned.
+the next start; copies no endpoint runs from any more are pruned, but for the newest one (a
+redeploy of it after an undeploy, or a save undone in `flash-tui dev`, then copies nothing).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import secrets
 import shutil
 import stat
 import tarfile
+from collections.abc import Collection
 from pathlib import Path
 
 from engine.home import DIR_MODE, FILE_MODE, Home
@@ -85,13 +87,15 @@ def remove_partial_copies(apps: Path, used: set[str | None]) -> None:
                 _make_private(path)  # a copy made before copies were private
 
 
-def prune_copies(store: Store, app: str) -> None:
-    """Delete the build copies of `app` no endpoint runs from any more, and their records."""
-    used = {r.get("build_id") for r in store.list_endpoints(app)}
-    for build in store.list_builds(app):
-        if build["build_id"] not in used:
-            shutil.rmtree(build["path"], ignore_errors=True)
-            store.delete_build(app, build["build_id"])
+def prune_copies(store: Store, app: str, keep: Collection[str] = (), spare: int = 1) -> None:
+    """Delete the build copies of `app` no endpoint runs from any more (nor any of `keep`,
+    builds a replaced worker still runs from), and their records; the newest `spare` of them
+    stay, so deploying that build again (after an undeploy, a save undone) copies nothing."""
+    used = {r.get("build_id") for r in store.list_endpoints(app)} | set(keep)
+    unused = [b for b in store.list_builds(app) if b["build_id"] not in used]  # newest first
+    for build in unused[spare:]:
+        shutil.rmtree(build["path"], ignore_errors=True)
+        store.delete_build(app, build["build_id"])
 
 
 def _sha256(path: Path) -> str:

@@ -15,7 +15,6 @@ from typing import Any, TypeVar
 from engine.home import Home
 from engine.localcloud.client import CloudClient
 from engine.localcloud.discovery import CloudError, CloudInfo, ensure_cloud, read_state
-from engine.localcloud.isolation import describe_isolation
 from engine.localcloud.roles import DEFAULT_ENVIRONMENT
 from engine.localcloud.wire import (
     AppRecord,
@@ -209,6 +208,9 @@ class LocalCloudProvider:
     async def isolation(self) -> str | None:
         """The workers' sandbox as each running worker reports it (`landlock-v7 (6/6
         workers)`, the ones without it named)."""
+        # Here, not at the top: its runtime.sandbox loads ctypes, which a deploy never needs.
+        from engine.localcloud.isolation import describe_isolation
+
         return describe_isolation(await self._call(lambda c: c.worker_isolation()))
 
     async def list_endpoints(self, app: str) -> list[DeployedEndpoint]:

@@ -50,6 +50,7 @@ from pydantic import BaseModel, ValidationError
 
 from engine.home import Home
 from engine.localcloud import logfiles, roles
+from engine.localcloud.deploys import Deploys
 from engine.localcloud.scopes import SCOPE_KEY, ScopedAuth
 from engine.localcloud.settings import SupervisorSettings
 from engine.localcloud.store import Store
@@ -168,6 +169,7 @@ def create_app(
         supervisor = Supervisor(home, store, settings or SupervisorSettings.from_env())
         supervisor.service_url = service_url
         state["store"], state["supervisor"] = store, supervisor
+        state["deploys"] = Deploys(supervisor)
         await supervisor.start()
         store.add_event("service_started", f"local cloud started, pid {os.getpid()}")
         try:
@@ -181,6 +183,9 @@ def create_app(
 
     def sup() -> Supervisor:
         return state["supervisor"]
+
+    def deploys() -> Deploys:
+        return state["deploys"]
 
     def store() -> Store:
         return state["store"]
@@ -261,18 +266,18 @@ def create_app(
         granted = request.scope.get(SCOPE_KEY)
         if granted is not None:
             deploy_request = _scoped_deploy(app, granted[1], deploy_request)
-        return _ndjson(sup(), lambda emit: sup().deploy(app, deploy_request, emit))
+        return _ndjson(sup(), lambda emit: deploys().deploy(app, deploy_request, emit))
 
     @api.post("/v1/apps/{app}/deploy/cancel")
     async def cancel_deploy(app: str) -> CancelReply:
         """The app's running deploys start no more endpoints (those started finish)."""
-        return CancelReply(cancelled=sup().cancel_deploy(_check_name("app", app)))
+        return CancelReply(cancelled=deploys().cancel(_check_name("app", app)))
 
     @api.post("/v1/apps/{app}/endpoints/{name}/restart")
     async def restart(app: str, name: str) -> StreamingResponse:
         """Stop and start one endpoint's worker; NDJSON progress, then the result."""
         endpoint_or_404(app, name)
-        return _ndjson(sup(), lambda emit: sup().restart(app, name, emit))
+        return _ndjson(sup(), lambda emit: deploys().restart(app, name, emit))
 
     @api.post("/v1/apps/{app}/undeploy")
     async def undeploy(app: str, request: Request) -> StreamingResponse:
@@ -283,7 +288,7 @@ def create_app(
             names = [_check_name("endpoint", n) for n in names]
         if request.scope.get(SCOPE_KEY) is not None:
             _scoped_undeploy(app, names)
-        return _ndjson(sup(), lambda emit: sup().undeploy(app, names, emit))
+        return _ndjson(sup(), lambda emit: deploys().undeploy(app, names, emit))
 
     def _scoped_deploy(app: str, environment: str, body: DeployRequest) -> DeployRequest:
         """A mothership's deploy: children of its environment, from a build the app has."""

@@ -27,6 +27,8 @@ class SupervisorSettings(WorkerSettings):
     monitor_interval: float = 0.1
     # Endpoints a deploy starts at a time: a cancelled deploy leaves the rest unstarted.
     deploy_concurrency: int = 8
+    # Seconds a worker replaced by an update keeps serving after the switch to the new one.
+    drain_grace: float = 2.0
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> SupervisorSettings:

@@ -116,7 +116,7 @@ class DeployEvent(BaseModel):
     elapsed_ms: float | None = None
     ok: bool | None = None
     results: list[ResultRecord] | None = None
-    # On a deploy's `result`: it was cancelled mid-way (see Supervisor.cancel_deploy).
+    # On a deploy's `result`: it was cancelled mid-way (see Deploys.cancel).
     cancelled: bool | None = None
 
     def to_json(self) -> str:

@@ -37,6 +37,20 @@ def test_scan_imports_no_other_command(tmp_path: Path) -> None:
     assert not {"textual", "engine.dev.server", "fastapi"} & modules
 
 
+def test_deploy_imports_nothing_only_invoke_or_isolation_need(
+    tmp_path: Path, localcloud_home: Path
+) -> None:
+    """A warm `deploy --yes` pays for every module it imports: not the job serialisation
+    (cloudpickle) of `invoke`, nor the sandbox probing (ctypes) of `cloud status`."""
+    project = copy_example("quickstart", tmp_path / "quickstart")
+    code, modules = _modules_after(["deploy", "--yes", "--json", "--project", str(project)])
+    assert code == 0
+    assert "engine.cli.deploy" in modules
+    unneeded = {"engine.invoke", "runtime.serialization", "cloudpickle", "runtime.sandbox"}
+    unneeded.add("ctypes")
+    assert not unneeded & modules, unneeded & modules
+
+
 def test_help_still_lists_every_command() -> None:
     out = subprocess.run(
         [sys.executable, "-c", "from flash_tui.main import main; main(['--help'])"],

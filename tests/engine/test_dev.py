@@ -4,9 +4,12 @@ of a real local cloud, redeploys on save, Ctrl+C and --down. One dev process for
 from __future__ import annotations
 
 import os
+import re
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 from devprocess import DevProcess, copy_example
 from projectfiles import without_torch
@@ -111,6 +114,42 @@ def test_saving_one_worker_redeploys_exactly_that_endpoint(dev: DevProcess) -> N
     assert {n: p for n, p in after.items() if n != "gpu_worker"} == {
         n: p for n, p in before.items() if n != "gpu_worker"
     }
+
+
+def test_a_route_called_in_a_loop_answers_throughout_a_reload(dev: DevProcess) -> None:
+    """The new worker starts beside the old one and the server swaps once it is healthy."""
+    worker = dev.project / "gpu_worker.py"
+    text = worker.read_text(encoding="utf-8")
+    default = re.compile(r'input_data\.get\("message", "([^"]*)"\)')
+    match = default.search(text)
+    assert match is not None, text
+    old, new = match.group(1), f"{match.group(1)} (reloaded in a loop)"
+    answers: list[tuple[int, str | None]] = []
+    stop = threading.Event()
+
+    def call() -> None:
+        with httpx.Client(base_url=dev.url, trust_env=False, timeout=60) as http:
+            while not stop.is_set():
+                response = http.post("/gpu_worker/runsync", json={"input": {"input_data": {}}})
+                body = response.json() if response.status_code == 200 else {}
+                answers.append((response.status_code, (body.get("output") or {}).get("message")))
+
+    caller = threading.Thread(target=call)
+    caller.start()
+    try:
+        wait_for(lambda: len(answers) >= 3, 30, "answers before the save")
+        start = len(dev.lines)
+        worker.write_text(default.sub(f'input_data.get("message", "{new}")', text), "utf-8")
+        dev.wait_line("reloaded", start=start)
+        wait_for(lambda: answers.count((200, new)) >= 3, 30, "answers of the new code")
+    finally:
+        stop.set()
+        caller.join(60)
+    assert {status for status, _ in answers} == {200}, answers
+    messages = [message for _, message in answers]
+    assert set(messages) == {old, new}, set(messages)
+    # One swap: once the new code answered, the old one never did again.
+    assert old not in messages[messages.index(new) :]
 
 
 def test_bad_code_on_save_names_the_line_and_keeps_serving(dev: DevProcess) -> None:

@@ -57,3 +57,30 @@ def test_build_id_that_is_not_hex_is_refused(tmp_path: Path, build_id: str) -> N
     with pytest.raises(ValueError, match="build id"):
         ensure_copy(home, "app", _build(build_id, archive))
     assert not (home.root / "escape").exists()
+
+
+def test_pruning_keeps_copies_in_use_draining_and_the_newest_spare(tmp_path: Path) -> None:
+    from engine.localcloud.buildcopies import prune_copies
+    from engine.localcloud.store import Store
+
+    home = Home(tmp_path / "home")
+    store = Store(tmp_path / "cloud.db")
+    copies = {}
+    for index, text in enumerate(["a = 1\n", "b = 2\n", "c = 3\n", "d = 4\n"]):
+        archive = tmp_path / f"build{index}.tar.gz"
+        build_id = _archive(archive, text)
+        copies[text[0]] = (build_id, ensure_copy(home, "app", _build(build_id, archive)))
+        store.record_build("app", build_id, str(archive), str(copies[text[0]][1]), {})
+        # created_at orders them: a, b, c, d from oldest to newest
+    store.upsert_endpoint("app", "api", build_id=copies["a"][0], status="healthy")
+
+    prune_copies(store, "app", keep={copies["b"][0]})
+
+    left = {b["build_id"] for b in store.list_builds("app")}
+    # a: an endpoint runs it; b: a replaced worker still does; d: the newest spare; c goes.
+    assert left == {copies["a"][0], copies["b"][0], copies["d"][0]}
+    assert not copies["c"][1].exists()
+    assert all(copies[k][1].is_dir() for k in "abd")
+    store.delete_endpoint("app", "api")
+    prune_copies(store, "app", spare=0)
+    assert store.list_builds("app") == [] and not any(p.exists() for _, p in copies.values())

@@ -136,7 +136,9 @@ async def test_cancelled_update_leaves_the_old_worker_and_record(
         assert now["beta"].pid == old["beta"].pid and now["beta"].status == "healthy"
         assert now["beta"].config_hash == old["beta"].config_hash
         assert now["beta"].config == old["beta"].config
-        assert home_worker_pids(home) == {now["alpha"].pid, now["beta"].pid}
+        # alpha's old worker drains after the switch (blue/green), then goes.
+        wanted = {now["alpha"].pid, now["beta"].pid}
+        await until(lambda: home_worker_pids(home) == wanted, 30, "the old alpha to stop")
         plan = await engine.plan()
         assert {i.name: i.action for i in plan.items} == {"alpha": "unchanged", "beta": "update"}
 

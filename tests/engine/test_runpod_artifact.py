@@ -83,6 +83,22 @@ def test_the_image_lacks_only_the_http_client_packages() -> None:
     assert sorted(missing_distributions()) == ["httpcore", "httptools", "httpx"]
 
 
+def test_what_the_image_lacks_follows_an_install_into_the_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Remembered between builds, but a distribution installed meanwhile is seen."""
+    monkeypatch.syspath_prepend(str(tmp_path))
+    assert "httpx" in missing_distributions()
+    assert "httpx" in missing_distributions()  # asked again: the same answer
+    # An image distribution that now requires httpx: the image has it, nothing ships it.
+    info = tmp_path / "runpod_flash-9.9.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text(
+        "Metadata-Version: 2.1\nName: runpod-flash\nVersion: 9.9\nRequires-Dist: httpx\n"
+    )
+    assert "httpx" not in missing_distributions()
+
+
 def _load(path: Path) -> Any:
     spec = importlib.util.spec_from_file_location(path.stem, path)
     assert spec is not None and spec.loader is not None

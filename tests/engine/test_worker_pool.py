@@ -267,8 +267,14 @@ def test_a_killed_fork_server_is_replaced_and_its_workers_live_on(
     _deploy(info, tmp_path, "gamma", {"POOL_MARK": "second"}, "c2")
     record = _record(info, "gamma")
     assert record["status"] == "healthy" and record["pid"] != worker_pid
+    # The old worker was stopped (once the update's drain grace is over).
+    old_worker = None
     with contextlib.suppress(psutil.NoSuchProcess):
-        assert not _alive(psutil.Process(worker_pid))  # the old worker was stopped
+        old_worker = psutil.Process(worker_pid)
+    if old_worker is not None:
+        wait_for(
+            lambda: not _alive(old_worker), 30, "the replaced worker to stop", retry_errors=True
+        )
     new_server = _server_of(info)
     assert new_server.pid != old_server.pid
     assert psutil.Process(record["pid"]).ppid() == new_server.pid

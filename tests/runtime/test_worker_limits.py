@@ -166,6 +166,23 @@ def test_stuck_jobs_make_the_worker_unhealthy_and_it_recycles(
     assert unknown.status_code == 404 and "previous worker" in unknown.json()["error"]
 
 
+def test_a_journal_left_after_the_next_worker_started_is_still_read(
+    start: Started, tmp_path: Path
+) -> None:
+    """Blue/green: the new worker starts before the old one stops and leaves its journal."""
+    journal = tmp_path / "jobs.journal"
+    old, old_client = start("jobs", FLASH_JOB_JOURNAL=str(journal))
+    done = old_client.post("/run", json=job("shout", text="kept")).json()["id"]
+    status_of(old_client, done, {"COMPLETED"})
+    _, new_client = start("jobs", FLASH_JOB_JOURNAL=str(journal))
+    assert new_client.get(f"/status/{done}").status_code == 404
+    old.stop()
+    assert journal.is_file()
+    body = new_client.get(f"/status/{done}")
+    assert body.status_code == 200, body.text
+    assert body.json()["status"] == "COMPLETED" and body.json()["output"]["success"] is True
+
+
 def test_a_worker_whose_stuck_code_returns_in_time_is_not_recycled(start: Started) -> None:
     worker, client = start(
         "jobs", FLASH_WORKER_CONCURRENCY="1", FLASH_MAX_STUCK="1", FLASH_RECYCLE_DELAY="30"

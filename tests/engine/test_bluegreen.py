@@ -1,0 +1,171 @@
+"""Blue/green updates on a real local cloud with real workers: callers calling an endpoint in a
+loop while it is updated see no error and then the new code; a new version that cannot start
+leaves the old worker serving, its record as before plus why, and the next deploy retries."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import psutil
+import pytest
+from projectfiles import write_files
+
+from engine.operations import Engine
+
+_ALPHA = """
+from tetra_rp import CpuLiveServerless, remote
+
+config = CpuLiveServerless(name="alpha", workersMin=0, workersMax=1)
+
+
+@remote(config)
+async def work_alpha(x: int) -> int:
+    return x + {step}
+"""
+# Broken where the build's import check cannot see it: only in a deployed worker.
+_BROKEN = _ALPHA.replace(
+    "from tetra_rp",
+    "import os\n\nif os.environ.get('FLASH_ENDPOINT_KEY'):\n"
+    "    raise RuntimeError('broken at import')\n\nfrom tetra_rp",
+)
+
+
+@pytest.fixture
+def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """A private home whose replaced workers drain briefly (the test waits for them to go)."""
+    from engine.home import Home
+    from engine.localcloud.discovery import kill_home_workers, stop_cloud
+
+    root = tmp_path / "home"
+    monkeypatch.setenv("FLASH_TUI_HOME", str(root))
+    monkeypatch.setenv("FLASH_LOCALCLOUD_DRAIN_GRACE", "0.5")
+    yield root
+    stop_cloud(Home(root), timeout=10.0)
+    kill_home_workers(Home(root))
+
+
+def home_worker_pids(home: Path) -> set[int]:
+    """Worker processes running from this home's build copies."""
+    pids = set()
+    for process in psutil.process_iter(["cmdline"]):
+        cmdline = process.info.get("cmdline") or []
+        if "runtime.worker" in cmdline and any(str(home) in part for part in cmdline):
+            pids.add(process.pid)
+    return pids
+
+
+async def until(condition: Callable[[], bool], seconds: float, what: str) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {seconds} s waiting for {what}")
+        await asyncio.sleep(0.02)
+
+
+def write_alpha(project: Path, text: str, step: int) -> None:
+    write_files(project, {"alpha.py": text.replace("{step}", str(step))})
+
+
+async def test_callers_see_no_gap_while_an_update_switches_workers(
+    tmp_path: Path, home: Path
+) -> None:
+    project = tmp_path / "p"
+    write_alpha(project, _ALPHA, 1)
+    async with Engine(project) as engine:
+        assert (await engine.deploy()).ok
+        (before,) = await engine.status(probe=False)
+        call = await engine.resolve("work_alpha")
+        answers: list[object] = []
+        errors: list[str] = []
+        stop = asyncio.Event()
+
+        async def caller() -> None:
+            # Each call reads the endpoint's address afresh, as every client of the engine does.
+            while not stop.is_set():
+                try:
+                    result = await engine.invoke(call, {"x": 1}, timeout=30)
+                except Exception as exc:  # any failure is what this test is about
+                    errors.append(f"{type(exc).__name__}: {exc}")
+                    continue
+                if result.ok:
+                    answers.append(result.result)
+                else:
+                    errors.append(str(result.error))
+
+        callers = [asyncio.create_task(caller()) for _ in range(3)]
+        await until(lambda: len(answers) >= 5, 30, "answers from the old worker")
+        write_alpha(project, _ALPHA, 2)
+        report = await engine.deploy()
+        assert report.ok, report
+        assert report.plan.names("update") == ["alpha"]
+        seen = len(answers)
+        await until(lambda: len(answers) >= seen + 10, 30, "answers after the switch")
+        stop.set()
+        await asyncio.gather(*callers)
+
+        assert errors == []
+        assert set(answers) == {2, 3}, set(answers)
+        assert answers[-1] == 3
+        (after,) = await engine.status(probe=False)
+        assert after.status == "healthy" and after.pid != before.pid
+        assert after.url != before.url and after.last_error is None
+        # The old worker drains, then goes: only the new one is left.
+        await until(lambda: home_worker_pids(home) == {after.pid}, 30, "the old worker to stop")
+        assert any(e.kind == "updated" and e.endpoint == "alpha" for e in await engine.events())
+
+
+async def test_a_broken_update_leaves_the_old_worker_serving(tmp_path: Path, home: Path) -> None:
+    project = tmp_path / "p"
+    write_alpha(project, _ALPHA, 1)
+    async with Engine(project) as engine:
+        assert (await engine.deploy()).ok
+        (before,) = await engine.status(probe=False)
+
+        write_alpha(project, _BROKEN, 2)
+        report = await engine.deploy()
+        assert not report.ok
+        (failed,) = report.outcome.failed() if report.outcome else []
+        assert "previous version keeps serving" in (failed.error or ""), failed
+        assert "broken at import" in (failed.error or ""), failed
+
+        answer = await engine.invoke("work_alpha", {"x": 1})
+        assert answer.ok and answer.result == 2, answer
+        (kept,) = await engine.status(probe=False)
+        assert kept.pid == before.pid and kept.url == before.url
+        assert kept.status == "healthy", kept
+        assert "broken at import" in (kept.last_error or ""), kept
+        # The broken worker was stopped: only the old one runs.
+        await until(lambda: home_worker_pids(home) == {before.pid}, 30, "the new worker to stop")
+        kinds = [e.kind for e in await engine.events() if e.endpoint == "alpha"]
+        assert "deploy_failed" in kinds
+
+        # The record still describes the old code, so the fixed version is an update again.
+        write_alpha(project, _ALPHA, 3)
+        plan = await engine.plan()
+        assert {i.name: i.action for i in plan.items} == {"alpha": "update"}
+        assert (await engine.deploy()).ok
+        answer = await engine.invoke("work_alpha", {"x": 1})
+        assert answer.ok and answer.result == 4, answer
+        (fixed,) = await engine.status(probe=False)
+        assert fixed.last_error is None and fixed.pid != before.pid
+
+
+async def test_removing_an_endpoint_stops_its_draining_worker_at_once(
+    tmp_path: Path, home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A grace far longer than the wait below: only the removal can have stopped it.
+    monkeypatch.setenv("FLASH_LOCALCLOUD_DRAIN_GRACE", "300")
+    project = tmp_path / "p"
+    write_alpha(project, _ALPHA, 1)
+    async with Engine(project) as engine:
+        assert (await engine.deploy()).ok
+        (before,) = await engine.status(probe=False)
+        write_alpha(project, _ALPHA, 2)
+        assert (await engine.deploy()).ok
+        (after,) = await engine.status(probe=False)
+        assert home_worker_pids(home) == {before.pid, after.pid}  # the old one drains
+        assert (await engine.undeploy()).ok
+        await until(lambda: home_worker_pids(home) == set(), 30, "both workers to stop")
