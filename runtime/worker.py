@@ -87,6 +87,7 @@ from runtime.header_timeout import header_timeout_from_env, header_timeout_proto
 from runtime.hostcheck import LOOPBACK_HOSTS, LoopbackHostMiddleware
 from runtime.queue_server import DEFAULT_CONCURRENCY
 from runtime.worker_app import RequestLogMiddleware, WorkerApp, env_number, err_line, out_line
+from runtime.write_coalescing import coalescing_protocol
 
 __all__ = ["main", "run"]
 
@@ -290,7 +291,7 @@ def main(argv: list[str] | None = None) -> int:
         # In-flight requests get most of the budget; the watchdog ends whatever is left.
         timeout_graceful_shutdown=max(0.2, grace - 1.5),
         timeout_keep_alive=30,
-        http=header_timeout_protocol("auto", header_timeout),
+        http=header_timeout_protocol(coalescing_protocol("auto"), header_timeout),
     )
     server = _Server(config)
     server.shutdown_timeout = grace
