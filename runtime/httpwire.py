@@ -14,6 +14,9 @@ fewer requests/s.) Only what a response parser cannot know is decided here: a bo
 length that is not chunked ends with the connection, and a HEAD answer has none. Requests are
 a few formatted lines; a CR, LF or NUL in them is refused, not sent.
 
+Calls to a worker on this machine go over its Unix socket once an answer has named it
+(`runtime.worker_socket`); the pool falls back to TCP when that socket cannot be reached.
+
 Errors are raised as httpx's exception types (`ConnectError`, `ReadError`, `ReadTimeout`,
 `RemoteProtocolError`...) so callers handle both clients alike; `https://` is left to httpx
 (see `runtime.calls`).
@@ -29,6 +32,8 @@ from urllib.parse import urlencode, urlsplit
 
 import httptools
 import httpx
+
+from runtime.worker_socket import LOOPBACK_NAMES, SOCKET_HEADER, advertised_socket
 
 __all__ = ["ConnectionPool", "Response"]
 
@@ -118,7 +123,12 @@ class ConnectionPool:
         self.max_connections = max_connections
         self.max_idle = max_idle
         self.opened = 0  # connections opened so far: how well keep-alive works, for tests
+        self.opened_unix = 0  # of which over a worker's Unix socket
         self._idle: dict[tuple[str, int], list[_Conn]] = {}
+        # A loopback origin's Unix socket (`runtime.worker_socket`), and the header value last
+        # seen from it (checked once per new value, not on every answer).
+        self._unix: dict[tuple[str, int], str] = {}
+        self._advertised: dict[tuple[str, int], str] = {}
         self._slots: dict[tuple[str, int], asyncio.Semaphore] = {}
         self._closed = False
 
@@ -196,6 +206,9 @@ class ConnectionPool:
                 keep = False
                 try:
                     response, keep = await _send_and_receive(conn, data, head_only, reused)
+                    advertised = response.headers.get(SOCKET_HEADER)
+                    if advertised is not None and advertised != self._advertised.get(origin):
+                        self._adopt_socket(origin, advertised)
                     return response
                 except _ClosedBeforeAnswer as exc:
                     if attempt == 0:
@@ -212,6 +225,8 @@ class ConnectionPool:
                         keep
                         and not self._closed
                         and len(self._idle.get(origin, ())) < self.max_idle
+                        # A TCP connection to a worker reached over its socket now: retired.
+                        and (origin not in self._unix or not _is_tcp(conn))
                     ):
                         self._idle.setdefault(origin, []).append(conn)
                     else:
@@ -227,7 +242,29 @@ class ConnectionPool:
             writer.close()
         return None
 
+    def _adopt_socket(self, origin: tuple[str, int], advertised: str) -> None:
+        self._advertised[origin] = advertised
+        path = advertised_socket(advertised) if origin[0] in LOOPBACK_NAMES else None
+        if path is None:
+            self._unix.pop(origin, None)
+        else:
+            self._unix[origin] = path
+
     async def _open(self, origin: tuple[str, int]) -> _Conn:
+        path = self._unix.get(origin)
+        if path is not None:
+            try:
+                conn = await asyncio.wait_for(
+                    asyncio.open_unix_connection(path, limit=_READ_SIZE), self.connect_timeout
+                )
+            except (OSError, asyncio.TimeoutError):
+                # Gone (the worker stopped or was replaced): TCP, whose answer names the new one.
+                # Nothing was sent, so nothing can be handled twice.
+                self._unix.pop(origin, None)
+            else:
+                self.opened += 1
+                self.opened_unix += 1
+                return conn
         try:
             conn = await asyncio.wait_for(
                 asyncio.open_connection(origin[0], origin[1], limit=_READ_SIZE),
@@ -240,6 +277,10 @@ class ConnectionPool:
             raise httpx.ConnectError(f"cannot connect to {origin[0]}:{origin[1]}: {exc}") from exc
         self.opened += 1
         return conn
+
+
+def _is_tcp(conn: _Conn) -> bool:
+    return isinstance(conn[1].get_extra_info("peername"), tuple)
 
 
 def _read_error(origin: tuple[str, int], exc: BaseException) -> httpx.ReadError:

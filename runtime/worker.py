@@ -40,7 +40,9 @@ at most 60), `FLASH_RUNSYNC_WAIT` (seconds /runsync waits, default 90),
 `FLASH_SHUTDOWN_TIMEOUT`, `FLASH_ENDPOINTS` / `FLASH_ENDPOINTS_FILE` / `FLASH_ENDPOINTS_URL` /
 `FLASH_ENDPOINTS_TOKEN` / `FLASH_ENDPOINTS_TTL` (service registry, see `runtime.registry`),
 `FLASH_CALL_TIMEOUT` (cross-endpoint calls, see `runtime.calls`), `FLASH_HEADER_TIMEOUT`
-(seconds a request's headers may take, default 5; see `runtime.header_timeout`). A QB resource's
+(seconds a request's headers may take, default 5; see `runtime.header_timeout`),
+`FLASH_WORKER_SOCKET=off` (no Unix socket for same-machine callers; see
+`runtime.worker_socket`). A QB resource's
 `config.executionTimeoutMs` in the manifest (when > 0) bounds each job, else
 `FLASH_EXECUTION_TIMEOUT` (seconds, default 600 like RunPod; a job's own
 `policy.executionTimeout` wins).
@@ -87,6 +89,7 @@ from runtime.header_timeout import header_timeout_from_env, header_timeout_proto
 from runtime.hostcheck import LOOPBACK_HOSTS, LoopbackHostMiddleware
 from runtime.queue_server import DEFAULT_CONCURRENCY
 from runtime.worker_app import RequestLogMiddleware, WorkerApp, env_number, err_line, out_line
+from runtime.worker_socket import SOCKET_ENV, SOCKET_HEADER, bind_worker_socket
 from runtime.write_coalescing import coalescing_protocol
 
 __all__ = ["main", "run"]
@@ -242,6 +245,10 @@ def main(argv: list[str] | None = None) -> int:
         err_line(f"error: cannot bind {args.host}:{args.port}: {exc}")
         return 1
     port = sock.getsockname()[1]
+    # Calls from workers on this machine come over a Unix socket when they can (cheaper).
+    local = None
+    if os.environ.get(SOCKET_ENV, "").strip().lower() not in ("off", "0", "false", "no"):
+        local = bind_worker_socket(port)
     host_text = f"[{args.host}]" if ":" in args.host else args.host
 
     concurrency = int(env_number("FLASH_WORKER_CONCURRENCY", DEFAULT_CONCURRENCY, minimum=1))
@@ -292,6 +299,7 @@ def main(argv: list[str] | None = None) -> int:
         timeout_graceful_shutdown=max(0.2, grace - 1.5),
         timeout_keep_alive=30,
         http=header_timeout_protocol(coalescing_protocol("auto"), header_timeout),
+        headers=[(SOCKET_HEADER, local.path)] if local is not None else [],
     )
     server = _Server(config)
     server.shutdown_timeout = grace
@@ -305,9 +313,13 @@ def main(argv: list[str] | None = None) -> int:
     loop = loop_factory() if loop_factory is not None else asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
     try:
-        loop.run_until_complete(server.serve(sockets=[sock]))
+        sockets = [sock] if local is None else [sock, local.sock]
+        loop.run_until_complete(server.serve(sockets=sockets))
     except KeyboardInterrupt:
         pass
+    finally:
+        if local is not None:
+            local.close()
     return worker.exit_code if worker is not None else 0
 
 
