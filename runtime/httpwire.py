@@ -42,6 +42,7 @@ _dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
 _READ_SIZE = 64 * 1024
 _MAX_HEAD = 64 * 1024
 _FORBIDDEN = frozenset("\r\n\0")
+_MAX_HEADS = 256  # request heads kept per pool (endpoint x route x key)
 _timeout_scope = getattr(asyncio, "timeout", None)
 
 
@@ -129,6 +130,7 @@ class ConnectionPool:
         # seen from it (checked once per new value, not on every answer).
         self._unix: dict[tuple[str, int], str] = {}
         self._advertised: dict[tuple[str, int], str] = {}
+        self._heads: dict[tuple[Any, ...], tuple[tuple[str, int], bytes]] = {}
         self._slots: dict[tuple[str, int], asyncio.Semaphore] = {}
         self._closed = False
 
@@ -157,28 +159,20 @@ class ConnectionPool:
         """Send one request (a JSON body when `json` is not None) and read the whole answer."""
         if self._closed:
             raise RuntimeError("the connection pool is closed")
-        parts = urlsplit(url)
-        if parts.scheme != "http" or not parts.hostname:
-            raise ValueError(f"ConnectionPool takes http:// URLs only, not {url!r}")
-        host, port = parts.hostname, parts.port or 80
-        target = parts.path or "/"
-        query = parts.query
-        if params:
-            extra = urlencode(list(params.items()) if isinstance(params, Mapping) else params)
-            query = f"{query}&{extra}" if query else extra
-        if query:
-            target = f"{target}?{query}"
+        # The request line and headers of a call repeat call after call (same endpoint, route
+        # and key): built and checked once, only the body and its length change.
+        key = (method, url, json is not None, tuple(headers.items()) if headers else ())
+        cached = None if params else self._heads.get(key)
+        if cached is None:
+            cached = _head(method, url, params, json is not None, headers)
+            if not params:
+                if len(self._heads) >= _MAX_HEADS:
+                    self._heads.clear()
+                self._heads[key] = cached
+        origin, head = cached
         body = _dumps(json).encode() if json is not None else b""
-        lines = [f"{method} {target} HTTP/1.1", f"Host: {parts.netloc}"]
-        lines.append(f"Content-Length: {len(body)}")
-        if json is not None:
-            lines.append("Content-Type: application/json")
-        for name, value in (headers or {}).items():
-            lines.append(f"{name}: {value}")
-        # A CR or LF in a header, the method or the URL would split the request: refuse it.
-        if not _FORBIDDEN.isdisjoint("".join(lines)) or " " in method or " " in target:
-            raise httpx.LocalProtocolError(f"invalid request line or header: {lines!r:.200}")
-        data = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
+        data = b"%sContent-Length: %d\r\n\r\n%s" % (head, len(body), body)
+        host, port = origin
         try:
             if _timeout_scope is None:  # Python 3.10
                 return await asyncio.wait_for(
@@ -277,6 +271,36 @@ class ConnectionPool:
             raise httpx.ConnectError(f"cannot connect to {origin[0]}:{origin[1]}: {exc}") from exc
         self.opened += 1
         return conn
+
+
+def _head(
+    method: str,
+    url: str,
+    params: Mapping[str, Any] | Sequence[tuple[str, str]] | None,
+    has_json: bool,
+    headers: Mapping[str, str] | None,
+) -> tuple[tuple[str, int], bytes]:
+    """(host, port) and the request line and headers up to Content-Length, which follows."""
+    parts = urlsplit(url)
+    if parts.scheme != "http" or not parts.hostname:
+        raise ValueError(f"ConnectionPool takes http:// URLs only, not {url!r}")
+    target = parts.path or "/"
+    query = parts.query
+    if params:
+        extra = urlencode(list(params.items()) if isinstance(params, Mapping) else params)
+        query = f"{query}&{extra}" if query else extra
+    if query:
+        target = f"{target}?{query}"
+    lines = [f"{method} {target} HTTP/1.1", f"Host: {parts.netloc}"]
+    if has_json:
+        lines.append("Content-Type: application/json")
+    for name, value in (headers or {}).items():
+        lines.append(f"{name}: {value}")
+    # A CR or LF in a header, the method or the URL would split the request: refuse it.
+    if not _FORBIDDEN.isdisjoint("".join(lines)) or " " in method or " " in target:
+        raise httpx.LocalProtocolError(f"invalid request line or header: {lines!r:.200}")
+    head = ("\r\n".join(lines) + "\r\n").encode("latin-1")
+    return (parts.hostname, parts.port or 80), head
 
 
 def _is_tcp(conn: _Conn) -> bool:
