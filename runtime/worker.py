@@ -72,6 +72,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import socket
@@ -89,7 +90,7 @@ from runtime.header_timeout import header_timeout_from_env, header_timeout_proto
 from runtime.hostcheck import LOOPBACK_HOSTS, LoopbackHostMiddleware
 from runtime.queue_server import DEFAULT_CONCURRENCY
 from runtime.worker_app import RequestLogMiddleware, WorkerApp, env_number, err_line, out_line
-from runtime.worker_socket import SOCKET_ENV, SOCKET_HEADER, bind_worker_socket
+from runtime.worker_socket import SOCKET_ENV, SOCKET_HEADER, WorkerSocket, bind_worker_socket
 from runtime.write_coalescing import coalescing_protocol
 
 __all__ = ["main", "run"]
@@ -103,12 +104,18 @@ class _Server(uvicorn.Server):
     """uvicorn's server plus a watchdog that bounds shutdown after the first signal."""
 
     shutdown_timeout = DEFAULT_SHUTDOWN_TIMEOUT
+    local_socket: WorkerSocket | None = None
 
     def handle_exit(self, sig: int, frame: Any) -> None:
         if not self.should_exit:
             timer = threading.Timer(self.shutdown_timeout, _hard_exit)
             timer.daemon = True
             timer.start()
+            if self.local_socket is not None:
+                # Gone from the directory at once (new callers use TCP), even if the watchdog
+                # ends the process before the socket is closed; open connections carry on.
+                with contextlib.suppress(OSError):
+                    os.unlink(self.local_socket.path)
         super().handle_exit(sig, frame)
         # uvicorn re-raises captured signals after shutdown (exit status -15); a graceful
         # shutdown is a normal exit for a supervised worker, so it exits 0 instead.
@@ -303,6 +310,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     server = _Server(config)
     server.shutdown_timeout = grace
+    server.local_socket = local
     if args.insecure and key is None:
         err_line("warning: --insecure: serving WITHOUT authentication")
     out_line(f"listening on http://{host_text}:{port}")
