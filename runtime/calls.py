@@ -337,9 +337,10 @@ _TERMINAL = frozenset({"COMPLETED", "FAILED", "CANCELLED", "TIMED_OUT"})
 async def _call_queue(
     target: FunctionTarget, endpoint: EndpointInfo, job_input: Mapping[str, Any]
 ) -> Any:
-    deadline = time.monotonic() + _timeout()
+    timeout = _timeout()
+    deadline = time.monotonic() + timeout
     payload = {"input": job_input}
-    wait_ms = int(min(60.0, _timeout()) * 1000)
+    wait_ms = int(min(60.0, timeout) * 1000)
     response = await _http(
         "POST",
         f"{endpoint.url}/runsync?wait={wait_ms}",

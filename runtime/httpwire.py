@@ -14,6 +14,9 @@ fewer requests/s.) Only what a response parser cannot know is decided here: a bo
 length that is not chunked ends with the connection, and a HEAD answer has none. Requests are
 a few formatted lines; a CR, LF or NUL in them is refused, not sent.
 
+Calls to a worker on this machine go over its Unix socket once an answer has named it
+(`runtime.worker_socket`); the pool falls back to TCP when that socket cannot be reached.
+
 Errors are raised as httpx's exception types (`ConnectError`, `ReadError`, `ReadTimeout`,
 `RemoteProtocolError`...) so callers handle both clients alike; `https://` is left to httpx
 (see `runtime.calls`).
@@ -30,6 +33,8 @@ from urllib.parse import urlencode, urlsplit
 import httptools
 import httpx
 
+from runtime.worker_socket import LOOPBACK_NAMES, SOCKET_HEADER, advertised_socket
+
 __all__ = ["ConnectionPool", "Response"]
 
 _Conn = tuple[asyncio.StreamReader, asyncio.StreamWriter]
@@ -37,6 +42,7 @@ _dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
 _READ_SIZE = 64 * 1024
 _MAX_HEAD = 64 * 1024
 _FORBIDDEN = frozenset("\r\n\0")
+_MAX_HEADS = 256  # request heads kept per pool (endpoint x route x key)
 _timeout_scope = getattr(asyncio, "timeout", None)
 
 
@@ -118,7 +124,13 @@ class ConnectionPool:
         self.max_connections = max_connections
         self.max_idle = max_idle
         self.opened = 0  # connections opened so far: how well keep-alive works, for tests
+        self.opened_unix = 0  # of which over a worker's Unix socket
         self._idle: dict[tuple[str, int], list[_Conn]] = {}
+        # A loopback origin's Unix socket (`runtime.worker_socket`), and the header value last
+        # seen from it (checked once per new value, not on every answer).
+        self._unix: dict[tuple[str, int], str] = {}
+        self._advertised: dict[tuple[str, int], str] = {}
+        self._heads: dict[tuple[Any, ...], tuple[tuple[str, int], bytes]] = {}
         self._slots: dict[tuple[str, int], asyncio.Semaphore] = {}
         self._closed = False
 
@@ -147,28 +159,20 @@ class ConnectionPool:
         """Send one request (a JSON body when `json` is not None) and read the whole answer."""
         if self._closed:
             raise RuntimeError("the connection pool is closed")
-        parts = urlsplit(url)
-        if parts.scheme != "http" or not parts.hostname:
-            raise ValueError(f"ConnectionPool takes http:// URLs only, not {url!r}")
-        host, port = parts.hostname, parts.port or 80
-        target = parts.path or "/"
-        query = parts.query
-        if params:
-            extra = urlencode(list(params.items()) if isinstance(params, Mapping) else params)
-            query = f"{query}&{extra}" if query else extra
-        if query:
-            target = f"{target}?{query}"
+        # The request line and headers of a call repeat call after call (same endpoint, route
+        # and key): built and checked once, only the body and its length change.
+        key = (method, url, json is not None, tuple(headers.items()) if headers else ())
+        cached = None if params else self._heads.get(key)
+        if cached is None:
+            cached = _head(method, url, params, json is not None, headers)
+            if not params:
+                if len(self._heads) >= _MAX_HEADS:
+                    self._heads.clear()
+                self._heads[key] = cached
+        origin, head = cached
         body = _dumps(json).encode() if json is not None else b""
-        lines = [f"{method} {target} HTTP/1.1", f"Host: {parts.netloc}"]
-        lines.append(f"Content-Length: {len(body)}")
-        if json is not None:
-            lines.append("Content-Type: application/json")
-        for name, value in (headers or {}).items():
-            lines.append(f"{name}: {value}")
-        # A CR or LF in a header, the method or the URL would split the request: refuse it.
-        if not _FORBIDDEN.isdisjoint("".join(lines)) or " " in method or " " in target:
-            raise httpx.LocalProtocolError(f"invalid request line or header: {lines!r:.200}")
-        data = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
+        data = b"%sContent-Length: %d\r\n\r\n%s" % (head, len(body), body)
+        host, port = origin
         try:
             if _timeout_scope is None:  # Python 3.10
                 return await asyncio.wait_for(
@@ -196,6 +200,9 @@ class ConnectionPool:
                 keep = False
                 try:
                     response, keep = await _send_and_receive(conn, data, head_only, reused)
+                    advertised = response.headers.get(SOCKET_HEADER)
+                    if advertised is not None and advertised != self._advertised.get(origin):
+                        self._adopt_socket(origin, advertised)
                     return response
                 except _ClosedBeforeAnswer as exc:
                     if attempt == 0:
@@ -212,6 +219,8 @@ class ConnectionPool:
                         keep
                         and not self._closed
                         and len(self._idle.get(origin, ())) < self.max_idle
+                        # A TCP connection to a worker reached over its socket now: retired.
+                        and (origin not in self._unix or not _is_tcp(conn))
                     ):
                         self._idle.setdefault(origin, []).append(conn)
                     else:
@@ -227,7 +236,29 @@ class ConnectionPool:
             writer.close()
         return None
 
+    def _adopt_socket(self, origin: tuple[str, int], advertised: str) -> None:
+        self._advertised[origin] = advertised
+        path = advertised_socket(advertised) if origin[0] in LOOPBACK_NAMES else None
+        if path is None:
+            self._unix.pop(origin, None)
+        else:
+            self._unix[origin] = path
+
     async def _open(self, origin: tuple[str, int]) -> _Conn:
+        path = self._unix.get(origin)
+        if path is not None:
+            try:
+                conn = await asyncio.wait_for(
+                    asyncio.open_unix_connection(path, limit=_READ_SIZE), self.connect_timeout
+                )
+            except (OSError, asyncio.TimeoutError):
+                # Gone (the worker stopped or was replaced): TCP, whose answer names the new one.
+                # Nothing was sent, so nothing can be handled twice.
+                self._unix.pop(origin, None)
+            else:
+                self.opened += 1
+                self.opened_unix += 1
+                return conn
         try:
             conn = await asyncio.wait_for(
                 asyncio.open_connection(origin[0], origin[1], limit=_READ_SIZE),
@@ -240,6 +271,40 @@ class ConnectionPool:
             raise httpx.ConnectError(f"cannot connect to {origin[0]}:{origin[1]}: {exc}") from exc
         self.opened += 1
         return conn
+
+
+def _head(
+    method: str,
+    url: str,
+    params: Mapping[str, Any] | Sequence[tuple[str, str]] | None,
+    has_json: bool,
+    headers: Mapping[str, str] | None,
+) -> tuple[tuple[str, int], bytes]:
+    """(host, port) and the request line and headers up to Content-Length, which follows."""
+    parts = urlsplit(url)
+    if parts.scheme != "http" or not parts.hostname:
+        raise ValueError(f"ConnectionPool takes http:// URLs only, not {url!r}")
+    target = parts.path or "/"
+    query = parts.query
+    if params:
+        extra = urlencode(list(params.items()) if isinstance(params, Mapping) else params)
+        query = f"{query}&{extra}" if query else extra
+    if query:
+        target = f"{target}?{query}"
+    lines = [f"{method} {target} HTTP/1.1", f"Host: {parts.netloc}"]
+    if has_json:
+        lines.append("Content-Type: application/json")
+    for name, value in (headers or {}).items():
+        lines.append(f"{name}: {value}")
+    # A CR or LF in a header, the method or the URL would split the request: refuse it.
+    if not _FORBIDDEN.isdisjoint("".join(lines)) or " " in method or " " in target:
+        raise httpx.LocalProtocolError(f"invalid request line or header: {lines!r:.200}")
+    head = ("\r\n".join(lines) + "\r\n").encode("latin-1")
+    return (parts.hostname, parts.port or 80), head
+
+
+def _is_tcp(conn: _Conn) -> bool:
+    return isinstance(conn[1].get_extra_info("peername"), tuple)
 
 
 def _read_error(origin: tuple[str, int], exc: BaseException) -> httpx.ReadError:

@@ -41,7 +41,7 @@ import inspect
 import json
 import os
 import sys
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -270,6 +270,68 @@ def _openapi(binding: RouteBinding) -> dict[str, Any] | None:
     }
 
 
+class _LoadBalancerApp(FastAPI):
+    """FastAPI, serving the user's fixed-path routes without its per-request machinery.
+
+    A request for one of them (exact method and path, no `{name}` segment) goes straight to
+    its endpoint: FastAPI's telemetry probe, Starlette's error and exception middleware, the
+    exit-stack middleware and the route-by-route regex matching cost a load balancer as much
+    as the route itself, and our endpoints need none of it (they bind, validate and render
+    errors themselves; no dependencies). What the endpoint leaves to FastAPI, an
+    `HTTPException` raised by the user's code, goes to the app's exception handlers as in the
+    full stack. Anything else (docs, `/ping`, HEAD, path parameters, an app given middleware
+    later) takes the full stack.
+    """
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.direct_routes: dict[tuple[str, str], Callable[[Request], Awaitable[Response]]] = {}
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and not self.user_middleware and not self.root_path:
+            endpoint = self.direct_routes.get((scope["method"], scope["path"]))
+            if endpoint is not None:
+                await self._serve_direct(endpoint, scope, receive, send)
+                return
+        await super().__call__(scope, receive, send)
+
+    async def _serve_direct(
+        self,
+        endpoint: Callable[[Request], Awaitable[Response]],
+        scope: Any,
+        receive: Any,
+        send: Any,
+    ) -> None:
+        # What Starlette's app, router and route put in the scope (request.app, url_for...).
+        scope["app"] = self
+        scope["router"] = self.router
+        scope["endpoint"] = endpoint
+        scope["path_params"] = {}
+        request = Request(scope, receive, send)
+        try:
+            response = await endpoint(request)
+        except StarletteHTTPException as exc:
+            handler = self.exception_handlers.get(exc.status_code)
+            if handler is None:
+                handler = next(
+                    (
+                        self.exception_handlers[c]
+                        for c in type(exc).__mro__
+                        if c in self.exception_handlers
+                    ),
+                    None,
+                )
+            if handler is None:
+                raise
+            if inspect.iscoroutinefunction(handler):
+                response = await handler(request, exc)
+            else:
+                response = await run_in_threadpool(handler, request, exc)
+            if response is None:
+                return
+        await response(scope, receive, send)
+
+
 def _manifest_path(explicit: str | os.PathLike[str] | None) -> Path:
     if explicit:
         return Path(explicit)
@@ -348,7 +410,7 @@ def create_lb_app(
                 task.cancel()
                 await ship.plane.aclose()  # type: ignore[union-attr]
 
-    app = FastAPI(title=title, lifespan=_lifespan)
+    app = _LoadBalancerApp(title=title, lifespan=_lifespan)
     app.state.flash_ready = False
     app.state.route_bindings = bindings
     guard = CallGuard()
@@ -409,6 +471,8 @@ def create_lb_app(
         app.router.routes.append(
             Route(binding.path, endpoint, methods=[binding.method], name=binding.function.__name__)
         )
+        if not binding.path_params:
+            app.direct_routes.setdefault((binding.method, binding.path), endpoint)
         app.add_api_route(
             binding.path,
             endpoint,

@@ -523,7 +523,11 @@ class QueueServer:
         wait = self.runsync_wait
         query = scope.get("query_string") or b""
         if query:
-            values = parse_qs(query.decode("latin-1")).get("wait")
+            # `wait=<ms>` alone, as cross-endpoint calls send it, without the query parser.
+            if query.startswith(b"wait=") and query[5:].isdigit():
+                values = [query[5:].decode()]
+            else:
+                values = parse_qs(query.decode("latin-1")).get("wait") or []
             if values:
                 try:
                     wait = min(MAX_RUNSYNC_WAIT, max(0.0, float(values[0]) / 1000))

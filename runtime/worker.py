@@ -40,7 +40,9 @@ at most 60), `FLASH_RUNSYNC_WAIT` (seconds /runsync waits, default 90),
 `FLASH_SHUTDOWN_TIMEOUT`, `FLASH_ENDPOINTS` / `FLASH_ENDPOINTS_FILE` / `FLASH_ENDPOINTS_URL` /
 `FLASH_ENDPOINTS_TOKEN` / `FLASH_ENDPOINTS_TTL` (service registry, see `runtime.registry`),
 `FLASH_CALL_TIMEOUT` (cross-endpoint calls, see `runtime.calls`), `FLASH_HEADER_TIMEOUT`
-(seconds a request's headers may take, default 5; see `runtime.header_timeout`). A QB resource's
+(seconds a request's headers may take, default 5; see `runtime.header_timeout`),
+`FLASH_WORKER_SOCKET=off` (no Unix socket for same-machine callers; see
+`runtime.worker_socket`). A QB resource's
 `config.executionTimeoutMs` in the manifest (when > 0) bounds each job, else
 `FLASH_EXECUTION_TIMEOUT` (seconds, default 600 like RunPod; a job's own
 `policy.executionTimeout` wins).
@@ -70,6 +72,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import socket
@@ -87,6 +90,8 @@ from runtime.header_timeout import header_timeout_from_env, header_timeout_proto
 from runtime.hostcheck import LOOPBACK_HOSTS, LoopbackHostMiddleware
 from runtime.queue_server import DEFAULT_CONCURRENCY
 from runtime.worker_app import RequestLogMiddleware, WorkerApp, env_number, err_line, out_line
+from runtime.worker_socket import SOCKET_ENV, SOCKET_HEADER, WorkerSocket, bind_worker_socket
+from runtime.write_coalescing import coalescing_protocol
 
 __all__ = ["main", "run"]
 
@@ -99,12 +104,18 @@ class _Server(uvicorn.Server):
     """uvicorn's server plus a watchdog that bounds shutdown after the first signal."""
 
     shutdown_timeout = DEFAULT_SHUTDOWN_TIMEOUT
+    local_socket: WorkerSocket | None = None
 
     def handle_exit(self, sig: int, frame: Any) -> None:
         if not self.should_exit:
             timer = threading.Timer(self.shutdown_timeout, _hard_exit)
             timer.daemon = True
             timer.start()
+            if self.local_socket is not None:
+                # Gone from the directory at once (new callers use TCP), even if the watchdog
+                # ends the process before the socket is closed; open connections carry on.
+                with contextlib.suppress(OSError):
+                    os.unlink(self.local_socket.path)
         super().handle_exit(sig, frame)
         # uvicorn re-raises captured signals after shutdown (exit status -15); a graceful
         # shutdown is a normal exit for a supervised worker, so it exits 0 instead.
@@ -241,6 +252,10 @@ def main(argv: list[str] | None = None) -> int:
         err_line(f"error: cannot bind {args.host}:{args.port}: {exc}")
         return 1
     port = sock.getsockname()[1]
+    # Calls from workers on this machine come over a Unix socket when they can (cheaper).
+    local = None
+    if os.environ.get(SOCKET_ENV, "").strip().lower() not in ("off", "0", "false", "no"):
+        local = bind_worker_socket(port)
     host_text = f"[{args.host}]" if ":" in args.host else args.host
 
     concurrency = int(env_number("FLASH_WORKER_CONCURRENCY", DEFAULT_CONCURRENCY, minimum=1))
@@ -290,10 +305,12 @@ def main(argv: list[str] | None = None) -> int:
         # In-flight requests get most of the budget; the watchdog ends whatever is left.
         timeout_graceful_shutdown=max(0.2, grace - 1.5),
         timeout_keep_alive=30,
-        http=header_timeout_protocol("auto", header_timeout),
+        http=header_timeout_protocol(coalescing_protocol("auto"), header_timeout),
+        headers=[(SOCKET_HEADER, local.path)] if local is not None else [],
     )
     server = _Server(config)
     server.shutdown_timeout = grace
+    server.local_socket = local
     if args.insecure and key is None:
         err_line("warning: --insecure: serving WITHOUT authentication")
     out_line(f"listening on http://{host_text}:{port}")
@@ -304,9 +321,13 @@ def main(argv: list[str] | None = None) -> int:
     loop = loop_factory() if loop_factory is not None else asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
     try:
-        loop.run_until_complete(server.serve(sockets=[sock]))
+        sockets = [sock] if local is None else [sock, local.sock]
+        loop.run_until_complete(server.serve(sockets=sockets))
     except KeyboardInterrupt:
         pass
+    finally:
+        if local is not None:
+            local.close()
     return worker.exit_code if worker is not None else 0
 
 

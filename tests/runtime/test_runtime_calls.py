@@ -489,3 +489,54 @@ async def test_chunked_and_close_delimited_answers_are_read_whole() -> None:
         await pool.aclose()
         server.close()
         await server.wait_closed()
+
+
+async def test_repeated_requests_carry_their_own_headers_query_and_body() -> None:
+    """Request heads are built once per (method, URL, headers): each request still says
+    exactly its own, and a header that would split the request is refused every time."""
+    import asyncio
+
+    import httpx
+
+    from runtime.httpwire import ConnectionPool
+
+    seen: list[tuple[bytes, bytes, bytes]] = []
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while True:
+            try:
+                head = await reader.readuntil(b"\r\n\r\n")
+            except asyncio.IncompleteReadError:
+                return  # the client closed its connection
+            lines = head.split(b"\r\n")
+            fields = dict(line.lower().split(b": ", 1) for line in lines[1:] if b": " in line)
+            body = await reader.readexactly(int(fields[b"content-length"]))
+            seen.append((lines[0], fields.get(b"authorization", b""), body))
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}")
+            await writer.drain()
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
+    pool = ConnectionPool(timeout=10.0)
+    try:
+        a, b = {"Authorization": "Bearer a"}, {"Authorization": "Bearer b"}
+        await pool.request("POST", f"{url}/x", json={"i": 1}, headers=a)
+        await pool.request("POST", f"{url}/x", json={"i": 22}, headers=b)
+        await pool.request("POST", f"{url}/x", json={"i": 333}, headers=a)
+        await pool.request("GET", f"{url}/x", params={"q": "1"}, headers=a)
+        await pool.request("GET", f"{url}/x", params={"q": "2"}, headers=a)
+        assert seen == [
+            (b"POST /x HTTP/1.1", b"bearer a", b'{"i":1}'),
+            (b"POST /x HTTP/1.1", b"bearer b", b'{"i":22}'),
+            (b"POST /x HTTP/1.1", b"bearer a", b'{"i":333}'),
+            (b"GET /x?q=1 HTTP/1.1", b"bearer a", b""),
+            (b"GET /x?q=2 HTTP/1.1", b"bearer a", b""),
+        ]
+        for _ in range(2):
+            with pytest.raises(httpx.LocalProtocolError):
+                await pool.request("GET", f"{url}/x", headers={"X-Bad": "1\r\nX-Evil: 1"})
+        assert len(seen) == 5
+    finally:
+        await pool.aclose()
+        server.close()
+        await server.wait_closed()

@@ -322,3 +322,59 @@ def test_request_timeout_is_a_504_only_for_the_route_outliving_it() -> None:
         # A coroutine is cancelled, not left running: nothing counts as stuck.
         assert app.state.flash_calls.stuck == 0
         assert client.get(f"{url}/ping").status_code == 200
+
+
+def test_fixed_path_routes_are_served_without_fastapi_middleware_stack() -> None:
+    """A route without `{name}` segments goes straight to its endpoint; the rest still works."""
+
+    def stack(request: Request) -> dict:
+        # Starlette's exception middleware marks the scope of every request it passes on.
+        return {
+            "full_stack": "starlette.exception_handlers" in request.scope,
+            "same_app": request.app is app,
+            "url": str(request.url_for("whoami")),
+        }
+
+    async def whoami(request: Request) -> dict:
+        return stack(request)
+
+    async def whois(request: Request, n: int) -> dict:
+        return {**stack(request), "n": n}
+
+    routes = {
+        ("POST", "/compute"): compute,
+        ("GET", "/whoami"): whoami,
+        ("GET", "/whois/{n}"): whois,
+        ("GET", "/teapot"): teapot,
+    }
+    app = create_lb_app(routes)
+    with serve_asgi(app) as url:
+        assert httpx.post(f"{url}/compute", json={"numbers": [1, 2]}).json() == {"sum": 3.0}
+        me = httpx.get(f"{url}/whoami").json()
+        assert me == {"full_stack": False, "same_app": True, "url": f"{url}/whoami"}
+        r = httpx.get(f"{url}/teapot")  # the user's HTTPException: FastAPI's handler renders it
+        assert r.status_code == 418 and r.json() == {"detail": "short and stout"}
+        them = httpx.get(f"{url}/whois/7").json()
+        assert them == {"full_stack": True, "same_app": True, "url": f"{url}/whoami", "n": 7}
+        assert httpx.head(f"{url}/whoami").status_code == 200  # HEAD: the full stack
+
+
+def test_middleware_added_to_the_app_sees_every_route() -> None:
+    app = create_lb_app({("POST", "/compute"): compute})
+
+    class Stamp:
+        def __init__(self, inner: object) -> None:
+            self.inner = inner
+
+        async def __call__(self, scope: dict, receive: object, send: object) -> None:
+            async def stamped(message: dict) -> None:
+                if message["type"] == "http.response.start":
+                    message = {**message, "headers": [*message["headers"], (b"x-stamp", b"1")]}
+                await send(message)  # type: ignore[operator]
+
+            await self.inner(scope, receive, stamped)  # type: ignore[operator]
+
+    app.add_middleware(Stamp)
+    with serve_asgi(app) as url:
+        r = httpx.post(f"{url}/compute", json={"numbers": [2]})
+        assert r.json() == {"sum": 2.0} and r.headers["x-stamp"] == "1"

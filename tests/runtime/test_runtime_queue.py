@@ -68,6 +68,14 @@ def test_runsync_wait_elapses_then_job_finishes(server) -> None:
     assert wait_status(client, url, body["id"], {"COMPLETED"})["output"]
 
 
+@pytest.mark.parametrize("query", ["wait=50", "x=1&wait=50", "wait=50.0", "wait=5e1"])
+def test_runsync_wait_is_read_in_any_query_shape(server, query: str) -> None:
+    _, url, client = server
+    body = client.post(f"{url}/runsync?{query}", json={"input": {"sleep": 0.5}}).json()
+    assert body["status"] == "IN_PROGRESS", query
+    wait_status(client, url, body["id"], {"COMPLETED"})
+
+
 def test_error_key_fails_the_job_like_runpod(server) -> None:
     _, url, client = server
     body = client.post(f"{url}/runsync", json={"input": {"fail": True}}).json()
