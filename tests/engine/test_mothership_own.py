@@ -53,6 +53,22 @@ def _codes(project: Path) -> list[tuple[str, str, str]]:
     return [(d.code, d.severity, d.file) for d in scan_project(project).diagnostics]
 
 
+# OWN and a second resource flagged as the mothership (`admin`): a conflict.
+TWO_FLAGGED = {
+    **OWN,
+    "admin.py": """
+        from tetra_rp import CpuLoadBalancerSlsResource, remote
+
+        mothership = CpuLoadBalancerSlsResource(name="admin", workersMax=1)
+
+
+        @remote(mothership, method="GET", path="/stats")
+        async def stats() -> dict:
+            return {}
+        """,
+}
+
+
 def test_the_variable_mothership_flags_its_resource(tmp_path: Path) -> None:
     result = scan_project(write_files(tmp_path / "own", OWN))
     resources = result.manifest["resources"]
@@ -62,18 +78,7 @@ def test_the_variable_mothership_flags_its_resource(tmp_path: Path) -> None:
 
 
 def test_two_flagged_is_an_error_naming_both(tmp_path: Path) -> None:
-    files = dict(OWN)
-    files["admin.py"] = """
-        from tetra_rp import CpuLoadBalancerSlsResource, remote
-
-        mothership = CpuLoadBalancerSlsResource(name="admin", workersMax=1)
-
-
-        @remote(mothership, method="GET", path="/stats")
-        async def stats() -> dict:
-            return {}
-        """
-    result = scan_project(write_files(tmp_path / "two", files))
+    result = scan_project(write_files(tmp_path / "two", TWO_FLAGGED))
     errors = [d for d in result.diagnostics if d.code == "manifest-mothership-conflict"]
     assert sorted(d.file for d in errors) == ["admin.py", "mothership.py"]
     for error in errors:
@@ -137,18 +142,7 @@ def test_deploy_mothership_uses_the_projects_own_with_its_routes(
 def test_deploy_mothership_refuses_two_flagged_naming_them(
     localcloud_home: Path, tmp_path: Path
 ) -> None:
-    files = dict(OWN)
-    files["admin.py"] = """
-        from tetra_rp import CpuLoadBalancerSlsResource, remote
-
-        mothership = CpuLoadBalancerSlsResource(name="admin", workersMax=1)
-
-
-        @remote(mothership, method="GET", path="/stats")
-        async def stats() -> dict:
-            return {}
-        """
-    project = write_files(tmp_path / "twoapp", files)
+    project = write_files(tmp_path / "twoapp", TWO_FLAGGED)
     env = dict(os.environ, FLASH_TUI_HOME=str(localcloud_home))
     done = run_cli(["deploy", "--mothership", "--yes"], env, project=project, timeout=120)
     assert done.returncode != 0
