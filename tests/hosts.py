@@ -1,5 +1,6 @@
 """Small Textual apps that host what a Pilot test drives: one screen pushed on start, or some
-widgets alone; and the one Pilot step several tests take through the command palette.
+widgets alone; and the Pilot steps several dashboard tests take (a key on a selected endpoint,
+a command from the palette).
 
 No tests here; the TUI test modules import it (`from hosts import ScreenHost, WidgetHost`), as
 pytest puts this directory on `sys.path`.
@@ -17,7 +18,10 @@ from textual.widget import Widget
 from textual.widgets import Label
 from waiting import until
 
-__all__ = ["ScreenHost", "WidgetHost", "run_palette_command"]
+from flash_tui.app import FlashApp
+from flash_tui.widgets.dashboard.endpoints_table import EndpointsTable
+
+__all__ = ["ScreenHost", "WidgetHost", "press_on_endpoint", "run_palette_command"]
 
 
 class ScreenHost(App[None]):
@@ -64,3 +68,18 @@ async def run_palette_command(pilot: Pilot[Any], typed: str, wanted: str) -> Non
 
     await until(pilot, lambda: highlighted().startswith(wanted), what=f"{wanted!r} highlighted")
     await pilot.press("enter")
+
+
+async def press_on_endpoint(
+    pilot: Pilot[Any], name: str, key: str, screen: type[Screen[Any]], timeout: float
+) -> None:
+    """Select `name` in the dashboard's table (focused), press `key`, and wait (with a deadline)
+    for the `screen` it opens."""
+    app = pilot.app
+    assert isinstance(app, FlashApp)
+    table = app.dashboard.query_one(EndpointsTable)
+    table.focus()
+    table.select_name(name)
+    await pilot.pause()
+    await pilot.press(key)
+    await until(pilot, lambda: isinstance(app.screen, screen), timeout, f"{screen.__name__}")
