@@ -49,7 +49,7 @@ from pathlib import Path
 
 import httpx
 import psutil
-from processes import CLI, clean_env, free_port, stop_process, wait_ready
+from processes import CLI, clean_env, free_port, run_cli, stop_process, wait_ready
 
 REPO = Path(__file__).resolve().parent.parent
 SECTIONS = ("reload", "deploy", "scale")
@@ -239,19 +239,6 @@ if os.environ.get("FLASH_RESOURCE_NAME") == "ep{i}":
 async def work_{i}(x: int) -> int:
     return x
 """
-
-
-def run_cli(args: list[str], env: dict[str, str], project: Path | None) -> tuple[float, str]:
-    """Run one CLI command; (seconds, stdout). Exits the benchmark when it fails."""
-    command = [*CLI, *args] + (["--project", str(project)] if project else [])
-    started = time.perf_counter()
-    proc = subprocess.run(
-        command, env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=600
-    )
-    elapsed = time.perf_counter() - started
-    if proc.returncode != 0:
-        raise SystemExit(f"{' '.join(args)} failed ({proc.returncode}):\n{proc.stderr}")
-    return elapsed, proc.stdout
 
 
 def deploy_all_healthy(env: dict[str, str], project: Path) -> tuple[float, float]:
