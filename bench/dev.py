@@ -289,32 +289,15 @@ def key_presses(project: Path, home: Path, count: int, presses: int) -> list[flo
     import tui  # bench/tui.py: its app, sizes and key-press measurement
 
     from flash_tui.app import FlashApp
-    from flash_tui.widgets.dashboard.endpoints_table import EndpointsTable
 
     os.environ["FLASH_TUI_HOME"] = str(home)
     names = [f"ep{i}" for i in range(count)]
 
     async def run() -> list[float]:
         app = FlashApp(project, "local", watch=True)
-        samples: list[float] = []
         async with app.run_test(size=tui.SIZE) as pilot:
-            deadline = time.perf_counter() + 120
-            while not all(
-                (s := app.state.statuses.get(n)) is not None and s.status == "healthy"
-                for n in names
-            ):
-                if time.perf_counter() > deadline:
-                    raise SystemExit(f"{count} endpoints not all healthy in the app")
-                await asyncio.sleep(0.1)
-            table = app.dashboard.query_one(EndpointsTable)
-            table.focus()
-            await pilot.pause(0.5)
-            await pilot.press("down", "down")
-            for i in range(presses):
-                key = "down" if i % 2 == 0 else "up"
-                samples.append(await tui._press(app, lambda: table.cursor_row, key))
-                await asyncio.sleep(0.05)
-        return samples
+            await tui.all_healthy(app, names)
+            return await tui.table_key_latencies(app, pilot, presses)
 
     return asyncio.run(run())
 
