@@ -12,23 +12,13 @@ from typing import Any
 
 import httpx
 from headless import run_cli
-from projectfiles import write_files
+from projectfiles import MOTHERSHIP_PROJECT, write_files
 
 from engine.home import Home
 from engine.identity import app_slug, canonical_path
 from engine.localcloud.discovery import read_state
 from engine.scan import scan_project
 
-WORKERS = """
-    from tetra_rp import CpuLiveServerless, remote
-
-    worker_config = CpuLiveServerless(name="worker", workersMax=1)
-
-
-    @remote(worker_config)
-    def shout(text: str) -> str:
-        return text.upper()
-    """
 OWN = {
     "mothership.py": '''
         """The project's own mothership: an API whose route calls a child."""
@@ -45,7 +35,7 @@ OWN = {
         async def hello(text: str) -> dict:
             return {"echo": await shout(text)}
         ''',
-    "workers.py": WORKERS,
+    "workers.py": MOTHERSHIP_PROJECT["workers.py"],  # `worker`, whose shout() it calls
 }
 
 
