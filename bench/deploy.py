@@ -34,27 +34,11 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
-from processes import CLI
+from processes import CLI, run_cli
 
 REPO = Path(__file__).resolve().parent.parent
-
-
-def run_cli(
-    args: list[str], env: dict[str, str], project: Path | None, ok: tuple[int, ...] = (0,)
-) -> tuple[float, str]:
-    """Run one CLI command; returns (seconds, stdout). Raises on an exit status not in `ok`."""
-    command = [*CLI, *args] + (["--project", str(project)] if project else [])
-    started = time.perf_counter()
-    proc = subprocess.run(
-        command, env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=300
-    )
-    elapsed = time.perf_counter() - started
-    if proc.returncode not in ok:
-        raise SystemExit(f"{' '.join(args)} failed ({proc.returncode}):\n{proc.stderr}")
-    return elapsed, proc.stdout
 
 
 def main() -> int:

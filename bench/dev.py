@@ -49,7 +49,7 @@ from pathlib import Path
 
 import httpx
 import psutil
-from processes import CLI, clean_env, free_port, stop_process, wait_ready
+from processes import CLI, clean_env, free_port, run_cli, stop_process, wait_ready
 
 REPO = Path(__file__).resolve().parent.parent
 SECTIONS = ("reload", "deploy", "scale")
@@ -241,19 +241,6 @@ async def work_{i}(x: int) -> int:
 """
 
 
-def run_cli(args: list[str], env: dict[str, str], project: Path | None) -> tuple[float, str]:
-    """Run one CLI command; (seconds, stdout). Exits the benchmark when it fails."""
-    command = [*CLI, *args] + (["--project", str(project)] if project else [])
-    started = time.perf_counter()
-    proc = subprocess.run(
-        command, env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=600
-    )
-    elapsed = time.perf_counter() - started
-    if proc.returncode != 0:
-        raise SystemExit(f"{' '.join(args)} failed ({proc.returncode}):\n{proc.stderr}")
-    return elapsed, proc.stdout
-
-
 def deploy_all_healthy(env: dict[str, str], project: Path) -> tuple[float, float]:
     """`deploy --yes`; (wall seconds, the cloud's own seconds). Every endpoint must be healthy."""
     seconds, out = run_cli(["deploy", "--yes", "--json"], env, project)
@@ -302,32 +289,15 @@ def key_presses(project: Path, home: Path, count: int, presses: int) -> list[flo
     import tui  # bench/tui.py: its app, sizes and key-press measurement
 
     from flash_tui.app import FlashApp
-    from flash_tui.widgets.dashboard.endpoints_table import EndpointsTable
 
     os.environ["FLASH_TUI_HOME"] = str(home)
     names = [f"ep{i}" for i in range(count)]
 
     async def run() -> list[float]:
         app = FlashApp(project, "local", watch=True)
-        samples: list[float] = []
         async with app.run_test(size=tui.SIZE) as pilot:
-            deadline = time.perf_counter() + 120
-            while not all(
-                (s := app.state.statuses.get(n)) is not None and s.status == "healthy"
-                for n in names
-            ):
-                if time.perf_counter() > deadline:
-                    raise SystemExit(f"{count} endpoints not all healthy in the app")
-                await asyncio.sleep(0.1)
-            table = app.dashboard.query_one(EndpointsTable)
-            table.focus()
-            await pilot.pause(0.5)
-            await pilot.press("down", "down")
-            for i in range(presses):
-                key = "down" if i % 2 == 0 else "up"
-                samples.append(await tui._press(app, lambda: table.cursor_row, key))
-                await asyncio.sleep(0.05)
-        return samples
+            await tui.all_healthy(app, names)
+            return await tui.table_key_latencies(app, pilot, presses)
 
     return asyncio.run(run())
 

@@ -28,10 +28,9 @@ import subprocess
 import sys
 import tempfile
 import textwrap
-import time
 from pathlib import Path
 
-from processes import CLI
+from processes import CLI, run_cli
 
 WORKER = textwrap.dedent(
     """
@@ -47,21 +46,6 @@ WORKER = textwrap.dedent(
         return {"sum": float(torch.tensor(values).sum()), "torch": str(torch.__version__)}
     """
 )
-
-
-def run_cli(args: list[str], env: dict[str, str], project: Path | None) -> tuple[float, str]:
-    """Run one CLI command (in `project`); returns (seconds, stdout); exits on failure."""
-    command = [*CLI, *args] + (["--project", str(project)] if project else [])
-    started = time.perf_counter()
-    proc = subprocess.run(
-        command, env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=900
-    )
-    elapsed = time.perf_counter() - started
-    if proc.returncode != 0:
-        raise SystemExit(
-            f"{' '.join(args)} failed ({proc.returncode}):\n{proc.stderr}{proc.stdout}"
-        )
-    return elapsed, proc.stdout
 
 
 def project(root: Path) -> Path:

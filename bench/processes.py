@@ -1,4 +1,5 @@
-"""Processes the benchmarks start: free ports, a clean environment, readiness and stopping.
+"""Processes the benchmarks start: free ports, a clean environment, a timed CLI command,
+readiness and stopping.
 
 Imported by the scripts in this folder (`python bench/X.py` puts it on `sys.path`).
 """
@@ -12,6 +13,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Collection
+from pathlib import Path
 
 import httpx
 
@@ -29,6 +31,28 @@ def free_port() -> int:
 def clean_env() -> dict[str, str]:
     """This process's environment without `FLASH_*` settings (a benchmark sets its own)."""
     return {k: v for k, v in os.environ.items() if not k.startswith("FLASH_")}
+
+
+def run_cli(
+    args: list[str],
+    env: dict[str, str],
+    project: Path | None,
+    ok: tuple[int, ...] = (0,),
+    timeout: float = 900.0,
+) -> tuple[float, str]:
+    """Run one CLI command (in `project`); returns (seconds, stdout). Exits the benchmark, with
+    the command's output, on an exit status not in `ok`."""
+    command = [*CLI, *args] + (["--project", str(project)] if project else [])
+    started = time.perf_counter()
+    proc = subprocess.run(
+        command, env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=timeout
+    )
+    elapsed = time.perf_counter() - started
+    if proc.returncode not in ok:
+        raise SystemExit(
+            f"{' '.join(args)} failed ({proc.returncode}):\n{proc.stderr}{proc.stdout}"
+        )
+    return elapsed, proc.stdout
 
 
 def wait_ready(

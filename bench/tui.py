@@ -45,6 +45,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 from scan import generate  # noqa: E402  (bench/scan.py: the same synthetic project)
 from textual import events  # noqa: E402
+from textual.pilot import Pilot  # noqa: E402
 
 from engine.home import Home  # noqa: E402
 from engine.localcloud.discovery import stop_cloud  # noqa: E402
@@ -250,17 +251,9 @@ async def idle_cpu(
     names = [f"ep{i}" for i in range(count)]
     app = FlashApp(project, "local", watch=True)
     shares: list[float] = []
-    keys: list[float] = []
     try:
         async with app.run_test(size=SIZE) as pilot:
-            deadline = time.perf_counter() + 120
-            while not all(
-                app.state.statuses.get(n) is not None and app.state.statuses[n].status == "healthy"
-                for n in names
-            ):
-                if time.perf_counter() > deadline:
-                    raise SystemExit(f"{count} endpoints not all healthy in the app")
-                await asyncio.sleep(0.1)
+            await all_healthy(app, names)
             # Left alone: the probes of endpoints that stay healthy back off (to 60 s after
             # about two minutes); `settle` seconds of that first.
             await asyncio.sleep(settle)
@@ -269,14 +262,7 @@ async def idle_cpu(
                 await asyncio.sleep(seconds / windows)
                 used = _cpu_seconds() - cpu
                 shares.append(100 * used / (time.perf_counter() - wall))
-            table = app.dashboard.query_one(EndpointsTable)
-            table.focus()
-            await pilot.pause(0.3)
-            await pilot.press("down", "down")
-            for i in range(presses):
-                key = "down" if i % 2 == 0 else "up"
-                keys.append(await _press(app, lambda: table.cursor_row, key))
-                await asyncio.sleep(0.05)
+            keys = await table_key_latencies(app, pilot, presses)
             latencies = [
                 s.latency_ms
                 for n in names
@@ -286,6 +272,32 @@ async def idle_cpu(
         async with Engine(project) as engine:
             await engine.undeploy(None)
     return shares, keys, statistics.median(latencies) if latencies else float("nan")
+
+
+async def all_healthy(app: FlashApp, names: list[str], timeout: float = 120.0) -> None:
+    """Wait until the app shows every endpoint of `names` healthy; exits the benchmark after
+    `timeout` seconds."""
+    deadline = time.perf_counter() + timeout
+    while not all(
+        (s := app.state.statuses.get(n)) is not None and s.status == "healthy" for n in names
+    ):
+        if time.perf_counter() > deadline:
+            raise SystemExit(f"{len(names)} endpoints not all healthy in the app")
+        await asyncio.sleep(0.1)
+
+
+async def table_key_latencies(app: FlashApp, pilot: Pilot[None], presses: int) -> list[float]:
+    """Seconds per key press (down, up, ...) in the endpoints table until it is painted."""
+    table = app.dashboard.query_one(EndpointsTable)
+    table.focus()
+    await pilot.pause(0.3)
+    await pilot.press("down", "down")
+    keys = []
+    for i in range(presses):
+        key = "down" if i % 2 == 0 else "up"
+        keys.append(await _press(app, lambda: table.cursor_row, key))
+        await asyncio.sleep(0.05)
+    return keys
 
 
 async def _press(app: FlashApp, cursor: Callable[[], int], key: str) -> float:

@@ -134,3 +134,32 @@ def _command(args: Sequence[str], project: Path | None) -> list[str]:
     elif project is not None and args[0] not in _NO_PROJECT:
         command += ["--project", str(project)]
     return command
+
+
+def python_json(
+    script: str,
+    env: Mapping[str, str] | None = None,
+    *,
+    cwd: Path | None = None,
+    args: Sequence[str] = (),
+    timeout: float = 120.0,
+) -> Any:
+    """Run `script` with this Python (no terminal); the JSON on its last line of output. An
+    AssertionError with the end of stderr when it exits non-zero or prints no JSON."""
+    proc = subprocess.run(
+        [sys.executable, "-c", script, *args],
+        cwd=cwd,
+        env=None if env is None else dict(env),
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    lines = proc.stdout.strip().splitlines()
+    try:
+        return json.loads(lines[-1])
+    except (IndexError, ValueError):
+        raise AssertionError(
+            f"no JSON line (rc {proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+        ) from None

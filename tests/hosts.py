@@ -1,5 +1,6 @@
 """Small Textual apps that host what a Pilot test drives: one screen pushed on start, or some
-widgets alone.
+widgets alone; and the Pilot steps several dashboard tests take (a key on a selected endpoint,
+a command from the palette).
 
 No tests here; the TUI test modules import it (`from hosts import ScreenHost, WidgetHost`), as
 pytest puts this directory on `sys.path`.
@@ -10,11 +11,17 @@ from __future__ import annotations
 from typing import Any
 
 from textual.app import App, ComposeResult
+from textual.command import CommandPalette
+from textual.pilot import Pilot
 from textual.screen import Screen
 from textual.widget import Widget
 from textual.widgets import Label
+from waiting import until
 
-__all__ = ["ScreenHost", "WidgetHost"]
+from flash_tui.app import FlashApp
+from flash_tui.widgets.dashboard.endpoints_table import EndpointsTable
+
+__all__ = ["ScreenHost", "WidgetHost", "press_on_endpoint", "run_palette_command"]
 
 
 class ScreenHost(App[None]):
@@ -42,3 +49,37 @@ class WidgetHost(App[None]):
 
     def compose(self) -> ComposeResult:
         yield from self._widgets
+
+
+async def run_palette_command(pilot: Pilot[Any], typed: str, wanted: str) -> None:
+    """Open the command palette (ctrl+p), type `typed`, wait (with a deadline) until the
+    highlighted command's prompt starts with `wanted`, and run it (enter)."""
+    app = pilot.app
+    await pilot.press("ctrl+p")
+    await until(pilot, lambda: isinstance(app.screen, CommandPalette), what="the palette")
+    await pilot.press(*typed)
+
+    def highlighted() -> str:
+        commands = app.screen.query_one("CommandList")
+        index = commands.highlighted  # type: ignore[attr-defined]
+        if index is None:
+            return ""
+        return str(commands.get_option_at_index(index).prompt)  # type: ignore[attr-defined]
+
+    await until(pilot, lambda: highlighted().startswith(wanted), what=f"{wanted!r} highlighted")
+    await pilot.press("enter")
+
+
+async def press_on_endpoint(
+    pilot: Pilot[Any], name: str, key: str, screen: type[Screen[Any]], timeout: float
+) -> None:
+    """Select `name` in the dashboard's table (focused), press `key`, and wait (with a deadline)
+    for the `screen` it opens."""
+    app = pilot.app
+    assert isinstance(app, FlashApp)
+    table = app.dashboard.query_one(EndpointsTable)
+    table.focus()
+    table.select_name(name)
+    await pilot.pause()
+    await pilot.press(key)
+    await until(pilot, lambda: isinstance(app.screen, screen), timeout, f"{screen.__name__}")

@@ -203,3 +203,83 @@ MOTHERSHIP_PROJECT: dict[str, str] = {
         """,
 }
 MOTHERSHIP_CHILDREN = frozenset({"gateway", "worker", "extra"})
+
+
+def late_gateway_files(gate: Path | None, wait_s: int) -> dict[str, str]:
+    """A gateway whose route calls `late`, an endpoint slow to start: its worker waits at import,
+    up to `wait_s` seconds, for the file `gate` (None: a `gate` file beside the module in its
+    build copy) that the test holds back (the mothership boot tests)."""
+    where = 'Path(__file__).with_name("gate")' if gate is None else f"Path({str(gate)!r})"
+    late = _LATE_ENDPOINT.replace("{gate}", where).replace("{wait_s}", str(wait_s))
+    return {"main.py": _LATE_GATEWAY, "late.py": late}
+
+
+_LATE_GATEWAY = '''
+    """The gateway: its route calls the late endpoint."""
+
+    from late import late_echo
+    from tetra_rp import CpuLoadBalancerSlsResource, remote
+
+    gateway_config = CpuLoadBalancerSlsResource(
+        name="gateway", imageName="runpod/tetra-rp-lb-cpu:latest", workersMax=1
+    )
+
+
+    @remote(gateway_config, method="POST", path="/late")
+    async def late(text: str) -> dict:
+        return {"late": await late_echo(text)}
+    '''
+_LATE_ENDPOINT = '''
+    """An endpoint slow to start: its worker waits for the test to open the gate."""
+
+    import os
+    import time
+    from pathlib import Path
+
+    from tetra_rp import CpuLiveServerless, remote
+
+    late_config = CpuLiveServerless(name="late", workersMax=1)
+
+    if os.environ.get("FLASH_RESOURCE_NAME") == "late":
+        gate = {gate}
+        deadline = time.monotonic() + {wait_s}
+        while not gate.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+
+
+    @remote(late_config)
+    def late_echo(text: str) -> str:
+        return f"late:{text}"
+    '''
+
+# Two children: `fine`, and `broken`, which imports at build time but raises at import in its
+# worker (its env sets FAIL_AT_IMPORT): a child that never comes up.
+FAILING_CHILD_PROJECT: dict[str, str] = {
+    "main.py": """
+        from tetra_rp import CpuLiveServerless, remote
+
+        ok_config = CpuLiveServerless(name="fine", workersMax=1)
+
+
+        @remote(ok_config)
+        def fine() -> int:
+            return 1
+        """,
+    "broken.py": '''
+        """Imports at build time, fails in its worker (env set)."""
+
+        import os
+
+        from tetra_rp import CpuLiveServerless, remote
+
+        broken_config = CpuLiveServerless(name="broken", env={"FAIL_AT_IMPORT": "1"})
+
+        if os.environ.get("FAIL_AT_IMPORT"):
+            raise RuntimeError("boom at import: the weights are missing")
+
+
+        @remote(broken_config)
+        def nothing() -> int:
+            return 1
+        ''',
+}

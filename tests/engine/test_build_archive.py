@@ -13,7 +13,9 @@ import pytest
 from engine.archive import FIXED_MTIME, file_sha256, write_archive
 
 
-def _tree(root: Path) -> None:
+def _tree(root: Path) -> Path:
+    """A small source tree (nested package, an executable, binary data, a non-ASCII name) at
+    `root`; returns `root`."""
     (root / "pkg" / "sub").mkdir(parents=True)
     (root / "main.py").write_text("print('hi')\n")
     (root / "pkg" / "__init__.py").write_text("")
@@ -22,14 +24,11 @@ def _tree(root: Path) -> None:
     (root / "run.sh").chmod(0o700)
     (root / "data.bin").write_bytes(bytes(range(256)) * 10)
     (root / "ünïcode.txt").write_text("é\n")
+    return root
 
 
 def test_same_files_give_byte_identical_archives(tmp_path: Path) -> None:
-    a, b = tmp_path / "a", tmp_path / "b"
-    a.mkdir()
-    b.mkdir()
-    _tree(a)
-    _tree(b)
+    a, b = _tree(tmp_path / "a"), _tree(tmp_path / "b")
     # Different mtimes and modes on the second copy must not matter.
     for path in b.rglob("*"):
         os.utime(path, (1_700_000_000, 1_700_000_000))
@@ -43,9 +42,7 @@ def test_same_files_give_byte_identical_archives(tmp_path: Path) -> None:
 
 
 def test_members_are_sorted_flat_and_normalised(tmp_path: Path) -> None:
-    src = tmp_path / "src"
-    src.mkdir()
-    _tree(src)
+    src = _tree(tmp_path / "src")
     archive = tmp_path / "x.tar.gz"
     write_archive(src, archive)
     with tarfile.open(archive) as tar:
@@ -61,9 +58,7 @@ def test_members_are_sorted_flat_and_normalised(tmp_path: Path) -> None:
 
 
 def test_gzip_header_has_no_name_and_no_mtime(tmp_path: Path) -> None:
-    src = tmp_path / "src"
-    src.mkdir()
-    _tree(src)
+    src = _tree(tmp_path / "src")
     archive = tmp_path / "named-archive.tar.gz"
     write_archive(src, archive)
     header = archive.read_bytes()[:10]
@@ -75,9 +70,7 @@ def test_gzip_header_has_no_name_and_no_mtime(tmp_path: Path) -> None:
 
 
 def test_explicit_file_list_and_path_safety(tmp_path: Path) -> None:
-    src = tmp_path / "src"
-    src.mkdir()
-    _tree(src)
+    src = _tree(tmp_path / "src")
     archive = tmp_path / "x.tar.gz"
     write_archive(src, archive, ["pkg/sub/mod.py", "main.py", "main.py"])
     with tarfile.open(archive) as tar:

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 from pathlib import Path
 
+from headless import python_json
 from projectfiles import copy_example
 
 _PROBE = """
@@ -19,10 +19,7 @@ print(json.dumps({"code": code, "modules": sorted(sys.modules)}))
 
 
 def _modules_after(args: list[str]) -> tuple[int, set[str]]:
-    out = subprocess.run(
-        [sys.executable, "-c", _PROBE, *args], capture_output=True, text=True, timeout=120
-    )
-    last = json.loads(out.stdout.strip().splitlines()[-1])
+    last = python_json(_PROBE, args=args)
     return last["code"], set(last["modules"])
 
 

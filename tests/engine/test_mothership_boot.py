@@ -21,7 +21,7 @@ import httpx
 import psutil
 import pytest
 from headless import FAST_BACKOFF, cli_env, cli_for, json_of, start_cli
-from projectfiles import write_files
+from projectfiles import FAILING_CHILD_PROJECT, late_gateway_files, write_files
 from waiting import wait_for
 
 from engine.home import Home
@@ -29,45 +29,7 @@ from engine.identity import app_slug, canonical_path
 from engine.localcloud.discovery import read_state
 
 ENV = "production"
-FILES = {
-    "main.py": '''
-        """The gateway: its route calls the late endpoint."""
-
-        from late import late_echo
-        from tetra_rp import CpuLoadBalancerSlsResource, remote
-
-        gateway_config = CpuLoadBalancerSlsResource(
-            name="gateway", imageName="runpod/tetra-rp-lb-cpu:latest", workersMax=1
-        )
-
-
-        @remote(gateway_config, method="POST", path="/late")
-        async def late(text: str) -> dict:
-            return {"late": await late_echo(text)}
-        ''',
-    "late.py": '''
-        """An endpoint slow to start: its worker waits for the test to open the gate."""
-
-        import os
-        import time
-        from pathlib import Path
-
-        from tetra_rp import CpuLiveServerless, remote
-
-        late_config = CpuLiveServerless(name="late", workersMax=1)
-
-        if os.environ.get("FLASH_RESOURCE_NAME") == "late":
-            gate = Path(__file__).with_name("gate")
-            deadline = time.monotonic() + 60
-            while not gate.exists() and time.monotonic() < deadline:
-                time.sleep(0.05)
-
-
-        @remote(late_config)
-        def late_echo(text: str) -> str:
-            return f"late:{text}"
-        ''',
-}
+FILES = late_gateway_files(gate=None, wait_s=60)
 
 
 @pytest.fixture(scope="module")
@@ -175,41 +137,10 @@ def test_killed_mid_provisioning_converges_and_a_child_reaches_a_later_endpoint(
     assert json.loads(out)["children"]["late"]["status"] == "deployed"
 
 
-BROKEN = {
-    "main.py": """
-        from tetra_rp import CpuLiveServerless, remote
-
-        ok_config = CpuLiveServerless(name="fine", workersMax=1)
-
-
-        @remote(ok_config)
-        def fine() -> int:
-            return 1
-        """,
-    "broken.py": '''
-        """Imports at build time, fails in its worker (env set)."""
-
-        import os
-
-        from tetra_rp import CpuLiveServerless, remote
-
-        broken_config = CpuLiveServerless(name="broken", env={"FAIL_AT_IMPORT": "1"})
-
-        if os.environ.get("FAIL_AT_IMPORT"):
-            raise RuntimeError("boom at import: the weights are missing")
-
-
-        @remote(broken_config)
-        def nothing() -> int:
-            return 1
-        ''',
-}
-
-
 def test_a_child_that_fails_is_reported_with_its_error(
     localcloud_home: Path, tmp_path: Path
 ) -> None:
-    project = write_files(tmp_path / "brokenapp", BROKEN)
+    project = write_files(tmp_path / "brokenapp", FAILING_CHILD_PROJECT)
     cli = cli_for(cli_env(localcloud_home, FLASH_MOTHERSHIP_WAIT="60"), project)
 
     deployed = cli("deploy", "--mothership", "--yes", "--json")

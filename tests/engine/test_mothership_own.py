@@ -12,23 +12,13 @@ from typing import Any
 
 import httpx
 from headless import run_cli
-from projectfiles import write_files
+from projectfiles import MOTHERSHIP_PROJECT, write_files
 
 from engine.home import Home
 from engine.identity import app_slug, canonical_path
 from engine.localcloud.discovery import read_state
 from engine.scan import scan_project
 
-WORKERS = """
-    from tetra_rp import CpuLiveServerless, remote
-
-    worker_config = CpuLiveServerless(name="worker", workersMax=1)
-
-
-    @remote(worker_config)
-    def shout(text: str) -> str:
-        return text.upper()
-    """
 OWN = {
     "mothership.py": '''
         """The project's own mothership: an API whose route calls a child."""
@@ -45,12 +35,28 @@ OWN = {
         async def hello(text: str) -> dict:
             return {"echo": await shout(text)}
         ''',
-    "workers.py": WORKERS,
+    "workers.py": MOTHERSHIP_PROJECT["workers.py"],  # `worker`, whose shout() it calls
 }
 
 
 def _codes(project: Path) -> list[tuple[str, str, str]]:
     return [(d.code, d.severity, d.file) for d in scan_project(project).diagnostics]
+
+
+# OWN and a second resource flagged as the mothership (`admin`): a conflict.
+TWO_FLAGGED = {
+    **OWN,
+    "admin.py": """
+        from tetra_rp import CpuLoadBalancerSlsResource, remote
+
+        mothership = CpuLoadBalancerSlsResource(name="admin", workersMax=1)
+
+
+        @remote(mothership, method="GET", path="/stats")
+        async def stats() -> dict:
+            return {}
+        """,
+}
 
 
 def test_the_variable_mothership_flags_its_resource(tmp_path: Path) -> None:
@@ -62,18 +68,7 @@ def test_the_variable_mothership_flags_its_resource(tmp_path: Path) -> None:
 
 
 def test_two_flagged_is_an_error_naming_both(tmp_path: Path) -> None:
-    files = dict(OWN)
-    files["admin.py"] = """
-        from tetra_rp import CpuLoadBalancerSlsResource, remote
-
-        mothership = CpuLoadBalancerSlsResource(name="admin", workersMax=1)
-
-
-        @remote(mothership, method="GET", path="/stats")
-        async def stats() -> dict:
-            return {}
-        """
-    result = scan_project(write_files(tmp_path / "two", files))
+    result = scan_project(write_files(tmp_path / "two", TWO_FLAGGED))
     errors = [d for d in result.diagnostics if d.code == "manifest-mothership-conflict"]
     assert sorted(d.file for d in errors) == ["admin.py", "mothership.py"]
     for error in errors:
@@ -137,18 +132,7 @@ def test_deploy_mothership_uses_the_projects_own_with_its_routes(
 def test_deploy_mothership_refuses_two_flagged_naming_them(
     localcloud_home: Path, tmp_path: Path
 ) -> None:
-    files = dict(OWN)
-    files["admin.py"] = """
-        from tetra_rp import CpuLoadBalancerSlsResource, remote
-
-        mothership = CpuLoadBalancerSlsResource(name="admin", workersMax=1)
-
-
-        @remote(mothership, method="GET", path="/stats")
-        async def stats() -> dict:
-            return {}
-        """
-    project = write_files(tmp_path / "twoapp", files)
+    project = write_files(tmp_path / "twoapp", TWO_FLAGGED)
     env = dict(os.environ, FLASH_TUI_HOME=str(localcloud_home))
     done = run_cli(["deploy", "--mothership", "--yes"], env, project=project, timeout=120)
     assert done.returncode != 0

@@ -24,52 +24,10 @@ import httpx
 import pytest
 from fakes.runpod import FakeRunPod
 from headless import CLI
-from projectfiles import write_files
+from projectfiles import FAILING_CHILD_PROJECT, late_gateway_files, write_files
 from waiting import wait_for
 
 ENV = "staging"
-
-
-def _files(gate: Path) -> dict[str, str]:
-    return {
-        "main.py": '''
-            """The gateway: its route calls the late endpoint."""
-
-            from late import late_echo
-            from tetra_rp import CpuLoadBalancerSlsResource, remote
-
-            gateway_config = CpuLoadBalancerSlsResource(
-                name="gateway", imageName="runpod/tetra-rp-lb-cpu:latest", workersMax=1
-            )
-
-
-            @remote(gateway_config, method="POST", path="/late")
-            async def late(text: str) -> dict:
-                return {"late": await late_echo(text)}
-            ''',
-        "late.py": f'''
-            """An endpoint slow to start: its worker waits for the test to open the gate."""
-
-            import os
-            import time
-            from pathlib import Path
-
-            from tetra_rp import CpuLiveServerless, remote
-
-            late_config = CpuLiveServerless(name="late", workersMax=1)
-
-            if os.environ.get("FLASH_RESOURCE_NAME") == "late":
-                gate = Path({str(gate)!r})
-                deadline = time.monotonic() + 180
-                while not gate.exists() and time.monotonic() < deadline:
-                    time.sleep(0.05)
-
-
-            @remote(late_config)
-            def late_echo(text: str) -> str:
-                return f"late:{{text}}"
-            ''',
-    }
 
 
 @pytest.fixture
@@ -87,7 +45,7 @@ def gate(tmp_path: Path) -> Path:
 def deploying(fake: FakeRunPod, gate: Path, tmp_path: Path) -> Iterator[subprocess.Popen[str]]:
     """`deploy --mothership --target runpod` running in the background (it waits for
     convergence)."""
-    project = write_files(tmp_path / "lateapp", _files(gate))
+    project = write_files(tmp_path / "lateapp", late_gateway_files(gate, wait_s=180))
     env = {k: v for k, v in os.environ.items() if not k.startswith("RUNPOD_")}
     env.update({"HOME": str(tmp_path / "home"), "FLASH_MOTHERSHIP_WAIT": "150", **fake.env()})
     process = subprocess.Popen(
@@ -216,42 +174,11 @@ def test_killed_mid_provisioning_twice_converges_once_and_a_child_reaches_a_late
     assert [w.id for w in fake.workers(_endpoint(fake, "gateway").id)] == gateway_worker
 
 
-BROKEN = {
-    "main.py": """
-        from tetra_rp import CpuLiveServerless, remote
-
-        ok_config = CpuLiveServerless(name="fine", workersMax=1)
-
-
-        @remote(ok_config)
-        def fine() -> int:
-            return 1
-        """,
-    "broken.py": '''
-        """Imports at build time, fails in its worker (env set)."""
-
-        import os
-
-        from tetra_rp import CpuLiveServerless, remote
-
-        broken_config = CpuLiveServerless(name="broken", env={"FAIL_AT_IMPORT": "1"})
-
-        if os.environ.get("FAIL_AT_IMPORT"):
-            raise RuntimeError("boom at import: the weights are missing")
-
-
-        @remote(broken_config)
-        def nothing() -> int:
-            return 1
-        ''',
-}
-
-
 def test_a_child_that_never_comes_up_is_failed_with_what_runpod_said(
     fake: FakeRunPod, tmp_path: Path
 ) -> None:
     """Saved is not up: a child whose worker crashes at start is `failed`, not `deployed`."""
-    project = write_files(tmp_path / "brokenapp", BROKEN)
+    project = write_files(tmp_path / "brokenapp", FAILING_CHILD_PROJECT)
     env = {k: v for k, v in os.environ.items() if not k.startswith("RUNPOD_")}
     env.update({"HOME": str(tmp_path / "home"), "FLASH_MOTHERSHIP_WAIT": "120", **fake.env()})
 

@@ -22,6 +22,7 @@ from typing import Any
 
 import httpx
 import pytest
+from headless import python_json
 from waiting import wait_for
 
 from fakes.runpod import FakeRunPod
@@ -439,17 +440,7 @@ TETRA_SCRIPT = textwrap.dedent(
 
 
 def test_tetra_rp_client_deploys_and_deletes_an_endpoint(fake: FakeRunPod, tmp_path: Path) -> None:
-    env = {**os.environ, **fake.env()}
-    result = subprocess.run(
-        [sys.executable, "-c", TETRA_SCRIPT],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=90,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    report = json.loads(result.stdout.strip().splitlines()[-1])
+    report = python_json(TETRA_SCRIPT, {**os.environ, **fake.env()}, cwd=tmp_path, timeout=90)
     assert report["exists"] and report["undeployed"] and report["gone"]
     assert report["others"] == [["QB", True, True]]
     assert report["others_removed"] == [True]

@@ -26,6 +26,7 @@ from typing import Any
 import httpx
 import psutil
 import pytest
+from headless import python_json
 from waiting import wait_for
 
 from fakes.runpod import FakeRunPod
@@ -174,16 +175,7 @@ def test_runpod_sdk_run_sync_gets_the_handlers_result(
     fake: FakeRunPod, deployed: dict[str, dict[str, Any]], tmp_path: Path
 ) -> None:
     env = {**os.environ, **fake.env(), "ENDPOINT_ID": deployed["qb"]["id"]}
-    result = subprocess.run(
-        [sys.executable, "-c", RUN_SYNC],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    output = json.loads(result.stdout.strip().splitlines()[-1])
+    output = python_json(RUN_SYNC, env, cwd=tmp_path, timeout=120)
     assert output["echo"] == {"n": 41}
 
 

@@ -15,6 +15,12 @@ def quickstart(tmp_path: Path) -> Path:
     return copy_example("quickstart", tmp_path / "quickstart")
 
 
+@pytest.fixture(scope="module")
+def shared_quickstart(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A copy of examples/quickstart shared by one module's tests (which only read it)."""
+    return copy_example("quickstart", tmp_path_factory.mktemp("shared") / "quickstart")
+
+
 @pytest.fixture
 def private_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     """A temporary flash-tui home (never the user's); a local cloud started in it is stopped."""

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 from fixedclock import noon as clock
-from textual.command import CommandPalette
+from hosts import run_palette_command
 from waiting import until
 
 from engine.diagnostics import Diagnostic
@@ -151,20 +151,7 @@ async def test_palette_runs_an_action(quickstart: Path) -> None:
     app = FlashApp(quickstart, clock=clock, connect=False, watch=False)
     async with app.run_test(size=(100, 30)) as pilot:
         await until(pilot, lambda: app.scan_count >= 1)
-        await pilot.press("ctrl+p")
-        await until(pilot, lambda: isinstance(app.screen, CommandPalette))
-        palette = app.screen
-        await pilot.press(*"Logs")
-
-        def logs_highlighted() -> bool:
-            commands = palette.query_one("CommandList")
-            index = commands.highlighted  # type: ignore[attr-defined]
-            if index is None:
-                return False
-            return "Logs" in str(commands.get_option_at_index(index).prompt)  # type: ignore[attr-defined]
-
-        await until(pilot, logs_highlighted, what="the Logs command highlighted")
-        await pilot.press("enter")
+        await run_palette_command(pilot, "Logs", "Logs")
         await until(pilot, lambda: isinstance(app.screen, LogsScreen))
 
 

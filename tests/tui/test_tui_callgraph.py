@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from hosts import press_on_endpoint
 from projectfiles import CALLS_PROJECT, write_files
 from textual.widgets import Static
 from waiting import until
@@ -17,7 +18,6 @@ from waiting import until
 from flash_tui.app import FlashApp
 from flash_tui.screens.confirm import PlanScreen, UndeployScreen
 from flash_tui.widgets.dashboard.detail_pane import DetailPane
-from flash_tui.widgets.dashboard.endpoints_table import EndpointsTable
 from flash_tui.widgets.dashboard.manifest_tree import ManifestTree
 
 
@@ -80,12 +80,7 @@ async def test_calls_in_the_detail_pane_and_warnings_in_the_dialogs(
         )
 
         # Undeploying the worker while the gateway stays: the undeploy dialog warns.
-        table = app.dashboard.query_one(EndpointsTable)
-        table.focus()
-        table.select_name("cpu_worker")
-        await pilot.pause()
-        await pilot.press("u")
-        await until(pilot, lambda: isinstance(app.screen, UndeployScreen), 30, "undeploy dialog")
+        await press_on_endpoint(pilot, "cpu_worker", "u", UndeployScreen, 30)
         await pilot.pause()
         assert "gateway stays deployed and calls cpu_worker (process)" in _warnings_shown(app)
         await pilot.press("escape")

@@ -15,6 +15,7 @@ import signal
 from pathlib import Path
 
 import pytest
+from hosts import press_on_endpoint
 from projectfiles import copy_example
 from textual.widgets import Input, OptionList, TextArea
 from waiting import until, wait_for
@@ -156,11 +157,7 @@ async def test_quickstart_end_to_end(tmp_path: Path, tui_home: Path) -> None:
         assert any(f.field == "workersMax" for f in fields)
 
         # `d` deploys the selected endpoint: its plan shows the update with the field diff.
-        table.focus()
-        table.select_name("cpu_worker")
-        await pilot.pause()
-        await pilot.press("d")
-        await until(pilot, lambda: isinstance(app.screen, PlanScreen), 60, "the update plan")
+        await press_on_endpoint(pilot, "cpu_worker", "d", PlanScreen, 60)
         update = app.screen
         assert isinstance(update, PlanScreen)
         items = {i.name: i for i in update.items}
@@ -190,11 +187,7 @@ async def test_quickstart_end_to_end(tmp_path: Path, tui_home: Path) -> None:
         )
 
         # Undeploy one, cancelled: Cancel has the focus, Enter cancels.
-        table.focus()
-        table.select_name("gateway")
-        await pilot.pause()
-        await pilot.press("u")
-        await until(pilot, lambda: isinstance(app.screen, UndeployScreen), 30, "undeploy dialog")
+        await press_on_endpoint(pilot, "gateway", "u", UndeployScreen, 30)
         await pilot.press("enter")
         await until(pilot, lambda: app.state.busy is None, 10, "the cancelled undeploy")
         assert status_of(app, "gateway") == "healthy"

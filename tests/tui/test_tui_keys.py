@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 from fixedclock import noon as clock
+from hosts import run_palette_command
 from textual.widgets import Input, Select
 from waiting import until
 
@@ -270,7 +271,6 @@ def test_locate_finds_a_diagnostic_a_table_row_and_nothing(tmp_path: Path) -> No
 
 
 async def test_palette_shows_keys_and_offers_per_endpoint_commands(quickstart: Path) -> None:
-    from textual.command import CommandPalette
 
     from flash_tui.commands import ACTIONS, DISPLAY_KEYS, FlashCommands
 
@@ -294,19 +294,7 @@ async def test_palette_shows_keys_and_offers_per_endpoint_commands(quickstart: P
         assert "Undeploy gateway" not in await found("undeploy gateway")
 
         # End to end: ctrl+p, "logs cpu_worker", enter.
-        await pilot.press("ctrl+p")
-        await until(pilot, lambda: isinstance(app.screen, CommandPalette))
-        await pilot.press(*"logs cpu_worker")
-
-        def highlighted() -> str:
-            commands = app.screen.query_one("CommandList")
-            index = commands.highlighted  # type: ignore[attr-defined]
-            if index is None:
-                return ""
-            return str(commands.get_option_at_index(index).prompt)  # type: ignore[attr-defined]
-
-        await until(pilot, lambda: highlighted().startswith("Logs cpu_worker"), what="the command")
-        await pilot.press("enter")
+        await run_palette_command(pilot, "logs cpu_worker", "Logs cpu_worker")
         await until(pilot, lambda: isinstance(app.screen, LogsScreen), what="logs screen")
         assert logs_source(app) == "cpu_worker"
 

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 from fixedclock import noon
+from hosts import run_palette_command
 from projectfiles import copy_example
-from textual.command import CommandPalette
 from waiting import until
 
 from engine.status import EndpointStatus
@@ -85,20 +85,7 @@ async def test_the_palette_switches_the_deploy_mode_and_the_table_marks_roles(
         assert table.get_cell("gateway", "name").plain == "gateway ↳"
         assert table.get_cell("cpu_worker", "name").plain == "cpu_worker"
 
-        await pilot.press("ctrl+p")
-        await until(pilot, lambda: isinstance(app.screen, CommandPalette))
-        await pilot.press(*"Deploy through mothership")
-
-        def highlighted() -> bool:
-            commands = app.screen.query_one("CommandList")
-            index = commands.highlighted  # type: ignore[attr-defined]
-            if index is None:
-                return False
-            prompt = str(commands.get_option_at_index(index).prompt)  # type: ignore[attr-defined]
-            return "Deploy through mothership" in prompt
-
-        await until(pilot, highlighted, what="the mothership command highlighted")
-        await pilot.press("enter")
+        await run_palette_command(pilot, "Deploy through mothership", "Deploy through mothership")
         await until(pilot, lambda: app.backend.mothership, what="mothership mode on")
         await until(pilot, lambda: "via mothership" in header.summary)
         # The key does the same, back to direct mode.

@@ -11,6 +11,7 @@ import socket
 from pathlib import Path
 
 import pytest
+from hosts import press_on_endpoint
 from projectfiles import gated_project
 from textual.widgets import Label
 from waiting import until
@@ -19,7 +20,6 @@ from worker_harness import home_worker_pids
 from engine.operations import Engine
 from flash_tui.app import FlashApp
 from flash_tui.screens.confirm import PlanScreen, RestartScreen
-from flash_tui.widgets.dashboard.endpoints_table import EndpointsTable
 
 
 @pytest.fixture
@@ -54,12 +54,7 @@ async def test_restart_key_gives_a_new_worker(tmp_path: Path, tui_home: Path) ->
         await pilot.pause()
         assert app.state.busy is None and not isinstance(app.screen, RestartScreen)
 
-        table = app.dashboard.query_one(EndpointsTable)
-        table.focus()
-        table.select_name("alpha")
-        await pilot.pause()
-        await pilot.press("R")
-        await until(pilot, lambda: isinstance(app.screen, RestartScreen), 10, "the dialog")
+        await press_on_endpoint(pilot, "alpha", "R", RestartScreen, 10)
         # Escape: nothing restarted.
         await pilot.press("escape")
         await until(pilot, lambda: app.state.busy is None, 10, "the cancelled restart")

@@ -15,7 +15,6 @@ from typing import Any
 import pytest
 from fixedclock import NOON as NOW
 from hosts import ScreenHost, WidgetHost
-from projectfiles import copy_example
 from rich.console import Console
 from textual.app import App
 from textual.widgets import Input, Static, TextArea
@@ -58,11 +57,6 @@ HEALTH = {"gateway": [2.0, 4.0, None, 3.0]}
 
 
 pytestmark = pytest.mark.usefixtures("private_home")  # tests/tui/conftest.py
-
-
-@pytest.fixture(scope="module")
-def quickstart(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return copy_example("quickstart", tmp_path_factory.mktemp("sizes") / "quickstart")
 
 
 def make_app(project: Path) -> FlashApp:
@@ -116,8 +110,10 @@ async def test_a_changed_row_is_painted_and_only_it_is_repainted() -> None:
 
 
 @pytest.mark.parametrize("width", [100, 120])
-async def test_table_shows_the_main_columns_without_scrolling(quickstart: Path, width: int) -> None:
-    app = make_app(quickstart)
+async def test_table_shows_the_main_columns_without_scrolling(
+    shared_quickstart: Path, width: int
+) -> None:
+    app = make_app(shared_quickstart)
     async with app.run_test(size=(width, 30)) as pilot:
         await until(pilot, lambda: app.scan_count >= 1, 10, "the first scan")
         table = app.dashboard.query_one(EndpointsTable)
@@ -131,10 +127,10 @@ async def test_table_shows_the_main_columns_without_scrolling(quickstart: Path, 
         assert table.scroll_x == 0 and table.cursor_row == table.row_count - 1
 
 
-async def test_table_uses_the_width_at_160(quickstart: Path) -> None:
+async def test_table_uses_the_width_at_160(shared_quickstart: Path) -> None:
     widths = {}
     for size in [(120, 40), (160, 45)]:
-        app = make_app(quickstart)
+        app = make_app(shared_quickstart)
         async with app.run_test(size=size) as pilot:
             await until(pilot, lambda a=app: a.scan_count >= 1, 10, "the first scan")
             table = app.dashboard.query_one(EndpointsTable)
@@ -154,8 +150,8 @@ async def _detail_of(app: FlashApp, pilot: Any, name: str) -> str:
     return app.dashboard.query_one(DetailPane).plain_text(60)
 
 
-async def test_detail_pane_health_legend_and_facts_at_80(quickstart: Path) -> None:
-    app = make_app(quickstart)
+async def test_detail_pane_health_legend_and_facts_at_80(shared_quickstart: Path) -> None:
+    app = make_app(shared_quickstart)
     async with app.run_test(size=(80, 24)) as pilot:
         await until(pilot, lambda: app.scan_count >= 1, 10, "the first scan")
         text = await _detail_of(app, pilot, "gateway")
@@ -164,8 +160,8 @@ async def test_detail_pane_health_legend_and_facts_at_80(quickstart: Path) -> No
         assert "pid 4242 · up 3m · restarts 2" in text
 
 
-async def test_failed_endpoint_leads_with_its_reason(quickstart: Path) -> None:
-    app = make_app(quickstart)
+async def test_failed_endpoint_leads_with_its_reason(shared_quickstart: Path) -> None:
+    app = make_app(shared_quickstart)
     async with app.run_test(size=(100, 30)) as pilot:
         await until(pilot, lambda: app.scan_count >= 1, 10, "the first scan")
         text = await _detail_of(app, pilot, "gpu_worker")

@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from projectfiles import copy_example
 from textual.pilot import Pilot
 from waiting import until
 
@@ -127,11 +126,6 @@ PLAN: list[PlanItem] = [
 pytestmark = pytest.mark.usefixtures("private_home")  # tests/tui/conftest.py
 
 
-@pytest.fixture(scope="module")
-def quickstart(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return copy_example("quickstart", tmp_path_factory.mktemp("snap") / "quickstart")
-
-
 def make_app(project: Path) -> FlashApp:
     return FlashApp(
         project, clock=fixed_clock, connect=False, watch=False, statuses=STATUSES, health=HEALTH
@@ -147,8 +141,8 @@ async def scanned(pilot: Pilot) -> None:
 
 
 @pytest.mark.parametrize("size", DASHBOARD_SIZES)
-def test_dashboard(snap_compare: Any, quickstart: Path, size: tuple[int, int]) -> None:
-    assert snap_compare(make_app(quickstart), terminal_size=size, run_before=scanned)
+def test_dashboard(snap_compare: Any, shared_quickstart: Path, size: tuple[int, int]) -> None:
+    assert snap_compare(make_app(shared_quickstart), terminal_size=size, run_before=scanned)
 
 
 def selecting(name: str) -> Any:
@@ -169,32 +163,32 @@ def selecting(name: str) -> Any:
 
 @pytest.mark.parametrize("size", SIZES)
 def test_dashboard_health_detail(
-    snap_compare: Any, quickstart: Path, size: tuple[int, int]
+    snap_compare: Any, shared_quickstart: Path, size: tuple[int, int]
 ) -> None:
     """The detail pane's sparkline with its legend, pid, uptime and restarts."""
-    app = make_app(quickstart)
+    app = make_app(shared_quickstart)
     assert snap_compare(app, terminal_size=size, run_before=selecting("gpu_worker"))
 
 
-def test_dashboard_failing_detail(snap_compare: Any, quickstart: Path) -> None:
+def test_dashboard_failing_detail(snap_compare: Any, shared_quickstart: Path) -> None:
     """An unhealthy endpoint's detail pane leads with its reason."""
-    app = make_app(quickstart)
+    app = make_app(shared_quickstart)
     assert snap_compare(app, terminal_size=(100, 30), run_before=selecting("old_thing"))
 
 
 @pytest.mark.parametrize("size", SIZES)
-def test_plan_dialog(snap_compare: Any, quickstart: Path, size: tuple[int, int]) -> None:
+def test_plan_dialog(snap_compare: Any, shared_quickstart: Path, size: tuple[int, int]) -> None:
     from flash_tui.screens.confirm import PlanScreen
 
     async def open_plan(pilot: Pilot) -> None:
         await scanned(pilot)
         await pilot.app.push_screen(PlanScreen(PLAN))
 
-    assert snap_compare(make_app(quickstart), terminal_size=size, run_before=open_plan)
+    assert snap_compare(make_app(shared_quickstart), terminal_size=size, run_before=open_plan)
 
 
 @pytest.mark.parametrize("size", SIZES)
-def test_undeploy_dialog(snap_compare: Any, quickstart: Path, size: tuple[int, int]) -> None:
+def test_undeploy_dialog(snap_compare: Any, shared_quickstart: Path, size: tuple[int, int]) -> None:
     # The dialog itself: `u` goes through the engine (which asks the cloud what is deployed
     # before confirming); that path is covered by the end-to-end test.
     from flash_tui.screens.confirm import UndeployScreen
@@ -204,16 +198,18 @@ def test_undeploy_dialog(snap_compare: Any, quickstart: Path, size: tuple[int, i
         await pilot.press("tab")  # table: the cursor on gateway (the first deployed row)
         await pilot.app.push_screen(UndeployScreen(["gateway"], {"gateway": str(STATUSES[0].url)}))
 
-    assert snap_compare(make_app(quickstart), terminal_size=size, run_before=undeploy)
+    assert snap_compare(make_app(shared_quickstart), terminal_size=size, run_before=undeploy)
 
 
 @pytest.mark.parametrize("size", SIZES)
-def test_route_tester(snap_compare: Any, quickstart: Path, size: tuple[int, int]) -> None:
-    assert snap_compare(make_app(quickstart), terminal_size=size, run_before=scanned, press=["t"])
+def test_route_tester(snap_compare: Any, shared_quickstart: Path, size: tuple[int, int]) -> None:
+    assert snap_compare(
+        make_app(shared_quickstart), terminal_size=size, run_before=scanned, press=["t"]
+    )
 
 
 @pytest.mark.parametrize("size", SIZES)
-def test_logs_screen(snap_compare: Any, quickstart: Path, size: tuple[int, int]) -> None:
+def test_logs_screen(snap_compare: Any, shared_quickstart: Path, size: tuple[int, int]) -> None:
     async def with_logs(pilot: Pilot) -> None:
         await scanned(pilot)
         app = pilot.app
@@ -225,11 +221,13 @@ def test_logs_screen(snap_compare: Any, quickstart: Path, size: tuple[int, int])
         await until(pilot, lambda: isinstance(app.screen, LogsScreen), 5, "the logs screen")
         await pilot.press("slash", *"200 3", "enter")
 
-    assert snap_compare(make_app(quickstart), terminal_size=size, run_before=with_logs)
+    assert snap_compare(make_app(shared_quickstart), terminal_size=size, run_before=with_logs)
 
 
 @pytest.mark.parametrize("size", SIZES)
-def test_dashboard_filtered(snap_compare: Any, quickstart: Path, size: tuple[int, int]) -> None:
+def test_dashboard_filtered(
+    snap_compare: Any, shared_quickstart: Path, size: tuple[int, int]
+) -> None:
     async def filtered(pilot: Pilot) -> None:
         await scanned(pilot)
         await pilot.press("slash", *"cpu")
@@ -238,17 +236,17 @@ def test_dashboard_filtered(snap_compare: Any, quickstart: Path, size: tuple[int
         await until(pilot, lambda: app.dashboard.filter_text == "cpu", 5, "the filter")
         await pilot.pause()
 
-    assert snap_compare(make_app(quickstart), terminal_size=size, run_before=filtered)
+    assert snap_compare(make_app(shared_quickstart), terminal_size=size, run_before=filtered)
 
 
 @pytest.mark.parametrize("size", SIZES)
-def test_help_screen(snap_compare: Any, quickstart: Path, size: tuple[int, int]) -> None:
+def test_help_screen(snap_compare: Any, shared_quickstart: Path, size: tuple[int, int]) -> None:
     assert snap_compare(
-        make_app(quickstart), terminal_size=size, run_before=scanned, press=["question_mark"]
+        make_app(shared_quickstart), terminal_size=size, run_before=scanned, press=["question_mark"]
     )
 
 
-def test_logs_screen_wrapped(snap_compare: Any, quickstart: Path) -> None:
+def test_logs_screen_wrapped(snap_compare: Any, shared_quickstart: Path) -> None:
     async def wrapped(pilot: Pilot) -> None:
         await scanned(pilot)
         app = pilot.app
@@ -266,7 +264,7 @@ def test_logs_screen_wrapped(snap_compare: Any, quickstart: Path) -> None:
         await pilot.press("w")
         await pilot.pause()
 
-    assert snap_compare(make_app(quickstart), terminal_size=(80, 24), run_before=wrapped)
+    assert snap_compare(make_app(shared_quickstart), terminal_size=(80, 24), run_before=wrapped)
 
 
 def _child(name: str, resource_type: str, provisioning: str, **kwargs: Any) -> EndpointStatus:
@@ -307,10 +305,14 @@ MOTHERSHIP_STATUSES: list[EndpointStatus] = [
 ]
 
 
-def test_dashboard_mothership_provisioning(snap_compare: Any, quickstart: Path) -> None:
+def test_dashboard_mothership_provisioning(snap_compare: Any, shared_quickstart: Path) -> None:
     """Each child's provisioning in the table (a child not up yet never shows healthy), the
     children ready in the header, and the selected child's provisioning in the detail pane."""
     app = FlashApp(
-        quickstart, clock=fixed_clock, connect=False, watch=False, statuses=MOTHERSHIP_STATUSES
+        shared_quickstart,
+        clock=fixed_clock,
+        connect=False,
+        watch=False,
+        statuses=MOTHERSHIP_STATUSES,
     )
     assert snap_compare(app, terminal_size=(120, 40), run_before=selecting("cpu_worker"))
