@@ -71,6 +71,8 @@ class DashboardState:
     scanning: bool = False
     # Deploy mode: `D` deploys the environment's mothership, which provisions the rest.
     mothership: bool = False
+    # The environment the engine works on, where it matters (RunPod, a mothership); None: none.
+    environment: str | None = None
 
     # -- derived views --------------------------------------------------------------------
 
@@ -150,7 +152,8 @@ class DashboardState:
         ready = self.children_ready()
         if ready is not None and ready[0] < ready[1]:
             counts.append(f"mothership: {ready[0]}/{ready[1]} children ready")
-        mode = ["via mothership"] if self.mothership else []
+        env = [f"env: {self.environment}"] if self.environment else []
+        mode = [*env, "via mothership"] if self.mothership else env
         summary = " · ".join([self.project, f"target: {self.target}", *mode, *counts])
         # Narrow: no "(127.0.0.1:PORT)" (the detail pane and `flash-tui status` show it).
         target = re.sub(r"\s*\([^)]*\)", "", self.target)
