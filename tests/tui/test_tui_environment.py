@@ -144,9 +144,7 @@ async def test_the_dialog_lists_the_flash_apps_environments_on_runpod(
             await until(pilot, lambda: app.connected, 60, "connected to the fake")
             assert "env: staging" in app.state.header()[0]
             await pilot.press("E")
-            await until(
-                pilot, lambda: isinstance(app.screen, EnvironmentScreen), 30, "the dialog"
-            )
+            await until(pilot, lambda: isinstance(app.screen, EnvironmentScreen), 30, "the dialog")
             screen = app.screen
             assert isinstance(screen, EnvironmentScreen)
             assert [e.name for e in screen.environments] == ["dev", "production", "staging"]
