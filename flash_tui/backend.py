@@ -108,6 +108,11 @@ class Backend:
         return self.env or DEFAULT_ENVIRONMENT
 
     @property
+    def environment_shown(self) -> str | None:
+        """The environment the header names where it matters (RunPod, a mothership), else None."""
+        return self.environment_name if self.target == "runpod" or self.mothership else None
+
+    @property
     def engine(self) -> Engine:
         """The engine session (created on first use; raises BackendError when impossible)."""
         if self._engine is None:
@@ -302,13 +307,14 @@ class Backend:
         if engine is not None:
             await engine.close()
 
-    def choose_environment(self, env: str, mothership: bool) -> bool:
-        """Work on environment `env` in deploy mode `mothership` from now on; True when the
-        engine's environment changed: the session must then be replaced (`switch` to the same
-        target), which touches nothing deployed."""
-        before = self.environment
+    def choose_environment(self, env: str | None, mothership: bool) -> bool:
+        """Work on environment `env` (None: the default) in deploy mode `mothership` from now
+        on; True when the engine's environment changed: the session must then be replaced
+        (`switch` to the same target), which touches nothing deployed."""
+        # Without an environment the engine works on the default one: the same session.
+        before = self.environment or DEFAULT_ENVIRONMENT
         self.env, self.mothership = env, mothership
-        return self.environment != before
+        return (self.environment or DEFAULT_ENVIRONMENT) != before
 
     @staticmethod
     def stop_cloud() -> CloudStopped:

@@ -299,9 +299,7 @@ class TargetWatch(AppCore):
         if self.state.busy:
             self.notify(f"wait for {self.state.busy} to finish", severity="warning")
             return
-        self._choose_environment(
-            EnvironmentChoice(self.backend.environment_name, not self.backend.mothership)
-        )
+        self._apply_environment(self.backend.env, not self.backend.mothership)
 
     def action_pick_environment(self) -> None:
         """The environment dialog: the app's environments on the target and the deploy mode."""
@@ -326,20 +324,23 @@ class TargetWatch(AppCore):
         )
         self.push_screen(screen, self._choose_environment)
 
+    def _choose_environment(self, choice: EnvironmentChoice | None) -> None:
+        if choice is not None:  # None: cancelled, nothing changes
+            self._apply_environment(choice.name, choice.mothership)
+
     @work(exclusive=True, group="switch")
-    async def _choose_environment(self, choice: EnvironmentChoice | None) -> None:
-        """Work on `choice` from now on; another environment is reached as a switch of targets
-        is (statuses cleared, reconnected), and nothing deployed anywhere is touched."""
-        if choice is None:
-            return
+    async def _apply_environment(self, env: str | None, mothership: bool) -> None:
+        """Work on `env` in deploy mode `mothership` from now on; another environment is
+        reached as a switch of targets is (statuses cleared, reconnected), and nothing
+        deployed anywhere is touched."""
         before = self.backend.environment_name
-        changed = self.backend.choose_environment(choice.name, choice.mothership)
+        changed = self.backend.choose_environment(env, mothership)
         self.state = replace(
-            self._state, mothership=choice.mothership, environment=self.backend.environment
+            self._state, mothership=mothership, environment=self.backend.environment_shown
         )
-        if choice.name != before:
-            self.log_engine(f"environment: {choice.name}")
-        mode = "through the mothership" if choice.mothership else "directly"
+        if self.backend.environment_name != before:
+            self.log_engine(f"environment: {self.backend.environment_name}")
+        mode = "through the mothership" if mothership else "directly"
         self.log_engine(f"deploy mode: D deploys {mode}")
         if changed:
             # The engine's session was on the old environment: a new one, as for a new target.
@@ -368,7 +369,7 @@ class TargetWatch(AppCore):
             sampled_at={},
             events={},
             target=target,
-            environment=self.backend.environment,
+            environment=self.backend.environment_shown,
         )
         if switched:
             self.log_engine(f"switched to target {target}")

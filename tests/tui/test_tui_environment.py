@@ -19,6 +19,7 @@ from engine.plan import Plan
 from engine.runpod.provider import RunPodProvider
 from flash_tui.app import FlashApp
 from flash_tui.backend import Backend
+from flash_tui.screens.dashboard_state import DashboardState
 from flash_tui.screens.environment import EnvironmentScreen
 from flash_tui.widgets.dashboard.endpoints_table import EndpointsTable
 
@@ -154,3 +155,36 @@ async def test_the_dialog_lists_the_flash_apps_environments_on_runpod(
             await pilot.press("escape")
             await until(pilot, lambda: app.screen is not screen, 10, "the dialog to close")
             assert backend.env == "staging"
+
+
+def test_the_header_names_the_environment_once() -> None:
+    state = DashboardState(
+        project="p", target="runpod staging (acct)", environment="staging", mothership=True
+    )
+    assert state.header() == (
+        "p · target: runpod (acct) · env: staging · via mothership · 0 endpoints",
+        "p · runpod · env: staging · via mothership · 0 endpoints",
+    )
+    local = DashboardState(project="p", target="local (127.0.0.1:5)")
+    assert local.header()[0] == "p · target: local (127.0.0.1:5) · 0 endpoints"
+
+
+async def test_m_carries_the_env_given_at_start_into_mothership_mode(
+    tmp_path: Path, tui_home: Path
+) -> None:
+    project = write_files(tmp_path / "menv", MOTHERSHIP_PROJECT)
+    backend = Backend(project, "local", "staging")
+    app = FlashApp(project, "local", watch=False, backend=backend)
+    async with app.run_test(size=(120, 34)) as pilot:
+        await until(pilot, lambda: app.scan_count >= 1 and app.connected, 60, "scan and cloud")
+        assert "env:" not in app.state.header()[0]  # direct deploys on the local cloud
+
+        def connections() -> int:
+            return sum(1 for r in app.logs if r.text.startswith("connected to"))
+
+        before = connections()
+        await pilot.press("M")
+        await until(pilot, lambda: connections() > before, 30, "a new session on staging")
+        assert app.state.mothership
+        assert backend.engine.provider.environment_name(True) == "staging"
+        assert "env: staging · via mothership" in app.state.header()[0]
