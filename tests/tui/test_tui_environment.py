@@ -98,13 +98,16 @@ async def test_pick_staging_after_a_mothership_deploy_shows_its_endpoints(
         assert any("environment: staging" in r.text for r in app.logs)
 
 
-async def test_a_bad_name_says_why_and_esc_changes_nothing(tmp_path: Path, tui_home: Path) -> None:
+async def test_from_the_palette_a_bad_name_says_why_and_esc_changes_nothing(
+    tmp_path: Path, tui_home: Path
+) -> None:
     project = write_files(tmp_path / "badenv", MOTHERSHIP_PROJECT)
     backend = Backend(project, "local")
     app = FlashApp(project, "local", watch=False, backend=backend)
     async with app.run_test(size=(80, 24)) as pilot:
         await until(pilot, lambda: app.scan_count >= 1 and app.connected, 60, "scan and cloud")
-        await pilot.press("E")
+        await pilot.press("ctrl+p", *"environment and deploy mode")
+        await pilot.press("enter")
         await until(pilot, lambda: isinstance(app.screen, EnvironmentScreen), 30, "the dialog")
         screen = app.screen
         assert isinstance(screen, EnvironmentScreen)
