@@ -47,6 +47,7 @@ from engine.operation_results import (
 )
 from engine.plan import Plan, PlanItem, local_resources, make_plan, undeploy_warnings
 from engine.provider import (
+    AppEnvironment,
     AppSummary,
     BuildRef,
     DeployedEndpoint,
@@ -518,6 +519,13 @@ class Engine:
             count_probes=count_probes,
         ):
             yield line
+
+    async def environments(self) -> list[AppEnvironment]:
+        """The app's environments on this target, each with its mothership (if any)."""
+        try:
+            return await self.provider.environments(self.app)
+        except ProviderError as exc:
+            raise OpError(str(exc)) from exc
 
     async def events(self, since: int = 0) -> list[DeploymentEvent]:
         """The app's deployment event log."""

@@ -19,10 +19,12 @@ from typing import Any, Protocol, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from engine.app_environments import AppEnvironment
 from engine.archive import BuildRef
 from engine.home import Home
 
 __all__ = [
+    "AppEnvironment",
     "AppSummary",
     "BuildRef",
     "DeployOutcome",
@@ -239,6 +241,10 @@ class Provider(Protocol):
 
     async def apps(self) -> list[AppSummary]:
         """Every app on the target."""
+        ...
+
+    async def environments(self, app: str) -> list[AppEnvironment]:
+        """The app's environments on the target, by name, each with its mothership if any."""
         ...
 
     async def isolation(self) -> str | None:

@@ -100,6 +100,7 @@ class FlashApp(DeploymentActions):
             target=target,
             scanning=True,
             mothership=backend.mothership,
+            environment=backend.environment_shown,
         )
         if statuses is not None:
             state = replace(state, statuses={s.name: s for s in statuses})

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
+from engine.app_environments import DEFAULT_ENVIRONMENT, AppEnvironment
 from engine.callgraph import CallGraph
 from engine.dev.loop import Reload, WatchDeploy
 from engine.diagnostics import Diagnostic
@@ -96,11 +97,27 @@ class Backend:
         return self.project.name
 
     @property
+    def environment(self) -> str | None:
+        """The environment the engine works on: `env` on RunPod, and on the local cloud in
+        mothership mode; None where the target's default applies (direct local deploys)."""
+        return self.env if self.target == "runpod" or self.mothership else None
+
+    @property
+    def environment_name(self) -> str:
+        """The environment as the picker names it (`env`, else the default `production`)."""
+        return self.env or DEFAULT_ENVIRONMENT
+
+    @property
+    def environment_shown(self) -> str | None:
+        """The environment the header names where it matters (RunPod, a mothership), else None."""
+        return self.environment_name if self.target == "runpod" or self.mothership else None
+
+    @property
     def engine(self) -> Engine:
         """The engine session (created on first use; raises BackendError when impossible)."""
         if self._engine is None:
             try:
-                env = self.env if self.target == "runpod" or self.mothership else None
+                env = self.environment
                 self._engine = Engine(
                     self.project, target=self.target, env=env, scanner=self.scanner
                 )
@@ -223,6 +240,10 @@ class Backend:
         """Undeploy `names` (all when None) after `confirm(plan)`; returns the DeployReport."""
         return await self._op(self.engine.undeploy(names, confirm=confirm, on_event=on_event))
 
+    async def environments(self) -> list[AppEnvironment]:
+        """The app's environments on the target, each with its mothership (if any)."""
+        return await self._op(self.engine.environments())
+
     async def events(self, since: int = 0) -> list[DeploymentEvent]:
         """The app's deployment event log after event id `since` (deployed, crashed, ...)."""
         return await self._op(self.engine.events(since))
@@ -285,6 +306,15 @@ class Backend:
         self.target = target
         if engine is not None:
             await engine.close()
+
+    def choose_environment(self, env: str | None, mothership: bool) -> bool:
+        """Work on environment `env` (None: the default) in deploy mode `mothership` from now
+        on; True when the engine's environment changed: the session must then be replaced
+        (`switch` to the same target), which touches nothing deployed."""
+        # Without an environment the engine works on the default one: the same session.
+        before = self.environment or DEFAULT_ENVIRONMENT
+        self.env, self.mothership = env, mothership
+        return (self.environment or DEFAULT_ENVIRONMENT) != before
 
     @staticmethod
     def stop_cloud() -> CloudStopped:

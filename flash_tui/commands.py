@@ -93,6 +93,15 @@ ACTIONS: list[AppAction] = [
         show=False,
         palette="Deploy through mothership",
     ),
+    AppAction(
+        "E",
+        "pick_environment",
+        "Env",
+        "Environment and deploy mode: the app's environments on the target, a new one by "
+        "name, direct or through the mothership (the header names the environment)",
+        show=False,
+        palette="Environment and deploy mode",
+    ),
     AppAction("question_mark", "help", "Help", "This help"),
     AppAction("q", "quit", "Quit", "Quit (deployed endpoints keep running)"),
 ]

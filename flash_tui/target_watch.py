@@ -27,6 +27,7 @@ from flash_tui import present
 from flash_tui.app_core import AppCore
 from flash_tui.backend import BackendError
 from flash_tui.messages import EngineUnavailable, HealthSampled, StatusUpdated
+from flash_tui.screens.environment import EnvironmentChoice, EnvironmentScreen
 from flash_tui.widgets.dashboard.endpoints_table import EndpointsTable
 
 if TYPE_CHECKING:
@@ -298,26 +299,80 @@ class TargetWatch(AppCore):
         if self.state.busy:
             self.notify(f"wait for {self.state.busy} to finish", severity="warning")
             return
-        self.backend.mothership = not self.backend.mothership
-        self.state = replace(self._state, mothership=self.backend.mothership)
-        mode = "through the mothership" if self.backend.mothership else "directly"
+        self._apply_environment(self.backend.env, not self.backend.mothership)
+
+    def action_pick_environment(self) -> None:
+        """The environment dialog: the app's environments on the target and the deploy mode."""
+        if self.state.busy:
+            self.notify(f"wait for {self.state.busy} to finish", severity="warning")
+            return
+        self._pick_environment()
+
+    @work(exclusive=True, group="environments")
+    async def _pick_environment(self) -> None:
+        note = ""
+        try:
+            known = await self.backend.environments()
+        except BackendError as exc:
+            known, note = [], f"cannot list the environments: {exc}"
+        screen = EnvironmentScreen(
+            known,
+            self.backend.environment_name,
+            self.backend.mothership,
+            self.backend.target,
+            note,
+        )
+        self.push_screen(screen, self._choose_environment)
+
+    def _choose_environment(self, choice: EnvironmentChoice | None) -> None:
+        if choice is not None:  # None: cancelled, nothing changes
+            self._apply_environment(choice.name, choice.mothership)
+
+    @work(exclusive=True, group="switch")
+    async def _apply_environment(self, env: str | None, mothership: bool) -> None:
+        """Work on `env` in deploy mode `mothership` from now on; another environment is
+        reached as a switch of targets is (statuses cleared, reconnected), and nothing
+        deployed anywhere is touched."""
+        before = self.backend.environment_name
+        changed = self.backend.choose_environment(env, mothership)
+        self.state = replace(
+            self._state, mothership=mothership, environment=self.backend.environment_shown
+        )
+        if self.backend.environment_name != before:
+            self.log_engine(f"environment: {self.backend.environment_name}")
+        mode = "through the mothership" if mothership else "directly"
         self.log_engine(f"deploy mode: D deploys {mode}")
+        if changed:
+            # The engine's session was on the old environment: a new one, as for a new target.
+            await self._reconnect(self.backend.target)
 
     @work(exclusive=True, group="switch")
     async def _switch_target(self, target: str) -> None:
-        # The old target's health probes and log stream stop; its statuses are not this one's.
+        await self._reconnect(target)
+
+    async def _reconnect(self, target: str) -> None:
+        """Work on `target` in a new engine session: forget what the old one showed, connect."""
+        # The old session's health probes and log stream stop; its statuses are not this one's.
         self.workers.cancel_group(self, "health")
         self.workers.cancel_group(self, "logs")
         self.workers.cancel_group(self, "status")
         if self.health_monitor is not None:
             await self.health_monitor.stop()
         self.health_monitor = None
+        switched = target != self.backend.target
         await self.backend.switch(target)
         self.connected, self._reached, self._event_id = False, None, 0
         self.state = replace(
-            self._state, statuses={}, samples={}, sampled_at={}, events={}, target=target
+            self._state,
+            statuses={},
+            samples={},
+            sampled_at={},
+            events={},
+            target=target,
+            environment=self.backend.environment_shown,
         )
-        self.log_engine(f"switched to target {target}")
+        if switched:
+            self.log_engine(f"switched to target {target}")
         self._connect()
 
     def action_probe_health(self) -> None:

@@ -22,6 +22,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from engine.app_environments import environment_name_problem
 from engine.operations import DeployReport, Engine, OpError, OpEvent
 from engine.plan import PLAN_MARKS, Plan
 from engine.provider import TARGETS
@@ -102,6 +103,9 @@ def run_engine(args: argparse.Namespace, work: Callable[[Engine], Awaitable[int]
     async def main() -> int:
         target = getattr(args, "target_name", "local")
         env = getattr(args, "env", None)
+        problem = environment_name_problem(env) if env is not None else None
+        if problem is not None:
+            raise OpError(f"--env: {problem}")
         if env is not None and target != "runpod" and not getattr(args, "local_env", False):
             raise OpError(
                 f"--env is for --target runpod (the {target} target has environments only in "

@@ -26,6 +26,8 @@ from engine.localcloud.wire import (
     EndpointKey,
     EndpointList,
     EndpointRecord,
+    EnvironmentList,
+    EnvironmentRecord,
     EventList,
     EventRecord,
     FollowItem,
@@ -209,6 +211,10 @@ class CloudClient:
     async def builds(self, app: str) -> list[BuildRecord]:
         """The app's immutable build copies, newest first."""
         return (await self._get(BuildList, f"/v1/apps/{app}/builds")).builds
+
+    async def environments(self, app: str) -> list[EnvironmentRecord]:
+        """The app's environments, each with its mothership (None: none)."""
+        return (await self._get(EnvironmentList, f"/v1/apps/{app}/environments")).environments
 
     async def get_manifest(self, app: str, environment: str) -> PersistedManifest:
         """State manager: the persisted manifest."""

@@ -26,6 +26,7 @@ from engine.localcloud.wire import (
     EventRecord,
 )
 from engine.provider import (
+    AppEnvironment,
     AppSummary,
     BuildRef,
     DeployedEndpoint,
@@ -204,6 +205,12 @@ class LocalCloudProvider:
         """Every app of the local cloud with its project path and endpoint count."""
         records = await self._call(lambda c: c.apps())
         return [_app(r) for r in records]
+
+    async def environments(self, app: str) -> list[AppEnvironment]:
+        """The app's environments on the local cloud (`local` holds direct deploys), each with
+        its mothership."""
+        records = await self._call(lambda c: c.environments(app))
+        return [AppEnvironment(r.name, r.mothership) for r in records]
 
     async def isolation(self) -> str | None:
         """The workers' sandbox as each running worker reports it (`landlock-v7 (6/6

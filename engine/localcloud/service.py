@@ -17,6 +17,7 @@ Routes (all JSON; `Authorization: Bearer <token>` required on every one, `/v1/he
     GET    /v1/apps/{app}/endpoints/{name}/logs/follow?lines=N&marks=B NDJSON {"line"} / {"upto"}
     GET    /v1/apps/{app}/events?since=ID                              append-only event log
     GET    /v1/apps/{app}/builds                                       immutable build copies
+    GET    /v1/apps/{app}/environments                                 names, each's mothership
     GET    /v1/apps/{app}/environments/{env}/manifest                  state manager: read
     PUT    /v1/apps/{app}/environments/{env}/manifest                  state manager: replace
     PATCH  /v1/apps/{app}/environments/{env}/manifest/resources/{name} shallow-merge one entry
@@ -66,6 +67,7 @@ from engine.localcloud.wire import (
     EndpointKey,
     EndpointList,
     EndpointRecord,
+    EnvironmentList,
     EventList,
     FollowItem,
     LogTail,
@@ -383,6 +385,14 @@ def create_app(
     async def builds(app: str) -> BuildList:
         """The app's immutable build copies."""
         return BuildList.model_validate({"builds": store().list_builds(_check_name("app", app))})
+
+    @api.get("/v1/apps/{app}/environments")
+    async def environments(app: str) -> EnvironmentList:
+        """The app's environments (a persisted manifest or a deployed endpoint names each),
+        each with the mothership deployed to it."""
+        return EnvironmentList.model_validate(
+            {"environments": store().app_environments(_check_name("app", app))}
+        )
 
     # The persisted manifest is upstream's JSON: its keys go back exactly as they were sent.
     @api.get("/v1/apps/{app}/environments/{env}/manifest", response_model_exclude_unset=True)

@@ -504,6 +504,20 @@ class Store:
         )
         return [str(r[0]) for r in rows]
 
+    def app_environments(self, app: str) -> list[dict[str, str | None]]:
+        """Every environment of `app` (a persisted manifest or an endpoint recorded in it), by
+        name, each with `mothership`: the mothership endpoint deployed to it, or None."""
+        names = set(self.environments(app))
+        motherships: dict[str, str] = {}
+        query = "SELECT name, role, environment FROM endpoints WHERE app = ? ORDER BY name"
+        for name, role, environment in self._query(query, (app,)):
+            if environment is None:
+                continue
+            names.add(str(environment))
+            if role == "mothership":
+                motherships.setdefault(str(environment), str(name))
+        return [{"name": n, "mothership": motherships.get(n)} for n in sorted(names)]
+
     def put_manifest(self, app: str, environment: str, manifest: dict[str, Any]) -> None:
         """Replace the persisted manifest."""
         with self.transaction() as conn:

@@ -230,6 +230,19 @@ class AppList(BaseModel):
     apps: list[AppRecord]
 
 
+class EnvironmentRecord(BaseModel):
+    """One environment of an app: its name and the mothership deployed to it (None: none)."""
+
+    name: str
+    mothership: str | None = None
+
+
+class EnvironmentList(BaseModel):
+    """Answer of `GET /v1/apps/{app}/environments`."""
+
+    environments: list[EnvironmentRecord]
+
+
 class LogTail(BaseModel):
     """Answer of `GET /v1/apps/{app}/endpoints/{name}/logs`: its last lines, keys redacted."""
 

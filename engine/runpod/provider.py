@@ -27,6 +27,7 @@ import httpx
 from engine.build.images import image_name, python_version
 from engine.home import Home
 from engine.provider import (
+    AppEnvironment,
     AppSummary,
     BuildRef,
     DeployedEndpoint,
@@ -61,7 +62,7 @@ from runtime.runpod_endpoints import (
     stale_entries,
     table_of,
 )
-from runtime.runpod_state import ResourceState
+from runtime.runpod_state import EnvState, ResourceState
 from runtime.runpod_wire import Endpoint
 
 __all__ = ["DEFAULT_ENV", "RunPodProvider"]
@@ -313,6 +314,25 @@ class RunPodProvider:
         if where is None:
             return {}
         return {n: dict(e) for n, e in where.state.provisioning.items()}
+
+    async def environments(self, app: str) -> list[AppEnvironment]:
+        """The Flash app's environments (one `flashAppByName`), each with the mothership its
+        active build's state records (one `flashBuild` per environment that has a build)."""
+        flash_app = await self.api.app_by_name(app)
+        if flash_app is None:
+            return []
+        out: list[AppEnvironment] = []
+        for environment in sorted(flash_app.flashEnvironments, key=lambda e: e.name):
+            mothership = None
+            if environment.activeBuildId:
+                build = await self.api.build(environment.activeBuildId)
+                state = EnvState.from_manifest(build.manifest if build is not None else None)
+                mothership = next(
+                    (n for n, r in sorted(state.resources.items()) if r.role == "mothership"),
+                    None,
+                )
+            out.append(AppEnvironment(environment.name, mothership))
+        return out
 
     async def apps(self) -> list[AppSummary]:
         """RunPod apps carry no project path, so no app is an older version's: none."""

@@ -71,6 +71,8 @@ class DashboardState:
     scanning: bool = False
     # Deploy mode: `D` deploys the environment's mothership, which provisions the rest.
     mothership: bool = False
+    # The environment the engine works on, where it matters (RunPod, a mothership); None: none.
+    environment: str | None = None
 
     # -- derived views --------------------------------------------------------------------
 
@@ -150,11 +152,17 @@ class DashboardState:
         ready = self.children_ready()
         if ready is not None and ready[0] < ready[1]:
             counts.append(f"mothership: {ready[0]}/{ready[1]} children ready")
-        mode = ["via mothership"] if self.mothership else []
-        summary = " · ".join([self.project, f"target: {self.target}", *mode, *counts])
+        env = [f"env: {self.environment}"] if self.environment else []
+        mode = [*env, "via mothership"] if self.mothership else env
+        # The target's description may name the environment too (`runpod staging (account)`):
+        # the header says it once, as `env:`.
+        target = self.target
+        if self.environment:
+            target = re.sub(rf"^(\S+) {re.escape(self.environment)}\b", r"\1", target)
+        summary = " · ".join([self.project, f"target: {target}", *mode, *counts])
         # Narrow: no "(127.0.0.1:PORT)" (the detail pane and `flash-tui status` show it).
-        target = re.sub(r"\s*\([^)]*\)", "", self.target)
-        return summary, " · ".join([self.project, target, *mode, *counts])
+        narrow = re.sub(r"\s*\([^)]*\)", "", target)
+        return summary, " · ".join([self.project, narrow, *mode, *counts])
 
     def detail(self, now: float | None = None) -> tuple[RenderableType, str] | None:
         """What the detail pane shows for the selection, and its title (None: leave it)."""

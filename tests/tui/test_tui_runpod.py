@@ -42,7 +42,7 @@ async def test_switch_target_deploy_and_undeploy_on_runpod(
             "connected to RunPod",
         )
         header, _narrow = app.state.header()
-        assert "target: runpod production (fake-user@example.com)" in header
+        assert "target: runpod (fake-user@example.com) · env: production" in header
         assert fake.api_key not in header
 
         await pilot.press("D")

@@ -316,3 +316,19 @@ def test_dashboard_mothership_provisioning(snap_compare: Any, shared_quickstart:
         statuses=MOTHERSHIP_STATUSES,
     )
     assert snap_compare(app, terminal_size=(120, 40), run_before=selecting("cpu_worker"))
+
+
+def test_environment_dialog(snap_compare: Any, quickstart: Path) -> None:
+    from engine.app_environments import AppEnvironment
+    from flash_tui.screens.environment import EnvironmentScreen
+
+    known = [AppEnvironment("local"), AppEnvironment("staging", "mothership")]
+
+    async def picking(pilot: Pilot) -> None:
+        await scanned(pilot)
+        pilot.app.push_screen(EnvironmentScreen(known, "production", True, "local"))
+        await until(
+            pilot, lambda: isinstance(pilot.app.screen, EnvironmentScreen), 10, "the dialog"
+        )
+
+    assert snap_compare(make_app(quickstart), terminal_size=(80, 24), run_before=picking)

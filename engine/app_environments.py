@@ -1,0 +1,45 @@
+"""An app's environments on a target: the typed listing the TUI's picker shows, and the rule
+every environment name follows (the CLI's `--env` and the picker's input alike)."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+__all__ = ["DEFAULT_ENVIRONMENT", "AppEnvironment", "environment_name_problem"]
+
+# Where a deploy goes without `--env` (RunPod, and a mothership on the local cloud).
+DEFAULT_ENVIRONMENT = "production"
+
+# The local cloud's rule for every name it keeps (`service.NAME_PATTERN`): names become path
+# components and URL segments there, and RunPod takes the same names.
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+
+
+@dataclass(frozen=True)
+class AppEnvironment:
+    """One environment of an app on a target; `mothership`: the name of the mothership
+    deployed to it, None when it has none (or the target does not say)."""
+
+    name: str
+    mothership: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form."""
+        return {"name": self.name, "mothership": self.mothership}
+
+
+def environment_name_problem(name: str) -> str | None:
+    """Why `name` cannot be an environment's name (a sentence naming it), None when it can."""
+    if not name:
+        return "an environment needs a name"
+    if _NAME.match(name):
+        return None
+    if len(name) > 128:
+        return f"environment name {name[:20]!r}… is too long ({len(name)} characters; at most 128)"
+    if not name[0].isascii() or not name[0].isalnum():
+        return f"environment name {name!r} must start with a letter or a digit"
+    bad = sorted({c for c in name if not (c.isascii() and (c.isalnum() or c in "_.-"))})
+    shown = ", ".join(repr(c) for c in bad)
+    return f"environment name {name!r} has {shown}: use letters, digits, '_', '.' and '-' only"

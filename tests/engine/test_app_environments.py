@@ -1,0 +1,95 @@
+"""`Engine.environments()`: an app's environments on the target, each with its mothership, on
+the real local cloud and on the RunPod contract fake (real emulated workers); and the name rule
+the CLI's `--env` and the TUI's picker share."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from fakes.runpod import FakeRunPod
+from headless import cli_env, run_cli
+from projectfiles import MOTHERSHIP_PROJECT, write_files
+
+from engine.app_environments import AppEnvironment, environment_name_problem
+from engine.operations import Engine
+from engine.plan import Plan
+
+
+async def _yes(_: Plan) -> bool:
+    return True
+
+
+@pytest.mark.parametrize("name", ["production", "staging", "dev-2", "eu.west_1", "A" * 128])
+def test_good_environment_names_pass(name: str) -> None:
+    assert environment_name_problem(name) is None
+
+
+@pytest.mark.parametrize(
+    ("name", "reason"),
+    [
+        ("", "needs a name"),
+        ("bad name!", "'bad name!' has ' ', '!'"),
+        ("-dash", "'-dash' must start with a letter or a digit"),
+        ("../up", "must start with a letter or a digit"),
+        ("a/b", "'a/b' has '/'"),
+        ("é", "must start with a letter or a digit"),
+        ("x" * 129, "too long (129 characters; at most 128)"),
+    ],
+)
+def test_bad_environment_names_say_why(name: str, reason: str) -> None:
+    problem = environment_name_problem(name)
+    assert problem is not None and reason in problem
+
+
+def test_the_cli_refuses_a_bad_env_name_before_reaching_a_target(tmp_path: Path) -> None:
+    project = write_files(tmp_path / "cliapp", MOTHERSHIP_PROJECT)
+    home = tmp_path / "home"
+    done = run_cli(["status", "--env", "bad name!"], cli_env(home), project=project)
+    assert done.returncode == 1, done
+    assert "--env: environment name 'bad name!' has ' ', '!'" in done.stderr
+    assert not (home / "localcloud").exists()  # no cloud was started for it
+
+
+async def test_local_cloud_lists_the_mothership_environment(
+    tmp_path: Path, localcloud_home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("FLASH_MOTHERSHIP_WAIT", "90")
+    project = write_files(tmp_path / "localenv", MOTHERSHIP_PROJECT)
+    async with Engine(project) as engine:
+        assert await engine.environments() == []
+    async with Engine(project, env="staging") as engine:
+        report = await engine.deploy(None, confirm=_yes, mothership=True)
+        assert report.ok, report
+        assert await engine.environments() == [AppEnvironment("staging", "mothership")]
+
+
+@pytest.fixture
+def fake(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeRunPod]:
+    with FakeRunPod(tmp_path / "fake") as running:
+        for name, value in running.env().items():
+            monkeypatch.setenv(name, value)
+        monkeypatch.setenv("FLASH_MOTHERSHIP_WAIT", "90")
+        yield running
+
+
+async def test_runpod_lists_the_flash_apps_environments_and_their_mothership(
+    tmp_path: Path, fake: FakeRunPod
+) -> None:
+    project = write_files(tmp_path / "rpapp", MOTHERSHIP_PROJECT)
+    async with Engine(project, target="runpod", env="staging") as engine:
+        assert await engine.environments() == []  # no Flash app yet
+        report = await engine.deploy(None, confirm=_yes, mothership=True)
+        assert report.ok, report
+        provider = engine.provider
+        flash_app = await provider.api.app_by_name(engine.app)  # type: ignore[attr-defined]
+        assert flash_app is not None
+        await provider.api.create_environment(flash_app.id, "dev")  # type: ignore[attr-defined]
+        try:
+            listed = await engine.environments()
+        finally:
+            await engine.undeploy(None, confirm=_yes, on_event=lambda _: None)
+    assert listed == [AppEnvironment("dev"), AppEnvironment("staging", "mothership")]
+    asked = [c.operation for c in fake.graphql_calls]
+    assert "flashAppByName" in asked and "flashBuild" in asked

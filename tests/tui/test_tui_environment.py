@@ -1,0 +1,193 @@
+"""The environment dialog (`E`) with the deploy mode beside it: on the real local cloud after a
+mothership deploy to `staging` (it lists `staging` with its mothership; picking it reconnects,
+the header names it and the table shows its endpoints), against the RunPod contract fake (the
+Flash app's environments), a bad name that says why, and esc that changes nothing."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from fakes.runpod import FakeRunPod
+from projectfiles import MOTHERSHIP_CHILDREN, MOTHERSHIP_PROJECT, write_files
+from textual.widgets import Input, OptionList, Static
+from waiting import until
+
+from engine.operations import Engine
+from engine.plan import Plan
+from engine.runpod.provider import RunPodProvider
+from flash_tui.app import FlashApp
+from flash_tui.backend import Backend
+from flash_tui.screens.dashboard_state import DashboardState
+from flash_tui.screens.environment import EnvironmentScreen
+from flash_tui.widgets.dashboard.endpoints_table import EndpointsTable
+
+
+@pytest.fixture
+def tui_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """A private flash-tui home whose local cloud and workers are stopped afterwards."""
+    from engine.home import Home
+    from engine.localcloud.discovery import kill_home_workers, stop_cloud
+
+    home = tmp_path / "home"
+    monkeypatch.setenv("FLASH_TUI_HOME", str(home))
+    monkeypatch.setenv("FLASH_MOTHERSHIP_WAIT", "90")
+    yield home
+    stop_cloud(Home(home), timeout=10.0)
+    kill_home_workers(Home(home))
+
+
+async def _yes(_: Plan) -> bool:
+    return True
+
+
+def _options(screen: EnvironmentScreen) -> list[str]:
+    listing = screen.query_one("#env-list", OptionList)
+    return [str(listing.get_option_at_index(i).prompt) for i in range(listing.option_count)]
+
+
+async def test_pick_staging_after_a_mothership_deploy_shows_its_endpoints(
+    tmp_path: Path, tui_home: Path
+) -> None:
+    project = write_files(tmp_path / "envapp", MOTHERSHIP_PROJECT)
+    async with Engine(project, env="staging") as engine:
+        report = await engine.deploy(None, confirm=_yes, mothership=True)
+        assert report.ok, report
+    backend = Backend(project, "local")
+    app = FlashApp(project, "local", watch=False, backend=backend)
+    async with app.run_test(size=(120, 34)) as pilot:
+        await until(pilot, lambda: app.scan_count >= 1 and app.connected, 60, "scan and cloud")
+        header = app.state.header()[0]
+        assert "env:" not in header and "via mothership" not in header  # direct, local
+        await pilot.press("E")
+        await until(pilot, lambda: isinstance(app.screen, EnvironmentScreen), 30, "the dialog")
+        screen = app.screen
+        assert isinstance(screen, EnvironmentScreen)
+        options = _options(screen)
+        assert any(o.startswith("  staging") and "⌂ mothership" in o for o in options), options
+        assert any("production" in o and "(current)" in o for o in options), options
+        # Pick staging, through the mothership (space chooses the mode, enter confirms).
+        await pilot.press("tab", "tab", "down", "space")
+        assert screen.query_one("#mode-mothership").value is True
+        screen.query_one("#env-list", OptionList).highlighted = [
+            e.name for e in screen.environments
+        ].index("staging")
+        await pilot.press("enter")
+        await until(pilot, lambda: app.screen is not screen, 10, "the dialog to close")
+
+        assert backend.env == "staging" and backend.mothership
+        assert backend.engine.provider.environment_name(True) == "staging"
+        table = app.dashboard.query_one(EndpointsTable)
+        expected = {"mothership", *MOTHERSHIP_CHILDREN}
+
+        def shows_staging() -> bool:
+            rows = {str(k.value) for k in table.rows}
+            statuses = app.state.statuses
+            return (
+                app.connected
+                and expected <= rows
+                and all(statuses[c].provisioning == "deployed" for c in MOTHERSHIP_CHILDREN)
+            )
+
+        await until(pilot, shows_staging, 60, "staging's endpoints, provisioned")
+        assert app.state.statuses["mothership"].role == "mothership"
+        full, compact = app.state.header()
+        assert "env: staging · via mothership" in full
+        assert "env: staging · via mothership" in compact
+        assert any("environment: staging" in r.text for r in app.logs)
+
+
+async def test_from_the_palette_a_bad_name_says_why_and_esc_changes_nothing(
+    tmp_path: Path, tui_home: Path
+) -> None:
+    project = write_files(tmp_path / "badenv", MOTHERSHIP_PROJECT)
+    backend = Backend(project, "local")
+    app = FlashApp(project, "local", watch=False, backend=backend)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await until(pilot, lambda: app.scan_count >= 1 and app.connected, 60, "scan and cloud")
+        await pilot.press("ctrl+p", *"environment and deploy mode")
+        await pilot.press("enter")
+        await until(pilot, lambda: isinstance(app.screen, EnvironmentScreen), 30, "the dialog")
+        screen = app.screen
+        assert isinstance(screen, EnvironmentScreen)
+        keys = str(screen.query_one(".dialog-keys", Static).render())
+        assert "enter" in keys and "esc cancel" in keys
+        screen.set_focus(screen.query_one("#env-name", Input))
+        await pilot.press(*"bad name!", "enter")
+        problem = screen.query_one("#env-problem", Static)
+        await until(pilot, lambda: "' '" in str(problem.render()), 10, "the reason")
+        assert "'bad name!'" in str(problem.render())
+        assert app.screen is screen  # still open: the name is kept to fix
+        assert screen.query_one("#env-name", Input).value == "bad name!"
+
+        await pilot.press("escape")
+        await until(pilot, lambda: app.screen is not screen, 10, "the dialog to close")
+        assert backend.env is None and not backend.mothership
+        assert not app.state.mothership and app.state.environment is None
+        assert "env:" not in app.state.header()[0]
+
+
+async def test_the_dialog_lists_the_flash_apps_environments_on_runpod(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    project = write_files(tmp_path / "rpenv", MOTHERSHIP_PROJECT)
+    with FakeRunPod(tmp_path / "fake") as fake:
+        for name, value in fake.env().items():
+            monkeypatch.setenv(name, value)
+        backend = Backend(project, "runpod", "staging")
+        provider = RunPodProvider()
+        try:
+            flash_app = await provider.api.create_app(backend.engine.app)
+            for env in ("production", "staging", "dev"):
+                await provider.api.create_environment(flash_app.id, env)
+        finally:
+            await provider.close()
+        app = FlashApp(project, "runpod", watch=False, backend=backend)
+        async with app.run_test(size=(120, 34)) as pilot:
+            await until(pilot, lambda: app.connected, 60, "connected to the fake")
+            assert "env: staging" in app.state.header()[0]
+            await pilot.press("E")
+            await until(pilot, lambda: isinstance(app.screen, EnvironmentScreen), 30, "the dialog")
+            screen = app.screen
+            assert isinstance(screen, EnvironmentScreen)
+            assert [e.name for e in screen.environments] == ["dev", "production", "staging"]
+            assert any("staging" in o and "(current)" in o for o in _options(screen))
+            calls = [c.operation for c in fake.graphql_calls]
+            assert "flashAppByName" in calls
+            await pilot.press("escape")
+            await until(pilot, lambda: app.screen is not screen, 10, "the dialog to close")
+            assert backend.env == "staging"
+
+
+def test_the_header_names_the_environment_once() -> None:
+    state = DashboardState(
+        project="p", target="runpod staging (acct)", environment="staging", mothership=True
+    )
+    assert state.header() == (
+        "p · target: runpod (acct) · env: staging · via mothership · 0 endpoints",
+        "p · runpod · env: staging · via mothership · 0 endpoints",
+    )
+    local = DashboardState(project="p", target="local (127.0.0.1:5)")
+    assert local.header()[0] == "p · target: local (127.0.0.1:5) · 0 endpoints"
+
+
+async def test_m_carries_the_env_given_at_start_into_mothership_mode(
+    tmp_path: Path, tui_home: Path
+) -> None:
+    project = write_files(tmp_path / "menv", MOTHERSHIP_PROJECT)
+    backend = Backend(project, "local", "staging")
+    app = FlashApp(project, "local", watch=False, backend=backend)
+    async with app.run_test(size=(120, 34)) as pilot:
+        await until(pilot, lambda: app.scan_count >= 1 and app.connected, 60, "scan and cloud")
+        assert "env:" not in app.state.header()[0]  # direct deploys on the local cloud
+
+        def connections() -> int:
+            return sum(1 for r in app.logs if r.text.startswith("connected to"))
+
+        before = connections()
+        await pilot.press("M")
+        await until(pilot, lambda: connections() > before, 30, "a new session on staging")
+        assert app.state.mothership
+        assert backend.engine.provider.environment_name(True) == "staging"
+        assert "env: staging · via mothership" in app.state.header()[0]
