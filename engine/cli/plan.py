@@ -98,33 +98,49 @@ def json_out(data: Any) -> None:
 
 
 def run_engine(args: argparse.Namespace, work: Callable[[Engine], Awaitable[int]]) -> int:
-    """Run `work(engine)` for `--project`; OpError -> message on stderr (or JSON), exit 1."""
+    """Run `work(engine)` for `--project`; OpError -> message on stderr (or JSON), exit 1; a
+    bad `--env` exits 2 before any target is reached."""
+
+    target = getattr(args, "target_name", "local")
+    env = getattr(args, "env", None)
+    problem = _env_problem(args, target, env)
+    if problem is not None:
+        _say_error(args, problem)
+        return 2  # a bad argument, before any target is reached
 
     async def main() -> int:
-        target = getattr(args, "target_name", "local")
-        env = getattr(args, "env", None)
-        problem = environment_name_problem(env) if env is not None else None
-        if problem is not None:
-            raise OpError(f"--env: {problem}")
-        if env is not None and target != "runpod" and not getattr(args, "local_env", False):
-            raise OpError(
-                f"--env is for --target runpod (the {target} target has environments only in "
-                "mothership mode: `deploy --mothership`, `status` and `undeploy`)"
-            )
         async with Engine(Path(args.project), target=target, env=env) as engine:
             return await work(engine)
 
     try:
         return asyncio.run(main())
     except OpError as exc:
-        if getattr(args, "json", False):
-            json_out({"ok": False, "error": str(exc)})
-        else:
-            err_console().print(f"[bold red]error[/]: {escape(str(exc))}")
+        _say_error(args, str(exc))
         return 1
     except KeyboardInterrupt:
         err_console().print("[yellow]interrupted[/]")
         return 130
+
+
+def _env_problem(args: argparse.Namespace, target: str, env: str | None) -> str | None:
+    if env is None:
+        return None
+    problem = environment_name_problem(env)
+    if problem is not None:
+        return f"--env: {problem}"
+    if target != "runpod" and not getattr(args, "local_env", False):
+        return (
+            f"--env is for --target runpod (the {target} target has environments only in "
+            "mothership mode: `deploy --mothership`, `status` and `undeploy`)"
+        )
+    return None
+
+
+def _say_error(args: argparse.Namespace, message: str) -> None:
+    if getattr(args, "json", False):
+        json_out({"ok": False, "error": message})
+    else:
+        err_console().print(f"[bold red]error[/]: {escape(message)}")
 
 
 def _value(value: Any) -> str:

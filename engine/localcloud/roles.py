@@ -15,6 +15,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from engine.app_environments import DEFAULT_ENVIRONMENT
 from engine.localcloud.scopes import scoped_token
 
 __all__ = ["CHILD", "ENDPOINT", "MOTHERSHIP", "ROLES", "DEFAULT_ENVIRONMENT", "worker_env"]
@@ -23,7 +24,6 @@ ENDPOINT = "endpoint"
 MOTHERSHIP = "mothership"
 CHILD = "child"
 ROLES: frozenset[str] = frozenset({ENDPOINT, MOTHERSHIP, CHILD})
-DEFAULT_ENVIRONMENT = "production"
 
 
 def worker_env(

@@ -24,6 +24,7 @@ from typing import Any
 
 import httpx
 
+from engine.app_environments import DEFAULT_ENVIRONMENT
 from engine.build.images import image_name, python_version
 from engine.home import Home
 from engine.provider import (
@@ -65,9 +66,8 @@ from runtime.runpod_endpoints import (
 from runtime.runpod_state import EnvState, ResourceState
 from runtime.runpod_wire import Endpoint
 
-__all__ = ["DEFAULT_ENV", "RunPodProvider"]
+__all__ = ["RunPodProvider"]
 
-DEFAULT_ENV = "production"
 DEFAULT_HEALTH_WAIT = 120.0
 _SEEN_FOR = 1.0  # seconds one look at the live endpoints answers repeated questions
 HEALTH_WAIT_ENV = "FLASH_RUNPOD_HEALTH_WAIT"
@@ -103,7 +103,7 @@ class RunPodProvider:
         request_timeout: float = 60.0,
     ) -> None:
         self.home = home
-        self.env_name = env or DEFAULT_ENV
+        self.env_name = env or DEFAULT_ENVIRONMENT
         self._environ = environ
         self.health_wait = _health_wait(environ) if health_wait is None else health_wait
         self.request_timeout = request_timeout

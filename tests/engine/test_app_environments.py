@@ -47,7 +47,7 @@ def test_the_cli_refuses_a_bad_env_name_before_reaching_a_target(tmp_path: Path)
     project = write_files(tmp_path / "cliapp", MOTHERSHIP_PROJECT)
     home = tmp_path / "home"
     done = run_cli(["status", "--env", "bad name!"], cli_env(home), project=project)
-    assert done.returncode == 1, done
+    assert done.returncode == 2, done
     assert "--env: environment name 'bad name!' has ' ', '!'" in done.stderr
     assert not (home / "localcloud").exists()  # no cloud was started for it
 

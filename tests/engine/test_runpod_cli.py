@@ -99,7 +99,7 @@ def test_rejected_key_names_its_source(run: Run) -> None:
 
 def test_env_is_only_for_runpod(run: Run) -> None:
     done = run("plan", "--env", "staging")
-    assert done.returncode == 1 and "--env is for --target runpod" in done.stderr
+    assert done.returncode == 2 and "--env is for --target runpod" in done.stderr
 
 
 def test_deploy_status_plan_undeploy(run: Run, fake: FakeRunPod, ai_keys: list[str]) -> None:
