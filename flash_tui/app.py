@@ -179,10 +179,13 @@ class FlashApp(DeploymentActions):
     def _scan_finished(self, message: ScanFinished) -> None:
         manifest = dict(message.manifest)
         diagnostics = tuple(message.diagnostics)
+        trees = self.dashboard.query(ManifestTree)
+        if not trees:
+            return  # the scan ended while the app closes: its dashboard is already gone
         self.scan_count += 1
         first = not self.scanned
         self.scanned = True
-        tree = self.dashboard.query_one(ManifestTree)
+        tree = trees.first()
         changed = tree.show(manifest, diagnostics)
         names = sorted({key[1] for key in changed if key[0] in {"endpoint", "function"}})
         if message.changed:
@@ -213,7 +216,8 @@ class FlashApp(DeploymentActions):
         # The reason stays in the tree: a notification fades, and an empty tree would show the
         # "no endpoints here" hint, which is not what happened.
         self.scanned = False
-        self.dashboard.query_one(ManifestTree).show_error(message.reason)
+        for tree in self.dashboard.query(ManifestTree):  # none when the app closes meanwhile
+            tree.show_error(message.reason)
         self._update(manifest={}, diagnostics=(), calls=CallGraph(), scanning=False)
 
     @work(exclusive=True, group="watch")

@@ -20,6 +20,7 @@ from engine.status import EndpointStatus
 from flash_tui.app import FlashApp, parse_args
 from flash_tui.backend import Backend, BackendError, JSONObject
 from flash_tui.commands import ACTIONS, FlashCommands
+from flash_tui.messages import ScanFailed, ScanFinished
 from flash_tui.screens.help import HelpScreen
 from flash_tui.screens.logs import LogsScreen
 from flash_tui.screens.route_tester import RouteTesterScreen
@@ -461,3 +462,16 @@ async def test_the_event_log_feeds_the_detail_pane_and_new_crashes_the_log(
         app._refresh_status()
         await until(pilot, lambda: any("exit code 9" in r.text for r in app.logs))
         assert 3 in backend.asked and len(app.state.events["gateway"]) == 3
+
+
+async def test_a_scan_that_lands_while_the_app_closes_is_dropped(quickstart: Path) -> None:
+    """The scan runs in a thread: quitting while it runs must not end in a traceback."""
+    app = FlashApp(quickstart, clock=clock, connect=False, watch=False)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await until(pilot, lambda: app.scanned, 30, "the first scan")
+        manifest, diagnostics = app.state.manifest, app.state.diagnostics
+    count = app.scan_count
+    # The dashboard is gone now, as it is when a scan finishes after `q`.
+    app._scan_finished(ScanFinished(manifest, diagnostics))
+    app._scan_failed(ScanFailed("gone"))
+    assert app.scan_count == count
