@@ -1,6 +1,6 @@
 """Waiting in tests: poll a condition until it holds or a deadline passes, never sleep-and-hope.
 
-No tests here; test modules import it (`from waiting import until, wait_for`), as pytest puts
+No tests here; test modules import it (`from waiting import until, wait_for, eventually`), as pytest puts
 this directory on `sys.path` (the rootdir conftest lives here).
 
 - `wait_for(predicate, timeout, what)`: synchronous, for real processes, HTTP and files;
@@ -12,6 +12,7 @@ Both fail with an `AssertionError` naming `what` and the timeout.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -82,3 +83,14 @@ async def until(
             raise AssertionError(f"{what}: not met within {timeout:g}s{detail}")
         await pilot.pause(interval)
     return time.monotonic() - started
+
+
+async def eventually(
+    condition: Callable[[], object], timeout: float, what: str = "condition"
+) -> None:
+    """`wait_for` for async tests without an app: poll `condition()` without blocking the loop."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what}: not met within {timeout:g}s")
+        await asyncio.sleep(0.02)

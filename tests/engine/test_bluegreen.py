@@ -5,13 +5,13 @@ leaves the old worker serving, its record as before plus why, and the next deplo
 from __future__ import annotations
 
 import asyncio
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
-import psutil
 import pytest
 from projectfiles import write_files
+from waiting import eventually
+from worker_harness import home_worker_pids
 
 from engine.operations import Engine
 
@@ -47,24 +47,6 @@ def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     kill_home_workers(Home(root))
 
 
-def home_worker_pids(home: Path) -> set[int]:
-    """Worker processes running from this home's build copies."""
-    pids = set()
-    for process in psutil.process_iter(["cmdline"]):
-        cmdline = process.info.get("cmdline") or []
-        if "runtime.worker" in cmdline and any(str(home) in part for part in cmdline):
-            pids.add(process.pid)
-    return pids
-
-
-async def until(condition: Callable[[], bool], seconds: float, what: str) -> None:
-    deadline = time.monotonic() + seconds
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {seconds} s waiting for {what}")
-        await asyncio.sleep(0.02)
-
-
 def write_alpha(project: Path, text: str, step: int) -> None:
     write_files(project, {"alpha.py": text.replace("{step}", str(step))})
 
@@ -96,13 +78,13 @@ async def test_callers_see_no_gap_while_an_update_switches_workers(
                     errors.append(str(result.error))
 
         callers = [asyncio.create_task(caller()) for _ in range(3)]
-        await until(lambda: len(answers) >= 5, 30, "answers from the old worker")
+        await eventually(lambda: len(answers) >= 5, 30, "answers from the old worker")
         write_alpha(project, _ALPHA, 2)
         report = await engine.deploy()
         assert report.ok, report
         assert report.plan.names("update") == ["alpha"]
         seen = len(answers)
-        await until(lambda: len(answers) >= seen + 10, 30, "answers after the switch")
+        await eventually(lambda: len(answers) >= seen + 10, 30, "answers after the switch")
         stop.set()
         await asyncio.gather(*callers)
 
@@ -113,7 +95,9 @@ async def test_callers_see_no_gap_while_an_update_switches_workers(
         assert after.status == "healthy" and after.pid != before.pid
         assert after.url != before.url and after.last_error is None
         # The old worker drains, then goes: only the new one is left.
-        await until(lambda: home_worker_pids(home) == {after.pid}, 30, "the old worker to stop")
+        await eventually(
+            lambda: home_worker_pids(home) == {after.pid}, 30, "the old worker to stop"
+        )
         assert any(e.kind == "updated" and e.endpoint == "alpha" for e in await engine.events())
 
 
@@ -138,7 +122,9 @@ async def test_a_broken_update_leaves_the_old_worker_serving(tmp_path: Path, hom
         assert kept.status == "healthy", kept
         assert "broken at import" in (kept.last_error or ""), kept
         # The broken worker was stopped: only the old one runs.
-        await until(lambda: home_worker_pids(home) == {before.pid}, 30, "the new worker to stop")
+        await eventually(
+            lambda: home_worker_pids(home) == {before.pid}, 30, "the new worker to stop"
+        )
         kinds = [e.kind for e in await engine.events() if e.endpoint == "alpha"]
         assert "deploy_failed" in kinds
 
@@ -168,4 +154,4 @@ async def test_removing_an_endpoint_stops_its_draining_worker_at_once(
         (after,) = await engine.status(probe=False)
         assert home_worker_pids(home) == {before.pid, after.pid}  # the old one drains
         assert (await engine.undeploy()).ok
-        await until(lambda: home_worker_pids(home) == set(), 30, "both workers to stop")
+        await eventually(lambda: home_worker_pids(home) == set(), 30, "both workers to stop")

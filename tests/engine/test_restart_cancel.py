@@ -6,13 +6,12 @@ from __future__ import annotations
 
 import asyncio
 import socket
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import psutil
 import pytest
 from projectfiles import gated_project
+from waiting import eventually
 from worker_harness import home_worker_pids
 
 from engine.operations import Engine, OpError, OpEvent
@@ -23,14 +22,6 @@ def home(cloud_home: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A private home whose cloud starts one endpoint at a time (so a deploy has a middle)."""
     monkeypatch.setenv("FLASH_LOCALCLOUD_DEPLOY_CONCURRENCY", "1")
     return cloud_home
-
-
-async def until(condition: Callable[[], bool], seconds: float, what: str) -> None:
-    deadline = time.monotonic() + seconds
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {seconds} s waiting for {what}")
-        await asyncio.sleep(0.02)
 
 
 async def test_restart_starts_a_new_worker_that_answers(tmp_path: Path, home: Path) -> None:
@@ -76,7 +67,7 @@ async def test_cancelled_deploy_keeps_what_it_started_and_plans_the_rest(
                 cancel.set()  # alpha is starting (held by the gate), beta and gamma wait
 
         task = asyncio.create_task(engine.deploy(cancel=cancel, on_event=on_event))
-        await until(lambda: any(e.step == "cancelling" for e in events), 120, "the cancel")
+        await eventually(lambda: any(e.step == "cancelling" for e in events), 120, "the cancel")
         gate.listen()  # alpha may now become ready
         report = await asyncio.wait_for(task, 120)
 
@@ -125,7 +116,7 @@ async def test_cancelled_update_leaves_the_old_worker_and_record(
                 cancel.set()
 
         task = asyncio.create_task(engine.deploy(cancel=cancel, on_event=on_event))
-        await until(lambda: any(e.step == "cancelling" for e in events), 120, "the cancel")
+        await eventually(lambda: any(e.step == "cancelling" for e in events), 120, "the cancel")
         gate.listen()
         report = await asyncio.wait_for(task, 120)
 
@@ -138,7 +129,7 @@ async def test_cancelled_update_leaves_the_old_worker_and_record(
         assert now["beta"].config == old["beta"].config
         # alpha's old worker drains after the switch (blue/green), then goes.
         wanted = {now["alpha"].pid, now["beta"].pid}
-        await until(lambda: home_worker_pids(home) == wanted, 30, "the old alpha to stop")
+        await eventually(lambda: home_worker_pids(home) == wanted, 30, "the old alpha to stop")
         plan = await engine.plan()
         assert {i.name: i.action for i in plan.items} == {"alpha": "unchanged", "beta": "update"}
 
