@@ -54,12 +54,22 @@ async def test_pick_staging_after_a_mothership_deploy_shows_its_endpoints(
     async with Engine(project, env="staging") as engine:
         report = await engine.deploy(None, confirm=_yes, mothership=True)
         assert report.ok, report
+    async with Engine(project) as engine:  # direct mode, beside staging: its own worker
+        report = await engine.deploy(["worker"], confirm=_yes)
+        assert report.ok, report
+        direct = (await engine.deployed())["worker"]
     backend = Backend(project, "local")
     app = FlashApp(project, "local", watch=False, backend=backend)
     async with app.run_test(size=(120, 34)) as pilot:
         await until(pilot, lambda: app.scan_count >= 1 and app.connected, 60, "scan and cloud")
         header = app.state.header()[0]
         assert "env:" not in header and "via mothership" not in header  # direct, local
+
+        def deployed() -> dict[str, int | None]:
+            return {n: s.pid for n, s in app.state.statuses.items() if s.deployed}
+
+        # Direct mode's endpoints only: none of staging's.
+        await until(pilot, lambda: deployed() == {"worker": direct.pid}, 30, "direct's worker")
         await pilot.press("E")
         await until(pilot, lambda: isinstance(app.screen, EnvironmentScreen), 30, "the dialog")
         screen = app.screen
@@ -91,6 +101,9 @@ async def test_pick_staging_after_a_mothership_deploy_shows_its_endpoints(
             )
 
         await until(pilot, shows_staging, 60, "staging's endpoints, provisioned")
+        # Staging's own: its mothership and children, none of direct mode's workers.
+        assert set(deployed()) == expected and direct.pid not in deployed().values()
+        assert all(app.state.statuses[c].role == "child" for c in MOTHERSHIP_CHILDREN)
         assert app.state.statuses["mothership"].role == "mothership"
         full, compact = app.state.header()
         assert "env: staging · via mothership" in full
