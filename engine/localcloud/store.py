@@ -506,19 +506,14 @@ class Store:
 
     def app_environments(self, app: str) -> list[dict[str, str | None]]:
         """Every environment of `app` (a persisted manifest or an endpoint recorded in it), by
-        name, each with `mothership`: the mothership endpoint deployed to it, or None.
-
-        An environment's records live under their own app, `{app}.{environment}` (see
-        `LocalCloudProvider.cloud_app`); direct deploys (`local`) and records from before that
-        under `app` itself."""
-        own = "(app = ? OR (app = ? || '.' || environment AND environment != 'local'))"
+        name, each with `mothership`: the mothership endpoint deployed to it, or None."""
+        # Environments' records are under `{app}.{env}`; direct (`local`) ones under `app`.
+        own = "environment > '' AND (app=? OR app=?||'.'||environment AND environment!='local')"
         query = f"SELECT environment FROM manifests WHERE {own}"
         names = {str(r[0]) for r in self._query(query, (app, app))}
         motherships: dict[str, str] = {}
         query = f"SELECT name, role, environment FROM endpoints WHERE {own} ORDER BY name"
         for name, role, environment in self._query(query, (app, app)):
-            if environment is None:
-                continue
             names.add(str(environment))
             if role == "mothership":
                 motherships.setdefault(str(environment), str(name))
