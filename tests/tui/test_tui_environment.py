@@ -17,8 +17,10 @@ from waiting import until
 from engine.operations import Engine
 from engine.plan import Plan
 from engine.runpod.provider import RunPodProvider
+from engine.status import EndpointStatus
 from flash_tui.app import FlashApp
 from flash_tui.backend import Backend
+from flash_tui.reports import still_running
 from flash_tui.screens.dashboard_state import DashboardState
 from flash_tui.screens.environment import EnvironmentScreen
 from flash_tui.widgets.dashboard.endpoints_table import EndpointsTable
@@ -204,3 +206,15 @@ async def test_m_carries_the_env_given_at_start_into_mothership_mode(
         assert app.state.mothership
         assert backend.engine.provider.environment_name(True) == "staging"
         assert "env: staging · via mothership" in app.state.header()[0]
+
+
+def test_the_quit_message_names_the_environment_that_keeps_running() -> None:
+    """An environment's endpoints are undeployed with its `--env`: the line says it."""
+    running = [EndpointStatus("api", "LiveServerless", "healthy", "in_sync")]
+    assert still_running(running, "local", "staging") == (
+        "1 endpoint keeps running on the local cloud — `flash-tui undeploy --all --env staging`"
+        " stops them"
+    )
+    assert still_running(running, "local") == (
+        "1 endpoint keeps running on the local cloud — `flash-tui undeploy --all` stops them"
+    )
