@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequenc
 from pathlib import Path
 from typing import Any, TypeVar
 
+from engine.app_environments import DIRECT_ENVIRONMENT
 from engine.home import Home
 from engine.localcloud.client import CloudClient
 from engine.localcloud.discovery import CloudError, CloudInfo, ensure_cloud, read_state
@@ -368,7 +369,7 @@ class LocalCloudProvider:
     def environment_name(self, mothership: bool) -> str:
         """The environment a deploy records: `--env`, else `production` for a mothership and
         `local` in direct mode."""
-        return self.env or (DEFAULT_ENVIRONMENT if mothership else "local")
+        return self.env or (DEFAULT_ENVIRONMENT if mothership else DIRECT_ENVIRONMENT)
 
     async def environment_state(
         self, app: str, environment: str | None

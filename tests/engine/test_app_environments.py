@@ -127,6 +127,8 @@ def test_records_from_before_environments_had_their_own_app_show_and_undeploy(
         return {e["name"] for e in json.loads(done.stdout)["endpoints"] if e["status"] == "stopped"}
 
     assert names("--env", "old") == {"mothership", "gateway"}
+    done = run_cli(["status", "--no-probe"], env, project=project)
+    assert "Also deployed, apart from these: --env old." in " ".join(done.stdout.split())
     done = run_cli(["undeploy", "--env", "old", "--all", "--yes"], env, project=project)
     assert done.returncode == 0, done.stderr
     assert names("--env", "old") == set()
