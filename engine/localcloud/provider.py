@@ -224,8 +224,9 @@ class LocalCloudProvider:
     def cloud_app(self, app: str) -> str:
         """The local cloud's app that holds this session's endpoints: `app` in direct mode,
         `{app}.{env}` for an environment, so that the cloud keeps each environment's records,
-        workers, keys, logs and scoped credential apart as it keeps apps apart."""
-        return app if self.env is None else f"{app}.{self.env}"
+        workers, keys, logs and scoped credential apart as it keeps apps apart (`--env local`
+        names direct mode's, which it records)."""
+        return app if self.env in (None, DIRECT_ENVIRONMENT) else f"{app}.{self.env}"
 
     async def list_endpoints(self, app: str) -> list[DeployedEndpoint]:
         """The session's endpoint records (an environment's, or direct mode's)."""
@@ -238,7 +239,7 @@ class LocalCloudProvider:
     async def _legacy(self, app: str) -> list[EndpointRecord]:
         """This environment's mothership and children recorded under the plain app by a local
         cloud from before environments had their own app; shown until undeployed."""
-        if self.env is None:
+        if self.env in (None, DIRECT_ENVIRONMENT):
             return []
         records = await self._call(lambda c: c.endpoints(app))
         return [r for r in records if r.role != "endpoint" and r.environment == self.env]
@@ -302,9 +303,12 @@ class LocalCloudProvider:
         """Send one deploy request (create/update/delete) and follow its progress; once
         `cancel` is set, the service starts no more endpoints (see `Provider.deploy`)."""
         mothership = any(s.role == "mothership" for s in specs)
-        if mothership and self.env is None:
+        if mothership and self.env in (None, DIRECT_ENVIRONMENT):
             # Without an environment it would land among the direct deploys and replace them.
-            raise ProviderError("a mothership deploys to an environment: pass --env NAME")
+            raise ProviderError(
+                "a mothership deploys to an environment: pass --env NAME "
+                f"(not {DIRECT_ENVIRONMENT!r}, direct mode's)"
+            )
         request = DeployRequest(
             project_path=str(project_path) if project_path else None,
             build=BuildSpec(

@@ -84,11 +84,15 @@ async def test_local_cloud_lists_the_mothership_environment(
         }
 
 
-def test_a_mothership_needs_an_environment_on_the_local_cloud(tmp_path: Path) -> None:
-    """Without one it would land among the direct deploys and replace them."""
+@pytest.mark.parametrize("env", [None, "local"])
+def test_a_mothership_needs_an_environment_on_the_local_cloud(
+    tmp_path: Path, env: str | None
+) -> None:
+    """Without one (or with direct mode's, `local`) it would land among the direct deploys
+    and replace them."""
 
     async def deploy() -> None:
-        async with Engine(project) as engine:
+        async with Engine(project, env=env) as engine:
             await engine.deploy(None, confirm=_yes, mothership=True)
 
     project = write_files(tmp_path / "noenv", MOTHERSHIP_PROJECT)
@@ -133,6 +137,7 @@ def test_records_from_before_environments_had_their_own_app_show_and_undeploy(
     assert done.returncode == 0, done.stderr
     assert names("--env", "old") == set()
     assert names() == {"extra"}  # direct mode's, untouched
+    assert names("--env", "local") == {"extra"}  # direct mode's environment, by name
 
 
 @pytest.fixture
