@@ -7,10 +7,17 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["DEFAULT_ENVIRONMENT", "AppEnvironment", "environment_name_problem"]
+__all__ = [
+    "DEFAULT_ENVIRONMENT",
+    "DIRECT_ENVIRONMENT",
+    "AppEnvironment",
+    "environment_name_problem",
+]
 
 # Where a deploy goes without `--env` (RunPod, and a mothership on the local cloud).
 DEFAULT_ENVIRONMENT = "production"
+# The environment direct deploys to the local cloud record (no `--env`).
+DIRECT_ENVIRONMENT = "local"
 
 # The local cloud's rule for every name it keeps (`service.NAME_PATTERN`): names become path
 # components and URL segments there, and RunPod takes the same names.

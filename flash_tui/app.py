@@ -143,7 +143,9 @@ class FlashApp(DeploymentActions):
 
     def running_message(self) -> str | None:
         """One line saying how many endpoints keep running after quitting, if any."""
-        return still_running(self.state.statuses.values(), self.backend.target)
+        return still_running(
+            self.state.statuses.values(), self.backend.target, self.backend.environment
+        )
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         if action in DASHBOARD_ACTIONS and not isinstance(self.screen, DashboardScreen):

@@ -99,8 +99,10 @@ class Backend:
     @property
     def environment(self) -> str | None:
         """The environment the engine works on: `env` on RunPod, and on the local cloud in
-        mothership mode; None where the target's default applies (direct local deploys)."""
-        return self.env if self.target == "runpod" or self.mothership else None
+        mothership mode (default `production`); None for direct local deploys."""
+        if self.target == "runpod":
+            return self.env
+        return (self.env or DEFAULT_ENVIRONMENT) if self.mothership else None
 
     @property
     def environment_name(self) -> str:
@@ -311,10 +313,13 @@ class Backend:
         """Work on environment `env` (None: the default) in deploy mode `mothership` from now
         on; True when the engine's environment changed: the session must then be replaced
         (`switch` to the same target), which touches nothing deployed."""
-        # Without an environment the engine works on the default one: the same session.
-        before = self.environment or DEFAULT_ENVIRONMENT
+        before = self.environment
         self.env, self.mothership = env, mothership
-        return (self.environment or DEFAULT_ENVIRONMENT) != before
+        if self.target == "runpod":
+            # Without an environment RunPod's engine works on the default one: the same session.
+            return (self.environment or DEFAULT_ENVIRONMENT) != (before or DEFAULT_ENVIRONMENT)
+        # On the local cloud direct mode (None) and each environment are apart.
+        return self.environment != before
 
     @staticmethod
     def stop_cloud() -> CloudStopped:

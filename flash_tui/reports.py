@@ -95,12 +95,16 @@ def restarted(name: str, result: EndpointResult) -> OperationFinished:
     return OperationFinished("restart", False, error=f"{name}: {result.error or 'failed'}")
 
 
-def still_running(statuses: Iterable[EndpointStatus], target: str) -> str | None:
-    """`3 endpoints keep running on the local cloud — ...` (None when nothing runs)."""
+def still_running(
+    statuses: Iterable[EndpointStatus], target: str, env: str | None = None
+) -> str | None:
+    """`3 endpoints keep running on the local cloud — ...` (None when nothing runs); `env`:
+    the environment they are of (None: the target's default, direct mode on the local cloud)."""
     running = sum(1 for status in statuses if status.status in RUNNING)
     if not running:
         return None
     where = "the local cloud" if target == "local" else target
     how = "flash-tui undeploy --all" + ("" if target == "local" else f" --target {target}")
+    how += f" --env {env}" if env else ""
     count = f"{running} endpoint" + ("s keep" if running != 1 else " keeps")
     return f"{count} running on {where} — `{how}` stops them"

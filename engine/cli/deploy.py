@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from engine.app_environments import DEFAULT_ENVIRONMENT
 from engine.cli.plan import (
     PlanConfirmation,
     add_deployment_command,
@@ -55,6 +56,10 @@ def run(args: argparse.Namespace) -> int:
 
     if args.mothership:
         args.local_env = True  # the environment the mothership provisions
+        if getattr(args, "target_name", "local") == "local":
+            # On the local cloud an environment is its own set of endpoints: name it for
+            # the whole session (plan, deploy, waiting for the children).
+            args.env = args.env or DEFAULT_ENVIRONMENT
 
     async def work(engine: Engine) -> int:
         with cancel_on_interrupt(console, confirm.interrupted):

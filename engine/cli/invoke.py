@@ -35,7 +35,8 @@ def register(subparsers: Any) -> None:
         "--timeout", type=positive_seconds, default=120.0, help="seconds (default 120)"
     )
     add_project_option(parser)
-    parser.set_defaults(func=run)
+    # On the local cloud `--env` names an environment: its endpoints are its own.
+    parser.set_defaults(func=run, local_env=True)
 
 
 def run(args: argparse.Namespace) -> int:

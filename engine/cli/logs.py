@@ -43,7 +43,8 @@ def register(subparsers: Any) -> None:
         "--probes", action="store_true", help="also show health-probe requests (GET /ping)"
     )
     add_project_option(parser)
-    parser.set_defaults(func=run)
+    # On the local cloud `--env` names an environment: its endpoints are its own.
+    parser.set_defaults(func=run, local_env=True)
 
 
 def _stamp(at: float | None) -> str:

@@ -131,7 +131,8 @@ def _env_problem(args: argparse.Namespace, target: str, env: str | None) -> str 
     if target != "runpod" and not getattr(args, "local_env", False):
         return (
             f"--env is for --target runpod (the {target} target has environments only in "
-            "mothership mode: `deploy --mothership`, `status` and `undeploy`)"
+            "mothership mode: `deploy --mothership`, `status`, `undeploy`, `invoke`, `logs`, "
+            "`restart`)"
         )
     return None
 

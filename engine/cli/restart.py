@@ -25,7 +25,8 @@ def register(subparsers: Any) -> None:
     parser.add_argument("name", metavar="NAME", help="the deployed endpoint")
     parser.add_argument("--yes", "-y", action="store_true", help="do not ask for confirmation")
     add_project_option(parser)
-    parser.set_defaults(func=run)
+    # On the local cloud `--env` names an environment: its endpoints are its own.
+    parser.set_defaults(func=run, local_env=True)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -21,6 +21,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from engine.app_environments import DIRECT_ENVIRONMENT, AppEnvironment
 from engine.cli.plan import add_project_option, json_out, run_engine
 from engine.operations import Engine
 from engine.status import EndpointStatus, Status
@@ -56,6 +57,23 @@ def _role(status: EndpointStatus) -> str:
         style = "red" if status.provisioning == "failed" else "dim"
         return f"child: [{style}]{escape(status.provisioning)}[/]"
     return status.role
+
+
+def _other_environments(
+    console: Console, environments: list[AppEnvironment], env: str | None
+) -> None:
+    """One line naming the app's other sets of endpoints on the local cloud, where `--env`
+    (or none, for direct mode) shows them: each environment is apart."""
+    current = env or DIRECT_ENVIRONMENT
+    shown = [e for e in environments if e.mothership or e.name == DIRECT_ENVIRONMENT]
+    others = [e for e in shown if e.name != current]
+    if not others:
+        return
+    named = ", ".join(
+        "direct mode (no --env)" if e.name == DIRECT_ENVIRONMENT else f"--env {e.name}"
+        for e in others
+    )
+    console.print(f"[dim]Also deployed, apart from these: {escape(named)}.[/]")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -143,6 +161,8 @@ def run(args: argparse.Namespace) -> int:
                 " project it belongs to is not known for sure. Its endpoints still run; see"
                 " `flash-tui cloud status`.[/]"
             )
+        if getattr(args, "target_name", "local") == "local":
+            _other_environments(console, await engine.environments(), args.env)
         if any(s.resource_type and "Cpu" not in s.resource_type for s in statuses):
             console.print("[dim]GPU endpoints run on this machine's CPU in the local cloud.[/]")
         return 0

@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequenc
 from pathlib import Path
 from typing import Any, TypeVar
 
+from engine.app_environments import DIRECT_ENVIRONMENT
 from engine.home import Home
 from engine.localcloud.client import CloudClient
 from engine.localcloud.discovery import CloudError, CloudInfo, ensure_cloud, read_state
@@ -129,8 +130,8 @@ class LocalCloudProvider:
     ) -> None:
         self.home = home or Home()
         self.start = start
-        # The state manager's environment a deploy records (`--env`); without one, `local` in
-        # direct mode and `production` for a mothership (see `environment_name`).
+        # The session's environment (`--env`; a mothership's): its endpoints live under their
+        # own cloud app, `{app}.{env}` (see `cloud_app`). None: direct mode, the plain app.
         self.env = env
         self.info: CloudInfo | None = None
         self._client: CloudClient | None = None
@@ -220,10 +221,28 @@ class LocalCloudProvider:
 
         return describe_isolation(await self._call(lambda c: c.worker_isolation()))
 
+    def cloud_app(self, app: str) -> str:
+        """The local cloud's app that holds this session's endpoints: `app` in direct mode,
+        `{app}.{env}` for an environment, so that the cloud keeps each environment's records,
+        workers, keys, logs and scoped credential apart as it keeps apps apart (`--env local`
+        names direct mode's, which it records)."""
+        return app if self.env in (None, DIRECT_ENVIRONMENT) else f"{app}.{self.env}"
+
     async def list_endpoints(self, app: str) -> list[DeployedEndpoint]:
-        """The app's endpoint records."""
+        """The session's endpoint records (an environment's, or direct mode's)."""
+        key = self.cloud_app(app)
+        records = await self._call(lambda c: c.endpoints(key))
+        names = {r.name for r in records}
+        legacy = [r for r in await self._legacy(app) if r.name not in names]
+        return [_deployed(r) for r in [*records, *legacy]]
+
+    async def _legacy(self, app: str) -> list[EndpointRecord]:
+        """This environment's mothership and children recorded under the plain app by a local
+        cloud from before environments had their own app; shown until undeployed."""
+        if self.env in (None, DIRECT_ENVIRONMENT):
+            return []
         records = await self._call(lambda c: c.endpoints(app))
-        return [_deployed(r) for r in records]
+        return [r for r in records if r.role != "endpoint" and r.environment == self.env]
 
     async def _run_stream(
         self,
@@ -283,6 +302,13 @@ class LocalCloudProvider:
     ) -> DeployOutcome:
         """Send one deploy request (create/update/delete) and follow its progress; once
         `cancel` is set, the service starts no more endpoints (see `Provider.deploy`)."""
+        mothership = any(s.role == "mothership" for s in specs)
+        if mothership and self.env in (None, DIRECT_ENVIRONMENT):
+            # Without an environment it would land among the direct deploys and replace them.
+            raise ProviderError(
+                "a mothership deploys to an environment: pass --env NAME "
+                f"(not {DIRECT_ENVIRONMENT!r}, direct mode's)"
+            )
         request = DeployRequest(
             project_path=str(project_path) if project_path else None,
             build=BuildSpec(
@@ -294,18 +320,19 @@ class LocalCloudProvider:
             endpoints=list(specs),
             remove=list(remove),
             force=force,
-            environment=self.environment_name(any(s.role == "mothership" for s in specs)),
+            environment=self.environment_name(mothership),
         )
+        key = self.cloud_app(app)
         await self._ensure()
 
         async def cancelled(client: CloudClient) -> None:
             assert cancel is not None
             await cancel.wait()
-            await client.cancel_deploy(app)
+            await client.cancel_deploy(key)
 
         return _outcome(
             await self._run_stream(
-                lambda c: c.deploy(app, request), on_event, cancelled if cancel else None
+                lambda c: c.deploy(key, request), on_event, cancelled if cancel else None
             )
         )
 
@@ -313,7 +340,8 @@ class LocalCloudProvider:
         self, app: str, name: str, *, on_event: EventCallback | None = None
     ) -> EndpointResult:
         """The supervisor stops the endpoint's worker and starts it again (a new pid)."""
-        outcome = _outcome(await self._run_stream(lambda c: c.restart(app, name), on_event))
+        key = self.cloud_app(app)
+        outcome = _outcome(await self._run_stream(lambda c: c.restart(key, name), on_event))
         if not outcome.results:
             raise ProviderError(f"the local cloud did not say how restarting {name} went")
         return outcome.results[0]
@@ -321,14 +349,31 @@ class LocalCloudProvider:
     async def delete(
         self, app: str, names: Sequence[str] | None, *, on_event: EventCallback | None = None
     ) -> DeployOutcome:
-        """Stop and remove endpoints."""
-        selected = None if names is None else list(names)
-        return _outcome(await self._run_stream(lambda c: c.undeploy(app, selected), on_event))
+        """Stop and remove the session's endpoints (all of them when `names` is None)."""
+        key = self.cloud_app(app)
+        legacy = {r.name for r in await self._legacy(app)} - (
+            {r.name for r in await self._call(lambda c: c.endpoints(key))}
+        )
+        old = sorted(legacy if names is None else legacy & set(names))
+        selected = None if names is None else [n for n in names if n not in legacy]
+        if selected == []:  # only records from before: nothing to ask of the session's app
+            return _outcome(await self._run_stream(lambda c: c.undeploy(app, old), on_event))
+        outcome = _outcome(await self._run_stream(lambda c: c.undeploy(key, selected), on_event))
+        if not old:
+            return outcome
+        more = _outcome(await self._run_stream(lambda c: c.undeploy(app, old), on_event))
+        return DeployOutcome(
+            ok=outcome.ok and more.ok,
+            results=outcome.results + more.results,
+            build_id=outcome.build_id,
+            elapsed_ms=outcome.elapsed_ms + more.elapsed_ms,
+            cancelled=outcome.cancelled or more.cancelled,
+        )
 
     def environment_name(self, mothership: bool) -> str:
         """The environment a deploy records: `--env`, else `production` for a mothership and
         `local` in direct mode."""
-        return self.env or (DEFAULT_ENVIRONMENT if mothership else "local")
+        return self.env or (DEFAULT_ENVIRONMENT if mothership else DIRECT_ENVIRONMENT)
 
     async def environment_state(
         self, app: str, environment: str | None
@@ -336,26 +381,32 @@ class LocalCloudProvider:
         """The persisted manifest's resources of `environment` (None: this provider's own);
         {} when nothing was persisted."""
         name = environment or self.environment_name(True)
-        try:
-            manifest = await self._call(lambda c: c.get_manifest(app, name))
-        except ProviderError as exc:
-            if "(HTTP 404)" in str(exc):
-                return {}
-            raise
-        return {name: dict(entry) for name, entry in manifest.resources.items()}
+        # Its own app's, else (a store from before environments had their own app) the plain
+        # app's.
+        for key in (f"{app}.{name}", app):
+            try:
+                manifest = await self._call(lambda c, k=key: c.get_manifest(k, name))
+            except ProviderError as exc:
+                if "(HTTP 404)" in str(exc):
+                    continue
+                raise
+            return {n: dict(entry) for n, entry in manifest.resources.items()}
+        return {}
 
     async def target(self, app: str, name: str) -> EndpointTarget:
         """URL and key of a deployed endpoint."""
-        record = await self._call(lambda c: c.endpoint(app, name))
+        cloud_app = self.cloud_app(app)
+        record = await self._call(lambda c: c.endpoint(cloud_app, name))
         if not record.url:
             raise ProviderError(f"endpoint {name!r} has no URL yet (status {record.status})")
         # Not cached: another client may have redeployed the endpoint with a new key.
-        key = await self._call(lambda c: c.endpoint_key(app, name))
+        key = await self._call(lambda c: c.endpoint_key(cloud_app, name))
         return EndpointTarget(name, record.url, record.is_load_balanced, key)
 
     async def read_logs(self, app: str, name: str, lines: int = 200) -> list[str]:
         """The last log lines of an endpoint."""
-        return list(await self._call(lambda c: c.logs(app, name, lines)))
+        key = self.cloud_app(app)
+        return list(await self._call(lambda c: c.logs(key, name, lines)))
 
     async def follow_logs(
         self, app: str, name: str, lines: int = 50, marks: bool = False
@@ -363,14 +414,15 @@ class LocalCloudProvider:
         """Follow an endpoint's log (see `Provider.follow_logs`)."""
         client = await self._ensure()
         try:
-            async for line in client.follow_logs(app, name, lines, marks):
+            async for line in client.follow_logs(self.cloud_app(app), name, lines, marks):
                 yield line
         except CloudError as exc:
             raise ProviderError(str(exc)) from exc
 
     async def events(self, app: str, since: int = 0) -> list[DeploymentEvent]:
         """The app's event log after event id `since`."""
-        records = await self._call(lambda c: c.events(app, since))
+        key = self.cloud_app(app)
+        records = await self._call(lambda c: c.events(key, since))
         return [_history(r) for r in records]
 
     async def costs(self, local: Mapping[str, Mapping[str, Any]]) -> dict[str, str]:

@@ -507,12 +507,13 @@ class Store:
     def app_environments(self, app: str) -> list[dict[str, str | None]]:
         """Every environment of `app` (a persisted manifest or an endpoint recorded in it), by
         name, each with `mothership`: the mothership endpoint deployed to it, or None."""
-        names = set(self.environments(app))
+        # Environments' records are under `{app}.{env}`; direct (`local`) ones under `app`.
+        own = "environment > '' AND (app=? OR app=?||'.'||environment AND environment!='local')"
+        query = f"SELECT environment FROM manifests WHERE {own}"
+        names = {str(r[0]) for r in self._query(query, (app, app))}
         motherships: dict[str, str] = {}
-        query = "SELECT name, role, environment FROM endpoints WHERE app = ? ORDER BY name"
-        for name, role, environment in self._query(query, (app,)):
-            if environment is None:
-                continue
+        query = f"SELECT name, role, environment FROM endpoints WHERE {own} ORDER BY name"
+        for name, role, environment in self._query(query, (app, app)):
             names.add(str(environment))
             if role == "mothership":
                 motherships.setdefault(str(environment), str(name))

@@ -4,16 +4,21 @@ the CLI's `--env` and the TUI's picker share."""
 
 from __future__ import annotations
 
+import asyncio
+import json
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from fakes.runpod import FakeRunPod
 from headless import cli_env, run_cli
-from projectfiles import MOTHERSHIP_PROJECT, write_files
+from projectfiles import MOTHERSHIP_CHILDREN, MOTHERSHIP_PROJECT, write_files
 
 from engine.app_environments import AppEnvironment, environment_name_problem
-from engine.operations import Engine
+from engine.home import Home
+from engine.identity import app_slug, canonical_path
+from engine.localcloud.store import Store
+from engine.operations import Engine, OpError
 from engine.plan import Plan
 
 
@@ -63,6 +68,76 @@ async def test_local_cloud_lists_the_mothership_environment(
         report = await engine.deploy(None, confirm=_yes, mothership=True)
         assert report.ok, report
         assert await engine.environments() == [AppEnvironment("staging", "mothership")]
+    # Direct deploys are the environment `local`, beside staging's, not over it.
+    async with Engine(project) as engine:
+        report = await engine.deploy(["worker"], confirm=_yes)
+        assert report.ok, report
+        assert await engine.environments() == [
+            AppEnvironment("local"),
+            AppEnvironment("staging", "mothership"),
+        ]
+        assert {e.name for e in (await engine.deployed()).values()} == {"worker"}
+    async with Engine(project, env="staging") as engine:
+        assert {e.name for e in (await engine.deployed()).values()} == {
+            "mothership",
+            *MOTHERSHIP_CHILDREN,
+        }
+
+
+@pytest.mark.parametrize("env", [None, "local"])
+def test_a_mothership_needs_an_environment_on_the_local_cloud(
+    tmp_path: Path, env: str | None
+) -> None:
+    """Without one (or with direct mode's, `local`) it would land among the direct deploys
+    and replace them."""
+
+    async def deploy() -> None:
+        async with Engine(project, env=env) as engine:
+            await engine.deploy(None, confirm=_yes, mothership=True)
+
+    project = write_files(tmp_path / "noenv", MOTHERSHIP_PROJECT)
+    with pytest.raises(OpError, match="a mothership deploys to an environment: pass --env NAME"):
+        asyncio.run(deploy())
+
+
+def test_records_from_before_environments_had_their_own_app_show_and_undeploy(
+    tmp_path: Path, localcloud_home: Path
+) -> None:
+    """A store written when an environment's mothership and children lived under the plain
+    app (with their `environment`): `status --env` shows them, `undeploy --env --all` removes
+    them and nothing of direct mode."""
+    project = write_files(tmp_path / "oldapp", MOTHERSHIP_PROJECT)
+    app = app_slug(canonical_path(project))
+    store = Store(Home(localcloud_home).db_path)
+    try:
+        store.upsert_app(app, str(project))
+        for name, role in (("mothership", "mothership"), ("gateway", "child"), ("extra", "")):
+            store.upsert_endpoint(
+                app,
+                name,
+                resource_type="CpuLiveServerless",
+                status="stopped",
+                role=role or "endpoint",
+                mothership="mothership" if role == "child" else None,
+                environment="old" if role else "local",
+            )
+    finally:
+        store.close()
+    env = cli_env(localcloud_home)
+
+    def names(*args: str) -> set[str]:
+        done = run_cli(["status", *args, "--no-probe", "--json"], env, project=project)
+        assert done.returncode == 0, done.stderr
+        return {e["name"] for e in json.loads(done.stdout)["endpoints"] if e["status"] == "stopped"}
+
+    assert names("--env", "old") == {"mothership", "gateway"}
+    done = run_cli(["status", "--no-probe"], env, project=project)
+    assert "Also deployed, apart from these: --env old." in " ".join(done.stdout.split())
+    done = run_cli(["undeploy", "--env", "old", "--all", "--yes"], env, project=project)
+    assert done.returncode == 0, done.stderr
+    assert names("--env", "old") == set()
+    assert names() == {"extra"}  # direct mode's, untouched
+    assert names("--env", "local") == {"extra"}  # direct mode's environment, by name
 
 
 @pytest.fixture

@@ -47,8 +47,14 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def app(project: Path) -> str:
+def slug(project: Path) -> str:
     return app_slug(canonical_path(project))
+
+
+@pytest.fixture(scope="module")
+def app(slug: str) -> str:
+    """The local cloud's app of the environment: `{app}.{env}`, apart from the app's others."""
+    return f"{slug}.{ENV}"
 
 
 @pytest.fixture(scope="module")
@@ -300,7 +306,7 @@ def test_a_mothership_credential_reaches_its_own_app_and_environment_only(
 def test_children_call_each_other_through_the_mothership(
     cli: Callable[..., Any], cloud: Cloud, app: str
 ) -> None:
-    proc = cli("invoke", "POST /hello", "--data", '{"text": "hi"}', "--json")
+    proc = cli("invoke", "POST /hello", "--env", ENV, "--data", '{"text": "hi"}', "--json")
     assert proc.returncode == 0, proc.stderr
     assert json_of(proc)["result"] == {"echo": "HI"}
 
@@ -471,17 +477,76 @@ def test_status_lists_roles_and_provisioning(cli: Callable[..., Any]) -> None:
         assert found[name]["provisioning_error"] is None
 
 
-def test_another_environment_moves_the_mothership_and_its_children(
-    cli: Callable[..., Any], cloud: Cloud, app: str
+def _manifest_of(cloud: Cloud, cloud_app: str) -> dict[str, Any]:
+    mothership = records(cloud, cloud_app)["mothership"]
+    with httpx.Client(trust_env=False) as http:
+        answer = http.get(
+            f"{mothership['url']}/manifest",
+            headers={"Authorization": f"Bearer {key_of(cloud, cloud_app, 'mothership')}"},
+        )
+    assert answer.status_code == 200, answer.text
+    return dict(answer.json()["resources"])
+
+
+def test_environments_and_direct_mode_coexist_and_undeploy_apart(
+    cli: Callable[..., Any], cloud: Cloud, app: str, slug: str
 ) -> None:
+    """Another environment, and direct mode, get their own endpoints; neither replaces
+    staging's, and removing them leaves staging answering."""
+    staging = {n: (r["pid"], r["url"]) for n, r in records(cloud, app).items()}
     proc = cli("deploy", "--mothership", "--env", "other", "--yes", "--json")
     assert proc.returncode == 0, proc.stderr
-    children = json.loads(proc.stdout)["children"]
-    assert set(children) == CHILDREN - {"extra"}
-    assert {r["environment"] for r in records(cloud, app).values()} == {"other"}
+    children = set(json.loads(proc.stdout)["children"])
+    assert children == CHILDREN - {"extra"}
+    proc = cli("deploy", "--yes", "--json")  # direct mode: environment `local`
+    assert proc.returncode == 0, proc.stderr
+
+    other, direct = records(cloud, f"{slug}.other"), records(cloud, slug)
+    assert {n: (r["pid"], r["url"]) for n, r in records(cloud, app).items()} == staging
+    assert set(other) == {"mothership", *children}
+    assert {r["environment"] for r in other.values()} == {"other"}
+    assert set(direct) == children and {r["role"] for r in direct.values()} == {"endpoint"}
+    assert {r["environment"] for r in direct.values()} == {"local"}
+    pids = [p for p, _ in staging.values()]
+    pids += [r["pid"] for r in [*other.values(), *direct.values()]]
+    assert len(set(pids)) == len(pids)  # every worker its own
+    # Each mothership serves its own children only; each child reads its own mothership.
+    assert {n: e["endpoint_url"] for n, e in _manifest_of(cloud, app).items()} == {
+        n: url for n, (_, url) in staging.items() if n != "mothership"
+    }
+    assert {n: e["endpoint_url"] for n, e in _manifest_of(cloud, f"{slug}.other").items()} == {
+        n: r["url"] for n, r in other.items() if n != "mothership"
+    }
+    gateway = psutil.Process(other["gateway"]["pid"]).environ()
+    assert gateway["FLASH_ENDPOINTS_URL"] == f"{other['mothership']['url']}/manifest"
+
+    def listed(*args: str) -> dict[str, str | None]:
+        proc = cli("status", *args, "--json", "--no-probe")
+        assert proc.returncode == 0, proc.stderr
+        return {e["name"]: e["url"] for e in json_of(proc)["endpoints"] if e["url"]}
+
+    assert listed("--env", ENV) == {n: url for n, (_, url) in staging.items()}
+    assert listed("--env", "other") == {n: r["url"] for n, r in other.items()}
+    assert listed() == {n: r["url"] for n, r in direct.items()}
     with cloud.client() as client:
-        other = client.get(f"/v1/apps/{app}/environments/other/manifest").json()["resources"]
-    assert all(other[n]["endpoint_url"] for n in children)
+        found = client.get(f"/v1/apps/{slug}/environments").json()["environments"]
+    assert {e["name"]: e["mothership"] for e in found} == {
+        ENV: "mothership",
+        "other": "mothership",
+        "local": None,
+    }
+
+    # Removing `other`, then direct mode's, leaves staging as it was, answering.
+    for args in (["--env", "other"], []):
+        proc = cli("undeploy", *args, "--all", "--yes", "--json")
+        assert proc.returncode == 0, proc.stderr
+    assert records(cloud, f"{slug}.other") == {} and records(cloud, slug) == {}
+    assert {n: (r["pid"], r["url"]) for n, r in records(cloud, app).items()} == staging
+    proc = cli("invoke", "POST /hello", "--env", ENV, "--data", '{"text": "hi"}', "--json")
+    assert proc.returncode == 0, proc.stderr
+    assert json_of(proc)["result"] == {"echo": "HI"}
+    gone = [r["pid"] for r in [*other.values(), *direct.values()]]
+    wait_for(lambda: not any(psutil.pid_exists(p) for p in gone), 20, "their workers gone")
 
 
 def test_mothership_on_runpod_without_a_key_says_where_it_looked(

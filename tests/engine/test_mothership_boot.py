@@ -80,7 +80,8 @@ def test_killed_mid_provisioning_converges_and_a_child_reaches_a_later_endpoint(
     localcloud_home: Path, project: Path, deploying: subprocess.Popen[str]
 ) -> None:
     home = Home(localcloud_home)
-    app = app_slug(canonical_path(project))
+    # The environment's own app on the local cloud: `{app}.{env}`.
+    app = f"{app_slug(canonical_path(project))}.{ENV}"
     state_path = f"/v1/apps/{app}/environments/{ENV}/manifest"
 
     def state() -> dict[str, Any]:
@@ -149,9 +150,10 @@ def test_a_child_that_fails_is_reported_with_its_error(
     assert children["fine"]["status"] == "deployed"
     assert children["broken"]["status"] == "failed"
     assert "boom at import" in children["broken"]["error"]
-    status = cli("status", "--no-probe", "--json")
+    # Without --env a mothership deploys to `production`, its own endpoints on the local cloud.
+    status = cli("status", "--env", "production", "--no-probe", "--json")
     assert status.returncode == 0, status.stderr
     found = {e["name"]: e for e in json_of(status)["endpoints"]}
     assert found["broken"]["role"] == "child" and found["broken"]["provisioning"] == "failed"
     assert "boom at import" in found["broken"]["provisioning_error"]
-    assert cli("undeploy", "--all", "--yes").returncode == 0
+    assert cli("undeploy", "--env", "production", "--all", "--yes").returncode == 0

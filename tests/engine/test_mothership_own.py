@@ -108,14 +108,15 @@ def test_deploy_mothership_uses_the_projects_own_with_its_routes(
     deployed = cli("deploy", "--mothership", "--yes")
     assert deployed.returncode == 0, deployed.stdout + deployed.stderr
     assert json.loads(deployed.stdout)["children"]["worker"]["status"] == "deployed"
-    status = cli("status", "--no-probe")
+    # Without --env a mothership deploys to `production`, its own endpoints on the local cloud.
+    status = cli("status", "--env", "production", "--no-probe")
     rows = {r["name"]: r for r in json.loads(status.stdout)["endpoints"]}
     assert set(rows) == {"api", "worker"}  # no generated mothership
     assert rows["api"]["role"] == "mothership" and rows["worker"]["role"] == "child"
 
     info = read_state(Home(localcloud_home))
     assert info is not None
-    app = app_slug(canonical_path(project))
+    app = f"{app_slug(canonical_path(project))}.production"
     with httpx.Client(base_url=info.url, headers=info.headers(), trust_env=False) as client:
         record = client.get(f"/v1/apps/{app}/endpoints/api").json()
         key = client.get(f"/v1/apps/{app}/endpoints/api/key").json()["key"]
@@ -126,7 +127,7 @@ def test_deploy_mothership_uses_the_projects_own_with_its_routes(
         listed = http.get(f"{record['url']}/manifest", headers=headers)
     assert hello.status_code == 200 and hello.json() == {"echo": "HI"}, hello.text
     assert listed.status_code == 200 and set(listed.json()["resources"]) == {"worker"}
-    assert cli("undeploy", "--all", "--yes").returncode == 0
+    assert cli("undeploy", "--env", "production", "--all", "--yes").returncode == 0
 
 
 def test_deploy_mothership_refuses_two_flagged_naming_them(

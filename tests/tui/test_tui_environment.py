@@ -17,8 +17,10 @@ from waiting import until
 from engine.operations import Engine
 from engine.plan import Plan
 from engine.runpod.provider import RunPodProvider
+from engine.status import EndpointStatus
 from flash_tui.app import FlashApp
 from flash_tui.backend import Backend
+from flash_tui.reports import still_running
 from flash_tui.screens.dashboard_state import DashboardState
 from flash_tui.screens.environment import EnvironmentScreen
 from flash_tui.widgets.dashboard.endpoints_table import EndpointsTable
@@ -54,12 +56,22 @@ async def test_pick_staging_after_a_mothership_deploy_shows_its_endpoints(
     async with Engine(project, env="staging") as engine:
         report = await engine.deploy(None, confirm=_yes, mothership=True)
         assert report.ok, report
+    async with Engine(project) as engine:  # direct mode, beside staging: its own worker
+        report = await engine.deploy(["worker"], confirm=_yes)
+        assert report.ok, report
+        direct = (await engine.deployed())["worker"]
     backend = Backend(project, "local")
     app = FlashApp(project, "local", watch=False, backend=backend)
     async with app.run_test(size=(120, 34)) as pilot:
         await until(pilot, lambda: app.scan_count >= 1 and app.connected, 60, "scan and cloud")
         header = app.state.header()[0]
         assert "env:" not in header and "via mothership" not in header  # direct, local
+
+        def deployed() -> dict[str, int | None]:
+            return {n: s.pid for n, s in app.state.statuses.items() if s.deployed}
+
+        # Direct mode's endpoints only: none of staging's.
+        await until(pilot, lambda: deployed() == {"worker": direct.pid}, 30, "direct's worker")
         await pilot.press("E")
         await until(pilot, lambda: isinstance(app.screen, EnvironmentScreen), 30, "the dialog")
         screen = app.screen
@@ -91,6 +103,9 @@ async def test_pick_staging_after_a_mothership_deploy_shows_its_endpoints(
             )
 
         await until(pilot, shows_staging, 60, "staging's endpoints, provisioned")
+        # Staging's own: its mothership and children, none of direct mode's workers.
+        assert set(deployed()) == expected and direct.pid not in deployed().values()
+        assert all(app.state.statuses[c].role == "child" for c in MOTHERSHIP_CHILDREN)
         assert app.state.statuses["mothership"].role == "mothership"
         full, compact = app.state.header()
         assert "env: staging · via mothership" in full
@@ -191,3 +206,15 @@ async def test_m_carries_the_env_given_at_start_into_mothership_mode(
         assert app.state.mothership
         assert backend.engine.provider.environment_name(True) == "staging"
         assert "env: staging · via mothership" in app.state.header()[0]
+
+
+def test_the_quit_message_names_the_environment_that_keeps_running() -> None:
+    """An environment's endpoints are undeployed with its `--env`: the line says it."""
+    running = [EndpointStatus("api", "LiveServerless", "healthy", "in_sync")]
+    assert still_running(running, "local", "staging") == (
+        "1 endpoint keeps running on the local cloud — `flash-tui undeploy --all --env staging`"
+        " stops them"
+    )
+    assert still_running(running, "local") == (
+        "1 endpoint keeps running on the local cloud — `flash-tui undeploy --all` stops them"
+    )
