@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
-from engine.app_environments import DEFAULT_ENVIRONMENT, AppEnvironment
+from engine.app_environments import DEFAULT_ENVIRONMENT, DIRECT_ENVIRONMENT, AppEnvironment
 from engine.callgraph import CallGraph
 from engine.dev.loop import Reload, WatchDeploy
 from engine.diagnostics import Diagnostic
@@ -106,7 +106,10 @@ class Backend:
 
     @property
     def environment_name(self) -> str:
-        """The environment as the picker names it (`env`, else the default `production`)."""
+        """The environment as the picker names it: `env`, else the default `production`; on the
+        local cloud direct mode is an environment of its own, `local`."""
+        if self.target != "runpod" and not self.mothership:
+            return DIRECT_ENVIRONMENT
         return self.env or DEFAULT_ENVIRONMENT
 
     @property

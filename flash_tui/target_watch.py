@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 
 from textual import work
 
+from engine.app_environments import DIRECT_ENVIRONMENT
 from engine.health import HealthMonitor, HealthSample
 from engine.provider import TARGETS
 from engine.status import RUNNING, Status
@@ -325,8 +326,16 @@ class TargetWatch(AppCore):
         self.push_screen(screen, self._choose_environment)
 
     def _choose_environment(self, choice: EnvironmentChoice | None) -> None:
-        if choice is not None:  # None: cancelled, nothing changes
+        if choice is None:  # cancelled, nothing changes
+            return
+        if self.backend.target == "runpod":
             self._apply_environment(choice.name, choice.mothership)
+        elif choice.name == DIRECT_ENVIRONMENT:
+            # On the local cloud `local` is direct mode and every other environment a
+            # mothership's (a direct deploy has no environment there).
+            self._apply_environment(None, False)
+        else:
+            self._apply_environment(choice.name, True)
 
     @work(exclusive=True, group="switch")
     async def _apply_environment(self, env: str | None, mothership: bool) -> None:

@@ -78,7 +78,9 @@ async def test_pick_staging_after_a_mothership_deploy_shows_its_endpoints(
         assert isinstance(screen, EnvironmentScreen)
         options = _options(screen)
         assert any(o.startswith("  staging") and "⌂ mothership" in o for o in options), options
-        assert any("production" in o and "(current)" in o for o in options), options
+        # Direct mode is the local cloud's `local` environment: that one is current.
+        current = [o for o in options if "(current)" in o]
+        assert len(current) == 1 and "local" in current[0], options
         # Pick staging, through the mothership (space chooses the mode, enter confirms).
         await pilot.press("tab", "tab", "down", "space")
         assert screen.query_one("#mode-mothership").value is True
