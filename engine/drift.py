@@ -26,8 +26,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from runtime.resources import canonical_config
-
 __all__ = [
     "CODE_FIELD",
     "DRIFT_STATES",
@@ -124,6 +122,9 @@ def _canonical(resource_type: str | None, config: Any) -> dict[str, Any]:
     raw = dict(config) if isinstance(config, Mapping) else {}
     raw = {k: v for k, v in raw.items() if not is_unresolved(v)}
     if resource_type:
+        # Lazily: the models cost a warm deploy whose plan has no config to compare.
+        from runtime.resources import canonical_config
+
         try:
             return canonical_config(resource_type, raw)
         except (ValueError, KeyError, TypeError):

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from runtime.resources import RESOURCE_TYPES
+from runtime.resourcekinds import RESOURCE_TYPES
 
 # The build's directory of vendored packages (engine.build.vendor); a plain name here because
 # engine.build imports this module.

@@ -38,7 +38,7 @@ from engine import diagnostics as codes
 from engine.diagnostics import Diagnostic
 from engine.staticeval import to_json, unresolved_fields
 from runtime.remote import HTTP_METHODS, RESERVED_PATHS
-from runtime.resources import RESOURCE_TYPES
+from runtime.resourcekinds import RESOURCE_TYPES
 
 __all__ = [
     "MANIFEST_VERSION",

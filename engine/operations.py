@@ -167,8 +167,9 @@ class Engine:
         """The project's incremental scanner (the one given, or one made on first use)."""
         if self._scanner is None:
             from engine.scan import Scanner
+            from engine.scan.confighashes import config_hash_store
 
-            self._scanner = Scanner(self.root)
+            self._scanner = Scanner(self.root, hash_store=config_hash_store(self.root))
         return self._scanner
 
     async def scan(self) -> ScanResult:

@@ -6,10 +6,12 @@ import functools
 import inspect
 import logging
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from runtime.remote_class import RemoteClass
-from runtime.resources import ServerlessResource
+
+if TYPE_CHECKING:
+    from runtime.resources import ServerlessResource
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +65,9 @@ def remote(
     the class itself, except in a worker of another endpoint, where it is a `RemoteClass` whose
     instances run there. Either way `__remote_config__` carries the routing metadata.
     """
+    # Imported here so the engine can read HTTP_METHODS without the resource models.
+    from runtime.resources import ServerlessResource
+
     if not isinstance(resource_config, ServerlessResource):
         raise TypeError(
             f"@remote needs a resource config (e.g. LiveServerless(...)), "

@@ -7,7 +7,6 @@ only describe configuration; deploying them is the engine's job.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -24,6 +23,22 @@ from runtime.enums import (
     GpuType,
     ServerlessScalerType,
     ServerlessType,
+)
+from runtime.resourcekinds import (
+    IMAGE_FIELDS as IMAGE_FIELDS,  # re-exported: the SDK's names stay where they were
+)
+from runtime.resourcekinds import (
+    LIVE_COUNTERPART as LIVE_COUNTERPART,
+)
+from runtime.resourcekinds import (
+    RESOURCE_TYPES,
+    ResourceKind,
+)
+from runtime.resourcekinds import (
+    missing_image_message as missing_image_message,
+)
+from runtime.resourcekinds import (
+    needs_image as needs_image,
 )
 
 _IMAGE_TAG = os.environ.get("TETRA_IMAGE_TAG", "latest")
@@ -275,16 +290,6 @@ class CpuLiveLoadBalancer(_LiveMixin, CpuLoadBalancerSlsResource):
     )
 
 
-@dataclass(frozen=True)
-class ResourceKind:
-    """What a resource class is, without instantiating it."""
-
-    name: str
-    is_load_balanced: bool
-    is_live: bool
-    is_cpu: bool
-
-
 _CLASSES: tuple[type[ServerlessResource], ...] = (
     LiveServerless,
     CpuLiveServerless,
@@ -296,35 +301,18 @@ _CLASSES: tuple[type[ServerlessResource], ...] = (
     CpuLiveLoadBalancer,
 )
 
-RESOURCE_TYPES: dict[str, ResourceKind] = {
-    cls.__name__: ResourceKind(cls.__name__, cls.is_load_balanced, cls.is_live, cls.is_cpu)
-    for cls in _CLASSES
-}
+
+def _check_kinds() -> None:
+    # runtime.resourcekinds restates these flags so the scanner needs no models: keep it honest.
+    actual = {
+        cls.__name__: ResourceKind(cls.__name__, cls.is_load_balanced, cls.is_live, cls.is_cpu)
+        for cls in _CLASSES
+    }
+    if actual != RESOURCE_TYPES:
+        raise ImportError(f"runtime.resourcekinds is out of date with runtime.resources: {actual}")
 
 
-# The class to use instead of a non-live one when the code should run on Flash's own image.
-LIVE_COUNTERPART: dict[str, str] = {
-    "ServerlessEndpoint": "LiveServerless",
-    "CpuServerlessEndpoint": "CpuLiveServerless",
-    "LoadBalancerSlsResource": "LiveLoadBalancer",
-    "CpuLoadBalancerSlsResource": "CpuLiveLoadBalancer",
-}
-
-IMAGE_FIELDS: tuple[str, ...] = ("imageName", "template", "templateId")
-
-
-def needs_image(type_name: str) -> bool:
-    """True for the classes upstream rejects without imageName, template or templateId."""
-    return type_name in LIVE_COUNTERPART
-
-
-def missing_image_message(type_name: str, name: str) -> str:
-    """Why a non-live resource with no image is refused, and what to write instead."""
-    return (
-        f"{type_name} {name!r} needs imageName, template or templateId (upstream rejects it); "
-        f"use {LIVE_COUNTERPART.get(type_name, 'a Live class')} to run on Flash's runtime image, "
-        "or set imageName"
-    )
+_check_kinds()
 
 
 def resource_class(type_name: str) -> type[ServerlessResource]:

@@ -20,7 +20,7 @@ import sys
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from runtime.resources import RESOURCE_TYPES
+from runtime.resourcekinds import RESOURCE_TYPES
 
 __all__ = [
     "BUILD_KEYS",

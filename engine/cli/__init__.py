@@ -46,6 +46,11 @@ def subcommand_names() -> set[str]:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one headless subcommand and return its exit code."""
     argv = list(sys.argv[1:] if argv is None else argv)
+    # httpx's __init__ imports httpx's own command line (click, pygments, rich.syntax: a tenth
+    # of a warm deploy's start-up) whenever those are installed; no command here uses it. A
+    # None entry makes that import fail, and httpx then defines the fallback it has for
+    # installs without its `cli` extra. Already imported (an in-process caller), it stays.
+    sys.modules.setdefault("httpx._main", None)  # type: ignore[arg-type]
     # Each command module imports what it runs on: registering only the one asked for keeps
     # a headless command from importing every other command's engine (most of its start-up).
     parser = build_parser(argv[0] if argv and argv[0] in COMMANDS else None)

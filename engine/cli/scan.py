@@ -44,7 +44,7 @@ def register(subparsers: Any) -> None:
 
 
 def _badges(resource: dict[str, Any]) -> str:
-    from runtime.resources import RESOURCE_TYPES
+    from runtime.resourcekinds import RESOURCE_TYPES
 
     kind = RESOURCE_TYPES.get(str(resource.get("resource_type")))
     parts = [

@@ -35,7 +35,7 @@ from packaging.utils import canonicalize_name
 from engine.diagnostics import Diagnostic
 from engine.envs.imports import project_imports
 from engine.envs.indexes import local_cpu_torch, pip_settings
-from runtime.resources import RESOURCE_TYPES
+from runtime.resourcekinds import RESOURCE_TYPES
 
 if sys.version_info >= (3, 11):
     import tomllib

@@ -15,7 +15,7 @@ from engine.scan.facts import FileEntry, FileFacts, package_of
 from engine.scan.index import ModuleIndex
 from engine.staticeval import CallExpr, Ref, Unresolved, evaluate
 from runtime import enums as _enums
-from runtime.resources import RESOURCE_TYPES
+from runtime.resourcekinds import RESOURCE_TYPES
 
 SDK_ROOTS: tuple[str, ...] = ("tetra_rp", "runpod_flash", "runtime")
 ENUM_NAMES: frozenset[str] = frozenset(

@@ -15,11 +15,12 @@ from typing import Any
 from engine import diagnostics as codes
 from engine.diagnostics import Diagnostic
 from engine.manifest import FunctionInfo, ResourceDef
+from engine.scan.confighashes import ConfigHashes
 from engine.scan.facts import Decorated, FileEntry, FileFacts
 from engine.scan.index import ModuleIndex
 from engine.scan.resolve import Resolver
 from engine.staticeval import CallExpr, Ref, Unresolved, contains_unresolved
-from runtime.resources import IMAGE_FIELDS, RESOURCE_TYPES, missing_image_message, needs_image
+from runtime.resourcekinds import IMAGE_FIELDS, RESOURCE_TYPES, missing_image_message, needs_image
 
 Origin = tuple[Any, ...]  # what identifies a definition: ("config", module, variable), ...
 
@@ -48,27 +49,6 @@ class FileResult:
     deps: frozenset[str]
     endpoint_uses: list[tuple[Origin, str, str, int]]  # (origin, mode, file, line)
     calls: list[RawCall] = field(default_factory=list)
-
-
-class ConfigHashes:
-    """`config_hash` of fully resolved configs, memoised across scans."""
-
-    def __init__(self) -> None:
-        self._found: dict[str, tuple[str | None, str | None]] = {}
-
-    def get(self, resource_type: str, config: dict[str, Any]) -> tuple[str | None, str | None]:
-        """(config_hash, error) of one config."""
-        key = resource_type + json.dumps(config, sort_keys=True, default=str)
-        found = self._found.get(key)
-        if found is None:
-            from runtime.resources import config_hash
-
-            try:
-                found = (config_hash(resource_type, config), None)
-            except (ValueError, KeyError, TypeError) as exc:
-                found = (None, str(exc.args[0] if exc.args else exc))
-            self._found[key] = found
-        return found
 
 
 @dataclass(frozen=True)

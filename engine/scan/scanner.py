@@ -16,6 +16,7 @@ import threading
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from engine import diagnostics as codes
@@ -23,6 +24,7 @@ from engine.callgraph import CallEdge, CallGraph
 from engine.diagnostics import Diagnostic, sorted_diagnostics
 from engine.manifest import FunctionInfo, ResourceDef, build_manifest, now_iso
 from engine.project import RACY_NS, RULE_FILES, Project, SourceFile
+from engine.scan.confighashes import ConfigHashes
 from engine.scan.facts import (
     TRIGGERS,
     FileEntry,
@@ -35,7 +37,6 @@ from engine.scan.facts import (
 )
 from engine.scan.index import ModuleIndex
 from engine.scan.resources import (
-    ConfigHashes,
     FileResolution,
     FileResult,
     RawCall,
@@ -91,13 +92,17 @@ class Scanner:
     reused), so treat it as read-only.
     """
 
-    def __init__(self, project: Project | str | os.PathLike[str]) -> None:
+    def __init__(
+        self, project: Project | str | os.PathLike[str], *, hash_store: Path | None = None
+    ) -> None:
         self.project = project if isinstance(project, Project) else Project.open(project)
         self._entries: dict[str, FileEntry] = {}
         self._index = ModuleIndex()
         self._hot: frozenset[str] = frozenset()
         self._results: dict[str, FileResult] = {}
-        self._hashes = ConfigHashes()
+        # `hash_store` (engine.scan.confighashes.config_hash_store): config hashes kept across
+        # runs, so an unchanged project's scan needs no resource models.
+        self._hashes = ConfigHashes(hash_store)
         self._rules_sig: tuple[Any, ...] | None = None
         self._membership_changed = True
         self._candidates: list[FileEntry] = []
@@ -327,7 +332,14 @@ class Scanner:
         a rule file) falls back to the full walk, as does the first scan.
         """
         with self._lock:
-            return self._scan(generated_at, changed_paths)
+            result = self._scan(generated_at, changed_paths)
+            self._hashes.save()
+            return result
+
+    @property
+    def hashes(self) -> ConfigHashes:
+        """The scanner's config-hash memo (its `computed` counts hashes worked out anew)."""
+        return self._hashes
 
     def _scan(
         self, generated_at: str | None, changed_paths: Iterable[str | os.PathLike[str]] | None

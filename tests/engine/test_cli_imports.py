@@ -38,14 +38,45 @@ def test_deploy_imports_nothing_only_invoke_or_isolation_need(
     tmp_path: Path, localcloud_home: Path
 ) -> None:
     """A warm `deploy --yes` pays for every module it imports: not the job serialisation
-    (cloudpickle) of `invoke`, nor the sandbox probing (ctypes) of `cloud status`."""
+    (cloudpickle) of `invoke`, nor the sandbox probing (ctypes) of `cloud status`, nor httpx's
+    own command line (click, pygments) that its `__init__` imports when they are installed."""
     project = copy_example("quickstart", tmp_path / "quickstart")
     code, modules = _modules_after(["deploy", "--yes", "--json", "--project", str(project)])
     assert code == 0
     assert "engine.cli.deploy" in modules
     unneeded = {"engine.invoke", "runtime.serialization", "cloudpickle", "runtime.sandbox"}
     unneeded.add("ctypes")
+    unneeded |= {"click", "pygments"}
+    assert "httpx" in modules
     assert not unneeded & modules, unneeded & modules
+
+
+def test_warm_deploy_needs_no_resource_models(tmp_path: Path, localcloud_home: Path) -> None:
+    """Once deployed, an unchanged project's `deploy --yes` takes its config hashes from the
+    on-disk memo (engine.scan.confighashes): the SDK's pydantic resource models stay unloaded."""
+    project = copy_example("quickstart", tmp_path / "quickstart")
+    args = ["deploy", "--yes", "--json", "--project", str(project)]
+    code, modules = _modules_after(args)
+    assert code == 0
+    assert "runtime.resources" in modules  # the first scan worked the hashes out
+    code, modules = _modules_after(args)
+    assert code == 0
+    assert "runtime.resources" not in modules
+    assert "runtime.resourcekinds" in modules
+
+
+def test_resource_kinds_restate_the_models() -> None:
+    """runtime.resourcekinds (read without the models) says what each model class says."""
+    from runtime import resourcekinds, resources
+
+    for cls in resources._CLASSES:
+        kind = resourcekinds.RESOURCE_TYPES[cls.__name__]
+        assert (kind.is_load_balanced, kind.is_live, kind.is_cpu) == (
+            cls.is_load_balanced,
+            cls.is_live,
+            cls.is_cpu,
+        )
+    assert set(resourcekinds.RESOURCE_TYPES) == {cls.__name__ for cls in resources._CLASSES}
 
 
 def test_help_still_lists_every_command() -> None:
