@@ -1,7 +1,7 @@
 """Waiting in tests: poll a condition until it holds or a deadline passes, never sleep-and-hope.
 
-No tests here; test modules import it (`from waiting import until, wait_for, eventually`), as pytest puts
-this directory on `sys.path` (the rootdir conftest lives here).
+No tests here; test modules import it (`from waiting import until, wait_for, eventually`), as
+pytest puts this directory on `sys.path` (the rootdir conftest lives here).
 
 - `wait_for(predicate, timeout, what)`: synchronous, for real processes, HTTP and files;
 - `until(pilot, condition, timeout, what)`: the same inside a Textual Pilot, pausing the app
