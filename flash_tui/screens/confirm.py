@@ -3,7 +3,8 @@ cancels."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 from rich.console import Group, RenderableType
 from rich.text import Text
@@ -11,7 +12,7 @@ from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
-from textual.screen import ModalScreen
+from textual.screen import ModalScreen, Screen
 from textual.widgets import Button, Input, Label, Static
 
 from engine.plan import PLAN_MARKS, Plan, PlanItem, PlanWarning
@@ -67,6 +68,18 @@ def plan_counts(items: Sequence[PlanItem]) -> str:
     )
 
 
+def say_dialog_keys(screen: Screen[Any], enter: Mapping[type, str], otherwise: str) -> None:
+    """Say on a dialog's `.dialog-keys` line what enter does where the focus is (a button: its
+    label; a widget of a type in `enter`: that text; else `otherwise`), then tab and esc."""
+    focused = screen.focused
+    if isinstance(focused, Button):
+        what = str(focused.label).lower()
+    else:
+        what = next((text for kind, text in enter.items() if isinstance(focused, kind)), otherwise)
+    for line in screen.query(".dialog-keys").results(Static):
+        line.update(Text(f"enter {what} · tab next · esc cancel", style="dim"))
+
+
 class _Dialog(ModalScreen[bool]):
     """A dialog answering True (go ahead) or False (cancel); its last line says the keys."""
 
@@ -81,15 +94,7 @@ class _Dialog(ModalScreen[bool]):
 
     def _say_keys(self) -> None:
         # What enter does depends on the focus: Cancel has it first where something is destroyed.
-        focused = self.focused
-        if isinstance(focused, Button):
-            enter = str(focused.label).lower()
-        elif isinstance(focused, Input):
-            enter = "confirm (once typed)"
-        else:
-            enter = "confirm"
-        for line in self.query(".dialog-keys").results(Static):
-            line.update(Text(f"enter {enter} · tab next · esc cancel", style="dim"))
+        say_dialog_keys(self, {Input: "confirm (once typed)"}, "confirm")
 
     def action_cancel(self) -> None:
         self.dismiss(False)

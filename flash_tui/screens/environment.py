@@ -17,6 +17,7 @@ from textual.widgets import Button, Input, Label, OptionList, RadioButton, Radio
 from textual.widgets.option_list import Option
 
 from engine.app_environments import AppEnvironment, environment_name_problem
+from flash_tui.screens.confirm import say_dialog_keys
 
 __all__ = ["EnvironmentChoice", "EnvironmentScreen"]
 
@@ -116,17 +117,11 @@ class EnvironmentScreen(ModalScreen["EnvironmentChoice | None"]):
         self._say_keys()
 
     def _say_keys(self) -> None:
-        focused = self.focused
-        if isinstance(focused, Button):
-            enter = str(focused.label).lower()
-        elif isinstance(focused, Input):
-            enter = "switch to the typed name"
-        elif isinstance(focused, RadioSet):
-            enter = "confirm · space choose mode"
-        else:
-            enter = "switch to the highlighted one"
-        for line in self.query(".dialog-keys").results(Static):
-            line.update(Text(f"enter {enter} · tab next · esc cancel", style="dim"))
+        say_dialog_keys(
+            self,
+            {Input: "switch to the typed name", RadioSet: "confirm · space choose mode"},
+            "switch to the highlighted one",
+        )
 
     def _mode(self) -> bool:
         return self.query_one("#mode-mothership", RadioButton).value

@@ -5,7 +5,6 @@ leaves the old worker serving, its record as before plus why, and the next deplo
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -34,17 +33,10 @@ _BROKEN = _ALPHA.replace(
 
 
 @pytest.fixture
-def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
-    """A private home whose replaced workers drain briefly (the test waits for them to go)."""
-    from engine.home import Home
-    from engine.localcloud.discovery import kill_home_workers, stop_cloud
-
-    root = tmp_path / "home"
-    monkeypatch.setenv("FLASH_TUI_HOME", str(root))
+def home(cloud_home: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The test's own home (`cloud_home`); replaced workers drain briefly (tests wait for them)."""
     monkeypatch.setenv("FLASH_LOCALCLOUD_DRAIN_GRACE", "0.5")
-    yield root
-    stop_cloud(Home(root), timeout=10.0)
-    kill_home_workers(Home(root))
+    return cloud_home
 
 
 def write_alpha(project: Path, text: str, step: int) -> None:

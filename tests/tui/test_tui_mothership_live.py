@@ -64,17 +64,10 @@ def gate(tmp_path: Path) -> Iterator[Path]:
 
 
 @pytest.fixture
-def tui_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
-    """A private flash-tui home whose local cloud and workers are stopped afterwards."""
-    from engine.home import Home
-    from engine.localcloud.discovery import kill_home_workers, stop_cloud
-
-    home = tmp_path / "home"
-    monkeypatch.setenv("FLASH_TUI_HOME", str(home))
+def tui_home(cloud_home: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The test's own home (`cloud_home`), with room for a mothership on a loaded machine."""
     monkeypatch.setenv("FLASH_MOTHERSHIP_WAIT", "120")
-    yield home
-    stop_cloud(Home(home), timeout=10.0)
-    kill_home_workers(Home(home))
+    return cloud_home
 
 
 def _cell(table: EndpointsTable, name: str, column: str) -> str:
