@@ -298,7 +298,10 @@ def _head(
         lines.append(f"{name}: {value}")
     # A CR or LF in a header, the method or the URL would split the request: refuse it.
     if not _FORBIDDEN.isdisjoint("".join(lines)) or " " in method or " " in target:
-        raise httpx.LocalProtocolError(f"invalid request line or header: {lines!r:.200}")
+        # Named, never shown: a header's value may be a key (a stray newline read from a file).
+        bad = [line.split(":", 1)[0] for line in lines[1:] if not _FORBIDDEN.isdisjoint(line)]
+        where = f"header {', '.join(bad)}" if bad else f"request line {method!r} {target!r:.100}"
+        raise httpx.LocalProtocolError(f"invalid {where}: a CR or LF (or a space) would split it")
     head = ("\r\n".join(lines) + "\r\n").encode("latin-1")
     return (parts.hostname, parts.port or 80), head
 

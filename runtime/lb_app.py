@@ -395,7 +395,7 @@ def create_lb_app(
     @contextlib.asynccontextmanager
     async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
         # A mothership on RunPod provisions in the background: `/ping` answers at once.
-        task = asyncio.get_running_loop().create_task(ship.run()) if ship is not None else None
+        task = ship.start() if ship is not None else None
         try:
             if lifespan is None:
                 app.state.flash_ready = True

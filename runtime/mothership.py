@@ -162,6 +162,12 @@ class Mothership:
 
     # -- provisioning ---------------------------------------------------------------------
 
+    def start(self) -> asyncio.Task[ManifestDiff]:
+        """`run` in the background (`/ping` answers meanwhile); a crash is logged, never silent."""
+        task = asyncio.get_running_loop().create_task(self.run())
+        task.add_done_callback(_log_crash)
+        return task
+
     async def run(self) -> ManifestDiff:
         """Reconcile until it succeeds: retries with backoff while the control plane is away."""
         delay = _BACKOFF_FIRST
@@ -430,9 +436,7 @@ class MothershipApp:
         await send_json(send, status, body, headers)
 
     def _start(self) -> None:
-        task = asyncio.get_running_loop().create_task(self.mothership.run())
-        task.add_done_callback(_log_crash)
-        self._task = task
+        self._task = self.mothership.start()
 
     async def _lifespan(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if self.inner is None:

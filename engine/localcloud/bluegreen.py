@@ -24,9 +24,10 @@ from engine.localcloud.store import ENDPOINT_COLUMNS, bound_text
 from engine.localcloud.wire import DeployEvent, EndpointSpec
 
 if TYPE_CHECKING:
+    from engine.localcloud.store import Store
     from engine.localcloud.supervisor import Supervisor
 
-__all__ = ["RESTORED", "failure_with_log", "replace"]
+__all__ = ["RESTORED", "failure_with_log", "replace", "restore_record"]
 
 # What a deploy's endpoint record held before it: put back when the deploy never started it.
 # Every column a deploy may write; not the identity, the running process or the timestamps.
@@ -35,6 +36,25 @@ RESTORED = tuple(
     for column in ENDPOINT_COLUMNS
     if column not in {"app", "name", "pid", "pid_started", "created_at", "updated_at", "started_at"}
 )
+# What the crash watcher writes about a running worker.
+_HEALTH = frozenset({"status", "restarts", "crash_times", "last_error"})
+
+
+def restore_record(
+    store: Store, app: str, name: str, previous: dict[str, Any], last_error: str | None = None
+) -> None:
+    """Put an endpoint's record back as it was before a deploy that did not replace it (failed
+    or cancelled), with `last_error` saying why.
+
+    A deploy marks the record `deploying`; if it says anything else now, the old worker
+    crashed meanwhile and the crash watcher recorded it: that is the truth, its health columns
+    stay (the worker it described is gone, it was not `healthy`)."""
+    current = store.get_endpoint(app, name) or {}
+    crashed = current.get("status") != "deploying"
+    kept = {k: previous.get(k) for k in RESTORED if not (crashed and k in _HEALTH)}
+    if last_error is not None and not crashed:
+        kept["last_error"] = last_error
+    store.upsert_endpoint(app, name, **kept)
 
 
 async def replace(
@@ -131,9 +151,7 @@ def _kept_old(
     before the deploy, with the failure in `last_error`."""
     name = spec.name
     error = bound_text(f"the update failed, the previous version keeps serving: {error}")
-    kept = {k: previous.get(k) for k in RESTORED}
-    kept["last_error"] = error
-    sup.store.upsert_endpoint(app, name, **kept)
+    restore_record(sup.store, app, name, previous, error)
     sup.store.add_event("deploy_failed", error.splitlines()[0], app=app, endpoint=name)
     elapsed = round((time.monotonic() - started) * 1000, 1)
     url = previous.get("url")

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from engine.localcloud import logfiles, roles
-from engine.localcloud.bluegreen import RESTORED, failure_with_log, replace
+from engine.localcloud.bluegreen import failure_with_log, replace, restore_record
 from engine.localcloud.ports import pick_port, port_is_free
 from engine.localcloud.sandboxing import worker_state_dir
 from engine.localcloud.store import bound_text
@@ -254,8 +254,7 @@ class Deploys:
         if previous is None:
             self._sup.store.delete_endpoint(app, spec.name)
         else:
-            kept = {k: previous.get(k) for k in RESTORED}
-            self._sup.store.upsert_endpoint(app, spec.name, **kept)
+            restore_record(self._sup.store, app, spec.name, previous)
         self._sup.store.add_event("deploy_cancelled", NOT_STARTED, app=app, endpoint=spec.name)
         emit(DeployEvent(type="endpoint", name=spec.name, action=action, state="cancelled"))
         return {"name": spec.name, "action": action, "ok": False, "error": NOT_STARTED}

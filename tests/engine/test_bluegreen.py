@@ -147,3 +147,29 @@ async def test_removing_an_endpoint_stops_its_draining_worker_at_once(
         assert home_worker_pids(home) == {before.pid, after.pid}  # the old one drains
         assert (await engine.undeploy()).ok
         await eventually(lambda: home_worker_pids(home) == set(), 30, "both workers to stop")
+
+
+def test_a_crash_recorded_during_a_failed_update_is_kept(tmp_path: Path) -> None:
+    """An update that fails (or is cancelled) puts the record back, but a crash of the old
+    worker recorded meanwhile stays: the endpoint is not `healthy` with no worker behind it."""
+    from engine.localcloud.bluegreen import restore_record
+    from engine.localcloud.store import Store
+
+    store = Store(tmp_path / "cloud.db")
+    store.upsert_endpoint("app", "alpha", status="healthy", restarts=0, crash_times=[], port=1)
+    previous = store.get_endpoint("app", "alpha")
+    assert previous is not None
+    store.upsert_endpoint("app", "alpha", status="deploying")  # the update starts
+    store.upsert_endpoint(  # the old worker crashes for good while the new one starts
+        "app", "alpha", status="failed", pid=None, crash_times=[1.0], last_error="segfault"
+    )
+    restore_record(store, "app", "alpha", previous, "the update failed")
+    record = store.get_endpoint("app", "alpha")
+    assert record is not None
+    assert (record["status"], record["last_error"]) == ("failed", "segfault")
+    # Without a crash in between, the record is the old one with the reason.
+    store.upsert_endpoint("app", "alpha", status="deploying")
+    restore_record(store, "app", "alpha", {**previous, "status": "healthy"}, "the update failed")
+    record = store.get_endpoint("app", "alpha")
+    assert record is not None
+    assert (record["status"], record["last_error"]) == ("healthy", "the update failed")

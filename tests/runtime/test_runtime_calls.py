@@ -536,6 +536,11 @@ async def test_repeated_requests_carry_their_own_headers_query_and_body() -> Non
             with pytest.raises(httpx.LocalProtocolError):
                 await pool.request("GET", f"{url}/x", headers={"X-Bad": "1\r\nX-Evil: 1"})
         assert len(seen) == 5
+        # A key read with its newline: the error names the header, never its value.
+        secret = {"Authorization": "Bearer s3cr3t-key\n"}
+        with pytest.raises(httpx.LocalProtocolError, match="header Authorization") as refused:
+            await pool.request("GET", f"{url}/x", headers=secret)
+        assert "s3cr3t" not in str(refused.value)
     finally:
         await pool.aclose()
         server.close()
