@@ -12,6 +12,7 @@ __all__ = [
     "DIRECT_ENVIRONMENT",
     "AppEnvironment",
     "environment_name_problem",
+    "picked_session",
 ]
 
 # Where a deploy goes without `--env` (RunPod, and a mothership on the local cloud).
@@ -50,3 +51,14 @@ def environment_name_problem(name: str) -> str | None:
     bad = sorted({c for c in name if not (c.isascii() and (c.isalnum() or c in "_.-"))})
     shown = ", ".join(repr(c) for c in bad)
     return f"environment name {name!r} has {shown}: use letters, digits, '_', '.' and '-' only"
+
+
+def picked_session(target: str, name: str, mothership: bool) -> tuple[str | None, bool]:
+    """The `(env, mothership)` a session works on once environment `name` and a deploy mode
+    are picked: as picked on RunPod; on the local cloud `local` is direct mode (no `--env`)
+    and every other environment a mothership's (a direct deploy records no other there)."""
+    if target == "runpod":
+        return name, mothership
+    if name == DIRECT_ENVIRONMENT:
+        return None, False
+    return name, True

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 
 from textual import work
 
-from engine.app_environments import DIRECT_ENVIRONMENT
+from engine.app_environments import picked_session
 from engine.health import HealthMonitor, HealthSample
 from engine.provider import TARGETS
 from engine.status import RUNNING, Status
@@ -326,16 +326,10 @@ class TargetWatch(AppCore):
         self.push_screen(screen, self._choose_environment)
 
     def _choose_environment(self, choice: EnvironmentChoice | None) -> None:
-        if choice is None:  # cancelled, nothing changes
-            return
-        if self.backend.target == "runpod":
-            self._apply_environment(choice.name, choice.mothership)
-        elif choice.name == DIRECT_ENVIRONMENT:
-            # On the local cloud `local` is direct mode and every other environment a
-            # mothership's (a direct deploy has no environment there).
-            self._apply_environment(None, False)
-        else:
-            self._apply_environment(choice.name, True)
+        if choice is not None:  # None: cancelled, nothing changes
+            self._apply_environment(
+                *picked_session(self.backend.target, choice.name, choice.mothership)
+            )
 
     @work(exclusive=True, group="switch")
     async def _apply_environment(self, env: str | None, mothership: bool) -> None:
@@ -344,9 +338,7 @@ class TargetWatch(AppCore):
         deployed anywhere is touched."""
         before = self.backend.environment_name
         changed = self.backend.choose_environment(env, mothership)
-        self.state = replace(
-            self._state, mothership=mothership, environment=self.backend.environment_shown
-        )
+        self._update(mothership=mothership, environment=self.backend.environment_shown)
         if self.backend.environment_name != before:
             self.log_engine(f"environment: {self.backend.environment_name}")
         mode = "through the mothership" if mothership else "directly"

@@ -158,7 +158,7 @@ class DashboardState:
         # the header says it once, as `env:`.
         target = self.target
         if self.environment:
-            target = re.sub(rf"^(\S+) {re.escape(self.environment)}\b", r"\1", target)
+            target = re.sub(rf"^(\S+) {re.escape(self.environment)}(?=\s|$)", r"\1", target)
         summary = " · ".join([self.project, f"target: {target}", *mode, *counts])
         # Narrow: no "(127.0.0.1:PORT)" (the detail pane and `flash-tui status` show it).
         narrow = re.sub(r"\s*\([^)]*\)", "", target)
@@ -267,7 +267,7 @@ class DashboardState:
                 name=name,
                 resource_type=resource.get("resource_type"),
                 status=Status.DEPLOYING,
-                drift="new",
+                drift="new",  # no status row: not deployed when last reported
                 is_load_balanced=bool(resource.get("is_load_balanced")),
                 in_code=bool(resource),
             )

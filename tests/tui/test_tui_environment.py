@@ -13,6 +13,7 @@ from projectfiles import MOTHERSHIP_CHILDREN, MOTHERSHIP_PROJECT, write_files
 from textual.widgets import Input, OptionList, Static
 from waiting import until
 
+from engine.app_environments import picked_session
 from engine.operations import Engine
 from engine.plan import Plan
 from engine.runpod.provider import RunPodProvider
@@ -179,6 +180,16 @@ def test_the_header_names_the_environment_once() -> None:
     )
     local = DashboardState(project="p", target="local (127.0.0.1:5)")
     assert local.header()[0] == "p · target: local (127.0.0.1:5) · 0 endpoints"
+    # Names ending in '-' or '.' are names too (a word boundary did not end them).
+    for env in ("staging-", "v1."):
+        odd = DashboardState(project="p", target=f"runpod {env} (acct)", environment=env)
+        assert odd.header()[0] == f"p · target: runpod (acct) · env: {env} · 0 endpoints"
+
+
+def test_picking_an_environment_on_the_local_cloud_decides_the_mode() -> None:
+    assert picked_session("local", "local", True) == (None, False)
+    assert picked_session("local", "staging", False) == ("staging", True)
+    assert picked_session("runpod", "staging", False) == ("staging", False)
 
 
 async def test_m_carries_the_env_given_at_start_into_mothership_mode(

@@ -250,7 +250,6 @@ class DetailPane(ScrollView, can_focus=True):
         # The shown content rendered at one width (the width it was rendered at, its lines).
         self._lines: list[Strip] = []
         self._lines_width = -1
-        self.layout_requests = 0  # how often showing content asked for a screen layout
 
     def show(self, renderable: RenderableType, title: str = "Details") -> None:
         """Replace the content and the border title."""
@@ -304,7 +303,6 @@ class DetailPane(ScrollView, can_focus=True):
             self._scroll_update(size)
             self.scroll_y = self.validate_scroll_y(self.scroll_y)
         else:
-            self.layout_requests += 1
             self.virtual_size = size
 
     def on_resize(self) -> None:
