@@ -27,9 +27,7 @@ the environment's active one (one `flashAppByName`). A saved child is followed u
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import re
-import secrets
 import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -43,10 +41,11 @@ from runtime.runpod_state import EnvState, ResourceState
 from runtime.runpod_wire import (
     ApiError,
     Endpoint,
-    EnvVar,
     RunPodApi,
     TemplateInput,
+    with_env,
 )
+from runtime.runpod_wire import template_name as new_template_name
 
 __all__ = ["MOTHERSHIP_PLANE_ENV", "RunPodControlPlane", "child_env"]
 
@@ -101,7 +100,6 @@ class _Transport:
         self._url = url
         self._key = key
         self._http = http
-        self.calls = 0
 
     def _redact(self, text: str) -> str:
         return text.replace(self._key, "<redacted>") if len(self._key) >= 4 else text
@@ -115,7 +113,6 @@ class _Transport:
     ) -> dict[str, Any]:
         """One operation's `data` (never retried here: the mothership retries whole passes)."""
         name = (re.findall(r"(?:query|mutation)\s+(\w+)", document) or ["graphql"])[0]
-        self.calls += 1
         try:
             response = await self._http.post(
                 self._url,
@@ -387,10 +384,10 @@ class RunPodControlPlane:
             fingerprint=str(spec.get("code_hash") or ""),
             keep=None if live is None else {e.key: e.value for e in live.env or ()},
         )
-        env = _merged(env, extra)
+        env = with_env(env, extra)
         recorded = state.resources.get(name)
         if live is None:
-            template_name = _template_name(self.app, self.environment, name)
+            template_name = new_template_name(self.app, self.environment, name)
             template = TemplateInput(name=template_name, imageName=image, env=env)
             payload = endpoint_input(name, resource_type, config, where, template=template)
             endpoint = await self.api.save_endpoint(payload)
@@ -525,15 +522,3 @@ def _seconds(environ: Mapping[str, str], name: str, default: float) -> float:
     except ValueError:
         return default
     return value if value > 0 else default
-
-
-def _merged(env: Sequence[EnvVar], extra: Mapping[str, str]) -> list[EnvVar]:
-    out = {e.key: e.value for e in env}
-    out.update(extra)
-    return [EnvVar(key=k, value=v) for k, v in sorted(out.items())]
-
-
-def _template_name(app: str, env: str, name: str) -> str:
-    # As the engine's (engine.runpod.deploy): unique per account, a crash never blocks a new one.
-    digest = hashlib.sha256(f"{app}\0{env}\0{name}".encode()).hexdigest()[:8]
-    return f"{name}-{digest}-{secrets.token_hex(3)}"

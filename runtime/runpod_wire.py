@@ -10,7 +10,9 @@ Replies are validated into models; an endpoint's `aiKey` never shows in a repr.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import hashlib
+import secrets
+from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -28,6 +30,8 @@ __all__ = [
     "TemplateInput",
     "TemplateRef",
     "Upload",
+    "template_name",
+    "with_env",
 ]
 
 
@@ -58,6 +62,20 @@ class EnvVar(_Wire):
 
     key: str
     value: str = ""
+
+
+def with_env(env: Sequence[EnvVar], extra: Mapping[str, str]) -> list[EnvVar]:
+    """A template's env with `extra` set over it (sorted by key)."""
+    out = {e.key: e.value for e in env}
+    out.update(extra)
+    return [EnvVar(key=k, value=v) for k, v in sorted(out.items())]
+
+
+def template_name(app: str, env: str, name: str) -> str:
+    """A new template's name: unique per account (the app, env and resource in a short
+    digest), plus a random part so a template leaked by a crash never blocks a new one."""
+    digest = hashlib.sha256(f"{app}\0{env}\0{name}".encode()).hexdigest()[:8]
+    return f"{name}-{digest}-{secrets.token_hex(3)}"
 
 
 class TemplateInput(_Wire):

@@ -16,8 +16,6 @@ adopted by the next deploy.
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import secrets
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -59,19 +57,13 @@ from runtime.runpod_endpoints import (
 )
 from runtime.runpod_plane import MOTHERSHIP_PLANE_ENV
 from runtime.runpod_state import ResourceState
-from runtime.runpod_wire import Endpoint, EnvVar, TemplateInput
+from runtime.runpod_wire import Endpoint, EnvVar, TemplateInput, with_env
+from runtime.runpod_wire import template_name as new_template_name
 
 __all__ = ["Deployer", "mothership_env"]
 
 _TEMPLATE_DELETE_TRIES = 4  # deleteTemplate fails while the endpoint's removal is in flight
 _UPLOAD_TRIES = 3
-
-
-def _template_name(app: str, env: str, name: str) -> str:
-    # Template names are unique per account: the app, env and resource in a short digest,
-    # plus a random part so a template leaked by a crash never blocks a new one.
-    digest = hashlib.sha256(f"{app}\0{env}\0{name}".encode()).hexdigest()[:8]
-    return f"{name}-{digest}-{secrets.token_hex(3)}"
 
 
 @dataclass(frozen=True)
@@ -340,9 +332,9 @@ class Deployer:
             keep=None if live is None else {e.key: e.value for e in live.env or ()},
         )
         if spec.role == "mothership":
-            env = _with_env(env, mothership_env(self.config, spec, build_id))
+            env = with_env(env, mothership_env(self.config, spec, build_id))
         if live is None:
-            template_name = _template_name(self.where.app.name, self.env_name, spec.name)
+            template_name = new_template_name(self.where.app.name, self.env_name, spec.name)
             template = TemplateInput(name=template_name, imageName=image, env=env)
             self._envs[spec.name] = env
             payload = endpoint_input(
@@ -519,12 +511,6 @@ def mothership_env(config: RunPodConfig, spec: EndpointSpec, build_id: str) -> d
         "RUNPOD_ENDPOINT_BASE_URL": config.endpoint_base,
         "FLASH_RUNPOD_LB_URL": config.lb_url_template,
     }
-
-
-def _with_env(env: Sequence[EnvVar], extra: Mapping[str, str]) -> list[EnvVar]:
-    out = {e.key: e.value for e in env}
-    out.update(extra)
-    return [EnvVar(key=k, value=v) for k, v in sorted(out.items())]
 
 
 def _ms(started: float) -> float:
