@@ -41,7 +41,7 @@ from engine.provider import (
 )
 from engine.status import Status
 
-__all__ = ["LocalCloudProvider"]
+__all__ = ["LocalCloudProvider", "environment_app"]
 
 _T = TypeVar("_T")
 
@@ -118,6 +118,13 @@ def _history(record: EventRecord) -> DeploymentEvent:
         app=record.app,
         endpoint=record.endpoint,
     )
+
+
+def environment_app(app: str, env: str | None) -> str:
+    """The local cloud's app holding `app`'s endpoints of environment `env`: `app` itself for
+    direct mode (None or `local`), else `{app}.{env}` (the store's `app_environments` reads
+    the same rule in SQL)."""
+    return app if env in (None, DIRECT_ENVIRONMENT) else f"{app}.{env}"
 
 
 class LocalCloudProvider:
@@ -226,7 +233,7 @@ class LocalCloudProvider:
         `{app}.{env}` for an environment, so that the cloud keeps each environment's records,
         workers, keys, logs and scoped credential apart as it keeps apps apart (`--env local`
         names direct mode's, which it records)."""
-        return app if self.env in (None, DIRECT_ENVIRONMENT) else f"{app}.{self.env}"
+        return environment_app(app, self.env)
 
     async def list_endpoints(self, app: str) -> list[DeployedEndpoint]:
         """The session's endpoint records (an environment's, or direct mode's)."""
@@ -383,7 +390,7 @@ class LocalCloudProvider:
         name = environment or self.environment_name(True)
         # Its own app's, else (a store from before environments had their own app) the plain
         # app's.
-        for key in (f"{app}.{name}", app):
+        for key in dict.fromkeys((environment_app(app, name), app)):
             try:
                 manifest = await self._call(lambda c, k=key: c.get_manifest(k, name))
             except ProviderError as exc:
