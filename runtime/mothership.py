@@ -35,7 +35,9 @@ from typing import Any
 from runtime.asgi import send_json
 from runtime.confighash import code_hash
 from runtime.control_plane import ControlPlane, DeployProgress, PlaneError, PlaneUnavailable
+from runtime.envnumbers import env_number
 from runtime.reconcile import ManifestDiff, reconcile
+from runtime.runpod_endpoints import lb_url
 
 __all__ = [
     "DEFAULT_MANIFEST_TTL",
@@ -491,10 +493,7 @@ def runpod_mothership(
     from runtime.runpod_plane import RunPodControlPlane
 
     plane = RunPodControlPlane.from_env(environ)
-    try:
-        ttl = float(environ.get("FLASH_MANIFEST_TTL") or DEFAULT_MANIFEST_TTL)
-    except ValueError:
-        ttl = DEFAULT_MANIFEST_TTL
+    ttl = env_number("FLASH_MANIFEST_TTL", DEFAULT_MANIFEST_TTL, environ=environ)
     build_id = environ.get("FLASH_BUILD_ID", "").strip() or plane.build_id
 
     def log(line: str) -> None:
@@ -510,12 +509,12 @@ def own_registry_env(environ: Mapping[str, str]) -> dict[str, str]:
     own load-balancer host, read with the account key it holds ({} when it has a table)."""
     if environ.get("FLASH_ENDPOINTS") or environ.get("FLASH_ENDPOINTS_URL"):
         return {}
-    template = environ.get("FLASH_RUNPOD_LB_URL", "").strip()
     endpoint_id = environ.get("RUNPOD_ENDPOINT_ID", "").strip()
     key = environ.get("RUNPOD_API_KEY", "").strip()
-    if not template or not endpoint_id or not key:
+    if not endpoint_id or not key:
         return {}
-    url = template.replace("{id}", endpoint_id).rstrip("/")
+    # The same default as the plane's: a mothership whose env lacks the template still has a host.
+    url = lb_url(environ.get("FLASH_RUNPOD_LB_URL", "").strip(), endpoint_id)
     return {"FLASH_ENDPOINTS_URL": f"{url}/manifest", "FLASH_ENDPOINTS_TOKEN": key}
 
 

@@ -24,6 +24,9 @@ from runtime.resources import ServerlessResource, resource_class
 from runtime.runpod_wire import Endpoint, EndpointInput, EnvVar, TemplateInput
 
 __all__ = [
+    "DEFAULT_API_BASE",
+    "DEFAULT_ENDPOINT_BASE",
+    "DEFAULT_LB_URL",
     "ENDPOINTS_ENV",
     "FINGERPRINT_ENV",
     "OUR_ENV_KEYS",
@@ -37,10 +40,15 @@ __all__ = [
     "with_table",
     "image_for",
     "live_config",
+    "lb_url",
     "table_of",
     "template_env",
 ]
 
+DEFAULT_API_BASE = "https://api.runpod.io"
+DEFAULT_ENDPOINT_BASE = "https://api.runpod.ai/v2"
+# A load-balanced endpoint's host, `{id}` its endpoint id (`FLASH_RUNPOD_LB_URL` overrides it).
+DEFAULT_LB_URL = "https://{id}.api.runpod.ai"
 FINGERPRINT_ENV = "_FLASH_SOURCE_FINGERPRINT"
 # The caller's endpoint table (runtime/registry.py reads it): set after every endpoint exists.
 ENDPOINTS_ENV = "FLASH_ENDPOINTS"
@@ -88,6 +96,11 @@ class Deployment:
     app: str
     env: str
     environment_id: str
+
+
+def lb_url(template: str | None, endpoint_id: str) -> str:
+    """Base URL of a load-balanced endpoint: `template` (the default when empty) with its id."""
+    return (template or DEFAULT_LB_URL).replace("{id}", endpoint_id).rstrip("/")
 
 
 def default_image(model: ServerlessResource, python: str | None = None) -> str:

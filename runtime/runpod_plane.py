@@ -35,7 +35,17 @@ from typing import Any
 import httpx
 
 from runtime.control_plane import DeployProgress, OnProgress, PlaneError, PlaneUnavailable
-from runtime.runpod_endpoints import Deployment, endpoint_input, image_for, template_env
+from runtime.envnumbers import env_number
+from runtime.runpod_endpoints import (
+    DEFAULT_API_BASE,
+    DEFAULT_ENDPOINT_BASE,
+    DEFAULT_LB_URL,
+    Deployment,
+    endpoint_input,
+    image_for,
+    lb_url,
+    template_env,
+)
 from runtime.runpod_health import DEFAULT_HEALTH_WAIT, HEALTH_WAIT_ENV, wait_up
 from runtime.runpod_state import EnvState, ResourceState
 from runtime.runpod_wire import (
@@ -51,9 +61,6 @@ __all__ = ["MOTHERSHIP_PLANE_ENV", "RunPodControlPlane", "child_env"]
 
 # Set on a mothership's template by the engine: which plane its children are provisioned through.
 MOTHERSHIP_PLANE_ENV = "FLASH_MOTHERSHIP_PLANE"
-_DEFAULT_API_BASE = "https://api.runpod.io"
-_DEFAULT_ENDPOINT_BASE = "https://api.runpod.ai/v2"
-_DEFAULT_LB_URL = "https://{id}.api.runpod.ai"
 _TRANSIENT = re.compile(
     r"try again later|internal server error|service unavailable|too many requests"
     r"|temporarily unavailable",
@@ -200,22 +207,24 @@ class RunPodControlPlane:
             values[name] = value
         return cls(
             api_key=values["RUNPOD_API_KEY"],
-            api_base=environ.get("RUNPOD_API_BASE_URL") or _DEFAULT_API_BASE,
-            endpoint_base=environ.get("RUNPOD_ENDPOINT_BASE_URL") or _DEFAULT_ENDPOINT_BASE,
-            lb_url_template=environ.get("FLASH_RUNPOD_LB_URL") or _DEFAULT_LB_URL,
+            api_base=environ.get("RUNPOD_API_BASE_URL") or DEFAULT_API_BASE,
+            endpoint_base=environ.get("RUNPOD_ENDPOINT_BASE_URL") or DEFAULT_ENDPOINT_BASE,
+            lb_url_template=environ.get("FLASH_RUNPOD_LB_URL") or DEFAULT_LB_URL,
             app=values["FLASH_APP"],
             environment=values["FLASH_ENV"],
             environment_id=values["FLASH_ENVIRONMENT_ID"],
             build_id=values["FLASH_RUNPOD_BUILD_ID"],
             mothership=values["FLASH_RESOURCE_NAME"],
             mothership_id=values["RUNPOD_ENDPOINT_ID"],
-            health_wait=_seconds(environ, HEALTH_WAIT_ENV, DEFAULT_HEALTH_WAIT),
+            health_wait=env_number(
+                HEALTH_WAIT_ENV, DEFAULT_HEALTH_WAIT, minimum=1.0, environ=environ
+            ),
         )
 
     def url_of(self, endpoint_id: str, load_balanced: bool) -> str:
         """Where an endpoint answers: its LB host, or its queue API."""
         if load_balanced:
-            return self._lb_url_template.replace("{id}", endpoint_id).rstrip("/")
+            return lb_url(self._lb_url_template, endpoint_id)
         return f"{self._endpoint_base}/{endpoint_id}"
 
     # -- the persisted manifest -----------------------------------------------------------
@@ -514,11 +523,3 @@ class RunPodControlPlane:
     async def aclose(self) -> None:
         """Close the connection pool."""
         await self._http.aclose()
-
-
-def _seconds(environ: Mapping[str, str], name: str, default: float) -> float:
-    try:
-        value = float(environ.get(name) or default)
-    except ValueError:
-        return default
-    return value if value > 0 else default

@@ -86,10 +86,11 @@ import uvicorn
 
 from runtime import logline, sandbox
 from runtime.auth import BearerAuthMiddleware, endpoint_key
+from runtime.envnumbers import env_number
 from runtime.header_timeout import header_timeout_from_env, header_timeout_protocol
 from runtime.hostcheck import LOOPBACK_HOSTS, LoopbackHostMiddleware
 from runtime.queue_server import DEFAULT_CONCURRENCY
-from runtime.worker_app import RequestLogMiddleware, WorkerApp, env_number, err_line, out_line
+from runtime.worker_app import RequestLogMiddleware, WorkerApp, err_line, out_line
 from runtime.worker_socket import SOCKET_ENV, SOCKET_HEADER, WorkerSocket, bind_worker_socket
 from runtime.write_coalescing import coalescing_protocol
 

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from runtime.asgi import send_json
+from runtime.envnumbers import env_int, env_number
 from runtime.exitcodes import RECYCLE_EXIT_CODE
 from runtime.logline import StampedWriter
 from runtime.payload import DEFAULT_MAX_DEPTH
@@ -39,8 +40,6 @@ from runtime.sandbox import ISOLATION_HEADER
 __all__ = [
     "RequestLogMiddleware",
     "WorkerApp",
-    "env_int",
-    "env_number",
     "err_line",
     "out_line",
     "resource_is_load_balanced",
@@ -73,23 +72,6 @@ def err_line(line: str) -> None:
     """Write a line on stderr, flushed."""
     sys.stderr.write(line + "\n")
     sys.stderr.flush()
-
-
-def env_number(name: str, default: float, *, minimum: float = 0.0) -> float:
-    """A number from the environment, at least `minimum`; unset or bad: `default` (said)."""
-    raw = os.environ.get(name, "").strip()
-    if not raw:
-        return default
-    try:
-        return max(minimum, float(raw))
-    except ValueError:
-        err_line(f"warning: ignoring {name}={raw!r} (not a number)")
-        return default
-
-
-def env_int(name: str, default: int, *, minimum: int = 1) -> int:
-    """`env_number` as a whole number."""
-    return int(env_number(name, default, minimum=minimum))
 
 
 class _CountingExecutor(ThreadPoolExecutor):

@@ -15,6 +15,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from runtime.runpod_endpoints import DEFAULT_API_BASE, DEFAULT_ENDPOINT_BASE, DEFAULT_LB_URL, lb_url
+
 __all__ = [
     "DEFAULT_API_BASE",
     "DEFAULT_ENDPOINT_BASE",
@@ -27,10 +29,7 @@ __all__ = [
     "redact",
 ]
 
-DEFAULT_API_BASE = "https://api.runpod.io"
-DEFAULT_ENDPOINT_BASE = "https://api.runpod.ai/v2"
 DEFAULT_REST_BASE = "https://rest.runpod.io/v1"
-DEFAULT_LB_URL = "https://{id}.api.runpod.ai"
 
 _ENV_KEY = "RUNPOD_API_KEY"
 _REDACTED = "<redacted>"
@@ -62,7 +61,7 @@ class RunPodConfig:
 
     def lb_url(self, endpoint_id: str) -> str:
         """Base URL of a load-balanced endpoint."""
-        return self.lb_url_template.replace("{id}", endpoint_id).rstrip("/")
+        return lb_url(self.lb_url_template, endpoint_id)
 
     def redact(self, text: str) -> str:
         """`text` with the account key replaced (also when it was cut or percent-encoded)."""

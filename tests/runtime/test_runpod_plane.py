@@ -11,6 +11,7 @@ import pytest
 from fakes.runpod import FakeRunPod
 
 from runtime.control_plane import PlaneError, PlaneUnavailable
+from runtime.mothership import own_registry_env
 from runtime.runpod_plane import RunPodControlPlane
 
 
@@ -81,3 +82,26 @@ def test_an_environment_that_is_not_this_builds_is_left_alone(fake: FakeRunPod) 
 def test_a_missing_variable_is_named(fake: FakeRunPod) -> None:
     with pytest.raises(ValueError, match="RUNPOD_ENDPOINT_ID is not set"):
         RunPodControlPlane.from_env({"RUNPOD_API_KEY": "k" * 8})
+
+
+def test_a_mothership_without_an_lb_template_reads_its_manifest_at_the_default_host() -> None:
+    env = {
+        "RUNPOD_API_KEY": "rpa_" + "k" * 40,
+        "RUNPOD_ENDPOINT_ID": "ep-mothership",
+        "FLASH_APP": "shipapp",
+        "FLASH_ENV": "staging",
+        "FLASH_ENVIRONMENT_ID": "env-1",
+        "FLASH_RUNPOD_BUILD_ID": "build-1",
+        "FLASH_RESOURCE_NAME": "mothership",
+    }
+    plane = RunPodControlPlane.from_env(env)
+    try:
+        own = plane.url_of("ep-mothership", True)
+    finally:
+        asyncio.run(plane.aclose())
+    registry = own_registry_env(env)
+    assert own == "https://ep-mothership.api.runpod.ai"
+    assert registry == {
+        "FLASH_ENDPOINTS_URL": f"{own}/manifest",
+        "FLASH_ENDPOINTS_TOKEN": env["RUNPOD_API_KEY"],
+    }
