@@ -27,7 +27,7 @@ from engine.diagnostics import Diagnostic
 from engine.health import HealthMonitor, HealthSample
 from engine.invoke import CallSpec, InvokeResult, JSONText
 from engine.logs import LogLine
-from engine.operations import DeployReport, Engine, OpError, OpEvent
+from engine.operations import DeployReport, Engine, OpError, OpEvent, app_name
 from engine.plan import Plan
 from engine.provider import DeploymentEvent, EndpointResult
 from engine.scan import Scanner
@@ -95,6 +95,11 @@ class Backend:
     def project_name(self) -> str:
         """The project's name (its directory name, as the engine names the app)."""
         return self.project.name
+
+    @property
+    def app(self) -> str:
+        """The app key the engine gives the project (readable name + path hash)."""
+        return app_name(self.project)
 
     @property
     def environment(self) -> str | None:

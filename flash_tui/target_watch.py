@@ -322,6 +322,7 @@ class TargetWatch(AppCore):
             self.backend.mothership,
             self.backend.target,
             note,
+            app_key=self.backend.app,
         )
         self.push_screen(screen, self._choose_environment)
 

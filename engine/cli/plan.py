@@ -23,7 +23,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from engine.app_environments import environment_name_problem
-from engine.operations import DeployReport, Engine, OpError, OpEvent
+from engine.operations import DeployReport, Engine, OpError, OpEvent, app_name
 from engine.plan import PLAN_MARKS, Plan
 from engine.provider import TARGETS
 from engine.styles import PLAN_STYLES
@@ -125,7 +125,9 @@ def run_engine(args: argparse.Namespace, work: Callable[[Engine], Awaitable[int]
 def _env_problem(args: argparse.Namespace, target: str, env: str | None) -> str | None:
     if env is None:
         return None
-    problem = environment_name_problem(env)
+    # On the local cloud the environment is kept under the app's name: both must fit.
+    app = app_name(Path(args.project)) if target != "runpod" else None
+    problem = environment_name_problem(env, app)
     if problem is not None:
         return f"--env: {problem}"
     if target != "runpod" and not getattr(args, "local_env", False):

@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequenc
 from pathlib import Path
 from typing import Any, TypeVar
 
-from engine.app_environments import DIRECT_ENVIRONMENT
+from engine.app_environments import DIRECT_ENVIRONMENT, environment_app
 from engine.home import Home
 from engine.localcloud.client import CloudClient
 from engine.localcloud.discovery import CloudError, CloudInfo, ensure_cloud, read_state
@@ -118,13 +118,6 @@ def _history(record: EventRecord) -> DeploymentEvent:
         app=record.app,
         endpoint=record.endpoint,
     )
-
-
-def environment_app(app: str, env: str | None) -> str:
-    """The local cloud's app holding `app`'s endpoints of environment `env`: `app` itself for
-    direct mode (None or `local`), else `{app}.{env}` (the store's `app_environments` reads
-    the same rule in SQL)."""
-    return app if env in (None, DIRECT_ENVIRONMENT) else f"{app}.{env}"
 
 
 class LocalCloudProvider:

@@ -507,7 +507,7 @@ class Store:
     def app_environments(self, app: str) -> list[dict[str, str | None]]:
         """Every environment of `app` (a persisted manifest or an endpoint recorded in it), by
         name, each with `mothership`: the mothership endpoint deployed to it, or None."""
-        # `provider.environment_app`: environments' records under `{app}.{env}`, direct's `app`.
+        # `app_environments.environment_app`: environments under `{app}.{env}`, direct's `app`.
         own = "environment > '' AND (app=? OR app=?||'.'||environment AND environment!='local')"
         query = f"SELECT environment FROM manifests WHERE {own}"
         names = {str(r[0]) for r in self._query(query, (app, app))}

@@ -1,6 +1,7 @@
 """The environment dialog: the app's environments on the target (the current one marked), a new
-one by name, and beside them the deploy mode (direct | through the mothership). It answers an
-`EnvironmentChoice`, or None when cancelled."""
+one by name, and beside them the deploy mode (direct | through the mothership) on RunPod; on the
+local cloud the environment decides the mode, and the dialog says so instead of offering a
+switch. It answers an `EnvironmentChoice`, or None when cancelled."""
 
 from __future__ import annotations
 
@@ -30,6 +31,9 @@ class EnvironmentChoice:
     mothership: bool
 
 
+_DECIDED = "the environment decides: local deploys directly, any other through its mothership"
+
+
 class _ModeSet(RadioSet, inherit_bindings=False):
     """The deploy mode; `space` chooses, so `enter` stays the dialog's confirm."""
 
@@ -56,6 +60,8 @@ class EnvironmentScreen(ModalScreen["EnvironmentChoice | None"]):
         mothership: bool,
         target: str,
         note: str = "",
+        *,
+        app_key: str | None = None,
     ) -> None:
         super().__init__()
         known = {e.name for e in environments}
@@ -68,6 +74,8 @@ class EnvironmentScreen(ModalScreen["EnvironmentChoice | None"]):
         self.mothership = mothership
         self.target = target
         self.note = note
+        # The app key: on the local cloud an environment is kept under it, and both must fit.
+        self.app_key = app_key
 
     def compose(self) -> ComposeResult:
         with Vertical(id="dialog", classes="dialog") as box:
@@ -80,17 +88,27 @@ class EnvironmentScreen(ModalScreen["EnvironmentChoice | None"]):
                     yield Static("", id="env-problem")
                 with Vertical(id="env-mode"):
                     yield Label("Deploy (D):")
-                    with _ModeSet(id="deploy-mode"):
-                        yield RadioButton("direct", value=not self.mothership, id="mode-direct")
-                        yield RadioButton(
-                            "through the mothership", value=self.mothership, id="mode-mothership"
-                        )
+                    if self._mode_decided:
+                        yield Static(_DECIDED, id="mode-decided")
+                    else:
+                        with _ModeSet(id="deploy-mode"):
+                            yield RadioButton("direct", value=not self.mothership, id="mode-direct")
+                            yield RadioButton(
+                                "through the mothership",
+                                value=self.mothership,
+                                id="mode-mothership",
+                            )
             if self.note:
                 yield Static(Text(self.note, style="yellow"), id="env-note")
             with Horizontal(classes="buttons"):
                 yield Button("Cancel", id="cancel")
                 yield Button("Switch", id="confirm", variant="primary")
             yield Static("", classes="dialog-keys")
+
+    @property
+    def _mode_decided(self) -> bool:
+        # engine.app_environments.picked_session: on the local cloud the name decides the mode.
+        return self.target != "runpod"
 
     def _options(self) -> list[Option]:
         options = []
@@ -124,10 +142,12 @@ class EnvironmentScreen(ModalScreen["EnvironmentChoice | None"]):
         )
 
     def _mode(self) -> bool:
+        if self._mode_decided:
+            return self.mothership  # picked_session decides from the name
         return self.query_one("#mode-mothership", RadioButton).value
 
     def _choose(self, name: str) -> None:
-        problem = environment_name_problem(name)
+        problem = environment_name_problem(name, None if self.target == "runpod" else self.app_key)
         if problem is not None:
             self.query_one("#env-problem", Static).update(Text(problem, style="bold red"))
             self.set_focus(self.query_one("#env-name", Input))

@@ -18,7 +18,7 @@ from engine.app_environments import AppEnvironment, environment_name_problem
 from engine.home import Home
 from engine.identity import app_slug, canonical_path
 from engine.localcloud.store import Store
-from engine.operations import Engine, OpError
+from engine.operations import Engine, OpError, app_name
 from engine.plan import Plan
 
 
@@ -54,6 +54,20 @@ def test_the_cli_refuses_a_bad_env_name_before_reaching_a_target(tmp_path: Path)
     done = run_cli(["status", "--env", "bad name!"], cli_env(home), project=project)
     assert done.returncode == 2, done
     assert "--env: environment name 'bad name!' has ' ', '!'" in done.stderr
+    assert not (home / "localcloud").exists()  # no cloud was started for it
+
+
+def test_the_cli_refuses_an_env_too_long_for_the_app_on_the_local_cloud(tmp_path: Path) -> None:
+    project = write_files(tmp_path / "cliapp", MOTHERSHIP_PROJECT)
+    home = tmp_path / "home"
+    app = app_name(project)
+    env = "e" * (128 - len(app))  # a good name alone; `{app}.{env}` is 129 characters
+    assert environment_name_problem(env) is None
+    done = run_cli(["status", "--env", env], cli_env(home), project=project)
+    assert done.returncode == 2, done
+    said = " ".join(done.stderr.split())  # the console wraps long lines
+    assert f"--env: environment name 'eeeeeeeeeeeeeeeeeeee'… is too long for app {app!r}" in said
+    assert f"at most {127 - len(app)} for the environment" in said
     assert not (home / "localcloud").exists()  # no cloud was started for it
 
 

@@ -74,9 +74,11 @@ async def test_pick_staging_after_a_mothership_deploy_shows_its_endpoints(
         # Direct mode is the local cloud's `local` environment: that one is current.
         current = [o for o in options if "(current)" in o]
         assert len(current) == 1 and "local" in current[0], options
-        # Pick staging, through the mothership (space chooses the mode, enter confirms).
-        await pilot.press("tab", "tab", "down", "space")
-        assert screen.query_one("#mode-mothership").value is True
+        # On the local cloud the environment decides the mode: no switch, a line says so.
+        assert not screen.query("#deploy-mode")
+        decided = str(screen.query_one("#mode-decided", Static).render())
+        assert "the environment decides" in decided and "through its mothership" in decided
+        # Pick staging: its mothership's mode follows from the name (enter confirms).
         screen.query_one("#env-list", OptionList).highlighted = [
             e.name for e in screen.environments
         ].index("staging")
@@ -130,6 +132,14 @@ async def test_from_the_palette_a_bad_name_says_why_and_esc_changes_nothing(
         assert "'bad name!'" in str(problem.render())
         assert app.screen is screen  # still open: the name is kept to fix
         assert screen.query_one("#env-name", Input).value == "bad name!"
+
+        # A name that fits alone but not with the app's key: refused here, not by the cloud.
+        too_long = "e" * (128 - len(backend.app))
+        screen.query_one("#env-name", Input).value = too_long
+        await pilot.press("enter")
+        await until(pilot, lambda: "too long" in str(problem.render()), 10, "the length reason")
+        assert repr(backend.app) in str(problem.render())
+        assert app.screen is screen
 
         await pilot.press("escape")
         await until(pilot, lambda: app.screen is not screen, 10, "the dialog to close")
