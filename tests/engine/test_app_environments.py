@@ -114,12 +114,9 @@ def test_a_mothership_needs_an_environment_on_the_local_cloud(
         asyncio.run(deploy())
 
 
-def test_records_from_before_environments_had_their_own_app_show_and_undeploy(
-    tmp_path: Path, localcloud_home: Path
-) -> None:
-    """A store written when an environment's mothership and children lived under the plain
-    app (with their `environment`): `status --env` shows them, `undeploy --env --all` removes
-    them and nothing of direct mode."""
+def _legacy_store(tmp_path: Path, localcloud_home: Path) -> Path:
+    """A store written when an environment's (`old`) mothership and children lived under the
+    plain app (with their `environment`), beside direct mode's `extra`; the project's path."""
     project = write_files(tmp_path / "oldapp", MOTHERSHIP_PROJECT)
     app = app_slug(canonical_path(project))
     store = Store(Home(localcloud_home).db_path)
@@ -137,6 +134,15 @@ def test_records_from_before_environments_had_their_own_app_show_and_undeploy(
             )
     finally:
         store.close()
+    return project
+
+
+def test_records_from_before_environments_had_their_own_app_show_and_undeploy(
+    tmp_path: Path, localcloud_home: Path
+) -> None:
+    """`status --env` shows the old records, `undeploy --env --all` removes them and nothing
+    of direct mode."""
+    project = _legacy_store(tmp_path, localcloud_home)
     env = cli_env(localcloud_home)
 
     def names(*args: str) -> set[str]:
@@ -152,6 +158,27 @@ def test_records_from_before_environments_had_their_own_app_show_and_undeploy(
     assert names("--env", "old") == set()
     assert names() == {"extra"}  # direct mode's, untouched
     assert names("--env", "local") == {"extra"}  # direct mode's environment, by name
+
+
+def test_records_from_before_environments_had_their_own_app_answer_logs_invoke_restart(
+    tmp_path: Path, localcloud_home: Path
+) -> None:
+    """What `status --env old` lists, `logs`, `invoke` and `restart` reach (never a 404)."""
+    project = _legacy_store(tmp_path, localcloud_home)
+    env = cli_env(localcloud_home)
+    done = run_cli(["logs", "--env", "old", "gateway"], env, project=project)
+    assert done.returncode == 0, done.stderr
+    done = run_cli(
+        ["invoke", "--env", "old", "gateway:/hello", "--data", "{}"], env, project=project
+    )
+    assert "404" not in done.stderr, done.stderr
+    assert "endpoint 'gateway' has no URL yet (status stopped)" in done.stderr
+    done = run_cli(["restart", "--env", "old", "gateway", "--yes"], env, project=project)
+    assert "404" not in done.stdout + done.stderr, done
+    assert "its build copy is missing: deploy it again" in done.stdout  # reached, and says why
+    # An endpoint recorded nowhere is still named as unknown.
+    done = run_cli(["logs", "--env", "old", "nosuch"], env, project=project)
+    assert done.returncode != 0 and "nosuch" in done.stderr, done
 
 
 @pytest.fixture
