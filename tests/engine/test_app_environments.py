@@ -175,7 +175,7 @@ def test_records_from_before_environments_had_their_own_app_answer_logs_invoke_r
     assert "endpoint 'gateway' has no URL yet (status stopped)" in done.stderr
     done = run_cli(["restart", "--env", "old", "gateway", "--yes"], env, project=project)
     assert "404" not in done.stdout + done.stderr, done
-    assert "its build copy is missing: deploy it again" in done.stdout  # reached, and says why
+    assert "its build copy is missing: deploy it again" in done.stderr  # reached; says why
     # An endpoint recorded nowhere is still named as unknown.
     done = run_cli(["logs", "--env", "old", "nosuch"], env, project=project)
     assert done.returncode != 0 and "nosuch" in done.stderr, done
