@@ -108,8 +108,7 @@ async def deploy(
         return _cancelled(report, emit, started)
     local = local_resources(build.manifest, root)
     specs = [_spec(i.name, local[i.name]) for i in plan.items if i.action in ("create", "update")]
-    if provider.name == "local" and specs:
-        # RunPod's workers run upstream's images; local ones run on their own environment.
+    if provider.builds_environments and specs:
         prepared = await env_step(
             root,
             build.manifest,
@@ -298,7 +297,7 @@ async def with_environments(
     """The plan with an update of each running local endpoint whose environment changed
     (requirements, `dependencies`, the torch setting): its code and config alone don't say.
     """
-    if session.provider.name != "local":
+    if not session.provider.builds_environments:
         return plan
     wanted = await asyncio.to_thread(
         expected_interpreters, session.root, manifest, session.env_cache()

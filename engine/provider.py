@@ -226,6 +226,9 @@ class Provider(Protocol):
     """Where endpoints run. Every method may raise `ProviderError`."""
 
     name: str
+    # Whether its workers run in environments built here from the project's requirements (the
+    # local cloud's); RunPod's run upstream's images, which the deploy does not prepare.
+    builds_environments: bool
 
     async def connect(self) -> str:
         """Reach the target (starting it if it is local); returns a short description."""

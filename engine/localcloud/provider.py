@@ -124,6 +124,7 @@ class LocalCloudProvider:
     """The embedded local cloud, started on demand; one instance per engine session."""
 
     name = "local"
+    builds_environments = True
 
     def __init__(
         self, home: Home | None = None, *, start: bool = True, env: str | None = None

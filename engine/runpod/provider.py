@@ -92,6 +92,7 @@ class RunPodProvider:
     """The RunPod target for one environment name; one instance per engine session."""
 
     name = "runpod"
+    builds_environments = False
 
     def __init__(
         self,
