@@ -94,6 +94,21 @@ class DeployReport:
             return []
         return [r.name for r in self.outcome.results if r.error == NOT_STARTED]
 
+    def interrupted_summary(self) -> str:
+        """`alpha created; beta, gamma not started — deploy again for the rest`: how a
+        cancelled deploy reads, in the CLI and the TUI alike."""
+        left = self.not_started()
+        results = self.outcome.results if self.outcome is not None else ()
+        done = [
+            f"{r.name} {r.action}d" if r.ok else f"{r.name} failed"
+            for r in results
+            if r.name not in left and r.action != "unchanged"
+        ]
+        parts = [", ".join(done)] if done else []
+        if left:
+            parts.append(f"{', '.join(sorted(left))} not started")
+        return "; ".join(parts) + " — deploy again for the rest"
+
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form (the `--json` output of deploy and undeploy)."""
         return {

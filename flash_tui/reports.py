@@ -53,7 +53,7 @@ def deployed(operation: str, report: DeployReport, confirmed: Confirmed) -> Oper
     if report.cancelled:
         return OperationFinished(operation, True, cancelled=True)
     if report.interrupted:
-        return OperationFinished(operation, True, interrupted(report), interrupted=True)
+        return OperationFinished(operation, True, report.interrupted_summary(), interrupted=True)
     failures = report.outcome.failed() if report.outcome is not None else []
     if failures:
         reasons = "; ".join(f"{f.name}: {f.error or 'failed'}" for f in failures)
@@ -70,21 +70,6 @@ def deployed(operation: str, report: DeployReport, confirmed: Confirmed) -> Oper
     if elapsed:
         summary += f" in {elapsed / 1000:.1f}s"
     return OperationFinished(operation, True, summary)
-
-
-def interrupted(report: DeployReport) -> str:
-    """`alpha created; beta, gamma not started — deploy again for the rest`."""
-    left = report.not_started()
-    results = report.outcome.results if report.outcome is not None else ()
-    done = [
-        f"{r.name} {r.action}d" if r.ok else f"{r.name} failed"
-        for r in results
-        if r.name not in left and r.action != "unchanged"
-    ]
-    parts = [", ".join(done)] if done else []
-    if left:
-        parts.append(f"{', '.join(sorted(left))} not started")
-    return "; ".join(parts) + " — deploy again for the rest"
 
 
 def restarted(name: str, result: EndpointResult) -> OperationFinished:

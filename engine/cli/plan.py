@@ -314,16 +314,7 @@ def cancel_on_interrupt(console: Console, cancel: asyncio.Event) -> Iterator[Non
 
 def print_interrupted(console: Console, report: DeployReport) -> None:
     """A deploy cancelled mid-way: what it did, what it did not start, what to run next."""
-    left = set(report.not_started())
-    for result in report.outcome.results if report.outcome else ():
-        if result.name in left:
-            continue
-        mark = "[green]✓[/]" if result.ok else "[bold red]✗[/]"
-        console.print(f"{mark} {escape(result.name)}: {result.action}")
-    if left:
-        names = ", ".join(sorted(left))
-        console.print(f"[yellow]- {escape(names)}[/]: not started (as they were before)")
-    console.print("[yellow]Cancelled.[/] `flash-tui deploy` does the rest.")
+    console.print(f"[yellow]Cancelled:[/] {escape(report.interrupted_summary())}")
 
 
 @contextlib.contextmanager
