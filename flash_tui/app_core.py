@@ -57,6 +57,16 @@ class AppCore(App[None]):
         if dashboard is not None and dashboard.is_attached:
             dashboard.state = state
 
+    def refused_while_busy(self) -> bool:
+        """True, said in a toast, while an operation runs: a key that would start another
+        (or switch what it works on) waits for it."""
+        if not self._state.busy:
+            return False
+        self.notify(
+            f"Wait for the running {self._state.busy} to finish", title="Busy", severity="warning"
+        )
+        return True
+
     def _update(self, **changes: Any) -> None:
         self.state = replace(self._state, **changes)
 

@@ -49,12 +49,7 @@ class DeploymentActions(TargetWatch):
     _cancel: Callable[[], None] | None = None
 
     def _begin(self, operation: str, cancel: Callable[[], None] | None = None) -> bool:
-        if self.state.busy:
-            self.notify(
-                f"Wait for the running {self.state.busy} to finish",
-                title="Busy",
-                severity="warning",
-            )
+        if self.refused_while_busy():
             return False
         self.dashboard.query_one(ProgressBar).update(total=None, progress=0)
         self.dashboard.query_one("#progress-text", Label).update("")

@@ -288,8 +288,7 @@ class TargetWatch(AppCore):
 
     def action_switch_target(self) -> None:
         """Work on the next target (local cloud ↔ RunPod); nothing deployed is touched."""
-        if self.state.busy:
-            self.notify(f"wait for {self.state.busy} to finish", severity="warning")
+        if self.refused_while_busy():
             return
         names = list(TARGETS)
         target = names[(names.index(self.backend.target) + 1) % len(names)]
@@ -297,15 +296,13 @@ class TargetWatch(AppCore):
 
     def action_toggle_mothership(self) -> None:
         """Deploy directly, or through the environment's mothership (`D` deploys it)."""
-        if self.state.busy:
-            self.notify(f"wait for {self.state.busy} to finish", severity="warning")
+        if self.refused_while_busy():
             return
         self._apply_environment(self.backend.env, not self.backend.mothership)
 
     def action_pick_environment(self) -> None:
         """The environment dialog: the app's environments on the target and the deploy mode."""
-        if self.state.busy:
-            self.notify(f"wait for {self.state.busy} to finish", severity="warning")
+        if self.refused_while_busy():
             return
         self._pick_environment()
 

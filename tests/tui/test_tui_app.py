@@ -21,6 +21,7 @@ from flash_tui.app import FlashApp, parse_args
 from flash_tui.backend import Backend, BackendError, JSONObject
 from flash_tui.commands import ACTIONS, FlashCommands
 from flash_tui.messages import ScanFailed, ScanFinished
+from flash_tui.screens.environment import EnvironmentScreen
 from flash_tui.screens.help import HelpScreen
 from flash_tui.screens.logs import LogsScreen
 from flash_tui.screens.route_tester import RouteTesterScreen
@@ -222,6 +223,22 @@ async def test_keys_without_a_selection_or_target_explain_themselves(tmp_path: P
         messages = [n.message for n in app._notifications]
         assert any("Select an endpoint" in m for m in messages)
         assert any("Nothing is deployed" in m for m in messages)
+
+
+async def test_keys_that_switch_what_the_app_works_on_wait_for_a_running_operation(
+    quickstart: Path,
+) -> None:
+    app = FlashApp(quickstart, clock=clock, connect=False, watch=False)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await until(pilot, lambda: app.scan_count >= 1)
+        app._update(busy="deploy")  # as `_begin` marks it while a deploy runs
+        target, mothership = app.backend.target, app.backend.mothership
+        await pilot.press("T", "M", "E", "b")
+        await pilot.pause()
+        refusals = [n.message for n in app._notifications if n.title == "Busy"]
+        assert refusals == ["Wait for the running deploy to finish"] * 4, refusals
+        assert (app.backend.target, app.backend.mothership) == (target, mothership)
+        assert not isinstance(app.screen, EnvironmentScreen)
 
 
 async def test_build_key_builds_with_progress_and_notifies(quickstart: Path) -> None:
