@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 from engine.localcloud import logfiles
 from engine.localcloud.ports import pick_port
 from engine.localcloud.store import ENDPOINT_COLUMNS, bound_text
-from engine.localcloud.wire import DeployEvent, EndpointSpec
+from engine.localcloud.wire import DeployEvent, EndpointSpec, ResultRecord
 
 if TYPE_CHECKING:
     from engine.localcloud.store import Store
@@ -112,23 +112,9 @@ async def replace(
                 endpoint=name,
                 data={"config_hash": spec.config_hash, "elapsed_ms": elapsed},
             )
-            emit(
-                DeployEvent(
-                    type="endpoint",
-                    name=name,
-                    action="update",
-                    state="healthy",
-                    elapsed_ms=elapsed,
-                    url=url,
-                )
-            )
-            return {
-                "name": name,
-                "action": "update",
-                "ok": True,
-                "elapsed_ms": elapsed,
-                "url": url,
-            }
+            return ResultRecord(
+                name=name, action="update", ok=True, elapsed_ms=elapsed, url=url
+            ).said(emit)
         if not worker.alive():  # its last words are still in the pipe, maybe
             await sup.processes.drain_log(worker, 2.0)
         error = failure_with_log(sup, app, name, error)
@@ -154,26 +140,14 @@ def _kept_old(
     restore_record(sup.store, app, name, previous, error)
     sup.store.add_event("deploy_failed", error.splitlines()[0], app=app, endpoint=name)
     elapsed = round((time.monotonic() - started) * 1000, 1)
-    url = previous.get("url")
-    emit(
-        DeployEvent(
-            type="endpoint",
-            name=name,
-            action="update",
-            state="error",
-            elapsed_ms=elapsed,
-            url=url,
-            error=error,
-        )
-    )
-    return {
-        "name": name,
-        "action": "update",
-        "ok": False,
-        "elapsed_ms": elapsed,
-        "url": url,
-        "error": error,
-    }
+    return ResultRecord(
+        name=name,
+        action="update",
+        ok=False,
+        elapsed_ms=elapsed,
+        url=previous.get("url"),
+        error=error,
+    ).said(emit)
 
 
 def failure_with_log(sup: Supervisor, app: str, name: str, error: str) -> str:

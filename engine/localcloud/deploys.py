@@ -28,10 +28,10 @@ from typing import TYPE_CHECKING, Any
 
 from engine.localcloud import logfiles, roles
 from engine.localcloud.bluegreen import failure_with_log, replace, restore_record
-from engine.localcloud.ports import pick_port, port_is_free
+from engine.localcloud.ports import pick_port
 from engine.localcloud.sandboxing import worker_state_dir
 from engine.localcloud.store import bound_text
-from engine.localcloud.wire import DeployEvent, DeployRequest, EndpointSpec
+from engine.localcloud.wire import DeployEvent, DeployRequest, EndpointSpec, ResultRecord
 from engine.provider import NOT_STARTED
 
 if TYPE_CHECKING:
@@ -298,13 +298,8 @@ class Deploys:
         if not record.get("build_path") or not Path(record["build_path"]).is_dir():
             error = "its build copy is missing: deploy it again"
             self._sup.store.upsert_endpoint(app, name, status="failed", last_error=error, pid=None)
-            emit(DeployEvent(type="endpoint", name=name, action=action, state="error", error=error))
-            return {"name": name, "action": action, "ok": False, "error": error}
-        await self._sup.processes.prepare(record)
-        port_taken = not port_is_free(int(record["port"]))
-        worker = await self._sup.spawn(record, new_port=port_taken)
-        if port_taken:
-            self._sup.write_endpoints_file(app)
+            return ResultRecord(name=name, action=action, ok=False, error=error).said(emit)
+        worker = await self._sup.respawn(record)
         ok, error = await self._sup.processes.wait_ready(worker, self._sup.client(), timeout)
         elapsed = round((time.monotonic() - started) * 1000, 1)
         record = self._sup.store.get_endpoint(app, name) or record
@@ -327,27 +322,14 @@ class Deploys:
             )
             if worker.alive():
                 self._sup.store.upsert_endpoint(app, name, status="unhealthy", last_error=error)
-        emit(
-            DeployEvent(
-                type="endpoint",
-                name=name,
-                action=action,
-                state="healthy" if ok else "error",
-                elapsed_ms=elapsed,
-                url=record.get("url"),
-                **({"error": error} if not ok else {}),
-            )
-        )
-        result: dict[str, Any] = {
-            "name": name,
-            "action": action,
-            "ok": ok,
-            "elapsed_ms": elapsed,
-            "url": record.get("url"),
-        }
-        if not ok:
-            result["error"] = error
-        return result
+        return ResultRecord(
+            name=name,
+            action=action,
+            ok=ok,
+            elapsed_ms=elapsed,
+            url=record.get("url"),
+            error=None if ok else error,
+        ).said(emit)
 
     def _setup_failed(
         self, app: str, spec: EndpointSpec, action: str, started: float, emit: Emit
@@ -361,23 +343,9 @@ class Deploys:
         self._sup.store.add_event(
             "deploy_failed", error.splitlines()[0], app=app, endpoint=spec.name
         )
-        emit(
-            DeployEvent(
-                type="endpoint",
-                name=spec.name,
-                action=action,
-                state="error",
-                elapsed_ms=elapsed,
-                error=error,
-            )
-        )
-        return {
-            "name": spec.name,
-            "action": action,
-            "ok": False,
-            "elapsed_ms": elapsed,
-            "error": error,
-        }
+        return ResultRecord(
+            name=spec.name, action=action, ok=False, elapsed_ms=elapsed, error=error
+        ).said(emit)
 
     async def _remove(self, app: str, names: list[str], emit: Emit) -> list[dict[str, Any]]:
         # The log stays readable until the endpoint is deployed again (a post-mortem), with the

@@ -230,11 +230,7 @@ class Supervisor:
                 self.store.upsert_endpoint(app, name, status="failed", last_error=error)
                 self.store.add_event("failed", "environment missing", app=app, endpoint=name)
                 return
-            await self.processes.prepare(record)
-            port_changed = not record.get("port") or not port_is_free(int(record["port"]))
-            worker = await self.spawn(record, new_port=port_changed)
-            if port_changed:
-                self.write_endpoints_file(app)
+            worker = await self.respawn(record)
             restarts = int(record.get("restarts") or 0) + (reason in ("crash", "recycle"))
             self.store.upsert_endpoint(app, name, restarts=restarts, status="unhealthy")
             self.store.add_event(
@@ -246,6 +242,16 @@ class Supervisor:
         await self._confirm_ready(worker)
 
     # -- processes ------------------------------------------------------------------------
+
+    async def respawn(self, record: dict[str, Any]) -> Worker:
+        """Start the recorded endpoint's worker again: on its port, or on a new one when that
+        is taken (the app's endpoint table then follows). Caller holds the app lock."""
+        await self.processes.prepare(record)
+        moved = not record.get("port") or not port_is_free(int(record["port"]))
+        worker = await self.spawn(record, new_port=moved)
+        if moved:
+            self.write_endpoints_file(record["app"])
+        return worker
 
     async def spawn(self, record: dict[str, Any], *, new_port: bool = False) -> Worker:
         """Start the worker of `record` and record its pid. Caller holds the app lock."""

@@ -9,6 +9,7 @@ parses it with. Field names are the JSON names on the wire.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, RootModel, ValidationError
@@ -95,6 +96,14 @@ class ResultRecord(BaseModel):
     elapsed_ms: float | None = None
     url: str | None = None
     error: str | None = None
+
+    def said(self, emit: Callable[[DeployEvent], None]) -> dict[str, Any]:
+        """Emit the stream's `endpoint` event for this result (`healthy`, or `error` with why)
+        and return the result's wire form for the operation's last event."""
+        fields = self.model_dump(exclude_none=True)
+        del fields["ok"]
+        emit(DeployEvent(type="endpoint", state="healthy" if self.ok else "error", **fields))
+        return self.model_dump(exclude_none=True)
 
 
 class DeployEvent(BaseModel):
