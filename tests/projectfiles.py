@@ -46,6 +46,23 @@ def write_files(root: Path, files: dict[str, str]) -> Path:
     return root
 
 
+def env_worker(name: str, package: str, function: str = "value") -> str:
+    """A module with one endpoint `name` whose `function` returns `package.VALUE`, imported
+    from the endpoint's own environment (`dependencies=[package]`)."""
+    return f"""
+        from tetra_rp import CpuLiveServerless, remote
+
+        cfg = CpuLiveServerless(name="{name}")
+
+
+        @remote(resource_config=cfg, dependencies=["{package}"])
+        def {function}() -> str:
+            import {package}
+
+            return {package}.VALUE
+    """
+
+
 def scan_files(root: Path, files: dict[str, str]) -> ScanResult:
     """Write the files and scan them (with a fixed `generated_at`)."""
     return scan_project(write_files(root, files), generated_at="2020-01-01T00:00:00Z")

@@ -20,7 +20,7 @@ from typing import Any
 import psutil
 import pytest
 from inprocess import deploy, invoke
-from projectfiles import write_files
+from projectfiles import env_worker, write_files
 from wheels import make_wheel
 
 import runtime
@@ -552,20 +552,7 @@ def test_worker_whose_environment_left_the_cache_fails_then_a_deploy_rebuilds_it
 
     project = write_files(
         tmp_path / "gone",
-        {
-            "w.py": """
-                from tetra_rp import CpuLiveServerless, remote
-
-                cfg = CpuLiveServerless(name="gone_env")
-
-
-                @remote(resource_config=cfg, dependencies=["flashother"])
-                def other() -> str:
-                    import flashother
-
-                    return flashother.VALUE
-            """
-        },
+        {"w.py": env_worker("gone_env", "flashother", "other")},
     )
     cache = EnvCache(tmp_path / "cache", environ=index_env)
     report, _ = deploy(project, cloud_home, cache)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 from headless import run_cli
-from projectfiles import write_files
+from projectfiles import env_worker, write_files
 from wheels import make_wheel
 
 from engine.envs import EnvCache, EnvContents
@@ -37,20 +37,7 @@ def test_envs_lists_and_prunes_only_what_no_deployed_endpoint_uses(
     }
     project = write_files(
         tmp_path / "kept",
-        {
-            "w.py": """
-                from tetra_rp import CpuLiveServerless, remote
-
-                cfg = CpuLiveServerless(name="kept")
-
-
-                @remote(resource_config=cfg, dependencies=["flashtiny"])
-                def value() -> str:
-                    import flashtiny
-
-                    return flashtiny.VALUE
-            """
-        },
+        {"w.py": env_worker("kept", "flashtiny")},
     )
     deployed = run_cli(["deploy", "--yes"], env, project=project)
     assert deployed.returncode == 0, deployed.stdout + deployed.stderr

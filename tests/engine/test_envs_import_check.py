@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 from inprocess import deploy, invoke
-from projectfiles import write_files
+from projectfiles import env_worker, write_files
 from wheels import make_wheel
 
 from engine.build.interpreters import handler_interpreters, provides_module
@@ -119,22 +119,7 @@ def test_deferred_check_fails_on_the_new_environment_and_marks_that_endpoint_fai
     tmp_path: Path, localcloud_home: Path, index_env: dict[str, str]
 ) -> None:
     files = _worker("misnamed", "flashmisnamed", ["flashmisnamed"])
-    files.update(
-        {
-            "ok.py": """
-                from tetra_rp import CpuLiveServerless, remote
-
-                cfg = CpuLiveServerless(name="fine")
-
-
-                @remote(resource_config=cfg, dependencies=["flashother"])
-                def fine() -> str:
-                    import flashother
-
-                    return flashother.VALUE
-            """
-        }
-    )
+    files["ok.py"] = env_worker("fine", "flashother", "fine")
     project = write_files(tmp_path / "deferred", files)
     home = Home(localcloud_home)
     report, events = deploy(project, home, EnvCache(tmp_path / "cache", environ=index_env))

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
 from hosts import press_on_endpoint
 from projectfiles import CALLS_PROJECT, write_files
 from textual.widgets import Static
@@ -19,12 +18,6 @@ from flash_tui.app import FlashApp
 from flash_tui.screens.confirm import PlanScreen, UndeployScreen
 from flash_tui.widgets.dashboard.detail_pane import DetailPane
 from flash_tui.widgets.dashboard.manifest_tree import ManifestTree
-
-
-@pytest.fixture
-def tui_home(cloud_home: Path) -> Path:
-    """A private flash-tui home whose local cloud and workers are stopped afterwards."""
-    return cloud_home
 
 
 def _detail(app: FlashApp) -> str:
@@ -37,7 +30,7 @@ def _warnings_shown(app: FlashApp) -> str:
 
 
 async def test_calls_in_the_detail_pane_and_warnings_in_the_dialogs(
-    tmp_path: Path, tui_home: Path
+    tmp_path: Path, cloud_home: Path
 ) -> None:
     project = write_files(tmp_path / "callsapp", CALLS_PROJECT)
     app = FlashApp(project, "local", watch=False)

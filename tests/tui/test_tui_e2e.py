@@ -14,7 +14,6 @@ import os
 import signal
 from pathlib import Path
 
-import pytest
 from hosts import press_on_endpoint
 from projectfiles import copy_example
 from textual.widgets import Input, OptionList, TextArea
@@ -28,12 +27,6 @@ from flash_tui.widgets.dashboard.endpoints_table import EndpointsTable
 from flash_tui.widgets.dashboard.manifest_tree import ManifestTree
 
 
-@pytest.fixture
-def tui_home(cloud_home: Path) -> Path:
-    """A private flash-tui home whose local cloud and workers are stopped afterwards."""
-    return cloud_home
-
-
 def status_of(app: FlashApp, name: str) -> str | None:
     status = app.state.statuses.get(name)
     return status.status if status is not None else None
@@ -44,7 +37,7 @@ def drift_of(app: FlashApp, name: str) -> str | None:
     return status.drift if status is not None else None
 
 
-async def test_quickstart_end_to_end(tmp_path: Path, tui_home: Path) -> None:
+async def test_quickstart_end_to_end(tmp_path: Path, cloud_home: Path) -> None:
     project = copy_example("quickstart", tmp_path / "quickstart")
     app = FlashApp(project, "local", watch=True)
     async with app.run_test(size=(120, 34)) as pilot:
@@ -60,7 +53,7 @@ async def test_quickstart_end_to_end(tmp_path: Path, tui_home: Path) -> None:
         await pilot.press("escape")
         await until(pilot, lambda: app.state.busy is None, 10, "the cancelled deploy to end")
         assert any("cancelled" in r.text for r in app.logs)
-        assert home_workers(tui_home) == []
+        assert home_workers(cloud_home) == []
 
         # Deploy all, confirmed.
         await pilot.press("D")
@@ -206,4 +199,4 @@ async def test_quickstart_end_to_end(tmp_path: Path, tui_home: Path) -> None:
         await until(
             pilot, lambda: app._exit_renderables is not None or not app.is_running, 10, "quit"
         )
-    wait_for(lambda: home_workers(tui_home) == [], 10, "the workers stopped")
+    wait_for(lambda: home_workers(cloud_home) == [], 10, "the workers stopped")
