@@ -10,15 +10,15 @@ endpoints are: RunPod has none (the deploy puts that table into the template env
 
 from __future__ import annotations
 
-import contextlib
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 
-from fakes.runpod_jobs import COMPLETED, FAILED, FINAL, IN_PROGRESS, JobQueue
+from fakes.runpod_jobs import COMPLETED, FAILED, FINAL, IN_PROGRESS, Job, JobQueue
 from fakes.runpod_workers import ImageWorker
 
 __all__ = ["WorkerSide", "add_worker_routes"]
@@ -26,6 +26,7 @@ __all__ = ["WorkerSide", "add_worker_routes"]
 # Both long polls answer within the fake server's graceful-shutdown wait (3 s).
 _TAKE_WAIT = 2.0
 _STOP_WAIT = 2.0
+_NOT_JSON = object()  # a posted body that is not JSON
 
 
 @dataclass(frozen=True)
@@ -65,17 +66,29 @@ def add_worker_routes(
             return Response(status_code=204)
         return JSONResponse({"jobsToStop": stops})
 
+    async def report(
+        endpoint_id: str, worker_id: str, job_id: str, request: Request, token: str
+    ) -> tuple[WorkerSide, Job | None, Any] | None:
+        """What a worker posts about one of its jobs (the body `_NOT_JSON` when it is not JSON),
+        None for an unknown worker or a wrong key."""
+        found = find(endpoint_id, worker_id, token)
+        if found is None:
+            return None
+        job = found.jobs.get(job_id)
+        try:
+            return found, job, json.loads(await request.body())
+        except ValueError:
+            return found, job, _NOT_JSON
+
     @router.post(base + "/job-done/{worker_id}/{job_id}")
     async def job_done(
         endpoint_id: str, worker_id: str, job_id: str, request: Request, token: str = ""
     ) -> Response:
-        found = find(endpoint_id, worker_id, token)
-        if found is None:
+        posted = await report(endpoint_id, worker_id, job_id, request, token)
+        if posted is None:
             return Response(status_code=401)
-        job = found.jobs.get(job_id)
-        try:
-            result = json.loads(await request.body())
-        except ValueError:
+        found, job, result = posted
+        if result is _NOT_JSON:
             result = {"error": "the worker sent a result that is not JSON"}
         if job is not None and job.status == IN_PROGRESS and job.worker_id == worker_id:
             if not isinstance(result, dict):
@@ -93,15 +106,13 @@ def add_worker_routes(
     async def job_stream(
         endpoint_id: str, worker_id: str, job_id: str, request: Request, token: str = ""
     ) -> Response:
-        found = find(endpoint_id, worker_id, token)
-        if found is None:
+        posted = await report(endpoint_id, worker_id, job_id, request, token)
+        if posted is None:
             return Response(status_code=401)
-        job = found.jobs.get(job_id)
-        with contextlib.suppress(ValueError):
-            partial = json.loads(await request.body())
-            if job is not None and job.status not in FINAL and isinstance(partial, dict):
-                job.chunks.append(partial.get("output"))
-                job.streamed = True
+        _, job, partial = posted
+        if job is not None and job.status not in FINAL and isinstance(partial, dict):
+            job.chunks.append(partial.get("output"))
+            job.streamed = True
         return JSONResponse({})
 
     @router.get(base + "/ping/{worker_id}")
