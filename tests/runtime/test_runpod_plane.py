@@ -12,6 +12,7 @@ from fakes.runpod import FakeRunPod
 
 from runtime.control_plane import PlaneError, PlaneUnavailable
 from runtime.mothership import own_registry_env
+from runtime.runpod_health import HEALTH_WAIT_ENV
 from runtime.runpod_plane import RunPodControlPlane
 
 
@@ -84,16 +85,20 @@ def test_a_missing_variable_is_named(fake: FakeRunPod) -> None:
         RunPodControlPlane.from_env({"RUNPOD_API_KEY": "k" * 8})
 
 
+# What a mothership's template sets, without the optional URLs (their defaults apply).
+_MOTHERSHIP_ENV = {
+    "RUNPOD_API_KEY": "rpa_" + "k" * 40,
+    "RUNPOD_ENDPOINT_ID": "ep-mothership",
+    "FLASH_APP": "shipapp",
+    "FLASH_ENV": "staging",
+    "FLASH_ENVIRONMENT_ID": "env-1",
+    "FLASH_RUNPOD_BUILD_ID": "build-1",
+    "FLASH_RESOURCE_NAME": "mothership",
+}
+
+
 def test_a_mothership_without_an_lb_template_reads_its_manifest_at_the_default_host() -> None:
-    env = {
-        "RUNPOD_API_KEY": "rpa_" + "k" * 40,
-        "RUNPOD_ENDPOINT_ID": "ep-mothership",
-        "FLASH_APP": "shipapp",
-        "FLASH_ENV": "staging",
-        "FLASH_ENVIRONMENT_ID": "env-1",
-        "FLASH_RUNPOD_BUILD_ID": "build-1",
-        "FLASH_RESOURCE_NAME": "mothership",
-    }
+    env = _MOTHERSHIP_ENV
     plane = RunPodControlPlane.from_env(env)
     try:
         own = plane.url_of("ep-mothership", True)
@@ -105,3 +110,11 @@ def test_a_mothership_without_an_lb_template_reads_its_manifest_at_the_default_h
         "FLASH_ENDPOINTS_URL": f"{own}/manifest",
         "FLASH_ENDPOINTS_TOKEN": env["RUNPOD_API_KEY"],
     }
+
+
+def test_the_plane_reads_its_health_wait_with_the_runtimes_env_number_parser(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    plane = RunPodControlPlane.from_env({**_MOTHERSHIP_ENV, HEALTH_WAIT_ENV: "later"})
+    asyncio.run(plane.aclose())
+    assert f"warning: ignoring {HEALTH_WAIT_ENV}='later' (not a number)" in capsys.readouterr().err
