@@ -15,6 +15,7 @@ the provider and the session's scanner, build checker and environment cache.
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
@@ -23,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 from engine.build_step import BuildCancelled, build_step
 from engine.drift import is_unresolved
 from engine.env_step import env_step, expected_interpreters
+from engine.envs import ProjectRequirements, project_requirements
 from engine.mothership import (
     ChildState,
     EnvironmentState,
@@ -93,7 +95,19 @@ async def deploy(
         return _cancelled(DeployReport(Plan(())), emit, started)
     if cancel.is_set():
         return _cancelled(DeployReport(Plan(()), built=built), emit, started)
-    plan = await session.plan(names, force=force, manifest=build.manifest, calls=scanned.calls)
+    # Read once: the plan (a changed environment is an update) and the environments step.
+    requirements = (
+        await asyncio.to_thread(project_requirements, root, dict(os.environ))
+        if provider.builds_environments
+        else None
+    )
+    plan = await session.plan(
+        names,
+        force=force,
+        manifest=build.manifest,
+        calls=scanned.calls,
+        requirements=requirements,
+    )
     emit("plan", plan_summary(plan))
     report = DeployReport(plan, built=built, build_id=build.build_id)
     if not plan.has_changes:
@@ -116,6 +130,7 @@ async def deploy(
             emit,
             cache=session.env_cache(),
             build_dir=build.build_dir,
+            project=requirements,
         )
         specs = list(prepared.specs)
         report.warnings = tuple(d.message for d in prepared.diagnostics)
@@ -293,6 +308,7 @@ async def with_environments(
     plan: Plan,
     manifest: Mapping[str, Any],
     deployed: Mapping[str, DeployedEndpoint],
+    requirements: ProjectRequirements | None = None,
 ) -> Plan:
     """The plan with an update of each running local endpoint whose environment changed
     (requirements, `dependencies`, the torch setting): its code and config alone don't say.
@@ -300,7 +316,7 @@ async def with_environments(
     if not session.provider.builds_environments:
         return plan
     wanted = await asyncio.to_thread(
-        expected_interpreters, session.root, manifest, session.env_cache()
+        expected_interpreters, session.root, manifest, session.env_cache(), None, requirements
     )
     items = []
     for item in plan.items:

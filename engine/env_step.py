@@ -27,6 +27,7 @@ from engine.envs import (
     EnvCache,
     EnvContents,
     EnvError,
+    ProjectRequirements,
     endpoint_contents,
     env_cache_dir,
     project_requirements,
@@ -74,11 +75,13 @@ def expected_interpreters(
     manifest: Mapping[str, Any],
     cache: EnvCache,
     environ: Mapping[str, str] | None = None,
+    project: ProjectRequirements | None = None,
 ) -> dict[str, str | None]:
     """The interpreter each manifest resource's worker would run on if deployed now (None:
-    the local cloud's own): a deployed endpoint on another one needs redeploying."""
-    environ = dict(os.environ if environ is None else environ)
-    project = project_requirements(root, environ)
+    the local cloud's own): a deployed endpoint on another one needs redeploying. `project`:
+    the project's requirements when the caller has read them."""
+    if project is None:
+        project = project_requirements(root, dict(os.environ if environ is None else environ))
     out: dict[str, str | None] = {}
     for name, resource in (manifest.get("resources") or {}).items():
         contents = endpoint_contents(resource, project)
@@ -113,15 +116,18 @@ async def env_step(
     environ: Mapping[str, str] | None = None,
     build_dir: Path | None = None,
     parallel: int = PARALLEL_BUILDS,
+    project: ProjectRequirements | None = None,
 ) -> EnvStepResult:
     """Each of `specs` with its environment's interpreter, or the error that kept it from one.
 
     At most `parallel` environments are built at a time. With `build_dir`, the handlers of
     endpoints whose environment is built now are imported on it first (the build could not: it
-    did not exist yet); one that fails gets that error."""
+    did not exist yet); one that fails gets that error. `project`: the project's requirements
+    when the caller has read them."""
     environ = dict(os.environ if environ is None else environ)
     resources: Mapping[str, Any] = manifest.get("resources") or {}
-    project = await asyncio.to_thread(project_requirements, root, environ)
+    if project is None:
+        project = await asyncio.to_thread(project_requirements, root, environ)
     diagnostics = list(project.diagnostics)
     wanted: dict[str, EnvContents] = {}
     for spec in specs:

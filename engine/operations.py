@@ -64,7 +64,7 @@ from engine.wording import plural
 
 if TYPE_CHECKING:  # engine.scan is imported on first scan: `logs` never needs it
     from engine.build.checks import ImportChecker
-    from engine.envs import EnvCache
+    from engine.envs import EnvCache, ProjectRequirements
     from engine.invoke import CallSpec, InvokeResult
     from engine.scan import Scanner, ScanResult
 
@@ -214,11 +214,13 @@ class Engine:
         on_event: OnEvent | None = None,
         manifest: dict[str, Any] | None = None,
         calls: CallGraph | None = None,
+        requirements: ProjectRequirements | None = None,
     ) -> Plan:
         """What `deploy(names)` would do now (no build, no change).
 
         `manifest` and `calls` come from one scan (deploy passes its build's); without a
-        manifest, the project is scanned for both.
+        manifest, the project is scanned for both. `requirements`: the project's, when the
+        caller has read them (a deploy reads them once for its plan and its environments).
         """
         emit = emitter("plan", on_event)
         if manifest is None:
@@ -235,7 +237,7 @@ class Engine:
             calls=calls,
         )
         plan = await with_costs(self.provider, plan, local)
-        plan = await with_environments(self, plan, manifest, deployed)
+        plan = await with_environments(self, plan, manifest, deployed, requirements)
         emit("plan", plan_summary(plan))
         return plan
 
