@@ -66,52 +66,25 @@ def add_worker_routes(
             return Response(status_code=204)
         return JSONResponse({"jobsToStop": stops})
 
-    async def report(
-        endpoint_id: str, worker_id: str, job_id: str, request: Request, token: str
-    ) -> tuple[WorkerSide, Job | None, Any] | None:
-        """What a worker posts about one of its jobs (the body `_NOT_JSON` when it is not JSON),
-        None for an unknown worker or a wrong key."""
+    # `job-done` (a result: the job ends) and `job-stream` (a chunk of its output).
+    @router.post(base + "/job-{kind}/{worker_id}/{job_id}")
+    async def job_report(
+        kind: str, endpoint_id: str, worker_id: str, job_id: str, request: Request, token: str = ""
+    ) -> Response:
+        if kind not in ("done", "stream"):
+            return Response(status_code=404)
         found = find(endpoint_id, worker_id, token)
         if found is None:
-            return None
+            return Response(status_code=401)
         job = found.jobs.get(job_id)
         try:
-            return found, job, json.loads(await request.body())
+            body = json.loads(await request.body())
         except ValueError:
-            return found, job, _NOT_JSON
-
-    @router.post(base + "/job-done/{worker_id}/{job_id}")
-    async def job_done(
-        endpoint_id: str, worker_id: str, job_id: str, request: Request, token: str = ""
-    ) -> Response:
-        posted = await report(endpoint_id, worker_id, job_id, request, token)
-        if posted is None:
-            return Response(status_code=401)
-        found, job, result = posted
-        if result is _NOT_JSON:
-            result = {"error": "the worker sent a result that is not JSON"}
-        if job is not None and job.status == IN_PROGRESS and job.worker_id == worker_id:
-            if not isinstance(result, dict):
-                result = {"output": result}
-            error = result.get("error")
-            found.jobs.finish(
-                job,
-                FAILED if error else COMPLETED,
-                output=result.get("output"),
-                error=error or None,
-            )
-        return JSONResponse({})
-
-    @router.post(base + "/job-stream/{worker_id}/{job_id}")
-    async def job_stream(
-        endpoint_id: str, worker_id: str, job_id: str, request: Request, token: str = ""
-    ) -> Response:
-        posted = await report(endpoint_id, worker_id, job_id, request, token)
-        if posted is None:
-            return Response(status_code=401)
-        _, job, partial = posted
-        if job is not None and job.status not in FINAL and isinstance(partial, dict):
-            job.chunks.append(partial.get("output"))
+            body = _NOT_JSON
+        if kind == "done":
+            _finish(found, job, worker_id, body)
+        elif job is not None and job.status not in FINAL and isinstance(body, dict):
+            job.chunks.append(body.get("output"))
             job.streamed = True
         return JSONResponse({})
 
@@ -119,3 +92,17 @@ def add_worker_routes(
     async def ping(endpoint_id: str, worker_id: str, token: str = "") -> Response:
         found = find(endpoint_id, worker_id, token)
         return Response(status_code=401 if found is None else 200)
+
+
+def _finish(found: WorkerSide, job: Job | None, worker_id: str, result: Any) -> None:
+    """A worker's result for a job it holds: COMPLETED, or FAILED with its `error`."""
+    if result is _NOT_JSON:
+        result = {"error": "the worker sent a result that is not JSON"}
+    if job is None or job.status != IN_PROGRESS or job.worker_id != worker_id:
+        return
+    if not isinstance(result, dict):
+        result = {"output": result}
+    error = result.get("error")
+    found.jobs.finish(
+        job, FAILED if error else COMPLETED, output=result.get("output"), error=error or None
+    )
