@@ -1,6 +1,6 @@
 """Small Textual apps that host what a Pilot test drives: one screen pushed on start, or some
-widgets alone; and the Pilot steps several dashboard tests take (a key on a selected endpoint,
-a command from the palette).
+widgets alone; the Pilot steps several dashboard tests take (a key on a selected endpoint,
+a command from the palette); and the deployed endpoint's status they feed the dashboard.
 
 No tests here; the TUI test modules import it (`from hosts import ScreenHost, WidgetHost`), as
 pytest puts this directory on `sys.path`.
@@ -18,10 +18,17 @@ from textual.widget import Widget
 from textual.widgets import Label
 from waiting import until
 
+from engine.status import EndpointStatus
 from flash_tui.app import FlashApp
 from flash_tui.widgets.dashboard.endpoints_table import EndpointsTable
 
-__all__ = ["ScreenHost", "WidgetHost", "press_on_endpoint", "run_palette_command"]
+__all__ = [
+    "ScreenHost",
+    "WidgetHost",
+    "deployed_status",
+    "press_on_endpoint",
+    "run_palette_command",
+]
 
 
 class ScreenHost(App[None]):
@@ -83,3 +90,18 @@ async def press_on_endpoint(
     await pilot.pause()
     await pilot.press(key)
     await until(pilot, lambda: isinstance(app.screen, screen), timeout, f"{screen.__name__}")
+
+
+def deployed_status(name: str, role: str, **fields: Any) -> EndpointStatus:
+    """A deployed endpoint of the code, healthy and in sync, with its `role` (`fields` set the
+    rest: resource type, provisioning, start time...)."""
+    return EndpointStatus(
+        name=name,
+        resource_type=fields.pop("resource_type", None),
+        status="healthy",
+        drift="in_sync",
+        in_code=True,
+        deployed=True,
+        role=role,
+        **fields,
+    )

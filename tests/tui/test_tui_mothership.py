@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 from fixedclock import noon
-from hosts import run_palette_command
+from hosts import deployed_status, run_palette_command
 from projectfiles import copy_example
 from waiting import until
 
@@ -57,24 +57,16 @@ def test_direct_mode_shows_no_role() -> None:
     assert "role" not in _text(status)
 
 
-def _row(name: str, role: str) -> EndpointStatus:
-    return EndpointStatus(
-        name=name,
-        resource_type=None,
-        status="healthy",
-        drift="in_sync",
-        in_code=True,
-        deployed=True,
-        role=role,
-    )
-
-
 @pytest.mark.usefixtures("private_home")
 async def test_the_palette_switches_the_deploy_mode_and_the_table_marks_roles(
     tmp_path: Path,
 ) -> None:
     project = copy_example("quickstart", tmp_path / "quickstart")
-    statuses = [_row("api", "mothership"), _row("gateway", "child"), _row("cpu_worker", "endpoint")]
+    statuses = [
+        deployed_status("api", "mothership"),
+        deployed_status("gateway", "child"),
+        deployed_status("cpu_worker", "endpoint"),
+    ]
     app = FlashApp(project, clock=noon, connect=False, watch=False, statuses=statuses)
     async with app.run_test(size=(120, 30)) as pilot:
         header = app.dashboard.query_one(HeaderLine)

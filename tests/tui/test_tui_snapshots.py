@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hosts import deployed_status
 from textual.pilot import Pilot
 from waiting import until
 
@@ -268,15 +269,11 @@ def test_logs_screen_wrapped(snap_compare: Any, shared_quickstart: Path) -> None
 
 
 def _child(name: str, resource_type: str, provisioning: str, **kwargs: Any) -> EndpointStatus:
-    return EndpointStatus(
-        name=name,
+    return deployed_status(
+        name,
+        "child",
         resource_type=resource_type,
-        status="healthy",
-        drift="in_sync",
-        in_code=True,
-        deployed=True,
         started_at=_at(12, 3, 1),
-        role="child",
         provisioning=provisioning,
         **kwargs,
     )
