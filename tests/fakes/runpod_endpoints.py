@@ -44,9 +44,8 @@ from fakes.runpod_catalog import cpu_instance, gpu_ids_problem
 PLATFORM_PORT = "80"  # what the platform injects into an LB template as PORT / PORT_HEALTH
 _ID_ALPHABET = string.ascii_lowercase + string.digits
 
-# EndpointInput fields that bump `version` when an update changes them (D, runpod_api.md §2.2).
-_VERSIONED = (
-    "templateId",
+# EndpointInput fields that say what an endpoint runs on and where.
+_PLACEMENT = (
     "gpuIds",
     "gpuCount",
     "allowedCudaVersions",
@@ -55,19 +54,13 @@ _VERSIONED = (
     "locations",
     "networkVolumeId",
     "networkVolumeIds",
-    "flashBootType",
 )
+# EndpointInput fields that bump `version` when an update changes them (D, runpod_api.md §2.2).
+_VERSIONED = ("templateId", *_PLACEMENT, "flashBootType")
 # EndpointInput fields copied onto the record as they are.
 _PLAIN = (
     "name",
-    "gpuIds",
-    "gpuCount",
-    "allowedCudaVersions",
-    "minCudaVersion",
-    "instanceIds",
-    "locations",
-    "networkVolumeId",
-    "networkVolumeIds",
+    *_PLACEMENT,
     "idleTimeout",
     "executionTimeoutMs",
     "scalerType",
