@@ -222,19 +222,39 @@ class FrameClient:
         self.connect_timeout = connect_timeout
         self.opened = 0  # connections opened so far: how well they are kept, for tests
         self._connections: dict[str, _ClientConnection] = {}
+        self._opening: dict[str, asyncio.Future[_ClientConnection | None]] = {}
 
     async def runsync(self, path: str, body: bytes, wait_ms: int | None) -> Response | None:
         """Send a `/runsync` body to the worker at `path` and await its answer; None when
         the socket cannot be reached (nothing was sent: the caller may use HTTP)."""
+        wait = NO_WAIT if wait_ms is None else min(wait_ms, NO_WAIT - 1)
+        payload = _WAIT.pack(wait) + body
+        connection = self._connections.get(path)
+        if connection is not None and not connection.closed:
+            try:
+                return await connection.call(payload, self.timeout)
+            except _LostWhileIdle:
+                pass  # the worker went away while the connection was idle: connect once more
         connection = self._connections.get(path)
         if connection is None or connection.closed:
             connection = await self._connect(path)
             if connection is None:
                 return None
-        wait = NO_WAIT if wait_ms is None else min(wait_ms, NO_WAIT - 1)
-        return await connection.call(_WAIT.pack(wait) + body, self.timeout)
+        try:
+            return await connection.call(payload, self.timeout)
+        except _LostWhileIdle as exc:
+            raise httpx.ReadError(str(exc)) from None
 
     async def _connect(self, path: str) -> _ClientConnection | None:
+        # Calls that find no connection at the same moment share the one being opened.
+        opening = self._opening.get(path)
+        if opening is None:
+            opening = asyncio.ensure_future(self._open(path))
+            self._opening[path] = opening
+            opening.add_done_callback(lambda _: self._opening.pop(path, None))
+        return await asyncio.shield(opening)
+
+    async def _open(self, path: str) -> _ClientConnection | None:
         self._connections.pop(path, None)
         loop = asyncio.get_running_loop()
         try:
@@ -254,9 +274,18 @@ class FrameClient:
         self._connections.clear()
 
 
+class _LostWhileIdle(httpx.ReadError):
+    """The connection ended with no byte received since it was last idle: the worker was gone
+    before the call (as a kept-alive HTTP connection closed while idle), so it can be sent
+    again on a new connection."""
+
+
 class _ClientConnection(asyncio.Protocol):
     def __init__(self) -> None:
         self.closed = False
+        # Reads so far, and their count when the last call in flight was answered.
+        self._reads = 0
+        self._idle_reads = 0
         self._buffer = bytearray()
         self._pending: dict[int, asyncio.Future[Response]] = {}
         self._next = 0
@@ -280,6 +309,7 @@ class _ClientConnection(asyncio.Protocol):
             self._transport.close()
 
     def data_received(self, data: bytes) -> None:
+        self._reads += 1
         buffer = self._buffer
         buffer += data
         offset = 0
@@ -294,6 +324,8 @@ class _ClientConnection(asyncio.Protocol):
                 future.set_result(Response(status, {}, body))
             offset = end
         del buffer[:offset]
+        if not self._pending:
+            self._idle_reads = self._reads
 
     async def call(self, payload: bytes, timeout: float) -> Response:
         """Send one call and await its answer (cancelled or timed out: the worker is told)."""
@@ -302,12 +334,18 @@ class _ClientConnection(asyncio.Protocol):
         self._next = (call_id + 1) & 0xFFFFFFFF
         future: asyncio.Future[Response] = asyncio.get_running_loop().create_future()
         self._pending[call_id] = future
+        reads = self._reads
+        after_idle = reads == self._idle_reads
         self._out.write(_CALL.pack(len(payload), call_id, _RUNSYNC) + payload)
         try:
             if _timeout_scope is None:  # Python 3.10
                 return await asyncio.wait_for(future, timeout)
             async with _timeout_scope(timeout):
                 return await future
+        except httpx.ReadError as exc:
+            if self.closed and after_idle and self._reads == reads:
+                raise _LostWhileIdle(str(exc)) from exc
+            raise
         except asyncio.TimeoutError as exc:
             self._cancel(call_id)
             raise httpx.ReadTimeout(f"no answer on the worker socket within {timeout:g}s") from exc
