@@ -9,7 +9,8 @@
   connection of this event loop's `runtime.httpwire` pool (httpx for `https://` endpoints):
   - queue-based: `POST /runsync` with the upstream job input (`function_name`,
     `execution_type`, base64-cloudpickle `args`/`kwargs`), polling `/status/{id}` if the job
-    outlives the runsync wait; the result is unpickled;
+    outlives the runsync wait; the result is unpickled. To a worker on this machine whose
+    answer named its frame socket, the same body goes as a frame (`runtime.local_frames`);
   - load-balanced: the function's route with its parameters by name (JSON body for
     POST/PUT/PATCH, query parameters for GET/DELETE, `{name}` path segments filled in); the
     JSON answer is returned as is;

@@ -33,6 +33,9 @@ there and served by the next incarnation of the worker (other ids of a previous 
 
 A job's record, its status body, webhook delivery and the journal file are
 `runtime.queue_jobs`; the state machine over the table of jobs and its HTTP API are here.
+At about 680 lines it stays one module: the HTTP API and the same-machine entry `runsync`
+(`runtime.local_frames`) share the admission checks and the state machine's private counts;
+split, each half would reach into the other's.
 """
 
 from __future__ import annotations
