@@ -8,6 +8,7 @@ import asyncio
 import json
 import os
 import shutil
+import signal
 import socket
 import stat
 import struct
@@ -301,6 +302,28 @@ async def test_a_worker_killed_and_replaced_is_followed(
     # Two HTTP connections (one per worker), two frame connections (one per worker).
     assert (_pool().opened, _frames().opened) == (2, 2)
     assert _runsync_lines(second) == 5
+
+
+async def test_a_stopping_worker_answers_the_calls_in_flight(
+    build_dir: Path, short_tmp: Path, started: list[Worker], caller: Path
+) -> None:
+    """SIGTERM: the running job finishes within the shutdown grace and its answer arrives;
+    the connection ends with the process."""
+    worker = _start(build_dir, short_tmp, started)
+    _publish(caller, worker)
+    assert [await calls.dispatch(square, "sq", (i,), {}) for i in range(2)] == [0, 1]
+    (connection,) = _frames()._connections.values()
+    in_flight = asyncio.ensure_future(calls.dispatch(hold, "sq", (0.5,), {}))
+
+    def running() -> int:
+        jobs = httpx.get(f"{worker.url}/health", headers=worker.headers).json()["jobs"]
+        return int(jobs["inProgress"])
+
+    await eventually(lambda: running() == 1, 10, "the call running on the worker")
+    worker.proc.send_signal(signal.SIGTERM)
+    assert await asyncio.wait_for(in_flight, 10) == 1
+    assert worker.proc.wait(10) == 0
+    await eventually(lambda: connection.closed, 10, "the frame connection ended")
 
 
 async def test_over_tcp_only_the_calls_stay_http(
