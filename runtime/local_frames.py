@@ -64,7 +64,6 @@ _MAX_CALL = 20 * 1024 * 1024 + _WAIT.size
 _PEERCRED = struct.Struct("3i")  # pid, uid, gid
 _STARTING = b'{"error":"worker is starting"}'
 _BROKEN = b'{"error":"internal error"}'
-_timeout_scope = getattr(asyncio, "timeout", None)
 
 
 class JobRunner(Protocol):
@@ -288,6 +287,10 @@ class _ClientConnection(asyncio.Protocol):
         self._idle_reads = 0
         self._buffer = bytearray()
         self._pending: dict[int, asyncio.Future[Response]] = {}
+        # Each call's deadline and timeout, checked by one timer per connection: a timer per
+        # call (asyncio.timeout) cost a tenth of the caller's share of a call.
+        self._deadlines: dict[int, tuple[float, float]] = {}
+        self._sweeper: asyncio.TimerHandle | None = None
         self._next = 0
         self._out: _Held | None = None
         self._transport: asyncio.Transport | None = None
@@ -298,6 +301,10 @@ class _ClientConnection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            self._sweeper = None
+        self._deadlines.clear()
         pending, self._pending = self._pending, {}
         reason = f"{type(exc).__name__}: {exc}" if exc else "closed by the worker"
         for future in pending.values():
@@ -319,6 +326,7 @@ class _ClientConnection(asyncio.Protocol):
             if len(buffer) < end:
                 break
             future = self._pending.pop(call_id, None)
+            self._deadlines.pop(call_id, None)
             if future is not None and not future.done():
                 body = bytes(buffer[offset + _ANSWER.size : end])
                 future.set_result(Response(status, {}, body))
@@ -332,28 +340,46 @@ class _ClientConnection(asyncio.Protocol):
         assert self._out is not None
         call_id = self._next
         self._next = (call_id + 1) & 0xFFFFFFFF
-        future: asyncio.Future[Response] = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Response] = loop.create_future()
         self._pending[call_id] = future
+        self._deadlines[call_id] = (loop.time() + timeout, timeout)
+        if self._sweeper is None:
+            self._schedule_sweep(loop, timeout)
         reads = self._reads
         after_idle = reads == self._idle_reads
         self._out.write(_CALL.pack(len(payload), call_id, _RUNSYNC) + payload)
         try:
-            if _timeout_scope is None:  # Python 3.10
-                return await asyncio.wait_for(future, timeout)
-            async with _timeout_scope(timeout):
-                return await future
+            return await future
         except httpx.ReadError as exc:
             if self.closed and after_idle and self._reads == reads:
                 raise _LostWhileIdle(str(exc)) from exc
             raise
-        except asyncio.TimeoutError as exc:
-            self._cancel(call_id)
-            raise httpx.ReadTimeout(f"no answer on the worker socket within {timeout:g}s") from exc
         except asyncio.CancelledError:
             self._cancel(call_id)
             raise
 
+    def _schedule_sweep(self, loop: asyncio.AbstractEventLoop, timeout: float) -> None:
+        interval = min(1.0, max(0.01, timeout / 4))
+        self._sweeper = loop.call_later(interval, self._sweep, loop, timeout)
+
+    def _sweep(self, loop: asyncio.AbstractEventLoop, timeout: float) -> None:
+        """Fail (and cancel on the worker) every call past its deadline."""
+        self._sweeper = None
+        now = loop.time()
+        for call_id, (deadline, limit) in list(self._deadlines.items()):
+            if deadline > now:
+                continue
+            future = self._pending.get(call_id)
+            self._cancel(call_id)
+            if future is not None and not future.done():
+                message = f"no answer on the worker socket within {limit:g}s"
+                future.set_exception(httpx.ReadTimeout(message))
+        if self._pending and not self.closed:
+            self._schedule_sweep(loop, timeout)
+
     def _cancel(self, call_id: int) -> None:
+        self._deadlines.pop(call_id, None)
         if self._pending.pop(call_id, None) is not None and not self.closed:
             assert self._out is not None
             self._out.write(_CALL.pack(0, call_id, _CANCEL))

@@ -274,6 +274,29 @@ async def test_a_caller_that_gives_up_cancels_the_job(
     assert await asyncio.wait_for(calls.dispatch(square, "sq", (4,), {}), 10) == 16
 
 
+async def test_a_call_past_the_call_timeout_raises_and_its_job_is_cancelled(
+    build_dir: Path,
+    short_tmp: Path,
+    started: list[Worker],
+    caller: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("FLASH_CALL_TIMEOUT", "1")
+    worker = _start(build_dir, short_tmp, started, FLASH_WORKER_CONCURRENCY="1")
+    _publish(caller, worker)
+    assert [await calls.dispatch(square, "sq", (i,), {}) for i in range(2)] == [0, 1]
+    with pytest.raises(TimeoutError, match="hold on sq did not"):
+        await calls.dispatch(hold, "sq", (60.0,), {})
+
+    def running() -> int:
+        jobs = httpx.get(f"{worker.url}/health", headers=worker.headers).json()["jobs"]
+        return int(jobs["inProgress"])
+
+    await eventually(lambda: running() == 0, 10, "the timed-out job cancelled")
+    assert await calls.dispatch(square, "sq", (5,), {}) == 25
+    assert _frames().opened == 1
+
+
 async def test_a_worker_killed_and_replaced_is_followed(
     build_dir: Path, short_tmp: Path, started: list[Worker], caller: Path
 ) -> None:
