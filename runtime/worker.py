@@ -41,8 +41,8 @@ at most 60), `FLASH_RUNSYNC_WAIT` (seconds /runsync waits, default 90),
 `FLASH_ENDPOINTS_TOKEN` / `FLASH_ENDPOINTS_TTL` (service registry, see `runtime.registry`),
 `FLASH_CALL_TIMEOUT` (cross-endpoint calls, see `runtime.calls`), `FLASH_HEADER_TIMEOUT`
 (seconds a request's headers may take, default 5; see `runtime.header_timeout`),
-`FLASH_WORKER_SOCKET=off` (no Unix socket for same-machine callers; see
-`runtime.worker_socket`). A QB resource's
+`FLASH_WORKER_SOCKET=off` (no Unix socket for same-machine callers, nor a QB worker's frame
+socket; see `runtime.worker_socket` and `runtime.local_frames`). A QB resource's
 `config.executionTimeoutMs` in the manifest (when > 0) bounds each job, else
 `FLASH_EXECUTION_TIMEOUT` (seconds, default 600 like RunPod; a job's own
 `policy.executionTimeout` wins).

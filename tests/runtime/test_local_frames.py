@@ -235,6 +235,22 @@ async def test_a_full_queue_answers_429_to_the_caller(
     assert _frames().opened == 1
 
 
+async def test_a_body_over_the_workers_limit_is_refused_as_over_http(
+    build_dir: Path, short_tmp: Path, started: list[Worker], caller: Path
+) -> None:
+    worker = _start(build_dir, short_tmp, started, FLASH_MAX_BODY_BYTES="2000")
+    _publish(caller, worker)
+    assert [await calls.dispatch(square, "sq", (i,), {}) for i in range(2)] == [0, 1]
+    with pytest.raises(RemoteExecutionError) as refused:
+        await calls.dispatch(fail, "sq", ("x" * 5000,), {})
+    assert refused.value.status == 413
+    assert "request body too large (limit 2000 bytes)" in str(refused.value)
+    assert _frames().opened == 1
+    await eventually(
+        lambda: any("POST /runsync 413 " in line for line in worker.stdout), 10, "the 413 logged"
+    )
+
+
 async def test_an_error_in_the_callee_arrives_with_its_type_message_and_line(
     build_dir: Path, short_tmp: Path, started: list[Worker], caller: Path
 ) -> None:
