@@ -10,9 +10,9 @@ started the way the local cloud starts them: one key per endpoint and an endpoin
 2. QB: `POST /runsync` on `qbload`, same load;
 3. `/run` + `/status`: --jobs jobs submitted, then polled until every one is terminal (lost:
    a job the worker accepted and no longer knows; stuck: not terminal by the deadline);
-4. cross-endpoint: `POST /cross` on `gwload` (an LB route calling a QB function over HTTP,
-   on the `qbload` worker's Unix socket once its first answer named it: see
-   `runtime.worker_socket`) vs `POST /runsync` on `qbload` directly, same load, alternating
+4. cross-endpoint: `POST /cross` on `gwload` (an LB route calling a QB function: over HTTP
+   first, then as frames on the `qbload` worker's frame socket once an answer named it: see
+   `runtime.local_frames`) vs `POST /runsync` on `qbload` directly, same load, alternating
    order;
 5. flood: --flood `/run` requests with ~133 KB bodies at once (concurrency 64) on a fresh
    `qbload` worker: accepted, 429s (with whatever backpressure the worker has), other

@@ -9,7 +9,8 @@
   connection of this event loop's `runtime.httpwire` pool (httpx for `https://` endpoints):
   - queue-based: `POST /runsync` with the upstream job input (`function_name`,
     `execution_type`, base64-cloudpickle `args`/`kwargs`), polling `/status/{id}` if the job
-    outlives the runsync wait; the result is unpickled;
+    outlives the runsync wait; the result is unpickled. To a worker on this machine whose
+    answer named its frame socket, the same body goes as a frame (`runtime.local_frames`);
   - load-balanced: the function's route with its parameters by name (JSON body for
     POST/PUT/PATCH, query parameters for GET/DELETE, `{name}` path segments filled in); the
     JSON answer is returned as is;
@@ -42,6 +43,7 @@ import httpx
 
 from runtime.errors import TRACEBACK_HEADER, RemoteExecutionError
 from runtime.httpwire import ConnectionPool, Response
+from runtime.local_frames import FrameClient
 from runtime.registry import EndpointInfo, FunctionTarget, ServiceRegistry
 from runtime.serialization import (
     class_job,
@@ -73,6 +75,8 @@ _registry: Any = _UNSET
 # http:// endpoints, and an httpx client for https:// ones.
 _clients: dict[int, tuple[asyncio.AbstractEventLoop, ConnectionPool]] = {}
 _tls_clients: dict[int, tuple[asyncio.AbstractEventLoop, httpx.AsyncClient]] = {}
+_frame_clients: dict[int, tuple[asyncio.AbstractEventLoop, FrameClient]] = {}
+_dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
 _HttpResponse = Response | httpx.Response
 
 
@@ -96,6 +100,9 @@ def reset() -> None:
     _registry = _UNSET
     _clients.clear()
     _tls_clients.clear()
+    for _, frames in _frame_clients.values():
+        frames.close()
+    _frame_clients.clear()
 
 
 def _timeout() -> float:
@@ -113,6 +120,17 @@ def _pool() -> ConnectionPool:
         pool = ConnectionPool(timeout=_timeout(), connect_timeout=10.0)
         _clients[id(loop)] = (loop, pool)
         return pool
+    return entry[1]
+
+
+def _frame_client() -> FrameClient:
+    """This event loop's connections to same-machine workers' frame sockets."""
+    loop = asyncio.get_running_loop()
+    entry = _frame_clients.get(id(loop))
+    if entry is None or entry[0] is not loop:
+        client = FrameClient(timeout=_timeout(), connect_timeout=10.0)
+        _frame_clients[id(loop)] = (loop, client)
+        return client
     return entry[1]
 
 
@@ -341,12 +359,14 @@ async def _call_queue(
     deadline = time.monotonic() + timeout
     payload = {"input": job_input}
     wait_ms = int(min(60.0, timeout) * 1000)
-    response = await _http(
-        "POST",
-        f"{endpoint.url}/runsync?wait={wait_ms}",
-        json=payload,
-        headers=endpoint.headers(),
-    )
+    response = await _runsync_here(endpoint, payload, wait_ms)
+    if response is None:
+        response = await _http(
+            "POST",
+            f"{endpoint.url}/runsync?wait={wait_ms}",
+            json=payload,
+            headers=endpoint.headers(),
+        )
     if response.status_code >= 400:
         _raise_http_error(target, response)
     job = response.json()
@@ -382,6 +402,23 @@ async def _call_queue(
         f"job {job.get('id')} ended {status}: {job.get('error') or ''}".rstrip(": "),
         endpoint=target.resource,
     )
+
+
+async def _runsync_here(
+    endpoint: EndpointInfo, payload: Mapping[str, Any], wait_ms: int
+) -> Response | None:
+    """The `/runsync` over the worker's frame socket when it is on this machine and an answer
+    named one (`runtime.local_frames`); None: send it over HTTP."""
+    if not endpoint.url.startswith("http://"):
+        return None
+    pool = _pool()
+    path = pool.frame_socket(endpoint.url)
+    if path is None:
+        return None
+    response = await _frame_client().runsync(path, _dumps(payload).encode(), wait_ms)
+    if response is None:  # gone (stopped or replaced): HTTP, whose answer names the new one
+        pool.forget_frame_socket(endpoint.url)
+    return response
 
 
 def _jsonable(value: Any) -> Any:

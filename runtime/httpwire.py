@@ -33,7 +33,12 @@ from urllib.parse import urlencode, urlsplit
 import httptools
 import httpx
 
-from runtime.worker_socket import LOOPBACK_NAMES, SOCKET_HEADER, advertised_socket
+from runtime.worker_socket import (
+    FRAMES_HEADER,
+    LOOPBACK_NAMES,
+    SOCKET_HEADER,
+    advertised_socket,
+)
 
 __all__ = ["ConnectionPool", "Response"]
 
@@ -130,6 +135,10 @@ class ConnectionPool:
         # seen from it (checked once per new value, not on every answer).
         self._unix: dict[tuple[str, int], str] = {}
         self._advertised: dict[tuple[str, int], str] = {}
+        # The same for a queue-based worker's frame socket, and the origin of each base URL.
+        self._frames: dict[tuple[str, int], str] = {}
+        self._advertised_frames: dict[tuple[str, int], str] = {}
+        self._origins: dict[str, tuple[str, int]] = {}
         self._heads: dict[tuple[Any, ...], tuple[tuple[str, int], bytes]] = {}
         self._slots: dict[tuple[str, int], asyncio.Semaphore] = {}
         self._closed = False
@@ -203,6 +212,9 @@ class ConnectionPool:
                     advertised = response.headers.get(SOCKET_HEADER)
                     if advertised is not None and advertised != self._advertised.get(origin):
                         self._adopt_socket(origin, advertised)
+                    frames = response.headers.get(FRAMES_HEADER)
+                    if frames is not None and frames != self._advertised_frames.get(origin):
+                        self._adopt_frames(origin, frames)
                     return response
                 except _ClosedBeforeAnswer as exc:
                     if attempt == 0:
@@ -243,6 +255,34 @@ class ConnectionPool:
             self._unix.pop(origin, None)
         else:
             self._unix[origin] = path
+
+    def _adopt_frames(self, origin: tuple[str, int], advertised: str) -> None:
+        self._advertised_frames[origin] = advertised
+        path = advertised_socket(advertised) if origin[0] in LOOPBACK_NAMES else None
+        if path is None:
+            self._frames.pop(origin, None)
+        else:
+            self._frames[origin] = path
+
+    def frame_socket(self, base_url: str) -> str | None:
+        """The frame socket an answer from the worker at `base_url` named, if adopted."""
+        if not self._frames:
+            return None
+        origin = self._origins.get(base_url)
+        if origin is None:
+            parts = urlsplit(base_url)
+            origin = (parts.hostname or "", parts.port or 80)
+            if len(self._origins) >= _MAX_HEADS:
+                self._origins.clear()
+            self._origins[base_url] = origin
+        return self._frames.get(origin)
+
+    def forget_frame_socket(self, base_url: str) -> None:
+        """Stop using the frame socket of `base_url` until an answer names one again."""
+        origin = self._origins.get(base_url)
+        if origin is not None:
+            self._frames.pop(origin, None)
+            self._advertised_frames.pop(origin, None)
 
     async def _open(self, origin: tuple[str, int]) -> _Conn:
         path = self._unix.get(origin)

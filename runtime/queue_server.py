@@ -33,6 +33,9 @@ there and served by the next incarnation of the worker (other ids of a previous 
 
 A job's record, its status body, webhook delivery and the journal file are
 `runtime.queue_jobs`; the state machine over the table of jobs and its HTTP API are here.
+At about 680 lines it stays one module: the HTTP API and the same-machine entry `runsync`
+(`runtime.local_frames`) share the admission checks and the state machine's private counts;
+split, each half would reach into the other's.
 """
 
 from __future__ import annotations
@@ -46,6 +49,7 @@ import time
 import traceback
 from collections import deque
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs
@@ -90,6 +94,17 @@ DEFAULT_MAX_RESULT_BYTES = 128 * 1024 * 1024  # outputs and errors of kept finis
 RETRY_AFTER = b"2"
 
 JobHandler = Callable[[dict[str, Any]], Awaitable[Any] | Any]
+# Gives a /runsync answer (status, JSON text) to its caller: HTTP or a same-machine frame.
+Reply = Callable[[int, str], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class _Refusal:
+    """A submission not taken: its status and error (`retry`: answered with Retry-After)."""
+
+    status: int
+    error: str
+    retry: bool = False
 
 
 class QueueServer:
@@ -473,43 +488,56 @@ class QueueServer:
             removed = self.purge_queue()
             await _respond(send, 200, dumps({"removed": removed, "status": "completed"}))
 
-    async def _submit(self, scope: dict[str, Any], receive: Any, send: Any, *, sync: bool) -> None:
+    def _refusal(self) -> _Refusal | None:
+        """(status, error, retry) when no job can be taken now (shutting down, unhealthy)."""
         if not self._accepting:
-            await _respond(send, 503, '{"error":"worker is shutting down"}')
-            return
+            return _Refusal(503, "worker is shutting down")
         unhealthy = self.unhealthy()
         if unhealthy:
-            await _respond_retry(send, 503, f"worker is unhealthy and recycling: {unhealthy}")
-            return
-        limit = self.max_body_bytes or (MAX_BODY_BYTES if sync else MAX_RUN_BODY_BYTES)
+            return _Refusal(503, f"worker is unhealthy and recycling: {unhealthy}", retry=True)
+        return None
+
+    def _admit(self, body: bytes) -> tuple[dict[str, Any], float | None] | _Refusal:
+        """The request of a submitted body and its timeout, or (status, error, retry)."""
         try:
-            body = await read_body(receive, limit)
             request = parse_json(body, self.max_depth) if body else None
         except BodyError as exc:
-            await _respond(send, exc.status, dumps({"error": exc.message}))
-            return
+            return _Refusal(exc.status, exc.message)
         if not isinstance(request, dict) or "input" not in request:
-            await _respond(send, 400, '{"error":"the request body must be {\\"input\\": ...}"}')
-            return
+            return _Refusal(400, 'the request body must be {"input": ...}')
         if self._running >= self.concurrency and len(self._queue) >= self.max_queue_jobs:
-            await _respond_retry(
-                send,
-                429,
-                f"queue is full: {len(self._queue)} jobs waiting (limit {self.max_queue_jobs})",
-            )
-            return
+            waiting = len(self._queue)
+            limit = self.max_queue_jobs
+            return _Refusal(429, f"queue is full: {waiting} jobs waiting (limit {limit})", True)
         if self._pending_bytes + len(body) > self.max_queue_bytes:
-            await _respond_retry(
-                send,
+            return _Refusal(
                 429,
                 f"queue is full: {self._pending_bytes} bytes of pending input, this "
                 f"body {len(body)} bytes (limit {self.max_queue_bytes} bytes)",
+                retry=True,
             )
-            return
         timeout = None
         policy = request.get("policy")
         if isinstance(policy, dict) and isinstance(policy.get("executionTimeout"), (int, float)):
             timeout = max(0.001, policy["executionTimeout"] / 1000)
+        return request, timeout
+
+    async def _submit(self, scope: dict[str, Any], receive: Any, send: Any, *, sync: bool) -> None:
+        refusal = self._refusal()
+        if refusal is not None:
+            await _respond_refusal(send, refusal)
+            return
+        limit = self.max_body_bytes or (MAX_BODY_BYTES if sync else MAX_RUN_BODY_BYTES)
+        try:
+            body = await read_body(receive, limit)
+        except BodyError as exc:
+            await _respond(send, exc.status, dumps({"error": exc.message}))
+            return
+        admitted = self._admit(body)
+        if isinstance(admitted, _Refusal):
+            await _respond_refusal(send, admitted)
+            return
+        request, timeout = admitted
         if not sync:
             webhook = request.get("webhook")
             job = self.submit(
@@ -533,16 +561,47 @@ class QueueServer:
                     wait = min(MAX_RUNSYNC_WAIT, max(0.0, float(values[0]) / 1000))
                 except ValueError:
                     pass
-        if self._running < self.concurrency and not self._queue:
-            await self._run_inline(request["input"], timeout, wait, send, len(body))
+
+        async def reply(status: int, text: str) -> None:
+            await _respond(send, status, text)
+
+        await self._run_sync(request, timeout, wait, len(body), reply)
+
+    async def runsync(self, body: bytes, wait_ms: int | None, reply: Reply) -> None:
+        """A `/runsync` of `body` (the HTTP request's body) from a same-machine caller
+        (`runtime.local_frames`): the same checks, limits, queue and answers as over HTTP,
+        given to `reply(status, json_text)` once (a job outliving the wait: its status)."""
+        refusal = self._refusal()
+        limit = self.max_body_bytes or MAX_BODY_BYTES
+        if refusal is None and len(body) > limit:
+            refusal = _Refusal(413, f"request body too large (limit {limit} bytes)")
+        admitted = self._admit(body) if refusal is None else refusal
+        if isinstance(admitted, _Refusal):
+            await reply(admitted.status, dumps({"error": admitted.error}))
             return
-        job = self.submit(request["input"], sync=True, timeout=timeout, size=len(body))
-        if job.finished is None:
-            await asyncio.wait((job.waiter(),), timeout=wait)
-        await _respond(send, 200, job.body(self._worker_json))
+        request, timeout = admitted
+        wait = self.runsync_wait
+        if wait_ms is not None:
+            wait = min(MAX_RUNSYNC_WAIT, wait_ms / 1000)
+        await self._run_sync(request, timeout, wait, len(body), reply)
+
+    async def _run_sync(
+        self, request: dict[str, Any], timeout: float | None, wait: float, size: int, reply: Reply
+    ) -> None:
+        if self._running < self.concurrency and not self._queue:
+            await self._run_inline(request["input"], timeout, wait, reply, size)
+            return
+        job = self.submit(request["input"], sync=True, timeout=timeout, size=size)
+        try:
+            if job.finished is None:
+                await _finished_within(job, wait)
+        except asyncio.CancelledError:
+            self.cancel(job)  # its caller gave up (a same-machine call cancelled)
+            raise
+        await reply(200, job.body(self._worker_json))
 
     async def _run_inline(
-        self, payload: Any, timeout: float | None, wait: float, send: Any, size: int
+        self, payload: Any, timeout: float | None, wait: float, reply: Reply, size: int
     ) -> None:
         """/runsync with a free slot: run the job in the request's own task.
 
@@ -563,7 +622,7 @@ class QueueServer:
         def reply_early() -> None:
             nonlocal replied
             replied = True
-            loop.create_task(_respond(send, 200, job.body(self._worker_json)))
+            loop.create_task(reply(200, job.body(self._worker_json)))
 
         timer = loop.call_later(wait, reply_early)
         try:
@@ -571,7 +630,7 @@ class QueueServer:
         finally:
             timer.cancel()
         if not replied:
-            await _respond(send, 200, job.body(self._worker_json))
+            await reply(200, job.body(self._worker_json))
 
     async def _lifespan(self, receive: Any, send: Any) -> None:
         while True:
@@ -582,6 +641,36 @@ class QueueServer:
                 await self.shutdown(grace=self.shutdown_grace)
                 await send({"type": "lifespan.shutdown.complete"})
                 return
+
+
+async def _finished_within(job: Job, wait: float) -> None:
+    """Return when `job` finishes or after `wait` seconds, whichever comes first.
+
+    A future and a timer: asyncio.wait's sets, callbacks and timeout handle for a single
+    future cost a queued /runsync a tenth of its CPU time.
+    """
+    loop = asyncio.get_running_loop()
+    woken = loop.create_future()
+
+    def wake(_: object = None) -> None:
+        if not woken.done():
+            woken.set_result(None)
+
+    done = job.waiter()
+    done.add_done_callback(wake)
+    timer = loop.call_later(wait, wake)
+    try:
+        await woken
+    finally:
+        timer.cancel()
+        done.remove_done_callback(wake)
+
+
+async def _respond_refusal(send: Any, refusal: _Refusal) -> None:
+    if refusal.retry:
+        await _respond_retry(send, refusal.status, refusal.error)
+    else:
+        await _respond(send, refusal.status, dumps({"error": refusal.error}))
 
 
 async def _respond_retry(send: Any, status: int, error: str) -> None:

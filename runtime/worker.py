@@ -41,8 +41,8 @@ at most 60), `FLASH_RUNSYNC_WAIT` (seconds /runsync waits, default 90),
 `FLASH_ENDPOINTS_TOKEN` / `FLASH_ENDPOINTS_TTL` (service registry, see `runtime.registry`),
 `FLASH_CALL_TIMEOUT` (cross-endpoint calls, see `runtime.calls`), `FLASH_HEADER_TIMEOUT`
 (seconds a request's headers may take, default 5; see `runtime.header_timeout`),
-`FLASH_WORKER_SOCKET=off` (no Unix socket for same-machine callers; see
-`runtime.worker_socket`). A QB resource's
+`FLASH_WORKER_SOCKET=off` (no Unix socket for same-machine callers, nor a QB worker's frame
+socket; see `runtime.worker_socket` and `runtime.local_frames`). A QB resource's
 `config.executionTimeoutMs` in the manifest (when > 0) bounds each job, else
 `FLASH_EXECUTION_TIMEOUT` (seconds, default 600 like RunPod; a job's own
 `policy.executionTimeout` wins).
@@ -89,9 +89,16 @@ from runtime.auth import BearerAuthMiddleware, endpoint_key
 from runtime.envnumbers import env_number
 from runtime.header_timeout import header_timeout_from_env, header_timeout_protocol
 from runtime.hostcheck import LOOPBACK_HOSTS, LoopbackHostMiddleware
+from runtime.local_frames import FRAMES_HEADER, FrameServer
 from runtime.queue_server import DEFAULT_CONCURRENCY
 from runtime.worker_app import RequestLogMiddleware, WorkerApp, err_line, out_line
-from runtime.worker_socket import SOCKET_ENV, SOCKET_HEADER, WorkerSocket, bind_worker_socket
+from runtime.worker_socket import (
+    FRAMES_KIND,
+    SOCKET_ENV,
+    SOCKET_HEADER,
+    WorkerSocket,
+    bind_worker_socket,
+)
 from runtime.write_coalescing import coalescing_protocol
 
 __all__ = ["main", "run"]
@@ -105,18 +112,18 @@ class _Server(uvicorn.Server):
     """uvicorn's server plus a watchdog that bounds shutdown after the first signal."""
 
     shutdown_timeout = DEFAULT_SHUTDOWN_TIMEOUT
-    local_socket: WorkerSocket | None = None
+    local_sockets: tuple[WorkerSocket, ...] = ()
 
     def handle_exit(self, sig: int, frame: Any) -> None:
         if not self.should_exit:
             timer = threading.Timer(self.shutdown_timeout, _hard_exit)
             timer.daemon = True
             timer.start()
-            if self.local_socket is not None:
+            for local in self.local_sockets:
                 # Gone from the directory at once (new callers use TCP), even if the watchdog
                 # ends the process before the socket is closed; open connections carry on.
                 with contextlib.suppress(OSError):
-                    os.unlink(self.local_socket.path)
+                    os.unlink(local.path)
         super().handle_exit(sig, frame)
         # uvicorn re-raises captured signals after shutdown (exit status -15); a graceful
         # shutdown is a normal exit for a supervised worker, so it exits 0 instead.
@@ -296,7 +303,14 @@ def main(argv: list[str] | None = None) -> int:
     # a wildcard bind serves whatever name the network uses, so it cannot be checked.
     if args.host not in _WILDCARD_HOSTS:
         app = LoopbackHostMiddleware(app, LOOPBACK_HOSTS | {args.host, host_text})
-    app = RequestLogMiddleware(app)
+    app = logged = RequestLogMiddleware(app)
+    # A queue-based worker's jobs, as frames for same-machine callers (runtime.local_frames).
+    frames = frame_server = None
+    if local is not None and worker is not None and not worker.load_balanced and not mothership:
+        frames = bind_worker_socket(port, kind=FRAMES_KIND)
+    advertised = [(SOCKET_HEADER, local.path)] if local is not None else []
+    if frames is not None:
+        advertised.append((FRAMES_HEADER, frames.path))
     grace = env_number("FLASH_SHUTDOWN_TIMEOUT", DEFAULT_SHUTDOWN_TIMEOUT, minimum=0.5)
     config = uvicorn.Config(
         app,
@@ -307,11 +321,11 @@ def main(argv: list[str] | None = None) -> int:
         timeout_graceful_shutdown=max(0.2, grace - 1.5),
         timeout_keep_alive=30,
         http=header_timeout_protocol(coalescing_protocol("auto"), header_timeout),
-        headers=[(SOCKET_HEADER, local.path)] if local is not None else [],
+        headers=advertised,
     )
     server = _Server(config)
     server.shutdown_timeout = grace
-    server.local_socket = local
+    server.local_sockets = tuple(s for s in (local, frames) if s is not None)
     if args.insecure and key is None:
         err_line("warning: --insecure: serving WITHOUT authentication")
     out_line(f"listening on http://{host_text}:{port}")
@@ -322,13 +336,22 @@ def main(argv: list[str] | None = None) -> int:
     loop = loop_factory() if loop_factory is not None else asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
     try:
+        if frames is not None and worker is not None:
+            runner = worker.job_runner
+            served = FrameServer(runner, logged.log)
+            # Held until the end: a server object that is collected closes its socket.
+            frame_server = loop.run_until_complete(
+                loop.create_unix_server(served.protocol, sock=frames.sock)
+            )
         sockets = [sock] if local is None else [sock, local.sock]
         loop.run_until_complete(server.serve(sockets=sockets))
     except KeyboardInterrupt:
         pass
     finally:
-        if local is not None:
-            local.close()
+        if frame_server is not None:
+            frame_server.close()
+        for bound in server.local_sockets:
+            bound.close()
     return worker.exit_code if worker is not None else 0
 
 

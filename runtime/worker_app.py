@@ -136,16 +136,19 @@ class RequestLogMiddleware:
         try:
             await self.app(scope, receive, send_logged)
         finally:
-            ms = (time.perf_counter() - start) * 1000
-            line = f"{scope['method']} {scope['path']} {status} {ms:.1f}ms"
-            if self._stamped is not None:
-                self._stamped.write_line(line)
-            else:
-                try:
-                    # One write(2) per line: unbuffered, so it is "flushed" at no extra cost.
-                    os.write(self._fd, (line + "\n").encode("utf-8", "replace"))
-                except (OSError, ValueError):
-                    pass  # a closed log pipe must not fail the request
+            self.log(scope["method"], scope["path"], status, time.perf_counter() - start)
+
+    def log(self, method: str, path: str, status: int, seconds: float) -> None:
+        """Write one request's line (also for requests that came another way than HTTP)."""
+        line = f"{method} {path} {status} {seconds * 1000:.1f}ms"
+        if self._stamped is not None:
+            self._stamped.write_line(line)
+        else:
+            try:
+                # One write(2) per line: unbuffered, so it is "flushed" at no extra cost.
+                os.write(self._fd, (line + "\n").encode("utf-8", "replace"))
+            except (OSError, ValueError):
+                pass  # a closed log pipe must not fail the request
 
 
 class _Lifespan:
@@ -327,6 +330,11 @@ class WorkerApp:
         kind = "load-balanced" if self.load_balanced else "queue-based"
         out_line(f"ready: resource {self.resource_name} ({kind}, {self.module_name})")
         self._watchdog = asyncio.get_running_loop().create_task(self._watch_health())
+
+    def job_runner(self) -> QueueServer | None:
+        """The queue that runs this worker's jobs, once the handler is loaded (else None)."""
+        inner = self.inner
+        return inner if self.ready and isinstance(inner, QueueServer) else None
 
     def unhealthy(self) -> str | None:
         """Why the served app cannot serve any more (stuck calls), or None."""

@@ -14,6 +14,10 @@ only if the path has that name, is a socket and is owned by the caller's own use
 connect there (the worker stopped, or was replaced at the same port) it falls back to TCP, where
 the next answer names the new socket. Remote endpoints (RunPod, over HTTPS) never see any of it.
 
+A queue-based worker binds a second socket, `flash-frames-<port>-<random>.sock`, named in
+`x-flash-frames`: its jobs' framed protocol for same-machine callers (`runtime.local_frames`).
+Both are adopted under the same rules, plus one: the socket's mode gives nobody else access.
+
 `FLASH_WORKER_SOCKET=off` keeps a worker on TCP only. A socket path longer than the system
 allows (about 100 bytes) is not bound: that worker is reached over TCP.
 """
@@ -31,17 +35,23 @@ import tempfile
 __all__ = [
     "LOOPBACK_NAMES",
     "SOCKET_ENV",
+    "FRAMES_HEADER",
+    "FRAMES_KIND",
     "SOCKET_HEADER",
+    "WORKER_KIND",
     "WorkerSocket",
     "advertised_socket",
     "bind_worker_socket",
 ]
 
 SOCKET_HEADER = "x-flash-socket"
+FRAMES_HEADER = "x-flash-frames"
 SOCKET_ENV = "FLASH_WORKER_SOCKET"
 # Addresses whose answers may name a local socket: only a worker on this machine has one.
 LOOPBACK_NAMES = frozenset({"127.0.0.1", "localhost", "::1"})
-_NAME = re.compile(r"flash-worker-\d{1,5}-[0-9a-f]{8}\.sock")
+_NAME = re.compile(r"flash-(worker|frames)-\d{1,5}-[0-9a-f]{8}\.sock")
+WORKER_KIND = "worker"  # HTTP, the same app as the TCP port
+FRAMES_KIND = "frames"  # a queue-based worker's framed protocol (runtime.local_frames)
 _MAX_PATH = 100  # sun_path holds 108 bytes on Linux, 104 on macOS, with the NUL
 
 
@@ -59,12 +69,15 @@ class WorkerSocket:
             os.unlink(self.path)
 
 
-def bind_worker_socket(port: int, directory: str | None = None) -> WorkerSocket | None:
-    """Bind and listen on a fresh socket for the worker on `port`; None when it cannot be."""
+def bind_worker_socket(
+    port: int, directory: str | None = None, kind: str = WORKER_KIND
+) -> WorkerSocket | None:
+    """Bind and listen on a fresh socket of `kind` for the worker on `port`; None when it
+    cannot be."""
     # TMPDIR as the environment says now: a worker forked from `runtime.forkserver` inherits
     # tempfile's cached answer of the fork server, not its own directory.
     folder = directory or os.environ.get("TMPDIR") or tempfile.gettempdir()
-    path = os.path.join(os.path.abspath(folder), f"flash-worker-{port}-{secrets.token_hex(4)}.sock")
+    path = os.path.join(os.path.abspath(folder), f"flash-{kind}-{port}-{secrets.token_hex(4)}.sock")
     if len(os.fsencode(path)) > _MAX_PATH or not hasattr(socket, "AF_UNIX"):
         return None
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -84,7 +97,7 @@ def bind_worker_socket(port: int, directory: str | None = None) -> WorkerSocket 
 
 def advertised_socket(value: str) -> str | None:
     """The socket a worker's answer names, if a caller may use it: a worker socket's name, a
-    socket, owned by this process's user; else None."""
+    socket, owned by this process's user and open to nobody else; else None."""
     if not os.path.isabs(value) or not _NAME.fullmatch(os.path.basename(value)):
         return None
     try:
@@ -92,5 +105,7 @@ def advertised_socket(value: str) -> str | None:
     except OSError:
         return None
     if not stat.S_ISSOCK(info.st_mode) or info.st_uid != os.getuid():
+        return None
+    if info.st_mode & 0o077:  # group or others may connect: not one a worker bound
         return None
     return value

@@ -215,6 +215,9 @@ async def test_a_cross_endpoint_call_follows_a_worker_restarted_elsewhere(
         publish(second)
         assert [await calls.dispatch(square, "sq", (i,), {}) for i in range(3, 6)] == [9, 16, 25]
         pool = next(p for _, p in calls._clients.values())
-        assert pool.opened_unix == 2  # one socket connection per worker
+        frames = next(c for _, c in calls._frame_clients.values())
+        # One socket connection per worker: its frame socket (runtime.local_frames), which
+        # takes a QB worker's /runsync calls; no HTTP one.
+        assert (pool.opened_unix, frames.opened) == (0, 2)
     finally:
         calls.reset()

@@ -1,0 +1,385 @@
+"""Same-machine `/runsync` calls to a queue-based worker as frames on its Unix socket.
+
+Why: an LB route awaiting a QB function on this machine paid, per call, for HTTP on both
+workers: a request head built and parsed, uvicorn's per-request cycle, the middleware stack
+(request log, host check, bearer auth) and one `send(2)` per call and per answer on each
+side. Here the calls of one caller to one worker share one connection; every call is a frame
+with an id, so calls in flight multiplex and their answers come back in any order, and what
+one side writes during a turn of its event loop leaves in one `send(2)` (at 64 calls in flight
+that is a handful of system calls per turn, not 128).
+
+Wire format (big-endian):
+
+- call: `length:u32 id:u32 kind:u8` then `length` bytes. `RUNSYNC`: `wait_ms:u32` (`NO_WAIT`
+  for the worker's default) then the `/runsync` body exactly as over HTTP (`{"input": ...}`);
+  `CANCEL`: nothing (the caller gave up on call `id`: its job is cancelled);
+- answer: `length:u32 id:u32 status:u16` then the answer's JSON text, as HTTP would carry it.
+
+Every call goes through `QueueServer.runsync`: the same body limit, JSON checks, concurrency,
+queue and 429s, execution timeout, counters and `/health`, and the worker's request log line
+(`POST /runsync 200 0.4ms`); a job outliving the wait answers its status like HTTP, and the
+caller polls `/status` over HTTP. Authentication is the socket's: 0600 in the worker's private
+directory, adopted by a caller only as `runtime.worker_socket` allows, and the server accepts
+only connections from its own user (`SO_PEERCRED`, where the system has it) — no key is sent.
+
+The worker names the socket in the `x-flash-frames` header of its HTTP answers; a caller
+(`runtime.calls`) uses it once an answer over loopback named it. A connection that dies (the
+worker stopped) fails the calls in flight as a broken HTTP connection would; the next call
+connects once more and, if that fails, goes over HTTP, whose answer names the new socket.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import struct
+import sys
+import time
+import traceback
+from collections.abc import Awaitable, Callable
+from typing import Protocol, cast
+
+import httpx
+
+from runtime.httpwire import Response
+from runtime.worker_socket import FRAMES_HEADER
+
+__all__ = [
+    "FRAMES_HEADER",
+    "NO_WAIT",
+    "FrameClient",
+    "FrameServer",
+    "JobRunner",
+]
+
+NO_WAIT = 0xFFFFFFFF
+_RUNSYNC = 1
+_CANCEL = 2
+_CALL = struct.Struct("!IIB")
+_ANSWER = struct.Struct("!IIH")
+_WAIT = struct.Struct("!I")
+# A call frame larger than RunPod's /runsync payload limit plus its header is refused unread.
+_MAX_CALL = 20 * 1024 * 1024 + _WAIT.size
+_PEERCRED = struct.Struct("3i")  # pid, uid, gid
+_STARTING = b'{"error":"worker is starting"}'
+_BROKEN = b'{"error":"internal error"}'
+
+
+class JobRunner(Protocol):
+    """What a frame server runs calls on (`runtime.queue_server.QueueServer`)."""
+
+    def runsync(
+        self, body: bytes, wait_ms: int | None, reply: Callable[[int, str], Awaitable[None]]
+    ) -> Awaitable[None]:
+        """Run one `/runsync` body and `reply(status, json_text)` once."""
+        ...
+
+
+class _Held:
+    """Bytes written during one event loop turn, sent together at its end."""
+
+    __slots__ = ("transport", "chunks", "loop")
+
+    def __init__(self, transport: asyncio.Transport) -> None:
+        self.transport = transport
+        self.chunks: list[bytes] = []
+        self.loop = asyncio.get_running_loop()
+
+    def write(self, data: bytes) -> None:
+        if not self.chunks:
+            self.loop.call_soon(self.flush)
+        self.chunks.append(data)
+
+    def flush(self) -> None:
+        if self.chunks and not self.transport.is_closing():
+            self.transport.write(b"".join(self.chunks))
+        self.chunks = []
+
+
+def _same_user(transport: asyncio.BaseTransport) -> bool:
+    """Whether the peer runs as this process's user (True where the system cannot tell)."""
+    sock = transport.get_extra_info("socket")
+    option = getattr(socket, "SO_PEERCRED", None)
+    if sock is None or option is None:
+        return True  # the socket's 0600 mode alone keeps other users out there
+    try:
+        _, uid, _ = _PEERCRED.unpack(sock.getsockopt(socket.SOL_SOCKET, option, _PEERCRED.size))
+    except OSError:
+        return False
+    return uid == os.getuid()
+
+
+class FrameServer:
+    """Serves frame calls on a worker's Unix socket (see the module docstring)."""
+
+    def __init__(
+        self,
+        runner: Callable[[], JobRunner | None],
+        log: Callable[[str, str, int, float], None],
+    ) -> None:
+        self._runner = runner  # None while the handler module is still importing
+        self._log = log
+
+    def protocol(self) -> asyncio.Protocol:
+        """A protocol instance for one accepted connection (`loop.create_unix_server`)."""
+        return _ServerConnection(self._runner, self._log)
+
+
+class _ServerConnection(asyncio.Protocol):
+    def __init__(
+        self,
+        runner: Callable[[], JobRunner | None],
+        log: Callable[[str, str, int, float], None],
+    ) -> None:
+        self._runner = runner
+        self._log = log
+        self._buffer = bytearray()
+        self._skip = 0  # bytes left of a refused call's payload
+        self._calls: dict[int, asyncio.Task[None]] = {}
+        self._out: _Held | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # (uvloop's transports are not asyncio.Transport subclasses: no isinstance check.)
+        if not _same_user(transport):
+            cast(asyncio.Transport, transport).abort()
+            return
+        self._out = _Held(cast(asyncio.Transport, transport))
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._out = None  # calls in flight finish; their answers have nowhere to go
+
+    def data_received(self, data: bytes) -> None:
+        if self._skip:
+            dropped = min(self._skip, len(data))
+            self._skip -= dropped
+            data = data[dropped:]
+        buffer = self._buffer
+        buffer += data
+        offset = 0
+        while len(buffer) - offset >= _CALL.size:
+            length, call_id, kind = _CALL.unpack_from(buffer, offset)
+            if length > _MAX_CALL:
+                self._answer(call_id, 413, b'{"error":"request body too large"}')
+                available = len(buffer) - offset - _CALL.size
+                self._skip = length - min(length, available)
+                offset = len(buffer) if self._skip else offset + _CALL.size + length
+                continue
+            end = offset + _CALL.size + length
+            if len(buffer) < end:
+                break
+            payload = bytes(buffer[offset + _CALL.size : end])
+            offset = end
+            if kind == _RUNSYNC:
+                task = asyncio.get_running_loop().create_task(self._serve(call_id, payload))
+                self._calls[call_id] = task
+            elif kind == _CANCEL:
+                running = self._calls.get(call_id)
+                if running is not None:
+                    running.cancel()
+        del buffer[:offset]
+
+    def _answer(self, call_id: int, status: int, body: bytes) -> None:
+        if self._out is not None:
+            self._out.write(_ANSWER.pack(len(body), call_id, status) + body)
+
+    async def _serve(self, call_id: int, payload: bytes) -> None:
+        start = time.perf_counter()
+        status = 0
+
+        async def reply(code: int, text: str) -> None:
+            nonlocal status
+            if status == 0:
+                status = code
+                self._answer(call_id, code, text.encode())
+
+        try:
+            runner = self._runner()
+            (wait_ms,) = _WAIT.unpack_from(payload)
+            if runner is None:
+                await reply(503, _STARTING.decode())
+            else:
+                await runner.runsync(
+                    payload[_WAIT.size :], None if wait_ms == NO_WAIT else wait_ms, reply
+                )
+        except asyncio.CancelledError:
+            status = status or 499  # the caller gave up; its job was cancelled
+        except Exception:
+            sys.stderr.write(f"frame call failed:\n{traceback.format_exc()}")
+            sys.stderr.flush()
+            await reply(500, _BROKEN.decode())
+        finally:
+            self._calls.pop(call_id, None)
+            self._log("POST", "/runsync", status or 500, time.perf_counter() - start)
+
+
+class FrameClient:
+    """A caller's connections to workers' frame sockets (one per socket), on one event loop."""
+
+    def __init__(self, *, timeout: float, connect_timeout: float = 10.0) -> None:
+        self.timeout = timeout
+        self.connect_timeout = connect_timeout
+        self.opened = 0  # connections opened so far: how well they are kept, for tests
+        self._connections: dict[str, _ClientConnection] = {}
+        self._opening: dict[str, asyncio.Future[_ClientConnection | None]] = {}
+
+    async def runsync(self, path: str, body: bytes, wait_ms: int | None) -> Response | None:
+        """Send a `/runsync` body to the worker at `path` and await its answer; None when
+        the socket cannot be reached (nothing was sent: the caller may use HTTP)."""
+        wait = NO_WAIT if wait_ms is None else min(wait_ms, NO_WAIT - 1)
+        payload = _WAIT.pack(wait) + body
+        connection = self._connections.get(path)
+        if connection is not None and not connection.closed:
+            try:
+                return await connection.call(payload, self.timeout)
+            except _LostWhileIdle:
+                pass  # the worker went away while the connection was idle: connect once more
+        connection = self._connections.get(path)
+        if connection is None or connection.closed:
+            connection = await self._connect(path)
+            if connection is None:
+                return None
+        try:
+            return await connection.call(payload, self.timeout)
+        except _LostWhileIdle as exc:
+            raise httpx.ReadError(str(exc)) from None
+
+    async def _connect(self, path: str) -> _ClientConnection | None:
+        # Calls that find no connection at the same moment share the one being opened.
+        opening = self._opening.get(path)
+        if opening is None:
+            opening = asyncio.ensure_future(self._open(path))
+            self._opening[path] = opening
+            opening.add_done_callback(lambda _: self._opening.pop(path, None))
+        return await asyncio.shield(opening)
+
+    async def _open(self, path: str) -> _ClientConnection | None:
+        self._connections.pop(path, None)
+        loop = asyncio.get_running_loop()
+        try:
+            _, connection = await asyncio.wait_for(
+                loop.create_unix_connection(_ClientConnection, path), self.connect_timeout
+            )
+        except (OSError, asyncio.TimeoutError):
+            return None
+        self.opened += 1
+        self._connections[path] = connection
+        return connection
+
+    def close(self) -> None:
+        """Close every connection (calls in flight fail)."""
+        for connection in self._connections.values():
+            connection.close()
+        self._connections.clear()
+
+
+class _LostWhileIdle(httpx.ReadError):
+    """The connection ended with no byte received since it was last idle: the worker was gone
+    before the call (as a kept-alive HTTP connection closed while idle), so it can be sent
+    again on a new connection."""
+
+
+class _ClientConnection(asyncio.Protocol):
+    def __init__(self) -> None:
+        self.closed = False
+        # Reads so far, and their count when the last call in flight was answered.
+        self._reads = 0
+        self._idle_reads = 0
+        self._buffer = bytearray()
+        self._pending: dict[int, asyncio.Future[Response]] = {}
+        # Each call's deadline and timeout, checked by one timer per connection: a timer per
+        # call (asyncio.timeout) cost a tenth of the caller's share of a call.
+        self._deadlines: dict[int, tuple[float, float]] = {}
+        self._sweeper: asyncio.TimerHandle | None = None
+        self._next = 0
+        self._out: _Held | None = None
+        self._transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = cast(asyncio.Transport, transport)
+        self._out = _Held(self._transport)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            self._sweeper = None
+        self._deadlines.clear()
+        pending, self._pending = self._pending, {}
+        reason = f"{type(exc).__name__}: {exc}" if exc else "closed by the worker"
+        for future in pending.values():
+            if not future.done():
+                future.set_exception(httpx.ReadError(f"worker socket connection lost ({reason})"))
+
+    def close(self) -> None:
+        if self._transport is not None:
+            self._transport.close()
+
+    def data_received(self, data: bytes) -> None:
+        self._reads += 1
+        buffer = self._buffer
+        buffer += data
+        offset = 0
+        while len(buffer) - offset >= _ANSWER.size:
+            length, call_id, status = _ANSWER.unpack_from(buffer, offset)
+            end = offset + _ANSWER.size + length
+            if len(buffer) < end:
+                break
+            future = self._pending.pop(call_id, None)
+            self._deadlines.pop(call_id, None)
+            if future is not None and not future.done():
+                body = bytes(buffer[offset + _ANSWER.size : end])
+                future.set_result(Response(status, {}, body))
+            offset = end
+        del buffer[:offset]
+        if not self._pending:
+            self._idle_reads = self._reads
+
+    async def call(self, payload: bytes, timeout: float) -> Response:
+        """Send one call and await its answer (cancelled or timed out: the worker is told)."""
+        assert self._out is not None
+        call_id = self._next
+        self._next = (call_id + 1) & 0xFFFFFFFF
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Response] = loop.create_future()
+        self._pending[call_id] = future
+        self._deadlines[call_id] = (loop.time() + timeout, timeout)
+        if self._sweeper is None:
+            self._schedule_sweep(loop, timeout)
+        reads = self._reads
+        after_idle = reads == self._idle_reads
+        self._out.write(_CALL.pack(len(payload), call_id, _RUNSYNC) + payload)
+        try:
+            return await future
+        except httpx.ReadError as exc:
+            if self.closed and after_idle and self._reads == reads:
+                raise _LostWhileIdle(str(exc)) from exc
+            raise
+        except asyncio.CancelledError:
+            self._cancel(call_id)
+            raise
+
+    def _schedule_sweep(self, loop: asyncio.AbstractEventLoop, timeout: float) -> None:
+        interval = min(1.0, max(0.01, timeout / 4))
+        self._sweeper = loop.call_later(interval, self._sweep, loop, timeout)
+
+    def _sweep(self, loop: asyncio.AbstractEventLoop, timeout: float) -> None:
+        """Fail (and cancel on the worker) every call past its deadline."""
+        self._sweeper = None
+        now = loop.time()
+        for call_id, (deadline, limit) in list(self._deadlines.items()):
+            if deadline > now:
+                continue
+            future = self._pending.get(call_id)
+            self._cancel(call_id)
+            if future is not None and not future.done():
+                message = f"no answer on the worker socket within {limit:g}s"
+                future.set_exception(httpx.ReadTimeout(message))
+        if self._pending and not self.closed:
+            self._schedule_sweep(loop, timeout)
+
+    def _cancel(self, call_id: int) -> None:
+        self._deadlines.pop(call_id, None)
+        if self._pending.pop(call_id, None) is not None and not self.closed:
+            assert self._out is not None
+            self._out.write(_CALL.pack(0, call_id, _CANCEL))

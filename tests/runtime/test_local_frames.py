@@ -1,0 +1,446 @@
+"""Same-machine `/runsync` calls as frames on a queue-based worker's socket
+(`runtime.local_frames`): real worker processes, the caller's real registry, pool and frame
+client, as an LB worker calling a QB function uses them."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import signal
+import socket
+import stat
+import struct
+import subprocess
+import sys
+import tempfile
+import textwrap
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from waiting import eventually
+from worker_harness import Worker
+
+from runtime import calls
+from runtime.errors import RemoteExecutionError
+from runtime.httpwire import ConnectionPool
+from runtime.local_frames import FrameClient
+from runtime.registry import ServiceRegistry
+from runtime.worker_socket import (
+    FRAMES_HEADER,
+    FRAMES_KIND,
+    advertised_socket,
+    bind_worker_socket,
+)
+
+USER_CODE = """
+import asyncio
+
+running = 0
+peak = 0
+
+
+def square(x: int) -> int:
+    return x * x
+
+
+def fail(text: str) -> None:
+    raise ValueError(f"bad input: {text}")
+
+
+async def hold(seconds: float) -> int:
+    global running, peak
+    running += 1
+    peak = max(peak, running)
+    try:
+        await asyncio.sleep(seconds)
+    finally:
+        running -= 1
+    return peak
+"""
+
+QB_HANDLER = """
+from runtime.qb_handler import create_handler
+import userfns
+handler = create_handler({"square": userfns.square, "fail": userfns.fail, "hold": userfns.hold})
+"""
+
+MANIFEST = {
+    "version": "1.0",
+    "resources": {
+        "sq": {
+            "resource_type": "LiveServerless",
+            "handler_file": "handler_sq.py",
+            "functions": [{"name": "square"}, {"name": "fail"}, {"name": "hold"}],
+        }
+    },
+}
+
+
+# The caller's view of the functions (they run on `sq`).
+def square(x: int) -> int:
+    """x squared, on `sq`."""
+    return x * x
+
+
+def fail(text: str) -> None:
+    """Raises on `sq`."""
+    raise AssertionError("runs remotely")
+
+
+async def hold(seconds: float) -> int:
+    """Sleeps on `sq`; returns the most calls it saw running at once."""
+    raise AssertionError("runs remotely")
+
+
+@pytest.fixture(scope="module")
+def build_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("build")
+    (root / "userfns.py").write_text(textwrap.dedent(USER_CODE))
+    (root / "handler_sq.py").write_text(textwrap.dedent(QB_HANDLER))
+    (root / "flash_manifest.json").write_text(json.dumps(MANIFEST))
+    return root
+
+
+@pytest.fixture
+def short_tmp() -> Iterator[Path]:
+    """A temporary directory with a short path (a socket path must stay under ~100 bytes)."""
+    path = Path(tempfile.mkdtemp(prefix="ffr-", dir="/tmp"))
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture
+def started() -> Iterator[list[Worker]]:
+    """Workers a test starts; all stopped after it."""
+    workers: list[Worker] = []
+    yield workers
+    for worker in workers:
+        worker.stop()
+
+
+@pytest.fixture
+async def caller(tmp_path: Path) -> AsyncIterator[Path]:
+    """The endpoint table a caller worker reads (`publish` writes it); calls reset after."""
+    table = tmp_path / "endpoints.json"
+    calls.set_registry(ServiceRegistry(MANIFEST, current_resource="gw", endpoints_file=table))
+    yield table
+    for _, pool in list(calls._clients.values()):
+        await pool.aclose()
+    calls.reset()
+
+
+def _start(build_dir: Path, tmp: Path, started: list[Worker], **env: str) -> Worker:
+    extra = env.pop("extra", None)
+    worker = Worker(
+        build_dir,
+        "sq",
+        key="key-sq",
+        env={"TMPDIR": str(tmp), **env},
+        extra_args=extra.split() if extra else None,
+    )
+    started.append(worker)
+    worker.wait_ready()
+    return worker
+
+
+def _publish(table: Path, worker: Worker) -> None:
+    entry = {"url": worker.url, "key": worker.key}
+    table.write_text(json.dumps({"endpoints": {"sq": entry}}))
+
+
+def _pool() -> ConnectionPool:
+    return next(pool for _, pool in calls._clients.values())
+
+
+def _frames() -> FrameClient:
+    return next(client for _, client in calls._frame_clients.values())
+
+
+def _runsync_lines(worker: Worker) -> int:
+    return sum(1 for line in worker.stdout if "POST /runsync 200 " in line)
+
+
+async def test_calls_go_over_one_frame_connection_and_are_logged(
+    build_dir: Path, short_tmp: Path, started: list[Worker], caller: Path
+) -> None:
+    worker = _start(build_dir, short_tmp, started)
+    _publish(caller, worker)
+    assert [await calls.dispatch(square, "sq", (i,), {}) for i in range(20)] == [
+        i * i for i in range(20)
+    ]
+    # The first call over TCP (its answer named the frame socket), every later one as a frame
+    # on one connection: no other HTTP connection was opened.
+    assert (_pool().opened, _frames().opened) == (1, 1)
+    named = httpx.get(f"{worker.url}/ping").headers[FRAMES_HEADER]
+    assert os.path.basename(named).startswith("flash-frames-")
+    assert stat.S_IMODE(os.stat(named).st_mode) == 0o600
+    # Every call, frame or HTTP, has its request log line and counts in /health.
+    await eventually(lambda: _runsync_lines(worker) == 20, 10, "20 request log lines")
+    health = httpx.get(f"{worker.url}/health", headers=worker.headers).json()
+    assert health["jobs"]["completed"] == 20
+
+
+async def test_many_calls_in_flight_share_the_connection_and_get_their_own_answers(
+    build_dir: Path, short_tmp: Path, started: list[Worker], caller: Path
+) -> None:
+    worker = _start(build_dir, short_tmp, started)
+    _publish(caller, worker)
+    assert await calls.dispatch(square, "sq", (2,), {}) == 4  # learns the socket
+    results = await asyncio.gather(*(calls.dispatch(square, "sq", (i,), {}) for i in range(300)))
+    assert results == [i * i for i in range(300)]
+    assert (_pool().opened, _frames().opened) == (1, 1)
+
+
+async def test_a_job_over_the_concurrency_limit_queues_as_over_http(
+    build_dir: Path, short_tmp: Path, started: list[Worker], caller: Path
+) -> None:
+    worker = _start(build_dir, short_tmp, started, FLASH_WORKER_CONCURRENCY="2")
+    _publish(caller, worker)
+    assert await calls.dispatch(square, "sq", (1,), {}) == 1
+    seen_queued = False
+
+    def queued() -> bool:
+        nonlocal seen_queued
+        jobs = httpx.get(f"{worker.url}/health", headers=worker.headers).json()["jobs"]
+        seen_queued = seen_queued or (jobs["inProgress"] == 2 and jobs["inQueue"] >= 1)
+        return seen_queued
+
+    calls_in_flight = asyncio.gather(*(calls.dispatch(hold, "sq", (0.4,), {}) for _ in range(6)))
+    await eventually(lambda: queued() or calls_in_flight.done(), 10, "jobs waiting in the queue")
+    peaks = await calls_in_flight
+    assert seen_queued
+    assert max(peaks) == 2  # never more than the limit at once
+    assert _frames().opened == 1
+
+
+async def test_a_full_queue_answers_429_to_the_caller(
+    build_dir: Path, short_tmp: Path, started: list[Worker], caller: Path
+) -> None:
+    worker = _start(
+        build_dir, short_tmp, started, FLASH_WORKER_CONCURRENCY="1", FLASH_QUEUE_MAX_JOBS="1"
+    )
+    _publish(caller, worker)
+    assert await calls.dispatch(square, "sq", (1,), {}) == 1
+    outcomes = await asyncio.gather(
+        *(calls.dispatch(hold, "sq", (0.3,), {}) for _ in range(4)), return_exceptions=True
+    )
+    refused = [o for o in outcomes if isinstance(o, RemoteExecutionError)]
+    assert len(refused) == 2 and all(o.status == 429 for o in refused), outcomes
+    assert all("queue is full" in str(o) for o in refused)
+    assert [o for o in outcomes if not isinstance(o, Exception)] == [1, 1]
+    assert _frames().opened == 1
+
+
+async def test_a_body_over_the_workers_limit_is_refused_as_over_http(
+    build_dir: Path, short_tmp: Path, started: list[Worker], caller: Path
+) -> None:
+    worker = _start(build_dir, short_tmp, started, FLASH_MAX_BODY_BYTES="2000")
+    _publish(caller, worker)
+    assert [await calls.dispatch(square, "sq", (i,), {}) for i in range(2)] == [0, 1]
+    with pytest.raises(RemoteExecutionError) as refused:
+        await calls.dispatch(fail, "sq", ("x" * 5000,), {})
+    assert refused.value.status == 413
+    assert "request body too large (limit 2000 bytes)" in str(refused.value)
+    assert _frames().opened == 1
+    await eventually(
+        lambda: any("POST /runsync 413 " in line for line in worker.stdout), 10, "the 413 logged"
+    )
+
+
+async def test_an_error_in_the_callee_arrives_with_its_type_message_and_line(
+    build_dir: Path, short_tmp: Path, started: list[Worker], caller: Path
+) -> None:
+    worker = _start(build_dir, short_tmp, started)
+    _publish(caller, worker)
+    assert await calls.dispatch(square, "sq", (3,), {}) == 9
+    with pytest.raises(RemoteExecutionError) as failed:
+        await calls.dispatch(fail, "sq", ("xyz",), {})
+    assert _frames().opened == 1  # it came as a frame
+    text = str(failed.value)
+    assert "ValueError: bad input: xyz" in text
+    line = USER_CODE.splitlines().index('    raise ValueError(f"bad input: {text}")') + 1
+    assert f'userfns.py", line {line}' in failed.value.remote_traceback
+    # The callee's log has the traceback too.
+    await eventually(
+        lambda: any("ValueError: bad input: xyz" in e for e in worker.stderr + worker.stdout),
+        10,
+        "the traceback in the worker's log",
+    )
+
+
+async def test_a_caller_that_gives_up_cancels_the_job(
+    build_dir: Path, short_tmp: Path, started: list[Worker], caller: Path
+) -> None:
+    worker = _start(build_dir, short_tmp, started, FLASH_WORKER_CONCURRENCY="1")
+    _publish(caller, worker)
+    assert await calls.dispatch(square, "sq", (3,), {}) == 9
+    with pytest.raises(asyncio.TimeoutError):
+        await asyncio.wait_for(calls.dispatch(hold, "sq", (60.0,), {}), 0.5)
+
+    def running() -> int:
+        jobs = httpx.get(f"{worker.url}/health", headers=worker.headers).json()["jobs"]
+        return int(jobs["inProgress"])
+
+    # Its one slot is free again long before the job's 60 s: the next call runs at once.
+    await eventually(lambda: running() == 0, 10, "the abandoned job cancelled")
+    assert await asyncio.wait_for(calls.dispatch(square, "sq", (4,), {}), 10) == 16
+
+
+async def test_a_call_past_the_call_timeout_raises_and_its_job_is_cancelled(
+    build_dir: Path,
+    short_tmp: Path,
+    started: list[Worker],
+    caller: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("FLASH_CALL_TIMEOUT", "1")
+    worker = _start(build_dir, short_tmp, started, FLASH_WORKER_CONCURRENCY="1")
+    _publish(caller, worker)
+    assert [await calls.dispatch(square, "sq", (i,), {}) for i in range(2)] == [0, 1]
+    with pytest.raises(TimeoutError, match="hold on sq did not"):
+        await calls.dispatch(hold, "sq", (60.0,), {})
+
+    def running() -> int:
+        jobs = httpx.get(f"{worker.url}/health", headers=worker.headers).json()["jobs"]
+        return int(jobs["inProgress"])
+
+    await eventually(lambda: running() == 0, 10, "the timed-out job cancelled")
+    assert await calls.dispatch(square, "sq", (5,), {}) == 25
+    assert _frames().opened == 1
+
+
+async def test_a_worker_killed_and_replaced_is_followed(
+    build_dir: Path, short_tmp: Path, started: list[Worker], caller: Path
+) -> None:
+    """SIGKILLed: its socket file stays with nobody listening. The kept connection is found
+    dead, one new connection is tried, then HTTP, whose answer names the new worker's socket."""
+    first = _start(build_dir, short_tmp, started)
+    _publish(caller, first)
+    assert [await calls.dispatch(square, "sq", (i,), {}) for i in range(3)] == [0, 1, 4]
+    port = first.url.rsplit(":", 1)[1]
+    old = httpx.get(f"{first.url}/ping").headers[FRAMES_HEADER]
+    first.proc.kill()
+    first.proc.wait(10)
+    assert os.path.exists(old)  # left behind by the SIGKILL
+    second = _start(build_dir, short_tmp, started, extra=f"--port {port}")
+    assert second.url == first.url
+    _publish(caller, second)
+    assert [await calls.dispatch(square, "sq", (i,), {}) for i in range(3, 8)] == [
+        9,
+        16,
+        25,
+        36,
+        49,
+    ]
+    new = httpx.get(f"{second.url}/ping").headers[FRAMES_HEADER]
+    assert new != old
+    # Two HTTP connections (one per worker), two frame connections (one per worker).
+    assert (_pool().opened, _frames().opened) == (2, 2)
+    assert _runsync_lines(second) == 5
+
+
+async def test_a_stopping_worker_answers_the_calls_in_flight(
+    build_dir: Path, short_tmp: Path, started: list[Worker], caller: Path
+) -> None:
+    """SIGTERM: the running job finishes within the shutdown grace and its answer arrives;
+    the connection ends with the process."""
+    worker = _start(build_dir, short_tmp, started)
+    _publish(caller, worker)
+    assert [await calls.dispatch(square, "sq", (i,), {}) for i in range(2)] == [0, 1]
+    (connection,) = _frames()._connections.values()
+    in_flight = asyncio.ensure_future(calls.dispatch(hold, "sq", (0.5,), {}))
+
+    def running() -> int:
+        jobs = httpx.get(f"{worker.url}/health", headers=worker.headers).json()["jobs"]
+        return int(jobs["inProgress"])
+
+    await eventually(lambda: running() == 1, 10, "the call running on the worker")
+    worker.proc.send_signal(signal.SIGTERM)
+    assert await asyncio.wait_for(in_flight, 10) == 1
+    assert worker.proc.wait(10) == 0
+    await eventually(lambda: connection.closed, 10, "the frame connection ended")
+
+
+async def test_over_tcp_only_the_calls_stay_http(
+    build_dir: Path, short_tmp: Path, started: list[Worker], caller: Path
+) -> None:
+    worker = _start(build_dir, short_tmp, started, FLASH_WORKER_SOCKET="off")
+    _publish(caller, worker)
+    assert FRAMES_HEADER not in httpx.get(f"{worker.url}/ping").headers
+    assert [await calls.dispatch(square, "sq", (i,), {}) for i in range(4)] == [0, 1, 4, 9]
+    assert calls._frame_clients == {} or _frames().opened == 0
+    assert sorted(short_tmp.glob("flash-*.sock")) == []
+
+
+def test_a_socket_open_to_others_is_not_adopted(short_tmp: Path) -> None:
+    bound = bind_worker_socket(1, str(short_tmp), kind=FRAMES_KIND)
+    assert bound is not None
+    try:
+        assert advertised_socket(bound.path) == bound.path
+        os.chmod(bound.path, 0o660)
+        assert advertised_socket(bound.path) is None
+        os.chmod(bound.path, 0o600)
+        if os.getuid() == 0:  # only root can give a file to another user
+            os.chown(bound.path, 65534, -1)
+            assert advertised_socket(bound.path) is None
+    finally:
+        bound.close()
+
+
+async def test_a_pool_adopts_no_frame_socket_another_user_owns(
+    build_dir: Path, short_tmp: Path, started: list[Worker], caller: Path
+) -> None:
+    worker = _start(build_dir, short_tmp, started)
+    _publish(caller, worker)
+    named = httpx.get(f"{worker.url}/ping").headers[FRAMES_HEADER]
+    os.chmod(named, 0o666)  # as if another user's process had made it reachable
+    assert [await calls.dispatch(square, "sq", (i,), {}) for i in range(3)] == [0, 1, 4]
+    assert calls._frame_clients == {} or _frames().opened == 0
+    assert _pool().frame_socket(worker.url) is None
+
+
+@pytest.mark.skipif(
+    os.getuid() != 0 or not hasattr(socket, "SO_PEERCRED"), reason="needs root and SO_PEERCRED"
+)
+def test_the_worker_refuses_a_caller_of_another_user(
+    build_dir: Path, short_tmp: Path, started: list[Worker]
+) -> None:
+    """Even if its mode let them in, a connection of another user gets no answer."""
+    worker = _start(build_dir, short_tmp, started)
+    named = httpx.get(f"{worker.url}/ping").headers[FRAMES_HEADER]
+    os.chmod(short_tmp, 0o755)
+    os.chmod(named, 0o666)
+    from runtime.serialization import function_job
+
+    body = json.dumps({"input": function_job("square", (3,))}).encode()
+    frame = struct.pack("!IIB", 4 + len(body), 7, 1) + struct.pack("!I", 0xFFFFFFFF) + body
+    probe = textwrap.dedent(
+        f"""
+        import os, socket, sys
+        os.setgid(65534); os.setuid(65534)
+        s = socket.socket(socket.AF_UNIX)
+        s.settimeout(10)
+        try:
+            s.connect({named!r})
+            s.sendall(bytes.fromhex({frame.hex()!r}))
+            data = s.recv(65536)
+        except OSError:  # refused, reset or closed: no answer either way
+            data = b""
+        print("answer" if data else "no answer")
+        """
+    )
+    as_self = probe.replace("os.setgid(65534); os.setuid(65534)", "")
+    mine = subprocess.run(
+        [sys.executable, "-c", as_self], capture_output=True, text=True, timeout=30
+    )
+    other = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, timeout=30
+    )
+    assert mine.stdout.strip() == "answer", mine.stderr
+    assert other.stdout.strip() == "no answer", other.stderr
+    worker.wait_for_output(lambda entry: "POST /runsync 200" in entry)
+    assert _runsync_lines(worker) == 1  # the call of this user only
