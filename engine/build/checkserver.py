@@ -59,6 +59,13 @@ for name in json.loads(sys.argv[1]):
     except BaseException:
         pass
 top = sorted({name.split(".")[0] for name in sys.modules})
+# The resolved paths of what is loaded now, once: a child resolves only what it loads itself
+# (resolving the ~500 preloaded files took ~20 ms of every check).
+resolved = {}
+for module in list(sys.modules.values()):
+    path = getattr(module, "__file__", None)
+    if isinstance(path, str):
+        resolved[path] = os.path.realpath(path)
 reply.write(json.dumps({"ready": top}) + "\\n")
 reply.flush()
 
@@ -74,7 +81,7 @@ def child(folder, check):
         importlib.invalidate_caches()
         importlib.import_module(check["module"])
         paths = {getattr(m, "__file__", None) for m in list(sys.modules.values())}
-        real = sorted(os.path.realpath(p) for p in paths if isinstance(p, str))
+        real = sorted(resolved.get(p) or os.path.realpath(p) for p in paths if isinstance(p, str))
         with open(check["out"], "w", encoding="utf-8") as handle:
             handle.write("\\n".join(real))
         code = 0

@@ -376,7 +376,15 @@ def build_project(
 
         # 7. archive
         progress("archive", 0, 1, ARCHIVE_NAME)
-        build_id = write_archive(build_dir, archive, members, compresslevel=ARCHIVE_LEVEL)
+        # The bundled packages rarely change: compressed once, kept beside the vendor cache.
+        build_id = write_archive(
+            build_dir,
+            archive,
+            members,
+            compresslevel=ARCHIVE_LEVEL,
+            cache_dir=flash_dir / ".archive-cache",
+            cached_prefix=f"{VENDOR_DIR}/",
+        )
         size = archive.stat().st_size
         if size > MAX_ARCHIVE_BYTES:
             warnings.append(

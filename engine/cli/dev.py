@@ -25,6 +25,7 @@ from rich.markup import escape
 from engine.cli.plan import err_console, progress_printer
 from engine.dev.routes import route_table
 from engine.dev.session import DevSession
+from engine.localcloud.ports import listening_socket
 from engine.operation_results import OpError
 from engine.operations import Engine
 from engine.wording import plural
@@ -76,17 +77,12 @@ def _say(text: str) -> None:
 
 
 def _bind(port: int) -> socket.socket:
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
-        sock.bind(("127.0.0.1", port))
+        return listening_socket(port)
     except OSError as exc:
-        sock.close()
         if exc.errno == errno.EADDRINUSE:
             raise OpError(f"port {port} is in use: pick another with --port") from None
         raise OpError(f"cannot listen on 127.0.0.1:{port}: {exc.strerror or exc}") from None
-    sock.listen(128)
-    return sock
 
 
 async def _serve(args: argparse.Namespace, stop: asyncio.Event) -> int:

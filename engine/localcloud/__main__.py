@@ -19,7 +19,6 @@ import contextlib
 import fcntl
 import json
 import os
-import socket
 import sys
 import time
 
@@ -27,6 +26,7 @@ import uvicorn
 
 from engine.home import Home
 from engine.localcloud.discovery import claim_service_lock, load_or_create_token, write_state
+from engine.localcloud.ports import listening_socket
 from engine.localcloud.service import create_app
 from engine.localcloud.store import StoreError, check_database
 from runtime.header_timeout import header_timeout_from_env, header_timeout_protocol
@@ -74,15 +74,11 @@ def _serve(home: Home, port_wanted: int, header_timeout: float) -> int:
         return EXIT_FAILED_AT_START
     token = load_or_create_token(home)
     host = "127.0.0.1"
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
-        sock.bind((host, port_wanted))
+        sock = listening_socket(port_wanted)
     except OSError as exc:
-        sock.close()
         print(f"error: cannot listen on {host}:{port_wanted}: {exc}", file=sys.stderr)
         return EXIT_FAILED_AT_START
-    sock.listen(128)
     port = int(sock.getsockname()[1])
     started_at = time.time()
 

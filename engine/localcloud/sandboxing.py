@@ -3,13 +3,13 @@
 The engine builds it (it knows the home's layout); the worker applies it with Landlock
 (`runtime.sandbox`) before importing user code. A worker may read the Python installation and
 its import path (and the endpoint's own environment, when it runs on one), the system's shared
-files (`/usr`, `/lib*`, `/etc`, a few `/dev`, `/proc` and `/sys` entries) and its app's
-endpoint table; it may write its own build copy (pyc caches), its
-own state directory (job journal, private temporary directory), `/tmp`, `/dev/shm` and
-`/dev/null`. Nothing else: not the rest of the home (token, database, other apps' keys and
-builds), not the user's home directory. A path that would contain the flash-tui home or the
-user's home is never granted (e.g. `/tmp` when the home is under it): the worker's `TMPDIR` is
-its private directory either way.
+files (`/usr`, `/lib*`, `/etc`, a few `/dev`, `/proc` and `/sys` entries), its app's
+endpoint table and the bundled packages its build copy links to (`buildcopies`); it may write
+its own build copy (pyc caches), its own state directory (job journal, private temporary
+directory), `/tmp`, `/dev/shm` and `/dev/null`. Nothing else: not the rest of the home
+(token, database, other apps' keys and builds), not the user's home directory. A path that
+would contain the flash-tui home or the user's home is never granted (e.g. `/tmp` when the
+home is under it): the worker's `TMPDIR` is its private directory either way.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from pathlib import Path
 
 import runtime
 from engine.home import Home
+from engine.localcloud.buildcopies import shared_runtime
 from runtime.sandbox import MODE_ENV, SandboxPolicy
 
 __all__ = ["sandbox_enabled", "worker_policy", "worker_state_dir"]
@@ -83,6 +84,10 @@ def worker_policy(
     # The import path of the service could lead into the home (its working directory).
     python = [p for p in python if not Path(os.path.abspath(p)).resolve().is_relative_to(root)]
     read = [*python, *_SYSTEM_READ, str(home.endpoints_file(app).parent)]
+    # The build's bundled packages, shared by the app's copies: read, never written.
+    bundled = shared_runtime(build_path)
+    if bundled is not None:
+        read.append(str(bundled))
     state = worker_state_dir(home, app, name)
     write = [str(build_path), str(state), *_SYSTEM_WRITE]
     return SandboxPolicy(tuple(_granted(read, protected)), tuple(_granted(write, protected)))

@@ -353,6 +353,7 @@ class Supervisor:
         Caller holds the app lock (a deploy records its copy before any endpoint uses it)."""
         keep = {b for w, b in self._draining.values() if w.app == app and b}
         buildcopies.prune_copies(self.store, app, keep)
+        buildcopies.prune_runtimes(self.home.app_dir(app))
 
     # -- monitoring -----------------------------------------------------------------------
 

@@ -261,6 +261,9 @@ class WorkerProcesses:
         """Poll /ping until 200; (False, reason) if the process exits or the deadline passes."""
         deadline = time.monotonic() + timeout
         url = f"http://127.0.0.1:{worker.port}/ping"
+        # A forked worker answers within tens of milliseconds: poll often at first, so the
+        # poll adds little to a deploy (or a save in `flash-tui dev`), then every 20 ms.
+        delay = 0.005
         while time.monotonic() < deadline:
             if not worker.alive():
                 return False, f"worker exited (code {worker.exit_code()}) before it was ready"
@@ -270,7 +273,8 @@ class WorkerProcesses:
                     return True, ""
             except httpx.HTTPError:
                 pass
-            await asyncio.sleep(0.02)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 0.02)
         return False, f"not ready within {timeout:.0f}s"
 
     # -- stop -----------------------------------------------------------------------------

@@ -81,3 +81,50 @@ def test_explicit_file_list_and_path_safety(tmp_path: Path) -> None:
     with tarfile.open(archive) as tar:
         assert tar.getnames() == ["main.py", "pkg/sub/mod.py"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["src", "x.tar.gz"]
+
+
+def test_cached_members_give_the_same_tar_and_are_compressed_once(tmp_path: Path) -> None:
+    import gzip
+    import tarfile
+
+    src = _tree(tmp_path / "src")
+    for index in range(5):
+        path = src / "_pkgs" / "lib" / f"m{index}.py"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(f"value = {index}\n" * 50)
+    (src / "_pkgs" / "lib" / "native.so").write_bytes(b"\x7fELF" * 100)
+    (src / "_pkgs" / "lib" / "native.so").chmod(0o755)
+    (src / "Zfirst.txt").write_text("sorts before the cached members\n")
+    cache = tmp_path / "cache"
+    plain = tmp_path / "plain.tar.gz"
+    write_archive(src, plain)
+    cached = tmp_path / "cached.tar.gz"
+    digest = write_archive(src, cached, cache_dir=cache, cached_prefix="_pkgs/")
+    # The same tar stream (byte for byte, trailer included) in several gzip members.
+    assert gzip.decompress(cached.read_bytes()) == gzip.decompress(plain.read_bytes())
+    with tarfile.open(cached, "r:gz") as tar:
+        assert [m.name for m in tar] == [m.name for m in tarfile.open(plain, "r:gz")]
+    (segment,) = cache.glob("*.gz")
+    assert digest == file_sha256(cached)
+
+    # Again, with a project file changed: the segment is reused as it is, and the archive is
+    # the one the same files always give.
+    (src / "main.py").write_text("print('changed')\n")
+    again = tmp_path / "again.tar.gz"
+    stamp = segment.stat().st_mtime_ns
+    write_archive(src, again, cache_dir=cache, cached_prefix="_pkgs/")
+    assert list(cache.glob("*.gz")) == [segment] and segment.stat().st_mtime_ns == stamp
+    assert segment.read_bytes() in again.read_bytes()
+    write_archive(src, plain)
+    assert gzip.decompress(again.read_bytes()) == gzip.decompress(plain.read_bytes())
+    fresh = tmp_path / "fresh.tar.gz"
+    write_archive(src, fresh, cache_dir=tmp_path / "cold", cached_prefix="_pkgs/")
+    assert fresh.read_bytes() == again.read_bytes()
+
+    # A cached member changed: a new segment, not the stale one.
+    (src / "_pkgs" / "lib" / "m0.py").write_text("value = 'new'\n")
+    newer = tmp_path / "newer.tar.gz"
+    write_archive(src, newer, cache_dir=cache, cached_prefix="_pkgs/")
+    write_archive(src, plain)
+    assert gzip.decompress(newer.read_bytes()) == gzip.decompress(plain.read_bytes())
+    assert list(cache.glob("*.gz")) != [segment]

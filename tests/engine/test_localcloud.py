@@ -373,3 +373,19 @@ async def test_the_local_cloud_prices_nothing(tmp_path: Path) -> None:
     provider = get_provider("local", home=Home(tmp_path / "home"))
     assert isinstance(provider, Provider)
     assert await provider.costs({"gpu": {"resource_type": "LiveServerless"}}) == {}
+
+
+@pytest.mark.parametrize("server", ["local cloud", "dev server"])
+def test_our_servers_answer_kept_alive_connections_without_nagle(server: str) -> None:
+    # Without TCP_NODELAY on its connections a uvicorn server handed a socket waits for the
+    # client's delayed ACK between a response's headers and its body: ~40 ms per request.
+    import socket
+
+    from engine.cli.dev import _bind
+    from engine.localcloud.ports import listening_socket
+
+    listening = listening_socket(0) if server == "local cloud" else _bind(0)
+    with listening, socket.create_connection(listening.getsockname()):
+        accepted, _ = listening.accept()
+        with accepted:
+            assert accepted.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) == 1

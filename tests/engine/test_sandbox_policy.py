@@ -65,3 +65,19 @@ def test_policy_drops_import_path_entries_inside_the_home(
     monkeypatch.syspath_prepend(str(home.root / "localcloud"))
     read, _ = _policy(home, None)
     assert str(home.root / "localcloud") not in read
+
+
+def test_a_copy_sharing_bundled_packages_may_read_them_but_not_write_them(
+    tmp_path: Path,
+) -> None:
+    home = Home(tmp_path / "home")
+    shared = tmp_path / "home" / "apps" / "app" / "runtimes" / ("f" * 64)
+    (shared / "runtime").mkdir(parents=True)
+    build = home.builds_dir("app") / "b1"
+    build.mkdir()
+    (build / "_flash_packages").symlink_to(Path("..", "..", "runtimes", "f" * 64))
+    policy = worker_policy(home, "app", "ep", build, None)
+    assert str(shared) in policy.read
+    assert not any(Path(p).resolve() == shared for p in policy.write)
+    inside = [p for p in policy.read if Path(p).is_relative_to(home.root)]
+    assert sorted(inside) == sorted([str(shared), str(home.endpoints_file("app").parent)])
