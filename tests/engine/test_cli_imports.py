@@ -66,6 +66,13 @@ def test_warm_deploy_needs_no_resource_models(tmp_path: Path, localcloud_home: P
     assert code == 0
     assert "runtime.resources" not in modules
     assert "runtime.resourcekinds" in modules
+    # Nor what only building, vendoring or making environments needs: the quickstart has no
+    # requirements and no pyproject.toml, so nothing parses one.
+    unneeded = {"packaging.requirements", "packaging.tags", "tomllib", "configparser"}
+    # Finding the running cloud reads its state file and /proc: no psutil, and its database
+    # (sqlite3) is the service's business.
+    unneeded |= {"psutil", "sqlite3"}
+    assert not unneeded & modules, unneeded & modules
 
 
 def test_resource_kinds_restate_the_models() -> None:
