@@ -72,6 +72,8 @@ def test_warm_deploy_needs_no_resource_models(tmp_path: Path, localcloud_home: P
     # Finding the running cloud reads its state file and /proc: no psutil, and its database
     # (sqlite3) is the service's business.
     unneeded |= {"psutil", "sqlite3"}
+    # Nor the other operations' machinery (status, logs).
+    unneeded |= {"engine.status_operation", "engine.logs"}
     assert not unneeded & modules, unneeded & modules
 
 
