@@ -84,8 +84,8 @@ class CloudClient:
             headers=info.headers(),
             timeout=httpx.Timeout(timeout, connect=5.0),
             trust_env=False,
-            # Plain HTTP to 127.0.0.1: neither httpcore nor a TLS context (engine.localcloud.
-            # transport says why).
+            # Plain HTTP to 127.0.0.1: neither httpcore nor a TLS context (the transport's
+            # module says why).
             transport=LoopbackTransport(),
         )
 
