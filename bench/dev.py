@@ -14,7 +14,8 @@ Sections (`--sections`, comma-separated, default all):
   cloud is running, nothing is deployed) and cold (the cloud is stopped first, so the deploy
   starts it), with the worker pool (fork servers, the default) and with `FLASH_WORKER_POOL=off`
   (every worker a fresh interpreter, the reference); rounds alternate between the two so
-  machine load hits both alike (goal warm <= 0.5 s).
+  machine load hits both alike (goal warm <= 0.5 s); then, deployed and unchanged, `deploy
+  --yes` again: the no-change deploy, which starts no worker (so pool and spawn should match).
 - `scale`: a generated project of --endpoints queue-based endpoints, `deploy --yes` to all
   healthy (goal <= 10 s); idle worker memory once they are up, RSS, USS and PSS per worker
   (goal RSS <= 60 MB; forked workers share the fork server's pages: RSS counts them, USS does
@@ -348,7 +349,7 @@ def _starts_sections(args: argparse.Namespace, sections: set[str]) -> None:
         mode: cli_env(tmp, FLASH_TUI_HOME=str(tmp / f"home-{mode}"), **extra, **torch_off)
         for mode, extra in MODES.items()
     }
-    names = ("warm", "cloud", "cold", "many", "rss", "uss", "pss", "servers", "keys")
+    names = ("warm", "cloud", "nochange", "cold", "many", "rss", "uss", "pss", "servers", "keys")
     figures: dict[str, dict[str, list[float]]] = {n: {m: [] for m in MODES} for n in names}
     try:
         for project in (quickstart, many):
@@ -364,10 +365,17 @@ def _starts_sections(args: argparse.Namespace, sections: set[str]) -> None:
                     seconds, cloud = deploy_all_healthy(env, quickstart)
                     figures["warm"][mode].append(seconds)
                     figures["cloud"][mode].append(cloud)
+                    # Deployed and unchanged: the deploy only finds that out (no worker starts).
+                    unchanged, out = run_cli(["deploy", "--yes", "--json"], env, quickstart)
+                    counts = json.loads(out)["plan"]["counts"]
+                    if counts["unchanged"] != sum(counts.values()):
+                        raise SystemExit(f"the second deploy was not a no-change one: {counts}")
+                    figures["nochange"][mode].append(unchanged)
                     run_cli(["undeploy", "--all", "--yes", "--json"], env, quickstart)
                     said.append(
                         f"cold {figures['cold'][mode][-1]:.2f} s, warm "
-                        f"{figures['warm'][mode][-1]:.2f} s (cloud side {cloud:.2f} s)"
+                        f"{figures['warm'][mode][-1]:.2f} s (cloud side {cloud:.2f} s), "
+                        f"no change {unchanged:.2f} s"
                     )
                 if "scale" in sections:
                     seconds, _ = deploy_all_healthy(env, many)
@@ -402,6 +410,8 @@ def _starts_sections(args: argparse.Namespace, sections: set[str]) -> None:
     if "deploy" in sections:
         print(line("deploy --yes quickstart, warm", figures["warm"], "s", "<= 0.5 s"))
         print(line("  of which the cloud (start -> /ping 200)", figures["cloud"], "s", "-"))
+        label = "deploy --yes quickstart, nothing changed"
+        print(line(label, figures["nochange"], "s", "<= 0.5 s"))
         print(line("deploy --yes quickstart, cold", figures["cold"], "s", "-"))
     if "scale" not in sections:
         return

@@ -28,14 +28,13 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequenc
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from engine import deploy_operation, status_operation
+from engine import deploy_operation
 from engine.build_step import build_step
 from engine.callgraph import CallGraph
 from engine.deploy_operation import ms_since, plan_summary, with_costs, with_environments
 from engine.drift import Drift
 from engine.health import DEFAULT_INTERVAL, HealthSample, probe_all
 from engine.identity import app_slug, canonical_path, legacy_app_name
-from engine.logs import LogLine, follow_logs, read_logs
 from engine.operation_results import (
     Confirm,
     DeployReport,
@@ -62,10 +61,13 @@ from engine.provider import (
 from engine.status import EndpointStatus
 from engine.wording import plural
 
-if TYPE_CHECKING:  # engine.scan is imported on first scan: `logs` never needs it
+# engine.scan is imported on first scan (`logs` never needs it); engine.logs and
+# engine.status_operation by the operations that use them (a deploy needs neither).
+if TYPE_CHECKING:
     from engine.build.checks import ImportChecker
     from engine.envs import EnvCache, ProjectRequirements
     from engine.invoke import CallSpec, InvokeResult
+    from engine.logs import LogLine
     from engine.scan import Scanner, ScanResult
 
 __all__ = [
@@ -405,6 +407,8 @@ class Engine:
         is another worker's and is left out.
         The work is `engine.status_operation`'s.
         """
+        from engine import status_operation
+
         return await status_operation.endpoint_statuses(
             self,
             probe=probe,
@@ -441,6 +445,8 @@ class Engine:
 
     async def health_targets(self) -> list[EndpointTarget]:
         """Targets for a `HealthMonitor` (the running deployed endpoints)."""
+        from engine import status_operation
+
         return await status_operation.health_targets(self, await self.deployed())
 
     # -- logs -----------------------------------------------------------------------------
@@ -472,6 +478,8 @@ class Engine:
         """The last log lines of the given (default: all deployed) endpoints.
 
         Health-probe request lines are hidden unless `probes`."""
+        from engine.logs import read_logs
+
         selected, kinds, unknown = await self._log_names(names)
         try:
             found = await read_logs(
@@ -488,6 +496,8 @@ class Engine:
 
     async def _kept(self, names: Sequence[str]) -> bool:
         """Whether every one of `names` left log lines (hidden probes count)."""
+        from engine.logs import read_logs
+
         for name in names:
             try:
                 kept = await read_logs(self.provider, self.app, [name], 1, probes=True)
@@ -507,6 +517,8 @@ class Engine:
     ) -> AsyncIterator[LogLine]:
         """Follow the logs of the given (default: all deployed) endpoints (see
         `engine.logs.follow_logs`)."""
+        from engine.logs import follow_logs
+
         selected, kinds, unknown = await self._log_names(names)
         if not selected:
             raise OpError(f"nothing of {self.app} is deployed: no logs to follow")

@@ -20,9 +20,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from packaging.requirements import InvalidRequirement, Requirement
-from packaging.utils import canonicalize_name
-
 from engine.diagnostics import Diagnostic
 from engine.handlergen import VENDOR_DIR, HandlerCheck, handler_filename
 
@@ -78,6 +75,11 @@ def missing_module(check: HandlerCheck) -> str | None:
 
 def provides_module(contents: EnvContents, module: str) -> bool:
     """Whether an environment of `contents` will provide the top-level module of `module`."""
+    # Here, not at the top: the build module imports this one, and a fresh build's check
+    # parses no requirement.
+    from packaging.requirements import InvalidRequirement, Requirement
+    from packaging.utils import canonicalize_name
+
     top = module.partition(".")[0]
     if contents.torch and top == "torch":
         return True

@@ -34,9 +34,6 @@ import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 
-from packaging.requirements import Requirement
-from packaging.utils import canonicalize_name
-
 from engine.handlergen import VENDOR_DIR
 
 __all__ = [
@@ -81,6 +78,10 @@ class VendorError(Exception):
 def _closure(roots: Iterable[str], *, strict: bool) -> dict[str, metadata.Distribution]:
     """Installed distributions of `roots` and all they require (extras not taken), by name."""
     found: dict[str, metadata.Distribution] = {}
+    # Here, not at the top: only vendoring walks requirements; a fresh build's check does not.
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
+
     pending = [canonicalize_name(r) for r in roots]
     while pending:
         name = pending.pop()

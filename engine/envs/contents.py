@@ -29,18 +29,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from packaging.requirements import InvalidRequirement, Requirement
-from packaging.utils import canonicalize_name
-
 from engine.diagnostics import Diagnostic
 from engine.envs.imports import project_imports
 from engine.envs.indexes import local_cpu_torch, pip_settings
 from runtime.resourcekinds import RESOURCE_TYPES
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover - the same parser, as a package before 3.11
-    import tomli as tomllib
 
 __all__ = [
     "GPU_TORCH_ENV",
@@ -100,6 +92,10 @@ class EnvContents:
 def normalize(line: str) -> str:
     """One requirement in a canonical spelling (name normalized, specifiers sorted); a line
     that is not a PEP 508 requirement (a URL, a path, an option) is kept as written."""
+    # Here, not at the top: a warm deploy of a project without requirements never parses one.
+    from packaging.requirements import InvalidRequirement, Requirement
+    from packaging.utils import canonicalize_name
+
     text = line.strip()
     try:
         requirement = Requirement(text)
@@ -110,6 +106,9 @@ def normalize(line: str) -> str:
 
 
 def _name(requirement: str) -> str | None:
+    from packaging.requirements import InvalidRequirement, Requirement
+    from packaging.utils import canonicalize_name
+
     try:
         return canonicalize_name(Requirement(requirement).name)
     except InvalidRequirement:
@@ -151,6 +150,12 @@ def project_requirements(root: Path, environ: Mapping[str, str]) -> ProjectRequi
     gpu_torch: bool | None = None
     pyproject = root / "pyproject.toml"
     if pyproject.is_file():
+        # Here, not at the top: most projects have none.
+        if sys.version_info >= (3, 11):
+            import tomllib
+        else:  # pragma: no cover - the same parser, as a package before 3.11
+            import tomli as tomllib
+
         try:
             data = tomllib.loads(pyproject.read_text(encoding="utf-8"))
         except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:

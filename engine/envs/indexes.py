@@ -13,15 +13,12 @@ pip.
 
 from __future__ import annotations
 
-import configparser
 import os
 import sys
 from collections.abc import Mapping
 from pathlib import Path
 
 import platformdirs
-from packaging.tags import sys_tags
-from packaging.utils import InvalidWheelFilename, parse_wheel_filename
 
 __all__ = ["local_cpu_torch", "pip_config_files", "pip_settings", "uv_index_args"]
 
@@ -59,6 +56,8 @@ def pip_config_files(environ: Mapping[str, str], prefix: str = sys.prefix) -> li
 
 def _read_config(path: Path) -> dict[str, str]:
     """The index options of one pip configuration file (`[install]` over `[global]`)."""
+    import configparser  # here: most machines have no pip configuration file
+
     parser = configparser.RawConfigParser()
     try:
         parser.read(path, encoding="utf-8")
@@ -116,6 +115,10 @@ def _local_dir(location: str) -> Path | None:
 def local_cpu_torch(settings: Mapping[str, str]) -> str | None:
     """`torch==V+cpu` when a find-links directory holds a CPU build of torch this interpreter
     can install (the newest), else None: GPU images' torch, as this machine can run it."""
+    # Here, not at the top: only a project whose GPU endpoints get torch looks for a wheel.
+    from packaging.tags import sys_tags
+    from packaging.utils import InvalidWheelFilename, parse_wheel_filename
+
     supported = set(sys_tags())
     best = None
     for location in (settings.get("find-links") or "").split():

@@ -1,4 +1,5 @@
-"""Async client of the local cloud API (httpx), used by the local provider and the tests.
+"""Async client of the local cloud API (httpx over `transport.LoopbackTransport`), used by the
+local provider and the tests.
 
 Every answer is parsed into its model in `wire.py` (the one the service builds it with); a
 malformed answer is a `CloudError`, like an unreachable service.
@@ -7,7 +8,6 @@ malformed answer is a `CloudError`, like an unreachable service.
 from __future__ import annotations
 
 import json
-import ssl
 from collections.abc import AsyncIterator
 from typing import Any, TypeVar
 
@@ -15,6 +15,7 @@ import httpx
 from pydantic import BaseModel, ValidationError
 
 from engine.localcloud.discovery import CloudError, CloudInfo
+from engine.localcloud.transport import LoopbackTransport
 from engine.localcloud.wire import (
     AppList,
     AppRecord,
@@ -83,9 +84,9 @@ class CloudClient:
             headers=info.headers(),
             timeout=httpx.Timeout(timeout, connect=5.0),
             trust_env=False,
-            # Plain HTTP to 127.0.0.1: no TLS, so no CA bundle to load (~60 ms per client on
-            # every CLI command). A context that trusts nothing keeps TLS failing closed.
-            verify=ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT),
+            # Plain HTTP to 127.0.0.1: neither httpcore nor a TLS context (the transport's
+            # module says why).
+            transport=LoopbackTransport(),
         )
 
     async def __aenter__(self) -> CloudClient:

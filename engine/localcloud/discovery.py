@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import http.client
 import json
 import os
 import secrets
@@ -29,14 +30,15 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
-import psutil
+
+if TYPE_CHECKING:
+    import psutil
 
 from engine.home import Home, write_private
 from engine.localcloud import logfiles
-from engine.localcloud.store import StoreError, check_database
 from engine.localcloud.wire import ShutdownRequest
 
 __all__ = [
@@ -135,10 +137,9 @@ def load_or_create_token(home: Home) -> str:
 
 def write_state(home: Home, *, host: str, port: int, started_at: float) -> None:
     """Publish the running service (called by the service itself)."""
-    me = psutil.Process(os.getpid())
     state = {
-        "pid": me.pid,
-        "create_time": me.create_time(),
+        "pid": os.getpid(),
+        "create_time": process_started(os.getpid()),
         "host": host,
         "port": port,
         "url": f"http://{host}:{port}",
@@ -148,15 +149,42 @@ def write_state(home: Home, *, host: str, port: int, started_at: float) -> None:
     write_private(home.state_file, json.dumps(state, indent=2) + "\n")
 
 
-def _pid_matches(pid: int, create_time: float) -> bool:
+def process_started(pid: int) -> float | None:
+    """When process `pid` started, as psutil's `create_time` says it (epoch seconds); None when
+    it is gone or a zombie. One reading for the state file and every check against it."""
+    try:
+        # On Linux, /proc says it in two reads, so that finding the running cloud on every
+        # command does not import psutil (psutil computes the same: start ticks + boot time).
+        with open(f"/proc/{pid}/stat", "rb") as stat_file:
+            fields = stat_file.read().rpartition(b")")[2].split()
+        with open("/proc/stat", "rb") as system_file:
+            boot = next(line for line in system_file if line.startswith(b"btime"))
+    except FileNotFoundError:
+        if os.path.isdir("/proc/self"):
+            return None  # a Linux without that process
+        return _psutil_started(pid)
+    except (OSError, StopIteration):
+        return _psutil_started(pid)
+    if fields[0] == b"Z":
+        return None
+    return float(fields[19]) / os.sysconf("SC_CLK_TCK") + float(boot.split()[1])
+
+
+def _psutil_started(pid: int) -> float | None:
+    import psutil  # not at the top: a found cloud needs none (process_started)
+
     try:
         process = psutil.Process(pid)
-        return (
-            abs(process.create_time() - create_time) < 0.05
-            and process.status() != psutil.STATUS_ZOMBIE
-        )
+        if process.status() == psutil.STATUS_ZOMBIE:
+            return None
+        return process.create_time()
     except (psutil.NoSuchProcess, psutil.AccessDenied):
-        return False
+        return None
+
+
+def _pid_matches(pid: int, create_time: float) -> bool:
+    started = process_started(pid)
+    return started is not None and abs(started - create_time) < 0.05
 
 
 def read_state(home: Home, *, remove_stale: bool = True) -> CloudInfo | None:
@@ -222,6 +250,8 @@ def claim_service_lock(home: Home) -> int | None:
 
 
 def _is_service_of(process: psutil.Process, home: Home) -> bool:
+    import psutil  # not at the top: a found cloud needs none (process_started)
+
     try:
         cmdline = process.cmdline()
     except psutil.Error:
@@ -236,6 +266,8 @@ def _is_service_of(process: psutil.Process, home: Home) -> bool:
 
 def lock_holder(home: Home) -> psutil.Process | None:
     """The service process holding the home's service lock, or None when it is not held."""
+    import psutil  # not at the top: a found cloud needs none (process_started)
+
     try:
         fd = os.open(home.service_lock, os.O_RDONLY)
     except FileNotFoundError:
@@ -268,11 +300,15 @@ def lock_holder(home: Home) -> psutil.Process | None:
 
 def _recover_info(home: Home, process: psutil.Process) -> CloudInfo | None:
     """How to reach a service whose state file is lost: its listening port and the token."""
+    import psutil  # not at the top: a found cloud needs none (process_started)
+
     try:
         token = home.token_file.read_text(encoding="utf-8").strip()
         connections = process.net_connections(kind="tcp4")
-        create_time = process.create_time()
+        create_time = process_started(process.pid)
     except (OSError, psutil.Error):
+        return None
+    if create_time is None:
         return None
     for conn in connections:
         if conn.status == psutil.CONN_LISTEN and conn.laddr and conn.laddr.ip == "127.0.0.1":
@@ -304,6 +340,8 @@ def _check_lock_holder(home: Home, timeout: float) -> None:
     A service that has just started holds the lock before it writes its state file: one
     younger than `timeout` is given until then to write it.
     """
+    import psutil  # not at the top: a found cloud needs none (process_started)
+
     holder = lock_holder(home)
     if holder is None:
         return
@@ -322,19 +360,25 @@ def ping(info: CloudInfo, timeout: float = 1.0) -> bool:
 
     Raises `CloudError` when it answers but refuses the token: waiting or retrying cannot help.
     """
+    # The standard library's client: plain HTTP to 127.0.0.1 needs neither httpx's sync
+    # stack nor the CA bundle its default TLS context loads (~25 ms of every CLI command).
+    connection = http.client.HTTPConnection(info.host, info.port, timeout=timeout)
     try:
-        response = httpx.get(
-            f"{info.url}/v1/health", headers=info.headers(), timeout=timeout, trust_env=False
-        )
-    except httpx.HTTPError:
+        connection.request("GET", "/v1/health", headers=info.headers())
+        response = connection.getresponse()
+        response.read()
+        status = response.status
+    except (OSError, http.client.HTTPException):
         return False
-    if response.status_code in (401, 403):
+    finally:
+        connection.close()
+    if status in (401, 403):
         raise CloudError(
             f"the local cloud at {info.describe()} (pid {info.pid}) rejected the token "
-            f"(HTTP {response.status_code}): the token file no longer matches the running "
+            f"(HTTP {status}): the token file no longer matches the running "
             "service; stop it with `flash-tui cloud stop` and retry"
         )
-    return response.status_code == 200
+    return status == 200
 
 
 @contextlib.contextmanager
@@ -403,6 +447,9 @@ def ensure_cloud(
                 f"see {home.service_log}"
             )
         _check_lock_holder(home, timeout)
+        # Here, not at the top: only starting a service opens its database (sqlite3, psutil).
+        from engine.localcloud.store import StoreError, check_database
+
         try:
             check_database(home.db_path)
         except StoreError as exc:
@@ -433,6 +480,8 @@ def kill_home_workers(home: Home, timeout: float = 5.0) -> list[int]:
     Last-resort cleanup (the service normally stops its workers): used by `cloud stop` when
     the service had to be killed, and by tests.
     """
+    import psutil  # not at the top: a found cloud needs none (process_started)
+
     root = str(home.root / "apps") + os.sep
     victims: list[psutil.Process] = []
     for process in psutil.process_iter(["pid", "cmdline"]):
@@ -471,9 +520,8 @@ def stop_cloud(
             return CloudStopped(was_running=False, killed_workers=len(killed))
         # Its state file is lost: reach it through its socket, or failing that, signals.
         problem = state_problem(home)
-        try:
-            create_time = holder.create_time()
-        except psutil.Error:
+        create_time = process_started(holder.pid)
+        if create_time is None:
             return CloudStopped(was_running=False)
         info = _recover_info(home, holder) or CloudInfo(
             pid=holder.pid,

@@ -47,6 +47,9 @@ def test_deploy_imports_nothing_only_invoke_or_isolation_need(
     unneeded = {"engine.invoke", "runtime.serialization", "cloudpickle", "runtime.sandbox"}
     unneeded.add("ctypes")
     unneeded |= {"click", "pygments"}
+    # The local cloud is plain HTTP on 127.0.0.1 (engine.localcloud.transport): no httpcore
+    # (nor its anyio and h11), and no TLS context with the CA bundle (certifi).
+    unneeded |= {"httpcore", "anyio", "h11", "certifi"}
     assert "httpx" in modules
     assert not unneeded & modules, unneeded & modules
 
@@ -63,6 +66,15 @@ def test_warm_deploy_needs_no_resource_models(tmp_path: Path, localcloud_home: P
     assert code == 0
     assert "runtime.resources" not in modules
     assert "runtime.resourcekinds" in modules
+    # Nor what only building, vendoring or making environments needs: the quickstart has no
+    # requirements and no pyproject.toml, so nothing parses one.
+    unneeded = {"packaging.requirements", "packaging.tags", "tomllib", "configparser"}
+    # Finding the running cloud reads its state file and /proc: no psutil, and its database
+    # (sqlite3) is the service's business.
+    unneeded |= {"psutil", "sqlite3"}
+    # Nor the other operations' machinery (status, logs).
+    unneeded |= {"engine.status_operation", "engine.logs"}
+    assert not unneeded & modules, unneeded & modules
 
 
 def test_resource_kinds_restate_the_models() -> None:
