@@ -1,31 +1,43 @@
-"""The local cloud client's HTTP/1.1 transport: httpx's API over asyncio streams.
+"""The local cloud client's HTTP/1.1 transport: httpx's API, h11's protocol, asyncio's streams.
 
 The service is plain HTTP on 127.0.0.1, so httpx's default transport (httpcore with its sync and
-async stacks, anyio, h11, a TLS context) is more machinery than the wire needs, and importing it
-was a tenth of a warm `deploy --yes`. This one speaks HTTP/1.1 over `asyncio.open_connection`:
-requests with a known length or chunked, answers framed by Content-Length, chunked or the end
-of the connection, streamed as they arrive (deploy events, followed logs). Idle connections are
-kept for the next request; one closed by the service meanwhile is replaced once. httpx's timeout
-settings apply (connect, write, and read between chunks), and failures raise httpx's exceptions,
-so the client above it is an ordinary `httpx.AsyncClient`.
+async stacks, anyio, a TLS context) is more machinery than the wire needs, and importing it was
+a tenth of a warm `deploy --yes`. This one keeps h11 (already here for uvicorn) for the
+protocol — framing by Content-Length, chunks or the end of the connection, keep-alive — and
+moves its bytes over `asyncio.open_connection`. Answers stream as they arrive (deploy events,
+followed logs); idle connections are kept for the next request, and one the service closed
+meanwhile is replaced once. httpx's timeout settings apply (connect, write, and read between
+chunks) and failures raise httpx's exceptions, so the client above is an ordinary
+`httpx.AsyncClient`.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
-from typing import Any
+from collections.abc import AsyncIterator, Awaitable
+from dataclasses import dataclass
+from typing import TypeVar
 
+import h11
 import httpx
 
 __all__ = ["LoopbackTransport"]
 
-# A status line or header longer than this is not the service speaking.
-_MAX_LINE = 64 * 1024
-_MAX_HEADERS = 100
 _CHUNK = 64 * 1024
+_T = TypeVar("_T")
 
-_Connection = tuple[asyncio.StreamReader, asyncio.StreamWriter]
+
+@dataclass
+class _Connection:
+    reader: asyncio.StreamReader
+    writer: asyncio.StreamWriter
+    protocol: h11.Connection
+
+    def usable(self) -> bool:
+        return not self.reader.at_eof() and not self.writer.is_closing()
+
+    def close(self) -> None:
+        self.writer.close()
 
 
 class LoopbackTransport(httpx.AsyncBaseTransport):
@@ -62,20 +74,25 @@ class LoopbackTransport(httpx.AsyncBaseTransport):
         """Close the idle connections."""
         idle, self._idle = self._idle, {}
         for connections in idle.values():
-            for _reader, writer in connections:
-                writer.close()
+            for connection in connections:
+                connection.close()
 
     def _take_idle(self, address: tuple[str, int]) -> _Connection | None:
         connections = self._idle.get(address) or []
         while connections:
-            reader, writer = connections.pop()
-            if not reader.at_eof() and not writer.is_closing():
-                return reader, writer
-            writer.close()
+            connection = connections.pop()
+            if connection.usable():
+                return connection
+            connection.close()
         return None
 
     def _keep(self, address: tuple[str, int], connection: _Connection) -> None:
-        self._idle.setdefault(address, []).append(connection)
+        protocol = connection.protocol
+        if protocol.our_state is h11.DONE and protocol.their_state is h11.DONE:
+            protocol.start_next_cycle()
+            self._idle.setdefault(address, []).append(connection)
+        else:  # the service said it closes it (or the request went wrong)
+            connection.close()
 
     async def _exchange(
         self,
@@ -85,33 +102,39 @@ class LoopbackTransport(httpx.AsyncBaseTransport):
         address: tuple[str, int],
         timeouts: dict[str, float | None],
     ) -> httpx.Response:
-        reader, writer = connection
+        protocol = connection.protocol
         try:
-            writer.write(_request_head(request) + _framed(request, body))
-            await _within(timeouts.get("write"), writer.drain(), httpx.WriteTimeout, request)
-            status, reason, headers = await _within(
-                timeouts.get("read"), _read_head(reader, request), httpx.ReadTimeout, request
+            head = h11.Request(
+                method=request.method,
+                target=request.url.raw_path or b"/",
+                headers=request.headers.raw,
             )
-            stream = _Body(
-                reader,
-                writer,
-                request,
-                headers,
+            data = protocol.send(head) or b""
+            if body:
+                data += protocol.send(h11.Data(data=body)) or b""
+            data += protocol.send(h11.EndOfMessage()) or b""
+            connection.writer.write(data)
+            await _within(
+                timeouts.get("write"), connection.writer.drain(), httpx.WriteTimeout, request
+            )
+            answer = await _within(
                 timeouts.get("read"),
-                empty=request.method == "HEAD" or status in (204, 304),
-                on_done=lambda: self._keep(address, connection),
+                _read_head(connection, request),
+                httpx.ReadTimeout,
+                request,
             )
         except ConnectionError as exc:  # reset or closed before any answer
-            writer.close()
+            connection.close()
             raise _NoAnswer from exc
         except BaseException:
-            writer.close()
+            connection.close()
             raise
+        stream = _Body(connection, request, timeouts.get("read"), address, self)
         return httpx.Response(
-            status,
-            headers=headers,
+            answer.status_code,
+            headers=answer.headers.raw_items(),
             stream=stream,
-            extensions={"http_version": b"HTTP/1.1", "reason_phrase": reason},
+            extensions={"http_version": b"HTTP/1.1", "reason_phrase": answer.reason},
         )
 
 
@@ -121,169 +144,101 @@ class _NoAnswer(Exception):
 
 class _Body(httpx.AsyncByteStream):
     """A response body as it arrives; the connection goes back to the pool once it is read
-    to its end (unless the service said it closes it)."""
+    to its end and both sides may go on."""
 
     def __init__(
         self,
-        reader: asyncio.StreamReader,
-        writer: asyncio.StreamWriter,
+        connection: _Connection,
         request: httpx.Request,
-        headers: list[tuple[bytes, bytes]],
         read_timeout: float | None,
-        *,
-        empty: bool,
-        on_done: Callable[[], None],
+        address: tuple[str, int],
+        pool: LoopbackTransport,
     ) -> None:
-        self._reader, self._writer, self._request = reader, writer, request
-        self._timeout = read_timeout
-        self._on_done = on_done
+        self._connection, self._request = connection, request
+        self._timeout, self._address, self._pool = read_timeout, address, pool
         self._finished = False
-        names = {k.lower(): v for k, v in headers}
-        chunked = b"chunked" in names.get(b"transfer-encoding", b"").lower()
-        length = names.get(b"content-length")
-        self._reusable = b"close" not in names.get(b"connection", b"").lower()
-        self._mode: str
-        self._length = 0
-        if empty:
-            self._mode = "empty"
-        elif chunked:
-            self._mode = "chunked"
-        elif length is not None:
-            try:
-                self._length = int(length)
-            except ValueError:
-                raise httpx.RemoteProtocolError(
-                    f"bad Content-Length {length[:40]!r}", request=request
-                ) from None
-            self._mode = "length"
-        else:
-            self._mode, self._reusable = "eof", False
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
         try:
-            async for chunk in self._chunks():
-                yield chunk
-        except (OSError, asyncio.IncompleteReadError) as exc:
-            self._writer.close()
+            while True:
+                event = await _within(
+                    self._timeout,
+                    _next_event(self._connection, self._request),
+                    httpx.ReadTimeout,
+                    self._request,
+                )
+                if isinstance(event, h11.Data):
+                    yield bytes(event.data)
+                elif isinstance(event, h11.EndOfMessage):
+                    break
+                else:
+                    raise httpx.RemoteProtocolError(
+                        "the connection ended inside the answer", request=self._request
+                    )
+        except OSError as exc:
+            self._connection.close()
             raise httpx.ReadError(
                 f"the connection broke mid-answer: {exc}", request=self._request
             ) from exc
         self._finished = True
-        if self._reusable:
-            self._on_done()
-        else:
-            self._writer.close()
-
-    async def _read(self, reading: Any) -> Any:
-        return await _within(self._timeout, reading, httpx.ReadTimeout, self._request)
-
-    async def _chunks(self) -> AsyncIterator[bytes]:
-        if self._mode == "empty":
-            return
-        if self._mode == "length":
-            left = self._length
-            while left > 0:
-                data = await self._read(self._reader.read(min(left, _CHUNK)))
-                if not data:
-                    raise asyncio.IncompleteReadError(b"", left)
-                left -= len(data)
-                yield data
-            return
-        if self._mode == "eof":
-            while data := await self._read(self._reader.read(_CHUNK)):
-                yield data
-            return
-        while True:  # chunked
-            line = await self._read(self._reader.readuntil(b"\r\n"))
-            try:
-                size = int(line.split(b";", 1)[0].strip(), 16)
-            except ValueError:
-                raise httpx.RemoteProtocolError(
-                    f"bad chunk size {line[:40]!r}", request=self._request
-                ) from None
-            if size == 0:
-                while await self._read(self._reader.readuntil(b"\r\n")) != b"\r\n":
-                    pass  # trailers: none that matter here
-                return
-            data = await self._read(self._reader.readexactly(size + 2))
-            yield data[:-2]
+        self._pool._keep(self._address, self._connection)
 
     async def aclose(self) -> None:
         if not self._finished:
-            self._writer.close()  # an answer read partway leaves the connection unusable
+            self._connection.close()  # an answer read partway leaves the connection unusable
+
+
+def _event(connection: _Connection, request: httpx.Request) -> h11.Event | type[h11.NEED_DATA]:
+    try:
+        return connection.protocol.next_event()
+    except h11.RemoteProtocolError as exc:
+        connection.close()
+        raise httpx.RemoteProtocolError(str(exc), request=request) from exc
+
+
+async def _next_event(connection: _Connection, request: httpx.Request) -> h11.Event:
+    """The next protocol event, reading from the socket as h11 needs."""
+    while (event := _event(connection, request)) is h11.NEED_DATA:
+        connection.protocol.receive_data(await connection.reader.read(_CHUNK))
+    return event
+
+
+async def _read_head(connection: _Connection, request: httpx.Request) -> h11.Response:
+    """The next final answer's status and headers (interim 1xx answers skipped); _NoAnswer
+    when the connection ends before a byte of it (closed by the service while idle)."""
+    heard = False
+    while True:
+        event = _event(connection, request)
+        if event is h11.NEED_DATA:
+            data = await connection.reader.read(_CHUNK)
+            if not data and not heard:
+                raise _NoAnswer
+            heard = True
+            connection.protocol.receive_data(data)
+        elif isinstance(event, h11.Response):
+            return event
+        # else h11.InformationalResponse: the real answer follows
 
 
 async def _connect(
     request: httpx.Request, address: tuple[str, int], timeout: float | None
 ) -> _Connection:
     try:
-        return await _within(
+        reader, writer = await _within(
             timeout, asyncio.open_connection(*address), httpx.ConnectTimeout, request
         )
     except OSError as exc:
         raise httpx.ConnectError(str(exc) or type(exc).__name__, request=request) from exc
+    return _Connection(reader, writer, h11.Connection(our_role=h11.CLIENT))
 
 
 async def _within(
-    timeout: float | None, work: Any, error: type[httpx.TimeoutException], request: httpx.Request
-) -> Any:
+    timeout: float | None,
+    work: Awaitable[_T],
+    error: type[httpx.TimeoutException],
+    request: httpx.Request,
+) -> _T:
     try:
         return await asyncio.wait_for(work, timeout)
     except asyncio.TimeoutError:
         raise error(f"timed out after {timeout:g} s", request=request) from None
-
-
-def _request_head(request: httpx.Request) -> bytes:
-    target = request.url.raw_path or b"/"
-    lines = [request.method.encode() + b" " + target + b" HTTP/1.1"]
-    for name, value in request.headers.raw:
-        lines.append(name + b": " + value)
-    return b"\r\n".join(lines) + b"\r\n\r\n"
-
-
-def _framed(request: httpx.Request, body: bytes) -> bytes:
-    """The body as its headers frame it (httpx sets Content-Length or chunked)."""
-    if b"chunked" in request.headers.get("transfer-encoding", "").encode().lower():
-        return (b"%x\r\n" % len(body) + body + b"\r\n" if body else b"") + b"0\r\n\r\n"
-    return body
-
-
-async def _read_head(
-    reader: asyncio.StreamReader, request: httpx.Request
-) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:
-    """Status code, reason and headers of the next answer on `reader`."""
-    try:
-        first = await reader.readuntil(b"\r\n")
-    except asyncio.IncompleteReadError as exc:
-        if not exc.partial:
-            raise _NoAnswer from exc
-        raise httpx.RemoteProtocolError(
-            "the answer ended inside its status line", request=request
-        ) from exc
-    except asyncio.LimitOverrunError as exc:
-        raise httpx.RemoteProtocolError(
-            "the answer's status line is too long", request=request
-        ) from exc
-    parts = first.rstrip(b"\r\n").split(b" ", 2)
-    if len(parts) < 2 or not parts[0].startswith(b"HTTP/1.") or not parts[1].isdigit():
-        raise httpx.RemoteProtocolError(
-            f"not an HTTP/1.1 status line: {first[:60]!r}", request=request
-        )
-    headers: list[tuple[bytes, bytes]] = []
-    while True:
-        try:
-            line = await reader.readuntil(b"\r\n")
-        except (asyncio.IncompleteReadError, asyncio.LimitOverrunError) as exc:
-            raise httpx.RemoteProtocolError(
-                "the answer's headers ended early", request=request
-            ) from exc
-        if line == b"\r\n":
-            break
-        name, sep, value = line.partition(b":")
-        if not sep or len(headers) >= _MAX_HEADERS or len(line) > _MAX_LINE:
-            raise httpx.RemoteProtocolError(f"bad header line {line[:60]!r}", request=request)
-        headers.append((name.strip(), value.strip()))
-    status = int(parts[1])
-    if 100 <= status < 200:  # an interim answer (none expected): the real one follows
-        return await _read_head(reader, request)
-    return status, parts[2] if len(parts) > 2 else b"", headers
