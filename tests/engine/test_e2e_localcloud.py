@@ -335,7 +335,7 @@ def test_logs_show_requests(cli: Callable[..., Any], project: Path, home: Home) 
 
 @pytest.mark.usefixtures("deployed")
 def test_drift_then_deploy_updates_only_that_endpoint(
-    cli: Callable[..., Any], project: Path, api: Callable[[], httpx.Client]
+    cli: Callable[..., Any], project: Path, home: Home, api: Callable[[], httpx.Client]
 ) -> None:
     before = records(api)
     edit(project / "workers/gpu/endpoint.py", "workersMax=1,", "workersMax=3,")
@@ -360,6 +360,9 @@ def test_drift_then_deploy_updates_only_that_endpoint(
     for name in ENDPOINTS - {"gpu_worker"}:
         assert after[name]["pid"] == before[name]["pid"], name
     assert all(e["drift"] == "in_sync" and e["status"] == "healthy" for e in after.values())
+    # The replaced worker drains (blue/green), then stops: no worker is left unrecorded.
+    recorded = {e["pid"] for e in after.values()}
+    wait_for(lambda: worker_pids(home) == recorded, 30, "the old gpu_worker to stop")
 
 
 @pytest.mark.usefixtures("deployed")

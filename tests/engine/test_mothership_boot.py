@@ -128,9 +128,15 @@ def test_killed_mid_provisioning_converges_and_a_child_reaches_a_later_endpoint(
     assert [e["kind"] for e in events if e["endpoint"] == "late" and e["kind"] != "adopted"] == [
         "deployed"
     ]
-    # The gateway missed `late` once; a refresh on miss finds it now.
+    # The gateway missed `late` once; a refresh on miss (at most one per 0.5 s, so a call
+    # right after the first miss may still miss) finds it now.
     with httpx.Client(trust_env=False, timeout=30) as http:
-        reached = http.post(f"{gateway['url']}/late", json={"text": "x"}, headers=headers)
+
+        def reach() -> httpx.Response | None:
+            answer = http.post(f"{gateway['url']}/late", json={"text": "x"}, headers=headers)
+            return None if "is not in the service registry" in answer.text else answer
+
+        reached = wait_for(reach, 10, "the gateway's refresh on miss to find late")
     assert reached.status_code == 200 and reached.json() == {"late": "late:x"}, reached.text
     assert records()["gateway"]["pid"] == gateway["pid"]  # the same worker, not a restart
     out, err = deploying.communicate(timeout=120)
