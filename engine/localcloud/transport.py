@@ -117,15 +117,22 @@ class LoopbackTransport(httpx.AsyncBaseTransport):
             await _within(
                 timeouts.get("write"), connection.writer.drain(), httpx.WriteTimeout, request
             )
-            answer = await _within(
-                timeouts.get("read"),
-                _read_head(connection, request),
-                httpx.ReadTimeout,
-                request,
-            )
-        except ConnectionError as exc:  # reset or closed before any answer
+        except ConnectionError as exc:  # closed by the service while idle: nothing was heard
             connection.close()
             raise _NoAnswer from exc
+        except h11.LocalProtocolError as exc:
+            connection.close()
+            raise httpx.LocalProtocolError(str(exc), request=request) from exc
+        except OSError as exc:
+            connection.close()
+            raise httpx.WriteError(str(exc) or type(exc).__name__, request=request) from exc
+        except BaseException:
+            connection.close()
+            raise
+        try:
+            answer = await _within(
+                timeouts.get("read"), _read_head(connection, request), httpx.ReadTimeout, request
+            )
         except BaseException:
             connection.close()
             raise
@@ -210,7 +217,14 @@ async def _read_head(connection: _Connection, request: httpx.Request) -> h11.Res
     while True:
         event = _event(connection, request)
         if event is h11.NEED_DATA:
-            data = await connection.reader.read(_CHUNK)
+            try:
+                data = await connection.reader.read(_CHUNK)
+            except ConnectionError as exc:
+                if not heard:  # reset before a byte of the answer: as if closed while idle
+                    raise _NoAnswer from exc
+                raise httpx.ReadError(f"the connection broke: {exc}", request=request) from exc
+            except OSError as exc:
+                raise httpx.ReadError(str(exc) or type(exc).__name__, request=request) from exc
             if not data and not heard:
                 raise _NoAnswer
             heard = True

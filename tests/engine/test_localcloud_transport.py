@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import socket
+import struct
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import httpx
@@ -187,3 +189,25 @@ async def test_errors_are_httpx_errors() -> None:
             await client.get(f"http://127.0.0.1:{port}/")
         with pytest.raises(httpx.UnsupportedProtocol):
             await client.get(f"https://127.0.0.1:{port}/")
+
+
+async def test_an_answer_cut_short_on_a_kept_connection_is_an_error_not_a_resend() -> None:
+    async def cut(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await server.read_request(reader)
+        writer.write(_answer(b"first"))
+        await server.read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Le")
+        await writer.drain()
+        await asyncio.sleep(0.05)  # the client reads the part; then a reset (RST), not a FIN
+        sock = writer.get_extra_info("socket")
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        writer.transport.abort()
+
+    async with _Server(cut) as server:
+        async with _client(server) as client:
+            assert (await client.post("/deploy", content=b"one")).text == "first"
+            with pytest.raises(httpx.ReadError):
+                await client.post("/deploy", content=b"two")
+        # The second POST reached the service once: a partial answer is never sent again.
+        assert [body for _, body in server.requests] == [b"one", b"two"]
+        assert server.connections == 1
