@@ -10,6 +10,10 @@ that is a handful of system calls per turn, not 128).
 
 Wire format (big-endian):
 
+- hello, a connection's first frame: `length:u32 0:u32 HELLO:u8` then the endpoint key the caller
+  would send as `Authorization: Bearer` (UTF-8; empty without one). The worker compares it with
+  its own key and answers `WELCOME` (an answer frame of id 0, no body) or closes the connection
+  unanswered; no call is read before that, and a caller sends none before its welcome;
 - call: `length:u32 id:u32 kind:u8` then `length` bytes. `RUNSYNC`: `wait_ms:u32` (`NO_WAIT`
   for the worker's default) then the `/runsync` body exactly as over HTTP (`{"input": ...}`);
   `CANCEL`: nothing (the caller gave up on call `id`: its job is cancelled);
@@ -18,11 +22,14 @@ Wire format (big-endian):
 Every call goes through `QueueServer.runsync`: the same body limit, JSON checks, concurrency,
 queue and 429s, execution timeout, counters and `/health`, and the worker's request log line
 (`POST /runsync 200 0.4ms`); a job outliving the wait answers its status like HTTP, and the
-caller polls `/status` over HTTP. Authentication is the socket's: 0600 in the worker's private
-directory, adopted by a caller only as `runtime.worker_socket` allows, and the server accepts
-only connections from its own user (`SO_PEERCRED`, where the system has it) — no key is sent.
+caller polls `/status` over HTTP. Authentication is once per connection, two gates: the hello's
+endpoint key (every project's workers run as the same user, so the user alone proves nothing),
+and the peer's user (`SO_PEERCRED`, where the system has it); the socket is 0600 in the
+worker's private directory and adopted by a caller only as `runtime.worker_socket` allows. A
+caller whose hello is refused sends its call over HTTP, whose 401 is what it sees.
 
-The worker names the socket in the `x-flash-frames` header of its HTTP answers; a caller
+The worker names the socket in the `x-flash-frames` header of its authenticated HTTP answers
+(not `/ping`, not a 401); a caller
 (`runtime.calls`) uses it once an answer over loopback named it. A connection that dies (the
 worker stopped) fails the calls in flight as a broken HTTP connection would; the next call
 connects once more and, if that fails, goes over HTTP, whose answer names the new socket.
@@ -31,6 +38,7 @@ connects once more and, if that fails, goes over HTTP, whose answer names the ne
 from __future__ import annotations
 
 import asyncio
+import hmac
 import os
 import socket
 import struct
@@ -56,6 +64,9 @@ __all__ = [
 NO_WAIT = 0xFFFFFFFF
 _RUNSYNC = 1
 _CANCEL = 2
+_HELLO = 3
+_WELCOME = 204  # the hello's answer status (id 0)
+_MAX_HELLO = 4096  # an endpoint key is far shorter: a longer hello is refused unread
 _CALL = struct.Struct("!IIB")
 _ANSWER = struct.Struct("!IIH")
 _WAIT = struct.Struct("!I")
@@ -117,13 +128,16 @@ class FrameServer:
         self,
         runner: Callable[[], JobRunner | None],
         log: Callable[[str, str, int, float], None],
+        key: str | None,
     ) -> None:
         self._runner = runner  # None while the handler module is still importing
         self._log = log
+        # None: an --insecure worker, whose HTTP needs no key either.
+        self._key = key.encode() if key is not None else None
 
     def protocol(self) -> asyncio.Protocol:
         """A protocol instance for one accepted connection (`loop.create_unix_server`)."""
-        return _ServerConnection(self._runner, self._log)
+        return _ServerConnection(self._runner, self._log, self._key)
 
 
 class _ServerConnection(asyncio.Protocol):
@@ -131,9 +145,12 @@ class _ServerConnection(asyncio.Protocol):
         self,
         runner: Callable[[], JobRunner | None],
         log: Callable[[str, str, int, float], None],
+        key: bytes | None,
     ) -> None:
         self._runner = runner
         self._log = log
+        self._key = key
+        self._greeted = False  # a hello with the right key came
         self._buffer = bytearray()
         self._skip = 0  # bytes left of a refused call's payload
         self._calls: dict[int, asyncio.Task[None]] = {}
@@ -144,7 +161,8 @@ class _ServerConnection(asyncio.Protocol):
         if not _same_user(transport):
             cast(asyncio.Transport, transport).abort()
             return
-        self._out = _Held(cast(asyncio.Transport, transport))
+        self._transport = cast(asyncio.Transport, transport)
+        self._out = _Held(self._transport)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._out = None  # calls in flight finish; their answers have nowhere to go
@@ -157,6 +175,10 @@ class _ServerConnection(asyncio.Protocol):
         buffer = self._buffer
         buffer += data
         offset = 0
+        if not self._greeted:
+            offset = self._hello(buffer)
+            if not offset:
+                return
         while len(buffer) - offset >= _CALL.size:
             length, call_id, kind = _CALL.unpack_from(buffer, offset)
             if length > _MAX_CALL:
@@ -178,6 +200,32 @@ class _ServerConnection(asyncio.Protocol):
                 if running is not None:
                     running.cancel()
         del buffer[:offset]
+
+    def _hello(self, buffer: bytearray) -> int:
+        """Check the connection's hello: its length when accepted, 0 when incomplete (or
+        refused: the connection is then closed unanswered)."""
+        if len(buffer) < _CALL.size:
+            return 0
+        length, _, kind = _CALL.unpack_from(buffer)
+        if kind != _HELLO or length > _MAX_HELLO:
+            self._refuse()
+            return 0
+        end = _CALL.size + length
+        if len(buffer) < end:
+            return 0
+        if self._key is not None and not hmac.compare_digest(
+            bytes(buffer[_CALL.size : end]), self._key
+        ):
+            self._refuse()
+            return 0
+        self._greeted = True
+        self._answer(0, _WELCOME, b"")
+        return end
+
+    def _refuse(self) -> None:
+        self._buffer.clear()
+        self._out = None
+        self._transport.abort()
 
     def _answer(self, call_id: int, status: int, body: bytes) -> None:
         if self._out is not None:
@@ -213,6 +261,9 @@ class _ServerConnection(asyncio.Protocol):
             self._log("POST", "/runsync", status or 500, time.perf_counter() - start)
 
 
+_Target = tuple[str, "str | None"]  # a frame socket's path and the key its caller sends
+
+
 class FrameClient:
     """A caller's connections to workers' frame sockets (one per socket), on one event loop."""
 
@@ -220,23 +271,28 @@ class FrameClient:
         self.timeout = timeout
         self.connect_timeout = connect_timeout
         self.opened = 0  # connections opened so far: how well they are kept, for tests
-        self._connections: dict[str, _ClientConnection] = {}
-        self._opening: dict[str, asyncio.Future[_ClientConnection | None]] = {}
+        # Per socket and key: a connection serves only calls made with the key it sent.
+        self._connections: dict[_Target, _ClientConnection] = {}
+        self._opening: dict[_Target, asyncio.Future[_ClientConnection | None]] = {}
 
-    async def runsync(self, path: str, body: bytes, wait_ms: int | None) -> Response | None:
-        """Send a `/runsync` body to the worker at `path` and await its answer; None when
-        the socket cannot be reached (nothing was sent: the caller may use HTTP)."""
+    async def runsync(
+        self, path: str, body: bytes, wait_ms: int | None, *, key: str | None
+    ) -> Response | None:
+        """Send a `/runsync` body to the worker at `path`, authenticated by the endpoint `key`,
+        and await its answer; None when the socket cannot be reached or refused the key
+        (nothing was sent: the caller may use HTTP)."""
         wait = NO_WAIT if wait_ms is None else min(wait_ms, NO_WAIT - 1)
         payload = _WAIT.pack(wait) + body
-        connection = self._connections.get(path)
+        target = (path, key)
+        connection = self._connections.get(target)
         if connection is not None and not connection.closed:
             try:
                 return await connection.call(payload, self.timeout)
             except _LostWhileIdle:
                 pass  # the worker went away while the connection was idle: connect once more
-        connection = self._connections.get(path)
+        connection = self._connections.get(target)
         if connection is None or connection.closed:
-            connection = await self._connect(path)
+            connection = await self._connect(target)
             if connection is None:
                 return None
         try:
@@ -244,27 +300,39 @@ class FrameClient:
         except _LostWhileIdle as exc:
             raise httpx.ReadError(str(exc)) from None
 
-    async def _connect(self, path: str) -> _ClientConnection | None:
+    async def _connect(self, target: _Target) -> _ClientConnection | None:
         # Calls that find no connection at the same moment share the one being opened.
-        opening = self._opening.get(path)
+        opening = self._opening.get(target)
         if opening is None:
-            opening = asyncio.ensure_future(self._open(path))
-            self._opening[path] = opening
-            opening.add_done_callback(lambda _: self._opening.pop(path, None))
+            opening = asyncio.ensure_future(self._open(target))
+            self._opening[target] = opening
+            opening.add_done_callback(lambda _: self._opening.pop(target, None))
         return await asyncio.shield(opening)
 
-    async def _open(self, path: str) -> _ClientConnection | None:
-        self._connections.pop(path, None)
-        loop = asyncio.get_running_loop()
+    async def _open(self, target: _Target) -> _ClientConnection | None:
+        self._connections.pop(target, None)
+        path, key = target
         try:
-            _, connection = await asyncio.wait_for(
-                loop.create_unix_connection(_ClientConnection, path), self.connect_timeout
-            )
+            connection = await asyncio.wait_for(self._greeted(path, key), self.connect_timeout)
         except (OSError, asyncio.TimeoutError):
             return None
+        if connection is None:
+            return None
         self.opened += 1
-        self._connections[path] = connection
+        self._connections[target] = connection
         return connection
+
+    @staticmethod
+    async def _greeted(path: str, key: str | None) -> _ClientConnection | None:
+        loop = asyncio.get_running_loop()
+        _, connection = await loop.create_unix_connection(_ClientConnection, path)
+        try:
+            if await connection.greet(key):
+                return connection
+        except BaseException:  # timed out or cancelled: not left open
+            connection.close()
+            raise
+        return None  # refused (a wrong key) or gone: closed before the welcome, nothing sent
 
     def close(self) -> None:
         """Close every connection (calls in flight fail)."""
@@ -294,13 +362,24 @@ class _ClientConnection(asyncio.Protocol):
         self._next = 0
         self._out: _Held | None = None
         self._transport: asyncio.Transport | None = None
+        self._welcome: asyncio.Future[bool] | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = cast(asyncio.Transport, transport)
         self._out = _Held(self._transport)
+        self._welcome = asyncio.get_running_loop().create_future()
+
+    async def greet(self, key: str | None) -> bool:
+        """Send the hello with `key`; whether the worker welcomed it (False: it closed)."""
+        assert self._out is not None and self._welcome is not None
+        secret = key.encode() if key else b""
+        self._out.write(_CALL.pack(len(secret), 0, _HELLO) + secret)
+        return await self._welcome
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
+        if self._welcome is not None and not self._welcome.done():
+            self._welcome.set_result(False)
         if self._sweeper is not None:
             self._sweeper.cancel()
             self._sweeper = None
@@ -325,6 +404,11 @@ class _ClientConnection(asyncio.Protocol):
             end = offset + _ANSWER.size + length
             if len(buffer) < end:
                 break
+            welcome = self._welcome
+            if welcome is not None and not welcome.done():
+                welcome.set_result(call_id == 0 and status == _WELCOME)
+                offset = end
+                continue
             future = self._pending.pop(call_id, None)
             self._deadlines.pop(call_id, None)
             if future is not None and not future.done():

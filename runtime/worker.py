@@ -297,20 +297,23 @@ def main(argv: list[str] | None = None) -> int:
         except ValueError as exc:
             err_line(f"error: cannot start mothership {args.resource!r}: {exc}")
             return 1
-    if key is not None:
-        app = BearerAuthMiddleware(app, key)
-    # DNS rebinding: only loopback names (and the address bound, when it is another one);
-    # a wildcard bind serves whatever name the network uses, so it cannot be checked.
-    if args.host not in _WILDCARD_HOSTS:
-        app = LoopbackHostMiddleware(app, LOOPBACK_HOSTS | {args.host, host_text})
-    app = logged = RequestLogMiddleware(app)
     # A queue-based worker's jobs, as frames for same-machine callers (runtime.local_frames).
     frames = frame_server = None
     if local is not None and worker is not None and not worker.load_balanced and not mothership:
         frames = bind_worker_socket(port, kind=FRAMES_KIND)
     advertised = [(SOCKET_HEADER, local.path)] if local is not None else []
-    if frames is not None:
+    if key is not None:
+        # The frame socket is named to key holders only (not on /ping, not on a 401): its
+        # hello checks the key, but the name alone is no business of another project's.
+        named = [(FRAMES_HEADER.encode(), frames.path.encode())] if frames is not None else []
+        app = BearerAuthMiddleware(app, key, answer_headers=named)
+    elif frames is not None:  # --insecure: anyone may call it anyway
         advertised.append((FRAMES_HEADER, frames.path))
+    # DNS rebinding: only loopback names (and the address bound, when it is another one);
+    # a wildcard bind serves whatever name the network uses, so it cannot be checked.
+    if args.host not in _WILDCARD_HOSTS:
+        app = LoopbackHostMiddleware(app, LOOPBACK_HOSTS | {args.host, host_text})
+    app = logged = RequestLogMiddleware(app)
     grace = env_number("FLASH_SHUTDOWN_TIMEOUT", DEFAULT_SHUTDOWN_TIMEOUT, minimum=0.5)
     config = uvicorn.Config(
         app,
@@ -338,7 +341,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if frames is not None and worker is not None:
             runner = worker.job_runner
-            served = FrameServer(runner, logged.log)
+            served = FrameServer(runner, logged.log, key)
             # Held until the end: a server object that is collected closes its socket.
             frame_server = loop.run_until_complete(
                 loop.create_unix_server(served.protocol, sock=frames.sock)

@@ -22,7 +22,7 @@ from pathlib import Path
 import httpx
 import pytest
 from waiting import eventually
-from worker_harness import Worker
+from worker_harness import Worker, serve_asgi
 
 from runtime import calls
 from runtime.errors import RemoteExecutionError
@@ -152,6 +152,13 @@ def _publish(table: Path, worker: Worker) -> None:
     table.write_text(json.dumps({"endpoints": {"sq": entry}}))
 
 
+def _named(worker: Worker) -> str:
+    """The frame socket the worker names to a caller with its key."""
+    answer = httpx.get(f"{worker.url}/health", headers=worker.headers)
+    assert answer.status_code == 200
+    return answer.headers[FRAMES_HEADER]
+
+
 def _pool() -> ConnectionPool:
     return next(pool for _, pool in calls._clients.values())
 
@@ -175,7 +182,7 @@ async def test_calls_go_over_one_frame_connection_and_are_logged(
     # The first call over TCP (its answer named the frame socket), every later one as a frame
     # on one connection: no other HTTP connection was opened.
     assert (_pool().opened, _frames().opened) == (1, 1)
-    named = httpx.get(f"{worker.url}/ping").headers[FRAMES_HEADER]
+    named = _named(worker)
     assert os.path.basename(named).startswith("flash-frames-")
     assert stat.S_IMODE(os.stat(named).st_mode) == 0o600
     # Every call, frame or HTTP, has its request log line and counts in /health.
@@ -322,7 +329,7 @@ async def test_a_worker_killed_and_replaced_is_followed(
     _publish(caller, first)
     assert [await calls.dispatch(square, "sq", (i,), {}) for i in range(3)] == [0, 1, 4]
     port = first.url.rsplit(":", 1)[1]
-    old = httpx.get(f"{first.url}/ping").headers[FRAMES_HEADER]
+    old = _named(first)
     first.proc.kill()
     first.proc.wait(10)
     assert os.path.exists(old)  # left behind by the SIGKILL
@@ -336,7 +343,7 @@ async def test_a_worker_killed_and_replaced_is_followed(
         36,
         49,
     ]
-    new = httpx.get(f"{second.url}/ping").headers[FRAMES_HEADER]
+    new = _named(second)
     assert new != old
     # Two HTTP connections (one per worker), two frame connections (one per worker).
     assert (_pool().opened, _frames().opened) == (2, 2)
@@ -396,7 +403,7 @@ async def test_a_pool_adopts_no_frame_socket_another_user_owns(
 ) -> None:
     worker = _start(build_dir, short_tmp, started)
     _publish(caller, worker)
-    named = httpx.get(f"{worker.url}/ping").headers[FRAMES_HEADER]
+    named = _named(worker)
     os.chmod(named, 0o666)  # as if another user's process had made it reachable
     assert [await calls.dispatch(square, "sq", (i,), {}) for i in range(3)] == [0, 1, 4]
     assert calls._frame_clients == {} or _frames().opened == 0
@@ -411,13 +418,15 @@ def test_the_worker_refuses_a_caller_of_another_user(
 ) -> None:
     """Even if its mode let them in, a connection of another user gets no answer."""
     worker = _start(build_dir, short_tmp, started)
-    named = httpx.get(f"{worker.url}/ping").headers[FRAMES_HEADER]
+    named = _named(worker)
     os.chmod(short_tmp, 0o755)
     os.chmod(named, 0o666)
     from runtime.serialization import function_job
 
     body = json.dumps({"input": function_job("square", (3,))}).encode()
-    frame = struct.pack("!IIB", 4 + len(body), 7, 1) + struct.pack("!I", 0xFFFFFFFF) + body
+    hello = struct.pack("!IIB", len(b"key-sq"), 0, 3) + b"key-sq"
+    call = struct.pack("!IIB", 4 + len(body), 7, 1) + struct.pack("!I", 0xFFFFFFFF) + body
+    frame = hello + call
     probe = textwrap.dedent(
         f"""
         import os, socket, sys
@@ -444,3 +453,117 @@ def test_the_worker_refuses_a_caller_of_another_user(
     assert other.stdout.strip() == "no answer", other.stderr
     worker.wait_for_output(lambda entry: "POST /runsync 200" in entry)
     assert _runsync_lines(worker) == 1  # the call of this user only
+
+
+def _raw_frames(path: str, data: bytes) -> bytes:
+    """What the worker at `path` answers to `data` before it closes (10 s at most)."""
+    with socket.socket(socket.AF_UNIX) as sock:
+        sock.settimeout(10)
+        sock.connect(path)
+        sock.sendall(data)
+        received = b""
+        try:
+            while chunk := sock.recv(65536):
+                received += chunk
+        except OSError:  # reset: closed unanswered
+            pass
+        return received
+
+
+def _call_frame(call_id: int, x: int) -> bytes:
+    from runtime.serialization import function_job
+
+    body = json.dumps({"input": function_job("square", (x,))}).encode()
+    return struct.pack("!IIB", 4 + len(body), call_id, 1) + struct.pack("!I", 0xFFFFFFFF) + body
+
+
+def _hello(key: bytes) -> bytes:
+    return struct.pack("!IIB", len(key), 0, 3) + key
+
+
+async def test_a_caller_with_a_wrong_key_gets_no_frame_service(
+    build_dir: Path, short_tmp: Path, started: list[Worker], caller: Path
+) -> None:
+    """Every project's workers run as the same user: the frame socket checks the key too, and
+    a caller with the wrong one gets HTTP's 401, even next to a connection opened with the
+    right key."""
+    worker = _start(build_dir, short_tmp, started)
+    _publish(caller, worker)
+    assert [await calls.dispatch(square, "sq", (i,), {}) for i in range(3)] == [0, 1, 4]
+    assert _frames().opened == 1
+    caller.write_text(json.dumps({"endpoints": {"sq": {"url": worker.url, "key": "not-sq"}}}))
+    with pytest.raises(RemoteExecutionError) as refused:
+        await calls.dispatch(square, "sq", (5,), {})
+    assert refused.value.status == 401
+    assert _frames().opened == 1  # the wrong key's connection was refused
+    health = httpx.get(f"{worker.url}/health", headers=worker.headers).json()
+    assert health["jobs"]["completed"] == 3
+    # The frame client alone: refused, nothing sent, so the caller may use HTTP.
+    client = FrameClient(timeout=10)
+    try:
+        body = json.dumps({"input": {"function_name": "square"}}).encode()
+        assert await client.runsync(_named(worker), body, None, key="not-sq") is None
+        assert await client.runsync(_named(worker), body, None, key=None) is None
+        assert client.opened == 0
+    finally:
+        client.close()
+
+
+def test_the_frame_socket_serves_nothing_before_a_hello_with_the_key(
+    build_dir: Path, short_tmp: Path, started: list[Worker]
+) -> None:
+    worker = _start(build_dir, short_tmp, started)
+    named = _named(worker)
+    assert _raw_frames(named, _call_frame(1, 3)) == b""  # no hello: closed unanswered
+    assert _raw_frames(named, _hello(b"key-sX") + _call_frame(1, 3)) == b""
+    assert _raw_frames(named, _hello(b"key-sq" * 1000) + _call_frame(1, 3)) == b""
+    health = httpx.get(f"{worker.url}/health", headers=worker.headers).json()
+    assert health["jobs"]["completed"] == 0
+    # The right key: welcomed (id 0, 204), then the call's answer.
+    with socket.socket(socket.AF_UNIX) as sock:
+        sock.settimeout(10)
+        sock.connect(named)
+        sock.sendall(_hello(b"key-sq") + _call_frame(1, 3))
+        received = b""
+        while len(received) < 20 or len(received) < 20 + struct.unpack("!I", received[10:14])[0]:
+            chunk = sock.recv(65536)
+            assert chunk, received
+            received += chunk
+    assert struct.unpack("!IIH", received[:10]) == (0, 0, 204)
+    length, call_id, status = struct.unpack("!IIH", received[10:20])
+    assert (call_id, status) == (1, 200)
+    assert json.loads(received[20 : 20 + length])["status"] == "COMPLETED"
+
+
+def test_the_frame_socket_is_named_only_on_authenticated_answers(
+    build_dir: Path, short_tmp: Path, started: list[Worker]
+) -> None:
+    worker = _start(build_dir, short_tmp, started)
+    ping = httpx.get(f"{worker.url}/ping")
+    assert ping.status_code == 200 and FRAMES_HEADER not in ping.headers
+    unauthorized = httpx.get(f"{worker.url}/health", headers={"Authorization": "Bearer no"})
+    assert unauthorized.status_code == 401 and FRAMES_HEADER not in unauthorized.headers
+    assert advertised_socket(_named(worker)) is not None
+
+
+async def test_a_pool_adopts_a_frame_socket_only_from_a_successful_answer(
+    build_dir: Path, short_tmp: Path, started: list[Worker]
+) -> None:
+    """A 401 naming a socket (another project's worker now on the port) is not followed."""
+    worker = _start(build_dir, short_tmp, started)
+    named = _named(worker)
+
+    async def refusing(scope: dict[str, object], receive: object, send: object) -> None:
+        assert scope["type"] == "http"
+        headers = [(FRAMES_HEADER.encode(), named.encode()), (b"content-length", b"2")]
+        await send({"type": "http.response.start", "status": 401, "headers": headers})  # type: ignore[operator]
+        await send({"type": "http.response.body", "body": b"{}"})  # type: ignore[operator]
+
+    with serve_asgi(refusing, lifespan="off") as url:
+        pool = ConnectionPool(timeout=10)
+        try:
+            answer = await pool.request("GET", f"{url}/health")
+            assert answer.status_code == 401
+            assert pool.frame_socket(url) is None
+        finally:
+            await pool.aclose()
