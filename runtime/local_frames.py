@@ -70,7 +70,8 @@ _MAX_HELLO = 4096  # an endpoint key is far shorter: a longer hello is refused u
 _CALL = struct.Struct("!IIB")
 _ANSWER = struct.Struct("!IIH")
 _WAIT = struct.Struct("!I")
-# A call frame larger than RunPod's /runsync payload limit plus its header is refused unread.
+# A call frame larger than RunPod's /runsync payload limit plus its header is refused unread;
+# a caller sends a larger one over HTTP instead, where the worker's own limit applies.
 _MAX_CALL = 20 * 1024 * 1024 + _WAIT.size
 _PEERCRED = struct.Struct("3i")  # pid, uid, gid
 _STARTING = b'{"error":"worker is starting"}'
@@ -182,7 +183,9 @@ class _ServerConnection(asyncio.Protocol):
         while len(buffer) - offset >= _CALL.size:
             length, call_id, kind = _CALL.unpack_from(buffer, offset)
             if length > _MAX_CALL:
+                # Callers send no such call (HTTP takes it, under the worker's own limit).
                 self._answer(call_id, 413, b'{"error":"request body too large"}')
+                self._log("POST", "/runsync", 413, 0.0)
                 available = len(buffer) - offset - _CALL.size
                 self._skip = length - min(length, available)
                 offset = len(buffer) if self._skip else offset + _CALL.size + length
@@ -283,6 +286,8 @@ class FrameClient:
         (nothing was sent: the caller may use HTTP)."""
         wait = NO_WAIT if wait_ms is None else min(wait_ms, NO_WAIT - 1)
         payload = _WAIT.pack(wait) + body
+        if len(payload) > _MAX_CALL:
+            return None  # HTTP, under the worker's own body limit (which may be higher)
         target = (path, key)
         connection = self._connections.get(target)
         if connection is not None and not connection.closed:

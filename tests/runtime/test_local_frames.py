@@ -51,6 +51,10 @@ def fail(text: str) -> None:
     raise ValueError(f"bad input: {text}")
 
 
+def size(text: str) -> int:
+    return len(text)
+
+
 async def hold(seconds: float) -> int:
     global running, peak
     running += 1
@@ -65,7 +69,9 @@ async def hold(seconds: float) -> int:
 QB_HANDLER = """
 from runtime.qb_handler import create_handler
 import userfns
-handler = create_handler({"square": userfns.square, "fail": userfns.fail, "hold": userfns.hold})
+handler = create_handler({
+    "square": userfns.square, "fail": userfns.fail, "hold": userfns.hold, "size": userfns.size
+})
 """
 
 MANIFEST = {
@@ -74,7 +80,12 @@ MANIFEST = {
         "sq": {
             "resource_type": "LiveServerless",
             "handler_file": "handler_sq.py",
-            "functions": [{"name": "square"}, {"name": "fail"}, {"name": "hold"}],
+            "functions": [
+                {"name": "square"},
+                {"name": "fail"},
+                {"name": "hold"},
+                {"name": "size"},
+            ],
         }
     },
 }
@@ -93,6 +104,11 @@ def fail(text: str) -> None:
 
 async def hold(seconds: float) -> int:
     """Sleeps on `sq`; returns the most calls it saw running at once."""
+    raise AssertionError("runs remotely")
+
+
+def size(text: str) -> int:
+    """The text's length, on `sq`."""
     raise AssertionError("runs remotely")
 
 
@@ -567,3 +583,31 @@ async def test_a_pool_adopts_a_frame_socket_only_from_a_successful_answer(
             assert pool.frame_socket(url) is None
         finally:
             await pool.aclose()
+
+
+async def test_a_call_over_the_frame_limit_goes_over_http_under_the_workers_limit(
+    build_dir: Path, short_tmp: Path, started: list[Worker], caller: Path
+) -> None:
+    """A worker allowing more than a frame carries (20 MB) takes a bigger call over HTTP."""
+    worker = _start(build_dir, short_tmp, started, FLASH_MAX_BODY_BYTES="40000000")
+    _publish(caller, worker)
+    assert [await calls.dispatch(square, "sq", (i,), {}) for i in range(2)] == [0, 1]
+    text = "x" * 19_000_000  # about 25 MB once pickled and base64-encoded
+    assert await calls.dispatch(size, "sq", (text,), {}) == len(text)
+    assert await calls.dispatch(square, "sq", (3,), {}) == 9  # frames again after it
+    assert _frames().opened == 1
+    await eventually(lambda: _runsync_lines(worker) == 4, 10, "4 request log lines")
+    # A frame over the limit sent anyway is refused, and the refusal is logged as over HTTP.
+    with socket.socket(socket.AF_UNIX) as sock:
+        sock.settimeout(10)
+        sock.connect(_named(worker))
+        sock.sendall(_hello(b"key-sq") + struct.pack("!IIB", 30_000_000, 5, 1) + b"x" * 1000)
+        received = b""
+        while len(received) < 20:
+            chunk = sock.recv(65536)
+            assert chunk, received
+            received += chunk
+    assert struct.unpack("!IIH", received[10:20])[1:] == (5, 413)
+    await eventually(
+        lambda: any("POST /runsync 413 " in line for line in worker.stdout), 10, "the 413 logged"
+    )
