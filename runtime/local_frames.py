@@ -302,6 +302,8 @@ class FrameClient:
                 return None
         try:
             return await connection.call(payload, self.timeout)
+        except _NotSent:
+            return None  # lost as it was opened (calls waiting on it resumed late): HTTP
         except _LostWhileIdle as exc:
             raise httpx.ReadError(str(exc)) from None
 
@@ -350,6 +352,10 @@ class _LostWhileIdle(httpx.ReadError):
     """The connection ended with no byte received since it was last idle: the worker was gone
     before the call (as a kept-alive HTTP connection closed while idle), so it can be sent
     again on a new connection."""
+
+
+class _NotSent(_LostWhileIdle):
+    """The connection had ended before the call was written: nothing reached the worker."""
 
 
 class _ClientConnection(asyncio.Protocol):
@@ -426,6 +432,9 @@ class _ClientConnection(asyncio.Protocol):
 
     async def call(self, payload: bytes, timeout: float) -> Response:
         """Send one call and await its answer (cancelled or timed out: the worker is told)."""
+        if self.closed:
+            # Written now, it would be dropped unsent and wait for the timeout.
+            raise _NotSent("worker socket connection lost before the call was sent")
         assert self._out is not None
         call_id = self._next
         self._next = (call_id + 1) & 0xFFFFFFFF

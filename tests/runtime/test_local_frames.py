@@ -611,3 +611,24 @@ async def test_a_call_over_the_frame_limit_goes_over_http_under_the_workers_limi
     await eventually(
         lambda: any("POST /runsync 413 " in line for line in worker.stdout), 10, "the 413 logged"
     )
+
+
+async def test_a_call_on_a_connection_lost_before_it_is_refused_at_once(
+    build_dir: Path, short_tmp: Path, started: list[Worker]
+) -> None:
+    """Calls resumed after their connection was lost (between its opening and their turn) are
+    not written into a closed connection to wait for the call timeout: they fail at once,
+    as not sent, and the client sends them over HTTP."""
+    worker = _start(build_dir, short_tmp, started)
+    client = FrameClient(timeout=120)
+    body = json.dumps({"input": {"function_name": "square"}}).encode()
+    try:
+        first = await client.runsync(_named(worker), body, None, key=worker.key)
+        assert first is not None and first.status_code == 200
+        (connection,) = client._connections.values()
+        connection.close()
+        await eventually(lambda: connection.closed, 10, "the connection closed")
+        with pytest.raises(httpx.ReadError, match="before the call was sent"):
+            await asyncio.wait_for(connection.call(struct.pack("!I", 0) + body, 120), 10)
+    finally:
+        client.close()
