@@ -17,7 +17,13 @@ Wire format (big-endian):
 - call: `length:u32 id:u32 kind:u8` then `length` bytes. `RUNSYNC`: `wait_ms:u32` (`NO_WAIT`
   for the worker's default) then the `/runsync` body exactly as over HTTP (`{"input": ...}`);
   `CANCEL`: nothing (the caller gave up on call `id`: its job is cancelled);
-- answer: `length:u32 id:u32 status:u16` then the answer's JSON text, as HTTP would carry it.
+- answer: `length:u32 id:u32 status:u16` then the answer's JSON text, as HTTP would carry it;
+  status `NOT_TAKEN` (0, no body): the worker is stopping and did not take the call, so the
+  caller sends it elsewhere (HTTP, which finds the port closed and re-reads its registry).
+
+A stopping worker (SIGTERM) closes its idle connections at once and its busy ones after their
+last answer, as uvicorn does with HTTP keep-alive connections: callers then find the socket
+gone and use HTTP, rather than place new jobs on a worker that would fail them.
 
 Every call goes through `QueueServer.runsync`: the same body limit, JSON checks, concurrency,
 queue and 429s, execution timeout, counters and `/health`, and the worker's request log line
@@ -67,6 +73,7 @@ _CANCEL = 2
 _HELLO = 3
 _WELCOME = 204  # the hello's answer status (id 0)
 _MAX_HELLO = 4096  # an endpoint key is far shorter: a longer hello is refused unread
+_NOT_TAKEN = 0  # an answer's status: the worker is stopping and did not take the call
 _CALL = struct.Struct("!IIB")
 _ANSWER = struct.Struct("!IIH")
 _WAIT = struct.Struct("!I")
@@ -130,15 +137,27 @@ class FrameServer:
         runner: Callable[[], JobRunner | None],
         log: Callable[[str, str, int, float], None],
         key: str | None,
+        tasks: set[asyncio.Task[None]] | None = None,
     ) -> None:
         self._runner = runner  # None while the handler module is still importing
         self._log = log
+        # Calls in flight, for a server's shutdown to wait for (uvicorn's, as for HTTP's).
+        self.tasks: set[asyncio.Task[None]] = tasks if tasks is not None else set()
         # None: an --insecure worker, whose HTTP needs no key either.
         self._key = key.encode() if key is not None else None
+        self._open: set[_ServerConnection] = set()
+        self._stopping = False
 
     def protocol(self) -> asyncio.Protocol:
         """A protocol instance for one accepted connection (`loop.create_unix_server`)."""
-        return _ServerConnection(self._runner, self._log, self._key)
+        return _ServerConnection(self._runner, self._log, self._key, self)
+
+    def stop(self) -> None:
+        """Take no more calls: close idle connections now, busy ones after their last answer
+        (on the server's event loop)."""
+        self._stopping = True
+        for connection in list(self._open):
+            connection.stop()
 
 
 class _ServerConnection(asyncio.Protocol):
@@ -147,10 +166,13 @@ class _ServerConnection(asyncio.Protocol):
         runner: Callable[[], JobRunner | None],
         log: Callable[[str, str, int, float], None],
         key: bytes | None,
+        server: FrameServer,
     ) -> None:
         self._runner = runner
         self._log = log
         self._key = key
+        self._server = server
+        self._stopping = False
         self._greeted = False  # a hello with the right key came
         self._buffer = bytearray()
         self._skip = 0  # bytes left of a refused call's payload
@@ -163,10 +185,27 @@ class _ServerConnection(asyncio.Protocol):
             cast(asyncio.Transport, transport).abort()
             return
         self._transport = cast(asyncio.Transport, transport)
+        if self._server._stopping:  # accepted as the worker stops
+            self._transport.abort()
+            return
         self._out = _Held(self._transport)
+        self._server._open.add(self)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._out = None  # calls in flight finish; their answers have nowhere to go
+        self._server._open.discard(self)
+
+    def stop(self) -> None:
+        """Take no more calls; close once the calls in flight are answered."""
+        self._stopping = True
+        if not self._calls:
+            self._close()
+
+    def _close(self) -> None:
+        if self._out is not None:
+            self._out.flush()  # the last answers leave before the close
+            self._out = None
+            self._transport.close()
 
     def data_received(self, data: bytes) -> None:
         if self._skip:
@@ -195,9 +234,14 @@ class _ServerConnection(asyncio.Protocol):
                 break
             payload = bytes(buffer[offset + _CALL.size : end])
             offset = end
-            if kind == _RUNSYNC:
+            if kind == _RUNSYNC and self._stopping:
+                self._answer(call_id, _NOT_TAKEN, b"")
+            elif kind == _RUNSYNC:
                 task = asyncio.get_running_loop().create_task(self._serve(call_id, payload))
                 self._calls[call_id] = task
+                tasks = self._server.tasks
+                tasks.add(task)
+                task.add_done_callback(tasks.discard)
             elif kind == _CANCEL:
                 running = self._calls.get(call_id)
                 if running is not None:
@@ -262,6 +306,8 @@ class _ServerConnection(asyncio.Protocol):
         finally:
             self._calls.pop(call_id, None)
             self._log("POST", "/runsync", status or 500, time.perf_counter() - start)
+            if self._stopping and not self._calls:
+                self._close()
 
 
 _Target = tuple[str, "str | None"]  # a frame socket's path and the key its caller sends
@@ -290,13 +336,13 @@ class FrameClient:
             return None  # HTTP, under the worker's own body limit (which may be higher)
         target = (path, key)
         connection = self._connections.get(target)
-        if connection is not None and not connection.closed:
+        if connection is not None and connection.usable:
             try:
                 return await connection.call(payload, self.timeout)
             except _LostWhileIdle:
                 pass  # the worker went away while the connection was idle: connect once more
         connection = self._connections.get(target)
-        if connection is None or connection.closed:
+        if connection is None or not connection.usable:
             connection = await self._connect(target)
             if connection is None:
                 return None
@@ -361,6 +407,7 @@ class _NotSent(_LostWhileIdle):
 class _ClientConnection(asyncio.Protocol):
     def __init__(self) -> None:
         self.closed = False
+        self.stopping = False  # the worker said it takes no more calls here
         # Reads so far, and their count when the last call in flight was answered.
         self._reads = 0
         self._idle_reads = 0
@@ -401,6 +448,11 @@ class _ClientConnection(asyncio.Protocol):
             if not future.done():
                 future.set_exception(httpx.ReadError(f"worker socket connection lost ({reason})"))
 
+    @property
+    def usable(self) -> bool:
+        """Whether new calls may be sent on it."""
+        return not (self.closed or self.stopping)
+
     def close(self) -> None:
         if self._transport is not None:
             self._transport.close()
@@ -422,7 +474,11 @@ class _ClientConnection(asyncio.Protocol):
                 continue
             future = self._pending.pop(call_id, None)
             self._deadlines.pop(call_id, None)
-            if future is not None and not future.done():
+            if status == _NOT_TAKEN:
+                self.stopping = True
+                if future is not None and not future.done():
+                    future.set_exception(_NotSent("the worker is stopping: call not taken"))
+            elif future is not None and not future.done():
                 body = bytes(buffer[offset + _ANSWER.size : end])
                 future.set_result(Response(status, {}, body))
             offset = end
@@ -435,6 +491,8 @@ class _ClientConnection(asyncio.Protocol):
         if self.closed:
             # Written now, it would be dropped unsent and wait for the timeout.
             raise _NotSent("worker socket connection lost before the call was sent")
+        if self.stopping:
+            raise _NotSent("the worker is stopping: call not taken")
         assert self._out is not None
         call_id = self._next
         self._next = (call_id + 1) & 0xFFFFFFFF
@@ -449,6 +507,8 @@ class _ClientConnection(asyncio.Protocol):
         self._out.write(_CALL.pack(len(payload), call_id, _RUNSYNC) + payload)
         try:
             return await future
+        except _NotSent:
+            raise
         except httpx.ReadError as exc:
             if self.closed and after_idle and self._reads == reads:
                 raise _LostWhileIdle(str(exc)) from exc

@@ -5,6 +5,7 @@ client, as an LB worker calling a QB function uses them."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import shutil
@@ -632,3 +633,50 @@ async def test_a_call_on_a_connection_lost_before_it_is_refused_at_once(
             await asyncio.wait_for(connection.call(struct.pack("!I", 0) + body, 120), 10)
     finally:
         client.close()
+
+
+def _port_closed(url: str) -> bool:
+    host, port = url.removeprefix("http://").rsplit(":", 1)
+    try:
+        socket.create_connection((host, int(port)), timeout=1).close()
+    except OSError:
+        return True
+    return False
+
+
+async def test_a_stopping_worker_takes_no_new_frame_calls(
+    build_dir: Path, short_tmp: Path, started: list[Worker], caller: Path
+) -> None:
+    """SIGTERM with a call running: the frame connection stays for its answer but takes no
+    new call (no 503 "shutting down" where HTTP would find the port closed); the caller goes
+    over HTTP, to the worker that replaced it on the port."""
+    first = _start(build_dir, short_tmp, started, FLASH_SHUTDOWN_TIMEOUT="60")
+    _publish(caller, first)
+    assert [await calls.dispatch(square, "sq", (i,), {}) for i in range(2)] == [0, 1]
+    in_flight = asyncio.ensure_future(calls.dispatch(hold, "sq", (60.0,), {}))
+    try:
+
+        def running() -> int:
+            jobs = httpx.get(f"{first.url}/health", headers=first.headers).json()["jobs"]
+            return int(jobs["inProgress"])
+
+        await eventually(lambda: running() == 1, 10, "the call running on the worker")
+        first.proc.send_signal(signal.SIGTERM)
+        await eventually(lambda: _port_closed(first.url), 10, "the HTTP port closed")
+        # Nobody on the port: the call fails as it would over HTTP, unreachable, not run.
+        with pytest.raises(RemoteExecutionError) as unreachable:
+            await calls.dispatch(square, "sq", (3,), {})
+        assert unreachable.value.status is None and "cannot reach" in str(unreachable.value)
+        assert first.proc.poll() is None and not in_flight.done()
+        # Replaced on the same port: the calls reach the new worker.
+        port = first.url.rsplit(":", 1)[1]
+        second = _start(build_dir, short_tmp, started, extra=f"--port {port}")
+        assert [await calls.dispatch(square, "sq", (i,), {}) for i in range(4)] == [0, 1, 4, 9]
+        await eventually(lambda: _runsync_lines(second) == 4, 10, "4 calls on the new worker")
+        assert not in_flight.done()
+    finally:
+        in_flight.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await in_flight
+    # The abandoned call was cancelled on the old worker, which then ends.
+    assert first.proc.wait(30) == 0
