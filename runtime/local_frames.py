@@ -208,6 +208,8 @@ class _ServerConnection(asyncio.Protocol):
             self._transport.close()
 
     def data_received(self, data: bytes) -> None:
+        if self._out is None:  # refused (another user, a wrong key) or lost: nothing is read
+            return
         if self._skip:
             dropped = min(self._skip, len(data))
             self._skip -= dropped

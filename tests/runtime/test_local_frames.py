@@ -680,3 +680,50 @@ async def test_a_stopping_worker_takes_no_new_frame_calls(
             await in_flight
     # The abandoned call was cancelled on the old worker, which then ends.
     assert first.proc.wait(30) == 0
+
+
+class _ForeignPeer:
+    """An accepted connection's transport whose peer is not this user (its credentials
+    cannot be read): what `asyncio` hands the frame server, minus a socket."""
+
+    def __init__(self) -> None:
+        self.aborted = False
+        self.written = b""
+
+    def get_extra_info(self, name: str) -> object:
+        return self if name == "socket" else None
+
+    def getsockopt(self, *args: object) -> bytes:
+        raise OSError("no credentials")
+
+    def abort(self) -> None:
+        self.aborted = True
+
+    def close(self) -> None:
+        self.aborted = True
+
+    def is_closing(self) -> bool:
+        return self.aborted
+
+    def write(self, data: bytes) -> None:
+        self.written += data
+
+
+@pytest.mark.skipif(not hasattr(socket, "SO_PEERCRED"), reason="needs SO_PEERCRED")
+async def test_a_connection_of_another_user_reads_nothing_it_is_sent() -> None:
+    """Data that arrives on a connection refused for its peer's user (the abort does not
+    stop what is already read) starts no call, even with the right key."""
+    from runtime.local_frames import FrameServer
+    from runtime.qb_handler import create_handler
+    from runtime.queue_server import QueueServer
+
+    queue = QueueServer(create_handler({"square": lambda x: x * x}))
+    logged: list[tuple[object, ...]] = []
+    server = FrameServer(lambda: queue, lambda *entry: logged.append(entry), "key-sq")
+    connection = server.protocol()
+    peer = _ForeignPeer()
+    connection.connection_made(peer)  # type: ignore[arg-type]
+    assert peer.aborted
+    connection.data_received(_hello(b"key-sq") + _call_frame(1, 3))
+    assert server.tasks == set() and peer.written == b""
+    assert queue.health()["jobs"]["inProgress"] == 0 and logged == []
