@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hmac
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from runtime.asgi import send_json
@@ -41,7 +41,9 @@ def check_bearer(header: bytes | None, key: bytes) -> bool:
 
 class BearerAuthMiddleware:
     """Rejects requests without the right Bearer key: HTTP with 401 (JSON), websockets with
-    a close before the handshake; lifespan passes through, any other scope type is refused."""
+    a close before the handshake; lifespan passes through, any other scope type is refused.
+    `answer_headers` go on authenticated HTTP answers only (never on `/ping` or a 401): they may
+    name what only a key holder should learn, such as a worker's frame socket."""
 
     def __init__(
         self,
@@ -49,6 +51,7 @@ class BearerAuthMiddleware:
         key: str,
         public_paths: Iterable[str] = PUBLIC_PATHS,
         unauthorized: bytes = _UNAUTHORIZED,
+        answer_headers: Sequence[tuple[bytes, bytes]] = (),
     ) -> None:
         if not key:
             raise ValueError("BearerAuthMiddleware needs a non-empty key")
@@ -56,6 +59,7 @@ class BearerAuthMiddleware:
         self._key = key.encode()
         self._public = frozenset(public_paths)
         self._unauthorized = unauthorized
+        self._answer_headers = list(answer_headers)
 
     def _authorized(self, scope: dict[str, Any]) -> bool:
         for name, value in scope["headers"]:
@@ -69,6 +73,8 @@ class BearerAuthMiddleware:
             await self.app(scope, receive, send)
             return
         if kind in ("http", "websocket") and self._authorized(scope):
+            if kind == "http" and self._answer_headers:
+                send = self._adding_headers(send)
             await self.app(scope, receive, send)
             return
         if kind == "http":
@@ -77,3 +83,13 @@ class BearerAuthMiddleware:
             await receive()  # websocket.connect; a close before accept refuses the handshake
             await send({"type": "websocket.close", "code": 1008})
         # A scope type this middleware does not know cannot be authenticated: never forwarded.
+
+    def _adding_headers(self, send: Any) -> Any:
+        extra = self._answer_headers
+
+        async def adding(message: dict[str, Any]) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [*message.get("headers", ()), *extra]
+            await send(message)
+
+        return adding

@@ -415,7 +415,8 @@ async def _runsync_here(
     path = pool.frame_socket(endpoint.url)
     if path is None:
         return None
-    response = await _frame_client().runsync(path, _dumps(payload).encode(), wait_ms)
+    body = _dumps(payload).encode()
+    response = await _frame_client().runsync(path, body, wait_ms, key=endpoint.key)
     if response is None:  # gone (stopped or replaced): HTTP, whose answer names the new one
         pool.forget_frame_socket(endpoint.url)
     return response

@@ -213,7 +213,13 @@ class ConnectionPool:
                     if advertised is not None and advertised != self._advertised.get(origin):
                         self._adopt_socket(origin, advertised)
                     frames = response.headers.get(FRAMES_HEADER)
-                    if frames is not None and frames != self._advertised_frames.get(origin):
+                    # Only an answer to a key holder names it (a 401 may come from another
+                    # project's worker now on this port).
+                    if (
+                        frames is not None
+                        and 200 <= response.status_code < 300
+                        and frames != self._advertised_frames.get(origin)
+                    ):
                         self._adopt_frames(origin, frames)
                     return response
                 except _ClosedBeforeAnswer as exc:

@@ -79,6 +79,7 @@ import socket
 import stat
 import sys
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -113,6 +114,8 @@ class _Server(uvicorn.Server):
 
     shutdown_timeout = DEFAULT_SHUTDOWN_TIMEOUT
     local_sockets: tuple[WorkerSocket, ...] = ()
+    # Called once at the first signal (from the signal handler: it must only schedule work).
+    on_exit: Callable[[], None] | None = None
 
     def handle_exit(self, sig: int, frame: Any) -> None:
         if not self.should_exit:
@@ -124,6 +127,8 @@ class _Server(uvicorn.Server):
                 # ends the process before the socket is closed; open connections carry on.
                 with contextlib.suppress(OSError):
                     os.unlink(local.path)
+            if self.on_exit is not None:
+                self.on_exit()
         super().handle_exit(sig, frame)
         # uvicorn re-raises captured signals after shutdown (exit status -15); a graceful
         # shutdown is a normal exit for a supervised worker, so it exits 0 instead.
@@ -297,20 +302,23 @@ def main(argv: list[str] | None = None) -> int:
         except ValueError as exc:
             err_line(f"error: cannot start mothership {args.resource!r}: {exc}")
             return 1
-    if key is not None:
-        app = BearerAuthMiddleware(app, key)
-    # DNS rebinding: only loopback names (and the address bound, when it is another one);
-    # a wildcard bind serves whatever name the network uses, so it cannot be checked.
-    if args.host not in _WILDCARD_HOSTS:
-        app = LoopbackHostMiddleware(app, LOOPBACK_HOSTS | {args.host, host_text})
-    app = logged = RequestLogMiddleware(app)
     # A queue-based worker's jobs, as frames for same-machine callers (runtime.local_frames).
     frames = frame_server = None
     if local is not None and worker is not None and not worker.load_balanced and not mothership:
         frames = bind_worker_socket(port, kind=FRAMES_KIND)
     advertised = [(SOCKET_HEADER, local.path)] if local is not None else []
-    if frames is not None:
+    if key is not None:
+        # The frame socket is named to key holders only (not on /ping, not on a 401): its
+        # hello checks the key, but the name alone is no business of another project's.
+        named = [(FRAMES_HEADER.encode(), frames.path.encode())] if frames is not None else []
+        app = BearerAuthMiddleware(app, key, answer_headers=named)
+    elif frames is not None:  # --insecure: anyone may call it anyway
         advertised.append((FRAMES_HEADER, frames.path))
+    # DNS rebinding: only loopback names (and the address bound, when it is another one);
+    # a wildcard bind serves whatever name the network uses, so it cannot be checked.
+    if args.host not in _WILDCARD_HOSTS:
+        app = LoopbackHostMiddleware(app, LOOPBACK_HOSTS | {args.host, host_text})
+    app = logged = RequestLogMiddleware(app)
     grace = env_number("FLASH_SHUTDOWN_TIMEOUT", DEFAULT_SHUTDOWN_TIMEOUT, minimum=0.5)
     config = uvicorn.Config(
         app,
@@ -338,11 +346,21 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if frames is not None and worker is not None:
             runner = worker.job_runner
-            served = FrameServer(runner, logged.log)
+            # Its calls in flight hold the shutdown as HTTP requests do (same grace).
+            served = FrameServer(runner, logged.log, key, server.server_state.tasks)
             # Held until the end: a server object that is collected closes its socket.
             frame_server = loop.run_until_complete(
                 loop.create_unix_server(served.protocol, sock=frames.sock)
             )
+            listening = frame_server
+
+            def stop_frames() -> None:
+                # As uvicorn with HTTP: no new connections, idle ones closed, busy ones after
+                # their last answer; callers go over HTTP, which finds the port closed.
+                listening.close()
+                served.stop()
+
+            server.on_exit = lambda: loop.call_soon_threadsafe(stop_frames)
         sockets = [sock] if local is None else [sock, local.sock]
         loop.run_until_complete(server.serve(sockets=sockets))
     except KeyboardInterrupt:

@@ -5,6 +5,7 @@ client, as an LB worker calling a QB function uses them."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import shutil
@@ -22,7 +23,7 @@ from pathlib import Path
 import httpx
 import pytest
 from waiting import eventually
-from worker_harness import Worker
+from worker_harness import Worker, serve_asgi
 
 from runtime import calls
 from runtime.errors import RemoteExecutionError
@@ -51,6 +52,10 @@ def fail(text: str) -> None:
     raise ValueError(f"bad input: {text}")
 
 
+def size(text: str) -> int:
+    return len(text)
+
+
 async def hold(seconds: float) -> int:
     global running, peak
     running += 1
@@ -65,7 +70,9 @@ async def hold(seconds: float) -> int:
 QB_HANDLER = """
 from runtime.qb_handler import create_handler
 import userfns
-handler = create_handler({"square": userfns.square, "fail": userfns.fail, "hold": userfns.hold})
+handler = create_handler({
+    "square": userfns.square, "fail": userfns.fail, "hold": userfns.hold, "size": userfns.size
+})
 """
 
 MANIFEST = {
@@ -74,7 +81,12 @@ MANIFEST = {
         "sq": {
             "resource_type": "LiveServerless",
             "handler_file": "handler_sq.py",
-            "functions": [{"name": "square"}, {"name": "fail"}, {"name": "hold"}],
+            "functions": [
+                {"name": "square"},
+                {"name": "fail"},
+                {"name": "hold"},
+                {"name": "size"},
+            ],
         }
     },
 }
@@ -93,6 +105,11 @@ def fail(text: str) -> None:
 
 async def hold(seconds: float) -> int:
     """Sleeps on `sq`; returns the most calls it saw running at once."""
+    raise AssertionError("runs remotely")
+
+
+def size(text: str) -> int:
+    """The text's length, on `sq`."""
     raise AssertionError("runs remotely")
 
 
@@ -152,6 +169,13 @@ def _publish(table: Path, worker: Worker) -> None:
     table.write_text(json.dumps({"endpoints": {"sq": entry}}))
 
 
+def _named(worker: Worker) -> str:
+    """The frame socket the worker names to a caller with its key."""
+    answer = httpx.get(f"{worker.url}/health", headers=worker.headers)
+    assert answer.status_code == 200
+    return answer.headers[FRAMES_HEADER]
+
+
 def _pool() -> ConnectionPool:
     return next(pool for _, pool in calls._clients.values())
 
@@ -175,7 +199,7 @@ async def test_calls_go_over_one_frame_connection_and_are_logged(
     # The first call over TCP (its answer named the frame socket), every later one as a frame
     # on one connection: no other HTTP connection was opened.
     assert (_pool().opened, _frames().opened) == (1, 1)
-    named = httpx.get(f"{worker.url}/ping").headers[FRAMES_HEADER]
+    named = _named(worker)
     assert os.path.basename(named).startswith("flash-frames-")
     assert stat.S_IMODE(os.stat(named).st_mode) == 0o600
     # Every call, frame or HTTP, has its request log line and counts in /health.
@@ -322,7 +346,7 @@ async def test_a_worker_killed_and_replaced_is_followed(
     _publish(caller, first)
     assert [await calls.dispatch(square, "sq", (i,), {}) for i in range(3)] == [0, 1, 4]
     port = first.url.rsplit(":", 1)[1]
-    old = httpx.get(f"{first.url}/ping").headers[FRAMES_HEADER]
+    old = _named(first)
     first.proc.kill()
     first.proc.wait(10)
     assert os.path.exists(old)  # left behind by the SIGKILL
@@ -336,7 +360,7 @@ async def test_a_worker_killed_and_replaced_is_followed(
         36,
         49,
     ]
-    new = httpx.get(f"{second.url}/ping").headers[FRAMES_HEADER]
+    new = _named(second)
     assert new != old
     # Two HTTP connections (one per worker), two frame connections (one per worker).
     assert (_pool().opened, _frames().opened) == (2, 2)
@@ -396,7 +420,7 @@ async def test_a_pool_adopts_no_frame_socket_another_user_owns(
 ) -> None:
     worker = _start(build_dir, short_tmp, started)
     _publish(caller, worker)
-    named = httpx.get(f"{worker.url}/ping").headers[FRAMES_HEADER]
+    named = _named(worker)
     os.chmod(named, 0o666)  # as if another user's process had made it reachable
     assert [await calls.dispatch(square, "sq", (i,), {}) for i in range(3)] == [0, 1, 4]
     assert calls._frame_clients == {} or _frames().opened == 0
@@ -411,13 +435,15 @@ def test_the_worker_refuses_a_caller_of_another_user(
 ) -> None:
     """Even if its mode let them in, a connection of another user gets no answer."""
     worker = _start(build_dir, short_tmp, started)
-    named = httpx.get(f"{worker.url}/ping").headers[FRAMES_HEADER]
+    named = _named(worker)
     os.chmod(short_tmp, 0o755)
     os.chmod(named, 0o666)
     from runtime.serialization import function_job
 
     body = json.dumps({"input": function_job("square", (3,))}).encode()
-    frame = struct.pack("!IIB", 4 + len(body), 7, 1) + struct.pack("!I", 0xFFFFFFFF) + body
+    hello = struct.pack("!IIB", len(b"key-sq"), 0, 3) + b"key-sq"
+    call = struct.pack("!IIB", 4 + len(body), 7, 1) + struct.pack("!I", 0xFFFFFFFF) + body
+    frame = hello + call
     probe = textwrap.dedent(
         f"""
         import os, socket, sys
@@ -444,3 +470,260 @@ def test_the_worker_refuses_a_caller_of_another_user(
     assert other.stdout.strip() == "no answer", other.stderr
     worker.wait_for_output(lambda entry: "POST /runsync 200" in entry)
     assert _runsync_lines(worker) == 1  # the call of this user only
+
+
+def _raw_frames(path: str, data: bytes) -> bytes:
+    """What the worker at `path` answers to `data` before it closes (10 s at most)."""
+    with socket.socket(socket.AF_UNIX) as sock:
+        sock.settimeout(10)
+        sock.connect(path)
+        sock.sendall(data)
+        received = b""
+        try:
+            while chunk := sock.recv(65536):
+                received += chunk
+        except OSError:  # reset: closed unanswered
+            pass
+        return received
+
+
+def _call_frame(call_id: int, x: int) -> bytes:
+    from runtime.serialization import function_job
+
+    body = json.dumps({"input": function_job("square", (x,))}).encode()
+    return struct.pack("!IIB", 4 + len(body), call_id, 1) + struct.pack("!I", 0xFFFFFFFF) + body
+
+
+def _hello(key: bytes) -> bytes:
+    return struct.pack("!IIB", len(key), 0, 3) + key
+
+
+async def test_a_caller_with_a_wrong_key_gets_no_frame_service(
+    build_dir: Path, short_tmp: Path, started: list[Worker], caller: Path
+) -> None:
+    """Every project's workers run as the same user: the frame socket checks the key too, and
+    a caller with the wrong one gets HTTP's 401, even next to a connection opened with the
+    right key."""
+    worker = _start(build_dir, short_tmp, started)
+    _publish(caller, worker)
+    assert [await calls.dispatch(square, "sq", (i,), {}) for i in range(3)] == [0, 1, 4]
+    assert _frames().opened == 1
+    caller.write_text(json.dumps({"endpoints": {"sq": {"url": worker.url, "key": "not-sq"}}}))
+    with pytest.raises(RemoteExecutionError) as refused:
+        await calls.dispatch(square, "sq", (5,), {})
+    assert refused.value.status == 401
+    assert _frames().opened == 1  # the wrong key's connection was refused
+    health = httpx.get(f"{worker.url}/health", headers=worker.headers).json()
+    assert health["jobs"]["completed"] == 3
+    # The frame client alone: refused, nothing sent, so the caller may use HTTP.
+    client = FrameClient(timeout=10)
+    try:
+        body = json.dumps({"input": {"function_name": "square"}}).encode()
+        assert await client.runsync(_named(worker), body, None, key="not-sq") is None
+        assert await client.runsync(_named(worker), body, None, key=None) is None
+        assert client.opened == 0
+    finally:
+        client.close()
+
+
+def test_the_frame_socket_serves_nothing_before_a_hello_with_the_key(
+    build_dir: Path, short_tmp: Path, started: list[Worker]
+) -> None:
+    worker = _start(build_dir, short_tmp, started)
+    named = _named(worker)
+    assert _raw_frames(named, _call_frame(1, 3)) == b""  # no hello: closed unanswered
+    assert _raw_frames(named, _hello(b"key-sX") + _call_frame(1, 3)) == b""
+    assert _raw_frames(named, _hello(b"key-sq" * 1000) + _call_frame(1, 3)) == b""
+    health = httpx.get(f"{worker.url}/health", headers=worker.headers).json()
+    assert health["jobs"]["completed"] == 0
+    # The right key: welcomed (id 0, 204), then the call's answer.
+    with socket.socket(socket.AF_UNIX) as sock:
+        sock.settimeout(10)
+        sock.connect(named)
+        sock.sendall(_hello(b"key-sq") + _call_frame(1, 3))
+        received = b""
+        while len(received) < 20 or len(received) < 20 + struct.unpack("!I", received[10:14])[0]:
+            chunk = sock.recv(65536)
+            assert chunk, received
+            received += chunk
+    assert struct.unpack("!IIH", received[:10]) == (0, 0, 204)
+    length, call_id, status = struct.unpack("!IIH", received[10:20])
+    assert (call_id, status) == (1, 200)
+    assert json.loads(received[20 : 20 + length])["status"] == "COMPLETED"
+
+
+def test_the_frame_socket_is_named_only_on_authenticated_answers(
+    build_dir: Path, short_tmp: Path, started: list[Worker]
+) -> None:
+    worker = _start(build_dir, short_tmp, started)
+    ping = httpx.get(f"{worker.url}/ping")
+    assert ping.status_code == 200 and FRAMES_HEADER not in ping.headers
+    unauthorized = httpx.get(f"{worker.url}/health", headers={"Authorization": "Bearer no"})
+    assert unauthorized.status_code == 401 and FRAMES_HEADER not in unauthorized.headers
+    assert advertised_socket(_named(worker)) is not None
+
+
+async def test_a_pool_adopts_a_frame_socket_only_from_a_successful_answer(
+    build_dir: Path, short_tmp: Path, started: list[Worker]
+) -> None:
+    """A 401 naming a socket (another project's worker now on the port) is not followed."""
+    worker = _start(build_dir, short_tmp, started)
+    named = _named(worker)
+
+    async def refusing(scope: dict[str, object], receive: object, send: object) -> None:
+        assert scope["type"] == "http"
+        headers = [(FRAMES_HEADER.encode(), named.encode()), (b"content-length", b"2")]
+        await send({"type": "http.response.start", "status": 401, "headers": headers})  # type: ignore[operator]
+        await send({"type": "http.response.body", "body": b"{}"})  # type: ignore[operator]
+
+    with serve_asgi(refusing, lifespan="off") as url:
+        pool = ConnectionPool(timeout=10)
+        try:
+            answer = await pool.request("GET", f"{url}/health")
+            assert answer.status_code == 401
+            assert pool.frame_socket(url) is None
+        finally:
+            await pool.aclose()
+
+
+async def test_a_call_over_the_frame_limit_goes_over_http_under_the_workers_limit(
+    build_dir: Path, short_tmp: Path, started: list[Worker], caller: Path
+) -> None:
+    """A worker allowing more than a frame carries (20 MB) takes a bigger call over HTTP."""
+    worker = _start(build_dir, short_tmp, started, FLASH_MAX_BODY_BYTES="40000000")
+    _publish(caller, worker)
+    assert [await calls.dispatch(square, "sq", (i,), {}) for i in range(2)] == [0, 1]
+    text = "x" * 19_000_000  # about 25 MB once pickled and base64-encoded
+    assert await calls.dispatch(size, "sq", (text,), {}) == len(text)
+    assert await calls.dispatch(square, "sq", (3,), {}) == 9  # frames again after it
+    assert _frames().opened == 1
+    await eventually(lambda: _runsync_lines(worker) == 4, 10, "4 request log lines")
+    # A frame over the limit sent anyway is refused, and the refusal is logged as over HTTP.
+    with socket.socket(socket.AF_UNIX) as sock:
+        sock.settimeout(10)
+        sock.connect(_named(worker))
+        sock.sendall(_hello(b"key-sq") + struct.pack("!IIB", 30_000_000, 5, 1) + b"x" * 1000)
+        received = b""
+        while len(received) < 20:
+            chunk = sock.recv(65536)
+            assert chunk, received
+            received += chunk
+    assert struct.unpack("!IIH", received[10:20])[1:] == (5, 413)
+    await eventually(
+        lambda: any("POST /runsync 413 " in line for line in worker.stdout), 10, "the 413 logged"
+    )
+
+
+async def test_a_call_on_a_connection_lost_before_it_is_refused_at_once(
+    build_dir: Path, short_tmp: Path, started: list[Worker]
+) -> None:
+    """Calls resumed after their connection was lost (between its opening and their turn) are
+    not written into a closed connection to wait for the call timeout: they fail at once,
+    as not sent, and the client sends them over HTTP."""
+    worker = _start(build_dir, short_tmp, started)
+    client = FrameClient(timeout=120)
+    body = json.dumps({"input": {"function_name": "square"}}).encode()
+    try:
+        first = await client.runsync(_named(worker), body, None, key=worker.key)
+        assert first is not None and first.status_code == 200
+        (connection,) = client._connections.values()
+        connection.close()
+        await eventually(lambda: connection.closed, 10, "the connection closed")
+        with pytest.raises(httpx.ReadError, match="before the call was sent"):
+            await asyncio.wait_for(connection.call(struct.pack("!I", 0) + body, 120), 10)
+    finally:
+        client.close()
+
+
+def _port_closed(url: str) -> bool:
+    host, port = url.removeprefix("http://").rsplit(":", 1)
+    try:
+        socket.create_connection((host, int(port)), timeout=1).close()
+    except OSError:
+        return True
+    return False
+
+
+async def test_a_stopping_worker_takes_no_new_frame_calls(
+    build_dir: Path, short_tmp: Path, started: list[Worker], caller: Path
+) -> None:
+    """SIGTERM with a call running: the frame connection stays for its answer but takes no
+    new call (no 503 "shutting down" where HTTP would find the port closed); the caller goes
+    over HTTP, to the worker that replaced it on the port."""
+    first = _start(build_dir, short_tmp, started, FLASH_SHUTDOWN_TIMEOUT="60")
+    _publish(caller, first)
+    assert [await calls.dispatch(square, "sq", (i,), {}) for i in range(2)] == [0, 1]
+    in_flight = asyncio.ensure_future(calls.dispatch(hold, "sq", (60.0,), {}))
+    try:
+
+        def running() -> int:
+            jobs = httpx.get(f"{first.url}/health", headers=first.headers).json()["jobs"]
+            return int(jobs["inProgress"])
+
+        await eventually(lambda: running() == 1, 10, "the call running on the worker")
+        first.proc.send_signal(signal.SIGTERM)
+        await eventually(lambda: _port_closed(first.url), 10, "the HTTP port closed")
+        # Nobody on the port: the call fails as it would over HTTP, unreachable, not run.
+        with pytest.raises(RemoteExecutionError) as unreachable:
+            await calls.dispatch(square, "sq", (3,), {})
+        assert unreachable.value.status is None and "cannot reach" in str(unreachable.value)
+        assert first.proc.poll() is None and not in_flight.done()
+        # Replaced on the same port: the calls reach the new worker.
+        port = first.url.rsplit(":", 1)[1]
+        second = _start(build_dir, short_tmp, started, extra=f"--port {port}")
+        assert [await calls.dispatch(square, "sq", (i,), {}) for i in range(4)] == [0, 1, 4, 9]
+        await eventually(lambda: _runsync_lines(second) == 4, 10, "4 calls on the new worker")
+        assert not in_flight.done()
+    finally:
+        in_flight.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await in_flight
+    # The abandoned call was cancelled on the old worker, which then ends.
+    assert first.proc.wait(30) == 0
+
+
+class _ForeignPeer:
+    """An accepted connection's transport whose peer is not this user (its credentials
+    cannot be read): what `asyncio` hands the frame server, minus a socket."""
+
+    def __init__(self) -> None:
+        self.aborted = False
+        self.written = b""
+
+    def get_extra_info(self, name: str) -> object:
+        return self if name == "socket" else None
+
+    def getsockopt(self, *args: object) -> bytes:
+        raise OSError("no credentials")
+
+    def abort(self) -> None:
+        self.aborted = True
+
+    def close(self) -> None:
+        self.aborted = True
+
+    def is_closing(self) -> bool:
+        return self.aborted
+
+    def write(self, data: bytes) -> None:
+        self.written += data
+
+
+@pytest.mark.skipif(not hasattr(socket, "SO_PEERCRED"), reason="needs SO_PEERCRED")
+async def test_a_connection_of_another_user_reads_nothing_it_is_sent() -> None:
+    """Data that arrives on a connection refused for its peer's user (the abort does not
+    stop what is already read) starts no call, even with the right key."""
+    from runtime.local_frames import FrameServer
+    from runtime.qb_handler import create_handler
+    from runtime.queue_server import QueueServer
+
+    queue = QueueServer(create_handler({"square": lambda x: x * x}))
+    logged: list[tuple[object, ...]] = []
+    server = FrameServer(lambda: queue, lambda *entry: logged.append(entry), "key-sq")
+    connection = server.protocol()
+    peer = _ForeignPeer()
+    connection.connection_made(peer)  # type: ignore[arg-type]
+    assert peer.aborted
+    connection.data_received(_hello(b"key-sq") + _call_frame(1, 3))
+    assert server.tasks == set() and peer.written == b""
+    assert queue.health()["jobs"]["inProgress"] == 0 and logged == []
