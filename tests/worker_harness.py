@@ -284,3 +284,27 @@ def serve_asgi(app: Any, *, lifespan: str = "on") -> Iterator[str]:
         server.should_exit = True
         thread.join(10)
         sock.close()
+
+
+def write_qb_build(root: Path, user_code: str, functions: Sequence[str]) -> Path:
+    """A hand-made build at `root` of one QB endpoint `sq` serving `functions` of `user_code`
+    (written as `userfns.py`): its handler file and manifest."""
+    (root / "userfns.py").write_text(textwrap.dedent(user_code))
+    table = ", ".join(f"{name!r}: userfns.{name}" for name in functions)
+    (root / "handler_sq.py").write_text(
+        "from runtime.qb_handler import create_handler\n"
+        "import userfns\n"
+        f"handler = create_handler({{{table}}})\n"
+    )
+    (root / "flash_manifest.json").write_text(json.dumps(qb_manifest(functions)))
+    return root
+
+
+def qb_manifest(functions: Sequence[str]) -> dict[str, Any]:
+    """The manifest of `write_qb_build`'s build."""
+    resource = {
+        "resource_type": "LiveServerless",
+        "handler_file": "handler_sq.py",
+        "functions": [{"name": name} for name in functions],
+    }
+    return {"version": "1.0", "resources": {"sq": resource}}

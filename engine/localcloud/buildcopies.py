@@ -17,13 +17,14 @@ A shared directory no copy links to any more goes when the copies are pruned.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import secrets
 import shutil
 import stat
 import tarfile
-from collections.abc import Collection
+from collections.abc import Collection, Iterator
 from pathlib import Path, PurePosixPath
 from typing import NamedTuple
 
@@ -74,8 +75,7 @@ def ensure_copy(home: Home, app: str, build: BuildSpec) -> Path:
     target = home.builds_dir(app) / build_id
     if _complete(target):
         return target
-    tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}-{secrets.token_hex(4)}")
-    try:
+    with _assembled(target, BUILD_MARKER, build_id) as tmp:
         archive_path = Path(build.archive) if build.archive else None
         if archive_path is not None and archive_path.is_file():
             if _sha256(archive_path) != build_id:
@@ -93,15 +93,6 @@ def ensure_copy(home: Home, app: str, build: BuildSpec) -> Path:
             )
         else:
             raise ValueError("the build has neither an archive nor a build directory")
-        (tmp / BUILD_MARKER).write_text(build_id + "\n")
-        # The archive's modes (0644/0755) would open the copy to other users.
-        _make_private(tmp)
-        if target.exists():  # an incomplete copy, or one whose shared packages are gone
-            shutil.rmtree(target)
-        os.replace(tmp, target)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
     return target
 
 
@@ -216,8 +207,7 @@ def _ensure_runtime(runtimes: Path, key: str, files: list[_Bundled]) -> Path:
     if (shared / RUNTIME_MARKER).is_file():
         return shared
     ensure_private_dir(runtimes)
-    tmp = runtimes / f".{key}.tmp-{os.getpid()}-{secrets.token_hex(4)}"
-    try:
+    with _assembled(shared, RUNTIME_MARKER, key) as tmp:
         tmp.mkdir(mode=DIR_MODE)
         for item in files:
             path = tmp / item.path
@@ -228,15 +218,26 @@ def _ensure_runtime(runtimes: Path, key: str, files: list[_Bundled]) -> Path:
                 handle.write(item.data)
             # The archive's times, as an extraction into the copy kept them.
             os.utime(path, (item.mtime, item.mtime))
-        (tmp / RUNTIME_MARKER).write_text(key + "\n")
-        _make_private(tmp)  # the directories `mkdir` made under a umask
-        if shared.exists():  # one left without its marker: never trusted
-            shutil.rmtree(shared)
-        os.replace(tmp, shared)
+    return shared
+
+
+@contextlib.contextmanager
+def _assembled(target: Path, marker: str, stamp: str) -> Iterator[Path]:
+    """A temporary path beside `target` to fill; once filled it is stamped (`marker` holds
+    `stamp`), made private (an archive's 0644/0755 modes, a umask's directories would open it
+    to other users) and renamed to `target`, replacing one left unstamped. A crash part-way
+    leaves only a temporary directory, which is removed, never a `target` that is trusted."""
+    tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}-{secrets.token_hex(4)}")
+    try:
+        yield tmp
+        (tmp / marker).write_text(stamp + "\n")
+        _make_private(tmp)
+        if target.exists():  # unstamped: incomplete, or a copy whose shared packages are gone
+            shutil.rmtree(target)
+        os.replace(tmp, target)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
-    return shared
 
 
 def _sha256(path: Path) -> str:

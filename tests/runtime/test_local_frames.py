@@ -8,22 +8,20 @@ import asyncio
 import contextlib
 import json
 import os
-import shutil
 import signal
 import socket
 import stat
 import struct
 import subprocess
 import sys
-import tempfile
 import textwrap
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
 import pytest
 from waiting import eventually
-from worker_harness import Worker, serve_asgi
+from worker_harness import Worker, qb_manifest, serve_asgi, write_qb_build
 
 from runtime import calls
 from runtime.errors import RemoteExecutionError
@@ -36,6 +34,9 @@ from runtime.worker_socket import (
     advertised_socket,
     bind_worker_socket,
 )
+
+FUNCTIONS = ("square", "fail", "hold", "size")
+MANIFEST = qb_manifest(FUNCTIONS)
 
 USER_CODE = """
 import asyncio
@@ -67,30 +68,6 @@ async def hold(seconds: float) -> int:
     return peak
 """
 
-QB_HANDLER = """
-from runtime.qb_handler import create_handler
-import userfns
-handler = create_handler({
-    "square": userfns.square, "fail": userfns.fail, "hold": userfns.hold, "size": userfns.size
-})
-"""
-
-MANIFEST = {
-    "version": "1.0",
-    "resources": {
-        "sq": {
-            "resource_type": "LiveServerless",
-            "handler_file": "handler_sq.py",
-            "functions": [
-                {"name": "square"},
-                {"name": "fail"},
-                {"name": "hold"},
-                {"name": "size"},
-            ],
-        }
-    },
-}
-
 
 # The caller's view of the functions (they run on `sq`).
 def square(x: int) -> int:
@@ -115,28 +92,9 @@ def size(text: str) -> int:
 
 @pytest.fixture(scope="module")
 def build_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("build")
-    (root / "userfns.py").write_text(textwrap.dedent(USER_CODE))
-    (root / "handler_sq.py").write_text(textwrap.dedent(QB_HANDLER))
-    (root / "flash_manifest.json").write_text(json.dumps(MANIFEST))
-    return root
-
-
-@pytest.fixture
-def short_tmp() -> Iterator[Path]:
-    """A temporary directory with a short path (a socket path must stay under ~100 bytes)."""
-    path = Path(tempfile.mkdtemp(prefix="ffr-", dir="/tmp"))
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
-
-
-@pytest.fixture
-def started() -> Iterator[list[Worker]]:
-    """Workers a test starts; all stopped after it."""
-    workers: list[Worker] = []
-    yield workers
-    for worker in workers:
-        worker.stop()
+    return write_qb_build(
+        tmp_path_factory.mktemp("build"), USER_CODE, ("square", "fail", "hold", "size")
+    )
 
 
 @pytest.fixture

@@ -5,43 +5,25 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import stat
-import tempfile
-import textwrap
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
-from worker_harness import Worker
+from worker_harness import Worker, qb_manifest, write_qb_build
 
 from runtime import calls
 from runtime.httpwire import ConnectionPool
 from runtime.registry import ServiceRegistry
 from runtime.worker_socket import SOCKET_HEADER, advertised_socket, bind_worker_socket
 
+FUNCTIONS = ("square",)
+MANIFEST = qb_manifest(FUNCTIONS)
+
 USER_CODE = """
 def square(x: int) -> int:
     return x * x
 """
-
-QB_HANDLER = """
-from runtime.qb_handler import create_handler
-import userfns
-handler = create_handler({"square": userfns.square})
-"""
-
-MANIFEST = {
-    "version": "1.0",
-    "resources": {
-        "sq": {
-            "resource_type": "LiveServerless",
-            "handler_file": "handler_sq.py",
-            "functions": [{"name": "square"}],
-        }
-    },
-}
 
 
 def square(x: int) -> int:
@@ -51,28 +33,7 @@ def square(x: int) -> int:
 
 @pytest.fixture(scope="module")
 def build_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("build")
-    (root / "userfns.py").write_text(textwrap.dedent(USER_CODE))
-    (root / "handler_sq.py").write_text(textwrap.dedent(QB_HANDLER))
-    (root / "flash_manifest.json").write_text(json.dumps(MANIFEST))
-    return root
-
-
-@pytest.fixture
-def short_tmp() -> Iterator[Path]:
-    """A temporary directory with a short path (a socket path must stay under ~100 bytes)."""
-    path = Path(tempfile.mkdtemp(prefix="fws-", dir="/tmp"))
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
-
-
-@pytest.fixture
-def started() -> Iterator[list[Worker]]:
-    """Workers a test starts; all stopped after it."""
-    workers: list[Worker] = []
-    yield workers
-    for worker in workers:
-        worker.stop()
+    return write_qb_build(tmp_path_factory.mktemp("build"), USER_CODE, FUNCTIONS)
 
 
 def _start(
