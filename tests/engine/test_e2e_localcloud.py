@@ -96,6 +96,20 @@ def worker_pids(home: Home) -> set[int]:
     return home_worker_pids(home.root)
 
 
+def assert_only_replaced(
+    cli: Callable[..., Any], home: Home, before: dict[str, Any], name: str
+) -> None:
+    """After an update of `name`: it runs in a new worker, the others in theirs, all healthy
+    and in sync; the replaced worker drains (blue/green), then stops, leaving none unrecorded."""
+    after = status(cli)
+    assert after[name]["pid"] != before[name]["pid"]
+    for other in ENDPOINTS - {name}:
+        assert after[other]["pid"] == before[other]["pid"], other
+    assert all(e["status"] == "healthy" and e["drift"] == "in_sync" for e in after.values())
+    recorded = {e["pid"] for e in after.values()}
+    wait_for(lambda: worker_pids(home) == recorded, 30, f"the replaced {name} worker to stop")
+
+
 def keys(home: Home) -> list[str]:
     store = Store(home.db_path)
     try:
@@ -355,14 +369,7 @@ def test_drift_then_deploy_updates_only_that_endpoint(
     report = json_of(proc)
     assert proc.returncode == 0 and report["built"], proc.stderr
     assert [(r["name"], r["action"]) for r in report["results"]] == [("gpu_worker", "update")]
-    after = status(cli)
-    assert after["gpu_worker"]["pid"] != before["gpu_worker"]["pid"]
-    for name in ENDPOINTS - {"gpu_worker"}:
-        assert after[name]["pid"] == before[name]["pid"], name
-    assert all(e["drift"] == "in_sync" and e["status"] == "healthy" for e in after.values())
-    # The replaced worker drains (blue/green), then stops: no worker is left unrecorded.
-    recorded = {e["pid"] for e in after.values()}
-    wait_for(lambda: worker_pids(home) == recorded, 30, "the old gpu_worker to stop")
+    assert_only_replaced(cli, home, before, "gpu_worker")
 
 
 @pytest.mark.usefixtures("deployed")
@@ -514,14 +521,7 @@ def test_concurrent_deploys_are_serialized(
     assert all(r["ok"] for r in reports)
     updates = [e for e in events(api, mark) if e["kind"] == "updated" and e["endpoint"] == "api"]
     assert len(updates) == 1  # the second deploy found it already up to date
-    after = status(cli)
-    assert after["api"]["pid"] != before["api"]["pid"]
-    for name in ENDPOINTS - {"api"}:
-        assert after[name]["pid"] == before[name]["pid"], name
-    assert all(e["status"] == "healthy" and e["drift"] == "in_sync" for e in after.values())
-    # The replaced api worker drains for a moment after the switch (blue/green), then goes.
-    wanted = {e["pid"] for e in after.values()}
-    wait_for(lambda: worker_pids(home) == wanted, 30, "only the recorded workers left")
+    assert_only_replaced(cli, home, before, "api")
 
 
 @pytest.mark.usefixtures("deployed")
