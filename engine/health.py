@@ -226,6 +226,7 @@ class HealthMonitor:
         self.probes_sent = 0
         self._subscribers: list[asyncio.Queue[HealthEvent]] = []
         self._task: asyncio.Task[None] | None = None
+        self._stopping = False
         self._client: httpx.AsyncClient | None = None
         self._wake = asyncio.Event()
         # Per endpoint: the current probe interval and when the next probe is due (monotonic).
@@ -372,14 +373,19 @@ class HealthMonitor:
     async def run(self) -> None:
         """Probe forever (until cancelled); errors in one round do not stop the loop."""
         try:
-            while True:
+            while not self._stopping:
                 with contextlib.suppress(Exception):
                     await self.probe_due()
                 self._wake.clear()
                 # Targets come and go between rounds: look again at least every `interval`.
                 wait = min(self.interval, max(self.time_to_next(), 1 / max(self.max_rate, 0.1)))
-                with contextlib.suppress(asyncio.TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), wait)
+                # asyncio.wait, not wait_for: on Python 3.11 a cancel landing as wait_for's
+                # timeout fires can be lost, and this loop then outlived its event loop's end.
+                waiter = asyncio.ensure_future(self._wake.wait())
+                try:
+                    await asyncio.wait((waiter,), timeout=wait)
+                finally:
+                    waiter.cancel()
         finally:
             if self._client is not None:
                 await self._client.aclose()
@@ -393,11 +399,15 @@ class HealthMonitor:
 
     async def stop(self) -> None:
         """Stop the loop."""
-        if self._task is not None:
-            self._task.cancel()
+        task, self._task = self._task, None
+        if task is not None:
+            # The flag ends the loop at its next turn even if the cancel were lost.
+            self._stopping = True
+            self._wake.set()
+            task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+                await task
+            self._stopping = False
 
     async def events(self) -> AsyncIterator[HealthEvent]:
         """Every sample and change from now on."""

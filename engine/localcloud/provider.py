@@ -245,21 +245,21 @@ class LocalCloudProvider:
         records = await self._call(lambda c: c.endpoints(app))
         return [r for r in records if r.role != "endpoint" and r.environment == self.env]
 
-    async def _holder(self, app: str, name: str) -> str:
-        """The cloud app holding endpoint `name`: the session's own, else (a mothership or
-        child recorded under the plain app before environments had their own) the plain app,
-        so that its logs, calls and restarts reach it as its status does. An endpoint
-        recorded nowhere belongs to the session's own app (its logs may outlive it)."""
+    async def _holder(self, app: str, name: str) -> tuple[str, EndpointRecord | None]:
+        """The cloud app holding endpoint `name` (and its record, when reading it was how we
+        found out): the session's own, else (a mothership or child recorded under the plain
+        app before environments had their own) the plain app, so that its logs, calls and
+        restarts reach it as its status does. An endpoint recorded nowhere belongs to the
+        session's own app (its logs may outlive it)."""
         key = self.cloud_app(app)
         if key == app:
-            return key
+            return key, None
         try:
-            await self._call(lambda c: c.endpoint(key, name))
-            return key
+            return key, await self._call(lambda c: c.endpoint(key, name))
         except ProviderError as exc:
             if "(HTTP 404)" not in str(exc):
                 raise
-        return app if name in {r.name for r in await self._legacy(app)} else key
+        return (app if name in {r.name for r in await self._legacy(app)} else key), None
 
     async def _run_stream(
         self,
@@ -357,7 +357,7 @@ class LocalCloudProvider:
         self, app: str, name: str, *, on_event: EventCallback | None = None
     ) -> EndpointResult:
         """The supervisor stops the endpoint's worker and starts it again (a new pid)."""
-        key = await self._holder(app, name)
+        key, _ = await self._holder(app, name)
         outcome = _outcome(await self._run_stream(lambda c: c.restart(key, name), on_event))
         if not outcome.results:
             raise ProviderError(f"the local cloud did not say how restarting {name} went")
@@ -412,8 +412,9 @@ class LocalCloudProvider:
 
     async def target(self, app: str, name: str) -> EndpointTarget:
         """URL and key of a deployed endpoint."""
-        cloud_app = await self._holder(app, name)
-        record = await self._call(lambda c: c.endpoint(cloud_app, name))
+        cloud_app, record = await self._holder(app, name)
+        if record is None:
+            record = await self._call(lambda c: c.endpoint(cloud_app, name))
         if not record.url:
             raise ProviderError(f"endpoint {name!r} has no URL yet (status {record.status})")
         # Not cached: another client may have redeployed the endpoint with a new key.
@@ -422,14 +423,14 @@ class LocalCloudProvider:
 
     async def read_logs(self, app: str, name: str, lines: int = 200) -> list[str]:
         """The last log lines of an endpoint."""
-        key = await self._holder(app, name)
+        key, _ = await self._holder(app, name)
         return list(await self._call(lambda c: c.logs(key, name, lines)))
 
     async def follow_logs(
         self, app: str, name: str, lines: int = 50, marks: bool = False
     ) -> AsyncIterator[str | float]:
         """Follow an endpoint's log (see `Provider.follow_logs`)."""
-        key = await self._holder(app, name)
+        key, _ = await self._holder(app, name)
         client = await self._ensure()
         try:
             async for line in client.follow_logs(key, name, lines, marks):

@@ -242,3 +242,27 @@ async def test_each_sample_is_fresh_until_its_own_next_probe(
     # one-off probes are fresh for the interval asked
     (single,) = await probe_all([targets[0]], timeout=1.0, every=30.0)
     assert single.fresh_until is not None and single.fresh_until >= single.at + 31.0
+
+
+async def test_stop_ends_the_monitor_even_when_a_round_loses_the_cancel() -> None:
+    class Swallowing(HealthMonitor):
+        """A probe round that loses one cancel, as HTTP stacks and Python 3.11's wait_for
+        have done: the loop must still end when the monitor is stopped."""
+
+        lost = 0
+
+        async def probe_due(self) -> list[HealthSample]:
+            try:
+                await asyncio.sleep(0.2)
+            except asyncio.CancelledError:
+                self.lost += 1
+            return []
+
+    async def no_targets() -> list[EndpointTarget]:
+        return []
+
+    monitor = Swallowing(no_targets, interval=0.01)
+    task = monitor.start()
+    await asyncio.sleep(0.05)  # inside a round
+    await asyncio.wait_for(monitor.stop(), 5)
+    assert task.done() and monitor.lost == 1
