@@ -57,10 +57,8 @@ from typing import Protocol, cast
 import httpx
 
 from runtime.httpwire import Response
-from runtime.worker_socket import FRAMES_HEADER
 
 __all__ = [
-    "FRAMES_HEADER",
     "NO_WAIT",
     "FrameClient",
     "FrameServer",
@@ -81,8 +79,8 @@ _WAIT = struct.Struct("!I")
 # a caller sends a larger one over HTTP instead, where the worker's own limit applies.
 _MAX_CALL = 20 * 1024 * 1024 + _WAIT.size
 _PEERCRED = struct.Struct("3i")  # pid, uid, gid
-_STARTING = b'{"error":"worker is starting"}'
-_BROKEN = b'{"error":"internal error"}'
+_STARTING = '{"error":"worker is starting"}'
+_BROKEN = '{"error":"internal error"}'
 
 
 class JobRunner(Protocol):
@@ -294,7 +292,7 @@ class _ServerConnection(asyncio.Protocol):
             runner = self._runner()
             (wait_ms,) = _WAIT.unpack_from(payload)
             if runner is None:
-                await reply(503, _STARTING.decode())
+                await reply(503, _STARTING)
             else:
                 await runner.runsync(
                     payload[_WAIT.size :], None if wait_ms == NO_WAIT else wait_ms, reply
@@ -304,7 +302,7 @@ class _ServerConnection(asyncio.Protocol):
         except Exception:
             sys.stderr.write(f"frame call failed:\n{traceback.format_exc()}")
             sys.stderr.flush()
-            await reply(500, _BROKEN.decode())
+            await reply(500, _BROKEN)
         finally:
             self._calls.pop(call_id, None)
             self._log("POST", "/runsync", status or 500, time.perf_counter() - start)

@@ -90,10 +90,11 @@ from runtime.auth import BearerAuthMiddleware, endpoint_key
 from runtime.envnumbers import env_number
 from runtime.header_timeout import header_timeout_from_env, header_timeout_protocol
 from runtime.hostcheck import LOOPBACK_HOSTS, LoopbackHostMiddleware
-from runtime.local_frames import FRAMES_HEADER, FrameServer
+from runtime.local_frames import FrameServer
 from runtime.queue_server import DEFAULT_CONCURRENCY
 from runtime.worker_app import RequestLogMiddleware, WorkerApp, err_line, out_line
 from runtime.worker_socket import (
+    FRAMES_HEADER,
     FRAMES_KIND,
     SOCKET_ENV,
     SOCKET_HEADER,
