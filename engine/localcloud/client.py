@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 import httpx
 from pydantic import BaseModel, ValidationError
 
-from engine.localcloud.discovery import CloudError, CloudInfo
+from engine.localcloud.discovery import CloudError, CloudInfo, CloudUnreachable
 from engine.localcloud.transport import LoopbackTransport
 from engine.localcloud.wire import (
     AppList,
@@ -111,9 +111,14 @@ class CloudClient:
                 f"{_seconds(self._http.timeout, exc):g} s"
             ) from exc
         except httpx.HTTPError as exc:
-            raise CloudError(f"local cloud unreachable at {self.info.describe()}: {exc}") from exc
+            raise CloudUnreachable(
+                f"local cloud unreachable at {self.info.describe()}: {exc}"
+            ) from exc
         if response.status_code >= 400:
-            raise CloudError(f"local cloud: {_detail(response)} (HTTP {response.status_code})")
+            raise CloudError(
+                f"local cloud: {_detail(response)} (HTTP {response.status_code})",
+                status=response.status_code,
+            )
         return response.json()
 
     async def _stream(self, method: str, path: str, **kwargs: Any) -> AsyncIterator[dict[str, Any]]:
@@ -122,7 +127,8 @@ class CloudClient:
                 if response.status_code >= 400:
                     await response.aread()
                     raise CloudError(
-                        f"local cloud: {_detail(response)} (HTTP {response.status_code})"
+                        f"local cloud: {_detail(response)} (HTTP {response.status_code})",
+                        status=response.status_code,
                     )
                 async for line in response.aiter_lines():
                     if line.strip():

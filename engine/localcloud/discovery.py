@@ -61,7 +61,17 @@ DEFAULT_START_TIMEOUT = 20.0
 
 
 class CloudError(Exception):
-    """The local cloud could not be reached, started or stopped; the message says why."""
+    """The local cloud could not be reached, started or stopped; the message says why.
+
+    `status`: the HTTP status of the service's refusal, when it answered one."""
+
+    def __init__(self, message: str, *, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class CloudUnreachable(CloudError):
+    """No answer from the service's address (it may have stopped or moved)."""
 
 
 class CloudStateLost(CloudError):

@@ -15,7 +15,13 @@ from typing import Any, TypeVar
 from engine.app_environments import DIRECT_ENVIRONMENT, environment_app
 from engine.home import Home
 from engine.localcloud.client import CloudClient
-from engine.localcloud.discovery import CloudError, CloudInfo, ensure_cloud, read_state
+from engine.localcloud.discovery import (
+    CloudError,
+    CloudInfo,
+    CloudUnreachable,
+    ensure_cloud,
+    read_state,
+)
 from engine.localcloud.roles import DEFAULT_ENVIRONMENT
 from engine.localcloud.wire import (
     AppRecord,
@@ -174,7 +180,7 @@ class LocalCloudProvider:
         except CloudError as exc:
             # The service may have died (or been restarted) since we found it: find or start
             # it again once, then retry.
-            if "unreachable" not in str(exc):
+            if not isinstance(exc, CloudUnreachable):
                 raise ProviderError(str(exc)) from exc
             await self._reset()
             client = await self._ensure()
@@ -182,6 +188,15 @@ class LocalCloudProvider:
                 return await fn(client)
             except CloudError as exc2:
                 raise ProviderError(str(exc2)) from exc2
+
+    async def _found(self, fn: Callable[[CloudClient], Awaitable[_T]]) -> _T | None:
+        """`fn`'s answer, or None when the cloud answers that it has no such record (404)."""
+        try:
+            return await self._call(fn)
+        except ProviderError as exc:
+            if isinstance(exc.__cause__, CloudError) and exc.__cause__.status == 404:
+                return None
+            raise
 
     async def _still_running(self) -> bool:
         """True when the state file still names the service the cached client talks to."""
@@ -254,11 +269,9 @@ class LocalCloudProvider:
         key = self.cloud_app(app)
         if key == app:
             return key, None
-        try:
-            return key, await self._call(lambda c: c.endpoint(key, name))
-        except ProviderError as exc:
-            if "(HTTP 404)" not in str(exc):
-                raise
+        record = await self._found(lambda c: c.endpoint(key, name))
+        if record is not None:
+            return key, record
         return (app if name in {r.name for r in await self._legacy(app)} else key), None
 
     async def _run_stream(
@@ -401,13 +414,9 @@ class LocalCloudProvider:
         # Its own app's, else (a store from before environments had their own app) the plain
         # app's.
         for key in dict.fromkeys((environment_app(app, name), app)):
-            try:
-                manifest = await self._call(lambda c, k=key: c.get_manifest(k, name))
-            except ProviderError as exc:
-                if "(HTTP 404)" in str(exc):
-                    continue
-                raise
-            return {n: dict(entry) for n, entry in manifest.resources.items()}
+            manifest = await self._found(lambda c, k=key: c.get_manifest(k, name))
+            if manifest is not None:
+                return {n: dict(entry) for n, entry in manifest.resources.items()}
         return {}
 
     async def target(self, app: str, name: str) -> EndpointTarget:
