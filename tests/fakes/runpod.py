@@ -42,6 +42,7 @@ import dataclasses
 import json
 import secrets
 import shutil
+import signal
 import socket
 import tempfile
 import threading
@@ -330,6 +331,9 @@ def _parse(argv: list[str] | None) -> _Options:
 
 def main(argv: list[str] | None = None) -> int:
     """Serve until Ctrl+C, after printing the `export` lines."""
+    # A shell's background job starts with SIGINT ignored, and Python then leaves it ignored:
+    # the promise is that Ctrl+C (SIGINT) stops the fake, wherever it was started from.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     options = _parse(argv)
     temporary = options.workdir is None
     workdir = Path(tempfile.mkdtemp(prefix="fake-runpod-")) if temporary else options.workdir
