@@ -157,6 +157,17 @@ class FrameServer:
         for connection in list(self._open):
             connection.stop()
 
+    def admit(self, connection: _ServerConnection) -> bool:
+        """Count an accepted connection as open; False once stopping (it is to be closed)."""
+        if self._stopping:
+            return False
+        self._open.add(connection)
+        return True
+
+    def release(self, connection: _ServerConnection) -> None:
+        """Forget a connection that ended."""
+        self._open.discard(connection)
+
 
 class _ServerConnection(asyncio.Protocol):
     def __init__(
@@ -183,15 +194,14 @@ class _ServerConnection(asyncio.Protocol):
             cast(asyncio.Transport, transport).abort()
             return
         self._transport = cast(asyncio.Transport, transport)
-        if self._server._stopping:  # accepted as the worker stops
+        if not self._server.admit(self):  # accepted as the worker stops
             self._transport.abort()
             return
         self._out = _Held(self._transport)
-        self._server._open.add(self)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._out = None  # calls in flight finish; their answers have nowhere to go
-        self._server._open.discard(self)
+        self._server.release(self)
 
     def stop(self) -> None:
         """Take no more calls; close once the calls in flight are answered."""
