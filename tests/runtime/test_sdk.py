@@ -288,3 +288,11 @@ async def test_endpoint_decorators() -> None:
 def test_serverless_endpoint_is_an_endpoint() -> None:
     assert ServerlessEndpoint(name="s", imageName="me/img:1").imageName == "me/img:1"
     assert CpuLiveLoadBalancer(name="c").is_load_balanced
+
+
+def test_any_expands_to_every_concrete_member_and_nothing_else_does() -> None:
+    assert CpuInstanceType.expand([CpuInstanceType.ANY]) == CpuInstanceType.all()
+    assert CpuInstanceType.ANY not in CpuInstanceType.all()
+    assert CpuInstanceType.expand(["cpu3g-2-8"]) == ["cpu3g-2-8"]
+    assert GpuGroup.expand([GpuGroup.ADA_24]) == [GpuGroup.ADA_24]
+    assert GpuGroup.expand([]) == []
