@@ -189,6 +189,45 @@ def test_calls_from_a_class_method_through_a_package_reexport(
     }
 
 
+def test_calls_through_a_star_reexport_and_a_star_import_cycle(tmp_path: Path) -> None:
+    result = scan_files(
+        tmp_path,
+        {
+            "models/__init__.py": "from models.gpu import *\nfrom models.loop import *\n",
+            "models/gpu.py": """
+            from tetra_rp import LiveServerless, remote
+
+            gpu = LiveServerless(name="gpu")
+
+
+            @remote(gpu)
+            async def embed(text: str) -> list[float]:
+                return [0.0]
+            """,
+            "models/loop.py": "from models import *\n",  # back to the package: a cycle
+            "app.py": """
+            from tetra_rp import CpuLiveServerless, remote
+            import models
+            from models import embed
+
+            cpu = CpuLiveServerless(name="cpu")
+
+
+            @remote(cpu)
+            async def first(text: str) -> list[float]:
+                return await embed(text)
+
+
+            @remote(cpu)
+            async def second(text: str) -> list[float]:
+                return await models.missing(text)
+            """,
+        },
+    )
+    # `missing` is bound nowhere: the search through the stars ends (the cycle) with no edge.
+    assert _edges(result) == {("cpu", "first", "gpu", "embed", "app.py", 11)}
+
+
 def test_edges_follow_edits_incrementally(tmp_path: Path) -> None:
     write_files(tmp_path, {"workers.py": WORKERS, "main.py": GATEWAY})
     scanner = Scanner(tmp_path)
