@@ -18,14 +18,14 @@ import itertools
 import re
 import time
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
 from engine.provider import Provider, ProviderError
 from runtime.logline import parse_line
 
-__all__ = ["LogLine", "follow_logs", "is_probe_line", "merge_lines", "parse_log_line", "read_logs"]
+__all__ = ["AppLogs", "LogLine", "is_probe_line", "merge_lines", "parse_log_line"]
 
 # The worker's request line for a health probe (the supervisor's readiness polls and the health
 # monitor's probes): hidden by default, or every endpoint's log would be mostly probes.
@@ -125,101 +125,98 @@ def _last(lines: Sequence[LogLine], count: int, probes: bool, count_probes: bool
     return kept
 
 
-async def _history(
-    provider: Provider, app: str, name: str, lines: int, probes: bool, load_balanced: bool
-) -> list[LogLine]:
-    """The last `lines` shown lines of one endpoint (reading further back past hidden ones)."""
-    if lines <= 0:
-        return []
-    asked = lines if probes else lines * 4 + 50
-    while True:
-        raw = await provider.read_logs(app, name, min(asked, _MAX_HISTORY))
-        parsed = [parse_log_line(name, text, load_balanced) for text in raw]
-        shown = _last(parsed, lines, probes, probes)
-        if len(shown) >= lines or len(raw) < asked or asked >= _MAX_HISTORY:
-            return shown
-        asked *= 4
+@dataclass(frozen=True)
+class AppLogs:
+    """The log lines of one app's endpoints on a provider, read back or followed.
 
-
-async def read_logs(
-    provider: Provider,
-    app: str,
-    endpoints: Sequence[str],
-    lines: int = 200,
-    *,
-    probes: bool = False,
-    load_balanced: Mapping[str, bool] | None = None,
-) -> list[LogLine]:
-    """The last `lines` lines shown of the given endpoints together, in the order written.
-
-    Health-probe request lines are left out (and not counted) unless `probes`;
-    `load_balanced` (name -> bool) tells which endpoints are LB (see `is_probe_line`).
+    `load_balanced` (name -> bool) tells which endpoints are LB (see `is_probe_line`); a name
+    it does not give counts as LB.
     """
-    kinds = load_balanced or {}
-    each = [
-        await _history(provider, app, name, lines, probes, kinds.get(name, True))
-        for name in endpoints
-    ]
-    return _last(merge_lines(each), lines, probes, probes)
 
+    provider: Provider
+    app: str
+    load_balanced: Mapping[str, bool] = field(default_factory=dict)
 
-async def follow_logs(
-    provider: Provider,
-    app: str,
-    endpoints: Sequence[str],
-    lines: int = 20,
-    *,
-    probes: bool = False,
-    load_balanced: Mapping[str, bool] | None = None,
-    count_probes: bool | None = None,
-) -> AsyncIterator[LogLine]:
-    """The last `lines` lines shown (as `read_logs`), then every new line of any endpoint, in
-    the order written. `count_probes=False` with `probes`: probe lines come too, but the
-    history has `lines` lines besides them (for a view that hides them until asked).
+    async def read(
+        self, endpoints: Sequence[str], lines: int = 200, *, probes: bool = False
+    ) -> list[LogLine]:
+        """The last `lines` lines shown of the given endpoints together, in the order written.
 
-    A new line is given once every stream has reported all its lines written before it (the
-    provider's marks, a few times a second), so lines of several endpoints never overtake each
-    other. Runs until the consumer stops iterating (or is cancelled). A stream that fails is
-    reported once as a `source="error"` line and the others continue.
-    """
-    kinds = load_balanced or {}
-    # (endpoint, a raw line | a mark | an error line): one queue keeps each stream's order.
-    events: asyncio.Queue[tuple[str, str | float | LogLine]] = asyncio.Queue()
-    # Extra history lines cover hidden probes.
-    counted = probes if count_probes is None else count_probes
-    asked = lines if counted else min(_MAX_HISTORY, max(lines * 4 + 50, 2000))
+        Health-probe request lines are left out (and not counted) unless `probes`.
+        """
+        each = [await self._history(name, lines, probes) for name in endpoints]
+        return _last(merge_lines(each), lines, probes, probes)
 
-    async def pump(name: str) -> None:
-        try:
-            async for item in provider.follow_logs(app, name, asked if lines > 0 else 0, True):
-                await events.put((name, item))
-        except ProviderError as exc:
-            now = time.time()
-            await events.put((name, LogLine(name, f"log stream ended: {exc}", now, "error")))
+    async def _history(self, name: str, lines: int, probes: bool) -> list[LogLine]:
+        """The last `lines` shown lines of one endpoint (reading further back past hidden ones)."""
+        if lines <= 0:
+            return []
+        load_balanced = self.load_balanced.get(name, True)
+        asked = lines if probes else lines * 4 + 50
+        while True:
+            raw = await self.provider.read_logs(self.app, name, min(asked, _MAX_HISTORY))
+            parsed = [parse_log_line(name, text, load_balanced) for text in raw]
+            shown = _last(parsed, lines, probes, probes)
+            if len(shown) >= lines or len(raw) < asked or asked >= _MAX_HISTORY:
+                return shown
+            asked *= 4
 
-    tasks = [asyncio.get_running_loop().create_task(pump(n)) for n in endpoints]
-    try:
-        merger = _Merger(endpoints, lines, probes, counted, kinds)
-        deadline = time.monotonic() + _FIRST_MARK_WAIT
-        while merger.waiting():
+    async def follow(
+        self,
+        endpoints: Sequence[str],
+        lines: int = 20,
+        *,
+        probes: bool = False,
+        count_probes: bool | None = None,
+    ) -> AsyncIterator[LogLine]:
+        """The last `lines` lines shown (as `read`), then every new line of any endpoint, in
+        the order written. `count_probes=False` with `probes`: probe lines come too, but the
+        history has `lines` lines besides them (for a view that hides them until asked).
+
+        A new line is given once every stream has reported all its lines written before it (the
+        provider's marks, a few times a second), so lines of several endpoints never overtake
+        each other. Runs until the consumer stops iterating (or is cancelled). A stream that
+        fails is reported once as a `source="error"` line and the others continue.
+        """
+        # (endpoint, a raw line | a mark | an error line): one queue keeps each stream's order.
+        events: asyncio.Queue[tuple[str, str | float | LogLine]] = asyncio.Queue()
+        # Extra history lines cover hidden probes.
+        counted = probes if count_probes is None else count_probes
+        asked = lines if counted else min(_MAX_HISTORY, max(lines * 4 + 50, 2000))
+
+        async def pump(name: str) -> None:
             try:
-                # While a history is coming, the wait is bounded (see _FIRST_MARK_WAIT).
-                wait = max(0.0, deadline - time.monotonic()) if merger.collecting else None
-                name, item = await asyncio.wait_for(events.get(), wait)
-            except asyncio.TimeoutError:
-                for name in list(merger.collecting):
-                    # No mark: this stream neither waits for nor holds back the others.
-                    for line in merger.take(name, float("inf")):
-                        yield line
-                continue
-            for line in merger.take(name, item):
-                yield line
-    finally:
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+                async for item in self.provider.follow_logs(
+                    self.app, name, asked if lines > 0 else 0, True
+                ):
+                    await events.put((name, item))
+            except ProviderError as exc:
+                now = time.time()
+                await events.put((name, LogLine(name, f"log stream ended: {exc}", now, "error")))
+
+        tasks = [asyncio.get_running_loop().create_task(pump(n)) for n in endpoints]
+        try:
+            merger = _Merger(endpoints, lines, probes, counted, self.load_balanced)
+            deadline = time.monotonic() + _FIRST_MARK_WAIT
+            while merger.waiting():
+                try:
+                    # While a history is coming, the wait is bounded (see _FIRST_MARK_WAIT).
+                    wait = max(0.0, deadline - time.monotonic()) if merger.collecting else None
+                    name, item = await asyncio.wait_for(events.get(), wait)
+                except asyncio.TimeoutError:
+                    for name in list(merger.collecting):
+                        # No mark: this stream neither waits for nor holds back the others.
+                        for line in merger.take(name, float("inf")):
+                            yield line
+                    continue
+                for line in merger.take(name, item):
+                    yield line
+        finally:
+            for task in tasks:
+                task.cancel()
+            for task in tasks:
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
 
 
 class _Merger:

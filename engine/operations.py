@@ -478,12 +478,12 @@ class Engine:
         """The last log lines of the given (default: all deployed) endpoints.
 
         Health-probe request lines are hidden unless `probes`."""
-        from engine.logs import read_logs
+        from engine.logs import AppLogs
 
         selected, kinds, unknown = await self._log_names(names)
         try:
-            found = await read_logs(
-                self.provider, self.app, selected, lines, probes=probes, load_balanced=kinds
+            found = await AppLogs(self.provider, self.app, kinds).read(
+                selected, lines, probes=probes
             )
             # A name that is not deployed is fine while its last lines are kept.
             if unknown and not await self._kept(unknown):
@@ -496,11 +496,11 @@ class Engine:
 
     async def _kept(self, names: Sequence[str]) -> bool:
         """Whether every one of `names` left log lines (hidden probes count)."""
-        from engine.logs import read_logs
+        from engine.logs import AppLogs
 
         for name in names:
             try:
-                kept = await read_logs(self.provider, self.app, [name], 1, probes=True)
+                kept = await AppLogs(self.provider, self.app).read([name], 1, probes=True)
             except ProviderError:
                 return False
             if not kept:
@@ -516,23 +516,16 @@ class Engine:
         count_probes: bool | None = None,
     ) -> AsyncIterator[LogLine]:
         """Follow the logs of the given (default: all deployed) endpoints (see
-        `engine.logs.follow_logs`)."""
-        from engine.logs import follow_logs
+        `engine.logs.AppLogs.follow`)."""
+        from engine.logs import AppLogs
 
         selected, kinds, unknown = await self._log_names(names)
         if not selected:
             raise OpError(f"nothing of {self.app} is deployed: no logs to follow")
         if unknown and not await self._kept(unknown):
             raise await self._no_logs(unknown)
-        async for line in follow_logs(
-            self.provider,
-            self.app,
-            selected,
-            lines,
-            probes=probes,
-            load_balanced=kinds,
-            count_probes=count_probes,
-        ):
+        logs = AppLogs(self.provider, self.app, kinds)
+        async for line in logs.follow(selected, lines, probes=probes, count_probes=count_probes):
             yield line
 
     async def environments(self) -> list[AppEnvironment]:

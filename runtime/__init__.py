@@ -38,39 +38,9 @@ if TYPE_CHECKING:
         ServerlessResource,
     )
 
-# Public name -> the submodule that defines it.
-_WHERE: dict[str, str] = {
-    "Endpoint": "runtime.endpoint",
-    "remote": "runtime.remote",
-    **dict.fromkeys(
-        (
-            "CpuInstanceType",
-            "CudaVersion",
-            "DataCenter",
-            "GpuGroup",
-            "GpuType",
-            "ServerlessScalerType",
-            "ServerlessType",
-        ),
-        "runtime.enums",
-    ),
-    **dict.fromkeys(
-        (
-            "CpuLiveLoadBalancer",
-            "CpuLiveServerless",
-            "CpuLoadBalancerSlsResource",
-            "CpuServerlessEndpoint",
-            "LiveLoadBalancer",
-            "LiveServerless",
-            "LoadBalancerSlsResource",
-            "NetworkVolume",
-            "PodTemplate",
-            "ServerlessEndpoint",
-            "ServerlessResource",
-        ),
-        "runtime.resources",
-    ),
-}
+# The submodules that define the public names, light ones first: a name is looked up in each
+# in turn, so asking for an enum (or `remote`) does not load the pydantic models.
+_SUBMODULES = ("runtime.enums", "runtime.remote", "runtime.resources", "runtime.endpoint")
 
 __all__ = [
     "CpuInstanceType",
@@ -98,13 +68,20 @@ __all__ = [
 
 def __getattr__(name: str) -> Any:
     """A public name, imported from its submodule on first use (then cached here)."""
-    where = _WHERE.get(name)
-    if where is None:
-        raise AttributeError(f"module 'runtime' has no attribute {name!r}")
-    value = getattr(importlib.import_module(where), name)
+    value = _defined(name)
     if name != "remote":  # see _Package
         globals()[name] = value
     return value
+
+
+def _defined(name: str) -> Any:
+    """The public `name`, from the submodule that defines it."""
+    if name in __all__:
+        for where in _SUBMODULES:
+            value = getattr(importlib.import_module(where), name, None)
+            if getattr(value, "__module__", None) == where:
+                return value
+    raise AttributeError(f"module 'runtime' has no attribute {name!r}")
 
 
 def __dir__() -> list[str]:

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from enum import Enum
+from typing import TypeVar
+
+_P = TypeVar("_P", bound="_PoolEnum")
+_T = TypeVar("_T")
 
 
 class _FlashEnum(str, Enum):
@@ -21,7 +26,22 @@ class _FlashEnum(str, Enum):
         return self.value
 
 
-class GpuGroup(_FlashEnum):
+class _PoolEnum(_FlashEnum):
+    """Choices with an `ANY` member that stands for every concrete one."""
+
+    @classmethod
+    def all(cls: type[_P]) -> list[_P]:
+        """Every concrete member, once each."""
+        return [m for m in cls if m.name != "ANY"]
+
+    @classmethod
+    def expand(cls: type[_P], chosen: Iterable[_T]) -> list[_P] | list[_T]:
+        """`chosen`, with `[ANY]` standing for every concrete member."""
+        members = list(chosen)
+        return cls.all() if members == [cls["ANY"]] else members
+
+
+class GpuGroup(_PoolEnum):
     """GPU pools; the value is what the RunPod API takes in `gpuIds`."""
 
     ANY = "any"
@@ -34,11 +54,7 @@ class GpuGroup(_FlashEnum):
     AMPERE_48 = "AMPERE_48"
     AMPERE_80 = "AMPERE_80"
     HOPPER_141 = "HOPPER_141"
-
-    @classmethod
-    def all(cls) -> list[GpuGroup]:
-        """Every concrete group, once each (upstream lists AMPERE_48 twice)."""
-        return [m for m in cls if m is not cls.ANY]
+    # `all()`: every concrete group once (upstream's list has AMPERE_48 twice).
 
 
 class GpuType(_FlashEnum):
@@ -59,7 +75,7 @@ class GpuType(_FlashEnum):
     NVIDIA_H200 = "NVIDIA H200"
 
 
-class CpuInstanceType(_FlashEnum):
+class CpuInstanceType(_PoolEnum):
     """CPU instance types, `cpu{gen}{kind}-{vcpu}-{ramGB}`."""
 
     ANY = "any"
@@ -75,11 +91,6 @@ class CpuInstanceType(_FlashEnum):
     CPU5C_2_4 = "cpu5c-2-4"
     CPU5C_4_8 = "cpu5c-4-8"
     CPU5C_8_16 = "cpu5c-8-16"
-
-    @classmethod
-    def all(cls) -> list[CpuInstanceType]:
-        """Every concrete instance type."""
-        return [m for m in cls if m is not cls.ANY]
 
     @property
     def vcpus(self) -> int:

@@ -41,6 +41,8 @@ import sys
 import tempfile
 from typing import Any
 
+from runtime.worker_socket import bind_private
+
 __all__ = ["MAX_REQUEST_BYTES", "PRELOAD", "main", "set_cmdline", "set_environ_block"]
 
 # Imported once in the server, shared (copy-on-write) by every worker it forks.
@@ -311,11 +313,7 @@ def main(argv: list[str] | None = None) -> int:
     bound = args.socket + ".new"
     with contextlib.suppress(FileNotFoundError):
         os.unlink(bound)
-    old_mask = os.umask(0o177)
-    try:
-        listener.bind(bound)
-    finally:
-        os.umask(old_mask)
+    bind_private(listener, bound)
     listener.listen(64)
     os.replace(bound, args.socket)
     print(f"forkserver: ready, pid {os.getpid()}", flush=True)

@@ -165,8 +165,7 @@ class ServerlessResource(BaseResource):
             self.networkVolumeId = self.networkVolume.id
         if not self.is_cpu:
             if not self.gpuIds and self.gpus:
-                groups = GpuGroup.all() if self.gpus == [GpuGroup.ANY] else self.gpus
-                self.gpuIds = ",".join(g.value for g in groups)
+                self.gpuIds = ",".join(g.value for g in GpuGroup.expand(self.gpus))
             if not self.allowedCudaVersions and self.cudaVersions:
                 self.allowedCudaVersions = ",".join(v.value for v in self.cudaVersions)
         return self

@@ -240,8 +240,7 @@ def endpoint_input(
     if cpu_types is not None:
         from runtime.enums import CpuInstanceType
 
-        expanded = CpuInstanceType.all() if list(cpu_types) == [CpuInstanceType.ANY] else cpu_types
-        instance_ids = [t.value for t in expanded]
+        instance_ids = [t.value for t in CpuInstanceType.expand(cpu_types)]
     return EndpointInput(
         id=endpoint_id,
         name=name,

@@ -41,6 +41,7 @@ __all__ = [
     "WORKER_KIND",
     "WorkerSocket",
     "advertised_socket",
+    "bind_private",
     "bind_worker_socket",
 ]
 
@@ -82,17 +83,22 @@ def bind_worker_socket(
         return None
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
-        # Created with no permission for anyone else: the umask decides only what is left.
-        old = os.umask(0o177)
-        try:
-            sock.bind(path)
-        finally:
-            os.umask(old)
+        bind_private(sock, path)
         sock.listen(2048)
     except OSError:
         sock.close()
         return None
     return WorkerSocket(sock, path)
+
+
+def bind_private(sock: socket.socket, path: str) -> None:
+    """Bind a Unix socket at `path`, its file open to this user only (mode 0600)."""
+    # Created with no permission for anyone else: the umask decides only what is left.
+    old = os.umask(0o177)
+    try:
+        sock.bind(path)
+    finally:
+        os.umask(old)
 
 
 def advertised_socket(value: str) -> str | None:

@@ -12,6 +12,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from engine.cli.arguments import add_command
 from engine.styles import SEVERITY_STYLES, style_of
 
 if TYPE_CHECKING:
@@ -30,21 +31,22 @@ STEP_LABELS = {
 
 def register(subparsers: Any) -> None:
     """Add the `build` subcommand."""
-    parser = subparsers.add_parser(
+    parser = add_command(
+        subparsers,
         "build",
+        run=run,
+        path=True,
+        json=True,
         help="build .flash/.build and .flash/archive.tar.gz",
         description="Scan the project, generate one handler per endpoint, import-check them, "
         "and pack a reproducible .flash/archive.tar.gz.",
     )
-    parser.add_argument("path", nargs="?", default=".", help="project directory (default: .)")
-    parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.add_argument(
         "--deps",
         action="store_true",
         help="pip-install requirements.txt and function dependencies into the build "
         "(for RunPod; the local cloud does not need it)",
     )
-    parser.set_defaults(func=run)
 
 
 def _print_diagnostic(console: Console, d: Any) -> None:

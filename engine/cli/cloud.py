@@ -11,6 +11,7 @@ from typing import Any
 from rich.console import Console
 from rich.markup import escape
 
+from engine.cli.arguments import add_command
 from engine.cli.plan import err_console, json_out
 from engine.home import Home
 from engine.localcloud.client import CloudClient
@@ -33,8 +34,11 @@ EXIT_FAILED_AT_START = 4
 
 def register(subparsers: Any) -> None:
     """Add the `cloud` subcommand."""
-    parser = subparsers.add_parser(
+    parser = add_command(
+        subparsers,
         "cloud",
+        run=run,
+        json=True,
         help="start, stop or inspect the local cloud",
         description="The embedded local cloud runs deployed endpoints on this machine. It "
         "starts on demand; `stop` stops it and its workers.",
@@ -43,11 +47,9 @@ def register(subparsers: Any) -> None:
         "done, 1 failed.",
     )
     parser.add_argument("action", choices=("start", "stop", "status"))
-    parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.add_argument(
         "--keep-workers", action="store_true", help="stop: leave the workers running"
     )
-    parser.set_defaults(func=run)
 
 
 async def _describe(home: Home) -> dict[str, Any]:

@@ -22,6 +22,7 @@ from typing import Any
 import uvicorn
 from rich.markup import escape
 
+from engine.cli.arguments import add_command
 from engine.cli.plan import err_console, progress_printer
 from engine.dev.routes import route_table
 from engine.dev.session import DevSession
@@ -35,22 +36,23 @@ DEFAULT_PORT = 8888
 
 def register(subparsers: Any) -> None:
     """Add the `dev` subcommand."""
-    parser = subparsers.add_parser(
+    parser = add_command(
+        subparsers,
         "dev",
+        run=run,
+        path=True,
         help="deploy to the local cloud and serve the project's routes, redeploying on save",
         description="Deploy the project to the local cloud and serve it on 127.0.0.1:PORT "
         "like upstream's `flash run`: /{file}/runsync for queue functions, /{file}{path} for "
         "load-balanced routes, the project's main.py app, /docs. Every save redeploys the "
         "endpoints that changed. Ctrl+C stops the server; endpoints keep running unless --down.",
     )
-    parser.add_argument("path", nargs="?", default=".", help="project directory (default: .)")
     parser.add_argument(
         "--port", type=_port, default=DEFAULT_PORT, help=f"port (default: {DEFAULT_PORT})"
     )
     parser.add_argument(
         "--down", action="store_true", help="undeploy the project's endpoints on exit"
     )
-    parser.set_defaults(func=run)
 
 
 def _port(text: str) -> int:

@@ -17,6 +17,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from engine.cli.arguments import add_command
 from engine.cli.plan import err_console, json_out
 from engine.home import Home
 from engine.wording import plural
@@ -29,8 +30,11 @@ _DAY = 86400.0
 
 def register(subparsers: Any) -> None:
     """Add the `envs` subcommand."""
-    parser = subparsers.add_parser(
+    parser = add_command(
+        subparsers,
         "envs",
+        run=run,
+        json=True,
         help="list or prune the cached endpoint environments",
         description="List the cached endpoint environments (key, size, what they hold, last "
         "used, the deployed endpoints on each), or `prune` the ones no deployed endpoint of "
@@ -44,8 +48,6 @@ def register(subparsers: Any) -> None:
         metavar="DAYS",
         help="prune: only environments last used more than DAYS days ago",
     )
-    parser.add_argument("--json", action="store_true", help="print one JSON object")
-    parser.set_defaults(func=run)
 
 
 def deployed_interpreters(home: Home) -> dict[str, list[str]]:

@@ -16,15 +16,17 @@ from rich.console import Console
 from rich.markup import escape
 from rich.syntax import Syntax
 
-from engine.cli.arguments import positive_seconds
+from engine.cli.arguments import add_command, positive_seconds
 from engine.cli.plan import add_project_option, json_out, run_engine
 from engine.operations import Engine, OpError
 
 
 def register(subparsers: Any) -> None:
     """Add the `invoke` subcommand."""
-    parser = subparsers.add_parser(
+    parser = add_command(
+        subparsers,
         "invoke",
+        run=run,
         help="call an LB route or a QB function of a deployed endpoint",
         description="Call a deployed endpoint: an LB route ('POST /compute', 'api:/compute') "
         "or a QB function ('embed', 'gpu_worker:embed') with --data as its JSON arguments.",
@@ -36,7 +38,7 @@ def register(subparsers: Any) -> None:
     )
     add_project_option(parser)
     # On the local cloud `--env` names an environment: its endpoints are its own.
-    parser.set_defaults(func=run, local_env=True)
+    parser.set_defaults(local_env=True)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -21,6 +21,7 @@ from typing import Any
 from rich.console import Console
 from rich.markup import escape
 
+from engine.cli.arguments import add_command
 from engine.cli.plan import add_project_option, json_out, run_engine
 from engine.logs import LogLine
 from engine.operations import Engine
@@ -28,8 +29,10 @@ from engine.operations import Engine
 
 def register(subparsers: Any) -> None:
     """Add the `logs` subcommand."""
-    parser = subparsers.add_parser(
+    parser = add_command(
+        subparsers,
         "logs",
+        run=run,
         help="show (or follow) endpoint logs",
         description="The last lines of an endpoint's log (all deployed endpoints without "
         "NAME); --follow keeps printing new lines.",
@@ -44,7 +47,7 @@ def register(subparsers: Any) -> None:
     )
     add_project_option(parser)
     # On the local cloud `--env` names an environment: its endpoints are its own.
-    parser.set_defaults(func=run, local_env=True)
+    parser.set_defaults(local_env=True)
 
 
 def _stamp(at: float | None) -> str:

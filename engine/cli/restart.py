@@ -10,14 +10,17 @@ from typing import Any
 
 from rich.markup import escape
 
+from engine.cli.arguments import add_command
 from engine.cli.plan import add_project_option, ask, err_console, json_out, run_engine
 from engine.operations import Engine, OpEvent
 
 
 def register(subparsers: Any) -> None:
     """Add the `restart` subcommand."""
-    parser = subparsers.add_parser(
+    parser = add_command(
+        subparsers,
         "restart",
+        run=run,
         help="restart a deployed endpoint's worker",
         description="Stop and start the worker of a deployed endpoint (same build and config, "
         "a new process). Only the local cloud can; RunPod starts and stops its workers itself.",
@@ -26,7 +29,7 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--yes", "-y", action="store_true", help="do not ask for confirmation")
     add_project_option(parser)
     # On the local cloud `--env` names an environment: its endpoints are its own.
-    parser.set_defaults(func=run, local_env=True)
+    parser.set_defaults(local_env=True)
 
 
 def run(args: argparse.Namespace) -> int:

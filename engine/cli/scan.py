@@ -21,6 +21,7 @@ from rich.table import Table
 from rich.tree import Tree
 
 from engine.callgraph import CallGraph, describe
+from engine.cli.arguments import add_command
 from engine.diagnostics import Diagnostic
 from engine.styles import SEVERITY_STYLES, style_of
 from engine.wording import plural
@@ -30,17 +31,16 @@ NOT_A_DIRECTORY = "scan-not-a-directory"
 
 def register(subparsers: Any) -> None:
     """Add the `scan` subcommand."""
-    parser = subparsers.add_parser(
+    add_command(
+        subparsers,
         "scan",
+        run=run,
+        path=True,
+        json="print one JSON object (manifest + diagnostics)",
         help="list the project's endpoints, functions, routes and problems",
         description="Scan a Flash project (AST only, never imports it) and show its manifest: "
         "endpoints, functions, routes and diagnostics. Exit code 1 on error diagnostics.",
     )
-    parser.add_argument("path", nargs="?", default=".", help="project directory (default: .)")
-    parser.add_argument(
-        "--json", action="store_true", help="print one JSON object (manifest + diagnostics)"
-    )
-    parser.set_defaults(func=run)
 
 
 def _badges(resource: dict[str, Any]) -> str:

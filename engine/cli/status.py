@@ -22,6 +22,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from engine.app_environments import DIRECT_ENVIRONMENT, AppEnvironment
+from engine.cli.arguments import add_command
 from engine.cli.plan import add_project_option, json_out, run_engine
 from engine.operations import Engine
 from engine.status import EndpointStatus, Status
@@ -30,8 +31,10 @@ from engine.styles import DRIFT_STYLES, STATUS_STYLES, style_of
 
 def register(subparsers: Any) -> None:
     """Add the `status` subcommand."""
-    parser = subparsers.add_parser(
+    parser = add_command(
+        subparsers,
         "status",
+        run=run,
         help="status, drift and health of every endpoint",
         description="Every endpoint in code or deployed: deployment status, drift (config "
         "in code vs deployed) and a live health probe.",
@@ -39,7 +42,7 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--no-probe", action="store_true", help="skip the live health probe")
     add_project_option(parser)
     # On the local cloud `--env` names the environment whose provisioning state is shown.
-    parser.set_defaults(func=run, local_env=True)
+    parser.set_defaults(local_env=True)
 
 
 def short_type(resource_type: str | None) -> str:

@@ -45,7 +45,8 @@ _MEMBERS: dict[str, frozenset[str]] = {
 #   ("value", module, name, value, line) a module-level assignment (value from staticeval.partial)
 #   ("enum", enum, member)              an SDK enum member
 #   ("route", value_symbol, METHOD)     `api.post` where `api` is an Endpoint object
-#   ("other",)                          anything else (functions, third-party, unknown)
+#   ("def", module, name)               a top-level def/class (or a name bound opaquely)
+#   ("other",)                          anything else (third-party, unknown)
 Sym = tuple[Any, ...]
 OTHER: Sym = ("other",)
 SDK_MODULE: Sym = ("sdk", "")
@@ -131,7 +132,8 @@ class Resolver:
     def attr_of_module(self, module: str, attr: str) -> Sym:
         """`module.attr`: a top-level name of the module, or its submodule."""
         sym = self.name(module, attr)
-        if sym == OTHER and self.is_project(f"{module}.{attr}"):
+        # A submodule of the same name rebinds the attribute once imported: it wins over a def.
+        if sym[0] in ("other", "def") and self.is_project(f"{module}.{attr}"):
             return ("module", f"{module}.{attr}")
         return sym
 
@@ -171,6 +173,8 @@ class Resolver:
             return self.from_module(binding[1], binding[2], module)
         if kind == "assign":
             return ("value", module, name, binding[1], binding[2])
+        if kind == "def":
+            return ("def", module, name)
         return OTHER
 
     def dotted(self, module: str, parts: tuple[str, ...]) -> Sym:
@@ -212,37 +216,16 @@ class Resolver:
         """The (module, name) of the project function or class a dotted call in `module`
         names, following imports and re-exports; None for anything else."""
         if len(parts) == 1:
-            return self.definition_of(module, parts[0], set())
+            return self.definition_of(module, parts[0])
         owner = self.dotted(module, parts[:-1])
         if owner[0] != "module":
             return None
-        return self.definition_of(owner[1], parts[-1], set())
+        return self.definition_of(owner[1], parts[-1])
 
-    def definition_of(
-        self, module: str, name: str, seen: set[tuple[str, str]]
-    ) -> tuple[str, str] | None:
+    def definition_of(self, module: str, name: str) -> tuple[str, str] | None:
         """Where the top-level `def`/`class` that `module.name` is bound to is defined."""
-        if (module, name) in seen:
-            return None  # an import cycle
-        seen.add((module, name))
-        facts = self.facts(module)
-        if facts is None:
-            return None
-        binding = facts.names.get(name)
-        if binding is None:
-            for star in facts.stars:
-                target = self.import_target(star, module)
-                found = self.definition_of(target, name, seen) if target else None
-                if found is not None:
-                    return found
-            return None
-        if binding[0] == "def":
-            return (module, name)
-        if binding[0] == "import" and binding[2] is not None:
-            target = self.import_target(binding[1], module)
-            if target is not None:
-                return self.definition_of(target, binding[2], seen)
-        return None
+        sym = self.name(module, name)
+        return (sym[1], sym[2]) if sym[0] == "def" else None
 
     # -- values ----------------------------------------------------------------------------
 

@@ -33,6 +33,7 @@ from flash_tui.widgets.dashboard.header_line import HeaderLine
 from flash_tui.widgets.dashboard.manifest_tree import ManifestTree, TreeItem
 from flash_tui.widgets.logs.buffer import LogBuffer
 from flash_tui.widgets.logs.log_view import LogView
+from flash_tui.widgets.panes import titled
 
 SELECT_DELAY = 0.03
 # Every field of the state but the selection: what the table's rows may depend on.
@@ -204,16 +205,10 @@ class DashboardScreen(Screen[None]):
             yield Input(placeholder="name, type or status", id="filter", compact=True)
             yield Label("enter keeps · esc clears", id="filter-keys")
         with Horizontal(id="main"):
-            tree = ManifestTree(id="tree")
-            tree.border_title = "Manifest"
-            yield tree
+            yield titled(ManifestTree(id="tree"), "Manifest")
             with Vertical(id="right"):
-                table = EndpointsTable(id="table")
-                table.border_title = "Endpoints"
-                yield table
-                detail = DetailPane(id="detail")
-                detail.border_title = "Details"
-                yield detail
+                yield titled(EndpointsTable(id="table"), "Endpoints")
+                yield titled(DetailPane(id="detail"), "Details")
         with Horizontal(id="progress-line"):
             yield Label("", id="progress-text")
             yield ProgressBar(id="progress", show_eta=False)

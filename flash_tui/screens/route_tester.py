@@ -34,6 +34,7 @@ from textual.worker import get_current_worker
 from engine.invoke import CallSignature, CallSpec, RemoteError
 from flash_tui import present
 from flash_tui.backend import Backend, BackendError, request_body
+from flash_tui.widgets.panes import titled
 
 
 @dataclass(frozen=True)
@@ -373,27 +374,25 @@ class RouteTesterScreen(Screen[None]):
     def compose(self) -> ComposeResult:
         with Horizontal(id="tester"):
             with Vertical(id="tester-left"):
-                targets = OptionList(*self._target_options(), id="targets")
-                targets.border_title = "Routes & functions"
-                yield targets
-                history = OptionList(id="history")
-                history.border_title = "History"
-                yield history
+                yield titled(
+                    OptionList(*self._target_options(), id="targets"), "Routes & functions"
+                )
+                yield titled(OptionList(id="history"), "History")
             with Vertical(id="tester-right"):
                 yield Label("", id="target-title")
                 yield Input(
                     placeholder="headers: Name: value; Other: value", id="headers", compact=True
                 )
-                body = TextArea(
-                    "", language="json", id="body", soft_wrap=True, show_line_numbers=False
+                yield titled(
+                    TextArea(
+                        "", language="json", id="body", soft_wrap=True, show_line_numbers=False
+                    ),
+                    "Body (JSON)",
                 )
-                body.border_title = "Body (JSON)"
-                yield body
                 with Horizontal(id="tester-buttons"):
                     yield Button("Send ^s", id="send", variant="primary", compact=True)
                     yield Button("Copy as curl ^y", id="curl", compact=True)
-                with VerticalScroll(id="response-box") as box:
-                    box.border_title = "Response"
+                with titled(VerticalScroll(id="response-box"), "Response"):
                     yield Static(Text("Not sent yet.", style="dim"), id="response")
         yield Footer(compact=True)
 

@@ -80,6 +80,18 @@ async def top(text: str) -> list:
     return await analyzer.top(text)
 """
 
+# A module with one GPU endpoint's function, for the tests that call it through re-exports.
+GPU_EMBED = """
+from tetra_rp import LiveServerless, remote
+
+gpu = LiveServerless(name="gpu")
+
+
+@remote(gpu)
+async def embed(text: str) -> list[float]:
+    return [0.0]
+"""
+
 
 def _edges(result: object) -> set[tuple[str, str, str, str, str, int]]:
     return {
@@ -148,16 +160,7 @@ def test_calls_from_a_class_method_through_a_package_reexport(
         tmp_path,
         {
             "pkg/__init__.py": "from pkg.impl import embed as embed_text\n",
-            "pkg/impl.py": """
-            from tetra_rp import LiveServerless, remote
-
-            gpu = LiveServerless(name="gpu")
-
-
-            @remote(gpu)
-            async def embed(text: str) -> list[float]:
-                return [0.0]
-            """,
+            "pkg/impl.py": GPU_EMBED,
             "service.py": """
             from tetra_rp import CpuLiveServerless, remote
             from pkg import embed_text
@@ -187,6 +190,36 @@ def test_calls_from_a_class_method_through_a_package_reexport(
         ("cpu", "Pipeline.run", "gpu", "embed", "service.py", 11),
         ("front", "go", "cpu", "Pipeline.run", "client.py", 10),
     }
+
+
+def test_calls_through_a_star_reexport_and_a_star_import_cycle(tmp_path: Path) -> None:
+    result = scan_files(
+        tmp_path,
+        {
+            "models/__init__.py": "from models.gpu import *\nfrom models.loop import *\n",
+            "models/gpu.py": GPU_EMBED,
+            "models/loop.py": "from models import *\n",  # back to the package: a cycle
+            "app.py": """
+            from tetra_rp import CpuLiveServerless, remote
+            import models
+            from models import embed
+
+            cpu = CpuLiveServerless(name="cpu")
+
+
+            @remote(cpu)
+            async def first(text: str) -> list[float]:
+                return await embed(text)
+
+
+            @remote(cpu)
+            async def second(text: str) -> list[float]:
+                return await models.missing(text)
+            """,
+        },
+    )
+    # `missing` is bound nowhere: the search through the stars ends (the cycle) with no edge.
+    assert _edges(result) == {("cpu", "first", "gpu", "embed", "app.py", 11)}
 
 
 def test_edges_follow_edits_incrementally(tmp_path: Path) -> None:

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import ast
+import importlib
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
+import runtime
 from runtime import (
     CpuInstanceType,
     CpuLiveLoadBalancer,
@@ -288,3 +292,36 @@ async def test_endpoint_decorators() -> None:
 def test_serverless_endpoint_is_an_endpoint() -> None:
     assert ServerlessEndpoint(name="s", imageName="me/img:1").imageName == "me/img:1"
     assert CpuLiveLoadBalancer(name="c").is_load_balanced
+
+
+def test_any_expands_to_every_concrete_member_and_nothing_else_does() -> None:
+    assert CpuInstanceType.expand([CpuInstanceType.ANY]) == CpuInstanceType.all()
+    assert CpuInstanceType.ANY not in CpuInstanceType.all()
+    assert CpuInstanceType.expand(["cpu3g-2-8"]) == ["cpu3g-2-8"]
+    assert GpuGroup.expand([GpuGroup.ADA_24]) == [GpuGroup.ADA_24]
+    assert GpuGroup.expand([]) == []
+
+
+def test_the_package_exports_what_its_static_imports_name() -> None:
+    # runtime/__init__.py names its public API twice: imports for type checkers and `__all__`
+    # for the lazy lookup. The same names, each the object the imported submodule defines.
+    tree = ast.parse(Path(runtime.__file__).read_text())
+    static = {
+        alias.name: node.module
+        for node in ast.walk(tree)
+        if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("runtime.")
+        for alias in node.names
+    }
+    assert sorted(static) == sorted(runtime.__all__)
+    for name, module in static.items():
+        assert getattr(runtime, name) is getattr(importlib.import_module(module), name), name
+
+
+def test_an_enum_or_the_decorator_loads_no_resource_model() -> None:
+    code = (
+        "import sys; from runtime import GpuGroup, remote; "
+        "assert 'runtime.resources' not in sys.modules, 'loaded'; "
+        "from runtime import LiveServerless; assert 'runtime.resources' in sys.modules"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr

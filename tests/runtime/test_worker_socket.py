@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import stat
 from pathlib import Path
 
@@ -15,7 +16,12 @@ from worker_harness import Worker, qb_manifest, write_qb_build
 from runtime import calls
 from runtime.httpwire import ConnectionPool
 from runtime.registry import ServiceRegistry
-from runtime.worker_socket import SOCKET_HEADER, advertised_socket, bind_worker_socket
+from runtime.worker_socket import (
+    SOCKET_HEADER,
+    advertised_socket,
+    bind_private,
+    bind_worker_socket,
+)
 
 FUNCTIONS = ("square",)
 MANIFEST = qb_manifest(FUNCTIONS)
@@ -89,6 +95,19 @@ def test_a_socket_path_too_long_is_not_bound(tmp_path: Path) -> None:
     deep = tmp_path / ("d" * 120)
     deep.mkdir()
     assert bind_worker_socket(1234, str(deep)) is None
+
+
+def test_a_private_bind_is_open_to_this_user_only_and_keeps_the_umask(short_tmp: Path) -> None:
+    # The worker's socket and the fork server's control socket are both bound this way.
+    path = str(short_tmp / "private.sock")
+    before = os.umask(0o022)
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    try:
+        bind_private(sock, path)
+        assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+        assert os.umask(before) == 0o022, "the process's umask is restored"
+    finally:
+        sock.close()
 
 
 def test_only_a_worker_socket_of_this_user_is_adopted(short_tmp: Path) -> None:

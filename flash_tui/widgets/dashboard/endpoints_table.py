@@ -13,6 +13,7 @@ from textual.widgets.data_table import CellDoesNotExist, ColumnKey, RowDoesNotEx
 from engine.status import Status
 from engine.styles import DRIFT_STYLES, STATUS_STYLES, style_of
 from flash_tui import present
+from flash_tui.widgets.panes import vim_keys
 
 _FAILING = frozenset({Status.UNHEALTHY, Status.FAILED})
 # A mothership's child not up yet (engine.mothership): shown as such, never as healthy.
@@ -233,11 +234,7 @@ class EndpointsTable(DataTable[object]):
     """
 
     BINDINGS = [
-        # vim keys, as in k9s and lazydocker.
-        Binding("j", "cursor_down", "Down", show=False),
-        Binding("k", "cursor_up", "Up", show=False),
-        Binding("g", "scroll_top", "First", show=False),
-        Binding("G", "scroll_bottom", "Last", show=False),
+        *vim_keys("cursor_down", "cursor_up", "scroll_top", "scroll_bottom"),
         # A row table: home/end go to the first/last endpoint (DataTable's scroll to the right
         # edge would take the names away).
         Binding("home", "scroll_top", "First", show=False),

@@ -7,13 +7,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from rich.text import Text
-from textual.binding import Binding
 from textual.widgets import Tree
 from textual.widgets.tree import TreeNode
 
 from engine.diagnostics import Diagnostic
 from engine.styles import SEVERITY_STYLES, style_of
 from flash_tui import present
+from flash_tui.widgets.panes import vim_keys
 
 FLASH_SECONDS = 1.5
 _FLASH_STYLE = "on #5f5f00"
@@ -161,13 +161,7 @@ class ManifestTree(Tree[TreeItem]):
     rescans, until it is cleared.
     """
 
-    BINDINGS = [
-        # vim keys, as in k9s and lazydocker.
-        Binding("j", "cursor_down", "Down", show=False),
-        Binding("k", "cursor_up", "Up", show=False),
-        Binding("g", "cursor_first", "First", show=False),
-        Binding("G", "cursor_last", "Last", show=False),
-    ]
+    BINDINGS = vim_keys("cursor_down", "cursor_up", "cursor_first", "cursor_last")
 
     def __init__(self, *, id: str | None = None, classes: str | None = None) -> None:
         super().__init__("manifest", id=id, classes=classes)

@@ -18,6 +18,7 @@ from textual.strip import Strip
 from textual.widget import Widget
 
 from flash_tui.widgets.logs.buffer import LogBuffer, LogRecord
+from flash_tui.widgets.panes import vim_keys
 
 SOURCE_WIDTH = 12
 # `HH:MM:SS ` + the source column: where a wrapped line's text starts.
@@ -63,11 +64,7 @@ class LogView(ScrollView, can_focus=True):
         Binding("end", "scroll_end", "Newest", show=False),
         Binding("home", "scroll_home", "Oldest", show=False),
         Binding("f", "toggle_follow", "Follow", show=False),
-        # vim keys, as in k9s and lazydocker.
-        Binding("j", "scroll_down", "Down", show=False),
-        Binding("k", "scroll_up", "Up", show=False),
-        Binding("g", "scroll_home", "Oldest", show=False),
-        Binding("G", "scroll_end", "Newest", show=False),
+        *vim_keys("scroll_down", "scroll_up", "scroll_home", "scroll_end", ("Oldest", "Newest")),
     ]
 
     follow: reactive[bool] = reactive(True)
