@@ -1,6 +1,6 @@
 """Small Textual apps that host what a Pilot test drives: one screen pushed on start, or some
 widgets alone; the Pilot steps several dashboard tests take (a key on a selected endpoint,
-a command from the palette); and the deployed endpoint's status they feed the dashboard.
+a command from the palette); and the endpoints' statuses they feed the dashboard.
 
 No tests here; the TUI test modules import it (`from hosts import ScreenHost, WidgetHost`), as
 pytest puts this directory on `sys.path`.
@@ -26,6 +26,7 @@ __all__ = [
     "ScreenHost",
     "WidgetHost",
     "deployed_status",
+    "endpoint_status",
     "press_on_endpoint",
     "run_palette_command",
 ]
@@ -92,16 +93,15 @@ async def press_on_endpoint(
     await until(pilot, lambda: isinstance(app.screen, screen), timeout, f"{screen.__name__}")
 
 
-def deployed_status(name: str, role: str, **fields: Any) -> EndpointStatus:
-    """A deployed endpoint of the code, healthy and in sync, with its `role` (`fields` set the
-    rest: resource type, provisioning, start time...)."""
+def endpoint_status(name: str, **fields: Any) -> EndpointStatus:
+    """An endpoint's status as the engine reports it: healthy and in sync unless `fields` say
+    otherwise (they set the rest: resource type, drift, url, role...)."""
     return EndpointStatus(
-        name=name,
-        resource_type=fields.pop("resource_type", None),
-        status="healthy",
-        drift="in_sync",
-        in_code=True,
-        deployed=True,
-        role=role,
-        **fields,
+        name=name, **{"resource_type": None, "status": "healthy", "drift": "in_sync", **fields}
     )
+
+
+def deployed_status(name: str, role: str = "endpoint", **fields: Any) -> EndpointStatus:
+    """A deployed endpoint of the code, healthy and in sync unless `fields` say otherwise, with
+    its `role` (`fields` set the rest: resource type, provisioning, start time...)."""
+    return endpoint_status(name, **{"in_code": True, "deployed": True, "role": role, **fields})

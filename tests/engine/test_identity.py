@@ -228,16 +228,15 @@ def test_a_source_that_does_not_parse_is_not_orphaned(
 
 
 def test_the_dashboard_says_why_an_endpoint_is_unparsable() -> None:
+    from hosts import endpoint_status
     from rich.console import Console
 
-    from engine.status import EndpointStatus
     from flash_tui.widgets.dashboard.detail_pane import endpoint_detail
     from flash_tui.widgets.dashboard.endpoints_table import EndpointRow, cells
 
-    status = EndpointStatus(
-        name="common",
+    status = endpoint_status(
+        "common",
         resource_type="CpuLiveServerless",
-        status="healthy",
         drift="unparsable",
         drift_reason="source does not parse: workers/common.py:9",
         deployed=True,

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 from fixedclock import NOON as NOW
-from hosts import ScreenHost, WidgetHost
+from hosts import ScreenHost, WidgetHost, deployed_status, endpoint_status
 from rich.console import Console
 from textual.app import App
 from textual.widgets import Input, Static, TextArea
@@ -22,34 +22,26 @@ from waiting import until
 
 from engine.invoke import CallSpec, curl_command
 from engine.provider import EndpointTarget
-from engine.status import EndpointStatus
 from flash_tui.app import FlashApp
 from flash_tui.screens import route_tester
 from flash_tui.widgets.dashboard.detail_pane import DetailPane, endpoint_detail
 from flash_tui.widgets.dashboard.endpoints_table import EndpointRow, EndpointsTable, fit_columns
 
 STATUSES = [
-    EndpointStatus(
-        name="gateway",
+    deployed_status(
+        "gateway",
         resource_type="CpuLoadBalancerSlsResource",
-        status="healthy",
-        drift="in_sync",
         url="http://127.0.0.1:40001",
         pid=4242,
         restarts=2,
         is_load_balanced=True,
-        in_code=True,
-        deployed=True,
         started_at=NOW.timestamp() - 180,
     ),
-    EndpointStatus(
-        name="gpu_worker",
+    deployed_status(
+        "gpu_worker",
         resource_type="LiveServerless",
         status="failed",
-        drift="in_sync",
         restarts=5,
-        in_code=True,
-        deployed=True,
         last_error="ImportError: No module named 'torchx' (5 crashes in 60 s)",
     ),
 ]
@@ -316,7 +308,7 @@ def test_curl_command_with_extra_headers_redacts_a_typed_authorization() -> None
 
 
 def test_failing_without_a_reason_says_where_to_look() -> None:
-    status = EndpointStatus(name="w", resource_type=None, status="unhealthy", drift="in_sync")
+    status = endpoint_status("w", status="unhealthy")
     pane = DetailPane()
     pane.shown = endpoint_detail("w", None, status)
     assert pane.plain_text(80).splitlines()[0] == "unhealthy: no reason reported (l: its logs)"
