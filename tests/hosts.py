@@ -1,6 +1,7 @@
 """Small Textual apps that host what a Pilot test drives: one screen pushed on start, or some
 widgets alone; the Pilot steps several dashboard tests take (a key on a selected endpoint,
-a command from the palette); and the endpoints' statuses they feed the dashboard.
+a command from the palette); the route tester over an echo; and the endpoints' statuses they
+feed the dashboard.
 
 No tests here; the TUI test modules import it (`from hosts import ScreenHost, WidgetHost`), as
 pytest puts this directory on `sys.path`.
@@ -8,27 +9,37 @@ pytest puts this directory on `sys.path`.
 
 from __future__ import annotations
 
+import io
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
+from rich.console import Console
 from textual.app import App, ComposeResult
 from textual.command import CommandPalette
 from textual.pilot import Pilot
 from textual.screen import Screen
 from textual.widget import Widget
-from textual.widgets import Label
+from textual.widgets import Label, Static
 from waiting import until
 
+from engine.invoke import CallSpec
 from engine.status import EndpointStatus
 from flash_tui.app import FlashApp
+from flash_tui.screens import route_tester
 from flash_tui.widgets.dashboard.endpoints_table import EndpointsTable
 
 __all__ = [
+    "EchoTester",
     "ScreenHost",
     "WidgetHost",
     "deployed_status",
     "endpoint_status",
     "press_on_endpoint",
     "run_palette_command",
+    "running_tester",
+    "shown_response",
 ]
 
 
@@ -57,6 +68,58 @@ class WidgetHost(App[None]):
 
     def compose(self) -> ComposeResult:
         yield from self._widgets
+
+
+class EchoTester:
+    """A route tester's backend (the screen's seam) answering each request with its body and
+    headers; its curl commands carry the key only when asked."""
+
+    def targets(self) -> list[route_tester.RouteTarget]:
+        """POST /compute, then GET /greet."""
+        post = CallSpec("api", True, method="POST", path="/compute", function="compute")
+        get = CallSpec("api", True, method="GET", path="/greet", function="greet")
+        return [route_tester.RouteTarget(post), route_tester.RouteTarget(get)]
+
+    async def send(
+        self, target: route_tester.RouteTarget, body: Any, headers: Mapping[str, str]
+    ) -> route_tester.TesterResponse:
+        """The request's body and headers, as a 200 with an authorization header."""
+        echoed = {"body": body, "headers": dict(headers)}
+        return route_tester.TesterResponse(200, 1.5, {"authorization": "Bearer sk-x"}, echoed)
+
+    async def curl(
+        self,
+        target: route_tester.RouteTarget,
+        body: Any,
+        reveal_key: bool,
+        headers: Mapping[str, str],
+    ) -> str:
+        """`curl -X METHOD -H 'Authorization: Bearer KEY' [-H ...] http://x/path`."""
+        key = "sk-secret" if reveal_key else "$FLASH_ENDPOINT_KEY"
+        extra = "".join(f" -H '{k}: {v}'" for k, v in headers.items())
+        return (
+            f"curl -X {target.method} -H 'Authorization: Bearer {key}'{extra} http://x{target.path}"
+        )
+
+
+@asynccontextmanager
+async def running_tester(
+    history_file: Path | None, size: tuple[int, int] = (100, 30)
+) -> AsyncIterator[tuple[Pilot[None], route_tester.RouteTesterScreen]]:
+    """The route tester over an `EchoTester`, its history kept in `history_file`, running."""
+    app = ScreenHost(route_tester.RouteTesterScreen(EchoTester(), history_file=history_file))
+    async with app.run_test(size=size) as pilot:
+        await pilot.pause()
+        screen = app.screen
+        assert isinstance(screen, route_tester.RouteTesterScreen)
+        yield pilot, screen
+
+
+def shown_response(screen: Screen[Any]) -> str:
+    """The route tester's response pane as plain text, white space folded."""
+    console = Console(width=200, file=io.StringIO(), record=True)
+    console.print(screen.query_one("#response", Static).content)
+    return " ".join(console.export_text().split())
 
 
 async def run_palette_command(pilot: Pilot[Any], typed: str, wanted: str) -> None:
