@@ -15,6 +15,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+from fixedclock import noon
 from rich.console import Console
 from textual.app import App, ComposeResult
 from textual.command import CommandPalette
@@ -36,6 +37,7 @@ __all__ = [
     "WidgetHost",
     "deployed_status",
     "endpoint_status",
+    "offline_app",
     "press_on_endpoint",
     "run_palette_command",
     "running_tester",
@@ -120,6 +122,18 @@ def shown_response(screen: Screen[Any]) -> str:
     console = Console(width=200, file=io.StringIO(), record=True)
     console.print(screen.query_one("#response", Static).content)
     return " ".join(console.export_text().split())
+
+
+@asynccontextmanager
+async def offline_app(
+    project: Path, size: tuple[int, int], **options: Any
+) -> AsyncIterator[tuple[FlashApp, Pilot[None]]]:
+    """The app on `project` offline (noon's clock, no cloud, no watcher unless `options` say
+    otherwise; they also give statuses...), running, its first scan done."""
+    app = FlashApp(project, **{"clock": noon, "connect": False, "watch": False, **options})
+    async with app.run_test(size=size) as pilot:
+        await until(pilot, lambda: app.scan_count >= 1)
+        yield app, pilot
 
 
 async def run_palette_command(pilot: Pilot[Any], typed: str, wanted: str) -> None:
