@@ -14,7 +14,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -70,6 +70,18 @@ def start_cli(
         **popen,
     }
     return subprocess.Popen(_command(args, project), env=dict(env), text=True, **options)
+
+
+@contextlib.contextmanager
+def killed_at_exit(process: subprocess.Popen[str]) -> Iterator[subprocess.Popen[str]]:
+    """`process` (a started CLI), killed and reaped on the way out if it still runs: a test
+    that fails first leaves no command behind."""
+    try:
+        yield process
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(timeout=30)
 
 
 class Lines:

@@ -26,7 +26,7 @@ from typing import Any
 import httpx
 import psutil
 import pytest
-from headless import FAST_BACKOFF, Lines, ProjectCli, cli_env, cli_for, json_of
+from headless import FAST_BACKOFF, Lines, ProjectCli, cli_env, cli_for, json_of, killed_at_exit
 from projectfiles import copy_example
 from waiting import wait_for
 from worker_harness import home_worker_pids
@@ -472,15 +472,11 @@ def test_sigkilled_cli_mid_deploy_leaves_a_consistent_state(
     project: Path, cli: ProjectCli, home: Home, api: Callable[[], httpx.Client]
 ) -> None:
     edit(project / "workers/cpu/endpoint.py", "workersMax=2,", "workersMax=4,")
-    proc = cli.start("deploy", "--yes", stdout=subprocess.DEVNULL)
-    try:
+    with killed_at_exit(cli.start("deploy", "--yes", stdout=subprocess.DEVNULL)) as proc:
         Lines(proc.stderr).wait_for("starting", 60)  # the deploy reached the cloud
         assert proc.poll() is None, "deploy ended before the kill"
         proc.kill()  # SIGKILL while the worker is starting
         proc.wait(timeout=10)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
 
     def consistent() -> dict[str, dict[str, Any]] | None:
         now = records(api)
