@@ -37,6 +37,7 @@ __all__ = [
     "WidgetHost",
     "deployed_status",
     "endpoint_status",
+    "local_app",
     "offline_app",
     "press_on_endpoint",
     "run_palette_command",
@@ -133,6 +134,18 @@ async def offline_app(
     app = FlashApp(project, **{"clock": noon, "connect": False, "watch": False, **options})
     async with app.run_test(size=size) as pilot:
         await until(pilot, lambda: app.scan_count >= 1)
+        yield app, pilot
+
+
+@asynccontextmanager
+async def local_app(
+    project: Path, size: tuple[int, int]
+) -> AsyncIterator[tuple[FlashApp, Pilot[None]]]:
+    """The app on `project` with the local cloud (no watcher), running, once it is connected
+    and its first scan is done."""
+    app = FlashApp(project, "local", watch=False)
+    async with app.run_test(size=size) as pilot:
+        await until(pilot, lambda: app.connected and app.scan_count >= 1, 60, "scan and cloud")
         yield app, pilot
 
 
