@@ -102,8 +102,10 @@ def _build(root: Path, name: str) -> tuple[Path, str, dict[str, Any]]:
     return lb_build_archive(root, name, HANDLER)
 
 
-def _deploy(info: CloudInfo, root: Path, name: str, env: dict[str, str], config: str) -> None:
+def _deploy(info: CloudInfo, root: Path, name: str, env: dict[str, str], config: str) -> int:
+    """Deploy endpoint `name` (`config` names its build); the pid of the worker it runs in."""
     asyncio.run(deploy_lb_build(info, APP, _build(root / config, name), env, config_hash=config))
+    return _record(info, name)["pid"]
 
 
 def _record(info: CloudInfo, name: str) -> dict[str, Any]:
@@ -236,8 +238,7 @@ def test_exit_status_reaches_the_crash_handler_and_the_restart_is_forked(
     cloud: tuple[Home, CloudInfo], tmp_path: Path
 ) -> None:
     home, info = cloud
-    _deploy(info, tmp_path, "beta", {}, "c1")
-    first = _record(info, "beta")["pid"]
+    first = _deploy(info, tmp_path, "beta", {}, "c1")
     assert _call(info, "beta", "POST", "/crash") == {"exiting": 7}
     crashed = wait_for(
         lambda: [e for e in _events(info) if e["kind"] == "crashed"], 20, "the crash event"
@@ -256,9 +257,8 @@ def test_a_killed_fork_server_is_replaced_and_its_workers_live_on(
     cloud: tuple[Home, CloudInfo], tmp_path: Path
 ) -> None:
     home, info = cloud
-    _deploy(info, tmp_path, "gamma", {}, "c1")
+    worker_pid = _deploy(info, tmp_path, "gamma", {}, "c1")
     old_server = _server_of(info)
-    worker_pid = _record(info, "gamma")["pid"]
     old_server.kill()
     # The service reaps it only when it next looks: dead is a zombie until then.
     wait_for(lambda: not _alive(old_server), 10, "the killed fork server to die", retry_errors=True)
@@ -287,8 +287,7 @@ def test_a_restarted_service_adopts_pooled_workers(
     cloud: tuple[Home, CloudInfo], tmp_path: Path
 ) -> None:
     home, info = cloud
-    _deploy(info, tmp_path, "delta", {}, "c1")
-    pid = _record(info, "delta")["pid"]
+    pid = _deploy(info, tmp_path, "delta", {}, "c1")
     server = _server_of(info)
     stop_cloud(home, stop_workers=False, timeout=15.0)
     # The fork server went with its service; the worker did not.
