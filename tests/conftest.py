@@ -7,9 +7,12 @@ import os
 import socket
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
+
+if TYPE_CHECKING:
+    from fakes.runpod import FakeRunPod
 
 # --- localcloud stream ------------------------------------------------------------------------
 # Every flash-tui home a test module used; the session fixture stops their local clouds and kills
@@ -62,6 +65,18 @@ def cloud_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path
     monkeypatch.setenv("FLASH_TUI_HOME", str(root))
     yield root
     _localcloud_cleanup(root)
+
+
+@pytest.fixture
+def fake_runpod(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeRunPod]:
+    """A fake RunPod account for one test, its environment (key, API URLs) set in this process
+    while it runs."""
+    from fakes.runpod import FakeRunPod
+
+    with FakeRunPod(tmp_path / "fake") as running:
+        for name, value in running.env().items():
+            monkeypatch.setenv(name, value)
+        yield running
 
 
 @pytest.fixture

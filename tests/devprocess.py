@@ -76,6 +76,13 @@ class DevProcess:
 
         return wait_for(found, timeout, f"dev output line with {needle!r}")
 
+    def save(self, path: Path, text: str, answer: str) -> str:
+        """Write `text` to the project's file `path` and wait for the first line holding `answer`
+        after it (returned)."""
+        start = len(self.lines)
+        path.write_text(text, encoding="utf-8")
+        return self.wait_line(answer, start=start)
+
     def wait_serving(self) -> None:
         """Until the server says it serves."""
         self.wait_line("serving http://127.0.0.1:")

@@ -14,7 +14,8 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
@@ -71,6 +72,18 @@ def start_cli(
     return subprocess.Popen(_command(args, project), env=dict(env), text=True, **options)
 
 
+@contextlib.contextmanager
+def killed_at_exit(process: subprocess.Popen[str]) -> Iterator[subprocess.Popen[str]]:
+    """`process` (a started CLI), killed and reaped on the way out if it still runs: a test
+    that fails first leaves no command behind."""
+    try:
+        yield process
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(timeout=30)
+
+
 class Lines:
     """A child's output stream read line by line in a thread, as it comes."""
 
@@ -105,15 +118,30 @@ class Lines:
         return "".join(self.seen)
 
 
-def cli_for(
-    env: Mapping[str, str], project: Path, *, timeout: float = 120.0
-) -> Callable[..., subprocess.CompletedProcess[str]]:
-    """`cli(*args, timeout=...)`: `run_cli` on one project with one environment."""
+@dataclass(frozen=True)
+class ProjectCli:
+    """`flash-tui` on one project with one environment: `cli(*args)` runs a command to its end,
+    `cli.start(*args)` starts one in the background."""
 
-    def cli(*args: str, timeout: float = timeout) -> subprocess.CompletedProcess[str]:
-        return run_cli(args, env, project=project, timeout=timeout)
+    env: Mapping[str, str]
+    project: Path
+    timeout: float = 120.0
 
-    return cli
+    def __call__(
+        self, *args: str, timeout: float | None = None
+    ) -> subprocess.CompletedProcess[str]:
+        """`run_cli(args)` on the project (within `timeout`, else the default)."""
+        limit = self.timeout if timeout is None else timeout
+        return run_cli(args, self.env, project=self.project, timeout=limit)
+
+    def start(self, *args: str, **popen: Any) -> subprocess.Popen[str]:
+        """`start_cli(args)` on the project (`popen` as there)."""
+        return start_cli(args, self.env, project=self.project, **popen)
+
+
+def cli_for(env: Mapping[str, str], project: Path, *, timeout: float = 120.0) -> ProjectCli:
+    """`cli(*args, timeout=...)` and `cli.start(*args)` on one project with one environment."""
+    return ProjectCli(env, project, timeout)
 
 
 def json_of(proc: subprocess.CompletedProcess[str]) -> dict[str, Any]:

@@ -63,6 +63,14 @@ def env_worker(name: str, package: str, function: str = "value") -> str:
     """
 
 
+def endpoint_module(functions: str, name: str = "w") -> str:
+    """A module declaring the GPU endpoint `name` as `cfg` (lines 1-2, then a blank line), then
+    `functions` (dedented): the `@remote(cfg)` functions a scanner test is about."""
+    head = f'from tetra_rp import LiveServerless, remote\ncfg = LiveServerless(name="{name}")\n'
+    body = textwrap.dedent(functions).lstrip("\n")
+    return f"{head}\n{body}"
+
+
 def scan_files(root: Path, files: dict[str, str]) -> ScanResult:
     """Write the files and scan them (with a fixed `generated_at`)."""
     return scan_project(write_files(root, files), generated_at="2020-01-01T00:00:00Z")
@@ -180,24 +188,34 @@ def gated_project(root: Path, names: list[str], gated: str, port: int) -> Path:
     return root
 
 
-# A load balancer calling a worker, and a third endpoint: what a mothership provisions (the
-# local cloud's and RunPod's mothership tests).
-MOTHERSHIP_PROJECT: dict[str, str] = {
-    "main.py": '''
-        """The gateway: a load balancer whose route calls the worker endpoint."""
+def shouting_gateway(name: str, variable: str, doc: str) -> str:
+    """A module (docstring `doc`) with a load balancer `name`, its config bound to `variable`,
+    whose POST /hello calls `shout` of MOTHERSHIP_PROJECT's worker endpoint."""
+    return f'''
+        """{doc}"""
 
         from tetra_rp import CpuLoadBalancerSlsResource, remote
         from workers import shout
 
-        gateway_config = CpuLoadBalancerSlsResource(
-            name="gateway", imageName="runpod/tetra-rp-lb-cpu:latest", workersMax=1
+        {variable} = CpuLoadBalancerSlsResource(
+            name="{name}", imageName="runpod/tetra-rp-lb-cpu:latest", workersMax=1
         )
 
 
-        @remote(gateway_config, method="POST", path="/hello")
+        @remote({variable}, method="POST", path="/hello")
         async def hello(text: str) -> dict:
-            return {"echo": await shout(text)}
-        ''',
+            return {{"echo": await shout(text)}}
+        '''
+
+
+# A load balancer calling a worker, and a third endpoint: what a mothership provisions (the
+# local cloud's and RunPod's mothership tests).
+MOTHERSHIP_PROJECT: dict[str, str] = {
+    "main.py": shouting_gateway(
+        "gateway",
+        "gateway_config",
+        "The gateway: a load balancer whose route calls the worker endpoint.",
+    ),
     "workers.py": """
         from tetra_rp import CpuLiveServerless, remote
 

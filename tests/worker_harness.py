@@ -262,12 +262,15 @@ def write_endpoints(path: Path, workers: dict[str, Worker]) -> Path:
 
 
 @contextlib.contextmanager
-def serve_asgi(app: Any, *, lifespan: str = "on") -> Iterator[str]:
-    """Serve an ASGI app with uvicorn on a free loopback port in a thread; yields its URL."""
+def serve_asgi(app: Any, *, lifespan: str = "on", http: Any = "auto") -> Iterator[str]:
+    """Serve an ASGI app with uvicorn on a free loopback port in a thread; yields its URL.
+    `http`: uvicorn's HTTP protocol (a name or a protocol class)."""
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
-    config = uvicorn.Config(app, lifespan=lifespan, access_log=False, log_level="warning")
+    config = uvicorn.Config(
+        app, lifespan=lifespan, http=http, access_log=False, log_level="warning"
+    )
     server = uvicorn.Server(config)
     # Signal handlers can only be installed from the main thread: the server runs in a thread.
     server.install_signal_handlers = lambda: None  # type: ignore[method-assign]

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -182,12 +181,10 @@ def test_records_from_before_environments_had_their_own_app_answer_logs_invoke_r
 
 
 @pytest.fixture
-def fake(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeRunPod]:
-    with FakeRunPod(tmp_path / "fake") as running:
-        for name, value in running.env().items():
-            monkeypatch.setenv(name, value)
-        monkeypatch.setenv("FLASH_MOTHERSHIP_WAIT", "90")
-        yield running
+def fake(fake_runpod: FakeRunPod, monkeypatch: pytest.MonkeyPatch) -> FakeRunPod:
+    """The fake RunPod account, a mothership given 90 s to converge."""
+    monkeypatch.setenv("FLASH_MOTHERSHIP_WAIT", "90")
+    return fake_runpod
 
 
 async def test_runpod_lists_the_flash_apps_environments_and_their_mothership(

@@ -5,6 +5,8 @@ leaves the old worker serving, its record as before plus why, and the next deplo
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pytest
@@ -13,6 +15,7 @@ from waiting import eventually
 from worker_harness import home_worker_pids
 
 from engine.operations import Engine
+from engine.status import EndpointStatus
 
 _ALPHA = """
 from tetra_rp import CpuLiveServerless, remote
@@ -43,14 +46,21 @@ def write_alpha(project: Path, text: str, step: int) -> None:
     write_files(project, {"alpha.py": text.replace("{step}", str(step))})
 
 
-async def test_callers_see_no_gap_while_an_update_switches_workers(
-    tmp_path: Path, home: Path
-) -> None:
+@asynccontextmanager
+async def alpha_deployed(tmp_path: Path) -> AsyncIterator[tuple[Path, Engine, EndpointStatus]]:
+    """The alpha project (step 1) deployed by an engine: its folder, the engine, alpha's status."""
     project = tmp_path / "p"
     write_alpha(project, _ALPHA, 1)
     async with Engine(project) as engine:
         assert (await engine.deploy()).ok
         (before,) = await engine.status(probe=False)
+        yield project, engine, before
+
+
+async def test_callers_see_no_gap_while_an_update_switches_workers(
+    tmp_path: Path, home: Path
+) -> None:
+    async with alpha_deployed(tmp_path) as (project, engine, before):
         call = await engine.resolve("work_alpha")
         answers: list[object] = []
         errors: list[str] = []
@@ -94,12 +104,7 @@ async def test_callers_see_no_gap_while_an_update_switches_workers(
 
 
 async def test_a_broken_update_leaves_the_old_worker_serving(tmp_path: Path, home: Path) -> None:
-    project = tmp_path / "p"
-    write_alpha(project, _ALPHA, 1)
-    async with Engine(project) as engine:
-        assert (await engine.deploy()).ok
-        (before,) = await engine.status(probe=False)
-
+    async with alpha_deployed(tmp_path) as (project, engine, before):
         write_alpha(project, _BROKEN, 2)
         report = await engine.deploy()
         assert not report.ok
@@ -136,11 +141,7 @@ async def test_removing_an_endpoint_stops_its_draining_worker_at_once(
 ) -> None:
     # A grace far longer than the wait below: only the removal can have stopped it.
     monkeypatch.setenv("FLASH_LOCALCLOUD_DRAIN_GRACE", "300")
-    project = tmp_path / "p"
-    write_alpha(project, _ALPHA, 1)
-    async with Engine(project) as engine:
-        assert (await engine.deploy()).ok
-        (before,) = await engine.status(probe=False)
+    async with alpha_deployed(tmp_path) as (project, engine, before):
         write_alpha(project, _ALPHA, 2)
         assert (await engine.deploy()).ok
         (after,) = await engine.status(probe=False)

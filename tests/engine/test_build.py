@@ -46,9 +46,7 @@ SIMPLE = {
 
 @pytest.fixture()
 def simple_project(tmp_path: Path) -> Path:
-    root = tmp_path / "simple"
-    write_files(root, SIMPLE)
-    return root
+    return write_files(tmp_path / "simple", SIMPLE)
 
 
 def test_quickstart_builds_and_its_handlers_import(tmp_path: Path) -> None:

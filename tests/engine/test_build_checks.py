@@ -43,9 +43,7 @@ TWO_WORKERS = {
 
 @pytest.fixture()
 def project(tmp_path: Path) -> Path:
-    root = tmp_path / "two"
-    write_files(root, TWO_WORKERS)
-    return root
+    return write_files(tmp_path / "two", TWO_WORKERS)
 
 
 def test_unchanged_handlers_are_not_checked_again(project: Path) -> None:

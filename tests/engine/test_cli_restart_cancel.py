@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from headless import Lines, cli_env, run_cli, start_cli
+from headless import Lines, cli_env, killed_at_exit, run_cli, start_cli
 from projectfiles import gated_project
 from waiting import wait_for
 
@@ -56,17 +56,12 @@ def _interrupted_deploy(
 ) -> Iterator[tuple[subprocess.Popen[str], Lines]]:
     """`deploy --yes` of a gated project, sent SIGINT once alpha starts; yields (the process,
     its stderr lines) once the service is cancelling. Killed afterwards if still running."""
-    process = start_cli(["deploy", "--yes"], env, project=project)
-    lines = Lines(process.stderr)
-    try:
+    with killed_at_exit(start_cli(["deploy", "--yes"], env, project=project)) as process:
+        lines = Lines(process.stderr)
         lines.wait_for("alpha create starting", 120)
         process.send_signal(signal.SIGINT)
         lines.wait_for("• cancelling", 30)  # the service has it: no more endpoints start
         yield process, lines
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
 
 
 def test_ctrl_c_cancels_deploy_midway(

@@ -101,11 +101,9 @@ def test_saving_one_worker_redeploys_exactly_that_endpoint(dev: DevProcess) -> N
     before = {name: row["pid"] for name, row in dev.status().items()}
     assert all(before.values()), before
     worker = dev.project / "gpu_worker.py"
-    start = len(dev.lines)
-    worker.write_text(
-        worker.read_text().replace("Hello from GPU worker!", "Hello again"), encoding="utf-8"
+    line = dev.save(
+        worker, worker.read_text().replace("Hello from GPU worker!", "Hello again"), "reloaded"
     )
-    line = dev.wait_line("reloaded", start=start)
     assert line.startswith("reloaded gpu_worker in ") and line.endswith(" s"), line
     answer = dev.post("/gpu_worker/runsync", {"input": {"input_data": {}}})
     assert answer.json()["output"]["message"] == "Hello again"
@@ -138,9 +136,7 @@ def test_a_route_called_in_a_loop_answers_throughout_a_reload(dev: DevProcess) -
     caller.start()
     try:
         wait_for(lambda: len(answers) >= 3, 30, "answers before the save")
-        start = len(dev.lines)
-        worker.write_text(default.sub(f'input_data.get("message", "{new}")', text), "utf-8")
-        dev.wait_line("reloaded", start=start)
+        dev.save(worker, default.sub(f'input_data.get("message", "{new}")', text), "reloaded")
         wait_for(lambda: answers.count((200, new)) >= 3, 30, "answers of the new code")
     finally:
         stop.set()
@@ -155,16 +151,12 @@ def test_a_route_called_in_a_loop_answers_throughout_a_reload(dev: DevProcess) -
 def test_bad_code_on_save_names_the_line_and_keeps_serving(dev: DevProcess) -> None:
     worker = dev.project / "cpu_worker.py"
     good = worker.read_text()
-    start = len(dev.lines)
-    worker.write_text(good + "\ndef broken(:\n", encoding="utf-8")
-    line = dev.wait_line("not reloaded", start=start)
-    tail = "\n".join(dev.lines[start:])
+    line = dev.save(worker, good + "\ndef broken(:\n", "not reloaded")
+    tail = "\n".join(dev.lines[dev.lines.index(line) :])
     assert "cpu_worker.py" in line and "cpu_worker.py:17" in tail, tail
     counted = dev.post("/cpu_worker/count_words/runsync", {"input": {"text": "a b"}})
     assert counted.json()["output"] == {"words": 2}
-    start = len(dev.lines)
-    worker.write_text(good, encoding="utf-8")
-    dev.wait_line("no endpoint changed", start=start)
+    dev.save(worker, good, "no endpoint changed")
 
 
 def test_ctrl_c_exits_0_without_traceback_and_workers_keep_running(dev: DevProcess) -> None:

@@ -49,9 +49,7 @@ def test_main_app_and_endpoint_routes_are_both_listed(dev: DevProcess) -> None:
 
 def test_saving_main_py_reloads_the_app(dev: DevProcess) -> None:
     main = dev.project / "main.py"
-    start = len(dev.lines)
-    main.write_text(main.read_text().replace('"tetra_app"', '"tetra_app v2"'), encoding="utf-8")
-    line = dev.wait_line("reloaded", start=start)
+    line = dev.save(main, main.read_text().replace('"tetra_app"', '"tetra_app v2"'), "reloaded")
     assert line.startswith("reloaded main.py in "), line
     assert dev.get("/").json()["message"] == "tetra_app v2"
 
@@ -59,14 +57,11 @@ def test_saving_main_py_reloads_the_app(dev: DevProcess) -> None:
 def test_a_main_py_that_fails_to_import_keeps_the_last_good_app(dev: DevProcess) -> None:
     main = dev.project / "main.py"
     good = main.read_text()
-    start = len(dev.lines)
-    main.write_text(good + "\nundefined_name()\n", encoding="utf-8")
-    line = dev.wait_line("main.py not reloaded", start=start)
+    line = dev.save(main, good + "\nundefined_name()\n", "main.py not reloaded")
     where = len(good.splitlines()) + 2
     assert f"main.py:{where}: NameError: name 'undefined_name'" in line, line
     assert dev.post("/classify", {"text": "still here"}).json()["text"] == "still here"
-    main.write_text(good, encoding="utf-8")
-    dev.wait_line("reloaded main.py", start=start)
+    dev.save(main, good, "reloaded main.py")
 
 
 def test_ctrl_c_stops_the_app_too(dev: DevProcess) -> None:

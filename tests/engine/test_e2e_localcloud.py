@@ -26,7 +26,7 @@ from typing import Any
 import httpx
 import psutil
 import pytest
-from headless import FAST_BACKOFF, Lines, cli_env, cli_for, json_of, start_cli
+from headless import FAST_BACKOFF, Lines, ProjectCli, cli_env, cli_for, json_of, killed_at_exit
 from projectfiles import copy_example
 from waiting import wait_for
 from worker_harness import home_worker_pids
@@ -81,7 +81,7 @@ def home(localcloud_home: Path) -> Home:
 
 
 @pytest.fixture(scope="module")
-def cli(env: dict[str, str], project: Path) -> Callable[..., subprocess.CompletedProcess[str]]:
+def cli(env: dict[str, str], project: Path) -> ProjectCli:
     return cli_for(env, project)
 
 
@@ -469,22 +469,14 @@ def test_sigkilled_cloud_is_restarted_and_readopts_workers(
 
 @pytest.mark.usefixtures("deployed")
 def test_sigkilled_cli_mid_deploy_leaves_a_consistent_state(
-    env: dict[str, str],
-    project: Path,
-    cli: Callable[..., Any],
-    home: Home,
-    api: Callable[[], httpx.Client],
+    project: Path, cli: ProjectCli, home: Home, api: Callable[[], httpx.Client]
 ) -> None:
     edit(project / "workers/cpu/endpoint.py", "workersMax=2,", "workersMax=4,")
-    proc = start_cli(["deploy", "--yes"], env, project=project, stdout=subprocess.DEVNULL)
-    try:
+    with killed_at_exit(cli.start("deploy", "--yes", stdout=subprocess.DEVNULL)) as proc:
         Lines(proc.stderr).wait_for("starting", 60)  # the deploy reached the cloud
         assert proc.poll() is None, "deploy ended before the kill"
         proc.kill()  # SIGKILL while the worker is starting
         proc.wait(timeout=10)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
 
     def consistent() -> dict[str, dict[str, Any]] | None:
         now = records(api)
@@ -503,16 +495,12 @@ def test_sigkilled_cli_mid_deploy_leaves_a_consistent_state(
 
 @pytest.mark.usefixtures("deployed")
 def test_concurrent_deploys_are_serialized(
-    env: dict[str, str],
-    project: Path,
-    cli: Callable[..., Any],
-    home: Home,
-    api: Callable[[], httpx.Client],
+    project: Path, cli: ProjectCli, home: Home, api: Callable[[], httpx.Client]
 ) -> None:
     mark = last_event_id(api)
     before = records(api)
     edit(project / "workers/api/endpoint.py", "workersMax=3", "workersMax=2")
-    procs = [start_cli(["deploy", "--yes", "--json"], env, project=project) for _ in range(2)]
+    procs = [cli.start("deploy", "--yes", "--json") for _ in range(2)]
     reports = []
     for proc in procs:
         out, err = proc.communicate(timeout=120)

@@ -117,6 +117,13 @@ def _status(run: Callable[..., Any], project: Path) -> dict[str, dict[str, Any]]
     return {e["name"]: e for e in json_of(proc)["endpoints"]}
 
 
+def _deployed(run: Callable[..., Any], project: Path) -> dict[str, Any]:
+    """`deploy --yes --json` of `project`, which must succeed: its report."""
+    proc = run(project, "deploy", "--yes", "--json")
+    assert proc.returncode == 0, proc.stderr
+    return json_of(proc)
+
+
 def _alive(pid: int | None) -> bool:
     if not pid:
         return False
@@ -130,9 +137,7 @@ def test_two_projects_with_the_same_folder_name_are_two_apps(
     run: Callable[..., Any], projects: tuple[Path, Path]
 ) -> None:
     first, second = projects
-    proc = run(first, "deploy", "--yes", "--json")
-    assert proc.returncode == 0, proc.stderr
-    assert json_of(proc)["app"] == app_slug(first.resolve())
+    assert _deployed(run, first)["app"] == app_slug(first.resolve())
     mine = _status(run, first)
     assert {n: e["drift"] for n, e in mine.items()} == {"alpha": "in_sync", "common": "in_sync"}
 
@@ -153,9 +158,7 @@ def test_deploying_and_undeploying_one_never_touches_the_other(
     pids = {n: e["pid"] for n, e in before.items()}
     assert all(_alive(p) for p in pids.values()), before
 
-    proc = run(second, "deploy", "--yes", "--json")
-    assert proc.returncode == 0, proc.stderr
-    report = json_of(proc)
+    report = _deployed(run, second)
     assert [(r["name"], r["action"]) for r in report["results"]] == [("common", "create")]
     theirs = _status(run, second)
     assert set(theirs) == {"common"}
@@ -184,8 +187,7 @@ def test_code_change_is_drift_in_plan_and_status_alike(
     run: Callable[..., Any], projects: tuple[Path, Path]
 ) -> None:
     _, second = projects
-    proc = run(second, "deploy", "--yes", "--json")
-    assert proc.returncode == 0, proc.stderr
+    _deployed(run, second)
     source = second / "workers" / "common.py"
     source.write_text(source.read_text().replace("return x + 10", "return x + 11"))
 
@@ -228,16 +230,15 @@ def test_a_source_that_does_not_parse_is_not_orphaned(
 
 
 def test_the_dashboard_says_why_an_endpoint_is_unparsable() -> None:
+    from hosts import endpoint_status
     from rich.console import Console
 
-    from engine.status import EndpointStatus
     from flash_tui.widgets.dashboard.detail_pane import endpoint_detail
     from flash_tui.widgets.dashboard.endpoints_table import EndpointRow, cells
 
-    status = EndpointStatus(
-        name="common",
+    status = endpoint_status(
+        "common",
         resource_type="CpuLiveServerless",
-        status="healthy",
         drift="unparsable",
         drift_reason="source does not parse: workers/common.py:9",
         deployed=True,

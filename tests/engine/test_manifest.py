@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from projectfiles import write_files
+from projectfiles import endpoint_module, write_files
 
 from engine.cli import main as cli_main
 from engine.manifest import manifest_json, write_manifest
@@ -108,13 +108,10 @@ def test_no_routes_key_without_load_balancer_routes(tmp_path: Path) -> None:
     root = write_files(
         tmp_path / "qb_only",
         {
-            "pkg/__init__.py": """
-                from tetra_rp import LiveServerless, remote
-                cfg = LiveServerless(name="w")
-
+            "pkg/__init__.py": endpoint_module("""
                 @remote(cfg)
                 def f(): ...
-                """
+                """)
         },
     )
     m = scan_project(root, generated_at=FIXED).manifest
@@ -266,13 +263,10 @@ def test_duplicate_function_within_one_resource(tmp_path: Path) -> None:
     root = write_files(
         tmp_path / "p",
         {
-            "a.py": """
-                from tetra_rp import LiveServerless, remote
-                cfg = LiveServerless(name="w")
-
+            "a.py": endpoint_module("""
                 @remote(cfg)
                 def same(): ...
-                """,
+                """),
             "b.py": """
                 from tetra_rp import remote
                 from a import cfg
@@ -284,7 +278,7 @@ def test_duplicate_function_within_one_resource(tmp_path: Path) -> None:
     )
     (diag,) = scan_project(root).diagnostics
     assert (diag.code, diag.file) == ("manifest-duplicate-function", "b.py")
-    assert "a.py:6" in diag.message
+    assert "a.py:5" in diag.message  # its `def same` (endpoint_module: lines 1-3 declare cfg)
 
 
 # -- CLI -------------------------------------------------------------------------------------

@@ -20,7 +20,7 @@ from typing import Any
 import httpx
 import psutil
 import pytest
-from headless import FAST_BACKOFF, cli_env, cli_for, json_of, start_cli
+from headless import FAST_BACKOFF, cli_env, cli_for, json_of, killed_at_exit, start_cli
 from projectfiles import FAILING_CHILD_PROJECT, late_gateway_files, write_files
 from waiting import wait_for
 
@@ -41,13 +41,10 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def deploying(localcloud_home: Path, project: Path) -> Iterator[subprocess.Popen[str]]:
     """`deploy --mothership` running in the background (it waits for convergence)."""
     env = cli_env(localcloud_home, **FAST_BACKOFF, FLASH_MOTHERSHIP_WAIT="90")
-    process = start_cli(["deploy", "--mothership", "--yes", "--json"], env, project=project)
-    try:
+    with killed_at_exit(
+        start_cli(["deploy", "--mothership", "--yes", "--json"], env, project=project)
+    ) as process:
         yield process
-    finally:
-        if process.poll() is None:
-            process.kill()
-        process.communicate(timeout=30)
 
 
 def api(home: Home) -> httpx.Client:

@@ -12,7 +12,7 @@ from typing import Any
 
 import httpx
 from headless import run_cli
-from projectfiles import MOTHERSHIP_PROJECT, write_files
+from projectfiles import MOTHERSHIP_PROJECT, shouting_gateway, write_files
 
 from engine.home import Home
 from engine.identity import app_slug, canonical_path
@@ -20,21 +20,10 @@ from engine.localcloud.discovery import read_state
 from engine.scan import scan_project
 
 OWN = {
-    "mothership.py": '''
-        """The project's own mothership: an API whose route calls a child."""
-
-        from tetra_rp import CpuLoadBalancerSlsResource, remote
-        from workers import shout
-
-        mothership = CpuLoadBalancerSlsResource(
-            name="api", imageName="runpod/tetra-rp-lb-cpu:latest", workersMax=1
-        )
-
-
-        @remote(mothership, method="POST", path="/hello")
-        async def hello(text: str) -> dict:
-            return {"echo": await shout(text)}
-        ''',
+    # Bound to a variable named `mothership`: upstream's convention for the project's own.
+    "mothership.py": shouting_gateway(
+        "api", "mothership", "The project's own mothership: an API whose route calls a child."
+    ),
     "workers.py": MOTHERSHIP_PROJECT["workers.py"],  # `worker`, whose shout() it calls
 }
 

@@ -20,7 +20,7 @@ from typing import Any
 import httpx
 import pytest
 from fakes.runpod import FakeRunPod
-from headless import run_cli, start_cli
+from headless import killed_at_exit, run_cli, start_cli
 from projectfiles import MOTHERSHIP_CHILDREN, MOTHERSHIP_PROJECT, write_files
 from waiting import wait_for
 
@@ -198,12 +198,8 @@ def test_graphql_faults_at_boot_are_retried_until_it_converges(
     workers.write_text(re.sub(r"workersMax=\d+", "workersMax=3", workers.read_text()))
     ships = {e.id for e in fake.endpoints() if e.name == "mothership"}
     mark = len(fake.graphql_calls)
-    deploying = start_cli(
-        ["deploy", "--mothership", "--yes", "--json", "--target", "runpod", "--env", ENV],
-        environ,
-        project=project,
-    )
-    try:
+    deploy = ["deploy", "--mothership", "--yes", "--json", "--target", "runpod", "--env", ENV]
+    with killed_at_exit(start_cli(deploy, environ, project=project)) as deploying:
         # Once the engine has saved the mothership, what follows is the mothership's boot.
         wait_for(
             lambda: any(
@@ -216,10 +212,6 @@ def test_graphql_faults_at_boot_are_retried_until_it_converges(
         fake.fail_next("saveEndpoint", status=503, times=2)
         fake.fail_next("myEndpoints", status=429, retry_after=0.2, times=2)
         out, err = deploying.communicate(timeout=240)
-    finally:
-        if deploying.poll() is None:
-            deploying.kill()
-            deploying.communicate()
     outputs.extend([out, err])
     assert deploying.returncode == 0, out + err
     assert fake.pending_faults() == []

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 from fakes.runpod import FakeRunPod
-from headless import run_cli, start_cli
+from headless import killed_at_exit, run_cli, start_cli
 from projectfiles import copy_example
 from waiting import wait_for
 
@@ -134,15 +134,11 @@ def test_ctrl_c_mid_deploy_loses_nothing(
     completes the rest without creating anything twice."""
     fake.fail_next("saveEndpoint", delay=4.0, times=3)  # three slow creates, one quick
     environ = {**_base_env(tmp_path), **fake.env()}
-    process = start_cli(["deploy", "--target", "runpod", "--yes"], environ, project=project)
-    try:
+    deploy = start_cli(["deploy", "--target", "runpod", "--yes"], environ, project=project)
+    with killed_at_exit(deploy) as process:
         wait_for(lambda: len(fake.endpoints()) >= 1, 120, "the quick endpoint to be created")
         process.send_signal(signal.SIGINT)
         stdout, stderr = process.communicate(timeout=60)
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
     outputs.extend([stdout, stderr])
     assert process.returncode == 130, stderr
     assert "Traceback" not in stderr

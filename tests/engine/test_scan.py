@@ -9,6 +9,7 @@ import pytest
 from projectfiles import (
     UPSTREAM_GPU_WORKER,
     diagnostic_codes,
+    endpoint_module,
     function_entry,
     scan_files,
     write_files,
@@ -100,14 +101,11 @@ def test_signature_kinds(tmp_path: Path) -> None:
     result = scan_files(
         tmp_path,
         {
-            "main.py": """
-                from tetra_rp import LiveServerless, remote
-                cfg = LiveServerless(name="w")
-
+            "main.py": endpoint_module("""
                 @remote(cfg)
                 def f(a, /, b: int = 1, *args: str, c, d: "X" = None, **kw) -> None:
                     pass
-                """
+                """)
         },
     )
     sig = function_entry(result.manifest, "f")["signature"]
@@ -303,10 +301,7 @@ def test_nested_and_bare_decorators_are_reported(tmp_path: Path) -> None:
     result = scan_files(
         tmp_path,
         {
-            "main.py": """
-                from tetra_rp import LiveServerless, remote
-                cfg = LiveServerless(name="w")
-
+            "main.py": endpoint_module("""
                 def outer():
                     @remote(cfg)
                     def inner(): ...
@@ -318,7 +313,7 @@ def test_nested_and_bare_decorators_are_reported(tmp_path: Path) -> None:
 
                 @remote
                 def bare(): ...
-                """
+                """)
         },
     )
     codes = diagnostic_codes(result)
@@ -423,9 +418,7 @@ def test_line_and_file_are_recorded(tmp_path: Path, form: str) -> None:
     result = scan_files(
         tmp_path,
         {
-            "pkg/m.py": "from tetra_rp import LiveServerless, remote\n"
-            "cfg = LiveServerless(name='w')\n\n"
-            f"@remote(cfg)\n{head[form]}\n",
+            "pkg/m.py": endpoint_module(f"@remote(cfg)\n{head[form]}\n"),
         },
     )
     fn = function_entry(result.manifest, "thing")

@@ -16,7 +16,7 @@ import signal
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import httpx
 import psutil
@@ -37,6 +37,7 @@ from engine.localcloud.workerpool import WorkerPool
 from runtime.sandbox import landlock_abi
 
 APP = "pooled"
+POOLED = "gamma"  # the endpoint the `pooled` fixture deploys
 
 HANDLER = """
 import os
@@ -102,8 +103,10 @@ def _build(root: Path, name: str) -> tuple[Path, str, dict[str, Any]]:
     return lb_build_archive(root, name, HANDLER)
 
 
-def _deploy(info: CloudInfo, root: Path, name: str, env: dict[str, str], config: str) -> None:
+def _deploy(info: CloudInfo, root: Path, name: str, env: dict[str, str], config: str) -> int:
+    """Deploy endpoint `name` (`config` names its build); the pid of the worker it runs in."""
     asyncio.run(deploy_lb_build(info, APP, _build(root / config, name), env, config_hash=config))
+    return _record(info, name)["pid"]
 
 
 def _record(info: CloudInfo, name: str) -> dict[str, Any]:
@@ -188,6 +191,21 @@ def _server_of(info: CloudInfo) -> psutil.Process:
     return servers[0]
 
 
+class _Pooled(NamedTuple):
+    home: Home
+    info: CloudInfo
+    pid: int  # the worker's
+    server: psutil.Process  # the fork server it was forked by
+
+
+@pytest.fixture
+def pooled(cloud: tuple[Home, CloudInfo], tmp_path: Path) -> _Pooled:
+    """Endpoint `POOLED` deployed on the pool cloud (build `c1`, no env), its worker forked."""
+    home, info = cloud
+    pid = _deploy(info, tmp_path, POOLED, {}, "c1")
+    return _Pooled(home, info, pid, _server_of(info))
+
+
 def test_a_pooled_worker_is_forked_answers_logs_and_is_sandboxed(
     cloud: tuple[Home, CloudInfo], tmp_path: Path
 ) -> None:
@@ -236,8 +254,7 @@ def test_exit_status_reaches_the_crash_handler_and_the_restart_is_forked(
     cloud: tuple[Home, CloudInfo], tmp_path: Path
 ) -> None:
     home, info = cloud
-    _deploy(info, tmp_path, "beta", {}, "c1")
-    first = _record(info, "beta")["pid"]
+    first = _deploy(info, tmp_path, "beta", {}, "c1")
     assert _call(info, "beta", "POST", "/crash") == {"exiting": 7}
     crashed = wait_for(
         lambda: [e for e in _events(info) if e["kind"] == "crashed"], 20, "the crash event"
@@ -253,19 +270,16 @@ def test_exit_status_reaches_the_crash_handler_and_the_restart_is_forked(
 
 
 def test_a_killed_fork_server_is_replaced_and_its_workers_live_on(
-    cloud: tuple[Home, CloudInfo], tmp_path: Path
+    pooled: _Pooled, tmp_path: Path
 ) -> None:
-    home, info = cloud
-    _deploy(info, tmp_path, "gamma", {}, "c1")
-    old_server = _server_of(info)
-    worker_pid = _record(info, "gamma")["pid"]
+    home, info, worker_pid, old_server = pooled
     old_server.kill()
     # The service reaps it only when it next looks: dead is a zombie until then.
     wait_for(lambda: not _alive(old_server), 10, "the killed fork server to die", retry_errors=True)
     # Its worker runs on (its own session), watched by pid now that its exits are not reported.
-    assert _call(info, "gamma", "GET", "/info")["pid"] == worker_pid
-    _deploy(info, tmp_path, "gamma", {"POOL_MARK": "second"}, "c2")
-    record = _record(info, "gamma")
+    assert _call(info, POOLED, "GET", "/info")["pid"] == worker_pid
+    _deploy(info, tmp_path, POOLED, {"POOL_MARK": "second"}, "c2")
+    record = _record(info, POOLED)
     assert record["status"] == "healthy" and record["pid"] != worker_pid
     # The old worker was stopped (once the update's drain grace is over).
     old_worker = None
@@ -278,18 +292,13 @@ def test_a_killed_fork_server_is_replaced_and_its_workers_live_on(
     new_server = _server_of(info)
     assert new_server.pid != old_server.pid
     assert psutil.Process(record["pid"]).ppid() == new_server.pid
-    assert _call(info, "gamma", "GET", "/info")["mark"] == "second"
+    assert _call(info, POOLED, "GET", "/info")["mark"] == "second"
     service_log = home.service_log.read_text()
     assert f"fork server of {sys.executable} (pid {old_server.pid}) exited" in service_log
 
 
-def test_a_restarted_service_adopts_pooled_workers(
-    cloud: tuple[Home, CloudInfo], tmp_path: Path
-) -> None:
-    home, info = cloud
-    _deploy(info, tmp_path, "delta", {}, "c1")
-    pid = _record(info, "delta")["pid"]
-    server = _server_of(info)
+def test_a_restarted_service_adopts_pooled_workers(pooled: _Pooled) -> None:
+    home, info, pid, server = pooled
     stop_cloud(home, stop_workers=False, timeout=15.0)
     # The fork server went with its service; the worker did not.
     wait_for(lambda: not server.is_running(), 10, "the fork server to exit with its service")
@@ -297,12 +306,12 @@ def test_a_restarted_service_adopts_pooled_workers(
     info = ensure_cloud(home)
     assert read_state(home) is not None
     record = wait_for(
-        lambda: (r := _record(info, "delta"))["status"] == "healthy" and r, 30, "re-adoption"
+        lambda: (r := _record(info, POOLED))["status"] == "healthy" and r, 30, "re-adoption"
     )
     assert record["pid"] == pid
     assert any(e["kind"] == "adopted" for e in _events(info))
     assert not any(e["kind"] == "killed_unknown" for e in _events(info))
-    assert _call(info, "delta", "GET", "/info")["pid"] == pid
+    assert _call(info, POOLED, "GET", "/info")["pid"] == pid
     server = _server_of(info)
     stop_cloud(home, timeout=15.0)
     wait_for(lambda: not psutil.pid_exists(pid), 10, "the adopted worker to stop")
@@ -320,6 +329,16 @@ def test_pool_off_starts_fresh_interpreters(tmp_path: Path, cloud_home: Path) ->
         assert not _fork_servers(info.pid)
     finally:
         _stop_everything(home)
+
+
+def _spawn_refused(pool: WorkerPool, argv: list[str], cwd: Path) -> bool:
+    """Whether the pool refuses to fork `argv` (no fork server): its caller starts it fresh."""
+    read_end, write_end = os.pipe()
+    try:
+        return pool.spawn(argv, write_end, cwd=str(cwd), env={}) is None
+    finally:
+        os.close(read_end)
+        os.close(write_end)
 
 
 def test_pool_start_on_a_dead_server_falls_back_and_restarts_it(tmp_path: Path) -> None:
@@ -344,12 +363,7 @@ def test_pool_start_on_a_dead_server_falls_back_and_restarts_it(tmp_path: Path) 
 
         os.kill(first, signal.SIGKILL)
         wait_for(lambda: pool.server_pid(sys.executable) is None, 10, "the server to die")
-        read_end, write_end = os.pipe()
-        try:
-            assert pool.spawn(argv, write_end, cwd=str(tmp_path), env={}) is None
-        finally:
-            os.close(read_end)
-            os.close(write_end)
+        assert _spawn_refused(pool, argv, tmp_path)
         assert asyncio.run(pool.ready(sys.executable, 30))
         assert pool.server_pid(sys.executable) not in (None, first)
     finally:
@@ -366,12 +380,7 @@ def test_a_fork_server_that_cannot_start_leaves_starts_to_fresh_interpreters(
         pool.start(sys.executable, {"PYTHONHOME": str(tmp_path / "nowhere")})
         assert not asyncio.run(pool.ready(sys.executable, 30))
         argv = [sys.executable, "-m", "runtime.worker", "--resource", "x", "--port", "0"]
-        read_end, write_end = os.pipe()
-        try:
-            assert pool.spawn(argv, write_end, cwd=str(tmp_path), env={}) is None
-        finally:
-            os.close(read_end)
-            os.close(write_end)
+        assert _spawn_refused(pool, argv, tmp_path)
         assert "fork server unavailable: worker 'x' starts a fresh interpreter" in (
             capsys.readouterr().err
         )

@@ -34,7 +34,7 @@ import contextlib
 import hashlib
 import json
 import shutil
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -42,6 +42,7 @@ from typing import Any
 import httpx
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.routing import APIRoute
 
 from fakes.runpod_image import image_kind, image_problem, image_site
 from fakes.runpod_jobs import COMPLETED, Job, JobQueue
@@ -108,6 +109,30 @@ def _problem(status: int, detail: str) -> JSONResponse:
     return JSONResponse(body, status_code=status, media_type="application/problem+json")
 
 
+class _Problem(Exception):
+    """A refusal found below a route (no such endpoint or job, a bad body): its answer."""
+
+    def __init__(self, status: int, detail: str) -> None:
+        super().__init__(detail)
+        self.status = status
+
+
+class _ProblemRoute(APIRoute):
+    """A route whose handler may raise `_Problem`: it answers as problem+json."""
+
+    def get_route_handler(self) -> Callable[[Request], Awaitable[Response]]:
+        """The route's handler, with a raised `_Problem` turned into its answer."""
+        handler = super().get_route_handler()
+
+        async def answer(request: Request) -> Response:
+            try:
+                return await handler(request)
+            except _Problem as problem:
+                return _problem(problem.status, str(problem))
+
+        return answer
+
+
 class DataPlane:
     """The fake's data plane; see the module docstring. `base_url` (the fake's root URL, e.g.
     `http://127.0.0.1:P`) must be set before the first `apply` that starts workers."""
@@ -128,7 +153,7 @@ class DataPlane:
         self._site_lock = asyncio.Lock()
         self._http: httpx.AsyncClient | None = None
         self._tasks: set[asyncio.Task[None]] = set()
-        self.router = APIRouter()
+        self.router = APIRouter(route_class=_ProblemRoute)
         self._add_queue_routes()
         add_worker_routes(self.router, self._internal)
         self._add_lb_and_worker_routes()
@@ -266,12 +291,12 @@ class DataPlane:
             self._http = httpx.AsyncClient(timeout=httpx.Timeout(330.0, connect=5.0))
         return self._http
 
-    def _public(self, endpoint_id: str, request: Request) -> _Endpoint | Response:
+    def _public(self, endpoint_id: str, request: Request) -> _Endpoint:
         state = self._endpoints.get(endpoint_id)
         if state is None:
-            return _problem(404, f"endpoint {endpoint_id} not found")
+            raise _Problem(404, f"endpoint {endpoint_id} not found")
         if not self._authorize(endpoint_id, request.headers.get("authorization")):
-            return _problem(401, "Unauthorized")
+            raise _Problem(401, "Unauthorized")
         return state
 
     def _worker_counts(self, state: _Endpoint) -> dict[str, int]:
@@ -299,11 +324,7 @@ class DataPlane:
         @router.post("/v2/{endpoint_id}/run")
         async def run(endpoint_id: str, request: Request) -> Response:
             state = self._public(endpoint_id, request)
-            if isinstance(state, Response):
-                return state
             job = await self._submit(state, request, sync=False)
-            if isinstance(job, Response):
-                return job
             return JSONResponse({"id": job.id, "status": job.status})
 
         @router.post("/v2/{endpoint_id}/runsync")
@@ -311,13 +332,9 @@ class DataPlane:
             endpoint_id: str, request: Request, wait: int = RUNSYNC_WAIT_MS
         ) -> Response:
             state = self._public(endpoint_id, request)
-            if isinstance(state, Response):
-                return state
             if not 1000 <= wait <= 300_000:
                 return _problem(400, "wait must be between 1000 and 300000 ms")
             job = await self._submit(state, request, sync=True)
-            if isinstance(job, Response):
-                return job
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(job.done.wait(), wait / 1000)
             return JSONResponse(job.wire())
@@ -325,16 +342,12 @@ class DataPlane:
         @router.get("/v2/{endpoint_id}/status/{job_id}")
         @router.post("/v2/{endpoint_id}/status/{job_id}")
         async def status(endpoint_id: str, job_id: str, request: Request) -> Response:
-            found = self._job(endpoint_id, job_id, request)
-            return found if isinstance(found, Response) else JSONResponse(found[1].wire())
+            return JSONResponse(self._job(endpoint_id, job_id, request)[1].wire())
 
         @router.get("/v2/{endpoint_id}/stream/{job_id}")
         @router.post("/v2/{endpoint_id}/stream/{job_id}")
         async def stream(endpoint_id: str, job_id: str, request: Request) -> Response:
-            found = self._job(endpoint_id, job_id, request)
-            if isinstance(found, Response):
-                return found
-            job = found[1]
+            job = self._job(endpoint_id, job_id, request)[1]
             chunks = [{"output": chunk} for chunk in job.chunks]
             job.chunks = []
             if job.status == COMPLETED and not job.streamed and job.output is not None:
@@ -344,19 +357,13 @@ class DataPlane:
 
         @router.post("/v2/{endpoint_id}/cancel/{job_id}")
         async def cancel(endpoint_id: str, job_id: str, request: Request) -> Response:
-            found = self._job(endpoint_id, job_id, request)
-            if isinstance(found, Response):
-                return found
-            state, job = found
+            state, job = self._job(endpoint_id, job_id, request)
             state.jobs.cancel(job)
             return JSONResponse({"id": job.id, "status": job.status})
 
         @router.post("/v2/{endpoint_id}/retry/{job_id}")
         async def retry(endpoint_id: str, job_id: str, request: Request) -> Response:
-            found = self._job(endpoint_id, job_id, request)
-            if isinstance(found, Response):
-                return found
-            state, job = found
+            state, job = self._job(endpoint_id, job_id, request)
             if not state.jobs.retry(job):
                 return _problem(400, f"job {job_id} is {job.status}: only FAILED or TIMED_OUT")
             return JSONResponse({"id": job.id, "status": job.status})
@@ -364,46 +371,38 @@ class DataPlane:
         @router.post("/v2/{endpoint_id}/purge-queue")
         async def purge(endpoint_id: str, request: Request) -> Response:
             state = self._public(endpoint_id, request)
-            if isinstance(state, Response):
-                return state
             return JSONResponse({"removed": state.jobs.purge(), "status": "completed"})
 
         @router.get("/v2/{endpoint_id}/health")
         async def health(endpoint_id: str, request: Request) -> Response:
             state = self._public(endpoint_id, request)
-            if isinstance(state, Response):
-                return state
             return JSONResponse(
                 {"jobs": state.jobs.counts(), "workers": self._worker_counts(state)}
             )
 
-    def _job(
-        self, endpoint_id: str, job_id: str, request: Request
-    ) -> tuple[_Endpoint, Job] | Response:
+    def _job(self, endpoint_id: str, job_id: str, request: Request) -> tuple[_Endpoint, Job]:
         state = self._public(endpoint_id, request)
-        if isinstance(state, Response):
-            return state
         job = state.jobs.get(job_id)
         if job is None:
-            return _problem(404, f"job {job_id} not found")
+            raise _Problem(404, f"job {job_id} not found")
         return state, job
 
-    async def _submit(self, state: _Endpoint, request: Request, sync: bool) -> Job | Response:
+    async def _submit(self, state: _Endpoint, request: Request, sync: bool) -> Job:
         body = await request.body()
         if len(body) > (RUNSYNC_MAX_BYTES if sync else RUN_MAX_BYTES):
-            return _problem(413, "request body too large")
+            raise _Problem(413, "request body too large")
         try:
             payload = json.loads(body)
         except ValueError:
-            return _problem(400, "the body is not JSON")
+            raise _Problem(400, "the body is not JSON") from None
         if not isinstance(payload, dict) or "input" not in payload:
-            return _problem(400, "the body needs an 'input'")
+            raise _Problem(400, "the body needs an 'input'")
         policy = payload.get("policy")
         timeout_ms = (
             policy.get("executionTimeout", 600_000) if isinstance(policy, dict) else 600_000
         )
         if not isinstance(timeout_ms, int) or timeout_ms < 0:
-            return _problem(400, "policy.executionTimeout must be a whole number of ms")
+            raise _Problem(400, "policy.executionTimeout must be a whole number of ms")
         return state.jobs.submit(
             payload["input"], sync=sync, timeout=timeout_ms / 1000 if timeout_ms else None
         )
@@ -430,8 +429,6 @@ class DataPlane:
         )
         async def load_balancer(endpoint_id: str, path: str, request: Request) -> Response:
             state = self._public(endpoint_id, request)
-            if isinstance(state, Response):
-                return state
             ready = await self._ready_lb_workers(state, path == "ping")
             if ready is None:
                 return Response(status_code=204)  # /ping while its workers start: initializing
@@ -458,8 +455,6 @@ class DataPlane:
         @router.get("/api/v2/serverless/{endpoint_id}/workers")
         async def workers(endpoint_id: str, request: Request) -> Response:
             state = self._public(endpoint_id, request)
-            if isinstance(state, Response):
-                return state
             return JSONResponse(self._workers_body(state))
 
         @router.get("/api/v2/serverless/{endpoint_id}/workers/{worker_id}/logs")
@@ -472,8 +467,6 @@ class DataPlane:
             since: str | None = None,
         ) -> Response:
             state = self._public(endpoint_id, request)
-            if isinstance(state, Response):
-                return state
             worker = state.workers.get(worker_id)
             if worker is None:
                 return _problem(404, f"worker {worker_id} not found")

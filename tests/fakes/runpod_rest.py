@@ -22,8 +22,8 @@ know is a 400 naming it, and so is a value of the wrong JSON type.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Mapping
-from typing import Any
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any, TypeVar
 
 from fastapi import APIRouter, Request
 from starlette.responses import JSONResponse, Response
@@ -33,6 +33,9 @@ from fakes.runpod_control import ControlPlane
 from fakes.runpod_endpoints import ApiError, Endpoint, Template, new_id
 
 __all__ = ["RestV1"]
+
+_Record = TypeVar("_Record")
+_Handler = Callable[[Request], Awaitable[Response]]
 
 _DEFAULT_VCPU = 2
 # REST endpoint field -> (JSON type, GraphQL EndpointInput field) for the ones that map 1:1.
@@ -241,6 +244,22 @@ def _error(status: int, message: str) -> JSONResponse:
     return JSONResponse({"error": message}, status_code=status)
 
 
+class _NotFound(Exception):
+    """A record the path names that is not there: a 404."""
+
+
+def _found(records: Mapping[str, _Record], key: str, what: str) -> _Record:
+    """The record `key` names, or a 404 naming `what`."""
+    record = records.get(key)
+    if record is None:
+        raise _NotFound(f"{what} not found")
+    return record
+
+
+def _with_template(request: Request) -> bool:
+    return request.query_params.get("includeTemplate") == "true"
+
+
 class RestV1:
     """The REST v1 routes over one account's control plane."""
 
@@ -248,25 +267,40 @@ class RestV1:
         self.control = control
         self._account_key = account_key
         self.router = APIRouter(prefix="/rest/v1")
-        route = self.router.add_api_route
-        route("/endpoints", self.endpoints, methods=["GET", "POST"])
-        route("/endpoints/{endpoint_id}", self.endpoint, methods=["GET", "PATCH", "DELETE"])
-        route("/endpoints/{endpoint_id}/update", self.endpoint, methods=["POST"])
-        route("/templates", self.templates, methods=["GET", "POST"])
-        route("/templates/{template_id}", self.template, methods=["GET", "PATCH", "DELETE"])
-        route("/templates/{template_id}/update", self.template, methods=["POST"])
-        route("/networkvolumes", self.volumes, methods=["GET", "POST"])
-        route("/networkvolumes/{volume_id}", self.volume, methods=["GET", "PATCH", "DELETE"])
-        route("/networkvolumes/{volume_id}/update", self.volume, methods=["POST"])
+        for path, handler in (
+            ("/endpoints", self.endpoints),
+            ("/templates", self.templates),
+            ("/networkvolumes", self.volumes),
+        ):
+            self.router.add_api_route(path, self._guarded(handler), methods=["GET", "POST"])
+        for path, handler in (
+            ("/endpoints/{key}", self.endpoint),
+            ("/templates/{key}", self.template),
+            ("/networkvolumes/{key}", self.volume),
+        ):
+            item = self._guarded(handler)
+            self.router.add_api_route(path, item, methods=["GET", "PATCH", "DELETE"])
+            self.router.add_api_route(f"{path}/update", item, methods=["POST"])
+
+    def _guarded(self, handler: _Handler) -> _Handler:
+        """`handler` behind the account key (401 without) answering a missing record with 404."""
+
+        async def guarded(request: Request) -> Response:
+            if not self._account_key(request):
+                return _error(401, "Unauthorized")
+            try:
+                return await handler(request)
+            except _NotFound as exc:
+                return _error(404, str(exc))
+
+        return guarded
 
     # --- endpoints ------------------------------------------------------------------------
     async def endpoints(self, request: Request) -> Response:
         """GET lists the endpoints (`?includeTemplate=true`: with templates); POST creates."""
-        if not self._account_key(request):
-            return _error(401, "Unauthorized")
         book = self.control.book
         if request.method == "GET":
-            with_template = request.query_params.get("includeTemplate") == "true"
+            with_template = _with_template(request)
             return JSONResponse(
                 [
                     rest_endpoint(
@@ -277,20 +311,15 @@ class RestV1:
             )
         return await self._save_endpoint(await request.body(), None)
 
-    async def endpoint(self, endpoint_id: str, request: Request) -> Response:
+    async def endpoint(self, request: Request) -> Response:
         """GET (404 when gone), PATCH / POST update (partial), DELETE (204) one endpoint."""
-        if not self._account_key(request):
-            return _error(401, "Unauthorized")
         book = self.control.book
-        endpoint = book.endpoints.get(endpoint_id)
-        if endpoint is None:
-            return _error(404, "endpoint not found")
+        endpoint = _found(book.endpoints, request.path_params["key"], "endpoint")
         if request.method == "GET":
-            with_template = request.query_params.get("includeTemplate") == "true"
-            template = book.templates.get(endpoint.templateId) if with_template else None
+            template = book.templates.get(endpoint.templateId) if _with_template(request) else None
             return JSONResponse(rest_endpoint(book.wire(endpoint), template))
         if request.method == "DELETE":
-            await self.control.deleteEndpoint(None, endpoint_id)
+            await self.control.deleteEndpoint(None, endpoint.id)
             return Response(status_code=204)
         return await self._save_endpoint(await request.body(), endpoint)
 
@@ -309,20 +338,14 @@ class RestV1:
     # --- templates ------------------------------------------------------------------------
     async def templates(self, request: Request) -> Response:
         """GET lists the templates; POST creates one."""
-        if not self._account_key(request):
-            return _error(401, "Unauthorized")
         if request.method == "GET":
             return JSONResponse([rest_template(t) for t in self.control.book.templates.values()])
         return await self._save_template(await request.body(), None)
 
-    async def template(self, template_id: str, request: Request) -> Response:
+    async def template(self, request: Request) -> Response:
         """GET (404 when gone), PATCH / POST update, DELETE (204; 400 while in use)."""
-        if not self._account_key(request):
-            return _error(401, "Unauthorized")
         book = self.control.book
-        template = book.templates.get(template_id)
-        if template is None:
-            return _error(404, "template not found")
+        template = _found(book.templates, request.path_params["key"], "template")
         if request.method == "GET":
             return JSONResponse(rest_template(template))
         if request.method == "DELETE":
@@ -344,8 +367,6 @@ class RestV1:
     # --- network volumes ------------------------------------------------------------------
     async def volumes(self, request: Request) -> Response:
         """GET lists, POST creates a network volume: {name, size 0-4000, dataCenterId}."""
-        if not self._account_key(request):
-            return _error(401, "Unauthorized")
         if request.method == "GET":
             return JSONResponse(list(self.control.volumes.values()))
         try:
@@ -361,18 +382,14 @@ class RestV1:
         self.control.volumes[volume["id"]] = volume
         return JSONResponse(volume)
 
-    async def volume(self, volume_id: str, request: Request) -> Response:
+    async def volume(self, request: Request) -> Response:
         """GET (404 when gone), PATCH / POST update ({name, size}; size never shrinks),
         DELETE (204)."""
-        if not self._account_key(request):
-            return _error(401, "Unauthorized")
-        volume = self.control.volumes.get(volume_id)
-        if volume is None:
-            return _error(404, "network volume not found")
+        volume = _found(self.control.volumes, request.path_params["key"], "network volume")
         if request.method == "GET":
             return JSONResponse(volume)
         if request.method == "DELETE":
-            del self.control.volumes[volume_id]
+            del self.control.volumes[volume["id"]]
             return Response(status_code=204)
         try:
             body = _body(await request.body(), {"name": str, "size": int}, "network volume")

@@ -11,9 +11,50 @@ input type) are ours: no query can declare them.
 
 from __future__ import annotations
 
+from string import Template
+
 from graphql import GraphQLSchema, build_schema
 
-SDL = """
+# The settings a client saves and reads back: an input and its output type list the same scalar
+# fields, so each list is written once here and the two cannot drift apart.
+_ENDPOINT_SETTINGS = """\
+  gpuIds: String
+  gpuCount: Int
+  allowedCudaVersions: String
+  minCudaVersion: String
+  instanceIds: [String]
+  locations: String
+  networkVolumeId: String
+  idleTimeout: Int
+  executionTimeoutMs: Int
+  scalerType: String
+  scalerValue: Int
+  workersMin: Int
+  workersMax: Int
+  workersStandby: Int
+  workersPFBTarget: Int
+  type: String
+  flashBootType: FlashBootType
+  flashEnvironmentId: String
+"""
+
+_TEMPLATE_SETTINGS = """\
+  containerDiskInGb: Int
+  containerRegistryAuthId: String
+  dockerArgs: String
+  readme: String
+  isServerless: Boolean
+  isPublic: Boolean
+  startSsh: Boolean
+  volumeInGb: Int
+  volumeMountPath: String
+  ports: String
+  startScript: String
+  advancedStart: Boolean
+  config: JSON
+"""
+
+SDL = Template("""
 scalar JSON
 
 enum FlashBootType { FLASHBOOT }
@@ -45,26 +86,8 @@ input EndpointInput {
   name: String
   templateId: String
   template: EndpointTemplateInput
-  gpuIds: String
-  gpuCount: Int
-  allowedCudaVersions: String
-  minCudaVersion: String
-  instanceIds: [String]
-  locations: String
-  networkVolumeId: String
   networkVolumeIds: [NetworkVolumeRefInput]
-  idleTimeout: Int
-  executionTimeoutMs: Int
-  scalerType: String
-  scalerValue: Int
-  workersMin: Int
-  workersMax: Int
-  workersStandby: Int
-  workersPFBTarget: Int
-  type: String
-  flashBootType: FlashBootType
-  flashEnvironmentId: String
-}
+$endpoint_settings}
 
 type NetworkVolumeRef { networkVolumeId: String dataCenterId: String }
 
@@ -80,21 +103,8 @@ type PodTemplate {
   id: String!
   name: String
   imageName: String
-  containerDiskInGb: Int
-  containerRegistryAuthId: String
-  dockerArgs: String
   env: [EnvironmentVariable]
-  readme: String
-  isServerless: Boolean
-  isPublic: Boolean
-  startSsh: Boolean
-  volumeInGb: Int
-  volumeMountPath: String
-  ports: String
-  startScript: String
-  advancedStart: Boolean
-  config: JSON
-}
+$template_settings}
 
 type Endpoint {
   id: String!
@@ -104,29 +114,11 @@ type Endpoint {
   templateId: String
   template: PodTemplate
   env: [EnvironmentVariable]
-  gpuIds: String
-  gpuCount: Int
-  allowedCudaVersions: String
-  minCudaVersion: String
-  instanceIds: [String]
   computeType: String
-  locations: String
-  networkVolumeId: String
   networkVolumeIds: [NetworkVolumeRef]
   networkVolume: NetworkVolume
-  idleTimeout: Int
-  executionTimeoutMs: Int
-  scalerType: String
-  scalerValue: Int
-  workersMin: Int
-  workersMax: Int
-  workersStandby: Int
-  workersPFBTarget: Int
-  type: String
   version: Int
-  flashBootType: FlashBootType
-  flashEnvironmentId: String
-  activeBuildid: String
+$endpoint_settings  activeBuildid: String
   idePodId: String
   createdAt: String
 }
@@ -136,20 +128,7 @@ input SaveTemplateInput {
   name: String!
   imageName: String!
   env: [EnvironmentVariableInput]!
-  containerDiskInGb: Int
-  containerRegistryAuthId: String
-  dockerArgs: String
-  readme: String
-  isServerless: Boolean
-  isPublic: Boolean
-  startSsh: Boolean
-  volumeInGb: Int
-  volumeMountPath: String
-  ports: String
-  startScript: String
-  advancedStart: Boolean
-  config: JSON
-}
+$template_settings}
 
 input UpdateEndpointTemplateInput { templateId: String! endpointId: String! }
 
@@ -306,7 +285,7 @@ type Mutation {
   deleteFlashApp(flashAppId: String!): Boolean
   deleteFlashEnvironment(flashEnvironmentId: String!): Boolean
 }
-"""
+""").substitute(endpoint_settings=_ENDPOINT_SETTINGS, template_settings=_TEMPLATE_SETTINGS)
 
 
 def build() -> GraphQLSchema:

@@ -288,25 +288,40 @@ def _tarball(manifest: dict[str, Any] | None) -> bytes:
     return buffer.getvalue()
 
 
+def _input_operation(kind: str, operation: str, selection: str) -> str:
+    """A `kind` document calling `operation(input: $input) { selection }`; the input's type is
+    the operation's name capitalized + `Input`, as the schema names them all."""
+    input_type = f"{operation[0].upper()}{operation[1:]}Input"
+    return f"{kind} op($input: {input_type}!) {{ {operation}(input: $input) {{ {selection} }} }}"
+
+
+def _call(
+    fake: FakeRunPod,
+    operation: str,
+    payload: dict[str, Any],
+    selection: str,
+    kind: str = "mutation",
+) -> dict[str, Any]:
+    """Run `operation` with `payload` as its input: its result (the test fails on errors)."""
+    document = _input_operation(kind, operation, selection)
+    return data(gql(fake, document, {"input": payload}))[operation]
+
+
 def _upload(fake: FakeRunPod, app_id: str, body: bytes) -> tuple[str, str]:
-    prepare = (
-        "mutation p($input: PrepareFlashArtifactUploadInput!) "
-        "{ prepareFlashArtifactUpload(input: $input) { uploadUrl objectKey expiresAt } }"
+    slot = _call(
+        fake,
+        "prepareFlashArtifactUpload",
+        {"flashAppId": app_id, "tarballSize": len(body)},
+        "uploadUrl objectKey expiresAt",
     )
-    reply = data(gql(fake, prepare, {"input": {"flashAppId": app_id, "tarballSize": len(body)}}))
-    slot = reply["prepareFlashArtifactUpload"]
     return slot["uploadUrl"], slot["objectKey"]
 
 
 def _app(fake: FakeRunPod, name: str) -> str:
-    create = "mutation c($input: CreateFlashAppInput!) { createFlashApp(input: $input) { id } }"
-    return data(gql(fake, create, {"input": {"name": name}}))["createFlashApp"]["id"]
+    return _call(fake, "createFlashApp", {"name": name}, "id")["id"]
 
 
-FINALIZE = (
-    "mutation f($input: FinalizeFlashArtifactUploadInput!) "
-    "{ finalizeFlashArtifactUpload(input: $input) { id manifest resourceSpec } }"
-)
+FINALIZE = _input_operation("mutation", "finalizeFlashArtifactUpload", "id manifest resourceSpec")
 
 
 def test_presigned_upload_refuses_auth_header_and_wrong_size(fake: FakeRunPod) -> None:
@@ -342,38 +357,27 @@ def test_flash_app_env_build_flow_with_mutable_manifest(fake: FakeRunPod) -> Non
     )
     assert "app not found" in error(missing).lower()
     app_id = _app(fake, "flow")
-    env = data(
-        gql(
-            fake,
-            "mutation e($input: CreateFlashEnvironmentInput!) "
-            "{ createFlashEnvironment(input: $input) { id name state } }",
-            {"input": {"flashAppId": app_id, "name": "production"}},
-        )
-    )["createFlashEnvironment"]
+    env = _call(
+        fake,
+        "createFlashEnvironment",
+        {"flashAppId": app_id, "name": "production"},
+        "id name state",
+    )
     body = _tarball({"version": "1.0", "resources": {"api": {}}})
     url, key = _upload(fake, app_id, body)
     assert httpx.put(url, content=body).status_code == 200
     build = data(gql(fake, FINALIZE, {"input": {"flashAppId": app_id, "objectKey": key}}))
     build_id = build["finalizeFlashArtifactUpload"]["id"]
-    deployed = data(
-        gql(
-            fake,
-            "mutation d($input: DeployBuildToEnvironmentInput!) { deployBuildToEnvironment("
-            "input: $input) { id name activeArtifact { objectKey downloadUrl expiresAt } } }",
-            {"input": {"flashEnvironmentId": env["id"], "flashBuildId": build_id}},
-        )
-    )["deployBuildToEnvironment"]
+    deployed = _call(
+        fake,
+        "deployBuildToEnvironment",
+        {"flashEnvironmentId": env["id"], "flashBuildId": build_id},
+        "id name activeArtifact { objectKey downloadUrl expiresAt }",
+    )
     assert deployed["activeArtifact"]["objectKey"] == key
     assert httpx.get(deployed["activeArtifact"]["downloadUrl"]).content == body
     manifest = {"resources_endpoints": {"api": "http://x"}, "resources": {"api": {}}}
-    data(
-        gql(
-            fake,
-            "mutation u($input: UpdateFlashBuildManifestInput!) "
-            "{ updateFlashBuildManifest(input: $input) { id } }",
-            {"input": {"flashBuildId": build_id, "manifest": manifest}},
-        )
-    )
+    _call(fake, "updateFlashBuildManifest", {"flashBuildId": build_id, "manifest": manifest}, "id")
     read = data(
         gql(
             fake,
@@ -382,14 +386,13 @@ def test_flash_app_env_build_flow_with_mutable_manifest(fake: FakeRunPod) -> Non
         )
     )
     assert read["flashBuild"]["manifest"] == manifest
-    by_name = data(
-        gql(
-            fake,
-            "query n($input: FlashEnvironmentByNameInput!) { flashEnvironmentByName(input: $input)"
-            " { id activeBuildId endpoints { id } } }",
-            {"input": {"flashAppId": app_id, "name": "production"}},
-        )
-    )["flashEnvironmentByName"]
+    by_name = _call(
+        fake,
+        "flashEnvironmentByName",
+        {"flashAppId": app_id, "name": "production"},
+        "id activeBuildId endpoints { id }",
+        kind="query",
+    )
     assert by_name["activeBuildId"] == build_id
 
 

@@ -11,7 +11,7 @@ from contextlib import contextmanager
 from typing import Any
 
 import pytest
-import uvicorn
+from worker_harness import serve_asgi
 
 from runtime.write_coalescing import coalescing_protocol
 
@@ -42,23 +42,8 @@ def _serve(app: Any, http: str) -> Iterator[tuple[int, list[bytes]]]:
         def connection_made(self, transport: Any) -> None:
             super().connection_made(_CountingTransport(transport, writes))
 
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    config = uvicorn.Config(app, http=Counted, lifespan="off", log_level="warning")
-    server = uvicorn.Server(config)
-    server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    end = time.monotonic() + DEADLINE
-    while not server.started:
-        assert time.monotonic() < end and thread.is_alive(), "server did not start"
-        time.sleep(0.01)
-    try:
-        yield sock.getsockname()[1], writes
-    finally:
-        server.should_exit = True
-        thread.join(DEADLINE)
-        sock.close()
+    with serve_asgi(app, lifespan="off", http=Counted) as url:
+        yield int(url.rsplit(":", 1)[1]), writes
 
 
 def _request(port: int, path: str, *, close: bool = False) -> socket.socket:

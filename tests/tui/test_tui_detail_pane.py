@@ -7,14 +7,13 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from fixedclock import noon as clock
+from hosts import offline_app
 from rich.console import Group
 from rich.text import Text
 from textual.pilot import Pilot
 from textual.screen import Screen
 from waiting import until
 
-from flash_tui.app import FlashApp
 from flash_tui.widgets.dashboard.detail_pane import DetailPane
 from flash_tui.widgets.dashboard.manifest_tree import ManifestTree
 
@@ -53,9 +52,7 @@ async def _settled(pilot: Pilot[None], layouts: list[bool], deadline: float = 20
 
 
 async def test_detail_follows_rapid_key_presses_to_the_selected_node(quickstart: Path) -> None:
-    app = FlashApp(quickstart, clock=clock, connect=False, watch=False)
-    async with app.run_test(size=(120, 40)) as pilot:
-        await until(pilot, lambda: app.scan_count >= 1)
+    async with offline_app(quickstart, (120, 40)) as (app, pilot):
         tree = app.dashboard.query_one(ManifestTree)
         tree.focus()
         await pilot.pause()
@@ -74,9 +71,7 @@ async def test_detail_follows_rapid_key_presses_to_the_selected_node(quickstart:
 
 
 async def test_showing_a_detail_does_not_lay_out_the_screen(quickstart: Path) -> None:
-    app = FlashApp(quickstart, clock=clock, connect=False, watch=False)
-    async with app.run_test(size=(120, 40)) as pilot:
-        await until(pilot, lambda: app.scan_count >= 1)
+    async with offline_app(quickstart, (120, 40)) as (app, pilot):
         tree = app.dashboard.query_one(ManifestTree)
         await until(pilot, lambda: len(tree.root.children) >= 4, what="the tree filled")
         await pilot.pause()  # the tree and table laid out: the pane has its size

@@ -2,23 +2,20 @@
 
 from __future__ import annotations
 
-import io
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from typing import Any
 
 import pytest
-from hosts import ScreenHost
+from hosts import ScreenHost, running_tester, shown_response
 from rich.console import Console
 from textual.screen import Screen
-from textual.widgets import Button, Input, Static
+from textual.widgets import Button, Input
 from waiting import until
 
 from engine.drift import Drift, FieldDiff
-from engine.invoke import CallSpec
 from engine.plan import PlanItem
 
 # The module, not its names: pytest would try to collect a class named Test*.
-from flash_tui.screens import route_tester
 from flash_tui.screens.confirm import (
     PlanScreen,
     UndeployAllScreen,
@@ -113,7 +110,6 @@ async def test_plan_with_nothing_to_do_cannot_deploy() -> None:
 
 
 def test_plan_rendering_marks_and_diffs() -> None:
-    from rich.console import Console
 
     console = Console(width=80, record=True)
     console.print(render_plan(PLAN_WITH_DELETE))
@@ -168,45 +164,18 @@ async def test_help_screen_lists_every_key_and_closes() -> None:
     assert app.results == [None]
 
 
-class CurlOnly:
-    """A tester backend that only builds curl commands (nothing is sent)."""
-
-    def targets(self) -> list[route_tester.RouteTarget]:
-        call = CallSpec("api", True, method="POST", path="/compute", function="compute")
-        return [route_tester.RouteTarget(call)]
-
-    async def send(
-        self, target: route_tester.RouteTarget, body: Any, headers: Mapping[str, str]
-    ) -> route_tester.TesterResponse:
-        raise AssertionError("not sent in this test")
-
-    async def curl(
-        self,
-        target: route_tester.RouteTarget,
-        body: Any,
-        reveal_key: bool,
-        headers: Mapping[str, str],
-    ) -> str:
-        key = "sk-secret" if reveal_key else "$FLASH_ENDPOINT_KEY"
-        return f"curl -X POST -H 'Authorization: Bearer {key}' http://x{target.path}"
-
-
 async def test_copy_as_curl_also_shows_the_command() -> None:
-    app = ScreenHost(route_tester.RouteTesterScreen(CurlOnly()))
-    async with app.run_test(size=(80, 24)) as pilot:
-        await pilot.pause()
-        response = app.screen.query_one("#response", Static)
+    async with running_tester(None, size=(80, 24)) as (pilot, screen):
 
         def shown() -> str:
-            console = Console(width=200, file=io.StringIO(), record=True)
-            console.print(response.content)
-            return " ".join(console.export_text().split())
+            return shown_response(screen)
 
         await pilot.press("ctrl+y")
         await until(pilot, lambda: "$FLASH_ENDPOINT_KEY" in shown(), 5, "the redacted curl")
         assert "key redacted" in shown() and "sk-secret" not in shown()
         await pilot.press("ctrl+k")
         await until(pilot, lambda: "sk-secret" in shown(), 5, "the curl with the key")
+        assert not screen.history  # copying sends nothing
 
 
 # (dialog, keys pressed first, what the keys line says then)

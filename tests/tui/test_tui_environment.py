@@ -149,35 +149,32 @@ async def test_from_the_palette_a_bad_name_says_why_and_esc_changes_nothing(
 
 
 async def test_the_dialog_lists_the_flash_apps_environments_on_runpod(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, fake_runpod: FakeRunPod
 ) -> None:
     project = write_files(tmp_path / "rpenv", MOTHERSHIP_PROJECT)
-    with FakeRunPod(tmp_path / "fake") as fake:
-        for name, value in fake.env().items():
-            monkeypatch.setenv(name, value)
-        backend = Backend(project, "runpod", "staging")
-        provider = RunPodProvider()
-        try:
-            flash_app = await provider.api.create_app(backend.engine.app)
-            for env in ("production", "staging", "dev"):
-                await provider.api.create_environment(flash_app.id, env)
-        finally:
-            await provider.close()
-        app = FlashApp(project, "runpod", watch=False, backend=backend)
-        async with app.run_test(size=(120, 34)) as pilot:
-            await until(pilot, lambda: app.connected, 60, "connected to the fake")
-            assert "env: staging" in app.state.header()[0]
-            await pilot.press("E")
-            await until(pilot, lambda: isinstance(app.screen, EnvironmentScreen), 30, "the dialog")
-            screen = app.screen
-            assert isinstance(screen, EnvironmentScreen)
-            assert [e.name for e in screen.environments] == ["dev", "production", "staging"]
-            assert any("staging" in o and "(current)" in o for o in _options(screen))
-            calls = [c.operation for c in fake.graphql_calls]
-            assert "flashAppByName" in calls
-            await pilot.press("escape")
-            await until(pilot, lambda: app.screen is not screen, 10, "the dialog to close")
-            assert backend.env == "staging"
+    backend = Backend(project, "runpod", "staging")
+    provider = RunPodProvider()
+    try:
+        flash_app = await provider.api.create_app(backend.engine.app)
+        for env in ("production", "staging", "dev"):
+            await provider.api.create_environment(flash_app.id, env)
+    finally:
+        await provider.close()
+    app = FlashApp(project, "runpod", watch=False, backend=backend)
+    async with app.run_test(size=(120, 34)) as pilot:
+        await until(pilot, lambda: app.connected, 60, "connected to the fake")
+        assert "env: staging" in app.state.header()[0]
+        await pilot.press("E")
+        await until(pilot, lambda: isinstance(app.screen, EnvironmentScreen), 30, "the dialog")
+        screen = app.screen
+        assert isinstance(screen, EnvironmentScreen)
+        assert [e.name for e in screen.environments] == ["dev", "production", "staging"]
+        assert any("staging" in o and "(current)" in o for o in _options(screen))
+        calls = [c.operation for c in fake_runpod.graphql_calls]
+        assert "flashAppByName" in calls
+        await pilot.press("escape")
+        await until(pilot, lambda: app.screen is not screen, 10, "the dialog to close")
+        assert backend.env == "staging"
 
 
 def test_the_header_names_the_environment_once() -> None:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 from fixedclock import noon as clock
-from hosts import run_palette_command
+from hosts import offline_app, run_palette_command
 from textual.widgets import Input, Select
 from waiting import until
 
@@ -90,9 +90,7 @@ async def test_l_opens_the_selected_endpoints_logs(quickstart: Path) -> None:
 
 async def test_slash_filters_tree_and_table_by_name_type_and_status(quickstart: Path) -> None:
     statuses = [endpoint("gateway", "healthy"), endpoint("api", "unhealthy")]
-    app = FlashApp(quickstart, clock=clock, connect=False, watch=False, statuses=statuses)
-    async with app.run_test(size=(80, 24)) as pilot:
-        await until(pilot, lambda: app.scan_count >= 1)
+    async with offline_app(quickstart, (80, 24), statuses=statuses) as (app, pilot):
         everything = ["api", "cpu_worker", "gateway", "gpu_worker"]
         assert tree_endpoints(app) == everything
         await pilot.press("slash")
@@ -127,9 +125,7 @@ async def test_slash_filters_tree_and_table_by_name_type_and_status(quickstart: 
 
 
 async def test_filter_holds_across_a_rescan(quickstart: Path) -> None:
-    app = FlashApp(quickstart, clock=clock, connect=False, watch=True)
-    async with app.run_test(size=(80, 24)) as pilot:
-        await until(pilot, lambda: app.scan_count >= 1)
+    async with offline_app(quickstart, (80, 24), watch=True) as (app, pilot):
         await pilot.press("slash", *"gpu")
         await until(pilot, lambda: tree_endpoints(app) == ["api", "gpu_worker"])
         main = quickstart / "main.py"
@@ -139,9 +135,7 @@ async def test_filter_holds_across_a_rescan(quickstart: Path) -> None:
 
 
 async def test_vim_keys_move_in_tree_and_table(quickstart: Path) -> None:
-    app = FlashApp(quickstart, clock=clock, connect=False, watch=False)
-    async with app.run_test(size=(80, 24)) as pilot:
-        await until(pilot, lambda: app.scan_count >= 1)
+    async with offline_app(quickstart, (80, 24)) as (app, pilot):
         tree = app.dashboard.query_one(ManifestTree)
         tree.focus()
         await pilot.press("g")
@@ -221,9 +215,7 @@ async def test_e_opens_the_selected_function_in_the_editor_at_its_line(
     record = tmp_path / "args"
     script = fake_editor(tmp_path / "bin", "vim", record)
     monkeypatch.setenv("EDITOR", str(script))
-    app = FlashApp(quickstart, clock=clock, connect=False, watch=False)
-    async with app.run_test(size=(100, 30)) as pilot:
-        await until(pilot, lambda: app.scan_count >= 1)
+    async with offline_app(quickstart, (100, 30)) as (app, pilot):
         line = next(
             f["line"]
             for f in app.state.manifest["resources"]["gateway"]["functions"]
@@ -242,9 +234,7 @@ async def test_e_without_editor_says_so_in_one_line(
     quickstart: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.delenv("EDITOR", raising=False)
-    app = FlashApp(quickstart, clock=clock, connect=False, watch=False)
-    async with app.run_test(size=(100, 30)) as pilot:
-        await until(pilot, lambda: app.scan_count >= 1)
+    async with offline_app(quickstart, (100, 30)) as (app, pilot):
         tree = app.dashboard.query_one(ManifestTree)
         tree.focus()
         tree.move_to(("function", "gateway", "pipeline"))
@@ -275,9 +265,7 @@ async def test_palette_shows_keys_and_offers_per_endpoint_commands(quickstart: P
     from flash_tui.commands import ACTIONS, DISPLAY_KEYS, FlashCommands
 
     statuses = [endpoint("cpu_worker", "healthy"), endpoint("gateway", "not_deployed")]
-    app = FlashApp(quickstart, clock=clock, connect=False, watch=False, statuses=statuses)
-    async with app.run_test(size=(100, 30)) as pilot:
-        await until(pilot, lambda: app.scan_count >= 1)
+    async with offline_app(quickstart, (100, 30), statuses=statuses) as (app, pilot):
         provider = FlashCommands(app.screen)
         shown = {hit.text: str(hit.prompt) async for hit in provider.discover()}
         for action in ACTIONS:
@@ -307,9 +295,7 @@ async def test_help_fits_or_scrolls_with_a_visible_bar(
 
     from flash_tui.screens.help import HelpScreen
 
-    app = FlashApp(quickstart, clock=clock, connect=False, watch=False)
-    async with app.run_test(size=size) as pilot:
-        await until(pilot, lambda: app.scan_count >= 1)
+    async with offline_app(quickstart, size) as (app, pilot):
         await pilot.press("question_mark")
         await until(pilot, lambda: isinstance(app.screen, HelpScreen), what="help")
         await pilot.pause()

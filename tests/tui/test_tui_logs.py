@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator, Iterable
+from contextlib import asynccontextmanager
+
 from hosts import ScreenHost, WidgetHost
 from textual import events
+from textual.pilot import Pilot
 from textual.widgets import Input, Label, Select
 from waiting import until
 
@@ -30,16 +34,28 @@ def test_multiline_text_becomes_one_record_per_line() -> None:
     assert [r.text for r in buffer] == ["Traceback", "  File x", "ValueError"]
 
 
-def logs_host(buffer: LogBuffer) -> ScreenHost:
-    """The logs screen of `buffer` (endpoints api and worker), pushed on start."""
-    return ScreenHost(LogsScreen(buffer, ["api", "worker"]))
+def api_lines(texts: Iterable[str]) -> LogBuffer:
+    """A log buffer holding `texts` as api's lines, all at 12:00:00."""
+    buffer = LogBuffer()
+    for text in texts:
+        buffer.append("12:00:00", "api", text)
+    return buffer
+
+
+@asynccontextmanager
+async def running_logs(
+    buffer: LogBuffer, size: tuple[int, int]
+) -> AsyncIterator[tuple[ScreenHost, Pilot[None]]]:
+    """The logs screen of `buffer` (endpoints api and worker) pushed on start, running."""
+    app = ScreenHost(LogsScreen(buffer, ["api", "worker"]))
+    async with app.run_test(size=size) as pilot:
+        await pilot.pause()
+        yield app, pilot
 
 
 async def test_burst_of_10000_lines_stays_responsive() -> None:
     buffer = LogBuffer()
-    app = logs_host(buffer)
-    async with app.run_test(size=(100, 30)) as pilot:
-        await pilot.pause()
+    async with running_logs(buffer, (100, 30)) as (app, pilot):
         view = app.screen.query_one(LogView)
         for i in range(10_000):
             buffer.append("12:00:00", "api" if i % 2 else "worker", f"GET /x 200 {i}ms")
@@ -60,9 +76,7 @@ async def test_filter_search_and_jump() -> None:
         buffer.append(
             "12:00:00", "api" if i % 2 else "worker", f"request {i} {'boom' if i == 151 else 'ok'}"
         )
-    app = logs_host(buffer)
-    async with app.run_test(size=(100, 30)) as pilot:
-        await pilot.pause()
+    async with running_logs(buffer, (100, 30)) as (app, pilot):
         view = app.screen.query_one(LogView)
         assert view.row_count == 200
         app.screen.query_one(Select).value = "api"
@@ -84,12 +98,8 @@ async def test_filter_search_and_jump() -> None:
 
 
 async def test_next_and_previous_say_which_match_and_mark_it() -> None:
-    buffer = LogBuffer()
-    for i in range(100):
-        buffer.append("12:00:00", "api", f"request {i} {'boom' if i % 20 == 3 else 'ok'}")
-    app = logs_host(buffer)
-    async with app.run_test(size=(100, 30)) as pilot:
-        await pilot.pause()
+    buffer = api_lines(f"request {i} {'boom' if i % 20 == 3 else 'ok'}" for i in range(100))
+    async with running_logs(buffer, (100, 30)) as (app, pilot):
         view = app.screen.query_one(LogView)
         state = app.screen.query_one("#logs-state", Label)
         await pilot.press("slash", *"boom")
@@ -115,9 +125,7 @@ async def test_wrap_shows_a_long_line_whole() -> None:
     long = " ".join(f"word{i}" for i in range(60)) + " THE-END"
     buffer.append("12:00:00", "api", long)
     buffer.append("12:00:01", "api", "short line")
-    app = logs_host(buffer)
-    async with app.run_test(size=(80, 24)) as pilot:
-        await pilot.pause()
+    async with running_logs(buffer, (80, 24)) as (app, pilot):
         view = app.screen.query_one(LogView)
 
         def shown() -> str:
@@ -141,9 +149,7 @@ async def test_wrap_shows_a_long_line_whole() -> None:
 async def test_escape_leaves_the_search_box_and_the_screen_in_one_press() -> None:
     buffer = LogBuffer()
     buffer.append("12:00:00", "api", "hello")
-    app = logs_host(buffer)
-    async with app.run_test(size=(80, 24)) as pilot:
-        await pilot.pause()
+    async with running_logs(buffer, (80, 24)) as (app, pilot):
         await pilot.press("slash", "h")
         assert isinstance(app.focused, Input)
         await pilot.press("escape")
@@ -151,11 +157,8 @@ async def test_escape_leaves_the_search_box_and_the_screen_in_one_press() -> Non
 
 
 async def test_vim_keys_move_in_the_logs() -> None:
-    buffer = LogBuffer()
-    for i in range(200):
-        buffer.append("12:00:00", "api", f"line {i}")
-    app = logs_host(buffer)
-    async with app.run_test(size=(80, 24)) as pilot:
+    buffer = api_lines(f"line {i}" for i in range(200))
+    async with running_logs(buffer, (80, 24)) as (app, pilot):
         view = app.screen.query_one(LogView)
         await until(pilot, lambda: view.scroll_y == view.max_scroll_y > 0, what="at the end")
         await pilot.press("g")
@@ -172,9 +175,7 @@ async def test_logs_help_lists_the_logs_keys() -> None:
     from flash_tui.screens.help import HelpScreen
     from flash_tui.screens.logs import log_help_rows
 
-    app = logs_host(LogBuffer())
-    async with app.run_test(size=(80, 24)) as pilot:
-        await pilot.pause()
+    async with running_logs(LogBuffer(), (80, 24)) as (app, pilot):
         await pilot.press("question_mark")
         await until(pilot, lambda: isinstance(app.screen, HelpScreen), what="help")
         shown = app.export_screenshot().replace("&#160;", " ")
@@ -186,9 +187,7 @@ async def test_logs_help_lists_the_logs_keys() -> None:
 
 
 async def test_scrolling_up_pauses_follow_and_the_end_resumes_it() -> None:
-    buffer = LogBuffer()
-    for i in range(100):
-        buffer.append("12:00:00", "api", f"line {i}")
+    buffer = api_lines(f"line {i}" for i in range(100))
     app = WidgetHost(LogView(buffer, id="log-pane", title="Logs · all"))  # as the dashboard's
     async with app.run_test(size=(80, 20)) as pilot:
         view = app.query_one(LogView)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 from fixedclock import noon
-from hosts import deployed_status, run_palette_command
+from hosts import deployed_status, endpoint_status, run_palette_command
 from projectfiles import copy_example
 from waiting import until
 
@@ -25,11 +25,10 @@ def _text(status: EndpointStatus) -> str:
 
 
 def test_a_child_shows_its_provisioning_and_its_error() -> None:
-    status = EndpointStatus(
-        name="worker",
+    status = endpoint_status(
+        "worker",
         resource_type="CpuLiveServerless",
         status="unhealthy",
-        drift="in_sync",
         role="child",
         provisioning="failed",
         provisioning_error="not ready within 30s",
@@ -40,10 +39,9 @@ def test_a_child_shows_its_provisioning_and_its_error() -> None:
 
 
 def test_the_mothership_says_what_it_is_not_orphaned() -> None:
-    status = EndpointStatus(
-        name="mothership",
+    status = endpoint_status(
+        "mothership",
         resource_type="CpuLoadBalancerSlsResource",
-        status="healthy",
         drift="orphaned",
         role="mothership",
     )
@@ -53,7 +51,7 @@ def test_the_mothership_says_what_it_is_not_orphaned() -> None:
 
 
 def test_direct_mode_shows_no_role() -> None:
-    status = EndpointStatus(name="api", resource_type=None, status="healthy", drift="in_sync")
+    status = endpoint_status("api")
     assert "role" not in _text(status)
 
 

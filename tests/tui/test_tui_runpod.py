@@ -5,7 +5,6 @@ healthy and their workers' lines reach the log pane; undeploy all removes them."
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -17,16 +16,8 @@ from flash_tui.app import FlashApp
 from flash_tui.screens.confirm import PlanScreen, UndeployAllScreen
 
 
-@pytest.fixture
-def fake(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeRunPod]:
-    with FakeRunPod(tmp_path / "fake") as running:
-        for name, value in running.env().items():
-            monkeypatch.setenv(name, value)
-        yield running
-
-
 async def test_switch_target_deploy_and_undeploy_on_runpod(
-    tmp_path: Path, fake: FakeRunPod
+    tmp_path: Path, fake_runpod: FakeRunPod
 ) -> None:
     project = copy_example("quickstart", tmp_path / "quickstart")
     app = FlashApp(project, "local", connect=False, watch=False)
@@ -43,14 +34,14 @@ async def test_switch_target_deploy_and_undeploy_on_runpod(
         )
         header, _narrow = app.state.header()
         assert "target: runpod (fake-user@example.com) · env: production" in header
-        assert fake.api_key not in header
+        assert fake_runpod.api_key not in header
 
         await pilot.press("D")
         await until(pilot, lambda: isinstance(app.screen, PlanScreen), 60, "the plan dialog")
         await pilot.press("enter")
         await until(
             pilot,
-            lambda: app.state.busy is None and len(fake.endpoints()) == 4,
+            lambda: app.state.busy is None and len(fake_runpod.endpoints()) == 4,
             120,
             "the deploy to RunPod",
         )
@@ -75,11 +66,11 @@ async def test_switch_target_deploy_and_undeploy_on_runpod(
         await pilot.press(*project.name, "enter")
         await until(
             pilot,
-            lambda: app.state.busy is None and fake.endpoints() == [],
+            lambda: app.state.busy is None and fake_runpod.endpoints() == [],
             120,
             "the undeploy from RunPod",
         )
-        assert fake.templates() == []
+        assert fake_runpod.templates() == []
         await pilot.press("q")
 
 

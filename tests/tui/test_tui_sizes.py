@@ -3,53 +3,48 @@ query parameters and honest copy."""
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import stat
-from collections.abc import Mapping
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pytest
 from fixedclock import NOON as NOW
-from hosts import ScreenHost, WidgetHost
-from rich.console import Console
-from textual.app import App
-from textual.widgets import Input, Static, TextArea
+from hosts import (
+    EchoTester,
+    WidgetHost,
+    deployed_status,
+    endpoint_status,
+    running_tester,
+    shown_response,
+)
+from textual.widgets import Input, TextArea
 from waiting import until
 
 from engine.invoke import CallSpec, curl_command
 from engine.provider import EndpointTarget
-from engine.status import EndpointStatus
 from flash_tui.app import FlashApp
 from flash_tui.screens import route_tester
 from flash_tui.widgets.dashboard.detail_pane import DetailPane, endpoint_detail
 from flash_tui.widgets.dashboard.endpoints_table import EndpointRow, EndpointsTable, fit_columns
 
 STATUSES = [
-    EndpointStatus(
-        name="gateway",
+    deployed_status(
+        "gateway",
         resource_type="CpuLoadBalancerSlsResource",
-        status="healthy",
-        drift="in_sync",
         url="http://127.0.0.1:40001",
         pid=4242,
         restarts=2,
         is_load_balanced=True,
-        in_code=True,
-        deployed=True,
         started_at=NOW.timestamp() - 180,
     ),
-    EndpointStatus(
-        name="gpu_worker",
+    deployed_status(
+        "gpu_worker",
         resource_type="LiveServerless",
         status="failed",
-        drift="in_sync",
         restarts=5,
-        in_code=True,
-        deployed=True,
         last_error="ImportError: No module named 'torchx' (5 crashes in 60 s)",
     ),
 ]
@@ -168,43 +163,9 @@ async def test_failed_endpoint_leads_with_its_reason(shared_quickstart: Path) ->
         assert text.splitlines()[0].startswith("failed: ImportError: No module named 'torchx'")
 
 
-class Echo:
-    """A tester backend answering each request with its body (the screen's seam)."""
-
-    def targets(self) -> list[route_tester.RouteTarget]:
-        post = CallSpec("api", True, method="POST", path="/compute", function="compute")
-        get = CallSpec("api", True, method="GET", path="/greet", function="greet")
-        return [route_tester.RouteTarget(post), route_tester.RouteTarget(get)]
-
-    async def send(
-        self, target: route_tester.RouteTarget, body: Any, headers: Mapping[str, str]
-    ) -> route_tester.TesterResponse:
-        echoed = {"body": body, "headers": dict(headers)}
-        return route_tester.TesterResponse(200, 1.5, {"authorization": "Bearer sk-x"}, echoed)
-
-    async def curl(
-        self,
-        target: route_tester.RouteTarget,
-        body: Any,
-        reveal_key: bool,
-        headers: Mapping[str, str],
-    ) -> str:
-        extra = "".join(f" -H '{k}: {v}'" for k, v in headers.items())
-        return f"curl -X {target.method}{extra} http://x{target.path}"
-
-
-def history_host(history_file: Path) -> ScreenHost:
-    """The route tester over an echo, its history kept in `history_file`, pushed on start."""
-    return ScreenHost(route_tester.RouteTesterScreen(Echo(), history_file=history_file))
-
-
 async def test_history_is_kept_across_runs_without_headers(tmp_path: Path) -> None:
     path = tmp_path / ".flash" / "route_history.json"
-    app = history_host(path)
-    async with app.run_test(size=(100, 30)) as pilot:
-        await pilot.pause()
-        screen = app.screen
-        assert isinstance(screen, route_tester.RouteTesterScreen)
+    async with running_tester(path) as (pilot, screen):
         screen.query_one("#body", TextArea).text = '{"numbers": [7]}'
         await pilot.press("ctrl+s")
         await until(pilot, lambda: path.exists(), 5, "the history file")
@@ -212,16 +173,12 @@ async def test_history_is_kept_across_runs_without_headers(tmp_path: Path) -> No
     assert "sk-x" not in saved and "authorization" not in saved.lower()
     assert json.loads(saved)["entries"][0]["title"] == "POST /compute"
 
-    again = history_host(path)
-    async with again.run_test(size=(100, 30)) as pilot:
-        await pilot.pause()
-        screen = again.screen
-        assert isinstance(screen, route_tester.RouteTesterScreen)
+    async with running_tester(path) as (pilot, screen):
         assert [e.body for e in screen.history] == ['{"numbers": [7]}']
 
 
 def test_history_is_bounded(tmp_path: Path) -> None:
-    target = Echo().targets()[0]
+    target = EchoTester().targets()[0]
     entries = [
         route_tester.HistoryEntry(target, str(i), route_tester.TesterResponse(200, 1.0))
         for i in range(route_tester.HISTORY_LIMIT + 10)
@@ -233,31 +190,21 @@ def test_history_is_bounded(tmp_path: Path) -> None:
 
 
 async def test_get_shows_query_parameters(tmp_path: Path) -> None:
-    app = history_host(tmp_path / "h.json")
-    async with app.run_test(size=(100, 30)) as pilot:
-        await pilot.pause()
-        body = app.screen.query_one("#body", TextArea)
+    async with running_tester(tmp_path / "h.json") as (pilot, screen):
+        body = screen.query_one("#body", TextArea)
         assert body.border_title == "Body (JSON)"
         await pilot.press("down")
         await until(pilot, lambda: "Query parameters" in str(body.border_title), 5, "GET")
-
-
-def _shown(app: App[None]) -> str:
-    console = Console(width=200, file=io.StringIO(), record=True)
-    console.print(app.screen.query_one("#response", Static).content)
-    return " ".join(console.export_text().split())
 
 
 async def test_copy_without_clipboard_command_says_osc52(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("PATH", str(tmp_path / "empty"))
-    app = history_host(tmp_path / "h.json")
-    async with app.run_test(size=(100, 30)) as pilot:
-        await pilot.pause()
+    async with running_tester(tmp_path / "h.json") as (pilot, screen):
         await pilot.press("ctrl+y")
-        await until(pilot, lambda: "curl -X POST" in _shown(app), 5, "the command")
-        assert "OSC 52" in _shown(app) and "copied" not in _shown(app)
+        await until(pilot, lambda: "curl -X POST" in shown_response(screen), 5, "the command")
+        assert "OSC 52" in shown_response(screen) and "copied" not in shown_response(screen)
 
 
 async def test_copy_with_a_clipboard_command_says_copied(
@@ -270,21 +217,18 @@ async def test_copy_with_a_clipboard_command_says_copied(
     script.write_text(f"#!/bin/sh\ncat > {received}\n")
     script.chmod(script.stat().st_mode | stat.S_IEXEC)
     monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}/usr/bin:/bin")
-    app = history_host(tmp_path / "h.json")
-    async with app.run_test(size=(100, 30)) as pilot:
-        await pilot.pause()
+    async with running_tester(tmp_path / "h.json") as (pilot, screen):
         await pilot.press("ctrl+y")
-        await until(pilot, lambda: "copied to the clipboard (xclip)" in _shown(app), 5, "copied")
-    assert received.read_text() == "curl -X POST http://x/compute"
+        copied = "copied to the clipboard (xclip)"
+        await until(pilot, lambda: copied in shown_response(screen), 5, "copied")
+    assert received.read_text() == (
+        "curl -X POST -H 'Authorization: Bearer $FLASH_ENDPOINT_KEY' http://x/compute"
+    )
 
 
 async def test_headers_are_sent_and_kept_without_authorization(tmp_path: Path) -> None:
     path = tmp_path / ".flash" / "route_history.json"
-    app = history_host(path)
-    async with app.run_test(size=(100, 30)) as pilot:
-        await pilot.pause()
-        screen = app.screen
-        assert isinstance(screen, route_tester.RouteTesterScreen)
+    async with running_tester(path) as (pilot, screen):
         field = screen.query_one("#headers", Input)
         field.value = "X-Trace: abc; Authorization: Bearer typed-secret"
         await pilot.press("ctrl+s")
@@ -316,7 +260,7 @@ def test_curl_command_with_extra_headers_redacts_a_typed_authorization() -> None
 
 
 def test_failing_without_a_reason_says_where_to_look() -> None:
-    status = EndpointStatus(name="w", resource_type=None, status="unhealthy", drift="in_sync")
+    status = endpoint_status("w", status="unhealthy")
     pane = DetailPane()
     pane.shown = endpoint_detail("w", None, status)
     assert pane.plain_text(80).splitlines()[0] == "unhealthy: no reason reported (l: its logs)"

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hosts import deployed_status
+from hosts import deployed_status, endpoint_status
 from textual.pilot import Pilot
 from waiting import until
 
@@ -48,34 +48,26 @@ def _sample(name: str, ok: bool, latency_ms: float | None) -> HealthSample:
 
 
 STATUSES: list[EndpointStatus] = [
-    EndpointStatus(
-        name="gateway",
+    deployed_status(
+        "gateway",
         resource_type="CpuLoadBalancerSlsResource",
-        status="healthy",
-        drift="in_sync",
         url="http://127.0.0.1:40001",
-        restarts=0,
         health=_sample("gateway", True, 2.1),
         is_load_balanced=True,
-        in_code=True,
-        deployed=True,
         started_at=_at(12, 1, 31),
     ),
-    EndpointStatus(
-        name="gpu_worker",
+    deployed_status(
+        "gpu_worker",
         resource_type="LiveServerless",
-        status="healthy",
         drift="drifted",
         drift_fields=(FieldDiff("workersMax", 3, 5),),
         url="http://127.0.0.1:40002",
         restarts=1,
         health=_sample("gpu_worker", True, 4.3),
-        in_code=True,
-        deployed=True,
         started_at=_at(12, 2, 31),
     ),
-    EndpointStatus(
-        name="old_thing",
+    endpoint_status(
+        "old_thing",
         resource_type="CpuServerlessEndpoint",
         status="unhealthy",
         drift="orphaned",
@@ -280,10 +272,9 @@ def _child(name: str, resource_type: str, provisioning: str, **kwargs: Any) -> E
 
 
 MOTHERSHIP_STATUSES: list[EndpointStatus] = [
-    EndpointStatus(
-        name="mothership",
+    endpoint_status(
+        "mothership",
         resource_type="CpuLoadBalancerSlsResource",
-        status="healthy",
         drift="orphaned",
         is_load_balanced=True,
         deployed=True,

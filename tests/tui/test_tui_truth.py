@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hosts import local_app
 from textual.pilot import Pilot
 from textual.widgets import OptionList, TextArea
 from waiting import until
@@ -96,8 +97,7 @@ async def test_a_restarted_cloud_shows_its_new_address_and_fresh_health(
         assert (await engine.deploy()).ok
     old = read_state(own_home)
     assert old is not None
-    app = FlashApp(project, "local", watch=False)
-    async with app.run_test(size=(140, 34)) as pilot:
+    async with local_app(project, (140, 34)) as (app, pilot):
         header = app.dashboard.query_one(HeaderLine)
         table = app.dashboard.query_one(EndpointsTable)
         await until(pilot, lambda: f":{old.port})" in header.summary, 60, "the first address")
@@ -145,10 +145,8 @@ async def test_a_killed_cloud_is_found_again_at_its_new_address(
     import signal
 
     project = write_project(tmp_path / "killed")
-    app = FlashApp(project, "local", watch=False)
-    async with app.run_test(size=(140, 34)) as pilot:
+    async with local_app(project, (140, 34)) as (app, pilot):
         header = app.dashboard.query_one(HeaderLine)
-        await until(pilot, lambda: app.connected, 60, "the cloud")
         old = read_state(own_home)
         assert old is not None and f":{old.port})" in header.summary
         os.kill(old.pid, signal.SIGKILL)
@@ -171,9 +169,7 @@ async def test_a_killed_cloud_is_found_again_at_its_new_address(
 
 async def test_keys_act_only_on_the_visible_selection(tmp_path: Path, own_home: Home) -> None:
     project = write_project(tmp_path / "selection")
-    app = FlashApp(project, "local", watch=False)
-    async with app.run_test(size=(120, 34)) as pilot:
-        await until(pilot, lambda: app.connected and app.scan_count >= 1, 60, "scan and cloud")
+    async with local_app(project, (120, 34)) as (app, pilot):
         await until(pilot, lambda: status_of(app, "web") == "not_deployed", 30, "the status")
         tree = app.dashboard.query_one(ManifestTree)
         table = app.dashboard.query_one(EndpointsTable)
@@ -247,8 +243,7 @@ async def open_tester_on(app: FlashApp, pilot: Pilot, title: str) -> RouteTester
 
 
 async def test_a_failed_job_shows_a_red_failed_badge(deployed: Path) -> None:
-    app = FlashApp(deployed, "local", watch=False)
-    async with app.run_test(size=(120, 34)) as pilot:
+    async with local_app(deployed, (120, 34)) as (app, pilot):
         await until(pilot, lambda: status_of(app, "jobs") == "healthy", 60, "jobs healthy")
         tester = await open_tester_on(app, pilot, "jobs:explode")
         tester.query_one("#body", TextArea).text = '{"reason": "on purpose"}'
@@ -264,8 +259,7 @@ async def test_a_failed_job_shows_a_red_failed_badge(deployed: Path) -> None:
 
 
 async def test_ctrl_s_sends_exactly_the_editor_text(deployed: Path) -> None:
-    app = FlashApp(deployed, "local", watch=False)
-    async with app.run_test(size=(120, 34)) as pilot:
+    async with local_app(deployed, (120, 34)) as (app, pilot):
         await until(pilot, lambda: status_of(app, "web") == "healthy", 60, "web healthy")
         tester = await open_tester_on(app, pilot, "POST /echo")
         editor = tester.query_one("#body", TextArea)
@@ -302,9 +296,7 @@ async def test_deploy_time_excludes_the_dialog_and_a_cancel_is_one_line(
     tmp_path: Path, own_home: Home
 ) -> None:
     project = write_project(tmp_path / "timing")
-    app = FlashApp(project, "local", watch=False)
-    async with app.run_test(size=(120, 34)) as pilot:
-        await until(pilot, lambda: app.connected and app.scan_count >= 1, 60, "scan and cloud")
+    async with local_app(project, (120, 34)) as (app, pilot):
         before = len(app.logs)
         await pilot.press("D")
         await until(pilot, lambda: isinstance(app.screen, PlanScreen), 60, "the plan dialog")
