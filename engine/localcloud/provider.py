@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
-from pathlib import Path
 from typing import Any, TypeVar
 
 from engine.app_environments import DIRECT_ENVIRONMENT, environment_app
@@ -29,15 +28,14 @@ from engine.localcloud.wire import (
     DeployEvent,
     DeployRequest,
     EndpointRecord,
-    EndpointSpec,
     EventRecord,
 )
 from engine.provider import (
     AppEnvironment,
     AppSummary,
-    BuildRef,
     DeployedEndpoint,
     DeploymentEvent,
+    DeployOrder,
     DeployOutcome,
     EndpointResult,
     EndpointTarget,
@@ -318,41 +316,31 @@ class LocalCloudProvider:
             with contextlib.suppress(CloudError):
                 await cancel(client)
 
-    async def deploy(
-        self,
-        app: str,
-        specs: Sequence[EndpointSpec],
-        build: BuildRef,
-        *,
-        remove: Sequence[str] = (),
-        force: bool = False,
-        project_path: Path | None = None,
-        on_event: EventCallback | None = None,
-        cancel: asyncio.Event | None = None,
-    ) -> DeployOutcome:
+    async def deploy(self, order: DeployOrder) -> DeployOutcome:
         """Send one deploy request (create/update/delete) and follow its progress; once
-        `cancel` is set, the service starts no more endpoints (see `Provider.deploy`)."""
-        mothership = any(s.role == "mothership" for s in specs)
+        `order.cancel` is set, the service starts no more endpoints (see `Provider.deploy`)."""
+        mothership = any(s.role == "mothership" for s in order.specs)
         if mothership and self.env in (None, DIRECT_ENVIRONMENT):
             # Without an environment it would land among the direct deploys and replace them.
             raise ProviderError(
                 "a mothership deploys to an environment: pass --env NAME "
                 f"(not {DIRECT_ENVIRONMENT!r}, direct mode's)"
             )
+        build, cancel = order.build, order.cancel
         request = DeployRequest(
-            project_path=str(project_path) if project_path else None,
+            project_path=str(order.project_path) if order.project_path else None,
             build=BuildSpec(
                 build_id=build.build_id,
                 archive=str(build.archive),
                 build_dir=str(build.build_dir),
                 manifest=build.manifest,
             ),
-            endpoints=list(specs),
-            remove=list(remove),
-            force=force,
+            endpoints=list(order.specs),
+            remove=list(order.remove),
+            force=order.force,
             environment=self.environment_name(mothership),
         )
-        key = self.cloud_app(app)
+        key = self.cloud_app(order.app)
         await self._ensure()
 
         async def cancelled(client: CloudClient) -> None:
@@ -362,7 +350,7 @@ class LocalCloudProvider:
 
         return _outcome(
             await self._run_stream(
-                lambda c: c.deploy(key, request), on_event, cancelled if cancel else None
+                lambda c: c.deploy(key, request), order.on_event, cancelled if cancel else None
             )
         )
 

@@ -33,6 +33,7 @@ from engine.provider import (
     BuildRef,
     DeployedEndpoint,
     DeploymentEvent,
+    DeployOrder,
     DeployOutcome,
     EndpointResult,
     EndpointSpec,
@@ -383,32 +384,23 @@ class RunPodProvider:
             cancel=cancel,
         )
 
-    async def deploy(
-        self,
-        app: str,
-        specs: Sequence[EndpointSpec],
-        build: BuildRef,
-        *,
-        remove: Sequence[str] = (),
-        force: bool = False,
-        project_path: Path | None = None,
-        on_event: EventCallback | None = None,
-        cancel: asyncio.Event | None = None,
-    ) -> DeployOutcome:
-        """Upload the build to the environment, then create/update `specs`, delete `remove`;
-        once `cancel` is set, endpoints not saved yet are left as they are."""
+    async def deploy(self, order: DeployOrder) -> DeployOutcome:
+        """Upload the build to the environment, then create/update the specs, delete
+        `order.remove`; once `order.cancel` is set, endpoints not saved yet are left as they are."""
         self._seen.clear()
         try:
-            where = await self._environment(app, create=True)
+            where = await self._environment(order.app, create=True)
             assert where is not None
             with tempfile.TemporaryDirectory(prefix="flash-mothership-") as scratch:
-                specs = [self._as_generated(s, build) for s in specs]
+                build = order.build
+                specs = [self._as_generated(s, build) for s in order.specs]
                 for spec in specs:
                     if spec.role == "mothership":
                         build = with_mothership_handler(
                             build, spec.name, spec.resource_type, Path(scratch)
                         )
-                return await self._deployer(where, on_event, cancel).deploy(specs, build, remove)
+                deployer = self._deployer(where, order.on_event, order.cancel)
+                return await deployer.deploy(specs, build, order.remove)
         finally:
             self._seen.clear()
 
