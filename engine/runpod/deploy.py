@@ -77,18 +77,6 @@ class _Saved:
     error: str | None = None
 
 
-def _result(
-    name: str,
-    action: str,
-    ok: bool,
-    error: str | None = None,
-    *,
-    elapsed_ms: float | None = None,
-    url: str | None = None,
-) -> EndpointResult:
-    return EndpointResult(name, action, ok, error, elapsed_ms=elapsed_ms, url=url)
-
-
 class Deployer:
     """Deploys to / deletes from one environment; one instance per operation."""
 
@@ -126,6 +114,30 @@ class Deployer:
         if self._on_event is not None:
             self._on_event(ProviderEvent(kind, **kwargs))
 
+    def _ended(
+        self,
+        name: str,
+        action: str,
+        state: str,
+        *,
+        error: str | None = None,
+        note: str = "",
+        elapsed_ms: float | None = None,
+        url: str | None = None,
+    ) -> EndpointResult:
+        """Emit an endpoint's last event (`state`) and return its result, failed with `error`
+        when one is given."""
+        message = error or note
+        self._emit(
+            "endpoint",
+            name=name,
+            action=action,
+            state=state,
+            message=message,
+            elapsed_ms=elapsed_ms,
+        )
+        return EndpointResult(name, action, error is None, error, elapsed_ms=elapsed_ms, url=url)
+
     # -- deploy ---------------------------------------------------------------------------
 
     async def deploy(
@@ -160,7 +172,9 @@ class Deployer:
             results.extend(await asyncio.gather(*(self._settle(s, unset) for s in saved)))
             named = {s.name for s in saved}
             results.extend(
-                _result(n, "update", False, e) for n, e in sorted(unset.items()) if n not in named
+                EndpointResult(n, "update", False, e)
+                for n, e in sorted(unset.items())
+                if n not in named
             )
             results.extend(deleted)
         finally:
@@ -289,30 +303,19 @@ class Deployer:
         """The result of one saved endpoint: healthy (or saved, not waited for) or why not."""
         name, action, started = saved.name, saved.action, saved.started
         if saved.target is None:
-            return _result(name, action, False, saved.error)
+            return EndpointResult(name, action, False, saved.error)
         if name in unset:
-            return _result(name, action, False, unset[name], elapsed_ms=_ms(started))
+            return EndpointResult(name, action, False, unset[name], elapsed_ms=_ms(started))
         target = saved.target
         if self.health_wait <= 0:  # asked not to wait: saved is all this run knows
-            elapsed = _ms(started)
-            self._emit("endpoint", name=name, action=action, state="saved", elapsed_ms=elapsed)
-            return _result(name, action, True, elapsed_ms=elapsed, url=target.base_url)
+            return self._ended(name, action, "saved", elapsed_ms=_ms(started), url=target.base_url)
         async with self._limit:
             healthy, detail = await self._wait_healthy(target)
         elapsed = _ms(started)
         if not healthy:
             message = f"saved, but not healthy after {self.health_wait:g} s: {detail}"
-            self._emit(
-                "endpoint",
-                name=name,
-                action=action,
-                state="error",
-                message=message,
-                elapsed_ms=elapsed,
-            )
-            return _result(name, action, False, message, elapsed_ms=elapsed)
-        self._emit("endpoint", name=name, action=action, state=Status.HEALTHY, elapsed_ms=elapsed)
-        return _result(name, action, True, elapsed_ms=elapsed, url=target.base_url)
+            return self._ended(name, action, "error", error=message, elapsed_ms=elapsed)
+        return self._ended(name, action, Status.HEALTHY, elapsed_ms=elapsed, url=target.base_url)
 
     async def _save(
         self, spec: EndpointSpec, entry: Mapping[str, Any], live: Endpoint | None, build_id: str
@@ -386,7 +389,7 @@ class Deployer:
             results = await self._delete_many(targets, live)
             # The endpoints left no longer list the deleted ones in their tables.
             unset = await self._set_tables(live)
-            results.extend(_result(n, "update", False, e) for n, e in sorted(unset.items()))
+            results.extend(EndpointResult(n, "update", False, e) for n, e in sorted(unset.items()))
         finally:
             await self.save_state()
         self._check_state()
@@ -406,8 +409,7 @@ class Deployer:
                 if live is not None:
                     await self._delete_endpoint(live.id)
             except RunPodError as exc:
-                self._emit("endpoint", name=name, action="delete", state="error", message=str(exc))
-                return _result(name, "delete", False, str(exc))
+                return self._ended(name, "delete", "error", error=str(exc))
             template = recorded.template_name if recorded is not None else None
             if template is None and live is not None and live.template is not None:
                 template = live.template.name
@@ -424,15 +426,7 @@ class Deployer:
                 note = (
                     "its template is still held by RunPod; the next deploy or undeploy deletes it"
                 )
-            self._emit(
-                "endpoint",
-                name=name,
-                action="delete",
-                state="removed",
-                message=note,
-                elapsed_ms=_ms(started),
-            )
-            return _result(name, "delete", True, elapsed_ms=_ms(started))
+            return self._ended(name, "delete", "removed", note=note, elapsed_ms=_ms(started))
 
     async def _delete_endpoint(self, endpoint_id: str) -> None:
         try:
