@@ -51,6 +51,7 @@ from runtime.runpod_state import EnvState, ResourceState
 from runtime.runpod_wire import (
     ApiError,
     Endpoint,
+    Operation,
     RunPodApi,
     TemplateInput,
     with_env,
@@ -111,19 +112,13 @@ class _Transport:
     def _redact(self, text: str) -> str:
         return text.replace(self._key, "<redacted>") if len(self._key) >= 4 else text
 
-    async def execute(
-        self,
-        document: str,
-        variables: Mapping[str, Any] | None = None,
-        *,
-        idempotent: bool | None = None,
-    ) -> dict[str, Any]:
+    async def execute(self, operation: Operation) -> dict[str, Any]:
         """One operation's `data` (never retried here: the mothership retries whole passes)."""
-        name = (re.findall(r"(?:query|mutation)\s+(\w+)", document) or ["graphql"])[0]
+        name = operation.name
         try:
             response = await self._http.post(
                 self._url,
-                json={"query": document, "variables": dict(variables or {})},
+                json=operation.body(),
                 headers={"Authorization": f"Bearer {self._key}"},
             )
         except httpx.HTTPError as exc:
