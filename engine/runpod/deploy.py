@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import KW_ONLY, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -77,42 +77,38 @@ class _Saved:
     error: str | None = None
 
 
+# Not compared, and its repr is object's: it holds a connection, not a value.
+@dataclass(eq=False, repr=False)
 class Deployer:
     """Deploys to / deletes from one environment; one instance per operation."""
 
-    def __init__(
-        self,
-        config: RunPodConfig,
-        api: RunPodApi,
-        http: httpx.AsyncClient,
-        where: Environment,
-        env_name: str,
-        *,
-        on_event: EventCallback | None = None,
-        concurrency: int = 4,
-        health_wait: float = 120.0,
-        cancel: asyncio.Event | None = None,
-    ) -> None:
-        self.config = config
-        self.api = api
-        self.http = http
-        self.where = where
-        self.env_name = env_name
-        self._on_event = on_event
-        self._limit = asyncio.Semaphore(max(1, concurrency))
-        self.health_wait = health_wait
-        # Once set, endpoints not saved yet are not saved (a cancelled deploy).
-        self._cancel = cancel or asyncio.Event()
-        self._state_lock = asyncio.Lock()
-        self._state_error: str | None = None
-        # The template env each endpoint was saved with by this operation, by resource name.
-        self._envs: dict[str, list[EnvVar]] = {}
-        self._deleted: set[str] = set()  # deleted by this operation: in no table any more
-        self._recorded: str | None = None  # the build whose manifest this deployer last wrote
+    config: RunPodConfig
+    api: RunPodApi
+    http: httpx.AsyncClient
+    where: Environment
+    env_name: str
+    _: KW_ONLY
+    on_event: EventCallback | None = None
+    concurrency: int = 4
+    health_wait: float = 120.0
+    # Once set, endpoints not saved yet are not saved (a cancelled deploy).
+    cancel: asyncio.Event = field(default_factory=asyncio.Event)
+    _limit: asyncio.Semaphore = field(init=False)
+    _state_lock: asyncio.Lock = field(init=False, default_factory=asyncio.Lock)
+    _state_error: str | None = field(init=False, default=None)
+    # The template env each endpoint was saved with by this operation, by resource name.
+    _envs: dict[str, list[EnvVar]] = field(init=False, default_factory=dict)
+    # Deleted by this operation: in no table any more.
+    _deleted: set[str] = field(init=False, default_factory=set)
+    # The build whose manifest this deployer last wrote.
+    _recorded: str | None = field(init=False, default=None)
+
+    def __post_init__(self) -> None:
+        self._limit = asyncio.Semaphore(max(1, self.concurrency))
 
     def _emit(self, kind: str, **kwargs: Any) -> None:
-        if self._on_event is not None:
-            self._on_event(ProviderEvent(kind, **kwargs))
+        if self.on_event is not None:
+            self.on_event(ProviderEvent(kind, **kwargs))
 
     def _ended(
         self,
@@ -186,7 +182,7 @@ class Deployer:
             tuple(results),
             build_id=uploaded,
             elapsed_ms=_ms(started),
-            cancelled=self._cancel.is_set(),
+            cancelled=self.cancel.is_set(),
         )
 
     async def _upload(self, archive: Path) -> str:
@@ -217,7 +213,7 @@ class Deployer:
         action = "update" if live is not None else "create"
         async with self._limit:
             started = time.perf_counter()
-            if self._cancel.is_set():
+            if self.cancel.is_set():
                 self._emit("endpoint", name=name, action=action, state="cancelled")
                 return _Saved(name, action, started, error=NOT_STARTED)
             self._emit("endpoint", name=name, action=action, state=Status.DEPLOYING)

@@ -353,7 +353,7 @@ class RunPodProvider:
             self.env_name,
             on_event=on_event,
             health_wait=self.health_wait,
-            cancel=cancel,
+            cancel=cancel or asyncio.Event(),
         )
 
     async def deploy(self, order: DeployOrder) -> DeployOutcome:
