@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import asyncio
 import re
-import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -42,22 +41,17 @@ from runtime.runpod_endpoints import (
     DEFAULT_ENDPOINT_BASE,
     DEFAULT_LB_URL,
     Deployment,
-    endpoint_input,
-    image_for,
     lb_url,
-    template_env,
+    save_endpoint,
 )
 from runtime.runpod_health import DEFAULT_HEALTH_WAIT, HEALTH_WAIT_ENV, wait_up
-from runtime.runpod_state import EnvState, ResourceState
+from runtime.runpod_state import EnvState
 from runtime.runpod_wire import (
     ApiError,
     Endpoint,
     Operation,
     RunPodApi,
-    TemplateInput,
-    with_env,
 )
-from runtime.runpod_wire import template_name as new_template_name
 
 __all__ = ["MOTHERSHIP_PLANE_ENV", "RunPodControlPlane", "RunPodSite", "child_env"]
 
@@ -387,62 +381,19 @@ class RunPodControlPlane:
         extra: Mapping[str, str],
     ) -> DeployProgress:
         name = str(spec["name"])
-        resource_type = str(spec.get("resource_type") or "")
-        config = dict(spec.get("config") or {})
-        load_balanced = bool(spec.get("is_load_balanced"))
         where = Deployment(self.site.app, self.environment, self.site.environment_id)
-        image = image_for(resource_type, config, entry)
-        env = template_env(
-            name,
-            resource_type,
-            config,
-            where,
-            load_balanced=load_balanced,
-            fingerprint=str(spec.get("code_hash") or ""),
-            keep=None if live is None else {e.key: e.value for e in live.env or ()},
-        )
-        env = with_env(env, extra)
         recorded = state.resources.get(name)
-        if live is None:
-            template_name = new_template_name(self.site.app, self.environment, name)
-            template = TemplateInput(name=template_name, imageName=image, env=env)
-            payload = endpoint_input(name, resource_type, config, where, template=template)
-            endpoint = await self.api.save_endpoint(payload)
-        else:
-            template_name = recorded.template_name if recorded is not None else None
-            if template_name is None and live.template is not None:
-                template_name = live.template.name
-            if live.templateId and template_name:
-                await self.api.save_template(
-                    TemplateInput(id=live.templateId, name=template_name, imageName=image, env=env)
-                )
-            payload = endpoint_input(
-                name,
-                resource_type,
-                config,
-                where,
-                endpoint_id=live.id,
-                template_id=live.templateId,
-            )
-            endpoint = await self.api.save_endpoint(payload)
-        url = self.url_of(endpoint.id, load_balanced)
-        record = ResourceState(
-            endpoint_id=endpoint.id,
-            resource_type=resource_type,
-            is_load_balanced=load_balanced,
-            template_id=endpoint.templateId,
-            template_name=template_name,
-            image=image,
-            config=config,
-            config_hash=spec.get("config_hash"),
-            code_hash=spec.get("code_hash"),
-            build_id=self.build_id,
-            url=url,
-            ai_key=endpoint.aiKey,
-            deployed_at=time.time(),
-            role="child",
-            mothership=self.site.mothership,
+        saved = await save_endpoint(
+            self.api,
+            where,
+            spec,
+            entry,
+            live,
+            recorded_template=recorded.template_name if recorded is not None else None,
+            extra=extra,
         )
+        url = self.url_of(saved.endpoint.id, bool(spec.get("is_load_balanced")))
+        record = saved.record(url, self.build_id, role="child", mothership=self.site.mothership)
         # Kept, written with the mothership's next state write: a mothership killed before
         # that finds the endpoint again by its environment and name (`_live`).
         self._change(lambda s: s.resources.__setitem__(name, record))

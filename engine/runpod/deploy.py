@@ -48,17 +48,15 @@ from engine.runpod.graphql import GraphQLError, RunPodError
 from engine.status import Status
 from runtime.runpod_endpoints import (
     Deployment,
-    endpoint_input,
+    SavedEndpoint,
     expected_tables,
-    image_for,
+    save_endpoint,
     table_of,
-    template_env,
     with_table,
 )
 from runtime.runpod_plane import MOTHERSHIP_PLANE_ENV
 from runtime.runpod_state import ResourceState
-from runtime.runpod_wire import Endpoint, EnvVar, TemplateInput, with_env
-from runtime.runpod_wire import template_name as new_template_name
+from runtime.runpod_wire import Endpoint, EnvVar, TemplateInput
 
 __all__ = ["Deployer", "mothership_env"]
 
@@ -218,30 +216,17 @@ class Deployer:
                 return _Saved(name, action, started, error=NOT_STARTED)
             self._emit("endpoint", name=name, action=action, state=Status.DEPLOYING)
             try:
-                endpoint, template_name = await self._save(spec, entry, live, build_id)
+                saved = await self._save(spec, entry, live, build_id)
             except (RunPodError, ValueError, KeyError) as exc:
                 message = str(exc)
                 self._emit("endpoint", name=name, action=action, state="error", message=message)
                 return _Saved(name, action, started, error=message)
-            target = endpoint_target(self.config, name, endpoint, spec.is_load_balanced)
+            target = endpoint_target(self.config, name, saved.endpoint, spec.is_load_balanced)
+            record = saved.record(
+                target.base_url, build_id, role=spec.role, mothership=spec.mothership
+            )
             async with self._state_lock:
-                self.where.state.resources[name] = ResourceState(
-                    endpoint_id=endpoint.id,
-                    resource_type=spec.resource_type,
-                    is_load_balanced=spec.is_load_balanced,
-                    template_id=endpoint.templateId,
-                    template_name=template_name,
-                    image=image_for(spec.resource_type, spec.config, entry),
-                    config=dict(spec.config),
-                    config_hash=spec.config_hash,
-                    code_hash=spec.code_hash,
-                    build_id=build_id,
-                    url=target.base_url,
-                    ai_key=endpoint.aiKey,
-                    deployed_at=time.time(),
-                    role=spec.role,
-                    mothership=spec.mothership,
-                )
+                self.where.state.resources[name] = record
             if spec.role == "mothership":
                 # Recorded at once: the mothership starts provisioning once its deploy has
                 # recorded it (runtime.runpod_plane), not after its health was awaited too.
@@ -315,48 +300,23 @@ class Deployer:
 
     async def _save(
         self, spec: EndpointSpec, entry: Mapping[str, Any], live: Endpoint | None, build_id: str
-    ) -> tuple[Endpoint, str | None]:
+    ) -> SavedEndpoint:
         where = Deployment(self.where.app.name, self.env_name, self.where.environment.id)
-        image = image_for(spec.resource_type, spec.config, entry)
         recorded = self.where.state.resources.get(spec.name)
-        # A new endpoint's template gets the env afresh; an update keeps the platform's keys and
-        # the endpoint table of the live one.
-        env = template_env(
-            spec.name,
-            spec.resource_type,
-            spec.config,
+        saved = await save_endpoint(
+            self.api,
             where,
-            load_balanced=spec.is_load_balanced,
-            fingerprint=spec.code_hash or "",
-            keep=None if live is None else {e.key: e.value for e in live.env or ()},
+            spec.model_dump(),
+            entry,
+            live,
+            recorded_template=recorded.template_name if recorded is not None else None,
+            extra=mothership_env(self.config, spec, build_id)
+            if spec.role == "mothership"
+            else None,
         )
-        if spec.role == "mothership":
-            env = with_env(env, mothership_env(self.config, spec, build_id))
-        if live is None:
-            template_name = new_template_name(self.where.app.name, self.env_name, spec.name)
-            template = TemplateInput(name=template_name, imageName=image, env=env)
-            self._envs[spec.name] = env
-            payload = endpoint_input(
-                spec.name, spec.resource_type, spec.config, where, template=template
-            )
-            return await self.api.save_endpoint(payload), template_name
-        template_name = recorded.template_name if recorded is not None else None
-        if template_name is None and live.template is not None:
-            template_name = live.template.name
-        if live.templateId and template_name:
-            await self.api.save_template(
-                TemplateInput(id=live.templateId, name=template_name, imageName=image, env=env)
-            )
-            self._envs[spec.name] = env
-        payload = endpoint_input(
-            spec.name,
-            spec.resource_type,
-            spec.config,
-            where,
-            endpoint_id=live.id,
-            template_id=live.templateId,
-        )
-        return await self.api.save_endpoint(payload), template_name
+        if saved.env is not None:
+            self._envs[spec.name] = saved.env
+        return saved
 
     async def _wait_healthy(self, target: EndpointTarget) -> tuple[bool, str]:
         deadline = time.monotonic() + self.health_wait
