@@ -39,7 +39,7 @@ from engine.localcloud.wire import (
     WorkerIsolationList,
     problem,
 )
-from runtime.control_plane import refusal_detail
+from runtime.control_plane import refusal
 
 __all__ = ["CloudClient"]
 
@@ -107,7 +107,7 @@ class CloudClient:
             ) from exc
         if response.status_code >= 400:
             raise CloudError(
-                f"local cloud: {refusal_detail(response)} (HTTP {response.status_code})",
+                f"local cloud: {refusal(response)}",
                 status=response.status_code,
             )
         return response.json()
@@ -118,7 +118,7 @@ class CloudClient:
                 if response.status_code >= 400:
                     await response.aread()
                     raise CloudError(
-                        f"local cloud: {refusal_detail(response)} (HTTP {response.status_code})",
+                        f"local cloud: {refusal(response)}",
                         status=response.status_code,
                     )
                 async for line in response.aiter_lines():
