@@ -66,13 +66,12 @@ _UPLOAD_TRIES = 3
 
 @dataclass(frozen=True)
 class _Saved:
-    """One endpoint after its saveEndpoint: where it answers, or why it was not saved."""
+    """One endpoint saved by its saveEndpoint, its table and health still to come."""
 
     name: str
     action: str
     started: float
-    target: EndpointTarget | None = None
-    error: str | None = None
+    target: EndpointTarget
 
 
 # Not compared, and its repr is object's: it holds a connection, not a value.
@@ -206,21 +205,22 @@ class Deployer:
 
     async def _save_one(
         self, spec: EndpointSpec, entry: Mapping[str, Any], live: Endpoint | None, build_id: str
-    ) -> _Saved:
+    ) -> _Saved | EndpointResult:
+        """The endpoint saved, or (cancelled, or its save failed) its result."""
         name = spec.name
         action = "update" if live is not None else "create"
         async with self._limit:
             started = time.perf_counter()
             if self.cancel.is_set():
                 self._emit("endpoint", name=name, action=action, state="cancelled")
-                return _Saved(name, action, started, error=NOT_STARTED)
+                return EndpointResult(name, action, False, NOT_STARTED)
             self._emit("endpoint", name=name, action=action, state=Status.DEPLOYING)
             try:
                 saved = await self._save(spec, entry, live, build_id)
             except (RunPodError, ValueError, KeyError) as exc:
                 message = str(exc)
                 self._emit("endpoint", name=name, action=action, state="error", message=message)
-                return _Saved(name, action, started, error=message)
+                return EndpointResult(name, action, False, message)
             target = endpoint_target(self.config, name, saved.endpoint, spec.is_load_balanced)
             record = saved.record(
                 target.base_url, build_id, role=spec.role, mothership=spec.mothership
@@ -231,7 +231,7 @@ class Deployer:
                 # Recorded at once: the mothership starts provisioning once its deploy has
                 # recorded it (runtime.runpod_plane), not after its health was awaited too.
                 await self.save_state()
-            return _Saved(name, action, started, target=target)
+            return _Saved(name, action, started, target)
 
     async def _set_tables(self, live: Mapping[str, Endpoint]) -> dict[str, str]:
         """Give every endpoint of the environment its table of the others where it changed;
@@ -280,11 +280,13 @@ class Deployer:
                 return name, message
         return name, None
 
-    async def _settle(self, saved: _Saved, unset: Mapping[str, str]) -> EndpointResult:
+    async def _settle(
+        self, saved: _Saved | EndpointResult, unset: Mapping[str, str]
+    ) -> EndpointResult:
         """The result of one saved endpoint: healthy (or saved, not waited for) or why not."""
+        if isinstance(saved, EndpointResult):
+            return saved  # not saved: cancelled, or why its save failed
         name, action, started = saved.name, saved.action, saved.started
-        if saved.target is None:
-            return EndpointResult(name, action, False, saved.error)
         if name in unset:
             return EndpointResult(name, action, False, unset[name], elapsed_ms=_ms(started))
         target = saved.target
