@@ -37,6 +37,7 @@ from engine.plan import Plan, local_resources, make_plan
 from engine.provider import (
     BuildRef,
     DeployedEndpoint,
+    DeployOrder,
     EndpointSpec,
     Provider,
     ProviderError,
@@ -166,14 +167,16 @@ async def deploy(
 
     try:
         report.outcome = await provider.deploy(
-            session.app,
-            specs,
-            build,
-            remove=removes,
-            force=force,
-            project_path=root,
-            on_event=forward,
-            cancel=cancel,
+            DeployOrder(
+                session.app,
+                specs,
+                build,
+                remove=removes,
+                force=force,
+                project_path=root,
+                on_event=forward,
+                cancel=cancel,
+            )
         )
     except ProviderError as exc:
         raise OpError(str(exc)) from exc
@@ -243,12 +246,14 @@ async def deploy_mothership(
 
         try:
             report.outcome = await session.provider.deploy(
-                session.app,
-                [spec],
-                build,
-                force=force or moved,
-                project_path=session.root,
-                on_event=forward,
+                DeployOrder(
+                    session.app,
+                    [spec],
+                    build,
+                    force=force or moved,
+                    project_path=session.root,
+                    on_event=forward,
+                )
             )
         except ProviderError as exc:
             raise OpError(str(exc)) from exc

@@ -27,6 +27,7 @@ __all__ = [
     "AppEnvironment",
     "AppSummary",
     "BuildRef",
+    "DeployOrder",
     "DeployOutcome",
     "DeployedEndpoint",
     "DeploymentEvent",
@@ -221,6 +222,26 @@ class DeploymentEvent:
 EventCallback = Callable[[ProviderEvent], None]
 
 
+@dataclass(frozen=True)
+class DeployOrder:
+    """One deploy asked of a provider: create or update `specs` from `build`, delete `remove`.
+
+    `force` redeploys endpoints that did not change; `project_path` is recorded with the app
+    where the target keeps it. `on_event` hears the progress. Once `cancel` is set, endpoints
+    not started yet are left as they were (not recorded as deployed) and those started finish;
+    the outcome is then `cancelled`.
+    """
+
+    app: str
+    specs: Sequence[EndpointSpec]
+    build: BuildRef
+    remove: Sequence[str] = ()
+    force: bool = False
+    project_path: Path | None = None
+    on_event: EventCallback | None = None
+    cancel: asyncio.Event | None = None
+
+
 @runtime_checkable
 class Provider(Protocol):
     """Where endpoints run. Every method may raise `ProviderError`."""
@@ -255,22 +276,9 @@ class Provider(Protocol):
         the target isolates its workers itself (RunPod)."""
         ...
 
-    async def deploy(
-        self,
-        app: str,
-        specs: Sequence[EndpointSpec],
-        build: BuildRef,
-        *,
-        remove: Sequence[str] = (),
-        force: bool = False,
-        project_path: Path | None = None,
-        on_event: EventCallback | None = None,
-        cancel: asyncio.Event | None = None,
-    ) -> DeployOutcome:
-        """Create or update `specs` from `build`, delete `remove`; idempotent per endpoint.
-
-        Once `cancel` is set, endpoints not started yet are left as they were (not recorded
-        as deployed) and those started finish; the outcome is then `cancelled`."""
+    async def deploy(self, order: DeployOrder) -> DeployOutcome:
+        """Create or update `order.specs` from its build, delete `order.remove`; idempotent per
+        endpoint (see `DeployOrder` for cancelling)."""
         ...
 
     async def delete(

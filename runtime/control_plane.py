@@ -26,6 +26,7 @@ __all__ = [
     "LocalControlPlane",
     "PlaneError",
     "PlaneUnavailable",
+    "refusal",
 ]
 
 
@@ -91,13 +92,19 @@ class ControlPlane(Protocol):
         ...
 
 
+def refusal(response: httpx.Response) -> str:
+    """What the local cloud's API said when it refused a request, `why (HTTP status)`: its
+    `detail`, else the start of the body, else the HTTP reason."""
+    return f"{_detail(response)} (HTTP {response.status_code})"
+
+
 def _detail(response: httpx.Response) -> str:
     try:
         data = response.json()
     except ValueError:
-        return response.text[:200] or response.reason_phrase
+        return response.text[:300] or response.reason_phrase
     if isinstance(data, dict) and "detail" in data:
-        return str(data["detail"])[:300]
+        return str(data["detail"])
     return str(data)[:300]
 
 
@@ -147,14 +154,12 @@ class LocalControlPlane:
                 f"local cloud unreachable at {self.base_url}: {type(exc).__name__}: {exc}"
             ) from None
         if response.status_code >= 500:
-            raise PlaneUnavailable(
-                f"local cloud failed: {_detail(response)} (HTTP {response.status_code})"
-            )
+            raise PlaneUnavailable(f"local cloud failed: {refusal(response)}")
         return response
 
     def _check(self, response: httpx.Response, what: str) -> None:
         if response.status_code >= 400:
-            raise PlaneError(f"{what}: {_detail(response)} (HTTP {response.status_code})")
+            raise PlaneError(f"{what}: {refusal(response)}")
 
     async def read_state(self, *, fresh: bool = True) -> dict[str, dict[str, Any]]:
         """The persisted manifest's resources ({} on a 404: nothing persisted yet); always
@@ -190,7 +195,7 @@ class LocalControlPlane:
                 if response.status_code >= 400:
                     await response.aread()
                     error = PlaneUnavailable if response.status_code >= 500 else PlaneError
-                    raise error(f"{path}: {_detail(response)} (HTTP {response.status_code})")
+                    raise error(f"{path}: {refusal(response)}")
                 async for line in response.aiter_lines():
                     if not line.strip():
                         continue

@@ -77,6 +77,7 @@ __all__ = [
     "DEFAULT_RETENTION",
     "DEFAULT_RUNSYNC_WAIT",
     "Job",
+    "QueueLimits",
     "QueueServer",
     "TERMINAL_STATUSES",
 ]
@@ -96,6 +97,21 @@ RETRY_AFTER = b"2"
 JobHandler = Callable[[dict[str, Any]], Awaitable[Any] | Any]
 # Gives a /runsync answer (status, JSON text) to its caller: HTTP or a same-machine frame.
 Reply = Callable[[int, str], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class QueueLimits:
+    """What a queue server takes before it refuses: queued jobs and their input bytes, kept
+    result bytes, a request body's bytes and JSON depth, and stuck handler threads."""
+
+    max_queue_jobs: int = DEFAULT_MAX_QUEUE_JOBS
+    max_queue_bytes: int = DEFAULT_MAX_QUEUE_BYTES
+    max_result_bytes: int = DEFAULT_MAX_RESULT_BYTES
+    # None: RunPod's own caps (MAX_BODY_BYTES for /runsync, MAX_RUN_BODY_BYTES for /run).
+    max_body_bytes: int | None = None
+    max_depth: int = DEFAULT_MAX_DEPTH
+    # None: as many as the server's concurrency.
+    max_stuck: int | None = None
 
 
 @dataclass(frozen=True)
@@ -125,13 +141,8 @@ class QueueServer:
         execution_timeout: float | None = None,
         worker_id: str | None = None,
         shutdown_grace: float = 3.0,
-        max_queue_jobs: int = DEFAULT_MAX_QUEUE_JOBS,
-        max_queue_bytes: int = DEFAULT_MAX_QUEUE_BYTES,
-        max_result_bytes: int = DEFAULT_MAX_RESULT_BYTES,
-        max_body_bytes: int | None = None,
-        max_depth: int = DEFAULT_MAX_DEPTH,
+        limits: QueueLimits = QueueLimits(),
         busy_threads: Callable[[], int] | None = None,
-        max_stuck: int | None = None,
         journal: Path | None = None,
     ) -> None:
         if concurrency < 1:
@@ -155,13 +166,9 @@ class QueueServer:
         self._id_prefix = os.urandom(6).hex()
         self._ids = itertools.count(1)
         self.counts = {"completed": 0, "failed": 0, "retried": 0}
-        self.max_queue_jobs = max_queue_jobs
-        self.max_queue_bytes = max_queue_bytes
-        self.max_result_bytes = max_result_bytes
-        self.max_body_bytes = max_body_bytes
-        self.max_depth = max_depth
+        self.limits = limits
         self.busy_threads = busy_threads
-        self.max_stuck = max_stuck if max_stuck is not None else concurrency
+        self.max_stuck = limits.max_stuck if limits.max_stuck is not None else concurrency
         self.journal = journal
         self.stop_reason: str | None = None  # why jobs unfinished at shutdown fail (if set)
         self._pending_bytes = 0
@@ -279,7 +286,7 @@ class QueueServer:
             self._expiry_sync.append((job.finished + min(self.retention, SYNC_RETENTION), job.id))
         else:
             self._expiry.append((job.finished + self.retention, job.id))
-        if self._result_bytes > self.max_result_bytes:
+        if self._result_bytes > self.limits.max_result_bytes:
             self._evict()
         if job._done is not None and not job._done.done():
             job._done.set_result(None)
@@ -328,7 +335,9 @@ class QueueServer:
     def _evict(self) -> None:
         """Drop the oldest finished jobs until kept results fit in `max_result_bytes`."""
         sync_retention = min(self.retention, SYNC_RETENTION)
-        while self._result_bytes > self.max_result_bytes and (self._expiry or self._expiry_sync):
+        while self._result_bytes > self.limits.max_result_bytes and (
+            self._expiry or self._expiry_sync
+        ):
             # Each queue is in finish order; the older head of the two goes first.
             run_finished = self._expiry[0][0] - self.retention if self._expiry else None
             sync_finished = self._expiry_sync[0][0] - sync_retention if self._expiry_sync else None
@@ -361,7 +370,7 @@ class QueueServer:
             return (
                 f"job {job_id} expired (finished jobs are kept {self.retention:g}s, /runsync "
                 f"ones {min(self.retention, SYNC_RETENTION):g}s, up to "
-                f"{self.max_result_bytes} bytes of results)"
+                f"{self.limits.max_result_bytes} bytes of results)"
             )
         return (
             f"job {job_id} not found (unknown id, or a job of a previous worker of this "
@@ -418,7 +427,7 @@ class QueueServer:
     def _journal_entries(self) -> dict[str, str]:
         """Status bodies of kept /run jobs (newest first, within the result byte budget)."""
         entries: dict[str, str] = {}
-        budget = self.max_result_bytes
+        budget = self.limits.max_result_bytes
         for job in reversed(list(self.jobs.values())):
             if job.finished is None or job.id.startswith("sync-"):
                 continue
@@ -500,20 +509,20 @@ class QueueServer:
     def _admit(self, body: bytes) -> tuple[dict[str, Any], float | None] | _Refusal:
         """The request of a submitted body and its timeout, or (status, error, retry)."""
         try:
-            request = parse_json(body, self.max_depth) if body else None
+            request = parse_json(body, self.limits.max_depth) if body else None
         except BodyError as exc:
             return _Refusal(exc.status, exc.message)
         if not isinstance(request, dict) or "input" not in request:
             return _Refusal(400, 'the request body must be {"input": ...}')
-        if self._running >= self.concurrency and len(self._queue) >= self.max_queue_jobs:
+        if self._running >= self.concurrency and len(self._queue) >= self.limits.max_queue_jobs:
             waiting = len(self._queue)
-            limit = self.max_queue_jobs
+            limit = self.limits.max_queue_jobs
             return _Refusal(429, f"queue is full: {waiting} jobs waiting (limit {limit})", True)
-        if self._pending_bytes + len(body) > self.max_queue_bytes:
+        if self._pending_bytes + len(body) > self.limits.max_queue_bytes:
             return _Refusal(
                 429,
                 f"queue is full: {self._pending_bytes} bytes of pending input, this "
-                f"body {len(body)} bytes (limit {self.max_queue_bytes} bytes)",
+                f"body {len(body)} bytes (limit {self.limits.max_queue_bytes} bytes)",
                 retry=True,
             )
         timeout = None
@@ -527,7 +536,7 @@ class QueueServer:
         if refusal is not None:
             await _respond_refusal(send, refusal)
             return
-        limit = self.max_body_bytes or (MAX_BODY_BYTES if sync else MAX_RUN_BODY_BYTES)
+        limit = self.limits.max_body_bytes or (MAX_BODY_BYTES if sync else MAX_RUN_BODY_BYTES)
         try:
             body = await read_body(receive, limit)
         except BodyError as exc:
@@ -572,7 +581,7 @@ class QueueServer:
         (`runtime.local_frames`): the same checks, limits, queue and answers as over HTTP,
         given to `reply(status, json_text)` once (a job outliving the wait: its status)."""
         refusal = self._refusal()
-        limit = self.max_body_bytes or MAX_BODY_BYTES
+        limit = self.limits.max_body_bytes or MAX_BODY_BYTES
         if refusal is None and len(body) > limit:
             refusal = _Refusal(413, f"request body too large (limit {limit} bytes)")
         admitted = self._admit(body) if refusal is None else refusal

@@ -8,6 +8,9 @@ goes into a template. `endpoint_table` is the `FLASH_ENDPOINTS` value a caller's
 once every endpoint exists: the other endpoints' URLs and endpoint-scoped keys (aiKey), which
 is how deployed workers find each other (RunPod gives a worker nothing else to look them up).
 
+`save_endpoint` creates or updates one endpoint with its template, the same steps for the
+engine's deploy and a mothership's children.
+
 `live_config` reads a live endpoint back: every API field the console can change that differs
 from what its recorded config would send becomes the config value it stands for, so a change
 made behind our back is a field of the drift. Empty and absent lists are the same thing.
@@ -16,12 +19,22 @@ made behind our back is a field of the drift. Empty and absent lists are the sam
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from runtime.resources import ServerlessResource, resource_class
-from runtime.runpod_wire import Endpoint, EndpointInput, EnvVar, TemplateInput
+from runtime.runpod_state import ResourceState
+from runtime.runpod_wire import (
+    Endpoint,
+    EndpointInput,
+    EnvVar,
+    RunPodApi,
+    TemplateInput,
+    with_env,
+)
+from runtime.runpod_wire import template_name as new_template_name
 
 __all__ = [
     "DEFAULT_API_BASE",
@@ -32,6 +45,7 @@ __all__ = [
     "OUR_ENV_KEYS",
     "PLATFORM_ENV_KEYS",
     "Deployment",
+    "SavedEndpoint",
     "default_image",
     "endpoint_input",
     "endpoint_table",
@@ -41,6 +55,7 @@ __all__ = [
     "image_for",
     "live_config",
     "lb_url",
+    "save_endpoint",
     "table_of",
     "template_env",
 ]
@@ -275,6 +290,90 @@ _SCALARS = (
     "scalerType",
     "scalerValue",
 )
+
+
+@dataclass(frozen=True)
+class SavedEndpoint:
+    """One endpoint as `save_endpoint` left it: the manifest's `spec` it was saved from, the
+    endpoint, its template's name and image, and the env its template was given (None when
+    its template is unknown, so not written)."""
+
+    spec: Mapping[str, Any]
+    endpoint: Endpoint
+    template_name: str | None
+    image: str
+    env: list[EnvVar] | None
+
+    def record(
+        self, url: str, build_id: str, *, role: str, mothership: str | None
+    ) -> ResourceState:
+        """Its entry in the environment's state (`deployments`), saved now."""
+        return ResourceState(
+            endpoint_id=self.endpoint.id,
+            resource_type=str(self.spec.get("resource_type") or ""),
+            is_load_balanced=bool(self.spec.get("is_load_balanced")),
+            template_id=self.endpoint.templateId,
+            template_name=self.template_name,
+            image=self.image,
+            config=dict(self.spec.get("config") or {}),
+            config_hash=self.spec.get("config_hash"),
+            code_hash=self.spec.get("code_hash"),
+            build_id=build_id,
+            url=url,
+            ai_key=self.endpoint.aiKey,
+            deployed_at=time.time(),
+            role=role,
+            mothership=mothership,
+        )
+
+
+async def save_endpoint(
+    api: RunPodApi,
+    where: Deployment,
+    spec: Mapping[str, Any],
+    entry: Mapping[str, Any],
+    live: Endpoint | None,
+    *,
+    recorded_template: str | None = None,
+    extra: Mapping[str, str] | None = None,
+) -> SavedEndpoint:
+    """Save the endpoint of `spec` (the manifest's name, resource_type, config,
+    is_load_balanced, code_hash; `entry` its manifest entry): without `live`, created with an
+    inline template; else its template's image and env rewritten first (the template by
+    `recorded_template`, else the live one's name), then the endpoint updated by id. A new
+    template gets the env afresh; an update keeps the platform's keys and the endpoint table
+    of the live one; `extra` is set over it."""
+    name = str(spec["name"])
+    resource_type = str(spec.get("resource_type") or "")
+    config = dict(spec.get("config") or {})
+    image = image_for(resource_type, config, entry)
+    env = template_env(
+        name,
+        resource_type,
+        config,
+        where,
+        load_balanced=bool(spec.get("is_load_balanced")),
+        fingerprint=str(spec.get("code_hash") or ""),
+        keep=None if live is None else {e.key: e.value for e in live.env or ()},
+    )
+    if extra:
+        env = with_env(env, extra)
+    if live is None:
+        new_name = new_template_name(where.app, where.env, name)
+        template = TemplateInput(name=new_name, imageName=image, env=env)
+        payload = endpoint_input(name, resource_type, config, where, template=template)
+        return SavedEndpoint(spec, await api.save_endpoint(payload), new_name, image, env)
+    named = recorded_template or (live.template.name if live.template is not None else None)
+    written = None
+    if live.templateId and named:
+        await api.save_template(
+            TemplateInput(id=live.templateId, name=named, imageName=image, env=env)
+        )
+        written = env
+    payload = endpoint_input(
+        name, resource_type, config, where, endpoint_id=live.id, template_id=live.templateId
+    )
+    return SavedEndpoint(spec, await api.save_endpoint(payload), named, image, written)
 
 
 def live_config(

@@ -28,8 +28,8 @@ from __future__ import annotations
 
 import asyncio
 import re
-import time
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
@@ -41,23 +41,19 @@ from runtime.runpod_endpoints import (
     DEFAULT_ENDPOINT_BASE,
     DEFAULT_LB_URL,
     Deployment,
-    endpoint_input,
-    image_for,
     lb_url,
-    template_env,
+    save_endpoint,
 )
 from runtime.runpod_health import DEFAULT_HEALTH_WAIT, HEALTH_WAIT_ENV, wait_up
-from runtime.runpod_state import EnvState, ResourceState
+from runtime.runpod_state import EnvState
 from runtime.runpod_wire import (
     ApiError,
     Endpoint,
+    Operation,
     RunPodApi,
-    TemplateInput,
-    with_env,
 )
-from runtime.runpod_wire import template_name as new_template_name
 
-__all__ = ["MOTHERSHIP_PLANE_ENV", "RunPodControlPlane", "child_env"]
+__all__ = ["MOTHERSHIP_PLANE_ENV", "RunPodControlPlane", "RunPodSite", "child_env"]
 
 # Set on a mothership's template by the engine: which plane its children are provisioned through.
 MOTHERSHIP_PLANE_ENV = "FLASH_MOTHERSHIP_PLANE"
@@ -111,19 +107,13 @@ class _Transport:
     def _redact(self, text: str) -> str:
         return text.replace(self._key, "<redacted>") if len(self._key) >= 4 else text
 
-    async def execute(
-        self,
-        document: str,
-        variables: Mapping[str, Any] | None = None,
-        *,
-        idempotent: bool | None = None,
-    ) -> dict[str, Any]:
+    async def execute(self, operation: Operation) -> dict[str, Any]:
         """One operation's `data` (never retried here: the mothership retries whole passes)."""
-        name = (re.findall(r"(?:query|mutation)\s+(\w+)", document) or ["graphql"])[0]
+        name = operation.name
         try:
             response = await self._http.post(
                 self._url,
-                json={"query": document, "variables": dict(variables or {})},
+                json=operation.body(),
                 headers={"Authorization": f"Bearer {self._key}"},
             )
         except httpx.HTTPError as exc:
@@ -155,49 +145,26 @@ class _Transport:
         return data
 
 
-class RunPodControlPlane:
-    """RunPod's GraphQL API, for the mothership of one app environment."""
+@dataclass(frozen=True)
+class RunPodSite:
+    """Where a RunPod mothership works: the API (account key and URLs), its app environment
+    and build, its own endpoint, and how long it waits for a saved child to be up."""
 
-    def __init__(
-        self,
-        *,
-        api_key: str,
-        api_base: str,
-        endpoint_base: str,
-        lb_url_template: str,
-        app: str,
-        environment: str,
-        environment_id: str,
-        build_id: str,
-        mothership: str,
-        mothership_id: str,
-        health_wait: float = DEFAULT_HEALTH_WAIT,
-    ) -> None:
-        self.app = app
-        self.environment = environment
-        self.environment_id = environment_id
-        self.build_id = build_id
-        self.mothership = mothership
-        self.mothership_id = mothership_id
-        self._endpoint_base = endpoint_base.rstrip("/")
-        self._lb_url_template = lb_url_template
-        self._http = httpx.AsyncClient(timeout=httpx.Timeout(30.0, connect=5.0), trust_env=False)
-        self.transport = _Transport(api_base.rstrip("/") + "/graphql", api_key, self._http)
-        self.api = RunPodApi(self.transport)
-        self._lock = asyncio.Lock()
-        # The persisted manifest as last read, with this mothership's changes; `_dirty` while
-        # some of them are not written yet.
-        self._kept: dict[str, Any] | None = None
-        self._dirty = False
-        self._changes = 0  # counts `_change` calls: what a write in flight did not include
-        self._health_wait = health_wait
-
-    def __repr__(self) -> str:
-        return f"RunPodControlPlane(app={self.app!r}, environment={self.environment!r})"
+    api_key: str = field(repr=False)
+    api_base: str
+    endpoint_base: str
+    lb_url_template: str
+    app: str
+    environment: str
+    environment_id: str
+    build_id: str
+    mothership: str
+    mothership_id: str
+    health_wait: float = DEFAULT_HEALTH_WAIT
 
     @classmethod
-    def from_env(cls, environ: Mapping[str, str]) -> RunPodControlPlane:
-        """The plane a RunPod mothership's template describes; ValueError names what is
+    def from_env(cls, environ: Mapping[str, str]) -> RunPodSite:
+        """The site a RunPod mothership's template describes; ValueError names what is
         missing (never a value)."""
         values: dict[str, str] = {}
         for name in _REQUIRED:
@@ -221,24 +188,59 @@ class RunPodControlPlane:
             ),
         )
 
+
+class RunPodControlPlane:
+    """RunPod's GraphQL API, for the mothership of one app environment."""
+
+    def __init__(self, site: RunPodSite) -> None:
+        self.site = site
+        self._http = httpx.AsyncClient(timeout=httpx.Timeout(30.0, connect=5.0), trust_env=False)
+        graphql_url = site.api_base.rstrip("/") + "/graphql"
+        self.transport = _Transport(graphql_url, site.api_key, self._http)
+        self.api = RunPodApi(self.transport)
+        self._lock = asyncio.Lock()
+        # The persisted manifest as last read, with this mothership's changes; `_dirty` while
+        # some of them are not written yet.
+        self._kept: dict[str, Any] | None = None
+        self._dirty = False
+        self._changes = 0  # counts `_change` calls: what a write in flight did not include
+
+    def __repr__(self) -> str:
+        return f"RunPodControlPlane(app={self.site.app!r}, environment={self.environment!r})"
+
+    @property
+    def environment(self) -> str:
+        """The app environment whose children this plane provisions."""
+        return self.site.environment
+
+    @property
+    def build_id(self) -> str:
+        """The RunPod build this mothership reconciles (the environment's active one)."""
+        return self.site.build_id
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str]) -> RunPodControlPlane:
+        """The plane a RunPod mothership's template describes (see `RunPodSite.from_env`)."""
+        return cls(RunPodSite.from_env(environ))
+
     def url_of(self, endpoint_id: str, load_balanced: bool) -> str:
         """Where an endpoint answers: its LB host, or its queue API."""
         if load_balanced:
-            return lb_url(self._lb_url_template, endpoint_id)
-        return f"{self._endpoint_base}/{endpoint_id}"
+            return lb_url(self.site.lb_url_template, endpoint_id)
+        return f"{self.site.endpoint_base.rstrip('/')}/{endpoint_id}"
 
     # -- the persisted manifest -----------------------------------------------------------
 
     async def _check_active(self) -> None:
         """PlaneUnavailable unless this mothership's build is the environment's active one."""
         try:
-            app = await self.api.app_by_name(self.app)
+            app = await self.api.app_by_name(self.site.app)
         except PlaneError:
             raise
         except ApiError as exc:  # the wire model's own ("returned nothing" and the like)
             raise PlaneError(str(exc)) from None
         environment = next(
-            (e for e in (app.flashEnvironments if app else []) if e.id == self.environment_id),
+            (e for e in (app.flashEnvironments if app else []) if e.id == self.site.environment_id),
             None,
         )
         if environment is None or environment.activeBuildId != self.build_id:
@@ -257,10 +259,10 @@ class RunPodControlPlane:
         except ApiError as exc:
             raise PlaneError(str(exc)) from None
         manifest = dict(build.manifest or {}) if build is not None else {}
-        recorded = EnvState.from_manifest(manifest).resources.get(self.mothership)
+        recorded = EnvState.from_manifest(manifest).resources.get(self.site.mothership)
         if (
             recorded is None
-            or recorded.endpoint_id != self.mothership_id
+            or recorded.endpoint_id != self.site.mothership_id
             or recorded.build_id != self.build_id
         ):
             # Written whole: writing before the deploy that started us has recorded us would
@@ -337,12 +339,12 @@ class RunPodControlPlane:
                 live[name] = by_id[record.endpoint_id]
         recorded = {r.endpoint_id for r in state.resources.values()}
         for endpoint in endpoints:
-            if endpoint.flashEnvironmentId != self.environment_id or endpoint.id in recorded:
+            if endpoint.flashEnvironmentId != self.site.environment_id or endpoint.id in recorded:
                 continue
             # Created by a pass that died before recording it: adopted, never duplicated.
             name = endpoint.env_value("FLASH_RESOURCE_NAME") or endpoint.name
             live.setdefault(name, endpoint)
-        return state, live, by_id.get(self.mothership_id)
+        return state, live, by_id.get(self.site.mothership_id)
 
     async def deploy(
         self, specs: Sequence[Mapping[str, Any]], on_progress: OnProgress
@@ -379,62 +381,19 @@ class RunPodControlPlane:
         extra: Mapping[str, str],
     ) -> DeployProgress:
         name = str(spec["name"])
-        resource_type = str(spec.get("resource_type") or "")
-        config = dict(spec.get("config") or {})
-        load_balanced = bool(spec.get("is_load_balanced"))
-        where = Deployment(self.app, self.environment, self.environment_id)
-        image = image_for(resource_type, config, entry)
-        env = template_env(
-            name,
-            resource_type,
-            config,
-            where,
-            load_balanced=load_balanced,
-            fingerprint=str(spec.get("code_hash") or ""),
-            keep=None if live is None else {e.key: e.value for e in live.env or ()},
-        )
-        env = with_env(env, extra)
+        where = Deployment(self.site.app, self.environment, self.site.environment_id)
         recorded = state.resources.get(name)
-        if live is None:
-            template_name = new_template_name(self.app, self.environment, name)
-            template = TemplateInput(name=template_name, imageName=image, env=env)
-            payload = endpoint_input(name, resource_type, config, where, template=template)
-            endpoint = await self.api.save_endpoint(payload)
-        else:
-            template_name = recorded.template_name if recorded is not None else None
-            if template_name is None and live.template is not None:
-                template_name = live.template.name
-            if live.templateId and template_name:
-                await self.api.save_template(
-                    TemplateInput(id=live.templateId, name=template_name, imageName=image, env=env)
-                )
-            payload = endpoint_input(
-                name,
-                resource_type,
-                config,
-                where,
-                endpoint_id=live.id,
-                template_id=live.templateId,
-            )
-            endpoint = await self.api.save_endpoint(payload)
-        url = self.url_of(endpoint.id, load_balanced)
-        record = ResourceState(
-            endpoint_id=endpoint.id,
-            resource_type=resource_type,
-            is_load_balanced=load_balanced,
-            template_id=endpoint.templateId,
-            template_name=template_name,
-            image=image,
-            config=config,
-            config_hash=spec.get("config_hash"),
-            code_hash=spec.get("code_hash"),
-            build_id=self.build_id,
-            url=url,
-            ai_key=endpoint.aiKey,
-            deployed_at=time.time(),
-            role="child",
-            mothership=self.mothership,
+        saved = await save_endpoint(
+            self.api,
+            where,
+            spec,
+            entry,
+            live,
+            recorded_template=recorded.template_name if recorded is not None else None,
+            extra=extra,
         )
+        url = self.url_of(saved.endpoint.id, bool(spec.get("is_load_balanced")))
+        record = saved.record(url, self.build_id, role="child", mothership=self.site.mothership)
         # Kept, written with the mothership's next state write: a mothership killed before
         # that finds the endpoint again by its environment and name (`_live`).
         self._change(lambda s: s.resources.__setitem__(name, record))
@@ -513,7 +472,7 @@ class RunPodControlPlane:
                     await on_progress(DeployProgress(name, "error", error="no endpoint recorded"))
                     return
                 up, detail = await wait_up(
-                    client, record.url, record, self._health_wait, asyncio.sleep
+                    client, record.url, record, self.site.health_wait, asyncio.sleep
                 )
                 state = "healthy" if up else "error"
                 await on_progress(DeployProgress(name, state, record.url, None if up else detail))

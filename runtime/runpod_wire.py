@@ -1,18 +1,21 @@
 """RunPod's GraphQL operations with pydantic models of their wire shapes: the one wire model of
 that protocol, used by the engine's RunPod target and by a mothership provisioning on RunPod.
 
-`RunPodApi` runs over any client with `execute(document, variables, *, idempotent)` (the
-engine's `GraphQLClient`, the mothership's plane); it raises its `error` class, `ApiError` unless
-a subclass names another. Every document declares its variables with the API's own input type
-names (`EndpointInput`, `SaveTemplateInput`, ...), as tetra-rp and flash send them.
+`RunPodApi` runs over any client with `execute(operation)` (the engine's `GraphQLClient`, the
+mothership's plane), an `Operation` being a document, its variables and whether it is
+idempotent; it raises its `error` class, `ApiError` unless a subclass names another. Every
+document declares its variables with the API's own input type names (`EndpointInput`,
+`SaveTemplateInput`, ...), as tetra-rp and flash send them.
 Replies are validated into models; an endpoint's `aiKey` never shows in a repr.
 """
 
 from __future__ import annotations
 
 import hashlib
+import re
 import secrets
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -22,6 +25,7 @@ __all__ = [
     "Build",
     "GraphQLExecutor",
     "Endpoint",
+    "Operation",
     "EndpointInput",
     "EnvVar",
     "FlashApp",
@@ -39,16 +43,44 @@ class ApiError(Exception):
     """A RunPod operation failed; the message is for a person and holds no key."""
 
 
+_OPERATION = re.compile(r"^\s*(query|mutation)\b\s*(\w+)?", re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class Operation:
+    """One GraphQL operation: its document and variables, and whether it is `idempotent`
+    (None: queries are, mutations are not), which says whether a failure may be retried."""
+
+    document: str
+    variables: Mapping[str, Any] = field(default_factory=dict)
+    idempotent: bool | None = None
+
+    @property
+    def kind(self) -> str:
+        """`query` or `mutation` (an anonymous `{…}` is a query)."""
+        match = _OPERATION.match(self.document)
+        return match.group(1).lower() if match else "query"
+
+    @property
+    def name(self) -> str:
+        """The operation's name for messages (its kind when it has none)."""
+        match = _OPERATION.match(self.document)
+        return (match.group(2) if match else None) or self.kind
+
+    @property
+    def retryable(self) -> bool:
+        """Whether a failure that may have reached the server can be sent again."""
+        return self.kind == "query" if self.idempotent is None else self.idempotent
+
+    def body(self) -> dict[str, Any]:
+        """The JSON body of its HTTP request."""
+        return {"query": self.document, "variables": dict(self.variables)}
+
+
 class GraphQLExecutor(Protocol):
     """Sends one GraphQL operation and returns its `data`."""
 
-    async def execute(
-        self,
-        document: str,
-        variables: Mapping[str, Any] | None = None,
-        *,
-        idempotent: bool | None = None,
-    ) -> dict[str, Any]:
+    async def execute(self, operation: Operation) -> dict[str, Any]:
         """The operation's `data`; raises on a failure."""
         ...
 
@@ -209,14 +241,14 @@ class RunPodApi:
 
     async def account(self) -> str:
         """Who the key belongs to: the account's email, else its id."""
-        data = await self.client.execute("query myself { myself { id email } }")
+        data = await self.client.execute(Operation("query myself { myself { id email } }"))
         me = data.get("myself") or {}
         return str(me.get("email") or me.get("id") or "unknown account")
 
     async def endpoints(self) -> list[Endpoint]:
         """Every endpoint of the account (`myself { endpoints }`)."""
         data = await self.client.execute(
-            f"query myEndpoints {{ myself {{ endpoints {{ {_ENDPOINT_FIELDS} }} }} }}"
+            Operation(f"query myEndpoints {{ myself {{ endpoints {{ {_ENDPOINT_FIELDS} }} }} }}")
         )
         me = data.get("myself") or {}
         return [Endpoint.model_validate(e) for e in me.get("endpoints") or [] if e]
@@ -224,10 +256,12 @@ class RunPodApi:
     async def save_endpoint(self, endpoint: EndpointInput) -> Endpoint:
         """Create (no `id`) or update an endpoint; an update is safe to retry."""
         data = await self.client.execute(
-            f"mutation saveEndpoint($input: EndpointInput!) {{ saveEndpoint(input: $input) "
-            f"{{ {_ENDPOINT_FIELDS} }} }}",
-            {"input": endpoint.variables()},
-            idempotent=endpoint.id is not None,
+            Operation(
+                f"mutation saveEndpoint($input: EndpointInput!) {{ saveEndpoint(input: $input) "
+                f"{{ {_ENDPOINT_FIELDS} }} }}",
+                {"input": endpoint.variables()},
+                idempotent=endpoint.id is not None,
+            )
         )
         saved = data.get("saveEndpoint")
         if not saved:
@@ -237,18 +271,22 @@ class RunPodApi:
     async def delete_endpoint(self, endpoint_id: str) -> None:
         """Delete an endpoint (idempotent: deleting a gone endpoint is checked by the caller)."""
         await self.client.execute(
-            "mutation deleteEndpoint($id: String!) { deleteEndpoint(id: $id) }",
-            {"id": endpoint_id},
-            idempotent=True,
+            Operation(
+                "mutation deleteEndpoint($id: String!) { deleteEndpoint(id: $id) }",
+                {"id": endpoint_id},
+                idempotent=True,
+            )
         )
 
     async def save_template(self, template: TemplateInput) -> str:
         """Update (with `id`) a template's image and env; returns its id."""
         data = await self.client.execute(
-            "mutation saveTemplate($input: SaveTemplateInput) { saveTemplate(input: $input) "
-            "{ id name } }",
-            {"input": template.model_dump(exclude_none=True)},
-            idempotent=template.id is not None,
+            Operation(
+                "mutation saveTemplate($input: SaveTemplateInput) { saveTemplate(input: $input) "
+                "{ id name } }",
+                {"input": template.model_dump(exclude_none=True)},
+                idempotent=template.id is not None,
+            )
         )
         saved = data.get("saveTemplate") or {}
         return str(saved.get("id") or template.id or "")
@@ -256,19 +294,23 @@ class RunPodApi:
     async def delete_template(self, name: str) -> None:
         """Delete a template by name (fails while an endpoint still uses it)."""
         await self.client.execute(
-            "mutation deleteTemplate($templateName: String!) "
-            "{ deleteTemplate(templateName: $templateName) }",
-            {"templateName": name},
-            idempotent=True,
+            Operation(
+                "mutation deleteTemplate($templateName: String!) "
+                "{ deleteTemplate(templateName: $templateName) }",
+                {"templateName": name},
+                idempotent=True,
+            )
         )
 
     async def app_by_name(self, name: str) -> FlashApp | None:
         """The Flash app named `name`, or None."""
         try:
             data = await self.client.execute(
-                f"query flashAppByName($flashAppName: String!) "
-                f"{{ flashAppByName(flashAppName: $flashAppName) {{ {_APP_FIELDS} }} }}",
-                {"flashAppName": name},
+                Operation(
+                    f"query flashAppByName($flashAppName: String!) "
+                    f"{{ flashAppByName(flashAppName: $flashAppName) {{ {_APP_FIELDS} }} }}",
+                    {"flashAppName": name},
+                )
             )
         except ApiError as exc:
             if "not found" in str(exc).lower():
@@ -280,55 +322,67 @@ class RunPodApi:
     async def create_app(self, name: str) -> FlashApp:
         """Create a Flash app."""
         data = await self.client.execute(
-            f"mutation createFlashApp($input: CreateFlashAppInput!) "
-            f"{{ createFlashApp(input: $input) {{ {_APP_FIELDS} }} }}",
-            {"input": {"name": name}},
+            Operation(
+                f"mutation createFlashApp($input: CreateFlashAppInput!) "
+                f"{{ createFlashApp(input: $input) {{ {_APP_FIELDS} }} }}",
+                {"input": {"name": name}},
+            )
         )
         return FlashApp.model_validate(data.get("createFlashApp") or {})
 
     async def create_environment(self, app_id: str, name: str) -> FlashEnvironment:
         """Create an environment of an app."""
         data = await self.client.execute(
-            "mutation createFlashEnvironment($input: CreateFlashEnvironmentInput!) "
-            "{ createFlashEnvironment(input: $input) { id name activeBuildId } }",
-            {"input": {"flashAppId": app_id, "name": name}},
+            Operation(
+                "mutation createFlashEnvironment($input: CreateFlashEnvironmentInput!) "
+                "{ createFlashEnvironment(input: $input) { id name activeBuildId } }",
+                {"input": {"flashAppId": app_id, "name": name}},
+            )
         )
         return FlashEnvironment.model_validate(data.get("createFlashEnvironment") or {})
 
     async def prepare_upload(self, app_id: str, size: int) -> Upload:
         """A presigned URL to upload a build of `size` bytes to."""
         data = await self.client.execute(
-            "mutation prepareFlashArtifactUpload($input: PrepareFlashArtifactUploadInput!) "
-            "{ prepareFlashArtifactUpload(input: $input) { uploadUrl objectKey expiresAt } }",
-            {"input": {"flashAppId": app_id, "tarballSize": size}},
+            Operation(
+                "mutation prepareFlashArtifactUpload($input: PrepareFlashArtifactUploadInput!) "
+                "{ prepareFlashArtifactUpload(input: $input) { uploadUrl objectKey expiresAt } }",
+                {"input": {"flashAppId": app_id, "tarballSize": size}},
+            )
         )
         return Upload.model_validate(data.get("prepareFlashArtifactUpload") or {})
 
     async def finalize_upload(self, app_id: str, object_key: str) -> Build:
         """Turn an uploaded artifact into a build."""
         data = await self.client.execute(
-            "mutation finalizeFlashArtifactUpload($input: FinalizeFlashArtifactUploadInput!) "
-            "{ finalizeFlashArtifactUpload(input: $input) { id manifest } }",
-            {"input": {"flashAppId": app_id, "objectKey": object_key}},
-            idempotent=True,
+            Operation(
+                "mutation finalizeFlashArtifactUpload($input: FinalizeFlashArtifactUploadInput!) "
+                "{ finalizeFlashArtifactUpload(input: $input) { id manifest } }",
+                {"input": {"flashAppId": app_id, "objectKey": object_key}},
+                idempotent=True,
+            )
         )
         return Build.model_validate(data.get("finalizeFlashArtifactUpload") or {})
 
     async def deploy_build(self, environment_id: str, build_id: str) -> None:
         """Make a build the environment's active build."""
         await self.client.execute(
-            "mutation deployBuildToEnvironment($input: DeployBuildToEnvironmentInput!) "
-            "{ deployBuildToEnvironment(input: $input) { id name } }",
-            {"input": {"flashEnvironmentId": environment_id, "flashBuildId": build_id}},
-            idempotent=True,
+            Operation(
+                "mutation deployBuildToEnvironment($input: DeployBuildToEnvironmentInput!) "
+                "{ deployBuildToEnvironment(input: $input) { id name } }",
+                {"input": {"flashEnvironmentId": environment_id, "flashBuildId": build_id}},
+                idempotent=True,
+            )
         )
 
     async def build(self, build_id: str) -> Build | None:
         """A build with its manifest."""
         data = await self.client.execute(
-            "query flashBuild($flashBuildId: String!) "
-            "{ flashBuild(flashBuildId: $flashBuildId) { id manifest } }",
-            {"flashBuildId": build_id},
+            Operation(
+                "query flashBuild($flashBuildId: String!) "
+                "{ flashBuild(flashBuildId: $flashBuildId) { id manifest } }",
+                {"flashBuildId": build_id},
+            )
         )
         build = data.get("flashBuild")
         return Build.model_validate(build) if build else None
@@ -336,19 +390,23 @@ class RunPodApi:
     async def update_manifest(self, build_id: str, manifest: dict[str, Any]) -> None:
         """Replace a build's persisted manifest (the environment's state)."""
         await self.client.execute(
-            "mutation updateFlashBuildManifest($input: UpdateFlashBuildManifestInput!) "
-            "{ updateFlashBuildManifest(input: $input) { id } }",
-            {"input": {"flashBuildId": build_id, "manifest": manifest}},
-            idempotent=True,
+            Operation(
+                "mutation updateFlashBuildManifest($input: UpdateFlashBuildManifestInput!) "
+                "{ updateFlashBuildManifest(input: $input) { id } }",
+                {"input": {"flashBuildId": build_id, "manifest": manifest}},
+                idempotent=True,
+            )
         )
 
     async def gpu_prices(self, gpu_types: list[str], count: int) -> dict[str, float]:
         """Lowest hourly price of `count` GPUs of each GPU type (types the API does not list
         are left out)."""
         data = await self.client.execute(
-            "query gpuTypes($input: GpuTypeFilter, $count: Int) { gpuTypes(input: $input) "
-            "{ id lowestPrice(input: {gpuCount: $count}) { uninterruptablePrice } } }",
-            {"input": {"ids": gpu_types}, "count": max(1, count)},
+            Operation(
+                "query gpuTypes($input: GpuTypeFilter, $count: Int) { gpuTypes(input: $input) "
+                "{ id lowestPrice(input: {gpuCount: $count}) { uninterruptablePrice } } }",
+                {"input": {"ids": gpu_types}, "count": max(1, count)},
+            )
         )
         out: dict[str, float] = {}
         for item in data.get("gpuTypes") or []:
@@ -361,9 +419,11 @@ class RunPodApi:
         """Hourly serverless price of a CPU instance type, e.g. `cpu3c-2-4` (None if unknown)."""
         flavor = instance_id.split("-", 1)[0]
         data = await self.client.execute(
-            "query cpuFlavors($input: CpuFlavorInput, $specifics: SpecificsInput) "
-            "{ cpuFlavors(input: $input) { id specifics(input: $specifics) { slsPrice } } }",
-            {"input": {"id": flavor}, "specifics": {"instanceId": instance_id}},
+            Operation(
+                "query cpuFlavors($input: CpuFlavorInput, $specifics: SpecificsInput) "
+                "{ cpuFlavors(input: $input) { id specifics(input: $specifics) { slsPrice } } }",
+                {"input": {"id": flavor}, "specifics": {"instanceId": instance_id}},
+            )
         )
         prices = [
             (f.get("specifics") or {}).get("slsPrice") for f in data.get("cpuFlavors") or [] if f

@@ -33,6 +33,7 @@ from runtime.queue_server import (
     DEFAULT_MAX_RESULT_BYTES,
     DEFAULT_RETENTION,
     DEFAULT_RUNSYNC_WAIT,
+    QueueLimits,
     QueueServer,
 )
 from runtime.sandbox import ISOLATION_HEADER
@@ -294,13 +295,15 @@ class WorkerApp:
             or env_number("FLASH_EXECUTION_TIMEOUT", DEFAULT_EXECUTION_TIMEOUT),
             worker_id=f"{self.resource_name}-{os.getpid()}",
             shutdown_grace=1.0,
-            max_queue_jobs=env_int("FLASH_QUEUE_MAX_JOBS", DEFAULT_MAX_QUEUE_JOBS),
-            max_queue_bytes=env_int("FLASH_QUEUE_MAX_BYTES", DEFAULT_MAX_QUEUE_BYTES),
-            max_result_bytes=env_int("FLASH_RESULTS_MAX_BYTES", DEFAULT_MAX_RESULT_BYTES),
-            max_body_bytes=env_int("FLASH_MAX_BODY_BYTES", 1) if body_cap else None,
-            max_depth=env_int("FLASH_JSON_MAX_DEPTH", DEFAULT_MAX_DEPTH),
+            limits=QueueLimits(
+                max_queue_jobs=env_int("FLASH_QUEUE_MAX_JOBS", DEFAULT_MAX_QUEUE_JOBS),
+                max_queue_bytes=env_int("FLASH_QUEUE_MAX_BYTES", DEFAULT_MAX_QUEUE_BYTES),
+                max_result_bytes=env_int("FLASH_RESULTS_MAX_BYTES", DEFAULT_MAX_RESULT_BYTES),
+                max_body_bytes=env_int("FLASH_MAX_BODY_BYTES", 1) if body_cap else None,
+                max_depth=env_int("FLASH_JSON_MAX_DEPTH", DEFAULT_MAX_DEPTH),
+                max_stuck=self.max_stuck,
+            ),
             busy_threads=lambda: self.executor.busy,
-            max_stuck=self.max_stuck,
             journal=Path(journal) if journal else None,
         )
 

@@ -39,6 +39,7 @@ from engine.localcloud.wire import (
     WorkerIsolationList,
     problem,
 )
+from runtime.control_plane import refusal
 
 __all__ = ["CloudClient"]
 
@@ -51,16 +52,6 @@ def _parse(model: type[_Answer], data: Any, what: str) -> _Answer:
         return model.model_validate(data)
     except ValidationError as exc:
         raise CloudError(f"local cloud: unexpected {what}: {problem(exc)}") from None
-
-
-def _detail(response: httpx.Response) -> str:
-    try:
-        data = response.json()
-    except ValueError:
-        return response.text[:300] or response.reason_phrase
-    if isinstance(data, dict) and "detail" in data:
-        return str(data["detail"])
-    return str(data)[:300]
 
 
 def _seconds(timeout: httpx.Timeout, exc: httpx.TimeoutException) -> float:
@@ -116,7 +107,7 @@ class CloudClient:
             ) from exc
         if response.status_code >= 400:
             raise CloudError(
-                f"local cloud: {_detail(response)} (HTTP {response.status_code})",
+                f"local cloud: {refusal(response)}",
                 status=response.status_code,
             )
         return response.json()
@@ -127,7 +118,7 @@ class CloudClient:
                 if response.status_code >= 400:
                     await response.aread()
                     raise CloudError(
-                        f"local cloud: {_detail(response)} (HTTP {response.status_code})",
+                        f"local cloud: {refusal(response)}",
                         status=response.status_code,
                     )
                 async for line in response.aiter_lines():

@@ -1,7 +1,7 @@
 """The local cloud as a provider: deploys through its HTTP API, starting the service on demand.
 
 The local cloud's wire models (`wire.py`) become the provider interface's types here, and only
-here (`_deployed`, `_event`, `_outcome`, `_app`, `_history`).
+here (`_from_wire`, which `_deployed`, `_event` and `_outcome` use).
 """
 
 from __future__ import annotations
@@ -9,8 +9,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
-from pathlib import Path
+from dataclasses import fields
 from typing import Any, TypeVar
+
+from pydantic import BaseModel
 
 from engine.app_environments import DIRECT_ENVIRONMENT, environment_app
 from engine.home import Home
@@ -24,20 +26,17 @@ from engine.localcloud.discovery import (
 )
 from engine.localcloud.roles import DEFAULT_ENVIRONMENT
 from engine.localcloud.wire import (
-    AppRecord,
     BuildSpec,
     DeployEvent,
     DeployRequest,
     EndpointRecord,
-    EndpointSpec,
-    EventRecord,
 )
 from engine.provider import (
     AppEnvironment,
     AppSummary,
-    BuildRef,
     DeployedEndpoint,
     DeploymentEvent,
+    DeployOrder,
     DeployOutcome,
     EndpointResult,
     EndpointTarget,
@@ -50,79 +49,41 @@ from engine.status import Status
 __all__ = ["LocalCloudProvider", "environment_app"]
 
 _T = TypeVar("_T")
+_D = TypeVar("_D")
+
+
+def _from_wire(record: BaseModel, cls: type[_D], **read: Any) -> _D:
+    """A provider interface type (a dataclass) from the wire record's fields of the same names,
+    with `read` (fields the wire names otherwise or leaves blank) over them."""
+    wire = type(record).model_fields
+    same = {f.name: getattr(record, f.name) for f in fields(cls) if f.name in wire}
+    return cls(**{**same, **read})
 
 
 def _deployed(record: EndpointRecord) -> DeployedEndpoint:
-    return DeployedEndpoint(
-        name=record.name,
+    return _from_wire(
+        record,
+        DeployedEndpoint,
         resource_type=str(record.resource_type or ""),
-        is_load_balanced=record.is_load_balanced,
         status=str(record.status or Status.UNHEALTHY),
         config=dict(record.config or {}),
-        config_hash=record.config_hash,
-        code_hash=record.code_hash,
-        build_id=record.build_id,
-        url=record.url,
-        port=record.port,
-        pid=record.pid,
         restarts=int(record.restarts or 0),
-        created_at=record.created_at,
-        updated_at=record.updated_at,
-        started_at=record.started_at,
-        last_error=record.last_error,
-        python=record.python,
-        role=record.role,
-        mothership=record.mothership,
-        environment=record.environment,
     )
 
 
 def _event(event: DeployEvent) -> ProviderEvent:
-    return ProviderEvent(
-        kind=event.type or "event",
-        name=event.name,
-        action=event.action,
-        state=event.state,
-        message=str(event.message or event.error or ""),
-        elapsed_ms=event.elapsed_ms,
-        build_id=event.build_id,
-        url=event.url,
-    )
+    message = str(event.message or event.error or "")
+    return _from_wire(event, ProviderEvent, kind=event.type or "event", message=message)
 
 
 def _outcome(result: DeployEvent) -> DeployOutcome:
     """The `result` event that ends a deploy/undeploy stream, as the provider's outcome."""
     return DeployOutcome(
         ok=bool(result.ok),
-        results=tuple(
-            EndpointResult(
-                name=r.name,
-                action=r.action,
-                ok=r.ok,
-                error=r.error,
-                elapsed_ms=r.elapsed_ms,
-                url=r.url,
-            )
-            for r in result.results or ()
-        ),
+        results=tuple(_from_wire(r, EndpointResult) for r in result.results or ()),
         build_id=result.build_id,
         elapsed_ms=float(result.elapsed_ms or 0.0),
         cancelled=bool(result.cancelled),
-    )
-
-
-def _app(record: AppRecord) -> AppSummary:
-    return AppSummary(record.name, record.project_path, record.endpoints)
-
-
-def _history(record: EventRecord) -> DeploymentEvent:
-    return DeploymentEvent(
-        id=record.id,
-        at=record.at,
-        kind=record.kind,
-        message=record.message,
-        app=record.app,
-        endpoint=record.endpoint,
     )
 
 
@@ -221,7 +182,7 @@ class LocalCloudProvider:
     async def apps(self) -> list[AppSummary]:
         """Every app of the local cloud with its project path and endpoint count."""
         records = await self._call(lambda c: c.apps())
-        return [_app(r) for r in records]
+        return [_from_wire(r, AppSummary) for r in records]
 
     async def environments(self, app: str) -> list[AppEnvironment]:
         """The app's environments on the local cloud (`local` holds direct deploys), each with
@@ -318,41 +279,31 @@ class LocalCloudProvider:
             with contextlib.suppress(CloudError):
                 await cancel(client)
 
-    async def deploy(
-        self,
-        app: str,
-        specs: Sequence[EndpointSpec],
-        build: BuildRef,
-        *,
-        remove: Sequence[str] = (),
-        force: bool = False,
-        project_path: Path | None = None,
-        on_event: EventCallback | None = None,
-        cancel: asyncio.Event | None = None,
-    ) -> DeployOutcome:
+    async def deploy(self, order: DeployOrder) -> DeployOutcome:
         """Send one deploy request (create/update/delete) and follow its progress; once
-        `cancel` is set, the service starts no more endpoints (see `Provider.deploy`)."""
-        mothership = any(s.role == "mothership" for s in specs)
+        `order.cancel` is set, the service starts no more endpoints (see `Provider.deploy`)."""
+        mothership = any(s.role == "mothership" for s in order.specs)
         if mothership and self.env in (None, DIRECT_ENVIRONMENT):
             # Without an environment it would land among the direct deploys and replace them.
             raise ProviderError(
                 "a mothership deploys to an environment: pass --env NAME "
                 f"(not {DIRECT_ENVIRONMENT!r}, direct mode's)"
             )
+        build, cancel = order.build, order.cancel
         request = DeployRequest(
-            project_path=str(project_path) if project_path else None,
+            project_path=str(order.project_path) if order.project_path else None,
             build=BuildSpec(
                 build_id=build.build_id,
                 archive=str(build.archive),
                 build_dir=str(build.build_dir),
                 manifest=build.manifest,
             ),
-            endpoints=list(specs),
-            remove=list(remove),
-            force=force,
+            endpoints=list(order.specs),
+            remove=list(order.remove),
+            force=order.force,
             environment=self.environment_name(mothership),
         )
-        key = self.cloud_app(app)
+        key = self.cloud_app(order.app)
         await self._ensure()
 
         async def cancelled(client: CloudClient) -> None:
@@ -362,7 +313,7 @@ class LocalCloudProvider:
 
         return _outcome(
             await self._run_stream(
-                lambda c: c.deploy(key, request), on_event, cancelled if cancel else None
+                lambda c: c.deploy(key, request), order.on_event, cancelled if cancel else None
             )
         )
 
@@ -451,7 +402,7 @@ class LocalCloudProvider:
         """The app's event log after event id `since`."""
         key = self.cloud_app(app)
         records = await self._call(lambda c: c.events(key, since))
-        return [_history(r) for r in records]
+        return [_from_wire(r, DeploymentEvent) for r in records]
 
     async def costs(self, local: Mapping[str, Mapping[str, Any]]) -> dict[str, str]:
         """The local cloud costs nothing: no notes."""

@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import KW_ONLY, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -48,17 +48,15 @@ from engine.runpod.graphql import GraphQLError, RunPodError
 from engine.status import Status
 from runtime.runpod_endpoints import (
     Deployment,
-    endpoint_input,
+    SavedEndpoint,
     expected_tables,
-    image_for,
+    save_endpoint,
     table_of,
-    template_env,
     with_table,
 )
 from runtime.runpod_plane import MOTHERSHIP_PLANE_ENV
 from runtime.runpod_state import ResourceState
-from runtime.runpod_wire import Endpoint, EnvVar, TemplateInput, with_env
-from runtime.runpod_wire import template_name as new_template_name
+from runtime.runpod_wire import Endpoint, EnvVar, TemplateInput
 
 __all__ = ["Deployer", "mothership_env"]
 
@@ -68,63 +66,70 @@ _UPLOAD_TRIES = 3
 
 @dataclass(frozen=True)
 class _Saved:
-    """One endpoint after its saveEndpoint: where it answers, or why it was not saved."""
+    """One endpoint saved by its saveEndpoint, its table and health still to come."""
 
     name: str
     action: str
     started: float
-    target: EndpointTarget | None = None
-    error: str | None = None
+    target: EndpointTarget
 
 
-def _result(
-    name: str,
-    action: str,
-    ok: bool,
-    error: str | None = None,
-    *,
-    elapsed_ms: float | None = None,
-    url: str | None = None,
-) -> EndpointResult:
-    return EndpointResult(name, action, ok, error, elapsed_ms=elapsed_ms, url=url)
-
-
+# Not compared, and its repr is object's: it holds a connection, not a value.
+@dataclass(eq=False, repr=False)
 class Deployer:
     """Deploys to / deletes from one environment; one instance per operation."""
 
-    def __init__(
-        self,
-        config: RunPodConfig,
-        api: RunPodApi,
-        http: httpx.AsyncClient,
-        where: Environment,
-        env_name: str,
-        *,
-        on_event: EventCallback | None = None,
-        concurrency: int = 4,
-        health_wait: float = 120.0,
-        cancel: asyncio.Event | None = None,
-    ) -> None:
-        self.config = config
-        self.api = api
-        self.http = http
-        self.where = where
-        self.env_name = env_name
-        self._on_event = on_event
-        self._limit = asyncio.Semaphore(max(1, concurrency))
-        self.health_wait = health_wait
-        # Once set, endpoints not saved yet are not saved (a cancelled deploy).
-        self._cancel = cancel or asyncio.Event()
-        self._state_lock = asyncio.Lock()
-        self._state_error: str | None = None
-        # The template env each endpoint was saved with by this operation, by resource name.
-        self._envs: dict[str, list[EnvVar]] = {}
-        self._deleted: set[str] = set()  # deleted by this operation: in no table any more
-        self._recorded: str | None = None  # the build whose manifest this deployer last wrote
+    config: RunPodConfig
+    api: RunPodApi
+    http: httpx.AsyncClient
+    where: Environment
+    env_name: str
+    _: KW_ONLY
+    on_event: EventCallback | None = None
+    concurrency: int = 4
+    health_wait: float = 120.0
+    # Once set, endpoints not saved yet are not saved (a cancelled deploy).
+    cancel: asyncio.Event = field(default_factory=asyncio.Event)
+    _limit: asyncio.Semaphore = field(init=False)
+    _state_lock: asyncio.Lock = field(init=False, default_factory=asyncio.Lock)
+    _state_error: str | None = field(init=False, default=None)
+    # The template env each endpoint was saved with by this operation, by resource name.
+    _envs: dict[str, list[EnvVar]] = field(init=False, default_factory=dict)
+    # Deleted by this operation: in no table any more.
+    _deleted: set[str] = field(init=False, default_factory=set)
+    # The build whose manifest this deployer last wrote.
+    _recorded: str | None = field(init=False, default=None)
+
+    def __post_init__(self) -> None:
+        self._limit = asyncio.Semaphore(max(1, self.concurrency))
 
     def _emit(self, kind: str, **kwargs: Any) -> None:
-        if self._on_event is not None:
-            self._on_event(ProviderEvent(kind, **kwargs))
+        if self.on_event is not None:
+            self.on_event(ProviderEvent(kind, **kwargs))
+
+    def _ended(
+        self,
+        name: str,
+        action: str,
+        state: str,
+        *,
+        error: str | None = None,
+        note: str = "",
+        elapsed_ms: float | None = None,
+        url: str | None = None,
+    ) -> EndpointResult:
+        """Emit an endpoint's last event (`state`) and return its result, failed with `error`
+        when one is given."""
+        message = error or note
+        self._emit(
+            "endpoint",
+            name=name,
+            action=action,
+            state=state,
+            message=message,
+            elapsed_ms=elapsed_ms,
+        )
+        return EndpointResult(name, action, error is None, error, elapsed_ms=elapsed_ms, url=url)
 
     # -- deploy ---------------------------------------------------------------------------
 
@@ -160,7 +165,9 @@ class Deployer:
             results.extend(await asyncio.gather(*(self._settle(s, unset) for s in saved)))
             named = {s.name for s in saved}
             results.extend(
-                _result(n, "update", False, e) for n, e in sorted(unset.items()) if n not in named
+                EndpointResult(n, "update", False, e)
+                for n, e in sorted(unset.items())
+                if n not in named
             )
             results.extend(deleted)
         finally:
@@ -172,7 +179,7 @@ class Deployer:
             tuple(results),
             build_id=uploaded,
             elapsed_ms=_ms(started),
-            cancelled=self._cancel.is_set(),
+            cancelled=self.cancel.is_set(),
         )
 
     async def _upload(self, archive: Path) -> str:
@@ -198,45 +205,33 @@ class Deployer:
 
     async def _save_one(
         self, spec: EndpointSpec, entry: Mapping[str, Any], live: Endpoint | None, build_id: str
-    ) -> _Saved:
+    ) -> _Saved | EndpointResult:
+        """The endpoint saved, or (cancelled, or its save failed) its result."""
         name = spec.name
         action = "update" if live is not None else "create"
         async with self._limit:
             started = time.perf_counter()
-            if self._cancel.is_set():
+            if self.cancel.is_set():
                 self._emit("endpoint", name=name, action=action, state="cancelled")
-                return _Saved(name, action, started, error=NOT_STARTED)
+                return EndpointResult(name, action, False, NOT_STARTED)
             self._emit("endpoint", name=name, action=action, state=Status.DEPLOYING)
             try:
-                endpoint, template_name = await self._save(spec, entry, live, build_id)
+                saved = await self._save(spec, entry, live, build_id)
             except (RunPodError, ValueError, KeyError) as exc:
                 message = str(exc)
                 self._emit("endpoint", name=name, action=action, state="error", message=message)
-                return _Saved(name, action, started, error=message)
-            target = endpoint_target(self.config, name, endpoint, spec.is_load_balanced)
+                return EndpointResult(name, action, False, message)
+            target = endpoint_target(self.config, name, saved.endpoint, spec.is_load_balanced)
+            record = saved.record(
+                target.base_url, build_id, role=spec.role, mothership=spec.mothership
+            )
             async with self._state_lock:
-                self.where.state.resources[name] = ResourceState(
-                    endpoint_id=endpoint.id,
-                    resource_type=spec.resource_type,
-                    is_load_balanced=spec.is_load_balanced,
-                    template_id=endpoint.templateId,
-                    template_name=template_name,
-                    image=image_for(spec.resource_type, spec.config, entry),
-                    config=dict(spec.config),
-                    config_hash=spec.config_hash,
-                    code_hash=spec.code_hash,
-                    build_id=build_id,
-                    url=target.base_url,
-                    ai_key=endpoint.aiKey,
-                    deployed_at=time.time(),
-                    role=spec.role,
-                    mothership=spec.mothership,
-                )
+                self.where.state.resources[name] = record
             if spec.role == "mothership":
                 # Recorded at once: the mothership starts provisioning once its deploy has
                 # recorded it (runtime.runpod_plane), not after its health was awaited too.
                 await self.save_state()
-            return _Saved(name, action, started, target=target)
+            return _Saved(name, action, started, target)
 
     async def _set_tables(self, live: Mapping[str, Endpoint]) -> dict[str, str]:
         """Give every endpoint of the environment its table of the others where it changed;
@@ -285,79 +280,45 @@ class Deployer:
                 return name, message
         return name, None
 
-    async def _settle(self, saved: _Saved, unset: Mapping[str, str]) -> EndpointResult:
+    async def _settle(
+        self, saved: _Saved | EndpointResult, unset: Mapping[str, str]
+    ) -> EndpointResult:
         """The result of one saved endpoint: healthy (or saved, not waited for) or why not."""
+        if isinstance(saved, EndpointResult):
+            return saved  # not saved: cancelled, or why its save failed
         name, action, started = saved.name, saved.action, saved.started
-        if saved.target is None:
-            return _result(name, action, False, saved.error)
         if name in unset:
-            return _result(name, action, False, unset[name], elapsed_ms=_ms(started))
+            return EndpointResult(name, action, False, unset[name], elapsed_ms=_ms(started))
         target = saved.target
         if self.health_wait <= 0:  # asked not to wait: saved is all this run knows
-            elapsed = _ms(started)
-            self._emit("endpoint", name=name, action=action, state="saved", elapsed_ms=elapsed)
-            return _result(name, action, True, elapsed_ms=elapsed, url=target.base_url)
+            return self._ended(name, action, "saved", elapsed_ms=_ms(started), url=target.base_url)
         async with self._limit:
             healthy, detail = await self._wait_healthy(target)
         elapsed = _ms(started)
         if not healthy:
             message = f"saved, but not healthy after {self.health_wait:g} s: {detail}"
-            self._emit(
-                "endpoint",
-                name=name,
-                action=action,
-                state="error",
-                message=message,
-                elapsed_ms=elapsed,
-            )
-            return _result(name, action, False, message, elapsed_ms=elapsed)
-        self._emit("endpoint", name=name, action=action, state=Status.HEALTHY, elapsed_ms=elapsed)
-        return _result(name, action, True, elapsed_ms=elapsed, url=target.base_url)
+            return self._ended(name, action, "error", error=message, elapsed_ms=elapsed)
+        return self._ended(name, action, Status.HEALTHY, elapsed_ms=elapsed, url=target.base_url)
 
     async def _save(
         self, spec: EndpointSpec, entry: Mapping[str, Any], live: Endpoint | None, build_id: str
-    ) -> tuple[Endpoint, str | None]:
+    ) -> SavedEndpoint:
         where = Deployment(self.where.app.name, self.env_name, self.where.environment.id)
-        image = image_for(spec.resource_type, spec.config, entry)
         recorded = self.where.state.resources.get(spec.name)
-        # A new endpoint's template gets the env afresh; an update keeps the platform's keys and
-        # the endpoint table of the live one.
-        env = template_env(
-            spec.name,
-            spec.resource_type,
-            spec.config,
+        saved = await save_endpoint(
+            self.api,
             where,
-            load_balanced=spec.is_load_balanced,
-            fingerprint=spec.code_hash or "",
-            keep=None if live is None else {e.key: e.value for e in live.env or ()},
+            spec.model_dump(),
+            entry,
+            live,
+            recorded_template=recorded.template_name if recorded is not None else None,
+            extra=mothership_env(self.config, spec, build_id)
+            if spec.role == "mothership"
+            else None,
         )
-        if spec.role == "mothership":
-            env = with_env(env, mothership_env(self.config, spec, build_id))
-        if live is None:
-            template_name = new_template_name(self.where.app.name, self.env_name, spec.name)
-            template = TemplateInput(name=template_name, imageName=image, env=env)
-            self._envs[spec.name] = env
-            payload = endpoint_input(
-                spec.name, spec.resource_type, spec.config, where, template=template
-            )
-            return await self.api.save_endpoint(payload), template_name
-        template_name = recorded.template_name if recorded is not None else None
-        if template_name is None and live.template is not None:
-            template_name = live.template.name
-        if live.templateId and template_name:
-            await self.api.save_template(
-                TemplateInput(id=live.templateId, name=template_name, imageName=image, env=env)
-            )
-            self._envs[spec.name] = env
-        payload = endpoint_input(
-            spec.name,
-            spec.resource_type,
-            spec.config,
-            where,
-            endpoint_id=live.id,
-            template_id=live.templateId,
-        )
-        return await self.api.save_endpoint(payload), template_name
+        if saved.env is not None:
+            self._envs[spec.name] = saved.env
+        return saved
 
     async def _wait_healthy(self, target: EndpointTarget) -> tuple[bool, str]:
         deadline = time.monotonic() + self.health_wait
@@ -386,7 +347,7 @@ class Deployer:
             results = await self._delete_many(targets, live)
             # The endpoints left no longer list the deleted ones in their tables.
             unset = await self._set_tables(live)
-            results.extend(_result(n, "update", False, e) for n, e in sorted(unset.items()))
+            results.extend(EndpointResult(n, "update", False, e) for n, e in sorted(unset.items()))
         finally:
             await self.save_state()
         self._check_state()
@@ -406,8 +367,7 @@ class Deployer:
                 if live is not None:
                     await self._delete_endpoint(live.id)
             except RunPodError as exc:
-                self._emit("endpoint", name=name, action="delete", state="error", message=str(exc))
-                return _result(name, "delete", False, str(exc))
+                return self._ended(name, "delete", "error", error=str(exc))
             template = recorded.template_name if recorded is not None else None
             if template is None and live is not None and live.template is not None:
                 template = live.template.name
@@ -424,15 +384,7 @@ class Deployer:
                 note = (
                     "its template is still held by RunPod; the next deploy or undeploy deletes it"
                 )
-            self._emit(
-                "endpoint",
-                name=name,
-                action="delete",
-                state="removed",
-                message=note,
-                elapsed_ms=_ms(started),
-            )
-            return _result(name, "delete", True, elapsed_ms=_ms(started))
+            return self._ended(name, "delete", "removed", note=note, elapsed_ms=_ms(started))
 
     async def _delete_endpoint(self, endpoint_id: str) -> None:
         try:

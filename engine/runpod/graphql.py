@@ -16,7 +16,7 @@ import json
 import random
 import re
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
 from typing import Any
@@ -25,7 +25,7 @@ import httpx
 
 from engine.provider import ProviderError
 from engine.runpod.config import RunPodConfig
-from runtime.runpod_wire import ApiError
+from runtime.runpod_wire import ApiError, Operation
 
 __all__ = [
     "AuthError",
@@ -41,7 +41,6 @@ _TRANSIENT = re.compile(
     r"|temporarily unavailable",
     re.IGNORECASE,
 )
-_OPERATION = re.compile(r"^\s*(query|mutation)\b\s*(\w+)?", re.IGNORECASE)
 _BODY_SHOWN = 300  # characters of an unexpected answer quoted in a message
 
 
@@ -102,22 +101,13 @@ class GraphQLClient:
     def __repr__(self) -> str:
         return f"GraphQLClient({self.config.graphql_url!r}, calls={self.calls})"
 
-    async def execute(
-        self,
-        document: str,
-        variables: Mapping[str, Any] | None = None,
-        *,
-        idempotent: bool | None = None,
-    ) -> dict[str, Any]:
-        """Send one operation and return its `data`; retried per the module's rules.
-
-        `idempotent`: None means "queries yes, mutations no".
-        """
-        kind, name = _operation(document)
-        retry_failures = (kind == "query") if idempotent is None else idempotent
+    async def execute(self, operation: Operation) -> dict[str, Any]:
+        """Send one operation and return its `data`; retried per the module's rules (failures
+        of an operation that is not `retryable` only when nothing was applied: 429)."""
+        name, retry_failures = operation.name, operation.retryable
         attempt = 0
         while True:
-            outcome = await self._once(name, document, variables)
+            outcome = await self._once(operation)
             if isinstance(outcome, dict):
                 return outcome
             throttled = outcome.wait is not None
@@ -134,14 +124,13 @@ class GraphQLClient:
             await self.sleep(wait)
             attempt += 1
 
-    async def _once(
-        self, name: str, document: str, variables: Mapping[str, Any] | None
-    ) -> dict[str, Any] | _Attempt:
+    async def _once(self, operation: Operation) -> dict[str, Any] | _Attempt:
+        name = operation.name
         self.calls += 1
         try:
             response = await self.http.post(
                 self.config.graphql_url,
-                json={"query": document, "variables": dict(variables or {})},
+                json=operation.body(),
                 headers={"Authorization": f"Bearer {self.config.api_key}"},
                 timeout=self.timeout,
             )
@@ -198,14 +187,6 @@ class GraphQLClient:
             return response.json()
         except (ValueError, json.JSONDecodeError):
             return None
-
-
-def _operation(document: str) -> tuple[str, str]:
-    """(`query`|`mutation`, operation name) of a document; anonymous `{…}` is a query."""
-    match = _OPERATION.match(document)
-    if match is None:
-        return "query", "query"
-    return match.group(1).lower(), match.group(2) or match.group(1).lower()
 
 
 def _error_message(error: Any) -> str:

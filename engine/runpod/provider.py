@@ -33,6 +33,7 @@ from engine.provider import (
     BuildRef,
     DeployedEndpoint,
     DeploymentEvent,
+    DeployOrder,
     DeployOutcome,
     EndpointResult,
     EndpointSpec,
@@ -216,91 +217,63 @@ class RunPodProvider:
         back onto the config the environment's active build was made with, so what the API
         shows decides the drift."""
         load_balanced = (live.type or "").upper() == "LB"
-        url = endpoint_target(self.config, name, live, load_balanced).base_url
         resource_type = live.env_value("FLASH_RESOURCE_TYPE") or ""
         built = entry.get("config") if isinstance(entry, Mapping) else None
+        adopted = DeployedEndpoint(
+            name=name,
+            resource_type=resource_type,
+            is_load_balanced=load_balanced,
+            status=Status.DEPLOYING,
+            url=endpoint_target(self.config, name, live, load_balanced).base_url,
+            last_error="not recorded by the deploy that created it",
+        )
         if not resource_type or not isinstance(built, Mapping):
-            # Nothing says what it was made from: deploying again settles it.
-            return DeployedEndpoint(
-                name=name,
-                resource_type=resource_type,
-                is_load_balanced=load_balanced,
-                status=Status.DEPLOYING,
-                url=url,
-                last_error="not recorded by the deploy that created it",
-            )
-        return self._read_back(name, resource_type, load_balanced, built, live, recorded_hash=None)
+            return adopted  # nothing says what it was made from: deploying again settles it
+        return self._read_back(replace(adopted, config=dict(built)), live)
 
     def _deployed(
         self, name: str, state: ResourceState | None, live: Endpoint | None
     ) -> DeployedEndpoint:
         assert state is not None
-        deployed = self._recorded(name, state, live)
-        return replace(
-            deployed, role=state.role, mothership=state.mothership, environment=self.env_name
-        )
-
-    def _recorded(self, name: str, state: ResourceState, live: Endpoint | None) -> DeployedEndpoint:
-        if live is None:
-            return DeployedEndpoint(
-                name=name,
-                resource_type=state.resource_type,
-                is_load_balanced=state.is_load_balanced,
-                status=Status.FAILED,
-                config=dict(state.config),
-                config_hash=state.config_hash,
-                code_hash=state.code_hash,
-                build_id=state.build_id,
-                url=state.url,
-                updated_at=state.deployed_at,
-                last_error="the endpoint no longer exists on RunPod",
-            )
-        return self._read_back(
-            name,
-            state.resource_type,
-            state.is_load_balanced,
-            state.config,
-            live,
-            recorded_hash=state.config_hash,
+        recorded = DeployedEndpoint(
+            name=name,
+            resource_type=state.resource_type,
+            is_load_balanced=state.is_load_balanced,
+            status=Status.FAILED,
+            config=dict(state.config),
+            config_hash=state.config_hash,
             code_hash=state.code_hash,
             build_id=state.build_id,
+            url=state.url,
             updated_at=state.deployed_at,
+            last_error="the endpoint no longer exists on RunPod",
+            role=state.role,
+            mothership=state.mothership,
+            environment=self.env_name,
         )
+        return recorded if live is None else self._read_back(recorded, live)
 
-    def _read_back(
-        self,
-        name: str,
-        resource_type: str,
-        load_balanced: bool,
-        recorded: Mapping[str, Any],
-        live: Endpoint,
-        *,
-        recorded_hash: str | None,
-        code_hash: str | None = None,
-        build_id: str | None = None,
-        updated_at: float | None = None,
-    ) -> DeployedEndpoint:
+    def _read_back(self, recorded: DeployedEndpoint, live: Endpoint) -> DeployedEndpoint:
         """A live endpoint read back onto the config it was recorded (or built) with, so a
-        field changed in RunPod's console shows as drift. `recorded_hash` stays while nothing
-        changed; without a record (`None` from `_adopted`) the hash is always recomputed."""
-        config, changed = live_config(resource_type, recorded, live)
-        digest = recorded_hash
-        if changed or recorded_hash is None:
+        field changed in RunPod's console shows as drift. The recorded hash stays while nothing
+        changed; without one (an adopted endpoint) it is always recomputed."""
+        config, changed = live_config(recorded.resource_type, recorded.config, live)
+        digest = recorded.config_hash
+        if changed or digest is None:
             try:
-                digest = config_hash(resource_type, config)
+                digest = config_hash(recorded.resource_type, config)
             except (ValueError, KeyError):
                 digest = None
-        return DeployedEndpoint(
-            name=name,
-            resource_type=resource_type,
-            is_load_balanced=load_balanced,
+        return replace(
+            recorded,
             status=Status.HEALTHY,
             config=config,
             config_hash=digest,
-            code_hash=live.env_value(FINGERPRINT_ENV) or code_hash,
-            build_id=build_id,
-            url=endpoint_target(self.config, name, live, load_balanced).base_url,
-            updated_at=updated_at,
+            code_hash=live.env_value(FINGERPRINT_ENV) or recorded.code_hash,
+            url=endpoint_target(
+                self.config, recorded.name, live, recorded.is_load_balanced
+            ).base_url,
+            last_error=None,
         )
 
     def environment_name(self, mothership: bool) -> str:
@@ -380,35 +353,26 @@ class RunPodProvider:
             self.env_name,
             on_event=on_event,
             health_wait=self.health_wait,
-            cancel=cancel,
+            cancel=cancel or asyncio.Event(),
         )
 
-    async def deploy(
-        self,
-        app: str,
-        specs: Sequence[EndpointSpec],
-        build: BuildRef,
-        *,
-        remove: Sequence[str] = (),
-        force: bool = False,
-        project_path: Path | None = None,
-        on_event: EventCallback | None = None,
-        cancel: asyncio.Event | None = None,
-    ) -> DeployOutcome:
-        """Upload the build to the environment, then create/update `specs`, delete `remove`;
-        once `cancel` is set, endpoints not saved yet are left as they are."""
+    async def deploy(self, order: DeployOrder) -> DeployOutcome:
+        """Upload the build to the environment, then create/update the specs, delete
+        `order.remove`; once `order.cancel` is set, endpoints not saved yet are left as they are."""
         self._seen.clear()
         try:
-            where = await self._environment(app, create=True)
+            where = await self._environment(order.app, create=True)
             assert where is not None
             with tempfile.TemporaryDirectory(prefix="flash-mothership-") as scratch:
-                specs = [self._as_generated(s, build) for s in specs]
+                build = order.build
+                specs = [self._as_generated(s, build) for s in order.specs]
                 for spec in specs:
                     if spec.role == "mothership":
                         build = with_mothership_handler(
                             build, spec.name, spec.resource_type, Path(scratch)
                         )
-                return await self._deployer(where, on_event, cancel).deploy(specs, build, remove)
+                deployer = self._deployer(where, order.on_event, order.cancel)
+                return await deployer.deploy(specs, build, order.remove)
         finally:
             self._seen.clear()
 

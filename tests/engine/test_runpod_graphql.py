@@ -32,6 +32,7 @@ from engine.runpod.graphql import (
     RetryPolicy,
     TransientError,
 )
+from runtime.runpod_wire import Operation
 
 KEY = "rpa_TESTKEY_graphql_0123456789"
 
@@ -165,7 +166,7 @@ async def test_bearer_key_and_data(server: tuple[ScriptedServer, str], script: S
     script.answers = [OK]
     async with httpx.AsyncClient() as http:
         client = _client(server[1], http)
-        data = await client.execute(QUERY)
+        data = await client.execute(Operation(QUERY))
     assert data["myself"]["email"] == "me@example.com"
     assert script.seen[0]["auth"] == f"Bearer {KEY}"
     assert KEY not in repr(client)
@@ -179,7 +180,7 @@ async def test_rejected_key_names_its_source(
     async with httpx.AsyncClient() as http:
         client = _client(server[1], http)
         with pytest.raises(AuthError) as caught:
-            await client.execute(QUERY)
+            await client.execute(Operation(QUERY))
     assert "RUNPOD_API_KEY" in str(caught.value) and str(status) in str(caught.value)
     assert KEY not in str(caught.value)
     assert client.calls == 1  # a refused key is not retried
@@ -191,7 +192,8 @@ async def test_429_waits_for_retry_after_then_succeeds(
     script.answers = [Answer(429, {"errors": [{"message": "slow down"}]}, {"Retry-After": "1"}), OK]
     async with httpx.AsyncClient() as http:
         client = _client(server[1], http)
-        data = await client.execute(CREATE, {"input": {}})  # even a create: 429 applied nothing
+        # Even a create: a 429 applied nothing.
+        data = await client.execute(Operation(CREATE, {"input": {}}))
     assert data["myself"]["id"] == "u1"
     assert client.calls == 2 and client.waits == [1.0]
 
@@ -202,7 +204,7 @@ async def test_5xx_retries_queries_with_backoff(
     script.answers = [Answer(502, {}), Answer(503, {}), OK]
     async with httpx.AsyncClient() as http:
         client = _client(server[1], http)
-        data = await client.execute(QUERY)
+        data = await client.execute(Operation(QUERY))
     assert data["myself"]["id"] == "u1" and client.calls == 3
     first, second = client.waits
     assert 0.04 <= first <= 0.06 and 0.08 <= second <= 0.12  # base·2^n ± 20 % jitter
@@ -213,7 +215,7 @@ async def test_5xx_retries_are_bounded(server: tuple[ScriptedServer, str], scrip
     async with httpx.AsyncClient() as http:
         client = _client(server[1], http)
         with pytest.raises(TransientError, match="HTTP 500"):
-            await client.execute(QUERY)
+            await client.execute(Operation(QUERY))
     assert client.calls == 3
 
 
@@ -224,10 +226,11 @@ async def test_a_create_is_not_retried_after_a_5xx(
     async with httpx.AsyncClient() as http:
         client = _client(server[1], http)
         with pytest.raises(TransientError, match="not retried"):
-            await client.execute(CREATE, {"input": {}})
+            await client.execute(Operation(CREATE, {"input": {}}))
         assert client.calls == 1
         script.answers = [Answer(503, {}), OK]
-        await client.execute(CREATE, {"input": {"id": "e1"}}, idempotent=True)  # an update is
+        # An update is idempotent: retried.
+        await client.execute(Operation(CREATE, {"input": {"id": "e1"}}, idempotent=True))
     assert client.calls == 3
 
 
@@ -237,7 +240,7 @@ async def test_timeouts_are_retried_for_queries(
     script.answers = [Answer(200, OK.body, delay=1.0), OK]
     async with httpx.AsyncClient() as http:
         client = _client(server[1], http, timeout=0.3)
-        data = await client.execute(QUERY)
+        data = await client.execute(Operation(QUERY))
     assert data["myself"]["id"] == "u1" and client.calls == 2
 
 
@@ -248,14 +251,14 @@ async def test_graphql_errors_with_http_200(
     async with httpx.AsyncClient() as http:
         client = _client(server[1], http)
         with pytest.raises(GraphQLError) as caught:
-            await client.execute(QUERY)
+            await client.execute(Operation(QUERY))
         assert client.calls == 1 and KEY not in str(caught.value)
         assert "invalid input" in str(caught.value)
         script.answers = [
             Answer(200, {"errors": [{"message": "Service Unavailable, try again later"}]}),
             OK,
         ]
-        await client.execute(QUERY)
+        await client.execute(Operation(QUERY))
     assert client.calls == 3  # the transient one was retried
 
 
@@ -266,6 +269,16 @@ async def test_unreachable_api_is_one_line_without_key(tmp_path: Path) -> None:
     async with httpx.AsyncClient() as http:
         client = GraphQLClient(config, http, policy=RetryPolicy(attempts=2, base=0.01))
         with pytest.raises(TransientError) as caught:
-            await client.execute(QUERY)
+            await client.execute(Operation(QUERY))
     assert "unreachable" in str(caught.value) and KEY not in str(caught.value)
     assert "\n" not in str(caught.value)
+
+
+def test_an_operation_knows_its_kind_name_and_whether_a_failure_may_be_retried() -> None:
+    create = Operation("mutation saveEndpoint($input: EndpointInput!) { x }", {"input": {}})
+    assert (create.kind, create.name, create.retryable) == ("mutation", "saveEndpoint", False)
+    assert Operation(create.document, idempotent=True).retryable
+    anonymous = Operation("  { myself { id } }")
+    assert (anonymous.kind, anonymous.name, anonymous.retryable) == ("query", "query", True)
+    assert not Operation("query myself { myself { id } }", idempotent=False).retryable
+    assert create.body() == {"query": create.document, "variables": {"input": {}}}

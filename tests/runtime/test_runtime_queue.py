@@ -12,7 +12,7 @@ from waiting import wait_for
 from worker_harness import serve_asgi
 
 from runtime.qb_handler import create_handler
-from runtime.queue_server import QueueServer
+from runtime.queue_server import QueueLimits, QueueServer
 from runtime.serialization import deserialize, serialize_args
 
 
@@ -250,7 +250,7 @@ def test_shutdown_fails_unfinished_jobs_and_the_next_server_tells(tmp_path) -> N
 
 
 def test_kept_results_evict_the_oldest_first() -> None:
-    app = QueueServer(echo, max_result_bytes=300)
+    app = QueueServer(echo, limits=QueueLimits(max_result_bytes=300))
     with serve_asgi(app) as url, httpx.Client(timeout=10) as client:
         first = client.post(f"{url}/run", json={"input": "a" * 100}).json()["id"]
         wait_status(client, url, first, {"COMPLETED"})
@@ -263,7 +263,9 @@ def test_kept_results_evict_the_oldest_first() -> None:
 
 
 def test_queue_limits_answer_429_with_retry_after() -> None:
-    app = QueueServer(echo, concurrency=1, max_queue_jobs=1, max_queue_bytes=10_000)
+    app = QueueServer(
+        echo, concurrency=1, limits=QueueLimits(max_queue_jobs=1, max_queue_bytes=10_000)
+    )
     with serve_asgi(app) as url, httpx.Client(timeout=10) as client:
         client.post(f"{url}/run", json={"input": {"sleep": 30}})
         client.post(f"{url}/run", json={"input": 1})
