@@ -12,12 +12,16 @@ after a random delay, and then:
 - no unknown process runs: every worker started from this home is the one the store knows.
 
 The RNG is seeded (`FLASH_CHAOS_SEED`, else random) and every failure message carries the
-seed and the iteration. It runs 30 iterations (about 1.5 min on 2 cores);
-`FLASH_CHAOS_ITERATIONS=N` runs N.
+seed and the iteration. The plan first covers every command (deploy, update, undeploy) x every
+kill (worker, cloud, CLI), each once, in a seeded order with seeded random delays: the default
+`test_chaos` runs exactly those 9 iterations, so every kind of kill is checked on every command
+in every run. The soak, `test_chaos_soak` (opt-in: `pytest -m soak`), runs the same 9 and then
+random ones, nothing killed included, up to 30 iterations (`FLASH_CHAOS_ITERATIONS=N` runs N).
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import random
@@ -40,6 +44,11 @@ from engine.identity import app_slug, canonical_path
 from engine.localcloud.discovery import read_state
 
 FOLDER = "chaosapp"
+ACTIONS = ("deploy", "update", "undeploy")
+KILLS = ("worker", "cloud", "cli")
+# Every command x every kill, each once: the default run's plan and the soak's first part.
+COVERING = len(ACTIONS) * len(KILLS)
+SOAK_ITERATIONS = 30
 ENDPOINTS = {"work", "front"}
 RUNNING = frozenset({"deploying", "healthy", "unhealthy"})  # states that have a worker
 
@@ -127,6 +136,10 @@ class Chaos:
             return f"cli pid {cli.pid}"
         if victim == "cloud":
             info = read_state(self.home, remove_stale=False)
+            # Not up yet (a deploy starts it): the kill lands once it is, while the CLI runs.
+            while info is None and cli.poll() is None:
+                time.sleep(0.05)
+                info = read_state(self.home, remove_stale=False)
             if info is None:
                 return "cloud (not running)"
             try:
@@ -136,6 +149,9 @@ class Chaos:
             return f"cloud pid {info.pid}"
         if victim == "worker":
             pids = sorted(self.home_workers())
+            while not pids and cli.poll() is None:  # as for the cloud: none started yet
+                time.sleep(0.05)
+                pids = sorted(self.home_workers())
             if not pids:
                 return "worker (none running)"
             pid = self.rng.choice(pids)
@@ -213,10 +229,9 @@ class Chaos:
 
     # -- one iteration -----------------------------------------------------------------------
 
-    def iteration(self, index: int) -> str:
-        """One random action with one random kill, then the checks; returns what happened."""
-        action = self.rng.choice(["deploy", "update", "undeploy"])
-        victim = self.rng.choice(["worker", "cloud", "cli", "none"])
+    def iteration(self, index: int, action: str, victim: str) -> str:
+        """One action with one kill after a random delay, then the checks; returns what
+        happened."""
         delay = round(self.rng.uniform(0.0, 2.5), 2)
         if action == "update":
             self.workers = 1 + self.workers % 3
@@ -249,6 +264,24 @@ class Chaos:
         return where
 
 
+def plan(rng: random.Random, count: int) -> list[tuple[str, str]]:
+    """`count` (action, victim) pairs: every action x kill once in an order drawn from `rng`,
+    then random ones (nothing killed among them)."""
+    covering = [(action, victim) for action in ACTIONS for victim in KILLS]
+    # An undeploy kills something only when something is deployed: in the covering part, none
+    # comes first or right after another undeploy (each iteration converges to what it asked).
+    while True:
+        rng.shuffle(covering)
+        actions = ["undeploy", *(action for action, _ in covering)]
+        if all(not (a == b == "undeploy") for a, b in itertools.pairwise(actions)):
+            break
+    extra = [
+        (rng.choice(ACTIONS), rng.choice([*KILLS, "none"]))
+        for _ in range(max(0, count - len(covering)))
+    ]
+    return (covering + extra)[:count]
+
+
 def _running(process: psutil.Process) -> bool:
     try:
         return process.is_running() and process.status() != psutil.STATUS_ZOMBIE
@@ -274,11 +307,31 @@ def chaos(tmp_path: Path) -> Iterator[Chaos]:
 
 
 def _run_iterations(chaos: Chaos, count: int) -> None:
-    for index in range(count):
-        print(chaos.iteration(index), flush=True)
+    for index, (action, victim) in enumerate(plan(chaos.rng, count)):
+        print(chaos.iteration(index, action, victim), flush=True)
 
 
-@pytest.mark.timeout(900)
+def test_chaos_plan_covers_every_kill_on_every_command() -> None:
+    """Whatever the seed, the default run's plan is every command x every kill, each once, and
+    the soak's starts with it."""
+    for seed in range(20):
+        soak = plan(random.Random(seed), SOAK_ITERATIONS)
+        assert len(soak) == SOAK_ITERATIONS
+        assert soak[:COVERING] == plan(random.Random(seed), COVERING), seed
+        covering = plan(random.Random(seed), COVERING)
+        assert sorted(covering) == sorted((a, k) for a in ACTIONS for k in KILLS), seed
+        actions = ["undeploy", *(action for action, _ in covering)]
+        assert not any(a == b == "undeploy" for a, b in itertools.pairwise(actions)), seed
+
+
+@pytest.mark.timeout(600)
 def test_chaos(chaos: Chaos) -> None:
-    """30 random kills (FLASH_CHAOS_ITERATIONS for more or fewer); about 1.5 min on 2 cores."""
-    _run_iterations(chaos, int(os.environ.get("FLASH_CHAOS_ITERATIONS") or 30))
+    """Every command (deploy, update, undeploy) x every kill (worker, cloud, CLI), once each."""
+    _run_iterations(chaos, COVERING)
+
+
+@pytest.mark.soak
+@pytest.mark.timeout(1800)
+def test_chaos_soak(chaos: Chaos) -> None:
+    """The covering plan, then random kills: 30 iterations (FLASH_CHAOS_ITERATIONS for more)."""
+    _run_iterations(chaos, int(os.environ.get("FLASH_CHAOS_ITERATIONS") or SOAK_ITERATIONS))
