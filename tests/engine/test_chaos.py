@@ -30,9 +30,9 @@ import signal
 import sqlite3
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import psutil
 import pytest
@@ -43,6 +43,7 @@ from engine.home import Home
 from engine.identity import app_slug, canonical_path
 from engine.localcloud.discovery import read_state
 
+T = TypeVar("T")
 FOLDER = "chaosapp"
 ACTIONS = ("deploy", "update", "undeploy")
 KILLS = ("worker", "cloud", "cli")
@@ -135,11 +136,7 @@ class Chaos:
             cli.kill()
             return f"cli pid {cli.pid}"
         if victim == "cloud":
-            info = read_state(self.home, remove_stale=False)
-            # Not up yet (a deploy starts it): the kill lands once it is, while the CLI runs.
-            while info is None and cli.poll() is None:
-                time.sleep(0.05)
-                info = read_state(self.home, remove_stale=False)
+            info = _once_found(lambda: read_state(self.home, remove_stale=False), cli)
             if info is None:
                 return "cloud (not running)"
             try:
@@ -148,10 +145,7 @@ class Chaos:
                 return "cloud (already gone)"
             return f"cloud pid {info.pid}"
         if victim == "worker":
-            pids = sorted(self.home_workers())
-            while not pids and cli.poll() is None:  # as for the cloud: none started yet
-                time.sleep(0.05)
-                pids = sorted(self.home_workers())
+            pids = _once_found(lambda: sorted(self.home_workers()), cli)
             if not pids:
                 return "worker (none running)"
             pid = self.rng.choice(pids)
@@ -280,6 +274,13 @@ def plan(rng: random.Random, count: int) -> list[tuple[str, str]]:
         for _ in range(max(0, count - len(covering)))
     ]
     return (covering + extra)[:count]
+
+
+def _once_found(find: Callable[[], T], cli: subprocess.Popen[str]) -> T:
+    """What `find()` finds once it finds something, or finds when the CLI has ended: a deploy
+    starts the cloud and the workers, and a kill is to land on them while the CLI runs."""
+    wait_for(lambda: find() or cli.poll() is not None, 180, "something to kill, or the CLI's end")
+    return find()
 
 
 def _running(process: psutil.Process) -> bool:
