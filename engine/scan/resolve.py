@@ -132,8 +132,11 @@ class Resolver:
     def attr_of_module(self, module: str, attr: str) -> Sym:
         """`module.attr`: a top-level name of the module, or its submodule."""
         sym = self.name(module, attr)
-        # A submodule of the same name rebinds the attribute once imported: it wins over a def.
-        if sym[0] in ("other", "def") and self.is_project(f"{module}.{attr}"):
+        # A submodule of the same name rebinds the attribute once imported: it wins over a def
+        # made in the module itself, but not over one a from-import binds (`from .x import x`
+        # imports the submodule first, then binds the function over it).
+        own = sym[0] == "other" or (sym[0] == "def" and sym[1] == module)
+        if own and self.is_project(f"{module}.{attr}"):
             return ("module", f"{module}.{attr}")
         return sym
 

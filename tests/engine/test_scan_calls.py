@@ -222,6 +222,30 @@ def test_calls_through_a_star_reexport_and_a_star_import_cycle(tmp_path: Path) -
     assert _edges(result) == {("cpu", "first", "gpu", "embed", "app.py", 11)}
 
 
+def test_calls_through_a_reexport_named_as_its_own_submodule(tmp_path: Path) -> None:
+    """`pkg/__init__.py: from pkg.embed import embed`: the from-import binds the function over
+    the submodule of the same name, so `from pkg import embed` is the function."""
+    result = scan_files(
+        tmp_path,
+        {
+            "pkg/__init__.py": "from pkg.embed import embed\n",
+            "pkg/embed.py": GPU_EMBED,
+            "app.py": """
+            from tetra_rp import CpuLiveServerless, remote
+            from pkg import embed
+
+            cpu = CpuLiveServerless(name="cpu")
+
+
+            @remote(cpu)
+            async def first(text: str) -> list[float]:
+                return await embed(text)
+            """,
+        },
+    )
+    assert _edges(result) == {("cpu", "first", "gpu", "embed", "app.py", 10)}
+
+
 def test_edges_follow_edits_incrementally(tmp_path: Path) -> None:
     write_files(tmp_path, {"workers.py": WORKERS, "main.py": GATEWAY})
     scanner = Scanner(tmp_path)
