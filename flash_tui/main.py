@@ -67,7 +67,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = list(sys.argv[1:] if argv is None else argv)
     commands = sorted(cli.subcommand_names())
     if args and args[0] in commands:
-        raise SystemExit(cli.main(args))
+        raise SystemExit(cli.main(args, whole_process=argv is None))
     if "--version" in args:
         print(f"flash-tui {version()}")
         raise SystemExit(0)

@@ -44,8 +44,14 @@ def subcommand_names() -> set[str]:
     return {name.replace("_", "-") for name in COMMANDS}
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Run one headless subcommand and return its exit code."""
+def main(argv: Sequence[str] | None = None, *, whole_process: bool | None = None) -> int:
+    """Run one headless subcommand and return its exit code.
+
+    `whole_process` (default: `argv is None`): the command is what this process runs, so the
+    engine it imports may be set aside from the garbage collector for good; an in-process
+    caller (a test, a host program) keeps its heap as it was."""
+    if whole_process is None:
+        whole_process = argv is None
     argv = list(sys.argv[1:] if argv is None else argv)
     # httpx's __init__ imports httpx's own command line (click, pygments, rich.syntax: a tenth
     # of a warm deploy's start-up) whenever those are installed; no command here uses it. A
@@ -56,13 +62,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     # a headless command from importing every other command's engine (most of its start-up).
     # Importing a command's engine creates objects that live as long as the command; the
     # collector's passes over them while they are being made find nothing to free and cost
-    # a tenth of a warm deploy. Off while importing; then they are set aside for good.
+    # a tenth of a warm deploy. Off while importing; then, in a process of its own, they are
+    # set aside for good.
+    collecting = gc.isenabled()
     gc.disable()
     try:
         parser = build_parser(argv[0] if argv and argv[0] in COMMANDS else None)
     finally:
-        gc.freeze()
-        gc.enable()
+        if whole_process:
+            gc.freeze()
+        if collecting:
+            gc.enable()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         parser.print_help()

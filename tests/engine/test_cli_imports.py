@@ -116,3 +116,26 @@ def test_sdk_names_resolve_whatever_was_imported_first() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "runtime.remote"
+
+
+def test_an_in_process_call_leaves_the_collector_as_it_was(tmp_path: Path) -> None:
+    """Only a command that is its process's own sets its imports aside from the collector: a
+    caller in the same process (a test, a host program) keeps its heap collectable and its
+    collector switched as it had it."""
+    project = copy_example("quickstart", tmp_path / "quickstart")
+    probe = """
+import gc, json, sys
+from engine import cli
+gc.disable()
+in_process = cli.main(["scan", "--json", sys.argv[1]])
+after_call = {"enabled": gc.isenabled(), "frozen": gc.get_freeze_count()}
+gc.enable()
+own = cli.main(["scan", "--json", sys.argv[1]], whole_process=True)
+sys.stdout.flush()
+print(json.dumps({"codes": [in_process, own], "after_call": after_call,
+                  "frozen_after_own": gc.get_freeze_count(), "enabled": gc.isenabled()}))
+"""
+    last = python_json(probe, args=[str(project)])
+    assert last["codes"] == [0, 0]
+    assert last["after_call"] == {"enabled": False, "frozen": 0}
+    assert last["frozen_after_own"] > 0 and last["enabled"]
