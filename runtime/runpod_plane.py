@@ -172,10 +172,11 @@ class RunPodSite:
             if not value:
                 raise ValueError(f"{name} is not set: this mothership cannot reach RunPod")
             values[name] = value
+        endpoint_base = environ.get("RUNPOD_ENDPOINT_BASE_URL") or DEFAULT_ENDPOINT_BASE
         return cls(
             api_key=values["RUNPOD_API_KEY"],
             api_base=environ.get("RUNPOD_API_BASE_URL") or DEFAULT_API_BASE,
-            endpoint_base=environ.get("RUNPOD_ENDPOINT_BASE_URL") or DEFAULT_ENDPOINT_BASE,
+            endpoint_base=endpoint_base.rstrip("/"),
             lb_url_template=environ.get("FLASH_RUNPOD_LB_URL") or DEFAULT_LB_URL,
             app=values["FLASH_APP"],
             environment=values["FLASH_ENV"],
@@ -227,7 +228,7 @@ class RunPodControlPlane:
         """Where an endpoint answers: its LB host, or its queue API."""
         if load_balanced:
             return lb_url(self.site.lb_url_template, endpoint_id)
-        return f"{self.site.endpoint_base.rstrip('/')}/{endpoint_id}"
+        return f"{self.site.endpoint_base}/{endpoint_id}"
 
     # -- the persisted manifest -----------------------------------------------------------
 

@@ -44,7 +44,9 @@ from engine.localcloud.wire import ShutdownRequest
 __all__ = [
     "CloudError",
     "CloudInfo",
+    "CloudStateLost",
     "CloudStopped",
+    "CloudUnreachable",
     "claim_service_lock",
     "ensure_cloud",
     "kill_home_workers",
