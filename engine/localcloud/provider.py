@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import fields
 from typing import Any, TypeVar
@@ -55,9 +56,14 @@ _D = TypeVar("_D")
 def _from_wire(record: BaseModel, cls: type[_D], **read: Any) -> _D:
     """A provider interface type (a dataclass) from the wire record's fields of the same names,
     with `read` (fields the wire names otherwise or leaves blank) over them."""
-    wire = type(record).model_fields
-    same = {f.name: getattr(record, f.name) for f in fields(cls) if f.name in wire}
+    same = {name: getattr(record, name) for name in _shared_fields(type(record), cls)}
     return cls(**{**same, **read})
+
+
+@functools.cache
+def _shared_fields(wire: type[BaseModel], cls: type) -> tuple[str, ...]:
+    # Once per pair of types: a status poll converts every record.
+    return tuple(f.name for f in fields(cls) if f.name in wire.model_fields)
 
 
 def _deployed(record: EndpointRecord) -> DeployedEndpoint:
