@@ -8,9 +8,9 @@ import math
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["JSON_HELP", "add_command", "positive_seconds"]
+__all__ = ["add_command", "positive_seconds"]
 
-JSON_HELP = "print one JSON object"
+_JSON_HELP = "print one JSON object"
 
 
 def add_command(
@@ -28,7 +28,8 @@ def add_command(
     if path:
         parser.add_argument("path", nargs="?", default=".", help="project directory (default: .)")
     if json:
-        parser.add_argument("--json", action="store_true", help=JSON_HELP if json is True else json)
+        flag_help = _JSON_HELP if json is True else json
+        parser.add_argument("--json", action="store_true", help=flag_help)
     parser.set_defaults(func=run)
     return parser
 

@@ -23,6 +23,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from engine.app_environments import environment_name_problem
+from engine.cli.arguments import add_command
 from engine.operations import DeployReport, Engine, OpError, OpEvent, app_name
 from engine.plan import PLAN_MARKS, Plan
 from engine.provider import TARGETS
@@ -78,11 +79,10 @@ def add_deployment_command(
     run: Callable[[argparse.Namespace], int],
 ) -> argparse.ArgumentParser:
     """A subcommand that changes deployments: `NAME...`, `--yes`, `--project` and `--json`."""
-    parser = subparsers.add_parser(name, help=help, description=description)
+    parser = add_command(subparsers, name, run=run, help=help, description=description)
     parser.add_argument("names", nargs="*", metavar="NAME", help=names_help)
     parser.add_argument("--yes", "-y", action="store_true", help="do not ask for confirmation")
     add_project_option(parser)
-    parser.set_defaults(func=run)
     return parser
 
 
@@ -365,8 +365,10 @@ def progress_printer(console: Console, quiet: bool) -> Callable[[OpEvent], None]
 
 def register(subparsers: Any) -> None:
     """Add the `plan` subcommand."""
-    parser = subparsers.add_parser(
+    parser = add_command(
+        subparsers,
         "plan",
+        run=run,
         help="show what deploy would create, update, delete or keep",
         description="Scan the project and compare each endpoint's config (and code) with "
         "what is deployed. Changes nothing.",
@@ -374,7 +376,6 @@ def register(subparsers: Any) -> None:
     parser.add_argument("names", nargs="*", metavar="NAME", help="only these endpoints")
     parser.add_argument("--force", action="store_true", help="plan updating unchanged endpoints")
     add_project_option(parser)
-    parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
