@@ -151,8 +151,9 @@ def test_a_route_called_in_a_loop_answers_throughout_a_reload(dev: DevProcess) -
 def test_bad_code_on_save_names_the_line_and_keeps_serving(dev: DevProcess) -> None:
     worker = dev.project / "cpu_worker.py"
     good = worker.read_text()
+    saved_at = len(dev.lines)
     line = dev.save(worker, good + "\ndef broken(:\n", "not reloaded")
-    tail = "\n".join(dev.lines[dev.lines.index(line) :])
+    tail = "\n".join(dev.lines[saved_at:])
     assert "cpu_worker.py" in line and "cpu_worker.py:17" in tail, tail
     counted = dev.post("/cpu_worker/count_words/runsync", {"input": {"text": "a b"}})
     assert counted.json()["output"] == {"words": 2}
