@@ -92,9 +92,7 @@ def size(text: str) -> int:
 
 @pytest.fixture(scope="module")
 def build_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return write_qb_build(
-        tmp_path_factory.mktemp("build"), USER_CODE, ("square", "fail", "hold", "size")
-    )
+    return write_qb_build(tmp_path_factory.mktemp("build"), USER_CODE, FUNCTIONS)
 
 
 @pytest.fixture
@@ -396,12 +394,7 @@ def test_the_worker_refuses_a_caller_of_another_user(
     named = _named(worker)
     os.chmod(short_tmp, 0o755)
     os.chmod(named, 0o666)
-    from runtime.serialization import function_job
-
-    body = json.dumps({"input": function_job("square", (3,))}).encode()
-    hello = struct.pack("!IIB", len(b"key-sq"), 0, 3) + b"key-sq"
-    call = struct.pack("!IIB", 4 + len(body), 7, 1) + struct.pack("!I", 0xFFFFFFFF) + body
-    frame = hello + call
+    frame = _hello(b"key-sq") + _call_frame(7, 3)
     probe = textwrap.dedent(
         f"""
         import os, socket, sys
