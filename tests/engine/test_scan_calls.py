@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from projectfiles import scan_files, write_files
 
 from engine.callgraph import CallEdge
@@ -192,13 +193,34 @@ def test_calls_from_a_class_method_through_a_package_reexport(
     }
 
 
-def test_calls_through_a_star_reexport_and_a_star_import_cycle(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    "package",
+    [
+        pytest.param(
+            {
+                "models/__init__.py": "from models.gpu import *\nfrom models.loop import *\n",
+                "models/gpu.py": GPU_EMBED,
+                "models/loop.py": "from models import *\n",  # back to the package: a cycle
+            },
+            id="star-reexport-and-star-import-cycle",
+        ),
+        pytest.param(
+            # The from-import binds the function over the submodule of the same name.
+            {
+                "models/__init__.py": "from models.embed import embed\n",
+                "models/embed.py": GPU_EMBED,
+            },
+            id="from-import-named-as-its-own-submodule",
+        ),
+    ],
+)
+def test_calls_through_a_package_that_reexports_the_function(
+    tmp_path: Path, package: dict[str, str]
+) -> None:
     result = scan_files(
         tmp_path,
         {
-            "models/__init__.py": "from models.gpu import *\nfrom models.loop import *\n",
-            "models/gpu.py": GPU_EMBED,
-            "models/loop.py": "from models import *\n",  # back to the package: a cycle
+            **package,
             "app.py": """
             from tetra_rp import CpuLiveServerless, remote
             import models
@@ -218,32 +240,8 @@ def test_calls_through_a_star_reexport_and_a_star_import_cycle(tmp_path: Path) -
             """,
         },
     )
-    # `missing` is bound nowhere: the search through the stars ends (the cycle) with no edge.
+    # `missing` is bound nowhere (in a star cycle, the search ends there) and makes no edge.
     assert _edges(result) == {("cpu", "first", "gpu", "embed", "app.py", 11)}
-
-
-def test_calls_through_a_reexport_named_as_its_own_submodule(tmp_path: Path) -> None:
-    """`pkg/__init__.py: from pkg.embed import embed`: the from-import binds the function over
-    the submodule of the same name, so `from pkg import embed` is the function."""
-    result = scan_files(
-        tmp_path,
-        {
-            "pkg/__init__.py": "from pkg.embed import embed\n",
-            "pkg/embed.py": GPU_EMBED,
-            "app.py": """
-            from tetra_rp import CpuLiveServerless, remote
-            from pkg import embed
-
-            cpu = CpuLiveServerless(name="cpu")
-
-
-            @remote(cpu)
-            async def first(text: str) -> list[float]:
-                return await embed(text)
-            """,
-        },
-    )
-    assert _edges(result) == {("cpu", "first", "gpu", "embed", "app.py", 10)}
 
 
 def test_edges_follow_edits_incrementally(tmp_path: Path) -> None:
