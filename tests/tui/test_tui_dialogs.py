@@ -110,7 +110,6 @@ async def test_plan_with_nothing_to_do_cannot_deploy() -> None:
 
 
 def test_plan_rendering_marks_and_diffs() -> None:
-
     console = Console(width=80, record=True)
     console.print(render_plan(PLAN_WITH_DELETE))
     text = console.export_text()
