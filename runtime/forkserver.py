@@ -166,6 +166,8 @@ def _child(raw: bytearray, size: int, fds: list[int]) -> None:
         os.environ.clear()
         os.environ.update({str(k): str(v) for k, v in request["env"].items()})
         tempfile.tempdir = None  # TMPDIR is this worker's own
+        # Read at start-up by a spawned interpreter; the fork inherited the server's setting.
+        sys.dont_write_bytecode = bool(os.environ.get("PYTHONDONTWRITEBYTECODE"))
         cwd = str(request["cwd"])
         os.chdir(cwd)
         set_environ_block(dict(os.environ))

@@ -201,6 +201,9 @@ class WorkerProcesses:
                 # Its own temporary directory: /tmp is not granted when the home is under it.
                 "TMPDIR": str(tmp),
                 "PYTHONUNBUFFERED": "1",
+                # The build copy stays as it was built (and private): no __pycache__ written
+                # into it with the worker's umask. Bytecode already there is still read.
+                "PYTHONDONTWRITEBYTECODE": "1",
                 # Its output goes to a log (through the log writer's pipe): stamp each line.
                 logline.STAMP_ENV: "1",
             }

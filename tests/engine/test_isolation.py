@@ -83,7 +83,10 @@ def cloud(
         "PROBE_ORDINARY": "kept",
         "PROBE_PATH_LIST": os.pathsep.join(["/usr/bin", str(home.root / "bin"), "/bin"]),
     }
-    info = ensure_cloud(home, extra_env=extra)
+    with pytest.MonkeyPatch.context() as patch:
+        # As a user's shell has it: Python writes bytecode (the build-copy test needs that).
+        patch.delenv("PYTHONDONTWRITEBYTECODE", raising=False)
+        info = ensure_cloud(home, extra_env=extra)
     root = tmp_path_factory.mktemp("isolation-builds")
     try:
         for app, name in (("victim", "vault"), ("probe", "spy")):
@@ -153,6 +156,8 @@ def test_build_copies_are_private(cloud: tuple[Home, CloudInfo]) -> None:
     home, _ = cloud
     copies = [p for p in home.builds_dir("probe").iterdir() if p.is_dir()]
     assert len(copies) == 1
+    # The workers imported from it: the copy is still as built (no __pycache__ of theirs).
+    assert not list(copies[0].rglob("__pycache__"))
     for path in [copies[0], *copies[0].rglob("*")]:
         mode = stat.S_IMODE(path.lstat().st_mode)
         if path.is_dir():
