@@ -9,9 +9,8 @@ A mothership records a child as `provisioning` once it is saved and as `healthy`
   or running) and no unhealthy one; an endpoint that scales to zero (`workersMin` 0) with no
   worker at all is up too, since RunPod starts its workers when a job comes.
 
-A child unhealthy for `UNHEALTHY_GRACE` seconds without coming up since (a worker that crashes
-at start, restarted by RunPod over and over), or
-is not up within the wait (`FLASH_CHILD_HEALTH_WAIT`, 600 s: GPU images take minutes to pull),
+A child unhealthy for `FLASH_CHILD_UNHEALTHY_GRACE` seconds (15 s) without coming up since (a
+worker that crashes at start, restarted by RunPod over and over), or is not up within the wait (`FLASH_CHILD_HEALTH_WAIT`, 600 s: GPU images take minutes to pull),
 is not up, with what RunPod last said. Requests carry the child's endpoint-scoped key (aiKey).
 """
 
@@ -25,11 +24,20 @@ import httpx
 
 from runtime.runpod_state import ResourceState
 
-__all__ = ["DEFAULT_HEALTH_WAIT", "HEALTH_WAIT_ENV", "UNHEALTHY_GRACE", "Answer", "ask", "wait_up"]
+__all__ = [
+    "DEFAULT_HEALTH_WAIT",
+    "DEFAULT_UNHEALTHY_GRACE",
+    "HEALTH_WAIT_ENV",
+    "UNHEALTHY_GRACE_ENV",
+    "Answer",
+    "ask",
+    "wait_up",
+]
 
 HEALTH_WAIT_ENV = "FLASH_CHILD_HEALTH_WAIT"
 DEFAULT_HEALTH_WAIT = 600.0
-UNHEALTHY_GRACE = 15.0
+UNHEALTHY_GRACE_ENV = "FLASH_CHILD_UNHEALTHY_GRACE"
+DEFAULT_UNHEALTHY_GRACE = 15.0
 _FIRST_DELAY = 0.2
 _MAX_DELAY = 2.0
 
@@ -82,9 +90,11 @@ async def wait_up(
     wait: float,
     sleep: Callable[[float], Awaitable[None]],
     clock: Callable[[], float] = time.monotonic,
+    *,
+    grace: float = DEFAULT_UNHEALTHY_GRACE,
 ) -> tuple[bool, str]:
     """(True, "") once the endpoint is up; (False, why) once it has stayed unhealthy for
-    `UNHEALTHY_GRACE` seconds or `wait` seconds have passed."""
+    `grace` seconds or `wait` seconds have passed."""
     deadline = clock() + wait
     unhealthy_since: float | None = None
     delay = _FIRST_DELAY
@@ -95,8 +105,8 @@ async def wait_up(
         now = clock()
         if answer.state == "unhealthy":
             unhealthy_since = now if unhealthy_since is None else unhealthy_since
-            if now - unhealthy_since >= UNHEALTHY_GRACE:
-                return False, f"unhealthy for {UNHEALTHY_GRACE:g} s: {answer.detail}"
+            if now - unhealthy_since >= grace:
+                return False, f"unhealthy for {grace:g} s: {answer.detail}"
         if now + delay > deadline:
             return False, f"not up after {wait:g} s: {answer.detail}"
         await sleep(delay)

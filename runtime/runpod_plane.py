@@ -44,7 +44,13 @@ from runtime.runpod_endpoints import (
     lb_url,
     save_endpoint,
 )
-from runtime.runpod_health import DEFAULT_HEALTH_WAIT, HEALTH_WAIT_ENV, wait_up
+from runtime.runpod_health import (
+    DEFAULT_HEALTH_WAIT,
+    DEFAULT_UNHEALTHY_GRACE,
+    HEALTH_WAIT_ENV,
+    UNHEALTHY_GRACE_ENV,
+    wait_up,
+)
 from runtime.runpod_state import EnvState
 from runtime.runpod_wire import (
     ApiError,
@@ -148,7 +154,8 @@ class _Transport:
 @dataclass(frozen=True)
 class RunPodSite:
     """Where a RunPod mothership works: the API (account key and URLs), its app environment
-    and build, its own endpoint, and how long it waits for a saved child to be up."""
+    and build, its own endpoint, how long it waits for a saved child to be up and how long a
+    child may answer unhealthy before it is failed."""
 
     api_key: str = field(repr=False)
     api_base: str
@@ -161,6 +168,7 @@ class RunPodSite:
     mothership: str
     mothership_id: str
     health_wait: float = DEFAULT_HEALTH_WAIT
+    unhealthy_grace: float = DEFAULT_UNHEALTHY_GRACE
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> RunPodSite:
@@ -186,6 +194,9 @@ class RunPodSite:
             mothership_id=values["RUNPOD_ENDPOINT_ID"],
             health_wait=env_number(
                 HEALTH_WAIT_ENV, DEFAULT_HEALTH_WAIT, minimum=1.0, environ=environ
+            ),
+            unhealthy_grace=env_number(
+                UNHEALTHY_GRACE_ENV, DEFAULT_UNHEALTHY_GRACE, environ=environ
             ),
         )
 
@@ -473,7 +484,12 @@ class RunPodControlPlane:
                     await on_progress(DeployProgress(name, "error", error="no endpoint recorded"))
                     return
                 up, detail = await wait_up(
-                    client, record.url, record, self.site.health_wait, asyncio.sleep
+                    client,
+                    record.url,
+                    record,
+                    self.site.health_wait,
+                    asyncio.sleep,
+                    grace=self.site.unhealthy_grace,
                 )
                 state = "healthy" if up else "error"
                 await on_progress(DeployProgress(name, state, record.url, None if up else detail))

@@ -174,11 +174,28 @@ def test_killed_mid_provisioning_twice_converges_once_and_a_child_reaches_a_late
     assert [w.id for w in fake.workers(_endpoint(fake, "gateway").id)] == gateway_worker
 
 
+# The project's own mothership, with the env a user sets to fail a child sooner than 15 s.
+SHORT_GRACE_MOTHERSHIP = """
+    from tetra_rp import CpuLiveLoadBalancer, remote
+
+    mothership = CpuLiveLoadBalancer(
+        name="gateway", workersMax=1, env={"FLASH_CHILD_UNHEALTHY_GRACE": "3"}
+    )
+
+
+    @remote(mothership, method="GET", path="/ready")
+    async def ready() -> dict:
+        return {"ready": True}
+    """
+
+
 def test_a_child_that_never_comes_up_is_failed_with_what_runpod_said(
     fake: FakeRunPod, tmp_path: Path
 ) -> None:
-    """Saved is not up: a child whose worker crashes at start is `failed`, not `deployed`."""
-    project = write_files(tmp_path / "brokenapp", FAILING_CHILD_PROJECT)
+    """Saved is not up: a child whose worker crashes at start is `failed`, not `deployed`,
+    once it has answered unhealthy for the grace its mothership's env sets."""
+    files = {**FAILING_CHILD_PROJECT, "mothership.py": SHORT_GRACE_MOTHERSHIP}
+    project = write_files(tmp_path / "brokenapp", files)
     env = {k: v for k, v in os.environ.items() if not k.startswith("RUNPOD_")}
     env.update({"HOME": str(tmp_path / "home"), "FLASH_MOTHERSHIP_WAIT": "120", **fake.env()})
 
@@ -198,7 +215,7 @@ def test_a_child_that_never_comes_up_is_failed_with_what_runpod_said(
     children = json.loads(deployed.stdout)["children"]
     assert children["fine"]["status"] == "deployed"
     assert children["broken"]["status"] == "failed"
-    assert "unhealthy" in children["broken"]["error"]
+    assert "unhealthy for 3 s" in children["broken"]["error"], children["broken"]
     status = cli("status", "--no-probe")
     assert status.returncode == 0, status.stderr
     found = {e["name"]: e for e in json.loads(status.stdout)["endpoints"]}

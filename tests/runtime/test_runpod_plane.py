@@ -12,7 +12,7 @@ from fakes.runpod import FakeRunPod
 
 from runtime.control_plane import PlaneError, PlaneUnavailable
 from runtime.mothership import own_registry_env
-from runtime.runpod_health import HEALTH_WAIT_ENV
+from runtime.runpod_health import HEALTH_WAIT_ENV, UNHEALTHY_GRACE_ENV
 from runtime.runpod_plane import RunPodControlPlane
 
 
@@ -118,3 +118,11 @@ def test_the_plane_reads_its_health_wait_with_the_runtimes_env_number_parser(
     plane = RunPodControlPlane.from_env({**_MOTHERSHIP_ENV, HEALTH_WAIT_ENV: "later"})
     asyncio.run(plane.aclose())
     assert f"warning: ignoring {HEALTH_WAIT_ENV}='later' (not a number)" in capsys.readouterr().err
+
+
+def test_the_plane_reads_how_long_a_child_may_answer_unhealthy() -> None:
+    default = RunPodControlPlane.from_env(_MOTHERSHIP_ENV)
+    short = RunPodControlPlane.from_env({**_MOTHERSHIP_ENV, UNHEALTHY_GRACE_ENV: "2.5"})
+    asyncio.run(default.aclose())
+    asyncio.run(short.aclose())
+    assert (default.site.unhealthy_grace, short.site.unhealthy_grace) == (15.0, 2.5)
