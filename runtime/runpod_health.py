@@ -10,8 +10,9 @@ A mothership records a child as `provisioning` once it is saved and as `healthy`
   worker at all is up too, since RunPod starts its workers when a job comes.
 
 A child unhealthy for `FLASH_CHILD_UNHEALTHY_GRACE` seconds (15 s) without coming up since (a
-worker that crashes at start, restarted by RunPod over and over), or is not up within the wait (`FLASH_CHILD_HEALTH_WAIT`, 600 s: GPU images take minutes to pull),
-is not up, with what RunPod last said. Requests carry the child's endpoint-scoped key (aiKey).
+worker that crashes at start, restarted by RunPod over and over), or not up within the wait
+(`FLASH_CHILD_HEALTH_WAIT`, 600 s: GPU images take minutes to pull), is not up, with what RunPod
+last said. Requests carry the child's endpoint-scoped key (aiKey).
 """
 
 from __future__ import annotations
