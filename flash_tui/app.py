@@ -48,6 +48,7 @@ from flash_tui.screens.route_tester import (
     RouteTesterScreen,
     route_targets,
 )
+from flash_tui.target_watch import Cadence
 from flash_tui.widgets.dashboard.endpoints_table import EndpointRow
 from flash_tui.widgets.dashboard.manifest_tree import ManifestTree, TreeItem
 
@@ -93,6 +94,7 @@ class FlashApp(DeploymentActions):
         statuses: Sequence[EndpointStatus] | None = None,
         health: Mapping[str, Sequence[float | None]] | None = None,
         backend: Backend | None = None,
+        cadence: Cadence | None = None,
     ) -> None:
         backend = backend or Backend(Path(project), target)
         state = DashboardState(
@@ -104,7 +106,9 @@ class FlashApp(DeploymentActions):
         )
         if statuses is not None:
             state = replace(state, statuses={s.name: s for s in statuses})
-        super().__init__(backend, clock or _now, state.with_history(health or {}))
+        super().__init__(
+            backend, clock or _now, state.with_history(health or {}), cadence or Cadence()
+        )
         self.connect_target = connect
         self.watch_project = watch
         self.tester_history: list[HistoryEntry] = []

@@ -2,7 +2,7 @@
 
 Connecting (and `r` connecting again) starts the rest: a status tick that asks the target's
 event log for news and refreshes the full status only when there is some (or every
-`STATUS_SLOW_INTERVAL` seconds), the engine's health monitor feeding the sparklines, and the
+`Cadence.status_slow` seconds), the engine's health monitor feeding the sparklines, and the
 log follow. A refresh that reaches the target at a new address follows the restarted service;
 one that cannot reach it says so in the header. `T` switches targets, `h` probes now.
 
@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import TYPE_CHECKING
 
@@ -37,29 +37,35 @@ if TYPE_CHECKING:
     from flash_tui.backend import Backend
     from flash_tui.screens.dashboard_state import DashboardState
 
-__all__ = [
-    "HEALTH_INTERVAL",
-    "HEALTH_REDRAW",
-    "STATUS_INTERVAL",
-    "STATUS_SLOW_INTERVAL",
-    "TargetWatch",
-]
+__all__ = ["Cadence", "TargetWatch"]
 
-HEALTH_INTERVAL = 2.0
-# The event log is asked for news every STATUS_INTERVAL seconds (one small request); the full
-# status only when there is news, or every STATUS_SLOW_INTERVAL seconds (uptime, late changes).
-STATUS_INTERVAL = 5.0
-STATUS_SLOW_INTERVAL = 60.0
-HEALTH_REDRAW = 0.5
+
+@dataclass(frozen=True)
+class Cadence:
+    """How often the app looks at its target, in seconds."""
+
+    # Base interval of the health probes (healthy endpoints back off from it; `h` resets it).
+    health: float = 2.0
+    # The event log is asked for news every `status` seconds (one small request); the full
+    # status only when there is news, or every `status_slow` seconds (uptime, late changes).
+    status: float = 5.0
+    status_slow: float = 60.0
+    # Health samples arriving within `redraw` seconds are drawn together (a failure at once).
+    redraw: float = 0.5
 
 
 class TargetWatch(AppCore):
     """The app's live view of its target: connection, status, events, health samples, logs."""
 
     def __init__(
-        self, backend: Backend, clock: Callable[[], datetime], state: DashboardState
+        self,
+        backend: Backend,
+        clock: Callable[[], datetime],
+        state: DashboardState,
+        cadence: Cadence,
     ) -> None:
         super().__init__(backend, clock, state)
+        self.cadence = cadence
         self.connected = False
         self.health_monitor: HealthMonitor | None = None
         # The target's description as last reached: a change means the local cloud moved.
@@ -92,7 +98,7 @@ class TargetWatch(AppCore):
         # Restarts, uptime and supervisor states change without a health transition. Once: a
         # retry after a failed connect must not add a second timer.
         if self._status_timer is None:
-            self._status_timer = self.set_interval(STATUS_INTERVAL, self._status_tick)
+            self._status_timer = self.set_interval(self.cadence.status, self._status_tick)
 
     def on_engine_unavailable(self, message: EngineUnavailable) -> None:
         """The target could not be reached: the header, the log and a toast say so."""
@@ -113,7 +119,7 @@ class TargetWatch(AppCore):
         if stale != self._stale:  # a sample aged past its interval: the screen must say so
             self._stale = stale
             self.state = self._state
-        slow = time.monotonic() - self._status_at >= STATUS_SLOW_INTERVAL
+        slow = time.monotonic() - self._status_at >= self.cadence.status_slow
         if slow or not self.connected or await self._pull_events() or self._target_moved():
             self._refresh_status()
 
@@ -180,7 +186,7 @@ class TargetWatch(AppCore):
         """Feed the engine's health monitor into the sparklines; transitions refresh status."""
         from engine.health import HealthChange
 
-        monitor = self.backend.health_monitor(HEALTH_INTERVAL)
+        monitor = self.backend.health_monitor(self.cadence.health)
         monitor.prefer = self._visible_endpoints
         self.health_monitor = monitor
         events = monitor.events()
@@ -275,12 +281,12 @@ class TargetWatch(AppCore):
             if (shown.status == Status.HEALTHY) != message.ok:
                 self._refresh_status()  # the row says otherwise: the status follows the probe
         # Samples come one by one: redrawing the table for each would cost more than probing.
-        # One redraw for the samples of the next HEALTH_REDRAW seconds (a failure at once).
+        # One redraw for the samples of the next `cadence.redraw` seconds (a failure at once).
         self._state = state
         if not message.ok:
             self.state = state
         elif self._redraw is None:
-            self._redraw = self.set_timer(HEALTH_REDRAW, self._redraw_health)
+            self._redraw = self.set_timer(self.cadence.redraw, self._redraw_health)
 
     def _redraw_health(self) -> None:
         self._redraw = None
@@ -382,7 +388,7 @@ class TargetWatch(AppCore):
     @work(group="probe")
     async def _probe(self) -> None:
         try:
-            samples = await self.backend.probe(HEALTH_INTERVAL)
+            samples = await self.backend.probe(self.cadence.health)
         except BackendError as exc:
             self.notify(str(exc), title="Health probe failed", severity="warning")
             return

@@ -3,7 +3,6 @@ shown as stale, post-mortem logs with `l`, and the line printed on quitting."""
 
 from __future__ import annotations
 
-import asyncio
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -13,24 +12,33 @@ from projectfiles import copy_example
 from waiting import until
 
 from engine.operations import Engine
+from engine.provider import DeploymentEvent
 from engine.status import EndpointStatus
 from flash_tui.app import FlashApp
 from flash_tui.backend import Backend
 from flash_tui.screens.logs import LogsScreen
-from flash_tui.target_watch import HEALTH_INTERVAL, STATUS_INTERVAL
+from flash_tui.target_watch import Cadence
 from flash_tui.widgets.dashboard.endpoints_table import EndpointsTable
 
 RUNNING = ("api", "cpu_worker", "gpu_worker")
+# The app's own cadence, quicker: what is measured is the ratio of probes to ticks, not seconds.
+CADENCE = Cadence(health=0.5, status=1.0)
 
 
 class CountingBackend(Backend):
-    """The real backend, counting the full status refreshes it is asked for."""
+    """The real backend, counting the full status refreshes and event-log checks it is asked
+    for."""
 
     status_calls = 0
+    event_checks = 0
 
     async def status(self, *args: Any, **kwargs: Any) -> list[EndpointStatus]:
         self.status_calls += 1
         return await super().status(*args, **kwargs)
+
+    async def events(self, since: int = 0) -> list[DeploymentEvent]:
+        self.event_checks += 1
+        return await super().events(since)
 
 
 NOTE = "(not deployed; last lines before it stopped)"
@@ -56,7 +64,7 @@ async def test_idle_dashboard_probes_on_a_budget_and_never_lies(
         return datetime.now().astimezone() + timedelta(seconds=ahead[0])
 
     backend = CountingBackend(project, "local")
-    app = FlashApp(project, "local", watch=False, clock=clock, backend=backend)
+    app = FlashApp(project, "local", watch=False, clock=clock, backend=backend, cadence=CADENCE)
     async with app.run_test(size=(140, 34)) as pilot:
         await until(
             pilot,
@@ -86,7 +94,7 @@ async def test_idle_dashboard_probes_on_a_budget_and_never_lies(
         assert monitor is not None
         await until(
             pilot,
-            lambda: monitor.probe_interval("api") >= 4 * HEALTH_INTERVAL,
+            lambda: monitor.probe_interval("api") >= 4 * CADENCE.health,
             60,
             "api's probes to back off",
         )
@@ -96,7 +104,7 @@ async def test_idle_dashboard_probes_on_a_budget_and_never_lies(
             pilot,
             lambda: (
                 len(monitor.history["api"]) > before
-                and monitor.probe_interval("api") <= 2 * HEALTH_INTERVAL
+                and monitor.probe_interval("api") <= 2 * CADENCE.health
             ),
             20,
             "api probed again at the base rate",
@@ -119,11 +127,10 @@ async def test_idle_dashboard_probes_on_a_budget_and_never_lies(
         )
 
         # Nothing changes: no full status refresh for two ticks of the event-log check (the
-        # slow refresh is 60 s away); before, one every 5 s.
+        # slow refresh is 60 s away); before, one every tick.
         await until(pilot, lambda: app.state.statuses["api"].status == "healthy", 20, "api healthy")
-        await pilot.pause(0.5)
-        calls = backend.status_calls
-        await asyncio.sleep(2 * STATUS_INTERVAL + 1)
+        calls, checks = backend.status_calls, backend.event_checks
+        await until(pilot, lambda: backend.event_checks >= checks + 3, 20, "3 event-log checks")
         assert backend.status_calls - calls <= 1, backend.status_calls - calls
 
         await pilot.press("q")
