@@ -11,6 +11,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import select
 import signal
 import sys
 import threading
@@ -276,7 +277,7 @@ def ask(console: Console, question: str) -> str:
         # prompt appears must not land in asyncio's handler, which input() never sees.
         with _interrupt_raises():
             console.print(f"{question} [bold]\\[y/N][/] ", end="")
-            answer = input()
+            answer = _read_line()
     except EOFError:
         return "eof"
     except KeyboardInterrupt:
@@ -315,6 +316,21 @@ def cancel_on_interrupt(console: Console, cancel: asyncio.Event) -> Iterator[Non
 def print_interrupted(console: Console, report: DeployReport) -> None:
     """A deploy cancelled mid-way: what it did, what it did not start, what to run next."""
     console.print(f"[yellow]Cancelled:[/] {escape(report.interrupted_summary())}")
+
+
+def _read_line() -> str:
+    """A line from the terminal; EOFError at its end (Ctrl+D).
+
+    Waits in short selects, not in one read: the kernel may hand Ctrl+C's signal to another
+    thread of the process (asyncio's executor), and then a main thread blocked in read() would
+    not run the handler until Enter. Between two selects the handler runs and raises.
+    """
+    while not select.select([sys.stdin], [], [], 0.2)[0]:
+        pass
+    line = sys.stdin.readline()
+    if not line:
+        raise EOFError
+    return line
 
 
 @contextlib.contextmanager
