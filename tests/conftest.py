@@ -146,9 +146,11 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     """Fail the session when a secret of the suite's homes is found where it must not be.
 
-    With pytest-xdist each worker scans its own homes, files and captured outputs (keys are
-    collected in the worker that saw them, before undeploy deletes them) and hands its figures
-    and leaks to the controller, which adds them up with its own scan and fails the run.
+    With pytest-xdist each worker scans its own temporary directory, homes, captured outputs
+    and the files written under the repository (keys are collected in the worker that saw them,
+    before undeploy deletes them) and hands its figures and leaks to the controller. The
+    controller adds them up, searches only what no worker searched (the temporary directory of
+    a worker that died) and fails the run.
     """
     from secret_scan import find_homes
 
@@ -157,15 +159,22 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     if scan is None or factory is None or session.config.option.collectonly:
         return
     basetemp = factory.getbasetemp()
-    for home in find_homes(basetemp):
-        scan.add_home(home)
     repo = Path(__file__).resolve().parent.parent
-    leaks = scan.search([(basetemp, None), (repo, session.config.stash[_SESSION_START])])
+    searched = {Path(f["root"]) for f in session.config.stash.get(_WORKER_SCANS, [])}
+    if searched:
+        roots = [(path, None) for path in basetemp.iterdir() if path not in searched]
+    else:
+        roots = [(basetemp, None), (repo, session.config.stash[_SESSION_START])]
+    for root, _ in roots:
+        for home in find_homes(root):
+            scan.add_home(home)
+    leaks = scan.search(roots)
     secrets, homes = len(scan.secrets), len(scan.homes)
     workeroutput = getattr(session.config, "workeroutput", None)
     if workeroutput is not None:  # an xdist worker: the controller reports
         # execnet carries plain values only
         workeroutput["secret_scan"] = {
+            "root": str(basetemp),
             "secrets": secrets,
             "homes": homes,
             "leaks": [str(leak) for leak in leaks],

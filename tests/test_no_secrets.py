@@ -113,8 +113,10 @@ def test_planted_leak_case(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> N
     print(f"token={token}")
 
 
-def test_a_leak_fails_the_whole_pytest_session(tmp_path: Path) -> None:
-    """A real pytest run whose only test leaks exits non-zero and names the file."""
+@pytest.mark.parametrize("workers", ["0", "2"])
+def test_a_leak_fails_the_whole_pytest_session(tmp_path: Path, workers: str) -> None:
+    """A real pytest run whose only test leaks exits non-zero and names the file, in one
+    process and when an xdist worker found it."""
     basetemp = tmp_path / "inner"
     env = {k: v for k, v in os.environ.items() if k != "FLASH_TUI_HOME"}
     env[PLANT] = "1"
@@ -129,6 +131,8 @@ def test_a_leak_fails_the_whole_pytest_session(tmp_path: Path) -> None:
                 "-p",
                 "no:cacheprovider",
                 f"--basetemp={basetemp}",
+                "-n",
+                workers,
             ],
             cwd=tests_dir.parent,
             env=env,
