@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import io
 import json
+import os
+import pty
+from collections.abc import Iterator
 from types import SimpleNamespace
+from typing import TextIO
 
 import pytest
 from rich.console import Console
@@ -14,11 +19,16 @@ from engine.cli.plan import PlanConfirmation
 from engine.plan import Plan
 
 
-class FakeTty(io.StringIO):
-    """A stdin that claims to be a terminal, holding the user's typed answer."""
-
-    def isatty(self) -> bool:
-        return True
+@contextlib.contextmanager
+def terminal(typed: bytes) -> Iterator[TextIO]:
+    """A real terminal (a pseudo-terminal's end) on which `typed` waits to be read."""
+    master, slave = pty.openpty()
+    try:
+        os.write(master, typed)  # the terminal's line discipline holds it until it is read
+        with open(slave, encoding="utf-8") as stdin:
+            yield stdin
+    finally:
+        os.close(master)
 
 
 def confirmation(json_out: bool = False, yes: bool = False) -> tuple[PlanConfirmation, io.StringIO]:
@@ -31,14 +41,15 @@ def confirmation(json_out: bool = False, yes: bool = False) -> tuple[PlanConfirm
 
 
 @pytest.mark.parametrize(
-    ("typed", "expected"), [("y\n", True), ("YES\n", True), ("n\n", False), ("\n", False)]
+    ("typed", "expected"), [(b"y\n", True), (b"YES\n", True), (b"n\n", False), (b"\n", False)]
 )
 async def test_answer_typed_at_the_prompt(
-    monkeypatch: pytest.MonkeyPatch, typed: str, expected: bool
+    monkeypatch: pytest.MonkeyPatch, typed: bytes, expected: bool
 ) -> None:
-    monkeypatch.setattr("sys.stdin", FakeTty(typed))
     confirm, out = confirmation()
-    assert await confirm(Plan()) is expected
+    with terminal(typed) as stdin:
+        monkeypatch.setattr("sys.stdin", stdin)
+        assert await confirm(Plan()) is expected
     assert not confirm.refused
     assert "Deploy plan" in out.getvalue() and "[y/N]" in out.getvalue()
 
@@ -63,6 +74,7 @@ async def test_no_terminal_refuses_and_says_how_to_confirm(
 
 
 async def test_end_of_input_at_the_prompt_refuses(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("sys.stdin", FakeTty(""))
     confirm, _ = confirmation()
-    assert await confirm(Plan()) is False and confirm.refused
+    with terminal(b"\x04") as stdin:  # Ctrl+D
+        monkeypatch.setattr("sys.stdin", stdin)
+        assert await confirm(Plan()) is False and confirm.refused
