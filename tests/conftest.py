@@ -103,8 +103,7 @@ def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
     """`-n auto` (the default): two workers per core, at most `--maxprocesses` (4).
 
     A test here spends most of its time waiting on the processes and sockets it starts (a
-    cloud, workers, the CLI): on 2 cores, 2 workers kept about 1.2 cores busy, and 4 ran the
-    suite in 8.5-9 min instead of 11.5 (three clean runs each way).
+    cloud, workers, the CLI): with one worker per core, 2 cores were only about 60% busy.
     """
     return 2 * (os.cpu_count() or 1)
 
