@@ -57,6 +57,8 @@ RUNSYNC_WAIT_MS = 90_000
 LB_WAIT = 120.0  # seconds a load-balanced request waits for a starting worker (RunPod: 2 min)
 _MAX_CRASHES = 5
 _WATCH_EVERY = 0.2  # seconds between looks at a worker's process
+_STOP_GRACE = 10.0  # seconds a stopped worker gets between SIGTERM and SIGKILL
+_CLOSE_GRACE = 1.0  # the same when the whole fake stops
 _HOP_HEADERS = frozenset(
     {"host", "authorization", "connection", "keep-alive", "transfer-encoding", "content-length"}
 )
@@ -178,17 +180,18 @@ class DataPlane:
         for _ in range(state.wanted() - min(len(live), state.wanted())):
             await self._start_worker(state)
 
-    async def remove(self, endpoint_id: str) -> None:
-        """Stop the endpoint's workers and forget its jobs."""
+    async def remove(self, endpoint_id: str, grace: float = _STOP_GRACE) -> None:
+        """Stop the endpoint's workers (SIGKILL after `grace` s) and forget its jobs."""
         state = self._endpoints.pop(endpoint_id, None)
         if state is not None:
-            await self._stop_workers(state, list(state.workers.values()))
+            await self._stop_workers(state, list(state.workers.values()), grace)
             state.jobs.close()
 
     async def close(self) -> None:
-        """Stop every worker."""
+        """Stop every worker: the fake is going away, so a worker still in a job (the SDK
+        finishes it before it exits) is not waited for."""
         for endpoint_id in list(self._endpoints):
-            await self.remove(endpoint_id)
+            await self.remove(endpoint_id, grace=_CLOSE_GRACE)
         for task in list(self._tasks):
             task.cancel()
         if self._http is not None:
@@ -276,11 +279,13 @@ class DataPlane:
                     return
             await asyncio.sleep(0.1)
 
-    async def _stop_workers(self, state: _Endpoint, workers: list[ImageWorker]) -> None:
+    async def _stop_workers(
+        self, state: _Endpoint, workers: list[ImageWorker], grace: float = _STOP_GRACE
+    ) -> None:
         for worker in workers:
             worker.stopping = True
             state.jobs.release(worker.id)  # its long polls answer now: it can shut down
-        await asyncio.gather(*(asyncio.to_thread(w.stop) for w in workers))
+        await asyncio.gather(*(asyncio.to_thread(w.stop, grace) for w in workers))
         for worker in workers:
             state.workers.pop(worker.id, None)
             state.jobs.worker_gone(worker.id, "worker stopped")
