@@ -11,6 +11,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import os
 import select
 import signal
 import sys
@@ -274,7 +275,7 @@ def ask(console: Console, question: str) -> str:
     """Ask `question [y/N]` on the terminal: `yes`, `no`, or `eof` / `interrupt` (no answer)."""
     try:
         # Ctrl+C raises from the moment the question shows: a press right after the
-        # prompt appears must not land in asyncio's handler, which input() never sees.
+        # prompt appears must not land in asyncio's handler, which the read never sees.
         with _interrupt_raises():
             console.print(f"{question} [bold]\\[y/N][/] ", end="")
             answer = _read_line()
@@ -319,18 +320,26 @@ def print_interrupted(console: Console, report: DeployReport) -> None:
 
 
 def _read_line() -> str:
-    """A line from the terminal; EOFError at its end (Ctrl+D).
+    """A line from the terminal (what was typed before Ctrl+D ends one too, as with input());
+    EOFError when nothing was.
 
-    Waits in short selects, not in one read: the kernel may hand Ctrl+C's signal to another
-    thread of the process (asyncio's executor), and then a main thread blocked in read() would
-    not run the handler until Enter. Between two selects the handler runs and raises.
+    Waits in short selects and reads only what is there, never blocking in read(): the kernel
+    may hand Ctrl+C's signal to another thread of the process (asyncio's executor), and a main
+    thread blocked in read() would not run the handler until Enter. Between two selects the
+    handler runs and raises.
     """
-    while not select.select([sys.stdin], [], [], 0.2)[0]:
-        pass
-    line = sys.stdin.readline()
-    if not line:
-        raise EOFError
-    return line
+    fd = sys.stdin.fileno()
+    typed = b""
+    while not typed.endswith(b"\n"):
+        if not select.select([fd], [], [], 0.2)[0]:
+            continue
+        chunk = os.read(fd, 4096)
+        if not chunk:
+            if typed:
+                break
+            raise EOFError
+        typed += chunk
+    return typed.decode(errors="replace")
 
 
 @contextlib.contextmanager

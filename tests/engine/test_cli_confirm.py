@@ -41,7 +41,14 @@ def confirmation(json_out: bool = False, yes: bool = False) -> tuple[PlanConfirm
 
 
 @pytest.mark.parametrize(
-    ("typed", "expected"), [(b"y\n", True), (b"YES\n", True), (b"n\n", False), (b"\n", False)]
+    ("typed", "expected"),
+    [
+        (b"y\n", True),
+        (b"YES\n", True),
+        (b"n\n", False),
+        (b"\n", False),
+        (b"y\x04\x04", True),  # typed, then Ctrl+D twice: the end of input ends the line
+    ],
 )
 async def test_answer_typed_at_the_prompt(
     monkeypatch: pytest.MonkeyPatch, typed: bytes, expected: bool
