@@ -286,7 +286,16 @@ class EnvCache:
         requirements.write_text("\n".join(contents.requirements) + "\n", encoding="utf-8")
         index = uv_index_args(pip_settings(self._environ))
         self._run(
-            [uv, "pip", "install", "--python", str(staging / "bin" / "python")]
+            # Compiled once here: workers never write bytecode (not into a shared environment,
+            # nor, sandboxed, anywhere but their own directory), so each start reads it.
+            [
+                uv,
+                "pip",
+                "install",
+                "--compile-bytecode",
+                "--python",
+                str(staging / "bin" / "python"),
+            ]
             + index
             + ["-r", str(requirements)],
             "installing " + ", ".join(contents.requirements),
