@@ -196,7 +196,7 @@ class RunPodSite:
                 HEALTH_WAIT_ENV, DEFAULT_HEALTH_WAIT, minimum=1.0, environ=environ
             ),
             unhealthy_grace=env_number(
-                UNHEALTHY_GRACE_ENV, DEFAULT_UNHEALTHY_GRACE, environ=environ
+                UNHEALTHY_GRACE_ENV, DEFAULT_UNHEALTHY_GRACE, minimum=1.0, environ=environ
             ),
         )
 

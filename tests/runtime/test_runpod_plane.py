@@ -121,8 +121,10 @@ def test_the_plane_reads_its_health_wait_with_the_runtimes_env_number_parser(
 
 
 def test_the_plane_reads_how_long_a_child_may_answer_unhealthy() -> None:
-    default = RunPodControlPlane.from_env(_MOTHERSHIP_ENV)
-    short = RunPodControlPlane.from_env({**_MOTHERSHIP_ENV, UNHEALTHY_GRACE_ENV: "2.5"})
-    asyncio.run(default.aclose())
-    asyncio.run(short.aclose())
-    assert (default.site.unhealthy_grace, short.site.unhealthy_grace) == (15.0, 2.5)
+    graces = []
+    for value in ("", "2.5", "0", "-1"):
+        plane = RunPodControlPlane.from_env({**_MOTHERSHIP_ENV, UNHEALTHY_GRACE_ENV: value})
+        asyncio.run(plane.aclose())
+        graces.append(plane.site.unhealthy_grace)
+    # One unhealthy answer is not enough to fail a child: a second at least.
+    assert graces == [15.0, 2.5, 1.0, 1.0]
