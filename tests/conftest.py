@@ -100,12 +100,16 @@ _WORKER_SCANS = pytest.StashKey[list[dict[str, Any]]]()
 
 
 def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
-    """`-n auto` (the default): two workers per core, at most `--maxprocesses` (4).
+    """`-n auto` (the default): two workers per CPU this process may use, at most
+    `--maxprocesses` (4); `PYTEST_XDIST_AUTO_NUM_WORKERS` still decides when set.
 
     A test here spends most of its time waiting on the processes and sockets it starts (a
     cloud, workers, the CLI): with one worker per core, 2 cores were only about 60% busy.
     """
-    return 2 * (os.cpu_count() or 1)
+    chosen = os.environ.get("PYTEST_XDIST_AUTO_NUM_WORKERS", "").strip()
+    if chosen.isdigit():
+        return int(chosen)
+    return 2 * len(os.sched_getaffinity(0))
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -149,7 +153,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     and the files written under the repository (keys are collected in the worker that saw them,
     before undeploy deletes them) and hands its figures and leaks to the controller. The
     controller adds them up, searches only what no worker searched (the temporary directory of
-    a worker that died) and fails the run.
+    a worker that died, and then the repository again) and fails the run.
     """
     from secret_scan import find_homes
 
@@ -159,14 +163,17 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         return
     basetemp = factory.getbasetemp()
     repo = Path(__file__).resolve().parent.parent
+    since = session.config.stash[_SESSION_START]
     searched = {Path(f["root"]) for f in session.config.stash.get(_WORKER_SCANS, [])}
+    roots: list[tuple[Path, float | None]] = [(basetemp, None), (repo, since)]
     if searched:
-        roots = [(path, None) for path in basetemp.iterdir() if path not in searched]
-    else:
-        roots = [(basetemp, None), (repo, session.config.stash[_SESSION_START])]
-    for root, _ in roots:
-        for home in find_homes(root):
-            scan.add_home(home)
+        unsearched = [(path, None) for path in basetemp.iterdir() if path not in searched]
+        # A worker that died searched nothing: its secrets may have gone into the repo too.
+        roots = [*unsearched, (repo, since)] if unsearched else []
+    for root, modified_since in roots:
+        if modified_since is None:  # the temporary directories hold the suite's homes
+            for home in find_homes(root):
+                scan.add_home(home)
     leaks = scan.search(roots)
     secrets, homes = len(scan.secrets), len(scan.homes)
     workeroutput = getattr(session.config, "workeroutput", None)
