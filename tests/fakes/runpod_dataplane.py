@@ -47,7 +47,7 @@ from fastapi.routing import APIRoute
 from fakes.runpod_image import image_kind, image_problem, image_site
 from fakes.runpod_jobs import COMPLETED, Job, JobQueue
 from fakes.runpod_worker_routes import WorkerSide, add_worker_routes
-from fakes.runpod_workers import ImageWorker, log_events, log_start, rfc3339
+from fakes.runpod_workers import STOP_GRACE, ImageWorker, log_events, log_start, rfc3339
 
 __all__ = ["DataPlane", "EndpointView"]
 
@@ -57,8 +57,7 @@ RUNSYNC_WAIT_MS = 90_000
 LB_WAIT = 120.0  # seconds a load-balanced request waits for a starting worker (RunPod: 2 min)
 _MAX_CRASHES = 5
 _WATCH_EVERY = 0.2  # seconds between looks at a worker's process
-_STOP_GRACE = 10.0  # seconds a stopped worker gets between SIGTERM and SIGKILL
-_CLOSE_GRACE = 1.0  # the same when the whole fake stops
+_CLOSE_GRACE = 1.0  # seconds between SIGTERM and SIGKILL when the whole fake stops
 _HOP_HEADERS = frozenset(
     {"host", "authorization", "connection", "keep-alive", "transfer-encoding", "content-length"}
 )
@@ -180,7 +179,7 @@ class DataPlane:
         for _ in range(state.wanted() - min(len(live), state.wanted())):
             await self._start_worker(state)
 
-    async def remove(self, endpoint_id: str, grace: float = _STOP_GRACE) -> None:
+    async def remove(self, endpoint_id: str, grace: float = STOP_GRACE) -> None:
         """Stop the endpoint's workers (SIGKILL after `grace` s) and forget its jobs."""
         state = self._endpoints.pop(endpoint_id, None)
         if state is not None:
@@ -280,7 +279,7 @@ class DataPlane:
             await asyncio.sleep(0.1)
 
     async def _stop_workers(
-        self, state: _Endpoint, workers: list[ImageWorker], grace: float = _STOP_GRACE
+        self, state: _Endpoint, workers: list[ImageWorker], grace: float = STOP_GRACE
     ) -> None:
         for worker in workers:
             worker.stopping = True

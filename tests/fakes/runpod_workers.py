@@ -28,8 +28,17 @@ from starlette.requests import Request
 
 from fakes.runpod_image import worker_command
 
-__all__ = ["ImageWorker", "LogRecord", "free_port", "log_events", "log_start", "rfc3339"]
+__all__ = [
+    "STOP_GRACE",
+    "ImageWorker",
+    "LogRecord",
+    "free_port",
+    "log_events",
+    "log_start",
+    "rfc3339",
+]
 
+STOP_GRACE = 10.0  # seconds a stopped worker gets between SIGTERM and SIGKILL
 _LOG_POLL = 0.05  # seconds between looks for new lines while following
 MAX_LOG_LINES = 5000  # per worker; the REST v2 stream's `tail` goes up to 5000
 
@@ -153,7 +162,7 @@ class ImageWorker:
         """The exit status once the process ended."""
         return None if self._process is None else self._process.poll()
 
-    def stop(self, timeout: float = 10.0) -> None:
+    def stop(self, timeout: float = STOP_GRACE) -> None:
         """SIGTERM the process group, SIGKILL after `timeout`; wait for the log reader."""
         self.stopping = True
         process = self._process
