@@ -142,7 +142,9 @@ class SecretScan:
         if not self.secrets:
             return []
         pattern = re.compile("|".join(re.escape(s) for s in sorted(self.secrets)))
-        bpattern = re.compile(pattern.pattern.encode())
+        # Files are most of what is read (hundreds of MB): one substring search per secret is
+        # several times faster there than the alternation, and finds the same secrets.
+        encoded = [(secret, secret.encode()) for secret in sorted(self.secrets)]
         allowed: set[Path] = set()
         for home in self.homes:
             allowed |= _allowed_files(home)
@@ -163,8 +165,7 @@ class SecretScan:
                     data = path.read_bytes()
                 except OSError:
                     continue
-                for match in set(bpattern.findall(data)):
-                    leaks.append(Leak(str(path), match.decode()))
+                leaks.extend(Leak(str(path), secret) for secret, raw in encoded if raw in data)
         for home in sorted(self.homes):
             db = _cloud_dir(home) / "cloud.db"
             if db.exists():
