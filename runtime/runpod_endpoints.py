@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -336,13 +336,15 @@ async def save_endpoint(
     *,
     recorded_template: str | None = None,
     extra: Mapping[str, str] | None = None,
+    on_template: Callable[[list[EnvVar]], None] | None = None,
 ) -> SavedEndpoint:
     """Save the endpoint of `spec` (the manifest's name, resource_type, config,
     is_load_balanced, code_hash; `entry` its manifest entry): without `live`, created with an
     inline template; else its template's image and env rewritten first (the template by
     `recorded_template`, else the live one's name), then the endpoint updated by id. A new
     template gets the env afresh; an update keeps the platform's keys and the endpoint table
-    of the live one; `extra` is set over it."""
+    of the live one; `extra` is set over it. `on_template` gets the env once the template is
+    written, so a caller knows it even when the endpoint's save then fails."""
     name = str(spec["name"])
     resource_type = str(spec.get("resource_type") or "")
     config = dict(spec.get("config") or {})
@@ -370,6 +372,8 @@ async def save_endpoint(
             TemplateInput(id=live.templateId, name=named, imageName=image, env=env)
         )
         written = env
+        if on_template is not None:
+            on_template(env)
     payload = endpoint_input(
         name, resource_type, config, where, endpoint_id=live.id, template_id=live.templateId
     )

@@ -315,6 +315,9 @@ class Deployer:
             extra=mothership_env(self.config, spec, build_id)
             if spec.role == "mothership"
             else None,
+            # The tables written after the saves go over this env, also when the endpoint's
+            # save fails after its template was written.
+            on_template=lambda env: self._envs.__setitem__(spec.name, env),
         )
         if saved.env is not None:
             self._envs[spec.name] = saved.env

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -292,6 +293,32 @@ async def test_throttled_save_waits_for_retry_after(project: Path, fake: FakeRun
         assert len(fake.endpoints()) == 1
         assert isinstance(engine.provider, RunPodProvider)
         assert engine.provider.api.client.waits == [1.0]
+        await engine.undeploy()
+
+
+async def test_a_template_written_before_its_endpoint_save_failed_keeps_its_new_env(
+    project: Path, fake: FakeRunPod
+) -> None:
+    """An update writes the template, then saves the endpoint. When that save fails, the
+    table written afterwards goes over the env just written, not over the env from before."""
+    async with _engine(project, fake) as engine:
+        assert (await engine.deploy()).ok
+        shutil.rmtree(project / "workers" / "api")  # `api` goes: gateway's table changes
+        main = project / "main.py"
+        text = main.read_text()
+        main.write_text(text.replace('name="gateway",', 'name="gateway", env={"MODE": "two"},'))
+        fake.fail_next("saveEndpoint", graphql_error="the endpoint is being updated")
+        report = await engine.deploy()
+        assert [r.name for r in report.outcome.failed()] == ["gateway"]
+        assert sorted(e.name for e in fake.endpoints()) == ["cpu_worker", "gateway", "gpu_worker"]
+        gateway = next(e for e in fake.endpoints() if e.name == "gateway")
+        (template,) = [t for t in fake.templates() if t.id == gateway.templateId]
+        assert template.env.get("MODE") == "two"
+        assert set(json.loads(template.env["FLASH_ENDPOINTS"])["endpoints"]) == {
+            "cpu_worker",
+            "gpu_worker",
+        }
+        assert (await engine.deploy()).ok  # the next deploy completes it
         await engine.undeploy()
 
 
