@@ -295,14 +295,12 @@ _SCALARS = (
 @dataclass(frozen=True)
 class SavedEndpoint:
     """One endpoint as `save_endpoint` left it: the manifest's `spec` it was saved from, the
-    endpoint, its template's name and image, and the env its template was given (None when
-    its template is unknown, so not written)."""
+    endpoint, and its template's name and image."""
 
     spec: Mapping[str, Any]
     endpoint: Endpoint
     template_name: str | None
     image: str
-    env: list[EnvVar] | None
 
     def record(
         self, url: str, build_id: str, *, role: str, mothership: str | None
@@ -343,8 +341,9 @@ async def save_endpoint(
     inline template; else its template's image and env rewritten first (the template by
     `recorded_template`, else the live one's name), then the endpoint updated by id. A new
     template gets the env afresh; an update keeps the platform's keys and the endpoint table
-    of the live one; `extra` is set over it. `on_template` gets the env once the template is
-    written, so a caller knows it even when the endpoint's save then fails."""
+    of the live one; `extra` is set over it. `on_template` gets each env a template is given
+    as soon as it has it: an update's even when the endpoint's save then fails. A template
+    that is unknown is not written."""
     name = str(spec["name"])
     resource_type = str(spec.get("resource_type") or "")
     config = dict(spec.get("config") or {})
@@ -364,20 +363,21 @@ async def save_endpoint(
         new_name = new_template_name(where.app, where.env, name)
         template = TemplateInput(name=new_name, imageName=image, env=env)
         payload = endpoint_input(name, resource_type, config, where, template=template)
-        return SavedEndpoint(spec, await api.save_endpoint(payload), new_name, image, env)
+        created = await api.save_endpoint(payload)  # the template comes with its endpoint
+        if on_template is not None:
+            on_template(env)
+        return SavedEndpoint(spec, created, new_name, image)
     named = recorded_template or (live.template.name if live.template is not None else None)
-    written = None
     if live.templateId and named:
         await api.save_template(
             TemplateInput(id=live.templateId, name=named, imageName=image, env=env)
         )
-        written = env
         if on_template is not None:
             on_template(env)
     payload = endpoint_input(
         name, resource_type, config, where, endpoint_id=live.id, template_id=live.templateId
     )
-    return SavedEndpoint(spec, await api.save_endpoint(payload), named, image, written)
+    return SavedEndpoint(spec, await api.save_endpoint(payload), named, image)
 
 
 def live_config(

@@ -93,7 +93,8 @@ class Deployer:
     _limit: asyncio.Semaphore = field(init=False)
     _state_lock: asyncio.Lock = field(init=False, default_factory=asyncio.Lock)
     _state_error: str | None = field(init=False, default=None)
-    # The template env each endpoint was saved with by this operation, by resource name.
+    # The template env this operation gave each endpoint, by resource name (the update's even
+    # when its endpoint's save then failed).
     _envs: dict[str, list[EnvVar]] = field(init=False, default_factory=dict)
     # Deleted by this operation: in no table any more.
     _deleted: set[str] = field(init=False, default_factory=set)
@@ -305,7 +306,7 @@ class Deployer:
     ) -> SavedEndpoint:
         where = Deployment(self.where.app.name, self.env_name, self.where.environment.id)
         recorded = self.where.state.resources.get(spec.name)
-        saved = await save_endpoint(
+        return await save_endpoint(
             self.api,
             where,
             spec.model_dump(),
@@ -319,9 +320,6 @@ class Deployer:
             # save fails after its template was written.
             on_template=lambda env: self._envs.__setitem__(spec.name, env),
         )
-        if saved.env is not None:
-            self._envs[spec.name] = saved.env
-        return saved
 
     async def _wait_healthy(self, target: EndpointTarget) -> tuple[bool, str]:
         deadline = time.monotonic() + self.health_wait
