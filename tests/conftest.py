@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import socket
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -99,17 +99,16 @@ _SESSION_START = pytest.StashKey[float]()
 _WORKER_SCANS = pytest.StashKey[list[dict[str, Any]]]()
 
 
-def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
-    """`-n auto` (the default): two workers per CPU this process may use, at most
-    `--maxprocesses` (4); `PYTEST_XDIST_AUTO_NUM_WORKERS` still decides when set.
+@pytest.hookimpl(wrapper=True)
+def pytest_xdist_auto_num_workers(config: pytest.Config) -> Generator[None, int, int]:
+    """`-n auto` (the default): two workers per core xdist finds, at most `--maxprocesses` (4);
+    `PYTEST_XDIST_AUTO_NUM_WORKERS` still decides when set.
 
     A test here spends most of its time waiting on the processes and sockets it starts (a
     cloud, workers, the CLI): with one worker per core, 2 cores were only about 60% busy.
     """
-    chosen = os.environ.get("PYTEST_XDIST_AUTO_NUM_WORKERS", "").strip()
-    if chosen.isdigit():
-        return int(chosen)
-    return 2 * len(os.sched_getaffinity(0))
+    found = yield
+    return found if os.environ.get("PYTEST_XDIST_AUTO_NUM_WORKERS") else 2 * found
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -163,18 +162,14 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         return
     basetemp = factory.getbasetemp()
     repo = Path(__file__).resolve().parent.parent
-    since = session.config.stash[_SESSION_START]
     searched = {Path(f["root"]) for f in session.config.stash.get(_WORKER_SCANS, [])}
-    roots: list[tuple[Path, float | None]] = [(basetemp, None), (repo, since)]
-    if searched:
-        unsearched = [(path, None) for path in basetemp.iterdir() if path not in searched]
-        # A worker that died searched nothing: its secrets may have gone into the repo too.
-        roots = [*unsearched, (repo, since)] if unsearched else []
-    for root, modified_since in roots:
-        if modified_since is None:  # the temporary directories hold the suite's homes
-            for home in find_homes(root):
-                scan.add_home(home)
-    leaks = scan.search(roots)
+    temps = [p for p in basetemp.iterdir() if p not in searched] if searched else [basetemp]
+    for temp in temps:  # the temporary directories hold the suite's homes
+        for home in find_homes(temp):
+            scan.add_home(home)
+    # The repository too, unless every worker searched it (with its own secrets).
+    since = session.config.stash[_SESSION_START]
+    leaks = scan.search([*((t, None) for t in temps), (repo, since)] if temps else [])
     secrets, homes = len(scan.secrets), len(scan.homes)
     workeroutput = getattr(session.config, "workeroutput", None)
     if workeroutput is not None:  # an xdist worker: the controller reports

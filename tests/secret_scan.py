@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import sqlite3
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -141,10 +140,10 @@ class SecretScan:
         self.refresh()
         if not self.secrets:
             return []
-        pattern = re.compile("|".join(re.escape(s) for s in sorted(self.secrets)))
-        # Files are most of what is read (hundreds of MB): one substring search per secret is
-        # several times faster there than the alternation, and finds the same secrets.
-        encoded = [(secret, secret.encode()) for secret in sorted(self.secrets)]
+        # One substring search per secret: over the hundreds of MB of files several times
+        # faster than one regular expression of them all.
+        secrets = sorted(self.secrets)
+        encoded = [(secret, secret.encode()) for secret in secrets]
         allowed: set[Path] = set()
         for home in self.homes:
             allowed |= _allowed_files(home)
@@ -169,11 +168,11 @@ class SecretScan:
         for home in sorted(self.homes):
             db = _cloud_dir(home) / "cloud.db"
             if db.exists():
-                for match in set(pattern.findall(_db_text(db))):
-                    leaks.append(Leak(f"{db} (a table other than endpoint_keys)", match))
+                text = _db_text(db)
+                where = f"{db} (a table other than endpoint_keys)"
+                leaks.extend(Leak(where, secret) for secret in secrets if secret in text)
         for where, text in self.outputs:
-            for match in set(pattern.findall(text)):
-                leaks.append(Leak(where, match))
+            leaks.extend(Leak(where, secret) for secret in secrets if secret in text)
         return leaks
 
 
